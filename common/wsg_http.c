@@ -1,0 +1,1 @@
+#include "wsg_http.h"

@@ -1,0 +1,48 @@
+/*
+ * wsg_http: the operations endpoint of a daemon: GET /healthz, /readyz and /metrics over HTTP/1.1
+ * on a port of its own (kept off the WebSocket port so probes and scrapes never pass through the
+ * public balancer).
+ *
+ * A small server on its own thread: poll(2), at most 64 clients, requests up to 4 KiB, 5 s to send
+ * a request, one response per connection. Nothing here touches the daemon's own threads: `ready`
+ * reads state the daemon publishes with atomics.
+ */
+#ifndef WSG_HTTP_H
+#define WSG_HTTP_H
+
+#include <stddef.h>
+
+#include "wsg_metrics.h"
+
+typedef struct wsg_http wsg_http;
+
+/*
+ * Returns 0 when the daemon is ready, else nonzero and a one-line reason in `why` (shown in the
+ * 503 body, e.g. "kafka: no broker reachable"). Runs on the HTTP thread.
+ */
+typedef int (*wsg_http_ready_fn)(void *arg, char *why, size_t whylen);
+
+/* An extra route, e.g. the browser demo page. Body and type are borrowed for the server's life. */
+typedef struct {
+  const char *path;
+  const char *content_type;
+  const char *body;
+  size_t body_len;
+} wsg_http_route;
+
+typedef struct {
+  const char *addr;          /* listen address, e.g. "0.0.0.0" or "127.0.0.1" */
+  int port;                  /* 0 picks a free port (see wsg_http_port) */
+  wsg_metrics *metrics;      /* borrowed */
+  wsg_http_ready_fn ready;   /* may be NULL: always ready */
+  void *ready_arg;
+  const wsg_http_route *routes; /* borrowed; may be NULL */
+  size_t nroutes;
+} wsg_http_options;
+
+/* Binds, then serves on a new thread. On failure returns -1 and says why in `err`. */
+int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size_t errlen);
+int wsg_http_port(const wsg_http *h); /* the bound port */
+void wsg_http_stop(wsg_http *h);      /* joins the thread and frees; NULL is a no-op */
+
+#endif

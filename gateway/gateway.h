@@ -1,0 +1,3 @@
+#ifndef GATEWAY_H
+#define GATEWAY_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+#endif

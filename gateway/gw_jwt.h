@@ -1,0 +1,3 @@
+#ifndef GW_JWT_H
+#define GW_JWT_H
+#endif

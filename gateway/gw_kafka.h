@@ -1,0 +1,3 @@
+#ifndef GW_KAFKA_H
+#define GW_KAFKA_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef GW_RATELIMIT_H
+#define GW_RATELIMIT_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef GW_REGISTRY_H
+#define GW_REGISTRY_H
+#endif

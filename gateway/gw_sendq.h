@@ -1,0 +1,3 @@
+#ifndef GW_SENDQ_H
+#define GW_SENDQ_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef PROC_CHAT_H
+#define PROC_CHAT_H
+#endif

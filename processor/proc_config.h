@@ -1,0 +1,3 @@
+#ifndef PROC_CONFIG_H
+#define PROC_CONFIG_H
+#endif

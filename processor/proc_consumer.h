@@ -1,0 +1,3 @@
+#ifndef PROC_CONSUMER_H
+#define PROC_CONSUMER_H
+#endif

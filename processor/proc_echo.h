@@ -1,0 +1,3 @@
+#ifndef PROC_ECHO_H
+#define PROC_ECHO_H
+#endif

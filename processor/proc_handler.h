@@ -1,0 +1,3 @@
+#ifndef PROC_HANDLER_H
+#define PROC_HANDLER_H
+#endif

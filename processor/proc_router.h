@@ -1,0 +1,3 @@
+#ifndef PROC_ROUTER_H
+#define PROC_ROUTER_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef PROCESSOR_H
+#define PROCESSOR_H
+#endif

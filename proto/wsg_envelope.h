@@ -1,0 +1,170 @@
+/*
+ * wsg_envelope: the MessagePack envelope that carries everything crossing Kafka in wsgate
+ * (docs/PROTOCOL.md is the specification; tests/golden/ pins the bytes).
+ *
+ * One map with short string keys:
+ *   v  uint   version (1)                      t  str    type: msg connect disconnect deliver close
+ *   u  str    user id                          c  uint   connection id
+ *   g  str    gateway id                       s  uint   gateway slot (outbound partition)
+ *   ts uint   microseconds since the epoch     n  uint   per-connection sequence (inbound)
+ *   q  uint   per-user delivery sequence       d  bin    payload, the client's frame as sent
+ *   b  bool   payload is a binary frame        m  map    metadata (opaque MessagePack, validated)
+ *   cs array  of uint: target connections      cc uint   close code     cr str close reason
+ * Unknown keys are skipped, so a newer writer can add keys without breaking an older reader.
+ *
+ * Decoding never allocates, never reads past its input, bounds every length and count by the
+ * bytes that remain, caps nesting, and names the exact problem in its error. The decoded
+ * envelope's strings and payload point INTO the input buffer: they are valid while it is.
+ *
+ * Encoding writes into a caller-owned, reusable wsg_buf: no allocation once it has grown to the
+ * largest envelope seen.
+ *
+ * Threads: none of its own; every function is reentrant.
+ */
+#ifndef WSG_ENVELOPE_H
+#define WSG_ENVELOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WSG_ENVELOPE_VERSION 1
+
+/* Bounds enforced by both encoder and decoder. */
+#define WSG_MAX_USER_LEN 256      /* bytes of UTF-8 */
+#define WSG_MAX_GATEWAY_LEN 128   /* bytes of UTF-8 */
+#define WSG_MAX_REASON_LEN 123    /* a WebSocket close reason's limit */
+#define WSG_MAX_CONNS 65536       /* entries of `cs` */
+#define WSG_MAX_META_DEPTH 8      /* nesting inside `m` */
+#define WSG_MAX_PAYLOAD (64u << 20) /* 64 MiB; daemons enforce their own smaller limits */
+
+/* X-macro: name, value, message. Generates the enum, wsg_env_strerror() and wsg_env_err_name(). */
+#define WSG_ENV_ERRNO_MAP(X)                                                                       \
+  X(OK, 0, "success")                                                                              \
+  X(TRUNCATED, -1, "input ends inside a value")                                                    \
+  X(NOT_MAP, -2, "envelope is not a MessagePack map")                                              \
+  X(BAD_TYPE, -3, "a field has the wrong MessagePack type")                                        \
+  X(MISSING, -4, "a required field is missing")                                                    \
+  X(TOO_LONG, -5, "a string, payload or list is longer than allowed")                              \
+  X(TOO_DEEP, -6, "metadata is nested too deeply")                                                 \
+  X(BAD_UTF8, -7, "a string is not valid UTF-8")                                                   \
+  X(BAD_VERSION, -8, "envelope version is not supported")                                          \
+  X(BAD_KIND, -9, "unknown envelope type")                                                         \
+  X(TRAILING, -10, "bytes follow the envelope")                                                    \
+  X(INVALID, -11, "input is not valid MessagePack")                                                \
+  X(NOMEM, -12, "out of memory")                                                                   \
+  X(DUPLICATE, -13, "a field appears twice")                                                       \
+  X(BAD_VALUE, -14, "a field's value is out of range")
+
+typedef enum {
+#define WSG_ENV_ERR_ENUM(name, value, msg) WSG_ENV_##name = value,
+  WSG_ENV_ERRNO_MAP(WSG_ENV_ERR_ENUM)
+#undef WSG_ENV_ERR_ENUM
+} wsg_env_err;
+
+const char *wsg_env_strerror(int err);
+const char *wsg_env_err_name(int err);
+
+typedef enum {
+  WSG_ENV_MSG = 1,    /* gateway -> processor: a client frame */
+  WSG_ENV_CONNECT,    /* gateway -> processor: a connection was accepted and registered */
+  WSG_ENV_DISCONNECT, /* gateway -> processor: a connection ended (cc = close code) */
+  WSG_ENV_DELIVER,    /* processor -> gateway: send `d` to c, or to cs, or to all of u's */
+  WSG_ENV_CLOSE,      /* processor -> gateway: close connection c with cc/cr */
+} wsg_env_kind;
+
+const char *wsg_env_kind_name(wsg_env_kind kind); /* "msg", "connect", ... */
+
+/* Which fields an envelope carries (decode sets them; encode writes exactly these). */
+enum {
+  WSG_F_USER = 1u << 0,
+  WSG_F_CONN = 1u << 1,
+  WSG_F_GATEWAY = 1u << 2,
+  WSG_F_SLOT = 1u << 3,
+  WSG_F_TS = 1u << 4,
+  WSG_F_SEQ = 1u << 5,
+  WSG_F_USEQ = 1u << 6,
+  WSG_F_DATA = 1u << 7,
+  WSG_F_BINARY = 1u << 8,
+  WSG_F_META = 1u << 9,
+  WSG_F_CONNS = 1u << 10,
+  WSG_F_CLOSE_CODE = 1u << 11,
+  WSG_F_CLOSE_REASON = 1u << 12,
+};
+
+/* A list of connection ids as MessagePack bytes (an array of uints), read with wsg_conns_next(). */
+typedef struct {
+  const uint8_t *raw; /* the array's elements, borrowed */
+  size_t raw_len;
+  uint32_t count;
+} wsg_conn_list;
+
+typedef struct {
+  wsg_env_kind kind;
+  uint32_t version;
+  uint32_t fields; /* WSG_F_* */
+
+  const char *user; /* not NUL-terminated; borrowed */
+  size_t user_len;
+  uint64_t conn;
+  const char *gateway; /* not NUL-terminated; borrowed */
+  size_t gateway_len;
+  uint32_t slot;
+  uint64_t ts_us;
+  uint64_t seq;      /* n: per-connection inbound sequence */
+  uint64_t user_seq; /* q: per-user delivery sequence */
+  const uint8_t *data; /* payload; borrowed */
+  size_t data_len;
+  bool binary;
+  const uint8_t *meta; /* the whole `m` map as MessagePack, validated; borrowed */
+  size_t meta_len;
+  wsg_conn_list conns;  /* decode: view into the input */
+  const uint64_t *conn_ids; /* encode only: `cs` source array, borrowed */
+  uint16_t close_code;
+  const char *close_reason; /* not NUL-terminated; borrowed */
+  size_t close_reason_len;
+} wsg_envelope;
+
+/*
+ * Decodes one envelope from exactly `len` bytes. Fills `env`, whose pointers borrow from `buf`.
+ * Required: v, t; for msg/connect/disconnect also u, c, g, s; for deliver g and one of c, cs, u;
+ * for close g and c. Returns WSG_ENV_OK or a negative wsg_env_err; on error `*err_field` (may be
+ * NULL) names the offending key ("u", "cs", ...) or "" for the envelope as a whole.
+ */
+int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field);
+
+/* Iterates a decoded `cs`: returns 1 and sets *id, 0 at the end. *pos starts at 0. Never fails:
+ * the decoder already validated every element. */
+int wsg_conns_next(const wsg_conn_list *list, size_t *pos, uint64_t *id);
+
+/* Caller-owned growable output buffer, reused across messages; `cap` bounds its growth. */
+typedef struct {
+  uint8_t *data;
+  size_t len;
+  size_t alloc;
+  size_t cap; /* 0 = WSG_MAX_PAYLOAD + 64 KiB */
+} wsg_buf;
+
+void wsg_buf_init(wsg_buf *b, size_t cap);
+void wsg_buf_finish(wsg_buf *b); /* frees data; the struct may be reused after wsg_buf_init */
+void wsg_buf_reset(wsg_buf *b);  /* len = 0, memory kept */
+
+/*
+ * Encodes `env` (fields chosen by env->fields; kind and version always written) and replaces
+ * b's contents. Validates like the decoder (lengths, UTF-8 of ids, required fields), so what is
+ * encoded always decodes. Returns WSG_ENV_OK or a negative wsg_env_err.
+ */
+int wsg_envelope_encode(const wsg_envelope *env, wsg_buf *b);
+
+/*
+ * Checks that buf[0..len) is exactly one well-formed MessagePack object with nesting at most
+ * `max_depth` and every declared count and length backed by the bytes that remain. After this
+ * returns WSG_ENV_OK, msgpack-c's msgpack_unpack_next() on the same bytes allocates only what the
+ * input justifies. Used for client payloads (the chat handler) and tools.
+ */
+int wsg_msgpack_validate(const uint8_t *buf, size_t len, unsigned max_depth);
+
+/* True if s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool wsg_utf8_valid(const char *s, size_t len);
+
+#endif
