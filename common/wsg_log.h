@@ -23,8 +23,20 @@ typedef enum {
 /* Process-wide settings, written once by main() before any thread starts. */
 extern wsg_log_level wsg_log_min_level;
 
-/* Sets the minimum level, the format (JSON or text) and the program name shown in each line. */
+/*
+ * Sets the minimum level, the format (JSON or text) and the program name (copied; shown as "prog"
+ * in JSON lines).
+ * Text: 2026-11-25T08:30:00.123Z INFO  [gw_server.c:123] ws: message
+ * JSON: {"ts":"...","level":"INFO","prog":"...","file":"gw_server.c","line":123,"subsys":"ws","msg":"..."}
+ */
 void wsg_log_setup(wsg_log_level min_level, bool json, const char *program);
+
+/*
+ * Redirects the lines to `fd` (default 2, stderr) and returns the previous fd. For tests that
+ * capture log output through a pipe, and for a daemon that logs to a file it opened itself.
+ * The fd is borrowed: the caller closes it after switching back.
+ */
+int wsg_log_set_fd(int fd);
 
 /* Parses "debug", "info", "warn" or "error". Returns 0, or -1 if the name is unknown. */
 int wsg_log_level_parse(const char *name, wsg_log_level *out);
