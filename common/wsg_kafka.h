@@ -10,6 +10,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "wsg_config.h"
 
@@ -48,7 +49,11 @@ int wsg_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms
                                size_t errlen);
 
 /* The partition librdkafka's murmur2_random partitioner (the Java client's default) picks for a
- * non-empty key: (murmur2(key) & 0x7fffffff) % partitions. Used by tests and tools. */
+ * non-empty key: (murmur2(key) & 0x7fffffff) % partitions. Used by tests and tools.
+ * Returns -1 if `partitions` < 1. */
 int wsg_kafka_murmur2_partition(const void *key, size_t len, int partitions);
+
+/* Kafka's Utils.murmur2() of `key`: the Java int's 32 bits. */
+uint32_t wsg_kafka_murmur2(const void *key, size_t len);
 
 #endif

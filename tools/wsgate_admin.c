@@ -1,1 +1,357 @@
-int main(void) { return 0; }
+/*
+ * wsgate-admin: operator commands against a Kafka cluster.
+ *
+ *   wsgate-admin topics ensure --topic T --partitions N [--topic T --partitions N ...]
+ *   wsgate-admin topics describe [--topic T ...]
+ *   wsgate-admin partition (--partitions N | --topic T) KEY...
+ *
+ * Options are parsed with getopt_long rather than wsg_config's table: wsg_config describes one
+ * flat set of daemon options, while this tool has subcommands and repeated --topic/--partitions
+ * pairs.
+ *
+ * Threads: main only (librdkafka runs its own).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wsg_config.h"
+#include "wsg_kafka.h"
+#include "wsg_log.h"
+
+enum { EXIT_USAGE = 2 };
+
+#define MAX_TOPICS         64
+#define DEFAULT_TIMEOUT_MS 30000
+
+typedef struct {
+  const char *brokers;
+  const char *topics[MAX_TOPICS];
+  int partitions[MAX_TOPICS]; /* of topics[i]; 0 = not given */
+  size_t topic_count;
+  int bare_partitions;    /* --partitions before any --topic (the partition command); 0 = none */
+  int replication_factor; /* -1: the broker's default.replication.factor */
+  int timeout_ms;
+  wsg_kvlist props; /* -X key=value, owned */
+  bool verbose;
+} admin_opts;
+
+static const char usage_text[] =
+    "usage: wsgate-admin [OPTIONS] COMMAND ...\n"
+    "\n"
+    "Commands:\n"
+    "  topics ensure --topic T --partitions N [--topic T --partitions N ...]\n"
+    "                  create each topic if missing, then check its partition count\n"
+    "  topics describe [--topic T ...]\n"
+    "                  partitions, leaders and replicas (every non-internal topic by default)\n"
+    "  partition (--partitions N | --topic T) KEY...\n"
+    "                  the partition each KEY maps to with the Java client's murmur2\n"
+    "                  partitioner (wsgate's inbound partitioner); one number per line\n"
+    "\n"
+    "Options:\n"
+    "  -b, --brokers HOST:PORT[,...]  bootstrap servers (env WSGATE_KAFKA_BROKERS)\n"
+    "  -t, --topic NAME               a topic (repeatable)\n"
+    "  -p, --partitions N             partition count of the preceding --topic\n"
+    "  -r, --replication-factor N     for new topics (default: the broker's default)\n"
+    "      --timeout MS               overall deadline of a command (default 30000)\n"
+    "  -X KEY=VALUE                   a librdkafka property, e.g. -X security.protocol=ssl\n"
+    "  -v, --verbose                  log librdkafka's informational messages\n"
+    "  -h, --help                     this text\n"
+    "      --version                  print the version\n"
+    "\n"
+    "Exit status: 0 success, 1 failure, 2 usage error.\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints a usage error and returns the usage exit status. */
+static int usage_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "wsgate-admin: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\nTry 'wsgate-admin --help'.\n");
+  va_end(ap);
+  return EXIT_USAGE;
+}
+
+/* A decimal int in [min, max], or -1 after printing which option was wrong. */
+static int parse_int(const char *opt, const char *text, int min, int max, int *out) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(text, &end, 10);
+  if (errno != 0 || end == text || *end != '\0' || v < min || v > max) {
+    fprintf(stderr, "wsgate-admin: %s: '%s' is not a number in %d..%d\n", opt, text, min, max);
+    return -1;
+  }
+  *out = (int)v;
+  return 0;
+}
+
+static int kvlist_add(wsg_kvlist *kv, const char *text) {
+  const char *eq = strchr(text, '=');
+  if (!eq || eq == text) {
+    fprintf(stderr, "wsgate-admin: -X: expected KEY=VALUE, got '%s'\n", text);
+    return -1;
+  }
+  char **keys = realloc(kv->keys, (kv->count + 1) * sizeof(*keys));
+  if (!keys)
+    return -1;
+  kv->keys = keys;
+  char **values = realloc(kv->values, (kv->count + 1) * sizeof(*values));
+  if (!values)
+    return -1;
+  kv->values = values;
+  kv->keys[kv->count] = strndup(text, (size_t)(eq - text));
+  kv->values[kv->count] = strdup(eq + 1);
+  if (!kv->keys[kv->count] || !kv->values[kv->count]) {
+    free(kv->keys[kv->count]);
+    free(kv->values[kv->count]);
+    return -1;
+  }
+  kv->count++;
+  return 0;
+}
+
+static void kvlist_free(wsg_kvlist *kv) {
+  for (size_t i = 0; i < kv->count; i++) {
+    free(kv->keys[i]);
+    free(kv->values[i]);
+  }
+  free(kv->keys);
+  free(kv->values);
+  memset(kv, 0, sizeof(*kv));
+}
+
+/* Parses every option, wherever it stands; positional words stay in argv[optind..]. Returns 0,
+ * EXIT_USAGE on a usage error, or -1 after --help/--version were printed. */
+static int parse_options(int argc, char **argv, admin_opts *o) {
+  enum { OPT_TIMEOUT = 256, OPT_VERSION };
+  static const struct option longopts[] = {
+      {"brokers", required_argument, NULL, 'b'},
+      {"topic", required_argument, NULL, 't'},
+      {"partitions", required_argument, NULL, 'p'},
+      {"replication-factor", required_argument, NULL, 'r'},
+      {"timeout", required_argument, NULL, OPT_TIMEOUT},
+      {"verbose", no_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, OPT_VERSION},
+      {NULL, 0, NULL, 0},
+  };
+  int c;
+  while ((c = getopt_long(argc, argv, "b:t:p:r:X:vh", longopts, NULL)) != -1) {
+    switch (c) {
+    case 'b':
+      o->brokers = optarg;
+      break;
+    case 't':
+      if (o->topic_count == MAX_TOPICS)
+        return usage_error("at most %d topics per command", MAX_TOPICS);
+      o->topics[o->topic_count++] = optarg;
+      break;
+    case 'p': {
+      int n;
+      if (parse_int("--partitions", optarg, 1, 1000000, &n) != 0)
+        return EXIT_USAGE;
+      /* --partitions belongs to the --topic before it; before any --topic it stands alone (the
+       * partition command). */
+      int *slot = o->topic_count > 0 ? &o->partitions[o->topic_count - 1] : &o->bare_partitions;
+      if (*slot != 0)
+        return usage_error("--partitions %s: give one --partitions after each --topic", optarg);
+      *slot = n;
+      break;
+    }
+    case 'r':
+      if (parse_int("--replication-factor", optarg, 1, 32767, &o->replication_factor) != 0)
+        return EXIT_USAGE;
+      break;
+    case OPT_TIMEOUT:
+      if (parse_int("--timeout", optarg, 1, 3600000, &o->timeout_ms) != 0)
+        return EXIT_USAGE;
+      break;
+    case 'X':
+      if (kvlist_add(&o->props, optarg) != 0)
+        return EXIT_USAGE;
+      break;
+    case 'v':
+      o->verbose = true;
+      break;
+    case 'h':
+      fputs(usage_text, stdout);
+      return -1;
+    case OPT_VERSION:
+      printf("wsgate-admin %s (librdkafka %s)\n", WSG_VERSION, rd_kafka_version_str());
+      return -1;
+    default:
+      fprintf(stderr, "Try 'wsgate-admin --help'.\n");
+      return EXIT_USAGE;
+    }
+  }
+  if (!o->brokers)
+    o->brokers = getenv("WSGATE_KAFKA_BROKERS");
+  return 0;
+}
+
+/* An admin client, or NULL after printing why. */
+static rd_kafka_t *connect_admin(const admin_opts *o) {
+  char err[512];
+  rd_kafka_conf_t *conf =
+      wsg_kafka_conf_new(WSG_KAFKA_ADMIN, o->brokers, &o->props, err, sizeof(err));
+  rd_kafka_t *rk = conf ? wsg_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)) : NULL;
+  if (!rk)
+    fprintf(stderr, "wsgate-admin: %s\n", err);
+  return rk;
+}
+
+static int cmd_topics_ensure(const admin_opts *o) {
+  if (o->topic_count == 0)
+    return usage_error("topics ensure: %s", "give at least one --topic T --partitions N");
+  for (size_t i = 0; i < o->topic_count; i++) {
+    if (o->partitions[i] == 0)
+      return usage_error("topics ensure: --topic %s has no --partitions", o->topics[i]);
+  }
+  if (!o->brokers)
+    return usage_error("%s", "no brokers: give --brokers or set WSGATE_KAFKA_BROKERS");
+  rd_kafka_t *rk = connect_admin(o);
+  if (!rk)
+    return 1;
+  int rc = 0;
+  for (size_t i = 0; i < o->topic_count; i++) {
+    char err[512];
+    if (wsg_kafka_topic_ensure(rk, o->topics[i], o->partitions[i], o->replication_factor,
+                               o->timeout_ms, err, sizeof(err)) != 0) {
+      fprintf(stderr, "wsgate-admin: %s\n", err);
+      rc = 1;
+      continue;
+    }
+    printf("%s: %d partitions\n", o->topics[i], o->partitions[i]);
+  }
+  rd_kafka_destroy(rk);
+  return rc;
+}
+
+static void print_topic(const struct rd_kafka_metadata_topic *t) {
+  int rf = t->partition_cnt > 0 ? t->partitions[0].replica_cnt : 0;
+  printf("%s partitions=%d replication-factor=%d%s%s\n", t->topic, t->partition_cnt, rf,
+         t->err ? " error=" : "", t->err ? rd_kafka_err2name(t->err) : "");
+  for (int p = 0; p < t->partition_cnt; p++) {
+    const struct rd_kafka_metadata_partition *mp = &t->partitions[p];
+    printf("  partition %d leader %d replicas", (int)mp->id, (int)mp->leader);
+    for (int r = 0; r < mp->replica_cnt; r++)
+      printf("%c%d", r ? ',' : ' ', (int)mp->replicas[r]);
+    printf(" isr");
+    for (int r = 0; r < mp->isr_cnt; r++)
+      printf("%c%d", r ? ',' : ' ', (int)mp->isrs[r]);
+    if (mp->err)
+      printf(" error %s", rd_kafka_err2name(mp->err));
+    printf("\n");
+  }
+}
+
+static int cmd_topics_describe(const admin_opts *o) {
+  if (!o->brokers)
+    return usage_error("%s", "no brokers: give --brokers or set WSGATE_KAFKA_BROKERS");
+  rd_kafka_t *rk = connect_admin(o);
+  if (!rk)
+    return 1;
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, o->timeout_ms);
+  if (err) {
+    fprintf(stderr, "wsgate-admin: cannot read the metadata of %s: %s\n", o->brokers,
+            rd_kafka_err2str(err));
+    rd_kafka_destroy(rk);
+    return 1;
+  }
+  int rc = 0;
+  if (o->topic_count == 0) {
+    for (int i = 0; i < md->topic_cnt; i++) {
+      if (strncmp(md->topics[i].topic, "__", 2) != 0) /* __consumer_offsets and friends */
+        print_topic(&md->topics[i]);
+    }
+  }
+  for (size_t n = 0; n < o->topic_count; n++) {
+    int found = -1;
+    for (int i = 0; i < md->topic_cnt && found < 0; i++) {
+      if (strcmp(md->topics[i].topic, o->topics[n]) == 0 &&
+          md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+        found = i;
+    }
+    if (found < 0) {
+      fprintf(stderr, "wsgate-admin: topic %s does not exist on %s\n", o->topics[n], o->brokers);
+      rc = 1;
+      continue;
+    }
+    print_topic(&md->topics[found]);
+  }
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_destroy(rk);
+  return rc;
+}
+
+static int cmd_partition(const admin_opts *o, int nkeys, char **keys) {
+  if (nkeys == 0)
+    return usage_error("partition: %s", "give at least one KEY");
+  int partitions = o->bare_partitions;
+  if (partitions == 0 && o->topic_count == 1)
+    partitions = o->partitions[0];
+  if (partitions == 0 && o->topic_count != 1)
+    return usage_error("partition: %s", "give --partitions N, or one --topic T and --brokers");
+  if (partitions == 0) {
+    if (!o->brokers)
+      return usage_error("%s", "no brokers: give --brokers or set WSGATE_KAFKA_BROKERS");
+    rd_kafka_t *rk = connect_admin(o);
+    if (!rk)
+      return 1;
+    char err[512];
+    partitions = wsg_kafka_topic_partitions(rk, o->topics[0], o->timeout_ms, err, sizeof(err));
+    rd_kafka_destroy(rk);
+    if (partitions < 0) {
+      fprintf(stderr, "wsgate-admin: %s\n", err);
+      return 1;
+    }
+  }
+  for (int i = 0; i < nkeys; i++) {
+    if (keys[i][0] == '\0') {
+      /* librdkafka's murmur2_random sends an empty key to a random partition, not murmur2's. */
+      fprintf(stderr, "wsgate-admin: an empty key has no fixed partition\n");
+      return 1;
+    }
+    printf("%d\n", wsg_kafka_murmur2_partition(keys[i], strlen(keys[i]), partitions));
+  }
+  return 0;
+}
+
+static int run(int argc, char **argv, admin_opts *o) {
+  int rc = parse_options(argc, argv, o);
+  if (rc != 0)
+    return rc < 0 ? 0 : rc;
+  wsg_log_setup(o->verbose ? WSG_LOG_INFO : WSG_LOG_WARN, false, "wsgate-admin");
+
+  int nargs = argc - optind;
+  char **args = argv + optind;
+  if (nargs == 0)
+    return usage_error("%s", "no command given");
+  if (strcmp(args[0], "topics") == 0) {
+    if (nargs != 2)
+      return usage_error("%s", "usage: topics ensure|describe [OPTIONS]");
+    if (strcmp(args[1], "ensure") == 0)
+      return cmd_topics_ensure(o);
+    if (strcmp(args[1], "describe") == 0)
+      return cmd_topics_describe(o);
+    return usage_error("unknown topics command '%s' (ensure, describe)", args[1]);
+  }
+  if (strcmp(args[0], "partition") == 0)
+    return cmd_partition(o, nargs - 1, args + 1);
+  return usage_error("unknown command '%s' (topics, partition)", args[0]);
+}
+
+int main(int argc, char **argv) {
+  admin_opts o = {.replication_factor = -1, .timeout_ms = DEFAULT_TIMEOUT_MS};
+  int rc = run(argc, argv, &o);
+  kvlist_free(&o.props);
+  return rc;
+}
