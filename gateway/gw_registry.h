@@ -1,3 +1,129 @@
+/*
+ * gw_registry: the gateway's presence in Redis — its outbound slot lease, its gateway record and
+ * the user -> connection entries of its clients (keys and scripts: common/wsg_redis_keys.h).
+ *
+ * Everything runs on the gateway's libev loop through hiredis' async API; no call blocks:
+ *   - connect without blocking (a host name is resolved on a short-lived thread first, because
+ *     hiredis 0.14 would call getaddrinfo() on the loop), AUTH and SELECT when configured;
+ *   - take a free slot k in 0..slots-1 (starting at a random k, the previous one first after a
+ *     loss) with WSG_LUA_LEASE_ACQUIRE, write <prefix>gw:<id> and renew both every renew_ms;
+ *   - if a renewal finds the slot taken or gone, or lease_ms passes without a successful renewal
+ *     (timed from when the last good renewal was SENT, so we give up no later than Redis does),
+ *     the slot is lost: on_slot(-1), then acquire again and, once held, on_slot(k) and re-register
+ *     every live connection (foreach_conn);
+ *   - when the connection drops (or a command gets no reply within timeout_ms), reconnect with
+ *     backoff (50 ms doubling to 2 s); after each reconnect every live connection is registered
+ *     again, because Redis may have restarted empty (the cost is one HSET per connection,
+ *     pipelined). A slot is kept across a short outage while its lease has not run out.
+ * While disconnected, conn_add fails at once (GW_REG_NOT_CONNECTED) and conn_remove is kept in a
+ * bounded backlog sent after reconnecting, so no stale entry of a closed connection survives a
+ * blip; commands in flight are capped (GW_REG_BUSY beyond the cap).
+ *
+ * Threads: the loop thread only — every function and every callback. The options' callbacks run
+ * on the loop thread, never from inside create/conn_add/conn_remove/release themselves.
+ */
 #ifndef GW_REGISTRY_H
 #define GW_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wsg_metrics.h"
+
+struct ev_loop;
+
+/* X-macro: name, value, message. Generates the enum, gw_registry_strerror(), _err_name(). */
+#define GW_REG_ERRNO_MAP(X)                                                                        \
+  X(OK, 0, "success")                                                                              \
+  X(NOT_CONNECTED, -1, "Redis is not connected (reconnecting)")                                    \
+  X(BUSY, -2, "too many Redis commands in flight")                                                 \
+  X(REPLY, -3, "Redis answered with an error")                                                     \
+  X(LOST, -4, "the Redis connection was lost before the reply")                                    \
+  X(RELEASED, -5, "the registry is releasing its entries (draining)")                              \
+  X(INVALID, -6, "invalid argument")                                                               \
+  X(NOMEM, -7, "out of memory")
+
+typedef enum {
+#define GW_REG_ERR_ENUM(name, value, msg) GW_REG_##name = value,
+  GW_REG_ERRNO_MAP(GW_REG_ERR_ENUM)
+#undef GW_REG_ERR_ENUM
+} gw_registry_err;
+
+const char *gw_registry_strerror(int err); /* static string */
+const char *gw_registry_err_name(int err); /* static string */
+
+/* Called once per live connection by foreach_conn. user: borrowed for the call. */
+typedef void (*gw_registry_emit_fn)(void *ctx, const char *user, size_t ulen, uint64_t conn_id);
+
+typedef struct {
+  const char *host; /* borrowed during create (copied); IP or host name */
+  int port;
+  const char *password;  /* borrowed during create (copied); NULL or "": no AUTH */
+  int db;                /* SELECT db when > 0 */
+  const char *prefix;    /* key prefix, e.g. "wsgate:" (copied) */
+  const char *gw_id;     /* this gateway's id (copied), <= WSG_MAX_GATEWAY_LEN bytes */
+  const char *advertise; /* "host:port" written as the record's addr (copied); may be NULL */
+  uint32_t slots;        /* number of outbound partitions = slots, >= 1 */
+  uint64_t lease_ms;     /* slot and record TTL, e.g. 15000 */
+  uint64_t renew_ms;     /* renewal period, < lease_ms, e.g. 5000 */
+  uint64_t timeout_ms;   /* a command without a reply for this long drops the connection */
+  uint32_t max_inflight; /* cap on conn_add/conn_remove in flight; 0 = 65536 */
+  /* The slot changed: k when (re)acquired, -1 when lost or released. Loop thread. */
+  void (*on_slot)(void *arg, int32_t slot);
+  /* Calls emit(ctx, ...) for every live connection, synchronously, to re-register them. */
+  void (*foreach_conn)(void *arg, gw_registry_emit_fn emit, void *ctx);
+  void *arg; /* borrowed, passed to the callbacks above */
+} gw_registry_options;
+
+typedef struct gw_registry gw_registry;
+
+/*
+ * Creates the registry and starts connecting; returns GW_REG_OK with *out set (caller destroys),
+ * or a negative gw_registry_err with a message in err. Connection failures later are not
+ * errors here: they are retried and logged. loop, o, metrics: borrowed (loop and metrics must
+ * outlive the registry; metrics may be NULL).
+ */
+int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registry_options *o,
+                       wsg_metrics *metrics, char *err, size_t errlen);
+
+/* Stops its watchers and closes the connection without waiting. Calls no callback (pending
+ * conn_add callbacks and a pending release's done are dropped). NULL is a no-op. */
+void gw_registry_destroy(gw_registry *r);
+
+int32_t gw_registry_slot(const gw_registry *r); /* -1 if no slot is held */
+bool gw_registry_connected(const gw_registry *r);
+
+/* Completion of gw_registry_conn_add: status GW_REG_OK, or a negative gw_registry_err. The
+ * callback gets the connection id, not a session pointer: the session may be gone by then. */
+typedef void (*gw_registry_conn_cb)(void *arg, uint64_t conn_id, int status);
+
+/*
+ * HSET <prefix>user:<user> <conn_id> <gw_id>. Returns GW_REG_OK and later calls cb(arg, conn_id,
+ * status) exactly once on the loop thread; or returns a negative gw_registry_err at once and never
+ * calls cb. user: borrowed for the call; cb may be NULL; arg: borrowed until cb.
+ */
+int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
+                         gw_registry_conn_cb cb, void *arg);
+
+/*
+ * Removes <conn_id> from <prefix>user:<user> only if it still names this gateway
+ * (WSG_LUA_CONN_DELETE). Fire and forget: failures are counted and logged. Queued (bounded) while
+ * disconnected. Returns GW_REG_OK, or GW_REG_BUSY if neither the connection nor the backlog can
+ * take it. user: borrowed for the call.
+ */
+int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id);
+
+/* The connection count written into the gateway record at the next renewal. */
+void gw_registry_set_conn_count(gw_registry *r, uint64_t n);
+
+/*
+ * Drain: stop renewing, remove every live connection (foreach_conn; pipelined), delete the
+ * gateway record and release the slot (on_slot(-1)), then call done(arg) once — when Redis has
+ * answered, or after timeout_ms, or at once (asynchronously) if Redis is not connected. After
+ * this, conn_add fails with GW_REG_RELEASED. Returns GW_REG_OK, or GW_REG_RELEASED if already
+ * called. arg: borrowed until done.
+ */
+int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg);
+
 #endif
