@@ -1,1 +1,741 @@
+/*
+ * wsg_envelope: decodes envelopes with the bounded cursor of wsg_mp.h (no allocation, every length
+ * checked before use) and encodes them with msgpack-c's packer into a reusable wsg_buf.
+ * docs/PROTOCOL.md is the specification; the rules below implement it line by line.
+ *
+ * Threads: none of its own; every function is reentrant.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack/pack.h>
+
 #include "wsg_envelope.h"
+#include "wsg_mp.h"
+
+/* ---- errors and names ------------------------------------------------------------------------ */
+
+const char *wsg_env_strerror(int err) {
+  switch (err) {
+#define WSG_ENV_ERR_MSG(name, value, msg)                                                          \
+  case WSG_ENV_##name:                                                                             \
+    return msg;
+    WSG_ENV_ERRNO_MAP(WSG_ENV_ERR_MSG)
+#undef WSG_ENV_ERR_MSG
+  }
+  return "unknown envelope error";
+}
+
+const char *wsg_env_err_name(int err) {
+  switch (err) {
+#define WSG_ENV_ERR_NAME(name, value, msg)                                                         \
+  case WSG_ENV_##name:                                                                             \
+    return #name;
+    WSG_ENV_ERRNO_MAP(WSG_ENV_ERR_NAME)
+#undef WSG_ENV_ERR_NAME
+  }
+  return "UNKNOWN";
+}
+
+static const char *const kind_names[] = {
+    [WSG_ENV_MSG] = "msg",
+    [WSG_ENV_CONNECT] = "connect",
+    [WSG_ENV_DISCONNECT] = "disconnect",
+    [WSG_ENV_DELIVER] = "deliver",
+    [WSG_ENV_CLOSE] = "close",
+};
+
+static bool kind_valid(int kind) {
+  return kind >= WSG_ENV_MSG && kind <= WSG_ENV_CLOSE;
+}
+
+const char *wsg_env_kind_name(wsg_env_kind kind) {
+  return kind_valid((int)kind) ? kind_names[kind] : "unknown";
+}
+
+static int kind_lookup(const void *s, size_t len) {
+  for (int k = WSG_ENV_MSG; k <= WSG_ENV_CLOSE; k++)
+    if (strlen(kind_names[k]) == len && memcmp(kind_names[k], s, len) == 0)
+      return k;
+  return 0;
+}
+
+/* ---- keys ------------------------------------------------------------------------------------ */
+
+/* Every key, in the order the encoder writes them (docs/PROTOCOL.md "Key order"): routing first,
+ * the payload last so a reader of a dump sees the small fields before the big one. */
+typedef enum {
+  K_V,
+  K_T,
+  K_G,
+  K_S,
+  K_U,
+  K_C,
+  K_CS,
+  K_N,
+  K_Q,
+  K_TS,
+  K_CC,
+  K_CR,
+  K_B,
+  K_M,
+  K_D,
+  K_COUNT,
+} key_id;
+
+static const struct {
+  const char *name;
+  uint32_t flag; /* WSG_F_*; 0 for v and t, which are not in env->fields */
+} keys[K_COUNT] = {
+    [K_V] = {"v", 0},
+    [K_T] = {"t", 0},
+    [K_G] = {"g", WSG_F_GATEWAY},
+    [K_S] = {"s", WSG_F_SLOT},
+    [K_U] = {"u", WSG_F_USER},
+    [K_C] = {"c", WSG_F_CONN},
+    [K_CS] = {"cs", WSG_F_CONNS},
+    [K_N] = {"n", WSG_F_SEQ},
+    [K_Q] = {"q", WSG_F_USEQ},
+    [K_TS] = {"ts", WSG_F_TS},
+    [K_CC] = {"cc", WSG_F_CLOSE_CODE},
+    [K_CR] = {"cr", WSG_F_CLOSE_REASON},
+    [K_B] = {"b", WSG_F_BINARY},
+    [K_M] = {"m", WSG_F_META},
+    [K_D] = {"d", WSG_F_DATA},
+};
+
+#define WSG_F_ALL                                                                                  \
+  (WSG_F_USER | WSG_F_CONN | WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_TS | WSG_F_SEQ | WSG_F_USEQ |      \
+   WSG_F_DATA | WSG_F_BINARY | WSG_F_META | WSG_F_CONNS | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON)
+
+static int key_lookup(const uint8_t *s, size_t len) {
+  if (len == 0 || len > 2)
+    return -1;
+  for (int k = 0; k < K_COUNT; k++)
+    if (strlen(keys[k].name) == len && memcmp(keys[k].name, s, len) == 0)
+      return k;
+  return -1;
+}
+
+/* ---- checks shared by the decoder and the encoder ------------------------------------------- */
+
+/* Close codes (RFC 6455 section 7.4 and the IANA registry). Sendable: 1000-1003, 1007-1014 and
+ * 3000-4999 (registered and private use). 1005, 1006 and 1015 must never be sent in a close frame
+ * but describe how a connection ended, so a disconnect may report them. 1004 and 1016-2999 are
+ * reserved. */
+static bool close_code_sendable(unsigned cc) {
+  return (cc >= 1000 && cc <= 1003) || (cc >= 1007 && cc <= 1014) || (cc >= 3000 && cc <= 4999);
+}
+
+static bool close_code_valid(wsg_env_kind kind, unsigned cc) {
+  if (close_code_sendable(cc))
+    return true;
+  return kind == WSG_ENV_DISCONNECT && (cc == 1005 || cc == 1006 || cc == 1015);
+}
+
+static int check_str(const char *s, size_t len, size_t max, bool nonempty) {
+  if (s == NULL && len > 0)
+    return WSG_ENV_BAD_VALUE;
+  if (nonempty && len == 0)
+    return WSG_ENV_BAD_VALUE;
+  if (len > max)
+    return WSG_ENV_TOO_LONG;
+  return wsg_utf8_valid(s, len) ? WSG_ENV_OK : WSG_ENV_BAD_UTF8;
+}
+
+#define FAIL(code, key)                                                                            \
+  do {                                                                                             \
+    *field = keys[key].name;                                                                       \
+    return (code);                                                                                 \
+  } while (0)
+
+/*
+ * Everything about an envelope that does not depend on how it was written: required fields per
+ * kind, lengths, UTF-8, ranges. The decoder runs it after reading the map, the encoder before
+ * writing, so the two cannot disagree. `meta_checked`: the decoder has already validated `m`.
+ */
+static int check_envelope(const wsg_envelope *env, bool meta_checked, const char **field) {
+  uint32_t f = env->fields;
+  int rc;
+
+  *field = "";
+  if (!kind_valid((int)env->kind))
+    FAIL(WSG_ENV_BAD_KIND, K_T);
+
+  /* Required fields, reported in key order. */
+  switch (env->kind) {
+  case WSG_ENV_MSG:
+  case WSG_ENV_CONNECT:
+  case WSG_ENV_DISCONNECT:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & WSG_F_SLOT))
+      FAIL(WSG_ENV_MISSING, K_S);
+    if (!(f & WSG_F_USER))
+      FAIL(WSG_ENV_MISSING, K_U);
+    if (!(f & WSG_F_CONN))
+      FAIL(WSG_ENV_MISSING, K_C);
+    break;
+  case WSG_ENV_DELIVER:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & (WSG_F_CONN | WSG_F_CONNS | WSG_F_USER))) {
+      *field = "c|cs|u";
+      return WSG_ENV_MISSING;
+    }
+    /* One connection or a list, never both: a gateway could not know which one was meant. */
+    if ((f & WSG_F_CONN) && (f & WSG_F_CONNS))
+      FAIL(WSG_ENV_BAD_VALUE, K_CS);
+    break;
+  case WSG_ENV_CLOSE:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & WSG_F_CONN))
+      FAIL(WSG_ENV_MISSING, K_C);
+    break;
+  }
+
+  if ((f & WSG_F_GATEWAY) &&
+      (rc = check_str(env->gateway, env->gateway_len, WSG_MAX_GATEWAY_LEN, true)) != WSG_ENV_OK)
+    FAIL(rc, K_G);
+  /* A slot is a Kafka partition number: int32 on the wire of every Kafka client. */
+  if ((f & WSG_F_SLOT) && env->slot > INT32_MAX)
+    FAIL(WSG_ENV_BAD_VALUE, K_S);
+  if ((f & WSG_F_USER) &&
+      (rc = check_str(env->user, env->user_len, WSG_MAX_USER_LEN, true)) != WSG_ENV_OK)
+    FAIL(rc, K_U);
+  if (f & WSG_F_CONNS) {
+    if (env->conns.count == 0)
+      FAIL(WSG_ENV_BAD_VALUE, K_CS);
+    if (env->conns.count > WSG_MAX_CONNS)
+      FAIL(WSG_ENV_TOO_LONG, K_CS);
+  }
+  if ((f & WSG_F_CLOSE_CODE) && !close_code_valid(env->kind, env->close_code))
+    FAIL(WSG_ENV_BAD_VALUE, K_CC);
+  if (f & WSG_F_CLOSE_REASON) {
+    /* A WebSocket close frame carries a reason only after a code. */
+    if (!(f & WSG_F_CLOSE_CODE))
+      FAIL(WSG_ENV_MISSING, K_CC);
+    rc = check_str(env->close_reason, env->close_reason_len, WSG_MAX_REASON_LEN, false);
+    if (rc != WSG_ENV_OK)
+      FAIL(rc, K_CR);
+  }
+  if (f & WSG_F_META) {
+    if (env->meta == NULL || env->meta_len == 0)
+      FAIL(WSG_ENV_BAD_VALUE, K_M);
+    if (!meta_checked) {
+      /* A map: fixmap 0x80..0x8f, map16 0xde, map32 0xdf. */
+      uint8_t b0 = env->meta[0];
+      if (!((b0 >= 0x80 && b0 <= 0x8f) || b0 == 0xde || b0 == 0xdf))
+        FAIL(WSG_ENV_BAD_TYPE, K_M);
+      rc = wsg_msgpack_validate(env->meta, env->meta_len, WSG_MAX_META_DEPTH);
+      if (rc != WSG_ENV_OK)
+        FAIL(rc, K_M);
+    }
+  }
+  if (f & WSG_F_DATA) {
+    if (env->data == NULL && env->data_len > 0)
+      FAIL(WSG_ENV_BAD_VALUE, K_D);
+    if (env->data_len > WSG_MAX_PAYLOAD)
+      FAIL(WSG_ENV_TOO_LONG, K_D);
+  }
+  return WSG_ENV_OK;
+}
+
+/* ---- decoding -------------------------------------------------------------------------------- */
+
+/*
+ * Errors found inside a well-formed value (wrong type, duplicate, out of range) are remembered and
+ * reported after the whole map has been read, so that a newer version's envelope is reported as
+ * BAD_VERSION rather than as whatever its first changed field looks like to us. Errors in the
+ * structure itself (truncated, invalid byte) stop decoding at once: nothing after them can be read.
+ */
+typedef struct {
+  wsg__mp_cur cur;
+  int err; /* first deferred error, 0 if none */
+  const char *err_field;
+} decoder;
+
+static void defer(decoder *d, int err, key_id key) {
+  if (d->err == WSG_ENV_OK) {
+    d->err = err;
+    d->err_field = keys[key].name;
+  }
+}
+
+#define TYPE_BIT(t) (1u << (t))
+
+/* Reads a value whose type must be one of `accept` (TYPE_BIT()s). A value of another type is
+ * skipped whole (it may be a container) and reported through defer(); *ok says whether `it` holds
+ * an accepted type. An accepted array or map leaves the cursor on its first element. Returns
+ * structural errors only. */
+static int read_typed(decoder *d, key_id key, uint32_t accept, wsg__mp_item *it, bool *ok) {
+  const uint8_t *start = d->cur.p;
+  int rc = wsg__mp_read(&d->cur, it);
+
+  *ok = false;
+  if (rc != WSG_ENV_OK)
+    return rc;
+  if (accept & TYPE_BIT(it->type)) {
+    *ok = true;
+    return WSG_ENV_OK;
+  }
+  if (it->type == WSG__MP_ARRAY || it->type == WSG__MP_MAP) {
+    d->cur.p = start;
+    rc = wsg__mp_skip(&d->cur, WSG_MSGPACK_MAX_DEPTH);
+    if (rc != WSG_ENV_OK)
+      return rc;
+  }
+  /* A negative number where a uint belongs is a value out of range, not a type error. */
+  bool negative = accept == TYPE_BIT(WSG__MP_UINT) && it->type == WSG__MP_NINT;
+  defer(d, negative ? WSG_ENV_BAD_VALUE : WSG_ENV_BAD_TYPE, key);
+  return WSG_ENV_OK;
+}
+
+static int read_uint(decoder *d, key_id key, uint64_t max, uint64_t *out) {
+  wsg__mp_item it;
+  bool ok;
+  int rc = read_typed(d, key, TYPE_BIT(WSG__MP_UINT), &it, &ok);
+  if (rc == WSG_ENV_OK && ok) {
+    if (it.v.u > max)
+      defer(d, WSG_ENV_BAD_VALUE, key);
+    else
+      *out = it.v.u;
+  }
+  return rc;
+}
+
+/* str for ids and reasons; bin|str for the payload: bin is what writers should use, str is
+ * accepted because some MessagePack libraries (and older ones by default) cannot write bin. */
+static int read_bytes(decoder *d, key_id key, uint32_t accept, const uint8_t **s, size_t *len) {
+  wsg__mp_item it;
+  bool ok;
+  int rc = read_typed(d, key, accept, &it, &ok);
+  if (rc == WSG_ENV_OK && ok) {
+    *s = it.v.s.ptr;
+    *len = it.v.s.len;
+  }
+  return rc;
+}
+
+static int read_conns(decoder *d, wsg_envelope *env) {
+  wsg__mp_item it;
+  bool ok;
+  int rc = read_typed(d, K_CS, TYPE_BIT(WSG__MP_ARRAY), &it, &ok);
+
+  if (rc != WSG_ENV_OK || !ok)
+    return rc;
+  /* Every element is checked now, so wsg_conns_next() never meets a surprise. The count was
+   * checked against the bytes left, which bounds this loop. */
+  env->conns.raw = d->cur.p;
+  env->conns.count = it.v.n;
+  for (uint32_t i = 0; i < it.v.n; i++) {
+    wsg__mp_item el;
+    if ((rc = read_typed(d, K_CS, TYPE_BIT(WSG__MP_UINT), &el, &ok)) != WSG_ENV_OK)
+      return rc;
+  }
+  env->conns.raw_len = (size_t)(d->cur.p - env->conns.raw);
+  return WSG_ENV_OK;
+}
+
+static int read_meta(decoder *d, wsg_envelope *env) {
+  const uint8_t *start = d->cur.p;
+  wsg__mp_item it;
+  int rc = wsg__mp_read(&d->cur, &it);
+
+  if (rc != WSG_ENV_OK)
+    return rc;
+  d->cur.p = start;
+  rc = wsg__mp_skip(&d->cur, it.type == WSG__MP_MAP ? WSG_MAX_META_DEPTH : WSG_MSGPACK_MAX_DEPTH);
+  if (rc == WSG_ENV_TOO_DEEP && it.type == WSG__MP_MAP) {
+    /* Well-formed but deeper than metadata may be: skip it with the general cap and report
+     * after the map, like any other out-of-range value. */
+    if ((rc = wsg__mp_skip(&d->cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+      return rc;
+    defer(d, WSG_ENV_TOO_DEEP, K_M);
+    return WSG_ENV_OK;
+  }
+  if (rc != WSG_ENV_OK)
+    return rc;
+  if (it.type != WSG__MP_MAP) {
+    defer(d, WSG_ENV_BAD_TYPE, K_M);
+    return WSG_ENV_OK;
+  }
+  env->meta = start;
+  env->meta_len = (size_t)(d->cur.p - start);
+  return WSG_ENV_OK;
+}
+
+/* Reads the value of known key `key`; returns structural errors only. */
+static int read_field(decoder *d, key_id key, wsg_envelope *env, uint64_t *version,
+                      const uint8_t **kind, size_t *kind_len) {
+  const uint32_t str = TYPE_BIT(WSG__MP_STR);
+  const uint8_t *p = NULL;
+  size_t n = 0;
+  wsg__mp_item it;
+  uint64_t u = 0;
+  bool ok;
+  int rc;
+
+  switch (key) {
+  case K_V:
+    rc = read_typed(d, key, TYPE_BIT(WSG__MP_UINT) | TYPE_BIT(WSG__MP_NINT), &it, &ok);
+    /* Anything but 1, negative numbers and 0 included, is a version we do not speak. */
+    if (rc == WSG_ENV_OK && ok)
+      *version = it.type == WSG__MP_UINT && it.v.u != 0 ? it.v.u : UINT64_MAX;
+    return rc;
+  case K_T:
+    return read_bytes(d, key, str, kind, kind_len);
+  case K_G:
+    rc = read_bytes(d, key, str, &p, &n);
+    env->gateway = (const char *)p;
+    env->gateway_len = n;
+    return rc;
+  case K_U:
+    rc = read_bytes(d, key, str, &p, &n);
+    env->user = (const char *)p;
+    env->user_len = n;
+    return rc;
+  case K_CR:
+    rc = read_bytes(d, key, str, &p, &n);
+    env->close_reason = (const char *)p;
+    env->close_reason_len = n;
+    return rc;
+  case K_D:
+    return read_bytes(d, key, str | TYPE_BIT(WSG__MP_BIN), &env->data, &env->data_len);
+  case K_S:
+    rc = read_uint(d, key, INT32_MAX, &u);
+    env->slot = (uint32_t)u;
+    return rc;
+  case K_C:
+    return read_uint(d, key, UINT64_MAX, &env->conn);
+  case K_N:
+    return read_uint(d, key, UINT64_MAX, &env->seq);
+  case K_Q:
+    return read_uint(d, key, UINT64_MAX, &env->user_seq);
+  case K_TS:
+    return read_uint(d, key, UINT64_MAX, &env->ts_us);
+  case K_CC:
+    rc = read_uint(d, key, UINT16_MAX, &u);
+    env->close_code = (uint16_t)u;
+    return rc;
+  case K_B:
+    rc = read_typed(d, key, TYPE_BIT(WSG__MP_BOOL), &it, &ok);
+    if (rc == WSG_ENV_OK && ok)
+      env->binary = it.v.b;
+    return rc;
+  case K_CS:
+    return read_conns(d, env);
+  case K_M:
+    return read_meta(d, env);
+  case K_COUNT:
+    break;
+  }
+  return WSG_ENV_INVALID;
+}
+
+int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field) {
+  const char *unused;
+  decoder d = {{buf, buf}, WSG_ENV_OK, ""};
+  wsg__mp_item top;
+  uint32_t seen = 0;    /* bit per key_id */
+  uint64_t version = 0; /* stays 0 unless v is an integer */
+  const uint8_t *kind = NULL;
+  size_t kind_len = 0;
+  int rc;
+
+  if (err_field == NULL)
+    err_field = &unused;
+  *err_field = "";
+  memset(env, 0, sizeof *env);
+  if (len == 0)
+    return WSG_ENV_TRUNCATED;
+  if (buf == NULL)
+    return WSG_ENV_INVALID;
+  d.cur.end = buf + len;
+
+  if ((rc = wsg__mp_read(&d.cur, &top)) != WSG_ENV_OK)
+    return rc;
+  if (top.type != WSG__MP_MAP)
+    return WSG_ENV_NOT_MAP;
+
+  /* The pair count was checked against the bytes left, which bounds this loop. */
+  for (uint32_t i = 0; i < top.v.n; i++) {
+    const uint8_t *key_start = d.cur.p;
+    wsg__mp_item key;
+
+    if ((rc = wsg__mp_read(&d.cur, &key)) != WSG_ENV_OK)
+      return rc;
+    if (key.type != WSG__MP_STR) {
+      /* Keys are strings; a writer using numbers or anything else is confused, not newer. */
+      d.cur.p = key_start;
+      if ((rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK ||
+          (rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+        return rc;
+      if (d.err == WSG_ENV_OK) {
+        d.err = WSG_ENV_BAD_TYPE;
+        d.err_field = "";
+      }
+      continue;
+    }
+    int k = key_lookup(key.v.s.ptr, key.v.s.len);
+    if (k < 0) {
+      /* Unknown: written by a newer version; skipped, nesting still bounded. */
+      if ((rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+        return rc;
+      continue;
+    }
+    if (seen & (1u << k)) {
+      if ((rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK) {
+        *err_field = keys[k].name;
+        return rc;
+      }
+      defer(&d, WSG_ENV_DUPLICATE, (key_id)k);
+      continue;
+    }
+    seen |= 1u << k;
+    if ((rc = read_field(&d, (key_id)k, env, &version, &kind, &kind_len)) != WSG_ENV_OK) {
+      *err_field = keys[k].name;
+      return rc;
+    }
+  }
+  if (d.cur.p != d.cur.end)
+    return WSG_ENV_TRAILING;
+
+  if (version != 0 && version != WSG_ENVELOPE_VERSION) {
+    *err_field = "v";
+    return WSG_ENV_BAD_VERSION;
+  }
+  if (d.err != WSG_ENV_OK) {
+    *err_field = d.err_field;
+    return d.err;
+  }
+  if (!(seen & (1u << K_V))) {
+    *err_field = "v";
+    return WSG_ENV_MISSING;
+  }
+  if (!(seen & (1u << K_T))) {
+    *err_field = "t";
+    return WSG_ENV_MISSING;
+  }
+  env->kind = (wsg_env_kind)kind_lookup(kind, kind_len);
+  if (!kind_valid((int)env->kind)) {
+    *err_field = "t";
+    return WSG_ENV_BAD_KIND;
+  }
+  env->version = WSG_ENVELOPE_VERSION;
+  for (int k = 0; k < K_COUNT; k++)
+    if (seen & (1u << k))
+      env->fields |= keys[k].flag;
+  return check_envelope(env, true, err_field);
+}
+
+int wsg_conns_next(const wsg_conn_list *list, size_t *pos, uint64_t *id) {
+  if (list->raw == NULL || *pos >= list->raw_len)
+    return 0;
+  wsg__mp_cur c = {list->raw + *pos, list->raw + list->raw_len};
+  wsg__mp_item it;
+  /* Validated by the decoder (or by the encoder for a caller-built list); a failure here would
+   * mean the list was changed afterwards, so it ends the iteration rather than invent an id. */
+  if (wsg__mp_read(&c, &it) != WSG_ENV_OK || it.type != WSG__MP_UINT)
+    return 0;
+  *pos = (size_t)(c.p - list->raw);
+  *id = it.v.u;
+  return 1;
+}
+
+/* ---- buffers --------------------------------------------------------------------------------- */
+
+#define WSG_BUF_DEFAULT_CAP ((size_t)WSG_MAX_PAYLOAD + 64 * 1024)
+#define WSG_BUF_MIN_ALLOC   256
+
+void wsg_buf_init(wsg_buf *b, size_t cap) {
+  b->data = NULL;
+  b->len = 0;
+  b->alloc = 0;
+  b->cap = cap ? cap : WSG_BUF_DEFAULT_CAP;
+}
+
+void wsg_buf_finish(wsg_buf *b) {
+  if (b == NULL)
+    return;
+  free(b->data);
+  b->data = NULL;
+  b->len = 0;
+  b->alloc = 0;
+}
+
+void wsg_buf_reset(wsg_buf *b) {
+  b->len = 0;
+}
+
+/* Makes room for `extra` more bytes, doubling up to the cap. */
+static int buf_reserve(wsg_buf *b, size_t extra) {
+  size_t cap = b->cap ? b->cap : WSG_BUF_DEFAULT_CAP;
+
+  if (b->len > cap || extra > cap - b->len)
+    return WSG_ENV_TOO_LONG;
+  size_t need = b->len + extra;
+  if (need <= b->alloc)
+    return WSG_ENV_OK;
+  size_t n = b->alloc >= WSG_BUF_MIN_ALLOC ? b->alloc : WSG_BUF_MIN_ALLOC;
+  while (n < need)
+    n = n > cap / 2 ? cap : n * 2;
+  if (n > cap)
+    n = cap;
+  uint8_t *p = realloc(b->data, n);
+  if (p == NULL)
+    return WSG_ENV_NOMEM;
+  b->data = p;
+  b->alloc = n;
+  return WSG_ENV_OK;
+}
+
+int wsg__buf_append(wsg_buf *b, const void *bytes, size_t len) {
+  int rc;
+
+  if (len == 0)
+    return WSG_ENV_OK;
+  if ((rc = buf_reserve(b, len)) != WSG_ENV_OK)
+    return rc;
+  memcpy(b->data + b->len, bytes, len);
+  b->len += len;
+  return WSG_ENV_OK;
+}
+
+/* ---- encoding -------------------------------------------------------------------------------- */
+
+typedef struct {
+  wsg_buf *buf;
+  int err; /* why the last write failed */
+} sink;
+
+/* msgpack-c's write callback: append, or remember why not and stop the packer. */
+static int sink_write(void *data, const char *bytes, size_t len) {
+  sink *s = data;
+  int rc = wsg__buf_append(s->buf, bytes, len);
+
+  if (rc != WSG_ENV_OK) {
+    s->err = rc;
+    return -1;
+  }
+  return 0;
+}
+
+/* A caller-built `cs` given as raw MessagePack must be exactly `count` uints. */
+static bool conns_raw_valid(const wsg_conn_list *list) {
+  if (list->raw == NULL)
+    return false;
+  wsg__mp_cur c = {list->raw, list->raw + list->raw_len};
+  for (uint32_t i = 0; i < list->count; i++) {
+    wsg__mp_item it;
+    if (wsg__mp_read(&c, &it) != WSG_ENV_OK || it.type != WSG__MP_UINT)
+      return false;
+  }
+  return c.p == c.end;
+}
+
+static int pack_key(msgpack_packer *pk, key_id k) {
+  size_t len = strlen(keys[k].name);
+  return msgpack_pack_str_with_body(pk, keys[k].name, len);
+}
+
+static int pack_str(msgpack_packer *pk, const char *s, size_t len) {
+  return msgpack_pack_str_with_body(pk, s, len);
+}
+
+static int pack_field(msgpack_packer *pk, sink *s, const wsg_envelope *env, key_id k) {
+  int rc;
+
+  if ((rc = pack_key(pk, k)) != 0)
+    return rc;
+  switch (k) {
+  case K_V:
+    return msgpack_pack_uint32(pk, WSG_ENVELOPE_VERSION);
+  case K_T: {
+    const char *name = kind_names[env->kind];
+    return pack_str(pk, name, strlen(name));
+  }
+  case K_G:
+    return pack_str(pk, env->gateway, env->gateway_len);
+  case K_S:
+    return msgpack_pack_uint32(pk, env->slot);
+  case K_U:
+    return pack_str(pk, env->user, env->user_len);
+  case K_C:
+    return msgpack_pack_uint64(pk, env->conn);
+  case K_CS:
+    if ((rc = msgpack_pack_array(pk, env->conns.count)) != 0)
+      return rc;
+    if (env->conn_ids != NULL) {
+      for (uint32_t i = 0; i < env->conns.count; i++)
+        if ((rc = msgpack_pack_uint64(pk, env->conn_ids[i])) != 0)
+          return rc;
+      return 0;
+    } else {
+      /* Re-encode each element rather than copy the raw bytes, so the output uses the smallest
+       * encodings whatever the input used. */
+      size_t pos = 0;
+      uint64_t id;
+      while (wsg_conns_next(&env->conns, &pos, &id))
+        if ((rc = msgpack_pack_uint64(pk, id)) != 0)
+          return rc;
+      return 0;
+    }
+  case K_N:
+    return msgpack_pack_uint64(pk, env->seq);
+  case K_Q:
+    return msgpack_pack_uint64(pk, env->user_seq);
+  case K_TS:
+    return msgpack_pack_uint64(pk, env->ts_us);
+  case K_CC:
+    return msgpack_pack_uint16(pk, env->close_code);
+  case K_CR:
+    return pack_str(pk, env->close_reason, env->close_reason_len);
+  case K_B:
+    return env->binary ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+  case K_M:
+    /* Already validated MessagePack: written as it is. */
+    return sink_write(s, (const char *)env->meta, env->meta_len);
+  case K_D:
+    if ((rc = msgpack_pack_bin(pk, env->data_len)) != 0)
+      return rc;
+    return msgpack_pack_bin_body(pk, env->data, env->data_len);
+  case K_COUNT:
+    break;
+  }
+  return -1;
+}
+
+int wsg_envelope_encode(const wsg_envelope *env, wsg_buf *b) {
+  const char *field;
+  int rc;
+
+  b->len = 0;
+  if (env->version != 0 && env->version != WSG_ENVELOPE_VERSION)
+    return WSG_ENV_BAD_VERSION;
+  if ((rc = check_envelope(env, false, &field)) != WSG_ENV_OK)
+    return rc;
+  if ((env->fields & WSG_F_CONNS) && env->conn_ids == NULL && !conns_raw_valid(&env->conns))
+    return WSG_ENV_BAD_VALUE;
+
+  uint32_t f = env->fields & WSG_F_ALL;
+  size_t pairs = 2; /* v and t */
+  for (int k = 0; k < K_COUNT; k++)
+    if (f & keys[k].flag)
+      pairs++;
+
+  sink s = {b, WSG_ENV_OK};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &s, sink_write);
+  rc = msgpack_pack_map(&pk, pairs);
+  for (int k = 0; rc == 0 && k < K_COUNT; k++)
+    if (k == K_V || k == K_T || (f & keys[k].flag))
+      rc = pack_field(&pk, &s, env, (key_id)k);
+  if (rc != 0) {
+    b->len = 0;
+    return s.err != WSG_ENV_OK ? s.err : WSG_ENV_INVALID;
+  }
+  return WSG_ENV_OK;
+}

@@ -31,12 +31,13 @@
 #define WSG_ENVELOPE_VERSION 1
 
 /* Bounds enforced by both encoder and decoder. */
-#define WSG_MAX_USER_LEN 256      /* bytes of UTF-8 */
-#define WSG_MAX_GATEWAY_LEN 128   /* bytes of UTF-8 */
-#define WSG_MAX_REASON_LEN 123    /* a WebSocket close reason's limit */
-#define WSG_MAX_CONNS 65536       /* entries of `cs` */
-#define WSG_MAX_META_DEPTH 8      /* nesting inside `m` */
-#define WSG_MAX_PAYLOAD (64u << 20) /* 64 MiB; daemons enforce their own smaller limits */
+#define WSG_MAX_USER_LEN      256         /* bytes of UTF-8 */
+#define WSG_MAX_GATEWAY_LEN   128         /* bytes of UTF-8 */
+#define WSG_MAX_REASON_LEN    123         /* a WebSocket close reason's limit */
+#define WSG_MAX_CONNS         65536       /* entries of `cs` */
+#define WSG_MAX_META_DEPTH    8           /* nesting inside `m` */
+#define WSG_MAX_PAYLOAD       (64u << 20) /* 64 MiB; daemons enforce their own smaller limits */
+#define WSG_MSGPACK_MAX_DEPTH 64 /* hard cap of wsg_msgpack_validate() and of skipped values */
 
 /* X-macro: name, value, message. Generates the enum, wsg_env_strerror() and wsg_env_err_name(). */
 #define WSG_ENV_ERRNO_MAP(X)                                                                       \
@@ -111,14 +112,14 @@ typedef struct {
   size_t gateway_len;
   uint32_t slot;
   uint64_t ts_us;
-  uint64_t seq;      /* n: per-connection inbound sequence */
-  uint64_t user_seq; /* q: per-user delivery sequence */
+  uint64_t seq;        /* n: per-connection inbound sequence */
+  uint64_t user_seq;   /* q: per-user delivery sequence */
   const uint8_t *data; /* payload; borrowed */
   size_t data_len;
   bool binary;
   const uint8_t *meta; /* the whole `m` map as MessagePack, validated; borrowed */
   size_t meta_len;
-  wsg_conn_list conns;  /* decode: view into the input */
+  wsg_conn_list conns;      /* decode: view into the input */
   const uint64_t *conn_ids; /* encode only: `cs` source array, borrowed */
   uint16_t close_code;
   const char *close_reason; /* not NUL-terminated; borrowed */
@@ -153,14 +154,19 @@ void wsg_buf_reset(wsg_buf *b);  /* len = 0, memory kept */
  * Encodes `env` (fields chosen by env->fields; kind and version always written) and replaces
  * b's contents. Validates like the decoder (lengths, UTF-8 of ids, required fields), so what is
  * encoded always decodes. Returns WSG_ENV_OK or a negative wsg_env_err.
+ * version 0 means WSG_ENVELOPE_VERSION. `cs` is written from conn_ids[0..conns.count) or, when
+ * conn_ids is NULL, from conns.raw (so a decoded envelope re-encodes as it is).
+ * On error b->len is 0.
  */
 int wsg_envelope_encode(const wsg_envelope *env, wsg_buf *b);
 
 /*
  * Checks that buf[0..len) is exactly one well-formed MessagePack object with nesting at most
- * `max_depth` and every declared count and length backed by the bytes that remain. After this
- * returns WSG_ENV_OK, msgpack-c's msgpack_unpack_next() on the same bytes allocates only what the
- * input justifies. Used for client payloads (the chat handler) and tools.
+ * `max_depth` (a scalar is depth 0, [1] depth 1, [[1]] depth 2; values above
+ * WSG_MSGPACK_MAX_DEPTH act as WSG_MSGPACK_MAX_DEPTH) and every declared count and length backed by
+ * the bytes that remain. After this returns WSG_ENV_OK, msgpack-c's msgpack_unpack_next() on the
+ * same bytes allocates only what the input justifies. Used for client payloads (the chat handler)
+ * and tools.
  */
 int wsg_msgpack_validate(const uint8_t *buf, size_t len, unsigned max_depth);
 
