@@ -8,7 +8,8 @@
  *   <prefix>room:<room>       set of user ids (the chat handler)
  *
  * Every script touches exactly one key, so the layout works on Redis Cluster unchanged.
- * Key builders write into a caller buffer and return the length, or -1 if it does not fit.
+ * Key builders write into a caller buffer and return the length, or -1 if it does not fit (or
+ * the name is empty).
  */
 #ifndef WSG_REDIS_KEYS_H
 #define WSG_REDIS_KEYS_H
