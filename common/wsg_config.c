@@ -1,1 +1,1063 @@
+/*
+ * wsg_config: one option table per program drives flag and environment parsing, validation,
+ * --help, the Markdown reference and the start-up log of the effective configuration.
+ *
+ * Values are applied in precedence order (built-in default, then environment, then flags), each
+ * later source replacing the earlier value; KVLIST options are merged per key instead, so a
+ * program's tuned librdkafka defaults survive a user overriding one property.
+ *
+ * Where each value came from is not part of the caller's config struct, so it is kept in a small
+ * list keyed by (spec, cfg), created by wsg_config_parse() and dropped by wsg_config_finish();
+ * wsg_config_log() reads it to say "(env WSGATE_X)" or "(flag --x)".
+ *
+ * Threads: main thread only, before any other thread starts (the source list is unlocked).
+ */
 #include "wsg_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "wsg_log.h"
+
+#ifndef WSG_VERSION
+#define WSG_VERSION "unknown"
+#endif
+
+/* A KVLIST holds at most this many keys: librdkafka has ~150 properties. */
+#define KVLIST_MAX 256
+/* Width of --help output and the column where descriptions start at most. */
+#define HELP_WIDTH        100
+#define HELP_DESC_COL_MAX 34
+
+typedef enum {
+  SRC_NONE = 0, /* no default and nothing given */
+  SRC_DEFAULT,
+  SRC_ENV,
+  SRC_FLAG,
+} value_source;
+
+typedef struct source_record {
+  const wsg_config_spec *spec;
+  const void *cfg;
+  unsigned char *src; /* spec->count entries of value_source */
+  struct source_record *next;
+} source_record;
+
+/* Process configuration bookkeeping (see the top comment); main thread only. */
+static source_record *source_records;
+
+static source_record *source_find(const wsg_config_spec *spec, const void *cfg) {
+  for (source_record *r = source_records; r; r = r->next)
+    if (r->spec == spec && r->cfg == cfg)
+      return r;
+  return NULL;
+}
+
+static void source_drop(const wsg_config_spec *spec, const void *cfg) {
+  for (source_record **pp = &source_records; *pp; pp = &(*pp)->next) {
+    if ((*pp)->spec == spec && (*pp)->cfg == cfg) {
+      source_record *r = *pp;
+      *pp = r->next;
+      free(r->src);
+      free(r);
+      return;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Number parsing */
+
+/* Parses the leading decimal digits of `s` into *out; returns the end, or NULL on no digits or
+ * overflow. Signs and spaces are rejected: strtoull would quietly accept "-1" as 2^64-1. */
+static const char *parse_u64_prefix(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  const char *p = s;
+  while (*p >= '0' && *p <= '9') {
+    unsigned d = (unsigned)(*p - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return NULL;
+    v = v * 10 + d;
+    p++;
+  }
+  if (p == s)
+    return NULL;
+  *out = v;
+  return p;
+}
+
+static int mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+  if (b != 0 && a > UINT64_MAX / b)
+    return -1;
+  *out = a * b;
+  return 0;
+}
+
+int wsg_parse_size(const char *text, uint64_t *out) {
+  uint64_t n, mult = 1;
+  if (!text)
+    return -1;
+  const char *p = parse_u64_prefix(text, &n);
+  if (!p)
+    return -1;
+  switch (tolower((unsigned char)*p)) {
+  case 'k':
+    mult = 1024ull;
+    p++;
+    break;
+  case 'm':
+    mult = 1024ull * 1024;
+    p++;
+    break;
+  case 'g':
+    mult = 1024ull * 1024 * 1024;
+    p++;
+    break;
+  case 't':
+    mult = 1024ull * 1024 * 1024 * 1024;
+    p++;
+    break;
+  default:
+    break;
+  }
+  /* Also accept the spellings people paste from elsewhere: "64KiB", "64kb", "512b". */
+  if (mult > 1 && (p[0] == 'i' || p[0] == 'I') && (p[1] == 'b' || p[1] == 'B'))
+    p += 2;
+  else if (*p == 'b' || *p == 'B')
+    p++;
+  if (*p != '\0')
+    return -1;
+  return mul_u64(n, mult, out);
+}
+
+int wsg_parse_duration_ms(const char *text, uint64_t *out) {
+  uint64_t n, mult;
+  if (!text)
+    return -1;
+  const char *p = parse_u64_prefix(text, &n);
+  if (!p)
+    return -1;
+  if (*p == '\0' || strcmp(p, "ms") == 0)
+    mult = 1;
+  else if (strcmp(p, "s") == 0)
+    mult = 1000;
+  else if (strcmp(p, "m") == 0 || strcmp(p, "min") == 0)
+    mult = 60ull * 1000;
+  else if (strcmp(p, "h") == 0)
+    mult = 3600ull * 1000;
+  else if (strcmp(p, "d") == 0)
+    mult = 86400ull * 1000;
+  else
+    return -1;
+  return mul_u64(n, mult, out);
+}
+
+static int parse_i64(const char *text, int64_t *out) {
+  bool neg = false;
+  uint64_t v;
+  const char *p = text;
+  if (*p == '-' || *p == '+')
+    neg = *p++ == '-';
+  p = parse_u64_prefix(p, &v);
+  if (!p || *p != '\0')
+    return -1;
+  if (neg) {
+    if (v > (uint64_t)INT64_MAX + 1)
+      return -1;
+    *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+  } else {
+    if (v > (uint64_t)INT64_MAX)
+      return -1;
+    *out = (int64_t)v;
+  }
+  return 0;
+}
+
+static int parse_bool(const char *text, bool *out) {
+  static const char *const yes[] = {"true", "1", "yes", "on"};
+  static const char *const no[] = {"false", "0", "no", "off"};
+  for (size_t i = 0; i < 4; i++) {
+    if (strcasecmp(text, yes[i]) == 0) {
+      *out = true;
+      return 0;
+    }
+    if (strcasecmp(text, no[i]) == 0) {
+      *out = false;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* Formats a byte count the way a user would write it: the largest exact suffix. */
+static void format_size(uint64_t v, char *buf, size_t len) {
+  static const char suffix[] = "kmgt";
+  int i = -1;
+  while (v != 0 && v % 1024 == 0 && i < 3) {
+    v /= 1024;
+    i++;
+  }
+  if (i < 0)
+    snprintf(buf, len, "%" PRIu64, v);
+  else
+    snprintf(buf, len, "%" PRIu64 "%c", v, suffix[i]);
+}
+
+static void format_duration(uint64_t ms, char *buf, size_t len) {
+  const uint64_t hour = UINT64_C(3600000), minute = UINT64_C(60000);
+  if (ms != 0 && ms % hour == 0)
+    snprintf(buf, len, "%" PRIu64 "h", ms / hour);
+  else if (ms != 0 && ms % minute == 0)
+    snprintf(buf, len, "%" PRIu64 "m", ms / minute);
+  else if (ms != 0 && ms % 1000 == 0)
+    snprintf(buf, len, "%" PRIu64 "s", ms / 1000);
+  else
+    snprintf(buf, len, "%" PRIu64 "ms", ms);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Table helpers */
+
+/* min == max == 0 in a row means "no bounds" (the natural zero of a designated initializer). */
+static bool has_bounds(const wsg_option *o) {
+  return !(o->min == 0 && o->max == 0);
+}
+
+static uint64_t umin_of(const wsg_option *o) {
+  return has_bounds(o) && o->min > 0 ? (uint64_t)o->min : 0;
+}
+
+static uint64_t umax_of(const wsg_option *o) {
+  if (!has_bounds(o) || o->max < 0)
+    return has_bounds(o) ? 0 : UINT64_MAX;
+  return (uint64_t)o->max;
+}
+
+static void format_amount(const wsg_option *o, uint64_t v, char *buf, size_t len) {
+  if (o->type == WSG_OPT_SIZE)
+    format_size(v, buf, len);
+  else
+    format_duration(v, buf, len);
+}
+
+/* The valid values of an option in words: "1..65535", "1k..16m", "json|text". */
+static void describe_range(const wsg_option *o, char *buf, size_t len) {
+  char a[32], b[32];
+  buf[0] = '\0';
+  switch (o->type) {
+  case WSG_OPT_INT:
+    if (has_bounds(o))
+      snprintf(buf, len, "%" PRId64 "..%" PRId64, o->min, o->max);
+    break;
+  case WSG_OPT_SIZE:
+  case WSG_OPT_DURATION:
+    if (has_bounds(o)) {
+      format_amount(o, umin_of(o), a, sizeof a);
+      format_amount(o, umax_of(o), b, sizeof b);
+      snprintf(buf, len, "%s..%s", a, b);
+    }
+    break;
+  case WSG_OPT_ENUM:
+    snprintf(buf, len, "%s", o->choices ? o->choices : "");
+    break;
+  case WSG_OPT_BOOL:
+    snprintf(buf, len, "true|false");
+    break;
+  case WSG_OPT_STRING:
+  case WSG_OPT_KVLIST:
+    break;
+  }
+}
+
+static const char *type_name(wsg_opt_type t) {
+  switch (t) {
+  case WSG_OPT_STRING:
+    return "string";
+  case WSG_OPT_INT:
+    return "integer";
+  case WSG_OPT_BOOL:
+    return "boolean";
+  case WSG_OPT_SIZE:
+    return "size";
+  case WSG_OPT_DURATION:
+    return "duration";
+  case WSG_OPT_KVLIST:
+    return "key=value list";
+  case WSG_OPT_ENUM:
+    return "choice";
+  }
+  return "?";
+}
+
+static void *field(void *cfg, const wsg_option *o) {
+  return (char *)cfg + o->offset;
+}
+
+static const void *cfield(const void *cfg, const wsg_option *o) {
+  return (const char *)cfg + o->offset;
+}
+
+/* Whether a KVLIST key names a credential (librdkafka's sasl.password, ssl.key.password, ...). */
+static bool key_is_secret(const char *key) {
+  static const char *const words[] = {"password", "secret", "sasl",
+                                      "ssl.key",  "token",  "credential"};
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+    if (strcasestr(key, words[i]))
+      return true;
+  return false;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Setting values */
+
+typedef struct {
+  const wsg_config_spec *spec;
+  void *cfg;
+  unsigned char *src;
+  char *err;
+  size_t errlen;
+} parse_ctx;
+
+/* Shows a user's value in an error message: quoted and cut, so a pasted blob stays readable. */
+static const char *quote_value(const char *v, char *buf, size_t len) {
+  size_t n = strlen(v);
+  if (n > 60)
+    snprintf(buf, len, "'%.60s...'", v);
+  else
+    snprintf(buf, len, "'%s'", v);
+  return buf;
+}
+
+/* "--name: what (from where)". */
+static int fail(parse_ctx *c, const wsg_option *o, const char *from, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(parse_ctx *c, const wsg_option *o, const char *from, const char *fmt, ...) {
+  char what[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  if (c->err && c->errlen)
+    snprintf(c->err, c->errlen, "--%s: %s (from %s)", o->name, what, from);
+  return -1;
+}
+
+static int set_string(parse_ctx *c, const wsg_option *o, const char *from, const char *v) {
+  char *copy = strdup(v);
+  if (!copy)
+    return fail(c, o, from, "out of memory");
+  char **slot = field(c->cfg, o);
+  free(*slot);
+  *slot = copy;
+  return 0;
+}
+
+static int kv_put(parse_ctx *c, const wsg_option *o, const char *from, const char *k, size_t klen,
+                  const char *v) {
+  wsg_kvlist *kv = field(c->cfg, o);
+  char *val = strdup(v);
+  if (!val)
+    return fail(c, o, from, "out of memory");
+  for (size_t i = 0; i < kv->count; i++) {
+    if (strlen(kv->keys[i]) == klen && memcmp(kv->keys[i], k, klen) == 0) {
+      free(kv->values[i]);
+      kv->values[i] = val;
+      return 0;
+    }
+  }
+  if (kv->count >= KVLIST_MAX) {
+    free(val);
+    return fail(c, o, from, "more than %d keys", KVLIST_MAX);
+  }
+  char *key = strndup(k, klen);
+  char **keys = realloc(kv->keys, (kv->count + 1) * sizeof *keys);
+  if (keys)
+    kv->keys = keys;
+  char **values = keys ? realloc(kv->values, (kv->count + 1) * sizeof *values) : NULL;
+  if (values)
+    kv->values = values;
+  if (!key || !keys || !values) {
+    free(key);
+    free(val);
+    return fail(c, o, from, "out of memory");
+  }
+  kv->keys[kv->count] = key;
+  kv->values[kv->count] = val;
+  kv->count++;
+  return 0;
+}
+
+/* One "key=value" pair; the value is everything after the first '=' and may be empty. */
+static int kv_pair(parse_ctx *c, const wsg_option *o, const char *from, const char *pair,
+                   size_t len) {
+  char q[96];
+  const char *eq = memchr(pair, '=', len);
+  char tmp[1024];
+  if (len >= sizeof tmp)
+    return fail(c, o, from, "a key=value pair longer than %zu bytes", sizeof tmp - 1);
+  memcpy(tmp, pair, len);
+  tmp[len] = '\0';
+  if (!eq || eq == pair)
+    return fail(c, o, from, "%s is not key=value (e.g. acks=all)", quote_value(tmp, q, sizeof q));
+  size_t klen = (size_t)(eq - pair);
+  return kv_put(c, o, from, pair, klen, tmp + klen + 1);
+}
+
+/* The environment and default forms: "k=v;k=v", empty parts skipped. */
+static int kv_list(parse_ctx *c, const wsg_option *o, const char *from, const char *v) {
+  const char *p = v;
+  while (*p) {
+    const char *semi = strchr(p, ';');
+    size_t len = semi ? (size_t)(semi - p) : strlen(p);
+    if (len > 0 && kv_pair(c, o, from, p, len) != 0)
+      return -1;
+    p += len;
+    if (*p == ';')
+      p++;
+  }
+  return 0;
+}
+
+/*
+ * Parses `v` for option `o` and stores it. `from` names the source for error messages ("--x",
+ * "-x", "WSGATE_X" or "the built-in default"); `list_form` selects "k=v;k=v" for KVLIST.
+ */
+static int set_value(parse_ctx *c, const wsg_option *o, const char *from, const char *v,
+                     bool list_form) {
+  char range[256], q[96];
+  describe_range(o, range, sizeof range);
+  switch (o->type) {
+  case WSG_OPT_STRING:
+    if (v[0] == '\0' && (o->flags & WSG_OPTF_REQUIRED))
+      return fail(c, o, from, "must not be empty");
+    return set_string(c, o, from, v);
+  case WSG_OPT_INT: {
+    int64_t n;
+    if (parse_i64(v, &n) != 0)
+      return fail(c, o, from, "%s is not an integer%s%s%s", quote_value(v, q, sizeof q),
+                  range[0] ? " (" : "", range, range[0] ? ")" : "");
+    if (has_bounds(o) && (n < o->min || n > o->max))
+      return fail(c, o, from, "%" PRId64 " is out of range (%s)", n, range);
+    *(int64_t *)field(c->cfg, o) = n;
+    return 0;
+  }
+  case WSG_OPT_BOOL: {
+    bool b;
+    if (parse_bool(v, &b) != 0)
+      return fail(c, o, from, "%s is not a boolean (true|false, yes|no, on|off, 1|0)",
+                  quote_value(v, q, sizeof q));
+    *(bool *)field(c->cfg, o) = b;
+    return 0;
+  }
+  case WSG_OPT_SIZE:
+  case WSG_OPT_DURATION: {
+    uint64_t n;
+    bool size = o->type == WSG_OPT_SIZE;
+    int rc = size ? wsg_parse_size(v, &n) : wsg_parse_duration_ms(v, &n);
+    if (rc != 0)
+      return fail(c, o, from, "%s is not a %s (%s%s%s)", quote_value(v, q, sizeof q),
+                  size ? "size" : "duration",
+                  size ? "bytes, or a number with suffix k, m or g, e.g. 64k"
+                       : "milliseconds, or a number with suffix ms, s, m or h, e.g. 5s",
+                  range[0] ? "; range " : "", range);
+    if (n < umin_of(o) || n > umax_of(o)) {
+      char shown[32];
+      format_amount(o, n, shown, sizeof shown);
+      return fail(c, o, from, "%s is out of range (%s)", shown, range);
+    }
+    *(uint64_t *)field(c->cfg, o) = n;
+    return 0;
+  }
+  case WSG_OPT_KVLIST:
+    return list_form ? kv_list(c, o, from, v) : kv_pair(c, o, from, v, strlen(v));
+  case WSG_OPT_ENUM: {
+    /* Stores the table's own spelling, so "JSON" reads back as "json". */
+    const char *ch = o->choices ? o->choices : "";
+    size_t vlen = strlen(v);
+    while (vlen > 0 && *ch) {
+      const char *bar = strchr(ch, '|');
+      size_t wlen = bar ? (size_t)(bar - ch) : strlen(ch);
+      if (wlen == vlen && strncasecmp(ch, v, vlen) == 0) {
+        char word[128];
+        snprintf(word, sizeof word, "%.*s", (int)wlen, ch);
+        return set_string(c, o, from, word);
+      }
+      ch += wlen + (bar ? 1 : 0);
+    }
+    return fail(c, o, from, "%s is not one of %s", quote_value(v, q, sizeof q), range);
+  }
+  }
+  return fail(c, o, from, "unknown option type %d", (int)o->type);
+}
+
+static int apply(parse_ctx *c, size_t idx, const char *from, const char *v, bool list_form,
+                 value_source s) {
+  if (set_value(c, &c->spec->options[idx], from, v, list_form) != 0)
+    return -1;
+  if (c->src[idx] < s)
+    c->src[idx] = (unsigned char)s;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Command line */
+
+static const char *env_lookup(char **envp, const char *name) {
+  size_t n = strlen(name);
+  for (char **e = envp; e && *e; e++)
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+      return *e + n + 1;
+  return NULL;
+}
+
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  size_t row[64];
+  if (la >= 64 || lb >= 64)
+    return SIZE_MAX;
+  for (size_t j = 0; j <= lb; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] == b[j - 1] ? 0 : 1);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+static int unknown_option(parse_ctx *c, const char *arg) {
+  const char *name = arg;
+  while (*name == '-')
+    name++;
+  char word[64];
+  size_t wl = strcspn(name, "=");
+  snprintf(word, sizeof word, "%.*s", (int)(wl < 63 ? wl : 63), name);
+  const char *best = NULL;
+  size_t best_d = 3; /* suggest only close misspellings */
+  for (size_t i = 0; i < c->spec->count; i++) {
+    const char *cand = c->spec->options[i].name;
+    size_t d = edit_distance(word, cand);
+    if (d < best_d || (!best && word[0] && strncmp(cand, word, strlen(word)) == 0)) {
+      best = cand;
+      best_d = d < best_d ? d : best_d;
+    }
+  }
+  char shown[96];
+  snprintf(shown, sizeof shown, "%.*s", (int)strcspn(arg, "="), arg);
+  if (c->err && c->errlen) {
+    if (best && strlen(word) > 1)
+      snprintf(c->err, c->errlen, "unknown option '%s' (did you mean --%s? see --help)", shown,
+               best);
+    else
+      snprintf(c->err, c->errlen, "unknown option '%s' (see --help)", shown);
+  }
+  return -1;
+}
+
+static int missing_value(parse_ctx *c, const wsg_option *o, const char *from) {
+  char range[256];
+  describe_range(o, range, sizeof range);
+  if (c->err && c->errlen)
+    snprintf(c->err, c->errlen, "--%s: missing value (%s%s%s) (from %s)", o->name,
+             type_name(o->type), range[0] ? " " : "", range, from);
+  return -1;
+}
+
+static long find_long(const wsg_config_spec *spec, const char *name, size_t len) {
+  for (size_t i = 0; i < spec->count; i++)
+    if (strlen(spec->options[i].name) == len && strncmp(spec->options[i].name, name, len) == 0)
+      return (long)i;
+  return -1;
+}
+
+static long find_short(const wsg_config_spec *spec, char ch) {
+  for (size_t i = 0; i < spec->count; i++)
+    if (spec->options[i].short_name == ch)
+      return (long)i;
+  return -1;
+}
+
+/* One argument at argv[*i]; consumes the next one too when it is the value. */
+static int parse_arg(parse_ctx *c, int argc, char **argv, int *i) {
+  const char *arg = argv[*i];
+  if (arg[0] == '-' && arg[1] == '-') {
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    char from[96];
+    snprintf(from, sizeof from, "--%.*s", (int)(len < 80 ? len : 80), name);
+    long idx = find_long(c->spec, name, len);
+    if (idx < 0 && len > 3 && strncmp(name, "no-", 3) == 0) {
+      long b = find_long(c->spec, name + 3, len - 3);
+      if (b >= 0 && c->spec->options[b].type == WSG_OPT_BOOL) {
+        if (eq) {
+          if (c->err && c->errlen)
+            snprintf(c->err, c->errlen, "%s takes no value (use --%s=true|false)", from,
+                     c->spec->options[b].name);
+          return -1;
+        }
+        return apply(c, (size_t)b, from, "false", false, SRC_FLAG);
+      }
+    }
+    if (idx < 0)
+      return unknown_option(c, arg);
+    const wsg_option *o = &c->spec->options[idx];
+    if (eq)
+      return apply(c, (size_t)idx, from, eq + 1, false, SRC_FLAG);
+    if (o->type == WSG_OPT_BOOL)
+      return apply(c, (size_t)idx, from, "true", false, SRC_FLAG);
+    if (*i + 1 >= argc)
+      return missing_value(c, o, from);
+    return apply(c, (size_t)idx, from, argv[++*i], false, SRC_FLAG);
+  }
+  /* "-x value", "-xvalue", or "-x" alone for a boolean. */
+  char from[3] = {'-', arg[1], '\0'};
+  long idx = find_short(c->spec, arg[1]);
+  if (idx < 0)
+    return unknown_option(c, arg);
+  const wsg_option *o = &c->spec->options[idx];
+  if (o->type == WSG_OPT_BOOL) {
+    if (arg[2] != '\0')
+      return unknown_option(c, arg);
+    return apply(c, (size_t)idx, from, "true", false, SRC_FLAG);
+  }
+  if (arg[2] != '\0')
+    return apply(c, (size_t)idx, from, arg + 2, false, SRC_FLAG);
+  if (*i + 1 >= argc)
+    return missing_value(c, o, from);
+  return apply(c, (size_t)idx, from, argv[++*i], false, SRC_FLAG);
+}
+
+typedef enum {
+  BUILTIN_NONE,
+  BUILTIN_HELP,
+  BUILTIN_VERSION,
+  BUILTIN_MARKDOWN,
+  BUILTIN_PRINT
+} builtin;
+
+static builtin find_builtin(int argc, char **argv) {
+  for (int i = 1; i < argc && argv[i]; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0)
+      break;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+      return BUILTIN_HELP;
+    if (strcmp(a, "--version") == 0)
+      return BUILTIN_VERSION;
+    if (strcmp(a, "--help-markdown") == 0)
+      return BUILTIN_MARKDOWN;
+  }
+  return BUILTIN_NONE;
+}
+
+static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out);
+
+wsg_config_result wsg_config_parse(const wsg_config_spec *spec, void *cfg, int argc, char **argv,
+                                   char **envp, char *err, size_t errlen) {
+  if (err && errlen)
+    err[0] = '\0';
+  /* Help and version win over anything else on the line, even an invalid value before them. */
+  switch (find_builtin(argc, argv)) {
+  case BUILTIN_HELP:
+    wsg_config_print_help(spec, stdout);
+    return WSG_CONFIG_EXIT;
+  case BUILTIN_VERSION:
+    printf("%s %s\n", spec->program, WSG_VERSION);
+    return WSG_CONFIG_EXIT;
+  case BUILTIN_MARKDOWN:
+    wsg_config_print_markdown(spec, stdout);
+    return WSG_CONFIG_EXIT;
+  default:
+    break;
+  }
+
+  source_drop(spec, cfg);
+  source_record *rec = calloc(1, sizeof *rec);
+  unsigned char *src = calloc(spec->count ? spec->count : 1, 1);
+  if (!rec || !src) {
+    free(rec);
+    free(src);
+    if (err && errlen)
+      snprintf(err, errlen, "out of memory while reading the configuration");
+    return WSG_CONFIG_ERROR;
+  }
+  rec->spec = spec;
+  rec->cfg = cfg;
+  rec->src = src;
+  rec->next = source_records;
+  source_records = rec;
+  parse_ctx c = {spec, cfg, src, err, errlen};
+
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    if (o->def && apply(&c, i, "the built-in default", o->def, true, SRC_DEFAULT) != 0)
+      return WSG_CONFIG_ERROR;
+  }
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    const char *v = o->env ? env_lookup(envp, o->env) : NULL;
+    if (v && apply(&c, i, o->env, v, true, SRC_ENV) != 0)
+      return WSG_CONFIG_ERROR;
+  }
+  bool print = false;
+  for (int i = 1; i < argc && argv[i]; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--print-config") == 0) {
+      print = true;
+      continue;
+    }
+    if (strcmp(a, "--") == 0 || a[0] != '-' || a[1] == '\0') {
+      const char *shown = strcmp(a, "--") == 0 && i + 1 < argc ? argv[i + 1] : a;
+      if (err && errlen)
+        snprintf(err, errlen, "unexpected argument '%.80s' (options start with --; see --help)",
+                 shown);
+      return WSG_CONFIG_ERROR;
+    }
+    if (parse_arg(&c, argc, argv, &i) != 0)
+      return WSG_CONFIG_ERROR;
+  }
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    if ((o->flags & WSG_OPTF_REQUIRED) && src[i] < SRC_ENV) {
+      if (err && errlen) {
+        if (o->env)
+          snprintf(err, errlen, "--%s is required: set --%s or %s", o->name, o->name, o->env);
+        else
+          snprintf(err, errlen, "--%s is required", o->name);
+      }
+      return WSG_CONFIG_ERROR;
+    }
+  }
+  if (print) {
+    print_config(spec, cfg, stdout);
+    return WSG_CONFIG_EXIT;
+  }
+  return WSG_CONFIG_OK;
+}
+
+void wsg_config_finish(const wsg_config_spec *spec, void *cfg) {
+  if (!spec || !cfg)
+    return;
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    if (o->type == WSG_OPT_STRING || o->type == WSG_OPT_ENUM) {
+      char **s = field(cfg, o);
+      free(*s);
+      *s = NULL;
+    } else if (o->type == WSG_OPT_KVLIST) {
+      wsg_kvlist *kv = field(cfg, o);
+      for (size_t k = 0; k < kv->count; k++) {
+        free(kv->keys[k]);
+        free(kv->values[k]);
+      }
+      free(kv->keys);
+      free(kv->values);
+      memset(kv, 0, sizeof *kv);
+    }
+  }
+  source_drop(spec, cfg);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Showing values */
+
+/* The effective value as text, secrets redacted. */
+static void format_value(const wsg_option *o, const void *cfg, char *buf, size_t len) {
+  const void *f = cfield(cfg, o);
+  switch (o->type) {
+  case WSG_OPT_STRING:
+  case WSG_OPT_ENUM: {
+    const char *s = *(char *const *)f;
+    if (!s)
+      snprintf(buf, len, "(unset)");
+    else if (o->flags & WSG_OPTF_SECRET)
+      snprintf(buf, len, "%s", s[0] ? "(set, redacted)" : "(empty)");
+    else
+      snprintf(buf, len, "\"%s\"", s);
+    return;
+  }
+  case WSG_OPT_INT:
+    snprintf(buf, len, "%" PRId64, *(const int64_t *)f);
+    return;
+  case WSG_OPT_BOOL:
+    snprintf(buf, len, "%s", *(const bool *)f ? "true" : "false");
+    return;
+  case WSG_OPT_SIZE:
+  case WSG_OPT_DURATION:
+    format_amount(o, *(const uint64_t *)f, buf, len);
+    return;
+  case WSG_OPT_KVLIST: {
+    const wsg_kvlist *kv = f;
+    size_t used = 0;
+    buf[0] = '\0';
+    if (kv->count == 0)
+      snprintf(buf, len, "(none)");
+    for (size_t k = 0; k < kv->count && used < len; k++) {
+      bool secret = (o->flags & WSG_OPTF_SECRET) || key_is_secret(kv->keys[k]);
+      int n = snprintf(buf + used, len - used, "%s%s=%s", k ? ";" : "", kv->keys[k],
+                       secret ? "(set, redacted)" : kv->values[k]);
+      if (n < 0)
+        break;
+      used += (size_t)n;
+    }
+    return;
+  }
+  }
+  snprintf(buf, len, "?");
+}
+
+static void format_source(const wsg_option *o, value_source s, char *buf, size_t len) {
+  switch (s) {
+  case SRC_DEFAULT:
+    snprintf(buf, len, "default");
+    break;
+  case SRC_ENV:
+    snprintf(buf, len, "env %s", o->env ? o->env : "?");
+    break;
+  case SRC_FLAG:
+    snprintf(buf, len, "flag --%s", o->name);
+    break;
+  default:
+    snprintf(buf, len, "not set");
+    break;
+  }
+}
+
+void wsg_config_log(const wsg_config_spec *spec, const void *cfg) {
+  const source_record *rec = source_find(spec, cfg);
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    char value[2048], source[128];
+    format_value(o, cfg, value, sizeof value);
+    format_source(o, rec ? (value_source)rec->src[i] : SRC_NONE, source, sizeof source);
+    WSG_INFO("config", "%s = %s (%s)", o->name, value, source);
+  }
+}
+
+static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out) {
+  const source_record *rec = source_find(spec, cfg);
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    char value[2048], source[128];
+    format_value(o, cfg, value, sizeof value);
+    format_source(o, rec ? (value_source)rec->src[i] : SRC_NONE, source, sizeof source);
+    fprintf(out, "%s = %s  # %s\n", o->name, value, source);
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Help and Markdown */
+
+/* Writes `text` word-wrapped: the first line continues at column `col`, later ones start at
+ * `indent`. Words longer than a line are written whole. */
+static void wrap(FILE *out, const char *text, size_t indent, size_t col) {
+  const char *p = text;
+  bool first_word = true;
+  while (*p) {
+    while (*p == ' ')
+      p++;
+    size_t wl = strcspn(p, " ");
+    if (wl == 0)
+      break;
+    if (!first_word && col + 1 + wl > HELP_WIDTH) {
+      fprintf(out, "\n%*s", (int)indent, "");
+      col = indent;
+    } else if (!first_word) {
+      fputc(' ', out);
+      col++;
+    }
+    fwrite(p, 1, wl, out);
+    col += wl;
+    p += wl;
+    first_word = false;
+  }
+  fputc('\n', out);
+}
+
+static const char *metavar(const wsg_option *o) {
+  switch (o->type) {
+  case WSG_OPT_STRING:
+    return "TEXT";
+  case WSG_OPT_INT:
+    return "N";
+  case WSG_OPT_BOOL:
+    return "";
+  case WSG_OPT_SIZE:
+    return "SIZE";
+  case WSG_OPT_DURATION:
+    return "DURATION";
+  case WSG_OPT_KVLIST:
+    return "KEY=VALUE";
+  case WSG_OPT_ENUM:
+    return "WORD";
+  }
+  return "";
+}
+
+static void left_column(const wsg_option *o, char *buf, size_t len) {
+  char sh[8] = "    ";
+  if (o->short_name)
+    snprintf(sh, sizeof sh, "-%c, ", o->short_name);
+  if (o->type == WSG_OPT_BOOL)
+    snprintf(buf, len, "  %s--[no-]%s", sh, o->name);
+  else
+    snprintf(buf, len, "  %s--%s %s", sh, o->name, metavar(o));
+}
+
+static const struct {
+  const char *left;
+  const char *help;
+} builtin_rows[] = {
+    {"  -h, --help", "Print this help and exit."},
+    {"      --version", "Print the program name and version and exit."},
+    {"      --help-markdown", "Print the options as a Markdown table (docs/CONFIG-*.md) and exit."},
+    {"      --print-config", "Print the effective configuration (secrets redacted) and exit."},
+};
+
+void wsg_config_print_help(const wsg_config_spec *spec, FILE *out) {
+  size_t desc_col = 0;
+  char left[160];
+  for (size_t i = 0; i < spec->count; i++) {
+    left_column(&spec->options[i], left, sizeof left);
+    if (strlen(left) > desc_col)
+      desc_col = strlen(left);
+  }
+  desc_col += 2;
+  if (desc_col > HELP_DESC_COL_MAX)
+    desc_col = HELP_DESC_COL_MAX;
+
+  fprintf(out, "Usage: %s [OPTIONS]\n\n", spec->program);
+  if (spec->summary) {
+    wrap(out, spec->summary, 0, 0);
+    fputc('\n', out);
+  }
+  wrap(out,
+       "Each option can be given as a flag or by its environment variable; a flag wins over the "
+       "environment, which wins over the default. Sizes are bytes or take a suffix k, m, g "
+       "(1024-based); durations are milliseconds or take a suffix ms, s, m, h. Booleans accept "
+       "true|false, yes|no, on|off, 1|0. Key=value lists are repeated flags, or k=v;k=v in the "
+       "environment, merged per key.",
+       0, 0);
+  fprintf(out, "\nOptions:\n");
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    char range[256], meta[512];
+    size_t used = 0;
+    left_column(o, left, sizeof left);
+    size_t l = strlen(left);
+    fputs(left, out);
+    if (l + 2 > desc_col)
+      fprintf(out, "\n%*s", (int)desc_col, "");
+    else
+      fprintf(out, "%*s", (int)(desc_col - l), "");
+    wrap(out, o->help ? o->help : "", desc_col, desc_col);
+
+    describe_range(o, range, sizeof range);
+    meta[0] = '\0';
+    if (o->env)
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[env: %s] ", o->env);
+    if (o->def && o->def[0] && used < sizeof meta)
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[default: %s] ", o->def);
+    if (range[0] && o->type != WSG_OPT_BOOL && used < sizeof meta)
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[%s: %s] ",
+                               o->type == WSG_OPT_ENUM ? "choices" : "range", range);
+    if ((o->flags & WSG_OPTF_REQUIRED) && used < sizeof meta)
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[required] ");
+    if ((o->flags & WSG_OPTF_SECRET) && used < sizeof meta)
+      snprintf(meta + used, sizeof meta - used, "[secret] ");
+    if (meta[0]) {
+      fprintf(out, "%*s", (int)desc_col, "");
+      wrap(out, meta, desc_col, desc_col);
+    }
+  }
+  fputc('\n', out);
+  for (size_t i = 0; i < sizeof builtin_rows / sizeof builtin_rows[0]; i++) {
+    size_t l = strlen(builtin_rows[i].left);
+    fputs(builtin_rows[i].left, out);
+    if (l + 2 > desc_col)
+      fprintf(out, "\n%*s", (int)desc_col, "");
+    else
+      fprintf(out, "%*s", (int)(desc_col - l), "");
+    wrap(out, builtin_rows[i].help, desc_col, desc_col);
+  }
+}
+
+/* A Markdown table cell: '|' escaped, newlines flattened. */
+static void md_cell(FILE *out, const char *s, bool code) {
+  fputc(' ', out);
+  if (!s || !s[0]) {
+    fputc(' ', out);
+    fputc('|', out);
+    return;
+  }
+  if (code)
+    fputc('`', out);
+  for (const char *p = s; *p; p++) {
+    if (*p == '|')
+      fputs("\\|", out);
+    else if (*p == '\n' || *p == '\r')
+      fputc(' ', out);
+    else
+      fputc(*p, out);
+  }
+  if (code)
+    fputc('`', out);
+  fputs(" |", out);
+}
+
+void wsg_config_print_markdown(const wsg_config_spec *spec, FILE *out) {
+  fprintf(out, "# %s configuration\n\n", spec->program);
+  fprintf(out,
+          "<!-- Generated by `%s --help-markdown`; edit the option table in the source, not "
+          "this file. -->\n\n",
+          spec->program);
+  if (spec->summary)
+    fprintf(out, "%s\n\n", spec->summary);
+  fprintf(out,
+          "Each option can be given as a flag or by its environment variable; a flag wins over "
+          "the environment, which wins over the default. Sizes are bytes or take a suffix `k`, "
+          "`m`, `g` (1024-based); durations are milliseconds or take a suffix `ms`, `s`, `m`, "
+          "`h`. Booleans accept `true|false`, `yes|no`, `on|off`, `1|0`; `--no-NAME` sets false. "
+          "Key=value lists are repeated flags (`-X k=v`), or `k=v;k=v` in the environment, "
+          "merged per key.\n\n");
+  fprintf(out, "| Flag | Environment | Type | Default | Range | Description |\n");
+  fprintf(out, "|---|---|---|---|---|---|\n");
+  for (size_t i = 0; i < spec->count; i++) {
+    const wsg_option *o = &spec->options[i];
+    char flag[160], range[256], help[1024];
+    if (o->short_name)
+      snprintf(flag, sizeof flag, "-%c, --%s", o->short_name, o->name);
+    else
+      snprintf(flag, sizeof flag, "--%s", o->name);
+    describe_range(o, range, sizeof range);
+    snprintf(help, sizeof help, "%s%s%s", o->help ? o->help : "",
+             (o->flags & WSG_OPTF_REQUIRED) ? " **Required.**" : "",
+             (o->flags & WSG_OPTF_SECRET) ? " Secret: redacted in logs." : "");
+    fputc('|', out);
+    md_cell(out, flag, true);
+    md_cell(out, o->env, true);
+    md_cell(out, type_name(o->type), false);
+    md_cell(out, o->def, o->def && o->def[0]);
+    md_cell(out, o->type == WSG_OPT_BOOL ? NULL : range, false);
+    md_cell(out, help, false);
+    fputc('\n', out);
+  }
+}

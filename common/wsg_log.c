@@ -23,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LINE_MAX_BYTES 4096
-#define TRUNC_MARK "\xe2\x80\xa6(truncated)"
+#define LINE_MAX_BYTES   4096
+#define TRUNC_MARK       "\xe2\x80\xa6(truncated)"
 #define REPLACEMENT_CHAR "\xef\xbf\xbd"
 
 wsg_log_level wsg_log_min_level = WSG_LOG_INFO;
@@ -289,9 +289,9 @@ bool wsg_log_ratelimit_allow(wsg_log_ratelimit *rl, uint32_t per_second, uint64_
   if (now_ms < rl->window_start_ms || now_ms - rl->window_start_ms >= 1000 ||
       (rl->emitted == 0 && rl->suppressed == 0)) {
     if (rl->suppressed > 0)
-      WSG_WARN(subsys, "%u similar lines suppressed in the last %llu ms", rl->suppressed,
-               (unsigned long long)(now_ms >= rl->window_start_ms ? now_ms - rl->window_start_ms
-                                                                  : 0));
+      WSG_WARN(
+          subsys, "%u similar lines suppressed in the last %llu ms", rl->suppressed,
+          (unsigned long long)(now_ms >= rl->window_start_ms ? now_ms - rl->window_start_ms : 0));
     rl->window_start_ms = now_ms;
     rl->emitted = 0;
     rl->suppressed = 0;
