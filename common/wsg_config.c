@@ -841,26 +841,35 @@ static void format_source(const wsg_option *o, value_source s, char *buf, size_t
   }
 }
 
-void wsg_config_log(const wsg_config_spec *spec, const void *cfg) {
+/* Calls `emit` once per option with its name, effective value (redacted) and source. */
+static void each_value(const wsg_config_spec *spec, const void *cfg,
+                       void (*emit)(const char *name, const char *value, const char *source,
+                                    void *arg),
+                       void *arg) {
   const source_record *rec = source_find(spec, cfg);
   for (size_t i = 0; i < spec->count; i++) {
     const wsg_option *o = &spec->options[i];
     char value[2048], source[128];
     format_value(o, cfg, value, sizeof value);
     format_source(o, rec ? (value_source)rec->src[i] : SRC_NONE, source, sizeof source);
-    WSG_INFO("config", "%s = %s (%s)", o->name, value, source);
+    emit(o->name, value, source, arg);
   }
 }
 
+static void emit_log(const char *name, const char *value, const char *source, void *arg) {
+  WSG_INFO("config", "%s = %s (%s)", name, value, source);
+}
+
+static void emit_file(const char *name, const char *value, const char *source, void *arg) {
+  fprintf(arg, "%s = %s  # %s\n", name, value, source);
+}
+
+void wsg_config_log(const wsg_config_spec *spec, const void *cfg) {
+  each_value(spec, cfg, emit_log, NULL);
+}
+
 static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out) {
-  const source_record *rec = source_find(spec, cfg);
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
-    char value[2048], source[128];
-    format_value(o, cfg, value, sizeof value);
-    format_source(o, rec ? (value_source)rec->src[i] : SRC_NONE, source, sizeof source);
-    fprintf(out, "%s = %s  # %s\n", o->name, value, source);
-  }
+  each_value(spec, cfg, emit_file, out);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -3,7 +3,11 @@
  * validation, --help, the Markdown reference in docs/ and the start-up log line (nginx's
  * ngx_command_t, Redis' createIntConfig rows).
  *
- * Precedence: built-in default < environment variable < command-line flag.
+ * Precedence: built-in default < environment variable < command-line flag. KVLIST options merge
+ * per key across the three instead (a flag replaces one key, the others keep their values).
+ * Flag forms: "--name value", "--name=value", "-x value", "-xvalue"; BOOL: "--name", "--no-name",
+ * "--name=false"; KVLIST: repeated "-X k=v" (the value may contain '=' and ';'), environment and
+ * default "k=v;k=v". Built-ins: --help/-h, --version, --help-markdown, --print-config.
  * Each row names a field of the program's own config struct by offset. String fields are
  * heap-allocated by the parser and freed by wsg_config_finish().
  *
@@ -32,13 +36,13 @@ enum {
 };
 
 typedef struct {
-  const char *name;    /* long flag without the dashes, e.g. "listen-port" */
-  char short_name;     /* optional one-letter flag, 0 for none */
-  const char *env;     /* environment variable, e.g. "WSGATE_LISTEN_PORT", or NULL */
+  const char *name; /* long flag without the dashes, e.g. "listen-port" */
+  char short_name;  /* optional one-letter flag, 0 for none */
+  const char *env;  /* environment variable, e.g. "WSGATE_LISTEN_PORT", or NULL */
   wsg_opt_type type;
   size_t offset;       /* offsetof(program_config, field) */
   const char *def;     /* default, written as a user would write it; NULL for none */
-  int64_t min, max;    /* bounds for INT, SIZE and DURATION (inclusive) */
+  int64_t min, max;    /* bounds for INT, SIZE and DURATION (inclusive); 0, 0: unbounded */
   const char *choices; /* ENUM only: "json|text" */
   unsigned flags;      /* WSG_OPTF_* */
   const char *help;    /* one sentence for --help and docs */
@@ -79,7 +83,9 @@ void wsg_config_finish(const wsg_config_spec *spec, void *cfg);
 void wsg_config_print_help(const wsg_config_spec *spec, FILE *out);
 void wsg_config_print_markdown(const wsg_config_spec *spec, FILE *out);
 
-/* Logs the effective configuration at INFO, one option per line, secrets redacted. */
+/* Logs the effective configuration at INFO, one option per line, secrets redacted:
+ * "config: name = value (default|env WSGATE_X|flag --x|not set)". KVLIST values whose key
+ * contains password, secret, sasl, ssl.key, token or credential are redacted too. */
 void wsg_config_log(const wsg_config_spec *spec, const void *cfg);
 
 /* Parses "64k", "1m" into bytes, "250ms", "5s", "2m" into ms. Return 0 or -1. */
