@@ -305,6 +305,15 @@ int itest_stop(pid_t pid, int sig, int timeout_ms, int *status) {
   return -1;
 }
 
+char *itest_read_file(const char *path, char *buf, size_t len) {
+  FILE *f = fopen(path, "r");
+  cr_assert(f, "cannot read %s: %s", path, strerror(errno));
+  size_t n = fread(buf, 1, len - 1, f);
+  buf[n] = '\0';
+  fclose(f);
+  return buf;
+}
+
 void itest_dump_log(const char *path, int lines) {
   FILE *f = fopen(path, "r");
   if (!f) {

@@ -92,6 +92,10 @@ int itest_stop(pid_t pid, int sig, int timeout_ms, int *status);
  * wait status in `*status` (may be NULL). */
 bool itest_alive(pid_t pid, int *status);
 
+/* Reads `path` (a child's log) into `buf`, NUL-terminated, truncated to `len` - 1 bytes. Fails
+ * the test if it cannot be read. Returns `buf`. */
+char *itest_read_file(const char *path, char *buf, size_t len);
+
 /* Prints the last `lines` lines of `path` to stderr (to explain a failure). */
 void itest_dump_log(const char *path, int lines);
 

@@ -14,14 +14,6 @@
 
 #include "harness.h"
 
-static void read_all(const char *path, char *buf, size_t len) {
-  FILE *f = fopen(path, "r");
-  cr_assert(f, "cannot read %s", path);
-  size_t n = fread(buf, 1, len - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-}
-
 Test(harness, spawn_logs_output_and_exit_status) {
   char *log = itest_log_path("harness-exit.log");
   const char *argv[] = {"/bin/sh", "-c", "echo out; echo err >&2; echo \"$ITEST_X\"; exit 3", NULL};
@@ -32,7 +24,7 @@ Test(harness, spawn_logs_output_and_exit_status) {
   cr_assert_eq(itest_stop(pid, 0, 10000, &status), 0);
   cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 3, "status %#x", status);
   char buf[256];
-  read_all(log, buf, sizeof(buf));
+  itest_read_file(log, buf, sizeof(buf));
   cr_expect_str_eq(buf, "out\nerr\nreplaced\n");
   unsetenv("ITEST_X");
   free(log);
@@ -59,7 +51,7 @@ Test(harness, stop_escalates_to_sigkill_for_the_whole_group) {
   char buf[64] = "";
   uint64_t deadline = itest_now_ms() + 10000;
   while (!strchr(buf, '\n') && itest_now_ms() < deadline)
-    read_all(log, buf, sizeof(buf));
+    itest_read_file(log, buf, sizeof(buf));
   pid_t grandchild = (pid_t)atol(buf);
   cr_assert_gt(grandchild, 0, "no pid in the log: '%s'", buf);
 

@@ -271,14 +271,6 @@ static int run_admin(const char *const *args, const char *log) {
   return WEXITSTATUS(status);
 }
 
-static void read_file(const char *path, char *buf, size_t len) {
-  FILE *f = fopen(path, "r");
-  cr_assert(f, "cannot read %s", path);
-  size_t n = fread(buf, 1, len - 1, f);
-  buf[n] = '\0';
-  fclose(f);
-}
-
 Test(kafka_roundtrip, admin_tool_ensures_and_maps_keys, .timeout = 120) {
   itest_require_kafka();
   char *topic = itest_unique("itest-admin");
@@ -293,7 +285,7 @@ Test(kafka_roundtrip, admin_tool_ensures_and_maps_keys, .timeout = 120) {
   /* partition --topic asks the broker for the count; the answer is murmur2's. */
   const char *part[] = {"partition", "--brokers", brokers, "--topic", topic, "alice", NULL};
   cr_assert_eq(run_admin(part, log), 0);
-  read_file(log, out, sizeof(out));
+  itest_read_file(log, out, sizeof(out));
   char want[16];
   snprintf(want, sizeof(want), "%d\n", wsg_kafka_murmur2_partition("alice", 5, 4));
   cr_expect_str_eq(out, want);
@@ -301,7 +293,7 @@ Test(kafka_roundtrip, admin_tool_ensures_and_maps_keys, .timeout = 120) {
   const char *mismatch[] = {"topics", "ensure",       "--brokers", brokers, "--topic",
                             topic,    "--partitions", "2",         NULL};
   cr_expect_eq(run_admin(mismatch, log), 1);
-  read_file(log, out, sizeof(out));
+  itest_read_file(log, out, sizeof(out));
   cr_expect(strstr(out, "has 4 partitions, 2 configured"), "output: %s", out);
 
   const char *usage[] = {"topics", "ensure", "--topic", topic, NULL};
