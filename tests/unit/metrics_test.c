@@ -1,0 +1,239 @@
+/* Unit tests of wsg_metrics: exact exposition text, grouping, escaping, histograms, concurrency. */
+#include <criterion/criterion.h>
+
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "wsg_log.h"
+#include "wsg_metrics.h"
+
+static wsg_metrics *m;
+
+static void setup(void) {
+  m = wsg_metrics_create();
+  cr_assert_not_null(m);
+  /* Registration errors are logged; keep them out of the TAP stream on stdout. */
+  wsg_log_set_fd(open("/dev/null", O_WRONLY | O_CLOEXEC));
+}
+
+static void teardown(void) {
+  wsg_metrics_destroy(m);
+}
+
+TestSuite(metrics, .init = setup, .fini = teardown);
+
+static char *render(void) {
+  char *out = NULL;
+  size_t len = 0;
+  cr_assert_eq(wsg_metrics_render(m, &out, &len), 0);
+  cr_assert_eq(len, strlen(out));
+  return out;
+}
+
+static int64_t forty_two(void *arg) {
+  (*(int *)arg)++;
+  return 42;
+}
+
+Test(metrics, exact_exposition_text) {
+  wsg_counter *in_ok = wsg_metrics_counter(m, "wsgate_frames_total", "Frames.\nSecond \\ line",
+                                           "dir=\"in\",result=\"ok\"");
+  wsg_gauge *conns = wsg_metrics_gauge(m, "wsgate_connections", "Open connections.", NULL);
+  double bounds[] = {0.005, 0.1, 1};
+  wsg_histogram *lat =
+      wsg_metrics_histogram(m, "wsgate_latency_seconds", "Latency.", "op=\"send\"", bounds, 3);
+  /* Registered after the other families, rendered next to its siblings. */
+  wsg_counter *in_bad =
+      wsg_metrics_counter(m, "wsgate_frames_total", "ignored", "dir=\"in\",result=\"bad\"");
+  int calls = 0;
+  cr_assert_eq(wsg_metrics_gauge_fn(m, "wsgate_queue_depth", "Queue.", NULL, forty_two, &calls), 0);
+  wsg_counter_add(in_ok, 3);
+  wsg_counter_add(in_bad, 1);
+  wsg_gauge_set(conns, 10);
+  wsg_gauge_add(conns, -3);
+  wsg_histogram_observe(lat, 0.005); /* le is inclusive */
+  wsg_histogram_observe(lat, 0.05);
+  wsg_histogram_observe(lat, 7.5);
+  wsg_histogram_observe(lat, NAN); /* dropped */
+  char *out = render();
+  cr_assert_str_eq(out, "# HELP wsgate_frames_total Frames.\\nSecond \\\\ line\n"
+                        "# TYPE wsgate_frames_total counter\n"
+                        "wsgate_frames_total{dir=\"in\",result=\"ok\"} 3\n"
+                        "wsgate_frames_total{dir=\"in\",result=\"bad\"} 1\n"
+                        "# HELP wsgate_connections Open connections.\n"
+                        "# TYPE wsgate_connections gauge\n"
+                        "wsgate_connections 7\n"
+                        "# HELP wsgate_latency_seconds Latency.\n"
+                        "# TYPE wsgate_latency_seconds histogram\n"
+                        "wsgate_latency_seconds_bucket{op=\"send\",le=\"0.005\"} 1\n"
+                        "wsgate_latency_seconds_bucket{op=\"send\",le=\"0.1\"} 2\n"
+                        "wsgate_latency_seconds_bucket{op=\"send\",le=\"1\"} 2\n"
+                        "wsgate_latency_seconds_bucket{op=\"send\",le=\"+Inf\"} 3\n"
+                        "wsgate_latency_seconds_sum{op=\"send\"} 7.555\n"
+                        "wsgate_latency_seconds_count{op=\"send\"} 3\n"
+                        "# HELP wsgate_queue_depth Queue.\n"
+                        "# TYPE wsgate_queue_depth gauge\n"
+                        "wsgate_queue_depth 42\n");
+  cr_assert_eq(calls, 1, "gauge_fn is called at render");
+  free(out);
+  out = render();
+  cr_assert_eq(calls, 2);
+  free(out);
+}
+
+Test(metrics, empty_registry_and_histogram_without_labels) {
+  char *out = render();
+  cr_assert_str_eq(out, "");
+  free(out);
+  wsg_histogram *h = wsg_metrics_histogram(m, "h", "H.", NULL, NULL, 0);
+  wsg_histogram_observe(h, -1.5);
+  wsg_histogram_observe(h, INFINITY);
+  out = render();
+  cr_assert_str_eq(out, "# HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum +Inf\n"
+                        "h_count 2\n");
+  free(out);
+}
+
+Test(metrics, same_name_and_labels_same_series) {
+  wsg_counter *a = wsg_metrics_counter(m, "c_total", "C.", "x=\"1\"");
+  wsg_counter *b = wsg_metrics_counter(m, "c_total", "C.", "x=\"1\"");
+  wsg_counter *c = wsg_metrics_counter(m, "c_total", "C.", "x=\"2\"");
+  wsg_counter *d = wsg_metrics_counter(m, "c_total", "C.", NULL);
+  wsg_counter *e = wsg_metrics_counter(m, "c_total", "C.", "");
+  cr_assert_not_null(a);
+  cr_assert_eq(a, b);
+  cr_assert_neq(a, c);
+  cr_assert_eq(d, e, "NULL and \"\" are the same empty label set");
+  double bounds[] = {1, 2};
+  wsg_histogram *h1 = wsg_metrics_histogram(m, "h", "H.", NULL, bounds, 2);
+  cr_assert_eq(wsg_metrics_histogram(m, "h", "H.", NULL, bounds, 1), h1);
+  wsg_gauge *g = wsg_metrics_gauge(m, "g", "G.", "k=\"v\"");
+  cr_assert_eq(wsg_metrics_gauge(m, "g", "G.", "k=\"v\""), g);
+}
+
+Test(metrics, label_values_escaped) {
+  /* A raw newline and quote are escaped; an already escaped one is kept as it is. */
+  wsg_counter *c = wsg_metrics_counter(m, "c_total", "C.", "a=\"x\ny\",b=\"q\\\"\\\\\\n\"");
+  cr_assert_not_null(c);
+  char esc[64];
+  cr_assert_eq(wsg_metrics_label_escape(esc, sizeof esc, "say \"hi\"\\\n"), 14u);
+  cr_assert_str_eq(esc, "say \\\"hi\\\"\\\\\\n");
+  char label[96];
+  snprintf(label, sizeof label, "user=\"%s\"", esc);
+  cr_assert_not_null(wsg_metrics_counter(m, "c_total", "C.", label));
+  char *out = render();
+  cr_assert(strstr(out, "c_total{a=\"x\\ny\",b=\"q\\\"\\\\\\n\"} 0\n"), "%s", out);
+  cr_assert(strstr(out, "c_total{user=\"say \\\"hi\\\"\\\\\\n\"} 0\n"), "%s", out);
+  free(out);
+  cr_assert_eq(wsg_metrics_label_escape(esc, 4, "abcdef"), 6u, "returns the needed length");
+  cr_assert_str_eq(esc, "abc");
+}
+
+Test(metrics, rejected_registrations_return_null_and_updates_ignore_null) {
+  int calls = 0;
+  cr_assert_null(wsg_metrics_counter(m, "bad name", "x", NULL));
+  cr_assert_null(wsg_metrics_counter(m, "9lives", "x", NULL));
+  cr_assert_null(wsg_metrics_counter(m, "ok_total", "x", "noquotes=1"));
+  cr_assert_null(wsg_metrics_counter(m, "ok_total", "x", "a=\"unterminated"));
+  cr_assert_null(wsg_metrics_counter(m, "ok_total", "x", "a=\"1\"b=\"2\""));
+  cr_assert_null(wsg_metrics_counter(m, "ok_total", "x", "le=\"1\""), "le is reserved");
+  cr_assert_null(wsg_metrics_counter(m, "ok_total", "x", "a=\"\\t\""), "unknown escape");
+  cr_assert_not_null(wsg_metrics_counter(m, "dual", "x", NULL));
+  cr_assert_null(wsg_metrics_gauge(m, "dual", "x", "a=\"1\""), "one type per name");
+  cr_assert_not_null(wsg_metrics_gauge(m, "g", "x", NULL));
+  cr_assert_neq(wsg_metrics_gauge_fn(m, "g", "x", NULL, forty_two, &calls), 0,
+                "a set gauge is not replaced by a computed one");
+  cr_assert_eq(wsg_metrics_gauge_fn(m, "g", "x", "k=\"fn\"", forty_two, &calls), 0);
+  cr_assert_null(wsg_metrics_gauge(m, "g", "x", "k=\"fn\""));
+  cr_assert_neq(wsg_metrics_gauge_fn(m, "g2", "x", NULL, NULL, NULL), 0);
+  double desc[] = {2, 1};
+  cr_assert_null(wsg_metrics_histogram(m, "h", "x", NULL, desc, 2));
+  double many[65];
+  for (int i = 0; i < 65; i++)
+    many[i] = i;
+  cr_assert_null(wsg_metrics_histogram(m, "h", "x", NULL, many, 65));
+  wsg_counter_add(NULL, 1);
+  wsg_gauge_set(NULL, 1);
+  wsg_gauge_add(NULL, 1);
+  wsg_histogram_observe(NULL, 1);
+  cr_assert_eq(wsg_counter_get(NULL), 0u);
+  cr_assert_eq(wsg_gauge_get(NULL), 0);
+  char *out = render();
+  cr_assert_null(strstr(out, "ok_total"), "nothing half-registered: %s", out);
+  free(out);
+}
+
+Test(metrics, series_cap) {
+  char label[32];
+  for (int i = 0; i < 10000; i++) {
+    snprintf(label, sizeof label, "id=\"%d\"", i);
+    cr_assert_not_null(wsg_metrics_counter(m, "c_total", "C.", label));
+  }
+  cr_assert_null(wsg_metrics_counter(m, "c_total", "C.", "id=\"x\""));
+  cr_assert_not_null(wsg_metrics_counter(m, "c_total", "C.", "id=\"5\""), "existing still found");
+}
+
+Test(metrics, destroy_null) {
+  wsg_metrics_destroy(NULL);
+}
+
+#define THREADS    8
+#define INCREMENTS 100000
+
+typedef struct {
+  wsg_counter *c;
+  wsg_gauge *g;
+  wsg_histogram *h;
+} shared;
+
+static void *hammer(void *arg) {
+  shared *s = arg;
+  for (int i = 0; i < INCREMENTS; i++) {
+    wsg_counter_add(s->c, 1);
+    wsg_gauge_add(s->g, (i & 1) ? 1 : -1);
+    wsg_histogram_observe(s->h, (i % 4) * 0.5); /* 0, 0.5, 1, 1.5: sums exactly in binary */
+  }
+  return NULL;
+}
+
+static void *scrape(void *arg) {
+  volatile bool *stop = arg;
+  while (!*stop) {
+    char *out = NULL;
+    if (wsg_metrics_render(m, &out, NULL) == 0)
+      free(out);
+  }
+  return NULL;
+}
+
+Test(metrics, concurrent_updates_are_exact) {
+  double bounds[] = {0.5, 1};
+  shared s = {wsg_metrics_counter(m, "n_total", "N.", NULL), wsg_metrics_gauge(m, "g", "G.", NULL),
+              wsg_metrics_histogram(m, "h", "H.", NULL, bounds, 2)};
+  pthread_t th[THREADS], scraper;
+  volatile bool stop = false;
+  cr_assert_eq(pthread_create(&scraper, NULL, scrape, (void *)&stop), 0);
+  for (int i = 0; i < THREADS; i++)
+    cr_assert_eq(pthread_create(&th[i], NULL, hammer, &s), 0);
+  for (int i = 0; i < THREADS; i++)
+    pthread_join(th[i], NULL);
+  stop = true;
+  pthread_join(scraper, NULL);
+  cr_assert_eq(wsg_counter_get(s.c), (uint64_t)THREADS * INCREMENTS);
+  cr_assert_eq(wsg_gauge_get(s.g), 0);
+  char *out = render();
+  char want[512];
+  const uint64_t n = (uint64_t)THREADS * INCREMENTS;
+  snprintf(want, sizeof want,
+           "h_bucket{le=\"0.5\"} %llu\nh_bucket{le=\"1\"} %llu\nh_bucket{le=\"+Inf\"} %llu\n"
+           "h_sum %llu\nh_count %llu\n",
+           (unsigned long long)(n / 2), (unsigned long long)(n * 3 / 4), (unsigned long long)n,
+           (unsigned long long)(n / 4 * 3), (unsigned long long)n);
+  cr_assert(strstr(out, want), "want:\n%s\ngot:\n%s", want, out);
+  free(out);
+}
