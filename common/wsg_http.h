@@ -6,6 +6,13 @@
  * A small server on its own thread: poll(2), at most 64 clients, requests up to 4 KiB, 5 s to send
  * a request, one response per connection. Nothing here touches the daemon's own threads: `ready`
  * reads state the daemon publishes with atomics.
+ *
+ * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok"; /readyz 200 "ready" or
+ * 503 "not ready: <why>"; /metrics 200 in the Prometheus text format 0.0.4 (404 without a
+ * registry); the extra routes; 404 for anything else; 400 for a malformed request line, 431 past
+ * 4 KiB, 408 after 5 s without a complete request. Every response has Content-Length and
+ * Connection: close. With 64 clients open, new connections wait in the kernel's accept backlog
+ * (they are not reset) until a slot frees. The thread blocks every signal.
  */
 #ifndef WSG_HTTP_H
 #define WSG_HTTP_H
@@ -31,16 +38,19 @@ typedef struct {
 } wsg_http_route;
 
 typedef struct {
-  const char *addr;          /* listen address, e.g. "0.0.0.0" or "127.0.0.1" */
-  int port;                  /* 0 picks a free port (see wsg_http_port) */
-  wsg_metrics *metrics;      /* borrowed */
-  wsg_http_ready_fn ready;   /* may be NULL: always ready */
+  const char *addr;        /* listen address, e.g. "0.0.0.0", "::" or "127.0.0.1" (numeric, or
+                              "localhost"); NULL or "" means "0.0.0.0"; copied */
+  int port;                /* 0 picks a free port (see wsg_http_port) */
+  wsg_metrics *metrics;    /* borrowed */
+  wsg_http_ready_fn ready; /* may be NULL: always ready */
   void *ready_arg;
   const wsg_http_route *routes; /* borrowed; may be NULL */
   size_t nroutes;
 } wsg_http_options;
 
-/* Binds, then serves on a new thread. On failure returns -1 and says why in `err`. */
+/* Binds, then serves on a new thread. On failure returns -1 and says why in `err`, e.g.
+ * "cannot listen on 0.0.0.0:9090: Address already in use (is another wsgate running? set
+ * --http-port)". */
 int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size_t errlen);
 int wsg_http_port(const wsg_http *h); /* the bound port */
 void wsg_http_stop(wsg_http *h);      /* joins the thread and frees; NULL is a no-op */
