@@ -875,8 +875,11 @@ static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out
 /* ---------------------------------------------------------------------------------------------
  * Help and Markdown */
 
+/* Non-breaking space in help text: keeps "[range: 1..65535]" on one line. */
+#define NBSP '\x1f'
+
 /* Writes `text` word-wrapped: the first line continues at column `col`, later ones start at
- * `indent`. Words longer than a line are written whole. */
+ * `indent`. Words longer than a line are written whole; NBSP is written as a space. */
 static void wrap(FILE *out, const char *text, size_t indent, size_t col) {
   const char *p = text;
   bool first_word = true;
@@ -893,7 +896,8 @@ static void wrap(FILE *out, const char *text, size_t indent, size_t col) {
       fputc(' ', out);
       col++;
     }
-    fwrite(p, 1, wl, out);
+    for (size_t k = 0; k < wl; k++)
+      fputc(p[k] == NBSP ? ' ' : p[k], out);
     col += wl;
     p += wl;
     first_word = false;
@@ -982,11 +986,11 @@ void wsg_config_print_help(const wsg_config_spec *spec, FILE *out) {
     describe_range(o, range, sizeof range);
     meta[0] = '\0';
     if (o->env)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[env: %s] ", o->env);
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[env:\x1f%s] ", o->env);
     if (o->def && o->def[0] && used < sizeof meta)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[default: %s] ", o->def);
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[default:\x1f%s] ", o->def);
     if (range[0] && o->type != WSG_OPT_BOOL && used < sizeof meta)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[%s: %s] ",
+      used += (size_t)snprintf(meta + used, sizeof meta - used, "[%s:\x1f%s] ",
                                o->type == WSG_OPT_ENUM ? "choices" : "range", range);
     if ((o->flags & WSG_OPTF_REQUIRED) && used < sizeof meta)
       used += (size_t)snprintf(meta + used, sizeof meta - used, "[required] ");
