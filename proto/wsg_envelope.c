@@ -255,7 +255,12 @@ typedef struct {
   wsg__mp_cur cur;
   int err; /* first deferred error, 0 if none */
   const char *err_field;
+  /* Nesting allowed in a value being skipped, so that the whole envelope stays within
+   * WSG_MSGPACK_MAX_DEPTH: anything decode accepts, wsg_msgpack_validate() accepts too. */
+  unsigned skip_depth;
 } decoder;
+
+#define VALUE_DEPTH (WSG_MSGPACK_MAX_DEPTH - 1) /* a value of the envelope map */
 
 static void defer(decoder *d, int err, key_id key) {
   if (d->err == WSG_ENV_OK) {
@@ -283,7 +288,7 @@ static int read_typed(decoder *d, key_id key, uint32_t accept, wsg__mp_item *it,
   }
   if (it->type == WSG__MP_ARRAY || it->type == WSG__MP_MAP) {
     d->cur.p = start;
-    rc = wsg__mp_skip(&d->cur, WSG_MSGPACK_MAX_DEPTH);
+    rc = wsg__mp_skip(&d->cur, d->skip_depth);
     if (rc != WSG_ENV_OK)
       return rc;
   }
@@ -330,11 +335,13 @@ static int read_conns(decoder *d, wsg_envelope *env) {
    * checked against the bytes left, which bounds this loop. */
   env->conns.raw = d->cur.p;
   env->conns.count = it.v.n;
+  d->skip_depth = VALUE_DEPTH - 1;
   for (uint32_t i = 0; i < it.v.n; i++) {
     wsg__mp_item el;
     if ((rc = read_typed(d, K_CS, TYPE_BIT(WSG__MP_UINT), &el, &ok)) != WSG_ENV_OK)
       return rc;
   }
+  d->skip_depth = VALUE_DEPTH;
   env->conns.raw_len = (size_t)(d->cur.p - env->conns.raw);
   return WSG_ENV_OK;
 }
@@ -347,11 +354,11 @@ static int read_meta(decoder *d, wsg_envelope *env) {
   if (rc != WSG_ENV_OK)
     return rc;
   d->cur.p = start;
-  rc = wsg__mp_skip(&d->cur, it.type == WSG__MP_MAP ? WSG_MAX_META_DEPTH : WSG_MSGPACK_MAX_DEPTH);
+  rc = wsg__mp_skip(&d->cur, it.type == WSG__MP_MAP ? WSG_MAX_META_DEPTH : VALUE_DEPTH);
   if (rc == WSG_ENV_TOO_DEEP && it.type == WSG__MP_MAP) {
     /* Well-formed but deeper than metadata may be: skip it with the general cap and report
      * after the map, like any other out-of-range value. */
-    if ((rc = wsg__mp_skip(&d->cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+    if ((rc = wsg__mp_skip(&d->cur, VALUE_DEPTH)) != WSG_ENV_OK)
       return rc;
     defer(d, WSG_ENV_TOO_DEEP, K_M);
     return WSG_ENV_OK;
@@ -437,7 +444,7 @@ static int read_field(decoder *d, key_id key, wsg_envelope *env, uint64_t *versi
 
 int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field) {
   const char *unused;
-  decoder d = {{buf, buf}, WSG_ENV_OK, ""};
+  decoder d = {{buf, buf}, WSG_ENV_OK, "", VALUE_DEPTH};
   wsg__mp_item top;
   uint32_t seen = 0;    /* bit per key_id */
   uint64_t version = 0; /* stays 0 unless v is an integer */
@@ -470,8 +477,8 @@ int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const
     if (key.type != WSG__MP_STR) {
       /* Keys are strings; a writer using numbers or anything else is confused, not newer. */
       d.cur.p = key_start;
-      if ((rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK ||
-          (rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+      if ((rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK ||
+          (rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK)
         return rc;
       if (d.err == WSG_ENV_OK) {
         d.err = WSG_ENV_BAD_TYPE;
@@ -482,12 +489,12 @@ int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const
     int k = key_lookup(key.v.s.ptr, key.v.s.len);
     if (k < 0) {
       /* Unknown: written by a newer version; skipped, nesting still bounded. */
-      if ((rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+      if ((rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK)
         return rc;
       continue;
     }
     if (seen & (1u << k)) {
-      if ((rc = wsg__mp_skip(&d.cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK) {
+      if ((rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK) {
         *err_field = keys[k].name;
         return rc;
       }

@@ -31,13 +31,15 @@
 #define WSG_ENVELOPE_VERSION 1
 
 /* Bounds enforced by both encoder and decoder. */
-#define WSG_MAX_USER_LEN      256         /* bytes of UTF-8 */
-#define WSG_MAX_GATEWAY_LEN   128         /* bytes of UTF-8 */
-#define WSG_MAX_REASON_LEN    123         /* a WebSocket close reason's limit */
-#define WSG_MAX_CONNS         65536       /* entries of `cs` */
-#define WSG_MAX_META_DEPTH    8           /* nesting inside `m` */
-#define WSG_MAX_PAYLOAD       (64u << 20) /* 64 MiB; daemons enforce their own smaller limits */
-#define WSG_MSGPACK_MAX_DEPTH 64 /* hard cap of wsg_msgpack_validate() and of skipped values */
+#define WSG_MAX_USER_LEN    256         /* bytes of UTF-8 */
+#define WSG_MAX_GATEWAY_LEN 128         /* bytes of UTF-8 */
+#define WSG_MAX_REASON_LEN  123         /* a WebSocket close reason's limit */
+#define WSG_MAX_CONNS       65536       /* entries of `cs` */
+#define WSG_MAX_META_DEPTH  8           /* nesting inside `m` */
+#define WSG_MAX_PAYLOAD     (64u << 20) /* 64 MiB; daemons enforce their own smaller limits */
+/* Hard cap on nesting for wsg_msgpack_validate() and for a whole envelope: msgpack-c's unpacker
+ * refuses anything deeper (its stack is MSGPACK_EMBED_STACK_SIZE = 32 levels). */
+#define WSG_MSGPACK_MAX_DEPTH 32
 
 /* X-macro: name, value, message. Generates the enum, wsg_env_strerror() and wsg_env_err_name(). */
 #define WSG_ENV_ERRNO_MAP(X)                                                                       \

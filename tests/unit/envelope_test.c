@@ -519,11 +519,12 @@ Test(decode, metadata_depth) {
   cr_expect_eq(wsg_envelope_decode(&env, in, len, &field), WSG_ENV_TOO_DEEP);
   cr_expect_str_eq(field, "m");
 
-  /* Unknown values may nest up to the hard cap, no further. */
-  n = nested_maps(val, WSG_MSGPACK_MAX_DEPTH);
+  /* Unknown values may nest up to the hard cap counting the envelope map, no further. */
+  n = nested_maps(val, WSG_MSGPACK_MAX_DEPTH - 1);
   len = inbound_with_raw(in, "zz", val, n);
   cr_expect_eq(wsg_envelope_decode(&env, in, len, &field), WSG_ENV_OK);
-  n = nested_maps(val, WSG_MSGPACK_MAX_DEPTH + 1);
+  cr_expect_eq(wsg_msgpack_validate(in, len, WSG_MSGPACK_MAX_DEPTH), WSG_ENV_OK);
+  n = nested_maps(val, WSG_MSGPACK_MAX_DEPTH);
   len = inbound_with_raw(in, "zz", val, n);
   cr_expect_eq(wsg_envelope_decode(&env, in, len, &field), WSG_ENV_TOO_DEEP);
   cr_expect_str_eq(field, "");

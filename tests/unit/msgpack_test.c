@@ -275,6 +275,29 @@ Test(unpack, msgpack_c_is_fine_on_validated_input) {
   msgpack_sbuffer_destroy(&sb);
 }
 
+/* The hard depth cap is msgpack-c's own: at the cap it unpacks, one deeper validate refuses
+ * (msgpack-c would fail with a misleading NOMEM error). */
+Test(unpack, depth_cap_matches_msgpack_c) {
+  uint8_t buf[128];
+  for (int maps = 0; maps <= 1; maps++) {
+    size_t n = nested(buf, WSG_MSGPACK_MAX_DEPTH, maps);
+    cr_assert_eq(wsg_msgpack_validate(buf, n, WSG_MSGPACK_MAX_DEPTH), WSG_ENV_OK);
+    msgpack_unpacked result;
+    size_t off = 0;
+    msgpack_unpacked_init(&result);
+    cr_expect_eq(msgpack_unpack_next(&result, (const char *)buf, n, &off), MSGPACK_UNPACK_SUCCESS);
+    msgpack_unpacked_destroy(&result);
+
+    n = nested(buf, WSG_MSGPACK_MAX_DEPTH + 1, maps);
+    cr_expect_eq(wsg_msgpack_validate(buf, n, WSG_MSGPACK_MAX_DEPTH), WSG_ENV_TOO_DEEP);
+    msgpack_unpacked_init(&result);
+    off = 0;
+    cr_expect_neq(msgpack_unpack_next(&result, (const char *)buf, n, &off), MSGPACK_UNPACK_SUCCESS,
+                  "msgpack-c now accepts deeper input: WSG_MSGPACK_MAX_DEPTH may grow");
+    msgpack_unpacked_destroy(&result);
+  }
+}
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
