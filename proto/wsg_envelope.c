@@ -109,12 +109,45 @@ static const struct {
   (WSG_F_USER | WSG_F_CONN | WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_TS | WSG_F_SEQ | WSG_F_USEQ |      \
    WSG_F_DATA | WSG_F_BINARY | WSG_F_META | WSG_F_CONNS | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON)
 
+/* Called for every key of every envelope: a switch rather than a scan of the table. */
 static int key_lookup(const uint8_t *s, size_t len) {
-  if (len == 0 || len > 2)
-    return -1;
-  for (int k = 0; k < K_COUNT; k++)
-    if (strlen(keys[k].name) == len && memcmp(keys[k].name, s, len) == 0)
-      return k;
+  if (len == 1) {
+    switch (s[0]) {
+    case 'v':
+      return K_V;
+    case 't':
+      return K_T;
+    case 'g':
+      return K_G;
+    case 's':
+      return K_S;
+    case 'u':
+      return K_U;
+    case 'c':
+      return K_C;
+    case 'n':
+      return K_N;
+    case 'q':
+      return K_Q;
+    case 'b':
+      return K_B;
+    case 'm':
+      return K_M;
+    case 'd':
+      return K_D;
+    }
+  } else if (len == 2 && s[0] == 'c') {
+    switch (s[1]) {
+    case 's':
+      return K_CS;
+    case 'c':
+      return K_CC;
+    case 'r':
+      return K_CR;
+    }
+  } else if (len == 2 && s[0] == 't' && s[1] == 's') {
+    return K_TS;
+  }
   return -1;
 }
 
