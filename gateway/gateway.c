@@ -1,1 +1,453 @@
+/*
+ * gateway: construction, readiness and the drain of wsgate-gateway (see gateway.h).
+ *
+ * Threads: the main thread, which runs the libev loop in gw_gateway_run; the readiness callback
+ * of the operations endpoint runs on its HTTP thread and reads only `ready_reason` (atomic).
+ */
 #include "gateway.h"
+
+#include <ev.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "gw_kafka.h"
+#include "gw_registry.h"
+#include "gw_server.h"
+#include "wsg_http.h"
+#include "wsg_log.h"
+#include "wsg_metrics.h"
+#include "wsg_time.h"
+
+/* Start-up wait for the Kafka cluster's metadata. */
+#define KAFKA_STARTUP_TIMEOUT_MS 30000
+/* How often readiness and the gateway record's connection count are refreshed. */
+#define TICK_S 0.1
+/* lws refuses an fd limit above this (notes §1): it would silently fall back to 2560. */
+#define LWS_FD_LIMIT_MAX 10000000
+/* The shares of --drain-grace kept for the Kafka flush and the Redis release at the end. */
+#define FLUSH_RESERVE_MS   3000
+#define RELEASE_RESERVE_MS 1000
+
+#define READY_REASONS(X)                                                                           \
+  X(OK, "ready")                                                                                   \
+  X(DRAINING, "draining: this gateway is shutting down")                                           \
+  X(REDIS_DOWN, "redis: not connected")                                                            \
+  X(NO_SLOT, "redis: no gateway slot held (all taken, or not acquired yet)")                       \
+  X(KAFKA_DOWN, "kafka: no broker reachable")                                                      \
+  X(NOT_ASSIGNED, "kafka: the slot's outbound partition is not assigned yet")
+
+enum {
+#define READY_ENUM(name, text) READY_##name,
+  READY_REASONS(READY_ENUM)
+#undef READY_ENUM
+};
+
+static const char *const ready_text[] = {
+#define READY_TEXT(name, text) text,
+    READY_REASONS(READY_TEXT)
+#undef READY_TEXT
+};
+
+typedef enum {
+  PHASE_RUNNING,
+  PHASE_CLOSING,   /* clients are being closed with 1001 */
+  PHASE_FLUSHING,  /* waiting for Kafka to acknowledge what was produced */
+  PHASE_RELEASING, /* waiting for Redis to confirm the release */
+  PHASE_DONE,
+} drain_phase;
+
+struct gw_gateway {
+  const gw_config *cfg;
+  struct ev_loop *loop;
+  wsg_metrics *metrics;
+  wsg_http *http;
+  gw_kafka *kafka;
+  gw_registry *registry;
+  gw_server *server;
+  int fd_limit;
+  uint32_t slots;
+
+  ev_signal sigterm_w, sigint_w;
+  ev_timer tick_w;
+  ev_timer drain_w; /* the drain's step timer */
+  atomic_int ready_reason;
+  bool kafka_down_logged;
+
+  drain_phase phase;
+  uint64_t drain_start_ms;
+  int exit_code;
+
+  wsg_gauge *m_ready, *m_draining, *m_slot;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* readiness                                                                                   */
+
+static int compute_ready(gw_gateway *g) {
+  if (g->phase != PHASE_RUNNING)
+    return READY_DRAINING;
+  if (!gw_registry_connected(g->registry))
+    return READY_REDIS_DOWN;
+  if (gw_registry_slot(g->registry) < 0)
+    return READY_NO_SLOT;
+  char why[64];
+  if (!gw_kafka_ready(g->kafka, why, sizeof why))
+    return READY_KAFKA_DOWN;
+  if (!gw_kafka_slot_assigned(g->kafka))
+    return READY_NOT_ASSIGNED;
+  return READY_OK;
+}
+
+/* Loop thread: upgrades are admitted only while the gateway is ready. */
+static bool admit(void *arg, char *why, size_t whylen) {
+  gw_gateway *g = arg;
+  int r = compute_ready(g);
+  if (r == READY_OK)
+    return true;
+  snprintf(why, whylen, "%s", ready_text[r]);
+  return false;
+}
+
+/* HTTP thread. */
+static int http_ready(void *arg, char *why, size_t whylen) {
+  gw_gateway *g = arg;
+  int r = atomic_load_explicit(&g->ready_reason, memory_order_relaxed);
+  if (r == READY_OK)
+    return 0;
+  snprintf(why, whylen, "%s", ready_text[r]);
+  return 1;
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_gateway *g = w->data;
+  int r = compute_ready(g);
+  int old = atomic_exchange_explicit(&g->ready_reason, r, memory_order_relaxed);
+  if (old != r) {
+    if (r == READY_OK)
+      WSG_INFO("gateway", "ready");
+    else if (g->phase == PHASE_RUNNING)
+      WSG_WARN("gateway", "not ready: %s", ready_text[r]);
+  }
+  wsg_gauge_set(g->m_ready, r == READY_OK);
+  gw_registry_set_conn_count(g->registry, gw_server_conn_count(g->server));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* callbacks from the modules, forwarded to the server once it exists                         */
+
+static void on_pressure(void *arg, bool paused) {
+  gw_gateway *g = arg;
+  if (g->server)
+    gw_server_on_pressure(g->server, paused);
+}
+
+static void on_delivery_failed(void *arg, uint64_t conn_id, const char *errstr) {
+  gw_gateway *g = arg;
+  if (g->server)
+    gw_server_on_delivery_failed(g->server, conn_id, errstr);
+}
+
+/* Consumer thread: only ever lws_cancel_service (through gw_server_wake). `server` is written
+ * before the consumer can have a slot to read (the loop, which assigns it, starts after). */
+static void wake(void *arg) {
+  gw_gateway *g = arg;
+  gw_server_wake(g->server);
+}
+
+static void on_slot(void *arg, int32_t slot) {
+  gw_gateway *g = arg;
+  if (slot >= 0)
+    WSG_INFO("gateway", "holding slot %d of %u", slot, g->slots);
+  else
+    WSG_WARN("gateway", "no slot held: outbound messages cannot reach this gateway");
+  wsg_gauge_set(g->m_slot, slot);
+  gw_kafka_set_slot(g->kafka, slot);
+  if (g->server)
+    gw_server_set_slot(g->server, slot);
+}
+
+static void foreach_conn(void *arg, gw_registry_emit_fn emit, void *ctx) {
+  gw_gateway *g = arg;
+  if (g->server)
+    gw_server_foreach_conn(g->server, emit, ctx);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* drain                                                                                       */
+
+static void shutdown_now(gw_gateway *g) {
+  if (g->phase == PHASE_DONE)
+    return;
+  g->phase = PHASE_DONE;
+  ev_timer_stop(g->loop, &g->drain_w);
+  ev_timer_stop(g->loop, &g->tick_w);
+  ev_signal_stop(g->loop, &g->sigterm_w);
+  ev_signal_stop(g->loop, &g->sigint_w);
+  /* The consumer thread calls lws_cancel_service: it must be gone before the context is. And
+   * the context is destroyed here, from our own timer or signal watcher, never from inside an
+   * lws callback. */
+  gw_kafka_stop_consumer(g->kafka);
+  uint64_t left = gw_server_conn_count(g->server);
+  if (left)
+    WSG_WARN("gateway", "dropping %llu connections that did not close in time",
+             (unsigned long long)left);
+  gw_server_destroy(g->server);
+  g->server = NULL;
+  gw_kafka_poll(g->kafka);
+  ev_break(g->loop, EVBREAK_ALL);
+}
+
+static void released_cb(void *arg) {
+  gw_gateway *g = arg;
+  if (g->phase != PHASE_RELEASING)
+    return;
+  WSG_INFO("gateway", "Redis entries released; exiting after %llu ms",
+           (unsigned long long)(wsg_now_mono_ms() - g->drain_start_ms));
+  shutdown_now(g);
+}
+
+static void start_release(gw_gateway *g) {
+  g->phase = PHASE_RELEASING;
+  if (gw_registry_release(g->registry, released_cb, g) != GW_REG_OK)
+    shutdown_now(g);
+}
+
+static void drain_step_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_gateway *g = w->data;
+  uint64_t elapsed = wsg_now_mono_ms() - g->drain_start_ms;
+  uint64_t grace = g->cfg->drain_grace_ms;
+  uint64_t close_deadline = grace > FLUSH_RESERVE_MS + RELEASE_RESERVE_MS
+                                ? grace - FLUSH_RESERVE_MS - RELEASE_RESERVE_MS
+                                : grace / 2;
+  uint64_t flush_deadline = grace > RELEASE_RESERVE_MS ? grace - RELEASE_RESERVE_MS : grace;
+  switch (g->phase) {
+  case PHASE_CLOSING:
+    if (gw_server_conn_count(g->server) > 0 && elapsed < close_deadline)
+      return;
+    if (gw_server_conn_count(g->server) > 0)
+      WSG_WARN("gateway", "%llu connections still open at the end of the close phase",
+               (unsigned long long)gw_server_conn_count(g->server));
+    g->phase = PHASE_FLUSHING;
+    /* fall through */
+  case PHASE_FLUSHING:
+    gw_kafka_poll(g->kafka);
+    if (gw_kafka_unacked(g->kafka) > 0 && elapsed < flush_deadline)
+      return;
+    if (gw_kafka_unacked(g->kafka) > 0)
+      WSG_WARN("gateway", "%llu envelopes not acknowledged by Kafka at the drain deadline",
+               (unsigned long long)gw_kafka_unacked(g->kafka));
+    start_release(g);
+    return;
+  case PHASE_RELEASING:
+    if (elapsed >= grace) {
+      WSG_WARN("gateway", "Redis did not confirm the release before --drain-grace; exiting");
+      shutdown_now(g);
+    }
+    return;
+  case PHASE_RUNNING:
+  case PHASE_DONE:
+    return;
+  }
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_gateway *g = w->data;
+  if (g->phase != PHASE_RUNNING) {
+    WSG_WARN("gateway", "signal %d during the drain: exiting now", w->signum);
+    g->exit_code = 1;
+    shutdown_now(g);
+    return;
+  }
+  WSG_INFO("gateway", "signal %d: draining (%llu connections, window %llu ms, grace %llu ms)",
+           w->signum, (unsigned long long)gw_server_conn_count(g->server),
+           (unsigned long long)g->cfg->drain_window_ms, (unsigned long long)g->cfg->drain_grace_ms);
+  g->phase = PHASE_CLOSING;
+  g->drain_start_ms = wsg_now_mono_ms();
+  atomic_store(&g->ready_reason, READY_DRAINING);
+  wsg_gauge_set(g->m_draining, 1);
+  wsg_gauge_set(g->m_ready, 0);
+  gw_server_drain(g->server, g->cfg->drain_window_ms);
+  ev_timer_init(&g->drain_w, drain_step_cb, 0.05, 0.05);
+  g->drain_w.data = g;
+  ev_timer_start(g->loop, &g->drain_w);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* lifecycle                                                                                   */
+
+/* The soft RLIMIT_NOFILE up to the hard one: each connection is a descriptor. */
+static int raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return 1024;
+  rlim_t want = rl.rlim_max;
+  if (want == RLIM_INFINITY || want > LWS_FD_LIMIT_MAX)
+    want = LWS_FD_LIMIT_MAX;
+  if (rl.rlim_cur < want) {
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      rl.rlim_cur = old;
+  }
+  if (rl.rlim_cur > LWS_FD_LIMIT_MAX)
+    rl.rlim_cur = LWS_FD_LIMIT_MAX;
+  return (int)rl.rlim_cur;
+}
+
+int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t errlen) {
+  *out = NULL;
+  gw_gateway *g = calloc(1, sizeof *g);
+  if (!g) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  g->cfg = cfg;
+  atomic_init(&g->ready_reason, READY_REDIS_DOWN);
+  g->loop = ev_loop_new(EVFLAG_AUTO);
+  g->metrics = wsg_metrics_create();
+  if (!g->loop || !g->metrics) {
+    snprintf(err, errlen, "cannot create the event loop or the metrics registry");
+    goto fail;
+  }
+  g->m_ready = wsg_metrics_gauge(g->metrics, "wsgate_gateway_ready",
+                                 "1 while the gateway admits new connections.", NULL);
+  g->m_draining = wsg_metrics_gauge(g->metrics, "wsgate_gateway_draining",
+                                    "1 once a drain (SIGTERM) has started.", NULL);
+  g->m_slot = wsg_metrics_gauge(g->metrics, "wsgate_gateway_slot",
+                                "The outbound slot this gateway holds, -1 for none.", NULL);
+  wsg_gauge_set(g->m_slot, -1);
+  char labels[256];
+  snprintf(labels, sizeof labels, "version=\"%s\",gateway_id=\"%s\"", WSG_VERSION, cfg->gateway_id);
+  wsg_gauge *info = wsg_metrics_gauge(g->metrics, "wsgate_gateway_info",
+                                      "Version and id of this gateway (always 1).", labels);
+  wsg_gauge_set(info, 1);
+
+  g->fd_limit = raise_fd_limit();
+  WSG_INFO("gateway", "file descriptor limit %d", g->fd_limit);
+
+  gw_kafka_options ko = {
+      .brokers = cfg->kafka_brokers,
+      .props = &cfg->kafka_props,
+      .inbound_topic = cfg->inbound_topic,
+      .outbound_topic = cfg->outbound_topic,
+      .gw_id = cfg->gateway_id,
+      .outbound_queue = (size_t)cfg->outbound_queue,
+      .outbound_queue_bytes = cfg->outbound_queue_bytes,
+      .loop = g->loop,
+      .metrics = g->metrics,
+      .on_delivery_failed = on_delivery_failed,
+      .on_pressure = on_pressure,
+      .wake = wake,
+      .arg = g,
+  };
+  if (gw_kafka_create(&g->kafka, &ko, err, errlen) != GW_KAFKA_OK)
+    goto fail;
+  WSG_INFO("gateway", "waiting for Kafka (%s) to list %s and %s", cfg->kafka_brokers,
+           cfg->inbound_topic, cfg->outbound_topic);
+  int partitions = gw_kafka_check_topics(g->kafka, KAFKA_STARTUP_TIMEOUT_MS, err, errlen);
+  if (partitions < 0)
+    goto fail;
+  if (cfg->slots > partitions) {
+    snprintf(err, errlen, "--slots %lld is more than the %d partitions of %s",
+             (long long)cfg->slots, partitions, cfg->outbound_topic);
+    goto fail;
+  }
+  g->slots = cfg->slots > 0 ? (uint32_t)cfg->slots : (uint32_t)partitions;
+
+  gw_registry_options ro = {
+      .host = cfg->redis_host,
+      .port = (int)cfg->redis_port,
+      .password = cfg->redis_password,
+      .db = (int)cfg->redis_db,
+      .prefix = cfg->redis_prefix,
+      .gw_id = cfg->gateway_id,
+      .advertise = cfg->advertise_addr,
+      .slots = g->slots,
+      .lease_ms = cfg->lease_ttl_ms,
+      .renew_ms = cfg->lease_renew_ms,
+      .timeout_ms = cfg->redis_timeout_ms,
+      .on_slot = on_slot,
+      .foreach_conn = foreach_conn,
+      .arg = g,
+  };
+  if (gw_registry_create(&g->registry, g->loop, &ro, g->metrics, err, errlen) != GW_REG_OK)
+    goto fail;
+
+  gw_server_options so = {
+      .cfg = cfg,
+      .loop = g->loop,
+      .kafka = g->kafka,
+      .registry = g->registry,
+      .metrics = g->metrics,
+      .fd_limit = g->fd_limit,
+      .admit = admit,
+      .admit_arg = g,
+  };
+  if (gw_server_create(&g->server, &so, err, errlen) != 0)
+    goto fail;
+
+  wsg_http_options ho = {
+      .addr = cfg->http_addr,
+      .port = (int)cfg->http_port,
+      .metrics = g->metrics,
+      .ready = http_ready,
+      .ready_arg = g,
+  };
+  if (wsg_http_start(&g->http, &ho, err, errlen) != 0)
+    goto fail;
+
+  ev_signal_init(&g->sigterm_w, signal_cb, SIGTERM);
+  g->sigterm_w.data = g;
+  ev_signal_start(g->loop, &g->sigterm_w);
+  ev_signal_init(&g->sigint_w, signal_cb, SIGINT);
+  g->sigint_w.data = g;
+  ev_signal_start(g->loop, &g->sigint_w);
+  ev_timer_init(&g->tick_w, tick_cb, TICK_S, TICK_S);
+  g->tick_w.data = g;
+  ev_timer_start(g->loop, &g->tick_w);
+  *out = g;
+  return 0;
+fail:
+  gw_gateway_destroy(g);
+  return -1;
+}
+
+int gw_gateway_run(gw_gateway *g) {
+  WSG_INFO("gateway", "gateway %s started (%u slots)", g->cfg->gateway_id, g->slots);
+  ev_run(g->loop, 0);
+  return g->exit_code;
+}
+
+void gw_gateway_destroy(gw_gateway *g) {
+  if (!g)
+    return;
+  /* Order: nothing may call into a module after it is gone. The consumer thread first (it wakes
+   * the server), then the server (its connections produce `disconnect` and remove Redis entries
+   * as they close), then the registry, then Kafka. */
+  wsg_http_stop(g->http);
+  if (g->kafka)
+    gw_kafka_stop_consumer(g->kafka);
+  gw_server_destroy(g->server);
+  g->server = NULL;
+  gw_registry_destroy(g->registry);
+  gw_kafka_destroy(g->kafka);
+  if (g->loop) {
+    ev_timer_stop(g->loop, &g->tick_w);
+    ev_timer_stop(g->loop, &g->drain_w);
+    ev_signal_stop(g->loop, &g->sigterm_w);
+    ev_signal_stop(g->loop, &g->sigint_w);
+    ev_loop_destroy(g->loop);
+  }
+  wsg_metrics_destroy(g->metrics);
+  free(g);
+}

@@ -1,1 +1,446 @@
+/*
+ * gw_config: the option table of wsgate-gateway and the checks no single row can express.
+ *
+ * Threads: main thread only, before any other thread starts.
+ */
 #include "gw_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "wsg_envelope.h"
+
+#define KIB  1024LL
+#define MIB  (1024LL * 1024LL)
+#define SEC  1000LL
+#define HOUR (3600LL * 1000LL)
+
+#define OPT(field) offsetof(gw_config, field)
+
+/* One row per option; wsg_config turns the table into parsing, --help and the Markdown reference,
+ * so the help text below IS the user documentation: say what the option does and when to change it.
+ */
+static const wsg_option gw_options[] = {
+    /* --- WebSocket listener --- */
+    {"listen-addr", 0, "WSGATE_LISTEN_ADDR", WSG_OPT_STRING, OPT(listen_addr), "0.0.0.0", 0, 0,
+     NULL, 0, "Address the WebSocket listener binds to."},
+    {"listen-port", 'p', "WSGATE_LISTEN_PORT", WSG_OPT_INT, OPT(listen_port), "8080", 0, 65535,
+     NULL, 0, "WebSocket port (0 picks a free port, logged at start)."},
+    {"tls-cert", 0, "WSGATE_TLS_CERT", WSG_OPT_STRING, OPT(tls_cert), NULL, 0, 0, NULL, 0,
+     "PEM certificate chain: serve wss:// (needs --tls-key; ALPN is pinned to http/1.1)."},
+    {"tls-key", 0, "WSGATE_TLS_KEY", WSG_OPT_STRING, OPT(tls_key), NULL, 0, 0, NULL, 0,
+     "PEM private key of --tls-cert."},
+    {"subprotocol", 0, "WSGATE_SUBPROTOCOL", WSG_OPT_STRING, OPT(subprotocol), "wsgate.v1", 0, 0,
+     NULL, 0,
+     "WebSocket subprotocol this gateway speaks; a client offering only other subprotocols gets "
+     "400 (offering none is allowed)."},
+    {"max-message", 0, "WSGATE_MAX_MESSAGE", WSG_OPT_SIZE, OPT(max_message), "1m", 1, 16 * MIB,
+     NULL, 0,
+     "Largest client message after reassembly and decompression; larger ones close with 1009."},
+    {"rx-buffer", 0, "WSGATE_RX_BUFFER", WSG_OPT_SIZE, OPT(rx_buffer), "512", 128, 1 * MIB, NULL, 0,
+     "Per-connection receive buffer of libwebsockets: the main part of an idle connection's "
+     "memory; larger values only save system calls on big messages."},
+    {"ping-interval", 0, "WSGATE_PING_INTERVAL", WSG_OPT_DURATION, OPT(ping_interval_ms), "30s",
+     1 * SEC, 1 * HOUR, NULL, 0,
+     "Send a WebSocket ping after this long without a pong (whole seconds)."},
+    {"idle-timeout", 0, "WSGATE_IDLE_TIMEOUT", WSG_OPT_DURATION, OPT(idle_timeout_ms), "60s",
+     2 * SEC, 2 * HOUR, NULL, 0,
+     "Hang up a connection that has not answered a ping for this long (whole seconds, more than "
+     "--ping-interval)."},
+    {"deflate", 0, "WSGATE_DEFLATE", WSG_OPT_BOOL, OPT(deflate), "false", 0, 0, NULL, 0,
+     "Offer permessage-deflate; costs about 300 KiB per connection that uses it."},
+    {"deflate-max-conns", 0, "WSGATE_DEFLATE_MAX_CONNS", WSG_OPT_INT, OPT(deflate_max_conns),
+     "1000", 0, 10000000, NULL, 0,
+     "With --deflate, at most this many connections negotiate compression at once; later ones "
+     "run uncompressed."},
+    {"allowed-origins", 0, "WSGATE_ALLOWED_ORIGINS", WSG_OPT_STRING, OPT(allowed_origins), "", 0, 0,
+     NULL, 0,
+     "Comma-separated Origin values allowed to connect (e.g. https://app.example.com); empty "
+     "allows any, a request with another Origin gets 403."},
+    {"max-connections", 0, "WSGATE_MAX_CONNECTIONS", WSG_OPT_INT, OPT(max_connections), "0", 0,
+     100000000, NULL, 0,
+     "Refuse upgrades with 503 beyond this many connections (0: the file descriptor limit minus "
+     "a reserve)."},
+    {"max-upgrades-per-sec", 0, "WSGATE_MAX_UPGRADES_PER_SEC", WSG_OPT_INT,
+     OPT(max_upgrades_per_sec), "2000", 0, 10000000, NULL, 0,
+     "Accept at most this many upgrades per second (503 + Retry-After beyond; 0: unlimited); "
+     "smooths reconnect storms after another gateway died."},
+
+    {"rx-memory-max", 0, "WSGATE_RX_MEMORY_MAX", WSG_OPT_SIZE, OPT(rx_memory_max), "256m", 1 * MIB,
+     1024 * 1024 * MIB, NULL, 0,
+     "Memory all connections together may hold for partly received messages and messages "
+     "waiting for Kafka; a connection that needs more is closed with 1013."},
+
+    /* --- operations endpoint --- */
+    {"http-addr", 0, "WSGATE_HTTP_ADDR", WSG_OPT_STRING, OPT(http_addr), "0.0.0.0", 0, 0, NULL, 0,
+     "Address of the operations endpoint (/healthz, /readyz, /metrics)."},
+    {"http-port", 0, "WSGATE_HTTP_PORT", WSG_OPT_INT, OPT(http_port), "9090", 0, 65535, NULL, 0,
+     "Port of the operations endpoint (0 picks a free port, logged at start)."},
+
+    /* --- authentication --- */
+    {"jwt-secret", 0, "WSGATE_JWT_SECRET", WSG_OPT_STRING, OPT(jwt_secret), NULL, 0, 0, NULL,
+     WSG_OPTF_SECRET,
+     "HS256 secret that signs client tokens (at least 32 bytes); prefer --jwt-secret-file."},
+    {"jwt-secret-file", 0, "WSGATE_JWT_SECRET_FILE", WSG_OPT_STRING, OPT(jwt_secret_file), NULL, 0,
+     0, NULL, 0,
+     "File holding the HS256 secret (one trailing newline is ignored), e.g. a mounted Kubernetes "
+     "secret."},
+    {"jwt-audience", 0, "WSGATE_JWT_AUDIENCE", WSG_OPT_STRING, OPT(jwt_audience), NULL, 0, 0, NULL,
+     0, "Required `aud` claim value (string or one element of an array); unset: not checked."},
+    {"jwt-user-claim", 0, "WSGATE_JWT_USER_CLAIM", WSG_OPT_STRING, OPT(jwt_user_claim), "sub", 0, 0,
+     NULL, 0, "Claim that holds the user id (a non-empty string)."},
+    {"jwt-leeway", 0, "WSGATE_JWT_LEEWAY", WSG_OPT_DURATION, OPT(jwt_leeway_ms), "30s", 0, 1 * HOUR,
+     NULL, 0, "Clock skew tolerated on `exp` and `nbf` (whole seconds)."},
+    {"insecure-dev-user", 0, "WSGATE_INSECURE_DEV_USER", WSG_OPT_BOOL, OPT(insecure_dev_user),
+     "false", 0, 0, NULL, 0,
+     "DEVELOPMENT ONLY: accept ?user=<id> without a token when no token is sent; anyone can be "
+     "anyone. Logged as a warning at start and on upgrades."},
+
+    /* --- Kafka --- */
+    {"kafka-brokers", 'b', "WSGATE_KAFKA_BROKERS", WSG_OPT_STRING, OPT(kafka_brokers), NULL, 0, 0,
+     NULL, WSG_OPTF_REQUIRED, "Kafka bootstrap servers, host:port[,host:port...]."},
+    {"inbound-topic", 0, "WSGATE_INBOUND_TOPIC", WSG_OPT_STRING, OPT(inbound_topic),
+     "wsgate.inbound", 0, 0, NULL, 0, "Topic client frames and connect/disconnect events go to."},
+    {"outbound-topic", 0, "WSGATE_OUTBOUND_TOPIC", WSG_OPT_STRING, OPT(outbound_topic),
+     "wsgate.outbound", 0, 0, NULL, 0,
+     "Topic of replies and pushes; this gateway reads the partition of the slot it holds."},
+    {"slots", 0, "WSGATE_SLOTS", WSG_OPT_INT, OPT(slots), "0", 0, 65536, NULL, 0,
+     "Number of gateway slots (0: the outbound topic's partition count, read at start; must not "
+     "exceed it)."},
+    {"outbound-queue", 0, "WSGATE_OUTBOUND_QUEUE", WSG_OPT_INT, OPT(outbound_queue), "4096", 16,
+     1000000, NULL, 0,
+     "Envelopes the outbound consumer may hand to the WebSocket thread before it pauses its "
+     "partition."},
+    {"outbound-queue-bytes", 0, "WSGATE_OUTBOUND_QUEUE_BYTES", WSG_OPT_SIZE,
+     OPT(outbound_queue_bytes), "64m", 1 * MIB, 16384 * MIB, NULL, 0,
+     "Payload bytes the outbound hand-off queue may hold (see --outbound-queue)."},
+    {"kafka-prop", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, OPT(kafka_props), NULL, 0, 0, NULL, 0,
+     "librdkafka property key=value, repeatable (environment: k=v;k=v), applied last."},
+
+    /* --- Redis --- */
+    {"redis-host", 0, "WSGATE_REDIS_HOST", WSG_OPT_STRING, OPT(redis_host), "127.0.0.1", 0, 0, NULL,
+     0, "Redis host (an IP address or a name resolved once at each connect)."},
+    {"redis-port", 0, "WSGATE_REDIS_PORT", WSG_OPT_INT, OPT(redis_port), "6379", 1, 65535, NULL, 0,
+     "Redis port."},
+    {"redis-password", 0, "WSGATE_REDIS_PASSWORD", WSG_OPT_STRING, OPT(redis_password), NULL, 0, 0,
+     NULL, WSG_OPTF_SECRET, "Redis password (AUTH); unset: no AUTH."},
+    {"redis-db", 0, "WSGATE_REDIS_DB", WSG_OPT_INT, OPT(redis_db), "0", 0, 1000, NULL, 0,
+     "Redis database number."},
+    {"redis-prefix", 0, "WSGATE_REDIS_PREFIX", WSG_OPT_STRING, OPT(redis_prefix), "wsgate:", 0, 0,
+     NULL, 0, "Prefix of every Redis key; gateways and processors of one cluster must agree."},
+    {"redis-timeout", 0, "WSGATE_REDIS_TIMEOUT", WSG_OPT_DURATION, OPT(redis_timeout_ms), "2s", 100,
+     60 * SEC, NULL, 0, "Deadline of a Redis connect and of each Redis command."},
+    {"lease-ttl", 0, "WSGATE_LEASE_TTL", WSG_OPT_DURATION, OPT(lease_ttl_ms), "15s", 1 * SEC,
+     1 * HOUR, NULL, 0,
+     "Lifetime of the slot lease and gateway record; a crashed gateway's slot frees after this."},
+    {"lease-renew", 0, "WSGATE_LEASE_RENEW", WSG_OPT_DURATION, OPT(lease_renew_ms), "5s", 100,
+     1 * HOUR, NULL, 0, "How often the lease is renewed (less than --lease-ttl, ideally a third)."},
+    {"gateway-id", 0, "WSGATE_GATEWAY_ID", WSG_OPT_STRING, OPT(gateway_id), "", 0, 0, NULL, 0,
+     "Unique id of this gateway process (default: <hostname>-<random hex>, new at every start)."},
+    {"advertise-addr", 0, "WSGATE_ADVERTISE_ADDR", WSG_OPT_STRING, OPT(advertise_addr), "", 0, 0,
+     NULL, 0,
+     "host:port written to the gateway's Redis record (default: <hostname>:<listen-port>)."},
+
+    /* --- per-connection limits --- */
+    {"sendq-hard", 0, "WSGATE_SENDQ_HARD", WSG_OPT_SIZE, OPT(sendq_hard), "1m", 1 * KIB, 1024 * MIB,
+     NULL, 0,
+     "Close a connection with 4001 at once when its unsent messages exceed this many bytes."},
+    {"sendq-soft", 0, "WSGATE_SENDQ_SOFT", WSG_OPT_SIZE, OPT(sendq_soft), "256k", 1 * KIB,
+     1024 * MIB, NULL, 0,
+     "Close a connection with 4001 when its unsent messages stay above this many bytes for "
+     "--sendq-soft-time."},
+    {"sendq-soft-time", 0, "WSGATE_SENDQ_SOFT_TIME", WSG_OPT_DURATION, OPT(sendq_soft_time_ms),
+     "10s", 0, 1 * HOUR, NULL, 0, "See --sendq-soft."},
+    {"rate-msgs", 0, "WSGATE_RATE_MSGS", WSG_OPT_INT, OPT(rate_msgs), "0", 0, 10000000, NULL, 0,
+     "Messages per second one connection may send, sustained (0: unlimited)."},
+    {"rate-burst", 0, "WSGATE_RATE_BURST", WSG_OPT_INT, OPT(rate_burst), "0", 0, 10000000, NULL, 0,
+     "Messages one connection may send at once above --rate-msgs (0: one second's worth)."},
+    {"rate-bytes", 0, "WSGATE_RATE_BYTES", WSG_OPT_SIZE, OPT(rate_bytes), "0", 0, 1024 * MIB, NULL,
+     0,
+     "Bytes per second one connection may send, sustained, with a burst of --max-message (0: "
+     "unlimited)."},
+    {"rate-action", 0, "WSGATE_RATE_ACTION", WSG_OPT_ENUM, OPT(rate_action), "pause", 0, 0,
+     "pause|close", 0,
+     "Over a rate limit: pause reading from the connection until it is within the limit again "
+     "(TCP pushes back on the client), or close it with 1008."},
+
+    /* --- drain --- */
+    {"drain-window", 0, "WSGATE_DRAIN_WINDOW", WSG_OPT_DURATION, OPT(drain_window_ms), "10s", 0,
+     1 * HOUR, NULL, 0,
+     "On SIGTERM, close clients (1001, with a reconnect hint) spread evenly over this long, so "
+     "they do not all reconnect at the same moment."},
+    {"drain-grace", 0, "WSGATE_DRAIN_GRACE", WSG_OPT_DURATION, OPT(drain_grace_ms), "25s", 1 * SEC,
+     1 * HOUR, NULL, 0,
+     "On SIGTERM, exit at the latest after this long (keep it below Kubernetes' "
+     "terminationGracePeriodSeconds)."},
+
+    /* --- logging --- */
+    {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, OPT(log_level), "info", 0, 0,
+     "debug|info|warn|error", 0, "Least severe level logged."},
+    {"log-format", 0, "WSGATE_LOG_FORMAT", WSG_OPT_ENUM, OPT(log_format), "text", 0, 0, "text|json",
+     0, "One line of text or one JSON object per event."},
+};
+
+static const wsg_config_spec gw_spec = {
+    .program = "wsgate-gateway",
+    .summary = "The WebSocket edge of wsgate: authenticates clients at the upgrade (HS256 JWT), "
+               "produces each client frame to Kafka as an envelope keyed by user id, registers "
+               "connections in Redis and delivers the replies processors send to its slot's "
+               "partition of the outbound topic.",
+    .options = gw_options,
+    .count = sizeof gw_options / sizeof gw_options[0],
+};
+
+const wsg_config_spec *gw_config_spec(void) {
+  return &gw_spec;
+}
+
+int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
+  if (cfg->lease_renew_ms >= cfg->lease_ttl_ms) {
+    snprintf(err, errlen,
+             "--lease-renew (%llu ms) must be shorter than --lease-ttl (%llu ms); a third of it "
+             "leaves two retries before the lease expires",
+             (unsigned long long)cfg->lease_renew_ms, (unsigned long long)cfg->lease_ttl_ms);
+    return -1;
+  }
+  /* libwebsockets counts keepalive in whole seconds; compare what it will actually use. */
+  if (cfg->idle_timeout_ms / 1000 <= cfg->ping_interval_ms / 1000) {
+    snprintf(err, errlen,
+             "--idle-timeout (%llu s) must be longer than --ping-interval (%llu s), or every "
+             "connection is hung up before its pong can arrive",
+             (unsigned long long)(cfg->idle_timeout_ms / 1000),
+             (unsigned long long)(cfg->ping_interval_ms / 1000));
+    return -1;
+  }
+  if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
+    snprintf(err, errlen,
+             "--tls-cert and --tls-key go together: give both to serve wss://, or "
+             "neither to serve ws:// behind a TLS-terminating balancer");
+    return -1;
+  }
+  if (cfg->jwt_secret && cfg->jwt_secret_file) {
+    snprintf(err, errlen, "--jwt-secret and --jwt-secret-file both given; keep one");
+    return -1;
+  }
+  if (!cfg->jwt_secret && !cfg->jwt_secret_file && !cfg->insecure_dev_user) {
+    snprintf(err, errlen,
+             "no JWT secret: give --jwt-secret-file (or --jwt-secret / WSGATE_JWT_SECRET); "
+             "--insecure-dev-user runs without authentication, for development only");
+    return -1;
+  }
+  if (cfg->sendq_soft > cfg->sendq_hard) {
+    snprintf(err, errlen, "--sendq-soft (%llu bytes) is above --sendq-hard (%llu bytes)",
+             (unsigned long long)cfg->sendq_soft, (unsigned long long)cfg->sendq_hard);
+    return -1;
+  }
+  if (cfg->drain_window_ms >= cfg->drain_grace_ms) {
+    snprintf(err, errlen,
+             "--drain-window (%llu ms) must be shorter than --drain-grace (%llu ms): clients are "
+             "closed during the window, Kafka and Redis are flushed after it",
+             (unsigned long long)cfg->drain_window_ms, (unsigned long long)cfg->drain_grace_ms);
+    return -1;
+  }
+  if (cfg->rate_burst > 0 && cfg->rate_msgs == 0) {
+    snprintf(err, errlen, "--rate-burst needs --rate-msgs");
+    return -1;
+  }
+  if (cfg->subprotocol == NULL || cfg->subprotocol[0] == '\0' ||
+      strpbrk(cfg->subprotocol, ", \t") != NULL) {
+    snprintf(err, errlen, "--subprotocol must be one non-empty token without commas or spaces");
+    return -1;
+  }
+  if (cfg->gateway_id && strlen(cfg->gateway_id) > WSG_MAX_GATEWAY_LEN) {
+    snprintf(err, errlen, "--gateway-id is longer than %d bytes", WSG_MAX_GATEWAY_LEN);
+    return -1;
+  }
+  if (cfg->gateway_id && cfg->gateway_id[0] &&
+      !wsg_utf8_valid(cfg->gateway_id, strlen(cfg->gateway_id))) {
+    snprintf(err, errlen, "--gateway-id is not valid UTF-8");
+    return -1;
+  }
+  if (cfg->kafka_brokers == NULL || cfg->kafka_brokers[0] == '\0') {
+    snprintf(err, errlen, "--kafka-brokers is empty; give host:port of at least one broker");
+    return -1;
+  }
+  if (!cfg->inbound_topic[0] || !cfg->outbound_topic[0]) {
+    snprintf(err, errlen, "--inbound-topic and --outbound-topic must not be empty");
+    return -1;
+  }
+  return 0;
+}
+
+/* Reads the secret file: bounded, one trailing newline (as `echo` writes it) removed. */
+static int read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
+                            size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "--jwt-secret-file %s: %s", path, strerror(errno));
+    return -1;
+  }
+  uint8_t *buf = malloc(GW_JWT_SECRET_MAX + 1);
+  if (!buf) {
+    close(fd);
+    snprintf(err, errlen, "--jwt-secret-file: out of memory");
+    return -1;
+  }
+  size_t len = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf + len, GW_JWT_SECRET_MAX + 1 - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      snprintf(err, errlen, "--jwt-secret-file %s: %s", path, strerror(errno));
+      goto fail;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+    if (len > GW_JWT_SECRET_MAX) {
+      snprintf(err, errlen, "--jwt-secret-file %s: longer than %d bytes; is it the right file?",
+               path, GW_JWT_SECRET_MAX);
+      goto fail;
+    }
+  }
+  close(fd);
+  if (len > 0 && buf[len - 1] == '\n')
+    len--;
+  if (len > 0 && buf[len - 1] == '\r')
+    len--;
+  *out = buf;
+  *outlen = len;
+  return 0;
+fail:
+  close(fd);
+  explicit_bzero(buf, GW_JWT_SECRET_MAX + 1);
+  free(buf);
+  return -1;
+}
+
+/* Splits --allowed-origins into lower-cased entries (Origin's scheme and host are
+ * case-insensitive; browsers send them lower-case anyway). */
+static int parse_origins(gw_config *cfg, char *err, size_t errlen) {
+  const char *p = cfg->allowed_origins ? cfg->allowed_origins : "";
+  while (*p) {
+    while (*p == ',' || *p == ' ' || *p == '\t')
+      p++;
+    if (!*p)
+      break;
+    const char *start = p;
+    while (*p && *p != ',' && *p != ' ' && *p != '\t')
+      p++;
+    size_t len = (size_t)(p - start);
+    if (cfg->norigins == GW_ORIGINS_MAX) {
+      snprintf(err, errlen, "--allowed-origins lists more than %d origins", GW_ORIGINS_MAX);
+      return -1;
+    }
+    while (len > 0 && start[len - 1] == '/') /* "https://a.example/" means the origin */
+      len--;
+    char *o = strndup(start, len);
+    if (!o) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    for (char *c = o; *c; c++)
+      *c = (char)tolower((unsigned char)*c);
+    cfg->origins[cfg->norigins++] = o;
+  }
+  return 0;
+}
+
+static int derive(gw_config *cfg, char *err, size_t errlen) {
+  if (cfg->jwt_secret) {
+    cfg->jwt_key_len = strlen(cfg->jwt_secret);
+    cfg->jwt_key = (uint8_t *)strdup(cfg->jwt_secret);
+    if (!cfg->jwt_key) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+  } else if (cfg->jwt_secret_file) {
+    if (read_secret_file(cfg->jwt_secret_file, &cfg->jwt_key, &cfg->jwt_key_len, err, errlen))
+      return -1;
+  }
+  if (cfg->jwt_key && cfg->jwt_key_len < GW_JWT_SECRET_MIN) {
+    snprintf(err, errlen,
+             "the JWT secret is %zu bytes; HS256 needs at least %d (RFC 7518 3.2), e.g. "
+             "`openssl rand -base64 48`",
+             cfg->jwt_key_len, GW_JWT_SECRET_MIN);
+    return -1;
+  }
+
+  char host[256];
+  if (gethostname(host, sizeof host) != 0 || host[0] == '\0')
+    snprintf(host, sizeof host, "gateway");
+  host[sizeof host - 1] = '\0';
+
+  if (cfg->gateway_id == NULL || cfg->gateway_id[0] == '\0') {
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) {
+      snprintf(err, errlen, "getrandom: %s", strerror(errno));
+      return -1;
+    }
+    /* Keep the id within the envelope's bound however long the hostname is. */
+    char id[WSG_MAX_GATEWAY_LEN + 1];
+    snprintf(id, sizeof id, "%.*s-%08x", WSG_MAX_GATEWAY_LEN - 9, host, r);
+    free(cfg->gateway_id);
+    cfg->gateway_id = strdup(id);
+  }
+  if (cfg->advertise_addr == NULL || cfg->advertise_addr[0] == '\0') {
+    char addr[320];
+    snprintf(addr, sizeof addr, "%s:%lld", host, (long long)cfg->listen_port);
+    free(cfg->advertise_addr);
+    cfg->advertise_addr = strdup(addr);
+  }
+  if (!cfg->gateway_id || !cfg->advertise_addr) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (parse_origins(cfg, err, errlen))
+    return -1;
+  if (wsg_log_level_parse(cfg->log_level, &cfg->log_min_level) != 0) {
+    snprintf(err, errlen, "--log-level: unknown level %s", cfg->log_level);
+    return -1;
+  }
+  cfg->log_json = strcmp(cfg->log_format, "json") == 0;
+  cfg->rate_action_kind = strcmp(cfg->rate_action, "close") == 0 ? GW_RATE_CLOSE : GW_RATE_PAUSE;
+  return 0;
+}
+
+wsg_config_result gw_config_load(gw_config *cfg, int argc, char **argv, char **envp, char *err,
+                                 size_t errlen) {
+  wsg_config_result r = wsg_config_parse(&gw_spec, cfg, argc, argv, envp, err, errlen);
+  if (r != WSG_CONFIG_OK)
+    return r;
+  if (gw_config_validate(cfg, err, errlen) != 0)
+    return WSG_CONFIG_ERROR;
+  if (derive(cfg, err, errlen) != 0)
+    return WSG_CONFIG_ERROR;
+  return WSG_CONFIG_OK;
+}
+
+void gw_config_log(const gw_config *cfg) {
+  wsg_config_log(&gw_spec, cfg);
+  WSG_INFO("config", "gateway id %s, advertised as %s", cfg->gateway_id, cfg->advertise_addr);
+}
+
+void gw_config_finish(gw_config *cfg) {
+  if (!cfg)
+    return;
+  wsg_config_finish(&gw_spec, cfg);
+  if (cfg->jwt_key) {
+    explicit_bzero(cfg->jwt_key, cfg->jwt_key_len);
+    free(cfg->jwt_key);
+    cfg->jwt_key = NULL;
+  }
+  cfg->jwt_key_len = 0;
+  for (size_t i = 0; i < cfg->norigins; i++) {
+    free(cfg->origins[i]);
+    cfg->origins[i] = NULL;
+  }
+  cfg->norigins = 0;
+}

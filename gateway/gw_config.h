@@ -1,3 +1,135 @@
+/*
+ * gw_config: every option of wsgate-gateway, declared once in a wsg_config table (gw_config.c)
+ * that drives flag and WSGATE_* environment parsing, validation, --help, --help-markdown
+ * (docs/CONFIG-gateway.md) and the start-up log line; plus the cross-field checks and the values
+ * derived from the options (the JWT secret read from a file, the default gateway id, the parsed
+ * origin list).
+ *
+ * Threads: main thread only, before any other thread starts. The struct is read-only afterwards
+ * and may then be read from any thread.
+ */
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wsg_config.h"
+#include "wsg_log.h"
+
+/* Longest JWT secret read from --jwt-secret-file; HS256 needs 32 bytes, 4 KiB is generous. */
+#define GW_JWT_SECRET_MAX 4096
+/* Shortest accepted HS256 secret: RFC 7518 §3.2 asks for a key at least as long as the hash. */
+#define GW_JWT_SECRET_MIN 32
+#define GW_ORIGINS_MAX    64
+
+typedef enum {
+  GW_RATE_CLOSE, /* close the connection with 1008 "rate limit exceeded" */
+  GW_RATE_PAUSE, /* stop reading from the connection until its bucket allows the next frame */
+} gw_rate_action;
+
+typedef struct {
+  /* --- WebSocket listener --- */
+  char *listen_addr;
+  int64_t listen_port;
+  char *tls_cert;
+  char *tls_key;
+  char *subprotocol;
+  uint64_t max_message; /* bytes of one (reassembled, decompressed) client message */
+  uint64_t rx_buffer;   /* libwebsockets' per-connection receive buffer */
+  uint64_t ping_interval_ms;
+  uint64_t idle_timeout_ms;
+  bool deflate;
+  int64_t deflate_max_conns;
+  char *allowed_origins;
+  int64_t max_connections; /* 0: derived from the file descriptor limit */
+  int64_t max_upgrades_per_sec;
+  uint64_t rx_memory_max;
+
+  /* --- operations endpoint --- */
+  char *http_addr;
+  int64_t http_port;
+
+  /* --- authentication --- */
+  char *jwt_secret;
+  char *jwt_secret_file;
+  char *jwt_audience;
+  char *jwt_user_claim;
+  uint64_t jwt_leeway_ms;
+  bool insecure_dev_user;
+
+  /* --- Kafka --- */
+  char *kafka_brokers;
+  char *inbound_topic;
+  char *outbound_topic;
+  int64_t slots; /* 0: the outbound topic's partition count */
+  int64_t outbound_queue;
+  uint64_t outbound_queue_bytes;
+  wsg_kvlist kafka_props;
+
+  /* --- Redis --- */
+  char *redis_host;
+  int64_t redis_port;
+  char *redis_password;
+  int64_t redis_db;
+  char *redis_prefix;
+  uint64_t redis_timeout_ms;
+  uint64_t lease_ttl_ms;
+  uint64_t lease_renew_ms;
+  char *gateway_id;     /* filled with "<hostname>-<8 hex>" by gw_config_load when empty */
+  char *advertise_addr; /* filled with "<hostname>:<listen-port>" by gw_config_load when empty */
+
+  /* --- per-connection limits --- */
+  uint64_t sendq_hard;
+  uint64_t sendq_soft;
+  uint64_t sendq_soft_time_ms;
+  int64_t rate_msgs;
+  int64_t rate_burst;
+  uint64_t rate_bytes;
+  char *rate_action;
+
+  /* --- drain --- */
+  uint64_t drain_window_ms;
+  uint64_t drain_grace_ms;
+
+  /* --- logging --- */
+  char *log_level;
+  char *log_format;
+
+  /* --- derived by gw_config_load (not options) --- */
+  uint8_t *jwt_key; /* the HS256 secret bytes, from --jwt-secret or --jwt-secret-file */
+  size_t jwt_key_len;
+  char *origins[GW_ORIGINS_MAX]; /* allowed Origin values, lower-case; nulls after the last */
+  size_t norigins;
+  wsg_log_level log_min_level;
+  bool log_json;
+  gw_rate_action rate_action_kind;
+} gw_config;
+
+/* The option table (for --help and tests). Borrowed, static. */
+const wsg_config_spec *gw_config_spec(void);
+
+/*
+ * Parses defaults < environment (`envp`, may be NULL) < argv into `cfg` (zeroed by the caller),
+ * then validates across fields and fills the derived values. Returns WSG_CONFIG_OK,
+ * WSG_CONFIG_EXIT (help or version printed) or WSG_CONFIG_ERROR with the problem and what to do
+ * in `err`. Whatever the result, release with gw_config_finish().
+ */
+wsg_config_result gw_config_load(gw_config *cfg, int argc, char **argv, char **envp, char *err,
+                                 size_t errlen);
+
+/*
+ * The cross-field checks alone (exposed for tests): renew < TTL, idle timeout > ping interval,
+ * certificate and key together, a JWT secret unless --insecure-dev-user, soft <= hard limits, the
+ * drain window inside the grace. Returns 0, or -1 with the message in `err`.
+ */
+int gw_config_validate(const gw_config *cfg, char *err, size_t errlen);
+
+/* Logs the effective configuration at INFO, secrets redacted. */
+void gw_config_log(const gw_config *cfg);
+
+/* Frees everything inside `cfg`, including derived values. Safe on a zeroed struct. */
+void gw_config_finish(gw_config *cfg);
+
 #endif

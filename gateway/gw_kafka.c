@@ -1,1 +1,769 @@
+/*
+ * gw_kafka: the gateway's inbound producer and outbound consumer (see gw_kafka.h).
+ *
+ * Threads:
+ *   - loop thread: create, check_topics (before the loop runs), produce, poll and every callback
+ *     librdkafka delivers through the main queue (delivery reports, errors), set_slot,
+ *     outbound_pop, stop_consumer, destroy;
+ *   - consumer thread (consumer_main): owns the consumer handle, decodes and pushes to the
+ *     hand-off queue, calls opts.wake;
+ *   - librdkafka's own threads: only its log callback (common/wsg_kafka.c).
+ * Shared between the two: the hand-off ring (under `mu`), desired/assigned slot, broker state and
+ * stop flag (atomics).
+ */
 #include "gw_kafka.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wsg_kafka.h"
+#include "wsg_log.h"
+#include "wsg_time.h"
+
+/* Without an event, poll anyway this often: a safety net should librdkafka's pipe write be lost
+ * (it is skipped when the pipe is full), and the clock of the low-water check. */
+#define POLL_FALLBACK_S 0.25
+/* How long the consumer waits in one poll, and between checks of its flags while idle. */
+#define CONSUMER_POLL_MS 100
+/* Deadline of the watermark query made before each assign. */
+#define WATERMARK_TIMEOUT_MS 5000
+/* While the brokers are reported down, probe them this often from the consumer thread. */
+#define BROKER_PROBE_MS 1000
+#define LOG_LIMIT_PER_S 5
+
+static_assert(sizeof(void *) >= sizeof(uint64_t), "connection ids travel as librdkafka opaques");
+
+const char *gw_kafka_strerror(int err) {
+  switch (err) {
+#define GW_KAFKA_STR(name, value, msg)                                                             \
+  case value:                                                                                      \
+    return msg;
+    GW_KAFKA_ERRNO_MAP(GW_KAFKA_STR)
+#undef GW_KAFKA_STR
+  }
+  return "unknown error";
+}
+
+const char *gw_kafka_err_name(int err) {
+  switch (err) {
+#define GW_KAFKA_NAME(name, value, msg)                                                            \
+  case value:                                                                                      \
+    return "GW_KAFKA_" #name;
+    GW_KAFKA_ERRNO_MAP(GW_KAFKA_NAME)
+#undef GW_KAFKA_NAME
+  }
+  return "GW_KAFKA_UNKNOWN";
+}
+
+struct gw_kafka {
+  gw_kafka_options o;
+  char *in_topic;
+  char *out_topic;
+  char *gw_id;
+  size_t gw_id_len;
+
+  /* --- producer, loop thread --- */
+  rd_kafka_t *producer;
+  rd_kafka_topic_t *in_rkt;
+  rd_kafka_queue_t *main_q;
+  int pipefd[2];
+  ev_io pipe_w;
+  ev_timer poll_w;
+  uint64_t unacked_msgs, unacked_bytes;
+  uint64_t high_msgs, low_msgs, high_bytes, low_bytes;
+  bool pressure;
+  bool closing; /* destroy started: callbacks into the server are suppressed */
+  atomic_bool brokers_up;
+  wsg_log_ratelimit rl_loop;
+
+  /* --- consumer thread --- */
+  rd_kafka_t *consumer;
+  pthread_t thread;
+  bool thread_started;
+  atomic_bool stop;
+  atomic_int desired_slot;
+  atomic_int assigned_slot; /* -1 until the consumer reads desired_slot's partition */
+  wsg_log_ratelimit rl_consumer;
+
+  /* --- hand-off ring, under mu --- */
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* consumer waits for room, a slot change or stop */
+  gw_outbound *ring;
+  size_t cap, head, count;
+  uint64_t bytes;
+
+  /* --- metrics (NULL when no registry) --- */
+  wsg_counter *m_dr_ok, *m_dr_failed;
+  wsg_counter *m_full, *m_too_large, *m_refused;
+  wsg_gauge *m_unacked, *m_pressure, *m_outq, *m_brokers_up;
+  wsg_counter *m_pressure_events;
+  wsg_counter *m_out_queued, *m_out_fenced, *m_out_invalid, *m_out_kind, *m_out_pauses;
+  wsg_counter *m_out_errors;
+};
+
+void gw_outbound_finish(gw_outbound *o) {
+  if (!o)
+    return;
+  gw_msg_unref(o->msg);
+  free(o->conns);
+  free(o->user);
+  free(o->reason);
+  memset(o, 0, sizeof *o);
+}
+
+/* Bytes an item holds, for the hand-off queue's byte bound. */
+static uint64_t item_bytes(const gw_outbound *o) {
+  return (o->msg ? gw_msg_len(o->msg) : 0) + (uint64_t)o->nconns * sizeof(uint64_t) + o->user_len +
+         o->reason_len + sizeof *o;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* producer side (loop thread)                                                                */
+
+static void set_pressure(gw_kafka *k, bool on) {
+  if (k->pressure == on)
+    return;
+  k->pressure = on;
+  wsg_gauge_set(k->m_pressure, on);
+  if (on) {
+    wsg_counter_add(k->m_pressure_events, 1);
+    WSG_WARN("kafka",
+             "producer queue above its high-water mark (%llu messages, %llu bytes unacknowledged): "
+             "pausing reads from clients until Kafka catches up",
+             (unsigned long long)k->unacked_msgs, (unsigned long long)k->unacked_bytes);
+  } else {
+    WSG_INFO("kafka", "producer queue below its low-water mark: resuming reads from clients");
+  }
+  if (!k->closing && k->o.on_pressure)
+    k->o.on_pressure(k->o.arg, on);
+}
+
+static void check_low_water(gw_kafka *k) {
+  if (k->pressure && k->unacked_msgs <= k->low_msgs && k->unacked_bytes <= k->low_bytes)
+    set_pressure(k, false);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  gw_kafka *k = opaque;
+  uint64_t sz = (uint64_t)m->len + m->key_len;
+  k->unacked_msgs = k->unacked_msgs ? k->unacked_msgs - 1 : 0;
+  k->unacked_bytes = k->unacked_bytes >= sz ? k->unacked_bytes - sz : 0;
+  uint64_t conn_id = (uint64_t)(uintptr_t)m->_private;
+  if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    wsg_counter_add(k->m_dr_ok, 1);
+    atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
+    return;
+  }
+  wsg_counter_add(k->m_dr_failed, 1);
+  if (k->closing)
+    return;
+  wsg_log_limited(&k->rl_loop, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
+                  "delivery to %s failed for connection %llu: %s", k->in_topic,
+                  (unsigned long long)conn_id, rd_kafka_err2str(m->err));
+  if (!k->closing && k->o.on_delivery_failed)
+    k->o.on_delivery_failed(k->o.arg, conn_id, rd_kafka_err2str(m->err));
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  (void)rk;
+  gw_kafka *k = opaque;
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    atomic_store_explicit(&k->brokers_up, false, memory_order_relaxed);
+    wsg_gauge_set(k->m_brokers_up, 0);
+  }
+  /* librdkafka reports transient errors here too and retries them itself: log, do not act. A
+   * fatal error (idempotence state lost) leaves the producer unusable; the gateway then fails
+   * every delivery and readiness, which is what an operator needs to see. */
+  wsg_log_limited(&k->rl_loop, LOG_LIMIT_PER_S, wsg_now_mono_ms(),
+                  err == RD_KAFKA_RESP_ERR__FATAL ? WSG_LOG_ERROR : WSG_LOG_WARN, "kafka",
+                  "producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+  if (err == RD_KAFKA_RESP_ERR__FATAL)
+    atomic_store_explicit(&k->brokers_up, false, memory_order_relaxed);
+}
+
+void gw_kafka_poll(gw_kafka *k) {
+  rd_kafka_poll(k->producer, 0);
+  wsg_gauge_set(k->m_unacked, (int64_t)k->unacked_msgs);
+  check_low_water(k);
+}
+
+static void pipe_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_kafka *k = w->data;
+  char buf[64];
+  while (read(k->pipefd[0], buf, sizeof buf) > 0) {
+  }
+  gw_kafka_poll(k);
+}
+
+static void poll_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_kafka_poll(w->data);
+}
+
+int gw_kafka_produce(gw_kafka *k, const char *key, size_t keylen, const void *value, size_t len,
+                     uint64_t conn_id) {
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      k->producer, RD_KAFKA_V_RKT(k->in_rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+      RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)conn_id),
+      RD_KAFKA_V_END);
+  switch (e) {
+  case RD_KAFKA_RESP_ERR_NO_ERROR:
+    k->unacked_msgs++;
+    k->unacked_bytes += (uint64_t)len + keylen;
+    if (!k->pressure && (k->unacked_msgs >= k->high_msgs || k->unacked_bytes >= k->high_bytes))
+      set_pressure(k, true);
+    return GW_KAFKA_OK;
+  case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    wsg_counter_add(k->m_full, 1);
+    set_pressure(k, true);
+    return GW_KAFKA_FULL;
+  case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    wsg_counter_add(k->m_too_large, 1);
+    return GW_KAFKA_TOO_LARGE;
+  default:
+    wsg_counter_add(k->m_refused, 1);
+    wsg_log_limited(&k->rl_loop, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
+                    "produce to %s refused: %s", k->in_topic, rd_kafka_err2str(e));
+    return GW_KAFKA_FAILED;
+  }
+}
+
+bool gw_kafka_pressure(const gw_kafka *k) {
+  return k->pressure;
+}
+
+uint64_t gw_kafka_unacked(const gw_kafka *k) {
+  return k->unacked_msgs;
+}
+
+bool gw_kafka_ready(const gw_kafka *k, char *why, size_t whylen) {
+  if (!atomic_load_explicit(&k->brokers_up, memory_order_relaxed)) {
+    snprintf(why, whylen, "kafka: no broker reachable");
+    return false;
+  }
+  return true;
+}
+
+bool gw_kafka_slot_assigned(const gw_kafka *k) {
+  int want = atomic_load(&k->desired_slot);
+  return want >= 0 && atomic_load(&k->assigned_slot) == want;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* consumer thread                                                                             */
+
+static void consumer_wait(gw_kafka *k, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&k->mu);
+  if (!atomic_load(&k->stop))
+    pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+  pthread_mutex_unlock(&k->mu);
+}
+
+/* Assigns the slot's partition at its current high watermark, or unassigns for slot < 0. */
+static int reassign(gw_kafka *k, int slot) {
+  rd_kafka_resp_err_t e;
+  if (slot < 0) {
+    e = rd_kafka_assign(k->consumer, NULL);
+    if (e) {
+      WSG_ERROR("kafka", "unassign %s: %s", k->out_topic, rd_kafka_err2str(e));
+      return -1;
+    }
+    atomic_store(&k->assigned_slot, -1);
+    WSG_INFO("kafka", "no slot held: not reading %s", k->out_topic);
+    return 0;
+  }
+  int64_t lo = 0, hi = 0;
+  e = rd_kafka_query_watermark_offsets(k->consumer, k->out_topic, slot, &lo, &hi,
+                                       WATERMARK_TIMEOUT_MS);
+  if (e) {
+    wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                    "cannot read the end offset of %s [%d] (retrying): %s", k->out_topic, slot,
+                    rd_kafka_err2str(e));
+    return -1;
+  }
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, k->out_topic, slot)->offset = hi;
+  e = rd_kafka_assign(k->consumer, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e) {
+    WSG_ERROR("kafka", "assign %s [%d]: %s", k->out_topic, slot, rd_kafka_err2str(e));
+    return -1;
+  }
+  atomic_store(&k->assigned_slot, slot);
+  WSG_INFO("kafka", "reading %s [%d] from offset %lld", k->out_topic, slot, (long long)hi);
+  return 0;
+}
+
+static void pause_partition(gw_kafka *k, int slot, bool pause) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, k->out_topic, slot);
+  rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(k->consumer, l)
+                                : rd_kafka_resume_partitions(k->consumer, l);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (e)
+    WSG_WARN("kafka", "%s %s [%d]: %s", pause ? "pause" : "resume", k->out_topic, slot,
+             rd_kafka_err2str(e));
+}
+
+/*
+ * Pushes `it` (taken) into the ring, waiting for room while it is full: the partition is paused
+ * meanwhile so librdkafka stops prefetching. Returns false if stop was requested (it is freed).
+ */
+static bool handoff_push(gw_kafka *k, gw_outbound *it, int slot) {
+  uint64_t sz = item_bytes(it);
+  bool paused = false, was_empty;
+  pthread_mutex_lock(&k->mu);
+  while (k->count == k->cap || (k->count > 0 && k->bytes + sz > k->o.outbound_queue_bytes)) {
+    if (atomic_load(&k->stop)) {
+      pthread_mutex_unlock(&k->mu);
+      gw_outbound_finish(it);
+      if (paused)
+        pause_partition(k, slot, false);
+      return false;
+    }
+    if (!paused) {
+      paused = true;
+      wsg_counter_add(k->m_out_pauses, 1);
+      pthread_mutex_unlock(&k->mu);
+      pause_partition(k, slot, true);
+      pthread_mutex_lock(&k->mu);
+      continue;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += CONSUMER_POLL_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&k->cv, &k->mu, &ts);
+  }
+  was_empty = k->count == 0;
+  k->ring[(k->head + k->count) % k->cap] = *it;
+  k->count++;
+  k->bytes += sz;
+  wsg_gauge_set(k->m_outq, (int64_t)k->count);
+  pthread_mutex_unlock(&k->mu);
+  if (paused)
+    pause_partition(k, slot, false);
+  wsg_counter_add(k->m_out_queued, 1);
+  /* One wake per empty -> non-empty transition: the loop empties the ring on every wake. */
+  if (was_empty && k->o.wake)
+    k->o.wake(k->o.arg);
+  return true;
+}
+
+/* Decodes one outbound record into a hand-off item; returns false (counted, logged) to drop it. */
+static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it) {
+  wsg_envelope env;
+  const char *field = NULL;
+  memset(it, 0, sizeof *it);
+  int rc = wsg_envelope_decode(&env, m->payload, m->len, &field);
+  if (rc != WSG_ENV_OK) {
+    wsg_counter_add(k->m_out_invalid, 1);
+    wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                    "dropping an invalid envelope at %s [%d] offset %lld: %s (field \"%s\")",
+                    k->out_topic, m->partition, (long long)m->offset, wsg_env_strerror(rc),
+                    field ? field : "");
+    return false;
+  }
+  if (env.kind != WSG_ENV_DELIVER && env.kind != WSG_ENV_CLOSE) {
+    wsg_counter_add(k->m_out_kind, 1);
+    wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                    "dropping a \"%s\" envelope at %s [%d] offset %lld: gateways accept only "
+                    "deliver and close",
+                    wsg_env_kind_name(env.kind), k->out_topic, m->partition, (long long)m->offset);
+    return false;
+  }
+  /* Fencing: the slot may have belonged to another gateway when the processor looked it up. */
+  if (env.gateway_len != k->gw_id_len || memcmp(env.gateway, k->gw_id, k->gw_id_len) != 0) {
+    wsg_counter_add(k->m_out_fenced, 1);
+    WSG_DEBUG("kafka", "dropping an envelope for gateway %.*s at offset %lld (we are %s)",
+              (int)env.gateway_len, env.gateway, (long long)m->offset, k->gw_id);
+    return false;
+  }
+  it->kind = env.kind;
+  it->ts_us = (env.fields & WSG_F_TS) ? env.ts_us : 0;
+  if (env.kind == WSG_ENV_CLOSE) {
+    it->target = GW_TARGET_CONN;
+    it->conn = env.conn;
+    it->close_code = (env.fields & WSG_F_CLOSE_CODE) ? env.close_code : 0;
+    if ((env.fields & WSG_F_CLOSE_REASON) && env.close_reason_len > 0) {
+      it->reason = strndup(env.close_reason, env.close_reason_len);
+      if (!it->reason)
+        goto nomem;
+      it->reason_len = (uint8_t)env.close_reason_len; /* <= WSG_MAX_REASON_LEN, checked by decode */
+    }
+    return true;
+  }
+  if (env.fields & WSG_F_CONNS) {
+    it->target = GW_TARGET_CONNS;
+    if (env.conns.count > 0) {
+      it->conns = malloc(sizeof(uint64_t) * env.conns.count);
+      if (!it->conns)
+        goto nomem;
+      size_t pos = 0;
+      uint64_t id;
+      while (it->nconns < env.conns.count && wsg_conns_next(&env.conns, &pos, &id))
+        it->conns[it->nconns++] = id;
+    }
+  } else if (env.fields & WSG_F_CONN) {
+    it->target = GW_TARGET_CONN;
+    it->conn = env.conn;
+  } else {
+    it->target = GW_TARGET_USER;
+    it->user = strndup(env.user, env.user_len);
+    if (!it->user)
+      goto nomem;
+    it->user_len = env.user_len;
+  }
+  it->msg = gw_msg_create(env.data_len ? env.data : NULL, env.data_len, env.binary);
+  if (!it->msg)
+    goto nomem;
+  return true;
+nomem:
+  wsg_counter_add(k->m_out_errors, 1);
+  WSG_ERROR("kafka", "out of memory decoding an outbound envelope at offset %lld: dropped",
+            (long long)m->offset);
+  gw_outbound_finish(it);
+  return false;
+}
+
+/* While the producer reports no broker, ask for metadata from here (this thread may block) so
+ * readiness comes back without waiting for a client frame to be acknowledged. */
+static void probe_brokers(gw_kafka *k, uint64_t *last_probe_ms) {
+  if (atomic_load_explicit(&k->brokers_up, memory_order_relaxed))
+    return;
+  uint64_t now = wsg_now_mono_ms();
+  if (now - *last_probe_ms < BROKER_PROBE_MS)
+    return;
+  *last_probe_ms = now;
+  const struct rd_kafka_metadata *md = NULL;
+  if (rd_kafka_metadata(k->producer, 0, k->in_rkt, &md, BROKER_PROBE_MS) ==
+      RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_metadata_destroy(md);
+    atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
+    wsg_gauge_set(k->m_brokers_up, 1);
+    WSG_INFO("kafka", "Kafka brokers reachable");
+  }
+}
+
+static void *consumer_main(void *arg) {
+  gw_kafka *k = arg;
+  int current = -1;
+  uint64_t last_probe = 0;
+  while (!atomic_load(&k->stop)) {
+    probe_brokers(k, &last_probe);
+    int want = atomic_load(&k->desired_slot);
+    if (want != current) {
+      if (reassign(k, want) != 0) {
+        consumer_wait(k, 500);
+        continue;
+      }
+      current = want;
+    }
+    if (current < 0) {
+      consumer_wait(k, CONSUMER_POLL_MS);
+      continue;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, CONSUMER_POLL_MS);
+    if (!m)
+      continue;
+    if (m->err) {
+      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        wsg_counter_add(k->m_out_errors, 1);
+        wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                        "outbound consumer: %s", rd_kafka_message_errstr(m));
+      }
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    /* A record fetched before a re-assignment may still arrive: it belongs to the old slot. */
+    if (m->partition != current) {
+      rd_kafka_message_destroy(m);
+      continue;
+    }
+    gw_outbound it;
+    bool ok = build_item(k, m, &it);
+    rd_kafka_message_destroy(m);
+    if (ok && !handoff_push(k, &it, current))
+      break;
+  }
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* loop-thread side of the hand-off                                                           */
+
+void gw_kafka_set_slot(gw_kafka *k, int32_t slot) {
+  atomic_store(&k->desired_slot, slot);
+  pthread_mutex_lock(&k->mu);
+  pthread_cond_broadcast(&k->cv);
+  pthread_mutex_unlock(&k->mu);
+}
+
+size_t gw_kafka_outbound_pop(gw_kafka *k, gw_outbound *items, size_t max) {
+  size_t n = 0;
+  pthread_mutex_lock(&k->mu);
+  bool was_full = k->count == k->cap;
+  while (n < max && k->count > 0) {
+    items[n] = k->ring[k->head];
+    k->bytes -= item_bytes(&items[n]);
+    memset(&k->ring[k->head], 0, sizeof k->ring[k->head]);
+    k->head = (k->head + 1) % k->cap;
+    k->count--;
+    n++;
+  }
+  if (n > 0 && (was_full || k->count < k->cap / 2))
+    pthread_cond_broadcast(&k->cv);
+  wsg_gauge_set(k->m_outq, (int64_t)k->count);
+  pthread_mutex_unlock(&k->mu);
+  return n;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* lifecycle                                                                                   */
+
+static uint64_t conf_u64(rd_kafka_conf_t *conf, const char *key, uint64_t def) {
+  char buf[64];
+  size_t sz = sizeof buf;
+  if (rd_kafka_conf_get(conf, key, buf, &sz) != RD_KAFKA_CONF_OK)
+    return def;
+  char *end;
+  unsigned long long v = strtoull(buf, &end, 10);
+  return end != buf ? (uint64_t)v : def;
+}
+
+static void register_metrics(gw_kafka *k, wsg_metrics *m) {
+  if (!m)
+    return;
+  const char *dr = "wsgate_gateway_kafka_delivered_total";
+  const char *drh = "Inbound envelopes Kafka acknowledged (ok) or failed for good (failed).";
+  k->m_dr_ok = wsg_metrics_counter(m, dr, drh, "result=\"ok\"");
+  k->m_dr_failed = wsg_metrics_counter(m, dr, drh, "result=\"failed\"");
+  const char *pe = "wsgate_gateway_kafka_produce_errors_total";
+  const char *peh = "Inbound envelopes librdkafka refused at produce time, by reason.";
+  k->m_full = wsg_metrics_counter(m, pe, peh, "reason=\"queue_full\"");
+  k->m_too_large = wsg_metrics_counter(m, pe, peh, "reason=\"too_large\"");
+  k->m_refused = wsg_metrics_counter(m, pe, peh, "reason=\"other\"");
+  k->m_unacked = wsg_metrics_gauge(m, "wsgate_gateway_kafka_unacked",
+                                   "Inbound envelopes produced and not yet acknowledged.", NULL);
+  k->m_pressure = wsg_metrics_gauge(
+      m, "wsgate_gateway_kafka_backpressure",
+      "1 while reads from clients are paused because the producer queue is full.", NULL);
+  k->m_pressure_events = wsg_metrics_counter(
+      m, "wsgate_gateway_kafka_backpressure_total",
+      "Times reads from clients were paused because the producer queue filled.", NULL);
+  k->m_brokers_up = wsg_metrics_gauge(m, "wsgate_gateway_kafka_brokers_up",
+                                      "1 while the producer reaches a Kafka broker.", NULL);
+  const char *ob = "wsgate_gateway_outbound_records_total";
+  const char *obh = "Outbound records read from the slot partition, by what became of them.";
+  k->m_out_queued = wsg_metrics_counter(m, ob, obh, "result=\"queued\"");
+  k->m_out_fenced = wsg_metrics_counter(m, ob, obh, "result=\"other_gateway\"");
+  k->m_out_invalid = wsg_metrics_counter(m, ob, obh, "result=\"invalid\"");
+  k->m_out_kind = wsg_metrics_counter(m, ob, obh, "result=\"wrong_type\"");
+  k->m_out_errors =
+      wsg_metrics_counter(m, "wsgate_gateway_outbound_errors_total",
+                          "Outbound consumer errors (fetch errors, out of memory).", NULL);
+  k->m_outq = wsg_metrics_gauge(m, "wsgate_gateway_outbound_queue",
+                                "Outbound envelopes waiting for the WebSocket thread.", NULL);
+  k->m_out_pauses = wsg_metrics_counter(
+      m, "wsgate_gateway_outbound_pauses_total",
+      "Times the outbound partition was paused because the WebSocket thread fell behind.", NULL);
+}
+
+int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t errlen) {
+  *out = NULL;
+  if (!o->loop || !o->inbound_topic || !o->outbound_topic || !o->gw_id || o->outbound_queue == 0 ||
+      o->outbound_queue_bytes == 0) {
+    snprintf(err, errlen, "gw_kafka_create: missing option");
+    return GW_KAFKA_CONFIG;
+  }
+  gw_kafka *k = calloc(1, sizeof *k);
+  if (!k) {
+    snprintf(err, errlen, "out of memory");
+    return GW_KAFKA_NOMEM;
+  }
+  k->o = *o;
+  k->pipefd[0] = k->pipefd[1] = -1;
+  atomic_init(&k->stop, false);
+  atomic_init(&k->desired_slot, -1);
+  atomic_init(&k->assigned_slot, -1);
+  atomic_init(&k->brokers_up, false);
+  pthread_mutex_init(&k->mu, NULL);
+  pthread_cond_init(&k->cv, NULL);
+  int rc = GW_KAFKA_NOMEM;
+  k->in_topic = strdup(o->inbound_topic);
+  k->out_topic = strdup(o->outbound_topic);
+  k->gw_id = strdup(o->gw_id);
+  k->cap = o->outbound_queue;
+  k->ring = calloc(k->cap, sizeof *k->ring);
+  if (!k->in_topic || !k->out_topic || !k->gw_id || !k->ring) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  k->gw_id_len = strlen(k->gw_id);
+  register_metrics(k, o->metrics);
+
+  /* --- producer --- */
+  rc = GW_KAFKA_CONFIG;
+  rd_kafka_conf_t *conf = wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, o->brokers, o->props, err, errlen);
+  if (!conf)
+    goto fail;
+  /* Pause clients at 3/4 of librdkafka's own limits and resume at 1/2: QUEUE_FULL then stays an
+   * exception (a burst between two polls) rather than the steady state. */
+  uint64_t max_msgs = conf_u64(conf, "queue.buffering.max.messages", 100000);
+  uint64_t max_bytes = conf_u64(conf, "queue.buffering.max.kbytes", 65536) * 1024;
+  k->high_msgs = max_msgs * 3 / 4;
+  k->low_msgs = max_msgs / 2;
+  k->high_bytes = max_bytes * 3 / 4;
+  k->low_bytes = max_bytes / 2;
+  rd_kafka_conf_set_opaque(conf, k);
+  rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+  rd_kafka_conf_set_error_cb(conf, error_cb);
+  k->producer = wsg_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+  if (!k->producer)
+    goto fail;
+  k->in_rkt = rd_kafka_topic_new(k->producer, k->in_topic, NULL);
+  if (!k->in_rkt) {
+    snprintf(err, errlen, "topic %s: %s", k->in_topic, rd_kafka_err2str(rd_kafka_last_error()));
+    goto fail;
+  }
+
+  /* Delivery reports on the loop thread, woken by librdkafka itself through a pipe. */
+  if (pipe2(k->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
+    snprintf(err, errlen, "pipe: %s", strerror(errno));
+    goto fail;
+  }
+  k->main_q = rd_kafka_queue_get_main(k->producer);
+  rd_kafka_queue_io_event_enable(k->main_q, k->pipefd[1], "1", 1);
+  ev_io_init(&k->pipe_w, pipe_cb, k->pipefd[0], EV_READ);
+  k->pipe_w.data = k;
+  ev_io_start(o->loop, &k->pipe_w);
+  ev_timer_init(&k->poll_w, poll_timer_cb, POLL_FALLBACK_S, POLL_FALLBACK_S);
+  k->poll_w.data = k;
+  ev_timer_start(o->loop, &k->poll_w);
+
+  /* --- outbound consumer --- */
+  conf = wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_ASSIGN, o->brokers, o->props, err, errlen);
+  if (!conf)
+    goto fail;
+  /* Ask for EOF events never: an idle partition is normal. */
+  if (wsg_kafka_conf_set(conf, "enable.partition.eof", "false", err, errlen) != 0) {
+    rd_kafka_conf_destroy(conf);
+    goto fail;
+  }
+  k->consumer = wsg_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
+  if (!k->consumer)
+    goto fail;
+  rd_kafka_poll_set_consumer(k->consumer);
+
+  if (pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
+    snprintf(err, errlen, "cannot start the outbound consumer thread");
+    rc = GW_KAFKA_THREAD;
+    goto fail;
+  }
+  k->thread_started = true;
+  *out = k;
+  return GW_KAFKA_OK;
+fail:
+  gw_kafka_destroy(k);
+  return rc;
+}
+
+int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, char *err, size_t errlen) {
+  char e[512];
+  int n = wsg_kafka_topic_partitions(k->producer, k->in_topic, timeout_ms, e, sizeof e);
+  if (n < 0) {
+    snprintf(err, errlen, "inbound topic: %s (create it with wsgate-admin or scripts/kafka)", e);
+    return GW_KAFKA_TOPIC;
+  }
+  n = wsg_kafka_topic_partitions(k->producer, k->out_topic, timeout_ms, e, sizeof e);
+  if (n < 0) {
+    snprintf(err, errlen, "outbound topic: %s (create it with wsgate-admin or scripts/kafka)", e);
+    return GW_KAFKA_TOPIC;
+  }
+  atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
+  wsg_gauge_set(k->m_brokers_up, 1);
+  return n;
+}
+
+void gw_kafka_stop_consumer(gw_kafka *k) {
+  if (!k || !k->thread_started)
+    return;
+  pthread_mutex_lock(&k->mu);
+  atomic_store(&k->stop, true);
+  pthread_cond_broadcast(&k->cv);
+  pthread_mutex_unlock(&k->mu);
+  pthread_join(k->thread, NULL);
+  k->thread_started = false;
+}
+
+void gw_kafka_destroy(gw_kafka *k) {
+  if (!k)
+    return;
+  gw_kafka_stop_consumer(k);
+  k->closing = true;
+  if (k->consumer) {
+    rd_kafka_consumer_close(k->consumer);
+    rd_kafka_destroy(k->consumer);
+  }
+  if (k->o.loop) {
+    ev_io_stop(k->o.loop, &k->pipe_w);
+    ev_timer_stop(k->o.loop, &k->poll_w);
+  }
+  if (k->producer) {
+    /* The drain flushed what it could; anything left would only delay the exit. */
+    rd_kafka_poll(k->producer, 0);
+    if (k->unacked_msgs)
+      WSG_WARN("kafka", "%llu inbound envelopes were not acknowledged by Kafka before exit",
+               (unsigned long long)k->unacked_msgs);
+    k->o.on_delivery_failed = NULL;
+    rd_kafka_purge(k->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    if (k->main_q) {
+      rd_kafka_queue_io_event_enable(k->main_q, -1, NULL, 0);
+      rd_kafka_queue_destroy(k->main_q);
+    }
+    if (k->in_rkt)
+      rd_kafka_topic_destroy(k->in_rkt);
+    rd_kafka_destroy(k->producer);
+  }
+  if (k->pipefd[0] >= 0)
+    close(k->pipefd[0]);
+  if (k->pipefd[1] >= 0)
+    close(k->pipefd[1]);
+  if (k->ring) {
+    for (size_t i = 0; i < k->count; i++)
+      gw_outbound_finish(&k->ring[(k->head + i) % k->cap]);
+    free(k->ring);
+  }
+  pthread_mutex_destroy(&k->mu);
+  pthread_cond_destroy(&k->cv);
+  free(k->in_topic);
+  free(k->out_topic);
+  free(k->gw_id);
+  free(k);
+}

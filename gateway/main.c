@@ -1,1 +1,46 @@
-int main(void) { return 0; }
+/*
+ * wsgate-gateway: configuration, logging, then the gateway (gateway.h) until it has drained.
+ * Exit status: 0 after a drain (or --help), 1 when the gateway could not start, 2 on an invalid
+ * configuration.
+ *
+ * Threads: the main thread, which becomes the gateway's loop thread.
+ */
+#include <signal.h>
+#include <stdio.h>
+
+#include "gateway.h"
+#include "gw_config.h"
+#include "wsg_log.h"
+
+extern char **environ;
+
+int main(int argc, char **argv) {
+  /* A client that vanishes mid-write must cost an EPIPE, not the process. */
+  signal(SIGPIPE, SIG_IGN);
+
+  gw_config cfg = {0};
+  char err[1024] = "";
+  wsg_config_result r = gw_config_load(&cfg, argc, argv, environ, err, sizeof err);
+  if (r != WSG_CONFIG_OK) {
+    if (r == WSG_CONFIG_ERROR)
+      fprintf(stderr, "wsgate-gateway: %s\n(wsgate-gateway --help lists every option)\n", err);
+    gw_config_finish(&cfg);
+    return r == WSG_CONFIG_EXIT ? 0 : 2;
+  }
+  wsg_log_setup(cfg.log_min_level, cfg.log_json, "wsgate-gateway");
+  gw_config_log(&cfg);
+  if (cfg.insecure_dev_user)
+    WSG_WARN("main", "--insecure-dev-user is on: clients without a token may pick any user id "
+                     "with ?user=. Never run this in production.");
+
+  gw_gateway *g = NULL;
+  if (gw_gateway_create(&g, &cfg, err, sizeof err) != 0) {
+    WSG_ERROR("main", "cannot start: %s", err);
+    gw_config_finish(&cfg);
+    return 1;
+  }
+  int rc = gw_gateway_run(g);
+  gw_gateway_destroy(g);
+  gw_config_finish(&cfg);
+  return rc;
+}
