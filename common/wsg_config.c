@@ -249,7 +249,6 @@ static void format_amount(const wsg_option *o, uint64_t v, char *buf, size_t len
 
 /* The valid values of an option in words: "1..65535", "1k..16m", "json|text". */
 static void describe_range(const wsg_option *o, char *buf, size_t len) {
-  char a[32], b[32];
   buf[0] = '\0';
   switch (o->type) {
   case WSG_OPT_INT:
@@ -259,6 +258,7 @@ static void describe_range(const wsg_option *o, char *buf, size_t len) {
   case WSG_OPT_SIZE:
   case WSG_OPT_DURATION:
     if (has_bounds(o)) {
+      char a[32], b[32];
       format_amount(o, umin_of(o), a, sizeof a);
       format_amount(o, umax_of(o), b, sizeof b);
       snprintf(buf, len, "%s..%s", a, b);
@@ -361,9 +361,9 @@ static int set_string(parse_ctx *c, const wsg_option *o, const char *from, const
 }
 
 static int kv_put(parse_ctx *c, const wsg_option *o, const char *from, const char *k, size_t klen,
-                  const char *v) {
+                  const char *v, size_t vlen) {
   wsg_kvlist *kv = field(c->cfg, o);
-  char *val = strdup(v);
+  char *val = strndup(v, vlen);
   if (!val)
     return fail(c, o, from, "out of memory");
   for (size_t i = 0; i < kv->count; i++) {
@@ -398,17 +398,14 @@ static int kv_put(parse_ctx *c, const wsg_option *o, const char *from, const cha
 /* One "key=value" pair; the value is everything after the first '=' and may be empty. */
 static int kv_pair(parse_ctx *c, const wsg_option *o, const char *from, const char *pair,
                    size_t len) {
-  char q[96];
   const char *eq = memchr(pair, '=', len);
-  char tmp[1024];
-  if (len >= sizeof tmp)
-    return fail(c, o, from, "a key=value pair longer than %zu bytes", sizeof tmp - 1);
-  memcpy(tmp, pair, len);
-  tmp[len] = '\0';
-  if (!eq || eq == pair)
-    return fail(c, o, from, "%s is not key=value (e.g. acks=all)", quote_value(tmp, q, sizeof q));
+  if (!eq || eq == pair) {
+    char shown[64], q[96];
+    snprintf(shown, sizeof shown, "%.*s", (int)(len < 63 ? len : 63), pair);
+    return fail(c, o, from, "%s is not key=value (e.g. acks=all)", quote_value(shown, q, sizeof q));
+  }
   size_t klen = (size_t)(eq - pair);
-  return kv_put(c, o, from, pair, klen, tmp + klen + 1);
+  return kv_put(c, o, from, pair, klen, eq + 1, len - klen - 1);
 }
 
 /* The environment and default forms: "k=v;k=v", empty parts skipped. */

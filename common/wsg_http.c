@@ -403,7 +403,7 @@ static int open_listener(wsg_http *h, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot listen on %s: %s%s", shown, strerror(saved), hint);
     return -1;
   }
-  struct sockaddr_storage ss;
+  struct sockaddr_storage ss = {0};
   socklen_t sl = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
     snprintf(err, errlen, "cannot read the bound port of %s: %s", shown, strerror(errno));

@@ -296,6 +296,16 @@ Test(config, kvlist_merge_per_key) {
   }
 }
 
+Test(config, kvlist_long_value) {
+  /* ssl.ca.pem holds a whole certificate chain: kilobytes in one value. */
+  static char arg[9000];
+  int n = snprintf(arg, sizeof arg, "ssl.ca.pem=");
+  memset(arg + n, 'A', sizeof arg - (size_t)n - 1);
+  cr_assert_eq(PARSE(NULL, "-b", "k", "-X", arg), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(cfg.props.keys[2], "ssl.ca.pem");
+  cr_assert_eq(strlen(cfg.props.values[2]), sizeof arg - (size_t)n - 1);
+}
+
 Test(config, kvlist_errors) {
   expect_error(PARSE(NULL, "-b", "k", "-X", "novalue"),
                "--kafka-prop: 'novalue' is not key=value (e.g. acks=all) (from -X)");
