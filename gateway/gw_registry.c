@@ -1,1 +1,1180 @@
+/*
+ * gw_registry: the gateway's slot lease, gateway record and connection entries in Redis, driven
+ * by hiredis' async API on the gateway's libev loop (gw_registry.h describes the behaviour).
+ *
+ * The one file of the gateway that talks to hiredis. hiredis 0.14 has no command timeout and
+ * resolves host names with a blocking getaddrinfo(), so this file adds both: a watchdog that drops
+ * a connection which stops answering, and a short-lived resolver thread per connection attempt to
+ * a host name.
+ *
+ * Threads: the loop thread runs everything here, except resolve_main() on the resolver thread,
+ * which touches only its resolve_job and wakes the loop with ev_async_send().
+ */
 #include "gw_registry.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ev.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* hiredis' libev glue is a header of static functions; it is included here only. */
+#include <hiredis/adapters/libev.h>
+
+#include "wsg_envelope.h"
+#include "wsg_log.h"
+#include "wsg_redis_keys.h"
+#include "wsg_time.h"
+
+#define SUBSYS "redis"
+
+#define BACKOFF_MIN_MS       50
+#define BACKOFF_MAX_MS       2000
+#define DEFAULT_MAX_INFLIGHT 65536
+/* Removals kept while disconnected. Beyond this conn_remove fails (GW_REG_BUSY, counted) and the
+ * closed connection's entry stays in Redis: deliveries to it reach this gateway, which drops them
+ * as addressed to an unknown connection. */
+#define BACKLOG_MAX 65536
+#define MAX_SLOTS   65536
+
+#define GW_REG_ERR_STR(name, value, msg)                                                           \
+  case value:                                                                                      \
+    return msg;
+const char *gw_registry_strerror(int err) {
+  switch (err) { GW_REG_ERRNO_MAP(GW_REG_ERR_STR) }
+  return "unknown registry error";
+}
+#undef GW_REG_ERR_STR
+
+#define GW_REG_ERR_NAME(name, value, msg)                                                          \
+  case value:                                                                                      \
+    return "GW_REG_" #name;
+const char *gw_registry_err_name(int err) {
+  switch (err) { GW_REG_ERRNO_MAP(GW_REG_ERR_NAME) }
+  return "GW_REG_UNKNOWN";
+}
+#undef GW_REG_ERR_NAME
+
+/* --- types ------------------------------------------------------------------------------------ */
+
+typedef enum {
+  OP_HANDSHAKE, /* AUTH, SELECT: an error drops the connection */
+  OP_READY,     /* PING after the handshake: the connection is usable */
+  OP_ACQUIRE,   /* EVAL lease acquire on one slot */
+  OP_RENEW,     /* EVAL lease renew */
+  OP_RECORD,    /* HSET + PEXPIRE of the gateway record */
+  OP_CONN_ADD,  /* HSET user entry, with a caller callback */
+  OP_CONN_DEL,  /* EVAL connection delete */
+  OP_REREG,     /* batch of HSETs re-registering every live connection */
+  OP_RELEASE,   /* batch: every connection, the record and the slot, at drain */
+} op_kind;
+
+/* One command, or one batch of commands sharing a completion (pending counts the replies still
+ * due). Freed when the last reply, or hiredis' NULL reply on disconnect, has arrived. */
+typedef struct {
+  op_kind kind;
+  uint32_t pending;
+  uint32_t failed;
+  uint32_t sent;
+  int32_t slot;
+  uint64_t sent_ms;
+  uint64_t conn_id;
+  gw_registry_conn_cb cb;
+  void *arg;
+} op;
+
+typedef struct backlog_item {
+  struct backlog_item *next;
+  uint64_t conn_id;
+  size_t ulen;
+  char user[];
+} backlog_item;
+
+/* Shared by the loop and one resolver thread; freed by whichever lets go last. */
+typedef struct {
+  pthread_mutex_t mu;
+  int refs;
+  bool cancelled;
+  struct ev_loop *loop;
+  ev_async *wake;
+  int gai_err;
+  char host[256];
+  char ip[INET6_ADDRSTRLEN];
+} resolve_job;
+
+typedef enum { REL_NONE, REL_RUNNING, REL_DONE } release_state;
+
+struct gw_registry {
+  struct ev_loop *loop;
+  /* options, copied */
+  char *host, *password, *prefix, *gw_id, *advertise;
+  int port, db;
+  uint32_t slots, max_inflight;
+  uint64_t lease_ms, renew_ms, timeout_ms;
+  void (*on_slot)(void *arg, int32_t slot);
+  void (*foreach_conn)(void *arg, gw_registry_emit_fn emit, void *ctx);
+  void *arg;
+  char lease_ms_text[24];
+  char gw_key[WSG_REDIS_KEY_MAX];
+  uint64_t started_s;
+
+  /* connection */
+  redisAsyncContext *ac; /* NULL while disconnected */
+  bool ready;            /* handshake answered: commands may be sent */
+  bool conn_was_ready;   /* the current connection got that far (for the log line) */
+  uint32_t backoff_ms;
+  uint32_t inflight;         /* commands sent, reply not yet seen */
+  uint32_t conn_inflight;    /* of which conn_add/conn_remove (the capped ones) */
+  uint64_t last_progress_ms; /* last reply, or first send after being idle */
+  resolve_job *job;
+  uint64_t rng;
+
+  /* lease */
+  int32_t slot;      /* held slot, -1 if none */
+  int32_t pref_slot; /* where acquisition starts next, -1: random */
+  bool acquiring, renewing, need_rereg, all_taken_logged;
+  uint32_t acq_tries;
+  uint32_t acq_k;
+  uint64_t conn_count;
+
+  /* removals waiting for a connection */
+  backlog_item *backlog_head, *backlog_tail;
+  uint32_t backlog_len;
+
+  /* drain */
+  release_state release;
+  void (*release_done)(void *arg);
+  void *release_arg;
+
+  /* reentrancy: destroy from inside one of our callbacks is deferred to the outermost frame */
+  int depth;
+  bool doomed;
+
+  ev_timer reconnect_timer, renew_timer, lease_timer, watchdog_timer, release_timer;
+  ev_async resolve_wake;
+
+  /* metrics (all NULL without a registry of metrics) */
+  wsg_counter *m_ok, *m_error, *m_lost, *m_reconnects, *m_lease_losses, *m_backlog_drops;
+  wsg_gauge *m_connected, *m_slot;
+};
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void start_connect(gw_registry *r);
+static void start_acquire(gw_registry *r);
+static void finish_release(gw_registry *r, const char *why);
+static void really_destroy(gw_registry *r);
+
+/* --- small helpers ---------------------------------------------------------------------------- */
+
+static void enter(gw_registry *r) {
+  r->depth++;
+}
+
+/* Returns true if r was destroyed: the caller must not touch it again. */
+static bool leave(gw_registry *r) {
+  if (--r->depth == 0 && r->doomed) {
+    really_destroy(r);
+    return true;
+  }
+  return false;
+}
+
+static void count(wsg_counter *c) {
+  if (c != NULL)
+    wsg_counter_add(c, 1);
+}
+
+static void gauge(wsg_gauge *g, int64_t v) {
+  if (g != NULL)
+    wsg_gauge_set(g, v);
+}
+
+static uint64_t rng_next(gw_registry *r) {
+  /* xorshift64: jitter and a random first slot, nothing secret. */
+  uint64_t x = r->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return r->rng = x;
+}
+
+static void timer_after(gw_registry *r, ev_timer *t, uint64_t ms) {
+  ev_timer_stop(r->loop, t);
+  ev_timer_set(t, (double)ms / 1000.0, 0.0);
+  ev_timer_start(r->loop, t);
+}
+
+static op *op_new(op_kind kind) {
+  op *o = calloc(1, sizeof(*o));
+  if (o != NULL) {
+    o->kind = kind;
+    o->slot = -1;
+    o->sent_ms = wsg_now_mono_ms();
+  }
+  return o;
+}
+
+/* Queues one command for o. Returns false (nothing queued) if there is no usable connection. */
+static bool send_cmd(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
+  if (r->ac == NULL)
+    return false;
+  if (redisAsyncCommandArgv(r->ac, on_reply, o, argc, argv, lens) != REDIS_OK)
+    return false;
+  if (r->inflight == 0)
+    r->last_progress_ms = wsg_now_mono_ms();
+  r->inflight++;
+  o->pending++;
+  o->sent++;
+  return true;
+}
+
+/* Sends a single-command op, or frees it. Returns whether it was sent. */
+static bool send_single(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
+  if (send_cmd(r, o, argc, argv, lens))
+    return true;
+  free(o);
+  return false;
+}
+
+static const char *reply_text(const redisReply *rep) {
+  if (rep == NULL)
+    return "connection lost";
+  if (rep->type == REDIS_REPLY_ERROR || rep->type == REDIS_REPLY_STATUS ||
+      rep->type == REDIS_REPLY_STRING)
+    return rep->str;
+  return "unexpected reply type";
+}
+
+static void notify_slot(gw_registry *r, int32_t slot) {
+  gauge(r->m_slot, slot);
+  if (r->on_slot != NULL && !r->doomed)
+    r->on_slot(r->arg, slot);
+}
+
+/* --- connection ------------------------------------------------------------------------------- */
+
+static void schedule_reconnect(gw_registry *r) {
+  if (r->release == REL_DONE || r->doomed)
+    return;
+  /* Jitter in [b/2, b] so gateways that lost the same Redis do not reconnect in lockstep. */
+  uint32_t b = r->backoff_ms;
+  uint32_t delay = b / 2 + (uint32_t)(rng_next(r) % (b / 2 + 1));
+  r->backoff_ms = b * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b * 2;
+  timer_after(r, &r->reconnect_timer, delay);
+}
+
+/* The connection `ac` is gone or being dropped: forget it and plan the next attempt. The slot is
+ * kept until its lease timer says otherwise: a short outage must not move the slot. */
+static void connection_lost(gw_registry *r, const redisAsyncContext *ac, const char *why) {
+  if (r->ac != ac || ac == NULL)
+    return;
+  bool was_ready = r->conn_was_ready;
+  r->conn_was_ready = false;
+  r->ac = NULL;
+  r->ready = false;
+  r->acquiring = false;
+  r->renewing = false;
+  gauge(r->m_connected, 0);
+  if (r->release == REL_DONE)
+    return;
+  if (was_ready)
+    WSG_WARN(SUBSYS, "connection to Redis at %s:%d lost (%s); reconnecting", r->host, r->port, why);
+  else
+    WSG_WARN(SUBSYS, "cannot connect to Redis at %s:%d (%s); retrying", r->host, r->port, why);
+  schedule_reconnect(r);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  gw_registry *r = ac->data;
+  if (r == NULL)
+    return;
+  enter(r);
+  if (status != REDIS_OK)
+    connection_lost(r, ac, ac->errstr != NULL ? ac->errstr : "connect failed");
+  else
+    redisEnableKeepAlive((redisContext *)&ac->c);
+  leave(r);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  gw_registry *r = ac->data;
+  if (r == NULL)
+    return;
+  enter(r);
+  connection_lost(r, ac, status == REDIS_OK ? "closed" : (ac->errstr ? ac->errstr : "error"));
+  leave(r);
+}
+
+/* Drops the current connection from outside hiredis' callbacks (watchdog) or from inside one
+ * (handshake failure; hiredis then defers the free until the callback returns). Pending commands
+ * get hiredis' NULL reply. */
+static void drop_connection(gw_registry *r, const char *why) {
+  redisAsyncContext *ac = r->ac;
+  if (ac == NULL)
+    return;
+  connection_lost(r, ac, why);
+  redisAsyncFree(ac);
+}
+
+static void connect_to(gw_registry *r, const char *ip) {
+  redisAsyncContext *ac = redisAsyncConnect(ip, r->port);
+  if (ac == NULL) {
+    WSG_ERROR(SUBSYS, "out of memory creating a Redis connection; retrying");
+    schedule_reconnect(r);
+    return;
+  }
+  if (ac->err) {
+    WSG_WARN(SUBSYS, "cannot connect to Redis at %s:%d (%s); retrying", r->host, r->port,
+             ac->errstr);
+    redisAsyncFree(ac);
+    schedule_reconnect(r);
+    return;
+  }
+  ac->data = r;
+  if (redisLibevAttach(r->loop, ac) != REDIS_OK) {
+    redisAsyncFree(ac);
+    schedule_reconnect(r);
+    return;
+  }
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  r->ac = ac;
+  count(r->m_reconnects);
+
+  /* Pipelined handshake; the PING's reply means everything before it succeeded. */
+  if (r->password != NULL) {
+    const char *argv[] = {"AUTH", r->password};
+    size_t lens[] = {4, strlen(r->password)};
+    op *o = op_new(OP_HANDSHAKE);
+    if (o == NULL || !send_single(r, o, 2, argv, lens))
+      goto fail;
+  }
+  if (r->db > 0) {
+    char db[16];
+    snprintf(db, sizeof(db), "%d", r->db);
+    const char *argv[] = {"SELECT", db};
+    size_t lens[] = {6, strlen(db)};
+    op *o = op_new(OP_HANDSHAKE);
+    if (o == NULL || !send_single(r, o, 2, argv, lens))
+      goto fail;
+  }
+  const char *argv[] = {"PING"};
+  size_t lens[] = {4};
+  op *o = op_new(OP_READY);
+  if (o != NULL && send_single(r, o, 1, argv, lens))
+    return;
+fail:
+  drop_connection(r, "could not queue the handshake");
+}
+
+static void resolve_job_unref(resolve_job *j) {
+  pthread_mutex_lock(&j->mu);
+  bool last = --j->refs == 0;
+  pthread_mutex_unlock(&j->mu);
+  if (last) {
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+  }
+}
+
+static void *resolve_main(void *arg) {
+  resolve_job *j = arg;
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+  struct addrinfo *res = NULL;
+  j->gai_err = getaddrinfo(j->host, NULL, &hints, &res);
+  if (j->gai_err == 0) {
+    const void *addr = res->ai_family == AF_INET6
+                           ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                           : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    if (inet_ntop(res->ai_family, addr, j->ip, sizeof(j->ip)) == NULL)
+      j->gai_err = EAI_FAIL;
+    freeaddrinfo(res);
+  }
+  pthread_mutex_lock(&j->mu);
+  if (!j->cancelled)
+    ev_async_send(j->loop, j->wake);
+  pthread_mutex_unlock(&j->mu);
+  resolve_job_unref(j);
+  return NULL;
+}
+
+static void on_resolved(struct ev_loop *loop, ev_async *w, int revents) {
+  gw_registry *r = w->data;
+  resolve_job *j = r->job;
+  if (j == NULL)
+    return;
+  r->job = NULL;
+  enter(r);
+  /* The thread wrote its result before ev_async_send under the mutex; reading after the wake-up
+   * is ordered by libev's own barrier. */
+  if (j->gai_err != 0) {
+    WSG_WARN(SUBSYS, "cannot resolve Redis host %s: %s; retrying", r->host,
+             gai_strerror(j->gai_err));
+    schedule_reconnect(r);
+  } else {
+    connect_to(r, j->ip);
+  }
+  resolve_job_unref(j);
+  leave(r);
+}
+
+static void start_resolve(gw_registry *r) {
+  resolve_job *j = calloc(1, sizeof(*j));
+  if (j == NULL) {
+    schedule_reconnect(r);
+    return;
+  }
+  pthread_mutex_init(&j->mu, NULL);
+  j->refs = 2;
+  j->loop = r->loop;
+  j->wake = &r->resolve_wake;
+  snprintf(j->host, sizeof(j->host), "%s", r->host);
+  pthread_attr_t attr;
+  pthread_t t;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  int rc = pthread_create(&t, &attr, resolve_main, j);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    WSG_ERROR(SUBSYS, "cannot start a thread to resolve %s: %s; retrying", r->host, strerror(rc));
+    j->refs = 1;
+    resolve_job_unref(j);
+    schedule_reconnect(r);
+    return;
+  }
+  r->job = j;
+}
+
+static void start_connect(gw_registry *r) {
+  if (r->ac != NULL || r->job != NULL || r->release == REL_DONE)
+    return;
+  unsigned char addr[sizeof(struct in6_addr)];
+  /* A literal address needs no resolution; anything else is resolved off the loop thread. */
+  if (inet_pton(AF_INET, r->host, addr) == 1 || inet_pton(AF_INET6, r->host, addr) == 1)
+    connect_to(r, r->host);
+  else
+    start_resolve(r);
+}
+
+static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+  gw_registry *r = w->data;
+  enter(r);
+  start_connect(r);
+  leave(r);
+}
+
+/* hiredis 0.14 has no command timeout: a server that stops answering (paused, partitioned away
+ * without a reset) would hold every command forever. No reply for timeout_ms while commands are
+ * outstanding drops the connection, which fails them and reconnects. */
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
+  gw_registry *r = w->data;
+  if (r->ac == NULL || r->inflight == 0)
+    return;
+  uint64_t now = wsg_now_mono_ms();
+  if (now - r->last_progress_ms < r->timeout_ms)
+    return;
+  enter(r);
+  char why[96];
+  snprintf(why, sizeof(why), "no reply for %" PRIu64 " ms with %" PRIu32 " commands outstanding",
+           now - r->last_progress_ms, r->inflight);
+  drop_connection(r, why);
+  leave(r);
+}
+
+/* --- lease ------------------------------------------------------------------------------------ */
+
+static void write_record(gw_registry *r) {
+  char slot[16], started[24], conns[24];
+  snprintf(slot, sizeof(slot), "%" PRId32, r->slot);
+  snprintf(started, sizeof(started), "%" PRIu64, r->started_s);
+  snprintf(conns, sizeof(conns), "%" PRIu64, r->conn_count);
+  const char *addr = r->advertise != NULL ? r->advertise : "";
+  const char *hset[] = {"HSET",    r->gw_key, "slot",  slot,  "addr",    addr,
+                        "started", started,   "conns", conns, "version", WSG_VERSION};
+  size_t hlen[12];
+  for (int i = 0; i < 12; i++)
+    hlen[i] = strlen(hset[i]);
+  const char *pexp[] = {"PEXPIRE", r->gw_key, r->lease_ms_text};
+  size_t plen[] = {7, strlen(r->gw_key), strlen(r->lease_ms_text)};
+  op *o = op_new(OP_RECORD);
+  if (o == NULL)
+    return;
+  send_cmd(r, o, 12, hset, hlen);
+  send_cmd(r, o, 3, pexp, plen);
+  if (o->pending == 0)
+    free(o);
+}
+
+static void lose_slot(gw_registry *r, const char *why) {
+  if (r->slot < 0)
+    return;
+  WSG_WARN(SUBSYS, "lost outbound slot %" PRId32 ": %s", r->slot, why);
+  r->pref_slot = r->slot;
+  r->slot = -1;
+  r->need_rereg = true;
+  r->renewing = false;
+  ev_timer_stop(r->loop, &r->lease_timer);
+  count(r->m_lease_losses);
+  notify_slot(r, -1);
+}
+
+/* The lease is ours until sent_ms + lease_ms at the latest: Redis started its TTL when it ran
+ * the command, after we sent it, so timing from the send errs on the side of giving up early. */
+static void lease_extended(gw_registry *r, uint64_t sent_ms) {
+  uint64_t now = wsg_now_mono_ms();
+  uint64_t until = sent_ms + r->lease_ms;
+  timer_after(r, &r->lease_timer, until > now ? until - now : 0);
+}
+
+static void on_lease_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+  gw_registry *r = w->data;
+  enter(r);
+  lose_slot(r, "no successful renewal within the lease time");
+  start_acquire(r);
+  leave(r);
+}
+
+static void send_lease_script(gw_registry *r, op_kind kind, const char *script, uint32_t k) {
+  char key[WSG_REDIS_KEY_MAX];
+  int klen = wsg_key_slot(key, sizeof(key), r->prefix, k);
+  op *o = op_new(kind);
+  if (o == NULL || klen < 0) {
+    free(o);
+    return;
+  }
+  o->slot = (int32_t)k;
+  const char *argv[] = {"EVAL", script, "1", key, r->gw_id, r->lease_ms_text};
+  size_t lens[] = {4, strlen(script), 1, (size_t)klen, strlen(r->gw_id), strlen(r->lease_ms_text)};
+  if (!send_single(r, o, 6, argv, lens))
+    return;
+  if (kind == OP_ACQUIRE)
+    r->acquiring = true;
+  else
+    r->renewing = true;
+}
+
+/* Tries slots one at a time from the current one (when reconnecting), the last one held, or a
+ * random one: a restarted gateway usually gets its slot back, new ones spread out. */
+static void start_acquire(gw_registry *r) {
+  if (!r->ready || r->release != REL_NONE || r->acquiring || r->doomed)
+    return;
+  r->acq_tries = 0;
+  if (r->slot >= 0)
+    r->acq_k = (uint32_t)r->slot;
+  else if (r->pref_slot >= 0)
+    r->acq_k = (uint32_t)r->pref_slot;
+  else
+    r->acq_k = (uint32_t)(rng_next(r) % r->slots);
+  send_lease_script(r, OP_ACQUIRE, WSG_LUA_LEASE_ACQUIRE, r->acq_k);
+}
+
+static void emit_rereg(void *ctx, const char *user, size_t ulen, uint64_t conn_id) {
+  void **c = ctx;
+  gw_registry *r = c[0];
+  op *o = c[1];
+  char key[WSG_REDIS_KEY_MAX], cid[24];
+  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
+  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
+  if (klen < 0 || clen < 0 || ulen == 0 || ulen > WSG_MAX_USER_LEN) {
+    o->failed++;
+    return;
+  }
+  const char *argv[] = {"HSET", key, cid, r->gw_id};
+  size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
+  if (!send_cmd(r, o, 4, argv, lens))
+    o->failed++;
+}
+
+/* Writes every live connection's entry again. One HSET per connection, all pipelined at once:
+ * bounded by the number of live connections, which max-connections bounds. */
+static void reregister(gw_registry *r) {
+  r->need_rereg = false;
+  if (r->foreach_conn == NULL)
+    return;
+  op *o = op_new(OP_REREG);
+  if (o == NULL) {
+    r->need_rereg = true;
+    return;
+  }
+  void *ctx[2] = {r, o};
+  r->foreach_conn(r->arg, emit_rereg, ctx);
+  if (o->failed > 0)
+    WSG_WARN(SUBSYS, "could not queue %" PRIu32 " connection re-registrations", o->failed);
+  if (o->sent > 0)
+    WSG_INFO(SUBSYS, "re-registering %" PRIu32 " live connections", o->sent);
+  if (o->pending == 0)
+    free(o);
+}
+
+/* EVAL lease release of `slot` as part of batch `o`, or on its own (o NULL: fire and forget). */
+static bool send_lease_release(gw_registry *r, op *o, int32_t slot) {
+  char key[WSG_REDIS_KEY_MAX];
+  int klen = wsg_key_slot(key, sizeof(key), r->prefix, (uint32_t)slot);
+  if (klen < 0)
+    return false;
+  const char *argv[] = {"EVAL", WSG_LUA_LEASE_RELEASE, "1", key, r->gw_id};
+  size_t lens[] = {4, strlen(WSG_LUA_LEASE_RELEASE), 1, (size_t)klen, strlen(r->gw_id)};
+  if (o != NULL)
+    return send_cmd(r, o, 5, argv, lens);
+  op *single = op_new(OP_RECORD);
+  return single != NULL && send_single(r, single, 5, argv, lens);
+}
+
+static void on_acquire_reply(gw_registry *r, const op *o, const redisReply *rep) {
+  r->acquiring = false;
+  if (rep == NULL)
+    return;
+  if (r->release != REL_NONE) {
+    /* Won a slot after the drain began: hand it back at once rather than hold it to expiry. */
+    if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1 && o->slot != r->slot)
+      send_lease_release(r, NULL, o->slot);
+    return;
+  }
+  if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
+    bool changed = r->slot != o->slot;
+    if (changed && r->slot >= 0)
+      lose_slot(r, "acquired another slot");
+    r->slot = o->slot;
+    r->pref_slot = o->slot;
+    r->all_taken_logged = false;
+    lease_extended(r, o->sent_ms);
+    write_record(r);
+    if (changed) {
+      WSG_INFO(SUBSYS, "holding outbound slot %" PRId32 " of %" PRIu32 " as %s", r->slot, r->slots,
+               r->gw_id);
+      notify_slot(r, r->slot);
+    }
+    if (r->need_rereg && !r->doomed && r->ac != NULL)
+      reregister(r);
+    return;
+  }
+  if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+    if (r->slot == o->slot)
+      lose_slot(r, "another gateway holds it now");
+    if (++r->acq_tries < r->slots) {
+      r->acq_k = (r->acq_k + 1) % r->slots;
+      send_lease_script(r, OP_ACQUIRE, WSG_LUA_LEASE_ACQUIRE, r->acq_k);
+    } else if (!r->all_taken_logged) {
+      r->all_taken_logged = true;
+      WSG_ERROR(SUBSYS,
+                "all %" PRIu32 " outbound slots are held by other gateways; retrying every %" PRIu64
+                " ms (run fewer gateways or give the outbound topic more partitions)",
+                r->slots, r->renew_ms);
+    }
+    return;
+  }
+  WSG_WARN(SUBSYS, "acquiring slot %" PRId32 " failed: %s", o->slot, reply_text(rep));
+}
+
+static void on_renew_reply(gw_registry *r, const op *o, const redisReply *rep) {
+  r->renewing = false;
+  if (rep == NULL || o->slot != r->slot || r->release != REL_NONE)
+    return;
+  if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 1) {
+    lease_extended(r, o->sent_ms);
+  } else if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+    lose_slot(r, "its lease key is gone or names another gateway (Redis restarted or was "
+                 "flushed, or this gateway stalled past the lease)");
+    start_acquire(r);
+  } else {
+    WSG_WARN(SUBSYS, "renewing slot %" PRId32 " failed: %s", o->slot, reply_text(rep));
+  }
+}
+
+static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+  gw_registry *r = w->data;
+  if (!r->ready || r->release != REL_NONE)
+    return;
+  enter(r);
+  write_record(r);
+  if (r->slot < 0)
+    start_acquire(r);
+  else if (!r->acquiring && !r->renewing)
+    send_lease_script(r, OP_RENEW, WSG_LUA_LEASE_RENEW, (uint32_t)r->slot);
+  leave(r);
+}
+
+/* --- connections ------------------------------------------------------------------------------ */
+
+static bool send_conn_delete(gw_registry *r, op *o, const char *user, size_t ulen,
+                             uint64_t conn_id) {
+  char key[WSG_REDIS_KEY_MAX], cid[24];
+  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
+  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
+  if (klen < 0 || clen < 0)
+    return false;
+  const char *argv[] = {"EVAL", WSG_LUA_CONN_DELETE, "1", key, cid, r->gw_id};
+  size_t lens[] = {4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
+  return send_cmd(r, o, 6, argv, lens);
+}
+
+static void backlog_flush(gw_registry *r, op *batch) {
+  while (r->backlog_head != NULL && r->ac != NULL) {
+    backlog_item *it = r->backlog_head;
+    op *o = batch;
+    if (o == NULL) {
+      o = op_new(OP_CONN_DEL);
+      if (o == NULL)
+        return;
+    }
+    bool sent = send_conn_delete(r, o, it->user, it->ulen, it->conn_id);
+    if (batch == NULL) {
+      if (!sent) {
+        free(o);
+        return;
+      }
+      r->conn_inflight++;
+    } else if (!sent) {
+      return;
+    }
+    r->backlog_head = it->next;
+    if (r->backlog_head == NULL)
+      r->backlog_tail = NULL;
+    r->backlog_len--;
+    free(it);
+  }
+}
+
+static void backlog_clear(gw_registry *r) {
+  while (r->backlog_head != NULL) {
+    backlog_item *it = r->backlog_head;
+    r->backlog_head = it->next;
+    free(it);
+  }
+  r->backlog_tail = NULL;
+  r->backlog_len = 0;
+}
+
+int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
+                         gw_registry_conn_cb cb, void *arg) {
+  if (r->release != REL_NONE)
+    return GW_REG_RELEASED;
+  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
+    return GW_REG_INVALID;
+  if (!r->ready)
+    return GW_REG_NOT_CONNECTED;
+  if (r->conn_inflight >= r->max_inflight)
+    return GW_REG_BUSY;
+  char key[WSG_REDIS_KEY_MAX], cid[24];
+  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
+  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
+  if (klen < 0 || clen < 0)
+    return GW_REG_INVALID;
+  op *o = op_new(OP_CONN_ADD);
+  if (o == NULL)
+    return GW_REG_NOMEM;
+  o->conn_id = conn_id;
+  o->cb = cb;
+  o->arg = arg;
+  const char *argv[] = {"HSET", key, cid, r->gw_id};
+  size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
+  if (!send_single(r, o, 4, argv, lens))
+    return GW_REG_NOT_CONNECTED;
+  r->conn_inflight++;
+  return GW_REG_OK;
+}
+
+int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id) {
+  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
+    return GW_REG_INVALID;
+  /* Not capped like conn_add: removals follow closes, which live connections bound. */
+  if (r->ready) {
+    op *o = op_new(OP_CONN_DEL);
+    if (o == NULL)
+      return GW_REG_NOMEM;
+    if (send_conn_delete(r, o, user, ulen, conn_id)) {
+      r->conn_inflight++;
+      return GW_REG_OK;
+    }
+    free(o);
+  }
+  /* After a release the gateway's entries are gone or will be recognised as stale by its
+   * missing lease: nothing to remember. */
+  if (r->release != REL_NONE)
+    return GW_REG_OK;
+  if (r->backlog_len >= BACKLOG_MAX) {
+    count(r->m_backlog_drops);
+    return GW_REG_BUSY;
+  }
+  backlog_item *it = malloc(sizeof(*it) + ulen);
+  if (it == NULL)
+    return GW_REG_NOMEM;
+  it->next = NULL;
+  it->conn_id = conn_id;
+  it->ulen = ulen;
+  memcpy(it->user, user, ulen);
+  if (r->backlog_tail != NULL)
+    r->backlog_tail->next = it;
+  else
+    r->backlog_head = it;
+  r->backlog_tail = it;
+  r->backlog_len++;
+  return GW_REG_OK;
+}
+
+void gw_registry_set_conn_count(gw_registry *r, uint64_t n) {
+  r->conn_count = n;
+}
+
+int32_t gw_registry_slot(const gw_registry *r) {
+  return r->slot;
+}
+
+bool gw_registry_connected(const gw_registry *r) {
+  return r->ready;
+}
+
+/* --- replies ---------------------------------------------------------------------------------- */
+
+static void on_ready_reply(gw_registry *r, const redisReply *rep) {
+  if (rep == NULL)
+    return;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    WSG_ERROR(SUBSYS, "Redis at %s:%d refused the connection: %s", r->host, r->port, rep->str);
+    drop_connection(r, "handshake refused");
+    return;
+  }
+  r->ready = true;
+  r->backoff_ms = BACKOFF_MIN_MS;
+  /* Redis may have restarted empty while we were away: write everything again. */
+  r->need_rereg = true;
+  gauge(r->m_connected, 1);
+  WSG_INFO(SUBSYS, "connected to Redis at %s:%d", r->host, r->port);
+  r->conn_was_ready = true;
+  if (r->backlog_len > 0)
+    backlog_flush(r, NULL);
+  start_acquire(r); /* writes the gateway record once it has a slot, or at the next renewal */
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
+  op *o = privdata;
+  gw_registry *r = ac->data;
+  o->pending--;
+  if (r == NULL) { /* registry destroyed: hiredis is failing what was left */
+    if (o->pending == 0)
+      free(o);
+    return;
+  }
+  enter(r);
+  r->inflight--;
+  r->last_progress_ms = wsg_now_mono_ms();
+  const redisReply *rep = reply;
+  if (rep == NULL) {
+    /* The connection is going away; refuse new work until the next one is ready. */
+    r->ready = false;
+    o->failed++;
+    count(r->m_lost);
+  } else if (rep->type == REDIS_REPLY_ERROR) {
+    o->failed++;
+    count(r->m_error);
+  } else {
+    count(r->m_ok);
+  }
+
+  switch (o->kind) {
+  case OP_HANDSHAKE:
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+      WSG_ERROR(SUBSYS,
+                "Redis at %s:%d refused AUTH/SELECT: %s (check --redis-password and "
+                "--redis-db)",
+                r->host, r->port, rep->str);
+      drop_connection(r, "handshake refused");
+    }
+    break;
+  case OP_READY:
+    on_ready_reply(r, rep);
+    break;
+  case OP_ACQUIRE:
+    on_acquire_reply(r, o, rep);
+    break;
+  case OP_RENEW:
+    on_renew_reply(r, o, rep);
+    break;
+  case OP_RECORD:
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+      WSG_WARN(SUBSYS, "writing the gateway record %s failed: %s", r->gw_key, rep->str);
+    break;
+  case OP_CONN_DEL:
+    r->conn_inflight--;
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+      WSG_WARN(SUBSYS, "removing connection %" PRIu64 " failed: %s", o->conn_id, rep->str);
+    break;
+  case OP_REREG:
+    if (o->pending == 0 && o->failed > 0)
+      WSG_WARN(SUBSYS, "%" PRIu32 " of %" PRIu32 " connection re-registrations failed", o->failed,
+               o->sent);
+    break;
+  case OP_CONN_ADD: {
+    r->conn_inflight--;
+    int status = rep == NULL                      ? GW_REG_LOST
+                 : rep->type == REDIS_REPLY_ERROR ? GW_REG_REPLY
+                                                  : GW_REG_OK;
+    if (status == GW_REG_REPLY)
+      WSG_WARN(SUBSYS, "registering connection %" PRIu64 " failed: %s", o->conn_id, rep->str);
+    if (o->cb != NULL && !r->doomed)
+      o->cb(o->arg, o->conn_id, status);
+    break;
+  }
+  case OP_RELEASE:
+    if (o->pending == 0 && r->release == REL_RUNNING) {
+      char why[64];
+      snprintf(why, sizeof(why), "%" PRIu32 " of %" PRIu32 " commands failed", o->failed, o->sent);
+      finish_release(r, o->failed > 0 ? why : NULL);
+    }
+    break;
+  }
+  if (o->pending == 0)
+    free(o);
+  leave(r);
+}
+
+/* --- release ---------------------------------------------------------------------------------- */
+
+static void finish_release(gw_registry *r, const char *why) {
+  if (r->release != REL_RUNNING)
+    return;
+  r->release = REL_DONE;
+  ev_timer_stop(r->loop, &r->release_timer);
+  ev_timer_stop(r->loop, &r->lease_timer);
+  ev_timer_stop(r->loop, &r->reconnect_timer);
+  if (why != NULL)
+    WSG_WARN(SUBSYS,
+             "released Redis entries incompletely (%s); the processors' stale-entry "
+             "cleanup removes what is left once this gateway's lease expires",
+             why);
+  else
+    WSG_INFO(SUBSYS, "released the slot, the gateway record and every connection entry");
+  if (r->slot >= 0) {
+    r->slot = -1;
+    notify_slot(r, -1);
+  }
+  if (r->release_done != NULL && !r->doomed) {
+    void (*done)(void *) = r->release_done;
+    r->release_done = NULL;
+    done(r->release_arg);
+  }
+}
+
+static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents) {
+  gw_registry *r = w->data;
+  enter(r);
+  finish_release(r, r->ready ? "Redis did not answer in time" : "Redis is not connected");
+  leave(r);
+}
+
+static void emit_release(void *ctx, const char *user, size_t ulen, uint64_t conn_id) {
+  void **c = ctx;
+  gw_registry *r = c[0];
+  op *o = c[1];
+  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN ||
+      !send_conn_delete(r, o, user, ulen, conn_id))
+    o->failed++;
+}
+
+int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg) {
+  if (r->release != REL_NONE)
+    return GW_REG_RELEASED;
+  r->release = REL_RUNNING;
+  r->release_done = done;
+  r->release_arg = arg;
+  ev_timer_stop(r->loop, &r->renew_timer);
+  ev_timer_stop(r->loop, &r->reconnect_timer);
+  op *o = r->ready ? op_new(OP_RELEASE) : NULL;
+  if (o == NULL) {
+    /* Nothing to talk to: finish from the loop, not from inside this call. */
+    timer_after(r, &r->release_timer, 0);
+    return GW_REG_OK;
+  }
+  if (r->foreach_conn != NULL) {
+    void *ctx[2] = {r, o};
+    r->foreach_conn(r->arg, emit_release, ctx);
+  }
+  backlog_flush(r, o);
+  const char *del[] = {"DEL", r->gw_key};
+  size_t dlen[] = {3, strlen(r->gw_key)};
+  if (!send_cmd(r, o, 2, del, dlen))
+    o->failed++;
+  if (r->slot >= 0 && !send_lease_release(r, o, r->slot))
+    o->failed++;
+  if (o->pending == 0) {
+    free(o);
+    timer_after(r, &r->release_timer, 0);
+  } else {
+    timer_after(r, &r->release_timer, r->timeout_ms);
+  }
+  return GW_REG_OK;
+}
+
+/* --- lifecycle -------------------------------------------------------------------------------- */
+
+static char *dup_or_null(const char *s) {
+  return s != NULL && *s != '\0' ? strdup(s) : NULL;
+}
+
+static int fail(char *err, size_t errlen, int code, const char *msg) {
+  if (err != NULL && errlen > 0)
+    snprintf(err, errlen, "%s", msg);
+  return code;
+}
+
+static int validate(const gw_registry_options *o, char *err, size_t errlen) {
+  if (o->host == NULL || *o->host == '\0' || strlen(o->host) >= 256)
+    return fail(err, errlen, GW_REG_INVALID, "redis host is empty or longer than 255 bytes");
+  if (o->port <= 0 || o->port > 65535)
+    return fail(err, errlen, GW_REG_INVALID, "redis port must be 1..65535");
+  if (o->db < 0)
+    return fail(err, errlen, GW_REG_INVALID, "redis db must be >= 0");
+  if (o->prefix == NULL)
+    return fail(err, errlen, GW_REG_INVALID, "redis key prefix is missing");
+  if (o->gw_id == NULL || *o->gw_id == '\0' || strlen(o->gw_id) > WSG_MAX_GATEWAY_LEN)
+    return fail(err, errlen, GW_REG_INVALID, "gateway id is empty or longer than 128 bytes");
+  if (o->slots == 0 || o->slots > MAX_SLOTS)
+    return fail(err, errlen, GW_REG_INVALID, "slots (outbound partitions) must be 1..65536");
+  if (o->renew_ms == 0 || o->lease_ms <= o->renew_ms)
+    return fail(err, errlen, GW_REG_INVALID,
+                "lease renewal period must be > 0 and shorter than the lease TTL");
+  if (o->timeout_ms == 0)
+    return fail(err, errlen, GW_REG_INVALID, "redis timeout must be > 0");
+  char key[WSG_REDIS_KEY_MAX];
+  if (wsg_key_gateway(key, sizeof(key), o->prefix, o->gw_id) < 0 ||
+      wsg_key_slot(key, sizeof(key), o->prefix, o->slots - 1) < 0)
+    return fail(err, errlen, GW_REG_INVALID, "redis key prefix is too long");
+  return GW_REG_OK;
+}
+
+static void register_metrics(gw_registry *r, wsg_metrics *m) {
+  if (m == NULL)
+    return;
+  const char *cmds = "wsgate_gateway_redis_commands_total";
+  const char *cmds_help = "Redis commands answered, by result (lost: connection dropped first)";
+  r->m_ok = wsg_metrics_counter(m, cmds, cmds_help, "result=\"ok\"");
+  r->m_error = wsg_metrics_counter(m, cmds, cmds_help, "result=\"error\"");
+  r->m_lost = wsg_metrics_counter(m, cmds, cmds_help, "result=\"lost\"");
+  r->m_reconnects = wsg_metrics_counter(m, "wsgate_gateway_redis_connects_total",
+                                        "Redis connection attempts", NULL);
+  r->m_lease_losses = wsg_metrics_counter(m, "wsgate_gateway_lease_losses_total",
+                                          "Outbound slot leases lost", NULL);
+  r->m_backlog_drops = wsg_metrics_counter(
+      m, "wsgate_gateway_redis_remove_drops_total",
+      "Connection removals dropped while Redis was unreachable and the backlog was full", NULL);
+  r->m_connected = wsg_metrics_gauge(m, "wsgate_gateway_redis_connected",
+                                     "1 while the Redis connection is usable", NULL);
+  r->m_slot = wsg_metrics_gauge(m, "wsgate_gateway_slot",
+                                "Outbound slot (partition) held, -1 if none", NULL);
+  gauge(r->m_slot, -1);
+  gauge(r->m_connected, 0);
+}
+
+int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registry_options *o,
+                       wsg_metrics *metrics, char *err, size_t errlen) {
+  *out = NULL;
+  int rc = validate(o, err, errlen);
+  if (rc != GW_REG_OK)
+    return rc;
+  gw_registry *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return fail(err, errlen, GW_REG_NOMEM, "out of memory");
+  r->loop = loop;
+  r->host = strdup(o->host);
+  r->password = dup_or_null(o->password);
+  r->prefix = strdup(o->prefix);
+  r->gw_id = strdup(o->gw_id);
+  r->advertise = dup_or_null(o->advertise);
+  if (r->host == NULL || r->prefix == NULL || r->gw_id == NULL ||
+      (o->password != NULL && *o->password != '\0' && r->password == NULL) ||
+      (o->advertise != NULL && *o->advertise != '\0' && r->advertise == NULL)) {
+    really_destroy(r);
+    return fail(err, errlen, GW_REG_NOMEM, "out of memory");
+  }
+  r->port = o->port;
+  r->db = o->db;
+  r->slots = o->slots;
+  r->max_inflight = o->max_inflight != 0 ? o->max_inflight : DEFAULT_MAX_INFLIGHT;
+  r->lease_ms = o->lease_ms;
+  r->renew_ms = o->renew_ms;
+  r->timeout_ms = o->timeout_ms;
+  r->on_slot = o->on_slot;
+  r->foreach_conn = o->foreach_conn;
+  r->arg = o->arg;
+  snprintf(r->lease_ms_text, sizeof(r->lease_ms_text), "%" PRIu64, r->lease_ms);
+  wsg_key_gateway(r->gw_key, sizeof(r->gw_key), r->prefix, r->gw_id);
+  r->started_s = (uint64_t)time(NULL);
+  r->slot = -1;
+  r->pref_slot = -1;
+  r->backoff_ms = BACKOFF_MIN_MS;
+  if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != sizeof(r->rng))
+    r->rng = wsg_now_mono_us() ^ (uint64_t)(uintptr_t)r;
+  r->rng |= 1; /* xorshift must not start at 0 */
+  register_metrics(r, metrics);
+
+  ev_timer_init(&r->reconnect_timer, on_reconnect_timer, 0.0, 0.0);
+  ev_timer_init(&r->renew_timer, on_renew_timer, (double)r->renew_ms / 1000.0,
+                (double)r->renew_ms / 1000.0);
+  ev_timer_init(&r->lease_timer, on_lease_timer, 0.0, 0.0);
+  uint64_t wd = r->timeout_ms / 4 < 10 ? 10 : (r->timeout_ms / 4 > 250 ? 250 : r->timeout_ms / 4);
+  ev_timer_init(&r->watchdog_timer, on_watchdog, (double)wd / 1000.0, (double)wd / 1000.0);
+  ev_timer_init(&r->release_timer, on_release_timer, 0.0, 0.0);
+  ev_async_init(&r->resolve_wake, on_resolved);
+  r->reconnect_timer.data = r->renew_timer.data = r->lease_timer.data = r;
+  r->watchdog_timer.data = r->release_timer.data = r->resolve_wake.data = r;
+  ev_timer_start(loop, &r->renew_timer);
+  ev_timer_start(loop, &r->watchdog_timer);
+  ev_async_start(loop, &r->resolve_wake);
+  /* Connect from the loop, so create never calls back into the caller. */
+  ev_timer_start(loop, &r->reconnect_timer);
+  *out = r;
+  return GW_REG_OK;
+}
+
+static void really_destroy(gw_registry *r) {
+  if (r->loop != NULL) {
+    ev_timer_stop(r->loop, &r->reconnect_timer);
+    ev_timer_stop(r->loop, &r->renew_timer);
+    ev_timer_stop(r->loop, &r->lease_timer);
+    ev_timer_stop(r->loop, &r->watchdog_timer);
+    ev_timer_stop(r->loop, &r->release_timer);
+    ev_async_stop(r->loop, &r->resolve_wake);
+  }
+  if (r->job != NULL) {
+    pthread_mutex_lock(&r->job->mu);
+    r->job->cancelled = true;
+    pthread_mutex_unlock(&r->job->mu);
+    resolve_job_unref(r->job);
+    r->job = NULL;
+  }
+  if (r->ac != NULL) {
+    /* Orphan the context first: the NULL replies hiredis now delivers (maybe later, if we are
+     * inside one of its callbacks) see no registry and only free their ops. */
+    redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
+    ac->data = NULL;
+    redisAsyncFree(ac);
+  }
+  backlog_clear(r);
+  free(r->host);
+  free(r->password);
+  free(r->prefix);
+  free(r->gw_id);
+  free(r->advertise);
+  free(r);
+}
+
+void gw_registry_destroy(gw_registry *r) {
+  if (r == NULL)
+    return;
+  if (r->depth > 0) {
+    r->doomed = true;
+    return;
+  }
+  really_destroy(r);
+}
