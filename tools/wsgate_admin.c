@@ -70,12 +70,12 @@ static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 
 /* Prints a usage error and returns the usage exit status. */
 static int usage_error(const char *fmt, ...) {
+  fprintf(stderr, "wsgate-admin: ");
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "wsgate-admin: ");
   vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\nTry 'wsgate-admin --help'.\n");
   va_end(ap);
+  fprintf(stderr, "\nTry 'wsgate-admin --help'.\n");
   return EXIT_USAGE;
 }
 

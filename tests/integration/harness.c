@@ -30,7 +30,7 @@
 
 extern char **environ;
 
-#define HTTP_RESPONSE_MAX (64 * 1024)
+#define HTTP_RESPONSE_MAX ((size_t)64 * 1024)
 #define IO_TIMEOUT_S      5
 
 uint64_t itest_now_ms(void) {
@@ -178,10 +178,13 @@ char *itest_log_path(const char *name) {
 /* environ with `extra` ("NAME=value") replacing or adding variables. Caller frees the array (not
  * the strings, which are borrowed). */
 static char **build_env(const char *const extra[]) {
+  static const char *const none[] = {NULL};
+  if (!extra)
+    extra = none;
   size_t n_env = 0, n_extra = 0;
   while (environ[n_env])
     n_env++;
-  while (extra && extra[n_extra])
+  while (extra[n_extra])
     n_extra++;
   char **env = calloc(n_env + n_extra + 1, sizeof(*env));
   cr_assert(env, "out of memory");
