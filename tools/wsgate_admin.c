@@ -66,10 +66,8 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 success, 1 failure, 2 usage error.\n";
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 /* Prints a usage error and returns the usage exit status. */
-static int usage_error(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...) {
   fprintf(stderr, "wsgate-admin: ");
   va_list ap;
   va_start(ap, fmt);
