@@ -106,6 +106,7 @@ typedef struct {
   bool cancelled;
   struct ev_loop *loop;
   ev_async *wake;
+  bool done;
   int gai_err;
   char host[256];
   char ip[INET6_ADDRSTRLEN];
@@ -388,19 +389,30 @@ static void resolve_job_unref(resolve_job *j) {
 
 static void *resolve_main(void *arg) {
   resolve_job *j = arg;
-  struct addrinfo hints = {
-      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
   struct addrinfo *res = NULL;
-  j->gai_err = getaddrinfo(j->host, NULL, &hints, &res);
-  if (j->gai_err == 0) {
-    const void *addr = res->ai_family == AF_INET6
-                           ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
-                           : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
-    if (inet_ntop(res->ai_family, addr, j->ip, sizeof(j->ip)) == NULL)
-      j->gai_err = EAI_FAIL;
+  int gai = getaddrinfo(j->host, NULL, &hints, &res);
+  char ip[INET6_ADDRSTRLEN] = "";
+  if (gai == 0) {
+    /* IPv4 first when the name has both: the common case for a Redis service address. */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a != NULL; a = a->ai_next)
+      if (a->ai_family == AF_INET) {
+        pick = a;
+        break;
+      }
+    const void *addr = pick == NULL ? NULL
+                       : pick->ai_family == AF_INET6
+                           ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                           : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
+    if (addr == NULL || inet_ntop(pick->ai_family, addr, ip, sizeof(ip)) == NULL)
+      gai = EAI_FAIL;
     freeaddrinfo(res);
   }
   pthread_mutex_lock(&j->mu);
+  j->done = true;
+  j->gai_err = gai;
+  memcpy(j->ip, ip, sizeof(ip));
   if (!j->cancelled)
     ev_async_send(j->loop, j->wake);
   pthread_mutex_unlock(&j->mu);
@@ -413,18 +425,23 @@ static void on_resolved(struct ev_loop *loop, ev_async *w, int revents) {
   resolve_job *j = r->job;
   if (j == NULL)
     return;
+  char ip[INET6_ADDRSTRLEN];
+  pthread_mutex_lock(&j->mu);
+  bool done = j->done;
+  int gai = j->gai_err;
+  memcpy(ip, j->ip, sizeof(ip));
+  pthread_mutex_unlock(&j->mu);
+  if (!done)
+    return;
   r->job = NULL;
+  resolve_job_unref(j);
   enter(r);
-  /* The thread wrote its result before ev_async_send under the mutex; reading after the wake-up
-   * is ordered by libev's own barrier. */
-  if (j->gai_err != 0) {
-    WSG_WARN(SUBSYS, "cannot resolve Redis host %s: %s; retrying", r->host,
-             gai_strerror(j->gai_err));
+  if (gai != 0) {
+    WSG_WARN(SUBSYS, "cannot resolve Redis host %s: %s; retrying", r->host, gai_strerror(gai));
     schedule_reconnect(r);
   } else {
-    connect_to(r, j->ip);
+    connect_to(r, ip);
   }
-  resolve_job_unref(j);
   leave(r);
 }
 

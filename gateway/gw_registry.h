@@ -17,10 +17,15 @@
  *     pipelined). A slot is kept across a short outage while its lease has not run out.
  * While disconnected, conn_add fails at once (GW_REG_NOT_CONNECTED) and conn_remove is kept in a
  * bounded backlog sent after reconnecting, so no stale entry of a closed connection survives a
- * blip; commands in flight are capped (GW_REG_BUSY beyond the cap).
+ * blip; conn_add calls in flight are capped (GW_REG_BUSY beyond the cap).
+ *
+ * Metrics (when a wsg_metrics is given): wsgate_gateway_redis_commands_total{result=ok|error|lost},
+ * wsgate_gateway_redis_connects_total, wsgate_gateway_redis_connected, wsgate_gateway_slot,
+ * wsgate_gateway_lease_losses_total, wsgate_gateway_redis_remove_drops_total.
  *
  * Threads: the loop thread only — every function and every callback. The options' callbacks run
- * on the loop thread, never from inside create/conn_add/conn_remove/release themselves.
+ * on the loop thread, never from inside create/conn_add/conn_remove/release themselves. Any
+ * callback may call gw_registry_destroy(); the registry is then freed when the callback returns.
  */
 #ifndef GW_REGISTRY_H
 #define GW_REGISTRY_H
@@ -68,7 +73,7 @@ typedef struct {
   uint64_t lease_ms;     /* slot and record TTL, e.g. 15000 */
   uint64_t renew_ms;     /* renewal period, < lease_ms, e.g. 5000 */
   uint64_t timeout_ms;   /* a command without a reply for this long drops the connection */
-  uint32_t max_inflight; /* cap on conn_add/conn_remove in flight; 0 = 65536 */
+  uint32_t max_inflight; /* conn_add + conn_remove in flight before conn_add says BUSY; 0: 65536 */
   /* The slot changed: k when (re)acquired, -1 when lost or released. Loop thread. */
   void (*on_slot)(void *arg, int32_t slot);
   /* Calls emit(ctx, ...) for every live connection, synchronously, to re-register them. */
@@ -110,7 +115,7 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
  * Removes <conn_id> from <prefix>user:<user> only if it still names this gateway
  * (WSG_LUA_CONN_DELETE). Fire and forget: failures are counted and logged. Queued (bounded) while
  * disconnected. Returns GW_REG_OK, or GW_REG_BUSY if neither the connection nor the backlog can
- * take it. user: borrowed for the call.
+ * take it (or GW_REG_INVALID, GW_REG_NOMEM). user: borrowed for the call.
  */
 int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id);
 

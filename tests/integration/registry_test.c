@@ -283,6 +283,10 @@ static bool slot_events_at_least(void *arg) {
   return g->nslots_seen >= 3 && gw_registry_slot(g->reg) >= 0;
 }
 
+static bool released(void *arg) {
+  return ((tgw *)arg)->release_done > 0;
+}
+
 static bool disconnected(void *arg) {
   return !gw_registry_connected(((tgw *)arg)->reg);
 }
@@ -372,6 +376,7 @@ Test(registry, gateways_get_distinct_slots_and_wait_when_all_taken) {
   multi m3 = {&g[2], 1};
   cr_assert(run_until(all_have_slots, &m3, WAIT_MS));
   cr_assert_eq(gw_registry_slot(g[2].reg), freed);
+  cr_assert(run_until(released, &g[0], WAIT_MS));
   cr_assert_eq(g[0].release_done, 1);
   for (int i = 0; i < 3; i++)
     gw_registry_destroy(g[i].reg);
@@ -554,10 +559,6 @@ Test(registry, stalled_redis_times_out_and_queued_removals_flush) {
   cr_assert(entry_present(&a1));
   cr_assert_geq(gw_registry_slot(g.reg), 0);
   gw_registry_destroy(g.reg);
-}
-
-static bool released(void *arg) {
-  return ((tgw *)arg)->release_done > 0;
 }
 
 Test(registry, release_removes_everything) {
