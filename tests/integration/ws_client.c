@@ -574,7 +574,7 @@ static int handle_close(ws_client *c, const uint8_t *p, size_t n, ws_message *m)
   size_t rl = n >= 2 ? n - 2 : 0;
   if (rl > sizeof(c->close_reason) - 1)
     rl = sizeof(c->close_reason) - 1;
-  memcpy(c->close_reason, p + 2 * (n >= 2), rl);
+  memcpy(c->close_reason, n >= 2 ? p + 2 : p, rl);
   c->close_reason[rl] = '\0';
   /* Echo it: the close handshake (RFC 6455 §5.5.1). */
   if (!c->close_sent)
