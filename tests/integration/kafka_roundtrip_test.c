@@ -183,6 +183,64 @@ Test(kafka_roundtrip, ten_thousand_keyed_messages_in_order, .timeout = 240) {
   free(topic);
 }
 
+typedef struct {
+  bool assigned;  /* eos.idemp_state was "Assigned" in some statistics report */
+  char state[64]; /* the last idemp_state seen */
+} idemp_stats;
+
+/* The value of "name" in a flat JSON object: the text after the colon and any blanks. */
+static const char *json_value(const char *json, const char *name) {
+  char quoted[64];
+  snprintf(quoted, sizeof(quoted), "\"%s\"", name);
+  const char *p = strstr(json, quoted);
+  if (!p)
+    return NULL;
+  p += strlen(quoted);
+  p += strspn(p, " \t");
+  if (*p != ':')
+    return NULL;
+  return p + 1 + strspn(p + 1, " \t");
+}
+
+static int on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  idemp_stats *st = opaque;
+  /* librdkafka's statistics: "eos": { "idemp_state": "Assigned", ..., "producer_id": 4, ... } */
+  const char *state = json_value(json, "idemp_state");
+  const char *pid = json_value(json, "producer_id");
+  if (state && *state == '"') {
+    snprintf(st->state, sizeof(st->state), "%.*s", (int)strcspn(state + 1, "\""), state + 1);
+    if (strcmp(st->state, "Assigned") == 0 && pid && atoll(pid) >= 0)
+      st->assigned = true;
+  }
+  return 0; /* librdkafka frees json */
+}
+
+/* The reason the broker is pinned to 3.9: Debian's librdkafka must get a producer id from it, or
+ * the idempotent producer would be off. librdkafka's statistics say which. */
+Test(kafka_roundtrip, idempotent_producer_gets_a_producer_id, .timeout = 120) {
+  itest_require_kafka();
+  char *topic = itest_unique("itest-idemp");
+  itest_topic_create(topic, 1);
+  const char *const stats_every_100ms[] = {"statistics.interval.ms", "100", NULL};
+  rd_kafka_conf_t *conf = itest_kafka_conf(WSG_KAFKA_PRODUCER, stats_every_100ms);
+  idemp_stats st = {0};
+  rd_kafka_conf_set_stats_cb(conf, on_stats);
+  rd_kafka_conf_set_opaque(conf, &st);
+  char err[512];
+  rd_kafka_t *rk = wsg_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+  cr_assert(rk, "%s", err);
+  cr_assert_eq(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY("k", 1),
+                                 RD_KAFKA_V_VALUE("v", 1), RD_KAFKA_V_END),
+               RD_KAFKA_RESP_ERR_NO_ERROR);
+  cr_expect_eq(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
+  uint64_t deadline = itest_now_ms() + 30000;
+  while (!st.assigned && itest_now_ms() < deadline)
+    rd_kafka_poll(rk, 100);
+  rd_kafka_destroy(rk);
+  cr_expect(st.assigned, "no producer id within 30 s (last idemp_state '%s')", st.state);
+  free(topic);
+}
+
 /* The gateway's outbound consumer: assign() at the end of one partition, no group, no commits. */
 Test(kafka_roundtrip, assign_only_consumer_reads_from_the_end, .timeout = 120) {
   itest_require_kafka();
