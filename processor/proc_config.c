@@ -1,1 +1,257 @@
+/*
+ * proc_config: the option table of wsgate-processor and the checks no single row can express.
+ *
+ * Threads: main thread only, before any other thread starts.
+ */
 #include "proc_config.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KIB  1024LL
+#define MIB  (1024LL * 1024LL)
+#define SEC  1000LL
+#define HOUR (3600LL * 1000LL)
+
+/* librdkafka's producer refuses records above message.max.bytes; wsg_kafka sets 1000000. */
+#define DEFAULT_MESSAGE_MAX_BYTES 1000000ULL
+/* What an outbound envelope adds around its payload when it names one connection: keys, ids,
+ * timestamps. Fan-out envelopes are split so their connection lists fit as well. */
+#define ENVELOPE_HEADROOM (64ULL * 1024ULL)
+
+#define OPT(field) offsetof(proc_config, field)
+
+/* One row per option; the help text IS the user documentation (docs/CONFIG-processor.md). */
+static const wsg_option proc_options[] = {
+    /* --- handler --- */
+    {"handler", 0, "WSGATE_HANDLER", WSG_OPT_STRING, OPT(handler), "echo", 0, 0, NULL, 0,
+     "Handler to run: a built-in (echo, chat) or the path of a shared object exporting "
+     "wsgate_handler_v1 (a path contains a '/', e.g. ./libmine.so); see docs/HANDLERS.md."},
+    {"handler-arg", 0, "WSGATE_HANDLER_ARG", WSG_OPT_STRING, OPT(handler_arg), NULL, 0, 0, NULL, 0,
+     "Configuration string given to the handler's init (chat: "
+     "max_members=N,max_text=BYTES,max_frame=BYTES)."},
+
+    /* --- Kafka --- */
+    {"kafka-brokers", 'b', "WSGATE_KAFKA_BROKERS", WSG_OPT_STRING, OPT(kafka_brokers), NULL, 0, 0,
+     NULL, WSG_OPTF_REQUIRED, "Kafka bootstrap servers, host:port[,host:port...]."},
+    {"inbound-topic", 0, "WSGATE_INBOUND_TOPIC", WSG_OPT_STRING, OPT(inbound_topic),
+     "wsgate.inbound", 0, 0, NULL, 0, "Topic of client frames and connect/disconnect events."},
+    {"outbound-topic", 0, "WSGATE_OUTBOUND_TOPIC", WSG_OPT_STRING, OPT(outbound_topic),
+     "wsgate.outbound", 0, 0, NULL, 0,
+     "Topic of replies and pushes; partition k is read by the gateway holding slot k."},
+    {"dead-letter-topic", 0, "WSGATE_DEAD_LETTER_TOPIC", WSG_OPT_STRING, OPT(dead_letter_topic),
+     NULL, 0, 0, NULL, 0,
+     "Topic that receives every inbound record the processor could not handle (undecodable "
+     "envelope, rejected payload, handler error), unchanged, with headers saying why; it must "
+     "exist. Unset: such records are only counted and logged."},
+    {"group-id", 'g', "WSGATE_GROUP_ID", WSG_OPT_STRING, OPT(group_id), "wsgate-processors", 0, 0,
+     NULL, 0, "Kafka consumer group shared by all processors of one cluster."},
+    {"group-instance-id", 0, "WSGATE_GROUP_INSTANCE_ID", WSG_OPT_STRING, OPT(group_instance_id),
+     NULL, 0, 0, NULL, 0,
+     "Static group membership (KIP-345): a stable id per processor replica (e.g. the pod name of "
+     "a StatefulSet) lets it restart within session.timeout.ms without a rebalance. Unset: "
+     "dynamic membership."},
+    {"kafka-prop", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, OPT(kafka_props), NULL, 0, 0, NULL, 0,
+     "librdkafka property key=value for both the consumer and the producer, repeatable "
+     "(environment: k=v;k=v), applied last."},
+    {"batch-max", 0, "WSGATE_BATCH_MAX", WSG_OPT_INT, OPT(batch_max), "500", 1, 100000, NULL, 0,
+     "Most inbound records handled as one batch: their Redis lookups share one pipelined round "
+     "trip."},
+    {"poll-wait", 0, "WSGATE_POLL_WAIT", WSG_OPT_DURATION, OPT(poll_wait_ms), "100ms", 1, 10 * SEC,
+     NULL, 0,
+     "Longest wait for the first record of a batch; also how quickly an idle processor notices "
+     "SIGTERM and runs its timers."},
+    {"max-in-flight", 0, "WSGATE_MAX_IN_FLIGHT", WSG_OPT_INT, OPT(max_in_flight), "100000", 1,
+     10000000, NULL, 0,
+     "Inbound records whose outbound records Kafka has not yet acknowledged; beyond it the "
+     "processor waits for acknowledgements before it reads more."},
+    {"max-payload", 0, "WSGATE_MAX_PAYLOAD", WSG_OPT_SIZE, OPT(max_payload), "512k", 1, 64 * MIB,
+     NULL, 0,
+     "Largest payload a handler may send in one reply or push (the producer's message.max.bytes "
+     "must leave 64 KiB of room for the envelope)."},
+    {"commit-interval", 0, "WSGATE_COMMIT_INTERVAL", WSG_OPT_DURATION, OPT(commit_interval_ms),
+     "1s", 100, 60 * SEC, NULL, 0,
+     "How often completed offsets are committed; after a crash up to this much work is "
+     "redelivered to another processor."},
+    {"revoke-timeout", 0, "WSGATE_REVOKE_TIMEOUT", WSG_OPT_DURATION, OPT(revoke_timeout_ms), "10s",
+     0, 5 * 60 * SEC, NULL, 0,
+     "On a rebalance, how long to wait for the outbound records of partitions being taken away "
+     "before committing what completed (the rest is redelivered to the new owner)."},
+    {"shutdown-timeout", 0, "WSGATE_SHUTDOWN_TIMEOUT", WSG_OPT_DURATION, OPT(shutdown_timeout_ms),
+     "30s", 1 * SEC, 10 * 60 * SEC, NULL, 0,
+     "On SIGTERM, how long to wait for in-flight outbound records before committing and leaving "
+     "the group."},
+    {"retry-timeout", 0, "WSGATE_RETRY_TIMEOUT", WSG_OPT_DURATION, OPT(retry_timeout_ms), "0", 0,
+     24 * HOUR, NULL, 0,
+     "How long a record is retried while Redis is unreachable or its handler asks for a retry, "
+     "before it counts as a handler error (and goes to the dead-letter topic); 0 retries until it "
+     "works or the processor stops, holding back its partition meanwhile."},
+
+    /* --- Redis --- */
+    {"redis-host", 0, "WSGATE_REDIS_HOST", WSG_OPT_STRING, OPT(redis_host), "127.0.0.1", 0, 0, NULL,
+     0, "Redis host (an IP address or a name resolved at each connect)."},
+    {"redis-port", 0, "WSGATE_REDIS_PORT", WSG_OPT_INT, OPT(redis_port), "6379", 1, 65535, NULL, 0,
+     "Redis port."},
+    {"redis-password", 0, "WSGATE_REDIS_PASSWORD", WSG_OPT_STRING, OPT(redis_password), NULL, 0, 0,
+     NULL, WSG_OPTF_SECRET, "Redis password (AUTH); unset: no AUTH."},
+    {"redis-db", 0, "WSGATE_REDIS_DB", WSG_OPT_INT, OPT(redis_db), "0", 0, 1000, NULL, 0,
+     "Redis database number."},
+    {"redis-prefix", 0, "WSGATE_REDIS_PREFIX", WSG_OPT_STRING, OPT(redis_prefix), "wsgate:", 0, 0,
+     NULL, 0, "Prefix of every Redis key; gateways and processors of one cluster must agree."},
+    {"redis-timeout", 0, "WSGATE_REDIS_TIMEOUT", WSG_OPT_DURATION, OPT(redis_timeout_ms), "2s", 100,
+     60 * SEC, NULL, 0, "Deadline of a Redis connect and of each pipelined round trip."},
+    {"gateway-cache-ttl", 0, "WSGATE_GATEWAY_CACHE_TTL", WSG_OPT_DURATION,
+     OPT(gateway_cache_ttl_ms), "1s", 0, 60 * SEC, NULL, 0,
+     "How long a gateway's slot and liveness read from Redis are reused (0: read for every "
+     "batch); a gateway that died is noticed at most this much later."},
+
+    /* --- operations endpoint --- */
+    {"http-addr", 0, "WSGATE_HTTP_ADDR", WSG_OPT_STRING, OPT(http_addr), "0.0.0.0", 0, 0, NULL, 0,
+     "Address of the operations endpoint (/healthz, /readyz, /metrics)."},
+    {"http-port", 0, "WSGATE_HTTP_PORT", WSG_OPT_INT, OPT(http_port), "9091", 0, 65535, NULL, 0,
+     "Port of the operations endpoint (0 picks a free port, logged at start)."},
+
+    /* --- logging --- */
+    {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, OPT(log_level), "info", 0, 0,
+     "debug|info|warn|error", 0, "Least severe level logged."},
+    {"log-format", 0, "WSGATE_LOG_FORMAT", WSG_OPT_ENUM, OPT(log_format), "text", 0, 0, "text|json",
+     0, "One line of text or one JSON object per event."},
+};
+
+static const wsg_config_spec proc_spec = {
+    .program = "wsgate-processor",
+    .summary = "The business side of wsgate: reads the envelopes gateways produce to the inbound "
+               "topic as one Kafka consumer group, runs a handler on each (echo, chat or your "
+               "own shared object), and routes what the handler sends to the gateway that holds "
+               "each target connection, found through Redis. An inbound offset is committed only "
+               "after every record it caused is acknowledged by Kafka. Every option can also be "
+               "set by the environment variable shown; a flag wins over the environment.",
+    .options = proc_options,
+    .count = sizeof proc_options / sizeof proc_options[0],
+};
+
+const wsg_config_spec *proc_config_spec(void) {
+  return &proc_spec;
+}
+
+/* The producer's message.max.bytes after the user's -X overrides. */
+static int message_max_bytes(const proc_config *cfg, unsigned long long *out, char *err,
+                             size_t errlen) {
+  *out = DEFAULT_MESSAGE_MAX_BYTES;
+  for (size_t i = 0; i < cfg->kafka_props.count; i++) {
+    if (strcmp(cfg->kafka_props.keys[i], "message.max.bytes") != 0)
+      continue;
+    char *end = NULL;
+    unsigned long long v = strtoull(cfg->kafka_props.values[i], &end, 10);
+    if (!end || *end || end == cfg->kafka_props.values[i]) {
+      snprintf(err, errlen, "-X message.max.bytes=%s is not a number", cfg->kafka_props.values[i]);
+      return -1;
+    }
+    *out = v;
+  }
+  return 0;
+}
+
+static bool empty(const char *s) {
+  return s == NULL || s[0] == '\0';
+}
+
+int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
+  if (empty(cfg->kafka_brokers)) {
+    snprintf(err, errlen, "--kafka-brokers is empty; give host:port of at least one broker");
+    return -1;
+  }
+  if (empty(cfg->inbound_topic) || empty(cfg->outbound_topic)) {
+    snprintf(err, errlen, "--inbound-topic and --outbound-topic must not be empty");
+    return -1;
+  }
+  if (strcmp(cfg->inbound_topic, cfg->outbound_topic) == 0) {
+    snprintf(err, errlen,
+             "--inbound-topic and --outbound-topic are both %s; the processor would read its "
+             "own replies",
+             cfg->inbound_topic);
+    return -1;
+  }
+  if (cfg->dead_letter_topic) {
+    if (cfg->dead_letter_topic[0] == '\0') {
+      snprintf(err, errlen, "--dead-letter-topic is empty; unset it to disable dead-lettering");
+      return -1;
+    }
+    if (strcmp(cfg->dead_letter_topic, cfg->inbound_topic) == 0 ||
+        strcmp(cfg->dead_letter_topic, cfg->outbound_topic) == 0) {
+      snprintf(err, errlen,
+               "--dead-letter-topic %s is also the inbound or outbound topic; give it a topic of "
+               "its own",
+               cfg->dead_letter_topic);
+      return -1;
+    }
+  }
+  if (empty(cfg->group_id)) {
+    snprintf(err, errlen, "--group-id must not be empty");
+    return -1;
+  }
+  if (cfg->group_instance_id && cfg->group_instance_id[0] == '\0') {
+    snprintf(err, errlen, "--group-instance-id is empty; unset it for dynamic membership");
+    return -1;
+  }
+  if (empty(cfg->handler)) {
+    snprintf(err, errlen, "--handler must name a built-in (echo, chat) or a shared object path");
+    return -1;
+  }
+  if (cfg->batch_max > cfg->max_in_flight) {
+    snprintf(err, errlen,
+             "--batch-max (%lld) is above --max-in-flight (%lld): a single batch could never "
+             "start",
+             (long long)cfg->batch_max, (long long)cfg->max_in_flight);
+    return -1;
+  }
+  unsigned long long mmb = 0;
+  if (message_max_bytes(cfg, &mmb, err, errlen) != 0)
+    return -1;
+  if ((unsigned long long)cfg->max_payload + ENVELOPE_HEADROOM > mmb) {
+    snprintf(err, errlen,
+             "--max-payload (%llu bytes) plus 64 KiB for the envelope exceeds the producer's "
+             "message.max.bytes (%llu); lower --max-payload or raise -X message.max.bytes (and "
+             "the topic's max.message.bytes)",
+             (unsigned long long)cfg->max_payload, mmb);
+    return -1;
+  }
+  if (empty(cfg->redis_host)) {
+    snprintf(err, errlen, "--redis-host must not be empty");
+    return -1;
+  }
+  if (cfg->shutdown_timeout_ms < cfg->commit_interval_ms) {
+    snprintf(
+        err, errlen, "--shutdown-timeout (%llu ms) is shorter than --commit-interval (%llu ms)",
+        (unsigned long long)cfg->shutdown_timeout_ms, (unsigned long long)cfg->commit_interval_ms);
+    return -1;
+  }
+  return 0;
+}
+
+wsg_config_result proc_config_load(proc_config *cfg, int argc, char **argv, char **envp, char *err,
+                                   size_t errlen) {
+  wsg_config_result r = wsg_config_parse(&proc_spec, cfg, argc, argv, envp, err, errlen);
+  if (r != WSG_CONFIG_OK)
+    return r;
+  if (wsg_log_level_parse(cfg->log_level, &cfg->log_min_level) != 0) {
+    snprintf(err, errlen, "--log-level: unknown level %s", cfg->log_level);
+    return WSG_CONFIG_ERROR;
+  }
+  cfg->log_json = strcmp(cfg->log_format, "json") == 0;
+  if (proc_config_validate(cfg, err, errlen) != 0)
+    return WSG_CONFIG_ERROR;
+  return WSG_CONFIG_OK;
+}
+
+void proc_config_log(const proc_config *cfg) {
+  wsg_config_log(&proc_spec, cfg);
+}
+
+void proc_config_finish(proc_config *cfg) {
+  if (!cfg)
+    return;
+  wsg_config_finish(&proc_spec, cfg);
+}

@@ -1,1 +1,1013 @@
+/*
+ * proc_consumer: the processor's librdkafka file: consumer group, producer, offset bookkeeping,
+ * rebalances, commits and lag (see proc_consumer.h).
+ *
+ * Why commits are ours rather than librdkafka's auto-commit: we store exactly the completed
+ * offsets (rd_kafka_offsets_store) and commit that same list asynchronously on a timer, which lets
+ * us measure each commit's latency and count its failures; auto-commit would commit the same
+ * offsets without telling us when it started.
+ *
+ * Threads: every function runs on the consumer thread; librdkafka calls our callbacks from
+ * rd_kafka_consumer_poll() and rd_kafka_poll(), i.e. on the consumer thread too (the consumer's
+ * main queue is forwarded to its consumer queue). Only proc_consumer_ready() reads state from
+ * another thread, through atomics.
+ */
 #include "proc_consumer.h"
+
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_offsets.h"
+#include "proc_util.h"
+#include "wsg_kafka.h"
+#include "wsg_log.h"
+#include "wsg_time.h"
+
+/* How long one wait for delivery reports blocks before conditions are checked again. */
+#define POLL_SLICE_MS 10
+/* How often the lag gauges are refreshed (cheap: cached watermarks and local positions). */
+#define LAG_INTERVAL_MS   1000
+#define TICKETS_PER_BLOCK 1024
+/* An async commit without a result after this long is given up on. */
+#define COMMIT_STUCK_US (30ULL * 1000000ULL)
+
+typedef struct part {
+  int32_t id;
+  bool assigned;
+  bool dirty;     /* committable advanced since the last store */
+  uint32_t epoch; /* bumped on every assign and revoke: stale records and reports are ignored */
+  proc_offsets *offs;
+  uint32_t inflight; /* produced, delivery not reported yet (any epoch) */
+  int64_t stored;    /* last offset given to rd_kafka_offsets_store, -1 */
+  int64_t committed; /* last offset the broker acknowledged, -1 */
+  int64_t next;      /* next offset to handle, -1 until the first record */
+  wsg_gauge *lag;
+} part;
+
+/* The opaque of one produced record: which input entry it completes. */
+typedef struct ticket {
+  part *p;
+  uint32_t epoch;
+  uint64_t seq;
+  struct ticket *next;
+} ticket;
+
+typedef struct ticket_block {
+  struct ticket_block *next;
+  ticket t[TICKETS_PER_BLOCK];
+} ticket_block;
+
+struct proc_consumer {
+  rd_kafka_t *cons;
+  rd_kafka_t *prod;
+  rd_kafka_topic_t *out_topic;
+  char *inbound;
+  char *outbound;
+  char *dlq;
+  int32_t out_partitions;
+  size_t max_record;
+  size_t max_in_flight;
+  uint64_t commit_interval_ms;
+  uint64_t revoke_timeout_ms;
+
+  part **parts; /* by partition id */
+  size_t nparts;
+  uint64_t inflight_total;
+
+  ticket *free_tickets;
+  ticket_block *blocks;
+
+  uint64_t next_commit_ms;
+  bool commit_pending; /* an async commit is on its way */
+  uint64_t commit_started_us;
+  uint64_t next_lag_ms;
+
+  atomic_int joined;
+  atomic_int brokers_down;
+  atomic_int failed;
+  atomic_int closing;
+  char fail_why[256]; /* written once before `failed` is set */
+
+  wsg_log_ratelimit rl_consume;
+  wsg_log_ratelimit rl_commit;
+  wsg_log_ratelimit rl_delivery;
+
+  wsg_metrics *metrics;
+  wsg_counter *m_consumed;
+  wsg_counter *m_produced;
+  wsg_counter *m_dead_letters;
+  wsg_counter *m_delivery_errors;
+  wsg_counter *m_dropped;
+  wsg_counter *m_commits_ok;
+  wsg_counter *m_commits_err;
+  wsg_histogram *m_commit_latency;
+  wsg_counter *m_assign;
+  wsg_counter *m_revoke;
+  wsg_counter *m_lost;
+  wsg_counter *m_revoke_unfinished;
+  wsg_gauge *m_assigned;
+  wsg_gauge *m_in_flight;
+};
+
+static void count(wsg_counter *c, uint64_t n) {
+  if (c && n)
+    wsg_counter_add(c, n);
+}
+
+/* Records the first unrecoverable failure; the processor stops at its next check. */
+static void fail(proc_consumer *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail(proc_consumer *c, const char *fmt, ...) {
+  if (atomic_load(&c->failed))
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->fail_why, sizeof(c->fail_why), fmt, ap);
+  va_end(ap);
+  WSG_ERROR("kafka", "%s; stopping: the group will redeliver what was not committed", c->fail_why);
+  atomic_store(&c->failed, 1);
+}
+
+bool proc_consumer_failed(proc_consumer *c, char *why, size_t whylen) {
+  if (!atomic_load(&c->failed))
+    return false;
+  proc__fmt_err(why, whylen, "%s", c->fail_why);
+  return true;
+}
+
+int proc_consumer_ready(proc_consumer *c, char *why, size_t whylen) {
+  if (atomic_load(&c->failed)) {
+    proc__fmt_err(why, whylen, "kafka: %s", c->fail_why);
+    return -1;
+  }
+  if (atomic_load(&c->closing)) {
+    proc__fmt_err(why, whylen, "shutting down");
+    return -1;
+  }
+  if (!atomic_load(&c->joined)) {
+    proc__fmt_err(why, whylen, "kafka: not yet a member of the consumer group");
+    return -1;
+  }
+  if (atomic_load(&c->brokers_down)) {
+    proc__fmt_err(why, whylen, "kafka: no broker reachable");
+    return -1;
+  }
+  return 0;
+}
+
+/* --- partitions and tickets ---------------------------------------------------------------- */
+
+static part *part_get(proc_consumer *c, int32_t id) {
+  if (id < 0)
+    return NULL;
+  if ((size_t)id >= c->nparts) {
+    size_t n = (size_t)id + 1;
+    part **np = realloc(c->parts, n * sizeof(part *));
+    if (!np)
+      return NULL;
+    for (size_t i = c->nparts; i < n; i++)
+      np[i] = NULL;
+    c->parts = np;
+    c->nparts = n;
+  }
+  if (!c->parts[id]) {
+    part *p = calloc(1, sizeof(part));
+    if (!p)
+      return NULL;
+    p->offs = proc_offsets_create();
+    if (!p->offs) {
+      free(p);
+      return NULL;
+    }
+    p->id = id;
+    p->stored = p->committed = p->next = -1;
+    if (c->metrics) {
+      char labels[32];
+      snprintf(labels, sizeof(labels), "partition=\"%" PRId32 "\"", id);
+      p->lag = wsg_metrics_gauge(c->metrics, "wsgate_processor_consumer_lag",
+                                 "Records of an inbound partition not yet handled by this "
+                                 "processor (0 when it does not own the partition)",
+                                 labels);
+    }
+    c->parts[id] = p;
+  }
+  return c->parts[id];
+}
+
+static ticket *ticket_get(proc_consumer *c) {
+  if (!c->free_tickets) {
+    ticket_block *b = malloc(sizeof(*b));
+    if (!b)
+      return NULL;
+    b->next = c->blocks;
+    c->blocks = b;
+    for (size_t i = 0; i < TICKETS_PER_BLOCK; i++) {
+      b->t[i].next = c->free_tickets;
+      c->free_tickets = &b->t[i];
+    }
+  }
+  ticket *t = c->free_tickets;
+  c->free_tickets = t->next;
+  return t;
+}
+
+static void ticket_put(proc_consumer *c, ticket *t) {
+  t->next = c->free_tickets;
+  c->free_tickets = t;
+}
+
+/* One pending unit of (p, epoch, seq) is done. */
+static void complete(part *p, uint32_t epoch, uint64_t seq) {
+  if (p->assigned && p->epoch == epoch && proc_offsets_done(p->offs, seq) > 0)
+    p->dirty = true;
+}
+
+static size_t tracked(const proc_consumer *c) {
+  size_t n = 0;
+  for (size_t i = 0; i < c->nparts; i++)
+    if (c->parts[i] && c->parts[i]->assigned)
+      n += proc_offsets_count(c->parts[i]->offs);
+  return n;
+}
+
+/* --- offsets and commits ------------------------------------------------------------------- */
+
+/* Stores the committable offset of every assigned partition that advanced. */
+static void store_offsets(proc_consumer *c) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  for (size_t i = 0; i < c->nparts; i++) {
+    part *p = c->parts[i];
+    if (!p || !p->assigned || !p->dirty)
+      continue;
+    p->dirty = false;
+    int64_t off = proc_offsets_committable(p->offs);
+    if (off < 0 || off <= p->stored)
+      continue;
+    if (!l)
+      l = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_add(l, c->inbound, p->id)->offset = off;
+  }
+  if (!l)
+    return;
+  rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->cons, l);
+  for (int i = 0; i < l->cnt; i++) {
+    part *p = part_get(c, l->elems[i].partition);
+    if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && p)
+      p->stored = l->elems[i].offset;
+  }
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    WSG_DEBUG("kafka", "storing offsets: %s", rd_kafka_err2str(err));
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* The list of (partition, stored offset) above what was committed; NULL if none. `only` limits it
+ * to the partitions of a revoke (may be NULL: every assigned partition). */
+static rd_kafka_topic_partition_list_t *commit_list(proc_consumer *c,
+                                                    const rd_kafka_topic_partition_list_t *only) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  for (size_t i = 0; i < c->nparts; i++) {
+    part *p = c->parts[i];
+    if (!p || !p->assigned || p->stored < 0 || p->stored <= p->committed)
+      continue;
+    if (only && !rd_kafka_topic_partition_list_find(only, c->inbound, p->id))
+      continue;
+    if (!l)
+      l = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_add(l, c->inbound, p->id)->offset = p->stored;
+  }
+  return l;
+}
+
+static void commit_done(proc_consumer *c, rd_kafka_resp_err_t err,
+                        const rd_kafka_topic_partition_list_t *l, uint64_t started_us) {
+  if (c->m_commit_latency)
+    wsg_histogram_observe(c->m_commit_latency, (double)(wsg_now_mono_us() - started_us) / 1e6);
+  int ok = 0, bad = 0;
+  for (int i = 0; l && i < l->cnt; i++) {
+    part *p = part_get(c, l->elems[i].partition);
+    if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      if (p && l->elems[i].offset > p->committed)
+        p->committed = l->elems[i].offset;
+      ok++;
+    } else {
+      bad++;
+    }
+  }
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || bad) {
+    count(c->m_commits_err, 1);
+    wsg_log_limited(&c->rl_commit, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                    "offset commit failed (%d of %d partitions): %s; retried at the next "
+                    "interval",
+                    bad ? bad : (l ? l->cnt : 0), l ? l->cnt : 0, rd_kafka_err2str(err));
+  } else if (ok) {
+    count(c->m_commits_ok, 1);
+    atomic_store(&c->brokers_down, 0);
+  }
+}
+
+/* Commits synchronously (revoke, shutdown). Returns 0 if everything listed was committed. */
+static int commit_sync(proc_consumer *c, const rd_kafka_topic_partition_list_t *only) {
+  store_offsets(c);
+  rd_kafka_topic_partition_list_t *l = commit_list(c, only);
+  if (!l)
+    return 0;
+  uint64_t t0 = wsg_now_mono_us();
+  rd_kafka_resp_err_t err = rd_kafka_commit(c->cons, l, 0);
+  commit_done(c, err, l, t0);
+  int rc = 0;
+  for (int i = 0; i < l->cnt; i++)
+    if (err || l->elems[i].err)
+      rc = -1;
+  rd_kafka_topic_partition_list_destroy(l);
+  return rc;
+}
+
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+  (void)rk;
+  proc_consumer *c = opaque;
+  /* Only our async commits end here with a start time; a synchronous commit was accounted by
+   * commit_sync() already. */
+  if (!c->commit_pending)
+    return;
+  c->commit_pending = false;
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+    return;
+  commit_done(c, err, offsets, c->commit_started_us);
+}
+
+static void commit_async(proc_consumer *c) {
+  rd_kafka_topic_partition_list_t *l = commit_list(c, NULL);
+  if (!l)
+    return;
+  c->commit_started_us = wsg_now_mono_us();
+  rd_kafka_resp_err_t err = rd_kafka_commit(c->cons, l, 1);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    commit_done(c, err, l, c->commit_started_us);
+  else
+    c->commit_pending = true;
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* --- rebalances ---------------------------------------------------------------------------- */
+
+/* Serves delivery reports until the listed partitions (NULL: all) have nothing in flight. */
+static bool wait_inflight(proc_consumer *c, const rd_kafka_topic_partition_list_t *only,
+                          uint64_t timeout_ms) {
+  uint64_t deadline = wsg_now_mono_ms() + timeout_ms;
+  for (;;) {
+    uint64_t left = 0;
+    if (only) {
+      for (int i = 0; i < only->cnt; i++) {
+        part *p = part_get(c, only->elems[i].partition);
+        if (p)
+          left += p->inflight;
+      }
+    } else {
+      left = c->inflight_total;
+    }
+    if (left == 0)
+      return true;
+    uint64_t now = wsg_now_mono_ms();
+    if (now >= deadline || atomic_load(&c->failed)) {
+      WSG_WARN("kafka",
+               "%" PRIu64 " outbound records still unacknowledged after %" PRIu64
+               " ms; their inbound records will be handled again by the partitions' next owner",
+               left, timeout_ms);
+      count(c->m_revoke_unfinished, left);
+      return false;
+    }
+    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+  }
+}
+
+static void set_assigned_gauge(proc_consumer *c) {
+  if (!c->m_assigned)
+    return;
+  int64_t n = 0;
+  for (size_t i = 0; i < c->nparts; i++)
+    n += c->parts[i] && c->parts[i]->assigned;
+  wsg_gauge_set(c->m_assigned, n);
+}
+
+static void release(part *p) {
+  p->assigned = false;
+  p->dirty = false;
+  p->epoch++;
+  proc_offsets_reset(p->offs);
+  p->stored = p->committed = p->next = -1;
+  if (p->lag)
+    wsg_gauge_set(p->lag, 0);
+}
+
+static void log_partitions(const char *what, const rd_kafka_topic_partition_list_t *l) {
+  if (WSG_LOG_INFO < wsg_log_min_level)
+    return;
+  char buf[512];
+  size_t n = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < l->cnt && n < sizeof(buf) - 16; i++)
+    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%" PRId32, i ? "," : "",
+                          l->elems[i].partition);
+  WSG_INFO("kafka", "%s %d partition%s [%s]", what, l->cnt, l->cnt == 1 ? "" : "s", buf);
+}
+
+static void check_error(const char *what, rd_kafka_error_t *e) {
+  if (!e)
+    return;
+  WSG_ERROR("kafka", "%s: %s", what, rd_kafka_error_string(e));
+  rd_kafka_error_destroy(e);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  proc_consumer *c = opaque;
+  const char *proto = rd_kafka_rebalance_protocol(rk);
+  bool coop = proto && strcmp(proto, "COOPERATIVE") == 0;
+
+  switch (err) {
+  case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+    for (int i = 0; i < parts->cnt; i++) {
+      part *p = part_get(c, parts->elems[i].partition);
+      if (!p) {
+        fail(c, "out of memory tracking partition %" PRId32, parts->elems[i].partition);
+        continue;
+      }
+      release(p); /* a fresh epoch, empty ring */
+      p->assigned = true;
+    }
+    log_partitions("assigned", parts);
+    count(c->m_assign, 1);
+    if (coop)
+      check_error("incremental assign", rd_kafka_incremental_assign(rk, parts));
+    else if ((err = rd_kafka_assign(rk, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+      WSG_ERROR("kafka", "assign: %s", rd_kafka_err2str(err));
+    atomic_store(&c->joined, 1);
+    break;
+
+  case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: {
+    bool lost = rd_kafka_assignment_lost(rk);
+    if (lost) {
+      /* Another member may own them already: committing could move its offsets. */
+      log_partitions("lost", parts);
+      count(c->m_lost, 1);
+    } else {
+      log_partitions("revoking", parts);
+      count(c->m_revoke, 1);
+      wait_inflight(c, parts, c->revoke_timeout_ms);
+      if (commit_sync(c, parts) != 0)
+        WSG_WARN("kafka", "commit at revoke failed; the next owner starts from the last "
+                          "committed offsets and handles some records again");
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+      part *p = part_get(c, parts->elems[i].partition);
+      if (p)
+        release(p);
+    }
+    if (coop)
+      check_error("incremental unassign", rd_kafka_incremental_unassign(rk, parts));
+    else
+      rd_kafka_assign(rk, NULL);
+    break;
+  }
+
+  default:
+    WSG_ERROR("kafka", "rebalance failed: %s; dropping the assignment", rd_kafka_err2str(err));
+    for (size_t i = 0; i < c->nparts; i++)
+      if (c->parts[i])
+        release(c->parts[i]);
+    rd_kafka_assign(rk, NULL);
+    break;
+  }
+  set_assigned_gauge(c);
+}
+
+/* --- callbacks ------------------------------------------------------------------------------ */
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+  proc_consumer *c = opaque;
+  if (err == RD_KAFKA_RESP_ERR__FATAL) {
+    char buf[256];
+    rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(rk, buf, sizeof(buf));
+    fail(c, "fatal Kafka error in the %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(ferr), buf);
+    return;
+  }
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+    atomic_store(&c->brokers_down, 1);
+    WSG_WARN("kafka", "%s: no broker reachable: %s", rd_kafka_name(rk), reason);
+    return;
+  }
+  /* Everything else is transient and retried by librdkafka; its log line says enough. */
+  WSG_DEBUG("kafka", "%s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+}
+
+/* Errors that retrying can never fix for this record, and that do not mean Kafka is unusable:
+ * the record is dropped (counted) and its input may still be committed. */
+static bool permanent(rd_kafka_resp_err_t err) {
+  switch (err) {
+  case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+  case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+  case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+  case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    return true;
+  default:
+    return false;
+  }
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  (void)rk;
+  proc_consumer *c = opaque;
+  ticket *t = m->_private;
+  if (!t)
+    return;
+  part *p = t->p;
+  if (p->inflight)
+    p->inflight--;
+  if (c->inflight_total)
+    c->inflight_total--;
+  if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    atomic_store(&c->brokers_down, 0);
+    complete(p, t->epoch, t->seq);
+  } else if (permanent(m->err)) {
+    count(c->m_dropped, 1);
+    wsg_log_limited(&c->rl_delivery, 1, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
+                    "Kafka refused an outbound record of %zu bytes for partition %" PRId32
+                    " of %s: %s; dropped",
+                    m->len, m->partition, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+    complete(p, t->epoch, t->seq);
+  } else {
+    /* Not completed: the input offset can never be committed past this record. */
+    count(c->m_delivery_errors, 1);
+    fail(c, "delivery to partition %" PRId32 " of %s failed: %s", m->partition,
+         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+  }
+  ticket_put(c, t);
+}
+
+/* --- creation ------------------------------------------------------------------------------ */
+
+static rd_kafka_conf_t *consumer_conf(const proc_consumer_options *o, proc_consumer *c, char *err,
+                                      size_t errlen) {
+  rd_kafka_conf_t *conf =
+      wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_GROUP, o->brokers, o->props, err, errlen);
+  if (!conf)
+    return NULL;
+  /* Set after the user's -X on purpose: at-least-once depends on these. */
+  if (wsg_kafka_conf_set(conf, "group.id", o->group_id, err, errlen) != 0 ||
+      wsg_kafka_conf_set(conf, "enable.auto.commit", "false", err, errlen) != 0 ||
+      wsg_kafka_conf_set(conf, "enable.auto.offset.store", "false", err, errlen) != 0 ||
+      (o->group_instance_id &&
+       wsg_kafka_conf_set(conf, "group.instance.id", o->group_instance_id, err, errlen) != 0)) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
+  rd_kafka_conf_set_opaque(conf, c);
+  rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+  rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
+  rd_kafka_conf_set_error_cb(conf, error_cb);
+  return conf;
+}
+
+static rd_kafka_conf_t *producer_conf(const proc_consumer_options *o, proc_consumer *c, char *err,
+                                      size_t errlen) {
+  rd_kafka_conf_t *conf = wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, o->brokers, o->props, err, errlen);
+  if (!conf)
+    return NULL;
+  if (wsg_kafka_conf_set(conf, "enable.idempotence", "true", err, errlen) != 0) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
+  char buf[32];
+  size_t sz = sizeof(buf);
+  if (rd_kafka_conf_get(conf, "message.max.bytes", buf, &sz) == RD_KAFKA_CONF_OK)
+    c->max_record = (size_t)strtoull(buf, NULL, 10);
+  if (c->max_record == 0)
+    c->max_record = 1000000;
+  rd_kafka_conf_set_opaque(conf, c);
+  rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+  rd_kafka_conf_set_error_cb(conf, error_cb);
+  return conf;
+}
+
+static void metrics_init(proc_consumer *c, wsg_metrics *m) {
+  c->metrics = m;
+  if (!m)
+    return;
+  c->m_consumed = wsg_metrics_counter(m, "wsgate_processor_consumed_total",
+                                      "Inbound records read from Kafka", NULL);
+  const char *prod = "wsgate_processor_produced_total";
+  const char *prod_help = "Records produced, by destination";
+  c->m_produced = wsg_metrics_counter(m, prod, prod_help, "topic=\"outbound\"");
+  c->m_dead_letters = wsg_metrics_counter(m, prod, prod_help, "topic=\"dead_letter\"");
+  c->m_delivery_errors =
+      wsg_metrics_counter(m, "wsgate_processor_delivery_errors_total",
+                          "Outbound records Kafka did not acknowledge in time (the processor "
+                          "stops; their inputs are redelivered)",
+                          NULL);
+  c->m_dropped = wsg_metrics_counter(m, "wsgate_processor_records_refused_total",
+                                     "Outbound records Kafka refused for good (too large)", NULL);
+  const char *cm = "wsgate_processor_commits_total";
+  const char *cm_help = "Offset commits, by result";
+  c->m_commits_ok = wsg_metrics_counter(m, cm, cm_help, "result=\"ok\"");
+  c->m_commits_err = wsg_metrics_counter(m, cm, cm_help, "result=\"error\"");
+  static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+  c->m_commit_latency = wsg_metrics_histogram(m, "wsgate_processor_commit_latency_seconds",
+                                              "Time from an offset commit request to its result",
+                                              NULL, bounds, sizeof(bounds) / sizeof(bounds[0]));
+  const char *rb = "wsgate_processor_rebalances_total";
+  const char *rb_help = "Partition assignment changes, by kind";
+  c->m_assign = wsg_metrics_counter(m, rb, rb_help, "kind=\"assign\"");
+  c->m_revoke = wsg_metrics_counter(m, rb, rb_help, "kind=\"revoke\"");
+  c->m_lost = wsg_metrics_counter(m, rb, rb_help, "kind=\"lost\"");
+  c->m_revoke_unfinished =
+      wsg_metrics_counter(m, "wsgate_processor_revoke_unacknowledged_total",
+                          "Outbound records still in flight when a revoke or shutdown timed out "
+                          "(their inputs are handled again: duplicates)",
+                          NULL);
+  c->m_assigned = wsg_metrics_gauge(m, "wsgate_processor_assigned_partitions",
+                                    "Inbound partitions this processor owns", NULL);
+  c->m_in_flight = wsg_metrics_gauge(m, "wsgate_processor_in_flight",
+                                     "Outbound records produced and not yet acknowledged", NULL);
+}
+
+int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, char *err,
+                         size_t errlen) {
+  *out = NULL;
+  proc_consumer *c = calloc(1, sizeof(*c));
+  if (!c) {
+    proc__fmt_err(err, errlen, "out of memory");
+    return -1;
+  }
+  c->inbound = strdup(o->inbound_topic);
+  c->outbound = strdup(o->outbound_topic);
+  c->dlq = o->dead_letter_topic ? strdup(o->dead_letter_topic) : NULL;
+  if (!c->inbound || !c->outbound || (o->dead_letter_topic && !c->dlq)) {
+    proc__fmt_err(err, errlen, "out of memory");
+    goto fail;
+  }
+  c->max_in_flight = o->max_in_flight ? o->max_in_flight : 100000;
+  c->commit_interval_ms = o->commit_interval_ms ? o->commit_interval_ms : 1000;
+  c->revoke_timeout_ms = o->revoke_timeout_ms;
+  metrics_init(c, o->metrics);
+  int topic_timeout = o->topic_timeout_ms > 0 ? o->topic_timeout_ms : 10000;
+
+  rd_kafka_conf_t *pconf = producer_conf(o, c, err, errlen);
+  if (!pconf)
+    goto fail;
+  c->prod = wsg_kafka_new(RD_KAFKA_PRODUCER, pconf, err, errlen);
+  if (!c->prod)
+    goto fail;
+
+  /* The outbound topic must exist: its partitions are the gateway slots. */
+  char terr[256];
+  c->out_partitions =
+      wsg_kafka_topic_partitions(c->prod, c->outbound, topic_timeout, terr, sizeof(terr));
+  if (c->out_partitions < 1) {
+    proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
+    goto fail;
+  }
+  if (c->dlq &&
+      wsg_kafka_topic_partitions(c->prod, c->dlq, topic_timeout, terr, sizeof(terr)) < 1) {
+    proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
+    goto fail;
+  }
+  c->out_topic = rd_kafka_topic_new(c->prod, c->outbound, NULL);
+  if (!c->out_topic) {
+    proc__fmt_err(err, errlen, "outbound topic %s: %s", c->outbound,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+    goto fail;
+  }
+
+  rd_kafka_conf_t *cconf = consumer_conf(o, c, err, errlen);
+  if (!cconf)
+    goto fail;
+  c->cons = wsg_kafka_new(RD_KAFKA_CONSUMER, cconf, err, errlen);
+  if (!c->cons)
+    goto fail;
+  /* Rebalance, commit and error callbacks are then served by rd_kafka_consumer_poll(). */
+  rd_kafka_poll_set_consumer(c->cons);
+  if (wsg_kafka_topic_partitions(c->cons, c->inbound, topic_timeout, terr, sizeof(terr)) < 1) {
+    proc__fmt_err(err, errlen, "inbound topic: %s", terr);
+    goto fail;
+  }
+  rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(sub, c->inbound, RD_KAFKA_PARTITION_UA);
+  rd_kafka_resp_err_t serr = rd_kafka_subscribe(c->cons, sub);
+  rd_kafka_topic_partition_list_destroy(sub);
+  if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    proc__fmt_err(err, errlen, "cannot subscribe to %s: %s", c->inbound, rd_kafka_err2str(serr));
+    goto fail;
+  }
+  c->next_commit_ms = wsg_now_mono_ms() + c->commit_interval_ms;
+  *out = c;
+  return 0;
+
+fail:
+  proc_consumer_destroy(c);
+  return -1;
+}
+
+void proc_consumer_destroy(proc_consumer *c) {
+  if (!c)
+    return;
+  if (c->cons)
+    rd_kafka_destroy(c->cons);
+  if (c->out_topic)
+    rd_kafka_topic_destroy(c->out_topic);
+  if (c->prod) {
+    /* Purge what is still queued so destroy does not wait for it; reports are not needed now. */
+    rd_kafka_purge(c->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(c->prod, 0);
+    rd_kafka_destroy(c->prod);
+  }
+  for (size_t i = 0; i < c->nparts; i++) {
+    if (c->parts[i]) {
+      proc_offsets_destroy(c->parts[i]->offs);
+      free(c->parts[i]);
+    }
+  }
+  free(c->parts);
+  while (c->blocks) {
+    ticket_block *b = c->blocks;
+    c->blocks = b->next;
+    free(b);
+  }
+  free(c->inbound);
+  free(c->outbound);
+  free(c->dlq);
+  free(c);
+}
+
+int32_t proc_consumer_outbound_partitions(const proc_consumer *c) {
+  return c->out_partitions;
+}
+
+size_t proc_consumer_max_record(const proc_consumer *c) {
+  return c->max_record;
+}
+
+bool proc_consumer_has_dead_letter(const proc_consumer *c) {
+  return c->dlq != NULL;
+}
+
+/* --- the batch ----------------------------------------------------------------------------- */
+
+size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int timeout_ms,
+                          const volatile sig_atomic_t *stop) {
+  /* Backpressure: wait for acknowledgements rather than track unboundedly many records. */
+  while (tracked(c) + max > c->max_in_flight && !(stop && *stop) && !atomic_load(&c->failed)) {
+    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    store_offsets(c);
+  }
+  if ((stop && *stop) || atomic_load(&c->failed))
+    return 0;
+
+  size_t n = 0;
+  rd_kafka_message_t *m = rd_kafka_consumer_poll(c->cons, timeout_ms);
+  while (m) {
+    if (m->err) {
+      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        wsg_log_limited(&c->rl_consume, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                        "consumer: %s%s%s", rd_kafka_err2str(m->err), m->rkt ? " on " : "",
+                        m->rkt ? rd_kafka_topic_name(m->rkt) : "");
+      rd_kafka_message_destroy(m);
+    } else {
+      part *p = part_get(c, m->partition);
+      if (!p) {
+        fail(c, "out of memory tracking partition %" PRId32, m->partition);
+        rd_kafka_message_destroy(m);
+        break;
+      }
+      atomic_store(&c->brokers_down, 0);
+      recs[n++] = (proc_record){
+          .value = m->payload,
+          .len = m->len,
+          .key = m->key,
+          .key_len = m->key_len,
+          .partition = m->partition,
+          .offset = m->offset,
+          .rkm = m,
+          .part = p,
+          .epoch = p->epoch,
+      };
+    }
+    if (n >= max)
+      break;
+    m = rd_kafka_consumer_poll(c->cons, 0);
+  }
+  count(c->m_consumed, n);
+  return n;
+}
+
+bool proc_consumer_begin(proc_consumer *c, proc_record *r) {
+  part *p = r->part;
+  r->begun = false;
+  if (!p || !p->assigned || p->epoch != r->epoch)
+    return false;
+  if (proc_offsets_begin(p->offs, r->offset, &r->seq) != 0) {
+    /* Offsets of one assignment only move forward; anything else breaks the commit rule. */
+    fail(c,
+         "partition %" PRId32 ": cannot track offset %" PRId64 " (out of memory, or the "
+         "partition went backwards)",
+         r->partition, r->offset);
+    return false;
+  }
+  p->next = r->offset + 1;
+  r->begun = true;
+  return true;
+}
+
+void proc_consumer_end(proc_consumer *c, proc_record *r) {
+  (void)c;
+  if (r->begun)
+    complete(r->part, r->epoch, r->seq);
+  r->begun = false;
+  if (r->rkm)
+    rd_kafka_message_destroy(r->rkm);
+  r->rkm = NULL;
+}
+
+void proc_consumer_abandon(proc_consumer *c, proc_record *r) {
+  (void)c;
+  r->begun = false;
+  if (r->rkm)
+    rd_kafka_message_destroy(r->rkm);
+  r->rkm = NULL;
+}
+
+/* Takes a ticket for one more output of `r`; NULL when out of memory. */
+static ticket *ticket_for(proc_consumer *c, proc_record *r) {
+  part *p = r->part;
+  if (!r->begun || proc_offsets_add(p->offs, r->seq) != 0)
+    return NULL;
+  ticket *t = ticket_get(c);
+  if (!t) {
+    proc_offsets_done(p->offs, r->seq);
+    return NULL;
+  }
+  *t = (ticket){.p = p, .epoch = r->epoch, .seq = r->seq};
+  return t;
+}
+
+static void produced(proc_consumer *c, ticket *t) {
+  t->p->inflight++;
+  c->inflight_total++;
+}
+
+/* A produce call failed synchronously: undo the ticket. Returns -1 unless the record alone is at
+ * fault (dropped, counted), in which case 0. */
+static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, const char *topic,
+                          int32_t partition, size_t len) {
+  complete(t->p, t->epoch, t->seq);
+  ticket_put(c, t);
+  if (permanent(err)) {
+    count(c->m_dropped, 1);
+    wsg_log_limited(&c->rl_delivery, 1, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
+                    "cannot produce a record of %zu bytes to partition %" PRId32 " of %s: %s; "
+                    "dropped",
+                    len, partition, topic, rd_kafka_err2str(err));
+    return 0;
+  }
+  fail(c, "cannot produce to partition %" PRId32 " of %s: %s", partition, topic,
+       rd_kafka_err2str(err));
+  return -1;
+}
+
+int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, const void *buf,
+                          size_t len) {
+  ticket *t = ticket_for(c, r);
+  if (!t) {
+    fail(c, "out of memory tracking an outbound record");
+    return -1;
+  }
+  for (;;) {
+    if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
+                         t) == 0) {
+      produced(c, t);
+      count(c->m_produced, 1);
+      return 0;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_last_error();
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
+      return produce_failed(c, t, err, c->outbound, partition, len);
+    /* librdkafka's queue is full: let deliveries drain it (reports complete other records). */
+    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+  }
+}
+
+int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind,
+                              const char *reason) {
+  if (!c->dlq)
+    return 0;
+  ticket *t = ticket_for(c, r);
+  if (!t) {
+    fail(c, "out of memory tracking a dead-letter record");
+    return -1;
+  }
+  char part_s[16], off_s[24];
+  snprintf(part_s, sizeof(part_s), "%" PRId32, r->partition);
+  snprintf(off_s, sizeof(off_s), "%" PRId64, r->offset);
+  for (;;) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    rd_kafka_header_add(h, "wsgate-error-kind", -1, kind, -1);
+    rd_kafka_header_add(h, "wsgate-error", -1, reason, -1);
+    rd_kafka_header_add(h, "wsgate-source-topic", -1, c->inbound, -1);
+    rd_kafka_header_add(h, "wsgate-source-partition", -1, part_s, -1);
+    rd_kafka_header_add(h, "wsgate-source-offset", -1, off_s, -1);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        c->prod, RD_KAFKA_V_TOPIC(c->dlq), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY((void *)r->key, r->key_len), RD_KAFKA_V_VALUE((void *)r->value, r->len),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      produced(c, t);
+      count(c->m_dead_letters, 1);
+      return 0;
+    }
+    /* producev owns the headers only on success. */
+    rd_kafka_headers_destroy(h);
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
+      return produce_failed(c, t, err, c->dlq, RD_KAFKA_PARTITION_UA, r->len);
+    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+  }
+}
+
+static void update_lag(proc_consumer *c) {
+  rd_kafka_topic_partition_list_t *l = NULL;
+  for (size_t i = 0; i < c->nparts; i++) {
+    part *p = c->parts[i];
+    if (!p || !p->assigned || !p->lag)
+      continue;
+    if (!l)
+      l = rd_kafka_topic_partition_list_new(8);
+    rd_kafka_topic_partition_list_add(l, c->inbound, p->id);
+  }
+  if (!l)
+    return;
+  /* Both are local reads: the high watermark from the last fetch response, the position from
+   * the consumer's own state. No request reaches the broker. */
+  rd_kafka_position(c->cons, l);
+  for (int i = 0; i < l->cnt; i++) {
+    part *p = part_get(c, l->elems[i].partition);
+    int64_t lo = 0, hi = -1;
+    if (!p ||
+        rd_kafka_get_watermark_offsets(c->cons, c->inbound, p->id, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi < 0)
+      continue;
+    int64_t pos = p->next;
+    if (l->elems[i].offset >= 0 && l->elems[i].offset > pos)
+      pos = l->elems[i].offset;
+    if (pos < 0)
+      pos = p->committed >= 0 ? p->committed : lo;
+    wsg_gauge_set(p->lag, hi > pos ? hi - pos : 0);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+void proc_consumer_service(proc_consumer *c) {
+  rd_kafka_poll(c->prod, 0);
+  store_offsets(c);
+  uint64_t now = wsg_now_mono_ms();
+  /* A commit whose result never came (the group changed under it) must not block the next. */
+  if (c->commit_pending && wsg_now_mono_us() - c->commit_started_us > COMMIT_STUCK_US) {
+    WSG_WARN("kafka", "no result for an offset commit after %d s; committing again",
+             (int)(COMMIT_STUCK_US / 1000000));
+    c->commit_pending = false;
+  }
+  if (now >= c->next_commit_ms) {
+    if (!c->commit_pending)
+      commit_async(c);
+    c->next_commit_ms = now + c->commit_interval_ms;
+  }
+  if (now >= c->next_lag_ms) {
+    update_lag(c);
+    c->next_lag_ms = now + LAG_INTERVAL_MS;
+  }
+  if (c->m_in_flight)
+    wsg_gauge_set(c->m_in_flight, (int64_t)c->inflight_total);
+}
+
+int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
+  atomic_store(&c->closing, 1);
+  uint64_t start = wsg_now_mono_ms();
+  bool all = wait_inflight(c, NULL, timeout_ms);
+  int rc = commit_sync(c, NULL) == 0 && all ? 0 : -1;
+  /* Leaves the group (a static member stays until session.timeout.ms, by design); the revoke it
+   * triggers finds nothing in flight and nothing new to commit. */
+  rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->cons);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    WSG_WARN("kafka", "closing the consumer: %s", rd_kafka_err2str(err));
+    rc = -1;
+  }
+  uint64_t spent = wsg_now_mono_ms() - start;
+  int left = spent < timeout_ms ? (int)(timeout_ms - spent) : 0;
+  if (rd_kafka_flush(c->prod, left) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    rc = -1;
+  return rc;
+}

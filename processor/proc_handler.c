@@ -1,1 +1,458 @@
+/*
+ * proc_handler: loads a handler (built-in or shared object) and implements the wsgate_api table
+ * its callbacks act through. Every action is validated here, where the handler can still be told
+ * what was wrong, and recorded in the batch's outbox; nothing is sent before the callback returns.
+ *
+ * Threads: the consumer thread.
+ */
 #include "proc_handler.h"
+
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_chat.h"
+#include "proc_echo.h"
+#include "wsg_log.h"
+
+/* wsgate_redis() calls one callback may make: each keeps its replies until the callback returns. */
+#define MAX_REDIS_CALLS 64
+
+struct proc_handler {
+  const wsgate_handler *vt;
+  void *state;
+  void *dl; /* dlopen handle; NULL for a built-in */
+  char *name;
+};
+
+/* The context behind a wsgate_ctx: `pub` first, so the handler's pointer converts back. */
+typedef struct {
+  wsgate_ctx pub;
+  const proc_dispatch_env *denv;
+  uint32_t rec;
+  wsgate_event_kind kind;
+  proc_origin origin;
+  unsigned actions;
+  void *blocks[MAX_REDIS_CALLS];
+  size_t nblocks;
+  char *why;
+  size_t whylen;
+  bool why_set;
+} proc_ctx;
+
+static proc_ctx *ctx_of(wsgate_ctx *c) {
+  return (proc_ctx *)(void *)c;
+}
+
+/* --- the API table ------------------------------------------------------------------------- */
+
+/* The close codes a server may send (RFC 6455 §7.4; 1004-1006 and 1015 are never sent). */
+static bool close_code_sendable(unsigned cc) {
+  return (cc >= 1000 && cc <= 1003) || (cc >= 1007 && cc <= 1014) || (cc >= 3000 && cc <= 4999);
+}
+
+static int check_payload(proc_ctx *c, const void *p, size_t len, bool binary) {
+  if (!p && len > 0)
+    return WSGATE_E_INVAL;
+  if (len > c->denv->max_payload)
+    return WSGATE_E_TOOBIG;
+  /* A text frame must be UTF-8 (RFC 6455 §5.6): a client would fail the connection. */
+  if (!binary && !wsg_utf8_valid(p, len))
+    return WSGATE_E_INVAL;
+  return WSGATE_OK;
+}
+
+static int check_user(const char *u, size_t len) {
+  if (!u || len == 0 || len > WSG_MAX_USER_LEN || !wsg_utf8_valid(u, len))
+    return WSGATE_E_INVAL;
+  return WSGATE_OK;
+}
+
+static int take_action(proc_ctx *c) {
+  if (c->actions >= WSGATE_MAX_ACTIONS)
+    return WSGATE_E_LIMIT;
+  c->actions++;
+  return WSGATE_OK;
+}
+
+static int api_reply(wsgate_ctx *ctx, const void *payload, size_t len, bool binary) {
+  proc_ctx *c = ctx_of(ctx);
+  if (c->kind == WSGATE_EVENT_DISCONNECT)
+    return WSGATE_E_STATE;
+  int rc = check_payload(c, payload, len, binary);
+  if (rc == WSGATE_OK)
+    rc = take_action(c);
+  if (rc == WSGATE_OK &&
+      proc_outbox_reply(c->denv->box, c->rec, &c->origin, payload, len, binary) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
+static int send_common(proc_ctx *c, const proc_strref *users, size_t n, const void *payload,
+                       size_t len, bool binary, const void *fb, size_t fb_len, bool fb_binary) {
+  int rc = check_payload(c, payload, len, binary);
+  if (rc != WSGATE_OK)
+    return rc;
+  if (fb) {
+    if (c->kind == WSGATE_EVENT_DISCONNECT)
+      return WSGATE_E_STATE;
+    if ((rc = check_payload(c, fb, fb_len, fb_binary)) != WSGATE_OK)
+      return rc;
+  }
+  for (size_t i = 0; i < n; i++)
+    if ((rc = check_user(users[i].ptr, users[i].len)) != WSGATE_OK)
+      return rc;
+  if ((rc = take_action(c)) != WSGATE_OK)
+    return rc;
+  if (proc_outbox_send(c->denv->box, c->rec, users, n, payload, len, binary, fb ? &c->origin : NULL,
+                       fb, fb_len, fb_binary) != 0)
+    return WSGATE_E_NOMEM;
+  return WSGATE_OK;
+}
+
+static int api_send_user(wsgate_ctx *ctx, const char *user, size_t user_len, const void *payload,
+                         size_t len, bool binary) {
+  proc_strref u = {.ptr = user, .len = user_len};
+  return send_common(ctx_of(ctx), &u, 1, payload, len, binary, NULL, 0, false);
+}
+
+static int api_send_user_or_reply(wsgate_ctx *ctx, const char *user, size_t user_len,
+                                  const void *payload, size_t len, bool binary,
+                                  const void *fallback, size_t fallback_len, bool fallback_binary) {
+  if (!fallback)
+    return WSGATE_E_INVAL;
+  proc_strref u = {.ptr = user, .len = user_len};
+  return send_common(ctx_of(ctx), &u, 1, payload, len, binary, fallback, fallback_len,
+                     fallback_binary);
+}
+
+static int api_send_users(wsgate_ctx *ctx, const wsgate_str *users, size_t nusers,
+                          const void *payload, size_t len, bool binary) {
+  if (nusers == 0)
+    return WSGATE_OK;
+  if (!users)
+    return WSGATE_E_INVAL;
+  if (nusers > WSGATE_MAX_FANOUT)
+    return WSGATE_E_LIMIT;
+  /* wsgate_str and proc_strref have the same members; the handler's array is used as is. */
+  _Static_assert(sizeof(wsgate_str) == sizeof(proc_strref) &&
+                     offsetof(wsgate_str, ptr) == offsetof(proc_strref, ptr) &&
+                     offsetof(wsgate_str, len) == offsetof(proc_strref, len),
+                 "wsgate_str must match proc_strref");
+  return send_common(ctx_of(ctx), (const proc_strref *)(const void *)users, nusers, payload, len,
+                     binary, NULL, 0, false);
+}
+
+static int check_close(unsigned code, const char *reason, size_t *reason_len) {
+  if (!close_code_sendable(code))
+    return WSGATE_E_INVAL;
+  *reason_len = reason ? strnlen(reason, WSG_MAX_REASON_LEN + 1) : 0;
+  if (*reason_len > WSG_MAX_REASON_LEN || !wsg_utf8_valid(reason, *reason_len))
+    return WSGATE_E_INVAL;
+  return WSGATE_OK;
+}
+
+static int api_close(wsgate_ctx *ctx, uint16_t code, const char *reason) {
+  proc_ctx *c = ctx_of(ctx);
+  if (c->kind == WSGATE_EVENT_DISCONNECT)
+    return WSGATE_E_STATE;
+  size_t rlen;
+  int rc = check_close(code, reason, &rlen);
+  if (rc == WSGATE_OK)
+    rc = take_action(c);
+  if (rc == WSGATE_OK &&
+      proc_outbox_close(c->denv->box, c->rec, &c->origin, code, reason, rlen) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
+static int api_close_user(wsgate_ctx *ctx, const char *user, size_t user_len, uint16_t code,
+                          const char *reason) {
+  proc_ctx *c = ctx_of(ctx);
+  size_t rlen;
+  int rc = check_close(code, reason, &rlen);
+  if (rc == WSGATE_OK)
+    rc = check_user(user, user_len);
+  if (rc == WSGATE_OK)
+    rc = take_action(c);
+  proc_strref u = {.ptr = user, .len = user_len};
+  if (rc == WSGATE_OK &&
+      proc_outbox_close_users(c->denv->box, c->rec, &u, 1, code, reason, rlen) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
+static int api_redis(wsgate_ctx *ctx, const wsgate_redis_cmd *cmds, size_t ncmds,
+                     const wsgate_redis_reply **replies) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!c->denv->router)
+    return WSGATE_E_REDIS;
+  if (c->nblocks >= MAX_REDIS_CALLS)
+    return WSGATE_E_LIMIT;
+  char err[256];
+  void *block = NULL;
+  int rc = proc_router_command(c->denv->router, cmds, ncmds, replies, &block, err, sizeof(err));
+  if (rc != WSGATE_OK) {
+    if (rc != WSGATE_E_REDIS)
+      WSG_DEBUG("handler", "wsgate_redis: %s", err);
+    return rc;
+  }
+  c->blocks[c->nblocks++] = block;
+  return WSGATE_OK;
+}
+
+static const char *api_redis_prefix(const wsgate_ctx *ctx) {
+  return ((const proc_ctx *)(const void *)ctx)->denv->prefix;
+}
+
+static void api_set_error(wsgate_ctx *ctx, const char *fmt, ...) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!c->why || c->whylen == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(c->why, c->whylen, fmt, ap);
+  va_end(ap);
+  c->why_set = true;
+}
+
+static void api_log(wsgate_log_level level, const char *fmt, ...) {
+  wsg_log_level lvl = level <= WSGATE_LOG_DEBUG  ? WSG_LOG_DEBUG
+                      : level == WSGATE_LOG_INFO ? WSG_LOG_INFO
+                      : level == WSGATE_LOG_WARN ? WSG_LOG_WARN
+                                                 : WSG_LOG_ERROR;
+  if (lvl < wsg_log_min_level)
+    return;
+  char line[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  wsg_log_write(lvl, "handler", "handler", 0, "%s", line);
+}
+
+static const wsgate_api proc_api = {
+    .abi_version = WSGATE_HANDLER_ABI_VERSION,
+    .size = sizeof(wsgate_api),
+    .reply = api_reply,
+    .send_user = api_send_user,
+    .send_user_or_reply = api_send_user_or_reply,
+    .send_users = api_send_users,
+    .close = api_close,
+    .close_user = api_close_user,
+    .redis = api_redis,
+    .redis_prefix = api_redis_prefix,
+    .set_error = api_set_error,
+    .log = api_log,
+};
+
+/* --- loading ------------------------------------------------------------------------------- */
+
+const wsgate_handler *proc_handler_builtin(const char *name) {
+  if (strcmp(name, "echo") == 0)
+    return proc_echo_handler();
+  if (strcmp(name, "chat") == 0)
+    return proc_chat_handler();
+  return NULL;
+}
+
+static const wsgate_handler *load_plugin(const char *path, void **dl, char *err, size_t errlen) {
+  /* RTLD_LOCAL: two plugins' symbols never collide; RTLD_NOW: a missing symbol fails here, at
+   * start, not at the first message that needs it. */
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    snprintf(err, errlen, "--handler %s: cannot load: %s", path, dlerror());
+    return NULL;
+  }
+  void *sym = dlsym(h, WSGATE_HANDLER_ENTRY);
+  if (!sym) {
+    snprintf(err, errlen,
+             "--handler %s: no symbol %s; a plugin defines "
+             "`WSGATE_HANDLER_EXPORT const wsgate_handler *%s(void)` (see docs/HANDLERS.md)",
+             path, WSGATE_HANDLER_ENTRY, WSGATE_HANDLER_ENTRY);
+    dlclose(h);
+    return NULL;
+  }
+  wsgate_handler_entry_fn entry;
+  /* POSIX guarantees a data pointer from dlsym converts to a function pointer; ISO C does not, so
+   * the bytes are copied rather than cast. */
+  memcpy(&entry, &sym, sizeof(entry));
+  const wsgate_handler *vt = entry();
+  if (!vt) {
+    snprintf(err, errlen, "--handler %s: %s() returned NULL", path, WSGATE_HANDLER_ENTRY);
+    dlclose(h);
+    return NULL;
+  }
+  if (vt->abi_version != WSGATE_HANDLER_ABI_VERSION) {
+    snprintf(err, errlen,
+             "--handler %s: built for handler ABI version %u, this processor speaks version %d; "
+             "rebuild it against this processor's wsgate_handler.h",
+             path, vt->abi_version, WSGATE_HANDLER_ABI_VERSION);
+    dlclose(h);
+    return NULL;
+  }
+  *dl = h;
+  return vt;
+}
+
+int proc_handler_open(proc_handler **out, const char *name, const char *arg, char *err,
+                      size_t errlen) {
+  *out = NULL;
+  if (!name || !*name) {
+    snprintf(err, errlen, "--handler is empty");
+    return -1;
+  }
+  proc_handler *h = calloc(1, sizeof(*h));
+  if (!h) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (strchr(name, '/')) {
+    h->vt = load_plugin(name, &h->dl, err, errlen);
+  } else {
+    h->vt = proc_handler_builtin(name);
+    if (!h->vt)
+      snprintf(err, errlen,
+               "--handler %s: no built-in handler of that name (built-ins: echo, chat); to load "
+               "a shared object give its path, e.g. ./%s.so",
+               name, name);
+  }
+  if (!h->vt) {
+    free(h);
+    return -1;
+  }
+  h->name = strdup(h->vt->name && *h->vt->name ? h->vt->name : name);
+  if (!h->name) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  if (h->vt->init) {
+    char herr[512] = "";
+    if (h->vt->init(&h->state, &proc_api, arg, herr, sizeof(herr)) != 0) {
+      snprintf(err, errlen, "--handler %s: init failed: %s", h->name,
+               herr[0] ? herr : "(no reason given)");
+      goto fail;
+    }
+  }
+  *out = h;
+  return 0;
+fail:
+  free(h->name);
+  if (h->dl)
+    dlclose(h->dl);
+  free(h);
+  return -1;
+}
+
+void proc_handler_close(proc_handler *h) {
+  if (!h)
+    return;
+  if (h->vt->destroy)
+    h->vt->destroy(h->state);
+  if (h->dl)
+    dlclose(h->dl);
+  free(h->name);
+  free(h);
+}
+
+const char *proc_handler_name(const proc_handler *h) {
+  return h->name;
+}
+
+/* --- dispatch ------------------------------------------------------------------------------ */
+
+int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32_t rec,
+                          const wsg_envelope *env, int32_t partition, int64_t offset, char *why,
+                          size_t whylen) {
+  wsgate_event_fn fn;
+  wsgate_event_kind kind;
+  switch (env->kind) {
+  case WSG_ENV_MSG:
+    fn = h->vt->on_message;
+    kind = WSGATE_EVENT_MESSAGE;
+    break;
+  case WSG_ENV_CONNECT:
+    fn = h->vt->on_connect;
+    kind = WSGATE_EVENT_CONNECT;
+    break;
+  case WSG_ENV_DISCONNECT:
+    fn = h->vt->on_disconnect;
+    kind = WSGATE_EVENT_DISCONNECT;
+    break;
+  default:
+    snprintf(why, whylen,
+             "a %s envelope on the inbound topic (only gateways' msg, connect and "
+             "disconnect belong there)",
+             wsg_env_kind_name(env->kind));
+    return WSGATE_REJECT;
+  }
+  if (!fn)
+    return WSGATE_OK;
+
+  /* The decoder guarantees u, c, g, s for these kinds, with bounded lengths. */
+  char user[WSG_MAX_USER_LEN + 1], gw[WSG_MAX_GATEWAY_LEN + 1];
+  memcpy(user, env->user, env->user_len);
+  user[env->user_len] = '\0';
+  memcpy(gw, env->gateway, env->gateway_len);
+  gw[env->gateway_len] = '\0';
+
+  wsgate_event ev = {
+      .kind = kind,
+      .user = user,
+      .user_len = env->user_len,
+      .conn = env->conn,
+      .gateway = gw,
+      .gateway_len = env->gateway_len,
+      .slot = env->slot,
+      .ts_us = (env->fields & WSG_F_TS) ? env->ts_us : 0,
+      .seq = (env->fields & WSG_F_SEQ) ? env->seq : 0,
+      .payload =
+          kind == WSGATE_EVENT_MESSAGE ? (env->data ? env->data : (const uint8_t *)"") : NULL,
+      .payload_len = kind == WSGATE_EVENT_MESSAGE ? env->data_len : 0,
+      .binary = env->binary,
+      .metadata = (env->fields & WSG_F_META) ? env->meta : NULL,
+      .metadata_len = (env->fields & WSG_F_META) ? env->meta_len : 0,
+      .close_code = (env->fields & WSG_F_CLOSE_CODE) ? env->close_code : 0,
+      .partition = partition,
+      .offset = offset,
+  };
+  proc_ctx c = {
+      .pub = {.api = &proc_api},
+      .denv = denv,
+      .rec = rec,
+      .kind = kind,
+      .origin = {.gateway = gw,
+                 .gateway_len = env->gateway_len,
+                 .slot = env->slot,
+                 .conn = env->conn},
+      .why = why,
+      .whylen = whylen,
+  };
+  if (why && whylen)
+    why[0] = '\0';
+  proc_outbox_mark mark = proc_outbox_get_mark(denv->box);
+  int rc = fn(h->state, &c.pub, &ev);
+  for (size_t i = 0; i < c.nblocks; i++)
+    free(c.blocks[i]);
+
+  switch (rc) {
+  case WSGATE_OK:
+    break;
+  case WSGATE_RETRY:
+    proc_outbox_rollback(denv->box, mark);
+    break;
+  case WSGATE_ERROR:
+  case WSGATE_REJECT:
+    if (!c.why_set && why && whylen)
+      snprintf(why, whylen, "handler %s returned %s without a reason", h->name,
+               rc == WSGATE_ERROR ? "WSGATE_ERROR" : "WSGATE_REJECT");
+    break;
+  default:
+    if (why && whylen)
+      snprintf(why, whylen, "handler %s returned %d, which is not a callback status", h->name, rc);
+    rc = WSGATE_ERROR;
+  }
+  return rc;
+}

@@ -1,1 +1,854 @@
+/*
+ * proc_router: the one file of the processor that talks to Redis (hiredis, synchronous):
+ * routing lookups for a batch, the gateway cache, lazy clean-up of dead gateways' entries and
+ * handlers' pipelines.
+ *
+ * Threads: the consumer thread, except proc_router_status() (any thread; a mutex guards the
+ * status line it reads).
+ */
 #include "proc_router.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_util.h"
+#include "wsg_log.h"
+#include "wsg_redis_keys.h"
+#include "wsg_time.h"
+
+/* Commands appended before their replies are read: bounds the memory of one round trip (the
+ * request buffer and up to this many replies) without costing more than a few round trips on the
+ * largest fan-out. */
+#define PIPELINE_CHUNK 1024
+/* Reconnect backoff after a failed connect: from the first step, doubling to the last. */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+/* Gateways remembered at once. A cluster has at most as many as outbound partitions; garbage ids
+ * in user hashes must not grow it without bound. */
+#define GW_CACHE_MAX 4096
+/* Gateways one resolve may see; entries naming more distinct gateways count as bad. */
+#define RESOLVE_GW_MAX 4096
+/* Longest key prefix: with the longest id and kind it still fits WSG_REDIS_KEY_MAX. */
+#define PREFIX_MAX 200
+
+typedef struct {
+  char id[WSG_MAX_GATEWAY_LEN + 1];
+  uint16_t len;
+  bool used;
+  bool alive;
+  int32_t slot;
+  uint64_t expires_ms;
+} gw_cache_entry;
+
+struct proc_router {
+  redisContext *c;
+  char *host;
+  int port;
+  char *password;
+  int db;
+  char *prefix;
+  uint64_t timeout_ms;
+  uint64_t cache_ttl_ms;
+  int32_t slots;
+  uint64_t backoff_ms;
+  uint64_t next_attempt_ms;
+
+  gw_cache_entry *cache; /* open addressing, GW_CACHE_MAX * 2 slots */
+  size_t cache_cap;
+  size_t cache_used;
+
+  pthread_mutex_t status_lock;
+  bool status_ok;
+  char status[256];
+
+  wsg_log_ratelimit bad_rl;
+
+  wsg_counter *m_user_lookups;
+  wsg_counter *m_gw_lookups;
+  wsg_counter *m_cache_hits;
+  wsg_counter *m_handler_cmds;
+  wsg_counter *m_errors;
+  wsg_counter *m_stale_removed;
+  wsg_counter *m_bad_entries;
+  wsg_histogram *m_rtt;
+};
+
+static void set_status(proc_router *r, bool ok, const char *msg) {
+  pthread_mutex_lock(&r->status_lock);
+  r->status_ok = ok;
+  snprintf(r->status, sizeof(r->status), "%s", msg ? msg : "");
+  pthread_mutex_unlock(&r->status_lock);
+}
+
+int proc_router_status(proc_router *r, char *why, size_t whylen) {
+  pthread_mutex_lock(&r->status_lock);
+  bool ok = r->status_ok;
+  if (!ok && why && whylen)
+    snprintf(why, whylen, "redis: %s", r->status);
+  pthread_mutex_unlock(&r->status_lock);
+  return ok ? 0 : -1;
+}
+
+static wsg_counter *counter(wsg_metrics *m, const char *name, const char *help,
+                            const char *labels) {
+  return m ? wsg_metrics_counter(m, name, help, labels) : NULL;
+}
+
+static void count(wsg_counter *c, uint64_t n) {
+  if (c && n)
+    wsg_counter_add(c, n);
+}
+
+int proc_router_create(proc_router **out, const proc_router_options *o, char *err, size_t errlen) {
+  *out = NULL;
+  if (!o->host || !o->prefix || o->port <= 0 || o->port > 65535) {
+    proc__fmt_err(err, errlen, "redis: a host, a port (1..65535) and a key prefix are required");
+    return -1;
+  }
+  /* Every key is <prefix><kind>:<id>; ids are at most WSG_MAX_USER_LEN bytes. */
+  if (strlen(o->prefix) > PREFIX_MAX) {
+    proc__fmt_err(err, errlen, "--redis-prefix is longer than %d bytes", PREFIX_MAX);
+    return -1;
+  }
+  proc_router *r = calloc(1, sizeof(*r));
+  if (!r) {
+    proc__fmt_err(err, errlen, "redis: out of memory");
+    return -1;
+  }
+  pthread_mutex_init(&r->status_lock, NULL);
+  r->status_ok = true;
+  r->host = strdup(o->host);
+  r->prefix = strdup(o->prefix);
+  r->password = o->password ? strdup(o->password) : NULL;
+  r->cache_cap = GW_CACHE_MAX * 2;
+  r->cache = calloc(r->cache_cap, sizeof(gw_cache_entry));
+  if (!r->host || !r->prefix || (o->password && !r->password) || !r->cache) {
+    proc_router_destroy(r);
+    proc__fmt_err(err, errlen, "redis: out of memory");
+    return -1;
+  }
+  r->port = o->port;
+  r->db = o->db;
+  r->timeout_ms = o->timeout_ms ? o->timeout_ms : 2000;
+  r->cache_ttl_ms = o->gateway_cache_ttl_ms;
+  r->slots = o->slots;
+  r->backoff_ms = BACKOFF_MIN_MS;
+
+  wsg_metrics *m = o->metrics;
+  const char *lk = "wsgate_processor_redis_lookups_total";
+  const char *lk_help = "Redis reads made to route: users' connections and gateways' records";
+  r->m_user_lookups = counter(m, lk, lk_help, "kind=\"user\"");
+  r->m_gw_lookups = counter(m, lk, lk_help, "kind=\"gateway\"");
+  r->m_cache_hits = counter(m, "wsgate_processor_gateway_cache_hits_total",
+                            "Gateway lookups answered from the cache", NULL);
+  r->m_handler_cmds = counter(m, "wsgate_processor_redis_handler_commands_total",
+                              "Redis commands handlers ran through wsgate_redis()", NULL);
+  r->m_errors = counter(m, "wsgate_processor_redis_errors_total",
+                        "Failed Redis connects and round trips", NULL);
+  r->m_stale_removed =
+      counter(m, "wsgate_processor_stale_connections_removed_total",
+              "Connection entries of gateways whose lease expired, removed by processors", NULL);
+  r->m_bad_entries = counter(m, "wsgate_processor_bad_connection_entries_total",
+                             "user:<id> hash fields that are not <conn id> -> <live gateway id> "
+                             "with a valid slot",
+                             NULL);
+  if (m) {
+    static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                    0.005,  0.01,    0.025,  0.05,  0.1};
+    r->m_rtt = wsg_metrics_histogram(m, "wsgate_processor_redis_round_trip_seconds",
+                                     "Duration of one pipelined Redis round trip", NULL, bounds,
+                                     sizeof(bounds) / sizeof(bounds[0]));
+  }
+  *out = r;
+  return 0;
+}
+
+void proc_router_destroy(proc_router *r) {
+  if (!r)
+    return;
+  if (r->c)
+    redisFree(r->c);
+  free(r->host);
+  free(r->prefix);
+  if (r->password) {
+    explicit_bzero(r->password, strlen(r->password));
+    free(r->password);
+  }
+  free(r->cache);
+  pthread_mutex_destroy(&r->status_lock);
+  free(r);
+}
+
+const char *proc_router_prefix(const proc_router *r) {
+  return r->prefix;
+}
+
+/* --- connection ---------------------------------------------------------------------------- */
+
+static void disconnect(proc_router *r, const char *why) {
+  if (r->c) {
+    redisFree(r->c);
+    r->c = NULL;
+  }
+  count(r->m_errors, 1);
+  set_status(r, false, why);
+}
+
+/* One command on a fresh connection during connect (AUTH, SELECT): 0 if it answered OK. */
+static int setup_command(redisContext *c, int argc, const char **argv, char *err, size_t errlen) {
+  redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
+  if (!rep) {
+    proc__fmt_err(err, errlen, "%s failed: %s", argv[0], c->errstr[0] ? c->errstr : "no reply");
+    return -1;
+  }
+  int rc = 0;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    proc__fmt_err(err, errlen, "%s refused: %.*s", argv[0], (int)rep->len, rep->str);
+    rc = -1;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+static int ensure_connected(proc_router *r, char *err, size_t errlen) {
+  if (r->c)
+    return 0;
+  uint64_t now = wsg_now_mono_ms();
+  if (now < r->next_attempt_ms) {
+    char why[256];
+    proc_router_status(r, why, sizeof(why));
+    proc__fmt_err(err, errlen, "%s (next connect attempt in %" PRIu64 " ms)", why,
+                  r->next_attempt_ms - now);
+    return -1;
+  }
+  struct timeval tv = {.tv_sec = (time_t)(r->timeout_ms / 1000),
+                       .tv_usec = (suseconds_t)(r->timeout_ms % 1000) * 1000};
+  char msg[256];
+  redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
+  if (!c || c->err) {
+    snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s", r->host, r->port,
+             c ? c->errstr : "out of memory");
+    goto fail;
+  }
+  if (redisSetTimeout(c, tv) != REDIS_OK || redisEnableKeepAlive(c) != REDIS_OK) {
+    snprintf(msg, sizeof(msg), "cannot set up the connection to %s:%d: %s", r->host, r->port,
+             c->errstr);
+    goto fail;
+  }
+  char e2[200];
+  if (r->password) {
+    const char *argv[] = {"AUTH", r->password};
+    if (setup_command(c, 2, argv, e2, sizeof(e2)) != 0) {
+      snprintf(msg, sizeof(msg), "%s:%d: %s (check --redis-password)", r->host, r->port, e2);
+      goto fail;
+    }
+  }
+  if (r->db != 0) {
+    char db[16];
+    snprintf(db, sizeof(db), "%d", r->db);
+    const char *argv[] = {"SELECT", db};
+    if (setup_command(c, 2, argv, e2, sizeof(e2)) != 0) {
+      snprintf(msg, sizeof(msg), "%s:%d: %s (check --redis-db)", r->host, r->port, e2);
+      goto fail;
+    }
+  }
+  r->c = c;
+  r->backoff_ms = BACKOFF_MIN_MS;
+  r->next_attempt_ms = 0;
+  bool was_down = !r->status_ok;
+  set_status(r, true, "");
+  if (was_down)
+    WSG_INFO("redis", "connected to %s:%d again", r->host, r->port);
+  else
+    WSG_DEBUG("redis", "connected to %s:%d", r->host, r->port);
+  return 0;
+
+fail:
+  if (c)
+    redisFree(c);
+  r->next_attempt_ms = now + r->backoff_ms;
+  r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+  if (r->status_ok)
+    WSG_WARN("redis", "%s", msg);
+  disconnect(r, msg);
+  proc__fmt_err(err, errlen, "redis: %s", msg);
+  return -1;
+}
+
+int proc_router_connect(proc_router *r, char *err, size_t errlen) {
+  return ensure_connected(r, err, errlen);
+}
+
+/* Marks the connection broken after an I/O error; the next command reconnects. */
+static void io_failed(proc_router *r, const char *what, char *err, size_t errlen) {
+  char msg[256];
+  snprintf(msg, sizeof(msg), "%s on %s:%d: %s", what, r->host, r->port,
+           r->c && r->c->errstr[0] ? r->c->errstr : "connection lost");
+  if (r->status_ok)
+    WSG_WARN("redis", "%s", msg);
+  disconnect(r, msg);
+  proc__fmt_err(err, errlen, "redis: %s", msg);
+}
+
+/* Reads `n` replies into reps[] (NULL-filled on failure, which frees what was read). */
+static int read_replies(proc_router *r, redisReply **reps, size_t n, char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++) {
+    void *rep = NULL;
+    if (redisGetReply(r->c, &rep) != REDIS_OK || !rep) {
+      for (size_t j = 0; j < i; j++) {
+        freeReplyObject(reps[j]);
+        reps[j] = NULL;
+      }
+      io_failed(r, "reading replies", err, errlen);
+      return -1;
+    }
+    reps[i] = rep;
+  }
+  return 0;
+}
+
+static void observe_rtt(proc_router *r, uint64_t start_us) {
+  if (r->m_rtt)
+    wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - start_us) / 1e6);
+}
+
+/* --- handlers' commands -------------------------------------------------------------------- */
+
+/* Nodes and string bytes a converted reply needs. */
+static void measure(const redisReply *rep, size_t *nodes, size_t *bytes) {
+  (*nodes)++;
+  switch (rep->type) {
+  case REDIS_REPLY_STRING:
+  case REDIS_REPLY_STATUS:
+  case REDIS_REPLY_ERROR:
+    *bytes += rep->len + 1;
+    break;
+  case REDIS_REPLY_ARRAY:
+    for (size_t i = 0; i < rep->elements; i++)
+      if (rep->element[i])
+        measure(rep->element[i], nodes, bytes);
+      else
+        (*nodes)++;
+    break;
+  default:
+    break;
+  }
+}
+
+typedef struct {
+  wsgate_redis_reply *nodes; /* next free node */
+  char *bytes;               /* next free byte */
+} convert_pool;
+
+static void convert(const redisReply *rep, wsgate_redis_reply *dst, convert_pool *pool) {
+  memset(dst, 0, sizeof(*dst));
+  if (!rep) {
+    dst->type = WSGATE_REDIS_NIL;
+    return;
+  }
+  switch (rep->type) {
+  case REDIS_REPLY_INTEGER:
+    dst->type = WSGATE_REDIS_INTEGER;
+    dst->integer = rep->integer;
+    break;
+  case REDIS_REPLY_STRING:
+  case REDIS_REPLY_STATUS:
+  case REDIS_REPLY_ERROR:
+    dst->type = rep->type == REDIS_REPLY_STRING   ? WSGATE_REDIS_STRING
+                : rep->type == REDIS_REPLY_STATUS ? WSGATE_REDIS_STATUS
+                                                  : WSGATE_REDIS_ERROR;
+    memcpy(pool->bytes, rep->str, rep->len);
+    pool->bytes[rep->len] = '\0';
+    dst->str = pool->bytes;
+    dst->len = rep->len;
+    pool->bytes += rep->len + 1;
+    break;
+  case REDIS_REPLY_ARRAY: {
+    dst->type = WSGATE_REDIS_ARRAY;
+    dst->count = rep->elements;
+    wsgate_redis_reply *items = pool->nodes;
+    pool->nodes += rep->elements;
+    dst->items = items;
+    for (size_t i = 0; i < rep->elements; i++)
+      convert(rep->element[i], &items[i], pool);
+    break;
+  }
+  default:
+    dst->type = WSGATE_REDIS_NIL;
+  }
+}
+
+int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
+                        const wsgate_redis_reply **replies, void **block, char *err,
+                        size_t errlen) {
+  *block = NULL;
+  if (n == 0 || n > WSGATE_MAX_REDIS_COMMANDS || !cmds || !replies) {
+    proc__fmt_err(err, errlen, "a pipeline holds 1..%d commands", WSGATE_MAX_REDIS_COMMANDS);
+    return WSGATE_E_INVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (cmds[i].argc < 1 || !cmds[i].argv) {
+      proc__fmt_err(err, errlen, "command %zu has no arguments", i);
+      return WSGATE_E_INVAL;
+    }
+    for (int a = 0; a < cmds[i].argc; a++) {
+      if (!cmds[i].argv[a]) {
+        proc__fmt_err(err, errlen, "command %zu: argument %d is NULL", i, a);
+        return WSGATE_E_INVAL;
+      }
+    }
+  }
+  if (ensure_connected(r, err, errlen) != 0)
+    return WSGATE_E_REDIS;
+  redisReply **reps = calloc(n, sizeof(*reps));
+  if (!reps) {
+    proc__fmt_err(err, errlen, "out of memory");
+    return WSGATE_E_NOMEM;
+  }
+  uint64_t t0 = wsg_now_mono_us();
+  for (size_t i = 0; i < n; i++) {
+    if (redisAppendCommandArgv(r->c, cmds[i].argc, (const char **)cmds[i].argv, cmds[i].argvlen) !=
+        REDIS_OK) {
+      free(reps);
+      io_failed(r, "sending a handler's commands", err, errlen);
+      return WSGATE_E_REDIS;
+    }
+  }
+  if (read_replies(r, reps, n, err, errlen) != 0) {
+    free(reps);
+    return WSGATE_E_REDIS;
+  }
+  observe_rtt(r, t0);
+  count(r->m_handler_cmds, n);
+
+  size_t nodes = 0, bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    measure(reps[i], &nodes, &bytes);
+  /* Top-level replies first, so replies[i] = &base[i]; nested items follow, then the strings. */
+  size_t node_bytes = nodes * sizeof(wsgate_redis_reply);
+  uint8_t *mem = malloc(node_bytes + bytes + 1);
+  int rc = WSGATE_OK;
+  if (!mem) {
+    proc__fmt_err(err, errlen, "out of memory for %zu reply bytes", node_bytes + bytes);
+    rc = WSGATE_E_NOMEM;
+  } else {
+    wsgate_redis_reply *base = (wsgate_redis_reply *)mem;
+    convert_pool pool = {.nodes = base + n, .bytes = (char *)mem + node_bytes};
+    for (size_t i = 0; i < n; i++) {
+      convert(reps[i], &base[i], &pool);
+      replies[i] = &base[i];
+    }
+    *block = mem;
+  }
+  for (size_t i = 0; i < n; i++)
+    freeReplyObject(reps[i]);
+  free(reps);
+  return rc;
+}
+
+/* --- gateway cache ------------------------------------------------------------------------- */
+
+static gw_cache_entry *cache_slot(proc_router *r, const char *id, size_t len, bool *found) {
+  size_t mask = r->cache_cap - 1;
+  size_t i = (size_t)proc__hash(id, len) & mask;
+  for (;;) {
+    gw_cache_entry *e = &r->cache[i];
+    if (!e->used) {
+      *found = false;
+      return e;
+    }
+    if (e->len == len && memcmp(e->id, id, len) == 0) {
+      *found = true;
+      return e;
+    }
+    i = (i + 1) & mask;
+  }
+}
+
+void proc_router_cache_clear(proc_router *r) {
+  memset(r->cache, 0, r->cache_cap * sizeof(gw_cache_entry));
+  r->cache_used = 0;
+}
+
+/* Stores a lookup result. When the cache is full it is emptied: only garbage ids can fill it, and
+ * the live gateways are re-read on the next batch. */
+static void cache_put(proc_router *r, const char *id, size_t len, bool alive, int32_t slot,
+                      uint64_t now_ms) {
+  if (r->cache_ttl_ms == 0)
+    return;
+  bool found;
+  gw_cache_entry *e = cache_slot(r, id, len, &found);
+  if (!found) {
+    if (r->cache_used >= GW_CACHE_MAX) {
+      proc_router_cache_clear(r);
+      e = cache_slot(r, id, len, &found);
+    }
+    memcpy(e->id, id, len);
+    e->id[len] = '\0';
+    e->len = (uint16_t)len;
+    e->used = true;
+    r->cache_used++;
+  }
+  e->alive = alive;
+  e->slot = slot;
+  e->expires_ms = now_ms + r->cache_ttl_ms;
+}
+
+/* --- routing ------------------------------------------------------------------------------- */
+
+void proc_routes_init(proc_routes *rt) {
+  memset(rt, 0, sizeof(*rt));
+}
+
+void proc_routes_finish(proc_routes *rt) {
+  free(rt->targets);
+  free(rt->first);
+  free(rt->count);
+  free(rt->gws);
+  free(rt->gw_index);
+  memset(rt, 0, sizeof(*rt));
+}
+
+static int routes_reset(proc_routes *rt, size_t users) {
+  rt->ntargets = 0;
+  rt->ngws = 0;
+  rt->stale = rt->removed = rt->bad = rt->bad_slot = 0;
+  size_t ucap = rt->users_cap;
+  if (users > ucap) {
+    size_t ncap = ucap ? ucap : 64;
+    while (ncap < users)
+      ncap *= 2;
+    uint32_t *f = realloc(rt->first, ncap * sizeof(uint32_t));
+    if (!f)
+      return -1;
+    rt->first = f;
+    uint32_t *c = realloc(rt->count, ncap * sizeof(uint32_t));
+    if (!c)
+      return -1;
+    rt->count = c;
+    rt->users_cap = ncap;
+  }
+  if (!rt->gw_index) {
+    rt->gw_index_cap = RESOLVE_GW_MAX * 2;
+    rt->gw_index = calloc(rt->gw_index_cap, sizeof(uint32_t));
+    if (!rt->gw_index)
+      return -1;
+  } else {
+    memset(rt->gw_index, 0, rt->gw_index_cap * sizeof(uint32_t));
+  }
+  return 0;
+}
+
+/* The index of gateway `id` in rt->gws, adding it (slot unknown: -1) if new. -1 if the per-resolve
+ * limit is reached or out of memory. */
+static int64_t intern_gw(proc_routes *rt, const char *id, size_t len) {
+  size_t mask = rt->gw_index_cap - 1;
+  size_t i = (size_t)proc__hash(id, len) & mask;
+  for (;;) {
+    uint32_t v = rt->gw_index[i];
+    if (v == 0)
+      break;
+    proc_route_gw *g = &rt->gws[v - 1];
+    if (g->len == len && memcmp(g->id, id, len) == 0)
+      return v - 1;
+    i = (i + 1) & mask;
+  }
+  if (rt->ngws >= RESOLVE_GW_MAX)
+    return -1;
+  if (proc__reserve((void **)&rt->gws, &rt->gws_cap, rt->ngws + 1, sizeof(proc_route_gw)) != 0)
+    return -1;
+  proc_route_gw *g = &rt->gws[rt->ngws];
+  memcpy(g->id, id, len);
+  g->id[len] = '\0';
+  g->len = (uint16_t)len;
+  g->slot = -1;
+  rt->gw_index[i] = (uint32_t)(rt->ngws + 1);
+  return (int64_t)rt->ngws++;
+}
+
+/* A connection id as Redis holds it: decimal, no sign, no leading zeros beyond "0", fits 64 bits.
+ */
+static bool parse_conn_id(const char *s, size_t len, uint64_t *out) {
+  if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
+    return false;
+  uint64_t v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return false;
+    unsigned d = (unsigned)(s[i] - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return false;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return true;
+}
+
+static bool parse_slot(const char *s, size_t len, int32_t *out) {
+  uint64_t v;
+  if (!parse_conn_id(s, len, &v) || v > INT32_MAX)
+    return false;
+  *out = (int32_t)v;
+  return true;
+}
+
+/* A raw entry of a user hash, kept until the gateways are known. */
+typedef struct {
+  uint32_t user;
+  uint32_t gw;
+  uint64_t conn;
+} raw_entry;
+
+typedef struct {
+  raw_entry *v;
+  size_t n, cap;
+} raw_list;
+
+/* Sends HGETALL for users [from, to) and parses the replies into `raw`. */
+static int read_users(proc_router *r, const proc_strref *users, size_t from, size_t to,
+                      proc_routes *rt, raw_list *raw, redisReply **reps, char *err, size_t errlen) {
+  char key[WSG_REDIS_KEY_MAX];
+  for (size_t i = from; i < to; i++) {
+    /* Users were validated by the handler API (length, UTF-8) and the prefix is bounded at
+     * creation, so every key fits; an empty key still keeps the pipeline aligned. */
+    int klen = wsg_key_user(key, sizeof(key), r->prefix, users[i].ptr, users[i].len);
+    if (klen < 0)
+      klen = 0;
+    const char *argv[] = {"HGETALL", key};
+    size_t argvlen[] = {7, (size_t)klen};
+    if (redisAppendCommandArgv(r->c, 2, argv, argvlen) != REDIS_OK) {
+      io_failed(r, "sending HGETALL", err, errlen);
+      return -1;
+    }
+  }
+  uint64_t t0 = wsg_now_mono_us();
+  if (read_replies(r, reps, to - from, err, errlen) != 0)
+    return -1;
+  observe_rtt(r, t0);
+  count(r->m_user_lookups, to - from);
+
+  int rc = 0;
+  for (size_t i = from; i < to; i++) {
+    redisReply *rep = reps[i - from];
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements % 2 != 0) {
+      /* WRONGTYPE or the like: someone else's data under our prefix. Not a connection error. */
+      rt->bad++;
+      continue;
+    }
+    for (size_t e = 0; e + 1 < rep->elements; e += 2) {
+      redisReply *f = rep->element[e], *v = rep->element[e + 1];
+      uint64_t conn;
+      if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+          !parse_conn_id(f->str, f->len, &conn) || v->len == 0 || v->len > WSG_MAX_GATEWAY_LEN ||
+          !wsg_utf8_valid(v->str, v->len)) {
+        rt->bad++;
+        continue;
+      }
+      int64_t gw = intern_gw(rt, v->str, v->len);
+      if (gw < 0) {
+        rt->bad++;
+        continue;
+      }
+      if (proc__reserve((void **)&raw->v, &raw->cap, raw->n + 1, sizeof(raw_entry)) != 0) {
+        proc__fmt_err(err, errlen, "out of memory routing %zu users", to - from);
+        rc = -2;
+        break;
+      }
+      raw->v[raw->n++] = (raw_entry){.user = (uint32_t)i, .gw = (uint32_t)gw, .conn = conn};
+    }
+    if (rc != 0)
+      break;
+  }
+  for (size_t i = 0; i < to - from; i++) {
+    freeReplyObject(reps[i]);
+    reps[i] = NULL;
+  }
+  return rc;
+}
+
+/* Fills gws[].slot (-1: lease gone, -2: bad slot) from the cache or one pipelined HGET each. */
+static int read_gateways(proc_router *r, proc_routes *rt, uint64_t now_ms, redisReply **reps,
+                         char *err, size_t errlen) {
+  char key[WSG_REDIS_KEY_MAX];
+  size_t *todo = malloc((rt->ngws ? rt->ngws : 1) * sizeof(size_t));
+  if (!todo) {
+    proc__fmt_err(err, errlen, "out of memory");
+    return -2;
+  }
+  size_t ntodo = 0;
+  for (size_t g = 0; g < rt->ngws; g++) {
+    bool found;
+    gw_cache_entry *e = cache_slot(r, rt->gws[g].id, rt->gws[g].len, &found);
+    if (found && r->cache_ttl_ms && e->expires_ms > now_ms) {
+      rt->gws[g].slot = e->alive ? e->slot : -1;
+      count(r->m_cache_hits, 1);
+      continue;
+    }
+    todo[ntodo++] = g;
+  }
+  int rc = 0;
+  for (size_t from = 0; from < ntodo && rc == 0; from += PIPELINE_CHUNK) {
+    size_t to = from + PIPELINE_CHUNK < ntodo ? from + PIPELINE_CHUNK : ntodo;
+    for (size_t i = from; i < to; i++) {
+      int klen = wsg_key_gateway(key, sizeof(key), r->prefix, rt->gws[todo[i]].id);
+      const char *argv[] = {"HGET", key, "slot"};
+      size_t argvlen[] = {4, (size_t)(klen > 0 ? klen : 0), 4};
+      if (klen < 0 || redisAppendCommandArgv(r->c, 3, argv, argvlen) != REDIS_OK) {
+        io_failed(r, "sending HGET", err, errlen);
+        rc = -1;
+        break;
+      }
+    }
+    if (rc != 0)
+      break;
+    uint64_t t0 = wsg_now_mono_us();
+    if (read_replies(r, reps, to - from, err, errlen) != 0) {
+      rc = -1;
+      break;
+    }
+    observe_rtt(r, t0);
+    count(r->m_gw_lookups, to - from);
+    for (size_t i = from; i < to; i++) {
+      redisReply *rep = reps[i - from];
+      proc_route_gw *g = &rt->gws[todo[i]];
+      int32_t slot;
+      if (rep->type == REDIS_REPLY_NIL) {
+        g->slot = -1;
+        cache_put(r, g->id, g->len, false, -1, now_ms);
+      } else if (rep->type == REDIS_REPLY_STRING && parse_slot(rep->str, rep->len, &slot)) {
+        g->slot = slot;
+        cache_put(r, g->id, g->len, true, slot, now_ms);
+      } else {
+        /* The record exists but holds no usable slot: alive, yet unreachable. Not cached, so a
+         * gateway that is still writing its record is read again next batch. */
+        g->slot = -2;
+      }
+      freeReplyObject(rep);
+      reps[i - from] = NULL;
+    }
+  }
+  free(todo);
+  return rc;
+}
+
+/* Deletes the entries of dead gateways (compare-and-delete: a reconnect that re-registered the
+ * same connection id elsewhere keeps its new entry). Failures only leave the entries for later. */
+static void remove_stale(proc_router *r, const proc_strref *users, const raw_list *raw,
+                         proc_routes *rt, redisReply **reps) {
+  char key[WSG_REDIS_KEY_MAX], conn[24];
+  size_t i = 0;
+  while (i < raw->n) {
+    size_t appended = 0;
+    for (; i < raw->n && appended < PIPELINE_CHUNK; i++) {
+      const raw_entry *e = &raw->v[i];
+      if (rt->gws[e->gw].slot != -1)
+        continue;
+      const proc_route_gw *g = &rt->gws[e->gw];
+      int klen = wsg_key_user(key, sizeof(key), r->prefix, users[e->user].ptr, users[e->user].len);
+      int clen = wsg_conn_id_format(conn, sizeof(conn), e->conn);
+      const char *argv[] = {"EVAL", WSG_LUA_CONN_DELETE, "1", key, conn, g->id};
+      size_t argvlen[] = {4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, g->len};
+      if (redisAppendCommandArgv(r->c, 6, argv, argvlen) != REDIS_OK) {
+        io_failed(r, "sending the stale-entry clean-up", NULL, 0);
+        return;
+      }
+      appended++;
+    }
+    if (appended == 0)
+      return;
+    if (read_replies(r, reps, appended, NULL, 0) != 0)
+      return;
+    for (size_t k = 0; k < appended; k++) {
+      if (reps[k]->type == REDIS_REPLY_INTEGER && reps[k]->integer > 0)
+        rt->removed++;
+      freeReplyObject(reps[k]);
+      reps[k] = NULL;
+    }
+  }
+}
+
+static int cmp_raw_user(const void *a, const void *b) {
+  const raw_entry *x = a, *y = b;
+  if (x->user != y->user)
+    return x->user < y->user ? -1 : 1;
+  return x->conn < y->conn ? -1 : x->conn > y->conn;
+}
+
+int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint64_t now_ms,
+                        proc_routes *rt, char *err, size_t errlen) {
+  if (n > UINT32_MAX) {
+    proc__fmt_err(err, errlen, "too many users in one batch");
+    return -1;
+  }
+  if (routes_reset(rt, n) != 0) {
+    proc__fmt_err(err, errlen, "out of memory routing %zu users", n);
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++)
+    rt->first[i] = rt->count[i] = 0;
+  if (n == 0)
+    return 0;
+  if (ensure_connected(r, err, errlen) != 0)
+    return -1;
+
+  redisReply **reps = calloc(PIPELINE_CHUNK, sizeof(*reps));
+  raw_list raw = {0};
+  int rc = reps ? 0 : -2;
+  for (size_t from = 0; from < n && rc == 0; from += PIPELINE_CHUNK) {
+    size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
+    rc = read_users(r, users, from, to, rt, &raw, reps, err, errlen);
+  }
+  if (rc == 0)
+    rc = read_gateways(r, rt, now_ms, reps, err, errlen);
+  if (rc == 0) {
+    for (size_t i = 0; i < raw.n; i++) {
+      int32_t slot = rt->gws[raw.v[i].gw].slot;
+      if (slot == -1)
+        rt->stale++;
+      else if (slot < 0 || slot >= r->slots)
+        rt->bad_slot++;
+    }
+    if (rt->stale)
+      remove_stale(r, users, &raw, rt, reps);
+    count(r->m_stale_removed, rt->removed);
+    count(r->m_bad_entries, rt->bad + rt->bad_slot);
+    if (rt->bad + rt->bad_slot)
+      wsg_log_limited(&r->bad_rl, 1, now_ms, WSG_LOG_WARN, "redis",
+                      "%" PRIu64 " connection entries skipped: %" PRIu64
+                      " not <conn id> -> <gateway id>, %" PRIu64
+                      " naming a gateway whose slot is outside the %" PRId32 " outbound partitions",
+                      rt->bad + rt->bad_slot, rt->bad, rt->bad_slot, r->slots);
+
+    /* Live targets, grouped by user (qsort keeps the output independent of hash order). */
+    qsort(raw.v, raw.n, sizeof(raw_entry), cmp_raw_user);
+    if (proc__reserve((void **)&rt->targets, &rt->targets_cap, raw.n ? raw.n : 1,
+                      sizeof(proc_target)) != 0) {
+      proc__fmt_err(err, errlen, "out of memory routing %zu users", n);
+      rc = -2;
+    } else {
+      for (size_t i = 0; i < raw.n; i++) {
+        const raw_entry *e = &raw.v[i];
+        int32_t slot = rt->gws[e->gw].slot;
+        if (slot < 0 || slot >= r->slots)
+          continue;
+        if (rt->count[e->user] == 0)
+          rt->first[e->user] = (uint32_t)rt->ntargets;
+        rt->count[e->user]++;
+        rt->targets[rt->ntargets++] = (proc_target){.gw = e->gw, .conn = e->conn};
+      }
+    }
+  }
+  free(raw.v);
+  free(reps);
+  if (rc == -2) {
+    /* Not a Redis failure: report it as one anyway so the batch is retried, not half-routed. */
+    return -1;
+  }
+  return rc;
+}

@@ -1,3 +1,113 @@
+/*
+ * proc_router: everything the processor asks Redis, on one synchronous hiredis connection that
+ * the consumer thread owns (it may block: the processor has no event loop to keep responsive).
+ *
+ * Routing a batch: user -> connections -> gateway -> slot. One pipelined round trip reads
+ * HGETALL user:<u> for every distinct user of the batch; a second one reads the `slot` of every
+ * gateway they name that is not in the short-lived gateway cache (a missing gw:<id> record means
+ * the gateway's lease is gone). Entries of dead gateways are skipped and removed lazily with the
+ * compare-and-delete script (WSG_LUA_CONN_DELETE), in a third round trip only when there are any.
+ *
+ * Handlers' own commands (wsgate_redis()) also run here, as one pipeline per call.
+ *
+ * The connection is made lazily and remade after any error, with a backoff so a Redis outage
+ * costs one connect attempt per backoff step, not one per record.
+ *
+ * Threads: the consumer thread; proc_router_status() may be called from any thread.
+ */
 #ifndef PROC_ROUTER_H
 #define PROC_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wsg_envelope.h"
+#include "wsg_metrics.h"
+#include "wsgate_handler.h"
+
+typedef struct proc_router proc_router;
+
+typedef struct {
+  const char *host; /* copied */
+  int port;
+  const char *password; /* copied; NULL: no AUTH */
+  int db;
+  const char *prefix; /* copied */
+  uint64_t timeout_ms;
+  uint64_t gateway_cache_ttl_ms; /* 0: no cache */
+  int32_t slots;                 /* outbound partitions: a gateway slot must be below */
+  wsg_metrics *metrics;          /* borrowed; may be NULL */
+} proc_router_options;
+
+/* Does not connect: the first command does. Returns 0, or -1 with a message. */
+int proc_router_create(proc_router **out, const proc_router_options *o, char *err, size_t errlen);
+void proc_router_destroy(proc_router *r); /* NULL is a no-op */
+
+const char *proc_router_prefix(const proc_router *r); /* borrowed */
+
+/* Connects now if not connected (start-up check). Returns 0, or -1 with a message. */
+int proc_router_connect(proc_router *r, char *err, size_t errlen);
+
+/* 0 if the last Redis exchange worked (or none happened yet), else -1 and why. Any thread. */
+int proc_router_status(proc_router *r, char *why, size_t whylen);
+
+/*
+ * Runs `n` commands as one pipeline and converts the replies into handler-facing views, all in one
+ * allocation returned in *block (caller frees with free(), after which replies[] dangle).
+ * Returns WSGATE_OK, WSGATE_E_REDIS (connection failed; err says why), WSGATE_E_INVAL or
+ * WSGATE_E_NOMEM.
+ */
+int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
+                        const wsgate_redis_reply **replies, void **block, char *err, size_t errlen);
+
+/* --- routing ------------------------------------------------------------------------------- */
+
+typedef struct {
+  const char *ptr; /* borrowed for the call */
+  size_t len;
+} proc_strref;
+
+typedef struct {
+  uint32_t gw; /* index into proc_routes.gws */
+  uint64_t conn;
+} proc_target;
+
+typedef struct {
+  char id[WSG_MAX_GATEWAY_LEN + 1];
+  uint16_t len;
+  int32_t slot;
+} proc_route_gw;
+
+/* The live connections of each user of one resolve. Reused across batches (memory kept). */
+typedef struct {
+  proc_target *targets; /* grouped by user: user i owns targets[first[i] .. first[i]+count[i]) */
+  size_t ntargets, targets_cap;
+  uint32_t *first, *count;
+  size_t users_cap;
+  proc_route_gw *gws; /* only gateways with a live lease and a valid slot */
+  size_t ngws, gws_cap;
+  uint32_t *gw_index; /* open-addressing table over gws (index + 1; 0 = empty) */
+  size_t gw_index_cap;
+  /* what the last resolve saw */
+  uint64_t stale;    /* entries naming a gateway whose lease is gone (removed lazily) */
+  uint64_t removed;  /* of which this resolve deleted */
+  uint64_t bad;      /* entries that are not <decimal conn id> -> <gateway id> */
+  uint64_t bad_slot; /* entries whose gateway claims a slot outside the outbound topic */
+} proc_routes;
+
+void proc_routes_init(proc_routes *rt);
+void proc_routes_finish(proc_routes *rt);
+
+/*
+ * Looks up the live connections of users[0..n) (distinct; the caller deduplicates) at time
+ * `now_ms` (monotonic; drives the gateway cache). Returns 0, or -1 with a message when Redis
+ * failed (nothing was decided: retry the whole batch).
+ */
+int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint64_t now_ms,
+                        proc_routes *out, char *err, size_t errlen);
+
+/* Drops every cached gateway (tests; a processor never needs it). */
+void proc_router_cache_clear(proc_router *r);
+
 #endif
