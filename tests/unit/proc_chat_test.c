@@ -1,0 +1,558 @@
+/*
+ * The chat handler: command parsing in both encodings (including hostile input: every bad frame
+ * is refused with a reason, none crashes or allocates beyond its size), and the commands against a
+ * real Redis through the processor's own dispatch, routing and outbox.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_chat.h"
+#include "proc_testutil.h"
+
+static const proc_chat_limits lim = {.max_frame = 16384, .max_text = 4096};
+
+/* --- parsing ------------------------------------------------------------------------------- */
+
+static int parse_json(const char *s, proc_chat_cmd *cmd, char *err, size_t errlen) {
+  return proc_chat_parse((const uint8_t *)s, strlen(s), false, &lim, cmd, err, errlen);
+}
+
+/* Expects `s` to be refused with a message containing `needle`. */
+static void refused_json(const char *s, const char *needle) {
+  proc_chat_cmd cmd;
+  char err[256] = "";
+  int rc = parse_json(s, &cmd, err, sizeof(err));
+  proc_chat_cmd_finish(&cmd);
+  cr_assert_eq(rc, -1, "accepted %s", s);
+  cr_assert(strstr(err, needle), "%s: error \"%s\" should mention \"%s\"", s, err, needle);
+}
+
+static void refused_bytes(const uint8_t *b, size_t len, bool binary, const char *needle) {
+  proc_chat_cmd cmd;
+  char err[256] = "";
+  int rc = proc_chat_parse(b, len, binary, &lim, &cmd, err, sizeof(err));
+  proc_chat_cmd_finish(&cmd);
+  cr_assert_eq(rc, -1, "accepted %zu hostile bytes", len);
+  cr_assert(strstr(err, needle), "error \"%s\" should mention \"%s\"", err, needle);
+}
+
+Test(proc_chat_parse, json_commands) {
+  proc_chat_cmd cmd;
+  char err[256];
+  cr_assert_eq(parse_json("{\"op\":\"join\",\"room\":\"lobby\",\"id\":7}", &cmd, err, sizeof(err)),
+               0, "%s", err);
+  cr_assert_eq(cmd.op, PROC_CHAT_JOIN);
+  cr_assert_not(cmd.msgpack);
+  cr_assert_eq(cmd.room_len, 5);
+  cr_assert_eq(memcmp(cmd.room, "lobby", 5), 0);
+  cr_assert_eq(cmd.id_kind, PROC_CHAT_ID_INT);
+  cr_assert_eq(cmd.id_int, 7);
+  proc_chat_cmd_finish(&cmd);
+
+  cr_assert_eq(
+      parse_json("{\"op\":\"say\",\"room\":\"r\",\"text\":\"h\\u00e9llo\",\"extra\":[1,{}]}", &cmd,
+                 err, sizeof(err)),
+      0, "unknown keys are ignored: %s", err);
+  cr_assert_eq(cmd.op, PROC_CHAT_SAY);
+  cr_assert_eq(cmd.text_len, 6);
+  cr_assert_eq(memcmp(cmd.text, "h\xc3\xa9llo", 6), 0);
+  proc_chat_cmd_finish(&cmd);
+
+  cr_assert_eq(parse_json("{\"to\":\"bob\",\"text\":\"hi\",\"op\":\"dm\",\"id\":\"x-1\"}", &cmd,
+                          err, sizeof(err)),
+               0, "%s", err);
+  cr_assert_eq(cmd.op, PROC_CHAT_DM);
+  cr_assert_eq(cmd.to_len, 3);
+  cr_assert_eq(cmd.id_kind, PROC_CHAT_ID_STR);
+  proc_chat_cmd_finish(&cmd);
+
+  cr_assert_eq(parse_json("{\"op\":\"leave\",\"room\":\"r\"}", &cmd, err, sizeof(err)), 0);
+  cr_assert_eq(cmd.op, PROC_CHAT_LEAVE);
+  proc_chat_cmd_finish(&cmd);
+  cr_assert_eq(parse_json("{\"op\":\"members\",\"room\":\"r\"}", &cmd, err, sizeof(err)), 0);
+  cr_assert_eq(cmd.op, PROC_CHAT_MEMBERS);
+  proc_chat_cmd_finish(&cmd);
+}
+
+Test(proc_chat_parse, json_hostile) {
+  refused_json("", "empty");
+  refused_json("{", "not valid JSON");
+  refused_json("[1,2]", "JSON object");
+  refused_json("\"join\"", "not valid JSON"); /* jansson refuses a bare string at top level */
+  refused_json("{\"op\":\"join\",\"op\":\"leave\",\"room\":\"r\"}", "not valid JSON");
+  refused_json("{\"room\":\"r\"}", "op: missing");
+  refused_json("{\"op\":\"fly\",\"room\":\"r\"}", "op: unknown");
+  refused_json("{\"op\":7,\"room\":\"r\"}", "op: must be a string");
+  refused_json("{\"op\":\"join\"}", "room: missing");
+  refused_json("{\"op\":\"join\",\"room\":\"\"}", "room: must not be empty");
+  refused_json("{\"op\":\"join\",\"room\":5}", "room: must be a string");
+  refused_json("{\"op\":\"join\",\"room\":\"a\\nb\"}", "control characters");
+  refused_json("{\"op\":\"join\",\"room\":\"a\\u0000b\"}", "not valid JSON");
+  refused_json("{\"op\":\"join\",\"room\":"
+               "\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+               "room: longer than 64");
+  refused_json("{\"op\":\"say\",\"room\":\"r\"}", "text: missing");
+  refused_json("{\"op\":\"dm\",\"text\":\"x\"}", "to: missing");
+  refused_json("{\"op\":\"dm\",\"to\":\"\",\"text\":\"x\"}", "to: must not be empty");
+  refused_json("{\"op\":\"join\",\"room\":\"r\",\"id\":1.5}", "id: must be");
+  refused_json("{\"op\":\"join\",\"room\":\"r\",\"id\":[1]}", "id: must be");
+  /* Invalid UTF-8 inside a JSON string never gets past jansson. */
+  refused_json("{\"op\":\"join\",\"room\":\"\xff\xfe\"}", "not valid JSON");
+
+  /* Text just below and above the limit. */
+  char *big = malloc(lim.max_text + 64);
+  int n = snprintf(big, lim.max_text + 64, "{\"op\":\"say\",\"room\":\"r\",\"text\":\"");
+  memset(big + n, 'x', lim.max_text + 1);
+  strcpy(big + n + lim.max_text + 1, "\"}");
+  refused_json(big, "text: longer than 4096");
+  free(big);
+
+  /* A frame over max_frame is refused before any parser sees it. */
+  size_t len = lim.max_frame + 1;
+  uint8_t *huge = malloc(len);
+  memset(huge, '[', len);
+  refused_bytes(huge, len, false, "larger than");
+  /* Deep nesting within the size limit: jansson's own depth limit, no crash. */
+  refused_bytes(huge, lim.max_frame, false, "not valid JSON");
+  free(huge);
+}
+
+/* A MessagePack map from key/value string pairs (NULL value: integer 42). */
+static size_t pack_map(char *out, size_t cap, const char *const *kv, size_t npairs) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, npairs);
+  for (size_t i = 0; i < npairs; i++) {
+    msgpack_pack_str(&pk, strlen(kv[2 * i]));
+    msgpack_pack_str_body(&pk, kv[2 * i], strlen(kv[2 * i]));
+    if (kv[2 * i + 1]) {
+      msgpack_pack_str(&pk, strlen(kv[2 * i + 1]));
+      msgpack_pack_str_body(&pk, kv[2 * i + 1], strlen(kv[2 * i + 1]));
+    } else {
+      msgpack_pack_int(&pk, 42);
+    }
+  }
+  cr_assert_leq(sb.size, cap);
+  memcpy(out, sb.data, sb.size);
+  size_t n = sb.size;
+  msgpack_sbuffer_destroy(&sb);
+  return n;
+}
+
+Test(proc_chat_parse, msgpack_commands) {
+  char buf[256];
+  const char *kv[] = {"op", "say", "room", "lobby", "text", "hi there", "id", NULL};
+  size_t n = pack_map(buf, sizeof(buf), kv, 4);
+  proc_chat_cmd cmd;
+  char err[256];
+  cr_assert_eq(proc_chat_parse((uint8_t *)buf, n, true, &lim, &cmd, err, sizeof(err)), 0, "%s",
+               err);
+  cr_assert(cmd.msgpack);
+  cr_assert_eq(cmd.op, PROC_CHAT_SAY);
+  cr_assert_eq(cmd.text_len, 8);
+  cr_assert_eq(memcmp(cmd.text, "hi there", 8), 0);
+  cr_assert_eq(cmd.id_kind, PROC_CHAT_ID_INT);
+  cr_assert_eq(cmd.id_int, 42);
+  proc_chat_cmd_finish(&cmd);
+}
+
+Test(proc_chat_parse, msgpack_hostile) {
+  /* Not a map. */
+  const uint8_t arr[] = {0x92, 0x01, 0x02};
+  refused_bytes(arr, sizeof(arr), true, "MessagePack map");
+  /* A declared 4-billion-element array in five bytes: refused before msgpack-c allocates. */
+  const uint8_t bomb[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  refused_bytes(bomb, sizeof(bomb), true, "not valid MessagePack");
+  const uint8_t mapbomb[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa2, 'o', 'p'};
+  refused_bytes(mapbomb, sizeof(mapbomb), true, "not valid MessagePack");
+  /* A string whose length runs past the end. */
+  const uint8_t trunc[] = {0x81, 0xa2, 'o', 'p', 0xdb, 0x7f, 0xff, 0xff, 0xff, 'j'};
+  refused_bytes(trunc, sizeof(trunc), true, "not valid MessagePack");
+  /* 0xc1 is never valid. */
+  const uint8_t never[] = {0x81, 0xa2, 'o', 'p', 0xc1};
+  refused_bytes(never, sizeof(never), true, "not valid MessagePack");
+  /* Trailing bytes after the map. */
+  const uint8_t trailing[] = {0x80, 0x00};
+  refused_bytes(trailing, sizeof(trailing), true, "not valid MessagePack");
+  /* Nesting deeper than a command needs. */
+  uint8_t deep[64];
+  deep[0] = 0x81;
+  deep[1] = 0xa1;
+  deep[2] = 'x';
+  for (int i = 3; i < 63; i++)
+    deep[i] = 0x91;
+  deep[63] = 0x01;
+  refused_bytes(deep, sizeof(deep), true, "not valid MessagePack");
+  /* Non-string key. */
+  const uint8_t intkey[] = {0x81, 0x01, 0x02};
+  refused_bytes(intkey, sizeof(intkey), true, "keys must be strings");
+  /* Invalid UTF-8 in a room name. */
+  const uint8_t badutf[] = {0x82, 0xa2, 'o', 'p', 0xa4, 'j',  'o',  'i', 'n',
+                            0xa4, 'r',  'o', 'o', 'm',  0xa2, 0xc3, 0x28};
+  refused_bytes(badutf, sizeof(badutf), true, "room: not valid UTF-8");
+  /* Duplicate known key. */
+  const uint8_t dup[] = {0x82, 0xa2, 'o', 'p',  0xa4, 'j', 'o', 'i', 'n',
+                         0xa2, 'o',  'p', 0xa4, 'j',  'o', 'i', 'n'};
+  refused_bytes(dup, sizeof(dup), true, "op: given twice");
+  /* An id beyond int64. */
+  const uint8_t bigid[] = {0x83, 0xa2, 'o',  'p',  0xa4, 'j',  'o',  'i', 'n', 0xa4,
+                           'r',  'o',  'o',  'm',  0xa1, 'r',  0xa2, 'i', 'd', 0xcf,
+                           0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  refused_bytes(bigid, sizeof(bigid), true, "id: must be");
+  /* A bin where a string belongs. */
+  const uint8_t binop[] = {0x81, 0xa2, 'o', 'p', 0xc4, 0x04, 'j', 'o', 'i', 'n'};
+  refused_bytes(binop, sizeof(binop), true, "op: must be a string");
+}
+
+/* Random bytes, and random mutations of valid commands, in both encodings: every frame is either
+ * parsed or refused with a message; nothing crashes (run under ASan/UBSan in CI). */
+Test(proc_chat_parse, random_input_never_crashes) {
+  srand(7);
+  char valid_mp[256];
+  const char *kv[] = {"op", "dm", "to", "bob", "text", "hello", "id", NULL};
+  size_t mp_len = pack_map(valid_mp, sizeof(valid_mp), kv, 4);
+  const char *valid_json = "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"hello\",\"id\":1}";
+  uint8_t buf[512];
+  for (int iter = 0; iter < 20000; iter++) {
+    size_t len;
+    bool binary = iter & 1;
+    if (iter % 3 == 0) {
+      len = (size_t)rand() % sizeof(buf);
+      for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)rand();
+    } else {
+      const char *src = binary ? valid_mp : valid_json;
+      len = binary ? mp_len : strlen(valid_json);
+      memcpy(buf, src, len);
+      int flips = 1 + rand() % 4;
+      for (int f = 0; f < flips; f++)
+        buf[(size_t)rand() % len] = (uint8_t)rand();
+      if (rand() % 4 == 0)
+        len = (size_t)rand() % (len + 1);
+    }
+    proc_chat_cmd cmd;
+    char err[256] = "";
+    int rc = proc_chat_parse(buf, len, binary, &lim, &cmd, err, sizeof(err));
+    cr_assert(rc == 0 || (rc == -1 && err[0]), "iteration %d: rc %d without a reason", iter, rc);
+    if (rc == 0)
+      cr_assert(cmd.op >= PROC_CHAT_JOIN && cmd.op <= PROC_CHAT_MEMBERS);
+    proc_chat_cmd_finish(&cmd);
+  }
+}
+
+Test(proc_chat_parse, handler_arg) {
+  proc_handler *h = NULL;
+  char err[256];
+  cr_assert_eq(
+      proc_handler_open(&h, "chat", "max_members=3,max_text=100,max_frame=1000", err, sizeof(err)),
+      0, "%s", err);
+  proc_handler_close(h);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_membrs=3", err, sizeof(err)), -1);
+  cr_assert(strstr(err, "unknown setting"), "%s", err);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_text=10000,max_frame=100", err, sizeof(err)), -1);
+  cr_assert(strstr(err, "below max_frame"), "%s", err);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_members=0", err, sizeof(err)), -1);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_members", err, sizeof(err)), -1);
+}
+
+/* --- commands against Redis ---------------------------------------------------------------- */
+
+typedef struct {
+  ptest_redis redis;
+  ptest_proc t;
+} chat_fixture;
+
+static void chat_setup(chat_fixture *f, const char *arg) {
+  ptest_redis_start(&f->redis);
+  ptest_proc_init(&f->t, "chat", arg, &f->redis, 16);
+  ptest_gateway(&f->redis, "gw-1", 1, 60000);
+  ptest_gateway(&f->redis, "gw-2", 2, 60000);
+}
+
+static void chat_teardown(chat_fixture *f) {
+  ptest_proc_finish(&f->t);
+  ptest_redis_stop(&f->redis);
+}
+
+static int say_json(chat_fixture *f, const char *user, uint64_t conn, const char *gw, uint32_t slot,
+                    const char *json) {
+  char why[256] = "";
+  int rc = ptest_msg(&f->t, user, conn, gw, slot, json, strlen(json), false, why, sizeof(why));
+  cr_assert(rc == WSGATE_OK || rc == WSGATE_REJECT, "%s: rc %d: %s", json, rc, why);
+  return rc;
+}
+
+/* The JSON object of an outbound frame (text). Caller decrefs. */
+static json_t *frame_json(const ptest_out *o) {
+  cr_assert_not(o->env.binary, "expected a JSON text frame");
+  json_error_t e;
+  json_t *j = json_loadb((const char *)o->env.data, o->env.data_len, 0, &e);
+  cr_assert_not_null(j, "not JSON: %.*s", (int)o->env.data_len, o->env.data);
+  return j;
+}
+
+static const char *jstr(json_t *j, const char *key) {
+  json_t *v = json_object_get(j, key);
+  cr_assert(json_is_string(v), "no string %s", key);
+  return json_string_value(v);
+}
+
+Test(proc_chat, join_say_across_gateways_json_and_msgpack) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  ptest_conn(&f.redis, "alice", 11, "gw-1");
+  ptest_conn(&f.redis, "bob", 21, "gw-2");
+  ptest_conn(&f.redis, "bob", 22, "gw-2");
+
+  cr_assert_eq(
+      say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"join\",\"room\":\"lobby\",\"id\":1}"),
+      WSGATE_OK);
+  char mp[256];
+  const char *kv[] = {"op", "join", "room", "lobby"};
+  size_t n = pack_map(mp, sizeof(mp), kv, 2);
+  cr_assert_eq(ptest_msg(&f.t, "bob", 21, "gw-2", 2, mp, n, true, NULL, 0), WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 2, "one ack per join");
+  json_t *ack = frame_json(&f.t.out[0]);
+  cr_assert_str_eq(jstr(ack, "type"), "joined");
+  cr_assert_str_eq(jstr(ack, "room"), "lobby");
+  cr_assert_eq(json_integer_value(json_object_get(ack, "id")), 1);
+  cr_assert_eq(json_integer_value(json_object_get(ack, "members")), 1);
+  json_decref(ack);
+  cr_assert(f.t.out[1].env.binary, "bob spoke MessagePack: his ack is MessagePack");
+  cr_assert_eq(f.t.out[1].env.conn, 21);
+  cr_assert_eq(f.t.out[1].partition, 2);
+  ptest_clear_out(&f.t);
+
+  cr_assert_eq(
+      say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"hi\"}"),
+      WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 2, "one envelope per gateway");
+  const ptest_out *to_alice = f.t.out[0].env.binary ? &f.t.out[1] : &f.t.out[0];
+  const ptest_out *to_bob = f.t.out[0].env.binary ? &f.t.out[0] : &f.t.out[1];
+  cr_assert_eq(to_alice->partition, 1);
+  cr_assert_eq(to_alice->env.conn, 11);
+  json_t *ev = frame_json(to_alice);
+  cr_assert_str_eq(jstr(ev, "type"), "message");
+  cr_assert_str_eq(jstr(ev, "from"), "alice");
+  cr_assert_str_eq(jstr(ev, "text"), "hi");
+  cr_assert_str_eq(jstr(ev, "room"), "lobby");
+  json_decref(ev);
+  cr_assert_eq(to_bob->partition, 2);
+  cr_assert_eq(to_bob->env.gateway_len, 4);
+  cr_assert_eq(memcmp(to_bob->env.gateway, "gw-2", 4), 0);
+  uint64_t ids[4];
+  cr_assert_eq(ptest_targets(to_bob, ids, 4), 2, "both of bob's connections, one envelope");
+  cr_assert_eq(ids[0], 21);
+  cr_assert_eq(ids[1], 22);
+  cr_assert(to_bob->env.binary);
+  msgpack_unpacked up;
+  msgpack_unpacked_init(&up);
+  cr_assert_eq(msgpack_unpack_next(&up, (const char *)to_bob->env.data, to_bob->env.data_len, NULL),
+               MSGPACK_UNPACK_SUCCESS);
+  cr_assert_eq(up.data.type, MSGPACK_OBJECT_MAP);
+  msgpack_unpacked_destroy(&up);
+  chat_teardown(&f);
+}
+
+Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  ptest_conn(&f.redis, "eve", 31, "gw-1");
+  cr_assert_eq(say_json(&f, "eve", 31, "gw-1", 1,
+                        "{\"op\":\"say\",\"room\":\"x\",\"text\":\"boo\",\"id\":\"q\"}"),
+               WSGATE_OK);
+  char mp[256];
+  const char *kv[] = {"op", "say", "room", "x", "text", "boo"};
+  size_t n = pack_map(mp, sizeof(mp), kv, 3);
+  cr_assert_eq(ptest_msg(&f.t, "eve", 31, "gw-1", 1, mp, n, true, NULL, 0), WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 2);
+  json_t *e = frame_json(&f.t.out[0]);
+  cr_assert_str_eq(jstr(e, "type"), "error");
+  cr_assert_str_eq(jstr(e, "code"), "not_member");
+  cr_assert_str_eq(jstr(e, "id"), "q");
+  json_decref(e);
+  cr_assert(f.t.out[1].env.binary);
+  chat_teardown(&f);
+}
+
+Test(proc_chat, bad_frames_get_an_error_and_are_rejected) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  char why[256];
+  cr_assert_eq(ptest_msg(&f.t, "eve", 31, "gw-1", 1, "{nope", 5, false, why, sizeof(why)),
+               WSGATE_REJECT);
+  cr_assert(strstr(why, "bad chat command"), "%s", why);
+  const uint8_t bomb[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  cr_assert_eq(ptest_msg(&f.t, "eve", 31, "gw-1", 1, bomb, sizeof(bomb), true, why, sizeof(why)),
+               WSGATE_REJECT);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 2, "the client hears why, in its encoding");
+  json_t *e = frame_json(&f.t.out[0]);
+  cr_assert_str_eq(jstr(e, "code"), "bad_request");
+  json_decref(e);
+  cr_assert(f.t.out[1].env.binary);
+  chat_teardown(&f);
+}
+
+Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  ptest_conn(&f.redis, "alice", 11, "gw-1");
+  ptest_conn(&f.redis, "bob", 21, "gw-2");
+  ptest_conn(&f.redis, "ghost", 41, "gw-dead"); /* a gateway without a lease */
+  cr_assert_eq(
+      say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"psst\"}"),
+      WSGATE_OK);
+  cr_assert_eq(say_json(&f, "alice", 11, "gw-1", 1,
+                        "{\"op\":\"dm\",\"to\":\"carol\",\"text\":\"hello?\",\"id\":5}"),
+               WSGATE_OK);
+  cr_assert_eq(
+      say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"dm\",\"to\":\"ghost\",\"text\":\"boo\"}"),
+      WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 3);
+  cr_assert_eq(f.t.out[0].env.conn, 21);
+  cr_assert_eq(f.t.out[0].partition, 2);
+  json_t *dm = frame_json(&f.t.out[0]);
+  cr_assert_str_eq(jstr(dm, "type"), "dm");
+  cr_assert_str_eq(jstr(dm, "from"), "alice");
+  cr_assert_str_eq(jstr(dm, "text"), "psst");
+  json_decref(dm);
+  for (int i = 1; i < 3; i++) {
+    cr_assert_eq(f.t.out[i].env.conn, 11, "the error goes back to the sender");
+    json_t *e = frame_json(&f.t.out[i]);
+    cr_assert_str_eq(jstr(e, "code"), "offline");
+    json_decref(e);
+  }
+  cr_assert_eq(f.t.stats.undeliverable, 2);
+  cr_assert_eq(f.t.stats.fallbacks, 2);
+  cr_assert_eq(ptest_redis_int(&f.redis, "HLEN %suser:ghost", f.redis.prefix), 0,
+               "the dead gateway's entry was cleaned up");
+  chat_teardown(&f);
+}
+
+Test(proc_chat, dm_uses_the_recipients_encoding) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  ptest_conn(&f.redis, "alice", 11, "gw-1");
+  ptest_conn(&f.redis, "bob", 21, "gw-2");
+  char mp[256];
+  const char *kv[] = {"op", "join", "room", "r"};
+  size_t n = pack_map(mp, sizeof(mp), kv, 2);
+  cr_assert_eq(ptest_msg(&f.t, "bob", 21, "gw-2", 2, mp, n, true, NULL, 0), WSGATE_OK);
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+  cr_assert_eq(
+      say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"hi\"}"),
+      WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 1);
+  cr_assert(f.t.out[0].env.binary, "bob speaks MessagePack");
+  chat_teardown(&f);
+}
+
+Test(proc_chat, members_leave_and_full_rooms) {
+  chat_fixture f;
+  chat_setup(&f, "max_members=2");
+  ptest_conn(&f.redis, "a", 1, "gw-1");
+  ptest_conn(&f.redis, "b", 2, "gw-1");
+  ptest_conn(&f.redis, "c", 3, "gw-2");
+  say_json(&f, "a", 1, "gw-1", 1, "{\"op\":\"join\",\"room\":\"small\"}");
+  say_json(&f, "b", 2, "gw-1", 1, "{\"op\":\"join\",\"room\":\"small\"}");
+  say_json(&f, "c", 3, "gw-2", 2, "{\"op\":\"join\",\"room\":\"small\"}");
+  say_json(&f, "a", 1, "gw-1", 1, "{\"op\":\"members\",\"room\":\"small\"}");
+  say_json(&f, "b", 2, "gw-1", 1, "{\"op\":\"leave\",\"room\":\"small\"}");
+  say_json(&f, "c", 3, "gw-2", 2, "{\"op\":\"join\",\"room\":\"small\"}");
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 6);
+  json_t *full = frame_json(&f.t.out[2]);
+  cr_assert_str_eq(jstr(full, "code"), "room_full");
+  json_decref(full);
+  json_t *m = frame_json(&f.t.out[3]);
+  cr_assert_str_eq(jstr(m, "type"), "members");
+  json_t *list = json_object_get(m, "members");
+  cr_assert_eq(json_array_size(list), 2);
+  cr_assert_str_eq(json_string_value(json_array_get(list, 0)), "a");
+  cr_assert_str_eq(json_string_value(json_array_get(list, 1)), "b");
+  cr_assert(json_is_false(json_object_get(m, "truncated")));
+  json_decref(m);
+  json_t *left = frame_json(&f.t.out[4]);
+  cr_assert_str_eq(jstr(left, "type"), "left");
+  cr_assert(json_is_true(json_object_get(left, "was_member")));
+  json_decref(left);
+  json_t *joined = frame_json(&f.t.out[5]);
+  cr_assert_str_eq(jstr(joined, "type"), "joined", "a place freed up");
+  json_decref(joined);
+  cr_assert_eq(ptest_redis_int(&f.redis, "SCARD %sroom:small", f.redis.prefix), 2);
+  chat_teardown(&f);
+}
+
+/* The fan-out the issue asks for: a room of 100 users over two gateways gets each message through
+ * exactly one outbound envelope per gateway, every member's connection exactly once. */
+Test(proc_chat, room_of_100_users_one_envelope_per_gateway) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  char user[32], json[128];
+  for (int i = 0; i < 100; i++) {
+    snprintf(user, sizeof(user), "u%03d", i);
+    bool second = i % 2;
+    ptest_conn(&f.redis, user, 1000 + (uint64_t)i, second ? "gw-2" : "gw-1");
+    say_json(&f, user, 1000 + (uint64_t)i, second ? "gw-2" : "gw-1", second ? 2 : 1,
+             "{\"op\":\"join\",\"room\":\"big\"}");
+  }
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+  snprintf(json, sizeof(json), "{\"op\":\"say\",\"room\":\"big\",\"text\":\"to all\"}");
+  say_json(&f, "u000", 1000, "gw-1", 1, json);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 2, "exactly one envelope per gateway");
+  bool seen[100] = {false};
+  for (size_t k = 0; k < 2; k++) {
+    uint64_t ids[128];
+    size_t n = ptest_targets(&f.t.out[k], ids, 128);
+    cr_assert_eq(n, 50);
+    for (size_t i = 0; i < n; i++) {
+      int u = (int)(ids[i] - 1000);
+      cr_assert(u >= 0 && u < 100 && !seen[u], "connection %llu twice or unknown",
+                (unsigned long long)ids[i]);
+      seen[u] = true;
+      cr_assert_eq(f.t.out[k].partition, u % 2 ? 2 : 1, "on its own gateway's partition");
+    }
+  }
+  for (int u = 0; u < 100; u++)
+    cr_assert(seen[u], "member %d missed the message", u);
+  chat_teardown(&f);
+}
+
+Test(proc_chat, redis_down_asks_for_a_retry) {
+  ptest_redis r;
+  ptest_redis_start(&r);
+  ptest_proc t;
+  /* A router pointed at a port nobody listens on. */
+  ptest_proc_init(&t, "chat", NULL, NULL, 16);
+  proc_router_options o = {.host = "127.0.0.1",
+                           .port = itest_free_port(),
+                           .prefix = r.prefix,
+                           .timeout_ms = 200,
+                           .slots = 16};
+  char err[256];
+  cr_assert_eq(proc_router_create(&t.router, &o, err, sizeof(err)), 0);
+  t.denv.router = t.router;
+  const char *json = "{\"op\":\"join\",\"room\":\"r\"}";
+  cr_assert_eq(ptest_msg(&t, "a", 1, "gw-1", 1, json, strlen(json), false, NULL, 0), WSGATE_RETRY);
+  cr_assert_eq(proc_outbox_count(t.box), 0, "a retried call leaves nothing behind");
+  char why[256];
+  cr_assert_eq(proc_router_status(t.router, why, sizeof(why)), -1);
+  cr_assert(strstr(why, "cannot connect"), "%s", why);
+  ptest_proc_finish(&t);
+  ptest_redis_stop(&r);
+}

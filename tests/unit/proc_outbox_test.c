@@ -1,0 +1,238 @@
+/*
+ * proc_outbox: recorded actions become the right envelopes: one deliver per gateway for a fan-out,
+ * split only when a record would be too large; each connection once; fallbacks for offline users;
+ * closes per connection; rollback forgets a retried handler's actions.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_outbox.h"
+
+typedef struct {
+  int32_t partition;
+  uint32_t rec;
+  uint8_t *buf;
+  size_t len;
+} item;
+
+typedef struct {
+  item v[256];
+  size_t n;
+} sink;
+
+static int collect(void *arg, uint32_t rec, int32_t partition, const uint8_t *buf, size_t len) {
+  sink *s = arg;
+  cr_assert_lt(s->n, 256);
+  item *it = &s->v[s->n++];
+  it->partition = partition;
+  it->rec = rec;
+  it->buf = malloc(len);
+  memcpy(it->buf, buf, len);
+  it->len = len;
+  return 0;
+}
+
+static void sink_free(sink *s) {
+  for (size_t i = 0; i < s->n; i++)
+    free(s->v[i].buf);
+  s->n = 0;
+}
+
+static wsg_envelope decode(const item *it) {
+  wsg_envelope env;
+  const char *field = NULL;
+  int rc = wsg_envelope_decode(&env, it->buf, it->len, &field);
+  cr_assert_eq(rc, WSG_ENV_OK, "%s (%s)", wsg_env_strerror(rc), field ? field : "");
+  return env;
+}
+
+/* Routes built by hand: user i of the outbox has conns[i] connections on gateway gw_of[i]. */
+typedef struct {
+  proc_routes rt;
+} fake_routes;
+
+static void add_gw(proc_routes *rt, const char *id, int32_t slot) {
+  rt->gws = realloc(rt->gws, (rt->ngws + 1) * sizeof(proc_route_gw));
+  proc_route_gw *g = &rt->gws[rt->ngws++];
+  memset(g, 0, sizeof(*g));
+  strcpy(g->id, id);
+  g->len = (uint16_t)strlen(id);
+  g->slot = slot;
+}
+
+static void set_user(proc_routes *rt, size_t user, const uint32_t *gws, const uint64_t *conns,
+                     size_t n) {
+  rt->first[user] = (uint32_t)rt->ntargets;
+  rt->count[user] = (uint32_t)n;
+  for (size_t i = 0; i < n; i++)
+    rt->targets[rt->ntargets++] = (proc_target){.gw = gws[i], .conn = conns[i]};
+}
+
+static void routes_alloc(proc_routes *rt, size_t users, size_t targets) {
+  proc_routes_init(rt);
+  rt->first = calloc(users, sizeof(uint32_t));
+  rt->count = calloc(users, sizeof(uint32_t));
+  rt->targets = calloc(targets, sizeof(proc_target));
+}
+
+static const proc_origin origin = {.gateway = "gw-o", .gateway_len = 4, .slot = 9, .conn = 99};
+
+Test(proc_outbox, fanout_groups_by_gateway_and_dedups) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref users[] = {{"u1", 2}, {"u2", 2}, {"u1", 2}, {"u3", 2}};
+  cr_assert_eq(proc_outbox_send(b, 4, users, 4, "msg", 3, false, NULL, NULL, 0, false), 0);
+  size_t n;
+  const proc_strref *distinct = proc_outbox_users(b, &n);
+  cr_assert_eq(n, 3, "u1 listed twice is looked up once");
+  cr_assert_eq(memcmp(distinct[0].ptr, "u1", 2), 0);
+
+  proc_routes rt;
+  routes_alloc(&rt, 3, 8);
+  add_gw(&rt, "gw-a", 1);
+  add_gw(&rt, "gw-b", 2);
+  set_user(&rt, 0, (uint32_t[]){0, 1}, (uint64_t[]){10, 11}, 2); /* u1 on both */
+  set_user(&rt, 1, (uint32_t[]){0}, (uint64_t[]){20}, 1);        /* u2 on gw-a */
+  set_user(&rt, 2, NULL, NULL, 0);                               /* u3 offline */
+
+  sink s = {0};
+  proc_emit_stats st = {0};
+  cr_assert_eq(proc_outbox_emit(b, &rt, 1000000, 1, collect, &s, &st), 0);
+  cr_assert_eq(s.n, 2, "one envelope per gateway");
+  wsg_envelope a = decode(&s.v[0]), c = decode(&s.v[1]);
+  cr_assert_eq(s.v[0].partition, 1);
+  cr_assert_eq(s.v[0].rec, 4);
+  cr_assert(a.fields & WSG_F_CONNS);
+  cr_assert_eq(a.conns.count, 2);
+  size_t pos = 0;
+  uint64_t id;
+  wsg_conns_next(&a.conns, &pos, &id);
+  cr_assert_eq(id, 10);
+  wsg_conns_next(&a.conns, &pos, &id);
+  cr_assert_eq(id, 20);
+  cr_assert_eq(s.v[1].partition, 2);
+  cr_assert(c.fields & WSG_F_CONN, "a single connection uses c, not cs");
+  cr_assert_eq(c.conn, 11);
+  cr_assert_eq(st.deliveries, 3);
+  cr_assert_eq(st.undeliverable, 1);
+  cr_assert_eq(st.envelopes, 2);
+  sink_free(&s);
+  proc_routes_finish(&rt);
+  proc_outbox_destroy(b);
+}
+
+Test(proc_outbox, large_fanout_splits_to_fit_a_record) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref user = {"crowd", 5};
+  char payload[1000];
+  memset(payload, 'p', sizeof(payload));
+  cr_assert_eq(
+      proc_outbox_send(b, 0, &user, 1, payload, sizeof(payload), true, NULL, NULL, 0, false), 0);
+  proc_routes rt;
+  routes_alloc(&rt, 1, 1000);
+  add_gw(&rt, "gw-a", 1);
+  rt.first[0] = 0;
+  rt.count[0] = 1000;
+  for (uint32_t i = 0; i < 1000; i++)
+    rt.targets[rt.ntargets++] = (proc_target){.gw = 0, .conn = (uint64_t)1 << 40 | i};
+  sink s = {0};
+  proc_emit_stats st = {0};
+  size_t max_record = 6000;
+  cr_assert_eq(proc_outbox_emit(b, &rt, max_record, 1, collect, &s, &st), 0);
+  cr_assert_gt(s.n, 1, "1000 connections of 9 bytes do not fit 6000 bytes");
+  uint32_t total = 0;
+  for (size_t i = 0; i < s.n; i++) {
+    cr_assert_leq(s.v[i].len, max_record);
+    wsg_envelope e = decode(&s.v[i]);
+    total += (e.fields & WSG_F_CONNS) ? e.conns.count : 1;
+  }
+  cr_assert_eq(total, 1000);
+  sink_free(&s);
+  proc_routes_finish(&rt);
+  proc_outbox_destroy(b);
+}
+
+Test(proc_outbox, fallback_and_closes) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref off = {"offline", 7}, on = {"online", 6};
+  cr_assert_eq(proc_outbox_send(b, 0, &off, 1, "dm", 2, false, &origin, "gone", 4, false), 0);
+  cr_assert_eq(proc_outbox_send(b, 0, &on, 1, "dm", 2, false, &origin, "gone", 4, false), 0);
+  cr_assert_eq(proc_outbox_close(b, 1, &origin, 4000, "bye", 3), 0);
+  cr_assert_eq(proc_outbox_close_users(b, 2, &on, 1, 1008, "", 0), 0);
+  proc_routes rt;
+  routes_alloc(&rt, 2, 4);
+  add_gw(&rt, "gw-a", 1);
+  set_user(&rt, 0, NULL, NULL, 0);
+  set_user(&rt, 1, (uint32_t[]){0, 0}, (uint64_t[]){5, 6}, 2);
+  sink s = {0};
+  proc_emit_stats st = {0};
+  cr_assert_eq(proc_outbox_emit(b, &rt, 1000000, 1, collect, &s, &st), 0);
+  cr_assert_eq(s.n, 5);
+  wsg_envelope e0 = decode(&s.v[0]);
+  cr_assert_eq(e0.conn, 99, "the fallback goes to the origin");
+  cr_assert_eq(s.v[0].partition, 9);
+  cr_assert_eq(e0.data_len, 4);
+  wsg_envelope e1 = decode(&s.v[1]);
+  cr_assert_eq(e1.conns.count, 2);
+  wsg_envelope e2 = decode(&s.v[2]);
+  cr_assert_eq(e2.kind, WSG_ENV_CLOSE);
+  cr_assert_eq(e2.close_code, 4000);
+  cr_assert_eq(e2.close_reason_len, 3);
+  cr_assert_eq(e2.conn, 99);
+  wsg_envelope e3 = decode(&s.v[3]), e4 = decode(&s.v[4]);
+  cr_assert_eq(e3.kind, WSG_ENV_CLOSE);
+  cr_assert_eq(e3.conn, 5);
+  cr_assert_not(e3.fields & WSG_F_CLOSE_REASON);
+  cr_assert_eq(e4.conn, 6);
+  cr_assert_eq(st.fallbacks, 1);
+  cr_assert_eq(st.undeliverable, 1);
+  sink_free(&s);
+  proc_routes_finish(&rt);
+  proc_outbox_destroy(b);
+}
+
+Test(proc_outbox, rollback_forgets_actions_and_users) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref u1 = {"keep", 4}, u2 = {"drop", 4};
+  proc_outbox_send(b, 0, &u1, 1, "a", 1, false, NULL, NULL, 0, false);
+  proc_outbox_mark m = proc_outbox_get_mark(b);
+  proc_outbox_send(b, 1, &u2, 1, "b", 1, false, NULL, NULL, 0, false);
+  proc_outbox_reply(b, 1, &origin, "c", 1, false);
+  cr_assert_eq(proc_outbox_count(b), 3);
+  proc_outbox_rollback(b, m);
+  cr_assert_eq(proc_outbox_count(b), 1);
+  size_t n;
+  const proc_strref *users = proc_outbox_users(b, &n);
+  cr_assert_eq(n, 1);
+  cr_assert_eq(memcmp(users[0].ptr, "keep", 4), 0);
+  /* The index still finds "keep" and does not find "drop". */
+  proc_outbox_send(b, 2, &u1, 1, "d", 1, false, NULL, NULL, 0, false);
+  proc_outbox_send(b, 2, &u2, 1, "e", 1, false, NULL, NULL, 0, false);
+  proc_outbox_users(b, &n);
+  cr_assert_eq(n, 2);
+  proc_outbox_reset(b);
+  cr_assert_eq(proc_outbox_count(b), 0);
+  proc_outbox_users(b, &n);
+  cr_assert_eq(n, 0);
+  proc_outbox_destroy(b);
+  proc_outbox_destroy(NULL);
+}
+
+Test(proc_outbox, many_distinct_users_index_grows) {
+  proc_outbox *b = proc_outbox_create();
+  static char names[5000][12];
+  static proc_strref users[5000];
+  for (int i = 0; i < 5000; i++) {
+    snprintf(names[i], sizeof(names[i]), "u%d", i);
+    users[i] = (proc_strref){names[i], strlen(names[i])};
+  }
+  cr_assert_eq(proc_outbox_send(b, 0, users, 5000, "x", 1, false, NULL, NULL, 0, false), 0);
+  cr_assert_eq(proc_outbox_send(b, 0, users, 2500, "y", 1, false, NULL, NULL, 0, false), 0);
+  size_t n;
+  const proc_strref *d = proc_outbox_users(b, &n);
+  cr_assert_eq(n, 5000);
+  for (int i = 0; i < 5000; i++)
+    cr_assert_eq(d[i].len, users[i].len);
+  proc_outbox_destroy(b);
+}
