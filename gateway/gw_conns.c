@@ -306,3 +306,60 @@ void gw_user_map_remove(gw_user_map *m, gw_user *u) {
   m->count--;
   free(u);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* deadlines                                                                                   */
+
+int gw_deadline_push(gw_deadline_heap *h, uint64_t at, uint64_t conn) {
+  if (h->n == h->cap) {
+    size_t ncap = h->cap ? h->cap * 2 : 16;
+    gw_deadline *nv = realloc(h->v, ncap * sizeof *nv);
+    if (!nv)
+      return -1;
+    h->v = nv;
+    h->cap = ncap;
+  }
+  size_t i = h->n++;
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (h->v[parent].at <= at)
+      break;
+    h->v[i] = h->v[parent];
+    i = parent;
+  }
+  h->v[i].at = at;
+  h->v[i].conn = conn;
+  return 0;
+}
+
+bool gw_deadline_peek(const gw_deadline_heap *h, gw_deadline *out) {
+  if (h->n == 0)
+    return false;
+  *out = h->v[0];
+  return true;
+}
+
+void gw_deadline_pop(gw_deadline_heap *h) {
+  if (h->n == 0)
+    return;
+  gw_deadline last = h->v[--h->n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= h->n)
+      break;
+    if (c + 1 < h->n && h->v[c + 1].at < h->v[c].at)
+      c++;
+    if (last.at <= h->v[c].at)
+      break;
+    h->v[i] = h->v[c];
+    i = c;
+  }
+  if (h->n > 0)
+    h->v[i] = last;
+}
+
+void gw_deadline_heap_finish(gw_deadline_heap *h) {
+  free(h->v);
+  memset(h, 0, sizeof *h);
+}

@@ -75,6 +75,30 @@ gw_user *gw_user_map_intern(gw_user_map *m, const char *id, size_t len);
 /* Removes and frees u (which must be in the map). */
 void gw_user_map_remove(gw_user_map *m, gw_user *u);
 
+/*
+ * gw_deadline_heap: a binary min-heap of (deadline, connection id), for per-connection timers
+ * kept off the connection itself (lws' own per-wsi timer is not rescheduled reliably on a
+ * foreign libev loop). Entries of connections that are gone are left in place and skipped by
+ * the caller when they come due. An all-zero heap is empty.
+ */
+typedef struct {
+  uint64_t at; /* caller's clock, e.g. monotonic ms */
+  uint64_t conn;
+} gw_deadline;
+
+typedef struct {
+  gw_deadline *v;
+  size_t n, cap;
+} gw_deadline_heap;
+
+/* Adds an entry. 0, or -1 out of memory. */
+int gw_deadline_push(gw_deadline_heap *h, uint64_t at, uint64_t conn);
+/* The earliest entry in *out; false when empty. */
+bool gw_deadline_peek(const gw_deadline_heap *h, gw_deadline *out);
+/* Removes the earliest entry; no-op when empty. */
+void gw_deadline_pop(gw_deadline_heap *h);
+void gw_deadline_heap_finish(gw_deadline_heap *h);
+
 /* SipHash-2-4 of data[0..len) under (k0, k1). Exposed for tests (reference vectors). */
 uint64_t gw_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len);
 

@@ -85,6 +85,7 @@ enum {
   F_RELEASED = 1u << 9,     /* session_release ran */
   F_DEFLATE = 1u << 10,     /* permessage-deflate negotiated */
   F_ADD_ISSUED = 1u << 11,  /* conn_add accepted: conn_remove must follow */
+  F_CLOSE_SENT = 1u << 12,  /* lws_close_reason was called: lws is closing it */
 };
 
 /*
@@ -197,6 +198,8 @@ struct gw_server {
   uint64_t drain_start_ms, drain_window_ms;
   size_t drain_total, drain_done, drain_pos;
   ev_timer drain_w;
+  gw_deadline_heap rate_heap;
+  ev_timer rate_w;
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
 
@@ -299,11 +302,13 @@ static void set_hold(gw_session *ss, unsigned bit, bool on) {
  * close frame and waits for the client's.
  */
 static int close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason) {
+  if (ss && (ss->flags & F_CLOSE_SENT))
+    return -1; /* lws may call back again while it flushes the close: decide once */
   if (!reason)
     reason = gw_close_reason(code);
   size_t rlen = strnlen(reason, WSG_MAX_REASON_LEN);
   if (ss) {
-    ss->flags |= F_CLOSING;
+    ss->flags |= F_CLOSING | F_CLOSE_SENT;
     ss->disconnect_code = (uint16_t)code;
   }
   count_close(s, code);
@@ -526,6 +531,46 @@ static uint64_t now_ns(void) {
 }
 
 /*
+ * Rate-limit pauses wake up from one ev_timer over a heap of deadlines: lws' per-wsi timer
+ * (lws_set_timer_usecs) is only rescheduled when lws' idle watcher runs on a foreign libev loop,
+ * and was measured firing tens of seconds late.
+ */
+static void rate_timer_arm(gw_server *s) {
+  gw_deadline d;
+  ev_timer_stop(s->o.loop, &s->rate_w);
+  if (!gw_deadline_peek(&s->rate_heap, &d))
+    return;
+  uint64_t now = wsg_now_mono_us();
+  double in = d.at > now ? (double)(d.at - now) / 1e6 : 0.;
+  ev_timer_set(&s->rate_w, in, 0.);
+  ev_timer_start(s->o.loop, &s->rate_w);
+}
+
+static int rate_timer_add(gw_server *s, gw_session *ss, uint64_t wait_ns) {
+  if (gw_deadline_push(&s->rate_heap, wsg_now_mono_us() + wait_ns / 1000 + 1, ss->conn_id) != 0)
+    return -1;
+  rate_timer_arm(s);
+  return 0;
+}
+
+static void on_rate_due(gw_server *s, gw_session *ss);
+
+static void rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_server *s = w->data;
+  uint64_t now = wsg_now_mono_us();
+  gw_deadline d;
+  while (gw_deadline_peek(&s->rate_heap, &d) && d.at <= now) {
+    gw_deadline_pop(&s->rate_heap);
+    gw_session *ss = gw_conn_map_get(&s->conns, d.conn);
+    if (ss)
+      on_rate_due(s, ss);
+  }
+  rate_timer_arm(s);
+}
+
+/*
  * A complete client message, either borrowed from lws (`in_rx` false) or in ss->rx. Returns 0, or
  * -1 after close_now (the caller returns -1 to lws).
  */
@@ -542,8 +587,9 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
      * and the wsi timer resumes it when the bucket allows. Nothing is dropped. */
     if (keep_message(s, ss, data, len, in_rx) != 0)
       return close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
+    if (rate_timer_add(s, ss, wait) != 0)
+      return close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
     set_hold(ss, HOLD_RATE, true);
-    lws_set_timer_usecs(wsi, (lws_usec_t)(wait / 1000 + 1));
     return 0;
   }
   rate_take(s, ss, len, t);
@@ -638,15 +684,16 @@ static int on_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
   return on_message(s, wsi, ss, ss->rx, ss->rx_len, true);
 }
 
-/* The rate-limit timer of a paused connection. */
-static int on_timer(gw_server *s, struct lws *wsi, gw_session *ss) {
+/* A rate-limited connection's deadline came: produce what it holds and read again. */
+static void on_rate_due(gw_server *s, gw_session *ss) {
   if (!(ss->hold & HOLD_RATE) || (ss->flags & (F_CLOSING | F_RELEASED)))
-    return 0;
+    return;
   uint64_t t = now_ns();
   uint64_t wait = rate_wait(s, ss, ss->rx_len, t);
   if (wait > 0) {
-    lws_set_timer_usecs(wsi, (lws_usec_t)(wait / 1000 + 1));
-    return 0;
+    if (rate_timer_add(s, ss, wait) != 0)
+      close_async(s, ss, GW_CLOSE_TRY_AGAIN, NULL, false);
+    return;
   }
   rate_take(s, ss, ss->rx_len, t);
   set_hold(ss, HOLD_RATE, false);
@@ -655,7 +702,6 @@ static int on_timer(gw_server *s, struct lws *wsi, gw_session *ss) {
     stalled_push(s, ss);
   else if (r == 0)
     release_holds(ss);
-  return 0;
 }
 
 /*
@@ -1323,8 +1369,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return on_receive(server_of(wsi), wsi, ss, in, len);
   case LWS_CALLBACK_SERVER_WRITEABLE:
     return on_writeable(server_of(wsi), wsi, ss);
-  case LWS_CALLBACK_TIMER:
-    return ss ? on_timer(server_of(wsi), wsi, ss) : 0;
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (ss && !(ss->flags & F_CLOSING)) {
       const uint8_t *b = in;
@@ -1555,6 +1599,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     s->max_conns = o->fd_limit > FD_RESERVE * 2 ? (uint64_t)(o->fd_limit - FD_RESERVE)
                                                 : (uint64_t)(o->fd_limit > 0 ? o->fd_limit / 2 : 1);
   register_metrics(s, o->metrics);
+  ev_timer_init(&s->rate_w, rate_timer_cb, 0., 0.);
+  s->rate_w.data = s;
 
   /* libev's plugin logs every watcher change at NOTICE (notes §1): only with --log-level debug. */
   lws_set_log_level(LLL_ERR | LLL_WARN | (wsg_log_min_level <= WSG_LOG_DEBUG ? LLL_NOTICE : 0),
@@ -1625,8 +1671,10 @@ fail:
 void gw_server_destroy(gw_server *s) {
   if (!s)
     return;
-  if (s->o.loop)
+  if (s->o.loop) {
     ev_timer_stop(s->o.loop, &s->drain_w);
+    ev_timer_stop(s->o.loop, &s->rate_w);
+  }
   if (s->ctx)
     lws_context_destroy(s->ctx); /* CLOSED and WSI_DESTROY run for every connection in here */
   s->ctx = NULL;
@@ -1643,6 +1691,7 @@ void gw_server_destroy(gw_server *s) {
     free(o);
   }
   free(s->stalled);
+  gw_deadline_heap_finish(&s->rate_heap);
   free(s->scratch);
   wsg_buf_finish(&s->enc);
   free(s);

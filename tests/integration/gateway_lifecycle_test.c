@@ -1,0 +1,153 @@
+/*
+ * The gateway's life in Redis and its drain: SIGTERM closes every client with 1001 and a
+ * reconnect hint, refuses new upgrades with 503, produces their disconnect events, releases the
+ * connections, the gateway record and the slot, and exits 0 within the grace; a gateway killed
+ * with SIGKILL leaves its slot to expire within the lease TTL.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "gateway_itest.h"
+#include "harness.h"
+
+static gwt_gateway gw;
+static gwt_reader rd;
+
+static void teardown(void) {
+  gwt_reader_close(&rd);
+  gwt_cleanup(&gw);
+}
+
+TestSuite(gateway_lifecycle, .fini = teardown, .timeout = 120);
+
+static long long redis_int(const char *fmt, const char *a, const char *b) {
+  redisContext *r = gwt_redis();
+  redisReply *rep = redisCommand(r, fmt, a, b);
+  cr_assert(rep && rep->type == REDIS_REPLY_INTEGER, "Redis: unexpected reply");
+  long long v = rep->integer;
+  freeReplyObject(rep);
+  redisFree(r);
+  return v;
+}
+
+static bool not_ready(void *arg) {
+  gwt_gateway *g = arg;
+  return itest_http_get(g->http_port, "/readyz", NULL, 0) != 200;
+}
+
+Test(gateway_lifecycle, sigterm_drains_with_1001_and_releases_redis) {
+  const char *extra[] = {"--drain-window", "2s", "--drain-grace", "10s", NULL};
+  gwt_start(&gw, "drain", extra);
+  gwt_reader_open(&rd, &gw);
+  int32_t slot = gwt_slot(&gw);
+  char slot_key[300];
+  snprintf(slot_key, sizeof slot_key, "%sslot:%d", gw.prefix, slot);
+
+  /* One at a time: the two users' envelopes go to different partitions, in no common order. */
+  wsg_envelope e;
+  ws_client *a = gwt_connect(&gw, "ann");
+  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "ann", &e, GWT_WAIT_MS);
+  ws_client *b = gwt_connect(&gw, "ben");
+  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "ben", &e, GWT_WAIT_MS);
+  cr_assert_eq(redis_int("HLEN %suser:%s", gw.prefix, "ann"), 1);
+  cr_assert_eq(redis_int("EXISTS %s%s", slot_key, ""), 1);
+
+  uint64_t t0 = itest_now_ms();
+  cr_assert_eq(kill(gw.pid, SIGTERM), 0);
+  cr_assert(itest_wait_until(not_ready, &gw, 5000), "/readyz still 200 after SIGTERM");
+
+  /* New upgrades are refused while the drain runs. */
+  ws_client *late = NULL;
+  ws_http_response resp;
+  char auth[2100];
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", gwt_token("late", 300));
+  const char *headers[] = {auth, NULL};
+  int rc = gwt_connect_raw(&gw, "/", headers, "wsgate.v1", &late, &resp);
+  cr_assert_eq(rc, WS_CLIENT_REFUSED, "an upgrade during the drain was not refused");
+  cr_assert_eq(resp.status, 503);
+  cr_assert(strstr(resp.headers, "Retry-After") || strstr(resp.headers, "retry-after"), "%s",
+            resp.headers);
+
+  ws_message m;
+  ws_client *clients[2] = {a, b};
+  for (int i = 0; i < 2; i++) {
+    gwt_expect_msg(clients[i], WS_OP_CLOSE, &m, 10000);
+    cr_assert_eq(m.close_code, 1001);
+    cr_assert(strncmp(m.close_reason, "draining; reconnect_ms=", 23) == 0, "reason \"%s\"",
+              m.close_reason);
+  }
+
+  int status = gwt_stop(&gw, 0, 15000);
+  uint64_t took = itest_now_ms() - t0;
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+  cr_assert_lt(took, 10000 + 2000, "the drain took %llu ms, grace is 10 s",
+               (unsigned long long)took);
+
+  int seen = 0;
+  uint64_t deadline = itest_now_ms() + GWT_WAIT_MS;
+  while (seen != 3 && itest_now_ms() < deadline) {
+    if (!gwt_reader_next(&rd, &e, 1000, NULL) || e.kind != WSG_ENV_DISCONNECT)
+      continue;
+    cr_assert_eq(e.close_code, 1001);
+    seen |= (e.user_len == 3 && memcmp(e.user, "ann", 3) == 0) ? 1 : 2;
+  }
+  cr_assert_eq(seen, 3, "disconnect events seen: %d (1 ann, 2 ben)", seen);
+
+  cr_assert_eq(redis_int("EXISTS %suser:%s", gw.prefix, "ann"), 0, "ann's entry left behind");
+  cr_assert_eq(redis_int("EXISTS %suser:%s", gw.prefix, "ben"), 0, "ben's entry left behind");
+  cr_assert_eq(redis_int("EXISTS %sgw:%s", gw.prefix, gw.gw_id), 0, "gateway record left");
+  cr_assert_eq(redis_int("EXISTS %s%s", slot_key, ""), 0, "slot not released");
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+}
+
+typedef struct {
+  const char *key;
+} key_arg;
+
+static bool key_gone(void *arg) {
+  key_arg *k = arg;
+  redisContext *r = itest_redis_connect();
+  redisReply *rep = redisCommand(r, "EXISTS %s", k->key);
+  bool gone = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0;
+  freeReplyObject(rep);
+  redisFree(r);
+  return gone;
+}
+
+Test(gateway_lifecycle, sigkill_leaves_the_slot_to_expire_within_the_ttl) {
+  const char *extra[] = {"--lease-ttl", "2s", "--lease-renew", "400ms", NULL};
+  gwt_start(&gw, "kill9", extra);
+  int32_t slot = gwt_slot(&gw);
+  char slot_key[300];
+  snprintf(slot_key, sizeof slot_key, "%sslot:%d", gw.prefix, slot);
+  key_arg k = {slot_key};
+  cr_assert(!key_gone(&k));
+
+  uint64_t t0 = itest_now_ms();
+  gwt_stop(&gw, SIGKILL, 5000);
+  cr_assert(itest_wait_until(key_gone, &k, 5000), "slot key still there 5 s after SIGKILL");
+  uint64_t took = itest_now_ms() - t0;
+  cr_assert_leq(took, 2000 + 500, "the slot expired after %llu ms, TTL 2 s",
+                (unsigned long long)took);
+
+  /* A new gateway can take the slot range again. */
+  gwt_restart(&gw, extra);
+  cr_assert_geq(gwt_slot(&gw), 0);
+}
+
+Test(gateway_lifecycle, second_signal_exits_at_once) {
+  const char *extra[] = {"--drain-window", "20s", "--drain-grace", "30s", NULL};
+  gwt_start(&gw, "twice", extra);
+  ws_client *a = gwt_connect(&gw, "amy");
+  cr_assert_eq(kill(gw.pid, SIGTERM), 0);
+  cr_assert(itest_wait_until(not_ready, &gw, 5000));
+  uint64_t t0 = itest_now_ms();
+  int status = gwt_stop(&gw, SIGINT, 5000);
+  cr_assert_lt(itest_now_ms() - t0, 5000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
+  ws_client_destroy(a);
+}
