@@ -99,6 +99,24 @@ void gwt_restart(gwt_gateway *g, const char *const *extra) {
   spawn(g, extra);
 }
 
+/* Fails the test if the sanitizers reported anything in the gateway's log (a sanitized build
+ * keeps running after a UBSan report, and the test would not notice otherwise). */
+static void check_sanitizers(const gwt_gateway *g) {
+  FILE *f = fopen(g->log, "r");
+  if (!f)
+    return;
+  char line[1024];
+  while (fgets(line, sizeof line, f)) {
+    if (strstr(line, "runtime error:") || strstr(line, "AddressSanitizer") ||
+        strstr(line, "LeakSanitizer")) {
+      fclose(f);
+      itest_dump_log(g->log, 60);
+      cr_assert_fail("sanitizer report in the gateway's log: %s", line);
+    }
+  }
+  fclose(f);
+}
+
 int gwt_stop(gwt_gateway *g, int sig, int timeout_ms) {
   int status = 0;
   int rc = itest_stop(g->pid, sig, timeout_ms, &status);
@@ -107,6 +125,7 @@ int gwt_stop(gwt_gateway *g, int sig, int timeout_ms) {
     itest_dump_log(g->log, 60);
     cr_assert_fail("gateway did not exit within %d ms of signal %d", timeout_ms, sig);
   }
+  check_sanitizers(g);
   return status;
 }
 
@@ -116,6 +135,8 @@ void gwt_cleanup(gwt_gateway *g) {
   if (g->pid > 0)
     itest_stop(g->pid, SIGKILL, 5000, NULL);
   g->pid = 0;
+  if (g->log[0])
+    check_sanitizers(g);
 }
 
 const char *gwt_token(const char *user, long exp_in_s) {

@@ -1,0 +1,230 @@
+/* Unit tests of gw_config: the gateway's defaults, environment and flags, every cross-field check,
+ * the derived values (secret file, gateway id, origins, log settings) and the help output. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gw_config.h"
+
+#define SECRET "0123456789abcdef0123456789abcdef"
+
+/* Loads argv (NULL-terminated, without the program name) with envp; returns the result. */
+static wsg_config_result load(gw_config *cfg, const char *const *args, char **envp, char *err,
+                              size_t errlen) {
+  char *argv[64] = {"wsgate-gateway"};
+  int argc = 1;
+  for (; args && args[argc - 1]; argc++)
+    argv[argc] = (char *)args[argc - 1];
+  argv[argc] = NULL;
+  memset(cfg, 0, sizeof *cfg);
+  return gw_config_load(cfg, argc, argv, envp, err, errlen);
+}
+
+/* Expects WSG_CONFIG_ERROR with `needle` in the message. */
+static void expect_error(const char *const *args, const char *needle) {
+  gw_config cfg;
+  char err[512] = "";
+  wsg_config_result r = load(&cfg, args, NULL, err, sizeof err);
+  cr_assert_eq(r, WSG_CONFIG_ERROR, "accepted, expected an error about %s", needle);
+  cr_assert(strstr(err, needle), "error \"%s\" does not mention \"%s\"", err, needle);
+  gw_config_finish(&cfg);
+}
+
+Test(gw_config, defaults_and_derived_values) {
+  const char *args[] = {"-b", "k:1", "--jwt-secret", SECRET, NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_eq(cfg.listen_port, 8080);
+  cr_assert_eq(cfg.http_port, 9090);
+  cr_assert_str_eq(cfg.subprotocol, "wsgate.v1");
+  cr_assert_eq(cfg.max_message, 1u << 20);
+  cr_assert_eq(cfg.rx_buffer, 512);
+  cr_assert_eq(cfg.ping_interval_ms, 30000);
+  cr_assert_eq(cfg.idle_timeout_ms, 60000);
+  cr_assert_eq(cfg.sendq_hard, 1u << 20);
+  cr_assert_eq(cfg.sendq_soft, 256u << 10);
+  cr_assert_eq(cfg.lease_ttl_ms, 15000);
+  cr_assert_eq(cfg.lease_renew_ms, 5000);
+  cr_assert_str_eq(cfg.inbound_topic, "wsgate.inbound");
+  cr_assert_str_eq(cfg.outbound_topic, "wsgate.outbound");
+  cr_assert_str_eq(cfg.redis_prefix, "wsgate:");
+  cr_assert(!cfg.deflate);
+  cr_assert(!cfg.insecure_dev_user);
+  cr_assert_eq(cfg.rate_action_kind, GW_RATE_PAUSE);
+  cr_assert_eq(cfg.log_min_level, WSG_LOG_INFO);
+  cr_assert(!cfg.log_json);
+  cr_assert_eq(cfg.jwt_key_len, strlen(SECRET));
+  cr_assert(memcmp(cfg.jwt_key, SECRET, cfg.jwt_key_len) == 0);
+
+  /* <hostname>-<8 hex digits>, different at every start. */
+  char host[256];
+  cr_assert_eq(gethostname(host, sizeof host), 0);
+  size_t hl = strlen(host);
+  cr_assert(strncmp(cfg.gateway_id, host, hl) == 0, "gateway id %s", cfg.gateway_id);
+  cr_assert_eq(strlen(cfg.gateway_id), hl + 9, "gateway id %s", cfg.gateway_id);
+  cr_assert_eq(strspn(cfg.gateway_id + hl + 1, "0123456789abcdef"), 8);
+  char adv[300];
+  snprintf(adv, sizeof adv, "%s:8080", host);
+  cr_assert_str_eq(cfg.advertise_addr, adv);
+
+  gw_config other;
+  cr_assert_eq(load(&other, args, NULL, err, sizeof err), WSG_CONFIG_OK);
+  cr_assert_str_neq(cfg.gateway_id, other.gateway_id);
+  gw_config_finish(&other);
+  gw_config_finish(&cfg);
+  cr_assert_null(cfg.jwt_key);
+}
+
+Test(gw_config, environment_then_flags) {
+  char *envp[] = {"WSGATE_LISTEN_PORT=9000",
+                  "WSGATE_KAFKA_BROKERS=env:1",
+                  "WSGATE_JWT_SECRET=" SECRET,
+                  "WSGATE_RATE_ACTION=close",
+                  "WSGATE_LOG_FORMAT=json",
+                  "WSGATE_GATEWAY_ID=gw-7",
+                  "WSGATE_KAFKA_PROPS=linger.ms=1;acks=all",
+                  NULL};
+  const char *args[] = {"--listen-port", "9100", "-X", "linger.ms=2", "--log-level", "warn", NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, envp, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_eq(cfg.listen_port, 9100);
+  cr_assert_str_eq(cfg.kafka_brokers, "env:1");
+  cr_assert_str_eq(cfg.gateway_id, "gw-7");
+  cr_assert_eq(cfg.rate_action_kind, GW_RATE_CLOSE);
+  cr_assert(cfg.log_json);
+  cr_assert_eq(cfg.log_min_level, WSG_LOG_WARN);
+  cr_assert_eq(cfg.kafka_props.count, 2);
+  for (size_t i = 0; i < cfg.kafka_props.count; i++)
+    if (strcmp(cfg.kafka_props.keys[i], "linger.ms") == 0)
+      cr_assert_str_eq(cfg.kafka_props.values[i], "2");
+  gw_config_finish(&cfg);
+}
+
+Test(gw_config, cross_field_checks) {
+  const char *renew[] = {"-b", "k", "--jwt-secret", SECRET, "--lease-ttl", "5s", "--lease-renew",
+                         "5s", NULL};
+  expect_error(renew, "--lease-renew");
+  const char *idle[] = {
+      "-b",      "k", "--jwt-secret", SECRET, "--ping-interval", "30s", "--idle-timeout",
+      "30500ms", NULL};
+  expect_error(idle, "--idle-timeout");
+  const char *tls[] = {"-b", "k", "--jwt-secret", SECRET, "--tls-cert", "c.pem", NULL};
+  expect_error(tls, "--tls-key");
+  const char *nosecret[] = {"-b", "k", NULL};
+  expect_error(nosecret, "--jwt-secret-file");
+  const char *both[] = {"-b", "k", "--jwt-secret", SECRET, "--jwt-secret-file", "/x", NULL};
+  expect_error(both, "both given");
+  const char *shortsecret[] = {"-b", "k", "--jwt-secret", "tooshort", NULL};
+  expect_error(shortsecret, "at least 32");
+  const char *sendq[] = {"-b", "k", "--jwt-secret", SECRET, "--sendq-soft", "2m", NULL};
+  expect_error(sendq, "--sendq-soft");
+  const char *drain[] = {"-b", "k", "--jwt-secret", SECRET, "--drain-window", "30s", NULL};
+  expect_error(drain, "--drain-window");
+  const char *burst[] = {"-b", "k", "--jwt-secret", SECRET, "--rate-burst", "10", NULL};
+  expect_error(burst, "--rate-burst");
+  const char *sub[] = {"-b", "k", "--jwt-secret", SECRET, "--subprotocol", "a,b", NULL};
+  expect_error(sub, "--subprotocol");
+  char longid[200];
+  memset(longid, 'g', sizeof longid - 1);
+  longid[sizeof longid - 1] = '\0';
+  const char *id[] = {"-b", "k", "--jwt-secret", SECRET, "--gateway-id", longid, NULL};
+  expect_error(id, "--gateway-id");
+  const char *nobroker[] = {"--jwt-secret", SECRET, NULL};
+  expect_error(nobroker, "kafka-brokers");
+  const char *range[] = {"-b", "k", "--jwt-secret", SECRET, "--rx-buffer", "64", NULL};
+  expect_error(range, "rx-buffer");
+}
+
+Test(gw_config, dev_user_needs_no_secret) {
+  const char *args[] = {"-b", "k", "--insecure-dev-user", NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert(cfg.insecure_dev_user);
+  cr_assert_null(cfg.jwt_key);
+  gw_config_finish(&cfg);
+}
+
+Test(gw_config, secret_file) {
+  char path[] = "/tmp/gw_config_test_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert(fd >= 0);
+  const char content[] = SECRET "\n";
+  cr_assert_eq(write(fd, content, sizeof content - 1), (ssize_t)(sizeof content - 1));
+  close(fd);
+  const char *args[] = {"-b", "k", "--jwt-secret-file", path, NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_eq(cfg.jwt_key_len, strlen(SECRET), "the trailing newline is not part of the secret");
+  cr_assert(memcmp(cfg.jwt_key, SECRET, cfg.jwt_key_len) == 0);
+  gw_config_finish(&cfg);
+
+  /* Too long to be a secret: probably the wrong file. */
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  for (int i = 0; i < GW_JWT_SECRET_MAX + 10; i++)
+    fputc('s', f);
+  fclose(f);
+  expect_error(args, "longer than");
+  unlink(path);
+  expect_error(args, "No such file");
+}
+
+Test(gw_config, origins_are_normalised) {
+  const char *args[] = {"-b",
+                        "k",
+                        "--jwt-secret",
+                        SECRET,
+                        "--allowed-origins",
+                        " https://App.Example.com/,https://b.example.com ,, ",
+                        NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_eq(cfg.norigins, 2);
+  cr_assert_str_eq(cfg.origins[0], "https://app.example.com");
+  cr_assert_str_eq(cfg.origins[1], "https://b.example.com");
+  gw_config_finish(&cfg);
+  cr_assert_eq(cfg.norigins, 0);
+}
+
+Test(gw_config, finish_on_zeroed_struct) {
+  gw_config cfg;
+  memset(&cfg, 0, sizeof cfg);
+  gw_config_finish(&cfg);
+  gw_config_finish(&cfg);
+  gw_config_finish(NULL);
+}
+
+Test(gw_config, help_and_markdown_document_every_option) {
+  const wsg_config_spec *spec = gw_config_spec();
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  cr_assert(f);
+  wsg_config_print_help(spec, f);
+  fclose(f);
+  for (size_t i = 0; i < spec->count; i++) {
+    char flag[80], bflag[80];
+    snprintf(flag, sizeof flag, "--%s", spec->options[i].name);
+    snprintf(bflag, sizeof bflag, "--[no-]%s", spec->options[i].name); /* booleans */
+    cr_assert(strstr(buf, flag) || strstr(buf, bflag), "--help lacks %s", flag);
+    cr_assert(spec->options[i].help && strlen(spec->options[i].help) > 10, "%s has no help", flag);
+    cr_assert(spec->options[i].env && strncmp(spec->options[i].env, "WSGATE_", 7) == 0,
+              "%s has no WSGATE_ environment variable", flag);
+    cr_assert(strstr(buf, spec->options[i].env), "--help lacks %s", spec->options[i].env);
+  }
+  free(buf);
+  f = open_memstream(&buf, &len);
+  wsg_config_print_markdown(spec, f);
+  fclose(f);
+  for (size_t i = 0; i < spec->count; i++)
+    cr_assert(strstr(buf, spec->options[i].name), "markdown lacks %s", spec->options[i].name);
+  free(buf);
+}
