@@ -510,9 +510,9 @@ int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const
     if (key.type != WSG__MP_STR) {
       /* Keys are strings; a writer using numbers or anything else is confused, not newer. */
       d.cur.p = key_start;
-      if ((rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK ||
-          (rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK)
-        return rc;
+      for (int part = 0; part < 2; part++) /* the key, then its value */
+        if ((rc = wsg__mp_skip(&d.cur, VALUE_DEPTH)) != WSG_ENV_OK)
+          return rc;
       if (d.err == WSG_ENV_OK) {
         d.err = WSG_ENV_BAD_TYPE;
         d.err_field = "";
@@ -587,7 +587,7 @@ int wsg_conns_next(const wsg_conn_list *list, size_t *pos, uint64_t *id) {
 
 /* ---- buffers --------------------------------------------------------------------------------- */
 
-#define WSG_BUF_DEFAULT_CAP ((size_t)WSG_MAX_PAYLOAD + 64 * 1024)
+#define WSG_BUF_DEFAULT_CAP ((size_t)WSG_MAX_PAYLOAD + (size_t)64 * 1024)
 #define WSG_BUF_MIN_ALLOC   256
 
 void wsg_buf_init(wsg_buf *b, size_t cap) {

@@ -132,7 +132,11 @@ typedef struct {
  * Decodes one envelope from exactly `len` bytes. Fills `env`, whose pointers borrow from `buf`.
  * Required: v, t; for msg/connect/disconnect also u, c, g, s; for deliver g and one of c, cs, u;
  * for close g and c. Returns WSG_ENV_OK or a negative wsg_env_err; on error `*err_field` (may be
- * NULL) names the offending key ("u", "cs", ...) or "" for the envelope as a whole.
+ * NULL) names the offending key ("u", "cs", ...), "c|cs|u" for a deliver without a target, or ""
+ * for the envelope as a whole. Also rejected (docs/PROTOCOL.md, "What a reader accepts"): empty
+ * u or g, deliver with both c and cs, an empty cs, cr without cc, a close code that is not valid
+ * for the kind, s >= 2^31, duplicate known keys, keys that are not strings, trailing bytes.
+ * Every uint field accepts any MessagePack integer width, signed ones included when >= 0.
  */
 int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field);
 

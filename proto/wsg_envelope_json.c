@@ -45,9 +45,9 @@ static int put_double(wsg_buf *b, double v) {
     if (strtod(tmp, NULL) == v)
       break;
   }
-  if (strpbrk(tmp, ".e") == NULL) {
-    memcpy(tmp + n, ".0", 3);
-    n += 2;
+  if (strpbrk(tmp, ".e") == NULL) { /* room kept by the snprintf size above */
+    tmp[n++] = '.';
+    tmp[n++] = '0';
   }
   return wsg__buf_append(b, tmp, (size_t)n);
 }
@@ -130,8 +130,8 @@ static int put_base64(wsg_buf *b, const uint8_t *p, size_t len) {
       v |= (uint32_t)p[i + 1] << 8;
     if (n > 2)
       v |= p[i + 2];
-    char out[4] = {tab[v >> 18], tab[(v >> 12) & 63], n > 1 ? tab[(v >> 6) & 63] : '=',
-                   n > 2 ? tab[v & 63] : '='};
+    char out[4] = {tab[v >> 18], tab[(v >> 12) & 63], (char)(n > 1 ? tab[(v >> 6) & 63] : '='),
+                   (char)(n > 2 ? tab[v & 63] : '=')};
     rc = wsg__buf_append(b, out, 4);
   }
   if (rc == WSG_ENV_OK)
