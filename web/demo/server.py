@@ -133,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
             name, ctype = STATIC[url.path]
             with open(os.path.join(HERE, name), "rb") as f:
                 return self.send_body(HTTPStatus.OK, f.read(), ctype)
+        if url.path == "/favicon.ico":
+            return self.send_body(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if url.path == "/api/config":
             return self.send_json(HTTPStatus.OK, self.server.cluster())
         if url.path in ("/api/token", "/api/where"):
