@@ -313,6 +313,12 @@ static int close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, co
   }
   count_close(s, code);
   lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
+  /* lws 4.1.6 ignores a RECEIVE callback's -1 while it services permessage-deflate's pending
+   * output (ops-ws.c, "RX EXT draining"): also close from WRITEABLE, and at worst by timeout. */
+  if (ss) {
+    lws_callback_on_writable(wsi);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
+  }
   return -1;
 }
 
@@ -635,8 +641,13 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
 
 static int on_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *in,
                       size_t len) {
+  /* lws may deliver more of the same read after we returned -1 (notes §6), and with
+   * permessage-deflate it keeps only the LAST return value of the chunks it inflates: keep
+   * answering -1 or the close we asked for is forgotten. */
+  if (ss->flags & F_CLOSE_SENT)
+    return -1;
   if (!ss->user || (ss->flags & (F_CLOSING | F_RELEASED)))
-    return 0; /* lws may deliver the rest of a read after we decided to close (notes §6) */
+    return 0; /* a close is on its way through WRITEABLE: ignore the data */
   if (ss->flags & F_MSG_READY) {
     /* Reading is held while a message waits, so lws should not deliver more; if it does (data
      * it had already decompressed), holding a second message would unbound memory. */
@@ -1276,6 +1287,8 @@ static void drain_outbound(gw_server *s) {
 }
 
 static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
+  if (ss->flags & F_CLOSE_SENT)
+    return -1; /* the close frame's reason is already set (close_now) */
   if (!ss->user || (ss->flags & F_RELEASED))
     return 0;
   if ((ss->flags & F_CLOSING) &&
