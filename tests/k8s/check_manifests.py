@@ -1,0 +1,575 @@
+#!/usr/bin/env python3
+"""Consistency checks of a rendered kustomization against itself and against the binaries.
+
+Schema validation (validate_schemas.py) says each object is well formed; this says they fit
+together and fit wsgate:
+  - selectors (Deployment, StatefulSet, Service, PDB, NetworkPolicy, ServiceMonitor, topology
+    spread) match the labels of the pods they are meant for; Services' targetPorts exist;
+  - every WSGATE_* variable a container gets (env, envFrom) is an option of the binary it runs,
+    read from `wsgate-gateway --help-markdown`, `wsgate-processor --help-markdown` and
+    `wsgate-admin --help`; ConfigMap/Secret references resolve; $(VAR) references are defined;
+  - container ports, the WSGATE_*PORT values set in the manifests (or the --help defaults) and
+    the probes agree; probes use /healthz (liveness) and /readyz (readiness) on the http port;
+  - files named by WSGATE_*_FILE / TLS options lie under a mounted volume;
+  - terminationGracePeriodSeconds covers the preStop sleep plus WSGATE_DRAIN_GRACE (gateway) or
+    WSGATE_SHUTDOWN_TIMEOUT (processor);
+  - HPAs (and KEDA ScaledObjects) target existing workloads; the gateway's maxReplicas plus its
+    rollout maxSurge fits in the slots (OUTBOUND_PARTITIONS), the processor's maxReplicas in
+    INBOUND_PARTITIONS; the connection metric is one the gateway binary serves and the one the
+    Prometheus Adapter rule exposes; KafkaTopics agree with the wsgate-topics ConfigMap and
+    the topic names; brokers and Redis addresses name the rendered services.
+
+usage: check_manifests.py --gateway EXE --processor EXE --admin EXE [--adapter-config FILE]
+                          [--external-secret NAME]... [--expect-error REGEX] PATH
+Exit status: 0 consistent (or the expected error seen), 1 not, 77 tools missing (skip).
+"""
+import argparse
+import difflib
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import k8s_render  # noqa: E402
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "DaemonSet")
+
+
+# --- what the binaries read -------------------------------------------------------------------
+
+def help_markdown_options(exe):
+    """{ENV: {"flag", "type", "default"}} from the option table of `EXE --help-markdown`."""
+    out = subprocess.run([exe, "--help-markdown"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise SystemExit(f"{exe} --help-markdown failed (exit {out.returncode}): {out.stderr.strip()}")
+    opts = {}
+    for line in out.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 4:
+            continue
+        env = cells[1].strip("`")
+        if re.fullmatch(r"WSGATE_[A-Z0-9_]+", env):
+            opts[env] = {"flag": cells[0], "type": cells[2], "default": cells[3].strip("`")}
+    if not opts:
+        raise SystemExit(f"no WSGATE_* option found in `{exe} --help-markdown`: has its format changed?")
+    return opts
+
+
+def admin_env(exe):
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=30)
+    names = set(re.findall(r"\benv (WSGATE_[A-Z0-9_]+)", out.stdout + out.stderr))
+    if not names:
+        raise SystemExit(f"no 'env WSGATE_*' in `{exe} --help`: has its format changed?")
+    return {n: {"flag": "", "type": "string", "default": ""} for n in names}
+
+
+def duration_s(text):
+    """Seconds of a wsg_config duration ("25s", "1500ms", "2m", "1h", bare = ms)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h)?\s*", str(text))
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2) or "ms"
+    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+# --- the checker ------------------------------------------------------------------------------
+
+class Checker:
+    def __init__(self, objs, binaries, external_secrets, gateway_exe):
+        self.objs = objs
+        self.binaries = binaries  # basename -> options
+        self.external = set(external_secrets)
+        self.gateway_exe = gateway_exe
+        self.errors = []
+        self.checked = 0
+        self.by_kind = {}
+        seen = set()
+        for o in objs:
+            key = (o.get("kind"), (o.get("metadata") or {}).get("namespace"), o["metadata"]["name"])
+            if key in seen:
+                self.err(f"{key[0]}/{key[2]}: defined twice")
+            seen.add(key)
+            self.by_kind.setdefault(o["kind"], {})[o["metadata"]["name"]] = o
+
+    def err(self, msg):
+        self.errors.append(msg)
+
+    def ok(self, cond, msg):
+        self.checked += 1
+        if not cond:
+            self.err(msg)
+        return cond
+
+    def get(self, kind, name):
+        return self.by_kind.get(kind, {}).get(name)
+
+    # pods of every workload: (workload, pod template)
+    def workloads(self):
+        for kind in WORKLOAD_KINDS:
+            for name, o in self.by_kind.get(kind, {}).items():
+                yield o, o["spec"]["template"]
+
+    @staticmethod
+    def matches(selector, labels):
+        """A LabelSelector (matchLabels + matchExpressions) or a plain map against LABELS."""
+        if selector is None:
+            return False
+        labels = labels or {}
+        if "matchLabels" not in selector and "matchExpressions" not in selector:
+            return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+        for k, v in (selector.get("matchLabels") or {}).items():
+            if labels.get(k) != v:
+                return False
+        for e in selector.get("matchExpressions") or []:
+            op, vals, has = e["operator"], e.get("values") or [], e["key"] in labels
+            if op == "In" and not (has and labels[e["key"]] in vals):
+                return False
+            if op == "NotIn" and has and labels[e["key"]] in vals:
+                return False
+            if op == "Exists" and not has:
+                return False
+            if op == "DoesNotExist" and has:
+                return False
+        return bool(selector.get("matchLabels") or selector.get("matchExpressions"))
+
+    def pods_selected(self, selector):
+        return [(w, t) for w, t in self.workloads()
+                if self.matches(selector, (t.get("metadata") or {}).get("labels"))]
+
+    # --- environment ------------------------------------------------------------------------
+
+    def config_value(self, kind, name, key, where, optional=False):
+        """The value of KEY in ConfigMap/Secret NAME; None if it is not (or cannot be) known."""
+        obj = self.get(kind, name)
+        if obj is None:
+            if kind == "Secret" and name in self.external:
+                return None
+            self.ok(optional, f"{where}: {kind} {name} is not defined (and not declared external)")
+            return None
+        data = obj.get("data") or {}
+        sdata = obj.get("stringData") or {}
+        if key not in data and key not in sdata:
+            self.ok(optional, f"{where}: {kind} {name} has no key {key}")
+            return None
+        if kind == "Secret":
+            return "<secret>"
+        return str(data[key])
+
+    def container_env(self, where, c):
+        """{NAME: value or None (unknown)} of a container, envFrom first, then env."""
+        env = {}
+        for src in c.get("envFrom") or []:
+            prefix = src.get("prefix", "")
+            for kind, ref in (("ConfigMap", src.get("configMapRef")), ("Secret", src.get("secretRef"))):
+                if not ref:
+                    continue
+                obj = self.get(kind, ref["name"])
+                if obj is None:
+                    if not (kind == "Secret" and ref["name"] in self.external):
+                        self.ok(ref.get("optional", False),
+                                f"{where}: envFrom {kind} {ref['name']} is not defined")
+                    continue
+                for k, v in {**(obj.get("data") or {}), **(obj.get("stringData") or {})}.items():
+                    env[prefix + k] = None if kind == "Secret" else str(v)
+        for e in c.get("env") or []:
+            name = e["name"]
+            if "value" in e:
+                value = str(e["value"])
+                for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", value):
+                    self.ok(ref in env, f"{where}: env {name} refers to $({ref}), not defined before it")
+                    if ref in env and env[ref] is not None:
+                        value = value.replace(f"$({ref})", env[ref])
+                    elif ref in env:
+                        value = None
+                        break
+                env[name] = value
+                continue
+            vf = e.get("valueFrom") or {}
+            if "configMapKeyRef" in vf:
+                r = vf["configMapKeyRef"]
+                env[name] = self.config_value("ConfigMap", r["name"], r["key"], f"{where}: env {name}",
+                                              r.get("optional", False))
+            elif "secretKeyRef" in vf:
+                r = vf["secretKeyRef"]
+                self.config_value("Secret", r["name"], r["key"], f"{where}: env {name}",
+                                  r.get("optional", False))
+                env[name] = None
+            else:
+                env[name] = None  # fieldRef / resourceFieldRef: known only at run time
+        return env
+
+    def effective(self, env, opts, name):
+        """The value a binary uses for option NAME: the manifest's if set, else its default."""
+        if name in env:
+            return env[name]
+        return (opts.get(name) or {}).get("default")
+
+    # --- workloads --------------------------------------------------------------------------
+
+    def check_workloads(self):
+        self.roles = {}  # "gateway"/"processor"/"admin" -> [(workload, template, container, env)]
+        for w, t in self.workloads():
+            wname = f"{w['kind']}/{w['metadata']['name']}"
+            labels = (t.get("metadata") or {}).get("labels") or {}
+            if w["kind"] != "Job":
+                self.ok(self.matches(w["spec"].get("selector"), labels),
+                        f"{wname}: spec.selector does not match its pod template's labels {labels}")
+            spec = t["spec"]
+            volumes = {v["name"]: v for v in spec.get("volumes") or []}
+            for v in volumes.values():
+                if "secret" in v:
+                    sname = v["secret"]["secretName"]
+                    self.ok(self.get("Secret", sname) is not None or sname in self.external
+                            or v["secret"].get("optional", False),
+                            f"{wname}: volume {v['name']} mounts Secret {sname}, which is not defined "
+                            "(and not declared external)")
+                if "configMap" in v:
+                    self.ok(self.get("ConfigMap", v["configMap"]["name"]) is not None,
+                            f"{wname}: volume {v['name']} mounts ConfigMap {v['configMap']['name']}, not defined")
+            for tsc in spec.get("topologySpreadConstraints") or []:
+                self.ok(self.matches(tsc.get("labelSelector"), labels),
+                        f"{wname}: a topologySpreadConstraint's labelSelector does not select its own pods")
+            for c in spec.get("containers") or []:
+                self.check_container(w, wname, spec, volumes, c)
+
+    def check_container(self, w, wname, spec, volumes, c):
+        where = f"{wname} container {c['name']}"
+        env = self.container_env(where, c)
+        for m in c.get("volumeMounts") or []:
+            self.ok(m["name"] in volumes, f"{where}: volumeMount {m['name']} names no volume")
+        for arg in (c.get("command") or []) + (c.get("args") or []):
+            for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", str(arg)):
+                self.ok(ref in env, f"{where}: command/args refer to $({ref}), which is not in its env")
+        binary = os.path.basename((c.get("command") or [""])[0])
+        opts = self.binaries.get(binary)
+        ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+        if opts is None:
+            self.ok(not any(k.startswith("WSGATE_") for k in env),
+                    f"{where}: sets WSGATE_* variables but does not run a wsgate binary (command {binary!r})")
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                p = c.get(probe) or {}
+                port = (p.get("httpGet") or p.get("tcpSocket") or {}).get("port")
+                if isinstance(port, str):
+                    self.ok(port in ports, f"{where}: {probe} uses port {port!r}, not a port of the container")
+            return
+        for name in env:
+            if name.startswith("WSGATE_"):
+                near = difflib.get_close_matches(name, list(opts), n=1)
+                self.ok(name in opts, f"{where}: {name} is not an option of {binary} (not in its "
+                        f"--help){f'; did you mean {near[0]}?' if near else ''}")
+        role = {"wsgate-gateway": "gateway", "wsgate-processor": "processor",
+                "wsgate-admin": "admin"}.get(binary, binary)
+        self.roles.setdefault(role, []).append((w, spec, c, env))
+        if role == "admin":
+            return
+        # Ports: the container's named ports are the ports the binary listens on.
+        want = {"http": "WSGATE_HTTP_PORT"}
+        if role == "gateway":
+            want["ws"] = "WSGATE_LISTEN_PORT"
+        for pname, opt in want.items():
+            value = self.effective(env, opts, opt)
+            self.ok(pname in ports, f"{where}: no container port named {pname!r} ({opt})")
+            if pname in ports and value is not None:
+                self.ok(str(ports[pname]) == str(value),
+                        f"{where}: container port {pname} is {ports[pname]} but {binary} listens on "
+                        f"{value} ({opt}{' set in the manifest' if opt in env else ' default'})")
+        for pname in ports:
+            self.ok(pname in want, f"{where}: container port {pname!r} is not one {binary} serves")
+        http_port = self.effective(env, opts, "WSGATE_HTTP_PORT")
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            p = c.get(probe)
+            if not self.ok(p is not None and "httpGet" in p, f"{where}: no {probe} with httpGet"):
+                continue
+            g = p["httpGet"]
+            self.ok(g.get("path") == path, f"{where}: {probe} path is {g.get('path')!r}; {binary} serves {path}")
+            port = ports.get(g["port"]) if isinstance(g["port"], str) else g["port"]
+            self.ok(str(port) == str(http_port),
+                    f"{where}: {probe} port {g['port']!r} is not the operations port {http_port} (WSGATE_HTTP_PORT)")
+        # Files the binary opens must be on a mounted volume.
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts") or []]
+        for name, value in env.items():
+            if name in ("WSGATE_JWT_SECRET_FILE", "WSGATE_TLS_CERT", "WSGATE_TLS_KEY") and value:
+                self.ok(any(value.startswith(m) for m in mounts),
+                        f"{where}: {name}={value} is not under any volumeMount ({', '.join(mounts) or 'none'})")
+        # The grace period covers the drain.
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        sleep = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
+        opt = "WSGATE_DRAIN_GRACE" if role == "gateway" else "WSGATE_SHUTDOWN_TIMEOUT"
+        drain = duration_s(self.effective(env, opts, opt))
+        if drain is not None:
+            self.ok(grace > sleep + drain,
+                    f"{where}: terminationGracePeriodSeconds {grace} does not exceed the preStop sleep "
+                    f"({sleep} s) + {opt} ({drain:g} s): the kubelet would SIGKILL mid-drain")
+
+    # --- services, budgets, policies, monitors ----------------------------------------------
+
+    def check_services(self):
+        for name, s in self.by_kind.get("Service", {}).items():
+            sel = s["spec"].get("selector")
+            pods = self.pods_selected(sel) if sel else []
+            if not self.ok(pods, f"Service/{name}: selector {sel} selects no pod of the rendered workloads"):
+                continue
+            for p in s["spec"].get("ports") or []:
+                tp = p.get("targetPort", p["port"])
+                for w, t in pods:
+                    cports = [cp for c in t["spec"]["containers"] for cp in c.get("ports") or []]
+                    hit = [cp for cp in cports if cp.get("name") == tp or cp["containerPort"] == tp]
+                    self.ok(hit, f"Service/{name}: targetPort {tp!r} is not a container port of "
+                            f"{w['kind']}/{w['metadata']['name']}")
+            if s["spec"].get("type") == "LoadBalancer":
+                roles = {self.role_of(t) for _, t in pods}
+                self.ok(roles == {"gateway"}, f"Service/{name}: the LoadBalancer must select only gateway pods")
+                self.ok(all(p.get("targetPort") == "ws" for p in s["spec"]["ports"]),
+                        f"Service/{name}: the LoadBalancer must target the WebSocket port 'ws'")
+
+    def role_of(self, template):
+        for c in template["spec"].get("containers") or []:
+            b = os.path.basename((c.get("command") or [""])[0])
+            if b.startswith("wsgate-"):
+                return b[len("wsgate-"):]
+        return None
+
+    def check_budgets_and_policies(self):
+        for name, p in self.by_kind.get("PodDisruptionBudget", {}).items():
+            self.ok(self.pods_selected(p["spec"].get("selector")),
+                    f"PodDisruptionBudget/{name}: selector selects no pod")
+        for name, n in self.by_kind.get("NetworkPolicy", {}).items():
+            targets = self.pods_selected(n["spec"].get("podSelector"))
+            self.ok(targets, f"NetworkPolicy/{name}: podSelector selects no pod")
+            allowed = set()
+            for rule in n["spec"].get("ingress") or []:
+                for peer in rule.get("from") or []:
+                    if "podSelector" in peer and "namespaceSelector" not in peer:
+                        allowed |= {self.role_of(t) for _, t in self.pods_selected(peer["podSelector"])}
+            if any(self.role_of(t) is None for _, t in targets):  # protects a dependency (Redis)
+                for role in ("gateway", "processor"):
+                    self.ok(role in allowed, f"NetworkPolicy/{name}: the {role} pods are not admitted")
+        for name, m in self.by_kind.get("ServiceMonitor", {}).items():
+            sel = m["spec"].get("selector")
+            svcs = [s for s in self.by_kind.get("Service", {}).values()
+                    if self.matches(sel, s["metadata"].get("labels"))]
+            if not self.ok(svcs, f"ServiceMonitor/{name}: selector selects no Service"):
+                continue
+            for ep in m["spec"].get("endpoints") or []:
+                for s in svcs:
+                    self.ok(any(p.get("name") == ep.get("port") for p in s["spec"]["ports"]),
+                            f"ServiceMonitor/{name}: Service/{s['metadata']['name']} has no port {ep.get('port')!r}")
+                self.ok(ep.get("path", "/metrics") == "/metrics", f"ServiceMonitor/{name}: path is not /metrics")
+
+    # --- scaling and Kafka ------------------------------------------------------------------
+
+    def topics(self):
+        cms = [o for n, o in self.by_kind.get("ConfigMap", {}).items() if n.startswith("wsgate-topics")]
+        if not self.ok(len(cms) == 1, f"expected one wsgate-topics ConfigMap, found {len(cms)}"):
+            return None
+        d = cms[0].get("data") or {}
+        try:
+            return {k: int(d[k]) for k in ("INBOUND_PARTITIONS", "OUTBOUND_PARTITIONS", "REPLICATION_FACTOR")}
+        except (KeyError, ValueError) as e:
+            self.err(f"ConfigMap/{cms[0]['metadata']['name']}: bad or missing partition count: {e}")
+            return None
+
+    def workload_role(self, kind, name):
+        w = self.get(kind, name)
+        return (w, self.role_of(w["spec"]["template"])) if w else (None, None)
+
+    def check_scaling(self, adapter_metric):
+        topics = self.topics()
+        if topics is None:
+            return
+        slots, inbound = topics["OUTBOUND_PARTITIONS"], topics["INBOUND_PARTITIONS"]
+        for _, _, c, env in self.roles.get("gateway", []):
+            if env.get("WSGATE_SLOTS") not in (None, "0"):
+                self.ok(str(env["WSGATE_SLOTS"]) == str(slots),
+                        f"gateway WSGATE_SLOTS={env['WSGATE_SLOTS']} differs from OUTBOUND_PARTITIONS={slots}")
+        scalers = [(f"HorizontalPodAutoscaler/{n}", h["spec"]["scaleTargetRef"], h["spec"].get("minReplicas", 1),
+                    h["spec"]["maxReplicas"], h) for n, h in self.by_kind.get("HorizontalPodAutoscaler", {}).items()]
+        scalers += [(f"ScaledObject/{n}", s["spec"]["scaleTargetRef"], s["spec"].get("minReplicaCount", 0),
+                     s["spec"].get("maxReplicaCount", 100), s) for n, s in self.by_kind.get("ScaledObject", {}).items()]
+        targets = {}
+        for what, ref, lo, hi, obj in scalers:
+            kind = ref.get("kind", "Deployment")
+            w, role = self.workload_role(kind, ref["name"])
+            if not self.ok(w is not None, f"{what}: scaleTargetRef {kind}/{ref['name']} does not exist"):
+                continue
+            self.ok(ref["name"] not in targets, f"{what}: {kind}/{ref['name']} is already scaled by "
+                    f"{targets.get(ref['name'])}: two autoscalers fight")
+            targets[ref["name"]] = what
+            self.ok(lo <= hi, f"{what}: minReplicas {lo} > maxReplicas {hi}")
+            if role == "gateway":
+                surge = ((w["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge", "25%")
+                surge_n = -(-hi * int(surge[:-1]) // 100) if isinstance(surge, str) else int(surge)
+                self.ok(hi + surge_n <= slots,
+                        f"{what}: maxReplicas {hi} + rollout maxSurge {surge_n} exceeds the gateway slots "
+                        f"(OUTBOUND_PARTITIONS={slots}): gateways beyond the slots never become ready")
+                if obj.get("kind") == "HorizontalPodAutoscaler":
+                    self.check_conn_metric(what, obj, adapter_metric)
+            elif role == "processor":
+                self.ok(hi <= inbound, f"{what}: maxReplicas {hi} exceeds INBOUND_PARTITIONS={inbound}: "
+                        "processors beyond the partition count stay idle")
+                if obj.get("kind") == "ScaledObject":
+                    self.check_keda(what, obj)
+        for name, t in self.by_kind.get("KafkaTopic", {}).items():
+            env = self.common_env()
+            topic = t["spec"].get("topicName", name)
+            cluster = (t["metadata"].get("labels") or {}).get("strimzi.io/cluster")
+            self.ok(self.get("Kafka", cluster) is not None, f"KafkaTopic/{name}: strimzi.io/cluster {cluster!r} is no Kafka")
+            for which, opt in (("INBOUND", "WSGATE_INBOUND_TOPIC"), ("OUTBOUND", "WSGATE_OUTBOUND_TOPIC")):
+                if topic == env.get(opt):
+                    self.ok(t["spec"].get("partitions") == topics[f"{which}_PARTITIONS"],
+                            f"KafkaTopic/{name}: {t['spec'].get('partitions')} partitions, but "
+                            f"{which}_PARTITIONS={topics[f'{which}_PARTITIONS']}")
+                    self.ok(t["spec"].get("replicas") == topics["REPLICATION_FACTOR"],
+                            f"KafkaTopic/{name}: replicas {t['spec'].get('replicas')} but "
+                            f"REPLICATION_FACTOR={topics['REPLICATION_FACTOR']}")
+                    break
+            else:
+                self.err(f"KafkaTopic/{name}: topic {topic!r} is neither WSGATE_INBOUND_TOPIC nor WSGATE_OUTBOUND_TOPIC")
+        for name, p in self.by_kind.get("KafkaNodePool", {}).items():
+            cluster = (p["metadata"].get("labels") or {}).get("strimzi.io/cluster")
+            self.ok(self.get("Kafka", cluster) is not None, f"KafkaNodePool/{name}: strimzi.io/cluster {cluster!r} is no Kafka")
+
+    def common_env(self):
+        for role in ("gateway", "processor"):
+            for _, _, _, env in self.roles.get(role, []):
+                return env
+        return {}
+
+    def check_conn_metric(self, what, hpa, adapter_metric):
+        pods = [m["pods"]["metric"]["name"] for m in hpa["spec"].get("metrics") or [] if m["type"] == "Pods"]
+        if not self.ok(pods, f"{what}: no Pods metric (live connections per pod)"):
+            return
+        with open(self.gateway_exe, "rb") as f:
+            image = f.read()
+        for name in pods:
+            self.ok(name.encode() in image, f"{what}: metric {name} is not served by {self.gateway_exe}")
+            if adapter_metric is not None:
+                self.ok(name in adapter_metric, f"{what}: metric {name} is not exposed by the Prometheus "
+                        f"Adapter rule (it exposes {sorted(adapter_metric)})")
+
+    def check_keda(self, what, so):
+        env = {}
+        for _, _, _, e in self.roles.get("processor", []):
+            env = e
+        for trig in so["spec"].get("triggers") or []:
+            if trig["type"] != "kafka":
+                continue
+            md = trig["metadata"]
+            self.ok(md.get("consumerGroup") == env.get("WSGATE_GROUP_ID"),
+                    f"{what}: consumerGroup {md.get('consumerGroup')!r} is not WSGATE_GROUP_ID {env.get('WSGATE_GROUP_ID')!r}")
+            self.ok(md.get("topic") == env.get("WSGATE_INBOUND_TOPIC"),
+                    f"{what}: topic {md.get('topic')!r} is not WSGATE_INBOUND_TOPIC {env.get('WSGATE_INBOUND_TOPIC')!r}")
+
+    def check_addresses(self):
+        """WSGATE_KAFKA_BROKERS and WSGATE_REDIS_HOST/PORT name what this render runs, if it runs them."""
+        for role in ("gateway", "processor", "admin"):
+            for w, _, c, env in self.roles.get(role, []):
+                where = f"{w['kind']}/{w['metadata']['name']} container {c['name']}"
+                brokers = env.get("WSGATE_KAFKA_BROKERS")
+                kafkas = self.by_kind.get("Kafka", {})
+                if kafkas and brokers:
+                    want = {f"{k}-kafka-bootstrap:{lst['port']}" for k, o in kafkas.items()
+                            for lst in o["spec"]["kafka"]["listeners"]}
+                    # A short or fully qualified service name ("name.ns.svc"), with the listener's port.
+                    short = {b.rsplit(":", 1)[0].split(".")[0] + ":" + b.rsplit(":", 1)[-1]
+                             for b in brokers.split(",")}
+                    self.ok(short <= want,
+                            f"{where}: WSGATE_KAFKA_BROKERS={brokers} is not a bootstrap service of the rendered "
+                            f"Kafka ({', '.join(sorted(want))})")
+                if role == "admin":
+                    continue
+                host = env.get("WSGATE_REDIS_HOST")
+                svc = self.get("Service", host) if host else None
+                redis_sts = [o for o in self.by_kind.get("StatefulSet", {}).values()
+                             if "redis" in o["metadata"]["name"]]
+                if redis_sts:
+                    if self.ok(svc is not None, f"{where}: WSGATE_REDIS_HOST={host} is not the rendered Redis Service"):
+                        port = env.get("WSGATE_REDIS_PORT")
+                        self.ok(any(str(p["port"]) == str(port) for p in svc["spec"]["ports"]),
+                                f"{where}: WSGATE_REDIS_PORT={port} is not a port of Service/{host}")
+        for k, o in self.by_kind.get("Kafka", {}).items():
+            for lst in o["spec"]["kafka"]["listeners"]:
+                peers = [p for p in lst.get("networkPolicyPeers") or [] if "namespaceSelector" not in p]
+                if not self.ok(peers, f"Kafka/{k}: listener {lst['name']} has no networkPolicyPeers: "
+                               "any pod could reach the brokers"):
+                    continue
+                for role in ("gateway", "processor", "admin"):
+                    for w, spec, _, _ in self.roles.get(role, []):
+                        labels = (w["spec"]["template"].get("metadata") or {}).get("labels")
+                        self.ok(any(self.matches(p.get("podSelector"), labels) for p in peers),
+                                f"Kafka/{k}: listener {lst['name']}'s networkPolicyPeers do not admit "
+                                f"{w['kind']}/{w['metadata']['name']}")
+
+    def run(self, adapter_metric):
+        self.check_workloads()
+        for role in ("gateway", "processor"):
+            self.ok(self.roles.get(role), f"no workload runs wsgate-{role}")
+        self.check_services()
+        self.check_budgets_and_policies()
+        self.check_scaling(adapter_metric)
+        self.check_addresses()
+
+
+def adapter_metrics(path):
+    """Metric names the Prometheus Adapter config in PATH (a ConfigMap) exposes."""
+    import yaml
+
+    names = set()
+    with open(path, encoding="utf-8") as f:
+        for doc in yaml.safe_load_all(f):
+            if not doc:
+                continue
+            cfg = yaml.safe_load(doc["data"]["config.yaml"])
+            for rule in cfg.get("rules") or []:
+                series = re.match(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)", rule["seriesQuery"]).group(1)
+                name = (rule.get("name") or {})
+                if name.get("as"):
+                    names.add(re.sub(name.get("matches", "^(.*)$"), name["as"], series))
+                else:
+                    names.add(series)
+    return names
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("path")
+    ap.add_argument("--gateway", required=True)
+    ap.add_argument("--processor", required=True)
+    ap.add_argument("--admin", required=True)
+    ap.add_argument("--adapter-config")
+    ap.add_argument("--external-secret", action="append", default=[])
+    ap.add_argument("--expect-error")
+    args = ap.parse_args()
+    k8s_render.ensure_modules("yaml")
+    binaries = {
+        "wsgate-gateway": help_markdown_options(args.gateway),
+        "wsgate-processor": help_markdown_options(args.processor),
+        "wsgate-admin": admin_env(args.admin),
+    }
+    try:
+        objs = k8s_render.render(args.path)
+    except k8s_render.RenderError as e:
+        errors, checked = [str(e)], 0
+    else:
+        checker = Checker(objs, binaries, args.external_secret, args.gateway)
+        checker.run(adapter_metrics(args.adapter_config) if args.adapter_config else None)
+        errors, checked = [e for e in checker.errors if e], checker.checked
+        print(f"{args.path}: {len(objs)} objects, {checked} checks")
+    for e in errors:
+        print(f"ERROR: {e}")
+    if args.expect_error:
+        if any(re.search(args.expect_error, e) for e in errors):
+            print(f"PASS: failed as expected ({args.expect_error!r} matched)")
+            return 0
+        print(f"FAIL: expected an error matching {args.expect_error!r}, got {len(errors)} other error(s)")
+        return 1
+    if errors:
+        print(f"FAIL: {len(errors)} inconsistencies")
+        return 1
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
