@@ -651,16 +651,44 @@ typedef struct {
   int err; /* why the last write failed */
 } sink;
 
-/* msgpack-c's write callback: append, or remember why not and stop the packer. */
+/* msgpack-c's write callback: append, or remember why not and stop the packer. Most writes are a
+ * header of 1 to 9 bytes into room reserved up front (encoded_size_bound()), so the common path
+ * is a bounds check and a short copy. */
 static int sink_write(void *data, const char *bytes, size_t len) {
   sink *s = data;
-  int rc = wsg__buf_append(s->buf, bytes, len);
+  wsg_buf *b = s->buf;
+  int rc;
 
-  if (rc != WSG_ENV_OK) {
+  if (len > b->alloc - b->len && (rc = buf_reserve(b, len)) != WSG_ENV_OK) {
     s->err = rc;
     return -1;
   }
+  if (len <= 16) {
+    for (size_t i = 0; i < len; i++)
+      b->data[b->len + i] = (uint8_t)bytes[i];
+  } else {
+    memcpy(b->data + b->len, bytes, len);
+  }
+  b->len += len;
   return 0;
+}
+
+/* An upper bound of the encoded size: each key and value header at its largest. */
+static size_t encoded_size_bound(const wsg_envelope *env, uint32_t f) {
+  size_t n = 1 + K_COUNT * (3 + 9); /* map header; every key and scalar at its largest */
+  if (f & WSG_F_GATEWAY)
+    n += env->gateway_len;
+  if (f & WSG_F_USER)
+    n += env->user_len;
+  if (f & WSG_F_CLOSE_REASON)
+    n += env->close_reason_len;
+  if (f & WSG_F_META)
+    n += env->meta_len;
+  if (f & WSG_F_DATA)
+    n += env->data_len;
+  if (f & WSG_F_CONNS)
+    n += (size_t)env->conns.count * 9;
+  return n;
 }
 
 /* A caller-built `cs` given as raw MessagePack must be exactly `count` uints. */
@@ -677,8 +705,7 @@ static bool conns_raw_valid(const wsg_conn_list *list) {
 }
 
 static int pack_key(msgpack_packer *pk, key_id k) {
-  size_t len = strlen(keys[k].name);
-  return msgpack_pack_str_with_body(pk, keys[k].name, len);
+  return msgpack_pack_str_with_body(pk, keys[k].name, keys[k].name[1] ? 2 : 1);
 }
 
 static int pack_str(msgpack_packer *pk, const char *s, size_t len) {
@@ -765,6 +792,13 @@ int wsg_envelope_encode(const wsg_envelope *env, wsg_buf *b) {
   for (int k = 0; k < K_COUNT; k++)
     if (f & keys[k].flag)
       pairs++;
+
+  /* One reservation rather than growth in steps; skipped when the bound is beyond the cap,
+   * which the writes then detect exactly. Bounded by WSG_MAX_PAYLOAD and WSG_MAX_CONNS. */
+  size_t bound = encoded_size_bound(env, f);
+  if (bound <= (b->cap ? b->cap : WSG_BUF_DEFAULT_CAP) && bound > b->alloc &&
+      (rc = buf_reserve(b, bound)) != WSG_ENV_OK)
+    return rc;
 
   sink s = {b, WSG_ENV_OK};
   msgpack_packer pk;
