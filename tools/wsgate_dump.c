@@ -78,7 +78,7 @@ static const wsg_option dump_options[] = {
      "msg|connect|disconnect|deliver|close", 0, "Print only envelopes of this type (t)."},
     {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, offsetof(dump_config, log_level), "warn",
      0, 0, "debug|info|warn|error", 0, "Least severe librdkafka message to show on stderr."},
-    {"kafka", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, offsetof(dump_config, props), NULL, 0,
+    {"kafka-prop", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, offsetof(dump_config, props), NULL, 0,
      0, NULL, 0, "A librdkafka property key=value (repeatable), e.g. -X security.protocol=ssl."},
 };
 // clang-format on
