@@ -81,7 +81,7 @@ struct gw_gateway {
   uint64_t drain_start_ms;
   int exit_code;
 
-  wsg_gauge *m_ready, *m_draining, *m_slot;
+  wsg_gauge *m_ready, *m_draining; /* the slot gauge is the registry's */
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -164,9 +164,10 @@ static void on_slot(void *arg, int32_t slot) {
   gw_gateway *g = arg;
   if (slot >= 0)
     WSG_INFO("gateway", "holding slot %d of %u", slot, g->slots);
-  else
+  else if (g->phase == PHASE_RUNNING)
     WSG_WARN("gateway", "no slot held: outbound messages cannot reach this gateway");
-  wsg_gauge_set(g->m_slot, slot);
+  else
+    WSG_INFO("gateway", "slot released");
   gw_kafka_set_slot(g->kafka, slot);
   if (g->server)
     gw_server_set_slot(g->server, slot);
@@ -323,9 +324,6 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
                                  "1 while the gateway admits new connections.", NULL);
   g->m_draining = wsg_metrics_gauge(g->metrics, "wsgate_gateway_draining",
                                     "1 once a drain (SIGTERM) has started.", NULL);
-  g->m_slot = wsg_metrics_gauge(g->metrics, "wsgate_gateway_slot",
-                                "The outbound slot this gateway holds, -1 for none.", NULL);
-  wsg_gauge_set(g->m_slot, -1);
   char labels[256];
   snprintf(labels, sizeof labels, "version=\"%s\",gateway_id=\"%s\"", WSG_VERSION, cfg->gateway_id);
   wsg_gauge *info = wsg_metrics_gauge(g->metrics, "wsgate_gateway_info",

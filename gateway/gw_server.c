@@ -775,7 +775,8 @@ static void produce_final(gw_server *s, gw_session *ss) {
     produce_or_orphan(s, ss, &e);
   }
   env_base(s, ss, &e, WSG_ENV_DISCONNECT);
-  e.fields |= WSG_F_CLOSE_CODE;
+  e.fields |= WSG_F_CLOSE_CODE | WSG_F_SEQ;
+  e.seq = ss->seq; /* the `n` of its last msg: a processor can tell it saw them all */
   e.close_code = ss->disconnect_code ? ss->disconnect_code : 1006;
   produce_or_orphan(s, ss, &e);
 }

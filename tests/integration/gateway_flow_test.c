@@ -266,3 +266,22 @@ Test(gateway_flow, oversized_message_closes_with_1009) {
   cr_assert_eq(m.close_code, 1009);
   ws_client_destroy(c);
 }
+
+Test(gateway_flow, invalid_utf8_text_closes_with_1007) {
+  gwt_start(&gw, "flow-utf8", NULL);
+  gwt_reader_open(&rd, &gw);
+  ws_client *c;
+  connect_user(&c, "gina");
+  cr_assert_eq(ws_client_send(c, WS_OP_TEXT, "ok \xc3\xa9", 5), WS_CLIENT_OK);
+  wsg_envelope e;
+  gwt_reader_expect(&rd, WSG_ENV_MSG, "gina", &e, GWT_WAIT_MS);
+  cr_assert_eq(e.data_len, 5);
+  cr_assert_eq(ws_client_send(c, WS_OP_TEXT, "bad \xff\xfe", 6), WS_CLIENT_OK);
+  ws_message m;
+  gwt_expect_msg(c, WS_OP_CLOSE, &m, GWT_WAIT_MS);
+  cr_assert_eq(m.close_code, 1007);
+  cr_assert(gwt_reader_next(&rd, &e, GWT_WAIT_MS, NULL));
+  cr_assert_eq(e.kind, WSG_ENV_DISCONNECT, "the invalid message was produced");
+  cr_assert_eq(e.seq, 1);
+  ws_client_destroy(c);
+}
