@@ -63,7 +63,7 @@ static int kind_lookup(const void *s, size_t len) {
 
 /* ---- keys ------------------------------------------------------------------------------------ */
 
-/* Every key, in the order the encoder writes them (docs/PROTOCOL.md "Key order"): routing first,
+/* Every key, in the order the encoder writes them (docs/PROTOCOL.md, "Encoding rules"): routing first,
  * the payload last so a reader of a dump sees the small fields before the big one. */
 typedef enum {
   K_V,

@@ -24,7 +24,7 @@ except ImportError:
         "or: python3 -m venv /tmp/v && /tmp/v/bin/pip install msgpack\n")
     sys.exit(1)
 
-# The order in which wsgate writes the keys (PROTOCOL.md, "Key order").
+# The order in which wsgate writes the keys (PROTOCOL.md, "Encoding rules").
 KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "ts", "cc", "cr", "b", "m", "d"]
 KINDS = {"msg", "connect", "disconnect", "deliver", "close"}
 MIN_VECTORS = 15
