@@ -222,12 +222,6 @@ int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "--redis-host must not be empty");
     return -1;
   }
-  if (cfg->shutdown_timeout_ms < cfg->commit_interval_ms) {
-    snprintf(
-        err, errlen, "--shutdown-timeout (%llu ms) is shorter than --commit-interval (%llu ms)",
-        (unsigned long long)cfg->shutdown_timeout_ms, (unsigned long long)cfg->commit_interval_ms);
-    return -1;
-  }
   return 0;
 }
 

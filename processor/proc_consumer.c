@@ -35,6 +35,8 @@
 #define TICKETS_PER_BLOCK 1024
 /* An async commit without a result after this long is given up on. */
 #define COMMIT_STUCK_US (30ULL * 1000000ULL)
+/* Longest wait for the group's committed offsets when resuming after our own work. */
+#define RESUME_QUERY_MS 5000
 
 typedef struct part {
   int32_t id;
@@ -46,6 +48,7 @@ typedef struct part {
   int64_t stored;    /* last offset given to rd_kafka_offsets_store, -1 */
   int64_t committed; /* last offset the broker acknowledged, -1 */
   int64_t next;      /* next offset to handle, -1 until the first record */
+  int64_t resume;    /* completed when last released and not committed, -1 */
   wsg_gauge *lag;
 } part;
 
@@ -185,7 +188,7 @@ static part *part_get(proc_consumer *c, int32_t id) {
       return NULL;
     }
     p->id = id;
-    p->stored = p->committed = p->next = -1;
+    p->stored = p->committed = p->next = p->resume = -1;
     if (c->metrics) {
       char labels[32];
       snprintf(labels, sizeof(labels), "partition=\"%" PRId32 "\"", id);
@@ -396,6 +399,15 @@ static void set_assigned_gauge(proc_consumer *c) {
 }
 
 static void release(part *p) {
+  if (p->assigned) {
+    /* Work this processor completed (every reply acknowledged) but may not have committed, e.g.
+     * when the partition was lost or the commit failed: if the partition comes back, start after
+     * it instead of handling it again (resume_offsets). */
+    int64_t done = proc_offsets_committable(p->offs);
+    if (done < p->stored)
+      done = p->stored;
+    p->resume = done > p->committed ? done : -1;
+  }
   p->assigned = false;
   p->dirty = false;
   p->epoch++;
@@ -415,6 +427,52 @@ static void log_partitions(const char *what, const rd_kafka_topic_partition_list
     n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%" PRId32, i ? "," : "",
                           l->elems[i].partition);
   WSG_INFO("kafka", "%s %d partition%s [%s]", what, l->cnt, l->cnt == 1 ? "" : "s", buf);
+}
+
+/*
+ * For newly assigned partitions this processor owned before and had completed more of than the
+ * group committed (a lost assignment, a failed commit): start after its own completed work when
+ * that is ahead of the committed offset. Nothing is skipped, since every record before it was
+ * handled and its replies acknowledged; it only spares the duplicates. One OffsetFetch, and only
+ * when such a partition exists. Returns how many start offsets were moved.
+ */
+static int resume_offsets(proc_consumer *c, rd_kafka_t *rk,
+                          rd_kafka_topic_partition_list_t *parts) {
+  rd_kafka_topic_partition_list_t *q = NULL;
+  for (int i = 0; i < parts->cnt; i++) {
+    part *p = part_get(c, parts->elems[i].partition);
+    if (p && p->resume >= 0) {
+      if (!q)
+        q = rd_kafka_topic_partition_list_new(parts->cnt);
+      rd_kafka_topic_partition_list_add(q, c->inbound, p->id);
+    }
+  }
+  if (!q)
+    return 0;
+  int moved = 0;
+  rd_kafka_resp_err_t err = rd_kafka_committed(rk, q, RESUME_QUERY_MS);
+  for (int i = 0; i < q->cnt; i++) {
+    part *p = part_get(c, q->elems[i].partition);
+    int64_t resume = p->resume;
+    p->resume = -1;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        q->elems[i].offset >= resume)
+      continue;
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(parts, c->inbound, p->id);
+    if (!e)
+      continue;
+    WSG_INFO("kafka",
+             "partition %" PRId32 ": resuming at offset %" PRId64
+             ", after this processor's own completed work (the group had committed %" PRId64 ")",
+             p->id, resume, q->elems[i].offset);
+    e->offset = resume;
+    p->stored = resume; /* committed at the next interval */
+    moved++;
+  }
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    WSG_DEBUG("kafka", "reading committed offsets: %s", rd_kafka_err2str(err));
+  rd_kafka_topic_partition_list_destroy(q);
+  return moved;
 }
 
 static void check_error(const char *what, rd_kafka_error_t *e) {
@@ -443,27 +501,42 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     log_partitions("assigned", parts);
     count(c->m_assign, 1);
+    int moved = resume_offsets(c, rk, parts);
     if (coop)
       check_error("incremental assign", rd_kafka_incremental_assign(rk, parts));
     else if ((err = rd_kafka_assign(rk, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR)
       WSG_ERROR("kafka", "assign: %s", rd_kafka_err2str(err));
+    if (moved) {
+      /* Store the moved start offsets now that the partitions are assigned, so they are
+       * committed even if no new record arrives. */
+      for (int i = 0; i < parts->cnt; i++) {
+        part *p = part_get(c, parts->elems[i].partition);
+        if (p && p->stored >= 0) {
+          int64_t want = p->stored;
+          p->stored = -1;
+          rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+          rd_kafka_topic_partition_list_add(one, c->inbound, p->id)->offset = want;
+          if (rd_kafka_offsets_store(rk, one) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+              one->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            p->stored = want;
+          rd_kafka_topic_partition_list_destroy(one);
+        }
+      }
+    }
     atomic_store(&c->joined, 1);
     break;
 
   case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: {
     bool lost = rd_kafka_assignment_lost(rk);
-    if (lost) {
-      /* Another member may own them already: committing could move its offsets. */
-      log_partitions("lost", parts);
-      count(c->m_lost, 1);
-    } else {
-      log_partitions("revoking", parts);
-      count(c->m_revoke, 1);
-      wait_inflight(c, parts, c->revoke_timeout_ms);
-      if (commit_sync(c, parts) != 0)
-        WSG_WARN("kafka", "commit at revoke failed; the next owner starts from the last "
-                          "committed offsets and handles some records again");
-    }
+    log_partitions(lost ? "lost" : "revoking", parts);
+    count(lost ? c->m_lost : c->m_revoke, 1);
+    /* Even for lost partitions the replies in flight are awaited: nothing is committed for them
+     * (another member may own them already), but what completed is remembered for
+     * resume_offsets() should they come back. */
+    wait_inflight(c, parts, c->revoke_timeout_ms);
+    if (!lost && commit_sync(c, parts) != 0)
+      WSG_WARN("kafka", "commit at revoke failed; the next owner starts from the last committed "
+                        "offsets and handles some records again");
     for (int i = 0; i < parts->cnt; i++) {
       part *p = part_get(c, parts->elems[i].partition);
       if (p)

@@ -88,8 +88,6 @@ Test(proc_config, cross_field_errors) {
   EXPECT_ERROR("-X message.max.bytes=lots", "-b", "k:1", "-X", "message.max.bytes=lots");
   EXPECT_ERROR("--batch-max", "-b", "k:1", "--batch-max", "0");
   EXPECT_ERROR("--log-level", "-b", "k:1", "--log-level", "loud");
-  EXPECT_ERROR("--shutdown-timeout", "-b", "k:1", "--shutdown-timeout", "1s", "--commit-interval",
-               "5s");
 }
 
 Test(proc_config, larger_payload_with_larger_records) {

@@ -1,0 +1,259 @@
+/*
+ * wsgate-processor --handler chat driven through Kafka with gateways simulated in Redis (their
+ * records and connection entries, as wsgate-gateway writes them): a room of 100 users over two
+ * gateways gets each message as exactly one outbound envelope per gateway listing its members'
+ * connections; a direct message to an offline user comes back as an error to the sender; while
+ * Redis is down records wait (the processor is not ready) and are handled once it is back.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "processor_itest.h"
+
+#define MEMBERS 100
+
+static const char *gw_name(int i) {
+  return i % 2 ? "gw-two" : "gw-one";
+}
+
+static void send_json(rd_kafka_t *prod, const pit_cluster *c, const char *user, uint64_t conn,
+                      const char *gw, uint32_t slot, const char *json) {
+  wsg_envelope env = pit_msg(user, conn, gw, slot, json, strlen(json), false);
+  pit_produce(prod, c, &env);
+}
+
+/* The JSON object in a deliver's payload (NULL if it is not JSON). Caller decrefs. */
+static json_t *payload_json(const wsg_envelope *e) {
+  return json_loadb((const char *)e->data, e->data_len, 0, NULL);
+}
+
+Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout = 120) {
+  pit_cluster c;
+  pit_cluster_init(&c, 4, 4, false);
+  redisContext *rc = pit_redis();
+  pit_fake_gateway(rc, &c, "gw-one", 1);
+  pit_fake_gateway(rc, &c, "gw-two", 2);
+  char user[16];
+  for (int i = 0; i < MEMBERS; i++) {
+    snprintf(user, sizeof(user), "u%03d", i);
+    pit_fake_conn(rc, &c, user, 1000 + (uint64_t)i, gw_name(i));
+  }
+  pit_proc p;
+  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
+  rd_kafka_t *prod = pit_producer();
+  for (int i = 0; i < MEMBERS; i++) {
+    snprintf(user, sizeof(user), "u%03d", i);
+    send_json(prod, &c, user, 1000 + (uint64_t)i, gw_name(i), i % 2 ? 2 : 1,
+              "{\"op\":\"join\",\"room\":\"hall\"}");
+  }
+  pit_flush(prod);
+
+  pit_reader rd;
+  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  int joined = 0;
+  while (joined < MEMBERS) {
+    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    cr_assert_not_null(m, "only %d of %d joins acknowledged", joined, MEMBERS);
+    wsg_envelope e;
+    cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+    json_t *j = payload_json(&e);
+    cr_assert_not_null(j);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "type")), "joined");
+    json_decref(j);
+    joined++;
+    rd_kafka_message_destroy(m);
+  }
+
+  /* Three messages from different members: each is one envelope per gateway. */
+  for (int k = 0; k < 3; k++) {
+    char json[128];
+    snprintf(json, sizeof(json), "{\"op\":\"say\",\"room\":\"hall\",\"text\":\"message %d\"}", k);
+    int from = k * 7;
+    snprintf(user, sizeof(user), "u%03d", from);
+    send_json(prod, &c, user, 1000 + (uint64_t)from, gw_name(from), from % 2 ? 2 : 1, json);
+  }
+  pit_flush(prod);
+  int envelopes[3][3] = {{0}}; /* [message][slot] */
+  static int seen[3][MEMBERS];
+  memset(seen, 0, sizeof(seen));
+  for (int got = 0; got < 6; got++) {
+    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    cr_assert_not_null(m, "only %d of 6 fan-out envelopes arrived", got);
+    wsg_envelope e;
+    cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+    cr_assert(e.fields & WSG_F_CONNS, "50 members on a gateway: one list");
+    json_t *j = payload_json(&e);
+    const char *text = json_string_value(json_object_get(j, "text"));
+    cr_assert_not_null(text);
+    int k = text[strlen(text) - 1] - '0';
+    cr_assert(k >= 0 && k < 3);
+    envelopes[k][m->partition]++;
+    size_t pos = 0;
+    uint64_t id;
+    while (wsg_conns_next(&e.conns, &pos, &id)) {
+      int u = (int)(id - 1000);
+      cr_assert(u >= 0 && u < MEMBERS);
+      cr_assert_eq(m->partition, u % 2 ? 2 : 1, "each connection on its gateway's partition");
+      cr_assert_eq(seen[k][u], 0, "member %d got message %d twice", u, k);
+      seen[k][u]++;
+    }
+    json_decref(j);
+    rd_kafka_message_destroy(m);
+  }
+  for (int k = 0; k < 3; k++) {
+    cr_assert_eq(envelopes[k][1], 1, "message %d: one envelope for gw-one", k);
+    cr_assert_eq(envelopes[k][2], 1, "message %d: one envelope for gw-two", k);
+    for (int u = 0; u < MEMBERS; u++)
+      cr_assert_eq(seen[k][u], 1, "member %d missed message %d", u, k);
+  }
+
+  /* A direct message to someone who is not connected: the sender hears so. */
+  send_json(prod, &c, "u000", 1000, "gw-one", 1,
+            "{\"op\":\"dm\",\"to\":\"nobody\",\"text\":\"hello?\",\"id\":9}");
+  pit_flush(prod);
+  rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+  cr_assert_not_null(m);
+  wsg_envelope e;
+  cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+  cr_assert_eq(e.conn, 1000);
+  json_t *j = payload_json(&e);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "code")), "offline");
+  cr_assert_eq(json_integer_value(json_object_get(j, "id")), 9);
+  json_decref(j);
+  rd_kafka_message_destroy(m);
+  cr_assert_geq(pit_metric(p.http_port, "wsgate_processor_undeliverable_total"), 1);
+  cr_assert_gt(pit_metric(p.http_port, "wsgate_processor_redis_lookups_total{kind=\"user\"}"), 0);
+
+  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  pit_reader_close(&rd);
+  rd_kafka_destroy(prod);
+  redisFree(rc);
+  pit_proc_cleanup(&p);
+}
+
+static bool not_ready(void *arg) {
+  return itest_http_get(*(int *)arg, "/readyz", NULL, 0) == 503;
+}
+
+Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120) {
+  pit_cluster c;
+  pit_cluster_init(&c, 2, 2, false);
+  itest_redis_server srv = {0};
+  itest_redis_server_start(&srv, 0);
+  char port[16];
+  snprintf(port, sizeof(port), "%d", srv.port);
+  const char *extra[] = {"--redis-port", port, "--redis-timeout", "300ms", NULL};
+  pit_proc p;
+  pit_proc_start(&p, &c, "chat-redis", "chat", extra, true);
+  rd_kafka_t *prod = pit_producer();
+
+  itest_redis_server_stop(&srv, SIGKILL);
+  send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":1}");
+  pit_flush(prod);
+  cr_assert(itest_wait_until(not_ready, &p.http_port, PIT_WAIT_MS),
+            "not ready while Redis is unreachable");
+  char body[512];
+  itest_http_get(p.http_port, "/readyz", body, sizeof(body));
+  cr_assert(strstr(body, "redis"), "the reason names Redis: %s", body);
+  pit_reader rd;
+  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  cr_assert_null(pit_reader_next(&rd, 1500), "nothing is answered without Redis");
+
+  itest_redis_server_start(&srv, srv.port); /* back, empty */
+  rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+  cr_assert_not_null(m, "the waiting record is handled once Redis is back");
+  wsg_envelope e;
+  cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+  json_t *j = payload_json(&e);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "type")), "joined");
+  json_decref(j);
+  rd_kafka_message_destroy(m);
+  cr_assert_eq(itest_wait_http(p.http_port, "/readyz", 200, PIT_WAIT_MS), 0, "ready again");
+  cr_assert_gt(pit_metric(p.http_port, "wsgate_processor_retries_total"), 0);
+
+  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  itest_redis_server_stop(&srv, SIGTERM);
+  pit_reader_close(&rd);
+  rd_kafka_destroy(prod);
+  pit_proc_cleanup(&p);
+}
+
+typedef struct {
+  const char *path;
+  const char *needle;
+} log_wait;
+
+static bool log_has(void *arg) {
+  log_wait *w = arg;
+  static char buf[1 << 20];
+  itest_read_file(w->path, buf, sizeof(buf));
+  return strstr(buf, w->needle) != NULL;
+}
+
+/*
+ * A processor that blocks past max.poll.interval.ms (Redis down, records retried) is thrown out
+ * of the group and its assignment is lost; when it gets the partitions back it starts after its
+ * own completed (acknowledged, not yet committed) work instead of handling it again.
+ */
+Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout = 120) {
+  pit_cluster c;
+  pit_cluster_init(&c, 1, 2, false);
+  itest_redis_server srv = {0};
+  itest_redis_server_start(&srv, 0);
+  char port[16];
+  snprintf(port, sizeof(port), "%d", srv.port);
+  const char *extra[] = {
+      "--redis-port", port, "--redis-timeout",           "300ms", "--commit-interval",
+      "60s",          "-X", "max.poll.interval.ms=6000", NULL};
+  pit_proc p;
+  pit_proc_start(&p, &c, "chat-lost", "chat", extra, true);
+  rd_kafka_t *prod = pit_producer();
+  pit_reader rd;
+  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+
+  for (int i = 0; i < 5; i++)
+    send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\"}");
+  pit_flush(prod);
+  for (int i = 0; i < 5; i++) {
+    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    cr_assert_not_null(m, "join %d not answered", i);
+    rd_kafka_message_destroy(m);
+  }
+  cr_assert_eq(pit_uncommitted(&c), -1, "nothing committed yet (60 s interval)");
+
+  itest_redis_server_stop(&srv, SIGKILL);
+  send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":6}");
+  pit_flush(prod);
+  log_wait w = {.path = p.log, .needle = "maximum poll interval"};
+  cr_assert(itest_wait_until(log_has, &w, PIT_WAIT_MS), "thrown out of the group");
+
+  itest_redis_server_start(&srv, srv.port);
+  rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+  cr_assert_not_null(m, "the sixth join is answered once Redis is back");
+  wsg_envelope e;
+  cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+  json_t *j = payload_json(&e);
+  cr_assert_eq(json_integer_value(json_object_get(j, "id")), 6);
+  json_decref(j);
+  rd_kafka_message_destroy(m);
+  w.needle = "resuming at offset";
+  cr_assert(itest_wait_until(log_has, &w, PIT_WAIT_MS), "it resumes after its own work");
+  cr_assert_geq(pit_metric(p.http_port, "wsgate_processor_rebalances_total{kind=\"lost\"}"), 1);
+  cr_assert_null(pit_reader_next(&rd, 3000), "the five earlier joins are not handled again");
+
+  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  cr_assert_eq(pit_uncommitted(&c), 0, "SIGTERM commits everything");
+  itest_redis_server_stop(&srv, SIGTERM);
+  pit_reader_close(&rd);
+  rd_kafka_destroy(prod);
+  pit_proc_cleanup(&p);
+}

@@ -1,0 +1,268 @@
+/*
+ * The whole path with real programs: WebSocket clients on two real wsgate-gateway processes, a
+ * real wsgate-processor, Kafka and Redis in between. Echo round trip; chat between a user on
+ * gateway 1 (JSON) and a user on gateway 2 (MessagePack); a room of 100 users over the two
+ * gateways gets each message once per user through exactly one outbound envelope per gateway.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "processor_itest.h"
+
+#define RECV_MS 20000
+
+static void send_text(ws_client *c, const char *s) {
+  cr_assert_eq(ws_client_send_text(c, s, strlen(s)), WS_CLIENT_OK);
+}
+
+/* The next frame as JSON (a text frame); caller decrefs. */
+static json_t *recv_json(ws_client *c) {
+  ws_message m;
+  pit_recv(c, &m, RECV_MS);
+  cr_assert_eq(m.opcode, WS_OP_TEXT, "expected a JSON text frame, got opcode %d", m.opcode);
+  json_t *j = json_loadb((const char *)m.data, m.len, 0, NULL);
+  cr_assert_not_null(j, "not JSON: %.*s", (int)m.len, (const char *)m.data);
+  return j;
+}
+
+static const char *jstr(json_t *j, const char *key) {
+  const char *v = json_string_value(json_object_get(j, key));
+  cr_assert_not_null(v, "no string \"%s\"", key);
+  return v;
+}
+
+/* A MessagePack map of string pairs. */
+static size_t pack(char *out, size_t cap, const char *const *kv, size_t pairs) {
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, pairs);
+  for (size_t i = 0; i < 2 * pairs; i++) {
+    msgpack_pack_str(&pk, strlen(kv[i]));
+    msgpack_pack_str_body(&pk, kv[i], strlen(kv[i]));
+  }
+  cr_assert_leq(sb.size, cap);
+  memcpy(out, sb.data, sb.size);
+  size_t n = sb.size;
+  msgpack_sbuffer_destroy(&sb);
+  return n;
+}
+
+/* The value of string key `key` in a MessagePack map frame, copied into buf. */
+static const char *mp_str(const ws_message *m, const char *key, char *buf, size_t len) {
+  msgpack_unpacked up;
+  msgpack_unpacked_init(&up);
+  cr_assert_eq(msgpack_unpack_next(&up, (const char *)m->data, m->len, NULL),
+               MSGPACK_UNPACK_SUCCESS);
+  cr_assert_eq(up.data.type, MSGPACK_OBJECT_MAP);
+  buf[0] = '\0';
+  for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+    msgpack_object k = up.data.via.map.ptr[i].key, v = up.data.via.map.ptr[i].val;
+    if (k.type == MSGPACK_OBJECT_STR && k.via.str.size == strlen(key) &&
+        memcmp(k.via.str.ptr, key, k.via.str.size) == 0 && v.type == MSGPACK_OBJECT_STR)
+      snprintf(buf, len, "%.*s", (int)v.via.str.size, v.via.str.ptr);
+  }
+  msgpack_unpacked_destroy(&up);
+  return buf;
+}
+
+Test(processor_gateway, echo_round_trip, .timeout = 120) {
+  pit_cluster c;
+  pit_cluster_init(&c, 4, 4, false);
+  pit_gateway g;
+  pit_gateway_start(&g, &c, "gw-echo");
+  pit_proc p;
+  pit_proc_start(&p, &c, "echo", "echo", NULL, true);
+
+  ws_client *alice = pit_connect(&g, "alice");
+  send_text(alice, "hello through Kafka");
+  ws_message m;
+  pit_recv(alice, &m, RECV_MS);
+  cr_assert_eq(m.opcode, WS_OP_TEXT);
+  cr_assert_eq(m.len, strlen("hello through Kafka"));
+  cr_assert_eq(memcmp(m.data, "hello through Kafka", m.len), 0);
+  const uint8_t bin[] = {0x00, 0xff, 0x10, 0x80};
+  cr_assert_eq(ws_client_send(alice, WS_OP_BINARY, bin, sizeof(bin)), WS_CLIENT_OK);
+  pit_recv(alice, &m, RECV_MS);
+  cr_assert_eq(m.opcode, WS_OP_BINARY, "a binary frame comes back binary");
+  cr_assert_eq(m.len, sizeof(bin));
+  cr_assert_eq(memcmp(m.data, bin, sizeof(bin)), 0);
+  /* Many in a row keep their order. */
+  char buf[32];
+  for (int i = 0; i < 50; i++) {
+    snprintf(buf, sizeof(buf), "n%d", i);
+    send_text(alice, buf);
+  }
+  for (int i = 0; i < 50; i++) {
+    pit_recv(alice, &m, RECV_MS);
+    snprintf(buf, sizeof(buf), "n%d", i);
+    cr_assert_eq(m.len, strlen(buf));
+    cr_assert_eq(memcmp(m.data, buf, m.len), 0, "echo %d out of order", i);
+  }
+  ws_client_destroy(alice);
+  cr_assert_geq(pit_metric(p.http_port, "wsgate_processor_envelopes_total{type=\"connect\"}"), 1);
+  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  pit_proc_cleanup(&p);
+  pit_gateway_cleanup(&g);
+}
+
+typedef struct {
+  const pit_cluster *c;
+  const char *user;
+} user_gone;
+
+static bool no_connections(void *arg) {
+  user_gone *g = arg;
+  redisContext *rc = pit_redis();
+  redisReply *r = redisCommand(rc, "HLEN %suser:%s", g->c->prefix, g->user);
+  bool none = r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
+  freeReplyObject(r);
+  redisFree(rc);
+  return none;
+}
+
+Test(processor_gateway, chat_between_two_gateways, .timeout = 120) {
+  pit_cluster c;
+  pit_cluster_init(&c, 4, 4, false);
+  pit_gateway g1, g2;
+  pit_gateway_start(&g1, &c, "gw-one");
+  pit_gateway_start(&g2, &c, "gw-two");
+  cr_assert_neq(g1.slot, g2.slot, "two gateways, two slots");
+  pit_proc p;
+  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
+
+  ws_client *alice = pit_connect(&g1, "alice"); /* speaks JSON */
+  ws_client *bob = pit_connect(&g2, "bob");     /* speaks MessagePack */
+  send_text(alice, "{\"op\":\"join\",\"room\":\"lobby\",\"id\":1}");
+  json_t *j = recv_json(alice);
+  cr_assert_str_eq(jstr(j, "type"), "joined");
+  json_decref(j);
+  char frame[256], v[256];
+  const char *join[] = {"op", "join", "room", "lobby"};
+  size_t n = pack(frame, sizeof(frame), join, 2);
+  cr_assert_eq(ws_client_send(bob, WS_OP_BINARY, frame, n), WS_CLIENT_OK);
+  ws_message m;
+  pit_recv(bob, &m, RECV_MS);
+  cr_assert_eq(m.opcode, WS_OP_BINARY, "bob spoke MessagePack and hears MessagePack");
+  cr_assert_str_eq(mp_str(&m, "type", v, sizeof(v)), "joined");
+
+  send_text(alice, "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"hi bob\"}");
+  pit_recv(bob, &m, RECV_MS);
+  cr_assert_eq(m.opcode, WS_OP_BINARY);
+  cr_assert_str_eq(mp_str(&m, "type", v, sizeof(v)), "message");
+  cr_assert_str_eq(mp_str(&m, "from", v, sizeof(v)), "alice");
+  cr_assert_str_eq(mp_str(&m, "text", v, sizeof(v)), "hi bob");
+  j = recv_json(alice);
+  cr_assert_str_eq(jstr(j, "type"), "message", "the sender is a member too");
+  cr_assert_str_eq(jstr(j, "text"), "hi bob");
+  json_decref(j);
+
+  const char *dm[] = {"op", "dm", "to", "alice", "text", "hi alice"};
+  n = pack(frame, sizeof(frame), dm, 3);
+  cr_assert_eq(ws_client_send(bob, WS_OP_BINARY, frame, n), WS_CLIENT_OK);
+  j = recv_json(alice);
+  cr_assert_str_eq(jstr(j, "type"), "dm");
+  cr_assert_str_eq(jstr(j, "from"), "bob");
+  cr_assert_str_eq(jstr(j, "text"), "hi alice");
+  json_decref(j);
+
+  send_text(alice, "{\"op\":\"dm\",\"to\":\"carol\",\"text\":\"there?\"}");
+  j = recv_json(alice);
+  cr_assert_str_eq(jstr(j, "code"), "offline");
+  json_decref(j);
+
+  /* Bob leaves: his gateway removes his connection's entry, and a dm to him is answered
+   * "offline". */
+  ws_message closed;
+  ws_client_close(bob, 1000, "bye", &closed, RECV_MS);
+  ws_client_destroy(bob);
+  user_gone gone = {.c = &c, .user = "bob"};
+  cr_assert(itest_wait_until(no_connections, &gone, PIT_WAIT_MS), "bob's entry is removed");
+  send_text(alice, "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"still there?\"}");
+  j = recv_json(alice);
+  cr_assert_str_eq(jstr(j, "code"), "offline");
+  json_decref(j);
+  ws_client_destroy(alice);
+  pit_proc_stop(&p, SIGTERM, 30000);
+  pit_proc_cleanup(&p);
+  pit_gateway_cleanup(&g1);
+  pit_gateway_cleanup(&g2);
+}
+
+#define ROOM 100
+
+Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240) {
+  pit_cluster c;
+  pit_cluster_init(&c, 4, 4, false);
+  pit_gateway g[2];
+  pit_gateway_start(&g[0], &c, "gw-a");
+  pit_gateway_start(&g[1], &c, "gw-b");
+  pit_proc p;
+  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
+
+  static ws_client *cl[ROOM];
+  char user[16];
+  for (int i = 0; i < ROOM; i++) {
+    snprintf(user, sizeof(user), "member%03d", i);
+    cl[i] = pit_connect(&g[i % 2], user);
+    send_text(cl[i], "{\"op\":\"join\",\"room\":\"arena\"}");
+  }
+  for (int i = 0; i < ROOM; i++) {
+    json_t *j = recv_json(cl[i]);
+    cr_assert_str_eq(jstr(j, "type"), "joined", "member %d", i);
+    json_decref(j);
+  }
+
+  pit_reader rd;
+  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  send_text(cl[0], "{\"op\":\"say\",\"room\":\"arena\",\"text\":\"one message to all\"}");
+  for (int i = 0; i < ROOM; i++) {
+    json_t *j = recv_json(cl[i]);
+    cr_assert_str_eq(jstr(j, "type"), "message", "member %d", i);
+    cr_assert_str_eq(jstr(j, "text"), "one message to all");
+    json_decref(j);
+  }
+  /* Once per user: nothing else arrives for anyone. */
+  for (int i = 0; i < ROOM; i++) {
+    ws_message m;
+    int rc = ws_client_recv(cl[i], &m, i == 0 ? 1000 : 20);
+    cr_assert_eq(rc, WS_CLIENT_TIMEOUT, "member %d got a second frame", i);
+  }
+  /* Exactly one outbound envelope per gateway carried it. */
+  int per_slot[64] = {0};
+  int total = 0;
+  rd_kafka_message_t *m;
+  while ((m = pit_reader_next(&rd, 2000)) != NULL) {
+    wsg_envelope e;
+    cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+    if (e.kind == WSG_ENV_DELIVER && e.data_len > 0 &&
+        memmem(e.data, e.data_len, "one message to all", 18) != NULL) {
+      cr_assert(e.fields & WSG_F_CONNS);
+      cr_assert_eq(e.conns.count, ROOM / 2, "50 connections per gateway in one envelope");
+      cr_assert_lt(m->partition, 64);
+      per_slot[m->partition]++;
+      total++;
+    }
+    rd_kafka_message_destroy(m);
+  }
+  cr_assert_eq(total, 2);
+  cr_assert_eq(per_slot[g[0].slot], 1);
+  cr_assert_eq(per_slot[g[1].slot], 1);
+
+  for (int i = 0; i < ROOM; i++)
+    ws_client_destroy(cl[i]);
+  pit_reader_close(&rd);
+  pit_proc_stop(&p, SIGTERM, 30000);
+  pit_proc_cleanup(&p);
+  pit_gateway_cleanup(&g[0]);
+  pit_gateway_cleanup(&g[1]);
+}
