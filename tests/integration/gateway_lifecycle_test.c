@@ -15,10 +15,13 @@
 
 static gwt_gateway gw;
 static gwt_reader rd;
+/* The private redis-server of the test that kills Redis (pid 0 when not running). */
+static itest_redis_server private_redis;
 
 static void teardown(void) {
   gwt_reader_close(&rd);
   gwt_cleanup(&gw);
+  itest_redis_server_stop(&private_redis, SIGKILL);
 }
 
 TestSuite(gateway_lifecycle, .fini = teardown, .timeout = 120);
@@ -150,4 +153,82 @@ Test(gateway_lifecycle, second_signal_exits_at_once) {
   cr_assert_lt(itest_now_ms() - t0, 5000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
   ws_client_destroy(a);
+}
+
+typedef struct {
+  const gwt_gateway *g;
+  const char *user;
+  uint64_t conn;
+} reg_arg;
+
+static bool registered(void *arg) {
+  reg_arg *a = arg;
+  redisContext *r = itest_redis_connect_port(private_redis.port);
+  if (!r)
+    return false;
+  redisReply *rep =
+      redisCommand(r, "HGET %suser:%s %llu", a->g->prefix, a->user, (unsigned long long)a->conn);
+  bool ok = rep && rep->type == REDIS_REPLY_STRING && strcmp(rep->str, a->g->gw_id) == 0;
+  freeReplyObject(rep);
+  redisFree(r);
+  return ok;
+}
+
+static bool ready(void *arg) {
+  gwt_gateway *g = arg;
+  return itest_http_get(g->http_port, "/readyz", NULL, 0) == 200;
+}
+
+Test(gateway_lifecycle, redis_outage_keeps_connections_and_recovers) {
+  itest_require_servers();
+  itest_redis_server *srv = &private_redis;
+  itest_redis_server_start(srv, 0);
+  char port[16];
+  snprintf(port, sizeof port, "%d", srv->port);
+  const char *extra[] = {"--redis-port", port, "--redis-timeout", "500ms", NULL};
+  gwt_start(&gw, "redisout", extra);
+  gwt_reader_open(&rd, &gw);
+  ws_client *c = gwt_connect(&gw, "rex");
+  wsg_envelope e;
+  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "rex", &e, GWT_WAIT_MS);
+  uint64_t conn = e.conn;
+  reg_arg ra = {&gw, "rex", conn};
+  cr_assert(registered(&ra));
+  redisContext *r = itest_redis_connect_port(srv->port);
+  redisReply *rep = redisCommand(r, "HGET %sgw:%s slot", gw.prefix, gw.gw_id);
+  cr_assert(rep && rep->type == REDIS_REPLY_STRING);
+  int32_t slot = atoi(rep->str);
+  freeReplyObject(rep);
+  redisFree(r);
+
+  /* Redis dies: not ready, new upgrades refused, the open connection still served. */
+  itest_redis_server_stop(srv, SIGKILL);
+  cr_assert(itest_wait_until(not_ready, &gw, GWT_WAIT_MS), "/readyz still 200 without Redis");
+  char auth[2100];
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", gwt_token("newbie", 300));
+  const char *headers[] = {auth, NULL};
+  ws_client *late = NULL;
+  ws_http_response resp;
+  cr_assert_eq(gwt_connect_raw(&gw, "/", headers, "wsgate.v1", &late, &resp), WS_CLIENT_REFUSED);
+  cr_assert_eq(resp.status, 503);
+  cr_assert(strstr(resp.body, "not_ready"), "%s", resp.body);
+  gwt_deliver(&gw, slot, NULL, conn, "during the outage");
+  ws_message m;
+  gwt_expect_msg(c, WS_OP_TEXT, &m, GWT_WAIT_MS);
+  cr_assert_str_eq((const char *)m.data, "during the outage");
+
+  /* Redis comes back empty: the gateway takes a slot again and re-registers the connection. */
+  itest_redis_server_start(srv, srv->port);
+  cr_assert(itest_wait_until(ready, &gw, GWT_WAIT_MS), "not ready again after Redis returned");
+  cr_assert(itest_wait_until(registered, &ra, GWT_WAIT_MS), "rex was not registered again");
+  r = itest_redis_connect_port(srv->port);
+  rep = redisCommand(r, "HGET %sgw:%s slot", gw.prefix, gw.gw_id);
+  cr_assert(rep && rep->type == REDIS_REPLY_STRING);
+  slot = atoi(rep->str);
+  freeReplyObject(rep);
+  redisFree(r);
+  gwt_deliver(&gw, slot, NULL, conn, "after the outage");
+  gwt_expect_msg(c, WS_OP_TEXT, &m, GWT_WAIT_MS);
+  cr_assert_str_eq((const char *)m.data, "after the outage");
+  ws_client_destroy(c);
 }
