@@ -419,6 +419,16 @@ static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it
     }
     return true;
   }
+  /* A text frame that is not UTF-8 makes every RFC 6455 client fail the connection (1007): refuse
+   * the processor's mistake here rather than disconnect its recipients. */
+  if (!env.binary && env.data_len > 0 && !wsg_utf8_valid((const char *)env.data, env.data_len)) {
+    wsg_counter_add(k->m_out_invalid, 1);
+    wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                    "dropping a text deliver at %s [%d] offset %lld: its payload is not UTF-8 "
+                    "(send it with b=true)",
+                    k->out_topic, m->partition, (long long)m->offset);
+    return false;
+  }
   if (env.fields & WSG_F_CONNS) {
     it->target = GW_TARGET_CONNS;
     if (env.conns.count > 0) {

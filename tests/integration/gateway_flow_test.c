@@ -123,6 +123,13 @@ Test(gateway_flow, deliver_reaches_its_connection_and_fencing_drops_others) {
   cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_outbound_records_total{result=\"other_gateway\"}"),
                1);
 
+  /* A text deliver that is not UTF-8 would make the client fail the connection: dropped. */
+  gwt_deliver(&gw, slot, NULL, conn, "bad \xff text");
+  gwt_deliver(&gw, slot, NULL, conn, "good text");
+  gwt_expect_msg(c, WS_OP_TEXT, &m, GWT_WAIT_MS);
+  cr_assert_str_eq((const char *)m.data, "good text");
+  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_outbound_records_total{result=\"invalid\"}"), 1);
+
   /* A deliver to a connection that does not exist here is counted, not fatal. */
   gwt_deliver(&gw, slot, NULL, conn + 12345, "nobody");
   gwt_deliver(&gw, slot, NULL, conn, "still here");
