@@ -73,7 +73,7 @@ static const wsg_option gw_options[] = {
      "smooths reconnect storms after another gateway died."},
 
     {"rx-memory-max", 0, "WSGATE_RX_MEMORY_MAX", WSG_OPT_SIZE, OPT(rx_memory_max), "256m", 1 * MIB,
-     1024 * 1024 * MIB, NULL, 0,
+     1024LL * 1024 * MIB, NULL, 0,
      "Memory all connections together may hold for partly received messages and messages "
      "waiting for Kafka; a connection that needs more is closed with 1013."},
 

@@ -46,9 +46,9 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 /* Messages up to this size are written in one frame straight from the shared gw_msg; larger ones
  * in fragments of this size through a scratch buffer, so libwebsockets never copies more than
  * one fragment of a connection's output when the socket is full (notes §5). */
-#define FRAG_SIZE (64u * 1024u)
+#define FRAG_SIZE ((size_t)64 * 1024)
 /* Upper bound of one send() (tx_packet_size): a fragment plus its header. */
-#define TX_PACKET_SIZE (FRAG_SIZE + 16u)
+#define TX_PACKET_SIZE (FRAG_SIZE + 16)
 /* Enough for an 8 KiB token in Authorization or the query plus ordinary browser headers. */
 #define MAX_HTTP_HEADER_DATA 12288
 /* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
@@ -1401,11 +1401,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     session_release(s, ss);
     return 0;
   }
-  case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-    /* Delivered once per protocol of every vhost; we have one of each, and an empty queue is a
-     * cheap no-op should that change. Must return 0: nonzero closes lws' cancel pipe. */
-    drain_outbound(server_of(wsi));
+  case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
+    /* Delivered once for every protocol of every vhost (notes §7): drain only in our own
+     * protocol's call (today the only one; an extra call would find the queue empty anyway).
+     * Must return 0: nonzero closes lws' cancel pipe. */
+    gw_server *s = server_of(wsi);
+    const struct lws_protocols *p = lws_get_protocol(wsi);
+    if (p && p->name && strcmp(p->name, s->protocols[0].name) == 0)
+      drain_outbound(s);
     return 0;
+  }
   default:
     break;
   }
@@ -1587,7 +1592,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     }
   }
   s->conn_prefix = (uint64_t)prefix << 32;
-  wsg_buf_init(&s->enc, cfg->max_message + 64 * 1024);
+  wsg_buf_init(&s->enc, cfg->max_message + (size_t)64 * 1024);
   s->scratch = malloc(LWS_PRE + FRAG_SIZE);
   if (!s->scratch) {
     snprintf(err, errlen, "out of memory");
