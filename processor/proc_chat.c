@@ -453,6 +453,16 @@ static int build(bool msgpack, const fv *f, size_t n, frame *out) {
   return msgpack ? build_msgpack(f, n, out) : build_json(f, n, out);
 }
 
+/* Builds fields f[0..n) in the client's encoding and replies it to the origin. */
+static int reply_frame(wsgate_ctx *ctx, bool msgpack, const fv *f, size_t n) {
+  frame fr;
+  if (build(msgpack, f, n, &fr) != 0)
+    return WSGATE_E_NOMEM;
+  int rc = wsgate_reply(ctx, fr.data, fr.len, fr.binary);
+  free(fr.data);
+  return rc;
+}
+
 /* The time a client's message is stamped with: the gateway's, else now (milliseconds). */
 static int64_t stamp_ms(const wsgate_event *ev) {
   if (ev->ts_us)
@@ -468,12 +478,7 @@ static int reply_error(wsgate_ctx *ctx, bool msgpack, const proc_chat_cmd *cmd, 
   proc_chat_cmd none = {0};
   fv f[] = {F_CSTR("type", "error"), F_CSTR("code", code), F_CSTR("message", msg),
             F_ID(cmd ? cmd : &none)};
-  frame fr;
-  if (build(msgpack, f, sizeof(f) / sizeof(f[0]), &fr) != 0)
-    return WSGATE_E_NOMEM;
-  int rc = wsgate_reply(ctx, fr.data, fr.len, fr.binary);
-  free(fr.data);
-  return rc;
+  return reply_frame(ctx, msgpack, f, sizeof(f) / sizeof(f[0]));
 }
 
 /* --- Redis --------------------------------------------------------------------------------- */
@@ -553,14 +558,6 @@ static int run(wsgate_ctx *ctx, const wsgate_event *ev, bool msgpack, wsgate_red
 
 /* --- commands ------------------------------------------------------------------------------ */
 
-static int send_frame(wsgate_ctx *ctx, const frame *fr, int rc_build) {
-  if (rc_build != 0)
-    return WSGATE_E_NOMEM;
-  int rc = wsgate_reply(ctx, fr->data, fr->len, fr->binary);
-  free(fr->data);
-  return rc;
-}
-
 /* Maps an action's failure to the callback's status. */
 static int action_failed(wsgate_ctx *ctx, const char *what, int rc) {
   wsgate_set_error(ctx, "%s: %s", what, wsgate_strerror(rc));
@@ -596,8 +593,7 @@ static int do_join(chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev,
     return rc;
   fv f[] = {F_CSTR("type", "joined"), F_STR("room", cmd->room, cmd->room_len),
             F_INT("members", members), F_ID(cmd)};
-  frame fr;
-  rc = send_frame(ctx, &fr, build(cmd->msgpack, f, sizeof(f) / sizeof(f[0]), &fr));
+  rc = reply_frame(ctx, cmd->msgpack, f, sizeof(f) / sizeof(f[0]));
   return rc == WSGATE_OK ? WSGATE_OK : action_failed(ctx, "reply", rc);
 }
 
@@ -614,8 +610,7 @@ static int do_leave(wsgate_ctx *ctx, const wsgate_event *ev, const proc_chat_cmd
     return unexpected(ctx, cmd->msgpack, cmd, "leave", r[0]);
   fv f[] = {F_CSTR("type", "left"), F_STR("room", cmd->room, cmd->room_len),
             F_BOOL("was_member", r[0]->integer > 0), F_ID(cmd)};
-  frame fr;
-  rc = send_frame(ctx, &fr, build(cmd->msgpack, f, sizeof(f) / sizeof(f[0]), &fr));
+  rc = reply_frame(ctx, cmd->msgpack, f, sizeof(f) / sizeof(f[0]));
   return rc == WSGATE_OK ? WSGATE_OK : action_failed(ctx, "reply", rc);
 }
 
@@ -671,8 +666,7 @@ static int do_members(wsgate_ctx *ctx, const wsgate_event *ev, const proc_chat_c
   fv f[] = {F_CSTR("type", "members"),      F_STR("room", cmd->room, cmd->room_len),
             F_STRS("members", list, shown), F_INT("count", (int64_t)n),
             F_BOOL("truncated", shown < n), F_ID(cmd)};
-  frame fr;
-  rc = send_frame(ctx, &fr, build(cmd->msgpack, f, sizeof(f) / sizeof(f[0]), &fr));
+  rc = reply_frame(ctx, cmd->msgpack, f, sizeof(f) / sizeof(f[0]));
   free(list);
   return rc == WSGATE_OK ? WSGATE_OK : action_failed(ctx, "reply", rc);
 }

@@ -123,9 +123,7 @@ static void count(wsg_counter *c, uint64_t n) {
 }
 
 /* Records the first unrecoverable failure; the processor stops at its next check. */
-static void fail(proc_consumer *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void fail(proc_consumer *c, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void fail(proc_consumer *c, const char *fmt, ...) {
   if (atomic_load(&c->failed))
     return;
   va_list ap;

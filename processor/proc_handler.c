@@ -207,7 +207,8 @@ static const char *api_redis_prefix(const wsgate_ctx *ctx) {
   return ((const proc_ctx *)(const void *)ctx)->denv->prefix;
 }
 
-static void api_set_error(wsgate_ctx *ctx, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void api_set_error(wsgate_ctx *ctx, const char *fmt,
+                                                                ...) {
   proc_ctx *c = ctx_of(ctx);
   if (!c->why || c->whylen == 0)
     return;
@@ -218,7 +219,8 @@ static void api_set_error(wsgate_ctx *ctx, const char *fmt, ...) {
   c->why_set = true;
 }
 
-static void api_log(wsgate_log_level level, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void api_log(wsgate_log_level level, const char *fmt,
+                                                          ...) {
   wsg_log_level lvl = level <= WSGATE_LOG_DEBUG  ? WSG_LOG_DEBUG
                       : level == WSGATE_LOG_INFO ? WSG_LOG_INFO
                       : level == WSGATE_LOG_WARN ? WSG_LOG_WARN

@@ -258,7 +258,8 @@ static int add_users(proc_outbox *b, out *o, const proc_strref *users, size_t n)
       return -1;
     refs[i] = (uint32_t)r;
   }
-  qsort(refs, n, sizeof(uint32_t), cmp_u32);
+  if (n > 1)
+    qsort(refs, n, sizeof(uint32_t), cmp_u32);
   size_t k = 0;
   for (size_t i = 0; i < n; i++)
     if (k == 0 || refs[k - 1] != refs[i])
@@ -409,7 +410,8 @@ static int collect(emitter *em, const out *o, const proc_routes *rt, size_t *npa
       b->pairs[(*npairs)++] = (pair){.gw = t->gw, .conn = t->conn};
     }
   }
-  qsort(b->pairs, *npairs, sizeof(pair), cmp_pair);
+  if (*npairs > 1)
+    qsort(b->pairs, *npairs, sizeof(pair), cmp_pair);
   return 0;
 }
 

@@ -74,6 +74,7 @@ struct proc_router {
   wsg_counter *m_cache_hits;
   wsg_counter *m_handler_cmds;
   wsg_counter *m_errors;
+  wsg_counter *m_stale_seen;
   wsg_counter *m_stale_removed;
   wsg_counter *m_bad_entries;
   wsg_histogram *m_rtt;
@@ -151,6 +152,11 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
                               "Redis commands handlers ran through wsgate_redis()", NULL);
   r->m_errors = counter(m, "wsgate_processor_redis_errors_total",
                         "Failed Redis connects and round trips", NULL);
+  r->m_stale_seen =
+      counter(m, "wsgate_processor_stale_connections_total",
+              "Connection entries skipped because their gateway's lease is gone (nothing is "
+              "produced for them)",
+              NULL);
   r->m_stale_removed =
       counter(m, "wsgate_processor_stale_connections_removed_total",
               "Connection entries of gateways whose lease expired, removed by processors", NULL);
@@ -816,6 +822,7 @@ int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint
     }
     if (rt->stale)
       remove_stale(r, users, &raw, rt, reps);
+    count(r->m_stale_seen, rt->stale);
     count(r->m_stale_removed, rt->removed);
     count(r->m_bad_entries, rt->bad + rt->bad_slot);
     if (rt->bad + rt->bad_slot)
@@ -826,7 +833,8 @@ int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint
                       rt->bad + rt->bad_slot, rt->bad, rt->bad_slot, r->slots);
 
     /* Live targets, grouped by user (qsort keeps the output independent of hash order). */
-    qsort(raw.v, raw.n, sizeof(raw_entry), cmp_raw_user);
+    if (raw.n > 1)
+      qsort(raw.v, raw.n, sizeof(raw_entry), cmp_raw_user);
     if (proc__reserve((void **)&rt->targets, &rt->targets_cap, raw.n ? raw.n : 1,
                       sizeof(proc_target)) != 0) {
       proc__fmt_err(err, errlen, "out of memory routing %zu users", n);

@@ -9,7 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void proc__fmt_err(char *err, size_t errlen, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) void proc__fmt_err(char *err, size_t errlen, const char *fmt,
+                                                         ...) {
   if (!err || errlen == 0)
     return;
   va_list ap;

@@ -48,11 +48,7 @@ static wsg_envelope decode(const item *it) {
   return env;
 }
 
-/* Routes built by hand: user i of the outbox has conns[i] connections on gateway gw_of[i]. */
-typedef struct {
-  proc_routes rt;
-} fake_routes;
-
+/* Routes built by hand, as proc_router_resolve() would fill them. */
 static void add_gw(proc_routes *rt, const char *id, int32_t slot) {
   rt->gws = realloc(rt->gws, (rt->ngws + 1) * sizeof(proc_route_gw));
   proc_route_gw *g = &rt->gws[rt->ngws++];
