@@ -81,7 +81,7 @@ static const wsg_config_spec token_spec = {
 static const char examples[] =
     "\nExamples:\n"
     "  WSGATE_JWT_SECRET=\"$(cat /tmp/wsgate-run/cluster/jwt-secret)\" wsgate-token --user alice\n"
-    "  websocat \"ws://127.0.0.1:18080/?token=$(wsgate-token -u alice --ttl 10m)\"\n";
+    "  python3 -m websockets \"ws://127.0.0.1:18080/?token=$(wsgate-token -u alice --ttl 10m)\"\n";
 
 static bool asked_for_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++)
