@@ -35,6 +35,9 @@
 #define TICKETS_PER_BLOCK 1024
 /* An async commit without a result after this long is given up on. */
 #define COMMIT_STUCK_US (30ULL * 1000000ULL)
+/* While no broker is reachable: how often, and how long at most, to check whether one is back. */
+#define BROKER_CHECK_MS         2000
+#define BROKER_CHECK_TIMEOUT_MS 200
 /* Longest wait for the group's committed offsets when resuming after our own work. */
 #define RESUME_QUERY_MS 5000
 
@@ -89,6 +92,7 @@ struct proc_consumer {
   bool commit_pending; /* an async commit is on its way */
   uint64_t commit_started_us;
   uint64_t next_lag_ms;
+  uint64_t next_broker_check_ms;
 
   atomic_int joined;
   atomic_int brokers_down;
@@ -1059,6 +1063,18 @@ void proc_consumer_service(proc_consumer *c) {
   if (now >= c->next_lag_ms) {
     update_lag(c);
     c->next_lag_ms = now + LAG_INTERVAL_MS;
+  }
+  if (atomic_load(&c->brokers_down) && now >= c->next_broker_check_ms) {
+    /* librdkafka reports "all brokers down" but no recovery; an idle processor would stay not
+     * ready. A short metadata request while (and only while) it is down tells. */
+    c->next_broker_check_ms = now + BROKER_CHECK_MS;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(c->cons, 0, NULL, &md, BROKER_CHECK_TIMEOUT_MS) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_metadata_destroy(md);
+      atomic_store(&c->brokers_down, 0);
+      WSG_INFO("kafka", "a broker is reachable again");
+    }
   }
   if (c->m_in_flight)
     wsg_gauge_set(c->m_in_flight, (int64_t)c->inflight_total);

@@ -35,6 +35,8 @@ typedef struct {
   wsgate_event_kind kind;
   proc_origin origin;
   unsigned actions;
+  size_t fanout; /* users addressed so far */
+  size_t bytes;  /* payload bytes recorded so far */
   void *blocks[MAX_REDIS_CALLS];
   size_t nblocks;
   char *why;
@@ -70,10 +72,15 @@ static int check_user(const char *u, size_t len) {
   return WSGATE_OK;
 }
 
-static int take_action(proc_ctx *c) {
-  if (c->actions >= WSGATE_MAX_ACTIONS)
+/* Counts one action addressing `users` users with `bytes` of payload against the per-callback
+ * limits, which bound what one envelope can make the batch hold. */
+static int take_action(proc_ctx *c, size_t users, size_t bytes) {
+  if (c->actions >= WSGATE_MAX_ACTIONS || users > WSGATE_MAX_FANOUT - c->fanout ||
+      bytes > c->denv->max_payload * WSGATE_MAX_PAYLOADS_PER_CALLBACK - c->bytes)
     return WSGATE_E_LIMIT;
   c->actions++;
+  c->fanout += users;
+  c->bytes += bytes;
   return WSGATE_OK;
 }
 
@@ -83,7 +90,7 @@ static int api_reply(wsgate_ctx *ctx, const void *payload, size_t len, bool bina
     return WSGATE_E_STATE;
   int rc = check_payload(c, payload, len, binary);
   if (rc == WSGATE_OK)
-    rc = take_action(c);
+    rc = take_action(c, 0, len);
   if (rc == WSGATE_OK &&
       proc_outbox_reply(c->denv->box, c->rec, &c->origin, payload, len, binary) != 0)
     rc = WSGATE_E_NOMEM;
@@ -104,7 +111,7 @@ static int send_common(proc_ctx *c, const proc_strref *users, size_t n, const vo
   for (size_t i = 0; i < n; i++)
     if ((rc = check_user(users[i].ptr, users[i].len)) != WSGATE_OK)
       return rc;
-  if ((rc = take_action(c)) != WSGATE_OK)
+  if ((rc = take_action(c, n, len + (fb ? fb_len : 0))) != WSGATE_OK)
     return rc;
   if (proc_outbox_send(c->denv->box, c->rec, users, n, payload, len, binary, fb ? &c->origin : NULL,
                        fb, fb_len, fb_binary) != 0)
@@ -161,7 +168,7 @@ static int api_close(wsgate_ctx *ctx, uint16_t code, const char *reason) {
   size_t rlen;
   int rc = check_close(code, reason, &rlen);
   if (rc == WSGATE_OK)
-    rc = take_action(c);
+    rc = take_action(c, 0, 0);
   if (rc == WSGATE_OK &&
       proc_outbox_close(c->denv->box, c->rec, &c->origin, code, reason, rlen) != 0)
     rc = WSGATE_E_NOMEM;
@@ -176,7 +183,7 @@ static int api_close_user(wsgate_ctx *ctx, const char *user, size_t user_len, ui
   if (rc == WSGATE_OK)
     rc = check_user(user, user_len);
   if (rc == WSGATE_OK)
-    rc = take_action(c);
+    rc = take_action(c, 1, 0);
   proc_strref u = {.ptr = user, .len = user_len};
   if (rc == WSGATE_OK &&
       proc_outbox_close_users(c->denv->box, c->rec, &u, 1, code, reason, rlen) != 0)
@@ -299,40 +306,24 @@ static const wsgate_handler *load_plugin(const char *path, void **dl, char *err,
   return vt;
 }
 
-int proc_handler_open(proc_handler **out, const char *name, const char *arg, char *err,
-                      size_t errlen) {
-  *out = NULL;
-  if (!name || !*name) {
-    snprintf(err, errlen, "--handler is empty");
-    return -1;
-  }
+/* Takes vt (and dl, closed on failure), names the handler and calls its init. */
+static int open_vt(proc_handler **out, const wsgate_handler *vt, void *dl,
+                   const char *fallback_name, const char *arg, char *err, size_t errlen) {
   proc_handler *h = calloc(1, sizeof(*h));
   if (!h) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    goto fail;
   }
-  if (strchr(name, '/')) {
-    h->vt = load_plugin(name, &h->dl, err, errlen);
-  } else {
-    h->vt = proc_handler_builtin(name);
-    if (!h->vt)
-      snprintf(err, errlen,
-               "--handler %s: no built-in handler of that name (built-ins: echo, chat); to load "
-               "a shared object give its path, e.g. ./%s.so",
-               name, name);
-  }
-  if (!h->vt) {
-    free(h);
-    return -1;
-  }
-  h->name = strdup(h->vt->name && *h->vt->name ? h->vt->name : name);
+  h->vt = vt;
+  h->dl = dl;
+  h->name = strdup(vt->name && *vt->name ? vt->name : fallback_name);
   if (!h->name) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
-  if (h->vt->init) {
+  if (vt->init) {
     char herr[512] = "";
-    if (h->vt->init(&h->state, &proc_api, arg, herr, sizeof(herr)) != 0) {
+    if (vt->init(&h->state, &proc_api, arg, herr, sizeof(herr)) != 0) {
       snprintf(err, errlen, "--handler %s: init failed: %s", h->name,
                herr[0] ? herr : "(no reason given)");
       goto fail;
@@ -341,11 +332,46 @@ int proc_handler_open(proc_handler **out, const char *name, const char *arg, cha
   *out = h;
   return 0;
 fail:
-  free(h->name);
-  if (h->dl)
-    dlclose(h->dl);
+  if (h)
+    free(h->name);
   free(h);
+  if (dl)
+    dlclose(dl);
   return -1;
+}
+
+int proc_handler_open_table(proc_handler **out, const wsgate_handler *vt, const char *arg,
+                            char *err, size_t errlen) {
+  *out = NULL;
+  if (!vt || vt->abi_version != WSGATE_HANDLER_ABI_VERSION) {
+    snprintf(err, errlen, "handler table missing or of another ABI version");
+    return -1;
+  }
+  return open_vt(out, vt, NULL, "handler", arg, err, errlen);
+}
+
+int proc_handler_open(proc_handler **out, const char *name, const char *arg, char *err,
+                      size_t errlen) {
+  *out = NULL;
+  if (!name || !*name) {
+    snprintf(err, errlen, "--handler is empty");
+    return -1;
+  }
+  const wsgate_handler *vt;
+  void *dl = NULL;
+  if (strchr(name, '/')) {
+    vt = load_plugin(name, &dl, err, errlen);
+  } else {
+    vt = proc_handler_builtin(name);
+    if (!vt)
+      snprintf(err, errlen,
+               "--handler %s: no built-in handler of that name (built-ins: echo, chat); to load "
+               "a shared object give its path, e.g. ./%s.so",
+               name, name);
+  }
+  if (!vt)
+    return -1;
+  return open_vt(out, vt, dl, name, arg, err, errlen);
 }
 
 void proc_handler_close(proc_handler *h) {

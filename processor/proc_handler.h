@@ -26,6 +26,10 @@ typedef struct proc_handler proc_handler;
  */
 int proc_handler_open(proc_handler **out, const char *name, const char *arg, char *err,
                       size_t errlen);
+/* Opens a handler from a table linked into the program (an embedder's, or a test's); calls its
+ * init with `arg`. `vt` is borrowed for the handler's life. Returns 0, or -1 with a message. */
+int proc_handler_open_table(proc_handler **out, const wsgate_handler *vt, const char *arg,
+                            char *err, size_t errlen);
 /* Calls the handler's destroy and unloads it. NULL is a no-op. */
 void proc_handler_close(proc_handler *h);
 const char *proc_handler_name(const proc_handler *h); /* borrowed */

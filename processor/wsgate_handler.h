@@ -55,8 +55,10 @@ extern "C" {
 
 /* Limits a handler can rely on (the processor enforces them and says so in the error). */
 #define WSGATE_MAX_ACTIONS        1024   /* replies, sends and closes per callback */
-#define WSGATE_MAX_FANOUT         100000 /* users in one wsgate_send_users() */
+#define WSGATE_MAX_FANOUT         100000 /* users addressed per callback, all sends together */
 #define WSGATE_MAX_REDIS_COMMANDS 1024   /* commands in one wsgate_redis() pipeline */
+/* Payload bytes one callback may send, all actions together: this many times --max-payload. */
+#define WSGATE_MAX_PAYLOADS_PER_CALLBACK 32
 
 /*
  * Return codes: callbacks return one of the first four; the action functions return WSGATE_OK or

@@ -1,0 +1,223 @@
+/*
+ * The handler API as a handler sees it: every action validated with the documented error
+ * (state, arguments, per-callback limits), a retry forgets the call's actions, a close of a user
+ * reaches each of their connections, statuses outside the contract count as errors.
+ * The handlers are tables defined here and opened with proc_handler_open_table().
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc_testutil.h"
+
+/* What the test handler should do on the next message, and what it observed. */
+typedef enum {
+  DO_LIMITS,
+  DO_VALIDATION,
+  DO_RETRY_AFTER_ACTIONS,
+  DO_BAD_STATUS,
+  DO_CLOSES,
+  DO_REDIS,
+} what;
+
+static what todo;
+static int seen[32]; /* return codes the handler observed, for the test to check */
+static size_t nseen;
+
+static void note(int rc) {
+  if (nseen < sizeof(seen) / sizeof(seen[0]))
+    seen[nseen++] = rc;
+}
+
+static int th_message(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
+  (void)state;
+  nseen = 0;
+  switch (todo) {
+  case DO_LIMITS: {
+    int rc = WSGATE_OK, n = 0;
+    while ((rc = wsgate_reply(ctx, "x", 1, false)) == WSGATE_OK)
+      n++;
+    note(n);
+    note(rc);
+    return WSGATE_OK;
+  }
+  case DO_VALIDATION: {
+    note(wsgate_reply(ctx, "\xff", 1, false));                 /* text must be UTF-8 */
+    note(wsgate_reply(ctx, NULL, 3, true));                    /* NULL with a length */
+    note(wsgate_send_user(ctx, "", 0, "x", 1, false));         /* empty user */
+    note(wsgate_send_user(ctx, "\xc3\x28", 2, "x", 1, false)); /* user not UTF-8 */
+    note(wsgate_send_user_or_reply(ctx, "u", 1, "x", 1, false, NULL, 0, false));
+    note(wsgate_close(ctx, 1005, NULL)); /* never sent on the wire */
+    note(wsgate_close(ctx, 2999, NULL));
+    char reason[200];
+    memset(reason, 'r', sizeof(reason) - 1);
+    reason[sizeof(reason) - 1] = '\0';
+    note(wsgate_close(ctx, 4000, reason)); /* reason > 123 bytes */
+    note(wsgate_send_users(ctx, NULL, 3, "x", 1, false));
+    note(wsgate_send_users(ctx, NULL, 0, "x", 1, false)); /* nobody: nothing to do */
+    return WSGATE_OK;
+  }
+  case DO_RETRY_AFTER_ACTIONS:
+    wsgate_reply(ctx, "lost", 4, false);
+    wsgate_send_user(ctx, "someone", 7, "lost", 4, false);
+    return WSGATE_RETRY;
+  case DO_BAD_STATUS:
+    return 42;
+  case DO_CLOSES:
+    note(wsgate_close(ctx, 4001, "bye"));
+    note(wsgate_close_user(ctx, "victim", 6, 1008, "policy"));
+    return WSGATE_OK;
+  case DO_REDIS: {
+    note(strcmp(wsgate_redis_prefix(ctx), "wsgate:") == 0);
+    const char *argv[] = {"PING"};
+    wsgate_redis_cmd cmd = {.argc = 1, .argv = argv};
+    const wsgate_redis_reply *r[1];
+    note(wsgate_redis(ctx, &cmd, 1, r));
+    return WSGATE_OK;
+  }
+  }
+  (void)ev;
+  return WSGATE_OK;
+}
+
+static int th_disconnect(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
+  (void)state;
+  (void)ev;
+  nseen = 0;
+  note(wsgate_reply(ctx, "x", 1, false));
+  note(wsgate_close(ctx, 1000, NULL));
+  note(wsgate_send_user_or_reply(ctx, "u", 1, "x", 1, false, "fb", 2, false));
+  note(wsgate_send_user(ctx, "u", 1, "x", 1, false)); /* others can still be told */
+  return WSGATE_OK;
+}
+
+static const wsgate_handler test_handler = {
+    .abi_version = WSGATE_HANDLER_ABI_VERSION,
+    .name = "test",
+    .on_message = th_message,
+    .on_disconnect = th_disconnect,
+};
+
+static void open_test(ptest_proc *t, ptest_redis *redis) {
+  ptest_proc_init(t, "echo", NULL, redis, 16);
+  proc_handler_close(t->h);
+  char err[256];
+  cr_assert_eq(proc_handler_open_table(&t->h, &test_handler, NULL, err, sizeof(err)), 0, "%s", err);
+}
+
+static int run(ptest_proc *t, what w, char *why, size_t whylen) {
+  todo = w;
+  return ptest_msg(t, "alice", 1, "gw-a", 3, "m", 1, false, why, whylen);
+}
+
+Test(proc_handler, per_callback_limits) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  cr_assert_eq(run(&t, DO_LIMITS, NULL, 0), WSGATE_OK);
+  cr_assert_eq(seen[0], WSGATE_MAX_ACTIONS);
+  cr_assert_eq(seen[1], WSGATE_E_LIMIT);
+  /* Bytes: with a tiny --max-payload the byte budget ends first. */
+  t.denv.max_payload = 1;
+  proc_outbox_reset(t.box);
+  cr_assert_eq(run(&t, DO_LIMITS, NULL, 0), WSGATE_OK);
+  cr_assert_eq(seen[0], WSGATE_MAX_PAYLOADS_PER_CALLBACK);
+  cr_assert_eq(seen[1], WSGATE_E_LIMIT);
+  ptest_proc_finish(&t);
+}
+
+Test(proc_handler, arguments_are_validated) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  cr_assert_eq(run(&t, DO_VALIDATION, NULL, 0), WSGATE_OK);
+  int want[] = {WSGATE_E_INVAL, WSGATE_E_INVAL, WSGATE_E_INVAL, WSGATE_E_INVAL, WSGATE_E_INVAL,
+                WSGATE_E_INVAL, WSGATE_E_INVAL, WSGATE_E_INVAL, WSGATE_E_INVAL, WSGATE_OK};
+  cr_assert_eq(nseen, sizeof(want) / sizeof(want[0]));
+  for (size_t i = 0; i < nseen; i++)
+    cr_assert_eq(seen[i], want[i], "check %zu: %s", i, wsgate_strerror(seen[i]));
+  cr_assert_eq(proc_outbox_count(t.box), 0, "nothing invalid was recorded");
+  ptest_proc_finish(&t);
+}
+
+Test(proc_handler, disconnect_cannot_reply_but_can_send) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  cr_assert_eq(ptest_event(&t, WSG_ENV_DISCONNECT, "alice", 1, "gw-a", 3), WSGATE_OK);
+  cr_assert_eq(seen[0], WSGATE_E_STATE);
+  cr_assert_eq(seen[1], WSGATE_E_STATE);
+  cr_assert_eq(seen[2], WSGATE_E_STATE);
+  cr_assert_eq(seen[3], WSGATE_OK);
+  cr_assert_eq(proc_outbox_count(t.box), 1);
+  ptest_proc_finish(&t);
+}
+
+Test(proc_handler, retry_forgets_the_calls_actions) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  todo = DO_CLOSES;
+  cr_assert_eq(ptest_msg(&t, "bob", 2, "gw-a", 3, "m", 1, false, NULL, 0), WSGATE_OK);
+  size_t before = proc_outbox_count(t.box);
+  size_t nusers;
+  proc_outbox_users(t.box, &nusers);
+  cr_assert_eq(run(&t, DO_RETRY_AFTER_ACTIONS, NULL, 0), WSGATE_RETRY);
+  cr_assert_eq(proc_outbox_count(t.box), before, "the retried call's actions are gone");
+  size_t after;
+  proc_outbox_users(t.box, &after);
+  cr_assert_eq(after, nusers, "and so is the user it would have sent to");
+  ptest_proc_finish(&t);
+}
+
+Test(proc_handler, statuses_outside_the_contract_are_errors) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  char why[256];
+  cr_assert_eq(run(&t, DO_BAD_STATUS, why, sizeof(why)), WSGATE_ERROR);
+  cr_assert(strstr(why, "returned 42"), "%s", why);
+  ptest_proc_finish(&t);
+}
+
+Test(proc_handler, closes_reach_the_origin_and_every_connection_of_a_user) {
+  ptest_redis redis;
+  ptest_redis_start(&redis);
+  ptest_gateway(&redis, "gw-a", 3, 60000);
+  ptest_gateway(&redis, "gw-b", 4, 60000);
+  ptest_conn(&redis, "victim", 70, "gw-a");
+  ptest_conn(&redis, "victim", 71, "gw-b");
+  ptest_proc t;
+  open_test(&t, &redis);
+  cr_assert_eq(run(&t, DO_CLOSES, NULL, 0), WSGATE_OK);
+  cr_assert_eq(seen[0], WSGATE_OK);
+  cr_assert_eq(seen[1], WSGATE_OK);
+  ptest_flush(&t);
+  cr_assert_eq(t.nout, 3);
+  cr_assert_eq(t.out[0].env.kind, WSG_ENV_CLOSE);
+  cr_assert_eq(t.out[0].env.conn, 1, "the origin");
+  cr_assert_eq(t.out[0].env.close_code, 4001);
+  cr_assert_eq(t.out[0].partition, 3);
+  for (int i = 1; i < 3; i++) {
+    cr_assert_eq(t.out[i].env.kind, WSG_ENV_CLOSE);
+    cr_assert_eq(t.out[i].env.close_code, 1008);
+    cr_assert_eq(t.out[i].env.conn, 69 + (uint64_t)i);
+    cr_assert_eq(t.out[i].partition, 2 + i, "on each connection's own gateway");
+  }
+  ptest_proc_finish(&t);
+  ptest_redis_stop(&redis);
+}
+
+Test(proc_handler, redis_without_a_router) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  t.denv.prefix = "wsgate:";
+  cr_assert_eq(run(&t, DO_REDIS, NULL, 0), WSGATE_OK);
+  cr_assert_eq(seen[0], 1);
+  cr_assert_eq(seen[1], WSGATE_E_REDIS);
+  ptest_proc_finish(&t);
+}
+
+Test(proc_handler, tables_of_another_abi_are_refused) {
+  wsgate_handler other = test_handler;
+  other.abi_version = 2;
+  proc_handler *h = NULL;
+  char err[256];
+  cr_assert_eq(proc_handler_open_table(&h, &other, NULL, err, sizeof(err)), -1);
+  cr_assert_eq(proc_handler_open_table(&h, NULL, NULL, err, sizeof(err)), -1);
+}
