@@ -210,3 +210,46 @@ Test(processor_echo, invalid_configuration_exits_2_with_a_message) {
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "a missing topic is not a config error");
   cr_assert(strstr(log, "no-such-topic-here does not exist"), "%s", log);
 }
+
+/* One echo through the processor; fails the test unless it comes back. */
+static void echo_once(rd_kafka_t *prod, pit_reader *rd, const pit_cluster *c, const char *text) {
+  wsg_envelope env = pit_msg("carol", 9, "gw-c", 1, text, strlen(text), false);
+  pit_produce(prod, c, &env);
+  pit_flush(prod);
+  for (;;) {
+    rd_kafka_message_t *m = pit_reader_next(rd, PIT_WAIT_MS);
+    cr_assert_not_null(m, "no echo of %s", text);
+    wsg_envelope e;
+    cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
+    bool match = e.data_len == strlen(text) && memcmp(e.data, text, e.data_len) == 0;
+    rd_kafka_message_destroy(m);
+    if (match)
+      return;
+  }
+}
+
+/* The eager protocol (an assignor like range) takes the rd_kafka_assign() path of the rebalance
+ * callback; static membership (--group-instance-id) lets a restarted processor take its partitions
+ * back under the same identity. */
+Test(processor_echo, eager_assignor_and_static_membership, .timeout = 120) {
+  pit_cluster c;
+  pit_cluster_init(&c, 2, 2, false);
+  char *id = itest_unique("static");
+  const char *extra[] = {"-X", "partition.assignment.strategy=range", "--group-instance-id", id,
+                         NULL};
+  rd_kafka_t *prod = pit_producer();
+  pit_reader rd;
+  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  for (int round = 0; round < 2; round++) {
+    pit_proc p;
+    pit_proc_start(&p, &c, "static", "echo", extra, true);
+    echo_once(prod, &rd, &c, round == 0 ? "first life" : "second life");
+    cr_assert(itest_wait_until(nothing_uncommitted, &c, PIT_WAIT_MS));
+    int status = pit_proc_stop(&p, SIGTERM, 30000);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "round %d: status %d", round, status);
+    pit_proc_cleanup(&p);
+  }
+  free(id);
+  pit_reader_close(&rd);
+  rd_kafka_destroy(prod);
+}
