@@ -33,7 +33,8 @@ static json_t *payload_json(const wsg_envelope *e) {
   return json_loadb((const char *)e->data, e->data_len, 0, NULL);
 }
 
-Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout = 120) {
+Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout = 120,
+     .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 4, 4, false);
   redisContext *rc = pit_redis();
@@ -142,11 +143,12 @@ static bool not_ready(void *arg) {
   return itest_http_get(*(int *)arg, "/readyz", NULL, 0) == 503;
 }
 
-Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120) {
+Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 2, 2, false);
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
+  pit_track(srv.pid, srv.log);
   char port[16];
   snprintf(port, sizeof(port), "%d", srv.port);
   const char *extra[] = {"--redis-port", port, "--redis-timeout", "300ms", NULL};
@@ -154,6 +156,7 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120) {
   pit_proc_start(&p, &c, "chat-redis", "chat", extra, true);
   rd_kafka_t *prod = pit_producer();
 
+  pit_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGKILL);
   send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":1}");
   pit_flush(prod);
@@ -166,7 +169,8 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120) {
   pit_reader_open(&rd, c.out_topic, c.out_partitions);
   cr_assert_null(pit_reader_next(&rd, 1500), "nothing is answered without Redis");
 
-  itest_redis_server_start(&srv, srv.port); /* back, empty */
+  itest_redis_server_start(&srv, srv.port);
+  pit_track(srv.pid, srv.log); /* back, empty */
   rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
   cr_assert_not_null(m, "the waiting record is handled once Redis is back");
   wsg_envelope e;
@@ -180,6 +184,7 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120) {
 
   int status = pit_proc_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  pit_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGTERM);
   pit_reader_close(&rd);
   rd_kafka_destroy(prod);
@@ -203,11 +208,13 @@ static bool log_has(void *arg) {
  * of the group and its assignment is lost; when it gets the partitions back it starts after its
  * own completed (acknowledged, not yet committed) work instead of handling it again.
  */
-Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout = 120) {
+Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout = 120,
+     .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 1, 2, false);
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
+  pit_track(srv.pid, srv.log);
   char port[16];
   snprintf(port, sizeof(port), "%d", srv.port);
   const char *extra[] = {
@@ -229,6 +236,7 @@ Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout 
   }
   cr_assert_eq(pit_uncommitted(&c), -1, "nothing committed yet (60 s interval)");
 
+  pit_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGKILL);
   send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":6}");
   pit_flush(prod);
@@ -236,6 +244,7 @@ Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout 
   cr_assert(itest_wait_until(log_has, &w, PIT_WAIT_MS), "thrown out of the group");
 
   itest_redis_server_start(&srv, srv.port);
+  pit_track(srv.pid, srv.log);
   rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
   cr_assert_not_null(m, "the sixth join is answered once Redis is back");
   wsg_envelope e;
@@ -252,6 +261,7 @@ Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout 
   int status = pit_proc_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   cr_assert_eq(pit_uncommitted(&c), 0, "SIGTERM commits everything");
+  pit_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGTERM);
   pit_reader_close(&rd);
   rd_kafka_destroy(prod);

@@ -22,7 +22,7 @@ static const char *gw_of(int u) {
   return u % 2 ? "gw-odd" : "gw-even";
 }
 
-Test(processor_echo, round_trip_order_commits_and_clean_stop) {
+Test(processor_echo, round_trip_order_commits_and_clean_stop, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 4, 4, false);
   pit_proc p;
@@ -97,7 +97,7 @@ static char *header(rd_kafka_message_t *m, const char *name, char *buf, size_t l
   return buf;
 }
 
-Test(processor_echo, bad_input_is_counted_dead_lettered_and_skipped) {
+Test(processor_echo, bad_input_is_counted_dead_lettered_and_skipped, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 2, 2, true);
   pit_proc p;
@@ -185,7 +185,7 @@ static int run_config(const char *const *args, char *log, size_t loglen) {
   return status;
 }
 
-Test(processor_echo, invalid_configuration_exits_2_with_a_message) {
+Test(processor_echo, invalid_configuration_exits_2_with_a_message, .fini = pit_fini) {
   itest_require_kafka();
   static char log[1 << 16];
   const char *a1[] = {"--batch-max", "0", "-b", "127.0.0.1:1", NULL};
@@ -231,7 +231,7 @@ static void echo_once(rd_kafka_t *prod, pit_reader *rd, const pit_cluster *c, co
 /* The eager protocol (an assignor like range) takes the rd_kafka_assign() path of the rebalance
  * callback; static membership (--group-instance-id) lets a restarted processor take its partitions
  * back under the same identity. */
-Test(processor_echo, eager_assignor_and_static_membership, .timeout = 120) {
+Test(processor_echo, eager_assignor_and_static_membership, .timeout = 120, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 2, 2, false);
   char *id = itest_unique("static");

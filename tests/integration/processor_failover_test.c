@@ -119,7 +119,8 @@ static bool assignment_is(void *arg) {
   return a + b == 8 && (!s->a || matches(a, s->want_a)) && (!s->b || matches(b, s->want_b));
 }
 
-Test(processor_failover, graceful_handover_loses_nothing_and_duplicates_nothing, .timeout = 240) {
+Test(processor_failover, graceful_handover_loses_nothing_and_duplicates_nothing, .timeout = 240,
+     .fini = pit_fini) {
   stream s;
   stream_init(&s, 40000);
   pit_proc a, b;
@@ -156,7 +157,8 @@ Test(processor_failover, graceful_handover_loses_nothing_and_duplicates_nothing,
   stream_finish(&s);
 }
 
-Test(processor_failover, kill_9_loses_nothing_and_counts_duplicates, .timeout = 240) {
+Test(processor_failover, kill_9_loses_nothing_and_counts_duplicates, .timeout = 240,
+     .fini = pit_fini) {
   stream s;
   stream_init(&s, 40000);
   pit_proc a, b;

@@ -74,7 +74,7 @@ static const char *mp_str(const ws_message *m, const char *key, char *buf, size_
   return buf;
 }
 
-Test(processor_gateway, echo_round_trip, .timeout = 120) {
+Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 4, 4, false);
   pit_gateway g;
@@ -130,7 +130,7 @@ static bool no_connections(void *arg) {
   return none;
 }
 
-Test(processor_gateway, chat_between_two_gateways, .timeout = 120) {
+Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 4, 4, false);
   pit_gateway g1, g2;
@@ -200,7 +200,7 @@ Test(processor_gateway, chat_between_two_gateways, .timeout = 120) {
 
 #define ROOM 100
 
-Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240) {
+Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = pit_fini) {
   pit_cluster c;
   pit_cluster_init(&c, 4, 4, false);
   pit_gateway g[2];

@@ -21,6 +21,49 @@
 #define MAX_ARGS    64
 #define METRICS_MAX (512 * 1024)
 
+/* Children started and not yet stopped (test state: one test per process under Criterion). */
+#define TRACKED_MAX 16
+static struct {
+  pid_t pid;
+  char log[512];
+} tracked[TRACKED_MAX];
+
+static void track(pid_t pid, const char *log) {
+  for (size_t i = 0; i < TRACKED_MAX; i++) {
+    if (tracked[i].pid == 0) {
+      tracked[i].pid = pid;
+      snprintf(tracked[i].log, sizeof(tracked[i].log), "%s", log);
+      return;
+    }
+  }
+  cr_assert_fail("more than %d processes in one test", TRACKED_MAX);
+}
+
+static void untrack(pid_t pid) {
+  for (size_t i = 0; i < TRACKED_MAX; i++)
+    if (tracked[i].pid == pid)
+      tracked[i].pid = 0;
+}
+
+void pit_track(pid_t pid, const char *log) {
+  track(pid, log);
+}
+
+void pit_untrack(pid_t pid) {
+  untrack(pid);
+}
+
+void pit_fini(void) {
+  for (size_t i = 0; i < TRACKED_MAX; i++) {
+    if (tracked[i].pid > 0) {
+      fprintf(stderr, "killing pid %d left running by the test (log: %s)\n", (int)tracked[i].pid,
+              tracked[i].log);
+      itest_stop(tracked[i].pid, SIGKILL, 5000, NULL);
+      tracked[i].pid = 0;
+    }
+  }
+}
+
 static void unique(char *dst, size_t len, const char *prefix, const char *suffix) {
   char *u = itest_unique(prefix);
   snprintf(dst, len, "%s%s", u, suffix);
@@ -48,6 +91,17 @@ static void log_for(char *dst, size_t len, const char *name) {
   char *path = itest_log_path(name);
   snprintf(dst, len, "%s.log", path);
   free(path);
+}
+
+/* Done waiting when /readyz answers 200 or the process is gone (then pid becomes 0). */
+static bool ready_or_gone(void *arg) {
+  pit_proc *p = arg;
+  if (!itest_alive(p->pid, NULL)) {
+    untrack(p->pid);
+    p->pid = 0;
+    return true;
+  }
+  return itest_http_get(p->http_port, "/readyz", NULL, 0) == 200;
 }
 
 void pit_proc_start(pit_proc *p, const pit_cluster *c, const char *name, const char *handler,
@@ -102,9 +156,14 @@ void pit_proc_start(pit_proc *p, const pit_cluster *c, const char *name, const c
   }
   argv[n] = NULL;
   p->pid = itest_spawn(argv, NULL, p->log);
-  if (wait_ready && itest_wait_http(p->http_port, "/readyz", 200, PIT_WAIT_MS) != 0) {
+  track(p->pid, p->log);
+  if (wait_ready && !itest_wait_until(ready_or_gone, p, PIT_WAIT_MS)) {
     itest_dump_log(p->log, 60);
     cr_assert_fail("processor %s did not become ready", p->name);
+  }
+  if (wait_ready && p->pid == 0) {
+    itest_dump_log(p->log, 60);
+    cr_assert_fail("processor %s exited during start-up", p->name);
   }
 }
 
@@ -112,6 +171,7 @@ int pit_proc_stop(pit_proc *p, int sig, int timeout_ms) {
   int status = 0;
   int rc = itest_stop(p->pid, sig, timeout_ms, &status);
   pid_t pid = p->pid;
+  untrack(pid);
   p->pid = 0;
   if (rc != 0) {
     itest_dump_log(p->log, 40);
@@ -124,6 +184,7 @@ int pit_proc_stop(pit_proc *p, int sig, int timeout_ms) {
 void pit_proc_cleanup(pit_proc *p) {
   if (p->pid > 0) {
     itest_stop(p->pid, SIGKILL, 5000, NULL);
+    untrack(p->pid);
     p->pid = 0;
   }
   if (p->log[0])
@@ -173,6 +234,7 @@ void pit_gateway_start(pit_gateway *g, const pit_cluster *c, const char *name) {
                         "debug",
                         NULL};
   g->pid = itest_spawn(argv, NULL, g->log);
+  track(g->pid, g->log);
   if (itest_wait_http(g->http_port, "/readyz", 200, PIT_WAIT_MS) != 0) {
     itest_dump_log(g->log, 60);
     cr_assert_fail("gateway %s did not become ready", g->id);
@@ -188,6 +250,7 @@ void pit_gateway_start(pit_gateway *g, const pit_cluster *c, const char *name) {
 void pit_gateway_cleanup(pit_gateway *g) {
   if (g->pid > 0) {
     itest_stop(g->pid, SIGTERM, 15000, NULL);
+    untrack(g->pid);
     g->pid = 0;
   }
   if (g->log[0])

@@ -32,6 +32,16 @@ typedef struct {
   int out_partitions;
 } pit_cluster;
 
+/*
+ * Every process started below is remembered until it is stopped. Use as every test's `.fini`:
+ * Criterion ends a test at its first failed assertion, so the test's own clean-up may never run;
+ * this kills what is left (SIGKILL to its process group) and names its log.
+ */
+void pit_fini(void);
+/* Remembers (forgets) a process started otherwise, e.g. a private redis-server, for pit_fini. */
+void pit_track(pid_t pid, const char *log);
+void pit_untrack(pid_t pid);
+
 /* Unique names; creates the inbound and outbound topics (and a dead-letter topic if asked). */
 void pit_cluster_init(pit_cluster *c, int in_partitions, int out_partitions, bool dead_letter);
 

@@ -40,7 +40,7 @@ static void refused_bytes(const uint8_t *b, size_t len, bool binary, const char 
   cr_assert(strstr(err, needle), "error \"%s\" should mention \"%s\"", err, needle);
 }
 
-Test(proc_chat_parse, json_commands) {
+Test(proc_chat_parse, json_commands, .fini = ptest_fini) {
   proc_chat_cmd cmd;
   char err[256];
   cr_assert_eq(parse_json("{\"op\":\"join\",\"room\":\"lobby\",\"id\":7}", &cmd, err, sizeof(err)),
@@ -78,7 +78,7 @@ Test(proc_chat_parse, json_commands) {
   proc_chat_cmd_finish(&cmd);
 }
 
-Test(proc_chat_parse, json_hostile) {
+Test(proc_chat_parse, json_hostile, .fini = ptest_fini) {
   refused_json("", "empty");
   refused_json("{", "not valid JSON");
   refused_json("[1,2]", "JSON object");
@@ -145,7 +145,7 @@ static size_t pack_map(char *out, size_t cap, const char *const *kv, size_t npai
   return n;
 }
 
-Test(proc_chat_parse, msgpack_commands) {
+Test(proc_chat_parse, msgpack_commands, .fini = ptest_fini) {
   char buf[256];
   const char *kv[] = {"op", "say", "room", "lobby", "text", "hi there", "id", NULL};
   size_t n = pack_map(buf, sizeof(buf), kv, 4);
@@ -162,7 +162,7 @@ Test(proc_chat_parse, msgpack_commands) {
   proc_chat_cmd_finish(&cmd);
 }
 
-Test(proc_chat_parse, msgpack_hostile) {
+Test(proc_chat_parse, msgpack_hostile, .fini = ptest_fini) {
   /* Not a map. */
   const uint8_t arr[] = {0x92, 0x01, 0x02};
   refused_bytes(arr, sizeof(arr), true, "MessagePack map");
@@ -212,7 +212,7 @@ Test(proc_chat_parse, msgpack_hostile) {
 
 /* Random bytes, and random mutations of valid commands, in both encodings: every frame is either
  * parsed or refused with a message; nothing crashes (run under ASan/UBSan in CI). */
-Test(proc_chat_parse, random_input_never_crashes) {
+Test(proc_chat_parse, random_input_never_crashes, .fini = ptest_fini) {
   srand(7);
   char valid_mp[256];
   const char *kv[] = {"op", "dm", "to", "bob", "text", "hello", "id", NULL};
@@ -246,7 +246,7 @@ Test(proc_chat_parse, random_input_never_crashes) {
   }
 }
 
-Test(proc_chat_parse, handler_arg) {
+Test(proc_chat_parse, handler_arg, .fini = ptest_fini) {
   proc_handler *h = NULL;
   char err[256];
   cr_assert_eq(
@@ -303,7 +303,7 @@ static const char *jstr(json_t *j, const char *key) {
   return json_string_value(v);
 }
 
-Test(proc_chat, join_say_across_gateways_json_and_msgpack) {
+Test(proc_chat, join_say_across_gateways_json_and_msgpack, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   ptest_conn(&f.redis, "alice", 11, "gw-1");
@@ -362,7 +362,7 @@ Test(proc_chat, join_say_across_gateways_json_and_msgpack) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding) {
+Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   ptest_conn(&f.redis, "eve", 31, "gw-1");
@@ -384,7 +384,7 @@ Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, bad_frames_get_an_error_and_are_rejected) {
+Test(proc_chat, bad_frames_get_an_error_and_are_rejected, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   char why[256];
@@ -403,7 +403,7 @@ Test(proc_chat, bad_frames_get_an_error_and_are_rejected) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline) {
+Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   ptest_conn(&f.redis, "alice", 11, "gw-1");
@@ -440,7 +440,7 @@ Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, dm_uses_the_recipients_encoding) {
+Test(proc_chat, dm_uses_the_recipients_encoding, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   ptest_conn(&f.redis, "alice", 11, "gw-1");
@@ -460,7 +460,7 @@ Test(proc_chat, dm_uses_the_recipients_encoding) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, members_leave_and_full_rooms) {
+Test(proc_chat, members_leave_and_full_rooms, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, "max_members=2");
   ptest_conn(&f.redis, "a", 1, "gw-1");
@@ -498,7 +498,7 @@ Test(proc_chat, members_leave_and_full_rooms) {
 
 /* The fan-out the issue asks for: a room of 100 users over two gateways gets each message through
  * exactly one outbound envelope per gateway, every member's connection exactly once. */
-Test(proc_chat, room_of_100_users_one_envelope_per_gateway) {
+Test(proc_chat, room_of_100_users_one_envelope_per_gateway, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   char user[32], json[128];
@@ -533,7 +533,7 @@ Test(proc_chat, room_of_100_users_one_envelope_per_gateway) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, redis_down_asks_for_a_retry) {
+Test(proc_chat, redis_down_asks_for_a_retry, .fini = ptest_fini) {
   ptest_redis r;
   ptest_redis_start(&r);
   ptest_proc t;

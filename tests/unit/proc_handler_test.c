@@ -110,7 +110,7 @@ static int run(ptest_proc *t, what w, char *why, size_t whylen) {
   return ptest_msg(t, "alice", 1, "gw-a", 3, "m", 1, false, why, whylen);
 }
 
-Test(proc_handler, per_callback_limits) {
+Test(proc_handler, per_callback_limits, .fini = ptest_fini) {
   ptest_proc t;
   open_test(&t, NULL);
   cr_assert_eq(run(&t, DO_LIMITS, NULL, 0), WSGATE_OK);
@@ -125,7 +125,7 @@ Test(proc_handler, per_callback_limits) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_handler, arguments_are_validated) {
+Test(proc_handler, arguments_are_validated, .fini = ptest_fini) {
   ptest_proc t;
   open_test(&t, NULL);
   cr_assert_eq(run(&t, DO_VALIDATION, NULL, 0), WSGATE_OK);
@@ -138,7 +138,7 @@ Test(proc_handler, arguments_are_validated) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_handler, disconnect_cannot_reply_but_can_send) {
+Test(proc_handler, disconnect_cannot_reply_but_can_send, .fini = ptest_fini) {
   ptest_proc t;
   open_test(&t, NULL);
   cr_assert_eq(ptest_event(&t, WSG_ENV_DISCONNECT, "alice", 1, "gw-a", 3), WSGATE_OK);
@@ -150,7 +150,7 @@ Test(proc_handler, disconnect_cannot_reply_but_can_send) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_handler, retry_forgets_the_calls_actions) {
+Test(proc_handler, retry_forgets_the_calls_actions, .fini = ptest_fini) {
   ptest_proc t;
   open_test(&t, NULL);
   todo = DO_CLOSES;
@@ -166,7 +166,7 @@ Test(proc_handler, retry_forgets_the_calls_actions) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_handler, statuses_outside_the_contract_are_errors) {
+Test(proc_handler, statuses_outside_the_contract_are_errors, .fini = ptest_fini) {
   ptest_proc t;
   open_test(&t, NULL);
   char why[256];
@@ -175,7 +175,7 @@ Test(proc_handler, statuses_outside_the_contract_are_errors) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_handler, closes_reach_the_origin_and_every_connection_of_a_user) {
+Test(proc_handler, closes_reach_the_origin_and_every_connection_of_a_user, .fini = ptest_fini) {
   ptest_redis redis;
   ptest_redis_start(&redis);
   ptest_gateway(&redis, "gw-a", 3, 60000);
@@ -203,7 +203,7 @@ Test(proc_handler, closes_reach_the_origin_and_every_connection_of_a_user) {
   ptest_redis_stop(&redis);
 }
 
-Test(proc_handler, redis_without_a_router) {
+Test(proc_handler, redis_without_a_router, .fini = ptest_fini) {
   ptest_proc t;
   open_test(&t, NULL);
   t.denv.prefix = "wsgate:";
@@ -213,7 +213,7 @@ Test(proc_handler, redis_without_a_router) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_handler, tables_of_another_abi_are_refused) {
+Test(proc_handler, tables_of_another_abi_are_refused, .fini = ptest_fini) {
   wsgate_handler other = test_handler;
   other.abi_version = 2;
   proc_handler *h = NULL;

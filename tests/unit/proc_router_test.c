@@ -53,7 +53,7 @@ static int32_t target_slot(const fixture *f, size_t user, size_t k) {
   return f->rt.gws[f->rt.targets[f->rt.first[user] + k].gw].slot;
 }
 
-Test(proc_router, create_destroy) {
+Test(proc_router, create_destroy, .fini = ptest_fini) {
   proc_router_destroy(NULL);
   proc_router *r = NULL;
   char err[256];
@@ -67,7 +67,7 @@ Test(proc_router, create_destroy) {
   cr_assert(strstr(err, "--redis-prefix"), "%s", err);
 }
 
-Test(proc_router, live_dead_and_stale_entries) {
+Test(proc_router, live_dead_and_stale_entries, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -92,7 +92,7 @@ Test(proc_router, live_dead_and_stale_entries) {
   teardown(&f);
 }
 
-Test(proc_router, gateway_cache_and_expiry) {
+Test(proc_router, gateway_cache_and_expiry, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 60000);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -112,7 +112,7 @@ Test(proc_router, gateway_cache_and_expiry) {
   teardown(&f);
 }
 
-Test(proc_router, no_cache_reads_every_time) {
+Test(proc_router, no_cache_reads_every_time, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 0);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -126,7 +126,7 @@ Test(proc_router, no_cache_reads_every_time) {
   teardown(&f);
 }
 
-Test(proc_router, garbage_is_skipped_not_fatal) {
+Test(proc_router, garbage_is_skipped_not_fatal, .fini = ptest_fini) {
   fixture f;
   setup(&f, 4, 1000);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -149,7 +149,7 @@ Test(proc_router, garbage_is_skipped_not_fatal) {
   teardown(&f);
 }
 
-Test(proc_router, many_users_span_several_pipelines) {
+Test(proc_router, many_users_span_several_pipelines, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
   ptest_gateway(&f.redis, "gw-a", 1, 60000);
@@ -181,7 +181,7 @@ Test(proc_router, many_users_span_several_pipelines) {
   teardown(&f);
 }
 
-Test(proc_router, redis_goes_away_and_comes_back) {
+Test(proc_router, redis_goes_away_and_comes_back, .fini = ptest_fini) {
   fixture f;
   cr_assert_eq(setenv("WSGATE_TEST_REDIS_PORT", "", 1), 0); /* this test needs its own server */
   setup(&f, 16, 0);
@@ -202,6 +202,7 @@ Test(proc_router, redis_goes_away_and_comes_back) {
 
   /* Back, empty (nothing persisted): the router reconnects after its backoff. */
   itest_redis_server_start(&f.redis.srv, port);
+  ptest_redis_tracked(&f.redis);
   f.redis.rc = itest_redis_connect_port(port);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
   ptest_conn(&f.redis, "alice", 1, "gw-a");
@@ -217,7 +218,7 @@ Test(proc_router, redis_goes_away_and_comes_back) {
   teardown(&f);
 }
 
-Test(proc_router, handler_commands_convert_every_reply_type) {
+Test(proc_router, handler_commands_convert_every_reply_type, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
   char key[128], list[128];

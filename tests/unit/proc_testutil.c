@@ -16,6 +16,19 @@
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
+/* The private server of the running test (one test per process under Criterion). */
+static pid_t private_server;
+
+void ptest_fini(void) {
+  if (private_server > 0)
+    itest_stop(private_server, SIGKILL, 5000, NULL);
+  private_server = 0;
+}
+
+void ptest_redis_tracked(const ptest_redis *r) {
+  private_server = r->srv.pid;
+}
+
 void ptest_redis_start(ptest_redis *r) {
   memset(r, 0, sizeof(*r));
   /* The harness writes the private server's log under WSGATE_TEST_LOG_DIR; unit tests run
@@ -25,6 +38,7 @@ void ptest_redis_start(ptest_redis *r) {
   r->port = itest_redis_port();
   if (r->port == 0) {
     itest_redis_server_start(&r->srv, 0);
+    private_server = r->srv.pid;
     r->port = r->srv.port;
   }
   char *u = itest_unique("ptest");
@@ -39,6 +53,7 @@ void ptest_redis_stop(ptest_redis *r) {
     redisFree(r->rc);
   r->rc = NULL;
   if (r->srv.pid) {
+    private_server = 0;
     itest_redis_server_stop(&r->srv, SIGTERM);
     unlink(r->srv.log);
   }

@@ -31,6 +31,11 @@ typedef struct {
  * neither works. */
 void ptest_redis_start(ptest_redis *r);
 void ptest_redis_stop(ptest_redis *r);
+/* `.fini` of every test that starts a Redis: stops a private server the test left running (a
+ * failed assertion ends the test before its own clean-up). */
+void ptest_fini(void);
+/* After restarting r's private server by hand: ptest_fini stops the new one. */
+void ptest_redis_tracked(const ptest_redis *r);
 
 /* A gateway record with a slot (alive while its TTL runs), and a connection of a user on it. */
 void ptest_gateway(ptest_redis *r, const char *gw, int slot, int ttl_ms);
