@@ -1,0 +1,840 @@
+"""wsgate's reliability and conformance suite: faults injected into a real cluster while the
+checker (checker.py) counts what the clients got, Autobahn|Testsuite against an echo
+configuration, and valgrind over a start-traffic-stop cycle of each daemon.
+
+Run through scripts/chaos (it picks the build, the Python and the ports). Output is TAP on stdout
+(one line per scenario, with the measured figures as YAML under a failing line and as # comments
+under a passing one); progress goes to stderr. Exit status 0 when every scenario passed.
+
+Each scenario states its pass criterion in its docstring; docs/RELIABILITY.md lists them beside
+the guarantees they show.
+
+Threads: the main thread runs one asyncio loop; blocking waits (a daemon's exit, Kafka restarts)
+go to worker threads so the checker keeps running meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from checker import Checker, percentile  # noqa: E402
+from harness import (REPO, ChaosError, Cluster, Runner, log, metrics, rss_kib,  # noqa: E402
+                     wait_until)
+import autobahn_results  # noqa: E402
+
+# Sizes of each form. The short form runs in the test command on a loaded 2-core machine: a few
+# seconds of traffic per scenario; the long form is what docs/RELIABILITY.md reports.
+FORMS = {
+    "short": dict(users=12, rate=20.0, settle=2.0, broker_down=5.0, storm_conns=2000,
+                  storm_window=1.0, storm_upgrades_per_sec=500, stop_extra=2.0, tail=3.0,
+                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "10.*",
+                                  "9.1.1", "9.1.2", "9.1.3", "9.2.1", "9.2.2", "9.2.3",
+                                  "9.7.1", "9.8.1"],
+                  autobahn_deflate=False, valgrind_users=3, valgrind_seconds=2.0),
+    "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
+                 storm_window=2.0, storm_upgrades_per_sec=2000, stop_extra=5.0, tail=10.0,
+                 autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
+                 autobahn_deflate=True, valgrind_users=10, valgrind_seconds=10.0),
+}
+
+LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
+DRAIN_GRACE = 5.0  # --drain-grace
+PROC_SESSION_TIMEOUT = 6.0  # session.timeout.ms of the chaos processors
+
+
+class Result:
+    """What a scenario found: failures (each a sentence) and figures (shown either way)."""
+
+    def __init__(self):
+        self.failures: list[str] = []
+        self.figures: dict = {}
+
+    def check(self, cond: bool, msg: str) -> bool:
+        if not cond:
+            self.failures.append(msg)
+        return cond
+
+    def fig(self, **kw) -> None:
+        self.figures.update(kw)
+
+
+async def until(fn, timeout: float, interval: float = 0.1):
+    """Awaits fn() truthy (returns it) or timeout seconds (returns None); the checker keeps
+    running meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(interval)
+
+
+def check_traffic(res: Result, chk: Checker, *, strict: bool, max_dups: int | None = None) -> dict:
+    """The criteria every traffic scenario shares: nothing lost, per-connection order kept;
+    strict: no connection dropped and nothing resent (wsgate alone kept every message)."""
+    s = chk.summary()
+    lat = chk.latencies()
+    s["p50_ms"] = round(percentile(lat, 0.5) * 1000, 1)
+    s["p99_ms"] = round(percentile(lat, 0.99) * 1000, 1)
+    res.fig(traffic=s)
+    res.check(s["sent"] > 0, "the checker sent nothing")
+    res.check(not s["checker_errors"], f"the checker itself failed: {s['checker_errors']}")
+    res.check(s["lost"] == 0, f"{s['lost']} of {s['sent']} messages never acknowledged "
+              f"(examples: {s.get('lost_examples')})")
+    res.check(s["order_violations"] == 0, f"{s['order_violations']} echoes out of order "
+              f"(examples: {s.get('order_examples')})")
+    if strict:
+        res.check(s["reconnects"] == 0, f"{s['reconnects']} reconnects where every connection "
+                  f"should have stayed open (closes: {s['close_codes']})")
+        res.check(s["resends"] == 0, f"{s['resends']} resends in a scenario without them")
+    if max_dups is not None:
+        res.check(s["duplicates"] <= max_dups,
+                  f"{s['duplicates']} duplicates, more than the bound {max_dups}")
+    return s
+
+
+async def start_checker(c: Cluster, form: dict, **kw) -> Checker:
+    chk = Checker(c.urls(), kw.pop("users", form["users"]), kw.pop("rate", form["rate"]), **kw)
+    chk.start()
+    if not await until(chk.all_connected, 20):
+        raise ChaosError(f"the checker's users did not all connect: {chk.summary()}")
+    await asyncio.sleep(form["settle"])
+    return chk
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+async def sc_gateway_kill9(r: Runner, form: dict, res: Result) -> None:
+    """kill -9 of one of two gateways. Pass: its clients reconnect (jittered backoff) to the other
+    within 15 s; its lease (gateway record and slot key) is gone within the lease TTL + 5 s, so
+    every route to it is recognisably stale; every user then routes to the live gateway; after
+    resending what was unacknowledged nothing is lost and per-connection order holds."""
+    c = Cluster(r, "kill9")
+    gw1, gw2 = c.start_gateway(), c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form)
+    on_gw1 = [u for u in chk.users if u.home == 0]
+    slot = c.gw_record(gw1).get("slot")
+    t0 = time.monotonic()
+    gw1.signal(signal.SIGKILL)
+    back = await until(lambda: all(len(u.conns) >= 2 for u in on_gw1) and chk.all_connected(),
+                       15, 0.02)
+    t_back = time.monotonic() - t0
+    res.check(bool(back), f"clients of the killed gateway not all reconnected after 15 s "
+              f"({chk.summary()['connect_failures']})")
+    gone = await until(lambda: not c.gw_record(gw1) and c.slot_holder(slot) != gw1.extra["id"],
+                       LEASE_TTL + 5 + 2, 0.1)
+    t_gone = time.monotonic() - t0
+    res.check(bool(gone) and t_gone <= LEASE_TTL + 5,
+              f"the killed gateway's lease still present {t_gone:.1f}s after the kill "
+              f"(limit: lease TTL {LEASE_TTL:.0f}s + 5s)")
+    await asyncio.sleep(form["tail"])
+    live_id = gw2.extra["id"]
+    unrouted = [u for u, conns in c.routes([u.name for u in chk.users]).items()
+                if live_id not in conns.values()]
+    res.check(not unrouted, f"users without a route to the live gateway: {unrouted[:5]}")
+    await chk.finish(20)
+    res.fig(reconnect_s=round(t_back, 2), lease_gone_s=round(t_gone, 2),
+            clients_on_killed=len(on_gw1))
+    s = check_traffic(res, chk, strict=False)
+    res.check(s["reconnects"] >= len(on_gw1),
+              f"only {s['reconnects']} reconnects for {len(on_gw1)} clients of the killed gateway")
+    res.check(gw2.alive(), "the surviving gateway died")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_gateway_sigterm(r: Runner, form: dict, res: Result) -> None:
+    """SIGTERM of one of two gateways (the drain). Pass: every connection it had is closed with
+    1001 and the reason "draining; reconnect_ms=<N>"; it exits 0 within --drain-grace; its slot,
+    gateway record and connection entries are gone from Redis; its clients reconnect to the
+    other gateway; nothing is lost and order holds."""
+    c = Cluster(r, "sigterm")
+    gw1, gw2 = c.start_gateway(), c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form)
+    n_gw1 = sum(1 for u in chk.users if u.home == 0)
+    slot = c.gw_record(gw1).get("slot")
+    t0 = time.monotonic()
+    gw1.signal(signal.SIGTERM)
+    rc = await asyncio.to_thread(gw1.wait, DRAIN_GRACE + 10)
+    took = time.monotonic() - t0
+    res.check(rc == 0, f"the drained gateway exited with status {rc}")
+    res.check(took <= DRAIN_GRACE + 0.5, f"the drain took {took:.1f}s, over --drain-grace "
+              f"{DRAIN_GRACE:.0f}s")
+    res.check(bool(await until(chk.all_connected, 15, 0.02)), "clients did not all reconnect")
+    await asyncio.sleep(form["tail"])
+    leftovers = []
+    if c.gw_record(gw1):
+        leftovers.append("gateway record")
+    if c.slot_holder(slot) == gw1.extra["id"]:
+        leftovers.append(f"slot {slot}")
+    for u, conns in c.routes([u.name for u in chk.users]).items():
+        leftovers += [f"user {u} entry {k}" for k, g in conns.items() if g == gw1.extra["id"]]
+    res.check(not leftovers, f"the drained gateway left in Redis: {leftovers[:5]}")
+    await chk.finish(20)
+    closes = chk.closes(gw1.extra["url"])
+    wrong = [(x.close_code, x.close_reason) for x in closes
+             if x.close_code != 1001 or not x.close_reason.startswith("draining; reconnect_ms=")]
+    res.check(len(closes) == n_gw1, f"{len(closes)} closes seen from the drained gateway, "
+              f"{n_gw1} clients were on it")
+    res.check(not wrong, f"closes other than 1001 'draining; reconnect_ms=N': {wrong[:5]}")
+    res.fig(drain_s=round(took, 2), closed_1001=len(closes) - len(wrong))
+    check_traffic(res, chk, strict=False)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_processor_kill9(r: Runner, form: dict, res: Result) -> None:
+    """kill -9 of one of two processors mid-stream. Pass (strict): no client connection drops and
+    nothing is resent, yet every message is echoed (the survivor takes the partitions over after
+    the session timeout and resumes from the committed offsets); per-connection order holds;
+    duplicates are at most the uncommitted window: records past the group's committed offsets
+    just before the kill plus what was sent between that reading and the kill."""
+    c = Cluster(r, "prockill")
+    c.start_gateway()
+    p1, p2 = c.start_processor(), c.start_processor()
+    chk = await start_checker(c, form)
+    t_snap = time.monotonic()
+    offs = await asyncio.to_thread(r.offsets, c.group, c.in_topic)
+    t_kill = time.monotonic()
+    p1.signal(signal.SIGKILL)
+    window = sum(e - max(cm, 0) for cm, e in offs.values()) + chk.sent_between(t_snap, t_kill)
+    await asyncio.sleep(PROC_SESSION_TIMEOUT + form["tail"])
+    await chk.finish(30)
+    res.fig(uncommitted_window=window)
+    check_traffic(res, chk, strict=True, max_dups=window)
+    res.check(p2.alive(), "the surviving processor died")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_broker_stop(r: Runner, form: dict, res: Result) -> None:
+    """The Kafka broker stopped (controlled shutdown) for broker_down seconds, then started again
+    on the same data. The gateway runs with a 2 MiB producer queue so that the outage fills it.
+    Pass (strict): no client is dropped (reading is paused: the gateway's backpressure gauge goes
+    to 1), the gateway's memory stays bounded (RSS within 48 MiB of what it was before the
+    outage), and after the restart every message is echoed, in order, without a resend."""
+    c = Cluster(r, "broker")
+    gw = c.start_gateway(["-X", "queue.buffering.max.kbytes=2048"])
+    c.start_processor()
+    chk = await start_checker(c, form, size=1024, rate=form["rate"] * 4, window=400)
+    rss0 = rss_kib(gw.pid)
+    saved = await asyncio.to_thread(r.kafka_stop_in_place)
+    t_down = time.monotonic()
+    rss_max, pressure, sent0 = rss0, 0.0, chk.sent_total()
+    while time.monotonic() - t_down < form["broker_down"]:
+        rss_max = max(rss_max, rss_kib(gw.pid))
+        pressure = max(pressure, metrics(gw.http_port).get("wsgate_gateway_kafka_backpressure", 0))
+        await asyncio.sleep(0.2)
+    sent_during = chk.sent_total() - sent0
+    await asyncio.to_thread(r.kafka_start_in_place, saved)
+    t_up = time.monotonic()
+    drained = await until(lambda: chk.outstanding() == 0, 90, 0.2)
+    res.fig(down_s=round(t_up - t_down, 1), sent_while_down=sent_during,
+            catch_up_s=round(time.monotonic() - t_up, 1), rss_before_kib=rss0,
+            rss_max_kib=rss_max)
+    res.check(bool(drained), f"{chk.outstanding()} messages still unanswered 90 s after the "
+              "broker came back")
+    res.check(pressure == 1, "the gateway never paused its clients (backpressure gauge stayed 0)")
+    res.check(rss_max - rss0 <= 48 * 1024, f"gateway RSS grew by {(rss_max - rss0) // 1024} MiB "
+              "during the outage (bound 48 MiB)")
+    await asyncio.sleep(1)
+    await chk.finish(20)
+    check_traffic(res, chk, strict=True)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_redis_restart_empty(r: Runner, form: dict, res: Result) -> None:
+    """redis-server restarted with nothing in it. Pass: within two lease periods (2 x the lease
+    TTL) after it is back, both gateways hold a slot again (record and slot key agreeing) and
+    every user has exactly one connection entry, pointing at a live gateway; no connection drops.
+    Replies already addressed to a slot the gateway gave up are lost (documented), so the checker
+    resends what stays unanswered for 3 s on the same connection: nothing may be lost then."""
+    c = Cluster(r, "redis")
+    c.start_gateway(), c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form, resend_after=3.0)
+    users = [u.name for u in chk.users]
+    await asyncio.to_thread(r.redis_restart_empty)
+    t_back = time.monotonic()
+    ok = await until(lambda: not c.route_problems(users, expect_conns=1), 4 * LEASE_TTL, 0.1)
+    took = time.monotonic() - t_back
+    res.check(bool(ok) and took <= 2 * LEASE_TTL,
+              f"routing not rebuilt {took:.1f}s after Redis came back (limit {2 * LEASE_TTL:.0f}s):"
+              f" {c.route_problems(users, expect_conns=1)[:5]}")
+    res.fig(rebuilt_s=round(took, 2))
+    await asyncio.sleep(form["tail"])
+    await chk.finish(20)
+    s = check_traffic(res, chk, strict=False)
+    res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped by a Redis restart")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_sigstop_gateway(r: Runner, form: dict, res: Result) -> None:
+    """SIGSTOP of a gateway for longer than its lease TTL, then SIGCONT. Pass: its lease expires
+    while it is stopped; within two lease periods after SIGCONT it holds a slot again and every
+    user has exactly one route, to a gateway that holds a lease (no stale route survives); no
+    connection drops; nothing is lost (with resends after 3 s: replies sent to the slot it lost
+    are documented as lost)."""
+    c = Cluster(r, "stopgw")
+    gw1, _ = c.start_gateway(), c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form, resend_after=3.0)
+    users = [u.name for u in chk.users]
+    gw1.signal(signal.SIGSTOP)
+    expired = await until(lambda: not c.gw_record(gw1), LEASE_TTL + 3, 0.1)
+    res.check(bool(expired), "the stopped gateway's lease did not expire")
+    await asyncio.sleep(form["stop_extra"])
+    gw1.signal(signal.SIGCONT)
+    t_cont = time.monotonic()
+    ok = await until(lambda: not c.route_problems(users, expect_conns=1), 4 * LEASE_TTL, 0.1)
+    took = time.monotonic() - t_cont
+    res.check(bool(ok) and took <= 2 * LEASE_TTL,
+              f"stale or missing routes {took:.1f}s after SIGCONT (limit {2 * LEASE_TTL:.0f}s): "
+              f"{c.route_problems(users, expect_conns=1)[:5]}")
+    res.fig(consistent_after_cont_s=round(took, 2))
+    await asyncio.sleep(form["tail"])
+    await chk.finish(20)
+    s = check_traffic(res, chk, strict=False)
+    res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_sigstop_processor(r: Runner, form: dict, res: Result) -> None:
+    """SIGSTOP of one of two processors past its session timeout, then SIGCONT. Pass (strict): the
+    group's committed offsets never go backwards (a zombie commit from the stopped member would
+    move one back), the stopped processor is ready again after SIGCONT, no connection drops,
+    nothing is resent and every message is echoed in order."""
+    c = Cluster(r, "stopproc")
+    c.start_gateway()
+    p1, p2 = c.start_processor(), c.start_processor()
+    chk = await start_checker(c, form)
+    history: dict[int, int] = {}
+    regressions: list[str] = []
+    polls = 0
+
+    def poll():
+        nonlocal polls
+        polls += 1
+        for part, (committed, _) in r.offsets(c.group, c.in_topic).items():
+            if committed < history.get(part, -1):
+                regressions.append(f"partition {part}: {history[part]} -> {committed}")
+            history[part] = max(history.get(part, -1), committed)
+
+    async def poller(stop: asyncio.Event):
+        while not stop.is_set():
+            await asyncio.to_thread(poll)
+            await asyncio.sleep(0.2)
+
+    stop_poll = asyncio.Event()
+    poll_task = asyncio.create_task(poller(stop_poll))
+    p1.signal(signal.SIGSTOP)
+    await asyncio.sleep(PROC_SESSION_TIMEOUT + form["stop_extra"])
+    p1.signal(signal.SIGCONT)
+    t_cont = time.monotonic()
+    ready = await until(p1.ready, 30, 0.2)
+    res.fig(ready_after_cont_s=round(time.monotonic() - t_cont, 1))
+    res.check(bool(ready), "the stopped processor is not ready 30 s after SIGCONT")
+    await asyncio.sleep(form["tail"])
+    await chk.finish(30)
+    await asyncio.sleep(1.5)  # a commit interval: the last commits land while we still poll
+    stop_poll.set()
+    await poll_task
+    res.fig(offset_polls=polls, commit_errors=[
+        p.metrics().get('wsgate_processor_commits_total{result="error"}') for p in (p1, p2)])
+    res.check(polls >= 5, f"committed offsets read only {polls} times")
+    res.check(not regressions, f"committed offsets went backwards (zombie commit): {regressions}")
+    check_traffic(res, chk, strict=True)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_sigstop_redis(r: Runner, form: dict, res: Result) -> None:
+    """SIGSTOP of redis-server for longer than the lease TTL, then SIGCONT (every lease expires
+    meanwhile). Pass: within two lease periods after SIGCONT the routing is consistent again (as
+    for a restart); no connection drops; nothing is lost (with resends after 3 s)."""
+    c = Cluster(r, "stopredis")
+    c.start_gateway(), c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form, resend_after=3.0)
+    users = [u.name for u in chk.users]
+    pid = r.redis_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(LEASE_TTL + form["stop_extra"])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t_cont = time.monotonic()
+    ok = await until(lambda: not c.route_problems(users, expect_conns=1), 4 * LEASE_TTL, 0.1)
+    took = time.monotonic() - t_cont
+    res.check(bool(ok) and took <= 2 * LEASE_TTL,
+              f"routing not consistent {took:.1f}s after SIGCONT (limit {2 * LEASE_TTL:.0f}s): "
+              f"{c.route_problems(users, expect_conns=1)[:5]}")
+    res.fig(consistent_after_cont_s=round(took, 2))
+    await asyncio.sleep(form["tail"])
+    await chk.finish(20)
+    s = check_traffic(res, chk, strict=False)
+    res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_sigstop_kafka(r: Runner, form: dict, res: Result) -> None:
+    """SIGSTOP of the Kafka broker for broker_down seconds, then SIGCONT (a hung broker rather than
+    a stopped one: connections stay open, requests time out). Pass (strict): no client dropped,
+    every message echoed in order without a resend once the broker runs again."""
+    c = Cluster(r, "stopkafka")
+    c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form)
+    pid = r.kafka_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(form["broker_down"])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t_cont = time.monotonic()
+    drained = await until(lambda: chk.outstanding() == 0, 90, 0.2)
+    res.fig(catch_up_s=round(time.monotonic() - t_cont, 1))
+    res.check(bool(drained), f"{chk.outstanding()} unanswered 90 s after SIGCONT")
+    await chk.finish(20)
+    check_traffic(res, chk, strict=True)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+def _raw_upgrade(user: str, port: int, rcvbuf: int | None = None) -> socket.socket:
+    s = socket.socket()
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    s.sendall((f"GET /?user={user} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)  # byte by byte: nothing after the headers is consumed
+        if not chunk:
+            raise ChaosError("upgrade: connection closed")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ChaosError(f"upgrade refused: {head[:60]!r}")
+    return s
+
+
+def _masked_frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        hdr = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        hdr = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        hdr = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    # A zero mask: legal (the client chooses it) and free to apply.
+    return hdr + b"\0\0\0\0" + payload
+
+
+async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
+    """A client that never reads, beside normal clients. It sends 2 MiB of 16 KiB messages whose
+    echoes pile up for it. Pass: the gateway closes it at its send-queue limit (4001 counted)
+    within 15 s, the bytes queued for clients return to 0 (memory freed), no other client is
+    closed, and the others' p99 latency while it was filling stays within 3x their p99 before
+    plus 50 ms."""
+    c = Cluster(r, "slow")
+    gw = c.start_gateway(["--sendq-hard", "256k", "--sendq-soft", "128k", "--sendq-soft-time",
+                          "2s"])
+    c.start_processor()
+    chk = await start_checker(c, form)
+    t_base = time.monotonic()
+    await asyncio.sleep(form["settle"])
+    t_slow = time.monotonic()
+    s = await asyncio.to_thread(_raw_upgrade, "slowpoke", gw.extra["port"], 4096)
+    chunk = _masked_frame(2, os.urandom(16384))
+    s.setblocking(False)
+    loop = asyncio.get_running_loop()
+    for _ in range(128):
+        await loop.sock_sendall(s, chunk)
+    m4001 = 'wsgate_gateway_closes_total{code="4001"}'
+    closed = await until(lambda: gw.metrics().get(m4001, 0) >= 1, 15, 0.1)
+    t_closed = time.monotonic()
+    res.check(bool(closed), "the slow reader was not closed with 4001 within 15 s")
+    freed = await until(lambda: gw.metrics().get("wsgate_gateway_sendq_bytes", -1) == 0, 15, 0.1)
+    res.check(bool(freed), f"sendq bytes still {gw.metrics().get('wsgate_gateway_sendq_bytes')} "
+              "after the slow reader was closed")
+    gone = await until(lambda: gw.metrics().get("wsgate_gateway_connections") == len(chk.users),
+                       10, 0.1)
+    res.check(bool(gone), "the slow reader's connection is still counted")
+    s.close()
+    await asyncio.sleep(1)
+    await chk.finish(20)
+    base = chk.latencies(t_base, t_slow)
+    during = chk.latencies(t_slow, t_closed)
+    p99b, p99d = percentile(base, 0.99), percentile(during, 0.99)
+    res.fig(close_after_s=round(t_closed - t_slow, 2), p99_before_ms=round(p99b * 1000, 1),
+            p99_during_ms=round(p99d * 1000, 1), samples_during=len(during))
+    res.check(len(during) > 0, "no latency samples while the slow reader filled")
+    res.check(p99d <= 3 * p99b + 0.05, f"other clients' p99 rose from {p99b * 1000:.0f} ms to "
+              f"{p99d * 1000:.0f} ms while the slow reader filled")
+    check_traffic(res, chk, strict=True)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def _storm_client(port: int, user: str, stats: dict, conns: list, deadline: float):
+    """One client of the connect storm: upgrade; on 503 wait Retry-After plus up to 1 s of jitter
+    and try again; on a connection error back off and try again; keeps the socket when it gets
+    101."""
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        except (OSError, asyncio.TimeoutError) as e:
+            stats[f"connect {type(e).__name__}"] = stats.get(f"connect {type(e).__name__}", 0) + 1
+            await asyncio.sleep(random.uniform(0.1, 0.2 * attempt))
+            continue
+        try:
+            writer.write((f"GET /?user={user} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+            stats[f"upgrade {type(e).__name__}"] = stats.get(f"upgrade {type(e).__name__}", 0) + 1
+            writer.close()
+            await asyncio.sleep(random.uniform(0.1, 0.2 * attempt))
+            continue
+        status = head.split(b" ", 2)[1].decode()
+        if status == "101":
+            stats["101"] = stats.get("101", 0) + 1
+            conns.append(writer)
+            return
+        body = b""
+        m = re.search(rb"Content-Length: *(\d+)", head, re.I)
+        if m:
+            try:
+                body = await asyncio.wait_for(reader.readexactly(int(m.group(1))), 5)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                pass
+        err = re.search(rb'"error": *"([a-z_]+)"', body)
+        key = f"{status} {err.group(1).decode() if err else ''}".strip()
+        stats[key] = stats.get(key, 0) + 1
+        writer.close()
+        ra = re.search(rb"Retry-After: *(\d+)", head, re.I)
+        await asyncio.sleep((int(ra.group(1)) if ra else 1) + random.uniform(0, 1))
+
+
+async def sc_connect_storm(r: Runner, form: dict, res: Result) -> None:
+    """storm_conns upgrades started within storm_window seconds against one gateway limited to
+    storm_upgrades_per_sec. Pass: admission control answers the excess with 503 upgrade_rate
+    (seen at least once) and nothing else goes wrong (no other status, no connection error); the
+    gateway stays up; every client is connected within N / limit + 15 s after retrying with
+    Retry-After plus jitter; the gateway and its Redis record count exactly N connections; all of
+    them are gone again after the clients close."""
+    n, window, limit = form["storm_conns"], form["storm_window"], form["storm_upgrades_per_sec"]
+    c = Cluster(r, "storm")
+    gw = c.start_gateway(["--max-upgrades-per-sec", str(limit)])
+    c.start_processor()
+    stats: dict = {}
+    conns: list = []
+    t0 = time.monotonic()
+    deadline = t0 + n / limit + 15
+    loop_tasks = []
+    for i in range(n):
+        at = t0 + window * i / n
+        delay = at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        loop_tasks.append(asyncio.create_task(_storm_client(gw.extra["port"], f"s{i}", stats,
+                                                            conns, deadline)))
+    await asyncio.gather(*loop_tasks)
+    took = time.monotonic() - t0
+    counted = await until(lambda: gw.metrics().get("wsgate_gateway_connections") == n, 10, 0.2)
+    rec = c.gw_record(gw)
+    res.fig(connected=len(conns), all_connected_s=round(took, 1), answers=stats,
+            gateway_record_conns=rec.get("conns"))
+    res.check(gw.alive(), "the gateway died")
+    res.check(len(conns) == n, f"only {len(conns)} of {n} connected by the deadline")
+    res.check(stats.get("503 upgrade_rate", 0) > 0, "admission control never answered 503 "
+              "upgrade_rate")
+    others = {k: v for k, v in stats.items() if k not in ("101", "503 upgrade_rate")}
+    res.check(not others, f"answers other than 101 and 503 upgrade_rate: {others}")
+    res.check(bool(counted), f"the gateway counts {gw.metrics().get('wsgate_gateway_connections')}"
+              f" connections, expected {n}")
+    recorded = await until(lambda: c.gw_record(gw).get("conns") == str(n), 2 * LEASE_TTL, 0.2)
+    res.check(bool(recorded), f"the gateway record says conns={c.gw_record(gw).get('conns')}")
+    for w in conns:
+        w.close()
+    emptied = await until(lambda: gw.metrics().get("wsgate_gateway_connections") == 0, 30, 0.2)
+    res.check(bool(emptied), "connections still counted 30 s after every client closed")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+# --- valgrind ------------------------------------------------------------------------------------
+
+VALGRIND = ["valgrind", "--tool=memcheck", "--leak-check=full", "--errors-for-leak-kinds=definite",
+            "--show-leak-kinds=definite", "--error-exitcode=99", "--track-origins=no",
+            f"--suppressions={REPO / 'tests' / 'valgrind.supp'}"]
+
+
+async def _valgrind_cycle(r: Runner, form: dict, res: Result, which: str) -> None:
+    c = Cluster(r, f"vg{which[:4]}")
+    vlog = r.run_dir / f"valgrind-{which}-%p.log"
+    wrapper = VALGRIND + [f"--log-file={vlog}"]
+    if which == "gateway":
+        d = c.start_gateway(wrapper=wrapper)
+        c.start_processor()
+    else:
+        c.start_gateway()
+        d = c.start_processor(wrapper=wrapper)
+    chk = Checker(c.urls(), form["valgrind_users"], 10.0)
+    chk.start()
+    await until(chk.all_connected, 30)
+    await asyncio.sleep(form["valgrind_seconds"])
+    await chk.finish(30)
+    s = chk.summary()
+    res.check(s["acked"] > 0 and s["lost"] == 0, f"traffic under valgrind: {s}")
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    rc = await asyncio.to_thread(d.wait, 60)
+    res.fig(exit_status=rc, stop_s=round(time.monotonic() - t0, 1), messages=s["acked"])
+    logs = sorted(r.run_dir.glob(f"valgrind-{which}-*.log"))
+    text = "\n".join(p.read_text(errors="replace") for p in logs)
+    m = re.search(r"definitely lost: ([\d,]+) bytes", text)
+    errs = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+    res.fig(definitely_lost=m.group(1) if m else "0 (no leak summary: all freed)",
+            error_summary=errs.group(1) if errs else "?", valgrind_log=str(logs[-1]) if logs else "")
+    res.check(rc == 0, f"{which} under valgrind exited with {rc} (99: memcheck errors or "
+              f"definite leaks; see {logs[-1] if logs else vlog})")
+    res.check(errs is not None and errs.group(1) == "0",
+              f"valgrind reports {errs.group(1) if errs else 'no summary'} errors")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_valgrind_gateway(r, form, res):
+    """wsgate-gateway under valgrind memcheck (--leak-check=full --errors-for-leak-kinds=definite):
+    start, echo traffic, SIGTERM. Pass: exit status 0 and an error summary of 0 (no invalid access,
+    no definite leak)."""
+    await _valgrind_cycle(r, form, res, "gateway")
+
+
+async def sc_valgrind_processor(r, form, res):
+    """The same for wsgate-processor."""
+    await _valgrind_cycle(r, form, res, "processor")
+
+
+# --- Autobahn ------------------------------------------------------------------------------------
+
+
+async def sc_autobahn(r: Runner, form: dict, res: Result, deflate: bool = False) -> None:
+    """Autobahn|Testsuite's fuzzingclient against a gateway + echo processor with --max-message
+    16m (topics allowing 20 MiB records). Pass: every case run ends OK, NON-STRICT or
+    INFORMATIONAL, and no close behaviour is FAILED or UNCLEAN, apart from the exclusions listed
+    with their reasons in autobahn_results.py and docs/CONFORMANCE.md."""
+    wstest = os.environ.get("WSGATE_AUTOBAHN_WSTEST", "")
+    if not wstest or not os.access(wstest, os.X_OK):
+        raise ChaosError(f"wstest not found at '{wstest}': scripts/setup builds the Autobahn "
+                         "virtualenv ($WSGATE_CACHE/autobahn-venv) from pyenv's Python 2.7")
+    name = "abdefl" if deflate else "autobahn"
+    c = Cluster(r, name)
+    big = "20971520"
+    for t in (c.in_topic, c.out_topic):
+        await asyncio.to_thread(r.chaos_kafka, "topic-config", "-t", t, f"max.message.bytes={big}")
+    gw_extra = ["--max-message", "16m", "--sendq-hard", "64m", "--sendq-soft", "64m",
+                "-X", f"message.max.bytes={big}"]
+    if deflate:
+        gw_extra.append("--deflate")
+    gw = c.start_gateway(gw_extra)
+    c.start_processor(["--max-payload", "17m", "-X", f"message.max.bytes={big}"])
+    cases = ["12.*", "13.*"] if deflate else form["autobahn_cases"]
+    outdir = r.run_dir / f"{name}-reports"
+    spec = {
+        "outdir": str(outdir),
+        "servers": [{"agent": "wsgate", "url": f"{gw.extra['url']}?user=autobahn"}],
+        "cases": cases,
+        "exclude-cases": sorted(autobahn_results.EXCLUDED),
+        "exclude-agent-cases": {},
+    }
+    spec_path = r.run_dir / f"{name}-fuzzingclient.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    t0 = time.monotonic()
+    with open(r.run_dir / f"{name}-wstest.log", "w") as out:
+        proc = await asyncio.create_subprocess_exec(
+            wstest, "-m", "fuzzingclient", "-s", str(spec_path), cwd=str(r.run_dir),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = await asyncio.wait_for(proc.wait(), 3600)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    res.fig(wstest_exit=rc, seconds=round(time.monotonic() - t0, 1), report=str(outdir))
+    index = outdir / "index.json"
+    if not index.exists():
+        res.failures.append(f"wstest wrote no {index} (exit {rc}); see "
+                            f"{r.run_dir / (name + '-wstest.log')}")
+    else:
+        report = autobahn_results.evaluate(json.loads(index.read_text()))
+        res.fig(**report.counts())
+        for line in report.problems():
+            res.failures.append(line)
+        if report.almost:
+            res.fig(close_not_by_server=report.almost)
+    res.check(gw.alive(), "the gateway died during the conformance run")
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
+async def sc_autobahn_deflate(r, form, res):
+    """Autobahn cases 12 and 13 (permessage-deflate) against a gateway with --deflate. Same pass
+    criterion."""
+    await sc_autobahn(r, form, res, deflate=True)
+
+
+# name -> (function, in the short form)
+SCENARIOS = {
+    "autobahn": (sc_autobahn, True),
+    "autobahn_deflate": (sc_autobahn_deflate, False),
+    "gateway_kill9": (sc_gateway_kill9, True),
+    "gateway_sigterm": (sc_gateway_sigterm, True),
+    "processor_kill9": (sc_processor_kill9, True),
+    "broker_stop": (sc_broker_stop, True),
+    "redis_restart_empty": (sc_redis_restart_empty, True),
+    "sigstop_gateway": (sc_sigstop_gateway, True),
+    "sigstop_processor": (sc_sigstop_processor, True),
+    "sigstop_redis": (sc_sigstop_redis, True),
+    "sigstop_kafka": (sc_sigstop_kafka, False),
+    "slow_reader": (sc_slow_reader, True),
+    "connect_storm": (sc_connect_storm, True),
+    "valgrind_gateway": (sc_valgrind_gateway, True),
+    "valgrind_processor": (sc_valgrind_processor, True),
+}
+
+
+def yaml_block(d: dict) -> str:
+    lines = ["  ---"]
+    for k, v in d.items():
+        lines.append(f"  {k}: {json.dumps(v, default=str)}")
+    lines.append("  ...")
+    return "\n".join(lines)
+
+
+async def run(args) -> int:
+    form = FORMS[args.form]
+    names = [n for n, (_, short) in SCENARIOS.items() if args.form == "long" or short]
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [w for w in wanted if w not in SCENARIOS]
+        if unknown:
+            print(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+            return 2
+        names = wanted
+    bins = {"gateway": args.gateway, "processor": args.processor, "admin": args.admin,
+            "chaos_kafka": args.chaos_kafka}
+    for k, v in bins.items():
+        if not v or not os.access(v, os.X_OK):
+            print(f"chaos: the {k} program '{v}' is missing; build first", file=sys.stderr)
+            return 2
+    runner = Runner(Path(args.run_dir), args.kafka_port, args.kafka_controller_port,
+                    args.redis_port, bins)
+    print(f"1..{len(names)}", flush=True)
+    failed = 0
+    results = {}
+    try:
+        try:
+            await asyncio.to_thread(runner.start_servers)
+        except ChaosError as e:
+            for i, n in enumerate(names, 1):
+                print(f"not ok {i} - {n}\n" + yaml_block({"message": f"servers: {e}"}), flush=True)
+            return 1
+        for i, n in enumerate(names, 1):
+            fn = SCENARIOS[n][0]
+            res = Result()
+            t0 = time.monotonic()
+            log(f"scenario {n} ({args.form})")
+            try:
+                await fn(runner, form, res)
+            except ChaosError as e:
+                res.failures.append(str(e))
+            except Exception as e:  # a bug in the suite itself: report it as this scenario's
+                res.failures.append(f"{type(e).__name__}: {e}")
+                traceback.print_exc(file=sys.stderr)
+            finally:
+                runner.close()
+            res.fig(seconds=round(time.monotonic() - t0, 1))
+            results[n] = {"ok": not res.failures, "failures": res.failures, **res.figures}
+            if res.failures:
+                failed += 1
+                print(f"not ok {i} - {n}\n" + yaml_block(
+                    {"message": "; ".join(res.failures), **res.figures}), flush=True)
+            else:
+                print(f"ok {i} - {n}", flush=True)
+                for k, v in res.figures.items():
+                    print(f"# {n}: {k} = {json.dumps(v, default=str)}", flush=True)
+    finally:
+        runner.close()
+        try:
+            await asyncio.to_thread(runner.stop_servers)
+        except ChaosError as e:
+            log(f"stopping the servers: {e}")
+        if args.results:
+            Path(args.results).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--form", choices=sorted(FORMS), default="short")
+    ap.add_argument("--only", help="comma-separated scenario names")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--run-dir", required="--list" not in sys.argv)
+    ap.add_argument("--kafka-port", type=int, default=60092)
+    ap.add_argument("--kafka-controller-port", type=int, default=60093)
+    ap.add_argument("--redis-port", type=int, default=60379)
+    ap.add_argument("--gateway")
+    ap.add_argument("--processor")
+    ap.add_argument("--admin")
+    ap.add_argument("--chaos-kafka")
+    ap.add_argument("--results", help="write every scenario's figures here as JSON")
+    args = ap.parse_args()
+    if args.list:
+        for n, (fn, short) in SCENARIOS.items():
+            doc = " ".join((fn.__doc__ or "").split())
+            print(f"{n}{'' if short else ' (long form only)'}: {doc}")
+        return 0
+    # SIGTERM (meson's timeout, a Ctrl-C in scripts/chaos) unwinds through the finally blocks
+    # that stop every child and the servers.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
