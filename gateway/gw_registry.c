@@ -90,6 +90,7 @@ typedef struct {
   uint64_t conn_id;
   gw_registry_conn_cb cb;
   void *arg;
+  uint32_t cb_epoch; /* r->cb_epoch when queued: a later epoch means the owner is gone */
 } op;
 
 typedef struct backlog_item {
@@ -159,6 +160,7 @@ struct gw_registry {
   /* reentrancy: destroy from inside one of our callbacks is deferred to the outermost frame */
   int depth;
   bool doomed;
+  uint32_t cb_epoch; /* bumped by gw_registry_cancel_conn_callbacks() */
 
   ev_timer reconnect_timer, renew_timer, lease_timer, watchdog_timer, release_timer;
   ev_async resolve_wake;
@@ -793,12 +795,18 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
   o->conn_id = conn_id;
   o->cb = cb;
   o->arg = arg;
+  o->cb_epoch = r->cb_epoch;
   const char *argv[] = {"HSET", key, cid, r->gw_id};
   size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
   if (!send_single(r, o, 4, argv, lens))
     return GW_REG_NOT_CONNECTED;
   r->conn_inflight++;
   return GW_REG_OK;
+}
+
+void gw_registry_cancel_conn_callbacks(gw_registry *r) {
+  if (r != NULL)
+    r->cb_epoch++;
 }
 
 int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id) {
@@ -938,7 +946,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
                                                   : GW_REG_OK;
     if (status == GW_REG_REPLY)
       WSG_WARN(SUBSYS, "registering connection %" PRIu64 " failed: %s", o->conn_id, rep->str);
-    if (o->cb != NULL && !r->doomed)
+    if (o->cb != NULL && !r->doomed && o->cb_epoch == r->cb_epoch)
       o->cb(o->arg, o->conn_id, status);
     break;
   }

@@ -119,6 +119,13 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
  */
 int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id);
 
+/*
+ * Callbacks of every gw_registry_conn_add() already queued will not be called: their `arg` is
+ * about to be freed (the server, at shutdown, while Redis replies may still be in flight). The
+ * commands themselves still complete. NULL is a no-op.
+ */
+void gw_registry_cancel_conn_callbacks(gw_registry *r);
+
 /* The connection count written into the gateway record at the next renewal. */
 void gw_registry_set_conn_count(gw_registry *r, uint64_t n);
 

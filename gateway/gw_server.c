@@ -1697,6 +1697,8 @@ void gw_server_destroy(gw_server *s) {
   if (s->ctx)
     lws_context_destroy(s->ctx); /* CLOSED and WSI_DESTROY run for every connection in here */
   s->ctx = NULL;
+  /* Registrations still in flight would call on_registered() with `s` after it is freed. */
+  gw_registry_cancel_conn_callbacks(s->o.registry);
   size_t pos = 0;
   void *val;
   while (gw_conn_map_next(&s->pending, &pos, NULL, &val))

@@ -616,6 +616,27 @@ Test(registry, destroy_drops_pending_callbacks) {
   cr_assert_eq(g.release_done, 0);
 }
 
+/* The server frees itself while registrations are still in flight (shutdown): their callbacks
+ * must not run, yet the commands still complete. */
+Test(registry, cancelled_conn_callbacks_do_not_run) {
+  tgw g = {0};
+  start(&g, "gw-a", 1);
+  wait_slot(&g);
+  add_live(&g, "alice", 1);
+  cr_assert_eq(gw_registry_conn_add(g.reg, "alice", 5, 1, on_added, &g), GW_REG_OK);
+  gw_registry_cancel_conn_callbacks(g.reg);
+  entry_check a1 = {"alice", 1, "gw-a"};
+  cr_assert(run_until(entry_present, &a1, WAIT_MS), "the HSET itself was dropped");
+  run_for(100);
+  cr_assert_eq(g.adds_answered, 0, "a cancelled callback ran");
+  /* Adds queued after the cancellation are answered again. */
+  add_live(&g, "bob", 2);
+  cr_assert_eq(gw_registry_conn_add(g.reg, "bob", 3, 2, on_added, &g), GW_REG_OK);
+  cr_assert(run_until(added, &g, WAIT_MS));
+  cr_assert_eq(g.adds_answered, 1);
+  gw_registry_destroy(g.reg);
+}
+
 Test(registry, destroy_from_inside_a_callback) {
   tgw g = {0};
   start(&g, "gw-a", 1);
