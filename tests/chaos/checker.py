@@ -91,6 +91,11 @@ class Checker:
     def outstanding(self) -> int:
         return sum(len(u.sent) - len(u.acked) for u in self.users)
 
+    def unanswered_before(self, t: float) -> int:
+        """Messages first sent before monotonic time t and not acknowledged yet."""
+        return sum(1 for u in self.users for seq, ts in list(u.sent.items())
+                   if ts < t and seq not in u.acked)
+
     def all_connected(self) -> bool:
         return all(self.connected.get(u.name) for u in self.users)
 

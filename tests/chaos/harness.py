@@ -13,7 +13,6 @@ a finally block) stops whatever is still alive.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -35,16 +34,22 @@ def log(msg: str) -> None:
     print(f"# {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
+def deadline(timeout: float):
+    """Yields until timeout seconds have passed (at least once): the loop of every wait here."""
+    end = time.monotonic() + timeout
+    yield
+    while time.monotonic() < end:
+        yield
+
+
 def wait_until(fn, timeout: float, what: str, interval: float = 0.05):
     """Calls fn() until it returns a truthy value (returned) or timeout seconds pass (ChaosError)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    for _ in deadline(timeout):
         v = fn()
         if v:
             return v
-        if time.monotonic() >= deadline:
-            raise ChaosError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+    raise ChaosError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def free_port() -> int:
@@ -348,10 +353,11 @@ class Runner:
         for name, owned in (("kafka", self.kafka_owned), ("redis", self.redis_owned)):
             if not owned:
                 continue
-            if name == "kafka" and self.kafka_pid():
-                # A broker this suite restarted is not scripts/kafka's child; its pid file was
-                # rewritten, so the script can stop it like its own.
-                os.kill(self.kafka_pid(), signal.SIGCONT) if _alive(self.kafka_pid()) else None
+            if name == "kafka" and _alive(self.kafka_pid()):
+                # A scenario may have left it stopped (SIGSTOP). A broker this suite restarted is
+                # not scripts/kafka's child, but its pid file was rewritten, so the script stops
+                # it like its own.
+                os.kill(self.kafka_pid(), signal.SIGCONT)
             try:
                 self._script(name, "stop")
             except ChaosError as e:
@@ -415,6 +421,8 @@ class Runner:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
         return True
