@@ -1,0 +1,159 @@
+/*
+ * Hostile MessagePack (and JSON) sent through a real gateway to a real processor running the chat
+ * handler (reliability suite, docs/RELIABILITY.md). docs/HANDLERS.md documents the answer: a
+ * malformed command is refused with an `error` frame, code `bad_request`, in the encoding of the
+ * command (MessagePack for a binary frame), and counted as rejected; the connection stays open and
+ * the processor keeps serving. The inputs are the classic decoder attacks: counts and lengths far
+ * beyond the bytes that follow (allocation bombs), nesting beyond the limit, the never-valid byte
+ * 0xc1, keys that are not strings, duplicate keys, wrong types, truncation, and random bytes.
+ */
+#include <criterion/criterion.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "harness.h"
+#include "processor_itest.h"
+
+#define RECV_MS 20000
+
+/* The `type` and `code` of a MessagePack map frame (empty strings if absent). */
+static void mp_type_code(const ws_message *m, char *type, char *code, size_t len) {
+  type[0] = code[0] = '\0';
+  msgpack_unpacked up;
+  msgpack_unpacked_init(&up);
+  cr_assert_eq(msgpack_unpack_next(&up, (const char *)m->data, m->len, NULL),
+               MSGPACK_UNPACK_SUCCESS, "the reply is not MessagePack");
+  cr_assert_eq(up.data.type, MSGPACK_OBJECT_MAP, "the reply is not a map");
+  for (uint32_t i = 0; i < up.data.via.map.size; i++) {
+    msgpack_object k = up.data.via.map.ptr[i].key, v = up.data.via.map.ptr[i].val;
+    if (k.type != MSGPACK_OBJECT_STR || v.type != MSGPACK_OBJECT_STR)
+      continue;
+    char *dst = k.via.str.size == 4 && memcmp(k.via.str.ptr, "type", 4) == 0   ? type
+                : k.via.str.size == 4 && memcmp(k.via.str.ptr, "code", 4) == 0 ? code
+                                                                               : NULL;
+    if (dst)
+      snprintf(dst, len, "%.*s", (int)v.via.str.size, v.via.str.ptr);
+  }
+  msgpack_unpacked_destroy(&up);
+}
+
+typedef struct {
+  const char *name;
+  const uint8_t *bytes;
+  size_t len;
+} hostile;
+
+/* Array 32 of 2^32-1 elements in 5 bytes; map 32 likewise; str 32 and bin 32 of 4 GiB; ext 32. */
+static const uint8_t bomb_array[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+static const uint8_t bomb_map[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
+static const uint8_t bomb_str[] = {0x81, 0xa2, 'o', 'p', 0xdb, 0xff, 0xff, 0xff, 0xff, 'j'};
+static const uint8_t bomb_bin[] = {0x81, 0xa2, 'o', 'p', 0xc6, 0xff, 0xff, 0xff, 0xff};
+static const uint8_t bomb_ext[] = {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01};
+static const uint8_t never_used[] = {0x81, 0xa2, 'o', 'p', 0xc1};
+static const uint8_t int_key[] = {0x81, 0x01, 0xa4, 'j', 'o', 'i', 'n'};
+static const uint8_t dup_key[] = {0x82, 0xa2, 'o', 'p',  0xa4, 'j', 'o', 'i', 'n',
+                                  0xa2, 'o',  'p', 0xa4, 'l',  'e', 'f', 't'};
+static const uint8_t op_int[] = {0x81, 0xa2, 'o', 'p', 0x2a};
+static const uint8_t not_map[] = {0x93, 0x01, 0x02, 0x03};
+static const uint8_t truncated[] = {0x82, 0xa2, 'o', 'p', 0xa4, 'j', 'o'};
+static const uint8_t trailing[] = {0x81, 0xa2, 'o', 'p', 0xa4, 'j', 'o', 'i', 'n', 0xc0};
+static const uint8_t empty[] = {0};
+
+static const hostile cases[] = {
+    {"array of 2^32-1 elements in 5 bytes", bomb_array, sizeof bomb_array},
+    {"map of 2^32-1 pairs in 5 bytes", bomb_map, sizeof bomb_map},
+    {"str 32 of 4 GiB", bomb_str, sizeof bomb_str},
+    {"bin 32 of 4 GiB", bomb_bin, sizeof bomb_bin},
+    {"ext 32 of 4 GiB", bomb_ext, sizeof bomb_ext},
+    {"the never-used byte 0xc1", never_used, sizeof never_used},
+    {"an integer key", int_key, sizeof int_key},
+    {"a duplicate key", dup_key, sizeof dup_key},
+    {"op as an integer", op_int, sizeof op_int},
+    {"an array instead of a map", not_map, sizeof not_map},
+    {"truncated", truncated, sizeof truncated},
+    {"bytes after the map", trailing, sizeof trailing},
+    {"an empty frame", empty, 0},
+};
+
+/* One command and its reply: must be an `error` frame with code bad_request. */
+static void expect_bad_request(ws_client *c, const char *what, const void *bytes, size_t len) {
+  cr_assert_eq(ws_client_send(c, WS_OP_BINARY, bytes, len), WS_CLIENT_OK, "%s: send", what);
+  ws_message m;
+  pit_recv(c, &m, RECV_MS);
+  cr_assert_eq(m.opcode, WS_OP_BINARY, "%s: a MessagePack command got a non-binary reply", what);
+  char type[32], code[32];
+  mp_type_code(&m, type, code, sizeof type);
+  cr_assert_str_eq(type, "error", "%s: reply type %s", what, type);
+  cr_assert_str_eq(code, "bad_request", "%s: error code %s", what, code);
+}
+
+Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .timeout = 180,
+     .fini = pit_fini) {
+  pit_cluster cl;
+  pit_cluster_init(&cl, 4, 4, false);
+  pit_gateway g;
+  pit_gateway_start(&g, &cl, "gw-hostile");
+  pit_proc p;
+  pit_proc_start(&p, &cl, "chat-hostile", "chat", NULL, true);
+  ws_client *c = pit_connect(&g, "mallory");
+
+  size_t n = sizeof cases / sizeof cases[0];
+  for (size_t i = 0; i < n; i++)
+    expect_bad_request(c, cases[i].name, cases[i].bytes, cases[i].len);
+
+  /* Nesting far beyond the handler's limit of 4: {"op": [[[[...]]]]} 100 deep. */
+  uint8_t deep[4 + 100];
+  memcpy(deep, "\x81\xa2op", 4);
+  memset(deep + 4, 0x91, 100);
+  deep[sizeof deep - 1] = 0xc0;
+  expect_bad_request(c, "100 levels of nesting", deep, sizeof deep);
+
+  /* Random bytes: whatever they decode to, each gets an answer and nothing breaks. */
+  srand(12345);
+  uint8_t junk[256];
+  int rounds = 200;
+  for (int r = 0; r < rounds; r++) {
+    size_t len = 1 + (size_t)(rand() % (int)sizeof junk);
+    for (size_t k = 0; k < len; k++)
+      junk[k] = (uint8_t)rand();
+    cr_assert_eq(ws_client_send(c, WS_OP_BINARY, junk, len), WS_CLIENT_OK);
+  }
+  for (int r = 0; r < rounds; r++) {
+    ws_message m;
+    pit_recv(c, &m, RECV_MS);
+    cr_assert_eq(m.opcode, WS_OP_BINARY, "random input %d: non-binary reply", r);
+  }
+
+  /* The same connection still works: a well-formed join is answered with `joined`. */
+  const uint8_t join[] = {0x82, 0xa2, 'o', 'p', 0xa4, 'j', 'o', 'i', 'n', 0xa4,
+                          'r',  'o',  'o', 'm', 0xa5, 'l', 'o', 'b', 'b', 'y'};
+  cr_assert_eq(ws_client_send(c, WS_OP_BINARY, join, sizeof join), WS_CLIENT_OK);
+  ws_message m;
+  pit_recv(c, &m, RECV_MS);
+  char type[32], code[32];
+  mp_type_code(&m, type, code, sizeof type);
+  cr_assert_str_eq(type, "joined", "after the hostile input a join got %s/%s", type, code);
+
+  /* JSON's equivalents in text frames: answered in JSON, same code. */
+  const char *const json_bad[] = {"{", "[1,2,3]", "{\"op\":\"join\",\"op\":\"leave\"}",
+                                  "{\"op\":42}", "\"\\ud800\""};
+  for (size_t i = 0; i < sizeof json_bad / sizeof json_bad[0]; i++) {
+    cr_assert_eq(ws_client_send_text(c, json_bad[i], strlen(json_bad[i])), WS_CLIENT_OK);
+    pit_recv(c, &m, RECV_MS);
+    cr_assert_eq(m.opcode, WS_OP_TEXT, "JSON %s: non-text reply", json_bad[i]);
+    cr_assert(strstr((const char *)m.data, "\"bad_request\""), "JSON %s: reply %s", json_bad[i],
+              (const char *)m.data);
+  }
+
+  double rejected =
+      pit_metric(p.http_port, "wsgate_processor_processed_total{result=\"rejected\"}");
+  cr_assert_geq(rejected, (double)(n + 1 + 5), "only %.0f commands counted as rejected", rejected);
+  ws_client_destroy(c);
+  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the processor did not stop cleanly");
+  pit_proc_cleanup(&p);
+  pit_gateway_cleanup(&g);
+}
