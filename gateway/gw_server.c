@@ -1386,7 +1386,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (ss && !(ss->flags & F_CLOSING)) {
       const uint8_t *b = in;
-      ss->disconnect_code = len >= 2 ? (uint16_t)((b[0] << 8) | b[1]) : 1005;
+      unsigned code = len >= 2 ? (unsigned)((b[0] << 8) | b[1]) : 1005;
+      /* lws 4.1.6 accepts codes no peer may send (>= 5000, 1004, ...): the peer broke the
+       * protocol, and the disconnect envelope must still be valid to be produced at all. */
+      ss->disconnect_code = wsg_close_code_valid(WSG_ENV_DISCONNECT, code) ? (uint16_t)code : 1002;
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
     }
     return 0;

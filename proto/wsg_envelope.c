@@ -63,8 +63,8 @@ static int kind_lookup(const void *s, size_t len) {
 
 /* ---- keys ------------------------------------------------------------------------------------ */
 
-/* Every key, in the order the encoder writes them (docs/PROTOCOL.md, "Encoding rules"): routing first,
- * the payload last so a reader of a dump sees the small fields before the big one. */
+/* Every key, in the order the encoder writes them (docs/PROTOCOL.md, "Encoding rules"): routing
+ * first, the payload last so a reader of a dump sees the small fields before the big one. */
 typedef enum {
   K_V,
   K_T,
@@ -161,7 +161,7 @@ static bool close_code_sendable(unsigned cc) {
   return (cc >= 1000 && cc <= 1003) || (cc >= 1007 && cc <= 1014) || (cc >= 3000 && cc <= 4999);
 }
 
-static bool close_code_valid(wsg_env_kind kind, unsigned cc) {
+bool wsg_close_code_valid(wsg_env_kind kind, unsigned cc) {
   if (close_code_sendable(cc))
     return true;
   return kind == WSG_ENV_DISCONNECT && (cc == 1005 || cc == 1006 || cc == 1015);
@@ -244,7 +244,7 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
     if (env->conns.count > WSG_MAX_CONNS)
       FAIL(WSG_ENV_TOO_LONG, K_CS);
   }
-  if ((f & WSG_F_CLOSE_CODE) && !close_code_valid(env->kind, env->close_code))
+  if ((f & WSG_F_CLOSE_CODE) && !wsg_close_code_valid(env->kind, env->close_code))
     FAIL(WSG_ENV_BAD_VALUE, K_CC);
   if (f & WSG_F_CLOSE_REASON) {
     /* A WebSocket close frame carries a reason only after a code. */

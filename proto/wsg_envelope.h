@@ -140,6 +140,11 @@ typedef struct {
  */
 int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field);
 
+/* True if `cc` may stand in the `cc` field of an envelope of `kind`: a code a close frame may
+ * carry (1000-1003, 1007-1014, 3000-4999), or for `disconnect` also 1005, 1006 and 1015, which
+ * describe how a connection ended. */
+bool wsg_close_code_valid(wsg_env_kind kind, unsigned cc);
+
 /* Iterates a decoded `cs`: returns 1 and sets *id, 0 at the end. *pos starts at 0. Never fails:
  * the decoder already validated every element. */
 int wsg_conns_next(const wsg_conn_list *list, size_t *pos, uint64_t *id);

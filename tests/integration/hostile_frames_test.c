@@ -8,7 +8,7 @@
  * serves a well-behaved client. Where libwebsockets 4.1.6 deviates from RFC 6455 the test pins
  * what it does and says so (docs/CONFORMANCE.md lists the deviations).
  *
- * Tests marked KNOWN BUG fail today on purpose: they state the contract and the bug report is in
+ * Tests marked KNOWN BUG fail on purpose while the bug they state is open; the report is in
  * docs/RELIABILITY.md ("Known bugs").
  */
 #include <criterion/criterion.h>
@@ -258,13 +258,11 @@ Test(hostile_frames, pinned_libwebsockets_deviations) {
 }
 
 /*
- * KNOWN BUG (routed to the gateway engineer; docs/RELIABILITY.md "Known bugs"): a client that
- * closes with a code of 5000 or more (libwebsockets 4.1.6 accepts and echoes such codes) makes
- * the gateway copy that code into the `disconnect` envelope's `cc`, which the envelope encoder
- * rejects (BAD_VALUE), so the `disconnect` is never produced: processors never learn that the
- * connection ended (chat presence, per-connection state leak) and the gateway logs the misleading
- * "librdkafka refused the message". Expected: every connection that produced `connect` produces a
- * `disconnect` with a valid `cc` (here 1002 or 1005: the client sent a code nobody may send).
+ * Regression (found by this suite): a client that closes with a code no peer may send (5000 or
+ * more; libwebsockets 4.1.6 accepts and echoes such codes) made the gateway copy it into the
+ * `disconnect` envelope's `cc`, which the encoder rejects, so the `disconnect` was never produced
+ * and processors never learnt that the connection ended. Every connection that produced
+ * `connect` produces a `disconnect` with a valid `cc` (1002: the peer broke the protocol).
  */
 Test(hostile_frames, close_code_above_4999_still_produces_disconnect) {
   gwt_start(&gw, "hostile-cc", NULL);
@@ -287,7 +285,7 @@ Test(hostile_frames, close_code_above_4999_still_produces_disconnect) {
       got = e.kind == WSG_ENV_DISCONNECT && e.user_len == 6 && memcmp(e.user, "closer", 6) == 0;
     }
     cr_assert(got,
-              "KNOWN BUG: no disconnect envelope after a client close with code %u "
+              "no disconnect envelope after a client close with code %u "
               "(wsgate_gateway_events_lost_total = %.0f)",
               codes[i], gwt_metric(&gw, "wsgate_gateway_events_lost_total"));
     cr_assert(e.close_code >= 1000 && e.close_code <= 4999, "disconnect cc %u", e.close_code);

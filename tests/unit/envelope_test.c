@@ -1105,3 +1105,21 @@ Test(names, errors_and_kinds) {
   cr_expect_str_eq(wsg_env_kind_name((wsg_env_kind)0), "unknown");
   cr_expect_str_eq(wsg_env_kind_name((wsg_env_kind)42), "unknown");
 }
+
+Test(close_codes, valid_codes_by_kind) {
+  const unsigned sendable[] = {1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999};
+  const unsigned never[] = {0, 999, 1004, 1016, 2999, 5000, 65535};
+  const unsigned ended_only[] = {1005, 1006, 1015};
+  for (size_t i = 0; i < sizeof(sendable) / sizeof(sendable[0]); i++) {
+    cr_expect(wsg_close_code_valid(WSG_ENV_CLOSE, sendable[i]), "%u", sendable[i]);
+    cr_expect(wsg_close_code_valid(WSG_ENV_DISCONNECT, sendable[i]), "%u", sendable[i]);
+  }
+  for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++) {
+    cr_expect_not(wsg_close_code_valid(WSG_ENV_CLOSE, never[i]), "%u", never[i]);
+    cr_expect_not(wsg_close_code_valid(WSG_ENV_DISCONNECT, never[i]), "%u", never[i]);
+  }
+  for (size_t i = 0; i < sizeof(ended_only) / sizeof(ended_only[0]); i++) {
+    cr_expect_not(wsg_close_code_valid(WSG_ENV_CLOSE, ended_only[i]), "%u", ended_only[i]);
+    cr_expect(wsg_close_code_valid(WSG_ENV_DISCONNECT, ended_only[i]), "%u", ended_only[i]);
+  }
+}
