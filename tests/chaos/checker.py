@@ -52,6 +52,7 @@ class User:
     acked: dict = field(default_factory=dict)  # seq -> first echo time
     latency: list = field(default_factory=list)  # (send time, seconds) of first echoes
     duplicates: int = 0
+    dup_times: list = field(default_factory=list)  # when each duplicate echo arrived
     resends: int = 0
     order_violations: list = field(default_factory=list)
     conns: list = field(default_factory=list)  # ConnRecord per connection
@@ -143,6 +144,9 @@ class Checker:
         """First-echo latencies (s) of messages first sent in [since, until) (monotonic times)."""
         return sorted(lat for u in self.users for (t, lat) in u.latency if since <= t < until)
 
+    def duplicates_since(self, since: float) -> int:
+        return sum(1 for u in self.users for t in u.dup_times if t >= since)
+
     def sent_between(self, since: float, until: float) -> int:
         return sum(1 for u in self.users for t in u.sent.values() if since <= t < until)
 
@@ -231,6 +235,7 @@ class Checker:
                     continue
                 if seq in u.acked:
                     u.duplicates += 1
+                    u.dup_times.append(now)
                     continue
                 u.acked[seq] = now
                 if c == conn:
