@@ -46,6 +46,40 @@ int wsg_key_room(char *buf, size_t len, const char *prefix, const char *room, si
   return build_key(buf, len, prefix, "room:", room, room_len);
 }
 
+/* <prefix>replay:{u:<user>}<suffix>: the braces make {u:<user>} (up to the user's first '}') the
+ * Redis Cluster hash tag of both replay keys of a user. */
+static int build_replay_key(char *buf, size_t len, const char *prefix, const char *user,
+                            size_t user_len, const char *suffix) {
+  if (!buf || !prefix || !user || user_len == 0)
+    return -1;
+  size_t prefix_len = strlen(prefix), suffix_len = strlen(suffix);
+  static const char head[] = "replay:{u:";
+  size_t head_len = sizeof(head) - 1;
+  size_t total = prefix_len + head_len + user_len + 1 + suffix_len;
+  if (total >= len || total > INT32_MAX)
+    return -1;
+  char *p = buf;
+  memcpy(p, prefix, prefix_len);
+  p += prefix_len;
+  memcpy(p, head, head_len);
+  p += head_len;
+  memcpy(p, user, user_len);
+  p += user_len;
+  *p++ = '}';
+  memcpy(p, suffix, suffix_len);
+  buf[total] = '\0';
+  return (int)total;
+}
+
+int wsg_key_replay(char *buf, size_t len, const char *prefix, const char *user, size_t user_len) {
+  return build_replay_key(buf, len, prefix, user, user_len, "");
+}
+
+int wsg_key_replay_seq(char *buf, size_t len, const char *prefix, const char *user,
+                       size_t user_len) {
+  return build_replay_key(buf, len, prefix, user, user_len, ":seq");
+}
+
 int wsg_conn_id_format(char *buf, size_t len, uint64_t conn_id) {
   if (!buf || len == 0)
     return -1;
@@ -88,3 +122,85 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
                                    "  return redis.call('HDEL', KEYS[1], ARGV[1])\n"
                                    "end\n"
                                    "return 0\n";
+
+/*
+ * Resume. The counter and the stream are written in one script so that two processors sending
+ * to the same user at once get distinct, increasing q values and store them in that order (an
+ * XADD with explicit id 0-<q> must exceed the stream's last id). Numbers stay below 2^53 (the
+ * server's time in microseconds is about 1.8e15 in 2026), so Lua's doubles hold them exactly;
+ * string.format('%.0f') writes them without an exponent.
+ *
+ * The counter outlives the stream (its TTL is the longer one): when a quiet user's stream has
+ * expired, the counter still says which q was last, so a reader can tell "nothing since" from
+ * "entries lost". A counter that expired is started again at the server's time in microseconds,
+ * above every q the old one can have reached (one q per script call, and Redis does not run a
+ * script per microsecond), so a sequence never goes backwards.
+ */
+const char WSG_LUA_REPLAY_APPEND[] =
+    "local q = redis.call('INCR', KEYS[2])\n"
+    "local now = redis.call('TIME')\n"
+    "if q == 1 then\n"
+    "  q = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+    "  redis.call('SET', KEYS[2], string.format('%.0f', q))\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
+    "local id = '0-' .. string.format('%.0f', q)\n"
+    "local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / "
+    "1000))\n"
+    "local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 't', ms, 'b', ARGV[4],\n"
+    "                      'd', ARGV[5])\n"
+    "if type(r) == 'table' and r.err then\n"
+    /* Only a stream left over from an older counter (TTLs changed so the counter expired first)
+     * holds a larger id: its entries belong to a sequence nobody can resume any more. */
+    "  redis.call('DEL', KEYS[1])\n"
+    "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 't', ms, 'b', ARGV[4], 'd', "
+    "ARGV[5])\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return q\n";
+
+/* Pages are bounded by entries and bytes inside the script (XRANGE has no byte bound), reading
+ * the stream 32 entries at a time so a page of large payloads never copies much more than it
+ * returns. Entries whose fields are not t, b, d (someone else's data under our prefix) are
+ * skipped like old ones: the reader sees a gap, never a wrong payload. */
+const char WSG_LUA_REPLAY_READ[] =
+    "local now = redis.call('TIME')\n"
+    "local c = redis.call('GET', KEYS[2])\n"
+    "if not c then\n"
+    "  c = string.format('%.0f', tonumber(now[1]) * 1000000 + tonumber(now[2]))\n"
+    "  redis.call('SET', KEYS[2], c, 'PX', ARGV[6])\n"
+    "end\n"
+    "local counter = tonumber(c)\n"
+    "if counter == nil then return redis.error_reply('the replay counter is not a number') end\n"
+    "if ARGV[1] == '' then return {counter} end\n"
+    "local after = tonumber(ARGV[1])\n"
+    "local maxn, maxb = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local dist = tonumber(ARGV[5])\n"
+    "if dist > 0 and counter - after > dist then after = counter - dist end\n"
+    "local cutoff = 0\n"
+    "if tonumber(ARGV[4]) > 0 then\n"
+    "  cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[4])\n"
+    "end\n"
+    "local out = {counter, 0}\n"
+    "local n, bytes = 0, 0\n"
+    "local from = '(0-' .. string.format('%.0f', after)\n"
+    "while true do\n"
+    "  local batch = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', 32)\n"
+    "  if #batch == 0 then return out end\n"
+    "  for i = 1, #batch do\n"
+    "    local f = batch[i][2]\n"
+    "    if f[1] == 't' and f[3] == 'b' and f[5] == 'd' and tonumber(f[2]) ~= nil\n"
+    "        and tonumber(f[2]) >= cutoff then\n"
+    "      if n >= maxn or (n > 0 and bytes + #f[6] > maxb) then\n"
+    "        out[2] = 1\n"
+    "        return out\n"
+    "      end\n"
+    "      out[#out + 1] = tonumber(string.sub(batch[i][1], 3))\n"
+    "      out[#out + 1] = tonumber(f[4])\n"
+    "      out[#out + 1] = f[6]\n"
+    "      n = n + 1\n"
+    "      bytes = bytes + #f[6]\n"
+    "    end\n"
+    "  end\n"
+    "  from = '(' .. batch[#batch][1]\n"
+    "end\n";

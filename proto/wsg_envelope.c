@@ -75,6 +75,7 @@ typedef enum {
   K_CS,
   K_N,
   K_Q,
+  K_QS,
   K_TS,
   K_CC,
   K_CR,
@@ -97,6 +98,7 @@ static const struct {
     [K_CS] = {"cs", WSG_F_CONNS},
     [K_N] = {"n", WSG_F_SEQ},
     [K_Q] = {"q", WSG_F_USEQ},
+    [K_QS] = {"qs", WSG_F_USEQS},
     [K_TS] = {"ts", WSG_F_TS},
     [K_CC] = {"cc", WSG_F_CLOSE_CODE},
     [K_CR] = {"cr", WSG_F_CLOSE_REASON},
@@ -107,7 +109,8 @@ static const struct {
 
 #define WSG_F_ALL                                                                                  \
   (WSG_F_USER | WSG_F_CONN | WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_TS | WSG_F_SEQ | WSG_F_USEQ |      \
-   WSG_F_DATA | WSG_F_BINARY | WSG_F_META | WSG_F_CONNS | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON)
+   WSG_F_DATA | WSG_F_BINARY | WSG_F_META | WSG_F_CONNS | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON |  \
+   WSG_F_USEQS)
 
 /* Called for every key of every envelope: a switch rather than a scan of the table. */
 static int key_lookup(const uint8_t *s, size_t len) {
@@ -147,6 +150,8 @@ static int key_lookup(const uint8_t *s, size_t len) {
     }
   } else if (len == 2 && s[0] == 't' && s[1] == 's') {
     return K_TS;
+  } else if (len == 2 && s[0] == 'q' && s[1] == 's') {
+    return K_QS;
   }
   return -1;
 }
@@ -244,6 +249,10 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
     if (env->conns.count > WSG_MAX_CONNS)
       FAIL(WSG_ENV_TOO_LONG, K_CS);
   }
+  /* One q per target connection: without the list, or with another count, nobody could tell
+   * which q belongs to which connection. */
+  if ((f & WSG_F_USEQS) && (!(f & WSG_F_CONNS) || env->useqs.count != env->conns.count))
+    FAIL(WSG_ENV_BAD_VALUE, K_QS);
   if ((f & WSG_F_CLOSE_CODE) && !wsg_close_code_valid(env->kind, env->close_code))
     FAIL(WSG_ENV_BAD_VALUE, K_CC);
   if (f & WSG_F_CLOSE_REASON) {
@@ -357,25 +366,26 @@ static int read_bytes(decoder *d, key_id key, uint32_t accept, const uint8_t **s
   return rc;
 }
 
-static int read_conns(decoder *d, wsg_envelope *env) {
+/* An array of uints (`cs`, `qs`). */
+static int read_conns(decoder *d, key_id key, wsg_conn_list *list) {
   wsg__mp_item it;
   bool ok;
-  int rc = read_typed(d, K_CS, TYPE_BIT(WSG__MP_ARRAY), &it, &ok);
+  int rc = read_typed(d, key, TYPE_BIT(WSG__MP_ARRAY), &it, &ok);
 
   if (rc != WSG_ENV_OK || !ok)
     return rc;
   /* Every element is checked now, so wsg_conns_next() never meets a surprise. The count was
    * checked against the bytes left, which bounds this loop. */
-  env->conns.raw = d->cur.p;
-  env->conns.count = it.v.n;
+  list->raw = d->cur.p;
+  list->count = it.v.n;
   d->skip_depth = VALUE_DEPTH - 1;
   for (uint32_t i = 0; i < it.v.n; i++) {
     wsg__mp_item el;
-    if ((rc = read_typed(d, K_CS, TYPE_BIT(WSG__MP_UINT), &el, &ok)) != WSG_ENV_OK)
+    if ((rc = read_typed(d, key, TYPE_BIT(WSG__MP_UINT), &el, &ok)) != WSG_ENV_OK)
       return rc;
   }
   d->skip_depth = VALUE_DEPTH;
-  env->conns.raw_len = (size_t)(d->cur.p - env->conns.raw);
+  list->raw_len = (size_t)(d->cur.p - list->raw);
   return WSG_ENV_OK;
 }
 
@@ -466,7 +476,9 @@ static int read_field(decoder *d, key_id key, wsg_envelope *env, uint64_t *versi
       env->binary = it.v.b;
     return rc;
   case K_CS:
-    return read_conns(d, env);
+    return read_conns(d, key, &env->conns);
+  case K_QS:
+    return read_conns(d, key, &env->useqs);
   case K_M:
     return read_meta(d, env);
   case K_COUNT:
@@ -688,6 +700,8 @@ static size_t encoded_size_bound(const wsg_envelope *env, uint32_t f) {
     n += env->data_len;
   if (f & WSG_F_CONNS)
     n += (size_t)env->conns.count * 9;
+  if (f & WSG_F_USEQS)
+    n += (size_t)env->useqs.count * 9;
   return n;
 }
 
@@ -712,6 +726,26 @@ static int pack_str(msgpack_packer *pk, const char *s, size_t len) {
   return msgpack_pack_str_with_body(pk, s, len);
 }
 
+/* An array of uints from ids[0..list->count), or re-encoded element by element from a raw list
+ * so the output uses the smallest encodings whatever the input used. */
+static int pack_uints(msgpack_packer *pk, const wsg_conn_list *list, const uint64_t *ids) {
+  int rc;
+  if ((rc = msgpack_pack_array(pk, list->count)) != 0)
+    return rc;
+  if (ids != NULL) {
+    for (uint32_t i = 0; i < list->count; i++)
+      if ((rc = msgpack_pack_uint64(pk, ids[i])) != 0)
+        return rc;
+    return 0;
+  }
+  size_t pos = 0;
+  uint64_t id;
+  while (wsg_conns_next(list, &pos, &id))
+    if ((rc = msgpack_pack_uint64(pk, id)) != 0)
+      return rc;
+  return 0;
+}
+
 static int pack_field(msgpack_packer *pk, sink *s, const wsg_envelope *env, key_id k) {
   int rc;
 
@@ -733,23 +767,9 @@ static int pack_field(msgpack_packer *pk, sink *s, const wsg_envelope *env, key_
   case K_C:
     return msgpack_pack_uint64(pk, env->conn);
   case K_CS:
-    if ((rc = msgpack_pack_array(pk, env->conns.count)) != 0)
-      return rc;
-    if (env->conn_ids != NULL) {
-      for (uint32_t i = 0; i < env->conns.count; i++)
-        if ((rc = msgpack_pack_uint64(pk, env->conn_ids[i])) != 0)
-          return rc;
-      return 0;
-    } else {
-      /* Re-encode each element rather than copy the raw bytes, so the output uses the smallest
-       * encodings whatever the input used. */
-      size_t pos = 0;
-      uint64_t id;
-      while (wsg_conns_next(&env->conns, &pos, &id))
-        if ((rc = msgpack_pack_uint64(pk, id)) != 0)
-          return rc;
-      return 0;
-    }
+    return pack_uints(pk, &env->conns, env->conn_ids);
+  case K_QS:
+    return pack_uints(pk, &env->useqs, env->useq_ids);
   case K_N:
     return msgpack_pack_uint64(pk, env->seq);
   case K_Q:
@@ -785,6 +805,8 @@ int wsg_envelope_encode(const wsg_envelope *env, wsg_buf *b) {
   if ((rc = check_envelope(env, false, &field)) != WSG_ENV_OK)
     return rc;
   if ((env->fields & WSG_F_CONNS) && env->conn_ids == NULL && !conns_raw_valid(&env->conns))
+    return WSG_ENV_BAD_VALUE;
+  if ((env->fields & WSG_F_USEQS) && env->useq_ids == NULL && !conns_raw_valid(&env->useqs))
     return WSG_ENV_BAD_VALUE;
 
   uint32_t f = env->fields & WSG_F_ALL;

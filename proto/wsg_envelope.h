@@ -10,6 +10,7 @@
  *   q  uint   per-user delivery sequence       d  bin    payload, the client's frame as sent
  *   b  bool   payload is a binary frame        m  map    metadata (opaque MessagePack, validated)
  *   cs array  of uint: target connections      cc uint   close code     cr str close reason
+ *   qs array  of uint parallel to cs: the q of each target connection's user (resume)
  * Unknown keys are skipped, so a newer writer can add keys without breaking an older reader.
  *
  * Decoding never allocates, never reads past its input, bounds every length and count by the
@@ -93,6 +94,7 @@ enum {
   WSG_F_CONNS = 1u << 10,
   WSG_F_CLOSE_CODE = 1u << 11,
   WSG_F_CLOSE_REASON = 1u << 12,
+  WSG_F_USEQS = 1u << 13, /* qs: per-connection q of a `cs` deliver */
 };
 
 /* A list of connection ids as MessagePack bytes (an array of uints), read with wsg_conns_next(). */
@@ -126,6 +128,8 @@ typedef struct {
   uint16_t close_code;
   const char *close_reason; /* not NUL-terminated; borrowed */
   size_t close_reason_len;
+  wsg_conn_list useqs;      /* qs, decode: view into the input (read with wsg_conns_next) */
+  const uint64_t *useq_ids; /* encode only: `qs` source array, borrowed, useqs.count entries */
 } wsg_envelope;
 
 /*
@@ -134,8 +138,9 @@ typedef struct {
  * for close g and c. Returns WSG_ENV_OK or a negative wsg_env_err; on error `*err_field` (may be
  * NULL) names the offending key ("u", "cs", ...), "c|cs|u" for a deliver without a target, or ""
  * for the envelope as a whole. Also rejected (docs/PROTOCOL.md, "What a reader accepts"): empty
- * u or g, deliver with both c and cs, an empty cs, cr without cc, a close code that is not valid
- * for the kind, s >= 2^31, duplicate known keys, keys that are not strings, trailing bytes.
+ * u or g, deliver with both c and cs, an empty cs, qs without cs or of another length, cr without
+ * cc, a close code that is not valid for the kind, s >= 2^31, duplicate known keys, keys that are
+ * not strings, trailing bytes.
  * Every uint field accepts any MessagePack integer width, signed ones included when >= 0.
  */
 int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field);

@@ -267,6 +267,29 @@ static void val_str(json_out *j, const void *s, size_t len) {
     j->rc = put_string(j->b, s, len);
 }
 
+/* A JSON array of uints (`cs`, `qs`): from ids[0..list->count), else from the decoded list. */
+static void val_uints(json_out *j, const wsg_conn_list *list, const uint64_t *ids) {
+  if (j->rc == WSG_ENV_OK)
+    j->rc = put(j->b, "[");
+  if (ids != NULL) {
+    for (uint32_t i = 0; j->rc == WSG_ENV_OK && i < list->count; i++) {
+      if (i > 0)
+        j->rc = put(j->b, ",");
+      val_u64(j, ids[i]);
+    }
+  } else {
+    size_t pos = 0;
+    uint64_t id;
+    for (bool first = true; j->rc == WSG_ENV_OK && wsg_conns_next(list, &pos, &id); first = false) {
+      if (!first)
+        j->rc = put(j->b, ",");
+      val_u64(j, id);
+    }
+  }
+  if (j->rc == WSG_ENV_OK)
+    j->rc = put(j->b, "]");
+}
+
 int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
   json_out j = {b, WSG_ENV_OK, true};
   uint32_t f = env->fields;
@@ -296,26 +319,7 @@ int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
   }
   if (f & WSG_F_CONNS) {
     key(&j, "cs");
-    if (j.rc == WSG_ENV_OK)
-      j.rc = put(b, "[");
-    if (env->conn_ids != NULL) {
-      for (uint32_t i = 0; j.rc == WSG_ENV_OK && i < env->conns.count; i++) {
-        if (i > 0)
-          j.rc = put(b, ",");
-        val_u64(&j, env->conn_ids[i]);
-      }
-    } else {
-      size_t pos = 0;
-      uint64_t id;
-      for (bool first = true; j.rc == WSG_ENV_OK && wsg_conns_next(&env->conns, &pos, &id);
-           first = false) {
-        if (!first)
-          j.rc = put(b, ",");
-        val_u64(&j, id);
-      }
-    }
-    if (j.rc == WSG_ENV_OK)
-      j.rc = put(b, "]");
+    val_uints(&j, &env->conns, env->conn_ids);
   }
   if (f & WSG_F_SEQ) {
     key(&j, "n");
@@ -324,6 +328,10 @@ int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
   if (f & WSG_F_USEQ) {
     key(&j, "q");
     val_u64(&j, env->user_seq);
+  }
+  if (f & WSG_F_USEQS) {
+    key(&j, "qs");
+    val_uints(&j, &env->useqs, env->useq_ids);
   }
   if (f & WSG_F_TS) {
     key(&j, "ts");

@@ -25,7 +25,7 @@ except ImportError:
     sys.exit(1)
 
 # The order in which wsgate writes the keys (PROTOCOL.md, "Encoding rules").
-KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "ts", "cc", "cr", "b", "m", "d"]
+KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "qs", "ts", "cc", "cr", "b", "m", "d"]
 KINDS = {"msg", "connect", "disconnect", "deliver", "close"}
 MIN_VECTORS = 15
 

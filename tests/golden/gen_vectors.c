@@ -230,8 +230,22 @@ int main(int argc, char **argv) {
   e.conns.count = sizeof ids / sizeof ids[0];
   payload(&e, S("fan-out"), false);
   bad |= emit(dir, "deliver_list", &e);
+
+  /* A fan-out to connections of several users, each with its user's delivery sequence (q): a
+   * fresh sequence starts at the server's time in microseconds. */
+  static const uint64_t seq_conns[] = {0x51a2b3c400000017, 0x51a2b3c400000018, 0x7e01000000000003};
+  static const uint64_t seq_qs[] = {1795602833455812, 1795602833455812, 42};
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_USEQS | WSG_F_TS;
+  e.conn_ids = seq_conns;
+  e.conns.count = 3;
+  e.useq_ids = seq_qs;
+  e.useqs.count = 3;
+  payload(&e, S("{\"type\":\"message\",\"room\":\"lobby\"}"), false);
+  bad |= emit(dir, "deliver_list_seq", &e);
   e.conn_ids = NULL;
   e.conns.count = 0;
+  e.useq_ids = NULL;
+  e.useqs.count = 0;
 
   e = (wsg_envelope){0};
   e.kind = WSG_ENV_CLOSE;

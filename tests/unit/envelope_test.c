@@ -244,6 +244,17 @@ static const decode_case decode_cases[] = {
      {V1, T_DELIVER, G, {"cs", "92 01 ff"}},
      WSG_ENV_BAD_VALUE,
      "cs"},
+    {"qs without cs", NULL, {V1, T_DELIVER, G, C42, {"qs", "91 01"}}, WSG_ENV_BAD_VALUE, "qs"},
+    {"qs shorter than cs",
+     NULL,
+     {V1, T_DELIVER, G, {"cs", "92 01 02"}, {"qs", "91 05"}},
+     WSG_ENV_BAD_VALUE,
+     "qs"},
+    {"qs holds a string",
+     NULL,
+     {V1, T_DELIVER, G, {"cs", "91 01"}, {"qs", "91 a1 78"}},
+     WSG_ENV_BAD_TYPE,
+     "qs"},
     {"cc 999", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03e7"}}, WSG_ENV_BAD_VALUE, "cc"},
     {"cc 1004 (reserved)", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03ec"}}, WSG_ENV_BAD_VALUE, "cc"},
     {"cc 1005 sent", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03ed"}}, WSG_ENV_BAD_VALUE, "cc"},
@@ -709,6 +720,16 @@ static void expect_same(const wsg_envelope *a, const wsg_envelope *b) {
     }
     cr_expect(!wsg_conns_next(&b->conns, &pos, &id));
   }
+  if (f & WSG_F_USEQS) {
+    cr_expect_eq(a->useqs.count, b->useqs.count);
+    size_t pos = 0;
+    uint64_t q;
+    for (uint32_t i = 0; i < b->useqs.count; i++) {
+      cr_assert(wsg_conns_next(&b->useqs, &pos, &q));
+      cr_expect_eq(q, a->useq_ids[i]);
+    }
+    cr_expect(!wsg_conns_next(&b->useqs, &pos, &q));
+  }
 }
 
 static void round_trip(const wsg_envelope *env) {
@@ -791,6 +812,19 @@ Test(round_trip, deliver_every_target) {
   e.conn_ids = ids;
   e.conns.count = 4;
   round_trip(&e);
+  /* A fan-out across users: one q per connection. */
+  static const uint64_t qs[] = {1, 1795602833455812, 0, UINT64_MAX};
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_DATA | WSG_F_CONNS | WSG_F_USEQS;
+  e.useq_ids = qs;
+  e.useqs.count = 4;
+  round_trip(&e);
+  e.useqs.count = 3; /* not one per connection: refused like the decoder refuses it */
+  wsg_buf b;
+  wsg_buf_init(&b, 0);
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_BAD_VALUE);
+  wsg_buf_finish(&b);
+  e.useq_ids = NULL;
+  e.useqs.count = 0;
   e.fields = WSG_F_GATEWAY | WSG_F_DATA | WSG_F_USER;
   e.user = "alice";
   e.user_len = 5;
