@@ -268,24 +268,30 @@ static void release(worker *w, conn *k) {
   (void)w;
 }
 
+static void lost(worker *w, uint32_t i, unsigned code);
 static void fail(worker *w, uint32_t i, fail_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void fail(worker *w, uint32_t i, fail_kind kind, const char *fmt, ...) {
   conn *k = &w->c[i];
   if (k->state == S_DONE)
     return;
-  if (k->state != S_FREE) {
-    q_remove(w, i);
-    w->inflight--;
-  }
-  w->fails[kind]++;
-  w->failed++;
   if (!w->first_err[kind][0]) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(w->first_err[kind], sizeof w->first_err[kind], fmt, ap);
     va_end(ap);
   }
+  w->fails[kind]++;
+  if (k->state == S_READY) {
+    /* Counted as ready already: it is a lost connection now, not a failed attempt. */
+    lost(w, i, 1002);
+    return;
+  }
+  if (k->state != S_FREE) {
+    q_remove(w, i);
+    w->inflight--;
+  }
+  w->failed++;
   release(w, k);
 }
 
@@ -773,23 +779,16 @@ static void on_http(worker *w, uint32_t i, const uint8_t *data, size_t len) {
     }
     return;
   }
-  /* Frames the server sent right after its 101 (none of our servers does before a command). */
-  size_t rest = blen - (size_t)h;
-  uint8_t tail[512];
-  bool fits = rest <= sizeof tail;
-  if (fits)
-    memcpy(tail, buf + h, rest);
-  free(k->aux);
+  /* Frames the server sent right after its 101 (nchan replays buffered messages, say): they
+   * are read from where they are, so the answer buffer is detached first and freed after. */
+  uint8_t *answer = k->aux;
   k->aux = NULL;
   k->aux_len = 0;
   k->step = 0;
   setup_next(w, i);
-  if (!fits) {
-    fail(w, i, FAIL_PROTOCOL, "more than %zu bytes of frames right after the 101", sizeof tail);
-    return;
-  }
-  if (rest > 0 && k->state != S_DONE)
-    feed_frames(w, i, tail, rest);
+  if (blen > (size_t)h && k->state != S_DONE)
+    feed_frames(w, i, buf + h, blen - (size_t)h);
+  free(answer);
 }
 
 static void on_readable(worker *w, uint32_t i) {
