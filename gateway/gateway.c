@@ -374,6 +374,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
       .lease_ms = cfg->lease_ttl_ms,
       .renew_ms = cfg->lease_renew_ms,
       .timeout_ms = cfg->redis_timeout_ms,
+      .replay_seq_ttl_ms = cfg->resume_seq_ttl_ms,
       .on_slot = on_slot,
       .foreach_conn = foreach_conn,
       .arg = g,

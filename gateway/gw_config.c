@@ -38,8 +38,9 @@ static const wsg_option gw_options[] = {
      "PEM private key of --tls-cert."},
     {"subprotocol", 0, "WSGATE_SUBPROTOCOL", WSG_OPT_STRING, OPT(subprotocol), "wsgate.v1", 0, 0,
      NULL, 0,
-     "WebSocket subprotocol this gateway speaks; a client offering only other subprotocols gets "
-     "400 (offering none is allowed)."},
+     "WebSocket subprotocol this gateway speaks, and <subprotocol>+seq the same with resumable, "
+     "sequenced delivery (see --resume-max); a client offering only other subprotocols gets 400 "
+     "(offering none is allowed)."},
     {"max-message", 0, "WSGATE_MAX_MESSAGE", WSG_OPT_SIZE, OPT(max_message), "1m", 1, 16 * MIB,
      NULL, 0,
      "Largest client message after reassembly and decompression; larger ones close with 1009."},
@@ -169,6 +170,22 @@ static const wsg_option gw_options[] = {
      "pause|close", 0,
      "Over a rate limit: pause reading from the connection until it is within the limit again "
      "(TCP pushes back on the client), or close it with 1008."},
+
+    /* --- resume (docs/PROTOCOL.md, "Resume after reconnect") --- */
+    {"resume-max", 0, "WSGATE_RESUME_MAX", WSG_OPT_INT, OPT(resume_max), "1000", 0, 1000000, NULL,
+     0,
+     "Most missed messages replayed to a client that reconnects with subprotocol "
+     "<subprotocol>+seq and ?resume=<q>; if it missed more, it gets the latest ones and is told "
+     "the replay was incomplete. 0 turns resumable delivery off (the +seq subprotocol gets 400)."},
+    {"resume-max-age", 0, "WSGATE_RESUME_MAX_AGE", WSG_OPT_DURATION, OPT(resume_max_age_ms), "5m",
+     1 * SEC, 24 * HOUR, NULL, 0,
+     "Messages older than this are not replayed (the client is told the replay was incomplete); "
+     "processors keep them no longer than their --resume-ttl anyway."},
+    {"resume-seq-ttl", 0, "WSGATE_RESUME_SEQ_TTL", WSG_OPT_DURATION, OPT(resume_seq_ttl_ms), "24h",
+     1 * SEC, 30 * 24 * HOUR, NULL, 0,
+     "Lifetime of a user's sequence counter this gateway creates when a resumable client connects "
+     "before any message was sent to its user; keep it equal to the processors' "
+     "--resume-seq-ttl."},
 
     /* --- drain --- */
     {"drain-window", 0, "WSGATE_DRAIN_WINDOW", WSG_OPT_DURATION, OPT(drain_window_ms), "10s", 0,

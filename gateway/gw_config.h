@@ -89,6 +89,11 @@ typedef struct {
   uint64_t rate_bytes;
   char *rate_action;
 
+  /* --- resume --- */
+  int64_t resume_max; /* messages replayed per reconnect; 0: the +seq subprotocol is off */
+  uint64_t resume_max_age_ms;
+  uint64_t resume_seq_ttl_ms;
+
   /* --- drain --- */
   uint64_t drain_window_ms;
   uint64_t drain_grace_ms;

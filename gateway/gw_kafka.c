@@ -116,6 +116,7 @@ void gw_outbound_finish(gw_outbound *o) {
     return;
   gw_msg_unref(o->msg);
   free(o->conns);
+  free(o->qs);
   free(o->user);
   free(o->reason);
   memset(o, 0, sizeof *o);
@@ -123,8 +124,9 @@ void gw_outbound_finish(gw_outbound *o) {
 
 /* Bytes an item holds, for the hand-off queue's byte bound. */
 static uint64_t item_bytes(const gw_outbound *o) {
-  return (o->msg ? gw_msg_len(o->msg) : 0) + (uint64_t)o->nconns * sizeof(uint64_t) + o->user_len +
-         o->reason_len + sizeof *o;
+  return (o->msg ? gw_msg_len(o->msg) : 0) +
+         (uint64_t)o->nconns * sizeof(uint64_t) * (o->qs ? 2 : 1) + o->user_len + o->reason_len +
+         sizeof *o;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -407,6 +409,7 @@ static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it
   }
   it->kind = env.kind;
   it->ts_us = (env.fields & WSG_F_TS) ? env.ts_us : 0;
+  it->q = (env.fields & WSG_F_USEQ) ? env.user_seq : 0;
   if (env.kind == WSG_ENV_CLOSE) {
     it->target = GW_TARGET_CONN;
     it->conn = env.conn;
@@ -439,6 +442,15 @@ static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it
       uint64_t id;
       while (it->nconns < env.conns.count && wsg_conns_next(&env.conns, &pos, &id))
         it->conns[it->nconns++] = id;
+      if (env.fields & WSG_F_USEQS) {
+        /* The decoder checked that qs has exactly one element per connection. */
+        it->qs = malloc(sizeof(uint64_t) * env.conns.count);
+        if (!it->qs)
+          goto nomem;
+        pos = 0;
+        for (uint32_t i = 0; i < it->nconns && wsg_conns_next(&env.useqs, &pos, &id); i++)
+          it->qs[i] = id;
+      }
     }
   } else if (env.fields & WSG_F_CONN) {
     it->target = GW_TARGET_CONN;

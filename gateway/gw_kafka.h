@@ -79,6 +79,8 @@ typedef struct {
   size_t user_len;
   char *reason;   /* CLOSE: heap, NUL-terminated, NULL when none */
   uint64_t ts_us; /* the envelope's `ts` (0 if absent): end-to-end latency */
+  uint64_t q;     /* DELIVER: the envelope's `q` (0 if absent): the user's delivery sequence */
+  uint64_t *qs;   /* DELIVER to GW_TARGET_CONNS with `qs`: heap array, qs[i] for conns[i] */
 } gw_outbound;
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */

@@ -45,6 +45,8 @@
  * as addressed to an unknown connection. */
 #define BACKLOG_MAX 65536
 #define MAX_SLOTS   65536
+/* A replay read's counter TTL when the options give none. */
+#define DEFAULT_REPLAY_SEQ_TTL_MS ((uint64_t)24 * 3600 * 1000)
 
 #define GW_REG_ERR_STR(name, value, msg)                                                           \
   case value:                                                                                      \
@@ -76,6 +78,7 @@ typedef enum {
   OP_CONN_DEL,  /* EVAL connection delete */
   OP_REREG,     /* batch of HSETs re-registering every live connection */
   OP_RELEASE,   /* batch: every connection, the record and the slot, at drain */
+  OP_REPLAY,    /* EVAL replay read, with a caller callback */
 } op_kind;
 
 /* One command, or one batch of commands sharing a completion (pending counts the replies still
@@ -89,6 +92,8 @@ typedef struct {
   uint64_t sent_ms;
   uint64_t conn_id;
   gw_registry_conn_cb cb;
+  gw_registry_replay_cb replay_cb;
+  bool position_only;
   void *arg;
   uint32_t cb_epoch; /* r->cb_epoch when queued: a later epoch means the owner is gone */
 } op;
@@ -122,6 +127,7 @@ struct gw_registry {
   int port, db;
   uint32_t slots, max_inflight;
   uint64_t lease_ms, renew_ms, timeout_ms;
+  char replay_ttl_text[24];
   void (*on_slot)(void *arg, int32_t slot);
   void (*foreach_conn)(void *arg, gw_registry_emit_fn emit, void *ctx);
   void *arg;
@@ -804,6 +810,86 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
   return GW_REG_OK;
 }
 
+int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
+                            bool position_only, uint64_t after, const gw_replay_limits *lim,
+                            gw_registry_replay_cb cb, void *arg) {
+  if (r->release != REL_NONE)
+    return GW_REG_RELEASED;
+  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN || lim == NULL || lim->max_entries == 0)
+    return GW_REG_INVALID;
+  if (!r->ready)
+    return GW_REG_NOT_CONNECTED;
+  if (r->conn_inflight >= r->max_inflight)
+    return GW_REG_BUSY;
+  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  int slen = wsg_key_replay(skey, sizeof(skey), r->prefix, user, ulen);
+  int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, user, ulen);
+  if (slen < 0 || qlen < 0)
+    return GW_REG_INVALID;
+  char a_after[24] = "", a_n[16], a_bytes[24], a_age[24], a_dist[24];
+  if (!position_only)
+    snprintf(a_after, sizeof(a_after), "%" PRIu64, after);
+  snprintf(a_n, sizeof(a_n), "%" PRIu32, lim->max_entries);
+  snprintf(a_bytes, sizeof(a_bytes), "%" PRIu64, lim->max_bytes);
+  snprintf(a_age, sizeof(a_age), "%" PRIu64, lim->max_age_ms);
+  snprintf(a_dist, sizeof(a_dist), "%" PRIu64, lim->max_distance);
+  op *o = op_new(OP_REPLAY);
+  if (o == NULL)
+    return GW_REG_NOMEM;
+  o->conn_id = conn_id;
+  o->replay_cb = cb;
+  o->position_only = position_only;
+  o->arg = arg;
+  o->cb_epoch = r->cb_epoch;
+  const char *argv[] = {"EVAL", WSG_LUA_REPLAY_READ, "2", skey, qkey, a_after, a_n, a_bytes, a_age,
+                        a_dist, r->replay_ttl_text};
+  size_t lens[11];
+  for (int i = 0; i < 11; i++)
+    lens[i] = strlen(argv[i]);
+  lens[3] = (size_t)slen; /* user ids may hold any byte */
+  lens[4] = (size_t)qlen;
+  if (!send_single(r, o, 11, argv, lens))
+    return GW_REG_NOT_CONNECTED;
+  r->conn_inflight++;
+  return GW_REG_OK;
+}
+
+/* Whether `rep` has the shape WSG_LUA_REPLAY_READ returns: {counter} for a position, else
+ * {counter, more, q, b, d, ...}. Checked whole before the callback, so reading entries never
+ * meets a surprise. */
+static bool replay_page_parse(const redisReply *rep, bool position_only, gw_replay_page *page) {
+  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+      rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[0]->integer < 0)
+    return false;
+  page->counter = (uint64_t)rep->element[0]->integer;
+  page->more = false;
+  page->count = 0;
+  page->priv = rep;
+  if (position_only)
+    return rep->elements == 1;
+  if (rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_INTEGER ||
+      (rep->elements - 2) % 3 != 0)
+    return false;
+  page->more = rep->element[1]->integer != 0;
+  page->count = (rep->elements - 2) / 3;
+  for (size_t i = 0; i < page->count; i++) {
+    redisReply *const *e = rep->element + 2 + 3 * i;
+    if (e[0]->type != REDIS_REPLY_INTEGER || e[0]->integer <= 0 ||
+        e[1]->type != REDIS_REPLY_INTEGER || e[2]->type != REDIS_REPLY_STRING)
+      return false;
+  }
+  return true;
+}
+
+void gw_replay_page_entry(const gw_replay_page *page, size_t i, gw_replay_entry *out) {
+  const redisReply *rep = page->priv;
+  redisReply *const *e = rep->element + 2 + 3 * i;
+  out->q = (uint64_t)e[0]->integer;
+  out->binary = e[1]->integer != 0;
+  out->data = (const uint8_t *)e[2]->str;
+  out->len = e[2]->len;
+}
+
 void gw_registry_cancel_conn_callbacks(gw_registry *r) {
   if (r != NULL)
     r->cb_epoch++;
@@ -948,6 +1034,26 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
       WSG_WARN(SUBSYS, "registering connection %" PRIu64 " failed: %s", o->conn_id, rep->str);
     if (o->cb != NULL && !r->doomed && o->cb_epoch == r->cb_epoch)
       o->cb(o->arg, o->conn_id, status);
+    break;
+  }
+  case OP_REPLAY: {
+    r->conn_inflight--;
+    gw_replay_page page;
+    int status = rep == NULL                      ? GW_REG_LOST
+                 : rep->type == REDIS_REPLY_ERROR ? GW_REG_REPLY
+                                                  : GW_REG_OK;
+    if (status == GW_REG_REPLY)
+      WSG_WARN(SUBSYS, "reading the replay stream for connection %" PRIu64 " failed: %s",
+               o->conn_id, rep->str);
+    if (status == GW_REG_OK && !replay_page_parse(rep, o->position_only, &page)) {
+      WSG_WARN(SUBSYS,
+               "the replay read for connection %" PRIu64 " returned an unexpected reply (another "
+               "version's script, or foreign data under the key prefix?)",
+               o->conn_id);
+      status = GW_REG_REPLY;
+    }
+    if (o->replay_cb != NULL && !r->doomed && o->cb_epoch == r->cb_epoch)
+      o->replay_cb(o->arg, o->conn_id, status, status == GW_REG_OK ? &page : NULL);
     break;
   }
   case OP_RELEASE:
@@ -1132,6 +1238,8 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->foreach_conn = o->foreach_conn;
   r->arg = o->arg;
   snprintf(r->lease_ms_text, sizeof(r->lease_ms_text), "%" PRIu64, r->lease_ms);
+  snprintf(r->replay_ttl_text, sizeof(r->replay_ttl_text), "%" PRIu64,
+           o->replay_seq_ttl_ms != 0 ? o->replay_seq_ttl_ms : DEFAULT_REPLAY_SEQ_TTL_MS);
   wsg_key_gateway(r->gw_key, sizeof(r->gw_key), r->prefix, r->gw_id);
   r->started_s = (uint64_t)time(NULL);
   r->slot = -1;

@@ -74,6 +74,7 @@ typedef struct {
   uint64_t renew_ms;     /* renewal period, < lease_ms, e.g. 5000 */
   uint64_t timeout_ms;   /* a command without a reply for this long drops the connection */
   uint32_t max_inflight; /* conn_add + conn_remove in flight before conn_add says BUSY; 0: 65536 */
+  uint64_t replay_seq_ttl_ms; /* TTL of a sequence counter a replay read creates; 0: 24 h */
   /* The slot changed: k when (re)acquired, -1 when lost or released. Loop thread. */
   void (*on_slot)(void *arg, int32_t slot);
   /* Calls emit(ctx, ...) for every live connection, synchronously, to re-register them. */
@@ -128,6 +129,54 @@ void gw_registry_cancel_conn_callbacks(gw_registry *r);
 
 /* The connection count written into the gateway record at the next renewal. */
 void gw_registry_set_conn_count(gw_registry *r, uint64_t n);
+
+/* --- resume: the replay stream of a user (docs/ARCHITECTURE.md, "Resume") --------------------- */
+
+/* Bounds of one read. */
+typedef struct {
+  uint32_t max_entries;  /* entries in one page, >= 1 */
+  uint64_t max_bytes;    /* payload bytes in one page (a page holds at least one entry) */
+  uint64_t max_age_ms;   /* entries older than this are skipped; 0: no age limit */
+  uint64_t max_distance; /* read from at most this far behind the counter; 0: no limit */
+} gw_replay_limits;
+
+/* One stored message; data is borrowed from the reply, valid only during the callback. */
+typedef struct {
+  uint64_t q;
+  bool binary;
+  const uint8_t *data;
+  size_t len;
+} gw_replay_entry;
+
+/* One read's result, valid only during the callback. */
+typedef struct {
+  uint64_t counter; /* the user's sequence when Redis ran the read: the last q assigned */
+  bool more;        /* a bound stopped the page: entries after the last one remain */
+  size_t count;     /* entries, in q order */
+  const void *priv; /* the reply itself; read entries with gw_replay_page_entry() */
+} gw_replay_page;
+
+/* Entry i (< page->count). page, out: borrowed. */
+void gw_replay_page_entry(const gw_replay_page *page, size_t i, gw_replay_entry *out);
+
+/* Completion of gw_registry_replay_read: status GW_REG_OK with a page, else a negative
+ * gw_registry_err (GW_REG_REPLY also for a reply that does not have the script's shape) and a
+ * NULL page. */
+typedef void (*gw_registry_replay_cb)(void *arg, uint64_t conn_id, int status,
+                                      const gw_replay_page *page);
+
+/*
+ * Runs WSG_LUA_REPLAY_READ on the replay keys of `user`: with `position_only`, only the counter
+ * (created at the server's time when absent, so the position stays meaningful); else the entries
+ * after `after` within `lim`. Returns GW_REG_OK and later calls cb exactly once on the loop thread,
+ * or a negative gw_registry_err at once and never calls cb. Counted with conn_add against
+ * max_inflight; gw_registry_cancel_conn_callbacks() cancels it too. Commands run in the order they
+ * were issued: a read issued just before gw_registry_conn_add() runs before the registration.
+ * user: borrowed for the call; lim: borrowed for the call; arg: borrowed until cb.
+ */
+int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
+                            bool position_only, uint64_t after, const gw_replay_limits *lim,
+                            gw_registry_replay_cb cb, void *arg);
 
 /*
  * Drain: stop renewing, remove every live connection (foreach_conn; pipelined), delete the

@@ -22,6 +22,7 @@ struct gw_msg {
 struct gw_sendq_node {
   struct gw_sendq_node *next;
   gw_msg *msg;
+  uint64_t tag;
 };
 
 gw_msg *gw_msg_create(const void *payload, size_t len, bool binary) {
@@ -113,6 +114,11 @@ static int soft_verdict(const gw_sendq *q, const gw_sendq_limits *lim, uint64_t 
 }
 
 int gw_sendq_push(gw_sendq *q, gw_msg *m, const gw_sendq_limits *lim, uint64_t now_ms) {
+  return gw_sendq_push_tagged(q, m, 0, lim, now_ms);
+}
+
+int gw_sendq_push_tagged(gw_sendq *q, gw_msg *m, uint64_t tag, const gw_sendq_limits *lim,
+                         uint64_t now_ms) {
   uint64_t after = q->bytes + msg_cost(m);
   if (lim->hard_bytes != 0 && after > lim->hard_bytes)
     return GW_SENDQ_OVER_HARD;
@@ -128,6 +134,7 @@ int gw_sendq_push(gw_sendq *q, gw_msg *m, const gw_sendq_limits *lim, uint64_t n
   if (n == NULL)
     return GW_SENDQ_NOMEM;
   n->msg = gw_msg_ref(m);
+  n->tag = tag;
   if (q->tail == NULL) {
     n->next = n;
   } else {
@@ -147,6 +154,10 @@ int gw_sendq_check(const gw_sendq *q, const gw_sendq_limits *lim, uint64_t now_m
 
 gw_msg *gw_sendq_peek(const gw_sendq *q) {
   return q->tail == NULL ? NULL : q->tail->next->msg;
+}
+
+uint64_t gw_sendq_peek_tag(const gw_sendq *q) {
+  return q->tail == NULL ? 0 : q->tail->next->tag;
 }
 
 void gw_sendq_pop(gw_sendq *q) {

@@ -15,8 +15,9 @@
  * soft limit for longer than soft_ms it is closed too. Sizes are accounted as payload bytes plus
  * GW_SENDQ_MSG_OVERHEAD per queued message, so a flood of empty frames is bounded as well.
  * The queue is a circular singly-linked list of small nodes (one malloc per queued message,
- * 16 bytes), chosen over a ring array so an idle connection's queue costs 24 bytes and no
- * allocation; an all-zero gw_sendq is a valid empty queue (lws zeroes per-session memory).
+ * 24 bytes: next, message, tag), chosen over a ring array so an idle connection's queue costs 24
+ * bytes and no allocation; an all-zero gw_sendq is a valid empty queue (lws zeroes per-session
+ * memory).
  *
  * Threads: the loop thread only, except gw_msg_create() and gw_msg_payload() on the producer
  * side before the hand-off (see above).
@@ -101,12 +102,19 @@ void gw_sendq_init(gw_sendq *q);
  */
 int gw_sendq_push(gw_sendq *q, gw_msg *m, const gw_sendq_limits *lim, uint64_t now_ms);
 
+/* The same, with a tag stored beside the message in this queue only (the gateway keeps a resuming
+ * client's per-user sequence number there: one shared gw_msg, a different q per recipient). */
+int gw_sendq_push_tagged(gw_sendq *q, gw_msg *m, uint64_t tag, const gw_sendq_limits *lim,
+                         uint64_t now_ms);
+
 /* Soft-limit check without pushing (from a periodic timer, for a queue that stopped growing
  * while its client stopped reading): GW_SENDQ_OK or GW_SENDQ_OVER_SOFT. */
 int gw_sendq_check(const gw_sendq *q, const gw_sendq_limits *lim, uint64_t now_ms);
 
 /* The oldest message (borrowed, the queue keeps its reference), or NULL when empty. */
 gw_msg *gw_sendq_peek(const gw_sendq *q);
+/* The oldest message's tag (0 when it was pushed untagged, or when the queue is empty). */
+uint64_t gw_sendq_peek_tag(const gw_sendq *q);
 /* Removes the oldest message and drops the queue's reference. No-op when empty. */
 void gw_sendq_pop(gw_sendq *q);
 /* Drops every queued message; the queue is empty afterwards. */

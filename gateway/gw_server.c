@@ -17,6 +17,14 @@
  *      LWS_CALLBACK_SERVER_WRITEABLE.
  *   5. LWS_CALLBACK_CLOSED: `disconnect` produced (if `connect` was), Redis entry removed.
  *
+ * Resumable delivery (subprotocol <subprotocol>+seq, docs/PROTOCOL.md "Resume after reconnect"):
+ * such a connection gets every message sent to its user in q order, each prefixed with "<q>\n",
+ * without gaps or duplicates: a message that arrives ahead of its turn (two processors sent to the
+ * user at once), and everything the client missed while away (?resume=<q>), is read from the
+ * user's replay stream in Redis (gw_registry_replay_read), in pages that wait for the send queue
+ * to drain; what arrives meanwhile waits in a bounded per-connection list. A control frame
+ * "wsgate\n{...}" tells the client where it stands (sync) and what was lost (gap).
+ *
  * Threads: the loop thread, except gw_server_wake() (the Kafka consumer thread; it calls only
  * lws_cancel_service, the one libwebsockets call that is safe from another thread).
  */
@@ -53,6 +61,8 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define MAX_HTTP_HEADER_DATA 12288
 /* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
 #define FD_RESERVE 256
+/* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
+#define REPLAY_PAGE_ENTRIES 256
 /* Outbound envelopes dispatched per wake-up before other events get a turn. */
 #define OUTBOUND_BATCH    256
 #define OUTBOUND_PER_WAKE 4096
@@ -70,6 +80,7 @@ enum {
   HOLD_STALL = 1u << 1,    /* a complete message waits for Kafka (queue full) */
   HOLD_RATE = 1u << 2,     /* a complete message waits for the rate limit */
   HOLD_CLOSING = 1u << 3,  /* a close is on its way */
+  HOLD_RESUME = 1u << 4,   /* a resumable connection is catching up: requests wait for the sync */
 };
 
 enum {
@@ -110,15 +121,51 @@ typedef struct gw_session {
   uint16_t disconnect_code; /* the `cc` of the disconnect envelope */
   uint8_t hold;
   char *close_reason;
+  struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
 } gw_session;
 
 static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
 
 /* A user authenticated in CONFIRM_UPGRADE, waiting for ESTABLISHED (side table keyed by wsi). */
 typedef struct {
+  uint64_t resume; /* ?resume=<q>, 0 when not given */
   uint32_t len;
   char user[];
 } gw_pending;
+
+/*
+ * The sequence state of a resumable connection. `last` is the client's position: the q of the
+ * last sequenced message queued for it. Every message with a higher q reaches it exactly once and
+ * in order: straight from Kafka when it is the next one, else from the replay stream.
+ *
+ * Why reading the stream after the registration loses nothing: a processor stores a message (the
+ * append script) before it reads the user's connections from Redis, on one connection, so a
+ * message stored after the gateway's read was routed by a lookup that already saw the
+ * registration, and reaches this connection through Kafka; one stored before is in the read.
+ * A fresh connection's position is read just BEFORE its registration (the two commands run in
+ * that order): messages after it either reach the connection or show up as a gap to fill.
+ */
+typedef enum {
+  SEQ_POSITION,    /* the position read of a fresh connection is in flight */
+  SEQ_REGISTERING, /* waiting for the registration, then the first read */
+  SEQ_READING,     /* a replay read is in flight */
+  SEQ_ROOM,        /* more to read, waiting for the send queue to drain */
+  SEQ_LIVE,        /* in step: the next q goes straight to the send queue */
+} seq_state;
+
+typedef struct gw_seq {
+  uint64_t last;     /* q of the last sequenced message queued: the client's position */
+  uint64_t hi;       /* highest q seen in a deliver; above `last` while messages are missing */
+  uint64_t resume;   /* the client's ?resume=, 0 for a fresh connection */
+  uint64_t replayed; /* messages the catch-up delivered, for the sync frame */
+  gw_sendq held;     /* delivers that arrived while reading, in order; tag = q (0: none) */
+  uint8_t state;     /* seq_state */
+  bool synced;       /* the sync frame is queued and requests are read again */
+  bool complete;     /* nothing since the starting position was lost (until the sync) */
+} gw_seq;
+
+/* The tag of a control frame ("wsgate\n{...}") in a send queue; every other tag is a q, 0 none. */
+#define SEQ_CONTROL UINT64_MAX
 
 /* A disconnect envelope Kafka refused (queue full), retried when the queue drains. */
 typedef struct orphan {
@@ -164,7 +211,8 @@ struct gw_server {
   const gw_config *cfg;
   struct lws_context *ctx;
   struct lws_vhost *vh;
-  struct lws_protocols protocols[2];
+  struct lws_protocols protocols[3]; /* <subprotocol>, <subprotocol>+seq (when resumable), end */
+  char seq_protocol[160];
   struct lws_extension exts[2];
   lws_retry_bo_t retry;
   int port;
@@ -173,6 +221,9 @@ struct gw_server {
   gw_rate rate_msgs, rate_bytes, rate_upgrades;
   uint64_t upgrades_tat;
   gw_sendq_limits sendq_limits;
+  gw_sendq_limits held_limits; /* a resumable connection's held delivers */
+  gw_replay_limits replay_limits;
+  uint64_t replay_room; /* read the next page once the send queue holds at most this */
   uint64_t max_conns;
 
   gw_conn_map conns;   /* conn id -> gw_session */
@@ -209,8 +260,15 @@ struct gw_server {
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
   wsg_counter *m_events_lost, *m_peer_closes;
+  wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
+  wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
+  wsg_gauge *m_seq_conns;
   wsg_histogram *m_latency;
 };
+
+static bool seq_read(gw_server *s, gw_session *ss);
+static int seq_start(gw_server *s, gw_session *ss, uint64_t resume);
+static void seq_free(gw_server *s, gw_session *ss);
 
 /* libwebsockets' log callback has no user pointer: this limiter is process-level log state, like
  * the log settings themselves, and only the loop thread (where lws logs) touches it. */
@@ -879,9 +937,11 @@ static int refuse(gw_server *s, struct lws *wsi, int result, unsigned status, co
   return http_reply(wsi, status, body, www_auth, retry_after);
 }
 
-/* Whether the comma-separated list contains token (case-sensitive, as subprotocols are). */
-static bool list_has(const char *list, const char *token) {
-  size_t tl = strlen(token);
+/* Which of our subprotocols libwebsockets will pick from the client's comma-separated list: the
+ * first one it names (1: plain, 2: resumable, when `seq` is not empty), else 0. Case-sensitive,
+ * as subprotocols are. */
+static int pick_subprotocol(const char *list, const char *plain, const char *seq) {
+  size_t pl = strlen(plain), sl = strlen(seq);
   const char *p = list;
   while (*p) {
     while (*p == ' ' || *p == '\t' || *p == ',')
@@ -889,10 +949,31 @@ static bool list_has(const char *list, const char *token) {
     const char *start = p;
     while (*p && *p != ',' && *p != ' ' && *p != '\t')
       p++;
-    if ((size_t)(p - start) == tl && memcmp(start, token, tl) == 0)
-      return true;
+    size_t n = (size_t)(p - start);
+    if (n == pl && memcmp(start, plain, pl) == 0)
+      return 1;
+    if (sl > 0 && n == sl && memcmp(start, seq, sl) == 0)
+      return 2;
   }
-  return false;
+  return 0;
+}
+
+/* A resume position: decimal digits only, 1 .. 2^64-1. */
+static bool parse_resume(const char *v, uint64_t *out) {
+  size_t n = strlen(v);
+  if (n == 0 || n > 20)
+    return false;
+  uint64_t x = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (v[i] < '0' || v[i] > '9')
+      return false;
+    unsigned d = (unsigned)(v[i] - '0');
+    if (x > (UINT64_MAX - d) / 10)
+      return false;
+    x = x * 10 + d;
+  }
+  *out = x;
+  return x > 0;
 }
 
 static bool origin_allowed(const gw_config *cfg, char *origin) {
@@ -981,16 +1062,40 @@ static int on_confirm_upgrade(gw_server *s, struct lws *wsi) {
                   NULL, 1);
 
   int plen = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+  int picked = 0;
   if (plen > 0) {
     char pbuf[SUBPROTOCOL_HDR_MAX];
-    if (plen >= (int)sizeof pbuf || lws_hdr_copy(wsi, pbuf, sizeof pbuf, WSI_TOKEN_PROTOCOL) < 0 ||
-        !list_has(pbuf, cfg->subprotocol)) {
-      char msg[200];
-      snprintf(msg, sizeof msg,
-               "Sec-WebSocket-Protocol does not offer %s, the only subprotocol this gateway "
-               "speaks",
-               cfg->subprotocol);
+    if (plen < (int)sizeof pbuf && lws_hdr_copy(wsi, pbuf, sizeof pbuf, WSI_TOKEN_PROTOCOL) >= 0)
+      picked = pick_subprotocol(pbuf, cfg->subprotocol, s->seq_protocol);
+    if (picked == 0) {
+      char msg[300];
+      if (s->seq_protocol[0])
+        snprintf(msg, sizeof msg,
+                 "Sec-WebSocket-Protocol offers neither %s nor %s, the subprotocols this gateway "
+                 "speaks",
+                 cfg->subprotocol, s->seq_protocol);
+      else
+        snprintf(msg, sizeof msg,
+                 "Sec-WebSocket-Protocol does not offer %s, the only subprotocol this gateway "
+                 "speaks (resumable delivery is off: --resume-max 0)",
+                 cfg->subprotocol);
       return refuse(s, wsi, UPG_BAD_REQUEST, 400, "unsupported_subprotocol", msg, NULL, 0);
+    }
+  }
+  /* ?resume=<q>: the client's position in its user's sequence (the last q it received). */
+  uint64_t resume = 0;
+  char rbuf[64];
+  const char *rv = lws_get_urlarg_by_name(wsi, "resume=", rbuf, (int)sizeof rbuf);
+  if (rv) {
+    if (!parse_resume(rv, &resume))
+      return refuse(s, wsi, UPG_BAD_REQUEST, 400, "invalid_resume",
+                    "?resume= must be the q of the last message received: a positive integer", NULL,
+                    0);
+    if (picked != 2) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "?resume= needs the subprotocol %s",
+               s->seq_protocol[0] ? s->seq_protocol : "+seq (off on this gateway: --resume-max 0)");
+      return refuse(s, wsi, UPG_BAD_REQUEST, 400, "invalid_resume", msg, NULL, 0);
     }
   }
 
@@ -1043,6 +1148,7 @@ static int on_confirm_upgrade(gw_server *s, struct lws *wsi) {
   gw_pending *p = malloc(sizeof *p + ulen + 1);
   if (!p)
     return -1;
+  p->resume = resume;
   p->len = (uint32_t)ulen;
   memcpy(p->user, user, ulen + 1);
   free(gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi));
@@ -1111,6 +1217,9 @@ static void on_registered(void *arg, uint64_t conn_id, int status) {
     stalled_push(s, ss);
   else if (r == 0)
     release_holds(ss);
+  /* A resumable connection catches up from its position now that deliveries find it. */
+  if (ss->sq && !(ss->flags & F_CLOSING) && ss->sq->state == SEQ_REGISTERING)
+    seq_read(s, ss);
 }
 
 static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
@@ -1127,6 +1236,7 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   ss->wsi = wsi;
   ss->conn_id = next_conn_id(s);
   gw_user *u = gw_user_map_intern(&s->users, p->user, p->len);
+  uint64_t resume = p->resume;
   free(p);
   if (!u)
     return close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
@@ -1140,6 +1250,10 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   wsg_gauge_set(s->m_conns, (int64_t)s->conns.count);
   /* Hold reading until Redis confirms: a reply must find the connection registered. */
   set_hold(ss, HOLD_REGISTER, true);
+  const struct lws_protocols *proto = lws_get_protocol(wsi);
+  if (proto && proto->name && strcmp(proto->name, s->seq_protocol) == 0 &&
+      seq_start(s, ss, resume) != 0)
+    return close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
   int rc = gw_registry_conn_add(s->o.registry, u->id, u->len, ss->conn_id, on_registered, s);
   if (rc != GW_REG_OK) {
     wsg_counter_add(s->m_reg_failed, 1);
@@ -1174,6 +1288,7 @@ static void session_release(gw_server *s, gw_session *ss) {
   user_unlink(s, ss);
   ss->user = NULL;
   sendq_clear(s, ss);
+  seq_free(s, ss);
   rx_free(s, ss);
   free(ss->close_reason);
   ss->close_reason = NULL;
@@ -1183,26 +1298,291 @@ static void session_release(gw_server *s, gw_session *ss) {
 /* ------------------------------------------------------------------------------------------ */
 /* outbound                                                                                    */
 
-static void deliver_to(gw_server *s, gw_session *ss, gw_msg *m, uint64_t now_ms) {
-  if (ss->flags & (F_CLOSING | F_RELEASED))
-    return;
+/* Queues m with `tag` for ss, within its send queue's limits; over a limit the connection is
+ * closed (4001). Returns false when it was closed. */
+static bool queue_msg(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms) {
   uint64_t before = gw_sendq_bytes(&ss->q);
-  int rc = gw_sendq_push(&ss->q, m, &s->sendq_limits, now_ms);
+  int rc = gw_sendq_push_tagged(&ss->q, m, tag, &s->sendq_limits, now_ms);
   if (rc == GW_SENDQ_OK) {
     s->sendq_bytes += gw_sendq_bytes(&ss->q) - before;
     wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
     lws_callback_on_writable(ss->wsi);
-    return;
+    return true;
   }
   if (rc == GW_SENDQ_NOMEM) {
     close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
-    return;
+    return false;
   }
   wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_INFO, "server",
                   "closing connection %llu of user %s with 4001: %s (%llu bytes queued)",
                   (unsigned long long)ss->conn_id, ss->user->id, gw_sendq_strerror(rc),
                   (unsigned long long)gw_sendq_bytes(&ss->q));
   close_async(s, ss, GW_CLOSE_SLOW_CONSUMER, NULL, true);
+  return false;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* resumable delivery (see gw_seq)                                                             */
+
+static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_page *page);
+
+static bool reg_transient(int status) {
+  return status == GW_REG_NOT_CONNECTED || status == GW_REG_BUSY || status == GW_REG_RELEASED ||
+         status == GW_REG_LOST;
+}
+
+/* A control frame, "wsgate\n" + json (text), queued like a message. False if closed. */
+static bool seq_control(gw_server *s, gw_session *ss, const char *json, uint64_t now_ms) {
+  gw_msg *m = gw_msg_create(json, strlen(json), false);
+  if (!m) {
+    close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
+    return false;
+  }
+  bool ok = queue_msg(s, ss, m, SEQ_CONTROL, now_ms);
+  gw_msg_unref(m);
+  return ok;
+}
+
+/* Messages from..to can no longer be delivered: older than --resume-max-age or trimmed from the
+ * stream, beyond --resume-max, or their counter expired. Before the sync this only makes the
+ * catch-up incomplete; afterwards the client is told at once. False if the connection closed. */
+static bool seq_lost(gw_server *s, gw_session *ss, uint64_t from, uint64_t to, uint64_t now_ms) {
+  gw_seq *sq = ss->sq;
+  if (!sq->synced) {
+    sq->complete = false;
+    return true;
+  }
+  wsg_counter_add(s->m_seq_gaps, 1);
+  char json[128];
+  snprintf(json, sizeof json, "{\"type\":\"gap\",\"from\":%llu,\"to\":%llu}",
+           (unsigned long long)from, (unsigned long long)to);
+  return seq_control(s, ss, json, now_ms);
+}
+
+/* Queues message q, whose turn has come (q > last; anything between is lost). False if closed. */
+static bool seq_put(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
+  gw_seq *sq = ss->sq;
+  if (q != sq->last + 1 && !seq_lost(s, ss, sq->last + 1, q - 1, now_ms))
+    return false;
+  sq->last = q;
+  if (sq->hi < q)
+    sq->hi = q;
+  if (gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > s->cfg->sendq_hard) {
+    /* As for any deliver (dispatch): it would close the connection as a slow consumer. */
+    wsg_counter_add(s->m_out_too_big, 1);
+    return true;
+  }
+  return queue_msg(s, ss, m, q, now_ms);
+}
+
+/* Reads the page of the replay stream after `last`. False if the connection was closed. */
+static bool seq_read(gw_server *s, gw_session *ss) {
+  int rc = gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id, false,
+                                   ss->sq->last, &s->replay_limits, on_replay, s);
+  if (rc != GW_REG_OK) {
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
+                    "cannot read the replay stream of user %s for connection %llu: %s; closing",
+                    ss->user->id, (unsigned long long)ss->conn_id, gw_registry_strerror(rc));
+    close_async(s, ss, reg_transient(rc) ? GW_CLOSE_TRY_AGAIN : GW_CLOSE_INTERNAL, NULL, false);
+    return false;
+  }
+  ss->sq->state = SEQ_READING;
+  wsg_counter_add(s->m_replay_reads, 1);
+  return true;
+}
+
+/* The next page, once the send queue has room for it (on_writeable comes back otherwise): a
+ * large backlog never holds more than a page or two in memory. */
+static void seq_next_page(gw_server *s, gw_session *ss) {
+  if (gw_sendq_bytes(&ss->q) <= s->replay_room)
+    seq_read(s, ss);
+  else
+    ss->sq->state = SEQ_ROOM;
+}
+
+/* The connection is in step: tell the client its position and whether the catch-up was complete,
+ * then read its requests. False if the connection closed. */
+static bool seq_sync(gw_server *s, gw_session *ss, uint64_t now_ms) {
+  gw_seq *sq = ss->sq;
+  char json[256], resume[24] = "null";
+  if (sq->resume)
+    snprintf(resume, sizeof resume, "%llu", (unsigned long long)sq->resume);
+  snprintf(json, sizeof json,
+           "{\"type\":\"sync\",\"resume\":%s,\"last\":%llu,\"replayed\":%llu,\"complete\":%s}",
+           resume, (unsigned long long)sq->last, (unsigned long long)sq->replayed,
+           sq->complete ? "true" : "false");
+  sq->synced = true;
+  if (sq->resume)
+    wsg_counter_add(sq->complete ? s->m_resumes_complete : s->m_resumes_incomplete, 1);
+  if (!seq_control(s, ss, json, now_ms))
+    return false;
+  set_hold(ss, HOLD_RESUME, false);
+  return true;
+}
+
+/* A read reached the end of the stream: queue what waited meanwhile, in order, until the next
+ * gap (read again) or the end (in step). */
+static void seq_after_read(gw_server *s, gw_session *ss, uint64_t now_ms) {
+  gw_seq *sq = ss->sq;
+  while (!gw_sendq_empty(&sq->held)) {
+    gw_msg *m = gw_sendq_peek(&sq->held);
+    uint64_t q = gw_sendq_peek_tag(&sq->held);
+    if (q > sq->last + 1)
+      break; /* missing ones come first: read them */
+    bool ok = true;
+    if (q == 0)
+      ok = queue_msg(s, ss, m, 0, now_ms);
+    else if (q == sq->last + 1)
+      ok = seq_put(s, ss, m, q, now_ms);
+    else
+      wsg_counter_add(s->m_seq_dups, 1);
+    gw_sendq_pop(&sq->held);
+    if (!ok)
+      return; /* closed; session_release frees the rest */
+  }
+  if (!gw_sendq_empty(&sq->held) || sq->hi > sq->last)
+    seq_next_page(s, ss);
+  else
+    sq->state = SEQ_LIVE;
+}
+
+static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_page *page) {
+  gw_server *s = arg;
+  gw_session *ss = gw_conn_map_get(&s->conns, conn_id);
+  if (!ss || !ss->sq || (ss->flags & (F_CLOSING | F_RELEASED)))
+    return;
+  gw_seq *sq = ss->sq;
+  if (status != GW_REG_OK) {
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
+                    "reading the replay stream of user %s for connection %llu failed: %s; "
+                    "closing (the client resumes on its next connection)",
+                    ss->user->id, (unsigned long long)conn_id, gw_registry_strerror(status));
+    close_async(s, ss, reg_transient(status) ? GW_CLOSE_TRY_AGAIN : GW_CLOSE_INTERNAL, NULL, false);
+    return;
+  }
+  uint64_t now_ms = wsg_now_mono_ms();
+  if (sq->state == SEQ_POSITION) {
+    /* A fresh connection starts at the counter; on_registered reads what follows it. */
+    sq->last = page->counter;
+    sq->state = SEQ_REGISTERING;
+    return;
+  }
+  for (size_t i = 0; i < page->count; i++) {
+    gw_replay_entry e;
+    gw_replay_page_entry(page, i, &e);
+    /* A text entry that is not UTF-8 would make the client fail the connection: skipped, it
+     * shows as lost like anything else missing from the stream. */
+    if (e.q <= sq->last || (!e.binary && !wsg_utf8_valid((const char *)e.data, e.len)))
+      continue;
+    gw_msg *m = gw_msg_create(e.data, e.len, e.binary);
+    if (!m) {
+      close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
+      return;
+    }
+    if (!sq->synced)
+      sq->replayed++;
+    wsg_counter_add(s->m_replayed, 1);
+    bool ok = seq_put(s, ss, m, e.q, now_ms);
+    gw_msg_unref(m);
+    if (!ok)
+      return;
+  }
+  if (page->more) {
+    seq_next_page(s, ss);
+    return;
+  }
+  /* The stream ends here: whatever the counter assigned beyond its last entry is gone. */
+  if (page->counter > sq->last) {
+    if (!seq_lost(s, ss, sq->last + 1, page->counter, now_ms))
+      return;
+    sq->last = page->counter;
+  }
+  if (!sq->synced && !seq_sync(s, ss, now_ms))
+    return;
+  seq_after_read(s, ss, now_ms);
+}
+
+/* A deliver from Kafka for a resumable connection. */
+static void seq_deliver(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
+  gw_seq *sq = ss->sq;
+  if (q != 0 && sq->state != SEQ_POSITION && q <= sq->last) {
+    wsg_counter_add(s->m_seq_dups, 1); /* already queued, from the stream or an earlier copy */
+    return;
+  }
+  if (sq->state == SEQ_LIVE) {
+    if (q == 0) {
+      queue_msg(s, ss, m, 0, now_ms); /* a reply to this connection: not sequenced */
+      return;
+    }
+    if (q == sq->last + 1) {
+      seq_put(s, ss, m, q, now_ms);
+      return;
+    }
+  }
+  /* Not its turn: it waits while the missing ones are read from the stream. */
+  if (q > sq->hi)
+    sq->hi = q;
+  int rc = gw_sendq_push_tagged(&sq->held, m, q, &s->held_limits, now_ms);
+  if (rc != GW_SENDQ_OK && (q == 0 || rc == GW_SENDQ_NOMEM)) {
+    /* A sequenced message that does not fit is read from the stream later (`hi` remembers it);
+     * an unsequenced one cannot be: the connection is too far behind to keep it. */
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_INFO, "server",
+                    "closing resumable connection %llu of user %s with 4001: more than "
+                    "--sendq-hard waits while it catches up",
+                    (unsigned long long)ss->conn_id, ss->user->id);
+    close_async(s, ss, rc == GW_SENDQ_NOMEM ? GW_CLOSE_INTERNAL : GW_CLOSE_SLOW_CONSUMER, NULL,
+                true);
+    return;
+  }
+  if (sq->state == SEQ_LIVE)
+    seq_read(s, ss);
+}
+
+/* Starts a resumable connection, before its registration: a fresh one reads its position first
+ * (the read runs before the registration, see gw_seq). Returns -1 if it must be refused. */
+static int seq_start(gw_server *s, gw_session *ss, uint64_t resume) {
+  gw_seq *sq = calloc(1, sizeof *sq);
+  if (!sq)
+    return -1;
+  ss->sq = sq;
+  sq->complete = true;
+  wsg_gauge_add(s->m_seq_conns, 1);
+  set_hold(ss, HOLD_RESUME, true);
+  if (resume) {
+    sq->resume = resume;
+    sq->last = resume;
+    sq->state = SEQ_REGISTERING;
+    return 0;
+  }
+  sq->state = SEQ_POSITION;
+  int rc = gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id, true, 0,
+                                   &s->replay_limits, on_replay, s);
+  if (rc != GW_REG_OK) {
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
+                    "cannot read the sequence position of user %s: %s", ss->user->id,
+                    gw_registry_strerror(rc));
+    return -1;
+  }
+  wsg_counter_add(s->m_replay_reads, 1);
+  return 0;
+}
+
+static void seq_free(gw_server *s, gw_session *ss) {
+  if (!ss->sq)
+    return;
+  gw_sendq_clear(&ss->sq->held);
+  free(ss->sq);
+  ss->sq = NULL;
+  wsg_gauge_add(s->m_seq_conns, -1);
+}
+
+static void deliver_to(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
+  if (ss->flags & (F_CLOSING | F_RELEASED))
+    return;
+  if (ss->sq)
+    seq_deliver(s, ss, m, q, now_ms);
+  else
+    queue_msg(s, ss, m, 0, now_ms);
 }
 
 static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
@@ -1240,7 +1620,7 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
   case GW_TARGET_CONN: {
     gw_session *ss = gw_conn_map_get(&s->conns, it->conn);
     if (ss)
-      deliver_to(s, ss, m, now_ms);
+      deliver_to(s, ss, m, it->q, now_ms);
     else
       wsg_counter_add(s->m_out_nobody, 1);
     break;
@@ -1249,7 +1629,7 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     for (uint32_t i = 0; i < it->nconns; i++) {
       gw_session *ss = gw_conn_map_get(&s->conns, it->conns[i]);
       if (ss)
-        deliver_to(s, ss, m, now_ms);
+        deliver_to(s, ss, m, it->qs ? it->qs[i] : it->q, now_ms);
       else
         wsg_counter_add(s->m_out_nobody, 1);
     }
@@ -1262,7 +1642,7 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     }
     for (gw_session *ss = u->head; ss;) {
       gw_session *next = ss->unext; /* deliver_to never unlinks, but stay safe */
-      deliver_to(s, ss, m, now_ms);
+      deliver_to(s, ss, m, it->q, now_ms);
       ss = next;
     }
     break;
@@ -1287,6 +1667,34 @@ static void drain_outbound(gw_server *s) {
     lws_cancel_service(s->ctx);
 }
 
+/* A resumable connection's frame header: "<q>\n" for a sequenced message, "\n" for one that is
+ * not (a reply to this connection), "wsgate\n" for a control frame. Returns its length. */
+#define SEQ_HEADER_MAX 24
+static size_t seq_header(uint64_t tag, char hdr[SEQ_HEADER_MAX]) {
+  if (tag == SEQ_CONTROL) {
+    memcpy(hdr, "wsgate\n", 7);
+    return 7;
+  }
+  if (tag == 0) {
+    hdr[0] = '\n';
+    return 1;
+  }
+  return (size_t)snprintf(hdr, SEQ_HEADER_MAX, "%llu\n", (unsigned long long)tag);
+}
+
+/* Bytes [off, off + n) of the framed message hdr ++ payload into dst. */
+static void copy_framed(uint8_t *dst, const char *hdr, size_t hlen, const uint8_t *payload,
+                        size_t off, size_t n) {
+  size_t done = 0;
+  if (off < hlen) {
+    done = hlen - off < n ? hlen - off : n;
+    memcpy(dst, hdr + off, done);
+    off += done;
+  }
+  if (done < n)
+    memcpy(dst + done, payload + (off - hlen), n - done);
+}
+
 static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   if (ss->flags & F_CLOSE_SENT)
     return -1; /* the close frame's reason is already set (close_now) */
@@ -1302,18 +1710,22 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     return 0;
   size_t len = gw_msg_len(m);
   int type = gw_msg_binary(m) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+  char hdr[SEQ_HEADER_MAX];
+  size_t hlen = ss->sq ? seq_header(gw_sendq_peek_tag(&ss->q), hdr) : 0;
+  size_t total = hlen + len;
   size_t chunk;
   int n;
-  if (len <= FRAG_SIZE) {
+  if (hlen == 0 && len <= FRAG_SIZE) {
     chunk = len;
     n = lws_write(wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
   } else {
-    size_t off = ss->sent_off;
-    chunk = len - off < FRAG_SIZE ? len - off : FRAG_SIZE;
     /* The headroom in front of a fragment would be the previous fragment's bytes, shared by
-     * every recipient of this message: copy into scratch instead of writing a header there. */
-    memcpy(s->scratch + LWS_PRE, gw_msg_payload(m) + off, chunk);
-    int flags = lws_write_ws_flags(type, off == 0, off + chunk == len);
+     * every recipient of this message, and a resumable connection's header is its own: write
+     * through scratch. */
+    size_t off = ss->sent_off;
+    chunk = total - off < FRAG_SIZE ? total - off : FRAG_SIZE;
+    copy_framed(s->scratch + LWS_PRE, hdr, hlen, gw_msg_payload(m), off, chunk);
+    int flags = lws_write_ws_flags(type, off == 0, off + chunk == total);
     n = lws_write(wsi, s->scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);
   }
   if (n < (int)chunk) {
@@ -1321,7 +1733,7 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     return -1; /* lws could not write: the connection is gone */
   }
   ss->sent_off += (uint32_t)chunk;
-  if (ss->sent_off >= len) {
+  if (ss->sent_off >= total) {
     ss->sent_off = 0;
     wsg_counter_add(s->m_msgs_out, 1);
     wsg_counter_add(s->m_bytes_out, len);
@@ -1329,6 +1741,9 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     gw_sendq_pop(&ss->q);
     s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);
     wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
+    if (ss->sq && ss->sq->state == SEQ_ROOM && gw_sendq_bytes(&ss->q) <= s->replay_room &&
+        !(ss->flags & F_CLOSING))
+      seq_read(s, ss);
   }
   if (!gw_sendq_empty(&ss->q) || (ss->flags & F_CLOSING))
     lws_callback_on_writable(wsi);
@@ -1561,6 +1976,24 @@ static void register_metrics(gw_server *s, wsg_metrics *m) {
       "Envelopes of closed connections Kafka could not take, or messages of connections closed "
       "before their registration (logged as errors).",
       NULL);
+  const char *rs = "wsgate_gateway_resumes_total";
+  const char *rsh = "Reconnections with ?resume=, by whether every missed message was replayed.";
+  s->m_resumes_complete = wsg_metrics_counter(m, rs, rsh, "result=\"complete\"");
+  s->m_resumes_incomplete = wsg_metrics_counter(m, rs, rsh, "result=\"incomplete\"");
+  s->m_replay_reads = wsg_metrics_counter(
+      m, "wsgate_gateway_replay_reads_total",
+      "Reads of replay streams: positions, catch-ups after a reconnect, gaps filled.", NULL);
+  s->m_replayed = wsg_metrics_counter(
+      m, "wsgate_gateway_replayed_messages_total",
+      "Messages delivered from a replay stream rather than straight from Kafka.", NULL);
+  s->m_seq_gaps = wsg_metrics_counter(
+      m, "wsgate_gateway_sequence_gaps_total",
+      "Gap frames sent: messages a connected resumable client can no longer get.", NULL);
+  s->m_seq_dups = wsg_metrics_counter(
+      m, "wsgate_gateway_sequence_duplicates_total",
+      "Sequenced delivers dropped because the connection already had them.", NULL);
+  s->m_seq_conns = wsg_metrics_gauge(m, "wsgate_gateway_resumable_connections",
+                                     "Open connections with subprotocol +seq.", NULL);
   static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                   0.1,   0.25,   0.5,   1,    2.5,   5};
   s->m_latency = wsg_metrics_histogram(
@@ -1615,6 +2048,15 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->sendq_limits.hard_bytes = cfg->sendq_hard;
   s->sendq_limits.soft_bytes = cfg->sendq_soft;
   s->sendq_limits.soft_ms = cfg->sendq_soft_time_ms;
+  /* Resume: what waits while a connection catches up is bounded like its send queue; a page of
+   * the replay stream is a quarter of the soft limit, read once the queue is down to as much, so
+   * a catch-up keeps the queue around half the soft limit whatever the backlog. */
+  s->held_limits.hard_bytes = cfg->sendq_hard;
+  s->replay_room = cfg->sendq_soft / 4 > 0 ? cfg->sendq_soft / 4 : 1;
+  s->replay_limits.max_entries = REPLAY_PAGE_ENTRIES;
+  s->replay_limits.max_bytes = s->replay_room;
+  s->replay_limits.max_age_ms = cfg->resume_max_age_ms;
+  s->replay_limits.max_distance = cfg->resume_max > 0 ? (uint64_t)cfg->resume_max : 0;
   if (cfg->max_connections > 0)
     s->max_conns = (uint64_t)cfg->max_connections;
   else
@@ -1633,6 +2075,16 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->protocols[0].per_session_data_size = sizeof(gw_session);
   s->protocols[0].rx_buffer_size = cfg->rx_buffer;
   s->protocols[0].tx_packet_size = TX_PACKET_SIZE;
+  if (cfg->resume_max > 0) {
+    /* The same protocol with sequenced framing: one callback, told apart by name. */
+    if ((size_t)snprintf(s->seq_protocol, sizeof s->seq_protocol, "%s+seq", cfg->subprotocol) >=
+        sizeof s->seq_protocol) {
+      snprintf(err, errlen, "--subprotocol is longer than %zu bytes", sizeof s->seq_protocol - 5);
+      goto fail;
+    }
+    s->protocols[1] = s->protocols[0];
+    s->protocols[1].name = s->seq_protocol;
+  }
   if (cfg->deflate) {
     s->exts[0].name = "permessage-deflate";
     s->exts[0].callback = lws_extension_callback_pm_deflate;

@@ -98,6 +98,27 @@ Test(sendq, fifo_order, .init = init) {
   cr_assert_eq(freed, 5 + 100);
 }
 
+Test(sendq, tags_travel_with_their_entry, .init = init) {
+  gw_sendq a, b;
+  gw_sendq_init(&a);
+  gw_sendq_init(&b);
+  cr_assert_eq(gw_sendq_peek_tag(&a), 0, "an empty queue has no tag");
+  gw_msg *m = msg("shared");
+  /* One message, a different tag in each queue (a q per recipient). */
+  cr_assert_eq(gw_sendq_push_tagged(&a, m, 1795602833455812, &NOLIMIT, 0), GW_SENDQ_OK);
+  cr_assert_eq(gw_sendq_push_tagged(&b, m, 42, &NOLIMIT, 0), GW_SENDQ_OK);
+  cr_assert_eq(gw_sendq_push(&a, m, &NOLIMIT, 0), GW_SENDQ_OK);
+  gw_msg_unref(m);
+  cr_assert_eq(gw_sendq_peek_tag(&a), 1795602833455812);
+  cr_assert_eq(gw_sendq_peek_tag(&b), 42);
+  gw_sendq_pop(&a);
+  cr_assert_eq(gw_sendq_peek(&a), m);
+  cr_assert_eq(gw_sendq_peek_tag(&a), 0, "gw_sendq_push stores tag 0");
+  gw_sendq_clear(&a);
+  gw_sendq_clear(&b);
+  cr_assert_eq(freed, 1);
+}
+
 Test(sendq, zeroed_queue_is_valid, .init = init) {
   gw_sendq q;
   memset(&q, 0, sizeof(q));
