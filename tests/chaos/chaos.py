@@ -728,7 +728,8 @@ async def sc_autobahn(r: Runner, form: dict, res: Result, deflate: bool = False)
 
 async def sc_autobahn_deflate(r, form, res):
     """Autobahn cases 12 and 13 (permessage-deflate) against a gateway with --deflate. Same pass
-    criterion."""
+    criterion. KNOWN BUG (docs/RELIABILITY.md, Known bugs 2): fails today, the gateway aborts on a
+    libwebsockets assertion in its permessage-deflate code during case 12.2.18."""
     await sc_autobahn(r, form, res, deflate=True)
 
 
