@@ -107,6 +107,23 @@ static const wsg_option proc_options[] = {
      "How long a gateway's slot and liveness read from Redis are reused (0: read for every "
      "batch); a gateway that died is noticed at most this much later."},
 
+    /* --- resume (docs/ARCHITECTURE.md, "Resume") --- */
+    {"resume-window", 0, "WSGATE_RESUME_WINDOW", WSG_OPT_INT, OPT(resume_window), "1000", 0,
+     1000000, NULL, 0,
+     "Messages kept per user for clients that reconnect and resume: every send to a user gets "
+     "the next number of the user's sequence (q) and is stored in the user's replay stream in "
+     "Redis, about this many at most (Redis trims whole nodes of about 100 entries). 0 turns "
+     "sequencing and storing off: gateways then deliver without q."},
+    {"resume-ttl", 0, "WSGATE_RESUME_TTL", WSG_OPT_DURATION, OPT(resume_ttl_ms), "5m", 1 * SEC,
+     24 * HOUR, NULL, 0,
+     "A user's replay stream expires this long after the last message sent to the user; a "
+     "client away longer cannot get what it missed (it is told so)."},
+    {"resume-seq-ttl", 0, "WSGATE_RESUME_SEQ_TTL", WSG_OPT_DURATION, OPT(resume_seq_ttl_ms), "24h",
+     1 * SEC, 30 * 24 * HOUR, NULL, 0,
+     "A user's sequence counter expires this long after the last message sent to the user (at "
+     "least --resume-ttl; keep it equal to the gateways' --resume-seq-ttl). Until then a client "
+     "that missed nothing is told so even when the stream itself expired."},
+
     /* --- operations endpoint --- */
     {"http-addr", 0, "WSGATE_HTTP_ADDR", WSG_OPT_STRING, OPT(http_addr), "0.0.0.0", 0, 0, NULL, 0,
      "Address of the operations endpoint (/healthz, /readyz, /metrics)."},
@@ -220,6 +237,13 @@ int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
   }
   if (empty(cfg->redis_host)) {
     snprintf(err, errlen, "--redis-host must not be empty");
+    return -1;
+  }
+  if (cfg->resume_seq_ttl_ms < cfg->resume_ttl_ms) {
+    snprintf(err, errlen,
+             "--resume-seq-ttl (%llu ms) is shorter than --resume-ttl (%llu ms): a counter must "
+             "outlive the stream it numbers",
+             (unsigned long long)cfg->resume_seq_ttl_ms, (unsigned long long)cfg->resume_ttl_ms);
     return -1;
   }
   return 0;

@@ -46,6 +46,11 @@ typedef struct {
   uint64_t redis_timeout_ms;
   uint64_t gateway_cache_ttl_ms;
 
+  /* --- resume --- */
+  int64_t resume_window; /* entries kept per user; 0: no sequence, no replay stream */
+  uint64_t resume_ttl_ms;
+  uint64_t resume_seq_ttl_ms;
+
   /* --- operations endpoint --- */
   char *http_addr;
   int64_t http_port;

@@ -18,8 +18,9 @@
 /* Bytes of an envelope besides its payload and connection list: keys, version, kind, `g` (at most
  * WSG_MAX_GATEWAY_LEN), slot, ts, the bin and array headers. Generous on purpose. */
 #define ENVELOPE_OVERHEAD 1024
-/* Largest MessagePack encoding of one connection id (uint64: 0xcf + 8 bytes). */
-#define CONN_ID_MAX_BYTES 9
+/* Largest MessagePack encoding of one target: its connection id in `cs` and its q in `qs`
+ * (uint64: 0xcf + 8 bytes each). */
+#define TARGET_MAX_BYTES 18
 
 typedef enum { OUT_REPLY, OUT_CLOSE, OUT_SEND, OUT_CLOSE_USERS } out_kind;
 
@@ -37,6 +38,8 @@ typedef struct {
   /* users (SEND, CLOSE_USERS): urefs[uref_off .. uref_off + nusers) */
   size_t uref_off;
   uint32_t nusers;
+  /* SEND: its deliveries are appends[append_off .. append_off + nusers) */
+  size_t append_off;
   /* fallback reply (SEND to one user) */
   bool has_fallback;
   bool fb_binary;
@@ -54,6 +57,7 @@ typedef struct {
 typedef struct {
   uint32_t gw;
   uint64_t conn;
+  uint64_t q;
 } pair;
 
 struct proc_outbox {
@@ -69,11 +73,15 @@ struct proc_outbox {
   size_t uindex_cap;
   proc_strref *views; /* proc_outbox_users()' answer */
   size_t views_cap;
+  /* deliveries to users: counted as sends are recorded, listed by proc_outbox_appends() */
+  size_t nappends;
+  proc_append *appends;
+  size_t appends_cap, appends_len; /* appends_len == nappends: the list is current */
   /* emit scratch */
   pair *pairs;
   size_t pairs_cap;
-  uint64_t *ids;
-  size_t ids_cap;
+  uint64_t *ids, *qids;
+  size_t ids_cap, qids_cap;
   wsg_buf env;
   wsg_log_ratelimit rl;
 };
@@ -97,12 +105,15 @@ void proc_outbox_destroy(proc_outbox *b) {
   free(b->views);
   free(b->pairs);
   free(b->ids);
+  free(b->qids);
+  free(b->appends);
   wsg_buf_finish(&b->env);
   free(b);
 }
 
 void proc_outbox_reset(proc_outbox *b) {
   b->nouts = b->nbytes = b->nurefs = 0;
+  b->nappends = b->appends_len = 0;
   if (b->nusers && b->uindex)
     memset(b->uindex, 0, b->uindex_cap * sizeof(uint32_t));
   b->nusers = 0;
@@ -181,12 +192,17 @@ static int64_t user_ref(proc_outbox *b, const char *s, size_t len) {
 }
 
 proc_outbox_mark proc_outbox_get_mark(const proc_outbox *b) {
-  return (proc_outbox_mark){
-      .outs = b->nouts, .bytes = b->nbytes, .urefs = b->nurefs, .users = b->nusers};
+  return (proc_outbox_mark){.outs = b->nouts,
+                            .bytes = b->nbytes,
+                            .urefs = b->nurefs,
+                            .users = b->nusers,
+                            .appends = b->nappends};
 }
 
 void proc_outbox_rollback(proc_outbox *b, proc_outbox_mark m) {
   b->nouts = m.outs;
+  b->nappends = m.appends;
+  b->appends_len = 0; /* a list built before is stale now */
   b->nbytes = m.bytes;
   b->nurefs = m.urefs;
   if (b->nusers != m.users) {
@@ -284,6 +300,7 @@ int proc_outbox_send(proc_outbox *b, uint32_t rec, const proc_strref *users, siz
   o->data_off = data_off;
   o->data_len = len;
   o->binary = binary;
+  o->append_off = b->nappends;
   if (fallback && orig) {
     size_t fb_off;
     if (set_origin(b, o, orig) != 0 || put_bytes(b, fallback, fallback_len, &fb_off) != 0)
@@ -293,6 +310,8 @@ int proc_outbox_send(proc_outbox *b, uint32_t rec, const proc_strref *users, siz
     o->fb_len = fallback_len;
     o->fb_binary = fallback_binary;
   }
+  b->nappends += o->nusers;
+  b->appends_len = 0;
   b->nouts++;
   return 0;
 fail:
@@ -334,6 +353,28 @@ const proc_strref *proc_outbox_users(proc_outbox *b, size_t *n) {
   return b->views;
 }
 
+proc_append *proc_outbox_appends(proc_outbox *b, size_t *n) {
+  *n = 0;
+  if (b->nappends == 0)
+    return NULL;
+  if (proc__reserve((void **)&b->appends, &b->appends_cap, b->nappends, sizeof(proc_append)) != 0)
+    return NULL;
+  size_t k = 0;
+  for (size_t i = 0; i < b->nouts; i++) {
+    const out *o = &b->outs[i];
+    if (o->kind != OUT_SEND)
+      continue;
+    for (uint32_t u = 0; u < o->nusers; u++)
+      b->appends[k++] = (proc_append){.user = b->urefs[o->uref_off + u],
+                                      .data = b->bytes + o->data_off,
+                                      .len = o->data_len,
+                                      .binary = o->binary};
+  }
+  b->appends_len = k;
+  *n = k;
+  return b->appends;
+}
+
 /* --- emitting ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -360,10 +401,13 @@ static int encode_emit(emitter *em, uint32_t rec, const wsg_envelope *env, int32
 }
 
 static int emit_deliver_one(emitter *em, const out *o, const char *gw, size_t gw_len, uint32_t slot,
-                            uint64_t conn, size_t data_off, size_t data_len, bool binary) {
+                            uint64_t conn, uint64_t q, size_t data_off, size_t data_len,
+                            bool binary) {
   wsg_envelope env = {
       .kind = WSG_ENV_DELIVER,
-      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_TS | WSG_F_DATA | WSG_F_BINARY,
+      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_TS | WSG_F_DATA | WSG_F_BINARY |
+                (q ? WSG_F_USEQ : 0),
+      .user_seq = q,
       .gateway = gw,
       .gateway_len = gw_len,
       .slot = slot,
@@ -397,7 +441,7 @@ static int collect(emitter *em, const out *o, const proc_routes *rt, size_t *npa
       if (o->kind == OUT_SEND && o->has_fallback) {
         em->stats->fallbacks++;
         int rc = emit_deliver_one(em, o, (const char *)b->bytes + o->gw_off, o->gw_len, o->slot,
-                                  o->conn, o->fb_off, o->fb_len, o->fb_binary);
+                                  o->conn, 0, o->fb_off, o->fb_len, o->fb_binary);
         if (rc != 0)
           return rc;
       }
@@ -405,9 +449,12 @@ static int collect(emitter *em, const out *o, const proc_routes *rt, size_t *npa
     }
     if (proc__reserve((void **)&b->pairs, &b->pairs_cap, *npairs + cnt, sizeof(pair)) != 0)
       return -1;
+    /* The user's q, when this send was numbered (proc_outbox_appends, then the router). */
+    uint64_t q =
+        o->kind == OUT_SEND && b->appends_len == b->nappends ? b->appends[o->append_off + i].q : 0;
     for (uint32_t k = 0; k < cnt; k++) {
       const proc_target *t = &rt->targets[rt->first[u] + k];
-      b->pairs[(*npairs)++] = (pair){.gw = t->gw, .conn = t->conn};
+      b->pairs[(*npairs)++] = (pair){.gw = t->gw, .conn = t->conn, .q = q};
     }
   }
   if (*npairs > 1)
@@ -423,34 +470,42 @@ static int emit_send(emitter *em, const out *o, const proc_routes *rt, size_t ma
     return rc;
   /* Connections per envelope: all of a gateway's, unless the list would not fit one record. */
   size_t room = max_record > o->data_len + ENVELOPE_OVERHEAD
-                    ? (max_record - o->data_len - ENVELOPE_OVERHEAD) / CONN_ID_MAX_BYTES
+                    ? (max_record - o->data_len - ENVELOPE_OVERHEAD) / TARGET_MAX_BYTES
                     : 1;
   size_t per_env = room < 1 ? 1 : room > WSG_MAX_CONNS ? WSG_MAX_CONNS : room;
-  if (proc__reserve((void **)&b->ids, &b->ids_cap, per_env < npairs ? per_env : npairs + 1,
-                    sizeof(uint64_t)) != 0)
+  size_t want = per_env < npairs ? per_env : npairs + 1;
+  if (proc__reserve((void **)&b->ids, &b->ids_cap, want, sizeof(uint64_t)) != 0 ||
+      proc__reserve((void **)&b->qids, &b->qids_cap, want, sizeof(uint64_t)) != 0)
     return -1;
   size_t i = 0;
   while (i < npairs) {
     uint32_t gw = b->pairs[i].gw;
     const proc_route_gw *g = &rt->gws[gw];
     size_t n = 0;
+    bool sequenced = false;
     while (i < npairs && b->pairs[i].gw == gw && n < per_env) {
-      if (n == 0 || b->ids[n - 1] != b->pairs[i].conn)
-        b->ids[n++] = b->pairs[i].conn;
+      if (n == 0 || b->ids[n - 1] != b->pairs[i].conn) {
+        b->ids[n] = b->pairs[i].conn;
+        b->qids[n++] = b->pairs[i].q;
+        sequenced |= b->pairs[i].q != 0;
+      }
       i++;
     }
     if (n == 1) {
-      rc = emit_deliver_one(em, o, g->id, g->len, (uint32_t)g->slot, b->ids[0], o->data_off,
-                            o->data_len, o->binary);
+      rc = emit_deliver_one(em, o, g->id, g->len, (uint32_t)g->slot, b->ids[0], b->qids[0],
+                            o->data_off, o->data_len, o->binary);
     } else {
       wsg_envelope env = {
           .kind = WSG_ENV_DELIVER,
-          .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_TS | WSG_F_DATA | WSG_F_BINARY,
+          .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_TS | WSG_F_DATA |
+                    WSG_F_BINARY | (sequenced ? WSG_F_USEQS : 0),
           .gateway = g->id,
           .gateway_len = g->len,
           .slot = (uint32_t)g->slot,
           .conn_ids = b->ids,
           .conns = {.count = (uint32_t)n},
+          .useq_ids = b->qids,
+          .useqs = {.count = (uint32_t)n},
           .ts_us = em->now_us,
           .data = b->bytes + o->data_off,
           .data_len = o->data_len,
@@ -504,7 +559,8 @@ int proc_outbox_emit(proc_outbox *b, const proc_routes *routes, size_t max_recor
     int rc = 0;
     switch (o->kind) {
     case OUT_REPLY:
-      rc = emit_deliver_one(&em, o, gw, o->gw_len, o->slot, o->conn, o->data_off, o->data_len,
+      /* A reply belongs to the connection that asked, not to its user's sequence. */
+      rc = emit_deliver_one(&em, o, gw, o->gw_len, o->slot, o->conn, 0, o->data_off, o->data_len,
                             o->binary);
       break;
     case OUT_CLOSE:

@@ -9,7 +9,9 @@
  *   - a reply or a close to the origin connection: one envelope (routed from the inbound envelope);
  *   - a send to users: ONE deliver envelope per gateway holding any of their connections, listing
  *     those connections (`c` for one, `cs` for more; split only when the list would not fit a Kafka
- *     record), addressed to the gateway's slot partition with `g` = that gateway (fencing);
+ *     record), addressed to the gateway's slot partition with `g` = that gateway (fencing), with
+ *     each connection's user's q (`q`, or `qs` beside `cs`) when proc_router_append() numbered
+ * them;
  *   - a close of a user's connections: one close envelope per connection.
  *
  * Memory is kept across batches (reset, not freed), so a steady stream allocates nothing.
@@ -38,7 +40,7 @@ size_t proc_outbox_bytes(const proc_outbox *b);
 
 /* A point to roll back to when a handler asks for a retry (its actions are forgotten). */
 typedef struct {
-  size_t outs, bytes, urefs, users;
+  size_t outs, bytes, urefs, users, appends;
 } proc_outbox_mark;
 
 proc_outbox_mark proc_outbox_get_mark(const proc_outbox *b);
@@ -68,6 +70,14 @@ int proc_outbox_close_users(proc_outbox *b, uint32_t rec, const proc_strref *use
 
 /* The distinct users the batch sends to, for proc_router_resolve(). Valid until the next change. */
 const proc_strref *proc_outbox_users(proc_outbox *b, size_t *n);
+
+/*
+ * Every delivery to a user the batch recorded, in order (one per user of each send), for
+ * proc_router_append(), which fills in their q; `user` indexes proc_outbox_users(). Valid, and
+ * used by proc_outbox_emit() (`q` of the envelopes, `qs` of a batched one), until the next
+ * change. NULL with *n 0 when there is none. Not calling it leaves every q out.
+ */
+proc_append *proc_outbox_appends(proc_outbox *b, size_t *n);
 
 /* Called once per envelope; returns 0, or nonzero to stop emitting (the error is returned). */
 typedef int (*proc_emit_fn)(void *arg, uint32_t rec, int32_t partition, const uint8_t *env,

@@ -63,6 +63,10 @@ struct proc_router {
   size_t cache_cap;
   size_t cache_used;
 
+  uint32_t resume_window;
+  char resume_window_text[16], resume_ttl_text[24], resume_seq_ttl_text[24];
+  char append_sha[48]; /* SHA1 of the append script on the current connection, "" until loaded */
+
   pthread_mutex_t status_lock;
   bool status_ok;
   char status[256];
@@ -77,6 +81,8 @@ struct proc_router {
   wsg_counter *m_stale_seen;
   wsg_counter *m_stale_removed;
   wsg_counter *m_bad_entries;
+  wsg_counter *m_appends;
+  wsg_counter *m_append_refused;
   wsg_histogram *m_rtt;
 };
 
@@ -140,6 +146,11 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
   r->cache_ttl_ms = o->gateway_cache_ttl_ms;
   r->slots = o->slots;
   r->backoff_ms = BACKOFF_MIN_MS;
+  r->resume_window = o->resume_window;
+  snprintf(r->resume_window_text, sizeof(r->resume_window_text), "%" PRIu32, o->resume_window);
+  snprintf(r->resume_ttl_text, sizeof(r->resume_ttl_text), "%" PRIu64, o->resume_ttl_ms);
+  snprintf(r->resume_seq_ttl_text, sizeof(r->resume_seq_ttl_text), "%" PRIu64,
+           o->resume_seq_ttl_ms > o->resume_ttl_ms ? o->resume_seq_ttl_ms : o->resume_ttl_ms);
 
   wsg_metrics *m = o->metrics;
   const char *lk = "wsgate_processor_redis_lookups_total";
@@ -164,6 +175,13 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
                              "user:<id> hash fields that are not <conn id> -> <live gateway id> "
                              "with a valid slot",
                              NULL);
+  r->m_appends = counter(m, "wsgate_processor_resume_appends_total",
+                         "Deliveries to users numbered and stored in their replay streams", NULL);
+  r->m_append_refused =
+      counter(m, "wsgate_processor_resume_append_refused_total",
+              "Deliveries Redis refused to store (sent without q): a key of another type under "
+              "the prefix",
+              NULL);
   if (m) {
     static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                     0.005,  0.01,    0.025,  0.05,  0.1};
@@ -202,6 +220,7 @@ static void disconnect(proc_router *r, const char *why) {
     redisFree(r->c);
     r->c = NULL;
   }
+  r->append_sha[0] = '\0'; /* a new connection may reach a server that never saw the script */
   count(r->m_errors, 1);
   set_status(r, false, why);
 }
@@ -455,6 +474,116 @@ int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
   for (size_t i = 0; i < n; i++)
     freeReplyObject(reps[i]);
   free(reps);
+  return rc;
+}
+
+/* --- resume ------------------------------------------------------------------------------- */
+
+/* SCRIPT LOAD once per connection: the append runs for every delivery to a user, and EVALSHA
+ * sends 40 bytes where EVAL would send the whole script each time. */
+static int load_append_script(proc_router *r, char *err, size_t errlen) {
+  if (r->append_sha[0])
+    return 0;
+  const char *argv[] = {"SCRIPT", "LOAD", WSG_LUA_REPLAY_APPEND};
+  redisReply *rep = redisCommandArgv(r->c, 3, argv, NULL);
+  if (!rep) {
+    io_failed(r, "loading the replay append script", err, errlen);
+    return -1;
+  }
+  int rc = 0;
+  if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof(r->append_sha)) {
+    memcpy(r->append_sha, rep->str, rep->len);
+    r->append_sha[rep->len] = '\0';
+  } else {
+    proc__fmt_err(err, errlen, "redis: SCRIPT LOAD of the replay append script failed: %s",
+                  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+    rc = -1;
+  }
+  freeReplyObject(rep);
+  return rc;
+}
+
+int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a, size_t n,
+                       char *err, size_t errlen) {
+  for (size_t i = 0; i < n; i++)
+    a[i].q = 0;
+  if (n == 0 || r->resume_window == 0)
+    return 0;
+  if (ensure_connected(r, err, errlen) != 0 || load_append_script(r, err, errlen) != 0)
+    return -1;
+  redisReply **reps = calloc(n < PIPELINE_CHUNK ? n : PIPELINE_CHUNK, sizeof(*reps));
+  if (!reps) {
+    proc__fmt_err(err, errlen, "out of memory storing %zu deliveries", n);
+    return -1;
+  }
+  int rc = 0;
+  uint64_t refused = 0;
+  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  for (size_t from = 0; from < n && rc == 0; from += PIPELINE_CHUNK) {
+    size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
+    for (size_t i = from; i < to; i++) {
+      const proc_strref *u = &users[a[i].user];
+      /* Users were validated by the handler API and the prefix is bounded: the keys fit. An
+       * empty key still keeps the pipeline aligned (Redis refuses it, and it gets q 0). */
+      int slen = wsg_key_replay(skey, sizeof(skey), r->prefix, u->ptr, u->len);
+      int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, u->ptr, u->len);
+      const char *argv[] = {"EVALSHA",
+                            r->append_sha,
+                            "2",
+                            skey,
+                            qkey,
+                            r->resume_window_text,
+                            r->resume_ttl_text,
+                            r->resume_seq_ttl_text,
+                            a[i].binary ? "1" : "0",
+                            a[i].data ? (const char *)a[i].data : ""};
+      size_t argvlen[] = {7,
+                          strlen(r->append_sha),
+                          1,
+                          (size_t)(slen > 0 ? slen : 0),
+                          (size_t)(qlen > 0 ? qlen : 0),
+                          strlen(r->resume_window_text),
+                          strlen(r->resume_ttl_text),
+                          strlen(r->resume_seq_ttl_text),
+                          1,
+                          a[i].len};
+      if (redisAppendCommandArgv(r->c, 10, argv, argvlen) != REDIS_OK) {
+        io_failed(r, "sending the replay appends", err, errlen);
+        rc = -1;
+        break;
+      }
+    }
+    if (rc != 0)
+      break;
+    uint64_t t0 = wsg_now_mono_us();
+    if (read_replies(r, reps, to - from, err, errlen) != 0) {
+      rc = -1;
+      break;
+    }
+    observe_rtt(r, t0);
+    for (size_t i = from; i < to; i++) {
+      redisReply *rep = reps[i - from];
+      if (rep->type == REDIS_REPLY_INTEGER && rep->integer > 0) {
+        a[i].q = (uint64_t)rep->integer;
+      } else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        /* SCRIPT FLUSH while connected: load it again and retry the batch. */
+        r->append_sha[0] = '\0';
+        rc = -1;
+        proc__fmt_err(err, errlen, "redis: the replay append script was flushed; reloading");
+      } else {
+        refused++;
+        wsg_log_limited(&r->bad_rl, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "redis",
+                        "storing a delivery to %.*s for resume failed: %s; sent without q",
+                        (int)users[a[i].user].len, users[a[i].user].ptr,
+                        rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+      }
+      freeReplyObject(rep);
+      reps[i - from] = NULL;
+    }
+  }
+  free(reps);
+  count(r->m_appends, rc == 0 ? n - refused : 0);
+  count(r->m_append_refused, refused);
   return rc;
 }
 

@@ -8,7 +8,8 @@
  * the gateway's lease is gone). Entries of dead gateways are skipped and removed lazily with the
  * compare-and-delete script (WSG_LUA_CONN_DELETE), in a third round trip only when there are any.
  *
- * Handlers' own commands (wsgate_redis()) also run here, as one pipeline per call.
+ * Handlers' own commands (wsgate_redis()) also run here, as one pipeline per call; so does the
+ * numbering and storing of deliveries to users for resumable clients (proc_router_append).
  *
  * The connection is made lazily and remade after any error, with a backoff so a Redis outage
  * costs one connect attempt per backoff step, not one per record.
@@ -38,6 +39,9 @@ typedef struct {
   uint64_t gateway_cache_ttl_ms; /* 0: no cache */
   int32_t slots;                 /* outbound partitions: a gateway slot must be below */
   wsg_metrics *metrics;          /* borrowed; may be NULL */
+  uint32_t resume_window;        /* entries kept in a user's replay stream; 0: no sequencing */
+  uint64_t resume_ttl_ms;        /* replay stream TTL */
+  uint64_t resume_seq_ttl_ms;    /* sequence counter TTL (>= resume_ttl_ms) */
 } proc_router_options;
 
 /* Does not connect: the first command does. Returns 0, or -1 with a message. */
@@ -106,6 +110,29 @@ void proc_routes_finish(proc_routes *rt);
  */
 int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint64_t now_ms,
                         proc_routes *out, char *err, size_t errlen);
+
+/* --- resume: per-user sequence and replay stream (docs/ARCHITECTURE.md, "Resume") ---------- */
+
+/* One delivery to a user, to number and store. */
+typedef struct {
+  uint32_t user;       /* index into the users array given with it */
+  const uint8_t *data; /* payload, borrowed */
+  size_t len;
+  bool binary;
+  uint64_t q; /* out: the q the user's sequence assigned; 0 when not sequenced */
+} proc_append;
+
+/*
+ * Stores a[0..n) in order, each in the replay stream of users[a[i].user], and sets a[i].q
+ * (WSG_LUA_REPLAY_APPEND, pipelined). Run it before proc_router_resolve() of the same batch: a
+ * gateway relies on a message being stored before the lookup that routes it. With resume_window
+ * 0 every q is 0 and Redis is not asked. A delivery Redis refuses (a key of another type under the
+ * prefix) gets q 0 and is counted; the others go on. Returns 0, or -1 with a message when Redis
+ * failed: nothing was decided, but some deliveries may be stored already (a retry stores them
+ * again: at least once, like everything else).
+ */
+int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a, size_t n,
+                       char *err, size_t errlen);
 
 /* Drops every cached gateway (tests; a processor never needs it). */
 void proc_router_cache_clear(proc_router *r);

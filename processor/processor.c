@@ -191,6 +191,9 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
       .gateway_cache_ttl_ms = cfg->gateway_cache_ttl_ms,
       .slots = proc_consumer_outbound_partitions(p->cons),
       .metrics = p->metrics,
+      .resume_window = (uint32_t)cfg->resume_window,
+      .resume_ttl_ms = cfg->resume_ttl_ms,
+      .resume_seq_ttl_ms = cfg->resume_seq_ttl_ms,
   };
   if (proc_router_create(&p->router, &ro, err, errlen) != 0)
     goto fail;
@@ -356,14 +359,22 @@ static int emit(void *arg, uint32_t rec, int32_t partition, const uint8_t *env, 
 static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_atomic_t *stop) {
   size_t nusers = 0;
   const proc_strref *users = proc_outbox_users(p->box, &nusers);
+  size_t nappends = 0;
+  proc_append *appends = proc_outbox_appends(p->box, &nappends);
+  bool stored = nappends == 0;
   const proc_routes *rt = NULL;
   int rc = 0;
   if (nusers) {
     uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS;
     char err[256];
     for (;;) {
-      if (proc_router_resolve(p->router, users, nusers, wsg_now_mono_ms(), &p->routes, err,
-                              sizeof(err)) == 0) {
+      /* Stored (and numbered) first, then routed: a resuming client's gateway relies on that
+       * order (docs/ARCHITECTURE.md, "Resume"). A retry after the routing failed does not store
+       * again. */
+      if (!stored)
+        stored = proc_router_append(p->router, users, appends, nappends, err, sizeof(err)) == 0;
+      if (stored && proc_router_resolve(p->router, users, nusers, wsg_now_mono_ms(), &p->routes,
+                                        err, sizeof(err)) == 0) {
         rt = &p->routes;
         break;
       }

@@ -232,3 +232,66 @@ Test(proc_outbox, many_distinct_users_index_grows) {
     cr_assert_eq(d[i].len, users[i].len);
   proc_outbox_destroy(b);
 }
+
+/* Resume: every (send, user) is listed in order for the router to number; the envelopes carry
+ * each connection's user's q (`q` for one, `qs` beside `cs`), replies and fallbacks none. */
+Test(proc_outbox, numbered_sends_carry_each_users_q) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref room[] = {{"u1", 2}, {"u2", 2}};
+  proc_strref one[] = {{"u2", 2}};
+  cr_assert_eq(proc_outbox_reply(b, 0, &origin, "r", 1, false), 0);
+  cr_assert_eq(proc_outbox_send(b, 1, room, 2, "a", 1, false, NULL, NULL, 0, false), 0);
+  cr_assert_eq(proc_outbox_send(b, 2, one, 1, "b", 1, false, &origin, "off", 3, false), 0);
+  size_t n, nusers;
+  proc_append *ap = proc_outbox_appends(b, &n);
+  proc_outbox_users(b, &nusers);
+  cr_assert_eq(n, 3, "one delivery per user of each send, replies not");
+  cr_assert_eq(nusers, 2);
+  cr_assert_eq(ap[0].user, 0);
+  cr_assert_eq(ap[1].user, 1);
+  cr_assert_eq(ap[2].user, 1);
+  cr_assert_eq(ap[2].len, 1);
+  cr_assert_eq(memcmp(ap[2].data, "b", 1), 0);
+  ap[0].q = 1795602833455812; /* what proc_router_append would assign */
+  ap[1].q = 41;
+  ap[2].q = 42;
+
+  proc_routes rt;
+  routes_alloc(&rt, 2, 4);
+  add_gw(&rt, "gw-a", 1);
+  set_user(&rt, 0, (uint32_t[]){0}, (uint64_t[]){10}, 1);
+  set_user(&rt, 1, (uint32_t[]){0, 0}, (uint64_t[]){20, 21}, 2);
+  sink s = {0};
+  proc_emit_stats st = {0};
+  cr_assert_eq(proc_outbox_emit(b, &rt, 1000000, 1, collect, &s, &st), 0);
+  cr_assert_eq(s.n, 3);
+  wsg_envelope r = decode(&s.v[0]), f = decode(&s.v[1]), d = decode(&s.v[2]);
+  cr_assert(!(r.fields & WSG_F_USEQ), "a reply is not sequenced");
+  cr_assert(f.fields & WSG_F_USEQS);
+  cr_assert_eq(f.useqs.count, 3);
+  uint64_t want_c[] = {10, 20, 21}, want_q[] = {1795602833455812, 41, 41};
+  size_t pc = 0, pq = 0;
+  for (int i = 0; i < 3; i++) {
+    uint64_t c, q;
+    cr_assert(wsg_conns_next(&f.conns, &pc, &c));
+    cr_assert(wsg_conns_next(&f.useqs, &pq, &q));
+    cr_assert_eq(c, want_c[i]);
+    cr_assert_eq(q, want_q[i], "connection %llu: q %llu", (unsigned long long)c,
+                 (unsigned long long)q);
+  }
+  cr_assert(d.fields & WSG_F_CONNS);
+  pq = 0;
+  uint64_t q;
+  cr_assert(wsg_conns_next(&d.useqs, &pq, &q));
+  cr_assert_eq(q, 42);
+  sink_free(&s);
+
+  /* A send recorded after the list was built is not numbered: no q rather than a wrong one. */
+  cr_assert_eq(proc_outbox_send(b, 3, one, 1, "c", 1, false, NULL, NULL, 0, false), 0);
+  cr_assert_eq(proc_outbox_emit(b, &rt, 1000000, 1, collect, &s, &st), 0);
+  wsg_envelope late = decode(&s.v[s.n - 1]);
+  cr_assert(!(late.fields & (WSG_F_USEQ | WSG_F_USEQS)));
+  sink_free(&s);
+  proc_routes_finish(&rt);
+  proc_outbox_destroy(b);
+}
