@@ -194,6 +194,11 @@ void pit_proc_cleanup(pit_proc *p) {
 /* --- gateways ------------------------------------------------------------------------------ */
 
 void pit_gateway_start(pit_gateway *g, const pit_cluster *c, const char *name) {
+  pit_gateway_start_with(g, c, name, NULL);
+}
+
+void pit_gateway_start_with(pit_gateway *g, const pit_cluster *c, const char *name,
+                            const char *const *extra) {
   memset(g, 0, sizeof(*g));
   unique(g->id, sizeof(g->id), name, "");
   log_for(g->log, sizeof(g->log), g->id);
@@ -203,36 +208,44 @@ void pit_gateway_start(pit_gateway *g, const pit_cluster *c, const char *name) {
   snprintf(port, sizeof(port), "%d", g->port);
   snprintf(http_port, sizeof(http_port), "%d", g->http_port);
   snprintf(redis_port, sizeof(redis_port), "%d", itest_redis_port());
-  const char *argv[] = {itest_bin("WSGATE_GATEWAY_BIN"),
-                        "--kafka-brokers",
-                        itest_kafka_bootstrap(),
-                        "--redis-port",
-                        redis_port,
-                        "--redis-prefix",
-                        c->prefix,
-                        "--inbound-topic",
-                        c->in_topic,
-                        "--outbound-topic",
-                        c->out_topic,
-                        "--gateway-id",
-                        g->id,
-                        "--listen-addr",
-                        "127.0.0.1",
-                        "--listen-port",
-                        port,
-                        "--http-addr",
-                        "127.0.0.1",
-                        "--http-port",
-                        http_port,
-                        "--jwt-secret",
-                        PIT_JWT_SECRET,
-                        "--drain-window",
-                        "500ms",
-                        "--drain-grace",
-                        "10s",
-                        "--log-level",
-                        "debug",
-                        NULL};
+  const char *argv[MAX_ARGS] = {itest_bin("WSGATE_GATEWAY_BIN"),
+                                "--kafka-brokers",
+                                itest_kafka_bootstrap(),
+                                "--redis-port",
+                                redis_port,
+                                "--redis-prefix",
+                                c->prefix,
+                                "--inbound-topic",
+                                c->in_topic,
+                                "--outbound-topic",
+                                c->out_topic,
+                                "--gateway-id",
+                                g->id,
+                                "--listen-addr",
+                                "127.0.0.1",
+                                "--listen-port",
+                                port,
+                                "--http-addr",
+                                "127.0.0.1",
+                                "--http-port",
+                                http_port,
+                                "--jwt-secret",
+                                PIT_JWT_SECRET,
+                                "--drain-window",
+                                "500ms",
+                                "--drain-grace",
+                                "10s",
+                                "--log-level",
+                                "debug",
+                                NULL};
+  size_t n = 0;
+  while (argv[n])
+    n++;
+  for (size_t i = 0; extra && extra[i]; i++) {
+    cr_assert(n + 1 < MAX_ARGS, "too many gateway arguments");
+    argv[n++] = extra[i];
+  }
+  argv[n] = NULL;
   g->pid = itest_spawn(argv, NULL, g->log);
   track(g->pid, g->log);
   if (itest_wait_http(g->http_port, "/readyz", 200, PIT_WAIT_MS) != 0) {

@@ -74,6 +74,9 @@ typedef struct {
 
 /* Starts wsgate-gateway for cluster `c`, waits for /readyz 200 and reads its slot from Redis. */
 void pit_gateway_start(pit_gateway *g, const pit_cluster *c, const char *name);
+/* The same with `extra` flags (NULL-terminated, may be NULL) after the standard ones. */
+void pit_gateway_start_with(pit_gateway *g, const pit_cluster *c, const char *name,
+                            const char *const *extra);
 void pit_gateway_cleanup(pit_gateway *g);
 /* A WebSocket client of `user` on gateway g (HS256 token, subprotocol wsgate.v1). */
 ws_client *pit_connect(const pit_gateway *g, const char *user);
