@@ -958,7 +958,8 @@ static int pick_subprotocol(const char *list, const char *plain, const char *seq
   return 0;
 }
 
-/* A resume position: decimal digits only, 1 .. 2^64-1. */
+/* A resume position: decimal digits only, 1 .. 2^53-1 (every q is below 2^53: a sequence starts
+ * at a time in microseconds, about 1.8e15, and JSON clients hold it exactly). */
 static bool parse_resume(const char *v, uint64_t *out) {
   size_t n = strlen(v);
   if (n == 0 || n > 20)
@@ -973,7 +974,7 @@ static bool parse_resume(const char *v, uint64_t *out) {
     x = x * 10 + d;
   }
   *out = x;
-  return x > 0;
+  return x > 0 && x < ((uint64_t)1 << 53);
 }
 
 static bool origin_allowed(const gw_config *cfg, char *origin) {
@@ -1495,6 +1496,11 @@ static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_p
   if (page->counter > sq->last) {
     if (!seq_lost(s, ss, sq->last + 1, page->counter, now_ms))
       return;
+    sq->last = page->counter;
+  } else if (page->counter < sq->last) {
+    /* A position this sequence never reached (a client's own number, or Redis lost the
+     * counter and the stream): what the client had cannot be checked; it starts over here. */
+    sq->complete = false;
     sq->last = page->counter;
   }
   if (!sq->synced && !seq_sync(s, ss, now_ms))
