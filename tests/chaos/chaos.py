@@ -465,11 +465,11 @@ def _masked_frame(opcode: int, payload: bytes) -> bytes:
 
 async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
     """A client that never reads (4 KiB receive buffer), beside normal clients, on a gateway with
-    --sendq-hard 256k. It sends 2 MiB of 16 KiB messages whose echoes pile up for it. Pass: the
-    gateway closes it at its send-queue limit (exactly one 4001 counted) within 15 s, the bytes
-    queued for clients return to 0 (memory freed), no other client is closed, and the others' p99
-    latency from the slow reader's first byte to 2 s after its close stays within 3x their p99
-    before plus 50 ms."""
+    --sendq-hard 256k. It sends 16 KiB messages, whose echoes pile up for it, until it is closed
+    (4 MiB at most). Pass: the gateway closes it at its send-queue limit (exactly one 4001
+    counted) within 15 s, the bytes queued for clients return to 0 (memory freed), no other
+    client is closed, and the others' p99 latency from the slow reader's first byte to 2 s after
+    its close stays within 3x their p99 before plus 50 ms."""
     c = Cluster(r, "slow")
     gw = c.start_gateway(["--sendq-hard", "256k", "--sendq-soft", "128k", "--sendq-soft-time",
                           "2s"])
@@ -482,12 +482,29 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
     chunk = _masked_frame(2, os.urandom(16384))
     s.setblocking(False)
     loop = asyncio.get_running_loop()
-    for _ in range(128):
-        await loop.sock_sendall(s, chunk)
     m4001 = 'wsgate_gateway_closes_total{code="4001"}'
-    closed = await until(lambda: gw.metrics().get(m4001, 0) >= 1, 15, 0.1)
+    # One message every 30 ms, until it is closed: every echo it does not read piles up for it,
+    # first in the socket buffers, then in the gateway's send queue, so that the queue passes its
+    # limit only once not even a close frame fits in the socket (the case that matters: a client
+    # that has stopped reading altogether). More would only load Kafka and the processor.
+    sent = 0
+    closed = seen = False
+    deadline = time.monotonic() + 15
+    while not closed and time.monotonic() < deadline:
+        if sent < 4 << 20:
+            try:
+                await asyncio.wait_for(loop.sock_sendall(s, chunk), 1)
+                sent += 16384
+            except (OSError, asyncio.TimeoutError):
+                sent = 4 << 20  # closed, or no longer read: it has done its part
+        await asyncio.sleep(0.03)
+        m = gw.metrics()
+        conns = m.get("wsgate_gateway_connections")
+        seen = seen or conns == len(chk.users) + 1
+        closed = m.get(m4001, 0) >= 1 or (seen and conns == len(chk.users))
+    res.fig(slow_reader_sent_kib=sent // 1024)
     t_closed = time.monotonic()
-    res.check(bool(closed), "the slow reader was not closed with 4001 within 15 s")
+    res.check(bool(closed), "the slow reader was not closed within 15 s")
     freed = await until(lambda: gw.metrics().get("wsgate_gateway_sendq_bytes", -1) == 0, 15, 0.1)
     res.check(bool(freed), f"sendq bytes still {gw.metrics().get('wsgate_gateway_sendq_bytes')} "
               "after the slow reader was closed")
@@ -496,8 +513,9 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
     res.check(bool(gone), "the slow reader's connection is still counted")
     await asyncio.sleep(2)  # the aftermath of the close belongs to the measured window
     t_after = time.monotonic()
-    res.check(gw.metrics().get(m4001) == 1, f"{gw.metrics().get(m4001)} connections closed with "
-              "4001, expected only the slow reader")
+    res.check(gw.metrics().get(m4001) == 1, f"{gw.metrics().get(m4001)} connections counted as "
+              "closed with 4001, expected the slow reader alone (0: KNOWN BUG 3 of "
+              "docs/RELIABILITY.md, a close whose frame could not be written is not counted)")
     s.close()
     await chk.finish(20)
     base = chk.latencies(t_base, t_slow)
