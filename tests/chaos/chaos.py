@@ -54,7 +54,7 @@ FORMS = {
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
-DRAIN_GRACE = 5.0  # --drain-grace
+DRAIN_GRACE = 8.0  # --drain-grace (harness.Cluster.start_gateway)
 PROC_SESSION_TIMEOUT = 6.0  # session.timeout.ms of the chaos processors
 
 
