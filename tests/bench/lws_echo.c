@@ -203,18 +203,23 @@ int main(int argc, char **argv) {
       return 2;
     }
     i++;
+    int rc = 0;
     if (strcmp(a, "--addr") == 0)
       addr = v;
-    else if ((strcmp(a, "--port") == 0 && parse_num(a, v, 0, 65535, &port) != 0) ||
-             (strcmp(a, "--rx-buffer") == 0 && parse_num(a, v, 128, 1 << 20, &rx) != 0) ||
-             (strcmp(a, "--queue-max") == 0 && parse_num(a, v, 1024, 1LL << 30, &qmax) != 0) ||
-             (strcmp(a, "--ping-interval") == 0 && parse_num(a, v, 0, 3600, &ping) != 0))
-      return 2;
-    else if (strcmp(a, "--port") && strcmp(a, "--rx-buffer") && strcmp(a, "--queue-max") &&
-             strcmp(a, "--ping-interval")) {
+    else if (strcmp(a, "--port") == 0)
+      rc = parse_num(a, v, 0, 65535, &port);
+    else if (strcmp(a, "--rx-buffer") == 0)
+      rc = parse_num(a, v, 128, 1 << 20, &rx);
+    else if (strcmp(a, "--queue-max") == 0)
+      rc = parse_num(a, v, 1024, 1LL << 30, &qmax);
+    else if (strcmp(a, "--ping-interval") == 0)
+      rc = parse_num(a, v, 0, 3600, &ping);
+    else {
       fprintf(stderr, "lws_echo: unknown option %s (see --help)\n", a);
       return 2;
     }
+    if (rc != 0)
+      return 2;
   }
 
   /* Each connection is a descriptor: take the hard limit, as the gateway does. */

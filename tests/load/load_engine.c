@@ -35,7 +35,7 @@
 
 #define NONE        UINT32_MAX
 #define CTL_TAG     UINT64_MAX /* epoll data of the control socket */
-#define RBUF_SIZE   (256 * 1024)
+#define RBUF_SIZE   ((size_t)256 * 1024)
 #define FD_RESERVE  64
 #define CAPTURE_MAX 256u /* bytes of a set-up reply kept to look for the expected answer */
 #define EVENTS_MAX  1024
@@ -441,8 +441,8 @@ static int send_request(worker *w, uint32_t i) {
   conn *k = &w->c[i];
   const load_plan *p = w->p;
   const load_target *t = target_of(w, k);
-  char path[sizeof t->path + 160], extra[LOAD_TOKEN_MAX + 512], token[LOAD_TOKEN_MAX];
-  char user[128], err[256] = "";
+  char path[sizeof t->path + 160], extra[LOAD_TOKEN_MAX + 512];
+  char user[128];
   user_id(w, k, user, sizeof user);
   if (p->dev_user)
     snprintf(path, sizeof path, "%s%suser=%s", t->path, strchr(t->path, '?') ? "&" : "?", user);
@@ -454,6 +454,7 @@ static int send_request(worker *w, uint32_t i) {
     el += (size_t)snprintf(extra + el, sizeof extra - el, "Sec-WebSocket-Protocol: %s\r\n",
                            p->subprotocol);
   if (p->proto != LOAD_PROTO_CENTRIFUGO) { /* Centrifugo takes the token in its connect command */
+    char token[LOAD_TOKEN_MAX], err[256] = "";
     int tl = token_for(w, k, token, sizeof token, err, sizeof err);
     if (tl < 0) {
       fail(w, i, FAIL_SOCKET, "no token: %s", err);

@@ -8,8 +8,8 @@
 #include <math.h>
 #include <string.h>
 
-#define SUB     (1u << LOAD_HIST_SUB_BITS) /* 128 */
-#define EXACT   (2u * SUB)                 /* values below this are their own bucket */
+#define SUB     ((size_t)1 << LOAD_HIST_SUB_BITS) /* 128 */
+#define EXACT   (2 * SUB)                         /* values below this are their own bucket */
 #define LAST_IX (LOAD_HIST_BUCKETS - 1)
 
 void load_hist_init(load_hist *h) {

@@ -378,7 +378,7 @@ static int child_input(child *c, const char *buf, size_t n) {
       c->n_ready = a;
       c->n_failed = b;
       c->ready = true;
-    } else if (sscanf(c->line, "J %zu", &len) == 1 && len < 64u * 1024 * 1024) {
+    } else if (sscanf(c->line, "J %zu", &len) == 1 && len < ((size_t)64 << 20)) {
       c->json = malloc(len + 1);
       if (!c->json)
         return -1;
@@ -690,8 +690,9 @@ static void print_table(const load_plan *p, const totals *t, uint64_t ramp_ns) {
   }
   print_pct("upgrade+set-up (ms)", &t->h_connect);
   printf("  closed by the server after ready: %llu\n", (unsigned long long)t->closed_after_ready);
-  json_object_foreach(t->close_codes, k, v)
-      printf("    close code %s: %lld\n", k, (long long)json_integer_value(v));
+  json_object_foreach(t->close_codes, k, v) {
+    printf("    close code %s: %lld\n", k, (long long)json_integer_value(v));
+  }
   if (p->mode == LOAD_IDLE)
     return;
   double window = (double)(p->duration_ns - p->warmup_ns) / 1e9;
