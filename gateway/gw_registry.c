@@ -78,7 +78,8 @@ typedef enum {
   OP_CONN_DEL,  /* EVAL connection delete */
   OP_REREG,     /* batch of HSETs re-registering every live connection */
   OP_RELEASE,   /* batch: every connection, the record and the slot, at drain */
-  OP_REPLAY,    /* EVAL replay read, with a caller callback */
+  OP_REPLAY,    /* EVALSHA (or EVAL) replay read, with a caller callback */
+  OP_SCRIPT,    /* SCRIPT LOAD of the replay read script */
 } op_kind;
 
 /* One command, or one batch of commands sharing a completion (pending counts the replies still
@@ -128,6 +129,7 @@ struct gw_registry {
   uint32_t slots, max_inflight;
   uint64_t lease_ms, renew_ms, timeout_ms;
   char replay_ttl_text[24];
+  char replay_sha[48]; /* SHA1 of WSG_LUA_REPLAY_READ on this connection, "" until loaded */
   void (*on_slot)(void *arg, int32_t slot);
   void (*foreach_conn)(void *arg, gw_registry_emit_fn emit, void *ctx);
   void *arg;
@@ -254,6 +256,15 @@ static bool send_single(gw_registry *r, op *o, int argc, const char **argv, cons
   return false;
 }
 
+/* SCRIPT LOAD of the replay read script; its reply sets replay_sha. Fire and forget. */
+static void send_script_load(gw_registry *r) {
+  const char *argv[] = {"SCRIPT", "LOAD", WSG_LUA_REPLAY_READ};
+  size_t lens[] = {6, 4, strlen(WSG_LUA_REPLAY_READ)};
+  op *o = op_new(OP_SCRIPT);
+  if (o != NULL)
+    send_single(r, o, 3, argv, lens);
+}
+
 static const char *reply_text(const redisReply *rep) {
   if (rep == NULL)
     return "connection lost";
@@ -376,6 +387,10 @@ static void connect_to(gw_registry *r, const char *ip) {
     if (o == NULL || !send_single(r, o, 2, argv, lens))
       goto fail;
   }
+  /* The replay read runs once or twice per resumable connection: EVALSHA sends 40 bytes where
+   * EVAL would send (and Redis hash) the whole script. Until the reply, reads use EVAL. */
+  r->replay_sha[0] = '\0';
+  send_script_load(r);
   const char *argv[] = {"PING"};
   size_t lens[] = {4};
   op *o = op_new(OP_READY);
@@ -841,8 +856,18 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
   o->position_only = position_only;
   o->arg = arg;
   o->cb_epoch = r->cb_epoch;
-  const char *argv[] = {"EVAL", WSG_LUA_REPLAY_READ, "2", skey, qkey, a_after, a_n, a_bytes, a_age,
-                        a_dist, r->replay_ttl_text};
+  bool sha = r->replay_sha[0] != '\0';
+  const char *argv[] = {sha ? "EVALSHA" : "EVAL",
+                        sha ? r->replay_sha : WSG_LUA_REPLAY_READ,
+                        "2",
+                        skey,
+                        qkey,
+                        a_after,
+                        a_n,
+                        a_bytes,
+                        a_age,
+                        a_dist,
+                        r->replay_ttl_text};
   size_t lens[11];
   for (int i = 0; i < 11; i++)
     lens[i] = strlen(argv[i]);
@@ -1042,9 +1067,16 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
     int status = rep == NULL                      ? GW_REG_LOST
                  : rep->type == REDIS_REPLY_ERROR ? GW_REG_REPLY
                                                   : GW_REG_OK;
-    if (status == GW_REG_REPLY)
+    if (status == GW_REG_REPLY && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+      /* The server's script cache was flushed (SCRIPT FLUSH) under us: load it again; this read
+       * failed for a transient reason, and the client's next connection reads again. */
+      r->replay_sha[0] = '\0';
+      send_script_load(r);
+      status = GW_REG_LOST;
+    } else if (status == GW_REG_REPLY) {
       WSG_WARN(SUBSYS, "reading the replay stream for connection %" PRIu64 " failed: %s",
                o->conn_id, rep->str);
+    }
     if (status == GW_REG_OK && !replay_page_parse(rep, o->position_only, &page)) {
       WSG_WARN(SUBSYS,
                "the replay read for connection %" PRIu64 " returned an unexpected reply (another "
@@ -1056,6 +1088,15 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
       o->replay_cb(o->arg, o->conn_id, status, status == GW_REG_OK ? &page : NULL);
     break;
   }
+  case OP_SCRIPT:
+    if (rep != NULL && rep->type == REDIS_REPLY_STRING && rep->len < sizeof(r->replay_sha)) {
+      memcpy(r->replay_sha, rep->str, rep->len);
+      r->replay_sha[rep->len] = '\0';
+    } else if (rep != NULL) {
+      WSG_WARN(SUBSYS, "SCRIPT LOAD of the replay read failed (%s); reads send the whole script",
+               reply_text(rep));
+    }
+    break;
   case OP_RELEASE:
     if (o->pending == 0 && r->release == REL_RUNNING) {
       char why[64];
