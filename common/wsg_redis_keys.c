@@ -126,7 +126,7 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
 /*
  * Resume. The counter and the stream are written in one script so that two processors sending
  * to the same user at once get distinct, increasing q values and store them in that order (an
- * XADD with explicit id 0-<q> must exceed the stream's last id). Numbers stay below 2^53 (the
+ * XADD with an explicit id 0-<q> must exceed the stream's last id). Numbers stay below 2^53 (the
  * server's time in microseconds is about 1.8e15 in 2026), so Lua's doubles hold them exactly;
  * string.format('%.0f') writes them without an exponent.
  *
@@ -135,34 +135,44 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
  * "entries lost". A counter that expired is started again at the server's time in microseconds,
  * above every q the old one can have reached (one q per script call, and Redis does not run a
  * script per microsecond), so a sequence never goes backwards.
+ *
+ * The script runs for every delivery to a user, so its common path is kept short (measured in
+ * docs/BENCHMARKS.md): while the stream exists, Redis numbers the entry itself (id 0-*, the last
+ * id + 1, returned as a string: no number formatting in Lua) and the counter is set from it in
+ * the same SET that renews its TTL. An entry holds t (the server's time in seconds, for the age
+ * limit of readers) and its payload under d (text) or b (binary).
  */
 const char WSG_LUA_REPLAY_APPEND[] =
-    "local q = redis.call('INCR', KEYS[2])\n"
     "local now = redis.call('TIME')\n"
-    "if q == 1 then\n"
-    "  q = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
-    "  redis.call('SET', KEYS[2], string.format('%.0f', q))\n"
+    "local c = redis.call('GET', KEYS[2])\n"
+    "local id\n"
+    "if c and redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-*', 't', now[1], ARGV[4],\n"
+    "                  ARGV[5])\n"
+    "  if tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
+    /* The stream lags its counter (a counter created by a gateway while the stream of an expired
+     * one lived on: TTLs configured apart): its entries belong to no sequence a client holds. */
+    "    redis.call('DEL', KEYS[1])\n"
+    "    id = nil\n"
+    "  end\n"
     "end\n"
-    "redis.call('PEXPIRE', KEYS[2], ARGV[3])\n"
-    "local id = '0-' .. string.format('%.0f', q)\n"
-    "local ms = string.format('%.0f', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / "
-    "1000))\n"
-    "local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 't', ms, 'b', ARGV[4],\n"
-    "                      'd', ARGV[5])\n"
-    "if type(r) == 'table' and r.err then\n"
-    /* Only a stream left over from an older counter (TTLs changed so the counter expired first)
-     * holds a larger id: its entries belong to a sequence nobody can resume any more. */
+    "if not id then\n"
+    /* No stream (it expired) or no counter: the next q, or a new sequence at the server's time. */
+    "  local q = c and tonumber(c) + 1 or tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
     "  redis.call('DEL', KEYS[1])\n"
-    "  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 't', ms, 'b', ARGV[4], 'd', "
-    "ARGV[5])\n"
+    "  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. string.format('%.0f', q),\n"
+    "                  't', now[1], ARGV[4], ARGV[5])\n"
     "end\n"
+    "local seq = string.sub(id, 3)\n"
+    "redis.call('SET', KEYS[2], seq, 'PX', ARGV[3])\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "return q\n";
+    "return tonumber(seq)\n";
 
 /* Pages are bounded by entries and bytes inside the script (XRANGE has no byte bound), reading
  * the stream 32 entries at a time so a page of large payloads never copies much more than it
- * returns. Entries whose fields are not t, b, d (someone else's data under our prefix) are
- * skipped like old ones: the reader sees a gap, never a wrong payload. */
+ * returns. Entries whose fields are not t and d|b (someone else's data under our prefix) are
+ * skipped like old ones: the reader sees a gap, never a wrong payload. The age limit counts whole
+ * seconds (entries carry the second they were stored). */
 const char WSG_LUA_REPLAY_READ[] =
     "local now = redis.call('TIME')\n"
     "local c = redis.call('GET', KEYS[2])\n"
@@ -179,7 +189,7 @@ const char WSG_LUA_REPLAY_READ[] =
     "if dist > 0 and counter - after > dist then after = counter - dist end\n"
     "local cutoff = 0\n"
     "if tonumber(ARGV[4]) > 0 then\n"
-    "  cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[4])\n"
+    "  cutoff = tonumber(now[1]) - math.floor(tonumber(ARGV[4]) / 1000)\n"
     "end\n"
     "local out = {counter, 0}\n"
     "local n, bytes = 0, 0\n"
@@ -189,17 +199,17 @@ const char WSG_LUA_REPLAY_READ[] =
     "  if #batch == 0 then return out end\n"
     "  for i = 1, #batch do\n"
     "    local f = batch[i][2]\n"
-    "    if f[1] == 't' and f[3] == 'b' and f[5] == 'd' and tonumber(f[2]) ~= nil\n"
+    "    if #f == 4 and f[1] == 't' and (f[3] == 'd' or f[3] == 'b') and tonumber(f[2]) ~= nil\n"
     "        and tonumber(f[2]) >= cutoff then\n"
-    "      if n >= maxn or (n > 0 and bytes + #f[6] > maxb) then\n"
+    "      if n >= maxn or (n > 0 and bytes + #f[4] > maxb) then\n"
     "        out[2] = 1\n"
     "        return out\n"
     "      end\n"
     "      out[#out + 1] = tonumber(string.sub(batch[i][1], 3))\n"
-    "      out[#out + 1] = tonumber(f[4])\n"
-    "      out[#out + 1] = f[6]\n"
+    "      out[#out + 1] = f[3] == 'b' and 1 or 0\n"
+    "      out[#out + 1] = f[4]\n"
     "      n = n + 1\n"
-    "      bytes = bytes + #f[6]\n"
+    "      bytes = bytes + #f[4]\n"
     "    end\n"
     "  end\n"
     "  from = '(' .. batch[#batch][1]\n"

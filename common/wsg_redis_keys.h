@@ -54,10 +54,11 @@ extern const char WSG_LUA_CONN_DELETE[];
  * Resume (docs/ARCHITECTURE.md, "Resume"). KEYS[1] = replay stream, KEYS[2] = its :seq counter.
  *
  * APPEND, run by processors for every delivery to a user. ARGV[1] = approximate entries kept
- * (MAXLEN ~), ARGV[2] = stream TTL ms, ARGV[3] = counter TTL ms, ARGV[4] = "1" binary / "0" text,
- * ARGV[5] = payload. Assigns the next q (a new counter starts at the server's time in
- * microseconds, so a sequence never goes backwards when its counter expired), stores the payload
- * as stream entry 0-<q> with fields t (server time, ms), b, d, refreshes both TTLs and returns q.
+ * (MAXLEN ~), ARGV[2] = stream TTL ms, ARGV[3] = counter TTL ms, ARGV[4] = "d" for a text payload,
+ * "b" for a binary one, ARGV[5] = payload. Assigns the next q (a new counter starts at the
+ * server's time in microseconds, so a sequence never goes backwards when its counter expired),
+ * stores the payload as stream entry 0-<q> with fields t (server time, seconds) and d or b,
+ * refreshes both TTLs and returns q.
  */
 extern const char WSG_LUA_REPLAY_APPEND[];
 /*

@@ -535,7 +535,7 @@ int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a,
                             r->resume_window_text,
                             r->resume_ttl_text,
                             r->resume_seq_ttl_text,
-                            a[i].binary ? "1" : "0",
+                            a[i].binary ? "b" : "d",
                             a[i].data ? (const char *)a[i].data : ""};
       size_t argvlen[] = {7,
                           strlen(r->append_sha),
