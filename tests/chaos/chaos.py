@@ -825,7 +825,7 @@ async def run(args) -> int:
                 res.failures.append(str(e))
             except Exception as e:  # a bug in the suite itself: report it as this scenario's
                 res.failures.append(f"{type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stderr)
+                sys.stderr.write(traceback.format_exc())
             finally:
                 runner.close()
             res.fig(seconds=round(time.monotonic() - t0, 1))

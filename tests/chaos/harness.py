@@ -31,7 +31,10 @@ class ChaosError(Exception):
 
 
 def log(msg: str) -> None:
-    print(f"# {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+    # One write per line: stderr writes through, and print() would write the newline separately,
+    # letting a TAP line (stdout, same file under scripts/test) land between the two.
+    sys.stderr.write(f"# {time.strftime('%H:%M:%S')} {msg}\n")
+    sys.stderr.flush()
 
 
 def deadline(timeout: float):
