@@ -146,10 +146,11 @@ const char WSG_LUA_REPLAY_APPEND[] =
     "local now = redis.call('TIME')\n"
     "local c = redis.call('GET', KEYS[2])\n"
     "local id\n"
-    "if c and redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-*', 't', now[1], ARGV[4],\n"
-    "                  ARGV[5])\n"
-    "  if tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
+    "if c then\n"
+    /* NOMKSTREAM: no entry (nil) when the stream expired; the slow path below starts it again. */
+    "  id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], '0-*', 't', now[1],\n"
+    "                  ARGV[4], ARGV[5])\n"
+    "  if id and tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
     /* The stream lags its counter (a counter created by a gateway while the stream of an expired
      * one lived on: TTLs configured apart): its entries belong to no sequence a client holds. */
     "    redis.call('DEL', KEYS[1])\n"
