@@ -199,7 +199,9 @@ static inline int wsgate_reply(wsgate_ctx *ctx, const void *payload, size_t len,
   return ctx->api->reply(ctx, payload, len, binary);
 }
 
-/* Sends to every live connection of `user`, on any gateway. Copied; routed after the callback. */
+/* Sends to every live connection of `user`, on any gateway. Copied; routed after the callback.
+ * Like every send to a user, it is numbered in the user's sequence and kept for clients that
+ * reconnect and resume, also when the user has no connection now (docs/HANDLERS.md). */
 static inline int wsgate_send_user(wsgate_ctx *ctx, const char *user, size_t user_len,
                                    const void *payload, size_t len, bool binary) {
   return ctx->api->send_user(ctx, user, user_len, payload, len, binary);
