@@ -363,6 +363,127 @@ Test(resume, a_gap_beyond_the_window_is_reported_as_not_recovered, .timeout = 18
   pit_gateway_cleanup(&b);
 }
 
+/* --- out of order on the live path ---------------------------------------------------------- */
+
+/* Stores a message for `user` as a processor does (the append script); returns its q. */
+static uint64_t store(redisContext *rc, const pit_cluster *c, const char *user, const char *text) {
+  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  int sl = wsg_key_replay(skey, sizeof(skey), c->prefix, user, strlen(user));
+  int ql = wsg_key_replay_seq(qkey, sizeof(qkey), c->prefix, user, strlen(user));
+  redisReply *r = redisCommand(rc, "EVAL %s 2 %b %b 1000 300000 86400000 d %s",
+                               WSG_LUA_REPLAY_APPEND, skey, (size_t)sl, qkey, (size_t)ql, text);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER, "append: %s", r ? r->str : "no reply");
+  uint64_t q = (uint64_t)r->integer;
+  freeReplyObject(r);
+  return q;
+}
+
+/* A deliver of `text` with q to connection `conn` of gateway g, produced to its slot. */
+static void deliver_q(rd_kafka_t *p, const pit_cluster *c, const pit_gateway *g, uint64_t conn,
+                      uint64_t q, const char *text) {
+  wsg_envelope e = {.kind = WSG_ENV_DELIVER,
+                    .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_USEQ | WSG_F_DATA,
+                    .gateway = g->id,
+                    .gateway_len = strlen(g->id),
+                    .slot = (uint32_t)g->slot,
+                    .conn = conn,
+                    .user_seq = q,
+                    .data = (const uint8_t *)text,
+                    .data_len = strlen(text)};
+  wsg_buf b;
+  wsg_buf_init(&b, 0);
+  cr_assert_eq(wsg_envelope_encode(&e, &b), WSG_ENV_OK);
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      p, RD_KAFKA_V_TOPIC(c->out_topic), RD_KAFKA_V_PARTITION(g->slot),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(b.data, b.len), RD_KAFKA_V_END);
+  cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s", rd_kafka_err2str(err));
+  wsg_buf_finish(&b);
+  pit_flush(p);
+}
+
+/* The connection id of `user`'s only connection, from its Redis entry. */
+static uint64_t conn_of(redisContext *rc, const pit_cluster *c, const char *user) {
+  redisReply *r = redisCommand(rc, "HKEYS %suser:%s", c->prefix, user);
+  cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1, "%s has no single entry", user);
+  uint64_t id = strtoull(r->element[0]->str, NULL, 10);
+  freeReplyObject(r);
+  return id;
+}
+
+static void expect_text(ws_client *cl, uint64_t q, const char *text) {
+  ws_message m;
+  pit_recv(cl, &m, RECV_MS);
+  frame f = parse_frame(&m);
+  cr_assert_eq(f.kind, FR_SEQ, "expected message %llu, got: %.*s", (unsigned long long)q,
+               (int)m.len, (const char *)m.data);
+  cr_assert_eq(f.q, q, "expected q %llu, got %llu", (unsigned long long)q, (unsigned long long)f.q);
+  cr_assert_eq(f.len, strlen(text));
+  cr_assert_eq(memcmp(f.body, text, f.len), 0, "got %.*s", (int)f.len, f.body);
+}
+
+/* Two processors sending to one user at once can deliver q+1 before q: the gateway holds the
+ * early one, reads the missing ones from the stream, drops the late duplicates, and reports what
+ * the stream no longer has. */
+Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = pit_fini) {
+  pit_cluster c;
+  pit_cluster_init(&c, 4, 4, false);
+  pit_gateway a;
+  pit_gateway_start(&a, &c, "gw-a");
+  rd_kafka_t *prod = pit_producer();
+  redisContext *rc = pit_redis();
+
+  ws_client *bob = seq_connect(&a, "bob", 0);
+  json_t *s = expect_sync(bob);
+  uint64_t pos = jint(s, "last");
+  json_decref(s);
+  uint64_t conn = conn_of(rc, &c, "bob");
+  cr_assert_eq(store(rc, &c, "bob", "one"), pos + 1);
+  cr_assert_eq(store(rc, &c, "bob", "two"), pos + 2);
+  cr_assert_eq(store(rc, &c, "bob", "three"), pos + 3);
+
+  /* "three" arrives first: one and two come from the stream, then three. */
+  deliver_q(prod, &c, &a, conn, pos + 3, "three");
+  expect_text(bob, pos + 1, "one");
+  expect_text(bob, pos + 2, "two");
+  expect_text(bob, pos + 3, "three");
+  /* The late copies of one and two are dropped; an unsequenced reply passes. */
+  deliver_q(prod, &c, &a, conn, pos + 1, "one");
+  deliver_q(prod, &c, &a, conn, pos + 2, "two");
+  deliver_q(prod, &c, &a, conn, 0, "reply");
+  ws_message m;
+  pit_recv(bob, &m, RECV_MS);
+  frame f = parse_frame(&m);
+  cr_assert_eq(f.kind, FR_UNSEQ, "got: %.*s", (int)m.len, (const char *)m.data);
+  cr_assert_eq(f.len, 5);
+  cr_assert_geq(pit_metric(a.http_port, "wsgate_gateway_sequence_duplicates_total"), 2);
+
+  /* Four is gone from the stream (as if trimmed) when five arrives: a gap frame, then five. */
+  uint64_t four = store(rc, &c, "bob", "four");
+  char skey[WSG_REDIS_KEY_MAX];
+  int sl = wsg_key_replay(skey, sizeof(skey), c.prefix, "bob", 3);
+  redisReply *r = redisCommand(rc, "XDEL %b 0-%llu", skey, (size_t)sl, (unsigned long long)four);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+  freeReplyObject(r);
+  uint64_t five = store(rc, &c, "bob", "five");
+  deliver_q(prod, &c, &a, conn, five, "five");
+  pit_recv(bob, &m, RECV_MS);
+  f = parse_frame(&m);
+  cr_assert_eq(f.kind, FR_CONTROL, "expected a gap frame, got: %.*s", (int)m.len,
+               (const char *)m.data);
+  json_t *g = body_json(&f);
+  cr_assert_str_eq(json_string_value(json_object_get(g, "type")), "gap");
+  cr_assert_eq(jint(g, "from"), four);
+  cr_assert_eq(jint(g, "to"), four);
+  json_decref(g);
+  expect_text(bob, five, "five");
+  cr_assert_eq(pit_metric(a.http_port, "wsgate_gateway_sequence_gaps_total"), 1);
+
+  ws_client_destroy(bob);
+  redisFree(rc);
+  rd_kafka_destroy(prod);
+  pit_gateway_cleanup(&a);
+}
+
 /* --- the rolling restart -------------------------------------------------------------------- */
 
 #define RECEIVERS     12
