@@ -28,9 +28,6 @@
 #define TICK_S 0.1
 /* lws refuses an fd limit above this (notes §1): it would silently fall back to 2560. */
 #define LWS_FD_LIMIT_MAX 10000000
-/* The shares of --drain-grace kept for the Kafka flush and the Redis release at the end. */
-#define FLUSH_RESERVE_MS   3000
-#define RELEASE_RESERVE_MS 1000
 
 #define READY_REASONS(X)                                                                           \
   X(OK, "ready")                                                                                   \
@@ -225,10 +222,16 @@ static void drain_step_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_gateway *g = w->data;
   uint64_t elapsed = wsg_now_mono_ms() - g->drain_start_ms;
   uint64_t grace = g->cfg->drain_grace_ms;
-  uint64_t close_deadline = grace > FLUSH_RESERVE_MS + RELEASE_RESERVE_MS
-                                ? grace - FLUSH_RESERVE_MS - RELEASE_RESERVE_MS
-                                : grace / 2;
-  uint64_t flush_deadline = grace > RELEASE_RESERVE_MS ? grace - RELEASE_RESERVE_MS : grace;
+  /* The close phase ends when every connection is gone, at the latest 3 s (the Kafka flush) +
+   * 1 s (the Redis release) before the grace; but never sooner than GW_DRAIN_LINGER_MS after the
+   * window's last 1001, so its close handshake can finish (the flush then gets what is left, at
+   * least GW_DRAIN_FLUSH_MIN_MS: gw_config_validate). */
+  uint64_t close_deadline = grace > GW_DRAIN_FLUSH_MS + GW_DRAIN_RELEASE_MS
+                                ? grace - GW_DRAIN_FLUSH_MS - GW_DRAIN_RELEASE_MS
+                                : 0;
+  if (close_deadline < g->cfg->drain_window_ms + GW_DRAIN_LINGER_MS)
+    close_deadline = g->cfg->drain_window_ms + GW_DRAIN_LINGER_MS;
+  uint64_t flush_deadline = grace > GW_DRAIN_RELEASE_MS ? grace - GW_DRAIN_RELEASE_MS : grace;
   switch (g->phase) {
   case PHASE_CLOSING:
     if (gw_server_conn_count(g->server) > 0 && elapsed < close_deadline)

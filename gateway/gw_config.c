@@ -256,11 +256,14 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
              (unsigned long long)cfg->sendq_soft, (unsigned long long)cfg->sendq_hard);
     return -1;
   }
-  if (cfg->drain_window_ms >= cfg->drain_grace_ms) {
+  uint64_t drain_after = GW_DRAIN_LINGER_MS + GW_DRAIN_FLUSH_MIN_MS + GW_DRAIN_RELEASE_MS;
+  if (cfg->drain_window_ms + drain_after > cfg->drain_grace_ms) {
     snprintf(err, errlen,
-             "--drain-window (%llu ms) must be shorter than --drain-grace (%llu ms): clients are "
-             "closed during the window, Kafka and Redis are flushed after it",
-             (unsigned long long)cfg->drain_window_ms, (unsigned long long)cfg->drain_grace_ms);
+             "--drain-window (%llu ms) must end at least %llu ms before --drain-grace (%llu ms): "
+             "clients are closed during the window; after it, their close handshakes, the Kafka "
+             "flush and the Redis release need 1 s each",
+             (unsigned long long)cfg->drain_window_ms, (unsigned long long)drain_after,
+             (unsigned long long)cfg->drain_grace_ms);
     return -1;
   }
   if (cfg->rate_burst > 0 && cfg->rate_msgs == 0) {

@@ -24,6 +24,15 @@
 #define GW_JWT_SECRET_MIN 32
 #define GW_ORIGINS_MAX    64
 
+/* How a drain (SIGTERM) divides --drain-grace (gateway.c): after the last 1001 of the window,
+ * at least GW_DRAIN_LINGER_MS for the close handshakes to finish (lingering close: the client's
+ * close frame answers ours), then the Kafka flush (3 s when the grace allows, at least
+ * GW_DRAIN_FLUSH_MIN_MS), then GW_DRAIN_RELEASE_MS for the Redis release. */
+#define GW_DRAIN_LINGER_MS    1000
+#define GW_DRAIN_FLUSH_MS     3000
+#define GW_DRAIN_FLUSH_MIN_MS 1000
+#define GW_DRAIN_RELEASE_MS   1000
+
 typedef enum {
   GW_RATE_CLOSE, /* close the connection with 1008 "rate limit exceeded" */
   GW_RATE_PAUSE, /* stop reading from the connection until its bucket allows the next frame */

@@ -39,6 +39,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "gw_conns.h"
@@ -68,18 +69,20 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define OUTBOUND_PER_WAKE 4096
 /* A closing connection whose close frame cannot be written within this long is dropped. */
 #define CLOSE_TIMEOUT_S 5
+/* At most this much unread client input is discarded right before a socket is closed. */
+#define LINGER_DISCARD_MAX ((size_t)8 << 20)
 /* Disconnect envelopes kept while Kafka refuses them (a queue-full burst). */
 #define ORPHAN_MAX_BYTES    (16u << 20)
 #define LOG_LIMIT_PER_S     5
 #define SUBPROTOCOL_HDR_MAX 512
 #define ORIGIN_HDR_MAX      512
 
-/* Why reading from a connection is held: any bit set = lws_rx_flow_control(wsi, 0). */
+/* Why reading from a connection is held: any bit set = lws_rx_flow_control(wsi, 0), unless
+ * the connection is closing (F_CLOSING: it reads and discards, see reading_paused). */
 enum {
   HOLD_REGISTER = 1u << 0, /* Redis has not confirmed the registration yet */
   HOLD_STALL = 1u << 1,    /* a complete message waits for Kafka (queue full) */
   HOLD_RATE = 1u << 2,     /* a complete message waits for the rate limit */
-  HOLD_CLOSING = 1u << 3,  /* a close is on its way */
   HOLD_RESUME = 1u << 4,   /* a resumable connection is catching up: requests wait for the sync */
 };
 
@@ -97,6 +100,7 @@ enum {
   F_DEFLATE = 1u << 10,     /* permessage-deflate negotiated */
   F_ADD_ISSUED = 1u << 11,  /* conn_add accepted: conn_remove must follow */
   F_CLOSE_SENT = 1u << 12,  /* lws_close_reason was called: lws is closing it */
+  F_LWS_CLOSING = 1u << 13, /* lws began its close (WS_SERVER_DROP_PROTOCOL): hands off */
 };
 
 /*
@@ -259,7 +263,7 @@ struct gw_server {
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
-  wsg_counter *m_events_lost, *m_peer_closes;
+  wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded;
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
@@ -346,13 +350,59 @@ static void peer_of(struct lws *wsi, char *buf, size_t len) {
 /* ------------------------------------------------------------------------------------------ */
 /* holds and closes                                                                            */
 
-static void set_hold(gw_session *ss, unsigned bit, bool on) {
-  uint8_t old = ss->hold;
-  ss->hold = on ? (uint8_t)(ss->hold | bit) : (uint8_t)(ss->hold & ~bit);
-  if ((old == 0) == (ss->hold == 0))
+/*
+ * A closing connection never stops reading: it discards what the client still sends (lingering
+ * close, as nginx's lingering_close). Input left unread in the socket turns the final close()
+ * into a TCP reset, and a reset makes the client's kernel throw away what it has not read yet:
+ * the replies written before the close and the close frame itself (docs/RELIABILITY.md, bug 4).
+ * Reading also lets libwebsockets see the client's close frame answering ours, which is what
+ * ends the connection (LRS_AWAITING_CLOSE_ACK: lws drops data frames there itself).
+ */
+static bool reading_paused(const gw_session *ss) {
+  return ss->hold != 0 && !(ss->flags & F_CLOSING);
+}
+
+static void apply_hold(gw_session *ss, bool was_paused) {
+  bool paused = reading_paused(ss);
+  if (paused == was_paused)
     return;
   /* PROCESS_NOW: applied at once also when called from outside this wsi's own callback. */
-  lws_rx_flow_control(ss->wsi, ss->hold == 0 ? (1 | LWS_RXFLOW_REASON_FLAG_PROCESS_NOW) : 0);
+  lws_rx_flow_control(ss->wsi, paused ? 0 : (1 | LWS_RXFLOW_REASON_FLAG_PROCESS_NOW));
+}
+
+static void set_hold(gw_session *ss, unsigned bit, bool on) {
+  bool was = reading_paused(ss);
+  ss->hold = on ? (uint8_t)(ss->hold | bit) : (uint8_t)(ss->hold & ~bit);
+  apply_hold(ss, was);
+}
+
+/* A close was decided: from now on the client's input is read and discarded (on_receive). */
+static void mark_closing(gw_session *ss) {
+  bool was = reading_paused(ss);
+  ss->flags |= F_CLOSING;
+  apply_hold(ss, was);
+}
+
+/*
+ * Right before libwebsockets closes the socket (LWS_CALLBACK_CLOSED runs between its
+ * shutdown(SHUT_WR) and close()): discard input that is still unread, so the close is a FIN
+ * after what is still in the send buffer, not a reset that destroys it. This covers the closes
+ * that end without the client's close frame: the close timeout, the end of a drain, lws' own
+ * hangups. Bounded: a client that keeps sending is cut off at LINGER_DISCARD_MAX.
+ */
+static void discard_unread(gw_server *s, struct lws *wsi) {
+  lws_sockfd_type fd = lws_get_socket_fd(wsi);
+  if (fd < 0)
+    return;
+  size_t total = 0;
+  while (total < LINGER_DISCARD_MAX) {
+    ssize_t n = recv(fd, s->scratch, LWS_PRE + FRAG_SIZE, MSG_DONTWAIT);
+    if (n <= 0)
+      break; /* EOF, nothing left (EAGAIN) or an error: nothing more to discard */
+    total += (size_t)n;
+  }
+  if (total)
+    wsg_counter_add(s->m_linger_discarded, total);
 }
 
 /*
@@ -366,7 +416,8 @@ static int close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, co
     reason = gw_close_reason(code);
   size_t rlen = strnlen(reason, WSG_MAX_REASON_LEN);
   if (ss) {
-    ss->flags |= F_CLOSING | F_CLOSE_SENT;
+    mark_closing(ss);
+    ss->flags |= F_CLOSE_SENT;
     ss->disconnect_code = (uint16_t)code;
   }
   count_close(s, code);
@@ -404,7 +455,7 @@ static void close_async(gw_server *s, gw_session *ss, int code, const char *reas
     }
     return;
   }
-  ss->flags |= F_CLOSING;
+  mark_closing(ss);
   if (urgent) {
     ss->flags |= F_CLOSE_URGENT;
     sendq_clear(s, ss);
@@ -413,7 +464,6 @@ static void close_async(gw_server *s, gw_session *ss, int code, const char *reas
   ss->disconnect_code = (uint16_t)code;
   if (reason && *reason && strcmp(reason, gw_close_reason(code)) != 0)
     ss->close_reason = strndup(reason, WSG_MAX_REASON_LEN); /* NULL: the default text is used */
-  set_hold(ss, HOLD_CLOSING, true);
   lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
   lws_callback_on_writable(ss->wsi);
 }
@@ -701,7 +751,11 @@ static int on_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
                       size_t len) {
   /* lws may deliver more of the same read after we returned -1 (notes §6), and with
    * permessage-deflate it keeps only the LAST return value of the chunks it inflates: keep
-   * answering -1 or the close we asked for is forgotten. */
+   * answering -1 or the close we asked for is forgotten; but once lws has begun its close, a -1
+   * would make it drop the socket at once (no close frame; a reset if input is unread): from then
+   * on the data is discarded (lingering close, mark_closing). */
+  if (ss->flags & F_LWS_CLOSING)
+    return 0;
   if (ss->flags & F_CLOSE_SENT)
     return -1;
   if (!ss->user || (ss->flags & (F_CLOSING | F_RELEASED)))
@@ -1702,6 +1756,10 @@ static void copy_framed(uint8_t *dst, const char *hdr, size_t hlen, const uint8_
 }
 
 static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
+  /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
+   * here would drop the socket without waiting, so the client's answer would meet a reset. */
+  if (ss->flags & F_LWS_CLOSING)
+    return 0;
   if (ss->flags & F_CLOSE_SENT)
     return -1; /* the close frame's reason is already set (close_now) */
   if (!ss->user || (ss->flags & F_RELEASED))
@@ -1814,7 +1872,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
     }
     return 0;
+  case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+    /* lws calls this as it begins a close (core-net/close.c), before sending its close frame. */
+    if (ss)
+      ss->flags |= F_LWS_CLOSING;
+    return 0;
   case LWS_CALLBACK_CLOSED:
+    discard_unread(server_of(wsi), wsi);
     session_release(server_of(wsi), ss);
     return 0;
   case LWS_CALLBACK_WSI_DESTROY: {
@@ -1946,6 +2010,11 @@ static void register_metrics(gw_server *s, wsg_metrics *m) {
 #undef CLOSE_METRIC
   s->m_peer_closes = wsg_metrics_counter(m, "wsgate_gateway_client_closes_total",
                                          "Connections the client closed with a close frame.", NULL);
+  s->m_linger_discarded = wsg_metrics_counter(
+      m, "wsgate_gateway_linger_discarded_bytes_total",
+      "Client input still unread when its connection's socket was closed, read and discarded "
+      "so the close is a FIN, not a reset.",
+      NULL);
   s->m_conns =
       wsg_metrics_gauge(m, "wsgate_gateway_connections", "Open WebSocket connections.", NULL);
   s->m_sendq_bytes = wsg_metrics_gauge(m, "wsgate_gateway_sendq_bytes",

@@ -14,7 +14,9 @@
  * in the gateway's socket. Then the gateway is drained (SIGTERM, --drain-window 0), and the
  * client reads only after the gateway has exited, as a busy client on a slow network would.
  *
- * KNOWN BUG (routed to the gateway engineer; docs/RELIABILITY.md "Known bugs"): fails today.
+ * Regression test of known bug 4 (docs/RELIABILITY.md), fixed by the gateway's lingering close:
+ * a closing connection keeps reading and discarding, and discards what is still unread right
+ * before its socket is closed.
  */
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -83,7 +85,7 @@ Test(close_linger, drain_1001_survives_unread_client_data) {
   while ((rc = ws_client_recv(c, &m, 5000)) == WS_CLIENT_OK && m.opcode != WS_OP_CLOSE)
     replies++;
   cr_assert(rc == WS_CLIENT_OK,
-            "KNOWN BUG: after %d of 32 replies the connection ended without the drain's close "
+            "after %d of 32 replies the connection ended without the drain's close "
             "frame (%s): the gateway closed its socket with client data unread, and the reset "
             "discarded what it had not sent yet",
             replies, ws_client_strerror(rc));
