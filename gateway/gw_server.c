@@ -415,12 +415,15 @@ static int close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, co
   if (!reason)
     reason = gw_close_reason(code);
   size_t rlen = strnlen(reason, WSG_MAX_REASON_LEN);
+  /* A close decided earlier (close_async) was counted then, whether or not its close frame
+   * can ever be written; one decided here is counted here. */
+  if (!ss || !(ss->flags & F_CLOSING))
+    count_close(s, code);
   if (ss) {
     mark_closing(ss);
     ss->flags |= F_CLOSE_SENT;
     ss->disconnect_code = (uint16_t)code;
   }
-  count_close(s, code);
   lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
   /* lws 4.1.6 ignores a RECEIVE callback's -1 while it services permessage-deflate's pending
    * output (ops-ws.c, "RX EXT draining"): also close from WRITEABLE, and at worst by timeout. */
@@ -456,6 +459,9 @@ static void close_async(gw_server *s, gw_session *ss, int code, const char *reas
     return;
   }
   mark_closing(ss);
+  /* Counted when decided: a slow consumer's close frame may never be written (its socket is
+   * full) and the connection then ends by the close timeout, but it was still closed with 4001. */
+  count_close(s, code);
   if (urgent) {
     ss->flags |= F_CLOSE_URGENT;
     sendq_clear(s, ss);

@@ -514,8 +514,8 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
     await asyncio.sleep(2)  # the aftermath of the close belongs to the measured window
     t_after = time.monotonic()
     res.check(gw.metrics().get(m4001) == 1, f"{gw.metrics().get(m4001)} connections counted as "
-              "closed with 4001, expected the slow reader alone (0: KNOWN BUG 3 of "
-              "docs/RELIABILITY.md, a close whose frame could not be written is not counted)")
+              "closed with 4001, expected the slow reader alone (0: a close whose frame could not "
+              "be written went uncounted, fixed bug 3 of docs/RELIABILITY.md)")
     s.close()
     await chk.finish(20)
     base = chk.latencies(t_base, t_slow)
@@ -763,8 +763,7 @@ SCENARIOS = {
     "sigstop_processor": (sc_sigstop_processor, True),
     "sigstop_redis": (sc_sigstop_redis, True),
     "sigstop_kafka": (sc_sigstop_kafka, False),
-    # Known bug 3 (docs/RELIABILITY.md): fails until fixed, so only in --long or --only.
-    "slow_reader": (sc_slow_reader, False),
+    "slow_reader": (sc_slow_reader, True),
     "connect_storm": (sc_connect_storm, True),
     "valgrind_gateway": (sc_valgrind_gateway, True),
     "valgrind_processor": (sc_valgrind_processor, True),

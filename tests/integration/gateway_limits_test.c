@@ -61,6 +61,8 @@ Test(gateway_limits, slow_consumer_is_closed_and_its_queue_freed) {
   /* The queue is dropped at once; the socket goes at the latest when the close times out. */
   wait_metric("wsgate_gateway_sendq_bytes", 0, GWT_WAIT_MS);
   wait_metric("wsgate_gateway_connections", 1, GWT_WAIT_MS);
+  /* Counted once, when decided: not again when (or if) its close frame is written. */
+  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_closes_total{code=\"4001\"}"), 1);
   wsg_envelope e;
   gwt_reader_expect(&rd, WSG_ENV_DISCONNECT, "sloth", &e, GWT_WAIT_MS);
   cr_assert_eq(e.close_code, 4001);
