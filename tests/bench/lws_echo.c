@@ -8,7 +8,11 @@
  * beyond that, so a client that does not read cannot grow the server without bound.
  *
  * Usage: lws_echo [--addr 127.0.0.1] [--port 0] [--rx-buffer 512] [--queue-max 1048576]
- *                 [--ping-interval 30]
+ *                 [--ping-interval 30] [--sink]
+ * --sink reads and reassembles every message as the echo does but sends nothing back: the
+ * receive path alone, the like-for-like ceiling of the gateway's ingest (frames in, records out to
+ * Kafka, nothing written to the client). SIGUSR1 prints "lws_echo: received N messages" (all
+ * modes), so scripts/bench can take the rate between two readings.
  * --ping-interval 0 switches libwebsockets' keepalive off (hangup after twice the interval
  * otherwise): docs/BENCHMARKS.md measures what its per-connection timers cost. Prints "lws_echo:
  * listening on <addr>:<port>" once it accepts connections; SIGTERM or SIGINT stops it.
@@ -49,6 +53,8 @@ typedef struct {
 
 typedef struct {
   size_t queue_max;
+  bool sink;                   /* --sink: count and drop instead of echoing */
+  unsigned long long received; /* whole messages received, read on SIGUSR1 */
   struct lws_context *ctx;
   struct ev_loop *loop;
 } echo_server;
@@ -101,6 +107,11 @@ static int on_receive(struct lws *wsi, echo_session *s, const void *in, size_t l
     return 0;
   echo_msg *m = s->rx;
   s->rx = NULL;
+  srv->received++;
+  if (srv->sink) {
+    free(m);
+    return 0;
+  }
   if (s->queued + m->len > srv->queue_max) {
     free(m);
     s->over = true;
@@ -175,6 +186,14 @@ static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents) {
   ev_break(loop, EVBREAK_ALL);
 }
 
+static void on_count_signal(struct ev_loop *loop, ev_signal *w, int revents) {
+  (void)loop;
+  (void)revents;
+  const echo_server *srv = w->data;
+  printf("lws_echo: received %llu messages\n", srv->received);
+  fflush(stdout);
+}
+
 static int parse_num(const char *flag, const char *v, long long min, long long max,
                      long long *out) {
   char *end;
@@ -191,12 +210,17 @@ static int parse_num(const char *flag, const char *v, long long min, long long m
 int main(int argc, char **argv) {
   const char *addr = "127.0.0.1";
   long long port = 0, rx = 512, qmax = 1 << 20, ping = 30;
+  bool sink = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       printf("usage: lws_echo [--addr 127.0.0.1] [--port 0] [--rx-buffer 512] "
-             "[--queue-max 1048576] [--ping-interval 30]\n");
+             "[--queue-max 1048576] [--ping-interval 30] [--sink]\n");
       return 0;
+    }
+    if (strcmp(a, "--sink") == 0) {
+      sink = true;
+      continue;
     }
     if (!v) {
       fprintf(stderr, "lws_echo: %s needs a value (see --help)\n", a);
@@ -230,7 +254,7 @@ int main(int argc, char **argv) {
   }
   lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 
-  echo_server srv = {.queue_max = (size_t)qmax};
+  echo_server srv = {.queue_max = (size_t)qmax, .sink = sink};
   srv.loop = ev_default_loop(EVFLAG_AUTO);
   if (!srv.loop) {
     fprintf(stderr, "lws_echo: cannot create the libev loop\n");
@@ -277,15 +301,18 @@ int main(int argc, char **argv) {
   printf("lws_echo: listening on %s:%d\n", addr, vh ? lws_get_vhost_listen_port(vh) : (int)port);
   fflush(stdout);
 
-  ev_signal sig_term, sig_int;
+  ev_signal sig_term, sig_int, sig_usr1;
   ev_signal_init(&sig_term, on_stop_signal, SIGTERM);
   ev_signal_init(&sig_int, on_stop_signal, SIGINT);
-  sig_term.data = sig_int.data = &srv;
+  ev_signal_init(&sig_usr1, on_count_signal, SIGUSR1);
+  sig_term.data = sig_int.data = sig_usr1.data = &srv;
   ev_signal_start(srv.loop, &sig_term);
   ev_signal_start(srv.loop, &sig_int);
+  ev_signal_start(srv.loop, &sig_usr1);
   ev_run(srv.loop, 0);
   ev_signal_stop(srv.loop, &sig_term);
   ev_signal_stop(srv.loop, &sig_int);
+  ev_signal_stop(srv.loop, &sig_usr1);
   if (srv.ctx)
     lws_context_destroy(srv.ctx);
   ev_loop_destroy(srv.loop);
