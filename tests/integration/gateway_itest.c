@@ -26,7 +26,7 @@ static void copy_unique(char *dst, size_t len, const char *prefix, const char *s
   free(u);
 }
 
-static void spawn(gwt_gateway *g, const char *const *extra) {
+static void spawn(gwt_gateway *g, const char *const *extra, bool wait_ready) {
   char port[16], http_port[16];
   snprintf(port, sizeof port, "%d", g->port);
   snprintf(http_port, sizeof http_port, "%d", g->http_port);
@@ -72,13 +72,13 @@ static void spawn(gwt_gateway *g, const char *const *extra) {
   }
   argv[n] = NULL;
   g->pid = itest_spawn(argv, NULL, g->log);
-  if (itest_wait_http(g->http_port, "/readyz", 200, GWT_WAIT_MS) != 0) {
+  if (wait_ready && itest_wait_http(g->http_port, "/readyz", 200, GWT_WAIT_MS) != 0) {
     itest_dump_log(g->log, 60);
     cr_assert_fail("gateway %s did not become ready", g->gw_id);
   }
 }
 
-void gwt_start(gwt_gateway *g, const char *name, const char *const *extra) {
+static void prepare(gwt_gateway *g, const char *name) {
   itest_require_servers();
   memset(g, 0, sizeof *g);
   copy_unique(g->in_topic, sizeof g->in_topic, "gwt-in", "");
@@ -92,11 +92,20 @@ void gwt_start(gwt_gateway *g, const char *name, const char *const *extra) {
   itest_topic_create(g->out_topic, GWT_PARTITIONS);
   g->port = itest_free_port();
   g->http_port = itest_free_port();
-  spawn(g, extra);
+}
+
+void gwt_start(gwt_gateway *g, const char *name, const char *const *extra) {
+  prepare(g, name);
+  spawn(g, extra, true);
+}
+
+void gwt_launch(gwt_gateway *g, const char *name, const char *const *extra) {
+  prepare(g, name);
+  spawn(g, extra, false);
 }
 
 void gwt_restart(gwt_gateway *g, const char *const *extra) {
-  spawn(g, extra);
+  spawn(g, extra, true);
 }
 
 /* Fails the test if the sanitizers reported anything in the gateway's log (a sanitized build

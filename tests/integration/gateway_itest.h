@@ -36,6 +36,9 @@ typedef struct {
 /* Creates the two topics (GWT_PARTITIONS each), starts the gateway with its standard flags plus
  * `extra` (NULL-terminated, may be NULL) and waits for /readyz 200. */
 void gwt_start(gwt_gateway *g, const char *name, const char *const *extra);
+/* As gwt_start, but returns once the process is started, without waiting for /readyz (a start
+ * that is meant to fail). */
+void gwt_launch(gwt_gateway *g, const char *name, const char *const *extra);
 /* Starts again with the same topics, prefix and id (after a stop). */
 void gwt_restart(gwt_gateway *g, const char *const *extra);
 /* Sends sig and waits up to timeout_ms; returns the wait status (fails the test on timeout). */

@@ -4,7 +4,8 @@
  * The socket is non-blocking and every wait is a poll() against a deadline, so a test never
  * hangs on a server that stops talking. Received bytes accumulate in one buffer that frames are
  * parsed from in place; a fragmented message is reassembled into a second one, bounded by
- * max_message.
+ * max_message. With TLS the same waits drive OpenSSL's non-blocking calls: a read or write that
+ * needs the socket readable or writable waits for exactly that (a TLS write may need a read).
  *
  * Threads: whichever thread owns the ws_client.
  */
@@ -14,10 +15,15 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +40,9 @@
 
 struct ws_client {
   int fd;
+  SSL_CTX *tls_ctx; /* wss:// only */
+  SSL *tls;
+  char alpn[32];
   bool closed;     /* a close frame arrived (and was echoed), or EOF */
   bool close_sent; /* we sent a close frame */
   unsigned pings;
@@ -92,9 +101,75 @@ static int wait_fd(int fd, short events, uint64_t deadline) {
   }
 }
 
-static int write_all(int fd, const void *data, size_t len, int timeout_ms) {
+/* What a non-blocking TLS call that did not complete waits for: POLLIN or POLLOUT; 0 if the call
+ * failed for good. */
+static short tls_wants(SSL *tls, int ret) {
+  switch (SSL_get_error(tls, ret)) {
+  case SSL_ERROR_WANT_READ:
+    return POLLIN;
+  case SSL_ERROR_WANT_WRITE:
+    return POLLOUT;
+  default:
+    return 0;
+  }
+}
+
+/* OpenSSL writes with write(2), not send(MSG_NOSIGNAL): a write to a peer that has gone raises
+ * SIGPIPE, which would kill the test instead of failing one call. So SIGPIPE is blocked on this
+ * thread around TLS writes, and one raised meanwhile is consumed before it is unblocked. */
+typedef struct {
+  sigset_t old;
+  bool was_pending;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g) {
+  sigset_t pipe, pending;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  sigpending(&pending);
+  g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+}
+
+static void sigpipe_restore(sigpipe_guard *g) {
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  if (!g->was_pending) {
+    const struct timespec none = {0, 0};
+    while (sigtimedwait(&pipe, NULL, &none) > 0) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static int tls_write_all(ws_client *c, const uint8_t *p, size_t len, uint64_t deadline) {
+  sigpipe_guard guard;
+  sigpipe_block(&guard);
+  int rc = WS_CLIENT_OK;
+  while (len > 0 && rc == WS_CLIENT_OK) {
+    size_t n = 0;
+    int ret = SSL_write_ex(c->tls, p, len, &n);
+    if (ret == 1) {
+      p += n;
+      len -= n;
+      continue;
+    }
+    short ev = tls_wants(c->tls, ret);
+    int w = ev != 0 ? wait_fd(c->fd, ev, deadline) : -1;
+    if (w <= 0)
+      rc = w == 0 ? WS_CLIENT_TIMEOUT : WS_CLIENT_IO;
+  }
+  sigpipe_restore(&guard);
+  return rc;
+}
+
+static int write_all(ws_client *c, const void *data, size_t len, int timeout_ms) {
   const uint8_t *p = data;
   uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+  if (c->tls != NULL)
+    return tls_write_all(c, p, len, deadline);
+  int fd = c->fd;
   while (len > 0) {
     ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
     if (n > 0) {
@@ -134,6 +209,26 @@ static long fill(ws_client *c, uint64_t deadline) {
       return WS_CLIENT_NOMEM;
     c->rbuf = nb;
     c->rcap = cap;
+  }
+  while (c->tls != NULL) {
+    size_t n = 0;
+    int ret = SSL_read_ex(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &n);
+    if (ret == 1) {
+      c->rlen += n;
+      return (long)n;
+    }
+    int e = SSL_get_error(c->tls, ret);
+    if (e == SSL_ERROR_ZERO_RETURN ||
+        (e == SSL_ERROR_SYSCALL && (errno == 0 || errno == ECONNRESET)))
+      return WS_CLIENT_CLOSED; /* close_notify, EOF or reset */
+    short ev = tls_wants(c->tls, ret);
+    if (ev == 0)
+      return WS_CLIENT_IO;
+    int w = wait_fd(c->fd, ev, deadline);
+    if (w == 0)
+      return WS_CLIENT_TIMEOUT;
+    if (w < 0)
+      return WS_CLIENT_IO;
   }
   for (;;) {
     ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
@@ -268,6 +363,86 @@ static void accept_for(const char *key, char out[64]) {
   EVP_EncodeBlock((unsigned char *)out, sha, SHA_DIGEST_LENGTH);
 }
 
+/* The first OpenSSL error as text, for a message; clears the queue. */
+static const char *tls_error(char *buf, size_t len) {
+  unsigned long e = ERR_get_error();
+  if (e == 0)
+    snprintf(buf, len, "no OpenSSL error queued");
+  else
+    ERR_error_string_n(e, buf, len);
+  ERR_clear_error();
+  return buf;
+}
+
+/* Turns "h2,http/1.1" into ALPN's wire format (length-prefixed names). Returns its length, 0 if
+ * the list is empty or does not fit. */
+static size_t alpn_wire(const char *list, unsigned char *out, size_t cap) {
+  size_t n = 0;
+  for (const char *p = list; *p != '\0';) {
+    const char *e = strchr(p, ',');
+    size_t l = e != NULL ? (size_t)(e - p) : strlen(p);
+    if (l == 0 || l > 255 || n + 1 + l > cap)
+      return 0;
+    out[n++] = (unsigned char)l;
+    memcpy(out + n, p, l);
+    n += l;
+    p += l + (e != NULL);
+  }
+  return n;
+}
+
+/* TLS over the connected socket: the server's certificate must chain to o->tls_ca_file and name
+ * host as an IP address. */
+static int tls_handshake(ws_client *c, const char *host, const ws_client_options *o,
+                         uint64_t deadline, char *err, size_t errlen) {
+  char why[256];
+  c->tls_ctx = SSL_CTX_new(TLS_client_method());
+  if (c->tls_ctx == NULL)
+    return fail(err, errlen, WS_CLIENT_NOMEM, "SSL_CTX_new: %s", tls_error(why, sizeof why));
+  SSL_CTX_set_min_proto_version(c->tls_ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(c->tls_ctx, SSL_VERIFY_PEER, NULL);
+  if (SSL_CTX_load_verify_locations(c->tls_ctx, o->tls_ca_file, NULL) != 1)
+    return fail(err, errlen, WS_CLIENT_INVALID, "cannot load CA file %s: %s", o->tls_ca_file,
+                tls_error(why, sizeof why));
+  c->tls = SSL_new(c->tls_ctx);
+  if (c->tls == NULL || SSL_set_fd(c->tls, c->fd) != 1)
+    return fail(err, errlen, WS_CLIENT_NOMEM, "SSL_new: %s", tls_error(why, sizeof why));
+  if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->tls), host) != 1)
+    return fail(err, errlen, WS_CLIENT_INVALID, "%s: not an IP address to verify", host);
+  if (o->tls_alpn != NULL) {
+    unsigned char wire[128];
+    size_t wl = alpn_wire(o->tls_alpn, wire, sizeof wire);
+    if (wl == 0 || SSL_set_alpn_protos(c->tls, wire, (unsigned)wl) != 0)
+      return fail(err, errlen, WS_CLIENT_INVALID, "bad ALPN list \"%s\"", o->tls_alpn);
+  }
+  for (;;) {
+    sigpipe_guard guard;
+    sigpipe_block(&guard);
+    int ret = SSL_connect(c->tls);
+    sigpipe_restore(&guard);
+    if (ret == 1)
+      break;
+    short ev = tls_wants(c->tls, ret);
+    if (ev == 0) {
+      long v = SSL_get_verify_result(c->tls);
+      if (v != X509_V_OK)
+        return fail(err, errlen, WS_CLIENT_TLS, "TLS handshake: certificate not accepted: %s",
+                    X509_verify_cert_error_string(v));
+      return fail(err, errlen, WS_CLIENT_TLS, "TLS handshake: %s", tls_error(why, sizeof why));
+    }
+    int w = wait_fd(c->fd, ev, deadline);
+    if (w == 0)
+      return fail(err, errlen, WS_CLIENT_TIMEOUT, "TLS handshake timed out");
+    if (w < 0)
+      return fail(err, errlen, WS_CLIENT_IO, "poll: %s", strerror(errno));
+  }
+  const unsigned char *proto = NULL;
+  unsigned plen = 0;
+  SSL_get0_alpn_selected(c->tls, &proto, &plen);
+  snprintf(c->alpn, sizeof c->alpn, "%.*s", (int)plen, proto != NULL ? (const char *)proto : "");
+  return WS_CLIENT_OK;
+}
+
 int ws_client_connect(ws_client **out, const ws_client_options *o, ws_http_response *resp,
                       char *err, size_t errlen) {
   *out = NULL;
@@ -291,6 +466,13 @@ int ws_client_connect(ws_client **out, const ws_client_options *o, ws_http_respo
     int rc = c->fd;
     free(c);
     return rc;
+  }
+  if (o->tls_ca_file != NULL) {
+    int rc = tls_handshake(c, host, o, deadline, err, errlen);
+    if (rc != WS_CLIENT_OK) {
+      ws_client_destroy(c);
+      return rc;
+    }
   }
 
   unsigned char nonce[16];
@@ -324,7 +506,7 @@ int ws_client_connect(ws_client **out, const ws_client_options *o, ws_http_respo
     ws_client_destroy(c);
     return fail(err, errlen, WS_CLIENT_INVALID, "request headers exceed %d bytes", HEADER_MAX);
   }
-  int rc = write_all(c->fd, req, (size_t)n, remaining(deadline));
+  int rc = write_all(c, req, (size_t)n, remaining(deadline));
   free(req);
   if (rc != WS_CLIENT_OK) {
     ws_client_destroy(c);
@@ -397,6 +579,8 @@ int ws_client_connect(ws_client **out, const ws_client_options *o, ws_http_respo
 void ws_client_destroy(ws_client *c) {
   if (c == NULL)
     return;
+  SSL_free(c->tls); /* no close_notify: destroy is an abrupt close by contract */
+  SSL_CTX_free(c->tls_ctx);
   if (c->fd >= 0)
     close(c->fd);
   free(c->rbuf);
@@ -406,6 +590,14 @@ void ws_client_destroy(ws_client *c) {
 
 int ws_client_fd(const ws_client *c) {
   return c->fd;
+}
+
+const char *ws_client_tls_version(const ws_client *c) {
+  return c->tls != NULL ? SSL_get_version(c->tls) : NULL;
+}
+
+const char *ws_client_tls_alpn(const ws_client *c) {
+  return c->tls != NULL ? c->alpn : NULL;
 }
 
 unsigned ws_client_pings_received(const ws_client *c) {
@@ -447,7 +639,7 @@ int ws_client_send_frame(ws_client *c, int opcode, bool fin, bool masked, const 
   const uint8_t *p = data;
   for (size_t i = 0; i < len; i++)
     f[h + i] = masked ? p[i] ^ mask[i & 3] : p[i];
-  int rc = write_all(c->fd, f, h + len, WRITE_TIMEOUT_MS);
+  int rc = write_all(c, f, h + len, WRITE_TIMEOUT_MS);
   free(f);
   return rc;
 }
@@ -480,7 +672,7 @@ int ws_client_send_fragmented(ws_client *c, ws_opcode op, const void *data, size
 }
 
 int ws_client_send_raw(ws_client *c, const void *data, size_t len) {
-  return write_all(c->fd, data, len, WRITE_TIMEOUT_MS);
+  return write_all(c, data, len, WRITE_TIMEOUT_MS);
 }
 
 static int send_close_frame(ws_client *c, uint16_t code, const char *reason) {

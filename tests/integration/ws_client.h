@@ -4,8 +4,9 @@
  * It speaks the protocol correctly (random Sec-WebSocket-Key, Sec-WebSocket-Accept checked with
  * SHA-1, masked client frames, 7/16/64-bit lengths, fragmented messages reassembled, pings
  * answered, the close handshake) and can also break it on purpose (unmasked or raw bytes) for
- * hostile-client tests. A refused upgrade returns the HTTP status, headers and body.
- * Every wait is a poll() with a timeout; nothing blocks forever. No TLS.
+ * hostile-client tests. A refused upgrade returns the HTTP status, headers and body. With
+ * tls_ca_file it speaks wss:// (OpenSSL), verifying the server's certificate and address.
+ * Every wait is a poll() with a timeout; nothing blocks forever. No permessage-deflate.
  *
  * Threads: a ws_client belongs to one thread at a time.
  */
@@ -28,7 +29,8 @@
   X(TOO_BIG, -7, "the message is larger than max_message")                                         \
   X(CLOSED, -8, "the connection is closed (EOF, or after a close frame)")                          \
   X(INVALID, -9, "invalid argument")                                                               \
-  X(NOMEM, -10, "out of memory")
+  X(NOMEM, -10, "out of memory")                                                                   \
+  X(TLS, -11, "the TLS handshake failed or the server's certificate was not accepted")
 
 typedef enum {
 #define WS_CLIENT_ERR_ENUM(name, value, msg) WS_CLIENT_##name = value,
@@ -55,6 +57,10 @@ typedef struct {
   const char *subprotocol;    /* Sec-WebSocket-Protocol value; NULL: none */
   int timeout_ms;             /* connect + handshake; 0: 5000 */
   size_t max_message;         /* largest message ws_client_recv reassembles; 0: 16 MiB */
+  /* wss://: a PEM file of the CA(s) that must have signed the server's certificate, which must
+   * also name `host` (an IP address SAN). NULL: plain ws://. */
+  const char *tls_ca_file;
+  const char *tls_alpn; /* protocols offered by ALPN, comma-separated ("h2,http/1.1"); NULL: none */
 } ws_client_options;
 
 /* The server's answer to the upgrade request. */
@@ -81,6 +87,11 @@ int ws_client_connect(ws_client **out, const ws_client_options *o, ws_http_respo
 void ws_client_destroy(ws_client *c);
 
 int ws_client_fd(const ws_client *c);
+
+/* wss:// only: the negotiated TLS version ("TLSv1.3") and ALPN protocol ("" if none). Static or
+ * owned by the client; NULL on a plain connection. */
+const char *ws_client_tls_version(const ws_client *c);
+const char *ws_client_tls_alpn(const ws_client *c);
 
 /* One masked frame with FIN set: a whole text/binary message, a ping, a pong. data: borrowed. */
 int ws_client_send(ws_client *c, ws_opcode op, const void *data, size_t len);
