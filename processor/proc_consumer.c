@@ -4,8 +4,21 @@
  *
  * Why commits are ours rather than librdkafka's auto-commit: we store exactly the completed
  * offsets (rd_kafka_offsets_store) and commit that same list asynchronously on a timer, which lets
- * us measure each commit's latency and count its failures; auto-commit would commit the same
- * offsets without telling us when it started.
+ * us measure each commit's latency and count its failures, and hold it back while this member is
+ * rejoining the group (below); auto-commit would commit at any moment without telling us.
+ *
+ * Why no commit goes out while this member rejoins the group: an OffsetCommit sent after our
+ * JoinGroup request queues behind it on the coordinator connection, so the broker reads it only
+ * once the JoinGroup has completed, under a new generation, and answers ILLEGAL_GENERATION.
+ * librdkafka before 2.10.0 (Debian's 2.0.2 included; librdkafka issue #4059, fixed by PR #4908)
+ * then resets the generation the JoinGroup response had just set, its SyncGroup fails, and it
+ * declares the whole assignment lost: the partitions are released uncommitted and their next
+ * owner handles again everything since the last commit. A rebalance in which this member gave
+ * partitions up (cooperative: after the assign that follows the revoke; eager or lost: right
+ * after the revoke) always ends with such a rejoin, so from that revoke to the assign of the
+ * next round the timer commits wait (at most max.poll.interval.ms, the broker's bound on a
+ * rebalance), and shutdown waits for the rebalance to end before its last commit. The commit in
+ * the revoke callback itself is safe: it is sent before our JoinGroup.
  *
  * Threads: every function runs on the consumer thread; librdkafka calls our callbacks from
  * rd_kafka_consumer_poll() and rd_kafka_poll(), i.e. on the consumer thread too (the consumer's
@@ -40,6 +53,15 @@
 #define BROKER_CHECK_TIMEOUT_MS 200
 /* Longest wait for the group's committed offsets when resuming after our own work. */
 #define RESUME_QUERY_MS 5000
+/* librdkafka's default max.poll.interval.ms: the broker's bound on one rebalance. */
+#define DEFAULT_REBALANCE_MS 300000
+
+/* Where this member stands in a rebalance it will rejoin for (see the top of the file). */
+typedef enum {
+  REJOIN_NONE,         /* no rejoin of ours outstanding: commits may go out */
+  REJOIN_AFTER_ASSIGN, /* cooperative revoke done: librdkafka rejoins after the next assign */
+  REJOIN_PENDING,      /* our JoinGroup is (about to be) outstanding: no commit until assigned */
+} rejoin_state;
 
 typedef struct part {
   int32_t id;
@@ -90,6 +112,10 @@ struct proc_consumer {
 
   uint64_t next_commit_ms;
   bool commit_pending; /* an async commit is on its way */
+  rejoin_state rejoin;
+  uint64_t rejoin_since_ms;
+  uint64_t rebalance_timeout_ms; /* max.poll.interval.ms of the consumer */
+  uint64_t commits_held;         /* timer commits skipped in the current rejoin */
   uint64_t commit_started_us;
   uint64_t next_lag_ms;
   uint64_t next_broker_check_ms;
@@ -288,11 +314,36 @@ static rd_kafka_topic_partition_list_t *commit_list(proc_consumer *c,
   return l;
 }
 
+/* What a failed commit means for the user, after the error's own text. */
+static const char *commit_advice(rd_kafka_resp_err_t err) {
+  switch (err) {
+  case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
+  case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
+    return "; the group changed generation (a rebalance, or this member was timed out: check "
+           "session.timeout.ms and max.poll.interval.ms); librdkafka before 2.10.0 then drops "
+           "this member's partitions (librdkafka issue #4059) and their next owner handles "
+           "again what was not committed";
+  case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+    return "; the group is rebalancing; committed again at the next interval";
+  case RD_KAFKA_RESP_ERR__TIMED_OUT:
+  case RD_KAFKA_RESP_ERR__TRANSPORT:
+  case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+  case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+  case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    return "; the group coordinator is unreachable or moving; committed again at the next "
+           "interval";
+  default:
+    return "; committed again at the next interval";
+  }
+}
+
 static void commit_done(proc_consumer *c, rd_kafka_resp_err_t err,
                         const rd_kafka_topic_partition_list_t *l, uint64_t started_us) {
   if (c->m_commit_latency)
     wsg_histogram_observe(c->m_commit_latency, (double)(wsg_now_mono_us() - started_us) / 1e6);
   int ok = 0, bad = 0;
+  rd_kafka_resp_err_t why = err;
+  int32_t first_bad = -1;
   for (int i = 0; l && i < l->cnt; i++) {
     part *p = part_get(c, l->elems[i].partition);
     if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -300,15 +351,18 @@ static void commit_done(proc_consumer *c, rd_kafka_resp_err_t err,
         p->committed = l->elems[i].offset;
       ok++;
     } else {
-      bad++;
+      if (bad++ == 0)
+        first_bad = l->elems[i].partition;
+      if (why == RD_KAFKA_RESP_ERR_NO_ERROR)
+        why = l->elems[i].err;
     }
   }
   if (err != RD_KAFKA_RESP_ERR_NO_ERROR || bad) {
     count(c->m_commits_err, 1);
     wsg_log_limited(&c->rl_commit, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
-                    "offset commit failed (%d of %d partitions): %s; retried at the next "
-                    "interval",
-                    bad ? bad : (l ? l->cnt : 0), l ? l->cnt : 0, rd_kafka_err2str(err));
+                    "offset commit of %d partition%s (first: %" PRId32 ") failed: %s: %s%s",
+                    l ? l->cnt : 0, l && l->cnt == 1 ? "" : "s", first_bad, rd_kafka_err2name(why),
+                    rd_kafka_err2str(why), commit_advice(why));
   } else if (ok) {
     count(c->m_commits_ok, 1);
     atomic_store(&c->brokers_down, 0);
@@ -344,6 +398,29 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
     return;
   commit_done(c, err, offsets, c->commit_started_us);
+}
+
+/* True while a commit must not go out because this member is rejoining the group (see the top of
+ * the file). Gives up holding after max.poll.interval.ms, the longest a rebalance may last. */
+static bool rejoining(proc_consumer *c) {
+  if (c->rejoin == REJOIN_NONE)
+    return false;
+  if (wsg_now_mono_ms() - c->rejoin_since_ms < c->rebalance_timeout_ms)
+    return true;
+  WSG_WARN("kafka",
+           "no assignment %" PRIu64 " ms after this processor gave partitions up "
+           "(max.poll.interval.ms); committing again without waiting for the rebalance",
+           c->rebalance_timeout_ms);
+  c->rejoin = REJOIN_NONE;
+  return false;
+}
+
+static void rejoin_set(proc_consumer *c, rejoin_state st) {
+  if (st != REJOIN_NONE && c->rejoin == REJOIN_NONE) {
+    c->rejoin_since_ms = wsg_now_mono_ms();
+    c->commits_held = 0;
+  }
+  c->rejoin = st;
 }
 
 static void commit_async(proc_consumer *c) {
@@ -503,6 +580,20 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     log_partitions("assigned", parts);
     count(c->m_assign, 1);
+    if (c->rejoin == REJOIN_AFTER_ASSIGN) {
+      /* The assign that completes a cooperative revoke: librdkafka rejoins right after it. */
+      rejoin_set(c, REJOIN_PENDING);
+    } else if (c->rejoin == REJOIN_PENDING) {
+      /* The rejoin completed: commit what waited now rather than at the next interval. */
+      if (c->commits_held)
+        WSG_DEBUG("kafka",
+                  "rebalance over after %" PRIu64 " ms; %" PRIu64
+                  " timer commit%s held back during it",
+                  wsg_now_mono_ms() - c->rejoin_since_ms, c->commits_held,
+                  c->commits_held == 1 ? " was" : "s were");
+      rejoin_set(c, REJOIN_NONE);
+      c->next_commit_ms = wsg_now_mono_ms();
+    }
     int moved = resume_offsets(c, rk, parts);
     if (coop)
       check_error("incremental assign", rd_kafka_incremental_assign(rk, parts));
@@ -546,8 +637,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
     if (coop)
       check_error("incremental unassign", rd_kafka_incremental_unassign(rk, parts));
-    else
-      rd_kafka_assign(rk, NULL);
+    else if ((err = rd_kafka_assign(rk, NULL)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+      WSG_ERROR("kafka", "unassign: %s", rd_kafka_err2str(err));
+    /* librdkafka rejoins next: right away (eager, lost), or after the assign that follows a
+     * cooperative revoke. No timer commit until that rejoin is over. */
+    if (parts->cnt > 0 || !coop)
+      rejoin_set(c, coop && !lost ? REJOIN_AFTER_ASSIGN : REJOIN_PENDING);
     break;
   }
 
@@ -642,6 +737,12 @@ static rd_kafka_conf_t *consumer_conf(const proc_consumer_options *o, proc_consu
     rd_kafka_conf_destroy(conf);
     return NULL;
   }
+  char buf[32];
+  size_t sz = sizeof(buf);
+  c->rebalance_timeout_ms = DEFAULT_REBALANCE_MS;
+  if (rd_kafka_conf_get(conf, "max.poll.interval.ms", buf, &sz) == RD_KAFKA_CONF_OK &&
+      strtoull(buf, NULL, 10) > 0)
+    c->rebalance_timeout_ms = strtoull(buf, NULL, 10);
   rd_kafka_conf_set_opaque(conf, c);
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
@@ -1056,7 +1157,9 @@ void proc_consumer_service(proc_consumer *c) {
     c->commit_pending = false;
   }
   if (now >= c->next_commit_ms) {
-    if (!c->commit_pending)
+    if (rejoining(c))
+      c->commits_held++;
+    else if (!c->commit_pending)
       commit_async(c);
     c->next_commit_ms = now + c->commit_interval_ms;
   }
@@ -1084,6 +1187,21 @@ int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
   atomic_store(&c->closing, 1);
   uint64_t start = wsg_now_mono_ms();
   bool all = wait_inflight(c, NULL, timeout_ms);
+  /* A commit sent while this member rejoins would be refused and cost the whole assignment (see
+   * the top of the file): let the rebalance finish first. Records that arrive meanwhile are not
+   * handled, so their offsets stay uncommitted and the next owner handles them. */
+  bool waited = false;
+  while (rejoining(c) && wsg_now_mono_ms() - start < timeout_ms) {
+    waited = true;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(c->cons, POLL_SLICE_MS);
+    if (m)
+      rd_kafka_message_destroy(m);
+    rd_kafka_poll(c->prod, 0);
+  }
+  if (waited)
+    WSG_INFO("kafka", "%s before the final commit",
+             rejoining(c) ? "a rebalance was still running (--shutdown-timeout)"
+                          : "waited for a rebalance to end");
   int rc = commit_sync(c, NULL) == 0 && all ? 0 : -1;
   /* Leaves the group (a static member stays until session.timeout.ms, by design); the revoke it
    * triggers finds nothing in flight and nothing new to commit. */
