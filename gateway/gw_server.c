@@ -56,6 +56,22 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
  * in fragments of this size through a scratch buffer, so libwebsockets never copies more than
  * one fragment of a connection's output when the socket is full (notes §5). */
 #define FRAG_SIZE ((size_t)64 * 1024)
+/*
+ * On a permessage-deflate connection: fragments of DEFLATE_FRAG_SIZE, and a compressor output
+ * buffer of 2^DEFLATE_TX_BUF_PWR2 bytes (lws' default is 1 KiB), so that every lws_write()
+ * compresses all of its input at once. What one write can produce: at most one full deflate
+ * block completed by this fragment (16,383 symbols, each at most 4 bytes: zlib never codes a
+ * block worse than fixed-length codes would) plus the rest of the fragment (8 KiB of symbols),
+ * about 97 KiB. With a smaller buffer lws keeps input pending and drains it over later POLLOUTs
+ * (tx_draining_ext); a ping or pong lws writes meanwhile (its keepalive ping, or the pong to a
+ * client's ping) enters the compressor as a continuation of the pending message and trips the
+ * assertion !priv->tx.avail_in in extension-permessage-deflate.c: SIGABRT, every connection of
+ * the gateway lost (libwebsockets 4.1.6, unchanged upstream; docs/RELIABILITY.md). The buffer
+ * is allocated on the first message sent and kept: 128 KiB per compressed connection, bounded
+ * by --deflate-max-conns.
+ */
+#define DEFLATE_FRAG_SIZE       ((size_t)8 * 1024)
+#define DEFLATE_TX_BUF_PWR2_STR "17"
 /* Upper bound of one send() (tx_packet_size): a fragment plus its header. */
 #define TX_PACKET_SIZE (FRAG_SIZE + 16)
 /* Enough for an 8 KiB token in Authorization or the query plus ordinary browser headers. */
@@ -953,12 +969,43 @@ void gw_server_on_delivery_failed(gw_server *s, uint64_t conn_id, const char *er
 /* ------------------------------------------------------------------------------------------ */
 /* upgrade                                                                                     */
 
+/* Reason phrases of the statuses refuse() answers with. */
+static const char *status_reason(unsigned status) {
+  switch (status) {
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return status >= 500 ? "Server Error" : "Client Error";
+  }
+}
+
+/*
+ * Why the status line is written here rather than by lws_add_http_common_headers(): libwebsockets
+ * 4.1.6 takes the response's version from wsi->http.request_version, which the WebSocket upgrade
+ * path never sets, so every refused upgrade went out as "HTTP/1.0", and strict clients (Python's
+ * websockets among them) then fail with an invalid-response error instead of reading our 401,
+ * 429 or 503. An upgrade is HTTP/1.1 by definition (RFC 6455 4.1).
+ */
 static int http_reply(struct lws *wsi, unsigned status, const char *body, const char *www_auth,
                       int retry_after) {
   unsigned char buf[LWS_PRE + 2048];
   unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
   size_t blen = strlen(body);
-  if (lws_add_http_common_headers(wsi, status, "application/json", blen, &p, end))
+  char line[64];
+  int n = snprintf(line, sizeof line, "HTTP/1.1 %u %s", status, status_reason(status));
+  static const char json[] = "application/json", close_it[] = "close";
+  if (lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line, n, &p, end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, (const unsigned char *)json,
+                                   (int)sizeof json - 1, &p, end) ||
+      lws_add_http_header_content_length(wsi, blen, &p, end) ||
+      lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)close_it,
+                                   (int)sizeof close_it - 1, &p, end))
     return -1;
   if (www_auth &&
       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_WWW_AUTHENTICATE,
@@ -966,9 +1013,9 @@ static int http_reply(struct lws *wsi, unsigned status, const char *body, const 
     return -1;
   if (retry_after > 0) {
     char ra[16];
-    int n = snprintf(ra, sizeof ra, "%d", retry_after);
-    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_RETRY_AFTER, (unsigned char *)ra, n, &p,
-                                     end))
+    int ralen = snprintf(ra, sizeof ra, "%d", retry_after);
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_RETRY_AFTER, (unsigned char *)ra, ralen,
+                                     &p, end))
       return -1;
   }
   if (lws_finalize_http_header(wsi, &p, end))
@@ -1295,6 +1342,12 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
     return close_now(s, wsi, NULL, GW_CLOSE_GOING_AWAY, NULL);
   }
   ss->wsi = wsi;
+  if ((ss->flags & F_DEFLATE) && lws_set_extension_option(wsi, "permessage-deflate", "tx_buf_size",
+                                                          DEFLATE_TX_BUF_PWR2_STR) != 0) {
+    free(p);
+    WSG_WARN("server", "cannot size the permessage-deflate output buffer; closing with 1011");
+    return close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
+  }
   ss->conn_id = next_conn_id(s);
   gw_user *u = gw_user_map_intern(&s->users, p->user, p->len);
   uint64_t resume = p->resume;
@@ -1783,9 +1836,10 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   char hdr[SEQ_HEADER_MAX];
   size_t hlen = ss->sq ? seq_header(gw_sendq_peek_tag(&ss->q), hdr) : 0;
   size_t total = hlen + len;
+  size_t frag = (ss->flags & F_DEFLATE) ? DEFLATE_FRAG_SIZE : FRAG_SIZE;
   size_t chunk;
   int n;
-  if (hlen == 0 && len <= FRAG_SIZE) {
+  if (hlen == 0 && len <= frag) {
     chunk = len;
     n = lws_write(wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
   } else {
@@ -1793,7 +1847,7 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
      * every recipient of this message, and a resumable connection's header is its own: write
      * through scratch. */
     size_t off = ss->sent_off;
-    chunk = total - off < FRAG_SIZE ? total - off : FRAG_SIZE;
+    chunk = total - off < frag ? total - off : frag;
     copy_framed(s->scratch + LWS_PRE, hdr, hlen, gw_msg_payload(m), off, chunk);
     int flags = lws_write_ws_flags(type, off == 0, off + chunk == total);
     n = lws_write(wsi, s->scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);

@@ -47,6 +47,11 @@ static void expect_401(const char *what, const char *path, const char *header, c
   ws_http_response resp;
   int st = try_upgrade(path, header, &resp);
   cr_assert_eq(st, 401, "%s: status %d, expected 401", what, st);
+  /* libwebsockets alone would answer "HTTP/1.0" here, which strict clients reject outright. */
+  cr_assert(strncmp(resp.headers, "HTTP/1.1 401 Unauthorized\r\n", 27) == 0,
+            "%s: status line is not HTTP/1.1: %.40s", what, resp.headers);
+  cr_assert(strcasestr(resp.headers, "\r\nconnection: close\r\n"), "%s: no Connection: close: %s",
+            what, resp.headers);
   cr_assert(strstr(resp.body, error), "%s: body %s lacks %s", what, resp.body, error);
   cr_assert(strstr(resp.headers, "Bearer realm=\"wsgate\"") ||
                 strstr(resp.headers, "bearer realm=\"wsgate\""),
