@@ -60,6 +60,7 @@ static const char usage_text[] =
     "  -r, --replication-factor N     for new topics (default: the broker's default)\n"
     "      --timeout MS               overall deadline of a command (default 30000)\n"
     "  -X KEY=VALUE                   a librdkafka property, e.g. -X security.protocol=ssl\n"
+    "                                 (env WSGATE_KAFKA_PROPS=\"k=v;k=v\"; -X wins per key)\n"
     "  -v, --verbose                  log librdkafka's informational messages\n"
     "  -h, --help                     this text\n"
     "      --version                  print the version\n"
@@ -113,6 +114,38 @@ static int kvlist_add(wsg_kvlist *kv, const char *text) {
   }
   kv->count++;
   return 0;
+}
+
+/* Whether one of the first `n` pairs has this key. */
+static bool kvlist_has(const wsg_kvlist *kv, size_t n, const char *key, size_t klen) {
+  for (size_t i = 0; i < n; i++) {
+    if (strlen(kv->keys[i]) == klen && memcmp(kv->keys[i], key, klen) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* Adds the pairs of WSGATE_KAFKA_PROPS ("k=v;k=v", as the gateway and processor read it) whose
+ * key no -X gave: a flag wins over the environment, per key. */
+static int kvlist_add_env(wsg_kvlist *kv, const char *env) {
+  size_t flags = kv->count;
+  char *copy = strdup(env);
+  if (!copy)
+    return -1;
+  int rc = 0;
+  char *save = NULL;
+  for (char *item = strtok_r(copy, ";", &save); item && rc == 0;
+       item = strtok_r(NULL, ";", &save)) {
+    const char *eq = strchr(item, '=');
+    if (!eq || eq == item) {
+      fprintf(stderr, "wsgate-admin: WSGATE_KAFKA_PROPS: expected KEY=VALUE;..., got '%s'\n", item);
+      rc = -1;
+    } else if (!kvlist_has(kv, flags, item, (size_t)(eq - item))) {
+      rc = kvlist_add(kv, item);
+    }
+  }
+  free(copy);
+  return rc;
 }
 
 static void kvlist_free(wsg_kvlist *kv) {
@@ -191,6 +224,9 @@ static int parse_options(int argc, char **argv, admin_opts *o) {
   }
   if (!o->brokers)
     o->brokers = getenv("WSGATE_KAFKA_BROKERS");
+  const char *props = getenv("WSGATE_KAFKA_PROPS");
+  if (props && kvlist_add_env(&o->props, props) != 0)
+    return EXIT_USAGE;
   return 0;
 }
 

@@ -315,18 +315,23 @@ Test(kafka_roundtrip, topic_ensure_checks_partition_counts, .timeout = 120) {
   free(topic);
 }
 
-/* Runs wsgate-admin with `args`, returns its exit status; its output is in `log`. */
-static int run_admin(const char *const *args, const char *log) {
+/* Runs wsgate-admin with `args` and extra environment `env` (NULL-terminated, may be NULL),
+ * returns its exit status; its output is in `log`. */
+static int run_admin_env(const char *const *args, const char *const *env, const char *log) {
   const char *argv[16] = {itest_bin("WSGATE_ADMIN_BIN")};
   size_t n = 1;
   for (; args[n - 1] && n < 15; n++)
     argv[n] = args[n - 1];
   argv[n] = NULL;
-  pid_t pid = itest_spawn(argv, NULL, log);
+  pid_t pid = itest_spawn(argv, env, log);
   int status = 0;
   cr_assert_eq(itest_stop(pid, 0, 60000, &status), 0, "wsgate-admin did not exit within 60 s");
   cr_assert(WIFEXITED(status), "wsgate-admin died of signal %d", WTERMSIG(status));
   return WEXITSTATUS(status);
+}
+
+static int run_admin(const char *const *args, const char *log) {
+  return run_admin_env(args, NULL, log);
 }
 
 Test(kafka_roundtrip, admin_tool_ensures_and_maps_keys, .timeout = 120) {
@@ -356,6 +361,25 @@ Test(kafka_roundtrip, admin_tool_ensures_and_maps_keys, .timeout = 120) {
 
   const char *usage[] = {"topics", "ensure", "--topic", topic, NULL};
   cr_expect_eq(run_admin(usage, log), 2);
+
+  /* WSGATE_KAFKA_PROPS reaches librdkafka as the daemons' does (a bad value is refused by
+   * name), -X wins over it per key, and a malformed list is a usage error naming it. */
+  const char *describe[] = {"topics", "describe", "--brokers", brokers, "--topic", topic, NULL};
+  const char *bad_env[] = {"WSGATE_KAFKA_PROPS=client.id=admin-itest;security.protocol=bogus",
+                           NULL};
+  cr_expect_eq(run_admin_env(describe, bad_env, log), 1);
+  itest_read_file(log, out, sizeof(out));
+  cr_expect(strstr(out, "security.protocol"), "output: %s", out);
+  const char *describe_x[] = {"topics",  "describe", "--brokers", brokers,
+                              "--topic", topic,      "-X",        "security.protocol=plaintext",
+                              NULL};
+  cr_expect_eq(run_admin_env(describe_x, bad_env, log), 0);
+  itest_read_file(log, out, sizeof(out));
+  cr_expect(strstr(out, "partitions=4"), "output: %s", out);
+  const char *malformed_env[] = {"WSGATE_KAFKA_PROPS=client.id", NULL};
+  cr_expect_eq(run_admin_env(describe, malformed_env, log), 2);
+  itest_read_file(log, out, sizeof(out));
+  cr_expect(strstr(out, "WSGATE_KAFKA_PROPS"), "output: %s", out);
 
   free(log);
   free(topic);
