@@ -585,17 +585,21 @@ static bool rr_drain(receiver *r) {
 static void rr_step(receiver *rs, slot_gw *gws, unsigned *rr, int ms) {
   struct pollfd pfd[RECEIVERS];
   int idx[RECEIVERS], n = 0;
+  bool buffered[RECEIVERS] = {false}, any_buffered = false;
   for (int i = 0; i < RECEIVERS; i++) {
     if (rs[i].c) {
+      /* A frame that came with the upgrade response is already read: poll() would not wake. */
+      buffered[n] = ws_client_buffered(rs[i].c) > 0;
+      any_buffered |= buffered[n];
       pfd[n] = (struct pollfd){.fd = ws_client_fd(rs[i].c), .events = POLLIN};
       idx[n++] = i;
     }
   }
-  if (n > 0 && poll(pfd, (nfds_t)n, ms) < 0 && errno != EINTR)
+  if (n > 0 && poll(pfd, (nfds_t)n, any_buffered ? 0 : ms) < 0 && errno != EINTR)
     cr_assert_fail("poll: %s", strerror(errno));
   for (int k = 0; k < n; k++) {
     receiver *r = &rs[idx[k]];
-    if ((pfd[k].revents & (POLLIN | POLLHUP | POLLERR)) && !rr_drain(r)) {
+    if ((buffered[k] || (pfd[k].revents & (POLLIN | POLLHUP | POLLERR))) && !rr_drain(r)) {
       ws_client_destroy(r->c);
       r->c = NULL;
     }

@@ -592,6 +592,10 @@ int ws_client_fd(const ws_client *c) {
   return c->fd;
 }
 
+size_t ws_client_buffered(const ws_client *c) {
+  return c->rlen - c->rpos + (c->tls != NULL ? (size_t)SSL_pending(c->tls) : 0);
+}
+
 const char *ws_client_tls_version(const ws_client *c) {
   return c->tls != NULL ? SSL_get_version(c->tls) : NULL;
 }

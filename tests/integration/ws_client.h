@@ -87,6 +87,9 @@ int ws_client_connect(ws_client **out, const ws_client_options *o, ws_http_respo
 void ws_client_destroy(ws_client *c);
 
 int ws_client_fd(const ws_client *c);
+/* Bytes received and not yet returned by ws_client_recv (e.g. a frame that came in the same read
+ * as the upgrade response): poll() on ws_client_fd() does not see them, so check this first. */
+size_t ws_client_buffered(const ws_client *c);
 
 /* wss:// only: the negotiated TLS version ("TLSv1.3") and ALPN protocol ("" if none). Static or
  * owned by the client; NULL on a plain connection. */
