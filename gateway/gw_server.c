@@ -44,6 +44,7 @@
 
 #include "gw_conns.h"
 #include "gw_jwt.h"
+#include "gw_keepalive.h"
 #include "gw_ratelimit.h"
 #include "gw_sendq.h"
 #include "wsg_envelope.h"
@@ -117,6 +118,8 @@ enum {
   F_ADD_ISSUED = 1u << 11,  /* conn_add accepted: conn_remove must follow */
   F_CLOSE_SENT = 1u << 12,  /* lws_close_reason was called: lws is closing it */
   F_LWS_CLOSING = 1u << 13, /* lws began its close (WS_SERVER_DROP_PROTOCOL): hands off */
+  F_PING_DUE = 1u << 14,    /* a keepalive ping waits for WRITEABLE */
+  F_PINGED = 1u << 15,      /* ... was sent or is due, and no pong came since */
 };
 
 /*
@@ -140,6 +143,7 @@ typedef struct gw_session {
   uint16_t close_code;      /* the code to send once F_CLOSING */
   uint16_t disconnect_code; /* the `cc` of the disconnect envelope */
   uint8_t hold;
+  uint32_t alive_s; /* keepalive clock: second of the last pong, or of the upgrade */
   char *close_reason;
   struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
 } gw_session;
@@ -271,6 +275,12 @@ struct gw_server {
   ev_timer drain_w;
   gw_deadline_heap rate_heap;
   ev_timer rate_w;
+  /* Keepalive: ping after --ping-interval without a pong, hang up after --idle-timeout, checked
+   * once a second from a wheel instead of libwebsockets' timers (gw_keepalive.h says why). */
+  gw_keepalive *ka;
+  ev_timer ka_w;
+  uint64_t ka_t0_ms;
+  uint32_t ping_s, idle_s;
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
 
@@ -279,7 +289,7 @@ struct gw_server {
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
-  wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded;
+  wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
@@ -488,6 +498,48 @@ static void close_async(gw_server *s, gw_session *ss, int code, const char *reas
     ss->close_reason = strndup(reason, WSG_MAX_REASON_LEN); /* NULL: the default text is used */
   lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
   lws_callback_on_writable(ss->wsi);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* keepalive                                                                                   */
+
+static uint32_t ka_now(const gw_server *s) {
+  return (uint32_t)((wsg_now_mono_ms() - s->ka_t0_ms) / 1000);
+}
+
+/* A connection's check came due: ping it once --ping-interval has passed without a pong, hang it
+ * up once --idle-timeout has, and otherwise look again when the next of those is reached. */
+static void keepalive_due(void *arg, uint64_t conn_id) {
+  gw_server *s = arg;
+  gw_session *ss = gw_conn_map_get(&s->conns, conn_id);
+  if (!ss || !ss->wsi || (ss->flags & (F_CLOSING | F_RELEASED | F_LWS_CLOSING)))
+    return; /* gone, or closing: a close ends by a timeout of its own */
+  uint32_t since = ka_now(s) - ss->alive_s;
+  if (since >= s->idle_s) {
+    /* No close frame: a peer that answers no ping would not read it either. */
+    wsg_counter_add(s->m_idle_closes, 1);
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_INFO, "server",
+                    "connection %llu of user %s: no pong for %u s (--idle-timeout); dropped",
+                    (unsigned long long)conn_id, ss->user ? ss->user->id : "?", since);
+    mark_closing(ss);
+    ss->disconnect_code = 1006;
+    lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    return;
+  }
+  if (since >= s->ping_s && !(ss->flags & F_PINGED)) {
+    ss->flags |= F_PINGED | F_PING_DUE;
+    lws_callback_on_writable(ss->wsi);
+  }
+  uint32_t next = ss->alive_s + ((ss->flags & F_PINGED) ? s->idle_s : s->ping_s);
+  if (gw_keepalive_schedule(s->ka, conn_id, next) != 0)
+    close_async(s, ss, GW_CLOSE_TRY_AGAIN, NULL, true); /* out of memory: not left unchecked */
+}
+
+static void keepalive_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_server *s = w->data;
+  gw_keepalive_run(s->ka, ka_now(s), keepalive_due, s);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1362,6 +1414,9 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   }
   wsg_counter_add(s->m_upgrades[UPG_OK], 1);
   wsg_gauge_set(s->m_conns, (int64_t)s->conns.count);
+  ss->alive_s = ka_now(s);
+  if (gw_keepalive_schedule(s->ka, ss->conn_id, ss->alive_s + s->ping_s) != 0)
+    return close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
   /* Hold reading until Redis confirms: a reply must find the connection registered. */
   set_hold(ss, HOLD_REGISTER, true);
   const struct lws_protocols *proto = lws_get_protocol(wsi);
@@ -1828,6 +1883,23 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     return close_now(s, wsi, ss, ss->close_code,
                      ss->close_reason ? ss->close_reason : gw_close_reason(ss->close_code));
   }
+  /* A ping goes between messages (one write per WRITEABLE, as lws requires). Not empty:
+   * libwebsockets 4.1.6 does not pass a pong with an empty payload to RECEIVE_PONG (ops-ws.c),
+   * and the client's pong echoes the ping's payload. */
+  if ((ss->flags & F_PING_DUE) && ss->sent_off == 0) {
+    ss->flags &= (uint16_t)~F_PING_DUE;
+    static const char payload[] = "wsgate";
+    unsigned char ping[LWS_PRE + sizeof payload];
+    memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
+    if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0) {
+      ss->disconnect_code = 1006;
+      return -1; /* lws could not write: the connection is gone */
+    }
+    wsg_counter_add(s->m_pings, 1);
+    if (!gw_sendq_empty(&ss->q))
+      lws_callback_on_writable(wsi);
+    return 0;
+  }
   gw_msg *m = gw_sendq_peek(&ss->q);
   if (!m)
     return 0;
@@ -1869,7 +1941,7 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
         !(ss->flags & F_CLOSING))
       seq_read(s, ss);
   }
-  if (!gw_sendq_empty(&ss->q) || (ss->flags & F_CLOSING))
+  if (!gw_sendq_empty(&ss->q) || (ss->flags & (F_CLOSING | F_PING_DUE)))
     lws_callback_on_writable(wsi);
   return 0;
 }
@@ -1922,6 +1994,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return on_receive(server_of(wsi), wsi, ss, in, len);
   case LWS_CALLBACK_SERVER_WRITEABLE:
     return on_writeable(server_of(wsi), wsi, ss);
+  case LWS_CALLBACK_RECEIVE_PONG:
+    if (ss && ss->user) {
+      ss->alive_s = ka_now(server_of(wsi));
+      ss->flags &= (uint16_t)~F_PINGED;
+    }
+    return 0;
   case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     if (ss && !(ss->flags & F_CLOSING)) {
       const uint8_t *b = in;
@@ -2070,6 +2148,11 @@ static void register_metrics(gw_server *s, wsg_metrics *m) {
 #undef CLOSE_METRIC
   s->m_peer_closes = wsg_metrics_counter(m, "wsgate_gateway_client_closes_total",
                                          "Connections the client closed with a close frame.", NULL);
+  s->m_pings = wsg_metrics_counter(m, "wsgate_gateway_pings_total",
+                                   "Keepalive pings sent (--ping-interval without a pong).", NULL);
+  s->m_idle_closes = wsg_metrics_counter(
+      m, "wsgate_gateway_idle_closes_total",
+      "Connections dropped because no pong came for --idle-timeout (no close frame: 1006).", NULL);
   s->m_linger_discarded = wsg_metrics_counter(
       m, "wsgate_gateway_linger_discarded_bytes_total",
       "Client input still unread when its connection's socket was closed, read and discarded "
@@ -2200,6 +2283,17 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   register_metrics(s, o->metrics);
   ev_timer_init(&s->rate_w, rate_timer_cb, 0., 0.);
   s->rate_w.data = s;
+  s->ping_s = (uint32_t)(cfg->ping_interval_ms / 1000);
+  s->idle_s = (uint32_t)(cfg->idle_timeout_ms / 1000);
+  s->ka_t0_ms = wsg_now_mono_ms();
+  s->ka = gw_keepalive_new(s->idle_s + 1, 0);
+  if (!s->ka) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  ev_timer_init(&s->ka_w, keepalive_timer_cb, 1., 1.);
+  s->ka_w.data = s;
+  ev_timer_start(o->loop, &s->ka_w);
 
   /* libev's plugin logs every watcher change at NOTICE (notes §1): only with --log-level debug. */
   lws_set_log_level(LLL_ERR | LLL_WARN | (wsg_log_min_level <= WSG_LOG_DEBUG ? LLL_NOTICE : 0),
@@ -2226,10 +2320,10 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     s->exts[0].client_offer = "permessage-deflate; client_no_context_takeover; "
                               "client_max_window_bits";
   }
-  /* Only a pong proves a connection alive (notes §9): ping after --ping-interval without one,
-   * hang up after --idle-timeout. */
-  s->retry.secs_since_valid_ping = (uint16_t)(cfg->ping_interval_ms / 1000);
-  s->retry.secs_since_valid_hangup = (uint16_t)(cfg->idle_timeout_ms / 1000);
+  /* Only a pong proves a connection alive (notes §9). The pings and the hang-up are ours
+   * (keepalive_due): with both at 0, libwebsockets arms no validity timer of its own. */
+  s->retry.secs_since_valid_ping = 0;
+  s->retry.secs_since_valid_hangup = 0;
 
   struct lws_context_creation_info info;
   memset(&info, 0, sizeof info);
@@ -2283,6 +2377,7 @@ void gw_server_destroy(gw_server *s) {
   if (s->o.loop) {
     ev_timer_stop(s->o.loop, &s->drain_w);
     ev_timer_stop(s->o.loop, &s->rate_w);
+    ev_timer_stop(s->o.loop, &s->ka_w);
   }
   if (s->ctx)
     lws_context_destroy(s->ctx); /* CLOSED and WSI_DESTROY run for every connection in here */
@@ -2303,6 +2398,7 @@ void gw_server_destroy(gw_server *s) {
   }
   free(s->stalled);
   gw_deadline_heap_finish(&s->rate_heap);
+  gw_keepalive_free(s->ka);
   free(s->scratch);
   wsg_buf_finish(&s->enc);
   free(s);

@@ -232,3 +232,43 @@ Test(gateway_lifecycle, redis_outage_keeps_connections_and_recovers) {
   cr_assert_str_eq((const char *)m.data, "after the outage");
   ws_client_destroy(c);
 }
+
+/* Keepalive (the gateway's own, not libwebsockets' timers): a client that answers pings stays;
+ * one that never reads is pinged, gets no close frame it would not read anyway, and is dropped
+ * once --idle-timeout has passed without a pong, with a disconnect saying 1006. */
+Test(gateway_lifecycle, keepalive_pings_and_drops_the_silent) {
+  const char *extra[] = {"--ping-interval", "1s", "--idle-timeout", "3s", NULL};
+  gwt_start(&gw, "keepalive", extra);
+  gwt_reader_open(&rd, &gw);
+  wsg_envelope e;
+  ws_client *talker = gwt_connect(&gw, "talker");
+  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "talker", &e, GWT_WAIT_MS);
+  ws_client *silent = gwt_connect(&gw, "silent");
+  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "silent", &e, GWT_WAIT_MS);
+  uint64_t silent_conn = e.conn;
+
+  /* 6 s of reading (and so answering pings) for the talker; the silent one reads nothing. */
+  for (int i = 0; i < 30; i++) {
+    ws_message m;
+    int rc = ws_client_recv(talker, &m, 200);
+    cr_assert_eq(rc, WS_CLIENT_TIMEOUT, "the talker got something else than pings: %s",
+                 ws_client_strerror(rc));
+  }
+  cr_assert_geq(ws_client_pings_received(talker), 3, "pings in 6 s at 1 s: %u",
+                ws_client_pings_received(talker));
+
+  gwt_reader_expect(&rd, WSG_ENV_DISCONNECT, "silent", &e, GWT_WAIT_MS);
+  cr_assert_eq(e.conn, silent_conn);
+  cr_assert_eq(e.close_code, 1006, "disconnect code %u", e.close_code);
+  cr_assert_geq(gwt_metric(&gw, "wsgate_gateway_idle_closes_total"), 1);
+  cr_assert_geq(gwt_metric(&gw, "wsgate_gateway_pings_total"), 4);
+  /* The silent client's socket was closed under it; the talker is still served. */
+  ws_message m;
+  int rc = ws_client_recv(silent, &m, 2000);
+  cr_assert(rc == WS_CLIENT_CLOSED || rc == WS_CLIENT_IO || rc == WS_CLIENT_PROTOCOL,
+            "the silent client is still connected: %s", ws_client_strerror(rc));
+  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_connections"), 1);
+  cr_assert_eq(ws_client_recv(talker, &m, 1500), WS_CLIENT_TIMEOUT);
+  ws_client_destroy(silent);
+  ws_client_destroy(talker);
+}
