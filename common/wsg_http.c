@@ -76,12 +76,16 @@ struct wsg_http {
 /* ---------------------------------------------------------------------------------------------
  * Responses */
 
-static const char *status_text(int status) {
+const char *wsg_http_status_text(int status) {
   switch (status) {
   case 200:
     return "OK";
   case 400:
     return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
   case 404:
     return "Not Found";
   case 405:
@@ -110,7 +114,7 @@ static void respond(client *c, int status, const char *type, const char *body, s
                    "%s"
                    "Cache-Control: no-store\r\n"
                    "Connection: close\r\n\r\n",
-                   status, status_text(status), type, body_len,
+                   status, wsg_http_status_text(status), type, body_len,
                    status == 405 ? "Allow: GET, HEAD\r\n" : "");
   size_t total = (size_t)n + (head ? 0 : body_len);
   c->out = malloc(total);

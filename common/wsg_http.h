@@ -54,5 +54,7 @@ typedef struct {
 int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size_t errlen);
 int wsg_http_port(const wsg_http *h); /* the bound port */
 void wsg_http_stop(wsg_http *h);      /* joins the thread and frees; NULL is a no-op */
+/* The reason phrase of an HTTP status ("Service Unavailable"; "Unknown" for others). Static. */
+const char *wsg_http_status_text(int status);
 
 #endif

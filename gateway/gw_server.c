@@ -48,6 +48,7 @@
 #include "gw_ratelimit.h"
 #include "gw_sendq.h"
 #include "wsg_envelope.h"
+#include "wsg_http.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
 
@@ -1021,22 +1022,6 @@ void gw_server_on_delivery_failed(gw_server *s, uint64_t conn_id, const char *er
 /* ------------------------------------------------------------------------------------------ */
 /* upgrade                                                                                     */
 
-/* Reason phrases of the statuses refuse() answers with. */
-static const char *status_reason(unsigned status) {
-  switch (status) {
-  case 400:
-    return "Bad Request";
-  case 401:
-    return "Unauthorized";
-  case 403:
-    return "Forbidden";
-  case 503:
-    return "Service Unavailable";
-  default:
-    return status >= 500 ? "Server Error" : "Client Error";
-  }
-}
-
 /*
  * Why the status line is written here rather than by lws_add_http_common_headers(): libwebsockets
  * 4.1.6 takes the response's version from wsi->http.request_version, which the WebSocket upgrade
@@ -1050,7 +1035,7 @@ static int http_reply(struct lws *wsi, unsigned status, const char *body, const 
   unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
   size_t blen = strlen(body);
   char line[64];
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %u %s", status, status_reason(status));
+  int n = snprintf(line, sizeof line, "HTTP/1.1 %u %s", status, wsg_http_status_text((int)status));
   static const char json[] = "application/json", close_it[] = "close";
   if (lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line, n, &p, end) ||
       lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE, (const unsigned char *)json,
