@@ -38,9 +38,9 @@ Test(proc_config, defaults) {
   cr_assert_eq(p.cfg.max_payload, 512 * 1024);
   cr_assert_eq(p.cfg.commit_interval_ms, 1000);
   cr_assert_eq(p.cfg.gateway_cache_ttl_ms, 1000);
-  cr_assert_eq(p.cfg.http_port, 9091);
-  cr_assert_str_eq(p.cfg.redis_prefix, "wsgate:");
-  cr_assert_eq(p.cfg.log_min_level, WSG_LOG_INFO);
+  cr_assert_eq(p.cfg.http.port, 9091);
+  cr_assert_str_eq(p.cfg.redis.prefix, "wsgate:");
+  cr_assert_eq(p.cfg.log.min_level, WSG_LOG_INFO);
   proc_config_finish(&p.cfg);
 }
 
@@ -50,12 +50,12 @@ Test(proc_config, environment_then_flags) {
   parsed p;
   PARSE(&p, env, "--batch-max", "20", "--handler-arg", "max_members=5", "-X", "linger.ms=1");
   cr_assert_eq(p.r, WSG_CONFIG_OK, "%s", p.err);
-  cr_assert_str_eq(p.cfg.kafka_brokers, "k:1");
+  cr_assert_str_eq(p.cfg.kafka.brokers, "k:1");
   cr_assert_str_eq(p.cfg.handler, "chat");
   cr_assert_str_eq(p.cfg.group_instance_id, "proc-0");
   cr_assert_eq(p.cfg.batch_max, 20, "the flag wins over the environment");
   cr_assert_str_eq(p.cfg.handler_arg, "max_members=5");
-  cr_assert_eq(p.cfg.kafka_props.count, 1);
+  cr_assert_eq(p.cfg.kafka.props.count, 1);
   proc_config_finish(&p.cfg);
 }
 
