@@ -233,3 +233,30 @@ Test(gw_config, help_and_markdown_document_every_option) {
   free(buf);
   free(rows);
 }
+
+Test(gw_config, shared_groups_fill_the_embedded_structs) {
+  char *envp[] = {"WSGATE_REDIS_HOST=redis.example", "WSGATE_REDIS_PASSWORD=pw",
+                  "WSGATE_HTTP_ADDR=127.0.0.1", NULL};
+  const char *args[] = {
+      "-b",    "k:1", "--jwt-secret", SECRET, "--redis-db", "3", "--redis-timeout",
+      "500ms", "-X",  "acks=1",       NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, envp, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(cfg.kafka.brokers, "k:1");
+  cr_assert_eq(cfg.kafka.props.count, 1);
+  cr_assert_str_eq(cfg.redis.host, "redis.example");
+  cr_assert_eq(cfg.redis.port, 6379);
+  cr_assert_str_eq(cfg.redis.password, "pw");
+  cr_assert_eq(cfg.redis.db, 3);
+  cr_assert_eq(cfg.redis.timeout_ms, 500);
+  cr_assert_str_eq(cfg.http.addr, "127.0.0.1");
+  cr_assert_eq(cfg.http.port, 9090, "the gateway keeps the group's default");
+  cr_assert_str_eq(cfg.log.level, "info");
+  gw_config_finish(&cfg);
+
+  const char *none[] = {"--jwt-secret", SECRET, NULL};
+  expect_error(none, "--kafka-brokers is required: set --kafka-brokers or WSGATE_KAFKA_BROKERS");
+  const char *empty[] = {"-b", "", "--jwt-secret", SECRET, NULL};
+  expect_error(empty, "--kafka-brokers: must not be empty (from -b)");
+}
