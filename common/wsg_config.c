@@ -10,6 +10,9 @@
  * list keyed by (spec, cfg), created by wsg_config_parse() and dropped by wsg_config_finish();
  * wsg_config_log() reads it to say "(env WSGATE_X)" or "(flag --x)".
  *
+ * The combined rows of a spec come from wsg_config_rows.c; --help and the Markdown reference are
+ * in wsg_config_help.c.
+ *
  * Threads: main thread only, before any other thread starts (the source list is unlocked).
  */
 #include "wsg_config.h"
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "wsg_config_rows.h"
 #include "wsg_log.h"
 
 #ifndef WSG_VERSION
@@ -32,9 +36,6 @@
 
 /* A KVLIST holds at most this many keys: librdkafka has ~150 properties. */
 #define KVLIST_MAX 256
-/* Width of --help output and the column where descriptions start at most. */
-#define HELP_WIDTH        100
-#define HELP_DESC_COL_MAX 34
 
 typedef enum {
   SRC_NONE = 0, /* no default and nothing given */
@@ -46,7 +47,7 @@ typedef enum {
 typedef struct source_record {
   const wsg_config_spec *spec;
   const void *cfg;
-  unsigned char *src; /* spec->count entries of value_source */
+  unsigned char *src; /* one value_source per combined row (wsg_config_rows) */
   struct source_record *next;
 } source_record;
 
@@ -196,106 +197,10 @@ static int parse_bool(const char *text, bool *out) {
   return -1;
 }
 
-/* Formats a byte count the way a user would write it: the largest exact suffix. */
-static void format_size(uint64_t v, char *buf, size_t len) {
-  static const char suffix[] = "kmgt";
-  int i = -1;
-  while (v != 0 && v % 1024 == 0 && i < 3) {
-    v /= 1024;
-    i++;
-  }
-  if (i < 0)
-    snprintf(buf, len, "%" PRIu64, v);
-  else
-    snprintf(buf, len, "%" PRIu64 "%c", v, suffix[i]);
-}
-
-static void format_duration(uint64_t ms, char *buf, size_t len) {
-  const uint64_t hour = UINT64_C(3600000), minute = UINT64_C(60000);
-  if (ms != 0 && ms % hour == 0)
-    snprintf(buf, len, "%" PRIu64 "h", ms / hour);
-  else if (ms != 0 && ms % minute == 0)
-    snprintf(buf, len, "%" PRIu64 "m", ms / minute);
-  else if (ms != 0 && ms % 1000 == 0)
-    snprintf(buf, len, "%" PRIu64 "s", ms / 1000);
-  else
-    snprintf(buf, len, "%" PRIu64 "ms", ms);
-}
-
 /* ---------------------------------------------------------------------------------------------
- * Table helpers */
+ * Fields */
 
-/* min == max == 0 in a row means "no bounds" (the natural zero of a designated initializer). */
-static bool has_bounds(const wsg_option *o) {
-  return !(o->min == 0 && o->max == 0);
-}
-
-static uint64_t umin_of(const wsg_option *o) {
-  return has_bounds(o) && o->min > 0 ? (uint64_t)o->min : 0;
-}
-
-static uint64_t umax_of(const wsg_option *o) {
-  if (!has_bounds(o) || o->max < 0)
-    return has_bounds(o) ? 0 : UINT64_MAX;
-  return (uint64_t)o->max;
-}
-
-static void format_amount(const wsg_option *o, uint64_t v, char *buf, size_t len) {
-  if (o->type == WSG_OPT_SIZE)
-    format_size(v, buf, len);
-  else
-    format_duration(v, buf, len);
-}
-
-/* The valid values of an option in words: "1..65535", "1k..16m", "json|text". */
-static void describe_range(const wsg_option *o, char *buf, size_t len) {
-  buf[0] = '\0';
-  switch (o->type) {
-  case WSG_OPT_INT:
-    if (has_bounds(o))
-      snprintf(buf, len, "%" PRId64 "..%" PRId64, o->min, o->max);
-    break;
-  case WSG_OPT_SIZE:
-  case WSG_OPT_DURATION:
-    if (has_bounds(o)) {
-      char a[32], b[32];
-      format_amount(o, umin_of(o), a, sizeof a);
-      format_amount(o, umax_of(o), b, sizeof b);
-      snprintf(buf, len, "%s..%s", a, b);
-    }
-    break;
-  case WSG_OPT_ENUM:
-    snprintf(buf, len, "%s", o->choices ? o->choices : "");
-    break;
-  case WSG_OPT_BOOL:
-    snprintf(buf, len, "true|false");
-    break;
-  case WSG_OPT_STRING:
-  case WSG_OPT_KVLIST:
-    break;
-  }
-}
-
-static const char *type_name(wsg_opt_type t) {
-  switch (t) {
-  case WSG_OPT_STRING:
-    return "string";
-  case WSG_OPT_INT:
-    return "integer";
-  case WSG_OPT_BOOL:
-    return "boolean";
-  case WSG_OPT_SIZE:
-    return "size";
-  case WSG_OPT_DURATION:
-    return "duration";
-  case WSG_OPT_KVLIST:
-    return "key=value list";
-  case WSG_OPT_ENUM:
-    return "choice";
-  }
-  return "?";
-}
-
+/* A row's field in the config struct (absolute: wsg_config_rows added the section's offset). */
 static void *field(void *cfg, const wsg_option *o) {
   return (char *)cfg + o->offset;
 }
@@ -318,7 +223,8 @@ static bool key_is_secret(const char *key) {
  * Setting values */
 
 typedef struct {
-  const wsg_config_spec *spec;
+  const wsg_option *rows; /* the spec's combined rows */
+  size_t count;
   void *cfg;
   unsigned char *src;
   char *err;
@@ -430,7 +336,7 @@ static int kv_list(parse_ctx *c, const wsg_option *o, const char *from, const ch
 static int set_value(parse_ctx *c, const wsg_option *o, const char *from, const char *v,
                      bool list_form) {
   char range[256], q[96];
-  describe_range(o, range, sizeof range);
+  wsg_opt_describe_range(o, range, sizeof range);
   switch (o->type) {
   case WSG_OPT_STRING:
     if (v[0] == '\0' && (o->flags & WSG_OPTF_REQUIRED))
@@ -441,7 +347,7 @@ static int set_value(parse_ctx *c, const wsg_option *o, const char *from, const 
     if (parse_i64(v, &n) != 0)
       return fail(c, o, from, "%s is not an integer%s%s%s", quote_value(v, q, sizeof q),
                   range[0] ? " (" : "", range, range[0] ? ")" : "");
-    if (has_bounds(o) && (n < o->min || n > o->max))
+    if (wsg_opt_has_bounds(o) && (n < o->min || n > o->max))
       return fail(c, o, from, "%" PRId64 " is out of range (%s)", n, range);
     *(int64_t *)field(c->cfg, o) = n;
     return 0;
@@ -465,9 +371,9 @@ static int set_value(parse_ctx *c, const wsg_option *o, const char *from, const 
                   size ? "bytes, or a number with suffix k, m or g, e.g. 64k"
                        : "milliseconds, or a number with suffix ms, s, m or h, e.g. 5s",
                   range[0] ? "; range " : "", range);
-    if (n < umin_of(o) || n > umax_of(o)) {
+    if (n < wsg_opt_umin(o) || n > wsg_opt_umax(o)) {
       char shown[32];
-      format_amount(o, n, shown, sizeof shown);
+      wsg_opt_format_amount(o, n, shown, sizeof shown);
       return fail(c, o, from, "%s is out of range (%s)", shown, range);
     }
     *(uint64_t *)field(c->cfg, o) = n;
@@ -497,7 +403,7 @@ static int set_value(parse_ctx *c, const wsg_option *o, const char *from, const 
 
 static int apply(parse_ctx *c, size_t idx, const char *from, const char *v, bool list_form,
                  value_source s) {
-  if (set_value(c, &c->spec->options[idx], from, v, list_form) != 0)
+  if (set_value(c, &c->rows[idx], from, v, list_form) != 0)
     return -1;
   if (c->src[idx] < s)
     c->src[idx] = (unsigned char)s;
@@ -548,8 +454,8 @@ static int unknown_option(parse_ctx *c, const char *arg) {
   snprintf(word, sizeof word, "%.*s", (int)(wl < 63 ? wl : 63), name);
   const char *best = NULL;
   size_t best_d = 3; /* suggest only close misspellings */
-  for (size_t i = 0; i < c->spec->count; i++) {
-    const char *cand = c->spec->options[i].name;
+  for (size_t i = 0; i < c->count; i++) {
+    const char *cand = c->rows[i].name;
     size_t d = edit_distance(word, cand);
     if (d < best_d || (!best && word[0] && strncmp(cand, word, strlen(word)) == 0)) {
       best = cand;
@@ -570,23 +476,23 @@ static int unknown_option(parse_ctx *c, const char *arg) {
 
 static int missing_value(parse_ctx *c, const wsg_option *o, const char *from) {
   char range[256];
-  describe_range(o, range, sizeof range);
+  wsg_opt_describe_range(o, range, sizeof range);
   if (c->err && c->errlen)
     snprintf(c->err, c->errlen, "--%s: missing value (%s%s%s) (from %s)", o->name,
-             type_name(o->type), range[0] ? " " : "", range, from);
+             wsg_opt_type_name(o->type), range[0] ? " " : "", range, from);
   return -1;
 }
 
-static long find_long(const wsg_config_spec *spec, const char *name, size_t len) {
-  for (size_t i = 0; i < spec->count; i++)
-    if (strlen(spec->options[i].name) == len && strncmp(spec->options[i].name, name, len) == 0)
+static long find_long(const parse_ctx *c, const char *name, size_t len) {
+  for (size_t i = 0; i < c->count; i++)
+    if (strlen(c->rows[i].name) == len && strncmp(c->rows[i].name, name, len) == 0)
       return (long)i;
   return -1;
 }
 
-static long find_short(const wsg_config_spec *spec, char ch) {
-  for (size_t i = 0; i < spec->count; i++)
-    if (spec->options[i].short_name == ch)
+static long find_short(const parse_ctx *c, char ch) {
+  for (size_t i = 0; i < c->count; i++)
+    if (c->rows[i].short_name == ch)
       return (long)i;
   return -1;
 }
@@ -600,14 +506,14 @@ static int parse_arg(parse_ctx *c, int argc, char **argv, int *i) {
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
     char from[96];
     snprintf(from, sizeof from, "--%.*s", (int)(len < 80 ? len : 80), name);
-    long idx = find_long(c->spec, name, len);
+    long idx = find_long(c, name, len);
     if (idx < 0 && len > 3 && strncmp(name, "no-", 3) == 0) {
-      long b = find_long(c->spec, name + 3, len - 3);
-      if (b >= 0 && c->spec->options[b].type == WSG_OPT_BOOL) {
+      long b = find_long(c, name + 3, len - 3);
+      if (b >= 0 && c->rows[b].type == WSG_OPT_BOOL) {
         if (eq) {
           if (c->err && c->errlen)
             snprintf(c->err, c->errlen, "%s takes no value (use --%s=true|false)", from,
-                     c->spec->options[b].name);
+                     c->rows[b].name);
           return -1;
         }
         return apply(c, (size_t)b, from, "false", false, SRC_FLAG);
@@ -615,7 +521,7 @@ static int parse_arg(parse_ctx *c, int argc, char **argv, int *i) {
     }
     if (idx < 0)
       return unknown_option(c, arg);
-    const wsg_option *o = &c->spec->options[idx];
+    const wsg_option *o = &c->rows[idx];
     if (eq)
       return apply(c, (size_t)idx, from, eq + 1, false, SRC_FLAG);
     if (o->type == WSG_OPT_BOOL)
@@ -626,10 +532,10 @@ static int parse_arg(parse_ctx *c, int argc, char **argv, int *i) {
   }
   /* "-x value", "-xvalue", or "-x" alone for a boolean. */
   char from[3] = {'-', arg[1], '\0'};
-  long idx = find_short(c->spec, arg[1]);
+  long idx = find_short(c, arg[1]);
   if (idx < 0)
     return unknown_option(c, arg);
-  const wsg_option *o = &c->spec->options[idx];
+  const wsg_option *o = &c->rows[idx];
   if (o->type == WSG_OPT_BOOL) {
     if (arg[2] != '\0')
       return unknown_option(c, arg);
@@ -667,6 +573,52 @@ static builtin find_builtin(int argc, char **argv) {
 
 static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out);
 
+/* Defaults, then the environment, then argv; then the required rows. 0, or -1 with c->err. */
+static int parse_sources(parse_ctx *c, int argc, char **argv, char **envp, bool *print) {
+  char *err = c->err;
+  size_t errlen = c->errlen;
+  for (size_t i = 0; i < c->count; i++) {
+    const wsg_option *o = &c->rows[i];
+    if (o->def && apply(c, i, "the built-in default", o->def, true, SRC_DEFAULT) != 0)
+      return -1;
+  }
+  for (size_t i = 0; i < c->count; i++) {
+    const wsg_option *o = &c->rows[i];
+    const char *v = o->env ? env_lookup(envp, o->env) : NULL;
+    if (v && apply(c, i, o->env, v, true, SRC_ENV) != 0)
+      return -1;
+  }
+  for (int i = 1; i < argc && argv[i]; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--print-config") == 0) {
+      *print = true;
+      continue;
+    }
+    if (strcmp(a, "--") == 0 || a[0] != '-' || a[1] == '\0') {
+      const char *shown = strcmp(a, "--") == 0 && i + 1 < argc ? argv[i + 1] : a;
+      if (err && errlen)
+        snprintf(err, errlen, "unexpected argument '%.80s' (options start with --; see --help)",
+                 shown);
+      return -1;
+    }
+    if (parse_arg(c, argc, argv, &i) != 0)
+      return -1;
+  }
+  for (size_t i = 0; i < c->count; i++) {
+    const wsg_option *o = &c->rows[i];
+    if ((o->flags & WSG_OPTF_REQUIRED) && c->src[i] < SRC_ENV) {
+      if (err && errlen) {
+        if (o->env)
+          snprintf(err, errlen, "--%s is required: set --%s or %s", o->name, o->name, o->env);
+        else
+          snprintf(err, errlen, "--%s is required", o->name);
+      }
+      return -1;
+    }
+  }
+  return 0;
+}
+
 wsg_config_result wsg_config_parse(const wsg_config_spec *spec, void *cfg, int argc, char **argv,
                                    char **envp, char *err, size_t errlen) {
   if (err && errlen)
@@ -686,12 +638,17 @@ wsg_config_result wsg_config_parse(const wsg_config_spec *spec, void *cfg, int a
     break;
   }
 
+  size_t count = 0;
+  wsg_option *rows = wsg_config_rows(spec, &count, err, errlen);
+  if (!rows)
+    return WSG_CONFIG_ERROR;
   source_drop(spec, cfg);
   source_record *rec = calloc(1, sizeof *rec);
-  unsigned char *src = calloc(spec->count ? spec->count : 1, 1);
+  unsigned char *src = calloc(count ? count : 1, 1);
   if (!rec || !src) {
     free(rec);
     free(src);
+    free(rows);
     if (err && errlen)
       snprintf(err, errlen, "out of memory while reading the configuration");
     return WSG_CONFIG_ERROR;
@@ -701,48 +658,12 @@ wsg_config_result wsg_config_parse(const wsg_config_spec *spec, void *cfg, int a
   rec->src = src;
   rec->next = source_records;
   source_records = rec;
-  parse_ctx c = {spec, cfg, src, err, errlen};
-
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
-    if (o->def && apply(&c, i, "the built-in default", o->def, true, SRC_DEFAULT) != 0)
-      return WSG_CONFIG_ERROR;
-  }
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
-    const char *v = o->env ? env_lookup(envp, o->env) : NULL;
-    if (v && apply(&c, i, o->env, v, true, SRC_ENV) != 0)
-      return WSG_CONFIG_ERROR;
-  }
+  parse_ctx c = {rows, count, cfg, src, err, errlen};
   bool print = false;
-  for (int i = 1; i < argc && argv[i]; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--print-config") == 0) {
-      print = true;
-      continue;
-    }
-    if (strcmp(a, "--") == 0 || a[0] != '-' || a[1] == '\0') {
-      const char *shown = strcmp(a, "--") == 0 && i + 1 < argc ? argv[i + 1] : a;
-      if (err && errlen)
-        snprintf(err, errlen, "unexpected argument '%.80s' (options start with --; see --help)",
-                 shown);
-      return WSG_CONFIG_ERROR;
-    }
-    if (parse_arg(&c, argc, argv, &i) != 0)
-      return WSG_CONFIG_ERROR;
-  }
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
-    if ((o->flags & WSG_OPTF_REQUIRED) && src[i] < SRC_ENV) {
-      if (err && errlen) {
-        if (o->env)
-          snprintf(err, errlen, "--%s is required: set --%s or %s", o->name, o->name, o->env);
-        else
-          snprintf(err, errlen, "--%s is required", o->name);
-      }
-      return WSG_CONFIG_ERROR;
-    }
-  }
+  int rc = parse_sources(&c, argc, argv, envp, &print);
+  free(rows);
+  if (rc != 0)
+    return WSG_CONFIG_ERROR;
   if (print) {
     print_config(spec, cfg, stdout);
     return WSG_CONFIG_EXIT;
@@ -753,8 +674,11 @@ wsg_config_result wsg_config_parse(const wsg_config_spec *spec, void *cfg, int a
 void wsg_config_finish(const wsg_config_spec *spec, void *cfg) {
   if (!spec || !cfg)
     return;
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
+  size_t count = 0;
+  char err[256];
+  wsg_option *rows = wsg_config_rows(spec, &count, err, sizeof err);
+  for (size_t i = 0; rows && i < count; i++) {
+    const wsg_option *o = &rows[i];
     if (o->type == WSG_OPT_STRING || o->type == WSG_OPT_ENUM) {
       char **s = field(cfg, o);
       free(*s);
@@ -770,6 +694,7 @@ void wsg_config_finish(const wsg_config_spec *spec, void *cfg) {
       memset(kv, 0, sizeof *kv);
     }
   }
+  free(rows);
   source_drop(spec, cfg);
 }
 
@@ -799,7 +724,7 @@ static void format_value(const wsg_option *o, const void *cfg, char *buf, size_t
     return;
   case WSG_OPT_SIZE:
   case WSG_OPT_DURATION:
-    format_amount(o, *(const uint64_t *)f, buf, len);
+    wsg_opt_format_amount(o, *(const uint64_t *)f, buf, len);
     return;
   case WSG_OPT_KVLIST: {
     const wsg_kvlist *kv = f;
@@ -844,13 +769,21 @@ static void each_value(const wsg_config_spec *spec, const void *cfg,
                                     void *arg),
                        void *arg) {
   const source_record *rec = source_find(spec, cfg);
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
+  size_t count = 0;
+  char err[256];
+  wsg_option *rows = wsg_config_rows(spec, &count, err, sizeof err);
+  if (!rows) {
+    emit("(option table)", err, "error", arg);
+    return;
+  }
+  for (size_t i = 0; i < count; i++) {
+    const wsg_option *o = &rows[i];
     char value[2048], source[128];
     format_value(o, cfg, value, sizeof value);
     format_source(o, rec ? (value_source)rec->src[i] : SRC_NONE, source, sizeof source);
     emit(o->name, value, source, arg);
   }
+  free(rows);
 }
 
 static void emit_log(const char *name, const char *value, const char *source, void *arg) {
@@ -867,207 +800,4 @@ void wsg_config_log(const wsg_config_spec *spec, const void *cfg) {
 
 static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out) {
   each_value(spec, cfg, emit_file, out);
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Help and Markdown */
-
-/* Non-breaking space in help text: keeps "[range: 1..65535]" on one line. */
-#define NBSP '\x1f'
-
-/* Writes `text` word-wrapped: the first line continues at column `col`, later ones start at
- * `indent`. Words longer than a line are written whole; NBSP is written as a space. */
-static void wrap(FILE *out, const char *text, size_t indent, size_t col) {
-  const char *p = text;
-  bool first_word = true;
-  while (*p) {
-    while (*p == ' ')
-      p++;
-    size_t wl = strcspn(p, " ");
-    if (wl == 0)
-      break;
-    if (!first_word && col + 1 + wl > HELP_WIDTH) {
-      fprintf(out, "\n%*s", (int)indent, "");
-      col = indent;
-    } else if (!first_word) {
-      fputc(' ', out);
-      col++;
-    }
-    for (size_t k = 0; k < wl; k++)
-      fputc(p[k] == NBSP ? ' ' : p[k], out);
-    col += wl;
-    p += wl;
-    first_word = false;
-  }
-  fputc('\n', out);
-}
-
-static const char *metavar(const wsg_option *o) {
-  switch (o->type) {
-  case WSG_OPT_STRING:
-    return "TEXT";
-  case WSG_OPT_INT:
-    return "N";
-  case WSG_OPT_BOOL:
-    return "";
-  case WSG_OPT_SIZE:
-    return "SIZE";
-  case WSG_OPT_DURATION:
-    return "DURATION";
-  case WSG_OPT_KVLIST:
-    return "KEY=VALUE";
-  case WSG_OPT_ENUM:
-    return "WORD";
-  }
-  return "";
-}
-
-static void left_column(const wsg_option *o, char *buf, size_t len) {
-  char sh[8] = "    ";
-  if (o->short_name)
-    snprintf(sh, sizeof sh, "-%c, ", o->short_name);
-  if (o->type == WSG_OPT_BOOL)
-    snprintf(buf, len, "  %s--[no-]%s", sh, o->name);
-  else
-    snprintf(buf, len, "  %s--%s %s", sh, o->name, metavar(o));
-}
-
-static const struct {
-  const char *left;
-  const char *help;
-} builtin_rows[] = {
-    {"  -h, --help", "Print this help and exit."},
-    {"      --version", "Print the program name and version and exit."},
-    {"      --help-markdown", "Print the options as a Markdown table (docs/CONFIG-*.md) and exit."},
-    {"      --print-config", "Print the effective configuration (secrets redacted) and exit."},
-};
-
-void wsg_config_print_help(const wsg_config_spec *spec, FILE *out) {
-  size_t desc_col = 0;
-  char left[160];
-  for (size_t i = 0; i < spec->count; i++) {
-    left_column(&spec->options[i], left, sizeof left);
-    if (strlen(left) > desc_col)
-      desc_col = strlen(left);
-  }
-  desc_col += 2;
-  if (desc_col > HELP_DESC_COL_MAX)
-    desc_col = HELP_DESC_COL_MAX;
-
-  fprintf(out, "Usage: %s [OPTIONS]\n\n", spec->program);
-  if (spec->summary) {
-    wrap(out, spec->summary, 0, 0);
-    fputc('\n', out);
-  }
-  wrap(out,
-       "Each option can be given as a flag or by its environment variable; a flag wins over the "
-       "environment, which wins over the default. Sizes are bytes or take a suffix k, m, g "
-       "(1024-based); durations are milliseconds or take a suffix ms, s, m, h. Booleans accept "
-       "true|false, yes|no, on|off, 1|0. Key=value lists are repeated flags, or k=v;k=v in the "
-       "environment, merged per key.",
-       0, 0);
-  fprintf(out, "\nOptions:\n");
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
-    char range[256], meta[512];
-    size_t used = 0;
-    left_column(o, left, sizeof left);
-    size_t l = strlen(left);
-    fputs(left, out);
-    if (l + 2 > desc_col)
-      fprintf(out, "\n%*s", (int)desc_col, "");
-    else
-      fprintf(out, "%*s", (int)(desc_col - l), "");
-    wrap(out, o->help ? o->help : "", desc_col, desc_col);
-
-    describe_range(o, range, sizeof range);
-    meta[0] = '\0';
-    if (o->env)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[env:\x1f%s] ", o->env);
-    if (o->def && o->def[0] && used < sizeof meta)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[default:\x1f%s] ", o->def);
-    if (range[0] && o->type != WSG_OPT_BOOL && used < sizeof meta)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[%s:\x1f%s] ",
-                               o->type == WSG_OPT_ENUM ? "choices" : "range", range);
-    if ((o->flags & WSG_OPTF_REQUIRED) && used < sizeof meta)
-      used += (size_t)snprintf(meta + used, sizeof meta - used, "[required] ");
-    if ((o->flags & WSG_OPTF_SECRET) && used < sizeof meta)
-      snprintf(meta + used, sizeof meta - used, "[secret] ");
-    if (meta[0]) {
-      fprintf(out, "%*s", (int)desc_col, "");
-      wrap(out, meta, desc_col, desc_col);
-    }
-  }
-  fputc('\n', out);
-  for (size_t i = 0; i < sizeof builtin_rows / sizeof builtin_rows[0]; i++) {
-    size_t l = strlen(builtin_rows[i].left);
-    fputs(builtin_rows[i].left, out);
-    if (l + 2 > desc_col)
-      fprintf(out, "\n%*s", (int)desc_col, "");
-    else
-      fprintf(out, "%*s", (int)(desc_col - l), "");
-    wrap(out, builtin_rows[i].help, desc_col, desc_col);
-  }
-}
-
-/* A Markdown table cell: '|' escaped, newlines flattened. */
-static void md_cell(FILE *out, const char *s, bool code) {
-  fputc(' ', out);
-  if (!s || !s[0]) {
-    fputc(' ', out);
-    fputc('|', out);
-    return;
-  }
-  if (code)
-    fputc('`', out);
-  for (const char *p = s; *p; p++) {
-    if (*p == '|')
-      fputs("\\|", out);
-    else if (*p == '\n' || *p == '\r')
-      fputc(' ', out);
-    else
-      fputc(*p, out);
-  }
-  if (code)
-    fputc('`', out);
-  fputs(" |", out);
-}
-
-void wsg_config_print_markdown(const wsg_config_spec *spec, FILE *out) {
-  fprintf(out, "# %s configuration\n\n", spec->program);
-  fprintf(out,
-          "<!-- Generated by `%s --help-markdown`; edit the option table in the source, not "
-          "this file. -->\n\n",
-          spec->program);
-  if (spec->summary)
-    fprintf(out, "%s\n\n", spec->summary);
-  fprintf(out,
-          "Each option can be given as a flag or by its environment variable; a flag wins over "
-          "the environment, which wins over the default. Sizes are bytes or take a suffix `k`, "
-          "`m`, `g` (1024-based); durations are milliseconds or take a suffix `ms`, `s`, `m`, "
-          "`h`. Booleans accept `true|false`, `yes|no`, `on|off`, `1|0`; `--no-NAME` sets false. "
-          "Key=value lists are repeated flags (`-X k=v`), or `k=v;k=v` in the environment, "
-          "merged per key.\n\n");
-  fprintf(out, "| Flag | Environment | Type | Default | Range | Description |\n");
-  fprintf(out, "|---|---|---|---|---|---|\n");
-  for (size_t i = 0; i < spec->count; i++) {
-    const wsg_option *o = &spec->options[i];
-    char flag[160], range[256], help[1024];
-    if (o->short_name)
-      snprintf(flag, sizeof flag, "-%c, --%s", o->short_name, o->name);
-    else
-      snprintf(flag, sizeof flag, "--%s", o->name);
-    describe_range(o, range, sizeof range);
-    snprintf(help, sizeof help, "%s%s%s", o->help ? o->help : "",
-             (o->flags & WSG_OPTF_REQUIRED) ? " **Required.**" : "",
-             (o->flags & WSG_OPTF_SECRET) ? " Secret: redacted in logs." : "");
-    fputc('|', out);
-    md_cell(out, flag, true);
-    md_cell(out, o->env, true);
-    md_cell(out, type_name(o->type), false);
-    md_cell(out, o->def, o->def && o->def[0]);
-    md_cell(out, o->type == WSG_OPT_BOOL ? NULL : range, false);
-    md_cell(out, help, false);
-    fputc('\n', out);
-  }
 }

@@ -11,6 +11,12 @@
  * Each row names a field of the program's own config struct by offset. String fields are
  * heap-allocated by the parser and freed by wsg_config_finish().
  *
+ * Option groups (common/wsg_options.h: Kafka, Redis, operations HTTP, logging) are declared once
+ * with offsets inside their own struct; a program embeds that struct in its config and lists the
+ * group as a section of its spec at the struct's offset, optionally overriding a row's default,
+ * flag name or flags for that program. Parsing, --help, --help-markdown, --print-config and the
+ * start-up log all read the combined rows, in spec order.
+ *
  * Threads: main thread only, before any other thread starts.
  */
 #ifndef WSG_CONFIG_H
@@ -61,11 +67,38 @@ typedef enum {
   WSG_CONFIG_ERROR = 2, /* invalid configuration: err holds the message, exit 2 */
 } wsg_config_result;
 
+#define WSG_COUNTOF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A list of rows declared once, with offsets inside the struct the rows fill. */
 typedef struct {
-  const char *program; /* e.g. "wsgate-gateway" */
-  const char *summary; /* one paragraph for --help */
+  const char *name; /* "kafka", in spec errors */
   const wsg_option *options;
   size_t count;
+} wsg_option_group;
+
+/* How one program changes one row of a group it embeds (e.g. the processor's --http-port). */
+typedef struct {
+  const char *name;   /* the group row's long flag name, e.g. "http-port" */
+  const char *def;    /* replaces the row's default; NULL keeps it */
+  const char *flag;   /* replaces the long flag name (wsgate-admin's --brokers); NULL keeps it */
+  unsigned add_flags; /* WSG_OPTF_* added to the row's, e.g. WSG_OPTF_REQUIRED */
+} wsg_option_override;
+
+/* A group placed inside a program's config struct. */
+typedef struct {
+  const wsg_option_group *group;
+  size_t offset; /* offsetof(program_config, embedded group struct); 0 for the program's own */
+  const wsg_option_override *overrides; /* may be NULL */
+  size_t noverrides;
+} wsg_config_section;
+
+typedef struct {
+  const char *program;       /* e.g. "wsgate-gateway" */
+  const char *summary;       /* one paragraph for --help */
+  const wsg_option *options; /* rows listed first; may be NULL */
+  size_t count;
+  const wsg_config_section *sections; /* then these, in order; may be NULL */
+  size_t nsections;
 } wsg_config_spec;
 
 /*
@@ -87,6 +120,15 @@ void wsg_config_print_markdown(const wsg_config_spec *spec, FILE *out);
  * "config: name = value (default|env WSGATE_X|flag --x|not set)". KVLIST values whose key
  * contains password, secret, sasl, ssl.key, token or credential are redacted too. */
 void wsg_config_log(const wsg_config_spec *spec, const void *cfg);
+
+/*
+ * The effective rows of `spec` in the order parsing and the docs use: `options`, then each
+ * section's with offsets made absolute and overrides applied. Returns a malloc'd array (the
+ * caller frees it; the strings stay the spec's) and its length in *count, or NULL with the
+ * problem in `err`: an override naming no row of its group, or two rows sharing a long flag,
+ * short flag or environment variable.
+ */
+wsg_option *wsg_config_rows(const wsg_config_spec *spec, size_t *count, char *err, size_t errlen);
 
 /* Parses "64k", "1m" into bytes, "250ms", "5s", "2m" into ms. Return 0 or -1. */
 int wsg_parse_size(const char *text, uint64_t *out);

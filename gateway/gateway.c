@@ -412,8 +412,8 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   WSG_INFO("gateway", "file descriptor limit %d", g->fd_limit);
 
   gw_kafka_options ko = {
-      .brokers = cfg->kafka_brokers,
-      .props = &cfg->kafka_props,
+      .brokers = cfg->kafka.brokers,
+      .props = &cfg->kafka.props,
       .inbound_topic = cfg->inbound_topic,
       .outbound_topic = cfg->outbound_topic,
       .gw_id = cfg->gateway_id,
@@ -428,7 +428,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   };
   if (gw_kafka_create(&g->kafka, &ko, err, errlen) != GW_KAFKA_OK)
     goto fail;
-  WSG_INFO("gateway", "waiting for Kafka (%s) to list %s and %s", cfg->kafka_brokers,
+  WSG_INFO("gateway", "waiting for Kafka (%s) to list %s and %s", cfg->kafka.brokers,
            cfg->inbound_topic, cfg->outbound_topic);
   int partitions = gw_kafka_check_topics(g->kafka, KAFKA_STARTUP_TIMEOUT_MS, err, errlen);
   if (partitions < 0)
@@ -441,17 +441,17 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   g->slots = cfg->slots > 0 ? (uint32_t)cfg->slots : (uint32_t)partitions;
 
   gw_registry_options ro = {
-      .host = cfg->redis_host,
-      .port = (int)cfg->redis_port,
-      .password = cfg->redis_password,
-      .db = (int)cfg->redis_db,
-      .prefix = cfg->redis_prefix,
+      .host = cfg->redis.host,
+      .port = (int)cfg->redis.port,
+      .password = cfg->redis.password,
+      .db = (int)cfg->redis.db,
+      .prefix = cfg->redis.prefix,
       .gw_id = cfg->gateway_id,
       .advertise = cfg->advertise_addr,
       .slots = g->slots,
       .lease_ms = cfg->lease_ttl_ms,
       .renew_ms = cfg->lease_renew_ms,
-      .timeout_ms = cfg->redis_timeout_ms,
+      .timeout_ms = cfg->redis.timeout_ms,
       .replay_seq_ttl_ms = cfg->resume_seq_ttl_ms,
       .on_slot = on_slot,
       .foreach_conn = foreach_conn,
@@ -474,8 +474,8 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
     goto fail;
 
   wsg_http_options ho = {
-      .addr = cfg->http_addr,
-      .port = (int)cfg->http_port,
+      .addr = cfg->http.addr,
+      .port = (int)cfg->http.port,
       .metrics = g->metrics,
       .ready = http_ready,
       .ready_arg = g,

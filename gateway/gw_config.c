@@ -23,11 +23,10 @@
 
 #define OPT(field) offsetof(gw_config, field)
 
-/* One row per option; wsg_config turns the table into parsing, --help and the Markdown reference,
- * so the help text below IS the user documentation: say what the option does and when to change it.
- */
-static const wsg_option gw_options[] = {
-    /* --- WebSocket listener --- */
+/* One row per option; with the shared groups of common/wsg_options.c these make one table
+ * (gw_sections below) that wsg_config turns into parsing, --help and the Markdown reference, so
+ * the help text IS the user documentation: say what the option does and when to change it. */
+static const wsg_option listener_rows[] = {
     {"listen-addr", 0, "WSGATE_LISTEN_ADDR", WSG_OPT_STRING, OPT(listen_addr), "0.0.0.0", 0, 0,
      NULL, 0, "Address the WebSocket listener binds to."},
     {"listen-port", 'p', "WSGATE_LISTEN_PORT", WSG_OPT_INT, OPT(listen_port), "8080", 0, 65535,
@@ -77,14 +76,9 @@ static const wsg_option gw_options[] = {
      1024LL * 1024 * MIB, NULL, 0,
      "Memory all connections together may hold for partly received messages and messages "
      "waiting for Kafka; a connection that needs more is closed with 1013."},
+};
 
-    /* --- operations endpoint --- */
-    {"http-addr", 0, "WSGATE_HTTP_ADDR", WSG_OPT_STRING, OPT(http_addr), "0.0.0.0", 0, 0, NULL, 0,
-     "Address of the operations endpoint (/healthz, /readyz, /metrics)."},
-    {"http-port", 0, "WSGATE_HTTP_PORT", WSG_OPT_INT, OPT(http_port), "9090", 0, 65535, NULL, 0,
-     "Port of the operations endpoint (0 picks a free port, logged at start)."},
-
-    /* --- authentication --- */
+static const wsg_option auth_rows[] = {
     {"jwt-secret", 0, "WSGATE_JWT_SECRET", WSG_OPT_STRING, OPT(jwt_secret), NULL, 0, 0, NULL,
      WSG_OPTF_SECRET,
      "HS256 secret that signs client tokens (at least 32 bytes); prefer --jwt-secret-file."},
@@ -102,10 +96,10 @@ static const wsg_option gw_options[] = {
      "false", 0, 0, NULL, 0,
      "DEVELOPMENT ONLY: accept ?user=<id> without a token when no token is sent; anyone can be "
      "anyone. Logged as a warning at start and on upgrades."},
+};
 
-    /* --- Kafka --- */
-    {"kafka-brokers", 'b', "WSGATE_KAFKA_BROKERS", WSG_OPT_STRING, OPT(kafka_brokers), NULL, 0, 0,
-     NULL, WSG_OPTF_REQUIRED, "Kafka bootstrap servers, host:port[,host:port...]."},
+/* After the shared Kafka group (brokers, -X). */
+static const wsg_option kafka_rows[] = {
     {"inbound-topic", 0, "WSGATE_INBOUND_TOPIC", WSG_OPT_STRING, OPT(inbound_topic),
      "wsgate.inbound", 0, 0, NULL, 0, "Topic client frames and connect/disconnect events go to."},
     {"outbound-topic", 0, "WSGATE_OUTBOUND_TOPIC", WSG_OPT_STRING, OPT(outbound_topic),
@@ -121,22 +115,10 @@ static const wsg_option gw_options[] = {
     {"outbound-queue-bytes", 0, "WSGATE_OUTBOUND_QUEUE_BYTES", WSG_OPT_SIZE,
      OPT(outbound_queue_bytes), "64m", 1 * MIB, 16384 * MIB, NULL, 0,
      "Payload bytes the outbound hand-off queue may hold (see --outbound-queue)."},
-    {"kafka-prop", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, OPT(kafka_props), NULL, 0, 0, NULL, 0,
-     "librdkafka property key=value, repeatable (environment: k=v;k=v), applied last."},
+};
 
-    /* --- Redis --- */
-    {"redis-host", 0, "WSGATE_REDIS_HOST", WSG_OPT_STRING, OPT(redis_host), "127.0.0.1", 0, 0, NULL,
-     0, "Redis host (an IP address or a name resolved once at each connect)."},
-    {"redis-port", 0, "WSGATE_REDIS_PORT", WSG_OPT_INT, OPT(redis_port), "6379", 1, 65535, NULL, 0,
-     "Redis port."},
-    {"redis-password", 0, "WSGATE_REDIS_PASSWORD", WSG_OPT_STRING, OPT(redis_password), NULL, 0, 0,
-     NULL, WSG_OPTF_SECRET, "Redis password (AUTH); unset: no AUTH."},
-    {"redis-db", 0, "WSGATE_REDIS_DB", WSG_OPT_INT, OPT(redis_db), "0", 0, 1000, NULL, 0,
-     "Redis database number."},
-    {"redis-prefix", 0, "WSGATE_REDIS_PREFIX", WSG_OPT_STRING, OPT(redis_prefix), "wsgate:", 0, 0,
-     NULL, 0, "Prefix of every Redis key; gateways and processors of one cluster must agree."},
-    {"redis-timeout", 0, "WSGATE_REDIS_TIMEOUT", WSG_OPT_DURATION, OPT(redis_timeout_ms), "2s", 100,
-     60 * SEC, NULL, 0, "Deadline of a Redis connect and of each Redis command."},
+/* After the shared Redis group (the connection): the slot lease and this gateway's record. */
+static const wsg_option registry_rows[] = {
     {"lease-ttl", 0, "WSGATE_LEASE_TTL", WSG_OPT_DURATION, OPT(lease_ttl_ms), "15s", 1 * SEC,
      1 * HOUR, NULL, 0,
      "Lifetime of the slot lease and gateway record; a crashed gateway's slot frees after this."},
@@ -147,7 +129,9 @@ static const wsg_option gw_options[] = {
     {"advertise-addr", 0, "WSGATE_ADVERTISE_ADDR", WSG_OPT_STRING, OPT(advertise_addr), "", 0, 0,
      NULL, 0,
      "host:port written to the gateway's Redis record (default: <hostname>:<listen-port>)."},
+};
 
+static const wsg_option connection_rows[] = {
     /* --- per-connection limits --- */
     {"sendq-hard", 0, "WSGATE_SENDQ_HARD", WSG_OPT_SIZE, OPT(sendq_hard), "1m", 1 * KIB, 1024 * MIB,
      NULL, 0,
@@ -196,12 +180,30 @@ static const wsg_option gw_options[] = {
      1 * HOUR, NULL, 0,
      "On SIGTERM, exit at the latest after this long (keep it below Kubernetes' "
      "terminationGracePeriodSeconds)."},
+};
 
-    /* --- logging --- */
-    {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, OPT(log_level), "info", 0, 0,
-     "debug|info|warn|error", 0, "Least severe level logged."},
-    {"log-format", 0, "WSGATE_LOG_FORMAT", WSG_OPT_ENUM, OPT(log_format), "text", 0, 0, "text|json",
-     0, "One line of text or one JSON object per event."},
+static const wsg_option_group listener = {"listener", listener_rows, WSG_COUNTOF(listener_rows)};
+static const wsg_option_group auth = {"auth", auth_rows, WSG_COUNTOF(auth_rows)};
+static const wsg_option_group kafka = {"gateway kafka", kafka_rows, WSG_COUNTOF(kafka_rows)};
+static const wsg_option_group registry = {"registry", registry_rows, WSG_COUNTOF(registry_rows)};
+static const wsg_option_group connection = {"connection", connection_rows,
+                                            WSG_COUNTOF(connection_rows)};
+
+static const wsg_option_override kafka_overrides[] = {
+    {.name = "kafka-brokers", .add_flags = WSG_OPTF_REQUIRED},
+};
+
+/* The order of --help and docs/CONFIG-gateway.md. */
+static const wsg_config_section gw_sections[] = {
+    {&listener, 0, NULL, 0},
+    {&wsg_ops_group, OPT(http), NULL, 0},
+    {&auth, 0, NULL, 0},
+    {&wsg_kafka_group, OPT(kafka), kafka_overrides, WSG_COUNTOF(kafka_overrides)},
+    {&kafka, 0, NULL, 0},
+    {&wsg_redis_group, OPT(redis), NULL, 0},
+    {&registry, 0, NULL, 0},
+    {&connection, 0, NULL, 0},
+    {&wsg_log_group, OPT(log), NULL, 0},
 };
 
 static const wsg_config_spec gw_spec = {
@@ -210,8 +212,8 @@ static const wsg_config_spec gw_spec = {
                "produces each client frame to Kafka as an envelope keyed by user id, registers "
                "connections in Redis and delivers the replies processors send to its slot's "
                "partition of the outbound topic.",
-    .options = gw_options,
-    .count = sizeof gw_options / sizeof gw_options[0],
+    .sections = gw_sections,
+    .nsections = WSG_COUNTOF(gw_sections),
 };
 
 const wsg_config_spec *gw_config_spec(void) {
@@ -284,10 +286,8 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "--gateway-id is not valid UTF-8");
     return -1;
   }
-  if (cfg->kafka_brokers == NULL || cfg->kafka_brokers[0] == '\0') {
-    snprintf(err, errlen, "--kafka-brokers is empty; give host:port of at least one broker");
+  if (wsg_kafka_options_check(&cfg->kafka, err, errlen) != 0)
     return -1;
-  }
   if (!cfg->inbound_topic[0] || !cfg->outbound_topic[0]) {
     snprintf(err, errlen, "--inbound-topic and --outbound-topic must not be empty");
     return -1;
@@ -422,11 +422,8 @@ static int derive(gw_config *cfg, char *err, size_t errlen) {
   }
   if (parse_origins(cfg, err, errlen))
     return -1;
-  if (wsg_log_level_parse(cfg->log_level, &cfg->log_min_level) != 0) {
-    snprintf(err, errlen, "--log-level: unknown level %s", cfg->log_level);
+  if (wsg_log_options_resolve(&cfg->log, err, errlen) != 0)
     return -1;
-  }
-  cfg->log_json = strcmp(cfg->log_format, "json") == 0;
   cfg->rate_action_kind = strcmp(cfg->rate_action, "close") == 0 ? GW_RATE_CLOSE : GW_RATE_PAUSE;
   return 0;
 }

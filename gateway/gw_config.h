@@ -1,6 +1,7 @@
 /*
- * gw_config: every option of wsgate-gateway, declared once in a wsg_config table (gw_config.c)
- * that drives flag and WSGATE_* environment parsing, validation, --help, --help-markdown
+ * gw_config: every option of wsgate-gateway, declared once in wsg_config tables (its own in
+ * gw_config.c; the Kafka, Redis, operations HTTP and log groups in common/wsg_options.c) that
+ * drive flag and WSGATE_* environment parsing, validation, --help, --help-markdown
  * (docs/CONFIG-gateway.md) and the start-up log line; plus the cross-field checks and the values
  * derived from the options (the JWT secret read from a file, the default gateway id, the parsed
  * origin list).
@@ -17,6 +18,7 @@
 
 #include "wsg_config.h"
 #include "wsg_log.h"
+#include "wsg_options.h"
 
 /* Longest JWT secret read from --jwt-secret-file; HS256 needs 32 bytes, 4 KiB is generous. */
 #define GW_JWT_SECRET_MAX 4096
@@ -56,9 +58,8 @@ typedef struct {
   int64_t max_upgrades_per_sec;
   uint64_t rx_memory_max;
 
-  /* --- operations endpoint --- */
-  char *http_addr;
-  int64_t http_port;
+  /* --- operations endpoint (shared group) --- */
+  wsg_ops_options http;
 
   /* --- authentication --- */
   char *jwt_secret;
@@ -69,21 +70,15 @@ typedef struct {
   bool insecure_dev_user;
 
   /* --- Kafka --- */
-  char *kafka_brokers;
+  wsg_kafka_options kafka; /* shared group: brokers, -X */
   char *inbound_topic;
   char *outbound_topic;
   int64_t slots; /* 0: the outbound topic's partition count */
   int64_t outbound_queue;
   uint64_t outbound_queue_bytes;
-  wsg_kvlist kafka_props;
 
   /* --- Redis --- */
-  char *redis_host;
-  int64_t redis_port;
-  char *redis_password;
-  int64_t redis_db;
-  char *redis_prefix;
-  uint64_t redis_timeout_ms;
+  wsg_redis_options redis; /* shared group: the connection */
   uint64_t lease_ttl_ms;
   uint64_t lease_renew_ms;
   char *gateway_id;     /* filled with "<hostname>-<8 hex>" by gw_config_load when empty */
@@ -107,17 +102,14 @@ typedef struct {
   uint64_t drain_window_ms;
   uint64_t drain_grace_ms;
 
-  /* --- logging --- */
-  char *log_level;
-  char *log_format;
+  /* --- logging (shared group; log.min_level and log.json derived by gw_config_load) --- */
+  wsg_log_options log;
 
   /* --- derived by gw_config_load (not options) --- */
   uint8_t *jwt_key; /* the HS256 secret bytes, from --jwt-secret or --jwt-secret-file */
   size_t jwt_key_len;
   char *origins[GW_ORIGINS_MAX]; /* allowed Origin values, lower-case; nulls after the last */
   size_t norigins;
-  wsg_log_level log_min_level;
-  bool log_json;
   gw_rate_action rate_action_kind;
 } gw_config;
 

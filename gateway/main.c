@@ -27,7 +27,7 @@ int main(int argc, char **argv) {
     gw_config_finish(&cfg);
     return r == WSG_CONFIG_EXIT ? 0 : 2;
   }
-  wsg_log_setup(cfg.log_min_level, cfg.log_json, "wsgate-gateway");
+  wsg_log_setup(cfg.log.min_level, cfg.log.json, "wsgate-gateway");
   gw_config_log(&cfg);
   if (cfg.insecure_dev_user)
     WSG_WARN("main", "--insecure-dev-user is on: clients without a token may pick any user id "

@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
     proc_config_finish(&cfg);
     return 2;
   }
-  wsg_log_setup(cfg.log_min_level, cfg.log_json, "wsgate-processor");
+  wsg_log_setup(cfg.log.min_level, cfg.log.json, "wsgate-processor");
   proc_config_log(&cfg);
   if (install_signals() != 0) {
     WSG_ERROR("main", "cannot install signal handlers");

@@ -23,19 +23,19 @@
 
 #define OPT(field) offsetof(proc_config, field)
 
-/* One row per option; the help text IS the user documentation (docs/CONFIG-processor.md). */
-static const wsg_option proc_options[] = {
-    /* --- handler --- */
+/* One row per option; with the shared groups of common/wsg_options.c these make one table
+ * (proc_sections below). The help text IS the user documentation (docs/CONFIG-processor.md). */
+static const wsg_option handler_rows[] = {
     {"handler", 0, "WSGATE_HANDLER", WSG_OPT_STRING, OPT(handler), "echo", 0, 0, NULL, 0,
      "Handler to run: a built-in (echo, chat) or the path of a shared object exporting "
      "wsgate_handler_v1 (a path contains a '/', e.g. ./libmine.so); see docs/HANDLERS.md."},
     {"handler-arg", 0, "WSGATE_HANDLER_ARG", WSG_OPT_STRING, OPT(handler_arg), NULL, 0, 0, NULL, 0,
      "Configuration string given to the handler's init (chat: "
      "max_members=N,max_text=BYTES,max_frame=BYTES)."},
+};
 
-    /* --- Kafka --- */
-    {"kafka-brokers", 'b', "WSGATE_KAFKA_BROKERS", WSG_OPT_STRING, OPT(kafka_brokers), NULL, 0, 0,
-     NULL, WSG_OPTF_REQUIRED, "Kafka bootstrap servers, host:port[,host:port...]."},
+/* After the shared Kafka group (brokers, -X): topics, the consumer group and the pipeline. */
+static const wsg_option kafka_rows[] = {
     {"inbound-topic", 0, "WSGATE_INBOUND_TOPIC", WSG_OPT_STRING, OPT(inbound_topic),
      "wsgate.inbound", 0, 0, NULL, 0, "Topic of client frames and connect/disconnect events."},
     {"outbound-topic", 0, "WSGATE_OUTBOUND_TOPIC", WSG_OPT_STRING, OPT(outbound_topic),
@@ -53,9 +53,6 @@ static const wsg_option proc_options[] = {
      "Static group membership (KIP-345): a stable id per processor replica (e.g. the pod name of "
      "a StatefulSet) lets it restart within session.timeout.ms without a rebalance. Unset: "
      "dynamic membership."},
-    {"kafka-prop", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, OPT(kafka_props), NULL, 0, 0, NULL, 0,
-     "librdkafka property key=value for both the consumer and the producer, repeatable "
-     "(environment: k=v;k=v), applied last."},
     {"batch-max", 0, "WSGATE_BATCH_MAX", WSG_OPT_INT, OPT(batch_max), "500", 1, 100000, NULL, 0,
      "Most inbound records handled as one batch: their Redis lookups share one pipelined round "
      "trip."},
@@ -88,25 +85,14 @@ static const wsg_option proc_options[] = {
      "How long a record is retried while Redis is unreachable or its handler asks for a retry, "
      "before it counts as a handler error (and goes to the dead-letter topic); 0 retries until it "
      "works or the processor stops, holding back its partition meanwhile."},
+};
 
-    /* --- Redis --- */
-    {"redis-host", 0, "WSGATE_REDIS_HOST", WSG_OPT_STRING, OPT(redis_host), "127.0.0.1", 0, 0, NULL,
-     0, "Redis host (an IP address or a name resolved at each connect)."},
-    {"redis-port", 0, "WSGATE_REDIS_PORT", WSG_OPT_INT, OPT(redis_port), "6379", 1, 65535, NULL, 0,
-     "Redis port."},
-    {"redis-password", 0, "WSGATE_REDIS_PASSWORD", WSG_OPT_STRING, OPT(redis_password), NULL, 0, 0,
-     NULL, WSG_OPTF_SECRET, "Redis password (AUTH); unset: no AUTH."},
-    {"redis-db", 0, "WSGATE_REDIS_DB", WSG_OPT_INT, OPT(redis_db), "0", 0, 1000, NULL, 0,
-     "Redis database number."},
-    {"redis-prefix", 0, "WSGATE_REDIS_PREFIX", WSG_OPT_STRING, OPT(redis_prefix), "wsgate:", 0, 0,
-     NULL, 0, "Prefix of every Redis key; gateways and processors of one cluster must agree."},
-    {"redis-timeout", 0, "WSGATE_REDIS_TIMEOUT", WSG_OPT_DURATION, OPT(redis_timeout_ms), "2s", 100,
-     60 * SEC, NULL, 0, "Deadline of a Redis connect and of each pipelined round trip."},
+/* After the shared Redis group (the connection): what the processor keeps in Redis. */
+static const wsg_option redis_rows[] = {
     {"gateway-cache-ttl", 0, "WSGATE_GATEWAY_CACHE_TTL", WSG_OPT_DURATION,
      OPT(gateway_cache_ttl_ms), "1s", 0, 60 * SEC, NULL, 0,
      "How long a gateway's slot and liveness read from Redis are reused (0: read for every "
      "batch); a gateway that died is noticed at most this much later."},
-
     /* --- resume (docs/ARCHITECTURE.md, "Resume") --- */
     {"resume-window", 0, "WSGATE_RESUME_WINDOW", WSG_OPT_INT, OPT(resume_window), "1000", 0,
      1000000, NULL, 0,
@@ -124,17 +110,29 @@ static const wsg_option proc_options[] = {
      "least --resume-ttl; keep it equal to the gateways' --resume-seq-ttl). Until then a client "
      "that missed nothing is told so even when the stream itself expired."},
 
-    /* --- operations endpoint --- */
-    {"http-addr", 0, "WSGATE_HTTP_ADDR", WSG_OPT_STRING, OPT(http_addr), "0.0.0.0", 0, 0, NULL, 0,
-     "Address of the operations endpoint (/healthz, /readyz, /metrics)."},
-    {"http-port", 0, "WSGATE_HTTP_PORT", WSG_OPT_INT, OPT(http_port), "9091", 0, 65535, NULL, 0,
-     "Port of the operations endpoint (0 picks a free port, logged at start)."},
+};
 
-    /* --- logging --- */
-    {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, OPT(log_level), "info", 0, 0,
-     "debug|info|warn|error", 0, "Least severe level logged."},
-    {"log-format", 0, "WSGATE_LOG_FORMAT", WSG_OPT_ENUM, OPT(log_format), "text", 0, 0, "text|json",
-     0, "One line of text or one JSON object per event."},
+static const wsg_option_group handler = {"handler", handler_rows, WSG_COUNTOF(handler_rows)};
+static const wsg_option_group kafka = {"processor kafka", kafka_rows, WSG_COUNTOF(kafka_rows)};
+static const wsg_option_group redis = {"processor redis", redis_rows, WSG_COUNTOF(redis_rows)};
+
+static const wsg_option_override kafka_overrides[] = {
+    {.name = "kafka-brokers", .add_flags = WSG_OPTF_REQUIRED},
+};
+/* The gateway keeps 9090: both daemons on one host (docker-compose, a laptop) need no flag. */
+static const wsg_option_override ops_overrides[] = {
+    {.name = "http-port", .def = "9091"},
+};
+
+/* The order of --help and docs/CONFIG-processor.md. */
+static const wsg_config_section proc_sections[] = {
+    {&handler, 0, NULL, 0},
+    {&wsg_kafka_group, OPT(kafka), kafka_overrides, WSG_COUNTOF(kafka_overrides)},
+    {&kafka, 0, NULL, 0},
+    {&wsg_redis_group, OPT(redis), NULL, 0},
+    {&redis, 0, NULL, 0},
+    {&wsg_ops_group, OPT(http), ops_overrides, WSG_COUNTOF(ops_overrides)},
+    {&wsg_log_group, OPT(log), NULL, 0},
 };
 
 static const wsg_config_spec proc_spec = {
@@ -145,8 +143,8 @@ static const wsg_config_spec proc_spec = {
                "each target connection, found through Redis. An inbound offset is committed only "
                "after every record it caused is acknowledged by Kafka. Every option can also be "
                "set by the environment variable shown; a flag wins over the environment.",
-    .options = proc_options,
-    .count = sizeof proc_options / sizeof proc_options[0],
+    .sections = proc_sections,
+    .nsections = WSG_COUNTOF(proc_sections),
 };
 
 const wsg_config_spec *proc_config_spec(void) {
@@ -157,13 +155,13 @@ const wsg_config_spec *proc_config_spec(void) {
 static int message_max_bytes(const proc_config *cfg, unsigned long long *out, char *err,
                              size_t errlen) {
   *out = DEFAULT_MESSAGE_MAX_BYTES;
-  for (size_t i = 0; i < cfg->kafka_props.count; i++) {
-    if (strcmp(cfg->kafka_props.keys[i], "message.max.bytes") != 0)
+  for (size_t i = 0; i < cfg->kafka.props.count; i++) {
+    if (strcmp(cfg->kafka.props.keys[i], "message.max.bytes") != 0)
       continue;
     char *end = NULL;
-    unsigned long long v = strtoull(cfg->kafka_props.values[i], &end, 10);
-    if (!end || *end || end == cfg->kafka_props.values[i]) {
-      snprintf(err, errlen, "-X message.max.bytes=%s is not a number", cfg->kafka_props.values[i]);
+    unsigned long long v = strtoull(cfg->kafka.props.values[i], &end, 10);
+    if (!end || *end || end == cfg->kafka.props.values[i]) {
+      snprintf(err, errlen, "-X message.max.bytes=%s is not a number", cfg->kafka.props.values[i]);
       return -1;
     }
     *out = v;
@@ -176,10 +174,8 @@ static bool empty(const char *s) {
 }
 
 int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
-  if (empty(cfg->kafka_brokers)) {
-    snprintf(err, errlen, "--kafka-brokers is empty; give host:port of at least one broker");
+  if (wsg_kafka_options_check(&cfg->kafka, err, errlen) != 0)
     return -1;
-  }
   if (empty(cfg->inbound_topic) || empty(cfg->outbound_topic)) {
     snprintf(err, errlen, "--inbound-topic and --outbound-topic must not be empty");
     return -1;
@@ -235,7 +231,7 @@ int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
              (unsigned long long)cfg->max_payload, mmb);
     return -1;
   }
-  if (empty(cfg->redis_host)) {
+  if (empty(cfg->redis.host)) {
     snprintf(err, errlen, "--redis-host must not be empty");
     return -1;
   }
@@ -254,11 +250,8 @@ wsg_config_result proc_config_load(proc_config *cfg, int argc, char **argv, char
   wsg_config_result r = wsg_config_parse(&proc_spec, cfg, argc, argv, envp, err, errlen);
   if (r != WSG_CONFIG_OK)
     return r;
-  if (wsg_log_level_parse(cfg->log_level, &cfg->log_min_level) != 0) {
-    snprintf(err, errlen, "--log-level: unknown level %s", cfg->log_level);
+  if (wsg_log_options_resolve(&cfg->log, err, errlen) != 0)
     return WSG_CONFIG_ERROR;
-  }
-  cfg->log_json = strcmp(cfg->log_format, "json") == 0;
   if (proc_config_validate(cfg, err, errlen) != 0)
     return WSG_CONFIG_ERROR;
   return WSG_CONFIG_OK;

@@ -1,6 +1,7 @@
 /*
- * proc_config: every option of wsgate-processor, declared once in a wsg_config table
- * (proc_config.c) that drives flag and WSGATE_* environment parsing, validation, --help,
+ * proc_config: every option of wsgate-processor, declared once in wsg_config tables (its own in
+ * proc_config.c; the Kafka, Redis, operations HTTP and log groups in common/wsg_options.c) that
+ * drive flag and WSGATE_* environment parsing, validation, --help,
  * --help-markdown (docs/CONFIG-processor.md) and the start-up log line; plus the cross-field checks
  * and the values derived from the options.
  *
@@ -14,6 +15,7 @@
 
 #include "wsg_config.h"
 #include "wsg_log.h"
+#include "wsg_options.h"
 
 typedef struct {
   /* --- handler --- */
@@ -21,13 +23,12 @@ typedef struct {
   char *handler_arg; /* passed to the handler's init; may be NULL */
 
   /* --- Kafka --- */
-  char *kafka_brokers;
+  wsg_kafka_options kafka; /* shared group: brokers, -X */
   char *inbound_topic;
   char *outbound_topic;
   char *dead_letter_topic; /* NULL: bad input is only counted and logged */
   char *group_id;
   char *group_instance_id; /* NULL: dynamic membership */
-  wsg_kvlist kafka_props;
   int64_t batch_max;
   uint64_t poll_wait_ms;
   int64_t max_in_flight;
@@ -38,12 +39,7 @@ typedef struct {
   uint64_t retry_timeout_ms; /* 0: retry until it works or the processor stops */
 
   /* --- Redis --- */
-  char *redis_host;
-  int64_t redis_port;
-  char *redis_password;
-  int64_t redis_db;
-  char *redis_prefix;
-  uint64_t redis_timeout_ms;
+  wsg_redis_options redis; /* shared group: the connection */
   uint64_t gateway_cache_ttl_ms;
 
   /* --- resume --- */
@@ -51,17 +47,11 @@ typedef struct {
   uint64_t resume_ttl_ms;
   uint64_t resume_seq_ttl_ms;
 
-  /* --- operations endpoint --- */
-  char *http_addr;
-  int64_t http_port;
+  /* --- operations endpoint (shared group; default port 9091 here) --- */
+  wsg_ops_options http;
 
-  /* --- logging --- */
-  char *log_level;
-  char *log_format;
-
-  /* --- derived by proc_config_load (not options) --- */
-  wsg_log_level log_min_level;
-  bool log_json;
+  /* --- logging (shared group; log.min_level and log.json derived by proc_config_load) --- */
+  wsg_log_options log;
 } proc_config;
 
 /* The option table (for --help and tests). Borrowed, static. */

@@ -164,8 +164,8 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
   }
 
   proc_consumer_options co = {
-      .brokers = cfg->kafka_brokers,
-      .props = &cfg->kafka_props,
+      .brokers = cfg->kafka.brokers,
+      .props = &cfg->kafka.props,
       .group_id = cfg->group_id,
       .group_instance_id = cfg->group_instance_id,
       .inbound_topic = cfg->inbound_topic,
@@ -182,12 +182,12 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
   p->max_record = proc_consumer_max_record(p->cons);
 
   proc_router_options ro = {
-      .host = cfg->redis_host,
-      .port = (int)cfg->redis_port,
-      .password = cfg->redis_password,
-      .db = (int)cfg->redis_db,
-      .prefix = cfg->redis_prefix,
-      .timeout_ms = cfg->redis_timeout_ms,
+      .host = cfg->redis.host,
+      .port = (int)cfg->redis.port,
+      .password = cfg->redis.password,
+      .db = (int)cfg->redis.db,
+      .prefix = cfg->redis.prefix,
+      .timeout_ms = cfg->redis.timeout_ms,
       .gateway_cache_ttl_ms = cfg->gateway_cache_ttl_ms,
       .slots = proc_consumer_outbound_partitions(p->cons),
       .metrics = p->metrics,
@@ -211,8 +211,8 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
   };
 
   wsg_http_options ho = {
-      .addr = cfg->http_addr,
-      .port = (int)cfg->http_port,
+      .addr = cfg->http.addr,
+      .port = (int)cfg->http.port,
       .metrics = p->metrics,
       .ready = ready,
       .ready_arg = p,

@@ -7,12 +7,15 @@
  *
  * Options are parsed with getopt_long rather than wsg_config's table: wsg_config describes one
  * flat set of daemon options, while this tool has subcommands and repeated --topic/--partitions
- * pairs.
+ * pairs. The Kafka options are the daemons' group (common/wsg_options.h): getopt hands the -b and
+ * -X flags to wsg_config with the environment, so WSGATE_KAFKA_PROPS, "-X wins per key" and the
+ * error naming a malformed list behave as in the daemons.
  *
  * Threads: main only (librdkafka runs its own).
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -23,6 +26,9 @@
 #include "wsg_config.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
+#include "wsg_options.h"
+
+extern char **environ;
 
 enum { EXIT_USAGE = 2 };
 
@@ -30,14 +36,13 @@ enum { EXIT_USAGE = 2 };
 #define DEFAULT_TIMEOUT_MS 30000
 
 typedef struct {
-  const char *brokers;
+  wsg_kafka_options kafka; /* --brokers, -X and their environment; owned */
   const char *topics[MAX_TOPICS];
   int partitions[MAX_TOPICS]; /* of topics[i]; 0 = not given */
   size_t topic_count;
   int bare_partitions;    /* --partitions before any --topic (the partition command); 0 = none */
   int replication_factor; /* -1: the broker's default.replication.factor */
   int timeout_ms;
-  wsg_kvlist props; /* -X key=value, owned */
   bool verbose;
 } admin_opts;
 
@@ -59,7 +64,7 @@ static const char usage_text[] =
     "  -p, --partitions N             partition count of the preceding --topic\n"
     "  -r, --replication-factor N     for new topics (default: the broker's default)\n"
     "      --timeout MS               overall deadline of a command (default 30000)\n"
-    "  -X KEY=VALUE                   a librdkafka property, e.g. -X security.protocol=ssl\n"
+    "  -X, --kafka-prop KEY=VALUE     a librdkafka property, e.g. -X security.protocol=ssl\n"
     "                                 (env WSGATE_KAFKA_PROPS=\"k=v;k=v\"; -X wins per key)\n"
     "  -v, --verbose                  log librdkafka's informational messages\n"
     "  -h, --help                     this text\n"
@@ -91,79 +96,49 @@ static int parse_int(const char *opt, const char *text, int min, int max, int *o
   return 0;
 }
 
-static int kvlist_add(wsg_kvlist *kv, const char *text) {
-  const char *eq = strchr(text, '=');
-  if (!eq || eq == text) {
-    fprintf(stderr, "wsgate-admin: -X: expected KEY=VALUE, got '%s'\n", text);
+/* The shared Kafka group with the tools' spelling of the brokers flag. */
+static const wsg_option_override kafka_overrides[] = {
+    {.name = "kafka-brokers", .flag = "brokers"},
+};
+static const wsg_config_section kafka_sections[] = {
+    {&wsg_kafka_group, offsetof(admin_opts, kafka), kafka_overrides, WSG_COUNTOF(kafka_overrides)},
+};
+static const wsg_config_spec kafka_spec = {
+    .program = "wsgate-admin",
+    .sections = kafka_sections,
+    .nsections = WSG_COUNTOF(kafka_sections),
+};
+
+/* Adds "--brokers=value" or "-Xvalue" to the Kafka flags: one string, so a value such as
+ * "--help" stays a value. */
+static int kafka_flag(char **kargv, int *kargc, const char *flag, const char *value) {
+  size_t len = strlen(flag) + strlen(value) + 1;
+  char *arg = malloc(len);
+  if (!arg) {
+    fprintf(stderr, "wsgate-admin: out of memory\n");
     return -1;
   }
-  char **keys = realloc(kv->keys, (kv->count + 1) * sizeof(*keys));
-  if (!keys)
-    return -1;
-  kv->keys = keys;
-  char **values = realloc(kv->values, (kv->count + 1) * sizeof(*values));
-  if (!values)
-    return -1;
-  kv->values = values;
-  kv->keys[kv->count] = strndup(text, (size_t)(eq - text));
-  kv->values[kv->count] = strdup(eq + 1);
-  if (!kv->keys[kv->count] || !kv->values[kv->count]) {
-    free(kv->keys[kv->count]);
-    free(kv->values[kv->count]);
-    return -1;
-  }
-  kv->count++;
+  snprintf(arg, len, "%s%s", flag, value);
+  kargv[(*kargc)++] = arg;
   return 0;
 }
 
-/* Whether one of the first `n` pairs has this key. */
-static bool kvlist_has(const wsg_kvlist *kv, size_t n, const char *key, size_t klen) {
-  for (size_t i = 0; i < n; i++) {
-    if (strlen(kv->keys[i]) == klen && memcmp(kv->keys[i], key, klen) == 0)
-      return true;
-  }
-  return false;
-}
-
-/* Adds the pairs of WSGATE_KAFKA_PROPS ("k=v;k=v", as the gateway and processor read it) whose
- * key no -X gave: a flag wins over the environment, per key. */
-static int kvlist_add_env(wsg_kvlist *kv, const char *env) {
-  size_t flags = kv->count;
-  char *copy = strdup(env);
-  if (!copy)
-    return -1;
-  int rc = 0;
-  char *save = NULL;
-  for (char *item = strtok_r(copy, ";", &save); item && rc == 0;
-       item = strtok_r(NULL, ";", &save)) {
-    const char *eq = strchr(item, '=');
-    if (!eq || eq == item) {
-      fprintf(stderr, "wsgate-admin: WSGATE_KAFKA_PROPS: expected KEY=VALUE;..., got '%s'\n", item);
-      rc = -1;
-    } else if (!kvlist_has(kv, flags, item, (size_t)(eq - item))) {
-      rc = kvlist_add(kv, item);
-    }
-  }
-  free(copy);
-  return rc;
-}
-
-static void kvlist_free(wsg_kvlist *kv) {
-  for (size_t i = 0; i < kv->count; i++) {
-    free(kv->keys[i]);
-    free(kv->values[i]);
-  }
-  free(kv->keys);
-  free(kv->values);
-  memset(kv, 0, sizeof(*kv));
+/* Reads the Kafka group from the collected flags and the environment, as the daemons do. */
+static int parse_kafka(admin_opts *o, int kargc, char **kargv) {
+  char err[512];
+  wsg_config_result r = wsg_config_parse(&kafka_spec, o, kargc, kargv, environ, err, sizeof err);
+  if (r == WSG_CONFIG_OK)
+    return 0;
+  return usage_error("%s", r == WSG_CONFIG_ERROR ? err : "cannot read the Kafka options");
 }
 
 /* Parses every option, wherever it stands; positional words stay in argv[optind..]. Returns 0,
  * EXIT_USAGE on a usage error, or -1 after --help/--version were printed. */
-static int parse_options(int argc, char **argv, admin_opts *o) {
+static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
   enum { OPT_TIMEOUT = 256, OPT_VERSION };
   static const struct option longopts[] = {
       {"brokers", required_argument, NULL, 'b'},
+      {"kafka-prop", required_argument, NULL, 'X'},
       {"topic", required_argument, NULL, 't'},
       {"partitions", required_argument, NULL, 'p'},
       {"replication-factor", required_argument, NULL, 'r'},
@@ -173,11 +148,13 @@ static int parse_options(int argc, char **argv, admin_opts *o) {
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
   };
-  int c;
+  int c, kargc = 1; /* kargv[0]: the program, as wsg_config expects */
+  kargv[0] = argv[0];
   while ((c = getopt_long(argc, argv, "b:t:p:r:X:vh", longopts, NULL)) != -1) {
     switch (c) {
     case 'b':
-      o->brokers = optarg;
+      if (kafka_flag(kargv, &kargc, "--brokers=", optarg) != 0)
+        return 1;
       break;
     case 't':
       if (o->topic_count == MAX_TOPICS)
@@ -205,8 +182,8 @@ static int parse_options(int argc, char **argv, admin_opts *o) {
         return EXIT_USAGE;
       break;
     case 'X':
-      if (kvlist_add(&o->props, optarg) != 0)
-        return EXIT_USAGE;
+      if (kafka_flag(kargv, &kargc, "-X", optarg) != 0)
+        return 1;
       break;
     case 'v':
       o->verbose = true;
@@ -222,19 +199,14 @@ static int parse_options(int argc, char **argv, admin_opts *o) {
       return EXIT_USAGE;
     }
   }
-  if (!o->brokers)
-    o->brokers = getenv("WSGATE_KAFKA_BROKERS");
-  const char *props = getenv("WSGATE_KAFKA_PROPS");
-  if (props && kvlist_add_env(&o->props, props) != 0)
-    return EXIT_USAGE;
-  return 0;
+  return parse_kafka(o, kargc, kargv);
 }
 
 /* An admin client, or NULL after printing why. */
 static rd_kafka_t *connect_admin(const admin_opts *o) {
   char err[512];
   rd_kafka_conf_t *conf =
-      wsg_kafka_conf_new(WSG_KAFKA_ADMIN, o->brokers, &o->props, err, sizeof(err));
+      wsg_kafka_conf_new(WSG_KAFKA_ADMIN, o->kafka.brokers, &o->kafka.props, err, sizeof(err));
   rd_kafka_t *rk = conf ? wsg_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err)) : NULL;
   if (!rk)
     fprintf(stderr, "wsgate-admin: %s\n", err);
@@ -248,7 +220,7 @@ static int cmd_topics_ensure(const admin_opts *o) {
     if (o->partitions[i] == 0)
       return usage_error("topics ensure: --topic %s has no --partitions", o->topics[i]);
   }
-  if (!o->brokers)
+  if (!o->kafka.brokers)
     return usage_error("%s", "no brokers: give --brokers or set WSGATE_KAFKA_BROKERS");
   rd_kafka_t *rk = connect_admin(o);
   if (!rk)
@@ -287,7 +259,7 @@ static void print_topic(const struct rd_kafka_metadata_topic *t) {
 }
 
 static int cmd_topics_describe(const admin_opts *o) {
-  if (!o->brokers)
+  if (!o->kafka.brokers)
     return usage_error("%s", "no brokers: give --brokers or set WSGATE_KAFKA_BROKERS");
   rd_kafka_t *rk = connect_admin(o);
   if (!rk)
@@ -295,7 +267,7 @@ static int cmd_topics_describe(const admin_opts *o) {
   const struct rd_kafka_metadata *md = NULL;
   rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, o->timeout_ms);
   if (err) {
-    fprintf(stderr, "wsgate-admin: cannot read the metadata of %s: %s\n", o->brokers,
+    fprintf(stderr, "wsgate-admin: cannot read the metadata of %s: %s\n", o->kafka.brokers,
             rd_kafka_err2str(err));
     rd_kafka_destroy(rk);
     return 1;
@@ -315,7 +287,8 @@ static int cmd_topics_describe(const admin_opts *o) {
         found = i;
     }
     if (found < 0) {
-      fprintf(stderr, "wsgate-admin: topic %s does not exist on %s\n", o->topics[n], o->brokers);
+      fprintf(stderr, "wsgate-admin: topic %s does not exist on %s\n", o->topics[n],
+              o->kafka.brokers);
       rc = 1;
       continue;
     }
@@ -335,7 +308,7 @@ static int cmd_partition(const admin_opts *o, int nkeys, char **keys) {
   if (partitions == 0 && o->topic_count != 1)
     return usage_error("partition: %s", "give --partitions N, or one --topic T and --brokers");
   if (partitions == 0) {
-    if (!o->brokers)
+    if (!o->kafka.brokers)
       return usage_error("%s", "no brokers: give --brokers or set WSGATE_KAFKA_BROKERS");
     rd_kafka_t *rk = connect_admin(o);
     if (!rk)
@@ -360,7 +333,16 @@ static int cmd_partition(const admin_opts *o, int nkeys, char **keys) {
 }
 
 static int run(int argc, char **argv, admin_opts *o) {
-  int rc = parse_options(argc, argv, o);
+  /* At most one Kafka flag per argument; kargv[0] is the program. Owned here: kargv[1..]. */
+  char **kargv = calloc((size_t)argc + 1, sizeof *kargv);
+  if (!kargv) {
+    fprintf(stderr, "wsgate-admin: out of memory\n");
+    return 1;
+  }
+  int rc = parse_options(argc, argv, o, kargv);
+  for (int i = 1; i <= argc && kargv[i]; i++)
+    free(kargv[i]);
+  free(kargv);
   if (rc != 0)
     return rc < 0 ? 0 : rc;
   wsg_log_setup(o->verbose ? WSG_LOG_INFO : WSG_LOG_WARN, false, "wsgate-admin");
@@ -386,6 +368,6 @@ static int run(int argc, char **argv, admin_opts *o) {
 int main(int argc, char **argv) {
   admin_opts o = {.replication_factor = -1, .timeout_ms = DEFAULT_TIMEOUT_MS};
   int rc = run(argc, argv, &o);
-  kvlist_free(&o.props);
+  wsg_config_finish(&kafka_spec, &o);
   return rc;
 }

@@ -29,6 +29,7 @@
 #include "wsg_envelope_json.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
+#include "wsg_options.h"
 
 extern char **environ;
 
@@ -41,7 +42,7 @@ enum { EXIT_FATAL = 1, EXIT_USAGE = 2, EXIT_BAD_RECORDS = 3 };
 #define METADATA_TIMEOUT_MS 10000
 
 typedef struct {
-  char *brokers;
+  wsg_kafka_options kafka; /* the shared group, its brokers flag spelt --brokers */
   char *topic;
   int64_t partition; /* -1: every partition */
   char *offset;
@@ -51,13 +52,10 @@ typedef struct {
   char *user;
   char *type;
   char *log_level;
-  wsg_kvlist props;
 } dump_config;
 
 // clang-format off
 static const wsg_option dump_options[] = {
-    {"brokers", 'b', "WSGATE_KAFKA_BROKERS", WSG_OPT_STRING, offsetof(dump_config, brokers), NULL,
-     0, 0, NULL, 0, "Kafka bootstrap servers, host:port[,host:port...]."},
     {"topic", 't', "WSGATE_DUMP_TOPIC", WSG_OPT_STRING, offsetof(dump_config, topic),
      "wsgate.inbound", 0, 0, NULL, 0, "Topic to read."},
     {"partition", 'p', "WSGATE_DUMP_PARTITION", WSG_OPT_INT, offsetof(dump_config, partition),
@@ -78,20 +76,29 @@ static const wsg_option dump_options[] = {
      "msg|connect|disconnect|deliver|close", 0, "Print only envelopes of this type (t)."},
     {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, offsetof(dump_config, log_level), "warn",
      0, 0, "debug|info|warn|error", 0, "Least severe librdkafka message to show on stderr."},
-    {"kafka-prop", 'X', "WSGATE_KAFKA_PROPS", WSG_OPT_KVLIST, offsetof(dump_config, props), NULL, 0,
-     0, NULL, 0, "A librdkafka property key=value (repeatable), e.g. -X security.protocol=ssl."},
 };
 // clang-format on
 
+/* Not required: --stdin needs no broker. */
+static const wsg_option_override kafka_overrides[] = {
+    {.name = "kafka-brokers", .flag = "brokers"},
+};
+static const wsg_option_group dump_group = {"dump", dump_options, WSG_COUNTOF(dump_options)};
+static const wsg_config_section dump_sections[] = {
+    {&wsg_kafka_group, offsetof(dump_config, kafka), kafka_overrides, WSG_COUNTOF(kafka_overrides)},
+    {&dump_group, 0, NULL, 0},
+};
+
 static const wsg_config_spec dump_spec = {
-    "wsgate-dump",
-    "Prints wsgate envelopes as JSON lines (docs/PROTOCOL.md, \"JSON rendering\"): from a Kafka "
-    "topic, read with assign() and no consumer group, or from standard input in kcat's "
-    "length-prefixed framing. A record that does not decode is reported on stderr with its "
-    "position, error and field, and the dump goes on. Exit status: 0 all records decoded, 1 fatal "
-    "error, 2 usage error, 3 some records did not decode.",
-    dump_options,
-    sizeof dump_options / sizeof dump_options[0],
+    .program = "wsgate-dump",
+    .summary = "Prints wsgate envelopes as JSON lines (docs/PROTOCOL.md, \"JSON rendering\"): "
+               "from a Kafka topic, read with assign() and no consumer group, or from standard "
+               "input in kcat's length-prefixed framing. A record that does not decode is "
+               "reported on stderr with its position, error and field, and the dump goes on. "
+               "Exit status: 0 all records decoded, 1 fatal error, 2 usage error, 3 some records "
+               "did not decode.",
+    .sections = dump_sections,
+    .nsections = WSG_COUNTOF(dump_sections),
 };
 
 static const char examples[] =
@@ -277,8 +284,8 @@ static int dump_kafka(printer *pr) {
     fprintf(stderr, "wsgate-dump: --offset: '%s' is not beginning, end, N or -N\n", cfg->offset);
     return EXIT_USAGE;
   }
-  rd_kafka_conf_t *conf =
-      wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_ASSIGN, cfg->brokers, &cfg->props, err, sizeof err);
+  rd_kafka_conf_t *conf = wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_ASSIGN, cfg->kafka.brokers,
+                                             &cfg->kafka.props, err, sizeof err);
   if (conf == NULL || wsg_kafka_conf_set(conf, "client.id", "wsgate-dump", err, sizeof err) != 0 ||
       (cfg->exit_at_end &&
        wsg_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err) != 0)) {
@@ -425,7 +432,7 @@ int main(int argc, char **argv) {
 
   if (cfg.from_stdin) {
     status = dump_stdin(&pr);
-  } else if (cfg.brokers == NULL) {
+  } else if (cfg.kafka.brokers == NULL) {
     fprintf(stderr, "wsgate-dump: give --brokers (or WSGATE_KAFKA_BROKERS), or --stdin\n"
                     "Try 'wsgate-dump --help'.\n");
     status = EXIT_USAGE;

@@ -70,12 +70,13 @@ static const wsg_option token_options[] = {
 // clang-format on
 
 static const wsg_config_spec token_spec = {
-    "wsgate-token",
-    "Mints an HS256 JSON Web Token that wsgate-gateway accepts (development and tests only: a "
-    "real deployment's identity service issues tokens). Claims: the user claim, iat, exp, and aud "
-    "and nbf when asked for. Exit status: 0 minted, 1 signing failed, 2 usage error.",
-    token_options,
-    sizeof token_options / sizeof token_options[0],
+    .program = "wsgate-token",
+    .summary = "Mints an HS256 JSON Web Token that wsgate-gateway accepts (development and tests "
+               "only: a real deployment's identity service issues tokens). Claims: the user "
+               "claim, iat, exp, and aud and nbf when asked for. Exit status: 0 minted, 1 signing "
+               "failed, 2 usage error.",
+    .options = token_options,
+    .count = WSG_COUNTOF(token_options),
 };
 
 static const char examples[] =

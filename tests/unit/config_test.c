@@ -541,3 +541,185 @@ Test(config, print_config) {
   cr_assert(strstr(out, "brokers = \"k\"  # flag --brokers\n"));
   free(out);
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * Sections: a group declared once, embedded at an offset, with per-program overrides. */
+
+typedef struct {
+  char *host;
+  int64_t port;
+} test_group;
+
+typedef struct {
+  char *name;
+  test_group primary; /* the embedded group */
+  bool verbose;
+} embed_config;
+
+static const wsg_option group_rows[] = {
+    {"host", 0, "T_HOST", WSG_OPT_STRING, offsetof(test_group, host), "localhost", 0, 0, NULL, 0,
+     "Host of the service."},
+    {"port", 'P', "T_GPORT", WSG_OPT_INT, offsetof(test_group, port), "10", 1, 100, NULL, 0,
+     "Port of the service."},
+};
+static const wsg_option_group test_grp = {"test", group_rows, WSG_COUNTOF(group_rows)};
+
+static const wsg_option own_rows[] = {
+    {"name", 'n', "T_NAME", WSG_OPT_STRING, offsetof(embed_config, name), "def", 0, 0, NULL, 0,
+     "A name."},
+};
+static const wsg_option tail_rows[] = {
+    {"verbose", 'v', NULL, WSG_OPT_BOOL, offsetof(embed_config, verbose), "false", 0, 0, NULL, 0,
+     "More output."},
+};
+static const wsg_option_group tail_grp = {"tail", tail_rows, WSG_COUNTOF(tail_rows)};
+
+static const wsg_option_override port_20[] = {{.name = "port", .def = "20"}};
+static const wsg_config_section embed_sections[] = {
+    {&test_grp, offsetof(embed_config, primary), port_20, WSG_COUNTOF(port_20)},
+    {&tail_grp, 0, NULL, 0},
+};
+static const wsg_config_spec embed_spec = {
+    .program = "wsgate-embed",
+    .options = own_rows,
+    .count = WSG_COUNTOF(own_rows),
+    .sections = embed_sections,
+    .nsections = WSG_COUNTOF(embed_sections),
+};
+
+static embed_config ecfg;
+
+static void embed_reset(void) {
+  memset(&ecfg, 0, sizeof ecfg);
+  err[0] = '\0';
+}
+
+static void embed_cleanup(void) {
+  wsg_config_finish(&embed_spec, &ecfg);
+}
+
+TestSuite(config_sections, .init = embed_reset, .fini = embed_cleanup);
+
+#define EPARSE(sp, envp, ...)                                                                      \
+  wsg_config_parse((sp), &ecfg, NARGS(__VA_ARGS__), ARGS(__VA_ARGS__), (envp), err, sizeof err)
+
+Test(config_sections, rows_in_order_with_absolute_offsets_and_overrides) {
+  size_t n = 0;
+  wsg_option *rows = wsg_config_rows(&embed_spec, &n, err, sizeof err);
+  cr_assert(rows, "%s", err);
+  cr_assert_eq(n, 4u);
+  cr_assert_str_eq(rows[0].name, "name");
+  cr_assert_str_eq(rows[1].name, "host");
+  cr_assert_str_eq(rows[2].name, "port");
+  cr_assert_str_eq(rows[3].name, "verbose");
+  cr_assert_eq(rows[1].offset, offsetof(embed_config, primary) + offsetof(test_group, host));
+  cr_assert_eq(rows[2].offset, offsetof(embed_config, primary) + offsetof(test_group, port));
+  cr_assert_eq(rows[3].offset, offsetof(embed_config, verbose));
+  cr_assert_str_eq(rows[2].def, "20", "the embedding's default");
+  cr_assert_str_eq(group_rows[1].def, "10", "the group's own table is left alone");
+  free(rows);
+}
+
+Test(config_sections, embedded_fields_are_filled_from_every_source) {
+  cr_assert_eq(EPARSE(&embed_spec, NULL, "-v"), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(ecfg.name, "def");
+  cr_assert_str_eq(ecfg.primary.host, "localhost");
+  cr_assert_eq(ecfg.primary.port, 20, "the override's default, not the group's 10");
+  cr_assert(ecfg.verbose);
+  wsg_config_finish(&embed_spec, &ecfg);
+  cr_assert_null(ecfg.primary.host, "finish frees the embedded strings");
+
+  char **env = ENV("T_HOST=from-env", "T_GPORT=30");
+  cr_assert_eq(EPARSE(&embed_spec, env, "-P", "40"), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(ecfg.primary.host, "from-env");
+  cr_assert_eq(ecfg.primary.port, 40, "the flag wins over the environment");
+  cr_assert_eq(EPARSE(&embed_spec, NULL, "--port", "101"), WSG_CONFIG_ERROR);
+  cr_assert(strstr(err, "--port: 101 is out of range (1..100)"), "%s", err);
+}
+
+Test(config_sections, override_renames_and_requires) {
+  static const wsg_option_override server[] = {
+      {.name = "host", .flag = "server", .add_flags = WSG_OPTF_REQUIRED | WSG_OPTF_SECRET}};
+  static const wsg_config_section sections[] = {
+      {&test_grp, offsetof(embed_config, primary), server, WSG_COUNTOF(server)}};
+  static const wsg_config_spec sp = {
+      .program = "wsgate-embed", .sections = sections, .nsections = WSG_COUNTOF(sections)};
+  wsg_config_result r = EPARSE(&sp, NULL, "--port", "5");
+  expect_error(r, "--server is required: set --server or T_HOST");
+  expect_error(EPARSE(&sp, NULL, "--host", "h"), "unknown option '--host'");
+  cr_assert_eq(EPARSE(&sp, NULL, "--server=h"), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(ecfg.primary.host, "h");
+  cr_assert_eq(ecfg.primary.port, 10, "no default override here: the group's");
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  wsg_config_print_markdown(&sp, f);
+  fclose(f);
+  cr_assert(strstr(buf, "| `--server` | `T_HOST` | string | `localhost` |  | Host of the service. "
+                        "**Required.** Secret: redacted in logs. |"),
+            "%s", buf);
+  free(buf);
+  wsg_config_finish(&sp, &ecfg);
+}
+
+Test(config_sections, help_markdown_and_print_config_use_the_combined_rows) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  wsg_config_print_help(&embed_spec, f);
+  fclose(f);
+  char *name = strstr(buf, "--name"), *host = strstr(buf, "--host"),
+       *verbose = strstr(buf, "verbose");
+  cr_assert(name && host && verbose && name < host && host < verbose, "%s", buf);
+  cr_assert(strstr(buf, "[env: T_GPORT] [default: 20] [range: 1..100]"), "%s", buf);
+  free(buf);
+  f = open_memstream(&buf, &len);
+  wsg_config_print_markdown(&embed_spec, f);
+  fclose(f);
+  cr_assert(strstr(buf, "| `-P, --port` | `T_GPORT` | integer | `20` | 1..100 |"), "%s", buf);
+  free(buf);
+
+  char **env = ENV("T_HOST=e");
+  char **argv = ARGS("--port=7", "--print-config");
+  FILE *tmp = tmpfile();
+  int saved = dup(1);
+  fflush(stdout);
+  dup2(fileno(tmp), 1);
+  wsg_config_result r = wsg_config_parse(&embed_spec, &ecfg, 3, argv, env, err, sizeof err);
+  fflush(stdout);
+  dup2(saved, 1);
+  close(saved);
+  cr_assert_eq(r, WSG_CONFIG_EXIT, "%s", err);
+  char out[512] = "";
+  cr_assert_gt(pread(fileno(tmp), out, sizeof out - 1, 0), 0);
+  fclose(tmp);
+  cr_assert_str_eq(out, "name = \"def\"  # default\n"
+                        "host = \"e\"  # env T_HOST\n"
+                        "port = 7  # flag --port\n"
+                        "verbose = false  # default\n");
+}
+
+Test(config_sections, table_errors_are_caught) {
+  static const wsg_option_override bogus[] = {{.name = "hots", .def = "x"}};
+  static const wsg_config_section bad_override[] = {{&test_grp, 0, bogus, WSG_COUNTOF(bogus)}};
+  static const wsg_config_spec sp1 = {
+      .program = "wsgate-embed", .sections = bad_override, .nsections = 1};
+  size_t n = 0;
+  cr_assert_null(wsg_config_rows(&sp1, &n, err, sizeof err));
+  cr_assert(strstr(err, "the override of --hots names no row of group test"), "%s", err);
+  expect_error(EPARSE(&sp1, NULL, "--port", "5"), "names no row");
+
+  /* The same group twice (two Redis connections, say) needs its second copy renamed. */
+  static const wsg_config_section twice[] = {{&test_grp, 0, NULL, 0}, {&test_grp, 0, NULL, 0}};
+  static const wsg_config_spec sp2 = {.program = "wsgate-embed", .sections = twice, .nsections = 2};
+  cr_assert_null(wsg_config_rows(&sp2, &n, err, sizeof err));
+  cr_assert(strstr(err, "--host and --host share a long flag"), "%s", err);
+
+  static const wsg_option clash[] = {
+      {"other", 'P', NULL, WSG_OPT_INT, 0, NULL, 0, 0, NULL, 0, "Clashes with -P."}};
+  static const wsg_config_section one[] = {{&test_grp, 0, NULL, 0}};
+  static const wsg_config_spec sp3 = {
+      .program = "wsgate-embed", .options = clash, .count = 1, .sections = one, .nsections = 1};
+  cr_assert_null(wsg_config_rows(&sp3, &n, err, sizeof err));
+  cr_assert(strstr(err, "--other and --port share a short flag"), "%s", err);
+}

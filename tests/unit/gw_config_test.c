@@ -39,7 +39,7 @@ Test(gw_config, defaults_and_derived_values) {
   char err[512] = "";
   cr_assert_eq(load(&cfg, args, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
   cr_assert_eq(cfg.listen_port, 8080);
-  cr_assert_eq(cfg.http_port, 9090);
+  cr_assert_eq(cfg.http.port, 9090);
   cr_assert_str_eq(cfg.subprotocol, "wsgate.v1");
   cr_assert_eq(cfg.max_message, 1u << 20);
   cr_assert_eq(cfg.rx_buffer, 512);
@@ -51,12 +51,12 @@ Test(gw_config, defaults_and_derived_values) {
   cr_assert_eq(cfg.lease_renew_ms, 5000);
   cr_assert_str_eq(cfg.inbound_topic, "wsgate.inbound");
   cr_assert_str_eq(cfg.outbound_topic, "wsgate.outbound");
-  cr_assert_str_eq(cfg.redis_prefix, "wsgate:");
+  cr_assert_str_eq(cfg.redis.prefix, "wsgate:");
   cr_assert(!cfg.deflate);
   cr_assert(!cfg.insecure_dev_user);
   cr_assert_eq(cfg.rate_action_kind, GW_RATE_PAUSE);
-  cr_assert_eq(cfg.log_min_level, WSG_LOG_INFO);
-  cr_assert(!cfg.log_json);
+  cr_assert_eq(cfg.log.min_level, WSG_LOG_INFO);
+  cr_assert(!cfg.log.json);
   cr_assert_eq(cfg.jwt_key_len, strlen(SECRET));
   cr_assert(memcmp(cfg.jwt_key, SECRET, cfg.jwt_key_len) == 0);
 
@@ -93,15 +93,15 @@ Test(gw_config, environment_then_flags) {
   char err[512] = "";
   cr_assert_eq(load(&cfg, args, envp, err, sizeof err), WSG_CONFIG_OK, "%s", err);
   cr_assert_eq(cfg.listen_port, 9100);
-  cr_assert_str_eq(cfg.kafka_brokers, "env:1");
+  cr_assert_str_eq(cfg.kafka.brokers, "env:1");
   cr_assert_str_eq(cfg.gateway_id, "gw-7");
   cr_assert_eq(cfg.rate_action_kind, GW_RATE_CLOSE);
-  cr_assert(cfg.log_json);
-  cr_assert_eq(cfg.log_min_level, WSG_LOG_WARN);
-  cr_assert_eq(cfg.kafka_props.count, 2);
-  for (size_t i = 0; i < cfg.kafka_props.count; i++)
-    if (strcmp(cfg.kafka_props.keys[i], "linger.ms") == 0)
-      cr_assert_str_eq(cfg.kafka_props.values[i], "2");
+  cr_assert(cfg.log.json);
+  cr_assert_eq(cfg.log.min_level, WSG_LOG_WARN);
+  cr_assert_eq(cfg.kafka.props.count, 2);
+  for (size_t i = 0; i < cfg.kafka.props.count; i++)
+    if (strcmp(cfg.kafka.props.keys[i], "linger.ms") == 0)
+      cr_assert_str_eq(cfg.kafka.props.values[i], "2");
   gw_config_finish(&cfg);
 }
 
@@ -204,27 +204,59 @@ Test(gw_config, finish_on_zeroed_struct) {
 
 Test(gw_config, help_and_markdown_document_every_option) {
   const wsg_config_spec *spec = gw_config_spec();
+  size_t n = 0;
+  char err[256] = "";
+  wsg_option *rows = wsg_config_rows(spec, &n, err, sizeof err);
+  cr_assert(rows, "%s", err);
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
   cr_assert(f);
   wsg_config_print_help(spec, f);
   fclose(f);
-  for (size_t i = 0; i < spec->count; i++) {
+  for (size_t i = 0; i < n; i++) {
     char flag[80], bflag[80];
-    snprintf(flag, sizeof flag, "--%s", spec->options[i].name);
-    snprintf(bflag, sizeof bflag, "--[no-]%s", spec->options[i].name); /* booleans */
+    snprintf(flag, sizeof flag, "--%s", rows[i].name);
+    snprintf(bflag, sizeof bflag, "--[no-]%s", rows[i].name); /* booleans */
     cr_assert(strstr(buf, flag) || strstr(buf, bflag), "--help lacks %s", flag);
-    cr_assert(spec->options[i].help && strlen(spec->options[i].help) > 10, "%s has no help", flag);
-    cr_assert(spec->options[i].env && strncmp(spec->options[i].env, "WSGATE_", 7) == 0,
+    cr_assert(rows[i].help && strlen(rows[i].help) > 10, "%s has no help", flag);
+    cr_assert(rows[i].env && strncmp(rows[i].env, "WSGATE_", 7) == 0,
               "%s has no WSGATE_ environment variable", flag);
-    cr_assert(strstr(buf, spec->options[i].env), "--help lacks %s", spec->options[i].env);
+    cr_assert(strstr(buf, rows[i].env), "--help lacks %s", rows[i].env);
   }
   free(buf);
   f = open_memstream(&buf, &len);
   wsg_config_print_markdown(spec, f);
   fclose(f);
-  for (size_t i = 0; i < spec->count; i++)
-    cr_assert(strstr(buf, spec->options[i].name), "markdown lacks %s", spec->options[i].name);
+  for (size_t i = 0; i < n; i++)
+    cr_assert(strstr(buf, rows[i].name), "markdown lacks %s", rows[i].name);
   free(buf);
+  free(rows);
+}
+
+Test(gw_config, shared_groups_fill_the_embedded_structs) {
+  char *envp[] = {"WSGATE_REDIS_HOST=redis.example", "WSGATE_REDIS_PASSWORD=pw",
+                  "WSGATE_HTTP_ADDR=127.0.0.1", NULL};
+  const char *args[] = {
+      "-b",    "k:1", "--jwt-secret", SECRET, "--redis-db", "3", "--redis-timeout",
+      "500ms", "-X",  "acks=1",       NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, args, envp, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(cfg.kafka.brokers, "k:1");
+  cr_assert_eq(cfg.kafka.props.count, 1);
+  cr_assert_str_eq(cfg.redis.host, "redis.example");
+  cr_assert_eq(cfg.redis.port, 6379);
+  cr_assert_str_eq(cfg.redis.password, "pw");
+  cr_assert_eq(cfg.redis.db, 3);
+  cr_assert_eq(cfg.redis.timeout_ms, 500);
+  cr_assert_str_eq(cfg.http.addr, "127.0.0.1");
+  cr_assert_eq(cfg.http.port, 9090, "the gateway keeps the group's default");
+  cr_assert_str_eq(cfg.log.level, "info");
+  gw_config_finish(&cfg);
+
+  const char *none[] = {"--jwt-secret", SECRET, NULL};
+  expect_error(none, "--kafka-brokers is required: set --kafka-brokers or WSGATE_KAFKA_BROKERS");
+  const char *empty[] = {"-b", "", "--jwt-secret", SECRET, NULL};
+  expect_error(empty, "--kafka-brokers: must not be empty (from -b)");
 }

@@ -38,9 +38,9 @@ Test(proc_config, defaults) {
   cr_assert_eq(p.cfg.max_payload, 512 * 1024);
   cr_assert_eq(p.cfg.commit_interval_ms, 1000);
   cr_assert_eq(p.cfg.gateway_cache_ttl_ms, 1000);
-  cr_assert_eq(p.cfg.http_port, 9091);
-  cr_assert_str_eq(p.cfg.redis_prefix, "wsgate:");
-  cr_assert_eq(p.cfg.log_min_level, WSG_LOG_INFO);
+  cr_assert_eq(p.cfg.http.port, 9091);
+  cr_assert_str_eq(p.cfg.redis.prefix, "wsgate:");
+  cr_assert_eq(p.cfg.log.min_level, WSG_LOG_INFO);
   proc_config_finish(&p.cfg);
 }
 
@@ -50,12 +50,12 @@ Test(proc_config, environment_then_flags) {
   parsed p;
   PARSE(&p, env, "--batch-max", "20", "--handler-arg", "max_members=5", "-X", "linger.ms=1");
   cr_assert_eq(p.r, WSG_CONFIG_OK, "%s", p.err);
-  cr_assert_str_eq(p.cfg.kafka_brokers, "k:1");
+  cr_assert_str_eq(p.cfg.kafka.brokers, "k:1");
   cr_assert_str_eq(p.cfg.handler, "chat");
   cr_assert_str_eq(p.cfg.group_instance_id, "proc-0");
   cr_assert_eq(p.cfg.batch_max, 20, "the flag wins over the environment");
   cr_assert_str_eq(p.cfg.handler_arg, "max_members=5");
-  cr_assert_eq(p.cfg.kafka_props.count, 1);
+  cr_assert_eq(p.cfg.kafka.props.count, 1);
   proc_config_finish(&p.cfg);
 }
 
@@ -109,4 +109,54 @@ Test(proc_config, finish_on_zeroed_struct) {
   memset(&cfg, 0, sizeof(cfg));
   proc_config_finish(&cfg);
   proc_config_finish(NULL);
+}
+
+Test(proc_config, ops_port_default_is_the_processors_own) {
+  parsed p;
+  PARSE(&p, NULL, "-b", "k:1");
+  cr_assert_eq(p.r, WSG_CONFIG_OK, "%s", p.err);
+  cr_assert_eq(p.cfg.http.port, 9091);
+  cr_assert_str_eq(p.cfg.http.addr, "0.0.0.0");
+  proc_config_finish(&p.cfg);
+  char *env[] = {"WSGATE_HTTP_PORT=1234", NULL};
+  PARSE(&p, env, "-b", "k:1");
+  cr_assert_eq(p.cfg.http.port, 1234, "the environment wins over the overridden default");
+  proc_config_finish(&p.cfg);
+
+  /* The group's own row keeps 9090 (the gateway's) and its help names both. */
+  const wsg_option *row = NULL;
+  for (size_t i = 0; i < wsg_ops_group.count; i++)
+    if (strcmp(wsg_ops_group.options[i].name, "http-port") == 0)
+      row = &wsg_ops_group.options[i];
+  cr_assert(row);
+  cr_assert_str_eq(row->def, "9090");
+  cr_assert(strstr(row->help, "9091 for the processor"));
+
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  wsg_config_print_markdown(proc_config_spec(), f);
+  fclose(f);
+  cr_assert(strstr(buf, "| `--http-port` | `WSGATE_HTTP_PORT` | integer | `9091` |"), "%s", buf);
+  cr_assert(strstr(buf, "| `-b, --kafka-brokers` | `WSGATE_KAFKA_BROKERS` | string |  |  | Kafka "
+                        "bootstrap servers, host:port[,host:port...]. **Required.** |"));
+  free(buf);
+}
+
+Test(proc_config, shared_groups_fill_the_embedded_structs) {
+  char *env[] = {"WSGATE_REDIS_PORT=7000", "WSGATE_LOG_FORMAT=json",
+                 "WSGATE_KAFKA_PROPS=linger.ms=1;acks=all", NULL};
+  parsed p;
+  PARSE(&p, env, "-b", "k:1", "--redis-prefix", "x:", "--log-level", "debug", "-X", "acks=1");
+  cr_assert_eq(p.r, WSG_CONFIG_OK, "%s", p.err);
+  cr_assert_eq(p.cfg.redis.port, 7000);
+  cr_assert_str_eq(p.cfg.redis.prefix, "x:");
+  cr_assert_eq(p.cfg.redis.timeout_ms, 2000);
+  cr_assert(p.cfg.log.json);
+  cr_assert_eq(p.cfg.log.min_level, WSG_LOG_DEBUG);
+  cr_assert_eq(p.cfg.kafka.props.count, 2, "merged per key");
+  for (size_t i = 0; i < p.cfg.kafka.props.count; i++)
+    if (strcmp(p.cfg.kafka.props.keys[i], "acks") == 0)
+      cr_assert_str_eq(p.cfg.kafka.props.values[i], "1", "-X wins");
+  proc_config_finish(&p.cfg);
 }
