@@ -13,6 +13,10 @@
  * is used (size before parsing; MessagePack validated with wsg_msgpack_validate before msgpack-c
  * unpacks it; every string's length and UTF-8).
  *
+ * Files: proc_chat.c (the handler: settings, parse then dispatch), proc_chat_parse.c (the parser),
+ * proc_chat_cmds.{c,h} (the command table and the commands), proc_chat_frame.{c,h} (frames to
+ * clients in either encoding).
+ *
  * Threads: the consumer thread.
  */
 #ifndef PROC_CHAT_H

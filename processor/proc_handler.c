@@ -13,8 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proc_chat.h"
-#include "proc_echo.h"
+#include "proc_builtin.h"
 #include "wsg_log.h"
 
 /* wsgate_redis() calls one callback may make: each keeps its replies until the callback returns. */
@@ -259,14 +258,6 @@ static const wsgate_api proc_api = {
 
 /* --- loading ------------------------------------------------------------------------------- */
 
-const wsgate_handler *proc_handler_builtin(const char *name) {
-  if (strcmp(name, "echo") == 0)
-    return proc_echo_handler();
-  if (strcmp(name, "chat") == 0)
-    return proc_chat_handler();
-  return NULL;
-}
-
 static const wsgate_handler *load_plugin(const char *path, void **dl, char *err, size_t errlen) {
   /* RTLD_LOCAL: two plugins' symbols never collide; RTLD_NOW: a missing symbol fails here, at
    * start, not at the first message that needs it. */
@@ -362,11 +353,11 @@ int proc_handler_open(proc_handler **out, const char *name, const char *arg, cha
   if (strchr(name, '/')) {
     vt = load_plugin(name, &dl, err, errlen);
   } else {
-    vt = proc_handler_builtin(name);
+    vt = proc_builtin_find(name);
     if (!vt)
       snprintf(err, errlen,
-               "--handler %s: no built-in handler of that name (built-ins: echo, chat); to load "
-               "a shared object give its path, e.g. ./%s.so",
+               "--handler %s: no built-in handler of that name (built-ins: " PROC_BUILTIN_NAMES
+               "); to load a shared object give its path, e.g. ./%s.so",
                name, name);
   }
   if (!vt)

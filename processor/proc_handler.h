@@ -1,8 +1,8 @@
 /*
- * proc_handler: the processor's side of wsgate_handler.h: finding a handler by name (the built-ins
- * echo and chat, or a shared object loaded with dlopen), and calling it for one decoded envelope
- * with a context whose functions record the handler's actions in the batch's outbox and run its
- * Redis commands through the router.
+ * proc_handler: the processor's side of wsgate_handler.h: finding a handler by name (a built-in
+ * from proc_builtin's table, or a shared object loaded with dlopen), and calling it for one
+ * decoded envelope with a context whose functions record the handler's actions in the batch's
+ * outbox and run its Redis commands through the router.
  *
  * Threads: the consumer thread (a handler's callbacks are never called concurrently).
  */
@@ -20,9 +20,9 @@
 typedef struct proc_handler proc_handler;
 
 /*
- * Opens handler `name`: "echo", "chat", or a path (anything containing '/') to a shared object
- * exporting wsgate_handler_v1. Calls its init with `arg` (may be NULL). Returns 0, or -1 with a
- * message saying what to do (exit 2). Caller closes.
+ * Opens handler `name`: a built-in (proc_builtin.h), or a path (anything containing '/') to a
+ * shared object exporting wsgate_handler_v1. Calls its init with `arg` (may be NULL). Returns 0,
+ * or -1 with a message saying what to do (exit 2). Caller closes.
  */
 int proc_handler_open(proc_handler **out, const char *name, const char *arg, char *err,
                       size_t errlen);
@@ -33,9 +33,6 @@ int proc_handler_open_table(proc_handler **out, const wsgate_handler *vt, const 
 /* Calls the handler's destroy and unloads it. NULL is a no-op. */
 void proc_handler_close(proc_handler *h);
 const char *proc_handler_name(const proc_handler *h); /* borrowed */
-
-/* The built-in handlers, by name; NULL if there is none. */
-const wsgate_handler *proc_handler_builtin(const char *name);
 
 /* What a dispatch may use. Borrowed for the call. */
 typedef struct {
