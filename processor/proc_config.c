@@ -4,6 +4,7 @@
  * Threads: main thread only, before any other thread starts.
  */
 #include "proc_config.h"
+#include "proc_builtin.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -27,7 +28,7 @@
  * (proc_sections below). The help text IS the user documentation (docs/CONFIG-processor.md). */
 static const wsg_option handler_rows[] = {
     {"handler", 0, "WSGATE_HANDLER", WSG_OPT_STRING, OPT(handler), "echo", 0, 0, NULL, 0,
-     "Handler to run: a built-in (echo, chat) or the path of a shared object exporting "
+     "Handler to run: a built-in (" PROC_BUILTIN_NAMES ") or the path of a shared object exporting "
      "wsgate_handler_v1 (a path contains a '/', e.g. ./libmine.so); see docs/HANDLERS.md."},
     {"handler-arg", 0, "WSGATE_HANDLER_ARG", WSG_OPT_STRING, OPT(handler_arg), NULL, 0, 0, NULL, 0,
      "Configuration string given to the handler's init (chat: "
@@ -137,12 +138,13 @@ static const wsg_config_section proc_sections[] = {
 
 static const wsg_config_spec proc_spec = {
     .program = "wsgate-processor",
-    .summary = "The business side of wsgate: reads the envelopes gateways produce to the inbound "
-               "topic as one Kafka consumer group, runs a handler on each (echo, chat or your "
-               "own shared object), and routes what the handler sends to the gateway that holds "
-               "each target connection, found through Redis. An inbound offset is committed only "
-               "after every record it caused is acknowledged by Kafka. Every option can also be "
-               "set by the environment variable shown; a flag wins over the environment.",
+    .summary =
+        "The business side of wsgate: reads the envelopes gateways produce to the inbound "
+        "topic as one Kafka consumer group, runs a handler on each (a built-in: " PROC_BUILTIN_NAMES
+        ", or your own shared object), and routes what the handler sends to the gateway that holds "
+        "each target connection, found through Redis. An inbound offset is committed only "
+        "after every record it caused is acknowledged by Kafka. Every option can also be "
+        "set by the environment variable shown; a flag wins over the environment.",
     .sections = proc_sections,
     .nsections = WSG_COUNTOF(proc_sections),
 };
@@ -210,7 +212,8 @@ int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
     return -1;
   }
   if (empty(cfg->handler)) {
-    snprintf(err, errlen, "--handler must name a built-in (echo, chat) or a shared object path");
+    snprintf(err, errlen,
+             "--handler must name a built-in (" PROC_BUILTIN_NAMES ") or a shared object path");
     return -1;
   }
   if (cfg->batch_max > cfg->max_in_flight) {
