@@ -50,14 +50,18 @@ Test(proc_builtin, names_literal_lists_the_table) {
 Test(proc_builtin, handler_option_quotes_the_table) {
   size_t n;
   const proc_builtin *b = proc_builtin_list(&n);
-  const wsg_config_spec *spec = proc_config_spec();
+  char err[256];
+  size_t count = 0;
+  wsg_option *rows = wsg_config_rows(proc_config_spec(), &count, err, sizeof(err));
+  cr_assert_not_null(rows, "%s", err);
   const wsg_option *opt = NULL;
-  for (size_t i = 0; i < spec->count; i++)
-    if (strcmp(spec->options[i].name, "handler") == 0)
-      opt = &spec->options[i];
+  for (size_t i = 0; i < count; i++)
+    if (strcmp(rows[i].name, "handler") == 0)
+      opt = &rows[i];
   cr_assert_not_null(opt);
   cr_assert(strstr(opt->help, "(" PROC_BUILTIN_NAMES ")"), "--handler's help: %s", opt->help);
   cr_assert_str_eq(opt->def, b[0].name, "the table's first row is the default");
+  free(rows);
 }
 
 Test(proc_builtin, unknown_name_error_lists_the_builtins) {
