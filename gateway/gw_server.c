@@ -74,49 +74,11 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define SUBPROTOCOL_HDR_MAX 512
 #define ORIGIN_HDR_MAX      512
 
-/*
- * The sequence state of a resumable connection. `last` is the client's position: the q of the
- * last sequenced message queued for it. Every message with a higher q reaches it exactly once and
- * in order: straight from Kafka when it is the next one, else from the replay stream.
- *
- * Why reading the stream after the registration loses nothing: a processor stores a message (the
- * append script) before it reads the user's connections from Redis, on one connection, so a
- * message stored after the gateway's read was routed by a lookup that already saw the
- * registration, and reaches this connection through Kafka; one stored before is in the read.
- * A fresh connection's position is read just BEFORE its registration (the two commands run in
- * that order): messages after it either reach the connection or show up as a gap to fill.
- */
-typedef enum {
-  SEQ_POSITION,    /* the position read of a fresh connection is in flight */
-  SEQ_REGISTERING, /* waiting for the registration, then the first read */
-  SEQ_READING,     /* a replay read is in flight */
-  SEQ_ROOM,        /* more to read, waiting for the send queue to drain */
-  SEQ_LIVE,        /* in step: the next q goes straight to the send queue */
-} seq_state;
-
-typedef struct gw_seq {
-  uint64_t last;     /* q of the last sequenced message queued: the client's position */
-  uint64_t hi;       /* highest q seen in a deliver; above `last` while messages are missing */
-  uint64_t resume;   /* the client's ?resume=, 0 for a fresh connection */
-  uint64_t replayed; /* messages the catch-up delivered, for the sync frame */
-  gw_sendq held;     /* delivers that arrived while reading, in order; tag = q (0: none) */
-  uint8_t state;     /* seq_state */
-  bool synced;       /* the sync frame is queued and requests are read again */
-  bool complete;     /* nothing since the starting position was lost (until the sync) */
-} gw_seq;
-
-/* The tag of a control frame ("wsgate\n{...}") in a send queue; every other tag is a q, 0 none. */
-#define SEQ_CONTROL UINT64_MAX
-
 static const char *const upgrade_labels[] = {
 #define UPG_LABEL(name, label) "result=\"" label "\"",
     UPGRADE_RESULTS(UPG_LABEL)
 #undef UPG_LABEL
 };
-
-static bool seq_read(gw_server *s, gw_session *ss);
-static int seq_start(gw_server *s, gw_session *ss, uint64_t resume);
-static void seq_free(gw_server *s, gw_session *ss);
 
 /* libwebsockets' log callback has no user pointer: this limiter is process-level log state, like
  * the log settings themselves, and only the loop thread (where lws logs) touches it. */
@@ -1147,9 +1109,11 @@ static void on_registered(void *arg, uint64_t conn_id, int status) {
   else if (r == 0)
     release_holds(ss);
   /* A resumable connection catches up from its position now that deliveries find it. */
-  if (ss->sq && !(ss->flags & F_CLOSING) && ss->sq->state == SEQ_REGISTERING)
-    seq_read(s, ss);
+  if (ss->sq && !(ss->flags & F_CLOSING))
+    gw_resume_on_registered(&s->resume, ss->sq, wsg_now_mono_ms());
 }
+
+static int resume_start(gw_server *s, gw_session *ss, uint64_t resume);
 
 static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   gw_pending *p = gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi);
@@ -1190,7 +1154,7 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   set_hold(ss, HOLD_REGISTER, true);
   const struct lws_protocols *proto = lws_get_protocol(wsi);
   if (proto && proto->name && strcmp(proto->name, s->seq_protocol) == 0 &&
-      seq_start(s, ss, resume) != 0)
+      resume_start(s, ss, resume) != 0)
     return close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
   int rc = gw_registry_conn_add(s->o.registry, u->id, u->len, ss->conn_id, on_registered, s);
   if (rc != GW_REG_OK) {
@@ -1226,7 +1190,8 @@ static void session_release(gw_server *s, gw_session *ss) {
   user_unlink(s, ss);
   ss->user = NULL;
   sendq_clear(s, ss);
-  seq_free(s, ss);
+  gw_resume_free(&s->resume, ss->sq);
+  ss->sq = NULL;
   rx_free(s, ss);
   free(ss->close_reason);
   ss->close_reason = NULL;
@@ -1260,270 +1225,63 @@ static bool queue_msg(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uin
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* resumable delivery (see gw_seq)                                                             */
-
-static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_page *page);
-
-static bool reg_transient(int status) {
-  return status == GW_REG_NOT_CONNECTED || status == GW_REG_BUSY || status == GW_REG_RELEASED ||
-         status == GW_REG_LOST;
-}
-
-/* A control frame, "wsgate\n" + json (text), queued like a message. False if closed. */
-static bool seq_control(gw_server *s, gw_session *ss, const char *json, uint64_t now_ms) {
-  gw_msg *m = gw_msg_create(json, strlen(json), false);
-  if (!m) {
-    close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
-    return false;
-  }
-  bool ok = queue_msg(s, ss, m, SEQ_CONTROL, now_ms);
-  gw_msg_unref(m);
-  return ok;
-}
-
-/* Messages from..to can no longer be delivered: older than --resume-max-age or trimmed from the
- * stream, beyond --resume-max, or their counter expired. Before the sync this only makes the
- * catch-up incomplete; afterwards the client is told at once. False if the connection closed. */
-static bool seq_lost(gw_server *s, gw_session *ss, uint64_t from, uint64_t to, uint64_t now_ms) {
-  gw_seq *sq = ss->sq;
-  if (!sq->synced) {
-    sq->complete = false;
-    return true;
-  }
-  wsg_counter_add(s->m_seq_gaps, 1);
-  char json[128];
-  snprintf(json, sizeof json, "{\"type\":\"gap\",\"from\":%llu,\"to\":%llu}",
-           (unsigned long long)from, (unsigned long long)to);
-  return seq_control(s, ss, json, now_ms);
-}
-
-/* Queues message q, whose turn has come (q > last; anything between is lost). False if closed. */
-static bool seq_put(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
-  gw_seq *sq = ss->sq;
-  if (q != sq->last + 1 && !seq_lost(s, ss, sq->last + 1, q - 1, now_ms))
-    return false;
-  sq->last = q;
-  if (sq->hi < q)
-    sq->hi = q;
-  if (gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > s->cfg->sendq_hard) {
-    /* As for any deliver (dispatch): it would close the connection as a slow consumer. */
-    wsg_counter_add(s->m_out_too_big, 1);
-    return true;
-  }
-  return queue_msg(s, ss, m, q, now_ms);
-}
-
-/* Reads the page of the replay stream after `last`. False if the connection was closed. */
-static bool seq_read(gw_server *s, gw_session *ss) {
-  int rc = gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id, false,
-                                   ss->sq->last, &s->replay_limits, on_replay, s);
-  if (rc != GW_REG_OK) {
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
-                    "cannot read the replay stream of user %s for connection %llu: %s; closing",
-                    ss->user->id, (unsigned long long)ss->conn_id, gw_registry_strerror(rc));
-    close_async(s, ss, reg_transient(rc) ? GW_CLOSE_TRY_AGAIN : GW_CLOSE_INTERNAL, NULL, false);
-    return false;
-  }
-  ss->sq->state = SEQ_READING;
-  wsg_counter_add(s->m_replay_reads, 1);
-  return true;
-}
-
-/* The next page, once the send queue has room for it (on_writeable comes back otherwise): a
- * large backlog never holds more than a page or two in memory. */
-static void seq_next_page(gw_server *s, gw_session *ss) {
-  if (gw_sendq_bytes(&ss->q) <= s->replay_room)
-    seq_read(s, ss);
-  else
-    ss->sq->state = SEQ_ROOM;
-}
-
-/* The connection is in step: tell the client its position and whether the catch-up was complete,
- * then read its requests. False if the connection closed. */
-static bool seq_sync(gw_server *s, gw_session *ss, uint64_t now_ms) {
-  gw_seq *sq = ss->sq;
-  char json[256], resume[24] = "null";
-  if (sq->resume)
-    snprintf(resume, sizeof resume, "%llu", (unsigned long long)sq->resume);
-  snprintf(json, sizeof json,
-           "{\"type\":\"sync\",\"resume\":%s,\"last\":%llu,\"replayed\":%llu,\"complete\":%s}",
-           resume, (unsigned long long)sq->last, (unsigned long long)sq->replayed,
-           sq->complete ? "true" : "false");
-  sq->synced = true;
-  if (sq->resume)
-    wsg_counter_add(sq->complete ? s->m_resumes_complete : s->m_resumes_incomplete, 1);
-  if (!seq_control(s, ss, json, now_ms))
-    return false;
-  set_hold(ss, HOLD_RESUME, false);
-  return true;
-}
-
-/* A read reached the end of the stream: queue what waited meanwhile, in order, until the next
- * gap (read again) or the end (in step). */
-static void seq_after_read(gw_server *s, gw_session *ss, uint64_t now_ms) {
-  gw_seq *sq = ss->sq;
-  while (!gw_sendq_empty(&sq->held)) {
-    gw_msg *m = gw_sendq_peek(&sq->held);
-    uint64_t q = gw_sendq_peek_tag(&sq->held);
-    if (q > sq->last + 1)
-      break; /* missing ones come first: read them */
-    bool ok = true;
-    if (q == 0)
-      ok = queue_msg(s, ss, m, 0, now_ms);
-    else if (q == sq->last + 1)
-      ok = seq_put(s, ss, m, q, now_ms);
-    else
-      wsg_counter_add(s->m_seq_dups, 1);
-    gw_sendq_pop(&sq->held);
-    if (!ok)
-      return; /* closed; session_release frees the rest */
-  }
-  if (!gw_sendq_empty(&sq->held) || sq->hi > sq->last)
-    seq_next_page(s, ss);
-  else
-    sq->state = SEQ_LIVE;
-}
+/* resume glue: what gw_resume asks of a connection (gw_resume_ops)                             */
 
 static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_page *page) {
   gw_server *s = arg;
   gw_session *ss = gw_conn_map_get(&s->conns, conn_id);
   if (!ss || !ss->sq || (ss->flags & (F_CLOSING | F_RELEASED)))
     return;
-  gw_seq *sq = ss->sq;
-  if (status != GW_REG_OK) {
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
-                    "reading the replay stream of user %s for connection %llu failed: %s; "
-                    "closing (the client resumes on its next connection)",
-                    ss->user->id, (unsigned long long)conn_id, gw_registry_strerror(status));
-    close_async(s, ss, reg_transient(status) ? GW_CLOSE_TRY_AGAIN : GW_CLOSE_INTERNAL, NULL, false);
-    return;
-  }
-  uint64_t now_ms = wsg_now_mono_ms();
-  if (sq->state == SEQ_POSITION) {
-    /* A fresh connection starts at the counter; on_registered reads what follows it. */
-    sq->last = page->counter;
-    sq->state = SEQ_REGISTERING;
-    return;
-  }
-  for (size_t i = 0; i < page->count; i++) {
-    gw_replay_entry e;
-    gw_replay_page_entry(page, i, &e);
-    /* A text entry that is not UTF-8 would make the client fail the connection: skipped, it
-     * shows as lost like anything else missing from the stream. */
-    if (e.q <= sq->last || (!e.binary && !wsg_utf8_valid((const char *)e.data, e.len)))
-      continue;
-    gw_msg *m = gw_msg_create(e.data, e.len, e.binary);
-    if (!m) {
-      close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
-      return;
-    }
-    if (!sq->synced)
-      sq->replayed++;
-    wsg_counter_add(s->m_replayed, 1);
-    bool ok = seq_put(s, ss, m, e.q, now_ms);
-    gw_msg_unref(m);
-    if (!ok)
-      return;
-  }
-  if (page->more) {
-    seq_next_page(s, ss);
-    return;
-  }
-  /* The stream ends here: whatever the counter assigned beyond its last entry is gone. */
-  if (page->counter > sq->last) {
-    if (!seq_lost(s, ss, sq->last + 1, page->counter, now_ms))
-      return;
-    sq->last = page->counter;
-  } else if (page->counter < sq->last) {
-    /* A position this sequence never reached (a client's own number, or Redis lost the
-     * counter and the stream): what the client had cannot be checked; it starts over here. */
-    sq->complete = false;
-    sq->last = page->counter;
-  }
-  if (!sq->synced && !seq_sync(s, ss, now_ms))
-    return;
-  seq_after_read(s, ss, now_ms);
+  gw_resume_on_replay(&s->resume, ss->sq, status, page, wsg_now_mono_ms());
 }
 
-/* A deliver from Kafka for a resumable connection. */
-static void seq_deliver(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
-  gw_seq *sq = ss->sq;
-  if (q != 0 && sq->state != SEQ_POSITION && q <= sq->last) {
-    wsg_counter_add(s->m_seq_dups, 1); /* already queued, from the stream or an earlier copy */
-    return;
-  }
-  if (sq->state == SEQ_LIVE) {
-    if (q == 0) {
-      queue_msg(s, ss, m, 0, now_ms); /* a reply to this connection: not sequenced */
-      return;
-    }
-    if (q == sq->last + 1) {
-      seq_put(s, ss, m, q, now_ms);
-      return;
-    }
-  }
-  /* Not its turn: it waits while the missing ones are read from the stream. */
-  if (q > sq->hi)
-    sq->hi = q;
-  int rc = gw_sendq_push_tagged(&sq->held, m, q, &s->held_limits, now_ms);
-  if (rc != GW_SENDQ_OK && (q == 0 || rc == GW_SENDQ_NOMEM)) {
-    /* A sequenced message that does not fit is read from the stream later (`hi` remembers it);
-     * an unsequenced one cannot be: the connection is too far behind to keep it. */
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_INFO, "server",
-                    "closing resumable connection %llu of user %s with 4001: more than "
-                    "--sendq-hard waits while it catches up",
-                    (unsigned long long)ss->conn_id, ss->user->id);
-    close_async(s, ss, rc == GW_SENDQ_NOMEM ? GW_CLOSE_INTERNAL : GW_CLOSE_SLOW_CONSUMER, NULL,
-                true);
-    return;
-  }
-  if (sq->state == SEQ_LIVE)
-    seq_read(s, ss);
+static int resume_read(void *arg, void *conn, bool position_only, uint64_t after) {
+  gw_server *s = arg;
+  gw_session *ss = conn;
+  return gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id,
+                                 position_only, after, &s->replay_limits, on_replay, s);
 }
 
-/* Starts a resumable connection, before its registration: a fresh one reads its position first
- * (the read runs before the registration, see gw_seq). Returns -1 if it must be refused. */
-static int seq_start(gw_server *s, gw_session *ss, uint64_t resume) {
-  gw_seq *sq = calloc(1, sizeof *sq);
-  if (!sq)
-    return -1;
-  ss->sq = sq;
-  sq->complete = true;
-  wsg_gauge_add(s->m_seq_conns, 1);
+static bool resume_queue(void *arg, void *conn, gw_msg *m, uint64_t tag, uint64_t now_ms) {
+  return queue_msg(arg, conn, m, tag, now_ms);
+}
+
+static void resume_close(void *arg, void *conn, int code, bool urgent) {
+  close_async(arg, conn, code, NULL, urgent);
+}
+
+static void resume_synced(void *arg, void *conn) {
+  (void)arg;
+  set_hold(conn, HOLD_RESUME, false);
+}
+
+static uint64_t resume_queued_bytes(void *arg, void *conn) {
+  (void)arg;
+  return gw_sendq_bytes(&((gw_session *)conn)->q);
+}
+
+static const gw_resume_ops resume_ops = {
+    .read = resume_read,
+    .queue = resume_queue,
+    .close = resume_close,
+    .synced = resume_synced,
+    .queued_bytes = resume_queued_bytes,
+    .page_entry = gw_replay_page_entry,
+};
+
+/* A resumable connection, before its registration: requests wait for its sync frame. Returns -1
+ * if it must be refused. */
+static int resume_start(gw_server *s, gw_session *ss, uint64_t resume) {
   set_hold(ss, HOLD_RESUME, true);
-  if (resume) {
-    sq->resume = resume;
-    sq->last = resume;
-    sq->state = SEQ_REGISTERING;
-    return 0;
-  }
-  sq->state = SEQ_POSITION;
-  int rc = gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id, true, 0,
-                                   &s->replay_limits, on_replay, s);
-  if (rc != GW_REG_OK) {
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
-                    "cannot read the sequence position of user %s: %s", ss->user->id,
-                    gw_registry_strerror(rc));
-    return -1;
-  }
-  wsg_counter_add(s->m_replay_reads, 1);
-  return 0;
-}
-
-static void seq_free(gw_server *s, gw_session *ss) {
-  if (!ss->sq)
-    return;
-  gw_sendq_clear(&ss->sq->held);
-  free(ss->sq);
-  ss->sq = NULL;
-  wsg_gauge_add(s->m_seq_conns, -1);
+  return gw_resume_start(&s->resume, ss, ss->conn_id, ss->user->id, resume, wsg_now_mono_ms(),
+                         &ss->sq);
 }
 
 static void deliver_to(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
   if (ss->flags & (F_CLOSING | F_RELEASED))
     return;
   if (ss->sq)
-    seq_deliver(s, ss, m, q, now_ms);
+    gw_resume_deliver(&s->resume, ss->sq, m, q, now_ms);
   else
     queue_msg(s, ss, m, 0, now_ms);
 }
@@ -1614,7 +1372,7 @@ static void drain_outbound(gw_server *s) {
  * not (a reply to this connection), "wsgate\n" for a control frame. Returns its length. */
 #define SEQ_HEADER_MAX 24
 static size_t seq_header(uint64_t tag, char hdr[SEQ_HEADER_MAX]) {
-  if (tag == SEQ_CONTROL) {
+  if (tag == GW_RESUME_CONTROL) {
     memcpy(hdr, "wsgate\n", 7);
     return 7;
   }
@@ -1706,9 +1464,9 @@ static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     gw_sendq_pop(&ss->q);
     s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);
     wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
-    if (ss->sq && ss->sq->state == SEQ_ROOM && gw_sendq_bytes(&ss->q) <= s->replay_room &&
-        !(ss->flags & F_CLOSING))
-      seq_read(s, ss);
+    if (ss->sq && !(ss->flags & F_CLOSING) &&
+        gw_resume_wants_room(&s->resume, ss->sq, gw_sendq_bytes(&ss->q)))
+      gw_resume_on_room(&s->resume, ss->sq, wsg_now_mono_ms());
   }
   if (!gw_sendq_empty(&ss->q) || (ss->flags & (F_CLOSING | F_PING_DUE)))
     lws_callback_on_writable(wsi);
@@ -2038,10 +1796,10 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   /* Resume: what waits while a connection catches up is bounded like its send queue; a page of
    * the replay stream is a quarter of the soft limit, read once the queue is down to as much, so
    * a catch-up keeps the queue around half the soft limit whatever the backlog. */
-  s->held_limits.hard_bytes = cfg->sendq_hard;
-  s->replay_room = cfg->sendq_soft / 4 > 0 ? cfg->sendq_soft / 4 : 1;
+  s->resume.held_limits.hard_bytes = cfg->sendq_hard;
+  s->resume.room = cfg->sendq_soft / 4 > 0 ? cfg->sendq_soft / 4 : 1;
   s->replay_limits.max_entries = REPLAY_PAGE_ENTRIES;
-  s->replay_limits.max_bytes = s->replay_room;
+  s->replay_limits.max_bytes = s->resume.room;
   s->replay_limits.max_age_ms = cfg->resume_max_age_ms;
   s->replay_limits.max_distance = cfg->resume_max > 0 ? (uint64_t)cfg->resume_max : 0;
   if (cfg->max_connections > 0)
@@ -2050,6 +1808,18 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     s->max_conns = o->fd_limit > FD_RESERVE * 2 ? (uint64_t)(o->fd_limit - FD_RESERVE)
                                                 : (uint64_t)(o->fd_limit > 0 ? o->fd_limit / 2 : 1);
   register_metrics(s, o->metrics);
+  s->resume.ops = &resume_ops;
+  s->resume.arg = s;
+  s->resume.sendq_hard = cfg->sendq_hard;
+  s->resume.rl = &s->rl_misc;
+  s->resume.m_resumes_complete = s->m_resumes_complete;
+  s->resume.m_resumes_incomplete = s->m_resumes_incomplete;
+  s->resume.m_replay_reads = s->m_replay_reads;
+  s->resume.m_replayed = s->m_replayed;
+  s->resume.m_gaps = s->m_seq_gaps;
+  s->resume.m_dups = s->m_seq_dups;
+  s->resume.m_too_big = s->m_out_too_big;
+  s->resume.m_conns = s->m_seq_conns;
   ev_timer_init(&s->rate_w, rate_timer_cb, 0., 0.);
   s->rate_w.data = s;
   s->ping_s = (uint32_t)(cfg->ping_interval_ms / 1000);

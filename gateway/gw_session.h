@@ -25,6 +25,7 @@
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
 #include "gw_ratelimit.h"
+#include "gw_resume.h"
 #include "gw_sendq.h"
 #include "gw_server.h"
 #include "wsg_log.h"
@@ -162,9 +163,8 @@ struct gw_server {
   gw_rate rate_msgs, rate_bytes, rate_upgrades;
   uint64_t upgrades_tat;
   gw_sendq_limits sendq_limits;
-  gw_sendq_limits held_limits; /* a resumable connection's held delivers */
   gw_replay_limits replay_limits;
-  uint64_t replay_room; /* read the next page once the send queue holds at most this */
+  gw_resume resume; /* resumable connections' settings and counters */
   uint64_t max_conns;
 
   gw_conn_map conns;   /* conn id -> gw_session */
