@@ -20,6 +20,7 @@
 #include <libwebsockets.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "gw_conns.h"
 #include "gw_jwt.h"
@@ -247,5 +248,19 @@ static inline void mark_closing(gw_session *ss) {
   ss->flags |= F_CLOSING;
   apply_hold(ss, was);
 }
+
+static inline uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* cross-file internals                                                                        */
+
+/* gw_upgrade.c: LWS_CALLBACK_HTTP_CONFIRM_UPGRADE (0: admitted, the user waits in s->pending;
+ * else the upgrade was refused or must be dropped) and LWS_CALLBACK_HTTP (426, closes). */
+int gw_upgrade_confirm(gw_server *s, struct lws *wsi);
+int gw_upgrade_plain_http(struct lws *wsi);
 
 #endif
