@@ -263,4 +263,22 @@ static inline uint64_t now_ns(void) {
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi);
 int gw_upgrade_plain_http(struct lws *wsi);
 
+/* gw_server.c: closes. gw__close_now from inside the wsi's own callback (returns -1, which the
+ * caller returns to lws); gw__close_async from anywhere on the loop thread (the close frame goes
+ * out from WRITEABLE, after what is queued unless urgent). reason NULL: the code's default. */
+int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason);
+void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason, bool urgent);
+
+/* gw_inbound.c: LWS_CALLBACK_RECEIVE (0, or -1 after gw__close_now); the registration was
+ * confirmed or a pause ended: produce what the session holds, or wait among the stalled; the
+ * session ends: its held message and `disconnect`; rx freed; the rate-limit timer's callback;
+ * what gw_inbound allocated for the server (orphans, stalled FIFO, deadlines), at destroy. */
+int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *in,
+                       size_t len);
+void gw_inbound_flush(gw_server *s, gw_session *ss);
+void gw_inbound_produce_final(gw_server *s, gw_session *ss);
+void gw_inbound_rx_free(gw_server *s, gw_session *ss);
+void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void gw_inbound_finish(gw_server *s);
+
 #endif
