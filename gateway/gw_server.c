@@ -1,54 +1,38 @@
 /*
- * gw_server: the WebSocket side of the gateway (see gw_server.h). The only file that includes
- * libwebsockets.h.
+ * gw_server: the WebSocket side of the gateway (see gw_server.h): the one file that owns the
+ * libwebsockets context and its protocol callback, which hands each event to the file of its
+ * concern (gw_session.h lists them).
  *
  * A connection's life:
- *   1. LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: the CVE-2025-11677 guard, admission (draining, ready,
- *      connection limit, upgrade rate), subprotocol, Origin and the token; refusals are answered
- *      here with 400/401/403/503 and a JSON body, and cost no Redis write and no Kafka message.
- *      The user id is kept in a side table keyed by the wsi, because lws gives the ws protocol a
- *      new per-session block (notes/lws-4.1.6.md §2).
- *   2. LWS_CALLBACK_ESTABLISHED: connection id, index entries, Redis registration; reading is
- *      held until Redis confirms, then `connect` is produced and reading starts.
+ *   1. LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: admission and authentication (gw_upgrade.c); a refusal
+ *      costs no Redis write and no Kafka message.
+ *   2. LWS_CALLBACK_ESTABLISHED (here): connection id, index entries, Redis registration; reading
+ *      is held until Redis confirms, then `connect` is produced and reading starts.
  *   3. LWS_CALLBACK_RECEIVE: reassembly up to --max-message, rate limits, `msg` produced (or held
- *      when Kafka pushes back: reading stops for that connection until it drains).
+ *      when Kafka pushes back: reading stops for that connection until it drains) (gw_inbound.c).
  *   4. Outbound: the Kafka consumer thread wakes the loop (lws_cancel_service); every envelope
  *      waiting is dispatched to the send queues of its target connections; one lws_write per
- *      LWS_CALLBACK_SERVER_WRITEABLE.
- *   5. LWS_CALLBACK_CLOSED: `disconnect` produced (if `connect` was), Redis entry removed.
+ *      LWS_CALLBACK_SERVER_WRITEABLE (gw_outbound.c).
+ *   5. LWS_CALLBACK_CLOSED (here): `disconnect` produced (if `connect` was), Redis entry removed.
  *
- * Resumable delivery (subprotocol <subprotocol>+seq, docs/PROTOCOL.md "Resume after reconnect"):
- * such a connection gets every message sent to its user in q order, each prefixed with "<q>\n",
- * without gaps or duplicates: a message that arrives ahead of its turn (two processors sent to the
- * user at once), and everything the client missed while away (?resume=<q>), is read from the
- * user's replay stream in Redis (gw_registry_replay_read), in pages that wait for the send queue
- * to drain; what arrives meanwhile waits in a bounded per-connection list. A control frame
- * "wsgate\n{...}" tells the client where it stands (sync) and what was lost (gap).
+ * Resumable delivery (subprotocol <subprotocol>+seq, docs/PROTOCOL.md "Resume after reconnect")
+ * is gw_resume's state machine (gw_resume.h says how it works); this file gives it its ops: the
+ * replay read (gw_registry_replay_read), queueing, closes and the end of the catch-up.
  *
  * Threads: the loop thread, except gw_server_wake() (the Kafka consumer thread; it calls only
  * lws_cancel_service, the one libwebsockets call that is safe from another thread).
  */
 #include "gw_session.h"
 
-#include <assert.h>
 #include <ev.h>
 #include <libwebsockets.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 
-#include "gw_conns.h"
-#include "gw_jwt.h"
-#include "gw_keepalive.h"
-#include "gw_ratelimit.h"
-#include "gw_sendq.h"
 #include "wsg_envelope.h"
-#include "wsg_http.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
 
@@ -62,9 +46,6 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define FD_RESERVE 256
 /* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
 #define REPLAY_PAGE_ENTRIES 256
-/* Outbound envelopes dispatched per wake-up before other events get a turn. */
-#define OUTBOUND_BATCH    256
-#define OUTBOUND_PER_WAKE 4096
 /* A closing connection whose close frame cannot be written within this long is dropped. */
 #define CLOSE_TIMEOUT_S 5
 /* At most this much unread client input is discarded right before a socket is closed. */
@@ -262,6 +243,59 @@ static void keepalive_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* resume glue: what gw_resume asks of a connection (gw_resume_ops)                             */
+
+static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_page *page) {
+  gw_server *s = arg;
+  gw_session *ss = gw_conn_map_get(&s->conns, conn_id);
+  if (!ss || !ss->sq || (ss->flags & (F_CLOSING | F_RELEASED)))
+    return;
+  gw_resume_on_replay(&s->resume, ss->sq, status, page, wsg_now_mono_ms());
+}
+
+static int resume_read(void *arg, void *conn, bool position_only, uint64_t after) {
+  gw_server *s = arg;
+  gw_session *ss = conn;
+  return gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id,
+                                 position_only, after, &s->replay_limits, on_replay, s);
+}
+
+static bool resume_queue(void *arg, void *conn, gw_msg *m, uint64_t tag, uint64_t now_ms) {
+  return gw_outbound_queue(arg, conn, m, tag, now_ms);
+}
+
+static void resume_close(void *arg, void *conn, int code, bool urgent) {
+  gw__close_async(arg, conn, code, NULL, urgent);
+}
+
+static void resume_synced(void *arg, void *conn) {
+  (void)arg;
+  set_hold(conn, HOLD_RESUME, false);
+}
+
+static uint64_t resume_queued_bytes(void *arg, void *conn) {
+  (void)arg;
+  return gw_sendq_bytes(&((gw_session *)conn)->q);
+}
+
+static const gw_resume_ops resume_ops = {
+    .read = resume_read,
+    .queue = resume_queue,
+    .close = resume_close,
+    .synced = resume_synced,
+    .queued_bytes = resume_queued_bytes,
+    .page_entry = gw_replay_page_entry,
+};
+
+/* A resumable connection, before its registration: requests wait for its sync frame. Returns -1
+ * if it must be refused. */
+static int resume_start(gw_server *s, gw_session *ss, uint64_t resume) {
+  set_hold(ss, HOLD_RESUME, true);
+  return gw_resume_start(&s->resume, ss, ss->conn_id, ss->user->id, resume, wsg_now_mono_ms(),
+                         &ss->sq);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* established, registered, closed                                                             */
 
 static uint64_t next_conn_id(gw_server *s) {
@@ -319,8 +353,6 @@ static void on_registered(void *arg, uint64_t conn_id, int status) {
   if (ss->sq && !(ss->flags & F_CLOSING))
     gw_resume_on_registered(&s->resume, ss->sq, wsg_now_mono_ms());
 }
-
-static int resume_start(gw_server *s, gw_session *ss, uint64_t resume);
 
 static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   gw_pending *p = gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi);
@@ -406,281 +438,6 @@ static void session_release(gw_server *s, gw_session *ss) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* outbound                                                                                    */
-
-/* Queues m with `tag` for ss, within its send queue's limits; over a limit the connection is
- * closed (4001). Returns false when it was closed. */
-static bool queue_msg(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms) {
-  uint64_t before = gw_sendq_bytes(&ss->q);
-  int rc = gw_sendq_push_tagged(&ss->q, m, tag, &s->sendq_limits, now_ms);
-  if (rc == GW_SENDQ_OK) {
-    s->sendq_bytes += gw_sendq_bytes(&ss->q) - before;
-    wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
-    lws_callback_on_writable(ss->wsi);
-    return true;
-  }
-  if (rc == GW_SENDQ_NOMEM) {
-    gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
-    return false;
-  }
-  wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_INFO, "server",
-                  "closing connection %llu of user %s with 4001: %s (%llu bytes queued)",
-                  (unsigned long long)ss->conn_id, ss->user->id, gw_sendq_strerror(rc),
-                  (unsigned long long)gw_sendq_bytes(&ss->q));
-  gw__close_async(s, ss, GW_CLOSE_SLOW_CONSUMER, NULL, true);
-  return false;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* resume glue: what gw_resume asks of a connection (gw_resume_ops)                             */
-
-static void on_replay(void *arg, uint64_t conn_id, int status, const gw_replay_page *page) {
-  gw_server *s = arg;
-  gw_session *ss = gw_conn_map_get(&s->conns, conn_id);
-  if (!ss || !ss->sq || (ss->flags & (F_CLOSING | F_RELEASED)))
-    return;
-  gw_resume_on_replay(&s->resume, ss->sq, status, page, wsg_now_mono_ms());
-}
-
-static int resume_read(void *arg, void *conn, bool position_only, uint64_t after) {
-  gw_server *s = arg;
-  gw_session *ss = conn;
-  return gw_registry_replay_read(s->o.registry, ss->user->id, ss->user->len, ss->conn_id,
-                                 position_only, after, &s->replay_limits, on_replay, s);
-}
-
-static bool resume_queue(void *arg, void *conn, gw_msg *m, uint64_t tag, uint64_t now_ms) {
-  return queue_msg(arg, conn, m, tag, now_ms);
-}
-
-static void resume_close(void *arg, void *conn, int code, bool urgent) {
-  gw__close_async(arg, conn, code, NULL, urgent);
-}
-
-static void resume_synced(void *arg, void *conn) {
-  (void)arg;
-  set_hold(conn, HOLD_RESUME, false);
-}
-
-static uint64_t resume_queued_bytes(void *arg, void *conn) {
-  (void)arg;
-  return gw_sendq_bytes(&((gw_session *)conn)->q);
-}
-
-static const gw_resume_ops resume_ops = {
-    .read = resume_read,
-    .queue = resume_queue,
-    .close = resume_close,
-    .synced = resume_synced,
-    .queued_bytes = resume_queued_bytes,
-    .page_entry = gw_replay_page_entry,
-};
-
-/* A resumable connection, before its registration: requests wait for its sync frame. Returns -1
- * if it must be refused. */
-static int resume_start(gw_server *s, gw_session *ss, uint64_t resume) {
-  set_hold(ss, HOLD_RESUME, true);
-  return gw_resume_start(&s->resume, ss, ss->conn_id, ss->user->id, resume, wsg_now_mono_ms(),
-                         &ss->sq);
-}
-
-static void deliver_to(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
-  if (ss->flags & (F_CLOSING | F_RELEASED))
-    return;
-  if (ss->sq)
-    gw_resume_deliver(&s->resume, ss->sq, m, q, now_ms);
-  else
-    queue_msg(s, ss, m, 0, now_ms);
-}
-
-static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
-  if (it->kind == WSG_ENV_CLOSE) {
-    gw_session *ss = gw_conn_map_get(&s->conns, it->conn);
-    if (!ss) {
-      wsg_counter_add(s->m_out_nobody, 1);
-      return;
-    }
-    int code = it->close_code;
-    const char *reason = it->reason;
-    if (!gw_close_code_app_allowed(code)) {
-      code = GW_CLOSE_APP_CLOSE;
-      if (!reason)
-        reason = gw_close_reason(GW_CLOSE_APP_CLOSE);
-    }
-    gw__close_async(s, ss, code, reason ? reason : "", false);
-    return;
-  }
-  gw_msg *m = it->msg;
-  if (gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > s->cfg->sendq_hard) {
-    /* Would close every recipient as a slow consumer although none is at fault. */
-    wsg_counter_add(s->m_out_too_big, 1);
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_WARN, "server",
-                    "dropping a %zu-byte deliver: larger than --sendq-hard (%llu bytes)",
-                    gw_msg_len(m), (unsigned long long)s->cfg->sendq_hard);
-    return;
-  }
-  if (it->ts_us && s->m_latency) {
-    uint64_t now_us = wsg_now_wall_us();
-    if (now_us > it->ts_us)
-      wsg_histogram_observe(s->m_latency, (double)(now_us - it->ts_us) / 1e6);
-  }
-  switch (it->target) {
-  case GW_TARGET_CONN: {
-    gw_session *ss = gw_conn_map_get(&s->conns, it->conn);
-    if (ss)
-      deliver_to(s, ss, m, it->q, now_ms);
-    else
-      wsg_counter_add(s->m_out_nobody, 1);
-    break;
-  }
-  case GW_TARGET_CONNS:
-    for (uint32_t i = 0; i < it->nconns; i++) {
-      gw_session *ss = gw_conn_map_get(&s->conns, it->conns[i]);
-      if (ss)
-        deliver_to(s, ss, m, it->qs ? it->qs[i] : it->q, now_ms);
-      else
-        wsg_counter_add(s->m_out_nobody, 1);
-    }
-    break;
-  case GW_TARGET_USER: {
-    gw_user *u = gw_user_map_get(&s->users, it->user, it->user_len);
-    if (!u) {
-      wsg_counter_add(s->m_out_nobody, 1);
-      break;
-    }
-    for (gw_session *ss = u->head; ss;) {
-      gw_session *next = ss->unext; /* deliver_to never unlinks, but stay safe */
-      deliver_to(s, ss, m, it->q, now_ms);
-      ss = next;
-    }
-    break;
-  }
-  }
-}
-
-static void drain_outbound(gw_server *s) {
-  gw_outbound items[OUTBOUND_BATCH];
-  size_t total = 0, n;
-  uint64_t now_ms = wsg_now_mono_ms();
-  while (total < OUTBOUND_PER_WAKE &&
-         (n = gw_kafka_outbound_pop(s->o.kafka, items, OUTBOUND_BATCH)) > 0) {
-    for (size_t i = 0; i < n; i++) {
-      dispatch(s, &items[i], now_ms);
-      gw_outbound_finish(&items[i]);
-    }
-    total += n;
-  }
-  /* More may be waiting: let other events run first, then come back. */
-  if (total >= OUTBOUND_PER_WAKE)
-    lws_cancel_service(s->ctx);
-}
-
-/* A resumable connection's frame header: "<q>\n" for a sequenced message, "\n" for one that is
- * not (a reply to this connection), "wsgate\n" for a control frame. Returns its length. */
-#define SEQ_HEADER_MAX 24
-static size_t seq_header(uint64_t tag, char hdr[SEQ_HEADER_MAX]) {
-  if (tag == GW_RESUME_CONTROL) {
-    memcpy(hdr, "wsgate\n", 7);
-    return 7;
-  }
-  if (tag == 0) {
-    hdr[0] = '\n';
-    return 1;
-  }
-  return (size_t)snprintf(hdr, SEQ_HEADER_MAX, "%llu\n", (unsigned long long)tag);
-}
-
-/* Bytes [off, off + n) of the framed message hdr ++ payload into dst. */
-static void copy_framed(uint8_t *dst, const char *hdr, size_t hlen, const uint8_t *payload,
-                        size_t off, size_t n) {
-  size_t done = 0;
-  if (off < hlen) {
-    done = hlen - off < n ? hlen - off : n;
-    memcpy(dst, hdr + off, done);
-    off += done;
-  }
-  if (done < n)
-    memcpy(dst + done, payload + (off - hlen), n - done);
-}
-
-static int on_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
-  /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
-   * here would drop the socket without waiting, so the client's answer would meet a reset. */
-  if (ss->flags & F_LWS_CLOSING)
-    return 0;
-  if (ss->flags & F_CLOSE_SENT)
-    return -1; /* the close frame's reason is already set (gw__close_now) */
-  if (!ss->user || (ss->flags & F_RELEASED))
-    return 0;
-  if ((ss->flags & F_CLOSING) &&
-      ((ss->flags & F_CLOSE_URGENT) || (gw_sendq_empty(&ss->q) && ss->sent_off == 0))) {
-    return gw__close_now(s, wsi, ss, ss->close_code,
-                         ss->close_reason ? ss->close_reason : gw_close_reason(ss->close_code));
-  }
-  /* A ping goes between messages (one write per WRITEABLE, as lws requires). Not empty:
-   * libwebsockets 4.1.6 does not pass a pong with an empty payload to RECEIVE_PONG (ops-ws.c),
-   * and the client's pong echoes the ping's payload. */
-  if ((ss->flags & F_PING_DUE) && ss->sent_off == 0) {
-    ss->flags &= (uint16_t)~F_PING_DUE;
-    static const char payload[] = "wsgate";
-    unsigned char ping[LWS_PRE + sizeof payload];
-    memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
-    if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0) {
-      ss->disconnect_code = 1006;
-      return -1; /* lws could not write: the connection is gone */
-    }
-    wsg_counter_add(s->m_pings, 1);
-    if (!gw_sendq_empty(&ss->q))
-      lws_callback_on_writable(wsi);
-    return 0;
-  }
-  gw_msg *m = gw_sendq_peek(&ss->q);
-  if (!m)
-    return 0;
-  size_t len = gw_msg_len(m);
-  int type = gw_msg_binary(m) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
-  char hdr[SEQ_HEADER_MAX];
-  size_t hlen = ss->sq ? seq_header(gw_sendq_peek_tag(&ss->q), hdr) : 0;
-  size_t total = hlen + len;
-  size_t frag = (ss->flags & F_DEFLATE) ? DEFLATE_FRAG_SIZE : FRAG_SIZE;
-  size_t chunk;
-  int n;
-  if (hlen == 0 && len <= frag) {
-    chunk = len;
-    n = lws_write(wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
-  } else {
-    /* The headroom in front of a fragment would be the previous fragment's bytes, shared by
-     * every recipient of this message, and a resumable connection's header is its own: write
-     * through scratch. */
-    size_t off = ss->sent_off;
-    chunk = total - off < frag ? total - off : frag;
-    copy_framed(s->scratch + LWS_PRE, hdr, hlen, gw_msg_payload(m), off, chunk);
-    int flags = lws_write_ws_flags(type, off == 0, off + chunk == total);
-    n = lws_write(wsi, s->scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);
-  }
-  if (n < (int)chunk) {
-    ss->disconnect_code = 1006;
-    return -1; /* lws could not write: the connection is gone */
-  }
-  ss->sent_off += (uint32_t)chunk;
-  if (ss->sent_off >= total) {
-    ss->sent_off = 0;
-    wsg_counter_add(s->m_msgs_out, 1);
-    wsg_counter_add(s->m_bytes_out, len);
-    uint64_t before = gw_sendq_bytes(&ss->q);
-    gw_sendq_pop(&ss->q);
-    s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);
-    wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
-    if (ss->sq && !(ss->flags & F_CLOSING) &&
-        gw_resume_wants_room(&s->resume, ss->sq, gw_sendq_bytes(&ss->q)))
-      gw_resume_on_room(&s->resume, ss->sq, wsg_now_mono_ms());
-  }
-  if (!gw_sendq_empty(&ss->q) || (ss->flags & (F_CLOSING | F_PING_DUE)))
-    lws_callback_on_writable(wsi);
-  return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* the protocol callback                                                                       */
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -706,7 +463,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
   case LWS_CALLBACK_RECEIVE:
     return gw_inbound_receive(server_of(wsi), wsi, ss, in, len);
   case LWS_CALLBACK_SERVER_WRITEABLE:
-    return on_writeable(server_of(wsi), wsi, ss);
+    return gw_outbound_writeable(server_of(wsi), wsi, ss);
   case LWS_CALLBACK_RECEIVE_PONG:
     if (ss && ss->user) {
       ss->alive_s = ka_now(server_of(wsi));
@@ -747,7 +504,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     gw_server *s = server_of(wsi);
     const struct lws_protocols *p = lws_get_protocol(wsi);
     if (p && p->name && strcmp(p->name, s->protocols[0].name) == 0)
-      drain_outbound(s);
+      gw_outbound_drain(s);
     return 0;
   }
   default:

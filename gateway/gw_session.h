@@ -242,7 +242,8 @@ static inline void set_hold(gw_session *ss, unsigned bit, bool on) {
   apply_hold(ss, was);
 }
 
-/* A close was decided: from now on the client's input is read and discarded (on_receive). */
+/* A close was decided: from now on the client's input is read and discarded (gw_inbound_receive).
+ */
 static inline void mark_closing(gw_session *ss) {
   bool was = reading_paused(ss);
   ss->flags |= F_CLOSING;
@@ -280,5 +281,12 @@ void gw_inbound_produce_final(gw_server *s, gw_session *ss);
 void gw_inbound_rx_free(gw_server *s, gw_session *ss);
 void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 void gw_inbound_finish(gw_server *s);
+
+/* gw_outbound.c: queues m (borrowed) with `tag` for ss within its send queue's limits and asks
+ * for a write (false: over a limit, ss was closed with 4001); dispatches what the Kafka consumer
+ * handed over (LWS_CALLBACK_EVENT_WAIT_CANCELLED); LWS_CALLBACK_SERVER_WRITEABLE. */
+bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms);
+void gw_outbound_drain(gw_server *s);
+int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
 
 #endif
