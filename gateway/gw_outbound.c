@@ -1,0 +1,239 @@
+/*
+ * gw_outbound: what reaches clients. The Kafka consumer thread wakes the loop
+ * (lws_cancel_service); every envelope waiting is dispatched to the send queues of its target
+ * connections (a resumable connection's deliveries go through gw_resume first), and each
+ * connection writes one frame per LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires:
+ * a message in one frame straight from the shared gw_msg, or in fragments through a scratch
+ * buffer, behind a resumable connection's "<q>\n" header. Keepalive pings and the close frame
+ * go out from here too, between messages.
+ *
+ * Threads: the loop thread only.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "gw_session.h"
+#include "wsg_time.h"
+
+/* Outbound envelopes dispatched per wake-up before other events get a turn. */
+#define OUTBOUND_BATCH    256
+#define OUTBOUND_PER_WAKE 4096
+
+/* Queues m with `tag` for ss, within its send queue's limits; over a limit the connection is
+ * closed (4001). Returns false when it was closed. */
+bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms) {
+  uint64_t before = gw_sendq_bytes(&ss->q);
+  int rc = gw_sendq_push_tagged(&ss->q, m, tag, &s->sendq_limits, now_ms);
+  if (rc == GW_SENDQ_OK) {
+    s->sendq_bytes += gw_sendq_bytes(&ss->q) - before;
+    wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
+    lws_callback_on_writable(ss->wsi);
+    return true;
+  }
+  if (rc == GW_SENDQ_NOMEM) {
+    gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
+    return false;
+  }
+  wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_INFO, "server",
+                  "closing connection %llu of user %s with 4001: %s (%llu bytes queued)",
+                  (unsigned long long)ss->conn_id, ss->user->id, gw_sendq_strerror(rc),
+                  (unsigned long long)gw_sendq_bytes(&ss->q));
+  gw__close_async(s, ss, GW_CLOSE_SLOW_CONSUMER, NULL, true);
+  return false;
+}
+
+static void deliver_to(gw_server *s, gw_session *ss, gw_msg *m, uint64_t q, uint64_t now_ms) {
+  if (ss->flags & (F_CLOSING | F_RELEASED))
+    return;
+  if (ss->sq)
+    gw_resume_deliver(&s->resume, ss->sq, m, q, now_ms);
+  else
+    gw_outbound_queue(s, ss, m, 0, now_ms);
+}
+
+static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
+  if (it->kind == WSG_ENV_CLOSE) {
+    gw_session *ss = gw_conn_map_get(&s->conns, it->conn);
+    if (!ss) {
+      wsg_counter_add(s->m_out_nobody, 1);
+      return;
+    }
+    int code = it->close_code;
+    const char *reason = it->reason;
+    if (!gw_close_code_app_allowed(code)) {
+      code = GW_CLOSE_APP_CLOSE;
+      if (!reason)
+        reason = gw_close_reason(GW_CLOSE_APP_CLOSE);
+    }
+    gw__close_async(s, ss, code, reason ? reason : "", false);
+    return;
+  }
+  gw_msg *m = it->msg;
+  if (gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > s->cfg->sendq_hard) {
+    /* Would close every recipient as a slow consumer although none is at fault. */
+    wsg_counter_add(s->m_out_too_big, 1);
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, now_ms, WSG_LOG_WARN, "server",
+                    "dropping a %zu-byte deliver: larger than --sendq-hard (%llu bytes)",
+                    gw_msg_len(m), (unsigned long long)s->cfg->sendq_hard);
+    return;
+  }
+  if (it->ts_us && s->m_latency) {
+    uint64_t now_us = wsg_now_wall_us();
+    if (now_us > it->ts_us)
+      wsg_histogram_observe(s->m_latency, (double)(now_us - it->ts_us) / 1e6);
+  }
+  switch (it->target) {
+  case GW_TARGET_CONN: {
+    gw_session *ss = gw_conn_map_get(&s->conns, it->conn);
+    if (ss)
+      deliver_to(s, ss, m, it->q, now_ms);
+    else
+      wsg_counter_add(s->m_out_nobody, 1);
+    break;
+  }
+  case GW_TARGET_CONNS:
+    for (uint32_t i = 0; i < it->nconns; i++) {
+      gw_session *ss = gw_conn_map_get(&s->conns, it->conns[i]);
+      if (ss)
+        deliver_to(s, ss, m, it->qs ? it->qs[i] : it->q, now_ms);
+      else
+        wsg_counter_add(s->m_out_nobody, 1);
+    }
+    break;
+  case GW_TARGET_USER: {
+    gw_user *u = gw_user_map_get(&s->users, it->user, it->user_len);
+    if (!u) {
+      wsg_counter_add(s->m_out_nobody, 1);
+      break;
+    }
+    for (gw_session *ss = u->head; ss;) {
+      gw_session *next = ss->unext; /* deliver_to never unlinks, but stay safe */
+      deliver_to(s, ss, m, it->q, now_ms);
+      ss = next;
+    }
+    break;
+  }
+  }
+}
+
+void gw_outbound_drain(gw_server *s) {
+  gw_outbound items[OUTBOUND_BATCH];
+  size_t total = 0, n;
+  uint64_t now_ms = wsg_now_mono_ms();
+  while (total < OUTBOUND_PER_WAKE &&
+         (n = gw_kafka_outbound_pop(s->o.kafka, items, OUTBOUND_BATCH)) > 0) {
+    for (size_t i = 0; i < n; i++) {
+      dispatch(s, &items[i], now_ms);
+      gw_outbound_finish(&items[i]);
+    }
+    total += n;
+  }
+  /* More may be waiting: let other events run first, then come back. */
+  if (total >= OUTBOUND_PER_WAKE)
+    lws_cancel_service(s->ctx);
+}
+
+/* A resumable connection's frame header: "<q>\n" for a sequenced message, "\n" for one that is
+ * not (a reply to this connection), "wsgate\n" for a control frame. Returns its length. */
+#define SEQ_HEADER_MAX 24
+static size_t seq_header(uint64_t tag, char hdr[SEQ_HEADER_MAX]) {
+  if (tag == GW_RESUME_CONTROL) {
+    memcpy(hdr, "wsgate\n", 7);
+    return 7;
+  }
+  if (tag == 0) {
+    hdr[0] = '\n';
+    return 1;
+  }
+  return (size_t)snprintf(hdr, SEQ_HEADER_MAX, "%llu\n", (unsigned long long)tag);
+}
+
+/* Bytes [off, off + n) of the framed message hdr ++ payload into dst. */
+static void copy_framed(uint8_t *dst, const char *hdr, size_t hlen, const uint8_t *payload,
+                        size_t off, size_t n) {
+  size_t done = 0;
+  if (off < hlen) {
+    done = hlen - off < n ? hlen - off : n;
+    memcpy(dst, hdr + off, done);
+    off += done;
+  }
+  if (done < n)
+    memcpy(dst + done, payload + (off - hlen), n - done);
+}
+
+int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
+  /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
+   * here would drop the socket without waiting, so the client's answer would meet a reset. */
+  if (ss->flags & F_LWS_CLOSING)
+    return 0;
+  if (ss->flags & F_CLOSE_SENT)
+    return -1; /* the close frame's reason is already set (gw__close_now) */
+  if (!ss->user || (ss->flags & F_RELEASED))
+    return 0;
+  if ((ss->flags & F_CLOSING) &&
+      ((ss->flags & F_CLOSE_URGENT) || (gw_sendq_empty(&ss->q) && ss->sent_off == 0))) {
+    return gw__close_now(s, wsi, ss, ss->close_code,
+                         ss->close_reason ? ss->close_reason : gw_close_reason(ss->close_code));
+  }
+  /* A ping goes between messages (one write per WRITEABLE, as lws requires). Not empty:
+   * libwebsockets 4.1.6 does not pass a pong with an empty payload to RECEIVE_PONG (ops-ws.c),
+   * and the client's pong echoes the ping's payload. */
+  if ((ss->flags & F_PING_DUE) && ss->sent_off == 0) {
+    ss->flags &= (uint16_t)~F_PING_DUE;
+    static const char payload[] = "wsgate";
+    unsigned char ping[LWS_PRE + sizeof payload];
+    memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
+    if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0) {
+      ss->disconnect_code = 1006;
+      return -1; /* lws could not write: the connection is gone */
+    }
+    wsg_counter_add(s->m_pings, 1);
+    if (!gw_sendq_empty(&ss->q))
+      lws_callback_on_writable(wsi);
+    return 0;
+  }
+  gw_msg *m = gw_sendq_peek(&ss->q);
+  if (!m)
+    return 0;
+  size_t len = gw_msg_len(m);
+  int type = gw_msg_binary(m) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+  char hdr[SEQ_HEADER_MAX];
+  size_t hlen = ss->sq ? seq_header(gw_sendq_peek_tag(&ss->q), hdr) : 0;
+  size_t total = hlen + len;
+  size_t frag = (ss->flags & F_DEFLATE) ? DEFLATE_FRAG_SIZE : FRAG_SIZE;
+  size_t chunk;
+  int n;
+  if (hlen == 0 && len <= frag) {
+    chunk = len;
+    n = lws_write(wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
+  } else {
+    /* The headroom in front of a fragment would be the previous fragment's bytes, shared by
+     * every recipient of this message, and a resumable connection's header is its own: write
+     * through scratch. */
+    size_t off = ss->sent_off;
+    chunk = total - off < frag ? total - off : frag;
+    copy_framed(s->scratch + LWS_PRE, hdr, hlen, gw_msg_payload(m), off, chunk);
+    int flags = lws_write_ws_flags(type, off == 0, off + chunk == total);
+    n = lws_write(wsi, s->scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);
+  }
+  if (n < (int)chunk) {
+    ss->disconnect_code = 1006;
+    return -1; /* lws could not write: the connection is gone */
+  }
+  ss->sent_off += (uint32_t)chunk;
+  if (ss->sent_off >= total) {
+    ss->sent_off = 0;
+    wsg_counter_add(s->m_msgs_out, 1);
+    wsg_counter_add(s->m_bytes_out, len);
+    uint64_t before = gw_sendq_bytes(&ss->q);
+    gw_sendq_pop(&ss->q);
+    s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);
+    wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
+    if (ss->sq && !(ss->flags & F_CLOSING) &&
+        gw_resume_wants_room(&s->resume, ss->sq, gw_sendq_bytes(&ss->q)))
+      gw_resume_on_room(&s->resume, ss->sq, wsg_now_mono_ms());
+  }
+  if (!gw_sendq_empty(&ss->q) || (ss->flags & (F_CLOSING | F_PING_DUE)))
+    lws_callback_on_writable(wsi);
+  return 0;
+}

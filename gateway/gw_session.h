@@ -1,0 +1,292 @@
+/*
+ * gw_session.h: the WebSocket server's private state, shared by the files of the server and by no
+ * one else (not a public API: gw_server.h is). One concern per file:
+ *   gw_server.c    the libwebsockets context and its protocol callback, connections' lifecycle
+ *                  (established, registered, released), closes, keepalive, drain, metrics;
+ *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
+ *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
+ *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
+ *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call).
+ * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
+ * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
+ *
+ * Threads: the loop thread only.
+ */
+#ifndef GW_SESSION_H
+#define GW_SESSION_H
+
+#include <assert.h>
+#include <ev.h>
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "gw_conns.h"
+#include "gw_jwt.h"
+#include "gw_keepalive.h"
+#include "gw_ratelimit.h"
+#include "gw_resume.h"
+#include "gw_sendq.h"
+#include "gw_server.h"
+#include "wsg_log.h"
+#include "wsg_metrics.h"
+
+/* Messages up to this size are written in one frame straight from the shared gw_msg; larger ones
+ * in fragments of this size through a scratch buffer, so libwebsockets never copies more than
+ * one fragment of a connection's output when the socket is full (notes §5). */
+#define FRAG_SIZE ((size_t)64 * 1024)
+/*
+ * On a permessage-deflate connection: fragments of DEFLATE_FRAG_SIZE, and a compressor output
+ * buffer of 2^DEFLATE_TX_BUF_PWR2 bytes (lws' default is 1 KiB), so that every lws_write()
+ * compresses all of its input at once. What one write can produce: at most one full deflate
+ * block completed by this fragment (16,383 symbols, each at most 4 bytes: zlib never codes a
+ * block worse than fixed-length codes would) plus the rest of the fragment (8 KiB of symbols),
+ * about 97 KiB. With a smaller buffer lws keeps input pending and drains it over later POLLOUTs
+ * (tx_draining_ext); a ping or pong lws writes meanwhile (its keepalive ping, or the pong to a
+ * client's ping) enters the compressor as a continuation of the pending message and trips the
+ * assertion !priv->tx.avail_in in extension-permessage-deflate.c: SIGABRT, every connection of
+ * the gateway lost (libwebsockets 4.1.6, unchanged upstream; docs/RELIABILITY.md). The buffer
+ * is allocated on the first message sent and kept: 128 KiB per compressed connection, bounded
+ * by --deflate-max-conns.
+ */
+#define DEFLATE_FRAG_SIZE       ((size_t)8 * 1024)
+#define DEFLATE_TX_BUF_PWR2_STR "17"
+#define LOG_LIMIT_PER_S         5
+
+/* Why reading from a connection is held: any bit set = lws_rx_flow_control(wsi, 0), unless
+ * the connection is closing (F_CLOSING: it reads and discards, see reading_paused). */
+enum {
+  HOLD_REGISTER = 1u << 0, /* Redis has not confirmed the registration yet */
+  HOLD_STALL = 1u << 1,    /* a complete message waits for Kafka (queue full) */
+  HOLD_RATE = 1u << 2,     /* a complete message waits for the rate limit */
+  HOLD_RESUME = 1u << 4,   /* a resumable connection is catching up: requests wait for the sync */
+};
+
+enum {
+  F_IN_MSG = 1u << 0,       /* a message is being reassembled */
+  F_BINARY = 1u << 1,       /* ... and it is binary */
+  F_MSG_READY = 1u << 2,    /* rx holds a complete message not produced yet */
+  F_REGISTERING = 1u << 3,  /* conn_add issued, no answer yet */
+  F_REGISTERED = 1u << 4,   /* Redis confirmed */
+  F_CONNECT_SENT = 1u << 5, /* `connect` is in Kafka's queue: `disconnect` must follow */
+  F_STALLED = 1u << 6,      /* in the stalled FIFO */
+  F_CLOSING = 1u << 7,      /* a close was decided */
+  F_CLOSE_URGENT = 1u << 8, /* ... without sending what is still queued */
+  F_RELEASED = 1u << 9,     /* session_release ran */
+  F_DEFLATE = 1u << 10,     /* permessage-deflate negotiated */
+  F_ADD_ISSUED = 1u << 11,  /* conn_add accepted: conn_remove must follow */
+  F_CLOSE_SENT = 1u << 12,  /* lws_close_reason was called: lws is closing it */
+  F_LWS_CLOSING = 1u << 13, /* lws began its close (WS_SERVER_DROP_PROTOCOL): hands off */
+  F_PING_DUE = 1u << 14,    /* a keepalive ping waits for WRITEABLE */
+  F_PINGED = 1u << 15,      /* ... was sent or is due, and no pong came since */
+};
+
+/*
+ * Per-connection state, lws' per-session block (zeroed by lws). Kept lean: at a million idle
+ * connections every 8 bytes here is 8 MB. Buffers (rx, close_reason) exist only while needed.
+ */
+typedef struct gw_session {
+  struct lws *wsi;
+  uint64_t conn_id;
+  gw_user *user;
+  struct gw_session *unext, *uprev; /* the user's sessions on this gateway */
+  gw_sendq q;
+  uint64_t seq;      /* `n` of the last produced msg */
+  uint64_t tat_msgs; /* rate limit state (gw_ratelimit) */
+  uint64_t tat_bytes;
+  uint64_t rx_ts_us; /* when the held message arrived (its envelope's ts) */
+  uint8_t *rx;       /* reassembly / held message */
+  uint32_t rx_len, rx_cap;
+  uint32_t sent_off; /* bytes of the head message already written (fragmented send) */
+  uint16_t flags;
+  uint16_t close_code;      /* the code to send once F_CLOSING */
+  uint16_t disconnect_code; /* the `cc` of the disconnect envelope */
+  uint8_t hold;
+  uint32_t alive_s; /* keepalive clock: second of the last pong, or of the upgrade */
+  char *close_reason;
+  struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
+} gw_session;
+
+static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
+
+/* A user authenticated in CONFIRM_UPGRADE, waiting for ESTABLISHED (side table keyed by wsi). */
+typedef struct {
+  uint64_t resume; /* ?resume=<q>, 0 when not given */
+  uint32_t len;
+  char user[];
+} gw_pending;
+/* A disconnect envelope Kafka refused (queue full), retried when the queue drains. */
+typedef struct orphan {
+  struct orphan *next;
+  uint64_t conn_id;
+  uint32_t keylen, len;
+  uint8_t data[]; /* key, then value */
+} orphan;
+
+/* Upgrade outcomes, for the metric and the log. */
+#define UPGRADE_RESULTS(X)                                                                         \
+  X(OK, "ok")                                                                                      \
+  X(UNAUTHORIZED, "unauthorized")                                                                  \
+  X(FORBIDDEN, "forbidden_origin")                                                                 \
+  X(BAD_REQUEST, "bad_request")                                                                    \
+  X(DRAINING, "draining")                                                                          \
+  X(NOT_READY, "not_ready")                                                                        \
+  X(FULL, "connection_limit")                                                                      \
+  X(RATE, "upgrade_rate")
+
+enum {
+#define UPG_ENUM(name, label) UPG_##name,
+  UPGRADE_RESULTS(UPG_ENUM)
+#undef UPG_ENUM
+      UPG__COUNT
+};
+
+enum {
+#define CLOSE_IDX(name, code, when, reason) CLOSE_IDX_##name,
+  GW_CLOSE_MAP(CLOSE_IDX)
+#undef CLOSE_IDX
+      CLOSE_IDX__COUNT
+};
+
+struct gw_server {
+  gw_server_options o;
+  const gw_config *cfg;
+  struct lws_context *ctx;
+  struct lws_vhost *vh;
+  struct lws_protocols protocols[3]; /* <subprotocol>, <subprotocol>+seq (when resumable), end */
+  char seq_protocol[160];
+  struct lws_extension exts[2];
+  lws_retry_bo_t retry;
+  int port;
+
+  gw_jwt_config jwt;
+  gw_rate rate_msgs, rate_bytes, rate_upgrades;
+  uint64_t upgrades_tat;
+  gw_sendq_limits sendq_limits;
+  gw_replay_limits replay_limits;
+  gw_resume resume; /* resumable connections' settings and counters */
+  uint64_t max_conns;
+
+  gw_conn_map conns;   /* conn id -> gw_session */
+  gw_conn_map pending; /* (uintptr_t)wsi -> gw_pending */
+  gw_user_map users;
+  uint64_t conn_prefix;
+  uint32_t conn_counter;
+  int32_t slot; /* last slot held, for the envelopes' `s` */
+
+  wsg_buf enc;      /* reused for every inbound envelope */
+  uint8_t *scratch; /* LWS_PRE + FRAG_SIZE, for fragmented sends */
+  uint64_t rx_bytes;
+  uint64_t sendq_bytes;
+  uint64_t deflate_conns;
+
+  bool pressure;
+  uint64_t *stalled; /* FIFO ring of conn ids holding a message Kafka refused */
+  size_t stalled_cap, stalled_head, stalled_count;
+  orphan *orphan_head, *orphan_tail;
+  uint64_t orphan_bytes;
+
+  bool draining;
+  uint64_t drain_start_ms, drain_window_ms;
+  size_t drain_total, drain_done, drain_pos;
+  ev_timer drain_w;
+  gw_deadline_heap rate_heap;
+  ev_timer rate_w;
+  /* Keepalive: ping after --ping-interval without a pong, hang up after --idle-timeout, checked
+   * once a second from a wheel instead of libwebsockets' timers (gw_keepalive.h says why). */
+  gw_keepalive *ka;
+  ev_timer ka_w;
+  uint64_t ka_t0_ms;
+  uint32_t ping_s, idle_s;
+
+  wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
+
+  wsg_counter *m_upgrades[UPG__COUNT];
+  wsg_counter *m_closes[CLOSE_IDX__COUNT];
+  wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
+  wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
+  wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
+  wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
+  wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
+  wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
+  wsg_gauge *m_seq_conns;
+  wsg_histogram *m_latency;
+};
+/* ------------------------------------------------------------------------------------------ */
+/* holds (inline: every message on the hot path checks them)                                   */
+
+/*
+ * A closing connection never stops reading: it discards what the client still sends (lingering
+ * close, as nginx's lingering_close). Input left unread in the socket turns the final close()
+ * into a TCP reset, and a reset makes the client's kernel throw away what it has not read yet:
+ * the replies written before the close and the close frame itself (docs/RELIABILITY.md, bug 4).
+ * Reading also lets libwebsockets see the client's close frame answering ours, which is what
+ * ends the connection (LRS_AWAITING_CLOSE_ACK: lws drops data frames there itself).
+ */
+static inline bool reading_paused(const gw_session *ss) {
+  return ss->hold != 0 && !(ss->flags & F_CLOSING);
+}
+
+static inline void apply_hold(gw_session *ss, bool was_paused) {
+  bool paused = reading_paused(ss);
+  if (paused == was_paused)
+    return;
+  /* PROCESS_NOW: applied at once also when called from outside this wsi's own callback. */
+  lws_rx_flow_control(ss->wsi, paused ? 0 : (1 | LWS_RXFLOW_REASON_FLAG_PROCESS_NOW));
+}
+
+static inline void set_hold(gw_session *ss, unsigned bit, bool on) {
+  bool was = reading_paused(ss);
+  ss->hold = on ? (uint8_t)(ss->hold | bit) : (uint8_t)(ss->hold & ~bit);
+  apply_hold(ss, was);
+}
+
+/* A close was decided: from now on the client's input is read and discarded (gw_inbound_receive).
+ */
+static inline void mark_closing(gw_session *ss) {
+  bool was = reading_paused(ss);
+  ss->flags |= F_CLOSING;
+  apply_hold(ss, was);
+}
+
+static inline uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* cross-file internals                                                                        */
+
+/* gw_upgrade.c: LWS_CALLBACK_HTTP_CONFIRM_UPGRADE (0: admitted, the user waits in s->pending;
+ * else the upgrade was refused or must be dropped) and LWS_CALLBACK_HTTP (426, closes). */
+int gw_upgrade_confirm(gw_server *s, struct lws *wsi);
+int gw_upgrade_plain_http(struct lws *wsi);
+
+/* gw_server.c: closes. gw__close_now from inside the wsi's own callback (returns -1, which the
+ * caller returns to lws); gw__close_async from anywhere on the loop thread (the close frame goes
+ * out from WRITEABLE, after what is queued unless urgent). reason NULL: the code's default. */
+int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason);
+void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason, bool urgent);
+
+/* gw_inbound.c: LWS_CALLBACK_RECEIVE (0, or -1 after gw__close_now); the registration was
+ * confirmed or a pause ended: produce what the session holds, or wait among the stalled; the
+ * session ends: its held message and `disconnect`; rx freed; the rate-limit timer's callback;
+ * what gw_inbound allocated for the server (orphans, stalled FIFO, deadlines), at destroy. */
+int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *in,
+                       size_t len);
+void gw_inbound_flush(gw_server *s, gw_session *ss);
+void gw_inbound_produce_final(gw_server *s, gw_session *ss);
+void gw_inbound_rx_free(gw_server *s, gw_session *ss);
+void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+void gw_inbound_finish(gw_server *s);
+
+/* gw_outbound.c: queues m (borrowed) with `tag` for ss within its send queue's limits and asks
+ * for a write (false: over a limit, ss was closed with 4001); dispatches what the Kafka consumer
+ * handed over (LWS_CALLBACK_EVENT_WAIT_CANCELLED); LWS_CALLBACK_SERVER_WRITEABLE. */
+bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms);
+void gw_outbound_drain(gw_server *s);
+int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
+
+#endif
