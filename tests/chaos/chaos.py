@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checker import Checker, percentile  # noqa: E402
-from harness import (REPO, ChaosError, Cluster, Runner, deadline, log, metrics,  # noqa: E402
-                     rss_kib)
+from harness import (REPO, ChaosError, Cluster, ProcError, Runner, deadline, log,  # noqa: E402
+                     metrics, rss_kib)
 import autobahn_results  # noqa: E402
 
 # Sizes of each form. The short form runs in the test command on a loaded 2-core machine: a few
@@ -815,7 +815,7 @@ async def run(args) -> int:
     try:
         try:
             await asyncio.to_thread(runner.start_servers)
-        except ChaosError as e:
+        except ProcError as e:
             for i, n in enumerate(names, 1):
                 tap(f"not ok {i} - {n}\n" + yaml_block({"message": f"servers: {e}"}))
             return 1
@@ -826,7 +826,7 @@ async def run(args) -> int:
             log(f"scenario {n} ({args.form})")
             try:
                 await fn(runner, form, res)
-            except ChaosError as e:
+            except ProcError as e:
                 res.failures.append(str(e))
             except Exception as e:  # a bug in the suite itself: report it as this scenario's
                 res.failures.append(f"{type(e).__name__}: {e}")
@@ -846,7 +846,7 @@ async def run(args) -> int:
         runner.close()
         try:
             await asyncio.to_thread(runner.stop_servers)
-        except ChaosError as e:
+        except ProcError as e:
             log(f"stopping the servers: {e}")
         if args.results:
             Path(args.results).write_text(json.dumps(results, indent=1, default=str) + "\n")

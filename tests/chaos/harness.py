@@ -3,11 +3,12 @@
 What is here: the Kafka broker and redis-server of a run (started through scripts/kafka and
 scripts/redis, stopped and restarted in place for the fault scenarios), a small RESP client, a
 "cluster" per scenario (unique topics, consumer group and Redis prefix, so scenarios never see each
-other's traffic), gateways and processors as child processes with their logs, /metrics, and waiting
-for a condition with a deadline.
+other's traffic), gateways and processors as child processes with their /metrics and /readyz.
 
-Every process this module starts is recorded and signalled by pid only; Runner.close() (called from
-a finally block) stops whatever is still alive.
+Spawning, stopping, waiting with a deadline, ports and the calls to scripts/kafka and scripts/redis
+are scripts/lib/wsgate_procs.py's, shared with scripts/bench. Every process this module starts is
+recorded and signalled by pid only; Runner.close() (called from a finally block) kills whatever is
+still alive.
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# The process plumbing shared with scripts/bench (spawn, stop, wait, ports, /proc, the servers).
+sys.path.insert(0, str(REPO / "scripts" / "lib"))
+
+import wsgate_procs  # noqa: E402
+from wsgate_procs import (ProcError, ProcGroup, ScriptServers, deadline, free_port,  # noqa: E402,F401
+                          parse_metrics, pid_alive, rss_kib, wait_until)
 
 
-class ChaosError(Exception):
-    """A precondition of the suite failed (a daemon did not start, a server did not come back)."""
+class ChaosError(ProcError):
+    """A precondition of the suite failed (a daemon did not start, a server did not come back).
+    The shared plumbing raises its base, ProcError: catch that."""
 
 
 def log(msg: str) -> None:
@@ -37,67 +42,14 @@ def log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def deadline(timeout: float):
-    """Yields until timeout seconds have passed (at least once): the loop of every wait here."""
-    end = time.monotonic() + timeout
-    yield
-    while time.monotonic() < end:
-        yield
-
-
-def wait_until(fn, timeout: float, what: str, interval: float = 0.05):
-    """Calls fn() until it returns a truthy value (returned) or timeout seconds pass (ChaosError)."""
-    for _ in deadline(timeout):
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    raise ChaosError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except OSError:
-        return 0, ""
+    return wsgate_procs.http_get(f"http://127.0.0.1:{port}{path}", timeout)
 
 
 def metrics(port: int) -> dict[str, float]:
     """Prometheus text of /metrics as {"name{labels}": value}; {} if it does not answer."""
     status, body = http_get(port, "/metrics")
-    out: dict[str, float] = {}
-    if status != 200:
-        return out
-    for line in body.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
-
-
-def rss_kib(pid: int) -> int:
-    """Resident set size of pid in KiB (0 if gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return parse_metrics(body) if status == 200 else {}
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -190,43 +142,16 @@ class Redis:
 # --- child processes --------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    name: str
-    argv: list[str]
-    log_path: Path
-    pid: int = 0
-    popen: subprocess.Popen | None = None
-    http_port: int = 0
-    extra: dict = field(default_factory=dict)
+class Proc(wsgate_procs.Proc):
+    """A daemon of a scenario: /metrics and /readyz on http_port; extra holds its port, id, url."""
 
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.pid, sig)
-
-    def wait(self, timeout: float) -> int | None:
-        """Exit status (negative: killed by that signal), or None if still running."""
-        if self.popen is None:
-            return None
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.http_port = 0
+        self.extra: dict = {}
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (SIGCONT first, in case a scenario left it stopped), then SIGKILL."""
-        if not self.alive():
-            return self.popen.returncode if self.popen else None
-        self.signal(signal.SIGCONT)
-        self.signal(signal.SIGTERM)
-        rc = self.wait(timeout)
-        if rc is None:
-            self.signal(signal.SIGKILL)
-            rc = self.wait(10)
-        return rc
+        return super().stop(timeout)
 
     def metrics(self) -> dict[str, float]:
         return metrics(self.http_port)
@@ -235,11 +160,7 @@ class Proc:
         return http_get(self.http_port, "/readyz")[0] == 200
 
     def tail(self, n: int = 30) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+        return super().tail(n)
 
 
 class Runner:
@@ -252,11 +173,12 @@ class Runner:
         self.controller_port = controller_port
         self.redis_port = redis_port
         self.bins = bins
-        self.procs: list[Proc] = []
+        self.procs = ProcGroup(log)
         self.kafka_owned = False
         self.redis_owned = False
         self.kafka_respawned: subprocess.Popen | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
+        self.servers = ScriptServers(self.script_env(), run_dir)
 
     @property
     def bootstrap(self) -> str:
@@ -274,12 +196,7 @@ class Runner:
         return env
 
     def _script(self, name: str, action: str) -> None:
-        out = self.run_dir / f"{name}-script.log"
-        with open(out, "a") as f:
-            rc = subprocess.call([str(REPO / "scripts" / name), action], env=self.script_env(),
-                                 stdout=f, stderr=subprocess.STDOUT)
-        if rc != 0:
-            raise ChaosError(f"scripts/{name} {action} failed (exit {rc}); see {out}")
+        self.servers.script(name, action)
 
     # Kafka -------------------------------------------------------------------------------------
 
@@ -287,10 +204,7 @@ class Runner:
         return self.run_dir / f"kafka-{self.kafka_port}"
 
     def kafka_pid(self) -> int:
-        try:
-            return int((self.kafka_dir() / "kafka.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0
+        return self.servers.pid("kafka")
 
     def start_servers(self) -> None:
         t0 = time.monotonic()
@@ -341,10 +255,7 @@ class Runner:
     # Redis -------------------------------------------------------------------------------------
 
     def redis_pid(self) -> int:
-        try:
-            return int((self.run_dir / f"redis-{self.redis_port}" / "redis.pid").read_text())
-        except (OSError, ValueError):
-            return 0
+        return self.servers.pid("redis")
 
     def redis_restart_empty(self) -> None:
         """redis-server stopped without saving and started again with nothing in it."""
@@ -356,14 +267,14 @@ class Runner:
         for name, owned in (("kafka", self.kafka_owned), ("redis", self.redis_owned)):
             if not owned:
                 continue
-            if name == "kafka" and _alive(self.kafka_pid()):
+            if name == "kafka" and pid_alive(self.kafka_pid()):
                 # A scenario may have left it stopped (SIGSTOP). A broker this suite restarted is
                 # not scripts/kafka's child, but its pid file was rewritten, so the script stops
                 # it like its own.
                 os.kill(self.kafka_pid(), signal.SIGCONT)
             try:
                 self._script(name, "stop")
-            except ChaosError as e:
+            except ProcError as e:
                 errors.append(str(e))
         if self.kafka_respawned is not None:
             try:
@@ -384,21 +295,10 @@ class Runner:
             if k.startswith("WSGATE_") and k not in ("WSGATE_LOG_LEVEL",):
                 del env[k]
         env.update(env_extra or {})
-        f = open(log_path, "w")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                             env=env, start_new_session=True)
-        f.close()
-        proc = Proc(name=name, argv=argv, log_path=log_path, pid=p.pid, popen=p)
-        self.procs.append(proc)
-        return proc
+        return self.procs.spawn(name, argv, log_path, env=env, cls=Proc)
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.alive():
-                p.signal(signal.SIGCONT)
-                p.signal(signal.SIGKILL)
-                p.wait(10)
-        self.procs.clear()
+        self.procs.kill_all()
 
     def admin(self, *args: str) -> str:
         r = subprocess.run([self.bins["admin"], "-b", self.bootstrap, *args], capture_output=True,
@@ -421,16 +321,6 @@ class Runner:
             p, c, e = (int(x) for x in line.split())
             out[p] = (c, e)
         return out
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
 
 
 # --- a cluster per scenario ---------------------------------------------------------------------

@@ -1,0 +1,34 @@
+"""What every module of the runner shares: where things are, the scale of a full run, errors and
+the log line."""
+
+import sys
+from pathlib import Path
+
+from wsgate_procs import ProcError
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPTS = REPO / "scripts"
+ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "connect"]
+
+# Scale. One process may hold 20,000 descriptors here; a gateway keeps 256 for itself.
+IDLE_STEPS = [6500, 13000, 19500]
+# Held past one keepalive round (pings every 30 s), and past the idle timeout (60 s) for capacity.
+IDLE_HOLD_S = 34
+CAPACITY_HOLD_S = 66
+# Each echo/fan-out trial: seconds of sending, of which the first WARMUP_S are not measured.
+RUN_S, WARMUP_S = 7, 2
+CAPACITY_PER_GATEWAY = 19500
+FANOUT_MEMBERS = 10000
+ROUNDTRIP_CONNS = 1000
+ECHO_CONNS = 100
+CONNECT_COST_CONNS = 2000
+
+
+class BenchError(ProcError):
+    """A benchmark could not run; the message says what to do. The shared process plumbing
+    raises its base, ProcError: catch that."""
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)

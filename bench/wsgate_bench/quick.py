@@ -1,0 +1,68 @@
+"""--quick: the machinery, not the speed (scripts/test runs it). Every part must come up, connect
+and answer: lws_echo echoes, a gateway holds 50 idle connections, a round trip through Kafka and
+an echo processor comes back. Each check prints a TAP line; main prints the "N passed, N failed"
+line scripts/test counts."""
+
+import json
+import subprocess
+
+from wsgate_procs import ProcError
+
+from .common import BenchError, log
+from .search import echo_args, sustained
+
+
+def run(ctx, results):
+    """Appends one bool per check to results, in order (kept when a set-up step raises)."""
+
+    def check(name, fn):
+        try:
+            fn()
+        except (ProcError, OSError, subprocess.SubprocessError, KeyError, ValueError) as e:
+            results.append(False)
+            print(f"not ok {len(results)} - {name}", flush=True)
+            log(f"quick: {name}: {e}")
+            return False
+        results.append(True)
+        print(f"ok {len(results)} - {name}", flush=True)
+        return True
+
+    def lws_echo():
+        lws = ctx.start_lws_echo(0)
+        try:
+            r = ctx.load("quick-lws", "echo", [lws.url], 10, *echo_args(ctx, 200), auth="none")
+            if r["connect"]["ready"] != 10 or not sustained(r):
+                raise BenchError(f"lws_echo echo failed: {json.dumps(r['connect'])} "
+                                 f"{json.dumps(r['run'])}")
+        finally:
+            lws.stop()
+    check("bench_quick_lws_echo", lws_echo)
+    t = ctx.topics("quick")
+    prefix = ctx.unique("quick") + ":"
+    procs = []
+    try:
+        gw = None
+
+        def idle():
+            nonlocal gw
+            gw = ctx.start_gateway(0, t, prefix, extra=["--insecure-dev-user"])
+            procs.append(gw)
+            r = ctx.load("quick-idle", "idle", [gw.url], 50, "--hold", "1s", auth="dev")
+            if r["connect"]["ready"] != 50 or r["held"]["held_at_end"] != 50:
+                raise BenchError(f"50 idle connections not held: "
+                                 f"{json.dumps(r['connect'])} {json.dumps(r['held'])}")
+
+        def echo():
+            if gw is None:
+                raise BenchError("no gateway (the idle check failed)")
+            procs.append(ctx.start_processor(0, t, prefix, "echo", ctx.unique("quick-group")))
+            r = ctx.load("quick-echo", "echo", [gw.url], 20, *echo_args(ctx, 100))
+            if r["run"]["received_measured"] == 0 or not sustained(r, p99_max_ms=5000.0):
+                raise BenchError(f"echo through Kafka failed: {json.dumps(r['run'])}")
+            log(f"quick: echo via Kafka p50 {r['run']['latency_ms']['p50']:.1f} ms, "
+                f"{r['run']['received_measured']} of {r['run']['expected_measured']} replies")
+        check("bench_quick_gateway_idle", idle)
+        check("bench_quick_roundtrip", echo)
+    finally:
+        for p in reversed(procs):
+            p.stop()

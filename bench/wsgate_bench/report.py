@@ -1,0 +1,406 @@
+"""The tables of docs/BENCHMARKS.md, from results.json. Each part of the document has a pair of
+markers, <!-- scripts/bench: begin NAME --> and <!-- scripts/bench: end NAME -->; write_doc()
+replaces only what is between them. Everything outside the markers (headings, the method, the
+findings) is the document's own prose, kept as it is."""
+
+import re
+
+from . import plots
+from .centrifugo import VERSION as CENTRIFUGO_VERSION
+from .common import REPO, log
+
+def f0(x):
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def f1(x):
+    return "–" if x is None else f"{x:,.1f}"
+
+
+def f2(x):
+    return "–" if x is None else f"{x:,.2f}"
+
+
+def rng(r, fmt=f0):
+    return "" if not r or r[0] is None else f" ({fmt(r[0])}–{fmt(r[1])})"
+
+
+# The parts of the document, in order: each has its markers in docs/BENCHMARKS.md.
+PARTS = ["run", "targets", "idle", "capacity", "ingest", "roundtrip", "fanout", "connect"]
+SCENARIO_PARTS = PARTS[2:]
+
+
+def begin_marker(part):
+    return f"<!-- scripts/bench: begin {part} -->"
+
+
+def end_marker(part):
+    return f"<!-- scripts/bench: end {part} -->"
+
+
+class Report:
+    """Renders results.json into one block of Markdown per part (PARTS)."""
+
+    def __init__(self, res):
+        self.r = res
+        self.lines = []
+        self.targets = []
+
+    def w(self, s=""):
+        self.lines.append(s)
+
+    def target(self, what, goal, measured, met):
+        self.targets.append((what, goal, measured, "yes" if met else ("no" if met is False
+                                                                        else "–")))
+
+    def take(self):
+        """The lines written since the last take(), as one block without blank lines around."""
+        text, self.lines = "\n".join(self.lines).strip("\n"), []
+        return text
+
+    def build(self):
+        """{part: Markdown}. The targets table gathers what the scenarios' sections found."""
+        r = self.r
+        blocks = {"run": self.sec_run()}
+        for part in SCENARIO_PARTS:
+            sec = r.get(part)
+            if sec is None:
+                self.w("Not measured by this run (`scripts/bench --only` left it out).")
+            elif sec.get("error"):
+                self.w(f"Not measured: the scenario failed: `{sec['error'][:400]}`")
+            else:
+                getattr(self, f"sec_{part}")(sec)
+            blocks[part] = self.take()
+        self.sec_targets()
+        blocks["targets"] = self.take()
+        return {p: blocks[p] for p in PARTS}
+
+    def sec_run(self):
+        r = self.r
+        m = r.get("machine", {})
+        self.w(f"Run {r.get('started', '?')} – {r.get('finished', '?')}, commit "
+               f"`{m.get('commit', '?')}`, on {m.get('cpus')} vCPUs ({m.get('model')}), "
+               f"{m.get('mem_gib')} GiB, Linux {m.get('kernel')}, libwebsockets "
+               f"{m.get('libwebsockets')}, librdkafka {m.get('librdkafka')}; "
+               f"`ulimit -Hn` = {m.get('nofile')} per process. Load average (1 min) before: "
+               f"{f2((r.get('load_before') or [None])[0])}, after: "
+               f"{f2((r.get('load_after') or [None])[0])}.")
+        self.w()
+        self.w("```sh")
+        self.w(f"scripts/bench --repeats {r.get('repeats')}   # everything below, ~1 h; "
+               "--only idle,roundtrip,... for parts")
+        self.w("scripts/bench --quick          # the machinery only, a few seconds")
+        self.w("```")
+        return self.take()
+
+    def loadavg(self, sec):
+        la = sec.get("load_avg")
+        return f"Load average while it ran: {f2(min(la))}–{f2(max(la))}." if la else ""
+
+    def sec_targets(self):
+        self.w("| target | goal | measured | met |")
+        self.w("|---|---|---|---|")
+        for t in self.targets:
+            self.w(f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} |")
+        self.w()
+
+    def sec_idle(self, sec):
+        self.w("| server | held | bytes/conn (RSS slope) | CPU while holding (s per min) | "
+               "CPU to accept them (s) |")
+        self.w("|---|---:|---:|---:|---:|")
+        names = {"gateway": "wsgate-gateway (JWT, Redis registration, Kafka connect event)",
+                 "gateway-rx128": "wsgate-gateway --rx-buffer 128 (default 512)",
+                 "lws": "lws_echo (bare libwebsockets, its keepalive timers, pings every 30 s "
+                        "as the gateway)",
+                 "lws-nokeepalive": "lws_echo --ping-interval 0 (libwebsockets' timers off)",
+                 "centrifugo": f"Centrifugo {CENTRIFUGO_VERSION} (Redis engine)",
+                 "nchan": "nginx + nchan (1 worker)"}
+        for k, v in sec.items():
+            if k not in names:
+                continue
+            if v.get("skipped"):
+                self.w(f"| {names[k]} | not run: {v['skipped'][:200]} | | | |")
+                continue
+            self.w(f"| {names[k]} | {f0(v['held'])} | {f0(v['bytes_per_conn'])}"
+                   f"{rng(v['bytes_range'])} | {f1(v['cpu_hold_per_min'])} | "
+                   f"{f1(v['cpu_ramp_s'])} |")
+        self.w()
+        gw = sec.get("gateway", {})
+        cf = sec.get("centrifugo", {})
+        if gw.get("bytes_per_conn"):
+            b = gw["bytes_per_conn"]
+            rx = sec.get("gateway-rx128", {}).get("bytes_per_conn")
+            self.target("gateway RSS per idle connection", "≤ 2 KiB (2,048 B)",
+                        f"{b:,.0f} B" + (f"; {rx:,.0f} B with `--rx-buffer 128`" if rx else ""),
+                        b <= 2048)
+            if cf.get("bytes_per_conn"):
+                ratio = b / cf["bytes_per_conn"]
+                self.target("memory per connection vs Centrifugo (same run)", "lower",
+                            f"{ratio:.2f}x of Centrifugo's {cf['bytes_per_conn']:,.0f} B",
+                            ratio < 1)
+            for k, label in (("centrifugo", "Centrifugo"), ("nchan", "nchan"),
+                             ("lws", "bare libwebsockets")):
+                v = sec.get(k, {})
+                if v.get("bytes_per_conn"):
+                    self.w(f"- wsgate / {label}: **{b / v['bytes_per_conn']:.2f}x** the memory "
+                           "per idle connection.")
+            self.w()
+        cmd = (gw.get("runs") or [{}])[0].get("cmd", "")
+        if cmd:
+            self.w(f"One step's command: `{shorten(cmd)}`. {self.loadavg(sec)}")
+            self.w()
+
+    def sec_capacity(self, sec):
+        runs = sec.get("runs", [])
+        self.w("| run | ready | failed | held at end | closed by a gateway | open time (s) | "
+               "gateway CPU during the run (s) |")
+        self.w("|---:|---:|---:|---:|---:|---:|---|")
+        for i, x in enumerate(runs):
+            self.w(f"| {i + 1} | {x['ready']:,} | {x['failed']:,} | {x['held_at_end']:,} | "
+                   f"{x['closed']:,} | {f1(x['ramp_s'])} | "
+                   f"{', '.join(f1(c) for c in x['cpu_s'])} |")
+        self.w()
+        held = sec.get("held_at_end")
+        m = self.r.get("machine", {})
+        if m.get("nofile") and "raised" not in m.get("nofile_raise", "raised"):
+            self.target("1,000,000 idle connections on one gateway process", "1,000,000",
+                        f"not measurable here: `ulimit -Hn` = {m['nofile']} per process and "
+                        f"`ulimit -Hn 30000` fails (`{m['nofile_raise']}`: no "
+                        "CAP_SYS_RESOURCE); capacity and RSS slope measured instead, below",
+                        None)
+        self.target("connections held on this box (several gateways and load processes)",
+                    "≥ 40,000 (1,000,000 per process is impossible: 20,000 fds per process)",
+                    f"{f0(held)}", held is not None and held >= 40000)
+        idle = self.r.get("idle", {}).get("gateway", {})
+        if idle.get("bytes_per_conn") and held:
+            b = idle["bytes_per_conn"]
+            per = b + 8192
+            self.w(f"**Extrapolation (not measured):** at {b:,.0f} B of gateway RSS plus ~8 KiB "
+                   f"of kernel memory per loopback connection pair, 1,000,000 idle connections "
+                   f"would need ~{b * 1e6 / 2**30:.1f} GiB of gateway RSS and "
+                   f"~{per * 1e6 / 2**30:.1f} GiB with the kernel's share; this 24 GiB box "
+                   f"could hold ~{24 * 2**30 / per / 1e6:.1f} M by memory, in ≥ 51 gateway "
+                   "processes of 19,744 connections each at the 20,000-descriptor limit "
+                   f"(`fs.nr_open` is {m.get('nr_open', '?')} here).")
+            self.w()
+        if runs:
+            self.w(f"Command: `{shorten(runs[0]['cmd'])}`. {self.loadavg(sec)}")
+            self.w()
+
+    def sec_ingest(self, sec):
+        self.w("| server | highest sustained offered rate (frames/s) | measured at it "
+               "(median, range) |")
+        self.w("|---|---:|---:|")
+        lws, sink, gw = sec.get("lws", {}), sec.get("lws_sink", {}), sec.get("gateway", {})
+        self.w(f"| lws_echo --sink (bare libwebsockets, receive only) | {f0(sink.get('best'))} | "
+               f"{f0(sink.get('confirm_rate'))}{rng(sink.get('confirm_range'))} |")
+        self.w(f"| wsgate-gateway (ingest to Kafka, records/s) | {f0(gw.get('best'))} | "
+               f"{f0(gw.get('confirm_rate'))}{rng(gw.get('confirm_range'))} |")
+        self.w(f"| lws_echo (echo, replies/s) | {f0(lws.get('best'))} | "
+               f"{f0(lws.get('confirm_rate'))}{rng(lws.get('confirm_range'))} |")
+        self.w()
+        if gw.get("confirm_rate"):
+            self.target("gateway-only frames/s (measured as ingest to Kafka)", "≥ 150,000",
+                        f0(gw["confirm_rate"]), gw["confirm_rate"] >= 150000)
+        if gw.get("confirm_rate") and sink.get("confirm_rate"):
+            ratio = gw["confirm_rate"] / sink["confirm_rate"]
+            self.target("gateway-only vs bare libwebsockets (ingest vs `lws_echo --sink`)",
+                        "≥ 80 %", f"{ratio * 100:.0f} %", ratio >= 0.8)
+            self.w(f"- wsgate ingest / bare libwebsockets receive: **{ratio:.2f}x** "
+                   "(same run).")
+        for k, label, unit in (("lws_sink", "lws_echo --sink", "frame"),
+                               ("gateway", "gateway", "frame"), ("lws", "lws_echo", "echo")):
+            if sec.get(k, {}).get("cpu_us"):
+                self.w(f"- {label}: {cpu_text(sec[k]['cpu_us'], unit)}")
+        self.w()
+        for k in ("lws_sink", "gateway", "lws"):
+            if sec.get(k, {}).get("cmd"):
+                self.w(f"- `{shorten(sec[k]['cmd'])}`")
+        self.w()
+        self.w(self.loadavg(sec))
+        self.w()
+
+    def lat_row(self, label, p):
+        return (f"| {label} | {f0(p['rate'])} | {f2(p['p50'])}{rng(p['p50_range'], f2)} | "
+                f"{f2(p['p90'])} | {f2(p['p99'])}{rng(p['p99_range'], f2)} | {f2(p['p999'])} | "
+                f"{f2(p['max'])} | {p['loss'] * 100:.2f} % | {f2(p['send_lag_p99'])} |")
+
+    def sec_roundtrip(self, sec):
+        ws, cf = sec.get("wsgate", {}), sec.get("centrifugo", {})
+        self.w("| system | highest sustained rate (msgs/s) |")
+        self.w("|---|---:|")
+        self.w(f"| wsgate | {f0(ws.get('best'))} |")
+        if cf.get("skipped"):
+            self.w(f"| Centrifugo | not run: {cf['skipped'][:300]} |")
+        else:
+            self.w(f"| Centrifugo | {f0(cf.get('best'))} |")
+        self.w()
+        self.w("Latency in ms (median of the runs; range of p50 and p99 in parentheses):")
+        self.w()
+        self.w("| system, point | rate | p50 | p90 | p99 | p99.9 | max | lost | send lag p99 |")
+        self.w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for label, p in ws.get("points", {}).items():
+            self.w(self.lat_row(f"wsgate, {label}", p))
+        for label, p in cf.get("points", {}).items():
+            self.w(self.lat_row(f"Centrifugo, {label} of its own", p))
+        for label, p in cf.get("at_wsgate_points", {}).items():
+            self.w(self.lat_row(f"Centrifugo at wsgate's {label}", p))
+        self.w()
+        best = ws.get("best")
+        if best:
+            self.target("round trip through Kafka, sustained", "≥ 100,000 msgs/s (50,000 at "
+                        "least)", f"{best:,} msgs/s", best >= 100000)
+        p10 = ws.get("points", {}).get("10k")
+        if p10:
+            self.target("at 10k msgs/s: p50 / p99 / p99.9", "≤ 2 / 10 / 25 ms",
+                        f"{f2(p10['p50'])} / {f2(p10['p99'])} / {f2(p10['p999'])} ms",
+                        p10["p50"] <= 2 and p10["p99"] <= 10 and p10["p999"] <= 25)
+        common = [(lb, ws.get("points", {}).get(lb), cf.get("points", {}).get(lb))
+                  for lb in ("5k", "10k")]
+        common = [(lb, a, b) for lb, a, b in common if a and b]
+        if common:
+            self.target("round-trip latency vs Centrifugo (p50 and p99 at the same rates, same "
+                        "run)", "lower", "; ".join(
+                            f"{lb}/s: p50 {f2(a['p50'])} vs {f2(b['p50'])} ms, p99 "
+                            f"{f2(a['p99'])} vs {f2(b['p99'])} ms" for lb, a, b in common),
+                        all(a["p50"] < b["p50"] and a["p99"] < b["p99"] for _, a, b in common))
+        lg = sec.get("linger") or {}
+        if lg:
+            base = ws.get("points", {}).get("10k")
+            self.w("The same 10k msgs/s point with both producers' `linger.ms` changed "
+                   "(`-X linger.ms=N` on the gateway and the processor):")
+            self.w()
+            self.w("| linger.ms | p50 | p99 | p99.9 | CPU µs per round trip: gateway / "
+                   "processor / Kafka |")
+            self.w("|---:|---:|---:|---:|---|")
+            rows = [("5 (default)", base)] + [(k, v) for k, v in sorted(lg.items(),
+                                                                        key=lambda x: int(x[0]))]
+            for name, p in rows:
+                if not p:
+                    continue
+                c = p.get("cpu_us") or {}
+                self.w(f"| {name} | {f2(p['p50'])} | {f2(p['p99'])} | {f2(p['p999'])} | "
+                       f"{f1(c.get('gateway'))} / {f1(c.get('processor'))} / "
+                       f"{f1(c.get('kafka'))} |")
+            self.w()
+        for name, v in (("wsgate", ws), ("Centrifugo", cf)):
+            p50 = v.get("points", {}).get("50%")
+            if p50 and p50.get("cpu_us"):
+                self.w(f"- {name} at {p50['rate']:,} msgs/s: "
+                       f"{cpu_text(p50['cpu_us'], 'round trip')}")
+        self.w()
+        for label, p in list(ws.get("points", {}).items())[:1]:
+            self.w(f"Command (one run): `{shorten(p['cmd'])}`. {self.loadavg(sec)}")
+        self.w()
+
+    def sec_fanout(self, sec):
+        ws, ng = sec.get("wsgate", {}), sec.get("nchan", {})
+        wn = sec.get("wsgate_noresume") or {}
+        self.w("| system | highest sustained room msgs/s | deliveries/s at it | p50 | p99 | "
+               "p99.9 (ms) | Kafka records per room message |")
+        self.w("|---|---:|---:|---:|---:|---:|---:|")
+        rows = [("wsgate (2 gateways)", ws)]
+        if wn:
+            rows.append(("wsgate, processor `--resume-window 0` (resume off)", wn))
+        rows.append(("nchan (2 workers)", ng))
+        for name, v in rows:
+            if v.get("skipped"):
+                self.w(f"| {name} | not run: {v['skipped'][:200]} | | | | | |")
+                continue
+            c = v.get("confirm") or {}
+            self.w(f"| {name} | {f0(v.get('best'))} | {f0(c.get('deliveries_per_s'))}"
+                   f"{rng(c.get('deliveries_range'))} | {f2(c.get('p50'))} | {f2(c.get('p99'))}"
+                   f" | {f2(c.get('p999'))} | "
+                   f"{f2(c.get('kafka_per_msg')) if name.startswith('wsgate') else 'n/a'} |")
+        self.w()
+        c = ws.get("confirm") or {}
+        if c:
+            self.target("room message to 10k members on 2 gateways: Kafka records", "≤ 2",
+                        f2(c.get("kafka_per_msg")),
+                        c.get("kafka_per_msg") is not None and c["kafka_per_msg"] <= 2.05)
+            self.target("room fan-out deliveries/s", "≥ 500,000", f0(c.get("deliveries_per_s")),
+                        (c.get("deliveries_per_s") or 0) >= 500000)
+        named = [("wsgate", ws)] + ([("wsgate, resume off", wn)] if wn else []) + [("nchan", ng)]
+        for name, v in named:
+            c = v.get("confirm") or {}
+            if c.get("cpu_us"):
+                self.w(f"- {name} at {f0(v.get('best'))} room msgs/s: "
+                       f"{cpu_text(c['cpu_us'], 'delivery')}")
+        self.w()
+        self.w("Trials of the search (room msgs/s → deliveries/s, p99 ms):")
+        self.w()
+        for name, v in named:
+            if v.get("trials"):
+                self.w(f"- {name}: " + ", ".join(
+                    f"{t['rate']} → {f0(t.get('measured'))} ({f1(t.get('p99'))})"
+                    f"{'' if t['ok'] else ' ✗'}" for t in v["trials"]))
+        self.w()
+        for name, v in named:
+            c = v.get("confirm") or {}
+            if c.get("cmd"):
+                self.w(f"- {name}: `{shorten(c['cmd'])}`")
+        self.w()
+        self.w(self.loadavg(sec))
+        self.w()
+
+    def sec_connect(self, sec):
+        self.w("| Redis command | per connect | per disconnect |")
+        self.w("|---|---:|---:|")
+        tc = tcl = 0.0
+        for c in sorted(sec["connect_cmds"]):
+            a, b = sec["connect_cmds"][c], sec["close_cmds"].get(c, 0)
+            if abs(a) < 0.005 and abs(b) < 0.005:
+                continue
+            tc += a
+            tcl += b
+            self.w(f"| {c} | {max(a, 0):.2f} | {max(b, 0):.2f} |")
+        self.w(f"| **all** | **{tc:.2f}** | **{tcl:.2f}** |")
+        self.w()
+        self.w(f"Kafka records per connect: {f2(sec['kafka_per_connect'])}, per disconnect: "
+               f"{f2(sec['kafka_per_close'])}. Upgrade latency at 500 connects/s (TCP connect "
+               f"to the 101, JWT verified): p50 {f2(sec['p50'])} ms, p99 {f2(sec['p99'])} ms. "
+               f"Connects per second with no rate limit ({5 * sec['n']:,} connections, 256 in "
+               f"flight per load process): {f0(sec['rate'])}{rng(sec.get('rate_range'))}.")
+        self.w()
+        if sec.get("runs"):
+            self.w(f"Commands: `{shorten(sec['runs'][0]['cmd'])}`; "
+                   f"`{shorten(sec['runs'][0]['cmd_rate'])}`. {self.loadavg(sec)}")
+            self.w()
+
+
+def cpu_text(d, unit="message", cores=2):
+    """'gateway 12.0, processor 8.5, kafka 30.1, ... µs per message' and what they add up to."""
+    if not d:
+        return ""
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in d.items())
+    server = sum(v for k, v in d.items() if k != "wsgate-load")
+    plural = {"delivery": "deliveries"}.get(unit, unit + "s")
+    cap = f"; without the load generator {server:.1f} µs, i.e. at most " \
+          f"~{cores * 1e6 / server:,.0f} {plural}/s on {cores} cores" if server > 0 else ""
+    return f"CPU per {unit} (µs): {parts}{cap}."
+
+
+def shorten(cmd):
+    """The command as one would type it: repository-relative paths, no run-directory noise."""
+    cmd = cmd.replace(str(REPO) + "/", "")
+    return re.sub(r"--jwt-secret-file \S+", "--jwt-secret-file SECRET", cmd)
+
+
+def write_doc(res, doc, plots_dir, work):
+    """Rewrites every part's block of doc (and the plots) from res; the rest of doc is kept. A
+    part whose markers doc lacks is appended at its end, with a warning: its prose is to be
+    written around it."""
+    written = plots.write(res, plots_dir, work)
+    blocks = Report(res).build()
+    text = doc.read_text() if doc.exists() else "# wsgate benchmarks\n"
+    for part, body in blocks.items():
+        block = f"{begin_marker(part)}\n\n{body}\n\n{end_marker(part)}"
+        pat = re.compile(re.escape(begin_marker(part)) + r".*?" + re.escape(end_marker(part)),
+                         re.S)
+        if pat.search(text):
+            text = pat.sub(lambda _: block, text, count=1)
+        else:
+            log(f"{doc} has no markers for {part}: its block is appended at the end")
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
+    log(f"wrote {doc} and {', '.join(str(p) for p in written) or 'no plots'}")

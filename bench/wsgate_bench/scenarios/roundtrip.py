@@ -1,0 +1,116 @@
+"""(c) Round trip through Kafka: gateway -> Kafka -> echo processor -> Kafka -> gateway. Highest
+sustained rate, latency at 25/50/75 % of it and at 5k and 10k msgs/s, the 10k point with other
+linger.ms; Centrifugo's client publish round trip through its Redis engine (two nodes)."""
+
+from ..common import ROUNDTRIP_CONNS, BenchError, log
+from ..search import echo_args, search_rate, sustained
+from ..stats import latency_summary, summarize_trials
+
+
+def latency_points(ctx, name, run_at, best, labels=("25%", "50%", "75%", "5k", "10k")):
+    pts = {}
+    for label, rate in [("25%", best * 0.25), ("50%", best * 0.5), ("75%", best * 0.75),
+                        ("5k", 5000), ("10k", 10000)]:
+        if rate < 1 or label not in labels:
+            continue
+        rs = [run_at(int(rate)) for _ in range(ctx.repeats)]
+        pts[label] = latency_summary(rs, int(rate))
+        log(f"{name} at {int(rate)}/s: p50 {pts[label]['p50']:.2f} ms, "
+            f"p99 {pts[label]['p99']:.2f} ms")
+    return pts
+
+
+def try_at(ctx, run_at, rate):
+    ctx.sample_load("roundtrip")
+    res = run_at(rate)
+    return sustained(res), res
+
+
+def run(ctx):
+    out = {}
+    t = ctx.topics("rt")
+    prefix = ctx.unique("rt") + ":"
+    procs = []
+    conns = 50 if ctx.quick else ctx.scaled(ROUNDTRIP_CONNS)
+    try:
+        gw = ctx.start_gateway(0, t, prefix)
+        procs.append(gw)
+        pr = ctx.start_processor(0, t, prefix, "echo", ctx.unique("rt-group"))
+        procs.append(pr)
+
+        def run_at(rate):
+            return ctx.load("roundtrip", "echo", [gw.url], conns, *echo_args(ctx, rate),
+                            cpu={"gateway": gw, "processor": pr})
+        run_at(500)  # warm-up: producer ids, group assignment, metadata
+        if ctx.quick:
+            r = run_at(200)
+            if r["run"]["received_measured"] == 0 or not sustained(r):
+                raise BenchError(f"quick round trip did not come back: {r['run']}")
+            out["wsgate"] = {"quick": latency_summary([r], 200)}
+        else:
+            best, _, trials = search_rate("wsgate round trip", 7500,
+                                          lambda r: try_at(ctx, run_at, r))
+            out["wsgate"] = {"best": best, "trials": summarize_trials(trials),
+                             "points": latency_points(ctx, "wsgate round trip", run_at, best)
+                             if best else {}}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    if not ctx.quick:
+        out["linger"] = linger(ctx, conns)
+    if not ctx.quick and not ctx.args.no_peers:
+        out["centrifugo"] = centrifugo(ctx)
+    return out
+
+
+def linger(ctx, conns):
+    """What Kafka batching costs and saves: the 10k msgs/s point with the producers' linger.ms
+    (gateway and processor) at 0 and 20 instead of the default 5."""
+    out = {}
+    for ms in (0, 20):
+        t = ctx.topics(f"rt-linger{ms}")
+        prefix = ctx.unique("rtl") + ":"
+        procs = []
+        try:
+            kafka = ["-X", f"linger.ms={ms}"]
+            gw = ctx.start_gateway(0, t, prefix, kafka)
+            procs.append(gw)
+            pr = ctx.start_processor(0, t, prefix, "echo", ctx.unique("rtl-group"), kafka)
+            procs.append(pr)
+
+            def run_at(rate):
+                ctx.sample_load("roundtrip")
+                return ctx.load("roundtrip-linger", "echo", [gw.url], conns,
+                                *echo_args(ctx, rate), cpu={"gateway": gw, "processor": pr})
+            run_at(500)
+            out[str(ms)] = latency_summary([run_at(10000) for _ in range(ctx.repeats)], 10000)
+            log(f"linger.ms={ms} at 10000/s: p50 {out[str(ms)]['p50']:.2f} ms")
+        finally:
+            for p in reversed(procs):
+                p.stop()
+    return out
+
+
+def centrifugo(ctx):
+    """The peer: its client publish to a channel the same connection is subscribed to."""
+    peer = ctx.peer("centrifugo")
+    if peer.missing():
+        return {"skipped": peer.missing()}
+    nodes = peer.start(2)
+    try:
+        def run_at(rate):
+            return ctx.load("centrifugo-rt", "echo", [n.url for n in nodes],
+                            ctx.scaled(ROUNDTRIP_CONNS), "--proto", "centrifugo", "--room", "rt",
+                            *echo_args(ctx, rate),
+                            cpu={f"centrifugo{i}": n for i, n in enumerate(nodes)},
+                            servers=("redis",))
+        run_at(500)
+        best, _, trials = search_rate("centrifugo round trip", 5000,
+                                      lambda r: try_at(ctx, run_at, r))
+        # The points both systems are measured at (the time of a whole run does not allow all
+        # five for both).
+        pts = latency_points(ctx, "centrifugo round trip", run_at, best,
+                             ("5k", "10k")) if best else {}
+        return {"best": best, "trials": summarize_trials(trials), "points": pts}
+    finally:
+        peer.stop()
