@@ -1,12 +1,12 @@
 /*
- * proc_router: the one file of the processor that talks to Redis (hiredis, synchronous):
+ * proc_redis: the one file of the processor that talks to Redis (hiredis, synchronous):
  * routing lookups for a batch, the gateway cache, lazy clean-up of dead gateways' entries and
  * handlers' pipelines.
  *
- * Threads: the consumer thread, except proc_router_status() (any thread; a mutex guards the
+ * Threads: the consumer thread, except proc_redis_status() (any thread; a mutex guards the
  * status line it reads).
  */
-#include "proc_router.h"
+#include "proc_redis.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -46,7 +46,7 @@ typedef struct {
   uint64_t expires_ms;
 } gw_cache_entry;
 
-struct proc_router {
+struct proc_redis {
   redisContext *c;
   char *host;
   int port;
@@ -86,14 +86,14 @@ struct proc_router {
   wsg_histogram *m_rtt;
 };
 
-static void set_status(proc_router *r, bool ok, const char *msg) {
+static void set_status(proc_redis *r, bool ok, const char *msg) {
   pthread_mutex_lock(&r->status_lock);
   r->status_ok = ok;
   snprintf(r->status, sizeof(r->status), "%s", msg ? msg : "");
   pthread_mutex_unlock(&r->status_lock);
 }
 
-int proc_router_status(proc_router *r, char *why, size_t whylen) {
+int proc_redis_status(proc_redis *r, char *why, size_t whylen) {
   pthread_mutex_lock(&r->status_lock);
   bool ok = r->status_ok;
   if (!ok && why && whylen)
@@ -112,7 +112,7 @@ static void count(wsg_counter *c, uint64_t n) {
     wsg_counter_add(c, n);
 }
 
-int proc_router_create(proc_router **out, const proc_router_options *o, char *err, size_t errlen) {
+int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, size_t errlen) {
   *out = NULL;
   if (!o->host || !o->prefix || o->port <= 0 || o->port > 65535) {
     proc__fmt_err(err, errlen, "redis: a host, a port (1..65535) and a key prefix are required");
@@ -123,7 +123,7 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
     proc__fmt_err(err, errlen, "--redis-prefix is longer than %d bytes", PREFIX_MAX);
     return -1;
   }
-  proc_router *r = calloc(1, sizeof(*r));
+  proc_redis *r = calloc(1, sizeof(*r));
   if (!r) {
     proc__fmt_err(err, errlen, "redis: out of memory");
     return -1;
@@ -136,7 +136,7 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
   r->cache_cap = GW_CACHE_MAX * 2;
   r->cache = calloc(r->cache_cap, sizeof(gw_cache_entry));
   if (!r->host || !r->prefix || (o->password && !r->password) || !r->cache) {
-    proc_router_destroy(r);
+    proc_redis_destroy(r);
     proc__fmt_err(err, errlen, "redis: out of memory");
     return -1;
   }
@@ -193,7 +193,7 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
   return 0;
 }
 
-void proc_router_destroy(proc_router *r) {
+void proc_redis_destroy(proc_redis *r) {
   if (!r)
     return;
   if (r->c)
@@ -209,13 +209,13 @@ void proc_router_destroy(proc_router *r) {
   free(r);
 }
 
-const char *proc_router_prefix(const proc_router *r) {
+const char *proc_redis_prefix(const proc_redis *r) {
   return r->prefix;
 }
 
 /* --- connection ---------------------------------------------------------------------------- */
 
-static void disconnect(proc_router *r, const char *why) {
+static void disconnect(proc_redis *r, const char *why) {
   if (r->c) {
     redisFree(r->c);
     r->c = NULL;
@@ -241,13 +241,13 @@ static int setup_command(redisContext *c, int argc, const char **argv, char *err
   return rc;
 }
 
-static int ensure_connected(proc_router *r, char *err, size_t errlen) {
+static int ensure_connected(proc_redis *r, char *err, size_t errlen) {
   if (r->c)
     return 0;
   uint64_t now = wsg_now_mono_ms();
   if (now < r->next_attempt_ms) {
     char why[256];
-    proc_router_status(r, why, sizeof(why));
+    proc_redis_status(r, why, sizeof(why));
     proc__fmt_err(err, errlen, "%s (next connect attempt in %" PRIu64 " ms)", why,
                   r->next_attempt_ms - now);
     return -1;
@@ -306,12 +306,12 @@ fail:
   return -1;
 }
 
-int proc_router_connect(proc_router *r, char *err, size_t errlen) {
+int proc_redis_connect(proc_redis *r, char *err, size_t errlen) {
   return ensure_connected(r, err, errlen);
 }
 
 /* Marks the connection broken after an I/O error; the next command reconnects. */
-static void io_failed(proc_router *r, const char *what, char *err, size_t errlen) {
+static void io_failed(proc_redis *r, const char *what, char *err, size_t errlen) {
   char msg[256];
   snprintf(msg, sizeof(msg), "%s on %s:%d: %s", what, r->host, r->port,
            r->c && r->c->errstr[0] ? r->c->errstr : "connection lost");
@@ -322,7 +322,7 @@ static void io_failed(proc_router *r, const char *what, char *err, size_t errlen
 }
 
 /* Reads `n` replies into reps[] (NULL-filled on failure, which frees what was read). */
-static int read_replies(proc_router *r, redisReply **reps, size_t n, char *err, size_t errlen) {
+static int read_replies(proc_redis *r, redisReply **reps, size_t n, char *err, size_t errlen) {
   for (size_t i = 0; i < n; i++) {
     void *rep = NULL;
     if (redisGetReply(r->c, &rep) != REDIS_OK || !rep) {
@@ -338,7 +338,7 @@ static int read_replies(proc_router *r, redisReply **reps, size_t n, char *err, 
   return 0;
 }
 
-static void observe_rtt(proc_router *r, uint64_t start_us) {
+static void observe_rtt(proc_redis *r, uint64_t start_us) {
   if (r->m_rtt)
     wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - start_us) / 1e6);
 }
@@ -409,9 +409,8 @@ static void convert(const redisReply *rep, wsgate_redis_reply *dst, convert_pool
   }
 }
 
-int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
-                        const wsgate_redis_reply **replies, void **block, char *err,
-                        size_t errlen) {
+int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
+                       const wsgate_redis_reply **replies, void **block, char *err, size_t errlen) {
   *block = NULL;
   if (n == 0 || n > WSGATE_MAX_REDIS_COMMANDS || !cmds || !replies) {
     proc__fmt_err(err, errlen, "a pipeline holds 1..%d commands", WSGATE_MAX_REDIS_COMMANDS);
@@ -481,7 +480,7 @@ int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
 
 /* SCRIPT LOAD once per connection: the append runs for every delivery to a user, and EVALSHA
  * sends 40 bytes where EVAL would send the whole script each time. */
-static int load_append_script(proc_router *r, char *err, size_t errlen) {
+static int load_append_script(proc_redis *r, char *err, size_t errlen) {
   if (r->append_sha[0])
     return 0;
   const char *argv[] = {"SCRIPT", "LOAD", WSG_LUA_REPLAY_APPEND};
@@ -503,8 +502,8 @@ static int load_append_script(proc_router *r, char *err, size_t errlen) {
   return rc;
 }
 
-int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a, size_t n,
-                       char *err, size_t errlen) {
+int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, size_t n, char *err,
+                      size_t errlen) {
   for (size_t i = 0; i < n; i++)
     a[i].q = 0;
   if (n == 0 || r->resume_window == 0)
@@ -589,7 +588,7 @@ int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a,
 
 /* --- gateway cache ------------------------------------------------------------------------- */
 
-static gw_cache_entry *cache_slot(proc_router *r, const char *id, size_t len, bool *found) {
+static gw_cache_entry *cache_slot(proc_redis *r, const char *id, size_t len, bool *found) {
   size_t mask = r->cache_cap - 1;
   size_t i = (size_t)proc__hash(id, len) & mask;
   for (;;) {
@@ -606,14 +605,14 @@ static gw_cache_entry *cache_slot(proc_router *r, const char *id, size_t len, bo
   }
 }
 
-void proc_router_cache_clear(proc_router *r) {
+void proc_redis_cache_clear(proc_redis *r) {
   memset(r->cache, 0, r->cache_cap * sizeof(gw_cache_entry));
   r->cache_used = 0;
 }
 
 /* Stores a lookup result. When the cache is full it is emptied: only garbage ids can fill it, and
  * the live gateways are re-read on the next batch. */
-static void cache_put(proc_router *r, const char *id, size_t len, bool alive, int32_t slot,
+static void cache_put(proc_redis *r, const char *id, size_t len, bool alive, int32_t slot,
                       uint64_t now_ms) {
   if (r->cache_ttl_ms == 0)
     return;
@@ -621,7 +620,7 @@ static void cache_put(proc_router *r, const char *id, size_t len, bool alive, in
   gw_cache_entry *e = cache_slot(r, id, len, &found);
   if (!found) {
     if (r->cache_used >= GW_CACHE_MAX) {
-      proc_router_cache_clear(r);
+      proc_redis_cache_clear(r);
       e = cache_slot(r, id, len, &found);
     }
     memcpy(e->id, id, len);
@@ -746,7 +745,7 @@ typedef struct {
 } raw_list;
 
 /* Sends HGETALL for users [from, to) and parses the replies into `raw`. */
-static int read_users(proc_router *r, const proc_strref *users, size_t from, size_t to,
+static int read_users(proc_redis *r, const proc_strref *users, size_t from, size_t to,
                       proc_routes *rt, raw_list *raw, redisReply **reps, char *err, size_t errlen) {
   char key[WSG_REDIS_KEY_MAX];
   for (size_t i = from; i < to; i++) {
@@ -808,7 +807,7 @@ static int read_users(proc_router *r, const proc_strref *users, size_t from, siz
 }
 
 /* Fills gws[].slot (-1: lease gone, -2: bad slot) from the cache or one pipelined HGET each. */
-static int read_gateways(proc_router *r, proc_routes *rt, uint64_t now_ms, redisReply **reps,
+static int read_gateways(proc_redis *r, proc_routes *rt, uint64_t now_ms, redisReply **reps,
                          char *err, size_t errlen) {
   char key[WSG_REDIS_KEY_MAX];
   size_t *todo = malloc((rt->ngws ? rt->ngws : 1) * sizeof(size_t));
@@ -874,7 +873,7 @@ static int read_gateways(proc_router *r, proc_routes *rt, uint64_t now_ms, redis
 
 /* Deletes the entries of dead gateways (compare-and-delete: a reconnect that re-registered the
  * same connection id elsewhere keeps its new entry). Failures only leave the entries for later. */
-static void remove_stale(proc_router *r, const proc_strref *users, const raw_list *raw,
+static void remove_stale(proc_redis *r, const proc_strref *users, const raw_list *raw,
                          proc_routes *rt, redisReply **reps) {
   char key[WSG_REDIS_KEY_MAX], conn[24];
   size_t i = 0;
@@ -915,8 +914,8 @@ static int cmp_raw_user(const void *a, const void *b) {
   return x->conn < y->conn ? -1 : x->conn > y->conn;
 }
 
-int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint64_t now_ms,
-                        proc_routes *rt, char *err, size_t errlen) {
+int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64_t now_ms,
+                       proc_routes *rt, char *err, size_t errlen) {
   if (n > UINT32_MAX) {
     proc__fmt_err(err, errlen, "too many users in one batch");
     return -1;
