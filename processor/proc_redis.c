@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proc_redis_reply.h"
 #include "proc_util.h"
 #include "wsg_log.h"
 #include "wsg_redis_keys.h"
@@ -321,9 +322,34 @@ static void io_failed(proc_redis *r, const char *what, char *err, size_t errlen)
   proc__fmt_err(err, errlen, "redis: %s", msg);
 }
 
-/* Reads `n` replies into reps[] (NULL-filled on failure, which frees what was read). */
-static int read_replies(proc_redis *r, redisReply **reps, size_t n, char *err, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
+/* One command of a pipeline; argv and lens are borrowed until the next build. */
+typedef struct {
+  int argc;
+  const char **argv;
+  const size_t *lens;
+} pipe_cmd;
+
+/* Builds command i into *cmd; false if it cannot be built (treated like a failed send). */
+typedef bool (*pipe_build_fn)(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd);
+
+/*
+ * The one pipelined round trip: appends commands [from, to) made by build(), reads their replies
+ * into reps[0 .. to-from) and, with `measure`, observes the round trip's duration. On an I/O
+ * error (`what` names the commands in the message) the connection is marked broken, reps[] is
+ * NULL-filled and -1 returned. The caller frees the replies.
+ */
+static int round_trip(proc_redis *r, size_t from, size_t to, pipe_build_fn build, void *ctx,
+                      const char *what, bool measure, redisReply **reps, char *err, size_t errlen) {
+  for (size_t i = from; i < to; i++) {
+    pipe_cmd cmd;
+    if (!build(r, ctx, i, &cmd) ||
+        redisAppendCommandArgv(r->c, cmd.argc, cmd.argv, cmd.lens) != REDIS_OK) {
+      io_failed(r, what, err, errlen);
+      return -1;
+    }
+  }
+  uint64_t t0 = wsg_now_mono_us();
+  for (size_t i = 0; i < to - from; i++) {
     void *rep = NULL;
     if (redisGetReply(r->c, &rep) != REDIS_OK || !rep) {
       for (size_t j = 0; j < i; j++) {
@@ -335,78 +361,18 @@ static int read_replies(proc_redis *r, redisReply **reps, size_t n, char *err, s
     }
     reps[i] = rep;
   }
+  if (measure && r->m_rtt)
+    wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - t0) / 1e6);
   return 0;
-}
-
-static void observe_rtt(proc_redis *r, uint64_t start_us) {
-  if (r->m_rtt)
-    wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - start_us) / 1e6);
 }
 
 /* --- handlers' commands -------------------------------------------------------------------- */
 
-/* Nodes and string bytes a converted reply needs. */
-static void measure(const redisReply *rep, size_t *nodes, size_t *bytes) {
-  (*nodes)++;
-  switch (rep->type) {
-  case REDIS_REPLY_STRING:
-  case REDIS_REPLY_STATUS:
-  case REDIS_REPLY_ERROR:
-    *bytes += rep->len + 1;
-    break;
-  case REDIS_REPLY_ARRAY:
-    for (size_t i = 0; i < rep->elements; i++)
-      if (rep->element[i])
-        measure(rep->element[i], nodes, bytes);
-      else
-        (*nodes)++;
-    break;
-  default:
-    break;
-  }
-}
-
-typedef struct {
-  wsgate_redis_reply *nodes; /* next free node */
-  char *bytes;               /* next free byte */
-} convert_pool;
-
-static void convert(const redisReply *rep, wsgate_redis_reply *dst, convert_pool *pool) {
-  memset(dst, 0, sizeof(*dst));
-  if (!rep) {
-    dst->type = WSGATE_REDIS_NIL;
-    return;
-  }
-  switch (rep->type) {
-  case REDIS_REPLY_INTEGER:
-    dst->type = WSGATE_REDIS_INTEGER;
-    dst->integer = rep->integer;
-    break;
-  case REDIS_REPLY_STRING:
-  case REDIS_REPLY_STATUS:
-  case REDIS_REPLY_ERROR:
-    dst->type = rep->type == REDIS_REPLY_STRING   ? WSGATE_REDIS_STRING
-                : rep->type == REDIS_REPLY_STATUS ? WSGATE_REDIS_STATUS
-                                                  : WSGATE_REDIS_ERROR;
-    memcpy(pool->bytes, rep->str, rep->len);
-    pool->bytes[rep->len] = '\0';
-    dst->str = pool->bytes;
-    dst->len = rep->len;
-    pool->bytes += rep->len + 1;
-    break;
-  case REDIS_REPLY_ARRAY: {
-    dst->type = WSGATE_REDIS_ARRAY;
-    dst->count = rep->elements;
-    wsgate_redis_reply *items = pool->nodes;
-    pool->nodes += rep->elements;
-    dst->items = items;
-    for (size_t i = 0; i < rep->elements; i++)
-      convert(rep->element[i], &items[i], pool);
-    break;
-  }
-  default:
-    dst->type = WSGATE_REDIS_NIL;
-  }
+static bool build_handler_cmd(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  (void)r;
+  const wsgate_redis_cmd *c = (const wsgate_redis_cmd *)ctx + i;
+  *cmd = (pipe_cmd){c->argc, (const char **)c->argv, c->argvlen};
+  return true;
 }
 
 int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
@@ -435,41 +401,15 @@ int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
     proc__fmt_err(err, errlen, "out of memory");
     return WSGATE_E_NOMEM;
   }
-  uint64_t t0 = wsg_now_mono_us();
-  for (size_t i = 0; i < n; i++) {
-    if (redisAppendCommandArgv(r->c, cmds[i].argc, (const char **)cmds[i].argv, cmds[i].argvlen) !=
-        REDIS_OK) {
-      free(reps);
-      io_failed(r, "sending a handler's commands", err, errlen);
-      return WSGATE_E_REDIS;
-    }
-  }
-  if (read_replies(r, reps, n, err, errlen) != 0) {
+  if (round_trip(r, 0, n, build_handler_cmd, (void *)cmds, "sending a handler's commands", true,
+                 reps, err, errlen) != 0) {
     free(reps);
     return WSGATE_E_REDIS;
   }
-  observe_rtt(r, t0);
   count(r->m_handler_cmds, n);
 
-  size_t nodes = 0, bytes = 0;
-  for (size_t i = 0; i < n; i++)
-    measure(reps[i], &nodes, &bytes);
-  /* Top-level replies first, so replies[i] = &base[i]; nested items follow, then the strings. */
-  size_t node_bytes = nodes * sizeof(wsgate_redis_reply);
-  uint8_t *mem = malloc(node_bytes + bytes + 1);
-  int rc = WSGATE_OK;
-  if (!mem) {
-    proc__fmt_err(err, errlen, "out of memory for %zu reply bytes", node_bytes + bytes);
-    rc = WSGATE_E_NOMEM;
-  } else {
-    wsgate_redis_reply *base = (wsgate_redis_reply *)mem;
-    convert_pool pool = {.nodes = base + n, .bytes = (char *)mem + node_bytes};
-    for (size_t i = 0; i < n; i++) {
-      convert(reps[i], &base[i], &pool);
-      replies[i] = &base[i];
-    }
-    *block = mem;
-  }
+  int rc =
+      proc_redis_reply_convert((const redisReply *const *)reps, n, replies, block, err, errlen);
   for (size_t i = 0; i < n; i++)
     freeReplyObject(reps[i]);
   free(reps);
@@ -502,6 +442,48 @@ static int load_append_script(proc_redis *r, char *err, size_t errlen) {
   return rc;
 }
 
+typedef struct {
+  const proc_strref *users;
+  const proc_append *a;
+  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  const char *argv[10];
+  size_t lens[10];
+} append_ctx;
+
+static bool build_append(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  append_ctx *c = ctx;
+  const proc_append *a = &c->a[i];
+  const proc_strref *u = &c->users[a->user];
+  /* Users were validated by the handler API and the prefix is bounded: the keys fit. An empty
+   * key still keeps the pipeline aligned (Redis refuses it, and it gets q 0). */
+  int slen = wsg_key_replay(c->skey, sizeof(c->skey), r->prefix, u->ptr, u->len);
+  int qlen = wsg_key_replay_seq(c->qkey, sizeof(c->qkey), r->prefix, u->ptr, u->len);
+  const char *argv[] = {"EVALSHA",
+                        r->append_sha,
+                        "2",
+                        c->skey,
+                        c->qkey,
+                        r->resume_window_text,
+                        r->resume_ttl_text,
+                        r->resume_seq_ttl_text,
+                        a->binary ? "b" : "d",
+                        a->data ? (const char *)a->data : ""};
+  size_t lens[] = {7,
+                   strlen(r->append_sha),
+                   1,
+                   (size_t)(slen > 0 ? slen : 0),
+                   (size_t)(qlen > 0 ? qlen : 0),
+                   strlen(r->resume_window_text),
+                   strlen(r->resume_ttl_text),
+                   strlen(r->resume_seq_ttl_text),
+                   1,
+                   a->len};
+  memcpy(c->argv, argv, sizeof(argv));
+  memcpy(c->lens, lens, sizeof(lens));
+  *cmd = (pipe_cmd){10, c->argv, c->lens};
+  return true;
+}
+
 int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, size_t n, char *err,
                       size_t errlen) {
   for (size_t i = 0; i < n; i++)
@@ -517,49 +499,14 @@ int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, s
   }
   int rc = 0;
   uint64_t refused = 0;
-  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  append_ctx ctx = {.users = users, .a = a};
   for (size_t from = 0; from < n && rc == 0; from += PIPELINE_CHUNK) {
     size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
-    for (size_t i = from; i < to; i++) {
-      const proc_strref *u = &users[a[i].user];
-      /* Users were validated by the handler API and the prefix is bounded: the keys fit. An
-       * empty key still keeps the pipeline aligned (Redis refuses it, and it gets q 0). */
-      int slen = wsg_key_replay(skey, sizeof(skey), r->prefix, u->ptr, u->len);
-      int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, u->ptr, u->len);
-      const char *argv[] = {"EVALSHA",
-                            r->append_sha,
-                            "2",
-                            skey,
-                            qkey,
-                            r->resume_window_text,
-                            r->resume_ttl_text,
-                            r->resume_seq_ttl_text,
-                            a[i].binary ? "b" : "d",
-                            a[i].data ? (const char *)a[i].data : ""};
-      size_t argvlen[] = {7,
-                          strlen(r->append_sha),
-                          1,
-                          (size_t)(slen > 0 ? slen : 0),
-                          (size_t)(qlen > 0 ? qlen : 0),
-                          strlen(r->resume_window_text),
-                          strlen(r->resume_ttl_text),
-                          strlen(r->resume_seq_ttl_text),
-                          1,
-                          a[i].len};
-      if (redisAppendCommandArgv(r->c, 10, argv, argvlen) != REDIS_OK) {
-        io_failed(r, "sending the replay appends", err, errlen);
-        rc = -1;
-        break;
-      }
-    }
-    if (rc != 0)
-      break;
-    uint64_t t0 = wsg_now_mono_us();
-    if (read_replies(r, reps, to - from, err, errlen) != 0) {
+    if (round_trip(r, from, to, build_append, &ctx, "sending the replay appends", true, reps, err,
+                   errlen) != 0) {
       rc = -1;
       break;
     }
-    observe_rtt(r, t0);
     for (size_t i = from; i < to; i++) {
       redisReply *rep = reps[i - from];
       if (rep->type == REDIS_REPLY_INTEGER && rep->integer > 0) {
@@ -744,27 +691,42 @@ typedef struct {
   size_t n, cap;
 } raw_list;
 
+/* Scratch of one command built for a pipeline: a key and the arguments pointing at it. */
+typedef struct {
+  const void *in; /* the caller's items: users, gateway indices or raw entries */
+  const proc_strref *users;
+  const proc_routes *rt;
+  char key[WSG_REDIS_KEY_MAX], conn[24];
+  const char *argv[6];
+  size_t lens[6];
+} key_cmd;
+
+/* Copies argc arguments into k (the compound literals die with the builder) and points cmd at
+ * them. Returns true. */
+static bool key_cmd_set(key_cmd *k, pipe_cmd *cmd, int argc, const char **argv,
+                        const size_t *lens) {
+  memcpy(k->argv, argv, (size_t)argc * sizeof(*argv));
+  memcpy(k->lens, lens, (size_t)argc * sizeof(*lens));
+  *cmd = (pipe_cmd){argc, k->argv, k->lens};
+  return true;
+}
+
+static bool build_hgetall(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  key_cmd *k = ctx;
+  const proc_strref *u = &k->users[i];
+  /* Users were validated by the handler API (length, UTF-8) and the prefix is bounded at
+   * creation, so every key fits; an empty key still keeps the pipeline aligned. */
+  int klen = wsg_key_user(k->key, sizeof(k->key), r->prefix, u->ptr, u->len);
+  return key_cmd_set(k, cmd, 2, (const char *[]){"HGETALL", k->key},
+                     (const size_t[]){7, (size_t)(klen > 0 ? klen : 0)});
+}
+
 /* Sends HGETALL for users [from, to) and parses the replies into `raw`. */
 static int read_users(proc_redis *r, const proc_strref *users, size_t from, size_t to,
                       proc_routes *rt, raw_list *raw, redisReply **reps, char *err, size_t errlen) {
-  char key[WSG_REDIS_KEY_MAX];
-  for (size_t i = from; i < to; i++) {
-    /* Users were validated by the handler API (length, UTF-8) and the prefix is bounded at
-     * creation, so every key fits; an empty key still keeps the pipeline aligned. */
-    int klen = wsg_key_user(key, sizeof(key), r->prefix, users[i].ptr, users[i].len);
-    if (klen < 0)
-      klen = 0;
-    const char *argv[] = {"HGETALL", key};
-    size_t argvlen[] = {7, (size_t)klen};
-    if (redisAppendCommandArgv(r->c, 2, argv, argvlen) != REDIS_OK) {
-      io_failed(r, "sending HGETALL", err, errlen);
-      return -1;
-    }
-  }
-  uint64_t t0 = wsg_now_mono_us();
-  if (read_replies(r, reps, to - from, err, errlen) != 0)
+  key_cmd k = {.users = users};
+  if (round_trip(r, from, to, build_hgetall, &k, "sending HGETALL", true, reps, err, errlen) != 0)
     return -1;
-  observe_rtt(r, t0);
   count(r->m_user_lookups, to - from);
 
   int rc = 0;
@@ -806,10 +768,18 @@ static int read_users(proc_redis *r, const proc_strref *users, size_t from, size
   return rc;
 }
 
+static bool build_hget_slot(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  key_cmd *k = ctx;
+  const size_t *todo = k->in;
+  int klen = wsg_key_gateway(k->key, sizeof(k->key), r->prefix, k->rt->gws[todo[i]].id);
+  key_cmd_set(k, cmd, 3, (const char *[]){"HGET", k->key, "slot"},
+              (const size_t[]){4, (size_t)(klen > 0 ? klen : 0), 4});
+  return klen >= 0;
+}
+
 /* Fills gws[].slot (-1: lease gone, -2: bad slot) from the cache or one pipelined HGET each. */
 static int read_gateways(proc_redis *r, proc_routes *rt, uint64_t now_ms, redisReply **reps,
                          char *err, size_t errlen) {
-  char key[WSG_REDIS_KEY_MAX];
   size_t *todo = malloc((rt->ngws ? rt->ngws : 1) * sizeof(size_t));
   if (!todo) {
     proc__fmt_err(err, errlen, "out of memory");
@@ -827,26 +797,14 @@ static int read_gateways(proc_redis *r, proc_routes *rt, uint64_t now_ms, redisR
     todo[ntodo++] = g;
   }
   int rc = 0;
+  key_cmd k = {.in = todo, .rt = rt};
   for (size_t from = 0; from < ntodo && rc == 0; from += PIPELINE_CHUNK) {
     size_t to = from + PIPELINE_CHUNK < ntodo ? from + PIPELINE_CHUNK : ntodo;
-    for (size_t i = from; i < to; i++) {
-      int klen = wsg_key_gateway(key, sizeof(key), r->prefix, rt->gws[todo[i]].id);
-      const char *argv[] = {"HGET", key, "slot"};
-      size_t argvlen[] = {4, (size_t)(klen > 0 ? klen : 0), 4};
-      if (klen < 0 || redisAppendCommandArgv(r->c, 3, argv, argvlen) != REDIS_OK) {
-        io_failed(r, "sending HGET", err, errlen);
-        rc = -1;
-        break;
-      }
-    }
-    if (rc != 0)
-      break;
-    uint64_t t0 = wsg_now_mono_us();
-    if (read_replies(r, reps, to - from, err, errlen) != 0) {
+    if (round_trip(r, from, to, build_hget_slot, &k, "sending HGET", true, reps, err, errlen) !=
+        0) {
       rc = -1;
       break;
     }
-    observe_rtt(r, t0);
     count(r->m_gw_lookups, to - from);
     for (size_t i = from; i < to; i++) {
       redisReply *rep = reps[i - from];
@@ -871,40 +829,43 @@ static int read_gateways(proc_redis *r, proc_routes *rt, uint64_t now_ms, redisR
   return rc;
 }
 
+static bool build_conn_delete(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  key_cmd *k = ctx;
+  const raw_entry *e = ((const raw_entry *const *)k->in)[i];
+  const proc_route_gw *g = &k->rt->gws[e->gw];
+  const proc_strref *u = &k->users[e->user];
+  int klen = wsg_key_user(k->key, sizeof(k->key), r->prefix, u->ptr, u->len);
+  int clen = wsg_conn_id_format(k->conn, sizeof(k->conn), e->conn);
+  return key_cmd_set(
+      k, cmd, 6, (const char *[]){"EVAL", WSG_LUA_CONN_DELETE, "1", k->key, k->conn, g->id},
+      (const size_t[]){4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, g->len});
+}
+
 /* Deletes the entries of dead gateways (compare-and-delete: a reconnect that re-registered the
  * same connection id elsewhere keeps its new entry). Failures only leave the entries for later. */
 static void remove_stale(proc_redis *r, const proc_strref *users, const raw_list *raw,
                          proc_routes *rt, redisReply **reps) {
-  char key[WSG_REDIS_KEY_MAX], conn[24];
-  size_t i = 0;
-  while (i < raw->n) {
-    size_t appended = 0;
-    for (; i < raw->n && appended < PIPELINE_CHUNK; i++) {
-      const raw_entry *e = &raw->v[i];
-      if (rt->gws[e->gw].slot != -1)
-        continue;
-      const proc_route_gw *g = &rt->gws[e->gw];
-      int klen = wsg_key_user(key, sizeof(key), r->prefix, users[e->user].ptr, users[e->user].len);
-      int clen = wsg_conn_id_format(conn, sizeof(conn), e->conn);
-      const char *argv[] = {"EVAL", WSG_LUA_CONN_DELETE, "1", key, conn, g->id};
-      size_t argvlen[] = {4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, g->len};
-      if (redisAppendCommandArgv(r->c, 6, argv, argvlen) != REDIS_OK) {
-        io_failed(r, "sending the stale-entry clean-up", NULL, 0);
-        return;
-      }
-      appended++;
-    }
-    if (appended == 0)
-      return;
-    if (read_replies(r, reps, appended, NULL, 0) != 0)
-      return;
-    for (size_t k = 0; k < appended; k++) {
-      if (reps[k]->type == REDIS_REPLY_INTEGER && reps[k]->integer > 0)
+  const raw_entry **stale = malloc((rt->stale ? rt->stale : 1) * sizeof(*stale));
+  if (!stale)
+    return;
+  size_t n = 0;
+  for (size_t i = 0; i < raw->n; i++)
+    if (rt->gws[raw->v[i].gw].slot == -1)
+      stale[n++] = &raw->v[i];
+  key_cmd k = {.in = stale, .users = users, .rt = rt};
+  for (size_t from = 0; from < n; from += PIPELINE_CHUNK) {
+    size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
+    if (round_trip(r, from, to, build_conn_delete, &k, "sending the stale-entry clean-up", false,
+                   reps, NULL, 0) != 0)
+      break;
+    for (size_t i = 0; i < to - from; i++) {
+      if (reps[i]->type == REDIS_REPLY_INTEGER && reps[i]->integer > 0)
         rt->removed++;
-      freeReplyObject(reps[k]);
-      reps[k] = NULL;
+      freeReplyObject(reps[i]);
+      reps[i] = NULL;
     }
   }
+  free(stale);
 }
 
 static int cmp_raw_user(const void *a, const void *b) {
