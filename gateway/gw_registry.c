@@ -17,6 +17,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "gw_replay_page.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
 #include "wsg_redis_conn.h"
@@ -620,42 +621,6 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
   return GW_REG_OK;
 }
 
-/* Whether `rep` has the shape WSG_LUA_REPLAY_READ returns: {counter} for a position, else
- * {counter, more, q, b, d, ...}. Checked whole before the callback, so reading entries never
- * meets a surprise. */
-static bool replay_page_parse(const redisReply *rep, bool position_only, gw_replay_page *page) {
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-      rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[0]->integer < 0)
-    return false;
-  page->counter = (uint64_t)rep->element[0]->integer;
-  page->more = false;
-  page->count = 0;
-  page->priv = rep;
-  if (position_only)
-    return rep->elements == 1;
-  if (rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_INTEGER ||
-      (rep->elements - 2) % 3 != 0)
-    return false;
-  page->more = rep->element[1]->integer != 0;
-  page->count = (rep->elements - 2) / 3;
-  for (size_t i = 0; i < page->count; i++) {
-    redisReply *const *e = rep->element + 2 + 3 * i;
-    if (e[0]->type != REDIS_REPLY_INTEGER || e[0]->integer <= 0 ||
-        e[1]->type != REDIS_REPLY_INTEGER || e[2]->type != REDIS_REPLY_STRING)
-      return false;
-  }
-  return true;
-}
-
-void gw_replay_page_entry(const gw_replay_page *page, size_t i, gw_replay_entry *out) {
-  const redisReply *rep = page->priv;
-  redisReply *const *e = rep->element + 2 + 3 * i;
-  out->q = (uint64_t)e[0]->integer;
-  out->binary = e[1]->integer != 0;
-  out->data = (const uint8_t *)e[2]->str;
-  out->len = e[2]->len;
-}
-
 void gw_registry_cancel_conn_callbacks(gw_registry *r) {
   if (r != NULL)
     r->cb_epoch++;
@@ -775,7 +740,7 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
       WSG_WARN(SUBSYS, "reading the replay stream for connection %" PRIu64 " failed: %s",
                o->conn_id, rep->str);
     }
-    if (status == GW_REG_OK && !replay_page_parse(rep, o->position_only, &page)) {
+    if (status == GW_REG_OK && !gw__replay_page_parse(rep, o->position_only, &page)) {
       WSG_WARN(SUBSYS,
                "the replay read for connection %" PRIu64 " returned an unexpected reply (another "
                "version's script, or foreign data under the key prefix?)",
