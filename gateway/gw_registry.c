@@ -1,42 +1,32 @@
 /*
- * gw_registry: the gateway's slot lease, gateway record and connection entries in Redis, driven
- * by hiredis' async API on the gateway's libev loop (gw_registry.h describes the behaviour).
+ * gw_registry: the gateway's slot lease, gateway record and connection entries in Redis, on the
+ * gateway's libev loop (gw_registry.h describes the behaviour). The connection itself (name
+ * resolution, handshake, watchdog, reconnection) is common/wsg_redis_conn.c's; this file decides
+ * what to send on it and reads the replies.
  *
- * The one file of the gateway that talks to hiredis. hiredis 0.14 has no command timeout and
- * resolves host names with a blocking getaddrinfo(), so this file adds both: a watchdog that drops
- * a connection which stops answering, and a short-lived resolver thread per connection attempt to
- * a host name.
- *
- * Threads: the loop thread runs everything here, except resolve_main() on the resolver thread,
- * which touches only its resolve_job and wakes the loop with ev_async_send().
+ * Threads: the loop thread runs everything here.
  */
 #include "gw_registry.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <ev.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
-#include <netdb.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
 
-/* hiredis' libev glue is a header of static functions; it is included here only. */
-#include <hiredis/adapters/libev.h>
-
+#include "gw_replay_page.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
+#include "wsg_redis_conn.h"
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
 #define SUBSYS "redis"
 
+/* Reconnection backoff: from 50 ms, doubling to 2 s (wsg_redis_conn). */
 #define BACKOFF_MIN_MS       50
 #define BACKOFF_MAX_MS       2000
 #define DEFAULT_MAX_INFLIGHT 65536
@@ -69,22 +59,21 @@ const char *gw_registry_err_name(int err) {
 /* --- types ------------------------------------------------------------------------------------ */
 
 typedef enum {
-  OP_HANDSHAKE, /* AUTH, SELECT: an error drops the connection */
-  OP_READY,     /* PING after the handshake: the connection is usable */
-  OP_ACQUIRE,   /* EVAL lease acquire on one slot */
-  OP_RENEW,     /* EVAL lease renew */
-  OP_RECORD,    /* HSET + PEXPIRE of the gateway record */
-  OP_CONN_ADD,  /* HSET user entry, with a caller callback */
-  OP_CONN_DEL,  /* EVAL connection delete */
-  OP_REREG,     /* batch of HSETs re-registering every live connection */
-  OP_RELEASE,   /* batch: every connection, the record and the slot, at drain */
-  OP_REPLAY,    /* EVALSHA (or EVAL) replay read, with a caller callback */
-  OP_SCRIPT,    /* SCRIPT LOAD of the replay read script */
+  OP_ACQUIRE,  /* EVAL lease acquire on one slot */
+  OP_RENEW,    /* EVAL lease renew */
+  OP_RECORD,   /* HSET + PEXPIRE of the gateway record */
+  OP_CONN_ADD, /* HSET user entry, with a caller callback */
+  OP_CONN_DEL, /* EVAL connection delete */
+  OP_REREG,    /* batch of HSETs re-registering every live connection */
+  OP_RELEASE,  /* batch: every connection, the record and the slot, at drain */
+  OP_REPLAY,   /* EVALSHA (or EVAL) replay read, with a caller callback */
+  OP_SCRIPT,   /* SCRIPT LOAD of the replay read script */
 } op_kind;
 
 /* One command, or one batch of commands sharing a completion (pending counts the replies still
  * due). Freed when the last reply, or hiredis' NULL reply on disconnect, has arrived. */
 typedef struct {
+  wsg_redis_conn_req req; /* first: on_reply gets it back */
   op_kind kind;
   uint32_t pending;
   uint32_t failed;
@@ -106,26 +95,12 @@ typedef struct backlog_item {
   char user[];
 } backlog_item;
 
-/* Shared by the loop and one resolver thread; freed by whichever lets go last. */
-typedef struct {
-  pthread_mutex_t mu;
-  int refs;
-  bool cancelled;
-  struct ev_loop *loop;
-  ev_async *wake;
-  bool done;
-  int gai_err;
-  char host[256];
-  char ip[INET6_ADDRSTRLEN];
-} resolve_job;
-
 typedef enum { REL_NONE, REL_RUNNING, REL_DONE } release_state;
 
 struct gw_registry {
   struct ev_loop *loop;
   /* options, copied */
-  char *host, *password, *prefix, *gw_id, *advertise;
-  int port, db;
+  char *prefix, *gw_id, *advertise;
   uint32_t slots, max_inflight;
   uint64_t lease_ms, renew_ms, timeout_ms;
   char replay_ttl_text[24];
@@ -138,14 +113,8 @@ struct gw_registry {
   uint64_t started_s;
 
   /* connection */
-  redisAsyncContext *ac; /* NULL while disconnected */
-  bool ready;            /* handshake answered: commands may be sent */
-  bool conn_was_ready;   /* the current connection got that far (for the log line) */
-  uint32_t backoff_ms;
-  uint32_t inflight;         /* commands sent, reply not yet seen */
-  uint32_t conn_inflight;    /* of which conn_add/conn_remove (the capped ones) */
-  uint64_t last_progress_ms; /* last reply, or first send after being idle */
-  resolve_job *job;
+  wsg_redis_conn *conn;   /* owned */
+  uint32_t conn_inflight; /* conn_add/conn_remove/replay reads in flight (the capped ones) */
   uint64_t rng;
 
   /* lease */
@@ -170,16 +139,15 @@ struct gw_registry {
   bool doomed;
   uint32_t cb_epoch; /* bumped by gw_registry_cancel_conn_callbacks() */
 
-  ev_timer reconnect_timer, renew_timer, lease_timer, watchdog_timer, release_timer;
-  ev_async resolve_wake;
+  ev_timer renew_timer, lease_timer, release_timer;
 
   /* metrics (all NULL without a registry of metrics) */
   wsg_counter *m_ok, *m_error, *m_lost, *m_reconnects, *m_lease_losses, *m_backlog_drops;
   wsg_gauge *m_connected, *m_slot;
 };
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void start_connect(gw_registry *r);
+static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep);
+static void backlog_flush(gw_registry *r, op *batch);
 static void start_acquire(gw_registry *r);
 static void finish_release(gw_registry *r, const char *why);
 static void really_destroy(gw_registry *r);
@@ -227,6 +195,7 @@ static void timer_after(gw_registry *r, ev_timer *t, uint64_t ms) {
 static op *op_new(op_kind kind) {
   op *o = calloc(1, sizeof(*o));
   if (o != NULL) {
+    o->req.cb = on_reply;
     o->kind = kind;
     o->slot = -1;
     o->sent_ms = wsg_now_mono_ms();
@@ -236,13 +205,8 @@ static op *op_new(op_kind kind) {
 
 /* Queues one command for o. Returns false (nothing queued) if there is no usable connection. */
 static bool send_cmd(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
-  if (r->ac == NULL)
+  if (wsg_redis_conn_command(r->conn, &o->req, argc, argv, lens) != WSG_REDIS_CONN_OK)
     return false;
-  if (redisAsyncCommandArgv(r->ac, on_reply, o, argc, argv, lens) != REDIS_OK)
-    return false;
-  if (r->inflight == 0)
-    r->last_progress_ms = wsg_now_mono_ms();
-  r->inflight++;
   o->pending++;
   o->sent++;
   return true;
@@ -280,255 +244,33 @@ static void notify_slot(gw_registry *r, int32_t slot) {
     r->on_slot(r->arg, slot);
 }
 
-/* --- connection ------------------------------------------------------------------------------- */
+/* --- connection hooks (wsg_redis_conn) -------------------------------------------------------- */
 
-static void schedule_reconnect(gw_registry *r) {
-  if (r->release == REL_DONE || r->doomed)
-    return;
-  /* Jitter in [b/2, b] so gateways that lost the same Redis do not reconnect in lockstep. */
-  uint32_t b = r->backoff_ms;
-  uint32_t delay = b / 2 + (uint32_t)(rng_next(r) % (b / 2 + 1));
-  r->backoff_ms = b * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b * 2;
-  timer_after(r, &r->reconnect_timer, delay);
-}
-
-/* The connection `ac` is gone or being dropped: forget it and plan the next attempt. The slot is
- * kept until its lease timer says otherwise: a short outage must not move the slot. */
-static void connection_lost(gw_registry *r, const redisAsyncContext *ac, const char *why) {
-  if (r->ac != ac || ac == NULL)
-    return;
-  bool was_ready = r->conn_was_ready;
-  r->conn_was_ready = false;
-  r->ac = NULL;
-  r->ready = false;
-  r->acquiring = false;
-  r->renewing = false;
-  gauge(r->m_connected, 0);
-  if (r->release == REL_DONE)
-    return;
-  if (was_ready)
-    WSG_WARN(SUBSYS, "connection to Redis at %s:%d lost (%s); reconnecting", r->host, r->port, why);
-  else
-    WSG_WARN(SUBSYS, "cannot connect to Redis at %s:%d (%s); retrying", r->host, r->port, why);
-  schedule_reconnect(r);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status) {
-  gw_registry *r = ac->data;
-  if (r == NULL)
-    return;
-  enter(r);
-  if (status != REDIS_OK)
-    connection_lost(r, ac, ac->errstr != NULL ? ac->errstr : "connect failed");
-  else
-    redisEnableKeepAlive((redisContext *)&ac->c);
-  leave(r);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status) {
-  gw_registry *r = ac->data;
-  if (r == NULL)
-    return;
-  enter(r);
-  connection_lost(r, ac, status == REDIS_OK ? "closed" : (ac->errstr ? ac->errstr : "error"));
-  leave(r);
-}
-
-/* Drops the current connection from outside hiredis' callbacks (watchdog) or from inside one
- * (handshake failure; hiredis then defers the free until the callback returns). Pending commands
- * get hiredis' NULL reply. */
-static void drop_connection(gw_registry *r, const char *why) {
-  redisAsyncContext *ac = r->ac;
-  if (ac == NULL)
-    return;
-  connection_lost(r, ac, why);
-  redisAsyncFree(ac);
-}
-
-static void connect_to(gw_registry *r, const char *ip) {
-  redisAsyncContext *ac = redisAsyncConnect(ip, r->port);
-  if (ac == NULL) {
-    WSG_ERROR(SUBSYS, "out of memory creating a Redis connection; retrying");
-    schedule_reconnect(r);
-    return;
-  }
-  if (ac->err) {
-    WSG_WARN(SUBSYS, "cannot connect to Redis at %s:%d (%s); retrying", r->host, r->port,
-             ac->errstr);
-    redisAsyncFree(ac);
-    schedule_reconnect(r);
-    return;
-  }
-  ac->data = r;
-  if (redisLibevAttach(r->loop, ac) != REDIS_OK) {
-    redisAsyncFree(ac);
-    schedule_reconnect(r);
-    return;
-  }
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
-  r->ac = ac;
-  count(r->m_reconnects);
-
-  /* Pipelined handshake; the PING's reply means everything before it succeeded. */
-  if (r->password != NULL) {
-    const char *argv[] = {"AUTH", r->password};
-    size_t lens[] = {4, strlen(r->password)};
-    op *o = op_new(OP_HANDSHAKE);
-    if (o == NULL || !send_single(r, o, 2, argv, lens))
-      goto fail;
-  }
-  if (r->db > 0) {
-    char db[16];
-    snprintf(db, sizeof(db), "%d", r->db);
-    const char *argv[] = {"SELECT", db};
-    size_t lens[] = {6, strlen(db)};
-    op *o = op_new(OP_HANDSHAKE);
-    if (o == NULL || !send_single(r, o, 2, argv, lens))
-      goto fail;
-  }
-  /* The replay read runs once or twice per resumable connection: EVALSHA sends 40 bytes where
-   * EVAL would send (and Redis hash) the whole script. Until the reply, reads use EVAL. */
+/* A new connection, before its PING: the replay read runs once or twice per resumable
+ * connection, and EVALSHA sends 40 bytes where EVAL would send (and Redis hash) the whole script.
+ * Until the reply, reads use EVAL. */
+static void on_conn_handshake(void *arg) {
+  gw_registry *r = arg;
   r->replay_sha[0] = '\0';
   send_script_load(r);
-  const char *argv[] = {"PING"};
-  size_t lens[] = {4};
-  op *o = op_new(OP_READY);
-  if (o != NULL && send_single(r, o, 1, argv, lens))
-    return;
-fail:
-  drop_connection(r, "could not queue the handshake");
 }
 
-static void resolve_job_unref(resolve_job *j) {
-  pthread_mutex_lock(&j->mu);
-  bool last = --j->refs == 0;
-  pthread_mutex_unlock(&j->mu);
-  if (last) {
-    pthread_mutex_destroy(&j->mu);
-    free(j);
-  }
-}
-
-static void *resolve_main(void *arg) {
-  resolve_job *j = arg;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-  struct addrinfo *res = NULL;
-  int gai = getaddrinfo(j->host, NULL, &hints, &res);
-  char ip[INET6_ADDRSTRLEN] = "";
-  if (gai == 0) {
-    /* IPv4 first when the name has both: the common case for a Redis service address. */
-    const struct addrinfo *pick = res;
-    for (const struct addrinfo *a = res; a != NULL; a = a->ai_next)
-      if (a->ai_family == AF_INET) {
-        pick = a;
-        break;
-      }
-    const void *addr = pick == NULL ? NULL
-                       : pick->ai_family == AF_INET6
-                           ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
-                           : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
-    if (addr == NULL || inet_ntop(pick->ai_family, addr, ip, sizeof(ip)) == NULL)
-      gai = EAI_FAIL;
-    freeaddrinfo(res);
-  }
-  pthread_mutex_lock(&j->mu);
-  j->done = true;
-  j->gai_err = gai;
-  memcpy(j->ip, ip, sizeof(ip));
-  if (!j->cancelled)
-    ev_async_send(j->loop, j->wake);
-  pthread_mutex_unlock(&j->mu);
-  resolve_job_unref(j);
-  return NULL;
-}
-
-static void on_resolved(struct ev_loop *loop, ev_async *w, int revents) {
-  gw_registry *r = w->data;
-  resolve_job *j = r->job;
-  if (j == NULL)
-    return;
-  char ip[INET6_ADDRSTRLEN];
-  pthread_mutex_lock(&j->mu);
-  bool done = j->done;
-  int gai = j->gai_err;
-  memcpy(ip, j->ip, sizeof(ip));
-  pthread_mutex_unlock(&j->mu);
-  if (!done)
-    return;
-  r->job = NULL;
-  resolve_job_unref(j);
+static void on_conn_ready(void *arg) {
+  gw_registry *r = arg;
   enter(r);
-  if (gai != 0) {
-    WSG_WARN(SUBSYS, "cannot resolve Redis host %s: %s; retrying", r->host, gai_strerror(gai));
-    schedule_reconnect(r);
-  } else {
-    connect_to(r, ip);
-  }
+  /* Redis may have restarted empty while we were away: write everything again. */
+  r->need_rereg = true;
+  if (r->backlog_len > 0)
+    backlog_flush(r, NULL);
+  start_acquire(r); /* writes the gateway record once it has a slot, or at the next renewal */
   leave(r);
 }
 
-static void start_resolve(gw_registry *r) {
-  resolve_job *j = calloc(1, sizeof(*j));
-  if (j == NULL) {
-    schedule_reconnect(r);
-    return;
-  }
-  pthread_mutex_init(&j->mu, NULL);
-  j->refs = 2;
-  j->loop = r->loop;
-  j->wake = &r->resolve_wake;
-  snprintf(j->host, sizeof(j->host), "%s", r->host);
-  pthread_attr_t attr;
-  pthread_t t;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int rc = pthread_create(&t, &attr, resolve_main, j);
-  pthread_attr_destroy(&attr);
-  if (rc != 0) {
-    WSG_ERROR(SUBSYS, "cannot start a thread to resolve %s: %s; retrying", r->host, strerror(rc));
-    j->refs = 1;
-    resolve_job_unref(j);
-    schedule_reconnect(r);
-    return;
-  }
-  r->job = j;
-}
-
-static void start_connect(gw_registry *r) {
-  if (r->ac != NULL || r->job != NULL || r->release == REL_DONE)
-    return;
-  unsigned char addr[sizeof(struct in6_addr)];
-  /* A literal address needs no resolution; anything else is resolved off the loop thread. */
-  if (inet_pton(AF_INET, r->host, addr) == 1 || inet_pton(AF_INET6, r->host, addr) == 1)
-    connect_to(r, r->host);
-  else
-    start_resolve(r);
-}
-
-static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents) {
-  gw_registry *r = w->data;
-  enter(r);
-  start_connect(r);
-  leave(r);
-}
-
-/* hiredis 0.14 has no command timeout: a server that stops answering (paused, partitioned away
- * without a reset) would hold every command forever. No reply for timeout_ms while commands are
- * outstanding drops the connection, which fails them and reconnects. */
-static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
-  gw_registry *r = w->data;
-  if (r->ac == NULL || r->inflight == 0)
-    return;
-  uint64_t now = wsg_now_mono_ms();
-  if (now - r->last_progress_ms < r->timeout_ms)
-    return;
-  enter(r);
-  char why[96];
-  snprintf(why, sizeof(why), "no reply for %" PRIu64 " ms with %" PRIu32 " commands outstanding",
-           now - r->last_progress_ms, r->inflight);
-  drop_connection(r, why);
-  leave(r);
+/* The slot is kept until its lease timer says otherwise: a short outage must not move the slot. */
+static void on_conn_down(void *arg) {
+  gw_registry *r = arg;
+  r->acquiring = false;
+  r->renewing = false;
 }
 
 /* --- lease ------------------------------------------------------------------------------------ */
@@ -606,7 +348,7 @@ static void send_lease_script(gw_registry *r, op_kind kind, const char *script, 
 /* Tries slots one at a time from the current one (when reconnecting), the last one held, or a
  * random one: a restarted gateway usually gets its slot back, new ones spread out. */
 static void start_acquire(gw_registry *r) {
-  if (!r->ready || r->release != REL_NONE || r->acquiring || r->doomed)
+  if (!wsg_redis_conn_ready(r->conn) || r->release != REL_NONE || r->acquiring || r->doomed)
     return;
   r->acq_tries = 0;
   if (r->slot >= 0)
@@ -694,7 +436,7 @@ static void on_acquire_reply(gw_registry *r, const op *o, const redisReply *rep)
                r->gw_id);
       notify_slot(r, r->slot);
     }
-    if (r->need_rereg && !r->doomed && r->ac != NULL)
+    if (r->need_rereg && !r->doomed && wsg_redis_conn_open(r->conn))
       reregister(r);
     return;
   }
@@ -733,7 +475,7 @@ static void on_renew_reply(gw_registry *r, const op *o, const redisReply *rep) {
 
 static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
-  if (!r->ready || r->release != REL_NONE)
+  if (!wsg_redis_conn_ready(r->conn) || r->release != REL_NONE)
     return;
   enter(r);
   write_record(r);
@@ -759,7 +501,7 @@ static bool send_conn_delete(gw_registry *r, op *o, const char *user, size_t ule
 }
 
 static void backlog_flush(gw_registry *r, op *batch) {
-  while (r->backlog_head != NULL && r->ac != NULL) {
+  while (r->backlog_head != NULL && wsg_redis_conn_open(r->conn)) {
     backlog_item *it = r->backlog_head;
     op *o = batch;
     if (o == NULL) {
@@ -801,7 +543,7 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
     return GW_REG_RELEASED;
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
     return GW_REG_INVALID;
-  if (!r->ready)
+  if (!wsg_redis_conn_ready(r->conn))
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
@@ -832,7 +574,7 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
     return GW_REG_RELEASED;
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN || lim == NULL || lim->max_entries == 0)
     return GW_REG_INVALID;
-  if (!r->ready)
+  if (!wsg_redis_conn_ready(r->conn))
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
@@ -879,42 +621,6 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
   return GW_REG_OK;
 }
 
-/* Whether `rep` has the shape WSG_LUA_REPLAY_READ returns: {counter} for a position, else
- * {counter, more, q, b, d, ...}. Checked whole before the callback, so reading entries never
- * meets a surprise. */
-static bool replay_page_parse(const redisReply *rep, bool position_only, gw_replay_page *page) {
-  if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-      rep->element[0]->type != REDIS_REPLY_INTEGER || rep->element[0]->integer < 0)
-    return false;
-  page->counter = (uint64_t)rep->element[0]->integer;
-  page->more = false;
-  page->count = 0;
-  page->priv = rep;
-  if (position_only)
-    return rep->elements == 1;
-  if (rep->elements < 2 || rep->element[1]->type != REDIS_REPLY_INTEGER ||
-      (rep->elements - 2) % 3 != 0)
-    return false;
-  page->more = rep->element[1]->integer != 0;
-  page->count = (rep->elements - 2) / 3;
-  for (size_t i = 0; i < page->count; i++) {
-    redisReply *const *e = rep->element + 2 + 3 * i;
-    if (e[0]->type != REDIS_REPLY_INTEGER || e[0]->integer <= 0 ||
-        e[1]->type != REDIS_REPLY_INTEGER || e[2]->type != REDIS_REPLY_STRING)
-      return false;
-  }
-  return true;
-}
-
-void gw_replay_page_entry(const gw_replay_page *page, size_t i, gw_replay_entry *out) {
-  const redisReply *rep = page->priv;
-  redisReply *const *e = rep->element + 2 + 3 * i;
-  out->q = (uint64_t)e[0]->integer;
-  out->binary = e[1]->integer != 0;
-  out->data = (const uint8_t *)e[2]->str;
-  out->len = e[2]->len;
-}
-
 void gw_registry_cancel_conn_callbacks(gw_registry *r) {
   if (r != NULL)
     r->cb_epoch++;
@@ -924,7 +630,7 @@ int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint6
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
     return GW_REG_INVALID;
   /* Not capped like conn_add: removals follow closes, which live connections bound. */
-  if (r->ready) {
+  if (wsg_redis_conn_ready(r->conn)) {
     op *o = op_new(OP_CONN_DEL);
     if (o == NULL)
       return GW_REG_NOMEM;
@@ -967,69 +673,26 @@ int32_t gw_registry_slot(const gw_registry *r) {
 }
 
 bool gw_registry_connected(const gw_registry *r) {
-  return r->ready;
+  return wsg_redis_conn_ready(r->conn);
 }
 
 /* --- replies ---------------------------------------------------------------------------------- */
 
-static void on_ready_reply(gw_registry *r, const redisReply *rep) {
-  if (rep == NULL)
-    return;
-  if (rep->type == REDIS_REPLY_ERROR) {
-    WSG_ERROR(SUBSYS, "Redis at %s:%d refused the connection: %s", r->host, r->port, rep->str);
-    drop_connection(r, "handshake refused");
-    return;
-  }
-  r->ready = true;
-  r->backoff_ms = BACKOFF_MIN_MS;
-  /* Redis may have restarted empty while we were away: write everything again. */
-  r->need_rereg = true;
-  gauge(r->m_connected, 1);
-  WSG_INFO(SUBSYS, "connected to Redis at %s:%d", r->host, r->port);
-  r->conn_was_ready = true;
-  if (r->backlog_len > 0)
-    backlog_flush(r, NULL);
-  start_acquire(r); /* writes the gateway record once it has a slot, or at the next renewal */
-}
-
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
-  op *o = privdata;
-  gw_registry *r = ac->data;
+/* Every reply of every op (wsg_redis_conn counted it and marked a lost connection). */
+static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+  op *o = (op *)req;
+  gw_registry *r = arg;
   o->pending--;
-  if (r == NULL) { /* registry destroyed: hiredis is failing what was left */
+  if (r == NULL) { /* connection destroyed: it is failing what was left */
     if (o->pending == 0)
       free(o);
     return;
   }
   enter(r);
-  r->inflight--;
-  r->last_progress_ms = wsg_now_mono_ms();
-  const redisReply *rep = reply;
-  if (rep == NULL) {
-    /* The connection is going away; refuse new work until the next one is ready. */
-    r->ready = false;
+  if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
     o->failed++;
-    count(r->m_lost);
-  } else if (rep->type == REDIS_REPLY_ERROR) {
-    o->failed++;
-    count(r->m_error);
-  } else {
-    count(r->m_ok);
-  }
 
   switch (o->kind) {
-  case OP_HANDSHAKE:
-    if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
-      WSG_ERROR(SUBSYS,
-                "Redis at %s:%d refused AUTH/SELECT: %s (check --redis-password and "
-                "--redis-db)",
-                r->host, r->port, rep->str);
-      drop_connection(r, "handshake refused");
-    }
-    break;
-  case OP_READY:
-    on_ready_reply(r, rep);
-    break;
   case OP_ACQUIRE:
     on_acquire_reply(r, o, rep);
     break;
@@ -1077,7 +740,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
       WSG_WARN(SUBSYS, "reading the replay stream for connection %" PRIu64 " failed: %s",
                o->conn_id, rep->str);
     }
-    if (status == GW_REG_OK && !replay_page_parse(rep, o->position_only, &page)) {
+    if (status == GW_REG_OK && !gw__replay_page_parse(rep, o->position_only, &page)) {
       WSG_WARN(SUBSYS,
                "the replay read for connection %" PRIu64 " returned an unexpected reply (another "
                "version's script, or foreign data under the key prefix?)",
@@ -1118,7 +781,7 @@ static void finish_release(gw_registry *r, const char *why) {
   r->release = REL_DONE;
   ev_timer_stop(r->loop, &r->release_timer);
   ev_timer_stop(r->loop, &r->lease_timer);
-  ev_timer_stop(r->loop, &r->reconnect_timer);
+  wsg_redis_conn_stop(r->conn);
   if (why != NULL)
     WSG_WARN(SUBSYS,
              "released Redis entries incompletely (%s); the processors' stale-entry "
@@ -1140,7 +803,8 @@ static void finish_release(gw_registry *r, const char *why) {
 static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
   enter(r);
-  finish_release(r, r->ready ? "Redis did not answer in time" : "Redis is not connected");
+  finish_release(r, wsg_redis_conn_ready(r->conn) ? "Redis did not answer in time"
+                                                  : "Redis is not connected");
   leave(r);
 }
 
@@ -1160,8 +824,8 @@ int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg) {
   r->release_done = done;
   r->release_arg = arg;
   ev_timer_stop(r->loop, &r->renew_timer);
-  ev_timer_stop(r->loop, &r->reconnect_timer);
-  op *o = r->ready ? op_new(OP_RELEASE) : NULL;
+  wsg_redis_conn_cancel_retry(r->conn);
+  op *o = wsg_redis_conn_ready(r->conn) ? op_new(OP_RELEASE) : NULL;
   if (o == NULL) {
     /* Nothing to talk to: finish from the loop, not from inside this call. */
     timer_after(r, &r->release_timer, 0);
@@ -1257,19 +921,14 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   if (r == NULL)
     return fail(err, errlen, GW_REG_NOMEM, "out of memory");
   r->loop = loop;
-  r->host = strdup(o->host);
-  r->password = dup_or_null(o->password);
   r->prefix = strdup(o->prefix);
   r->gw_id = strdup(o->gw_id);
   r->advertise = dup_or_null(o->advertise);
-  if (r->host == NULL || r->prefix == NULL || r->gw_id == NULL ||
-      (o->password != NULL && *o->password != '\0' && r->password == NULL) ||
+  if (r->prefix == NULL || r->gw_id == NULL ||
       (o->advertise != NULL && *o->advertise != '\0' && r->advertise == NULL)) {
     really_destroy(r);
     return fail(err, errlen, GW_REG_NOMEM, "out of memory");
   }
-  r->port = o->port;
-  r->db = o->db;
   r->slots = o->slots;
   r->max_inflight = o->max_inflight != 0 ? o->max_inflight : DEFAULT_MAX_INFLIGHT;
   r->lease_ms = o->lease_ms;
@@ -1285,58 +944,56 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->started_s = (uint64_t)time(NULL);
   r->slot = -1;
   r->pref_slot = -1;
-  r->backoff_ms = BACKOFF_MIN_MS;
   if (getrandom(&r->rng, sizeof(r->rng), GRND_NONBLOCK) != sizeof(r->rng))
     r->rng = wsg_now_mono_us() ^ (uint64_t)(uintptr_t)r;
   r->rng |= 1; /* xorshift must not start at 0 */
   register_metrics(r, metrics);
 
-  ev_timer_init(&r->reconnect_timer, on_reconnect_timer, 0.0, 0.0);
+  wsg_redis_conn_options co = {
+      .host = o->host,
+      .port = o->port,
+      .password = o->password,
+      .db = o->db,
+      .timeout_ms = o->timeout_ms,
+      .backoff_min_ms = BACKOFF_MIN_MS,
+      .backoff_max_ms = BACKOFF_MAX_MS,
+      .on_handshake = on_conn_handshake,
+      .on_ready = on_conn_ready,
+      .on_down = on_conn_down,
+      .arg = r,
+      .metrics = {.ok = r->m_ok,
+                  .error = r->m_error,
+                  .lost = r->m_lost,
+                  .connects = r->m_reconnects,
+                  .connected = r->m_connected},
+  };
+  /* Connects from the loop, so create never calls back into the caller. */
+  rc = wsg_redis_conn_create(&r->conn, loop, &co, err, errlen);
+  if (rc != WSG_REDIS_CONN_OK) {
+    really_destroy(r);
+    return rc == WSG_REDIS_CONN_NOMEM ? GW_REG_NOMEM : GW_REG_INVALID;
+  }
+
   ev_timer_init(&r->renew_timer, on_renew_timer, (double)r->renew_ms / 1000.0,
                 (double)r->renew_ms / 1000.0);
   ev_timer_init(&r->lease_timer, on_lease_timer, 0.0, 0.0);
-  uint64_t wd = r->timeout_ms / 4 < 10 ? 10 : (r->timeout_ms / 4 > 250 ? 250 : r->timeout_ms / 4);
-  ev_timer_init(&r->watchdog_timer, on_watchdog, (double)wd / 1000.0, (double)wd / 1000.0);
   ev_timer_init(&r->release_timer, on_release_timer, 0.0, 0.0);
-  ev_async_init(&r->resolve_wake, on_resolved);
-  r->reconnect_timer.data = r->renew_timer.data = r->lease_timer.data = r;
-  r->watchdog_timer.data = r->release_timer.data = r->resolve_wake.data = r;
+  r->renew_timer.data = r->lease_timer.data = r->release_timer.data = r;
   ev_timer_start(loop, &r->renew_timer);
-  ev_timer_start(loop, &r->watchdog_timer);
-  ev_async_start(loop, &r->resolve_wake);
-  /* Connect from the loop, so create never calls back into the caller. */
-  ev_timer_start(loop, &r->reconnect_timer);
   *out = r;
   return GW_REG_OK;
 }
 
 static void really_destroy(gw_registry *r) {
-  if (r->loop != NULL) {
-    ev_timer_stop(r->loop, &r->reconnect_timer);
+  if (r->conn != NULL) {
     ev_timer_stop(r->loop, &r->renew_timer);
     ev_timer_stop(r->loop, &r->lease_timer);
-    ev_timer_stop(r->loop, &r->watchdog_timer);
     ev_timer_stop(r->loop, &r->release_timer);
-    ev_async_stop(r->loop, &r->resolve_wake);
   }
-  if (r->job != NULL) {
-    pthread_mutex_lock(&r->job->mu);
-    r->job->cancelled = true;
-    pthread_mutex_unlock(&r->job->mu);
-    resolve_job_unref(r->job);
-    r->job = NULL;
-  }
-  if (r->ac != NULL) {
-    /* Orphan the context first: the NULL replies hiredis now delivers (maybe later, if we are
-     * inside one of its callbacks) see no registry and only free their ops. */
-    redisAsyncContext *ac = r->ac;
-    r->ac = NULL;
-    ac->data = NULL;
-    redisAsyncFree(ac);
-  }
+  /* Pending ops are freed by on_reply as the connection fails them (maybe later, if we are
+   * inside one of its callbacks). */
+  wsg_redis_conn_destroy(r->conn);
   backlog_clear(r);
-  free(r->host);
-  free(r->password);
   free(r->prefix);
   free(r->gw_id);
   free(r->advertise);

@@ -4,7 +4,8 @@
  *
  * Everything runs on the gateway's libev loop through hiredis' async API; no call blocks:
  *   - connect without blocking (a host name is resolved on a short-lived thread first, because
- *     hiredis 0.14 would call getaddrinfo() on the loop), AUTH and SELECT when configured;
+ *     hiredis 0.14 would call getaddrinfo() on the loop), AUTH and SELECT when configured: the
+ *     connection, its watchdog and its reconnection are common/wsg_redis_conn.h's;
  *   - take a free slot k in 0..slots-1 (starting at a random k, the previous one first after a
  *     loss) with WSG_LUA_LEASE_ACQUIRE, write <prefix>gw:<id> and renew both every renew_ms;
  *   - if a renewal finds the slot taken or gone, or lease_ms passes without a successful renewal

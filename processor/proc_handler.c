@@ -199,7 +199,7 @@ static int api_redis(wsgate_ctx *ctx, const wsgate_redis_cmd *cmds, size_t ncmds
     return WSGATE_E_LIMIT;
   char err[256];
   void *block = NULL;
-  int rc = proc_router_command(c->denv->router, cmds, ncmds, replies, &block, err, sizeof(err));
+  int rc = proc_redis_command(c->denv->router, cmds, ncmds, replies, &block, err, sizeof(err));
   if (rc != WSGATE_OK) {
     if (rc != WSGATE_E_REDIS)
       WSG_DEBUG("handler", "wsgate_redis: %s", err);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "proc_outbox.h"
-#include "proc_router.h"
+#include "proc_redis.h"
 #include "wsg_envelope.h"
 #include "wsgate_handler.h"
 
@@ -37,7 +37,7 @@ const char *proc_handler_name(const proc_handler *h); /* borrowed */
 /* What a dispatch may use. Borrowed for the call. */
 typedef struct {
   proc_outbox *box;
-  proc_router *router;  /* NULL: wsgate_redis() fails with WSGATE_E_REDIS */
+  proc_redis *router;   /* NULL: wsgate_redis() fails with WSGATE_E_REDIS */
   const char *prefix;   /* wsgate_redis_prefix() */
   uint64_t max_payload; /* --max-payload */
 } proc_dispatch_env;

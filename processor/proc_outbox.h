@@ -5,12 +5,12 @@
  * Handlers' actions are recorded, not executed: sends to users need Redis, and asking Redis once
  * for the whole batch (every distinct user in one pipeline) is what makes a processor fast. The
  * outbox copies payloads and user ids into one growing byte area, keeps the set of distinct users
- * of the batch, and after proc_router_resolve() emits, in the order the actions were taken:
+ * of the batch, and after proc_redis_resolve() emits, in the order the actions were taken:
  *   - a reply or a close to the origin connection: one envelope (routed from the inbound envelope);
  *   - a send to users: ONE deliver envelope per gateway holding any of their connections, listing
  *     those connections (`c` for one, `cs` for more; split only when the list would not fit a Kafka
  *     record), addressed to the gateway's slot partition with `g` = that gateway (fencing), with
- *     each connection's user's q (`q`, or `qs` beside `cs`) when proc_router_append() numbered
+ *     each connection's user's q (`q`, or `qs` beside `cs`) when proc_redis_append() numbered
  * them;
  *   - a close of a user's connections: one close envelope per connection.
  *
@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proc_router.h"
+#include "proc_redis.h"
 #include "wsg_envelope.h"
 
 typedef struct proc_outbox proc_outbox;
@@ -68,12 +68,12 @@ int proc_outbox_send(proc_outbox *b, uint32_t rec, const proc_strref *users, siz
 int proc_outbox_close_users(proc_outbox *b, uint32_t rec, const proc_strref *users, size_t n,
                             uint16_t code, const char *reason, size_t reason_len);
 
-/* The distinct users the batch sends to, for proc_router_resolve(). Valid until the next change. */
+/* The distinct users the batch sends to, for proc_redis_resolve(). Valid until the next change. */
 const proc_strref *proc_outbox_users(proc_outbox *b, size_t *n);
 
 /*
  * Every delivery to a user the batch recorded, in order (one per user of each send), for
- * proc_router_append(), which fills in their q; `user` indexes proc_outbox_users(). Valid, and
+ * proc_redis_append(), which fills in their q; `user` indexes proc_outbox_users(). Valid, and
  * used by proc_outbox_emit() (`q` of the envelopes, `qs` of a batched one), until the next
  * change. NULL with *n 0 when there is none. Not calling it leaves every q out.
  */

@@ -18,7 +18,7 @@
 #include "proc_consumer.h"
 #include "proc_handler.h"
 #include "proc_outbox.h"
-#include "proc_router.h"
+#include "proc_redis.h"
 #include "wsg_envelope.h"
 #include "wsg_http.h"
 #include "wsg_log.h"
@@ -40,7 +40,7 @@ struct proc_processor {
   wsg_metrics *metrics;
   proc_handler *handler;
   proc_consumer *cons;
-  proc_router *router;
+  proc_redis *router;
   wsg_http *http;
   proc_outbox *box;
   proc_routes routes;
@@ -128,7 +128,7 @@ static int ready(void *arg, char *why, size_t whylen) {
   proc_processor *p = arg;
   if (proc_consumer_ready(p->cons, why, whylen) != 0)
     return -1;
-  if (proc_router_status(p->router, why, whylen) != 0)
+  if (proc_redis_status(p->router, why, whylen) != 0)
     return -1;
   if (atomic_load(&p->retrying)) {
     snprintf(why, whylen, "retrying a record its handler could not handle yet");
@@ -181,7 +181,7 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
     goto fail;
   p->max_record = proc_consumer_max_record(p->cons);
 
-  proc_router_options ro = {
+  proc_redis_options ro = {
       .host = cfg->redis.host,
       .port = (int)cfg->redis.port,
       .password = cfg->redis.password,
@@ -195,18 +195,18 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
       .resume_ttl_ms = cfg->resume_ttl_ms,
       .resume_seq_ttl_ms = cfg->resume_seq_ttl_ms,
   };
-  if (proc_router_create(&p->router, &ro, err, errlen) != 0)
+  if (proc_redis_create(&p->router, &ro, err, errlen) != 0)
     goto fail;
   /* Not required at start: an echo processor never needs Redis, and a chat processor retries
    * until Redis is there. Said once here so an operator sees it. */
   char rerr[256];
-  if (proc_router_connect(p->router, rerr, sizeof(rerr)) != 0)
+  if (proc_redis_connect(p->router, rerr, sizeof(rerr)) != 0)
     WSG_WARN("redis", "%s; sends to users wait until it is reachable", rerr);
 
   p->denv = (proc_dispatch_env){
       .box = p->box,
       .router = p->router,
-      .prefix = proc_router_prefix(p->router),
+      .prefix = proc_redis_prefix(p->router),
       .max_payload = cfg->max_payload,
   };
 
@@ -241,7 +241,7 @@ void proc_processor_destroy(proc_processor *p) {
     return;
   wsg_http_stop(p->http);
   proc_consumer_destroy(p->cons);
-  proc_router_destroy(p->router);
+  proc_redis_destroy(p->router);
   proc_handler_close(p->handler);
   proc_outbox_destroy(p->box);
   proc_routes_finish(&p->routes);
@@ -372,9 +372,9 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
        * order (docs/ARCHITECTURE.md, "Resume"). A retry after the routing failed does not store
        * again. */
       if (!stored)
-        stored = proc_router_append(p->router, users, appends, nappends, err, sizeof(err)) == 0;
-      if (stored && proc_router_resolve(p->router, users, nusers, wsg_now_mono_ms(), &p->routes,
-                                        err, sizeof(err)) == 0) {
+        stored = proc_redis_append(p->router, users, appends, nappends, err, sizeof(err)) == 0;
+      if (stored && proc_redis_resolve(p->router, users, nusers, wsg_now_mono_ms(), &p->routes, err,
+                                       sizeof(err)) == 0) {
         rt = &p->routes;
         break;
       }

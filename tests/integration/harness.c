@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -57,6 +58,24 @@ bool itest_wait_until(bool (*fn)(void *arg), void *arg, int timeout_ms) {
     if (pause < 50)
       pause *= 2;
   }
+}
+
+static void loop_tick(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)w;
+  (void)revents;
+}
+
+bool itest_loop_until(struct ev_loop *loop, bool (*fn)(void *arg), void *arg, int timeout_ms) {
+  uint64_t deadline = itest_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  ev_timer tick;
+  ev_timer_init(&tick, loop_tick, 0.005, 0.005);
+  ev_timer_start(loop, &tick);
+  bool ok;
+  while (!(ok = fn(arg)) && itest_now_ms() < deadline)
+    ev_run(loop, EVRUN_ONCE);
+  ev_timer_stop(loop, &tick);
+  return ok;
 }
 
 /* --- servers ------------------------------------------------------------------------------- */

@@ -146,6 +146,12 @@ int itest_redis_server_stop(itest_redis_server *srv, int sig);
  * `timeout_ms`. Returns true if it did, false on timeout. */
 bool itest_wait_until(bool (*fn)(void *arg), void *arg, int timeout_ms);
 
+/* Runs the libev `loop` until `fn(arg)` holds, for at most `timeout_ms`; a 5 ms tick re-checks it
+ * when nothing else happens on the loop. Returns true if it held, false on timeout. For tests
+ * that drive a loop-based module (gw_registry, wsg_redis_conn) themselves. */
+struct ev_loop;
+bool itest_loop_until(struct ev_loop *loop, bool (*fn)(void *arg), void *arg, int timeout_ms);
+
 /* Milliseconds on the monotonic clock. */
 uint64_t itest_now_ms(void);
 

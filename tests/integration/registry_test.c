@@ -111,20 +111,9 @@ static void on_released(void *arg) {
 
 /* --- helpers ---------------------------------------------------------------------------------- */
 
-static void noop(struct ev_loop *l, ev_timer *w, int revents) {}
-
-/* Runs the loop until pred(arg) holds or timeout_ms passes. The 5 ms tick bounds each iteration
- * so the predicate is re-checked even when nothing happens on the loop. */
+/* Runs the loop until pred(arg) holds or timeout_ms passes. */
 static bool run_until(bool (*pred)(void *), void *arg, int timeout_ms) {
-  uint64_t deadline = itest_now_ms() + (uint64_t)timeout_ms;
-  ev_timer tick;
-  ev_timer_init(&tick, noop, 0.005, 0.005);
-  ev_timer_start(loop, &tick);
-  bool ok;
-  while (!(ok = pred(arg)) && itest_now_ms() < deadline)
-    ev_run(loop, EVRUN_ONCE);
-  ev_timer_stop(loop, &tick);
-  return ok;
+  return itest_loop_until(loop, pred, arg, timeout_ms);
 }
 
 static bool never(void *arg) {

@@ -539,19 +539,19 @@ Test(proc_chat, redis_down_asks_for_a_retry, .fini = ptest_fini) {
   ptest_proc t;
   /* A router pointed at a port nobody listens on. */
   ptest_proc_init(&t, "chat", NULL, NULL, 16);
-  proc_router_options o = {.host = "127.0.0.1",
-                           .port = itest_free_port(),
-                           .prefix = r.prefix,
-                           .timeout_ms = 200,
-                           .slots = 16};
+  proc_redis_options o = {.host = "127.0.0.1",
+                          .port = itest_free_port(),
+                          .prefix = r.prefix,
+                          .timeout_ms = 200,
+                          .slots = 16};
   char err[256];
-  cr_assert_eq(proc_router_create(&t.router, &o, err, sizeof(err)), 0);
+  cr_assert_eq(proc_redis_create(&t.router, &o, err, sizeof(err)), 0);
   t.denv.router = t.router;
   const char *json = "{\"op\":\"join\",\"room\":\"r\"}";
   cr_assert_eq(ptest_msg(&t, "a", 1, "gw-1", 1, json, strlen(json), false, NULL, 0), WSGATE_RETRY);
   cr_assert_eq(proc_outbox_count(t.box), 0, "a retried call leaves nothing behind");
   char why[256];
-  cr_assert_eq(proc_router_status(t.router, why, sizeof(why)), -1);
+  cr_assert_eq(proc_redis_status(t.router, why, sizeof(why)), -1);
   cr_assert(strstr(why, "cannot connect"), "%s", why);
   ptest_proc_finish(&t);
   ptest_redis_stop(&r);

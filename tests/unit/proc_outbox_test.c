@@ -48,7 +48,7 @@ static wsg_envelope decode(const item *it) {
   return env;
 }
 
-/* Routes built by hand, as proc_router_resolve() would fill them. */
+/* Routes built by hand, as proc_redis_resolve() would fill them. */
 static void add_gw(proc_routes *rt, const char *id, int32_t slot) {
   rt->gws = realloc(rt->gws, (rt->ngws + 1) * sizeof(proc_route_gw));
   proc_route_gw *g = &rt->gws[rt->ngws++];
@@ -252,7 +252,7 @@ Test(proc_outbox, numbered_sends_carry_each_users_q) {
   cr_assert_eq(ap[2].user, 1);
   cr_assert_eq(ap[2].len, 1);
   cr_assert_eq(memcmp(ap[2].data, "b", 1), 0);
-  ap[0].q = 1795602833455812; /* what proc_router_append would assign */
+  ap[0].q = 1795602833455812; /* what proc_redis_append would assign */
   ap[1].q = 41;
   ap[2].q = 42;
 

@@ -107,13 +107,13 @@ void ptest_proc_init(ptest_proc *t, const char *handler, const char *arg, ptest_
   cr_assert_not_null(t->box);
   proc_routes_init(&t->routes);
   if (redis) {
-    proc_router_options o = {.host = "127.0.0.1",
-                             .port = redis->port,
-                             .prefix = redis->prefix,
-                             .timeout_ms = 2000,
-                             .gateway_cache_ttl_ms = 1000,
-                             .slots = slots};
-    cr_assert_eq(proc_router_create(&t->router, &o, err, sizeof(err)), 0, "%s", err);
+    proc_redis_options o = {.host = "127.0.0.1",
+                            .port = redis->port,
+                            .prefix = redis->prefix,
+                            .timeout_ms = 2000,
+                            .gateway_cache_ttl_ms = 1000,
+                            .slots = slots};
+    cr_assert_eq(proc_redis_create(&t->router, &o, err, sizeof(err)), 0, "%s", err);
   }
   t->denv = (proc_dispatch_env){.box = t->box,
                                 .router = t->router,
@@ -134,7 +134,7 @@ void ptest_proc_finish(ptest_proc *t) {
   ptest_clear_out(t);
   proc_handler_close(t->h);
   proc_outbox_destroy(t->box);
-  proc_router_destroy(t->router);
+  proc_redis_destroy(t->router);
   proc_routes_finish(&t->routes);
 }
 
@@ -210,8 +210,8 @@ void ptest_flush(ptest_proc *t) {
     cr_assert_not_null(t->router, "the batch sends to users but the test has no Redis");
     char err[256];
     cr_assert_eq(
-        proc_router_resolve(t->router, users, n, wsg_now_mono_ms(), &t->routes, err, sizeof(err)),
-        0, "%s", err);
+        proc_redis_resolve(t->router, users, n, wsg_now_mono_ms(), &t->routes, err, sizeof(err)), 0,
+        "%s", err);
     rt = &t->routes;
   }
   cr_assert_eq(proc_outbox_emit(t->box, rt, 1000000, 1700000000000000ULL, collect, t, &t->stats),

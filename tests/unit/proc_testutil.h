@@ -17,7 +17,7 @@
 #include "harness.h"
 #include "proc_handler.h"
 #include "proc_outbox.h"
-#include "proc_router.h"
+#include "proc_redis.h"
 #include "wsg_envelope.h"
 
 typedef struct {
@@ -54,7 +54,7 @@ typedef struct {
 typedef struct {
   proc_handler *h;
   proc_outbox *box;
-  proc_router *router; /* NULL without Redis */
+  proc_redis *router; /* NULL without Redis */
   proc_routes routes;
   proc_dispatch_env denv;
   proc_emit_stats stats;

@@ -1,5 +1,5 @@
 /*
- * proc_router against a real redis-server: user -> connections -> gateway -> slot, the gateway
+ * proc_redis against a real redis-server: user -> connections -> gateway -> slot, the gateway
  * cache, lazy clean-up of dead gateways' entries, garbage in user hashes, pipelines larger than
  * one chunk, a Redis that goes away and comes back, and handlers' commands.
  */
@@ -14,26 +14,26 @@
 
 typedef struct {
   ptest_redis redis;
-  proc_router *r;
+  proc_redis *r;
   proc_routes rt;
 } fixture;
 
 static void setup(fixture *f, int32_t slots, uint64_t cache_ttl_ms) {
   ptest_redis_start(&f->redis);
-  proc_router_options o = {.host = "127.0.0.1",
-                           .port = f->redis.port,
-                           .prefix = f->redis.prefix,
-                           .timeout_ms = 1000,
-                           .gateway_cache_ttl_ms = cache_ttl_ms,
-                           .slots = slots};
+  proc_redis_options o = {.host = "127.0.0.1",
+                          .port = f->redis.port,
+                          .prefix = f->redis.prefix,
+                          .timeout_ms = 1000,
+                          .gateway_cache_ttl_ms = cache_ttl_ms,
+                          .slots = slots};
   char err[256];
-  cr_assert_eq(proc_router_create(&f->r, &o, err, sizeof(err)), 0, "%s", err);
+  cr_assert_eq(proc_redis_create(&f->r, &o, err, sizeof(err)), 0, "%s", err);
   proc_routes_init(&f->rt);
 }
 
 static void teardown(fixture *f) {
   proc_routes_finish(&f->rt);
-  proc_router_destroy(f->r);
+  proc_redis_destroy(f->r);
   ptest_redis_stop(&f->redis);
 }
 
@@ -43,7 +43,7 @@ static int resolve(fixture *f, const char *const *names, size_t n) {
   for (size_t i = 0; i < n; i++)
     users[i] = (proc_strref){.ptr = names[i], .len = strlen(names[i])};
   char err[256];
-  int rc = proc_router_resolve(f->r, users, n, wsg_now_mono_ms(), &f->rt, err, sizeof(err));
+  int rc = proc_redis_resolve(f->r, users, n, wsg_now_mono_ms(), &f->rt, err, sizeof(err));
   return rc;
 }
 
@@ -53,21 +53,21 @@ static int32_t target_slot(const fixture *f, size_t user, size_t k) {
   return f->rt.gws[f->rt.targets[f->rt.first[user] + k].gw].slot;
 }
 
-Test(proc_router, create_destroy, .fini = ptest_fini) {
-  proc_router_destroy(NULL);
-  proc_router *r = NULL;
+Test(proc_redis, create_destroy, .fini = ptest_fini) {
+  proc_redis_destroy(NULL);
+  proc_redis *r = NULL;
   char err[256];
-  proc_router_options bad = {.host = "127.0.0.1", .port = 0, .prefix = "x:"};
-  cr_assert_eq(proc_router_create(&r, &bad, err, sizeof(err)), -1);
+  proc_redis_options bad = {.host = "127.0.0.1", .port = 0, .prefix = "x:"};
+  cr_assert_eq(proc_redis_create(&r, &bad, err, sizeof(err)), -1);
   char longprefix[300];
   memset(longprefix, 'p', sizeof(longprefix) - 1);
   longprefix[sizeof(longprefix) - 1] = '\0';
-  proc_router_options lp = {.host = "127.0.0.1", .port = 1, .prefix = longprefix};
-  cr_assert_eq(proc_router_create(&r, &lp, err, sizeof(err)), -1);
+  proc_redis_options lp = {.host = "127.0.0.1", .port = 1, .prefix = longprefix};
+  cr_assert_eq(proc_redis_create(&r, &lp, err, sizeof(err)), -1);
   cr_assert(strstr(err, "--redis-prefix"), "%s", err);
 }
 
-Test(proc_router, live_dead_and_stale_entries, .fini = ptest_fini) {
+Test(proc_redis, live_dead_and_stale_entries, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -92,7 +92,7 @@ Test(proc_router, live_dead_and_stale_entries, .fini = ptest_fini) {
   teardown(&f);
 }
 
-Test(proc_router, gateway_cache_and_expiry, .fini = ptest_fini) {
+Test(proc_redis, gateway_cache_and_expiry, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 60000);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -105,14 +105,14 @@ Test(proc_router, gateway_cache_and_expiry, .fini = ptest_fini) {
   ptest_redis_int(&f.redis, "DEL %sgw:gw-a", f.redis.prefix);
   cr_assert_eq(resolve(&f, users, 1), 0);
   cr_assert_eq(f.rt.count[0], 1, "cached");
-  proc_router_cache_clear(f.r);
+  proc_redis_cache_clear(f.r);
   cr_assert_eq(resolve(&f, users, 1), 0);
   cr_assert_eq(f.rt.count[0], 0);
   cr_assert_eq(f.rt.removed, 1);
   teardown(&f);
 }
 
-Test(proc_router, no_cache_reads_every_time, .fini = ptest_fini) {
+Test(proc_redis, no_cache_reads_every_time, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 0);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -126,7 +126,7 @@ Test(proc_router, no_cache_reads_every_time, .fini = ptest_fini) {
   teardown(&f);
 }
 
-Test(proc_router, garbage_is_skipped_not_fatal, .fini = ptest_fini) {
+Test(proc_redis, garbage_is_skipped_not_fatal, .fini = ptest_fini) {
   fixture f;
   setup(&f, 4, 1000);
   ptest_gateway(&f.redis, "gw-a", 3, 60000);
@@ -149,7 +149,7 @@ Test(proc_router, garbage_is_skipped_not_fatal, .fini = ptest_fini) {
   teardown(&f);
 }
 
-Test(proc_router, many_users_span_several_pipelines, .fini = ptest_fini) {
+Test(proc_redis, many_users_span_several_pipelines, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
   ptest_gateway(&f.redis, "gw-a", 1, 60000);
@@ -164,7 +164,7 @@ Test(proc_router, many_users_span_several_pipelines, .fini = ptest_fini) {
       ptest_conn(&f.redis, names[i], (uint64_t)i, i % 2 ? "gw-a" : "gw-b");
   }
   char err[256];
-  cr_assert_eq(proc_router_resolve(f.r, users, N, wsg_now_mono_ms(), &f.rt, err, sizeof(err)), 0,
+  cr_assert_eq(proc_redis_resolve(f.r, users, N, wsg_now_mono_ms(), &f.rt, err, sizeof(err)), 0,
                "%s", err);
   size_t total = 0;
   for (int i = 0; i < N; i++) {
@@ -181,7 +181,7 @@ Test(proc_router, many_users_span_several_pipelines, .fini = ptest_fini) {
   teardown(&f);
 }
 
-Test(proc_router, redis_goes_away_and_comes_back, .fini = ptest_fini) {
+Test(proc_redis, redis_goes_away_and_comes_back, .fini = ptest_fini) {
   fixture f;
   cr_assert_eq(setenv("WSGATE_TEST_REDIS_PORT", "", 1), 0); /* this test needs its own server */
   setup(&f, 16, 0);
@@ -190,14 +190,14 @@ Test(proc_router, redis_goes_away_and_comes_back, .fini = ptest_fini) {
   const char *users[] = {"alice"};
   cr_assert_eq(resolve(&f, users, 1), 0);
   char why[256];
-  cr_assert_eq(proc_router_status(f.r, why, sizeof(why)), 0);
+  cr_assert_eq(proc_redis_status(f.r, why, sizeof(why)), 0);
 
   redisFree(f.redis.rc);
   f.redis.rc = NULL;
   int port = f.redis.srv.port;
   itest_redis_server_stop(&f.redis.srv, SIGKILL);
   cr_assert_eq(resolve(&f, users, 1), -1);
-  cr_assert_eq(proc_router_status(f.r, why, sizeof(why)), -1);
+  cr_assert_eq(proc_redis_status(f.r, why, sizeof(why)), -1);
   cr_assert(strstr(why, "redis:"), "%s", why);
 
   /* Back, empty (nothing persisted): the router reconnects after its backoff. */
@@ -214,11 +214,11 @@ Test(proc_router, redis_goes_away_and_comes_back, .fini = ptest_fini) {
   }
   cr_assert_eq(rc, 0, "the router reconnects");
   cr_assert_eq(f.rt.count[0], 1);
-  cr_assert_eq(proc_router_status(f.r, why, sizeof(why)), 0);
+  cr_assert_eq(proc_redis_status(f.r, why, sizeof(why)), 0);
   teardown(&f);
 }
 
-Test(proc_router, handler_commands_convert_every_reply_type, .fini = ptest_fini) {
+Test(proc_redis, handler_commands_convert_every_reply_type, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
   char key[128], list[128];
@@ -237,8 +237,7 @@ Test(proc_router, handler_commands_convert_every_reply_type, .fini = ptest_fini)
   const wsgate_redis_reply *r[7];
   void *block = NULL;
   char err[256];
-  cr_assert_eq(proc_router_command(f.r, cmds, 7, r, &block, err, sizeof(err)), WSGATE_OK, "%s",
-               err);
+  cr_assert_eq(proc_redis_command(f.r, cmds, 7, r, &block, err, sizeof(err)), WSGATE_OK, "%s", err);
   cr_assert_eq(r[0]->type, WSGATE_REDIS_STATUS);
   cr_assert_str_eq(r[0]->str, "OK");
   cr_assert_eq(r[1]->type, WSGATE_REDIS_STRING);
@@ -255,8 +254,8 @@ Test(proc_router, handler_commands_convert_every_reply_type, .fini = ptest_fini)
   cr_assert_eq(r[6]->type, WSGATE_REDIS_NIL);
   free(block);
 
-  cr_assert_eq(proc_router_command(f.r, cmds, 0, r, &block, err, sizeof(err)), WSGATE_E_INVAL);
+  cr_assert_eq(proc_redis_command(f.r, cmds, 0, r, &block, err, sizeof(err)), WSGATE_E_INVAL);
   wsgate_redis_cmd empty = {0, NULL, NULL};
-  cr_assert_eq(proc_router_command(f.r, &empty, 1, r, &block, err, sizeof(err)), WSGATE_E_INVAL);
+  cr_assert_eq(proc_redis_command(f.r, &empty, 1, r, &block, err, sizeof(err)), WSGATE_E_INVAL);
   teardown(&f);
 }

@@ -1,12 +1,12 @@
 /*
- * proc_router: the one file of the processor that talks to Redis (hiredis, synchronous):
+ * proc_redis: the one file of the processor that talks to Redis (hiredis, synchronous):
  * routing lookups for a batch, the gateway cache, lazy clean-up of dead gateways' entries and
  * handlers' pipelines.
  *
- * Threads: the consumer thread, except proc_router_status() (any thread; a mutex guards the
+ * Threads: the consumer thread, except proc_redis_status() (any thread; a mutex guards the
  * status line it reads).
  */
-#include "proc_router.h"
+#include "proc_redis.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proc_redis_reply.h"
 #include "proc_util.h"
 #include "wsg_log.h"
 #include "wsg_redis_keys.h"
@@ -46,7 +47,7 @@ typedef struct {
   uint64_t expires_ms;
 } gw_cache_entry;
 
-struct proc_router {
+struct proc_redis {
   redisContext *c;
   char *host;
   int port;
@@ -86,14 +87,14 @@ struct proc_router {
   wsg_histogram *m_rtt;
 };
 
-static void set_status(proc_router *r, bool ok, const char *msg) {
+static void set_status(proc_redis *r, bool ok, const char *msg) {
   pthread_mutex_lock(&r->status_lock);
   r->status_ok = ok;
   snprintf(r->status, sizeof(r->status), "%s", msg ? msg : "");
   pthread_mutex_unlock(&r->status_lock);
 }
 
-int proc_router_status(proc_router *r, char *why, size_t whylen) {
+int proc_redis_status(proc_redis *r, char *why, size_t whylen) {
   pthread_mutex_lock(&r->status_lock);
   bool ok = r->status_ok;
   if (!ok && why && whylen)
@@ -112,7 +113,7 @@ static void count(wsg_counter *c, uint64_t n) {
     wsg_counter_add(c, n);
 }
 
-int proc_router_create(proc_router **out, const proc_router_options *o, char *err, size_t errlen) {
+int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, size_t errlen) {
   *out = NULL;
   if (!o->host || !o->prefix || o->port <= 0 || o->port > 65535) {
     proc__fmt_err(err, errlen, "redis: a host, a port (1..65535) and a key prefix are required");
@@ -123,7 +124,7 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
     proc__fmt_err(err, errlen, "--redis-prefix is longer than %d bytes", PREFIX_MAX);
     return -1;
   }
-  proc_router *r = calloc(1, sizeof(*r));
+  proc_redis *r = calloc(1, sizeof(*r));
   if (!r) {
     proc__fmt_err(err, errlen, "redis: out of memory");
     return -1;
@@ -136,7 +137,7 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
   r->cache_cap = GW_CACHE_MAX * 2;
   r->cache = calloc(r->cache_cap, sizeof(gw_cache_entry));
   if (!r->host || !r->prefix || (o->password && !r->password) || !r->cache) {
-    proc_router_destroy(r);
+    proc_redis_destroy(r);
     proc__fmt_err(err, errlen, "redis: out of memory");
     return -1;
   }
@@ -193,7 +194,7 @@ int proc_router_create(proc_router **out, const proc_router_options *o, char *er
   return 0;
 }
 
-void proc_router_destroy(proc_router *r) {
+void proc_redis_destroy(proc_redis *r) {
   if (!r)
     return;
   if (r->c)
@@ -209,13 +210,13 @@ void proc_router_destroy(proc_router *r) {
   free(r);
 }
 
-const char *proc_router_prefix(const proc_router *r) {
+const char *proc_redis_prefix(const proc_redis *r) {
   return r->prefix;
 }
 
 /* --- connection ---------------------------------------------------------------------------- */
 
-static void disconnect(proc_router *r, const char *why) {
+static void disconnect(proc_redis *r, const char *why) {
   if (r->c) {
     redisFree(r->c);
     r->c = NULL;
@@ -241,13 +242,13 @@ static int setup_command(redisContext *c, int argc, const char **argv, char *err
   return rc;
 }
 
-static int ensure_connected(proc_router *r, char *err, size_t errlen) {
+static int ensure_connected(proc_redis *r, char *err, size_t errlen) {
   if (r->c)
     return 0;
   uint64_t now = wsg_now_mono_ms();
   if (now < r->next_attempt_ms) {
     char why[256];
-    proc_router_status(r, why, sizeof(why));
+    proc_redis_status(r, why, sizeof(why));
     proc__fmt_err(err, errlen, "%s (next connect attempt in %" PRIu64 " ms)", why,
                   r->next_attempt_ms - now);
     return -1;
@@ -306,12 +307,12 @@ fail:
   return -1;
 }
 
-int proc_router_connect(proc_router *r, char *err, size_t errlen) {
+int proc_redis_connect(proc_redis *r, char *err, size_t errlen) {
   return ensure_connected(r, err, errlen);
 }
 
 /* Marks the connection broken after an I/O error; the next command reconnects. */
-static void io_failed(proc_router *r, const char *what, char *err, size_t errlen) {
+static void io_failed(proc_redis *r, const char *what, char *err, size_t errlen) {
   char msg[256];
   snprintf(msg, sizeof(msg), "%s on %s:%d: %s", what, r->host, r->port,
            r->c && r->c->errstr[0] ? r->c->errstr : "connection lost");
@@ -321,9 +322,34 @@ static void io_failed(proc_router *r, const char *what, char *err, size_t errlen
   proc__fmt_err(err, errlen, "redis: %s", msg);
 }
 
-/* Reads `n` replies into reps[] (NULL-filled on failure, which frees what was read). */
-static int read_replies(proc_router *r, redisReply **reps, size_t n, char *err, size_t errlen) {
-  for (size_t i = 0; i < n; i++) {
+/* One command of a pipeline; argv and lens are borrowed until the next build. */
+typedef struct {
+  int argc;
+  const char **argv;
+  const size_t *lens;
+} pipe_cmd;
+
+/* Builds command i into *cmd; false if it cannot be built (treated like a failed send). */
+typedef bool (*pipe_build_fn)(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd);
+
+/*
+ * The one pipelined round trip: appends commands [from, to) made by build(), reads their replies
+ * into reps[0 .. to-from) and, with `measure`, observes the round trip's duration. On an I/O
+ * error (`what` names the commands in the message) the connection is marked broken, reps[] is
+ * NULL-filled and -1 returned. The caller frees the replies.
+ */
+static int round_trip(proc_redis *r, size_t from, size_t to, pipe_build_fn build, void *ctx,
+                      const char *what, bool measure, redisReply **reps, char *err, size_t errlen) {
+  for (size_t i = from; i < to; i++) {
+    pipe_cmd cmd;
+    if (!build(r, ctx, i, &cmd) ||
+        redisAppendCommandArgv(r->c, cmd.argc, cmd.argv, cmd.lens) != REDIS_OK) {
+      io_failed(r, what, err, errlen);
+      return -1;
+    }
+  }
+  uint64_t t0 = wsg_now_mono_us();
+  for (size_t i = 0; i < to - from; i++) {
     void *rep = NULL;
     if (redisGetReply(r->c, &rep) != REDIS_OK || !rep) {
       for (size_t j = 0; j < i; j++) {
@@ -335,83 +361,22 @@ static int read_replies(proc_router *r, redisReply **reps, size_t n, char *err, 
     }
     reps[i] = rep;
   }
+  if (measure && r->m_rtt)
+    wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - t0) / 1e6);
   return 0;
-}
-
-static void observe_rtt(proc_router *r, uint64_t start_us) {
-  if (r->m_rtt)
-    wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - start_us) / 1e6);
 }
 
 /* --- handlers' commands -------------------------------------------------------------------- */
 
-/* Nodes and string bytes a converted reply needs. */
-static void measure(const redisReply *rep, size_t *nodes, size_t *bytes) {
-  (*nodes)++;
-  switch (rep->type) {
-  case REDIS_REPLY_STRING:
-  case REDIS_REPLY_STATUS:
-  case REDIS_REPLY_ERROR:
-    *bytes += rep->len + 1;
-    break;
-  case REDIS_REPLY_ARRAY:
-    for (size_t i = 0; i < rep->elements; i++)
-      if (rep->element[i])
-        measure(rep->element[i], nodes, bytes);
-      else
-        (*nodes)++;
-    break;
-  default:
-    break;
-  }
+static bool build_handler_cmd(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  (void)r;
+  const wsgate_redis_cmd *c = (const wsgate_redis_cmd *)ctx + i;
+  *cmd = (pipe_cmd){c->argc, (const char **)c->argv, c->argvlen};
+  return true;
 }
 
-typedef struct {
-  wsgate_redis_reply *nodes; /* next free node */
-  char *bytes;               /* next free byte */
-} convert_pool;
-
-static void convert(const redisReply *rep, wsgate_redis_reply *dst, convert_pool *pool) {
-  memset(dst, 0, sizeof(*dst));
-  if (!rep) {
-    dst->type = WSGATE_REDIS_NIL;
-    return;
-  }
-  switch (rep->type) {
-  case REDIS_REPLY_INTEGER:
-    dst->type = WSGATE_REDIS_INTEGER;
-    dst->integer = rep->integer;
-    break;
-  case REDIS_REPLY_STRING:
-  case REDIS_REPLY_STATUS:
-  case REDIS_REPLY_ERROR:
-    dst->type = rep->type == REDIS_REPLY_STRING   ? WSGATE_REDIS_STRING
-                : rep->type == REDIS_REPLY_STATUS ? WSGATE_REDIS_STATUS
-                                                  : WSGATE_REDIS_ERROR;
-    memcpy(pool->bytes, rep->str, rep->len);
-    pool->bytes[rep->len] = '\0';
-    dst->str = pool->bytes;
-    dst->len = rep->len;
-    pool->bytes += rep->len + 1;
-    break;
-  case REDIS_REPLY_ARRAY: {
-    dst->type = WSGATE_REDIS_ARRAY;
-    dst->count = rep->elements;
-    wsgate_redis_reply *items = pool->nodes;
-    pool->nodes += rep->elements;
-    dst->items = items;
-    for (size_t i = 0; i < rep->elements; i++)
-      convert(rep->element[i], &items[i], pool);
-    break;
-  }
-  default:
-    dst->type = WSGATE_REDIS_NIL;
-  }
-}
-
-int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
-                        const wsgate_redis_reply **replies, void **block, char *err,
-                        size_t errlen) {
+int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
+                       const wsgate_redis_reply **replies, void **block, char *err, size_t errlen) {
   *block = NULL;
   if (n == 0 || n > WSGATE_MAX_REDIS_COMMANDS || !cmds || !replies) {
     proc__fmt_err(err, errlen, "a pipeline holds 1..%d commands", WSGATE_MAX_REDIS_COMMANDS);
@@ -436,41 +401,15 @@ int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
     proc__fmt_err(err, errlen, "out of memory");
     return WSGATE_E_NOMEM;
   }
-  uint64_t t0 = wsg_now_mono_us();
-  for (size_t i = 0; i < n; i++) {
-    if (redisAppendCommandArgv(r->c, cmds[i].argc, (const char **)cmds[i].argv, cmds[i].argvlen) !=
-        REDIS_OK) {
-      free(reps);
-      io_failed(r, "sending a handler's commands", err, errlen);
-      return WSGATE_E_REDIS;
-    }
-  }
-  if (read_replies(r, reps, n, err, errlen) != 0) {
+  if (round_trip(r, 0, n, build_handler_cmd, (void *)cmds, "sending a handler's commands", true,
+                 reps, err, errlen) != 0) {
     free(reps);
     return WSGATE_E_REDIS;
   }
-  observe_rtt(r, t0);
   count(r->m_handler_cmds, n);
 
-  size_t nodes = 0, bytes = 0;
-  for (size_t i = 0; i < n; i++)
-    measure(reps[i], &nodes, &bytes);
-  /* Top-level replies first, so replies[i] = &base[i]; nested items follow, then the strings. */
-  size_t node_bytes = nodes * sizeof(wsgate_redis_reply);
-  uint8_t *mem = malloc(node_bytes + bytes + 1);
-  int rc = WSGATE_OK;
-  if (!mem) {
-    proc__fmt_err(err, errlen, "out of memory for %zu reply bytes", node_bytes + bytes);
-    rc = WSGATE_E_NOMEM;
-  } else {
-    wsgate_redis_reply *base = (wsgate_redis_reply *)mem;
-    convert_pool pool = {.nodes = base + n, .bytes = (char *)mem + node_bytes};
-    for (size_t i = 0; i < n; i++) {
-      convert(reps[i], &base[i], &pool);
-      replies[i] = &base[i];
-    }
-    *block = mem;
-  }
+  int rc =
+      proc_redis_reply_convert((const redisReply *const *)reps, n, replies, block, err, errlen);
   for (size_t i = 0; i < n; i++)
     freeReplyObject(reps[i]);
   free(reps);
@@ -481,7 +420,7 @@ int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
 
 /* SCRIPT LOAD once per connection: the append runs for every delivery to a user, and EVALSHA
  * sends 40 bytes where EVAL would send the whole script each time. */
-static int load_append_script(proc_router *r, char *err, size_t errlen) {
+static int load_append_script(proc_redis *r, char *err, size_t errlen) {
   if (r->append_sha[0])
     return 0;
   const char *argv[] = {"SCRIPT", "LOAD", WSG_LUA_REPLAY_APPEND};
@@ -503,8 +442,50 @@ static int load_append_script(proc_router *r, char *err, size_t errlen) {
   return rc;
 }
 
-int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a, size_t n,
-                       char *err, size_t errlen) {
+typedef struct {
+  const proc_strref *users;
+  const proc_append *a;
+  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  const char *argv[10];
+  size_t lens[10];
+} append_ctx;
+
+static bool build_append(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  append_ctx *c = ctx;
+  const proc_append *a = &c->a[i];
+  const proc_strref *u = &c->users[a->user];
+  /* Users were validated by the handler API and the prefix is bounded: the keys fit. An empty
+   * key still keeps the pipeline aligned (Redis refuses it, and it gets q 0). */
+  int slen = wsg_key_replay(c->skey, sizeof(c->skey), r->prefix, u->ptr, u->len);
+  int qlen = wsg_key_replay_seq(c->qkey, sizeof(c->qkey), r->prefix, u->ptr, u->len);
+  const char *argv[] = {"EVALSHA",
+                        r->append_sha,
+                        "2",
+                        c->skey,
+                        c->qkey,
+                        r->resume_window_text,
+                        r->resume_ttl_text,
+                        r->resume_seq_ttl_text,
+                        a->binary ? "b" : "d",
+                        a->data ? (const char *)a->data : ""};
+  size_t lens[] = {7,
+                   strlen(r->append_sha),
+                   1,
+                   (size_t)(slen > 0 ? slen : 0),
+                   (size_t)(qlen > 0 ? qlen : 0),
+                   strlen(r->resume_window_text),
+                   strlen(r->resume_ttl_text),
+                   strlen(r->resume_seq_ttl_text),
+                   1,
+                   a->len};
+  memcpy(c->argv, argv, sizeof(argv));
+  memcpy(c->lens, lens, sizeof(lens));
+  *cmd = (pipe_cmd){10, c->argv, c->lens};
+  return true;
+}
+
+int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, size_t n, char *err,
+                      size_t errlen) {
   for (size_t i = 0; i < n; i++)
     a[i].q = 0;
   if (n == 0 || r->resume_window == 0)
@@ -518,49 +499,14 @@ int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a,
   }
   int rc = 0;
   uint64_t refused = 0;
-  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  append_ctx ctx = {.users = users, .a = a};
   for (size_t from = 0; from < n && rc == 0; from += PIPELINE_CHUNK) {
     size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
-    for (size_t i = from; i < to; i++) {
-      const proc_strref *u = &users[a[i].user];
-      /* Users were validated by the handler API and the prefix is bounded: the keys fit. An
-       * empty key still keeps the pipeline aligned (Redis refuses it, and it gets q 0). */
-      int slen = wsg_key_replay(skey, sizeof(skey), r->prefix, u->ptr, u->len);
-      int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, u->ptr, u->len);
-      const char *argv[] = {"EVALSHA",
-                            r->append_sha,
-                            "2",
-                            skey,
-                            qkey,
-                            r->resume_window_text,
-                            r->resume_ttl_text,
-                            r->resume_seq_ttl_text,
-                            a[i].binary ? "b" : "d",
-                            a[i].data ? (const char *)a[i].data : ""};
-      size_t argvlen[] = {7,
-                          strlen(r->append_sha),
-                          1,
-                          (size_t)(slen > 0 ? slen : 0),
-                          (size_t)(qlen > 0 ? qlen : 0),
-                          strlen(r->resume_window_text),
-                          strlen(r->resume_ttl_text),
-                          strlen(r->resume_seq_ttl_text),
-                          1,
-                          a[i].len};
-      if (redisAppendCommandArgv(r->c, 10, argv, argvlen) != REDIS_OK) {
-        io_failed(r, "sending the replay appends", err, errlen);
-        rc = -1;
-        break;
-      }
-    }
-    if (rc != 0)
-      break;
-    uint64_t t0 = wsg_now_mono_us();
-    if (read_replies(r, reps, to - from, err, errlen) != 0) {
+    if (round_trip(r, from, to, build_append, &ctx, "sending the replay appends", true, reps, err,
+                   errlen) != 0) {
       rc = -1;
       break;
     }
-    observe_rtt(r, t0);
     for (size_t i = from; i < to; i++) {
       redisReply *rep = reps[i - from];
       if (rep->type == REDIS_REPLY_INTEGER && rep->integer > 0) {
@@ -589,7 +535,7 @@ int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a,
 
 /* --- gateway cache ------------------------------------------------------------------------- */
 
-static gw_cache_entry *cache_slot(proc_router *r, const char *id, size_t len, bool *found) {
+static gw_cache_entry *cache_slot(proc_redis *r, const char *id, size_t len, bool *found) {
   size_t mask = r->cache_cap - 1;
   size_t i = (size_t)proc__hash(id, len) & mask;
   for (;;) {
@@ -606,14 +552,14 @@ static gw_cache_entry *cache_slot(proc_router *r, const char *id, size_t len, bo
   }
 }
 
-void proc_router_cache_clear(proc_router *r) {
+void proc_redis_cache_clear(proc_redis *r) {
   memset(r->cache, 0, r->cache_cap * sizeof(gw_cache_entry));
   r->cache_used = 0;
 }
 
 /* Stores a lookup result. When the cache is full it is emptied: only garbage ids can fill it, and
  * the live gateways are re-read on the next batch. */
-static void cache_put(proc_router *r, const char *id, size_t len, bool alive, int32_t slot,
+static void cache_put(proc_redis *r, const char *id, size_t len, bool alive, int32_t slot,
                       uint64_t now_ms) {
   if (r->cache_ttl_ms == 0)
     return;
@@ -621,7 +567,7 @@ static void cache_put(proc_router *r, const char *id, size_t len, bool alive, in
   gw_cache_entry *e = cache_slot(r, id, len, &found);
   if (!found) {
     if (r->cache_used >= GW_CACHE_MAX) {
-      proc_router_cache_clear(r);
+      proc_redis_cache_clear(r);
       e = cache_slot(r, id, len, &found);
     }
     memcpy(e->id, id, len);
@@ -745,27 +691,42 @@ typedef struct {
   size_t n, cap;
 } raw_list;
 
+/* Scratch of one command built for a pipeline: a key and the arguments pointing at it. */
+typedef struct {
+  const void *in; /* the caller's items: users, gateway indices or raw entries */
+  const proc_strref *users;
+  const proc_routes *rt;
+  char key[WSG_REDIS_KEY_MAX], conn[24];
+  const char *argv[6];
+  size_t lens[6];
+} key_cmd;
+
+/* Copies argc arguments into k (the compound literals die with the builder) and points cmd at
+ * them. Returns true. */
+static bool key_cmd_set(key_cmd *k, pipe_cmd *cmd, int argc, const char **argv,
+                        const size_t *lens) {
+  memcpy(k->argv, argv, (size_t)argc * sizeof(*argv));
+  memcpy(k->lens, lens, (size_t)argc * sizeof(*lens));
+  *cmd = (pipe_cmd){argc, k->argv, k->lens};
+  return true;
+}
+
+static bool build_hgetall(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  key_cmd *k = ctx;
+  const proc_strref *u = &k->users[i];
+  /* Users were validated by the handler API (length, UTF-8) and the prefix is bounded at
+   * creation, so every key fits; an empty key still keeps the pipeline aligned. */
+  int klen = wsg_key_user(k->key, sizeof(k->key), r->prefix, u->ptr, u->len);
+  return key_cmd_set(k, cmd, 2, (const char *[]){"HGETALL", k->key},
+                     (const size_t[]){7, (size_t)(klen > 0 ? klen : 0)});
+}
+
 /* Sends HGETALL for users [from, to) and parses the replies into `raw`. */
-static int read_users(proc_router *r, const proc_strref *users, size_t from, size_t to,
+static int read_users(proc_redis *r, const proc_strref *users, size_t from, size_t to,
                       proc_routes *rt, raw_list *raw, redisReply **reps, char *err, size_t errlen) {
-  char key[WSG_REDIS_KEY_MAX];
-  for (size_t i = from; i < to; i++) {
-    /* Users were validated by the handler API (length, UTF-8) and the prefix is bounded at
-     * creation, so every key fits; an empty key still keeps the pipeline aligned. */
-    int klen = wsg_key_user(key, sizeof(key), r->prefix, users[i].ptr, users[i].len);
-    if (klen < 0)
-      klen = 0;
-    const char *argv[] = {"HGETALL", key};
-    size_t argvlen[] = {7, (size_t)klen};
-    if (redisAppendCommandArgv(r->c, 2, argv, argvlen) != REDIS_OK) {
-      io_failed(r, "sending HGETALL", err, errlen);
-      return -1;
-    }
-  }
-  uint64_t t0 = wsg_now_mono_us();
-  if (read_replies(r, reps, to - from, err, errlen) != 0)
+  key_cmd k = {.users = users};
+  if (round_trip(r, from, to, build_hgetall, &k, "sending HGETALL", true, reps, err, errlen) != 0)
     return -1;
-  observe_rtt(r, t0);
   count(r->m_user_lookups, to - from);
 
   int rc = 0;
@@ -807,10 +768,18 @@ static int read_users(proc_router *r, const proc_strref *users, size_t from, siz
   return rc;
 }
 
+static bool build_hget_slot(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  key_cmd *k = ctx;
+  const size_t *todo = k->in;
+  int klen = wsg_key_gateway(k->key, sizeof(k->key), r->prefix, k->rt->gws[todo[i]].id);
+  key_cmd_set(k, cmd, 3, (const char *[]){"HGET", k->key, "slot"},
+              (const size_t[]){4, (size_t)(klen > 0 ? klen : 0), 4});
+  return klen >= 0;
+}
+
 /* Fills gws[].slot (-1: lease gone, -2: bad slot) from the cache or one pipelined HGET each. */
-static int read_gateways(proc_router *r, proc_routes *rt, uint64_t now_ms, redisReply **reps,
+static int read_gateways(proc_redis *r, proc_routes *rt, uint64_t now_ms, redisReply **reps,
                          char *err, size_t errlen) {
-  char key[WSG_REDIS_KEY_MAX];
   size_t *todo = malloc((rt->ngws ? rt->ngws : 1) * sizeof(size_t));
   if (!todo) {
     proc__fmt_err(err, errlen, "out of memory");
@@ -828,26 +797,14 @@ static int read_gateways(proc_router *r, proc_routes *rt, uint64_t now_ms, redis
     todo[ntodo++] = g;
   }
   int rc = 0;
+  key_cmd k = {.in = todo, .rt = rt};
   for (size_t from = 0; from < ntodo && rc == 0; from += PIPELINE_CHUNK) {
     size_t to = from + PIPELINE_CHUNK < ntodo ? from + PIPELINE_CHUNK : ntodo;
-    for (size_t i = from; i < to; i++) {
-      int klen = wsg_key_gateway(key, sizeof(key), r->prefix, rt->gws[todo[i]].id);
-      const char *argv[] = {"HGET", key, "slot"};
-      size_t argvlen[] = {4, (size_t)(klen > 0 ? klen : 0), 4};
-      if (klen < 0 || redisAppendCommandArgv(r->c, 3, argv, argvlen) != REDIS_OK) {
-        io_failed(r, "sending HGET", err, errlen);
-        rc = -1;
-        break;
-      }
-    }
-    if (rc != 0)
-      break;
-    uint64_t t0 = wsg_now_mono_us();
-    if (read_replies(r, reps, to - from, err, errlen) != 0) {
+    if (round_trip(r, from, to, build_hget_slot, &k, "sending HGET", true, reps, err, errlen) !=
+        0) {
       rc = -1;
       break;
     }
-    observe_rtt(r, t0);
     count(r->m_gw_lookups, to - from);
     for (size_t i = from; i < to; i++) {
       redisReply *rep = reps[i - from];
@@ -872,40 +829,43 @@ static int read_gateways(proc_router *r, proc_routes *rt, uint64_t now_ms, redis
   return rc;
 }
 
+static bool build_conn_delete(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd) {
+  key_cmd *k = ctx;
+  const raw_entry *e = ((const raw_entry *const *)k->in)[i];
+  const proc_route_gw *g = &k->rt->gws[e->gw];
+  const proc_strref *u = &k->users[e->user];
+  int klen = wsg_key_user(k->key, sizeof(k->key), r->prefix, u->ptr, u->len);
+  int clen = wsg_conn_id_format(k->conn, sizeof(k->conn), e->conn);
+  return key_cmd_set(
+      k, cmd, 6, (const char *[]){"EVAL", WSG_LUA_CONN_DELETE, "1", k->key, k->conn, g->id},
+      (const size_t[]){4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, g->len});
+}
+
 /* Deletes the entries of dead gateways (compare-and-delete: a reconnect that re-registered the
  * same connection id elsewhere keeps its new entry). Failures only leave the entries for later. */
-static void remove_stale(proc_router *r, const proc_strref *users, const raw_list *raw,
+static void remove_stale(proc_redis *r, const proc_strref *users, const raw_list *raw,
                          proc_routes *rt, redisReply **reps) {
-  char key[WSG_REDIS_KEY_MAX], conn[24];
-  size_t i = 0;
-  while (i < raw->n) {
-    size_t appended = 0;
-    for (; i < raw->n && appended < PIPELINE_CHUNK; i++) {
-      const raw_entry *e = &raw->v[i];
-      if (rt->gws[e->gw].slot != -1)
-        continue;
-      const proc_route_gw *g = &rt->gws[e->gw];
-      int klen = wsg_key_user(key, sizeof(key), r->prefix, users[e->user].ptr, users[e->user].len);
-      int clen = wsg_conn_id_format(conn, sizeof(conn), e->conn);
-      const char *argv[] = {"EVAL", WSG_LUA_CONN_DELETE, "1", key, conn, g->id};
-      size_t argvlen[] = {4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, g->len};
-      if (redisAppendCommandArgv(r->c, 6, argv, argvlen) != REDIS_OK) {
-        io_failed(r, "sending the stale-entry clean-up", NULL, 0);
-        return;
-      }
-      appended++;
-    }
-    if (appended == 0)
-      return;
-    if (read_replies(r, reps, appended, NULL, 0) != 0)
-      return;
-    for (size_t k = 0; k < appended; k++) {
-      if (reps[k]->type == REDIS_REPLY_INTEGER && reps[k]->integer > 0)
+  const raw_entry **stale = malloc((rt->stale ? rt->stale : 1) * sizeof(*stale));
+  if (!stale)
+    return;
+  size_t n = 0;
+  for (size_t i = 0; i < raw->n; i++)
+    if (rt->gws[raw->v[i].gw].slot == -1)
+      stale[n++] = &raw->v[i];
+  key_cmd k = {.in = stale, .users = users, .rt = rt};
+  for (size_t from = 0; from < n; from += PIPELINE_CHUNK) {
+    size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
+    if (round_trip(r, from, to, build_conn_delete, &k, "sending the stale-entry clean-up", false,
+                   reps, NULL, 0) != 0)
+      break;
+    for (size_t i = 0; i < to - from; i++) {
+      if (reps[i]->type == REDIS_REPLY_INTEGER && reps[i]->integer > 0)
         rt->removed++;
-      freeReplyObject(reps[k]);
-      reps[k] = NULL;
+      freeReplyObject(reps[i]);
+      reps[i] = NULL;
     }
   }
+  free(stale);
 }
 
 static int cmp_raw_user(const void *a, const void *b) {
@@ -915,8 +875,8 @@ static int cmp_raw_user(const void *a, const void *b) {
   return x->conn < y->conn ? -1 : x->conn > y->conn;
 }
 
-int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint64_t now_ms,
-                        proc_routes *rt, char *err, size_t errlen) {
+int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64_t now_ms,
+                       proc_routes *rt, char *err, size_t errlen) {
   if (n > UINT32_MAX) {
     proc__fmt_err(err, errlen, "too many users in one batch");
     return -1;

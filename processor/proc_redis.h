@@ -1,5 +1,5 @@
 /*
- * proc_router: everything the processor asks Redis, on one synchronous hiredis connection that
+ * proc_redis: everything the processor asks Redis, on one synchronous hiredis connection that
  * the consumer thread owns (it may block: the processor has no event loop to keep responsive).
  *
  * Routing a batch: user -> connections -> gateway -> slot. One pipelined round trip reads
@@ -9,15 +9,15 @@
  * compare-and-delete script (WSG_LUA_CONN_DELETE), in a third round trip only when there are any.
  *
  * Handlers' own commands (wsgate_redis()) also run here, as one pipeline per call; so does the
- * numbering and storing of deliveries to users for resumable clients (proc_router_append).
+ * numbering and storing of deliveries to users for resumable clients (proc_redis_append).
  *
  * The connection is made lazily and remade after any error, with a backoff so a Redis outage
  * costs one connect attempt per backoff step, not one per record.
  *
- * Threads: the consumer thread; proc_router_status() may be called from any thread.
+ * Threads: the consumer thread; proc_redis_status() may be called from any thread.
  */
-#ifndef PROC_ROUTER_H
-#define PROC_ROUTER_H
+#ifndef PROC_REDIS_H
+#define PROC_REDIS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -27,7 +27,7 @@
 #include "wsg_metrics.h"
 #include "wsgate_handler.h"
 
-typedef struct proc_router proc_router;
+typedef struct proc_redis proc_redis;
 
 typedef struct {
   const char *host; /* copied */
@@ -42,19 +42,19 @@ typedef struct {
   uint32_t resume_window;        /* entries kept in a user's replay stream; 0: no sequencing */
   uint64_t resume_ttl_ms;        /* replay stream TTL */
   uint64_t resume_seq_ttl_ms;    /* sequence counter TTL (>= resume_ttl_ms) */
-} proc_router_options;
+} proc_redis_options;
 
 /* Does not connect: the first command does. Returns 0, or -1 with a message. */
-int proc_router_create(proc_router **out, const proc_router_options *o, char *err, size_t errlen);
-void proc_router_destroy(proc_router *r); /* NULL is a no-op */
+int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, size_t errlen);
+void proc_redis_destroy(proc_redis *r); /* NULL is a no-op */
 
-const char *proc_router_prefix(const proc_router *r); /* borrowed */
+const char *proc_redis_prefix(const proc_redis *r); /* borrowed */
 
 /* Connects now if not connected (start-up check). Returns 0, or -1 with a message. */
-int proc_router_connect(proc_router *r, char *err, size_t errlen);
+int proc_redis_connect(proc_redis *r, char *err, size_t errlen);
 
 /* 0 if the last Redis exchange worked (or none happened yet), else -1 and why. Any thread. */
-int proc_router_status(proc_router *r, char *why, size_t whylen);
+int proc_redis_status(proc_redis *r, char *why, size_t whylen);
 
 /*
  * Runs `n` commands as one pipeline and converts the replies into handler-facing views, all in one
@@ -62,8 +62,8 @@ int proc_router_status(proc_router *r, char *why, size_t whylen);
  * Returns WSGATE_OK, WSGATE_E_REDIS (connection failed; err says why), WSGATE_E_INVAL or
  * WSGATE_E_NOMEM.
  */
-int proc_router_command(proc_router *r, const wsgate_redis_cmd *cmds, size_t n,
-                        const wsgate_redis_reply **replies, void **block, char *err, size_t errlen);
+int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
+                       const wsgate_redis_reply **replies, void **block, char *err, size_t errlen);
 
 /* --- routing ------------------------------------------------------------------------------- */
 
@@ -108,8 +108,8 @@ void proc_routes_finish(proc_routes *rt);
  * `now_ms` (monotonic; drives the gateway cache). Returns 0, or -1 with a message when Redis
  * failed (nothing was decided: retry the whole batch).
  */
-int proc_router_resolve(proc_router *r, const proc_strref *users, size_t n, uint64_t now_ms,
-                        proc_routes *out, char *err, size_t errlen);
+int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64_t now_ms,
+                       proc_routes *out, char *err, size_t errlen);
 
 /* --- resume: per-user sequence and replay stream (docs/ARCHITECTURE.md, "Resume") ---------- */
 
@@ -124,17 +124,17 @@ typedef struct {
 
 /*
  * Stores a[0..n) in order, each in the replay stream of users[a[i].user], and sets a[i].q
- * (WSG_LUA_REPLAY_APPEND, pipelined). Run it before proc_router_resolve() of the same batch: a
+ * (WSG_LUA_REPLAY_APPEND, pipelined). Run it before proc_redis_resolve() of the same batch: a
  * gateway relies on a message being stored before the lookup that routes it. With resume_window
  * 0 every q is 0 and Redis is not asked. A delivery Redis refuses (a key of another type under the
  * prefix) gets q 0 and is counted; the others go on. Returns 0, or -1 with a message when Redis
  * failed: nothing was decided, but some deliveries may be stored already (a retry stores them
  * again: at least once, like everything else).
  */
-int proc_router_append(proc_router *r, const proc_strref *users, proc_append *a, size_t n,
-                       char *err, size_t errlen);
+int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, size_t n, char *err,
+                      size_t errlen);
 
 /* Drops every cached gateway (tests; a processor never needs it). */
-void proc_router_cache_clear(proc_router *r);
+void proc_redis_cache_clear(proc_redis *r);
 
 #endif
