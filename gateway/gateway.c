@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 
 #include "gw_kafka.h"
+#include "gw_metrics.h"
 #include "gw_registry.h"
 #include "gw_server.h"
 #include "wsg_http.h"
@@ -84,6 +85,20 @@ struct gw_gateway {
 
   wsg_gauge *m_ready, *m_draining; /* the slot gauge is the registry's */
 };
+
+/* The ready and draining gauges first: the order /metrics has always listed them in. */
+enum { ROW_INFO = 2 };
+static const wsg_metric_def metric_rows[] = {
+    WSG_GAUGE_ROW(gw_gateway, m_ready, "wsgate_gateway_ready",
+                  "1 while the gateway admits new connections.", NULL),
+    WSG_GAUGE_ROW(gw_gateway, m_draining, "wsgate_gateway_draining",
+                  "1 once a drain (SIGTERM) has started.", NULL),
+    [ROW_INFO] =
+        WSG_RUNTIME_ROW(WSG_METRIC_GAUGE, "wsgate_gateway_info",
+                        "Version and id of this gateway (always 1).", "version,gateway_id"),
+};
+
+const wsg_metric_table gw_gateway_metric_table = WSG_METRIC_TABLE("gateway/gateway.c", metric_rows);
 
 /* ------------------------------------------------------------------------------------------ */
 /* readiness                                                                                   */
@@ -398,14 +413,10 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
     snprintf(err, errlen, "cannot create the event loop or the metrics registry");
     goto fail;
   }
-  g->m_ready = wsg_metrics_gauge(g->metrics, "wsgate_gateway_ready",
-                                 "1 while the gateway admits new connections.", NULL);
-  g->m_draining = wsg_metrics_gauge(g->metrics, "wsgate_gateway_draining",
-                                    "1 once a drain (SIGTERM) has started.", NULL);
+  wsg_metrics_register_table(g->metrics, &gw_gateway_metric_table, g);
   char labels[256];
   snprintf(labels, sizeof labels, "version=\"%s\",gateway_id=\"%s\"", WSG_VERSION, cfg->gateway_id);
-  wsg_gauge *info = wsg_metrics_gauge(g->metrics, "wsgate_gateway_info",
-                                      "Version and id of this gateway (always 1).", labels);
+  wsg_gauge *info = wsg_metrics_gauge_def(g->metrics, &metric_rows[ROW_INFO], labels);
   wsg_gauge_set(info, 1);
 
   g->fd_limit = raise_fd_limit();

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_metrics.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
@@ -579,43 +580,45 @@ static uint64_t conf_u64(rd_kafka_conf_t *conf, const char *key, uint64_t def) {
   return end != buf ? (uint64_t)v : def;
 }
 
-static void register_metrics(gw_kafka *k, wsg_metrics *m) {
-  if (!m)
-    return;
-  const char *dr = "wsgate_gateway_kafka_delivered_total";
-  const char *drh = "Inbound envelopes Kafka acknowledged (ok) or failed for good (failed).";
-  k->m_dr_ok = wsg_metrics_counter(m, dr, drh, "result=\"ok\"");
-  k->m_dr_failed = wsg_metrics_counter(m, dr, drh, "result=\"failed\"");
-  const char *pe = "wsgate_gateway_kafka_produce_errors_total";
-  const char *peh = "Inbound envelopes librdkafka refused at produce time, by reason.";
-  k->m_full = wsg_metrics_counter(m, pe, peh, "reason=\"queue_full\"");
-  k->m_too_large = wsg_metrics_counter(m, pe, peh, "reason=\"too_large\"");
-  k->m_refused = wsg_metrics_counter(m, pe, peh, "reason=\"other\"");
-  k->m_unacked = wsg_metrics_gauge(m, "wsgate_gateway_kafka_unacked",
-                                   "Inbound envelopes produced and not yet acknowledged.", NULL);
-  k->m_pressure = wsg_metrics_gauge(
-      m, "wsgate_gateway_kafka_backpressure",
-      "1 while reads from clients are paused because the producer queue is full.", NULL);
-  k->m_pressure_events = wsg_metrics_counter(
-      m, "wsgate_gateway_kafka_backpressure_total",
-      "Times reads from clients were paused because the producer queue filled.", NULL);
-  k->m_brokers_up = wsg_metrics_gauge(m, "wsgate_gateway_kafka_brokers_up",
-                                      "1 while the producer reaches a Kafka broker.", NULL);
-  const char *ob = "wsgate_gateway_outbound_records_total";
-  const char *obh = "Outbound records read from the slot partition, by what became of them.";
-  k->m_out_queued = wsg_metrics_counter(m, ob, obh, "result=\"queued\"");
-  k->m_out_fenced = wsg_metrics_counter(m, ob, obh, "result=\"other_gateway\"");
-  k->m_out_invalid = wsg_metrics_counter(m, ob, obh, "result=\"invalid\"");
-  k->m_out_kind = wsg_metrics_counter(m, ob, obh, "result=\"wrong_type\"");
-  k->m_out_errors =
-      wsg_metrics_counter(m, "wsgate_gateway_outbound_errors_total",
-                          "Outbound consumer errors (fetch errors, out of memory).", NULL);
-  k->m_outq = wsg_metrics_gauge(m, "wsgate_gateway_outbound_queue",
-                                "Outbound envelopes waiting for the WebSocket thread.", NULL);
-  k->m_out_pauses = wsg_metrics_counter(
-      m, "wsgate_gateway_outbound_pauses_total",
-      "Times the outbound partition was paused because the WebSocket thread fell behind.", NULL);
-}
+#define DELIVERED           "wsgate_gateway_kafka_delivered_total"
+#define DELIVERED_HELP      "Inbound envelopes Kafka acknowledged (ok) or failed for good (failed)."
+#define PRODUCE_ERRORS      "wsgate_gateway_kafka_produce_errors_total"
+#define PRODUCE_ERRORS_HELP "Inbound envelopes librdkafka refused at produce time, by reason."
+#define OUT_RECORDS         "wsgate_gateway_outbound_records_total"
+#define OUT_RECORDS_HELP    "Outbound records read from the slot partition, by what became of them."
+
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(gw_kafka, m_dr_ok, DELIVERED, DELIVERED_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(gw_kafka, m_dr_failed, DELIVERED, DELIVERED_HELP, "result=\"failed\""),
+    WSG_COUNTER_ROW(gw_kafka, m_full, PRODUCE_ERRORS, PRODUCE_ERRORS_HELP, "reason=\"queue_full\""),
+    WSG_COUNTER_ROW(gw_kafka, m_too_large, PRODUCE_ERRORS, PRODUCE_ERRORS_HELP,
+                    "reason=\"too_large\""),
+    WSG_COUNTER_ROW(gw_kafka, m_refused, PRODUCE_ERRORS, PRODUCE_ERRORS_HELP, "reason=\"other\""),
+    WSG_GAUGE_ROW(gw_kafka, m_unacked, "wsgate_gateway_kafka_unacked",
+                  "Inbound envelopes produced and not yet acknowledged.", NULL),
+    WSG_GAUGE_ROW(gw_kafka, m_pressure, "wsgate_gateway_kafka_backpressure",
+                  "1 while reads from clients are paused because the producer queue is full.",
+                  NULL),
+    WSG_COUNTER_ROW(gw_kafka, m_pressure_events, "wsgate_gateway_kafka_backpressure_total",
+                    "Times reads from clients were paused because the producer queue filled.",
+                    NULL),
+    WSG_GAUGE_ROW(gw_kafka, m_brokers_up, "wsgate_gateway_kafka_brokers_up",
+                  "1 while the producer reaches a Kafka broker.", NULL),
+    WSG_COUNTER_ROW(gw_kafka, m_out_queued, OUT_RECORDS, OUT_RECORDS_HELP, "result=\"queued\""),
+    WSG_COUNTER_ROW(gw_kafka, m_out_fenced, OUT_RECORDS, OUT_RECORDS_HELP,
+                    "result=\"other_gateway\""),
+    WSG_COUNTER_ROW(gw_kafka, m_out_invalid, OUT_RECORDS, OUT_RECORDS_HELP, "result=\"invalid\""),
+    WSG_COUNTER_ROW(gw_kafka, m_out_kind, OUT_RECORDS, OUT_RECORDS_HELP, "result=\"wrong_type\""),
+    WSG_COUNTER_ROW(gw_kafka, m_out_errors, "wsgate_gateway_outbound_errors_total",
+                    "Outbound consumer errors (fetch errors, out of memory).", NULL),
+    WSG_GAUGE_ROW(gw_kafka, m_outq, "wsgate_gateway_outbound_queue",
+                  "Outbound envelopes waiting for the WebSocket thread.", NULL),
+    WSG_COUNTER_ROW(
+        gw_kafka, m_out_pauses, "wsgate_gateway_outbound_pauses_total",
+        "Times the outbound partition was paused because the WebSocket thread fell behind.", NULL),
+};
+
+const wsg_metric_table gw_kafka_metric_table = WSG_METRIC_TABLE("gateway/gw_kafka.c", metric_rows);
 
 int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t errlen) {
   *out = NULL;
@@ -648,7 +651,7 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
     goto fail;
   }
   k->gw_id_len = strlen(k->gw_id);
-  register_metrics(k, o->metrics);
+  wsg_metrics_register_table(o->metrics, &gw_kafka_metric_table, k);
 
   /* --- producer --- */
   rc = GW_KAFKA_CONFIG;

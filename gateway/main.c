@@ -1,7 +1,7 @@
 /*
  * wsgate-gateway: configuration, logging, then the gateway (gateway.h) until it has drained.
- * Exit status: 0 after a drain (or --help), 1 when the gateway could not start, 2 on an invalid
- * configuration.
+ * Exit status: 0 after a drain (or --help, --help-metrics), 1 when the gateway could not start, 2
+ * on an invalid configuration.
  *
  * Threads: the main thread, which becomes the gateway's loop thread.
  */
@@ -10,6 +10,7 @@
 
 #include "gateway.h"
 #include "gw_config.h"
+#include "gw_metrics.h"
 #include "wsg_log.h"
 
 extern char **environ;
@@ -20,6 +21,14 @@ int main(int argc, char **argv) {
 
   gw_config cfg = {0};
   char err[1024] = "";
+  /* Before the options, which it needs none of (wsg_config's built-ins are --help and the like). */
+  if (wsg_metrics_help_requested(argc, argv)) {
+    if (wsg_metrics_print_markdown(stdout, "wsgate-gateway", gw_metric_tables, err, sizeof err) ==
+        0)
+      return 0;
+    fprintf(stderr, "wsgate-gateway: --help-metrics: %s\n", err);
+    return 1;
+  }
   wsg_config_result r = gw_config_load(&cfg, argc, argv, environ, err, sizeof err);
   if (r != WSG_CONFIG_OK) {
     if (r == WSG_CONFIG_ERROR)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proc_config.h"
+#include "proc_metrics.h"
 #include "processor.h"
 #include "wsg_log.h"
 
@@ -39,6 +40,14 @@ int main(int argc, char **argv) {
   proc_config cfg;
   memset(&cfg, 0, sizeof(cfg));
   char err[1024] = "";
+  /* Before the options, which it needs none of (wsg_config's built-ins are --help and the like). */
+  if (wsg_metrics_help_requested(argc, argv)) {
+    if (wsg_metrics_print_markdown(stdout, "wsgate-processor", proc_metric_tables, err,
+                                   sizeof(err)) == 0)
+      return 0;
+    fprintf(stderr, "wsgate-processor: --help-metrics: %s\n", err);
+    return 1;
+  }
   wsg_config_result r = proc_config_load(&cfg, argc, argv, environ, err, sizeof(err));
   if (r == WSG_CONFIG_EXIT) {
     proc_config_finish(&cfg);

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proc_metrics.h"
 #include "proc_offsets.h"
 #include "proc_util.h"
 #include "wsg_kafka.h"
@@ -191,6 +192,56 @@ int proc_consumer_ready(proc_consumer *c, char *why, size_t whylen) {
   return 0;
 }
 
+#define PRODUCED        "wsgate_processor_produced_total"
+#define PRODUCED_HELP   "Records produced, by destination"
+#define COMMITS         "wsgate_processor_commits_total"
+#define COMMITS_HELP    "Offset commits, by result"
+#define REBALANCES      "wsgate_processor_rebalances_total"
+#define REBALANCES_HELP "Partition assignment changes, by kind"
+
+static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                       0.1,   0.25,   0.5,   1,    2.5};
+
+/* The series of the struct's m_* fields; the lag row is registered per partition. */
+enum { ROW_LAG = 14 };
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(proc_consumer, m_consumed, "wsgate_processor_consumed_total",
+                    "Inbound records read from Kafka", NULL),
+    WSG_COUNTER_ROW(proc_consumer, m_produced, PRODUCED, PRODUCED_HELP, "topic=\"outbound\""),
+    WSG_COUNTER_ROW(proc_consumer, m_dead_letters, PRODUCED, PRODUCED_HELP,
+                    "topic=\"dead_letter\""),
+    WSG_COUNTER_ROW(proc_consumer, m_delivery_errors, "wsgate_processor_delivery_errors_total",
+                    "Outbound records Kafka did not acknowledge in time (the processor stops; "
+                    "their inputs are redelivered)",
+                    NULL),
+    WSG_COUNTER_ROW(proc_consumer, m_dropped, "wsgate_processor_records_refused_total",
+                    "Outbound records Kafka refused for good (too large)", NULL),
+    WSG_COUNTER_ROW(proc_consumer, m_commits_ok, COMMITS, COMMITS_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(proc_consumer, m_commits_err, COMMITS, COMMITS_HELP, "result=\"error\""),
+    WSG_HISTOGRAM_ROW(proc_consumer, m_commit_latency, "wsgate_processor_commit_latency_seconds",
+                      "Time from an offset commit request to its result", NULL, commit_bounds),
+    WSG_COUNTER_ROW(proc_consumer, m_assign, REBALANCES, REBALANCES_HELP, "kind=\"assign\""),
+    WSG_COUNTER_ROW(proc_consumer, m_revoke, REBALANCES, REBALANCES_HELP, "kind=\"revoke\""),
+    WSG_COUNTER_ROW(proc_consumer, m_lost, REBALANCES, REBALANCES_HELP, "kind=\"lost\""),
+    WSG_COUNTER_ROW(proc_consumer, m_revoke_unfinished,
+                    "wsgate_processor_revoke_unacknowledged_total",
+                    "Outbound records still in flight when a revoke or shutdown timed out (their "
+                    "inputs are handled again: duplicates)",
+                    NULL),
+    WSG_GAUGE_ROW(proc_consumer, m_assigned, "wsgate_processor_assigned_partitions",
+                  "Inbound partitions this processor owns", NULL),
+    WSG_GAUGE_ROW(proc_consumer, m_in_flight, "wsgate_processor_in_flight",
+                  "Outbound records produced and not yet acknowledged", NULL),
+    /* registered by part_get() the first time a partition is seen */
+    [ROW_LAG] = WSG_RUNTIME_ROW(WSG_METRIC_GAUGE, "wsgate_processor_consumer_lag",
+                                "Records of an inbound partition not yet handled by this "
+                                "processor (0 when it does not own the partition)",
+                                "partition"),
+};
+
+const wsg_metric_table proc_consumer_metric_table =
+    WSG_METRIC_TABLE("processor/proc_consumer.c", metric_rows);
+
 /* --- partitions and tickets ---------------------------------------------------------------- */
 
 static part *part_get(proc_consumer *c, int32_t id) {
@@ -220,10 +271,7 @@ static part *part_get(proc_consumer *c, int32_t id) {
     if (c->metrics) {
       char labels[32];
       snprintf(labels, sizeof(labels), "partition=\"%" PRId32 "\"", id);
-      p->lag = wsg_metrics_gauge(c->metrics, "wsgate_processor_consumer_lag",
-                                 "Records of an inbound partition not yet handled by this "
-                                 "processor (0 when it does not own the partition)",
-                                 labels);
+      p->lag = wsg_metrics_gauge_def(c->metrics, &metric_rows[ROW_LAG], labels);
     }
     c->parts[id] = p;
   }
@@ -771,47 +819,6 @@ static rd_kafka_conf_t *producer_conf(const proc_consumer_options *o, proc_consu
   return conf;
 }
 
-static void metrics_init(proc_consumer *c, wsg_metrics *m) {
-  c->metrics = m;
-  if (!m)
-    return;
-  c->m_consumed = wsg_metrics_counter(m, "wsgate_processor_consumed_total",
-                                      "Inbound records read from Kafka", NULL);
-  const char *prod = "wsgate_processor_produced_total";
-  const char *prod_help = "Records produced, by destination";
-  c->m_produced = wsg_metrics_counter(m, prod, prod_help, "topic=\"outbound\"");
-  c->m_dead_letters = wsg_metrics_counter(m, prod, prod_help, "topic=\"dead_letter\"");
-  c->m_delivery_errors =
-      wsg_metrics_counter(m, "wsgate_processor_delivery_errors_total",
-                          "Outbound records Kafka did not acknowledge in time (the processor "
-                          "stops; their inputs are redelivered)",
-                          NULL);
-  c->m_dropped = wsg_metrics_counter(m, "wsgate_processor_records_refused_total",
-                                     "Outbound records Kafka refused for good (too large)", NULL);
-  const char *cm = "wsgate_processor_commits_total";
-  const char *cm_help = "Offset commits, by result";
-  c->m_commits_ok = wsg_metrics_counter(m, cm, cm_help, "result=\"ok\"");
-  c->m_commits_err = wsg_metrics_counter(m, cm, cm_help, "result=\"error\"");
-  static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
-  c->m_commit_latency = wsg_metrics_histogram(m, "wsgate_processor_commit_latency_seconds",
-                                              "Time from an offset commit request to its result",
-                                              NULL, bounds, sizeof(bounds) / sizeof(bounds[0]));
-  const char *rb = "wsgate_processor_rebalances_total";
-  const char *rb_help = "Partition assignment changes, by kind";
-  c->m_assign = wsg_metrics_counter(m, rb, rb_help, "kind=\"assign\"");
-  c->m_revoke = wsg_metrics_counter(m, rb, rb_help, "kind=\"revoke\"");
-  c->m_lost = wsg_metrics_counter(m, rb, rb_help, "kind=\"lost\"");
-  c->m_revoke_unfinished =
-      wsg_metrics_counter(m, "wsgate_processor_revoke_unacknowledged_total",
-                          "Outbound records still in flight when a revoke or shutdown timed out "
-                          "(their inputs are handled again: duplicates)",
-                          NULL);
-  c->m_assigned = wsg_metrics_gauge(m, "wsgate_processor_assigned_partitions",
-                                    "Inbound partitions this processor owns", NULL);
-  c->m_in_flight = wsg_metrics_gauge(m, "wsgate_processor_in_flight",
-                                     "Outbound records produced and not yet acknowledged", NULL);
-}
-
 int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, char *err,
                          size_t errlen) {
   *out = NULL;
@@ -830,7 +837,8 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   c->max_in_flight = o->max_in_flight ? o->max_in_flight : 100000;
   c->commit_interval_ms = o->commit_interval_ms ? o->commit_interval_ms : 1000;
   c->revoke_timeout_ms = o->revoke_timeout_ms;
-  metrics_init(c, o->metrics);
+  c->metrics = o->metrics;
+  wsg_metrics_register_table(c->metrics, &proc_consumer_metric_table, c);
   int topic_timeout = o->topic_timeout_ms > 0 ? o->topic_timeout_ms : 10000;
 
   rd_kafka_conf_t *pconf = producer_conf(o, c, err, errlen);

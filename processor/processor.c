@@ -17,6 +17,7 @@
 
 #include "proc_consumer.h"
 #include "proc_handler.h"
+#include "proc_metrics.h"
 #include "proc_outbox.h"
 #include "proc_redis.h"
 #include "wsg_envelope.h"
@@ -75,54 +76,57 @@ static void count(wsg_counter *c, uint64_t n) {
     wsg_counter_add(c, n);
 }
 
-static void metrics_init(proc_processor *p) {
-  wsg_metrics *m = p->metrics;
-  const char *env = "wsgate_processor_envelopes_total";
-  const char *env_help = "Inbound envelopes decoded, by type";
-  p->m_kind[WSG_ENV_MSG] = wsg_metrics_counter(m, env, env_help, "type=\"msg\"");
-  p->m_kind[WSG_ENV_CONNECT] = wsg_metrics_counter(m, env, env_help, "type=\"connect\"");
-  p->m_kind[WSG_ENV_DISCONNECT] = wsg_metrics_counter(m, env, env_help, "type=\"disconnect\"");
-  p->m_kind[WSG_ENV_DELIVER] = wsg_metrics_counter(m, env, env_help, "type=\"deliver\"");
-  p->m_kind[WSG_ENV_CLOSE] = wsg_metrics_counter(m, env, env_help, "type=\"close\"");
-  p->m_bad_envelopes = wsg_metrics_counter(m, "wsgate_processor_bad_envelopes_total",
-                                           "Inbound records that are not a valid envelope", NULL);
-  const char *pr = "wsgate_processor_processed_total";
-  const char *pr_help = "Envelopes handed to the handler, by outcome";
-  p->m_ok = wsg_metrics_counter(m, pr, pr_help, "result=\"ok\"");
-  p->m_rejected = wsg_metrics_counter(m, pr, pr_help, "result=\"rejected\"");
-  p->m_errors = wsg_metrics_counter(m, pr, pr_help, "result=\"error\"");
-  p->m_retries = wsg_metrics_counter(m, "wsgate_processor_retries_total",
-                                     "Handler calls and batch routings retried (Redis down, or "
-                                     "the handler asked)",
-                                     NULL);
-  p->m_skipped = wsg_metrics_counter(m, "wsgate_processor_skipped_total",
-                                     "Records dropped because their partition was reassigned "
-                                     "while they waited (the new owner handles them)",
-                                     NULL);
-  p->m_deliveries = wsg_metrics_counter(m, "wsgate_processor_deliveries_total",
-                                        "Connections addressed by outbound envelopes", NULL);
-  p->m_undeliverable = wsg_metrics_counter(
-      m, "wsgate_processor_undeliverable_total",
-      "Sends to a user without any connection on a gateway with a live lease (nothing produced)",
-      NULL);
-  p->m_fallbacks = wsg_metrics_counter(m, "wsgate_processor_fallback_replies_total",
-                                       "Fallback replies sent because the target user was "
-                                       "offline",
-                                       NULL);
-  p->m_encode_errors =
-      wsg_metrics_counter(m, "wsgate_processor_encode_errors_total",
-                          "Outbound envelopes that could not be encoded (a bug)", NULL);
-  static const double sizes[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
-  p->m_batch_size =
-      wsg_metrics_histogram(m, "wsgate_processor_batch_records", "Inbound records per batch", NULL,
-                            sizes, sizeof(sizes) / sizeof(sizes[0]));
-  static const double secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                0.05,   0.1,   0.25,   0.5,   1,    2.5};
-  p->m_batch_seconds = wsg_metrics_histogram(
-      m, "wsgate_processor_batch_seconds",
-      "Time to handle, route and produce one batch (not counting acknowledgements)", NULL, secs,
-      sizeof(secs) / sizeof(secs[0]));
-}
+#define ENVELOPES      "wsgate_processor_envelopes_total"
+#define ENVELOPES_HELP "Inbound envelopes decoded, by type"
+#define PROCESSED      "wsgate_processor_processed_total"
+#define PROCESSED_HELP "Envelopes handed to the handler, by outcome"
+
+static const double batch_sizes[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
+static const double batch_secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,   0.25,   0.5,   1,    2.5};
+
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_MSG], ENVELOPES, ENVELOPES_HELP, "type=\"msg\""),
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_CONNECT], ENVELOPES, ENVELOPES_HELP,
+                    "type=\"connect\""),
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_DISCONNECT], ENVELOPES, ENVELOPES_HELP,
+                    "type=\"disconnect\""),
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_DELIVER], ENVELOPES, ENVELOPES_HELP,
+                    "type=\"deliver\""),
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_CLOSE], ENVELOPES, ENVELOPES_HELP,
+                    "type=\"close\""),
+    WSG_COUNTER_ROW(proc_processor, m_bad_envelopes, "wsgate_processor_bad_envelopes_total",
+                    "Inbound records that are not a valid envelope", NULL),
+    WSG_COUNTER_ROW(proc_processor, m_ok, PROCESSED, PROCESSED_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(proc_processor, m_rejected, PROCESSED, PROCESSED_HELP, "result=\"rejected\""),
+    WSG_COUNTER_ROW(proc_processor, m_errors, PROCESSED, PROCESSED_HELP, "result=\"error\""),
+    WSG_COUNTER_ROW(proc_processor, m_retries, "wsgate_processor_retries_total",
+                    "Handler calls and batch routings retried (Redis down, or the handler asked)",
+                    NULL),
+    WSG_COUNTER_ROW(proc_processor, m_skipped, "wsgate_processor_skipped_total",
+                    "Records dropped because their partition was reassigned while they waited "
+                    "(the new owner handles them)",
+                    NULL),
+    WSG_COUNTER_ROW(proc_processor, m_deliveries, "wsgate_processor_deliveries_total",
+                    "Connections addressed by outbound envelopes", NULL),
+    WSG_COUNTER_ROW(proc_processor, m_undeliverable, "wsgate_processor_undeliverable_total",
+                    "Sends to a user without any connection on a gateway with a live lease "
+                    "(nothing produced)",
+                    NULL),
+    WSG_COUNTER_ROW(proc_processor, m_fallbacks, "wsgate_processor_fallback_replies_total",
+                    "Fallback replies sent because the target user was offline", NULL),
+    WSG_COUNTER_ROW(proc_processor, m_encode_errors, "wsgate_processor_encode_errors_total",
+                    "Outbound envelopes that could not be encoded (a bug)", NULL),
+    WSG_HISTOGRAM_ROW(proc_processor, m_batch_size, "wsgate_processor_batch_records",
+                      "Inbound records per batch", NULL, batch_sizes),
+    WSG_HISTOGRAM_ROW(proc_processor, m_batch_seconds, "wsgate_processor_batch_seconds",
+                      "Time to handle, route and produce one batch (not counting "
+                      "acknowledgements)",
+                      NULL, batch_secs),
+};
+
+const wsg_metric_table proc_processor_metric_table =
+    WSG_METRIC_TABLE("processor/processor.c", metric_rows);
 
 static int ready(void *arg, char *why, size_t whylen) {
   proc_processor *p = arg;
@@ -154,7 +158,7 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
-  metrics_init(p);
+  wsg_metrics_register_table(p->metrics, &proc_processor_metric_table, p);
 
   /* The handler first: a bad --handler or --handler-arg is a configuration error (exit 2) and
    * should not wait for Kafka to be reachable to be reported. */

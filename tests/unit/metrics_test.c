@@ -237,3 +237,168 @@ Test(metrics, concurrent_updates_are_exact) {
   cr_assert(strstr(out, want), "want:\n%s\ngot:\n%s", want, out);
   free(out);
 }
+
+/* --- metric tables ------------------------------------------------------------------------- */
+
+typedef struct {
+  int calls;
+  wsg_counter *ok, *failed;
+  wsg_gauge *depth;
+  wsg_histogram *lat;
+  wsg_counter *by_code[2];
+} owner;
+
+static int64_t owner_calls(void *arg) {
+  return ++((owner *)arg)->calls;
+}
+
+static const double lat_bounds[] = {0.01, 0.1};
+
+enum { ROW_PEER = 7 };
+static const wsg_metric_def rows[] = {
+    WSG_COUNTER_ROW(owner, ok, "t_results_total", "Results | outcomes.", "result=\"ok\""),
+    WSG_COUNTER_ROW(owner, failed, "t_results_total", "Results | outcomes.", "result=\"failed\""),
+    WSG_GAUGE_ROW(owner, depth, "t_depth", "Depth of <queue>.", NULL),
+    WSG_HISTOGRAM_ROW(owner, lat, "t_latency_seconds", "Latency", NULL, lat_bounds),
+    WSG_GAUGE_FN_ROW(owner_calls, "t_scrapes", "Scrapes so far.", NULL),
+    WSG_COUNTER_ROW(owner, by_code[0], "t_codes_total", "By code.", "dir=\"in\",code=\"1000\""),
+    WSG_COUNTER_ROW(owner, by_code[1], "t_codes_total", "By code.", "dir=\"out\",code=\"1001\""),
+    [ROW_PEER] = WSG_RUNTIME_ROW(WSG_METRIC_GAUGE, "t_peer_up", "Per peer.", "peer,zone"),
+};
+static const wsg_metric_table table = WSG_METRIC_TABLE("test.c", rows);
+
+Test(metrics, table_registers_every_row_into_its_field) {
+  owner o = {0};
+  cr_assert_eq(wsg_metrics_register_table(m, &table, &o), 0);
+  cr_assert(o.ok && o.failed && o.depth && o.lat && o.by_code[0] && o.by_code[1]);
+  cr_assert_eq(o.ok, wsg_metrics_counter(m, "t_results_total", "x", "result=\"ok\""),
+               "the same series a hand registration finds");
+  wsg_counter_add(o.failed, 2);
+  wsg_gauge_set(o.depth, 5);
+  wsg_histogram_observe(o.lat, 0.05);
+  wsg_counter_add(o.by_code[1], 1);
+  cr_assert_null(wsg_metrics_counter_def(m, &rows[ROW_PEER], "peer=\"a\",zone=\"z\""),
+                 "the runtime row is a gauge");
+  wsg_gauge_set(wsg_metrics_gauge_def(m, &rows[ROW_PEER], "peer=\"a\",zone=\"z\""), 1);
+  char *out = render();
+  cr_assert_str_eq(out, "# HELP t_results_total Results | outcomes.\n"
+                        "# TYPE t_results_total counter\n"
+                        "t_results_total{result=\"ok\"} 0\n"
+                        "t_results_total{result=\"failed\"} 2\n"
+                        "# HELP t_depth Depth of <queue>.\n"
+                        "# TYPE t_depth gauge\n"
+                        "t_depth 5\n"
+                        "# HELP t_latency_seconds Latency\n"
+                        "# TYPE t_latency_seconds histogram\n"
+                        "t_latency_seconds_bucket{le=\"0.01\"} 0\n"
+                        "t_latency_seconds_bucket{le=\"0.1\"} 1\n"
+                        "t_latency_seconds_bucket{le=\"+Inf\"} 1\n"
+                        "t_latency_seconds_sum 0.05\n"
+                        "t_latency_seconds_count 1\n"
+                        "# HELP t_scrapes Scrapes so far.\n"
+                        "# TYPE t_scrapes gauge\n"
+                        "t_scrapes 1\n"
+                        "# HELP t_codes_total By code.\n"
+                        "# TYPE t_codes_total counter\n"
+                        "t_codes_total{dir=\"in\",code=\"1000\"} 0\n"
+                        "t_codes_total{dir=\"out\",code=\"1001\"} 1\n"
+                        "# HELP t_peer_up Per peer.\n"
+                        "# TYPE t_peer_up gauge\n"
+                        "t_peer_up{peer=\"a\",zone=\"z\"} 1\n");
+  free(out);
+  cr_assert_eq(o.calls, 1, "the computed gauge gets the owner");
+}
+
+Test(metrics, table_failures_and_null_registry) {
+  owner o = {0};
+  cr_assert_eq(wsg_metrics_register_table(NULL, &table, &o), 0, "no registry: nothing to do");
+  cr_assert_null(o.ok);
+  cr_assert_null(wsg_metrics_gauge_def(NULL, &rows[ROW_PEER], "peer=\"a\""));
+  static const wsg_metric_def bad_rows[] = {
+      WSG_BY_HAND_ROW(WSG_METRIC_COUNTER, ok, "t_hand_total", "Registered elsewhere.", NULL),
+      WSG_COUNTER_ROW(owner, ok, "t_ok_total", "Still registered.", NULL),
+      WSG_GAUGE_ROW(owner, depth, "t_ok_total", "A counter already.", NULL),
+  };
+  static const wsg_metric_table bad = WSG_METRIC_TABLE("bad.c", bad_rows);
+  cr_assert_eq(wsg_metrics_register_table(m, &bad, &o), -1);
+  cr_assert_not_null(o.ok, "every row is tried");
+  cr_assert_null(o.depth, "a failed row leaves NULL");
+  char *out = render();
+  cr_assert_null(strstr(out, "t_hand_total"), "%s", out);
+  free(out);
+}
+
+static char *markdown(const wsg_metric_table *const *tables, int *rc, char *err, size_t errlen) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  cr_assert_not_null(f);
+  *rc = wsg_metrics_print_markdown(f, "wsgate-test", tables, err, errlen);
+  fclose(f);
+  return buf;
+}
+
+Test(metrics, markdown_one_row_per_family) {
+  static const wsg_metric_def more_rows[] = {
+      /* a second module adding a label value to a family of the first */
+      WSG_COUNTER_ROW(owner, ok, "t_results_total", "Results | outcomes.", "result=\"lost\""),
+      WSG_COUNTER_ROW(owner, failed, "t_other_total", "Other.", NULL),
+  };
+  static const wsg_metric_table more = WSG_METRIC_TABLE("more.c", more_rows);
+  const wsg_metric_table *const tables[] = {&table, &more, NULL};
+  char err[256] = "";
+  int rc;
+  char *md = markdown(tables, &rc, err, sizeof err);
+  cr_assert_eq(rc, 0, "%s", err);
+  cr_assert_str_eq(
+      md,
+      "# wsgate-test metrics\n\n"
+      "<!-- Generated by `wsgate-test --help-metrics`; edit the metric tables in the source, not "
+      "this file. -->\n\n"
+      "Every series `GET /metrics` serves on the operations port (`--http-port`), in the "
+      "Prometheus text format. A label listed with values has one series per value; a label "
+      "listed alone takes its values at run time.\n\n"
+      "| Metric | Type | Labels | Description |\n"
+      "|---|---|---|---|\n"
+      "| `t_results_total` | counter | `result`: `ok`, `failed`, `lost` | Results \\| outcomes. |\n"
+      "| `t_depth` | gauge |  | Depth of \\<queue>. |\n"
+      "| `t_latency_seconds` | histogram |  | Latency. Buckets: 0.01, 0.1, +Inf. |\n"
+      "| `t_scrapes` | gauge |  | Scrapes so far. |\n"
+      "| `t_codes_total` | counter | `dir`: `in`, `out`; `code`: `1000`, `1001` | By code. |\n"
+      "| `t_peer_up` | gauge | `peer`, `zone` | Per peer. |\n"
+      "| `t_other_total` | counter |  | Other. |\n");
+  free(md);
+}
+
+Test(metrics, markdown_refuses_inconsistent_rows) {
+  static const wsg_metric_def type_rows[] = {
+      WSG_GAUGE_ROW(owner, depth, "t_results_total", "Results | outcomes.", "result=\"x\""),
+  };
+  static const wsg_metric_def help_rows[] = {
+      WSG_COUNTER_ROW(owner, ok, "t_results_total", "Other words.", "result=\"x\""),
+  };
+  static const wsg_metric_def twice_rows[] = {
+      WSG_COUNTER_ROW(owner, ok, "t_results_total", "Results | outcomes.", "result=\"ok\""),
+  };
+  static const wsg_metric_table type_t = WSG_METRIC_TABLE("type.c", type_rows);
+  static const wsg_metric_table help_t = WSG_METRIC_TABLE("help.c", help_rows);
+  static const wsg_metric_table twice_t = WSG_METRIC_TABLE("twice.c", twice_rows);
+  const wsg_metric_table *bad[] = {&type_t, &help_t, &twice_t};
+  for (size_t i = 0; i < 3; i++) {
+    const wsg_metric_table *const tables[] = {&table, bad[i], NULL};
+    char err[256] = "";
+    int rc;
+    free(markdown(tables, &rc, err, sizeof err));
+    cr_assert_eq(rc, -1, "%s", bad[i]->module);
+    cr_assert(strstr(err, bad[i]->module) && strstr(err, "t_results_total"), "%s", err);
+  }
+}
+
+Test(metrics, help_metrics_flag) {
+  char *with[] = {"prog", "--kafka-brokers", "x", "--help-metrics", NULL};
+  char *after_dashes[] = {"prog", "--", "--help-metrics", NULL};
+  char *without[] = {"prog", "--help", NULL};
+  cr_assert(wsg_metrics_help_requested(4, with));
+  cr_assert_not(wsg_metrics_help_requested(3, after_dashes));
+  cr_assert_not(wsg_metrics_help_requested(2, without));
+}

@@ -1,0 +1,12 @@
+/* gw_metrics: the list of wsgate-gateway's metric tables (gw_metrics.h). */
+#include "gw_metrics.h"
+
+#include <stddef.h>
+
+const wsg_metric_table *const gw_metric_tables[] = {
+    &gw_gateway_metric_table,
+    &gw_kafka_metric_table,
+    &gw_registry_metric_table,
+    &gw_server_metric_table,
+    NULL,
+};

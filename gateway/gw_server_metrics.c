@@ -1,0 +1,101 @@
+/*
+ * gw_server_metrics: the metric table of gw_server.c (the WebSocket server: upgrades, closes,
+ * traffic, send queues, resume), for --help-metrics and docs/METRICS-gateway.md.
+ *
+ * Transitional (issue 14): gw_server.c's register_metrics() still registers these series by hand,
+ * with the same names, help, labels and bounds, because struct gw_server is private to it. Wave 2
+ * (once struct gw_server is in gw_session.h) includes that header here, turns each
+ * WSG_BY_HAND_ROW(type, m_x, ...) into WSG_COUNTER_ROW / WSG_GAUGE_ROW / WSG_HISTOGRAM_ROW
+ * (struct gw_server, m_x, ...), and replaces register_metrics() with
+ * wsg_metrics_register_table(m, &gw_server_metric_table, s). tests/integration/metrics_docs_test.c
+ * checks in the meantime that /metrics and this table agree.
+ */
+#include "gw_metrics.h"
+#include "gw_server.h"
+
+#define COUNTER(f, name, help, labels) WSG_BY_HAND_ROW(WSG_METRIC_COUNTER, f, name, help, labels)
+#define GAUGE(f, name, help, labels)   WSG_BY_HAND_ROW(WSG_METRIC_GAUGE, f, name, help, labels)
+
+#define UPGRADES      "wsgate_gateway_upgrades_total"
+#define UPGRADES_HELP "WebSocket upgrade requests by outcome."
+#define CLOSES        "wsgate_gateway_closes_total"
+#define CLOSES_HELP   "Connections the gateway closed, by close code."
+#define DROPPED       "wsgate_gateway_outbound_dropped_total"
+#define DROPPED_HELP  "Outbound deliveries not sent, by reason."
+#define RESUMES       "wsgate_gateway_resumes_total"
+#define RESUMES_HELP  "Reconnections with ?resume=, by whether every missed message was replayed."
+
+static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,   0.25,   0.5,   1,    2.5,   5};
+
+static const wsg_metric_def metric_rows[] = {
+    /* gw_server.c's UPGRADE_RESULTS, in its order */
+    COUNTER(m_upgrades[UPG_OK], UPGRADES, UPGRADES_HELP, "result=\"ok\""),
+    COUNTER(m_upgrades[UPG_UNAUTHORIZED], UPGRADES, UPGRADES_HELP, "result=\"unauthorized\""),
+    COUNTER(m_upgrades[UPG_FORBIDDEN], UPGRADES, UPGRADES_HELP, "result=\"forbidden_origin\""),
+    COUNTER(m_upgrades[UPG_BAD_REQUEST], UPGRADES, UPGRADES_HELP, "result=\"bad_request\""),
+    COUNTER(m_upgrades[UPG_DRAINING], UPGRADES, UPGRADES_HELP, "result=\"draining\""),
+    COUNTER(m_upgrades[UPG_NOT_READY], UPGRADES, UPGRADES_HELP, "result=\"not_ready\""),
+    COUNTER(m_upgrades[UPG_FULL], UPGRADES, UPGRADES_HELP, "result=\"connection_limit\""),
+    COUNTER(m_upgrades[UPG_RATE], UPGRADES, UPGRADES_HELP, "result=\"upgrade_rate\""),
+#define CLOSE_ROW(name, code, when, reason)                                                        \
+  COUNTER(m_closes[CLOSE_IDX_##name], CLOSES, CLOSES_HELP, "code=\"" #code "\""),
+    GW_CLOSE_MAP(CLOSE_ROW)
+#undef CLOSE_ROW
+        COUNTER(m_peer_closes, "wsgate_gateway_client_closes_total",
+                "Connections the client closed with a close frame.", NULL),
+    COUNTER(m_pings, "wsgate_gateway_pings_total",
+            "Keepalive pings sent (--ping-interval without a pong).", NULL),
+    COUNTER(m_idle_closes, "wsgate_gateway_idle_closes_total",
+            "Connections dropped because no pong came for --idle-timeout (no close frame: 1006).",
+            NULL),
+    COUNTER(m_linger_discarded, "wsgate_gateway_linger_discarded_bytes_total",
+            "Client input still unread when its connection's socket was closed, read and discarded "
+            "so the close is a FIN, not a reset.",
+            NULL),
+    GAUGE(m_conns, "wsgate_gateway_connections", "Open WebSocket connections.", NULL),
+    GAUGE(m_sendq_bytes, "wsgate_gateway_sendq_bytes",
+          "Bytes queued for clients in all send queues.", NULL),
+    GAUGE(m_rx_bytes, "wsgate_gateway_rx_buffer_bytes",
+          "Bytes held for partly received messages and messages waiting for Kafka.", NULL),
+    GAUGE(m_stalled, "wsgate_gateway_stalled_connections",
+          "Connections whose reading waits for Kafka's queue to drain.", NULL),
+    COUNTER(m_msgs_in, "wsgate_gateway_messages_in_total", "Client messages produced to Kafka.",
+            NULL),
+    COUNTER(m_bytes_in, "wsgate_gateway_message_bytes_in_total",
+            "Payload bytes of client messages produced to Kafka.", NULL),
+    COUNTER(m_msgs_out, "wsgate_gateway_messages_out_total", "Messages written to clients.", NULL),
+    COUNTER(m_bytes_out, "wsgate_gateway_message_bytes_out_total",
+            "Payload bytes of messages written to clients.", NULL),
+    COUNTER(m_out_nobody, DROPPED, DROPPED_HELP, "reason=\"no_such_connection\""),
+    COUNTER(m_out_too_big, DROPPED, DROPPED_HELP, "reason=\"larger_than_sendq_hard\""),
+    COUNTER(m_reg_failed, "wsgate_gateway_registration_failures_total",
+            "Connections closed because Redis did not register them.", NULL),
+    COUNTER(m_rate_limited, "wsgate_gateway_rate_limited_total",
+            "Client messages over a rate limit (paused or closed).", NULL),
+    COUNTER(m_kafka_stalls, "wsgate_gateway_kafka_stalls_total",
+            "Times a connection stopped reading because Kafka's queue was full.", NULL),
+    COUNTER(m_events_lost, "wsgate_gateway_events_lost_total",
+            "Envelopes of closed connections Kafka could not take, or messages of connections "
+            "closed before their registration (logged as errors).",
+            NULL),
+    COUNTER(m_resumes_complete, RESUMES, RESUMES_HELP, "result=\"complete\""),
+    COUNTER(m_resumes_incomplete, RESUMES, RESUMES_HELP, "result=\"incomplete\""),
+    COUNTER(m_replay_reads, "wsgate_gateway_replay_reads_total",
+            "Reads of replay streams: positions, catch-ups after a reconnect, gaps filled.", NULL),
+    COUNTER(m_replayed, "wsgate_gateway_replayed_messages_total",
+            "Messages delivered from a replay stream rather than straight from Kafka.", NULL),
+    COUNTER(m_seq_gaps, "wsgate_gateway_sequence_gaps_total",
+            "Gap frames sent: messages a connected resumable client can no longer get.", NULL),
+    COUNTER(m_seq_dups, "wsgate_gateway_sequence_duplicates_total",
+            "Sequenced delivers dropped because the connection already had them.", NULL),
+    GAUGE(m_seq_conns, "wsgate_gateway_resumable_connections",
+          "Open connections with subprotocol +seq.", NULL),
+    WSG_BY_HAND_HISTOGRAM_ROW(
+        m_latency, "wsgate_gateway_outbound_latency_seconds",
+        "From an outbound envelope's ts (set by its producer) to its hand-off to connections.",
+        NULL, latency_bounds),
+};
+
+const wsg_metric_table gw_server_metric_table =
+    WSG_METRIC_TABLE("gateway/gw_server.c", metric_rows);

@@ -1,0 +1,11 @@
+/* proc_metrics: the list of wsgate-processor's metric tables (proc_metrics.h). */
+#include "proc_metrics.h"
+
+#include <stddef.h>
+
+const wsg_metric_table *const proc_metric_tables[] = {
+    &proc_processor_metric_table,
+    &proc_consumer_metric_table,
+    &proc_router_metric_table,
+    NULL,
+};
