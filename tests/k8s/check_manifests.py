@@ -13,7 +13,7 @@ together and fit wsgate:
   - files named by WSGATE_*_FILE / TLS options lie under a mounted volume;
   - terminationGracePeriodSeconds covers the preStop sleep plus WSGATE_DRAIN_GRACE (gateway) or
     WSGATE_SHUTDOWN_TIMEOUT (processor);
-  - HPAs (and KEDA ScaledObjects) target existing workloads; the gateway's maxReplicas plus its
+  - HPAs (and KEDA ScaledObjects) target existing workloads that do not set spec.replicas; the gateway's maxReplicas plus its
     rollout maxSurge fits in the slots (OUTBOUND_PARTITIONS), the processor's maxReplicas in
     INBOUND_PARTITIONS; the connection metric is one the gateway binary serves and the one the
     Prometheus Adapter rule exposes; KafkaTopics agree with the wsgate-topics ConfigMap and
@@ -396,6 +396,13 @@ class Checker:
             self.ok(ref["name"] not in targets, f"{what}: {kind}/{ref['name']} is already scaled by "
                     f"{targets.get(ref['name'])}: two autoscalers fight")
             targets[ref["name"]] = what
+            # The autoscaler owns the count: a replicas in the manifest makes a server-side
+            # apply fail on a field conflict once it has scaled, and a forced, client-side or
+            # GitOps apply resets the count (deleting the pods beyond it at once).
+            self.ok("replicas" not in w["spec"],
+                    f"{what}: {kind}/{ref['name']} sets spec.replicas ({w['spec'].get('replicas')}), "
+                    f"which {what.split('/')[0]} owns: remove it from the manifests (docs/KUBERNETES.md "
+                    "\"Who owns the replica count\")")
             self.ok(lo <= hi, f"{what}: minReplicas {lo} > maxReplicas {hi}")
             if role == "gateway":
                 surge = ((w["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge", "25%")
