@@ -563,19 +563,7 @@ def main():
         checker.run(adapter_metrics(args.adapter_config) if args.adapter_config else None)
         errors, checked = [e for e in checker.errors if e], checker.checked
         print(f"{args.path}: {len(objs)} objects, {checked} checks")
-    for e in errors:
-        print(f"ERROR: {e}")
-    if args.expect_error:
-        if any(re.search(args.expect_error, e) for e in errors):
-            print(f"PASS: failed as expected ({args.expect_error!r} matched)")
-            return 0
-        print(f"FAIL: expected an error matching {args.expect_error!r}, got {len(errors)} other error(s)")
-        return 1
-    if errors:
-        print(f"FAIL: {len(errors)} inconsistencies")
-        return 1
-    print("PASS")
-    return 0
+    return k8s_render.verdict(errors, args.expect_error, "inconsistencies")
 
 
 if __name__ == "__main__":
