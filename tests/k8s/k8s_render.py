@@ -68,6 +68,26 @@ def render(path):
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
+def verdict(errors, expect_error, what="problem(s)"):
+    """Prints ERRORS and the verdict; returns the exit status. With EXPECT_ERROR (a fixture that
+    must fail) success is an error matching it."""
+    import re
+
+    for e in errors:
+        print(f"ERROR: {e}")
+    if expect_error:
+        if any(re.search(expect_error, e) for e in errors):
+            print(f"PASS: failed as expected ({expect_error!r} matched)")
+            return 0
+        print(f"FAIL: expected an error matching {expect_error!r}, got {len(errors)} other error(s)")
+        return 1
+    if errors:
+        print(f"FAIL: {len(errors)} {what}")
+        return 1
+    print("PASS")
+    return 0
+
+
 class RenderError(Exception):
     pass
 
