@@ -44,7 +44,7 @@
   X(MALFORMED, -1, "token is not three base64url segments separated by '.'")                       \
   X(TOO_LONG, -2, "token is longer than the 8192-byte limit")                                      \
   X(BAD_HEADER, -3, "token header is not a JSON object")                                           \
-  X(BAD_ALG, -4, "token algorithm is not one of the accepted algorithms (--jwt-algorithms)")       \
+  X(BAD_ALG, -4, "token algorithm is not one of --jwt-algorithms (default: HS256 alone)")          \
   X(CRIT, -5, "token header has a \"crit\" member (no JWS extension is supported)")                \
   X(BAD_SIGNATURE, -6, "token signature does not match the configured key")                        \
   X(BAD_CLAIMS, -7, "token claims are not a JSON object")                                          \
