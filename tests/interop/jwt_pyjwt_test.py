@@ -8,7 +8,10 @@ a JWKS document with kids; then wrong key, wrong kid, algorithm not allowed, alg
 signed with the RSA public key (algorithm confusion), expired, not yet valid, wrong iss and aud
 are each refused with their own error.
 
-Usage: jwt_pyjwt_test.py JWT_CHECK   (TAP on stdout; needs the venv's PyJWT and cryptography)
+The other direction too: wsgate-token mints with every algorithm and PyJWT verifies.
+
+Usage: jwt_pyjwt_test.py JWT_CHECK WSGATE_TOKEN   (TAP on stdout; needs the venv's PyJWT and
+       cryptography)
 """
 import base64
 import hashlib
@@ -28,7 +31,7 @@ except ImportError as e:  # pragma: no cover
     print("1..0 # SKIP PyJWT/cryptography missing (%s): run scripts/setup" % e)
     sys.exit(0)
 
-CHECK = sys.argv[1]
+CHECK, TOKEN_TOOL = sys.argv[1], sys.argv[2]
 ISS = "https://idp.example.com/realms/test"
 AUD = "wsgate"
 results = []
@@ -157,6 +160,24 @@ def run(d):
         expect(alg + " wrong iss", tok, "GW_JWT_BAD_ISSUER", *algs, *pem_opt, *policy)
         tok = jwt.encode(claims(aud="billing"), key, algorithm=alg)
         expect(alg + " wrong aud", tok, "GW_JWT_BAD_AUDIENCE", *algs, *pem_opt, *policy)
+
+    # Our minting, PyJWT's verification.
+    keyfile = {"HS": path("secret"), "RS": path("rsa.key"), "PS": path("rsa.key"),
+               "ES256": path("p256.key"), "ES384": path("p384.key"), "Ed": path("ed.key")}
+    for alg, key, _, kid in cases:
+        p = subprocess.run([TOKEN_TOOL, "--alg", alg, "--key-file",
+                            keyfile.get(alg) or keyfile[alg[:2]], "--kid", kid, "--iss", ISS,
+                            "--audience", AUD, "-u", "bob"], capture_output=True, text=True)
+        verify_key = key if alg.startswith("HS") else key.public_key()
+        try:
+            got = jwt.decode(p.stdout.strip(), verify_key, algorithms=[alg], audience=AUD,
+                             issuer=ISS)
+            hdr = jwt.get_unverified_header(p.stdout.strip())
+            ok, why = got["sub"] == "bob" and hdr["kid"] == kid, "sub %s kid %s" % (
+                got["sub"], hdr["kid"])
+        except Exception as e:  # noqa: BLE001 - any refusal is the failure reported
+            ok, why = False, "%s %s" % (e, p.stderr.strip())
+        results.append((ok, "wsgate-token %s verified by PyJWT: %s" % (alg, why)))
 
     # alg "none", minted by PyJWT itself, refused whatever the configuration.
     tok = jwt.encode(claims(), None, algorithm="none")
