@@ -309,12 +309,12 @@ int gw_keyset_add_pem(gw_keyset *ks, const char *pem, size_t len, const char *ki
 #define MEMBER_MAX 1024
 
 /*
- * Decodes the base64url string member `name` of key object `k` into out. Padding is tolerated
- * (some providers pad); anything else strict. want > 0: the exact decoded length required.
- * Returns the length, or -1 with the message in err.
+ * Decodes the base64url string member `name` of key object `k` into out[0..cap). Padding is
+ * tolerated (some providers pad); anything else strict. want > 0: the exact decoded length
+ * required. Returns the length, or -1 with the message in err.
  */
-static long jwk_bytes(const json_t *k, const char *name, uint8_t *out, size_t want, const char *who,
-                      char *err, size_t errlen) {
+static long jwk_bytes(const json_t *k, const char *name, uint8_t *out, size_t cap, size_t want,
+                      const char *who, char *err, size_t errlen) {
   const json_t *v = json_object_get(k, name);
   if (!json_is_string(v)) {
     snprintf(err, errlen, "%s: member \"%s\" is missing or not a string", who, name);
@@ -324,10 +324,10 @@ static long jwk_bytes(const json_t *k, const char *name, uint8_t *out, size_t wa
   size_t n = json_string_length(v);
   while (n > 0 && s[n - 1] == '=')
     n--;
-  long got = gw_b64url_decode(s, n, out, MEMBER_MAX);
+  long got = gw_b64url_decode(s, n, out, cap);
   if (got <= 0) {
-    snprintf(err, errlen, "%s: member \"%s\" is not base64url (or longer than %d bytes)", who, name,
-             MEMBER_MAX);
+    snprintf(err, errlen, "%s: member \"%s\" is not base64url (or longer than %zu bytes)", who,
+             name, cap);
     return -1;
   }
   if (want > 0 && (size_t)got != want) {
@@ -358,8 +358,8 @@ static EVP_PKEY *pkey_fromdata(const char *type, OSSL_PARAM_BLD *bld) {
 
 static EVP_PKEY *jwk_rsa(const json_t *k, const char *who, char *err, size_t errlen) {
   uint8_t n[MEMBER_MAX], e[MEMBER_MAX];
-  long nl = jwk_bytes(k, "n", n, 0, who, err, errlen);
-  long el = nl > 0 ? jwk_bytes(k, "e", e, 0, who, err, errlen) : -1;
+  long nl = jwk_bytes(k, "n", n, sizeof n, 0, who, err, errlen);
+  long el = nl > 0 ? jwk_bytes(k, "e", e, sizeof e, 0, who, err, errlen) : -1;
   if (el <= 0)
     return NULL;
   BIGNUM *bn = BN_bin2bn(n, (int)nl, NULL), *be = BN_bin2bn(e, (int)el, NULL);
@@ -382,10 +382,10 @@ static EVP_PKEY *jwk_ec(const json_t *k, const char *crv, const char *who, char 
   size_t clen = strcmp(crv, "P-256") == 0 ? 32 : 48;
   uint8_t point[1 + 2 * 48];
   point[0] = 0x04; /* uncompressed: 04 || x || y (SEC 1 §2.3.3) */
-  if (jwk_bytes(k, "x", point + 1, clen, who, err, errlen) < 0)
+  if (jwk_bytes(k, "x", point + 1, clen, clen, who, err, errlen) < 0)
     return NULL;
   uint8_t y[MEMBER_MAX];
-  if (jwk_bytes(k, "y", y, clen, who, err, errlen) < 0)
+  if (jwk_bytes(k, "y", y, sizeof y, clen, who, err, errlen) < 0)
     return NULL;
   memcpy(point + 1 + clen, y, clen);
   OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
@@ -401,7 +401,7 @@ static EVP_PKEY *jwk_ec(const json_t *k, const char *crv, const char *who, char 
 
 static EVP_PKEY *jwk_ed25519(const json_t *k, const char *who, char *err, size_t errlen) {
   uint8_t x[MEMBER_MAX];
-  if (jwk_bytes(k, "x", x, 32, who, err, errlen) < 0)
+  if (jwk_bytes(k, "x", x, sizeof x, 32, who, err, errlen) < 0)
     return NULL;
   EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, 32);
   if (!pkey)
@@ -459,7 +459,7 @@ static int jwk_add(gw_keyset *ks, const json_t *k, size_t i, const char *what, c
     return GW_KEYSET_OK; /* an encryption key, or a type we do not verify with: skipped */
   if (strcmp(kty, "oct") == 0) {
     uint8_t secret[MEMBER_MAX];
-    long n = jwk_bytes(k, "k", secret, 0, who, err, errlen);
+    long n = jwk_bytes(k, "k", secret, sizeof secret, 0, who, err, errlen);
     if (n < 0)
       return GW_KEYSET_BAD_JWK;
     int rc = push_secret(ks, secret, (size_t)n, kid, alg, who, err, errlen);

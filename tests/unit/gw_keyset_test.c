@@ -233,6 +233,12 @@ Test(gw_keyset, malformed_jwks_refused_with_the_key_named) {
   EVP_PKEY_free(small);
   expect_jwks_error("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AAAA\",\"y\":\"AAAA\"}]}",
                     GW_KEYSET_BAD_JWK, "want 32");
+  /* A coordinate far longer than the curve's (found by jwt_fuzz: it overflowed the point). */
+  static char longx[600], ldoc[800];
+  memset(longx, 'A', 400);
+  snprintf(ldoc, sizeof ldoc,
+           "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"%s\",\"y\":\"AA\"}]}", longx);
+  expect_jwks_error(ldoc, GW_KEYSET_BAD_JWK, "longer than 32 bytes");
   /* 32-byte coordinates that are not a point on P-256. */
   char doc[512], x[64] = {0};
   uint8_t raw[32];
