@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "gw_auth.h"
 #include "gw_kafka.h"
 #include "gw_metrics.h"
 #include "gw_registry.h"
@@ -70,6 +71,7 @@ struct gw_gateway {
   gw_kafka *kafka;
   gw_registry *registry;
   gw_server *server;
+  gw_auth *auth;
   int fd_limit;
   uint32_t slots;
 
@@ -216,6 +218,7 @@ static void shutdown_now(gw_gateway *g) {
              (unsigned long long)left);
   gw_server_destroy(g->server);
   g->server = NULL;
+  gw_auth_destroy(g->auth);
   gw_kafka_poll(g->kafka);
   ev_break(g->loop, EVBREAK_ALL);
 }
@@ -471,8 +474,11 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   if (gw_registry_create(&g->registry, g->loop, &ro, g->metrics, err, errlen) != GW_REG_OK)
     goto fail;
 
+  if (gw_auth_create(&g->auth, cfg, err, errlen) != 0)
+    goto fail;
   gw_server_options so = {
       .cfg = cfg,
+      .jwt = gw_auth_jwt(g->auth),
       .loop = g->loop,
       .kafka = g->kafka,
       .registry = g->registry,

@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "gw_jwt.h"
 #include "wsg_envelope.h"
 
 #define KIB  1024LL
@@ -92,6 +93,22 @@ static const wsg_option auth_rows[] = {
      NULL, 0, "Claim that holds the user id (a non-empty string)."},
     {"jwt-leeway", 0, "WSGATE_JWT_LEEWAY", WSG_OPT_DURATION, OPT(jwt_leeway_ms), "30s", 0, 1 * HOUR,
      NULL, 0, "Clock skew tolerated on `exp` and `nbf` (whole seconds)."},
+    {"jwt-algorithms", 0, "WSGATE_JWT_ALGORITHMS", WSG_OPT_STRING, OPT(jwt_algorithms), "HS256", 0,
+     0, NULL, 0,
+     "Comma-separated JWS algorithms accepted (HS256, HS384, HS512, RS256, RS384, RS512, PS256, "
+     "ES256, ES384, EdDSA); a token's own `alg` is only checked against this list, never trusted. "
+     "HS* need --jwt-secret(-file) or `oct` keys in --jwt-jwks-file; the others a public key."},
+    {"jwt-key-file", 0, "WSGATE_JWT_KEY_FILE", WSG_OPT_STRING, OPT(jwt_key_file), NULL, 0, 0, NULL,
+     0,
+     "PEM file of the identity provider's public key(s) or certificate(s) (RSA of 2048 bits or "
+     "more, EC P-256/P-384, Ed25519); used for tokens with no `kid` or a `kid` no JWKS key has."},
+    {"jwt-jwks-file", 0, "WSGATE_JWT_JWKS_FILE", WSG_OPT_STRING, OPT(jwt_jwks_file), NULL, 0, 0,
+     NULL, 0,
+     "JWKS document (RFC 7517, {\"keys\":[...]}) saved from the provider's jwks_uri; keys are "
+     "chosen by the token's `kid`. Unknown key types and encryption keys are skipped."},
+    {"jwt-issuer", 0, "WSGATE_JWT_ISSUER", WSG_OPT_STRING, OPT(jwt_issuer), "", 0, 0, NULL, 0,
+     "Comma-separated accepted `iss` values, compared exactly (e.g. "
+     "https://idp.example.com/realms/app); empty: `iss` is not checked."},
     {"insecure-dev-user", 0, "WSGATE_INSECURE_DEV_USER", WSG_OPT_BOOL, OPT(insecure_dev_user),
      "false", 0, 0, NULL, 0,
      "DEVELOPMENT ONLY: accept ?user=<id> without a token when no token is sent; anyone can be "
@@ -247,10 +264,35 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "--jwt-secret and --jwt-secret-file both given; keep one");
     return -1;
   }
-  if (!cfg->jwt_secret && !cfg->jwt_secret_file && !cfg->insecure_dev_user) {
+  bool has_secret = cfg->jwt_secret || cfg->jwt_secret_file;
+  bool has_public = cfg->jwt_key_file || cfg->jwt_jwks_file;
+  if (!has_secret && !has_public && !cfg->insecure_dev_user) {
     snprintf(err, errlen,
-             "no JWT secret: give --jwt-secret-file (or --jwt-secret / WSGATE_JWT_SECRET); "
-             "--insecure-dev-user runs without authentication, for development only");
+             "no JWT secret: give --jwt-secret-file (or --jwt-secret / WSGATE_JWT_SECRET), or "
+             "--jwt-key-file / --jwt-jwks-file with --jwt-algorithms; --insecure-dev-user runs "
+             "without authentication, for development only");
+    return -1;
+  }
+  uint32_t algs = 0;
+  char aerr[256];
+  if (gw_jwt_algs_parse(cfg->jwt_algorithms, &algs, aerr, sizeof aerr) != GW_JWT_OK) {
+    snprintf(err, errlen, "--jwt-algorithms: %s", aerr);
+    return -1;
+  }
+  uint32_t hmac = 1u << GW_JWT_ALG_HS256 | 1u << GW_JWT_ALG_HS384 | 1u << GW_JWT_ALG_HS512;
+  /* A JWKS document may hold oct keys; a PEM file never does. */
+  if ((has_secret || has_public) && (algs & hmac) && !has_secret && !cfg->jwt_jwks_file) {
+    snprintf(err, errlen,
+             "--jwt-algorithms %s accepts HMAC (HS*) tokens but no secret is given: set "
+             "--jwt-algorithms to the provider's algorithm (e.g. RS256), or give --jwt-secret-file",
+             cfg->jwt_algorithms);
+    return -1;
+  }
+  if ((algs & ~hmac) && !has_public && !cfg->insecure_dev_user) {
+    snprintf(err, errlen,
+             "--jwt-algorithms %s accepts public-key tokens but no key is given: add "
+             "--jwt-key-file or --jwt-jwks-file",
+             cfg->jwt_algorithms);
     return -1;
   }
   if (cfg->sendq_soft > cfg->sendq_hard) {

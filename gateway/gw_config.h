@@ -67,6 +67,10 @@ typedef struct {
   char *jwt_audience;
   char *jwt_user_claim;
   uint64_t jwt_leeway_ms;
+  char *jwt_algorithms; /* comma-separated JWS names, parsed by gw_jwt_algs_parse */
+  char *jwt_key_file;
+  char *jwt_jwks_file;
+  char *jwt_issuer; /* comma-separated; empty: "iss" not checked */
   bool insecure_dev_user;
 
   /* --- Kafka --- */

@@ -723,11 +723,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     goto fail;
   }
 
-  s->jwt.secret = cfg->jwt_key;
-  s->jwt.secret_len = cfg->jwt_key_len;
-  s->jwt.audience = cfg->jwt_audience;
-  s->jwt.user_claim = cfg->jwt_user_claim;
-  s->jwt.leeway_s = (uint32_t)(cfg->jwt_leeway_ms / 1000);
+  s->jwt = *o->jwt;
   gw_rate_init(&s->rate_msgs, (uint64_t)cfg->rate_msgs,
                (uint64_t)(cfg->rate_burst ? cfg->rate_burst : cfg->rate_msgs));
   gw_rate_init(&s->rate_bytes, cfg->rate_bytes, cfg->max_message);

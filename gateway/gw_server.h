@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "gw_config.h"
+#include "gw_jwt.h"
 #include "gw_kafka.h"
 #include "gw_registry.h"
 #include "wsg_metrics.h"
@@ -69,6 +70,7 @@ typedef struct {
   gw_kafka *kafka;          /* borrowed */
   gw_registry *registry;    /* borrowed */
   wsg_metrics *metrics;     /* borrowed; may be NULL */
+  const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's) */
   int fd_limit;             /* the process' RLIMIT_NOFILE (soft) */
   gw_server_admit_fn admit; /* NULL: always admitted */
   void *admit_arg;
