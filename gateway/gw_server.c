@@ -32,6 +32,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
+#include "gw_metrics.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
@@ -50,12 +51,6 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define CLOSE_TIMEOUT_S 5
 /* At most this much unread client input is discarded right before a socket is closed. */
 #define LINGER_DISCARD_MAX ((size_t)8 << 20)
-
-static const char *const upgrade_labels[] = {
-#define UPG_LABEL(name, label) "result=\"" label "\"",
-    UPGRADE_RESULTS(UPG_LABEL)
-#undef UPG_LABEL
-};
 
 /* libwebsockets' log callback has no user pointer: this limiter is process-level log state, like
  * the log settings themselves, and only the loop thread (where lws logs) touches it. */
@@ -603,93 +598,6 @@ int gw_server_port(const gw_server *s) {
 /* ------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                   */
 
-static void register_metrics(gw_server *s, wsg_metrics *m) {
-  if (!m)
-    return;
-  for (int i = 0; i < UPG__COUNT; i++)
-    s->m_upgrades[i] =
-        wsg_metrics_counter(m, "wsgate_gateway_upgrades_total",
-                            "WebSocket upgrade requests by outcome.", upgrade_labels[i]);
-#define CLOSE_METRIC(name, code, when, reason)                                                     \
-  s->m_closes[CLOSE_IDX_##name] =                                                                  \
-      wsg_metrics_counter(m, "wsgate_gateway_closes_total",                                        \
-                          "Connections the gateway closed, by close code.", "code=\"" #code "\"");
-  GW_CLOSE_MAP(CLOSE_METRIC)
-#undef CLOSE_METRIC
-  s->m_peer_closes = wsg_metrics_counter(m, "wsgate_gateway_client_closes_total",
-                                         "Connections the client closed with a close frame.", NULL);
-  s->m_pings = wsg_metrics_counter(m, "wsgate_gateway_pings_total",
-                                   "Keepalive pings sent (--ping-interval without a pong).", NULL);
-  s->m_idle_closes = wsg_metrics_counter(
-      m, "wsgate_gateway_idle_closes_total",
-      "Connections dropped because no pong came for --idle-timeout (no close frame: 1006).", NULL);
-  s->m_linger_discarded = wsg_metrics_counter(
-      m, "wsgate_gateway_linger_discarded_bytes_total",
-      "Client input still unread when its connection's socket was closed, read and discarded "
-      "so the close is a FIN, not a reset.",
-      NULL);
-  s->m_conns =
-      wsg_metrics_gauge(m, "wsgate_gateway_connections", "Open WebSocket connections.", NULL);
-  s->m_sendq_bytes = wsg_metrics_gauge(m, "wsgate_gateway_sendq_bytes",
-                                       "Bytes queued for clients in all send queues.", NULL);
-  s->m_rx_bytes = wsg_metrics_gauge(
-      m, "wsgate_gateway_rx_buffer_bytes",
-      "Bytes held for partly received messages and messages waiting for Kafka.", NULL);
-  s->m_stalled =
-      wsg_metrics_gauge(m, "wsgate_gateway_stalled_connections",
-                        "Connections whose reading waits for Kafka's queue to drain.", NULL);
-  s->m_msgs_in = wsg_metrics_counter(m, "wsgate_gateway_messages_in_total",
-                                     "Client messages produced to Kafka.", NULL);
-  s->m_bytes_in = wsg_metrics_counter(m, "wsgate_gateway_message_bytes_in_total",
-                                      "Payload bytes of client messages produced to Kafka.", NULL);
-  s->m_msgs_out = wsg_metrics_counter(m, "wsgate_gateway_messages_out_total",
-                                      "Messages written to clients.", NULL);
-  s->m_bytes_out = wsg_metrics_counter(m, "wsgate_gateway_message_bytes_out_total",
-                                       "Payload bytes of messages written to clients.", NULL);
-  const char *od = "wsgate_gateway_outbound_dropped_total";
-  const char *odh = "Outbound deliveries not sent, by reason.";
-  s->m_out_nobody = wsg_metrics_counter(m, od, odh, "reason=\"no_such_connection\"");
-  s->m_out_too_big = wsg_metrics_counter(m, od, odh, "reason=\"larger_than_sendq_hard\"");
-  s->m_reg_failed =
-      wsg_metrics_counter(m, "wsgate_gateway_registration_failures_total",
-                          "Connections closed because Redis did not register them.", NULL);
-  s->m_rate_limited =
-      wsg_metrics_counter(m, "wsgate_gateway_rate_limited_total",
-                          "Client messages over a rate limit (paused or closed).", NULL);
-  s->m_kafka_stalls = wsg_metrics_counter(
-      m, "wsgate_gateway_kafka_stalls_total",
-      "Times a connection stopped reading because Kafka's queue was full.", NULL);
-  s->m_events_lost = wsg_metrics_counter(
-      m, "wsgate_gateway_events_lost_total",
-      "Envelopes of closed connections Kafka could not take, or messages of connections closed "
-      "before their registration (logged as errors).",
-      NULL);
-  const char *rs = "wsgate_gateway_resumes_total";
-  const char *rsh = "Reconnections with ?resume=, by whether every missed message was replayed.";
-  s->m_resumes_complete = wsg_metrics_counter(m, rs, rsh, "result=\"complete\"");
-  s->m_resumes_incomplete = wsg_metrics_counter(m, rs, rsh, "result=\"incomplete\"");
-  s->m_replay_reads = wsg_metrics_counter(
-      m, "wsgate_gateway_replay_reads_total",
-      "Reads of replay streams: positions, catch-ups after a reconnect, gaps filled.", NULL);
-  s->m_replayed = wsg_metrics_counter(
-      m, "wsgate_gateway_replayed_messages_total",
-      "Messages delivered from a replay stream rather than straight from Kafka.", NULL);
-  s->m_seq_gaps = wsg_metrics_counter(
-      m, "wsgate_gateway_sequence_gaps_total",
-      "Gap frames sent: messages a connected resumable client can no longer get.", NULL);
-  s->m_seq_dups = wsg_metrics_counter(
-      m, "wsgate_gateway_sequence_duplicates_total",
-      "Sequenced delivers dropped because the connection already had them.", NULL);
-  s->m_seq_conns = wsg_metrics_gauge(m, "wsgate_gateway_resumable_connections",
-                                     "Open connections with subprotocol +seq.", NULL);
-  static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                  0.1,   0.25,   0.5,   1,    2.5,   5};
-  s->m_latency = wsg_metrics_histogram(
-      m, "wsgate_gateway_outbound_latency_seconds",
-      "From an outbound envelope's ts (set by its producer) to its hand-off to connections.", NULL,
-      bounds, sizeof bounds / sizeof bounds[0]);
-}
-
 int gw_server_create(gw_server **out, const gw_server_options *o, char *err, size_t errlen) {
   *out = NULL;
   gw_server *s = calloc(1, sizeof *s);
@@ -750,7 +658,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   else
     s->max_conns = o->fd_limit > FD_RESERVE * 2 ? (uint64_t)(o->fd_limit - FD_RESERVE)
                                                 : (uint64_t)(o->fd_limit > 0 ? o->fd_limit / 2 : 1);
-  register_metrics(s, o->metrics);
+  wsg_metrics_register_table(o->metrics, &gw_server_metric_table, s);
   s->resume.ops = &resume_ops;
   s->resume.arg = s;
   s->resume.sendq_hard = cfg->sendq_hard;

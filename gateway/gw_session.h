@@ -6,7 +6,8 @@
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
- *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call).
+ *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
+ *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
  *
