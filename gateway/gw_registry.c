@@ -247,9 +247,8 @@ static void notify_slot(gw_registry *r, int32_t slot) {
 
 /* --- connection hooks (wsg_redis_conn) -------------------------------------------------------- */
 
-/* A new connection, before its PING: the replay read runs once or twice per resumable
- * connection, and EVALSHA sends 40 bytes where EVAL would send (and Redis hash) the whole script.
- * Until the reply, reads use EVAL. */
+/* A new connection, before its PING: EVALSHA sends 40 bytes where EVAL sends the whole script;
+ * until the reply, reads use EVAL (docs/notes/hiredis.md#script-cache). */
 static void on_conn_handshake(void *arg) {
   gw_registry *r = arg;
   r->replay_sha[0] = '\0';

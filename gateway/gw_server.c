@@ -104,13 +104,8 @@ static void lws_log_emit(int level, const char *line) {
 /* ------------------------------------------------------------------------------------------ */
 /* closes                                                                                    */
 
-/*
- * Right before libwebsockets closes the socket (LWS_CALLBACK_CLOSED runs between its
- * shutdown(SHUT_WR) and close()): discard input that is still unread, so the close is a FIN
- * after what is still in the send buffer, not a reset that destroys it. This covers the closes
- * that end without the client's close frame: the close timeout, the end of a drain, lws' own
- * hangups. Bounded: a client that keeps sending is cut off at LINGER_DISCARD_MAX.
- */
+/* Called in CLOSED, between lws' shutdown() and close(): drops unread input (at most
+ * LINGER_DISCARD_MAX) so the close is a FIN (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static void discard_unread(gw_server *s, struct lws *wsi) {
   lws_sockfd_type fd = lws_get_socket_fd(wsi);
   if (fd < 0)
@@ -146,8 +141,8 @@ int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const
     ss->disconnect_code = (uint16_t)code;
   }
   lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
-  /* lws 4.1.6 ignores a RECEIVE callback's -1 while it services permessage-deflate's pending
-   * output (ops-ws.c, "RX EXT draining"): also close from WRITEABLE, and at worst by timeout. */
+  /* lws 4.1.6 ignores RECEIVE's -1 while it drains deflate output: also close from WRITEABLE,
+   * at worst by timeout (docs/notes/libwebsockets-4.1.6.md#deflate-assertion). */
   if (ss) {
     lws_callback_on_writable(wsi);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
@@ -469,8 +464,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     if (ss && !(ss->flags & F_CLOSING)) {
       const uint8_t *b = in;
       unsigned code = len >= 2 ? (unsigned)((b[0] << 8) | b[1]) : 1005;
-      /* lws 4.1.6 accepts codes no peer may send (>= 5000, 1004, ...): the peer broke the
-       * protocol, and the disconnect envelope must still be valid to be produced at all. */
+      /* lws 4.1.6 accepts codes no peer may send; the disconnect envelope must stay valid
+       * (docs/notes/libwebsockets-4.1.6.md#closing). */
       ss->disconnect_code = wsg_close_code_valid(WSG_ENV_DISCONNECT, code) ? (uint16_t)code : 1002;
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
     }
@@ -493,9 +488,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   }
   case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
-    /* Delivered once for every protocol of every vhost (notes §7): drain only in our own
-     * protocol's call (today the only one; an extra call would find the queue empty anyway).
-     * Must return 0: nonzero closes lws' cancel pipe. */
+    /* Once per protocol of every vhost: drain only in ours; must return 0
+     * (docs/notes/libwebsockets-4.1.6.md#cancel-service). */
     gw_server *s = server_of(wsi);
     const struct lws_protocols *p = lws_get_protocol(wsi);
     if (p && p->name && strcmp(p->name, s->protocols[0].name) == 0)
@@ -685,7 +679,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->ka_w.data = s;
   ev_timer_start(o->loop, &s->ka_w);
 
-  /* libev's plugin logs every watcher change at NOTICE (notes §1): only with --log-level debug. */
+  /* lws' libev plugin logs every watcher change at NOTICE: only with --log-level debug
+   * (docs/notes/libwebsockets-4.1.6.md#logging). */
   lws_set_log_level(LLL_ERR | LLL_WARN | (wsg_log_min_level <= WSG_LOG_DEBUG ? LLL_NOTICE : 0),
                     lws_log_emit);
 
@@ -710,8 +705,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     s->exts[0].client_offer = "permessage-deflate; client_no_context_takeover; "
                               "client_max_window_bits";
   }
-  /* Only a pong proves a connection alive (notes §9). The pings and the hang-up are ours
-   * (keepalive_due): with both at 0, libwebsockets arms no validity timer of its own. */
+  /* Keepalive is ours (keepalive_due): both at 0, lws arms no validity timer, whose cost is
+   * O(connections) per ping (docs/notes/libwebsockets-4.1.6.md#keepalive). */
   s->retry.secs_since_valid_ping = 0;
   s->retry.secs_since_valid_hangup = 0;
 
@@ -737,7 +732,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = cfg->tls_cert;
     info.ssl_private_key_filepath = cfg->tls_key;
-    /* No HTTP/2: WebSocket over h2 would skip CONFIRM_UPGRADE (and so authentication). */
+    /* No HTTP/2: WebSocket over h2 would skip CONFIRM_UPGRADE, and so authentication
+     * (docs/notes/libwebsockets-4.1.6.md#http2). */
     info.alpn = "http/1.1";
   }
 

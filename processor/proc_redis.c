@@ -24,9 +24,8 @@
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
-/* Commands appended before their replies are read: bounds the memory of one round trip (the
- * request buffer and up to this many replies) without costing more than a few round trips on the
- * largest fan-out. */
+/* Commands appended before their replies are read: bounds one round trip's memory
+ * (docs/notes/hiredis.md#pipeline-bound). */
 #define PIPELINE_CHUNK 1024
 /* Reconnect backoff after a failed connect: from the first step, doubling to the last. */
 #define BACKOFF_MIN_MS 100
@@ -417,8 +416,8 @@ int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
 
 /* --- resume ------------------------------------------------------------------------------- */
 
-/* SCRIPT LOAD once per connection: the append runs for every delivery to a user, and EVALSHA
- * sends 40 bytes where EVAL would send the whole script each time. */
+/* SCRIPT LOAD once per connection: the append runs per delivery, and EVALSHA sends 40 bytes
+ * (docs/notes/hiredis.md#script-cache). */
 static int load_append_script(proc_redis *r, char *err, size_t errlen) {
   if (r->append_sha[0])
     return 0;
