@@ -39,14 +39,8 @@ static const kafka_default common_defaults[] = {
     {"log.connection.close", "false"},
 };
 
-/*
- * Inbound producer. murmur2_random is the Java client's partitioner, so every language maps a user
- * to the same partition; idempotence with acks=all keeps per-user order across retries. A small
- * linger batches frames arriving together without adding visible latency. The local queue is
- * bounded at 64 MiB (librdkafka's default is 1 GiB): when it is full produce() fails with
- * QUEUE_FULL and the gateway stops reading from clients instead of growing. message.max.bytes
- * stays below the broker's default (1048588) so a batch the client builds is never refused.
- */
+/* Inbound producer: the Java client's partitioner, idempotent with acks=all, a 64 MiB queue that
+ * pushes back (docs/notes/librdkafka-2.0.2.md#producer-defaults). */
 // clang-format off
 static const kafka_default producer_defaults[] = {
     {"enable.idempotence", "true"},
@@ -59,13 +53,8 @@ static const kafka_default producer_defaults[] = {
 };
 // clang-format on
 
-/*
- * Consumer group (processors). cooperative-sticky moves only the partitions that must move on a
- * rebalance. Offsets are stored by the application once the work a message caused is done
- * (enable.auto.offset.store=false); the auto-commit timer then commits only what was stored.
- * A new group starts at the earliest offset: a message produced before the first processor joined
- * is still handled.
- */
+/* Consumer group (processors): cooperative-sticky, offsets stored only when the work is done
+ * (docs/notes/librdkafka-2.0.2.md#group-defaults). */
 static const kafka_default group_defaults[] = {
     {"partition.assignment.strategy", "cooperative-sticky"},
     {"enable.auto.offset.store", "false"},
@@ -73,12 +62,8 @@ static const kafka_default group_defaults[] = {
     {"auto.offset.reset", "earliest"},
 };
 
-/*
- * assign()-only consumer (a gateway's outbound slot partition). librdkafka's rd_kafka_assign()
- * needs a group handle, which exists only when group.id is set (librdkafka issue #3261), but the
- * id is never sent for commits since nothing is committed or stored: the gateway starts at the
- * partition's end on every start.
- */
+/* assign()-only consumer: rd_kafka_assign() needs a group.id, never used since nothing is
+ * committed (docs/notes/librdkafka-2.0.2.md#assign-needs-group-id). */
 static const kafka_default assign_defaults[] = {
     {"group.id", "wsgate.assign-only"},
     {"enable.auto.commit", "false"},
@@ -233,12 +218,8 @@ static void sleep_ms(int ms) {
   }
 }
 
-/*
- * One metadata request for the whole cluster, scanned for `topic`. Asking for all topics rather
- * than for this one keeps a broker with auto.create.topics.enable=true from creating it with the
- * broker's default partition count as a side effect of the question.
- * Returns the partition count, 0 if the topic is not (yet) listed, -1 if the request failed.
- */
+/* Partition count of `topic`, 0 if not listed, -1 if the request failed. Asks for all topics, so
+ * asking never auto-creates it (docs/notes/librdkafka-2.0.2.md#metadata-question). */
 static int lookup_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, char *err,
                              size_t errlen) {
   const struct rd_kafka_metadata *md = NULL;

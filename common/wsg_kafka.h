@@ -15,9 +15,9 @@
 #include "wsg_config.h"
 
 typedef enum {
-  WSG_KAFKA_PRODUCER,         /* idempotent, acks=all, murmur2_random, small linger */
-  WSG_KAFKA_CONSUMER_GROUP,   /* cooperative-sticky, manual offset store */
-  WSG_KAFKA_CONSUMER_ASSIGN,  /* no group semantics: assign() only, no commits */
+  WSG_KAFKA_PRODUCER,        /* idempotent, acks=all, murmur2_random, small linger */
+  WSG_KAFKA_CONSUMER_GROUP,  /* cooperative-sticky, manual offset store */
+  WSG_KAFKA_CONSUMER_ASSIGN, /* no group semantics: assign() only, no commits */
   WSG_KAFKA_ADMIN,
 } wsg_kafka_role;
 

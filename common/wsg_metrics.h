@@ -76,8 +76,7 @@ typedef enum {
   WSG_METRIC_HISTOGRAM,
 } wsg_metric_type;
 
-/* `field` of a row that registers nothing (runtime labels, computed gauges, or a module that
- * still registers by hand). */
+/* `field` of a row that registers nothing (runtime labels, computed gauges). */
 #define WSG_METRIC_UNBOUND SIZE_MAX
 
 typedef struct {
@@ -136,23 +135,6 @@ typedef struct {
     .type = (type_), .name = (name_), .help = (help_), .runtime_labels = (label_names_),           \
     .field = WSG_METRIC_UNBOUND                                                                    \
   }
-/*
- * Transitional (issue 14, wave 2 removes them): rows of a module that still registers its series
- * by hand, declared where its struct is not visible. They document and register nothing; wave 2
- * turns each into the WSG_*_ROW above with the struct and the member `f`.
- */
-#define WSG_BY_HAND_ROW(type_, f, name_, help_, labels_)                                           \
-  {                                                                                                \
-    .type = (type_), .name = (name_), .help = (help_), .labels = (labels_),                        \
-    .field = WSG_METRIC_UNBOUND                                                                    \
-  }
-#define WSG_BY_HAND_HISTOGRAM_ROW(f, name_, help_, labels_, bounds_)                               \
-  {                                                                                                \
-    .type = WSG_METRIC_HISTOGRAM, .name = (name_), .help = (help_), .labels = (labels_),           \
-    .field = WSG_METRIC_UNBOUND, .bounds = (bounds_),                                              \
-    .nbounds = sizeof(bounds_) / sizeof((bounds_)[0])                                              \
-  }
-
 /*
  * Registers every row of `t` into `m` and stores each series pointer at owner + row->field
  * (computed gauges get `owner` as their argument). Rows with runtime labels are skipped. Every row

@@ -32,7 +32,8 @@
 #define KAFKA_STARTUP_TIMEOUT_MS 30000
 /* How often readiness and the gateway record's connection count are refreshed. */
 #define TICK_S 0.1
-/* lws refuses an fd limit above this (notes §1): it would silently fall back to 2560. */
+/* lws refuses a larger fd limit and silently serves only 2560 connections then
+ * (docs/notes/libwebsockets-4.1.6.md#fd-limit). */
 #define LWS_FD_LIMIT_MAX 10000000
 
 #define READY_REASONS(X)                                                                           \

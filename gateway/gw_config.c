@@ -231,6 +231,7 @@ static const wsg_config_spec gw_spec = {
                "partition of the outbound topic.",
     .sections = gw_sections,
     .nsections = WSG_COUNTOF(gw_sections),
+    .help_metrics = true,
 };
 
 const wsg_config_spec *gw_config_spec(void) {

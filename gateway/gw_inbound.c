@@ -204,11 +204,8 @@ static void rate_take(gw_server *s, gw_session *ss, size_t len, uint64_t now_ns)
   gw_rate_allow(&s->rate_bytes, &ss->tat_bytes, now_ns, len);
 }
 
-/*
- * Rate-limit pauses wake up from one ev_timer over a heap of deadlines: lws' per-wsi timer
- * (lws_set_timer_usecs) is only rescheduled when lws' idle watcher runs on a foreign libev loop,
- * and was measured firing tens of seconds late.
- */
+/* Rate-limit pauses wake from one ev_timer over a heap of deadlines: lws' per-wsi timer fires
+ * late on a foreign libev loop (docs/notes/libwebsockets-4.1.6.md#timers). */
 static void rate_timer_arm(gw_server *s) {
   gw_deadline d;
   ev_timer_stop(s->o.loop, &s->rate_w);
@@ -309,11 +306,8 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
 
 int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *in,
                        size_t len) {
-  /* lws may deliver more of the same read after we returned -1 (notes §6), and with
-   * permessage-deflate it keeps only the LAST return value of the chunks it inflates: keep
-   * answering -1 or the close we asked for is forgotten; but once lws has begun its close, a -1
-   * would make it drop the socket at once (no close frame; a reset if input is unread): from then
-   * on the data is discarded (lingering close, mark_closing). */
+  /* After our -1, lws may deliver more of this read and keeps only the last return: keep saying
+   * -1 until lws begins its close (docs/notes/libwebsockets-4.1.6.md#receive-after-close). */
   if (ss->flags & F_LWS_CLOSING)
     return 0;
   if (ss->flags & F_CLOSE_SENT)

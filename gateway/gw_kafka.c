@@ -185,9 +185,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     atomic_store_explicit(&k->brokers_up, false, memory_order_relaxed);
     wsg_gauge_set(k->m_brokers_up, 0);
   }
-  /* librdkafka reports transient errors here too and retries them itself: log, do not act. A
-   * fatal error (idempotence state lost) leaves the producer unusable; the gateway then fails
-   * every delivery and readiness, which is what an operator needs to see. */
+  /* Transient errors are retried by librdkafka: log only. A fatal one fails deliveries and
+   * readiness (docs/notes/librdkafka-2.0.2.md#errors). */
   wsg_log_limited(&k->rl_loop, LOG_LIMIT_PER_S, wsg_now_mono_ms(),
                   err == RD_KAFKA_RESP_ERR__FATAL ? WSG_LOG_ERROR : WSG_LOG_WARN, "kafka",
                   "producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);

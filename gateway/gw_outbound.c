@@ -175,9 +175,8 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     return gw__close_now(s, wsi, ss, ss->close_code,
                          ss->close_reason ? ss->close_reason : gw_close_reason(ss->close_code));
   }
-  /* A ping goes between messages (one write per WRITEABLE, as lws requires). Not empty:
-   * libwebsockets 4.1.6 does not pass a pong with an empty payload to RECEIVE_PONG (ops-ws.c),
-   * and the client's pong echoes the ping's payload. */
+  /* A ping goes between messages (one write per WRITEABLE). Not empty: lws 4.1.6 drops an empty
+   * pong (docs/notes/libwebsockets-4.1.6.md#keepalive). */
   if ((ss->flags & F_PING_DUE) && ss->sent_off == 0) {
     ss->flags &= (uint16_t)~F_PING_DUE;
     static const char payload[] = "wsgate";

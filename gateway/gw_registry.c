@@ -17,6 +17,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "gw_metrics.h"
 #include "gw_replay_page.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
@@ -246,9 +247,8 @@ static void notify_slot(gw_registry *r, int32_t slot) {
 
 /* --- connection hooks (wsg_redis_conn) -------------------------------------------------------- */
 
-/* A new connection, before its PING: the replay read runs once or twice per resumable
- * connection, and EVALSHA sends 40 bytes where EVAL would send (and Redis hash) the whole script.
- * Until the reply, reads use EVAL. */
+/* A new connection, before its PING: EVALSHA sends 40 bytes where EVAL sends the whole script;
+ * until the reply, reads use EVAL (docs/notes/hiredis.md#script-cache). */
 static void on_conn_handshake(void *arg) {
   gw_registry *r = arg;
   r->replay_sha[0] = '\0';
@@ -888,25 +888,31 @@ static int validate(const gw_registry_options *o, char *err, size_t errlen) {
   return GW_REG_OK;
 }
 
+#define COMMANDS      "wsgate_gateway_redis_commands_total"
+#define COMMANDS_HELP "Redis commands answered, by result (lost: connection dropped first)"
+
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(gw_registry, m_ok, COMMANDS, COMMANDS_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(gw_registry, m_error, COMMANDS, COMMANDS_HELP, "result=\"error\""),
+    WSG_COUNTER_ROW(gw_registry, m_lost, COMMANDS, COMMANDS_HELP, "result=\"lost\""),
+    WSG_COUNTER_ROW(gw_registry, m_reconnects, "wsgate_gateway_redis_connects_total",
+                    "Redis connection attempts", NULL),
+    WSG_COUNTER_ROW(gw_registry, m_lease_losses, "wsgate_gateway_lease_losses_total",
+                    "Outbound slot leases lost", NULL),
+    WSG_COUNTER_ROW(
+        gw_registry, m_backlog_drops, "wsgate_gateway_redis_remove_drops_total",
+        "Connection removals dropped while Redis was unreachable and the backlog was full", NULL),
+    WSG_GAUGE_ROW(gw_registry, m_connected, "wsgate_gateway_redis_connected",
+                  "1 while the Redis connection is usable", NULL),
+    WSG_GAUGE_ROW(gw_registry, m_slot, "wsgate_gateway_slot",
+                  "Outbound slot (partition) held, -1 if none", NULL),
+};
+
+const wsg_metric_table gw_registry_metric_table =
+    WSG_METRIC_TABLE("gateway/gw_registry.c", metric_rows);
+
 static void register_metrics(gw_registry *r, wsg_metrics *m) {
-  if (m == NULL)
-    return;
-  const char *cmds = "wsgate_gateway_redis_commands_total";
-  const char *cmds_help = "Redis commands answered, by result (lost: connection dropped first)";
-  r->m_ok = wsg_metrics_counter(m, cmds, cmds_help, "result=\"ok\"");
-  r->m_error = wsg_metrics_counter(m, cmds, cmds_help, "result=\"error\"");
-  r->m_lost = wsg_metrics_counter(m, cmds, cmds_help, "result=\"lost\"");
-  r->m_reconnects = wsg_metrics_counter(m, "wsgate_gateway_redis_connects_total",
-                                        "Redis connection attempts", NULL);
-  r->m_lease_losses = wsg_metrics_counter(m, "wsgate_gateway_lease_losses_total",
-                                          "Outbound slot leases lost", NULL);
-  r->m_backlog_drops = wsg_metrics_counter(
-      m, "wsgate_gateway_redis_remove_drops_total",
-      "Connection removals dropped while Redis was unreachable and the backlog was full", NULL);
-  r->m_connected = wsg_metrics_gauge(m, "wsgate_gateway_redis_connected",
-                                     "1 while the Redis connection is usable", NULL);
-  r->m_slot = wsg_metrics_gauge(m, "wsgate_gateway_slot",
-                                "Outbound slot (partition) held, -1 if none", NULL);
+  wsg_metrics_register_table(m, &gw_registry_metric_table, r);
   gauge(r->m_slot, -1);
   gauge(r->m_connected, 0);
 }

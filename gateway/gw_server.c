@@ -32,6 +32,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 
+#include "gw_metrics.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
@@ -50,12 +51,6 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define CLOSE_TIMEOUT_S 5
 /* At most this much unread client input is discarded right before a socket is closed. */
 #define LINGER_DISCARD_MAX ((size_t)8 << 20)
-
-static const char *const upgrade_labels[] = {
-#define UPG_LABEL(name, label) "result=\"" label "\"",
-    UPGRADE_RESULTS(UPG_LABEL)
-#undef UPG_LABEL
-};
 
 /* libwebsockets' log callback has no user pointer: this limiter is process-level log state, like
  * the log settings themselves, and only the loop thread (where lws logs) touches it. */
@@ -109,13 +104,8 @@ static void lws_log_emit(int level, const char *line) {
 /* ------------------------------------------------------------------------------------------ */
 /* closes                                                                                    */
 
-/*
- * Right before libwebsockets closes the socket (LWS_CALLBACK_CLOSED runs between its
- * shutdown(SHUT_WR) and close()): discard input that is still unread, so the close is a FIN
- * after what is still in the send buffer, not a reset that destroys it. This covers the closes
- * that end without the client's close frame: the close timeout, the end of a drain, lws' own
- * hangups. Bounded: a client that keeps sending is cut off at LINGER_DISCARD_MAX.
- */
+/* Called in CLOSED, between lws' shutdown() and close(): drops unread input (at most
+ * LINGER_DISCARD_MAX) so the close is a FIN (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static void discard_unread(gw_server *s, struct lws *wsi) {
   lws_sockfd_type fd = lws_get_socket_fd(wsi);
   if (fd < 0)
@@ -151,8 +141,8 @@ int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const
     ss->disconnect_code = (uint16_t)code;
   }
   lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
-  /* lws 4.1.6 ignores a RECEIVE callback's -1 while it services permessage-deflate's pending
-   * output (ops-ws.c, "RX EXT draining"): also close from WRITEABLE, and at worst by timeout. */
+  /* lws 4.1.6 ignores RECEIVE's -1 while it drains deflate output: also close from WRITEABLE,
+   * at worst by timeout (docs/notes/libwebsockets-4.1.6.md#deflate-assertion). */
   if (ss) {
     lws_callback_on_writable(wsi);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
@@ -474,8 +464,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     if (ss && !(ss->flags & F_CLOSING)) {
       const uint8_t *b = in;
       unsigned code = len >= 2 ? (unsigned)((b[0] << 8) | b[1]) : 1005;
-      /* lws 4.1.6 accepts codes no peer may send (>= 5000, 1004, ...): the peer broke the
-       * protocol, and the disconnect envelope must still be valid to be produced at all. */
+      /* lws 4.1.6 accepts codes no peer may send; the disconnect envelope must stay valid
+       * (docs/notes/libwebsockets-4.1.6.md#closing). */
       ss->disconnect_code = wsg_close_code_valid(WSG_ENV_DISCONNECT, code) ? (uint16_t)code : 1002;
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
     }
@@ -498,9 +488,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   }
   case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
-    /* Delivered once for every protocol of every vhost (notes §7): drain only in our own
-     * protocol's call (today the only one; an extra call would find the queue empty anyway).
-     * Must return 0: nonzero closes lws' cancel pipe. */
+    /* Once per protocol of every vhost: drain only in ours; must return 0
+     * (docs/notes/libwebsockets-4.1.6.md#cancel-service). */
     gw_server *s = server_of(wsi);
     const struct lws_protocols *p = lws_get_protocol(wsi);
     if (p && p->name && strcmp(p->name, s->protocols[0].name) == 0)
@@ -603,93 +592,6 @@ int gw_server_port(const gw_server *s) {
 /* ------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                   */
 
-static void register_metrics(gw_server *s, wsg_metrics *m) {
-  if (!m)
-    return;
-  for (int i = 0; i < UPG__COUNT; i++)
-    s->m_upgrades[i] =
-        wsg_metrics_counter(m, "wsgate_gateway_upgrades_total",
-                            "WebSocket upgrade requests by outcome.", upgrade_labels[i]);
-#define CLOSE_METRIC(name, code, when, reason)                                                     \
-  s->m_closes[CLOSE_IDX_##name] =                                                                  \
-      wsg_metrics_counter(m, "wsgate_gateway_closes_total",                                        \
-                          "Connections the gateway closed, by close code.", "code=\"" #code "\"");
-  GW_CLOSE_MAP(CLOSE_METRIC)
-#undef CLOSE_METRIC
-  s->m_peer_closes = wsg_metrics_counter(m, "wsgate_gateway_client_closes_total",
-                                         "Connections the client closed with a close frame.", NULL);
-  s->m_pings = wsg_metrics_counter(m, "wsgate_gateway_pings_total",
-                                   "Keepalive pings sent (--ping-interval without a pong).", NULL);
-  s->m_idle_closes = wsg_metrics_counter(
-      m, "wsgate_gateway_idle_closes_total",
-      "Connections dropped because no pong came for --idle-timeout (no close frame: 1006).", NULL);
-  s->m_linger_discarded = wsg_metrics_counter(
-      m, "wsgate_gateway_linger_discarded_bytes_total",
-      "Client input still unread when its connection's socket was closed, read and discarded "
-      "so the close is a FIN, not a reset.",
-      NULL);
-  s->m_conns =
-      wsg_metrics_gauge(m, "wsgate_gateway_connections", "Open WebSocket connections.", NULL);
-  s->m_sendq_bytes = wsg_metrics_gauge(m, "wsgate_gateway_sendq_bytes",
-                                       "Bytes queued for clients in all send queues.", NULL);
-  s->m_rx_bytes = wsg_metrics_gauge(
-      m, "wsgate_gateway_rx_buffer_bytes",
-      "Bytes held for partly received messages and messages waiting for Kafka.", NULL);
-  s->m_stalled =
-      wsg_metrics_gauge(m, "wsgate_gateway_stalled_connections",
-                        "Connections whose reading waits for Kafka's queue to drain.", NULL);
-  s->m_msgs_in = wsg_metrics_counter(m, "wsgate_gateway_messages_in_total",
-                                     "Client messages produced to Kafka.", NULL);
-  s->m_bytes_in = wsg_metrics_counter(m, "wsgate_gateway_message_bytes_in_total",
-                                      "Payload bytes of client messages produced to Kafka.", NULL);
-  s->m_msgs_out = wsg_metrics_counter(m, "wsgate_gateway_messages_out_total",
-                                      "Messages written to clients.", NULL);
-  s->m_bytes_out = wsg_metrics_counter(m, "wsgate_gateway_message_bytes_out_total",
-                                       "Payload bytes of messages written to clients.", NULL);
-  const char *od = "wsgate_gateway_outbound_dropped_total";
-  const char *odh = "Outbound deliveries not sent, by reason.";
-  s->m_out_nobody = wsg_metrics_counter(m, od, odh, "reason=\"no_such_connection\"");
-  s->m_out_too_big = wsg_metrics_counter(m, od, odh, "reason=\"larger_than_sendq_hard\"");
-  s->m_reg_failed =
-      wsg_metrics_counter(m, "wsgate_gateway_registration_failures_total",
-                          "Connections closed because Redis did not register them.", NULL);
-  s->m_rate_limited =
-      wsg_metrics_counter(m, "wsgate_gateway_rate_limited_total",
-                          "Client messages over a rate limit (paused or closed).", NULL);
-  s->m_kafka_stalls = wsg_metrics_counter(
-      m, "wsgate_gateway_kafka_stalls_total",
-      "Times a connection stopped reading because Kafka's queue was full.", NULL);
-  s->m_events_lost = wsg_metrics_counter(
-      m, "wsgate_gateway_events_lost_total",
-      "Envelopes of closed connections Kafka could not take, or messages of connections closed "
-      "before their registration (logged as errors).",
-      NULL);
-  const char *rs = "wsgate_gateway_resumes_total";
-  const char *rsh = "Reconnections with ?resume=, by whether every missed message was replayed.";
-  s->m_resumes_complete = wsg_metrics_counter(m, rs, rsh, "result=\"complete\"");
-  s->m_resumes_incomplete = wsg_metrics_counter(m, rs, rsh, "result=\"incomplete\"");
-  s->m_replay_reads = wsg_metrics_counter(
-      m, "wsgate_gateway_replay_reads_total",
-      "Reads of replay streams: positions, catch-ups after a reconnect, gaps filled.", NULL);
-  s->m_replayed = wsg_metrics_counter(
-      m, "wsgate_gateway_replayed_messages_total",
-      "Messages delivered from a replay stream rather than straight from Kafka.", NULL);
-  s->m_seq_gaps = wsg_metrics_counter(
-      m, "wsgate_gateway_sequence_gaps_total",
-      "Gap frames sent: messages a connected resumable client can no longer get.", NULL);
-  s->m_seq_dups = wsg_metrics_counter(
-      m, "wsgate_gateway_sequence_duplicates_total",
-      "Sequenced delivers dropped because the connection already had them.", NULL);
-  s->m_seq_conns = wsg_metrics_gauge(m, "wsgate_gateway_resumable_connections",
-                                     "Open connections with subprotocol +seq.", NULL);
-  static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                  0.1,   0.25,   0.5,   1,    2.5,   5};
-  s->m_latency = wsg_metrics_histogram(
-      m, "wsgate_gateway_outbound_latency_seconds",
-      "From an outbound envelope's ts (set by its producer) to its hand-off to connections.", NULL,
-      bounds, sizeof bounds / sizeof bounds[0]);
-}
-
 int gw_server_create(gw_server **out, const gw_server_options *o, char *err, size_t errlen) {
   *out = NULL;
   gw_server *s = calloc(1, sizeof *s);
@@ -746,7 +648,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   else
     s->max_conns = o->fd_limit > FD_RESERVE * 2 ? (uint64_t)(o->fd_limit - FD_RESERVE)
                                                 : (uint64_t)(o->fd_limit > 0 ? o->fd_limit / 2 : 1);
-  register_metrics(s, o->metrics);
+  wsg_metrics_register_table(o->metrics, &gw_server_metric_table, s);
   s->resume.ops = &resume_ops;
   s->resume.arg = s;
   s->resume.sendq_hard = cfg->sendq_hard;
@@ -773,7 +675,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->ka_w.data = s;
   ev_timer_start(o->loop, &s->ka_w);
 
-  /* libev's plugin logs every watcher change at NOTICE (notes §1): only with --log-level debug. */
+  /* lws' libev plugin logs every watcher change at NOTICE: only with --log-level debug
+   * (docs/notes/libwebsockets-4.1.6.md#logging). */
   lws_set_log_level(LLL_ERR | LLL_WARN | (wsg_log_min_level <= WSG_LOG_DEBUG ? LLL_NOTICE : 0),
                     lws_log_emit);
 
@@ -798,8 +701,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     s->exts[0].client_offer = "permessage-deflate; client_no_context_takeover; "
                               "client_max_window_bits";
   }
-  /* Only a pong proves a connection alive (notes §9). The pings and the hang-up are ours
-   * (keepalive_due): with both at 0, libwebsockets arms no validity timer of its own. */
+  /* Keepalive is ours (keepalive_due): both at 0, lws arms no validity timer, whose cost is
+   * O(connections) per ping (docs/notes/libwebsockets-4.1.6.md#keepalive). */
   s->retry.secs_since_valid_ping = 0;
   s->retry.secs_since_valid_hangup = 0;
 
@@ -825,7 +728,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = cfg->tls_cert;
     info.ssl_private_key_filepath = cfg->tls_key;
-    /* No HTTP/2: WebSocket over h2 would skip CONFIRM_UPGRADE (and so authentication). */
+    /* No HTTP/2: WebSocket over h2 would skip CONFIRM_UPGRADE, and so authentication
+     * (docs/notes/libwebsockets-4.1.6.md#http2). */
     info.alpn = "http/1.1";
   }
 

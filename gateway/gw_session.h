@@ -6,7 +6,8 @@
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
- *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call).
+ *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
+ *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
  *
@@ -32,24 +33,11 @@
 #include "wsg_log.h"
 #include "wsg_metrics.h"
 
-/* Messages up to this size are written in one frame straight from the shared gw_msg; larger ones
- * in fragments of this size through a scratch buffer, so libwebsockets never copies more than
- * one fragment of a connection's output when the socket is full (notes §5). */
+/* Larger messages go out in fragments of this size, so libwebsockets' unbounded output buffer
+ * never holds more than one fragment (docs/notes/libwebsockets-4.1.6.md#writing). */
 #define FRAG_SIZE ((size_t)64 * 1024)
-/*
- * On a permessage-deflate connection: fragments of DEFLATE_FRAG_SIZE, and a compressor output
- * buffer of 2^DEFLATE_TX_BUF_PWR2 bytes (lws' default is 1 KiB), so that every lws_write()
- * compresses all of its input at once. What one write can produce: at most one full deflate
- * block completed by this fragment (16,383 symbols, each at most 4 bytes: zlib never codes a
- * block worse than fixed-length codes would) plus the rest of the fragment (8 KiB of symbols),
- * about 97 KiB. With a smaller buffer lws keeps input pending and drains it over later POLLOUTs
- * (tx_draining_ext); a ping or pong lws writes meanwhile (its keepalive ping, or the pong to a
- * client's ping) enters the compressor as a continuation of the pending message and trips the
- * assertion !priv->tx.avail_in in extension-permessage-deflate.c: SIGABRT, every connection of
- * the gateway lost (libwebsockets 4.1.6, unchanged upstream; docs/RELIABILITY.md). The buffer
- * is allocated on the first message sent and kept: 128 KiB per compressed connection, bounded
- * by --deflate-max-conns.
- */
+/* Compressed: 8 KiB fragments through a 128 KiB compressor buffer, each compressed at once, or
+ * lws 4.1.6 aborts (docs/notes/libwebsockets-4.1.6.md#deflate-assertion). */
 #define DEFLATE_FRAG_SIZE       ((size_t)8 * 1024)
 #define DEFLATE_TX_BUF_PWR2_STR "17"
 #define LOG_LIMIT_PER_S         5
@@ -216,14 +204,8 @@ struct gw_server {
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
 
-/*
- * A closing connection never stops reading: it discards what the client still sends (lingering
- * close, as nginx's lingering_close). Input left unread in the socket turns the final close()
- * into a TCP reset, and a reset makes the client's kernel throw away what it has not read yet:
- * the replies written before the close and the close frame itself (docs/RELIABILITY.md, bug 4).
- * Reading also lets libwebsockets see the client's close frame answering ours, which is what
- * ends the connection (LRS_AWAITING_CLOSE_ACK: lws drops data frames there itself).
- */
+/* A closing connection keeps reading and discards the input (lingering close): unread input would
+ * turn close() into a reset (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static inline bool reading_paused(const gw_session *ss) {
   return ss->hold != 0 && !(ss->flags & F_CLOSING);
 }

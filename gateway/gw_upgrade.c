@@ -3,8 +3,9 @@
  * admission (draining, ready, connection limit, upgrade rate), subprotocol, ?resume=, Origin and
  * the token; refusals are answered here with 400/401/403/503 and a JSON body, and cost no Redis
  * write and no Kafka message. The user id is kept in a side table keyed by the wsi (gw_pending),
- * because lws gives the ws protocol a new per-session block (notes/lws-4.1.6.md §2); ESTABLISHED
- * (gw_server.c) takes it from there. Plain HTTP requests on the WebSocket port get 426.
+ * because lws gives the ws protocol a new per-session block
+ * (docs/notes/libwebsockets-4.1.6.md#upgrade-callbacks); ESTABLISHED (gw_server.c) takes it from
+ * there. Plain HTTP requests on the WebSocket port get 426.
  *
  * Threads: the loop thread only.
  */
@@ -46,13 +47,8 @@ static void peer_of(struct lws *wsi, char *buf, size_t len) {
     snprintf(buf, len, "?");
 }
 
-/*
- * Why the status line is written here rather than by lws_add_http_common_headers(): libwebsockets
- * 4.1.6 takes the response's version from wsi->http.request_version, which the WebSocket upgrade
- * path never sets, so every refused upgrade went out as "HTTP/1.0", and strict clients (Python's
- * websockets among them) then fail with an invalid-response error instead of reading our 401,
- * 429 or 503. An upgrade is HTTP/1.1 by definition (RFC 6455 4.1).
- */
+/* Writes its own "HTTP/1.1" status line: lws 4.1.6 would say HTTP/1.0 on the upgrade path, which
+ * strict clients reject (docs/notes/libwebsockets-4.1.6.md#status-line). */
 static int http_reply(struct lws *wsi, unsigned status, const char *body, const char *www_auth,
                       int retry_after) {
   unsigned char buf[LWS_PRE + 2048];
@@ -200,17 +196,8 @@ static int request_token(struct lws *wsi, char *buf, size_t cap, const char **pr
 }
 
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
-  /*
-   * CVE-2025-11677 guard. In 4.1.6, when a keep-alive connection that already served a plain HTTP
-   * request sends an Upgrade other than websocket/h2c, lws frees the header table (answering
-   * 403 itself) and still calls this callback with `in` pointing into the freed memory; if we
-   * return 0, lws then reads that memory again itself. So: never look at `in`; read the Upgrade
-   * header through lws_hdr_copy (safe when the table is gone: it returns <= 0), and return -1
-   * unless it is exactly "websocket", which also skips lws' own read. This also refuses "h2c"
-   * upgrades: WebSocket over HTTP/2 (RFC 8441) would skip this callback, and so every check
-   * below. The other callbacks we use (FILTER_PROTOCOL_CONNECTION, ESTABLISHED) are not on the
-   * buggy path, and ESTABLISHED refuses any connection that did not pass through here.
-   */
+  /* CVE-2025-11677 guard: never read `in`; anything but "websocket" (h2c included) returns -1
+   * before lws reads freed memory (docs/notes/libwebsockets-4.1.6.md#cve-2025-11677). */
   char up[16];
   if (lws_hdr_copy(wsi, up, sizeof up, WSI_TOKEN_UPGRADE) <= 0 || strcasecmp(up, "websocket") != 0)
     return -1;

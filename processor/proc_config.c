@@ -147,6 +147,7 @@ static const wsg_config_spec proc_spec = {
         "set by the environment variable shown; a flag wins over the environment.",
     .sections = proc_sections,
     .nsections = WSG_COUNTOF(proc_sections),
+    .help_metrics = true,
 };
 
 const wsg_config_spec *proc_config_spec(void) {

@@ -2,23 +2,9 @@
  * proc_consumer: the processor's librdkafka file: consumer group, producer, offset bookkeeping,
  * rebalances, commits and lag (see proc_consumer.h).
  *
- * Why commits are ours rather than librdkafka's auto-commit: we store exactly the completed
- * offsets (rd_kafka_offsets_store) and commit that same list asynchronously on a timer, which lets
- * us measure each commit's latency and count its failures, and hold it back while this member is
- * rejoining the group (below); auto-commit would commit at any moment without telling us.
- *
- * Why no commit goes out while this member rejoins the group: an OffsetCommit sent after our
- * JoinGroup request queues behind it on the coordinator connection, so the broker reads it only
- * once the JoinGroup has completed, under a new generation, and answers ILLEGAL_GENERATION.
- * librdkafka before 2.10.0 (Debian's 2.0.2 included; librdkafka issue #4059, fixed by PR #4908)
- * then resets the generation the JoinGroup response had just set, its SyncGroup fails, and it
- * declares the whole assignment lost: the partitions are released uncommitted and their next
- * owner handles again everything since the last commit. A rebalance in which this member gave
- * partitions up (cooperative: after the assign that follows the revoke; eager or lost: right
- * after the revoke) always ends with such a rejoin, so from that revoke to the assign of the
- * next round the timer commits wait (at most max.poll.interval.ms, the broker's bound on a
- * rebalance), and shutdown waits for the rebalance to end before its last commit. The commit in
- * the revoke callback itself is safe: it is sent before our JoinGroup.
+ * Commits are ours, stored offsets on a timer (docs/notes/librdkafka-2.0.2.md#group-defaults),
+ * held while this member rejoins the group, or librdkafka 2.0.2 drops the whole assignment
+ * (librdkafka issue #4059; docs/notes/librdkafka-2.0.2.md#commit-during-rejoin).
  *
  * Threads: every function runs on the consumer thread; librdkafka calls our callbacks from
  * rd_kafka_consumer_poll() and rd_kafka_poll(), i.e. on the consumer thread too (the consumer's
@@ -556,13 +542,8 @@ static void log_partitions(const char *what, const rd_kafka_topic_partition_list
   WSG_INFO("kafka", "%s %d partition%s [%s]", what, l->cnt, l->cnt == 1 ? "" : "s", buf);
 }
 
-/*
- * For newly assigned partitions this processor owned before and had completed more of than the
- * group committed (a lost assignment, a failed commit): start after its own completed work when
- * that is ahead of the committed offset. Nothing is skipped, since every record before it was
- * handled and its replies acknowledged; it only spares the duplicates. One OffsetFetch, and only
- * when such a partition exists. Returns how many start offsets were moved.
- */
+/* Starts regained partitions after our own completed work when that is ahead of the group's
+ * commit. Returns how many start offsets moved (docs/notes/librdkafka-2.0.2.md#lost-assignment). */
 static int resume_offsets(proc_consumer *c, rd_kafka_t *rk,
                           rd_kafka_topic_partition_list_t *parts) {
   rd_kafka_topic_partition_list_t *q = NULL;
@@ -671,9 +652,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool lost = rd_kafka_assignment_lost(rk);
     log_partitions(lost ? "lost" : "revoking", parts);
     count(lost ? c->m_lost : c->m_revoke, 1);
-    /* Even for lost partitions the replies in flight are awaited: nothing is committed for them
-     * (another member may own them already), but what completed is remembered for
-     * resume_offsets() should they come back. */
+    /* Lost partitions too: replies awaited, nothing committed, completed work remembered
+     * (docs/notes/librdkafka-2.0.2.md#lost-assignment). */
     wait_inflight(c, parts, c->revoke_timeout_ms);
     if (!lost && commit_sync(c, parts) != 0)
       WSG_WARN("kafka", "commit at revoke failed; the next owner starts from the last committed "
@@ -1195,9 +1175,8 @@ int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
   atomic_store(&c->closing, 1);
   uint64_t start = wsg_now_mono_ms();
   bool all = wait_inflight(c, NULL, timeout_ms);
-  /* A commit sent while this member rejoins would be refused and cost the whole assignment (see
-   * the top of the file): let the rebalance finish first. Records that arrive meanwhile are not
-   * handled, so their offsets stay uncommitted and the next owner handles them. */
+  /* Let the rebalance finish before the last commit; records arriving meanwhile stay uncommitted
+   * (docs/notes/librdkafka-2.0.2.md#commit-during-rejoin). */
   bool waited = false;
   while (rejoining(c) && wsg_now_mono_ms() - start < timeout_ms) {
     waited = true;

@@ -434,6 +434,7 @@ Test(config, help_lists_every_option_and_fits_100_columns) {
     }
   }
   cr_assert(strstr(out, "  -p, --listen-port N "));
+  cr_assert_null(strstr(out, "--help-metrics"), "listed only for a spec with help_metrics");
   cr_assert(strstr(out, "[env: T_PORT] [default: 8080] [range: 1..65535]"));
   cr_assert(strstr(out, "[default: 1m] [range: 1..16m]"));
   cr_assert(strstr(out, "[range: 100ms..1h]"));

@@ -214,6 +214,7 @@ Test(gw_config, help_and_markdown_document_every_option) {
   cr_assert(f);
   wsg_config_print_help(spec, f);
   fclose(f);
+  cr_assert(strstr(buf, "--help-metrics"), "--help lists the built-in --help-metrics");
   for (size_t i = 0; i < n; i++) {
     char flag[80], bflag[80];
     snprintf(flag, sizeof flag, "--%s", rows[i].name);

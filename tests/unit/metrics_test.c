@@ -315,7 +315,11 @@ Test(metrics, table_failures_and_null_registry) {
   cr_assert_null(o.ok);
   cr_assert_null(wsg_metrics_gauge_def(NULL, &rows[ROW_PEER], "peer=\"a\""));
   static const wsg_metric_def bad_rows[] = {
-      WSG_BY_HAND_ROW(WSG_METRIC_COUNTER, ok, "t_hand_total", "Registered elsewhere.", NULL),
+      /* a counter row without a field to store its series in (a bug) */
+      {.type = WSG_METRIC_COUNTER,
+       .name = "t_hand_total",
+       .help = "No field.",
+       .field = WSG_METRIC_UNBOUND},
       WSG_COUNTER_ROW(owner, ok, "t_ok_total", "Still registered.", NULL),
       WSG_GAUGE_ROW(owner, depth, "t_ok_total", "A counter already.", NULL),
   };
