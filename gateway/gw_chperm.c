@@ -14,7 +14,7 @@ size_t gw_chperm_from_claims(const uint8_t *claims, size_t len, const char *name
                              size_t cap) {
   size_t used = 0;
   json_error_t jerr;
-  json_t *j = json_loadb((const char *)claims, len, 0, &jerr);
+  json_t *j = json_loadb((const char *)claims, len, JSON_ALLOW_NUL, &jerr); /* as gw_jwt */
   const json_t *arr = json_is_object(j) ? json_object_get(j, name) : NULL;
   if (json_is_array(arr)) {
     size_t i;

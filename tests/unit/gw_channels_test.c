@@ -259,3 +259,27 @@ Test(channels, churn) {
   }
   gw_channels_destroy(c);
 }
+
+/* ---- permissions from the token's claim ------------------------------------------------------ */
+
+#include "gw_chperm.h"
+
+Test(chperm, claim_patterns) {
+  char perm[GW_CHPERM_MAX_BYTES];
+  const char *claims = "{\"sub\":\"a\",\"channels\":[\"news:*\",\"lobby\",5,\"\",\"x\\u0000y\"]}";
+  size_t n =
+      gw_chperm_from_claims((const uint8_t *)claims, strlen(claims), "channels", perm, sizeof perm);
+  cr_expect_eq(n, sizeof "news:*" + sizeof "lobby" + 1, "non-strings, empty and NUL dropped");
+  cr_expect(gw_chperm_allows(perm, "news:eu", 7));
+  cr_expect(gw_chperm_allows(perm, "news:", 5));
+  cr_expect(!gw_chperm_allows(perm, "news", 4));
+  cr_expect(gw_chperm_allows(perm, "lobby", 5));
+  cr_expect(!gw_chperm_allows(perm, "lobby2", 6), "an exact name is not a prefix");
+  cr_expect(!gw_chperm_allows(NULL, "lobby", 5));
+  cr_expect(gw_chperm_allows(GW_CHPERM_ANY, "anything", 8));
+  n = gw_chperm_from_claims((const uint8_t *)"{\"sub\":\"a\"}", 11, "channels", perm, sizeof perm);
+  cr_expect_eq(n, 1);
+  cr_expect(!gw_chperm_allows(perm, "lobby", 5), "no claim: nothing");
+  n = gw_chperm_from_claims((const uint8_t *)"not json", 8, "channels", perm, sizeof perm);
+  cr_expect_eq(n, 1);
+}
