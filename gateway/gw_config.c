@@ -188,6 +188,21 @@ static const wsg_option connection_rows[] = {
      "before any message was sent to its user; keep it equal to the processors' "
      "--resume-seq-ttl."},
 
+    /* --- channels (docs/PROTOCOL.md, "Channels") --- */
+    {"channel-max-per-conn", 0, "WSGATE_CHANNEL_MAX_PER_CONN", WSG_OPT_INT,
+     OPT(channel_max_per_conn), "64", 1, 65536, NULL, 0,
+     "Most channels one connection may subscribe to; one more is answered "
+     "too_many_subscriptions."},
+    {"channel-max", 0, "WSGATE_CHANNEL_MAX", WSG_OPT_INT, OPT(channel_max), "1000000", 1,
+     100000000, NULL, 0,
+     "Most distinct channels with subscribers on this gateway (bounds its memory); a subscribe "
+     "to a new channel beyond it is answered too_many_channels."},
+    {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels",
+     0, 0, NULL, 0,
+     "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "
+     "ending with `*`. Without it a token allows no channel; --insecure-dev-user users may "
+     "subscribe to any."},
+
     /* --- drain --- */
     {"drain-window", 0, "WSGATE_DRAIN_WINDOW", WSG_OPT_DURATION, OPT(drain_window_ms), "10s", 0,
      1 * HOUR, NULL, 0,

@@ -102,6 +102,11 @@ typedef struct {
   uint64_t resume_max_age_ms;
   uint64_t resume_seq_ttl_ms;
 
+  /* --- channels --- */
+  int64_t channel_max_per_conn;
+  int64_t channel_max;
+  char *channel_claim;
+
   /* --- drain --- */
   uint64_t drain_window_ms;
   uint64_t drain_grace_ms;

@@ -469,3 +469,12 @@ int gw_jwt_sign(const uint8_t *secret, size_t secret_len, const char *claims_jso
   return gw_jwt_sign_with_header(secret, secret_len, "{\"alg\":\"HS256\",\"typ\":\"JWT\"}",
                                  claims_json, out, outlen);
 }
+
+int gw_jwt_claims_json(const char *token, size_t token_len, uint8_t *out, size_t cap) {
+  const char *dot1 = token_len <= GW_JWT_MAX_TOKEN ? memchr(token, '.', token_len) : NULL;
+  const char *dot2 = dot1 ? memchr(dot1 + 1, '.', token_len - (size_t)(dot1 + 1 - token)) : NULL;
+  if (!dot2)
+    return GW_JWT_MALFORMED;
+  long n = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), out, cap);
+  return n < 0 ? GW_JWT_MALFORMED : (int)n;
+}

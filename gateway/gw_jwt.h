@@ -157,6 +157,11 @@ int gw_jwt_verify_token(const gw_jwt_config *cfg, const char *token, size_t toke
 int gw_jwt_sign(const uint8_t *secret, size_t secret_len, const char *claims_json, char *out,
                 size_t outlen);
 
+/* The claims segment of a token gw_jwt_verify() accepted, base64url-decoded into out[0..cap)
+ * (cap >= GW_JWT_MAX_TOKEN covers any token): its length, or a negative gw_jwt_err. For claims
+ * other modules read themselves (the channels claim); it verifies nothing. */
+int gw_jwt_claims_json(const char *token, size_t token_len, uint8_t *out, size_t cap);
+
 /* The same with a caller-chosen header JSON (tests: "alg":"none", "crit", ...). */
 int gw_jwt_sign_with_header(const uint8_t *secret, size_t secret_len, const char *header_json,
                             const char *claims_json, char *out, size_t outlen);

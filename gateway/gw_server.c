@@ -365,15 +365,20 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   ss->conn_id = next_conn_id(s);
   gw_user *u = gw_user_map_intern(&s->users, p->user, p->len);
   uint64_t resume = p->resume;
+  char *chperm = gw__chperm_take(p);
   free(p);
-  if (!u)
+  if (!u) {
+    gw__chperm_free(chperm);
     return gw__close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
+  }
   user_link(ss, u);
   if (gw_conn_map_put(&s->conns, ss->conn_id, ss) != 0) {
+    gw__chperm_free(chperm);
     user_unlink(s, ss);
     ss->user = NULL;
     return gw__close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
   }
+  ss->chperm = chperm; /* freed by session_release from here on */
   wsg_counter_add(s->m_upgrades[UPG_OK], 1);
   wsg_gauge_set(s->m_conns, (int64_t)s->conns.count);
   ss->alive_s = ka_now(s);
@@ -421,6 +426,7 @@ static void session_release(gw_server *s, gw_session *ss) {
   sendq_clear(s, ss);
   gw_resume_free(&s->resume, ss->sq);
   ss->sq = NULL;
+  gw_chserve_release(s, ss);
   gw_inbound_rx_free(s, ss);
   free(ss->close_reason);
   ss->close_reason = NULL;
@@ -674,6 +680,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   ev_timer_init(&s->ka_w, keepalive_timer_cb, 1., 1.);
   s->ka_w.data = s;
   ev_timer_start(o->loop, &s->ka_w);
+  if (gw_chserve_init(s, err, errlen) != 0)
+    goto fail;
 
   /* lws' libev plugin logs every watcher change at NOTICE: only with --log-level debug
    * (docs/notes/libwebsockets-4.1.6.md#logging). */
@@ -774,6 +782,7 @@ void gw_server_destroy(gw_server *s) {
   gw_conn_map_finish(&s->conns);
   gw_user_map_finish(&s->users);
   gw_inbound_finish(s);
+  gw_chserve_finish(s);
   gw_keepalive_free(s->ka);
   free(s->scratch);
   wsg_buf_finish(&s->enc);

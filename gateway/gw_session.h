@@ -7,6 +7,7 @@
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
+ *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
  *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
@@ -23,6 +24,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "gw_channels.h"
+#include "gw_chreg.h"
 #include "gw_conns.h"
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
@@ -94,6 +97,8 @@ typedef struct gw_session {
   uint32_t alive_s; /* keepalive clock: second of the last pong, or of the upgrade */
   char *close_reason;
   struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
+  gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
+  char *chperm;      /* channels it may subscribe to (gw_chperm), owned unless GW_CHPERM_ANY */
 } gw_session;
 
 static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
@@ -102,7 +107,8 @@ static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
 typedef struct {
   uint64_t resume; /* ?resume=<q>, 0 when not given */
   uint32_t len;
-  char user[];
+  bool chperm_any; /* a development user: any channel */
+  char user[];     /* the user id, its NUL, then its channel permission list (gw_chperm) */
 } gw_pending;
 /* A disconnect envelope Kafka refused (queue full), retried when the queue drains. */
 typedef struct orphan {
@@ -200,6 +206,11 @@ struct gw_server {
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
   wsg_histogram *m_latency;
+
+  gw_channels *channels; /* gw_chserve: the local subscription index */
+  gw_chreg *chreg;
+  wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
+  wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -270,5 +281,17 @@ void gw_inbound_finish(gw_server *s);
 bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms);
 void gw_outbound_drain(gw_server *s);
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
+
+/* gw_chserve.c: the channel layer's state (0, or -1 with a message) and its end; a marked client
+ * frame (gw_chops_marked) is an op: answered, never produced; a session ends: its
+ * subscriptions and permissions go. */
+int gw_chserve_init(gw_server *s, char *err, size_t errlen);
+void gw_chserve_finish(gw_server *s);
+void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
+void gw_chserve_release(gw_server *s, gw_session *ss);
+/* A pending upgrade's channel permissions as the session keeps them (NULL: none; out of memory
+ * is none too), and freeing them. */
+char *gw__chperm_take(const gw_pending *p);
+void gw__chperm_free(char *perm);
 
 #endif

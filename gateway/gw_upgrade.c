@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "gw_chperm.h"
 #include "gw_session.h"
 #include "wsg_envelope.h"
 #include "wsg_http.h"
@@ -195,6 +196,17 @@ static int request_token(struct lws *wsi, char *buf, size_t cap, const char **pr
   return (int)tl;
 }
 
+/* The token's channel permissions (gw_chperm), read from the claims gw_jwt_verify() accepted. */
+static size_t channel_perm(gw_server *s, const char *tok, size_t tl, char *perm, size_t cap) {
+  uint8_t claims[GW_JWT_MAX_TOKEN];
+  int n = gw_jwt_claims_json(tok, tl, claims, sizeof claims);
+  if (n <= 0) {
+    perm[0] = '\0';
+    return 1;
+  }
+  return gw_chperm_from_claims(claims, (size_t)n, s->cfg->channel_claim, perm, cap);
+}
+
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   /* CVE-2025-11677 guard: never read `in`; anything but "websocket" (h2c included) returns -1
    * before lws reads freed memory (docs/notes/libwebsockets-4.1.6.md#cve-2025-11677). */
@@ -278,6 +290,9 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
 
   char user[WSG_MAX_USER_LEN + 1];
   size_t ulen = 0;
+  bool have_token = tl > 0;
+  char perm[GW_CHPERM_MAX_BYTES] = "";
+  size_t permlen = 1; /* the empty list: no channel */
   if (tl == 0) {
     if (!cfg->insecure_dev_user)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "missing_token",
@@ -295,18 +310,22 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
                     peer, user);
   } else {
     int rc = gw_jwt_verify(&s->jwt, tok, (size_t)tl, (int64_t)time(NULL), user, sizeof user, &ulen);
+    if (rc == GW_JWT_OK)
+      permlen = channel_perm(s, tok, (size_t)tl, perm, sizeof perm);
     explicit_bzero(tok, (size_t)tl);
     if (rc != GW_JWT_OK)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", gw_jwt_strerror(rc),
                     bearer_invalid, 0);
   }
 
-  gw_pending *p = malloc(sizeof *p + ulen + 1);
+  gw_pending *p = malloc(sizeof *p + ulen + 1 + permlen);
   if (!p)
     return -1;
   p->resume = resume;
   p->len = (uint32_t)ulen;
+  p->chperm_any = cfg->insecure_dev_user && !have_token;
   memcpy(p->user, user, ulen + 1);
+  memcpy(p->user + ulen + 1, perm, permlen);
   free(gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi));
   if (gw_conn_map_put(&s->pending, (uint64_t)(uintptr_t)wsi, p) != 0) {
     free(p);

@@ -129,6 +129,14 @@ static size_t build_map(const kv *kvs, uint8_t *out) {
 #define D_HI                                                                                       \
   { "d", "c4 02 6869" }
 #define INBOUND V1, T_MSG, G, S3, U, C42
+#define T_PUBLISH                                                                                  \
+  { "t", "\"publish\"" }
+#define CH_NEWS                                                                                    \
+  { "ch", "\"news:eu\"" }
+#define CO1                                                                                        \
+  { "co", "01" }
+#define CE7                                                                                        \
+  { "ce", "07" }
 
 /* ---- decode errors: one row per way to be wrong -----------------------------------------------
  */
@@ -255,6 +263,23 @@ static const decode_case decode_cases[] = {
      {V1, T_DELIVER, G, {"cs", "91 01"}, {"qs", "91 a1 78"}},
      WSG_ENV_BAD_TYPE,
      "qs"},
+    /* Channels: a publish needs its gateway, channel, offset and epoch, in that order. */
+    {"publish without g", NULL, {V1, T_PUBLISH, CH_NEWS, CO1, CE7}, WSG_ENV_MISSING, "g"},
+    {"publish without ch", NULL, {V1, T_PUBLISH, G, CO1, CE7}, WSG_ENV_MISSING, "ch"},
+    {"publish without co", NULL, {V1, T_PUBLISH, G, CH_NEWS, CE7}, WSG_ENV_MISSING, "co"},
+    {"publish without ce", NULL, {V1, T_PUBLISH, G, CH_NEWS, CO1}, WSG_ENV_MISSING, "ce"},
+    {"empty ch", NULL, {V1, T_PUBLISH, G, {"ch", "a0"}, CO1, CE7}, WSG_ENV_BAD_VALUE, "ch"},
+    {"ch with a control", NULL, {V1, T_PUBLISH, G, {"ch", "a2 610a"}, CO1, CE7}, WSG_ENV_BAD_VALUE,
+     "ch"},
+    {"ch with a C1 control", NULL, {V1, T_PUBLISH, G, {"ch", "a2 c285"}, CO1, CE7},
+     WSG_ENV_BAD_VALUE, "ch"},
+    {"ch not UTF-8", NULL, {V1, T_PUBLISH, G, {"ch", "a1 ff"}, CO1, CE7}, WSG_ENV_BAD_UTF8, "ch"},
+    {"ch is a uint", NULL, {V1, T_PUBLISH, G, {"ch", "01"}, CO1, CE7}, WSG_ENV_BAD_TYPE, "ch"},
+    {"co 0", NULL, {V1, T_PUBLISH, G, CH_NEWS, {"co", "00"}, CE7}, WSG_ENV_BAD_VALUE, "co"},
+    {"co 2^53", NULL, {V1, T_PUBLISH, G, CH_NEWS, {"co", "cf 0020000000000000"}, CE7},
+     WSG_ENV_BAD_VALUE, "co"},
+    {"ce 0", NULL, {V1, T_PUBLISH, G, CH_NEWS, CO1, {"ce", "00"}}, WSG_ENV_BAD_VALUE, "ce"},
+    {"co negative", NULL, {V1, T_PUBLISH, G, CH_NEWS, {"co", "ff"}, CE7}, WSG_ENV_BAD_VALUE, "co"},
     {"cc 999", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03e7"}}, WSG_ENV_BAD_VALUE, "cc"},
     {"cc 1004 (reserved)", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03ec"}}, WSG_ENV_BAD_VALUE, "cc"},
     {"cc 1005 sent", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03ed"}}, WSG_ENV_BAD_VALUE, "cc"},
@@ -695,7 +720,13 @@ static void expect_same(const wsg_envelope *a, const wsg_envelope *b) {
     SAME_BYTES(meta, meta_len);
   if (f & WSG_F_CLOSE_REASON)
     SAME_BYTES(close_reason, close_reason_len);
+  if (f & WSG_F_CHANNEL)
+    SAME_BYTES(channel, channel_len);
 #undef SAME_BYTES
+  if (f & WSG_F_CH_OFFSET)
+    cr_expect_eq(a->ch_offset, b->ch_offset);
+  if (f & WSG_F_CH_EPOCH)
+    cr_expect_eq(a->ch_epoch, b->ch_epoch);
   if (f & WSG_F_CONN)
     cr_expect_eq(a->conn, b->conn);
   if (f & WSG_F_SLOT)
@@ -886,7 +917,7 @@ Test(encode, rejects_what_decode_rejects) {
 
   EXPECT_ENCODE(e.version = 2, WSG_ENV_BAD_VERSION);
   EXPECT_ENCODE(e.kind = (wsg_env_kind)0, WSG_ENV_BAD_KIND);
-  EXPECT_ENCODE(e.kind = (wsg_env_kind)6, WSG_ENV_BAD_KIND);
+  EXPECT_ENCODE(e.kind = (wsg_env_kind)(WSG_ENV_PUBLISH + 1), WSG_ENV_BAD_KIND);
   EXPECT_ENCODE(e.fields &= ~(unsigned)WSG_F_USER, WSG_ENV_MISSING);
   EXPECT_ENCODE(e.fields &= ~(unsigned)WSG_F_SLOT, WSG_ENV_MISSING);
   EXPECT_ENCODE((e.user = long_user, e.user_len = sizeof long_user), WSG_ENV_TOO_LONG);
@@ -1156,4 +1187,50 @@ Test(close_codes, valid_codes_by_kind) {
     cr_expect_not(wsg_close_code_valid(WSG_ENV_CLOSE, ended_only[i]), "%u", ended_only[i]);
     cr_expect(wsg_close_code_valid(WSG_ENV_DISCONNECT, ended_only[i]), "%u", ended_only[i]);
   }
+}
+
+Test(round_trip, publish) {
+  wsg_envelope e = {0};
+  e.kind = WSG_ENV_PUBLISH;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH |
+             WSG_F_DATA | WSG_F_BINARY | WSG_F_TS;
+  e.gateway = "gw-1";
+  e.gateway_len = 4;
+  e.slot = 7;
+  e.channel = "chat:lobby";
+  e.channel_len = 10;
+  e.ch_offset = 1;
+  e.ch_epoch = (1ull << 53) - 1;
+  e.data = (const uint8_t *)"hi";
+  e.data_len = 2;
+  e.ts_us = 1700000000000000;
+  round_trip(&e);
+  /* The encoder refuses what the decoder would: a name over the limit. */
+  char longname[WSG_MAX_CHANNEL_LEN + 1];
+  memset(longname, 'x', sizeof longname);
+  e.channel = longname;
+  e.channel_len = sizeof longname;
+  wsg_buf b;
+  wsg_buf_init(&b, 0);
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_TOO_LONG);
+  e.channel_len = WSG_MAX_CHANNEL_LEN;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_OK);
+  wsg_buf_finish(&b);
+}
+
+Test(channel_name, rules) {
+  cr_expect(wsg_channel_name_valid("a", 1));
+  cr_expect(wsg_channel_name_valid("news:eu", 7));
+  cr_expect(wsg_channel_name_valid("match:\xe6\x97\xa5", 9)); /* U+65E5 */
+  cr_expect(wsg_channel_name_valid("\xc2\xa0", 2));            /* U+00A0 is not a control */
+  cr_expect(!wsg_channel_name_valid("", 0));
+  cr_expect(!wsg_channel_name_valid(NULL, 3));
+  cr_expect(!wsg_channel_name_valid("a\tb", 3));
+  cr_expect(!wsg_channel_name_valid("a\x7f", 2));
+  cr_expect(!wsg_channel_name_valid("\xc2\x9f", 2)); /* U+009F */
+  cr_expect(!wsg_channel_name_valid("\xc0\xaf", 2)); /* overlong */
+  char name[WSG_MAX_CHANNEL_LEN + 1];
+  memset(name, 'x', sizeof name);
+  cr_expect(wsg_channel_name_valid(name, WSG_MAX_CHANNEL_LEN));
+  cr_expect(!wsg_channel_name_valid(name, WSG_MAX_CHANNEL_LEN + 1));
 }
