@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "gw_chreg.h"
+#include "gw_metrics.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
 #include "wsg_redis_conn.h"
@@ -61,6 +62,18 @@ static void on_ready(void *arg) {
     r->o.foreach_channel(r->o.arg, emit_add, r);
 }
 
+#define CHREG_CMDS "wsgate_gateway_channel_redis_commands_total"
+#define CHREG_CMDS_HELP                                                                            \
+  "Channel registry commands sent to Redis (SADD/SREM of gateway ids), by result."
+
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(gw_chreg, m_ok, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(gw_chreg, m_error, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"error\""),
+    WSG_COUNTER_ROW(gw_chreg, m_lost, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"lost\""),
+};
+
+const wsg_metric_table gw_chreg_metric_table = WSG_METRIC_TABLE("gateway/gw_chreg.c", metric_rows);
+
 int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options *o,
                     wsg_metrics *metrics, char *err, size_t errlen) {
   *out = NULL;
@@ -71,12 +84,7 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
     return -1;
   }
   r->o = *o;
-  const char *rc = "wsgate_gateway_channel_redis_commands_total";
-  const char *rch =
-      "Channel registry commands sent to Redis (SADD/SREM of gateway ids), by result.";
-  r->m_ok = wsg_metrics_counter(metrics, rc, rch, "result=\"ok\"");
-  r->m_error = wsg_metrics_counter(metrics, rc, rch, "result=\"error\"");
-  r->m_lost = wsg_metrics_counter(metrics, rc, rch, "result=\"lost\"");
+  wsg_metrics_register_table(metrics, &gw_chreg_metric_table, r);
   wsg_redis_conn_options co = {
       .host = o->host,
       .port = o->port,

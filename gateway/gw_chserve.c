@@ -13,7 +13,6 @@
 #include "gw_session.h"
 #include "wsg_time.h"
 
-enum { OPS = GW_CHOP_UNSUBSCRIBE + 1 }; /* metric rows: unknown, subscribe, unsubscribe */
 
 static void update_gauges(gw_server *s) {
   wsg_gauge_set(s->m_channels, (int64_t)gw_channels_count(s->channels));
@@ -27,29 +26,6 @@ static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name,
   gw_channels_foreach(s->channels, emit, ctx);
 }
 
-static void register_channel_metrics(gw_server *s, wsg_metrics *m) {
-  static const char *const results[] = {
-#define GW_CHOP_RESULT(name, value, code, msg) code,
-      GW_CHOP_ERRNO_MAP(GW_CHOP_RESULT)
-#undef GW_CHOP_RESULT
-  };
-  static const char *const ops[OPS] = {"unknown", "subscribe", "unsubscribe"};
-  for (int op = 0; op < OPS; op++)
-    for (int r = 0; r < GW_CHOP_ERR_COUNT; r++) {
-      char labels[96];
-      snprintf(labels, sizeof labels, "op=\"%s\",result=\"%s\"", ops[op], results[r]);
-      s->m_chops[op][r] = wsg_metrics_counter(
-          m, "wsgate_gateway_channel_ops_total",
-          "Channel ops from clients, by op and answer (ok, or the error code).", labels);
-    }
-  s->m_channels = wsg_metrics_gauge(m, "wsgate_gateway_channels",
-                                    "Distinct channels with subscribers on this gateway.", NULL);
-  s->m_chsubs = wsg_metrics_gauge(m, "wsgate_gateway_channel_subscriptions",
-                                  "Channel subscriptions of this gateway's connections.", NULL);
-  s->m_chbytes = wsg_metrics_gauge(m, "wsgate_gateway_channel_memory_bytes",
-                                   "Memory held by the channel index.", NULL);
-}
-
 int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
   gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max};
   s->channels = gw_channels_create(&lim);
@@ -57,7 +33,6 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  register_channel_metrics(s, s->o.metrics);
   gw_chreg_options co = {
       .host = s->cfg->redis.host,
       .port = (int)s->cfg->redis.port,

@@ -475,6 +475,6 @@ int gw_jwt_claims_json(const char *token, size_t token_len, uint8_t *out, size_t
   const char *dot2 = dot1 ? memchr(dot1 + 1, '.', token_len - (size_t)(dot1 + 1 - token)) : NULL;
   if (!dot2)
     return GW_JWT_MALFORMED;
-  long n = b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), out, cap);
+  long n = gw_b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1), out, cap);
   return n < 0 ? GW_JWT_MALFORMED : (int)n;
 }

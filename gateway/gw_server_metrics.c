@@ -27,6 +27,17 @@ static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 #define CLOSE_ROW(name, code, when, reason)                                                        \
   COUNTER(m_closes[CLOSE_IDX_##name], CLOSES, CLOSES_HELP, "code=\"" #code "\""),
 
+/* Channel ops: one series per op and answer (gw_chops.h's table), indexed by -error. */
+#define CHOPS      "wsgate_gateway_channel_ops_total"
+#define CHOPS_HELP "Channel ops from clients, by op and answer (ok, or the error code)."
+#define CHOP_ROW(op, oplabel, value, code)                                                         \
+  COUNTER(m_chops[op][-(value)], CHOPS, CHOPS_HELP, "op=\"" oplabel "\",result=\"" code "\""),
+#define CHOP_UNKNOWN_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_NONE, "unknown", value, code)
+#define CHOP_SUBSCRIBE_ROW(name, value, code, msg)                                                 \
+  CHOP_ROW(GW_CHOP_SUBSCRIBE, "subscribe", value, code)
+#define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
+  CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
+
 static const wsg_metric_def metric_rows[] = {
     UPGRADE_RESULTS(UPGRADE_ROW) /* gw_session.h */
     GW_CLOSE_MAP(CLOSE_ROW)      /* gw_server.h */
@@ -83,6 +94,14 @@ static const wsg_metric_def metric_rows[] = {
         gw_server, m_latency, "wsgate_gateway_outbound_latency_seconds",
         "From an outbound envelope's ts (set by its producer) to its hand-off to connections.",
         NULL, latency_bounds),
+    GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
+    GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
+        GAUGE(m_channels, "wsgate_gateway_channels",
+              "Distinct channels with subscribers on this gateway.", NULL),
+    GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
+          "Channel subscriptions of this gateway's connections.", NULL),
+    GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",
+          NULL),
 };
 
 const wsg_metric_table gw_server_metric_table =
