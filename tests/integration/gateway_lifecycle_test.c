@@ -185,10 +185,9 @@ Test(gateway_lifecycle, redis_outage_keeps_connections_and_recovers) {
   itest_require_servers();
   itest_redis_server *srv = &private_redis;
   itest_redis_server_start(srv, 0);
-  char port[16];
-  snprintf(port, sizeof port, "%d", srv->port);
-  const char *extra[] = {"--redis-port", port, "--redis-timeout", "500ms", NULL};
-  itest_gateway_start(&gw, NULL, "redisout", &(itest_daemon_opts){.extra = extra});
+  const char *extra[] = {"--redis-timeout", "500ms", NULL};
+  itest_gateway_start(&gw, NULL, "redisout",
+                      &(itest_daemon_opts){.extra = extra, .redis_port = srv->port});
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   ws_client *c = itest_connect(&gw, "rex");
   wsg_envelope e;

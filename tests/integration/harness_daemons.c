@@ -98,7 +98,8 @@ static void append_extra(const char **argv, size_t n, const itest_daemon_opts *o
 /* --- gateways ------------------------------------------------------------------------------ */
 
 int32_t itest_gateway_slot(const itest_gateway *g) {
-  redisContext *rc = itest_redis_connect();
+  redisContext *rc = itest_redis_connect_port(g->redis_port);
+  cr_assert(rc, "cannot connect to redis on 127.0.0.1:%d", g->redis_port);
   redisReply *r = redisCommand(rc, "HGET %sgw:%s slot", g->cluster.prefix, g->id);
   cr_assert(r && r->type == REDIS_REPLY_STRING, "no gateway record for %s in Redis", g->id);
   int32_t slot = (int32_t)atoi(r->str);
@@ -111,7 +112,8 @@ static void gateway_spawn(itest_gateway *g, const itest_daemon_opts *o) {
   char port[16], http_port[16], redis_port[16];
   snprintf(port, sizeof(port), "%d", g->port);
   snprintf(http_port, sizeof(http_port), "%d", g->http_port);
-  snprintf(redis_port, sizeof(redis_port), "%d", itest_redis_port());
+  g->redis_port = o && o->redis_port ? o->redis_port : itest_redis_port();
+  snprintf(redis_port, sizeof(redis_port), "%d", g->redis_port);
   const itest_cluster *c = &g->cluster;
   const char *argv[MAX_ARGS] = {
       itest_bin("WSGATE_GATEWAY_BIN"),
@@ -242,7 +244,8 @@ void itest_processor_start(itest_processor *p, const itest_cluster *c, const cha
   p->http_port = itest_free_port();
   char http_port[16], redis_port[16];
   snprintf(http_port, sizeof(http_port), "%d", p->http_port);
-  snprintf(redis_port, sizeof(redis_port), "%d", itest_redis_port());
+  snprintf(redis_port, sizeof(redis_port), "%d",
+           o && o->redis_port ? o->redis_port : itest_redis_port());
   const char *argv[MAX_ARGS] = {
       itest_bin("WSGATE_PROCESSOR_BIN"),
       "--kafka-brokers",

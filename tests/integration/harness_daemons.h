@@ -42,6 +42,8 @@ typedef struct {
   const char *const *extra; /* flags after the standard ones (NULL-terminated; may be NULL) */
   bool no_wait;             /* return once started, without waiting for /readyz (a start that is
                                meant to fail, or one the test waits for itself) */
+  int redis_port;           /* a Redis of the test's own, e.g. a private redis-server (0: the
+                               shared test Redis) */
 } itest_daemon_opts;
 
 /*
@@ -62,6 +64,7 @@ typedef struct {
   int http_port; /* /healthz /readyz /metrics */
   char id[128];  /* --gateway-id, unique */
   char log[512];
+  int redis_port;        /* the Redis it registers in */
   int32_t slot;          /* read from Redis once ready; -1 with no_wait */
   itest_cluster cluster; /* the topics and prefix it runs with (a copy) */
 } itest_gateway;

@@ -149,11 +149,10 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = i
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
   itest_track(srv.pid, srv.log);
-  char port[16];
-  snprintf(port, sizeof(port), "%d", srv.port);
-  const char *extra[] = {"--redis-port", port, "--redis-timeout", "300ms", NULL};
+  const char *extra[] = {"--redis-timeout", "300ms", NULL};
   itest_processor p;
-  itest_processor_start(&p, &c, "chat-redis", "chat", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&p, &c, "chat-redis", "chat",
+                        &(itest_daemon_opts){.extra = extra, .redis_port = srv.port});
   rd_kafka_t *prod = itest_producer();
 
   itest_untrack(srv.pid);
@@ -215,13 +214,11 @@ Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout 
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
   itest_track(srv.pid, srv.log);
-  char port[16];
-  snprintf(port, sizeof(port), "%d", srv.port);
-  const char *extra[] = {
-      "--redis-port", port, "--redis-timeout",           "300ms", "--commit-interval",
-      "60s",          "-X", "max.poll.interval.ms=6000", NULL};
+  const char *extra[] = {"--redis-timeout",           "300ms", "--commit-interval", "60s", "-X",
+                         "max.poll.interval.ms=6000", NULL};
   itest_processor p;
-  itest_processor_start(&p, &c, "chat-lost", "chat", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&p, &c, "chat-lost", "chat",
+                        &(itest_daemon_opts){.extra = extra, .redis_port = srv.port});
   rd_kafka_t *prod = itest_producer();
   itest_reader rd;
   itest_reader_open(&rd, c.out_topic, c.out_partitions);
