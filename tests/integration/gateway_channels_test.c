@@ -10,16 +10,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway_itest.h"
+#include "harness_kafka.h"
 #include "gw_jwt.h"
 #include "harness.h"
 
-static gwt_gateway gw;
-static gwt_reader rd;
+static itest_gateway gw;
+static itest_reader rd;
 
 static void teardown(void) {
-  gwt_reader_close(&rd);
-  gwt_cleanup(&gw);
+  itest_reader_close(&rd);
+  itest_gateway_cleanup(&gw);
 }
 
 TestSuite(gateway_channels, .fini = teardown, .timeout = 120);
@@ -29,13 +29,14 @@ static ws_client *connect_with_channels(const char *user, const char *claim_json
   char claims[512], tok[2048], auth[2200];
   snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%ld,\"channels\":%s}", user,
            (long)time(NULL) + 300, claim_json);
-  cr_assert_gt(
-      gw_jwt_sign((const uint8_t *)GWT_SECRET, strlen(GWT_SECRET), claims, tok, sizeof tok), 0);
+  cr_assert_gt(gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
+                           sizeof tok),
+               0);
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
   const char *headers[] = {auth, NULL};
   ws_client *c = NULL;
   ws_http_response resp;
-  cr_assert_eq(gwt_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
+  cr_assert_eq(itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
   return c;
 }
 
@@ -43,16 +44,16 @@ static ws_client *connect_with_channels(const char *user, const char *claim_json
 static void op_expect(ws_client *c, const char *op, const char *want) {
   cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
   ws_message m;
-  gwt_expect_msg(c, WS_OP_TEXT, &m, GWT_WAIT_MS);
+  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
   cr_expect(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "%s: got %.*s", op,
             (int)m.len, m.data);
 }
 
 /* Members of the channel's gateway set, waiting up to 10 s for the count to be `want`. */
 static long gws_members(const char *channel, long want) {
-  redisContext *r = gwt_redis();
+  redisContext *r = itest_redis_connect();
   char key[256];
-  snprintf(key, sizeof key, "%sch:{c:%s}:gws", gw.prefix, channel);
+  snprintf(key, sizeof key, "%sch:{c:%s}:gws", gw.cluster.prefix, channel);
   long n = -1;
   for (int i = 0; i < 100; i++) {
     redisReply *rep = redisCommand(r, "SCARD %s", key);
@@ -63,7 +64,7 @@ static long gws_members(const char *channel, long want) {
     usleep(100 * 1000);
   }
   if (n == 1) {
-    redisReply *rep = redisCommand(r, "SISMEMBER %s %s", key, gw.gw_id);
+    redisReply *rep = redisCommand(r, "SISMEMBER %s %s", key, gw.id);
     cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
               "the member is this gateway's id");
     freeReplyObject(rep);
@@ -73,11 +74,11 @@ static long gws_members(const char *channel, long want) {
 }
 
 Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
-  gwt_start(&gw, "chan-ops", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "chan-ops", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   ws_client *c = connect_with_channels("alice", "[\"news:*\",\"lobby\"]");
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "alice", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, "alice", &e, ITEST_TIMEOUT_MS);
 
   op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:eu\"}",
             "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"news:eu\"}");
@@ -98,17 +99,19 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
 
   /* None of the ops reached Kafka: the next inbound envelope is this application frame. */
   cr_assert_eq(ws_client_send_text(c, "hello", 5), WS_CLIENT_OK);
-  gwt_reader_expect(&rd, WSG_ENV_MSG, "alice", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_MSG, "alice", &e, ITEST_TIMEOUT_MS);
   cr_expect(e.data_len == 5 && memcmp(e.data, "hello", 5) == 0);
   cr_expect_eq(e.seq, 1, "ops take no inbound sequence number");
 
-  cr_expect_eq(gwt_metric(&gw, "wsgate_gateway_channel_ops_total{op=\"subscribe\",result="
-                               "\"forbidden\"}"),
+  cr_expect_eq(itest_metric(gw.http_port,
+                            "wsgate_gateway_channel_ops_total{op=\"subscribe\",result="
+                            "\"forbidden\"}"),
                1);
-  cr_expect_eq(gwt_metric(&gw, "wsgate_gateway_channel_ops_total{op=\"subscribe\",result="
-                               "\"ok\"}"),
+  cr_expect_eq(itest_metric(gw.http_port,
+                            "wsgate_gateway_channel_ops_total{op=\"subscribe\",result="
+                            "\"ok\"}"),
                2);
-  cr_expect_eq(gwt_metric(&gw, "wsgate_gateway_channels"), 1);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channels"), 1);
 
   /* A disconnect drops the subscriptions: the channel's set empties. */
   cr_expect_eq(gws_members("lobby", 1), 1);
@@ -118,7 +121,7 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
 
 Test(gateway_channels, limit_per_connection_and_no_claim) {
   static const char *const extra[] = {"--channel-max-per-conn", "2", NULL};
-  gwt_start(&gw, "chan-limit", extra);
+  itest_gateway_start(&gw, NULL, "chan-limit", &(itest_daemon_opts){.extra = extra});
   ws_client *c = connect_with_channels("bob", "[\"*\"]");
   op_expect(c, "{\"wsgate\":\"subscribe\",\"channel\":\"a\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"a\"}");
@@ -129,7 +132,7 @@ Test(gateway_channels, limit_per_connection_and_no_claim) {
             "\"message\":\"the connection has as many subscriptions as --channel-max-per-conn "
             "allows\"}");
   /* A token without the claim allows nothing. */
-  ws_client *d = gwt_connect(&gw, "carol");
+  ws_client *d = itest_connect(&gw, "carol");
   op_expect(d, "{\"wsgate\":\"subscribe\",\"channel\":\"a\"}",
             "{\"wsgate\":\"error\",\"op\":\"subscribe\",\"code\":\"forbidden\",\"message\":\"the "
             "token does not allow this channel\"}");

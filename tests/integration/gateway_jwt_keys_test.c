@@ -15,20 +15,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway_itest.h"
+#include "harness_kafka.h"
 #include "gw_b64url.h"
 #include "gw_jwt.h"
 #include "harness.h"
 
 #define ISSUER "https://idp.example.com/realms/wsgate"
 
-static gwt_gateway gw;
+static itest_gateway gw;
 static EVP_PKEY *rsa, *rsa_other, *ec;
 static char dir[] = "/tmp/wsgate-jwtkeys-XXXXXX";
 static char pem_path[128], jwks_path[128];
 
 static void teardown(void) {
-  gwt_cleanup(&gw);
+  itest_gateway_cleanup(&gw);
   EVP_PKEY_free(rsa);
   EVP_PKEY_free(rsa_other);
   EVP_PKEY_free(ec);
@@ -72,7 +72,7 @@ static void start(void) {
   const char *extra[] = {
       "--jwt-algorithms", "RS256,ES256",  "--jwt-key-file", pem_path, "--jwt-jwks-file",
       jwks_path,          "--jwt-issuer", ISSUER,           NULL};
-  gwt_start(&gw, "jwtkeys", extra);
+  itest_gateway_start(&gw, NULL, "jwtkeys", &(itest_daemon_opts){.extra = extra});
 }
 
 static const char *mint(gw_jwt_alg alg, EVP_PKEY *key, const char *kid, const char *iss) {
@@ -93,7 +93,7 @@ static int upgrade(const char *token, char *body, size_t cap) {
   const char *headers[] = {auth, NULL};
   ws_client *c = NULL;
   ws_http_response resp;
-  int rc = gwt_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp);
+  int rc = itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp);
   ws_client_destroy(c);
   if (rc == WS_CLIENT_OK)
     return 101;
@@ -119,7 +119,7 @@ Test(gateway_jwt_keys, pem_and_jwks_keys) {
   expect("ES256, unknown kid", mint(GW_JWT_ALG_ES256, ec, "ec-2", ISSUER), 401, "kid");
   expect("wrong issuer", mint(GW_JWT_ALG_ES256, ec, "ec-1", "https://evil.example.com"), 401,
          "iss");
-  expect("HS256 not accepted", gwt_token("alice", 300), 401, "--jwt-algorithms");
+  expect("HS256 not accepted", itest_token("alice", 300), 401, "--jwt-algorithms");
 
   /* Algorithm confusion: HS256 keyed with the PEM text the gateway was given. */
   FILE *f = fopen(pem_path, "r");
@@ -131,6 +131,7 @@ Test(gateway_jwt_keys, pem_and_jwks_keys) {
            (long long)time(NULL) + 300);
   cr_assert_gt(gw_jwt_sign((const uint8_t *)pem, n, claims, tok, sizeof tok), 0);
   expect("HS256 keyed with the RSA public key", tok, 401, "invalid_token");
-  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_upgrades_total{result=\"ok\"}"), 2);
-  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_upgrades_total{result=\"unauthorized\"}"), 5);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_upgrades_total{result=\"ok\"}"), 2);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_upgrades_total{result=\"unauthorized\"}"),
+               5);
 }

@@ -66,13 +66,13 @@ __attribute__((format(printf, 1, 2))) static const char *claims(const char *fmt,
   return claims_buf;
 }
 
-Test(jwt, valid_token) {
+Test(gw_jwt, valid_token) {
   assert_rc(verify(mint(claims("{\"sub\":\"alice\",\"exp\":%d}", NOW + 60))), GW_JWT_OK);
   cr_assert_eq(user_len, 5);
   cr_assert_str_eq(user, "alice");
 }
 
-Test(jwt, sign_round_trips_and_is_deterministic) {
+Test(gw_jwt, sign_round_trips_and_is_deterministic) {
   const char *c = "{\"sub\":\"bob\",\"exp\":1700000100,\"iat\":1699999999,\"x\":[1,{\"y\":null}]}";
   char first[1024];
   int n = gw_jwt_sign((const uint8_t *)SECRET, strlen(SECRET), c, first, sizeof(first));
@@ -91,7 +91,7 @@ Test(jwt, sign_round_trips_and_is_deterministic) {
   assert_rc(gw_jwt_sign((const uint8_t *)SECRET, 0, c, small, sizeof(small)), GW_JWT_BAD_KEY);
 }
 
-Test(jwt, known_vector) {
+Test(gw_jwt, known_vector) {
   /* The well-known jwt.io example token, also recomputed with Python's hmac module: pins our
    * base64url, header bytes and HMAC against an independent implementation. */
   static const uint8_t key[] = "your-256-bit-secret";
@@ -110,7 +110,7 @@ Test(jwt, known_vector) {
   cr_assert_str_eq(out, t);
 }
 
-Test(jwt, wrong_signature) {
+Test(gw_jwt, wrong_signature) {
   const char *c = "{\"sub\":\"alice\",\"exp\":1700000060}";
   char t[1024];
   int n = gw_jwt_sign((const uint8_t *)OTHER, strlen(OTHER), c, t, sizeof(t));
@@ -150,7 +150,7 @@ Test(jwt, wrong_signature) {
   cr_assert(rc == GW_JWT_BAD_SIGNATURE || rc == GW_JWT_MALFORMED, "%s", gw_jwt_err_name(rc));
 }
 
-Test(jwt, algorithm_is_pinned) {
+Test(gw_jwt, algorithm_is_pinned) {
   const char *c = "{\"sub\":\"alice\",\"exp\":1700000060}";
   assert_rc(verify(mint_hdr("{\"alg\":\"none\",\"typ\":\"JWT\"}", c)), GW_JWT_BAD_ALG);
   /* The classic "alg":"none" token has an empty signature. */
@@ -175,7 +175,7 @@ Test(jwt, algorithm_is_pinned) {
   assert_rc(verify(mint_hdr("{\"alg\":\"HS256\",\"crit\":[\"exp\"]}", c)), GW_JWT_CRIT);
 }
 
-Test(jwt, expiry) {
+Test(gw_jwt, expiry) {
   assert_rc(verify(mint(claims("{\"sub\":\"a\",\"exp\":%d}", NOW - 1))), GW_JWT_EXPIRED);
   /* exp is the first instant the token is no longer valid. */
   assert_rc(verify(mint(claims("{\"sub\":\"a\",\"exp\":%d}", NOW))), GW_JWT_EXPIRED);
@@ -186,7 +186,7 @@ Test(jwt, expiry) {
   assert_rc(verify(mint("{\"sub\":\"a\",\"exp\":1e308}")), GW_JWT_OK);
 }
 
-Test(jwt, exp_required_unless_optional) {
+Test(gw_jwt, exp_required_unless_optional) {
   const char *t = mint("{\"sub\":\"a\"}");
   assert_rc(verify(t), GW_JWT_NO_EXP);
   gw_jwt_config c = cfg();
@@ -194,7 +194,7 @@ Test(jwt, exp_required_unless_optional) {
   assert_rc(verify_with(&c, t), GW_JWT_OK);
 }
 
-Test(jwt, times_must_be_numbers) {
+Test(gw_jwt, times_must_be_numbers) {
   assert_rc(verify(mint(claims("{\"sub\":\"a\",\"exp\":\"%d\"}", NOW + 60))), GW_JWT_BAD_TIME);
   assert_rc(verify(mint("{\"sub\":\"a\",\"exp\":null}")), GW_JWT_BAD_TIME);
   assert_rc(verify(mint("{\"sub\":\"a\",\"exp\":true}")), GW_JWT_BAD_TIME);
@@ -204,7 +204,7 @@ Test(jwt, times_must_be_numbers) {
             GW_JWT_BAD_TIME);
 }
 
-Test(jwt, not_before) {
+Test(gw_jwt, not_before) {
   char c[256];
   snprintf(c, sizeof(c), "{\"sub\":\"a\",\"exp\":%d,\"nbf\":%d}", NOW + 60, NOW + 10);
   assert_rc(verify(mint(c)), GW_JWT_NOT_YET_VALID);
@@ -214,7 +214,7 @@ Test(jwt, not_before) {
   assert_rc(verify(mint(c)), GW_JWT_OK);
 }
 
-Test(jwt, leeway) {
+Test(gw_jwt, leeway) {
   gw_jwt_config c = cfg();
   c.leeway_s = 30;
   char cl[256];
@@ -228,7 +228,7 @@ Test(jwt, leeway) {
   assert_rc(verify_with(&c, mint(cl)), GW_JWT_NOT_YET_VALID);
 }
 
-Test(jwt, audience) {
+Test(gw_jwt, audience) {
   static const struct {
     const char *aud; /* the "aud" member, or "" for none */
     int want;
@@ -261,7 +261,7 @@ static int verify_user(const char *json_value) {
   return verify(mint(cl));
 }
 
-Test(jwt, user_claim) {
+Test(gw_jwt, user_claim) {
   char cl[256];
   snprintf(cl, sizeof(cl), "{\"exp\":%d}", NOW + 60);
   assert_rc(verify(mint(cl)), GW_JWT_NO_USER);
@@ -287,7 +287,7 @@ Test(jwt, user_claim) {
   assert_rc(verify_user(big), GW_JWT_BAD_USER);
 }
 
-Test(jwt, invalid_utf8_is_refused) {
+Test(gw_jwt, invalid_utf8_is_refused) {
   /* jansson refuses invalid UTF-8 and lone surrogates while parsing, so such claims never reach
    * the user check: the whole claim set is refused. */
   assert_rc(verify_user("\"a\xff\""), GW_JWT_BAD_CLAIMS);
@@ -296,7 +296,7 @@ Test(jwt, invalid_utf8_is_refused) {
   assert_rc(verify_user("\"\\ud800\""), GW_JWT_BAD_CLAIMS);
 }
 
-Test(jwt, custom_user_claim_and_small_buffer) {
+Test(gw_jwt, custom_user_claim_and_small_buffer) {
   gw_jwt_config c = cfg();
   c.user_claim = "uid";
   char cl[256];
@@ -312,7 +312,7 @@ Test(jwt, custom_user_claim_and_small_buffer) {
   assert_rc(verify_with(&c, mint(cl)), GW_JWT_NO_USER);
 }
 
-Test(jwt, malformed_base64url) {
+Test(gw_jwt, malformed_base64url) {
   char t[1024];
   char cl[256];
   snprintf(cl, sizeof(cl), "{\"sub\":\"a\",\"exp\":%d}", NOW + 60);
@@ -343,7 +343,7 @@ Test(jwt, malformed_base64url) {
   assert_rc(verify(t), GW_JWT_BAD_SIGNATURE);
 }
 
-Test(jwt, segment_count) {
+Test(gw_jwt, segment_count) {
   assert_rc(verify(""), GW_JWT_MALFORMED);
   assert_rc(verify("."), GW_JWT_MALFORMED);
   assert_rc(verify(".."), GW_JWT_MALFORMED);
@@ -365,7 +365,7 @@ Test(jwt, segment_count) {
   assert_rc(gw_jwt_verify(&c, t, n + 2, NOW, user, sizeof(user), &un), GW_JWT_MALFORMED);
 }
 
-Test(jwt, oversize_token) {
+Test(gw_jwt, oversize_token) {
   /* Pad the claims so the token is just within, then just beyond, the limit. */
   static char cl[GW_JWT_MAX_TOKEN];
   size_t hdr = strlen(mint("{}")) - 3 - 43; /* header segment length */
@@ -386,7 +386,7 @@ Test(jwt, oversize_token) {
   assert_rc(verify(t), GW_JWT_TOO_LONG);
 }
 
-Test(jwt, json_shape) {
+Test(gw_jwt, json_shape) {
   assert_rc(verify(mint("[1,2]")), GW_JWT_BAD_CLAIMS);
   assert_rc(verify(mint("\"alice\"")), GW_JWT_BAD_CLAIMS);
   assert_rc(verify(mint("42")), GW_JWT_BAD_CLAIMS);
@@ -405,7 +405,7 @@ Test(jwt, json_shape) {
   assert_rc(verify(mint_hdr("{\"alg\":\"HS256\"", c)), GW_JWT_BAD_HEADER);
 }
 
-Test(jwt, empty_secret_refused) {
+Test(gw_jwt, empty_secret_refused) {
   gw_jwt_config c = cfg();
   const char *t = mint("{\"sub\":\"a\",\"exp\":1800000000}");
   c.secret_len = 0;
@@ -414,7 +414,7 @@ Test(jwt, empty_secret_refused) {
   assert_rc(verify_with(&c, t), GW_JWT_BAD_KEY);
 }
 
-Test(jwt, error_strings) {
+Test(gw_jwt, error_strings) {
 #define CHECK(name, value, msg)                                                                    \
   cr_assert_str_eq(gw_jwt_strerror(value), msg);                                                   \
   cr_assert_str_eq(gw_jwt_err_name(value), "GW_JWT_" #name);

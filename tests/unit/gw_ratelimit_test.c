@@ -10,7 +10,7 @@
 /* A realistic monotonic origin, so "tat == 0 is a full bucket" is exercised as in production. */
 #define T0 (1000 * S)
 
-Test(ratelimit, steady_rate_is_allowed) {
+Test(gw_ratelimit, steady_rate_is_allowed) {
   gw_rate r;
   gw_rate_init(&r, 10, 1); /* 10/s, no burst: one every 100 ms */
   cr_assert_eq(r.interval_ns, 100 * MS);
@@ -21,7 +21,7 @@ Test(ratelimit, steady_rate_is_allowed) {
   cr_assert_not(gw_rate_allow(&r, &tat, T0 + 999 * 100 * MS + 99 * MS, 1));
 }
 
-Test(ratelimit, burst_then_refused_then_recovers) {
+Test(gw_ratelimit, burst_then_refused_then_recovers) {
   gw_rate r;
   gw_rate_init(&r, 10, 5);
   uint64_t tat = 0;
@@ -43,7 +43,7 @@ Test(ratelimit, burst_then_refused_then_recovers) {
   cr_assert_not(gw_rate_allow(&r, &tat, later, 1));
 }
 
-Test(ratelimit, long_run_average_holds) {
+Test(gw_ratelimit, long_run_average_holds) {
   gw_rate r;
   gw_rate_init(&r, 100, 20);
   uint64_t tat = 0, allowed = 0;
@@ -54,7 +54,7 @@ Test(ratelimit, long_run_average_holds) {
             (unsigned long)allowed);
 }
 
-Test(ratelimit, byte_cost) {
+Test(gw_ratelimit, byte_cost) {
   gw_rate r;
   gw_rate_init(&r, 1000, 4000); /* 1000 B/s, 4000 B burst */
   uint64_t tat = 0;
@@ -69,7 +69,7 @@ Test(ratelimit, byte_cost) {
   cr_assert(gw_rate_allow(&r, &tat, T0 + 500 * MS, 0));
 }
 
-Test(ratelimit, cost_larger_than_burst) {
+Test(gw_ratelimit, cost_larger_than_burst) {
   gw_rate r;
   gw_rate_init(&r, 1000, 1000);
   uint64_t tat = 0;
@@ -81,7 +81,7 @@ Test(ratelimit, cost_larger_than_burst) {
   cr_assert(gw_rate_allow(&r, &tat, T0 + 5 * S, 5000));
 }
 
-Test(ratelimit, unlimited) {
+Test(gw_ratelimit, unlimited) {
   gw_rate r;
   gw_rate_init(&r, 0, 100);
   cr_assert(gw_rate_unlimited(&r));
@@ -92,7 +92,7 @@ Test(ratelimit, unlimited) {
   cr_assert_eq(gw_rate_wait_ns(&r, tat, T0, 1), 0);
 }
 
-Test(ratelimit, extremes_saturate) {
+Test(gw_ratelimit, extremes_saturate) {
   gw_rate r;
   gw_rate_init(&r, 3, 0); /* burst 0 is 1; 1/3 s rounds up, never looser */
   cr_assert_eq(r.interval_ns, 333333334);

@@ -62,7 +62,7 @@ static long long integer(redisContext *c, const char *cmd, const char *key) {
   return v;
 }
 
-Test(redis_lease, acquire_refuse_renew_release) {
+Test(wsg_redis_keys, acquire_refuse_renew_release) {
   fixture f = setup();
   char key[WSG_REDIS_KEY_MAX], val[64];
   cr_assert_gt(wsg_key_slot(key, sizeof(key), f.prefix, 3), 0);
@@ -112,7 +112,7 @@ static bool key_gone(void *arg) {
   return integer(k->c, "EXISTS", k->key) == 0;
 }
 
-Test(redis_lease, expiry_frees_the_slot_and_the_old_holder_cannot_renew) {
+Test(wsg_redis_keys, expiry_frees_the_slot_and_the_old_holder_cannot_renew) {
   fixture f = setup();
   char key[WSG_REDIS_KEY_MAX], val[64];
   cr_assert_gt(wsg_key_slot(key, sizeof(key), f.prefix, 7), 0);
@@ -142,7 +142,7 @@ static const char *hget(redisContext *c, const char *key, const char *field, cha
   return buf;
 }
 
-Test(redis_lease, conn_delete_leaves_a_newer_mapping_alone) {
+Test(wsg_redis_keys, conn_delete_leaves_a_newer_mapping_alone) {
   fixture f = setup();
   char key[WSG_REDIS_KEY_MAX], c1[24], c2[24], val[64];
   cr_assert_gt(wsg_key_user(key, sizeof(key), f.prefix, "alice", 5), 0);
@@ -186,7 +186,7 @@ static void sha1_hex(const char *text, char out[41]) {
  * Clients run the scripts with EVALSHA and fall back to EVAL (or SCRIPT LOAD) on NOSCRIPT, e.g.
  * after Redis restarted. A private server, since SCRIPT FLUSH would disturb the shared one.
  */
-Test(redis_lease, evalsha_after_script_load_and_noscript_after_flush) {
+Test(wsg_redis_keys, evalsha_after_script_load_and_noscript_after_flush) {
   itest_require_redis();
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);

@@ -28,7 +28,7 @@ static void init(void) {
 
 static const gw_sendq_limits NOLIMIT = {0, 0, 0};
 
-Test(sendq, message_basics, .init = init) {
+Test(gw_sendq, message_basics, .init = init) {
   gw_msg *m = gw_msg_create("hello", 5, true);
   cr_assert_not_null(m);
   cr_assert_eq(gw_msg_len(m), 5);
@@ -54,7 +54,7 @@ Test(sendq, message_basics, .init = init) {
   gw_msg_unref(f);
 }
 
-Test(sendq, fifo_order, .init = init) {
+Test(gw_sendq, fifo_order, .init = init) {
   gw_sendq q;
   gw_sendq_init(&q);
   cr_assert(gw_sendq_empty(&q));
@@ -98,7 +98,7 @@ Test(sendq, fifo_order, .init = init) {
   cr_assert_eq(freed, 5 + 100);
 }
 
-Test(sendq, tags_travel_with_their_entry, .init = init) {
+Test(gw_sendq, tags_travel_with_their_entry, .init = init) {
   gw_sendq a, b;
   gw_sendq_init(&a);
   gw_sendq_init(&b);
@@ -119,7 +119,7 @@ Test(sendq, tags_travel_with_their_entry, .init = init) {
   cr_assert_eq(freed, 1);
 }
 
-Test(sendq, zeroed_queue_is_valid, .init = init) {
+Test(gw_sendq, zeroed_queue_is_valid, .init = init) {
   gw_sendq q;
   memset(&q, 0, sizeof(q));
   gw_msg *m = msg("x");
@@ -130,7 +130,7 @@ Test(sendq, zeroed_queue_is_valid, .init = init) {
   cr_assert_leq(sizeof(gw_sendq), 24, "an idle connection's queue stays small");
 }
 
-Test(sendq, fan_out_shares_one_message, .init = init) {
+Test(gw_sendq, fan_out_shares_one_message, .init = init) {
   enum { N = 64 };
   gw_sendq qs[N];
   gw_msg *m = msg("broadcast");
@@ -155,7 +155,7 @@ Test(sendq, fan_out_shares_one_message, .init = init) {
   cr_assert_eq(freed, 1, "freed exactly once");
 }
 
-Test(sendq, hard_limit, .init = init) {
+Test(gw_sendq, hard_limit, .init = init) {
   gw_sendq q;
   gw_sendq_init(&q);
   const uint64_t per = 100 + GW_SENDQ_MSG_OVERHEAD;
@@ -195,7 +195,7 @@ Test(sendq, hard_limit, .init = init) {
   cr_assert_eq(freed, 2);
 }
 
-Test(sendq, soft_limit_over_time, .init = init) {
+Test(gw_sendq, soft_limit_over_time, .init = init) {
   gw_sendq q;
   gw_sendq_init(&q);
   const uint64_t per = 10 + GW_SENDQ_MSG_OVERHEAD;
@@ -240,7 +240,7 @@ Test(sendq, soft_limit_over_time, .init = init) {
   gw_msg_unref(m);
 }
 
-Test(sendq, clear_frees_everything, .init = init) {
+Test(gw_sendq, clear_frees_everything, .init = init) {
   gw_sendq q;
   gw_sendq_init(&q);
   for (int i = 0; i < 100; i++) {
@@ -257,7 +257,7 @@ Test(sendq, clear_frees_everything, .init = init) {
   gw_sendq_clear(&q); /* idempotent */
 }
 
-Test(sendq, error_strings) {
+Test(gw_sendq, error_strings) {
 #define CHECK(name, value, msg)                                                                    \
   cr_assert_str_eq(gw_sendq_strerror(value), msg);                                                 \
   cr_assert_str_eq(gw_sendq_err_name(value), "GW_SENDQ_" #name);

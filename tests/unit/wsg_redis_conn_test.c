@@ -1,7 +1,7 @@
 /*
  * wsg_redis_conn without a server: argument checks, error strings, destroy(NULL), no callback
  * from inside create/command/destroy, and retries with backoff against a port that refuses.
- * The behaviour against a real redis-server is tests/integration/redis_conn_test.c's.
+ * The behaviour against a real redis-server is tests/integration/wsg_redis_conn_test.c's.
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -46,11 +46,11 @@ static wsg_redis_conn_options opts(hooks *h, int port) {
                                   .arg = h};
 }
 
-Test(redis_conn, destroy_null_is_a_noop) {
+Test(wsg_redis_conn, destroy_null_is_a_noop) {
   wsg_redis_conn_destroy(NULL);
 }
 
-Test(redis_conn, error_strings) {
+Test(wsg_redis_conn, error_strings) {
   cr_assert_str_eq(wsg_redis_conn_strerror(WSG_REDIS_CONN_OK), "success");
   cr_assert_str_eq(wsg_redis_conn_err_name(WSG_REDIS_CONN_NOT_CONNECTED),
                    "WSG_REDIS_CONN_NOT_CONNECTED");
@@ -60,7 +60,7 @@ Test(redis_conn, error_strings) {
   cr_assert_str_eq(wsg_redis_conn_strerror(42), "unknown Redis connection error");
 }
 
-Test(redis_conn, create_rejects_bad_options) {
+Test(wsg_redis_conn, create_rejects_bad_options) {
   struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
   hooks h = {0};
   char longhost[300];
@@ -87,7 +87,7 @@ Test(redis_conn, create_rejects_bad_options) {
   ev_loop_destroy(loop);
 }
 
-Test(redis_conn, no_callback_from_create_command_or_destroy) {
+Test(wsg_redis_conn, no_callback_from_create_command_or_destroy) {
   struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
   hooks h = {0};
   wsg_redis_conn_options o = opts(&h, 6379);
@@ -114,7 +114,7 @@ static void noop(struct ev_loop *l, ev_timer *w, int revents) {
 }
 
 /* A port bound but not listening: every connect is refused, with no server anywhere. */
-Test(redis_conn, refused_connects_retry_with_backoff) {
+Test(wsg_redis_conn, refused_connects_retry_with_backoff) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);

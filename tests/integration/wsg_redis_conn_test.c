@@ -63,7 +63,7 @@ static void teardown(void) {
   }
 }
 
-TestSuite(redis_conn, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(wsg_redis_conn, .init = setup, .fini = teardown, .timeout = 120);
 
 /* --- callbacks -------------------------------------------------------------------------------- */
 
@@ -157,7 +157,7 @@ static bool replies_at_least(void *arg) {
 
 /* --- tests ------------------------------------------------------------------------------------ */
 
-Test(redis_conn, connects_and_answers) {
+Test(wsg_redis_conn, connects_and_answers) {
   tconn t = {0};
   start(&t, "127.0.0.1");
   cr_assert_eq(t.handshakes, 1);
@@ -175,7 +175,7 @@ Test(redis_conn, connects_and_answers) {
   cr_assert_eq(t.released, 0);
 }
 
-Test(redis_conn, reconnects_after_a_restart_with_backoff) {
+Test(wsg_redis_conn, reconnects_after_a_restart_with_backoff) {
   tconn t = {0};
   start(&t, "127.0.0.1");
   itest_redis_server_stop(&srv, SIGKILL);
@@ -210,7 +210,7 @@ static bool lost_one(void *arg) {
   return ((tconn *)arg)->lost >= 1;
 }
 
-Test(redis_conn, watchdog_drops_a_stopped_server) {
+Test(wsg_redis_conn, watchdog_drops_a_stopped_server) {
   tconn t = {0};
   start(&t, "127.0.0.1");
   cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
@@ -232,7 +232,7 @@ Test(redis_conn, watchdog_drops_a_stopped_server) {
   wsg_redis_conn_destroy(t.conn);
 }
 
-Test(redis_conn, destroy_releases_pending_requests) {
+Test(wsg_redis_conn, destroy_releases_pending_requests) {
   tconn t = {0};
   start(&t, "127.0.0.1");
   cr_assert_eq(kill(srv.pid, SIGSTOP), 0); /* the replies cannot come first */
@@ -248,7 +248,7 @@ Test(redis_conn, destroy_releases_pending_requests) {
   kill(srv.pid, SIGCONT);
 }
 
-Test(redis_conn, destroy_from_a_reply_callback) {
+Test(wsg_redis_conn, destroy_from_a_reply_callback) {
   tconn t = {0};
   start(&t, "127.0.0.1");
   cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
@@ -265,7 +265,7 @@ Test(redis_conn, destroy_from_a_reply_callback) {
   cr_assert_eq(t.lost, 0);
 }
 
-Test(redis_conn, resolves_a_host_name) {
+Test(wsg_redis_conn, resolves_a_host_name) {
   tconn t = {0};
   uint64_t t0 = itest_now_ms();
   wsg_redis_conn_options o = {.host = "localhost",
@@ -285,7 +285,7 @@ Test(redis_conn, resolves_a_host_name) {
   wsg_redis_conn_destroy(t.conn);
 }
 
-Test(redis_conn, refused_auth_retries) {
+Test(wsg_redis_conn, refused_auth_retries) {
   tconn t = {0};
   wsg_redis_conn_options o = {.host = "127.0.0.1",
                               .port = srv.port,

@@ -74,7 +74,7 @@ static void teardown(void) {
   }
 }
 
-TestSuite(registry, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(gw_registry, .init = setup, .fini = teardown, .timeout = 120);
 
 /* --- callbacks -------------------------------------------------------------------------------- */
 
@@ -296,7 +296,7 @@ static bool field_is(void *arg) {
 
 /* --- tests ------------------------------------------------------------------------------------ */
 
-Test(registry, acquires_slot_and_writes_record) {
+Test(gw_registry, acquires_slot_and_writes_record) {
   tgw g = {0};
   start(&g, "gw-a", 4);
   cr_assert_not(gw_registry_connected(g.reg), "connecting is asynchronous");
@@ -344,7 +344,7 @@ static bool all_have_slots(void *arg) {
   return true;
 }
 
-Test(registry, gateways_get_distinct_slots_and_wait_when_all_taken) {
+Test(gw_registry, gateways_get_distinct_slots_and_wait_when_all_taken) {
   tgw g[3] = {{0}};
   start(&g[0], "gw-a", 2);
   start(&g[1], "gw-b", 2);
@@ -371,7 +371,7 @@ Test(registry, gateways_get_distinct_slots_and_wait_when_all_taken) {
     gw_registry_destroy(g[i].reg);
 }
 
-Test(registry, conn_add_and_remove_own_mapping_only) {
+Test(gw_registry, conn_add_and_remove_own_mapping_only) {
   tgw g = {0};
   start(&g, "gw-a", 1);
   /* Before the connection is up, adds fail at once rather than queue. */
@@ -434,7 +434,7 @@ static bool sample_ttl(void *arg) {
   return false;
 }
 
-Test(registry, renewal_keeps_the_lease) {
+Test(gw_registry, renewal_keeps_the_lease) {
   tgw g = {0};
   start(&g, "gw-a", 2);
   ttl_watch w = {&g, wait_slot(&g), LEASE_MS, 0, false};
@@ -452,7 +452,7 @@ Test(registry, renewal_keeps_the_lease) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, lease_loss_is_reported_then_recovered_with_reregistration) {
+Test(gw_registry, lease_loss_is_reported_then_recovered_with_reregistration) {
   tgw g = {0};
   start(&g, "gw-a", 3);
   int32_t s = wait_slot(&g);
@@ -488,7 +488,7 @@ static bool record_and_entry_back(void *arg) {
          int_cmd("EXISTS %s", key(k, sizeof(k), "gw:", x->g->gw_id)) == 1 && entry_present(x->e);
 }
 
-Test(registry, flushall_is_like_redis_restarting_empty) {
+Test(gw_registry, flushall_is_like_redis_restarting_empty) {
   tgw g = {0};
   start(&g, "gw-a", 2);
   wait_slot(&g);
@@ -502,7 +502,7 @@ Test(registry, flushall_is_like_redis_restarting_empty) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, redis_killed_and_restarted) {
+Test(gw_registry, redis_killed_and_restarted) {
   tgw g = {0};
   start(&g, "gw-a", 2);
   wait_slot(&g);
@@ -526,7 +526,7 @@ Test(registry, redis_killed_and_restarted) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, stalled_redis_times_out_and_queued_removals_flush) {
+Test(gw_registry, stalled_redis_times_out_and_queued_removals_flush) {
   tgw g = {0};
   start(&g, "gw-a", 2);
   wait_slot(&g);
@@ -550,7 +550,7 @@ Test(registry, stalled_redis_times_out_and_queued_removals_flush) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, release_removes_everything) {
+Test(gw_registry, release_removes_everything) {
   tgw g = {0};
   start(&g, "gw-a", 2);
   int32_t s = wait_slot(&g);
@@ -577,7 +577,7 @@ Test(registry, release_removes_everything) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, release_while_disconnected_still_completes) {
+Test(gw_registry, release_while_disconnected_still_completes) {
   tgw g = {0};
   start(&g, "gw-a", 2);
   wait_slot(&g);
@@ -592,7 +592,7 @@ Test(registry, release_while_disconnected_still_completes) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, destroy_drops_pending_callbacks) {
+Test(gw_registry, destroy_drops_pending_callbacks) {
   tgw g = {0};
   start(&g, "gw-a", 1);
   wait_slot(&g);
@@ -607,7 +607,7 @@ Test(registry, destroy_drops_pending_callbacks) {
 
 /* The server frees itself while registrations are still in flight (shutdown): their callbacks
  * must not run, yet the commands still complete. */
-Test(registry, cancelled_conn_callbacks_do_not_run) {
+Test(gw_registry, cancelled_conn_callbacks_do_not_run) {
   tgw g = {0};
   start(&g, "gw-a", 1);
   wait_slot(&g);
@@ -626,7 +626,7 @@ Test(registry, cancelled_conn_callbacks_do_not_run) {
   gw_registry_destroy(g.reg);
 }
 
-Test(registry, destroy_from_inside_a_callback) {
+Test(gw_registry, destroy_from_inside_a_callback) {
   tgw g = {0};
   start(&g, "gw-a", 1);
   wait_slot(&g);
@@ -641,7 +641,7 @@ Test(registry, destroy_from_inside_a_callback) {
   cr_assert_eq(g.adds_answered, 1, "no callback after the destroying one");
 }
 
-Test(registry, host_name_is_resolved_off_the_loop) {
+Test(gw_registry, host_name_is_resolved_off_the_loop) {
   tgw g = {0};
   gw_registry_options o = opts(&g, "gw-a", 1);
   o.host = "localhost";
@@ -660,7 +660,7 @@ Test(registry, host_name_is_resolved_off_the_loop) {
   gw_registry_destroy(h.reg);
 }
 
-Test(registry, metrics_are_exported) {
+Test(gw_registry, metrics_are_exported) {
   wsg_metrics *m = wsg_metrics_create();
   tgw g = {0};
   gw_registry_options o = opts(&g, "gw-a", 2);
@@ -682,7 +682,7 @@ Test(registry, metrics_are_exported) {
   wsg_metrics_destroy(m);
 }
 
-Test(registry, options_are_validated) {
+Test(gw_registry, options_are_validated) {
   tgw g = {0};
   gw_registry *r = (gw_registry *)&g; /* must be overwritten with NULL */
   char err[256];

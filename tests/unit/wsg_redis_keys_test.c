@@ -1,7 +1,7 @@
 /*
  * Unit tests of common/wsg_redis_keys: key names byte for byte, buffer bounds, connection id
  * formatting, and the one-key rule of the Lua scripts. The scripts' behaviour against a real
- * redis-server is in tests/integration/redis_lease_test.c.
+ * redis-server is in tests/integration/wsg_redis_keys_test.c.
  */
 #include <criterion/criterion.h>
 #include <stdint.h>
@@ -9,7 +9,7 @@
 
 #include "wsg_redis_keys.h"
 
-Test(redis_keys, names_follow_the_documented_layout) {
+Test(wsg_redis_keys, names_follow_the_documented_layout) {
   char buf[WSG_REDIS_KEY_MAX];
   cr_expect_eq(wsg_key_gateway(buf, sizeof(buf), "wsgate:", "gw-a1b2"), 17);
   cr_expect_str_eq(buf, "wsgate:gw:gw-a1b2");
@@ -24,7 +24,7 @@ Test(redis_keys, names_follow_the_documented_layout) {
 }
 
 /* User ids are opaque bytes: copied by length, NUL bytes included. */
-Test(redis_keys, user_names_are_binary_safe) {
+Test(wsg_redis_keys, user_names_are_binary_safe) {
   char buf[64];
   const char user[] = {'a', '\0', 'b', ':', '\xff'};
   int n = wsg_key_user(buf, sizeof(buf), "p:", user, sizeof(user));
@@ -34,7 +34,7 @@ Test(redis_keys, user_names_are_binary_safe) {
   cr_expect_eq(buf[n], '\0');
 }
 
-Test(redis_keys, exact_fit_and_one_byte_short) {
+Test(wsg_redis_keys, exact_fit_and_one_byte_short) {
   /* "wsgate:user:alice" is 17 bytes: it needs 18 with the terminator. */
   char buf[18];
   cr_expect_eq(wsg_key_user(buf, 18, "wsgate:", "alice", 5), 17);
@@ -43,7 +43,7 @@ Test(redis_keys, exact_fit_and_one_byte_short) {
   cr_expect_eq(wsg_key_slot(buf, 0, "wsgate:", 1), -1);
 }
 
-Test(redis_keys, empty_or_missing_names_are_refused) {
+Test(wsg_redis_keys, empty_or_missing_names_are_refused) {
   char buf[64];
   cr_expect_eq(wsg_key_gateway(buf, sizeof(buf), "wsgate:", ""), -1);
   cr_expect_eq(wsg_key_gateway(buf, sizeof(buf), "wsgate:", NULL), -1);
@@ -51,7 +51,7 @@ Test(redis_keys, empty_or_missing_names_are_refused) {
   cr_expect_eq(wsg_key_room(buf, sizeof(buf), NULL, "r", 1), -1);
 }
 
-Test(redis_keys, conn_ids_are_decimal) {
+Test(wsg_redis_keys, conn_ids_are_decimal) {
   char buf[21];
   cr_expect_eq(wsg_conn_id_format(buf, sizeof(buf), 0), 1);
   cr_expect_str_eq(buf, "0");
@@ -62,7 +62,7 @@ Test(redis_keys, conn_ids_are_decimal) {
 }
 
 /* Redis Cluster runs a script only if all its keys share a hash slot: ours use KEYS[1] alone. */
-Test(redis_keys, scripts_touch_one_key) {
+Test(wsg_redis_keys, scripts_touch_one_key) {
   const char *scripts[] = {WSG_LUA_LEASE_ACQUIRE, WSG_LUA_LEASE_RENEW, WSG_LUA_LEASE_RELEASE,
                            WSG_LUA_CONN_DELETE};
   for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {

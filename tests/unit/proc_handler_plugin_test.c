@@ -12,7 +12,7 @@
 #error "meson passes the path of the built example plugin"
 #endif
 
-Test(proc_plugin, uppercase_replies_and_greets) {
+Test(proc_handler_plugin, uppercase_replies_and_greets) {
   ptest_proc t;
   ptest_proc_init(&t, WSG_UPPERCASE_PLUGIN, "> ", NULL, 16);
   cr_assert_str_eq(proc_handler_name(t.h), "uppercase");
@@ -31,7 +31,7 @@ Test(proc_plugin, uppercase_replies_and_greets) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_plugin, binary_frames_are_rejected_with_a_reason) {
+Test(proc_handler_plugin, binary_frames_are_rejected_with_a_reason) {
   ptest_proc t;
   ptest_proc_init(&t, WSG_UPPERCASE_PLUGIN, NULL, NULL, 16);
   char why[256];
@@ -43,7 +43,7 @@ Test(proc_plugin, binary_frames_are_rejected_with_a_reason) {
   ptest_proc_finish(&t);
 }
 
-Test(proc_plugin, init_errors_reach_the_operator) {
+Test(proc_handler_plugin, init_errors_reach_the_operator) {
   proc_handler *h = NULL;
   char err[512];
   char arg[100];
@@ -53,7 +53,7 @@ Test(proc_plugin, init_errors_reach_the_operator) {
   cr_assert(strstr(err, "init failed: the prefix"), "%s", err);
 }
 
-Test(proc_plugin, a_library_without_the_entry_is_refused) {
+Test(proc_handler_plugin, a_library_without_the_entry_is_refused) {
   proc_handler *h = NULL;
   char err[512];
   /* Any shared object without wsgate_handler_v1: the C library is always there. */

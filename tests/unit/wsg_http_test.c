@@ -55,7 +55,7 @@ static void teardown(void) {
   wsg_metrics_destroy(metrics);
 }
 
-TestSuite(http, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(wsg_http, .init = setup, .fini = teardown, .timeout = 30);
 
 static int connect_to(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -136,7 +136,7 @@ static void check(const char *resp, const char *status, const char *body) {
     cr_assert_str_eq(body_of(resp), body);
 }
 
-Test(http, healthz) {
+Test(wsg_http, healthz) {
   char *r = get("/healthz");
   check(r, "HTTP/1.1 200 OK\r\n", "ok\n");
   cr_assert(strstr(r, "\r\nContent-Type: text/plain; charset=utf-8\r\n"));
@@ -146,7 +146,7 @@ Test(http, healthz) {
   free(r);
 }
 
-Test(http, readiness_flips) {
+Test(wsg_http, readiness_flips) {
   char *r = get("/readyz");
   check(r, "HTTP/1.1 200 OK\r\n", "ready\n");
   free(r);
@@ -161,7 +161,7 @@ Test(http, readiness_flips) {
   free(r);
 }
 
-Test(http, metrics) {
+Test(wsg_http, metrics) {
   char *r = get("/metrics");
   check(r, "HTTP/1.1 200 OK\r\n",
         "# HELP wsgate_test_total A counter.\n# TYPE wsgate_test_total counter\n"
@@ -170,7 +170,7 @@ Test(http, metrics) {
   free(r);
 }
 
-Test(http, extra_route_and_404) {
+Test(wsg_http, extra_route_and_404) {
   char *r = get("/demo");
   check(r, "HTTP/1.1 200 OK\r\n", page);
   cr_assert(strstr(r, "\r\nContent-Type: text/html; charset=utf-8\r\n"));
@@ -183,7 +183,7 @@ Test(http, extra_route_and_404) {
   free(r);
 }
 
-Test(http, head_has_length_but_no_body) {
+Test(wsg_http, head_has_length_but_no_body) {
   char *r = request("HEAD /healthz HTTP/1.1\r\n\r\n");
   cr_assert(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", r);
   cr_assert(strstr(r, "\r\nContent-Length: 3\r\n"));
@@ -191,7 +191,7 @@ Test(http, head_has_length_but_no_body) {
   free(r);
 }
 
-Test(http, method_not_allowed) {
+Test(wsg_http, method_not_allowed) {
   char *r = request("POST /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
   check(r, "HTTP/1.1 405 Method Not Allowed\r\n", NULL);
   cr_assert(strstr(r, "\r\nAllow: GET, HEAD\r\n"));
@@ -201,7 +201,7 @@ Test(http, method_not_allowed) {
   free(r);
 }
 
-Test(http, bad_requests) {
+Test(wsg_http, bad_requests) {
   static const char *const bad[] = {"GARBAGE\r\n\r\n", "GET /healthz\r\n\r\n",
                                     "GET healthz HTTP/1.1\r\n\r\n", "GET /healthz SPDY/3\r\n\r\n"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -214,7 +214,7 @@ Test(http, bad_requests) {
   free(r);
 }
 
-Test(http, oversized_request_gets_431) {
+Test(wsg_http, oversized_request_gets_431) {
   static char big[8192];
   int n = snprintf(big, sizeof big, "GET /healthz HTTP/1.1\r\nX-Filler: ");
   memset(big + n, 'a', sizeof big - (size_t)n - 5);
@@ -230,7 +230,7 @@ Test(http, oversized_request_gets_431) {
   free(r);
 }
 
-Test(http, slow_client_does_not_block_others) {
+Test(wsg_http, slow_client_does_not_block_others) {
   int slow = connect_to(wsg_http_port(srv));
   send_all(slow, "GET /hea", 8); /* and then nothing */
   uint64_t t0 = wsg_now_mono_ms();
@@ -250,7 +250,7 @@ Test(http, slow_client_does_not_block_others) {
   close(slow);
 }
 
-Test(http, clients_beyond_64_wait_in_the_backlog) {
+Test(wsg_http, clients_beyond_64_wait_in_the_backlog) {
   int idle[64];
   for (int i = 0; i < 64; i++)
     idle[i] = connect_to(wsg_http_port(srv));
@@ -281,7 +281,7 @@ Test(http, clients_beyond_64_wait_in_the_backlog) {
   close(extra[1]);
 }
 
-Test(http, stop_with_open_clients_and_null) {
+Test(wsg_http, stop_with_open_clients_and_null) {
   int a = connect_to(wsg_http_port(srv));
   send_all(a, "GET", 3);
   uint64_t t0 = wsg_now_mono_ms();
@@ -296,7 +296,7 @@ Test(http, stop_with_open_clients_and_null) {
   wsg_http_stop(NULL);
 }
 
-Test(http, bind_errors_explain) {
+Test(wsg_http, bind_errors_explain) {
   wsg_http *second = NULL;
   char err[256];
   wsg_http_options o = {.addr = "127.0.0.1", .port = wsg_http_port(srv)};
@@ -322,7 +322,7 @@ Test(http, bind_errors_explain) {
   cr_assert(strstr(err, "cannot listen on not an address:0: "), "%s", err);
 }
 
-Test(http, without_metrics_or_ready) {
+Test(wsg_http, without_metrics_or_ready) {
   wsg_http *bare = NULL;
   char err[256];
   wsg_http_options o = {.addr = "127.0.0.1", .port = 0};

@@ -25,7 +25,7 @@ static void teardown(void) {
   wsg_metrics_destroy(m);
 }
 
-TestSuite(metrics, .init = setup, .fini = teardown);
+TestSuite(wsg_metrics, .init = setup, .fini = teardown);
 
 static char *render(void) {
   char *out = NULL;
@@ -40,7 +40,7 @@ static int64_t forty_two(void *arg) {
   return 42;
 }
 
-Test(metrics, exact_exposition_text) {
+Test(wsg_metrics, exact_exposition_text) {
   wsg_counter *in_ok = wsg_metrics_counter(m, "wsgate_frames_total", "Frames.\nSecond \\ line",
                                            "dir=\"in\",result=\"ok\"");
   wsg_gauge *conns = wsg_metrics_gauge(m, "wsgate_connections", "Open connections.", NULL);
@@ -86,7 +86,7 @@ Test(metrics, exact_exposition_text) {
   free(out);
 }
 
-Test(metrics, empty_registry_and_histogram_without_labels) {
+Test(wsg_metrics, empty_registry_and_histogram_without_labels) {
   char *out = render();
   cr_assert_str_eq(out, "");
   free(out);
@@ -99,7 +99,7 @@ Test(metrics, empty_registry_and_histogram_without_labels) {
   free(out);
 }
 
-Test(metrics, same_name_and_labels_same_series) {
+Test(wsg_metrics, same_name_and_labels_same_series) {
   wsg_counter *a = wsg_metrics_counter(m, "c_total", "C.", "x=\"1\"");
   wsg_counter *b = wsg_metrics_counter(m, "c_total", "C.", "x=\"1\"");
   wsg_counter *c = wsg_metrics_counter(m, "c_total", "C.", "x=\"2\"");
@@ -116,7 +116,7 @@ Test(metrics, same_name_and_labels_same_series) {
   cr_assert_eq(wsg_metrics_gauge(m, "g", "G.", "k=\"v\""), g);
 }
 
-Test(metrics, label_values_escaped) {
+Test(wsg_metrics, label_values_escaped) {
   /* A raw newline and quote are escaped; an already escaped one is kept as it is. */
   wsg_counter *c = wsg_metrics_counter(m, "c_total", "C.", "a=\"x\ny\",b=\"q\\\"\\\\\\n\"");
   cr_assert_not_null(c);
@@ -134,7 +134,7 @@ Test(metrics, label_values_escaped) {
   cr_assert_str_eq(esc, "abc");
 }
 
-Test(metrics, rejected_registrations_return_null_and_updates_ignore_null) {
+Test(wsg_metrics, rejected_registrations_return_null_and_updates_ignore_null) {
   int calls = 0;
   cr_assert_null(wsg_metrics_counter(m, "bad name", "x", NULL));
   cr_assert_null(wsg_metrics_counter(m, "9lives", "x", NULL));
@@ -168,7 +168,7 @@ Test(metrics, rejected_registrations_return_null_and_updates_ignore_null) {
   free(out);
 }
 
-Test(metrics, series_cap) {
+Test(wsg_metrics, series_cap) {
   char label[32];
   for (int i = 0; i < 10000; i++) {
     snprintf(label, sizeof label, "id=\"%d\"", i);
@@ -178,7 +178,7 @@ Test(metrics, series_cap) {
   cr_assert_not_null(wsg_metrics_counter(m, "c_total", "C.", "id=\"5\""), "existing still found");
 }
 
-Test(metrics, destroy_null) {
+Test(wsg_metrics, destroy_null) {
   wsg_metrics_destroy(NULL);
 }
 
@@ -211,7 +211,7 @@ static void *scrape(void *arg) {
   return NULL;
 }
 
-Test(metrics, concurrent_updates_are_exact) {
+Test(wsg_metrics, concurrent_updates_are_exact) {
   double bounds[] = {0.5, 1};
   shared s = {wsg_metrics_counter(m, "n_total", "N.", NULL), wsg_metrics_gauge(m, "g", "G.", NULL),
               wsg_metrics_histogram(m, "h", "H.", NULL, bounds, 2)};
@@ -267,7 +267,7 @@ static const wsg_metric_def rows[] = {
 };
 static const wsg_metric_table table = WSG_METRIC_TABLE("test.c", rows);
 
-Test(metrics, table_registers_every_row_into_its_field) {
+Test(wsg_metrics, table_registers_every_row_into_its_field) {
   owner o = {0};
   cr_assert_eq(wsg_metrics_register_table(m, &table, &o), 0);
   cr_assert(o.ok && o.failed && o.depth && o.lat && o.by_code[0] && o.by_code[1]);
@@ -309,7 +309,7 @@ Test(metrics, table_registers_every_row_into_its_field) {
   cr_assert_eq(o.calls, 1, "the computed gauge gets the owner");
 }
 
-Test(metrics, table_failures_and_null_registry) {
+Test(wsg_metrics, table_failures_and_null_registry) {
   owner o = {0};
   cr_assert_eq(wsg_metrics_register_table(NULL, &table, &o), 0, "no registry: nothing to do");
   cr_assert_null(o.ok);
@@ -342,7 +342,7 @@ static char *markdown(const wsg_metric_table *const *tables, int *rc, char *err,
   return buf;
 }
 
-Test(metrics, markdown_one_row_per_family) {
+Test(wsg_metrics, markdown_one_row_per_family) {
   static const wsg_metric_def more_rows[] = {
       /* a second module adding a label value to a family of the first */
       WSG_COUNTER_ROW(owner, ok, "t_results_total", "Results | outcomes.", "result=\"lost\""),
@@ -374,7 +374,7 @@ Test(metrics, markdown_one_row_per_family) {
   free(md);
 }
 
-Test(metrics, markdown_refuses_inconsistent_rows) {
+Test(wsg_metrics, markdown_refuses_inconsistent_rows) {
   static const wsg_metric_def type_rows[] = {
       WSG_GAUGE_ROW(owner, depth, "t_results_total", "Results | outcomes.", "result=\"x\""),
   };
@@ -398,7 +398,7 @@ Test(metrics, markdown_refuses_inconsistent_rows) {
   }
 }
 
-Test(metrics, help_metrics_flag) {
+Test(wsg_metrics, help_metrics_flag) {
   char *with[] = {"prog", "--kafka-brokers", "x", "--help-metrics", NULL};
   char *after_dashes[] = {"prog", "--", "--help-metrics", NULL};
   char *without[] = {"prog", "--help", NULL};

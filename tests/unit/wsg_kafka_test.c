@@ -28,7 +28,7 @@ static const struct {
     {"abc", 479470107},
 };
 
-Test(kafka, murmur2_matches_kafka_utils_test) {
+Test(wsg_kafka, murmur2_matches_kafka_utils_test) {
   for (size_t i = 0; i < sizeof(java_vectors) / sizeof(java_vectors[0]); i++) {
     const char *k = java_vectors[i].key;
     cr_expect_eq((int32_t)wsg_kafka_murmur2(k, strlen(k)), java_vectors[i].hash, "murmur2(\"%s\")",
@@ -36,7 +36,7 @@ Test(kafka, murmur2_matches_kafka_utils_test) {
   }
 }
 
-Test(kafka, murmur2_partition_is_positive_hash_mod_count) {
+Test(wsg_kafka, murmur2_partition_is_positive_hash_mod_count) {
   for (size_t i = 0; i < sizeof(java_vectors) / sizeof(java_vectors[0]); i++) {
     const char *k = java_vectors[i].key;
     uint32_t positive = (uint32_t)java_vectors[i].hash & 0x7fffffffu;
@@ -52,7 +52,7 @@ Test(kafka, murmur2_partition_is_positive_hash_mod_count) {
   }
 }
 
-Test(kafka, murmur2_partition_rejects_no_partitions) {
+Test(wsg_kafka, murmur2_partition_rejects_no_partitions) {
   cr_expect_eq(wsg_kafka_murmur2_partition("a", 1, 0), -1);
   cr_expect_eq(wsg_kafka_murmur2_partition("a", 1, -3), -1);
 }
@@ -64,7 +64,7 @@ static void expect_prop(rd_kafka_conf_t *conf, const char *key, const char *want
   cr_expect_str_eq(val, want, "%s", key);
 }
 
-Test(kafka, producer_defaults) {
+Test(wsg_kafka, producer_defaults) {
   char err[256] = "";
   rd_kafka_conf_t *conf =
       wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, "127.0.0.1:1", NULL, err, sizeof(err));
@@ -80,7 +80,7 @@ Test(kafka, producer_defaults) {
   rd_kafka_conf_destroy(conf);
 }
 
-Test(kafka, consumer_group_defaults) {
+Test(wsg_kafka, consumer_group_defaults) {
   char err[256] = "";
   rd_kafka_conf_t *conf =
       wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_GROUP, "127.0.0.1:1", NULL, err, sizeof(err));
@@ -98,7 +98,7 @@ Test(kafka, consumer_group_defaults) {
  * it. Not here: a consumer created and destroyed inside a Criterion worker while its bootstrap
  * broker is unreachable leaves a LeakSanitizer report inside librdkafka 2.0.2 (the same calls in
  * a plain program are clean). */
-Test(kafka, assign_consumer_commits_nothing) {
+Test(wsg_kafka, assign_consumer_commits_nothing) {
   char err[256] = "";
   rd_kafka_conf_t *conf =
       wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_ASSIGN, "127.0.0.1:1", NULL, err, sizeof(err));
@@ -109,7 +109,7 @@ Test(kafka, assign_consumer_commits_nothing) {
   rd_kafka_conf_destroy(conf);
 }
 
-Test(kafka, overrides_are_applied_last) {
+Test(wsg_kafka, overrides_are_applied_last) {
   char *keys[] = {"linger.ms", "compression.codec"};
   char *values[] = {"50", "lz4"};
   wsg_kvlist kv = {.count = 2, .keys = keys, .values = values};
@@ -122,7 +122,7 @@ Test(kafka, overrides_are_applied_last) {
   rd_kafka_conf_destroy(conf);
 }
 
-Test(kafka, unknown_override_fails_with_its_name) {
+Test(wsg_kafka, unknown_override_fails_with_its_name) {
   char *keys[] = {"no.such.property"};
   char *values[] = {"1"};
   wsg_kvlist kv = {.count = 1, .keys = keys, .values = values};
@@ -131,7 +131,7 @@ Test(kafka, unknown_override_fails_with_its_name) {
   cr_expect(strstr(err, "no.such.property"), "message: %s", err);
 }
 
-Test(kafka, no_brokers_is_an_error) {
+Test(wsg_kafka, no_brokers_is_an_error) {
   char err[256] = "";
   cr_expect_null(wsg_kafka_conf_new(WSG_KAFKA_ADMIN, "", NULL, err, sizeof(err)));
   cr_expect(strstr(err, "bootstrap"), "message: %s", err);
@@ -140,7 +140,7 @@ Test(kafka, no_brokers_is_an_error) {
 
 /* The constructor takes the configuration even when librdkafka refuses it (ASan's leak check
  * fails this test otherwise). */
-Test(kafka, new_takes_conf_on_failure) {
+Test(wsg_kafka, new_takes_conf_on_failure) {
   char *keys[] = {"acks"};
   char *values[] = {"1"}; /* contradicts enable.idempotence=true: rd_kafka_new() refuses */
   wsg_kvlist kv = {.count = 1, .keys = keys, .values = values};
@@ -155,7 +155,7 @@ Test(kafka, new_takes_conf_on_failure) {
 
 /* librdkafka's own log lines arrive through wsg_log, subsystem "kafka". A broker that refuses the
  * connection makes librdkafka log at once. */
-Test(kafka, librdkafka_logs_go_to_wsg_log) {
+Test(wsg_kafka, librdkafka_logs_go_to_wsg_log) {
   char path[] = "/tmp/wsg-kafka-test-XXXXXX";
   int fd = mkstemp(path);
   cr_assert(fd >= 0);

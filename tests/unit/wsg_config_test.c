@@ -71,7 +71,7 @@ static void cleanup(void) {
   wsg_config_finish(&spec, &cfg);
 }
 
-TestSuite(config, .init = reset, .fini = cleanup);
+TestSuite(wsg_config, .init = reset, .fini = cleanup);
 
 /* argv from a NULL-terminated list; argv[0] is the program. */
 #define ARGS(...)  ((char *[]){"wsgate-test", __VA_ARGS__, NULL})
@@ -85,7 +85,7 @@ static void expect_error(wsg_config_result r, const char *needle) {
   cr_assert(strstr(err, needle), "error \"%s\" lacks \"%s\"", err, needle);
 }
 
-Test(config, defaults) {
+Test(wsg_config, defaults) {
   cr_assert_eq(PARSE(NULL, "--brokers", "k:1"), WSG_CONFIG_OK, "%s", err);
   cr_assert_str_eq(cfg.name, "def");
   cr_assert_eq(cfg.port, 8080);
@@ -104,7 +104,7 @@ Test(config, defaults) {
   cr_assert_str_eq(cfg.brokers, "k:1");
 }
 
-Test(config, precedence_default_env_flag) {
+Test(wsg_config, precedence_default_env_flag) {
   char **env = ENV("T_NAME=from-env", "T_PORT=9000", "T_BROKERS=e:1", "OTHER=1", "T_NAMEX=no");
   cr_assert_eq(PARSE(env, "--name", "from-flag"), WSG_CONFIG_OK, "%s", err);
   cr_assert_str_eq(cfg.name, "from-flag");
@@ -112,7 +112,7 @@ Test(config, precedence_default_env_flag) {
   cr_assert_str_eq(cfg.brokers, "e:1");
 }
 
-Test(config, flag_forms) {
+Test(wsg_config, flag_forms) {
   cr_assert_eq(PARSE(NULL, "-b", "k:1", "--listen-port=81", "-n", "short", "--deflate", "-v",
                      "--max-message", "64k", "--timeout=2m", "--log-format", "JSON"),
                WSG_CONFIG_OK, "%s", err);
@@ -125,14 +125,14 @@ Test(config, flag_forms) {
   cr_assert_str_eq(cfg.format, "json", "the table's spelling is stored");
 }
 
-Test(config, short_attached_value_and_last_flag_wins) {
+Test(wsg_config, short_attached_value_and_last_flag_wins) {
   cr_assert_eq(PARSE(NULL, "-bk:1", "-p80", "-p", "81", "--listen-port", "82"), WSG_CONFIG_OK, "%s",
                err);
   cr_assert_str_eq(cfg.brokers, "k:1");
   cr_assert_eq(cfg.port, 82);
 }
 
-Test(config, bool_forms) {
+Test(wsg_config, bool_forms) {
   static const struct {
     const char *text;
     bool want;
@@ -153,7 +153,7 @@ Test(config, bool_forms) {
   cr_assert_not(cfg.deflate);
 }
 
-Test(config, bool_errors) {
+Test(wsg_config, bool_errors) {
   expect_error(PARSE(ENV("T_DEFLATE=maybe"), "-b", "k"),
                "--deflate: 'maybe' is not a boolean (true|false, yes|no, on|off, 1|0) (from "
                "T_DEFLATE)");
@@ -165,7 +165,7 @@ Test(config, bool_errors) {
   expect_error(PARSE(NULL, "-b", "k", "-vx"), "unknown option '-vx'");
 }
 
-Test(config, int_errors) {
+Test(wsg_config, int_errors) {
   expect_error(PARSE(ENV("T_PORT=70000"), "-b", "k"),
                "--listen-port: 70000 is out of range (1..65535) (from T_PORT)");
   wsg_config_finish(&spec, &cfg);
@@ -188,7 +188,7 @@ Test(config, int_errors) {
   cr_assert_eq(cfg.offset, INT64_MAX);
 }
 
-Test(config, size_and_duration_errors) {
+Test(wsg_config, size_and_duration_errors) {
   expect_error(PARSE(NULL, "-b", "k", "--max-message", "32m"),
                "--max-message: 32m is out of range (1..16m) (from --max-message)");
   wsg_config_finish(&spec, &cfg);
@@ -258,7 +258,7 @@ static const struct {
     {wsg_parse_duration_ms, "5sec", -1, 0},
 };
 
-Test(config, parse_size_and_duration) {
+Test(wsg_config, parse_size_and_duration) {
   for (size_t i = 0; i < sizeof parse_cases / sizeof parse_cases[0]; i++) {
     uint64_t v = 12345;
     const char *what = parse_cases[i].fn == wsg_parse_size ? "size" : "duration";
@@ -272,7 +272,7 @@ Test(config, parse_size_and_duration) {
   cr_assert_eq(wsg_parse_duration_ms(NULL, &v), -1);
 }
 
-Test(config, enum_errors) {
+Test(wsg_config, enum_errors) {
   expect_error(PARSE(ENV("T_FORMAT=xml"), "-b", "k"),
                "--log-format: 'xml' is not one of text|json (from T_FORMAT)");
   wsg_config_finish(&spec, &cfg);
@@ -281,7 +281,7 @@ Test(config, enum_errors) {
   expect_error(PARSE(NULL, "-b", "k", "--log-format", ""), "'' is not one of text|json");
 }
 
-Test(config, kvlist_merge_per_key) {
+Test(wsg_config, kvlist_merge_per_key) {
   char **env = ENV("T_PROPS=linger.ms=10;;sasl.password=p=w;client.id=", "T_BROKERS=k");
   cr_assert_eq(
       PARSE(env, "-X", "acks=1", "-Xfoo=bar", "--kafka-prop", "linger.ms=20", "--kafka-prop=x=a;b"),
@@ -296,7 +296,7 @@ Test(config, kvlist_merge_per_key) {
   }
 }
 
-Test(config, kvlist_long_value) {
+Test(wsg_config, kvlist_long_value) {
   /* ssl.ca.pem holds a whole certificate chain: kilobytes in one value. */
   static char arg[9000];
   int n = snprintf(arg, sizeof arg, "ssl.ca.pem=");
@@ -306,7 +306,7 @@ Test(config, kvlist_long_value) {
   cr_assert_eq(strlen(cfg.props.values[2]), sizeof arg - (size_t)n - 1);
 }
 
-Test(config, kvlist_errors) {
+Test(wsg_config, kvlist_errors) {
   expect_error(PARSE(NULL, "-b", "k", "-X", "novalue"),
                "--kafka-prop: 'novalue' is not key=value (e.g. acks=all) (from -X)");
   wsg_config_finish(&spec, &cfg);
@@ -328,7 +328,7 @@ Test(config, kvlist_errors) {
                "more than 256 keys");
 }
 
-Test(config, required) {
+Test(wsg_config, required) {
   expect_error(PARSE(NULL, "-n", "x"), "--brokers is required: set --brokers or T_BROKERS");
   wsg_config_finish(&spec, &cfg);
   expect_error(PARSE(ENV("T_BROKERS="), "-n", "x"),
@@ -337,7 +337,7 @@ Test(config, required) {
   cr_assert_eq(PARSE(ENV("T_BROKERS=k"), "-n", "x"), WSG_CONFIG_OK);
 }
 
-Test(config, unknown_and_stray_arguments) {
+Test(wsg_config, unknown_and_stray_arguments) {
   expect_error(PARSE(NULL, "-b", "k", "--lisen-port", "80"),
                "unknown option '--lisen-port' (did you mean --listen-port? see --help)");
   wsg_config_finish(&spec, &cfg);
@@ -357,7 +357,7 @@ Test(config, unknown_and_stray_arguments) {
                "--kafka-prop: missing value (key=value list) (from -X)");
 }
 
-Test(config, strings_replaced_without_leaks) {
+Test(wsg_config, strings_replaced_without_leaks) {
   /* Under ASan this also proves the default and the environment value are freed when replaced. */
   cr_assert_eq(PARSE(ENV("T_NAME=env", "T_FORMAT=json", "T_BROKERS=a"), "-n", "one", "-n", "two",
                      "--log-format", "text", "-b", "b"),
@@ -367,7 +367,7 @@ Test(config, strings_replaced_without_leaks) {
   cr_assert_str_eq(cfg.brokers, "b");
 }
 
-Test(config, finish_is_idempotent_and_safe_on_zero) {
+Test(wsg_config, finish_is_idempotent_and_safe_on_zero) {
   wsg_config_finish(&spec, &cfg);
   cr_assert_eq(PARSE(NULL, "-b", "k"), WSG_CONFIG_OK);
   wsg_config_finish(&spec, &cfg);
@@ -406,7 +406,7 @@ static wsg_config_result run_parse(char **argv, int argc) {
   return wsg_config_parse(&spec, &cfg, argc, argv, NULL, err, sizeof err);
 }
 
-Test(config, builtins_win_and_exit) {
+Test(wsg_config, builtins_win_and_exit) {
   wsg_config_result r;
   char *out = capture_stdout(run_parse, ARGS("--listen-port=99999", "--version"), &r);
   cr_assert_eq(r, WSG_CONFIG_EXIT);
@@ -418,7 +418,7 @@ Test(config, builtins_win_and_exit) {
   free(out);
 }
 
-Test(config, help_lists_every_option_and_fits_100_columns) {
+Test(wsg_config, help_lists_every_option_and_fits_100_columns) {
   wsg_config_result r;
   char *out = capture_stdout(run_parse, ARGS("--help"), &r);
   cr_assert_eq(r, WSG_CONFIG_EXIT);
@@ -460,7 +460,7 @@ Test(config, help_lists_every_option_and_fits_100_columns) {
   free(out);
 }
 
-Test(config, markdown_table) {
+Test(wsg_config, markdown_table) {
   wsg_config_result r;
   char *out = capture_stdout(run_parse, ARGS("--help-markdown"), &r);
   cr_assert_eq(r, WSG_CONFIG_EXIT);
@@ -498,7 +498,7 @@ static char *capture_log(void) {
   return buf;
 }
 
-Test(config, log_redacts_secrets_and_names_sources) {
+Test(wsg_config, log_redacts_secrets_and_names_sources) {
   cr_assert_eq(pipe2(log_pipe, O_NONBLOCK), 0);
   int saved = wsg_log_set_fd(log_pipe[1]);
   wsg_log_setup(WSG_LOG_INFO, false, "config_test");
@@ -533,7 +533,7 @@ static wsg_config_result run_print(char **argv, int argc) {
   return wsg_config_parse(&spec, &cfg, argc, argv, env, err, sizeof err);
 }
 
-Test(config, print_config) {
+Test(wsg_config, print_config) {
   wsg_config_result r;
   char *out = capture_stdout(run_print, ARGS("-bk", "--print-config"), &r);
   cr_assert_eq(r, WSG_CONFIG_EXIT, "%s", err);
@@ -599,12 +599,12 @@ static void embed_cleanup(void) {
   wsg_config_finish(&embed_spec, &ecfg);
 }
 
-TestSuite(config_sections, .init = embed_reset, .fini = embed_cleanup);
+TestSuite(wsg_config_sections, .init = embed_reset, .fini = embed_cleanup);
 
 #define EPARSE(sp, envp, ...)                                                                      \
   wsg_config_parse((sp), &ecfg, NARGS(__VA_ARGS__), ARGS(__VA_ARGS__), (envp), err, sizeof err)
 
-Test(config_sections, rows_in_order_with_absolute_offsets_and_overrides) {
+Test(wsg_config_sections, rows_in_order_with_absolute_offsets_and_overrides) {
   size_t n = 0;
   wsg_option *rows = wsg_config_rows(&embed_spec, &n, err, sizeof err);
   cr_assert(rows, "%s", err);
@@ -621,7 +621,7 @@ Test(config_sections, rows_in_order_with_absolute_offsets_and_overrides) {
   free(rows);
 }
 
-Test(config_sections, embedded_fields_are_filled_from_every_source) {
+Test(wsg_config_sections, embedded_fields_are_filled_from_every_source) {
   cr_assert_eq(EPARSE(&embed_spec, NULL, "-v"), WSG_CONFIG_OK, "%s", err);
   cr_assert_str_eq(ecfg.name, "def");
   cr_assert_str_eq(ecfg.primary.host, "localhost");
@@ -638,7 +638,7 @@ Test(config_sections, embedded_fields_are_filled_from_every_source) {
   cr_assert(strstr(err, "--port: 101 is out of range (1..100)"), "%s", err);
 }
 
-Test(config_sections, override_renames_and_requires) {
+Test(wsg_config_sections, override_renames_and_requires) {
   static const wsg_option_override server[] = {
       {.name = "host", .flag = "server", .add_flags = WSG_OPTF_REQUIRED | WSG_OPTF_SECRET}};
   static const wsg_config_section sections[] = {
@@ -663,7 +663,7 @@ Test(config_sections, override_renames_and_requires) {
   wsg_config_finish(&sp, &ecfg);
 }
 
-Test(config_sections, help_markdown_and_print_config_use_the_combined_rows) {
+Test(wsg_config_sections, help_markdown_and_print_config_use_the_combined_rows) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
@@ -700,7 +700,7 @@ Test(config_sections, help_markdown_and_print_config_use_the_combined_rows) {
                         "verbose = false  # default\n");
 }
 
-Test(config_sections, table_errors_are_caught) {
+Test(wsg_config_sections, table_errors_are_caught) {
   static const wsg_option_override bogus[] = {{.name = "hots", .def = "x"}};
   static const wsg_config_section bad_override[] = {{&test_grp, 0, bogus, WSG_COUNTOF(bogus)}};
   static const wsg_config_spec sp1 = {

@@ -49,19 +49,19 @@ static void setup_json(void) {
   capture_start();
 }
 
-TestSuite(log_text, .init = setup_text, .fini = capture_stop);
-TestSuite(log_json, .init = setup_json, .fini = capture_stop);
+TestSuite(wsg_log_text, .init = setup_text, .fini = capture_stop);
+TestSuite(wsg_log_json, .init = setup_json, .fini = capture_stop);
 
 static bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
-Test(log_text, line_format) {
+Test(wsg_log_text, line_format) {
   char buf[8192];
   int line = __LINE__ + 1;
   WSG_INFO("ws", "hello %d", 42);
   size_t n = capture_read(buf, sizeof buf);
-  /* 2026-11-25T08:30:00.123Z INFO  [log_test.c:NN] ws: hello 42\n */
+  /* 2026-11-25T08:30:00.123Z INFO  [wsg_log_test.c:NN] ws: hello 42\n */
   cr_assert_geq(n, 25u);
   const char *pattern = "dddd-dd-ddTdd:dd:dd.dddZ ";
   for (size_t i = 0; pattern[i]; i++) {
@@ -71,11 +71,11 @@ Test(log_text, line_format) {
       cr_assert_eq(buf[i], pattern[i], "at %zu: %s", i, buf);
   }
   char want[128];
-  snprintf(want, sizeof want, "INFO  [log_test.c:%d] ws: hello 42\n", line);
+  snprintf(want, sizeof want, "INFO  [wsg_log_test.c:%d] ws: hello 42\n", line);
   cr_assert_str_eq(buf + 25, want);
 }
 
-Test(log_text, levels_padded_and_filtered) {
+Test(wsg_log_text, levels_padded_and_filtered) {
   char buf[8192];
   WSG_DEBUG("a", "d");
   WSG_WARN("a", "w");
@@ -86,14 +86,14 @@ Test(log_text, levels_padded_and_filtered) {
   cr_assert_eq(evaluated, 0, "arguments of a filtered line must not be evaluated");
   WSG_ERROR("a", "e2");
   capture_read(buf, sizeof buf);
-  cr_assert(strstr(buf, "DEBUG [log_test.c:"));
-  cr_assert(strstr(buf, "WARN  [log_test.c:"));
-  cr_assert(strstr(buf, "ERROR [log_test.c:"));
+  cr_assert(strstr(buf, "DEBUG [wsg_log_test.c:"));
+  cr_assert(strstr(buf, "WARN  [wsg_log_test.c:"));
+  cr_assert(strstr(buf, "ERROR [wsg_log_test.c:"));
   cr_assert(strstr(buf, "a: e2\n"));
   cr_assert_null(strstr(buf, "not shown"));
 }
 
-Test(log_text, control_characters_cannot_forge_lines) {
+Test(wsg_log_text, control_characters_cannot_forge_lines) {
   char buf[8192];
   WSG_INFO("ws", "user=%s", "evil\n2026-01-01T00:00:00.000Z ERROR [x.c:1] forged\x01\x1b[31m");
   size_t n = capture_read(buf, sizeof buf);
@@ -102,7 +102,7 @@ Test(log_text, control_characters_cannot_forge_lines) {
   cr_assert(strstr(buf, "forged\\x01\\x1b[31m\n"));
 }
 
-Test(log_text, invalid_utf8_replaced_valid_kept) {
+Test(wsg_log_text, invalid_utf8_replaced_valid_kept) {
   char buf[8192];
   /* valid 2-, 3-, 4-byte sequences; a lone continuation, an overlong '/', a surrogate, 0xff. */
   WSG_INFO("ws", "%s", "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\x80|\xc0\xaf|\xed\xa0\x80|\xff");
@@ -114,7 +114,7 @@ Test(log_text, invalid_utf8_replaced_valid_kept) {
                    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\n");
 }
 
-Test(log_text, long_line_truncated_to_one_write) {
+Test(wsg_log_text, long_line_truncated_to_one_write) {
   static char big[10000];
   char buf[16384];
   memset(big, 'a', sizeof big - 1);
@@ -124,7 +124,7 @@ Test(log_text, long_line_truncated_to_one_write) {
   cr_assert_str_eq(buf + n - strlen("\xe2\x80\xa6(truncated)\n"), "\xe2\x80\xa6(truncated)\n");
 }
 
-Test(log_text, truncation_never_cuts_a_character) {
+Test(wsg_log_text, truncation_never_cuts_a_character) {
   static char big[6000];
   char buf[16384];
   /* 3-byte characters so the cut falls inside one unless the logger avoids it. */
@@ -137,14 +137,14 @@ Test(log_text, truncation_never_cuts_a_character) {
   cr_assert(strstr(buf, "\xe2\x82\xac\xe2\x80\xa6(truncated)\n"));
 }
 
-Test(log_text, basename_only) {
+Test(wsg_log_text, basename_only) {
   char buf[1024];
   wsg_log_write(WSG_LOG_INFO, "s", "../gateway/deep/gw_server.c", 7, "m");
   capture_read(buf, sizeof buf);
   cr_assert(strstr(buf, "INFO  [gw_server.c:7] s: m\n"), "%s", buf);
 }
 
-Test(log_json, object_fields_and_escaping) {
+Test(wsg_log_json, object_fields_and_escaping) {
   char buf[8192];
   wsg_log_write(WSG_LOG_ERROR, "ws", "a/b/gw.c", 12, "q=\"%s\" bs=\\ nl=\n tab=\t c=\x01 bad=\xff",
                 "v");
@@ -158,7 +158,7 @@ Test(log_json, object_fields_and_escaping) {
   cr_assert_str_eq(buf + 7 + 24, want_tail);
 }
 
-Test(log_json, truncated_line_is_still_an_object) {
+Test(wsg_log_json, truncated_line_is_still_an_object) {
   static char big[10000];
   char buf[16384];
   memset(big, '"', sizeof big - 1); /* every byte doubles when escaped */
@@ -177,7 +177,7 @@ Test(log_json, truncated_line_is_still_an_object) {
   cr_assert_eq(backslashes % 2, 1u);
 }
 
-Test(log, level_names_round_trip) {
+Test(wsg_log, level_names_round_trip) {
   wsg_log_level l;
   for (int i = WSG_LOG_DEBUG; i <= WSG_LOG_ERROR; i++) {
     cr_assert_eq(wsg_log_level_parse(wsg_log_level_name((wsg_log_level)i), &l), 0);
@@ -190,7 +190,7 @@ Test(log, level_names_round_trip) {
   cr_assert_str_eq(wsg_log_level_name((wsg_log_level)42), "unknown");
 }
 
-Test(log_text, ratelimit_window_and_report) {
+Test(wsg_log_text, ratelimit_window_and_report) {
   char buf[8192];
   wsg_log_ratelimit rl = {0};
   int allowed = 0;
@@ -212,7 +212,7 @@ Test(log_text, ratelimit_window_and_report) {
   cr_assert_str_eq(buf, "");
 }
 
-Test(log_text, ratelimit_survives_clock_going_back) {
+Test(wsg_log_text, ratelimit_survives_clock_going_back) {
   wsg_log_ratelimit rl = {0};
   cr_assert(wsg_log_ratelimit_allow(&rl, 1, 10000, "x"));
   cr_assert_not(wsg_log_ratelimit_allow(&rl, 1, 10001, "x"));
@@ -225,7 +225,7 @@ static void *spam(void *arg) {
   return NULL;
 }
 
-Test(log_text, threads_never_interleave_lines) {
+Test(wsg_log_text, threads_never_interleave_lines) {
   static char buf[1 << 20];
   static char payload[4][1500];
   pthread_t th[4];
