@@ -62,6 +62,10 @@ static void spawn(gwt_gateway *g, const char *const *extra, bool wait_ready) {
       "15s",
       "--log-level",
       "debug",
+      /* Every test client comes from 127.0.0.1: no per-address upgrade budget unless a test sets
+       * one (a later flag wins), so quick reconnects in a test never meet it. */
+      "--max-upgrades-per-addr",
+      "0",
   };
   size_t n = 0;
   while (argv[n])
