@@ -3,6 +3,7 @@
  * one else (not a public API: gw_server.h is). One concern per file:
  *   gw_server.c    the libwebsockets context and its protocol callback, connections' lifecycle
  *                  (established, registered, released), closes, keepalive, drain, metrics;
+ *   gw_door.c      sockets from accept to upgrade: global and per-address caps (gw_peers);
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
