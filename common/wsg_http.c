@@ -169,31 +169,43 @@ static void route(wsg_http *h, client *c, const char *path, bool head) {
   }
 }
 
-/*
- * Handles a complete request head in c->in (NUL-terminated). Only the request line matters:
- * headers are not needed to answer a probe or a scrape.
- */
-static void handle_request(wsg_http *h, client *c) {
-  char *line = c->in;
+int wsg_http_parse_request(char *head, wsg_http_request *req) {
+  char *line = head;
   line[strcspn(line, "\r\n")] = '\0';
   char *method = line;
   char *sp1 = strchr(method, ' ');
   char *target = sp1 ? sp1 + 1 : NULL;
   char *sp2 = target ? strchr(target, ' ') : NULL;
-  if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0 || target[0] != '/') {
-    respond_text(c, 400, "bad request\n", false);
-    return;
-  }
+  if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0 || target[0] != '/')
+    return 400;
   *sp1 = '\0';
   *sp2 = '\0';
   target[strcspn(target, "?#")] = '\0';
-  bool head = strcmp(method, "HEAD") == 0;
-  if (!head && strcmp(method, "GET") != 0) {
+  req->method = method;
+  req->path = target;
+  req->head = strcmp(method, "HEAD") == 0;
+  if (!req->head && strcmp(method, "GET") != 0)
+    return 405;
+  return 0;
+}
+
+/*
+ * Handles a complete request head in c->in (NUL-terminated). Only the request line matters:
+ * headers are not needed to answer a probe or a scrape.
+ */
+static void handle_request(wsg_http *h, client *c) {
+  wsg_http_request req;
+  int rc = wsg_http_parse_request(c->in, &req);
+  if (rc == 400) {
+    respond_text(c, 400, "bad request\n", false);
+    return;
+  }
+  if (rc == 405) {
     respond_text(c, 405, "method not allowed: use GET or HEAD\n", false);
     return;
   }
-  WSG_DEBUG("http", "%s %s", method, target);
-  route(h, c, target, head);
+  WSG_DEBUG("http", "%s %s", req.method, req.path);
+  route(h, c, req.path, req.head);
 }
 
 /* ---------------------------------------------------------------------------------------------

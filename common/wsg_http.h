@@ -17,6 +17,7 @@
 #ifndef WSG_HTTP_H
 #define WSG_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "wsg_metrics.h"
@@ -56,5 +57,20 @@ int wsg_http_port(const wsg_http *h); /* the bound port */
 void wsg_http_stop(wsg_http *h);      /* joins the thread and frees; NULL is a no-op */
 /* The reason phrase of an HTTP status ("Service Unavailable"; "Unknown" for others). Static. */
 const char *wsg_http_status_text(int status);
+
+/* A request line as wsg_http_parse_request() reads it; pointers into the parsed head. */
+typedef struct {
+  const char *method;
+  const char *path; /* starts with '/', query and fragment cut off */
+  bool head;        /* HEAD: answer without a body */
+} wsg_http_request;
+
+/*
+ * Parses the request line of a request head (NUL-terminated; modified in place: the line and its
+ * parts are NUL-terminated). Returns 0 for GET or HEAD with *req set, 405 for another method
+ * (req->method set), 400 for a malformed line. Exposed for the unit tests and the fuzz target
+ * (tests/fuzz/http_request_fuzz.c): the request comes from anyone who reaches the port.
+ */
+int wsg_http_parse_request(char *head, wsg_http_request *req);
 
 #endif

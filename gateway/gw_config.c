@@ -67,11 +67,40 @@ static const wsg_option listener_rows[] = {
     {"max-connections", 0, "WSGATE_MAX_CONNECTIONS", WSG_OPT_INT, OPT(max_connections), "0", 0,
      100000000, NULL, 0,
      "Refuse upgrades with 503 beyond this many connections (0: the file descriptor limit minus "
-     "a reserve)."},
+     "a reserve of 256 for Kafka, Redis and the operations port, minus --max-handshakes)."},
     {"max-upgrades-per-sec", 0, "WSGATE_MAX_UPGRADES_PER_SEC", WSG_OPT_INT,
      OPT(max_upgrades_per_sec), "2000", 0, 10000000, NULL, 0,
      "Accept at most this many upgrades per second (503 + Retry-After beyond; 0: unlimited); "
-     "smooths reconnect storms after another gateway died."},
+     "smooths reconnect storms after another gateway died. Charged only once the token is "
+     "verified, so refused requests never spend it."},
+
+    {"handshake-timeout", 0, "WSGATE_HANDSHAKE_TIMEOUT", WSG_OPT_DURATION,
+     OPT(handshake_timeout_ms), "5s", 1 * SEC, 60 * SEC, NULL, 0,
+     "Close a socket that has not completed its upgrade (TLS, request head) this long after it "
+     "was accepted (whole seconds). 5 s covers a slow mobile handshake; longer only lets idle "
+     "or trickling sockets (slowloris) hold descriptors and header buffers."},
+    {"max-handshakes", 0, "WSGATE_MAX_HANDSHAKES", WSG_OPT_INT, OPT(max_handshakes), "1024", 16,
+     1000000, NULL, 0,
+     "Sockets accepted and not yet upgraded the gateway holds at once, beyond --max-connections "
+     "(later ones are closed at accept); also the pool of request-header buffers (about 13 KiB "
+     "each, so 1024 is 13 MiB). 1024 absorbs a reconnect storm at --max-upgrades-per-sec."},
+    {"max-conns-per-addr", 0, "WSGATE_MAX_CONNS_PER_ADDR", WSG_OPT_INT, OPT(max_conns_per_addr),
+     "1000", 0, 100000000, NULL, 0,
+     "Sockets one source address (an IPv6 /64) may hold open; beyond, new ones are closed at "
+     "accept (0: no cap). 1000 leaves room for a large NAT; set 0 behind a proxy or balancer "
+     "that does not keep client addresses (the manifests' Service keeps them: "
+     "externalTrafficPolicy Local)."},
+    {"max-pending-per-addr", 0, "WSGATE_MAX_PENDING_PER_ADDR", WSG_OPT_INT,
+     OPT(max_pending_per_addr), "64", 0, 1000000, NULL, 0,
+     "Of those, sockets one source address may hold before their upgrade; beyond, new ones are "
+     "closed at accept (0: no cap). 64 is more than any client needs in flight, and keeps one "
+     "address from taking more than its share of --max-handshakes."},
+    {"max-upgrades-per-addr", 0, "WSGATE_MAX_UPGRADES_PER_ADDR", WSG_OPT_INT,
+     OPT(max_upgrades_per_addr), "50", 0, 10000000, NULL, 0,
+     "Upgrade attempts per second one source address may make (burst as many), charged after "
+     "the Origin and token-shape checks and before the signature is verified; beyond, 503 with "
+     "Retry-After (0: no cap). Keeps one address from spending the gateway's CPU on signatures "
+     "and its share of --max-upgrades-per-sec."},
 
     {"rx-memory-max", 0, "WSGATE_RX_MEMORY_MAX", WSG_OPT_SIZE, OPT(rx_memory_max), "256m", 1 * MIB,
      1024LL * 1024 * MIB, NULL, 0,

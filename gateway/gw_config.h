@@ -57,6 +57,12 @@ typedef struct {
   int64_t max_connections; /* 0: derived from the file descriptor limit */
   int64_t max_upgrades_per_sec;
   uint64_t rx_memory_max;
+  /* --- hostile clients (issue 16): the door's own limits --- */
+  uint64_t handshake_timeout_ms; /* accept to upgrade (TLS, request head) */
+  int64_t max_handshakes;        /* sockets accepted, not yet upgraded: also the header pool */
+  int64_t max_conns_per_addr;    /* open sockets of one source address; 0: no cap */
+  int64_t max_pending_per_addr;  /* ... of those, not yet upgraded; 0: no cap */
+  int64_t max_upgrades_per_addr; /* upgrade attempts per second of one address; 0: no cap */
 
   /* --- operations endpoint (shared group) --- */
   wsg_ops_options http;

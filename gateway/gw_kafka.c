@@ -112,17 +112,6 @@ struct gw_kafka {
   wsg_counter *m_out_errors;
 };
 
-void gw_outbound_finish(gw_outbound *o) {
-  if (!o)
-    return;
-  gw_msg_unref(o->msg);
-  free(o->conns);
-  free(o->qs);
-  free(o->user);
-  free(o->reason);
-  memset(o, 0, sizeof *o);
-}
-
 /* Bytes an item holds, for the hand-off queue's byte bound. */
 static uint64_t item_bytes(const gw_outbound *o) {
   return (o->msg ? gw_msg_len(o->msg) : 0) +
@@ -378,99 +367,47 @@ static bool handoff_push(gw_kafka *k, gw_outbound *it, int slot) {
   return true;
 }
 
-/* Decodes one outbound record into a hand-off item; returns false (counted, logged) to drop it. */
+/* Decodes one outbound record into a hand-off item (gw_outdecode.c); returns false (counted,
+ * logged) to drop it. */
 static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it) {
   wsg_envelope env;
   const char *field = NULL;
-  memset(it, 0, sizeof *it);
-  int rc = wsg_envelope_decode(&env, m->payload, m->len, &field);
-  if (rc != WSG_ENV_OK) {
+  int rc = WSG_ENV_OK;
+  switch (gw_outbound_decode(m->payload, m->len, k->gw_id, k->gw_id_len, it, &env, &rc, &field)) {
+  case GW_OUTDEC_OK:
+    return true;
+  case GW_OUTDEC_INVALID:
     wsg_counter_add(k->m_out_invalid, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping an invalid envelope at %s [%d] offset %lld: %s (field \"%s\")",
                     k->out_topic, m->partition, (long long)m->offset, wsg_env_strerror(rc),
                     field ? field : "");
     return false;
-  }
-  if (env.kind != WSG_ENV_DELIVER && env.kind != WSG_ENV_CLOSE) {
+  case GW_OUTDEC_KIND:
     wsg_counter_add(k->m_out_kind, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping a \"%s\" envelope at %s [%d] offset %lld: gateways accept only "
                     "deliver and close",
                     wsg_env_kind_name(env.kind), k->out_topic, m->partition, (long long)m->offset);
     return false;
-  }
-  /* Fencing: the slot may have belonged to another gateway when the processor looked it up. */
-  if (env.gateway_len != k->gw_id_len || memcmp(env.gateway, k->gw_id, k->gw_id_len) != 0) {
+  case GW_OUTDEC_FENCED:
     wsg_counter_add(k->m_out_fenced, 1);
     WSG_DEBUG("kafka", "dropping an envelope for gateway %.*s at offset %lld (we are %s)",
               (int)env.gateway_len, env.gateway, (long long)m->offset, k->gw_id);
     return false;
-  }
-  it->kind = env.kind;
-  it->ts_us = (env.fields & WSG_F_TS) ? env.ts_us : 0;
-  it->q = (env.fields & WSG_F_USEQ) ? env.user_seq : 0;
-  if (env.kind == WSG_ENV_CLOSE) {
-    it->target = GW_TARGET_CONN;
-    it->conn = env.conn;
-    it->close_code = (env.fields & WSG_F_CLOSE_CODE) ? env.close_code : 0;
-    if ((env.fields & WSG_F_CLOSE_REASON) && env.close_reason_len > 0) {
-      it->reason = strndup(env.close_reason, env.close_reason_len);
-      if (!it->reason)
-        goto nomem;
-      it->reason_len = (uint8_t)env.close_reason_len; /* <= WSG_MAX_REASON_LEN, checked by decode */
-    }
-    return true;
-  }
-  /* A text frame that is not UTF-8 makes every RFC 6455 client fail the connection (1007): refuse
-   * the processor's mistake here rather than disconnect its recipients. */
-  if (!env.binary && env.data_len > 0 && !wsg_utf8_valid((const char *)env.data, env.data_len)) {
+  case GW_OUTDEC_NOT_UTF8:
     wsg_counter_add(k->m_out_invalid, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping a text deliver at %s [%d] offset %lld: its payload is not UTF-8 "
                     "(send it with b=true)",
                     k->out_topic, m->partition, (long long)m->offset);
     return false;
+  case GW_OUTDEC_NOMEM:
+    break;
   }
-  if (env.fields & WSG_F_CONNS) {
-    it->target = GW_TARGET_CONNS;
-    if (env.conns.count > 0) {
-      it->conns = malloc(sizeof(uint64_t) * env.conns.count);
-      if (!it->conns)
-        goto nomem;
-      size_t pos = 0;
-      uint64_t id;
-      while (it->nconns < env.conns.count && wsg_conns_next(&env.conns, &pos, &id))
-        it->conns[it->nconns++] = id;
-      if (env.fields & WSG_F_USEQS) {
-        /* The decoder checked that qs has exactly one element per connection. */
-        it->qs = malloc(sizeof(uint64_t) * env.conns.count);
-        if (!it->qs)
-          goto nomem;
-        pos = 0;
-        for (uint32_t i = 0; i < it->nconns && wsg_conns_next(&env.useqs, &pos, &id); i++)
-          it->qs[i] = id;
-      }
-    }
-  } else if (env.fields & WSG_F_CONN) {
-    it->target = GW_TARGET_CONN;
-    it->conn = env.conn;
-  } else {
-    it->target = GW_TARGET_USER;
-    it->user = strndup(env.user, env.user_len);
-    if (!it->user)
-      goto nomem;
-    it->user_len = env.user_len;
-  }
-  it->msg = gw_msg_create(env.data_len ? env.data : NULL, env.data_len, env.binary);
-  if (!it->msg)
-    goto nomem;
-  return true;
-nomem:
   wsg_counter_add(k->m_out_errors, 1);
   WSG_ERROR("kafka", "out of memory decoding an outbound envelope at offset %lld: dropped",
             (long long)m->offset);
-  gw_outbound_finish(it);
   return false;
 }
 

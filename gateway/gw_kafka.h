@@ -85,6 +85,26 @@ typedef struct {
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */
 
+/* What gw_outbound_decode() made of a record (gw_outdecode.c). */
+typedef enum {
+  GW_OUTDEC_OK,       /* *it is ready to hand off (caller finishes it) */
+  GW_OUTDEC_INVALID,  /* not a valid envelope: *env_rc and *field say why */
+  GW_OUTDEC_KIND,     /* valid, but neither deliver nor close (env->kind) */
+  GW_OUTDEC_FENCED,   /* addressed to another gateway (env->gateway) */
+  GW_OUTDEC_NOT_UTF8, /* a text deliver whose payload is not UTF-8 */
+  GW_OUTDEC_NOMEM,
+} gw_outdec_result;
+
+/*
+ * Decodes one outbound record rec[0..len) (borrowed) for the gateway gw_id[0..gw_id_len). On
+ * GW_OUTDEC_OK *it owns copies of everything it needs (release with gw_outbound_finish); on any
+ * other result *it is empty. env receives the decoded envelope (pointing into rec) for the
+ * caller's log line. Pure: no logging, no metrics; the fuzz target calls it as the consumer does.
+ */
+gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_id,
+                                    size_t gw_id_len, gw_outbound *it, wsg_envelope *env,
+                                    int *env_rc, const char **field);
+
 typedef struct {
   const char *brokers;           /* borrowed during create */
   const wsg_kvlist *props;       /* the user's -X overrides, borrowed during create; may be NULL */

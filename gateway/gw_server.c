@@ -24,12 +24,14 @@
  */
 #include "gw_session.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "gw_metrics.h"
@@ -45,6 +47,8 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define MAX_HTTP_HEADER_DATA 12288
 /* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
 #define FD_RESERVE 256
+/* The per-address table: 2 rows of 2^15 buckets, 1 MiB (gw_peers.h). */
+#define PEERS_BITS 15
 /* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
 #define REPLAY_PAGE_ENTRIES 256
 /* A closing connection whose close frame cannot be written within this long is dropped. */
@@ -440,9 +444,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len) {
   gw_session *ss = user;
   switch (reason) {
+  case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+    /* Right after accept(): `user` is the peer's address, not a session (gw_door.c). */
+    return gw_door_filter(server_of(wsi), user);
+  case LWS_CALLBACK_WSI_CREATE:
+    gw_door_created(server_of(wsi), wsi);
+    return 0;
+  case LWS_CALLBACK_RAW_ADOPT:
+    /* A CONNECT request: lws 4.1.6 turns the socket raw, clears its timeout and hands it to us. */
+    return gw_upgrade_raw(server_of(wsi), wsi);
+  case LWS_CALLBACK_RAW_RX:
+  case LWS_CALLBACK_RAW_WRITEABLE:
+    return -1; /* never served: close */
   case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
     return gw_upgrade_confirm(server_of(wsi), wsi);
   case LWS_CALLBACK_HTTP:
+    wsg_counter_add(server_of(wsi)->m_not_websocket, 1);
     return gw_upgrade_plain_http(wsi);
   case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
     gw_server *s = server_of(wsi);
@@ -455,6 +472,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   }
   case LWS_CALLBACK_ESTABLISHED:
+    gw_door_upgraded(server_of(wsi), wsi);
     return on_established(server_of(wsi), wsi, ss);
   case LWS_CALLBACK_RECEIVE:
     return gw_inbound_receive(server_of(wsi), wsi, ss, in, len);
@@ -488,6 +506,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
   case LWS_CALLBACK_WSI_DESTROY: {
     gw_server *s = server_of(wsi);
     free(gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi));
+    gw_door_destroyed(s, wsi);
     /* Normally CLOSED released it already; this also drops a deflate count taken by a
      * connection that never reached ESTABLISHED. */
     session_release(s, ss);
@@ -598,6 +617,29 @@ int gw_server_port(const gw_server *s) {
 /* ------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                   */
 
+/*
+ * lws_create_context() with libwebsockets kept to lws_fds descriptors, the rest of RLIMIT_NOFILE
+ * left to Kafka, Redis and the operations port. lws 4.1.6 sizes its fd table from the soft
+ * RLIMIT_NOFILE at creation (context.c) and refuses any socket whose descriptor is past it
+ * (pollfd.c: "Socket fd %d is too high"). Setting info.fd_limit_per_thread below the limit
+ * instead would switch lws to its "unrelated to ulimit" mode, which finds a connection by a
+ * linear scan of the whole table on every event (unix-fds.c): O(connections) per event. So the
+ * soft limit is lowered for the call and put back after it.
+ */
+static struct lws_context *create_context(struct lws_context_creation_info *info, int lws_fds) {
+  struct rlimit rl;
+  bool lowered = false;
+  if (lws_fds > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > (rlim_t)lws_fds) {
+    struct rlimit low = {(rlim_t)lws_fds, rl.rlim_max};
+    lowered = setrlimit(RLIMIT_NOFILE, &low) == 0;
+  }
+  struct lws_context *ctx = lws_create_context(info);
+  if (lowered && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+    WSG_WARN("server", "cannot restore RLIMIT_NOFILE to %llu after creating the listener: %s",
+             (unsigned long long)rl.rlim_cur, strerror(errno));
+  return ctx;
+}
+
 int gw_server_create(gw_server **out, const gw_server_options *o, char *err, size_t errlen) {
   *out = NULL;
   gw_server *s = calloc(1, sizeof *s);
@@ -649,11 +691,22 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->replay_limits.max_bytes = s->resume.room;
   s->replay_limits.max_age_ms = cfg->resume_max_age_ms;
   s->replay_limits.max_distance = cfg->resume_max > 0 ? (uint64_t)cfg->resume_max : 0;
+  s->max_handshakes = (uint64_t)cfg->max_handshakes;
+  gw_rate_init(&s->rate_addr_upgrades, (uint64_t)cfg->max_upgrades_per_addr,
+               (uint64_t)cfg->max_upgrades_per_addr);
+  s->peers = gw_peers_new(PEERS_BITS);
+  if (!s->peers) {
+    snprintf(err, errlen, "cannot allocate the per-address table (out of memory or getrandom)");
+    goto fail;
+  }
+  /* libwebsockets' share of the descriptors (fd_reserve_limit says how it is kept to it). */
+  int lws_fds = o->fd_limit > FD_RESERVE * 2 ? o->fd_limit - FD_RESERVE : o->fd_limit;
   if (cfg->max_connections > 0)
     s->max_conns = (uint64_t)cfg->max_connections;
+  else if ((uint64_t)lws_fds > s->max_handshakes * 2)
+    s->max_conns = (uint64_t)lws_fds - s->max_handshakes;
   else
-    s->max_conns = o->fd_limit > FD_RESERVE * 2 ? (uint64_t)(o->fd_limit - FD_RESERVE)
-                                                : (uint64_t)(o->fd_limit > 0 ? o->fd_limit / 2 : 1);
+    s->max_conns = lws_fds > 2 ? (uint64_t)lws_fds / 2 : 1;
   wsg_metrics_register_table(o->metrics, &gw_server_metric_table, s);
   s->resume.ops = &resume_ops;
   s->resume.arg = s;
@@ -730,8 +783,13 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   info.extensions = cfg->deflate ? s->exts : NULL;
   info.retry_and_idle_policy = &s->retry;
   info.max_http_header_data = MAX_HTTP_HEADER_DATA;
-  if (o->fd_limit > 0)
-    info.fd_limit_per_thread = (unsigned)o->fd_limit;
+  /* Handshake resources set explicitly (lws' defaults: 5 s, then 10 s more once a header buffer
+   * is attached, and a pool as large as the descriptor limit): a socket gets at most
+   * --handshake-timeout to bring its request head, and at most --max-handshakes of them hold a
+   * header buffer (the others wait for one, within the same timeout). */
+  info.timeout_secs = (unsigned)(cfg->handshake_timeout_ms / 1000);
+  info.timeout_secs_ah_idle = info.timeout_secs;
+  info.max_http_header_pool2 = (unsigned)s->max_handshakes;
   if (cfg->tls_cert) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = cfg->tls_cert;
@@ -741,7 +799,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     info.alpn = "http/1.1";
   }
 
-  s->ctx = lws_create_context(&info);
+  s->ctx = create_context(&info, lws_fds);
   if (!s->ctx) {
     snprintf(err, errlen,
              "cannot start the WebSocket listener on %s:%lld (see the libwebsockets error above: "
@@ -754,6 +812,17 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   WSG_INFO("server", "WebSocket listener on %s:%d (%s, subprotocol %s, max %llu connections)",
            cfg->listen_addr, s->port, cfg->tls_cert ? "wss" : "ws", cfg->subprotocol,
            (unsigned long long)s->max_conns);
+  wsg_gauge_set(s->m_fd_limit, lws_fds);
+  WSG_INFO("server",
+           "libwebsockets may use %d of %d file descriptors (%d kept for Kafka, Redis and the "
+           "operations port); %llu sockets may wait for their upgrade, %llu s each; per address: "
+           "%lld open, %lld before their upgrade, %lld upgrades/s (0: no cap); per-address table "
+           "%llu KiB",
+           lws_fds, o->fd_limit, o->fd_limit - lws_fds, (unsigned long long)s->max_handshakes,
+           (unsigned long long)(cfg->handshake_timeout_ms / 1000),
+           (long long)cfg->max_conns_per_addr, (long long)cfg->max_pending_per_addr,
+           (long long)cfg->max_upgrades_per_addr,
+           (unsigned long long)(gw_peers_memory(s->peers) / 1024));
   *out = s;
   return 0;
 fail:
@@ -780,6 +849,7 @@ void gw_server_destroy(gw_server *s) {
     free(val);
   gw_conn_map_finish(&s->pending);
   gw_conn_map_finish(&s->conns);
+  gw_door_finish(s);
   gw_user_map_finish(&s->users);
   gw_inbound_finish(s);
   gw_chserve_finish(s);

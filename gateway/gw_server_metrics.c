@@ -38,6 +38,16 @@ static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 #define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
   CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
 
+/* Sockets closed right after accept, one series per cap (GW_DOOR_REFUSALS). */
+#define ACCEPT_REFUSED "wsgate_gateway_accept_refused_total"
+#define ACCEPT_REFUSED_HELP                                                                        \
+  "Sockets closed right after accept, before reading a byte, by the cap they met "                 \
+  "(--max-connections + --max-handshakes, --max-handshakes, --max-conns-per-addr, "                \
+  "--max-pending-per-addr)."
+#define DOOR_ROW(name, label)                                                                      \
+  COUNTER(m_accept_refused[GW_DOOR_##name], ACCEPT_REFUSED, ACCEPT_REFUSED_HELP,                   \
+          "reason=\"" label "\""),
+
 static const wsg_metric_def metric_rows[] = {
     UPGRADE_RESULTS(UPGRADE_ROW) /* gw_session.h */
     GW_CLOSE_MAP(CLOSE_ROW)      /* gw_server.h */
@@ -101,6 +111,17 @@ static const wsg_metric_def metric_rows[] = {
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
           "Channel subscriptions of this gateway's connections.", NULL),
     GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",
+          NULL),
+    GW_DOOR_REFUSALS(DOOR_ROW) /* gw_session.h */
+    COUNTER(m_not_websocket, "wsgate_gateway_not_websocket_total",
+            "Requests on the WebSocket port that were not an upgrade (plain HTTP: 426; CONNECT: "
+            "405); each answered and closed.",
+            NULL),
+    GAUGE(m_handshakes, "wsgate_gateway_handshakes",
+          "Sockets accepted and not yet upgraded (at most --max-handshakes).", NULL),
+    GAUGE(m_fd_limit, "wsgate_gateway_fd_limit",
+          "File descriptors libwebsockets may use: RLIMIT_NOFILE minus the reserve kept for Kafka, "
+          "Redis and the operations port.",
           NULL),
 };
 

@@ -3,6 +3,7 @@
  * one else (not a public API: gw_server.h is). One concern per file:
  *   gw_server.c    the libwebsockets context and its protocol callback, connections' lifecycle
  *                  (established, registered, released), closes, keepalive, drain, metrics;
+ *   gw_door.c      sockets from accept to upgrade: global and per-address caps (gw_peers);
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
@@ -29,6 +30,7 @@
 #include "gw_conns.h"
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
+#include "gw_peers.h"
 #include "gw_ratelimit.h"
 #include "gw_resume.h"
 #include "gw_sendq.h"
@@ -136,6 +138,20 @@ enum {
       UPG__COUNT
 };
 
+/* Why a socket was closed at accept, before reading a byte (metric label). */
+#define GW_DOOR_REFUSALS(X)                                                                        \
+  X(FULL, "full")                 /* --max-connections + --max-handshakes sockets open */          \
+  X(HANDSHAKES, "handshakes")     /* --max-handshakes sockets before their upgrade */              \
+  X(ADDR_OPEN, "addr_open")       /* --max-conns-per-addr */                                       \
+  X(ADDR_PENDING, "addr_pending") /* --max-pending-per-addr */
+
+enum {
+#define DOOR_ENUM(name, label) GW_DOOR_##name,
+  GW_DOOR_REFUSALS(DOOR_ENUM)
+#undef DOOR_ENUM
+      GW_DOOR__COUNT
+};
+
 enum {
 #define CLOSE_IDX(name, code, when, reason) CLOSE_IDX_##name,
   GW_CLOSE_MAP(CLOSE_IDX)
@@ -161,6 +177,16 @@ struct gw_server {
   gw_replay_limits replay_limits;
   gw_resume resume; /* resumable connections' settings and counters */
   uint64_t max_conns;
+
+  /* The door (issue 16): every accepted client socket until lws frees it, keyed by wsi, valued
+   * gw__sock_val() (its address' buckets and whether it is still before its upgrade). */
+  gw_peers *peers;
+  gw_conn_map sockets;
+  uint64_t nsockets, npending_sockets;
+  uint64_t max_handshakes;
+  gw_rate rate_addr_upgrades;
+  bool accept_stashed; /* FILTER_NETWORK_CONNECTION passed; WSI_CREATE of that socket is next */
+  gw_peer_key accept_key;
 
   gw_conn_map conns;   /* conn id -> gw_session */
   gw_conn_map pending; /* (uintptr_t)wsi -> gw_pending */
@@ -206,6 +232,9 @@ struct gw_server {
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
   wsg_histogram *m_latency;
+  wsg_counter *m_accept_refused[GW_DOOR__COUNT];
+  wsg_counter *m_not_websocket;
+  wsg_gauge *m_handshakes, *m_fd_limit;
 
   gw_channels *channels; /* gw_chserve: the local subscription index */
   gw_chreg *chreg;
@@ -256,6 +285,20 @@ static inline uint64_t now_ns(void) {
  * else the upgrade was refused or must be dropped) and LWS_CALLBACK_HTTP (426, closes). */
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi);
 int gw_upgrade_plain_http(struct lws *wsi);
+/* gw_upgrade.c: a CONNECT request turned the socket raw (LWS_CALLBACK_RAW_ADOPT): answer 405 and
+ * close (returns -1). */
+int gw_upgrade_raw(gw_server *s, struct lws *wsi);
+
+/* gw_door.c: sockets from accept to upgrade. filter: LWS_CALLBACK_FILTER_NETWORK_CONNECTION
+ * (nonzero: close it at once); created: LWS_CALLBACK_WSI_CREATE (counts the socket filter let
+ * in); upgraded: LWS_CALLBACK_ESTABLISHED (no longer pending); destroyed: LWS_CALLBACK_WSI_DESTROY;
+ * key: the address of an accepted socket (false: not one we counted); finish: at destroy. */
+int gw_door_filter(gw_server *s, const struct lws_filter_network_conn_args *a);
+void gw_door_created(gw_server *s, struct lws *wsi);
+void gw_door_upgraded(gw_server *s, struct lws *wsi);
+void gw_door_destroyed(gw_server *s, struct lws *wsi);
+bool gw_door_key(gw_server *s, struct lws *wsi, gw_peer_key *out);
+void gw_door_finish(gw_server *s);
 
 /* gw_server.c: closes. gw__close_now from inside the wsi's own callback (returns -1, which the
  * caller returns to lws); gw__close_async from anywhere on the loop thread (the close frame goes

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "gw_chperm.h"
@@ -207,6 +208,37 @@ static size_t channel_perm(gw_server *s, const char *tok, size_t tl, char *perm,
   return gw_chperm_from_claims(claims, (size_t)n, s->cfg->channel_claim, perm, cap);
 }
 
+/* A JWT's shape (three non-empty base64url parts, two dots), checked before any budget is charged
+ * or any signature computed: costs one pass over the bytes. */
+static bool token_shape_ok(const char *t, size_t n) {
+  int dots = 0;
+  size_t part = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = t[i];
+    if (c == '.') {
+      if (part == 0 || ++dots > 2)
+        return false;
+      part = 0;
+    } else if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_') {
+      part++;
+    } else {
+      return false;
+    }
+  }
+  return dots == 2 && part > 0;
+}
+
+/* The source address' upgrade budget (--max-upgrades-per-addr), charged once a request passed
+ * the cheap checks and before its signature is computed: bounds the HMAC work one address can
+ * cause, and its share of the gateway-wide budget. */
+static bool addr_budget_ok(gw_server *s, struct lws *wsi) {
+  gw_peer_key k;
+  if (gw_rate_unlimited(&s->rate_addr_upgrades) || !gw_door_key(s, wsi, &k))
+    return true;
+  return gw_peers_rate_allow(s->peers, k, &s->rate_addr_upgrades, now_ns());
+}
+
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   /* CVE-2025-11677 guard: never read `in`; anything but "websocket" (h2c included) returns -1
    * before lws reads freed memory (docs/notes/libwebsockets-4.1.6.md#cve-2025-11677). */
@@ -224,10 +256,9 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   if (s->conns.count + s->pending.count >= s->max_conns)
     return refuse(s, wsi, UPG_FULL, 503, "connection_limit",
                   "this gateway holds as many connections as it may", NULL, 5);
-  if (!gw_rate_unlimited(&s->rate_upgrades) &&
-      !gw_rate_allow(&s->rate_upgrades, &s->upgrades_tat, now_ns(), 1))
-    return refuse(s, wsi, UPG_RATE, 503, "upgrade_rate", "too many connection attempts right now",
-                  NULL, 1);
+  /* The upgrade budgets are charged after the cheap checks (subprotocol, Origin, the token's
+   * shape) and the global one only after the signature (issue 16): a stream of junk upgrades must
+   * not spend the budget that real users need to get in. */
 
   int plen = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
   int picked = 0;
@@ -285,8 +316,15 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   char tok[GW_JWT_MAX_TOKEN + 2];
   const char *problem = NULL;
   int tl = request_token(wsi, tok, sizeof tok, &problem);
+  if (tl > 0 && !token_shape_ok(tok, (size_t)tl)) {
+    tl = -1;
+    problem = "the token is not a JWT (three base64url parts separated by dots)";
+  }
   if (tl < 0)
     return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", problem, bearer_invalid, 0);
+  if (!addr_budget_ok(s, wsi))
+    return refuse(s, wsi, UPG_RATE, 503, "upgrade_rate",
+                  "too many connection attempts from this address right now", NULL, 1);
 
   char user[WSG_MAX_USER_LEN + 1];
   size_t ulen = 0;
@@ -317,6 +355,12 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", gw_jwt_strerror(rc),
                     bearer_invalid, 0);
   }
+
+  /* Only a verified user spends the gateway-wide budget. */
+  if (!gw_rate_unlimited(&s->rate_upgrades) &&
+      !gw_rate_allow(&s->rate_upgrades, &s->upgrades_tat, now_ns(), 1))
+    return refuse(s, wsi, UPG_RATE, 503, "upgrade_rate", "too many connection attempts right now",
+                  NULL, 1);
 
   gw_pending *p = malloc(sizeof *p + ulen + 1 + permlen);
   if (!p)
@@ -352,5 +396,34 @@ int gw_upgrade_plain_http(struct lws *wsi) {
   memcpy(p, body, sizeof body - 1);
   p += sizeof body - 1;
   lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL);
+  return -1;
+}
+
+int gw_upgrade_raw(gw_server *s, struct lws *wsi) {
+  /* lws 4.1.6 turns a CONNECT request into a raw socket with no timeout and hands it to us
+   * (server.c, lws_http_to_fallback): answer and close at once, or the socket is held for good
+   * by a client that sent no token. The socket's send buffer is empty here, so one send() goes
+   * out whole; what the client sent after its request head is discarded before the close, so
+   * the close is a FIN, not a reset that would destroy the answer. */
+  static const char body[] =
+      "{\"error\":\"method_not_allowed\",\"message\":\"this port serves WebSocket upgrades only\"}";
+  char answer[512];
+  int n = snprintf(answer, sizeof answer,
+                   "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Type: "
+                   "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                   sizeof body - 1, body);
+  wsg_counter_add(s->m_not_websocket, 1);
+  lws_sockfd_type fd = lws_get_socket_fd(wsi);
+  if (fd >= 0) {
+    (void)send(fd, answer, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    char drop[4096];
+    for (int i = 0; i < 16 && recv(fd, drop, sizeof drop, MSG_DONTWAIT) > 0; i++)
+      ;
+    shutdown(fd, SHUT_WR);
+  }
+  char peer[64];
+  peer_of(wsi, peer, sizeof peer);
+  wsg_log_limited(&s->rl_refuse, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_INFO, "server",
+                  "%s sent a CONNECT request: answered 405 and closed", peer);
   return -1;
 }

@@ -195,7 +195,10 @@ class Context:
         argv = [self.bins["gateway"], "--kafka-brokers", self.kafka, "--redis-port",
                 self.redis_port, "--listen-addr", "127.0.0.1", "--listen-port", port,
                 "--http-addr", "127.0.0.1", "--http-port", http, "--jwt-secret-file",
-                self.secret_file, "--max-upgrades-per-sec", "0", "--inbound-topic", topics[0],
+                self.secret_file, "--max-upgrades-per-sec", "0",
+                # All clients share 127.0.0.1: per-address caps would cap the benchmark itself.
+                "--max-conns-per-addr", "0", "--max-pending-per-addr", "0",
+                "--max-upgrades-per-addr", "0", "--inbound-topic", topics[0],
                 "--outbound-topic", topics[1], "--redis-prefix", prefix, "--gateway-id",
                 f"bench-gw{i}-{os.getpid()}", "--log-level", "warn",
                 # Drain is not measured here: close fast when a step is over.

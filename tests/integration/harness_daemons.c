@@ -145,6 +145,10 @@ static void gateway_spawn(itest_gateway *g, const itest_daemon_opts *o) {
       "10s",
       "--log-level",
       "debug",
+      /* Every test client comes from 127.0.0.1: no per-address upgrade budget unless a test sets
+       * one (a later flag wins), so quick reconnects in a test never meet it. */
+      "--max-upgrades-per-addr",
+      "0",
   };
   size_t n = 0;
   while (argv[n])

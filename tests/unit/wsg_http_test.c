@@ -338,3 +338,20 @@ Test(wsg_http, without_metrics_or_ready) {
   srv = keep;
   wsg_http_stop(bare);
 }
+
+Test(http, request_line_parser) {
+  char a[] = "GET /readyz?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+  wsg_http_request r;
+  cr_assert_eq(wsg_http_parse_request(a, &r), 0);
+  cr_assert_str_eq(r.path, "/readyz");
+  cr_assert(!r.head);
+  char b[] = "HEAD /metrics HTTP/1.0\r\n\r\n";
+  cr_assert_eq(wsg_http_parse_request(b, &r), 0);
+  cr_assert(r.head);
+  char c[] = "CONNECT /x HTTP/1.1\r\n\r\n";
+  cr_assert_eq(wsg_http_parse_request(c, &r), 405);
+  char d[] = "GET x HTTP/1.1\r\n\r\n", e[] = "GET /x\r\n\r\n", f[] = "";
+  cr_assert_eq(wsg_http_parse_request(d, &r), 400);
+  cr_assert_eq(wsg_http_parse_request(e, &r), 400);
+  cr_assert_eq(wsg_http_parse_request(f, &r), 400);
+}
