@@ -1,5 +1,6 @@
 /*
- * proc_consumer: the one file of the processor that talks to librdkafka: the consumer group on
+ * proc_consumer: the one module of the processor that talks to librdkafka (proc_consumer.c, and
+ * proc_group.c for the group's offsets, commits and rebalances): the consumer group on
  * the inbound topic, the idempotent producer to the outbound (and dead-letter) topic, and the
  * bookkeeping that ties them together so an inbound offset is committed only after every record
  * it caused is acknowledged by Kafka.
