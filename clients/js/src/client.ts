@@ -184,6 +184,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private nextId = 1;
   private lastToken: string | undefined;
   private generation = 0;
+  private sentResume: number | null = null;
 
   constructor(options: ClientOptions) {
     super((err) => this.emit('error', new WsgateError('listener', 'an event listener threw', err)));
@@ -372,10 +373,12 @@ export class WsgateClient extends Emitter<ClientEvents> {
     const tokenChanged = token !== this.lastToken;
     this.lastToken = token;
     const url = new URL(this.o.url);
-    if (token) url.searchParams.set('token', token);
-    for (const [k, v] of Object.entries(this.o.params || {})) url.searchParams.set(k, v);
     const protocols = this.o.resume ? [`${this.o.subprotocol}+seq`, this.o.subprotocol] : [this.o.subprotocol];
-    if (this.o.resume && this.last !== null) url.searchParams.set('resume', String(this.last));
+    // The token goes last: the gateway (libwebsockets 4.1.6) misses an argument after it.
+    this.sentResume = this.o.resume ? this.last : null;
+    if (this.sentResume !== null) url.searchParams.set('resume', String(this.sentResume));
+    for (const [k, v] of Object.entries(this.o.params || {})) url.searchParams.set(k, v);
+    if (token) url.searchParams.set('token', token);
     const Ctor = this.o.WebSocket || (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     let ws: WebSocketLike;
     try {
@@ -569,6 +572,8 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private control(c: Record<string, unknown>): void {
     if (c.type === 'sync') {
       const s = c as unknown as SyncEvent;
+      // A gateway that did not see our ?resume= replayed nothing: say so rather than lose silently.
+      if (this.sentResume !== null && s.resume !== this.sentResume) s.complete = false;
       // The gateway's word on where we are, also when it is lower (a position it did not know).
       if (typeof s.last === 'number') this.savePosition(s.last);
       this.emit('sync', s);

@@ -340,6 +340,20 @@ describe('resume', () => {
     await gw.close();
   });
 
+  test('?resume= comes before the token, and a sync that ignored it raises resync', async () => {
+    // The gateway (libwebsockets 4.1.6) loses a query argument that follows a long one.
+    const gw = await fakeGateway({ onConnection: (s) => s.send('wsgate\n{"type":"sync","resume":null,"last":9,"replayed":0,"complete":true}') });
+    const store = memoryStore();
+    store.set(7);
+    const c = client(opts(gw.url, { storage: store, token: 't'.repeat(200), params: { user: 'u' } }));
+    const r = await next(c, 'resync');
+    assert.equal(r.reason, 'incomplete');
+    assert.deepEqual([...gw.upgrades[0].url.searchParams.keys()], ['resume', 'user', 'token']);
+    assert.equal(c.position, 9);
+    c.close();
+    await gw.close();
+  });
+
   test('resetPosition() forgets the position', async () => {
     const store = memoryStore();
     store.set(9);
