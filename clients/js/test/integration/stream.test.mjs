@@ -18,10 +18,16 @@ const CRASH_AT = Math.floor((MESSAGES * 3) / 5);
 const DEADLINE_MS = Number(process.env.WSGATE_JS_STREAM_DEADLINE_MS || 180000);
 
 const cluster = new Cluster('stream');
-after(() => cluster.stop());
+const all = [];
+after(() => {
+  all.forEach((c) => c.close());
+  return cluster.stop();
+});
 
 function client(url, user) {
-  return new WsgateClient({ url, WebSocket: WS, token: async () => token(user), storage: memoryStore() });
+  const c = new WsgateClient({ url, WebSocket: WS, token: async () => token(user), storage: memoryStore() });
+  all.push(c);
+  return c;
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -98,5 +104,4 @@ test(`${MESSAGES} messages to ${RECEIVERS} clients survive a drain and a kill -9
   const crashedClients = receivers.filter((r) => r.causes.some((c) => c === 'closed:1006')).length;
   t.diagnostic(`${drainedClients} clients drained (1001), ${crashedClients} lost their gateway (1006)`);
   assert.ok(drainedClients > 0 && crashedClients > 0, 'both the drain and the crash hit some clients');
-  [pub, ...receivers.map((r) => r.c)].forEach((c) => c.close());
 });
