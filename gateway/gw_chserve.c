@@ -13,7 +13,6 @@
 #include "gw_session.h"
 #include "wsg_time.h"
 
-
 static void update_gauges(gw_server *s) {
   wsg_gauge_set(s->m_channels, (int64_t)gw_channels_count(s->channels));
   wsg_gauge_set(s->m_chsubs, (int64_t)gw_channels_subs(s->channels));

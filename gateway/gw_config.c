@@ -222,12 +222,12 @@ static const wsg_option connection_rows[] = {
      OPT(channel_max_per_conn), "64", 1, 65536, NULL, 0,
      "Most channels one connection may subscribe to; one more is answered "
      "too_many_subscriptions."},
-    {"channel-max", 0, "WSGATE_CHANNEL_MAX", WSG_OPT_INT, OPT(channel_max), "1000000", 1,
-     100000000, NULL, 0,
+    {"channel-max", 0, "WSGATE_CHANNEL_MAX", WSG_OPT_INT, OPT(channel_max), "1000000", 1, 100000000,
+     NULL, 0,
      "Most distinct channels with subscribers on this gateway (bounds its memory); a subscribe "
      "to a new channel beyond it is answered too_many_channels."},
-    {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels",
-     0, 0, NULL, 0,
+    {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
+     0, NULL, 0,
      "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "
      "ending with `*`. Without it a token allows no channel; --insecure-dev-user users may "
      "subscribe to any."},

@@ -269,15 +269,24 @@ static const decode_case decode_cases[] = {
     {"publish without co", NULL, {V1, T_PUBLISH, G, CH_NEWS, CE7}, WSG_ENV_MISSING, "co"},
     {"publish without ce", NULL, {V1, T_PUBLISH, G, CH_NEWS, CO1}, WSG_ENV_MISSING, "ce"},
     {"empty ch", NULL, {V1, T_PUBLISH, G, {"ch", "a0"}, CO1, CE7}, WSG_ENV_BAD_VALUE, "ch"},
-    {"ch with a control", NULL, {V1, T_PUBLISH, G, {"ch", "a2 610a"}, CO1, CE7}, WSG_ENV_BAD_VALUE,
+    {"ch with a control",
+     NULL,
+     {V1, T_PUBLISH, G, {"ch", "a2 610a"}, CO1, CE7},
+     WSG_ENV_BAD_VALUE,
      "ch"},
-    {"ch with a C1 control", NULL, {V1, T_PUBLISH, G, {"ch", "a2 c285"}, CO1, CE7},
-     WSG_ENV_BAD_VALUE, "ch"},
+    {"ch with a C1 control",
+     NULL,
+     {V1, T_PUBLISH, G, {"ch", "a2 c285"}, CO1, CE7},
+     WSG_ENV_BAD_VALUE,
+     "ch"},
     {"ch not UTF-8", NULL, {V1, T_PUBLISH, G, {"ch", "a1 ff"}, CO1, CE7}, WSG_ENV_BAD_UTF8, "ch"},
     {"ch is a uint", NULL, {V1, T_PUBLISH, G, {"ch", "01"}, CO1, CE7}, WSG_ENV_BAD_TYPE, "ch"},
     {"co 0", NULL, {V1, T_PUBLISH, G, CH_NEWS, {"co", "00"}, CE7}, WSG_ENV_BAD_VALUE, "co"},
-    {"co 2^53", NULL, {V1, T_PUBLISH, G, CH_NEWS, {"co", "cf 0020000000000000"}, CE7},
-     WSG_ENV_BAD_VALUE, "co"},
+    {"co 2^53",
+     NULL,
+     {V1, T_PUBLISH, G, CH_NEWS, {"co", "cf 0020000000000000"}, CE7},
+     WSG_ENV_BAD_VALUE,
+     "co"},
     {"ce 0", NULL, {V1, T_PUBLISH, G, CH_NEWS, CO1, {"ce", "00"}}, WSG_ENV_BAD_VALUE, "ce"},
     {"co negative", NULL, {V1, T_PUBLISH, G, CH_NEWS, {"co", "ff"}, CE7}, WSG_ENV_BAD_VALUE, "co"},
     {"cc 999", NULL, {V1, T_CLOSE, G, C42, {"cc", "cd 03e7"}}, WSG_ENV_BAD_VALUE, "cc"},
@@ -1222,7 +1231,7 @@ Test(channel_name, rules) {
   cr_expect(wsg_channel_name_valid("a", 1));
   cr_expect(wsg_channel_name_valid("news:eu", 7));
   cr_expect(wsg_channel_name_valid("match:\xe6\x97\xa5", 9)); /* U+65E5 */
-  cr_expect(wsg_channel_name_valid("\xc2\xa0", 2));            /* U+00A0 is not a control */
+  cr_expect(wsg_channel_name_valid("\xc2\xa0", 2));           /* U+00A0 is not a control */
   cr_expect(!wsg_channel_name_valid("", 0));
   cr_expect(!wsg_channel_name_valid(NULL, 3));
   cr_expect(!wsg_channel_name_valid("a\tb", 3));
