@@ -43,8 +43,6 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 
 /* Upper bound of one send() (tx_packet_size): a fragment plus its header. */
 #define TX_PACKET_SIZE (FRAG_SIZE + 16)
-/* Enough for an 8 KiB token in Authorization or the query plus ordinary browser headers. */
-#define MAX_HTTP_HEADER_DATA 12288
 /* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
 #define FD_RESERVE 256
 /* The per-address table: 2 rows of 2^15 buckets, 1 MiB (gw_peers.h). */
@@ -782,7 +780,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   info.protocols = s->protocols;
   info.extensions = cfg->deflate ? s->exts : NULL;
   info.retry_and_idle_policy = &s->retry;
-  info.max_http_header_data = MAX_HTTP_HEADER_DATA;
+  info.max_http_header_data = GW_MAX_HTTP_HEADER_DATA;
   /* Handshake resources set explicitly (lws' defaults: 5 s, then 10 s more once a header buffer
    * is attached, and a pool as large as the descriptor limit): a socket gets at most
    * --handshake-timeout to bring its request head, and at most --max-handshakes of them hold a

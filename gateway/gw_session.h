@@ -139,6 +139,10 @@ enum {
 };
 
 /* Why a socket was closed at accept, before reading a byte (metric label). */
+/* A request head's header data (lws max_http_header_data): enough for an 8 KiB token in
+ * Authorization or the query plus ordinary browser headers. Bounds every query argument too. */
+#define GW_MAX_HTTP_HEADER_DATA 12288
+
 #define GW_DOOR_REFUSALS(X)                                                                        \
   X(FULL, "full")                 /* --max-connections + --max-handshakes sockets open */          \
   X(HANDSHAKES, "handshakes")     /* --max-handshakes sockets before their upgrade */              \

@@ -160,6 +160,30 @@ static bool origin_allowed(const gw_config *cfg, char *origin) {
  * The bearer token from "Authorization: Bearer <token>", else from "?token=<token>". Returns
  * its length, 0 when the request carries none, -1 (and sets *problem) when it is unusable.
  */
+/*
+ * The value of the query argument `name` ("resume="), copied NUL-terminated into out; NULL when
+ * absent, or when longer than cap - 1 (*too_long is then set). lws 4.1.6's
+ * lws_get_urlarg_by_name() stops at the first argument that does not fit the buffer it is given,
+ * so with a small buffer an argument after a token (?token=<JWT>&resume=5) was never seen and the
+ * resume silently dropped: it gets a buffer that any argument fits, the request head being at most
+ * GW_MAX_HTTP_HEADER_DATA (docs/notes/libwebsockets-4.1.6.md#query-arguments).
+ */
+static const char *query_arg(struct lws *wsi, const char *name, char *out, size_t cap,
+                             bool *too_long) {
+  char scratch[GW_MAX_HTTP_HEADER_DATA + 1];
+  *too_long = false;
+  const char *v = lws_get_urlarg_by_name(wsi, name, scratch, (int)sizeof scratch);
+  if (!v)
+    return NULL;
+  size_t n = strlen(v);
+  if (n >= cap) {
+    *too_long = true;
+    return NULL;
+  }
+  memcpy(out, v, n + 1);
+  return out;
+}
+
 static int request_token(struct lws *wsi, char *buf, size_t cap, const char **problem) {
   int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
   if (alen > 0) {
@@ -189,12 +213,14 @@ static int request_token(struct lws *wsi, char *buf, size_t cap, const char **pr
     }
     return (int)tl;
   }
-  const char *v = lws_get_urlarg_by_name(wsi, "token=", buf, (int)cap);
-  if (!v)
-    return 0;
-  size_t tl = strlen(v);
-  memmove(buf, v, tl + 1);
-  return (int)tl;
+  bool too_long;
+  if (!query_arg(wsi, "token=", buf, cap, &too_long)) {
+    if (!too_long)
+      return 0;
+    *problem = "the token in ?token= is longer than the 8192-byte limit";
+    return -1;
+  }
+  return (int)strlen(buf);
 }
 
 /* The token's channel permissions (gw_chperm), read from the claims gw_jwt_verify() accepted. */
@@ -284,9 +310,10 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   /* ?resume=<q>: the client's position in its user's sequence (the last q it received). */
   uint64_t resume = 0;
   char rbuf[64];
-  const char *rv = lws_get_urlarg_by_name(wsi, "resume=", rbuf, (int)sizeof rbuf);
-  if (rv) {
-    if (!parse_resume(rv, &resume))
+  bool rlong;
+  const char *rv = query_arg(wsi, "resume=", rbuf, sizeof rbuf, &rlong);
+  if (rv || rlong) {
+    if (!rv || !parse_resume(rv, &resume))
       return refuse(s, wsi, UPG_BAD_REQUEST, 400, "invalid_resume",
                     "?resume= must be the q of the last message received: a positive integer", NULL,
                     0);
@@ -335,7 +362,8 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
     if (!cfg->insecure_dev_user)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "missing_token",
                     "send \"Authorization: Bearer <token>\" or ?token=<token>", bearer, 0);
-    const char *u = lws_get_urlarg_by_name(wsi, "user=", tok, (int)sizeof tok);
+    bool ulong;
+    const char *u = query_arg(wsi, "user=", tok, sizeof tok, &ulong);
     if (!u || !*u || strlen(u) > WSG_MAX_USER_LEN || !wsg_utf8_valid(u, strlen(u)))
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "missing_token",
                     "no token, and no valid ?user=<id> for --insecure-dev-user", bearer, 0);
