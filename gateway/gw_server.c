@@ -697,7 +697,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     snprintf(err, errlen, "cannot allocate the per-address table (out of memory or getrandom)");
     goto fail;
   }
-  /* libwebsockets' share of the descriptors (fd_reserve_limit says how it is kept to it). */
+  /* libwebsockets' share of the descriptors (create_context() says how it is kept to it). */
   int lws_fds = o->fd_limit > FD_RESERVE * 2 ? o->fd_limit - FD_RESERVE : o->fd_limit;
   if (cfg->max_connections > 0)
     s->max_conns = (uint64_t)cfg->max_connections;

@@ -5,7 +5,7 @@
  * write and no Kafka message. The user id is kept in a side table keyed by the wsi (gw_pending),
  * because lws gives the ws protocol a new per-session block
  * (docs/notes/libwebsockets-4.1.6.md#upgrade-callbacks); ESTABLISHED (gw_server.c) takes it from
- * there. Plain HTTP requests on the WebSocket port get 426.
+ * there. Plain HTTP requests on the WebSocket port get 426, CONNECT gets 405 (gw_upgrade_raw()).
  *
  * Threads: the loop thread only.
  */
