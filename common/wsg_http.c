@@ -17,7 +17,7 @@
  * answer.
  *
  * Threads: wsg_http_start() and wsg_http_stop() run on the daemon's main thread; everything else
- * runs on the HTTP thread, which calls the `ready` callback and renders the metrics.
+ * runs on the HTTP thread, which calls the `ready` and `health` callbacks and renders the metrics.
  */
 #include "wsg_http.h"
 
@@ -134,20 +134,26 @@ static void respond_text(client *c, int status, const char *text, bool head) {
   respond(c, status, "text/plain; charset=utf-8", text, strlen(text), head);
 }
 
+/* /healthz and /readyz: 200 `ok`, or 503 "<bad>: <why>" when the daemon's callback says so. */
+static void respond_probe(client *c, wsg_http_ready_fn fn, void *arg, const char *ok,
+                          const char *bad, bool head) {
+  char why[256] = "";
+  if (!fn || fn(arg, why, sizeof why) == 0) {
+    respond_text(c, 200, ok, head);
+  } else {
+    char body[300];
+    why[sizeof why - 1] = '\0';
+    why[strcspn(why, "\r\n")] = '\0'; /* the reason is one line */
+    snprintf(body, sizeof body, "%s: %s\n", bad, why[0] ? why : "(no reason given)");
+    respond_text(c, 503, body, head);
+  }
+}
+
 static void route(wsg_http *h, client *c, const char *path, bool head) {
   if (strcmp(path, "/healthz") == 0) {
-    respond_text(c, 200, "ok\n", head);
+    respond_probe(c, h->opts.health, h->opts.health_arg, "ok\n", "unhealthy", head);
   } else if (strcmp(path, "/readyz") == 0) {
-    char why[256] = "";
-    if (!h->opts.ready || h->opts.ready(h->opts.ready_arg, why, sizeof why) == 0) {
-      respond_text(c, 200, "ready\n", head);
-    } else {
-      char body[300];
-      why[sizeof why - 1] = '\0';
-      why[strcspn(why, "\r\n")] = '\0'; /* the reason is one line */
-      snprintf(body, sizeof body, "not ready: %s\n", why[0] ? why : "(no reason given)");
-      respond_text(c, 503, body, head);
-    }
+    respond_probe(c, h->opts.ready, h->opts.ready_arg, "ready\n", "not ready", head);
   } else if (strcmp(path, "/metrics") == 0 && h->opts.metrics) {
     char *text = NULL;
     size_t len = 0;

@@ -7,8 +7,8 @@
  * a request, one response per connection. Nothing here touches the daemon's own threads: `ready`
  * reads state the daemon publishes with atomics.
  *
- * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok"; /readyz 200 "ready" or
- * 503 "not ready: <why>"; /metrics 200 in the Prometheus text format 0.0.4 (404 without a
+ * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok" or 503 "unhealthy:
+ * <why>"; /readyz 200 "ready" or 503 "not ready: <why>"; /metrics 200 in the Prometheus text format 0.0.4 (404 without a
  * registry); the extra routes; 404 for anything else; 400 for a malformed request line, 431 past
  * 4 KiB, 408 after 5 s without a complete request. Every response has Content-Length and
  * Connection: close. With 64 clients open, new connections wait in the kernel's accept backlog
@@ -25,8 +25,8 @@
 typedef struct wsg_http wsg_http;
 
 /*
- * Returns 0 when the daemon is ready, else nonzero and a one-line reason in `why` (shown in the
- * 503 body, e.g. "kafka: no broker reachable"). Runs on the HTTP thread.
+ * Returns 0 when the daemon is ready (or, as `health`, alive), else nonzero and a one-line reason
+ * in `why` (shown in the 503 body, e.g. "kafka: no broker reachable"). Runs on the HTTP thread.
  */
 typedef int (*wsg_http_ready_fn)(void *arg, char *why, size_t whylen);
 
@@ -45,6 +45,8 @@ typedef struct {
   wsg_metrics *metrics;    /* borrowed */
   wsg_http_ready_fn ready; /* may be NULL: always ready */
   void *ready_arg;
+  wsg_http_ready_fn health; /* /healthz; may be NULL: always alive */
+  void *health_arg;
   const wsg_http_route *routes; /* borrowed; may be NULL */
   size_t nroutes;
 } wsg_http_options;

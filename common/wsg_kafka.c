@@ -3,8 +3,8 @@
  * verification, and the Java client's murmur2 partitioner.
  *
  * Threads: any. The log callback runs on librdkafka's own threads (wsg_log is thread-safe);
- * wsg_kafka_topic_ensure and wsg_kafka_topic_partitions block their caller for at most their
- * timeout, so they belong at start-up or in tools, never on an event loop.
+ * wsg_kafka_topic_ensure and wsg_kafka_topic_partitions(_until) block their caller for at most
+ * their timeout, so they belong at start-up or in tools, never on an event loop.
  */
 #include "wsg_kafka.h"
 
@@ -26,6 +26,8 @@
 
 /* How long to wait between two metadata polls while a new topic propagates. */
 #define TOPIC_POLL_INTERVAL_MS 100
+/* One metadata request of a stoppable wait: how quickly a stop is noticed. */
+#define STOP_CHECK_MS 200
 
 typedef struct {
   const char *key;
@@ -250,6 +252,27 @@ int wsg_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms
                                size_t errlen) {
   int n = lookup_partitions(rk, topic, timeout_ms, err, errlen);
   return n > 0 ? n : -1;
+}
+
+int wsg_kafka_topic_partitions_until(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                     const volatile sig_atomic_t *stop, char *err, size_t errlen) {
+  uint64_t deadline = wsg_now_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  for (;;) {
+    if (stop && *stop) {
+      fmt_err(err, errlen, "stopped by a signal while waiting for the Kafka cluster");
+      return WSG_KAFKA_STOPPED;
+    }
+    int left = remaining_ms(deadline);
+    int slice = stop && left > STOP_CHECK_MS ? STOP_CHECK_MS : left;
+    uint64_t t0 = wsg_now_mono_ms();
+    int n = lookup_partitions(rk, topic, slice, err, errlen);
+    /* Only an unanswered request is asked again: a missing topic is an answer. */
+    if (n >= 0 || remaining_ms(deadline) == 0)
+      return n > 0 ? n : -1;
+    uint64_t spent = wsg_now_mono_ms() - t0;
+    if (spent < (uint64_t)slice) /* a request that failed at once must not spin */
+      sleep_ms((int)((uint64_t)slice - spent));
+  }
 }
 
 /*

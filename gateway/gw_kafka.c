@@ -655,18 +655,30 @@ fail:
   return rc;
 }
 
-int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, char *err, size_t errlen) {
+/* Partitions of one of our topics (`which` names it in the message), or a gw_kafka_err. */
+static int check_topic(gw_kafka *k, const char *topic, const char *which, int timeout_ms,
+                       const volatile sig_atomic_t *stop, char *err, size_t errlen) {
   char e[512];
-  int n = wsg_kafka_topic_partitions(k->producer, k->in_topic, timeout_ms, e, sizeof e);
+  int n = wsg_kafka_topic_partitions_until(k->producer, topic, timeout_ms, stop, e, sizeof e);
+  if (n == WSG_KAFKA_STOPPED) {
+    snprintf(err, errlen, "%s", e);
+    return GW_KAFKA_STOPPED;
+  }
   if (n < 0) {
-    snprintf(err, errlen, "inbound topic: %s (create it with wsgate-admin or scripts/kafka)", e);
+    snprintf(err, errlen, "%s topic: %s (create it with wsgate-admin or scripts/kafka)", which, e);
     return GW_KAFKA_TOPIC;
   }
-  n = wsg_kafka_topic_partitions(k->producer, k->out_topic, timeout_ms, e, sizeof e);
-  if (n < 0) {
-    snprintf(err, errlen, "outbound topic: %s (create it with wsgate-admin or scripts/kafka)", e);
-    return GW_KAFKA_TOPIC;
-  }
+  return n;
+}
+
+int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, const volatile sig_atomic_t *stop, char *err,
+                          size_t errlen) {
+  int n = check_topic(k, k->in_topic, "inbound", timeout_ms, stop, err, errlen);
+  if (n < 0)
+    return n;
+  n = check_topic(k, k->out_topic, "outbound", timeout_ms, stop, err, errlen);
+  if (n < 0)
+    return n;
   atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
   wsg_gauge_set(k->m_brokers_up, 1);
   return n;

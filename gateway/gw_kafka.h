@@ -22,6 +22,7 @@
 #ifndef GW_KAFKA_H
 #define GW_KAFKA_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +45,8 @@ struct ev_loop;
   X(BROKER, -5, "the Kafka cluster did not answer in time")                                        \
   X(TOPIC, -6, "a topic is missing or has the wrong partition count")                              \
   X(THREAD, -7, "could not start the outbound consumer thread")                                    \
-  X(NOMEM, -8, "out of memory")
+  X(NOMEM, -8, "out of memory")                                                                   \
+  X(STOPPED, -9, "stopped by a signal during the wait")
 
 typedef enum {
 #define GW_KAFKA_ERR_ENUM(name, value, msg) GW_KAFKA_##name = value,
@@ -137,9 +139,11 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
 /*
  * Blocking, for start-up before the loop runs: waits up to timeout_ms for the cluster's metadata
  * and checks that the inbound topic exists; returns the outbound topic's partition count (> 0), or
- * a negative gw_kafka_err with a message in err.
+ * a negative gw_kafka_err with a message in err: GW_KAFKA_STOPPED as soon as *stop is set (a
+ * signal handler's flag; may be NULL).
  */
-int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, char *err, size_t errlen);
+int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, const volatile sig_atomic_t *stop, char *err,
+                          size_t errlen);
 
 /*
  * Stops the consumer thread and joins it. After this no wake() is called: do it before

@@ -43,8 +43,6 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 
 /* Upper bound of one send() (tx_packet_size): a fragment plus its header. */
 #define TX_PACKET_SIZE (FRAG_SIZE + 16)
-/* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
-#define FD_RESERVE 256
 /* The per-address table: 2 rows of 2^15 buckets, 1 MiB (gw_peers.h). */
 #define PEERS_BITS 15
 /* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
@@ -698,7 +696,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     goto fail;
   }
   /* libwebsockets' share of the descriptors (create_context() says how it is kept to it). */
-  int lws_fds = o->fd_limit > FD_RESERVE * 2 ? o->fd_limit - FD_RESERVE : o->fd_limit;
+  int lws_fds = gw_server_lws_fds(o->fd_limit);
   if (cfg->max_connections > 0)
     s->max_conns = (uint64_t)cfg->max_connections;
   else if ((uint64_t)lws_fds > s->max_handshakes * 2)

@@ -78,6 +78,14 @@ typedef struct {
 
 typedef struct gw_server gw_server;
 
+/* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
+#define GW_SERVER_FD_RESERVE 256
+/* libwebsockets' share of an RLIMIT_NOFILE of fd_limit: all of it when it is too small to split
+ * (wsgate_gateway_fd_limit; the gateway warns when --max-connections does not fit in it). */
+static inline int gw_server_lws_fds(int fd_limit) {
+  return fd_limit > GW_SERVER_FD_RESERVE * 2 ? fd_limit - GW_SERVER_FD_RESERVE : fd_limit;
+}
+
 /* Creates the libwebsockets context and starts listening. Returns 0 with *out set (caller
  * destroys) or -1 with a message in err. o: borrowed. */
 int gw_server_create(gw_server **out, const gw_server_options *o, char *err, size_t errlen);

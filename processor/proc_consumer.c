@@ -344,14 +344,14 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
 
   /* The outbound topic must exist: its partitions are the gateway slots. */
   char terr[256];
-  c->out_partitions =
-      wsg_kafka_topic_partitions(c->prod, c->outbound, topic_timeout, terr, sizeof(terr));
+  c->out_partitions = wsg_kafka_topic_partitions_until(c->prod, c->outbound, topic_timeout, o->stop,
+                                                       terr, sizeof(terr));
   if (c->out_partitions < 1) {
     proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
     goto fail;
   }
-  if (c->dlq &&
-      wsg_kafka_topic_partitions(c->prod, c->dlq, topic_timeout, terr, sizeof(terr)) < 1) {
+  if (c->dlq && wsg_kafka_topic_partitions_until(c->prod, c->dlq, topic_timeout, o->stop, terr,
+                                                 sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
     goto fail;
   }
@@ -370,7 +370,8 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     goto fail;
   /* Rebalance, commit and error callbacks are then served by rd_kafka_consumer_poll(). */
   rd_kafka_poll_set_consumer(c->cons);
-  if (wsg_kafka_topic_partitions(c->cons, c->inbound, topic_timeout, terr, sizeof(terr)) < 1) {
+  if (wsg_kafka_topic_partitions_until(c->cons, c->inbound, topic_timeout, o->stop, terr,
+                                       sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "inbound topic: %s", terr);
     goto fail;
   }

@@ -43,9 +43,11 @@ typedef struct {
   const char *dead_letter_topic; /* NULL: none */
   uint64_t commit_interval_ms;
   uint64_t revoke_timeout_ms;
-  size_t max_in_flight; /* inbound records not yet complete, across partitions */
-  int topic_timeout_ms; /* for the start-up metadata checks */
-  wsg_metrics *metrics; /* borrowed; may be NULL */
+  size_t max_in_flight;              /* inbound records not yet complete, across partitions */
+  int topic_timeout_ms;              /* for the start-up metadata checks */
+  const volatile sig_atomic_t *stop; /* cuts those checks short (a signal handler's flag); may be
+                                        NULL */
+  wsg_metrics *metrics;              /* borrowed; may be NULL */
 } proc_consumer_options;
 
 /*

@@ -297,7 +297,8 @@ class Checker:
         for pname in ports:
             self.ok(pname in want, f"{where}: container port {pname!r} is not one {binary} serves")
         http_port = self.effective(env, opts, "WSGATE_HTTP_PORT")
-        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"),
+                            ("startupProbe", "/healthz")):
             p = c.get(probe)
             if not self.ok(p is not None and "httpGet" in p, f"{where}: no {probe} with httpGet"):
                 continue
@@ -306,6 +307,7 @@ class Checker:
             port = ports.get(g["port"]) if isinstance(g["port"], str) else g["port"]
             self.ok(str(port) == str(http_port),
                     f"{where}: {probe} port {g['port']!r} is not the operations port {http_port} (WSGATE_HTTP_PORT)")
+        self.check_probe_budgets(where, role, c)
         # Files the binary opens must be on a mounted volume.
         mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts") or []]
         for name, value in env.items():
@@ -321,6 +323,28 @@ class Checker:
             self.ok(grace > sleep + drain,
                     f"{where}: terminationGracePeriodSeconds {grace} does not exceed the preStop sleep "
                     f"({sleep} s) + {opt} ({drain:g} s): the kubelet would SIGKILL mid-drain")
+
+    # The longest start-up wait before the operations port opens, in seconds (gateway.c: 30 s per
+    # topic, two topics; proc_consumer.c: 10 s per topic, three with a dead-letter topic).
+    STARTUP_WAIT_S = {"gateway": 60, "processor": 30}
+
+    def check_probe_budgets(self, where, role, c):
+        """The startup probe covers the start-up wait, so liveness can never kill a starting pod;
+        liveness tolerates one lost probe and answers within its period."""
+        start, live = c.get("startupProbe") or {}, c.get("livenessProbe") or {}
+        if not start or not live:
+            return
+        budget = start.get("failureThreshold", 3) * start.get("periodSeconds", 10)
+        wait = self.STARTUP_WAIT_S.get(role)
+        if wait is not None:
+            self.ok(budget >= wait,
+                    f"{where}: startupProbe allows {budget} s (failureThreshold x periodSeconds) but "
+                    f"{role} may wait {wait} s for Kafka before it serves /healthz")
+        self.ok(live.get("failureThreshold", 3) >= 2,
+                f"{where}: livenessProbe failureThreshold {live.get('failureThreshold')} restarts the "
+                f"pod on a single lost probe")
+        self.ok(live.get("timeoutSeconds", 1) < live.get("periodSeconds", 10),
+                f"{where}: livenessProbe timeoutSeconds is not below its periodSeconds")
 
     # --- services, budgets, policies, monitors ----------------------------------------------
 

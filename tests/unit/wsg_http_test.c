@@ -20,12 +20,20 @@
 
 static wsg_http *srv;
 static wsg_metrics *metrics;
-static atomic_int ready_state; /* 0 ready, else not */
+static atomic_int ready_state;  /* 0 ready, else not */
+static atomic_int health_state; /* 0 alive, else not */
 
 static int ready_cb(void *arg, char *why, size_t whylen) {
   if (atomic_load(&ready_state) == 0)
     return 0;
   snprintf(why, whylen, "kafka: no broker reachable\r\nInjected: header");
+  return 1;
+}
+
+static int health_cb(void *arg, char *why, size_t whylen) {
+  if (atomic_load(&health_state) == 0)
+    return 0;
+  snprintf(why, whylen, "event loop stalled");
   return 1;
 }
 
@@ -39,10 +47,12 @@ static void setup(void) {
   metrics = wsg_metrics_create();
   wsg_counter_add(wsg_metrics_counter(metrics, "wsgate_test_total", "A counter.", "k=\"v\""), 7);
   atomic_store(&ready_state, 0);
+  atomic_store(&health_state, 0);
   wsg_http_options o = {.addr = "127.0.0.1",
                         .port = 0,
                         .metrics = metrics,
                         .ready = ready_cb,
+                        .health = health_cb,
                         .routes = routes,
                         .nroutes = 1};
   char err[256];
@@ -158,6 +168,21 @@ Test(wsg_http, readiness_flips) {
   atomic_store(&ready_state, 0);
   r = get("/readyz");
   check(r, "HTTP/1.1 200 OK\r\n", "ready\n");
+  free(r);
+}
+
+/* A stalled daemon fails /healthz alone: readiness is the daemon's other callback. */
+Test(wsg_http, health_callback_fails_healthz_only) {
+  atomic_store(&health_state, 1);
+  char *r = get("/healthz");
+  check(r, "HTTP/1.1 503 Service Unavailable\r\n", "unhealthy: event loop stalled\n");
+  free(r);
+  r = get("/readyz");
+  check(r, "HTTP/1.1 200 OK\r\n", "ready\n");
+  free(r);
+  atomic_store(&health_state, 0);
+  r = get("/healthz");
+  check(r, "HTTP/1.1 200 OK\r\n", "ok\n");
   free(r);
 }
 
