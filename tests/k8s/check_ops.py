@@ -8,8 +8,15 @@
     retention at that rate (the byte cap is not reached first); broker metrics (JMX exporter) and
     the consumer-lag exporter are on; an overlay with persistent Kafka storage ships the disk
     alert.
+  - Scaling: the gateway's autoscaler scales up by a percentage (a reconnect storm is absorbed in
+    minutes); an HPA on a custom metric (Pods, Object, External) or a ScaledObject on a
+    Prometheus query comes with the monitoring component (else the metric is missing and the
+    HPA never scales down); a Prometheus trigger treats an empty result as an error (0 would
+    scale the gateways down), queries its own namespace, and names metrics the daemons serve
+    (docs/METRICS-*.md).
+  - With --no-operator-crds (dev): no object needs the Prometheus Operator's CRDs.
 
-usage: check_ops.py [--expect-error REGEX] PATH
+usage: check_ops.py [--no-operator-crds] [--expect-error REGEX] PATH
 Exit status: 0 consistent (or the expected error seen), 1 not, 77 tools missing (skip).
 """
 import math
@@ -19,6 +26,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import k8s_render  # noqa: E402
+
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
 
 DISK_FILL_MAX = 0.8
 # Kafka's default segment.bytes.
@@ -143,19 +152,91 @@ class Ops:
     def has_alert(self, pattern):
         return any(re.search(pattern, str(rule.get("expr"))) for _, rule in self.alerts())
 
-    def run(self):
+    # --- scaling -------------------------------------------------------------------------------
+
+    def daemon_metrics(self):
+        names = set()
+        for daemon in ("gateway", "processor"):
+            with open(os.path.join(DOCS, f"METRICS-{daemon}.md"), encoding="utf-8") as f:
+                names |= set(re.findall(r"^\| `([a-z_:][a-z0-9_:]*)` \|", f.read(), re.M))
+        return names
+
+    def monitored(self):
+        return bool(self.kinds("ServiceMonitor") or self.kinds("PodMonitor"))
+
+    def check_scaling(self):
+        served = self.daemon_metrics()
+        scalers = [(f"HorizontalPodAutoscaler/{n}", h, h["spec"].get("behavior"), h["spec"].get("metrics") or [])
+                   for n, h in self.kinds("HorizontalPodAutoscaler").items()]
+        scalers += [(f"ScaledObject/{n}", s, ((s["spec"].get("advanced") or {}).get("horizontalPodAutoscalerConfig")
+                                              or {}).get("behavior"), [])
+                    for n, s in self.kinds("ScaledObject").items()]
+        for what, obj, behavior, metrics in scalers:
+            if obj["spec"]["scaleTargetRef"]["name"] == "wsgate-gateway":
+                up = (behavior or {}).get("scaleUp") or {}
+                self.ok(any(p["type"] == "Percent" for p in up.get("policies") or [])
+                        and up.get("selectPolicy", "Max") == "Max",
+                        f"{what}: the gateway scales up without a Percent policy (selectPolicy Max): "
+                        "a fixed number of pods per minute takes half an hour to absorb a reconnect storm")
+            for m in metrics:
+                if m["type"] in ("Pods", "Object", "External"):
+                    name = m[m["type"].lower()]["metric"]["name"]
+                    self.ok(self.monitored(), f"{what}: scales on {name}, but nothing in this overlay has "
+                            "Prometheus scrape it (the monitoring component): the metric is missing and an "
+                            "HPA with a missing metric never scales down")
+            for t in obj["spec"].get("triggers") or [] if obj["kind"] == "ScaledObject" else []:
+                if t["type"] != "prometheus":
+                    continue
+                md, ns = t["metadata"], obj["metadata"].get("namespace")
+                self.ok(self.monitored(), f"{what}: a Prometheus trigger, but nothing in this overlay has "
+                        "Prometheus scrape the gateways (the monitoring component)")
+                self.ok(str(md.get("ignoreNullValues", "true")).lower() == "false",
+                        f"{what}: the Prometheus trigger takes an empty result as 0 (ignoreNullValues): "
+                        "broken scraping would scale the gateways down to the minimum")
+                q = md.get("query", "")
+                for metric in re.findall(r"\b(wsgate_[a-z0-9_]+)", q):
+                    self.ok(metric in served, f"{what}: query uses {metric}, which no daemon serves "
+                            "(docs/METRICS-gateway.md, docs/METRICS-processor.md)")
+                nss = re.findall(r'namespace="([^"]*)"', q)
+                self.ok(nss and all(n == ns for n in nss),
+                        f"{what}: the query selects namespace {nss or 'none'}, the object is in {ns!r}")
+
+    def check_no_operator(self):
+        for o in self.objs:
+            self.ok(not o.get("apiVersion", "").startswith("monitoring.coreos.com/"),
+                    f"{o['kind']}/{o['metadata']['name']}: needs the Prometheus Operator's CRDs, which this "
+                    "overlay must not (monitoring is an opt-in component)")
+
+    def check_namespaces(self):
+        """One namespace for every namespaced object: an object without one lands in whatever
+        namespace kubectl's context names (a component added after an overlay's namespace)."""
+        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                          "APIService", "PriorityClass", "StorageClass"}
+        nss = {}
+        for o in self.objs:
+            if o["kind"] not in cluster_scoped:
+                nss.setdefault(o["metadata"].get("namespace"), []).append(f"{o['kind']}/{o['metadata']['name']}")
+        self.ok(len(nss) == 1, "objects in more than one namespace: " + "; ".join(
+            f"{ns or '(none: the context default)'}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}"
+            for ns, v in nss.items()))
+
+    def run(self, no_operator_crds=False):
+        self.check_namespaces()
         self.check_kafka()
+        self.check_scaling()
+        if no_operator_crds:
+            self.check_no_operator()
 
 
 def main():
-    args = k8s_render.overlay_args(__doc__, "yaml")
+    args = k8s_render.overlay_args(__doc__, "yaml", flags=("--no-operator-crds",))
     try:
         objs = k8s_render.render(args.path)
     except k8s_render.RenderError as e:
         errors = [str(e)]
     else:
         ops = Ops(objs)
-        ops.run()
+        ops.run(args.no_operator_crds)
         errors = ops.errors
         print(f"{args.path}: {len(objs)} objects")
     return k8s_render.verdict(errors, args.expect_error, "problem(s)")
