@@ -14,6 +14,7 @@
     HPA never scales down); a Prometheus trigger treats an empty result as an error (0 would
     scale the gateways down), queries its own namespace, and names metrics the daemons serve
     (docs/METRICS-*.md).
+  - Services have no two ports of one name or number (the API server refuses them).
   - With --no-operator-crds (dev): no object needs the Prometheus Operator's CRDs.
 
 usage: check_ops.py [--no-operator-crds] [--expect-error REGEX] PATH
@@ -220,8 +221,18 @@ class Ops:
             f"{ns or '(none: the context default)'}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}"
             for ns, v in nss.items()))
 
+    def check_service_ports(self):
+        """The API server refuses a Service with two ports of one name or number (a strategic
+        merge patch adds a port by number instead of replacing it)."""
+        for name, svc in self.kinds("Service").items():
+            ports = svc["spec"].get("ports") or []
+            for key in ("name", "port"):
+                values = [str(p.get(key)) for p in ports]
+                self.ok(len(values) == len(set(values)), f"Service/{name}: two ports with one {key}: {values}")
+
     def run(self, no_operator_crds=False):
         self.check_namespaces()
+        self.check_service_ports()
         self.check_kafka()
         self.check_scaling()
         if no_operator_crds:
