@@ -78,7 +78,15 @@ class Live:
 
     # --- steps --------------------------------------------------------------------------------
 
+    # The CRD files the overlays need (scripts/setup's CRD list).
+    NEEDED = ("strimzi-Kafka.yaml", "strimzi-KafkaNodePool.yaml", "strimzi-KafkaTopic.yaml",
+              "keda.sh_scaledobjects.yaml", "monitoring.coreos.com_servicemonitors.yaml",
+              "monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
+
     def apply_crds(self, prometheus):
+        missing = [f for f in self.NEEDED if not os.path.exists(os.path.join(self.crds, f))]
+        if missing:
+            return self.tap(False, f"CRD files in {self.crds}", f"missing {missing}: run scripts/setup")
         files = sorted(glob.glob(os.path.join(self.crds, "*.yaml")))
         files = [f for f in files if os.path.basename(f).startswith(PROMETHEUS_CRDS) == prometheus]
         args = ["apply", "--server-side"]
