@@ -499,8 +499,10 @@ class Checker:
         return {}
 
     def check_conn_metric(self, what, hpa, adapter_metric):
+        # Optional (CPU alone needs no metrics pipeline; tests/k8s/check_ops.py checks that a
+        # custom metric comes with its pipeline): the ones used must exist.
         pods = [m["pods"]["metric"]["name"] for m in hpa["spec"].get("metrics") or [] if m["type"] == "Pods"]
-        if not self.ok(pods, f"{what}: no Pods metric (live connections per pod)"):
+        if not pods:
             return
         with open(self.gateway_exe, "rb") as f:
             image = f.read()

@@ -57,6 +57,21 @@ def kustomize_cmd():
     skip(f"no kustomize: neither {cached} (scripts/setup builds it), kustomize nor kubectl on PATH")
 
 
+def overlay_args(doc, *modules, flags=()):
+    """The command line every overlay check takes (PATH [--expect-error REGEX], and the boolean
+    FLAGS), parsed, once the Python MODULES it needs are importable."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("path")
+    ap.add_argument("--expect-error")
+    for flag in flags:
+        ap.add_argument(flag, action="store_true")
+    args = ap.parse_args()
+    ensure_modules(*modules)
+    return args
+
+
 def render(path):
     """Renders the kustomization at PATH; returns its objects (dicts), in order."""
     import yaml
