@@ -231,7 +231,7 @@ struct gw_server {
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
-  wsg_histogram *m_latency;
+  wsg_histogram *m_latency, *m_hop_written;
   wsg_counter *m_accept_refused[GW_DOOR__COUNT];
   wsg_counter *m_not_websocket;
   wsg_gauge *m_handshakes, *m_fd_limit;

@@ -115,6 +115,63 @@ Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = itest_fini) {
   itest_gateway_cleanup(&g);
 }
 
+/* The hop histograms (docs/GATEWAY.md "Where the time goes") over a few round trips. */
+typedef struct {
+  int port;
+  const char *series;
+  double at_least;
+} metric_at_least;
+
+static bool reached(void *arg) {
+  const metric_at_least *m = arg;
+  return itest_metric(m->port, m->series) >= m->at_least;
+}
+
+static void expect_hop(int port, const char *name, double n) {
+  char series[160];
+  snprintf(series, sizeof series, "%s_count", name);
+  /* Acknowledgements may be reported after the reply arrived: wait for them. */
+  metric_at_least m = {port, series, n};
+  cr_assert(itest_wait_until(reached, &m, 10000), "%s: %.0f observations, expected %.0f", name,
+            itest_metric(port, series), n);
+  snprintf(series, sizeof series, "%s_sum", name);
+  double sum = itest_metric(port, series);
+  /* Each took some time and none took seconds on an idle test cluster (mean under 2 s). */
+  cr_assert(sum > 0 && sum / n < 2.0, "%s: sum %f s over %.0f", name, sum, n);
+}
+
+static void hops_round_trips(const char *const *gw_extra) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  itest_gateway g;
+  itest_daemon_opts go = {.extra = gw_extra};
+  itest_gateway_start(&g, &c, "gw-hops", &go);
+  itest_processor p;
+  itest_processor_start(&p, &c, "hops", "echo", NULL);
+  ws_client *alice = itest_connect(&g, "alice");
+  enum { N = 20 };
+  ws_message m;
+  for (int i = 0; i < N; i++) {
+    send_text(alice, "hop");
+    itest_recv(alice, &m, RECV_MS);
+  }
+  /* Inbound: every frame (and the connect) acknowledged, every record handed to the handler. */
+  expect_hop(g.http_port, "wsgate_gateway_hop_inbound_acked_seconds", N + 1);
+  expect_hop(p.http_port, "wsgate_processor_hop_handler_start_seconds", N + 1);
+  /* Outbound: every echo acknowledged and written (the connect caused no reply). */
+  expect_hop(p.http_port, "wsgate_processor_hop_outbound_acked_seconds", N);
+  expect_hop(g.http_port, "wsgate_gateway_hop_outbound_written_seconds", N);
+  ws_client_destroy(alice);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
+}
+
+Test(processor_gateway, hop_histograms_see_every_round_trip, .timeout = 120, .fini = itest_fini) {
+  hops_round_trips(NULL);
+}
+
+
 typedef struct {
   const itest_cluster *c;
   const char *user;
