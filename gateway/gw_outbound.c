@@ -78,7 +78,7 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     return;
   }
   if (it->ts_us && s->m_latency) {
-    uint64_t now_us = wsg_now_wall_us();
+    uint64_t now_us = gw_clock_wall_us(&s->clock);
     if (now_us > it->ts_us)
       wsg_histogram_observe(s->m_latency, (double)(now_us - it->ts_us) / 1e6);
   }
@@ -167,7 +167,7 @@ static void hop_written(gw_server *s, const gw_msg *m) {
   uint64_t ts = gw_msg_ts(m);
   if (!ts || !s->m_hop_written)
     return;
-  uint64_t now_us = wsg_now_wall_us();
+  uint64_t now_us = gw_clock_wall_us(&s->clock);
   if (now_us > ts)
     wsg_histogram_observe(s->m_hop_written, (double)(now_us - ts) / 1e6);
 }

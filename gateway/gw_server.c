@@ -651,6 +651,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->o = *o;
   s->cfg = cfg;
   s->slot = -1;
+  gw_clock_init(&s->clock, o->loop, cfg->loop_clock);
   if (gw_user_map_init(&s->users) != 0) {
     snprintf(err, errlen, "getrandom failed");
     free(s);

@@ -27,6 +27,7 @@
 
 #include "gw_channels.h"
 #include "gw_chreg.h"
+#include "gw_clock.h"
 #include "gw_conns.h"
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
@@ -221,6 +222,7 @@ struct gw_server {
   uint32_t ping_s, idle_s;
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
+  gw_clock clock; /* timestamps: --loop-clock */
 
   wsg_counter *m_upgrades[UPG__COUNT];
   wsg_counter *m_closes[CLOSE_IDX__COUNT];

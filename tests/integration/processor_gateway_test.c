@@ -171,6 +171,10 @@ Test(processor_gateway, hop_histograms_see_every_round_trip, .timeout = 120, .fi
   hops_round_trips(NULL);
 }
 
+Test(processor_gateway, hop_histograms_with_the_loop_clock, .timeout = 120, .fini = itest_fini) {
+  static const char *const extra[] = {"--loop-clock", NULL};
+  hops_round_trips(extra);
+}
 
 typedef struct {
   const itest_cluster *c;
