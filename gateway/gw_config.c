@@ -165,6 +165,11 @@ static const wsg_option kafka_rows[] = {
     {"outbound-queue-bytes", 0, "WSGATE_OUTBOUND_QUEUE_BYTES", WSG_OPT_SIZE,
      OPT(outbound_queue_bytes), "64m", 1 * MIB, 16384 * MIB, NULL, 0,
      "Payload bytes the outbound hand-off queue may hold (see --outbound-queue)."},
+    {"outbound-consume", 0, "WSGATE_OUTBOUND_CONSUME", WSG_OPT_ENUM, OPT(outbound_consume),
+     "thread", 0, 0, "thread|loop", 0,
+     "Who reads the slot's outbound records: a consumer thread that hands them to the WebSocket "
+     "thread, or the WebSocket thread itself, woken by librdkafka through a pipe (one thread "
+     "hand-off less per reply; docs/GATEWAY.md, latency knobs)."},
 };
 
 /* After the shared Redis group (the connection): the slot lease and this gateway's record. */

@@ -87,6 +87,7 @@ typedef struct {
   int64_t slots; /* 0: the outbound topic's partition count */
   int64_t outbound_queue;
   uint64_t outbound_queue_bytes;
+  char *outbound_consume; /* "thread" or "loop" (gw_kafka_ev) */
 
   /* --- Redis --- */
   wsg_redis_options redis; /* shared group: the connection */

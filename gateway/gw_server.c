@@ -591,6 +591,11 @@ void gw_server_wake(gw_server *s) {
     lws_cancel_service(s->ctx);
 }
 
+void gw_server_drain_outbound(gw_server *s) {
+  if (s && s->ctx)
+    gw_outbound_drain(s);
+}
+
 void gw_server_set_slot(gw_server *s, int32_t slot) {
   if (slot >= 0)
     s->slot = slot;

@@ -140,6 +140,18 @@ static void expect_hop(int port, const char *name, double n) {
   cr_assert(sum > 0 && sum / n < 2.0, "%s: sum %f s over %.0f", name, sum, n);
 }
 
+static bool log_has(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return false;
+  char line[4096];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f))
+    found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
 static void hops_round_trips(const char *const *gw_extra) {
   itest_cluster c;
   itest_cluster_init(&c, 2, 2, false);
@@ -161,6 +173,21 @@ static void hops_round_trips(const char *const *gw_extra) {
   /* Outbound: every echo acknowledged and written (the connect caused no reply). */
   expect_hop(p.http_port, "wsgate_processor_hop_outbound_acked_seconds", N);
   expect_hop(g.http_port, "wsgate_gateway_hop_outbound_written_seconds", N);
+  /* A burst comes back whole and in order, whoever reads the outbound partition. */
+  char buf[32];
+  for (int i = 0; i < 50; i++) {
+    snprintf(buf, sizeof buf, "b%d", i);
+    send_text(alice, buf);
+  }
+  for (int i = 0; i < 50; i++) {
+    itest_recv(alice, &m, RECV_MS);
+    snprintf(buf, sizeof buf, "b%d", i);
+    cr_assert(m.len == strlen(buf) && memcmp(m.data, buf, m.len) == 0, "echo %d out of order", i);
+  }
+  bool on_loop = false;
+  for (const char *const *a = gw_extra; a && *a; a++)
+    on_loop |= strcmp(*a, "loop") == 0;
+  cr_assert_eq(log_has(g.log, "outbound records are read on the WebSocket thread"), on_loop);
   ws_client_destroy(alice);
   itest_processor_stop(&p, SIGTERM, 30000);
   itest_processor_cleanup(&p);
@@ -173,6 +200,12 @@ Test(processor_gateway, hop_histograms_see_every_round_trip, .timeout = 120, .fi
 
 Test(processor_gateway, hop_histograms_with_the_loop_clock, .timeout = 120, .fini = itest_fini) {
   static const char *const extra[] = {"--loop-clock", NULL};
+  hops_round_trips(extra);
+}
+
+/* --outbound-consume loop: the loop thread reads the outbound partition itself (gw_kafka_ev.c). */
+Test(processor_gateway, outbound_consumed_on_the_loop, .timeout = 120, .fini = itest_fini) {
+  static const char *const extra[] = {"--outbound-consume", "loop", NULL};
   hops_round_trips(extra);
 }
 
