@@ -27,11 +27,9 @@ struct gw_kafka_ev {
   ev_timer fallback_w;
   ev_timer again_w; /* more was waiting: a 0 s timer, so the next iteration serves again after
                        the other events of this one (an ev_idle could starve under load) */
-  unsigned long serves;
 };
 
 static void serve(gw_kafka_ev *e) {
-  e->serves++;
   ev_timer_stop(e->loop, &e->again_w);
   if (e->serve(e->arg))
     ev_timer_start(e->loop, &e->again_w);
@@ -110,8 +108,4 @@ void gw_kafka_ev_destroy(gw_kafka_ev *e) {
   if (e->pipefd[1] >= 0)
     close(e->pipefd[1]);
   free(e);
-}
-
-unsigned long gw_kafka_ev_serves(const gw_kafka_ev *e) {
-  return e ? e->serves : 0;
 }

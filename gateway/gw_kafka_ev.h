@@ -40,7 +40,4 @@ void gw_kafka_ev_stop(gw_kafka_ev *e);
  * rd_kafka_consumer_close on the consumer queue), closes the pipe, frees. NULL is a no-op. */
 void gw_kafka_ev_destroy(gw_kafka_ev *e);
 
-/* How many times `serve` was called: tests use it to tell the loop served the queue. */
-unsigned long gw_kafka_ev_serves(const gw_kafka_ev *e);
-
 #endif
