@@ -6,7 +6,7 @@
  * With `per_iteration` (--loop-clock) the gateway reuses that reading instead of calling
  * clock_gettime() for every frame (3.4 % of the gateway's samples while ingesting, docs/
  * BENCHMARKS.md, "Where the time and the memory go"). What it costs: every timestamp taken in one
- * iteration is that iteration's start, so a stamp is late by as much as the iteration has run
+ * iteration is that iteration's start, so a stamp is early by as much as the iteration has run
  * (microseconds at light load; up to the length of a busy iteration); the order of a connection's
  * frames is the envelope's `n`, never `ts`, so nothing depends on stamps being distinct.
  *

@@ -109,7 +109,7 @@ static const wsg_option listener_rows[] = {
     {"loop-clock", 0, "WSGATE_LOOP_CLOCK", WSG_OPT_BOOL, OPT(loop_clock), "false", 0, 0, NULL, 0,
      "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
      "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
-     "stamps late by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
+     "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
 };
 
 static const wsg_option auth_rows[] = {
