@@ -191,6 +191,9 @@ static void hops_round_trips(const char *const *gw_extra) {
   ws_client_destroy(alice);
   itest_processor_stop(&p, SIGTERM, 30000);
   itest_processor_cleanup(&p);
+  /* A clean drain and exit in either mode (the loop's watchers go before the server does). */
+  int status = itest_gateway_stop(&g, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gateway exit status %d", status);
   itest_gateway_cleanup(&g);
 }
 
