@@ -123,6 +123,18 @@ typedef struct {
     .field = WSG_METRIC_FIELD(T, f, wsg_histogram *), .bounds = (bounds_),                         \
     .nbounds = sizeof(bounds_) / sizeof((bounds_)[0])                                              \
   }
+/*
+ * Buckets of the per-hop latency histograms (`*_hop_*_seconds`, docs/GATEWAY.md "Where the time
+ * goes"): fine below 10 ms, where the goals of a round trip are, and up to 5 s for stalls. One list
+ * for every hop, so wsgate-load can add and subtract them bucket by bucket. Use as
+ * `static const double b[] = WSG_HOP_BOUNDS;`.
+ */
+#define WSG_HOP_BOUNDS                                                                             \
+  {                                                                                                \
+    0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,  \
+        0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5                                                     \
+  }
+
 /* A computed gauge: fn(owner) runs at each scrape (wsg_metrics_gauge_fn's rules apply). */
 #define WSG_GAUGE_FN_ROW(fn_, name_, help_, labels_)                                               \
   {                                                                                                \

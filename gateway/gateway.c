@@ -197,6 +197,13 @@ static void wake(void *arg) {
   gw_server_wake(g->server);
 }
 
+/* Loop thread (--outbound-consume loop): dispatch at once what gw_kafka queued. */
+static void drain(void *arg) {
+  gw_gateway *g = arg;
+  if (g->server)
+    gw_server_drain_outbound(g->server);
+}
+
 static void on_slot(void *arg, int32_t slot) {
   gw_gateway *g = arg;
   if (slot >= 0)
@@ -480,6 +487,8 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .on_delivery_failed = on_delivery_failed,
       .on_pressure = on_pressure,
       .wake = wake,
+      .outbound_on_loop = strcmp(cfg->outbound_consume, "loop") == 0,
+      .drain = drain,
       .arg = g,
   };
   if (gw_kafka_create(&g->kafka, &ko, err, errlen) != GW_KAFKA_OK)

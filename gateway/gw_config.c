@@ -106,6 +106,10 @@ static const wsg_option listener_rows[] = {
      1024LL * 1024 * MIB, NULL, 0,
      "Memory all connections together may hold for partly received messages and messages "
      "waiting for Kafka; a connection that needs more is closed with 1013."},
+    {"loop-clock", 0, "WSGATE_LOOP_CLOCK", WSG_OPT_BOOL, OPT(loop_clock), "false", 0, 0, NULL, 0,
+     "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
+     "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
+     "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
 };
 
 static const wsg_option auth_rows[] = {
@@ -161,6 +165,11 @@ static const wsg_option kafka_rows[] = {
     {"outbound-queue-bytes", 0, "WSGATE_OUTBOUND_QUEUE_BYTES", WSG_OPT_SIZE,
      OPT(outbound_queue_bytes), "64m", 1 * MIB, 16384 * MIB, NULL, 0,
      "Payload bytes the outbound hand-off queue may hold (see --outbound-queue)."},
+    {"outbound-consume", 0, "WSGATE_OUTBOUND_CONSUME", WSG_OPT_ENUM, OPT(outbound_consume),
+     "thread", 0, 0, "thread|loop", 0,
+     "Who reads the slot's outbound records: a consumer thread that hands them to the WebSocket "
+     "thread, or the WebSocket thread itself, woken by librdkafka through a pipe (one thread "
+     "hand-off less per reply; docs/GATEWAY.md, latency knobs)."},
 };
 
 /* After the shared Redis group (the connection): the slot lease and this gateway's record. */

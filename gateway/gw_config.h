@@ -57,6 +57,7 @@ typedef struct {
   int64_t max_connections; /* 0: derived from the file descriptor limit */
   int64_t max_upgrades_per_sec;
   uint64_t rx_memory_max;
+  bool loop_clock; /* gw_clock: one clock reading per loop iteration */
   /* --- hostile clients (issue 16): the door's own limits --- */
   uint64_t handshake_timeout_ms; /* accept to upgrade (TLS, request head) */
   int64_t max_handshakes;        /* sockets accepted, not yet upgraded: also the header pool */
@@ -86,6 +87,7 @@ typedef struct {
   int64_t slots; /* 0: the outbound topic's partition count */
   int64_t outbound_queue;
   uint64_t outbound_queue_bytes;
+  char *outbound_consume; /* "thread" or "loop" (gw_kafka_ev) */
 
   /* --- Redis --- */
   wsg_redis_options redis; /* shared group: the connection */

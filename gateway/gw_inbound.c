@@ -30,7 +30,7 @@ static void env_base(gw_server *s, const gw_session *ss, wsg_envelope *e, wsg_en
   e->gateway = s->cfg->gateway_id;
   e->gateway_len = strlen(s->cfg->gateway_id);
   e->slot = s->slot >= 0 ? (uint32_t)s->slot : 0;
-  e->ts_us = wsg_now_wall_us();
+  e->ts_us = gw_clock_wall_us(&s->clock);
 }
 
 /* Encodes and produces; returns a gw_kafka_err (GW_KAFKA_FAILED when encoding failed). */
@@ -252,7 +252,7 @@ void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
  */
 static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *data,
                       size_t len, bool in_rx) {
-  ss->rx_ts_us = wsg_now_wall_us();
+  ss->rx_ts_us = gw_clock_wall_us(&s->clock);
   uint64_t t = now_ns();
   uint64_t wait = rate_wait(s, ss, len, t);
   if (wait > 0) {

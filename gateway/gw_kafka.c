@@ -6,7 +6,8 @@
  *     librdkafka delivers through the main queue (delivery reports, errors), set_slot,
  *     outbound_pop, stop_consumer, destroy;
  *   - consumer thread (consumer_main): owns the consumer handle, decodes and pushes to the
- *     hand-off queue, calls opts.wake;
+ *     hand-off queue, calls opts.wake; with outbound_on_loop it only assigns and probes, and the
+ *     loop thread reads, decodes and pushes itself (loop_serve, woken by gw_kafka_ev.c);
  *   - librdkafka's own threads: only its log callback (common/wsg_kafka.c).
  * Shared between the two: the hand-off ring (under `mu`), desired/assigned slot, broker state and
  * stop flag (atomics).
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_kafka_ev.h"
 #include "gw_metrics.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
@@ -36,6 +38,8 @@
 #define POLL_FALLBACK_S 0.25
 /* How long the consumer waits in one poll, and between checks of its flags while idle. */
 #define CONSUMER_POLL_MS 100
+/* outbound_on_loop: records read per serve before other events get a turn. */
+#define LOOP_SERVE_MAX 256
 /* Deadline of the watermark query made before each assign. */
 #define WATERMARK_TIMEOUT_MS 5000
 /* While the brokers are reported down, probe them this often from the consumer thread. */
@@ -95,6 +99,7 @@ struct gw_kafka {
   atomic_int desired_slot;
   atomic_int assigned_slot; /* -1 until the consumer reads desired_slot's partition */
   wsg_log_ratelimit rl_consumer;
+  gw_kafka_ev *out_ev; /* outbound_on_loop: the consumer queue served on the loop; else NULL */
 
   /* --- hand-off ring, under mu --- */
   pthread_mutex_t mu;
@@ -110,6 +115,7 @@ struct gw_kafka {
   wsg_counter *m_pressure_events;
   wsg_counter *m_out_queued, *m_out_fenced, *m_out_invalid, *m_out_kind, *m_out_pauses;
   wsg_counter *m_out_errors;
+  wsg_histogram *m_hop_acked;
 };
 
 /* Bytes an item holds, for the hand-off queue's byte bound. */
@@ -154,6 +160,11 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   uint64_t conn_id = (uint64_t)(uintptr_t)m->_private;
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     wsg_counter_add(k->m_dr_ok, 1);
+    /* librdkafka's own stamp of the produce() call, kept in the message: no clock read here for
+     * the start, no room taken in the opaque (which carries the connection id). */
+    int64_t lat_us = rd_kafka_message_latency(m);
+    if (lat_us >= 0)
+      wsg_histogram_observe(k->m_hop_acked, (double)lat_us / 1e6);
     atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
     return;
   }
@@ -319,6 +330,16 @@ static void pause_partition(gw_kafka *k, int slot, bool pause) {
              rd_kafka_err2str(e));
 }
 
+/* Under mu, with room: appends `it` (taken); returns whether the ring was empty. */
+static bool ring_put(gw_kafka *k, gw_outbound *it, uint64_t sz) {
+  bool was_empty = k->count == 0;
+  k->ring[(k->head + k->count) % k->cap] = *it;
+  k->count++;
+  k->bytes += sz;
+  wsg_gauge_set(k->m_outq, (int64_t)k->count);
+  return was_empty;
+}
+
 /*
  * Pushes `it` (taken) into the ring, waiting for room while it is full: the partition is paused
  * meanwhile so librdkafka stops prefetching. Returns false if stop was requested (it is freed).
@@ -352,11 +373,7 @@ static bool handoff_push(gw_kafka *k, gw_outbound *it, int slot) {
     }
     pthread_cond_timedwait(&k->cv, &k->mu, &ts);
   }
-  was_empty = k->count == 0;
-  k->ring[(k->head + k->count) % k->cap] = *it;
-  k->count++;
-  k->bytes += sz;
-  wsg_gauge_set(k->m_outq, (int64_t)k->count);
+  was_empty = ring_put(k, it, sz);
   pthread_mutex_unlock(&k->mu);
   if (paused)
     pause_partition(k, slot, false);
@@ -430,6 +447,24 @@ static void probe_brokers(gw_kafka *k, uint64_t *last_probe_ms) {
   }
 }
 
+/* One polled message (taken: destroyed here): errors are counted, a record of another slot than
+ * `slot` dropped; true with *it built when it is to be handed off. */
+static bool take_record(gw_kafka *k, rd_kafka_message_t *m, int slot, gw_outbound *it) {
+  if (m->err) {
+    if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      wsg_counter_add(k->m_out_errors, 1);
+      wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                      "outbound consumer: %s", rd_kafka_message_errstr(m));
+    }
+    rd_kafka_message_destroy(m);
+    return false;
+  }
+  /* A record fetched before a re-assignment may still arrive: it belongs to the old slot. */
+  bool ok = m->partition == slot && build_item(k, m, it);
+  rd_kafka_message_destroy(m);
+  return ok;
+}
+
 static void *consumer_main(void *arg) {
   gw_kafka *k = arg;
   int current = -1;
@@ -448,30 +483,53 @@ static void *consumer_main(void *arg) {
       consumer_wait(k, CONSUMER_POLL_MS);
       continue;
     }
+    if (k->out_ev) {
+      consumer_wait(k, CONSUMER_POLL_MS); /* the loop reads the records (loop_serve) */
+      continue;
+    }
     rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, CONSUMER_POLL_MS);
-    if (!m)
-      continue;
-    if (m->err) {
-      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        wsg_counter_add(k->m_out_errors, 1);
-        wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
-                        "outbound consumer: %s", rd_kafka_message_errstr(m));
-      }
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    /* A record fetched before a re-assignment may still arrive: it belongs to the old slot. */
-    if (m->partition != current) {
-      rd_kafka_message_destroy(m);
-      continue;
-    }
     gw_outbound it;
-    bool ok = build_item(k, m, &it);
-    rd_kafka_message_destroy(m);
-    if (ok && !handoff_push(k, &it, current))
+    if (m && take_record(k, m, current, &it) && !handoff_push(k, &it, current))
       break;
   }
   return NULL;
+}
+
+/*
+ * outbound_on_loop, loop thread (gw_kafka_ev.c calls it when librdkafka signals the consumer
+ * queue): reads what is there while the ring has room, up to LOOP_SERVE_MAX, and has the server
+ * dispatch it at once. No thread hand-off and no wait: when the ring is full the records stay in
+ * librdkafka's queue, whose own bound (queued.max.messages.kbytes) stops the fetching. Returns
+ * true when it stopped with records possibly left (called again next iteration).
+ */
+static bool loop_serve(void *arg) {
+  gw_kafka *k = arg;
+  size_t n = 0;
+  bool more = false;
+  int slot = atomic_load(&k->assigned_slot);
+  for (;;) {
+    pthread_mutex_lock(&k->mu);
+    bool room = k->count < k->cap && (k->count == 0 || k->bytes < k->o.outbound_queue_bytes);
+    pthread_mutex_unlock(&k->mu);
+    if (!room || n == LOOP_SERVE_MAX) {
+      more = true;
+      break;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, 0);
+    if (!m)
+      break;
+    n++;
+    gw_outbound it;
+    if (!take_record(k, m, slot, &it))
+      continue;
+    pthread_mutex_lock(&k->mu);
+    ring_put(k, &it, item_bytes(&it));
+    pthread_mutex_unlock(&k->mu);
+    wsg_counter_add(k->m_out_queued, 1);
+  }
+  if (n > 0 && !k->closing && k->o.drain)
+    k->o.drain(k->o.arg);
+  return more;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -516,6 +574,8 @@ static uint64_t conf_u64(rd_kafka_conf_t *conf, const char *key, uint64_t def) {
   return end != buf ? (uint64_t)v : def;
 }
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
+
 #define DELIVERED           "wsgate_gateway_kafka_delivered_total"
 #define DELIVERED_HELP      "Inbound envelopes Kafka acknowledged (ok) or failed for good (failed)."
 #define PRODUCE_ERRORS      "wsgate_gateway_kafka_produce_errors_total"
@@ -547,6 +607,10 @@ static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(gw_kafka, m_out_kind, OUT_RECORDS, OUT_RECORDS_HELP, "result=\"wrong_type\""),
     WSG_COUNTER_ROW(gw_kafka, m_out_errors, "wsgate_gateway_outbound_errors_total",
                     "Outbound consumer errors (fetch errors, out of memory).", NULL),
+    WSG_HISTOGRAM_ROW(gw_kafka, m_hop_acked, "wsgate_gateway_hop_inbound_acked_seconds",
+                      "Hop 1: from producing an inbound envelope (as its frame is read, unless the "
+                      "gateway held it) to Kafka's acknowledgement.",
+                      NULL, hop_bounds),
     WSG_GAUGE_ROW(gw_kafka, m_outq, "wsgate_gateway_outbound_queue",
                   "Outbound envelopes waiting for the WebSocket thread.", NULL),
     WSG_COUNTER_ROW(
@@ -641,6 +705,20 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
   if (!k->consumer)
     goto fail;
   rd_kafka_poll_set_consumer(k->consumer);
+  if (o->outbound_on_loop) {
+    /* The consumer queue, which the main queue now forwards to: the final queue, the only one
+     * librdkafka signals (docs/notes/librdkafka-2.0.2.md#event-delivery). */
+    rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(k->consumer);
+    if (!cq) {
+      snprintf(err, errlen, "the outbound consumer has no consumer queue");
+      goto fail;
+    }
+    k->out_ev = gw_kafka_ev_create(o->loop, cq, loop_serve, k, err, errlen);
+    if (!k->out_ev)
+      goto fail;
+    WSG_INFO("kafka",
+             "outbound records are read on the WebSocket thread (--outbound-consume loop)");
+  }
 
   if (pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
     snprintf(err, errlen, "cannot start the outbound consumer thread");
@@ -685,7 +763,10 @@ int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, const volatile sig_atomic
 }
 
 void gw_kafka_stop_consumer(gw_kafka *k) {
-  if (!k || !k->thread_started)
+  if (!k)
+    return;
+  gw_kafka_ev_stop(k->out_ev); /* no drain into a server that is going away */
+  if (!k->thread_started)
     return;
   pthread_mutex_lock(&k->mu);
   atomic_store(&k->stop, true);
@@ -700,6 +781,8 @@ void gw_kafka_destroy(gw_kafka *k) {
     return;
   gw_kafka_stop_consumer(k);
   k->closing = true;
+  gw_kafka_ev_destroy(k->out_ev); /* its queue must go before rd_kafka_consumer_close */
+  k->out_ev = NULL;
   if (k->consumer) {
     rd_kafka_consumer_close(k->consumer);
     rd_kafka_destroy(k->consumer);

@@ -124,6 +124,10 @@ typedef struct {
   void (*on_pressure)(void *arg, bool paused);
   /* CONSUMER THREAD: gw_outbound items are waiting; must only call lws_cancel_service(). */
   void (*wake)(void *arg);
+  /* With outbound_on_loop: the loop thread reads the outbound records itself (gw_kafka_ev.c)
+   * instead of the consumer thread, and calls drain (loop thread) to dispatch what it queued. */
+  bool outbound_on_loop;
+  void (*drain)(void *arg);
   void *arg; /* borrowed, passed to the callbacks */
 } gw_kafka_options;
 

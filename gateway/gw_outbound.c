@@ -78,7 +78,7 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     return;
   }
   if (it->ts_us && s->m_latency) {
-    uint64_t now_us = wsg_now_wall_us();
+    uint64_t now_us = gw_clock_wall_us(&s->clock);
     if (now_us > it->ts_us)
       wsg_histogram_observe(s->m_latency, (double)(now_us - it->ts_us) / 1e6);
   }
@@ -161,6 +161,17 @@ static void copy_framed(uint8_t *dst, const char *hdr, size_t hlen, const uint8_
     memcpy(dst + done, payload + (off - hlen), n - done);
 }
 
+/* Hop 4 (docs/GATEWAY.md "Where the time goes"): from the processor building the reply to its
+ * last byte handed to lws_write(). Messages the gateway made itself carry no ts. */
+static void hop_written(gw_server *s, const gw_msg *m) {
+  uint64_t ts = gw_msg_ts(m);
+  if (!ts || !s->m_hop_written)
+    return;
+  uint64_t now_us = gw_clock_wall_us(&s->clock);
+  if (now_us > ts)
+    wsg_histogram_observe(s->m_hop_written, (double)(now_us - ts) / 1e6);
+}
+
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
    * here would drop the socket without waiting, so the client's answer would meet a reset. */
@@ -222,6 +233,7 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   ss->sent_off += (uint32_t)chunk;
   if (ss->sent_off >= total) {
     ss->sent_off = 0;
+    hop_written(s, m);
     wsg_counter_add(s->m_msgs_out, 1);
     wsg_counter_add(s->m_bytes_out, len);
     uint64_t before = gw_sendq_bytes(&ss->q);

@@ -110,6 +110,8 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
       it->msg = gw_msg_create(env->data_len ? env->data : NULL, env->data_len, env->binary);
       if (!it->msg)
         r = GW_OUTDEC_NOMEM;
+      else
+        gw_msg_set_ts(it->msg, it->ts_us);
     }
   }
   if (r != GW_OUTDEC_OK)

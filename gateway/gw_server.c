@@ -587,6 +587,11 @@ void gw_server_wake(gw_server *s) {
     lws_cancel_service(s->ctx);
 }
 
+void gw_server_drain_outbound(gw_server *s) {
+  if (s && s->ctx)
+    gw_outbound_drain(s);
+}
+
 void gw_server_set_slot(gw_server *s, int32_t slot) {
   if (slot >= 0)
     s->slot = slot;
@@ -647,6 +652,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->o = *o;
   s->cfg = cfg;
   s->slot = -1;
+  gw_clock_init(&s->clock, o->loop, cfg->loop_clock);
   if (gw_user_map_init(&s->users) != 0) {
     snprintf(err, errlen, "getrandom failed");
     free(s);

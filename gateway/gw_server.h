@@ -104,6 +104,8 @@ uint64_t gw_server_conn_count(const gw_server *s);
 
 /* Kafka consumer thread: outbound envelopes are waiting (lws_cancel_service). */
 void gw_server_wake(gw_server *s);
+/* Loop thread: dispatch the outbound envelopes waiting now (--outbound-consume loop). */
+void gw_server_drain_outbound(gw_server *s);
 
 /* The callbacks gw_kafka and gw_registry need, forwarded by the gateway. */
 void gw_server_on_pressure(gw_server *s, bool paused);

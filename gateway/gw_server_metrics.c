@@ -21,6 +21,8 @@
 static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,   0.25,   0.5,   1,    2.5,   5};
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
+
 /* Rows generated from the X-macro lists, so a new upgrade outcome or close code has its series. */
 #define UPGRADE_ROW(name, label)                                                                   \
   COUNTER(m_upgrades[UPG_##name], UPGRADES, UPGRADES_HELP, "result=\"" label "\""),
@@ -104,6 +106,10 @@ static const wsg_metric_def metric_rows[] = {
         gw_server, m_latency, "wsgate_gateway_outbound_latency_seconds",
         "From an outbound envelope's ts (set by its producer) to its hand-off to connections.",
         NULL, latency_bounds),
+    WSG_HISTOGRAM_ROW(gw_server, m_hop_written, "wsgate_gateway_hop_outbound_written_seconds",
+                      "Hop 4: from an outbound envelope's ts (when a processor built it) to its "
+                      "last byte handed to the socket (lws_write).",
+                      NULL, hop_bounds),
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
         GAUGE(m_channels, "wsgate_gateway_channels",

@@ -27,6 +27,7 @@
 
 #include "gw_channels.h"
 #include "gw_chreg.h"
+#include "gw_clock.h"
 #include "gw_conns.h"
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
@@ -225,6 +226,7 @@ struct gw_server {
   uint32_t ping_s, idle_s;
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
+  gw_clock clock; /* timestamps: --loop-clock */
 
   wsg_counter *m_upgrades[UPG__COUNT];
   wsg_counter *m_closes[CLOSE_IDX__COUNT];
@@ -235,7 +237,7 @@ struct gw_server {
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
-  wsg_histogram *m_latency;
+  wsg_histogram *m_latency, *m_hop_written;
   wsg_counter *m_accept_refused[GW_DOOR__COUNT];
   wsg_counter *m_not_websocket;
   wsg_gauge *m_handshakes, *m_fd_limit;

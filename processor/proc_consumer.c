@@ -83,6 +83,7 @@ int proc_consumer_ready(proc_consumer *c, char *why, size_t whylen) {
 #define REBALANCES      "wsgate_processor_rebalances_total"
 #define REBALANCES_HELP "Partition assignment changes, by kind"
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
 static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                        0.1,   0.25,   0.5,   1,    2.5};
 
@@ -121,6 +122,10 @@ static const wsg_metric_def metric_rows[] = {
                                 "Records of an inbound partition not yet handled by this "
                                 "processor (0 when it does not own the partition)",
                                 "partition"),
+    WSG_HISTOGRAM_ROW(proc_consumer, m_hop_acked, "wsgate_processor_hop_outbound_acked_seconds",
+                      "Hop 3: from the handler's start on an inbound record to Kafka's "
+                      "acknowledgement of an outbound record it caused (batch, routing, linger).",
+                      NULL, hop_bounds),
 };
 
 const wsg_metric_table proc_consumer_metric_table =
@@ -245,6 +250,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     c->inflight_total--;
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     atomic_store(&c->brokers_down, 0);
+    if (t->handler_us && c->m_hop_acked) {
+      uint64_t now_us = wsg_now_wall_us();
+      if (now_us > t->handler_us)
+        wsg_histogram_observe(c->m_hop_acked, (double)(now_us - t->handler_us) / 1e6);
+    }
     complete(p, t->epoch, t->seq);
   } else if (permanent(m->err)) {
     count(c->m_dropped, 1);
@@ -566,6 +576,7 @@ int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, c
     proc_consumer__fail(c, "out of memory tracking an outbound record");
     return -1;
   }
+  t->handler_us = r->handler_us;
   for (;;) {
     if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
                          t) == 0) {

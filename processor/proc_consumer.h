@@ -72,6 +72,9 @@ typedef struct {
   size_t key_len;
   int32_t partition;
   int64_t offset;
+  /* When its handler started (microseconds since the epoch; 0: not handled), set by the caller:
+   * the start of the outbound-acknowledged hop's histogram. */
+  uint64_t handler_us;
   /* private */
   void *rkm;
   void *part;

@@ -48,6 +48,7 @@ typedef struct ticket {
   part *p;
   uint32_t epoch;
   uint64_t seq;
+  uint64_t handler_us; /* the input's handler start for hop 3, or 0 (dead letters) */
   struct ticket *next;
 } ticket;
 
@@ -105,6 +106,7 @@ struct proc_consumer {
   wsg_counter *m_commits_ok;
   wsg_counter *m_commits_err;
   wsg_histogram *m_commit_latency;
+  wsg_histogram *m_hop_acked;
   wsg_counter *m_assign;
   wsg_counter *m_revoke;
   wsg_counter *m_lost;

@@ -73,6 +73,7 @@ struct proc_processor {
   wsg_counter *m_encode_errors;
   wsg_histogram *m_batch_size;
   wsg_histogram *m_batch_seconds;
+  wsg_histogram *m_hop_handler;
 };
 
 static void count(wsg_counter *c, uint64_t n) {
@@ -85,6 +86,7 @@ static void count(wsg_counter *c, uint64_t n) {
 #define PROCESSED      "wsgate_processor_processed_total"
 #define PROCESSED_HELP "Envelopes handed to the handler, by outcome"
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
 static const double batch_sizes[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
 static const double batch_secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                     0.05,   0.1,   0.25,   0.5,   1,    2.5};
@@ -127,6 +129,11 @@ static const wsg_metric_def metric_rows[] = {
                       "Time to handle, route and produce one batch (not counting "
                       "acknowledgements)",
                       NULL, batch_secs),
+    WSG_HISTOGRAM_ROW(
+        proc_processor, m_hop_handler, "wsgate_processor_hop_handler_start_seconds",
+        "Hop 2: from the gateway reading a frame (the envelope's ts) to the handler's "
+        "start on it: hop 1 plus the consumer's fetch and the batch ahead of it.",
+        NULL, hop_bounds),
 };
 
 const wsg_metric_table proc_processor_metric_table =
@@ -332,6 +339,10 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
   }
   if ((int)env.kind >= 0 && env.kind <= WSG_ENV_CLOSE)
     count(p->m_kind[env.kind], 1);
+  /* One clock reading serves both hops: this one, and hop 3 when the outputs are acknowledged. */
+  r->handler_us = wsg_now_wall_us();
+  if ((env.fields & WSG_F_TS) && p->m_hop_handler && r->handler_us > env.ts_us)
+    wsg_histogram_observe(p->m_hop_handler, (double)(r->handler_us - env.ts_us) / 1e6);
 
   uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS;
   for (;;) {

@@ -115,6 +115,103 @@ Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = itest_fini) {
   itest_gateway_cleanup(&g);
 }
 
+/* The hop histograms (docs/GATEWAY.md "Where the time goes") over a few round trips. */
+typedef struct {
+  int port;
+  const char *series;
+  double at_least;
+} metric_at_least;
+
+static bool reached(void *arg) {
+  const metric_at_least *m = arg;
+  return itest_metric(m->port, m->series) >= m->at_least;
+}
+
+static void expect_hop(int port, const char *name, double n) {
+  char series[160];
+  snprintf(series, sizeof series, "%s_count", name);
+  /* Acknowledgements may be reported after the reply arrived: wait for them. */
+  metric_at_least m = {port, series, n};
+  cr_assert(itest_wait_until(reached, &m, 10000), "%s: %.0f observations, expected %.0f", name,
+            itest_metric(port, series), n);
+  snprintf(series, sizeof series, "%s_sum", name);
+  double sum = itest_metric(port, series);
+  /* Each took some time and none took seconds on an idle test cluster (mean under 2 s). */
+  cr_assert(sum > 0 && sum / n < 2.0, "%s: sum %f s over %.0f", name, sum, n);
+}
+
+static bool log_has(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return false;
+  char line[4096];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f))
+    found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
+static void hops_round_trips(const char *const *gw_extra) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  itest_gateway g;
+  itest_daemon_opts go = {.extra = gw_extra};
+  itest_gateway_start(&g, &c, "gw-hops", &go);
+  itest_processor p;
+  itest_processor_start(&p, &c, "hops", "echo", NULL);
+  ws_client *alice = itest_connect(&g, "alice");
+  enum { N = 20 };
+  ws_message m;
+  for (int i = 0; i < N; i++) {
+    send_text(alice, "hop");
+    itest_recv(alice, &m, RECV_MS);
+  }
+  /* Inbound: every frame (and the connect) acknowledged, every record handed to the handler. */
+  expect_hop(g.http_port, "wsgate_gateway_hop_inbound_acked_seconds", N + 1);
+  expect_hop(p.http_port, "wsgate_processor_hop_handler_start_seconds", N + 1);
+  /* Outbound: every echo acknowledged and written (the connect caused no reply). */
+  expect_hop(p.http_port, "wsgate_processor_hop_outbound_acked_seconds", N);
+  expect_hop(g.http_port, "wsgate_gateway_hop_outbound_written_seconds", N);
+  /* A burst comes back whole and in order, whoever reads the outbound partition. */
+  char buf[32];
+  for (int i = 0; i < 50; i++) {
+    snprintf(buf, sizeof buf, "b%d", i);
+    send_text(alice, buf);
+  }
+  for (int i = 0; i < 50; i++) {
+    itest_recv(alice, &m, RECV_MS);
+    snprintf(buf, sizeof buf, "b%d", i);
+    cr_assert(m.len == strlen(buf) && memcmp(m.data, buf, m.len) == 0, "echo %d out of order", i);
+  }
+  bool on_loop = false;
+  for (const char *const *a = gw_extra; a && *a; a++)
+    on_loop |= strcmp(*a, "loop") == 0;
+  cr_assert_eq(log_has(g.log, "outbound records are read on the WebSocket thread"), on_loop);
+  ws_client_destroy(alice);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  /* A clean drain and exit in either mode (the loop's watchers go before the server does). */
+  int status = itest_gateway_stop(&g, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gateway exit status %d", status);
+  itest_gateway_cleanup(&g);
+}
+
+Test(processor_gateway, hop_histograms_see_every_round_trip, .timeout = 120, .fini = itest_fini) {
+  hops_round_trips(NULL);
+}
+
+Test(processor_gateway, hop_histograms_with_the_loop_clock, .timeout = 120, .fini = itest_fini) {
+  static const char *const extra[] = {"--loop-clock", NULL};
+  hops_round_trips(extra);
+}
+
+/* --outbound-consume loop: the loop thread reads the outbound partition itself (gw_kafka_ev.c). */
+Test(processor_gateway, outbound_consumed_on_the_loop, .timeout = 120, .fini = itest_fini) {
+  static const char *const extra[] = {"--outbound-consume", "loop", NULL};
+  hops_round_trips(extra);
+}
+
 typedef struct {
   const itest_cluster *c;
   const char *user;
