@@ -371,8 +371,8 @@ class Cluster:
                                   "--drain-grace", "8s",
                                   # Every client of a scenario comes from 127.0.0.1, as from one
                                   # NAT: the per-address caps are off unless a scenario sets them.
-                                  "--max-conns-per-addr", "0", "--max-upgrades-per-addr", "0",
-                                  *(extra or [])]
+                                  "--max-conns-per-addr", "0", "--max-pending-per-addr", "0",
+                                  "--max-upgrades-per-addr", "0", *(extra or [])]
         p = self.r.spawn(f"{self.name}-gw{i}", argv)
         p.http_port = http_port
         p.extra.update(port=port, id=gw_id, url=f"ws://127.0.0.1:{port}/")
