@@ -18,6 +18,7 @@ struct gw_chsub {
 
 struct gw_channel {
   gw_chsub *head;
+  gw_chpos pos;
   size_t nsubs;
   uint64_t hash;
   uint32_t len;
@@ -282,4 +283,8 @@ uint8_t gw_chsub_flags(const gw_chsub *s) {
 const char *gw_channel_name(const gw_channel *ch, size_t *len) {
   *len = ch->len;
   return ch->name;
+}
+
+gw_chpos *gw_channel_pos(gw_channel *ch) {
+  return &ch->pos;
 }

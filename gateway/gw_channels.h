@@ -82,4 +82,11 @@ uint64_t gw_chsub_conn(const gw_chsub *s);
 uint8_t gw_chsub_flags(const gw_chsub *s);
 const char *gw_channel_name(const gw_channel *ch, size_t *len);
 
+/* Where the gateway is in the channel's stream of publications (gw_chpub): the epoch (0: none
+ * seen yet) and the next offset expected. Lives and dies with the channel. */
+typedef struct {
+  uint64_t epoch, next;
+} gw_chpos;
+gw_chpos *gw_channel_pos(gw_channel *ch);
+
 #endif

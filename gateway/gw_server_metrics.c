@@ -16,6 +16,8 @@
 #define DROPPED       "wsgate_gateway_outbound_dropped_total"
 #define DROPPED_HELP  "Outbound deliveries not sent, by reason."
 #define RESUMES       "wsgate_gateway_resumes_total"
+#define PUBS          "wsgate_gateway_channel_publications_total"
+#define PUBS_HELP     "publish records from processors, by what became of them."
 #define RESUMES_HELP  "Reconnections with ?resume=, by whether every missed message was replayed."
 
 static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -112,6 +114,16 @@ static const wsg_metric_def metric_rows[] = {
           "Channel subscriptions of this gateway's connections.", NULL),
     GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",
           NULL),
+    COUNTER(m_pubs[GW_PUB_DELIVERED], PUBS, PUBS_HELP, "result=\"delivered\""),
+    COUNTER(m_pubs[GW_PUB_NOBODY], PUBS, PUBS_HELP, "result=\"nobody\""),
+    COUNTER(m_pubs[GW_PUB_DUPLICATE], PUBS, PUBS_HELP, "result=\"duplicate\""),
+    COUNTER(m_pubs[GW_PUB_TOO_BIG], PUBS, PUBS_HELP, "result=\"too_big\""),
+    COUNTER(m_pubs[GW_PUB_NOMEM], PUBS, PUBS_HELP, "result=\"out_of_memory\""),
+    COUNTER(m_pub_frames, "wsgate_gateway_channel_deliveries_total",
+            "Publication frames queued to subscribers (one shared message per format).", NULL),
+    COUNTER(m_pub_gaps, "wsgate_gateway_channel_gaps_total",
+            "Publications a channel's subscribers were told they missed (gap frames' ranges).",
+            NULL),
     GW_DOOR_REFUSALS(DOOR_ROW) /* gw_session.h */
     COUNTER(m_not_websocket, "wsgate_gateway_not_websocket_total",
             "Requests on the WebSocket port that were not an upgrade (plain HTTP: 426; CONNECT: "

@@ -9,6 +9,7 @@
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
  *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
+ *   gw_chpub.c     publications to local subscribers: order, duplicates, gaps;
  *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
@@ -119,6 +120,9 @@ typedef struct orphan {
   uint32_t keylen, len;
   uint8_t data[]; /* key, then value */
 } orphan;
+
+/* What became of a `publish` record (gw_chpub, metric label). */
+enum { GW_PUB_DELIVERED, GW_PUB_NOBODY, GW_PUB_DUPLICATE, GW_PUB_TOO_BIG, GW_PUB_NOMEM, GW_PUB__COUNT };
 
 /* Upgrade outcomes, for the metric and the log. */
 #define UPGRADE_RESULTS(X)                                                                         \
@@ -240,6 +244,8 @@ struct gw_server {
   gw_chreg *chreg;
   wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
+  wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
+  wsg_counter *m_pub_frames, *m_pub_gaps;
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -332,6 +338,8 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen);
 void gw_chserve_finish(gw_server *s);
 void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
 void gw_chserve_release(gw_server *s, gw_session *ss);
+/* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
+void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* A pending upgrade's channel permissions as the session keeps them (NULL: none; out of memory
  * is none too), and freeing them. */
 char *gw__chperm_take(const gw_pending *p);

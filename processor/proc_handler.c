@@ -209,6 +209,20 @@ static int api_redis(wsgate_ctx *ctx, const wsgate_redis_cmd *cmds, size_t ncmds
   return WSGATE_OK;
 }
 
+static int api_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                       const void *payload, size_t len, bool binary) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!channel || !wsg_channel_name_valid(channel, channel_len))
+    return WSGATE_E_INVAL;
+  int rc = check_payload(c, payload, len, binary);
+  if (rc == WSGATE_OK)
+    rc = take_action(c, 0, len + channel_len);
+  if (rc == WSGATE_OK && proc_outbox_publish(c->denv->box, c->rec, channel, channel_len, payload,
+                                             len, binary) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
 static const char *api_redis_prefix(const wsgate_ctx *ctx) {
   return ((const proc_ctx *)(const void *)ctx)->denv->prefix;
 }
@@ -254,6 +268,7 @@ static const wsgate_api proc_api = {
     .redis_prefix = api_redis_prefix,
     .set_error = api_set_error,
     .log = api_log,
+    .publish = api_publish,
 };
 
 /* --- loading ------------------------------------------------------------------------------- */

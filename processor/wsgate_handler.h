@@ -188,6 +188,9 @@ struct wsgate_api {
   const char *(*redis_prefix)(const wsgate_ctx *ctx);
   void (*set_error)(wsgate_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*log)(wsgate_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+  /* Since channels (issue 15): check wsgate_api.size before calling (wsgate_publish does). */
+  int (*publish)(wsgate_ctx *ctx, const char *channel, size_t channel_len, const void *payload,
+                 size_t len, bool binary);
 };
 
 /*
@@ -256,6 +259,23 @@ static inline int wsgate_redis(wsgate_ctx *ctx, const wsgate_redis_cmd *cmds, si
 /* The configured key prefix (--redis-prefix, default "wsgate:"). */
 static inline const char *wsgate_redis_prefix(const wsgate_ctx *ctx) {
   return ctx->api->redis_prefix(ctx);
+}
+
+/*
+ * Publishes `payload` to `channel` (docs/PROTOCOL.md, "Channels": 1..200 bytes of UTF-8 without
+ * control characters). After the callback returns, the publication is numbered in its channel
+ * (offset, epoch), stored once in the channel's history (its namespace's history_size and
+ * history_ttl) and sent as ONE record to each gateway with subscribers of the channel, which
+ * writes it to each of them: the cost does not grow with the number of subscribers. A channel
+ * without subscribers only stores it. Copied. WSGATE_E_INVAL for a bad name or a text payload that
+ * is not UTF-8; WSGATE_E_STATE from a processor older than this function.
+ */
+static inline int wsgate_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                                 const void *payload, size_t len, bool binary) {
+  if (ctx->api->size < offsetof(wsgate_api, publish) + sizeof ctx->api->publish ||
+      !ctx->api->publish)
+    return WSGATE_E_STATE;
+  return ctx->api->publish(ctx, channel, channel_len, payload, len, binary);
 }
 
 /* Says why the callback is about to return WSGATE_ERROR or WSGATE_REJECT: the processor logs it

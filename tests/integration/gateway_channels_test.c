@@ -6,6 +6,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,18 +15,21 @@
 #include "gw_jwt.h"
 #include "harness.h"
 
-static itest_gateway gw;
+static itest_gateway gw, gw2;
+static itest_processor proc;
 static itest_reader rd;
 
 static void teardown(void) {
   itest_reader_close(&rd);
   itest_gateway_cleanup(&gw);
+  itest_gateway_cleanup(&gw2);
+  itest_processor_cleanup(&proc);
 }
 
 TestSuite(gateway_channels, .fini = teardown, .timeout = 120);
 
-/* Connects `user` with a token whose channels claim is `claim_json` (a JSON array). */
-static ws_client *connect_with_channels(const char *user, const char *claim_json) {
+/* Connects `user` to g with a token whose channels claim is `claim_json` (a JSON array). */
+static ws_client *connect_on(const itest_gateway *g, const char *user, const char *claim_json) {
   char claims[512], tok[2048], auth[2200];
   snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%ld,\"channels\":%s}", user,
            (long)time(NULL) + 300, claim_json);
@@ -36,8 +40,12 @@ static ws_client *connect_with_channels(const char *user, const char *claim_json
   const char *headers[] = {auth, NULL};
   ws_client *c = NULL;
   ws_http_response resp;
-  cr_assert_eq(itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
+  cr_assert_eq(itest_connect_raw(g, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
   return c;
+}
+
+static ws_client *connect_with_channels(const char *user, const char *claim_json) {
+  return connect_on(&gw, user, claim_json);
 }
 
 /* Sends an op and expects exactly `want` back. */
@@ -138,4 +146,103 @@ Test(gateway_channels, limit_per_connection_and_no_claim) {
             "token does not allow this channel\"}");
   ws_client_destroy(c);
   ws_client_destroy(d);
+}
+
+/* Expects a JSON publication frame of `channel` at `offset` with `data_json` (the JSON string,
+ * quotes included); returns its epoch. */
+static unsigned long long expect_pub(ws_client *c, const char *channel, unsigned offset,
+                                     const char *data_json) {
+  ws_message m;
+  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  char head[256], tail[256];
+  snprintf(head, sizeof head, "{\"wsgate\":\"pub\",\"channel\":\"%s\",\"offset\":%u,\"epoch\":",
+           channel, offset);
+  snprintf(tail, sizeof tail, ",\"data\":%s}", data_json);
+  cr_assert(m.len > strlen(head) + strlen(tail) && memcmp(m.data, head, strlen(head)) == 0 &&
+                memcmp(m.data + m.len - strlen(tail), tail, strlen(tail)) == 0,
+            "got %.*s", (int)m.len, m.data);
+  return strtoull((const char *)m.data + strlen(head), NULL, 10);
+}
+
+static long long redis_int(const char *fmt, const char *arg) {
+  redisContext *r = itest_redis_connect();
+  redisReply *rep = redisCommand(r, fmt, arg);
+  long long v = -1;
+  if (rep && rep->type == REDIS_REPLY_INTEGER)
+    v = rep->integer;
+  else if (rep && rep->type == REDIS_REPLY_STRING)
+    v = atoll(rep->str);
+  freeReplyObject(rep);
+  redisFree(r);
+  return v;
+}
+
+static void publish(ws_client *c, const char *channel, const char *data) {
+  char frame[512];
+  int n = snprintf(frame, sizeof frame, "%s\n%s", channel, data);
+  cr_assert_eq(ws_client_send_text(c, frame, (size_t)n), WS_CLIENT_OK);
+}
+
+/* Stage 3: a publication is numbered and stored once, sent as one record per gateway with
+ * subscribers, and written once per format to every local subscriber; a channel without
+ * subscribers only stores it. */
+Test(gateway_channels, publish_to_subscribers_on_two_gateways) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {"--channel-namespace", "news=history_size=100", NULL};
+  itest_gateway_start(&gw, &c, "chan-pub1", NULL);
+  itest_gateway_start(&gw2, &c, "chan-pub2", NULL);
+  itest_processor_start(&proc, &c, "chan-pub", "publish", &(itest_daemon_opts){.extra = extra});
+
+  ws_client *a = connect_on(&gw, "alice", "[\"*\"]");
+  ws_client *b = connect_on(&gw2, "bob", "[\"*\"]");
+  ws_client *d = connect_on(&gw2, "dave", "[\"*\"]");
+  op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\"}");
+  op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\"}");
+  /* dave speaks MessagePack: {"wsgate":"subscribe","channel":"news:eu"} */
+  static const uint8_t mp_sub[] = {0x82, 0xa6, 'w', 's', 'g', 'a', 't', 'e', 0xa9, 's', 'u',
+                                   'b',  's',  'c', 'r', 'i', 'b', 'e', 0xa7, 'c', 'h', 'a',
+                                   'n',  'n',  'e', 'l', 0xa7, 'n', 'e', 'w', 's', ':', 'e', 'u'};
+  cr_assert_eq(ws_client_send(d, WS_OP_BINARY, mp_sub, sizeof mp_sub), WS_CLIENT_OK);
+  ws_message m;
+  itest_expect_msg(d, WS_OP_BINARY, &m, ITEST_TIMEOUT_MS);
+  cr_assert_eq(gws_members("news:eu", 2), 2);
+
+  ws_client *p = connect_on(&gw, "pat", "[]");
+  publish(p, "news:eu", "hello \"eu\"");
+  unsigned long long e1 = expect_pub(a, "news:eu", 1, "\"hello \\\"eu\\\"\"");
+  unsigned long long e2 = expect_pub(b, "news:eu", 1, "\"hello \\\"eu\\\"\"");
+  cr_expect(e1 > 0 && e1 == e2);
+  itest_expect_msg(d, WS_OP_BINARY, &m, ITEST_TIMEOUT_MS);
+  cr_expect(m.len > 10 && m.data[0] == 0x85 && memmem(m.data, m.len, "hello \"eu\"", 10),
+            "a MessagePack publication");
+  publish(p, "news:eu", "two");
+  expect_pub(a, "news:eu", 2, "\"two\"");
+  expect_pub(b, "news:eu", 2, "\"two\"");
+
+  /* One record per gateway per publication, whatever the subscribers. */
+  cr_expect_eq(itest_metric(proc.http_port, "wsgate_processor_channel_publish_records_total"), 4);
+  cr_expect_eq(itest_metric(gw2.http_port, "wsgate_gateway_channel_deliveries_total"), 4);
+  char key[256];
+  snprintf(key, sizeof key, "%sch:{c:news:eu}:h", c.prefix);
+  cr_expect_eq(redis_int("XLEN %s", key), 2, "stored once each in the history");
+
+  /* Nobody subscribed: stored (offset counted), nothing sent; the default namespace keeps no
+   * history. */
+  publish(p, "quiet", "x");
+  snprintf(key, sizeof key, "%sch:{c:quiet}:m", c.prefix);
+  for (int i = 0; i < 100 && redis_int("HGET %s o", key) != 1; i++)
+    usleep(50 * 1000);
+  cr_expect_eq(redis_int("HGET %s o", key), 1);
+  cr_expect_eq(itest_metric(proc.http_port,
+                            "wsgate_processor_channel_publications_total{result=\"nobody\"}"),
+               1);
+  snprintf(key, sizeof key, "%sch:{c:quiet}:h", c.prefix);
+  cr_expect_eq(redis_int("EXISTS %s", key), 0);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+  ws_client_destroy(d);
+  ws_client_destroy(p);
 }
