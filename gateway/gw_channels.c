@@ -13,6 +13,7 @@ struct gw_chsub {
   gw_chsub *cprev, *cnext; /* the channel's subscribers */
   gw_chsub *snext;         /* the connection's subscriptions */
   uint64_t conn;
+  uint64_t from; /* publications below this offset were delivered already (recovery) */
   uint8_t flags;
 };
 
@@ -287,4 +288,32 @@ const char *gw_channel_name(const gw_channel *ch, size_t *len) {
 
 gw_chpos *gw_channel_pos(gw_channel *ch) {
   return &ch->pos;
+}
+
+gw_chsub *gw_channels_sub_of(gw_chsub *subs, const char *name, size_t len) {
+  for (gw_chsub *s = subs; s; s = s->snext)
+    if (s->ch->len == len && memcmp(s->ch->name, name, len) == 0)
+      return s;
+  return NULL;
+}
+
+void gw_chsub_set_flags(gw_chsub *s, uint8_t flags) {
+  s->flags = flags;
+}
+
+uint64_t gw_chsub_from(const gw_chsub *s) {
+  return s->from;
+}
+
+void gw_chsub_set_from(gw_chsub *s, uint64_t from) {
+  s->from = from;
+}
+
+gw_channel *gw_chsub_channel(gw_chsub *s) {
+  return s->ch;
+}
+
+void gw_channel_reset_from(gw_channel *ch) {
+  for (gw_chsub *s = ch->head; s; s = s->cnext)
+    s->from = 0;
 }

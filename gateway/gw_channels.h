@@ -89,4 +89,14 @@ typedef struct {
 } gw_chpos;
 gw_chpos *gw_channel_pos(gw_channel *ch);
 
+/* Per subscription (gw_chrecover): the caller's flag bits, and the offset below which
+ * publications were delivered already by a recovery (0: none). A new epoch resets every
+ * subscription's (gw_channel_reset_from). */
+gw_chsub *gw_channels_sub_of(gw_chsub *subs, const char *name, size_t len); /* NULL: none */
+void gw_chsub_set_flags(gw_chsub *s, uint8_t flags);
+uint64_t gw_chsub_from(const gw_chsub *s);
+void gw_chsub_set_from(gw_chsub *s, uint64_t from);
+gw_channel *gw_chsub_channel(gw_chsub *s);
+void gw_channel_reset_from(gw_channel *ch);
+
 #endif

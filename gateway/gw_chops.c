@@ -209,13 +209,14 @@ static void mp_str(msgpack_packer *pk, const char *s, size_t n) {
   msgpack_pack_str_with_body(pk, s, n);
 }
 
-static size_t answer_msgpack(const gw_chop *op, int err, const char *type, uint8_t *out,
-                             size_t cap) {
+static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
+                             const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
   fixed_buf b = {out, cap, 0, false};
   msgpack_packer pk;
   msgpack_packer_init(&pk, &b, fixed_write);
   bool has_op = op->kind != GW_CHOP_NONE;
-  size_t pairs = 1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0));
+  size_t pairs = 1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0)) +
+                 (rec ? 3 : 0);
   msgpack_pack_map(&pk, pairs);
   mp_str(&pk, "wsgate", 6);
   mp_str(&pk, type, strlen(type));
@@ -226,6 +227,17 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type, uint8
   if (err == GW_CHOP_OK) {
     mp_str(&pk, "channel", 7);
     mp_str(&pk, op->channel, op->channel_len);
+    if (rec) {
+      mp_str(&pk, "recovered", 9);
+      if (rec->recovered)
+        msgpack_pack_true(&pk);
+      else
+        msgpack_pack_false(&pk);
+      mp_str(&pk, "epoch", 5);
+      msgpack_pack_uint64(&pk, rec->epoch);
+      mp_str(&pk, "offset", 6);
+      msgpack_pack_uint64(&pk, rec->offset);
+    }
   } else {
     if (has_op) {
       mp_str(&pk, "op", 2);
@@ -239,7 +251,8 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type, uint8
   return b.overflow ? 0 : b.len;
 }
 
-static size_t answer_json(const gw_chop *op, int err, const char *type, uint8_t *out, size_t cap) {
+static size_t answer_json(const gw_chop *op, int err, const char *type,
+                          const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
   json_t *j = json_object();
   if (!j)
     return 0;
@@ -248,6 +261,11 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, uint8_t 
     json_object_set_new(j, "id", json_integer((json_int_t)op->id));
   if (err == GW_CHOP_OK) {
     json_object_set_new(j, "channel", json_stringn(op->channel, op->channel_len));
+    if (rec) {
+      json_object_set_new(j, "recovered", json_boolean(rec->recovered));
+      json_object_set_new(j, "epoch", json_integer((json_int_t)rec->epoch));
+      json_object_set_new(j, "offset", json_integer((json_int_t)rec->offset));
+    }
   } else {
     if (op->kind != GW_CHOP_NONE)
       json_object_set_new(j, "op", json_string(op_names[op->kind]));
@@ -263,6 +281,12 @@ size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap) {
   const char *type = "error";
   if (err == GW_CHOP_OK)
     type = op->kind == GW_CHOP_UNSUBSCRIBE ? "unsubscribed" : "subscribed";
-  return op->msgpack ? answer_msgpack(op, err, type, out, cap)
-                     : answer_json(op, err, type, out, cap);
+  return op->msgpack ? answer_msgpack(op, err, type, NULL, out, cap)
+                     : answer_json(op, err, type, NULL, out, cap);
+}
+
+size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,
+                                size_t cap) {
+  return op->msgpack ? answer_msgpack(op, GW_CHOP_OK, "subscribed", rec, out, cap)
+                     : answer_json(op, GW_CHOP_OK, "subscribed", rec, out, cap);
 }

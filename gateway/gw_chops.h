@@ -43,6 +43,8 @@ typedef enum {
 } gw_chop_err;
 
 #define GW_CHOP_ERR_COUNT 9
+/* gw_chserve's own result: subscribed, and the answer comes from the recovery (not an error). */
+#define GW_CHOP_RECOVERING 1
 const char *gw_chop_code(int err);     /* "forbidden" etc.: the answer's code; static string */
 const char *gw_chop_strerror(int err); /* the answer's message; static string */
 
@@ -84,5 +86,15 @@ int gw_chops_parse(const uint8_t *d, size_t len, bool binary, gw_chop *op);
  */
 #define GW_CHOP_ANSWER_MAX 1024
 size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap);
+
+/* The "subscribed" answer to a subscribe with `since`, once the history said whether it covers
+ * what the client missed: {"wsgate":"subscribed",..,"recovered":b,"epoch":E,"offset":O}, O the
+ * channel's last offset when the history was read. */
+typedef struct {
+  bool recovered;
+  uint64_t epoch, offset;
+} gw_chop_recovery;
+size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,
+                                size_t cap);
 
 #endif

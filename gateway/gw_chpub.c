@@ -24,6 +24,8 @@ static gw_msg *frame(gw_msg **slot, const gw_outbound *it, bool msgpack) {
 }
 
 static void queue(gw_server *s, const gw_chsub *sub, gw_msg *m, uint64_t now_ms) {
+  if (gw_chsub_flags(sub) & GW_CHSUB_RECOVERING)
+    return; /* it reads the history up to and past this one (gw_chrecover) */
   gw_session *ss = gw_conn_map_get(&s->conns, gw_chsub_conn(sub));
   if (!ss || (ss->flags & (F_CLOSING | F_RELEASED)))
     return;
@@ -38,7 +40,7 @@ static void report_gap(gw_server *s, gw_channel *ch, uint64_t from, uint64_t to,
   const char *name = gw_channel_name(ch, &len);
   gw_msg *f[2] = {NULL, NULL};
   for (const gw_chsub *sub = gw_channel_first(ch); sub; sub = gw_chsub_next(sub)) {
-    bool mp = gw_chsub_flags(sub) & 1;
+    bool mp = gw_chsub_flags(sub) & GW_CHSUB_MSGPACK;
     if (!f[mp] && !(f[mp] = gw_chframe_gap(name, len, from, to, mp)))
       continue;
     queue(s, sub, f[mp], now_ms);
@@ -62,6 +64,8 @@ void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms) {
   }
   if (pos->epoch == it->ch_epoch && it->ch_offset > pos->next)
     report_gap(s, ch, pos->next, it->ch_offset - 1, now_ms);
+  if (pos->epoch != it->ch_epoch)
+    gw_channel_reset_from(ch); /* recovered positions belong to the old epoch */
   pos->epoch = it->ch_epoch;
   pos->next = it->ch_offset + 1;
 
@@ -70,7 +74,11 @@ void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms) {
   for (const gw_chsub *sub = gw_channel_first(ch); sub;) {
     /* Queueing may close a slow subscriber, never unsubscribe it: the list stays intact. */
     const gw_chsub *next = gw_chsub_next(sub);
-    bool mp = gw_chsub_flags(sub) & 1;
+    bool mp = gw_chsub_flags(sub) & GW_CHSUB_MSGPACK;
+    if (it->ch_offset < gw_chsub_from(sub)) {
+      sub = next; /* a recovery gave it this one from the history */
+      continue;
+    }
     gw_msg *m = frame(&f[mp], it, mp);
     if (!m)
       nomem = true;

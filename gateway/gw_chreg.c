@@ -111,3 +111,11 @@ void gw_chreg_destroy(gw_chreg *r) {
   free(r->gw_id);
   free(r);
 }
+
+wsg_redis_conn *gw_chreg_conn(gw_chreg *r) {
+  return r ? r->conn : NULL;
+}
+
+const char *gw_chreg_prefix(const gw_chreg *r) {
+  return r->prefix;
+}

@@ -45,4 +45,9 @@ void gw_chreg_destroy(gw_chreg *r); /* NULL is a no-op */
  * unreachable this is skipped: the reconnect adds what is held then. name: borrowed. */
 void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
 
+/* Its connection (borrowed; NULL when r is) and key prefix, for reads that must follow its
+ * updates in Redis (gw_chhist). */
+struct wsg_redis_conn *gw_chreg_conn(gw_chreg *r);
+const char *gw_chreg_prefix(const gw_chreg *r);
+
 #endif

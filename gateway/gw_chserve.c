@@ -48,8 +48,9 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
 }
 
 void gw_chserve_finish(gw_server *s) {
-  gw_chreg_destroy(s->chreg);
+  gw_chreg_destroy(s->chreg); /* first: recoveries' reads end with it */
   s->chreg = NULL;
+  gw_chrecover_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
 }
@@ -58,10 +59,16 @@ static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
   if (!gw_chperm_allows(ss->chperm, op->channel, op->channel_len))
     return GW_CHOP_FORBIDDEN;
   bool created;
+  bool already = gw_channels_sub_of(ss->subs, op->channel, op->channel_len) != NULL;
   int rc = gw_channels_subscribe(s->channels, &ss->subs, ss->conn_id, op->channel, op->channel_len,
-                                 op->msgpack ? 1 : 0, &created);
+                                 op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
   if (rc == GW_CHOP_OK && created)
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
+  if (rc == GW_CHOP_OK && op->has_since && !already) {
+    /* Answered by the recovery, once the history says whether it covers the gap. */
+    gw_chrecover_start(s, ss, gw_channels_sub_of(ss->subs, op->channel, op->channel_len), op);
+    return GW_CHOP_RECOVERING;
+  }
   return rc;
 }
 
@@ -75,6 +82,11 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied);
     if (emptied)
       gw_chreg_update(s->chreg, op.channel, op.channel_len, false);
+  }
+  if (rc == GW_CHOP_RECOVERING) {
+    wsg_counter_add(s->m_chops[op.kind][0], 1);
+    update_gauges(s);
+    return;
   }
   wsg_counter_add(s->m_chops[op.kind][-rc], 1);
   update_gauges(s);

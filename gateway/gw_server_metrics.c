@@ -18,6 +18,8 @@
 #define RESUMES       "wsgate_gateway_resumes_total"
 #define PUBS          "wsgate_gateway_channel_publications_total"
 #define PUBS_HELP     "publish records from processors, by what became of them."
+#define RECOVERS      "wsgate_gateway_channel_recoveries_total"
+#define RECOVERS_HELP "Subscribes with since, by whether the history covered what was missed."
 #define RESUMES_HELP  "Reconnections with ?resume=, by whether every missed message was replayed."
 
 static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -121,6 +123,10 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_pubs[GW_PUB_NOMEM], PUBS, PUBS_HELP, "result=\"out_of_memory\""),
     COUNTER(m_pub_frames, "wsgate_gateway_channel_deliveries_total",
             "Publication frames queued to subscribers (one shared message per format).", NULL),
+    COUNTER(m_chrecover[0], RECOVERS, RECOVERS_HELP, "result=\"recovered\""),
+    COUNTER(m_chrecover[1], RECOVERS, RECOVERS_HELP, "result=\"not_recovered\""),
+    COUNTER(m_chreplayed, "wsgate_gateway_channel_replayed_total",
+            "Publications sent from a channel's history to recovering subscribers.", NULL),
     COUNTER(m_pub_gaps, "wsgate_gateway_channel_gaps_total",
             "Publications a channel's subscribers were told they missed (gap frames' ranges).",
             NULL),

@@ -10,6 +10,7 @@
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
  *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
  *   gw_chpub.c     publications to local subscribers: order, duplicates, gaps;
+ *   gw_chrecover.c a subscribe with `since`: history pages, then live;
  *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
@@ -120,6 +121,12 @@ typedef struct orphan {
   uint32_t keylen, len;
   uint8_t data[]; /* key, then value */
 } orphan;
+
+/* A channel subscription's flag bits (gw_channels' caller bits). */
+#define GW_CHSUB_MSGPACK    1u /* frames in MessagePack, else JSON */
+#define GW_CHSUB_RECOVERING 2u /* reading the history (gw_chrecover): live publications skip it */
+
+typedef struct gw_chrec gw_chrec;
 
 /* What became of a `publish` record (gw_chpub, metric label). */
 enum { GW_PUB_DELIVERED, GW_PUB_NOBODY, GW_PUB_DUPLICATE, GW_PUB_TOO_BIG, GW_PUB_NOMEM, GW_PUB__COUNT };
@@ -246,6 +253,10 @@ struct gw_server {
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
   wsg_counter *m_pub_frames, *m_pub_gaps;
+  gw_chrec *chrecs; /* recoveries in progress (gw_chrecover) */
+  uint32_t nchrecs;
+  wsg_counter *m_chrecover[2]; /* recovered, not recovered */
+  wsg_counter *m_chreplayed;
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -340,6 +351,10 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
 void gw_chserve_release(gw_server *s, gw_session *ss);
 /* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
 void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_chrecover.c: ss just subscribed (sub) with op's `since`: answer and replay from the
+ * history, then live; and, at shutdown after the registry is gone, what is left of them. */
+void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
+void gw_chrecover_finish(gw_server *s);
 /* A pending upgrade's channel permissions as the session keeps them (NULL: none; out of memory
  * is none too), and freeing them. */
 char *gw__chperm_take(const gw_pending *p);
