@@ -74,6 +74,8 @@ void gw_channels_destroy(gw_channels *c) {
       free(s);
       s = n;
     }
+    if (c->lim.pos_free)
+      c->lim.pos_free(c->lim.pos_arg, &ch->pos);
     free(ch);
   }
   free(c->slots);
@@ -218,6 +220,8 @@ static bool remove_sub(gw_channels *c, gw_chsub *s,
     return false;
   if (on_empty)
     on_empty(arg, ch->name, ch->len);
+  if (c->lim.pos_free)
+    c->lim.pos_free(c->lim.pos_arg, &ch->pos);
   table_remove(c, find_slot(c, ch->name, ch->len, ch->hash));
   c->bytes -= sizeof *ch + ch->len + 1;
   free(ch);

@@ -31,9 +31,13 @@ typedef struct gw_channels gw_channels;
 typedef struct gw_channel gw_channel;
 typedef struct gw_chsub gw_chsub;
 
+struct gw_chpos;
 typedef struct {
   uint32_t max_per_conn; /* subscriptions of one connection; 0: GW_CHANNELS_DEFAULT_PER_CONN */
   uint64_t max_channels; /* distinct channels held; 0: GW_CHANNELS_DEFAULT_MAX */
+  /* Called with a channel's position just before the channel is freed (may be NULL). */
+  void (*pos_free)(void *arg, struct gw_chpos *pos);
+  void *pos_arg;
 } gw_channels_limits;
 
 /* NULL when out of memory; caller destroys. lim: copied. */
@@ -84,8 +88,10 @@ const char *gw_channel_name(const gw_channel *ch, size_t *len);
 
 /* Where the gateway is in the channel's stream of publications (gw_chpub): the epoch (0: none
  * seen yet) and the next offset expected. Lives and dies with the channel. */
-typedef struct {
+typedef struct gw_chwait gw_chwait; /* the caller's: publications that came early */
+typedef struct gw_chpos {
   uint64_t epoch, next;
+  gw_chwait *wait; /* NULL when none; freed by the limits' pos_free when the channel goes */
 } gw_chpos;
 gw_chpos *gw_channel_pos(gw_channel *ch);
 

@@ -27,7 +27,8 @@ static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name,
 }
 
 int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
-  gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max};
+  gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max,
+                            gw_chpub_pos_free, s};
   s->channels = gw_channels_create(&lim);
   if (!s->channels) {
     snprintf(err, errlen, "out of memory");

@@ -252,7 +252,7 @@ struct gw_server {
   wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
-  wsg_counter *m_pub_frames, *m_pub_gaps;
+  wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
   gw_chrec *chrecs; /* recoveries in progress (gw_chrecover) */
   uint32_t nchrecs;
   wsg_counter *m_chrecover[2]; /* recovered, not recovered */
@@ -351,6 +351,8 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
 void gw_chserve_release(gw_server *s, gw_session *ss);
 /* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
 void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_chpub.c: frees what a channel held (gw_channels_limits.pos_free). */
+void gw_chpub_pos_free(void *arg, gw_chpos *pos);
 /* gw_chrecover.c: ss just subscribed (sub) with op's `since`: answer and replay from the
  * history, then live; and, at shutdown after the registry is gone, what is left of them. */
 void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
