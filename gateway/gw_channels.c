@@ -321,3 +321,7 @@ void gw_channel_reset_from(gw_channel *ch) {
   for (gw_chsub *s = ch->head; s; s = s->cnext)
     s->from = 0;
 }
+
+gw_chsub *gw_chsub_snext(gw_chsub *s) {
+  return s->snext;
+}

@@ -103,6 +103,7 @@ void gw_chsub_set_flags(gw_chsub *s, uint8_t flags);
 uint64_t gw_chsub_from(const gw_chsub *s);
 void gw_chsub_set_from(gw_chsub *s, uint64_t from);
 gw_channel *gw_chsub_channel(gw_chsub *s);
+gw_chsub *gw_chsub_snext(gw_chsub *s); /* the connection's next subscription */
 void gw_channel_reset_from(gw_channel *ch);
 
 #endif

@@ -27,6 +27,8 @@ static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name,
 }
 
 int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
+  if (wsg_chns_resolve(&s->cfg->channels, &s->chns, err, errlen) != 0)
+    return -1;
   gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max,
                             gw_chpub_pos_free, s};
   s->channels = gw_channels_create(&lim);
@@ -54,6 +56,8 @@ void gw_chserve_finish(gw_server *s) {
   gw_chrecover_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
+  wsg_chns_destroy(s->chns);
+  s->chns = NULL;
 }
 
 static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
@@ -65,6 +69,8 @@ static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
                                  op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
   if (rc == GW_CHOP_OK && created)
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
+  if (rc == GW_CHOP_OK && !already && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
+    gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, ss->user->id, true);
   if (rc == GW_CHOP_OK && op->has_since && !already) {
     /* Answered by the recovery, once the history says whether it covers the gap. */
     gw_chrecover_start(s, ss, gw_channels_sub_of(ss->subs, op->channel, op->channel_len), op);
@@ -80,7 +86,9 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     rc = subscribe(s, ss, &op);
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     bool emptied;
-    gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied);
+    if (gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied) &&
+        wsg_chns_of(s->chns, op.channel, op.channel_len)->presence)
+      gw_chreg_presence(s->chreg, op.channel, op.channel_len, ss->conn_id, NULL, false);
     if (emptied)
       gw_chreg_update(s->chreg, op.channel, op.channel_len, false);
   }
@@ -107,6 +115,12 @@ static void on_empty(void *arg, const char *name, size_t len) {
 }
 
 void gw_chserve_release(gw_server *s, gw_session *ss) {
+  for (gw_chsub *sub = ss->subs; sub; sub = gw_chsub_snext(sub)) {
+    size_t len;
+    const char *name = gw_channel_name(gw_chsub_channel(sub), &len);
+    if (wsg_chns_of(s->chns, name, len)->presence)
+      gw_chreg_presence(s->chreg, name, len, ss->conn_id, NULL, false); /* ss->user is gone */
+  }
   if (ss->subs) {
     gw_channels_drop_conn(s->channels, &ss->subs, on_empty, s->chreg);
     update_gauges(s);

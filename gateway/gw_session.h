@@ -37,6 +37,7 @@
 #include "gw_resume.h"
 #include "gw_sendq.h"
 #include "gw_server.h"
+#include "wsg_chns.h"
 #include "wsg_log.h"
 #include "wsg_metrics.h"
 
@@ -248,6 +249,7 @@ struct gw_server {
   wsg_gauge *m_handshakes, *m_fd_limit;
 
   gw_channels *channels; /* gw_chserve: the local subscription index */
+  wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
   gw_chreg *chreg;
   wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;

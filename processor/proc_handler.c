@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "proc_builtin.h"
+#include "proc_presence.h"
 #include "wsg_log.h"
 
 /* wsgate_redis() calls one callback may make: each keeps its replies until the callback returns. */
@@ -223,6 +224,36 @@ static int api_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
   return rc;
 }
 
+static int api_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                        const wsgate_presence_entry **entries, size_t *n) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!entries || !n)
+    return WSGATE_E_INVAL;
+  *entries = NULL;
+  *n = 0;
+  if (!channel || !wsg_channel_name_valid(channel, channel_len))
+    return WSGATE_E_INVAL;
+  if (!c->denv->router)
+    return WSGATE_E_REDIS;
+  if (c->nblocks + 2 > MAX_REDIS_CALLS)
+    return WSGATE_E_LIMIT;
+  proc_routes rt;
+  proc_routes_init(&rt);
+  char err[256];
+  void *block = NULL;
+  int rc = proc_presence_read(c->denv->router, &rt, channel, channel_len, entries, n, &block, err,
+                              sizeof err);
+  proc_routes_finish(&rt);
+  if (rc != WSGATE_OK) {
+    WSG_DEBUG("handler", "wsgate_presence: %s", err);
+    return rc;
+  }
+  /* The replies the entries point into, then the entries' own block: freed after the callback. */
+  c->blocks[c->nblocks++] = ((void **)block)[0];
+  c->blocks[c->nblocks++] = block;
+  return WSGATE_OK;
+}
+
 static const char *api_redis_prefix(const wsgate_ctx *ctx) {
   return ((const proc_ctx *)(const void *)ctx)->denv->prefix;
 }
@@ -269,6 +300,7 @@ static const wsgate_api proc_api = {
     .set_error = api_set_error,
     .log = api_log,
     .publish = api_publish,
+    .presence = api_presence,
 };
 
 /* --- loading ------------------------------------------------------------------------------- */

@@ -151,6 +151,13 @@ typedef struct wsgate_redis_reply {
   const struct wsgate_redis_reply *items;
 } wsgate_redis_reply;
 
+/* One subscriber connection of a channel (wsgate_presence). */
+typedef struct {
+  const char *user; /* not NUL-terminated: use user_len */
+  size_t user_len;
+  uint64_t conn;
+} wsgate_presence_entry;
+
 /* --- the context and its functions --------------------------------------------------------------
  */
 
@@ -191,6 +198,8 @@ struct wsgate_api {
   /* Since channels (issue 15): check wsgate_api.size before calling (wsgate_publish does). */
   int (*publish)(wsgate_ctx *ctx, const char *channel, size_t channel_len, const void *payload,
                  size_t len, bool binary);
+  int (*presence)(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                  const wsgate_presence_entry **entries, size_t *n);
 };
 
 /*
@@ -276,6 +285,22 @@ static inline int wsgate_publish(wsgate_ctx *ctx, const char *channel, size_t ch
       !ctx->api->publish)
     return WSGATE_E_STATE;
   return ctx->api->publish(ctx, channel, channel_len, payload, len, binary);
+}
+
+/*
+ * The connections subscribed to `channel` now, on every gateway, with their users (a user with
+ * two connections appears twice): entries[0..*n), valid until the callback returns. Only
+ * namespaces with presence=true are recorded (others answer 0 entries). Entries of a gateway
+ * whose lease is gone are skipped and removed. One Redis round trip, plus one per gateway not in
+ * the gateway cache. WSGATE_E_REDIS when Redis is unreachable (return WSGATE_RETRY),
+ * WSGATE_E_LIMIT past 64 Redis calls in one callback, WSGATE_E_STATE from an older processor.
+ */
+static inline int wsgate_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                                  const wsgate_presence_entry **entries, size_t *n) {
+  if (ctx->api->size < offsetof(wsgate_api, presence) + sizeof ctx->api->presence ||
+      !ctx->api->presence)
+    return WSGATE_E_STATE;
+  return ctx->api->presence(ctx, channel, channel_len, entries, n);
 }
 
 /* Says why the callback is about to return WSGATE_ERROR or WSGATE_REJECT: the processor logs it

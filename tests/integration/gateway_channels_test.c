@@ -415,3 +415,58 @@ Test(gateway_channels, early_publications_wait_for_the_history) {
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_filled_total"), 1);
   ws_client_destroy(a);
 }
+
+/* --- stage 5: presence ----------------------------------------------------------------------- */
+
+/* Asks the `publish` handler for the presence of `channel` until its answer has `want`. */
+static bool presence_has(ws_client *c, const char *channel, const char *want) {
+  char q[128], got[1024] = "";
+  snprintf(q, sizeof q, "?%s", channel);
+  for (int i = 0; i < 50; i++) {
+    cr_assert_eq(ws_client_send_text(c, q, strlen(q)), WS_CLIENT_OK);
+    ws_message m;
+    itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+    snprintf(got, sizeof got, "%.*s", (int)m.len, m.data);
+    if (strstr(got, want))
+      return true;
+    usleep(100 * 1000);
+  }
+  cr_log_error("presence of %s: %s", channel, got);
+  return false;
+}
+
+/* Gateways record subscribers of a presence namespace in ch:{c:<channel>}:p; wsgate_presence()
+ * lists them across gateways, ignores and removes the entries of a gateway whose lease is gone,
+ * and a connection that leaves leaves the list. */
+Test(gateway_channels, presence_across_gateways) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {"--channel-namespace", "room=presence=true", NULL};
+  itest_gateway_start(&gw, &c, "chan-pres1", &(itest_daemon_opts){.extra = extra});
+  itest_gateway_start(&gw2, &c, "chan-pres2", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "chan-pres", "publish", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = connect_on(&gw, "amy", "[\"room:*\"]");
+  ws_client *b = connect_on(&gw2, "ben", "[\"room:*\"]");
+  op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
+  op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
+  /* A crashed gateway's subscriber: its gw:<id> record is gone. */
+  char key[256];
+  snprintf(key, sizeof key, "%sch:{c:room:a}:p", c.prefix);
+  redisContext *r = itest_redis_connect();
+  freeReplyObject(redisCommand(r, "HSET %s 12345 ghost|gw-gone", key));
+  ws_client *q = connect_on(&gw, "quinn", "[]");
+  cr_expect(presence_has(q, "room:a", "\"connections\":2,"));
+  cr_expect(presence_has(q, "room:a", "\"amy\""));
+  cr_expect(presence_has(q, "room:a", "\"ben\""));
+  redisReply *rep = redisCommand(r, "HEXISTS %s 12345", key);
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
+            "the dead gateway's entry was removed");
+  freeReplyObject(rep);
+  ws_client_destroy(b);
+  cr_expect(presence_has(q, "room:a", "\"connections\":1,\"users\":[\"amy\"]"));
+  redisFree(r);
+  ws_client_destroy(a);
+  ws_client_destroy(q);
+}
