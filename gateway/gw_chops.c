@@ -40,10 +40,11 @@ static const char *const op_names[] = {
     [GW_CHOP_NONE] = "",
     [GW_CHOP_SUBSCRIBE] = "subscribe",
     [GW_CHOP_UNSUBSCRIBE] = "unsubscribe",
+    [GW_CHOP_PUBLISH] = "publish",
 };
 
 static gw_chop_kind op_lookup(const char *s, size_t len) {
-  for (int k = GW_CHOP_SUBSCRIBE; k <= GW_CHOP_UNSUBSCRIBE; k++)
+  for (int k = GW_CHOP_SUBSCRIBE; k <= GW_CHOP_PUBLISH; k++)
     if (strlen(op_names[k]) == len && memcmp(op_names[k], s, len) == 0)
       return (gw_chop_kind)k;
   return GW_CHOP_NONE;
@@ -53,7 +54,7 @@ static gw_chop_kind op_lookup(const char *s, size_t len) {
 typedef struct {
   const char *op, *channel;
   size_t op_len, channel_len;
-  bool op_ok, channel_ok, id_ok, since_ok; /* present with the right type */
+  bool op_ok, channel_ok, id_ok, since_ok, data_ok; /* present with the right type */
   bool op_seen, channel_seen, id_seen, since_seen;
 } fields;
 
@@ -63,7 +64,8 @@ static int finish(const fields *f, gw_chop *op) {
   op->kind = op_lookup(f->op, f->op_len);
   if (op->kind == GW_CHOP_NONE)
     return GW_CHOP_UNKNOWN_OP;
-  if (!f->channel_ok || (f->since_seen && !f->since_ok))
+  if (!f->channel_ok || (f->since_seen && !f->since_ok) ||
+      (op->kind == GW_CHOP_PUBLISH && !f->data_ok))
     return GW_CHOP_BAD_REQUEST;
   if (!wsg_channel_name_valid(f->channel, f->channel_len))
     return GW_CHOP_BAD_CHANNEL;
@@ -107,6 +109,7 @@ static int parse_json(const uint8_t *d, size_t len, gw_chop *op) {
     f.channel = json_string_value(v);
     f.channel_len = json_string_length(v);
   }
+  f.data_ok = json_is_string(json_object_get(j, "data"));
   v = json_object_get(j, "since");
   f.since_seen = v != NULL;
   f.since_ok = json_is_object(v) && json_uint53(json_object_get(v, "offset"), &op->since_offset) &&
@@ -168,6 +171,8 @@ static int parse_msgpack(const uint8_t *d, size_t len, gw_chop *op) {
         f.channel_ok = v->type == MSGPACK_OBJECT_STR;
         f.channel = v->via.str.ptr;
         f.channel_len = f.channel_ok ? v->via.str.size : 0;
+      } else if (mp_key_is(k, "data")) {
+        f.data_ok = v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_BIN;
       } else if (mp_key_is(k, "since")) {
         f.since_seen = true;
         f.since_ok = mp_since(v, op);

@@ -34,7 +34,9 @@
     "the connection has as many subscriptions as --channel-max-per-conn allows")                   \
   X(TOO_MANY_CHANNELS, -7, "too_many_channels",                                                    \
     "the gateway holds as many channels as --channel-max allows")                                  \
-  X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later")
+  X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later") \
+  X(PUBLISH_NOT_ALLOWED, -9, "publish_not_allowed",                                                \
+    "clients may not publish to this channel's namespace (client_publish=false)")
 
 typedef enum {
 #define GW_CHOP_ERR_ENUM(name, value, code, msg) GW_CHOP_##name = value,
@@ -42,7 +44,7 @@ typedef enum {
 #undef GW_CHOP_ERR_ENUM
 } gw_chop_err;
 
-#define GW_CHOP_ERR_COUNT 9
+#define GW_CHOP_ERR_COUNT 10
 /* gw_chserve's own result: subscribed, and the answer comes from the recovery (not an error). */
 #define GW_CHOP_RECOVERING 1
 const char *gw_chop_code(int err);     /* "forbidden" etc.: the answer's code; static string */
@@ -52,6 +54,7 @@ typedef enum {
   GW_CHOP_NONE = 0, /* unknown op (parse returned GW_CHOP_UNKNOWN_OP or BAD_REQUEST) */
   GW_CHOP_SUBSCRIBE,
   GW_CHOP_UNSUBSCRIBE,
+  GW_CHOP_PUBLISH, /* forwarded to the processors as the client's `msg` when allowed */
 } gw_chop_kind;
 
 typedef struct {

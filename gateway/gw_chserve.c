@@ -79,10 +79,20 @@ static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
   return rc;
 }
 
-void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary) {
+bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary) {
   gw_chop op;
   int rc = gw_chops_parse(d, len, binary, &op);
-  if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
+  if (rc == GW_CHOP_OK && op.kind == GW_CHOP_PUBLISH) {
+    /* The token's claim and the namespace decide; a processor publishes it (proc_clientpub). */
+    if (!gw_chperm_allows(ss->chperm, op.channel, op.channel_len))
+      rc = GW_CHOP_FORBIDDEN;
+    else if (!wsg_chns_of(s->chns, op.channel, op.channel_len)->client_publish)
+      rc = GW_CHOP_PUBLISH_NOT_ALLOWED;
+    if (rc == GW_CHOP_OK) {
+      wsg_counter_add(s->m_chops[op.kind][0], 1);
+      return true;
+    }
+  } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
     rc = subscribe(s, ss, &op);
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     bool emptied;
@@ -95,7 +105,7 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
   if (rc == GW_CHOP_RECOVERING) {
     wsg_counter_add(s->m_chops[op.kind][0], 1);
     update_gauges(s);
-    return;
+    return false;
   }
   wsg_counter_add(s->m_chops[op.kind][-rc], 1);
   update_gauges(s);
@@ -104,10 +114,11 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
   gw_msg *m = n ? gw_msg_create(out, n, op.msgpack) : NULL;
   if (!m) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
-    return;
+    return false;
   }
   gw_outbound_queue(s, ss, m, 0, wsg_now_mono_ms());
   gw_msg_unref(m);
+  return false;
 }
 
 static void on_empty(void *arg, const char *name, size_t len) {

@@ -41,6 +41,7 @@ static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
   CHOP_ROW(GW_CHOP_SUBSCRIBE, "subscribe", value, code)
 #define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
   CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
+#define CHOP_PUBLISH_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_PUBLISH, "publish", value, code)
 
 /* Sockets closed right after accept, one series per cap (GW_DOOR_REFUSALS). */
 #define ACCEPT_REFUSED "wsgate_gateway_accept_refused_total"
@@ -110,6 +111,7 @@ static const wsg_metric_def metric_rows[] = {
         NULL, latency_bounds),
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
+        GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW)
         GAUGE(m_channels, "wsgate_gateway_channels",
               "Distinct channels with subscribers on this gateway.", NULL),
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",

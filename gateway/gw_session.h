@@ -251,7 +251,7 @@ struct gw_server {
   gw_channels *channels; /* gw_chserve: the local subscription index */
   wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
   gw_chreg *chreg;
-  wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
+  wsg_counter *m_chops[GW_CHOP_PUBLISH + 1][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
   wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
@@ -345,11 +345,12 @@ void gw_outbound_drain(gw_server *s);
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
 
 /* gw_chserve.c: the channel layer's state (0, or -1 with a message) and its end; a marked client
- * frame (gw_chops_marked) is an op: answered, never produced; a session ends: its
- * subscriptions and permissions go. */
+ * frame (gw_chops_marked) is an op: answered, never produced, except an allowed publish, for
+ * which gw_chserve_op returns true (the caller produces the frame as a `msg`); a session ends:
+ * its subscriptions and permissions go. */
 int gw_chserve_init(gw_server *s, char *err, size_t errlen);
 void gw_chserve_finish(gw_server *s);
-void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
+bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
 void gw_chserve_release(gw_server *s, gw_session *ss);
 /* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
 void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "proc_builtin.h"
+#include "proc_clientpub.h"
 #include "proc_presence.h"
 #include "wsg_log.h"
 
@@ -429,11 +430,45 @@ const char *proc_handler_name(const proc_handler *h) {
 
 /* --- dispatch ------------------------------------------------------------------------------ */
 
+/* A client's publish op (proc_clientpub): published here, the handler never sees it. 1 when it
+ * was one (recorded), -1 when it was a bad one (why says so), 0 when the frame is not one. */
+static int client_publish(const proc_dispatch_env *denv, uint32_t rec, const wsg_envelope *env,
+                          char *why, size_t whylen) {
+  proc_clientpub cp;
+  int r = proc_clientpub_parse(env->data, env->data_len, env->binary, &cp);
+  if (r == 0)
+    return 0;
+  if (r < 0) {
+    snprintf(why, whylen, "a malformed publish op");
+    return -1;
+  }
+  if (cp.len > denv->max_payload) {
+    snprintf(why, whylen, "a publish op of %zu bytes (--max-payload %llu)", cp.len,
+             (unsigned long long)denv->max_payload);
+    r = -1;
+  } else if (proc_outbox_publish(denv->box, rec, cp.channel, cp.channel_len, cp.data, cp.len,
+                                 cp.binary) != 0) {
+    snprintf(why, whylen, "out of memory recording a publish op");
+    r = -1;
+  }
+  proc_clientpub_finish(&cp);
+  return r;
+}
+
 int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32_t rec,
                           const wsg_envelope *env, int32_t partition, int64_t offset, char *why,
                           size_t whylen) {
   wsgate_event_fn fn;
   wsgate_event_kind kind;
+  if (env->kind == WSG_ENV_MSG)
+    switch (client_publish(denv, rec, env, why, whylen)) {
+    case 1:
+      return WSGATE_OK;
+    case -1:
+      return WSGATE_REJECT;
+    default:
+      break; /* not a publish op: the handler's */
+    }
   switch (env->kind) {
   case WSG_ENV_MSG:
     fn = h->vt->on_message;

@@ -470,3 +470,34 @@ Test(gateway_channels, presence_across_gateways) {
   ws_client_destroy(a);
   ws_client_destroy(q);
 }
+
+/* --- client publish --------------------------------------------------------------------------- */
+
+/* A client publishes where its namespace allows it (the processor publishes it, the handler never
+ * sees it: echo would send it back); elsewhere the gateway refuses it. */
+Test(gateway_channels, client_publish_where_the_namespace_allows) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {"--channel-namespace", "talk=client_publish=true", NULL};
+  itest_gateway_start(&gw, &c, "chan-cpub", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "chan-cpub", "echo", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = connect_on(&gw, "ann", "[\"talk:*\",\"news:*\"]");
+  ws_client *b = connect_on(&gw, "bea", "[\"talk:*\"]");
+  op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"talk:x\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"talk:x\"}");
+  const char *op = "{\"wsgate\":\"publish\",\"channel\":\"talk:x\",\"data\":\"hi \\\"all\\\"\"}";
+  cr_assert_eq(ws_client_send_text(b, op, strlen(op)), WS_CLIENT_OK);
+  expect_pub(a, "talk:x", 1, "\"hi \\\"all\\\"\"");
+  op_expect(a, "{\"wsgate\":\"publish\",\"id\":4,\"channel\":\"news:eu\",\"data\":\"x\"}",
+            "{\"wsgate\":\"error\",\"id\":4,\"op\":\"publish\",\"code\":\"publish_not_allowed\","
+            "\"message\":\"clients may not publish to this channel's namespace "
+            "(client_publish=false)\"}");
+  op_expect(b, "{\"wsgate\":\"publish\",\"channel\":\"news:eu\",\"data\":\"x\"}",
+            "{\"wsgate\":\"error\",\"op\":\"publish\",\"code\":\"forbidden\",\"message\":\"the "
+            "token does not allow this channel\"}");
+  ws_message m;
+  cr_expect_neq(ws_client_recv(b, &m, 300), WS_CLIENT_OK, "the handler saw the op: %.*s",
+                (int)m.len, m.data);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+}
