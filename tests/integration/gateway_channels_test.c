@@ -501,3 +501,38 @@ Test(gateway_channels, client_publish_where_the_namespace_allows) {
   ws_client_destroy(a);
   ws_client_destroy(b);
 }
+
+/* A history far larger than the send queue is replayed in pages paced by the queue: the client is
+ * not closed as a slow consumer, and gets every publication once, in order. */
+Test(gateway_channels, history_larger_than_the_send_queue) {
+  static const char *const extra[] = {"--sendq-soft", "16k", "--sendq-hard", "64k", NULL};
+  itest_gateway_start(&gw, NULL, "chan-big", &(itest_daemon_opts){.extra = extra});
+  const uint64_t E = 99;
+  const int N = 2000; /* x 200 bytes: 400 KB, six times the hard limit */
+  char data[201];
+  memset(data, 'h', 200);
+  data[200] = '\0';
+  redisContext *r = itest_redis_connect();
+  char km[256], kh[256];
+  snprintf(km, sizeof km, "%sch:{c:big}:m", gw.cluster.prefix);
+  snprintf(kh, sizeof kh, "%sch:{c:big}:h", gw.cluster.prefix);
+  for (int i = 1; i <= N; i++)
+    redisAppendCommand(r, "XADD %s %d-0 t 0 d %s", kh, i, data);
+  for (int i = 1; i <= N; i++) {
+    redisReply *rep;
+    cr_assert_eq(redisGetReply(r, (void **)&rep), REDIS_OK);
+    freeReplyObject(rep);
+  }
+  freeReplyObject(redisCommand(r, "HSET %s e %llu o %d", km, (unsigned long long)E, N));
+  redisFree(r);
+
+  ws_client *a = connect_with_channels("bo", "[\"*\"]");
+  op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"big\",\"since\":{\"offset\":0,\"epoch\":99}}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"big\",\"recovered\":true,\"epoch\":99,"
+            "\"offset\":2000}");
+  unsigned long long last = 0, epoch = E;
+  receive_in_order(a, (unsigned long long)N, &last, &epoch, NULL);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_replayed_total"), N);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_closes_total{code=\"4001\"}"), 0);
+  ws_client_destroy(a);
+}
