@@ -13,11 +13,13 @@ struct gw_chsub {
   gw_chsub *cprev, *cnext; /* the channel's subscribers */
   gw_chsub *snext;         /* the connection's subscriptions */
   uint64_t conn;
+  uint64_t from; /* publications below this offset were delivered already (recovery) */
   uint8_t flags;
 };
 
 struct gw_channel {
   gw_chsub *head;
+  gw_chpos pos;
   size_t nsubs;
   uint64_t hash;
   uint32_t len;
@@ -72,6 +74,8 @@ void gw_channels_destroy(gw_channels *c) {
       free(s);
       s = n;
     }
+    if (c->lim.pos_free)
+      c->lim.pos_free(c->lim.pos_arg, &ch->pos);
     free(ch);
   }
   free(c->slots);
@@ -216,6 +220,8 @@ static bool remove_sub(gw_channels *c, gw_chsub *s,
     return false;
   if (on_empty)
     on_empty(arg, ch->name, ch->len);
+  if (c->lim.pos_free)
+    c->lim.pos_free(c->lim.pos_arg, &ch->pos);
   table_remove(c, find_slot(c, ch->name, ch->len, ch->hash));
   c->bytes -= sizeof *ch + ch->len + 1;
   free(ch);
@@ -282,4 +288,40 @@ uint8_t gw_chsub_flags(const gw_chsub *s) {
 const char *gw_channel_name(const gw_channel *ch, size_t *len) {
   *len = ch->len;
   return ch->name;
+}
+
+gw_chpos *gw_channel_pos(gw_channel *ch) {
+  return &ch->pos;
+}
+
+gw_chsub *gw_channels_sub_of(gw_chsub *subs, const char *name, size_t len) {
+  for (gw_chsub *s = subs; s; s = s->snext)
+    if (s->ch->len == len && memcmp(s->ch->name, name, len) == 0)
+      return s;
+  return NULL;
+}
+
+void gw_chsub_set_flags(gw_chsub *s, uint8_t flags) {
+  s->flags = flags;
+}
+
+uint64_t gw_chsub_from(const gw_chsub *s) {
+  return s->from;
+}
+
+void gw_chsub_set_from(gw_chsub *s, uint64_t from) {
+  s->from = from;
+}
+
+gw_channel *gw_chsub_channel(gw_chsub *s) {
+  return s->ch;
+}
+
+void gw_channel_reset_from(gw_channel *ch) {
+  for (gw_chsub *s = ch->head; s; s = s->cnext)
+    s->from = 0;
+}
+
+gw_chsub *gw_chsub_snext(gw_chsub *s) {
+  return s->snext;
 }

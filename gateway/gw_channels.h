@@ -31,9 +31,13 @@ typedef struct gw_channels gw_channels;
 typedef struct gw_channel gw_channel;
 typedef struct gw_chsub gw_chsub;
 
+struct gw_chpos;
 typedef struct {
   uint32_t max_per_conn; /* subscriptions of one connection; 0: GW_CHANNELS_DEFAULT_PER_CONN */
   uint64_t max_channels; /* distinct channels held; 0: GW_CHANNELS_DEFAULT_MAX */
+  /* Called with a channel's position just before the channel is freed (may be NULL). */
+  void (*pos_free)(void *arg, struct gw_chpos *pos);
+  void *pos_arg;
 } gw_channels_limits;
 
 /* NULL when out of memory; caller destroys. lim: copied. */
@@ -81,5 +85,25 @@ const gw_chsub *gw_chsub_next(const gw_chsub *s);
 uint64_t gw_chsub_conn(const gw_chsub *s);
 uint8_t gw_chsub_flags(const gw_chsub *s);
 const char *gw_channel_name(const gw_channel *ch, size_t *len);
+
+/* Where the gateway is in the channel's stream of publications (gw_chpub): the epoch (0: none
+ * seen yet) and the next offset expected. Lives and dies with the channel. */
+typedef struct gw_chwait gw_chwait; /* the caller's: publications that came early */
+typedef struct gw_chpos {
+  uint64_t epoch, next;
+  gw_chwait *wait; /* NULL when none; freed by the limits' pos_free when the channel goes */
+} gw_chpos;
+gw_chpos *gw_channel_pos(gw_channel *ch);
+
+/* Per subscription (gw_chrecover): the caller's flag bits, and the offset below which
+ * publications were delivered already by a recovery (0: none). A new epoch resets every
+ * subscription's (gw_channel_reset_from). */
+gw_chsub *gw_channels_sub_of(gw_chsub *subs, const char *name, size_t len); /* NULL: none */
+void gw_chsub_set_flags(gw_chsub *s, uint8_t flags);
+uint64_t gw_chsub_from(const gw_chsub *s);
+void gw_chsub_set_from(gw_chsub *s, uint64_t from);
+gw_channel *gw_chsub_channel(gw_chsub *s);
+gw_chsub *gw_chsub_snext(gw_chsub *s); /* the connection's next subscription */
+void gw_channel_reset_from(gw_channel *ch);
 
 #endif

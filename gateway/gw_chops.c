@@ -40,10 +40,11 @@ static const char *const op_names[] = {
     [GW_CHOP_NONE] = "",
     [GW_CHOP_SUBSCRIBE] = "subscribe",
     [GW_CHOP_UNSUBSCRIBE] = "unsubscribe",
+    [GW_CHOP_PUBLISH] = "publish",
 };
 
 static gw_chop_kind op_lookup(const char *s, size_t len) {
-  for (int k = GW_CHOP_SUBSCRIBE; k <= GW_CHOP_UNSUBSCRIBE; k++)
+  for (int k = GW_CHOP_SUBSCRIBE; k <= GW_CHOP_PUBLISH; k++)
     if (strlen(op_names[k]) == len && memcmp(op_names[k], s, len) == 0)
       return (gw_chop_kind)k;
   return GW_CHOP_NONE;
@@ -53,7 +54,7 @@ static gw_chop_kind op_lookup(const char *s, size_t len) {
 typedef struct {
   const char *op, *channel;
   size_t op_len, channel_len;
-  bool op_ok, channel_ok, id_ok, since_ok; /* present with the right type */
+  bool op_ok, channel_ok, id_ok, since_ok, data_ok; /* present with the right type */
   bool op_seen, channel_seen, id_seen, since_seen;
 } fields;
 
@@ -63,7 +64,8 @@ static int finish(const fields *f, gw_chop *op) {
   op->kind = op_lookup(f->op, f->op_len);
   if (op->kind == GW_CHOP_NONE)
     return GW_CHOP_UNKNOWN_OP;
-  if (!f->channel_ok || (f->since_seen && !f->since_ok))
+  if (!f->channel_ok || (f->since_seen && !f->since_ok) ||
+      (op->kind == GW_CHOP_PUBLISH && !f->data_ok))
     return GW_CHOP_BAD_REQUEST;
   if (!wsg_channel_name_valid(f->channel, f->channel_len))
     return GW_CHOP_BAD_CHANNEL;
@@ -107,6 +109,7 @@ static int parse_json(const uint8_t *d, size_t len, gw_chop *op) {
     f.channel = json_string_value(v);
     f.channel_len = json_string_length(v);
   }
+  f.data_ok = json_is_string(json_object_get(j, "data"));
   v = json_object_get(j, "since");
   f.since_seen = v != NULL;
   f.since_ok = json_is_object(v) && json_uint53(json_object_get(v, "offset"), &op->since_offset) &&
@@ -168,6 +171,8 @@ static int parse_msgpack(const uint8_t *d, size_t len, gw_chop *op) {
         f.channel_ok = v->type == MSGPACK_OBJECT_STR;
         f.channel = v->via.str.ptr;
         f.channel_len = f.channel_ok ? v->via.str.size : 0;
+      } else if (mp_key_is(k, "data")) {
+        f.data_ok = v->type == MSGPACK_OBJECT_STR || v->type == MSGPACK_OBJECT_BIN;
       } else if (mp_key_is(k, "since")) {
         f.since_seen = true;
         f.since_ok = mp_since(v, op);
@@ -209,13 +214,14 @@ static void mp_str(msgpack_packer *pk, const char *s, size_t n) {
   msgpack_pack_str_with_body(pk, s, n);
 }
 
-static size_t answer_msgpack(const gw_chop *op, int err, const char *type, uint8_t *out,
-                             size_t cap) {
+static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
+                             const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
   fixed_buf b = {out, cap, 0, false};
   msgpack_packer pk;
   msgpack_packer_init(&pk, &b, fixed_write);
   bool has_op = op->kind != GW_CHOP_NONE;
-  size_t pairs = 1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0));
+  size_t pairs = 1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0)) +
+                 (rec ? 3 : 0);
   msgpack_pack_map(&pk, pairs);
   mp_str(&pk, "wsgate", 6);
   mp_str(&pk, type, strlen(type));
@@ -226,6 +232,17 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type, uint8
   if (err == GW_CHOP_OK) {
     mp_str(&pk, "channel", 7);
     mp_str(&pk, op->channel, op->channel_len);
+    if (rec) {
+      mp_str(&pk, "recovered", 9);
+      if (rec->recovered)
+        msgpack_pack_true(&pk);
+      else
+        msgpack_pack_false(&pk);
+      mp_str(&pk, "epoch", 5);
+      msgpack_pack_uint64(&pk, rec->epoch);
+      mp_str(&pk, "offset", 6);
+      msgpack_pack_uint64(&pk, rec->offset);
+    }
   } else {
     if (has_op) {
       mp_str(&pk, "op", 2);
@@ -239,7 +256,8 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type, uint8
   return b.overflow ? 0 : b.len;
 }
 
-static size_t answer_json(const gw_chop *op, int err, const char *type, uint8_t *out, size_t cap) {
+static size_t answer_json(const gw_chop *op, int err, const char *type,
+                          const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
   json_t *j = json_object();
   if (!j)
     return 0;
@@ -248,6 +266,11 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, uint8_t 
     json_object_set_new(j, "id", json_integer((json_int_t)op->id));
   if (err == GW_CHOP_OK) {
     json_object_set_new(j, "channel", json_stringn(op->channel, op->channel_len));
+    if (rec) {
+      json_object_set_new(j, "recovered", json_boolean(rec->recovered));
+      json_object_set_new(j, "epoch", json_integer((json_int_t)rec->epoch));
+      json_object_set_new(j, "offset", json_integer((json_int_t)rec->offset));
+    }
   } else {
     if (op->kind != GW_CHOP_NONE)
       json_object_set_new(j, "op", json_string(op_names[op->kind]));
@@ -263,6 +286,12 @@ size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap) {
   const char *type = "error";
   if (err == GW_CHOP_OK)
     type = op->kind == GW_CHOP_UNSUBSCRIBE ? "unsubscribed" : "subscribed";
-  return op->msgpack ? answer_msgpack(op, err, type, out, cap)
-                     : answer_json(op, err, type, out, cap);
+  return op->msgpack ? answer_msgpack(op, err, type, NULL, out, cap)
+                     : answer_json(op, err, type, NULL, out, cap);
+}
+
+size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,
+                                size_t cap) {
+  return op->msgpack ? answer_msgpack(op, GW_CHOP_OK, "subscribed", rec, out, cap)
+                     : answer_json(op, GW_CHOP_OK, "subscribed", rec, out, cap);
 }

@@ -34,7 +34,9 @@
     "the connection has as many subscriptions as --channel-max-per-conn allows")                   \
   X(TOO_MANY_CHANNELS, -7, "too_many_channels",                                                    \
     "the gateway holds as many channels as --channel-max allows")                                  \
-  X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later")
+  X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later") \
+  X(PUBLISH_NOT_ALLOWED, -9, "publish_not_allowed",                                                \
+    "clients may not publish to this channel's namespace (client_publish=false)")
 
 typedef enum {
 #define GW_CHOP_ERR_ENUM(name, value, code, msg) GW_CHOP_##name = value,
@@ -42,7 +44,9 @@ typedef enum {
 #undef GW_CHOP_ERR_ENUM
 } gw_chop_err;
 
-#define GW_CHOP_ERR_COUNT 9
+#define GW_CHOP_ERR_COUNT 10
+/* gw_chserve's own result: subscribed, and the answer comes from the recovery (not an error). */
+#define GW_CHOP_RECOVERING 1
 const char *gw_chop_code(int err);     /* "forbidden" etc.: the answer's code; static string */
 const char *gw_chop_strerror(int err); /* the answer's message; static string */
 
@@ -50,6 +54,7 @@ typedef enum {
   GW_CHOP_NONE = 0, /* unknown op (parse returned GW_CHOP_UNKNOWN_OP or BAD_REQUEST) */
   GW_CHOP_SUBSCRIBE,
   GW_CHOP_UNSUBSCRIBE,
+  GW_CHOP_PUBLISH, /* forwarded to the processors as the client's `msg` when allowed */
 } gw_chop_kind;
 
 typedef struct {
@@ -84,5 +89,15 @@ int gw_chops_parse(const uint8_t *d, size_t len, bool binary, gw_chop *op);
  */
 #define GW_CHOP_ANSWER_MAX 1024
 size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap);
+
+/* The "subscribed" answer to a subscribe with `since`, once the history said whether it covers
+ * what the client missed: {"wsgate":"subscribed",..,"recovered":b,"epoch":E,"offset":O}, O the
+ * channel's last offset when the history was read. */
+typedef struct {
+  bool recovered;
+  uint64_t epoch, offset;
+} gw_chop_recovery;
+size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,
+                                size_t cap);
 
 #endif

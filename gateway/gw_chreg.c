@@ -10,9 +10,11 @@
 
 #include "gw_chreg.h"
 #include "gw_metrics.h"
+#include "wsg_chkeys.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
 #include "wsg_redis_conn.h"
+#include "wsg_redis_keys.h"
 
 struct gw_chreg {
   wsg_redis_conn *conn;
@@ -110,4 +112,32 @@ void gw_chreg_destroy(gw_chreg *r) {
   free(r->prefix);
   free(r->gw_id);
   free(r);
+}
+
+wsg_redis_conn *gw_chreg_conn(gw_chreg *r) {
+  return r ? r->conn : NULL;
+}
+
+const char *gw_chreg_prefix(const gw_chreg *r) {
+  return r->prefix;
+}
+
+void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
+                       bool add) {
+  if (!r || !wsg_redis_conn_ready(r->conn))
+    return;
+  char key[WSG_REDIS_KEY_MAX], id[24], val[WSG_MAX_USER_LEN + WSG_MAX_GATEWAY_LEN + 2];
+  int kn = wsg_key_channel(key, sizeof key, r->prefix, name, len, "p");
+  int in = wsg_conn_id_format(id, sizeof id, conn);
+  int vn = add ? snprintf(val, sizeof val, "%s|%s", user, r->gw_id) : 0;
+  if (kn < 0 || in < 0 || vn < 0 || (size_t)vn >= sizeof val)
+    return;
+  chreq *q = malloc(sizeof *q);
+  if (!q)
+    return;
+  q->req.cb = on_reply;
+  const char *argv[4] = {add ? "HSET" : "HDEL", key, id, val};
+  size_t lens[4] = {4, (size_t)kn, (size_t)in, (size_t)vn};
+  if (wsg_redis_conn_command(r->conn, &q->req, add ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
+    free(q);
 }

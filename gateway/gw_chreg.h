@@ -45,4 +45,15 @@ void gw_chreg_destroy(gw_chreg *r); /* NULL is a no-op */
  * unreachable this is skipped: the reconnect adds what is held then. name: borrowed. */
 void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
 
+/* Presence (a namespace with presence=true): HSET (add) or HDEL of <conn id> -> <user>|<gw id>
+ * in ch:{c:<channel>}:p. Fire and forget, skipped while Redis is unreachable; readers ignore and
+ * remove the entries of gateways whose gw:<id> record is gone. name, user: borrowed. */
+void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
+                       bool add); /* user: only for add (may be NULL otherwise) */
+
+/* Its connection (borrowed; NULL when r is) and key prefix, for reads that must follow its
+ * updates in Redis (gw_chhist). */
+struct wsg_redis_conn *gw_chreg_conn(gw_chreg *r);
+const char *gw_chreg_prefix(const gw_chreg *r);
+
 #endif

@@ -26,7 +26,10 @@ static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name,
 }
 
 int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
-  gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max};
+  if (wsg_chns_resolve(&s->cfg->channels, &s->chns, err, errlen) != 0)
+    return -1;
+  gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max,
+                            gw_chpub_pos_free, s};
   s->channels = gw_channels_create(&lim);
   if (!s->channels) {
     snprintf(err, errlen, "out of memory");
@@ -47,33 +50,61 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
 }
 
 void gw_chserve_finish(gw_server *s) {
-  gw_chreg_destroy(s->chreg);
+  gw_chreg_destroy(s->chreg); /* first: recoveries' reads end with it */
   s->chreg = NULL;
+  gw_chrecover_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
+  wsg_chns_destroy(s->chns);
+  s->chns = NULL;
 }
 
 static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
   if (!gw_chperm_allows(ss->chperm, op->channel, op->channel_len))
     return GW_CHOP_FORBIDDEN;
   bool created;
+  bool already = gw_channels_sub_of(ss->subs, op->channel, op->channel_len) != NULL;
   int rc = gw_channels_subscribe(s->channels, &ss->subs, ss->conn_id, op->channel, op->channel_len,
-                                 op->msgpack ? 1 : 0, &created);
+                                 op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
   if (rc == GW_CHOP_OK && created)
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
+  if (rc == GW_CHOP_OK && !already && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
+    gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, ss->user->id, true);
+  if (rc == GW_CHOP_OK && op->has_since && !already) {
+    /* Answered by the recovery, once the history says whether it covers the gap. */
+    gw_chrecover_start(s, ss, gw_channels_sub_of(ss->subs, op->channel, op->channel_len), op);
+    return GW_CHOP_RECOVERING;
+  }
   return rc;
 }
 
-void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary) {
+bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary) {
   gw_chop op;
   int rc = gw_chops_parse(d, len, binary, &op);
-  if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
+  if (rc == GW_CHOP_OK && op.kind == GW_CHOP_PUBLISH) {
+    /* The token's claim and the namespace decide; a processor publishes it (proc_clientpub). */
+    if (!gw_chperm_allows(ss->chperm, op.channel, op.channel_len))
+      rc = GW_CHOP_FORBIDDEN;
+    else if (!wsg_chns_of(s->chns, op.channel, op.channel_len)->client_publish)
+      rc = GW_CHOP_PUBLISH_NOT_ALLOWED;
+    if (rc == GW_CHOP_OK) {
+      wsg_counter_add(s->m_chops[op.kind][0], 1);
+      return true;
+    }
+  } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
     rc = subscribe(s, ss, &op);
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     bool emptied;
-    gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied);
+    if (gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied) &&
+        wsg_chns_of(s->chns, op.channel, op.channel_len)->presence)
+      gw_chreg_presence(s->chreg, op.channel, op.channel_len, ss->conn_id, NULL, false);
     if (emptied)
       gw_chreg_update(s->chreg, op.channel, op.channel_len, false);
+  }
+  if (rc == GW_CHOP_RECOVERING) {
+    wsg_counter_add(s->m_chops[op.kind][0], 1);
+    update_gauges(s);
+    return false;
   }
   wsg_counter_add(s->m_chops[op.kind][-rc], 1);
   update_gauges(s);
@@ -82,10 +113,11 @@ void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
   gw_msg *m = n ? gw_msg_create(out, n, op.msgpack) : NULL;
   if (!m) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
-    return;
+    return false;
   }
   gw_outbound_queue(s, ss, m, 0, wsg_now_mono_ms());
   gw_msg_unref(m);
+  return false;
 }
 
 static void on_empty(void *arg, const char *name, size_t len) {
@@ -93,6 +125,12 @@ static void on_empty(void *arg, const char *name, size_t len) {
 }
 
 void gw_chserve_release(gw_server *s, gw_session *ss) {
+  for (gw_chsub *sub = ss->subs; sub; sub = gw_chsub_snext(sub)) {
+    size_t len;
+    const char *name = gw_channel_name(gw_chsub_channel(sub), &len);
+    if (wsg_chns_of(s->chns, name, len)->presence)
+      gw_chreg_presence(s->chreg, name, len, ss->conn_id, NULL, false); /* ss->user is gone */
+  }
   if (ss->subs) {
     gw_channels_drop_conn(s->channels, &ss->subs, on_empty, s->chreg);
     update_gauges(s);

@@ -273,6 +273,7 @@ static const wsg_config_section gw_sections[] = {
     {&wsg_redis_group, OPT(redis), NULL, 0},
     {&registry, 0, NULL, 0},
     {&connection, 0, NULL, 0},
+    {&wsg_chns_group, OPT(channels), NULL, 0},
     {&wsg_log_group, OPT(log), NULL, 0},
 };
 
@@ -292,6 +293,10 @@ const wsg_config_spec *gw_config_spec(void) {
 }
 
 int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
+  wsg_chns *ns;
+  if (wsg_chns_resolve(&cfg->channels, &ns, err, errlen) != 0)
+    return -1;
+  wsg_chns_destroy(ns);
   if (cfg->lease_renew_ms >= cfg->lease_ttl_ms) {
     snprintf(err, errlen,
              "--lease-renew (%llu ms) must be shorter than --lease-ttl (%llu ms); a third of it "

@@ -18,6 +18,7 @@
 
 #include "wsg_config.h"
 #include "wsg_log.h"
+#include "wsg_chns.h"
 #include "wsg_options.h"
 
 /* Longest JWT secret read from --jwt-secret-file; HS256 needs 32 bytes, 4 KiB is generous. */
@@ -114,6 +115,7 @@ typedef struct {
   int64_t channel_max_per_conn;
   int64_t channel_max;
   char *channel_claim;
+  wsg_chns_options channels; /* shared group: namespaces (--channel-namespace) */
 
   /* --- drain --- */
   uint64_t drain_window_ms;

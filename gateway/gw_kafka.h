@@ -62,6 +62,7 @@ typedef enum {
   GW_TARGET_CONN,  /* one connection: `conn` */
   GW_TARGET_CONNS, /* a list of connections on this gateway: `conns[0..nconns)` */
   GW_TARGET_USER,  /* every connection of `user` on this gateway */
+  GW_TARGET_CHANNEL, /* PUBLISH: every local subscriber of `user` (the channel's name) */
 } gw_target;
 
 /*
@@ -69,7 +70,7 @@ typedef enum {
  * release with gw_outbound_finish() after use.
  */
 typedef struct {
-  wsg_env_kind kind; /* WSG_ENV_DELIVER or WSG_ENV_CLOSE */
+  wsg_env_kind kind; /* WSG_ENV_DELIVER, WSG_ENV_CLOSE or WSG_ENV_PUBLISH */
   gw_target target;
   gw_msg *msg; /* DELIVER: the payload, one reference owned by this item */
   uint64_t conn;
@@ -83,6 +84,7 @@ typedef struct {
   uint64_t ts_us; /* the envelope's `ts` (0 if absent): end-to-end latency */
   uint64_t q;     /* DELIVER: the envelope's `q` (0 if absent): the user's delivery sequence */
   uint64_t *qs;   /* DELIVER to GW_TARGET_CONNS with `qs`: heap array, qs[i] for conns[i] */
+  uint64_t ch_offset, ch_epoch; /* PUBLISH: `co`, `ce`; `msg` is the raw payload */
 } gw_outbound;
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */
@@ -91,7 +93,7 @@ void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself 
 typedef enum {
   GW_OUTDEC_OK,       /* *it is ready to hand off (caller finishes it) */
   GW_OUTDEC_INVALID,  /* not a valid envelope: *env_rc and *field say why */
-  GW_OUTDEC_KIND,     /* valid, but neither deliver nor close (env->kind) */
+  GW_OUTDEC_KIND,     /* valid, but not deliver, close or publish (env->kind) */
   GW_OUTDEC_FENCED,   /* addressed to another gateway (env->gateway) */
   GW_OUTDEC_NOT_UTF8, /* a text deliver whose payload is not UTF-8 */
   GW_OUTDEC_NOMEM,

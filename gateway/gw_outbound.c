@@ -68,6 +68,10 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     gw__close_async(s, ss, code, reason ? reason : "", false);
     return;
   }
+  if (it->kind == WSG_ENV_PUBLISH) {
+    gw_chpub_dispatch(s, it, now_ms);
+    return;
+  }
   gw_msg *m = it->msg;
   if (gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > s->cfg->sendq_hard) {
     /* Would close every recipient as a slow consumer although none is at fault. */
@@ -99,6 +103,8 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
       else
         wsg_counter_add(s->m_out_nobody, 1);
     }
+    break;
+  case GW_TARGET_CHANNEL: /* PUBLISH went to gw_chpub_dispatch above */
     break;
   case GW_TARGET_USER: {
     gw_user *u = gw_user_map_get(&s->users, it->user, it->user_len);

@@ -1,5 +1,5 @@
 /*
- * gw_outdecode: one outbound record (a `deliver` or `close` envelope from the outbound topic) to
+ * gw_outdecode: one outbound record (a `deliver`, `close` or `publish` envelope from the outbound topic) to
  * the hand-off item the loop thread dispatches (gw_outbound, gw_kafka.h). Pure: no librdkafka, no
  * logging, no metrics, so the libFuzzer target tests/fuzz/outbound_fuzz.c calls exactly the code
  * the consumer thread runs; gw_kafka.c counts and logs what it returns.
@@ -79,7 +79,7 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
   *env_rc = wsg_envelope_decode(env, rec, len, field);
   if (*env_rc != WSG_ENV_OK)
     return GW_OUTDEC_INVALID;
-  if (env->kind != WSG_ENV_DELIVER && env->kind != WSG_ENV_CLOSE)
+  if (env->kind != WSG_ENV_DELIVER && env->kind != WSG_ENV_CLOSE && env->kind != WSG_ENV_PUBLISH)
     return GW_OUTDEC_KIND;
   /* Fencing: the slot may have belonged to another gateway when the processor looked it up. */
   if (env->gateway_len != gw_id_len || memcmp(env->gateway, gw_id, gw_id_len) != 0)
@@ -104,6 +104,18 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
     /* A text frame that is not UTF-8 makes every RFC 6455 client fail the connection (1007):
      * refuse the processor's mistake here rather than disconnect its recipients. */
     r = GW_OUTDEC_NOT_UTF8;
+  } else if (env->kind == WSG_ENV_PUBLISH) {
+    /* The decoder checked the channel's name; the loop thread frames the payload per format. */
+    it->target = GW_TARGET_CHANNEL;
+    it->ch_offset = env->ch_offset;
+    it->ch_epoch = env->ch_epoch;
+    it->user = copy_counted(env->channel, env->channel_len);
+    it->user_len = env->channel_len;
+    it->msg = it->user ? gw_msg_create(env->data_len ? env->data : NULL, env->data_len,
+                                       env->binary)
+                       : NULL;
+    if (!it->msg)
+      r = GW_OUTDEC_NOMEM;
   } else {
     r = decode_targets(env, it);
     if (r == GW_OUTDEC_OK) {

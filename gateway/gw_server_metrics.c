@@ -16,6 +16,10 @@
 #define DROPPED       "wsgate_gateway_outbound_dropped_total"
 #define DROPPED_HELP  "Outbound deliveries not sent, by reason."
 #define RESUMES       "wsgate_gateway_resumes_total"
+#define PUBS          "wsgate_gateway_channel_publications_total"
+#define PUBS_HELP     "publish records from processors, by what became of them."
+#define RECOVERS      "wsgate_gateway_channel_recoveries_total"
+#define RECOVERS_HELP "Subscribes with since, by whether the history covered what was missed."
 #define RESUMES_HELP  "Reconnections with ?resume=, by whether every missed message was replayed."
 
 static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -39,6 +43,7 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
   CHOP_ROW(GW_CHOP_SUBSCRIBE, "subscribe", value, code)
 #define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
   CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
+#define CHOP_PUBLISH_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_PUBLISH, "publish", value, code)
 
 /* Sockets closed right after accept, one series per cap (GW_DOOR_REFUSALS). */
 #define ACCEPT_REFUSED "wsgate_gateway_accept_refused_total"
@@ -112,12 +117,33 @@ static const wsg_metric_def metric_rows[] = {
                       NULL, hop_bounds),
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
+        GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW)
         GAUGE(m_channels, "wsgate_gateway_channels",
               "Distinct channels with subscribers on this gateway.", NULL),
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
           "Channel subscriptions of this gateway's connections.", NULL),
     GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",
           NULL),
+    COUNTER(m_pubs[GW_PUB_DELIVERED], PUBS, PUBS_HELP, "result=\"delivered\""),
+    COUNTER(m_pubs[GW_PUB_NOBODY], PUBS, PUBS_HELP, "result=\"nobody\""),
+    COUNTER(m_pubs[GW_PUB_DUPLICATE], PUBS, PUBS_HELP, "result=\"duplicate\""),
+    COUNTER(m_pubs[GW_PUB_TOO_BIG], PUBS, PUBS_HELP, "result=\"too_big\""),
+    COUNTER(m_pubs[GW_PUB_NOMEM], PUBS, PUBS_HELP, "result=\"out_of_memory\""),
+    COUNTER(m_pub_frames, "wsgate_gateway_channel_deliveries_total",
+            "Publication frames queued to subscribers (one shared message per format).", NULL),
+    COUNTER(m_chrecover[0], RECOVERS, RECOVERS_HELP, "result=\"recovered\""),
+    COUNTER(m_chrecover[1], RECOVERS, RECOVERS_HELP, "result=\"not_recovered\""),
+    COUNTER(m_chreplayed, "wsgate_gateway_channel_replayed_total",
+            "Publications sent from a channel's history to recovering subscribers.", NULL),
+    COUNTER(m_pub_held, "wsgate_gateway_channel_held_total",
+            "Publications that came before an earlier one of their channel and waited for it.",
+            NULL),
+    COUNTER(m_pub_filled, "wsgate_gateway_channel_filled_total",
+            "Missing publications read from the channel's history instead of waiting for them.",
+            NULL),
+    COUNTER(m_pub_gaps, "wsgate_gateway_channel_gaps_total",
+            "Publications a channel's subscribers were told they missed (gap frames' ranges).",
+            NULL),
     GW_DOOR_REFUSALS(DOOR_ROW) /* gw_session.h */
     COUNTER(m_not_websocket, "wsgate_gateway_not_websocket_total",
             "Requests on the WebSocket port that were not an upgrade (plain HTTP: 426; CONNECT: "

@@ -9,6 +9,8 @@
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
  *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
+ *   gw_chpub.c     publications to local subscribers: order, duplicates, gaps;
+ *   gw_chrecover.c a subscribe with `since`: history pages, then live;
  *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
@@ -36,6 +38,7 @@
 #include "gw_resume.h"
 #include "gw_sendq.h"
 #include "gw_server.h"
+#include "wsg_chns.h"
 #include "wsg_log.h"
 #include "wsg_metrics.h"
 
@@ -120,6 +123,15 @@ typedef struct orphan {
   uint32_t keylen, len;
   uint8_t data[]; /* key, then value */
 } orphan;
+
+/* A channel subscription's flag bits (gw_channels' caller bits). */
+#define GW_CHSUB_MSGPACK    1u /* frames in MessagePack, else JSON */
+#define GW_CHSUB_RECOVERING 2u /* reading the history (gw_chrecover): live publications skip it */
+
+typedef struct gw_chrec gw_chrec;
+
+/* What became of a `publish` record (gw_chpub, metric label). */
+enum { GW_PUB_DELIVERED, GW_PUB_NOBODY, GW_PUB_DUPLICATE, GW_PUB_TOO_BIG, GW_PUB_NOMEM, GW_PUB__COUNT };
 
 /* Upgrade outcomes, for the metric and the log. */
 #define UPGRADE_RESULTS(X)                                                                         \
@@ -243,9 +255,16 @@ struct gw_server {
   wsg_gauge *m_handshakes, *m_fd_limit;
 
   gw_channels *channels; /* gw_chserve: the local subscription index */
+  wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
   gw_chreg *chreg;
-  wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
+  wsg_counter *m_chops[GW_CHOP_PUBLISH + 1][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
+  wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
+  wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
+  gw_chrec *chrecs; /* recoveries in progress (gw_chrecover) */
+  uint32_t nchrecs;
+  wsg_counter *m_chrecover[2]; /* recovered, not recovered */
+  wsg_counter *m_chreplayed;
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -332,12 +351,21 @@ void gw_outbound_drain(gw_server *s);
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
 
 /* gw_chserve.c: the channel layer's state (0, or -1 with a message) and its end; a marked client
- * frame (gw_chops_marked) is an op: answered, never produced; a session ends: its
- * subscriptions and permissions go. */
+ * frame (gw_chops_marked) is an op: answered, never produced, except an allowed publish, for
+ * which gw_chserve_op returns true (the caller produces the frame as a `msg`); a session ends:
+ * its subscriptions and permissions go. */
 int gw_chserve_init(gw_server *s, char *err, size_t errlen);
 void gw_chserve_finish(gw_server *s);
-void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
+bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
 void gw_chserve_release(gw_server *s, gw_session *ss);
+/* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
+void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_chpub.c: frees what a channel held (gw_channels_limits.pos_free). */
+void gw_chpub_pos_free(void *arg, gw_chpos *pos);
+/* gw_chrecover.c: ss just subscribed (sub) with op's `since`: answer and replay from the
+ * history, then live; and, at shutdown after the registry is gone, what is left of them. */
+void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
+void gw_chrecover_finish(gw_server *s);
 /* A pending upgrade's channel permissions as the session keeps them (NULL: none; out of memory
  * is none too), and freeing them. */
 char *gw__chperm_take(const gw_pending *p);

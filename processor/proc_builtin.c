@@ -9,6 +9,7 @@
 
 #include "proc_chat.h"
 #include "proc_echo.h"
+#include "proc_pubsub.h"
 
 #define ROW(name, ctor, help) {#name, ctor, help},
 

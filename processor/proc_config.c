@@ -135,6 +135,7 @@ static const wsg_config_section proc_sections[] = {
     {&kafka, 0, NULL, 0},
     {&wsg_redis_group, OPT(redis), NULL, 0},
     {&redis, 0, NULL, 0},
+    {&wsg_chns_group, OPT(channels), NULL, 0},
     {&wsg_ops_group, OPT(http), ops_overrides, WSG_COUNTOF(ops_overrides)},
     {&wsg_log_group, OPT(log), NULL, 0},
 };
@@ -182,6 +183,10 @@ static bool empty(const char *s) {
 int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
   if (wsg_kafka_options_check(&cfg->kafka, err, errlen) != 0)
     return -1;
+  wsg_chns *ns;
+  if (wsg_chns_resolve(&cfg->channels, &ns, err, errlen) != 0)
+    return -1;
+  wsg_chns_destroy(ns);
   if (empty(cfg->inbound_topic) || empty(cfg->outbound_topic)) {
     snprintf(err, errlen, "--inbound-topic and --outbound-topic must not be empty");
     return -1;

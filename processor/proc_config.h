@@ -15,6 +15,7 @@
 
 #include "wsg_config.h"
 #include "wsg_log.h"
+#include "wsg_chns.h"
 #include "wsg_options.h"
 
 typedef struct {
@@ -46,6 +47,9 @@ typedef struct {
   int64_t resume_window; /* entries kept per user; 0: no sequence, no replay stream */
   uint64_t resume_ttl_ms;
   uint64_t resume_seq_ttl_ms;
+
+  /* --- channels (shared group: namespaces' history options) --- */
+  wsg_chns_options channels;
 
   /* --- operations endpoint (shared group; default port 9091 here) --- */
   wsg_ops_options http;

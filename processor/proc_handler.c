@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "proc_builtin.h"
+#include "proc_clientpub.h"
+#include "proc_presence.h"
 #include "wsg_log.h"
 
 /* wsgate_redis() calls one callback may make: each keeps its replies until the callback returns. */
@@ -209,6 +211,50 @@ static int api_redis(wsgate_ctx *ctx, const wsgate_redis_cmd *cmds, size_t ncmds
   return WSGATE_OK;
 }
 
+static int api_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                       const void *payload, size_t len, bool binary) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!channel || !wsg_channel_name_valid(channel, channel_len))
+    return WSGATE_E_INVAL;
+  int rc = check_payload(c, payload, len, binary);
+  if (rc == WSGATE_OK)
+    rc = take_action(c, 0, len + channel_len);
+  if (rc == WSGATE_OK && proc_outbox_publish(c->denv->box, c->rec, channel, channel_len, payload,
+                                             len, binary) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
+static int api_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                        const wsgate_presence_entry **entries, size_t *n) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!entries || !n)
+    return WSGATE_E_INVAL;
+  *entries = NULL;
+  *n = 0;
+  if (!channel || !wsg_channel_name_valid(channel, channel_len))
+    return WSGATE_E_INVAL;
+  if (!c->denv->router)
+    return WSGATE_E_REDIS;
+  if (c->nblocks + 2 > MAX_REDIS_CALLS)
+    return WSGATE_E_LIMIT;
+  proc_routes rt;
+  proc_routes_init(&rt);
+  char err[256];
+  void *block = NULL;
+  int rc = proc_presence_read(c->denv->router, &rt, channel, channel_len, entries, n, &block, err,
+                              sizeof err);
+  proc_routes_finish(&rt);
+  if (rc != WSGATE_OK) {
+    WSG_DEBUG("handler", "wsgate_presence: %s", err);
+    return rc;
+  }
+  /* The replies the entries point into, then the entries' own block: freed after the callback. */
+  c->blocks[c->nblocks++] = ((void **)block)[0];
+  c->blocks[c->nblocks++] = block;
+  return WSGATE_OK;
+}
+
 static const char *api_redis_prefix(const wsgate_ctx *ctx) {
   return ((const proc_ctx *)(const void *)ctx)->denv->prefix;
 }
@@ -254,6 +300,8 @@ static const wsgate_api proc_api = {
     .redis_prefix = api_redis_prefix,
     .set_error = api_set_error,
     .log = api_log,
+    .publish = api_publish,
+    .presence = api_presence,
 };
 
 /* --- loading ------------------------------------------------------------------------------- */
@@ -382,11 +430,45 @@ const char *proc_handler_name(const proc_handler *h) {
 
 /* --- dispatch ------------------------------------------------------------------------------ */
 
+/* A client's publish op (proc_clientpub): published here, the handler never sees it. 1 when it
+ * was one (recorded), -1 when it was a bad one (why says so), 0 when the frame is not one. */
+static int client_publish(const proc_dispatch_env *denv, uint32_t rec, const wsg_envelope *env,
+                          char *why, size_t whylen) {
+  proc_clientpub cp;
+  int r = proc_clientpub_parse(env->data, env->data_len, env->binary, &cp);
+  if (r == 0)
+    return 0;
+  if (r < 0) {
+    snprintf(why, whylen, "a malformed publish op");
+    return -1;
+  }
+  if (cp.len > denv->max_payload) {
+    snprintf(why, whylen, "a publish op of %zu bytes (--max-payload %llu)", cp.len,
+             (unsigned long long)denv->max_payload);
+    r = -1;
+  } else if (proc_outbox_publish(denv->box, rec, cp.channel, cp.channel_len, cp.data, cp.len,
+                                 cp.binary) != 0) {
+    snprintf(why, whylen, "out of memory recording a publish op");
+    r = -1;
+  }
+  proc_clientpub_finish(&cp);
+  return r;
+}
+
 int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32_t rec,
                           const wsg_envelope *env, int32_t partition, int64_t offset, char *why,
                           size_t whylen) {
   wsgate_event_fn fn;
   wsgate_event_kind kind;
+  if (env->kind == WSG_ENV_MSG)
+    switch (client_publish(denv, rec, env, why, whylen)) {
+    case 1:
+      return WSGATE_OK;
+    case -1:
+      return WSGATE_REJECT;
+    default:
+      break; /* not a publish op: the handler's */
+    }
   switch (env->kind) {
   case WSG_ENV_MSG:
     fn = h->vt->on_message;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proc_publish.h"
 #include "proc_util.h"
 #include "wsg_log.h"
 
@@ -22,7 +23,7 @@
  * (uint64: 0xcf + 8 bytes each). */
 #define TARGET_MAX_BYTES 18
 
-typedef enum { OUT_REPLY, OUT_CLOSE, OUT_SEND, OUT_CLOSE_USERS } out_kind;
+typedef enum { OUT_REPLY, OUT_CLOSE, OUT_SEND, OUT_CLOSE_USERS, OUT_PUBLISH } out_kind;
 
 typedef struct {
   out_kind kind;
@@ -47,6 +48,8 @@ typedef struct {
   /* close (CLOSE, CLOSE_USERS) */
   uint16_t code;
   size_t reason_off, reason_len;
+  /* PUBLISH: the channel is at reason_off (reason_len bytes); it is pubs[pub] */
+  size_t pub;
 } out;
 
 typedef struct {
@@ -77,6 +80,10 @@ struct proc_outbox {
   size_t nappends;
   proc_append *appends;
   size_t appends_cap, appends_len; /* appends_len == nappends: the list is current */
+  /* publications: counted as recorded, listed by proc_outbox_pubs() */
+  size_t npubs;
+  proc_pub *pubs;
+  size_t pubs_cap, pubs_len; /* pubs_len == npubs: the list is current */
   /* emit scratch */
   pair *pairs;
   size_t pairs_cap;
@@ -107,6 +114,7 @@ void proc_outbox_destroy(proc_outbox *b) {
   free(b->ids);
   free(b->qids);
   free(b->appends);
+  free(b->pubs);
   wsg_buf_finish(&b->env);
   free(b);
 }
@@ -114,6 +122,7 @@ void proc_outbox_destroy(proc_outbox *b) {
 void proc_outbox_reset(proc_outbox *b) {
   b->nouts = b->nbytes = b->nurefs = 0;
   b->nappends = b->appends_len = 0;
+  b->npubs = b->pubs_len = 0;
   if (b->nusers && b->uindex)
     memset(b->uindex, 0, b->uindex_cap * sizeof(uint32_t));
   b->nusers = 0;
@@ -196,13 +205,16 @@ proc_outbox_mark proc_outbox_get_mark(const proc_outbox *b) {
                             .bytes = b->nbytes,
                             .urefs = b->nurefs,
                             .users = b->nusers,
-                            .appends = b->nappends};
+                            .appends = b->nappends,
+                            .pubs = b->npubs};
 }
 
 void proc_outbox_rollback(proc_outbox *b, proc_outbox_mark m) {
   b->nouts = m.outs;
   b->nappends = m.appends;
   b->appends_len = 0; /* a list built before is stale now */
+  b->npubs = m.pubs;
+  b->pubs_len = 0;
   b->nbytes = m.bytes;
   b->nurefs = m.urefs;
   if (b->nusers != m.users) {
@@ -337,6 +349,48 @@ int proc_outbox_close_users(proc_outbox *b, uint32_t rec, const proc_strref *use
   o->reason_len = reason_len;
   b->nouts++;
   return 0;
+}
+
+int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
+                        const void *data, size_t len, bool binary) {
+  proc_outbox_mark m = proc_outbox_get_mark(b);
+  out *o = new_out(b, OUT_PUBLISH, rec);
+  size_t ch_off, data_off;
+  if (!o || put_bytes(b, channel, channel_len, &ch_off) != 0 ||
+      put_bytes(b, data, len, &data_off) != 0) {
+    proc_outbox_rollback(b, m);
+    return -1;
+  }
+  o = &b->outs[b->nouts];
+  o->reason_off = ch_off;
+  o->reason_len = channel_len;
+  o->data_off = data_off;
+  o->data_len = len;
+  o->binary = binary;
+  o->pub = b->npubs++;
+  b->pubs_len = 0;
+  b->nouts++;
+  return 0;
+}
+
+proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n) {
+  *n = 0;
+  if (b->npubs == 0)
+    return NULL;
+  if (proc__reserve((void **)&b->pubs, &b->pubs_cap, b->npubs, sizeof(proc_pub)) != 0)
+    return NULL;
+  for (size_t i = 0; i < b->nouts; i++) {
+    const out *o = &b->outs[i];
+    if (o->kind == OUT_PUBLISH)
+      b->pubs[o->pub] = (proc_pub){.channel = (const char *)b->bytes + o->reason_off,
+                                   .channel_len = o->reason_len,
+                                   .data = b->bytes + o->data_off,
+                                   .len = o->data_len,
+                                   .binary = o->binary};
+  }
+  b->pubs_len = b->npubs;
+  *n = b->npubs;
+  return b->pubs;
 }
 
 const proc_strref *proc_outbox_users(proc_outbox *b, size_t *n) {
@@ -550,6 +604,25 @@ static int emit_close_users(emitter *em, const out *o, const proc_routes *rt) {
   return rc;
 }
 
+/* One `publish` per gateway with subscribers, once proc_publish_store() numbered it. */
+static int emit_publish(emitter *em, const out *o) {
+  proc_outbox *b = em->b;
+  if (b->pubs_len != b->npubs)
+    return 0; /* never stored: nothing to send */
+  const proc_pub *p = &b->pubs[o->pub];
+  for (uint32_t g = 0; g < p->ngws && p->offset; g++) {
+    int rc = proc_publish_encode(p, &p->gws[g], em->now_us, &b->env);
+    if (rc != WSG_ENV_OK) {
+      em->stats->invalid++;
+      continue;
+    }
+    em->stats->envelopes++;
+    if ((rc = em->emit(em->arg, o->rec, p->gws[g].slot, b->env.data, b->env.len)) != 0)
+      return rc;
+  }
+  return 0;
+}
+
 int proc_outbox_emit(proc_outbox *b, const proc_routes *routes, size_t max_record, uint64_t now_us,
                      proc_emit_fn emit, void *arg, proc_emit_stats *stats) {
   emitter em = {.b = b, .emit = emit, .arg = arg, .stats = stats, .now_us = now_us};
@@ -571,6 +644,9 @@ int proc_outbox_emit(proc_outbox *b, const proc_routes *routes, size_t max_recor
       break;
     case OUT_CLOSE_USERS:
       rc = emit_close_users(&em, o, routes);
+      break;
+    case OUT_PUBLISH:
+      rc = emit_publish(&em, o);
       break;
     }
     if (rc != 0)

@@ -12,7 +12,9 @@
  *     record), addressed to the gateway's slot partition with `g` = that gateway (fencing), with
  *     each connection's user's q (`q`, or `qs` beside `cs`) when proc_redis_append() numbered
  * them;
- *   - a close of a user's connections: one close envelope per connection.
+ *   - a close of a user's connections: one close envelope per connection;
+ *   - a publication to a channel: one `publish` envelope per gateway with subscribers
+ *     (proc_publish).
  *
  * Memory is kept across batches (reset, not freed), so a steady stream allocates nothing.
  *
@@ -25,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proc_publish.h"
 #include "proc_redis.h"
 #include "wsg_envelope.h"
 
@@ -40,7 +43,7 @@ size_t proc_outbox_bytes(const proc_outbox *b);
 
 /* A point to roll back to when a handler asks for a retry (its actions are forgotten). */
 typedef struct {
-  size_t outs, bytes, urefs, users, appends;
+  size_t outs, bytes, urefs, users, appends, pubs;
 } proc_outbox_mark;
 
 proc_outbox_mark proc_outbox_get_mark(const proc_outbox *b);
@@ -67,6 +70,17 @@ int proc_outbox_send(proc_outbox *b, uint32_t rec, const proc_strref *users, siz
                      const void *fallback, size_t fallback_len, bool fallback_binary);
 int proc_outbox_close_users(proc_outbox *b, uint32_t rec, const proc_strref *users, size_t n,
                             uint16_t code, const char *reason, size_t reason_len);
+
+/* A publication to a channel (a valid name: the caller checked it); proc_publish numbers and
+ * stores it before emitting (proc_outbox_pubs), then one `publish` per gateway goes out in the
+ * order actions were taken. */
+int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
+                        const void *data, size_t len, bool binary);
+
+/* The batch's publications in order, for proc_publish_store(), whose outputs proc_outbox_emit()
+ * then uses. Valid until the next change. NULL with *n 0 when there is none. Not calling it
+ * (or not storing them) sends none of them. */
+proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n);
 
 /* The distinct users the batch sends to, for proc_redis_resolve(). Valid until the next change. */
 const proc_strref *proc_outbox_users(proc_outbox *b, size_t *n);

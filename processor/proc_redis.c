@@ -375,6 +375,15 @@ static bool build_handler_cmd(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd)
 
 int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
                        const wsgate_redis_reply **replies, void **block, char *err, size_t errlen) {
+  int rc = proc_redis_pipeline(r, cmds, n, replies, block, err, errlen);
+  if (rc == WSGATE_OK)
+    count(r->m_handler_cmds, n);
+  return rc;
+}
+
+int proc_redis_pipeline(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
+                        const wsgate_redis_reply **replies, void **block, char *err,
+                        size_t errlen) {
   *block = NULL;
   if (n == 0 || n > WSGATE_MAX_REDIS_COMMANDS || !cmds || !replies) {
     proc__fmt_err(err, errlen, "a pipeline holds 1..%d commands", WSGATE_MAX_REDIS_COMMANDS);
@@ -404,7 +413,6 @@ int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
     free(reps);
     return WSGATE_E_REDIS;
   }
-  count(r->m_handler_cmds, n);
 
   int rc =
       proc_redis_reply_convert((const redisReply *const *)reps, n, replies, block, err, errlen);
@@ -946,4 +954,28 @@ int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64
     return -1;
   }
   return rc;
+}
+
+int proc_redis_gateways(proc_redis *r, const proc_strref *ids, size_t n, uint64_t now_ms,
+                        proc_routes *rt, char *err, size_t errlen) {
+  if (routes_reset(rt, 0) != 0) {
+    proc__fmt_err(err, errlen, "out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (intern_gw(rt, ids[i].ptr, ids[i].len) < 0) {
+      proc__fmt_err(err, errlen, "more than %d gateways in one lookup", RESOLVE_GW_MAX);
+      return -1;
+    }
+  if (rt->ngws == 0)
+    return 0;
+  if (ensure_connected(r, err, errlen) != 0)
+    return -1;
+  redisReply **reps = calloc(PIPELINE_CHUNK, sizeof(*reps));
+  int rc = reps ? read_gateways(r, rt, now_ms, reps, err, errlen) : -1;
+  free(reps);
+  for (size_t g = 0; rc == 0 && g < rt->ngws; g++)
+    if (rt->gws[g].slot >= r->slots)
+      rt->gws[g].slot = -2;
+  return rc == 0 ? 0 : -1;
 }

@@ -65,6 +65,11 @@ int proc_redis_status(proc_redis *r, char *why, size_t whylen);
 int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
                        const wsgate_redis_reply **replies, void **block, char *err, size_t errlen);
 
+/* proc_redis_command() for wsgate's own commands (not counted as handlers'). */
+int proc_redis_pipeline(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
+                        const wsgate_redis_reply **replies, void **block, char *err,
+                        size_t errlen);
+
 /* --- routing ------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -110,6 +115,15 @@ void proc_routes_finish(proc_routes *rt);
  */
 int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64_t now_ms,
                        proc_routes *out, char *err, size_t errlen);
+
+/*
+ * The slots of gateways ids[0..n) (duplicates allowed), from the gateway cache or one pipelined
+ * HGET each: afterwards rt->gws[0..rt->ngws) lists the distinct ids in order of first
+ * appearance, each with slot >= 0, -1 (lease gone) or -2 (no usable slot). rt: the caller's
+ * scratch (its user targets are cleared). Returns 0, or -1 with a message.
+ */
+int proc_redis_gateways(proc_redis *r, const proc_strref *ids, size_t n, uint64_t now_ms,
+                        proc_routes *rt, char *err, size_t errlen);
 
 /* --- resume: per-user sequence and replay stream (docs/ARCHITECTURE.md, "Resume") ---------- */
 

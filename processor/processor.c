@@ -45,6 +45,8 @@ struct proc_processor {
   proc_redis *router;
   wsg_http *http;
   proc_outbox *box;
+  wsg_chns *chns;          /* namespaces' options (--channel-namespace) */
+  proc_publisher *pub;     /* numbers and stores publications (proc_publish) */
   proc_routes routes;
   proc_record *recs;
   size_t batch_max;
@@ -236,6 +238,12 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg,
   /* Not required at start: an echo processor never needs Redis, and a chat processor retries
    * until Redis is there. Said once here so an operator sees it. */
   char rerr[256];
+  if (wsg_chns_resolve(&cfg->channels, &p->chns, err, errlen) != 0 ||
+      !(p->pub = proc_publisher_create(p->router, p->chns, p->metrics))) {
+    if (p->chns)
+      snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
   if (proc_redis_connect(p->router, rerr, sizeof(rerr)) != 0)
     WSG_WARN("redis", "%s; sends to users wait until it is reachable", rerr);
 
@@ -279,6 +287,8 @@ void proc_processor_destroy(proc_processor *p) {
     return;
   wsg_http_stop(p->http);
   proc_consumer_destroy(p->cons);
+  proc_publisher_destroy(p->pub);
+  wsg_chns_destroy(p->chns);
   proc_redis_destroy(p->router);
   proc_handler_close(p->handler);
   proc_outbox_destroy(p->box);
@@ -405,9 +415,12 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
   size_t nappends = 0;
   proc_append *appends = proc_outbox_appends(p->box, &nappends);
   bool stored = nappends == 0;
+  size_t npubs = 0;
+  proc_pub *pubs = proc_outbox_pubs(p->box, &npubs);
+  bool published = npubs == 0;
   const proc_routes *rt = NULL;
   int rc = 0;
-  if (nusers) {
+  if (nusers || npubs) {
     uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS;
     char err[256];
     for (;;) {
@@ -416,8 +429,12 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
        * again. */
       if (!stored)
         stored = proc_redis_append(p->router, users, appends, nappends, err, sizeof(err)) == 0;
-      if (stored && proc_redis_resolve(p->router, users, nusers, wsg_now_mono_ms(), &p->routes, err,
-                                       sizeof(err)) == 0) {
+      if (stored && !published)
+        published =
+            proc_publish_store(p->pub, pubs, npubs, wsg_now_mono_ms(), err, sizeof(err)) == 0;
+      if (stored && published &&
+          proc_redis_resolve(p->router, users, nusers, wsg_now_mono_ms(), &p->routes, err,
+                             sizeof(err)) == 0) {
         rt = &p->routes;
         break;
       }

@@ -151,6 +151,13 @@ typedef struct wsgate_redis_reply {
   const struct wsgate_redis_reply *items;
 } wsgate_redis_reply;
 
+/* One subscriber connection of a channel (wsgate_presence). */
+typedef struct {
+  const char *user; /* not NUL-terminated: use user_len */
+  size_t user_len;
+  uint64_t conn;
+} wsgate_presence_entry;
+
 /* --- the context and its functions --------------------------------------------------------------
  */
 
@@ -188,6 +195,11 @@ struct wsgate_api {
   const char *(*redis_prefix)(const wsgate_ctx *ctx);
   void (*set_error)(wsgate_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*log)(wsgate_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+  /* Since channels (issue 15): check wsgate_api.size before calling (wsgate_publish does). */
+  int (*publish)(wsgate_ctx *ctx, const char *channel, size_t channel_len, const void *payload,
+                 size_t len, bool binary);
+  int (*presence)(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                  const wsgate_presence_entry **entries, size_t *n);
 };
 
 /*
@@ -256,6 +268,39 @@ static inline int wsgate_redis(wsgate_ctx *ctx, const wsgate_redis_cmd *cmds, si
 /* The configured key prefix (--redis-prefix, default "wsgate:"). */
 static inline const char *wsgate_redis_prefix(const wsgate_ctx *ctx) {
   return ctx->api->redis_prefix(ctx);
+}
+
+/*
+ * Publishes `payload` to `channel` (docs/PROTOCOL.md, "Channels": 1..200 bytes of UTF-8 without
+ * control characters). After the callback returns, the publication is numbered in its channel
+ * (offset, epoch), stored once in the channel's history (its namespace's history_size and
+ * history_ttl) and sent as ONE record to each gateway with subscribers of the channel, which
+ * writes it to each of them: the cost does not grow with the number of subscribers. A channel
+ * without subscribers only stores it. Copied. WSGATE_E_INVAL for a bad name or a text payload that
+ * is not UTF-8; WSGATE_E_STATE from a processor older than this function.
+ */
+static inline int wsgate_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                                 const void *payload, size_t len, bool binary) {
+  if (ctx->api->size < offsetof(wsgate_api, publish) + sizeof ctx->api->publish ||
+      !ctx->api->publish)
+    return WSGATE_E_STATE;
+  return ctx->api->publish(ctx, channel, channel_len, payload, len, binary);
+}
+
+/*
+ * The connections subscribed to `channel` now, on every gateway, with their users (a user with
+ * two connections appears twice): entries[0..*n), valid until the callback returns. Only
+ * namespaces with presence=true are recorded (others answer 0 entries). Entries of a gateway
+ * whose lease is gone are skipped and removed. One Redis round trip, plus one per gateway not in
+ * the gateway cache. WSGATE_E_REDIS when Redis is unreachable (return WSGATE_RETRY),
+ * WSGATE_E_LIMIT past 64 Redis calls in one callback, WSGATE_E_STATE from an older processor.
+ */
+static inline int wsgate_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                                  const wsgate_presence_entry **entries, size_t *n) {
+  if (ctx->api->size < offsetof(wsgate_api, presence) + sizeof ctx->api->presence ||
+      !ctx->api->presence)
+    return WSGATE_E_STATE;
+  return ctx->api->presence(ctx, channel, channel_len, entries, n);
 }
 
 /* Says why the callback is about to return WSGATE_ERROR or WSGATE_REJECT: the processor logs it

@@ -536,6 +536,9 @@ static const char *setup_expect(const worker *w, const conn *k, unsigned step) {
   const load_plan *p = w->p;
   if (p->proto == LOAD_PROTO_CHAT && p->mode == LOAD_FANOUT && step == 0)
     return "\"joined\"";
+  if (p->proto == LOAD_PROTO_CHANNEL && p->mode == LOAD_FANOUT && step == 0 &&
+      !(k->flags & F_SENDER))
+    return "\"subscribed\"";
   if (p->proto == LOAD_PROTO_CENTRIFUGO && step == 0)
     return "\"id\":1,\"connect\"";
   if (p->proto == LOAD_PROTO_CENTRIFUGO && step == 1 && p->mode != LOAD_IDLE &&
@@ -553,6 +556,8 @@ static size_t setup_msg(worker *w, conn *k, unsigned step) {
     return 0;
   if (p->proto == LOAD_PROTO_CHAT) {
     n = snprintf(w->msg, w->msg_cap, "{\"op\":\"join\",\"room\":\"%s\"}", p->room);
+  } else if (p->proto == LOAD_PROTO_CHANNEL) {
+    n = snprintf(w->msg, w->msg_cap, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", p->room);
   } else if (step == 0) {
     char token[LOAD_TOKEN_MAX], err[256];
     int tl = token_for(w, k, token, sizeof token, err, sizeof err);
@@ -889,6 +894,9 @@ static size_t build_message(worker *w, const conn *k, uint64_t sched, uint64_t g
   case LOAD_PROTO_CHAT:
     n = snprintf(w->msg, w->msg_cap, "{\"op\":\"say\",\"room\":\"%s\",\"text\":\"%s\"}", p->room,
                  data);
+    break;
+  case LOAD_PROTO_CHANNEL:
+    n = snprintf(w->msg, w->msg_cap, "%s\n%s", p->room, data);
     break;
   case LOAD_PROTO_CENTRIFUGO:
     if (p->mode == LOAD_ECHO)

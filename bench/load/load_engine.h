@@ -34,6 +34,8 @@ typedef enum {
   LOAD_PROTO_RAW,        /* payloads as they are: an echo server, wsgate's echo handler, nchan */
   LOAD_PROTO_CHAT,       /* wsgate's chat handler: join a room, "say" to it */
   LOAD_PROTO_CENTRIFUGO, /* Centrifugo's JSON protocol: connect, subscribe, publish */
+  LOAD_PROTO_CHANNEL,    /* wsgate's channels: receivers subscribe to --room, the sender's frames
+                            "<room>\n<payload>" go to the `publish` handler */
 } load_proto;
 
 typedef struct {

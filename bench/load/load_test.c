@@ -261,8 +261,9 @@ Test(load_token, hs256_known_vector) {
                          sizeof tok);
   cr_assert_gt(n, 0);
   cr_assert_str_eq(tok, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
-                        "eyJzdWIiOiJhbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAzNjAwfQ."
-                        "B5vWXHhsUo6l84gIB5FOXK0ItITzejyoRjel1C1Oyfs");
+                        "eyJzdWIiOiJhbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAzNjAwLCJjaGFubmVs"
+                        "cyI6WyIqIl19."
+                        "9Qz9z1hO-CWgrq4NZQFY82sTWqZPd1VS9GoAB-mFdM0");
 }
 
 Test(load_token, command_output_and_failures) {

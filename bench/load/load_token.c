@@ -24,7 +24,9 @@ int load_token_jwt(const uint8_t *secret, size_t secret_len, const char *user, i
                    int64_t ttl_s, char *out, size_t cap) {
   static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
   char claims[512];
-  int cl = snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld}", user,
+  /* The channels claim lets --proto channel subscribe (wsgate's --channel-claim default). */
+  int cl = snprintf(claims, sizeof claims,
+                    "{\"sub\":\"%s\",\"iat\":%lld,\"exp\":%lld,\"channels\":[\"*\"]}", user,
                     (long long)now, (long long)(now + ttl_s));
   if (cl < 0 || (size_t)cl >= sizeof claims)
     return -1;

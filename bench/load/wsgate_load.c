@@ -69,10 +69,11 @@ static const wsg_option options[] = {
     {"sender-url", 0, NULL, WSG_OPT_STRING, OPT(sender_url), NULL, 0, 0, NULL, 0,
      "fanout: where the sender connects (default: the first --url), e.g. nchan's publisher "
      "location."},
-    {"proto", 0, NULL, WSG_OPT_ENUM, OPT(proto), "raw", 0, 0, "raw|chat|centrifugo", 0,
+    {"proto", 0, NULL, WSG_OPT_ENUM, OPT(proto), "raw", 0, 0, "raw|chat|centrifugo|channel", 0,
      "raw: payloads as they are (echo servers, wsgate's echo handler, nchan); chat: wsgate's "
      "chat handler (join, say); centrifugo: Centrifugo's JSON protocol (connect, subscribe, "
-     "publish)."},
+     "publish); channel: wsgate's channels (receivers subscribe to --room, the sender publishes "
+     "through the processor's `publish` handler)."},
     {"conns", 'c', NULL, WSG_OPT_INT, OPT(conns), "100", 1, MAX_CONNS, NULL, 0,
      "Connections of the whole run (fanout: receivers; the sender is one more)."},
     {"procs", 'P', NULL, WSG_OPT_INT, OPT(procs), "0", 0, MAX_PROCS, NULL, 0,
@@ -209,12 +210,13 @@ static int parse_url(const char *url, size_t len, load_target *t, char *err, siz
   return 0;
 }
 
-static bool plain_name(const char *s) {
+/* Letters, digits, '-', '_', '.' (and ':' where `colon`: a channel's namespace). */
+static bool plain_name(const char *s, bool colon) {
   if (!s || !*s)
     return false;
   for (; *s; s++)
     if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-          *s == '-' || *s == '_' || *s == '.'))
+          *s == '-' || *s == '_' || *s == '.' || (colon && *s == ':')))
       return false;
   return true;
 }
@@ -226,8 +228,9 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
             : strcmp(cfg->mode, "echo") == 0 ? LOAD_ECHO
                                              : LOAD_FANOUT;
   p->proto = strcmp(cfg->proto, "raw") == 0    ? LOAD_PROTO_RAW
-             : strcmp(cfg->proto, "chat") == 0 ? LOAD_PROTO_CHAT
-                                               : LOAD_PROTO_CENTRIFUGO;
+             : strcmp(cfg->proto, "chat") == 0    ? LOAD_PROTO_CHAT
+             : strcmp(cfg->proto, "channel") == 0 ? LOAD_PROTO_CHANNEL
+                                                  : LOAD_PROTO_CENTRIFUGO;
   const char *u = cfg->url;
   while (*u) {
     const char *e = strchr(u, ',');
@@ -254,8 +257,10 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
              "with --handler echo and use --proto raw");
     return -1;
   }
-  if (!plain_name(cfg->user_prefix) || !plain_name(cfg->room)) {
-    snprintf(err, errlen, "--user-prefix and --room: letters, digits, '-', '_' and '.' only");
+  if (!plain_name(cfg->user_prefix, false) ||
+      !plain_name(cfg->room, p->proto == LOAD_PROTO_CHANNEL)) {
+    snprintf(err, errlen, "--user-prefix and --room: letters, digits, '-', '_' and '.' only (and "
+                          "':' in a --proto channel room)");
     return -1;
   }
   int auth = (cfg->token != NULL) + (cfg->token_cmd != NULL) + (cfg->jwt_secret_file != NULL);

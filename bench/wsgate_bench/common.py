@@ -9,7 +9,7 @@ from wsgate_procs import ProcError
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPTS = REPO / "scripts"
-ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "connect"]
+ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "connect"]
 
 # Scale. One process may hold 20,000 descriptors here; a gateway keeps 256 for itself.
 IDLE_STEPS = [6500, 13000, 19500]

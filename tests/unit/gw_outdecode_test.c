@@ -86,3 +86,34 @@ Test(gw_outdecode, fenced_kind_and_utf8_are_refused_and_leave_nothing) {
   cr_assert_neq(rc, WSG_ENV_OK);
   wsg_buf_finish(&b);
 }
+
+/* Issue 15: a `publish` becomes a channel item with its offset and epoch and the raw payload; a
+ * text one that is not UTF-8 is refused like a deliver. */
+Test(gw_outdecode, publish_to_a_channel) {
+  wsg_envelope env = {.kind = WSG_ENV_PUBLISH,
+                      .fields = WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH | WSG_F_DATA,
+                      .channel = "news:eu",
+                      .channel_len = 7,
+                      .ch_offset = 42,
+                      .ch_epoch = 1795602833455812,
+                      .data = (const uint8_t *)"hi",
+                      .data_len = 2};
+  wsg_buf b;
+  encode(&env, &b);
+  gw_outbound it;
+  cr_assert_eq(decode(&b, &it), GW_OUTDEC_OK);
+  cr_expect_eq(it.kind, WSG_ENV_PUBLISH);
+  cr_expect_eq(it.target, GW_TARGET_CHANNEL);
+  cr_expect(it.user_len == 7 && strcmp(it.user, "news:eu") == 0);
+  cr_expect_eq(it.ch_offset, 42);
+  cr_expect_eq(it.ch_epoch, 1795602833455812);
+  cr_expect(gw_msg_len(it.msg) == 2 && !gw_msg_binary(it.msg));
+  gw_outbound_finish(&it);
+  wsg_buf_finish(&b);
+
+  env.data = (const uint8_t *)"\xff";
+  env.data_len = 1;
+  encode(&env, &b);
+  cr_expect_eq(decode(&b, &it), GW_OUTDEC_NOT_UTF8);
+  wsg_buf_finish(&b);
+}

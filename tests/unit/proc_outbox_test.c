@@ -295,3 +295,49 @@ Test(proc_outbox, numbered_sends_carry_each_users_q) {
   proc_routes_finish(&rt);
   proc_outbox_destroy(b);
 }
+
+/* A publication is one `publish` per gateway that proc_publish_store() found, in the order the
+ * actions were taken; one never stored (no list asked for, or offset 0) sends nothing; rollback
+ * forgets it. */
+Test(proc_outbox, publish_one_record_per_gateway) {
+  proc_outbox *b = proc_outbox_create();
+  cr_assert_eq(proc_outbox_publish(b, 0, "news:eu", 7, "hello", 5, false), 0);
+  proc_outbox_mark m = proc_outbox_get_mark(b);
+  cr_assert_eq(proc_outbox_publish(b, 1, "gone", 4, "x", 1, false), 0);
+  proc_outbox_rollback(b, m);
+  cr_assert_eq(proc_outbox_publish(b, 2, "quiet", 5, "y", 1, true), 0);
+  size_t n;
+  proc_pub *p = proc_outbox_pubs(b, &n);
+  cr_assert_eq(n, 2);
+  cr_expect(p[0].channel_len == 7 && memcmp(p[0].channel, "news:eu", 7) == 0);
+  cr_expect(p[1].binary && p[1].len == 1);
+  /* What proc_publish_store() would fill: two gateways for the first, none for the second. */
+  proc_route_gw gws[2] = {{.id = "gw-a", .len = 4, .slot = 3}, {.id = "gw-b", .len = 4, .slot = 7}};
+  p[0].offset = 42;
+  p[0].epoch = 1795602833455812;
+  p[0].gws = gws;
+  p[0].ngws = 2;
+  p[1].offset = 1;
+  p[1].epoch = 5;
+  sink s = {0};
+  proc_emit_stats st = {0};
+  cr_assert_eq(proc_outbox_emit(b, NULL, 1 << 20, 1000, collect, &s, &st), 0);
+  cr_assert_eq(s.n, 2, "one record per gateway with subscribers, none for the quiet channel");
+  for (size_t i = 0; i < 2; i++) {
+    wsg_envelope e = decode(&s.v[i]);
+    cr_expect_eq(e.kind, WSG_ENV_PUBLISH);
+    cr_expect_eq(s.v[i].partition, gws[i].slot);
+    cr_expect(e.gateway_len == 4 && memcmp(e.gateway, gws[i].id, 4) == 0);
+    cr_expect(e.channel_len == 7 && memcmp(e.channel, "news:eu", 7) == 0);
+    cr_expect_eq(e.ch_offset, 42);
+    cr_expect_eq(e.ch_epoch, 1795602833455812);
+    cr_expect(e.data_len == 5 && memcmp(e.data, "hello", 5) == 0);
+  }
+  sink_free(&s);
+  /* Not stored (the list was never asked for after a change): nothing goes out. */
+  proc_outbox_reset(b);
+  cr_assert_eq(proc_outbox_publish(b, 0, "news:eu", 7, "again", 5, false), 0);
+  cr_assert_eq(proc_outbox_emit(b, NULL, 1 << 20, 1000, collect, &s, &st), 0);
+  cr_expect_eq(s.n, 0);
+  proc_outbox_destroy(b);
+}

@@ -1,0 +1,61 @@
+/*
+ * wsg_chkeys: channel keys and scripts (see wsg_chkeys.h).
+ */
+#include "wsg_chkeys.h"
+
+#include <stdio.h>
+
+int wsg_key_channel(char *buf, size_t len, const char *prefix, const char *ch, size_t ch_len,
+                    const char *suffix) {
+  if (!buf || len == 0 || !ch || ch_len == 0 || ch_len > 1024)
+    return -1;
+  /* The tag starts with "c:" so it is never empty whatever the channel's name holds. */
+  int n = snprintf(buf, len, "%sch:{c:%.*s}:%s", prefix ? prefix : "", (int)ch_len, ch, suffix);
+  return n > 0 && (size_t)n < len ? n : -1;
+}
+
+/* One round trip per publication whatever its audience: number, store, and return who to tell. */
+const char WSG_LUA_CHANNEL_PUBLISH[] =
+    "local now = redis.call('TIME')\n"
+    "local e = redis.call('HGET', KEYS[1], 'e')\n"
+    "if not e then\n"
+    /* History lost (or never kept): a new epoch, above any earlier one of this channel. */
+    "  e = string.format('%.0f', tonumber(now[1]) * 1000000 + tonumber(now[2]))\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  redis.call('HSET', KEYS[1], 'e', e, 'o', 0)\n"
+    "end\n"
+    "local o = redis.call('HINCRBY', KEYS[1], 'o', 1)\n"
+    "local size = tonumber(ARGV[1])\n"
+    "if size > 0 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', size, o .. '-0', 't', now[1], ARGV[3], ARGV[4])\n"
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[2])\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "local out = {o, tonumber(e)}\n"
+    "for _, g in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = g end\n"
+    "return out\n";
+
+const char WSG_LUA_CHANNEL_HISTORY[] =
+    "local m = redis.call('HMGET', KEYS[1], 'e', 'o')\n"
+    "local out = {tonumber(m[1] or '0'), tonumber(m[2] or '0'), 0}\n"
+    "if not m[1] then return out end\n"
+    "local after = tonumber(ARGV[1])\n"
+    "local maxn, maxb = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local es = redis.call('XRANGE', KEYS[2], '(' .. string.format('%.0f', after) .. '-0', '+',\n"
+    "                      'COUNT', maxn + 1)\n"
+    "local n, bytes = 0, 0\n"
+    "for _, en in ipairs(es) do\n"
+    "  if n >= maxn or (n > 0 and bytes >= maxb) then out[3] = 1 break end\n"
+    "  local id = en[1]\n"
+    "  local f = en[2]\n"
+    "  local bin, d = 0, ''\n"
+    "  for i = 1, #f, 2 do\n"
+    "    if f[i] == 'd' then d = f[i + 1] elseif f[i] == 'b' then d = f[i + 1] bin = 1 end\n"
+    "  end\n"
+    "  out[#out + 1] = tonumber(string.sub(id, 1, string.find(id, '-') - 1))\n"
+    "  out[#out + 1] = bin\n"
+    "  out[#out + 1] = d\n"
+    "  n = n + 1\n"
+    "  bytes = bytes + #d\n"
+    "end\n"
+    "return out\n";

@@ -1,0 +1,95 @@
+/*
+ * gw_chhist: history pages of a channel (see gw_chhist.h).
+ *
+ * Threads: the loop thread only.
+ */
+#include "gw_chhist.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wsg_chkeys.h"
+#include "wsg_redis_conn.h"
+#include "wsg_redis_keys.h"
+
+typedef struct {
+  wsg_redis_conn_req req; /* first: the callback gets it back */
+  gw_chhist_cb cb;
+  void *arg;
+} hist_req;
+
+static bool uint_of(const redisReply *r, uint64_t *out) {
+  if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
+    return false;
+  *out = (uint64_t)r->integer;
+  return true;
+}
+
+bool gw_chhist_parse(const redisReply *rep, gw_chhist_page *page) {
+  page->n = 0;
+  uint64_t more;
+  if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 || (rep->elements - 3) % 3 != 0 ||
+      (rep->elements - 3) / 3 > GW_CHHIST_PAGE_MAX || !uint_of(rep->element[0], &page->epoch) ||
+      !uint_of(rep->element[1], &page->last) || !uint_of(rep->element[2], &more))
+    return false;
+  page->more = more != 0;
+  for (size_t i = 3; i < rep->elements; i += 3) {
+    gw_chhist_entry *e = &page->e[page->n];
+    uint64_t bin;
+    const redisReply *d = rep->element[i + 2];
+    if (!uint_of(rep->element[i], &e->offset) || !uint_of(rep->element[i + 1], &bin) ||
+        d->type != REDIS_REPLY_STRING)
+      return false;
+    e->binary = bin != 0;
+    e->data = (const uint8_t *)d->str;
+    e->len = d->len;
+    page->n++;
+  }
+  return true;
+}
+
+static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+  hist_req *h = (hist_req *)req;
+  if (!arg) {
+    h->cb(h->arg, NULL, true);
+  } else {
+    /* A page is large (GW_CHHIST_PAGE_MAX entries): on the heap, for the call only. */
+    gw_chhist_page *page = malloc(sizeof *page);
+    bool ok = page && gw_chhist_parse(rep, page);
+    h->cb(h->arg, ok ? page : NULL, false);
+    free(page);
+  }
+  free(h);
+}
+
+int gw_chhist_read(gw_chreg *r, const char *name, size_t len, uint64_t after, uint32_t max,
+                   uint64_t max_bytes, gw_chhist_cb cb, void *arg) {
+  wsg_redis_conn *conn = gw_chreg_conn(r);
+  if (!conn || !wsg_redis_conn_ready(conn))
+    return -1;
+  char km[WSG_REDIS_KEY_MAX], kh[WSG_REDIS_KEY_MAX], a[24], n[16], b[24];
+  int lm = wsg_key_channel(km, sizeof km, gw_chreg_prefix(r), name, len, "m");
+  int lh = wsg_key_channel(kh, sizeof kh, gw_chreg_prefix(r), name, len, "h");
+  if (lm < 0 || lh < 0)
+    return -1;
+  snprintf(a, sizeof a, "%llu", (unsigned long long)after);
+  snprintf(n, sizeof n, "%u", max > GW_CHHIST_PAGE_MAX ? GW_CHHIST_PAGE_MAX : max);
+  snprintf(b, sizeof b, "%llu", (unsigned long long)max_bytes);
+  hist_req *h = malloc(sizeof *h);
+  if (!h)
+    return -1;
+  h->req.cb = on_reply;
+  h->cb = cb;
+  h->arg = arg;
+  const char *argv[] = {"EVAL", WSG_LUA_CHANNEL_HISTORY, "2", km, kh, a, n, b};
+  size_t lens[] = {
+      4,        strlen(WSG_LUA_CHANNEL_HISTORY), 1, (size_t)lm, (size_t)lh, strlen(a), strlen(n),
+      strlen(b)};
+  if (wsg_redis_conn_command(conn, &h->req, 8, argv, lens) != WSG_REDIS_CONN_OK) {
+    free(h);
+    return -1;
+  }
+  return 0;
+}
