@@ -220,8 +220,8 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
   msgpack_packer pk;
   msgpack_packer_init(&pk, &b, fixed_write);
   bool has_op = op->kind != GW_CHOP_NONE;
-  size_t pairs = 1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0)) +
-                 (rec ? 3 : 0);
+  size_t pairs =
+      1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0)) + (rec ? 3 : 0);
   msgpack_pack_map(&pk, pairs);
   mp_str(&pk, "wsgate", 6);
   mp_str(&pk, type, strlen(type));
@@ -256,8 +256,8 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
   return b.overflow ? 0 : b.len;
 }
 
-static size_t answer_json(const gw_chop *op, int err, const char *type,
-                          const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
+static size_t answer_json(const gw_chop *op, int err, const char *type, const gw_chop_recovery *rec,
+                          uint8_t *out, size_t cap) {
   json_t *j = json_object();
   if (!j)
     return 0;

@@ -45,7 +45,7 @@ struct ev_loop;
   X(BROKER, -5, "the Kafka cluster did not answer in time")                                        \
   X(TOPIC, -6, "a topic is missing or has the wrong partition count")                              \
   X(THREAD, -7, "could not start the outbound consumer thread")                                    \
-  X(NOMEM, -8, "out of memory")                                                                   \
+  X(NOMEM, -8, "out of memory")                                                                    \
   X(STOPPED, -9, "stopped by a signal during the wait")
 
 typedef enum {
@@ -59,9 +59,9 @@ const char *gw_kafka_err_name(int err); /* static string */
 
 /* Who an outbound envelope is for. */
 typedef enum {
-  GW_TARGET_CONN,  /* one connection: `conn` */
-  GW_TARGET_CONNS, /* a list of connections on this gateway: `conns[0..nconns)` */
-  GW_TARGET_USER,  /* every connection of `user` on this gateway */
+  GW_TARGET_CONN,    /* one connection: `conn` */
+  GW_TARGET_CONNS,   /* a list of connections on this gateway: `conns[0..nconns)` */
+  GW_TARGET_USER,    /* every connection of `user` on this gateway */
   GW_TARGET_CHANNEL, /* PUBLISH: every local subscriber of `user` (the channel's name) */
 } gw_target;
 

@@ -1,8 +1,8 @@
 /*
- * gw_outdecode: one outbound record (a `deliver`, `close` or `publish` envelope from the outbound topic) to
- * the hand-off item the loop thread dispatches (gw_outbound, gw_kafka.h). Pure: no librdkafka, no
- * logging, no metrics, so the libFuzzer target tests/fuzz/outbound_fuzz.c calls exactly the code
- * the consumer thread runs; gw_kafka.c counts and logs what it returns.
+ * gw_outdecode: one outbound record (a `deliver`, `close` or `publish` envelope from the outbound
+ * topic) to the hand-off item the loop thread dispatches (gw_outbound, gw_kafka.h). Pure: no
+ * librdkafka, no logging, no metrics, so the libFuzzer target tests/fuzz/outbound_fuzz.c calls
+ * exactly the code the consumer thread runs; gw_kafka.c counts and logs what it returns.
  *
  * Every string is copied with the length the decoder gave and NUL-terminated after it: a user id
  * or a reason may contain a NUL byte (MessagePack strings are counted), and a copy that stopped
@@ -111,8 +111,7 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
     it->ch_epoch = env->ch_epoch;
     it->user = copy_counted(env->channel, env->channel_len);
     it->user_len = env->channel_len;
-    it->msg = it->user ? gw_msg_create(env->data_len ? env->data : NULL, env->data_len,
-                                       env->binary)
+    it->msg = it->user ? gw_msg_create(env->data_len ? env->data : NULL, env->data_len, env->binary)
                        : NULL;
     if (!it->msg)
       r = GW_OUTDEC_NOMEM;

@@ -118,8 +118,8 @@ static const wsg_metric_def metric_rows[] = {
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
         GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW)
-        GAUGE(m_channels, "wsgate_gateway_channels",
-              "Distinct channels with subscribers on this gateway.", NULL),
+            GAUGE(m_channels, "wsgate_gateway_channels",
+                  "Distinct channels with subscribers on this gateway.", NULL),
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
           "Channel subscriptions of this gateway's connections.", NULL),
     GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",

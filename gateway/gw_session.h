@@ -131,7 +131,14 @@ typedef struct orphan {
 typedef struct gw_chrec gw_chrec;
 
 /* What became of a `publish` record (gw_chpub, metric label). */
-enum { GW_PUB_DELIVERED, GW_PUB_NOBODY, GW_PUB_DUPLICATE, GW_PUB_TOO_BIG, GW_PUB_NOMEM, GW_PUB__COUNT };
+enum {
+  GW_PUB_DELIVERED,
+  GW_PUB_NOBODY,
+  GW_PUB_DUPLICATE,
+  GW_PUB_TOO_BIG,
+  GW_PUB_NOMEM,
+  GW_PUB__COUNT
+};
 
 /* Upgrade outcomes, for the metric and the log. */
 #define UPGRADE_RESULTS(X)                                                                         \

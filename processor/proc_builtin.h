@@ -24,9 +24,9 @@
 #define PROC_BUILTINS(X, SEP)                                                                      \
   X(echo, proc_echo_handler,                                                                       \
     "every client frame back to its sender, same bytes, same text/binary kind")                    \
-  SEP X(chat, proc_chat_handler, "rooms and direct messages, JSON or MessagePack clients")        \
-  SEP X(publish, proc_pubsub_handler,                                                              \
-        "a frame <channel>\\n<payload> is published to the channel (tests, benchmarks)")
+  SEP X(chat, proc_chat_handler, "rooms and direct messages, JSON or MessagePack clients") SEP X(  \
+      publish, proc_pubsub_handler,                                                                \
+      "a frame <channel>\\n<payload> is published to the channel (tests, benchmarks)")
 
 #define PROC_BUILTIN__NAME(name, ctor, help) #name
 /* "echo, chat": the built-ins' names as one string literal, usable in a static initialiser. */

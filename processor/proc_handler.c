@@ -219,8 +219,8 @@ static int api_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
   int rc = check_payload(c, payload, len, binary);
   if (rc == WSGATE_OK)
     rc = take_action(c, 0, len + channel_len);
-  if (rc == WSGATE_OK && proc_outbox_publish(c->denv->box, c->rec, channel, channel_len, payload,
-                                             len, binary) != 0)
+  if (rc == WSGATE_OK &&
+      proc_outbox_publish(c->denv->box, c->rec, channel, channel_len, payload, len, binary) != 0)
     rc = WSGATE_E_NOMEM;
   return rc;
 }

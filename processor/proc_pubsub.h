@@ -1,8 +1,8 @@
 /*
  * proc_pubsub: the `publish` handler: a client frame "<channel>\n<payload>" is published to
  * <channel> (wsgate_publish) with the payload's kind (text or binary); a text frame "?<channel>"
- * is answered {"channel":..,"connections":N,"users":[..]} (wsgate_presence). The smallest producer of
- * channel publications: tests, benchmarks (wsgate-load) and demos use it; an application does
+ * is answered {"channel":..,"connections":N,"users":[..]} (wsgate_presence). The smallest producer
+ * of channel publications: tests, benchmarks (wsgate-load) and demos use it; an application does
  * the same from its own handler after checking who may publish where.
  *
  * Threads: the consumer thread.

@@ -67,8 +67,7 @@ int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
 
 /* proc_redis_command() for wsgate's own commands (not counted as handlers'). */
 int proc_redis_pipeline(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
-                        const wsgate_redis_reply **replies, void **block, char *err,
-                        size_t errlen);
+                        const wsgate_redis_reply **replies, void **block, char *err, size_t errlen);
 
 /* --- routing ------------------------------------------------------------------------------- */
 

@@ -45,8 +45,8 @@ struct proc_processor {
   proc_redis *router;
   wsg_http *http;
   proc_outbox *box;
-  wsg_chns *chns;          /* namespaces' options (--channel-namespace) */
-  proc_publisher *pub;     /* numbers and stores publications (proc_publish) */
+  wsg_chns *chns;      /* namespaces' options (--channel-namespace) */
+  proc_publisher *pub; /* numbers and stores publications (proc_publish) */
   proc_routes routes;
   proc_record *recs;
   size_t batch_max;

@@ -260,10 +260,11 @@ Test(load_token, hs256_known_vector) {
   int n = load_token_jwt((const uint8_t *)secret, strlen(secret), "alice", 1700000000, 3600, tok,
                          sizeof tok);
   cr_assert_gt(n, 0);
-  cr_assert_str_eq(tok, "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
-                        "eyJzdWIiOiJhbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAzNjAwLCJjaGFubmVs"
-                        "cyI6WyIqIl19."
-                        "9Qz9z1hO-CWgrq4NZQFY82sTWqZPd1VS9GoAB-mFdM0");
+  cr_assert_str_eq(tok,
+                   "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+                   "eyJzdWIiOiJhbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXhwIjoxNzAwMDAzNjAwLCJjaGFubmVs"
+                   "cyI6WyIqIl19."
+                   "9Qz9z1hO-CWgrq4NZQFY82sTWqZPd1VS9GoAB-mFdM0");
 }
 
 Test(load_token, command_output_and_failures) {

@@ -227,7 +227,7 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   p->mode = strcmp(cfg->mode, "idle") == 0   ? LOAD_IDLE
             : strcmp(cfg->mode, "echo") == 0 ? LOAD_ECHO
                                              : LOAD_FANOUT;
-  p->proto = strcmp(cfg->proto, "raw") == 0    ? LOAD_PROTO_RAW
+  p->proto = strcmp(cfg->proto, "raw") == 0       ? LOAD_PROTO_RAW
              : strcmp(cfg->proto, "chat") == 0    ? LOAD_PROTO_CHAT
              : strcmp(cfg->proto, "channel") == 0 ? LOAD_PROTO_CHANNEL
                                                   : LOAD_PROTO_CENTRIFUGO;
@@ -259,8 +259,9 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   }
   if (!plain_name(cfg->user_prefix, false) ||
       !plain_name(cfg->room, p->proto == LOAD_PROTO_CHANNEL)) {
-    snprintf(err, errlen, "--user-prefix and --room: letters, digits, '-', '_' and '.' only (and "
-                          "':' in a --proto channel room)");
+    snprintf(err, errlen,
+             "--user-prefix and --room: letters, digits, '-', '_' and '.' only (and "
+             "':' in a --proto channel room)");
     return -1;
   }
   int auth = (cfg->token != NULL) + (cfg->token_cmd != NULL) + (cfg->jwt_secret_file != NULL);

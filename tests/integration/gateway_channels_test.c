@@ -156,8 +156,8 @@ static unsigned long long expect_pub(ws_client *c, const char *channel, unsigned
   ws_message m;
   itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
   char head[256], tail[256];
-  snprintf(head, sizeof head, "{\"wsgate\":\"pub\",\"channel\":\"%s\",\"offset\":%u,\"epoch\":",
-           channel, offset);
+  snprintf(head, sizeof head,
+           "{\"wsgate\":\"pub\",\"channel\":\"%s\",\"offset\":%u,\"epoch\":", channel, offset);
   snprintf(tail, sizeof tail, ",\"data\":%s}", data_json);
   cr_assert(m.len > strlen(head) + strlen(tail) && memcmp(m.data, head, strlen(head)) == 0 &&
                 memcmp(m.data + m.len - strlen(tail), tail, strlen(tail)) == 0,
@@ -203,9 +203,9 @@ Test(gateway_channels, publish_to_subscribers_on_two_gateways) {
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\"}");
   /* dave speaks MessagePack: {"wsgate":"subscribe","channel":"news:eu"} */
-  static const uint8_t mp_sub[] = {0x82, 0xa6, 'w', 's', 'g', 'a', 't', 'e', 0xa9, 's', 'u',
-                                   'b',  's',  'c', 'r', 'i', 'b', 'e', 0xa7, 'c', 'h', 'a',
-                                   'n',  'n',  'e', 'l', 0xa7, 'n', 'e', 'w', 's', ':', 'e', 'u'};
+  static const uint8_t mp_sub[] = {0x82, 0xa6, 'w',  's', 'g', 'a', 't',  'e', 0xa9, 's', 'u', 'b',
+                                   's',  'c',  'r',  'i', 'b', 'e', 0xa7, 'c', 'h',  'a', 'n', 'n',
+                                   'e',  'l',  0xa7, 'n', 'e', 'w', 's',  ':', 'e',  'u'};
   cr_assert_eq(ws_client_send(d, WS_OP_BINARY, mp_sub, sizeof mp_sub), WS_CLIENT_OK);
   ws_message m;
   itest_expect_msg(d, WS_OP_BINARY, &m, ITEST_TIMEOUT_MS);
@@ -403,15 +403,16 @@ Test(gateway_channels, early_publications_wait_for_the_history) {
   send_pub("ord", 3, E, "three");
   expect_pub(a, "ord", 2, "\"two\"");
   expect_pub(a, "ord", 3, "\"three\"");
-  send_pub("ord", 2, E, "two"); /* the late record: a duplicate now */
+  send_pub("ord", 2, E, "two");  /* the late record: a duplicate now */
   send_pub("ord", 5, E, "five"); /* 4 is nowhere */
   ws_message m;
   itest_expect_msg(a, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
-  cr_expect_str_eq((const char *)m.data, "{\"wsgate\":\"gap\",\"channel\":\"ord\",\"from\":4,\"to\":4}");
+  cr_expect_str_eq((const char *)m.data,
+                   "{\"wsgate\":\"gap\",\"channel\":\"ord\",\"from\":4,\"to\":4}");
   expect_pub(a, "ord", 5, "\"five\"");
-  cr_expect_eq(itest_metric(gw.http_port,
-                            "wsgate_gateway_channel_publications_total{result=\"duplicate\"}"),
-               1);
+  cr_expect_eq(
+      itest_metric(gw.http_port, "wsgate_gateway_channel_publications_total{result=\"duplicate\"}"),
+      1);
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_filled_total"), 1);
   ws_client_destroy(a);
 }
@@ -527,7 +528,8 @@ Test(gateway_channels, history_larger_than_the_send_queue) {
   redisFree(r);
 
   ws_client *a = connect_with_channels("bo", "[\"*\"]");
-  op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"big\",\"since\":{\"offset\":0,\"epoch\":99}}",
+  op_expect(a,
+            "{\"wsgate\":\"subscribe\",\"channel\":\"big\",\"since\":{\"offset\":0,\"epoch\":99}}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"big\",\"recovered\":true,\"epoch\":99,"
             "\"offset\":2000}");
   unsigned long long last = 0, epoch = E;
