@@ -41,6 +41,7 @@ typedef struct {
   const char *inbound_topic;
   const char *outbound_topic;
   const char *dead_letter_topic; /* NULL: none */
+  const char *commands_topic;    /* NULL or "": none; read in the same group as inbound */
   uint64_t commit_interval_ms;
   uint64_t revoke_timeout_ms;
   size_t max_in_flight; /* inbound records not yet complete, across partitions */
@@ -70,6 +71,7 @@ typedef struct {
   size_t key_len;
   int32_t partition;
   int64_t offset;
+  bool command; /* from the commands topic: a wsg_command, not an envelope */
   /* private */
   void *rkm;
   void *part;

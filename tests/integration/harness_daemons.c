@@ -86,6 +86,11 @@ void itest_cluster_init(itest_cluster *c, int in_partitions, int out_partitions,
   }
 }
 
+void itest_cluster_add_commands(itest_cluster *c, int partitions) {
+  unique(c->cmd_topic, sizeof(c->cmd_topic), "itest-cmd", "");
+  itest_topic_create(c->cmd_topic, partitions);
+}
+
 /* Appends o->extra to argv (n entries so far) and terminates it. */
 static void append_extra(const char **argv, size_t n, const itest_daemon_opts *o) {
   for (size_t i = 0; o && o->extra && o->extra[i]; i++) {
@@ -258,6 +263,9 @@ void itest_processor_start(itest_processor *p, const itest_cluster *c, const cha
       c->in_topic,
       "--outbound-topic",
       c->out_topic,
+      /* "" (none) unless the test asked for one: no test reads a shared commands topic */
+      "--commands-topic",
+      c->cmd_topic,
       "--group-id",
       c->group,
       "--handler",

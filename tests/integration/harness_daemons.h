@@ -28,6 +28,7 @@ typedef struct {
   char in_topic[128];
   char out_topic[128];
   char dlq_topic[128]; /* "" without one */
+  char cmd_topic[128]; /* commands topic, "" without one (itest_cluster_add_commands) */
   char group[128];
   char prefix[128]; /* Redis key prefix, "<unique>:" */
   int in_partitions;
@@ -36,6 +37,9 @@ typedef struct {
 
 /* Unique names; creates the inbound and outbound topics (and a dead-letter topic if asked). */
 void itest_cluster_init(itest_cluster *c, int in_partitions, int out_partitions, bool dead_letter);
+
+/* Creates a commands topic for the cluster; processors started after this read it. */
+void itest_cluster_add_commands(itest_cluster *c, int partitions);
 
 /* What a test varies when it starts a daemon; NULL means all defaults. */
 typedef struct {
