@@ -286,6 +286,38 @@ int wsg_command_decode(wsg_command *cmd, const uint8_t *buf, size_t len, const c
   return check_command(cmd, field);
 }
 
+int wsg_command_decode_array(const uint8_t *buf, size_t len, wsg_command *cmds, size_t max,
+                             size_t *n, size_t *index, const char **err_field) {
+  const char *dummy;
+  const char **field = err_field ? err_field : &dummy;
+  *field = "";
+  *n = 0;
+  *index = SIZE_MAX;
+  wsg__mp_cur cur = {buf, buf + len};
+  wsg__mp_item top;
+  int rc = wsg__mp_read(&cur, &top);
+  if (rc != WSG_ENV_OK)
+    return rc;
+  if (top.type != WSG__MP_ARRAY)
+    return WSG_ENV_BAD_TYPE;
+  if (top.v.n == 0 || top.v.n > max)
+    return top.v.n ? WSG_ENV_TOO_LONG : WSG_ENV_MISSING;
+  for (uint32_t i = 0; i < top.v.n; i++) {
+    const uint8_t *start = cur.p;
+    *index = i;
+    if ((rc = wsg__mp_skip(&cur, WSG_MSGPACK_MAX_DEPTH)) != WSG_ENV_OK)
+      return rc;
+    if ((rc = wsg_command_decode(&cmds[i], start, (size_t)(cur.p - start), field)) != WSG_ENV_OK)
+      return rc;
+  }
+  if (cur.p != cur.end) {
+    *index = SIZE_MAX;
+    return WSG_ENV_TRAILING;
+  }
+  *n = top.v.n;
+  return WSG_ENV_OK;
+}
+
 int wsg_cmd_users_next(const wsg_command *cmd, size_t *pos, wsg_cmd_str *u) {
   if (cmd->user_list) {
     if (*pos >= cmd->users.count)

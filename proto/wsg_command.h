@@ -105,6 +105,14 @@ typedef struct {
  */
 int wsg_command_decode(wsg_command *cmd, const uint8_t *buf, size_t len, const char **err_field);
 
+/*
+ * A MessagePack array of commands (wsgate-api's batch body): decodes element i into cmds[i], for
+ * at most `max` elements (more: WSG_ENV_TOO_LONG). Returns WSG_ENV_OK with *n set, or the first
+ * error with *index the element at fault (SIZE_MAX: the array itself) and *err_field as above.
+ */
+int wsg_command_decode_array(const uint8_t *buf, size_t len, wsg_command *cmds, size_t max,
+                             size_t *n, size_t *index, const char **err_field);
+
 /* Iterates a decoded `us`: returns 1 and sets *u, 0 at the end. *pos starts at 0. */
 int wsg_cmd_users_next(const wsg_command *cmd, size_t *pos, wsg_cmd_str *u);
 
