@@ -271,7 +271,8 @@ static int decode_msgpack(errctx *e, api_batch *b, api_op op, const uint8_t *bod
   b->n = n;
   for (size_t i = 0; i < n; i++) {
     wsg_command *c = &b->cmds[i];
-    snprintf(e->prefix, sizeof e->prefix, op == API_OP_BATCH ? "[%zu]." : "", i);
+    if (op == API_OP_BATCH)
+      snprintf(e->prefix, sizeof e->prefix, "[%zu].", i);
     if (op != API_OP_BATCH && c->kind != op_kind[op])
       return fail(e, 400, "t", "t is %s; this endpoint takes %s", wsg_cmd_name(c->kind),
                   wsg_cmd_name(op_kind[op]));
