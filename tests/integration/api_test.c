@@ -160,23 +160,6 @@ static int post(const char *path, const char *extra, const char *json, char *out
   return http(api.port, "POST", path, headers, json, strlen(json), out, len);
 }
 
-static void expect_text(ws_client *c, const char *want) {
-  ws_message m;
-  itest_recv(c, &m, RECV_MS);
-  cr_assert_eq(m.opcode, WS_OP_TEXT);
-  cr_assert(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "got %.*s, want %s",
-            (int)m.len, (const char *)m.data, want);
-}
-
-static void expect_close(ws_client *c, uint16_t code) {
-  ws_message m;
-  do
-    cr_assert_eq(ws_client_recv(c, &m, RECV_MS), WS_CLIENT_OK, "no close frame");
-  while (m.opcode == WS_OP_PONG);
-  cr_assert_eq(m.opcode, WS_OP_CLOSE);
-  cr_assert_eq(m.close_code, code);
-}
-
 /* The one connection id of `user` in Redis, once registered. */
 static uint64_t conn_of(const char *user) {
   redisContext *rc = itest_redis_connect();
@@ -207,19 +190,19 @@ Test(api, every_command_end_to_end) {
       post("/v1/send", "", "{\"user\":\"alice\",\"data\":\"order shipped\"}", out, sizeof out), 202,
       "%s", out);
   cr_assert(strstr(out, "\"accepted\":1"), "%s", out);
-  expect_text(a, "order shipped");
+  itest_expect_text(a, "order shipped", RECV_MS);
 
   cr_assert_eq(post("/v1/send", "", "{\"users\":[\"alice\",\"bob\",\"carol\"],\"data\":\"all\"}",
                     out, sizeof out),
                202, "%s", out);
-  expect_text(a, "all");
-  expect_text(b, "all");
-  expect_text(c, "all");
+  itest_expect_text(a, "all", RECV_MS);
+  itest_expect_text(b, "all", RECV_MS);
+  itest_expect_text(c, "all", RECV_MS);
 
   snprintf(body, sizeof body, "{\"user\":\"bob\",\"conn\":\"%llu\",\"data\":\"only bob's tab\"}",
            (unsigned long long)bob_conn);
   cr_assert_eq(post("/v1/send", "", body, out, sizeof out), 202, "%s", out);
-  expect_text(b, "only bob's tab");
+  itest_expect_text(b, "only bob's tab", RECV_MS);
 
   cr_assert_eq(post("/v1/batch", "",
                     "{\"commands\":[{\"command\":\"send\",\"user\":\"carol\",\"data\":\"1\"},"
@@ -227,17 +210,17 @@ Test(api, every_command_end_to_end) {
                     out, sizeof out),
                202, "%s", out);
   cr_assert(strstr(out, "\"accepted\":2"), "%s", out);
-  expect_text(c, "1");
-  expect_text(c, "2");
+  itest_expect_text(c, "1", RECV_MS);
+  itest_expect_text(c, "2", RECV_MS);
 
   /* conn as a string: ids use 64 bits, beyond a JSON number's exact range (docs/API.md) */
   snprintf(body, sizeof body,
            "{\"user\":\"bob\",\"conn\":\"%llu\",\"code\":4100,\"reason\":\"bye\"}",
            (unsigned long long)bob_conn);
   cr_assert_eq(post("/v1/disconnect", "", body, out, sizeof out), 202, "%s", out);
-  expect_close(b, 4100);
+  itest_expect_close(b, 4100, RECV_MS);
   cr_assert_eq(post("/v1/disconnect", "", "{\"user\":\"carol\"}", out, sizeof out), 202, "%s", out);
-  expect_close(c, 1000);
+  itest_expect_close(c, 1000, RECV_MS);
 
   /* not available yet: said, not silent */
   cr_assert_eq(post("/v1/publish", "", "{\"channel\":\"x\",\"data\":\"y\"}", out, sizeof out), 501,
@@ -264,8 +247,8 @@ Test(api, retried_request_is_delivered_once) {
                422, "%s", out);
   cr_assert_eq(post("/v1/send", "", "{\"user\":\"dave\",\"data\":\"marker\"}", out, sizeof out),
                202);
-  expect_text(a, "once");
-  expect_text(a, "marker"); /* nothing in between: the retries produced nothing */
+  itest_expect_text(a, "once", RECV_MS);
+  itest_expect_text(a, "marker", RECV_MS); /* nothing in between: the retries produced nothing */
   ws_client_destroy(a);
 }
 

@@ -76,24 +76,6 @@ static size_t conns_of(const char *user, size_t want, uint64_t *ids) {
   return n;
 }
 
-/* The next frame must be a close with `code` (pongs skipped). */
-static void expect_close(ws_client *c, uint16_t code) {
-  ws_message m;
-  do
-    cr_assert_eq(ws_client_recv(c, &m, RECV_MS), WS_CLIENT_OK, "no close frame");
-  while (m.opcode == WS_OP_PONG);
-  cr_assert_eq(m.opcode, WS_OP_CLOSE, "got opcode %d, want a close", m.opcode);
-  cr_assert_eq(m.close_code, code);
-}
-
-static void expect_text(ws_client *c, const char *want) {
-  ws_message m;
-  itest_recv(c, &m, RECV_MS);
-  cr_assert_eq(m.opcode, WS_OP_TEXT);
-  cr_assert(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "got %.*s, want %s",
-            (int)m.len, (const char *)m.data, want);
-}
-
 #define STR(x) ((wsg_cmd_str){x, strlen(x)})
 
 Test(commands, every_command_end_to_end) {
@@ -112,8 +94,8 @@ Test(commands, every_command_end_to_end) {
                          .user = STR("alice"),
                          .data = (const uint8_t *)hello,
                          .data_len = strlen(hello)});
-  expect_text(a1, hello);
-  expect_text(a2, hello);
+  itest_expect_text(a1, hello, RECV_MS);
+  itest_expect_text(a2, hello, RECV_MS);
 
   /* send to a list of users */
   const wsg_cmd_str users[] = {STR("alice"), STR("bob")};
@@ -124,9 +106,9 @@ Test(commands, every_command_end_to_end) {
                          .user_list = users,
                          .data = (const uint8_t *)all,
                          .data_len = strlen(all)});
-  expect_text(a1, all);
-  expect_text(a2, all);
-  expect_text(b, all);
+  itest_expect_text(a1, all, RECV_MS);
+  itest_expect_text(a2, all, RECV_MS);
+  itest_expect_text(b, all, RECV_MS);
 
   /* send to one connection: only that one gets it (the next frame of the other is later) */
   const char *one = "just you";
@@ -149,7 +131,7 @@ Test(commands, every_command_end_to_end) {
   bool a1_first = m1.len == strlen(one) && memcmp(m1.data, one, m1.len) == 0;
   bool a2_first = m2.len == strlen(one) && memcmp(m2.data, one, m2.len) == 0;
   cr_assert(a1_first != a2_first, "exactly one connection gets the connection's send");
-  expect_text(a1_first ? a1 : a2, marker);
+  itest_expect_text(a1_first ? a1 : a2, marker, RECV_MS);
   ws_client *target = a1_first ? a1 : a2, *other = a1_first ? a2 : a1;
 
   /* disconnect one connection with a code and a reason */
@@ -160,11 +142,11 @@ Test(commands, every_command_end_to_end) {
                      .conn = aids[0],
                      .close_code = 4100,
                      .close_reason = STR("bye tab")});
-  expect_close(target, 4100);
+  itest_expect_close(target, 4100, RECV_MS);
 
   /* disconnect a user: default code 1000 */
   produce(&(wsg_command){.kind = WSG_CMD_DISCONNECT, .fields = WSG_CF_USER, .user = STR("bob")});
-  expect_close(b, 1000);
+  itest_expect_close(b, 1000, RECV_MS);
 
   /* the other connection of alice is still there */
   produce(&(wsg_command){.kind = WSG_CMD_SEND,
@@ -172,7 +154,7 @@ Test(commands, every_command_end_to_end) {
                          .user = STR("alice"),
                          .data = (const uint8_t *)marker,
                          .data_len = strlen(marker)});
-  expect_text(other, marker);
+  itest_expect_text(other, marker, RECV_MS);
 
   ws_client_destroy(a1);
   ws_client_destroy(a2);

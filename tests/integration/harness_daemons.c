@@ -399,6 +399,23 @@ void itest_recv(ws_client *c, ws_message *m, int timeout_ms) {
   }
 }
 
+void itest_expect_text(ws_client *c, const char *want, int timeout_ms) {
+  ws_message m;
+  itest_recv(c, &m, timeout_ms);
+  cr_assert_eq(m.opcode, WS_OP_TEXT, "got opcode %d, want a text frame", m.opcode);
+  cr_assert(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "got %.*s, want %s",
+            (int)m.len, (const char *)m.data, want);
+}
+
+void itest_expect_close(ws_client *c, uint16_t code, int timeout_ms) {
+  ws_message m;
+  do
+    cr_assert_eq(ws_client_recv(c, &m, timeout_ms), WS_CLIENT_OK, "no close frame");
+  while (m.opcode == WS_OP_PONG);
+  cr_assert_eq(m.opcode, WS_OP_CLOSE, "got opcode %d, want a close", m.opcode);
+  cr_assert_eq(m.close_code, code);
+}
+
 double itest_metric(int http_port, const char *series) {
   char *buf = malloc(METRICS_MAX);
   cr_assert(buf);

@@ -125,6 +125,10 @@ void itest_expect_msg(ws_client *c, ws_opcode op, ws_message *m, int timeout_ms)
  * timeout or a close. */
 void itest_recv(ws_client *c, ws_message *m, int timeout_ms);
 
+/* The next message (pongs skipped) must be the text `want` / a close with `code`. */
+void itest_expect_text(ws_client *c, const char *want, int timeout_ms);
+void itest_expect_close(ws_client *c, uint16_t code, int timeout_ms);
+
 /* The value of one metric series ("name" or "name{labels}") at /metrics; -1 if absent. */
 double itest_metric(int http_port, const char *series);
 
