@@ -328,3 +328,36 @@ Test(api, kafka_unavailable_is_503_with_a_reason) {
   cr_assert(strstr(ready, "not ready: kafka: "), "%s", ready);
   api_stop(&down);
 }
+
+/* The Python example (api/examples/backend.py, standard library only) as a backend would run it. */
+Test(api, python_backend_example) {
+  ws_client *a = itest_connect(&gw, "erin");
+  ws_client *b = itest_connect(&gw, "frank");
+  conn_of("erin");
+  conn_of("frank");
+  char cmd[2048];
+  const char *script = WSG_SOURCE_ROOT "/api/examples/backend.py";
+  snprintf(cmd, sizeof cmd,
+           "python3 %s --url http://127.0.0.1:%d --key %s --idempotency-key py-1 send erin "
+           "'hello from python' >/dev/null && "
+           "python3 %s --url http://127.0.0.1:%d --key %s --idempotency-key py-1 send erin "
+           "'hello from python' >/dev/null && "
+           "python3 %s --url http://127.0.0.1:%d --key %s send-users erin,frank both >/dev/null && "
+           "python3 %s --url http://127.0.0.1:%d --key %s disconnect frank --code 4100 "
+           "--reason done >/dev/null",
+           script, api.port, SECRET, script, api.port, SECRET, script, api.port, SECRET, script,
+           api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "the example failed: %s", cmd);
+  itest_expect_text(a, "hello from python", RECV_MS);
+  itest_expect_text(a, "both", RECV_MS); /* the retry with the same key produced nothing */
+  itest_expect_text(b, "both", RECV_MS);
+  itest_expect_close(b, 4100, RECV_MS);
+  /* a bad key: exit status 1 and the API's reason on stderr */
+  snprintf(cmd, sizeof cmd,
+           "python3 %s --url http://127.0.0.1:%d --key wrong-key-0123456789 send erin x "
+           "2>/dev/null",
+           script, api.port);
+  cr_assert_neq(system(cmd), 0);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+}
