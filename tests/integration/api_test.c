@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -360,4 +361,26 @@ Test(api, python_backend_example) {
   cr_assert_neq(system(cmd), 0);
   ws_client_destroy(a);
   ws_client_destroy(b);
+}
+
+/* wsgate-admin send and disconnect call the API. */
+Test(api, admin_tool_calls_the_api) {
+  ws_client *a = itest_connect(&gw, "gina");
+  conn_of("gina");
+  char cmd[2048];
+  const char *admin = itest_bin("WSGATE_ADMIN_BIN");
+  snprintf(cmd, sizeof cmd,
+           "WSGATE_API_KEY=%s %s --api-url http://127.0.0.1:%d send gina 'from the shell' "
+           ">/dev/null && "
+           "%s --api-url http://127.0.0.1:%d --api-key %s disconnect gina --code 4100 "
+           "--reason bye >/dev/null",
+           SECRET, admin, api.port, admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  itest_expect_text(a, "from the shell", RECV_MS);
+  itest_expect_close(a, 4100, RECV_MS);
+  /* an error answer: exit status 1 */
+  snprintf(cmd, sizeof cmd, "%s --api-url http://127.0.0.1:%d --api-key %s info >/dev/null 2>&1",
+           admin, api.port, SECRET);
+  cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "info is 501 for now");
+  ws_client_destroy(a);
 }
