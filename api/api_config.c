@@ -54,6 +54,10 @@ static const wsg_option api_rows[] = {
 static const wsg_option kafka_rows[] = {
     {"commands-topic", 0, "WSGATE_COMMANDS_TOPIC", WSG_OPT_STRING, OPT(commands_topic),
      "wsgate.commands", 0, 0, NULL, 0, "Topic the commands are produced to; it must exist."},
+    {"outbound-topic", 0, "WSGATE_OUTBOUND_TOPIC", WSG_OPT_STRING, OPT(outbound_topic),
+     "wsgate.outbound", 0, 0, NULL, 0,
+     "The gateways' topic: only its partition count (the gateway slots) is read, for "
+     "GET /v1/info."},
     {"transaction-timeout", 0, "WSGATE_API_TRANSACTION_TIMEOUT", WSG_OPT_DURATION,
      OPT(txn_timeout_ms), "10s", 1 * SEC, 15 * 60 * SEC, NULL, 0,
      "Longest a Kafka transaction (one or several requests' commands) may take to commit; a "

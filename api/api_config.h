@@ -31,6 +31,7 @@ typedef struct {
   /* --- Kafka --- */
   wsg_kafka_options kafka;
   char *commands_topic;
+  char *outbound_topic;
   uint64_t txn_timeout_ms;
   /* --- Redis (idempotency) --- */
   wsg_redis_options redis;

@@ -9,8 +9,7 @@
  * (`duplicate: true`); the same key with another body is refused (422); while the first is in
  * flight the retry gets 409.
  *
- * Threads: any; each thread has its own synchronous hiredis connection (wsgate-api runs a
- * thread per HTTP connection), made on first use and remade after an error.
+ * Threads: any (the connections are api_redis', one per thread).
  */
 #ifndef API_IDEM_H
 #define API_IDEM_H
@@ -18,19 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "api_redis.h"
+
 typedef struct api_idem api_idem;
 
-typedef struct {
-  const char *host; /* copied */
-  int port;
-  const char *password; /* copied; NULL: none */
-  int db;
-  const char *prefix; /* copied */
-  uint64_t timeout_ms;
-  uint64_t ttl_ms; /* of a finished request's record */
-} api_idem_options;
-
-int api_idem_create(api_idem **out, const api_idem_options *o, char *err, size_t errlen);
+/* `redis` is borrowed for the life of the result; `ttl_ms` is a finished request's record's. */
+int api_idem_create(api_idem **out, api_redis *redis, uint64_t ttl_ms, char *err, size_t errlen);
 void api_idem_destroy(api_idem *d); /* NULL is a no-op */
 
 typedef enum {
@@ -50,8 +42,5 @@ int api_idem_done(api_idem *d, const char *keyname, const char *idem, const char
                   size_t count, char *why, size_t whylen);
 /* Drops the claim after a failure so a retry can proceed. */
 void api_idem_release(api_idem *d, const char *keyname, const char *idem);
-
-/* 0 if the last Redis exchange of any thread worked (or none happened), else -1 and why. */
-int api_idem_status(api_idem *d, char *why, size_t whylen);
 
 #endif

@@ -59,6 +59,8 @@ struct api_kafka {
 
   atomic_int ready;
   atomic_int partitions;
+  atomic_int slots;
+  char *outbound;
   char status[256]; /* under mu */
 
   wsg_counter *m_commit_ok, *m_commit_err;
@@ -91,6 +93,10 @@ int api_kafka_status(api_kafka *k, char *why, size_t whylen) {
 
 int api_kafka_partitions(api_kafka *k) {
   return atomic_load(&k->partitions);
+}
+
+int api_kafka_slots(api_kafka *k) {
+  return atomic_load(&k->slots);
 }
 
 /* Finishes `j` under mu. */
@@ -160,6 +166,12 @@ static bool connect_producer(api_kafka *k) {
     return false; /* transactions stay initialised; the next try only reads metadata */
   }
   atomic_store(&k->partitions, parts);
+  /* Only GET /v1/info needs it: a missing outbound topic does not stop the commands. */
+  int slots = wsg_kafka_topic_partitions(k->rk, k->outbound, INIT_TIMEOUT_MS, terr, sizeof terr);
+  if (slots > 0)
+    atomic_store(&k->slots, slots);
+  else
+    WSG_WARN("kafka", "outbound topic: %s; GET /v1/info cannot list the slots", terr);
   set_status(k, true, "ready");
   WSG_INFO("kafka", "transactions ready on %s (%d partitions)", k->topic, parts);
   return true;
@@ -351,11 +363,12 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   k->o = *o;
   k->topic = strdup(o->topic);
   k->brokers = strdup(o->brokers);
+  k->outbound = strdup(o->outbound ? o->outbound : "wsgate.outbound");
   pthread_mutex_init(&k->mu, NULL);
   pthread_cond_init(&k->work, NULL);
   pthread_cond_init(&k->done, NULL);
   snprintf(k->status, sizeof k->status, "connecting");
-  if (!k->topic || !k->brokers) {
+  if (!k->topic || !k->brokers || !k->outbound) {
     snprintf(err, errlen, "out of memory");
     api_kafka_destroy(k);
     return -1;
@@ -398,5 +411,6 @@ void api_kafka_destroy(api_kafka *k) {
   pthread_cond_destroy(&k->done);
   free(k->topic);
   free(k->brokers);
+  free(k->outbound);
   free(k);
 }

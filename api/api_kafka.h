@@ -28,6 +28,7 @@ typedef struct {
   const char *brokers;
   const wsg_kvlist *props; /* -X overrides; may be NULL */
   const char *topic;       /* the commands topic */
+  const char *outbound;    /* the outbound topic: its partitions are the gateway slots (info) */
   uint64_t txn_timeout_ms; /* transaction.timeout.ms; also bounds a commit */
   wsg_metrics *metrics;    /* borrowed; may be NULL */
 } api_kafka_options;
@@ -59,5 +60,7 @@ int api_kafka_status(api_kafka *k, char *why, size_t whylen);
 
 /* Partitions of the commands topic (0 until the writer read the metadata). Any thread. */
 int api_kafka_partitions(api_kafka *k);
+/* Partitions of the outbound topic, the gateway slots (0 until read). Any thread. */
+int api_kafka_slots(api_kafka *k);
 
 #endif

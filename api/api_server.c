@@ -22,6 +22,7 @@
 #include <sys/random.h>
 
 #include "api_idem.h"
+#include "api_info.h"
 #include "api_kafka.h"
 #include "api_keys.h"
 #include "api_request.h"
@@ -55,6 +56,7 @@ struct api_server {
   wsg_metrics *metrics;
   api_keyring *keys;
   api_kafka *kafka;
+  api_redis *redis;
   api_idem *idem;
   wsg_http *http;
   wsg_http *ops;
@@ -262,20 +264,19 @@ static int build_records(api_server *s, api_batch *b, const char *id, records *r
 
 /* --- the handler --------------------------------------------------------------------------- */
 
+enum { ROUTE_INFO = -2 }; /* a route that is no api_op: answered from Redis */
+
 typedef struct {
   const char *path;
-  int op; /* api_op, or -1: not available yet */
+  int op; /* api_op; -1: not available yet; ROUTE_INFO */
   const char *methods;
 } route;
 
 static const route routes[] = {
-    {"/v1/send", API_OP_SEND, "POST"},
-    {"/v1/disconnect", API_OP_DISCONNECT, "POST"},
-    {"/v1/batch", API_OP_BATCH, "POST"},
-    {"/v1/publish", -1, "POST"},
-    {"/v1/presence", -1, "GET"},
-    {"/v1/history", -1, "GET"},
-    {"/v1/info", -1, "GET"},
+    {"/v1/send", API_OP_SEND, "POST"},   {"/v1/disconnect", API_OP_DISCONNECT, "POST"},
+    {"/v1/batch", API_OP_BATCH, "POST"}, {"/v1/publish", -1, "POST"},
+    {"/v1/presence", -1, "GET"},         {"/v1/history", -1, "GET"},
+    {"/v1/info", ROUTE_INFO, "GET"},
 };
 
 static bool idem_valid(const char *k) {
@@ -330,6 +331,15 @@ static void serve(api_server *s, const wsg_http_request *req, wsg_http_response 
     answer_error(resp, 429, NULL, "over this key's rate limit (--rate-limit); retry later");
     resp->headers[0][0] = "Retry-After";
     resp->headers[0][1] = ra;
+    return;
+  }
+  if (rt->op == ROUTE_INFO) {
+    char why[300];
+    json_t *info = api_info_read(s->redis, api_kafka_slots(s->kafka), why, sizeof why);
+    if (info)
+      answer_json(resp, 200, info);
+    else
+      answer_error(resp, 503, NULL, why);
     return;
   }
   if (rt->op < 0) {
@@ -507,18 +517,19 @@ int api_server_create(api_server **out, const api_config *cfg, char *err, size_t
     api_server_destroy(s);
     return -2;
   }
-  api_idem_options io = {.host = cfg->redis.host,
-                         .port = (int)cfg->redis.port,
-                         .password = cfg->redis.password,
-                         .db = (int)cfg->redis.db,
-                         .prefix = cfg->redis.prefix,
-                         .timeout_ms = cfg->redis.timeout_ms,
-                         .ttl_ms = cfg->idempotency_ttl_ms};
-  if (api_idem_create(&s->idem, &io, err, errlen) != 0)
+  api_redis_options ro = {.host = cfg->redis.host,
+                          .port = (int)cfg->redis.port,
+                          .password = cfg->redis.password,
+                          .db = (int)cfg->redis.db,
+                          .prefix = cfg->redis.prefix,
+                          .timeout_ms = cfg->redis.timeout_ms};
+  if (api_redis_create(&s->redis, &ro, err, errlen) != 0 ||
+      api_idem_create(&s->idem, s->redis, cfg->idempotency_ttl_ms, err, errlen) != 0)
     goto fail;
   api_kafka_options ko = {.brokers = cfg->kafka.brokers,
                           .props = &cfg->kafka.props,
                           .topic = cfg->commands_topic,
+                          .outbound = cfg->outbound_topic,
                           .txn_timeout_ms = cfg->txn_timeout_ms,
                           .metrics = s->metrics};
   if (api_kafka_create(&s->kafka, &ko, err, errlen) != 0)
@@ -558,6 +569,7 @@ void api_server_destroy(api_server *s) {
   wsg_http_stop(s->ops);
   api_kafka_destroy(s->kafka);
   api_idem_destroy(s->idem);
+  api_redis_destroy(s->redis);
   api_keyring_destroy(s->keys);
   free(s->tls_cert);
   free(s->tls_key);

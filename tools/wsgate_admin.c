@@ -64,7 +64,7 @@ static const char usage_text[] =
     "                  send TEXT to every connection of the users (or one connection)\n"
     "  disconnect USER [--conn ID] [--code N] [--reason R]\n"
     "                  close the user's connections (or one)\n"
-    "  info            gateways, slots, connections (not available yet)\n"
+    "  info            gateways, their slots and connection counts\n"
     "                  these three call wsgate-api (docs/API.md) and print its JSON answer\n"
     "\n"
     "Options:\n"

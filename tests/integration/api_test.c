@@ -59,6 +59,8 @@ static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
                         brokers,
                         "--commands-topic",
                         cl.cmd_topic,
+                        "--outbound-topic",
+                        cl.out_topic,
                         "--keys-file",
                         a->keys,
                         "--listen-addr",
@@ -223,6 +225,13 @@ Test(api, every_command_end_to_end) {
   cr_assert_eq(post("/v1/disconnect", "", "{\"user\":\"carol\"}", out, sizeof out), 202, "%s", out);
   itest_expect_close(c, 1000, RECV_MS);
 
+  /* info: the gateway, its slot and its connections */
+  cr_assert_eq(http(api.port, "GET", "/v1/info", AUTH, "", 0, out, sizeof out), 200, "%s", out);
+  char want[256];
+  snprintf(want, sizeof want, "{\"id\":\"%s\",\"slot\":%d", gw.id, (int)gw.slot);
+  cr_assert(strstr(out, want), "no %s in %s", want, out);
+  cr_assert(strstr(out, "\"slots\":2"), "%s", out);
+
   /* not available yet: said, not silent */
   cr_assert_eq(post("/v1/publish", "", "{\"channel\":\"x\",\"data\":\"y\"}", out, sizeof out), 501,
                "%s", out);
@@ -378,9 +387,15 @@ Test(api, admin_tool_calls_the_api) {
   cr_assert_eq(system(cmd), 0, "%s", cmd);
   itest_expect_text(a, "from the shell", RECV_MS);
   itest_expect_close(a, 4100, RECV_MS);
+  /* info lists the test's gateway */
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s info | grep -q '\"id\":\"%s\"'", admin,
+           api.port, SECRET, gw.id);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
   /* an error answer: exit status 1 */
-  snprintf(cmd, sizeof cmd, "%s --api-url http://127.0.0.1:%d --api-key %s info >/dev/null 2>&1",
-           admin, api.port, SECRET);
-  cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "info is 501 for now");
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key wrong-key-0123456789 info >/dev/null 2>&1",
+           admin, api.port);
+  cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "a 401 is a failure");
   ws_client_destroy(a);
 }
