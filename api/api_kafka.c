@@ -1,6 +1,12 @@
 /*
  * api_kafka: the transactional writer (see api_kafka.h).
  *
+ * A request of one record does not need a transaction to be all or nothing: it goes to a second,
+ * plain idempotent producer (acks=all) and waits for its delivery report, which lets librdkafka
+ * batch thousands of them per produce request instead of paying a transaction commit (tens of
+ * milliseconds) per group. It is used only while the transactional side is ready, so an
+ * unreachable Kafka still answers at once, and its message timeout is the transaction timeout.
+ *
  * Queue: a bounded list of waiting requests (jobs) under one mutex; the writer takes all that
  * are queued (up to MAX_TXN_RECORDS records) into one transaction. A record librdkafka refuses
  * at once (too large, unknown partition) fails only its own request: the transaction is aborted
@@ -46,7 +52,10 @@ struct api_kafka {
   char *topic;
   char *brokers;
   rd_kafka_t *rk;
-  bool txn_ready; /* init_transactions succeeded on rk */
+  bool txn_ready;   /* init_transactions succeeded on rk */
+  rd_kafka_t *fast; /* idempotent, not transactional: requests of one record */
+  pthread_t poller; /* serves fast's delivery reports */
+  bool poller_started;
   pthread_t thread;
   bool started;
 
@@ -66,6 +75,7 @@ struct api_kafka {
   wsg_counter *m_commit_ok, *m_commit_err;
   wsg_histogram *m_commit_s;
   wsg_gauge *m_ready;
+  wsg_counter *m_fast;
 };
 
 static void set_status(api_kafka *k, bool ready, const char *fmt, ...)
@@ -116,6 +126,50 @@ static void finish_list(api_kafka *k, job *list, int rc, const char *why) {
   }
   pthread_cond_broadcast(&k->done);
   pthread_mutex_unlock(&k->mu);
+}
+
+/* The fast producer's delivery report: finishes the job in the opaque. */
+static void fast_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  api_kafka *k = opaque;
+  job *j = m->_private;
+  char why[256] = "";
+  if (m->err)
+    snprintf(why, sizeof why, "kafka: the record was not acknowledged: %s",
+             rd_kafka_err2str(m->err));
+  pthread_mutex_lock(&k->mu);
+  finish(k, j, m->err ? -1 : 0, why);
+  pthread_cond_broadcast(&k->done);
+  pthread_mutex_unlock(&k->mu);
+}
+
+static void *poller_main(void *arg) {
+  api_kafka *k = arg;
+  for (;;) {
+    pthread_mutex_lock(&k->mu);
+    bool stop = k->stopping;
+    pthread_mutex_unlock(&k->mu);
+    if (stop)
+      break;
+    rd_kafka_poll(k->fast, 100);
+  }
+  rd_kafka_flush(k->fast, (int)k->o.txn_timeout_ms); /* every waiting request gets its answer */
+  return NULL;
+}
+
+static rd_kafka_t *make_fast(api_kafka *k, char *err, size_t errlen) {
+  rd_kafka_conf_t *conf =
+      wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, k->brokers, k->o.props, err, errlen);
+  if (!conf)
+    return NULL;
+  char tmo[32];
+  snprintf(tmo, sizeof tmo, "%" PRIu64, k->o.txn_timeout_ms);
+  if (wsg_kafka_conf_set(conf, "message.timeout.ms", tmo, err, errlen) != 0) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
+  rd_kafka_conf_set_dr_msg_cb(conf, fast_dr);
+  rd_kafka_conf_set_opaque(conf, k);
+  return wsg_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
 }
 
 static rd_kafka_t *make_producer(api_kafka *k, char *err, size_t errlen) {
@@ -311,9 +365,38 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
+/* One record through the fast producer; waits for its delivery report. */
+static int submit_one(api_kafka *k, const api_record *r, char *why, size_t whylen) {
+  job j = {.recs = r, .n = 1};
+  rd_kafka_resp_err_t err;
+  for (int tries = 0;; tries++) {
+    err = rd_kafka_producev(
+        k->fast, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(r->partition),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY((void *)r->key, r->key_len),
+        RD_KAFKA_V_VALUE((void *)r->value, r->len), RD_KAFKA_V_OPAQUE(&j), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries == 100)
+      break;
+    usleep(10000); /* the poller drains the queue */
+  }
+  if (err) {
+    snprintf(why, whylen, "kafka refused a record of %zu bytes: %s", r->len, rd_kafka_err2str(err));
+    return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -1 : -2;
+  }
+  pthread_mutex_lock(&k->mu);
+  while (!j.done)
+    pthread_cond_wait(&k->done, &k->mu);
+  pthread_mutex_unlock(&k->mu);
+  if (k->m_fast)
+    wsg_counter_add(k->m_fast, 1);
+  snprintf(why, whylen, "%s", j.why);
+  return j.rc;
+}
+
 int api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, char *why, size_t whylen) {
   if (api_kafka_status(k, why, whylen) != 0)
     return -1;
+  if (n == 1)
+    return submit_one(k, recs, why, whylen);
   job j = {.recs = recs, .n = n};
   pthread_mutex_lock(&k->mu);
   if (k->queued >= MAX_QUEUED || k->stopping) {
@@ -347,6 +430,10 @@ static const wsg_metric_def metric_rows[] = {
     WSG_HISTOGRAM_ROW(api_kafka, m_commit_s, "wsgate_api_transaction_seconds",
                       "Time from a transaction's begin to its commit (requests share one)", NULL,
                       commit_bounds),
+    WSG_COUNTER_ROW(api_kafka, m_fast, "wsgate_api_single_records_total",
+                    "Requests of one record produced without a transaction (idempotent "
+                    "producer, acks=all)",
+                    NULL),
     WSG_GAUGE_ROW(api_kafka, m_ready, "wsgate_api_kafka_ready",
                   "1 when the commands topic accepts transactions, else 0", NULL),
 };
@@ -375,7 +462,7 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   }
   wsg_metrics_register_table(o->metrics, &api_kafka_metric_table, k);
   /* Validate the configuration now (a bad -X is a start-up error), connect in the thread. */
-  if (!(k->rk = make_producer(k, err, errlen))) {
+  if (!(k->rk = make_producer(k, err, errlen)) || !(k->fast = make_fast(k, err, errlen))) {
     api_kafka_destroy(k);
     return -1;
   }
@@ -383,6 +470,11 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = pthread_create(&k->thread, NULL, writer_main, k);
+  if (rc == 0) {
+    k->started = true;
+    rc = pthread_create(&k->poller, NULL, poller_main, k);
+    k->poller_started = rc == 0;
+  }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the Kafka writer thread: %s", strerror(rc));
@@ -404,8 +496,16 @@ void api_kafka_destroy(api_kafka *k) {
     pthread_mutex_unlock(&k->mu);
     pthread_join(k->thread, NULL);
   }
+  if (k->poller_started) {
+    pthread_mutex_lock(&k->mu);
+    k->stopping = true;
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->poller, NULL);
+  }
   if (k->rk)
     rd_kafka_destroy(k->rk);
+  if (k->fast)
+    rd_kafka_destroy(k->fast);
   pthread_mutex_destroy(&k->mu);
   pthread_cond_destroy(&k->work);
   pthread_cond_destroy(&k->done);

@@ -6,7 +6,11 @@
  * Processors read with isolation.level=read_committed (librdkafka's default), so an aborted
  * transaction's records are never executed.
  *
- * A writer thread owns the producer: it initialises transactions (retrying while Kafka is
+ * A request of exactly one record needs no transaction to be all or nothing: it is produced by
+ * a second, plain idempotent producer (acks=all) and answered on its delivery report, which
+ * librdkafka batches with the others (a transaction commit costs tens of milliseconds).
+ *
+ * A writer thread owns the transactional producer: it initialises transactions (retrying while Kafka is
  * unreachable: requests meanwhile fail at once with the reason), takes the queued requests,
  * produces their records, commits, and wakes each request with the outcome.
  *
