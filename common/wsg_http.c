@@ -1,77 +1,55 @@
 /*
- * wsg_http: the operations endpoint (/healthz, /readyz, /metrics and a few static routes).
+ * wsg_http: the HTTP server of wsgate's programs, on GNU libmicrohttpd (see wsg_http.h).
  *
- * One thread runs a poll(2) loop over non-blocking sockets: a wake-up eventfd, the listening
- * socket and at most 64 clients. Each client lives through three states:
- *   READ   until the blank line ending the request head (4 KiB at most, 5 s at most),
- *   WRITE  the whole response (10 s at most), then shutdown(SHUT_WR),
- *   LINGER reading and dropping whatever the client still sends until it closes (1 s at most),
- *          so closing never resets a connection whose response is still in flight (a client that
- *          sent an oversized request would otherwise see a reset instead of the 431).
- * One response per connection ("Connection: close"): probes and scrapes open a connection each, and
- * it keeps the state machine small.
+ * Why a library: request parsing is where hostile bytes arrive first; libmicrohttpd is a GNU
+ * project packaged by Debian (security updates come with the distribution), handles keep-alive,
+ * chunked bodies, HEAD, pipelining, TLS (GnuTLS) and connection limits, and has been fuzzed for
+ * years. Our part is routing and the listening socket (so bind errors keep their actionable
+ * messages and port 0 can be read back).
  *
- * With 64 clients open the listening socket is taken out of the poll set, so further connections
- * wait in the kernel's accept backlog (64) until a slot frees (each client frees its slot within
- * 16 s at worst) instead of being accepted and reset: a probe queued that way still gets its
- * answer.
- *
- * Threads: wsg_http_start() and wsg_http_stop() run on the daemon's main thread; everything else
- * runs on the HTTP thread, which calls the `ready` and `health` callbacks and renders the metrics.
+ * Threads: wsg_http_start() and wsg_http_stop() run on the program's main thread; libmicrohttpd's
+ * thread (or one thread per connection with `thread_per_connection`) runs everything else, with
+ * every signal blocked: it calls `ready` and `health`, renders the metrics and calls the handler.
  */
 #include "wsg_http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "wsg_log.h"
-#include "wsg_time.h"
 
-#define MAX_CLIENTS       64
-#define REQUEST_MAX       4096
-#define READ_TIMEOUT_MS   5000
-#define WRITE_TIMEOUT_MS  10000
-#define LINGER_TIMEOUT_MS 1000
-#define ACCEPT_PAUSE_MS   100 /* after EMFILE: the listening socket stays readable, do not spin */
-
-typedef enum { CLIENT_FREE = 0, CLIENT_READ, CLIENT_WRITE, CLIENT_LINGER } client_state;
-
-typedef struct {
-  client_state state;
-  int fd;
-  uint64_t deadline_ms;
-  size_t in_len;
-  char in[REQUEST_MAX];
-  char *out; /* whole response, heap */
-  size_t out_len, out_off;
-} client;
+#define DEFAULT_MAX_CLIENTS 64
+#define DEFAULT_MAX_HEADER  4096
+#define DEFAULT_MAX_BODY    (1u << 20)
+#define DEFAULT_TIMEOUT_S   5
 
 struct wsg_http {
   wsg_http_options opts;
   char *addr; /* owned copy of opts.addr */
+  char *name; /* owned copy of opts.name */
   int listen_fd;
-  int wake_fd;
   int port;
-  atomic_bool stopping;
-  pthread_t thread;
-  uint64_t accept_paused_until_ms;
-  wsg_log_ratelimit accept_rl;
-  client clients[MAX_CLIENTS];
+  struct MHD_Daemon *d;
 };
+
+/* Per request: the body read so far (handler requests only). Freed when the request completes. */
+typedef struct {
+  bool started;
+  bool too_large;
+  uint8_t *body;
+  size_t len, cap;
+} req_state;
 
 /* ---------------------------------------------------------------------------------------------
  * Responses */
@@ -80,6 +58,8 @@ const char *wsg_http_status_text(int status) {
   switch (status) {
   case 200:
     return "OK";
+  case 202:
+    return "Accepted";
   case 400:
     return "Bad Request";
   case 401:
@@ -92,6 +72,14 @@ const char *wsg_http_status_text(int status) {
     return "Method Not Allowed";
   case 408:
     return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Content Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 429:
+    return "Too Many Requests";
   case 431:
     return "Request Header Fields Too Large";
   case 500:
@@ -103,280 +91,201 @@ const char *wsg_http_status_text(int status) {
   }
 }
 
-/* Builds the whole response into c->out; the body is left out for HEAD, its length is not. */
-static void respond(client *c, int status, const char *type, const char *body, size_t body_len,
-                    bool head) {
-  char hdr[512];
-  int n = snprintf(hdr, sizeof hdr,
-                   "HTTP/1.1 %d %s\r\n"
-                   "Content-Type: %s\r\n"
-                   "Content-Length: %zu\r\n"
-                   "%s"
-                   "Cache-Control: no-store\r\n"
-                   "Connection: close\r\n\r\n",
-                   status, wsg_http_status_text(status), type, body_len,
-                   status == 405 ? "Allow: GET, HEAD\r\n" : "");
-  size_t total = (size_t)n + (head ? 0 : body_len);
-  c->out = malloc(total);
-  if (!c->out) {
-    /* Nothing sensible to send without memory: hang up, the prober retries. */
-    c->out_len = 0;
-    return;
-  }
-  memcpy(c->out, hdr, (size_t)n);
-  if (!head && body_len)
-    memcpy(c->out + n, body, body_len);
-  c->out_len = total;
-  c->out_off = 0;
+/* Queues one response; `close` asks libmicrohttpd to close the connection after it. */
+static enum MHD_Result respond(struct MHD_Connection *conn, int status, const char *type,
+                               const void *body, size_t len, bool close_after,
+                               const char *(*extra)[2]) {
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+  if (!r)
+    return MHD_NO; /* out of memory: libmicrohttpd closes the connection, the client retries */
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  if (status == 405)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+  if (close_after)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+  for (size_t i = 0; extra && i < WSG_HTTP_MAX_HEADERS && extra[i][0]; i++)
+    MHD_add_response_header(r, extra[i][0], extra[i][1]);
+  enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, r);
+  MHD_destroy_response(r);
+  return rc;
 }
 
-static void respond_text(client *c, int status, const char *text, bool head) {
-  respond(c, status, "text/plain; charset=utf-8", text, strlen(text), head);
+static enum MHD_Result respond_text(struct MHD_Connection *conn, int status, const char *text) {
+  return respond(conn, status, "text/plain; charset=utf-8", text, strlen(text), true, NULL);
 }
 
 /* /healthz and /readyz: 200 `ok`, or 503 "<bad>: <why>" when the daemon's callback says so. */
-static void respond_probe(client *c, wsg_http_ready_fn fn, void *arg, const char *ok,
-                          const char *bad, bool head) {
+static enum MHD_Result respond_probe(struct MHD_Connection *conn, wsg_http_ready_fn fn, void *arg,
+                                     const char *ok, const char *bad) {
   char why[256] = "";
-  if (!fn || fn(arg, why, sizeof why) == 0) {
-    respond_text(c, 200, ok, head);
-  } else {
-    char body[300];
-    why[sizeof why - 1] = '\0';
-    why[strcspn(why, "\r\n")] = '\0'; /* the reason is one line */
-    snprintf(body, sizeof body, "%s: %s\n", bad, why[0] ? why : "(no reason given)");
-    respond_text(c, 503, body, head);
-  }
+  if (!fn || fn(arg, why, sizeof why) == 0)
+    return respond_text(conn, 200, ok);
+  char body[300];
+  why[sizeof why - 1] = '\0';
+  why[strcspn(why, "\r\n")] = '\0'; /* the reason is one line */
+  snprintf(body, sizeof body, "%s: %s\n", bad, why[0] ? why : "(no reason given)");
+  return respond_text(conn, 503, body);
 }
 
-static void route(wsg_http *h, client *c, const char *path, bool head) {
-  if (strcmp(path, "/healthz") == 0) {
-    respond_probe(c, h->opts.health, h->opts.health_arg, "ok\n", "unhealthy", head);
-  } else if (strcmp(path, "/readyz") == 0) {
-    respond_probe(c, h->opts.ready, h->opts.ready_arg, "ready\n", "not ready", head);
-  } else if (strcmp(path, "/metrics") == 0 && h->opts.metrics) {
+/* The ops routes; false when `path` is none of them. */
+static bool is_ops_path(const wsg_http *h, const char *path) {
+  if (!strcmp(path, "/healthz") || !strcmp(path, "/readyz") || !strcmp(path, "/metrics"))
+    return true;
+  for (size_t i = 0; i < h->opts.nroutes; i++)
+    if (!strcmp(path, h->opts.routes[i].path))
+      return true;
+  return false;
+}
+
+/* GET or HEAD of an ops path (HEAD: libmicrohttpd sends the headers, Content-Length included,
+ * and leaves the body out). */
+static enum MHD_Result serve_ops(wsg_http *h, struct MHD_Connection *conn, const char *path) {
+  if (strcmp(path, "/healthz") == 0)
+    return respond_probe(conn, h->opts.health, h->opts.health_arg, "ok\n", "unhealthy");
+  if (strcmp(path, "/readyz") == 0)
+    return respond_probe(conn, h->opts.ready, h->opts.ready_arg, "ready\n", "not ready");
+  if (strcmp(path, "/metrics") == 0) {
+    if (!h->opts.metrics)
+      return respond_text(conn, 404, "not found\n");
     char *text = NULL;
     size_t len = 0;
-    if (wsg_metrics_render(h->opts.metrics, &text, &len) != 0) {
-      respond_text(c, 500, "cannot render metrics: out of memory\n", head);
-    } else {
-      respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, head);
-      free(text);
-    }
-  } else {
-    for (size_t i = 0; i < h->opts.nroutes; i++) {
-      const wsg_http_route *r = &h->opts.routes[i];
-      if (strcmp(path, r->path) == 0) {
-        respond(c, 200, r->content_type, r->body, r->body_len, head);
-        return;
-      }
-    }
-    respond_text(c, 404, "not found\n", head);
+    if (wsg_metrics_render(h->opts.metrics, &text, &len) != 0)
+      return respond_text(conn, 500, "cannot render metrics: out of memory\n");
+    enum MHD_Result rc =
+        respond(conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, true, NULL);
+    free(text);
+    return rc;
   }
+  for (size_t i = 0; i < h->opts.nroutes; i++) {
+    const wsg_http_route *r = &h->opts.routes[i];
+    if (strcmp(path, r->path) == 0)
+      return respond(conn, 200, r->content_type, r->body, r->body_len, true, NULL);
+  }
+  return respond_text(conn, 404, "not found\n");
 }
 
-int wsg_http_parse_request(char *head, wsg_http_request *req) {
-  char *line = head;
-  line[strcspn(line, "\r\n")] = '\0';
-  char *method = line;
-  char *sp1 = strchr(method, ' ');
-  char *target = sp1 ? sp1 + 1 : NULL;
-  char *sp2 = target ? strchr(target, ' ') : NULL;
-  if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0 || target[0] != '/')
-    return 400;
-  *sp1 = '\0';
-  *sp2 = '\0';
-  target[strcspn(target, "?#")] = '\0';
-  req->method = method;
-  req->path = target;
-  req->head = strcmp(method, "HEAD") == 0;
-  if (!req->head && strcmp(method, "GET") != 0)
-    return 405;
-  return 0;
-}
-
-/*
- * Handles a complete request head in c->in (NUL-terminated). Only the request line matters:
- * headers are not needed to answer a probe or a scrape.
- */
-static void handle_request(wsg_http *h, client *c) {
-  wsg_http_request req;
-  int rc = wsg_http_parse_request(c->in, &req);
-  if (rc == 400) {
-    respond_text(c, 400, "bad request\n", false);
+/* Appends a chunk of the body; past max_body the rest is read and dropped (answered 413). */
+static void body_append(req_state *s, size_t max, const char *data, size_t n) {
+  if (s->too_large || n == 0)
+    return;
+  if (s->len + n > max) {
+    s->too_large = true;
+    free(s->body);
+    s->body = NULL;
+    s->len = s->cap = 0;
     return;
   }
-  if (rc == 405) {
-    respond_text(c, 405, "method not allowed: use GET or HEAD\n", false);
-    return;
-  }
-  WSG_DEBUG("http", "%s %s", req.method, req.path);
-  route(h, c, req.path, req.head);
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Client states */
-
-static void client_close(client *c) {
-  close(c->fd);
-  free(c->out);
-  c->out = NULL;
-  c->out_len = c->out_off = 0;
-  c->in_len = 0;
-  c->fd = -1;
-  c->state = CLIENT_FREE;
-}
-
-static void start_write(client *c, uint64_t now) {
-  if (c->out_len == 0) {
-    client_close(c);
-    return;
-  }
-  c->state = CLIENT_WRITE;
-  c->deadline_ms = now + WRITE_TIMEOUT_MS;
-}
-
-static void on_readable(wsg_http *h, client *c, uint64_t now) {
-  if (c->state == CLIENT_LINGER) {
-    char drop[4096];
-    /* Bounded: a client streaming at us is cut off by the linger deadline. */
-    ssize_t n = recv(c->fd, drop, sizeof drop, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-      client_close(c);
-    return;
-  }
-  ssize_t n = recv(c->fd, c->in + c->in_len, sizeof c->in - 1 - c->in_len, 0);
-  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-    client_close(c); /* gone before finishing its request: nobody to answer */
-    return;
-  }
-  if (n < 0)
-    return;
-  c->in_len += (size_t)n;
-  c->in[c->in_len] = '\0';
-  if (strstr(c->in, "\r\n\r\n") || strstr(c->in, "\n\n")) {
-    handle_request(h, c);
-    start_write(c, now);
-  } else if (c->in_len >= sizeof c->in - 1) {
-    respond_text(c, 431, "request too large: at most 4 KiB of request line and headers\n", false);
-    start_write(c, now);
-  }
-}
-
-static void on_writable(client *c, uint64_t now) {
-  while (c->out_off < c->out_len) {
-    ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR)
-        return;
-      client_close(c);
+  if (s->len + n > s->cap) {
+    size_t cap = s->cap ? s->cap : 4096;
+    while (cap < s->len + n)
+      cap *= 2;
+    uint8_t *nb = realloc(s->body, cap);
+    if (!nb) {
+      s->too_large = true; /* answered 413: the client may retry with less */
       return;
     }
-    c->out_off += (size_t)n;
+    s->body = nb;
+    s->cap = cap;
   }
-  shutdown(c->fd, SHUT_WR);
-  free(c->out);
-  c->out = NULL;
-  c->state = CLIENT_LINGER;
-  c->deadline_ms = now + LINGER_TIMEOUT_MS;
+  memcpy(s->body + s->len, data, n);
+  s->len += n;
 }
 
-static void on_deadline(client *c, uint64_t now) {
-  if (c->state == CLIENT_READ) {
-    /* Slowloris or a stuck client: tell it why, briefly, then let go. */
-    respond_text(c, 408, "request timeout: send the request within 5 s\n", false);
-    start_write(c, now);
-    if (c->state == CLIENT_WRITE)
-      c->deadline_ms = now + LINGER_TIMEOUT_MS;
-  } else {
-    client_close(c);
+static enum MHD_Result serve_handler(wsg_http *h, struct MHD_Connection *conn, const char *method,
+                                     const char *path, req_state *s) {
+  if (s->too_large) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "{\"error\":\"body too large: at most %zu bytes\"}\n",
+             h->opts.max_body);
+    return respond(conn, 413, "application/json", msg, strlen(msg), true, NULL);
+  }
+  wsg_http_request req = {
+      .method = method, .path = path, .body = s->body, .body_len = s->len, .priv = conn};
+  wsg_http_response resp = {.status = 500, .content_type = "application/json"};
+  h->opts.handler(h->opts.handler_arg, &req, &resp);
+  enum MHD_Result rc = respond(conn, resp.status, resp.content_type, resp.body ? resp.body : "",
+                               resp.body_len, false, (const char *(*)[2])resp.headers);
+  free(resp.body);
+  return rc;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls) {
+  wsg_http *h = cls;
+  req_state *s = *con_cls;
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    if (!s)
+      return MHD_NO;
+    *con_cls = s;
+  }
+  if (!url || url[0] != '/')
+    return respond_text(conn, 400, "bad request\n");
+  bool get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
+  if (!h->opts.handler || is_ops_path(h, url)) {
+    if (!get)
+      return respond_text(conn, 405, "method not allowed: use GET or HEAD\n");
+    WSG_DEBUG("http", "%s %s", method, url);
+    return serve_ops(h, conn, url);
+  }
+  if (!s->started) {
+    /* First call: headers only. A declared length past the limit is refused before the body. */
+    s->started = true;
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > h->opts.max_body) {
+      s->too_large = true;
+      return serve_handler(h, conn, method, url, s);
+    }
+    return MHD_YES;
+  }
+  if (*upload_size) {
+    body_append(s, h->opts.max_body, upload_data, *upload_size);
+    *upload_size = 0;
+    return MHD_YES;
+  }
+  return serve_handler(h, conn, method, url, s);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  req_state *s = *con_cls;
+  if (s) {
+    free(s->body);
+    free(s);
+    *con_cls = NULL;
   }
 }
 
-static void accept_clients(wsg_http *h, uint64_t now) {
-  for (;;) {
-    client *slot = NULL;
-    for (size_t i = 0; i < MAX_CLIENTS && !slot; i++)
-      if (h->clients[i].state == CLIENT_FREE)
-        slot = &h->clients[i];
-    if (!slot)
-      return; /* the rest wait in the backlog */
-    int fd = accept4(h->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-        wsg_log_limited(&h->accept_rl, 1, now, WSG_LOG_WARN, "http",
-                        "accept on the operations port failed: %s (raise the file descriptor "
-                        "limit)",
-                        strerror(errno));
-        h->accept_paused_until_ms = now + ACCEPT_PAUSE_MS;
-      }
-      return; /* EAGAIN, or a connection that died in the backlog (ECONNABORTED) */
-    }
-    slot->fd = fd;
-    slot->state = CLIENT_READ;
-    slot->in_len = 0;
-    slot->deadline_ms = now + READ_TIMEOUT_MS;
-  }
+const char *wsg_http_header(const wsg_http_request *req, const char *name) {
+  return MHD_lookup_connection_value((struct MHD_Connection *)req->priv, MHD_HEADER_KIND, name);
 }
 
-/* ---------------------------------------------------------------------------------------------
- * The thread */
+void wsg_http_peer(const wsg_http_request *req, char *buf, size_t buflen) {
+  buf[0] = '\0';
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info((struct MHD_Connection *)req->priv,
+                                                               MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (!ci || !ci->client_addr)
+    return;
+  const struct sockaddr *sa = ci->client_addr;
+  if (sa->sa_family == AF_INET)
+    inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+              (socklen_t)buflen);
+  else if (sa->sa_family == AF_INET6)
+    inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+              (socklen_t)buflen);
+}
 
-static void *http_main(void *arg) {
-  wsg_http *h = arg;
-  struct pollfd pfd[2 + MAX_CLIENTS];
-  client *owner[2 + MAX_CLIENTS];
-  while (!atomic_load(&h->stopping)) {
-    uint64_t now = wsg_now_mono_ms();
-    size_t n = 0, active = 0;
-    uint64_t next = now + 1000;
-    pfd[n++] = (struct pollfd){.fd = h->wake_fd, .events = POLLIN};
-    for (size_t i = 0; i < MAX_CLIENTS; i++)
-      active += h->clients[i].state != CLIENT_FREE;
-    bool listening = active < MAX_CLIENTS && now >= h->accept_paused_until_ms;
-    if (listening)
-      pfd[n++] = (struct pollfd){.fd = h->listen_fd, .events = POLLIN};
-    else if (active < MAX_CLIENTS && h->accept_paused_until_ms < next)
-      next = h->accept_paused_until_ms;
-    for (size_t i = 0; i < MAX_CLIENTS; i++) {
-      client *c = &h->clients[i];
-      if (c->state == CLIENT_FREE)
-        continue;
-      owner[n] = c;
-      pfd[n++] =
-          (struct pollfd){.fd = c->fd, .events = c->state == CLIENT_WRITE ? POLLOUT : POLLIN};
-      if (c->deadline_ms < next)
-        next = c->deadline_ms;
-    }
-    int timeout = next > now ? (int)(next - now) : 0;
-    int rc = poll(pfd, (nfds_t)n, timeout);
-    if (rc < 0) {
-      if (errno == EINTR)
-        continue;
-      WSG_ERROR("http", "poll failed: %s; the operations endpoint stops", strerror(errno));
-      break;
-    }
-    now = wsg_now_mono_ms();
-    size_t first_client = listening ? 2 : 1;
-    for (size_t k = first_client; k < n; k++) {
-      client *c = owner[k];
-      if (pfd[k].revents & (POLLERR | POLLNVAL)) {
-        client_close(c);
-      } else if (pfd[k].revents & (POLLIN | POLLHUP)) {
-        if (c->state == CLIENT_WRITE)
-          on_writable(c, now); /* POLLHUP while writing: send() reports the error */
-        else
-          on_readable(h, c, now);
-      } else if (pfd[k].revents & POLLOUT) {
-        on_writable(c, now);
-      }
-      if (c->state != CLIENT_FREE && now >= c->deadline_ms)
-        on_deadline(c, now);
-    }
-    if (listening && (pfd[1].revents & POLLIN))
-      accept_clients(h, now);
-  }
-  return NULL;
+/* libmicrohttpd's own messages (protocol errors of clients, mostly): debug level. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  if (WSG_LOG_DEBUG < wsg_log_min_level)
+    return;
+  char line[512];
+  vsnprintf(line, sizeof line, fmt, ap);
+  line[strcspn(line, "\r\n")] = '\0';
+  WSG_DEBUG("http", "libmicrohttpd: %s", line);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -409,7 +318,7 @@ static int open_listener(wsg_http *h, char *err, size_t errlen) {
     int one = 1;
     /* A restarted daemon must rebind at once even with old connections in TIME_WAIT. */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, MAX_CLIENTS) == 0)
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, (int)h->opts.max_clients) == 0)
       break;
     saved = errno;
     close(fd);
@@ -444,49 +353,75 @@ int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size
     snprintf(err, errlen, "http port %d is out of range (0..65535)", opts->port);
     return -1;
   }
+  if (!opts->tls_cert_pem != !opts->tls_key_pem) {
+    snprintf(err, errlen, "TLS needs both a certificate and a key");
+    return -1;
+  }
   wsg_http *h = calloc(1, sizeof *h);
   if (!h) {
-    snprintf(err, errlen, "out of memory starting the operations endpoint");
+    snprintf(err, errlen, "out of memory starting the HTTP server");
     return -1;
   }
   h->opts = *opts;
-  h->listen_fd = h->wake_fd = -1;
-  for (size_t i = 0; i < MAX_CLIENTS; i++)
-    h->clients[i].fd = -1;
+  h->listen_fd = -1;
   h->addr = strdup(opts->addr && opts->addr[0] ? opts->addr : "0.0.0.0");
-  if (!h->addr) {
-    snprintf(err, errlen, "out of memory starting the operations endpoint");
+  h->name = strdup(opts->name ? opts->name : "operations endpoint");
+  if (!h->addr || !h->name) {
+    snprintf(err, errlen, "out of memory starting the HTTP server");
     goto fail;
   }
   h->opts.addr = h->addr;
+  h->opts.name = h->name;
+  if (!h->opts.max_body)
+    h->opts.max_body = DEFAULT_MAX_BODY;
+  if (!h->opts.max_header)
+    h->opts.max_header = DEFAULT_MAX_HEADER;
+  if (!h->opts.max_clients)
+    h->opts.max_clients = DEFAULT_MAX_CLIENTS;
+  if (!h->opts.timeout_s)
+    h->opts.timeout_s = DEFAULT_TIMEOUT_S;
   if (open_listener(h, err, errlen) != 0)
     goto fail;
-  h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (h->wake_fd < 0) {
-    snprintf(err, errlen, "cannot create the operations endpoint's wake-up fd: %s",
-             strerror(errno));
-    goto fail;
+
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  flags |=
+      h->opts.thread_per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL : MHD_USE_AUTO;
+  if (h->opts.tls_cert_pem)
+    flags |= MHD_USE_TLS;
+  /* The connection's memory pool holds the request head and the read buffer; twice the header
+   * limit leaves room for both, and a head past it is answered 431 by libmicrohttpd. */
+  size_t pool = h->opts.max_header * 2;
+  struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+  if (h->opts.tls_cert_pem) {
+    tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)h->opts.tls_cert_pem};
+    tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)h->opts.tls_key_pem};
+    pool += 16384; /* a TLS record */
   }
-  /* The thread starts with every signal blocked, so SIGTERM and SIGINT reach the main thread. */
+  /* The threads start with every signal blocked, so SIGTERM and SIGINT reach the main thread. */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  int rc = pthread_create(&h->thread, NULL, http_main, h);
+  h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
+                          h->listen_fd, MHD_OPTION_CONNECTION_LIMIT, h->opts.max_clients,
+                          MHD_OPTION_CONNECTION_TIMEOUT, h->opts.timeout_s,
+                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED,
+                          on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                          MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot start the operations endpoint's thread: %s", strerror(rc));
+  if (!h->d) {
+    snprintf(err, errlen, "cannot start the %s (libmicrohttpd refused the options%s)", h->name,
+             h->opts.tls_cert_pem ? "; is the TLS certificate and key valid PEM?" : "");
     goto fail;
   }
-  WSG_INFO("http", "operations endpoint on http://%s%s%s:%d (/healthz, /readyz, /metrics)",
+  WSG_INFO("http", "%s on http%s://%s%s%s:%d", h->name, h->opts.tls_cert_pem ? "s" : "",
            strchr(h->addr, ':') ? "[" : "", h->addr, strchr(h->addr, ':') ? "]" : "", h->port);
   *out = h;
   return 0;
 fail:
   if (h->listen_fd >= 0)
     close(h->listen_fd);
-  if (h->wake_fd >= 0)
-    close(h->wake_fd);
   free(h->addr);
+  free(h->name);
   free(h);
   return -1;
 }
@@ -498,17 +433,9 @@ int wsg_http_port(const wsg_http *h) {
 void wsg_http_stop(wsg_http *h) {
   if (!h)
     return;
-  atomic_store(&h->stopping, true);
-  uint64_t one = 1;
-  /* An eventfd write only fails when the counter would overflow: it is already signalled. */
-  if (write(h->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-    WSG_WARN("http", "cannot wake the operations endpoint: %s", strerror(errno));
-  pthread_join(h->thread, NULL);
-  for (size_t i = 0; i < MAX_CLIENTS; i++)
-    if (h->clients[i].state != CLIENT_FREE)
-      client_close(&h->clients[i]);
-  close(h->listen_fd);
-  close(h->wake_fd);
+  /* Closes the listening socket too (libmicrohttpd owns it once started) and every client. */
+  MHD_stop_daemon(h->d);
   free(h->addr);
+  free(h->name);
   free(h);
 }

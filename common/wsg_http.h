@@ -1,24 +1,32 @@
 /*
- * wsg_http: the operations endpoint of a daemon: GET /healthz, /readyz and /metrics over HTTP/1.1
- * on a port of its own (kept off the WebSocket port so probes and scrapes never pass through the
- * public balancer).
+ * wsg_http: the HTTP server of every wsgate program, on GNU libmicrohttpd (the only file that
+ * includes microhttpd.h). Two uses:
  *
- * A small server on its own thread: poll(2), at most 64 clients, requests up to 4 KiB, 5 s to send
- * a request, one response per connection. Nothing here touches the daemon's own threads: `ready`
- * reads state the daemon publishes with atomics.
+ * - the operations endpoint of a daemon: GET /healthz, /readyz and /metrics on a port of its own
+ *   (kept off the WebSocket port so probes and scrapes never pass through the public balancer);
+ * - an application handler (wsgate-api): any other method and path goes to `handler`, with the
+ *   request body read up to `max_body` bytes (413 beyond).
  *
- * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok" or 503 "unhealthy:
+ * Threads: by default one thread of libmicrohttpd's serves every connection (select/poll/epoll),
+ * at most `max_clients` (64) at once; with `thread_per_connection` each connection has a thread of
+ * its own, so a handler may block (the API waits for Kafka's acknowledgement). Every thread blocks
+ * all signals. `ready` and `handler` run on those threads.
+ *
+ * Ops answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok" or 503 "unhealthy:
  * <why>"; /readyz 200 "ready" or 503 "not ready: <why>"; /metrics 200 in the Prometheus text format
  * 0.0.4 (404 without a registry); the extra routes; 404 for anything else; 400 for a malformed
- * request line, 431 past 4 KiB, 408 after 5 s without a complete request. Every response has
- * Content-Length and Connection: close. With 64 clients open, new connections wait in the kernel's
- * accept backlog (they are not reset) until a slot frees. The thread blocks every signal.
+ * request (a request line libmicrohttpd cannot split at all is dropped without an answer), 431 past
+ * the header limit (4 KiB by default). A client idle for `timeout_s` (5 s), including one that has
+ * not finished its request, is disconnected without an answer. Ops responses carry Content-Length
+ * and Connection: close; handler responses keep the connection alive. With `max_clients` open, new
+ * connections wait in the kernel's accept backlog (they are not reset) until a slot frees.
  */
 #ifndef WSG_HTTP_H
 #define WSG_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "wsg_metrics.h"
 
@@ -26,7 +34,7 @@ typedef struct wsg_http wsg_http;
 
 /*
  * Returns 0 when the daemon is ready (or, as `health`, alive), else nonzero and a one-line reason
- * in `why` (shown in the 503 body, e.g. "kafka: no broker reachable"). Runs on the HTTP thread.
+ * in `why` (shown in the 503 body, e.g. "kafka: no broker reachable"). Runs on a server thread.
  */
 typedef int (*wsg_http_ready_fn)(void *arg, char *why, size_t whylen);
 
@@ -37,6 +45,34 @@ typedef struct {
   const char *body;
   size_t body_len;
 } wsg_http_route;
+
+/* A request as the application handler sees it; everything is borrowed for the call. */
+typedef struct wsg_http_request wsg_http_request;
+struct wsg_http_request {
+  const char *method;
+  const char *path; /* starts with '/', query cut off */
+  const uint8_t *body;
+  size_t body_len;
+  const void *priv; /* the library's connection */
+};
+
+/* A request header (case-insensitive name), or NULL. Valid for the handler call. */
+const char *wsg_http_header(const wsg_http_request *req, const char *name);
+/* The peer's address as text ("127.0.0.1"), or "" if unknown. */
+void wsg_http_peer(const wsg_http_request *req, char *buf, size_t buflen);
+
+#define WSG_HTTP_MAX_HEADERS 3
+/* What the handler answers. `body` is taken (freed with free()); headers are copied. */
+typedef struct {
+  int status;
+  const char *content_type; /* static */
+  char *body;
+  size_t body_len;
+  const char *headers[WSG_HTTP_MAX_HEADERS][2]; /* extra name/value pairs; NULL-terminated */
+} wsg_http_response;
+
+typedef void (*wsg_http_handler_fn)(void *arg, const wsg_http_request *req,
+                                    wsg_http_response *resp);
 
 typedef struct {
   const char *addr;        /* listen address, e.g. "0.0.0.0", "::" or "127.0.0.1" (numeric, or
@@ -49,30 +85,26 @@ typedef struct {
   void *health_arg;
   const wsg_http_route *routes; /* borrowed; may be NULL */
   size_t nroutes;
+  const char *name; /* for logs and errors: "operations endpoint" by default; borrowed */
+  /* The application side (all optional). */
+  wsg_http_handler_fn handler; /* NULL: only the ops routes */
+  void *handler_arg;
+  size_t max_body;            /* handler bodies above this get 413; 0: 1 MiB */
+  size_t max_header;          /* request line and headers; 0: 4 KiB */
+  unsigned max_clients;       /* 0: 64 */
+  unsigned timeout_s;         /* idle connection timeout; 0: 5 s */
+  bool thread_per_connection; /* a handler that blocks needs it */
+  const char *tls_cert_pem;   /* both set: HTTPS; PEM text, copied by the library */
+  const char *tls_key_pem;
 } wsg_http_options;
 
-/* Binds, then serves on a new thread. On failure returns -1 and says why in `err`, e.g.
+/* Binds, then serves on new threads. On failure returns -1 and says why in `err`, e.g.
  * "cannot listen on 0.0.0.0:9090: Address already in use (is another wsgate running? set
  * --http-port)". */
 int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size_t errlen);
 int wsg_http_port(const wsg_http *h); /* the bound port */
-void wsg_http_stop(wsg_http *h);      /* joins the thread and frees; NULL is a no-op */
+void wsg_http_stop(wsg_http *h);      /* stops the threads and frees; NULL is a no-op */
 /* The reason phrase of an HTTP status ("Service Unavailable"; "Unknown" for others). Static. */
 const char *wsg_http_status_text(int status);
-
-/* A request line as wsg_http_parse_request() reads it; pointers into the parsed head. */
-typedef struct {
-  const char *method;
-  const char *path; /* starts with '/', query and fragment cut off */
-  bool head;        /* HEAD: answer without a body */
-} wsg_http_request;
-
-/*
- * Parses the request line of a request head (NUL-terminated; modified in place: the line and its
- * parts are NUL-terminated). Returns 0 for GET or HEAD with *req set, 405 for another method
- * (req->method set), 400 for a malformed line. Exposed for the unit tests and the fuzz target
- * (tests/fuzz/http_request_fuzz.c): the request comes from anyone who reaches the port.
- */
-int wsg_http_parse_request(char *head, wsg_http_request *req);
 
 #endif

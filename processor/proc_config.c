@@ -43,6 +43,10 @@ static const wsg_option kafka_rows[] = {
     {"outbound-topic", 0, "WSGATE_OUTBOUND_TOPIC", WSG_OPT_STRING, OPT(outbound_topic),
      "wsgate.outbound", 0, 0, NULL, 0,
      "Topic of replies and pushes; partition k is read by the gateway holding slot k."},
+    {"commands-topic", 0, "WSGATE_COMMANDS_TOPIC", WSG_OPT_STRING, OPT(commands_topic),
+     "wsgate.commands", 0, 0, NULL, 0,
+     "Topic of backends' commands (send, disconnect; docs/API.md), read in the same consumer "
+     "group as the inbound topic; empty: none. A missing topic is picked up once created."},
     {"dead-letter-topic", 0, "WSGATE_DEAD_LETTER_TOPIC", WSG_OPT_STRING, OPT(dead_letter_topic),
      NULL, 0, 0, NULL, 0,
      "Topic that receives every inbound record the processor could not handle (undecodable "
@@ -196,6 +200,14 @@ int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
              "--inbound-topic and --outbound-topic are both %s; the processor would read its "
              "own replies",
              cfg->inbound_topic);
+    return -1;
+  }
+  if (!empty(cfg->commands_topic) && (strcmp(cfg->commands_topic, cfg->inbound_topic) == 0 ||
+                                      strcmp(cfg->commands_topic, cfg->outbound_topic) == 0)) {
+    snprintf(err, errlen,
+             "--commands-topic %s is also the inbound or outbound topic; give it a topic of its "
+             "own (default wsgate.commands)",
+             cfg->commands_topic);
     return -1;
   }
   if (cfg->dead_letter_topic) {

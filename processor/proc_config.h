@@ -27,6 +27,7 @@ typedef struct {
   wsg_kafka_options kafka; /* shared group: brokers, -X */
   char *inbound_topic;
   char *outbound_topic;
+  char *commands_topic;    /* "" : no commands topic */
   char *dead_letter_topic; /* NULL: bad input is only counted and logged */
   char *group_id;
   char *group_instance_id; /* NULL: dynamic membership */

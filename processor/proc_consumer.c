@@ -133,11 +133,14 @@ const wsg_metric_table proc_consumer_metric_table =
 
 /* --- partitions and tickets ---------------------------------------------------------------- */
 
-part *proc_consumer__part_get(proc_consumer *c, int32_t id) {
-  if (id < 0)
+part *proc_consumer__part_get(proc_consumer *c, const char *topic, int32_t id) {
+  if (id < 0 || id > INT32_MAX / 2)
     return NULL;
-  if ((size_t)id >= c->nparts) {
-    size_t n = (size_t)id + 1;
+  /* Two topics share the group (inbound, commands): partition k of each at 2k and 2k + 1. */
+  bool commands = c->commands && topic && strcmp(topic, c->commands) == 0;
+  size_t ix = (size_t)id * 2 + commands;
+  if (ix >= c->nparts) {
+    size_t n = ix + 2;
     part **np = realloc(c->parts, n * sizeof(part *));
     if (!np)
       return NULL;
@@ -146,7 +149,7 @@ part *proc_consumer__part_get(proc_consumer *c, int32_t id) {
     c->parts = np;
     c->nparts = n;
   }
-  if (!c->parts[id]) {
+  if (!c->parts[ix]) {
     part *p = calloc(1, sizeof(part));
     if (!p)
       return NULL;
@@ -156,15 +159,18 @@ part *proc_consumer__part_get(proc_consumer *c, int32_t id) {
       return NULL;
     }
     p->id = id;
+    p->commands = commands;
+    p->topic = commands ? c->commands : c->inbound;
     p->stored = p->committed = p->next = p->resume = -1;
-    if (c->metrics) {
+    /* The lag gauge is the inbound topic's (its label is the partition alone). */
+    if (c->metrics && !commands) {
       char labels[32];
       snprintf(labels, sizeof(labels), "partition=\"%" PRId32 "\"", id);
       p->lag = wsg_metrics_gauge_def(c->metrics, &metric_rows[ROW_LAG], labels);
     }
-    c->parts[id] = p;
+    c->parts[ix] = p;
   }
-  return c->parts[id];
+  return c->parts[ix];
 }
 
 static ticket *ticket_get(proc_consumer *c) {
@@ -334,7 +340,9 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   c->inbound = strdup(o->inbound_topic);
   c->outbound = strdup(o->outbound_topic);
   c->dlq = o->dead_letter_topic ? strdup(o->dead_letter_topic) : NULL;
-  if (!c->inbound || !c->outbound || (o->dead_letter_topic && !c->dlq)) {
+  c->commands = o->commands_topic && *o->commands_topic ? strdup(o->commands_topic) : NULL;
+  if (!c->inbound || !c->outbound || (o->dead_letter_topic && !c->dlq) ||
+      (o->commands_topic && *o->commands_topic && !c->commands)) {
     proc__fmt_err(err, errlen, "out of memory");
     goto fail;
   }
@@ -385,8 +393,15 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     proc__fmt_err(err, errlen, "inbound topic: %s", terr);
     goto fail;
   }
-  rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+  /* The commands topic is optional at start (created by `wsgate-admin topics ensure`): a
+   * processor subscribed to a missing topic gets its partitions once it exists. */
+  if (c->commands &&
+      wsg_kafka_topic_partitions(c->cons, c->commands, topic_timeout, terr, sizeof(terr)) < 1)
+    WSG_WARN("kafka", "commands topic: %s; commands are executed once it exists", terr);
+  rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(2);
   rd_kafka_topic_partition_list_add(sub, c->inbound, RD_KAFKA_PARTITION_UA);
+  if (c->commands)
+    rd_kafka_topic_partition_list_add(sub, c->commands, RD_KAFKA_PARTITION_UA);
   rd_kafka_resp_err_t serr = rd_kafka_subscribe(c->cons, sub);
   rd_kafka_topic_partition_list_destroy(sub);
   if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -428,6 +443,7 @@ void proc_consumer_destroy(proc_consumer *c) {
     free(b);
   }
   free(c->inbound);
+  free(c->commands);
   free(c->outbound);
   free(c->dlq);
   free(c);
@@ -467,7 +483,7 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
                         m->rkt ? rd_kafka_topic_name(m->rkt) : "");
       rd_kafka_message_destroy(m);
     } else {
-      part *p = proc_consumer__part_get(c, m->partition);
+      part *p = proc_consumer__part_get(c, rd_kafka_topic_name(m->rkt), m->partition);
       if (!p) {
         proc_consumer__fail(c, "out of memory tracking partition %" PRId32, m->partition);
         rd_kafka_message_destroy(m);
@@ -481,6 +497,7 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
           .key_len = m->key_len,
           .partition = m->partition,
           .offset = m->offset,
+          .command = p->commands,
           .rkm = m,
           .part = p,
           .epoch = p->epoch,
@@ -608,7 +625,7 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
     rd_kafka_headers_t *h = rd_kafka_headers_new(5);
     rd_kafka_header_add(h, "wsgate-error-kind", -1, kind, -1);
     rd_kafka_header_add(h, "wsgate-error", -1, reason, -1);
-    rd_kafka_header_add(h, "wsgate-source-topic", -1, c->inbound, -1);
+    rd_kafka_header_add(h, "wsgate-source-topic", -1, ((part *)r->part)->topic, -1);
     rd_kafka_header_add(h, "wsgate-source-partition", -1, part_s, -1);
     rd_kafka_header_add(h, "wsgate-source-offset", -1, off_s, -1);
     rd_kafka_resp_err_t err = rd_kafka_producev(
@@ -636,7 +653,7 @@ static void update_lag(proc_consumer *c) {
       continue;
     if (!l)
       l = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_topic_partition_list_add(l, c->inbound, p->id);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->id);
   }
   if (!l)
     return;
@@ -644,10 +661,10 @@ static void update_lag(proc_consumer *c) {
    * the consumer's own state. No request reaches the broker. */
   rd_kafka_position(c->cons, l);
   for (int i = 0; i < l->cnt; i++) {
-    part *p = proc_consumer__part_get(c, l->elems[i].partition);
+    part *p = proc_consumer__part_get(c, l->elems[i].topic, l->elems[i].partition);
     int64_t lo = 0, hi = -1;
     if (!p ||
-        rd_kafka_get_watermark_offsets(c->cons, c->inbound, p->id, &lo, &hi) !=
+        rd_kafka_get_watermark_offsets(c->cons, p->topic, p->id, &lo, &hi) !=
             RD_KAFKA_RESP_ERR_NO_ERROR ||
         hi < 0)
       continue;

@@ -41,6 +41,7 @@ typedef struct {
   const char *inbound_topic;
   const char *outbound_topic;
   const char *dead_letter_topic; /* NULL: none */
+  const char *commands_topic;    /* NULL or "": none; read in the same group as inbound */
   uint64_t commit_interval_ms;
   uint64_t revoke_timeout_ms;
   size_t max_in_flight;              /* inbound records not yet complete, across partitions */
@@ -75,6 +76,7 @@ typedef struct {
   /* When its handler started (microseconds since the epoch; 0: not handled), set by the caller:
    * the start of the outbound-acknowledged hop's histogram. */
   uint64_t handler_us;
+  bool command; /* from the commands topic: a wsg_command, not an envelope */
   /* private */
   void *rkm;
   void *part;

@@ -31,6 +31,8 @@ typedef enum {
 
 typedef struct part {
   int32_t id;
+  const char *topic; /* the consumer's inbound or commands (borrowed from it) */
+  bool commands;     /* a partition of the commands topic */
   bool assigned;
   bool dirty;     /* committable advanced since the last store */
   uint32_t epoch; /* bumped on every assign and revoke: stale records and reports are ignored */
@@ -62,6 +64,7 @@ struct proc_consumer {
   rd_kafka_t *prod;
   rd_kafka_topic_t *out_topic;
   char *inbound;
+  char *commands; /* NULL: no commands topic */
   char *outbound;
   char *dlq;
   int32_t out_partitions;
@@ -124,8 +127,9 @@ static inline void count(wsg_counter *c, uint64_t n) {
 /* Records the first unrecoverable failure; the processor stops at its next check. */
 __attribute__((format(printf, 2, 3))) void proc_consumer__fail(proc_consumer *c, const char *fmt,
                                                                ...);
-/* The partition's state, created the first time it is seen; NULL if id < 0 or out of memory. */
-part *proc_consumer__part_get(proc_consumer *c, int32_t id);
+/* The state of partition `id` of `topic` (inbound or commands), created the first time it is
+ * seen; NULL if id < 0 or out of memory. */
+part *proc_consumer__part_get(proc_consumer *c, const char *topic, int32_t id);
 
 /* proc_group.c */
 /* Stores the committable offset of every assigned partition that advanced. */

@@ -35,13 +35,13 @@ void proc_group_store_offsets(proc_consumer *c) {
       continue;
     if (!l)
       l = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_topic_partition_list_add(l, c->inbound, p->id)->offset = off;
+    rd_kafka_topic_partition_list_add(l, p->topic, p->id)->offset = off;
   }
   if (!l)
     return;
   rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->cons, l);
   for (int i = 0; i < l->cnt; i++) {
-    part *p = proc_consumer__part_get(c, l->elems[i].partition);
+    part *p = proc_consumer__part_get(c, l->elems[i].topic, l->elems[i].partition);
     if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && p)
       p->stored = l->elems[i].offset;
   }
@@ -59,11 +59,11 @@ static rd_kafka_topic_partition_list_t *commit_list(proc_consumer *c,
     part *p = c->parts[i];
     if (!p || !p->assigned || p->stored < 0 || p->stored <= p->committed)
       continue;
-    if (only && !rd_kafka_topic_partition_list_find(only, c->inbound, p->id))
+    if (only && !rd_kafka_topic_partition_list_find(only, p->topic, p->id))
       continue;
     if (!l)
       l = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_topic_partition_list_add(l, c->inbound, p->id)->offset = p->stored;
+    rd_kafka_topic_partition_list_add(l, p->topic, p->id)->offset = p->stored;
   }
   return l;
 }
@@ -99,7 +99,7 @@ static void commit_done(proc_consumer *c, rd_kafka_resp_err_t err,
   rd_kafka_resp_err_t why = err;
   int32_t first_bad = -1;
   for (int i = 0; l && i < l->cnt; i++) {
-    part *p = proc_consumer__part_get(c, l->elems[i].partition);
+    part *p = proc_consumer__part_get(c, l->elems[i].topic, l->elems[i].partition);
     if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (p && l->elems[i].offset > p->committed)
         p->committed = l->elems[i].offset;
@@ -200,7 +200,7 @@ bool proc_group_wait_inflight(proc_consumer *c, const rd_kafka_topic_partition_l
     uint64_t left = 0;
     if (only) {
       for (int i = 0; i < only->cnt; i++) {
-        part *p = proc_consumer__part_get(c, only->elems[i].partition);
+        part *p = proc_consumer__part_get(c, only->elems[i].topic, only->elems[i].partition);
         if (p)
           left += p->inflight;
       }
@@ -268,11 +268,11 @@ static int resume_offsets(proc_consumer *c, rd_kafka_t *rk,
                           rd_kafka_topic_partition_list_t *parts) {
   rd_kafka_topic_partition_list_t *q = NULL;
   for (int i = 0; i < parts->cnt; i++) {
-    part *p = proc_consumer__part_get(c, parts->elems[i].partition);
+    part *p = proc_consumer__part_get(c, parts->elems[i].topic, parts->elems[i].partition);
     if (p && p->resume >= 0) {
       if (!q)
         q = rd_kafka_topic_partition_list_new(parts->cnt);
-      rd_kafka_topic_partition_list_add(q, c->inbound, p->id);
+      rd_kafka_topic_partition_list_add(q, p->topic, p->id);
     }
   }
   if (!q)
@@ -280,13 +280,13 @@ static int resume_offsets(proc_consumer *c, rd_kafka_t *rk,
   int moved = 0;
   rd_kafka_resp_err_t err = rd_kafka_committed(rk, q, RESUME_QUERY_MS);
   for (int i = 0; i < q->cnt; i++) {
-    part *p = proc_consumer__part_get(c, q->elems[i].partition);
+    part *p = proc_consumer__part_get(c, q->elems[i].topic, q->elems[i].partition);
     int64_t resume = p->resume;
     p->resume = -1;
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR || q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
         q->elems[i].offset >= resume)
       continue;
-    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(parts, c->inbound, p->id);
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(parts, p->topic, p->id);
     if (!e)
       continue;
     WSG_INFO("kafka",
@@ -319,7 +319,7 @@ void proc_group_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   switch (err) {
   case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
     for (int i = 0; i < parts->cnt; i++) {
-      part *p = proc_consumer__part_get(c, parts->elems[i].partition);
+      part *p = proc_consumer__part_get(c, parts->elems[i].topic, parts->elems[i].partition);
       if (!p) {
         proc_consumer__fail(c, "out of memory tracking partition %" PRId32,
                             parts->elems[i].partition);
@@ -353,12 +353,12 @@ void proc_group_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       /* Store the moved start offsets now that the partitions are assigned, so they are
        * committed even if no new record arrives. */
       for (int i = 0; i < parts->cnt; i++) {
-        part *p = proc_consumer__part_get(c, parts->elems[i].partition);
+        part *p = proc_consumer__part_get(c, parts->elems[i].topic, parts->elems[i].partition);
         if (p && p->stored >= 0) {
           int64_t want = p->stored;
           p->stored = -1;
           rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-          rd_kafka_topic_partition_list_add(one, c->inbound, p->id)->offset = want;
+          rd_kafka_topic_partition_list_add(one, p->topic, p->id)->offset = want;
           if (rd_kafka_offsets_store(rk, one) == RD_KAFKA_RESP_ERR_NO_ERROR &&
               one->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
             p->stored = want;
@@ -380,7 +380,7 @@ void proc_group_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       WSG_WARN("kafka", "commit at revoke failed; the next owner starts from the last committed "
                         "offsets and handles some records again");
     for (int i = 0; i < parts->cnt; i++) {
-      part *p = proc_consumer__part_get(c, parts->elems[i].partition);
+      part *p = proc_consumer__part_get(c, parts->elems[i].topic, parts->elems[i].partition);
       if (p)
         release(p);
     }

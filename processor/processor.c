@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "proc_commands.h"
 #include "proc_consumer.h"
 #include "proc_handler.h"
 #include "proc_metrics.h"
@@ -41,6 +42,7 @@ struct proc_processor {
   const proc_config *cfg;
   wsg_metrics *metrics;
   proc_handler *handler;
+  proc_commands *cmds; /* the commands topic's executor */
   proc_consumer *cons;
   proc_redis *router;
   wsg_http *http;
@@ -64,6 +66,7 @@ struct proc_processor {
 
   wsg_counter *m_kind[WSG_ENV_CLOSE + 1];
   wsg_counter *m_bad_envelopes;
+  wsg_counter *m_commands;
   wsg_counter *m_ok;
   wsg_counter *m_rejected;
   wsg_counter *m_errors;
@@ -105,6 +108,10 @@ static const wsg_metric_def metric_rows[] = {
                     "type=\"close\""),
     WSG_COUNTER_ROW(proc_processor, m_bad_envelopes, "wsgate_processor_bad_envelopes_total",
                     "Inbound records that are not a valid envelope", NULL),
+    WSG_COUNTER_ROW(proc_processor, m_commands, "wsgate_processor_commands_total",
+                    "Records read from the commands topic (their outcomes are in "
+                    "wsgate_processor_processed_total)",
+                    NULL),
     WSG_COUNTER_ROW(proc_processor, m_ok, PROCESSED, PROCESSED_HELP, "result=\"ok\""),
     WSG_COUNTER_ROW(proc_processor, m_rejected, PROCESSED, PROCESSED_HELP, "result=\"rejected\""),
     WSG_COUNTER_ROW(proc_processor, m_errors, PROCESSED, PROCESSED_HELP, "result=\"error\""),
@@ -186,8 +193,9 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg,
   proc_routes_init(&p->routes);
   p->metrics = wsg_metrics_create();
   p->box = proc_outbox_create();
+  p->cmds = proc_commands_create();
   p->recs = calloc(p->batch_max, sizeof(proc_record));
-  if (!p->metrics || !p->box || !p->recs) {
+  if (!p->metrics || !p->box || !p->cmds || !p->recs) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
@@ -208,6 +216,7 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg,
       .inbound_topic = cfg->inbound_topic,
       .outbound_topic = cfg->outbound_topic,
       .dead_letter_topic = cfg->dead_letter_topic,
+      .commands_topic = cfg->commands_topic,
       .commit_interval_ms = cfg->commit_interval_ms,
       .revoke_timeout_ms = cfg->revoke_timeout_ms,
       .max_in_flight = (size_t)cfg->max_in_flight,
@@ -292,6 +301,7 @@ void proc_processor_destroy(proc_processor *p) {
   proc_redis_destroy(p->router);
   proc_handler_close(p->handler);
   proc_outbox_destroy(p->box);
+  proc_commands_destroy(p->cmds);
   proc_routes_finish(&p->routes);
   free(p->recs);
   wsg_metrics_destroy(p->metrics);
@@ -332,11 +342,13 @@ static void dead_letter(proc_processor *p, proc_record *r, const char *kind, con
  * not done and must be abandoned). */
 static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_t *stop) {
   proc_record *r = &p->recs[i];
-  wsg_envelope env;
+  wsg_envelope env = {0};
   const char *field = NULL;
   char why[512];
-  int rc = wsg_envelope_decode(&env, r->value, r->len, &field);
-  if (rc != WSG_ENV_OK) {
+  int rc;
+  if (r->command) {
+    count(p->m_commands, 1);
+  } else if ((rc = wsg_envelope_decode(&env, r->value, r->len, &field)) != WSG_ENV_OK) {
     count(p->m_bad_envelopes, 1);
     snprintf(why, sizeof(why), "not a valid envelope: %s%s%s", wsg_env_strerror(rc),
              field && *field ? " in field " : "", field && *field ? field : "");
@@ -346,18 +358,21 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
                     proc_consumer_has_dead_letter(p->cons) ? " (dead-lettered)" : "");
     dead_letter(p, r, "decode", why);
     return 0;
-  }
-  if ((int)env.kind >= 0 && env.kind <= WSG_ENV_CLOSE)
+  } else if ((int)env.kind >= 0 && env.kind <= WSG_ENV_CLOSE) {
     count(p->m_kind[env.kind], 1);
+  }
   /* One clock reading serves both hops: this one, and hop 3 when the outputs are acknowledged. */
   r->handler_us = wsg_now_wall_us();
-  if ((env.fields & WSG_F_TS) && p->m_hop_handler && r->handler_us > env.ts_us)
+  if (!r->command && (env.fields & WSG_F_TS) && p->m_hop_handler && r->handler_us > env.ts_us)
     wsg_histogram_observe(p->m_hop_handler, (double)(r->handler_us - env.ts_us) / 1e6);
 
   uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS;
   for (;;) {
-    rc = proc_handler_dispatch(p->handler, &p->denv, (uint32_t)i, &env, r->partition, r->offset,
-                               why, sizeof(why));
+    /* A command from the commands topic, or an envelope for the handler. */
+    rc = r->command ? proc_commands_execute(p->cmds, &p->denv, (uint32_t)i, r->value, r->len, why,
+                                            sizeof(why))
+                    : proc_handler_dispatch(p->handler, &p->denv, (uint32_t)i, &env, r->partition,
+                                            r->offset, why, sizeof(why));
     if (rc != WSGATE_RETRY)
       break;
     count(p->m_retries, 1);
@@ -381,16 +396,17 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
     count(p->m_rejected, 1);
     wsg_log_limited(&p->rl_reject, BAD_LOG_PER_SEC, wsg_now_mono_ms(), WSG_LOG_INFO, "proc",
                     "partition %" PRId32 " offset %" PRId64 ": %s from user %.*s rejected: %s",
-                    r->partition, r->offset, wsg_env_kind_name(env.kind), (int)env.user_len,
-                    env.user ? env.user : "", why);
+                    r->partition, r->offset, r->command ? "command" : wsg_env_kind_name(env.kind),
+                    (int)env.user_len, env.user ? env.user : "", why);
     dead_letter(p, r, "rejected", why);
     break;
   default:
     count(p->m_errors, 1);
     wsg_log_limited(&p->rl_error, BAD_LOG_PER_SEC, wsg_now_mono_ms(), WSG_LOG_ERROR, "proc",
                     "partition %" PRId32 " offset %" PRId64 ": handler %s failed on a %s: %s",
-                    r->partition, r->offset, proc_handler_name(p->handler),
-                    wsg_env_kind_name(env.kind), why);
+                    r->partition, r->offset,
+                    r->command ? "commands" : proc_handler_name(p->handler),
+                    r->command ? "command" : wsg_env_kind_name(env.kind), why);
     dead_letter(p, r, "handler", why);
     break;
   }

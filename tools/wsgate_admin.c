@@ -4,6 +4,7 @@
  *   wsgate-admin topics ensure --topic T --partitions N [--topic T --partitions N ...]
  *   wsgate-admin topics describe [--topic T ...]
  *   wsgate-admin partition (--partitions N | --topic T) KEY...
+ *   wsgate-admin send USER[,USER...] TEXT | disconnect USER | info   (through wsgate-api)
  *
  * Options are parsed with getopt_long rather than wsg_config's table: wsg_config describes one
  * flat set of daemon options, while this tool has subcommands and repeated --topic/--partitions
@@ -27,6 +28,7 @@
 #include "wsg_kafka.h"
 #include "wsg_log.h"
 #include "wsg_options.h"
+#include "wsgate_admin_api.h"
 
 extern char **environ;
 
@@ -44,6 +46,7 @@ typedef struct {
   int replication_factor; /* -1: the broker's default.replication.factor */
   int timeout_ms;
   bool verbose;
+  admin_api_opts api; /* send, disconnect, info */
 } admin_opts;
 
 static const char usage_text[] =
@@ -57,6 +60,12 @@ static const char usage_text[] =
     "  partition (--partitions N | --topic T) KEY...\n"
     "                  the partition each KEY maps to with the Java client's murmur2\n"
     "                  partitioner (wsgate's inbound partitioner); one number per line\n"
+    "  send USER[,USER...] TEXT [--conn ID] [--idempotency-key K]\n"
+    "                  send TEXT to every connection of the users (or one connection)\n"
+    "  disconnect USER [--conn ID] [--code N] [--reason R]\n"
+    "                  close the user's connections (or one)\n"
+    "  info            gateways, their slots and connection counts\n"
+    "                  these three call wsgate-api (docs/API.md) and print its JSON answer\n"
     "\n"
     "Options:\n"
     "  -b, --brokers HOST:PORT[,...]  bootstrap servers (env WSGATE_KAFKA_BROKERS)\n"
@@ -67,6 +76,11 @@ static const char usage_text[] =
     "  -X, --kafka-prop KEY=VALUE     a librdkafka property, e.g. -X security.protocol=ssl\n"
     "                                 (env WSGATE_KAFKA_PROPS=\"k=v;k=v\"; -X wins per key)\n"
     "  -v, --verbose                  log librdkafka's informational messages\n"
+    "      --api-url URL              wsgate-api's address (env WSGATE_API_URL; default\n"
+    "                                 http://127.0.0.1:8080)\n"
+    "      --api-key SECRET           an API key (env WSGATE_API_KEY)\n"
+    "      --conn ID, --code N, --reason R, --idempotency-key K\n"
+    "                                 of send and disconnect (docs/API.md)\n"
     "  -h, --help                     this text\n"
     "      --version                  print the version\n"
     "\n"
@@ -135,7 +149,16 @@ static int parse_kafka(admin_opts *o, int kargc, char **kargv) {
 /* Parses every option, wherever it stands; positional words stay in argv[optind..]. Returns 0,
  * EXIT_USAGE on a usage error, or -1 after --help/--version were printed. */
 static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
-  enum { OPT_TIMEOUT = 256, OPT_VERSION };
+  enum {
+    OPT_TIMEOUT = 256,
+    OPT_VERSION,
+    OPT_API_URL,
+    OPT_API_KEY,
+    OPT_CONN,
+    OPT_CODE,
+    OPT_REASON,
+    OPT_IDEM
+  };
   static const struct option longopts[] = {
       {"brokers", required_argument, NULL, 'b'},
       {"kafka-prop", required_argument, NULL, 'X'},
@@ -146,6 +169,12 @@ static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
       {"verbose", no_argument, NULL, 'v'},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
+      {"api-url", required_argument, NULL, OPT_API_URL},
+      {"api-key", required_argument, NULL, OPT_API_KEY},
+      {"conn", required_argument, NULL, OPT_CONN},
+      {"code", required_argument, NULL, OPT_CODE},
+      {"reason", required_argument, NULL, OPT_REASON},
+      {"idempotency-key", required_argument, NULL, OPT_IDEM},
       {NULL, 0, NULL, 0},
   };
   int c, kargc = 1; /* kargv[0]: the program, as wsg_config expects */
@@ -194,6 +223,25 @@ static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
     case OPT_VERSION:
       printf("wsgate-admin %s (librdkafka %s)\n", WSG_VERSION, rd_kafka_version_str());
       return -1;
+    case OPT_API_URL:
+      o->api.url = optarg;
+      break;
+    case OPT_API_KEY:
+      o->api.key = optarg;
+      break;
+    case OPT_CONN:
+      o->api.conn = optarg;
+      break;
+    case OPT_CODE:
+      if (parse_int("--code", optarg, 1000, 4999, &o->api.code) != 0)
+        return EXIT_USAGE;
+      break;
+    case OPT_REASON:
+      o->api.reason = optarg;
+      break;
+    case OPT_IDEM:
+      o->api.idempotency_key = optarg;
+      break;
     default:
       fprintf(stderr, "Try 'wsgate-admin --help'.\n");
       return EXIT_USAGE;
@@ -340,6 +388,7 @@ static int run(int argc, char **argv, admin_opts *o) {
     return 1;
   }
   int rc = parse_options(argc, argv, o, kargv);
+  o->api.timeout_ms = o->timeout_ms;
   for (int i = 1; i <= argc && kargv[i]; i++)
     free(kargv[i]);
   free(kargv);
@@ -362,11 +411,17 @@ static int run(int argc, char **argv, admin_opts *o) {
   }
   if (strcmp(args[0], "partition") == 0)
     return cmd_partition(o, nargs - 1, args + 1);
-  return usage_error("unknown command '%s' (topics, partition)", args[0]);
+  if (strcmp(args[0], "send") == 0 || strcmp(args[0], "disconnect") == 0 ||
+      strcmp(args[0], "info") == 0)
+    return admin_api_run(&o->api, nargs, args);
+  return usage_error("unknown command '%s' (topics, partition, send, disconnect, info)", args[0]);
 }
 
 int main(int argc, char **argv) {
   admin_opts o = {.replication_factor = -1, .timeout_ms = DEFAULT_TIMEOUT_MS};
+  /* The API's defaults come from the environment, as the Kafka options' do. */
+  o.api.url = getenv("WSGATE_API_URL") ? getenv("WSGATE_API_URL") : "http://127.0.0.1:8080";
+  o.api.key = getenv("WSGATE_API_KEY");
   int rc = run(argc, argv, &o);
   wsg_config_finish(&kafka_spec, &o);
   return rc;

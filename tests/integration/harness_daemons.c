@@ -86,6 +86,11 @@ void itest_cluster_init(itest_cluster *c, int in_partitions, int out_partitions,
   }
 }
 
+void itest_cluster_add_commands(itest_cluster *c, int partitions) {
+  unique(c->cmd_topic, sizeof(c->cmd_topic), "itest-cmd", "");
+  itest_topic_create(c->cmd_topic, partitions);
+}
+
 /* Appends o->extra to argv (n entries so far) and terminates it. */
 static void append_extra(const char **argv, size_t n, const itest_daemon_opts *o) {
   for (size_t i = 0; o && o->extra && o->extra[i]; i++) {
@@ -258,6 +263,9 @@ void itest_processor_start(itest_processor *p, const itest_cluster *c, const cha
       c->in_topic,
       "--outbound-topic",
       c->out_topic,
+      /* "" (none) unless the test asked for one: no test reads a shared commands topic */
+      "--commands-topic",
+      c->cmd_topic,
       "--group-id",
       c->group,
       "--handler",
@@ -389,6 +397,23 @@ void itest_recv(ws_client *c, ws_message *m, int timeout_ms) {
                   m->close_reason);
     return;
   }
+}
+
+void itest_expect_text(ws_client *c, const char *want, int timeout_ms) {
+  ws_message m;
+  itest_recv(c, &m, timeout_ms);
+  cr_assert_eq(m.opcode, WS_OP_TEXT, "got opcode %d, want a text frame", m.opcode);
+  cr_assert(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "got %.*s, want %s",
+            (int)m.len, (const char *)m.data, want);
+}
+
+void itest_expect_close(ws_client *c, uint16_t code, int timeout_ms) {
+  ws_message m;
+  do
+    cr_assert_eq(ws_client_recv(c, &m, timeout_ms), WS_CLIENT_OK, "no close frame");
+  while (m.opcode == WS_OP_PONG);
+  cr_assert_eq(m.opcode, WS_OP_CLOSE, "got opcode %d, want a close", m.opcode);
+  cr_assert_eq(m.close_code, code);
 }
 
 double itest_metric(int http_port, const char *series) {

@@ -28,6 +28,7 @@ typedef struct {
   char in_topic[128];
   char out_topic[128];
   char dlq_topic[128]; /* "" without one */
+  char cmd_topic[128]; /* commands topic, "" without one (itest_cluster_add_commands) */
   char group[128];
   char prefix[128]; /* Redis key prefix, "<unique>:" */
   int in_partitions;
@@ -36,6 +37,9 @@ typedef struct {
 
 /* Unique names; creates the inbound and outbound topics (and a dead-letter topic if asked). */
 void itest_cluster_init(itest_cluster *c, int in_partitions, int out_partitions, bool dead_letter);
+
+/* Creates a commands topic for the cluster; processors started after this read it. */
+void itest_cluster_add_commands(itest_cluster *c, int partitions);
 
 /* What a test varies when it starts a daemon; NULL means all defaults. */
 typedef struct {
@@ -120,6 +124,10 @@ void itest_expect_msg(ws_client *c, ws_opcode op, ws_message *m, int timeout_ms)
 /* Receives messages until one that is not a pong arrives within timeout_ms; fails the test on
  * timeout or a close. */
 void itest_recv(ws_client *c, ws_message *m, int timeout_ms);
+
+/* The next message (pongs skipped) must be the text `want` / a close with `code`. */
+void itest_expect_text(ws_client *c, const char *want, int timeout_ms);
+void itest_expect_close(ws_client *c, uint16_t code, int timeout_ms);
 
 /* The value of one metric series ("name" or "name{labels}") at /metrics; -1 if absent. */
 double itest_metric(int http_port, const char *series);

@@ -6,8 +6,8 @@ together and fit wsgate:
   - selectors (Deployment, StatefulSet, Service, PDB, NetworkPolicy, ServiceMonitor, topology
     spread) match the labels of the pods they are meant for; Services' targetPorts exist;
   - every WSGATE_* variable a container gets (env, envFrom) is an option of the binary it runs,
-    read from `wsgate-gateway --help-markdown`, `wsgate-processor --help-markdown` and
-    `wsgate-admin --help`; ConfigMap/Secret references resolve; $(VAR) references are defined;
+    read from `wsgate-gateway --help-markdown`, `wsgate-processor --help-markdown`,
+    `wsgate-api --help-markdown` and `wsgate-admin --help`; ConfigMap/Secret references resolve; $(VAR) references are defined;
   - container ports, the WSGATE_*PORT values set in the manifests (or the --help defaults) and
     the probes agree; probes use /healthz (liveness) and /readyz (readiness) on the http port;
   - files named by WSGATE_*_FILE / TLS options lie under a mounted volume;
@@ -22,7 +22,7 @@ together and fit wsgate:
     (common/, or WSGATE_KAFKA_PROPS); KafkaTopics agree with the wsgate-topics ConfigMap and
     the topic names; brokers and Redis addresses name the rendered services.
 
-usage: check_manifests.py --gateway EXE --processor EXE --admin EXE [--adapter-config FILE]
+usage: check_manifests.py --gateway EXE --processor EXE --admin EXE [--api EXE] [--adapter-config FILE]
                           [--external-secret NAME]... [--expect-error REGEX] PATH
 Exit status: 0 consistent (or the expected error seen), 1 not, 77 tools missing (skip).
 """
@@ -279,7 +279,7 @@ class Checker:
                 self.ok(name in opts, f"{where}: {name} is not an option of {binary} (not in its "
                         f"--help){f'; did you mean {near[0]}?' if near else ''}")
         role = {"wsgate-gateway": "gateway", "wsgate-processor": "processor",
-                "wsgate-admin": "admin"}.get(binary, binary)
+                "wsgate-admin": "admin", "wsgate-api": "api"}.get(binary, binary)
         self.roles.setdefault(role, []).append((w, spec, c, env))
         if role == "admin":
             return
@@ -287,6 +287,8 @@ class Checker:
         want = {"http": "WSGATE_HTTP_PORT"}
         if role == "gateway":
             want["ws"] = "WSGATE_LISTEN_PORT"
+        if role == "api":
+            want["api"] = "WSGATE_API_LISTEN_PORT"
         for pname, opt in want.items():
             value = self.effective(env, opts, opt)
             self.ok(pname in ports, f"{where}: no container port named {pname!r} ({opt})")
@@ -311,13 +313,16 @@ class Checker:
         # Files the binary opens must be on a mounted volume.
         mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts") or []]
         for name, value in env.items():
-            if name in ("WSGATE_JWT_SECRET_FILE", "WSGATE_TLS_CERT", "WSGATE_TLS_KEY") and value:
+            if name in ("WSGATE_JWT_SECRET_FILE", "WSGATE_TLS_CERT", "WSGATE_TLS_KEY",
+                        "WSGATE_API_KEYS_FILE", "WSGATE_API_TLS_CERT", "WSGATE_API_TLS_KEY") and value:
                 self.ok(any(value.startswith(m) for m in mounts),
                         f"{where}: {name}={value} is not under any volumeMount ({', '.join(mounts) or 'none'})")
         # The grace period covers the drain.
         grace = spec.get("terminationGracePeriodSeconds", 30)
         sleep = (((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0)
-        opt = "WSGATE_DRAIN_GRACE" if role == "gateway" else "WSGATE_SHUTDOWN_TIMEOUT"
+        # The API's longest wait is a request's commit.
+        opt = {"gateway": "WSGATE_DRAIN_GRACE",
+               "api": "WSGATE_API_TRANSACTION_TIMEOUT"}.get(role, "WSGATE_SHUTDOWN_TIMEOUT")
         drain = duration_s(self.effective(env, opts, opt))
         if drain is not None:
             self.ok(grace > sleep + drain,
@@ -398,7 +403,9 @@ class Checker:
                     if "podSelector" in peer and "namespaceSelector" not in peer:
                         allowed |= {self.role_of(t) for _, t in self.pods_selected(peer["podSelector"])}
             if any(self.role_of(t) is None for _, t in targets):  # protects a dependency (Redis)
-                for role in ("gateway", "processor"):
+                for role in ("gateway", "processor", "api"):
+                    if role == "api" and not self.roles.get("api"):
+                        continue
                     self.ok(role in allowed, f"NetworkPolicy/{name}: the {role} pods are not admitted")
         for name, m in self.by_kind.get("ServiceMonitor", {}).items():
             sel = m["spec"].get("selector")
@@ -420,7 +427,10 @@ class Checker:
             return None
         d = cms[0].get("data") or {}
         try:
-            return {k: int(d[k]) for k in ("INBOUND_PARTITIONS", "OUTBOUND_PARTITIONS", "REPLICATION_FACTOR")}
+            t = {k: int(d[k]) for k in ("INBOUND_PARTITIONS", "OUTBOUND_PARTITIONS", "REPLICATION_FACTOR")}
+            if "COMMANDS_PARTITIONS" in d:  # the commands topic (wsgate-api, docs/API.md)
+                t["COMMANDS_PARTITIONS"] = int(d["COMMANDS_PARTITIONS"])
+            return t
         except (KeyError, ValueError) as e:
             self.err(f"ConfigMap/{cms[0]['metadata']['name']}: bad or missing partition count: {e}")
             return None
@@ -472,12 +482,20 @@ class Checker:
                         "processors beyond the partition count stay idle")
                 if obj.get("kind") == "ScaledObject":
                     self.check_keda(what, obj)
+        # The commands topic: the processors' and the API's WSGATE_COMMANDS_TOPIC, which must agree.
+        cmd_topics = {e.get("WSGATE_COMMANDS_TOPIC") for role in ("processor", "api")
+                      for _, _, _, e in self.roles.get(role, []) if e.get("WSGATE_COMMANDS_TOPIC")}
+        self.ok(len(cmd_topics) <= 1, f"the processors and wsgate-api name different commands topics: "
+                f"{sorted(cmd_topics)}")
         for name, t in self.by_kind.get("KafkaTopic", {}).items():
-            env = self.common_env()
+            env = dict(self.common_env())
+            if cmd_topics and "COMMANDS_PARTITIONS" in topics:
+                env["WSGATE_COMMANDS_TOPIC"] = next(iter(cmd_topics))
             topic = t["spec"].get("topicName", name)
             cluster = (t["metadata"].get("labels") or {}).get("strimzi.io/cluster")
             self.ok(self.get("Kafka", cluster) is not None, f"KafkaTopic/{name}: strimzi.io/cluster {cluster!r} is no Kafka")
-            for which, opt in (("INBOUND", "WSGATE_INBOUND_TOPIC"), ("OUTBOUND", "WSGATE_OUTBOUND_TOPIC")):
+            for which, opt in (("INBOUND", "WSGATE_INBOUND_TOPIC"), ("OUTBOUND", "WSGATE_OUTBOUND_TOPIC"),
+                               ("COMMANDS", "WSGATE_COMMANDS_TOPIC")):
                 if topic == env.get(opt):
                     self.ok(t["spec"].get("partitions") == topics[f"{which}_PARTITIONS"],
                             f"KafkaTopic/{name}: {t['spec'].get('partitions')} partitions, but "
@@ -487,7 +505,8 @@ class Checker:
                             f"REPLICATION_FACTOR={topics['REPLICATION_FACTOR']}")
                     break
             else:
-                self.err(f"KafkaTopic/{name}: topic {topic!r} is neither WSGATE_INBOUND_TOPIC nor WSGATE_OUTBOUND_TOPIC")
+                self.err(f"KafkaTopic/{name}: topic {topic!r} is neither WSGATE_INBOUND_TOPIC, "
+                         "WSGATE_OUTBOUND_TOPIC nor WSGATE_COMMANDS_TOPIC")
         for name, p in self.by_kind.get("KafkaNodePool", {}).items():
             cluster = (p["metadata"].get("labels") or {}).get("strimzi.io/cluster")
             self.ok(self.get("Kafka", cluster) is not None, f"KafkaNodePool/{name}: strimzi.io/cluster {cluster!r} is no Kafka")
@@ -531,7 +550,7 @@ class Checker:
 
     def check_addresses(self):
         """WSGATE_KAFKA_BROKERS and WSGATE_REDIS_HOST/PORT name what this render runs, if it runs them."""
-        for role in ("gateway", "processor", "admin"):
+        for role in ("gateway", "processor", "api", "admin"):
             for w, _, c, env in self.roles.get(role, []):
                 where = f"{w['kind']}/{w['metadata']['name']} container {c['name']}"
                 brokers = env.get("WSGATE_KAFKA_BROKERS")
@@ -562,7 +581,7 @@ class Checker:
                 if not self.ok(peers, f"Kafka/{k}: listener {lst['name']} has no networkPolicyPeers: "
                                "any pod could reach the brokers"):
                     continue
-                for role in ("gateway", "processor", "admin"):
+                for role in ("gateway", "processor", "api", "admin"):
                     for w, spec, _, _ in self.roles.get(role, []):
                         labels = (w["spec"]["template"].get("metadata") or {}).get("labels")
                         self.ok(any(self.matches(p.get("podSelector"), labels) for p in peers),
@@ -605,6 +624,7 @@ def main():
     ap.add_argument("--gateway", required=True)
     ap.add_argument("--processor", required=True)
     ap.add_argument("--admin", required=True)
+    ap.add_argument("--api")
     ap.add_argument("--adapter-config")
     ap.add_argument("--external-secret", action="append", default=[])
     ap.add_argument("--expect-error")
@@ -615,6 +635,8 @@ def main():
         "wsgate-processor": help_markdown_options(args.processor),
         "wsgate-admin": admin_env(args.admin),
     }
+    if args.api:
+        binaries["wsgate-api"] = help_markdown_options(args.api)
     try:
         objs = k8s_render.render(args.path)
     except k8s_render.RenderError as e:

@@ -227,14 +227,18 @@ Test(wsg_http, method_not_allowed) {
 }
 
 Test(wsg_http, bad_requests) {
-  static const char *const bad[] = {"GARBAGE\r\n\r\n", "GET /healthz\r\n\r\n",
-                                    "GET healthz HTTP/1.1\r\n\r\n", "GET /healthz SPDY/3\r\n\r\n"};
+  static const char *const bad[] = {"GET /healthz\r\n\r\n", "GET healthz HTTP/1.1\r\n\r\n",
+                                    "GET /healthz SPDY/3\r\n\r\n"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     char *r = request(bad[i]);
     check(r, "HTTP/1.1 400 Bad Request\r\n", NULL);
     free(r);
   }
-  char *r = request("GET /healthz HTTP/1.0\n\n"); /* bare LF line ends are tolerated */
+  /* A request line libmicrohttpd cannot split at all is dropped without an answer. */
+  char *r = request("GARBAGE\r\n\r\n");
+  cr_assert_str_eq(r, "");
+  free(r);
+  r = request("GET /healthz HTTP/1.0\n\n"); /* bare LF line ends are tolerated */
   check(r, "HTTP/1.1 200 OK\r\n", "ok\n");
   free(r);
 }
@@ -264,13 +268,13 @@ Test(wsg_http, slow_client_does_not_block_others) {
   check(r, "HTTP/1.1 200 OK\r\n", "ok\n");
   cr_assert_lt(took, 2000u, "second client waited %llu ms", (unsigned long long)took);
   free(r);
-  /* The slow one is cut off at its 5 s deadline with a 408. */
+  /* The slow one is cut off at its 5 s deadline (libmicrohttpd closes it without an answer). */
   bool closed;
   r = read_response(slow, 9000, &closed);
   cr_assert(closed, "slow client still open after 9 s");
   took = wsg_now_mono_ms() - t0;
   cr_assert_geq(took, 4500u, "cut off too early (%llu ms)", (unsigned long long)took);
-  check(r, "HTTP/1.1 408 Request Timeout\r\n", NULL);
+  cr_assert_str_eq(r, "");
   free(r);
   close(slow);
 }
@@ -362,21 +366,4 @@ Test(wsg_http, without_metrics_or_ready) {
   free(r);
   srv = keep;
   wsg_http_stop(bare);
-}
-
-Test(http, request_line_parser) {
-  char a[] = "GET /readyz?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
-  wsg_http_request r;
-  cr_assert_eq(wsg_http_parse_request(a, &r), 0);
-  cr_assert_str_eq(r.path, "/readyz");
-  cr_assert(!r.head);
-  char b[] = "HEAD /metrics HTTP/1.0\r\n\r\n";
-  cr_assert_eq(wsg_http_parse_request(b, &r), 0);
-  cr_assert(r.head);
-  char c[] = "CONNECT /x HTTP/1.1\r\n\r\n";
-  cr_assert_eq(wsg_http_parse_request(c, &r), 405);
-  char d[] = "GET x HTTP/1.1\r\n\r\n", e[] = "GET /x\r\n\r\n", f[] = "";
-  cr_assert_eq(wsg_http_parse_request(d, &r), 400);
-  cr_assert_eq(wsg_http_parse_request(e, &r), 400);
-  cr_assert_eq(wsg_http_parse_request(f, &r), 400);
 }

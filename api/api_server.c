@@ -1,0 +1,588 @@
+/*
+ * api_server: request handling of wsgate-api (see api_server.h and docs/API.md).
+ *
+ * A request goes: route (404) -> key (401) -> method (405) -> rate limit (429) -> what is not
+ * available yet (501) -> Idempotency-Key syntax (400) -> body (400, 413, 415) -> records ->
+ * idempotency claim (202 duplicate, 409, 422, 503) -> one Kafka transaction (202, or 503 with
+ * the reason and nothing accepted).
+ *
+ * Threads: requests run on wsg_http's per-connection threads; the rate table and the keyring
+ * have their own locks; everything else they touch is read-only after create.
+ */
+#include "api_server.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "api_idem.h"
+#include "api_info.h"
+#include "api_kafka.h"
+#include "api_keys.h"
+#include "api_request.h"
+#include "wsg_command.h"
+#include "wsg_http.h"
+#include "wsg_kafka.h"
+#include "wsg_log.h"
+#include "wsg_time.h"
+
+#define IDEM_MAX 128
+
+/* The status codes a request can get, for the requests counter. */
+#define API_STATUS_MAP(X)                                                                          \
+  X(202) X(400) X(401) X(404) X(405) X(409) X(413) X(415) X(422) X(429) X(501) X(503)
+enum {
+#define API_STATUS_ENUM(code) ST_##code,
+  API_STATUS_MAP(API_STATUS_ENUM)
+#undef API_STATUS_ENUM
+      ST_OTHER,
+  ST_COUNT
+};
+
+typedef struct {
+  char name[API_KEY_NAME_MAX + 1];
+  double tokens;
+  uint64_t last_us;
+} bucket;
+
+struct api_server {
+  const api_config *cfg;
+  wsg_metrics *metrics;
+  api_keyring *keys;
+  api_kafka *kafka;
+  api_redis *redis;
+  api_idem *idem;
+  wsg_http *http;
+  wsg_http *ops;
+  char *tls_cert, *tls_key; /* PEM text */
+  uint64_t next_keys_check_ms;
+
+  pthread_mutex_t rate_mu;
+  bucket *buckets;
+  size_t nbuckets;
+
+  wsg_counter *m_status[ST_COUNT];
+  wsg_counter *m_commands;
+  wsg_counter *m_duplicates;
+  wsg_counter *m_reload_ok, *m_reload_err;
+  wsg_gauge *m_keys;
+  wsg_histogram *m_seconds;
+};
+
+#define REQS      "wsgate_api_requests_total"
+#define REQS_HELP "API requests answered, by HTTP status"
+#define RELOADS   "wsgate_api_key_reloads_total"
+#define RELOADS_H "Reloads of the keys file (SIGHUP or a change), by outcome"
+
+static const double req_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,   0.25,   0.5,   1,    2.5,   10};
+
+static const wsg_metric_def metric_rows[] = {
+#define API_STATUS_ROW(code)                                                                       \
+  WSG_COUNTER_ROW(api_server, m_status[ST_##code], REQS, REQS_HELP, "code=\"" #code "\""),
+    API_STATUS_MAP(API_STATUS_ROW)
+#undef API_STATUS_ROW
+        WSG_COUNTER_ROW(api_server, m_status[ST_OTHER], REQS, REQS_HELP, "code=\"other\""),
+    WSG_COUNTER_ROW(api_server, m_commands, "wsgate_api_commands_total",
+                    "Commands accepted (committed to the commands topic)", NULL),
+    WSG_COUNTER_ROW(api_server, m_duplicates, "wsgate_api_duplicates_total",
+                    "Requests answered from their Idempotency-Key without producing again", NULL),
+    WSG_COUNTER_ROW(api_server, m_reload_ok, RELOADS, RELOADS_H, "result=\"ok\""),
+    WSG_COUNTER_ROW(api_server, m_reload_err, RELOADS, RELOADS_H, "result=\"error\""),
+    WSG_GAUGE_ROW(api_server, m_keys, "wsgate_api_keys", "API keys loaded", NULL),
+    WSG_HISTOGRAM_ROW(api_server, m_seconds, "wsgate_api_request_seconds",
+                      "Time from a request's body to its answer (202: committed to Kafka)", NULL,
+                      req_bounds),
+};
+
+const wsg_metric_table api_server_metric_table = WSG_METRIC_TABLE("api/api_server.c", metric_rows);
+extern const wsg_metric_table api_kafka_metric_table;
+const wsg_metric_table *const api_metric_tables[] = {&api_server_metric_table,
+                                                     &api_kafka_metric_table, NULL};
+
+static int status_index(int status) {
+  switch (status) {
+#define API_STATUS_CASE(code)                                                                      \
+  case code:                                                                                       \
+    return ST_##code;
+    API_STATUS_MAP(API_STATUS_CASE)
+#undef API_STATUS_CASE
+  default:
+    return ST_OTHER;
+  }
+}
+
+/* --- answers ------------------------------------------------------------------------------- */
+
+static void answer_json(wsg_http_response *resp, int status, json_t *body) {
+  resp->status = status;
+  resp->content_type = "application/json";
+  resp->body = json_dumps(body, JSON_COMPACT);
+  resp->body_len = resp->body ? strlen(resp->body) : 0;
+  json_decref(body);
+}
+
+static void answer_error(wsg_http_response *resp, int status, const char *field, const char *why) {
+  json_t *o = json_pack("{s:s}", "error", why);
+  if (o && field && field[0])
+    json_object_set_new(o, "field", json_string(field));
+  answer_json(resp, status, o);
+}
+
+/* --- rate limit ---------------------------------------------------------------------------- */
+
+/* A token bucket per key name; false when the key is over its rate (retry in *retry_s). */
+static bool rate_ok(api_server *s, const char *name, unsigned *retry_s) {
+  if (s->cfg->rate_limit == 0)
+    return true;
+  uint64_t now = wsg_now_mono_us();
+  double rate = (double)s->cfg->rate_limit, burst = (double)s->cfg->rate_burst;
+  pthread_mutex_lock(&s->rate_mu);
+  bucket *b = NULL;
+  for (size_t i = 0; i < s->nbuckets && !b; i++)
+    if (strcmp(s->buckets[i].name, name) == 0)
+      b = &s->buckets[i];
+  if (!b && s->nbuckets < API_KEYS_MAX) {
+    b = &s->buckets[s->nbuckets++];
+    snprintf(b->name, sizeof b->name, "%s", name);
+    b->tokens = burst;
+    b->last_us = now;
+  }
+  bool ok = true;
+  if (b) {
+    b->tokens += (double)(now - b->last_us) / 1e6 * rate;
+    if (b->tokens > burst)
+      b->tokens = burst;
+    b->last_us = now;
+    ok = b->tokens >= 1;
+    if (ok)
+      b->tokens -= 1;
+    else
+      *retry_s = (unsigned)((1 - b->tokens) / rate) + 1;
+  }
+  pthread_mutex_unlock(&s->rate_mu);
+  return ok;
+}
+
+/* --- records ------------------------------------------------------------------------------- */
+
+typedef struct {
+  api_record *recs;
+  size_t n, cap;
+  wsg_buf *bufs; /* one encoded command per record */
+} records;
+
+static void records_finish(records *r) {
+  for (size_t i = 0; i < r->n; i++)
+    wsg_buf_finish(&r->bufs[i]);
+  free(r->bufs);
+  free(r->recs);
+}
+
+static int records_add(records *r, const wsg_command *c, int32_t partition) {
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 8;
+    api_record *nr = realloc(r->recs, cap * sizeof *nr);
+    if (!nr)
+      return -1;
+    r->recs = nr;
+    wsg_buf *nb = realloc(r->bufs, cap * sizeof *nb);
+    if (!nb)
+      return -1;
+    r->bufs = nb;
+    r->cap = cap;
+  }
+  wsg_buf *b = &r->bufs[r->n];
+  wsg_buf_init(b, 0);
+  const char *f;
+  if (wsg_command_encode(c, b, &f) != WSG_ENV_OK) {
+    wsg_buf_finish(b);
+    return -1; /* checked when decoded: out of memory */
+  }
+  size_t klen;
+  const char *key = wsg_command_key(c, &klen);
+  r->recs[r->n++] = (api_record){
+      .key = key, .key_len = klen, .partition = partition, .value = b->data, .len = b->len};
+  return 0;
+}
+
+/*
+ * The records of a batch: one per command, except a send to a list of users, split into one
+ * record per partition of the commands topic (keyed by its first user) so each user's commands
+ * stay in one partition, in order (docs/PROTOCOL.md, "Commands").
+ */
+static int build_records(api_server *s, api_batch *b, const char *id, records *r) {
+  int parts = api_kafka_partitions(s->kafka);
+  uint64_t ts = wsg_now_wall_us();
+  for (size_t i = 0; i < b->n; i++) {
+    wsg_command c = b->cmds[i];
+    c.id = (wsg_cmd_str){id, strlen(id)};
+    c.ts_us = ts;
+    c.fields |= WSG_CF_ID | WSG_CF_TS;
+    if (!(c.fields & WSG_CF_USERS) || parts < 1) {
+      if (records_add(r, &c, -1) != 0)
+        return -1;
+      continue;
+    }
+    /* Group the users by partition: O(users x partitions), both small (1000, tens). The
+     * strings stay where they are (the body): only the record's key points at them. */
+    size_t n = c.users.count, pos = 0, k = 0;
+    wsg_cmd_str *src = malloc(n * sizeof *src), *dst = malloc(n * sizeof *dst);
+    int *pp = malloc(n * sizeof *pp);
+    int rc = src && dst && pp ? 0 : -1;
+    wsg_cmd_str u;
+    while (rc == 0 && k < n && wsg_cmd_users_next(&b->cmds[i], &pos, &u) == 1) {
+      pp[k] = wsg_kafka_murmur2_partition(u.ptr, u.len, parts);
+      src[k++] = u;
+    }
+    size_t g = 0;
+    for (int p = 0; rc == 0 && p < parts; p++) {
+      size_t first = g;
+      for (size_t j = 0; j < k; j++)
+        if (pp[j] == p)
+          dst[g++] = src[j];
+      if (g == first)
+        continue;
+      c.user_list = dst + first;
+      c.users.count = (uint32_t)(g - first);
+      rc = records_add(r, &c, p);
+    }
+    free(src);
+    free(dst);
+    free(pp);
+    if (rc != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* --- the handler --------------------------------------------------------------------------- */
+
+enum { ROUTE_INFO = -2 }; /* a route that is no api_op: answered from Redis */
+
+typedef struct {
+  const char *path;
+  int op; /* api_op; -1: not available yet; ROUTE_INFO */
+  const char *methods;
+} route;
+
+static const route routes[] = {
+    {"/v1/send", API_OP_SEND, "POST"},   {"/v1/disconnect", API_OP_DISCONNECT, "POST"},
+    {"/v1/batch", API_OP_BATCH, "POST"}, {"/v1/publish", -1, "POST"},
+    {"/v1/presence", -1, "GET"},         {"/v1/history", -1, "GET"},
+    {"/v1/info", ROUTE_INFO, "GET"},
+};
+
+static bool idem_valid(const char *k) {
+  size_t n = strlen(k);
+  if (n == 0 || n > IDEM_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (k[i] < 0x21 || k[i] > 0x7e || k[i] == '{' || k[i] == '}')
+      return false;
+  return true;
+}
+
+static void body_hash(const uint8_t *body, size_t len, char hex[33]) {
+  unsigned char d[SHA256_DIGEST_LENGTH];
+  SHA256(body, len, d);
+  for (int i = 0; i < 16; i++)
+    snprintf(hex + 2 * i, 3, "%02x", d[i]);
+}
+
+static void accepted(wsg_http_response *resp, size_t n, const char *id, bool duplicate) {
+  answer_json(
+      resp, 202,
+      json_pack("{s:I,s:s,s:b}", "accepted", (json_int_t)n, "id", id, "duplicate", duplicate));
+}
+
+static void serve(api_server *s, const wsg_http_request *req, wsg_http_response *resp) {
+  const route *rt = NULL;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !rt; i++)
+    if (strcmp(req->path, routes[i].path) == 0)
+      rt = &routes[i];
+  if (!rt) {
+    answer_error(resp, 404, NULL, "no such endpoint (docs/API.md)");
+    return;
+  }
+  char name[API_KEY_NAME_MAX + 1];
+  if (!api_keyring_auth(s->keys, wsg_http_header(req, "Authorization"), name, sizeof name)) {
+    answer_error(resp, 401, NULL, "send a valid API key: Authorization: Bearer <key>");
+    resp->headers[0][0] = "WWW-Authenticate";
+    resp->headers[0][1] = "Bearer realm=\"wsgate-api\"";
+    return;
+  }
+  if (strcmp(req->method, rt->methods) != 0) {
+    char why[64];
+    snprintf(why, sizeof why, "use %s", rt->methods);
+    answer_error(resp, 405, NULL, why);
+    return;
+  }
+  unsigned retry = 1;
+  if (!rate_ok(s, name, &retry)) {
+    static __thread char ra[16];
+    snprintf(ra, sizeof ra, "%u", retry);
+    answer_error(resp, 429, NULL, "over this key's rate limit (--rate-limit); retry later");
+    resp->headers[0][0] = "Retry-After";
+    resp->headers[0][1] = ra;
+    return;
+  }
+  if (rt->op == ROUTE_INFO) {
+    char why[300];
+    json_t *info = api_info_read(s->redis, api_kafka_slots(s->kafka), why, sizeof why);
+    if (info)
+      answer_json(resp, 200, info);
+    else
+      answer_error(resp, 503, NULL, why);
+    return;
+  }
+  if (rt->op < 0) {
+    char why[200];
+    snprintf(why, sizeof why,
+             "%s: not available yet in this version (channels are not wired to the API)",
+             rt->path + 4);
+    answer_error(resp, 501, NULL, why);
+    return;
+  }
+  const char *idem = wsg_http_header(req, "Idempotency-Key");
+  if (idem && !idem_valid(idem)) {
+    answer_error(resp, 400, "Idempotency-Key",
+                 "Idempotency-Key must be 1..128 printable ASCII characters without braces");
+    return;
+  }
+  char field[64], why[300];
+  api_batch b;
+  int rc = api_request_decode(&b, (api_op)rt->op, wsg_http_header(req, "Content-Type"), req->body,
+                              req->body_len, (size_t)s->cfg->max_batch, s->cfg->max_payload, field,
+                              sizeof field, why, sizeof why);
+  if (rc != 0) {
+    api_batch_finish(&b);
+    answer_error(resp, rc, field, why);
+    return;
+  }
+  char id[IDEM_MAX + 1], hash[33];
+  if (idem) {
+    snprintf(id, sizeof id, "%s", idem);
+  } else {
+    uint64_t r[2] = {0, 0};
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+      r[0] = wsg_now_wall_us();
+    snprintf(id, sizeof id, "%016" PRIx64 "%016" PRIx64, r[0], r[1]);
+  }
+  records recs = {0};
+  if (build_records(s, &b, id, &recs) != 0) {
+    answer_error(resp, 503, NULL, "out of memory");
+    goto out;
+  }
+  if (idem) {
+    size_t count = 0;
+    body_hash(req->body, req->body_len, hash);
+    switch (api_idem_claim(s->idem, name, idem, hash, &count, why, sizeof why)) {
+    case API_IDEM_NEW:
+      break;
+    case API_IDEM_DONE:
+      if (s->m_duplicates)
+        wsg_counter_add(s->m_duplicates, 1);
+      accepted(resp, count, id, true);
+      goto out;
+    case API_IDEM_PENDING:
+      answer_error(resp, 409, "Idempotency-Key",
+                   "a request with this Idempotency-Key is in progress; retry later");
+      goto out;
+    case API_IDEM_MISMATCH:
+      answer_error(resp, 422, "Idempotency-Key",
+                   "this Idempotency-Key was used with another body; use a new key");
+      goto out;
+    default: {
+      char msg[400];
+      snprintf(msg, sizeof msg, "redis: %s (needed for the Idempotency-Key; nothing accepted)",
+               why);
+      answer_error(resp, 503, NULL, msg);
+      goto out;
+    }
+    }
+  }
+  rc = api_kafka_submit(s->kafka, recs.recs, recs.n, why, sizeof why);
+  if (rc == 0) {
+    if (idem && api_idem_done(s->idem, name, idem, hash, b.n, field, sizeof field) != 0)
+      WSG_WARN("api", "request %s accepted, but its Idempotency-Key was not recorded: %s", id,
+               field);
+    if (s->m_commands)
+      wsg_counter_add(s->m_commands, b.n);
+    accepted(resp, b.n, id, false);
+  } else {
+    if (idem)
+      api_idem_release(s->idem, name, idem);
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s; nothing of this request was accepted", why);
+    answer_error(resp, rc == -2 ? 413 : 503, NULL, msg);
+    if (rc != -2) {
+      resp->headers[0][0] = "Retry-After";
+      resp->headers[0][1] = "1";
+    }
+  }
+out:
+  records_finish(&recs);
+  api_batch_finish(&b);
+}
+
+static void handle(void *arg, const wsg_http_request *req, wsg_http_response *resp) {
+  api_server *s = arg;
+  uint64_t t0 = wsg_now_mono_us();
+  serve(s, req, resp);
+  if (!resp->body) { /* json_dumps out of memory */
+    resp->status = 503;
+    resp->content_type = "text/plain";
+  }
+  wsg_counter *c = s->m_status[status_index(resp->status)];
+  if (c)
+    wsg_counter_add(c, 1);
+  if (s->m_seconds)
+    wsg_histogram_observe(s->m_seconds, (double)(wsg_now_mono_us() - t0) / 1e6);
+  WSG_DEBUG("api", "%s %s -> %d", req->method, req->path, resp->status);
+}
+
+/* --- life cycle ---------------------------------------------------------------------------- */
+
+static int ready(void *arg, char *why, size_t whylen) {
+  api_server *s = arg;
+  return api_kafka_status(s->kafka, why, whylen);
+}
+
+static char *read_pem(const char *path, char *err, size_t errlen) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 1 << 20, len;
+  char *buf = malloc(cap + 1);
+  len = buf ? fread(buf, 1, cap, f) : 0;
+  fclose(f);
+  if (!buf || len == 0 || len == cap) {
+    snprintf(err, errlen, "%s is empty, unreadable or over 1 MiB", path);
+    free(buf);
+    return NULL;
+  }
+  buf[len] = '\0';
+  return buf;
+}
+
+void api_server_check_keys(api_server *s, bool force) {
+  char err[400];
+  int rc = api_keyring_reload(s->keys, force, err, sizeof err);
+  if (rc > 0) {
+    WSG_INFO("api", "keys file reloaded: %zu keys", api_keyring_count(s->keys));
+    if (s->m_reload_ok)
+      wsg_counter_add(s->m_reload_ok, 1);
+  } else if (rc < 0) {
+    WSG_ERROR("api", "%s; the keys loaded before stay in use", err);
+    if (s->m_reload_err)
+      wsg_counter_add(s->m_reload_err, 1);
+  }
+  if (s->m_keys)
+    wsg_gauge_set(s->m_keys, (int64_t)api_keyring_count(s->keys));
+}
+
+int api_server_create(api_server **out, const api_config *cfg, char *err, size_t errlen) {
+  *out = NULL;
+  api_server *s = calloc(1, sizeof *s);
+  if (!s) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  s->cfg = cfg;
+  pthread_mutex_init(&s->rate_mu, NULL);
+  s->buckets = calloc(API_KEYS_MAX, sizeof *s->buckets);
+  s->metrics = wsg_metrics_create();
+  if (!s->buckets || !s->metrics) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  wsg_metrics_register_table(s->metrics, &api_server_metric_table, s);
+  if (api_keyring_create(&s->keys, cfg->keys_file, err, errlen) != 0) {
+    api_server_destroy(s);
+    return -2;
+  }
+  if (s->m_keys)
+    wsg_gauge_set(s->m_keys, (int64_t)api_keyring_count(s->keys));
+  if (cfg->tls_cert && (!(s->tls_cert = read_pem(cfg->tls_cert, err, errlen)) ||
+                        !(s->tls_key = read_pem(cfg->tls_key, err, errlen)))) {
+    api_server_destroy(s);
+    return -2;
+  }
+  api_redis_options ro = {.host = cfg->redis.host,
+                          .port = (int)cfg->redis.port,
+                          .password = cfg->redis.password,
+                          .db = (int)cfg->redis.db,
+                          .prefix = cfg->redis.prefix,
+                          .timeout_ms = cfg->redis.timeout_ms};
+  if (api_redis_create(&s->redis, &ro, err, errlen) != 0 ||
+      api_idem_create(&s->idem, s->redis, cfg->idempotency_ttl_ms, err, errlen) != 0)
+    goto fail;
+  api_kafka_options ko = {.brokers = cfg->kafka.brokers,
+                          .props = &cfg->kafka.props,
+                          .topic = cfg->commands_topic,
+                          .outbound = cfg->outbound_topic,
+                          .txn_timeout_ms = cfg->txn_timeout_ms,
+                          .metrics = s->metrics};
+  if (api_kafka_create(&s->kafka, &ko, err, errlen) != 0)
+    goto fail;
+  wsg_http_options ho = {.addr = cfg->listen_addr,
+                         .port = (int)cfg->listen_port,
+                         .name = "API",
+                         .handler = handle,
+                         .handler_arg = s,
+                         .max_body = cfg->max_body,
+                         .max_header = 8192,
+                         .max_clients = (unsigned)cfg->max_clients,
+                         .timeout_s = 60,
+                         .thread_per_connection = true,
+                         .tls_cert_pem = s->tls_cert,
+                         .tls_key_pem = s->tls_key};
+  if (wsg_http_start(&s->http, &ho, err, errlen) != 0)
+    goto fail;
+  wsg_http_options oo = {.addr = cfg->http.addr,
+                         .port = (int)cfg->http.port,
+                         .metrics = s->metrics,
+                         .ready = ready,
+                         .ready_arg = s};
+  if (wsg_http_start(&s->ops, &oo, err, errlen) != 0)
+    goto fail;
+  *out = s;
+  return 0;
+fail:
+  api_server_destroy(s);
+  return -1;
+}
+
+void api_server_destroy(api_server *s) {
+  if (!s)
+    return;
+  wsg_http_stop(s->http); /* no request runs past this */
+  wsg_http_stop(s->ops);
+  api_kafka_destroy(s->kafka);
+  api_idem_destroy(s->idem);
+  api_redis_destroy(s->redis);
+  api_keyring_destroy(s->keys);
+  free(s->tls_cert);
+  free(s->tls_key);
+  free(s->buckets);
+  pthread_mutex_destroy(&s->rate_mu);
+  wsg_metrics_destroy(s->metrics);
+  free(s);
+}
+
+int api_server_port(const api_server *s) {
+  return wsg_http_port(s->http);
+}
+
+int api_server_ops_port(const api_server *s) {
+  return wsg_http_port(s->ops);
+}

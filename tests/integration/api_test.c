@@ -1,0 +1,401 @@
+/*
+ * wsgate-api end to end (docs/API.md): a real wsgate-api, wsgate-processor and wsgate-gateway on
+ * the shared Kafka and Redis, WebSocket clients receiving what HTTP requests asked: every
+ * command; a retried request with the same Idempotency-Key delivered once; hostile bodies
+ * answered 400/413 with the service still up; a bad key 401; and an API whose Kafka is
+ * unreachable answering 503 with the reason.
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "harness_kafka.h"
+
+#define RECV_MS 20000
+#define SECRET  "itest-secret-0123456789abcdef"
+#define AUTH    "Authorization: Bearer " SECRET "\r\n"
+
+typedef struct {
+  pid_t pid;
+  int port, ops_port;
+  char log[512];
+  char keys[600];
+} api_proc;
+
+static itest_cluster cl;
+static itest_gateway gw;
+static itest_processor proc;
+static api_proc api;
+
+/* Starts wsgate-api on `brokers` with the cluster's commands topic and prefix. */
+static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
+  memset(a, 0, sizeof *a);
+  char *name = itest_unique("api");
+  snprintf(a->log, sizeof a->log, "%s", itest_log_path(name));
+  snprintf(a->keys, sizeof a->keys, "%s.keys", a->log);
+  FILE *f = fopen(a->keys, "w");
+  cr_assert_not_null(f);
+  fprintf(f, "# test keys\nitest %s\n", SECRET);
+  fclose(f);
+  a->port = itest_free_port();
+  a->ops_port = itest_free_port();
+  char port[16], ops[16], redis[16];
+  snprintf(port, sizeof port, "%d", a->port);
+  snprintf(ops, sizeof ops, "%d", a->ops_port);
+  snprintf(redis, sizeof redis, "%d", itest_redis_port());
+  const char *argv[] = {itest_bin("WSGATE_API_BIN"),
+                        "--kafka-brokers",
+                        brokers,
+                        "--commands-topic",
+                        cl.cmd_topic,
+                        "--outbound-topic",
+                        cl.out_topic,
+                        "--keys-file",
+                        a->keys,
+                        "--listen-addr",
+                        "127.0.0.1",
+                        "--listen-port",
+                        port,
+                        "--http-addr",
+                        "127.0.0.1",
+                        "--http-port",
+                        ops,
+                        "--redis-port",
+                        redis,
+                        "--redis-prefix",
+                        cl.prefix,
+                        "--max-body",
+                        "64k",
+                        "--max-payload",
+                        "16k",
+                        "--log-level",
+                        "debug",
+                        NULL};
+  a->pid = itest_spawn(argv, NULL, a->log);
+  itest_track(a->pid, a->log);
+  int want = wait_ready ? 200 : 503;
+  if (itest_wait_http(a->ops_port, "/readyz", want, ITEST_TIMEOUT_MS) != 0) {
+    itest_dump_log(a->log, 40);
+    cr_assert_fail("wsgate-api did not answer /readyz %d", want);
+  }
+}
+
+static void api_stop(api_proc *a) {
+  if (a->pid > 0) {
+    int st;
+    itest_stop(a->pid, SIGTERM, 15000, &st);
+    itest_untrack(a->pid);
+    a->pid = 0;
+  }
+}
+
+static void setup(void) {
+  itest_cluster_init(&cl, 2, 2, true);
+  itest_cluster_add_commands(&cl, 4);
+  itest_gateway_start(&gw, &cl, "api-gw", NULL);
+  itest_processor_start(&proc, &cl, "api-proc", "echo", NULL);
+  api_start(&api, itest_kafka_bootstrap(), true);
+}
+
+static void teardown(void) {
+  api_stop(&api);
+  itest_processor_cleanup(&proc);
+  itest_gateway_cleanup(&gw);
+  itest_fini();
+}
+
+TestSuite(api, .init = setup, .fini = teardown, .timeout = 240);
+
+/* One HTTP/1.1 request on a new connection; returns the status, the body in `body`. */
+static int http(int port, const char *method, const char *path, const char *headers,
+                const void *body, size_t len, char *out, size_t outlen) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0, "connect: %s", strerror(errno));
+  char head[1024];
+  int n =
+      snprintf(head, sizeof head,
+               "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
+               method, path, headers, len);
+  cr_assert_eq(send(fd, head, (size_t)n, MSG_NOSIGNAL), n);
+  /* The server may answer (413) before the body is sent: a failed send is fine then. */
+  for (size_t off = 0; off < len;) {
+    ssize_t k = send(fd, (const char *)body + off, len - off, MSG_NOSIGNAL);
+    if (k <= 0)
+      break;
+    off += (size_t)k;
+  }
+  static char buf[1 << 16];
+  size_t got = 0;
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, RECV_MS) <= 0)
+      break;
+    ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+    if (k <= 0)
+      break;
+    got += (size_t)k;
+  }
+  close(fd);
+  buf[got] = '\0';
+  int status = 0;
+  cr_assert_eq(sscanf(buf, "HTTP/1.1 %d", &status), 1, "no response: %s", buf);
+  const char *b = strstr(buf, "\r\n\r\n");
+  snprintf(out, outlen, "%s", b ? b + 4 : "");
+  return status;
+}
+
+static int post(const char *path, const char *extra, const char *json, char *out, size_t len) {
+  char headers[512];
+  snprintf(headers, sizeof headers, AUTH "Content-Type: application/json\r\n%s", extra);
+  return http(api.port, "POST", path, headers, json, strlen(json), out, len);
+}
+
+/* The one connection id of `user` in Redis, once registered. */
+static uint64_t conn_of(const char *user) {
+  redisContext *rc = itest_redis_connect();
+  uint64_t id = 0;
+  for (int i = 0; i < 200 && !id; i++) {
+    redisReply *r = redisCommand(rc, "HKEYS %suser:%s", cl.prefix, user);
+    if (r && r->elements == 1)
+      id = strtoull(r->element[0]->str, NULL, 10);
+    freeReplyObject(r);
+    if (!id)
+      usleep(50000);
+  }
+  redisFree(rc);
+  cr_assert_neq(id, 0, "%s is not registered", user);
+  return id;
+}
+
+Test(api, every_command_end_to_end) {
+  char out[4096], body[512];
+  ws_client *a = itest_connect(&gw, "alice");
+  ws_client *b = itest_connect(&gw, "bob");
+  ws_client *c = itest_connect(&gw, "carol");
+  uint64_t bob_conn = conn_of("bob");
+  conn_of("alice");
+  conn_of("carol");
+
+  cr_assert_eq(
+      post("/v1/send", "", "{\"user\":\"alice\",\"data\":\"order shipped\"}", out, sizeof out), 202,
+      "%s", out);
+  cr_assert(strstr(out, "\"accepted\":1"), "%s", out);
+  itest_expect_text(a, "order shipped", RECV_MS);
+
+  cr_assert_eq(post("/v1/send", "", "{\"users\":[\"alice\",\"bob\",\"carol\"],\"data\":\"all\"}",
+                    out, sizeof out),
+               202, "%s", out);
+  itest_expect_text(a, "all", RECV_MS);
+  itest_expect_text(b, "all", RECV_MS);
+  itest_expect_text(c, "all", RECV_MS);
+
+  snprintf(body, sizeof body, "{\"user\":\"bob\",\"conn\":\"%llu\",\"data\":\"only bob's tab\"}",
+           (unsigned long long)bob_conn);
+  cr_assert_eq(post("/v1/send", "", body, out, sizeof out), 202, "%s", out);
+  itest_expect_text(b, "only bob's tab", RECV_MS);
+
+  cr_assert_eq(post("/v1/batch", "",
+                    "{\"commands\":[{\"command\":\"send\",\"user\":\"carol\",\"data\":\"1\"},"
+                    "{\"command\":\"send\",\"user\":\"carol\",\"data\":\"2\"}]}",
+                    out, sizeof out),
+               202, "%s", out);
+  cr_assert(strstr(out, "\"accepted\":2"), "%s", out);
+  itest_expect_text(c, "1", RECV_MS);
+  itest_expect_text(c, "2", RECV_MS);
+
+  /* conn as a string: ids use 64 bits, beyond a JSON number's exact range (docs/API.md) */
+  snprintf(body, sizeof body,
+           "{\"user\":\"bob\",\"conn\":\"%llu\",\"code\":4100,\"reason\":\"bye\"}",
+           (unsigned long long)bob_conn);
+  cr_assert_eq(post("/v1/disconnect", "", body, out, sizeof out), 202, "%s", out);
+  itest_expect_close(b, 4100, RECV_MS);
+  cr_assert_eq(post("/v1/disconnect", "", "{\"user\":\"carol\"}", out, sizeof out), 202, "%s", out);
+  itest_expect_close(c, 1000, RECV_MS);
+
+  /* info: the gateway, its slot and its connections */
+  cr_assert_eq(http(api.port, "GET", "/v1/info", AUTH, "", 0, out, sizeof out), 200, "%s", out);
+  char want[256];
+  snprintf(want, sizeof want, "{\"id\":\"%s\",\"slot\":%d", gw.id, (int)gw.slot);
+  cr_assert(strstr(out, want), "no %s in %s", want, out);
+  cr_assert(strstr(out, "\"slots\":2"), "%s", out);
+
+  /* not available yet: said, not silent */
+  cr_assert_eq(post("/v1/publish", "", "{\"channel\":\"x\",\"data\":\"y\"}", out, sizeof out), 501,
+               "%s", out);
+  cr_assert(strstr(out, "not available yet"), "%s", out);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+  ws_client_destroy(c);
+}
+
+Test(api, retried_request_is_delivered_once) {
+  char out[4096];
+  ws_client *a = itest_connect(&gw, "dave");
+  conn_of("dave");
+  const char *req = "{\"user\":\"dave\",\"data\":\"once\"}";
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(post("/v1/send", "Idempotency-Key: order-7-shipped\r\n", req, out, sizeof out),
+                 202, "%s", out);
+    cr_assert(strstr(out, i ? "\"duplicate\":true" : "\"duplicate\":false"), "%s", out);
+  }
+  /* the same key with another body is refused */
+  cr_assert_eq(post("/v1/send", "Idempotency-Key: order-7-shipped\r\n",
+                    "{\"user\":\"dave\",\"data\":\"twice\"}", out, sizeof out),
+               422, "%s", out);
+  cr_assert_eq(post("/v1/send", "", "{\"user\":\"dave\",\"data\":\"marker\"}", out, sizeof out),
+               202);
+  itest_expect_text(a, "once", RECV_MS);
+  itest_expect_text(a, "marker", RECV_MS); /* nothing in between: the retries produced nothing */
+  ws_client_destroy(a);
+}
+
+Test(api, hostile_bodies_get_400_or_413_and_never_a_crash) {
+  char out[4096];
+  static const struct {
+    const char *body;
+    int status;
+    const char *field;
+  } cases[] = {
+      {"{\"user\":\"a\",\"data\":\"x\"", 400, NULL},
+      {"{\"user\":\"a\",\"data\":\"x\",\"admin\":true}", 400, "\"field\":\"admin\""},
+      {"{\"user\":[\"a\"],\"data\":\"x\"}", 400, "\"field\":\"user\""},
+      {"{\"user\":\"a\",\"data\":7}", 400, "\"field\":\"data\""},
+      {"{\"user\":\"a\",\"data\":\"\\u0000\"}", 400, NULL},
+      {"\xff\xfe", 400, NULL},
+      {"", 400, NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int st = post("/v1/send", "", cases[i].body, out, sizeof out);
+    cr_assert_eq(st, cases[i].status, "case %zu: %d %s", i, st, out);
+    if (cases[i].field)
+      cr_assert(strstr(out, cases[i].field), "case %zu: %s", i, out);
+  }
+  /* deeply nested */
+  size_t depth = 50000;
+  char *deep = malloc(depth + 1);
+  memset(deep, '[', depth);
+  deep[depth] = '\0';
+  cr_assert_eq(post("/v1/send", "", deep, out, sizeof out), 400, "%s", out);
+  free(deep);
+  /* huge: over --max-body (64k) */
+  size_t big = 200000;
+  char *huge = malloc(big + 1);
+  memset(huge, 'a', big);
+  huge[big] = '\0';
+  cr_assert_eq(post("/v1/send", "", huge, out, sizeof out), 413, "%s", out);
+  free(huge);
+  /* a payload over --max-payload (16k) inside a small enough body */
+  char *payload = malloc(20000 + 64);
+  int n = snprintf(payload, 64, "{\"user\":\"a\",\"data\":\"");
+  memset(payload + n, 'b', 20000);
+  strcpy(payload + n + 20000, "\"}");
+  cr_assert_eq(post("/v1/send", "", payload, out, sizeof out), 413, "%s", out);
+  free(payload);
+  /* MessagePack garbage */
+  cr_assert_eq(http(api.port, "POST", "/v1/send", AUTH "Content-Type: application/msgpack\r\n",
+                    "\xdd\xff\xff\xff\xff", 5, out, sizeof out),
+               400, "%s", out);
+  /* no key, a wrong key */
+  cr_assert_eq(http(api.port, "POST", "/v1/send", "Content-Type: application/json\r\n", "{}", 2,
+                    out, sizeof out),
+               401);
+  cr_assert_eq(http(api.port, "POST", "/v1/send",
+                    "Authorization: Bearer itest-secret-0123456789abcdeX\r\n", "{}", 2, out,
+                    sizeof out),
+               401);
+  /* still serving */
+  cr_assert_eq(itest_wait_http(api.ops_port, "/readyz", 200, 5000), 0);
+  cr_assert_eq(post("/v1/send", "", "{\"user\":\"nobody\",\"data\":\"x\"}", out, sizeof out), 202,
+               "%s", out);
+}
+
+Test(api, kafka_unavailable_is_503_with_a_reason) {
+  api_proc down;
+  api_start(&down, "127.0.0.1:1", false); /* nothing listens on port 1 */
+  char out[4096], headers[256];
+  snprintf(headers, sizeof headers, AUTH "Content-Type: application/json\r\n");
+  const char *req = "{\"commands\":[{\"command\":\"send\",\"user\":\"a\",\"data\":\"1\"},"
+                    "{\"command\":\"send\",\"user\":\"b\",\"data\":\"2\"}]}";
+  int st = http(down.port, "POST", "/v1/batch", headers, req, strlen(req), out, sizeof out);
+  cr_assert_eq(st, 503, "%s", out);
+  cr_assert(strstr(out, "kafka: "), "the reason names Kafka: %s", out);
+  cr_assert(strstr(out, "nothing of this request was accepted"), "%s", out);
+  char ready[512];
+  cr_assert_eq(itest_http_get(down.ops_port, "/readyz", ready, sizeof ready), 503);
+  cr_assert(strstr(ready, "not ready: kafka: "), "%s", ready);
+  api_stop(&down);
+}
+
+/* The Python example (api/examples/backend.py, standard library only) as a backend would run it. */
+Test(api, python_backend_example) {
+  ws_client *a = itest_connect(&gw, "erin");
+  ws_client *b = itest_connect(&gw, "frank");
+  conn_of("erin");
+  conn_of("frank");
+  char cmd[2048];
+  const char *script = WSG_SOURCE_ROOT "/api/examples/backend.py";
+  snprintf(cmd, sizeof cmd,
+           "python3 %s --url http://127.0.0.1:%d --key %s --idempotency-key py-1 send erin "
+           "'hello from python' >/dev/null && "
+           "python3 %s --url http://127.0.0.1:%d --key %s --idempotency-key py-1 send erin "
+           "'hello from python' >/dev/null && "
+           "python3 %s --url http://127.0.0.1:%d --key %s send-users erin,frank both >/dev/null && "
+           "python3 %s --url http://127.0.0.1:%d --key %s disconnect frank --code 4100 "
+           "--reason done >/dev/null",
+           script, api.port, SECRET, script, api.port, SECRET, script, api.port, SECRET, script,
+           api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "the example failed: %s", cmd);
+  itest_expect_text(a, "hello from python", RECV_MS);
+  itest_expect_text(a, "both", RECV_MS); /* the retry with the same key produced nothing */
+  itest_expect_text(b, "both", RECV_MS);
+  itest_expect_close(b, 4100, RECV_MS);
+  /* a bad key: exit status 1 and the API's reason on stderr */
+  snprintf(cmd, sizeof cmd,
+           "python3 %s --url http://127.0.0.1:%d --key wrong-key-0123456789 send erin x "
+           "2>/dev/null",
+           script, api.port);
+  cr_assert_neq(system(cmd), 0);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+}
+
+/* wsgate-admin send and disconnect call the API. */
+Test(api, admin_tool_calls_the_api) {
+  ws_client *a = itest_connect(&gw, "gina");
+  conn_of("gina");
+  char cmd[2048];
+  const char *admin = itest_bin("WSGATE_ADMIN_BIN");
+  snprintf(cmd, sizeof cmd,
+           "WSGATE_API_KEY=%s %s --api-url http://127.0.0.1:%d send gina 'from the shell' "
+           ">/dev/null && "
+           "%s --api-url http://127.0.0.1:%d --api-key %s disconnect gina --code 4100 "
+           "--reason bye >/dev/null",
+           SECRET, admin, api.port, admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  itest_expect_text(a, "from the shell", RECV_MS);
+  itest_expect_close(a, 4100, RECV_MS);
+  /* info lists the test's gateway */
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s info | grep -q '\"id\":\"%s\"'", admin,
+           api.port, SECRET, gw.id);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  /* an error answer: exit status 1 */
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key wrong-key-0123456789 info >/dev/null 2>&1",
+           admin, api.port);
+  cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "a 401 is a failure");
+  ws_client_destroy(a);
+}
