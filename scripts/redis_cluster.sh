@@ -1,0 +1,152 @@
+# shellcheck shell=bash
+# The --cluster half of scripts/redis: a local Redis Cluster of 3 primaries and 3 replicas on
+# 127.0.0.1, ports WSGATE_REDIS_CLUSTER_PORT..+5 (cluster bus +10000), nothing persisted. Sourced
+# by scripts/redis after lib.sh; rc_main start|stop|status is its entry point.
+#
+# Formed with `redis-cli --cluster create ... --cluster-replicas 1`; start returns once every node
+# reports cluster_state:ok. A short cluster-node-timeout (2 s) makes a killed primary's replica take
+# over quickly, which the failover tests rely on.
+
+RC_BASE="${WSGATE_REDIS_CLUSTER_PORT:-17001}"
+wsg_require_port WSGATE_REDIS_CLUSTER_PORT "$RC_BASE"
+((RC_BASE + 5 + 10000 <= 65535)) || wsg_die "WSGATE_REDIS_CLUSTER_PORT=${RC_BASE}: its bus ports (+10000) exceed 65535"
+RC_NODES=6
+RC_DIR="${WSGATE_RUN_DIR}/redis-cluster-${RC_BASE}"
+RC_TIMEOUT="${WSGATE_REDIS_START_TIMEOUT:-20}"
+RC_STOP_TIMEOUT=10
+
+rc_ports() {
+  local i
+  for ((i = 0; i < RC_NODES; i++)); do printf '%s\n' "$((RC_BASE + i))"; done
+}
+
+rc_pid() {
+  wsg_pidfile_live "${RC_DIR}/$1/redis.pid" redis-server
+}
+
+# How many of the nodes run (their pid file names a live redis-server).
+rc_running_count() {
+  local p n=0
+  for p in $(rc_ports); do
+    if rc_pid "$p" >/dev/null; then n=$((n + 1)); fi
+  done
+  printf '%s\n' "$n"
+}
+
+# 0 once every node answers and reports cluster_state:ok; 99 if a node's process is gone.
+rc_state_ok() {
+  local p
+  for p in $(rc_ports); do
+    rc_pid "$p" >/dev/null || return 99
+    redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  done
+}
+
+rc_ping_all() {
+  local p
+  for p in $(rc_ports); do
+    [[ "$(redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null)" == "PONG" ]] || return 1
+  done
+}
+
+rc_start() {
+  wsg_require_cmd redis-server redis-cli
+  local n p
+  n="$(rc_running_count)"
+  if ((n == RC_NODES)) && rc_state_ok; then
+    wsg_log "redis cluster already running on 127.0.0.1:${RC_BASE}-$((RC_BASE + RC_NODES - 1))"
+    return 0
+  fi
+  if ((n > 0)); then
+    wsg_warn "redis cluster on ${RC_BASE}: only ${n} of ${RC_NODES} nodes run or it is not formed; starting it anew"
+    rc_stop
+  fi
+  for p in $(rc_ports); do
+    if wsg_port_open "$p" || wsg_port_open "$((p + 10000))"; then
+      wsg_die "port ${p} or $((p + 10000)) is in use by a process this script did not start; pick another WSGATE_REDIS_CLUSTER_PORT"
+    fi
+  done
+  rm -rf "$RC_DIR"
+  for p in $(rc_ports); do
+    mkdir -p "${RC_DIR}/${p}"
+    # Loopback only, no persistence: test data must not survive a restart by accident.
+    cat >"${RC_DIR}/${p}/redis.conf" <<CONF
+bind 127.0.0.1
+port ${p}
+daemonize yes
+pidfile ${RC_DIR}/${p}/redis.pid
+logfile ${RC_DIR}/${p}/redis.log
+dir ${RC_DIR}/${p}
+save ""
+appendonly no
+cluster-enabled yes
+cluster-config-file nodes.conf
+cluster-node-timeout 2000
+CONF
+    if ! redis-server "${RC_DIR}/${p}/redis.conf"; then
+      wsg_tail_log "${RC_DIR}/${p}/redis.log"
+      rc_stop
+      wsg_die "redis-server failed to start on port ${p}"
+    fi
+  done
+  if ! wsg_wait_until "$RC_TIMEOUT" "the cluster's nodes to answer PING" rc_ping_all; then
+    rc_stop
+    wsg_die "the redis cluster's nodes did not come up"
+  fi
+  local addrs=()
+  for p in $(rc_ports); do addrs+=("127.0.0.1:${p}"); done
+  if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"${RC_DIR}/create.log" 2>&1; then
+    wsg_tail_log "${RC_DIR}/create.log"
+    rc_stop
+    wsg_die "redis-cli --cluster create failed"
+  fi
+  local rc=0
+  wsg_wait_until "$RC_TIMEOUT" "cluster_state:ok on every node" rc_state_ok || rc=$?
+  if ((rc != 0)); then
+    wsg_tail_log "${RC_DIR}/${RC_BASE}/redis.log"
+    rc_stop
+    wsg_die "the redis cluster on ${RC_BASE} did not reach cluster_state:ok"
+  fi
+  wsg_log "redis cluster running on 127.0.0.1:${RC_BASE}-$((RC_BASE + RC_NODES - 1)) (3 primaries, 3 replicas, state ${RC_DIR})"
+}
+
+rc_stop() {
+  local p pid stopped=0
+  for p in $(rc_ports); do
+    pid="$(rc_pid "$p")" || continue
+    redis-cli -h 127.0.0.1 -p "$p" shutdown nosave >/dev/null 2>&1 || true
+    if ! wsg_wait_until "$RC_STOP_TIMEOUT" "redis (pid ${pid}) to exit" wsg_pid_gone "$pid" 2>/dev/null; then
+      wsg_stop_pid "$pid" "$RC_STOP_TIMEOUT" || wsg_die "could not stop redis-server pid ${pid}"
+    fi
+    stopped=$((stopped + 1))
+  done
+  rm -rf "$RC_DIR"
+  wsg_log "redis cluster on ${RC_BASE}: ${stopped} nodes stopped"
+}
+
+rc_status() {
+  local n
+  n="$(rc_running_count)"
+  if ((n == RC_NODES)) && rc_state_ok; then
+    printf 'redis cluster running ports %s-%s\n' "$RC_BASE" "$((RC_BASE + RC_NODES - 1))"
+    return 0
+  fi
+  if ((n > 0)); then
+    printf 'redis cluster degraded (%s of %s nodes) ports %s-%s\n' "$n" "$RC_NODES" "$RC_BASE" "$((RC_BASE + RC_NODES - 1))"
+    return 3
+  fi
+  printf 'redis cluster stopped ports %s-%s\n' "$RC_BASE" "$((RC_BASE + RC_NODES - 1))"
+  return 3
+}
+
+rc_main() {
+  case "${1:-}" in
+  start) rc_start ;;
+  stop) rc_stop ;;
+  status) rc_status ;;
+  *)
+    printf 'usage: scripts/redis start|stop|status [--cluster]\n' >&2
+    return 2
+    ;;
+  esac
+}
