@@ -189,6 +189,8 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
       .host = cfg->redis.host,
       .port = (int)cfg->redis.port,
       .password = cfg->redis.password,
+      .user = cfg->redis.user,
+      .cluster_seeds = cfg->redis.cluster,
       .db = (int)cfg->redis.db,
       .prefix = cfg->redis.prefix,
       .timeout_ms = cfg->redis.timeout_ms,
