@@ -455,6 +455,8 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
       .host = cfg->redis.host,
       .port = (int)cfg->redis.port,
       .password = cfg->redis.password,
+      .user = cfg->redis.user,
+      .cluster = cfg->redis.cluster,
       .db = (int)cfg->redis.db,
       .prefix = cfg->redis.prefix,
       .gw_id = cfg->gateway_id,

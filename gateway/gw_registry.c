@@ -1,7 +1,8 @@
 /*
  * gw_registry: the gateway's slot lease, gateway record and connection entries in Redis, on the
  * gateway's libev loop (gw_registry.h describes the behaviour). The connection itself (name
- * resolution, handshake, watchdog, reconnection) is common/wsg_redis_conn.c's; this file decides
+ * resolution, handshake, watchdog, reconnection, Redis Cluster routing) is
+ * common/wsg_redis_conn.c's and common/wsg_redis_cluster.c's; this file decides
  * what to send on it and reads the replies.
  *
  * Threads: the loop thread runs everything here.
@@ -20,7 +21,7 @@
 #include "gw_replay_page.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
-#include "wsg_redis_conn.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
@@ -113,8 +114,8 @@ struct gw_registry {
   uint64_t started_s;
 
   /* connection */
-  wsg_redis_conn *conn;   /* owned */
-  uint32_t conn_inflight; /* conn_add/conn_remove/replay reads in flight (the capped ones) */
+  wsg_redis_cluster *conn; /* owned: one node or a Redis Cluster */
+  uint32_t conn_inflight;  /* conn_add/conn_remove/replay reads in flight (the capped ones) */
   uint64_t rng;
 
   /* lease */
@@ -205,7 +206,7 @@ static op *op_new(op_kind kind) {
 
 /* Queues one command for o. Returns false (nothing queued) if there is no usable connection. */
 static bool send_cmd(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
-  if (wsg_redis_conn_command(r->conn, &o->req, argc, argv, lens) != WSG_REDIS_CONN_OK)
+  if (wsg_redis_cluster_command(r->conn, &o->req, argc, argv, lens) != WSG_REDIS_CONN_OK)
     return false;
   o->pending++;
   o->sent++;
@@ -348,7 +349,7 @@ static void send_lease_script(gw_registry *r, op_kind kind, const char *script, 
 /* Tries slots one at a time from the current one (when reconnecting), the last one held, or a
  * random one: a restarted gateway usually gets its slot back, new ones spread out. */
 static void start_acquire(gw_registry *r) {
-  if (!wsg_redis_conn_ready(r->conn) || r->release != REL_NONE || r->acquiring || r->doomed)
+  if (!wsg_redis_cluster_ready(r->conn) || r->release != REL_NONE || r->acquiring || r->doomed)
     return;
   r->acq_tries = 0;
   if (r->slot >= 0)
@@ -436,7 +437,7 @@ static void on_acquire_reply(gw_registry *r, const op *o, const redisReply *rep)
                r->gw_id);
       notify_slot(r, r->slot);
     }
-    if (r->need_rereg && !r->doomed && wsg_redis_conn_open(r->conn))
+    if (r->need_rereg && !r->doomed && wsg_redis_cluster_open(r->conn))
       reregister(r);
     return;
   }
@@ -475,7 +476,7 @@ static void on_renew_reply(gw_registry *r, const op *o, const redisReply *rep) {
 
 static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
-  if (!wsg_redis_conn_ready(r->conn) || r->release != REL_NONE)
+  if (!wsg_redis_cluster_ready(r->conn) || r->release != REL_NONE)
     return;
   enter(r);
   write_record(r);
@@ -501,7 +502,7 @@ static bool send_conn_delete(gw_registry *r, op *o, const char *user, size_t ule
 }
 
 static void backlog_flush(gw_registry *r, op *batch) {
-  while (r->backlog_head != NULL && wsg_redis_conn_open(r->conn)) {
+  while (r->backlog_head != NULL && wsg_redis_cluster_open(r->conn)) {
     backlog_item *it = r->backlog_head;
     op *o = batch;
     if (o == NULL) {
@@ -543,7 +544,7 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
     return GW_REG_RELEASED;
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
     return GW_REG_INVALID;
-  if (!wsg_redis_conn_ready(r->conn))
+  if (!wsg_redis_cluster_ready(r->conn))
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
@@ -574,7 +575,7 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
     return GW_REG_RELEASED;
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN || lim == NULL || lim->max_entries == 0)
     return GW_REG_INVALID;
-  if (!wsg_redis_conn_ready(r->conn))
+  if (!wsg_redis_cluster_ready(r->conn))
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
@@ -630,7 +631,7 @@ int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint6
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
     return GW_REG_INVALID;
   /* Not capped like conn_add: removals follow closes, which live connections bound. */
-  if (wsg_redis_conn_ready(r->conn)) {
+  if (wsg_redis_cluster_ready(r->conn)) {
     op *o = op_new(OP_CONN_DEL);
     if (o == NULL)
       return GW_REG_NOMEM;
@@ -673,7 +674,7 @@ int32_t gw_registry_slot(const gw_registry *r) {
 }
 
 bool gw_registry_connected(const gw_registry *r) {
-  return wsg_redis_conn_ready(r->conn);
+  return wsg_redis_cluster_ready(r->conn);
 }
 
 /* --- replies ---------------------------------------------------------------------------------- */
@@ -781,7 +782,7 @@ static void finish_release(gw_registry *r, const char *why) {
   r->release = REL_DONE;
   ev_timer_stop(r->loop, &r->release_timer);
   ev_timer_stop(r->loop, &r->lease_timer);
-  wsg_redis_conn_stop(r->conn);
+  wsg_redis_cluster_stop(r->conn);
   if (why != NULL)
     WSG_WARN(SUBSYS,
              "released Redis entries incompletely (%s); the processors' stale-entry "
@@ -803,8 +804,8 @@ static void finish_release(gw_registry *r, const char *why) {
 static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
   enter(r);
-  finish_release(r, wsg_redis_conn_ready(r->conn) ? "Redis did not answer in time"
-                                                  : "Redis is not connected");
+  finish_release(r, wsg_redis_cluster_ready(r->conn) ? "Redis did not answer in time"
+                                                     : "Redis is not connected");
   leave(r);
 }
 
@@ -824,8 +825,8 @@ int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg) {
   r->release_done = done;
   r->release_arg = arg;
   ev_timer_stop(r->loop, &r->renew_timer);
-  wsg_redis_conn_cancel_retry(r->conn);
-  op *o = wsg_redis_conn_ready(r->conn) ? op_new(OP_RELEASE) : NULL;
+  wsg_redis_cluster_cancel_retry(r->conn);
+  op *o = wsg_redis_cluster_ready(r->conn) ? op_new(OP_RELEASE) : NULL;
   if (o == NULL) {
     /* Nothing to talk to: finish from the loop, not from inside this call. */
     timer_after(r, &r->release_timer, 0);
@@ -949,10 +950,12 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->rng |= 1; /* xorshift must not start at 0 */
   register_metrics(r, metrics);
 
-  wsg_redis_conn_options co = {
+  wsg_redis_cluster_options co = {.seeds = o->cluster};
+  co.conn = (wsg_redis_conn_options){
       .host = o->host,
       .port = o->port,
       .password = o->password,
+      .user = o->user,
       .db = o->db,
       .timeout_ms = o->timeout_ms,
       .backoff_min_ms = BACKOFF_MIN_MS,
@@ -968,7 +971,7 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
                   .connected = r->m_connected},
   };
   /* Connects from the loop, so create never calls back into the caller. */
-  rc = wsg_redis_conn_create(&r->conn, loop, &co, err, errlen);
+  rc = wsg_redis_cluster_create(&r->conn, loop, &co, err, errlen);
   if (rc != WSG_REDIS_CONN_OK) {
     really_destroy(r);
     return rc == WSG_REDIS_CONN_NOMEM ? GW_REG_NOMEM : GW_REG_INVALID;
@@ -992,7 +995,7 @@ static void really_destroy(gw_registry *r) {
   }
   /* Pending ops are freed by on_reply as the connection fails them (maybe later, if we are
    * inside one of its callbacks). */
-  wsg_redis_conn_destroy(r->conn);
+  wsg_redis_cluster_destroy(r->conn);
   backlog_clear(r);
   free(r->prefix);
   free(r->gw_id);
