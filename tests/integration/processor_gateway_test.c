@@ -122,11 +122,9 @@ typedef struct {
 
 static bool no_connections(void *arg) {
   user_gone *g = arg;
-  redisContext *rc = pit_redis();
-  redisReply *r = redisCommand(rc, "HLEN %suser:%s", g->c->prefix, g->user);
+  redisReply *r = pit_redis_key_command("HLEN %suser:%s", g->c->prefix, g->user);
   bool none = r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
   freeReplyObject(r);
-  redisFree(rc);
   return none;
 }
 

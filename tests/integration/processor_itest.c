@@ -17,6 +17,7 @@
 #include "harness.h"
 #include "wsg_kafka.h"
 #include "wsg_redis_keys.h"
+#include "wsg_redis_slots.h"
 
 #define MAX_ARGS    64
 #define METRICS_MAX (512 * 1024)
@@ -104,6 +105,38 @@ static bool ready_or_gone(void *arg) {
   return itest_http_get(p->http_port, "/readyz", NULL, 0) == 200;
 }
 
+/* WSGATE_TEST_REDIS_CLUSTER=host:port runs the daemons on that Redis Cluster instead of the
+ * shared node: `--redis-cluster host:port` replaces `--redis-port N`. */
+static const char *redis_cluster_seed(void) {
+  const char *s = getenv("WSGATE_TEST_REDIS_CLUSTER");
+  return s != NULL && *s != '\0' ? s : NULL;
+}
+
+static const char *redis_flag(void) {
+  return redis_cluster_seed() != NULL ? "--redis-cluster" : "--redis-port";
+}
+
+static const char *redis_where(char *port_buf, size_t len) {
+  snprintf(port_buf, len, "%d", itest_redis_port());
+  return redis_cluster_seed() != NULL ? redis_cluster_seed() : port_buf;
+}
+
+/* A command on the shared node, or on the cluster node serving its key (one MOVED followed, like
+ * redis-cli -c). */
+redisReply *pit_redis_key_command(const char *fmt, const char *a, const char *b) {
+  redisContext *rc = pit_redis();
+  redisReply *r = redisCommand(rc, fmt, a, b);
+  wsg_redis_redirect rd;
+  if (r != NULL && r->type == REDIS_REPLY_ERROR && wsg_redis_redirect_parse(r->str, r->len, &rd)) {
+    freeReplyObject(r);
+    redisFree(rc);
+    rc = itest_redis_connect_port(rd.port);
+    r = redisCommand(rc, fmt, a, b);
+  }
+  redisFree(rc);
+  return r;
+}
+
 void pit_proc_start(pit_proc *p, const pit_cluster *c, const char *name, const char *handler,
                     const char *const *extra, bool wait_ready) {
   memset(p, 0, sizeof(*p));
@@ -112,7 +145,7 @@ void pit_proc_start(pit_proc *p, const pit_cluster *c, const char *name, const c
   p->http_port = itest_free_port();
   char http_port[16], redis_port[16];
   snprintf(http_port, sizeof(http_port), "%d", p->http_port);
-  snprintf(redis_port, sizeof(redis_port), "%d", itest_redis_port());
+  const char *redis_at = redis_where(redis_port, sizeof(redis_port));
   const char *argv[MAX_ARGS] = {
       itest_bin("WSGATE_PROCESSOR_BIN"),
       "--kafka-brokers",
@@ -125,8 +158,8 @@ void pit_proc_start(pit_proc *p, const pit_cluster *c, const char *name, const c
       c->group,
       "--handler",
       handler,
-      "--redis-port",
-      redis_port,
+      redis_flag(),
+      redis_at,
       "--redis-prefix",
       c->prefix,
       "--http-addr",
@@ -207,12 +240,12 @@ void pit_gateway_start_with(pit_gateway *g, const pit_cluster *c, const char *na
   char port[16], http_port[16], redis_port[16];
   snprintf(port, sizeof(port), "%d", g->port);
   snprintf(http_port, sizeof(http_port), "%d", g->http_port);
-  snprintf(redis_port, sizeof(redis_port), "%d", itest_redis_port());
+  const char *redis_at = redis_where(redis_port, sizeof(redis_port));
   const char *argv[MAX_ARGS] = {itest_bin("WSGATE_GATEWAY_BIN"),
                                 "--kafka-brokers",
                                 itest_kafka_bootstrap(),
-                                "--redis-port",
-                                redis_port,
+                                redis_flag(),
+                                redis_at,
                                 "--redis-prefix",
                                 c->prefix,
                                 "--inbound-topic",
@@ -252,12 +285,10 @@ void pit_gateway_start_with(pit_gateway *g, const pit_cluster *c, const char *na
     itest_dump_log(g->log, 60);
     cr_assert_fail("gateway %s did not become ready", g->id);
   }
-  redisContext *rc = pit_redis();
-  redisReply *r = redisCommand(rc, "HGET %sgw:%s slot", c->prefix, g->id);
+  redisReply *r = pit_redis_key_command("HGET %sgw:%s slot", c->prefix, g->id);
   cr_assert(r && r->type == REDIS_REPLY_STRING, "no gateway record for %s in Redis", g->id);
   g->slot = (int32_t)atoi(r->str);
   freeReplyObject(r);
-  redisFree(rc);
 }
 
 void pit_gateway_cleanup(pit_gateway *g) {
@@ -443,7 +474,9 @@ int64_t pit_uncommitted(const pit_cluster *c) {
 /* --- Redis --------------------------------------------------------------------------------- */
 
 redisContext *pit_redis(void) {
-  return itest_redis_connect();
+  const char *seed = redis_cluster_seed();
+  return seed != NULL ? itest_redis_connect_port(atoi(strrchr(seed, ':') + 1))
+                      : itest_redis_connect();
 }
 
 void pit_fake_gateway(redisContext *rc, const pit_cluster *c, const char *gw, int slot) {

@@ -117,7 +117,12 @@ int64_t pit_uncommitted(const pit_cluster *c);
 
 /* --- Redis ----------------------------------------------------------------------------------- */
 
+/* The shared node, or the seed node of WSGATE_TEST_REDIS_CLUSTER (keys of other nodes answer
+ * MOVED there). */
 redisContext *pit_redis(void);
+/* fmt with two %s (prefix and id) on the node serving the key: one MOVED followed, like
+ * redis-cli -c, so it works on the shared node and on WSGATE_TEST_REDIS_CLUSTER. */
+redisReply *pit_redis_key_command(const char *fmt, const char *a, const char *b);
 /* A gateway record (slot, lease) and a connection entry under the cluster's prefix, as a gateway
  * writes them: for tests that drive the processor without a gateway. */
 void pit_fake_gateway(redisContext *rc, const pit_cluster *c, const char *gw, int slot);
