@@ -5,6 +5,7 @@
  * every case is skipped.
  */
 #include <criterion/criterion.h>
+#include <ev.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "harness.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 #include "wsg_redis_slots.h"
 #include "wsg_redis_sync.h"
@@ -146,6 +149,11 @@ static int primaries(primary *p) {
   return n;
 }
 
+/* A key "<tag>:<what><i>" whose slot holds no key yet (only an empty slot may change owner with
+ * SETSLOT NODE): its slot in *slot, the owner's index in *from. */
+static void key_in_empty_slot(char *key, size_t len, const char *what, const primary *p, int n,
+                              uint16_t *slot, int *from);
+
 /* CLUSTER SETSLOT slot NODE id on every primary. */
 static void assign_slot(const primary *p, int n, uint16_t slot, const char *id) {
   for (int i = 0; i < n; i++) {
@@ -169,17 +177,12 @@ Test(redis_cluster, moved_after_a_slot_changes_hands) {
   wsg_redis_sync *s = client();
   unique_tag();
   char key[64];
-  snprintf(key, sizeof(key), "%s:moved", tag);
-  uint16_t slot = wsg_redis_key_slot(key, strlen(key));
   primary p[8];
   int n = primaries(p);
-  int from = owner_of(p, n, slot), to = (from + 1) % n;
-  /* Only an empty slot may change owner with SETSLOT NODE. */
-  redisContext *src = node(p[from].port);
-  redisReply *r = node_cmd(src, "CLUSTER COUNTKEYSINSLOT %d", slot);
-  if (r->integer != 0)
-    cr_skip_test("slot %d holds keys of another test", slot);
-  freeReplyObject(r);
+  uint16_t slot;
+  int from;
+  key_in_empty_slot(key, sizeof(key), "moved", p, n, &slot, &from);
+  int to = (from + 1) % n;
   assign_slot(p, n, slot, p[to].id);
   const char *set[] = {"SET", key, "x"};
   redisReply *rep = run(s, 3, set);
@@ -199,7 +202,6 @@ Test(redis_cluster, moved_after_a_slot_changes_hands) {
   const char *del[] = {"DEL", key};
   freeReplyObject(run(s, 2, del));
   assign_slot(p, n, slot, p[from].id);
-  redisFree(src);
   wsg_redis_sync_destroy(s);
 }
 
@@ -209,16 +211,14 @@ Test(redis_cluster, ask_during_a_migration) {
   wsg_redis_sync *s = client();
   unique_tag();
   char key[64];
-  snprintf(key, sizeof(key), "%s:ask", tag);
-  uint16_t slot = wsg_redis_key_slot(key, strlen(key));
   primary p[8];
   int n = primaries(p);
-  int from = owner_of(p, n, slot), to = (from + 1) % n;
+  uint16_t slot;
+  int from;
+  key_in_empty_slot(key, sizeof(key), "ask", p, n, &slot, &from);
+  int to = (from + 1) % n;
   redisContext *src = node(p[from].port), *dst = node(p[to].port);
-  redisReply *r = node_cmd(src, "CLUSTER COUNTKEYSINSLOT %d", slot);
-  if (r->integer != 0)
-    cr_skip_test("slot %d holds keys of another test", slot);
-  freeReplyObject(r);
+  redisReply *r;
   freeReplyObject(node_cmd(dst, "CLUSTER SETSLOT %d IMPORTING %s", slot, p[from].id));
   freeReplyObject(node_cmd(src, "CLUSTER SETSLOT %d MIGRATING %s", slot, p[to].id));
   const char *set[] = {"SET", key, "y"};
@@ -292,4 +292,146 @@ Test(redis_cluster, evalsha_works_on_every_node) {
     freeReplyObject(rep);
   }
   wsg_redis_sync_destroy(s);
+}
+
+/* --- the asynchronous face (wsg_redis_cluster) ------------------------------------------------ */
+
+typedef struct {
+  wsg_redis_conn_req req;
+  int got, type;
+  char str[64];
+} async_answer;
+
+static void on_async(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+  (void)arg;
+  async_answer *a = (async_answer *)req;
+  a->got++;
+  a->type = rep != NULL ? rep->type : -1;
+  if (rep != NULL && rep->str != NULL)
+    snprintf(a->str, sizeof(a->str), "%s", rep->str);
+}
+
+static bool async_ready(void *arg) {
+  return wsg_redis_cluster_ready(arg);
+}
+
+static bool async_answered(void *arg) {
+  return ((async_answer *)arg)->got > 0;
+}
+
+static wsg_redis_cluster *async_client(struct ev_loop *loop, const char *user, const char *pw) {
+  wsg_redis_cluster *c;
+  char err[256];
+  wsg_redis_cluster_options o = {.seeds = seeds()};
+  o.conn = (wsg_redis_conn_options){
+      .host = "unused", .port = 1, .timeout_ms = 2000, .user = user, .password = pw};
+  cr_assert_eq(wsg_redis_cluster_create(&c, loop, &o, err, sizeof(err)), WSG_REDIS_CONN_OK, "%s",
+               err);
+  return c;
+}
+
+/* One command through the async face; waits for its answer. */
+static async_answer async_run(struct ev_loop *loop, wsg_redis_cluster *c, int argc,
+                              const char **argv) {
+  async_answer a = {.req = {on_async}};
+  cr_assert_eq(wsg_redis_cluster_command(c, &a.req, argc, argv, NULL), WSG_REDIS_CONN_OK);
+  cr_assert(itest_loop_until(loop, async_answered, &a, 5000), "no answer to %s", argv[0]);
+  return a;
+}
+
+Test(redis_cluster, async_follows_moved_and_rereads_the_map) {
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  wsg_redis_cluster *c = async_client(loop, NULL, NULL);
+  cr_assert(itest_loop_until(loop, async_ready, c, 5000));
+  unique_tag();
+  char key[64];
+  primary p[8];
+  int n = primaries(p);
+  uint16_t slot;
+  int from;
+  key_in_empty_slot(key, sizeof(key), "amoved", p, n, &slot, &from);
+  int to = (from + 1) % n;
+  assign_slot(p, n, slot, p[to].id);
+  const char *set[] = {"SET", key, "z"};
+  async_answer a = async_run(loop, c, 3, set);
+  cr_assert_eq(a.type, REDIS_REPLY_STATUS, "%s", a.str);
+  wsg_redis_cluster_stats st;
+  wsg_redis_cluster_get_stats(c, &st);
+  cr_assert_eq(st.moved, 1);
+  const char *get[] = {"GET", key};
+  a = async_run(loop, c, 2, get);
+  cr_assert_str_eq(a.str, "z");
+  const char *del[] = {"DEL", key};
+  async_run(loop, c, 2, del);
+  wsg_redis_cluster_get_stats(c, &st);
+  cr_assert_geq(st.map_reads, 2, "a MOVED re-reads the map");
+  assign_slot(p, n, slot, p[from].id);
+  wsg_redis_cluster_destroy(c);
+  ev_loop_destroy(loop);
+}
+
+/* An ACL user (Redis 6+): AUTH user password on every primary, in both faces; a wrong password
+ * is refused with a message naming the options. */
+static void acl_all(const primary *p, int n, const char *fmt, const char *user) {
+  for (int i = 0; i < n; i++) {
+    redisContext *c = node(p[i].port);
+    redisReply *r = node_cmd(c, fmt, user);
+    cr_assert_neq(r->type, REDIS_REPLY_ERROR, "%s", r->str);
+    freeReplyObject(r);
+    redisFree(c);
+  }
+}
+
+Test(redis_cluster, acl_user_on_both_faces) {
+  seeds();
+  primary p[8];
+  int n = primaries(p);
+  char user[48];
+  snprintf(user, sizeof(user), "wsgtest-%d", getpid());
+  acl_all(p, n, "ACL SETUSER %s on >s3cret ~* &* +@all", user);
+  char err[256];
+  wsg_redis_sync *s;
+  wsg_redis_sync_options o = {
+      .seeds = seeds(), .user = user, .password = "s3cret", .timeout_ms = 2000};
+  cr_assert_eq(wsg_redis_sync_create(&s, &o, err, sizeof(err)), 0, "%s", err);
+  cr_assert_eq(wsg_redis_sync_connect(s, err, sizeof(err)), 0, "%s", err);
+  const char *who[] = {"ACL", "WHOAMI"};
+  redisReply *rep = run(s, 2, who);
+  cr_assert_str_eq(rep->str, user);
+  freeReplyObject(rep);
+  wsg_redis_sync_destroy(s);
+  o.password = "wrong";
+  cr_assert_eq(wsg_redis_sync_create(&s, &o, err, sizeof(err)), 0, "%s", err);
+  cr_assert_neq(wsg_redis_sync_connect(s, err, sizeof(err)), 0);
+  cr_assert(strstr(err, "--redis-user") != NULL, "%s", err);
+  wsg_redis_sync_destroy(s);
+
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  wsg_redis_cluster *c = async_client(loop, user, "s3cret");
+  cr_assert(itest_loop_until(loop, async_ready, c, 5000), "the ACL user never got ready");
+  unique_tag();
+  char key[64];
+  snprintf(key, sizeof(key), "%s:acl", tag);
+  const char *set[] = {"SET", key, "1"};
+  cr_assert_eq(async_run(loop, c, 3, set).type, REDIS_REPLY_STATUS);
+  wsg_redis_cluster_destroy(c);
+  ev_loop_destroy(loop);
+  acl_all(p, n, "ACL DELUSER %s", user);
+}
+
+static void key_in_empty_slot(char *key, size_t len, const char *what, const primary *p, int n,
+                              uint16_t *slot, int *from) {
+  for (int i = 0; i < 1000; i++) {
+    snprintf(key, len, "%s:%s%d", tag, what, i);
+    *slot = wsg_redis_key_slot(key, strlen(key));
+    *from = owner_of((primary *)p, n, *slot);
+    redisContext *c = node(p[*from].port);
+    redisReply *r = node_cmd(c, "CLUSTER COUNTKEYSINSLOT %d", *slot);
+    bool empty = r->integer == 0;
+    freeReplyObject(r);
+    redisFree(c);
+    if (empty)
+      return;
+  }
+  cr_assert_fail("no empty slot found");
 }
