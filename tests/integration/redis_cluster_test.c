@@ -171,20 +171,29 @@ static int owner_of(primary *p, int n, uint16_t slot) {
   return best;
 }
 
+/* A key whose empty slot was just given to the next primary. */
+typedef struct {
+  char key[64];
+  primary p[8];
+  int n, from;
+  uint16_t slot;
+} moving;
+
+static moving slot_moved_away(const char *what) {
+  moving m;
+  m.n = primaries(m.p);
+  key_in_empty_slot(m.key, sizeof(m.key), what, m.p, m.n, &m.slot, &m.from);
+  assign_slot(m.p, m.n, m.slot, m.p[(m.from + 1) % m.n].id);
+  return m;
+}
+
 /* Moves an empty slot to another primary behind the client's back: its next command there gets
  * MOVED, follows it, and the map is re-read. The slot is moved back afterwards. */
 Test(redis_cluster, moved_after_a_slot_changes_hands) {
   wsg_redis_sync *s = client();
   unique_tag();
-  char key[64];
-  primary p[8];
-  int n = primaries(p);
-  uint16_t slot;
-  int from;
-  key_in_empty_slot(key, sizeof(key), "moved", p, n, &slot, &from);
-  int to = (from + 1) % n;
-  assign_slot(p, n, slot, p[to].id);
-  const char *set[] = {"SET", key, "x"};
+  moving m = slot_moved_away("moved");
+  const char *set[] = {"SET", m.key, "x"};
   redisReply *rep = run(s, 3, set);
   cr_assert_eq(rep->type, REDIS_REPLY_STATUS, "%s", rep->str);
   freeReplyObject(rep);
@@ -192,16 +201,16 @@ Test(redis_cluster, moved_after_a_slot_changes_hands) {
   wsg_redis_sync_get_stats(s, &st);
   cr_assert_eq(st.moved, 1);
   cr_assert_geq(st.map_reads, 2, "a MOVED re-reads the map");
-  const char *get[] = {"GET", key};
+  const char *get[] = {"GET", m.key};
   rep = run(s, 2, get);
   cr_assert_str_eq(rep->str, "x");
   freeReplyObject(rep);
   wsg_redis_sync_get_stats(s, &st);
   cr_assert_eq(st.moved, 1, "the map was updated: no second redirection");
   /* Back where it was, empty. */
-  const char *del[] = {"DEL", key};
+  const char *del[] = {"DEL", m.key};
   freeReplyObject(run(s, 2, del));
-  assign_slot(p, n, slot, p[from].id);
+  assign_slot(m.p, m.n, m.slot, m.p[m.from].id);
   wsg_redis_sync_destroy(s);
 }
 
@@ -344,28 +353,21 @@ Test(redis_cluster, async_follows_moved_and_rereads_the_map) {
   wsg_redis_cluster *c = async_client(loop, NULL, NULL);
   cr_assert(itest_loop_until(loop, async_ready, c, 5000));
   unique_tag();
-  char key[64];
-  primary p[8];
-  int n = primaries(p);
-  uint16_t slot;
-  int from;
-  key_in_empty_slot(key, sizeof(key), "amoved", p, n, &slot, &from);
-  int to = (from + 1) % n;
-  assign_slot(p, n, slot, p[to].id);
-  const char *set[] = {"SET", key, "z"};
+  moving m = slot_moved_away("amoved");
+  const char *set[] = {"SET", m.key, "z"};
   async_answer a = async_run(loop, c, 3, set);
   cr_assert_eq(a.type, REDIS_REPLY_STATUS, "%s", a.str);
   wsg_redis_cluster_stats st;
   wsg_redis_cluster_get_stats(c, &st);
   cr_assert_eq(st.moved, 1);
-  const char *get[] = {"GET", key};
+  const char *get[] = {"GET", m.key};
   a = async_run(loop, c, 2, get);
   cr_assert_str_eq(a.str, "z");
-  const char *del[] = {"DEL", key};
+  const char *del[] = {"DEL", m.key};
   async_run(loop, c, 2, del);
   wsg_redis_cluster_get_stats(c, &st);
   cr_assert_geq(st.map_reads, 2, "a MOVED re-reads the map");
-  assign_slot(p, n, slot, p[from].id);
+  assign_slot(m.p, m.n, m.slot, m.p[m.from].id);
   wsg_redis_cluster_destroy(c);
   ev_loop_destroy(loop);
 }
