@@ -264,7 +264,19 @@ static int map_read_from(wsg_redis_sync *s, redisContext *c, const char *host, c
   return 0;
 }
 
-/* Asks the known nodes, then the seeds, until one answers CLUSTER SLOTS. */
+/* CLUSTER SLOTS from a new connection to node n (copied first: the map it may live in is
+ * replaced). */
+static int map_read_new(wsg_redis_sync *s, const wsg_redis_node *n, char *err, size_t errlen) {
+  wsg_redis_node at = *n;
+  redisContext *c = node_open(s, at.host, at.port, err, errlen);
+  if (c == NULL)
+    return -1;
+  int rc = map_read_from(s, c, at.host, err, errlen);
+  redisFree(c);
+  return rc;
+}
+
+/* Asks the connected nodes, then the others, until one answers CLUSTER SLOTS. */
 static int map_refresh(wsg_redis_sync *s, char *err, size_t errlen) {
   char e1[256] = "no node to ask";
   for (uint32_t i = 0; i < s->map->nnodes; i++) {
@@ -280,15 +292,14 @@ static int map_refresh(wsg_redis_sync *s, char *err, size_t errlen) {
     if (rc == 0)
       return 0;
   }
-  for (int i = 0; i < s->nseeds; i++) {
-    redisContext *c = node_open(s, s->seeds[i].host, s->seeds[i].port, e1, sizeof(e1));
-    if (c == NULL)
-      continue;
-    int rc = map_read_from(s, c, s->seeds[i].host, e1, sizeof(e1));
-    redisFree(c);
-    if (rc == 0)
+  /* Then the primaries of the last map (a seed may be the node that just failed), then the
+   * seeds. */
+  for (uint32_t i = 0; i < s->map->nnodes; i++)
+    if (s->conns[i] == NULL && map_read_new(s, &s->map->nodes[i], e1, sizeof(e1)) == 0)
       return 0;
-  }
+  for (int i = 0; i < s->nseeds; i++)
+    if (map_read_new(s, &s->seeds[i], e1, sizeof(e1)) == 0)
+      return 0;
   return fail(err, errlen, "cannot read the slot map of %s: %s", s->where, e1);
 }
 

@@ -4,8 +4,10 @@
 # by scripts/redis after lib.sh; rc_main start|stop|status is its entry point.
 #
 # Formed with `redis-cli --cluster create ... --cluster-replicas 1`; start returns once every node
-# reports cluster_state:ok. A short cluster-node-timeout (2 s) makes a killed primary's replica take
-# over quickly, which the failover tests rely on.
+# reports cluster_state:ok and every replica's link to its primary is up (a replica that never
+# synchronised cannot take over). A short cluster-node-timeout (2 s) makes a killed primary's
+# replica take over quickly, and cluster-replica-validity-factor 0 lets it do so however long its
+# link was down: a test cluster prefers availability to the freshest data.
 
 RC_BASE="${WSGATE_REDIS_CLUSTER_PORT:-17001}"
 wsg_require_port WSGATE_REDIS_CLUSTER_PORT "$RC_BASE"
@@ -39,6 +41,17 @@ rc_state_ok() {
   for p in $(rc_ports); do
     rc_pid "$p" >/dev/null || return 99
     redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  done
+}
+
+# 0 once every replica reports master_link_status:up.
+rc_replicas_synced() {
+  local p info
+  for p in $(rc_ports); do
+    info="$(redis-cli -h 127.0.0.1 -p "$p" info replication 2>/dev/null)" || return 1
+    if [[ "$info" == *role:slave* && "$info" != *master_link_status:up* ]]; then
+      return 1
+    fi
   done
 }
 
@@ -82,6 +95,7 @@ appendonly no
 cluster-enabled yes
 cluster-config-file nodes.conf
 cluster-node-timeout 2000
+cluster-replica-validity-factor 0
 CONF
     if ! redis-server "${RC_DIR}/${p}/redis.conf"; then
       wsg_tail_log "${RC_DIR}/${p}/redis.log"
@@ -102,6 +116,7 @@ CONF
   fi
   local rc=0
   wsg_wait_until "$RC_TIMEOUT" "cluster_state:ok on every node" rc_state_ok || rc=$?
+  ((rc != 0)) || wsg_wait_until "$RC_TIMEOUT" "every replica to sync with its primary" rc_replicas_synced || rc=$?
   if ((rc != 0)); then
     wsg_tail_log "${RC_DIR}/${RC_BASE}/redis.log"
     rc_stop

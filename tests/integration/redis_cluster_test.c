@@ -155,12 +155,48 @@ static void key_in_empty_slot(char *key, size_t len, const char *what, const pri
                               uint16_t *slot, int *from);
 
 /* CLUSTER SETSLOT slot NODE id on every primary. */
-static void assign_slot(const primary *p, int n, uint16_t slot, const char *id) {
+/* The port of the primary serving slot in the view of the node on port, 0 if none. */
+static int owner_seen_by(int port, uint16_t slot) {
+  redisContext *c = node(port);
+  redisReply *r = node_cmd(c, "CLUSTER SLOTS");
+  int owner = 0;
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+    if (r->element[i]->element[0]->integer <= slot && slot <= r->element[i]->element[1]->integer)
+      owner = (int)r->element[i]->element[2]->element[1]->integer;
+  freeReplyObject(r);
+  redisFree(c);
+  return owner;
+}
+
+/* Gives slot to primary p[to] the way a finished migration does: migration state cleared and
+ * SETSLOT NODE on every primary (replicas refuse it), then a new config epoch on the owner so
+ * gossip carries the change to the replicas; waits until every node agrees. A replica left with
+ * the old owner would strand the slot at its next failover. */
+static void assign_slot(const primary *p, int n, uint16_t slot, int to) {
   for (int i = 0; i < n; i++) {
     redisContext *c = node(p[i].port);
-    freeReplyObject(node_cmd(c, "CLUSTER SETSLOT %d NODE %s", slot, id));
+    freeReplyObject(node_cmd(c, "CLUSTER SETSLOT %d STABLE", slot));
+    redisReply *r = node_cmd(c, "CLUSTER SETSLOT %d NODE %s", slot, p[to].id);
+    cr_assert_neq(r->type, REDIS_REPLY_ERROR, "SETSLOT on :%d: %s", p[i].port, r->str);
+    freeReplyObject(r);
     redisFree(c);
   }
+  redisContext *c = node(p[to].port);
+  freeReplyObject(node_cmd(c, "CLUSTER BUMPEPOCH"));
+  redisReply *all = node_cmd(c, "CLUSTER NODES");
+  redisFree(c);
+  for (const char *line = all->str; line != NULL && *line != '\0';) {
+    const char *colon = strchr(line, ':'), *eol = strchr(line, '\n');
+    if (colon == NULL)
+      break;
+    int port = atoi(colon + 1);
+    for (int t = 0; t < 100 && owner_seen_by(port, slot) != p[to].port; t++)
+      usleep(50 * 1000);
+    cr_assert_eq(owner_seen_by(port, slot), p[to].port, "node :%d does not see the new owner",
+                 port);
+    line = eol != NULL ? eol + 1 : NULL;
+  }
+  freeReplyObject(all);
 }
 
 static int owner_of(primary *p, int n, uint16_t slot) {
@@ -183,7 +219,7 @@ static moving slot_moved_away(const char *what) {
   moving m;
   m.n = primaries(m.p);
   key_in_empty_slot(m.key, sizeof(m.key), what, m.p, m.n, &m.slot, &m.from);
-  assign_slot(m.p, m.n, m.slot, m.p[(m.from + 1) % m.n].id);
+  assign_slot(m.p, m.n, m.slot, (m.from + 1) % m.n);
   return m;
 }
 
@@ -210,7 +246,7 @@ Test(redis_cluster, moved_after_a_slot_changes_hands) {
   /* Back where it was, empty. */
   const char *del[] = {"DEL", m.key};
   freeReplyObject(run(s, 2, del));
-  assign_slot(m.p, m.n, m.slot, m.p[m.from].id);
+  assign_slot(m.p, m.n, m.slot, m.from);
   wsg_redis_sync_destroy(s);
 }
 
@@ -246,7 +282,7 @@ Test(redis_cluster, ask_during_a_migration) {
   /* Undo: remove the key on the target and end the migration where it started. */
   freeReplyObject(node_cmd(dst, "ASKING"));
   freeReplyObject(node_cmd(dst, "DEL %s", key));
-  assign_slot(p, n, slot, p[from].id);
+  assign_slot(p, n, slot, from);
   redisFree(src);
   redisFree(dst);
   wsg_redis_sync_destroy(s);
@@ -367,7 +403,7 @@ Test(redis_cluster, async_follows_moved_and_rereads_the_map) {
   async_run(loop, c, 2, del);
   wsg_redis_cluster_get_stats(c, &st);
   cr_assert_geq(st.map_reads, 2, "a MOVED re-reads the map");
-  assign_slot(m.p, m.n, m.slot, m.p[m.from].id);
+  assign_slot(m.p, m.n, m.slot, m.from);
   wsg_redis_cluster_destroy(c);
   ev_loop_destroy(loop);
 }
