@@ -78,6 +78,7 @@ struct gw_gateway {
   ev_timer drain_w; /* the drain's step timer */
   atomic_int ready_reason;
   bool kafka_down_logged;
+  bool admission_logged; /* "ready, but refusing new connections" was logged */
 
   drain_phase phase;
   uint64_t drain_start_ms;
@@ -103,13 +104,19 @@ const wsg_metric_table gw_gateway_metric_table = WSG_METRIC_TABLE("gateway/gatew
 /* ------------------------------------------------------------------------------------------ */
 /* readiness                                                                                   */
 
+/*
+ * /readyz (what the balancer sees). A Redis outage alone does not make the gateway unready while
+ * it still holds its slot's lease: every gateway loses the same Redis at the same moment, and a
+ * fleet that all turns unready at once leaves the balancer nothing to send to and waits for its
+ * health checks to rise again afterwards. Established connections and deliveries keep working
+ * without Redis; only new upgrades are refused meanwhile (admission(), 503 with Retry-After).
+ * Once the lease runs out the slot is gone and the gateway is unready (READY_NO_SLOT).
+ */
 static int compute_ready(gw_gateway *g) {
   if (g->phase != PHASE_RUNNING)
     return READY_DRAINING;
-  if (!gw_registry_connected(g->registry))
-    return READY_REDIS_DOWN;
   if (gw_registry_slot(g->registry) < 0)
-    return READY_NO_SLOT;
+    return gw_registry_connected(g->registry) ? READY_NO_SLOT : READY_REDIS_DOWN;
   char why[64];
   if (!gw_kafka_ready(g->kafka, why, sizeof why))
     return READY_KAFKA_DOWN;
@@ -118,10 +125,16 @@ static int compute_ready(gw_gateway *g) {
   return READY_OK;
 }
 
-/* Loop thread: upgrades are admitted only while the gateway is ready. */
+/* New upgrades: ready, and Redis usable (a connection must be registered to be reachable). */
+static int admission(gw_gateway *g) {
+  int r = compute_ready(g);
+  return r == READY_OK && !gw_registry_connected(g->registry) ? READY_REDIS_DOWN : r;
+}
+
+/* Loop thread: upgrades are admitted only while admission() says so. */
 static bool admit(void *arg, char *why, size_t whylen) {
   gw_gateway *g = arg;
-  int r = compute_ready(g);
+  int r = admission(g);
   if (r == READY_OK)
     return true;
   snprintf(why, whylen, "%s", ready_text[r]);
@@ -150,7 +163,11 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     else if (g->phase == PHASE_RUNNING)
       WSG_WARN("gateway", "not ready: %s", ready_text[r]);
   }
-  wsg_gauge_set(g->m_ready, r == READY_OK);
+  int a = admission(g);
+  if (r == READY_OK && a != READY_OK && !g->admission_logged)
+    WSG_WARN("gateway", "ready, but refusing new connections: %s", ready_text[a]);
+  g->admission_logged = r == READY_OK && a != READY_OK;
+  wsg_gauge_set(g->m_ready, a == READY_OK);
   gw_registry_set_conn_count(g->registry, gw_server_conn_count(g->server));
 }
 
