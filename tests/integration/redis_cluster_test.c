@@ -155,6 +155,23 @@ static void key_in_empty_slot(char *key, size_t len, const char *what, const pri
                               uint16_t *slot, int *from);
 
 /* CLUSTER SETSLOT slot NODE id on every primary. */
+/* The ports of every node, replicas too (CLUSTER NODES of the seed). */
+static int all_ports(int *ports, int max) {
+  redisContext *c = node(atoi(strrchr(seeds(), ':') + 1));
+  redisReply *all = node_cmd(c, "CLUSTER NODES");
+  int n = 0;
+  for (const char *line = all->str; line != NULL && *line != '\0' && n < max;) {
+    const char *colon = strchr(line, ':'), *eol = strchr(line, '\n');
+    if (colon == NULL)
+      break;
+    ports[n++] = atoi(colon + 1);
+    line = eol != NULL ? eol + 1 : NULL;
+  }
+  freeReplyObject(all);
+  redisFree(c);
+  return n;
+}
+
 /* The port of the primary serving slot in the view of the node on port, 0 if none. */
 static int owner_seen_by(int port, uint16_t slot) {
   redisContext *c = node(port);
@@ -183,20 +200,15 @@ static void assign_slot(const primary *p, int n, uint16_t slot, int to) {
   }
   redisContext *c = node(p[to].port);
   freeReplyObject(node_cmd(c, "CLUSTER BUMPEPOCH"));
-  redisReply *all = node_cmd(c, "CLUSTER NODES");
   redisFree(c);
-  for (const char *line = all->str; line != NULL && *line != '\0';) {
-    const char *colon = strchr(line, ':'), *eol = strchr(line, '\n');
-    if (colon == NULL)
-      break;
-    int port = atoi(colon + 1);
-    for (int t = 0; t < 100 && owner_seen_by(port, slot) != p[to].port; t++)
+  int ports[16];
+  int np = all_ports(ports, 16);
+  for (int i = 0; i < np; i++) {
+    for (int t = 0; t < 100 && owner_seen_by(ports[i], slot) != p[to].port; t++)
       usleep(50 * 1000);
-    cr_assert_eq(owner_seen_by(port, slot), p[to].port, "node :%d does not see the new owner",
-                 port);
-    line = eol != NULL ? eol + 1 : NULL;
+    cr_assert_eq(owner_seen_by(ports[i], slot), p[to].port, "node :%d does not see the new owner",
+                 ports[i]);
   }
-  freeReplyObject(all);
 }
 
 static int owner_of(primary *p, int n, uint16_t slot) {
@@ -408,11 +420,14 @@ Test(redis_cluster, async_follows_moved_and_rereads_the_map) {
   ev_loop_destroy(loop);
 }
 
-/* An ACL user (Redis 6+): AUTH user password on every primary, in both faces; a wrong password
- * is refused with a message naming the options. */
-static void acl_all(const primary *p, int n, const char *fmt, const char *user) {
+/* An ACL user (Redis 6+): AUTH user password on every node, in both faces; a wrong password is
+ * refused with a message naming the options. ACL users are per node: every node needs them (a
+ * seed may be a replica after a failover). */
+static void acl_all(const char *fmt, const char *user) {
+  int ports[16];
+  int n = all_ports(ports, 16);
   for (int i = 0; i < n; i++) {
-    redisContext *c = node(p[i].port);
+    redisContext *c = node(ports[i]);
     redisReply *r = node_cmd(c, fmt, user);
     cr_assert_neq(r->type, REDIS_REPLY_ERROR, "%s", r->str);
     freeReplyObject(r);
@@ -422,11 +437,9 @@ static void acl_all(const primary *p, int n, const char *fmt, const char *user) 
 
 Test(redis_cluster, acl_user_on_both_faces) {
   seeds();
-  primary p[8];
-  int n = primaries(p);
   char user[48];
   snprintf(user, sizeof(user), "wsgtest-%d", getpid());
-  acl_all(p, n, "ACL SETUSER %s on >s3cret ~* &* +@all", user);
+  acl_all("ACL SETUSER %s on >s3cret ~* &* +@all", user);
   char err[256];
   wsg_redis_sync *s;
   wsg_redis_sync_options o = {
@@ -454,7 +467,7 @@ Test(redis_cluster, acl_user_on_both_faces) {
   cr_assert_eq(async_run(loop, c, 3, set).type, REDIS_REPLY_STATUS);
   wsg_redis_cluster_destroy(c);
   ev_loop_destroy(loop);
-  acl_all(p, n, "ACL DELUSER %s", user);
+  acl_all("ACL DELUSER %s", user);
 }
 
 static void key_in_empty_slot(char *key, size_t len, const char *what, const primary *p, int n,
