@@ -317,20 +317,17 @@ static void on_refresh_timer(struct ev_loop *loop, ev_timer *w, int revents) {
 /* --- commands --------------------------------------------------------------------------------- */
 
 static int route(const wsg_redis_cluster *c, int argc, const char **argv, const size_t *lens) {
-  const char *key;
-  size_t klen;
   if (!c->have_map)
     return -1;
-  if (!wsg_redis_cmd_key(argc, argv, lens, &key, &klen)) {
-    if (c->handshake_node >= 0)
-      return c->handshake_node;
-    for (uint32_t i = 0; i < c->map->nnodes; i++)
-      if (c->nodes[i] != NULL && c->nodes[i]->ready)
-        return (int)i;
-    return -1;
-  }
-  uint16_t o = c->map->owner[wsg_redis_key_slot(key, klen)];
-  return o == WSG_REDIS_NO_NODE ? -1 : o;
+  int idx = wsg_redis_slot_map_route(c->map, argc, argv, lens);
+  if (idx != WSG_REDIS_ROUTE_ANY)
+    return idx;
+  if (c->handshake_node >= 0)
+    return c->handshake_node;
+  for (uint32_t i = 0; i < c->map->nnodes; i++)
+    if (c->nodes[i] != NULL && c->nodes[i]->ready)
+      return (int)i;
+  return -1;
 }
 
 /* Sends f where a MOVED/ASK points. True if sent (f now waits there). */

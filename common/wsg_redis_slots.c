@@ -118,6 +118,16 @@ int wsg_redis_slot_map_node(wsg_redis_slot_map *m, const char *host, size_t hlen
   return (int)m->nnodes++;
 }
 
+int wsg_redis_slot_map_route(const wsg_redis_slot_map *m, int argc, const char **argv,
+                             const size_t *lens) {
+  const char *key;
+  size_t klen;
+  if (!wsg_redis_cmd_key(argc, argv, lens, &key, &klen))
+    return WSG_REDIS_ROUTE_ANY;
+  uint16_t owner = m->owner[wsg_redis_key_slot(key, klen)];
+  return owner == WSG_REDIS_NO_NODE ? WSG_REDIS_ROUTE_NONE : owner;
+}
+
 static int parse_fail(char *err, size_t errlen, const char *msg) {
   if (err != NULL && errlen > 0)
     snprintf(err, errlen, "CLUSTER SLOTS: %s", msg);

@@ -56,6 +56,15 @@ int wsg_redis_slot_map_node(wsg_redis_slot_map *m, const char *host, size_t hlen
 int wsg_redis_slot_map_parse(wsg_redis_slot_map *m, const struct redisReply *rep,
                              const char *asked_host, char *err, size_t errlen);
 
+#define WSG_REDIS_ROUTE_ANY  (-2) /* no key: any node may run it */
+#define WSG_REDIS_ROUTE_NONE (-1) /* no node serves the key's slot */
+
+/* The node index that runs a command: its key's slot owner, WSG_REDIS_ROUTE_ANY for a keyless
+ * command, WSG_REDIS_ROUTE_NONE when no node serves the slot. Both clients group a pipeline per
+ * node with it. */
+int wsg_redis_slot_map_route(const wsg_redis_slot_map *m, int argc, const char **argv,
+                             const size_t *lens);
+
 typedef enum { WSG_REDIS_REDIRECT_NONE, WSG_REDIS_MOVED, WSG_REDIS_ASK } wsg_redis_redirect_kind;
 
 typedef struct {

@@ -353,16 +353,13 @@ int wsg_redis_sync_script_load(wsg_redis_sync *s, const char *script, char *sha,
 static int route(wsg_redis_sync *s, int argc, const char **argv, const size_t *lens) {
   if (!s->cluster)
     return 0;
-  const char *key;
-  size_t klen;
-  if (!wsg_redis_cmd_key(argc, argv, lens, &key, &klen)) {
-    for (uint32_t i = 0; i < s->map->nnodes; i++)
-      if (s->conns[i] != NULL)
-        return (int)i;
-    return s->map->nnodes > 0 ? 0 : -1;
-  }
-  uint16_t owner = s->map->owner[wsg_redis_key_slot(key, klen)];
-  return owner == WSG_REDIS_NO_NODE ? -1 : owner;
+  int idx = wsg_redis_slot_map_route(s->map, argc, argv, lens);
+  if (idx != WSG_REDIS_ROUTE_ANY)
+    return idx;
+  for (uint32_t i = 0; i < s->map->nnodes; i++)
+    if (s->conns[i] != NULL)
+      return (int)i;
+  return s->map->nnodes > 0 ? 0 : -1;
 }
 
 static int flush(redisContext *c) {

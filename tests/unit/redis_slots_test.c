@@ -2,6 +2,7 @@
  * cluster's CLUSTER KEYSLOT), command keys, CLUSTER SLOTS parsing, MOVED/ASK, seed lists. */
 #include <criterion/criterion.h>
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "wsg_redis_slots.h"
@@ -149,4 +150,38 @@ Test(redis_slots, node_table_dedups) {
   cr_assert_eq(wsg_redis_slot_map_node(&m, "h", 1, 1), 0);
   cr_assert_eq(wsg_redis_slot_map_node(&m, "h", 1, 2), 1);
   cr_assert_eq(wsg_redis_slot_map_node(&m, "h", 1, 1), 0);
+}
+
+/* How a pipeline splits per node: each command goes to the owner of its key's slot (hash tags
+ * keep one user's keys together), keyless ones anywhere, unserved slots nowhere. */
+Test(redis_slots, pipeline_commands_group_per_node) {
+  static wsg_redis_slot_map m;
+  char err[128];
+  redisReply *rep = resp("*3\r\n"
+                         "*3\r\n:0\r\n:5460\r\n*2\r\n$1\r\na\r\n:1\r\n"
+                         "*3\r\n:5461\r\n:10922\r\n*2\r\n$1\r\nb\r\n:2\r\n"
+                         "*3\r\n:10923\r\n:16000\r\n*2\r\n$1\r\nc\r\n:3\r\n");
+  cr_assert_gt(wsg_redis_slot_map_parse(&m, rep, "h", err, sizeof(err)), 0, "%s", err);
+  freeReplyObject(rep);
+  const char *hello[] = {"GET", "hello"};                           /* slot 866 */
+  const char *bar[] = {"HGETALL", "bar"};                           /* 5061 */
+  const char *foo[] = {"SET", "foo", "1"};                          /* 12182 */
+  const char *tagged[] = {"EVALSHA", "x", "2", "s{bar}", "q{bar}"}; /* 5061 too */
+  const char *ping[] = {"PING"};
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 2, hello, NULL), 0);
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 2, bar, NULL), 0);
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 3, foo, NULL), 2);
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 5, tagged, NULL), 0, "a hash tag routes with bar");
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 1, ping, NULL), WSG_REDIS_ROUTE_ANY);
+  /* 16001..16383 are served by nobody in this map. */
+  char key[16];
+  const char *orphan[] = {"GET", key};
+  for (int i = 0;; i++) {
+    snprintf(key, sizeof(key), "k%d", i);
+    if (wsg_redis_key_slot(key, strlen(key)) > 16000)
+      break;
+  }
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 2, orphan, NULL), WSG_REDIS_ROUTE_NONE);
+  const char *mid[] = {"GET", "{user1000}.following"}; /* 3443 */
+  cr_assert_eq(wsg_redis_slot_map_route(&m, 2, mid, NULL), 0);
 }
