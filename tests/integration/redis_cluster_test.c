@@ -187,10 +187,14 @@ static int owner_seen_by(int port, uint16_t slot) {
 
 /* Gives slot to primary p[to] the way a finished migration does: migration state cleared and
  * SETSLOT NODE on every primary (replicas refuse it), then a new config epoch on the owner so
- * gossip carries the change to the replicas; waits until every node agrees. A replica left with
+ * gossip carries the change to the replicas; waits until every node agrees, twice apart (a late
+ * gossip message must not undo it). A replica left with
  * the old owner would strand the slot at its next failover. */
 static void assign_slot(const primary *p, int n, uint16_t slot, int to) {
-  for (int i = 0; i < n; i++) {
+  /* The new owner last: an old owner that still claims the slot with a higher epoch would
+   * otherwise talk the new owner out of it by gossip before it bumps its own. */
+  for (int k = 0; k < n; k++) {
+    int i = (to + 1 + k) % n;
     redisContext *c = node(p[i].port);
     freeReplyObject(node_cmd(c, "CLUSTER SETSLOT %d STABLE", slot));
     redisReply *r = node_cmd(c, "CLUSTER SETSLOT %d NODE %s", slot, p[to].id);
@@ -203,11 +207,14 @@ static void assign_slot(const primary *p, int n, uint16_t slot, int to) {
   redisFree(c);
   int ports[16];
   int np = all_ports(ports, 16);
-  for (int i = 0; i < np; i++) {
-    for (int t = 0; t < 100 && owner_seen_by(ports[i], slot) != p[to].port; t++)
-      usleep(50 * 1000);
-    cr_assert_eq(owner_seen_by(ports[i], slot), p[to].port, "node :%d does not see the new owner",
-                 ports[i]);
+  for (int pass = 0; pass < 2; pass++) {
+    for (int i = 0; i < np; i++) {
+      for (int t = 0; t < 100 && owner_seen_by(ports[i], slot) != p[to].port; t++)
+        usleep(50 * 1000);
+      cr_assert_eq(owner_seen_by(ports[i], slot), p[to].port, "node :%d does not see the new owner",
+                   ports[i]);
+    }
+    usleep(300 * 1000);
   }
 }
 
@@ -264,21 +271,47 @@ Test(redis_cluster, moved_after_a_slot_changes_hands) {
 
 /* A slot halfway through a migration: a key already on the target answers ASK at the source; the
  * client sends ASKING + the command there, and does not change its map. */
+/* A key whose empty slot is halfway through a migration to the next primary: the source answers
+ * ASK for a key it does not have. */
+typedef struct {
+  char key[64];
+  primary p[8];
+  int n, from, to;
+  uint16_t slot;
+  redisContext *src, *dst;
+} migrating;
+
+static void migration_start(migrating *m, const char *what) {
+  m->n = primaries(m->p);
+  key_in_empty_slot(m->key, sizeof(m->key), what, m->p, m->n, &m->slot, &m->from);
+  m->to = (m->from + 1) % m->n;
+  m->src = node(m->p[m->from].port);
+  m->dst = node(m->p[m->to].port);
+  freeReplyObject(node_cmd(m->dst, "CLUSTER SETSLOT %d IMPORTING %s", m->slot, m->p[m->from].id));
+  freeReplyObject(node_cmd(m->src, "CLUSTER SETSLOT %d MIGRATING %s", m->slot, m->p[m->to].id));
+}
+
+/* Checks the key reached the importing node with `value`, then ends the migration where it
+ * started, the slot empty again. */
+static void migration_undo(migrating *m, const char *value) {
+  freeReplyObject(node_cmd(m->dst, "ASKING"));
+  redisReply *r = node_cmd(m->dst, "GET %s", m->key);
+  cr_assert_str_eq(r->str, value, "the key was written on the importing node");
+  freeReplyObject(r);
+  freeReplyObject(node_cmd(m->dst, "ASKING"));
+  freeReplyObject(node_cmd(m->dst, "DEL %s", m->key));
+  assign_slot(m->p, m->n, m->slot, m->from);
+  redisFree(m->src);
+  redisFree(m->dst);
+}
+
+/* The client sends ASKING + the command to the importing node, and does not change its map. */
 Test(redis_cluster, ask_during_a_migration) {
   wsg_redis_sync *s = client();
   unique_tag();
-  char key[64];
-  primary p[8];
-  int n = primaries(p);
-  uint16_t slot;
-  int from;
-  key_in_empty_slot(key, sizeof(key), "ask", p, n, &slot, &from);
-  int to = (from + 1) % n;
-  redisContext *src = node(p[from].port), *dst = node(p[to].port);
-  redisReply *r;
-  freeReplyObject(node_cmd(dst, "CLUSTER SETSLOT %d IMPORTING %s", slot, p[from].id));
-  freeReplyObject(node_cmd(src, "CLUSTER SETSLOT %d MIGRATING %s", slot, p[to].id));
-  const char *set[] = {"SET", key, "y"};
+  migrating m;
+  migration_start(&m, "ask");
+  const char *set[] = {"SET", m.key, "y"};
   redisReply *rep = run(s, 3, set);
   cr_assert_eq(rep->type, REDIS_REPLY_STATUS, "%s", rep->str);
   freeReplyObject(rep);
@@ -286,17 +319,7 @@ Test(redis_cluster, ask_during_a_migration) {
   wsg_redis_sync_get_stats(s, &st);
   cr_assert_eq(st.ask, 1);
   cr_assert_eq(st.moved, 0);
-  r = node_cmd(dst, "ASKING");
-  freeReplyObject(r);
-  r = node_cmd(dst, "GET %s", key);
-  cr_assert_str_eq(r->str, "y", "the key was written on the importing node");
-  freeReplyObject(r);
-  /* Undo: remove the key on the target and end the migration where it started. */
-  freeReplyObject(node_cmd(dst, "ASKING"));
-  freeReplyObject(node_cmd(dst, "DEL %s", key));
-  assign_slot(p, n, slot, from);
-  redisFree(src);
-  redisFree(dst);
+  migration_undo(&m, "y");
   wsg_redis_sync_destroy(s);
 }
 
@@ -485,4 +508,23 @@ static void key_in_empty_slot(char *key, size_t len, const char *what, const pri
       return;
   }
   cr_assert_fail("no empty slot found");
+}
+
+Test(redis_cluster, async_follows_ask_during_a_migration) {
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  wsg_redis_cluster *c = async_client(loop, NULL, NULL);
+  cr_assert(itest_loop_until(loop, async_ready, c, 5000));
+  unique_tag();
+  migrating m;
+  migration_start(&m, "aask");
+  const char *set[] = {"SET", m.key, "w"};
+  async_answer a = async_run(loop, c, 3, set);
+  cr_assert_eq(a.type, REDIS_REPLY_STATUS, "%s", a.str);
+  wsg_redis_cluster_stats st;
+  wsg_redis_cluster_get_stats(c, &st);
+  cr_assert_eq(st.ask, 1);
+  cr_assert_eq(st.moved, 0);
+  migration_undo(&m, "w");
+  wsg_redis_cluster_destroy(c);
+  ev_loop_destroy(loop);
 }
