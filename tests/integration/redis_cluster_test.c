@@ -410,6 +410,15 @@ static wsg_redis_cluster *async_client(struct ev_loop *loop, const char *user, c
   return c;
 }
 
+/* A new loop and a ready client on it, and a fresh key tag. */
+static wsg_redis_cluster *async_ready_client(struct ev_loop **loop) {
+  *loop = ev_loop_new(EVFLAG_AUTO);
+  wsg_redis_cluster *c = async_client(*loop, NULL, NULL);
+  cr_assert(itest_loop_until(*loop, async_ready, c, 5000), "the cluster never became ready");
+  unique_tag();
+  return c;
+}
+
 /* One command through the async face; waits for its answer. */
 static async_answer async_run(struct ev_loop *loop, wsg_redis_cluster *c, int argc,
                               const char **argv) {
@@ -420,10 +429,8 @@ static async_answer async_run(struct ev_loop *loop, wsg_redis_cluster *c, int ar
 }
 
 Test(redis_cluster, async_follows_moved_and_rereads_the_map) {
-  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-  wsg_redis_cluster *c = async_client(loop, NULL, NULL);
-  cr_assert(itest_loop_until(loop, async_ready, c, 5000));
-  unique_tag();
+  struct ev_loop *loop;
+  wsg_redis_cluster *c = async_ready_client(&loop);
   moving m = slot_moved_away("amoved");
   const char *set[] = {"SET", m.key, "z"};
   async_answer a = async_run(loop, c, 3, set);
@@ -511,10 +518,8 @@ static void key_in_empty_slot(char *key, size_t len, const char *what, const pri
 }
 
 Test(redis_cluster, async_follows_ask_during_a_migration) {
-  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-  wsg_redis_cluster *c = async_client(loop, NULL, NULL);
-  cr_assert(itest_loop_until(loop, async_ready, c, 5000));
-  unique_tag();
+  struct ev_loop *loop;
+  wsg_redis_cluster *c = async_ready_client(&loop);
   migrating m;
   migration_start(&m, "aask");
   const char *set[] = {"SET", m.key, "w"};
