@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checker import Checker, percentile  # noqa: E402
-from harness import (REPO, ChaosError, Cluster, ProcError, Runner, deadline, log,  # noqa: E402
-                     metrics, rss_kib)
+from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner, deadline,  # noqa: E402
+                     log, metrics, rss_kib)
 import autobahn_results  # noqa: E402
 
 # Sizes of each form. The short form runs in the test command on a loaded 2-core machine: a few
@@ -50,12 +50,12 @@ FORMS = {
                   # 128 KiB ones (12.2.18, where libwebsockets' deflate assertion fired before
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
-                  valgrind_users=3, valgrind_seconds=2.0),
+                  valgrind_users=3, valgrind_seconds=2.0, reshard_slots=256),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
-                 valgrind_seconds=10.0),
+                 valgrind_seconds=10.0, reshard_slots=8192),
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
@@ -326,6 +326,118 @@ async def sc_redis_restart_empty(r: Runner, form: dict, res: Result) -> None:
         await asyncio.to_thread(r.redis_restart_empty)
 
     await routing_fault(r, form, res, "redis", fault)
+
+
+def redis_cluster_primaries(c: Cluster) -> list[tuple[int, str]]:
+    """(port, node id) of every primary serving slots, from CLUSTER SLOTS."""
+    seen = {}
+    for entry in c.redis.cmd("CLUSTER", "SLOTS"):
+        seen[int(entry[2][1])] = entry[2][2]
+    return sorted(seen.items())
+
+
+def redis_at(port: int, *args):
+    """One command on the node at port; None if it does not answer (killed, or in failover)."""
+    conn = Redis(port)
+    try:
+        return conn.cmd(*args)
+    except (OSError, ConnectionError, RuntimeError):
+        return None
+    finally:
+        conn.close()
+
+
+def redis_cluster_ok(port: int) -> bool:
+    return "cluster_state:ok" in (redis_at(port, "CLUSTER", "INFO") or "")
+
+
+def redis_info(port: int, field: str) -> str:
+    text = (redis_at(port, "INFO", "server") or "") + (redis_at(port, "INFO", "replication") or "")
+    m = re.search(rf"^{field}:(.*)$", text, re.M)
+    return m.group(1).strip() if m else ""
+
+
+def routing_consistent(c: Cluster, users) -> bool:
+    """route_problems() is empty; False while Redis does not answer (a failover)."""
+    try:
+        return not c.route_problems(users, expect_conns=1)
+    except (OSError, ConnectionError, RuntimeError):
+        return False
+
+
+async def sc_redis_cluster_failover(r: Runner, form: dict, res: Result) -> None:
+    """On a Redis Cluster (3 primaries, 3 replicas): a live reshard of reshard_slots slots (half
+    of the 16,384 in the long form) around the primaries under traffic, then kill -9 of the primary serving the first
+    client's entry. Pass: the replica takes over, routing is consistent within 2 lease periods
+    after the cluster is whole again, nothing lost (resends after 3 s allowed: replies addressed
+    to a slot whose lease ran out during the failover), no connection dropped."""
+    await asyncio.to_thread(r.start_redis_cluster)
+    c = Cluster(r, "rcfail", redis_cluster=True)
+    c.start_gateway(), c.start_gateway()
+    c.start_processor()
+    chk = await start_checker(c, form, resend_after=3.0)
+    users = [u.name for u in chk.users]
+    await asyncio.sleep(form["settle"])
+    # Around the ring A->B, B->C, C->A, a third each: every primary keeps slots (a primary left
+    # with none becomes a replica, and two primaries cannot elect a replacement for one).
+    prims = redis_cluster_primaries(c)
+    t0 = time.monotonic()
+    def agreed():
+        """redis-cli --cluster check finds nothing to fix (a reshard refuses to start otherwise:
+        the last one's configuration takes a moment to reach every node)."""
+        out = subprocess.run(["redis-cli", "--cluster", "check", f"127.0.0.1:{prims[0][0]}"],
+                             capture_output=True, text=True, timeout=60)
+        return "[ERR]" not in out.stdout and "[WARNING]" not in out.stdout
+
+    for (a_port, a_id), (_, b_id) in zip(prims, prims[1:] + prims[:1]):
+        await until(agreed, 30, 0.5)
+        out = await asyncio.to_thread(
+            subprocess.run, ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{a_port}",
+                             "--cluster-from", a_id, "--cluster-to", b_id, "--cluster-slots",
+                             str(form["reshard_slots"] // len(prims)), "--cluster-yes"],
+            capture_output=True, text=True, timeout=600)
+        res.check(out.returncode == 0, f"redis-cli --cluster reshard failed: {out.stderr[-300:]}")
+    res.fig(reshard_slots=form["reshard_slots"], reshard_s=round(time.monotonic() - t0, 1))
+    settled = await until(lambda: routing_consistent(c, users), 2 * LEASE_TTL)
+    res.check(settled is not None, f"routing inconsistent after the reshard: "
+              f"{c.route_problems(users, expect_conns=1)[:5]}")
+
+    slot = c.redis.cmd("CLUSTER", "KEYSLOT", f"{c.prefix}user:{users[0]}")
+    victim = next(int(e[2][1]) for e in c.redis.cmd("CLUSTER", "SLOTS") if e[0] <= slot <= e[1])
+    pid, conf = int(redis_info(victim, "process_id")), redis_info(victim, "config_file")
+    survivor = next(p for p, _ in redis_cluster_primaries(c) if p != victim)
+    c.redis.close()
+    c.redis = Redis(survivor)  # the seed may be the victim
+    t_kill = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    def taken_over():
+        """The victim's slot is served by another node, and the cluster says ok."""
+        slots = redis_at(survivor, "CLUSTER", "SLOTS") or []
+        owner = next((int(e[2][1]) for e in slots if e[0] <= slot <= e[1]), victim)
+        return owner != victim and redis_cluster_ok(survivor)
+
+    whole = await until(taken_over, 30, 0.1)
+    t_whole = time.monotonic()
+    res.check(bool(whole), "the cluster did not recover within 30 s of the kill")
+    res.fig(failover_s=round(t_whole - t_kill, 2))
+    ok = await until(lambda: routing_consistent(c, users), 4 * LEASE_TTL, 0.05)
+    took = time.monotonic() - t_whole
+    res.check(bool(ok) and took <= 2 * LEASE_TTL,
+              f"routing not consistent {took:.1f}s after the failover (limit {2 * LEASE_TTL:.0f}s):"
+              f" {c.route_problems(users, expect_conns=1)[:5]}")
+    res.fig(consistent_after_s=round(took, 2))
+    # The killed node comes back as a replica, so the cluster is whole for the next run.
+    subprocess.run(["redis-server", conf], check=False, capture_output=True)
+    back = await until(lambda: redis_info(victim, "master_link_status") == "up", 30, 0.2)
+    res.check(bool(back), "the killed node did not rejoin as a replica")
+    await asyncio.sleep(form["tail"])
+    await chk.finish(20)
+    s = check_traffic(res, chk, strict=False)
+    res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped")
+    for p in c.stop_all():
+        res.failures.append(p)
+    await asyncio.to_thread(r.stop_redis_cluster)
 
 
 async def sc_sigstop_gateway(r: Runner, form: dict, res: Result) -> None:
@@ -767,6 +879,7 @@ SCENARIOS = {
     "sigstop_gateway": (sc_sigstop_gateway, True),
     "sigstop_processor": (sc_sigstop_processor, True),
     "sigstop_redis": (sc_sigstop_redis, True),
+    "redis_cluster_failover": (sc_redis_cluster_failover, True),
     "sigstop_kafka": (sc_sigstop_kafka, False),
     "slow_reader": (sc_slow_reader, True),
     "connect_storm": (sc_connect_storm, True),
