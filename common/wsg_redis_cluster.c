@@ -57,8 +57,9 @@ struct wsg_redis_cluster {
 
   wsg_redis_slot_map *map; /* owned */
   bool have_map;
-  node *nodes[WSG_REDIS_NODES_MAX]; /* per map node; NULL: no connection */
-  node *disc;                       /* connection to a seed while no node can be asked */
+  node *nodes[WSG_REDIS_NODES_MAX];     /* per map node; NULL: no connection */
+  uint16_t served[WSG_REDIS_NODES_MAX]; /* slots each map node serves (kept with owner[]) */
+  node *disc;                           /* connection to a seed while no node can be asked */
   bool all_ready, stopped, refreshing, map_stale;
   int handshake_node; /* node whose on_handshake runs now, or -1 */
 
@@ -128,11 +129,17 @@ static fwd *fwd_new(wsg_redis_cluster *c, wsg_redis_conn_req *user, int argc, co
 
 /* --- nodes ------------------------------------------------------------------------------------ */
 
+/* Counted once per map and kept up to date by MOVED: readiness and open() ask it often (the
+ * registry's backlog flush asks per removal). */
 static bool owns_slots(const wsg_redis_cluster *c, int idx) {
+  return c->served[idx] > 0;
+}
+
+static void count_served(wsg_redis_cluster *c) {
+  memset(c->served, 0, sizeof(c->served));
   for (size_t s = 0; s < WSG_REDIS_SLOTS; s++)
-    if (c->map->owner[s] == idx)
-      return true;
-  return false;
+    if (c->map->owner[s] != WSG_REDIS_NO_NODE)
+      c->served[c->map->owner[s]]++;
 }
 
 /* Ready = a map, and every primary that serves a slot answered its handshake. Runs the owner's
@@ -279,6 +286,7 @@ static void apply_map(wsg_redis_cluster *c, const redisReply *rep, const char *a
   c->have_map = true;
   c->map_stale = false;
   memcpy(c->nodes, kept, sizeof(kept));
+  count_served(c);
   for (uint32_t k = 0; k < m->nnodes; k++)
     if (c->nodes[k] == NULL)
       c->nodes[k] = node_new(c, (int)k, m->nodes[k].host, m->nodes[k].port);
@@ -340,6 +348,10 @@ static bool follow(wsg_redis_cluster *c, fwd *f, const redisReply *rep) {
   if (idx < 0)
     return false;
   if (rd.kind == WSG_REDIS_MOVED) {
+    uint16_t was = c->map->owner[rd.slot];
+    if (was != WSG_REDIS_NO_NODE)
+      c->served[was]--;
+    c->served[idx]++;
     c->map->owner[rd.slot] = (uint16_t)idx;
     c->map_stale = true;
     c->st.moved++;
