@@ -55,10 +55,17 @@ rc_replicas_synced() {
   done
 }
 
+# 0 once every node answers PING; 99 (give up) if a node's process is gone after writing its pid
+# file (it could not bind its port, say).
 rc_ping_all() {
   local p
   for p in $(rc_ports); do
-    [[ "$(redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null)" == "PONG" ]] || return 1
+    [[ "$(redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null)" == "PONG" ]] && continue
+    if [[ -e "${RC_DIR}/${p}/redis.pid" ]] && ! rc_pid "$p" >/dev/null; then
+      wsg_tail_log "${RC_DIR}/${p}/redis.log" 10
+      return 99
+    fi
+    return 1
   done
 }
 
