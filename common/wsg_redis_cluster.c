@@ -424,6 +424,15 @@ bool wsg_redis_cluster_ready(const wsg_redis_cluster *c) {
   return c->single != NULL ? wsg_redis_conn_ready(c->single) : c->all_ready;
 }
 
+bool wsg_redis_cluster_key_ready(const wsg_redis_cluster *c, const char *key, size_t klen) {
+  if (c->single != NULL)
+    return wsg_redis_conn_ready(c->single);
+  if (!c->have_map)
+    return false;
+  uint16_t o = c->map->owner[wsg_redis_key_slot(key, klen)];
+  return o != WSG_REDIS_NO_NODE && c->nodes[o] != NULL && c->nodes[o]->ready;
+}
+
 bool wsg_redis_cluster_open(const wsg_redis_cluster *c) {
   if (c->single != NULL)
     return wsg_redis_conn_open(c->single);

@@ -43,6 +43,9 @@ int wsg_redis_cluster_command(wsg_redis_cluster *c, wsg_redis_conn_req *req, int
                               const char **argv, const size_t *lens);
 
 bool wsg_redis_cluster_ready(const wsg_redis_cluster *c);
+/* The node serving key answered its handshake (one node: wsg_redis_cluster_ready): a command on
+ * that key can run while another primary fails over. */
+bool wsg_redis_cluster_key_ready(const wsg_redis_cluster *c, const char *key, size_t klen);
 bool wsg_redis_cluster_open(const wsg_redis_cluster *c); /* every primary has a connection */
 void wsg_redis_cluster_cancel_retry(wsg_redis_cluster *c);
 void wsg_redis_cluster_stop(wsg_redis_cluster *c);

@@ -474,10 +474,27 @@ static void on_renew_reply(gw_registry *r, const op *o, const redisReply *rep) {
   }
 }
 
+/* While a Redis Cluster primary fails over, the lease is still renewed if the node of its own
+ * key answers: the slot (and every delivery to this gateway) survives another node's failover. */
+static void renew_on_partial_cluster(gw_registry *r) {
+  char key[WSG_REDIS_KEY_MAX];
+  int klen = r->slot >= 0 ? wsg_key_slot(key, sizeof(key), r->prefix, (uint32_t)r->slot) : -1;
+  if (klen < 0 || r->acquiring || r->renewing ||
+      !wsg_redis_cluster_key_ready(r->conn, key, (size_t)klen))
+    return;
+  enter(r);
+  send_lease_script(r, OP_RENEW, WSG_LUA_LEASE_RENEW, (uint32_t)r->slot);
+  leave(r);
+}
+
 static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
-  if (!wsg_redis_cluster_ready(r->conn) || r->release != REL_NONE)
+  if (r->release != REL_NONE)
     return;
+  if (!wsg_redis_cluster_ready(r->conn)) {
+    renew_on_partial_cluster(r);
+    return;
+  }
   enter(r);
   write_record(r);
   if (r->slot < 0)
