@@ -22,6 +22,7 @@
 #ifndef WSG_CONFIG_H
 #define WSG_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -99,6 +100,7 @@ typedef struct {
   size_t count;
   const wsg_config_section *sections; /* then these, in order; may be NULL */
   size_t nsections;
+  bool help_metrics; /* main() answers --help-metrics: --help lists it with the built-ins */
 } wsg_config_spec;
 
 /*

@@ -85,11 +85,15 @@ static void left_column(const wsg_option *o, char *buf, size_t len) {
 static const struct {
   const char *left;
   const char *help;
+  bool metrics; /* only for a spec with help_metrics */
 } builtin_rows[] = {
-    {"  -h, --help", "Print this help and exit."},
-    {"      --version", "Print the program name and version and exit."},
-    {"      --help-markdown", "Print the options as a Markdown table (docs/CONFIG-*.md) and exit."},
-    {"      --print-config", "Print the effective configuration (secrets redacted) and exit."},
+    {"  -h, --help", "Print this help and exit.", false},
+    {"      --version", "Print the program name and version and exit.", false},
+    {"      --help-markdown", "Print the options as a Markdown table (docs/CONFIG-*.md) and exit.",
+     false},
+    {"      --help-metrics", "Print the metrics as Markdown (docs/METRICS-*.md) and exit.", true},
+    {"      --print-config", "Print the effective configuration (secrets redacted) and exit.",
+     false},
 };
 
 void wsg_config_print_help(const wsg_config_spec *spec, FILE *out) {
@@ -153,6 +157,8 @@ void wsg_config_print_help(const wsg_config_spec *spec, FILE *out) {
   }
   fputc('\n', out);
   for (size_t i = 0; i < sizeof builtin_rows / sizeof builtin_rows[0]; i++) {
+    if (builtin_rows[i].metrics && !spec->help_metrics)
+      continue;
     size_t l = strlen(builtin_rows[i].left);
     fputs(builtin_rows[i].left, out);
     if (l + 2 > desc_col)

@@ -17,7 +17,7 @@
  * answer.
  *
  * Threads: wsg_http_start() and wsg_http_stop() run on the daemon's main thread; everything else
- * runs on the HTTP thread, which calls the `ready` callback and renders the metrics.
+ * runs on the HTTP thread, which calls the `ready` and `health` callbacks and renders the metrics.
  */
 #include "wsg_http.h"
 
@@ -134,20 +134,26 @@ static void respond_text(client *c, int status, const char *text, bool head) {
   respond(c, status, "text/plain; charset=utf-8", text, strlen(text), head);
 }
 
+/* /healthz and /readyz: 200 `ok`, or 503 "<bad>: <why>" when the daemon's callback says so. */
+static void respond_probe(client *c, wsg_http_ready_fn fn, void *arg, const char *ok,
+                          const char *bad, bool head) {
+  char why[256] = "";
+  if (!fn || fn(arg, why, sizeof why) == 0) {
+    respond_text(c, 200, ok, head);
+  } else {
+    char body[300];
+    why[sizeof why - 1] = '\0';
+    why[strcspn(why, "\r\n")] = '\0'; /* the reason is one line */
+    snprintf(body, sizeof body, "%s: %s\n", bad, why[0] ? why : "(no reason given)");
+    respond_text(c, 503, body, head);
+  }
+}
+
 static void route(wsg_http *h, client *c, const char *path, bool head) {
   if (strcmp(path, "/healthz") == 0) {
-    respond_text(c, 200, "ok\n", head);
+    respond_probe(c, h->opts.health, h->opts.health_arg, "ok\n", "unhealthy", head);
   } else if (strcmp(path, "/readyz") == 0) {
-    char why[256] = "";
-    if (!h->opts.ready || h->opts.ready(h->opts.ready_arg, why, sizeof why) == 0) {
-      respond_text(c, 200, "ready\n", head);
-    } else {
-      char body[300];
-      why[sizeof why - 1] = '\0';
-      why[strcspn(why, "\r\n")] = '\0'; /* the reason is one line */
-      snprintf(body, sizeof body, "not ready: %s\n", why[0] ? why : "(no reason given)");
-      respond_text(c, 503, body, head);
-    }
+    respond_probe(c, h->opts.ready, h->opts.ready_arg, "ready\n", "not ready", head);
   } else if (strcmp(path, "/metrics") == 0 && h->opts.metrics) {
     char *text = NULL;
     size_t len = 0;
@@ -169,31 +175,43 @@ static void route(wsg_http *h, client *c, const char *path, bool head) {
   }
 }
 
-/*
- * Handles a complete request head in c->in (NUL-terminated). Only the request line matters:
- * headers are not needed to answer a probe or a scrape.
- */
-static void handle_request(wsg_http *h, client *c) {
-  char *line = c->in;
+int wsg_http_parse_request(char *head, wsg_http_request *req) {
+  char *line = head;
   line[strcspn(line, "\r\n")] = '\0';
   char *method = line;
   char *sp1 = strchr(method, ' ');
   char *target = sp1 ? sp1 + 1 : NULL;
   char *sp2 = target ? strchr(target, ' ') : NULL;
-  if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0 || target[0] != '/') {
-    respond_text(c, 400, "bad request\n", false);
-    return;
-  }
+  if (!sp1 || !sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0 || target[0] != '/')
+    return 400;
   *sp1 = '\0';
   *sp2 = '\0';
   target[strcspn(target, "?#")] = '\0';
-  bool head = strcmp(method, "HEAD") == 0;
-  if (!head && strcmp(method, "GET") != 0) {
+  req->method = method;
+  req->path = target;
+  req->head = strcmp(method, "HEAD") == 0;
+  if (!req->head && strcmp(method, "GET") != 0)
+    return 405;
+  return 0;
+}
+
+/*
+ * Handles a complete request head in c->in (NUL-terminated). Only the request line matters:
+ * headers are not needed to answer a probe or a scrape.
+ */
+static void handle_request(wsg_http *h, client *c) {
+  wsg_http_request req;
+  int rc = wsg_http_parse_request(c->in, &req);
+  if (rc == 400) {
+    respond_text(c, 400, "bad request\n", false);
+    return;
+  }
+  if (rc == 405) {
     respond_text(c, 405, "method not allowed: use GET or HEAD\n", false);
     return;
   }
-  WSG_DEBUG("http", "%s %s", method, target);
-  route(h, c, target, head);
+  WSG_DEBUG("http", "%s %s", req.method, req.path);
+  route(h, c, req.path, req.head);
 }
 
 /* ---------------------------------------------------------------------------------------------

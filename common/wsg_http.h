@@ -7,8 +7,8 @@
  * a request, one response per connection. Nothing here touches the daemon's own threads: `ready`
  * reads state the daemon publishes with atomics.
  *
- * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok"; /readyz 200 "ready" or
- * 503 "not ready: <why>"; /metrics 200 in the Prometheus text format 0.0.4 (404 without a
+ * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok" or 503 "unhealthy:
+ * <why>"; /readyz 200 "ready" or 503 "not ready: <why>"; /metrics 200 in the Prometheus text format 0.0.4 (404 without a
  * registry); the extra routes; 404 for anything else; 400 for a malformed request line, 431 past
  * 4 KiB, 408 after 5 s without a complete request. Every response has Content-Length and
  * Connection: close. With 64 clients open, new connections wait in the kernel's accept backlog
@@ -17,6 +17,7 @@
 #ifndef WSG_HTTP_H
 #define WSG_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "wsg_metrics.h"
@@ -24,8 +25,8 @@
 typedef struct wsg_http wsg_http;
 
 /*
- * Returns 0 when the daemon is ready, else nonzero and a one-line reason in `why` (shown in the
- * 503 body, e.g. "kafka: no broker reachable"). Runs on the HTTP thread.
+ * Returns 0 when the daemon is ready (or, as `health`, alive), else nonzero and a one-line reason
+ * in `why` (shown in the 503 body, e.g. "kafka: no broker reachable"). Runs on the HTTP thread.
  */
 typedef int (*wsg_http_ready_fn)(void *arg, char *why, size_t whylen);
 
@@ -44,6 +45,8 @@ typedef struct {
   wsg_metrics *metrics;    /* borrowed */
   wsg_http_ready_fn ready; /* may be NULL: always ready */
   void *ready_arg;
+  wsg_http_ready_fn health; /* /healthz; may be NULL: always alive */
+  void *health_arg;
   const wsg_http_route *routes; /* borrowed; may be NULL */
   size_t nroutes;
 } wsg_http_options;
@@ -56,5 +59,20 @@ int wsg_http_port(const wsg_http *h); /* the bound port */
 void wsg_http_stop(wsg_http *h);      /* joins the thread and frees; NULL is a no-op */
 /* The reason phrase of an HTTP status ("Service Unavailable"; "Unknown" for others). Static. */
 const char *wsg_http_status_text(int status);
+
+/* A request line as wsg_http_parse_request() reads it; pointers into the parsed head. */
+typedef struct {
+  const char *method;
+  const char *path; /* starts with '/', query and fragment cut off */
+  bool head;        /* HEAD: answer without a body */
+} wsg_http_request;
+
+/*
+ * Parses the request line of a request head (NUL-terminated; modified in place: the line and its
+ * parts are NUL-terminated). Returns 0 for GET or HEAD with *req set, 405 for another method
+ * (req->method set), 400 for a malformed line. Exposed for the unit tests and the fuzz target
+ * (tests/fuzz/http_request_fuzz.c): the request comes from anyone who reaches the port.
+ */
+int wsg_http_parse_request(char *head, wsg_http_request *req);
 
 #endif

@@ -3,8 +3,8 @@
  * verification, and the Java client's murmur2 partitioner.
  *
  * Threads: any. The log callback runs on librdkafka's own threads (wsg_log is thread-safe);
- * wsg_kafka_topic_ensure and wsg_kafka_topic_partitions block their caller for at most their
- * timeout, so they belong at start-up or in tools, never on an event loop.
+ * wsg_kafka_topic_ensure and wsg_kafka_topic_partitions(_until) block their caller for at most
+ * their timeout, so they belong at start-up or in tools, never on an event loop.
  */
 #include "wsg_kafka.h"
 
@@ -26,6 +26,8 @@
 
 /* How long to wait between two metadata polls while a new topic propagates. */
 #define TOPIC_POLL_INTERVAL_MS 100
+/* One metadata request of a stoppable wait: how quickly a stop is noticed. */
+#define STOP_CHECK_MS 200
 
 typedef struct {
   const char *key;
@@ -39,14 +41,8 @@ static const kafka_default common_defaults[] = {
     {"log.connection.close", "false"},
 };
 
-/*
- * Inbound producer. murmur2_random is the Java client's partitioner, so every language maps a user
- * to the same partition; idempotence with acks=all keeps per-user order across retries. A small
- * linger batches frames arriving together without adding visible latency. The local queue is
- * bounded at 64 MiB (librdkafka's default is 1 GiB): when it is full produce() fails with
- * QUEUE_FULL and the gateway stops reading from clients instead of growing. message.max.bytes
- * stays below the broker's default (1048588) so a batch the client builds is never refused.
- */
+/* Inbound producer: the Java client's partitioner, idempotent with acks=all, a 64 MiB queue that
+ * pushes back (docs/notes/librdkafka-2.0.2.md#producer-defaults). */
 // clang-format off
 static const kafka_default producer_defaults[] = {
     {"enable.idempotence", "true"},
@@ -59,13 +55,8 @@ static const kafka_default producer_defaults[] = {
 };
 // clang-format on
 
-/*
- * Consumer group (processors). cooperative-sticky moves only the partitions that must move on a
- * rebalance. Offsets are stored by the application once the work a message caused is done
- * (enable.auto.offset.store=false); the auto-commit timer then commits only what was stored.
- * A new group starts at the earliest offset: a message produced before the first processor joined
- * is still handled.
- */
+/* Consumer group (processors): cooperative-sticky, offsets stored only when the work is done
+ * (docs/notes/librdkafka-2.0.2.md#group-defaults). */
 static const kafka_default group_defaults[] = {
     {"partition.assignment.strategy", "cooperative-sticky"},
     {"enable.auto.offset.store", "false"},
@@ -73,12 +64,8 @@ static const kafka_default group_defaults[] = {
     {"auto.offset.reset", "earliest"},
 };
 
-/*
- * assign()-only consumer (a gateway's outbound slot partition). librdkafka's rd_kafka_assign()
- * needs a group handle, which exists only when group.id is set (librdkafka issue #3261), but the
- * id is never sent for commits since nothing is committed or stored: the gateway starts at the
- * partition's end on every start.
- */
+/* assign()-only consumer: rd_kafka_assign() needs a group.id, never used since nothing is
+ * committed (docs/notes/librdkafka-2.0.2.md#assign-needs-group-id). */
 static const kafka_default assign_defaults[] = {
     {"group.id", "wsgate.assign-only"},
     {"enable.auto.commit", "false"},
@@ -233,12 +220,8 @@ static void sleep_ms(int ms) {
   }
 }
 
-/*
- * One metadata request for the whole cluster, scanned for `topic`. Asking for all topics rather
- * than for this one keeps a broker with auto.create.topics.enable=true from creating it with the
- * broker's default partition count as a side effect of the question.
- * Returns the partition count, 0 if the topic is not (yet) listed, -1 if the request failed.
- */
+/* Partition count of `topic`, 0 if not listed, -1 if the request failed. Asks for all topics, so
+ * asking never auto-creates it (docs/notes/librdkafka-2.0.2.md#metadata-question). */
 static int lookup_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, char *err,
                              size_t errlen) {
   const struct rd_kafka_metadata *md = NULL;
@@ -269,6 +252,27 @@ int wsg_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms
                                size_t errlen) {
   int n = lookup_partitions(rk, topic, timeout_ms, err, errlen);
   return n > 0 ? n : -1;
+}
+
+int wsg_kafka_topic_partitions_until(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                     const volatile sig_atomic_t *stop, char *err, size_t errlen) {
+  uint64_t deadline = wsg_now_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+  for (;;) {
+    if (stop && *stop) {
+      fmt_err(err, errlen, "stopped by a signal while waiting for the Kafka cluster");
+      return WSG_KAFKA_STOPPED;
+    }
+    int left = remaining_ms(deadline);
+    int slice = stop && left > STOP_CHECK_MS ? STOP_CHECK_MS : left;
+    uint64_t t0 = wsg_now_mono_ms();
+    int n = lookup_partitions(rk, topic, slice, err, errlen);
+    /* Only an unanswered request is asked again: a missing topic is an answer. */
+    if (n >= 0 || remaining_ms(deadline) == 0)
+      return n > 0 ? n : -1;
+    uint64_t spent = wsg_now_mono_ms() - t0;
+    if (spent < (uint64_t)slice) /* a request that failed at once must not spin */
+      sleep_ms((int)((uint64_t)slice - spent));
+  }
 }
 
 /*

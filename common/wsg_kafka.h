@@ -9,15 +9,16 @@
 #define WSG_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "wsg_config.h"
 
 typedef enum {
-  WSG_KAFKA_PRODUCER,         /* idempotent, acks=all, murmur2_random, small linger */
-  WSG_KAFKA_CONSUMER_GROUP,   /* cooperative-sticky, manual offset store */
-  WSG_KAFKA_CONSUMER_ASSIGN,  /* no group semantics: assign() only, no commits */
+  WSG_KAFKA_PRODUCER,        /* idempotent, acks=all, murmur2_random, small linger */
+  WSG_KAFKA_CONSUMER_GROUP,  /* cooperative-sticky, manual offset store */
+  WSG_KAFKA_CONSUMER_ASSIGN, /* no group semantics: assign() only, no commits */
   WSG_KAFKA_ADMIN,
 } wsg_kafka_role;
 
@@ -47,6 +48,15 @@ int wsg_kafka_topic_ensure(rd_kafka_t *rk, const char *topic, int partitions,
 /* Partition count of `topic`, or -1 with a message if it does not exist or the broker is down. */
 int wsg_kafka_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, char *err,
                                size_t errlen);
+/* What wsg_kafka_topic_partitions_until returns when *stop was set during its wait. */
+#define WSG_KAFKA_STOPPED (-2)
+/*
+ * The same, for a daemon's start-up: while the cluster does not answer it asks again in short
+ * slices, and returns WSG_KAFKA_STOPPED as soon as *stop is set (a signal handler's flag), so a
+ * SIGTERM during a wait for an unreachable cluster stops the daemon promptly. stop may be NULL.
+ */
+int wsg_kafka_topic_partitions_until(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                                     const volatile sig_atomic_t *stop, char *err, size_t errlen);
 
 /* The partition librdkafka's murmur2_random partitioner (the Java client's default) picks for a
  * non-empty key: (murmur2(key) & 0x7fffffff) % partitions. Used by tests and tools.

@@ -27,7 +27,8 @@ extern wsg_log_level wsg_log_min_level;
  * Sets the minimum level, the format (JSON or text) and the program name (copied; shown as "prog"
  * in JSON lines).
  * Text: 2026-11-25T08:30:00.123Z INFO  [gw_server.c:123] ws: message
- * JSON: {"ts":"...","level":"INFO","prog":"...","file":"gw_server.c","line":123,"subsys":"ws","msg":"..."}
+ * JSON: {"ts":"...","level":"INFO","prog":"...","file":"gw_server.c","line":123,"subsys":"ws",
+ *        "msg":"..."} (one line)
  */
 void wsg_log_setup(wsg_log_level min_level, bool json, const char *program);
 
@@ -52,8 +53,8 @@ void wsg_log_write(wsg_log_level level, const char *subsys, const char *file, in
   } while (0)
 
 #define WSG_DEBUG(subsys, ...) wsg_log(WSG_LOG_DEBUG, subsys, __VA_ARGS__)
-#define WSG_INFO(subsys, ...) wsg_log(WSG_LOG_INFO, subsys, __VA_ARGS__)
-#define WSG_WARN(subsys, ...) wsg_log(WSG_LOG_WARN, subsys, __VA_ARGS__)
+#define WSG_INFO(subsys, ...)  wsg_log(WSG_LOG_INFO, subsys, __VA_ARGS__)
+#define WSG_WARN(subsys, ...)  wsg_log(WSG_LOG_WARN, subsys, __VA_ARGS__)
 #define WSG_ERROR(subsys, ...) wsg_log(WSG_LOG_ERROR, subsys, __VA_ARGS__)
 
 /*
@@ -73,7 +74,8 @@ bool wsg_log_ratelimit_allow(wsg_log_ratelimit *rl, uint32_t per_second, uint64_
 
 #define wsg_log_limited(rl, per_second, now_ms, level, subsys, ...)                                \
   do {                                                                                             \
-    if ((level) >= wsg_log_min_level && wsg_log_ratelimit_allow((rl), (per_second), (now_ms), (subsys))) \
+    if ((level) >= wsg_log_min_level &&                                                            \
+        wsg_log_ratelimit_allow((rl), (per_second), (now_ms), (subsys)))                           \
       wsg_log_write((level), (subsys), __FILE__, __LINE__, __VA_ARGS__);                           \
   } while (0)
 

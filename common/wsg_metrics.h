@@ -76,8 +76,7 @@ typedef enum {
   WSG_METRIC_HISTOGRAM,
 } wsg_metric_type;
 
-/* `field` of a row that registers nothing (runtime labels, computed gauges, or a module that
- * still registers by hand). */
+/* `field` of a row that registers nothing (runtime labels, computed gauges). */
 #define WSG_METRIC_UNBOUND SIZE_MAX
 
 typedef struct {
@@ -124,6 +123,18 @@ typedef struct {
     .field = WSG_METRIC_FIELD(T, f, wsg_histogram *), .bounds = (bounds_),                         \
     .nbounds = sizeof(bounds_) / sizeof((bounds_)[0])                                              \
   }
+/*
+ * Buckets of the per-hop latency histograms (`*_hop_*_seconds`, docs/GATEWAY.md "Where the time
+ * goes"): fine below 10 ms, where the goals of a round trip are, and up to 5 s for stalls. One list
+ * for every hop, so wsgate-load can add and subtract them bucket by bucket. Use as
+ * `static const double b[] = WSG_HOP_BOUNDS;`.
+ */
+#define WSG_HOP_BOUNDS                                                                             \
+  {                                                                                                \
+    0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,  \
+        0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5                                                     \
+  }
+
 /* A computed gauge: fn(owner) runs at each scrape (wsg_metrics_gauge_fn's rules apply). */
 #define WSG_GAUGE_FN_ROW(fn_, name_, help_, labels_)                                               \
   {                                                                                                \
@@ -136,23 +147,6 @@ typedef struct {
     .type = (type_), .name = (name_), .help = (help_), .runtime_labels = (label_names_),           \
     .field = WSG_METRIC_UNBOUND                                                                    \
   }
-/*
- * Transitional (issue 14, wave 2 removes them): rows of a module that still registers its series
- * by hand, declared where its struct is not visible. They document and register nothing; wave 2
- * turns each into the WSG_*_ROW above with the struct and the member `f`.
- */
-#define WSG_BY_HAND_ROW(type_, f, name_, help_, labels_)                                           \
-  {                                                                                                \
-    .type = (type_), .name = (name_), .help = (help_), .labels = (labels_),                        \
-    .field = WSG_METRIC_UNBOUND                                                                    \
-  }
-#define WSG_BY_HAND_HISTOGRAM_ROW(f, name_, help_, labels_, bounds_)                               \
-  {                                                                                                \
-    .type = WSG_METRIC_HISTOGRAM, .name = (name_), .help = (help_), .labels = (labels_),           \
-    .field = WSG_METRIC_UNBOUND, .bounds = (bounds_),                                              \
-    .nbounds = sizeof(bounds_) / sizeof((bounds_)[0])                                              \
-  }
-
 /*
  * Registers every row of `t` into `m` and stores each series pointer at owner + row->field
  * (computed gauges get `owner` as their argument). Rows with runtime labels are skipped. Every row

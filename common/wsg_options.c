@@ -54,6 +54,12 @@ static const wsg_option ops_rows[] = {
     {"http-port", 0, "WSGATE_HTTP_PORT", WSG_OPT_INT, OPS(port), "9090", 0, 65535, NULL, 0,
      "Port of the operations endpoint (0 picks a free port, logged at start); the default is 9090 "
      "for the gateway and 9091 for the processor, so the two can share a host."},
+    {"liveness-stall", 0, "WSGATE_LIVENESS_STALL", WSG_OPT_DURATION, OPS(liveness_stall_ms), "10s",
+     1 * SEC, 10 * 60 * SEC, NULL, 0,
+     "/healthz answers 503 once the daemon's main loop (the gateway's event loop, the "
+     "processor's consumer loop) has not turned for this long, so a liveness probe restarts a "
+     "wedged process; /readyz is not affected. The probe's own failureThreshold x periodSeconds "
+     "comes on top."},
 };
 const wsg_option_group wsg_ops_group = {"ops", ops_rows, WSG_COUNTOF(ops_rows)};
 

@@ -39,10 +39,12 @@ typedef struct {
 } wsg_redis_options;
 
 /* --http-addr, --http-port of /healthz, /readyz, /metrics (default port 9090; the processor
- * overrides it with 9091). Not wsg_http_options, which is the server's own start argument. */
+ * overrides it with 9091), and --liveness-stall, after which /healthz fails. Not
+ * wsg_http_options, which is the server's own start argument. */
 typedef struct {
   char *addr;
-  int64_t port; /* 0 picks a free port */
+  int64_t port;               /* 0 picks a free port */
+  uint64_t liveness_stall_ms; /* /healthz 503 once the daemon's loop has not turned for this long */
 } wsg_ops_options;
 
 /* --log-level, --log-format, and what wsg_log_options_resolve() derives from them. */

@@ -3,9 +3,7 @@
  * (wsg_redis_conn.h describes what it guarantees).
  *
  * The one file that drives hiredis' async API. hiredis 0.14 has no command timeout and resolves
- * host names with a blocking getaddrinfo(), so this file adds both: a watchdog that drops a
- * connection which stops answering, and a short-lived resolver thread per connection attempt to
- * a host name.
+ * names with a blocking getaddrinfo(): a watchdog and a resolver thread (docs/notes/hiredis.md).
  *
  * Threads: the loop thread runs everything here, except resolve_main() on the resolver thread,
  * which touches only its resolve_job and wakes the loop with ev_async_send().
@@ -298,9 +296,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   leave(c);
 }
 
-/* Drops the current connection from outside hiredis' callbacks (watchdog) or from inside one
- * (handshake failure; hiredis then defers the free until the callback returns). Pending commands
- * get hiredis' NULL reply. */
+/* Drops the connection from inside or outside hiredis' callbacks; pending commands get a NULL
+ * reply (docs/notes/hiredis.md#free-inside-callback). */
 static void drop_connection(wsg_redis_conn *c, const char *why) {
   redisAsyncContext *ac = c->ac;
   if (ac == NULL)
@@ -480,9 +477,8 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   leave(c);
 }
 
-/* hiredis 0.14 has no command timeout: a server that stops answering (paused, partitioned away
- * without a reset) would hold every command forever. No reply for timeout_ms while commands are
- * outstanding drops the connection, which fails them and reconnects. */
+/* No reply for timeout_ms while commands are outstanding drops the connection: hiredis 0.14 has
+ * no command timeout (docs/notes/hiredis.md#no-command-timeout). */
 static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop;
   (void)revents;

@@ -87,12 +87,8 @@ int wsg_conn_id_format(char *buf, size_t len, uint64_t conn_id) {
   return n > 0 && (size_t)n < len ? n : -1;
 }
 
-/*
- * The scripts compare and act in one step on the server: a GET followed by a SET or DEL from the
- * client could act on a lease another gateway took in between. Each touches only KEYS[1], so they
- * run unchanged on Redis Cluster. The lease is in milliseconds (PX/PEXPIRE) so tests can use
- * short ones.
- */
+/* Each script compares and acts in one step on one key, so it runs on Redis Cluster unchanged
+ * (docs/notes/redis-keys.md#one-key-scripts). */
 
 /* Take the slot if nobody holds it, or extend it if we already do. */
 const char WSG_LUA_LEASE_ACQUIRE[] =
@@ -123,25 +119,8 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
                                    "end\n"
                                    "return 0\n";
 
-/*
- * Resume. The counter and the stream are written in one script so that two processors sending
- * to the same user at once get distinct, increasing q values and store them in that order (an
- * XADD with an explicit id 0-<q> must exceed the stream's last id). Numbers stay below 2^53 (the
- * server's time in microseconds is about 1.8e15 in 2026), so Lua's doubles hold them exactly;
- * string.format('%.0f') writes them without an exponent.
- *
- * The counter outlives the stream (its TTL is the longer one): when a quiet user's stream has
- * expired, the counter still says which q was last, so a reader can tell "nothing since" from
- * "entries lost". A counter that expired is started again at the server's time in microseconds,
- * above every q the old one can have reached (one q per script call, and Redis does not run a
- * script per microsecond), so a sequence never goes backwards.
- *
- * The script runs for every delivery to a user, so its common path is kept short (measured in
- * docs/BENCHMARKS.md): while the stream exists, Redis numbers the entry itself (id 0-*, the last
- * id + 1, returned as a string: no number formatting in Lua) and the counter is set from it in
- * the same SET that renews its TTL. An entry holds t (the server's time in seconds, for the age
- * limit of readers) and its payload under d (text) or b (binary).
- */
+/* Resume: counter and stream in one script, so concurrent senders get increasing q stored in
+ * order; kept short, it runs per delivery (docs/notes/redis-keys.md#replay-append). */
 const char WSG_LUA_REPLAY_APPEND[] =
     "local now = redis.call('TIME')\n"
     "local c = redis.call('GET', KEYS[2])\n"
@@ -169,11 +148,8 @@ const char WSG_LUA_REPLAY_APPEND[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "return tonumber(seq)\n";
 
-/* Pages are bounded by entries and bytes inside the script (XRANGE has no byte bound), reading
- * the stream 32 entries at a time so a page of large payloads never copies much more than it
- * returns. Entries whose fields are not t and d|b (someone else's data under our prefix) are
- * skipped like old ones: the reader sees a gap, never a wrong payload. The age limit counts whole
- * seconds (entries carry the second they were stored). */
+/* Pages bounded by entries and bytes in the script; foreign or old entries show as a gap
+ * (docs/notes/redis-keys.md#replay-read). */
 const char WSG_LUA_REPLAY_READ[] =
     "local now = redis.call('TIME')\n"
     "local c = redis.call('GET', KEYS[2])\n"

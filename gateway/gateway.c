@@ -1,8 +1,9 @@
 /*
  * gateway: construction, readiness and the drain of wsgate-gateway (see gateway.h).
  *
- * Threads: the main thread, which runs the libev loop in gw_gateway_run; the readiness callback
- * of the operations endpoint runs on its HTTP thread and reads only `ready_reason` (atomic).
+ * Threads: the main thread, which runs the libev loop in gw_gateway_run; the readiness and health
+ * callbacks of the operations endpoint run on its HTTP thread and read only `ready_reason` and
+ * `heartbeat_ms` (atomics).
  */
 #include "gateway.h"
 
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "gw_auth.h"
 #include "gw_kafka.h"
 #include "gw_metrics.h"
 #include "gw_registry.h"
@@ -31,7 +33,8 @@
 #define KAFKA_STARTUP_TIMEOUT_MS 30000
 /* How often readiness and the gateway record's connection count are refreshed. */
 #define TICK_S 0.1
-/* lws refuses an fd limit above this (notes §1): it would silently fall back to 2560. */
+/* lws refuses a larger fd limit and silently serves only 2560 connections then
+ * (docs/notes/libwebsockets-4.1.6.md#fd-limit). */
 #define LWS_FD_LIMIT_MAX 10000000
 
 #define READY_REASONS(X)                                                                           \
@@ -70,6 +73,7 @@ struct gw_gateway {
   gw_kafka *kafka;
   gw_registry *registry;
   gw_server *server;
+  gw_auth *auth;
   int fd_limit;
   uint32_t slots;
 
@@ -77,6 +81,9 @@ struct gw_gateway {
   ev_timer tick_w;
   ev_timer drain_w; /* the drain's step timer */
   atomic_int ready_reason;
+  /* When the loop last turned (tick_cb): /healthz fails once it is older than --liveness-stall, so
+   * a wedged loop gets the pod restarted, which readiness (a flag only the loop updates) cannot. */
+  _Atomic uint64_t heartbeat_ms;
   bool kafka_down_logged;
   bool admission_logged; /* "ready, but refusing new connections" was logged */
 
@@ -141,6 +148,19 @@ static bool admit(void *arg, char *why, size_t whylen) {
   return false;
 }
 
+/* HTTP thread: alive while the loop turns. */
+static int http_health(void *arg, char *why, size_t whylen) {
+  gw_gateway *g = arg;
+  uint64_t beat = atomic_load_explicit(&g->heartbeat_ms, memory_order_relaxed);
+  uint64_t now = wsg_now_mono_ms(), stall = g->cfg->http.liveness_stall_ms;
+  if (now - beat < stall)
+    return 0;
+  snprintf(why, whylen,
+           "event loop stalled: it has not turned for %llu ms (--liveness-stall %llu ms)",
+           (unsigned long long)(now - beat), (unsigned long long)stall);
+  return 1;
+}
+
 /* HTTP thread. */
 static int http_ready(void *arg, char *why, size_t whylen) {
   gw_gateway *g = arg;
@@ -155,6 +175,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop;
   (void)revents;
   gw_gateway *g = w->data;
+  atomic_store_explicit(&g->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
   int r = compute_ready(g);
   int old = atomic_exchange_explicit(&g->ready_reason, r, memory_order_relaxed);
   if (old != r) {
@@ -191,6 +212,13 @@ static void on_delivery_failed(void *arg, uint64_t conn_id, const char *errstr) 
 static void wake(void *arg) {
   gw_gateway *g = arg;
   gw_server_wake(g->server);
+}
+
+/* Loop thread (--outbound-consume loop): dispatch at once what gw_kafka queued. */
+static void drain(void *arg) {
+  gw_gateway *g = arg;
+  if (g->server)
+    gw_server_drain_outbound(g->server);
 }
 
 static void on_slot(void *arg, int32_t slot) {
@@ -233,6 +261,7 @@ static void shutdown_now(gw_gateway *g) {
              (unsigned long long)left);
   gw_server_destroy(g->server);
   g->server = NULL;
+  gw_auth_destroy(g->auth);
   gw_kafka_poll(g->kafka);
   ev_break(g->loop, EVBREAK_ALL);
 }
@@ -344,6 +373,27 @@ static int raise_fd_limit(void) {
   return (int)rl.rlim_cur;
 }
 
+/* An explicit --max-connections that the descriptor limit cannot hold would be capped silently by
+ * libwebsockets (it refuses sockets past the limit): say so once, with the numbers and the fix. */
+static void warn_fd_limit(const gw_config *cfg, int fd_limit) {
+  int lws_fds = gw_server_lws_fds(fd_limit);
+  uint64_t need = (uint64_t)cfg->max_connections + (uint64_t)cfg->max_handshakes;
+  if (cfg->max_connections <= 0 || need <= (uint64_t)lws_fds)
+    return;
+  struct rlimit rl = {0, 0};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  WSG_WARN("gateway",
+           "file descriptor limit too low: --max-connections %lld plus --max-handshakes %lld need "
+           "%llu descriptors, but RLIMIT_NOFILE is %d (hard %llu) and %d of it are kept for Kafka, "
+           "Redis and the operations port, so at most %d sockets fit (wsgate_gateway_fd_limit); "
+           "raise the limit: ulimit -n / prlimit, systemd LimitNOFILE=, or the container "
+           "runtime's nofile default (containerd's LimitNOFILE, docker --ulimit nofile=)",
+           (long long)cfg->max_connections, (long long)cfg->max_handshakes,
+           (unsigned long long)need, fd_limit,
+           (unsigned long long)(rl.rlim_max == RLIM_INFINITY ? 0 : rl.rlim_max), fd_limit - lws_fds,
+           lws_fds);
+}
+
 static int no_passphrase(char *buf, int size, int rwflag, void *arg) {
   (void)buf, (void)size, (void)rwflag, (void)arg;
   return 0; /* never prompt on a terminal: an encrypted key is an error */
@@ -413,7 +463,8 @@ out:
   return rc;
 }
 
-int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t errlen) {
+int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig_atomic_t *stop,
+                      char *err, size_t errlen) {
   *out = NULL;
   if (check_tls_files(cfg, err, errlen) != 0)
     return -1;
@@ -438,6 +489,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
 
   g->fd_limit = raise_fd_limit();
   WSG_INFO("gateway", "file descriptor limit %d", g->fd_limit);
+  warn_fd_limit(cfg, g->fd_limit);
 
   gw_kafka_options ko = {
       .brokers = cfg->kafka.brokers,
@@ -452,13 +504,15 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
       .on_delivery_failed = on_delivery_failed,
       .on_pressure = on_pressure,
       .wake = wake,
+      .outbound_on_loop = strcmp(cfg->outbound_consume, "loop") == 0,
+      .drain = drain,
       .arg = g,
   };
   if (gw_kafka_create(&g->kafka, &ko, err, errlen) != GW_KAFKA_OK)
     goto fail;
   WSG_INFO("gateway", "waiting for Kafka (%s) to list %s and %s", cfg->kafka.brokers,
            cfg->inbound_topic, cfg->outbound_topic);
-  int partitions = gw_kafka_check_topics(g->kafka, KAFKA_STARTUP_TIMEOUT_MS, err, errlen);
+  int partitions = gw_kafka_check_topics(g->kafka, KAFKA_STARTUP_TIMEOUT_MS, stop, err, errlen);
   if (partitions < 0)
     goto fail;
   if (cfg->slots > partitions) {
@@ -490,8 +544,11 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   if (gw_registry_create(&g->registry, g->loop, &ro, g->metrics, err, errlen) != GW_REG_OK)
     goto fail;
 
+  if (gw_auth_create(&g->auth, cfg, err, errlen) != 0)
+    goto fail;
   gw_server_options so = {
       .cfg = cfg,
+      .jwt = gw_auth_jwt(g->auth),
       .loop = g->loop,
       .kafka = g->kafka,
       .registry = g->registry,
@@ -509,7 +566,11 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
       .metrics = g->metrics,
       .ready = http_ready,
       .ready_arg = g,
+      .health = http_health,
+      .health_arg = g,
   };
+  /* The loop turns for the first time in gw_gateway_run, a moment from now. */
+  atomic_init(&g->heartbeat_ms, wsg_now_mono_ms());
   if (wsg_http_start(&g->http, &ho, err, errlen) != 0)
     goto fail;
 
@@ -522,6 +583,9 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   ev_timer_init(&g->tick_w, tick_cb, TICK_S, TICK_S);
   g->tick_w.data = g;
   ev_timer_start(g->loop, &g->tick_w);
+  /* A signal caught since the wait for Kafka ended: drain as soon as the loop runs. */
+  if (stop && *stop)
+    ev_feed_signal_event(g->loop, SIGTERM);
   *out = g;
   return 0;
 fail:

@@ -15,6 +15,7 @@
 #ifndef GATEWAY_H
 #define GATEWAY_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "gw_config.h"
@@ -23,11 +24,14 @@ typedef struct gw_gateway gw_gateway;
 
 /*
  * Starts everything but the loop: raises RLIMIT_NOFILE to its hard limit, checks the Kafka
- * topics (blocking, at most 30 s), binds the WebSocket and operations ports and starts
+ * topics (blocking, at most 30 s, cut short as soon as *stop is set: the flag of the caller's
+ * SIGTERM/SIGINT handler, NULL for none), binds the WebSocket and operations ports and starts
  * connecting to Redis. Returns 0 with *out set (caller destroys), or -1 with a message in err.
- * cfg: borrowed, must outlive the gateway.
+ * A stop that arrives after the wait makes the gateway drain as soon as it runs.
+ * cfg: borrowed, must outlive the gateway; stop: borrowed, read only until this returns.
  */
-int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t errlen);
+int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig_atomic_t *stop,
+                      char *err, size_t errlen);
 
 /* Runs the loop until the drain has finished. Returns the process exit status (0 after a drain). */
 int gw_gateway_run(gw_gateway *g);

@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "gw_jwt.h"
 #include "wsg_envelope.h"
 
 #define KIB  1024LL
@@ -66,16 +67,49 @@ static const wsg_option listener_rows[] = {
     {"max-connections", 0, "WSGATE_MAX_CONNECTIONS", WSG_OPT_INT, OPT(max_connections), "0", 0,
      100000000, NULL, 0,
      "Refuse upgrades with 503 beyond this many connections (0: the file descriptor limit minus "
-     "a reserve)."},
+     "a reserve of 256 for Kafka, Redis and the operations port, minus --max-handshakes)."},
     {"max-upgrades-per-sec", 0, "WSGATE_MAX_UPGRADES_PER_SEC", WSG_OPT_INT,
      OPT(max_upgrades_per_sec), "2000", 0, 10000000, NULL, 0,
      "Accept at most this many upgrades per second (503 + Retry-After beyond; 0: unlimited); "
-     "smooths reconnect storms after another gateway died."},
+     "smooths reconnect storms after another gateway died. Charged only once the token is "
+     "verified, so refused requests never spend it."},
+
+    {"handshake-timeout", 0, "WSGATE_HANDSHAKE_TIMEOUT", WSG_OPT_DURATION,
+     OPT(handshake_timeout_ms), "5s", 1 * SEC, 60 * SEC, NULL, 0,
+     "Close a socket that has not completed its upgrade (TLS, request head) this long after it "
+     "was accepted (whole seconds). 5 s covers a slow mobile handshake; longer only lets idle "
+     "or trickling sockets (slowloris) hold descriptors and header buffers."},
+    {"max-handshakes", 0, "WSGATE_MAX_HANDSHAKES", WSG_OPT_INT, OPT(max_handshakes), "1024", 16,
+     1000000, NULL, 0,
+     "Sockets accepted and not yet upgraded the gateway holds at once, beyond --max-connections "
+     "(later ones are closed at accept); also the pool of request-header buffers (about 13 KiB "
+     "each, so 1024 is 13 MiB). 1024 absorbs a reconnect storm at --max-upgrades-per-sec."},
+    {"max-conns-per-addr", 0, "WSGATE_MAX_CONNS_PER_ADDR", WSG_OPT_INT, OPT(max_conns_per_addr),
+     "1000", 0, 100000000, NULL, 0,
+     "Sockets one source address (an IPv6 /64) may hold open; beyond, new ones are closed at "
+     "accept (0: no cap). 1000 leaves room for a large NAT; set 0 behind a proxy or balancer "
+     "that does not keep client addresses (the manifests' Service keeps them: "
+     "externalTrafficPolicy Local)."},
+    {"max-pending-per-addr", 0, "WSGATE_MAX_PENDING_PER_ADDR", WSG_OPT_INT,
+     OPT(max_pending_per_addr), "64", 0, 1000000, NULL, 0,
+     "Of those, sockets one source address may hold before their upgrade; beyond, new ones are "
+     "closed at accept (0: no cap). 64 is more than any client needs in flight, and keeps one "
+     "address from taking more than its share of --max-handshakes."},
+    {"max-upgrades-per-addr", 0, "WSGATE_MAX_UPGRADES_PER_ADDR", WSG_OPT_INT,
+     OPT(max_upgrades_per_addr), "50", 0, 10000000, NULL, 0,
+     "Upgrade attempts per second one source address may make (burst as many), charged after "
+     "the Origin and token-shape checks and before the signature is verified; beyond, 503 with "
+     "Retry-After (0: no cap). Keeps one address from spending the gateway's CPU on signatures "
+     "and its share of --max-upgrades-per-sec."},
 
     {"rx-memory-max", 0, "WSGATE_RX_MEMORY_MAX", WSG_OPT_SIZE, OPT(rx_memory_max), "256m", 1 * MIB,
      1024LL * 1024 * MIB, NULL, 0,
      "Memory all connections together may hold for partly received messages and messages "
      "waiting for Kafka; a connection that needs more is closed with 1013."},
+    {"loop-clock", 0, "WSGATE_LOOP_CLOCK", WSG_OPT_BOOL, OPT(loop_clock), "false", 0, 0, NULL, 0,
+     "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
+     "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
+     "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
 };
 
 static const wsg_option auth_rows[] = {
@@ -92,6 +126,22 @@ static const wsg_option auth_rows[] = {
      NULL, 0, "Claim that holds the user id (a non-empty string)."},
     {"jwt-leeway", 0, "WSGATE_JWT_LEEWAY", WSG_OPT_DURATION, OPT(jwt_leeway_ms), "30s", 0, 1 * HOUR,
      NULL, 0, "Clock skew tolerated on `exp` and `nbf` (whole seconds)."},
+    {"jwt-algorithms", 0, "WSGATE_JWT_ALGORITHMS", WSG_OPT_STRING, OPT(jwt_algorithms), "HS256", 0,
+     0, NULL, 0,
+     "Comma-separated JWS algorithms accepted (HS256, HS384, HS512, RS256, RS384, RS512, PS256, "
+     "ES256, ES384, EdDSA); a token's own `alg` is only checked against this list, never trusted. "
+     "HS* need --jwt-secret(-file) or `oct` keys in --jwt-jwks-file; the others a public key."},
+    {"jwt-key-file", 0, "WSGATE_JWT_KEY_FILE", WSG_OPT_STRING, OPT(jwt_key_file), NULL, 0, 0, NULL,
+     0,
+     "PEM file of the identity provider's public key(s) or certificate(s) (RSA of 2048 bits or "
+     "more, EC P-256/P-384, Ed25519); used for tokens with no `kid` or a `kid` no JWKS key has."},
+    {"jwt-jwks-file", 0, "WSGATE_JWT_JWKS_FILE", WSG_OPT_STRING, OPT(jwt_jwks_file), NULL, 0, 0,
+     NULL, 0,
+     "JWKS document (RFC 7517, {\"keys\":[...]}) saved from the provider's jwks_uri; keys are "
+     "chosen by the token's `kid`. Unknown key types and encryption keys are skipped."},
+    {"jwt-issuer", 0, "WSGATE_JWT_ISSUER", WSG_OPT_STRING, OPT(jwt_issuer), "", 0, 0, NULL, 0,
+     "Comma-separated accepted `iss` values, compared exactly (e.g. "
+     "https://idp.example.com/realms/app); empty: `iss` is not checked."},
     {"insecure-dev-user", 0, "WSGATE_INSECURE_DEV_USER", WSG_OPT_BOOL, OPT(insecure_dev_user),
      "false", 0, 0, NULL, 0,
      "DEVELOPMENT ONLY: accept ?user=<id> without a token when no token is sent; anyone can be "
@@ -115,6 +165,11 @@ static const wsg_option kafka_rows[] = {
     {"outbound-queue-bytes", 0, "WSGATE_OUTBOUND_QUEUE_BYTES", WSG_OPT_SIZE,
      OPT(outbound_queue_bytes), "64m", 1 * MIB, 16384 * MIB, NULL, 0,
      "Payload bytes the outbound hand-off queue may hold (see --outbound-queue)."},
+    {"outbound-consume", 0, "WSGATE_OUTBOUND_CONSUME", WSG_OPT_ENUM, OPT(outbound_consume),
+     "thread", 0, 0, "thread|loop", 0,
+     "Who reads the slot's outbound records: a consumer thread that hands them to the WebSocket "
+     "thread, or the WebSocket thread itself, woken by librdkafka through a pipe (one thread "
+     "hand-off less per reply; docs/GATEWAY.md, latency knobs)."},
 };
 
 /* After the shared Redis group (the connection): the slot lease and this gateway's record. */
@@ -171,6 +226,21 @@ static const wsg_option connection_rows[] = {
      "before any message was sent to its user; keep it equal to the processors' "
      "--resume-seq-ttl."},
 
+    /* --- channels (docs/PROTOCOL.md, "Channels") --- */
+    {"channel-max-per-conn", 0, "WSGATE_CHANNEL_MAX_PER_CONN", WSG_OPT_INT,
+     OPT(channel_max_per_conn), "64", 1, 65536, NULL, 0,
+     "Most channels one connection may subscribe to; one more is answered "
+     "too_many_subscriptions."},
+    {"channel-max", 0, "WSGATE_CHANNEL_MAX", WSG_OPT_INT, OPT(channel_max), "1000000", 1, 100000000,
+     NULL, 0,
+     "Most distinct channels with subscribers on this gateway (bounds its memory); a subscribe "
+     "to a new channel beyond it is answered too_many_channels."},
+    {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
+     0, NULL, 0,
+     "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "
+     "ending with `*`. Without it a token allows no channel; --insecure-dev-user users may "
+     "subscribe to any."},
+
     /* --- drain --- */
     {"drain-window", 0, "WSGATE_DRAIN_WINDOW", WSG_OPT_DURATION, OPT(drain_window_ms), "10s", 0,
      1 * HOUR, NULL, 0,
@@ -214,6 +284,7 @@ static const wsg_config_spec gw_spec = {
                "partition of the outbound topic.",
     .sections = gw_sections,
     .nsections = WSG_COUNTOF(gw_sections),
+    .help_metrics = true,
 };
 
 const wsg_config_spec *gw_config_spec(void) {
@@ -247,10 +318,35 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "--jwt-secret and --jwt-secret-file both given; keep one");
     return -1;
   }
-  if (!cfg->jwt_secret && !cfg->jwt_secret_file && !cfg->insecure_dev_user) {
+  bool has_secret = cfg->jwt_secret || cfg->jwt_secret_file;
+  bool has_public = cfg->jwt_key_file || cfg->jwt_jwks_file;
+  if (!has_secret && !has_public && !cfg->insecure_dev_user) {
     snprintf(err, errlen,
-             "no JWT secret: give --jwt-secret-file (or --jwt-secret / WSGATE_JWT_SECRET); "
-             "--insecure-dev-user runs without authentication, for development only");
+             "no JWT secret: give --jwt-secret-file (or --jwt-secret / WSGATE_JWT_SECRET), or "
+             "--jwt-key-file / --jwt-jwks-file with --jwt-algorithms; --insecure-dev-user runs "
+             "without authentication, for development only");
+    return -1;
+  }
+  uint32_t algs = 0;
+  char aerr[256];
+  if (gw_jwt_algs_parse(cfg->jwt_algorithms, &algs, aerr, sizeof aerr) != GW_JWT_OK) {
+    snprintf(err, errlen, "--jwt-algorithms: %s", aerr);
+    return -1;
+  }
+  uint32_t hmac = 1u << GW_JWT_ALG_HS256 | 1u << GW_JWT_ALG_HS384 | 1u << GW_JWT_ALG_HS512;
+  /* A JWKS document may hold oct keys; a PEM file never does. */
+  if ((has_secret || has_public) && (algs & hmac) && !has_secret && !cfg->jwt_jwks_file) {
+    snprintf(err, errlen,
+             "--jwt-algorithms %s accepts HMAC (HS*) tokens but no secret is given: set "
+             "--jwt-algorithms to the provider's algorithm (e.g. RS256), or give --jwt-secret-file",
+             cfg->jwt_algorithms);
+    return -1;
+  }
+  if ((algs & ~hmac) && !has_public && !cfg->insecure_dev_user) {
+    snprintf(err, errlen,
+             "--jwt-algorithms %s accepts public-key tokens but no key is given: add "
+             "--jwt-key-file or --jwt-jwks-file",
+             cfg->jwt_algorithms);
     return -1;
   }
   if (cfg->sendq_soft > cfg->sendq_hard) {

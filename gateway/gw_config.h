@@ -57,6 +57,13 @@ typedef struct {
   int64_t max_connections; /* 0: derived from the file descriptor limit */
   int64_t max_upgrades_per_sec;
   uint64_t rx_memory_max;
+  bool loop_clock; /* gw_clock: one clock reading per loop iteration */
+  /* --- hostile clients (issue 16): the door's own limits --- */
+  uint64_t handshake_timeout_ms; /* accept to upgrade (TLS, request head) */
+  int64_t max_handshakes;        /* sockets accepted, not yet upgraded: also the header pool */
+  int64_t max_conns_per_addr;    /* open sockets of one source address; 0: no cap */
+  int64_t max_pending_per_addr;  /* ... of those, not yet upgraded; 0: no cap */
+  int64_t max_upgrades_per_addr; /* upgrade attempts per second of one address; 0: no cap */
 
   /* --- operations endpoint (shared group) --- */
   wsg_ops_options http;
@@ -67,6 +74,10 @@ typedef struct {
   char *jwt_audience;
   char *jwt_user_claim;
   uint64_t jwt_leeway_ms;
+  char *jwt_algorithms; /* comma-separated JWS names, parsed by gw_jwt_algs_parse */
+  char *jwt_key_file;
+  char *jwt_jwks_file;
+  char *jwt_issuer; /* comma-separated; empty: "iss" not checked */
   bool insecure_dev_user;
 
   /* --- Kafka --- */
@@ -76,6 +87,7 @@ typedef struct {
   int64_t slots; /* 0: the outbound topic's partition count */
   int64_t outbound_queue;
   uint64_t outbound_queue_bytes;
+  char *outbound_consume; /* "thread" or "loop" (gw_kafka_ev) */
 
   /* --- Redis --- */
   wsg_redis_options redis; /* shared group: the connection */
@@ -97,6 +109,11 @@ typedef struct {
   int64_t resume_max; /* messages replayed per reconnect; 0: the +seq subprotocol is off */
   uint64_t resume_max_age_ms;
   uint64_t resume_seq_ttl_ms;
+
+  /* --- channels --- */
+  int64_t channel_max_per_conn;
+  int64_t channel_max;
+  char *channel_claim;
 
   /* --- drain --- */
   uint64_t drain_window_ms;

@@ -30,7 +30,7 @@ static void env_base(gw_server *s, const gw_session *ss, wsg_envelope *e, wsg_en
   e->gateway = s->cfg->gateway_id;
   e->gateway_len = strlen(s->cfg->gateway_id);
   e->slot = s->slot >= 0 ? (uint32_t)s->slot : 0;
-  e->ts_us = wsg_now_wall_us();
+  e->ts_us = gw_clock_wall_us(&s->clock);
 }
 
 /* Encodes and produces; returns a gw_kafka_err (GW_KAFKA_FAILED when encoding failed). */
@@ -127,6 +127,11 @@ static int flush_held(gw_server *s, gw_session *ss) {
     return 0;
   if (!(ss->flags & F_CONNECT_SENT) || s->pressure)
     return 1; /* not registered yet (on_registered flushes), or Kafka still full */
+  if (gw_chops_marked(ss->rx, ss->rx_len, (ss->flags & F_BINARY) != 0)) {
+    gw_chserve_op(s, ss, ss->rx, ss->rx_len, (ss->flags & F_BINARY) != 0);
+    gw_inbound_rx_free(s, ss);
+    return 0;
+  }
   wsg_envelope e;
   env_base(s, ss, &e, WSG_ENV_MSG);
   e.fields |= WSG_F_SEQ | WSG_F_DATA | WSG_F_BINARY;
@@ -204,11 +209,8 @@ static void rate_take(gw_server *s, gw_session *ss, size_t len, uint64_t now_ns)
   gw_rate_allow(&s->rate_bytes, &ss->tat_bytes, now_ns, len);
 }
 
-/*
- * Rate-limit pauses wake up from one ev_timer over a heap of deadlines: lws' per-wsi timer
- * (lws_set_timer_usecs) is only rescheduled when lws' idle watcher runs on a foreign libev loop,
- * and was measured firing tens of seconds late.
- */
+/* Rate-limit pauses wake from one ev_timer over a heap of deadlines: lws' per-wsi timer fires
+ * late on a foreign libev loop (docs/notes/libwebsockets-4.1.6.md#timers). */
 static void rate_timer_arm(gw_server *s) {
   gw_deadline d;
   ev_timer_stop(s->o.loop, &s->rate_w);
@@ -250,7 +252,7 @@ void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
  */
 static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *data,
                       size_t len, bool in_rx) {
-  ss->rx_ts_us = wsg_now_wall_us();
+  ss->rx_ts_us = gw_clock_wall_us(&s->clock);
   uint64_t t = now_ns();
   uint64_t wait = rate_wait(s, ss, len, t);
   if (wait > 0) {
@@ -267,6 +269,13 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
     return 0;
   }
   rate_take(s, ss, len, t);
+  /* A channel op (an exact prefix, never a parse) is answered here, not produced. */
+  if ((ss->flags & F_CONNECT_SENT) && gw_chops_marked(data, len, (ss->flags & F_BINARY) != 0)) {
+    gw_chserve_op(s, ss, data, len, (ss->flags & F_BINARY) != 0);
+    if (in_rx)
+      gw_inbound_rx_free(s, ss);
+    return 0;
+  }
   if (!in_rx) {
     /* The common case, a message that arrived in one piece: produce straight from lws' buffer. */
     if ((ss->flags & F_CONNECT_SENT) && !s->pressure) {
@@ -309,11 +318,8 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
 
 int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *in,
                        size_t len) {
-  /* lws may deliver more of the same read after we returned -1 (notes §6), and with
-   * permessage-deflate it keeps only the LAST return value of the chunks it inflates: keep
-   * answering -1 or the close we asked for is forgotten; but once lws has begun its close, a -1
-   * would make it drop the socket at once (no close frame; a reset if input is unread): from then
-   * on the data is discarded (lingering close, mark_closing). */
+  /* After our -1, lws may deliver more of this read and keeps only the last return: keep saying
+   * -1 until lws begins its close (docs/notes/libwebsockets-4.1.6.md#receive-after-close). */
   if (ss->flags & F_LWS_CLOSING)
     return 0;
   if (ss->flags & F_CLOSE_SENT)

@@ -6,7 +6,8 @@
  *     librdkafka delivers through the main queue (delivery reports, errors), set_slot,
  *     outbound_pop, stop_consumer, destroy;
  *   - consumer thread (consumer_main): owns the consumer handle, decodes and pushes to the
- *     hand-off queue, calls opts.wake;
+ *     hand-off queue, calls opts.wake; with outbound_on_loop it only assigns and probes, and the
+ *     loop thread reads, decodes and pushes itself (loop_serve, woken by gw_kafka_ev.c);
  *   - librdkafka's own threads: only its log callback (common/wsg_kafka.c).
  * Shared between the two: the hand-off ring (under `mu`), desired/assigned slot, broker state and
  * stop flag (atomics).
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gw_kafka_ev.h"
 #include "gw_metrics.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
@@ -36,6 +38,8 @@
 #define POLL_FALLBACK_S 0.25
 /* How long the consumer waits in one poll, and between checks of its flags while idle. */
 #define CONSUMER_POLL_MS 100
+/* outbound_on_loop: records read per serve before other events get a turn. */
+#define LOOP_SERVE_MAX 256
 /* Deadline of the watermark query made before each assign. */
 #define WATERMARK_TIMEOUT_MS 5000
 /* While the brokers are reported down, probe them this often from the consumer thread. */
@@ -95,6 +99,7 @@ struct gw_kafka {
   atomic_int desired_slot;
   atomic_int assigned_slot; /* -1 until the consumer reads desired_slot's partition */
   wsg_log_ratelimit rl_consumer;
+  gw_kafka_ev *out_ev; /* outbound_on_loop: the consumer queue served on the loop; else NULL */
 
   /* --- hand-off ring, under mu --- */
   pthread_mutex_t mu;
@@ -110,18 +115,8 @@ struct gw_kafka {
   wsg_counter *m_pressure_events;
   wsg_counter *m_out_queued, *m_out_fenced, *m_out_invalid, *m_out_kind, *m_out_pauses;
   wsg_counter *m_out_errors;
+  wsg_histogram *m_hop_acked;
 };
-
-void gw_outbound_finish(gw_outbound *o) {
-  if (!o)
-    return;
-  gw_msg_unref(o->msg);
-  free(o->conns);
-  free(o->qs);
-  free(o->user);
-  free(o->reason);
-  memset(o, 0, sizeof *o);
-}
 
 /* Bytes an item holds, for the hand-off queue's byte bound. */
 static uint64_t item_bytes(const gw_outbound *o) {
@@ -165,6 +160,11 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   uint64_t conn_id = (uint64_t)(uintptr_t)m->_private;
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     wsg_counter_add(k->m_dr_ok, 1);
+    /* librdkafka's own stamp of the produce() call, kept in the message: no clock read here for
+     * the start, no room taken in the opaque (which carries the connection id). */
+    int64_t lat_us = rd_kafka_message_latency(m);
+    if (lat_us >= 0)
+      wsg_histogram_observe(k->m_hop_acked, (double)lat_us / 1e6);
     atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
     return;
   }
@@ -185,9 +185,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     atomic_store_explicit(&k->brokers_up, false, memory_order_relaxed);
     wsg_gauge_set(k->m_brokers_up, 0);
   }
-  /* librdkafka reports transient errors here too and retries them itself: log, do not act. A
-   * fatal error (idempotence state lost) leaves the producer unusable; the gateway then fails
-   * every delivery and readiness, which is what an operator needs to see. */
+  /* Transient errors are retried by librdkafka: log only. A fatal one fails deliveries and
+   * readiness (docs/notes/librdkafka-2.0.2.md#errors). */
   wsg_log_limited(&k->rl_loop, LOG_LIMIT_PER_S, wsg_now_mono_ms(),
                   err == RD_KAFKA_RESP_ERR__FATAL ? WSG_LOG_ERROR : WSG_LOG_WARN, "kafka",
                   "producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
@@ -331,6 +330,16 @@ static void pause_partition(gw_kafka *k, int slot, bool pause) {
              rd_kafka_err2str(e));
 }
 
+/* Under mu, with room: appends `it` (taken); returns whether the ring was empty. */
+static bool ring_put(gw_kafka *k, gw_outbound *it, uint64_t sz) {
+  bool was_empty = k->count == 0;
+  k->ring[(k->head + k->count) % k->cap] = *it;
+  k->count++;
+  k->bytes += sz;
+  wsg_gauge_set(k->m_outq, (int64_t)k->count);
+  return was_empty;
+}
+
 /*
  * Pushes `it` (taken) into the ring, waiting for room while it is full: the partition is paused
  * meanwhile so librdkafka stops prefetching. Returns false if stop was requested (it is freed).
@@ -364,11 +373,7 @@ static bool handoff_push(gw_kafka *k, gw_outbound *it, int slot) {
     }
     pthread_cond_timedwait(&k->cv, &k->mu, &ts);
   }
-  was_empty = k->count == 0;
-  k->ring[(k->head + k->count) % k->cap] = *it;
-  k->count++;
-  k->bytes += sz;
-  wsg_gauge_set(k->m_outq, (int64_t)k->count);
+  was_empty = ring_put(k, it, sz);
   pthread_mutex_unlock(&k->mu);
   if (paused)
     pause_partition(k, slot, false);
@@ -379,99 +384,47 @@ static bool handoff_push(gw_kafka *k, gw_outbound *it, int slot) {
   return true;
 }
 
-/* Decodes one outbound record into a hand-off item; returns false (counted, logged) to drop it. */
+/* Decodes one outbound record into a hand-off item (gw_outdecode.c); returns false (counted,
+ * logged) to drop it. */
 static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it) {
   wsg_envelope env;
   const char *field = NULL;
-  memset(it, 0, sizeof *it);
-  int rc = wsg_envelope_decode(&env, m->payload, m->len, &field);
-  if (rc != WSG_ENV_OK) {
+  int rc = WSG_ENV_OK;
+  switch (gw_outbound_decode(m->payload, m->len, k->gw_id, k->gw_id_len, it, &env, &rc, &field)) {
+  case GW_OUTDEC_OK:
+    return true;
+  case GW_OUTDEC_INVALID:
     wsg_counter_add(k->m_out_invalid, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping an invalid envelope at %s [%d] offset %lld: %s (field \"%s\")",
                     k->out_topic, m->partition, (long long)m->offset, wsg_env_strerror(rc),
                     field ? field : "");
     return false;
-  }
-  if (env.kind != WSG_ENV_DELIVER && env.kind != WSG_ENV_CLOSE) {
+  case GW_OUTDEC_KIND:
     wsg_counter_add(k->m_out_kind, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping a \"%s\" envelope at %s [%d] offset %lld: gateways accept only "
                     "deliver and close",
                     wsg_env_kind_name(env.kind), k->out_topic, m->partition, (long long)m->offset);
     return false;
-  }
-  /* Fencing: the slot may have belonged to another gateway when the processor looked it up. */
-  if (env.gateway_len != k->gw_id_len || memcmp(env.gateway, k->gw_id, k->gw_id_len) != 0) {
+  case GW_OUTDEC_FENCED:
     wsg_counter_add(k->m_out_fenced, 1);
     WSG_DEBUG("kafka", "dropping an envelope for gateway %.*s at offset %lld (we are %s)",
               (int)env.gateway_len, env.gateway, (long long)m->offset, k->gw_id);
     return false;
-  }
-  it->kind = env.kind;
-  it->ts_us = (env.fields & WSG_F_TS) ? env.ts_us : 0;
-  it->q = (env.fields & WSG_F_USEQ) ? env.user_seq : 0;
-  if (env.kind == WSG_ENV_CLOSE) {
-    it->target = GW_TARGET_CONN;
-    it->conn = env.conn;
-    it->close_code = (env.fields & WSG_F_CLOSE_CODE) ? env.close_code : 0;
-    if ((env.fields & WSG_F_CLOSE_REASON) && env.close_reason_len > 0) {
-      it->reason = strndup(env.close_reason, env.close_reason_len);
-      if (!it->reason)
-        goto nomem;
-      it->reason_len = (uint8_t)env.close_reason_len; /* <= WSG_MAX_REASON_LEN, checked by decode */
-    }
-    return true;
-  }
-  /* A text frame that is not UTF-8 makes every RFC 6455 client fail the connection (1007): refuse
-   * the processor's mistake here rather than disconnect its recipients. */
-  if (!env.binary && env.data_len > 0 && !wsg_utf8_valid((const char *)env.data, env.data_len)) {
+  case GW_OUTDEC_NOT_UTF8:
     wsg_counter_add(k->m_out_invalid, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping a text deliver at %s [%d] offset %lld: its payload is not UTF-8 "
                     "(send it with b=true)",
                     k->out_topic, m->partition, (long long)m->offset);
     return false;
+  case GW_OUTDEC_NOMEM:
+    break;
   }
-  if (env.fields & WSG_F_CONNS) {
-    it->target = GW_TARGET_CONNS;
-    if (env.conns.count > 0) {
-      it->conns = malloc(sizeof(uint64_t) * env.conns.count);
-      if (!it->conns)
-        goto nomem;
-      size_t pos = 0;
-      uint64_t id;
-      while (it->nconns < env.conns.count && wsg_conns_next(&env.conns, &pos, &id))
-        it->conns[it->nconns++] = id;
-      if (env.fields & WSG_F_USEQS) {
-        /* The decoder checked that qs has exactly one element per connection. */
-        it->qs = malloc(sizeof(uint64_t) * env.conns.count);
-        if (!it->qs)
-          goto nomem;
-        pos = 0;
-        for (uint32_t i = 0; i < it->nconns && wsg_conns_next(&env.useqs, &pos, &id); i++)
-          it->qs[i] = id;
-      }
-    }
-  } else if (env.fields & WSG_F_CONN) {
-    it->target = GW_TARGET_CONN;
-    it->conn = env.conn;
-  } else {
-    it->target = GW_TARGET_USER;
-    it->user = strndup(env.user, env.user_len);
-    if (!it->user)
-      goto nomem;
-    it->user_len = env.user_len;
-  }
-  it->msg = gw_msg_create(env.data_len ? env.data : NULL, env.data_len, env.binary);
-  if (!it->msg)
-    goto nomem;
-  return true;
-nomem:
   wsg_counter_add(k->m_out_errors, 1);
   WSG_ERROR("kafka", "out of memory decoding an outbound envelope at offset %lld: dropped",
             (long long)m->offset);
-  gw_outbound_finish(it);
   return false;
 }
 
@@ -494,6 +447,24 @@ static void probe_brokers(gw_kafka *k, uint64_t *last_probe_ms) {
   }
 }
 
+/* One polled message (taken: destroyed here): errors are counted, a record of another slot than
+ * `slot` dropped; true with *it built when it is to be handed off. */
+static bool take_record(gw_kafka *k, rd_kafka_message_t *m, int slot, gw_outbound *it) {
+  if (m->err) {
+    if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+      wsg_counter_add(k->m_out_errors, 1);
+      wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
+                      "outbound consumer: %s", rd_kafka_message_errstr(m));
+    }
+    rd_kafka_message_destroy(m);
+    return false;
+  }
+  /* A record fetched before a re-assignment may still arrive: it belongs to the old slot. */
+  bool ok = m->partition == slot && build_item(k, m, it);
+  rd_kafka_message_destroy(m);
+  return ok;
+}
+
 static void *consumer_main(void *arg) {
   gw_kafka *k = arg;
   int current = -1;
@@ -512,30 +483,53 @@ static void *consumer_main(void *arg) {
       consumer_wait(k, CONSUMER_POLL_MS);
       continue;
     }
+    if (k->out_ev) {
+      consumer_wait(k, CONSUMER_POLL_MS); /* the loop reads the records (loop_serve) */
+      continue;
+    }
     rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, CONSUMER_POLL_MS);
-    if (!m)
-      continue;
-    if (m->err) {
-      if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-        wsg_counter_add(k->m_out_errors, 1);
-        wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
-                        "outbound consumer: %s", rd_kafka_message_errstr(m));
-      }
-      rd_kafka_message_destroy(m);
-      continue;
-    }
-    /* A record fetched before a re-assignment may still arrive: it belongs to the old slot. */
-    if (m->partition != current) {
-      rd_kafka_message_destroy(m);
-      continue;
-    }
     gw_outbound it;
-    bool ok = build_item(k, m, &it);
-    rd_kafka_message_destroy(m);
-    if (ok && !handoff_push(k, &it, current))
+    if (m && take_record(k, m, current, &it) && !handoff_push(k, &it, current))
       break;
   }
   return NULL;
+}
+
+/*
+ * outbound_on_loop, loop thread (gw_kafka_ev.c calls it when librdkafka signals the consumer
+ * queue): reads what is there while the ring has room, up to LOOP_SERVE_MAX, and has the server
+ * dispatch it at once. No thread hand-off and no wait: when the ring is full the records stay in
+ * librdkafka's queue, whose own bound (queued.max.messages.kbytes) stops the fetching. Returns
+ * true when it stopped with records possibly left (called again next iteration).
+ */
+static bool loop_serve(void *arg) {
+  gw_kafka *k = arg;
+  size_t n = 0;
+  bool more = false;
+  int slot = atomic_load(&k->assigned_slot);
+  for (;;) {
+    pthread_mutex_lock(&k->mu);
+    bool room = k->count < k->cap && (k->count == 0 || k->bytes < k->o.outbound_queue_bytes);
+    pthread_mutex_unlock(&k->mu);
+    if (!room || n == LOOP_SERVE_MAX) {
+      more = true;
+      break;
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(k->consumer, 0);
+    if (!m)
+      break;
+    n++;
+    gw_outbound it;
+    if (!take_record(k, m, slot, &it))
+      continue;
+    pthread_mutex_lock(&k->mu);
+    ring_put(k, &it, item_bytes(&it));
+    pthread_mutex_unlock(&k->mu);
+    wsg_counter_add(k->m_out_queued, 1);
+  }
+  if (n > 0 && !k->closing && k->o.drain)
+    k->o.drain(k->o.arg);
+  return more;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -580,6 +574,8 @@ static uint64_t conf_u64(rd_kafka_conf_t *conf, const char *key, uint64_t def) {
   return end != buf ? (uint64_t)v : def;
 }
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
+
 #define DELIVERED           "wsgate_gateway_kafka_delivered_total"
 #define DELIVERED_HELP      "Inbound envelopes Kafka acknowledged (ok) or failed for good (failed)."
 #define PRODUCE_ERRORS      "wsgate_gateway_kafka_produce_errors_total"
@@ -611,6 +607,10 @@ static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(gw_kafka, m_out_kind, OUT_RECORDS, OUT_RECORDS_HELP, "result=\"wrong_type\""),
     WSG_COUNTER_ROW(gw_kafka, m_out_errors, "wsgate_gateway_outbound_errors_total",
                     "Outbound consumer errors (fetch errors, out of memory).", NULL),
+    WSG_HISTOGRAM_ROW(gw_kafka, m_hop_acked, "wsgate_gateway_hop_inbound_acked_seconds",
+                      "Hop 1: from producing an inbound envelope (as its frame is read, unless the "
+                      "gateway held it) to Kafka's acknowledgement.",
+                      NULL, hop_bounds),
     WSG_GAUGE_ROW(gw_kafka, m_outq, "wsgate_gateway_outbound_queue",
                   "Outbound envelopes waiting for the WebSocket thread.", NULL),
     WSG_COUNTER_ROW(
@@ -705,6 +705,20 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
   if (!k->consumer)
     goto fail;
   rd_kafka_poll_set_consumer(k->consumer);
+  if (o->outbound_on_loop) {
+    /* The consumer queue, which the main queue now forwards to: the final queue, the only one
+     * librdkafka signals (docs/notes/librdkafka-2.0.2.md#event-delivery). */
+    rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(k->consumer);
+    if (!cq) {
+      snprintf(err, errlen, "the outbound consumer has no consumer queue");
+      goto fail;
+    }
+    k->out_ev = gw_kafka_ev_create(o->loop, cq, loop_serve, k, err, errlen);
+    if (!k->out_ev)
+      goto fail;
+    WSG_INFO("kafka",
+             "outbound records are read on the WebSocket thread (--outbound-consume loop)");
+  }
 
   if (pthread_create(&k->thread, NULL, consumer_main, k) != 0) {
     snprintf(err, errlen, "cannot start the outbound consumer thread");
@@ -719,25 +733,40 @@ fail:
   return rc;
 }
 
-int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, char *err, size_t errlen) {
+/* Partitions of one of our topics (`which` names it in the message), or a gw_kafka_err. */
+static int check_topic(gw_kafka *k, const char *topic, const char *which, int timeout_ms,
+                       const volatile sig_atomic_t *stop, char *err, size_t errlen) {
   char e[512];
-  int n = wsg_kafka_topic_partitions(k->producer, k->in_topic, timeout_ms, e, sizeof e);
+  int n = wsg_kafka_topic_partitions_until(k->producer, topic, timeout_ms, stop, e, sizeof e);
+  if (n == WSG_KAFKA_STOPPED) {
+    snprintf(err, errlen, "%s", e);
+    return GW_KAFKA_STOPPED;
+  }
   if (n < 0) {
-    snprintf(err, errlen, "inbound topic: %s (create it with wsgate-admin or scripts/kafka)", e);
+    snprintf(err, errlen, "%s topic: %s (create it with wsgate-admin or scripts/kafka)", which, e);
     return GW_KAFKA_TOPIC;
   }
-  n = wsg_kafka_topic_partitions(k->producer, k->out_topic, timeout_ms, e, sizeof e);
-  if (n < 0) {
-    snprintf(err, errlen, "outbound topic: %s (create it with wsgate-admin or scripts/kafka)", e);
-    return GW_KAFKA_TOPIC;
-  }
+  return n;
+}
+
+int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, const volatile sig_atomic_t *stop, char *err,
+                          size_t errlen) {
+  int n = check_topic(k, k->in_topic, "inbound", timeout_ms, stop, err, errlen);
+  if (n < 0)
+    return n;
+  n = check_topic(k, k->out_topic, "outbound", timeout_ms, stop, err, errlen);
+  if (n < 0)
+    return n;
   atomic_store_explicit(&k->brokers_up, true, memory_order_relaxed);
   wsg_gauge_set(k->m_brokers_up, 1);
   return n;
 }
 
 void gw_kafka_stop_consumer(gw_kafka *k) {
-  if (!k || !k->thread_started)
+  if (!k)
+    return;
+  gw_kafka_ev_stop(k->out_ev); /* no drain into a server that is going away */
+  if (!k->thread_started)
     return;
   pthread_mutex_lock(&k->mu);
   atomic_store(&k->stop, true);
@@ -752,6 +781,8 @@ void gw_kafka_destroy(gw_kafka *k) {
     return;
   gw_kafka_stop_consumer(k);
   k->closing = true;
+  gw_kafka_ev_destroy(k->out_ev); /* its queue must go before rd_kafka_consumer_close */
+  k->out_ev = NULL;
   if (k->consumer) {
     rd_kafka_consumer_close(k->consumer);
     rd_kafka_destroy(k->consumer);

@@ -22,6 +22,7 @@
 #ifndef GW_KAFKA_H
 #define GW_KAFKA_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +45,8 @@ struct ev_loop;
   X(BROKER, -5, "the Kafka cluster did not answer in time")                                        \
   X(TOPIC, -6, "a topic is missing or has the wrong partition count")                              \
   X(THREAD, -7, "could not start the outbound consumer thread")                                    \
-  X(NOMEM, -8, "out of memory")
+  X(NOMEM, -8, "out of memory")                                                                   \
+  X(STOPPED, -9, "stopped by a signal during the wait")
 
 typedef enum {
 #define GW_KAFKA_ERR_ENUM(name, value, msg) GW_KAFKA_##name = value,
@@ -85,6 +87,26 @@ typedef struct {
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */
 
+/* What gw_outbound_decode() made of a record (gw_outdecode.c). */
+typedef enum {
+  GW_OUTDEC_OK,       /* *it is ready to hand off (caller finishes it) */
+  GW_OUTDEC_INVALID,  /* not a valid envelope: *env_rc and *field say why */
+  GW_OUTDEC_KIND,     /* valid, but neither deliver nor close (env->kind) */
+  GW_OUTDEC_FENCED,   /* addressed to another gateway (env->gateway) */
+  GW_OUTDEC_NOT_UTF8, /* a text deliver whose payload is not UTF-8 */
+  GW_OUTDEC_NOMEM,
+} gw_outdec_result;
+
+/*
+ * Decodes one outbound record rec[0..len) (borrowed) for the gateway gw_id[0..gw_id_len). On
+ * GW_OUTDEC_OK *it owns copies of everything it needs (release with gw_outbound_finish); on any
+ * other result *it is empty. env receives the decoded envelope (pointing into rec) for the
+ * caller's log line. Pure: no logging, no metrics; the fuzz target calls it as the consumer does.
+ */
+gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_id,
+                                    size_t gw_id_len, gw_outbound *it, wsg_envelope *env,
+                                    int *env_rc, const char **field);
+
 typedef struct {
   const char *brokers;           /* borrowed during create */
   const wsg_kvlist *props;       /* the user's -X overrides, borrowed during create; may be NULL */
@@ -102,6 +124,10 @@ typedef struct {
   void (*on_pressure)(void *arg, bool paused);
   /* CONSUMER THREAD: gw_outbound items are waiting; must only call lws_cancel_service(). */
   void (*wake)(void *arg);
+  /* With outbound_on_loop: the loop thread reads the outbound records itself (gw_kafka_ev.c)
+   * instead of the consumer thread, and calls drain (loop thread) to dispatch what it queued. */
+  bool outbound_on_loop;
+  void (*drain)(void *arg);
   void *arg; /* borrowed, passed to the callbacks */
 } gw_kafka_options;
 
@@ -117,9 +143,11 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
 /*
  * Blocking, for start-up before the loop runs: waits up to timeout_ms for the cluster's metadata
  * and checks that the inbound topic exists; returns the outbound topic's partition count (> 0), or
- * a negative gw_kafka_err with a message in err.
+ * a negative gw_kafka_err with a message in err: GW_KAFKA_STOPPED as soon as *stop is set (a
+ * signal handler's flag; may be NULL).
  */
-int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, char *err, size_t errlen);
+int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, const volatile sig_atomic_t *stop, char *err,
+                          size_t errlen);
 
 /*
  * Stops the consumer thread and joins it. After this no wake() is called: do it before

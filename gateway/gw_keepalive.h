@@ -2,12 +2,8 @@
  * gw_keepalive: when each connection is next due for a liveness check, kept in a wheel of
  * one-second buckets of connection ids. Scheduling and each check are O(1) per connection.
  *
- * Why not libwebsockets' own keepalive (retry policy secs_since_valid_ping/hangup): libwebsockets
- * 4.1.6 keeps those timers in one sorted list per thread and inserts from its head, and a
- * re-armed timer is always the latest deadline, so every ping and every pong walks the timers of
- * every connection. Measured (docs/BENCHMARKS.md, idle): 19,500 idle connections cost 20 s of
- * CPU per minute with those timers and none without; the cost grows with the square of the
- * connections.
+ * Why not libwebsockets' own keepalive: its validity timers cost O(connections) per ping and pong
+ * in 4.1.6 (docs/notes/libwebsockets-4.1.6.md#keepalive; measured in docs/BENCHMARKS.md).
  *
  * Entries are never removed: a connection that closed or was checked meanwhile is found stale
  * by its caller when its bucket comes due (a lookup of the id), which is cheaper than keeping

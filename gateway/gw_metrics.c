@@ -4,9 +4,6 @@
 #include <stddef.h>
 
 const wsg_metric_table *const gw_metric_tables[] = {
-    &gw_gateway_metric_table,
-    &gw_kafka_metric_table,
-    &gw_registry_metric_table,
-    &gw_server_metric_table,
-    NULL,
+    &gw_gateway_metric_table, &gw_kafka_metric_table,  &gw_registry_metric_table,
+    &gw_chreg_metric_table,   &gw_server_metric_table, NULL,
 };

@@ -11,7 +11,8 @@
 extern const wsg_metric_table gw_gateway_metric_table;  /* gateway.c */
 extern const wsg_metric_table gw_server_metric_table;   /* gw_server_metrics.c */
 extern const wsg_metric_table gw_kafka_metric_table;    /* gw_kafka.c */
-extern const wsg_metric_table gw_registry_metric_table; /* gw_registry_metrics.c */
+extern const wsg_metric_table gw_registry_metric_table; /* gw_registry.c */
+extern const wsg_metric_table gw_chreg_metric_table;    /* gw_chreg.c */
 
 /* Every table above, in the order /metrics lists their families; NULL-terminated. */
 extern const wsg_metric_table *const gw_metric_tables[];

@@ -78,7 +78,7 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     return;
   }
   if (it->ts_us && s->m_latency) {
-    uint64_t now_us = wsg_now_wall_us();
+    uint64_t now_us = gw_clock_wall_us(&s->clock);
     if (now_us > it->ts_us)
       wsg_histogram_observe(s->m_latency, (double)(now_us - it->ts_us) / 1e6);
   }
@@ -161,6 +161,17 @@ static void copy_framed(uint8_t *dst, const char *hdr, size_t hlen, const uint8_
     memcpy(dst + done, payload + (off - hlen), n - done);
 }
 
+/* Hop 4 (docs/GATEWAY.md "Where the time goes"): from the processor building the reply to its
+ * last byte handed to lws_write(). Messages the gateway made itself carry no ts. */
+static void hop_written(gw_server *s, const gw_msg *m) {
+  uint64_t ts = gw_msg_ts(m);
+  if (!ts || !s->m_hop_written)
+    return;
+  uint64_t now_us = gw_clock_wall_us(&s->clock);
+  if (now_us > ts)
+    wsg_histogram_observe(s->m_hop_written, (double)(now_us - ts) / 1e6);
+}
+
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
    * here would drop the socket without waiting, so the client's answer would meet a reset. */
@@ -175,9 +186,8 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     return gw__close_now(s, wsi, ss, ss->close_code,
                          ss->close_reason ? ss->close_reason : gw_close_reason(ss->close_code));
   }
-  /* A ping goes between messages (one write per WRITEABLE, as lws requires). Not empty:
-   * libwebsockets 4.1.6 does not pass a pong with an empty payload to RECEIVE_PONG (ops-ws.c),
-   * and the client's pong echoes the ping's payload. */
+  /* A ping goes between messages (one write per WRITEABLE). Not empty: lws 4.1.6 drops an empty
+   * pong (docs/notes/libwebsockets-4.1.6.md#keepalive). */
   if ((ss->flags & F_PING_DUE) && ss->sent_off == 0) {
     ss->flags &= (uint16_t)~F_PING_DUE;
     static const char payload[] = "wsgate";
@@ -223,6 +233,7 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   ss->sent_off += (uint32_t)chunk;
   if (ss->sent_off >= total) {
     ss->sent_off = 0;
+    hop_written(s, m);
     wsg_counter_add(s->m_msgs_out, 1);
     wsg_counter_add(s->m_bytes_out, len);
     uint64_t before = gw_sendq_bytes(&ss->q);

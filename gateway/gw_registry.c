@@ -1,9 +1,10 @@
 /*
- * gw_registry: the gateway's slot lease, gateway record and connection entries in Redis, on the
- * gateway's libev loop (gw_registry.h describes the behaviour). The connection itself (name
+ * gw_registry: the gateway's slot lease, gateway record and Redis replies, on the loop thread
+ * (gw_registry.h describes the behaviour); the connection entries and replay reads are
+ * gw_regconn.c's, the state both share is in gw_registry_priv.h. The connection itself (name
  * resolution, handshake, watchdog, reconnection, Redis Cluster routing) is
- * common/wsg_redis_conn.c's and common/wsg_redis_cluster.c's; this file decides
- * what to send on it and reads the replies.
+ * common/wsg_redis_conn.c's and common/wsg_redis_cluster.c's; this file decides what to send on it
+ * and reads the replies.
  *
  * Threads: the loop thread runs everything here.
  */
@@ -18,6 +19,8 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "gw_metrics.h"
+#include "gw_registry_priv.h"
 #include "gw_replay_page.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
@@ -25,17 +28,11 @@
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
-#define SUBSYS "redis"
-
 /* Reconnection backoff: from 50 ms, doubling to 2 s (wsg_redis_conn). */
 #define BACKOFF_MIN_MS       50
 #define BACKOFF_MAX_MS       2000
 #define DEFAULT_MAX_INFLIGHT 65536
-/* Removals kept while disconnected. Beyond this conn_remove fails (GW_REG_BUSY, counted) and the
- * closed connection's entry stays in Redis: deliveries to it reach this gateway, which drops them
- * as addressed to an unknown connection. */
-#define BACKLOG_MAX 65536
-#define MAX_SLOTS   65536
+#define MAX_SLOTS            65536
 /* A replay read's counter TTL when the options give none. */
 #define DEFAULT_REPLAY_SEQ_TTL_MS ((uint64_t)24 * 3600 * 1000)
 
@@ -57,98 +54,7 @@ const char *gw_registry_err_name(int err) {
 }
 #undef GW_REG_ERR_NAME
 
-/* --- types ------------------------------------------------------------------------------------ */
-
-typedef enum {
-  OP_ACQUIRE,  /* EVAL lease acquire on one slot */
-  OP_RENEW,    /* EVAL lease renew */
-  OP_RECORD,   /* HSET + PEXPIRE of the gateway record */
-  OP_CONN_ADD, /* HSET user entry, with a caller callback */
-  OP_CONN_DEL, /* EVAL connection delete */
-  OP_REREG,    /* batch of HSETs re-registering every live connection */
-  OP_RELEASE,  /* batch: every connection, the record and the slot, at drain */
-  OP_REPLAY,   /* EVALSHA (or EVAL) replay read, with a caller callback */
-  OP_SCRIPT,   /* SCRIPT LOAD of the replay read script */
-} op_kind;
-
-/* One command, or one batch of commands sharing a completion (pending counts the replies still
- * due). Freed when the last reply, or hiredis' NULL reply on disconnect, has arrived. */
-typedef struct {
-  wsg_redis_conn_req req; /* first: on_reply gets it back */
-  op_kind kind;
-  uint32_t pending;
-  uint32_t failed;
-  uint32_t sent;
-  int32_t slot;
-  uint64_t sent_ms;
-  uint64_t conn_id;
-  gw_registry_conn_cb cb;
-  gw_registry_replay_cb replay_cb;
-  bool position_only;
-  void *arg;
-  uint32_t cb_epoch; /* r->cb_epoch when queued: a later epoch means the owner is gone */
-} op;
-
-typedef struct backlog_item {
-  struct backlog_item *next;
-  uint64_t conn_id;
-  size_t ulen;
-  char user[];
-} backlog_item;
-
-typedef enum { REL_NONE, REL_RUNNING, REL_DONE } release_state;
-
-struct gw_registry {
-  struct ev_loop *loop;
-  /* options, copied */
-  char *prefix, *gw_id, *advertise;
-  uint32_t slots, max_inflight;
-  uint64_t lease_ms, renew_ms, timeout_ms;
-  char replay_ttl_text[24];
-  char replay_sha[48]; /* SHA1 of WSG_LUA_REPLAY_READ on this connection, "" until loaded */
-  void (*on_slot)(void *arg, int32_t slot);
-  void (*foreach_conn)(void *arg, gw_registry_emit_fn emit, void *ctx);
-  void *arg;
-  char lease_ms_text[24];
-  char gw_key[WSG_REDIS_KEY_MAX];
-  uint64_t started_s;
-
-  /* connection */
-  wsg_redis_cluster *conn; /* owned: one node or a Redis Cluster */
-  uint32_t conn_inflight;  /* conn_add/conn_remove/replay reads in flight (the capped ones) */
-  uint64_t rng;
-
-  /* lease */
-  int32_t slot;      /* held slot, -1 if none */
-  int32_t pref_slot; /* where acquisition starts next, -1: random */
-  bool acquiring, renewing, need_rereg, all_taken_logged;
-  uint32_t acq_tries;
-  uint32_t acq_k;
-  uint64_t conn_count;
-
-  /* removals waiting for a connection */
-  backlog_item *backlog_head, *backlog_tail;
-  uint32_t backlog_len;
-
-  /* drain */
-  release_state release;
-  void (*release_done)(void *arg);
-  void *release_arg;
-
-  /* reentrancy: destroy from inside one of our callbacks is deferred to the outermost frame */
-  int depth;
-  bool doomed;
-  uint32_t cb_epoch; /* bumped by gw_registry_cancel_conn_callbacks() */
-
-  ev_timer renew_timer, lease_timer, release_timer;
-
-  /* metrics (all NULL without a registry of metrics) */
-  wsg_counter *m_ok, *m_error, *m_lost, *m_reconnects, *m_lease_losses, *m_backlog_drops;
-  wsg_gauge *m_connected, *m_slot;
-};
-
 static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep);
-static void backlog_flush(gw_registry *r, op *batch);
 static void start_acquire(gw_registry *r);
 static void finish_release(gw_registry *r, const char *why);
 static void really_destroy(gw_registry *r);
@@ -166,11 +72,6 @@ static bool leave(gw_registry *r) {
     return true;
   }
   return false;
-}
-
-static void count(wsg_counter *c) {
-  if (c != NULL)
-    wsg_counter_add(c, 1);
 }
 
 static void gauge(wsg_gauge *g, int64_t v) {
@@ -193,7 +94,7 @@ static void timer_after(gw_registry *r, ev_timer *t, uint64_t ms) {
   ev_timer_start(r->loop, t);
 }
 
-static op *op_new(op_kind kind) {
+op *gw_registry__op_new(op_kind kind) {
   op *o = calloc(1, sizeof(*o));
   if (o != NULL) {
     o->req.cb = on_reply;
@@ -205,7 +106,7 @@ static op *op_new(op_kind kind) {
 }
 
 /* Queues one command for o. Returns false (nothing queued) if there is no usable connection. */
-static bool send_cmd(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
+bool gw_registry__send_cmd(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
   if (wsg_redis_cluster_command(r->conn, &o->req, argc, argv, lens) != WSG_REDIS_CONN_OK)
     return false;
   o->pending++;
@@ -214,8 +115,9 @@ static bool send_cmd(gw_registry *r, op *o, int argc, const char **argv, const s
 }
 
 /* Sends a single-command op, or frees it. Returns whether it was sent. */
-static bool send_single(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
-  if (send_cmd(r, o, argc, argv, lens))
+bool gw_registry__send_single(gw_registry *r, op *o, int argc, const char **argv,
+                              const size_t *lens) {
+  if (gw_registry__send_cmd(r, o, argc, argv, lens))
     return true;
   free(o);
   return false;
@@ -225,9 +127,9 @@ static bool send_single(gw_registry *r, op *o, int argc, const char **argv, cons
 static void send_script_load(gw_registry *r) {
   const char *argv[] = {"SCRIPT", "LOAD", WSG_LUA_REPLAY_READ};
   size_t lens[] = {6, 4, strlen(WSG_LUA_REPLAY_READ)};
-  op *o = op_new(OP_SCRIPT);
+  op *o = gw_registry__op_new(OP_SCRIPT);
   if (o != NULL)
-    send_single(r, o, 3, argv, lens);
+    gw_registry__send_single(r, o, 3, argv, lens);
 }
 
 static const char *reply_text(const redisReply *rep) {
@@ -247,9 +149,8 @@ static void notify_slot(gw_registry *r, int32_t slot) {
 
 /* --- connection hooks (wsg_redis_conn) -------------------------------------------------------- */
 
-/* A new connection, before its PING: the replay read runs once or twice per resumable
- * connection, and EVALSHA sends 40 bytes where EVAL would send (and Redis hash) the whole script.
- * Until the reply, reads use EVAL. */
+/* A new connection, before its PING: EVALSHA sends 40 bytes where EVAL sends the whole script;
+ * until the reply, reads use EVAL (docs/notes/hiredis.md#script-cache). */
 static void on_conn_handshake(void *arg) {
   gw_registry *r = arg;
   r->replay_sha[0] = '\0';
@@ -262,7 +163,7 @@ static void on_conn_ready(void *arg) {
   /* Redis may have restarted empty while we were away: write everything again. */
   r->need_rereg = true;
   if (r->backlog_len > 0)
-    backlog_flush(r, NULL);
+    gw_regconn_backlog_flush(r, NULL);
   start_acquire(r); /* writes the gateway record once it has a slot, or at the next renewal */
   leave(r);
 }
@@ -289,11 +190,11 @@ static void write_record(gw_registry *r) {
     hlen[i] = strlen(hset[i]);
   const char *pexp[] = {"PEXPIRE", r->gw_key, r->lease_ms_text};
   size_t plen[] = {7, strlen(r->gw_key), strlen(r->lease_ms_text)};
-  op *o = op_new(OP_RECORD);
+  op *o = gw_registry__op_new(OP_RECORD);
   if (o == NULL)
     return;
-  send_cmd(r, o, 12, hset, hlen);
-  send_cmd(r, o, 3, pexp, plen);
+  gw_registry__send_cmd(r, o, 12, hset, hlen);
+  gw_registry__send_cmd(r, o, 3, pexp, plen);
   if (o->pending == 0)
     free(o);
 }
@@ -330,7 +231,7 @@ static void on_lease_timer(struct ev_loop *loop, ev_timer *w, int revents) {
 static void send_lease_script(gw_registry *r, op_kind kind, const char *script, uint32_t k) {
   char key[WSG_REDIS_KEY_MAX];
   int klen = wsg_key_slot(key, sizeof(key), r->prefix, k);
-  op *o = op_new(kind);
+  op *o = gw_registry__op_new(kind);
   if (o == NULL || klen < 0) {
     free(o);
     return;
@@ -338,7 +239,7 @@ static void send_lease_script(gw_registry *r, op_kind kind, const char *script, 
   o->slot = (int32_t)k;
   const char *argv[] = {"EVAL", script, "1", key, r->gw_id, r->lease_ms_text};
   size_t lens[] = {4, strlen(script), 1, (size_t)klen, strlen(r->gw_id), strlen(r->lease_ms_text)};
-  if (!send_single(r, o, 6, argv, lens))
+  if (!gw_registry__send_single(r, o, 6, argv, lens))
     return;
   if (kind == OP_ACQUIRE)
     r->acquiring = true;
@@ -361,44 +262,6 @@ static void start_acquire(gw_registry *r) {
   send_lease_script(r, OP_ACQUIRE, WSG_LUA_LEASE_ACQUIRE, r->acq_k);
 }
 
-static void emit_rereg(void *ctx, const char *user, size_t ulen, uint64_t conn_id) {
-  void **c = ctx;
-  gw_registry *r = c[0];
-  op *o = c[1];
-  char key[WSG_REDIS_KEY_MAX], cid[24];
-  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
-  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
-  if (klen < 0 || clen < 0 || ulen == 0 || ulen > WSG_MAX_USER_LEN) {
-    o->failed++;
-    return;
-  }
-  const char *argv[] = {"HSET", key, cid, r->gw_id};
-  size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
-  if (!send_cmd(r, o, 4, argv, lens))
-    o->failed++;
-}
-
-/* Writes every live connection's entry again. One HSET per connection, all pipelined at once:
- * bounded by the number of live connections, which max-connections bounds. */
-static void reregister(gw_registry *r) {
-  r->need_rereg = false;
-  if (r->foreach_conn == NULL)
-    return;
-  op *o = op_new(OP_REREG);
-  if (o == NULL) {
-    r->need_rereg = true;
-    return;
-  }
-  void *ctx[2] = {r, o};
-  r->foreach_conn(r->arg, emit_rereg, ctx);
-  if (o->failed > 0)
-    WSG_WARN(SUBSYS, "could not queue %" PRIu32 " connection re-registrations", o->failed);
-  if (o->sent > 0)
-    WSG_INFO(SUBSYS, "re-registering %" PRIu32 " live connections", o->sent);
-  if (o->pending == 0)
-    free(o);
-}
-
 /* EVAL lease release of `slot` as part of batch `o`, or on its own (o NULL: fire and forget). */
 static bool send_lease_release(gw_registry *r, op *o, int32_t slot) {
   char key[WSG_REDIS_KEY_MAX];
@@ -408,9 +271,9 @@ static bool send_lease_release(gw_registry *r, op *o, int32_t slot) {
   const char *argv[] = {"EVAL", WSG_LUA_LEASE_RELEASE, "1", key, r->gw_id};
   size_t lens[] = {4, strlen(WSG_LUA_LEASE_RELEASE), 1, (size_t)klen, strlen(r->gw_id)};
   if (o != NULL)
-    return send_cmd(r, o, 5, argv, lens);
-  op *single = op_new(OP_RECORD);
-  return single != NULL && send_single(r, single, 5, argv, lens);
+    return gw_registry__send_cmd(r, o, 5, argv, lens);
+  op *single = gw_registry__op_new(OP_RECORD);
+  return single != NULL && gw_registry__send_single(r, single, 5, argv, lens);
 }
 
 static void on_acquire_reply(gw_registry *r, const op *o, const redisReply *rep) {
@@ -438,7 +301,7 @@ static void on_acquire_reply(gw_registry *r, const op *o, const redisReply *rep)
       notify_slot(r, r->slot);
     }
     if (r->need_rereg && !r->doomed && wsg_redis_cluster_open(r->conn))
-      reregister(r);
+      gw_regconn_reregister(r);
     return;
   }
   if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
@@ -502,184 +365,6 @@ static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   else if (!r->acquiring && !r->renewing)
     send_lease_script(r, OP_RENEW, WSG_LUA_LEASE_RENEW, (uint32_t)r->slot);
   leave(r);
-}
-
-/* --- connections ------------------------------------------------------------------------------ */
-
-static bool send_conn_delete(gw_registry *r, op *o, const char *user, size_t ulen,
-                             uint64_t conn_id) {
-  char key[WSG_REDIS_KEY_MAX], cid[24];
-  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
-  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
-  if (klen < 0 || clen < 0)
-    return false;
-  const char *argv[] = {"EVAL", WSG_LUA_CONN_DELETE, "1", key, cid, r->gw_id};
-  size_t lens[] = {4, strlen(WSG_LUA_CONN_DELETE), 1, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
-  return send_cmd(r, o, 6, argv, lens);
-}
-
-static void backlog_flush(gw_registry *r, op *batch) {
-  while (r->backlog_head != NULL && wsg_redis_cluster_open(r->conn)) {
-    backlog_item *it = r->backlog_head;
-    op *o = batch;
-    if (o == NULL) {
-      o = op_new(OP_CONN_DEL);
-      if (o == NULL)
-        return;
-    }
-    bool sent = send_conn_delete(r, o, it->user, it->ulen, it->conn_id);
-    if (batch == NULL) {
-      if (!sent) {
-        free(o);
-        return;
-      }
-      r->conn_inflight++;
-    } else if (!sent) {
-      return;
-    }
-    r->backlog_head = it->next;
-    if (r->backlog_head == NULL)
-      r->backlog_tail = NULL;
-    r->backlog_len--;
-    free(it);
-  }
-}
-
-static void backlog_clear(gw_registry *r) {
-  while (r->backlog_head != NULL) {
-    backlog_item *it = r->backlog_head;
-    r->backlog_head = it->next;
-    free(it);
-  }
-  r->backlog_tail = NULL;
-  r->backlog_len = 0;
-}
-
-int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
-                         gw_registry_conn_cb cb, void *arg) {
-  if (r->release != REL_NONE)
-    return GW_REG_RELEASED;
-  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
-    return GW_REG_INVALID;
-  if (!wsg_redis_cluster_ready(r->conn))
-    return GW_REG_NOT_CONNECTED;
-  if (r->conn_inflight >= r->max_inflight)
-    return GW_REG_BUSY;
-  char key[WSG_REDIS_KEY_MAX], cid[24];
-  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
-  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
-  if (klen < 0 || clen < 0)
-    return GW_REG_INVALID;
-  op *o = op_new(OP_CONN_ADD);
-  if (o == NULL)
-    return GW_REG_NOMEM;
-  o->conn_id = conn_id;
-  o->cb = cb;
-  o->arg = arg;
-  o->cb_epoch = r->cb_epoch;
-  const char *argv[] = {"HSET", key, cid, r->gw_id};
-  size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
-  if (!send_single(r, o, 4, argv, lens))
-    return GW_REG_NOT_CONNECTED;
-  r->conn_inflight++;
-  return GW_REG_OK;
-}
-
-int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
-                            bool position_only, uint64_t after, const gw_replay_limits *lim,
-                            gw_registry_replay_cb cb, void *arg) {
-  if (r->release != REL_NONE)
-    return GW_REG_RELEASED;
-  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN || lim == NULL || lim->max_entries == 0)
-    return GW_REG_INVALID;
-  if (!wsg_redis_cluster_ready(r->conn))
-    return GW_REG_NOT_CONNECTED;
-  if (r->conn_inflight >= r->max_inflight)
-    return GW_REG_BUSY;
-  char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
-  int slen = wsg_key_replay(skey, sizeof(skey), r->prefix, user, ulen);
-  int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, user, ulen);
-  if (slen < 0 || qlen < 0)
-    return GW_REG_INVALID;
-  char a_after[24] = "", a_n[16], a_bytes[24], a_age[24], a_dist[24];
-  if (!position_only)
-    snprintf(a_after, sizeof(a_after), "%" PRIu64, after);
-  snprintf(a_n, sizeof(a_n), "%" PRIu32, lim->max_entries);
-  snprintf(a_bytes, sizeof(a_bytes), "%" PRIu64, lim->max_bytes);
-  snprintf(a_age, sizeof(a_age), "%" PRIu64, lim->max_age_ms);
-  snprintf(a_dist, sizeof(a_dist), "%" PRIu64, lim->max_distance);
-  op *o = op_new(OP_REPLAY);
-  if (o == NULL)
-    return GW_REG_NOMEM;
-  o->conn_id = conn_id;
-  o->replay_cb = cb;
-  o->position_only = position_only;
-  o->arg = arg;
-  o->cb_epoch = r->cb_epoch;
-  bool sha = r->replay_sha[0] != '\0';
-  const char *argv[] = {sha ? "EVALSHA" : "EVAL",
-                        sha ? r->replay_sha : WSG_LUA_REPLAY_READ,
-                        "2",
-                        skey,
-                        qkey,
-                        a_after,
-                        a_n,
-                        a_bytes,
-                        a_age,
-                        a_dist,
-                        r->replay_ttl_text};
-  size_t lens[11];
-  for (int i = 0; i < 11; i++)
-    lens[i] = strlen(argv[i]);
-  lens[3] = (size_t)slen; /* user ids may hold any byte */
-  lens[4] = (size_t)qlen;
-  if (!send_single(r, o, 11, argv, lens))
-    return GW_REG_NOT_CONNECTED;
-  r->conn_inflight++;
-  return GW_REG_OK;
-}
-
-void gw_registry_cancel_conn_callbacks(gw_registry *r) {
-  if (r != NULL)
-    r->cb_epoch++;
-}
-
-int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id) {
-  if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
-    return GW_REG_INVALID;
-  /* Not capped like conn_add: removals follow closes, which live connections bound. */
-  if (wsg_redis_cluster_ready(r->conn)) {
-    op *o = op_new(OP_CONN_DEL);
-    if (o == NULL)
-      return GW_REG_NOMEM;
-    if (send_conn_delete(r, o, user, ulen, conn_id)) {
-      r->conn_inflight++;
-      return GW_REG_OK;
-    }
-    free(o);
-  }
-  /* After a release the gateway's entries are gone or will be recognised as stale by its
-   * missing lease: nothing to remember. */
-  if (r->release != REL_NONE)
-    return GW_REG_OK;
-  if (r->backlog_len >= BACKLOG_MAX) {
-    count(r->m_backlog_drops);
-    return GW_REG_BUSY;
-  }
-  backlog_item *it = malloc(sizeof(*it) + ulen);
-  if (it == NULL)
-    return GW_REG_NOMEM;
-  it->next = NULL;
-  it->conn_id = conn_id;
-  it->ulen = ulen;
-  memcpy(it->user, user, ulen);
-  if (r->backlog_tail != NULL)
-    r->backlog_tail->next = it;
-  else
-    r->backlog_head = it;
-  r->backlog_tail = it;
-  r->backlog_len++;
-  return GW_REG_OK;
 }
 
 void gw_registry_set_conn_count(gw_registry *r, uint64_t n) {
@@ -831,7 +516,7 @@ static void emit_release(void *ctx, const char *user, size_t ulen, uint64_t conn
   gw_registry *r = c[0];
   op *o = c[1];
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN ||
-      !send_conn_delete(r, o, user, ulen, conn_id))
+      !gw_regconn_send_conn_delete(r, o, user, ulen, conn_id))
     o->failed++;
 }
 
@@ -843,7 +528,7 @@ int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg) {
   r->release_arg = arg;
   ev_timer_stop(r->loop, &r->renew_timer);
   wsg_redis_cluster_cancel_retry(r->conn);
-  op *o = wsg_redis_cluster_ready(r->conn) ? op_new(OP_RELEASE) : NULL;
+  op *o = wsg_redis_cluster_ready(r->conn) ? gw_registry__op_new(OP_RELEASE) : NULL;
   if (o == NULL) {
     /* Nothing to talk to: finish from the loop, not from inside this call. */
     timer_after(r, &r->release_timer, 0);
@@ -853,10 +538,10 @@ int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg) {
     void *ctx[2] = {r, o};
     r->foreach_conn(r->arg, emit_release, ctx);
   }
-  backlog_flush(r, o);
+  gw_regconn_backlog_flush(r, o);
   const char *del[] = {"DEL", r->gw_key};
   size_t dlen[] = {3, strlen(r->gw_key)};
-  if (!send_cmd(r, o, 2, del, dlen))
+  if (!gw_registry__send_cmd(r, o, 2, del, dlen))
     o->failed++;
   if (r->slot >= 0 && !send_lease_release(r, o, r->slot))
     o->failed++;
@@ -906,25 +591,31 @@ static int validate(const gw_registry_options *o, char *err, size_t errlen) {
   return GW_REG_OK;
 }
 
+#define COMMANDS      "wsgate_gateway_redis_commands_total"
+#define COMMANDS_HELP "Redis commands answered, by result (lost: connection dropped first)"
+
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(gw_registry, m_ok, COMMANDS, COMMANDS_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(gw_registry, m_error, COMMANDS, COMMANDS_HELP, "result=\"error\""),
+    WSG_COUNTER_ROW(gw_registry, m_lost, COMMANDS, COMMANDS_HELP, "result=\"lost\""),
+    WSG_COUNTER_ROW(gw_registry, m_reconnects, "wsgate_gateway_redis_connects_total",
+                    "Redis connection attempts", NULL),
+    WSG_COUNTER_ROW(gw_registry, m_lease_losses, "wsgate_gateway_lease_losses_total",
+                    "Outbound slot leases lost", NULL),
+    WSG_COUNTER_ROW(
+        gw_registry, m_backlog_drops, "wsgate_gateway_redis_remove_drops_total",
+        "Connection removals dropped while Redis was unreachable and the backlog was full", NULL),
+    WSG_GAUGE_ROW(gw_registry, m_connected, "wsgate_gateway_redis_connected",
+                  "1 while the Redis connection is usable", NULL),
+    WSG_GAUGE_ROW(gw_registry, m_slot, "wsgate_gateway_slot",
+                  "Outbound slot (partition) held, -1 if none", NULL),
+};
+
+const wsg_metric_table gw_registry_metric_table =
+    WSG_METRIC_TABLE("gateway/gw_registry.c", metric_rows);
+
 static void register_metrics(gw_registry *r, wsg_metrics *m) {
-  if (m == NULL)
-    return;
-  const char *cmds = "wsgate_gateway_redis_commands_total";
-  const char *cmds_help = "Redis commands answered, by result (lost: connection dropped first)";
-  r->m_ok = wsg_metrics_counter(m, cmds, cmds_help, "result=\"ok\"");
-  r->m_error = wsg_metrics_counter(m, cmds, cmds_help, "result=\"error\"");
-  r->m_lost = wsg_metrics_counter(m, cmds, cmds_help, "result=\"lost\"");
-  r->m_reconnects = wsg_metrics_counter(m, "wsgate_gateway_redis_connects_total",
-                                        "Redis connection attempts", NULL);
-  r->m_lease_losses = wsg_metrics_counter(m, "wsgate_gateway_lease_losses_total",
-                                          "Outbound slot leases lost", NULL);
-  r->m_backlog_drops = wsg_metrics_counter(
-      m, "wsgate_gateway_redis_remove_drops_total",
-      "Connection removals dropped while Redis was unreachable and the backlog was full", NULL);
-  r->m_connected = wsg_metrics_gauge(m, "wsgate_gateway_redis_connected",
-                                     "1 while the Redis connection is usable", NULL);
-  r->m_slot = wsg_metrics_gauge(m, "wsgate_gateway_slot",
-                                "Outbound slot (partition) held, -1 if none", NULL);
+  wsg_metrics_register_table(m, &gw_registry_metric_table, r);
   gauge(r->m_slot, -1);
   gauge(r->m_connected, 0);
 }
@@ -1013,7 +704,7 @@ static void really_destroy(gw_registry *r) {
   /* Pending ops are freed by on_reply as the connection fails them (maybe later, if we are
    * inside one of its callbacks). */
   wsg_redis_cluster_destroy(r->conn);
-  backlog_clear(r);
+  gw_regconn_backlog_clear(r);
   free(r->prefix);
   free(r->gw_id);
   free(r->advertise);

@@ -20,9 +20,8 @@
  * bounded backlog sent after reconnecting, so no stale entry of a closed connection survives a
  * blip; conn_add calls in flight are capped (GW_REG_BUSY beyond the cap).
  *
- * Metrics (when a wsg_metrics is given): wsgate_gateway_redis_commands_total{result=ok|error|lost},
- * wsgate_gateway_redis_connects_total, wsgate_gateway_redis_connected, wsgate_gateway_slot,
- * wsgate_gateway_lease_losses_total, wsgate_gateway_redis_remove_drops_total.
+ * Metrics (when a wsg_metrics is given): gw_registry_metric_table, listed in
+ * docs/METRICS-gateway.md.
  *
  * Threads: the loop thread only — every function and every callback. The options' callbacks run
  * on the loop thread, never from inside create/conn_add/conn_remove/release themselves. Any

@@ -12,18 +12,8 @@
 #include "gw_server.h"
 #include "wsg_envelope.h"
 
-/*
- * The sequence state of a resumable connection. `last` is the client's position: the q of the
- * last sequenced message queued for it. Every message with a higher q reaches it exactly once and
- * in order: straight from Kafka when it is the next one, else from the replay stream.
- *
- * Why reading the stream after the registration loses nothing: a processor stores a message (the
- * append script) before it reads the user's connections from Redis, on one connection, so a
- * message stored after the gateway's read was routed by a lookup that already saw the
- * registration, and reaches this connection through Kafka; one stored before is in the read.
- * A fresh connection's position is read just BEFORE its registration (the two commands run in
- * that order): messages after it either reach the connection or show up as a gap to fill.
- */
+/* The sequence state of a resumable connection; `last` is the q of the last sequenced message
+ * queued for it. Why reading after registering loses nothing: docs/ARCHITECTURE.md#resume. */
 typedef enum {
   SEQ_POSITION,    /* the position read of a fresh connection is in flight */
   SEQ_REGISTERING, /* waiting for the registration, then the first read */

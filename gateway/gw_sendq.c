@@ -14,6 +14,7 @@ struct gw_msg {
   uint32_t refs; /* not atomic: see the header (one hand-off, then one thread) */
   bool binary;
   size_t len;
+  uint64_t ts_us;
   void (*release)(void *arg, const gw_msg *m);
   void *release_arg;
   uint8_t buf[]; /* GW_MSG_HEADROOM scratch bytes, then the payload */
@@ -34,6 +35,7 @@ gw_msg *gw_msg_create(const void *payload, size_t len, bool binary) {
   m->refs = 1;
   m->binary = binary;
   m->len = len;
+  m->ts_us = 0;
   m->release = NULL;
   m->release_arg = NULL;
   if (payload != NULL && len > 0)
@@ -70,6 +72,14 @@ bool gw_msg_binary(const gw_msg *m) {
 
 unsigned gw_msg_refcount(const gw_msg *m) {
   return m->refs;
+}
+
+void gw_msg_set_ts(gw_msg *m, uint64_t ts_us) {
+  m->ts_us = ts_us;
+}
+
+uint64_t gw_msg_ts(const gw_msg *m) {
+  return m->ts_us;
 }
 
 void gw_msg_set_release_hook(gw_msg *m, void (*fn)(void *arg, const gw_msg *m), void *arg) {

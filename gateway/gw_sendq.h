@@ -51,6 +51,11 @@ uint8_t *gw_msg_payload(gw_msg *m);
 size_t gw_msg_len(const gw_msg *m);
 bool gw_msg_binary(const gw_msg *m);
 unsigned gw_msg_refcount(const gw_msg *m);
+/* The outbound envelope's `ts` (microseconds since the epoch, when a processor built it), or 0
+ * for messages the gateway made itself: the start of the "written" hop's histogram. Set before
+ * m is shared. */
+void gw_msg_set_ts(gw_msg *m, uint64_t ts_us);
+uint64_t gw_msg_ts(const gw_msg *m);
 
 /*
  * Calls fn(arg, m) once, just before m is freed (for memory accounting, and tests that check a

@@ -24,14 +24,17 @@
  */
 #include "gw_session.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include "gw_metrics.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
@@ -40,22 +43,14 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 
 /* Upper bound of one send() (tx_packet_size): a fragment plus its header. */
 #define TX_PACKET_SIZE (FRAG_SIZE + 16)
-/* Enough for an 8 KiB token in Authorization or the query plus ordinary browser headers. */
-#define MAX_HTTP_HEADER_DATA 12288
-/* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
-#define FD_RESERVE 256
+/* The per-address table: 2 rows of 2^15 buckets, 1 MiB (gw_peers.h). */
+#define PEERS_BITS 15
 /* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
 #define REPLAY_PAGE_ENTRIES 256
 /* A closing connection whose close frame cannot be written within this long is dropped. */
 #define CLOSE_TIMEOUT_S 5
 /* At most this much unread client input is discarded right before a socket is closed. */
 #define LINGER_DISCARD_MAX ((size_t)8 << 20)
-
-static const char *const upgrade_labels[] = {
-#define UPG_LABEL(name, label) "result=\"" label "\"",
-    UPGRADE_RESULTS(UPG_LABEL)
-#undef UPG_LABEL
-};
 
 /* libwebsockets' log callback has no user pointer: this limiter is process-level log state, like
  * the log settings themselves, and only the loop thread (where lws logs) touches it. */
@@ -109,13 +104,8 @@ static void lws_log_emit(int level, const char *line) {
 /* ------------------------------------------------------------------------------------------ */
 /* closes                                                                                    */
 
-/*
- * Right before libwebsockets closes the socket (LWS_CALLBACK_CLOSED runs between its
- * shutdown(SHUT_WR) and close()): discard input that is still unread, so the close is a FIN
- * after what is still in the send buffer, not a reset that destroys it. This covers the closes
- * that end without the client's close frame: the close timeout, the end of a drain, lws' own
- * hangups. Bounded: a client that keeps sending is cut off at LINGER_DISCARD_MAX.
- */
+/* Called in CLOSED, between lws' shutdown() and close(): drops unread input (at most
+ * LINGER_DISCARD_MAX) so the close is a FIN (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static void discard_unread(gw_server *s, struct lws *wsi) {
   lws_sockfd_type fd = lws_get_socket_fd(wsi);
   if (fd < 0)
@@ -151,8 +141,8 @@ int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const
     ss->disconnect_code = (uint16_t)code;
   }
   lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
-  /* lws 4.1.6 ignores a RECEIVE callback's -1 while it services permessage-deflate's pending
-   * output (ops-ws.c, "RX EXT draining"): also close from WRITEABLE, and at worst by timeout. */
+  /* lws 4.1.6 ignores RECEIVE's -1 while it drains deflate output: also close from WRITEABLE,
+   * at worst by timeout (docs/notes/libwebsockets-4.1.6.md#deflate-assertion). */
   if (ss) {
     lws_callback_on_writable(wsi);
     lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
@@ -375,15 +365,20 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   ss->conn_id = next_conn_id(s);
   gw_user *u = gw_user_map_intern(&s->users, p->user, p->len);
   uint64_t resume = p->resume;
+  char *chperm = gw__chperm_take(p);
   free(p);
-  if (!u)
+  if (!u) {
+    gw__chperm_free(chperm);
     return gw__close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
+  }
   user_link(ss, u);
   if (gw_conn_map_put(&s->conns, ss->conn_id, ss) != 0) {
+    gw__chperm_free(chperm);
     user_unlink(s, ss);
     ss->user = NULL;
     return gw__close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
   }
+  ss->chperm = chperm; /* freed by session_release from here on */
   wsg_counter_add(s->m_upgrades[UPG_OK], 1);
   wsg_gauge_set(s->m_conns, (int64_t)s->conns.count);
   ss->alive_s = ka_now(s);
@@ -431,6 +426,7 @@ static void session_release(gw_server *s, gw_session *ss) {
   sendq_clear(s, ss);
   gw_resume_free(&s->resume, ss->sq);
   ss->sq = NULL;
+  gw_chserve_release(s, ss);
   gw_inbound_rx_free(s, ss);
   free(ss->close_reason);
   ss->close_reason = NULL;
@@ -444,9 +440,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
                     size_t len) {
   gw_session *ss = user;
   switch (reason) {
+  case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+    /* Right after accept(): `user` is the peer's address, not a session (gw_door.c). */
+    return gw_door_filter(server_of(wsi), user);
+  case LWS_CALLBACK_WSI_CREATE:
+    gw_door_created(server_of(wsi), wsi);
+    return 0;
+  case LWS_CALLBACK_RAW_ADOPT:
+    /* A CONNECT request: lws 4.1.6 turns the socket raw, clears its timeout and hands it to us. */
+    return gw_upgrade_raw(server_of(wsi), wsi);
+  case LWS_CALLBACK_RAW_RX:
+  case LWS_CALLBACK_RAW_WRITEABLE:
+    return -1; /* never served: close */
   case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
     return gw_upgrade_confirm(server_of(wsi), wsi);
   case LWS_CALLBACK_HTTP:
+    wsg_counter_add(server_of(wsi)->m_not_websocket, 1);
     return gw_upgrade_plain_http(wsi);
   case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY: {
     gw_server *s = server_of(wsi);
@@ -459,6 +468,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return 0;
   }
   case LWS_CALLBACK_ESTABLISHED:
+    gw_door_upgraded(server_of(wsi), wsi);
     return on_established(server_of(wsi), wsi, ss);
   case LWS_CALLBACK_RECEIVE:
     return gw_inbound_receive(server_of(wsi), wsi, ss, in, len);
@@ -474,8 +484,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     if (ss && !(ss->flags & F_CLOSING)) {
       const uint8_t *b = in;
       unsigned code = len >= 2 ? (unsigned)((b[0] << 8) | b[1]) : 1005;
-      /* lws 4.1.6 accepts codes no peer may send (>= 5000, 1004, ...): the peer broke the
-       * protocol, and the disconnect envelope must still be valid to be produced at all. */
+      /* lws 4.1.6 accepts codes no peer may send; the disconnect envelope must stay valid
+       * (docs/notes/libwebsockets-4.1.6.md#closing). */
       ss->disconnect_code = wsg_close_code_valid(WSG_ENV_DISCONNECT, code) ? (uint16_t)code : 1002;
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
     }
@@ -492,15 +502,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
   case LWS_CALLBACK_WSI_DESTROY: {
     gw_server *s = server_of(wsi);
     free(gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi));
+    gw_door_destroyed(s, wsi);
     /* Normally CLOSED released it already; this also drops a deflate count taken by a
      * connection that never reached ESTABLISHED. */
     session_release(s, ss);
     return 0;
   }
   case LWS_CALLBACK_EVENT_WAIT_CANCELLED: {
-    /* Delivered once for every protocol of every vhost (notes §7): drain only in our own
-     * protocol's call (today the only one; an extra call would find the queue empty anyway).
-     * Must return 0: nonzero closes lws' cancel pipe. */
+    /* Once per protocol of every vhost: drain only in ours; must return 0
+     * (docs/notes/libwebsockets-4.1.6.md#cancel-service). */
     gw_server *s = server_of(wsi);
     const struct lws_protocols *p = lws_get_protocol(wsi);
     if (p && p->name && strcmp(p->name, s->protocols[0].name) == 0)
@@ -577,6 +587,11 @@ void gw_server_wake(gw_server *s) {
     lws_cancel_service(s->ctx);
 }
 
+void gw_server_drain_outbound(gw_server *s) {
+  if (s && s->ctx)
+    gw_outbound_drain(s);
+}
+
 void gw_server_set_slot(gw_server *s, int32_t slot) {
   if (slot >= 0)
     s->slot = slot;
@@ -603,91 +618,27 @@ int gw_server_port(const gw_server *s) {
 /* ------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                   */
 
-static void register_metrics(gw_server *s, wsg_metrics *m) {
-  if (!m)
-    return;
-  for (int i = 0; i < UPG__COUNT; i++)
-    s->m_upgrades[i] =
-        wsg_metrics_counter(m, "wsgate_gateway_upgrades_total",
-                            "WebSocket upgrade requests by outcome.", upgrade_labels[i]);
-#define CLOSE_METRIC(name, code, when, reason)                                                     \
-  s->m_closes[CLOSE_IDX_##name] =                                                                  \
-      wsg_metrics_counter(m, "wsgate_gateway_closes_total",                                        \
-                          "Connections the gateway closed, by close code.", "code=\"" #code "\"");
-  GW_CLOSE_MAP(CLOSE_METRIC)
-#undef CLOSE_METRIC
-  s->m_peer_closes = wsg_metrics_counter(m, "wsgate_gateway_client_closes_total",
-                                         "Connections the client closed with a close frame.", NULL);
-  s->m_pings = wsg_metrics_counter(m, "wsgate_gateway_pings_total",
-                                   "Keepalive pings sent (--ping-interval without a pong).", NULL);
-  s->m_idle_closes = wsg_metrics_counter(
-      m, "wsgate_gateway_idle_closes_total",
-      "Connections dropped because no pong came for --idle-timeout (no close frame: 1006).", NULL);
-  s->m_linger_discarded = wsg_metrics_counter(
-      m, "wsgate_gateway_linger_discarded_bytes_total",
-      "Client input still unread when its connection's socket was closed, read and discarded "
-      "so the close is a FIN, not a reset.",
-      NULL);
-  s->m_conns =
-      wsg_metrics_gauge(m, "wsgate_gateway_connections", "Open WebSocket connections.", NULL);
-  s->m_sendq_bytes = wsg_metrics_gauge(m, "wsgate_gateway_sendq_bytes",
-                                       "Bytes queued for clients in all send queues.", NULL);
-  s->m_rx_bytes = wsg_metrics_gauge(
-      m, "wsgate_gateway_rx_buffer_bytes",
-      "Bytes held for partly received messages and messages waiting for Kafka.", NULL);
-  s->m_stalled =
-      wsg_metrics_gauge(m, "wsgate_gateway_stalled_connections",
-                        "Connections whose reading waits for Kafka's queue to drain.", NULL);
-  s->m_msgs_in = wsg_metrics_counter(m, "wsgate_gateway_messages_in_total",
-                                     "Client messages produced to Kafka.", NULL);
-  s->m_bytes_in = wsg_metrics_counter(m, "wsgate_gateway_message_bytes_in_total",
-                                      "Payload bytes of client messages produced to Kafka.", NULL);
-  s->m_msgs_out = wsg_metrics_counter(m, "wsgate_gateway_messages_out_total",
-                                      "Messages written to clients.", NULL);
-  s->m_bytes_out = wsg_metrics_counter(m, "wsgate_gateway_message_bytes_out_total",
-                                       "Payload bytes of messages written to clients.", NULL);
-  const char *od = "wsgate_gateway_outbound_dropped_total";
-  const char *odh = "Outbound deliveries not sent, by reason.";
-  s->m_out_nobody = wsg_metrics_counter(m, od, odh, "reason=\"no_such_connection\"");
-  s->m_out_too_big = wsg_metrics_counter(m, od, odh, "reason=\"larger_than_sendq_hard\"");
-  s->m_reg_failed =
-      wsg_metrics_counter(m, "wsgate_gateway_registration_failures_total",
-                          "Connections closed because Redis did not register them.", NULL);
-  s->m_rate_limited =
-      wsg_metrics_counter(m, "wsgate_gateway_rate_limited_total",
-                          "Client messages over a rate limit (paused or closed).", NULL);
-  s->m_kafka_stalls = wsg_metrics_counter(
-      m, "wsgate_gateway_kafka_stalls_total",
-      "Times a connection stopped reading because Kafka's queue was full.", NULL);
-  s->m_events_lost = wsg_metrics_counter(
-      m, "wsgate_gateway_events_lost_total",
-      "Envelopes of closed connections Kafka could not take, or messages of connections closed "
-      "before their registration (logged as errors).",
-      NULL);
-  const char *rs = "wsgate_gateway_resumes_total";
-  const char *rsh = "Reconnections with ?resume=, by whether every missed message was replayed.";
-  s->m_resumes_complete = wsg_metrics_counter(m, rs, rsh, "result=\"complete\"");
-  s->m_resumes_incomplete = wsg_metrics_counter(m, rs, rsh, "result=\"incomplete\"");
-  s->m_replay_reads = wsg_metrics_counter(
-      m, "wsgate_gateway_replay_reads_total",
-      "Reads of replay streams: positions, catch-ups after a reconnect, gaps filled.", NULL);
-  s->m_replayed = wsg_metrics_counter(
-      m, "wsgate_gateway_replayed_messages_total",
-      "Messages delivered from a replay stream rather than straight from Kafka.", NULL);
-  s->m_seq_gaps = wsg_metrics_counter(
-      m, "wsgate_gateway_sequence_gaps_total",
-      "Gap frames sent: messages a connected resumable client can no longer get.", NULL);
-  s->m_seq_dups = wsg_metrics_counter(
-      m, "wsgate_gateway_sequence_duplicates_total",
-      "Sequenced delivers dropped because the connection already had them.", NULL);
-  s->m_seq_conns = wsg_metrics_gauge(m, "wsgate_gateway_resumable_connections",
-                                     "Open connections with subprotocol +seq.", NULL);
-  static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                  0.1,   0.25,   0.5,   1,    2.5,   5};
-  s->m_latency = wsg_metrics_histogram(
-      m, "wsgate_gateway_outbound_latency_seconds",
-      "From an outbound envelope's ts (set by its producer) to its hand-off to connections.", NULL,
-      bounds, sizeof bounds / sizeof bounds[0]);
+/*
+ * lws_create_context() with libwebsockets kept to lws_fds descriptors, the rest of RLIMIT_NOFILE
+ * left to Kafka, Redis and the operations port. lws 4.1.6 sizes its fd table from the soft
+ * RLIMIT_NOFILE at creation (context.c) and refuses any socket whose descriptor is past it
+ * (pollfd.c: "Socket fd %d is too high"). Setting info.fd_limit_per_thread below the limit
+ * instead would switch lws to its "unrelated to ulimit" mode, which finds a connection by a
+ * linear scan of the whole table on every event (unix-fds.c): O(connections) per event. So the
+ * soft limit is lowered for the call and put back after it.
+ */
+static struct lws_context *create_context(struct lws_context_creation_info *info, int lws_fds) {
+  struct rlimit rl;
+  bool lowered = false;
+  if (lws_fds > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur > (rlim_t)lws_fds) {
+    struct rlimit low = {(rlim_t)lws_fds, rl.rlim_max};
+    lowered = setrlimit(RLIMIT_NOFILE, &low) == 0;
+  }
+  struct lws_context *ctx = lws_create_context(info);
+  if (lowered && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+    WSG_WARN("server", "cannot restore RLIMIT_NOFILE to %llu after creating the listener: %s",
+             (unsigned long long)rl.rlim_cur, strerror(errno));
+  return ctx;
 }
 
 int gw_server_create(gw_server **out, const gw_server_options *o, char *err, size_t errlen) {
@@ -701,6 +652,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->o = *o;
   s->cfg = cfg;
   s->slot = -1;
+  gw_clock_init(&s->clock, o->loop, cfg->loop_clock);
   if (gw_user_map_init(&s->users) != 0) {
     snprintf(err, errlen, "getrandom failed");
     free(s);
@@ -723,11 +675,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     goto fail;
   }
 
-  s->jwt.secret = cfg->jwt_key;
-  s->jwt.secret_len = cfg->jwt_key_len;
-  s->jwt.audience = cfg->jwt_audience;
-  s->jwt.user_claim = cfg->jwt_user_claim;
-  s->jwt.leeway_s = (uint32_t)(cfg->jwt_leeway_ms / 1000);
+  s->jwt = *o->jwt;
   gw_rate_init(&s->rate_msgs, (uint64_t)cfg->rate_msgs,
                (uint64_t)(cfg->rate_burst ? cfg->rate_burst : cfg->rate_msgs));
   gw_rate_init(&s->rate_bytes, cfg->rate_bytes, cfg->max_message);
@@ -745,12 +693,23 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->replay_limits.max_bytes = s->resume.room;
   s->replay_limits.max_age_ms = cfg->resume_max_age_ms;
   s->replay_limits.max_distance = cfg->resume_max > 0 ? (uint64_t)cfg->resume_max : 0;
+  s->max_handshakes = (uint64_t)cfg->max_handshakes;
+  gw_rate_init(&s->rate_addr_upgrades, (uint64_t)cfg->max_upgrades_per_addr,
+               (uint64_t)cfg->max_upgrades_per_addr);
+  s->peers = gw_peers_new(PEERS_BITS);
+  if (!s->peers) {
+    snprintf(err, errlen, "cannot allocate the per-address table (out of memory or getrandom)");
+    goto fail;
+  }
+  /* libwebsockets' share of the descriptors (create_context() says how it is kept to it). */
+  int lws_fds = gw_server_lws_fds(o->fd_limit);
   if (cfg->max_connections > 0)
     s->max_conns = (uint64_t)cfg->max_connections;
+  else if ((uint64_t)lws_fds > s->max_handshakes * 2)
+    s->max_conns = (uint64_t)lws_fds - s->max_handshakes;
   else
-    s->max_conns = o->fd_limit > FD_RESERVE * 2 ? (uint64_t)(o->fd_limit - FD_RESERVE)
-                                                : (uint64_t)(o->fd_limit > 0 ? o->fd_limit / 2 : 1);
-  register_metrics(s, o->metrics);
+    s->max_conns = lws_fds > 2 ? (uint64_t)lws_fds / 2 : 1;
+  wsg_metrics_register_table(o->metrics, &gw_server_metric_table, s);
   s->resume.ops = &resume_ops;
   s->resume.arg = s;
   s->resume.sendq_hard = cfg->sendq_hard;
@@ -776,8 +735,11 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   ev_timer_init(&s->ka_w, keepalive_timer_cb, 1., 1.);
   s->ka_w.data = s;
   ev_timer_start(o->loop, &s->ka_w);
+  if (gw_chserve_init(s, err, errlen) != 0)
+    goto fail;
 
-  /* libev's plugin logs every watcher change at NOTICE (notes §1): only with --log-level debug. */
+  /* lws' libev plugin logs every watcher change at NOTICE: only with --log-level debug
+   * (docs/notes/libwebsockets-4.1.6.md#logging). */
   lws_set_log_level(LLL_ERR | LLL_WARN | (wsg_log_min_level <= WSG_LOG_DEBUG ? LLL_NOTICE : 0),
                     lws_log_emit);
 
@@ -802,8 +764,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     s->exts[0].client_offer = "permessage-deflate; client_no_context_takeover; "
                               "client_max_window_bits";
   }
-  /* Only a pong proves a connection alive (notes §9). The pings and the hang-up are ours
-   * (keepalive_due): with both at 0, libwebsockets arms no validity timer of its own. */
+  /* Keepalive is ours (keepalive_due): both at 0, lws arms no validity timer, whose cost is
+   * O(connections) per ping (docs/notes/libwebsockets-4.1.6.md#keepalive). */
   s->retry.secs_since_valid_ping = 0;
   s->retry.secs_since_valid_hangup = 0;
 
@@ -822,18 +784,24 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   info.protocols = s->protocols;
   info.extensions = cfg->deflate ? s->exts : NULL;
   info.retry_and_idle_policy = &s->retry;
-  info.max_http_header_data = MAX_HTTP_HEADER_DATA;
-  if (o->fd_limit > 0)
-    info.fd_limit_per_thread = (unsigned)o->fd_limit;
+  info.max_http_header_data = GW_MAX_HTTP_HEADER_DATA;
+  /* Handshake resources set explicitly (lws' defaults: 5 s, then 10 s more once a header buffer
+   * is attached, and a pool as large as the descriptor limit): a socket gets at most
+   * --handshake-timeout to bring its request head, and at most --max-handshakes of them hold a
+   * header buffer (the others wait for one, within the same timeout). */
+  info.timeout_secs = (unsigned)(cfg->handshake_timeout_ms / 1000);
+  info.timeout_secs_ah_idle = info.timeout_secs;
+  info.max_http_header_pool2 = (unsigned)s->max_handshakes;
   if (cfg->tls_cert) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = cfg->tls_cert;
     info.ssl_private_key_filepath = cfg->tls_key;
-    /* No HTTP/2: WebSocket over h2 would skip CONFIRM_UPGRADE (and so authentication). */
+    /* No HTTP/2: WebSocket over h2 would skip CONFIRM_UPGRADE, and so authentication
+     * (docs/notes/libwebsockets-4.1.6.md#http2). */
     info.alpn = "http/1.1";
   }
 
-  s->ctx = lws_create_context(&info);
+  s->ctx = create_context(&info, lws_fds);
   if (!s->ctx) {
     snprintf(err, errlen,
              "cannot start the WebSocket listener on %s:%lld (see the libwebsockets error above: "
@@ -846,6 +814,17 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   WSG_INFO("server", "WebSocket listener on %s:%d (%s, subprotocol %s, max %llu connections)",
            cfg->listen_addr, s->port, cfg->tls_cert ? "wss" : "ws", cfg->subprotocol,
            (unsigned long long)s->max_conns);
+  wsg_gauge_set(s->m_fd_limit, lws_fds);
+  WSG_INFO("server",
+           "libwebsockets may use %d of %d file descriptors (%d kept for Kafka, Redis and the "
+           "operations port); %llu sockets may wait for their upgrade, %llu s each; per address: "
+           "%lld open, %lld before their upgrade, %lld upgrades/s (0: no cap); per-address table "
+           "%llu KiB",
+           lws_fds, o->fd_limit, o->fd_limit - lws_fds, (unsigned long long)s->max_handshakes,
+           (unsigned long long)(cfg->handshake_timeout_ms / 1000),
+           (long long)cfg->max_conns_per_addr, (long long)cfg->max_pending_per_addr,
+           (long long)cfg->max_upgrades_per_addr,
+           (unsigned long long)(gw_peers_memory(s->peers) / 1024));
   *out = s;
   return 0;
 fail:
@@ -872,8 +851,10 @@ void gw_server_destroy(gw_server *s) {
     free(val);
   gw_conn_map_finish(&s->pending);
   gw_conn_map_finish(&s->conns);
+  gw_door_finish(s);
   gw_user_map_finish(&s->users);
   gw_inbound_finish(s);
+  gw_chserve_finish(s);
   gw_keepalive_free(s->ka);
   free(s->scratch);
   wsg_buf_finish(&s->enc);

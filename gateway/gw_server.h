@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "gw_config.h"
+#include "gw_jwt.h"
 #include "gw_kafka.h"
 #include "gw_registry.h"
 #include "wsg_metrics.h"
@@ -69,12 +70,21 @@ typedef struct {
   gw_kafka *kafka;          /* borrowed */
   gw_registry *registry;    /* borrowed */
   wsg_metrics *metrics;     /* borrowed; may be NULL */
+  const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's) */
   int fd_limit;             /* the process' RLIMIT_NOFILE (soft) */
   gw_server_admit_fn admit; /* NULL: always admitted */
   void *admit_arg;
 } gw_server_options;
 
 typedef struct gw_server gw_server;
+
+/* File descriptors kept for Kafka, Redis, the operations endpoint and logs. */
+#define GW_SERVER_FD_RESERVE 256
+/* libwebsockets' share of an RLIMIT_NOFILE of fd_limit: all of it when it is too small to split
+ * (wsgate_gateway_fd_limit; the gateway warns when --max-connections does not fit in it). */
+static inline int gw_server_lws_fds(int fd_limit) {
+  return fd_limit > GW_SERVER_FD_RESERVE * 2 ? fd_limit - GW_SERVER_FD_RESERVE : fd_limit;
+}
 
 /* Creates the libwebsockets context and starts listening. Returns 0 with *out set (caller
  * destroys) or -1 with a message in err. o: borrowed. */
@@ -94,6 +104,8 @@ uint64_t gw_server_conn_count(const gw_server *s);
 
 /* Kafka consumer thread: outbound envelopes are waiting (lws_cancel_service). */
 void gw_server_wake(gw_server *s);
+/* Loop thread: dispatch the outbound envelopes waiting now (--outbound-consume loop). */
+void gw_server_drain_outbound(gw_server *s);
 
 /* The callbacks gw_kafka and gw_registry need, forwarded by the gateway. */
 void gw_server_on_pressure(gw_server *s, bool paused);

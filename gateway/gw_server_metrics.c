@@ -1,20 +1,13 @@
 /*
- * gw_server_metrics: the metric table of gw_server.c (the WebSocket server: upgrades, closes,
- * traffic, send queues, resume), for --help-metrics and docs/METRICS-gateway.md.
- *
- * Transitional (issue 14): gw_server.c's register_metrics() still registers these series by hand,
- * with the same names, help, labels and bounds, because struct gw_server is private to it. Wave 2
- * (once struct gw_server is in gw_session.h) includes that header here, turns each
- * WSG_BY_HAND_ROW(type, m_x, ...) into WSG_COUNTER_ROW / WSG_GAUGE_ROW / WSG_HISTOGRAM_ROW
- * (struct gw_server, m_x, ...), and replaces register_metrics() with
- * wsg_metrics_register_table(m, &gw_server_metric_table, s). tests/integration/metrics_docs_test.c
- * checks in the meantime that /metrics and this table agree.
+ * gw_server_metrics: the metric table of the WebSocket server (gw_server.c and the files sharing
+ * gw_session.h: upgrades, closes, traffic, send queues, resume), for register_metrics() in
+ * gw_server.c, --help-metrics and docs/METRICS-gateway.md.
  */
 #include "gw_metrics.h"
-#include "gw_server.h"
+#include "gw_session.h"
 
-#define COUNTER(f, name, help, labels) WSG_BY_HAND_ROW(WSG_METRIC_COUNTER, f, name, help, labels)
-#define GAUGE(f, name, help, labels)   WSG_BY_HAND_ROW(WSG_METRIC_GAUGE, f, name, help, labels)
+#define COUNTER(f, name, help, labels) WSG_COUNTER_ROW(gw_server, f, name, help, labels)
+#define GAUGE(f, name, help, labels)   WSG_GAUGE_ROW(gw_server, f, name, help, labels)
 
 #define UPGRADES      "wsgate_gateway_upgrades_total"
 #define UPGRADES_HELP "WebSocket upgrade requests by outcome."
@@ -28,22 +21,40 @@
 static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,   0.25,   0.5,   1,    2.5,   5};
 
-static const wsg_metric_def metric_rows[] = {
-    /* gw_server.c's UPGRADE_RESULTS, in its order */
-    COUNTER(m_upgrades[UPG_OK], UPGRADES, UPGRADES_HELP, "result=\"ok\""),
-    COUNTER(m_upgrades[UPG_UNAUTHORIZED], UPGRADES, UPGRADES_HELP, "result=\"unauthorized\""),
-    COUNTER(m_upgrades[UPG_FORBIDDEN], UPGRADES, UPGRADES_HELP, "result=\"forbidden_origin\""),
-    COUNTER(m_upgrades[UPG_BAD_REQUEST], UPGRADES, UPGRADES_HELP, "result=\"bad_request\""),
-    COUNTER(m_upgrades[UPG_DRAINING], UPGRADES, UPGRADES_HELP, "result=\"draining\""),
-    COUNTER(m_upgrades[UPG_NOT_READY], UPGRADES, UPGRADES_HELP, "result=\"not_ready\""),
-    COUNTER(m_upgrades[UPG_FULL], UPGRADES, UPGRADES_HELP, "result=\"connection_limit\""),
-    COUNTER(m_upgrades[UPG_RATE], UPGRADES, UPGRADES_HELP, "result=\"upgrade_rate\""),
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
+
+/* Rows generated from the X-macro lists, so a new upgrade outcome or close code has its series. */
+#define UPGRADE_ROW(name, label)                                                                   \
+  COUNTER(m_upgrades[UPG_##name], UPGRADES, UPGRADES_HELP, "result=\"" label "\""),
 #define CLOSE_ROW(name, code, when, reason)                                                        \
   COUNTER(m_closes[CLOSE_IDX_##name], CLOSES, CLOSES_HELP, "code=\"" #code "\""),
-    GW_CLOSE_MAP(CLOSE_ROW)
-#undef CLOSE_ROW
-        COUNTER(m_peer_closes, "wsgate_gateway_client_closes_total",
-                "Connections the client closed with a close frame.", NULL),
+
+/* Channel ops: one series per op and answer (gw_chops.h's table), indexed by -error. */
+#define CHOPS      "wsgate_gateway_channel_ops_total"
+#define CHOPS_HELP "Channel ops from clients, by op and answer (ok, or the error code)."
+#define CHOP_ROW(op, oplabel, value, code)                                                         \
+  COUNTER(m_chops[op][-(value)], CHOPS, CHOPS_HELP, "op=\"" oplabel "\",result=\"" code "\""),
+#define CHOP_UNKNOWN_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_NONE, "unknown", value, code)
+#define CHOP_SUBSCRIBE_ROW(name, value, code, msg)                                                 \
+  CHOP_ROW(GW_CHOP_SUBSCRIBE, "subscribe", value, code)
+#define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
+  CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
+
+/* Sockets closed right after accept, one series per cap (GW_DOOR_REFUSALS). */
+#define ACCEPT_REFUSED "wsgate_gateway_accept_refused_total"
+#define ACCEPT_REFUSED_HELP                                                                        \
+  "Sockets closed right after accept, before reading a byte, by the cap they met "                 \
+  "(--max-connections + --max-handshakes, --max-handshakes, --max-conns-per-addr, "                \
+  "--max-pending-per-addr)."
+#define DOOR_ROW(name, label)                                                                      \
+  COUNTER(m_accept_refused[GW_DOOR_##name], ACCEPT_REFUSED, ACCEPT_REFUSED_HELP,                   \
+          "reason=\"" label "\""),
+
+static const wsg_metric_def metric_rows[] = {
+    UPGRADE_RESULTS(UPGRADE_ROW) /* gw_session.h */
+    GW_CLOSE_MAP(CLOSE_ROW)      /* gw_server.h */
+    COUNTER(m_peer_closes, "wsgate_gateway_client_closes_total",
+            "Connections the client closed with a close frame.", NULL),
     COUNTER(m_pings, "wsgate_gateway_pings_total",
             "Keepalive pings sent (--ping-interval without a pong).", NULL),
     COUNTER(m_idle_closes, "wsgate_gateway_idle_closes_total",
@@ -91,10 +102,33 @@ static const wsg_metric_def metric_rows[] = {
             "Sequenced delivers dropped because the connection already had them.", NULL),
     GAUGE(m_seq_conns, "wsgate_gateway_resumable_connections",
           "Open connections with subprotocol +seq.", NULL),
-    WSG_BY_HAND_HISTOGRAM_ROW(
-        m_latency, "wsgate_gateway_outbound_latency_seconds",
+    WSG_HISTOGRAM_ROW(
+        gw_server, m_latency, "wsgate_gateway_outbound_latency_seconds",
         "From an outbound envelope's ts (set by its producer) to its hand-off to connections.",
         NULL, latency_bounds),
+    WSG_HISTOGRAM_ROW(gw_server, m_hop_written, "wsgate_gateway_hop_outbound_written_seconds",
+                      "Hop 4: from an outbound envelope's ts (when a processor built it) to its "
+                      "last byte handed to the socket (lws_write).",
+                      NULL, hop_bounds),
+    GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
+    GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
+        GAUGE(m_channels, "wsgate_gateway_channels",
+              "Distinct channels with subscribers on this gateway.", NULL),
+    GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
+          "Channel subscriptions of this gateway's connections.", NULL),
+    GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",
+          NULL),
+    GW_DOOR_REFUSALS(DOOR_ROW) /* gw_session.h */
+    COUNTER(m_not_websocket, "wsgate_gateway_not_websocket_total",
+            "Requests on the WebSocket port that were not an upgrade (plain HTTP: 426; CONNECT: "
+            "405); each answered and closed.",
+            NULL),
+    GAUGE(m_handshakes, "wsgate_gateway_handshakes",
+          "Sockets accepted and not yet upgraded (at most --max-handshakes).", NULL),
+    GAUGE(m_fd_limit, "wsgate_gateway_fd_limit",
+          "File descriptors libwebsockets may use: RLIMIT_NOFILE minus the reserve kept for Kafka, "
+          "Redis and the operations port.",
+          NULL),
 };
 
 const wsg_metric_table gw_server_metric_table =

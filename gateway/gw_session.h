@@ -3,10 +3,13 @@
  * one else (not a public API: gw_server.h is). One concern per file:
  *   gw_server.c    the libwebsockets context and its protocol callback, connections' lifecycle
  *                  (established, registered, released), closes, keepalive, drain, metrics;
+ *   gw_door.c      sockets from accept to upgrade: global and per-address caps (gw_peers);
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
- *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call).
+ *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
+ *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
+ *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
  *
@@ -22,9 +25,13 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "gw_channels.h"
+#include "gw_chreg.h"
+#include "gw_clock.h"
 #include "gw_conns.h"
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
+#include "gw_peers.h"
 #include "gw_ratelimit.h"
 #include "gw_resume.h"
 #include "gw_sendq.h"
@@ -32,24 +39,11 @@
 #include "wsg_log.h"
 #include "wsg_metrics.h"
 
-/* Messages up to this size are written in one frame straight from the shared gw_msg; larger ones
- * in fragments of this size through a scratch buffer, so libwebsockets never copies more than
- * one fragment of a connection's output when the socket is full (notes §5). */
+/* Larger messages go out in fragments of this size, so libwebsockets' unbounded output buffer
+ * never holds more than one fragment (docs/notes/libwebsockets-4.1.6.md#writing). */
 #define FRAG_SIZE ((size_t)64 * 1024)
-/*
- * On a permessage-deflate connection: fragments of DEFLATE_FRAG_SIZE, and a compressor output
- * buffer of 2^DEFLATE_TX_BUF_PWR2 bytes (lws' default is 1 KiB), so that every lws_write()
- * compresses all of its input at once. What one write can produce: at most one full deflate
- * block completed by this fragment (16,383 symbols, each at most 4 bytes: zlib never codes a
- * block worse than fixed-length codes would) plus the rest of the fragment (8 KiB of symbols),
- * about 97 KiB. With a smaller buffer lws keeps input pending and drains it over later POLLOUTs
- * (tx_draining_ext); a ping or pong lws writes meanwhile (its keepalive ping, or the pong to a
- * client's ping) enters the compressor as a continuation of the pending message and trips the
- * assertion !priv->tx.avail_in in extension-permessage-deflate.c: SIGABRT, every connection of
- * the gateway lost (libwebsockets 4.1.6, unchanged upstream; docs/RELIABILITY.md). The buffer
- * is allocated on the first message sent and kept: 128 KiB per compressed connection, bounded
- * by --deflate-max-conns.
- */
+/* Compressed: 8 KiB fragments through a 128 KiB compressor buffer, each compressed at once, or
+ * lws 4.1.6 aborts (docs/notes/libwebsockets-4.1.6.md#deflate-assertion). */
 #define DEFLATE_FRAG_SIZE       ((size_t)8 * 1024)
 #define DEFLATE_TX_BUF_PWR2_STR "17"
 #define LOG_LIMIT_PER_S         5
@@ -106,6 +100,8 @@ typedef struct gw_session {
   uint32_t alive_s; /* keepalive clock: second of the last pong, or of the upgrade */
   char *close_reason;
   struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
+  gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
+  char *chperm;      /* channels it may subscribe to (gw_chperm), owned unless GW_CHPERM_ANY */
 } gw_session;
 
 static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
@@ -114,7 +110,8 @@ static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
 typedef struct {
   uint64_t resume; /* ?resume=<q>, 0 when not given */
   uint32_t len;
-  char user[];
+  bool chperm_any; /* a development user: any channel */
+  char user[];     /* the user id, its NUL, then its channel permission list (gw_chperm) */
 } gw_pending;
 /* A disconnect envelope Kafka refused (queue full), retried when the queue drains. */
 typedef struct orphan {
@@ -142,6 +139,24 @@ enum {
       UPG__COUNT
 };
 
+/* Why a socket was closed at accept, before reading a byte (metric label). */
+/* A request head's header data (lws max_http_header_data): enough for an 8 KiB token in
+ * Authorization or the query plus ordinary browser headers. Bounds every query argument too. */
+#define GW_MAX_HTTP_HEADER_DATA 12288
+
+#define GW_DOOR_REFUSALS(X)                                                                        \
+  X(FULL, "full")                 /* --max-connections + --max-handshakes sockets open */          \
+  X(HANDSHAKES, "handshakes")     /* --max-handshakes sockets before their upgrade */              \
+  X(ADDR_OPEN, "addr_open")       /* --max-conns-per-addr */                                       \
+  X(ADDR_PENDING, "addr_pending") /* --max-pending-per-addr */
+
+enum {
+#define DOOR_ENUM(name, label) GW_DOOR_##name,
+  GW_DOOR_REFUSALS(DOOR_ENUM)
+#undef DOOR_ENUM
+      GW_DOOR__COUNT
+};
+
 enum {
 #define CLOSE_IDX(name, code, when, reason) CLOSE_IDX_##name,
   GW_CLOSE_MAP(CLOSE_IDX)
@@ -167,6 +182,16 @@ struct gw_server {
   gw_replay_limits replay_limits;
   gw_resume resume; /* resumable connections' settings and counters */
   uint64_t max_conns;
+
+  /* The door (issue 16): every accepted client socket until lws frees it, keyed by wsi, valued
+   * gw__sock_val() (its address' buckets and whether it is still before its upgrade). */
+  gw_peers *peers;
+  gw_conn_map sockets;
+  uint64_t nsockets, npending_sockets;
+  uint64_t max_handshakes;
+  gw_rate rate_addr_upgrades;
+  bool accept_stashed; /* FILTER_NETWORK_CONNECTION passed; WSI_CREATE of that socket is next */
+  gw_peer_key accept_key;
 
   gw_conn_map conns;   /* conn id -> gw_session */
   gw_conn_map pending; /* (uintptr_t)wsi -> gw_pending */
@@ -201,6 +226,7 @@ struct gw_server {
   uint32_t ping_s, idle_s;
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
+  gw_clock clock; /* timestamps: --loop-clock */
 
   wsg_counter *m_upgrades[UPG__COUNT];
   wsg_counter *m_closes[CLOSE_IDX__COUNT];
@@ -211,19 +237,21 @@ struct gw_server {
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
-  wsg_histogram *m_latency;
+  wsg_histogram *m_latency, *m_hop_written;
+  wsg_counter *m_accept_refused[GW_DOOR__COUNT];
+  wsg_counter *m_not_websocket;
+  wsg_gauge *m_handshakes, *m_fd_limit;
+
+  gw_channels *channels; /* gw_chserve: the local subscription index */
+  gw_chreg *chreg;
+  wsg_counter *m_chops[GW_CHOP_UNSUBSCRIBE + 1][GW_CHOP_ERR_COUNT];
+  wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
 
-/*
- * A closing connection never stops reading: it discards what the client still sends (lingering
- * close, as nginx's lingering_close). Input left unread in the socket turns the final close()
- * into a TCP reset, and a reset makes the client's kernel throw away what it has not read yet:
- * the replies written before the close and the close frame itself (docs/RELIABILITY.md, bug 4).
- * Reading also lets libwebsockets see the client's close frame answering ours, which is what
- * ends the connection (LRS_AWAITING_CLOSE_ACK: lws drops data frames there itself).
- */
+/* A closing connection keeps reading and discards the input (lingering close): unread input would
+ * turn close() into a reset (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static inline bool reading_paused(const gw_session *ss) {
   return ss->hold != 0 && !(ss->flags & F_CLOSING);
 }
@@ -263,6 +291,20 @@ static inline uint64_t now_ns(void) {
  * else the upgrade was refused or must be dropped) and LWS_CALLBACK_HTTP (426, closes). */
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi);
 int gw_upgrade_plain_http(struct lws *wsi);
+/* gw_upgrade.c: a CONNECT request turned the socket raw (LWS_CALLBACK_RAW_ADOPT): answer 405 and
+ * close (returns -1). */
+int gw_upgrade_raw(gw_server *s, struct lws *wsi);
+
+/* gw_door.c: sockets from accept to upgrade. filter: LWS_CALLBACK_FILTER_NETWORK_CONNECTION
+ * (nonzero: close it at once); created: LWS_CALLBACK_WSI_CREATE (counts the socket filter let
+ * in); upgraded: LWS_CALLBACK_ESTABLISHED (no longer pending); destroyed: LWS_CALLBACK_WSI_DESTROY;
+ * key: the address of an accepted socket (false: not one we counted); finish: at destroy. */
+int gw_door_filter(gw_server *s, const struct lws_filter_network_conn_args *a);
+void gw_door_created(gw_server *s, struct lws *wsi);
+void gw_door_upgraded(gw_server *s, struct lws *wsi);
+void gw_door_destroyed(gw_server *s, struct lws *wsi);
+bool gw_door_key(gw_server *s, struct lws *wsi, gw_peer_key *out);
+void gw_door_finish(gw_server *s);
 
 /* gw_server.c: closes. gw__close_now from inside the wsi's own callback (returns -1, which the
  * caller returns to lws); gw__close_async from anywhere on the loop thread (the close frame goes
@@ -288,5 +330,17 @@ void gw_inbound_finish(gw_server *s);
 bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms);
 void gw_outbound_drain(gw_server *s);
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
+
+/* gw_chserve.c: the channel layer's state (0, or -1 with a message) and its end; a marked client
+ * frame (gw_chops_marked) is an op: answered, never produced; a session ends: its
+ * subscriptions and permissions go. */
+int gw_chserve_init(gw_server *s, char *err, size_t errlen);
+void gw_chserve_finish(gw_server *s);
+void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
+void gw_chserve_release(gw_server *s, gw_session *ss);
+/* A pending upgrade's channel permissions as the session keeps them (NULL: none; out of memory
+ * is none too), and freeing them. */
+char *gw__chperm_take(const gw_pending *p);
+void gw__chperm_free(char *perm);
 
 #endif

@@ -3,8 +3,9 @@
  * admission (draining, ready, connection limit, upgrade rate), subprotocol, ?resume=, Origin and
  * the token; refusals are answered here with 400/401/403/503 and a JSON body, and cost no Redis
  * write and no Kafka message. The user id is kept in a side table keyed by the wsi (gw_pending),
- * because lws gives the ws protocol a new per-session block (notes/lws-4.1.6.md §2); ESTABLISHED
- * (gw_server.c) takes it from there. Plain HTTP requests on the WebSocket port get 426.
+ * because lws gives the ws protocol a new per-session block
+ * (docs/notes/libwebsockets-4.1.6.md#upgrade-callbacks); ESTABLISHED (gw_server.c) takes it from
+ * there. Plain HTTP requests on the WebSocket port get 426, CONNECT gets 405 (gw_upgrade_raw()).
  *
  * Threads: the loop thread only.
  */
@@ -12,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
+#include "gw_chperm.h"
 #include "gw_session.h"
 #include "wsg_envelope.h"
 #include "wsg_http.h"
@@ -46,13 +49,8 @@ static void peer_of(struct lws *wsi, char *buf, size_t len) {
     snprintf(buf, len, "?");
 }
 
-/*
- * Why the status line is written here rather than by lws_add_http_common_headers(): libwebsockets
- * 4.1.6 takes the response's version from wsi->http.request_version, which the WebSocket upgrade
- * path never sets, so every refused upgrade went out as "HTTP/1.0", and strict clients (Python's
- * websockets among them) then fail with an invalid-response error instead of reading our 401,
- * 429 or 503. An upgrade is HTTP/1.1 by definition (RFC 6455 4.1).
- */
+/* Writes its own "HTTP/1.1" status line: lws 4.1.6 would say HTTP/1.0 on the upgrade path, which
+ * strict clients reject (docs/notes/libwebsockets-4.1.6.md#status-line). */
 static int http_reply(struct lws *wsi, unsigned status, const char *body, const char *www_auth,
                       int retry_after) {
   unsigned char buf[LWS_PRE + 2048];
@@ -162,6 +160,30 @@ static bool origin_allowed(const gw_config *cfg, char *origin) {
  * The bearer token from "Authorization: Bearer <token>", else from "?token=<token>". Returns
  * its length, 0 when the request carries none, -1 (and sets *problem) when it is unusable.
  */
+/*
+ * The value of the query argument `name` ("resume="), copied NUL-terminated into out; NULL when
+ * absent, or when longer than cap - 1 (*too_long is then set). lws 4.1.6's
+ * lws_get_urlarg_by_name() stops at the first argument that does not fit the buffer it is given,
+ * so with a small buffer an argument after a token (?token=<JWT>&resume=5) was never seen and the
+ * resume silently dropped: it gets a buffer that any argument fits, the request head being at most
+ * GW_MAX_HTTP_HEADER_DATA (docs/notes/libwebsockets-4.1.6.md#query-arguments).
+ */
+static const char *query_arg(struct lws *wsi, const char *name, char *out, size_t cap,
+                             bool *too_long) {
+  char scratch[GW_MAX_HTTP_HEADER_DATA + 1];
+  *too_long = false;
+  const char *v = lws_get_urlarg_by_name(wsi, name, scratch, (int)sizeof scratch);
+  if (!v)
+    return NULL;
+  size_t n = strlen(v);
+  if (n >= cap) {
+    *too_long = true;
+    return NULL;
+  }
+  memcpy(out, v, n + 1);
+  return out;
+}
+
 static int request_token(struct lws *wsi, char *buf, size_t cap, const char **problem) {
   int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
   if (alen > 0) {
@@ -191,26 +213,61 @@ static int request_token(struct lws *wsi, char *buf, size_t cap, const char **pr
     }
     return (int)tl;
   }
-  const char *v = lws_get_urlarg_by_name(wsi, "token=", buf, (int)cap);
-  if (!v)
-    return 0;
-  size_t tl = strlen(v);
-  memmove(buf, v, tl + 1);
-  return (int)tl;
+  bool too_long;
+  if (!query_arg(wsi, "token=", buf, cap, &too_long)) {
+    if (!too_long)
+      return 0;
+    *problem = "the token in ?token= is longer than the 8192-byte limit";
+    return -1;
+  }
+  return (int)strlen(buf);
+}
+
+/* The token's channel permissions (gw_chperm), read from the claims gw_jwt_verify() accepted. */
+static size_t channel_perm(gw_server *s, const char *tok, size_t tl, char *perm, size_t cap) {
+  uint8_t claims[GW_JWT_MAX_TOKEN];
+  int n = gw_jwt_claims_json(tok, tl, claims, sizeof claims);
+  if (n <= 0) {
+    perm[0] = '\0';
+    return 1;
+  }
+  return gw_chperm_from_claims(claims, (size_t)n, s->cfg->channel_claim, perm, cap);
+}
+
+/* A JWT's shape (three non-empty base64url parts, two dots), checked before any budget is charged
+ * or any signature computed: costs one pass over the bytes. */
+static bool token_shape_ok(const char *t, size_t n) {
+  int dots = 0;
+  size_t part = 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = t[i];
+    if (c == '.') {
+      if (part == 0 || ++dots > 2)
+        return false;
+      part = 0;
+    } else if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_') {
+      part++;
+    } else {
+      return false;
+    }
+  }
+  return dots == 2 && part > 0;
+}
+
+/* The source address' upgrade budget (--max-upgrades-per-addr), charged once a request passed
+ * the cheap checks and before its signature is computed: bounds the HMAC work one address can
+ * cause, and its share of the gateway-wide budget. */
+static bool addr_budget_ok(gw_server *s, struct lws *wsi) {
+  gw_peer_key k;
+  if (gw_rate_unlimited(&s->rate_addr_upgrades) || !gw_door_key(s, wsi, &k))
+    return true;
+  return gw_peers_rate_allow(s->peers, k, &s->rate_addr_upgrades, now_ns());
 }
 
 int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
-  /*
-   * CVE-2025-11677 guard. In 4.1.6, when a keep-alive connection that already served a plain HTTP
-   * request sends an Upgrade other than websocket/h2c, lws frees the header table (answering
-   * 403 itself) and still calls this callback with `in` pointing into the freed memory; if we
-   * return 0, lws then reads that memory again itself. So: never look at `in`; read the Upgrade
-   * header through lws_hdr_copy (safe when the table is gone: it returns <= 0), and return -1
-   * unless it is exactly "websocket", which also skips lws' own read. This also refuses "h2c"
-   * upgrades: WebSocket over HTTP/2 (RFC 8441) would skip this callback, and so every check
-   * below. The other callbacks we use (FILTER_PROTOCOL_CONNECTION, ESTABLISHED) are not on the
-   * buggy path, and ESTABLISHED refuses any connection that did not pass through here.
-   */
+  /* CVE-2025-11677 guard: never read `in`; anything but "websocket" (h2c included) returns -1
+   * before lws reads freed memory (docs/notes/libwebsockets-4.1.6.md#cve-2025-11677). */
   char up[16];
   if (lws_hdr_copy(wsi, up, sizeof up, WSI_TOKEN_UPGRADE) <= 0 || strcasecmp(up, "websocket") != 0)
     return -1;
@@ -225,10 +282,9 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   if (s->conns.count + s->pending.count >= s->max_conns)
     return refuse(s, wsi, UPG_FULL, 503, "connection_limit",
                   "this gateway holds as many connections as it may", NULL, 5);
-  if (!gw_rate_unlimited(&s->rate_upgrades) &&
-      !gw_rate_allow(&s->rate_upgrades, &s->upgrades_tat, now_ns(), 1))
-    return refuse(s, wsi, UPG_RATE, 503, "upgrade_rate", "too many connection attempts right now",
-                  NULL, 1);
+  /* The upgrade budgets are charged after the cheap checks (subprotocol, Origin, the token's
+   * shape) and the global one only after the signature (issue 16): a stream of junk upgrades must
+   * not spend the budget that real users need to get in. */
 
   int plen = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
   int picked = 0;
@@ -254,9 +310,10 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   /* ?resume=<q>: the client's position in its user's sequence (the last q it received). */
   uint64_t resume = 0;
   char rbuf[64];
-  const char *rv = lws_get_urlarg_by_name(wsi, "resume=", rbuf, (int)sizeof rbuf);
-  if (rv) {
-    if (!parse_resume(rv, &resume))
+  bool rlong;
+  const char *rv = query_arg(wsi, "resume=", rbuf, sizeof rbuf, &rlong);
+  if (rv || rlong) {
+    if (!rv || !parse_resume(rv, &resume))
       return refuse(s, wsi, UPG_BAD_REQUEST, 400, "invalid_resume",
                     "?resume= must be the q of the last message received: a positive integer", NULL,
                     0);
@@ -286,16 +343,27 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   char tok[GW_JWT_MAX_TOKEN + 2];
   const char *problem = NULL;
   int tl = request_token(wsi, tok, sizeof tok, &problem);
+  if (tl > 0 && !token_shape_ok(tok, (size_t)tl)) {
+    tl = -1;
+    problem = "the token is not a JWT (three base64url parts separated by dots)";
+  }
   if (tl < 0)
     return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", problem, bearer_invalid, 0);
+  if (!addr_budget_ok(s, wsi))
+    return refuse(s, wsi, UPG_RATE, 503, "upgrade_rate",
+                  "too many connection attempts from this address right now", NULL, 1);
 
   char user[WSG_MAX_USER_LEN + 1];
   size_t ulen = 0;
+  bool have_token = tl > 0;
+  char perm[GW_CHPERM_MAX_BYTES] = "";
+  size_t permlen = 1; /* the empty list: no channel */
   if (tl == 0) {
     if (!cfg->insecure_dev_user)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "missing_token",
                     "send \"Authorization: Bearer <token>\" or ?token=<token>", bearer, 0);
-    const char *u = lws_get_urlarg_by_name(wsi, "user=", tok, (int)sizeof tok);
+    bool ulong;
+    const char *u = query_arg(wsi, "user=", tok, sizeof tok, &ulong);
     if (!u || !*u || strlen(u) > WSG_MAX_USER_LEN || !wsg_utf8_valid(u, strlen(u)))
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "missing_token",
                     "no token, and no valid ?user=<id> for --insecure-dev-user", bearer, 0);
@@ -308,18 +376,28 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
                     peer, user);
   } else {
     int rc = gw_jwt_verify(&s->jwt, tok, (size_t)tl, (int64_t)time(NULL), user, sizeof user, &ulen);
+    if (rc == GW_JWT_OK)
+      permlen = channel_perm(s, tok, (size_t)tl, perm, sizeof perm);
     explicit_bzero(tok, (size_t)tl);
     if (rc != GW_JWT_OK)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", gw_jwt_strerror(rc),
                     bearer_invalid, 0);
   }
 
-  gw_pending *p = malloc(sizeof *p + ulen + 1);
+  /* Only a verified user spends the gateway-wide budget. */
+  if (!gw_rate_unlimited(&s->rate_upgrades) &&
+      !gw_rate_allow(&s->rate_upgrades, &s->upgrades_tat, now_ns(), 1))
+    return refuse(s, wsi, UPG_RATE, 503, "upgrade_rate", "too many connection attempts right now",
+                  NULL, 1);
+
+  gw_pending *p = malloc(sizeof *p + ulen + 1 + permlen);
   if (!p)
     return -1;
   p->resume = resume;
   p->len = (uint32_t)ulen;
+  p->chperm_any = cfg->insecure_dev_user && !have_token;
   memcpy(p->user, user, ulen + 1);
+  memcpy(p->user + ulen + 1, perm, permlen);
   free(gw_conn_map_del(&s->pending, (uint64_t)(uintptr_t)wsi));
   if (gw_conn_map_put(&s->pending, (uint64_t)(uintptr_t)wsi, p) != 0) {
     free(p);
@@ -346,5 +424,34 @@ int gw_upgrade_plain_http(struct lws *wsi) {
   memcpy(p, body, sizeof body - 1);
   p += sizeof body - 1;
   lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL);
+  return -1;
+}
+
+int gw_upgrade_raw(gw_server *s, struct lws *wsi) {
+  /* lws 4.1.6 turns a CONNECT request into a raw socket with no timeout and hands it to us
+   * (server.c, lws_http_to_fallback): answer and close at once, or the socket is held for good
+   * by a client that sent no token. The socket's send buffer is empty here, so one send() goes
+   * out whole; what the client sent after its request head is discarded before the close, so
+   * the close is a FIN, not a reset that would destroy the answer. */
+  static const char body[] =
+      "{\"error\":\"method_not_allowed\",\"message\":\"this port serves WebSocket upgrades only\"}";
+  char answer[512];
+  int n = snprintf(answer, sizeof answer,
+                   "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Type: "
+                   "application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                   sizeof body - 1, body);
+  wsg_counter_add(s->m_not_websocket, 1);
+  lws_sockfd_type fd = lws_get_socket_fd(wsi);
+  if (fd >= 0) {
+    (void)send(fd, answer, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    char drop[4096];
+    for (int i = 0; i < 16 && recv(fd, drop, sizeof drop, MSG_DONTWAIT) > 0; i++)
+      ;
+    shutdown(fd, SHUT_WR);
+  }
+  char peer[64];
+  peer_of(wsi, peer, sizeof peer);
+  wsg_log_limited(&s->rl_refuse, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_INFO, "server",
+                  "%s sent a CONNECT request: answered 405 and closed", peer);
   return -1;
 }

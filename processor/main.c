@@ -1,6 +1,8 @@
 /*
  * wsgate-processor: parses the configuration (exit 2 with the message when it is invalid), sets
- * up logging and signals, and runs the processor until SIGTERM or SIGINT.
+ * up logging and signals, and runs the processor until SIGTERM or SIGINT. Exit status: 0 after a
+ * clean stop, also one asked for (SIGTERM/SIGINT) during the start-up wait for Kafka; 1 after a
+ * failure; 2 on an invalid configuration.
  *
  * Threads: the main thread becomes the consumer thread.
  */
@@ -67,7 +69,13 @@ int main(int argc, char **argv) {
   }
 
   proc_processor *p = NULL;
-  int rc = proc_processor_create(&p, &cfg, err, sizeof(err));
+  int rc = proc_processor_create(&p, &cfg, &stop_requested, err, sizeof(err));
+  if (rc != 0 && stop_requested && rc != -2) {
+    /* A stop asked for during the wait for Kafka is not a failure. */
+    WSG_INFO("main", "stopped during start-up (%s)", err);
+    proc_config_finish(&cfg);
+    return 0;
+  }
   if (rc != 0) {
     WSG_ERROR("main", "%s", err);
     proc_config_finish(&cfg);

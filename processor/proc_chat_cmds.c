@@ -28,10 +28,8 @@
 /* Room for one of our Redis keys: the prefix (at most 200 bytes), a kind and a bounded name. */
 #define KEY_MAX 600
 
-/*
- * join as one step on the server, so concurrent joins cannot overfill a room: returns the member
- * count after the join, or -1 if the room is full. One key: runs on Redis Cluster unchanged.
- */
+/* Join in one step, so concurrent joins cannot overfill a room: member count, or -1 when full
+ * (docs/notes/redis-keys.md#chat-join). */
 static const char JOIN_LUA[] =
     "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return redis.call('SCARD', KEYS[1]) "
     "end\n"

@@ -7,6 +7,7 @@
 #include "proc_builtin.h"
 
 #include <stddef.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,6 +124,8 @@ static const wsg_option_override kafka_overrides[] = {
 /* The gateway keeps 9090: both daemons on one host (docker-compose, a laptop) need no flag. */
 static const wsg_option_override ops_overrides[] = {
     {.name = "http-port", .def = "9091"},
+    /* A rebalance may hold the loop for --revoke-timeout (10 s) inside one poll. */
+    {.name = "liveness-stall", .def = "30s"},
 };
 
 /* The order of --help and docs/CONFIG-processor.md. */
@@ -147,6 +150,7 @@ static const wsg_config_spec proc_spec = {
         "set by the environment variable shown; a flag wins over the environment.",
     .sections = proc_sections,
     .nsections = WSG_COUNTOF(proc_sections),
+    .help_metrics = true,
 };
 
 const wsg_config_spec *proc_config_spec(void) {
@@ -202,6 +206,15 @@ int proc_config_validate(const proc_config *cfg, char *err, size_t errlen) {
                cfg->dead_letter_topic);
       return -1;
     }
+  }
+  if (cfg->http.liveness_stall_ms <= cfg->revoke_timeout_ms + cfg->poll_wait_ms) {
+    snprintf(
+        err, errlen,
+        "--liveness-stall (%" PRIu64 " ms) must be longer than --revoke-timeout (%" PRIu64
+        " ms) plus --poll-wait (%" PRIu64
+        " ms): a rebalance holds the consumer loop that long, and /healthz would fail during it",
+        cfg->http.liveness_stall_ms, cfg->revoke_timeout_ms, cfg->poll_wait_ms);
+    return -1;
   }
   if (empty(cfg->group_id)) {
     snprintf(err, errlen, "--group-id must not be empty");

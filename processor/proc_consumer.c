@@ -1,24 +1,7 @@
 /*
- * proc_consumer: the processor's librdkafka file: consumer group, producer, offset bookkeeping,
- * rebalances, commits and lag (see proc_consumer.h).
- *
- * Why commits are ours rather than librdkafka's auto-commit: we store exactly the completed
- * offsets (rd_kafka_offsets_store) and commit that same list asynchronously on a timer, which lets
- * us measure each commit's latency and count its failures, and hold it back while this member is
- * rejoining the group (below); auto-commit would commit at any moment without telling us.
- *
- * Why no commit goes out while this member rejoins the group: an OffsetCommit sent after our
- * JoinGroup request queues behind it on the coordinator connection, so the broker reads it only
- * once the JoinGroup has completed, under a new generation, and answers ILLEGAL_GENERATION.
- * librdkafka before 2.10.0 (Debian's 2.0.2 included; librdkafka issue #4059, fixed by PR #4908)
- * then resets the generation the JoinGroup response had just set, its SyncGroup fails, and it
- * declares the whole assignment lost: the partitions are released uncommitted and their next
- * owner handles again everything since the last commit. A rebalance in which this member gave
- * partitions up (cooperative: after the assign that follows the revoke; eager or lost: right
- * after the revoke) always ends with such a rejoin, so from that revoke to the assign of the
- * next round the timer commits wait (at most max.poll.interval.ms, the broker's bound on a
- * rebalance), and shutdown waits for the rebalance to end before its last commit. The commit in
- * the revoke callback itself is safe: it is sent before our JoinGroup.
+ * proc_consumer: the processor's librdkafka clients, the batch, producing and delivery reports,
+ * lag; the consumer thread runs it. The consumer group's offsets, commits and rebalances are
+ * proc_group.c's; the state both share is in proc_consumer_priv.h.
  *
  * Threads: every function runs on the consumer thread; librdkafka calls our callbacks from
  * rd_kafka_consumer_poll() and rd_kafka_poll(), i.e. on the consumer thread too (the consumer's
@@ -35,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proc_consumer_priv.h"
 #include "proc_metrics.h"
 #include "proc_offsets.h"
 #include "proc_util.h"
@@ -42,119 +26,19 @@
 #include "wsg_log.h"
 #include "wsg_time.h"
 
-/* How long one wait for delivery reports blocks before conditions are checked again. */
-#define POLL_SLICE_MS 10
 /* How often the lag gauges are refreshed (cheap: cached watermarks and local positions). */
-#define LAG_INTERVAL_MS   1000
-#define TICKETS_PER_BLOCK 1024
+#define LAG_INTERVAL_MS 1000
 /* An async commit without a result after this long is given up on. */
 #define COMMIT_STUCK_US (30ULL * 1000000ULL)
 /* While no broker is reachable: how often, and how long at most, to check whether one is back. */
 #define BROKER_CHECK_MS         2000
 #define BROKER_CHECK_TIMEOUT_MS 200
-/* Longest wait for the group's committed offsets when resuming after our own work. */
-#define RESUME_QUERY_MS 5000
 /* librdkafka's default max.poll.interval.ms: the broker's bound on one rebalance. */
 #define DEFAULT_REBALANCE_MS 300000
 
-/* Where this member stands in a rebalance it will rejoin for (see the top of the file). */
-typedef enum {
-  REJOIN_NONE,         /* no rejoin of ours outstanding: commits may go out */
-  REJOIN_AFTER_ASSIGN, /* cooperative revoke done: librdkafka rejoins after the next assign */
-  REJOIN_PENDING,      /* our JoinGroup is (about to be) outstanding: no commit until assigned */
-} rejoin_state;
-
-typedef struct part {
-  int32_t id;
-  bool assigned;
-  bool dirty;     /* committable advanced since the last store */
-  uint32_t epoch; /* bumped on every assign and revoke: stale records and reports are ignored */
-  proc_offsets *offs;
-  uint32_t inflight; /* produced, delivery not reported yet (any epoch) */
-  int64_t stored;    /* last offset given to rd_kafka_offsets_store, -1 */
-  int64_t committed; /* last offset the broker acknowledged, -1 */
-  int64_t next;      /* next offset to handle, -1 until the first record */
-  int64_t resume;    /* completed when last released and not committed, -1 */
-  wsg_gauge *lag;
-} part;
-
-/* The opaque of one produced record: which input entry it completes. */
-typedef struct ticket {
-  part *p;
-  uint32_t epoch;
-  uint64_t seq;
-  struct ticket *next;
-} ticket;
-
-typedef struct ticket_block {
-  struct ticket_block *next;
-  ticket t[TICKETS_PER_BLOCK];
-} ticket_block;
-
-struct proc_consumer {
-  rd_kafka_t *cons;
-  rd_kafka_t *prod;
-  rd_kafka_topic_t *out_topic;
-  char *inbound;
-  char *outbound;
-  char *dlq;
-  int32_t out_partitions;
-  size_t max_record;
-  size_t max_in_flight;
-  uint64_t commit_interval_ms;
-  uint64_t revoke_timeout_ms;
-
-  part **parts; /* by partition id */
-  size_t nparts;
-  uint64_t inflight_total;
-
-  ticket *free_tickets;
-  ticket_block *blocks;
-
-  uint64_t next_commit_ms;
-  bool commit_pending; /* an async commit is on its way */
-  rejoin_state rejoin;
-  uint64_t rejoin_since_ms;
-  uint64_t rebalance_timeout_ms; /* max.poll.interval.ms of the consumer */
-  uint64_t commits_held;         /* timer commits skipped in the current rejoin */
-  uint64_t commit_started_us;
-  uint64_t next_lag_ms;
-  uint64_t next_broker_check_ms;
-
-  atomic_int joined;
-  atomic_int brokers_down;
-  atomic_int failed;
-  atomic_int closing;
-  char fail_why[256]; /* written once before `failed` is set */
-
-  wsg_log_ratelimit rl_consume;
-  wsg_log_ratelimit rl_commit;
-  wsg_log_ratelimit rl_delivery;
-
-  wsg_metrics *metrics;
-  wsg_counter *m_consumed;
-  wsg_counter *m_produced;
-  wsg_counter *m_dead_letters;
-  wsg_counter *m_delivery_errors;
-  wsg_counter *m_dropped;
-  wsg_counter *m_commits_ok;
-  wsg_counter *m_commits_err;
-  wsg_histogram *m_commit_latency;
-  wsg_counter *m_assign;
-  wsg_counter *m_revoke;
-  wsg_counter *m_lost;
-  wsg_counter *m_revoke_unfinished;
-  wsg_gauge *m_assigned;
-  wsg_gauge *m_in_flight;
-};
-
-static void count(wsg_counter *c, uint64_t n) {
-  if (c && n)
-    wsg_counter_add(c, n);
-}
-
 /* Records the first unrecoverable failure; the processor stops at its next check. */
-__attribute__((format(printf, 2, 3))) static void fail(proc_consumer *c, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) void proc_consumer__fail(proc_consumer *c, const char *fmt,
+                                                               ...) {
   if (atomic_load(&c->failed))
     return;
   va_list ap;
@@ -199,6 +83,7 @@ int proc_consumer_ready(proc_consumer *c, char *why, size_t whylen) {
 #define REBALANCES      "wsgate_processor_rebalances_total"
 #define REBALANCES_HELP "Partition assignment changes, by kind"
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
 static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                        0.1,   0.25,   0.5,   1,    2.5};
 
@@ -232,11 +117,15 @@ static const wsg_metric_def metric_rows[] = {
                   "Inbound partitions this processor owns", NULL),
     WSG_GAUGE_ROW(proc_consumer, m_in_flight, "wsgate_processor_in_flight",
                   "Outbound records produced and not yet acknowledged", NULL),
-    /* registered by part_get() the first time a partition is seen */
+    /* registered by proc_consumer__part_get() the first time a partition is seen */
     [ROW_LAG] = WSG_RUNTIME_ROW(WSG_METRIC_GAUGE, "wsgate_processor_consumer_lag",
                                 "Records of an inbound partition not yet handled by this "
                                 "processor (0 when it does not own the partition)",
                                 "partition"),
+    WSG_HISTOGRAM_ROW(proc_consumer, m_hop_acked, "wsgate_processor_hop_outbound_acked_seconds",
+                      "Hop 3: from the handler's start on an inbound record to Kafka's "
+                      "acknowledgement of an outbound record it caused (batch, routing, linger).",
+                      NULL, hop_bounds),
 };
 
 const wsg_metric_table proc_consumer_metric_table =
@@ -244,7 +133,7 @@ const wsg_metric_table proc_consumer_metric_table =
 
 /* --- partitions and tickets ---------------------------------------------------------------- */
 
-static part *part_get(proc_consumer *c, int32_t id) {
+part *proc_consumer__part_get(proc_consumer *c, int32_t id) {
   if (id < 0)
     return NULL;
   if ((size_t)id >= c->nparts) {
@@ -314,397 +203,6 @@ static size_t tracked(const proc_consumer *c) {
   return n;
 }
 
-/* --- offsets and commits ------------------------------------------------------------------- */
-
-/* Stores the committable offset of every assigned partition that advanced. */
-static void store_offsets(proc_consumer *c) {
-  rd_kafka_topic_partition_list_t *l = NULL;
-  for (size_t i = 0; i < c->nparts; i++) {
-    part *p = c->parts[i];
-    if (!p || !p->assigned || !p->dirty)
-      continue;
-    p->dirty = false;
-    int64_t off = proc_offsets_committable(p->offs);
-    if (off < 0 || off <= p->stored)
-      continue;
-    if (!l)
-      l = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_topic_partition_list_add(l, c->inbound, p->id)->offset = off;
-  }
-  if (!l)
-    return;
-  rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->cons, l);
-  for (int i = 0; i < l->cnt; i++) {
-    part *p = part_get(c, l->elems[i].partition);
-    if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && p)
-      p->stored = l->elems[i].offset;
-  }
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    WSG_DEBUG("kafka", "storing offsets: %s", rd_kafka_err2str(err));
-  rd_kafka_topic_partition_list_destroy(l);
-}
-
-/* The list of (partition, stored offset) above what was committed; NULL if none. `only` limits it
- * to the partitions of a revoke (may be NULL: every assigned partition). */
-static rd_kafka_topic_partition_list_t *commit_list(proc_consumer *c,
-                                                    const rd_kafka_topic_partition_list_t *only) {
-  rd_kafka_topic_partition_list_t *l = NULL;
-  for (size_t i = 0; i < c->nparts; i++) {
-    part *p = c->parts[i];
-    if (!p || !p->assigned || p->stored < 0 || p->stored <= p->committed)
-      continue;
-    if (only && !rd_kafka_topic_partition_list_find(only, c->inbound, p->id))
-      continue;
-    if (!l)
-      l = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_topic_partition_list_add(l, c->inbound, p->id)->offset = p->stored;
-  }
-  return l;
-}
-
-/* What a failed commit means for the user, after the error's own text. */
-static const char *commit_advice(rd_kafka_resp_err_t err) {
-  switch (err) {
-  case RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION:
-  case RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID:
-    return "; the group changed generation (a rebalance, or this member was timed out: check "
-           "session.timeout.ms and max.poll.interval.ms); librdkafka before 2.10.0 then drops "
-           "this member's partitions (librdkafka issue #4059) and their next owner handles "
-           "again what was not committed";
-  case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
-    return "; the group is rebalancing; committed again at the next interval";
-  case RD_KAFKA_RESP_ERR__TIMED_OUT:
-  case RD_KAFKA_RESP_ERR__TRANSPORT:
-  case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
-  case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
-  case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
-    return "; the group coordinator is unreachable or moving; committed again at the next "
-           "interval";
-  default:
-    return "; committed again at the next interval";
-  }
-}
-
-static void commit_done(proc_consumer *c, rd_kafka_resp_err_t err,
-                        const rd_kafka_topic_partition_list_t *l, uint64_t started_us) {
-  if (c->m_commit_latency)
-    wsg_histogram_observe(c->m_commit_latency, (double)(wsg_now_mono_us() - started_us) / 1e6);
-  int ok = 0, bad = 0;
-  rd_kafka_resp_err_t why = err;
-  int32_t first_bad = -1;
-  for (int i = 0; l && i < l->cnt; i++) {
-    part *p = part_get(c, l->elems[i].partition);
-    if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (p && l->elems[i].offset > p->committed)
-        p->committed = l->elems[i].offset;
-      ok++;
-    } else {
-      if (bad++ == 0)
-        first_bad = l->elems[i].partition;
-      if (why == RD_KAFKA_RESP_ERR_NO_ERROR)
-        why = l->elems[i].err;
-    }
-  }
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || bad) {
-    count(c->m_commits_err, 1);
-    wsg_log_limited(&c->rl_commit, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
-                    "offset commit of %d partition%s (first: %" PRId32 ") failed: %s: %s%s",
-                    l ? l->cnt : 0, l && l->cnt == 1 ? "" : "s", first_bad, rd_kafka_err2name(why),
-                    rd_kafka_err2str(why), commit_advice(why));
-  } else if (ok) {
-    count(c->m_commits_ok, 1);
-    atomic_store(&c->brokers_down, 0);
-  }
-}
-
-/* Commits synchronously (revoke, shutdown). Returns 0 if everything listed was committed. */
-static int commit_sync(proc_consumer *c, const rd_kafka_topic_partition_list_t *only) {
-  store_offsets(c);
-  rd_kafka_topic_partition_list_t *l = commit_list(c, only);
-  if (!l)
-    return 0;
-  uint64_t t0 = wsg_now_mono_us();
-  rd_kafka_resp_err_t err = rd_kafka_commit(c->cons, l, 0);
-  commit_done(c, err, l, t0);
-  int rc = 0;
-  for (int i = 0; i < l->cnt; i++)
-    if (err || l->elems[i].err)
-      rc = -1;
-  rd_kafka_topic_partition_list_destroy(l);
-  return rc;
-}
-
-static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                             rd_kafka_topic_partition_list_t *offsets, void *opaque) {
-  (void)rk;
-  proc_consumer *c = opaque;
-  /* Only our async commits end here with a start time; a synchronous commit was accounted by
-   * commit_sync() already. */
-  if (!c->commit_pending)
-    return;
-  c->commit_pending = false;
-  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-    return;
-  commit_done(c, err, offsets, c->commit_started_us);
-}
-
-/* True while a commit must not go out because this member is rejoining the group (see the top of
- * the file). Gives up holding after max.poll.interval.ms, the longest a rebalance may last. */
-static bool rejoining(proc_consumer *c) {
-  if (c->rejoin == REJOIN_NONE)
-    return false;
-  if (wsg_now_mono_ms() - c->rejoin_since_ms < c->rebalance_timeout_ms)
-    return true;
-  WSG_WARN("kafka",
-           "no assignment %" PRIu64 " ms after this processor gave partitions up "
-           "(max.poll.interval.ms); committing again without waiting for the rebalance",
-           c->rebalance_timeout_ms);
-  c->rejoin = REJOIN_NONE;
-  return false;
-}
-
-static void rejoin_set(proc_consumer *c, rejoin_state st) {
-  if (st != REJOIN_NONE && c->rejoin == REJOIN_NONE) {
-    c->rejoin_since_ms = wsg_now_mono_ms();
-    c->commits_held = 0;
-  }
-  c->rejoin = st;
-}
-
-static void commit_async(proc_consumer *c) {
-  rd_kafka_topic_partition_list_t *l = commit_list(c, NULL);
-  if (!l)
-    return;
-  c->commit_started_us = wsg_now_mono_us();
-  rd_kafka_resp_err_t err = rd_kafka_commit(c->cons, l, 1);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    commit_done(c, err, l, c->commit_started_us);
-  else
-    c->commit_pending = true;
-  rd_kafka_topic_partition_list_destroy(l);
-}
-
-/* --- rebalances ---------------------------------------------------------------------------- */
-
-/* Serves delivery reports until the listed partitions (NULL: all) have nothing in flight. */
-static bool wait_inflight(proc_consumer *c, const rd_kafka_topic_partition_list_t *only,
-                          uint64_t timeout_ms) {
-  uint64_t deadline = wsg_now_mono_ms() + timeout_ms;
-  for (;;) {
-    uint64_t left = 0;
-    if (only) {
-      for (int i = 0; i < only->cnt; i++) {
-        part *p = part_get(c, only->elems[i].partition);
-        if (p)
-          left += p->inflight;
-      }
-    } else {
-      left = c->inflight_total;
-    }
-    if (left == 0)
-      return true;
-    uint64_t now = wsg_now_mono_ms();
-    if (now >= deadline || atomic_load(&c->failed)) {
-      WSG_WARN("kafka",
-               "%" PRIu64 " outbound records still unacknowledged after %" PRIu64
-               " ms; their inbound records will be handled again by the partitions' next owner",
-               left, timeout_ms);
-      count(c->m_revoke_unfinished, left);
-      return false;
-    }
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
-  }
-}
-
-static void set_assigned_gauge(proc_consumer *c) {
-  if (!c->m_assigned)
-    return;
-  int64_t n = 0;
-  for (size_t i = 0; i < c->nparts; i++)
-    n += c->parts[i] && c->parts[i]->assigned;
-  wsg_gauge_set(c->m_assigned, n);
-}
-
-static void release(part *p) {
-  if (p->assigned) {
-    /* Work this processor completed (every reply acknowledged) but may not have committed, e.g.
-     * when the partition was lost or the commit failed: if the partition comes back, start after
-     * it instead of handling it again (resume_offsets). */
-    int64_t done = proc_offsets_committable(p->offs);
-    if (done < p->stored)
-      done = p->stored;
-    p->resume = done > p->committed ? done : -1;
-  }
-  p->assigned = false;
-  p->dirty = false;
-  p->epoch++;
-  proc_offsets_reset(p->offs);
-  p->stored = p->committed = p->next = -1;
-  if (p->lag)
-    wsg_gauge_set(p->lag, 0);
-}
-
-static void log_partitions(const char *what, const rd_kafka_topic_partition_list_t *l) {
-  if (WSG_LOG_INFO < wsg_log_min_level)
-    return;
-  char buf[512];
-  size_t n = 0;
-  buf[0] = '\0';
-  for (int i = 0; i < l->cnt && n < sizeof(buf) - 16; i++)
-    n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%" PRId32, i ? "," : "",
-                          l->elems[i].partition);
-  WSG_INFO("kafka", "%s %d partition%s [%s]", what, l->cnt, l->cnt == 1 ? "" : "s", buf);
-}
-
-/*
- * For newly assigned partitions this processor owned before and had completed more of than the
- * group committed (a lost assignment, a failed commit): start after its own completed work when
- * that is ahead of the committed offset. Nothing is skipped, since every record before it was
- * handled and its replies acknowledged; it only spares the duplicates. One OffsetFetch, and only
- * when such a partition exists. Returns how many start offsets were moved.
- */
-static int resume_offsets(proc_consumer *c, rd_kafka_t *rk,
-                          rd_kafka_topic_partition_list_t *parts) {
-  rd_kafka_topic_partition_list_t *q = NULL;
-  for (int i = 0; i < parts->cnt; i++) {
-    part *p = part_get(c, parts->elems[i].partition);
-    if (p && p->resume >= 0) {
-      if (!q)
-        q = rd_kafka_topic_partition_list_new(parts->cnt);
-      rd_kafka_topic_partition_list_add(q, c->inbound, p->id);
-    }
-  }
-  if (!q)
-    return 0;
-  int moved = 0;
-  rd_kafka_resp_err_t err = rd_kafka_committed(rk, q, RESUME_QUERY_MS);
-  for (int i = 0; i < q->cnt; i++) {
-    part *p = part_get(c, q->elems[i].partition);
-    int64_t resume = p->resume;
-    p->resume = -1;
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR || q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        q->elems[i].offset >= resume)
-      continue;
-    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(parts, c->inbound, p->id);
-    if (!e)
-      continue;
-    WSG_INFO("kafka",
-             "partition %" PRId32 ": resuming at offset %" PRId64
-             ", after this processor's own completed work (the group had committed %" PRId64 ")",
-             p->id, resume, q->elems[i].offset);
-    e->offset = resume;
-    p->stored = resume; /* committed at the next interval */
-    moved++;
-  }
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-    WSG_DEBUG("kafka", "reading committed offsets: %s", rd_kafka_err2str(err));
-  rd_kafka_topic_partition_list_destroy(q);
-  return moved;
-}
-
-static void check_error(const char *what, rd_kafka_error_t *e) {
-  if (!e)
-    return;
-  WSG_ERROR("kafka", "%s: %s", what, rd_kafka_error_string(e));
-  rd_kafka_error_destroy(e);
-}
-
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
-  proc_consumer *c = opaque;
-  const char *proto = rd_kafka_rebalance_protocol(rk);
-  bool coop = proto && strcmp(proto, "COOPERATIVE") == 0;
-
-  switch (err) {
-  case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-    for (int i = 0; i < parts->cnt; i++) {
-      part *p = part_get(c, parts->elems[i].partition);
-      if (!p) {
-        fail(c, "out of memory tracking partition %" PRId32, parts->elems[i].partition);
-        continue;
-      }
-      release(p); /* a fresh epoch, empty ring */
-      p->assigned = true;
-    }
-    log_partitions("assigned", parts);
-    count(c->m_assign, 1);
-    if (c->rejoin == REJOIN_AFTER_ASSIGN) {
-      /* The assign that completes a cooperative revoke: librdkafka rejoins right after it. */
-      rejoin_set(c, REJOIN_PENDING);
-    } else if (c->rejoin == REJOIN_PENDING) {
-      /* The rejoin completed: commit what waited now rather than at the next interval. */
-      if (c->commits_held)
-        WSG_DEBUG("kafka",
-                  "rebalance over after %" PRIu64 " ms; %" PRIu64
-                  " timer commit%s held back during it",
-                  wsg_now_mono_ms() - c->rejoin_since_ms, c->commits_held,
-                  c->commits_held == 1 ? " was" : "s were");
-      rejoin_set(c, REJOIN_NONE);
-      c->next_commit_ms = wsg_now_mono_ms();
-    }
-    int moved = resume_offsets(c, rk, parts);
-    if (coop)
-      check_error("incremental assign", rd_kafka_incremental_assign(rk, parts));
-    else if ((err = rd_kafka_assign(rk, parts)) != RD_KAFKA_RESP_ERR_NO_ERROR)
-      WSG_ERROR("kafka", "assign: %s", rd_kafka_err2str(err));
-    if (moved) {
-      /* Store the moved start offsets now that the partitions are assigned, so they are
-       * committed even if no new record arrives. */
-      for (int i = 0; i < parts->cnt; i++) {
-        part *p = part_get(c, parts->elems[i].partition);
-        if (p && p->stored >= 0) {
-          int64_t want = p->stored;
-          p->stored = -1;
-          rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
-          rd_kafka_topic_partition_list_add(one, c->inbound, p->id)->offset = want;
-          if (rd_kafka_offsets_store(rk, one) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-              one->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            p->stored = want;
-          rd_kafka_topic_partition_list_destroy(one);
-        }
-      }
-    }
-    atomic_store(&c->joined, 1);
-    break;
-
-  case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: {
-    bool lost = rd_kafka_assignment_lost(rk);
-    log_partitions(lost ? "lost" : "revoking", parts);
-    count(lost ? c->m_lost : c->m_revoke, 1);
-    /* Even for lost partitions the replies in flight are awaited: nothing is committed for them
-     * (another member may own them already), but what completed is remembered for
-     * resume_offsets() should they come back. */
-    wait_inflight(c, parts, c->revoke_timeout_ms);
-    if (!lost && commit_sync(c, parts) != 0)
-      WSG_WARN("kafka", "commit at revoke failed; the next owner starts from the last committed "
-                        "offsets and handles some records again");
-    for (int i = 0; i < parts->cnt; i++) {
-      part *p = part_get(c, parts->elems[i].partition);
-      if (p)
-        release(p);
-    }
-    if (coop)
-      check_error("incremental unassign", rd_kafka_incremental_unassign(rk, parts));
-    else if ((err = rd_kafka_assign(rk, NULL)) != RD_KAFKA_RESP_ERR_NO_ERROR)
-      WSG_ERROR("kafka", "unassign: %s", rd_kafka_err2str(err));
-    /* librdkafka rejoins next: right away (eager, lost), or after the assign that follows a
-     * cooperative revoke. No timer commit until that rejoin is over. */
-    if (parts->cnt > 0 || !coop)
-      rejoin_set(c, coop && !lost ? REJOIN_AFTER_ASSIGN : REJOIN_PENDING);
-    break;
-  }
-
-  default:
-    WSG_ERROR("kafka", "rebalance failed: %s; dropping the assignment", rd_kafka_err2str(err));
-    for (size_t i = 0; i < c->nparts; i++)
-      if (c->parts[i])
-        release(c->parts[i]);
-    rd_kafka_assign(rk, NULL);
-    break;
-  }
-  set_assigned_gauge(c);
-}
-
 /* --- callbacks ------------------------------------------------------------------------------ */
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -712,7 +210,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
   if (err == RD_KAFKA_RESP_ERR__FATAL) {
     char buf[256];
     rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-    fail(c, "fatal Kafka error in the %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(ferr), buf);
+    proc_consumer__fail(c, "fatal Kafka error in the %s: %s: %s", rd_kafka_name(rk),
+                        rd_kafka_err2name(ferr), buf);
     return;
   }
   if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
@@ -751,6 +250,11 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     c->inflight_total--;
   if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     atomic_store(&c->brokers_down, 0);
+    if (t->handler_us && c->m_hop_acked) {
+      uint64_t now_us = wsg_now_wall_us();
+      if (now_us > t->handler_us)
+        wsg_histogram_observe(c->m_hop_acked, (double)(now_us - t->handler_us) / 1e6);
+    }
     complete(p, t->epoch, t->seq);
   } else if (permanent(m->err)) {
     count(c->m_dropped, 1);
@@ -762,8 +266,8 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
   } else {
     /* Not completed: the input offset can never be committed past this record. */
     count(c->m_delivery_errors, 1);
-    fail(c, "delivery to partition %" PRId32 " of %s failed: %s", m->partition,
-         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+    proc_consumer__fail(c, "delivery to partition %" PRId32 " of %s failed: %s", m->partition,
+                        rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
   }
   ticket_put(c, t);
 }
@@ -792,8 +296,8 @@ static rd_kafka_conf_t *consumer_conf(const proc_consumer_options *o, proc_consu
       strtoull(buf, NULL, 10) > 0)
     c->rebalance_timeout_ms = strtoull(buf, NULL, 10);
   rd_kafka_conf_set_opaque(conf, c);
-  rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-  rd_kafka_conf_set_offset_commit_cb(conf, offset_commit_cb);
+  rd_kafka_conf_set_rebalance_cb(conf, proc_group_rebalance_cb);
+  rd_kafka_conf_set_offset_commit_cb(conf, proc_group_offset_commit_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
   return conf;
 }
@@ -850,14 +354,14 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
 
   /* The outbound topic must exist: its partitions are the gateway slots. */
   char terr[256];
-  c->out_partitions =
-      wsg_kafka_topic_partitions(c->prod, c->outbound, topic_timeout, terr, sizeof(terr));
+  c->out_partitions = wsg_kafka_topic_partitions_until(c->prod, c->outbound, topic_timeout, o->stop,
+                                                       terr, sizeof(terr));
   if (c->out_partitions < 1) {
     proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
     goto fail;
   }
-  if (c->dlq &&
-      wsg_kafka_topic_partitions(c->prod, c->dlq, topic_timeout, terr, sizeof(terr)) < 1) {
+  if (c->dlq && wsg_kafka_topic_partitions_until(c->prod, c->dlq, topic_timeout, o->stop, terr,
+                                                 sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
     goto fail;
   }
@@ -876,7 +380,8 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     goto fail;
   /* Rebalance, commit and error callbacks are then served by rd_kafka_consumer_poll(). */
   rd_kafka_poll_set_consumer(c->cons);
-  if (wsg_kafka_topic_partitions(c->cons, c->inbound, topic_timeout, terr, sizeof(terr)) < 1) {
+  if (wsg_kafka_topic_partitions_until(c->cons, c->inbound, topic_timeout, o->stop, terr,
+                                       sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "inbound topic: %s", terr);
     goto fail;
   }
@@ -947,7 +452,7 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
   /* Backpressure: wait for acknowledgements rather than track unboundedly many records. */
   while (tracked(c) + max > c->max_in_flight && !(stop && *stop) && !atomic_load(&c->failed)) {
     rd_kafka_poll(c->prod, POLL_SLICE_MS);
-    store_offsets(c);
+    proc_group_store_offsets(c);
   }
   if ((stop && *stop) || atomic_load(&c->failed))
     return 0;
@@ -962,9 +467,9 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
                         m->rkt ? rd_kafka_topic_name(m->rkt) : "");
       rd_kafka_message_destroy(m);
     } else {
-      part *p = part_get(c, m->partition);
+      part *p = proc_consumer__part_get(c, m->partition);
       if (!p) {
-        fail(c, "out of memory tracking partition %" PRId32, m->partition);
+        proc_consumer__fail(c, "out of memory tracking partition %" PRId32, m->partition);
         rd_kafka_message_destroy(m);
         break;
       }
@@ -996,10 +501,11 @@ bool proc_consumer_begin(proc_consumer *c, proc_record *r) {
     return false;
   if (proc_offsets_begin(p->offs, r->offset, &r->seq) != 0) {
     /* Offsets of one assignment only move forward; anything else breaks the commit rule. */
-    fail(c,
-         "partition %" PRId32 ": cannot track offset %" PRId64 " (out of memory, or the "
-         "partition went backwards)",
-         r->partition, r->offset);
+    proc_consumer__fail(c,
+                        "partition %" PRId32 ": cannot track offset %" PRId64
+                        " (out of memory, or the "
+                        "partition went backwards)",
+                        r->partition, r->offset);
     return false;
   }
   p->next = r->offset + 1;
@@ -1058,8 +564,8 @@ static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, 
                     len, partition, topic, rd_kafka_err2str(err));
     return 0;
   }
-  fail(c, "cannot produce to partition %" PRId32 " of %s: %s", partition, topic,
-       rd_kafka_err2str(err));
+  proc_consumer__fail(c, "cannot produce to partition %" PRId32 " of %s: %s", partition, topic,
+                      rd_kafka_err2str(err));
   return -1;
 }
 
@@ -1067,9 +573,10 @@ int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, c
                           size_t len) {
   ticket *t = ticket_for(c, r);
   if (!t) {
-    fail(c, "out of memory tracking an outbound record");
+    proc_consumer__fail(c, "out of memory tracking an outbound record");
     return -1;
   }
+  t->handler_us = r->handler_us;
   for (;;) {
     if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
                          t) == 0) {
@@ -1091,7 +598,7 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
     return 0;
   ticket *t = ticket_for(c, r);
   if (!t) {
-    fail(c, "out of memory tracking a dead-letter record");
+    proc_consumer__fail(c, "out of memory tracking a dead-letter record");
     return -1;
   }
   char part_s[16], off_s[24];
@@ -1137,7 +644,7 @@ static void update_lag(proc_consumer *c) {
    * the consumer's own state. No request reaches the broker. */
   rd_kafka_position(c->cons, l);
   for (int i = 0; i < l->cnt; i++) {
-    part *p = part_get(c, l->elems[i].partition);
+    part *p = proc_consumer__part_get(c, l->elems[i].partition);
     int64_t lo = 0, hi = -1;
     if (!p ||
         rd_kafka_get_watermark_offsets(c->cons, c->inbound, p->id, &lo, &hi) !=
@@ -1156,7 +663,7 @@ static void update_lag(proc_consumer *c) {
 
 void proc_consumer_service(proc_consumer *c) {
   rd_kafka_poll(c->prod, 0);
-  store_offsets(c);
+  proc_group_store_offsets(c);
   uint64_t now = wsg_now_mono_ms();
   /* A commit whose result never came (the group changed under it) must not block the next. */
   if (c->commit_pending && wsg_now_mono_us() - c->commit_started_us > COMMIT_STUCK_US) {
@@ -1165,10 +672,10 @@ void proc_consumer_service(proc_consumer *c) {
     c->commit_pending = false;
   }
   if (now >= c->next_commit_ms) {
-    if (rejoining(c))
+    if (proc_group_rejoining(c))
       c->commits_held++;
     else if (!c->commit_pending)
-      commit_async(c);
+      proc_group_commit_async(c);
     c->next_commit_ms = now + c->commit_interval_ms;
   }
   if (now >= c->next_lag_ms) {
@@ -1194,12 +701,11 @@ void proc_consumer_service(proc_consumer *c) {
 int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
   atomic_store(&c->closing, 1);
   uint64_t start = wsg_now_mono_ms();
-  bool all = wait_inflight(c, NULL, timeout_ms);
-  /* A commit sent while this member rejoins would be refused and cost the whole assignment (see
-   * the top of the file): let the rebalance finish first. Records that arrive meanwhile are not
-   * handled, so their offsets stay uncommitted and the next owner handles them. */
+  bool all = proc_group_wait_inflight(c, NULL, timeout_ms);
+  /* Let the rebalance finish before the last commit; records arriving meanwhile stay uncommitted
+   * (docs/notes/librdkafka-2.0.2.md#commit-during-rejoin). */
   bool waited = false;
-  while (rejoining(c) && wsg_now_mono_ms() - start < timeout_ms) {
+  while (proc_group_rejoining(c) && wsg_now_mono_ms() - start < timeout_ms) {
     waited = true;
     rd_kafka_message_t *m = rd_kafka_consumer_poll(c->cons, POLL_SLICE_MS);
     if (m)
@@ -1208,9 +714,9 @@ int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
   }
   if (waited)
     WSG_INFO("kafka", "%s before the final commit",
-             rejoining(c) ? "a rebalance was still running (--shutdown-timeout)"
-                          : "waited for a rebalance to end");
-  int rc = commit_sync(c, NULL) == 0 && all ? 0 : -1;
+             proc_group_rejoining(c) ? "a rebalance was still running (--shutdown-timeout)"
+                                     : "waited for a rebalance to end");
+  int rc = proc_group_commit_sync(c, NULL) == 0 && all ? 0 : -1;
   /* Leaves the group (a static member stays until session.timeout.ms, by design); the revoke it
    * triggers finds nothing in flight and nothing new to commit. */
   rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->cons);

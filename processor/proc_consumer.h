@@ -1,5 +1,6 @@
 /*
- * proc_consumer: the one file of the processor that talks to librdkafka: the consumer group on
+ * proc_consumer: the one module of the processor that talks to librdkafka (proc_consumer.c, and
+ * proc_group.c for the group's offsets, commits and rebalances): the consumer group on
  * the inbound topic, the idempotent producer to the outbound (and dead-letter) topic, and the
  * bookkeeping that ties them together so an inbound offset is committed only after every record
  * it caused is acknowledged by Kafka.
@@ -42,9 +43,11 @@ typedef struct {
   const char *dead_letter_topic; /* NULL: none */
   uint64_t commit_interval_ms;
   uint64_t revoke_timeout_ms;
-  size_t max_in_flight; /* inbound records not yet complete, across partitions */
-  int topic_timeout_ms; /* for the start-up metadata checks */
-  wsg_metrics *metrics; /* borrowed; may be NULL */
+  size_t max_in_flight;              /* inbound records not yet complete, across partitions */
+  int topic_timeout_ms;              /* for the start-up metadata checks */
+  const volatile sig_atomic_t *stop; /* cuts those checks short (a signal handler's flag); may be
+                                        NULL */
+  wsg_metrics *metrics;              /* borrowed; may be NULL */
 } proc_consumer_options;
 
 /*
@@ -69,6 +72,9 @@ typedef struct {
   size_t key_len;
   int32_t partition;
   int64_t offset;
+  /* When its handler started (microseconds since the epoch; 0: not handled), set by the caller:
+   * the start of the outbound-acknowledged hop's histogram. */
+  uint64_t handler_us;
   /* private */
   void *rkm;
   void *part;

@@ -6,6 +6,6 @@
 const wsg_metric_table *const proc_metric_tables[] = {
     &proc_processor_metric_table,
     &proc_consumer_metric_table,
-    &proc_router_metric_table,
+    &proc_redis_metric_table,
     NULL,
 };

@@ -10,7 +10,7 @@
 
 extern const wsg_metric_table proc_processor_metric_table; /* processor.c */
 extern const wsg_metric_table proc_consumer_metric_table;  /* proc_consumer.c */
-extern const wsg_metric_table proc_router_metric_table;    /* proc_router_metrics.c */
+extern const wsg_metric_table proc_redis_metric_table;     /* proc_redis.c */
 
 /* Every table above, in the order /metrics lists their families; NULL-terminated. */
 extern const wsg_metric_table *const proc_metric_tables[];

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proc_metrics.h"
 #include "proc_redis_reply.h"
 #include "proc_util.h"
 #include "wsg_log.h"
@@ -24,9 +25,8 @@
 #include "wsg_redis_sync.h"
 #include "wsg_time.h"
 
-/* Commands appended before their replies are read: bounds the memory of one round trip (the
- * request buffer and up to this many replies) without costing more than a few round trips on the
- * largest fan-out. */
+/* Commands appended before their replies are read: bounds one round trip's memory
+ * (docs/notes/hiredis.md#pipeline-bound). */
 #define PIPELINE_CHUNK 1024
 /* Reconnect backoff after a failed connect: from the first step, doubling to the last. */
 #define BACKOFF_MIN_MS 100
@@ -100,10 +100,44 @@ int proc_redis_status(proc_redis *r, char *why, size_t whylen) {
   return ok ? 0 : -1;
 }
 
-static wsg_counter *counter(wsg_metrics *m, const char *name, const char *help,
-                            const char *labels) {
-  return m ? wsg_metrics_counter(m, name, help, labels) : NULL;
-}
+#define COUNTER(f, name, help, labels) WSG_COUNTER_ROW(proc_redis, f, name, help, labels)
+
+#define LOOKUPS      "wsgate_processor_redis_lookups_total"
+#define LOOKUPS_HELP "Redis reads made to route: users' connections and gateways' records"
+
+static const double rtt_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                    0.005,  0.01,    0.025,  0.05,  0.1};
+
+static const wsg_metric_def metric_rows[] = {
+    COUNTER(m_user_lookups, LOOKUPS, LOOKUPS_HELP, "kind=\"user\""),
+    COUNTER(m_gw_lookups, LOOKUPS, LOOKUPS_HELP, "kind=\"gateway\""),
+    COUNTER(m_cache_hits, "wsgate_processor_gateway_cache_hits_total",
+            "Gateway lookups answered from the cache", NULL),
+    COUNTER(m_handler_cmds, "wsgate_processor_redis_handler_commands_total",
+            "Redis commands handlers ran through wsgate_redis()", NULL),
+    COUNTER(m_errors, "wsgate_processor_redis_errors_total",
+            "Failed Redis connects and round trips", NULL),
+    COUNTER(m_stale_seen, "wsgate_processor_stale_connections_total",
+            "Connection entries skipped because their gateway's lease is gone (nothing is "
+            "produced for them)",
+            NULL),
+    COUNTER(m_stale_removed, "wsgate_processor_stale_connections_removed_total",
+            "Connection entries of gateways whose lease expired, removed by processors", NULL),
+    COUNTER(m_bad_entries, "wsgate_processor_bad_connection_entries_total",
+            "user:<id> hash fields that are not <conn id> -> <live gateway id> with a valid slot",
+            NULL),
+    COUNTER(m_appends, "wsgate_processor_resume_appends_total",
+            "Deliveries to users numbered and stored in their replay streams", NULL),
+    COUNTER(m_append_refused, "wsgate_processor_resume_append_refused_total",
+            "Deliveries Redis refused to store (sent without q): a key of another type under the "
+            "prefix",
+            NULL),
+    WSG_HISTOGRAM_ROW(proc_redis, m_rtt, "wsgate_processor_redis_round_trip_seconds",
+                      "Duration of one pipelined Redis round trip", NULL, rtt_bounds),
+};
+
+const wsg_metric_table proc_redis_metric_table =
+    WSG_METRIC_TABLE("processor/proc_redis.c", metric_rows);
 
 static void count(wsg_counter *c, uint64_t n) {
   if (c && n)
@@ -159,43 +193,7 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
   snprintf(r->resume_seq_ttl_text, sizeof(r->resume_seq_ttl_text), "%" PRIu64,
            o->resume_seq_ttl_ms > o->resume_ttl_ms ? o->resume_seq_ttl_ms : o->resume_ttl_ms);
 
-  wsg_metrics *m = o->metrics;
-  const char *lk = "wsgate_processor_redis_lookups_total";
-  const char *lk_help = "Redis reads made to route: users' connections and gateways' records";
-  r->m_user_lookups = counter(m, lk, lk_help, "kind=\"user\"");
-  r->m_gw_lookups = counter(m, lk, lk_help, "kind=\"gateway\"");
-  r->m_cache_hits = counter(m, "wsgate_processor_gateway_cache_hits_total",
-                            "Gateway lookups answered from the cache", NULL);
-  r->m_handler_cmds = counter(m, "wsgate_processor_redis_handler_commands_total",
-                              "Redis commands handlers ran through wsgate_redis()", NULL);
-  r->m_errors = counter(m, "wsgate_processor_redis_errors_total",
-                        "Failed Redis connects and round trips", NULL);
-  r->m_stale_seen =
-      counter(m, "wsgate_processor_stale_connections_total",
-              "Connection entries skipped because their gateway's lease is gone (nothing is "
-              "produced for them)",
-              NULL);
-  r->m_stale_removed =
-      counter(m, "wsgate_processor_stale_connections_removed_total",
-              "Connection entries of gateways whose lease expired, removed by processors", NULL);
-  r->m_bad_entries = counter(m, "wsgate_processor_bad_connection_entries_total",
-                             "user:<id> hash fields that are not <conn id> -> <live gateway id> "
-                             "with a valid slot",
-                             NULL);
-  r->m_appends = counter(m, "wsgate_processor_resume_appends_total",
-                         "Deliveries to users numbered and stored in their replay streams", NULL);
-  r->m_append_refused =
-      counter(m, "wsgate_processor_resume_append_refused_total",
-              "Deliveries Redis refused to store (sent without q): a key of another type under "
-              "the prefix",
-              NULL);
-  if (m) {
-    static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                    0.005,  0.01,    0.025,  0.05,  0.1};
-    r->m_rtt = wsg_metrics_histogram(m, "wsgate_processor_redis_round_trip_seconds",
-                                     "Duration of one pipelined Redis round trip", NULL, bounds,
-                                     sizeof(bounds) / sizeof(bounds[0]));
-  }
+  wsg_metrics_register_table(o->metrics, &proc_redis_metric_table, r);
   *out = r;
   return 0;
 }
@@ -366,8 +364,8 @@ int proc_redis_command(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
 
 /* --- resume ------------------------------------------------------------------------------- */
 
-/* SCRIPT LOAD once per connection: the append runs for every delivery to a user, and EVALSHA
- * sends 40 bytes where EVAL would send the whole script each time. */
+/* SCRIPT LOAD once per connection: the append runs per delivery, and EVALSHA sends 40 bytes
+ * (docs/notes/hiredis.md#script-cache). */
 static int load_append_script(proc_redis *r, char *err, size_t errlen) {
   if (r->append_sha[0])
     return 0;

@@ -3,7 +3,8 @@
  *
  * Threads: proc_processor_run() runs on the caller's thread, the consumer thread, which owns the
  * handler, the router's Redis connection and the outbox. The operations endpoint's thread calls
- * ready() only, which reads atomics (consumer state, the router's status line under its mutex).
+ * ready() and alive() only, which read atomics (consumer state, the router's status line under its
+ * mutex, the heartbeat).
  */
 #include "processor.h"
 
@@ -50,6 +51,9 @@ struct proc_processor {
   size_t max_record;
   proc_dispatch_env denv;
   atomic_int retrying; /* a record or a batch is waiting for Redis or the handler */
+  /* When the consumer loop last turned (beat()), 0 outside proc_processor_run: /healthz fails once
+   * it is older than --liveness-stall, e.g. a handler stuck in a call. */
+  _Atomic uint64_t heartbeat_ms;
 
   wsg_log_ratelimit rl_decode;
   wsg_log_ratelimit rl_reject;
@@ -69,6 +73,7 @@ struct proc_processor {
   wsg_counter *m_encode_errors;
   wsg_histogram *m_batch_size;
   wsg_histogram *m_batch_seconds;
+  wsg_histogram *m_hop_handler;
 };
 
 static void count(wsg_counter *c, uint64_t n) {
@@ -81,6 +86,7 @@ static void count(wsg_counter *c, uint64_t n) {
 #define PROCESSED      "wsgate_processor_processed_total"
 #define PROCESSED_HELP "Envelopes handed to the handler, by outcome"
 
+static const double hop_bounds[] = WSG_HOP_BOUNDS;
 static const double batch_sizes[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000};
 static const double batch_secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                     0.05,   0.1,   0.25,   0.5,   1,    2.5};
@@ -123,10 +129,34 @@ static const wsg_metric_def metric_rows[] = {
                       "Time to handle, route and produce one batch (not counting "
                       "acknowledgements)",
                       NULL, batch_secs),
+    WSG_HISTOGRAM_ROW(
+        proc_processor, m_hop_handler, "wsgate_processor_hop_handler_start_seconds",
+        "Hop 2: from the gateway reading a frame (the envelope's ts) to the handler's "
+        "start on it: hop 1 plus the consumer's fetch and the batch ahead of it.",
+        NULL, hop_bounds),
 };
 
 const wsg_metric_table proc_processor_metric_table =
     WSG_METRIC_TABLE("processor/processor.c", metric_rows);
+
+/* Consumer thread: once per poll, per record and per retry wait. */
+static void beat(proc_processor *p) {
+  atomic_store_explicit(&p->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
+}
+
+/* HTTP thread. Not before the loop runs nor while it stops (bounded by --shutdown-timeout). */
+static int alive(void *arg, char *why, size_t whylen) {
+  proc_processor *p = arg;
+  uint64_t beat_ms = atomic_load_explicit(&p->heartbeat_ms, memory_order_relaxed);
+  uint64_t now = wsg_now_mono_ms(), stall = p->cfg->http.liveness_stall_ms;
+  if (beat_ms == 0 || now - beat_ms < stall)
+    return 0;
+  snprintf(why, whylen,
+           "consumer loop stalled: it has not turned for %" PRIu64 " ms (--liveness-stall %" PRIu64
+           " ms)",
+           now - beat_ms, stall);
+  return -1;
+}
 
 static int ready(void *arg, char *why, size_t whylen) {
   proc_processor *p = arg;
@@ -141,7 +171,8 @@ static int ready(void *arg, char *why, size_t whylen) {
   return 0;
 }
 
-int proc_processor_create(proc_processor **out, const proc_config *cfg, char *err, size_t errlen) {
+int proc_processor_create(proc_processor **out, const proc_config *cfg,
+                          const volatile sig_atomic_t *stop, char *err, size_t errlen) {
   *out = NULL;
   proc_processor *p = calloc(1, sizeof(*p));
   if (!p) {
@@ -179,6 +210,7 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
       .revoke_timeout_ms = cfg->revoke_timeout_ms,
       .max_in_flight = (size_t)cfg->max_in_flight,
       .topic_timeout_ms = 10000,
+      .stop = stop,
       .metrics = p->metrics,
   };
   if (proc_consumer_create(&p->cons, &co, err, errlen) != 0)
@@ -222,6 +254,8 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg, char *er
       .metrics = p->metrics,
       .ready = ready,
       .ready_arg = p,
+      .health = alive,
+      .health_arg = p,
   };
   if (wsg_http_start(&p->http, &ho, err, errlen) != 0)
     goto fail;
@@ -264,6 +298,7 @@ static int backoff_wait(proc_processor *p, uint64_t *backoff, const volatile sig
   uint64_t until = wsg_now_mono_ms() + *backoff;
   *backoff = *backoff * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : *backoff * 2;
   while (!*stop) {
+    beat(p);
     proc_consumer_service(p->cons);
     uint64_t now = wsg_now_mono_ms();
     if (now >= until)
@@ -306,6 +341,10 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
   }
   if ((int)env.kind >= 0 && env.kind <= WSG_ENV_CLOSE)
     count(p->m_kind[env.kind], 1);
+  /* One clock reading serves both hops: this one, and hop 3 when the outputs are acknowledged. */
+  r->handler_us = wsg_now_wall_us();
+  if ((env.fields & WSG_F_TS) && p->m_hop_handler && r->handler_us > env.ts_us)
+    wsg_histogram_observe(p->m_hop_handler, (double)(r->handler_us - env.ts_us) / 1e6);
 
   uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS;
   for (;;) {
@@ -426,6 +465,7 @@ static int handle_batch(proc_processor *p, size_t n, const volatile sig_atomic_t
   size_t flushed = 0;
   for (size_t i = 0; i < n; i++) {
     proc_record *r = &p->recs[i];
+    beat(p);
     if (!proc_consumer_begin(p->cons, r)) {
       count(p->m_skipped, 1);
       continue;
@@ -460,11 +500,13 @@ int proc_processor_run(proc_processor *p, const volatile sig_atomic_t *stop) {
   char why[256];
   int poll_ms = (int)p->cfg->poll_wait_ms;
   while (!*stop && !proc_consumer_failed(p->cons, NULL, 0)) {
+    beat(p);
     size_t n = proc_consumer_poll(p->cons, p->recs, p->batch_max, poll_ms, stop);
     if (n > 0)
       handle_batch(p, n, stop);
     proc_consumer_service(p->cons);
   }
+  atomic_store_explicit(&p->heartbeat_ms, 0, memory_order_relaxed);
   bool failed = proc_consumer_failed(p->cons, why, sizeof(why));
   WSG_INFO("main", "%s: waiting for acknowledgements, committing, leaving the group",
            failed ? "stopping after a Kafka failure" : "stop requested");

@@ -25,9 +25,10 @@ typedef struct proc_processor proc_processor;
  * Opens the handler, connects to Kafka (checking the topics), prepares Redis and starts the
  * operations endpoint. `cfg` is borrowed for the processor's life. Returns 0; -2 when the
  * configuration is at fault (bad --handler or --handler-arg: exit 2); -1 otherwise (exit 1). The
- * message is in `err`.
+ * message is in `err`. The waits for Kafka end early once *stop is set (may be NULL).
  */
-int proc_processor_create(proc_processor **out, const proc_config *cfg, char *err, size_t errlen);
+int proc_processor_create(proc_processor **out, const proc_config *cfg,
+                          const volatile sig_atomic_t *stop, char *err, size_t errlen);
 
 /*
  * Runs until *stop becomes nonzero (set it from a signal handler) or Kafka fails for good. Then

@@ -44,10 +44,11 @@ static const char *const kind_names[] = {
     [WSG_ENV_DISCONNECT] = "disconnect",
     [WSG_ENV_DELIVER] = "deliver",
     [WSG_ENV_CLOSE] = "close",
+    [WSG_ENV_PUBLISH] = "publish",
 };
 
 static bool kind_valid(int kind) {
-  return kind >= WSG_ENV_MSG && kind <= WSG_ENV_CLOSE;
+  return kind >= WSG_ENV_MSG && kind <= WSG_ENV_PUBLISH;
 }
 
 const char *wsg_env_kind_name(wsg_env_kind kind) {
@@ -55,7 +56,7 @@ const char *wsg_env_kind_name(wsg_env_kind kind) {
 }
 
 static int kind_lookup(const void *s, size_t len) {
-  for (int k = WSG_ENV_MSG; k <= WSG_ENV_CLOSE; k++)
+  for (int k = WSG_ENV_MSG; k <= WSG_ENV_PUBLISH; k++)
     if (strlen(kind_names[k]) == len && memcmp(kind_names[k], s, len) == 0)
       return k;
   return 0;
@@ -76,6 +77,9 @@ typedef enum {
   K_N,
   K_Q,
   K_QS,
+  K_CH,
+  K_CO,
+  K_CE,
   K_TS,
   K_CC,
   K_CR,
@@ -99,6 +103,9 @@ static const struct {
     [K_N] = {"n", WSG_F_SEQ},
     [K_Q] = {"q", WSG_F_USEQ},
     [K_QS] = {"qs", WSG_F_USEQS},
+    [K_CH] = {"ch", WSG_F_CHANNEL},
+    [K_CO] = {"co", WSG_F_CH_OFFSET},
+    [K_CE] = {"ce", WSG_F_CH_EPOCH},
     [K_TS] = {"ts", WSG_F_TS},
     [K_CC] = {"cc", WSG_F_CLOSE_CODE},
     [K_CR] = {"cr", WSG_F_CLOSE_REASON},
@@ -110,7 +117,7 @@ static const struct {
 #define WSG_F_ALL                                                                                  \
   (WSG_F_USER | WSG_F_CONN | WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_TS | WSG_F_SEQ | WSG_F_USEQ |      \
    WSG_F_DATA | WSG_F_BINARY | WSG_F_META | WSG_F_CONNS | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON |  \
-   WSG_F_USEQS)
+   WSG_F_USEQS | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH)
 
 /* Called for every key of every envelope: a switch rather than a scan of the table. */
 static int key_lookup(const uint8_t *s, size_t len) {
@@ -147,6 +154,12 @@ static int key_lookup(const uint8_t *s, size_t len) {
       return K_CC;
     case 'r':
       return K_CR;
+    case 'h':
+      return K_CH;
+    case 'o':
+      return K_CO;
+    case 'e':
+      return K_CE;
     }
   } else if (len == 2 && s[0] == 't' && s[1] == 's') {
     return K_TS;
@@ -232,6 +245,16 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
     if (!(f & WSG_F_CONN))
       FAIL(WSG_ENV_MISSING, K_C);
     break;
+  case WSG_ENV_PUBLISH:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & WSG_F_CHANNEL))
+      FAIL(WSG_ENV_MISSING, K_CH);
+    if (!(f & WSG_F_CH_OFFSET))
+      FAIL(WSG_ENV_MISSING, K_CO);
+    if (!(f & WSG_F_CH_EPOCH))
+      FAIL(WSG_ENV_MISSING, K_CE);
+    break;
   }
 
   if ((f & WSG_F_GATEWAY) &&
@@ -253,6 +276,20 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
    * which q belongs to which connection. */
   if ((f & WSG_F_USEQS) && (!(f & WSG_F_CONNS) || env->useqs.count != env->conns.count))
     FAIL(WSG_ENV_BAD_VALUE, K_QS);
+  if (f & WSG_F_CHANNEL) {
+    if (env->channel == NULL || env->channel_len == 0)
+      FAIL(WSG_ENV_BAD_VALUE, K_CH);
+    if (env->channel_len > WSG_MAX_CHANNEL_LEN)
+      FAIL(WSG_ENV_TOO_LONG, K_CH);
+    if (!wsg_channel_name_valid(env->channel, env->channel_len))
+      FAIL(wsg_utf8_valid(env->channel, env->channel_len) ? WSG_ENV_BAD_VALUE : WSG_ENV_BAD_UTF8,
+           K_CH);
+  }
+  /* Offsets and epochs stay exact in Lua's doubles and in JavaScript. */
+  if ((f & WSG_F_CH_OFFSET) && (env->ch_offset == 0 || env->ch_offset >= (1ull << 53)))
+    FAIL(WSG_ENV_BAD_VALUE, K_CO);
+  if ((f & WSG_F_CH_EPOCH) && (env->ch_epoch == 0 || env->ch_epoch >= (1ull << 53)))
+    FAIL(WSG_ENV_BAD_VALUE, K_CE);
   if ((f & WSG_F_CLOSE_CODE) && !wsg_close_code_valid(env->kind, env->close_code))
     FAIL(WSG_ENV_BAD_VALUE, K_CC);
   if (f & WSG_F_CLOSE_REASON) {
@@ -466,6 +503,15 @@ static int read_field(decoder *d, key_id key, wsg_envelope *env, uint64_t *versi
     return read_uint(d, key, UINT64_MAX, &env->user_seq);
   case K_TS:
     return read_uint(d, key, UINT64_MAX, &env->ts_us);
+  case K_CH:
+    rc = read_bytes(d, key, str, &p, &n);
+    env->channel = (const char *)p;
+    env->channel_len = n;
+    return rc;
+  case K_CO:
+    return read_uint(d, key, UINT64_MAX, &env->ch_offset);
+  case K_CE:
+    return read_uint(d, key, UINT64_MAX, &env->ch_epoch);
   case K_CC:
     rc = read_uint(d, key, UINT16_MAX, &u);
     env->close_code = (uint16_t)u;
@@ -694,6 +740,8 @@ static size_t encoded_size_bound(const wsg_envelope *env, uint32_t f) {
     n += env->user_len;
   if (f & WSG_F_CLOSE_REASON)
     n += env->close_reason_len;
+  if (f & WSG_F_CHANNEL)
+    n += env->channel_len;
   if (f & WSG_F_META)
     n += env->meta_len;
   if (f & WSG_F_DATA)
@@ -776,6 +824,12 @@ static int pack_field(msgpack_packer *pk, sink *s, const wsg_envelope *env, key_
     return msgpack_pack_uint64(pk, env->user_seq);
   case K_TS:
     return msgpack_pack_uint64(pk, env->ts_us);
+  case K_CH:
+    return pack_str(pk, env->channel, env->channel_len);
+  case K_CO:
+    return msgpack_pack_uint64(pk, env->ch_offset);
+  case K_CE:
+    return msgpack_pack_uint64(pk, env->ch_epoch);
   case K_CC:
     return msgpack_pack_uint16(pk, env->close_code);
   case K_CR:

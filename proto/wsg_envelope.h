@@ -11,6 +11,7 @@
  *   b  bool   payload is a binary frame        m  map    metadata (opaque MessagePack, validated)
  *   cs array  of uint: target connections      cc uint   close code     cr str close reason
  *   qs array  of uint parallel to cs: the q of each target connection's user (resume)
+ *   ch str    channel of a publish             co uint   its offset     ce uint channel epoch
  * Unknown keys are skipped, so a newer writer can add keys without breaking an older reader.
  *
  * Decoding never allocates, never reads past its input, bounds every length and count by the
@@ -36,6 +37,7 @@
 #define WSG_MAX_GATEWAY_LEN 128         /* bytes of UTF-8 */
 #define WSG_MAX_REASON_LEN  123         /* a WebSocket close reason's limit */
 #define WSG_MAX_CONNS       65536       /* entries of `cs` */
+#define WSG_MAX_CHANNEL_LEN 200         /* bytes of UTF-8 of a channel name (`ch`) */
 #define WSG_MAX_META_DEPTH  8           /* nesting inside `m` */
 #define WSG_MAX_PAYLOAD     (64u << 20) /* 64 MiB; daemons enforce their own smaller limits */
 /* Hard cap on nesting for wsg_msgpack_validate() and for a whole envelope: msgpack-c's unpacker
@@ -75,6 +77,7 @@ typedef enum {
   WSG_ENV_DISCONNECT, /* gateway -> processor: a connection ended (cc = close code) */
   WSG_ENV_DELIVER,    /* processor -> gateway: send `d` to c, or to cs, or to all of u's */
   WSG_ENV_CLOSE,      /* processor -> gateway: close connection c with cc/cr */
+  WSG_ENV_PUBLISH, /* processor -> gateway: publication `d` to channel ch (offset co, epoch ce) */
 } wsg_env_kind;
 
 const char *wsg_env_kind_name(wsg_env_kind kind); /* "msg", "connect", ... */
@@ -94,7 +97,10 @@ enum {
   WSG_F_CONNS = 1u << 10,
   WSG_F_CLOSE_CODE = 1u << 11,
   WSG_F_CLOSE_REASON = 1u << 12,
-  WSG_F_USEQS = 1u << 13, /* qs: per-connection q of a `cs` deliver */
+  WSG_F_USEQS = 1u << 13,     /* qs: per-connection q of a `cs` deliver */
+  WSG_F_CHANNEL = 1u << 14,   /* ch */
+  WSG_F_CH_OFFSET = 1u << 15, /* co */
+  WSG_F_CH_EPOCH = 1u << 16,  /* ce */
 };
 
 /* A list of connection ids as MessagePack bytes (an array of uints), read with wsg_conns_next(). */
@@ -130,18 +136,22 @@ typedef struct {
   size_t close_reason_len;
   wsg_conn_list useqs;      /* qs, decode: view into the input (read with wsg_conns_next) */
   const uint64_t *useq_ids; /* encode only: `qs` source array, borrowed, useqs.count entries */
+  const char *channel;      /* ch: not NUL-terminated; borrowed */
+  size_t channel_len;
+  uint64_t ch_offset; /* co */
+  uint64_t ch_epoch;  /* ce */
 } wsg_envelope;
 
 /*
  * Decodes one envelope from exactly `len` bytes. Fills `env`, whose pointers borrow from `buf`.
  * Required: v, t; for msg/connect/disconnect also u, c, g, s; for deliver g and one of c, cs, u;
- * for close g and c. Returns WSG_ENV_OK or a negative wsg_env_err; on error `*err_field` (may be
- * NULL) names the offending key ("u", "cs", ...), "c|cs|u" for a deliver without a target, or ""
- * for the envelope as a whole. Also rejected (docs/PROTOCOL.md, "What a reader accepts"): empty
- * u or g, deliver with both c and cs, an empty cs, qs without cs or of another length, cr without
- * cc, a close code that is not valid for the kind, s >= 2^31, duplicate known keys, keys that are
- * not strings, trailing bytes.
- * Every uint field accepts any MessagePack integer width, signed ones included when >= 0.
+ * for close g and c; for publish g, ch, co and ce. Returns WSG_ENV_OK or a negative wsg_env_err; on
+ * error `*err_field` (may be NULL) names the offending key ("u", "cs", ...), "c|cs|u" for a deliver
+ * without a target, or "" for the envelope as a whole. Also rejected (docs/PROTOCOL.md, "What a
+ * reader accepts"): empty u or g, deliver with both c and cs, an empty cs, qs without cs or of
+ * another length, cr without cc, a close code that is not valid for the kind, s >= 2^31, duplicate
+ * known keys, keys that are not strings, trailing bytes. Every uint field accepts any MessagePack
+ * integer width, signed ones included when >= 0.
  */
 int wsg_envelope_decode(wsg_envelope *env, const uint8_t *buf, size_t len, const char **err_field);
 
@@ -188,5 +198,9 @@ int wsg_msgpack_validate(const uint8_t *buf, size_t len, unsigned max_depth);
 
 /* True if s[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
 bool wsg_utf8_valid(const char *s, size_t len);
+
+/* True if s[0..len) is a valid channel name (docs/PROTOCOL.md, "Channels"): 1..WSG_MAX_CHANNEL_LEN
+ * bytes of UTF-8 without C0 controls, DEL or C1 controls (U+0080..U+009F). */
+bool wsg_channel_name_valid(const char *s, size_t len);
 
 #endif

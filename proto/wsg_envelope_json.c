@@ -333,6 +333,18 @@ int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
     key(&j, "qs");
     val_uints(&j, &env->useqs, env->useq_ids);
   }
+  if (f & WSG_F_CHANNEL) {
+    key(&j, "ch");
+    val_str(&j, env->channel, env->channel_len);
+  }
+  if (f & WSG_F_CH_OFFSET) {
+    key(&j, "co");
+    val_u64(&j, env->ch_offset);
+  }
+  if (f & WSG_F_CH_EPOCH) {
+    key(&j, "ce");
+    val_u64(&j, env->ch_epoch);
+  }
   if (f & WSG_F_TS) {
     key(&j, "ts");
     val_u64(&j, env->ts_us);

@@ -316,3 +316,17 @@ bool wsg_utf8_valid(const char *str, size_t len) {
   }
   return true;
 }
+
+bool wsg_channel_name_valid(const char *s, size_t len) {
+  if (s == NULL || len == 0 || len > WSG_MAX_CHANNEL_LEN || !wsg_utf8_valid(s, len))
+    return false;
+  const unsigned char *p = (const unsigned char *)s;
+  for (size_t i = 0; i < len; i++) {
+    if (p[i] < 0x20 || p[i] == 0x7f)
+      return false;
+    /* C1 controls U+0080..U+009F are 0xC2 0x80..0x9F in UTF-8 (already known valid). */
+    if (p[i] == 0xc2 && i + 1 < len && p[i + 1] <= 0x9f)
+      return false;
+  }
+  return true;
+}

@@ -111,6 +111,75 @@ wsg_pid_gone() {
   [[ "$state" == "Z" ]]
 }
 
+# --- starting servers -------------------------------------------------------------------------
+# Every start helper (scripts/kafka, scripts/redis, scripts/cluster) starts its servers with
+# wsg_spawn and hands each over with wsg_spawn_confirm once it is ready. Until then a server is the
+# start's to clean up: when the script exits for any reason (a failed wait, wsg_die, Ctrl-C, TERM)
+# the EXIT trap stops every server it spawned and did not confirm, so a failed start never leaves a
+# process behind (and the next start does not find the port held by an orphan).
+WSG_SPAWNED=()
+WSG_SPAWN_PID=""
+# The shell that spawned them ($BASHPID: a subshell may spawn too): their parent until they exit.
+WSG_SPAWN_PARENT=""
+# How long an unconfirmed server gets to stop after SIGTERM before SIGKILL.
+WSG_SPAWN_STOP_TIMEOUT="${WSG_SPAWN_STOP_TIMEOUT:-15}"
+
+# wsg_spawn LOG CMD [ARGS...]: starts CMD in a session of its own (it outlives this script and a
+# Ctrl-C meant for a later foreground command), stdin /dev/null, stdout+stderr appended to LOG;
+# sets WSG_SPAWN_PID. A background child of a non-interactive shell is not a group leader, so
+# setsid execs in place and the pid is the server's own, but only once the forked shell and then
+# setsid have exec'd: until then /proc/<pid>/cmdline is this script's, or empty. So the start's
+# liveness check is wsg_spawn_alive (by pid and parent), never a command-line match.
+# The EXIT, INT, TERM and HUP traps are set here: a script that spawns must not set its own.
+wsg_spawn() {
+  local log="$1"
+  shift
+  trap wsg_spawn_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+  WSG_SPAWN_PARENT="$BASHPID"
+  setsid "$@" </dev/null >>"$log" 2>&1 &
+  WSG_SPAWN_PID=$!
+  WSG_SPAWNED+=("$WSG_SPAWN_PID")
+}
+
+# True while PID, a server this script spawned, has not exited: it exists, is not a zombie, and is
+# still the spawning shell's child (so a pid recycled after it exited is never taken for it).
+wsg_spawn_alive() {
+  local stat rest
+  [[ "${1:-}" =~ ^[0-9]+$ ]] || return 1
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  # Fields after the command name, which is in parentheses and may hold spaces: state, ppid, ...
+  rest="${stat##*) }"
+  read -r -a stat <<<"$rest"
+  [[ "${stat[0]}" != Z && "${stat[1]}" == "${WSG_SPAWN_PARENT:-$$}" ]]
+}
+
+# The server PID is ready: a later exit of this script leaves it running.
+wsg_spawn_confirm() {
+  local kept=() p
+  for p in "${WSG_SPAWNED[@]}"; do
+    [[ "$p" == "$1" ]] || kept+=("$p")
+  done
+  WSG_SPAWNED=("${kept[@]}")
+}
+
+# The EXIT trap of a script that spawned: stops every unconfirmed server (SIGTERM to it and its
+# process group, then SIGKILL), keeping the script's exit status.
+wsg_spawn_cleanup() {
+  local rc=$? p
+  for p in "${WSG_SPAWNED[@]}"; do
+    wsg_spawn_alive "$p" || continue
+    wsg_warn "start failed: stopping pid ${p}, which it started"
+    kill -TERM -- "-${p}" 2>/dev/null || true
+    wsg_stop_pid "$p" "$WSG_SPAWN_STOP_TIMEOUT" || true
+    kill -KILL -- "-${p}" 2>/dev/null || true
+  done
+  WSG_SPAWNED=()
+  exit "$rc"
+}
+
 # Is something listening on 127.0.0.1:PORT? (bash's /dev/tcp, no extra tools.)
 wsg_port_open() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

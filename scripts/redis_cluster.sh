@@ -16,6 +16,8 @@ RC_NODES=6
 RC_DIR="${WSGATE_RUN_DIR}/redis-cluster-${RC_BASE}"
 RC_TIMEOUT="${WSGATE_REDIS_START_TIMEOUT:-20}"
 RC_STOP_TIMEOUT=10
+RC_SERVER="${WSGATE_REDIS_SERVER:-redis-server}"
+RC_SPAWNED=() # the nodes this start spawned, confirmed (left running) once the cluster is formed
 
 rc_ports() {
   local i
@@ -55,13 +57,14 @@ rc_replicas_synced() {
   done
 }
 
-# 0 once every node answers PING; 99 (give up) if a node's process is gone after writing its pid
-# file (it could not bind its port, say).
+# 0 once every node answers PING; 99 (give up) if a node this start spawned is gone (it could not
+# bind its port, say; by pid: its command line is not redis-server's until it has exec'd).
 rc_ping_all() {
-  local p
-  for p in $(rc_ports); do
+  local i p
+  for ((i = 0; i < RC_NODES; i++)); do
+    p=$((RC_BASE + i))
     [[ "$(redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null)" == "PONG" ]] && continue
-    if [[ -e "${RC_DIR}/${p}/redis.pid" ]] && ! rc_pid "$p" >/dev/null; then
+    if ! wsg_spawn_alive "${RC_SPAWNED[$i]}"; then
       wsg_tail_log "${RC_DIR}/${p}/redis.log" 10
       return 99
     fi
@@ -70,7 +73,7 @@ rc_ping_all() {
 }
 
 rc_start() {
-  wsg_require_cmd redis-server redis-cli
+  wsg_require_cmd "$RC_SERVER" redis-cli
   local n p
   n="$(rc_running_count)"
   if ((n == RC_NODES)) && rc_state_ok; then
@@ -89,11 +92,14 @@ rc_start() {
   rm -rf "$RC_DIR"
   for p in $(rc_ports); do
     mkdir -p "${RC_DIR}/${p}"
-    # Loopback only, no persistence: test data must not survive a restart by accident.
+    # Loopback only, no persistence: test data must not survive a restart by accident. Not
+    # daemonized: spawned like the single node, so a failed start stops what it spawned. The
+    # pidfile line is for a node restarted by hand (redis_failover restarts a killed primary with
+    # --daemonize yes), so that stop still finds it.
     cat >"${RC_DIR}/${p}/redis.conf" <<CONF
 bind 127.0.0.1
 port ${p}
-daemonize yes
+daemonize no
 pidfile ${RC_DIR}/${p}/redis.pid
 logfile ${RC_DIR}/${p}/redis.log
 dir ${RC_DIR}/${p}
@@ -104,11 +110,9 @@ cluster-config-file nodes.conf
 cluster-node-timeout 2000
 cluster-replica-validity-factor 0
 CONF
-    if ! redis-server "${RC_DIR}/${p}/redis.conf"; then
-      wsg_tail_log "${RC_DIR}/${p}/redis.log"
-      rc_stop
-      wsg_die "redis-server failed to start on port ${p}"
-    fi
+    wsg_spawn "${RC_DIR}/${p}/redis.log" "$RC_SERVER" "${RC_DIR}/${p}/redis.conf"
+    printf '%s\n' "$WSG_SPAWN_PID" >"${RC_DIR}/${p}/redis.pid"
+    RC_SPAWNED+=("$WSG_SPAWN_PID")
   done
   if ! wsg_wait_until "$RC_TIMEOUT" "the cluster's nodes to answer PING" rc_ping_all; then
     rc_stop
@@ -129,6 +133,7 @@ CONF
     rc_stop
     wsg_die "the redis cluster on ${RC_BASE} did not reach cluster_state:ok"
   fi
+  for p in "${RC_SPAWNED[@]}"; do wsg_spawn_confirm "$p"; done
   wsg_log "redis cluster running on 127.0.0.1:${RC_BASE}-$((RC_BASE + RC_NODES - 1)) (3 primaries, 3 replicas, state ${RC_DIR})"
 }
 

@@ -1,15 +1,18 @@
 /*
  * Unit tests of wsgate-load's wire code and histogram: the handshake check against RFC 6455's
  * own example, frames split at every byte, the marker scanner across chunk boundaries, the
- * histogram's bucket bounds and percentiles, and HS256 tokens against a known vector.
+ * histogram's bucket bounds and percentiles, the per-hop breakdown read from /metrics text, and
+ * HS256 tokens against a known vector.
  *
  * Threads: Criterion's worker.
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "load_hist.h"
+#include "load_hops.h"
 #include "load_token.h"
 #include "load_ws.h"
 
@@ -271,4 +274,66 @@ Test(load_token, command_output_and_failures) {
   cr_assert_eq(load_token_cmd("true", "bob", out, sizeof out, err, sizeof err), -1);
   cr_assert(strstr(err, "no token"), "%s", err);
   cr_assert_eq(load_token_cmd("printf '%0100d'", "", out, sizeof out, err, sizeof err), -1);
+}
+
+/* Two scrapes of a gateway's /metrics as wsg_metrics renders them, another family in between. */
+static const char scrape_before[] =
+    "# HELP wsgate_gateway_hop_inbound_acked_seconds Hop 1\n"
+    "# TYPE wsgate_gateway_hop_inbound_acked_seconds histogram\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"0.001\"} 10\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"0.01\"} 20\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"+Inf\"} 20\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_sum 0.05\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_count 20\n"
+    "wsgate_gateway_frames_in_total 99\n";
+static const char scrape_after[] =
+    "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"0.001\"} 10\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"0.01\"} 120\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"+Inf\"} 130\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_sum 1.05\n"
+    "wsgate_gateway_hop_inbound_acked_seconds_count 130\n"
+    "wsgate_gateway_frames_in_total 199\n";
+
+Test(load_hops, window_is_after_minus_before_and_quantiles_interpolate) {
+  load_hops_snap before = {0}, after = {0}, d;
+  cr_assert_eq(load_hops_parse(scrape_before, &before), 0);
+  cr_assert_eq(load_hops_parse(scrape_after, &after), 0);
+  load_hops_diff(&after, &before, &d);
+  const load_hops_hist *h = &d.h[LOAD_HOP_GW_ACKED];
+  cr_assert_eq(h->seen, 1);
+  cr_assert_eq(h->nb, 2);
+  cr_assert_float_eq(h->count, 110, 1e-9);
+  cr_assert_float_eq(h->sum, 1.0, 1e-9);
+  cr_assert_float_eq(h->cum[0], 0, 1e-9);
+  cr_assert_float_eq(h->cum[1], 100, 1e-9);
+  cr_assert_float_eq(h->cum[2], 110, 1e-9);
+  /* rank 55 of the 100 in (1 ms, 10 ms]: 1 + 9 * 0.55 ms */
+  cr_assert_float_eq(load_hops_quantile(h, 0.5), 0.001 + 0.009 * 0.55, 1e-12);
+  /* beyond the last finite bound: that bound */
+  cr_assert_float_eq(load_hops_quantile(h, 0.99), 0.01, 1e-12);
+  cr_assert(isnan(load_hops_quantile(&d.h[LOAD_HOP_PROC_ACKED], 0.5)));
+  cr_assert_eq(d.h[LOAD_HOP_PROC_ACKED].seen, 0);
+}
+
+Test(load_hops, endpoints_add_up_and_must_agree_on_bounds) {
+  load_hops_snap s = {0};
+  cr_assert_eq(load_hops_parse(scrape_after, &s), 0);
+  cr_assert_eq(load_hops_parse(scrape_after, &s), 0);
+  cr_assert_eq(s.h[LOAD_HOP_GW_ACKED].seen, 2);
+  cr_assert_float_eq(s.h[LOAD_HOP_GW_ACKED].cum[2], 260, 1e-9);
+  static const char other_bounds[] =
+      "wsgate_gateway_hop_inbound_acked_seconds_bucket{le=\"0.002\"} 1\n";
+  cr_assert_eq(load_hops_parse(other_bounds, &s), -1);
+}
+
+Test(load_hops, only_loopback_http_endpoints) {
+  char err[256];
+  load_hops *h =
+      load_hops_create("http://127.0.0.1:9090,http://localhost:9091/metrics", err, sizeof err);
+  cr_assert_not_null(h, "%s", err);
+  load_hops_destroy(h);
+  cr_assert_null(load_hops_create("http://10.0.0.1:9090", err, sizeof err));
+  cr_assert_null(load_hops_create("https://127.0.0.1:9090", err, sizeof err));
+  cr_assert_null(load_hops_create("http://127.0.0.1", err, sizeof err));
+  load_hops_destroy(NULL);
 }

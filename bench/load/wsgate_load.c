@@ -31,6 +31,7 @@
 
 #include "load_engine.h"
 #include "load_hist.h"
+#include "load_hops.h"
 #include "load_token.h"
 #include "wsg_config.h"
 
@@ -45,7 +46,7 @@ static const char *const PCT_NAMES[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 
 typedef struct {
   char *mode, *url, *sender_url, *proto, *subprotocol, *token, *token_cmd, *jwt_secret_file;
-  char *user_prefix, *room, *output;
+  char *user_prefix, *room, *output, *hops_from;
   int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate;
   uint64_t size, out_max;
   uint64_t connect_timeout_ms, ramp_timeout_ms, hold_ms, duration_ms, warmup_ms, drain_ms;
@@ -129,6 +130,10 @@ static const wsg_option options[] = {
      "Sec-WebSocket-Protocol to offer (none by default)."},
     {"output", 'o', NULL, WSG_OPT_ENUM, OPT(output), "table", 0, 0, "table|json", 0,
      "Result on stdout as a table or as one JSON object."},
+    {"hops-from", 0, NULL, WSG_OPT_STRING, OPT(hops_from), NULL, 0, 0, NULL, 0,
+     "echo/fanout: the daemons' /metrics, comma-separated (http://127.0.0.1:9090,"
+     "http://127.0.0.1:9091): scraped when the measured window starts and at the end, to print "
+     "the per-hop latency breakdown (docs/GATEWAY.md, \"Where the time goes\")."},
     {"progress", 0, NULL, WSG_OPT_BOOL, OPT(progress), "true", 0, 0, NULL, 0,
      "Print progress to stderr once a second while connecting."},
 };
@@ -407,7 +412,18 @@ static void kill_all(child *ch, unsigned n) {
 }
 
 /* Forks the workers, runs the barriers, collects the results. 0 when every worker reported. */
-static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns) {
+/* --hops-from: one scrape when the measured window starts, one when every worker is done. A
+ * failed scrape drops the breakdown (said on stderr), never the run. */
+static void hops_mark(load_hops **hops) {
+  char err[512];
+  if (*hops && load_hops_mark(*hops, err, sizeof err) != 0) {
+    fprintf(stderr, "wsgate-load: no per-hop breakdown: %s\n", err);
+    load_hops_destroy(*hops);
+    *hops = NULL;
+  }
+}
+
+static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_hops **hops) {
   for (unsigned i = 0; i < p->procs; i++) {
     ch[i].fd = -1;
     ch[i].pid = -1;
@@ -442,7 +458,8 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns) {
   uint64_t start = mono_ns(), last_print = start;
   uint64_t deadline = start + p->ramp_timeout_ns + 60 * NS +
                       (p->mode == LOAD_IDLE ? p->hold_ns : p->duration_ns + p->drain_ns) + 60 * NS;
-  bool go_sent = false;
+  bool go_sent = false, window_marked = false;
+  uint64_t window_at = 0;
   struct pollfd pfd[MAX_PROCS];
   for (;;) {
     unsigned nready = 0, ndone = 0;
@@ -461,6 +478,7 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns) {
       snprintf(line, sizeof line, "G %llu\n", (unsigned long long)(now + 200 * 1000000ull));
       tell_all(ch, p->procs, line);
       go_sent = true;
+      window_at = now + 200 * 1000000ull + p->warmup_ns;
       if (p->progress)
         fprintf(stderr, "wsgate-load: %llu ready, %llu failed after %.1f s; %s\n",
                 (unsigned long long)r, (unsigned long long)f, (double)*ramp_ns / 1e9,
@@ -470,7 +488,13 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns) {
               (unsigned long long)r, (unsigned long long)f, (double)(now - start) / 1e9);
       last_print = now;
     }
+    if (go_sent && !window_marked && p->mode != LOAD_IDLE && now >= window_at) {
+      hops_mark(hops);
+      window_marked = true;
+    }
     if (ndone == p->procs) {
+      if (window_marked)
+        hops_mark(hops); /* before "X": the disconnects are not part of the run */
       tell_all(ch, p->procs, "X\n");
       break;
     }
@@ -736,7 +760,14 @@ int main(int argc, char **argv) {
   child ch[MAX_PROCS];
   memset(ch, 0, sizeof ch);
   uint64_t ramp_ns = 0;
-  int rc = run_workers(&plan, ch, &ramp_ns);
+  load_hops *hops = NULL;
+  if (cfg.hops_from && !(hops = load_hops_create(cfg.hops_from, err, sizeof err))) {
+    fprintf(stderr, "wsgate-load: %s\n", err);
+    free(secret);
+    wsg_config_finish(&spec, &cfg);
+    return 2;
+  }
+  int rc = run_workers(&plan, ch, &ramp_ns, &hops);
   totals t;
   memset(&t, 0, sizeof t);
   t.fails = json_object();
@@ -760,6 +791,8 @@ int main(int argc, char **argv) {
   if (rc == 0) {
     if (strcmp(cfg.output, "json") == 0) {
       json_t *o = result_json(&cfg, &plan, &t, ramp_ns);
+      if (o && hops)
+        json_object_set_new(o, "hops", load_hops_json(hops));
       char *s = o ? json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(6)) : NULL;
       if (s)
         printf("%s\n", s);
@@ -769,12 +802,15 @@ int main(int argc, char **argv) {
       json_decref(o);
     } else {
       print_table(&plan, &t, ramp_ns);
+      if (hops)
+        load_hops_print(hops, stdout);
     }
   }
   json_decref(t.fails);
   json_decref(t.first_errors);
   json_decref(t.refused);
   json_decref(t.close_codes);
+  load_hops_destroy(hops);
   free(secret);
   wsg_config_finish(&spec, &cfg);
   return rc == 0 ? 0 : 1;

@@ -195,11 +195,15 @@ class Context:
         argv = [self.bins["gateway"], "--kafka-brokers", self.kafka, "--redis-port",
                 self.redis_port, "--listen-addr", "127.0.0.1", "--listen-port", port,
                 "--http-addr", "127.0.0.1", "--http-port", http, "--jwt-secret-file",
-                self.secret_file, "--max-upgrades-per-sec", "0", "--inbound-topic", topics[0],
+                self.secret_file, "--max-upgrades-per-sec", "0",
+                # All clients share 127.0.0.1: per-address caps would cap the benchmark itself.
+                "--max-conns-per-addr", "0", "--max-pending-per-addr", "0",
+                "--max-upgrades-per-addr", "0", "--inbound-topic", topics[0],
                 "--outbound-topic", topics[1], "--redis-prefix", prefix, "--gateway-id",
                 f"bench-gw{i}-{os.getpid()}", "--log-level", "warn",
                 # Drain is not measured here: close fast when a step is over.
-                "--drain-window", "1s", "--drain-grace", "10s", *extra]
+                "--drain-window", "1s", "--drain-grace", "10s", *extra,
+                *getattr(self.args, "gateway_arg", [])]
         p = self.spawn(f"gateway{i}", argv)
         p.url = f"ws://127.0.0.1:{port}/"
         p.metrics_url = f"http://127.0.0.1:{http}/metrics"
@@ -211,7 +215,8 @@ class Context:
         argv = [self.bins["processor"], "--kafka-brokers", self.kafka, "--redis-port",
                 self.redis_port, "--handler", handler, "--inbound-topic", topics[0],
                 "--outbound-topic", topics[1], "--group-id", group, "--redis-prefix", prefix,
-                "--http-addr", "127.0.0.1", "--http-port", http, "--log-level", "warn", *extra]
+                "--http-addr", "127.0.0.1", "--http-port", http, "--log-level", "warn", *extra,
+                *getattr(self.args, "processor_arg", [])]
         p = self.spawn(f"processor{i}", argv)
         p.metrics_url = f"http://127.0.0.1:{http}/metrics"
         self.wait_ready(p, f"http://127.0.0.1:{http}/readyz")

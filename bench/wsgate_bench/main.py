@@ -62,6 +62,11 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every connection count (a dry run on a small machine: 0.05)")
     ap.add_argument("--out", default=str(REPO / "docs" / "BENCHMARKS.md"))
+    ap.add_argument("--gateway-arg", action="append", default=[], metavar="FLAG",
+                    help="append FLAG to every gateway's command line (repeat for more; "
+                    "e.g. --gateway-arg=--loop-clock --gateway-arg=-X --gateway-arg=linger.ms=1)")
+    ap.add_argument("--processor-arg", action="append", default=[], metavar="FLAG",
+                    help="append FLAG to every processor's command line (repeat for more)")
     args = ap.parse_args()
     if args.repeats < 1 or args.repeats > 20:
         ap.error("--repeats: 1..20")

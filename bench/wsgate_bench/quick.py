@@ -1,6 +1,6 @@
 """--quick: the machinery, not the speed (scripts/test runs it). Every part must come up, connect
 and answer: lws_echo echoes, a gateway holds 50 idle connections, a round trip through Kafka and
-an echo processor comes back. Each check prints a TAP line; main prints the "N passed, N failed"
+an echo processor comes back, with its per-hop breakdown. Each check prints a TAP line; main prints the "N passed, N failed"
 line scripts/test counts."""
 
 import json
@@ -9,6 +9,7 @@ import subprocess
 from wsgate_procs import ProcError
 
 from .common import BenchError, log
+from .scenarios.roundtrip import hops_from
 from .search import echo_args, sustained
 
 
@@ -55,10 +56,15 @@ def run(ctx, results):
         def echo():
             if gw is None:
                 raise BenchError("no gateway (the idle check failed)")
-            procs.append(ctx.start_processor(0, t, prefix, "echo", ctx.unique("quick-group")))
-            r = ctx.load("quick-echo", "echo", [gw.url], 20, *echo_args(ctx, 100))
+            pr = ctx.start_processor(0, t, prefix, "echo", ctx.unique("quick-group"))
+            procs.append(pr)
+            r = ctx.load("quick-echo", "echo", [gw.url], 20, *echo_args(ctx, 100),
+                         *hops_from(gw, pr))
             if r["run"]["received_measured"] == 0 or not sustained(r, p99_max_ms=5000.0):
                 raise BenchError(f"echo through Kafka failed: {json.dumps(r['run'])}")
+            hops = r.get("hops") or {}
+            if len(hops) < 4 or not all(h["count"] > 0 for h in hops.values()):
+                raise BenchError(f"no per-hop breakdown: {json.dumps(hops)}")
             log(f"quick: echo via Kafka p50 {r['run']['latency_ms']['p50']:.1f} ms, "
                 f"{r['run']['received_measured']} of {r['run']['expected_measured']} replies")
         check("bench_quick_gateway_idle", idle)

@@ -225,6 +225,31 @@ class Report:
                 f"{f2(p['p90'])} | {f2(p['p99'])}{rng(p['p99_range'], f2)} | {f2(p['p999'])} | "
                 f"{f2(p['max'])} | {p['loss'] * 100:.2f} % | {f2(p['send_lag_p99'])} |")
 
+    HOPS = [("wsgate_gateway_hop_inbound_acked_seconds", "1 gateway: produce → Kafka ack"),
+            ("wsgate_processor_hop_handler_start_seconds", "2 processor: frame read → handler"),
+            ("wsgate_processor_hop_outbound_acked_seconds", "3 processor: handler → reply acked"),
+            ("wsgate_gateway_hop_outbound_written_seconds", "4 gateway: reply built → written")]
+
+    def hops_table(self, points):
+        """Where the time goes (docs/GATEWAY.md): each hop's mean / p50 / p99 in ms per point."""
+        pts = [(lb, p["hops"]) for lb, p in points.items() if p.get("hops")]
+        if not pts:
+            return
+        self.w("Per hop, from the daemons' own histograms over the same runs (ms, mean / p50 / "
+               "p99; hops 2 and 4 start at the envelope's `ts`, so they contain hops 1 and 3: "
+               "docs/GATEWAY.md, \"Where the time goes\"):")
+        self.w()
+        self.w("| point | " + " | ".join(name for _, name in self.HOPS) + " |")
+        self.w("|---|" + "---:|" * len(self.HOPS))
+        for lb, hops in pts:
+            cells = []
+            for metric, _ in self.HOPS:
+                h = hops.get(metric) or {}
+                cells.append(f"{f2(h.get('mean_ms'))} / {f2(h.get('p50_ms'))} / "
+                             f"{f2(h.get('p99_ms'))}")
+            self.w(f"| wsgate, {lb} | " + " | ".join(cells) + " |")
+        self.w()
+
     def sec_roundtrip(self, sec):
         ws, cf = sec.get("wsgate", {}), sec.get("centrifugo", {})
         self.w("| system | highest sustained rate (msgs/s) |")
@@ -264,6 +289,7 @@ class Report:
                             f"{lb}/s: p50 {f2(a['p50'])} vs {f2(b['p50'])} ms, p99 "
                             f"{f2(a['p99'])} vs {f2(b['p99'])} ms" for lb, a, b in common),
                         all(a["p50"] < b["p50"] and a["p99"] < b["p99"] for _, a, b in common))
+        self.hops_table(ws.get("points", {}))
         lg = sec.get("linger") or {}
         if lg:
             base = ws.get("points", {}).get("10k")

@@ -50,7 +50,21 @@ def latency_summary(rs, rate):
             "loss": median([r["run"]["loss_fraction"] for r in rs]),
             "send_lag_p99": median([r["run"]["send_lag_ms"]["p99"] for r in rs]),
             "cpu_us": cpu_per_message(rs),
+            "hops": hops_summary(rs),
             "cmd": rs[0]["_cmd"]}
+
+
+def hops_summary(rs):
+    """Median over the runs of each hop's mean, p50 and p99 in ms (wsgate-load --hops-from; None
+    when a run has no breakdown)."""
+    if not rs or not all(r.get("hops") for r in rs):
+        return None
+    out = {}
+    for name in rs[0]["hops"]:
+        hs = [r["hops"].get(name) or {} for r in rs]
+        out[name] = {k: median([h.get(k) for h in hs])
+                     for k in ("count", "mean_ms", "p50_ms", "p90_ms", "p99_ms")}
+    return out
 
 
 def cpu_per_message(rs, per="received"):

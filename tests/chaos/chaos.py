@@ -50,12 +50,12 @@ FORMS = {
                   # 128 KiB ones (12.2.18, where libwebsockets' deflate assertion fired before
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
-                  valgrind_users=3, valgrind_seconds=2.0, reshard_slots=256),
+                  valgrind_users=3, valgrind_seconds=2.0, door_sockets=40, reshard_slots=256),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
-                 valgrind_seconds=10.0, reshard_slots=8192),
+                 valgrind_seconds=10.0, door_sockets=200, reshard_slots=8192),
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
@@ -645,6 +645,107 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
         res.failures.append(p)
 
 
+def _door_socket(port: int, first: bytes) -> socket.socket | None:
+    """A socket from 127.0.0.2 (the attacker's address: loopback is a /8) that sends `first`."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(2)
+        s.connect(("127.0.0.1", port))
+        if first:
+            s.sendall(first)
+        s.setblocking(False)
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def _door_open(socks: list) -> int:
+    """How many of the attacker's sockets the gateway still holds open: reads what each was
+    answered (non-blocking) to its end; an end (EOF or reset) means closed."""
+    n = 0
+    for s in socks:
+        try:
+            while True:
+                if s.recv(65536) == b"":
+                    break  # EOF: the gateway closed it
+        except BlockingIOError:
+            n += 1  # nothing more to read, and no end: still open
+        except OSError:
+            pass  # reset: closed
+    return n
+
+
+async def sc_door_flood(r: Runner, form: dict, res: Result) -> None:
+    """Unauthenticated sockets from one address (127.0.0.2) beside the checker's clients, on a
+    gateway with --handshake-timeout 2s and --max-pending-per-addr 32: door_sockets each of silent
+    sockets, CONNECT requests, request heads that stop half-way (slowloris) and upgrades with
+    junk tokens. Pass: the gateway holds at most 32 of them at any time and none 2 s past the
+    handshake timeout; every junk upgrade is answered (401, or 503 over the address' budget);
+    the well-behaved clients lose nothing and their p99 stays within 2x their quiet p99 plus
+    50 ms (issue 16)."""
+    c = Cluster(r, "door")
+    gw = c.start_gateway(["--handshake-timeout", "2s", "--max-pending-per-addr", "32",
+                          "--max-upgrades-per-addr", "20"])
+    c.start_processor()
+    port = gw.extra["port"]
+    chk = await start_checker(c, form)
+    t_base = time.monotonic()
+    await asyncio.sleep(form["settle"])
+    t_attack = time.monotonic()
+    n = form["door_sockets"]
+    junk = (b"GET /?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln HTTP/1.1\r\nHost: x\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    # Answered ones first: the sockets left waiting would take the address' whole pending cap.
+    kinds = {"connect": b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", "junk": junk,
+             "slowloris": b"GET / HTTP/1.1\r\nX-a: ", "silent": b""}
+    socks: list = []
+    held_max = 0
+    for kind, first in kinds.items():
+        for _ in range(n):
+            s = await asyncio.to_thread(_door_socket, port, first)
+            if s:
+                socks.append((kind, s))
+        await asyncio.sleep(0.2)
+        held_max = max(held_max, int(gw.metrics().get("wsgate_gateway_handshakes", 0)))
+    answered = {"401": 0, "503": 0, "405": 0}
+    for kind, s in socks:
+        if kind not in ("junk", "connect"):
+            continue
+        try:
+            head = s.recv(64, socket.MSG_PEEK)
+        except OSError:
+            head = b""
+        for code in answered:
+            if head.startswith(b"HTTP/1.1 " + code.encode()):
+                answered[code] += 1
+    await asyncio.sleep(2.0 + 2.0)  # the handshake timeout, and 2 s of slack on a loaded box
+    held_after = _door_open([s for _, s in socks])
+    t_after = time.monotonic()
+    m = gw.metrics()
+    refused = sum(v for k, v in m.items() if k.startswith("wsgate_gateway_accept_refused_total"))
+    for _, s in socks:
+        s.close()
+    await chk.finish(20)
+    base, during = chk.latencies(t_base, t_attack), chk.latencies(t_attack, t_after)
+    p99b, p99d = percentile(base, 0.99), percentile(during, 0.99)
+    res.fig(attack_sockets=len(socks), held_max=held_max, held_after_timeout=held_after,
+            refused_at_accept=int(refused), junk_401=answered["401"], junk_503=answered["503"],
+            connect_405=answered["405"], p99_before_ms=round(p99b * 1000, 1),
+            p99_during_ms=round(p99d * 1000, 1))
+    res.check(held_max <= 32, f"the attacker held {held_max} sockets before their upgrade (cap 32)")
+    res.check(held_after == 0, f"{held_after} attack sockets still open 2 s past the timeout")
+    res.check(refused > 0, "no socket was refused at accept: the per-address cap did not engage")
+    res.check(len(during) >= 20, f"only {len(during)} latency samples during the attack")
+    res.check(p99d <= 2 * p99b + 0.05, f"other clients' p99 rose from {p99b * 1000:.0f} ms to "
+              f"{p99d * 1000:.0f} ms during the attack")
+    check_traffic(res, chk, strict=True)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
 async def _storm_client(port: int, user: str, stats: dict, conns: list, deadline: float):
     """One client of the connect storm: upgrade; on 503 wait Retry-After plus up to 1 s of jitter
     and try again; on a connection error back off and try again; keeps the socket when it gets
@@ -879,6 +980,7 @@ SCENARIOS = {
     "sigstop_kafka": (sc_sigstop_kafka, False),
     "slow_reader": (sc_slow_reader, True),
     "connect_storm": (sc_connect_storm, True),
+    "door_flood": (sc_door_flood, True),
     "valgrind_gateway": (sc_valgrind_gateway, True),
     "valgrind_processor": (sc_valgrind_processor, True),
     "autobahn_deflate": (sc_autobahn_deflate, True),

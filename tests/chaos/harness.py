@@ -409,7 +409,11 @@ class Cluster:
                                   # The close phase lasts until 4 s before the grace ends: 8 s
                                   # leaves 3 s after the last 1001 for the close handshakes
                                   # (docs/RELIABILITY.md, known bug 4, is what 5 s does).
-                                  "--drain-grace", "8s", *(extra or [])]
+                                  "--drain-grace", "8s",
+                                  # Every client of a scenario comes from 127.0.0.1, as from one
+                                  # NAT: the per-address caps are off unless a scenario sets them.
+                                  "--max-conns-per-addr", "0", "--max-upgrades-per-addr", "0",
+                                  *(extra or [])]
         p = self.r.spawn(f"{self.name}-gw{i}", argv)
         p.http_port = http_port
         p.extra.update(port=port, id=gw_id, url=f"ws://127.0.0.1:{port}/")

@@ -1,23 +1,34 @@
 #!/usr/bin/env python3
-"""A generated doc file against the program output it is generated from.
+"""Generated docs against the program output they are generated from.
 
 Usage: check_generated.py DOC_FILE COMMAND [ARGS...]
-
-Runs COMMAND ARGS (e.g. `wsgate-gateway --help-metrics`) and fails, printing a unified diff and
-the command that regenerates the file, unless its standard output is exactly DOC_FILE's content.
+         Runs COMMAND ARGS (e.g. `wsgate-gateway --help-markdown`) and fails, printing a unified
+         diff and the command that regenerates the file, unless its standard output is exactly
+         DOC_FILE's content.
+       check_generated.py --covered DOCS_DIR KIND NAME...
+         Fails when DOCS_DIR holds a KIND-<name>.md (KIND: CONFIG, METRICS) whose name is not
+         among NAME... (a generated file nobody checks).
 """
 
 import difflib
+import glob
 import os
 import subprocess
 import sys
 
 
-def main(argv):
-    if len(argv) < 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    doc, cmd = argv[1], argv[2:]
+def covered(docs, kind, names):
+    rc = 0
+    for path in sorted(glob.glob(os.path.join(docs, f"{kind}-*.md"))):
+        name = os.path.basename(path)[len(kind) + 1:-len(".md")]
+        if name not in names:
+            print(f"{path} has no check: add its program to {kind.lower()}_docs in "
+                  "tests/docs/meson.build", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+def check(doc, cmd):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         print(f"`{' '.join(cmd)}` exited {proc.returncode}: {proc.stderr.strip()}", file=sys.stderr)
@@ -30,10 +41,20 @@ def main(argv):
     diff = difflib.unified_diff(have.splitlines(keepends=True), proc.stdout.splitlines(keepends=True),
                                 fromfile=doc, tofile=" ".join(cmd))
     sys.stderr.writelines(diff)
+    # Absolute, so the printed command works from anywhere (meson runs tests in the build directory).
     regen = " ".join([os.path.abspath(cmd[0]), *cmd[1:]])
-    print(f"\n{doc} is out of date; regenerate it from the build with:\n  {regen} > {doc}",
-          file=sys.stderr)
+    print(f"\n{doc} differs from the program's tables (diff above: - the file, + the program).\n"
+          f"Regenerate it after building:\n  {regen} > {doc}", file=sys.stderr)
     return 1
+
+
+def main(argv):
+    if len(argv) >= 4 and argv[1] == "--covered":
+        return covered(argv[2], argv[3], argv[4:])
+    if len(argv) < 3 or argv[1].startswith("--"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    return check(argv[1], argv[2:])
 
 
 if __name__ == "__main__":

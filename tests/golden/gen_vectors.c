@@ -263,5 +263,30 @@ int main(int argc, char **argv) {
   e.conn = 1;
   bad |= emit(dir, "close_minimal", &e);
 
+  /* Channels: one record per gateway per publication; a text one with a namespaced channel, a
+   * binary one whose channel name is Unicode, with the largest offset and epoch (2^53 - 1). */
+  e = (wsg_envelope){0};
+  e.kind = WSG_ENV_PUBLISH;
+  e.fields =
+      WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH | WSG_F_TS;
+  e.gateway = "gw-7f3a";
+  e.gateway_len = 7;
+  e.slot = 3;
+  e.channel = "news:eu";
+  e.channel_len = 7;
+  e.ch_offset = 42;
+  e.ch_epoch = 1795602833455812;
+  e.ts_us = 1700000000323456;
+  payload(&e, S("{\"headline\":\"rates unchanged\"}"), false);
+  bad |= emit(dir, "publish_text", &e);
+
+  e.fields = WSG_F_GATEWAY | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH;
+  e.channel = "match:日本-🎉";
+  e.channel_len = strlen(e.channel);
+  e.ch_offset = (1ull << 53) - 1;
+  e.ch_epoch = (1ull << 53) - 1;
+  payload(&e, binary, sizeof binary, true);
+  bad |= emit(dir, "publish_binary", &e);
+
   return bad ? 1 : 0;
 }

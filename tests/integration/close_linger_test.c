@@ -23,15 +23,15 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "gateway_itest.h"
+#include "harness_kafka.h"
 #include "harness.h"
 
-static gwt_gateway gw;
-static gwt_reader rd;
+static itest_gateway gw;
+static itest_reader rd;
 
 static void teardown(void) {
-  gwt_reader_close(&rd);
-  gwt_cleanup(&gw);
+  itest_reader_close(&rd);
+  itest_gateway_cleanup(&gw);
 }
 
 TestSuite(close_linger, .fini = teardown, .timeout = 120);
@@ -43,7 +43,7 @@ typedef struct {
 
 static bool metric_reaches(void *arg) {
   const metric_wait *w = arg;
-  return gwt_metric(&gw, w->series) >= w->want;
+  return itest_metric(gw.http_port, w->series) >= w->want;
 }
 
 Test(close_linger, drain_1001_survives_unread_client_data) {
@@ -58,25 +58,26 @@ Test(close_linger, drain_1001_survives_unread_client_data) {
                          "--drain-grace",
                          "8s",
                          NULL};
-  gwt_start(&gw, "linger", extra);
-  gwt_reader_open(&rd, &gw);
-  ws_client *c = gwt_connect(&gw, "chatty");
+  itest_gateway_start(&gw, NULL, "linger", &(itest_daemon_opts){.extra = extra});
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  ws_client *c = itest_connect(&gw, "chatty");
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "chatty", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, "chatty", &e, ITEST_TIMEOUT_MS);
   uint64_t conn = e.conn;
   /* 64 x 1 KiB: the gateway reads the first, then pauses reading this connection. */
   char msg[1024];
   memset(msg, 'm', sizeof msg);
   for (int i = 0; i < 64; i++)
     cr_assert_eq(ws_client_send_text(c, msg, sizeof msg), WS_CLIENT_OK);
-  gwt_reader_expect(&rd, WSG_ENV_MSG, "chatty", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_MSG, "chatty", &e, ITEST_TIMEOUT_MS);
   /* Replies it has not read yet: more than its receive window, so some are still in the
    * gateway's socket, unsent, when the gateway closes. */
-  gwt_deliver_many(&gw, gwt_slot(&gw), conn, 16 * 1024, 32);
+  itest_deliver_many(&gw, itest_gateway_slot(&gw), conn, 16 * 1024, 32);
   metric_wait queued = {"wsgate_gateway_messages_out_total", 32};
-  cr_assert(itest_wait_until(metric_reaches, &queued, GWT_WAIT_MS), "the replies were not sent");
+  cr_assert(itest_wait_until(metric_reaches, &queued, ITEST_TIMEOUT_MS),
+            "the replies were not sent");
 
-  int status = gwt_stop(&gw, SIGTERM, 15000);
+  int status = itest_gateway_stop(&gw, SIGTERM, 15000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the drained gateway failed");
 
   /* Everything the gateway wrote, then its close frame. */

@@ -16,16 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway_itest.h"
+#include "harness_kafka.h"
 #include "gw_jwt.h"
 #include "harness.h"
 
-static gwt_gateway gw;
-static gwt_reader rd;
+static itest_gateway gw;
+static itest_reader rd;
 
 static void teardown(void) {
-  gwt_reader_close(&rd);
-  gwt_cleanup(&gw);
+  itest_reader_close(&rd);
+  itest_gateway_cleanup(&gw);
 }
 
 TestSuite(gateway_auth, .fini = teardown, .timeout = 120);
@@ -34,7 +34,7 @@ TestSuite(gateway_auth, .fini = teardown, .timeout = 120);
 static int try_upgrade(const char *path, const char *header, ws_http_response *resp) {
   const char *headers[] = {header, NULL};
   ws_client *c = NULL;
-  int rc = gwt_connect_raw(&gw, path, header ? headers : NULL, "wsgate.v1", &c, resp);
+  int rc = itest_connect_raw(&gw, path, header ? headers : NULL, "wsgate.v1", &c, resp);
   ws_client_destroy(c);
   if (rc == WS_CLIENT_OK)
     return 101;
@@ -65,7 +65,7 @@ static char *bearer(const char *token) {
 }
 
 Test(gateway_auth, bad_tokens_get_401_and_leave_no_trace) {
-  gwt_start(&gw, "auth", NULL);
+  itest_gateway_start(&gw, NULL, "auth", NULL);
   char tok[2048];
   char claims[256];
 
@@ -79,9 +79,9 @@ Test(gateway_auth, bad_tokens_get_401_and_leave_no_trace) {
   cr_assert(gw_jwt_sign((const uint8_t *)wrong, strlen(wrong), claims, tok, sizeof tok) > 0);
   expect_401("wrong secret", "/", bearer(tok), "signature");
 
-  expect_401("expired", "/", bearer(gwt_token("mallory", -3600)), "expired");
+  expect_401("expired", "/", bearer(itest_token("mallory", -3600)), "expired");
 
-  cr_assert(gw_jwt_sign_with_header((const uint8_t *)GWT_SECRET, strlen(GWT_SECRET),
+  cr_assert(gw_jwt_sign_with_header((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET),
                                     "{\"alg\":\"none\",\"typ\":\"JWT\"}", claims, tok,
                                     sizeof tok) > 0);
   expect_401("alg none", "/", bearer(tok), "HS256");
@@ -91,72 +91,74 @@ Test(gateway_auth, bad_tokens_get_401_and_leave_no_trace) {
   expect_401("alg none unsigned", "/", bearer(tok), "invalid_token");
 
   snprintf(claims, sizeof claims, "{\"exp\":%lld}", (long long)time(NULL) + 300);
-  cr_assert(gw_jwt_sign((const uint8_t *)GWT_SECRET, strlen(GWT_SECRET), claims, tok, sizeof tok) >
-            0);
+  cr_assert(gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
+                        sizeof tok) > 0);
   expect_401("no user claim", "/", bearer(tok), "user claim");
 
   char path[2100];
-  snprintf(path, sizeof path, "/?token=%s", gwt_token("mallory", -10000));
+  snprintf(path, sizeof path, "/?token=%s", itest_token("mallory", -10000));
   expect_401("expired in query", path, NULL, "expired");
-  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_upgrades_total{result=\"unauthorized\"}"), 9);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_upgrades_total{result=\"unauthorized\"}"),
+               9);
 
   /* Nothing of mallory reached Redis. */
-  redisContext *r = gwt_redis();
-  redisReply *rep = redisCommand(r, "EXISTS %suser:mallory", gw.prefix);
+  redisContext *r = itest_redis_connect();
+  redisReply *rep = redisCommand(r, "EXISTS %suser:mallory", gw.cluster.prefix);
   cr_assert(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0);
   freeReplyObject(rep);
   redisFree(r);
 
   /* Nor Kafka: the first envelope on the inbound topic is the next accepted client's. */
-  snprintf(path, sizeof path, "/?token=%s", gwt_token("zed", 300));
+  snprintf(path, sizeof path, "/?token=%s", itest_token("zed", 300));
   ws_client *c = NULL;
   ws_http_response resp;
-  cr_assert_eq(gwt_connect_raw(&gw, path, NULL, NULL, &c, &resp), WS_CLIENT_OK,
+  cr_assert_eq(itest_connect_raw(&gw, path, NULL, NULL, &c, &resp), WS_CLIENT_OK,
                "a valid token in the query was refused: %d %s", resp.status, resp.body);
-  gwt_reader_open(&rd, &gw);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   wsg_envelope e;
-  cr_assert(gwt_reader_next(&rd, &e, GWT_WAIT_MS, NULL), "no envelope for zed");
+  cr_assert(itest_reader_next_envelope(&rd, &e, ITEST_TIMEOUT_MS, NULL), "no envelope for zed");
   cr_assert_eq(e.kind, WSG_ENV_CONNECT);
   cr_assert(e.user_len == 3 && memcmp(e.user, "zed", 3) == 0, "first envelope is not zed's");
   ws_client_destroy(c);
-  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_upgrades_total{result=\"ok\"}"), 1);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_upgrades_total{result=\"ok\"}"), 1);
 }
 
 Test(gateway_auth, origin_and_subprotocol) {
   const char *extra[] = {"--allowed-origins", "https://app.example.com, https://admin.example.com",
                          NULL};
-  gwt_start(&gw, "origin", extra);
+  itest_gateway_start(&gw, NULL, "origin", &(itest_daemon_opts){.extra = extra});
   char auth[2100];
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", gwt_token("olga", 300));
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token("olga", 300));
   ws_http_response resp;
   ws_client *c = NULL;
 
   const char *evil[] = {auth, "Origin: https://evil.example.com", NULL};
-  cr_assert_eq(gwt_connect_raw(&gw, "/", evil, "wsgate.v1", &c, &resp), WS_CLIENT_REFUSED);
+  cr_assert_eq(itest_connect_raw(&gw, "/", evil, "wsgate.v1", &c, &resp), WS_CLIENT_REFUSED);
   cr_assert_eq(resp.status, 403);
   cr_assert(strstr(resp.body, "forbidden_origin"), "%s", resp.body);
 
   const char *good[] = {auth, "Origin: https://APP.example.com", NULL};
-  cr_assert_eq(gwt_connect_raw(&gw, "/", good, "wsgate.v1", &c, &resp), WS_CLIENT_OK,
+  cr_assert_eq(itest_connect_raw(&gw, "/", good, "wsgate.v1", &c, &resp), WS_CLIENT_OK,
                "allowed origin refused: %d %s", resp.status, resp.body);
   ws_client_destroy(c);
 
   const char *none[] = {auth, NULL}; /* not a browser: judged by its token */
-  cr_assert_eq(gwt_connect_raw(&gw, "/", none, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
+  cr_assert_eq(itest_connect_raw(&gw, "/", none, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
   ws_client_destroy(c);
 
-  cr_assert_eq(gwt_connect_raw(&gw, "/", none, "chat.v2", &c, &resp), WS_CLIENT_REFUSED);
+  cr_assert_eq(itest_connect_raw(&gw, "/", none, "chat.v2", &c, &resp), WS_CLIENT_REFUSED);
   cr_assert_eq(resp.status, 400);
   cr_assert(strstr(resp.body, "wsgate.v1"), "%s", resp.body);
 
-  cr_assert_eq(gwt_connect_raw(&gw, "/", none, "chat.v2, wsgate.v1", &c, &resp), WS_CLIENT_OK);
+  cr_assert_eq(itest_connect_raw(&gw, "/", none, "chat.v2, wsgate.v1", &c, &resp), WS_CLIENT_OK);
   cr_assert_str_eq(resp.protocol, "wsgate.v1");
   ws_client_destroy(c);
 
-  cr_assert_eq(gwt_connect_raw(&gw, "/", none, NULL, &c, &resp), WS_CLIENT_OK,
+  cr_assert_eq(itest_connect_raw(&gw, "/", none, NULL, &c, &resp), WS_CLIENT_OK,
                "no subprotocol at all must be accepted");
   ws_client_destroy(c);
-  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_upgrades_total{result=\"forbidden_origin\"}"), 1);
+  cr_assert_eq(
+      itest_metric(gw.http_port, "wsgate_gateway_upgrades_total{result=\"forbidden_origin\"}"), 1);
 }
 
 /* Writes a raw request and returns what the server sent until it closed (or 3 s passed). */
@@ -184,7 +186,7 @@ static size_t raw_exchange(int port, const char *req, char *out, size_t cap) {
 }
 
 Test(gateway_auth, plain_http_h2c_and_odd_upgrades_are_refused) {
-  gwt_start(&gw, "odd", NULL);
+  itest_gateway_start(&gw, NULL, "odd", NULL);
   char buf[4096];
   raw_exchange(gw.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", buf, sizeof buf);
   cr_assert(strstr(buf, " 426"), "plain GET: %s", buf);
@@ -214,14 +216,14 @@ Test(gateway_auth, plain_http_h2c_and_odd_upgrades_are_refused) {
 Test(gateway_auth, insecure_dev_user) {
   /* Without a token ?user= names the user; a token that is sent is still verified. */
   const char *extra[] = {"--insecure-dev-user", NULL};
-  gwt_start(&gw, "dev", extra);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "dev", &(itest_daemon_opts){.extra = extra});
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   ws_client *c = NULL;
   ws_http_response resp;
-  cr_assert_eq(gwt_connect_raw(&gw, "/?user=dev-1", NULL, "wsgate.v1", &c, &resp), WS_CLIENT_OK,
+  cr_assert_eq(itest_connect_raw(&gw, "/?user=dev-1", NULL, "wsgate.v1", &c, &resp), WS_CLIENT_OK,
                "%d %s", resp.status, resp.body);
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "dev-1", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, "dev-1", &e, ITEST_TIMEOUT_MS);
   ws_client_destroy(c);
   expect_401("dev mode without user", "/", NULL, "missing_token");
   expect_401("dev mode, bad token", "/?user=dev-2", bearer("x.y.z"), "invalid_token");

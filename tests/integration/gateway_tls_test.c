@@ -24,11 +24,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "gateway_itest.h"
+#include "harness_kafka.h"
 #include "harness.h"
 
-static gwt_gateway gw;
-static gwt_reader rd;
+static itest_gateway gw;
+static itest_reader rd;
 static char dir[64];
 static char cert[128], key[128];             /* the gateway's */
 static char other_cert[128], other_key[128]; /* a stranger's: another self-signed pair */
@@ -84,8 +84,8 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-  gwt_reader_close(&rd);
-  gwt_cleanup(&gw);
+  itest_reader_close(&rd);
+  itest_gateway_cleanup(&gw);
   const char *files[] = {cert, key, other_cert, other_key};
   for (size_t i = 0; i < 4; i++)
     unlink(files[i]);
@@ -96,14 +96,14 @@ TestSuite(gateway_tls, .init = setup, .fini = teardown, .timeout = 120);
 
 static void start_tls_gateway(const char *name) {
   const char *extra[] = {"--tls-cert", cert, "--tls-key", key, NULL};
-  gwt_start(&gw, name, extra);
+  itest_gateway_start(&gw, NULL, name, &(itest_daemon_opts){.extra = extra});
 }
 
 /* A wss:// connection for user, trusting ca; returns ws_client_connect's result. */
 static int connect_wss(const char *user, const char *ca, const char *alpn, ws_client **out,
                        char *err, size_t errlen) {
   char auth[2048];
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", gwt_token(user, 300));
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token(user, 300));
   const char *headers[] = {auth, NULL};
   ws_client_options o = {.port = gw.port,
                          .headers = headers,
@@ -115,8 +115,8 @@ static int connect_wss(const char *user, const char *ca, const char *alpn, ws_cl
 
 Test(gateway_tls, frames_and_deliveries_cross_tls_with_alpn_pinned_to_http1) {
   start_tls_gateway("tls-flow");
-  gwt_reader_open(&rd, &gw);
-  int32_t slot = gwt_slot(&gw);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  int32_t slot = itest_gateway_slot(&gw);
 
   /* Offering h2 first: the gateway must still choose http/1.1. */
   ws_client *c = NULL;
@@ -129,10 +129,10 @@ Test(gateway_tls, frames_and_deliveries_cross_tls_with_alpn_pinned_to_http1) {
             version);
 
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_CONNECT, "tina", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, "tina", &e, ITEST_TIMEOUT_MS);
   uint64_t conn = e.conn;
   cr_assert_eq(ws_client_send_text(c, "over tls", 8), WS_CLIENT_OK);
-  gwt_reader_expect(&rd, WSG_ENV_MSG, "tina", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_MSG, "tina", &e, ITEST_TIMEOUT_MS);
   cr_assert(e.data_len == 8 && memcmp(e.data, "over tls", 8) == 0);
   cr_assert_eq(e.conn, conn);
 
@@ -143,9 +143,9 @@ Test(gateway_tls, frames_and_deliveries_cross_tls_with_alpn_pinned_to_http1) {
   for (size_t i = 0; i < big_len; i++)
     big[i] = (char)('a' + i % 26);
   big[big_len] = '\0';
-  gwt_deliver(&gw, slot, NULL, conn, big);
+  itest_deliver(&gw, slot, NULL, conn, big);
   ws_message m;
-  gwt_expect_msg(c, WS_OP_TEXT, &m, GWT_WAIT_MS);
+  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
   cr_assert_eq(m.len, big_len);
   cr_assert(memcmp(m.data, big, big_len) == 0, "the delivery arrived altered");
   free(big);
@@ -153,8 +153,8 @@ Test(gateway_tls, frames_and_deliveries_cross_tls_with_alpn_pinned_to_http1) {
   cr_assert_eq(ws_client_close(c, 1000, "bye", &m, 5000), WS_CLIENT_OK);
   cr_assert_eq(m.close_code, 1000);
   ws_client_destroy(c);
-  gwt_reader_expect(&rd, WSG_ENV_DISCONNECT, "tina", &e, GWT_WAIT_MS);
-  cr_assert_eq(gwt_stop(&gw, SIGTERM, 20000), 0, "the TLS gateway did not exit cleanly");
+  itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "tina", &e, ITEST_TIMEOUT_MS);
+  cr_assert_eq(itest_gateway_stop(&gw, SIGTERM, 20000), 0, "the TLS gateway did not exit cleanly");
 }
 
 Test(gateway_tls, plaintext_garbage_and_distrusting_clients_are_turned_away_harmlessly) {
@@ -196,7 +196,7 @@ Test(gateway_tls, plaintext_garbage_and_distrusting_clients_are_turned_away_harm
   cr_assert_eq(rc, WS_CLIENT_OK, "wss:// upgrade failed after the bad clients: %s", err);
   cr_assert_eq(itest_wait_http(gw.http_port, "/readyz", 200, 5000), 0);
   ws_client_destroy(c);
-  cr_assert_eq(gwt_stop(&gw, SIGTERM, 20000), 0);
+  cr_assert_eq(itest_gateway_stop(&gw, SIGTERM, 20000), 0);
 }
 
 /* Starts the gateway with these TLS files; it must exit non-zero within 20 s, before it waits for
@@ -204,14 +204,16 @@ Test(gateway_tls, plaintext_garbage_and_distrusting_clients_are_turned_away_harm
 static void expect_start_failure(const char *name, const char *tls_cert, const char *tls_key,
                                  const char *expect) {
   const char *extra[] = {"--tls-cert", tls_cert, "--tls-key", tls_key, NULL};
-  gwt_launch(&gw, name, extra);
+  itest_gateway_start(&gw, NULL, name, &(itest_daemon_opts){.extra = extra, .no_wait = true});
   int status = 0;
   uint64_t deadline = itest_now_ms() + 20000;
   bool exited = false;
   while (!(exited = !itest_alive(gw.pid, &status)) && itest_now_ms() < deadline)
     usleep(50 * 1000);
-  if (exited)
-    gw.pid = 0; /* reaped: gwt_cleanup must not signal a pid that may be reused */
+  if (exited) { /* reaped: itest_gateway_cleanup must not signal a pid that may be reused */
+    itest_untrack(gw.pid);
+    gw.pid = 0;
+  }
   char text[16384];
   itest_read_file(gw.log, text, sizeof text);
   if (!exited || !WIFEXITED(status) || WEXITSTATUS(status) == 0 || !strstr(text, expect))

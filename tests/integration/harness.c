@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
 extern char **environ;
@@ -498,6 +499,33 @@ redisContext *itest_redis_connect(void) {
   redisContext *c = itest_redis_connect_port(port);
   cr_assert(c, "cannot connect to redis on 127.0.0.1:%d", port);
   return c;
+}
+
+/* Runs one command; fails the test on no reply or an error reply. */
+static void redis_run(redisContext *rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *rep = redisvCommand(rc, fmt, ap);
+  va_end(ap);
+  cr_assert_not_null(rep, "redis: %s", rc->errstr);
+  cr_assert_neq(rep->type, REDIS_REPLY_ERROR, "redis: %s", rep->str);
+  freeReplyObject(rep);
+}
+
+void itest_fake_gateway(redisContext *rc, const char *prefix, const char *gw, int slot,
+                        int ttl_ms) {
+  char key[WSG_REDIS_KEY_MAX];
+  cr_assert_gt(wsg_key_gateway(key, sizeof(key), prefix, gw), 0);
+  redis_run(rc, "HSET %s slot %d addr 127.0.0.1:0 version test", key, slot);
+  redis_run(rc, "PEXPIRE %s %d", key, ttl_ms);
+}
+
+void itest_fake_conn(redisContext *rc, const char *prefix, const char *user, uint64_t conn,
+                     const char *gw) {
+  char key[WSG_REDIS_KEY_MAX], id[24];
+  cr_assert_gt(wsg_key_user(key, sizeof(key), prefix, user, strlen(user)), 0);
+  wsg_conn_id_format(id, sizeof(id), conn);
+  redis_run(rc, "HSET %s %s %s", key, id, gw);
 }
 
 typedef struct {

@@ -28,7 +28,7 @@
 
 #include "wsg_kafka.h"
 
-/* Default deadline for a server-side condition in the helpers below. */
+/* Default deadline for a server-side condition (and a daemon's start) in the helpers. */
 #define ITEST_TIMEOUT_MS 30000
 
 /* --- servers ------------------------------------------------------------------------------- */
@@ -122,6 +122,12 @@ int itest_http_get(int port, const char *path, char *body, size_t body_len);
 redisContext *itest_redis_connect(void);
 /* The same for 127.0.0.1:<port>; returns NULL (no failure) if it cannot connect. */
 redisContext *itest_redis_connect_port(int port);
+
+/* A gateway record with a slot (alive for ttl_ms) and a connection entry of a user on gateway gw,
+ * under `prefix`, as a gateway writes them: for tests that drive the processor without one. */
+void itest_fake_gateway(redisContext *rc, const char *prefix, const char *gw, int slot, int ttl_ms);
+void itest_fake_conn(redisContext *rc, const char *prefix, const char *user, uint64_t conn,
+                     const char *gw);
 
 /*
  * A private redis-server for tests that kill or restart Redis: loopback only, no persistence,

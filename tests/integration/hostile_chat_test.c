@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "processor_itest.h"
+#include "harness_kafka.h"
 
 #define RECV_MS 20000
 
@@ -82,7 +82,7 @@ static const hostile cases[] = {
 static void expect_bad_request(ws_client *c, const char *what, const void *bytes, size_t len) {
   cr_assert_eq(ws_client_send(c, WS_OP_BINARY, bytes, len), WS_CLIENT_OK, "%s: send", what);
   ws_message m;
-  pit_recv(c, &m, RECV_MS);
+  itest_recv(c, &m, RECV_MS);
   cr_assert_eq(m.opcode, WS_OP_BINARY, "%s: a MessagePack command got a non-binary reply", what);
   char type[32], code[32];
   mp_type_code(&m, type, code, sizeof type);
@@ -91,14 +91,14 @@ static void expect_bad_request(ws_client *c, const char *what, const void *bytes
 }
 
 Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .timeout = 180,
-     .fini = pit_fini) {
-  pit_cluster cl;
-  pit_cluster_init(&cl, 4, 4, false);
-  pit_gateway g;
-  pit_gateway_start(&g, &cl, "gw-hostile");
-  pit_proc p;
-  pit_proc_start(&p, &cl, "chat-hostile", "chat", NULL, true);
-  ws_client *c = pit_connect(&g, "mallory");
+     .fini = itest_fini) {
+  itest_cluster cl;
+  itest_cluster_init(&cl, 4, 4, false);
+  itest_gateway g;
+  itest_gateway_start(&g, &cl, "gw-hostile", NULL);
+  itest_processor p;
+  itest_processor_start(&p, &cl, "chat-hostile", "chat", NULL);
+  ws_client *c = itest_connect(&g, "mallory");
 
   size_t n = sizeof cases / sizeof cases[0];
   for (size_t i = 0; i < n; i++)
@@ -123,7 +123,7 @@ Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .t
   }
   for (int r = 0; r < rounds; r++) {
     ws_message m;
-    pit_recv(c, &m, RECV_MS);
+    itest_recv(c, &m, RECV_MS);
     cr_assert_eq(m.opcode, WS_OP_BINARY, "random input %d: non-binary reply", r);
   }
 
@@ -132,7 +132,7 @@ Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .t
                           'r',  'o',  'o', 'm', 0xa5, 'l', 'o', 'b', 'b', 'y'};
   cr_assert_eq(ws_client_send(c, WS_OP_BINARY, join, sizeof join), WS_CLIENT_OK);
   ws_message m;
-  pit_recv(c, &m, RECV_MS);
+  itest_recv(c, &m, RECV_MS);
   char type[32], code[32];
   mp_type_code(&m, type, code, sizeof type);
   cr_assert_str_eq(type, "joined", "after the hostile input a join got %s/%s", type, code);
@@ -142,18 +142,18 @@ Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .t
                                   "{\"op\":42}", "\"\\ud800\""};
   for (size_t i = 0; i < sizeof json_bad / sizeof json_bad[0]; i++) {
     cr_assert_eq(ws_client_send_text(c, json_bad[i], strlen(json_bad[i])), WS_CLIENT_OK);
-    pit_recv(c, &m, RECV_MS);
+    itest_recv(c, &m, RECV_MS);
     cr_assert_eq(m.opcode, WS_OP_TEXT, "JSON %s: non-text reply", json_bad[i]);
     cr_assert(strstr((const char *)m.data, "\"bad_request\""), "JSON %s: reply %s", json_bad[i],
               (const char *)m.data);
   }
 
   double rejected =
-      pit_metric(p.http_port, "wsgate_processor_processed_total{result=\"rejected\"}");
+      itest_metric(p.http_port, "wsgate_processor_processed_total{result=\"rejected\"}");
   cr_assert_geq(rejected, (double)(n + 1 + 5), "only %.0f commands counted as rejected", rejected);
   ws_client_destroy(c);
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the processor did not stop cleanly");
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&g);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
 }

@@ -16,15 +16,15 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway_itest.h"
+#include "harness_kafka.h"
 #include "harness.h"
 
-static gwt_gateway gw;
-static gwt_reader rd;
+static itest_gateway gw;
+static itest_reader rd;
 
 static void teardown(void) {
-  gwt_reader_close(&rd);
-  gwt_cleanup(&gw);
+  itest_reader_close(&rd);
+  itest_gateway_cleanup(&gw);
 }
 
 TestSuite(hostile_frames, .fini = teardown, .timeout = 120);
@@ -55,9 +55,9 @@ static size_t raw_frame(uint8_t *out, uint8_t b0, const void *payload, size_t le
 
 /* Connects `user` and waits for its `connect` envelope: from then on the gateway reads. */
 static ws_client *connect_user(const char *user) {
-  ws_client *c = gwt_connect(&gw, user);
+  ws_client *c = itest_connect(&gw, user);
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_CONNECT, user, &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, user, &e, ITEST_TIMEOUT_MS);
   return c;
 }
 
@@ -86,15 +86,15 @@ static void still_serves(void) {
   ws_client *c = connect_user("polite");
   cr_assert_eq(ws_client_send_text(c, "still here", 10), WS_CLIENT_OK);
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_MSG, "polite", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_MSG, "polite", &e, ITEST_TIMEOUT_MS);
   cr_assert(e.data_len == 10 && memcmp(e.data, "still here", 10) == 0);
   ws_client_destroy(c);
   cr_assert_eq(itest_wait_http(gw.http_port, "/healthz", 200, 5000), 0);
 }
 
 Test(hostile_frames, protocol_violations_close_with_1002) {
-  gwt_start(&gw, "hostile-proto", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-proto", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   uint8_t f[512];
   size_t n;
   char what[64];
@@ -135,8 +135,8 @@ Test(hostile_frames, protocol_violations_close_with_1002) {
 }
 
 Test(hostile_frames, broken_control_frames_and_lengths_drop_the_connection) {
-  gwt_start(&gw, "hostile-len", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-len", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   uint8_t f[512];
   uint8_t body[200];
   memset(body, 'p', sizeof body);
@@ -155,8 +155,8 @@ Test(hostile_frames, broken_control_frames_and_lengths_drop_the_connection) {
 
 Test(hostile_frames, lying_lengths_reserve_nothing) {
   const char *extra[] = {"--max-message", "64k", NULL};
-  gwt_start(&gw, "hostile-lie", extra);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-lie", &(itest_daemon_opts){.extra = extra});
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   /* 2^36 bytes declared, one byte sent: 1009 at once, from the declared length. */
   const uint8_t huge[] = {0x82, 0xFF, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 'x'};
   expect_end("2^36-byte frame", huge, sizeof huge, END_CLOSE, 1009);
@@ -169,7 +169,7 @@ Test(hostile_frames, lying_lengths_reserve_nothing) {
   cr_assert_eq(ws_client_recv(c, &m, 1000), WS_CLIENT_TIMEOUT,
                "the gateway answered a bare "
                "header");
-  cr_assert_leq(gwt_metric(&gw, "wsgate_gateway_rx_buffer_bytes"), 64 * 1024,
+  cr_assert_leq(itest_metric(gw.http_port, "wsgate_gateway_rx_buffer_bytes"), 64 * 1024,
                 "the gateway reserved memory for a length nobody sent");
   ws_client_destroy(c);
 
@@ -181,7 +181,7 @@ Test(hostile_frames, lying_lengths_reserve_nothing) {
   for (int i = 0; i < 5 && rc == WS_CLIENT_OK; i++)
     rc =
         ws_client_send_frame(c, i == 0 ? WS_OP_BINARY : WS_OP_CONT, false, true, frag, sizeof frag);
-  gwt_expect_msg(c, WS_OP_CLOSE, &m, GWT_WAIT_MS);
+  itest_expect_msg(c, WS_OP_CLOSE, &m, ITEST_TIMEOUT_MS);
   cr_assert_eq(m.close_code, 1009);
   cr_assert(strstr(m.close_reason, "limit 65536 bytes"), "reason: %s", m.close_reason);
   ws_client_destroy(c);
@@ -189,8 +189,8 @@ Test(hostile_frames, lying_lengths_reserve_nothing) {
 }
 
 Test(hostile_frames, bad_utf8_across_fragments_closes_with_1007) {
-  gwt_start(&gw, "hostile-utf8", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-utf8", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   uint8_t f[64];
   /* U+20AC split over two fragments, its last byte replaced by '(' : invalid only as a whole. */
   size_t n = raw_frame(f, 0x01, "\xe2\x82", 2);
@@ -205,8 +205,8 @@ Test(hostile_frames, bad_utf8_across_fragments_closes_with_1007) {
 }
 
 Test(hostile_frames, oversized_http_headers_are_dropped) {
-  gwt_start(&gw, "hostile-hdr", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-hdr", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   /* Headers beyond the gateway's 12 KiB: dropped without an answer (docs/PROTOCOL.md). */
   static char big[14000];
   memcpy(big, "X-Padding: ", 11);
@@ -215,7 +215,7 @@ Test(hostile_frames, oversized_http_headers_are_dropped) {
   const char *headers[] = {big, NULL};
   ws_client *c = NULL;
   ws_http_response resp;
-  int rc = gwt_connect_raw(&gw, "/", headers, NULL, &c, &resp);
+  int rc = itest_connect_raw(&gw, "/", headers, NULL, &c, &resp);
   cr_assert_neq(rc, WS_CLIENT_OK, "a 14 KB header block was accepted");
   cr_assert(resp.status == 0 || resp.status == 431 || resp.status == 400,
             "unexpected answer %d to oversized headers", resp.status);
@@ -224,7 +224,7 @@ Test(hostile_frames, oversized_http_headers_are_dropped) {
   int off = snprintf(path, sizeof path, "/?token=");
   memset(path + off, 'A', sizeof path - (size_t)off - 1);
   path[sizeof path - 1] = '\0';
-  rc = gwt_connect_raw(&gw, path, NULL, NULL, &c, &resp);
+  rc = itest_connect_raw(&gw, path, NULL, NULL, &c, &resp);
   cr_assert_eq(rc, WS_CLIENT_REFUSED, "a 9 KB token was not refused (%s)", ws_client_strerror(rc));
   cr_assert_eq(resp.status, 401, "a 9 KB token got %d: %s", resp.status, resp.body);
   cr_assert(itest_alive(gw.pid, NULL));
@@ -238,12 +238,12 @@ Test(hostile_frames, oversized_http_headers_are_dropped) {
  * instead of failing with 1002 (RFC 6455 5.5.1).
  */
 Test(hostile_frames, pinned_libwebsockets_deviations) {
-  gwt_start(&gw, "hostile-lws", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-lws", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   ws_client *c = connect_user("unmasked");
   cr_assert_eq(ws_client_send_frame(c, WS_OP_TEXT, true, false, "naked", 5), WS_CLIENT_OK);
   wsg_envelope e;
-  gwt_reader_expect(&rd, WSG_ENV_MSG, "unmasked", &e, GWT_WAIT_MS);
+  itest_reader_expect(&rd, WSG_ENV_MSG, "unmasked", &e, ITEST_TIMEOUT_MS);
   cr_assert(e.data_len == 5 && memcmp(e.data, "naked", 5) == 0);
   ws_client_destroy(c);
 
@@ -265,8 +265,8 @@ Test(hostile_frames, pinned_libwebsockets_deviations) {
  * `connect` produces a `disconnect` with a valid `cc` (1002: the peer broke the protocol).
  */
 Test(hostile_frames, close_code_above_4999_still_produces_disconnect) {
-  gwt_start(&gw, "hostile-cc", NULL);
-  gwt_reader_open(&rd, &gw);
+  itest_gateway_start(&gw, NULL, "hostile-cc", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   const uint16_t codes[] = {5000, 65535};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     ws_client *c = connect_user("closer");
@@ -280,15 +280,15 @@ Test(hostile_frames, close_code_above_4999_still_produces_disconnect) {
     bool got = false;
     uint64_t deadline = itest_now_ms() + 15000;
     while (!got && itest_now_ms() < deadline) {
-      if (!gwt_reader_next(&rd, &e, 1000, NULL))
+      if (!itest_reader_next_envelope(&rd, &e, 1000, NULL))
         continue;
       got = e.kind == WSG_ENV_DISCONNECT && e.user_len == 6 && memcmp(e.user, "closer", 6) == 0;
     }
     cr_assert(got,
               "no disconnect envelope after a client close with code %u "
               "(wsgate_gateway_events_lost_total = %.0f)",
-              codes[i], gwt_metric(&gw, "wsgate_gateway_events_lost_total"));
+              codes[i], itest_metric(gw.http_port, "wsgate_gateway_events_lost_total"));
     cr_assert(e.close_code >= 1000 && e.close_code <= 4999, "disconnect cc %u", e.close_code);
   }
-  cr_assert_eq(gwt_metric(&gw, "wsgate_gateway_events_lost_total"), 0);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_events_lost_total"), 0);
 }

@@ -4,8 +4,7 @@
  * docs/METRICS-gateway.md or docs/METRICS-processor.md with the same type, help and label values
  * (and bucket bounds), and every row of those pages must be served. The pages are generated from
  * the metric tables (--help-metrics; suite docs checks that), so this fails when a series is
- * registered outside the tables, or a table row says something else than the registration does
- * (the rows of modules that still register by hand, gw_server_metrics.c and the like).
+ * registered outside the tables (runtime-labelled rows are registered by their modules).
  */
 #include <criterion/criterion.h>
 #include <stdarg.h>
@@ -14,7 +13,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "processor_itest.h"
+#include "harness_kafka.h"
 
 #define SCRAPE_MAX   (1024 * 1024)
 #define MAX_FAMILIES 256
@@ -257,20 +256,21 @@ static char *scrape(int port) {
 }
 
 static bool lag_registered(void *arg) {
-  return pit_metric(*(int *)arg, "wsgate_processor_consumer_lag{partition=\"0\"}") >= 0;
+  return itest_metric(*(int *)arg, "wsgate_processor_consumer_lag{partition=\"0\"}") >= 0;
 }
 
 Test(metrics_docs, every_served_family_is_documented_and_every_documented_one_served,
-     .fini = pit_fini) {
+     .fini = itest_fini) {
   itest_require_servers();
-  pit_cluster c;
-  pit_cluster_init(&c, 1, 1, false);
-  pit_proc p;
-  pit_proc_start(&p, &c, "metrics-docs", "echo", NULL, true);
-  pit_gateway g;
-  pit_gateway_start(&g, &c, "metrics-docs");
+  itest_cluster c;
+  itest_cluster_init(&c, 1, 1, false);
+  itest_processor p;
+  itest_processor_start(&p, &c, "metrics-docs", "echo", NULL);
+  itest_gateway g;
+  itest_gateway_start(&g, &c, "metrics-docs", NULL);
   /* The lag gauge's series appear with the partitions' assignment. */
-  cr_assert(itest_wait_until(lag_registered, &p.http_port, PIT_WAIT_MS), "no consumer lag series");
+  cr_assert(itest_wait_until(lag_registered, &p.http_port, ITEST_TIMEOUT_MS),
+            "no consumer lag series");
 
   static check gw, proc;
   memset(&gw, 0, sizeof gw);
@@ -301,6 +301,6 @@ Test(metrics_docs, every_served_family_is_documented_and_every_documented_one_se
             "tables, or a table row unlike its registration):\nwsgate-gateway:\n%s"
             "wsgate-processor:\n%s",
             gw.problems, proc.problems);
-  pit_gateway_cleanup(&g);
-  pit_proc_cleanup(&p);
+  itest_gateway_cleanup(&g);
+  itest_processor_cleanup(&p);
 }

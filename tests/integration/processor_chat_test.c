@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "processor_itest.h"
+#include "harness_kafka.h"
 
 #define MEMBERS 100
 
@@ -22,10 +22,10 @@ static const char *gw_name(int i) {
   return i % 2 ? "gw-two" : "gw-one";
 }
 
-static void send_json(rd_kafka_t *prod, const pit_cluster *c, const char *user, uint64_t conn,
+static void send_json(rd_kafka_t *prod, const itest_cluster *c, const char *user, uint64_t conn,
                       const char *gw, uint32_t slot, const char *json) {
-  wsg_envelope env = pit_msg(user, conn, gw, slot, json, strlen(json), false);
-  pit_produce(prod, c, &env);
+  wsg_envelope env = itest_msg(user, conn, gw, slot, json, strlen(json), false);
+  itest_produce(prod, c, &env);
 }
 
 /* The JSON object in a deliver's payload (NULL if it is not JSON). Caller decrefs. */
@@ -34,32 +34,32 @@ static json_t *payload_json(const wsg_envelope *e) {
 }
 
 Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout = 120,
-     .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  redisContext *rc = pit_redis();
-  pit_fake_gateway(rc, &c, "gw-one", 1);
-  pit_fake_gateway(rc, &c, "gw-two", 2);
+     .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  redisContext *rc = itest_redis_connect();
+  itest_fake_gateway(rc, c.prefix, "gw-one", 1, 600000);
+  itest_fake_gateway(rc, c.prefix, "gw-two", 2, 600000);
   char user[16];
   for (int i = 0; i < MEMBERS; i++) {
     snprintf(user, sizeof(user), "u%03d", i);
-    pit_fake_conn(rc, &c, user, 1000 + (uint64_t)i, gw_name(i));
+    itest_fake_conn(rc, c.prefix, user, 1000 + (uint64_t)i, gw_name(i));
   }
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
-  rd_kafka_t *prod = pit_producer();
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat", "chat", NULL);
+  rd_kafka_t *prod = itest_producer();
   for (int i = 0; i < MEMBERS; i++) {
     snprintf(user, sizeof(user), "u%03d", i);
     send_json(prod, &c, user, 1000 + (uint64_t)i, gw_name(i), i % 2 ? 2 : 1,
               "{\"op\":\"join\",\"room\":\"hall\"}");
   }
-  pit_flush(prod);
+  itest_flush(prod);
 
-  pit_reader rd;
-  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
   int joined = 0;
   while (joined < MEMBERS) {
-    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
     cr_assert_not_null(m, "only %d of %d joins acknowledged", joined, MEMBERS);
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -79,12 +79,12 @@ Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout =
     snprintf(user, sizeof(user), "u%03d", from);
     send_json(prod, &c, user, 1000 + (uint64_t)from, gw_name(from), from % 2 ? 2 : 1, json);
   }
-  pit_flush(prod);
+  itest_flush(prod);
   int envelopes[3][3] = {{0}}; /* [message][slot] */
   static int seen[3][MEMBERS];
   memset(seen, 0, sizeof(seen));
   for (int got = 0; got < 6; got++) {
-    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
     cr_assert_not_null(m, "only %d of 6 fan-out envelopes arrived", got);
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -117,8 +117,8 @@ Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout =
   /* A direct message to someone who is not connected: the sender hears so. */
   send_json(prod, &c, "u000", 1000, "gw-one", 1,
             "{\"op\":\"dm\",\"to\":\"nobody\",\"text\":\"hello?\",\"id\":9}");
-  pit_flush(prod);
-  rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+  itest_flush(prod);
+  rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
   cr_assert_not_null(m);
   wsg_envelope e;
   cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -128,50 +128,49 @@ Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout =
   cr_assert_eq(json_integer_value(json_object_get(j, "id")), 9);
   json_decref(j);
   rd_kafka_message_destroy(m);
-  cr_assert_geq(pit_metric(p.http_port, "wsgate_processor_undeliverable_total"), 1);
-  cr_assert_gt(pit_metric(p.http_port, "wsgate_processor_redis_lookups_total{kind=\"user\"}"), 0);
+  cr_assert_geq(itest_metric(p.http_port, "wsgate_processor_undeliverable_total"), 1);
+  cr_assert_gt(itest_metric(p.http_port, "wsgate_processor_redis_lookups_total{kind=\"user\"}"), 0);
 
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  pit_reader_close(&rd);
+  itest_reader_close(&rd);
   rd_kafka_destroy(prod);
   redisFree(rc);
-  pit_proc_cleanup(&p);
+  itest_processor_cleanup(&p);
 }
 
 static bool not_ready(void *arg) {
   return itest_http_get(*(int *)arg, "/readyz", NULL, 0) == 503;
 }
 
-Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 2, 2, false);
+Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
-  pit_track(srv.pid, srv.log);
-  char port[16];
-  snprintf(port, sizeof(port), "%d", srv.port);
-  const char *extra[] = {"--redis-port", port, "--redis-timeout", "300ms", NULL};
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat-redis", "chat", extra, true);
-  rd_kafka_t *prod = pit_producer();
+  itest_track(srv.pid, srv.log);
+  const char *extra[] = {"--redis-timeout", "300ms", NULL};
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat-redis", "chat",
+                        &(itest_daemon_opts){.extra = extra, .redis_port = srv.port});
+  rd_kafka_t *prod = itest_producer();
 
-  pit_untrack(srv.pid);
+  itest_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGKILL);
   send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":1}");
-  pit_flush(prod);
-  cr_assert(itest_wait_until(not_ready, &p.http_port, PIT_WAIT_MS),
+  itest_flush(prod);
+  cr_assert(itest_wait_until(not_ready, &p.http_port, ITEST_TIMEOUT_MS),
             "not ready while Redis is unreachable");
   char body[512];
   itest_http_get(p.http_port, "/readyz", body, sizeof(body));
   cr_assert(strstr(body, "redis"), "the reason names Redis: %s", body);
-  pit_reader rd;
-  pit_reader_open(&rd, c.out_topic, c.out_partitions);
-  cr_assert_null(pit_reader_next(&rd, 1500), "nothing is answered without Redis");
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
+  cr_assert_null(itest_reader_next(&rd, 1500), "nothing is answered without Redis");
 
   itest_redis_server_start(&srv, srv.port);
-  pit_track(srv.pid, srv.log); /* back, empty */
-  rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+  itest_track(srv.pid, srv.log); /* back, empty */
+  rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
   cr_assert_not_null(m, "the waiting record is handled once Redis is back");
   wsg_envelope e;
   cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -179,16 +178,16 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = p
   cr_assert_str_eq(json_string_value(json_object_get(j, "type")), "joined");
   json_decref(j);
   rd_kafka_message_destroy(m);
-  cr_assert_eq(itest_wait_http(p.http_port, "/readyz", 200, PIT_WAIT_MS), 0, "ready again");
-  cr_assert_gt(pit_metric(p.http_port, "wsgate_processor_retries_total"), 0);
+  cr_assert_eq(itest_wait_http(p.http_port, "/readyz", 200, ITEST_TIMEOUT_MS), 0, "ready again");
+  cr_assert_gt(itest_metric(p.http_port, "wsgate_processor_retries_total"), 0);
 
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  pit_untrack(srv.pid);
+  itest_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGTERM);
-  pit_reader_close(&rd);
+  itest_reader_close(&rd);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
+  itest_processor_cleanup(&p);
 }
 
 typedef struct {
@@ -209,43 +208,41 @@ static bool log_has(void *arg) {
  * own completed (acknowledged, not yet committed) work instead of handling it again.
  */
 Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout = 120,
-     .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 1, 2, false);
+     .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 1, 2, false);
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
-  pit_track(srv.pid, srv.log);
-  char port[16];
-  snprintf(port, sizeof(port), "%d", srv.port);
-  const char *extra[] = {
-      "--redis-port", port, "--redis-timeout",           "300ms", "--commit-interval",
-      "60s",          "-X", "max.poll.interval.ms=6000", NULL};
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat-lost", "chat", extra, true);
-  rd_kafka_t *prod = pit_producer();
-  pit_reader rd;
-  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  itest_track(srv.pid, srv.log);
+  const char *extra[] = {"--redis-timeout",           "300ms", "--commit-interval", "60s", "-X",
+                         "max.poll.interval.ms=6000", NULL};
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat-lost", "chat",
+                        &(itest_daemon_opts){.extra = extra, .redis_port = srv.port});
+  rd_kafka_t *prod = itest_producer();
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
 
   for (int i = 0; i < 5; i++)
     send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\"}");
-  pit_flush(prod);
+  itest_flush(prod);
   for (int i = 0; i < 5; i++) {
-    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
     cr_assert_not_null(m, "join %d not answered", i);
     rd_kafka_message_destroy(m);
   }
-  cr_assert_eq(pit_uncommitted(&c), -1, "nothing committed yet (60 s interval)");
+  cr_assert_eq(itest_uncommitted(&c), -1, "nothing committed yet (60 s interval)");
 
-  pit_untrack(srv.pid);
+  itest_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGKILL);
   send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":6}");
-  pit_flush(prod);
+  itest_flush(prod);
   log_wait w = {.path = p.log, .needle = "maximum poll interval"};
-  cr_assert(itest_wait_until(log_has, &w, PIT_WAIT_MS), "thrown out of the group");
+  cr_assert(itest_wait_until(log_has, &w, ITEST_TIMEOUT_MS), "thrown out of the group");
 
   itest_redis_server_start(&srv, srv.port);
-  pit_track(srv.pid, srv.log);
-  rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+  itest_track(srv.pid, srv.log);
+  rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
   cr_assert_not_null(m, "the sixth join is answered once Redis is back");
   wsg_envelope e;
   cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -254,16 +251,16 @@ Test(processor_chat, lost_assignment_resumes_after_own_completed_work, .timeout 
   json_decref(j);
   rd_kafka_message_destroy(m);
   w.needle = "resuming at offset";
-  cr_assert(itest_wait_until(log_has, &w, PIT_WAIT_MS), "it resumes after its own work");
-  cr_assert_geq(pit_metric(p.http_port, "wsgate_processor_rebalances_total{kind=\"lost\"}"), 1);
-  cr_assert_null(pit_reader_next(&rd, 3000), "the five earlier joins are not handled again");
+  cr_assert(itest_wait_until(log_has, &w, ITEST_TIMEOUT_MS), "it resumes after its own work");
+  cr_assert_geq(itest_metric(p.http_port, "wsgate_processor_rebalances_total{kind=\"lost\"}"), 1);
+  cr_assert_null(itest_reader_next(&rd, 3000), "the five earlier joins are not handled again");
 
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  cr_assert_eq(pit_uncommitted(&c), 0, "SIGTERM commits everything");
-  pit_untrack(srv.pid);
+  cr_assert_eq(itest_uncommitted(&c), 0, "SIGTERM commits everything");
+  itest_untrack(srv.pid);
   itest_redis_server_stop(&srv, SIGTERM);
-  pit_reader_close(&rd);
+  itest_reader_close(&rd);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
+  itest_processor_cleanup(&p);
 }

@@ -12,43 +12,43 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "processor_itest.h"
+#include "harness_kafka.h"
 
 static bool nothing_uncommitted(void *arg) {
-  return pit_uncommitted(arg) == 0;
+  return itest_uncommitted(arg) == 0;
 }
 
 static const char *gw_of(int u) {
   return u % 2 ? "gw-odd" : "gw-even";
 }
 
-Test(processor_echo, round_trip_order_commits_and_clean_stop, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_proc p;
-  pit_proc_start(&p, &c, "echo", "echo", NULL, true);
+Test(processor_echo, round_trip_order_commits_and_clean_stop, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_processor p;
+  itest_processor_start(&p, &c, "echo", "echo", NULL);
 
   enum { USERS = 20, PER_USER = 10 };
-  rd_kafka_t *prod = pit_producer();
+  rd_kafka_t *prod = itest_producer();
   char user[16], data[32];
   for (int n = 0; n < PER_USER; n++) {
     for (int u = 0; u < USERS; u++) {
       snprintf(user, sizeof(user), "user%02d", u);
       int len = snprintf(data, sizeof(data), "%s-%03d", user, n);
-      wsg_envelope env = pit_msg(user, 1000 + (uint64_t)u, gw_of(u), (uint32_t)(u % 4), data,
-                                 (size_t)len, n % 3 == 0);
+      wsg_envelope env = itest_msg(user, 1000 + (uint64_t)u, gw_of(u), (uint32_t)(u % 4), data,
+                                   (size_t)len, n % 3 == 0);
       env.seq = (uint64_t)n;
       env.fields |= WSG_F_SEQ;
-      pit_produce(prod, &c, &env);
+      itest_produce(prod, &c, &env);
     }
   }
-  pit_flush(prod);
+  itest_flush(prod);
 
-  pit_reader rd;
-  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
   int next[USERS] = {0};
   for (int got = 0; got < USERS * PER_USER; got++) {
-    rd_kafka_message_t *m = pit_reader_next(&rd, PIT_WAIT_MS);
+    rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
     cr_assert_not_null(m, "only %d of %d echoes arrived", got, USERS * PER_USER);
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -66,24 +66,24 @@ Test(processor_echo, round_trip_order_commits_and_clean_stop, .fini = pit_fini) 
     next[u]++;
     rd_kafka_message_destroy(m);
   }
-  cr_assert(itest_wait_until(nothing_uncommitted, &c, PIT_WAIT_MS),
+  cr_assert(itest_wait_until(nothing_uncommitted, &c, ITEST_TIMEOUT_MS),
             "every handled offset is committed");
-  cr_assert_eq(pit_metric(p.http_port, "wsgate_processor_consumed_total"), USERS * PER_USER);
-  cr_assert_eq(pit_metric(p.http_port, "wsgate_processor_processed_total{result=\"ok\"}"),
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_consumed_total"), USERS * PER_USER);
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_processed_total{result=\"ok\"}"),
                USERS * PER_USER);
-  cr_assert_eq(pit_metric(p.http_port, "wsgate_processor_produced_total{topic=\"outbound\"}"),
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_produced_total{topic=\"outbound\"}"),
                USERS * PER_USER);
   cr_assert_eq(itest_http_get(p.http_port, "/healthz", NULL, 0), 200);
 
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "SIGTERM: exit status %d", status);
   char *log = malloc(1 << 20);
   cr_assert(itest_read_file(p.log, log, 1 << 20));
   cr_assert(strstr(log, "stopped cleanly"), "the processor says how it stopped");
   free(log);
-  pit_reader_close(&rd);
+  itest_reader_close(&rd);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
+  itest_processor_cleanup(&p);
 }
 
 static char *header(rd_kafka_message_t *m, const char *name, char *buf, size_t len) {
@@ -97,15 +97,15 @@ static char *header(rd_kafka_message_t *m, const char *name, char *buf, size_t l
   return buf;
 }
 
-Test(processor_echo, bad_input_is_counted_dead_lettered_and_skipped, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 2, 2, true);
-  pit_proc p;
-  pit_proc_start(&p, &c, "echo-dlq", "echo", NULL, true);
-  rd_kafka_t *prod = pit_producer();
+Test(processor_echo, bad_input_is_counted_dead_lettered_and_skipped, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, true);
+  itest_processor p;
+  itest_processor_start(&p, &c, "echo-dlq", "echo", NULL);
+  rd_kafka_t *prod = itest_producer();
 
   const uint8_t garbage[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x00};
-  pit_produce_raw(prod, c.in_topic, "mallory", 7, garbage, sizeof(garbage));
+  itest_produce_raw(prod, c.in_topic, "mallory", 7, garbage, sizeof(garbage));
   /* A well-formed envelope of a kind that does not belong on the inbound topic. */
   wsg_envelope deliver = {.kind = WSG_ENV_DELIVER,
                           .fields = WSG_F_GATEWAY | WSG_F_CONN | WSG_F_DATA,
@@ -117,31 +117,31 @@ Test(processor_echo, bad_input_is_counted_dead_lettered_and_skipped, .fini = pit
   wsg_buf b;
   wsg_buf_init(&b, 0);
   cr_assert_eq(wsg_envelope_encode(&deliver, &b), WSG_ENV_OK);
-  pit_produce_raw(prod, c.in_topic, "mallory", 7, b.data, b.len);
+  itest_produce_raw(prod, c.in_topic, "mallory", 7, b.data, b.len);
   wsg_buf_finish(&b);
   /* A text frame that is not UTF-8 cannot be echoed as text. */
-  wsg_envelope bad_text = pit_msg("mallory", 6, "gw", 1, "\xc3\x28", 2, false);
-  pit_produce(prod, &c, &bad_text);
-  wsg_envelope good = pit_msg("alice", 7, "gw", 1, "still here", 10, false);
-  pit_produce(prod, &c, &good);
-  pit_flush(prod);
+  wsg_envelope bad_text = itest_msg("mallory", 6, "gw", 1, "\xc3\x28", 2, false);
+  itest_produce(prod, &c, &bad_text);
+  wsg_envelope good = itest_msg("alice", 7, "gw", 1, "still here", 10, false);
+  itest_produce(prod, &c, &good);
+  itest_flush(prod);
 
-  pit_reader out;
-  pit_reader_open(&out, c.out_topic, c.out_partitions);
-  rd_kafka_message_t *m = pit_reader_next(&out, PIT_WAIT_MS);
+  itest_reader out;
+  itest_reader_open(&out, c.out_topic, c.out_partitions);
+  rd_kafka_message_t *m = itest_reader_next(&out, ITEST_TIMEOUT_MS);
   cr_assert_not_null(m, "the processor went on after the bad records");
   wsg_envelope e;
   cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
   cr_assert_eq(e.conn, 7);
   rd_kafka_message_destroy(m);
-  cr_assert_null(pit_reader_next(&out, 1000), "nothing is sent for bad input");
+  cr_assert_null(itest_reader_next(&out, 1000), "nothing is sent for bad input");
 
-  pit_reader dlq;
-  pit_reader_open(&dlq, c.dlq_topic, 1);
+  itest_reader dlq;
+  itest_reader_open(&dlq, c.dlq_topic, 1);
   const char *kinds[] = {"decode", "rejected", "rejected"};
   char hv[256];
   for (int i = 0; i < 3; i++) {
-    m = pit_reader_next(&dlq, PIT_WAIT_MS);
+    m = itest_reader_next(&dlq, ITEST_TIMEOUT_MS);
     cr_assert_not_null(m, "dead letter %d missing", i);
     cr_assert_str_eq(header(m, "wsgate-error-kind", hv, sizeof(hv)), kinds[i]);
     cr_assert_str_eq(header(m, "wsgate-source-topic", hv, sizeof(hv)), c.in_topic);
@@ -155,18 +155,19 @@ Test(processor_echo, bad_input_is_counted_dead_lettered_and_skipped, .fini = pit
     }
     rd_kafka_message_destroy(m);
   }
-  cr_assert(itest_wait_until(nothing_uncommitted, &c, PIT_WAIT_MS),
+  cr_assert(itest_wait_until(nothing_uncommitted, &c, ITEST_TIMEOUT_MS),
             "bad records are committed past, not retried forever");
-  cr_assert_eq(pit_metric(p.http_port, "wsgate_processor_bad_envelopes_total"), 1);
-  cr_assert_eq(pit_metric(p.http_port, "wsgate_processor_processed_total{result=\"rejected\"}"), 2);
-  cr_assert_eq(pit_metric(p.http_port, "wsgate_processor_produced_total{topic=\"dead_letter\"}"),
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_bad_envelopes_total"), 1);
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_processed_total{result=\"rejected\"}"),
+               2);
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_produced_total{topic=\"dead_letter\"}"),
                3);
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  pit_reader_close(&out);
-  pit_reader_close(&dlq);
+  itest_reader_close(&out);
+  itest_reader_close(&dlq);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
+  itest_processor_cleanup(&p);
 }
 
 /* Runs the processor binary with argv and returns its exit status and log. */
@@ -185,7 +186,7 @@ static int run_config(const char *const *args, char *log, size_t loglen) {
   return status;
 }
 
-Test(processor_echo, invalid_configuration_exits_2_with_a_message, .fini = pit_fini) {
+Test(processor_echo, invalid_configuration_exits_2_with_a_message, .fini = itest_fini) {
   itest_require_kafka();
   static char log[1 << 16];
   const char *a1[] = {"--batch-max", "0", "-b", "127.0.0.1:1", NULL};
@@ -212,12 +213,13 @@ Test(processor_echo, invalid_configuration_exits_2_with_a_message, .fini = pit_f
 }
 
 /* One echo through the processor; fails the test unless it comes back. */
-static void echo_once(rd_kafka_t *prod, pit_reader *rd, const pit_cluster *c, const char *text) {
-  wsg_envelope env = pit_msg("carol", 9, "gw-c", 1, text, strlen(text), false);
-  pit_produce(prod, c, &env);
-  pit_flush(prod);
+static void echo_once(rd_kafka_t *prod, itest_reader *rd, const itest_cluster *c,
+                      const char *text) {
+  wsg_envelope env = itest_msg("carol", 9, "gw-c", 1, text, strlen(text), false);
+  itest_produce(prod, c, &env);
+  itest_flush(prod);
   for (;;) {
-    rd_kafka_message_t *m = pit_reader_next(rd, PIT_WAIT_MS);
+    rd_kafka_message_t *m = itest_reader_next(rd, ITEST_TIMEOUT_MS);
     cr_assert_not_null(m, "no echo of %s", text);
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
@@ -231,25 +233,25 @@ static void echo_once(rd_kafka_t *prod, pit_reader *rd, const pit_cluster *c, co
 /* The eager protocol (an assignor like range) takes the rd_kafka_assign() path of the rebalance
  * callback; static membership (--group-instance-id) lets a restarted processor take its partitions
  * back under the same identity. */
-Test(processor_echo, eager_assignor_and_static_membership, .timeout = 120, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 2, 2, false);
+Test(processor_echo, eager_assignor_and_static_membership, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
   char *id = itest_unique("static");
   const char *extra[] = {"-X", "partition.assignment.strategy=range", "--group-instance-id", id,
                          NULL};
-  rd_kafka_t *prod = pit_producer();
-  pit_reader rd;
-  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  rd_kafka_t *prod = itest_producer();
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
   for (int round = 0; round < 2; round++) {
-    pit_proc p;
-    pit_proc_start(&p, &c, "static", "echo", extra, true);
+    itest_processor p;
+    itest_processor_start(&p, &c, "static", "echo", &(itest_daemon_opts){.extra = extra});
     echo_once(prod, &rd, &c, round == 0 ? "first life" : "second life");
-    cr_assert(itest_wait_until(nothing_uncommitted, &c, PIT_WAIT_MS));
-    int status = pit_proc_stop(&p, SIGTERM, 30000);
+    cr_assert(itest_wait_until(nothing_uncommitted, &c, ITEST_TIMEOUT_MS));
+    int status = itest_processor_stop(&p, SIGTERM, 30000);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "round %d: status %d", round, status);
-    pit_proc_cleanup(&p);
+    itest_processor_cleanup(&p);
   }
   free(id);
-  pit_reader_close(&rd);
+  itest_reader_close(&rd);
   rd_kafka_destroy(prod);
 }

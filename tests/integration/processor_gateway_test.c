@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-#include "processor_itest.h"
+#include "harness_kafka.h"
 
 #define RECV_MS 20000
 
@@ -25,7 +25,7 @@ static void send_text(ws_client *c, const char *s) {
 /* The next frame as JSON (a text frame); caller decrefs. */
 static json_t *recv_json(ws_client *c) {
   ws_message m;
-  pit_recv(c, &m, RECV_MS);
+  itest_recv(c, &m, RECV_MS);
   cr_assert_eq(m.opcode, WS_OP_TEXT, "expected a JSON text frame, got opcode %d", m.opcode);
   json_t *j = json_loadb((const char *)m.data, m.len, 0, NULL);
   cr_assert_not_null(j, "not JSON: %.*s", (int)m.len, (const char *)m.data);
@@ -74,24 +74,24 @@ static const char *mp_str(const ws_message *m, const char *key, char *buf, size_
   return buf;
 }
 
-Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_gateway g;
-  pit_gateway_start(&g, &c, "gw-echo");
-  pit_proc p;
-  pit_proc_start(&p, &c, "echo", "echo", NULL, true);
+Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway g;
+  itest_gateway_start(&g, &c, "gw-echo", NULL);
+  itest_processor p;
+  itest_processor_start(&p, &c, "echo", "echo", NULL);
 
-  ws_client *alice = pit_connect(&g, "alice");
+  ws_client *alice = itest_connect(&g, "alice");
   send_text(alice, "hello through Kafka");
   ws_message m;
-  pit_recv(alice, &m, RECV_MS);
+  itest_recv(alice, &m, RECV_MS);
   cr_assert_eq(m.opcode, WS_OP_TEXT);
   cr_assert_eq(m.len, strlen("hello through Kafka"));
   cr_assert_eq(memcmp(m.data, "hello through Kafka", m.len), 0);
   const uint8_t bin[] = {0x00, 0xff, 0x10, 0x80};
   cr_assert_eq(ws_client_send(alice, WS_OP_BINARY, bin, sizeof(bin)), WS_CLIENT_OK);
-  pit_recv(alice, &m, RECV_MS);
+  itest_recv(alice, &m, RECV_MS);
   cr_assert_eq(m.opcode, WS_OP_BINARY, "a binary frame comes back binary");
   cr_assert_eq(m.len, sizeof(bin));
   cr_assert_eq(memcmp(m.data, bin, sizeof(bin)), 0);
@@ -102,44 +102,141 @@ Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = pit_fini) {
     send_text(alice, buf);
   }
   for (int i = 0; i < 50; i++) {
-    pit_recv(alice, &m, RECV_MS);
+    itest_recv(alice, &m, RECV_MS);
     snprintf(buf, sizeof(buf), "n%d", i);
     cr_assert_eq(m.len, strlen(buf));
     cr_assert_eq(memcmp(m.data, buf, m.len), 0, "echo %d out of order", i);
   }
   ws_client_destroy(alice);
-  cr_assert_geq(pit_metric(p.http_port, "wsgate_processor_envelopes_total{type=\"connect\"}"), 1);
-  int status = pit_proc_stop(&p, SIGTERM, 30000);
+  cr_assert_geq(itest_metric(p.http_port, "wsgate_processor_envelopes_total{type=\"connect\"}"), 1);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&g);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
+}
+
+/* The hop histograms (docs/GATEWAY.md "Where the time goes") over a few round trips. */
+typedef struct {
+  int port;
+  const char *series;
+  double at_least;
+} metric_at_least;
+
+static bool reached(void *arg) {
+  const metric_at_least *m = arg;
+  return itest_metric(m->port, m->series) >= m->at_least;
+}
+
+static void expect_hop(int port, const char *name, double n) {
+  char series[160];
+  snprintf(series, sizeof series, "%s_count", name);
+  /* Acknowledgements may be reported after the reply arrived: wait for them. */
+  metric_at_least m = {port, series, n};
+  cr_assert(itest_wait_until(reached, &m, 10000), "%s: %.0f observations, expected %.0f", name,
+            itest_metric(port, series), n);
+  snprintf(series, sizeof series, "%s_sum", name);
+  double sum = itest_metric(port, series);
+  /* Each took some time and none took seconds on an idle test cluster (mean under 2 s). */
+  cr_assert(sum > 0 && sum / n < 2.0, "%s: sum %f s over %.0f", name, sum, n);
+}
+
+static bool log_has(const char *path, const char *needle) {
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return false;
+  char line[4096];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f))
+    found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
+static void hops_round_trips(const char *const *gw_extra) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  itest_gateway g;
+  itest_daemon_opts go = {.extra = gw_extra};
+  itest_gateway_start(&g, &c, "gw-hops", &go);
+  itest_processor p;
+  itest_processor_start(&p, &c, "hops", "echo", NULL);
+  ws_client *alice = itest_connect(&g, "alice");
+  enum { N = 20 };
+  ws_message m;
+  for (int i = 0; i < N; i++) {
+    send_text(alice, "hop");
+    itest_recv(alice, &m, RECV_MS);
+  }
+  /* Inbound: every frame (and the connect) acknowledged, every record handed to the handler. */
+  expect_hop(g.http_port, "wsgate_gateway_hop_inbound_acked_seconds", N + 1);
+  expect_hop(p.http_port, "wsgate_processor_hop_handler_start_seconds", N + 1);
+  /* Outbound: every echo acknowledged and written (the connect caused no reply). */
+  expect_hop(p.http_port, "wsgate_processor_hop_outbound_acked_seconds", N);
+  expect_hop(g.http_port, "wsgate_gateway_hop_outbound_written_seconds", N);
+  /* A burst comes back whole and in order, whoever reads the outbound partition. */
+  char buf[32];
+  for (int i = 0; i < 50; i++) {
+    snprintf(buf, sizeof buf, "b%d", i);
+    send_text(alice, buf);
+  }
+  for (int i = 0; i < 50; i++) {
+    itest_recv(alice, &m, RECV_MS);
+    snprintf(buf, sizeof buf, "b%d", i);
+    cr_assert(m.len == strlen(buf) && memcmp(m.data, buf, m.len) == 0, "echo %d out of order", i);
+  }
+  bool on_loop = false;
+  for (const char *const *a = gw_extra; a && *a; a++)
+    on_loop |= strcmp(*a, "loop") == 0;
+  cr_assert_eq(log_has(g.log, "outbound records are read on the WebSocket thread"), on_loop);
+  ws_client_destroy(alice);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  /* A clean drain and exit in either mode (the loop's watchers go before the server does). */
+  int status = itest_gateway_stop(&g, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gateway exit status %d", status);
+  itest_gateway_cleanup(&g);
+}
+
+Test(processor_gateway, hop_histograms_see_every_round_trip, .timeout = 120, .fini = itest_fini) {
+  hops_round_trips(NULL);
+}
+
+Test(processor_gateway, hop_histograms_with_the_loop_clock, .timeout = 120, .fini = itest_fini) {
+  static const char *const extra[] = {"--loop-clock", NULL};
+  hops_round_trips(extra);
+}
+
+/* --outbound-consume loop: the loop thread reads the outbound partition itself (gw_kafka_ev.c). */
+Test(processor_gateway, outbound_consumed_on_the_loop, .timeout = 120, .fini = itest_fini) {
+  static const char *const extra[] = {"--outbound-consume", "loop", NULL};
+  hops_round_trips(extra);
 }
 
 typedef struct {
-  const pit_cluster *c;
+  const itest_cluster *c;
   const char *user;
 } user_gone;
 
 static bool no_connections(void *arg) {
   user_gone *g = arg;
-  redisReply *r = pit_redis_key_command("HLEN %suser:%s", g->c->prefix, g->user);
+  redisReply *r = itest_redis_key_command(0, "HLEN %suser:%s", g->c->prefix, g->user);
   bool none = r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
   freeReplyObject(r);
   return none;
 }
 
-Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_gateway g1, g2;
-  pit_gateway_start(&g1, &c, "gw-one");
-  pit_gateway_start(&g2, &c, "gw-two");
+Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway g1, g2;
+  itest_gateway_start(&g1, &c, "gw-one", NULL);
+  itest_gateway_start(&g2, &c, "gw-two", NULL);
   cr_assert_neq(g1.slot, g2.slot, "two gateways, two slots");
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat", "chat", NULL);
 
-  ws_client *alice = pit_connect(&g1, "alice"); /* speaks JSON */
-  ws_client *bob = pit_connect(&g2, "bob");     /* speaks MessagePack */
+  ws_client *alice = itest_connect(&g1, "alice"); /* speaks JSON */
+  ws_client *bob = itest_connect(&g2, "bob");     /* speaks MessagePack */
   send_text(alice, "{\"op\":\"join\",\"room\":\"lobby\",\"id\":1}");
   json_t *j = recv_json(alice);
   cr_assert_str_eq(jstr(j, "type"), "joined");
@@ -149,12 +246,12 @@ Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = pit_f
   size_t n = pack(frame, sizeof(frame), join, 2);
   cr_assert_eq(ws_client_send(bob, WS_OP_BINARY, frame, n), WS_CLIENT_OK);
   ws_message m;
-  pit_recv(bob, &m, RECV_MS);
+  itest_recv(bob, &m, RECV_MS);
   cr_assert_eq(m.opcode, WS_OP_BINARY, "bob spoke MessagePack and hears MessagePack");
   cr_assert_str_eq(mp_str(&m, "type", v, sizeof(v)), "joined");
 
   send_text(alice, "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"hi bob\"}");
-  pit_recv(bob, &m, RECV_MS);
+  itest_recv(bob, &m, RECV_MS);
   cr_assert_eq(m.opcode, WS_OP_BINARY);
   cr_assert_str_eq(mp_str(&m, "type", v, sizeof(v)), "message");
   cr_assert_str_eq(mp_str(&m, "from", v, sizeof(v)), "alice");
@@ -184,34 +281,34 @@ Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = pit_f
   ws_client_close(bob, 1000, "bye", &closed, RECV_MS);
   ws_client_destroy(bob);
   user_gone gone = {.c = &c, .user = "bob"};
-  cr_assert(itest_wait_until(no_connections, &gone, PIT_WAIT_MS), "bob's entry is removed");
+  cr_assert(itest_wait_until(no_connections, &gone, ITEST_TIMEOUT_MS), "bob's entry is removed");
   send_text(alice, "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"still there?\"}");
   j = recv_json(alice);
   cr_assert_str_eq(jstr(j, "code"), "offline");
   json_decref(j);
   ws_client_destroy(alice);
-  pit_proc_stop(&p, SIGTERM, 30000);
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&g1);
-  pit_gateway_cleanup(&g2);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g1);
+  itest_gateway_cleanup(&g2);
 }
 
 #define ROOM 100
 
-Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_gateway g[2];
-  pit_gateway_start(&g[0], &c, "gw-a");
-  pit_gateway_start(&g[1], &c, "gw-b");
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
+Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway g[2];
+  itest_gateway_start(&g[0], &c, "gw-a", NULL);
+  itest_gateway_start(&g[1], &c, "gw-b", NULL);
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat", "chat", NULL);
 
   static ws_client *cl[ROOM];
   char user[16];
   for (int i = 0; i < ROOM; i++) {
     snprintf(user, sizeof(user), "member%03d", i);
-    cl[i] = pit_connect(&g[i % 2], user);
+    cl[i] = itest_connect(&g[i % 2], user);
     send_text(cl[i], "{\"op\":\"join\",\"room\":\"arena\"}");
   }
   for (int i = 0; i < ROOM; i++) {
@@ -220,8 +317,8 @@ Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = p
     json_decref(j);
   }
 
-  pit_reader rd;
-  pit_reader_open(&rd, c.out_topic, c.out_partitions);
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
   send_text(cl[0], "{\"op\":\"say\",\"room\":\"arena\",\"text\":\"one message to all\"}");
   for (int i = 0; i < ROOM; i++) {
     json_t *j = recv_json(cl[i]);
@@ -239,7 +336,7 @@ Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = p
   int per_slot[64] = {0};
   int total = 0;
   rd_kafka_message_t *m;
-  while ((m = pit_reader_next(&rd, 2000)) != NULL) {
+  while ((m = itest_reader_next(&rd, 2000)) != NULL) {
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
     if (e.kind == WSG_ENV_DELIVER && e.data_len > 0 &&
@@ -258,9 +355,9 @@ Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = p
 
   for (int i = 0; i < ROOM; i++)
     ws_client_destroy(cl[i]);
-  pit_reader_close(&rd);
-  pit_proc_stop(&p, SIGTERM, 30000);
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&g[0]);
-  pit_gateway_cleanup(&g[1]);
+  itest_reader_close(&rd);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g[0]);
+  itest_gateway_cleanup(&g[1]);
 }

@@ -201,9 +201,11 @@ Test(redis_failover, kill_9_a_primary_and_routing_is_back_within_two_leases, .ti
   cr_assert(t_gw > 0 && t_gw <= 2 * LEASE_MS, "gateway registry back after %" PRIu64 " ms", t_gw);
   cr_assert_eq(slot_losses, 0, "the gateway lost its slot although its lease key's node lived");
 
-  /* Bring the node back: it rejoins as a replica of its promoted replica. */
+  /* Bring the node back: it rejoins as a replica of its promoted replica. Daemonized (its
+   * configuration is not: scripts/redis spawns the nodes), so it outlives this test and writes
+   * its pid file for scripts/redis stop. */
   char cmd[600];
-  snprintf(cmd, sizeof(cmd), "redis-server '%s'", conf);
+  snprintf(cmd, sizeof(cmd), "redis-server '%s' --daemonize yes", conf);
   cr_assert_eq(system(cmd), 0);
   t = wsg_now_mono_ms();
   while (!node_is_replica_again(victim) && wsg_now_mono_ms() - t < 20000)

@@ -22,9 +22,8 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "gw_jwt.h"
 #include "harness.h"
-#include "processor_itest.h"
+#include "harness_kafka.h"
 #include "wsg_redis_keys.h"
 
 #define RECV_MS   20000
@@ -34,15 +33,10 @@
 
 /* Connects `user` to gateway g with subprotocol wsgate.v1+seq, and ?resume=<resume> unless 0.
  * Returns the client, or NULL with the status in *status when the upgrade was refused. */
-static ws_client *seq_try_connect(const pit_gateway *g, const char *user, uint64_t resume,
+static ws_client *seq_try_connect(const itest_gateway *g, const char *user, uint64_t resume,
                                   int *status) {
-  char claims[256], token[1024], auth[1100], path[64] = "/";
-  snprintf(claims, sizeof(claims), "{\"sub\":\"%s\",\"exp\":%lld}", user,
-           (long long)time(NULL) + 600);
-  int n = gw_jwt_sign((const uint8_t *)PIT_JWT_SECRET, strlen(PIT_JWT_SECRET), claims, token,
-                      sizeof(token));
-  cr_assert_gt(n, 0, "cannot sign a token");
-  snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+  char auth[2100], path[64] = "/";
+  snprintf(auth, sizeof(auth), "Authorization: Bearer %s", itest_token(user, 600));
   if (resume)
     snprintf(path, sizeof(path), "/?resume=%llu", (unsigned long long)resume);
   const char *headers[] = {auth, NULL};
@@ -61,7 +55,7 @@ static ws_client *seq_try_connect(const pit_gateway *g, const char *user, uint64
   return rc == WS_CLIENT_OK ? c : NULL;
 }
 
-static ws_client *seq_connect(const pit_gateway *g, const char *user, uint64_t resume) {
+static ws_client *seq_connect(const itest_gateway *g, const char *user, uint64_t resume) {
   int status;
   ws_client *c = seq_try_connect(g, user, resume, &status);
   cr_assert_not_null(c, "upgrade of %s to %s refused with %d", user, g->id, status);
@@ -114,7 +108,7 @@ static uint64_t jint(json_t *j, const char *key) {
 /* The next frame must be the sync control frame; returns it (caller decrefs). */
 static json_t *expect_sync(ws_client *c) {
   ws_message m;
-  pit_recv(c, &m, RECV_MS);
+  itest_recv(c, &m, RECV_MS);
   frame f = parse_frame(&m);
   cr_assert_eq(f.kind, FR_CONTROL, "expected the sync frame, got: %.*s", (int)m.len,
                (const char *)m.data);
@@ -126,7 +120,7 @@ static json_t *expect_sync(ws_client *c) {
 /* The next frame must be message q, a dm whose text is `text`. */
 static void expect_dm(ws_client *c, uint64_t q, const char *text) {
   ws_message m;
-  pit_recv(c, &m, RECV_MS);
+  itest_recv(c, &m, RECV_MS);
   frame f = parse_frame(&m);
   cr_assert_eq(f.kind, FR_SEQ, "expected message %llu, got: %.*s", (unsigned long long)q,
                (int)m.len, (const char *)m.data);
@@ -141,22 +135,22 @@ static void expect_dm(ws_client *c, uint64_t q, const char *text) {
 
 /* A direct message from "alice" (a connection on a gateway that does not exist: the processor's
  * "offline" fallbacks to her go to a slot no real gateway accepts) to `to`. */
-static void send_dm(rd_kafka_t *p, const pit_cluster *c, const char *to, const char *text) {
+static void send_dm(rd_kafka_t *p, const itest_cluster *c, const char *to, const char *text) {
   char body[256];
   snprintf(body, sizeof(body), "{\"op\":\"dm\",\"to\":\"%s\",\"text\":\"%s\"}", to, text);
-  wsg_envelope e = pit_msg("alice", 77, "gw-load", 0, body, strlen(body), false);
-  pit_produce(p, c, &e);
+  wsg_envelope e = itest_msg("alice", 77, "gw-load", 0, body, strlen(body), false);
+  itest_produce(p, c, &e);
 }
 
 typedef struct {
   redisContext *rc;
-  const pit_cluster *c;
+  const itest_cluster *c;
   const char *user;
   uint64_t want;
 } counter_wait;
 
 /* The user's sequence counter, 0 when absent. */
-static uint64_t counter_of(redisContext *rc, const pit_cluster *c, const char *user) {
+static uint64_t counter_of(redisContext *rc, const itest_cluster *c, const char *user) {
   char key[WSG_REDIS_KEY_MAX];
   int n = wsg_key_replay_seq(key, sizeof(key), c->prefix, user, strlen(user));
   redisReply *r = redisCommand(rc, "GET %b", key, (size_t)n);
@@ -173,7 +167,7 @@ static bool counter_reached(void *arg) {
 
 typedef struct {
   redisContext *rc;
-  const pit_cluster *c;
+  const itest_cluster *c;
   const char *user;
 } stream_wait;
 
@@ -190,9 +184,9 @@ static bool stream_gone(void *arg) {
 }
 
 /* Waits until the processor has numbered and stored message `q` of `user`. */
-static void wait_stored(const pit_cluster *c, const char *user, uint64_t q) {
-  counter_wait w = {pit_redis(), c, user, q};
-  bool ok = itest_wait_until(counter_reached, &w, PIT_WAIT_MS);
+static void wait_stored(const itest_cluster *c, const char *user, uint64_t q) {
+  counter_wait w = {itest_redis_connect(), c, user, q};
+  bool ok = itest_wait_until(counter_reached, &w, ITEST_TIMEOUT_MS);
   uint64_t got = counter_of(w.rc, c, user);
   redisFree(w.rc);
   cr_assert(ok, "%s: counter %llu, want %llu", user, (unsigned long long)got,
@@ -202,15 +196,15 @@ static void wait_stored(const pit_cluster *c, const char *user, uint64_t q) {
 /* ------------------------------------------------------------------------------------------- */
 
 Test(resume, reconnect_to_the_other_gateway_gets_exactly_the_missed_ones, .timeout = 180,
-     .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_gateway a, b;
-  pit_gateway_start(&a, &c, "gw-a");
-  pit_gateway_start(&b, &c, "gw-b");
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
-  rd_kafka_t *prod = pit_producer();
+     .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway a, b;
+  itest_gateway_start(&a, &c, "gw-a", NULL);
+  itest_gateway_start(&b, &c, "gw-b", NULL);
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat", "chat", NULL);
+  rd_kafka_t *prod = itest_producer();
 
   /* A fresh resumable connection learns its position first. */
   ws_client *bob = seq_connect(&a, "bob", 0);
@@ -226,7 +220,7 @@ Test(resume, reconnect_to_the_other_gateway_gets_exactly_the_missed_ones, .timeo
     snprintf(text, sizeof(text), "m%d", i);
     send_dm(prod, &c, "bob", text);
   }
-  pit_flush(prod);
+  itest_flush(prod);
   for (int i = 1; i <= 3; i++) {
     snprintf(text, sizeof(text), "m%d", i);
     expect_dm(bob, pos + (uint64_t)i, text);
@@ -241,7 +235,7 @@ Test(resume, reconnect_to_the_other_gateway_gets_exactly_the_missed_ones, .timeo
     snprintf(text, sizeof(text), "m%d", i);
     send_dm(prod, &c, "bob", text);
   }
-  pit_flush(prod);
+  itest_flush(prod);
   wait_stored(&c, "bob", pos + 8);
 
   /* Back, through the other gateway: exactly m4..m8 in order, then the sync, then new ones. */
@@ -257,13 +251,13 @@ Test(resume, reconnect_to_the_other_gateway_gets_exactly_the_missed_ones, .timeo
   cr_assert(json_is_true(json_object_get(s, "complete")));
   json_decref(s);
   send_dm(prod, &c, "bob", "m9");
-  pit_flush(prod);
+  itest_flush(prod);
   expect_dm(bob, pos + 9, "m9");
   /* Nothing else: no duplicate of anything already received. */
   cr_assert_eq(ws_client_recv(bob, &m, 500), WS_CLIENT_TIMEOUT, "unexpected frame: %.*s",
                (int)m.len, (const char *)m.data);
-  cr_assert_eq(pit_metric(b.http_port, "wsgate_gateway_resumes_total{result=\"complete\"}"), 1);
-  cr_assert_geq(pit_metric(b.http_port, "wsgate_gateway_replayed_messages_total"), 5);
+  cr_assert_eq(itest_metric(b.http_port, "wsgate_gateway_resumes_total{result=\"complete\"}"), 1);
+  cr_assert_geq(itest_metric(b.http_port, "wsgate_gateway_replayed_messages_total"), 5);
 
   /* A resume point needs the +seq subprotocol, and must be a q (1 .. 2^53-1). */
   static const struct {
@@ -284,24 +278,55 @@ Test(resume, reconnect_to_the_other_gateway_gets_exactly_the_missed_ones, .timeo
 
   ws_client_destroy(bob);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&a);
-  pit_gateway_cleanup(&b);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&a);
+  itest_gateway_cleanup(&b);
+}
+
+/* ?token=<JWT>&resume=<q>: the resume after a long token is honoured (libwebsockets 4.1.6 stops
+ * looking for a query argument at the first one longer than the buffer it is given, which made
+ * the gateway ignore this resume and answer a sync with "resume": null). */
+Test(resume, resume_after_a_token_in_the_query_is_honoured, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway a;
+  itest_gateway_start(&a, &c, "gw-a", NULL);
+  ws_client *bob = seq_connect(&a, "bob", 0);
+  json_t *s = expect_sync(bob);
+  uint64_t pos = jint(s, "last");
+  json_decref(s);
+  ws_message m;
+  cr_assert_eq(ws_client_close(bob, 1000, "bye", &m, 5000), WS_CLIENT_OK);
+  ws_client_destroy(bob);
+
+  char path[2300];
+  snprintf(path, sizeof(path), "/?token=%s&resume=%llu", itest_token("bob", 600),
+           (unsigned long long)pos);
+  ws_client_options o = {
+      .port = a.port, .path = path, .subprotocol = SEQ_PROTO, .timeout_ms = 10000};
+  ws_http_response resp;
+  char err[256];
+  cr_assert_eq(ws_client_connect(&bob, &o, &resp, err, sizeof(err)), WS_CLIENT_OK, "%s", err);
+  s = expect_sync(bob);
+  cr_assert(json_is_integer(json_object_get(s, "resume")), "the gateway ignored ?resume=");
+  cr_assert_eq(jint(s, "resume"), pos);
+  json_decref(s);
+  ws_client_destroy(bob);
 }
 
 Test(resume, a_gap_beyond_the_window_is_reported_as_not_recovered, .timeout = 180,
-     .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_gateway a, b;
-  pit_gateway_start(&a, &c, "gw-a");
+     .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway a, b;
+  itest_gateway_start(&a, &c, "gw-a", NULL);
   const char *small[] = {"--resume-max", "3", NULL};
-  pit_gateway_start_with(&b, &c, "gw-b-max3", small);
+  itest_gateway_start(&b, &c, "gw-b-max3", &(itest_daemon_opts){.extra = small});
   /* Streams expire 2 s after the last message; counters live on. */
   const char *ttl[] = {"--resume-ttl", "2s", NULL};
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat", "chat", ttl, true);
-  rd_kafka_t *prod = pit_producer();
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat", "chat", &(itest_daemon_opts){.extra = ttl});
+  rd_kafka_t *prod = itest_producer();
 
   ws_client *bob = seq_connect(&a, "bob", 0);
   json_t *s = expect_sync(bob);
@@ -315,7 +340,7 @@ Test(resume, a_gap_beyond_the_window_is_reported_as_not_recovered, .timeout = 18
     snprintf(text, sizeof(text), "m%d", i);
     send_dm(prod, &c, "bob", text);
   }
-  pit_flush(prod);
+  itest_flush(prod);
   wait_stored(&c, "bob", pos + 6);
   bob = seq_connect(&b, "bob", pos);
   for (int i = 4; i <= 6; i++) {
@@ -328,14 +353,15 @@ Test(resume, a_gap_beyond_the_window_is_reported_as_not_recovered, .timeout = 18
   cr_assert_eq(jint(s, "last"), pos + 6);
   json_decref(s);
   ws_client_destroy(bob);
-  cr_assert_eq(pit_metric(b.http_port, "wsgate_gateway_resumes_total{result=\"incomplete\"}"), 1);
+  cr_assert_eq(itest_metric(b.http_port, "wsgate_gateway_resumes_total{result=\"incomplete\"}"), 1);
 
   /* Age: the stream expires (--resume-ttl); the counter still says what was sent. */
   send_dm(prod, &c, "bob", "m7");
-  pit_flush(prod);
+  itest_flush(prod);
   wait_stored(&c, "bob", pos + 7);
-  stream_wait sw = {pit_redis(), &c, "bob"};
-  cr_assert(itest_wait_until(stream_gone, &sw, PIT_WAIT_MS), "the replay stream did not expire");
+  stream_wait sw = {itest_redis_connect(), &c, "bob"};
+  cr_assert(itest_wait_until(stream_gone, &sw, ITEST_TIMEOUT_MS),
+            "the replay stream did not expire");
   redisContext *rc = sw.rc;
   cr_assert_eq(counter_of(rc, &c, "bob"), pos + 7, "the counter outlives the stream");
   redisFree(rc);
@@ -353,20 +379,21 @@ Test(resume, a_gap_beyond_the_window_is_reported_as_not_recovered, .timeout = 18
   cr_assert_eq(jint(s, "last"), pos + 7);
   json_decref(s);
   send_dm(prod, &c, "bob", "m8");
-  pit_flush(prod);
+  itest_flush(prod);
   expect_dm(bob, pos + 8, "m8");
 
   ws_client_destroy(bob);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&a);
-  pit_gateway_cleanup(&b);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&a);
+  itest_gateway_cleanup(&b);
 }
 
 /* --- out of order on the live path ---------------------------------------------------------- */
 
 /* Stores a message for `user` as a processor does (the append script); returns its q. */
-static uint64_t store(redisContext *rc, const pit_cluster *c, const char *user, const char *text) {
+static uint64_t store(redisContext *rc, const itest_cluster *c, const char *user,
+                      const char *text) {
   char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
   int sl = wsg_key_replay(skey, sizeof(skey), c->prefix, user, strlen(user));
   int ql = wsg_key_replay_seq(qkey, sizeof(qkey), c->prefix, user, strlen(user));
@@ -379,7 +406,7 @@ static uint64_t store(redisContext *rc, const pit_cluster *c, const char *user, 
 }
 
 /* A deliver of `text` with q to connection `conn` of gateway g, produced to its slot. */
-static void deliver_q(rd_kafka_t *p, const pit_cluster *c, const pit_gateway *g, uint64_t conn,
+static void deliver_q(rd_kafka_t *p, const itest_cluster *c, const itest_gateway *g, uint64_t conn,
                       uint64_t q, const char *text) {
   wsg_envelope e = {.kind = WSG_ENV_DELIVER,
                     .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_USEQ | WSG_F_DATA,
@@ -398,11 +425,11 @@ static void deliver_q(rd_kafka_t *p, const pit_cluster *c, const pit_gateway *g,
       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(b.data, b.len), RD_KAFKA_V_END);
   cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s", rd_kafka_err2str(err));
   wsg_buf_finish(&b);
-  pit_flush(p);
+  itest_flush(p);
 }
 
 /* The connection id of `user`'s only connection, from its Redis entry. */
-static uint64_t conn_of(redisContext *rc, const pit_cluster *c, const char *user) {
+static uint64_t conn_of(redisContext *rc, const itest_cluster *c, const char *user) {
   redisReply *r = redisCommand(rc, "HKEYS %suser:%s", c->prefix, user);
   cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1, "%s has no single entry", user);
   uint64_t id = strtoull(r->element[0]->str, NULL, 10);
@@ -412,7 +439,7 @@ static uint64_t conn_of(redisContext *rc, const pit_cluster *c, const char *user
 
 static void expect_text(ws_client *cl, uint64_t q, const char *text) {
   ws_message m;
-  pit_recv(cl, &m, RECV_MS);
+  itest_recv(cl, &m, RECV_MS);
   frame f = parse_frame(&m);
   cr_assert_eq(f.kind, FR_SEQ, "expected message %llu, got: %.*s", (unsigned long long)q,
                (int)m.len, (const char *)m.data);
@@ -424,13 +451,13 @@ static void expect_text(ws_client *cl, uint64_t q, const char *text) {
 /* Two processors sending to one user at once can deliver q+1 before q: the gateway holds the
  * early one, reads the missing ones from the stream, drops the late duplicates, and reports what
  * the stream no longer has. */
-Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
-  pit_gateway a;
-  pit_gateway_start(&a, &c, "gw-a");
-  rd_kafka_t *prod = pit_producer();
-  redisContext *rc = pit_redis();
+Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  itest_gateway a;
+  itest_gateway_start(&a, &c, "gw-a", NULL);
+  rd_kafka_t *prod = itest_producer();
+  redisContext *rc = itest_redis_connect();
 
   ws_client *bob = seq_connect(&a, "bob", 0);
   json_t *s = expect_sync(bob);
@@ -451,11 +478,11 @@ Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = p
   deliver_q(prod, &c, &a, conn, pos + 2, "two");
   deliver_q(prod, &c, &a, conn, 0, "reply");
   ws_message m;
-  pit_recv(bob, &m, RECV_MS);
+  itest_recv(bob, &m, RECV_MS);
   frame f = parse_frame(&m);
   cr_assert_eq(f.kind, FR_UNSEQ, "got: %.*s", (int)m.len, (const char *)m.data);
   cr_assert_eq(f.len, 5);
-  cr_assert_geq(pit_metric(a.http_port, "wsgate_gateway_sequence_duplicates_total"), 2);
+  cr_assert_geq(itest_metric(a.http_port, "wsgate_gateway_sequence_duplicates_total"), 2);
 
   /* Four is gone from the stream (as if trimmed) when five arrives: a gap frame, then five. */
   uint64_t four = store(rc, &c, "bob", "four");
@@ -466,7 +493,7 @@ Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = p
   freeReplyObject(r);
   uint64_t five = store(rc, &c, "bob", "five");
   deliver_q(prod, &c, &a, conn, five, "five");
-  pit_recv(bob, &m, RECV_MS);
+  itest_recv(bob, &m, RECV_MS);
   f = parse_frame(&m);
   cr_assert_eq(f.kind, FR_CONTROL, "expected a gap frame, got: %.*s", (int)m.len,
                (const char *)m.data);
@@ -476,12 +503,12 @@ Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = p
   cr_assert_eq(jint(g, "to"), four);
   json_decref(g);
   expect_text(bob, five, "five");
-  cr_assert_eq(pit_metric(a.http_port, "wsgate_gateway_sequence_gaps_total"), 1);
+  cr_assert_eq(itest_metric(a.http_port, "wsgate_gateway_sequence_gaps_total"), 1);
 
   ws_client_destroy(bob);
   redisFree(rc);
   rd_kafka_destroy(prod);
-  pit_gateway_cleanup(&a);
+  itest_gateway_cleanup(&a);
 }
 
 /* --- the rolling restart -------------------------------------------------------------------- */
@@ -505,7 +532,7 @@ typedef struct {
 } receiver;
 
 typedef struct {
-  pit_gateway g;
+  itest_gateway g;
   bool up;       /* admits clients (not draining, not stopped) */
   bool stopping; /* SIGTERM sent, not yet exited */
 } slot_gw;
@@ -612,7 +639,7 @@ static void rr_step(receiver *rs, slot_gw *gws, unsigned *rr, int ms) {
 
 static uint64_t next_send;
 
-static void rr_send(rd_kafka_t *prod, const pit_cluster *c, receiver *rs) {
+static void rr_send(rd_kafka_t *prod, const itest_cluster *c, receiver *rs) {
   uint64_t now = itest_now_ms();
   while (next_send <= now) {
     for (int i = 0; i < RECEIVERS; i++) {
@@ -626,8 +653,8 @@ static void rr_send(rd_kafka_t *prod, const pit_cluster *c, receiver *rs) {
 }
 
 /* Runs the load for `ms` milliseconds (checking every frame as it arrives). */
-static void rr_run(receiver *rs, slot_gw *gws, unsigned *rr, rd_kafka_t *prod, const pit_cluster *c,
-                   uint64_t ms, bool sending) {
+static void rr_run(receiver *rs, slot_gw *gws, unsigned *rr, rd_kafka_t *prod,
+                   const itest_cluster *c, uint64_t ms, bool sending) {
   uint64_t until = itest_now_ms() + ms;
   while (itest_now_ms() < until) {
     if (sending)
@@ -638,11 +665,11 @@ static void rr_run(receiver *rs, slot_gw *gws, unsigned *rr, rd_kafka_t *prod, c
 
 /* Drains gateway i under load (SIGTERM, then until it exits, then a replacement is started). */
 static void rr_roll(receiver *rs, slot_gw *gws, int i, unsigned *rr, rd_kafka_t *prod,
-                    const pit_cluster *c, const char *name) {
+                    const itest_cluster *c, const char *name) {
   gws[i].up = false;
   cr_assert_eq(kill(gws[i].g.pid, SIGTERM), 0);
   int status = 0;
-  uint64_t deadline = itest_now_ms() + PIT_WAIT_MS;
+  uint64_t deadline = itest_now_ms() + ITEST_TIMEOUT_MS;
   while (itest_alive(gws[i].g.pid, &status)) {
     cr_assert_lt(itest_now_ms(), deadline, "gateway %s did not finish its drain", gws[i].g.id);
     rr_send(prod, c, rs);
@@ -650,28 +677,28 @@ static void rr_roll(receiver *rs, slot_gw *gws, int i, unsigned *rr, rd_kafka_t 
   }
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "gateway %s exited with %d", gws[i].g.id,
             status);
-  pit_untrack(gws[i].g.pid);
+  itest_untrack(gws[i].g.pid);
   gws[i].g.pid = 0;
   for (int k = 0; k < RECEIVERS; k++)
     cr_assert(rs[k].gw != i || rs[k].c == NULL, "%s still connected to a stopped gateway",
               rs[k].name);
   /* The replacement starts while the load goes on; the messages sent meanwhile wait in Kafka
    * and in the connections' sockets. */
-  pit_gateway_start(&gws[i].g, c, name);
+  itest_gateway_start(&gws[i].g, c, name, NULL);
   gws[i].up = true;
 }
 
 Test(resume, rolling_restart_of_both_gateways_under_load_loses_nothing, .timeout = 300,
-     .fini = pit_fini) {
-  pit_cluster c;
-  pit_cluster_init(&c, 4, 4, false);
+     .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
   slot_gw gws[GATEWAYS] = {0};
-  pit_gateway_start(&gws[0].g, &c, "gw-a");
-  pit_gateway_start(&gws[1].g, &c, "gw-b");
+  itest_gateway_start(&gws[0].g, &c, "gw-a", NULL);
+  itest_gateway_start(&gws[1].g, &c, "gw-b", NULL);
   gws[0].up = gws[1].up = true;
-  pit_proc p;
-  pit_proc_start(&p, &c, "chat", "chat", NULL, true);
-  rd_kafka_t *prod = pit_producer();
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat", "chat", NULL);
+  rd_kafka_t *prod = itest_producer();
 
   receiver rs[RECEIVERS];
   memset(rs, 0, sizeof(rs));
@@ -681,7 +708,7 @@ Test(resume, rolling_restart_of_both_gateways_under_load_loses_nothing, .timeout
     cr_assert(rr_connect(&rs[i], gws, &rr));
   }
   /* Every receiver knows its position before the first message. */
-  uint64_t deadline = itest_now_ms() + PIT_WAIT_MS;
+  uint64_t deadline = itest_now_ms() + ITEST_TIMEOUT_MS;
   for (int i = 0; i < RECEIVERS; i++) {
     while (!rs[i].synced) {
       cr_assert_lt(itest_now_ms(), deadline, "%s: no sync", rs[i].name);
@@ -695,7 +722,7 @@ Test(resume, rolling_restart_of_both_gateways_under_load_loses_nothing, .timeout
   rr_run(rs, gws, &rr, prod, &c, 1500, true);
   rr_roll(rs, gws, 1, &rr, prod, &c, "gw-b2");
   rr_run(rs, gws, &rr, prod, &c, 1500, true);
-  pit_flush(prod);
+  itest_flush(prod);
 
   /* Everything sent arrives: exactly once, in order (checked frame by frame in rr_drain). */
   deadline = itest_now_ms() + 60000;
@@ -730,7 +757,7 @@ Test(resume, rolling_restart_of_both_gateways_under_load_loses_nothing, .timeout
   for (int i = 0; i < RECEIVERS; i++)
     ws_client_destroy(rs[i].c);
   rd_kafka_destroy(prod);
-  pit_proc_cleanup(&p);
-  pit_gateway_cleanup(&gws[0].g);
-  pit_gateway_cleanup(&gws[1].g);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&gws[0].g);
+  itest_gateway_cleanup(&gws[1].g);
 }

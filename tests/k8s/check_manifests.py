@@ -13,10 +13,13 @@ together and fit wsgate:
   - files named by WSGATE_*_FILE / TLS options lie under a mounted volume;
   - terminationGracePeriodSeconds covers the preStop sleep plus WSGATE_DRAIN_GRACE (gateway) or
     WSGATE_SHUTDOWN_TIMEOUT (processor);
-  - HPAs (and KEDA ScaledObjects) target existing workloads; the gateway's maxReplicas plus its
+  - PDBs let unhealthy pods be evicted (AlwaysAllow); Jobs carry the annotations that make Flux
+    and Argo CD recreate them (their template is immutable);
+  - HPAs (and KEDA ScaledObjects) target existing workloads that do not set spec.replicas; the gateway's maxReplicas plus its
     rollout maxSurge fits in the slots (OUTBOUND_PARTITIONS), the processor's maxReplicas in
     INBOUND_PARTITIONS; the connection metric is one the gateway binary serves and the one the
-    Prometheus Adapter rule exposes; KafkaTopics agree with the wsgate-topics ConfigMap and
+    Prometheus Adapter rule exposes; KEDA's offsetResetPolicy is the processors' auto.offset.reset
+    (common/, or WSGATE_KAFKA_PROPS); KafkaTopics agree with the wsgate-topics ConfigMap and
     the topic names; brokers and Redis addresses name the rendered services.
 
 usage: check_manifests.py --gateway EXE --processor EXE --admin EXE [--adapter-config FILE]
@@ -25,6 +28,7 @@ Exit status: 0 consistent (or the expected error seen), 1 not, 77 tools missing 
 """
 import argparse
 import difflib
+import glob
 import os
 import re
 import subprocess
@@ -71,6 +75,22 @@ def duration_s(text):
         return None
     n, unit = int(m.group(1)), m.group(2) or "ms"
     return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def processor_offset_reset(env):
+    """The processors' auto.offset.reset: from WSGATE_KAFKA_PROPS if set there, else the consumer
+    group default in common/wsg_kafka.c (group_defaults)."""
+    m = re.search(r"(?:^|[;,])\s*auto\.offset\.reset\s*=\s*(\w+)", env.get("WSGATE_KAFKA_PROPS") or "")
+    if m:
+        return m.group(1)
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    for src in sorted(glob.glob(os.path.join(root, "common", "**", "*.c"), recursive=True)):
+        with open(src, encoding="utf-8") as f:
+            block = re.search(r"group_defaults\[\]\s*=\s*\{(.*?)\};", f.read(), re.S)
+        m = re.search(r'"auto\.offset\.reset",\s*"(\w+)"', block.group(1) if block else "")
+        if m:
+            return m.group(1)
+    raise SystemExit("no auto.offset.reset in a group_defaults table under common/: has it moved?")
 
 
 # --- the checker ------------------------------------------------------------------------------
@@ -280,7 +300,8 @@ class Checker:
         for pname in ports:
             self.ok(pname in want, f"{where}: container port {pname!r} is not one {binary} serves")
         http_port = self.effective(env, opts, "WSGATE_HTTP_PORT")
-        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz"),
+                            ("startupProbe", "/healthz")):
             p = c.get(probe)
             if not self.ok(p is not None and "httpGet" in p, f"{where}: no {probe} with httpGet"):
                 continue
@@ -289,6 +310,7 @@ class Checker:
             port = ports.get(g["port"]) if isinstance(g["port"], str) else g["port"]
             self.ok(str(port) == str(http_port),
                     f"{where}: {probe} port {g['port']!r} is not the operations port {http_port} (WSGATE_HTTP_PORT)")
+        self.check_probe_budgets(where, role, c)
         # Files the binary opens must be on a mounted volume.
         mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts") or []]
         for name, value in env.items():
@@ -304,6 +326,28 @@ class Checker:
             self.ok(grace > sleep + drain,
                     f"{where}: terminationGracePeriodSeconds {grace} does not exceed the preStop sleep "
                     f"({sleep} s) + {opt} ({drain:g} s): the kubelet would SIGKILL mid-drain")
+
+    # The longest start-up wait before the operations port opens, in seconds (gateway.c: 30 s per
+    # topic, two topics; proc_consumer.c: 10 s per topic, three with a dead-letter topic).
+    STARTUP_WAIT_S = {"gateway": 60, "processor": 30}
+
+    def check_probe_budgets(self, where, role, c):
+        """The startup probe covers the start-up wait, so liveness can never kill a starting pod;
+        liveness tolerates one lost probe and answers within its period."""
+        start, live = c.get("startupProbe") or {}, c.get("livenessProbe") or {}
+        if not start or not live:
+            return
+        budget = start.get("failureThreshold", 3) * start.get("periodSeconds", 10)
+        wait = self.STARTUP_WAIT_S.get(role)
+        if wait is not None:
+            self.ok(budget >= wait,
+                    f"{where}: startupProbe allows {budget} s (failureThreshold x periodSeconds) but "
+                    f"{role} may wait {wait} s for Kafka before it serves /healthz")
+        self.ok(live.get("failureThreshold", 3) >= 2,
+                f"{where}: livenessProbe failureThreshold {live.get('failureThreshold')} restarts the "
+                f"pod on a single lost probe")
+        self.ok(live.get("timeoutSeconds", 1) < live.get("periodSeconds", 10),
+                f"{where}: livenessProbe timeoutSeconds is not below its periodSeconds")
 
     # --- services, budgets, policies, monitors ----------------------------------------------
 
@@ -337,6 +381,17 @@ class Checker:
         for name, p in self.by_kind.get("PodDisruptionBudget", {}).items():
             self.ok(self.pods_selected(p["spec"].get("selector")),
                     f"PodDisruptionBudget/{name}: selector selects no pod")
+            # The default (IfHealthyBudget) lets a crash-looping pod block every node drain.
+            self.ok(p["spec"].get("unhealthyPodEvictionPolicy") == "AlwaysAllow",
+                    f"PodDisruptionBudget/{name}: unhealthyPodEvictionPolicy is "
+                    f"{p['spec'].get('unhealthyPodEvictionPolicy')!r}, not AlwaysAllow")
+        for name, j in self.by_kind.get("Job", {}).items():
+            # A Job's template is immutable: GitOps tools must recreate it on a change.
+            ann = j["metadata"].get("annotations") or {}
+            self.ok(ann.get("kustomize.toolkit.fluxcd.io/force") == "enabled" and
+                    "Replace=true" in ann.get("argocd.argoproj.io/sync-options", ""),
+                    f"Job/{name}: no annotations that make Flux and Argo CD recreate it when its "
+                    "template changes (kustomize.toolkit.fluxcd.io/force, argocd sync-options Replace=true)")
         for name, n in self.by_kind.get("NetworkPolicy", {}).items():
             targets = self.pods_selected(n["spec"].get("podSelector"))
             self.ok(targets, f"NetworkPolicy/{name}: podSelector selects no pod")
@@ -399,6 +454,13 @@ class Checker:
             self.ok(ref["name"] not in targets, f"{what}: {kind}/{ref['name']} is already scaled by "
                     f"{targets.get(ref['name'])}: two autoscalers fight")
             targets[ref["name"]] = what
+            # The autoscaler owns the count: a replicas in the manifest makes a server-side
+            # apply fail on a field conflict once it has scaled, and a forced, client-side or
+            # GitOps apply resets the count (deleting the pods beyond it at once).
+            self.ok("replicas" not in w["spec"],
+                    f"{what}: {kind}/{ref['name']} sets spec.replicas ({w['spec'].get('replicas')}), "
+                    f"which {what.split('/')[0]} owns: remove it from the manifests (docs/KUBERNETES.md "
+                    "\"Who owns the replica count\")")
             self.ok(lo <= hi, f"{what}: minReplicas {lo} > maxReplicas {hi}")
             if role == "gateway":
                 surge = ((w["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge", "25%")
@@ -440,8 +502,10 @@ class Checker:
         return {}
 
     def check_conn_metric(self, what, hpa, adapter_metric):
+        # Optional (CPU alone needs no metrics pipeline; tests/k8s/check_ops.py checks that a
+        # custom metric comes with its pipeline): the ones used must exist.
         pods = [m["pods"]["metric"]["name"] for m in hpa["spec"].get("metrics") or [] if m["type"] == "Pods"]
-        if not self.ok(pods, f"{what}: no Pods metric (live connections per pod)"):
+        if not pods:
             return
         with open(self.gateway_exe, "rb") as f:
             image = f.read()
@@ -463,6 +527,10 @@ class Checker:
                     f"{what}: consumerGroup {md.get('consumerGroup')!r} is not WSGATE_GROUP_ID {env.get('WSGATE_GROUP_ID')!r}")
             self.ok(md.get("topic") == env.get("WSGATE_INBOUND_TOPIC"),
                     f"{what}: topic {md.get('topic')!r} is not WSGATE_INBOUND_TOPIC {env.get('WSGATE_INBOUND_TOPIC')!r}")
+            want = processor_offset_reset(env)
+            self.ok(md.get("offsetResetPolicy", "latest") == want,
+                    f"{what}: offsetResetPolicy {md.get('offsetResetPolicy', 'latest')!r} is not the "
+                    f"processors' auto.offset.reset {want!r}: KEDA misjudges a new group's lag")
 
     def check_redis_cluster_seeds(self, where, seeds):
         """Each seed of WSGATE_REDIS_CLUSTER is <pod>.<headless Service>[.ns...]:<port> of a
@@ -583,19 +651,7 @@ def main():
         checker.run(adapter_metrics(args.adapter_config) if args.adapter_config else None)
         errors, checked = [e for e in checker.errors if e], checker.checked
         print(f"{args.path}: {len(objs)} objects, {checked} checks")
-    for e in errors:
-        print(f"ERROR: {e}")
-    if args.expect_error:
-        if any(re.search(args.expect_error, e) for e in errors):
-            print(f"PASS: failed as expected ({args.expect_error!r} matched)")
-            return 0
-        print(f"FAIL: expected an error matching {args.expect_error!r}, got {len(errors)} other error(s)")
-        return 1
-    if errors:
-        print(f"FAIL: {len(errors)} inconsistencies")
-        return 1
-    print("PASS")
-    return 0
+    return k8s_render.verdict(errors, args.expect_error, "inconsistencies")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,21 @@ def kustomize_cmd():
     skip(f"no kustomize: neither {cached} (scripts/setup builds it), kustomize nor kubectl on PATH")
 
 
+def overlay_args(doc, *modules, flags=()):
+    """The command line every overlay check takes (PATH [--expect-error REGEX], and the boolean
+    FLAGS), parsed, once the Python MODULES it needs are importable."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("path")
+    ap.add_argument("--expect-error")
+    for flag in flags:
+        ap.add_argument(flag, action="store_true")
+    args = ap.parse_args()
+    ensure_modules(*modules)
+    return args
+
+
 def render(path):
     """Renders the kustomization at PATH; returns its objects (dicts), in order."""
     import yaml
@@ -66,6 +81,26 @@ def render(path):
     if proc.returncode != 0:
         raise RenderError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr.strip()}")
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def verdict(errors, expect_error, what="problem(s)"):
+    """Prints ERRORS and the verdict; returns the exit status. With EXPECT_ERROR (a fixture that
+    must fail) success is an error matching it."""
+    import re
+
+    for e in errors:
+        print(f"ERROR: {e}")
+    if expect_error:
+        if any(re.search(expect_error, e) for e in errors):
+            print(f"PASS: failed as expected ({expect_error!r} matched)")
+            return 0
+        print(f"FAIL: expected an error matching {expect_error!r}, got {len(errors)} other error(s)")
+        return 1
+    if errors:
+        print(f"FAIL: {len(errors)} {what}")
+        return 1
+    print("PASS")
+    return 0
 
 
 class RenderError(Exception):

@@ -214,6 +214,7 @@ Test(gw_config, help_and_markdown_document_every_option) {
   cr_assert(f);
   wsg_config_print_help(spec, f);
   fclose(f);
+  cr_assert(strstr(buf, "--help-metrics"), "--help lists the built-in --help-metrics");
   for (size_t i = 0; i < n; i++) {
     char flag[80], bflag[80];
     snprintf(flag, sizeof flag, "--%s", rows[i].name);
@@ -259,4 +260,33 @@ Test(gw_config, shared_groups_fill_the_embedded_structs) {
   expect_error(none, "--kafka-brokers is required: set --kafka-brokers or WSGATE_KAFKA_BROKERS");
   const char *empty[] = {"-b", "", "--jwt-secret", SECRET, NULL};
   expect_error(empty, "--kafka-brokers: must not be empty (from -b)");
+}
+
+Test(gw_config, jwt_key_options) {
+  const char *badalg[] = {"-b",         "k", "--jwt-secret", SECRET, "--jwt-algorithms",
+                          "RS256,none", NULL};
+  expect_error(badalg, "unknown algorithm \"none\"");
+  const char *empty[] = {"-b", "k", "--jwt-secret", SECRET, "--jwt-algorithms", " , ", NULL};
+  expect_error(empty, "--jwt-algorithms");
+  /* A PEM key with the default HS256: the operator forgot --jwt-algorithms. */
+  const char *pem_hs[] = {"-b", "k", "--jwt-key-file", "/k.pem", NULL};
+  expect_error(pem_hs, "e.g. RS256");
+  /* RS256 with only a secret: no public key to verify with. */
+  const char *rs_secret[] = {"-b", "k", "--jwt-secret", SECRET, "--jwt-algorithms", "RS256", NULL};
+  expect_error(rs_secret, "--jwt-key-file or --jwt-jwks-file");
+  /* A key file alone is a complete configuration (the file is read by gw_auth, not here). */
+  gw_config cfg;
+  char err[512] = "";
+  const char *ok[] = {"-b",
+                      "k",
+                      "--jwt-key-file",
+                      "/k.pem",
+                      "--jwt-algorithms",
+                      "RS256, ES256",
+                      "--jwt-issuer",
+                      "https://a,https://b",
+                      NULL};
+  cr_assert_eq(load(&cfg, ok, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(cfg.jwt_issuer, "https://a,https://b");
+  gw_config_finish(&cfg);
 }

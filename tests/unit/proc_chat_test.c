@@ -271,8 +271,8 @@ typedef struct {
 static void chat_setup(chat_fixture *f, const char *arg) {
   ptest_redis_start(&f->redis);
   ptest_proc_init(&f->t, "chat", arg, &f->redis, 16);
-  ptest_gateway(&f->redis, "gw-1", 1, 60000);
-  ptest_gateway(&f->redis, "gw-2", 2, 60000);
+  itest_fake_gateway(f->redis.rc, f->redis.prefix, "gw-1", 1, 60000);
+  itest_fake_gateway(f->redis.rc, f->redis.prefix, "gw-2", 2, 60000);
 }
 
 static void chat_teardown(chat_fixture *f) {
@@ -306,9 +306,9 @@ static const char *jstr(json_t *j, const char *key) {
 Test(proc_chat, join_say_across_gateways_json_and_msgpack, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
-  ptest_conn(&f.redis, "alice", 11, "gw-1");
-  ptest_conn(&f.redis, "bob", 21, "gw-2");
-  ptest_conn(&f.redis, "bob", 22, "gw-2");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 11, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "bob", 21, "gw-2");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "bob", 22, "gw-2");
 
   cr_assert_eq(
       say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"join\",\"room\":\"lobby\",\"id\":1}"),
@@ -365,7 +365,7 @@ Test(proc_chat, join_say_across_gateways_json_and_msgpack, .fini = ptest_fini) {
 Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
-  ptest_conn(&f.redis, "eve", 31, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "eve", 31, "gw-1");
   cr_assert_eq(say_json(&f, "eve", 31, "gw-1", 1,
                         "{\"op\":\"say\",\"room\":\"x\",\"text\":\"boo\",\"id\":\"q\"}"),
                WSGATE_OK);
@@ -406,9 +406,10 @@ Test(proc_chat, bad_frames_get_an_error_and_are_rejected, .fini = ptest_fini) {
 Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
-  ptest_conn(&f.redis, "alice", 11, "gw-1");
-  ptest_conn(&f.redis, "bob", 21, "gw-2");
-  ptest_conn(&f.redis, "ghost", 41, "gw-dead"); /* a gateway without a lease */
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 11, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "bob", 21, "gw-2");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "ghost", 41,
+                  "gw-dead"); /* a gateway without a lease */
   cr_assert_eq(
       say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"psst\"}"),
       WSGATE_OK);
@@ -443,8 +444,8 @@ Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline, .fini = pte
 Test(proc_chat, dm_uses_the_recipients_encoding, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
-  ptest_conn(&f.redis, "alice", 11, "gw-1");
-  ptest_conn(&f.redis, "bob", 21, "gw-2");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 11, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "bob", 21, "gw-2");
   char mp[256];
   const char *kv[] = {"op", "join", "room", "r"};
   size_t n = pack_map(mp, sizeof(mp), kv, 2);
@@ -463,9 +464,9 @@ Test(proc_chat, dm_uses_the_recipients_encoding, .fini = ptest_fini) {
 Test(proc_chat, members_leave_and_full_rooms, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, "max_members=2");
-  ptest_conn(&f.redis, "a", 1, "gw-1");
-  ptest_conn(&f.redis, "b", 2, "gw-1");
-  ptest_conn(&f.redis, "c", 3, "gw-2");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "a", 1, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "b", 2, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "c", 3, "gw-2");
   say_json(&f, "a", 1, "gw-1", 1, "{\"op\":\"join\",\"room\":\"small\"}");
   say_json(&f, "b", 2, "gw-1", 1, "{\"op\":\"join\",\"room\":\"small\"}");
   say_json(&f, "c", 3, "gw-2", 2, "{\"op\":\"join\",\"room\":\"small\"}");
@@ -505,7 +506,7 @@ Test(proc_chat, room_of_100_users_one_envelope_per_gateway, .fini = ptest_fini) 
   for (int i = 0; i < 100; i++) {
     snprintf(user, sizeof(user), "u%03d", i);
     bool second = i % 2;
-    ptest_conn(&f.redis, user, 1000 + (uint64_t)i, second ? "gw-2" : "gw-1");
+    itest_fake_conn(f.redis.rc, f.redis.prefix, user, 1000 + (uint64_t)i, second ? "gw-2" : "gw-1");
     say_json(&f, user, 1000 + (uint64_t)i, second ? "gw-2" : "gw-1", second ? 2 : 1,
              "{\"op\":\"join\",\"room\":\"big\"}");
   }

@@ -178,10 +178,10 @@ Test(proc_handler, statuses_outside_the_contract_are_errors, .fini = ptest_fini)
 Test(proc_handler, closes_reach_the_origin_and_every_connection_of_a_user, .fini = ptest_fini) {
   ptest_redis redis;
   ptest_redis_start(&redis);
-  ptest_gateway(&redis, "gw-a", 3, 60000);
-  ptest_gateway(&redis, "gw-b", 4, 60000);
-  ptest_conn(&redis, "victim", 70, "gw-a");
-  ptest_conn(&redis, "victim", 71, "gw-b");
+  itest_fake_gateway(redis.rc, redis.prefix, "gw-a", 3, 60000);
+  itest_fake_gateway(redis.rc, redis.prefix, "gw-b", 4, 60000);
+  itest_fake_conn(redis.rc, redis.prefix, "victim", 70, "gw-a");
+  itest_fake_conn(redis.rc, redis.prefix, "victim", 71, "gw-b");
   ptest_proc t;
   open_test(&t, &redis);
   cr_assert_eq(run(&t, DO_CLOSES, NULL, 0), WSGATE_OK);

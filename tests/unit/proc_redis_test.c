@@ -70,12 +70,12 @@ Test(proc_redis, create_destroy, .fini = ptest_fini) {
 Test(proc_redis, live_dead_and_stale_entries, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
-  ptest_gateway(&f.redis, "gw-a", 3, 60000);
-  ptest_gateway(&f.redis, "gw-b", 7, 60000);
-  ptest_conn(&f.redis, "alice", 1, "gw-a");
-  ptest_conn(&f.redis, "alice", 2, "gw-b");
-  ptest_conn(&f.redis, "alice", 3, "gw-gone");
-  ptest_conn(&f.redis, "carol", 9, "gw-gone");
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 3, 60000);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-b", 7, 60000);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 1, "gw-a");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 2, "gw-b");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 3, "gw-gone");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "carol", 9, "gw-gone");
   const char *users[] = {"alice", "bob", "carol"};
   cr_assert_eq(resolve(&f, users, 3), 0);
   cr_assert_eq(f.rt.count[0], 2, "alice: the two connections on live gateways");
@@ -95,8 +95,8 @@ Test(proc_redis, live_dead_and_stale_entries, .fini = ptest_fini) {
 Test(proc_redis, gateway_cache_and_expiry, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 60000);
-  ptest_gateway(&f.redis, "gw-a", 3, 60000);
-  ptest_conn(&f.redis, "alice", 1, "gw-a");
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 3, 60000);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 1, "gw-a");
   const char *users[] = {"alice"};
   cr_assert_eq(resolve(&f, users, 1), 0);
   cr_assert_eq(f.rt.count[0], 1);
@@ -115,8 +115,8 @@ Test(proc_redis, gateway_cache_and_expiry, .fini = ptest_fini) {
 Test(proc_redis, no_cache_reads_every_time, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 0);
-  ptest_gateway(&f.redis, "gw-a", 3, 60000);
-  ptest_conn(&f.redis, "alice", 1, "gw-a");
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 3, 60000);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 1, "gw-a");
   const char *users[] = {"alice"};
   cr_assert_eq(resolve(&f, users, 1), 0);
   cr_assert_eq(f.rt.count[0], 1);
@@ -129,14 +129,15 @@ Test(proc_redis, no_cache_reads_every_time, .fini = ptest_fini) {
 Test(proc_redis, garbage_is_skipped_not_fatal, .fini = ptest_fini) {
   fixture f;
   setup(&f, 4, 1000);
-  ptest_gateway(&f.redis, "gw-a", 3, 60000);
-  ptest_gateway(&f.redis, "gw-big", 9, 60000); /* slot outside the 4 outbound partitions */
-  ptest_conn(&f.redis, "alice", 1, "gw-a");
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 3, 60000);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-big", 9,
+                     60000); /* slot outside the 4 outbound partitions */
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 1, "gw-a");
   ptest_redis_int(&f.redis, "HSET %suser:alice notanumber gw-a", f.redis.prefix);
   ptest_redis_int(&f.redis, "HSET %suser:alice 0042 gw-a", f.redis.prefix);
   ptest_redis_int(&f.redis, "HSET %suser:alice 99999999999999999999999 gw-a", f.redis.prefix);
   ptest_redis_int(&f.redis, "HSET %suser:alice 5 %b", f.redis.prefix, "\xff\xfe", (size_t)2);
-  ptest_conn(&f.redis, "alice", 6, "gw-big");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 6, "gw-big");
   redisReply *rep = redisCommand(f.redis.rc, "SET %suser:mallory astring", f.redis.prefix);
   freeReplyObject(rep);
   const char *users[] = {"alice", "mallory"};
@@ -152,8 +153,8 @@ Test(proc_redis, garbage_is_skipped_not_fatal, .fini = ptest_fini) {
 Test(proc_redis, many_users_span_several_pipelines, .fini = ptest_fini) {
   fixture f;
   setup(&f, 16, 1000);
-  ptest_gateway(&f.redis, "gw-a", 1, 60000);
-  ptest_gateway(&f.redis, "gw-b", 2, 60000);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 1, 60000);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-b", 2, 60000);
   enum { N = 2500 };
   static char names[N][16];
   static proc_strref users[N];
@@ -161,7 +162,7 @@ Test(proc_redis, many_users_span_several_pipelines, .fini = ptest_fini) {
     snprintf(names[i], sizeof(names[i]), "user%04d", i);
     users[i] = (proc_strref){.ptr = names[i], .len = strlen(names[i])};
     if (i % 5 != 0)
-      ptest_conn(&f.redis, names[i], (uint64_t)i, i % 2 ? "gw-a" : "gw-b");
+      itest_fake_conn(f.redis.rc, f.redis.prefix, names[i], (uint64_t)i, i % 2 ? "gw-a" : "gw-b");
   }
   char err[256];
   cr_assert_eq(proc_redis_resolve(f.r, users, N, wsg_now_mono_ms(), &f.rt, err, sizeof(err)), 0,
@@ -185,8 +186,8 @@ Test(proc_redis, redis_goes_away_and_comes_back, .fini = ptest_fini) {
   fixture f;
   cr_assert_eq(setenv("WSGATE_TEST_REDIS_PORT", "", 1), 0); /* this test needs its own server */
   setup(&f, 16, 0);
-  ptest_gateway(&f.redis, "gw-a", 3, 60000);
-  ptest_conn(&f.redis, "alice", 1, "gw-a");
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 3, 60000);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 1, "gw-a");
   const char *users[] = {"alice"};
   cr_assert_eq(resolve(&f, users, 1), 0);
   char why[256];
@@ -204,8 +205,8 @@ Test(proc_redis, redis_goes_away_and_comes_back, .fini = ptest_fini) {
   itest_redis_server_start(&f.redis.srv, port);
   ptest_redis_tracked(&f.redis);
   f.redis.rc = itest_redis_connect_port(port);
-  ptest_gateway(&f.redis, "gw-a", 3, 60000);
-  ptest_conn(&f.redis, "alice", 1, "gw-a");
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-a", 3, 60000);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 1, "gw-a");
   uint64_t deadline = wsg_now_mono_ms() + 10000;
   int rc;
   while ((rc = resolve(&f, users, 1)) != 0 && wsg_now_mono_ms() < deadline) {

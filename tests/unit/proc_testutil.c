@@ -77,27 +77,6 @@ long long ptest_redis_int(ptest_redis *r, const char *fmt, ...) {
   return v;
 }
 
-static void run(ptest_redis *r, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  freeReplyObject(command(r, fmt, ap));
-  va_end(ap);
-}
-
-void ptest_gateway(ptest_redis *r, const char *gw, int slot, int ttl_ms) {
-  char key[WSG_REDIS_KEY_MAX];
-  cr_assert_gt(wsg_key_gateway(key, sizeof(key), r->prefix, gw), 0);
-  run(r, "HSET %s slot %d addr 127.0.0.1:0 version test", key, slot);
-  run(r, "PEXPIRE %s %d", key, ttl_ms);
-}
-
-void ptest_conn(ptest_redis *r, const char *user, uint64_t conn, const char *gw) {
-  char key[WSG_REDIS_KEY_MAX], id[24];
-  cr_assert_gt(wsg_key_user(key, sizeof(key), r->prefix, user, strlen(user)), 0);
-  wsg_conn_id_format(id, sizeof(id), conn);
-  run(r, "HSET %s %s %s", key, id, gw);
-}
-
 void ptest_proc_init(ptest_proc *t, const char *handler, const char *arg, ptest_redis *redis,
                      int32_t slots) {
   memset(t, 0, sizeof(*t));

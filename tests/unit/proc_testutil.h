@@ -37,9 +37,8 @@ void ptest_fini(void);
 /* After restarting r's private server by hand: ptest_fini stops the new one. */
 void ptest_redis_tracked(const ptest_redis *r);
 
-/* A gateway record with a slot (alive while its TTL runs), and a connection of a user on it. */
-void ptest_gateway(ptest_redis *r, const char *gw, int slot, int ttl_ms);
-void ptest_conn(ptest_redis *r, const char *user, uint64_t conn, const char *gw);
+/* Gateway records and connection entries: itest_fake_gateway(r->rc, r->prefix, ...) and
+ * itest_fake_conn (harness.h). */
 /* A Redis command's integer reply (fails the test on anything else). */
 long long ptest_redis_int(ptest_redis *r, const char *fmt, ...);
 

@@ -1,21 +1,20 @@
-// The wsgate browser demo: signs in through the demo server's token endpoint, opens a WebSocket
-// to the cluster (through HAProxy or pinned to one gateway) and speaks the chat handler's JSON
-// commands (docs/HANDLERS.md). Which gateway each participant is on comes from Redis, through
-// the demo server's /api/where (the gateway id is not part of the chat frames).
-'use strict';
+// The wsgate browser demo, built on the client library (clients/js, served as /wsgate-client.js):
+// signs in through the demo server's token endpoint, connects to the cluster (through HAProxy or
+// pinned to one gateway) with reconnect and resume, and speaks the chat handler's JSON commands
+// (docs/HANDLERS.md). Which gateway each participant is on comes from Redis, through the demo
+// server's /api/where (the gateway id is not part of the chat frames).
+import { WsgateClient, webStore } from './wsgate-client.js';
 
 const $ = (id) => document.getElementById(id);
-const SUBPROTOCOL = 'wsgate.v1';
 const MAX_LOG = 500;        // lines kept in each list
 const MAX_LOOKUPS = 50;     // members whose route is looked up per refresh
 const ROUTE_REFRESH_MS = 3000;
 
 let cfg = null;
-let ws = null;
+let client = null;
 let me = null;
 let room = null;
 let refreshTimer = null;
-let nextId = 1;
 const routes = new Map(); // user -> [{name, gateway, slot}]
 
 function append(list, text, cls) {
@@ -69,7 +68,7 @@ async function lookup(user) {
 // The gateway registers a connection in Redis right after the upgrade; poll briefly until it
 // shows up so the page can say where this browser landed.
 async function showMyRoute() {
-  for (let i = 0; i < 20 && ws && ws.readyState === WebSocket.OPEN; i++) {
+  for (let i = 0; i < 20 && client && client.state === 'connected'; i++) {
     const list = await lookup(me).catch(() => []);
     if (list.length > 0) {
       $('me-route').textContent = routeText(list);
@@ -80,14 +79,31 @@ async function showMyRoute() {
 }
 
 function send(obj) {
-  if (!ws || ws.readyState !== WebSocket.OPEN) {
+  if (!client) {
     log('not connected', 'error');
     return;
   }
-  obj.id = nextId++;
   const text = JSON.stringify(obj);
-  ws.send(text);
+  try {
+    // While reconnecting the library keeps it in its outbox and sends it once connected.
+    if (!client.send(obj)) log('queued until the connection is back', 'info');
+  } catch (err) {
+    log(`not sent: ${err.message}`, 'error');
+    return;
+  }
   append($('frames'), `→ ${text}`, 'out');
+}
+
+// A command whose reply the library matches by id (request/reply with a timeout).
+async function request(obj) {
+  append($('frames'), `→ ${JSON.stringify(obj)} (request)`, 'out');
+  try {
+    const reply = await client.request(obj, { timeoutMs: 10000 });
+    append($('frames'), `← ${JSON.stringify(reply)} (reply)`, 'in');
+    onMessage(reply);
+  } catch (err) {
+    log(`${obj.op}: ${err.message}`, 'error');
+  }
 }
 
 async function renderMembers(members) {
@@ -120,17 +136,14 @@ function gatewayOf(user) {
   return list && list.length ? list.map((c) => c.name).join('+') : '?';
 }
 
-function onFrame(ev) {
-  if (typeof ev.data !== 'string') {
-    append($('frames'), '← (binary frame)', 'in');
-    return;
-  }
-  append($('frames'), `← ${ev.data}`, 'in');
-  let m;
-  try {
-    m = JSON.parse(ev.data);
-  } catch (e) {
-    log(`unreadable frame: ${ev.data.slice(0, 200)}`, 'error');
+function onFrame({ data, seq }) {
+  append($('frames'), `← ${seq === null ? '' : `#${seq} `}${JSON.stringify(data)}`, 'in');
+  onMessage(data);
+}
+
+function onMessage(m) {
+  if (!m || typeof m !== 'object') {
+    log(`frame: ${JSON.stringify(m).slice(0, 200)}`);
     return;
   }
   switch (m.type) {
@@ -164,7 +177,7 @@ function onFrame(ev) {
       log(`error ${m.code}: ${m.message}`, 'error');
       break;
     default:
-      log(`frame: ${ev.data.slice(0, 200)}`);
+      log(`frame: ${JSON.stringify(m).slice(0, 200)}`);
   }
 }
 
@@ -173,9 +186,8 @@ async function connect(e) {
   const user = $('user').value.trim();
   if (!user) return;
   setStatus('getting a token…', 'busy');
-  let token;
   try {
-    token = (await getJson(`/api/token?user=${encodeURIComponent(user)}`)).token;
+    await getJson(`/api/token?user=${encodeURIComponent(user)}`);
   } catch (err) {
     setStatus(`no token: ${err.message}`, 'error');
     return;
@@ -185,23 +197,35 @@ async function connect(e) {
   const label = via.options[via.selectedIndex].text;
   setStatus(`connecting to ${base}…`, 'busy');
   me = user;
-  ws = new WebSocket(`${base}?token=${encodeURIComponent(token)}`, SUBPROTOCOL);
-  ws.onopen = () => {
+  // The token function is called again for every reconnect: a fresh token each time.
+  client = new WsgateClient({
+    url: base,
+    token: async () => (await getJson(`/api/token?user=${encodeURIComponent(user)}`)).token,
+    storage: webStore(`wsgate.demo.resume:${user}`),
+  });
+  client.on('connected', (e) => {
     setStatus(`connected as ${me} via ${label}`, 'ok');
     setConnected(true);
+    if (e.resumeFrom !== null) log(`resuming after message #${e.resumeFrom}`, 'info');
     showMyRoute();
-  };
-  ws.onmessage = onFrame;
-  ws.onclose = (ev) => {
-    setStatus(`closed: code ${ev.code}${ev.reason ? ` (${ev.reason})` : ''}`, ev.code === 1000 ? 'idle' : 'error');
+  });
+  client.on('message', onFrame);
+  client.on('sync', (s) => s.replayed && log(`caught up: ${s.replayed} missed message(s) replayed`, 'info'));
+  client.on('resync', (r) => log(`some messages could not be replayed (${r.reason}): reload what matters`, 'error'));
+  client.on('disconnected', (e) => {
+    setStatus(`reconnecting in ${e.retryInMs} ms (${e.cause}, code ${e.code}${e.reason ? `: ${e.reason}` : ''})`, 'busy');
+    $('me-route').textContent = '—';
+  });
+  client.on('closed', (e) => {
+    setStatus(`closed: code ${e.code}${e.reason ? ` (${e.reason})` : ''}`, e.code === 1000 ? 'idle' : 'error');
     setConnected(false);
     clearInterval(refreshTimer);
     refreshTimer = null;
     room = null;
-    ws = null;
+    client = null;
     $('me-route').textContent = '—';
-  };
-  ws.onerror = () => log('WebSocket error (the close code follows)', 'error');
+  });
+  client.on('error', (err) => log(`client: ${err.message}`, 'error'));
 }
 
 function init() {
@@ -218,12 +242,12 @@ function init() {
     if (g) via.value = g.ws_url;
   }
   $('connect-form').addEventListener('submit', connect);
-  $('disconnect').addEventListener('click', () => ws && ws.close(1000, 'bye'));
+  $('disconnect').addEventListener('click', () => client && client.close(1000, 'bye'));
   $('room-form').addEventListener('submit', (e) => {
     e.preventDefault();
-    send({ op: 'join', room: $('room').value.trim() });
+    request({ op: 'join', room: $('room').value.trim() });
   });
-  $('leave').addEventListener('click', () => send({ op: 'leave', room: $('room').value.trim() }));
+  $('leave').addEventListener('click', () => request({ op: 'leave', room: $('room').value.trim() }));
   $('say-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const text = $('text').value;

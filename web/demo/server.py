@@ -7,6 +7,8 @@ service after a real sign-in.
 
 Serves:
   GET /, /demo.js, /style.css   the page (the files beside this script, nothing else)
+  GET /wsgate-client.js         the client library as one ES module (clients/js, built by
+                                scripts/cluster with the toolchain of scripts/setup: --client-js)
   GET /api/config               the cluster's layout (cluster.json written by scripts/cluster)
   GET /api/token?user=U         {"token","user","exp"}: a JWT minted by wsgate-token with the
                                 cluster's development secret
@@ -146,6 +148,13 @@ class Handler(BaseHTTPRequestHandler):
             name, ctype = STATIC[url.path]
             with open(os.path.join(HERE, name), "rb") as f:
                 return self.send_body(HTTPStatus.OK, f.read(), ctype)
+        if url.path == "/wsgate-client.js":
+            try:
+                with open(self.server.client_js, "rb") as f:
+                    body = f.read()
+            except OSError as e:
+                return self.send_json(HTTPStatus.NOT_FOUND, {"error": "client library not built: %s" % e})
+            return self.send_body(HTTPStatus.OK, body, "text/javascript; charset=utf-8")
         if url.path == "/favicon.ico":
             return self.send_body(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if url.path == "/api/config":
@@ -207,8 +216,9 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port, config, secret_file, token_bin):
+    def __init__(self, port, config, secret_file, token_bin, client_js):
         super().__init__(("127.0.0.1", port), Handler)
+        self.client_js = client_js
         self.config_path = config
         self.secret_file = secret_file
         self.token_bin = token_bin
@@ -225,12 +235,14 @@ def main():
     p.add_argument("--config", required=True, help="cluster.json written by scripts/cluster")
     p.add_argument("--secret-file", required=True)
     p.add_argument("--token-bin", required=True, help="path of wsgate-token")
+    p.add_argument("--client-js", required=True,
+                   help="the client library's bundle (clients/js/build.mjs: wsgate-client.min.js)")
     a = p.parse_args()
-    for path in (a.config, a.secret_file, a.token_bin):
+    for path in (a.config, a.secret_file, a.token_bin, a.client_js):
         if not os.path.exists(path):
             p.error("%s does not exist" % path)
     try:
-        srv = Server(a.port, a.config, a.secret_file, a.token_bin)
+        srv = Server(a.port, a.config, a.secret_file, a.token_bin, a.client_js)
     except OSError as e:
         sys.exit("web: cannot listen on 127.0.0.1:%d: %s" % (a.port, e))
     sys.stderr.write("web: serving the demo on http://127.0.0.1:%d/ (development only)\n" % a.port)

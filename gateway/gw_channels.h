@@ -1,0 +1,85 @@
+/*
+ * gw_channels: the gateway's local index of channel subscriptions (docs/ARCHITECTURE.md,
+ * "Channels"): channel name -> its subscribers on this gateway, and per connection its
+ * subscriptions. No libwebsockets, Redis or Kafka call: unit-tested alone.
+ *
+ * A subscription is one node in two lists: its channel's doubly linked list (so a connection
+ * leaving a channel of 50,000 is O(1)) and its connection's singly linked list (at most
+ * max_per_conn long, so scanning it is cheap). Channels are found through an open-addressing
+ * hash table (linear probing, backward-shift deletion: no tombstones, so a subscribe storm
+ * cannot degrade it). Memory is bounded by max_channels distinct channels and max_per_conn
+ * subscriptions per connection; gw_channels_bytes() says how much is held.
+ *
+ * The caller keeps each connection's list head (a gw_chsub *, NULL when it has none) and
+ * passes its address; a connection id is only carried along, for the caller's delivery.
+ *
+ * Threads: not thread-safe; the gateway uses it on its loop thread only.
+ */
+#ifndef GW_CHANNELS_H
+#define GW_CHANNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gw_chops.h"
+
+#define GW_CHANNELS_DEFAULT_PER_CONN 64
+#define GW_CHANNELS_DEFAULT_MAX      1000000
+
+typedef struct gw_channels gw_channels;
+typedef struct gw_channel gw_channel;
+typedef struct gw_chsub gw_chsub;
+
+typedef struct {
+  uint32_t max_per_conn; /* subscriptions of one connection; 0: GW_CHANNELS_DEFAULT_PER_CONN */
+  uint64_t max_channels; /* distinct channels held; 0: GW_CHANNELS_DEFAULT_MAX */
+} gw_channels_limits;
+
+/* NULL when out of memory; caller destroys. lim: copied. */
+gw_channels *gw_channels_create(const gw_channels_limits *lim);
+/* Frees every channel and subscription (connections' heads then dangle: call at shutdown only,
+ * after the connections are gone). NULL is a no-op. */
+void gw_channels_destroy(gw_channels *c);
+
+/*
+ * Subscribes connection `conn`, whose list head is *subs, to name[0..len) (a valid name: the
+ * caller checked it). `flags` are the caller's per-subscription bits (e.g. the frame format).
+ * Returns GW_CHOP_OK (also when already subscribed: nothing changes, *created false),
+ * GW_CHOP_TOO_MANY_SUBS, GW_CHOP_TOO_MANY_CHANNELS or GW_CHOP_UNAVAILABLE (out of memory).
+ * *created: true when the channel had no local subscriber before (the caller tells Redis).
+ */
+int gw_channels_subscribe(gw_channels *c, gw_chsub **subs, uint64_t conn, const char *name,
+                          size_t len, uint8_t flags, bool *created);
+
+/* Unsubscribes; true when it was subscribed. *emptied: the channel lost its last local
+ * subscriber and is gone (the caller tells Redis). */
+bool gw_channels_unsubscribe(gw_channels *c, gw_chsub **subs, const char *name, size_t len,
+                             bool *emptied);
+
+/* Removes every subscription of a connection (it is going away); on_empty(arg, name, len) for
+ * each channel that lost its last local subscriber, before it is freed. Returns how many. */
+size_t gw_channels_drop_conn(gw_channels *c, gw_chsub **subs,
+                             void (*on_empty)(void *arg, const char *name, size_t len), void *arg);
+
+/* The channel, or NULL when it has no local subscriber. */
+gw_channel *gw_channels_find(const gw_channels *c, const char *name, size_t len);
+/* Calls fn for every channel held (the Redis re-registration after a reconnect). fn must not
+ * change the index. */
+void gw_channels_foreach(const gw_channels *c, void (*fn)(void *arg, const char *name, size_t len),
+                         void *arg);
+
+size_t gw_channels_count(const gw_channels *c);        /* distinct channels */
+uint64_t gw_channels_subs(const gw_channels *c);       /* subscriptions, all channels */
+uint64_t gw_channels_bytes(const gw_channels *c);      /* memory held, table included */
+uint32_t gw_channels_conn_count(const gw_chsub *subs); /* subscriptions of one connection */
+
+/* A channel's subscribers: iterate with gw_chsub_next() from gw_channel_first(). */
+size_t gw_channel_nsubs(const gw_channel *ch);
+const gw_chsub *gw_channel_first(const gw_channel *ch);
+const gw_chsub *gw_chsub_next(const gw_chsub *s);
+uint64_t gw_chsub_conn(const gw_chsub *s);
+uint8_t gw_chsub_flags(const gw_chsub *s);
+const char *gw_channel_name(const gw_channel *ch, size_t *len);
+
+#endif

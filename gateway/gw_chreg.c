@@ -1,0 +1,116 @@
+/*
+ * gw_chreg: the per-channel set of gateways in Redis (see gw_chreg.h).
+ *
+ * Threads: the loop thread only.
+ */
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw_chreg.h"
+#include "gw_metrics.h"
+#include "wsg_envelope.h"
+#include "wsg_log.h"
+#include "wsg_redis_cluster.h"
+
+struct gw_chreg {
+  wsg_redis_cluster *conn; /* owned: one node or a Redis Cluster */
+  gw_chreg_options o;
+  char *prefix, *gw_id;
+  wsg_counter *m_ok, *m_error, *m_lost;
+};
+
+typedef struct {
+  wsg_redis_conn_req req;
+} chreq;
+
+static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+  gw_chreg *r = arg;
+  free(req);
+  if (!r || !rep)
+    return; /* destroyed, or lost: the next reconnect adds what is held */
+  if (rep->type == REDIS_REPLY_ERROR)
+    WSG_WARN("chreg", "Redis refused a channel update: %s", rep->str);
+}
+
+void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
+  if (!r)
+    return;
+  /* <prefix>ch:{c:<channel>}:gws: the tag keeps every key of a channel in one cluster slot. */
+  char key[512];
+  int kn = snprintf(key, sizeof key, "%sch:{c:%.*s}:gws", r->prefix, (int)len, name);
+  /* Only the key's node need answer: updates go on while another primary fails over. */
+  if (kn <= 0 || (size_t)kn >= sizeof key || !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
+    return;
+  chreq *q = malloc(sizeof *q);
+  if (!q)
+    return;
+  q->req.cb = on_reply;
+  const char *argv[3] = {add ? "SADD" : "SREM", key, r->gw_id};
+  size_t lens[3] = {4, (size_t)kn, strlen(r->gw_id)};
+  if (wsg_redis_cluster_command(r->conn, &q->req, 3, argv, lens) != WSG_REDIS_CONN_OK)
+    free(q);
+}
+
+static void emit_add(void *ctx, const char *name, size_t len) {
+  gw_chreg_update(ctx, name, len, true);
+}
+
+static void on_ready(void *arg) {
+  gw_chreg *r = arg;
+  if (r->o.foreach_channel)
+    r->o.foreach_channel(r->o.arg, emit_add, r);
+}
+
+#define CHREG_CMDS "wsgate_gateway_channel_redis_commands_total"
+#define CHREG_CMDS_HELP                                                                            \
+  "Channel registry commands sent to Redis (SADD/SREM of gateway ids), by result."
+
+static const wsg_metric_def metric_rows[] = {
+    WSG_COUNTER_ROW(gw_chreg, m_ok, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"ok\""),
+    WSG_COUNTER_ROW(gw_chreg, m_error, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"error\""),
+    WSG_COUNTER_ROW(gw_chreg, m_lost, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"lost\""),
+};
+
+const wsg_metric_table gw_chreg_metric_table = WSG_METRIC_TABLE("gateway/gw_chreg.c", metric_rows);
+
+int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options *o,
+                    wsg_metrics *metrics, char *err, size_t errlen) {
+  *out = NULL;
+  gw_chreg *r = calloc(1, sizeof *r);
+  if (!r || !(r->prefix = strdup(o->prefix ? o->prefix : "")) || !(r->gw_id = strdup(o->gw_id))) {
+    snprintf(err, errlen, "out of memory");
+    gw_chreg_destroy(r);
+    return -1;
+  }
+  r->o = *o;
+  wsg_metrics_register_table(metrics, &gw_chreg_metric_table, r);
+  wsg_redis_cluster_options co = {.seeds = o->cluster};
+  co.conn = (wsg_redis_conn_options){
+      .host = o->host,
+      .port = o->port,
+      .password = o->password,
+      .user = o->user,
+      .db = o->db,
+      .timeout_ms = o->timeout_ms,
+      .on_ready = on_ready,
+      .arg = r,
+      .metrics = {.ok = r->m_ok, .error = r->m_error, .lost = r->m_lost},
+  };
+  if (wsg_redis_cluster_create(&r->conn, loop, &co, err, errlen) != WSG_REDIS_CONN_OK) {
+    gw_chreg_destroy(r);
+    return -1;
+  }
+  *out = r;
+  return 0;
+}
+
+void gw_chreg_destroy(gw_chreg *r) {
+  if (!r)
+    return;
+  wsg_redis_cluster_destroy(r->conn);
+  free(r->prefix);
+  free(r->gw_id);
+  free(r);
+}

@@ -1,0 +1,50 @@
+/*
+ * gw_chreg: tells Redis which channels have subscribers on this gateway
+ * (docs/ARCHITECTURE.md, "Channels"): SADD <prefix>ch:{c:<channel>}:gws <gw_id> when a channel
+ * gets its first local subscriber, SREM when it loses its last, and every channel again after
+ * each (re)connect, since Redis may have restarted empty. Fire and forget: publishers remove
+ * the ids of gateways whose gw:<id> record expired, so nothing here must succeed for the set to
+ * end up right. It runs on a connection of its own (common/wsg_redis_cluster: one node or a Redis
+ * Cluster), so channel churn never queues behind the registry's registrations.
+ *
+ * Threads: the loop thread only — every function and every callback.
+ */
+#ifndef GW_CHREG_H
+#define GW_CHREG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "wsg_metrics.h"
+
+struct ev_loop;
+
+typedef struct gw_chreg gw_chreg;
+
+typedef struct {
+  const char *host; /* borrowed during create */
+  int port;
+  const char *password; /* NULL or "": no AUTH */
+  const char *user;     /* borrowed during create; ACL user, NULL or "": none */
+  const char *cluster;  /* borrowed during create; Redis Cluster seeds, NULL or "": one node */
+  int db;
+  const char *prefix; /* copied */
+  const char *gw_id;  /* copied */
+  uint64_t timeout_ms;
+  /* Calls emit(ctx, name, len) for every channel held, to add them again after a reconnect. */
+  void (*foreach_channel)(void *arg, void (*emit)(void *ctx, const char *name, size_t len),
+                          void *ctx);
+  void *arg;
+} gw_chreg_options;
+
+/* 0 with *out set (caller destroys), or -1 with a message in err. o: borrowed. metrics: may be
+ * NULL. */
+int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options *o,
+                    wsg_metrics *metrics, char *err, size_t errlen);
+void gw_chreg_destroy(gw_chreg *r); /* NULL is a no-op */
+
+/* The channel gained its first (add) or lost its last (!add) local subscriber. While Redis is
+ * unreachable this is skipped: the reconnect adds what is held then. name: borrowed. */
+void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
+
+#endif

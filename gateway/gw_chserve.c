@@ -1,0 +1,122 @@
+/*
+ * gw_chserve: the WebSocket server's channel layer: answers clients' subscribe / unsubscribe ops
+ * (gw_chops), keeps the local index (gw_channels) and tells Redis which channels have subscribers
+ * here (gw_chreg). A connection's subscriptions end with it.
+ *
+ * Threads: the loop thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw_chperm.h"
+#include "gw_session.h"
+#include "wsg_time.h"
+
+static void update_gauges(gw_server *s) {
+  wsg_gauge_set(s->m_channels, (int64_t)gw_channels_count(s->channels));
+  wsg_gauge_set(s->m_chsubs, (int64_t)gw_channels_subs(s->channels));
+  wsg_gauge_set(s->m_chbytes, (int64_t)gw_channels_bytes(s->channels));
+}
+
+static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name, size_t len),
+                            void *ctx) {
+  gw_server *s = arg;
+  gw_channels_foreach(s->channels, emit, ctx);
+}
+
+int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
+  gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max};
+  s->channels = gw_channels_create(&lim);
+  if (!s->channels) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  gw_chreg_options co = {
+      .host = s->cfg->redis.host,
+      .port = (int)s->cfg->redis.port,
+      .password = s->cfg->redis.password,
+      .user = s->cfg->redis.user,
+      .cluster = s->cfg->redis.cluster,
+      .db = (int)s->cfg->redis.db,
+      .prefix = s->cfg->redis.prefix,
+      .gw_id = s->cfg->gateway_id,
+      .timeout_ms = s->cfg->redis.timeout_ms,
+      .foreach_channel = foreach_channel,
+      .arg = s,
+  };
+  return gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen);
+}
+
+void gw_chserve_finish(gw_server *s) {
+  gw_chreg_destroy(s->chreg);
+  s->chreg = NULL;
+  gw_channels_destroy(s->channels);
+  s->channels = NULL;
+}
+
+static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
+  if (!gw_chperm_allows(ss->chperm, op->channel, op->channel_len))
+    return GW_CHOP_FORBIDDEN;
+  bool created;
+  int rc = gw_channels_subscribe(s->channels, &ss->subs, ss->conn_id, op->channel, op->channel_len,
+                                 op->msgpack ? 1 : 0, &created);
+  if (rc == GW_CHOP_OK && created)
+    gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
+  return rc;
+}
+
+void gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary) {
+  gw_chop op;
+  int rc = gw_chops_parse(d, len, binary, &op);
+  if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
+    rc = subscribe(s, ss, &op);
+  } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
+    bool emptied;
+    gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied);
+    if (emptied)
+      gw_chreg_update(s->chreg, op.channel, op.channel_len, false);
+  }
+  wsg_counter_add(s->m_chops[op.kind][-rc], 1);
+  update_gauges(s);
+  uint8_t out[GW_CHOP_ANSWER_MAX];
+  size_t n = gw_chops_answer(&op, rc, out, sizeof out);
+  gw_msg *m = n ? gw_msg_create(out, n, op.msgpack) : NULL;
+  if (!m) {
+    gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
+    return;
+  }
+  gw_outbound_queue(s, ss, m, 0, wsg_now_mono_ms());
+  gw_msg_unref(m);
+}
+
+static void on_empty(void *arg, const char *name, size_t len) {
+  gw_chreg_update(arg, name, len, false);
+}
+
+void gw_chserve_release(gw_server *s, gw_session *ss) {
+  if (ss->subs) {
+    gw_channels_drop_conn(s->channels, &ss->subs, on_empty, s->chreg);
+    update_gauges(s);
+  }
+  gw__chperm_free(ss->chperm);
+  ss->chperm = NULL;
+}
+
+char *gw__chperm_take(const gw_pending *p) {
+  if (p->chperm_any)
+    return (char *)GW_CHPERM_ANY; /* never freed: gw__chperm_free skips it */
+  const char *list = p->user + p->len + 1;
+  if (!*list)
+    return NULL;
+  size_t n = gw_chperm_size(list);
+  char *copy = malloc(n);
+  if (copy)
+    memcpy(copy, list, n);
+  return copy;
+}
+
+void gw__chperm_free(char *perm) {
+  if (perm != GW_CHPERM_ANY)
+    free(perm);
+}

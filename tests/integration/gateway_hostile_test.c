@@ -1,0 +1,261 @@
+/*
+ * Hostile clients at the gateway's door (issue 16), against the real wsgate-gateway: what an
+ * outsider without a token can hold, and what it costs the users who have one. Raw TCP sockets
+ * speak what no WebSocket client would: a CONNECT request, request heads trickled byte by byte
+ * (slowloris), sockets opened and left silent, upgrades with junk tokens, a frame of megabytes.
+ * Each case asserts the answer and the deadline the gateway keeps, and that a well-behaved client
+ * still gets in. Attackers come from 127.0.0.2 (a socket bound to it: loopback is a /8), the
+ * well-behaved client from 127.0.0.1, so per-address caps can be told apart from global ones.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness_kafka.h"
+#include "harness.h"
+
+static itest_gateway gw;
+static itest_reader rd;
+
+static void teardown(void) {
+  itest_reader_close(&rd);
+  itest_gateway_cleanup(&gw);
+}
+
+TestSuite(gateway_hostile, .fini = teardown, .timeout = 120);
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A TCP connection to the gateway from source address `from` ("127.0.0.2"). */
+static int tcp_from(const char *from) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  cr_assert(fd >= 0);
+  struct sockaddr_in src = {.sin_family = AF_INET};
+  inet_pton(AF_INET, from, &src.sin_addr);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&src, sizeof src), 0, "bind %s: %s", from,
+               strerror(errno));
+  struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons((uint16_t)gw.port)};
+  inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+  cr_assert_eq(connect(fd, (struct sockaddr *)&dst, sizeof dst), 0, "connect: %s", strerror(errno));
+  return fd;
+}
+
+static void send_all(int fd, const char *s) {
+  size_t n = strlen(s);
+  cr_assert_eq(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/*
+ * Reads until the peer ends the connection or deadline_ms passes. Returns the milliseconds it
+ * took, or -1 if the connection was still open at the deadline; what was read goes to buf.
+ */
+static long read_until_end(int fd, char *buf, size_t cap, int deadline_ms) {
+  uint64_t t0 = now_ms();
+  size_t len = 0;
+  for (;;) {
+    long left = (long)deadline_ms - (long)(now_ms() - t0);
+    if (left <= 0)
+      break;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)left) <= 0)
+      continue;
+    char tmp[4096];
+    ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+    if (n <= 0) {
+      if (buf)
+        buf[len] = '\0';
+      return (long)(now_ms() - t0);
+    }
+    if (buf && len + (size_t)n < cap) {
+      memcpy(buf + len, tmp, (size_t)n);
+      len += (size_t)n;
+    }
+  }
+  if (buf)
+    buf[len] = '\0';
+  return -1;
+}
+
+/* A well-behaved user still connects and its message reaches Kafka. */
+static void still_serves(const char *user) {
+  ws_client *c = itest_connect(&gw, user);
+  wsg_envelope e;
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, user, &e, ITEST_TIMEOUT_MS);
+  cr_assert_eq(ws_client_send_text(c, "still here", 10), WS_CLIENT_OK);
+  itest_reader_expect(&rd, WSG_ENV_MSG, user, &e, ITEST_TIMEOUT_MS);
+  ws_client_destroy(c);
+}
+
+/* Issue 16 item 1: CONNECT turned the socket raw, with no timeout, and nothing answered it. */
+Test(gateway_hostile, connect_method_is_answered_and_closed) {
+  itest_gateway_start(&gw, NULL, "hostile-connect", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  int fd = tcp_from("127.0.0.2");
+  send_all(fd, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+  char buf[2048];
+  long ms = read_until_end(fd, buf, sizeof buf, 3000);
+  close(fd);
+  cr_assert_geq(ms, 0, "a CONNECT socket was still open after 3 s");
+  cr_assert(strncmp(buf, "HTTP/1.1 405", 12) == 0, "CONNECT got \"%.60s\"", buf);
+  cr_log_info("CONNECT answered 405 and closed after %ld ms", ms);
+  cr_assert_geq(itest_metric(gw.http_port, "wsgate_gateway_not_websocket_total"), 1);
+  still_serves("after-connect");
+}
+
+/* Issue 16 item 2: a request head trickled a byte at a time is cut at --handshake-timeout. */
+Test(gateway_hostile, slowloris_head_is_cut_at_the_handshake_timeout) {
+  const char *args[] = {"--handshake-timeout", "2s", NULL};
+  itest_gateway_start(&gw, NULL, "hostile-slowloris", &(itest_daemon_opts){.extra = args});
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  int fd = tcp_from("127.0.0.2");
+  send_all(fd, "GET / HTTP/1.1\r\n");
+  uint64_t t0 = now_ms();
+  bool ended = false;
+  while (now_ms() - t0 < 8000) {
+    if (send(fd, "X", 1, MSG_NOSIGNAL) != 1 || read_until_end(fd, NULL, 0, 300) >= 0) {
+      ended = true;
+      break;
+    }
+  }
+  uint64_t took = now_ms() - t0;
+  close(fd);
+  cr_assert(ended, "a trickling request head was still open after 8 s");
+  cr_log_info("trickled request head closed after %llu ms", (unsigned long long)took);
+  cr_assert_leq(took, 4500, "closed after %llu ms (--handshake-timeout 2s)",
+                (unsigned long long)took);
+  still_serves("after-slowloris");
+}
+
+/* Issue 16 item 2: silent sockets from one address are capped; other addresses still get in. */
+Test(gateway_hostile, half_open_sockets_are_capped_per_address) {
+  const char *args[] = {"--max-pending-per-addr", "8", "--handshake-timeout", "10s", NULL};
+  itest_gateway_start(&gw, NULL, "hostile-halfopen", &(itest_daemon_opts){.extra = args});
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  enum { N = 40 };
+  int fds[N];
+  for (int i = 0; i < N; i++)
+    fds[i] = tcp_from("127.0.0.2");
+  int closed = 0;
+  for (int i = 0; i < N; i++)
+    if (read_until_end(fds[i], NULL, 0, i < 8 ? 50 : 1000) >= 0)
+      closed++;
+  cr_log_info("%d of %d silent sockets from one address closed at accept", closed, N);
+  cr_assert_eq(closed, N - 8, "%d of %d silent sockets closed (cap 8 per address)", closed, N);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_handshakes"), 8);
+  cr_assert_eq(
+      itest_metric(gw.http_port, "wsgate_gateway_accept_refused_total{reason=\"addr_pending\"}"),
+      N - 8);
+  still_serves("beside-halfopen");
+  for (int i = 0; i < N; i++)
+    close(fds[i]);
+}
+
+/* One upgrade with a well-shaped but badly signed token, from `from`; returns the status. */
+static int junk_upgrade(const char *from, const char *token) {
+  int fd = tcp_from(from);
+  char req[1024];
+  snprintf(req, sizeof req,
+           "GET /?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+           token);
+  send_all(fd, req);
+  char buf[2048];
+  read_until_end(fd, buf, sizeof buf, 5000);
+  close(fd);
+  int status = 0;
+  sscanf(buf, "HTTP/1.1 %d", &status);
+  return status;
+}
+
+/*
+ * Issue 16 item 3: junk upgrades no longer spend the global budget (charged after the signature),
+ * and one address' budget is its own.
+ */
+Test(gateway_hostile, junk_upgrades_do_not_lock_out_real_users) {
+  const char *args[] = {"--max-upgrades-per-sec", "3", "--max-upgrades-per-addr", "10", NULL};
+  itest_gateway_start(&gw, NULL, "hostile-junk", &(itest_daemon_opts){.extra = args});
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  int s401 = 0, s503 = 0;
+  for (int i = 0; i < 30; i++) {
+    int st = junk_upgrade("127.0.0.2", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl");
+    s401 += st == 401;
+    s503 += st == 503;
+  }
+  /* The burst of 10 (and what refills at 10/s meanwhile) reach the signature check (401), the
+   * rest are over 127.0.0.2's budget (503). */
+  cr_log_info("30 junk upgrades from one address: %d got 401, %d got 503", s401, s503);
+  cr_assert(s401 >= 10 && s401 <= 20, "%d junk upgrades got 401", s401);
+  cr_assert_eq(s401 + s503, 30, "%d got 401, %d got 503", s401, s503);
+  /* Malformed tokens are refused before any budget. */
+  cr_assert_eq(junk_upgrade("127.0.0.2", "not-a-jwt"), 401);
+  /* 127.0.0.1's user still gets in: the junk spent neither its budget nor the global one. */
+  still_serves("after-junk");
+}
+
+/* Sends `len` bytes on fd from another thread (the gateway may stop reading: never block the
+ * test's reads on it). */
+typedef struct {
+  int fd;
+  const uint8_t *buf;
+  size_t len;
+} sender;
+
+static void *send_main(void *arg) {
+  sender *s = arg;
+  size_t off = 0;
+  while (off < s->len) {
+    ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL);
+    if (n <= 0)
+      break;
+    off += (size_t)n;
+  }
+  return NULL;
+}
+
+/* Issue 16 item 8: a frame far above --max-message gets 1009, and the client reads it. */
+Test(gateway_hostile, multi_megabyte_frame_gets_1009) {
+  itest_gateway_start(&gw, NULL, "hostile-bigframe", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  for (int round = 0; round < 3; round++) {
+    ws_client *c = itest_connect(&gw, "big");
+    wsg_envelope e;
+    itest_reader_expect(&rd, WSG_ENV_CONNECT, "big", &e, ITEST_TIMEOUT_MS);
+    size_t payload = (size_t)4 << 20, len = 14 + payload;
+    uint8_t *frame = calloc(1, len);
+    cr_assert(frame);
+    frame[0] = 0x82; /* FIN, binary */
+    frame[1] = 0x80 | 127;
+    for (int i = 0; i < 8; i++)
+      frame[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
+    /* mask key 0: the payload goes out as it is */
+    sender sd = {ws_client_fd(c), frame, len};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, send_main, &sd), 0);
+    ws_message m;
+    uint64_t t0 = now_ms();
+    int rc = ws_client_recv(c, &m, 10000);
+    cr_log_info("round %d: %s after %llu ms", round, rc == WS_CLIENT_OK ? "close read" : "no close",
+                (unsigned long long)(now_ms() - t0));
+    cr_assert_eq(rc, WS_CLIENT_OK, "round %d: no close frame (%s)", round, ws_client_strerror(rc));
+    cr_assert_eq(m.opcode, WS_OP_CLOSE);
+    cr_assert_eq(m.close_code, 1009, "round %d: close %u", round, m.close_code);
+    shutdown(ws_client_fd(c), SHUT_RDWR);
+    pthread_join(t, NULL);
+    ws_client_destroy(c);
+    free(frame);
+  }
+  still_serves("after-bigframe");
+}
