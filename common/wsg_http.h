@@ -8,11 +8,11 @@
  * reads state the daemon publishes with atomics.
  *
  * Answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok" or 503 "unhealthy:
- * <why>"; /readyz 200 "ready" or 503 "not ready: <why>"; /metrics 200 in the Prometheus text format 0.0.4 (404 without a
- * registry); the extra routes; 404 for anything else; 400 for a malformed request line, 431 past
- * 4 KiB, 408 after 5 s without a complete request. Every response has Content-Length and
- * Connection: close. With 64 clients open, new connections wait in the kernel's accept backlog
- * (they are not reset) until a slot frees. The thread blocks every signal.
+ * <why>"; /readyz 200 "ready" or 503 "not ready: <why>"; /metrics 200 in the Prometheus text format
+ * 0.0.4 (404 without a registry); the extra routes; 404 for anything else; 400 for a malformed
+ * request line, 431 past 4 KiB, 408 after 5 s without a complete request. Every response has
+ * Content-Length and Connection: close. With 64 clients open, new connections wait in the kernel's
+ * accept backlog (they are not reset) until a slot frees. The thread blocks every signal.
  */
 #ifndef WSG_HTTP_H
 #define WSG_HTTP_H

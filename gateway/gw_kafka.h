@@ -45,7 +45,7 @@ struct ev_loop;
   X(BROKER, -5, "the Kafka cluster did not answer in time")                                        \
   X(TOPIC, -6, "a topic is missing or has the wrong partition count")                              \
   X(THREAD, -7, "could not start the outbound consumer thread")                                    \
-  X(NOMEM, -8, "out of memory")                                                                   \
+  X(NOMEM, -8, "out of memory")                                                                    \
   X(STOPPED, -9, "stopped by a signal during the wait")
 
 typedef enum {
