@@ -29,6 +29,13 @@ static const wsg_option redis_rows[] = {
      "Redis port."},
     {"redis-password", 0, "WSGATE_REDIS_PASSWORD", WSG_OPT_STRING, REDIS(password), NULL, 0, 0,
      NULL, WSG_OPTF_SECRET, "Redis password (AUTH); unset: no AUTH."},
+    {"redis-user", 0, "WSGATE_REDIS_USER", WSG_OPT_STRING, REDIS(user), NULL, 0, 0, NULL, 0,
+     "Redis ACL user name (AUTH user password); unset: AUTH with the password only."},
+    {"redis-cluster", 0, "WSGATE_REDIS_CLUSTER", WSG_OPT_STRING, REDIS(cluster), NULL, 0, 0, NULL,
+     0,
+     "Redis Cluster seed nodes, host:port[,host:port...]: when set, the slot map is read from "
+     "them and every command goes to the primary serving its key (--redis-host, --redis-port and "
+     "--redis-db are then unused); unset: the single Redis at --redis-host."},
     {"redis-db", 0, "WSGATE_REDIS_DB", WSG_OPT_INT, REDIS(db), "0", 0, 1000, NULL, 0,
      "Redis database number."},
     {"redis-prefix", 0, "WSGATE_REDIS_PREFIX", WSG_OPT_STRING, REDIS(prefix), "wsgate:", 0, 0, NULL,

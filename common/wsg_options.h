@@ -25,11 +25,14 @@ typedef struct {
   wsg_kvlist props; /* librdkafka properties, applied after the program's own */
 } wsg_kafka_options;
 
-/* --redis-host, --redis-port, --redis-password, --redis-db, --redis-prefix, --redis-timeout. */
+/* --redis-host, --redis-port, --redis-password, --redis-user, --redis-cluster, --redis-db,
+ * --redis-prefix, --redis-timeout. */
 typedef struct {
   char *host;
   int64_t port;
   char *password; /* NULL: no AUTH */
+  char *user;     /* ACL user; NULL: AUTH with the password only */
+  char *cluster;  /* Redis Cluster seeds "h:p,h:p"; NULL: one node at host:port */
   int64_t db;
   char *prefix; /* of every key */
   uint64_t timeout_ms;

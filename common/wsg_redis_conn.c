@@ -71,6 +71,7 @@ struct wsg_redis_conn {
   struct ev_loop *loop;
   char *host;     /* owned */
   char *password; /* owned; NULL: no AUTH */
+  char *user;     /* owned; NULL: AUTH with the password only */
   int port;
   int db;
   uint64_t timeout_ms;
@@ -215,8 +216,8 @@ static void on_setup_reply(wsg_redis_conn *c, const redisReply *rep) {
   if (rep == NULL || rep->type != REDIS_REPLY_ERROR)
     return;
   WSG_ERROR(SUBSYS,
-            "Redis at %s:%d refused AUTH/SELECT: %s (check --redis-password and "
-            "--redis-db)",
+            "Redis at %s:%d refused AUTH/SELECT: %s (check --redis-user, --redis-password "
+            "and --redis-db)",
             c->host, c->port, rep->str);
   drop_connection(c, "handshake refused");
 }
@@ -332,9 +333,10 @@ static void connect_to(wsg_redis_conn *c, const char *ip) {
 
   /* Pipelined handshake; the PING's reply means everything before it succeeded. */
   if (c->password != NULL) {
-    const char *argv[] = {"AUTH", c->password};
-    size_t lens[] = {4, strlen(c->password)};
-    if (wsg_redis_conn_command(c, &setup_req, 2, argv, lens) != WSG_REDIS_CONN_OK)
+    const char *argv[] = {"AUTH", c->user != NULL ? c->user : c->password, c->password};
+    size_t lens[] = {4, strlen(argv[1]), strlen(c->password)};
+    if (wsg_redis_conn_command(c, &setup_req, c->user != NULL ? 3 : 2, argv, lens) !=
+        WSG_REDIS_CONN_OK)
       goto fail;
   }
   if (c->db > 0) {
@@ -531,8 +533,11 @@ int wsg_redis_conn_create(wsg_redis_conn **out, struct ev_loop *loop,
   c->host = strdup(o->host);
   bool auth = o->password != NULL && *o->password != '\0';
   c->password = auth ? strdup(o->password) : NULL;
-  if (c->host == NULL || (auth && c->password == NULL)) {
+  bool user = auth && o->user != NULL && *o->user != '\0';
+  c->user = user ? strdup(o->user) : NULL;
+  if (c->host == NULL || (auth && c->password == NULL) || (user && c->user == NULL)) {
     free(c->host);
+    free(c->user);
     free(c->password);
     free(c);
     return fail(err, errlen, WSG_REDIS_CONN_NOMEM, "out of memory");
@@ -588,6 +593,7 @@ static void really_destroy(wsg_redis_conn *c) {
     redisAsyncFree(ac);
   }
   free(c->host);
+  free(c->user);
   if (c->password != NULL) {
     explicit_bzero(c->password, strlen(c->password));
     free(c->password);

@@ -6,9 +6,10 @@
  * What it guarantees:
  *   - no call blocks: a host name is resolved on a short-lived thread (hiredis 0.14 would call
  *     getaddrinfo() on the loop), a literal address is connected to at once, without blocking;
- *   - AUTH and SELECT are pipelined on every new connection, then the owner's on_handshake hook
- *     queues its own per-connection setup (e.g. SCRIPT LOAD), then a PING: its reply makes the
- *     connection ready (on_ready). A refused AUTH/SELECT drops the connection;
+ *   - AUTH (with the ACL user when given) and SELECT are pipelined on every new connection, then
+ * the owner's on_handshake hook queues its own per-connection setup (e.g. SCRIPT LOAD), then a
+ * PING: its reply makes the connection ready (on_ready). A refused AUTH/SELECT drops the
+ * connection;
  *   - reconnect: a failed attempt or a lost connection is retried after a backoff that doubles
  *     from backoff_min_ms to backoff_max_ms, with jitter in [b/2, b]; a ready connection resets it;
  *   - watchdog: a command without a reply for timeout_ms (hiredis 0.14 has no command timeout)
@@ -80,6 +81,7 @@ typedef struct {
   const char *host;     /* borrowed during create (copied); IP or host name, < 256 bytes */
   int port;             /* 1..65535 */
   const char *password; /* borrowed during create (copied); NULL or "": no AUTH */
+  const char *user;     /* borrowed during create (copied); ACL user, NULL or "": password only */
   int db;               /* SELECT db when > 0 */
   uint64_t timeout_ms;  /* a command without a reply for this long drops the connection; > 0 */
   uint32_t backoff_min_ms, backoff_max_ms; /* 0: 50 and 2000 */

@@ -85,6 +85,7 @@ struct gw_gateway {
    * a wedged loop gets the pod restarted, which readiness (a flag only the loop updates) cannot. */
   _Atomic uint64_t heartbeat_ms;
   bool kafka_down_logged;
+  bool admission_logged; /* "ready, but refusing new connections" was logged */
 
   drain_phase phase;
   uint64_t drain_start_ms;
@@ -110,13 +111,19 @@ const wsg_metric_table gw_gateway_metric_table = WSG_METRIC_TABLE("gateway/gatew
 /* ------------------------------------------------------------------------------------------ */
 /* readiness                                                                                   */
 
+/*
+ * /readyz (what the balancer sees). A Redis outage alone does not make the gateway unready while
+ * it still holds its slot's lease: every gateway loses the same Redis at the same moment, and a
+ * fleet that all turns unready at once leaves the balancer nothing to send to and waits for its
+ * health checks to rise again afterwards. Established connections and deliveries keep working
+ * without Redis; only new upgrades are refused meanwhile (admission(), 503 with Retry-After).
+ * Once the lease runs out the slot is gone and the gateway is unready (READY_NO_SLOT).
+ */
 static int compute_ready(gw_gateway *g) {
   if (g->phase != PHASE_RUNNING)
     return READY_DRAINING;
-  if (!gw_registry_connected(g->registry))
-    return READY_REDIS_DOWN;
   if (gw_registry_slot(g->registry) < 0)
-    return READY_NO_SLOT;
+    return gw_registry_connected(g->registry) ? READY_NO_SLOT : READY_REDIS_DOWN;
   char why[64];
   if (!gw_kafka_ready(g->kafka, why, sizeof why))
     return READY_KAFKA_DOWN;
@@ -125,10 +132,16 @@ static int compute_ready(gw_gateway *g) {
   return READY_OK;
 }
 
-/* Loop thread: upgrades are admitted only while the gateway is ready. */
+/* New upgrades: ready, and Redis usable (a connection must be registered to be reachable). */
+static int admission(gw_gateway *g) {
+  int r = compute_ready(g);
+  return r == READY_OK && !gw_registry_connected(g->registry) ? READY_REDIS_DOWN : r;
+}
+
+/* Loop thread: upgrades are admitted only while admission() says so. */
 static bool admit(void *arg, char *why, size_t whylen) {
   gw_gateway *g = arg;
-  int r = compute_ready(g);
+  int r = admission(g);
   if (r == READY_OK)
     return true;
   snprintf(why, whylen, "%s", ready_text[r]);
@@ -171,7 +184,11 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     else if (g->phase == PHASE_RUNNING)
       WSG_WARN("gateway", "not ready: %s", ready_text[r]);
   }
-  wsg_gauge_set(g->m_ready, r == READY_OK);
+  int a = admission(g);
+  if (r == READY_OK && a != READY_OK && !g->admission_logged)
+    WSG_WARN("gateway", "ready, but refusing new connections: %s", ready_text[a]);
+  g->admission_logged = r == READY_OK && a != READY_OK;
+  wsg_gauge_set(g->m_ready, a == READY_OK);
   gw_registry_set_conn_count(g->registry, gw_server_conn_count(g->server));
 }
 
@@ -509,6 +526,8 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .host = cfg->redis.host,
       .port = (int)cfg->redis.port,
       .password = cfg->redis.password,
+      .user = cfg->redis.user,
+      .cluster = cfg->redis.cluster,
       .db = (int)cfg->redis.db,
       .prefix = cfg->redis.prefix,
       .gw_id = cfg->gateway_id,

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "wsg_chkeys.h"
-#include "wsg_redis_conn.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 
 typedef struct {
@@ -66,13 +66,13 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
 
 int gw_chhist_read(gw_chreg *r, const char *name, size_t len, uint64_t after, uint32_t max,
                    uint64_t max_bytes, gw_chhist_cb cb, void *arg) {
-  wsg_redis_conn *conn = gw_chreg_conn(r);
-  if (!conn || !wsg_redis_conn_ready(conn))
+  wsg_redis_cluster *conn = gw_chreg_conn(r);
+  if (!conn)
     return -1;
   char km[WSG_REDIS_KEY_MAX], kh[WSG_REDIS_KEY_MAX], a[24], n[16], b[24];
   int lm = wsg_key_channel(km, sizeof km, gw_chreg_prefix(r), name, len, "m");
   int lh = wsg_key_channel(kh, sizeof kh, gw_chreg_prefix(r), name, len, "h");
-  if (lm < 0 || lh < 0)
+  if (lm < 0 || lh < 0 || !wsg_redis_cluster_key_ready(conn, km, (size_t)lm))
     return -1;
   snprintf(a, sizeof a, "%llu", (unsigned long long)after);
   snprintf(n, sizeof n, "%u", max > GW_CHHIST_PAGE_MAX ? GW_CHHIST_PAGE_MAX : max);
@@ -87,7 +87,7 @@ int gw_chhist_read(gw_chreg *r, const char *name, size_t len, uint64_t after, ui
   size_t lens[] = {
       4,        strlen(WSG_LUA_CHANNEL_HISTORY), 1, (size_t)lm, (size_t)lh, strlen(a), strlen(n),
       strlen(b)};
-  if (wsg_redis_conn_command(conn, &h->req, 8, argv, lens) != WSG_REDIS_CONN_OK) {
+  if (wsg_redis_cluster_command(conn, &h->req, 8, argv, lens) != WSG_REDIS_CONN_OK) {
     free(h);
     return -1;
   }

@@ -13,11 +13,11 @@
 #include "wsg_chkeys.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
-#include "wsg_redis_conn.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 
 struct gw_chreg {
-  wsg_redis_conn *conn;
+  wsg_redis_cluster *conn; /* owned: one node or a Redis Cluster */
   gw_chreg_options o;
   char *prefix, *gw_id;
   wsg_counter *m_ok, *m_error, *m_lost;
@@ -37,12 +37,13 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
 }
 
 void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
-  if (!r || !wsg_redis_conn_ready(r->conn))
+  if (!r)
     return;
   /* <prefix>ch:{c:<channel>}:gws: the tag keeps every key of a channel in one cluster slot. */
   char key[512];
   int kn = snprintf(key, sizeof key, "%sch:{c:%.*s}:gws", r->prefix, (int)len, name);
-  if (kn <= 0 || (size_t)kn >= sizeof key)
+  /* Only the key's node need answer: updates go on while another primary fails over. */
+  if (kn <= 0 || (size_t)kn >= sizeof key || !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
     return;
   chreq *q = malloc(sizeof *q);
   if (!q)
@@ -50,7 +51,7 @@ void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
   q->req.cb = on_reply;
   const char *argv[3] = {add ? "SADD" : "SREM", key, r->gw_id};
   size_t lens[3] = {4, (size_t)kn, strlen(r->gw_id)};
-  if (wsg_redis_conn_command(r->conn, &q->req, 3, argv, lens) != WSG_REDIS_CONN_OK)
+  if (wsg_redis_cluster_command(r->conn, &q->req, 3, argv, lens) != WSG_REDIS_CONN_OK)
     free(q);
 }
 
@@ -87,17 +88,19 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
   }
   r->o = *o;
   wsg_metrics_register_table(metrics, &gw_chreg_metric_table, r);
-  wsg_redis_conn_options co = {
+  wsg_redis_cluster_options co = {.seeds = o->cluster};
+  co.conn = (wsg_redis_conn_options){
       .host = o->host,
       .port = o->port,
       .password = o->password,
+      .user = o->user,
       .db = o->db,
       .timeout_ms = o->timeout_ms,
       .on_ready = on_ready,
       .arg = r,
       .metrics = {.ok = r->m_ok, .error = r->m_error, .lost = r->m_lost},
   };
-  if (wsg_redis_conn_create(&r->conn, loop, &co, err, errlen) != WSG_REDIS_CONN_OK) {
+  if (wsg_redis_cluster_create(&r->conn, loop, &co, err, errlen) != WSG_REDIS_CONN_OK) {
     gw_chreg_destroy(r);
     return -1;
   }
@@ -108,13 +111,13 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
 void gw_chreg_destroy(gw_chreg *r) {
   if (!r)
     return;
-  wsg_redis_conn_destroy(r->conn);
+  wsg_redis_cluster_destroy(r->conn);
   free(r->prefix);
   free(r->gw_id);
   free(r);
 }
 
-wsg_redis_conn *gw_chreg_conn(gw_chreg *r) {
+wsg_redis_cluster *gw_chreg_conn(gw_chreg *r) {
   return r ? r->conn : NULL;
 }
 
@@ -124,13 +127,14 @@ const char *gw_chreg_prefix(const gw_chreg *r) {
 
 void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
                        bool add) {
-  if (!r || !wsg_redis_conn_ready(r->conn))
+  if (!r)
     return;
   char key[WSG_REDIS_KEY_MAX], id[24], val[WSG_MAX_USER_LEN + WSG_MAX_GATEWAY_LEN + 2];
   int kn = wsg_key_channel(key, sizeof key, r->prefix, name, len, "p");
   int in = wsg_conn_id_format(id, sizeof id, conn);
   int vn = add ? snprintf(val, sizeof val, "%s|%s", user, r->gw_id) : 0;
-  if (kn < 0 || in < 0 || vn < 0 || (size_t)vn >= sizeof val)
+  if (kn < 0 || in < 0 || vn < 0 || (size_t)vn >= sizeof val ||
+      !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
     return;
   chreq *q = malloc(sizeof *q);
   if (!q)
@@ -138,6 +142,6 @@ void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn,
   q->req.cb = on_reply;
   const char *argv[4] = {add ? "HSET" : "HDEL", key, id, val};
   size_t lens[4] = {4, (size_t)kn, (size_t)in, (size_t)vn};
-  if (wsg_redis_conn_command(r->conn, &q->req, add ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
+  if (wsg_redis_cluster_command(r->conn, &q->req, add ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
     free(q);
 }

@@ -4,8 +4,8 @@
  * gets its first local subscriber, SREM when it loses its last, and every channel again after
  * each (re)connect, since Redis may have restarted empty. Fire and forget: publishers remove
  * the ids of gateways whose gw:<id> record expired, so nothing here must succeed for the set to
- * end up right. It runs on a connection of its own (common/wsg_redis_conn), so channel churn
- * never queues behind the registry's registrations.
+ * end up right. It runs on a connection of its own (common/wsg_redis_cluster: one node or a Redis
+ * Cluster), so channel churn never queues behind the registry's registrations.
  *
  * Threads: the loop thread only — every function and every callback.
  */
@@ -25,6 +25,8 @@ typedef struct {
   const char *host; /* borrowed during create */
   int port;
   const char *password; /* NULL or "": no AUTH */
+  const char *user;     /* borrowed during create; ACL user, NULL or "": none */
+  const char *cluster;  /* borrowed during create; Redis Cluster seeds, NULL or "": one node */
   int db;
   const char *prefix; /* copied */
   const char *gw_id;  /* copied */
@@ -53,7 +55,7 @@ void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn,
 
 /* Its connection (borrowed; NULL when r is) and key prefix, for reads that must follow its
  * updates in Redis (gw_chhist). */
-struct wsg_redis_conn *gw_chreg_conn(gw_chreg *r);
+struct wsg_redis_cluster *gw_chreg_conn(gw_chreg *r);
 const char *gw_chreg_prefix(const gw_chreg *r);
 
 #endif

@@ -39,6 +39,8 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
       .host = s->cfg->redis.host,
       .port = (int)s->cfg->redis.port,
       .password = s->cfg->redis.password,
+      .user = s->cfg->redis.user,
+      .cluster = s->cfg->redis.cluster,
       .db = (int)s->cfg->redis.db,
       .prefix = s->cfg->redis.prefix,
       .gw_id = s->cfg->gateway_id,

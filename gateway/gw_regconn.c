@@ -12,7 +12,7 @@
 #include "gw_registry_priv.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
-#include "wsg_redis_conn.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 
 /* Removals kept while disconnected. Beyond this conn_remove fails (GW_REG_BUSY, counted) and the
@@ -73,7 +73,7 @@ bool gw_regconn_send_conn_delete(gw_registry *r, op *o, const char *user, size_t
 }
 
 void gw_regconn_backlog_flush(gw_registry *r, op *batch) {
-  while (r->backlog_head != NULL && wsg_redis_conn_open(r->conn)) {
+  while (r->backlog_head != NULL && wsg_redis_cluster_open(r->conn)) {
     backlog_item *it = r->backlog_head;
     op *o = batch;
     if (o == NULL) {
@@ -115,7 +115,7 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
     return GW_REG_RELEASED;
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
     return GW_REG_INVALID;
-  if (!wsg_redis_conn_ready(r->conn))
+  if (!wsg_redis_cluster_ready(r->conn))
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
@@ -146,7 +146,7 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
     return GW_REG_RELEASED;
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN || lim == NULL || lim->max_entries == 0)
     return GW_REG_INVALID;
-  if (!wsg_redis_conn_ready(r->conn))
+  if (!wsg_redis_cluster_ready(r->conn))
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
@@ -202,7 +202,7 @@ int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint6
   if (user == NULL || ulen == 0 || ulen > WSG_MAX_USER_LEN)
     return GW_REG_INVALID;
   /* Not capped like conn_add: removals follow closes, which live connections bound. */
-  if (wsg_redis_conn_ready(r->conn)) {
+  if (wsg_redis_cluster_ready(r->conn)) {
     op *o = gw_registry__op_new(OP_CONN_DEL);
     if (o == NULL)
       return GW_REG_NOMEM;

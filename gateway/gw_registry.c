@@ -2,8 +2,9 @@
  * gw_registry: the gateway's slot lease, gateway record and Redis replies, on the loop thread
  * (gw_registry.h describes the behaviour); the connection entries and replay reads are
  * gw_regconn.c's, the state both share is in gw_registry_priv.h. The connection itself (name
- * resolution, handshake, watchdog, reconnection) is common/wsg_redis_conn.c's; this file decides
- * what to send on it and reads the replies.
+ * resolution, handshake, watchdog, reconnection, Redis Cluster routing) is
+ * common/wsg_redis_conn.c's and common/wsg_redis_cluster.c's; this file decides what to send on it
+ * and reads the replies.
  *
  * Threads: the loop thread runs everything here.
  */
@@ -23,7 +24,7 @@
 #include "gw_replay_page.h"
 #include "wsg_envelope.h"
 #include "wsg_log.h"
-#include "wsg_redis_conn.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
@@ -106,7 +107,7 @@ op *gw_registry__op_new(op_kind kind) {
 
 /* Queues one command for o. Returns false (nothing queued) if there is no usable connection. */
 bool gw_registry__send_cmd(gw_registry *r, op *o, int argc, const char **argv, const size_t *lens) {
-  if (wsg_redis_conn_command(r->conn, &o->req, argc, argv, lens) != WSG_REDIS_CONN_OK)
+  if (wsg_redis_cluster_command(r->conn, &o->req, argc, argv, lens) != WSG_REDIS_CONN_OK)
     return false;
   o->pending++;
   o->sent++;
@@ -249,7 +250,7 @@ static void send_lease_script(gw_registry *r, op_kind kind, const char *script, 
 /* Tries slots one at a time from the current one (when reconnecting), the last one held, or a
  * random one: a restarted gateway usually gets its slot back, new ones spread out. */
 static void start_acquire(gw_registry *r) {
-  if (!wsg_redis_conn_ready(r->conn) || r->release != REL_NONE || r->acquiring || r->doomed)
+  if (!wsg_redis_cluster_ready(r->conn) || r->release != REL_NONE || r->acquiring || r->doomed)
     return;
   r->acq_tries = 0;
   if (r->slot >= 0)
@@ -299,7 +300,7 @@ static void on_acquire_reply(gw_registry *r, const op *o, const redisReply *rep)
                r->gw_id);
       notify_slot(r, r->slot);
     }
-    if (r->need_rereg && !r->doomed && wsg_redis_conn_open(r->conn))
+    if (r->need_rereg && !r->doomed && wsg_redis_cluster_open(r->conn))
       gw_regconn_reregister(r);
     return;
   }
@@ -336,10 +337,27 @@ static void on_renew_reply(gw_registry *r, const op *o, const redisReply *rep) {
   }
 }
 
+/* While a Redis Cluster primary fails over, the lease is still renewed if the node of its own
+ * key answers: the slot (and every delivery to this gateway) survives another node's failover. */
+static void renew_on_partial_cluster(gw_registry *r) {
+  char key[WSG_REDIS_KEY_MAX];
+  int klen = r->slot >= 0 ? wsg_key_slot(key, sizeof(key), r->prefix, (uint32_t)r->slot) : -1;
+  if (klen < 0 || r->acquiring || r->renewing ||
+      !wsg_redis_cluster_key_ready(r->conn, key, (size_t)klen))
+    return;
+  enter(r);
+  send_lease_script(r, OP_RENEW, WSG_LUA_LEASE_RENEW, (uint32_t)r->slot);
+  leave(r);
+}
+
 static void on_renew_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
-  if (!wsg_redis_conn_ready(r->conn) || r->release != REL_NONE)
+  if (r->release != REL_NONE)
     return;
+  if (!wsg_redis_cluster_ready(r->conn)) {
+    renew_on_partial_cluster(r);
+    return;
+  }
   enter(r);
   write_record(r);
   if (r->slot < 0)
@@ -358,7 +376,7 @@ int32_t gw_registry_slot(const gw_registry *r) {
 }
 
 bool gw_registry_connected(const gw_registry *r) {
-  return wsg_redis_conn_ready(r->conn);
+  return wsg_redis_cluster_ready(r->conn);
 }
 
 /* --- replies ---------------------------------------------------------------------------------- */
@@ -466,7 +484,7 @@ static void finish_release(gw_registry *r, const char *why) {
   r->release = REL_DONE;
   ev_timer_stop(r->loop, &r->release_timer);
   ev_timer_stop(r->loop, &r->lease_timer);
-  wsg_redis_conn_stop(r->conn);
+  wsg_redis_cluster_stop(r->conn);
   if (why != NULL)
     WSG_WARN(SUBSYS,
              "released Redis entries incompletely (%s); the processors' stale-entry "
@@ -488,8 +506,8 @@ static void finish_release(gw_registry *r, const char *why) {
 static void on_release_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   gw_registry *r = w->data;
   enter(r);
-  finish_release(r, wsg_redis_conn_ready(r->conn) ? "Redis did not answer in time"
-                                                  : "Redis is not connected");
+  finish_release(r, wsg_redis_cluster_ready(r->conn) ? "Redis did not answer in time"
+                                                     : "Redis is not connected");
   leave(r);
 }
 
@@ -509,8 +527,8 @@ int gw_registry_release(gw_registry *r, void (*done)(void *arg), void *arg) {
   r->release_done = done;
   r->release_arg = arg;
   ev_timer_stop(r->loop, &r->renew_timer);
-  wsg_redis_conn_cancel_retry(r->conn);
-  op *o = wsg_redis_conn_ready(r->conn) ? gw_registry__op_new(OP_RELEASE) : NULL;
+  wsg_redis_cluster_cancel_retry(r->conn);
+  op *o = wsg_redis_cluster_ready(r->conn) ? gw_registry__op_new(OP_RELEASE) : NULL;
   if (o == NULL) {
     /* Nothing to talk to: finish from the loop, not from inside this call. */
     timer_after(r, &r->release_timer, 0);
@@ -640,10 +658,12 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->rng |= 1; /* xorshift must not start at 0 */
   register_metrics(r, metrics);
 
-  wsg_redis_conn_options co = {
+  wsg_redis_cluster_options co = {.seeds = o->cluster};
+  co.conn = (wsg_redis_conn_options){
       .host = o->host,
       .port = o->port,
       .password = o->password,
+      .user = o->user,
       .db = o->db,
       .timeout_ms = o->timeout_ms,
       .backoff_min_ms = BACKOFF_MIN_MS,
@@ -659,7 +679,7 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
                   .connected = r->m_connected},
   };
   /* Connects from the loop, so create never calls back into the caller. */
-  rc = wsg_redis_conn_create(&r->conn, loop, &co, err, errlen);
+  rc = wsg_redis_cluster_create(&r->conn, loop, &co, err, errlen);
   if (rc != WSG_REDIS_CONN_OK) {
     really_destroy(r);
     return rc == WSG_REDIS_CONN_NOMEM ? GW_REG_NOMEM : GW_REG_INVALID;
@@ -683,7 +703,7 @@ static void really_destroy(gw_registry *r) {
   }
   /* Pending ops are freed by on_reply as the connection fails them (maybe later, if we are
    * inside one of its callbacks). */
-  wsg_redis_conn_destroy(r->conn);
+  wsg_redis_cluster_destroy(r->conn);
   gw_regconn_backlog_clear(r);
   free(r->prefix);
   free(r->gw_id);

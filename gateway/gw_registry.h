@@ -65,6 +65,9 @@ typedef struct {
   const char *host; /* borrowed during create (copied); IP or host name */
   int port;
   const char *password;  /* borrowed during create (copied); NULL or "": no AUTH */
+  const char *user;      /* borrowed during create (copied); ACL user, NULL or "": none */
+  const char *cluster;   /* borrowed during create (copied); Redis Cluster seeds, NULL or "": one
+                          * node at host:port */
   int db;                /* SELECT db when > 0 */
   const char *prefix;    /* key prefix, e.g. "wsgate:" (copied) */
   const char *gw_id;     /* this gateway's id (copied), <= WSG_MAX_GATEWAY_LEN bytes */

@@ -15,7 +15,7 @@
 
 #include "gw_registry.h"
 #include "wsg_metrics.h"
-#include "wsg_redis_conn.h"
+#include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 
 #define SUBSYS "redis"
@@ -75,8 +75,8 @@ struct gw_registry {
   uint64_t started_s;
 
   /* connection */
-  wsg_redis_conn *conn;   /* owned */
-  uint32_t conn_inflight; /* conn_add/conn_remove/replay reads in flight (the capped ones) */
+  wsg_redis_cluster *conn; /* owned: one node or a Redis Cluster */
+  uint32_t conn_inflight;  /* conn_add/conn_remove/replay reads in flight (the capped ones) */
   uint64_t rng;
 
   /* lease */

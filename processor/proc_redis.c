@@ -22,6 +22,7 @@
 #include "proc_util.h"
 #include "wsg_log.h"
 #include "wsg_redis_keys.h"
+#include "wsg_redis_sync.h"
 #include "wsg_time.h"
 
 /* Commands appended before their replies are read: bounds one round trip's memory
@@ -48,11 +49,7 @@ typedef struct {
 } gw_cache_entry;
 
 struct proc_redis {
-  redisContext *c;
-  char *host;
-  int port;
-  char *password;
-  int db;
+  wsg_redis_sync *rs; /* owned: one node or a Redis Cluster, behind one pipeline call */
   char *prefix;
   uint64_t timeout_ms;
   uint64_t cache_ttl_ms;
@@ -165,19 +162,28 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
   }
   pthread_mutex_init(&r->status_lock, NULL);
   r->status_ok = true;
-  r->host = strdup(o->host);
   r->prefix = strdup(o->prefix);
-  r->password = o->password ? strdup(o->password) : NULL;
   r->cache_cap = GW_CACHE_MAX * 2;
   r->cache = calloc(r->cache_cap, sizeof(gw_cache_entry));
-  if (!r->host || !r->prefix || (o->password && !r->password) || !r->cache) {
+  if (!r->prefix || !r->cache) {
     proc_redis_destroy(r);
     proc__fmt_err(err, errlen, "redis: out of memory");
     return -1;
   }
-  r->port = o->port;
-  r->db = o->db;
   r->timeout_ms = o->timeout_ms ? o->timeout_ms : 2000;
+  wsg_redis_sync_options so = {.host = o->host,
+                               .port = o->port,
+                               .seeds = o->cluster_seeds,
+                               .user = o->user,
+                               .password = o->password,
+                               .db = o->db,
+                               .timeout_ms = r->timeout_ms};
+  char e2[200];
+  if (wsg_redis_sync_create(&r->rs, &so, e2, sizeof(e2)) != 0) {
+    proc_redis_destroy(r);
+    proc__fmt_err(err, errlen, "redis: %s", e2);
+    return -1;
+  }
   r->cache_ttl_ms = o->gateway_cache_ttl_ms;
   r->slots = o->slots;
   r->backoff_ms = BACKOFF_MIN_MS;
@@ -195,14 +201,8 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
 void proc_redis_destroy(proc_redis *r) {
   if (!r)
     return;
-  if (r->c)
-    redisFree(r->c);
-  free(r->host);
+  wsg_redis_sync_destroy(r->rs);
   free(r->prefix);
-  if (r->password) {
-    explicit_bzero(r->password, strlen(r->password));
-    free(r->password);
-  }
   free(r->cache);
   pthread_mutex_destroy(&r->status_lock);
   free(r);
@@ -215,33 +215,23 @@ const char *proc_redis_prefix(const proc_redis *r) {
 /* --- connection ---------------------------------------------------------------------------- */
 
 static void disconnect(proc_redis *r, const char *why) {
-  if (r->c) {
-    redisFree(r->c);
-    r->c = NULL;
-  }
+  wsg_redis_sync_drop(r->rs);
   r->append_sha[0] = '\0'; /* a new connection may reach a server that never saw the script */
   count(r->m_errors, 1);
   set_status(r, false, why);
 }
 
-/* One command on a fresh connection during connect (AUTH, SELECT): 0 if it answered OK. */
-static int setup_command(redisContext *c, int argc, const char **argv, char *err, size_t errlen) {
-  redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
-  if (!rep) {
-    proc__fmt_err(err, errlen, "%s failed: %s", argv[0], c->errstr[0] ? c->errstr : "no reply");
-    return -1;
-  }
-  int rc = 0;
-  if (rep->type == REDIS_REPLY_ERROR) {
-    proc__fmt_err(err, errlen, "%s refused: %.*s", argv[0], (int)rep->len, rep->str);
-    rc = -1;
-  }
-  freeReplyObject(rep);
-  return rc;
+/* Marks the connection broken after an error (msg says what and where); the next command
+ * reconnects. */
+static void io_failed(proc_redis *r, const char *msg, char *err, size_t errlen) {
+  if (r->status_ok)
+    WSG_WARN("redis", "%s", msg);
+  disconnect(r, msg);
+  proc__fmt_err(err, errlen, "redis: %s", msg);
 }
 
 static int ensure_connected(proc_redis *r, char *err, size_t errlen) {
-  if (r->c)
+  if (wsg_redis_sync_connected(r->rs))
     return 0;
   uint64_t now = wsg_now_mono_ms();
   if (now < r->next_attempt_ms) {
@@ -251,73 +241,26 @@ static int ensure_connected(proc_redis *r, char *err, size_t errlen) {
                   r->next_attempt_ms - now);
     return -1;
   }
-  struct timeval tv = {.tv_sec = (time_t)(r->timeout_ms / 1000),
-                       .tv_usec = (suseconds_t)(r->timeout_ms % 1000) * 1000};
   char msg[256];
-  redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-  if (!c || c->err) {
-    snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s", r->host, r->port,
-             c ? c->errstr : "out of memory");
-    goto fail;
+  if (wsg_redis_sync_connect(r->rs, msg, sizeof(msg)) != 0) {
+    r->next_attempt_ms = now + r->backoff_ms;
+    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+    io_failed(r, msg, err, errlen);
+    return -1;
   }
-  if (redisSetTimeout(c, tv) != REDIS_OK || redisEnableKeepAlive(c) != REDIS_OK) {
-    snprintf(msg, sizeof(msg), "cannot set up the connection to %s:%d: %s", r->host, r->port,
-             c->errstr);
-    goto fail;
-  }
-  char e2[200];
-  if (r->password) {
-    const char *argv[] = {"AUTH", r->password};
-    if (setup_command(c, 2, argv, e2, sizeof(e2)) != 0) {
-      snprintf(msg, sizeof(msg), "%s:%d: %s (check --redis-password)", r->host, r->port, e2);
-      goto fail;
-    }
-  }
-  if (r->db != 0) {
-    char db[16];
-    snprintf(db, sizeof(db), "%d", r->db);
-    const char *argv[] = {"SELECT", db};
-    if (setup_command(c, 2, argv, e2, sizeof(e2)) != 0) {
-      snprintf(msg, sizeof(msg), "%s:%d: %s (check --redis-db)", r->host, r->port, e2);
-      goto fail;
-    }
-  }
-  r->c = c;
   r->backoff_ms = BACKOFF_MIN_MS;
   r->next_attempt_ms = 0;
   bool was_down = !r->status_ok;
   set_status(r, true, "");
   if (was_down)
-    WSG_INFO("redis", "connected to %s:%d again", r->host, r->port);
+    WSG_INFO("redis", "connected to %s again", wsg_redis_sync_where(r->rs));
   else
-    WSG_DEBUG("redis", "connected to %s:%d", r->host, r->port);
+    WSG_DEBUG("redis", "connected to %s", wsg_redis_sync_where(r->rs));
   return 0;
-
-fail:
-  if (c)
-    redisFree(c);
-  r->next_attempt_ms = now + r->backoff_ms;
-  r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
-  if (r->status_ok)
-    WSG_WARN("redis", "%s", msg);
-  disconnect(r, msg);
-  proc__fmt_err(err, errlen, "redis: %s", msg);
-  return -1;
 }
 
 int proc_redis_connect(proc_redis *r, char *err, size_t errlen) {
   return ensure_connected(r, err, errlen);
-}
-
-/* Marks the connection broken after an I/O error; the next command reconnects. */
-static void io_failed(proc_redis *r, const char *what, char *err, size_t errlen) {
-  char msg[256];
-  snprintf(msg, sizeof(msg), "%s on %s:%d: %s", what, r->host, r->port,
-           r->c && r->c->errstr[0] ? r->c->errstr : "connection lost");
-  if (r->status_ok)
-    WSG_WARN("redis", "%s", msg);
-  disconnect(r, msg);
-  proc__fmt_err(err, errlen, "redis: %s", msg);
 }
 
 /* One command of a pipeline; argv and lens are borrowed until the next build. */
@@ -330,34 +273,39 @@ typedef struct {
 /* Builds command i into *cmd; false if it cannot be built (treated like a failed send). */
 typedef bool (*pipe_build_fn)(proc_redis *r, void *ctx, size_t i, pipe_cmd *cmd);
 
+typedef struct {
+  proc_redis *r;
+  pipe_build_fn build;
+  void *ctx;
+} pipe_adapter;
+
+static bool build_adapted(void *ctx, size_t i, int *argc, const char ***argv, const size_t **lens) {
+  pipe_adapter *a = ctx;
+  pipe_cmd cmd;
+  if (!a->build(a->r, a->ctx, i, &cmd))
+    return false;
+  *argc = cmd.argc;
+  *argv = cmd.argv;
+  *lens = cmd.lens;
+  return true;
+}
+
 /*
- * The one pipelined round trip: appends commands [from, to) made by build(), reads their replies
- * into reps[0 .. to-from) and, with `measure`, observes the round trip's duration. On an I/O
- * error (`what` names the commands in the message) the connection is marked broken, reps[] is
+ * The one pipelined round trip: runs commands [from, to) made by build() (on a cluster, one
+ * pipeline per node, all written before any reply is read), reads their replies into
+ * reps[0 .. to-from) and, with `measure`, observes the round trip's duration. On an I/O error
+ * (`what` names the commands in the message) the connection is marked broken, reps[] is
  * NULL-filled and -1 returned. The caller frees the replies.
  */
 static int round_trip(proc_redis *r, size_t from, size_t to, pipe_build_fn build, void *ctx,
                       const char *what, bool measure, redisReply **reps, char *err, size_t errlen) {
-  for (size_t i = from; i < to; i++) {
-    pipe_cmd cmd;
-    if (!build(r, ctx, i, &cmd) ||
-        redisAppendCommandArgv(r->c, cmd.argc, cmd.argv, cmd.lens) != REDIS_OK) {
-      io_failed(r, what, err, errlen);
-      return -1;
-    }
-  }
+  pipe_adapter a = {r, build, ctx};
+  char msg[256];
   uint64_t t0 = wsg_now_mono_us();
-  for (size_t i = 0; i < to - from; i++) {
-    void *rep = NULL;
-    if (redisGetReply(r->c, &rep) != REDIS_OK || !rep) {
-      for (size_t j = 0; j < i; j++) {
-        freeReplyObject(reps[j]);
-        reps[j] = NULL;
-      }
-      io_failed(r, "reading replies", err, errlen);
-      return -1;
-    }
-    reps[i] = rep;
+  if (wsg_redis_sync_pipeline(r->rs, from, to, build_adapted, &a, what, reps, msg, sizeof(msg)) !=
+      0) {
+    io_failed(r, msg, err, errlen);
+    return -1;
   }
   if (measure && r->m_rtt)
     wsg_histogram_observe(r->m_rtt, (double)(wsg_now_mono_us() - t0) / 1e6);
@@ -429,23 +377,14 @@ int proc_redis_pipeline(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
 static int load_append_script(proc_redis *r, char *err, size_t errlen) {
   if (r->append_sha[0])
     return 0;
-  const char *argv[] = {"SCRIPT", "LOAD", WSG_LUA_REPLAY_APPEND};
-  redisReply *rep = redisCommandArgv(r->c, 3, argv, NULL);
-  if (!rep) {
-    io_failed(r, "loading the replay append script", err, errlen);
+  char msg[256];
+  if (wsg_redis_sync_script_load(r->rs, WSG_LUA_REPLAY_APPEND, r->append_sha, sizeof(r->append_sha),
+                                 msg, sizeof(msg)) != 0) {
+    r->append_sha[0] = '\0';
+    io_failed(r, msg, err, errlen);
     return -1;
   }
-  int rc = 0;
-  if (rep->type == REDIS_REPLY_STRING && rep->len < sizeof(r->append_sha)) {
-    memcpy(r->append_sha, rep->str, rep->len);
-    r->append_sha[rep->len] = '\0';
-  } else {
-    proc__fmt_err(err, errlen, "redis: SCRIPT LOAD of the replay append script failed: %s",
-                  rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-    rc = -1;
-  }
-  freeReplyObject(rep);
-  return rc;
+  return 0;
 }
 
 typedef struct {

@@ -32,7 +32,9 @@ typedef struct proc_redis proc_redis;
 typedef struct {
   const char *host; /* copied */
   int port;
-  const char *password; /* copied; NULL: no AUTH */
+  const char *password;      /* copied; NULL: no AUTH */
+  const char *user;          /* copied; NULL or "": AUTH with the password only */
+  const char *cluster_seeds; /* copied; non-empty: a Redis Cluster ("h:p,h:p"), host/port unused */
   int db;
   const char *prefix; /* copied */
   uint64_t timeout_ms;

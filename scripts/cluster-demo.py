@@ -90,8 +90,8 @@ def mint(token_bin, user):
 
 def redis(port, *args):
     """Runs and shows a redis-cli command, as a person would type it."""
-    say("    $ redis-cli -p %d %s" % (port, " ".join(args)))
-    r = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
+    say("    $ redis-cli -c -p %d %s" % (port, " ".join(args)))
+    r = subprocess.run(["redis-cli", "-c", "-p", str(port), *args], capture_output=True, text=True,
                        timeout=10, check=False)
     out = r.stdout.rstrip("\n")
     for line in out.splitlines() or ["(empty)"]:
@@ -124,7 +124,7 @@ async def wait_registered(port, user):
     """The gateway registers a connection in Redis right after the upgrade; wait for it."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        r = subprocess.run(["redis-cli", "-p", str(port), "HLEN", "wsgate:user:%s" % user],
+        r = subprocess.run(["redis-cli", "-c", "-p", str(port), "HLEN", "wsgate:user:%s" % user],
                            capture_output=True, text=True, timeout=10, check=False)
         if r.stdout.strip() not in ("", "0"):
             return

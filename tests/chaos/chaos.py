@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checker import Checker, percentile  # noqa: E402
-from harness import (REPO, ChaosError, Cluster, ProcError, Runner, deadline, log,  # noqa: E402
-                     metrics, rss_kib)
+from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner, deadline,  # noqa: E402
+                     log, metrics, rss_kib)
 import autobahn_results  # noqa: E402
 
 # Sizes of each form. The short form runs in the test command on a loaded 2-core machine: a few
@@ -50,12 +50,12 @@ FORMS = {
                   # 128 KiB ones (12.2.18, where libwebsockets' deflate assertion fired before
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
-                  valgrind_users=3, valgrind_seconds=2.0, door_sockets=40),
+                  valgrind_users=3, valgrind_seconds=2.0, door_sockets=40, reshard_slots=256),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
-                 valgrind_seconds=10.0, door_sockets=200),
+                 valgrind_seconds=10.0, door_sockets=200, reshard_slots=8192),
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
@@ -289,7 +289,20 @@ async def sc_broker_stop(r: Runner, form: dict, res: Result) -> None:
         res.failures.append(p)
 
 
-async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault) -> None:
+def route_problems(c: Cluster, users) -> list[str]:
+    """c.route_problems() with one connection each; Redis not answering (a failover) is one."""
+    try:
+        return c.route_problems(users, expect_conns=1)
+    except (OSError, ConnectionError, RuntimeError) as e:
+        return [f"Redis: {e}"]
+
+
+def routing_consistent(c: Cluster, users) -> bool:
+    return not route_problems(c, users)
+
+
+async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault,
+                        redis_cluster: bool = False) -> None:
     """The frame of the faults that cost leases: two gateways, a processor, the checker with
     resends after 3 s (replies addressed to a slot a gateway had to give up are documented as
     lost); `fault(cluster, checker)` does the damage and returns when the fault is over. Then,
@@ -297,18 +310,18 @@ async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault) ->
     (record and slot key agreeing) and every user exactly one connection entry, pointing at a
     gateway that holds a lease: no stale route survives. No connection may drop and nothing may
     be lost."""
-    c = Cluster(r, name)
+    c = Cluster(r, name, redis_cluster=redis_cluster)
     c.start_gateway(), c.start_gateway()
     c.start_processor()
     chk = await start_checker(c, form, resend_after=3.0)
     users = [u.name for u in chk.users]
     await fault(c, chk)
     t_over = time.monotonic()
-    ok = await until(lambda: not c.route_problems(users, expect_conns=1), 4 * LEASE_TTL, 0.05)
+    ok = await until(lambda: routing_consistent(c, users), 4 * LEASE_TTL, 0.05)
     took = time.monotonic() - t_over
     res.check(bool(ok) and took <= 2 * LEASE_TTL,
               f"routing not consistent {took:.1f}s after the fault ended (limit "
-              f"{2 * LEASE_TTL:.0f}s): {c.route_problems(users, expect_conns=1)[:5]}")
+              f"{2 * LEASE_TTL:.0f}s): {route_problems(c, users)[:5]}")
     res.fig(consistent_after_s=round(took, 2))
     await asyncio.sleep(form["tail"])
     await chk.finish(20)
@@ -326,6 +339,101 @@ async def sc_redis_restart_empty(r: Runner, form: dict, res: Result) -> None:
         await asyncio.to_thread(r.redis_restart_empty)
 
     await routing_fault(r, form, res, "redis", fault)
+
+
+def redis_cluster_primaries(c: Cluster) -> list[tuple[int, str]]:
+    """(port, node id) of every primary serving slots, from CLUSTER SLOTS."""
+    seen = {}
+    for entry in c.redis.cmd("CLUSTER", "SLOTS"):
+        seen[int(entry[2][1])] = entry[2][2]
+    return sorted(seen.items())
+
+
+def redis_at(port: int, *args):
+    """One command on the node at port; None if it does not answer (killed, or in failover)."""
+    conn = Redis(port)
+    try:
+        return conn.cmd(*args)
+    except (OSError, ConnectionError, RuntimeError):
+        return None
+    finally:
+        conn.close()
+
+
+def redis_cluster_ok(port: int) -> bool:
+    return "cluster_state:ok" in (redis_at(port, "CLUSTER", "INFO") or "")
+
+
+def redis_info(port: int, field: str) -> str:
+    text = (redis_at(port, "INFO", "server") or "") + (redis_at(port, "INFO", "replication") or "")
+    m = re.search(rf"^{field}:(.*)$", text, re.M)
+    return m.group(1).strip() if m else ""
+
+
+async def sc_redis_cluster_failover(r: Runner, form: dict, res: Result) -> None:
+    """On a Redis Cluster (3 primaries, 3 replicas): a live reshard of reshard_slots slots (half
+    of the 16,384 in the long form) around the primaries under traffic, then kill -9 of the
+    primary serving the first client's entry; the cluster is removed afterwards. Pass: the
+    replica takes over within 30 s, then routing_fault's criterion from the takeover (the 3 s
+    leases may run out during the failover)."""
+
+    async def fault(c, chk):
+        users = [u.name for u in chk.users]
+        await asyncio.sleep(form["settle"])
+        await reshard_around(c, form["reshard_slots"], res)
+        settled = await until(lambda: routing_consistent(c, users), 2 * LEASE_TTL)
+        res.check(settled is not None, f"routing inconsistent after the reshard: "
+                  f"{route_problems(c, users)[:5]}")
+        slot = c.redis.cmd("CLUSTER", "KEYSLOT", f"{c.prefix}user:{users[0]}")
+        victim = next(int(e[2][1]) for e in c.redis.cmd("CLUSTER", "SLOTS")
+                      if e[0] <= slot <= e[1])
+        pid = int(redis_info(victim, "process_id"))
+        survivor = next(p for p, _ in redis_cluster_primaries(c) if p != victim)
+        c.redis.close()
+        c.redis = Redis(survivor)  # the seed may be the victim
+        t_kill = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+
+        def taken_over():
+            """The victim's slot is served by another node, and the cluster says ok."""
+            slots = redis_at(survivor, "CLUSTER", "SLOTS") or []
+            owner = next((int(e[2][1]) for e in slots if e[0] <= slot <= e[1]), victim)
+            return owner != victim and redis_cluster_ok(survivor)
+
+        res.check(bool(await until(taken_over, 30, 0.1)),
+                  "the cluster did not recover within 30 s of the kill")
+        res.fig(failover_s=round(time.monotonic() - t_kill, 2))
+
+    await asyncio.to_thread(r.start_redis_cluster)
+    try:
+        await routing_fault(r, form, res, "rcfail", fault, redis_cluster=True)
+    finally:
+        await asyncio.to_thread(r.stop_redis_cluster)
+
+
+async def reshard_around(c: Cluster, slots: int, res: Result) -> None:
+    """Moves `slots` slots around the ring of primaries A->B, B->C, C->A, a third each: every
+    primary keeps slots (a primary left with none becomes a replica, and two primaries cannot
+    elect a replacement for one)."""
+    prims = redis_cluster_primaries(c)
+
+    def agreed():
+        """redis-cli --cluster check finds nothing to fix (a reshard refuses to start otherwise:
+        the last one's configuration takes a moment to reach every node)."""
+        out = subprocess.run(["redis-cli", "--cluster", "check", f"127.0.0.1:{prims[0][0]}"],
+                             capture_output=True, text=True, timeout=60)
+        return "[ERR]" not in out.stdout and "[WARNING]" not in out.stdout
+
+    t0 = time.monotonic()
+    for (a_port, a_id), (_, b_id) in zip(prims, prims[1:] + prims[:1]):
+        await until(agreed, 30, 0.5)
+        out = await asyncio.to_thread(
+            subprocess.run, ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{a_port}",
+                             "--cluster-from", a_id, "--cluster-to", b_id, "--cluster-slots",
+                             str(slots // len(prims)), "--cluster-yes"],
+            capture_output=True, text=True, timeout=600)
+        res.check(out.returncode == 0, f"redis-cli --cluster reshard failed: {out.stderr[-300:]}")
+    res.fig(reshard_slots=slots, reshard_s=round(time.monotonic() - t0, 1))
 
 
 async def sc_sigstop_gateway(r: Runner, form: dict, res: Result) -> None:
@@ -868,6 +976,7 @@ SCENARIOS = {
     "sigstop_gateway": (sc_sigstop_gateway, True),
     "sigstop_processor": (sc_sigstop_processor, True),
     "sigstop_redis": (sc_sigstop_redis, True),
+    "redis_cluster_failover": (sc_redis_cluster_failover, True),
     "sigstop_kafka": (sc_sigstop_kafka, False),
     "slow_reader": (sc_slow_reader, True),
     "connect_storm": (sc_connect_storm, True),

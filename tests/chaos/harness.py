@@ -109,7 +109,22 @@ class Redis:
         raise RuntimeError(f"bad RESP reply {line!r}")
 
     def cmd(self, *args):
-        """One command; reconnects once if the connection broke (Redis was restarted)."""
+        """One command; reconnects once if the connection broke (Redis was restarted). On a
+        Redis Cluster, follows one MOVED to the node serving the key (loopback), like
+        redis-cli -c."""
+        try:
+            return self._cmd(*args)
+        except RuntimeError as e:
+            moved = str(e).split()
+            if len(moved) != 3 or moved[0] != "MOVED":
+                raise
+            other = Redis(int(moved[2].rsplit(":", 1)[1]), self.timeout)
+            try:
+                return other._cmd(*args)
+            finally:
+                other.close()
+
+    def _cmd(self, *args):
         for attempt in (0, 1):
             try:
                 if self.sock is None:
@@ -179,6 +194,13 @@ class Runner:
         self.kafka_respawned: subprocess.Popen | None = None
         run_dir.mkdir(parents=True, exist_ok=True)
         self.servers = ScriptServers(self.script_env(), run_dir)
+        # A Redis Cluster (scripts/redis --cluster), started by the scenarios that need it: six
+        # ports from here, their bus ports 10000 higher (below the ephemeral range by default).
+        self.redis_cluster_port = int(os.environ.get("WSGATE_CHAOS_REDIS_CLUSTER_PORT", "22001"))
+        self.redis_cluster_owned = False
+        self.cluster_servers = ScriptServers(
+            {**self.script_env(), "WSGATE_REDIS_CLUSTER_MODE": "1",
+             "WSGATE_REDIS_CLUSTER_PORT": str(self.redis_cluster_port)}, run_dir)
 
     @property
     def bootstrap(self) -> str:
@@ -262,8 +284,23 @@ class Runner:
         self._script("redis", "stop")
         self._script("redis", "start")
 
+    def start_redis_cluster(self) -> None:
+        """3 primaries and 3 replicas on redis_cluster_port..+5; once per run."""
+        if not self.redis_cluster_owned:
+            self.redis_cluster_owned = True
+            self.cluster_servers.script("redis", "start")
+
+    def stop_redis_cluster(self) -> None:
+        if self.redis_cluster_owned:
+            self.redis_cluster_owned = False
+            self.cluster_servers.script("redis", "stop")
+
     def stop_servers(self) -> None:
         errors = []
+        try:
+            self.stop_redis_cluster()
+        except ProcError as e:
+            errors.append(str(e))
         for name, owned in (("kafka", self.kafka_owned), ("redis", self.redis_owned)):
             if not owned:
                 continue
@@ -332,8 +369,10 @@ class Cluster:
     IN_PARTITIONS = 4
     OUT_PARTITIONS = 4
 
-    def __init__(self, runner: Runner, name: str, lease_ttl: str = "3s", lease_renew: str = "1s"):
+    def __init__(self, runner: Runner, name: str, lease_ttl: str = "3s", lease_renew: str = "1s",
+                 redis_cluster: bool = False):
         self.r = runner
+        self.redis_cluster = redis_cluster
         self.name = name
         tag = f"{name}-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
         self.in_topic = f"chaos.{tag}.in"
@@ -344,15 +383,17 @@ class Cluster:
         self.lease_renew = lease_renew
         self.gateways: list[Proc] = []
         self.processors: list[Proc] = []
-        self.redis = Redis(runner.redis_port)
+        self.redis = Redis(runner.redis_cluster_port if redis_cluster else runner.redis_port)
         runner.admin("topics", "ensure", "--topic", self.in_topic, "--partitions",
                      str(self.IN_PARTITIONS), "--topic", self.out_topic, "--partitions",
                      str(self.OUT_PARTITIONS))
 
     def common_flags(self) -> list[str]:
-        return ["--kafka-brokers", self.r.bootstrap, "--redis-host", "127.0.0.1", "--redis-port",
-                str(self.r.redis_port), "--redis-prefix", self.prefix, "--inbound-topic",
-                self.in_topic, "--outbound-topic", self.out_topic, "--http-addr", "127.0.0.1"]
+        redis = (["--redis-cluster", f"127.0.0.1:{self.r.redis_cluster_port}"] if self.redis_cluster
+                 else ["--redis-host", "127.0.0.1", "--redis-port", str(self.r.redis_port)])
+        return ["--kafka-brokers", self.r.bootstrap, *redis, "--redis-prefix", self.prefix,
+                "--inbound-topic", self.in_topic, "--outbound-topic", self.out_topic,
+                "--http-addr", "127.0.0.1"]
 
     def start_gateway(self, extra: list[str] | None = None, wait: bool = True,
                       wrapper: list[str] | None = None) -> Proc:

@@ -58,14 +58,14 @@ static void op_expect(ws_client *c, const char *op, const char *want) {
             (int)m.len, m.data);
 }
 
-/* Members of the channel's gateway set, waiting up to 10 s for the count to be `want`. */
+/* Members of the channel's gateway set, waiting up to 10 s for the count to be `want`. On the
+ * gateway's Redis: the shared node, or the node of WSGATE_TEST_REDIS_CLUSTER serving the key. */
 static long gws_members(const char *channel, long want) {
-  redisContext *r = itest_redis_connect();
   char key[256];
   snprintf(key, sizeof key, "%sch:{c:%s}:gws", gw.cluster.prefix, channel);
   long n = -1;
   for (int i = 0; i < 100; i++) {
-    redisReply *rep = redisCommand(r, "SCARD %s", key);
+    redisReply *rep = itest_redis_key_command(gw.redis_port, "SCARD %s%s", key, "");
     n = rep && rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : -1;
     freeReplyObject(rep);
     if (n == want)
@@ -73,12 +73,11 @@ static long gws_members(const char *channel, long want) {
     usleep(100 * 1000);
   }
   if (n == 1) {
-    redisReply *rep = redisCommand(r, "SISMEMBER %s %s", key, gw.id);
+    redisReply *rep = itest_redis_key_command(gw.redis_port, "SISMEMBER %s %s", key, gw.id);
     cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
               "the member is this gateway's id");
     freeReplyObject(rep);
   }
-  redisFree(r);
   return n;
 }
 

@@ -47,8 +47,14 @@ typedef struct {
   bool no_wait;             /* return once started, without waiting for /readyz (a start that is
                                meant to fail, or one the test waits for itself) */
   int redis_port;           /* a Redis of the test's own, e.g. a private redis-server (0: the
-                               shared test Redis) */
+                               shared test Redis, or the Redis Cluster of
+                               WSGATE_TEST_REDIS_CLUSTER=host:port, `--redis-cluster`) */
 } itest_daemon_opts;
+
+/* A command with two %s (e.g. prefix and id) on the Redis at 127.0.0.1:port (0: the daemons'
+ * default one), following one MOVED like redis-cli -c, so it works on one node and on
+ * WSGATE_TEST_REDIS_CLUSTER. Caller frees the reply; NULL on a lost connection. */
+redisReply *itest_redis_key_command(int port, const char *fmt, const char *a, const char *b);
 
 /*
  * Every process started below is remembered until it is stopped. Use as every test's `.fini`:
@@ -68,7 +74,7 @@ typedef struct {
   int http_port; /* /healthz /readyz /metrics */
   char id[128];  /* --gateway-id, unique */
   char log[512];
-  int redis_port;        /* the Redis it registers in */
+  int redis_port;        /* the Redis it registers in (a cluster's seed node) */
   int32_t slot;          /* read from Redis once ready; -1 with no_wait */
   itest_cluster cluster; /* the topics and prefix it runs with (a copy) */
 } itest_gateway;

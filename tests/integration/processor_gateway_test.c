@@ -219,11 +219,9 @@ typedef struct {
 
 static bool no_connections(void *arg) {
   user_gone *g = arg;
-  redisContext *rc = itest_redis_connect();
-  redisReply *r = redisCommand(rc, "HLEN %suser:%s", g->c->prefix, g->user);
+  redisReply *r = itest_redis_key_command(0, "HLEN %suser:%s", g->c->prefix, g->user);
   bool none = r && r->type == REDIS_REPLY_INTEGER && r->integer == 0;
   freeReplyObject(r);
-  redisFree(rc);
   return none;
 }
 

@@ -237,6 +237,9 @@ class Checker:
                         f"{wname}: spec.selector does not match its pod template's labels {labels}")
             spec = t["spec"]
             volumes = {v["name"]: v for v in spec.get("volumes") or []}
+            # A StatefulSet's claim templates are volumes of its pods too.
+            claims = {v["metadata"]["name"]: {"name": v["metadata"]["name"]}
+                      for v in w["spec"].get("volumeClaimTemplates") or []}
             for v in volumes.values():
                 if "secret" in v:
                     sname = v["secret"]["secretName"]
@@ -251,7 +254,7 @@ class Checker:
                 self.ok(self.matches(tsc.get("labelSelector"), labels),
                         f"{wname}: a topologySpreadConstraint's labelSelector does not select its own pods")
             for c in spec.get("containers") or []:
-                self.check_container(w, wname, spec, volumes, c)
+                self.check_container(w, wname, spec, {**claims, **volumes}, c)
 
     def check_container(self, w, wname, spec, volumes, c):
         where = f"{wname} container {c['name']}"
@@ -548,8 +551,29 @@ class Checker:
                     f"{what}: offsetResetPolicy {md.get('offsetResetPolicy', 'latest')!r} is not the "
                     f"processors' auto.offset.reset {want!r}: KEDA misjudges a new group's lag")
 
+    def check_redis_cluster_seeds(self, where, seeds):
+        """Each seed of WSGATE_REDIS_CLUSTER is <pod>.<headless Service>[.ns...]:<port> of a
+        rendered StatefulSet that serves that Service, with a pod index below its replicas."""
+        for seed in seeds.split(","):
+            hostpart, _, port = seed.strip().rpartition(":")
+            labels = hostpart.split(".")
+            svc = self.get("Service", labels[1]) if len(labels) > 1 else None
+            if not self.ok(svc is not None and svc["spec"].get("clusterIP") == "None",
+                           f"{where}: WSGATE_REDIS_CLUSTER seed {seed} is not <pod>.<headless Service>"):
+                continue
+            sts = [o for o in self.by_kind.get("StatefulSet", {}).values()
+                   if o["spec"].get("serviceName") == labels[1]]
+            pod, _, index = labels[0].rpartition("-")
+            self.ok(any(o["metadata"]["name"] == pod and index.isdigit()
+                        and int(index) < o["spec"].get("replicas", 1) for o in sts),
+                    f"{where}: WSGATE_REDIS_CLUSTER seed {seed} names no pod of a StatefulSet of "
+                    f"Service/{labels[1]}")
+            self.ok(any(str(p["port"]) == port for p in svc["spec"]["ports"]),
+                    f"{where}: WSGATE_REDIS_CLUSTER seed {seed}: {port} is not a port of Service/{labels[1]}")
+
     def check_addresses(self):
-        """WSGATE_KAFKA_BROKERS and WSGATE_REDIS_HOST/PORT name what this render runs, if it runs them."""
+        """WSGATE_KAFKA_BROKERS and WSGATE_REDIS_HOST/PORT (or the WSGATE_REDIS_CLUSTER seeds) name
+        what this render runs, if it runs them."""
         for role in ("gateway", "processor", "api", "admin"):
             for w, _, c, env in self.roles.get(role, []):
                 where = f"{w['kind']}/{w['metadata']['name']} container {c['name']}"
@@ -565,6 +589,9 @@ class Checker:
                             f"{where}: WSGATE_KAFKA_BROKERS={brokers} is not a bootstrap service of the rendered "
                             f"Kafka ({', '.join(sorted(want))})")
                 if role == "admin":
+                    continue
+                if env.get("WSGATE_REDIS_CLUSTER"):
+                    self.check_redis_cluster_seeds(where, env["WSGATE_REDIS_CLUSTER"])
                     continue
                 host = env.get("WSGATE_REDIS_HOST")
                 svc = self.get("Service", host) if host else None

@@ -62,8 +62,21 @@ class Redis:
         for a in args:
             b = a.encode() if isinstance(a, str) else a
             out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        self.sock.sendall(b"".join(out))
-        return self._reply()
+        try:
+            self.sock.sendall(b"".join(out))
+            return self._reply()
+        except RedisError as e:
+            # A Redis Cluster (scripts/cluster up --redis-cluster): follow one MOVED to the node
+            # serving the key, like redis-cli -c; the local cluster is on loopback.
+            moved = str(e).split()
+            if len(moved) != 3 or moved[0] != "MOVED":
+                raise
+            self.close()
+            self.sock = socket.create_connection(
+                ("127.0.0.1", int(moved[2].rsplit(":", 1)[1])), timeout=REDIS_TIMEOUT_S)
+            self.buf = b""
+            self.sock.sendall(b"".join(out))
+            return self._reply()
 
     def _line(self):
         while b"\r\n" not in self.buf:
