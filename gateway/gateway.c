@@ -475,11 +475,13 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
   if (gw_registry_create(&g->registry, g->loop, &ro, g->metrics, err, errlen) != GW_REG_OK)
     goto fail;
 
-  if (gw_auth_create(&g->auth, cfg, err, errlen) != 0)
+  if (gw_auth_create(&g->auth, cfg, g->loop, g->metrics, err, errlen) != 0)
     goto fail;
   gw_server_options so = {
       .cfg = cfg,
       .jwt = gw_auth_jwt(g->auth),
+      .unknown_kid = gw_auth_unknown_kid,
+      .auth = g->auth,
       .loop = g->loop,
       .kafka = g->kafka,
       .registry = g->registry,

@@ -77,6 +77,10 @@ typedef struct {
   char *jwt_key_file;
   char *jwt_jwks_file;
   char *jwt_issuer; /* comma-separated; empty: "iss" not checked */
+  char *jwt_jwks_url;
+  char *jwt_jwks_ca_file;
+  uint64_t jwt_jwks_refresh_ms;
+  uint64_t jwt_jwks_min_interval_ms;
   bool insecure_dev_user;
 
   /* --- Kafka --- */

@@ -671,7 +671,6 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     goto fail;
   }
 
-  s->jwt = *o->jwt;
   gw_rate_init(&s->rate_msgs, (uint64_t)cfg->rate_msgs,
                (uint64_t)(cfg->rate_burst ? cfg->rate_burst : cfg->rate_msgs));
   gw_rate_init(&s->rate_bytes, cfg->rate_bytes, cfg->max_message);

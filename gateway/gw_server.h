@@ -70,7 +70,9 @@ typedef struct {
   gw_kafka *kafka;          /* borrowed */
   gw_registry *registry;    /* borrowed */
   wsg_metrics *metrics;     /* borrowed; may be NULL */
-  const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's) */
+  const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's; its keys change) */
+  void (*unknown_kid)(void *auth); /* a token named an unknown kid; NULL: nothing to do */
+  void *auth;
   int fd_limit;             /* the process' RLIMIT_NOFILE (soft) */
   gw_server_admit_fn admit; /* NULL: always admitted */
   void *admit_arg;

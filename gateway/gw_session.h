@@ -174,7 +174,6 @@ struct gw_server {
   lws_retry_bo_t retry;
   int port;
 
-  gw_jwt_config jwt;
   gw_rate rate_msgs, rate_bytes, rate_upgrades;
   uint64_t upgrades_tat;
   gw_sendq_limits sendq_limits;

@@ -375,9 +375,12 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
                     "INSECURE: %s connected as user \"%s\" without a token (--insecure-dev-user)",
                     peer, user);
   } else {
-    int rc = gw_jwt_verify(&s->jwt, tok, (size_t)tl, (int64_t)time(NULL), user, sizeof user, &ulen);
+    int rc = gw_jwt_verify(s->o.jwt, tok, (size_t)tl, (int64_t)time(NULL), user, sizeof user,
+                           &ulen);
     if (rc == GW_JWT_OK)
       permlen = channel_perm(s, tok, (size_t)tl, perm, sizeof perm);
+    else if (rc == GW_JWT_UNKNOWN_KID && s->o.unknown_kid)
+      s->o.unknown_kid(s->o.auth); /* the provider may have rotated: fetch its keys again */
     explicit_bzero(tok, (size_t)tl);
     if (rc != GW_JWT_OK)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", gw_jwt_strerror(rc),

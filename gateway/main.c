@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "gateway.h"
+#include "gw_auth.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
 #include "wsg_log.h"
@@ -42,6 +43,11 @@ int main(int argc, char **argv) {
     WSG_WARN("main", "--insecure-dev-user is on: clients without a token may pick any user id "
                      "with ?user=. Never run this in production.");
 
+  if (gw_auth_global_init(err, sizeof err) != 0) {
+    WSG_ERROR("main", "cannot start: %s", err);
+    gw_config_finish(&cfg);
+    return 1;
+  }
   gw_gateway *g = NULL;
   if (gw_gateway_create(&g, &cfg, err, sizeof err) != 0) {
     WSG_ERROR("main", "cannot start: %s", err);

@@ -115,6 +115,9 @@ ws_client *itest_connect(const itest_gateway *g, const char *user);
  * NULL). Returns ws_client_connect's result; *out set on success. */
 int itest_connect_raw(const itest_gateway *g, const char *path, const char *const *headers,
                       const char *subprotocol, ws_client **out, ws_http_response *resp);
+/* Upgrades with "Authorization: Bearer <token>" and closes at once: 101, or the refusal's status
+ * with its body copied to body[0..cap) (body may be NULL). Fails the test on anything else. */
+int itest_upgrade_status(const itest_gateway *g, const char *token, char *body, size_t cap);
 /* Receives the next message within timeout_ms; fails the test unless it is `op`. */
 void itest_expect_msg(ws_client *c, ws_opcode op, ws_message *m, int timeout_ms);
 /* Receives messages until one that is not a pong arrives within timeout_ms; fails the test on
