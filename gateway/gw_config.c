@@ -135,6 +135,12 @@ static const wsg_option auth_rows[] = {
      NULL, 0,
      "JWKS document (RFC 7517, {\"keys\":[...]}) saved from the provider's jwks_uri; keys are "
      "chosen by the token's `kid`. Unknown key types and encryption keys are skipped."},
+    {"token-refresh-grace", 0, "WSGATE_TOKEN_REFRESH_GRACE", WSG_OPT_DURATION,
+     OPT(token_refresh_grace_ms), "30s", 0, 1 * HOUR, NULL, 0,
+     "When a connection's token `exp` passes, the gateway sends a refresh_required frame and "
+     "closes the connection with 4003 unless a refresh op with a new token of the same user "
+     "arrives within this long (whole seconds; docs/PROTOCOL.md); 0: tokens are checked only at "
+     "the upgrade."},
     {"jwt-jwks-url", 0, "WSGATE_JWT_JWKS_URL", WSG_OPT_STRING, OPT(jwt_jwks_url), NULL, 0, 0, NULL,
      0,
      "HTTPS URL of the identity provider's JWKS (its OpenID configuration's `jwks_uri`), fetched "

@@ -14,6 +14,7 @@ extern const wsg_metric_table gw_kafka_metric_table;    /* gw_kafka.c */
 extern const wsg_metric_table gw_registry_metric_table; /* gw_registry.c */
 extern const wsg_metric_table gw_chreg_metric_table;    /* gw_chreg.c */
 extern const wsg_metric_table gw_auth_metric_table;     /* gw_auth.c */
+extern const wsg_metric_table gw_expiry_metric_table;   /* gw_expiry.c */
 
 /* Every table above, in the order /metrics lists their families; NULL-terminated. */
 extern const wsg_metric_table *const gw_metric_tables[];

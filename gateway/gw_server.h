@@ -48,7 +48,10 @@ struct ev_loop;
   X(APP_CLOSE, 4002,                                                                               \
     "the application closed the connection (a close envelope without a usable "                    \
     "code)",                                                                                       \
-    "closed by the application")
+    "closed by the application")                                                                   \
+  X(TOKEN_EXPIRED, 4003,                                                                           \
+    "the token expired and no valid refresh op arrived within --token-refresh-grace",              \
+    "token expired")
 
 typedef enum {
 #define GW_CLOSE_ENUM(name, code, when, reason) GW_CLOSE_##name = code,
