@@ -13,6 +13,7 @@
 #include "gw_auth.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,5 +191,41 @@ int gw_auth_global_init(char *err, size_t errlen) {
     snprintf(err, errlen, "libcurl failed to initialise");
     return -1;
   }
+  return 0;
+}
+
+int gw_auth_reload(gw_auth *a, char *err, size_t errlen) {
+  const gw_config *cfg = a->cfg;
+  const uint8_t *secret = cfg->jwt_key;
+  size_t slen = cfg->jwt_key_len;
+  uint8_t *fresh = NULL;
+  if (cfg->jwt_secret_file) {
+    if (gw_config_read_secret_file(cfg->jwt_secret_file, &fresh, &slen, err, errlen) != 0)
+      return -1;
+    secret = fresh;
+  }
+  gw_keyset *files = gw_keyset_create();
+  int rc = files ? add_file_keys(files, cfg, secret, slen, err, errlen) : -1;
+  if (!files)
+    snprintf(err, errlen, "out of memory");
+  if (fresh) {
+    OPENSSL_cleanse(fresh, slen);
+    free(fresh);
+  }
+  if (rc != 0) {
+    gw_keyset_unref(files);
+    return -1;
+  }
+  gw_keyset *old = a->files;
+  a->files = files;
+  if (publish(a) != 0) {
+    a->files = old;
+    gw_keyset_unref(files);
+    snprintf(err, errlen, "the files' and the JWKS URL's keys together are more than %d",
+             GW_KEYSET_MAX_KEYS);
+    return -1;
+  }
+  gw_keyset_unref(old);
+  WSG_INFO("auth", "JWT key files reloaded: %zu key(s) in use", gw_keyset_count(a->keys));
   return 0;
 }

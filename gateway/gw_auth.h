@@ -40,6 +40,11 @@ int gw_auth_global_init(char *err, size_t errlen);
  * (rate-limited: --jwt-jwks-min-interval). auth: a gw_auth (void * to serve as a callback). */
 void gw_auth_unknown_kid(void *auth);
 
+/* Loop thread: reads the key files again (--jwt-secret-file, --jwt-key-file, --jwt-jwks-file)
+ * and swaps the new keys in. 0, or -1 with the file and the problem in err and the keys in use
+ * unchanged. */
+int gw_auth_reload(gw_auth *a, char *err, size_t errlen);
+
 /* The metric table (always registered, so /metrics is the same with or without a URL). */
 extern const wsg_metric_table gw_auth_metric_table;
 

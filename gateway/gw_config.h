@@ -158,4 +158,10 @@ void gw_config_log(const gw_config *cfg);
 /* Frees everything inside `cfg`, including derived values. Safe on a zeroed struct. */
 void gw_config_finish(gw_config *cfg);
 
+/* Reads --jwt-secret-file's file (at most GW_JWT_SECRET_MAX bytes, one trailing newline
+ * dropped): 0 with *out malloc'd (caller wipes and frees), or -1 with the file and the problem in
+ * err. At start and on every reload (gw_auth_reload). */
+int gw_config_read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
+                               size_t errlen);
+
 #endif

@@ -472,6 +472,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     return 0;
   }
+  case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+    /* While the vhost is created: `user` is its server SSL_CTX, kept for certificate reloads
+     * (gw_tls_install; lws 4.1.6 has no other way to reach a server vhost's context). */
+    server_of(wsi)->tls_ctx = user;
+    return 0;
   case LWS_CALLBACK_ESTABLISHED:
     gw_door_upgraded(server_of(wsi), wsi);
     return on_established(server_of(wsi), wsi, ss);
@@ -609,6 +614,10 @@ void gw_server_foreach_conn(gw_server *s, gw_registry_emit_fn emit, void *ctx) {
 
 uint64_t gw_server_conn_count(const gw_server *s) {
   return s->conns.count;
+}
+
+SSL_CTX *gw_server_tls_ctx(const gw_server *s) {
+  return s->tls_ctx;
 }
 
 int gw_server_port(const gw_server *s) {

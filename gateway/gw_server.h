@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <openssl/types.h>
 #include <stdint.h>
 
 #include "gw_config.h"
@@ -95,6 +96,10 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
 void gw_server_destroy(gw_server *s);
 
 int gw_server_port(const gw_server *s); /* the WebSocket port actually bound */
+
+/* The SSL_CTX new TLS handshakes use (owned by libwebsockets), NULL without --tls-cert: a
+ * reload installs a new certificate into it (gw_tls_install). */
+SSL_CTX *gw_server_tls_ctx(const gw_server *s);
 
 /* Sessions currently open (registered or registering). */
 uint64_t gw_server_conn_count(const gw_server *s);

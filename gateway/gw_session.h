@@ -175,6 +175,7 @@ struct gw_server {
   const gw_config *cfg;
   struct lws_context *ctx;
   struct lws_vhost *vh;
+  SSL_CTX *tls_ctx; /* the vhost's (lws owns it); NULL without --tls-cert */
   struct lws_protocols protocols[3]; /* <subprotocol>, <subprotocol>+seq (when resumable), end */
   char seq_protocol[160];
   struct lws_extension exts[2];

@@ -1,0 +1,165 @@
+/*
+ * Rotation without restarts (gw_reload): the gateway's certificate and key are mounted the way a
+ * Kubernetes Secret is (cert.pem -> ..data/cert.pem, ..data -> a versioned directory, swapped by
+ * renaming a new symlink over ..data). With 100 wss:// clients connected, ..data is swapped to a
+ * new certificate: every client stays connected, and new handshakes get the new certificate (a
+ * client trusting only it succeeds, one trusting only the old one fails). A swap to an unusable
+ * certificate is refused and the good one kept; SIGHUP reloads too.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "harness_daemons.h"
+#include "harness_tls.h"
+
+#define CLIENTS 100
+
+static itest_gateway gw;
+static ws_client *clients[CLIENTS];
+static char dir[] = "/tmp/wsgate-reload-XXXXXX";
+
+static void teardown(void) {
+  for (int i = 0; i < CLIENTS; i++)
+    ws_client_destroy(clients[i]);
+  itest_gateway_cleanup(&gw);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0)
+    fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+TestSuite(gateway_reload, .fini = teardown, .timeout = 180);
+
+static void path(char *out, size_t cap, const char *name) {
+  snprintf(out, cap, "%s/%s", dir, name);
+}
+
+/* A version directory with cert.pem and key.pem (cn NULL: an unusable certificate). */
+static void make_version(const char *name, const char *cn) {
+  char d[128], c[160], k[160];
+  path(d, sizeof d, name);
+  cr_assert_eq(mkdir(d, 0700), 0);
+  snprintf(c, sizeof c, "%s/cert.pem", d);
+  snprintf(k, sizeof k, "%s/key.pem", d);
+  if (cn) {
+    itest_make_cert(c, k, cn);
+    return;
+  }
+  FILE *f = fopen(c, "w");
+  cr_assert(f);
+  fputs("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n", f);
+  fclose(f);
+  f = fopen(k, "w");
+  cr_assert(f);
+  fclose(f);
+}
+
+/* ..data -> version, atomically (a new symlink renamed over the old one, as kubelet does). */
+static void point_data_at(const char *version) {
+  char tmp[128], data[128];
+  path(tmp, sizeof tmp, "..data_tmp");
+  path(data, sizeof data, "..data");
+  unlink(tmp);
+  cr_assert_eq(symlink(version, tmp), 0);
+  cr_assert_eq(rename(tmp, data), 0);
+}
+
+static int connect_wss(const char *user, const char *ca, ws_client **out) {
+  char auth[2048], err[256];
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token(user, 600));
+  const char *headers[] = {auth, NULL};
+  ws_client_options o = {
+      .port = gw.port, .headers = headers, .subprotocol = "wsgate.v1", .tls_ca_file = ca};
+  return ws_client_connect(out, &o, NULL, err, sizeof err);
+}
+
+/* Whether a fresh handshake trusting only the certificate of `version` succeeds. */
+static bool handshake_trusting(const char *version) {
+  char ca[160];
+  snprintf(ca, sizeof ca, "%s/%s/cert.pem", dir, version);
+  ws_client *c = NULL;
+  int rc = connect_wss("newcomer", ca, &c);
+  ws_client_destroy(c);
+  return rc == WS_CLIENT_OK;
+}
+
+static void wait_metric(const char *series, double at_least) {
+  uint64_t end = itest_now_ms() + 15000;
+  while (itest_metric(gw.http_port, series) < at_least) {
+    cr_assert(itest_now_ms() < end, "%s never reached %g", series, at_least);
+    usleep(100 * 1000);
+  }
+}
+
+/* Every client gets a pong for its ping: none was dropped. */
+static void all_still_connected(void) {
+  for (int i = 0; i < CLIENTS; i++) {
+    ws_message m;
+    cr_assert_eq(ws_client_send(clients[i], WS_OP_PING, "p", 1), 0, "client %d", i);
+    int rc = ws_client_recv(clients[i], &m, 10000);
+    cr_assert_eq(rc, WS_CLIENT_OK, "client %d: %s", i, ws_client_strerror(rc));
+    cr_assert_eq(m.opcode, WS_OP_PONG, "client %d: opcode %d", i, (int)m.opcode);
+  }
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_connections"), CLIENTS);
+}
+
+Test(gateway_reload, certificate_swapped_under_open_connections) {
+  itest_require_servers();
+  cr_assert(mkdtemp(dir));
+  make_version("v1", "wsgate reload v1");
+  make_version("v2", "wsgate reload v2");
+  make_version("broken", NULL);
+  point_data_at("v1");
+  char cert[128], key[128], v1ca[128];
+  path(cert, sizeof cert, "cert.pem");
+  path(key, sizeof key, "key.pem");
+  path(v1ca, sizeof v1ca, "v1/cert.pem");
+  cr_assert_eq(symlink("..data/cert.pem", cert), 0);
+  cr_assert_eq(symlink("..data/key.pem", key), 0);
+  const char *extra[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+  itest_gateway_start(&gw, NULL, "reload", &(itest_daemon_opts){.extra = extra});
+  double expiry_v1 = itest_metric(gw.http_port, "wsgate_gateway_tls_cert_expiry_seconds");
+  cr_assert_gt(expiry_v1, 0);
+
+  for (int i = 0; i < CLIENTS; i++) {
+    char user[32];
+    snprintf(user, sizeof user, "user%d", i);
+    int rc = connect_wss(user, v1ca, &clients[i]);
+    cr_assert_eq(rc, WS_CLIENT_OK, "client %d: %s", i, ws_client_strerror(rc));
+  }
+
+  all_still_connected();
+  /* The Secret is updated: new handshakes get v2, the 100 connections stay. */
+  point_data_at("v2");
+  wait_metric("wsgate_gateway_reloads_total{result=\"ok\"}", 1);
+  cr_assert(handshake_trusting("v2"), "a new handshake does not get the new certificate");
+  cr_assert(!handshake_trusting("v1"), "a new handshake still gets the old certificate");
+  all_still_connected();
+  double expiry_v2 = itest_metric(gw.http_port, "wsgate_gateway_tls_cert_expiry_seconds");
+  cr_assert_geq(expiry_v2, expiry_v1);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_reload_last_success"), 1);
+
+  /* An unusable certificate is refused: v2 stays in use. */
+  point_data_at("broken");
+  wait_metric("wsgate_gateway_reloads_total{result=\"refused\"}", 1);
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_reload_last_success"), 0);
+  cr_assert(handshake_trusting("v2"), "the refused file replaced the good certificate");
+
+  /* SIGHUP reloads as well: back to v1 by hand. */
+  char data[128];
+  path(data, sizeof data, "..data");
+  unlink(data);
+  cr_assert_eq(symlink("v1", data), 0);
+  usleep(1500 * 1000); /* the unlink/symlink events reload on their own first */
+  double ok_before = itest_metric(gw.http_port, "wsgate_gateway_reloads_total{result=\"ok\"}");
+  cr_assert_eq(kill(gw.pid, SIGHUP), 0);
+  wait_metric("wsgate_gateway_reloads_total{result=\"ok\"}", ok_before + 1);
+  cr_assert(handshake_trusting("v1"));
+  all_still_connected();
+}
