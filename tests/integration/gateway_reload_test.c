@@ -4,9 +4,14 @@
  * renaming a new symlink over ..data). With 100 wss:// clients connected, ..data is swapped to a
  * new certificate: every client stays connected, and new handshakes get the new certificate (a
  * client trusting only it succeeds, one trusting only the old one fails). A swap to an unusable
- * certificate is refused and the good one kept; SIGHUP reloads too.
+ * certificate is refused and the good one kept; SIGHUP reloads too. The same for a JWT public key
+ * file (--jwt-key-file) replaced by a rename: tokens of the new key are accepted, the old key's
+ * refused, and an unusable file is refused with the new key kept.
  */
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gw_jwt.h"
 #include "harness.h"
 #include "harness_daemons.h"
 #include "harness_tls.h"
@@ -162,4 +168,52 @@ Test(gateway_reload, certificate_swapped_under_open_connections) {
   wait_metric("wsgate_gateway_reloads_total{result=\"ok\"}", ok_before + 1);
   cr_assert(handshake_trusting("v1"));
   all_still_connected();
+}
+
+static void write_pubkey(const char *file, EVP_PKEY *k) {
+  char tmp[160], dst[160];
+  path(tmp, sizeof tmp, "key.tmp");
+  path(dst, sizeof dst, file);
+  FILE *f = fopen(tmp, "w");
+  cr_assert(f);
+  if (k)
+    cr_assert_eq(PEM_write_PUBKEY(f, k), 1);
+  else
+    fputs("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n", f);
+  fclose(f);
+  cr_assert_eq(rename(tmp, dst), 0); /* the way an editor or a deploy tool replaces a file */
+}
+
+static int upgrade_as(EVP_PKEY *k) {
+  char claims[128], tok[2048];
+  snprintf(claims, sizeof claims, "{\"sub\":\"alice\",\"exp\":%lld}", (long long)time(NULL) + 300);
+  gw_jwt_signer sg = {.alg = GW_JWT_ALG_ES256, .pkey = k};
+  cr_assert_gt(gw_jwt_sign_as(&sg, NULL, claims, tok, sizeof tok), 0);
+  return itest_upgrade_status(&gw, tok, NULL, 0);
+}
+
+Test(gateway_reload, jwt_key_file_replaced) {
+  itest_require_servers();
+  cr_assert(mkdtemp(dir));
+  EVP_PKEY *a = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  EVP_PKEY *b = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  cr_assert(a && b);
+  write_pubkey("idp.pem", a);
+  char pem[128];
+  path(pem, sizeof pem, "idp.pem");
+  const char *extra[] = {"--jwt-algorithms", "ES256,HS256", "--jwt-key-file", pem, NULL};
+  itest_gateway_start(&gw, NULL, "reloadkey", &(itest_daemon_opts){.extra = extra});
+  cr_assert_eq(upgrade_as(a), 101);
+  cr_assert_eq(upgrade_as(b), 401);
+
+  write_pubkey("idp.pem", b);
+  wait_metric("wsgate_gateway_reloads_total{result=\"ok\"}", 1);
+  cr_assert_eq(upgrade_as(b), 101, "the new key is not in use");
+  cr_assert_eq(upgrade_as(a), 401, "the old key is still in use");
+
+  write_pubkey("idp.pem", NULL);
+  wait_metric("wsgate_gateway_reloads_total{result=\"refused\"}", 1);
+  cr_assert_eq(upgrade_as(b), 101, "the refused file replaced the good key");
+  EVP_PKEY_free(a);
+  EVP_PKEY_free(b);
 }
