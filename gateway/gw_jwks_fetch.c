@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <ev.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,8 @@ struct gw_jwks_fetch {
   pthread_cond_t cv;
   /* under mu */
   bool stop, wanted;
-  gw_keyset *ready; /* a good set not yet taken by the loop thread: one reference */
+  atomic_bool abort_fetch; /* destroy: a fetch in progress gives up at once */
+  gw_keyset *ready;        /* a good set not yet taken by the loop thread: one reference */
   /* fetch thread only */
   uint64_t last_attempt_ms;
   bool last_ok;
@@ -60,6 +62,14 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg) {
   return add;
 }
 
+/* curl's progress callback: nonzero aborts the transfer (CURLE_ABORTED_BY_CALLBACK). */
+static int progress_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+  (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+  gw_jwks_fetch *f = arg;
+  return atomic_load_explicit(&f->abort_fetch, memory_order_relaxed) ? 1 : 0;
+}
+
 /* One fetch; on success *out is a new set. Returns the result; why: for the log. */
 static gw_jwks_result fetch_once(gw_jwks_fetch *f, gw_keyset **out, char *why, size_t whylen) {
   *out = NULL;
@@ -83,6 +93,10 @@ static gw_jwks_result fetch_once(gw_jwks_fetch *f, gw_keyset **out, char *why, s
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_cb);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  /* A drain must not wait for a slow provider's time-out. */
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
   if (f->ca_file)
     curl_easy_setopt(c, CURLOPT_CAINFO, f->ca_file);
   CURLcode rc = curl_easy_perform(c);
@@ -241,6 +255,7 @@ void gw_jwks_fetch_destroy(gw_jwks_fetch *f) {
   if (!f)
     return;
   if (f->started) {
+    atomic_store(&f->abort_fetch, true);
     pthread_mutex_lock(&f->mu);
     f->stop = true;
     pthread_cond_signal(&f->cv);
