@@ -6,7 +6,8 @@
  * client trusting only it succeeds, one trusting only the old one fails). A swap to an unusable
  * certificate is refused and the good one kept; SIGHUP reloads too. The same for a JWT public key
  * file (--jwt-key-file) replaced by a rename: tokens of the new key are accepted, the old key's
- * refused, and an unusable file is refused with the new key kept.
+ * refused, and an unusable file is refused with the new key kept; and for the HS256 secret file
+ * (--jwt-secret-file) rewritten in place.
  */
 #include <criterion/criterion.h>
 #include <openssl/evp.h>
@@ -216,4 +217,41 @@ Test(gateway_reload, jwt_key_file_replaced) {
   cr_assert_eq(upgrade_as(b), 101, "the refused file replaced the good key");
   EVP_PKEY_free(a);
   EVP_PKEY_free(b);
+}
+
+static void write_secret(const char *secret) {
+  char p[160];
+  path(p, sizeof p, "secret");
+  FILE *f = fopen(p, "w");
+  cr_assert(f);
+  fprintf(f, "%s\n", secret);
+  fclose(f);
+}
+
+static int upgrade_hs256(const char *secret) {
+  char claims[128], tok[1024];
+  snprintf(claims, sizeof claims, "{\"sub\":\"alice\",\"exp\":%lld}", (long long)time(NULL) + 300);
+  cr_assert_gt(gw_jwt_sign((const uint8_t *)secret, strlen(secret), claims, tok, sizeof tok), 0);
+  return itest_upgrade_status(&gw, tok, NULL, 0);
+}
+
+Test(gateway_reload, jwt_secret_file_rewritten) {
+  itest_require_servers();
+  cr_assert(mkdtemp(dir));
+  const char *old_secret = "the-first-secret-of-at-least-32-bytes-0000";
+  const char *new_secret = "the-second-secret-of-at-least-32-bytes-111";
+  write_secret(old_secret);
+  char file[128];
+  path(file, sizeof file, "secret");
+  itest_gateway_start(&gw, NULL, "reloadsecret", &(itest_daemon_opts){.jwt_secret_file = file});
+  cr_assert_eq(upgrade_hs256(old_secret), 101);
+
+  write_secret(new_secret);
+  wait_metric("wsgate_gateway_reloads_total{result=\"ok\"}", 1);
+  cr_assert_eq(upgrade_hs256(new_secret), 101, "the new secret is not in use");
+  cr_assert_eq(upgrade_hs256(old_secret), 401, "the old secret is still in use");
+
+  write_secret("short");
+  wait_metric("wsgate_gateway_reloads_total{result=\"refused\"}", 1);
+  cr_assert_eq(upgrade_hs256(new_secret), 101, "the refused secret replaced the good one");
 }

@@ -151,8 +151,13 @@ static void gateway_spawn(itest_gateway *g, const itest_daemon_opts *o) {
       "0",
   };
   size_t n = 0;
-  while (argv[n])
+  while (argv[n]) {
+    if (o && o->jwt_secret_file && strcmp(argv[n], "--jwt-secret") == 0) {
+      argv[n++] = "--jwt-secret-file";
+      argv[n] = o->jwt_secret_file;
+    }
     n++;
+  }
   append_extra(argv, n, o);
   g->slot = -1;
   g->pid = itest_spawn(argv, NULL, g->log);

@@ -39,11 +39,13 @@ void itest_cluster_init(itest_cluster *c, int in_partitions, int out_partitions,
 
 /* What a test varies when it starts a daemon; NULL means all defaults. */
 typedef struct {
-  const char *const *extra; /* flags after the standard ones (NULL-terminated; may be NULL) */
-  bool no_wait;             /* return once started, without waiting for /readyz (a start that is
-                               meant to fail, or one the test waits for itself) */
-  int redis_port;           /* a Redis of the test's own, e.g. a private redis-server (0: the
-                               shared test Redis) */
+  const char *const *extra;    /* flags after the standard ones (NULL-terminated; may be NULL) */
+  bool no_wait;                /* return once started, without waiting for /readyz (a start that is
+                                  meant to fail, or one the test waits for itself) */
+  int redis_port;              /* a Redis of the test's own, e.g. a private redis-server (0: the
+                                  shared test Redis) */
+  const char *jwt_secret_file; /* gateways: --jwt-secret-file instead of --jwt-secret (a test
+                                  that rotates the secret) */
 } itest_daemon_opts;
 
 /*
