@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gw_chperm.h"
 #include "gw_session.h"
 #include "wsg_time.h"
 
@@ -270,7 +271,30 @@ static size_t answer(const refresh_op *op, int rf, const char *msg, uint32_t exp
   return n <= cap ? n : 0;
 }
 
-/* Verifies the op's token for ss; on success moves the session's expiry. */
+/* The connection's channel permissions become the new token's (gw_chperm, as at the upgrade):
+ * later subscribe ops are checked against them. Subscriptions already held are kept. A
+ * development user's "any channel" is left alone. */
+static void replace_chperm(gw_server *s, gw_session *ss, const refresh_op *op) {
+  if (ss->chperm == GW_CHPERM_ANY)
+    return;
+  char perm[GW_CHPERM_MAX_BYTES] = "";
+  uint8_t claims[GW_JWT_MAX_TOKEN];
+  int n = gw_jwt_claims_json(op->token, op->token_len, claims, sizeof claims);
+  if (n > 0)
+    gw_chperm_from_claims(claims, (size_t)n, s->cfg->channel_claim, perm, sizeof perm);
+  char *copy = NULL;
+  if (perm[0]) {
+    size_t len = gw_chperm_size(perm);
+    copy = malloc(len); /* out of memory: no channel, never the old token's */
+    if (copy)
+      memcpy(copy, perm, len);
+  }
+  gw__chperm_free(ss->chperm);
+  ss->chperm = copy;
+}
+
+/* Verifies the op's token for ss; on success moves the session's expiry and replaces its
+ * channel permissions. */
 static int apply(gw_server *s, gw_session *ss, const refresh_op *op, const char **msg,
                  uint32_t *exp) {
   gw_jwt_claims cl;
@@ -288,6 +312,7 @@ static int apply(gw_server *s, gw_session *ss, const refresh_op *op, const char 
     ss->exp_s = cl.has_exp && cl.exp_s < UINT32_MAX ? (uint32_t)cl.exp_s : UINT32_MAX;
   }
   *exp = cl.has_exp ? (uint32_t)cl.exp_s : 0;
+  replace_chperm(s, ss, op);
   return RF_OK;
 }
 

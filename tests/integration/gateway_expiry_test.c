@@ -3,11 +3,15 @@
  * connection whose 3-second token expires gets {"wsgate":"refresh_required"}; a refresh op with a
  * token of another user is refused with an error answer, one with a new token of the same user
  * (JSON, then MessagePack) is answered "refreshed" and the connection stays open past the grace;
- * a connection that does not refresh is closed with 4003.
+ * a connection that does not refresh is closed with 4003. A refresh also replaces the
+ * connection's channel permissions with the new token's.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+#include "gw_jwt.h"
 
 #include "harness.h"
 #include "harness_daemons.h"
@@ -114,4 +118,42 @@ Test(gateway_expiry, refresh_keeps_the_connection_and_no_refresh_closes_it) {
   cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_closes_total{code=\"4003\"}"), 1);
   ws_client_destroy(keeper);
   ws_client_destroy(idler);
+}
+
+/* An HS256 token for alice with a channels claim. */
+static const char *token_with_channels(const char *claim_json) {
+  static char tok[2048];
+  char claims[256];
+  snprintf(claims, sizeof claims, "{\"sub\":\"alice\",\"exp\":%ld,\"channels\":%s}",
+           (long)time(NULL) + 300, claim_json);
+  cr_assert_gt(gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
+                           sizeof tok),
+               0);
+  return tok;
+}
+
+/* Subscribes and returns whether it was allowed. */
+static bool subscribe(ws_client *c, const char *channel) {
+  char op[256], text[1024];
+  int n = snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
+  cr_assert_eq(ws_client_send_text(c, op, (size_t)n), 0);
+  recv_text(c, text, sizeof text, 5000);
+  cr_assert(strstr(text, "\"subscribed\"") || strstr(text, "\"forbidden\""), "%s", text);
+  return strstr(text, "\"subscribed\"") != NULL;
+}
+
+Test(gateway_expiry, refresh_replaces_channel_permissions) {
+  itest_require_servers();
+  itest_gateway_start(&gw, NULL, "expiry-chperm", NULL);
+  ws_client *c = connect_with(token_with_channels("[\"news:*\"]"));
+  cr_assert(subscribe(c, "news:eu"));
+  cr_assert(!subscribe(c, "sports:eu"));
+
+  char text[1024];
+  send_refresh(c, token_with_channels("[\"sports:*\"]"));
+  recv_text(c, text, sizeof text, 5000);
+  cr_assert(strstr(text, "\"refreshed\""), "%s", text);
+  cr_assert(subscribe(c, "sports:eu"), "the new token's channels are not allowed");
+  cr_assert(!subscribe(c, "news:us"), "the old token's channels are still allowed");
+  ws_client_destroy(c);
 }
