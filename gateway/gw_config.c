@@ -412,7 +412,7 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
 
 /* Reads the secret file: bounded, one trailing newline (as `echo` writes it) removed. */
 int gw_config_read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
-                            size_t errlen) {
+                               size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     snprintf(err, errlen, "--jwt-secret-file %s: %s", path, strerror(errno));
@@ -497,7 +497,8 @@ static int derive(gw_config *cfg, char *err, size_t errlen) {
       return -1;
     }
   } else if (cfg->jwt_secret_file) {
-    if (gw_config_read_secret_file(cfg->jwt_secret_file, &cfg->jwt_key, &cfg->jwt_key_len, err, errlen))
+    if (gw_config_read_secret_file(cfg->jwt_secret_file, &cfg->jwt_key, &cfg->jwt_key_len, err,
+                                   errlen))
       return -1;
   }
   if (cfg->jwt_key && cfg->jwt_key_len < GW_JWT_SECRET_MIN) {

@@ -77,7 +77,9 @@ typedef struct {
   char *jwt_key_file;
   char *jwt_jwks_file;
   char *jwt_issuer; /* comma-separated; empty: "iss" not checked */
-  uint64_t token_refresh_grace_ms; /* 0: expiry on live connections not enforced */
+
+  /* expiry on live connections (gw_expiry); 0: not enforced */
+  uint64_t token_refresh_grace_ms;
   char *jwt_jwks_url;
   char *jwt_jwks_ca_file;
   uint64_t jwt_jwks_refresh_ms;

@@ -75,11 +75,12 @@ typedef struct {
   gw_registry *registry;    /* borrowed */
   wsg_metrics *metrics;     /* borrowed; may be NULL */
   const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's; its keys change) */
-  void (*unknown_kid)(void *auth); /* a token named an unknown kid; NULL: nothing to do */
-  void *auth;
   int fd_limit;             /* the process' RLIMIT_NOFILE (soft) */
   gw_server_admit_fn admit; /* NULL: always admitted */
   void *admit_arg;
+  /* A token named a kid no key has: unknown_kid(auth) (gw_auth_unknown_kid); NULL: nothing. */
+  void (*unknown_kid)(void *auth);
+  void *auth;
 } gw_server_options;
 
 typedef struct gw_server gw_server;

@@ -175,7 +175,6 @@ struct gw_server {
   const gw_config *cfg;
   struct lws_context *ctx;
   struct lws_vhost *vh;
-  SSL_CTX *tls_ctx; /* the vhost's (lws owns it); NULL without --tls-cert */
   struct lws_protocols protocols[3]; /* <subprotocol>, <subprotocol>+seq (when resumable), end */
   char seq_protocol[160];
   struct lws_extension exts[2];
@@ -248,6 +247,7 @@ struct gw_server {
   wsg_gauge *m_handshakes, *m_fd_limit;
 
   struct gw_expiry *expiry; /* gw_expiry: the wheel of token expiries, its settings, metrics */
+  SSL_CTX *tls_ctx;         /* the vhost's (lws owns it), for reloads; NULL without --tls-cert */
 
   gw_channels *channels; /* gw_chserve: the local subscription index */
   gw_chreg *chreg;

@@ -383,8 +383,7 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
       memcpy(user, cl.user, ulen + 1);
       exp_s = cl.has_exp ? cl.exp_s : 0;
       permlen = channel_perm(s, tok, (size_t)tl, perm, sizeof perm);
-    }
-    else if (rc == GW_JWT_UNKNOWN_KID && s->o.unknown_kid)
+    } else if (rc == GW_JWT_UNKNOWN_KID && s->o.unknown_kid)
       s->o.unknown_kid(s->o.auth); /* the provider may have rotated: fetch its keys again */
     explicit_bzero(tok, (size_t)tl);
     if (rc != GW_JWT_OK)

@@ -126,7 +126,8 @@ int main(int argc, char **argv) {
   }
   printf("gw_jwt_verify_token, %d repetitions of %ld verifications, CPU time of one thread\n\n",
          REPS, iters);
-  printf("| alg    | token bytes | median µs | min µs | max µs | verifications/s (1 core) | vs HS256 |\n");
+  printf("| alg    | token bytes | median µs | min µs | max µs | verifications/s (1 core) | vs "
+         "HS256 |\n");
   printf("|---|---:|---:|---:|---:|---:|---:|\n");
   double hs256 = 0;
   int rc = 0;

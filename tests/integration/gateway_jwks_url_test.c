@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gw_b64url.h"
@@ -193,4 +194,9 @@ Test(gateway_jwks_url, rotation_unknown_kid_and_outage) {
   cr_assert_eq(upgrade(mint(k2, "k2")), 101, "the last good keys stay in use");
   /* k1, k2 and the harness' --jwt-secret */
   cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_jwt_keys"), 3);
+  /* The drain joins the fetch thread (its provider is down) and exits cleanly, quickly. */
+  uint64_t t0 = itest_now_ms();
+  int status = itest_gateway_stop(&gw, SIGTERM, 15000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+  cr_assert_lt(itest_now_ms() - t0, 8000);
 }

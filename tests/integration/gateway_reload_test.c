@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "gw_jwt.h"
@@ -169,6 +170,12 @@ Test(gateway_reload, certificate_swapped_under_open_connections) {
   wait_metric("wsgate_gateway_reloads_total{result=\"ok\"}", ok_before + 1);
   cr_assert(handshake_trusting("v1"));
   all_still_connected();
+  for (int i = 0; i < CLIENTS; i++) {
+    ws_client_destroy(clients[i]);
+    clients[i] = NULL;
+  }
+  int status = itest_gateway_stop(&gw, SIGTERM, 15000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
 }
 
 static void write_pubkey(const char *file, EVP_PKEY *k) {
