@@ -2,7 +2,8 @@
  * gw_server: the gateway's WebSocket server, the ONE file that includes libwebsockets.h.
  *
  * libwebsockets runs on the gateway's libev loop as a foreign loop. The server authenticates at
- * the upgrade (HS256 JWT, Origin, admission limits), registers each connection in Redis
+ * the upgrade (a JWT verified with gw_auth's keys, Origin, admission limits) and again when the
+ * token expires (gw_expiry: a refresh op or 4003), registers each connection in Redis
  * (gw_registry) before reading from it, produces every client message to Kafka as a `msg`
  * envelope (gw_kafka), delivers outbound envelopes through each connection's bounded send queue
  * (gw_sendq), and closes connections with the codes below.
