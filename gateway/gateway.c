@@ -8,10 +8,7 @@
 #include "gateway.h"
 
 #include <ev.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
-#include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,7 +20,9 @@
 #include "gw_kafka.h"
 #include "gw_metrics.h"
 #include "gw_registry.h"
+#include "gw_reload.h"
 #include "gw_server.h"
+#include "gw_tls.h"
 #include "wsg_http.h"
 #include "wsg_log.h"
 #include "wsg_metrics.h"
@@ -74,6 +73,7 @@ struct gw_gateway {
   gw_registry *registry;
   gw_server *server;
   gw_auth *auth;
+  gw_reload *reload;
   int fd_limit;
   uint32_t slots;
 
@@ -259,9 +259,12 @@ static void shutdown_now(gw_gateway *g) {
   if (left)
     WSG_WARN("gateway", "dropping %llu connections that did not close in time",
              (unsigned long long)left);
+  gw_reload_destroy(g->reload);
+  g->reload = NULL;
   gw_server_destroy(g->server);
   g->server = NULL;
   gw_auth_destroy(g->auth);
+  g->auth = NULL;
   gw_kafka_poll(g->kafka);
   ev_break(g->loop, EVBREAK_ALL);
 }
@@ -394,73 +397,15 @@ static void warn_fd_limit(const gw_config *cfg, int fd_limit) {
            lws_fds);
 }
 
-static int no_passphrase(char *buf, int size, int rwflag, void *arg) {
-  (void)buf, (void)size, (void)rwflag, (void)arg;
-  return 0; /* never prompt on a terminal: an encrypted key is an error */
-}
-
-/* The reason of the last OpenSSL error, for a message; clears the queue. */
-static const char *openssl_reason(void) {
-  unsigned long e = ERR_peek_last_error();
-  const char *r = e ? ERR_reason_error_string(e) : NULL;
-  ERR_clear_error();
-  return r ? r : "unknown OpenSSL error";
-}
-
 /* Loads --tls-cert and --tls-key the way libwebsockets will, before anything else starts, so a
  * bad file is reported by name at once rather than after the wait for Kafka, through
- * libwebsockets' generic vhost error. An expired certificate is only a warning: refusing to start
- * would turn a late rotation into an outage of every replica. */
+ * libwebsockets' generic vhost error. */
 static int check_tls_files(const gw_config *cfg, char *err, size_t errlen) {
   if (!cfg->tls_cert)
     return 0;
-  int rc = -1;
-  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-  if (!ctx) {
-    snprintf(err, errlen, "cannot create a TLS context: %s", openssl_reason());
-    return -1;
-  }
-  SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
-  const char *files[][2] = {{"--tls-cert", cfg->tls_cert}, {"--tls-key", cfg->tls_key}};
-  for (size_t i = 0; i < 2; i++) {
-    FILE *f = fopen(files[i][1], "r");
-    if (!f) {
-      snprintf(err, errlen, "%s %s: %s", files[i][0], files[i][1], strerror(errno));
-      goto out;
-    }
-    fclose(f);
-  }
-  if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
-    snprintf(err, errlen, "--tls-cert %s: not a readable PEM certificate chain (%s)", cfg->tls_cert,
-             openssl_reason());
-    goto out;
-  }
-  if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
-    unsigned long e = ERR_peek_last_error();
-    if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
-      snprintf(err, errlen,
-               "--tls-key %s is not the private key of the certificate in --tls-cert %s",
-               cfg->tls_key, cfg->tls_cert);
-    else
-      snprintf(err, errlen, "--tls-key %s: not a readable, unencrypted PEM private key (%s)",
-               cfg->tls_key, openssl_reason());
-    ERR_clear_error();
-    goto out;
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    snprintf(err, errlen, "--tls-key %s is not the private key of the certificate in --tls-cert %s",
-             cfg->tls_key, cfg->tls_cert);
-    ERR_clear_error();
-    goto out;
-  }
-  X509 *leaf = SSL_CTX_get0_certificate(ctx);
-  if (leaf && X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0)
-    WSG_WARN("gateway", "the certificate in --tls-cert %s has expired: clients will refuse it",
-             cfg->tls_cert);
-  rc = 0;
-out:
+  SSL_CTX *ctx = gw_tls_load(cfg->tls_cert, cfg->tls_key, err, errlen);
   SSL_CTX_free(ctx);
-  return rc;
+  return ctx ? 0 : -1;
 }
 
 int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig_atomic_t *stop,
@@ -544,11 +489,13 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
   if (gw_registry_create(&g->registry, g->loop, &ro, g->metrics, err, errlen) != GW_REG_OK)
     goto fail;
 
-  if (gw_auth_create(&g->auth, cfg, err, errlen) != 0)
+  if (gw_auth_create(&g->auth, cfg, g->loop, g->metrics, err, errlen) != 0)
     goto fail;
   gw_server_options so = {
       .cfg = cfg,
       .jwt = gw_auth_jwt(g->auth),
+      .unknown_kid = gw_auth_unknown_kid,
+      .auth = g->auth,
       .loop = g->loop,
       .kafka = g->kafka,
       .registry = g->registry,
@@ -558,6 +505,10 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .admit_arg = g,
   };
   if (gw_server_create(&g->server, &so, err, errlen) != 0)
+    goto fail;
+  gw_reload_options rlo = {
+      .cfg = cfg, .loop = g->loop, .auth = g->auth, .server = g->server, .metrics = g->metrics};
+  if (gw_reload_create(&g->reload, &rlo, err, errlen) != 0)
     goto fail;
 
   wsg_http_options ho = {
@@ -608,8 +559,10 @@ void gw_gateway_destroy(gw_gateway *g) {
   wsg_http_stop(g->http);
   if (g->kafka)
     gw_kafka_stop_consumer(g->kafka);
+  gw_reload_destroy(g->reload);
   gw_server_destroy(g->server);
   g->server = NULL;
+  gw_auth_destroy(g->auth);
   gw_registry_destroy(g->registry);
   gw_kafka_destroy(g->kafka);
   if (g->loop) {

@@ -139,6 +139,26 @@ static const wsg_option auth_rows[] = {
      NULL, 0,
      "JWKS document (RFC 7517, {\"keys\":[...]}) saved from the provider's jwks_uri; keys are "
      "chosen by the token's `kid`. Unknown key types and encryption keys are skipped."},
+    {"token-refresh-grace", 0, "WSGATE_TOKEN_REFRESH_GRACE", WSG_OPT_DURATION,
+     OPT(token_refresh_grace_ms), "30s", 0, 1 * HOUR, NULL, 0,
+     "When a connection's token `exp` passes, the gateway sends a refresh_required frame and "
+     "closes the connection with 4003 unless a refresh op with a new token of the same user "
+     "arrives within this long (whole seconds; docs/PROTOCOL.md); 0: tokens are checked only at "
+     "the upgrade."},
+    {"jwt-jwks-url", 0, "WSGATE_JWT_JWKS_URL", WSG_OPT_STRING, OPT(jwt_jwks_url), NULL, 0, 0, NULL,
+     0,
+     "HTTPS URL of the identity provider's JWKS (its OpenID configuration's `jwks_uri`), fetched "
+     "at start, every --jwt-jwks-refresh, and when a token names an unknown `kid`; while it "
+     "fails, the last good keys stay in use."},
+    {"jwt-jwks-refresh", 0, "WSGATE_JWT_JWKS_REFRESH", WSG_OPT_DURATION, OPT(jwt_jwks_refresh_ms),
+     "5m", 1 * SEC, 24 * HOUR, NULL, 0, "How often --jwt-jwks-url is fetched again."},
+    {"jwt-jwks-min-interval", 0, "WSGATE_JWT_JWKS_MIN_INTERVAL", WSG_OPT_DURATION,
+     OPT(jwt_jwks_min_interval_ms), "30s", 1 * SEC, 1 * HOUR, NULL, 0,
+     "Least time between two fetches of --jwt-jwks-url caused by unknown `kid`s or failures, so "
+     "tokens with made-up kids cannot flood the provider."},
+    {"jwt-jwks-ca-file", 0, "WSGATE_JWT_JWKS_CA_FILE", WSG_OPT_STRING, OPT(jwt_jwks_ca_file), NULL,
+     0, 0, NULL, 0,
+     "PEM CA certificate(s) trusted for --jwt-jwks-url instead of the system's (a private CA)."},
     {"jwt-issuer", 0, "WSGATE_JWT_ISSUER", WSG_OPT_STRING, OPT(jwt_issuer), "", 0, 0, NULL, 0,
      "Comma-separated accepted `iss` values, compared exactly (e.g. "
      "https://idp.example.com/realms/app); empty: `iss` is not checked."},
@@ -324,7 +344,14 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
     return -1;
   }
   bool has_secret = cfg->jwt_secret || cfg->jwt_secret_file;
-  bool has_public = cfg->jwt_key_file || cfg->jwt_jwks_file;
+  bool has_public = cfg->jwt_key_file || cfg->jwt_jwks_file || cfg->jwt_jwks_url;
+  if (cfg->jwt_jwks_url && strncmp(cfg->jwt_jwks_url, "https://", 8) != 0) {
+    snprintf(err, errlen,
+             "--jwt-jwks-url %s: only https:// URLs are fetched (the keys decide who is "
+             "authenticated)",
+             cfg->jwt_jwks_url);
+    return -1;
+  }
   if (!has_secret && !has_public && !cfg->insecure_dev_user) {
     snprintf(err, errlen,
              "no JWT secret: give --jwt-secret-file (or --jwt-secret / WSGATE_JWT_SECRET), or "
@@ -340,7 +367,8 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
   }
   uint32_t hmac = 1u << GW_JWT_ALG_HS256 | 1u << GW_JWT_ALG_HS384 | 1u << GW_JWT_ALG_HS512;
   /* A JWKS document may hold oct keys; a PEM file never does. */
-  if ((has_secret || has_public) && (algs & hmac) && !has_secret && !cfg->jwt_jwks_file) {
+  if ((has_secret || has_public) && (algs & hmac) && !has_secret && !cfg->jwt_jwks_file &&
+      !cfg->jwt_jwks_url) {
     snprintf(err, errlen,
              "--jwt-algorithms %s accepts HMAC (HS*) tokens but no secret is given: set "
              "--jwt-algorithms to the provider's algorithm (e.g. RS256), or give --jwt-secret-file",
@@ -350,7 +378,7 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
   if ((algs & ~hmac) && !has_public && !cfg->insecure_dev_user) {
     snprintf(err, errlen,
              "--jwt-algorithms %s accepts public-key tokens but no key is given: add "
-             "--jwt-key-file or --jwt-jwks-file",
+             "--jwt-key-file, --jwt-jwks-file or --jwt-jwks-url",
              cfg->jwt_algorithms);
     return -1;
   }
@@ -397,8 +425,8 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
 }
 
 /* Reads the secret file: bounded, one trailing newline (as `echo` writes it) removed. */
-static int read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
-                            size_t errlen) {
+int gw_config_read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
+                               size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     snprintf(err, errlen, "--jwt-secret-file %s: %s", path, strerror(errno));
@@ -483,7 +511,8 @@ static int derive(gw_config *cfg, char *err, size_t errlen) {
       return -1;
     }
   } else if (cfg->jwt_secret_file) {
-    if (read_secret_file(cfg->jwt_secret_file, &cfg->jwt_key, &cfg->jwt_key_len, err, errlen))
+    if (gw_config_read_secret_file(cfg->jwt_secret_file, &cfg->jwt_key, &cfg->jwt_key_len, err,
+                                   errlen))
       return -1;
   }
   if (cfg->jwt_key && cfg->jwt_key_len < GW_JWT_SECRET_MIN) {

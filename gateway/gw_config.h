@@ -79,6 +79,13 @@ typedef struct {
   char *jwt_key_file;
   char *jwt_jwks_file;
   char *jwt_issuer; /* comma-separated; empty: "iss" not checked */
+
+  /* expiry on live connections (gw_expiry); 0: not enforced */
+  uint64_t token_refresh_grace_ms;
+  char *jwt_jwks_url;
+  char *jwt_jwks_ca_file;
+  uint64_t jwt_jwks_refresh_ms;
+  uint64_t jwt_jwks_min_interval_ms;
   bool insecure_dev_user;
 
   /* --- Kafka --- */
@@ -156,5 +163,11 @@ void gw_config_log(const gw_config *cfg);
 
 /* Frees everything inside `cfg`, including derived values. Safe on a zeroed struct. */
 void gw_config_finish(gw_config *cfg);
+
+/* Reads --jwt-secret-file's file (at most GW_JWT_SECRET_MAX bytes, one trailing newline
+ * dropped): 0 with *out malloc'd (caller wipes and frees), or -1 with the file and the problem in
+ * err. At start and on every reload (gw_auth_reload). */
+int gw_config_read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
+                               size_t errlen);
 
 #endif

@@ -128,7 +128,7 @@ static int flush_held(gw_server *s, gw_session *ss) {
   if (!(ss->flags & F_CONNECT_SENT) || s->pressure)
     return 1; /* not registered yet (on_registered flushes), or Kafka still full */
   if (gw_chops_marked(ss->rx, ss->rx_len, (ss->flags & F_BINARY) != 0) &&
-      !gw_chserve_op(s, ss, ss->rx, ss->rx_len, (ss->flags & F_BINARY) != 0)) {
+      !gw__control_op(s, ss, ss->rx, ss->rx_len, (ss->flags & F_BINARY) != 0)) {
     gw_inbound_rx_free(s, ss);
     return 0;
   }
@@ -269,9 +269,9 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
     return 0;
   }
   rate_take(s, ss, len, t);
-  /* A channel op (an exact prefix, never a parse) is answered here, not produced. */
+  /* A control op (an exact prefix, never a parse) is answered here, not produced. */
   if ((ss->flags & F_CONNECT_SENT) && gw_chops_marked(data, len, (ss->flags & F_BINARY) != 0) &&
-      !gw_chserve_op(s, ss, data, len, (ss->flags & F_BINARY) != 0)) {
+      !gw__control_op(s, ss, data, len, (ss->flags & F_BINARY) != 0)) {
     if (in_rx)
       gw_inbound_rx_free(s, ss);
     return 0;

@@ -231,6 +231,26 @@ static void truncate_to(gw_keyset *ks, size_t mark) {
     key_clear(&ks->keys[--ks->n]);
 }
 
+int gw_keyset_add_set(gw_keyset *ks, const gw_keyset *src, const char *what, char *err,
+                      size_t errlen) {
+  size_t mark = ks->n;
+  for (size_t i = 0; i < src->n; i++) {
+    const gw_key *k = &src->keys[i];
+    int rc;
+    if (k->type == GW_KEY_OCT) {
+      rc = push_secret(ks, k->secret, k->secret_len, k->kid, k->alg, what, err, errlen);
+    } else {
+      EVP_PKEY_up_ref(k->pkey); /* push_pkey takes this reference */
+      rc = push_pkey(ks, k->pkey, k->kid, k->alg, what, err, errlen);
+    }
+    if (rc != GW_KEYSET_OK) {
+      truncate_to(ks, mark);
+      return rc;
+    }
+  }
+  return GW_KEYSET_OK;
+}
+
 /* One DER block of a PEM file as a public key (takes nothing; returns a new key or NULL). */
 static EVP_PKEY *pem_block_key(const char *name, const unsigned char *der, long dlen) {
   const unsigned char *p = der;

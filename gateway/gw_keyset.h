@@ -103,6 +103,11 @@ int gw_keyset_add_jwks(gw_keyset *ks, const char *json, size_t len, const char *
 int gw_keyset_add_pem_file(gw_keyset *ks, const char *path, char *err, size_t errlen);
 int gw_keyset_add_jwks_file(gw_keyset *ks, const char *path, char *err, size_t errlen);
 
+/* Every key of src (secrets copied, public keys shared by reference): how a key set is made of
+ * several sources that change at different times (files, a JWKS URL). src: borrowed. */
+int gw_keyset_add_set(gw_keyset *ks, const gw_keyset *src, const char *what, char *err,
+                      size_t errlen);
+
 size_t gw_keyset_count(const gw_keyset *ks);
 /* The i-th key (i < count), valid while the caller holds a reference to ks. */
 const gw_key *gw_keyset_key(const gw_keyset *ks, size_t i);

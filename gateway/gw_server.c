@@ -230,6 +230,7 @@ static void keepalive_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   gw_server *s = w->data;
   gw_keepalive_run(s->ka, ka_now(s), keepalive_due, s);
+  gw_expiry_tick(s);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -365,6 +366,7 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   ss->conn_id = next_conn_id(s);
   gw_user *u = gw_user_map_intern(&s->users, p->user, p->len);
   uint64_t resume = p->resume;
+  int64_t exp_s = p->exp_s;
   char *chperm = gw__chperm_take(p);
   free(p);
   if (!u) {
@@ -382,7 +384,8 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   wsg_counter_add(s->m_upgrades[UPG_OK], 1);
   wsg_gauge_set(s->m_conns, (int64_t)s->conns.count);
   ss->alive_s = ka_now(s);
-  if (gw_keepalive_schedule(s->ka, ss->conn_id, ss->alive_s + s->ping_s) != 0)
+  if (gw_keepalive_schedule(s->ka, ss->conn_id, ss->alive_s + s->ping_s) != 0 ||
+      gw_expiry_start(s, ss, exp_s) != 0)
     return gw__close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
   /* Hold reading until Redis confirms: a reply must find the connection registered. */
   set_hold(ss, HOLD_REGISTER, true);
@@ -467,6 +470,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     }
     return 0;
   }
+  case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+    /* While the vhost is created: `user` is its server SSL_CTX, kept for certificate reloads
+     * (gw_tls_install; lws 4.1.6 has no other way to reach a server vhost's context). */
+    server_of(wsi)->tls_ctx = user;
+    return 0;
   case LWS_CALLBACK_ESTABLISHED:
     gw_door_upgraded(server_of(wsi), wsi);
     return on_established(server_of(wsi), wsi, ss);
@@ -611,6 +619,10 @@ uint64_t gw_server_conn_count(const gw_server *s) {
   return s->conns.count;
 }
 
+SSL_CTX *gw_server_tls_ctx(const gw_server *s) {
+  return s->tls_ctx;
+}
+
 int gw_server_port(const gw_server *s) {
   return s->port;
 }
@@ -675,7 +687,6 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     goto fail;
   }
 
-  s->jwt = *o->jwt;
   gw_rate_init(&s->rate_msgs, (uint64_t)cfg->rate_msgs,
                (uint64_t)(cfg->rate_burst ? cfg->rate_burst : cfg->rate_msgs));
   gw_rate_init(&s->rate_bytes, cfg->rate_bytes, cfg->max_message);
@@ -735,7 +746,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   ev_timer_init(&s->ka_w, keepalive_timer_cb, 1., 1.);
   s->ka_w.data = s;
   ev_timer_start(o->loop, &s->ka_w);
-  if (gw_chserve_init(s, err, errlen) != 0)
+  if (gw_chserve_init(s, err, errlen) != 0 || gw_expiry_init(s, err, errlen) != 0)
     goto fail;
 
   /* lws' libev plugin logs every watcher change at NOTICE: only with --log-level debug
@@ -855,6 +866,7 @@ void gw_server_destroy(gw_server *s) {
   gw_user_map_finish(&s->users);
   gw_inbound_finish(s);
   gw_chserve_finish(s);
+  gw_expiry_finish(s);
   gw_keepalive_free(s->ka);
   free(s->scratch);
   wsg_buf_finish(&s->enc);

@@ -2,7 +2,8 @@
  * gw_server: the gateway's WebSocket server, the ONE file that includes libwebsockets.h.
  *
  * libwebsockets runs on the gateway's libev loop as a foreign loop. The server authenticates at
- * the upgrade (HS256 JWT, Origin, admission limits), registers each connection in Redis
+ * the upgrade (a JWT verified with gw_auth's keys, Origin, admission limits) and again when the
+ * token expires (gw_expiry: a refresh op or 4003), registers each connection in Redis
  * (gw_registry) before reading from it, produces every client message to Kafka as a `msg`
  * envelope (gw_kafka), delivers outbound envelopes through each connection's bounded send queue
  * (gw_sendq), and closes connections with the codes below.
@@ -14,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <openssl/types.h>
 #include <stdint.h>
 
 #include "gw_config.h"
@@ -48,7 +50,10 @@ struct ev_loop;
   X(APP_CLOSE, 4002,                                                                               \
     "the application closed the connection (a close envelope without a usable "                    \
     "code)",                                                                                       \
-    "closed by the application")
+    "closed by the application")                                                                   \
+  X(TOKEN_EXPIRED, 4003,                                                                           \
+    "the token expired and no valid refresh op arrived within --token-refresh-grace",              \
+    "token expired")
 
 typedef enum {
 #define GW_CLOSE_ENUM(name, code, when, reason) GW_CLOSE_##name = code,
@@ -70,10 +75,13 @@ typedef struct {
   gw_kafka *kafka;          /* borrowed */
   gw_registry *registry;    /* borrowed */
   wsg_metrics *metrics;     /* borrowed; may be NULL */
-  const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's) */
+  const gw_jwt_config *jwt; /* borrowed for the server's life (gw_auth's; its keys change) */
   int fd_limit;             /* the process' RLIMIT_NOFILE (soft) */
   gw_server_admit_fn admit; /* NULL: always admitted */
   void *admit_arg;
+  /* A token named a kid no key has: unknown_kid(auth) (gw_auth_unknown_kid); NULL: nothing. */
+  void (*unknown_kid)(void *auth);
+  void *auth;
 } gw_server_options;
 
 typedef struct gw_server gw_server;
@@ -98,6 +106,10 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
 void gw_server_destroy(gw_server *s);
 
 int gw_server_port(const gw_server *s); /* the WebSocket port actually bound */
+
+/* The SSL_CTX new TLS handshakes use (owned by libwebsockets), NULL without --tls-cert: a
+ * reload installs a new certificate into it (gw_tls_install). */
+SSL_CTX *gw_server_tls_ctx(const gw_server *s);
 
 /* Sessions currently open (registered or registering). */
 uint64_t gw_server_conn_count(const gw_server *s);

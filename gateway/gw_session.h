@@ -25,6 +25,7 @@
 #include <libwebsockets.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 #include "gw_channels.h"
@@ -100,18 +101,24 @@ typedef struct gw_session {
   uint16_t close_code;      /* the code to send once F_CLOSING */
   uint16_t disconnect_code; /* the `cc` of the disconnect envelope */
   uint8_t hold;
-  uint32_t alive_s; /* keepalive clock: second of the last pong, or of the upgrade */
+  uint8_t exp_state; /* gw_expiry: GW_EXP_NONE, LIVE or ASKED */
+  uint32_t alive_s;  /* keepalive clock: second of the last pong, or of the upgrade */
   char *close_reason;
   struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
   gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
   char *chperm;      /* channels it may subscribe to (gw_chperm), owned unless GW_CHPERM_ANY */
+  uint32_t exp_s;    /* gw_expiry: the token's "exp" (LIVE) or the end of the grace (ASKED) */
 } gw_session;
 
-static_assert(sizeof(gw_session) <= 160, "keep the per-connection block small");
+/* 168: expiry on live connections (issue 17) took the last 8 bytes. */
+static_assert(sizeof(gw_session) <= 168, "keep the per-connection block small");
+
+enum { GW_EXP_NONE = 0, GW_EXP_LIVE, GW_EXP_ASKED };
 
 /* A user authenticated in CONFIRM_UPGRADE, waiting for ESTABLISHED (side table keyed by wsi). */
 typedef struct {
   uint64_t resume; /* ?resume=<q>, 0 when not given */
+  int64_t exp_s;   /* the token's "exp"; 0: none (a development user) */
   uint32_t len;
   bool chperm_any; /* a development user: any channel */
   char user[];     /* the user id, its NUL, then its channel permission list (gw_chperm) */
@@ -194,7 +201,6 @@ struct gw_server {
   lws_retry_bo_t retry;
   int port;
 
-  gw_jwt_config jwt;
   gw_rate rate_msgs, rate_bytes, rate_upgrades;
   uint64_t upgrades_tat;
   gw_sendq_limits sendq_limits;
@@ -260,6 +266,9 @@ struct gw_server {
   wsg_counter *m_accept_refused[GW_DOOR__COUNT];
   wsg_counter *m_not_websocket;
   wsg_gauge *m_handshakes, *m_fd_limit;
+
+  struct gw_expiry *expiry; /* gw_expiry: the wheel of token expiries, its settings, metrics */
+  SSL_CTX *tls_ctx;         /* the vhost's (lws owns it), for reloads; NULL without --tls-cert */
 
   gw_channels *channels; /* gw_chserve: the local subscription index */
   wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
@@ -373,6 +382,34 @@ void gw_chpub_pos_free(void *arg, gw_chpos *pos);
  * history, then live; and, at shutdown after the registry is gone, what is left of them. */
 void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
 void gw_chrecover_finish(gw_server *s);
+/* gw_expiry.c: tokens expiring on live connections. init/finish with the server (0, or -1 with a
+ * message); start: at ESTABLISHED with the token's "exp" (0: not checked; -1 out of memory);
+ * tick: from the server's one-second timer; refresh_op: a marked frame gw_expiry_marked() says is
+ * a refresh op, answered, never produced. */
+typedef struct gw_expiry gw_expiry;
+int gw_expiry_init(gw_server *s, char *err, size_t errlen);
+void gw_expiry_finish(gw_server *s);
+int gw_expiry_start(gw_server *s, gw_session *ss, int64_t exp_s);
+void gw_expiry_tick(gw_server *s);
+void gw_expiry_refresh_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
+/* An exact prefix, after gw_chops_marked(): {"wsgate":"refresh" (text), or the fixstr "wsgate"
+ * then the fixstr "refresh" (MessagePack); the op's own parse checks the rest. */
+static inline bool gw_expiry_marked(const uint8_t *d, size_t len, bool binary) {
+  if (binary)
+    return len >= 16 && memcmp(d + 8, "\xa7refresh", 8) == 0;
+  return len >= 19 && memcmp(d + 9, ":\"refresh\"", 10) == 0;
+}
+/* A marked client frame: a refresh op, or a channel op. True when the frame is still to be
+ * produced to Kafka (a client publish the gateway allowed: gw_chserve_op()). */
+static inline bool gw__control_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len,
+                                  bool binary) {
+  if (gw_expiry_marked(d, len, binary)) {
+    gw_expiry_refresh_op(s, ss, d, len, binary);
+    return false;
+  }
+  return gw_chserve_op(s, ss, d, len, binary);
+}
+
 /* A pending upgrade's channel permissions as the session keeps them (NULL: none; out of memory
  * is none too), and freeing them. */
 char *gw__chperm_take(const gw_pending *p);

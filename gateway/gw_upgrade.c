@@ -355,6 +355,7 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
 
   char user[WSG_MAX_USER_LEN + 1];
   size_t ulen = 0;
+  int64_t exp_s = 0; /* the token's "exp", for gw_expiry */
   bool have_token = tl > 0;
   char perm[GW_CHPERM_MAX_BYTES] = "";
   size_t permlen = 1; /* the empty list: no channel */
@@ -375,9 +376,15 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
                     "INSECURE: %s connected as user \"%s\" without a token (--insecure-dev-user)",
                     peer, user);
   } else {
-    int rc = gw_jwt_verify(&s->jwt, tok, (size_t)tl, (int64_t)time(NULL), user, sizeof user, &ulen);
-    if (rc == GW_JWT_OK)
+    gw_jwt_claims cl;
+    int rc = gw_jwt_verify_token(s->o.jwt, tok, (size_t)tl, (int64_t)time(NULL), &cl);
+    if (rc == GW_JWT_OK) {
+      ulen = cl.user_len;
+      memcpy(user, cl.user, ulen + 1);
+      exp_s = cl.has_exp ? cl.exp_s : 0;
       permlen = channel_perm(s, tok, (size_t)tl, perm, sizeof perm);
+    } else if (rc == GW_JWT_UNKNOWN_KID && s->o.unknown_kid)
+      s->o.unknown_kid(s->o.auth); /* the provider may have rotated: fetch its keys again */
     explicit_bzero(tok, (size_t)tl);
     if (rc != GW_JWT_OK)
       return refuse(s, wsi, UPG_UNAUTHORIZED, 401, "invalid_token", gw_jwt_strerror(rc),
@@ -394,6 +401,7 @@ int gw_upgrade_confirm(gw_server *s, struct lws *wsi) {
   if (!p)
     return -1;
   p->resume = resume;
+  p->exp_s = exp_s;
   p->len = (uint32_t)ulen;
   p->chperm_any = cfg->insecure_dev_user && !have_token;
   memcpy(p->user, user, ulen + 1);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "gateway.h"
+#include "gw_auth.h"
 #include "gw_config.h"
 #include "gw_metrics.h"
 #include "wsg_log.h"
@@ -61,6 +62,11 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
 
+  if (gw_auth_global_init(err, sizeof err) != 0) {
+    WSG_ERROR("main", "cannot start: %s", err);
+    gw_config_finish(&cfg);
+    return 1;
+  }
   gw_gateway *g = NULL;
   if (gw_gateway_create(&g, &cfg, &stop_requested, err, sizeof err) != 0) {
     if (stop_requested)

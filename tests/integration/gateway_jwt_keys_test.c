@@ -88,18 +88,7 @@ static const char *mint(gw_jwt_alg alg, EVP_PKEY *key, const char *kid, const ch
 
 /* The upgrade's status; body copied to `body`. */
 static int upgrade(const char *token, char *body, size_t cap) {
-  char auth[4200];
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-  const char *headers[] = {auth, NULL};
-  ws_client *c = NULL;
-  ws_http_response resp;
-  int rc = itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp);
-  ws_client_destroy(c);
-  if (rc == WS_CLIENT_OK)
-    return 101;
-  cr_assert_eq(rc, WS_CLIENT_REFUSED, "neither accepted nor refused: %s", ws_client_strerror(rc));
-  snprintf(body, cap, "%.1000s", resp.body);
-  return resp.status;
+  return itest_upgrade_status(&gw, token, body, cap);
 }
 
 static void expect(const char *what, const char *token, int status, const char *in_body) {

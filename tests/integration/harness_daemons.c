@@ -202,8 +202,13 @@ static void gateway_spawn(itest_gateway *g, const itest_daemon_opts *o) {
       "0",
   };
   size_t n = 0;
-  while (argv[n])
+  while (argv[n]) {
+    if (o && o->jwt_secret_file && strcmp(argv[n], "--jwt-secret") == 0) {
+      argv[n++] = "--jwt-secret-file";
+      argv[n] = o->jwt_secret_file;
+    }
     n++;
+  }
   append_extra(argv, n, o);
   g->slot = -1;
   g->pid = itest_spawn(argv, NULL, g->log);
@@ -408,6 +413,22 @@ int itest_connect_raw(const itest_gateway *g, const char *path, const char *cons
   if (rc != WS_CLIENT_OK && rc != WS_CLIENT_REFUSED)
     fprintf(stderr, "ws_client_connect: %s\n", err);
   return rc;
+}
+
+int itest_upgrade_status(const itest_gateway *g, const char *token, char *body, size_t cap) {
+  char auth[GW_JWT_MAX_TOKEN + 64];
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+  const char *headers[] = {auth, NULL};
+  ws_client *c = NULL;
+  ws_http_response resp;
+  int rc = itest_connect_raw(g, "/", headers, "wsgate.v1", &c, &resp);
+  ws_client_destroy(c);
+  if (rc == WS_CLIENT_OK)
+    return 101;
+  cr_assert_eq(rc, WS_CLIENT_REFUSED, "neither accepted nor refused: %s", ws_client_strerror(rc));
+  if (body)
+    snprintf(body, cap, "%.1000s", resp.body);
+  return resp.status;
 }
 
 ws_client *itest_connect(const itest_gateway *g, const char *user) {

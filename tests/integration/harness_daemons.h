@@ -43,12 +43,14 @@ void itest_cluster_add_commands(itest_cluster *c, int partitions);
 
 /* What a test varies when it starts a daemon; NULL means all defaults. */
 typedef struct {
-  const char *const *extra; /* flags after the standard ones (NULL-terminated; may be NULL) */
-  bool no_wait;             /* return once started, without waiting for /readyz (a start that is
-                               meant to fail, or one the test waits for itself) */
-  int redis_port;           /* a Redis of the test's own, e.g. a private redis-server (0: the
-                               shared test Redis, or the Redis Cluster of
-                               WSGATE_TEST_REDIS_CLUSTER=host:port, `--redis-cluster`) */
+  const char *const *extra;    /* flags after the standard ones (NULL-terminated; may be NULL) */
+  bool no_wait;                /* return once started, without waiting for /readyz (a start that is
+                                  meant to fail, or one the test waits for itself) */
+  int redis_port;              /* a Redis of the test's own, e.g. a private redis-server (0: the
+                                  shared test Redis, or the Redis Cluster of
+                                  WSGATE_TEST_REDIS_CLUSTER=host:port, `--redis-cluster`) */
+  const char *jwt_secret_file; /* gateways: --jwt-secret-file instead of --jwt-secret (a test
+                                  that rotates the secret) */
 } itest_daemon_opts;
 
 /* A command with two %s (e.g. prefix and id) on the Redis at 127.0.0.1:port (0: the daemons'
@@ -125,6 +127,9 @@ ws_client *itest_connect(const itest_gateway *g, const char *user);
  * NULL). Returns ws_client_connect's result; *out set on success. */
 int itest_connect_raw(const itest_gateway *g, const char *path, const char *const *headers,
                       const char *subprotocol, ws_client **out, ws_http_response *resp);
+/* Upgrades with "Authorization: Bearer <token>" and closes at once: 101, or the refusal's status
+ * with its body copied to body[0..cap) (body may be NULL). Fails the test on anything else. */
+int itest_upgrade_status(const itest_gateway *g, const char *token, char *body, size_t cap);
 /* Receives the next message within timeout_ms; fails the test unless it is `op`. */
 void itest_expect_msg(ws_client *c, ws_opcode op, ws_message *m, int timeout_ms);
 /* Receives messages until one that is not a pong arrives within timeout_ms; fails the test on

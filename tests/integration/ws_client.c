@@ -149,6 +149,9 @@ static int tls_write_all(ws_client *c, const uint8_t *p, size_t len, uint64_t de
   int rc = WS_CLIENT_OK;
   while (len > 0 && rc == WS_CLIENT_OK) {
     size_t n = 0;
+    /* SSL_get_error reads the thread's whole error queue: an error another connection left
+     * there would make this one look broken. */
+    ERR_clear_error();
     int ret = SSL_write_ex(c->tls, p, len, &n);
     if (ret == 1) {
       p += n;
@@ -212,6 +215,7 @@ static long fill(ws_client *c, uint64_t deadline) {
   }
   while (c->tls != NULL) {
     size_t n = 0;
+    ERR_clear_error(); /* as in tls_write_all */
     int ret = SSL_read_ex(c->tls, c->rbuf + c->rlen, c->rcap - c->rlen, &n);
     if (ret == 1) {
       c->rlen += n;

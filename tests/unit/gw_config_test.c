@@ -273,7 +273,11 @@ Test(gw_config, jwt_key_options) {
   expect_error(pem_hs, "e.g. RS256");
   /* RS256 with only a secret: no public key to verify with. */
   const char *rs_secret[] = {"-b", "k", "--jwt-secret", SECRET, "--jwt-algorithms", "RS256", NULL};
-  expect_error(rs_secret, "--jwt-key-file or --jwt-jwks-file");
+  expect_error(rs_secret, "--jwt-key-file, --jwt-jwks-file or --jwt-jwks-url");
+  /* The keys decide who is authenticated: never fetched over plain HTTP. */
+  const char *http_url[] = {"-b",    "k", "--jwt-jwks-url", "http://idp/jwks", "--jwt-algorithms",
+                            "RS256", NULL};
+  expect_error(http_url, "only https:// URLs");
   /* A key file alone is a complete configuration (the file is read by gw_auth, not here). */
   gw_config cfg;
   char err[512] = "";
@@ -288,5 +292,11 @@ Test(gw_config, jwt_key_options) {
                       NULL};
   cr_assert_eq(load(&cfg, ok, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
   cr_assert_str_eq(cfg.jwt_issuer, "https://a,https://b");
+  gw_config_finish(&cfg);
+  /* A JWKS URL alone is a complete configuration too. */
+  const char *url[] = {"-b",    "k", "--jwt-jwks-url", "https://idp/jwks", "--jwt-algorithms",
+                       "RS256", NULL};
+  cr_assert_eq(load(&cfg, url, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_eq(cfg.jwt_jwks_refresh_ms, 300000);
   gw_config_finish(&cfg);
 }

@@ -303,3 +303,36 @@ Test(gw_keyset, algorithm_names) {
   cr_assert_str_eq(gw_keyset_strerror(GW_KEYSET_BAD_JWK), "malformed key in the JWKS document");
   cr_assert_str_eq(gw_keyset_err_name(GW_KEYSET_EMPTY), "GW_KEYSET_EMPTY");
 }
+
+/* A set made of others (the files' keys plus a JWKS URL's) verifies with both, outlives them, and
+ * is left unchanged when the combination would pass the key bound. */
+Test(gw_keyset, add_set_combines_and_outlives_its_sources) {
+  EVP_PKEY *ec = keygen(GW_JWT_ALG_ES256);
+  gw_keyset *files = gw_keyset_create(), *url = gw_keyset_create(), *all = gw_keyset_create();
+  cr_assert(files && url && all && ec);
+  assert_rc(
+      gw_keyset_add_secret(files, (const uint8_t *)SECRET, strlen(SECRET), NULL, err, sizeof err),
+      GW_KEYSET_OK);
+  const char *pem = pub_pem(ec);
+  assert_rc(gw_keyset_add_pem(url, pem, strlen(pem), "k1", "url", err, sizeof err), GW_KEYSET_OK);
+  assert_rc(gw_keyset_add_set(all, files, "files", err, sizeof err), GW_KEYSET_OK);
+  assert_rc(gw_keyset_add_set(all, url, "url", err, sizeof err), GW_KEYSET_OK);
+  gw_keyset_unref(files);
+  gw_keyset_unref(url);
+  cr_assert_eq(gw_keyset_count(all), 2);
+  uint32_t algs = 1u << GW_JWT_ALG_HS256 | 1u << GW_JWT_ALG_ES256;
+  assert_rc(verify(all, algs, sign(GW_JWT_ALG_HS256, NULL, NULL)), GW_JWT_OK);
+  assert_rc(verify(all, algs, sign(GW_JWT_ALG_ES256, ec, "k1")), GW_JWT_OK);
+
+  gw_keyset *full = gw_keyset_create();
+  for (int i = 0; i < GW_KEYSET_MAX_KEYS - 1; i++)
+    assert_rc(
+        gw_keyset_add_secret(full, (const uint8_t *)SECRET, strlen(SECRET), NULL, err, sizeof err),
+        GW_KEYSET_OK);
+  assert_rc(gw_keyset_add_set(full, all, "url", err, sizeof err), GW_KEYSET_TOO_MANY);
+  cr_assert_eq(gw_keyset_count(full), GW_KEYSET_MAX_KEYS - 1,
+               "a failed add leaves the set as it was");
+  gw_keyset_unref(full);
+  gw_keyset_unref(all);
+  EVP_PKEY_free(ec);
+}
