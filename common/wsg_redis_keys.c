@@ -124,21 +124,20 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
 const char WSG_LUA_REPLAY_APPEND[] =
     "local now = redis.call('TIME')\n"
     "local c = redis.call('GET', KEYS[2])\n"
-    "local id\n"
-    "if c then\n"
-    /* NOMKSTREAM: no entry (nil) when the stream expired; the slow path below starts it again. */
-    "  id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], '0-*', 't', now[1],\n"
-    "                  ARGV[4], ARGV[5])\n"
-    "  if id and tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
+    /* No counter: the user has no resumable connection (a gateway creates the counter when one
+     * registers), so nothing is stored for them; made-up ids cost no memory (issue 16 item 7). */
+    "if not c then return 0 end\n"
+    "local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], '0-*',\n"
+    "                      't', now[1], ARGV[4], ARGV[5])\n"
+    "if id and tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
     /* The stream lags its counter (a counter created by a gateway while the stream of an expired
      * one lived on: TTLs configured apart): its entries belong to no sequence a client holds. */
-    "    redis.call('DEL', KEYS[1])\n"
-    "    id = nil\n"
-    "  end\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  id = nil\n"
     "end\n"
     "if not id then\n"
-    /* No stream (it expired) or no counter: the next q, or a new sequence at the server's time. */
-    "  local q = c and tonumber(c) + 1 or tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+    /* NOMKSTREAM gave no entry (nil): the stream expired. It starts again at the next q. */
+    "  local q = tonumber(c) + 1\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. string.format('%.0f', q),\n"
     "                  't', now[1], ARGV[4], ARGV[5])\n"

@@ -55,10 +55,10 @@ extern const char WSG_LUA_CONN_DELETE[];
  *
  * APPEND, run by processors for every delivery to a user. ARGV[1] = approximate entries kept
  * (MAXLEN ~), ARGV[2] = stream TTL ms, ARGV[3] = counter TTL ms, ARGV[4] = "d" for a text payload,
- * "b" for a binary one, ARGV[5] = payload. Assigns the next q (a new counter starts at the
- * server's time in microseconds, so a sequence never goes backwards when its counter expired),
- * stores the payload as stream entry 0-<q> with fields t (server time, seconds) and d or b,
- * refreshes both TTLs and returns q.
+ * "b" for a binary one, ARGV[5] = payload. Without a counter (only READ creates one, when a
+ * resumable connection registers) it stores nothing and returns 0: a send to a user who never
+ * connected with +seq costs no memory. Otherwise assigns the next q, stores the payload as stream
+ * entry 0-<q> with fields t (server time, seconds) and d or b, refreshes both TTLs and returns q.
  */
 extern const char WSG_LUA_REPLAY_APPEND[];
 /*
