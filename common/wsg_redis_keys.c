@@ -119,6 +119,28 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
                                    "end\n"
                                    "return 0\n";
 
+/* The per-user connection limit: one key, so the count and the add are one atomic step on Redis
+ * Cluster too; over the limit the entries' gateways go back for the caller to prune the dead. */
+const char WSG_LUA_CONN_ADD[] = "local lim = tonumber(ARGV[3])\n"
+                                "if lim > 0 and redis.call('HLEN', KEYS[1]) >= lim and\n"
+                                "   redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then\n"
+                                "  return redis.call('HVALS', KEYS[1])\n"
+                                "end\n"
+                                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+                                "return 1\n";
+
+const char WSG_LUA_CONN_PRUNE[] = "local dead = {}\n"
+                                  "for i = 1, #ARGV do dead[ARGV[i]] = true end\n"
+                                  "local all = redis.call('HGETALL', KEYS[1])\n"
+                                  "local n = 0\n"
+                                  "for i = 1, #all, 2 do\n"
+                                  "  if dead[all[i + 1]] then\n"
+                                  "    redis.call('HDEL', KEYS[1], all[i])\n"
+                                  "    n = n + 1\n"
+                                  "  end\n"
+                                  "end\n"
+                                  "return n\n";
+
 /* Resume: counter and stream in one script, so concurrent senders get increasing q stored in
  * order; kept short, it runs per delivery (docs/notes/redis-keys.md#replay-append). */
 const char WSG_LUA_REPLAY_APPEND[] =

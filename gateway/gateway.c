@@ -468,6 +468,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, char *err, size_t 
       .renew_ms = cfg->lease_renew_ms,
       .timeout_ms = cfg->redis.timeout_ms,
       .replay_seq_ttl_ms = cfg->resume_seq_ttl_ms,
+      .max_conns_per_user = (uint32_t)cfg->max_conns_per_user,
       .on_slot = on_slot,
       .foreach_conn = foreach_conn,
       .arg = g,

@@ -54,7 +54,8 @@ typedef struct gw_user {
   uint32_t nconns; /* maintained by the caller */
   uint32_t len;
   uint64_t hash;
-  char id[]; /* len bytes plus a NUL */
+  uint64_t rx_bytes; /* reassembly memory of the user's sessions, maintained by the caller */
+  char id[];         /* len bytes plus a NUL */
 } gw_user;
 
 typedef struct {

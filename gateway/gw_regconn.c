@@ -131,6 +131,20 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
   o->cb = cb;
   o->arg = arg;
   o->cb_epoch = r->cb_epoch;
+  if (r->max_conns_per_user > 0) {
+    o->ext = gw_reguser_new(user, ulen, conn_id, cb, arg, r->cb_epoch);
+    if (o->ext == NULL) {
+      free(o);
+      return GW_REG_NOMEM;
+    }
+    if (!gw_reguser_send_add(r, o)) {
+      gw_reguser_free(o->ext);
+      free(o);
+      return GW_REG_NOT_CONNECTED;
+    }
+    r->conn_inflight++;
+    return GW_REG_OK;
+  }
   const char *argv[] = {"HSET", key, cid, r->gw_id};
   size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
   if (!gw_registry__send_single(r, o, 4, argv, lens))

@@ -47,7 +47,8 @@ struct ev_loop;
   X(LOST, -4, "the Redis connection was lost before the reply")                                    \
   X(RELEASED, -5, "the registry is releasing its entries (draining)")                              \
   X(INVALID, -6, "invalid argument")                                                               \
-  X(NOMEM, -7, "out of memory")
+  X(NOMEM, -7, "out of memory")                                                                    \
+  X(USER_LIMIT, -8, "the user already has --max-conns-per-user connections (all gateways)")
 
 typedef enum {
 #define GW_REG_ERR_ENUM(name, value, msg) GW_REG_##name = value,
@@ -74,7 +75,8 @@ typedef struct {
   uint64_t renew_ms;     /* renewal period, < lease_ms, e.g. 5000 */
   uint64_t timeout_ms;   /* a command without a reply for this long drops the connection */
   uint32_t max_inflight; /* conn_add + conn_remove in flight before conn_add says BUSY; 0: 65536 */
-  uint64_t replay_seq_ttl_ms; /* TTL of a sequence counter a replay read creates; 0: 24 h */
+  uint64_t replay_seq_ttl_ms;  /* TTL of a sequence counter a replay read creates; 0: 24 h */
+  uint32_t max_conns_per_user; /* entries a user's hash may hold at conn_add; 0: no limit */
   /* The slot changed: k when (re)acquired, -1 when lost or released. Loop thread. */
   void (*on_slot)(void *arg, int32_t slot);
   /* Calls emit(ctx, ...) for every live connection, synchronously, to re-register them. */

@@ -48,7 +48,11 @@ struct ev_loop;
   X(APP_CLOSE, 4002,                                                                               \
     "the application closed the connection (a close envelope without a usable "                    \
     "code)",                                                                                       \
-    "closed by the application")
+    "closed by the application")                                                                   \
+  X(USER_LIMIT, 4003,                                                                              \
+    "the user already had --max-conns-per-user connections across the gateways; close one "        \
+    "before opening another",                                                                      \
+    "too many connections for this user")
 
 typedef enum {
 #define GW_CLOSE_ENUM(name, code, when, reason) GW_CLOSE_##name = code,

@@ -802,7 +802,9 @@ async def sc_autobahn(r: Runner, form: dict, res: Result, deflate: bool = False)
         await asyncio.to_thread(r.chaos_kafka, "topic-config", "-t", t, f"max.message.bytes={big}")
     # linger.ms=0: Autobahn's round-trip cases (9.7, 9.8, 12, 13) send 1,000 messages one after
     # the other; the default 5 ms linger of each producer would make them take minutes.
+    # Conformance, not limits: the default per-connection rates (issue 16) would pace 9.x.
     gw_extra = ["--max-message", "16m", "--sendq-hard", "64m", "--sendq-soft", "64m",
+                "--rate-msgs", "0", "--rate-bytes", "0",
                 "-X", f"message.max.bytes={big}", "-X", "linger.ms=0"]
     if deflate:
         gw_extra.append("--deflate")
