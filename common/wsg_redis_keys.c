@@ -127,6 +127,7 @@ const char WSG_LUA_CONN_ADD[] = "local lim = tonumber(ARGV[3])\n"
                                 "  return redis.call('HVALS', KEYS[1])\n"
                                 "end\n"
                                 "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+                                "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
                                 "return 1\n";
 
 const char WSG_LUA_CONN_PRUNE[] = "local dead = {}\n"

@@ -50,9 +50,10 @@ extern const char WSG_LUA_LEASE_RELEASE[];
  */
 extern const char WSG_LUA_CONN_DELETE[];
 /*
- * KEYS[1] = user key, ARGV[1] = conn_id, ARGV[2] = gw_id, ARGV[3] = most entries (0: no limit).
- * HSET and 1, unless the key already holds that many entries (and not this one): then nothing is
- * written and the entries' values (gateway ids) are returned, an array.
+ * KEYS[1] = user key, ARGV[1] = conn_id, ARGV[2] = gw_id, ARGV[3] = most entries (0: no limit),
+ * ARGV[4] = the key's TTL ms. HSET, PEXPIRE and 1, unless the key already holds that many entries
+ * (and not this one): then nothing is written and the entries' values (gateway ids) are returned,
+ * an array.
  */
 extern const char WSG_LUA_CONN_ADD[];
 /* KEYS[1] = user key, ARGV = ids of gateways whose lease is gone. Deletes every entry naming one of

@@ -424,6 +424,8 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
   case OP_USER_PRUNE:
     gw_reguser_on_reply(r, o, rep);
     break;
+  case OP_USER_TOUCH:
+    break; /* counted above; the next touch, hours later at worst, tries again */
   case OP_REPLAY: {
     r->conn_inflight--;
     gw_replay_page page;
@@ -649,6 +651,8 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->max_inflight = o->max_inflight != 0 ? o->max_inflight : DEFAULT_MAX_INFLIGHT;
   r->max_conns_per_user = o->max_conns_per_user;
   snprintf(r->user_limit_text, sizeof(r->user_limit_text), "%" PRIu32, o->max_conns_per_user);
+  snprintf(r->user_ttl_text, sizeof(r->user_ttl_text), "%llu",
+           (unsigned long long)GW_REG_USER_TTL_MS);
   r->lease_ms = o->lease_ms;
   r->renew_ms = o->renew_ms;
   r->timeout_ms = o->timeout_ms;

@@ -107,12 +107,24 @@ bool gw_registry_connected(const gw_registry *r);
 typedef void (*gw_registry_conn_cb)(void *arg, uint64_t conn_id, int status);
 
 /*
- * HSET <prefix>user:<user> <conn_id> <gw_id>. Returns GW_REG_OK and later calls cb(arg, conn_id,
- * status) exactly once on the loop thread; or returns a negative gw_registry_err at once and never
- * calls cb. user: borrowed for the call; cb may be NULL; arg: borrowed until cb.
+ * HSET <prefix>user:<user> <conn_id> <gw_id> and its TTL, through WSG_LUA_CONN_ADD: with
+ * max_conns_per_user set, status GW_REG_USER_LIMIT if the user has that many entries of live
+ * gateways already (gw_reguser.c). Returns GW_REG_OK and later calls cb(arg, conn_id, status)
+ * exactly once on the loop thread; or returns a negative gw_registry_err at once and never calls
+ * cb. user: borrowed for the call; cb may be NULL; arg: borrowed until cb.
  */
 int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
                          gw_registry_conn_cb cb, void *arg);
+
+/* A user's entry hash expires GW_REG_USER_TTL_MS after its last add or touch: entries left by a
+ * gateway that died and a user who never comes back go with it. Every gateway touches the keys
+ * of its live users every GW_REG_USER_TOUCH_S, so a live entry never expires. */
+#define GW_REG_USER_TTL_MS  (24ull * 3600 * 1000)
+#define GW_REG_USER_TOUCH_S (6u * 3600)
+
+/* PEXPIRE <prefix>user:<user> GW_REG_USER_TTL_MS, fire and forget (not sent while disconnected:
+ * the next touch, or the re-registration after a reconnect, sets it). user: borrowed. */
+void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen);
 
 /*
  * Removes <conn_id> from <prefix>user:<user> only if it still names this gateway

@@ -32,6 +32,7 @@ typedef enum {
   OP_SCRIPT,     /* SCRIPT LOAD of the replay read script */
   OP_USER_GWS,   /* EXISTS of the gateways a user over its limit has entries on (gw_reguser.c) */
   OP_USER_PRUNE, /* EVAL removing a user's entries of dead gateways (gw_reguser.c) */
+  OP_USER_TOUCH, /* PEXPIRE of a live user's entry hash, fire and forget */
 } op_kind;
 
 typedef struct gw_reguser gw_reguser;
@@ -71,6 +72,7 @@ struct gw_registry {
   uint32_t slots, max_inflight;
   uint32_t max_conns_per_user; /* 0: no limit (plain HSET) */
   char user_limit_text[16];
+  char user_ttl_text[24];
   uint64_t lease_ms, renew_ms, timeout_ms;
   char replay_ttl_text[24];
   char replay_sha[48]; /* SHA1 of WSG_LUA_REPLAY_READ on this connection, "" until loaded */

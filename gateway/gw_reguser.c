@@ -7,6 +7,8 @@
  * removed their entries) are pruned (WSG_LUA_CONN_PRUNE) before the add is tried once more. So
  * a gateway that died does not lock its users out, and the count cleans itself.
  *
+ * The add also sets the key's TTL (GW_REG_USER_TTL_MS, gw_registry.h), with or without a limit.
+ *
  * Steps, each an op of gw_registry.c's: OP_CONN_ADD (the script) -> over the limit,
  * OP_USER_GWS (EXISTS gw:<id> of each other gateway named) -> some dead, OP_USER_PRUNE -> some
  * pruned, OP_CONN_ADD again (no second prune) -> the caller's callback with GW_REG_OK or
@@ -80,15 +82,13 @@ bool gw_reguser_send_add(gw_registry *r, op *o) {
   int clen = wsg_conn_id_format(cid, sizeof(cid), u->conn_id);
   if (klen < 0 || clen < 0)
     return false;
-  const char *argv[] = {"EVAL", WSG_LUA_CONN_ADD, "1", key, cid, r->gw_id, r->user_limit_text};
-  size_t lens[] = {4,
-                   strlen(WSG_LUA_CONN_ADD),
-                   1,
-                   (size_t)klen,
-                   (size_t)clen,
-                   strlen(r->gw_id),
-                   strlen(r->user_limit_text)};
-  return gw_registry__send_cmd(r, o, 7, argv, lens);
+  const char *argv[] = {
+      "EVAL", WSG_LUA_CONN_ADD, "1", key, cid, r->gw_id, r->user_limit_text, r->user_ttl_text};
+  size_t lens[8];
+  for (int i = 0; i < 8; i++)
+    lens[i] = strlen(argv[i]);
+  lens[3] = (size_t)klen; /* user ids may hold any byte */
+  return gw_registry__send_cmd(r, o, 8, argv, lens);
 }
 
 /* The end of a registration: the callback, once, and the in-flight count. u: taken. */

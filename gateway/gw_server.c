@@ -252,6 +252,13 @@ static void keepalive_due(void *arg, uint64_t conn_id) {
   next = gw_sendmem_check(s, ss, wsg_now_mono_ms(), now_s, next);
   if (next == 0)
     return; /* closed as a slow consumer */
+  /* The user's entry hash expires unless touched (GW_REG_USER_TTL_MS): once per user per period,
+   * from whichever of its connections comes due first. */
+  gw_user *u = ss->user;
+  if (u && now_s - u->touched_s >= GW_REG_USER_TOUCH_S) {
+    u->touched_s = now_s;
+    gw_registry_user_touch(s->o.registry, u->id, u->len);
+  }
   if (gw_keepalive_schedule(s->ka, conn_id, next) != 0)
     gw__close_async(s, ss, GW_CLOSE_TRY_AGAIN, NULL, true); /* out of memory: not left unchecked */
 }
@@ -410,6 +417,8 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
     return gw__close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
   }
   user_link(ss, u);
+  if (u->nconns == 1)
+    u->touched_s = ka_now(s); /* the registration below sets the key's TTL */
   if (gw_conn_map_put(&s->conns, ss->conn_id, ss) != 0) {
     gw__chperm_free(chperm);
     user_unlink(s, ss);

@@ -149,3 +149,22 @@ Test(gateway_userlimit, one_users_unfinished_messages_hold_only_their_share) {
     ws_client_destroy(c[i]);
   ws_client_destroy(other);
 }
+
+/* Issue 16 item 7: every key wsgate writes has a TTL or an owner that removes it. The user's entry
+ * hash has both: entries are removed on close, and the key expires (24 h, renewed by the gateways
+ * of its live connections) if a killed gateway's entries are all that is left. */
+Test(gateway_userlimit, the_user_key_has_a_ttl) {
+  itest_gateway_start(&ga, NULL, "ulim-ttl", NULL);
+  redisContext *rc = itest_redis_connect();
+  ws_client *c = itest_connect(&ga, "mortal");
+  wait_entries(rc, ga.cluster.prefix, "mortal", 1);
+  redisReply *r = redisCommand(rc, "PTTL %suser:mortal", ga.cluster.prefix);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER, "PTTL failed");
+  long long ttl = r->integer;
+  freeReplyObject(r);
+  cr_log_info("user key TTL %lld ms", ttl);
+  cr_assert(ttl > 23LL * 3600 * 1000 && ttl <= 24LL * 3600 * 1000, "the user key's TTL is %lld",
+            ttl);
+  ws_client_destroy(c);
+  redisFree(rc);
+}
