@@ -117,6 +117,16 @@ Test(gateway_userlimit, entries_of_a_dead_gateway_do_not_count) {
   redisFree(rc);
 }
 
+static bool rx_reached(void *arg) {
+  return itest_metric(ga.http_port, "wsgate_gateway_rx_buffer_bytes") >= *(double *)arg;
+}
+
+static void wait_rx(double bytes) {
+  cr_assert(itest_wait_until(rx_reached, &bytes, ITEST_TIMEOUT_MS),
+            "rx buffers hold %.0f bytes, expected %.0f",
+            itest_metric(ga.http_port, "wsgate_gateway_rx_buffer_bytes"), bytes);
+}
+
 Test(gateway_userlimit, one_users_unfinished_messages_hold_only_their_share) {
   const char *extra[] = {"--max-message", "1m", "--rx-memory-per-user", "2m", NULL};
   itest_gateway_start(&ga, NULL, "ulim-rx", &(itest_daemon_opts){.extra = extra});
@@ -129,6 +139,9 @@ Test(gateway_userlimit, one_users_unfinished_messages_hold_only_their_share) {
     c[i] = itest_connect(&ga, "hoarder");
     cr_assert_eq(ws_client_send_frame(c[i], WS_OP_BINARY, false, true, part, sizeof part),
                  WS_CLIENT_OK);
+    /* One at a time, so that the third is the one over the share. */
+    if (i < 2)
+      wait_rx((i + 1) * 1048576.0);
   }
   ws_message m;
   int rc;
