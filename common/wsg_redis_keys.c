@@ -142,6 +142,16 @@ const char WSG_LUA_CONN_PRUNE[] = "local dead = {}\n"
                                   "end\n"
                                   "return n\n";
 
+/* A live resumable connection keeps its user's sequence: renewed, or started again at the
+ * server's time (Redis lost it) as the replay read would. */
+const char WSG_LUA_SEQ_TOUCH[] =
+    "if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then\n"
+    "  local now = redis.call('TIME')\n"
+    "  local q = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+    "  redis.call('SET', KEYS[1], string.format('%.0f', q), 'PX', ARGV[1])\n"
+    "end\n"
+    "return 1\n";
+
 /* Resume: counter and stream in one script, so concurrent senders get increasing q stored in
  * order; kept short, it runs per delivery (docs/notes/redis-keys.md#replay-append). */
 const char WSG_LUA_REPLAY_APPEND[] =

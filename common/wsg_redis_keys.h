@@ -71,6 +71,10 @@ extern const char WSG_LUA_CONN_PRUNE[];
  * entry 0-<q> with fields t (server time, seconds) and d or b, refreshes both TTLs and returns q.
  */
 extern const char WSG_LUA_REPLAY_APPEND[];
+/* TOUCH, run by gateways for users with a live resumable connection: KEYS[1] = the :seq counter,
+ * ARGV[1] = its TTL ms. Renews it, or creates it at the server's time in microseconds as READ
+ * does (Redis lost it), so such a user's deliveries keep being numbered. Returns 1. */
+extern const char WSG_LUA_SEQ_TOUCH[];
 /*
  * READ, run by gateways. ARGV[1] = "" for the position only, else the q to read after; ARGV[2] =
  * most entries, ARGV[3] = most payload bytes (at least one entry is returned), ARGV[4] = age limit

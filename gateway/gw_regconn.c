@@ -202,17 +202,25 @@ void gw_registry_cancel_conn_callbacks(gw_registry *r) {
     r->cb_epoch++;
 }
 
-void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen) {
-  char key[WSG_REDIS_KEY_MAX];
+void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen, bool resumable) {
+  char key[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
   int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
-  if (r->release != REL_NONE || klen < 0 || !wsg_redis_conn_ready(r->conn))
+  int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, user, ulen);
+  if (r->release != REL_NONE || klen < 0 || qlen < 0 || !wsg_redis_conn_ready(r->conn))
     return;
   op *o = gw_registry__op_new(OP_USER_TOUCH);
   if (o == NULL)
     return;
   const char *argv[] = {"PEXPIRE", key, r->user_ttl_text};
   size_t lens[] = {7, (size_t)klen, strlen(r->user_ttl_text)};
-  gw_registry__send_single(r, o, 3, argv, lens);
+  gw_registry__send_cmd(r, o, 3, argv, lens);
+  if (resumable) {
+    const char *qargv[] = {"EVAL", WSG_LUA_SEQ_TOUCH, "1", qkey, r->replay_ttl_text};
+    size_t qlens[] = {4, strlen(WSG_LUA_SEQ_TOUCH), 1, (size_t)qlen, strlen(r->replay_ttl_text)};
+    gw_registry__send_cmd(r, o, 5, qargv, qlens);
+  }
+  if (o->pending == 0)
+    free(o);
 }
 
 int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id) {

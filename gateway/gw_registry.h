@@ -123,8 +123,10 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
 #define GW_REG_USER_TOUCH_S (6u * 3600)
 
 /* PEXPIRE <prefix>user:<user> GW_REG_USER_TTL_MS, fire and forget (not sent while disconnected:
- * the next touch, or the re-registration after a reconnect, sets it). user: borrowed. */
-void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen);
+ * the next touch, or the re-registration after a reconnect, sets it); for a user with a live
+ * resumable connection also WSG_LUA_SEQ_TOUCH on its sequence counter, which nothing else renews
+ * while no message reaches the user. user: borrowed. */
+void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen, bool resumable);
 
 /*
  * Removes <conn_id> from <prefix>user:<user> only if it still names this gateway

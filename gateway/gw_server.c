@@ -252,12 +252,15 @@ static void keepalive_due(void *arg, uint64_t conn_id) {
   next = gw_sendmem_check(s, ss, wsg_now_mono_ms(), now_s, next);
   if (next == 0)
     return; /* closed as a slow consumer */
-  /* The user's entry hash expires unless touched (GW_REG_USER_TTL_MS): once per user per period,
-   * from whichever of its connections comes due first. */
+  /* The user's entry hash expires unless touched (GW_REG_USER_TTL_MS): once per user per period
+   * (and once after a slot was reacquired), from whichever of its connections comes due first. */
   gw_user *u = ss->user;
-  if (u && now_s - u->touched_s >= GW_REG_USER_TOUCH_S) {
+  if (u && (now_s - u->touched_s >= GW_REG_USER_TOUCH_S || u->touched_s <= s->retouch_s)) {
     u->touched_s = now_s;
-    gw_registry_user_touch(s->o.registry, u->id, u->len);
+    bool resumable = false;
+    for (const gw_session *o = u->head; o && !resumable; o = o->unext)
+      resumable = o->sq != NULL;
+    gw_registry_user_touch(s->o.registry, u->id, u->len, resumable);
   }
   if (gw_keepalive_schedule(s->ka, conn_id, next) != 0)
     gw__close_async(s, ss, GW_CLOSE_TRY_AGAIN, NULL, true); /* out of memory: not left unchecked */
@@ -640,8 +643,12 @@ void gw_server_wake(gw_server *s) {
 }
 
 void gw_server_set_slot(gw_server *s, int32_t slot) {
-  if (slot >= 0)
+  if (slot >= 0) {
     s->slot = slot;
+    /* A slot (re)acquired may follow a Redis that lost its data: touch every user again soon
+     * (keepalive_due), which recreates the sequences of resumable connections. */
+    s->retouch_s = ka_now(s);
+  }
 }
 
 void gw_server_foreach_conn(gw_server *s, gw_registry_emit_fn emit, void *ctx) {

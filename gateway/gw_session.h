@@ -220,6 +220,7 @@ struct gw_server {
   ev_timer ka_w;
   uint64_t ka_t0_ms;
   uint32_t ping_s, idle_s;
+  uint32_t retouch_s; /* users touched at or before this second are touched again (slot regained) */
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
 

@@ -129,3 +129,51 @@ Test(hostile_storage, sends_to_made_up_users_store_nothing, .timeout = 300, .fin
   itest_processor_cleanup(&p);
   itest_gateway_cleanup(&g);
 }
+
+static bool key_exists(redisContext *rc, const char *key) {
+  redisReply *r = redisCommand(rc, "EXISTS %s", key);
+  bool yes = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+  freeReplyObject(r);
+  return yes;
+}
+
+typedef struct {
+  redisContext *rc;
+  const char *key;
+} exists_arg;
+
+static bool exists_now(void *arg) {
+  exists_arg *a = arg;
+  return key_exists(a->rc, a->key);
+}
+
+/* Since only a registration creates a sequence, a live resumable connection must keep its own:
+ * its gateway renews the counter with the user's key, and recreates it when Redis lost it (here:
+ * the counter and the gateway's slot lease deleted, as a Redis restarted empty would). */
+Test(hostile_storage, a_live_resumable_connection_keeps_its_sequence, .timeout = 120,
+     .fini = itest_fini) {
+  itest_gateway g;
+  const char *flags[] = {"--ping-interval", "1s", "--lease-ttl", "3s", "--lease-renew", "1s", NULL};
+  itest_gateway_start(&g, NULL, "gw-seqkeep", &(itest_daemon_opts){.extra = flags});
+  redisContext *rc = itest_redis_connect();
+  char auth[2100];
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token("keeper", 600));
+  const char *headers[] = {auth, NULL};
+  ws_client *c = NULL;
+  ws_http_response resp;
+  cr_assert_eq(itest_connect_raw(&g, "/", headers, "wsgate.v1+seq", &c, &resp), WS_CLIENT_OK);
+  char qkey[WSG_REDIS_KEY_MAX], slot[WSG_REDIS_KEY_MAX + 32];
+  wsg_key_replay_seq(qkey, sizeof qkey, g.cluster.prefix, "keeper", strlen("keeper"));
+  exists_arg a = {rc, qkey};
+  cr_assert(itest_wait_until(exists_now, &a, ITEST_TIMEOUT_MS), "no counter after the upgrade");
+  snprintf(slot, sizeof slot, "%sslot:%d", g.cluster.prefix, (int)g.slot);
+  freeReplyObject(redisCommand(rc, "DEL %s %s", qkey, slot));
+  uint64_t t0 = itest_now_ms();
+  cr_assert(itest_wait_until(exists_now, &a, ITEST_TIMEOUT_MS),
+            "the live resumable connection's counter was not recreated");
+  cr_log_info("counter recreated %llu ms after Redis lost it",
+              (unsigned long long)(itest_now_ms() - t0));
+  ws_client_destroy(c);
+  redisFree(rc);
+  itest_gateway_cleanup(&g);
+}
