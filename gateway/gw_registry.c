@@ -411,13 +411,7 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
     }
     if (status == GW_REG_REPLY)
       WSG_WARN(SUBSYS, "registering connection %" PRIu64 " failed: %s", o->conn_id, rep->str);
-    if (o->ext != NULL) {
-      gw_reguser_finish_add(r, o, status);
-      break;
-    }
-    r->conn_inflight--;
-    if (o->cb != NULL && !r->doomed && o->cb_epoch == r->cb_epoch)
-      o->cb(o->arg, o->conn_id, status);
+    gw_reguser_finish_add(r, o, status); /* every add carries its gw_reguser */
     break;
   }
   case OP_USER_GWS:

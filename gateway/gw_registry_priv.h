@@ -24,7 +24,7 @@ typedef enum {
   OP_ACQUIRE,    /* EVAL lease acquire on one slot */
   OP_RENEW,      /* EVAL lease renew */
   OP_RECORD,     /* HSET + PEXPIRE of the gateway record */
-  OP_CONN_ADD,   /* HSET user entry, with a caller callback */
+  OP_CONN_ADD,   /* WSG_LUA_CONN_ADD of a user entry (gw_reguser.c), with a caller callback */
   OP_CONN_DEL,   /* EVAL connection delete */
   OP_REREG,      /* batch of HSETs re-registering every live connection */
   OP_RELEASE,    /* batch: every connection, the record and the slot, at drain */
@@ -48,12 +48,11 @@ typedef struct {
   int32_t slot;
   uint64_t sent_ms;
   uint64_t conn_id;
-  gw_registry_conn_cb cb;
   gw_registry_replay_cb replay_cb;
   bool position_only;
   void *arg;
   uint32_t cb_epoch; /* r->cb_epoch when queued: a later epoch means the owner is gone */
-  gw_reguser *ext;   /* a registration under the per-user limit (owned), else NULL */
+  gw_reguser *ext;   /* OP_CONN_ADD, OP_USER_*: the registration and its callback (owned) */
 } op;
 
 typedef struct backlog_item {

@@ -219,5 +219,6 @@ void gw_reguser_on_reply(gw_registry *r, op *o, const redisReply *rep) {
 void gw_reguser_finish_add(gw_registry *r, op *o, int status) {
   gw_reguser *u = o->ext;
   o->ext = NULL;
-  finish(r, u, status);
+  if (u != NULL)
+    finish(r, u, status);
 }
