@@ -119,26 +119,58 @@ const char WSG_LUA_CONN_DELETE[] = "if redis.call('HGET', KEYS[1], ARGV[1]) == A
                                    "end\n"
                                    "return 0\n";
 
+/* The per-user connection limit: one key, so the count and the add are one atomic step on Redis
+ * Cluster too; over the limit the entries' gateways go back for the caller to prune the dead. */
+const char WSG_LUA_CONN_ADD[] = "local lim = tonumber(ARGV[3])\n"
+                                "if lim > 0 and redis.call('HLEN', KEYS[1]) >= lim and\n"
+                                "   redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then\n"
+                                "  return redis.call('HVALS', KEYS[1])\n"
+                                "end\n"
+                                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+                                "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+                                "return 1\n";
+
+const char WSG_LUA_CONN_PRUNE[] = "local dead = {}\n"
+                                  "for i = 1, #ARGV do dead[ARGV[i]] = true end\n"
+                                  "local all = redis.call('HGETALL', KEYS[1])\n"
+                                  "local n = 0\n"
+                                  "for i = 1, #all, 2 do\n"
+                                  "  if dead[all[i + 1]] then\n"
+                                  "    redis.call('HDEL', KEYS[1], all[i])\n"
+                                  "    n = n + 1\n"
+                                  "  end\n"
+                                  "end\n"
+                                  "return n\n";
+
+/* A live resumable connection keeps its user's sequence: renewed, or started again at the
+ * server's time (Redis lost it) as the replay read would. */
+const char WSG_LUA_SEQ_TOUCH[] =
+    "if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then\n"
+    "  local now = redis.call('TIME')\n"
+    "  local q = tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+    "  redis.call('SET', KEYS[1], string.format('%.0f', q), 'PX', ARGV[1])\n"
+    "end\n"
+    "return 1\n";
+
 /* Resume: counter and stream in one script, so concurrent senders get increasing q stored in
  * order; kept short, it runs per delivery (docs/notes/redis-keys.md#replay-append). */
 const char WSG_LUA_REPLAY_APPEND[] =
     "local now = redis.call('TIME')\n"
     "local c = redis.call('GET', KEYS[2])\n"
-    "local id\n"
-    "if c then\n"
-    /* NOMKSTREAM: no entry (nil) when the stream expired; the slow path below starts it again. */
-    "  id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], '0-*', 't', now[1],\n"
-    "                  ARGV[4], ARGV[5])\n"
-    "  if id and tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
+    /* No counter: the user has no resumable connection (a gateway creates the counter when one
+     * registers), so nothing is stored for them; made-up ids cost no memory (issue 16 item 7). */
+    "if not c then return 0 end\n"
+    "local id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], '0-*',\n"
+    "                      't', now[1], ARGV[4], ARGV[5])\n"
+    "if id and tonumber(string.sub(id, 3)) <= tonumber(c) then\n"
     /* The stream lags its counter (a counter created by a gateway while the stream of an expired
      * one lived on: TTLs configured apart): its entries belong to no sequence a client holds. */
-    "    redis.call('DEL', KEYS[1])\n"
-    "    id = nil\n"
-    "  end\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  id = nil\n"
     "end\n"
     "if not id then\n"
-    /* No stream (it expired) or no counter: the next q, or a new sequence at the server's time. */
-    "  local q = c and tonumber(c) + 1 or tonumber(now[1]) * 1000000 + tonumber(now[2])\n"
+    /* NOMKSTREAM gave no entry (nil): the stream expired. It starts again at the next q. */
+    "  local q = tonumber(c) + 1\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '0-' .. string.format('%.0f', q),\n"
     "                  't', now[1], ARGV[4], ARGV[5])\n"

@@ -49,18 +49,32 @@ extern const char WSG_LUA_LEASE_RELEASE[];
 /* KEYS[1] = user key, ARGV[1] = conn_id, ARGV[2] = gw_id. HDEL only if the field still names gw_id.
  */
 extern const char WSG_LUA_CONN_DELETE[];
+/*
+ * KEYS[1] = user key, ARGV[1] = conn_id, ARGV[2] = gw_id, ARGV[3] = most entries (0: no limit),
+ * ARGV[4] = the key's TTL ms. HSET, PEXPIRE and 1, unless the key already holds that many entries
+ * (and not this one): then nothing is written and the entries' values (gateway ids) are returned,
+ * an array.
+ */
+extern const char WSG_LUA_CONN_ADD[];
+/* KEYS[1] = user key, ARGV = ids of gateways whose lease is gone. Deletes every entry naming one of
+ * them; returns how many. */
+extern const char WSG_LUA_CONN_PRUNE[];
 
 /*
  * Resume (docs/ARCHITECTURE.md, "Resume"). KEYS[1] = replay stream, KEYS[2] = its :seq counter.
  *
  * APPEND, run by processors for every delivery to a user. ARGV[1] = approximate entries kept
  * (MAXLEN ~), ARGV[2] = stream TTL ms, ARGV[3] = counter TTL ms, ARGV[4] = "d" for a text payload,
- * "b" for a binary one, ARGV[5] = payload. Assigns the next q (a new counter starts at the
- * server's time in microseconds, so a sequence never goes backwards when its counter expired),
- * stores the payload as stream entry 0-<q> with fields t (server time, seconds) and d or b,
- * refreshes both TTLs and returns q.
+ * "b" for a binary one, ARGV[5] = payload. Without a counter (only READ creates one, when a
+ * resumable connection registers) it stores nothing and returns 0: a send to a user who never
+ * connected with +seq costs no memory. Otherwise assigns the next q, stores the payload as stream
+ * entry 0-<q> with fields t (server time, seconds) and d or b, refreshes both TTLs and returns q.
  */
 extern const char WSG_LUA_REPLAY_APPEND[];
+/* TOUCH, run by gateways for users with a live resumable connection: KEYS[1] = the :seq counter,
+ * ARGV[1] = its TTL ms. Renews it, or creates it at the server's time in microseconds as READ
+ * does (Redis lost it), so such a user's deliveries keep being numbered. Returns 1. */
+extern const char WSG_LUA_SEQ_TOUCH[];
 /*
  * READ, run by gateways. ARGV[1] = "" for the position only, else the q to read after; ARGV[2] =
  * most entries, ARGV[3] = most payload bytes (at least one entry is returned), ARGV[4] = age limit

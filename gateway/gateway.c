@@ -482,6 +482,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .renew_ms = cfg->lease_renew_ms,
       .timeout_ms = cfg->redis.timeout_ms,
       .replay_seq_ttl_ms = cfg->resume_seq_ttl_ms,
+      .max_conns_per_user = (uint32_t)cfg->max_conns_per_user,
       .on_slot = on_slot,
       .foreach_conn = foreach_conn,
       .arg = g,

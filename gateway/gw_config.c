@@ -84,6 +84,11 @@ static const wsg_option listener_rows[] = {
      "Sockets accepted and not yet upgraded the gateway holds at once, beyond --max-connections "
      "(later ones are closed at accept); also the pool of request-header buffers (about 13 KiB "
      "each, so 1024 is 13 MiB). 1024 absorbs a reconnect storm at --max-upgrades-per-sec."},
+    {"max-conns-per-user", 0, "WSGATE_MAX_CONNS_PER_USER", WSG_OPT_INT, OPT(max_conns_per_user),
+     "100", 0, 1000000, NULL, 0,
+     "Connections one user may hold across all gateways, counted in Redis (the user's entry "
+     "hash); one more is closed with 4004 once upgraded (0: no limit). Entries of gateways "
+     "whose lease is gone are removed before a refusal, so a crashed gateway locks no one out."},
     {"max-conns-per-addr", 0, "WSGATE_MAX_CONNS_PER_ADDR", WSG_OPT_INT, OPT(max_conns_per_addr),
      "1000", 0, 100000000, NULL, 0,
      "Sockets one source address (an IPv6 /64) may hold open; beyond, new ones are closed at "
@@ -110,6 +115,10 @@ static const wsg_option listener_rows[] = {
      "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
      "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
      "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
+    {"rx-memory-per-user", 0, "WSGATE_RX_MEMORY_PER_USER", WSG_OPT_SIZE, OPT(rx_memory_per_user),
+     "16m", 0, 1024LL * 1024 * MIB, NULL, 0,
+     "Of --rx-memory-max, what one user's connections together may hold; a connection of that "
+     "user that needs more is closed with 1013 (0: no share, only the global bound)."},
 };
 
 static const wsg_option auth_rows[] = {
@@ -216,12 +225,21 @@ static const wsg_option connection_rows[] = {
      "Close a connection with 4001 when its unsent messages stay above this many bytes for "
      "--sendq-soft-time."},
     {"sendq-soft-time", 0, "WSGATE_SENDQ_SOFT_TIME", WSG_OPT_DURATION, OPT(sendq_soft_time_ms),
-     "10s", 0, 1 * HOUR, NULL, 0, "See --sendq-soft."},
-    {"rate-msgs", 0, "WSGATE_RATE_MSGS", WSG_OPT_INT, OPT(rate_msgs), "0", 0, 10000000, NULL, 0,
-     "Messages per second one connection may send, sustained (0: unlimited)."},
+     "10s", 0, 1 * HOUR, NULL, 0,
+     "See --sendq-soft. Checked on every push and on each keepalive check, so a queue that stops "
+     "growing is closed within --sendq-soft-time + --ping-interval."},
+    {"sendq-max", 0, "WSGATE_SENDQ_MAX", WSG_OPT_SIZE, OPT(sendq_max), "256m", 1 * MIB,
+     1024LL * 1024 * MIB, NULL, 0,
+     "Unsent bytes all connections' send queues together may hold; over it the largest queues "
+     "are closed with 4001 until the total is under it again. The default leaves room in the "
+     "manifests' 1 GiB pod limit for --rx-memory-max and the connections themselves."},
+    {"rate-msgs", 0, "WSGATE_RATE_MSGS", WSG_OPT_INT, OPT(rate_msgs), "1000", 0, 10000000, NULL, 0,
+     "Messages per second one connection may send, sustained (0: unlimited). On by default, far "
+     "above an interactive client's need: it bounds what one socket can make Kafka and the "
+     "processors carry."},
     {"rate-burst", 0, "WSGATE_RATE_BURST", WSG_OPT_INT, OPT(rate_burst), "0", 0, 10000000, NULL, 0,
      "Messages one connection may send at once above --rate-msgs (0: one second's worth)."},
-    {"rate-bytes", 0, "WSGATE_RATE_BYTES", WSG_OPT_SIZE, OPT(rate_bytes), "0", 0, 1024 * MIB, NULL,
+    {"rate-bytes", 0, "WSGATE_RATE_BYTES", WSG_OPT_SIZE, OPT(rate_bytes), "8m", 0, 1024 * MIB, NULL,
      0,
      "Bytes per second one connection may send, sustained, with a burst of --max-message (0: "
      "unlimited)."},
@@ -380,6 +398,13 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
              "--jwt-algorithms %s accepts public-key tokens but no key is given: add "
              "--jwt-key-file, --jwt-jwks-file or --jwt-jwks-url",
              cfg->jwt_algorithms);
+    return -1;
+  }
+  if (cfg->rx_memory_per_user != 0 && cfg->rx_memory_per_user < cfg->max_message) {
+    snprintf(err, errlen,
+             "--rx-memory-per-user (%llu bytes) is below --max-message (%llu bytes): a user "
+             "could never send a message of the largest size; raise it or set 0",
+             (unsigned long long)cfg->rx_memory_per_user, (unsigned long long)cfg->max_message);
     return -1;
   }
   if (cfg->sendq_soft > cfg->sendq_hard) {

@@ -58,11 +58,13 @@ typedef struct {
   int64_t max_connections; /* 0: derived from the file descriptor limit */
   int64_t max_upgrades_per_sec;
   uint64_t rx_memory_max;
-  bool loop_clock; /* gw_clock: one clock reading per loop iteration */
+  bool loop_clock;             /* gw_clock: one clock reading per loop iteration */
+  uint64_t rx_memory_per_user; /* 0: no per-user share */
   /* --- hostile clients (issue 16): the door's own limits --- */
   uint64_t handshake_timeout_ms; /* accept to upgrade (TLS, request head) */
   int64_t max_handshakes;        /* sockets accepted, not yet upgraded: also the header pool */
   int64_t max_conns_per_addr;    /* open sockets of one source address; 0: no cap */
+  int64_t max_conns_per_user;    /* across gateways, in Redis (gw_reguser.c); 0: no limit */
   int64_t max_pending_per_addr;  /* ... of those, not yet upgraded; 0: no cap */
   int64_t max_upgrades_per_addr; /* upgrade attempts per second of one address; 0: no cap */
 
@@ -108,6 +110,7 @@ typedef struct {
   uint64_t sendq_hard;
   uint64_t sendq_soft;
   uint64_t sendq_soft_time_ms;
+  uint64_t sendq_max; /* all connections together (gw_sendmem.c) */
   int64_t rate_msgs;
   int64_t rate_burst;
   uint64_t rate_bytes;

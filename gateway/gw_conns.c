@@ -273,6 +273,8 @@ gw_user *gw_user_map_intern(gw_user_map *m, const char *id, size_t len) {
     return NULL;
   u->head = NULL;
   u->nconns = 0;
+  u->rx_bytes = 0;
+  u->touched_s = 0;
   u->len = (uint32_t)len;
   u->hash = h;
   memcpy(u->id, id, len);

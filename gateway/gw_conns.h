@@ -54,7 +54,9 @@ typedef struct gw_user {
   uint32_t nconns; /* maintained by the caller */
   uint32_t len;
   uint64_t hash;
-  char id[]; /* len bytes plus a NUL */
+  uint64_t rx_bytes;  /* reassembly memory of the user's sessions, maintained by the caller */
+  uint32_t touched_s; /* when the caller last renewed the user's Redis key (caller's clock) */
+  char id[];          /* len bytes plus a NUL */
 } gw_user;
 
 typedef struct {

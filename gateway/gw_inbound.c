@@ -50,6 +50,8 @@ static int produce_env(gw_server *s, const gw_session *ss, const wsg_envelope *e
 void gw_inbound_rx_free(gw_server *s, gw_session *ss) {
   if (ss->rx) {
     s->rx_bytes -= ss->rx_cap;
+    if (ss->user)
+      ss->user->rx_bytes -= ss->rx_cap;
     free(ss->rx);
     ss->rx = NULL;
     wsg_gauge_set(s->m_rx_bytes, (int64_t)s->rx_bytes);
@@ -58,7 +60,10 @@ void gw_inbound_rx_free(gw_server *s, gw_session *ss) {
   ss->flags &= (uint16_t) ~(F_MSG_READY | F_IN_MSG);
 }
 
-/* Makes room for `need` bytes in rx within the global --rx-memory-max budget. 0 or -1. */
+/* Makes room for `need` bytes in rx within the global --rx-memory-max budget and the user's
+ * share of it, --rx-memory-per-user (so one account's unfinished messages, over many
+ * connections, cannot hold the budget every user shares). 0, or -1 over the global budget, or
+ * -2 over the user's share. */
 static int rx_reserve(gw_server *s, gw_session *ss, size_t need) {
   if (need <= ss->rx_cap)
     return 0;
@@ -69,10 +74,14 @@ static int rx_reserve(gw_server *s, gw_session *ss, size_t need) {
     ncap = need > s->cfg->max_message ? need : s->cfg->max_message;
   if (s->rx_bytes - ss->rx_cap + ncap > s->cfg->rx_memory_max)
     return -1;
+  gw_user *u = ss->user;
+  if (s->cfg->rx_memory_per_user && u->rx_bytes - ss->rx_cap + ncap > s->cfg->rx_memory_per_user)
+    return -2;
   uint8_t *n = realloc(ss->rx, ncap);
   if (!n)
     return -1;
   s->rx_bytes = s->rx_bytes - ss->rx_cap + ncap;
+  u->rx_bytes = u->rx_bytes - ss->rx_cap + ncap;
   ss->rx = n;
   ss->rx_cap = (uint32_t)ncap;
   wsg_gauge_set(s->m_rx_bytes, (int64_t)s->rx_bytes);
@@ -357,10 +366,15 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
     ss->flags &= (uint16_t)~F_IN_MSG;
     return on_message(s, wsi, ss, in, len, false);
   }
-  if (rx_reserve(s, ss, (size_t)ss->rx_len + len) != 0) {
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
-                    "--rx-memory-max (%llu bytes) reached: closing connection %llu with 1013",
-                    (unsigned long long)s->cfg->rx_memory_max, (unsigned long long)ss->conn_id);
+  int rrc = rx_reserve(s, ss, (size_t)ss->rx_len + len);
+  if (rrc != 0) {
+    bool user_share = rrc == -2;
+    wsg_log_limited(
+        &s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
+        "%s (%llu bytes) reached: closing connection %llu of user %s with 1013",
+        user_share ? "--rx-memory-per-user" : "--rx-memory-max",
+        (unsigned long long)(user_share ? s->cfg->rx_memory_per_user : s->cfg->rx_memory_max),
+        (unsigned long long)ss->conn_id, ss->user->id);
     gw_inbound_rx_free(s, ss);
     return gw__close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
   }

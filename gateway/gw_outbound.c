@@ -28,7 +28,7 @@ bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, ui
     s->sendq_bytes += gw_sendq_bytes(&ss->q) - before;
     wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
     lws_callback_on_writable(ss->wsi);
-    return true;
+    return s->sendq_bytes <= s->cfg->sendq_max || gw_sendmem_enforce(s, ss);
   }
   if (rc == GW_SENDQ_NOMEM) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, true);
@@ -196,10 +196,9 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
    * pong (docs/notes/libwebsockets-4.1.6.md#keepalive). */
   if ((ss->flags & F_PING_DUE) && ss->sent_off == 0) {
     ss->flags &= (uint16_t)~F_PING_DUE;
-    static const char payload[] = "wsgate";
-    unsigned char ping[LWS_PRE + sizeof payload];
-    memcpy(ping + LWS_PRE, payload, sizeof payload - 1);
-    if (lws_write(wsi, ping + LWS_PRE, sizeof payload - 1, LWS_WRITE_PING) < 0) {
+    unsigned char ping[LWS_PRE + GW_PING_TOKEN_LEN];
+    gw__ping_token(s, ss, (char *)ping + LWS_PRE);
+    if (lws_write(wsi, ping + LWS_PRE, GW_PING_TOKEN_LEN, LWS_WRITE_PING) < 0) {
       ss->disconnect_code = 1006;
       return -1; /* lws could not write: the connection is gone */
     }

@@ -33,7 +33,9 @@ static void emit_rereg(void *ctx, const char *user, size_t ulen, uint64_t conn_i
   }
   const char *argv[] = {"HSET", key, cid, r->gw_id};
   size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
-  if (!gw_registry__send_cmd(r, o, 4, argv, lens))
+  const char *pexp[] = {"PEXPIRE", key, r->user_ttl_text};
+  size_t plens[] = {7, (size_t)klen, strlen(r->user_ttl_text)};
+  if (!gw_registry__send_cmd(r, o, 4, argv, lens) || !gw_registry__send_cmd(r, o, 3, pexp, plens))
     o->failed++;
 }
 
@@ -119,22 +121,24 @@ int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t
     return GW_REG_NOT_CONNECTED;
   if (r->conn_inflight >= r->max_inflight)
     return GW_REG_BUSY;
-  char key[WSG_REDIS_KEY_MAX], cid[24];
-  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
-  int clen = wsg_conn_id_format(cid, sizeof(cid), conn_id);
-  if (klen < 0 || clen < 0)
+  char key[WSG_REDIS_KEY_MAX];
+  if (wsg_key_user(key, sizeof(key), r->prefix, user, ulen) < 0)
     return GW_REG_INVALID;
+  /* Through WSG_LUA_CONN_ADD (gw_reguser.c): the per-user limit, when set, and the key's TTL. */
   op *o = gw_registry__op_new(OP_CONN_ADD);
   if (o == NULL)
     return GW_REG_NOMEM;
   o->conn_id = conn_id;
-  o->cb = cb;
-  o->arg = arg;
-  o->cb_epoch = r->cb_epoch;
-  const char *argv[] = {"HSET", key, cid, r->gw_id};
-  size_t lens[] = {4, (size_t)klen, (size_t)clen, strlen(r->gw_id)};
-  if (!gw_registry__send_single(r, o, 4, argv, lens))
+  o->ext = gw_reguser_new(user, ulen, conn_id, cb, arg, r->cb_epoch);
+  if (o->ext == NULL) {
+    free(o);
+    return GW_REG_NOMEM;
+  }
+  if (!gw_reguser_send_add(r, o)) {
+    gw_reguser_free(o->ext);
+    free(o);
     return GW_REG_NOT_CONNECTED;
+  }
   r->conn_inflight++;
   return GW_REG_OK;
 }
@@ -196,6 +200,28 @@ int gw_registry_replay_read(gw_registry *r, const char *user, size_t ulen, uint6
 void gw_registry_cancel_conn_callbacks(gw_registry *r) {
   if (r != NULL)
     r->cb_epoch++;
+}
+
+void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen, bool resumable) {
+  char key[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
+  int klen = wsg_key_user(key, sizeof(key), r->prefix, user, ulen);
+  int qlen = wsg_key_replay_seq(qkey, sizeof(qkey), r->prefix, user, ulen);
+  if (r->release != REL_NONE || klen < 0 || qlen < 0 ||
+      !wsg_redis_cluster_key_ready(r->conn, key, (size_t)klen))
+    return;
+  op *o = gw_registry__op_new(OP_USER_TOUCH);
+  if (o == NULL)
+    return;
+  const char *argv[] = {"PEXPIRE", key, r->user_ttl_text};
+  size_t lens[] = {7, (size_t)klen, strlen(r->user_ttl_text)};
+  gw_registry__send_cmd(r, o, 3, argv, lens);
+  if (resumable) {
+    const char *qargv[] = {"EVAL", WSG_LUA_SEQ_TOUCH, "1", qkey, r->replay_ttl_text};
+    size_t qlens[] = {4, strlen(WSG_LUA_SEQ_TOUCH), 1, (size_t)qlen, strlen(r->replay_ttl_text)};
+    gw_registry__send_cmd(r, o, 5, qargv, qlens);
+  }
+  if (o->pending == 0)
+    free(o);
 }
 
 int gw_registry_conn_remove(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id) {

@@ -387,8 +387,10 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
   gw_registry *r = arg;
   o->pending--;
   if (r == NULL) { /* connection destroyed: it is failing what was left */
-    if (o->pending == 0)
+    if (o->pending == 0) {
+      gw_reguser_free(o->ext);
       free(o);
+    }
     return;
   }
   enter(r);
@@ -417,16 +419,25 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
                o->sent);
     break;
   case OP_CONN_ADD: {
-    r->conn_inflight--;
     int status = rep == NULL                      ? GW_REG_LOST
                  : rep->type == REDIS_REPLY_ERROR ? GW_REG_REPLY
                                                   : GW_REG_OK;
+    if (status == GW_REG_OK && rep->type == REDIS_REPLY_ARRAY) {
+      if (gw_reguser_over_limit(r, o, rep))
+        break; /* checking for entries of dead gateways first (gw_reguser.c) */
+      status = GW_REG_USER_LIMIT;
+    }
     if (status == GW_REG_REPLY)
       WSG_WARN(SUBSYS, "registering connection %" PRIu64 " failed: %s", o->conn_id, rep->str);
-    if (o->cb != NULL && !r->doomed && o->cb_epoch == r->cb_epoch)
-      o->cb(o->arg, o->conn_id, status);
+    gw_reguser_finish_add(r, o, status); /* every add carries its gw_reguser */
     break;
   }
+  case OP_USER_GWS:
+  case OP_USER_PRUNE:
+    gw_reguser_on_reply(r, o, rep);
+    break;
+  case OP_USER_TOUCH:
+    break; /* counted above; the next touch, hours later at worst, tries again */
   case OP_REPLAY: {
     r->conn_inflight--;
     gw_replay_page page;
@@ -471,8 +482,10 @@ static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) 
     }
     break;
   }
-  if (o->pending == 0)
+  if (o->pending == 0) {
+    gw_reguser_free(o->ext); /* NULL unless a step could not be taken: no callback then */
     free(o);
+  }
   leave(r);
 }
 
@@ -605,6 +618,14 @@ static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(
         gw_registry, m_backlog_drops, "wsgate_gateway_redis_remove_drops_total",
         "Connection removals dropped while Redis was unreachable and the backlog was full", NULL),
+    WSG_COUNTER_ROW(gw_registry, m_user_limit, "wsgate_gateway_user_limit_refusals_total",
+                    "Connections closed with 4004 because their user already had "
+                    "--max-conns-per-user connections across the gateways.",
+                    NULL),
+    WSG_COUNTER_ROW(gw_registry, m_user_pruned, "wsgate_gateway_user_entries_pruned_total",
+                    "Times a user over --max-conns-per-user had entries of gateways whose lease "
+                    "is gone removed before the connection was counted again.",
+                    NULL),
     WSG_GAUGE_ROW(gw_registry, m_connected, "wsgate_gateway_redis_connected",
                   "1 while the Redis connection is usable", NULL),
     WSG_GAUGE_ROW(gw_registry, m_slot, "wsgate_gateway_slot",
@@ -640,6 +661,10 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   }
   r->slots = o->slots;
   r->max_inflight = o->max_inflight != 0 ? o->max_inflight : DEFAULT_MAX_INFLIGHT;
+  r->max_conns_per_user = o->max_conns_per_user;
+  snprintf(r->user_limit_text, sizeof(r->user_limit_text), "%" PRIu32, o->max_conns_per_user);
+  snprintf(r->user_ttl_text, sizeof(r->user_ttl_text), "%llu",
+           (unsigned long long)GW_REG_USER_TTL_MS);
   r->lease_ms = o->lease_ms;
   r->renew_ms = o->renew_ms;
   r->timeout_ms = o->timeout_ms;

@@ -47,7 +47,8 @@ struct ev_loop;
   X(LOST, -4, "the Redis connection was lost before the reply")                                    \
   X(RELEASED, -5, "the registry is releasing its entries (draining)")                              \
   X(INVALID, -6, "invalid argument")                                                               \
-  X(NOMEM, -7, "out of memory")
+  X(NOMEM, -7, "out of memory")                                                                    \
+  X(USER_LIMIT, -8, "the user already has --max-conns-per-user connections (all gateways)")
 
 typedef enum {
 #define GW_REG_ERR_ENUM(name, value, msg) GW_REG_##name = value,
@@ -77,7 +78,8 @@ typedef struct {
   uint64_t renew_ms;     /* renewal period, < lease_ms, e.g. 5000 */
   uint64_t timeout_ms;   /* a command without a reply for this long drops the connection */
   uint32_t max_inflight; /* conn_add + conn_remove in flight before conn_add says BUSY; 0: 65536 */
-  uint64_t replay_seq_ttl_ms; /* TTL of a sequence counter a replay read creates; 0: 24 h */
+  uint64_t replay_seq_ttl_ms;  /* TTL of a sequence counter a replay read creates; 0: 24 h */
+  uint32_t max_conns_per_user; /* entries a user's hash may hold at conn_add; 0: no limit */
   /* The slot changed: k when (re)acquired, -1 when lost or released. Loop thread. */
   void (*on_slot)(void *arg, int32_t slot);
   /* Calls emit(ctx, ...) for every live connection, synchronously, to re-register them. */
@@ -108,12 +110,26 @@ bool gw_registry_connected(const gw_registry *r);
 typedef void (*gw_registry_conn_cb)(void *arg, uint64_t conn_id, int status);
 
 /*
- * HSET <prefix>user:<user> <conn_id> <gw_id>. Returns GW_REG_OK and later calls cb(arg, conn_id,
- * status) exactly once on the loop thread; or returns a negative gw_registry_err at once and never
- * calls cb. user: borrowed for the call; cb may be NULL; arg: borrowed until cb.
+ * HSET <prefix>user:<user> <conn_id> <gw_id> and its TTL, through WSG_LUA_CONN_ADD: with
+ * max_conns_per_user set, status GW_REG_USER_LIMIT if the user has that many entries of live
+ * gateways already (gw_reguser.c). Returns GW_REG_OK and later calls cb(arg, conn_id, status)
+ * exactly once on the loop thread; or returns a negative gw_registry_err at once and never calls
+ * cb. user: borrowed for the call; cb may be NULL; arg: borrowed until cb.
  */
 int gw_registry_conn_add(gw_registry *r, const char *user, size_t ulen, uint64_t conn_id,
                          gw_registry_conn_cb cb, void *arg);
+
+/* A user's entry hash expires GW_REG_USER_TTL_MS after its last add or touch: entries left by a
+ * gateway that died and a user who never comes back go with it. Every gateway touches the keys
+ * of its live users every GW_REG_USER_TOUCH_S, so a live entry never expires. */
+#define GW_REG_USER_TTL_MS  (24ull * 3600 * 1000)
+#define GW_REG_USER_TOUCH_S (6u * 3600)
+
+/* PEXPIRE <prefix>user:<user> GW_REG_USER_TTL_MS, fire and forget (not sent while disconnected:
+ * the next touch, or the re-registration after a reconnect, sets it); for a user with a live
+ * resumable connection also WSG_LUA_SEQ_TOUCH on its sequence counter, which nothing else renews
+ * while no message reaches the user. user: borrowed. */
+void gw_registry_user_touch(gw_registry *r, const char *user, size_t ulen, bool resumable);
 
 /*
  * Removes <conn_id> from <prefix>user:<user> only if it still names this gateway

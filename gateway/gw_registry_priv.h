@@ -21,16 +21,21 @@
 #define SUBSYS "redis"
 
 typedef enum {
-  OP_ACQUIRE,  /* EVAL lease acquire on one slot */
-  OP_RENEW,    /* EVAL lease renew */
-  OP_RECORD,   /* HSET + PEXPIRE of the gateway record */
-  OP_CONN_ADD, /* HSET user entry, with a caller callback */
-  OP_CONN_DEL, /* EVAL connection delete */
-  OP_REREG,    /* batch of HSETs re-registering every live connection */
-  OP_RELEASE,  /* batch: every connection, the record and the slot, at drain */
-  OP_REPLAY,   /* EVALSHA (or EVAL) replay read, with a caller callback */
-  OP_SCRIPT,   /* SCRIPT LOAD of the replay read script */
+  OP_ACQUIRE,    /* EVAL lease acquire on one slot */
+  OP_RENEW,      /* EVAL lease renew */
+  OP_RECORD,     /* HSET + PEXPIRE of the gateway record */
+  OP_CONN_ADD,   /* WSG_LUA_CONN_ADD of a user entry (gw_reguser.c), with a caller callback */
+  OP_CONN_DEL,   /* EVAL connection delete */
+  OP_REREG,      /* batch of HSETs re-registering every live connection */
+  OP_RELEASE,    /* batch: every connection, the record and the slot, at drain */
+  OP_REPLAY,     /* EVALSHA (or EVAL) replay read, with a caller callback */
+  OP_SCRIPT,     /* SCRIPT LOAD of the replay read script */
+  OP_USER_GWS,   /* EXISTS of the gateways a user over its limit has entries on (gw_reguser.c) */
+  OP_USER_PRUNE, /* EVAL removing a user's entries of dead gateways (gw_reguser.c) */
+  OP_USER_TOUCH, /* PEXPIRE of a live user's entry hash, fire and forget */
 } op_kind;
+
+typedef struct gw_reguser gw_reguser;
 
 /* One command, or one batch of commands sharing a completion (pending counts the replies still
  * due). Freed when the last reply, or hiredis' NULL reply on disconnect, has arrived. */
@@ -43,11 +48,11 @@ typedef struct {
   int32_t slot;
   uint64_t sent_ms;
   uint64_t conn_id;
-  gw_registry_conn_cb cb;
   gw_registry_replay_cb replay_cb;
   bool position_only;
   void *arg;
   uint32_t cb_epoch; /* r->cb_epoch when queued: a later epoch means the owner is gone */
+  gw_reguser *ext;   /* OP_CONN_ADD, OP_USER_*: the registration and its callback (owned) */
 } op;
 
 typedef struct backlog_item {
@@ -64,6 +69,9 @@ struct gw_registry {
   /* options, copied */
   char *prefix, *gw_id, *advertise;
   uint32_t slots, max_inflight;
+  uint32_t max_conns_per_user; /* 0: no limit (plain HSET) */
+  char user_limit_text[16];
+  char user_ttl_text[24];
   uint64_t lease_ms, renew_ms, timeout_ms;
   char replay_ttl_text[24];
   char replay_sha[48]; /* SHA1 of WSG_LUA_REPLAY_READ on this connection, "" until loaded */
@@ -105,6 +113,7 @@ struct gw_registry {
 
   /* metrics (all NULL without a registry of metrics) */
   wsg_counter *m_ok, *m_error, *m_lost, *m_reconnects, *m_lease_losses, *m_backlog_drops;
+  wsg_counter *m_user_limit, *m_user_pruned;
   wsg_gauge *m_connected, *m_slot;
 };
 
@@ -130,5 +139,18 @@ bool gw_regconn_send_conn_delete(gw_registry *r, op *o, const char *user, size_t
 /* Sends the removals kept while disconnected, on their own or as part of `batch` (may be NULL). */
 void gw_regconn_backlog_flush(gw_registry *r, op *batch);
 void gw_regconn_backlog_clear(gw_registry *r);
+
+/* gw_reguser.c: registration under --max-conns-per-user. new: NULL without memory; user:
+ * copied. send_add: queues the add script for o (o->ext set); false if not queued. over_limit:
+ * the add was refused (rep: the script's array); true if it took over (o->ext moved on), false
+ * if the limit stands. on_reply: OP_USER_GWS and OP_USER_PRUNE. finish_add: ends o's
+ * registration with status (calls back, frees o->ext). */
+gw_reguser *gw_reguser_new(const char *user, size_t ulen, uint64_t conn_id, gw_registry_conn_cb cb,
+                           void *arg, uint32_t cb_epoch);
+void gw_reguser_free(gw_reguser *u);
+bool gw_reguser_send_add(gw_registry *r, op *o);
+bool gw_reguser_over_limit(gw_registry *r, op *o, const struct redisReply *rep);
+void gw_reguser_on_reply(gw_registry *r, op *o, const struct redisReply *rep);
+void gw_reguser_finish_add(gw_registry *r, op *o, int status);
 
 #endif

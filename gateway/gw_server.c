@@ -197,14 +197,35 @@ static uint32_t ka_now(const gw_server *s) {
   return (uint32_t)((wsg_now_mono_ms() - s->ka_t0_ms) / 1000);
 }
 
+void gw__ping_token(const gw_server *s, const gw_session *ss, char out[GW_PING_TOKEN_LEN]) {
+  /* alive_s changes only with an answered ping, so the token of the ping in flight is stable. */
+  uint64_t in[2] = {ss->conn_id, ss->alive_s};
+  uint64_t h = gw_siphash(s->users.k0 ^ 0x70696e67u, s->users.k1, in, sizeof in);
+  static const char hex[] = "0123456789abcdef";
+  for (int i = 0; i < GW_PING_TOKEN_LEN; i++)
+    out[i] = hex[(h >> (4 * i)) & 15];
+}
+
+/* A pong keeps ss alive only if it answers our ping: a client that stopped reading cannot. */
+static bool pong_answers_ping(const gw_server *s, const gw_session *ss, const void *in,
+                              size_t len) {
+  char want[GW_PING_TOKEN_LEN];
+  if (!(ss->flags & F_PINGED) || (ss->flags & F_PING_DUE) || len != GW_PING_TOKEN_LEN)
+    return false;
+  gw__ping_token(s, ss, want);
+  return memcmp(in, want, GW_PING_TOKEN_LEN) == 0;
+}
+
 /* A connection's check came due: ping it once --ping-interval has passed without a pong, hang it
- * up once --idle-timeout has, and otherwise look again when the next of those is reached. */
+ * up once --idle-timeout has, and otherwise look again when the next of those is reached (or
+ * sooner, while its send queue is over the soft limit: gw_sendmem_check). */
 static void keepalive_due(void *arg, uint64_t conn_id) {
   gw_server *s = arg;
   gw_session *ss = gw_conn_map_get(&s->conns, conn_id);
   if (!ss || !ss->wsi || (ss->flags & (F_CLOSING | F_RELEASED | F_LWS_CLOSING)))
     return; /* gone, or closing: a close ends by a timeout of its own */
-  uint32_t since = ka_now(s) - ss->alive_s;
+  uint32_t now_s = ka_now(s);
+  uint32_t since = now_s - ss->alive_s;
   if (since >= s->idle_s) {
     /* No close frame: a peer that answers no ping would not read it either. */
     wsg_counter_add(s->m_idle_closes, 1);
@@ -221,6 +242,22 @@ static void keepalive_due(void *arg, uint64_t conn_id) {
     lws_callback_on_writable(ss->wsi);
   }
   uint32_t next = ss->alive_s + ((ss->flags & F_PINGED) ? s->idle_s : s->ping_s);
+  /* At least every --ping-interval, for the send queue's soft limit even while a pong is due. */
+  if (next > now_s + s->ping_s)
+    next = now_s + s->ping_s;
+  next = gw_sendmem_check(s, ss, wsg_now_mono_ms(), now_s, next);
+  if (next == 0)
+    return; /* closed as a slow consumer */
+  /* The user's entry hash expires unless touched (GW_REG_USER_TTL_MS): once per user per period
+   * (and once after a slot was reacquired), from whichever of its connections comes due first. */
+  gw_user *u = ss->user;
+  if (u && (now_s - u->touched_s >= GW_REG_USER_TOUCH_S || u->touched_s <= s->retouch_s)) {
+    u->touched_s = now_s;
+    bool resumable = false;
+    for (const gw_session *o = u->head; o && !resumable; o = o->unext)
+      resumable = o->sq != NULL;
+    gw_registry_user_touch(s->o.registry, u->id, u->len, resumable);
+  }
   if (gw_keepalive_schedule(s->ka, conn_id, next) != 0)
     gw__close_async(s, ss, GW_CLOSE_TRY_AGAIN, NULL, true); /* out of memory: not left unchecked */
 }
@@ -328,6 +365,13 @@ static void on_registered(void *arg, uint64_t conn_id, int status) {
   ss->flags &= (uint16_t)~F_REGISTERING;
   if (ss->flags & (F_CLOSING | F_RELEASED))
     return;
+  if (status == GW_REG_USER_LIMIT) {
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_INFO, "server",
+                    "connection %llu of user %s refused: %s; closing with 4003",
+                    (unsigned long long)conn_id, ss->user->id, gw_registry_strerror(status));
+    gw__close_async(s, ss, GW_CLOSE_USER_LIMIT, NULL, true);
+    return;
+  }
   if (status != GW_REG_OK) {
     wsg_counter_add(s->m_reg_failed, 1);
     wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
@@ -374,6 +418,8 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
     return gw__close_now(s, wsi, NULL, GW_CLOSE_INTERNAL, NULL);
   }
   user_link(ss, u);
+  if (u->nconns == 1)
+    u->touched_s = ka_now(s); /* the registration below sets the key's TTL */
   if (gw_conn_map_put(&s->conns, ss->conn_id, ss) != 0) {
     gw__chperm_free(chperm);
     user_unlink(s, ss);
@@ -424,13 +470,13 @@ static void session_release(gw_server *s, gw_session *ss) {
     gw_registry_conn_remove(s->o.registry, ss->user->id, ss->user->len, ss->conn_id);
   if (gw_conn_map_get(&s->conns, ss->conn_id) == ss)
     gw_conn_map_del(&s->conns, ss->conn_id);
+  gw_inbound_rx_free(s, ss); /* before the user goes: it is charged to the user too */
   user_unlink(s, ss);
   ss->user = NULL;
   sendq_clear(s, ss);
   gw_resume_free(&s->resume, ss->sq);
   ss->sq = NULL;
   gw_chserve_release(s, ss);
-  gw_inbound_rx_free(s, ss);
   free(ss->close_reason);
   ss->close_reason = NULL;
   wsg_gauge_set(s->m_conns, (int64_t)s->conns.count);
@@ -484,7 +530,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     return gw_outbound_writeable(server_of(wsi), wsi, ss);
   case LWS_CALLBACK_RECEIVE_PONG:
     if (ss && ss->user) {
-      ss->alive_s = ka_now(server_of(wsi));
+      gw_server *s = server_of(wsi);
+      if (!pong_answers_ping(s, ss, in, len)) {
+        wsg_counter_add(s->m_pongs_ignored, 1);
+        return 0;
+      }
+      ss->alive_s = ka_now(s);
       ss->flags &= (uint16_t)~F_PINGED;
     }
     return 0;
@@ -601,8 +652,12 @@ void gw_server_drain_outbound(gw_server *s) {
 }
 
 void gw_server_set_slot(gw_server *s, int32_t slot) {
-  if (slot >= 0)
+  if (slot >= 0) {
     s->slot = slot;
+    /* A slot (re)acquired may follow a Redis that lost its data: touch every user again soon
+     * (keepalive_due), which recreates the sequences of resumable connections. */
+    s->retouch_s = ka_now(s);
+  }
 }
 
 void gw_server_foreach_conn(gw_server *s, gw_registry_emit_fn emit, void *ctx) {

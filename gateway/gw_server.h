@@ -53,7 +53,11 @@ struct ev_loop;
     "closed by the application")                                                                   \
   X(TOKEN_EXPIRED, 4003,                                                                           \
     "the token expired and no valid refresh op arrived within --token-refresh-grace",              \
-    "token expired")
+    "token expired")                                                                               \
+  X(USER_LIMIT, 4004,                                                                              \
+    "the user already had --max-conns-per-user connections across the gateways; close one "        \
+    "before opening another",                                                                      \
+    "too many connections for this user")
 
 typedef enum {
 #define GW_CLOSE_ENUM(name, code, when, reason) GW_CLOSE_##name = code,

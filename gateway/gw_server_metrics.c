@@ -65,6 +65,14 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_idle_closes, "wsgate_gateway_idle_closes_total",
             "Connections dropped because no pong came for --idle-timeout (no close frame: 1006).",
             NULL),
+    COUNTER(m_pongs_ignored, "wsgate_gateway_pongs_ignored_total",
+            "Pongs that answer no ping of ours (unsolicited, or a stale payload): they do not "
+            "keep a connection alive.",
+            NULL),
+    COUNTER(m_sendq_budget_closes, "wsgate_gateway_sendq_budget_closes_total",
+            "Connections closed with 4001 because all send queues together exceeded --sendq-max "
+            "(the largest first).",
+            NULL),
     COUNTER(m_linger_discarded, "wsgate_gateway_linger_discarded_bytes_total",
             "Client input still unread when its connection's socket was closed, read and discarded "
             "so the close is a FIN, not a reset.",

@@ -7,6 +7,7 @@
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
+ *   gw_sendmem.c   the send queues' memory as a whole (--sendq-max) and their periodic check;
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
  *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
  *   gw_chpub.c     publications to local subscribers: order, duplicates, gaps;
@@ -249,6 +250,7 @@ struct gw_server {
   ev_timer ka_w;
   uint64_t ka_t0_ms;
   uint32_t ping_s, idle_s;
+  uint32_t retouch_s; /* users touched at or before this second are touched again (slot regained) */
 
   wsg_log_ratelimit rl_refuse, rl_dev, rl_misc;
   gw_clock clock; /* timestamps: --loop-clock */
@@ -259,6 +261,7 @@ struct gw_server {
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
   wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
+  wsg_counter *m_sendq_budget_closes, *m_pongs_ignored;
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
   wsg_gauge *m_seq_conns;
@@ -363,6 +366,17 @@ void gw_inbound_finish(gw_server *s);
  * for a write (false: over a limit, ss was closed with 4001); dispatches what the Kafka consumer
  * handed over (LWS_CALLBACK_EVENT_WAIT_CANCELLED); LWS_CALLBACK_SERVER_WRITEABLE. */
 bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms);
+
+/* gw_sendmem.c: over --sendq-max closes the largest queues (4001) until under it; false if that
+ * closed `keep` (may be NULL). gw_sendmem_check: the soft limit from the keepalive wheel: 0 when
+ * it closed ss, else the second to look again (next_s, or sooner while ss is over the limit). */
+bool gw_sendmem_enforce(gw_server *s, gw_session *keep);
+uint32_t gw_sendmem_check(gw_server *s, gw_session *ss, uint64_t now_ms, uint32_t now_s,
+                          uint32_t next_s);
+/* gw_server.c: the payload of a keepalive ping to ss, which only its pong echoes (unguessable
+ * without reading the ping: SipHash of the connection and its keepalive clock). */
+#define GW_PING_TOKEN_LEN 16
+void gw__ping_token(const gw_server *s, const gw_session *ss, char out[GW_PING_TOKEN_LEN]);
 void gw_outbound_drain(gw_server *s);
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss);
 

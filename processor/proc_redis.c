@@ -81,6 +81,7 @@ struct proc_redis {
   wsg_counter *m_bad_entries;
   wsg_counter *m_appends;
   wsg_counter *m_append_refused;
+  wsg_counter *m_append_unsequenced;
   wsg_histogram *m_rtt;
 };
 
@@ -131,6 +132,10 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_append_refused, "wsgate_processor_resume_append_refused_total",
             "Deliveries Redis refused to store (sent without q): a key of another type under the "
             "prefix",
+            NULL),
+    COUNTER(m_append_unsequenced, "wsgate_processor_resume_unsequenced_total",
+            "Deliveries to users without a sequence (no resumable connection within "
+            "--resume-seq-ttl): sent without q, nothing stored",
             NULL),
     WSG_HISTOGRAM_ROW(proc_redis, m_rtt, "wsgate_processor_redis_round_trip_seconds",
                       "Duration of one pipelined Redis round trip", NULL, rtt_bounds),
@@ -443,7 +448,7 @@ int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, s
     return -1;
   }
   int rc = 0;
-  uint64_t refused = 0;
+  uint64_t refused = 0, unsequenced = 0;
   append_ctx ctx = {.users = users, .a = a};
   for (size_t from = 0; from < n && rc == 0; from += PIPELINE_CHUNK) {
     size_t to = from + PIPELINE_CHUNK < n ? from + PIPELINE_CHUNK : n;
@@ -456,6 +461,8 @@ int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, s
       redisReply *rep = reps[i - from];
       if (rep->type == REDIS_REPLY_INTEGER && rep->integer > 0) {
         a[i].q = (uint64_t)rep->integer;
+      } else if (rep->type == REDIS_REPLY_INTEGER && rep->integer == 0) {
+        unsequenced++; /* no counter: the user never connected with +seq (sent without q) */
       } else if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
         /* SCRIPT FLUSH while connected: load it again and retry the batch. */
         r->append_sha[0] = '\0';
@@ -473,8 +480,9 @@ int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, s
     }
   }
   free(reps);
-  count(r->m_appends, rc == 0 ? n - refused : 0);
+  count(r->m_appends, rc == 0 ? n - refused - unsequenced : 0);
   count(r->m_append_refused, refused);
+  count(r->m_append_unsequenced, unsequenced);
   return rc;
 }
 

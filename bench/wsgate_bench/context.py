@@ -198,7 +198,11 @@ class Context:
                 self.secret_file, "--max-upgrades-per-sec", "0",
                 # All clients share 127.0.0.1: per-address caps would cap the benchmark itself.
                 "--max-conns-per-addr", "0", "--max-pending-per-addr", "0",
-                "--max-upgrades-per-addr", "0", "--inbound-topic", topics[0],
+                "--max-upgrades-per-addr", "0",
+                # The per-connection and per-user defaults of issue 16 would pace or refuse the
+                # load itself; the gateway-wide send-queue bound stays, far above any step's need.
+                "--rate-msgs", "0", "--rate-bytes", "0", "--max-conns-per-user", "0",
+                "--sendq-max", "4g", "--inbound-topic", topics[0],
                 "--outbound-topic", topics[1], "--redis-prefix", prefix, "--gateway-id",
                 f"bench-gw{i}-{os.getpid()}", "--log-level", "warn",
                 # Drain is not measured here: close fast when a step is over.

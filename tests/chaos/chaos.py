@@ -50,12 +50,14 @@ FORMS = {
                   # 128 KiB ones (12.2.18, where libwebsockets' deflate assertion fired before
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
-                  valgrind_users=3, valgrind_seconds=2.0, door_sockets=40, reshard_slots=256),
+                  valgrind_users=3, valgrind_seconds=2.0, door_sockets=40, reshard_slots=256,
+                  flood_conns=40),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
-                 valgrind_seconds=10.0, door_sockets=200, reshard_slots=8192),
+                 valgrind_seconds=10.0, door_sockets=200, reshard_slots=8192,
+                 flood_conns=200),
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
@@ -645,6 +647,81 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
         res.failures.append(p)
 
 
+async def sc_user_flood(r: Runner, form: dict, res: Result) -> None:
+    """Authenticated attacks beside the checker's clients (issue 16 items 4 and 5), on a gateway
+    with --max-conns-per-user 8 and --sendq-max 1m: one user opens `flood_conns` connections
+    (all but 8 must be closed with 4004, none left counted in Redis), then 6 users who never
+    read (4 KiB receive buffers) send 16 KiB messages every 30 ms for the echo to pile up (the
+    send queues together must stay near --sendq-max, the largest closed with 4001). Pass: the
+    attacks are contained, the well-behaved clients lose nothing and their p99 stays within 2x
+    their quiet p99 plus 50 ms."""
+    c = Cluster(r, "uflood")
+    gw = c.start_gateway(["--max-conns-per-user", "8", "--sendq-max", "1m", "--sendq-hard", "2m",
+                          "--sendq-soft", "2m", "--sendq-soft-time", "1h"])
+    c.start_processor()
+    port = gw.extra["port"]
+    chk = await start_checker(c, form)
+    users = len(chk.users)
+    t_base = time.monotonic()
+    await asyncio.sleep(form["settle"])
+    t_attack = time.monotonic()
+    n = form["flood_conns"]
+    flood = []
+    for _ in range(n):
+        try:
+            flood.append(await asyncio.to_thread(_raw_upgrade, "mallory", port))
+        except (OSError, ChaosError):
+            pass
+    held = await until(lambda: gw.metrics().get("wsgate_gateway_connections") == users + 8, 10,
+                       0.1)
+    m = gw.metrics()
+    refused = int(m.get('wsgate_gateway_closes_total{code="4004"}', 0))
+    res.fig(flood_upgraded=len(flood), flood_refused_4004=refused,
+            flood_held=int(m.get("wsgate_gateway_connections", 0)) - users)
+    res.check(bool(held), f"mallory holds {int(m.get('wsgate_gateway_connections', 0)) - users} "
+              "connections, expected 8 (--max-conns-per-user)")
+    res.check(refused == len(flood) - 8, f"{refused} closes with 4004, expected {len(flood) - 8}")
+    for s in flood:
+        s.close()
+    hogs = [await asyncio.to_thread(_raw_upgrade, f"hog-{i}", port, 4096) for i in range(6)]
+    for s in hogs:
+        s.setblocking(False)
+    loop = asyncio.get_running_loop()
+    chunk = _masked_frame(2, os.urandom(16384))
+    peak = 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        for s in hogs:
+            try:
+                await asyncio.wait_for(loop.sock_sendall(s, chunk), 0.05)
+            except (OSError, asyncio.TimeoutError):
+                pass  # closed, or no longer read: it has done its part
+        await asyncio.sleep(0.03)
+        peak = max(peak, int(gw.metrics().get("wsgate_gateway_sendq_bytes", 0)))
+    await asyncio.sleep(2)  # the aftermath belongs to the measured window
+    t_after = time.monotonic()
+    m = gw.metrics()
+    budget = int(m.get("wsgate_gateway_sendq_budget_closes_total", 0))
+    c4001 = int(m.get('wsgate_gateway_closes_total{code="4001"}', 0))
+    for s in hogs:
+        s.close()
+    await chk.finish(20)
+    base, during = chk.latencies(t_base, t_attack), chk.latencies(t_attack, t_after)
+    p99b, p99d = percentile(base, 0.99), percentile(during, 0.99)
+    res.fig(sendq_peak_kib=peak // 1024, sendq_budget_closes=budget, closes_4001=c4001,
+            p99_before_ms=round(p99b * 1000, 1), p99_during_ms=round(p99d * 1000, 1))
+    # Sampled between pushes: the bound is enforced on each one, so a sample may exceed it by at
+    # most the message in flight.
+    res.check(peak <= (1 << 20) + 64 * 1024, f"the send queues held {peak} bytes (--sendq-max 1m)")
+    res.check(budget >= 1, "no queue was closed for --sendq-max: the non-readers were not held")
+    res.check(len(during) >= 20, f"only {len(during)} latency samples during the attack")
+    res.check(p99d <= 2 * p99b + 0.05, f"other clients' p99 rose from {p99b * 1000:.0f} ms to "
+              f"{p99d * 1000:.0f} ms during the attack")
+    check_traffic(res, chk, strict=True)
+    for p in c.stop_all():
+        res.failures.append(p)
+
+
 def _door_socket(port: int, first: bytes) -> socket.socket | None:
     """A socket from 127.0.0.2 (the attacker's address: loopback is a /8) that sends `first`."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -910,7 +987,9 @@ async def sc_autobahn(r: Runner, form: dict, res: Result, deflate: bool = False)
         await asyncio.to_thread(r.chaos_kafka, "topic-config", "-t", t, f"max.message.bytes={big}")
     # linger.ms=0: Autobahn's round-trip cases (9.7, 9.8, 12, 13) send 1,000 messages one after
     # the other; the default 5 ms linger of each producer would make them take minutes.
+    # Conformance, not limits: the default per-connection rates (issue 16) would pace 9.x.
     gw_extra = ["--max-message", "16m", "--sendq-hard", "64m", "--sendq-soft", "64m",
+                "--rate-msgs", "0", "--rate-bytes", "0",
                 "-X", f"message.max.bytes={big}", "-X", "linger.ms=0"]
     if deflate:
         gw_extra.append("--deflate")
@@ -981,6 +1060,7 @@ SCENARIOS = {
     "slow_reader": (sc_slow_reader, True),
     "connect_storm": (sc_connect_storm, True),
     "door_flood": (sc_door_flood, True),
+    "user_flood": (sc_user_flood, True),
     "valgrind_gateway": (sc_valgrind_gateway, True),
     "valgrind_processor": (sc_valgrind_processor, True),
     "autobahn_deflate": (sc_autobahn_deflate, True),

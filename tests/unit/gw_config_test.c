@@ -125,7 +125,8 @@ Test(gw_config, cross_field_checks) {
   expect_error(sendq, "--sendq-soft");
   const char *drain[] = {"-b", "k", "--jwt-secret", SECRET, "--drain-window", "30s", NULL};
   expect_error(drain, "--drain-window");
-  const char *burst[] = {"-b", "k", "--jwt-secret", SECRET, "--rate-burst", "10", NULL};
+  const char *burst[] = {"-b", "k", "--jwt-secret", SECRET, "--rate-msgs", "0", "--rate-burst",
+                         "10", NULL};
   expect_error(burst, "--rate-burst");
   const char *sub[] = {"-b", "k", "--jwt-secret", SECRET, "--subprotocol", "a,b", NULL};
   expect_error(sub, "--subprotocol");
