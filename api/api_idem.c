@@ -42,15 +42,17 @@ api_idem_state api_idem_claim(api_idem *d, const char *keyname, const char *idem
   char key[512], val[160];
   key_of(d, keyname, idem, key, sizeof key);
   snprintf(val, sizeof val, "pending %s", hash);
-  redisReply *r =
-      api_redis_command(d->redis, why, whylen, "SET %s %s NX PX %d", key, val, PENDING_TTL_MS);
+  char px[24];
+  snprintf(px, sizeof px, "%d", PENDING_TTL_MS);
+  redisReply *r = api_redis_command(d->redis, why, whylen, 6,
+                                    (const char *[]){"SET", key, val, "NX", "PX", px});
   if (!r)
     return API_IDEM_ERROR;
   bool claimed = r->type == REDIS_REPLY_STATUS;
   freeReplyObject(r);
   if (claimed)
     return API_IDEM_NEW;
-  r = api_redis_command(d->redis, why, whylen, "GET %s", key);
+  r = api_redis_command(d->redis, why, whylen, 2, (const char *[]){"GET", key});
   if (!r)
     return API_IDEM_ERROR;
   api_idem_state st = API_IDEM_PENDING; /* gone meanwhile (expired): let the client retry */
@@ -74,8 +76,10 @@ int api_idem_done(api_idem *d, const char *keyname, const char *idem, const char
   char key[512], val[160];
   key_of(d, keyname, idem, key, sizeof key);
   snprintf(val, sizeof val, "done %s %zu", hash, count);
-  redisReply *r = api_redis_command(d->redis, why, whylen, "SET %s %s PX %llu", key, val,
-                                    (unsigned long long)d->ttl_ms);
+  char px[24];
+  snprintf(px, sizeof px, "%llu", (unsigned long long)d->ttl_ms);
+  redisReply *r =
+      api_redis_command(d->redis, why, whylen, 5, (const char *[]){"SET", key, val, "PX", px});
   if (!r)
     return -1;
   freeReplyObject(r);
@@ -85,5 +89,5 @@ int api_idem_done(api_idem *d, const char *keyname, const char *idem, const char
 void api_idem_release(api_idem *d, const char *keyname, const char *idem) {
   char key[512], why[256];
   key_of(d, keyname, idem, key, sizeof key);
-  freeReplyObject(api_redis_command(d->redis, why, sizeof why, "DEL %s", key));
+  freeReplyObject(api_redis_command(d->redis, why, sizeof why, 2, (const char *[]){"DEL", key}));
 }

@@ -9,7 +9,7 @@
  * (`duplicate: true`); the same key with another body is refused (422); while the first is in
  * flight the retry gets 409.
  *
- * Threads: any (the connections are api_redis', one per thread).
+ * Threads: any (the connections are api_redis', per thread).
  */
 #ifndef API_IDEM_H
 #define API_IDEM_H

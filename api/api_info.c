@@ -12,18 +12,33 @@
 
 #include "wsg_redis_keys.h"
 
-/* Reads `n` pipelined replies into r[]; false (connection dropped) on a failure. */
-static bool read_replies(api_redis *rd, redisContext *c, redisReply **r, int n, char *why,
-                         size_t whylen) {
-  for (int i = 0; i < n; i++) {
-    void *rep = NULL;
-    if (redisGetReply(c, &rep) != REDIS_OK) {
-      snprintf(why, whylen, "%s", c->errstr);
-      api_redis_failed(rd, why);
+/* Builds the pipelines: GET of slot key i (gws == NULL), or HGETALL of gateway gws[i]'s record.
+ * Each key is its own command, so on a cluster wsg_redis_sync sends each to its slot's node. */
+typedef struct {
+  const char *prefix;
+  redisReply **held; /* the slot keys' replies, for the second pipeline */
+  int *gws;          /* slots whose holder's record is read; NULL: the first pipeline */
+  char key[512];
+  const char *argv[2];
+  size_t lens[2];
+} info_build;
+
+static bool build_cmd(void *ctx, size_t i, int *argc, const char ***argv, const size_t **lens) {
+  info_build *b = ctx;
+  if (!b->gws) {
+    wsg_key_slot(b->key, sizeof b->key, b->prefix, (uint32_t)i);
+    b->argv[0] = "GET";
+  } else {
+    if (wsg_key_gateway(b->key, sizeof b->key, b->prefix, b->held[b->gws[i]]->str) < 0)
       return false;
-    }
-    r[i] = rep;
+    b->argv[0] = "HGETALL";
   }
+  b->argv[1] = b->key;
+  b->lens[0] = strlen(b->argv[0]);
+  b->lens[1] = strlen(b->key);
+  *argc = 2;
+  *argv = b->argv;
+  *lens = b->lens;
   return true;
 }
 
@@ -32,44 +47,40 @@ json_t *api_info_read(api_redis *rd, int slots, char *why, size_t whylen) {
     snprintf(why, whylen, "the number of gateway slots is not known yet (outbound topic)");
     return NULL;
   }
-  redisContext *c = api_redis_conn(rd, why, whylen);
-  if (!c)
-    return NULL;
   const char *prefix = api_redis_prefix(rd);
   char key[512];
-  for (int k = 0; k < slots; k++) {
-    wsg_key_slot(key, sizeof key, prefix, (uint32_t)k);
-    redisAppendCommand(c, "GET %s", key);
-  }
   redisReply **held = calloc((size_t)slots, sizeof *held);
   redisReply **recs = calloc((size_t)slots, sizeof *recs);
+  int *holders = calloc((size_t)slots, sizeof *holders);
+  info_build b = {.prefix = prefix, .held = held};
   json_t *out = NULL;
   int nrec = 0;
-  if (!held || !recs) {
+  if (!held || !recs || !holders) {
     snprintf(why, whylen, "out of memory");
     goto done;
   }
-  if (!read_replies(rd, c, held, slots, why, whylen))
+  if (api_redis_pipeline(rd, (size_t)slots, build_cmd, &b, "GET of the slot keys", held, why,
+                         whylen) != 0)
     goto done;
   for (int k = 0; k < slots; k++) {
     if (held[k]->type != REDIS_REPLY_STRING)
       continue;
     if (wsg_key_gateway(key, sizeof key, prefix, held[k]->str) < 0)
       continue;
-    redisAppendCommand(c, "HGETALL %s", key);
-    nrec++;
+    holders[nrec++] = k;
   }
-  if (!read_replies(rd, c, recs, nrec, why, whylen))
+  b.gws = holders;
+  if (api_redis_pipeline(rd, (size_t)nrec, build_cmd, &b, "HGETALL of the gateway records", recs,
+                         why, whylen) != 0) {
+    nrec = 0; /* recs[] is NULL-filled */
     goto done;
+  }
   out = json_object();
   json_t *gws = json_array();
   long long total = 0;
-  for (int k = 0, i = 0; k < slots; k++) {
-    if (held[k]->type != REDIS_REPLY_STRING)
-      continue;
-    if (wsg_key_gateway(key, sizeof key, prefix, held[k]->str) < 0)
-      continue;
-    redisReply *h = recs[i++];
+  for (int i = 0; i < nrec; i++) {
+    int k = holders[i];
+    redisReply *h = recs[i];
     json_t *g = json_pack("{s:s,s:i}", "id", held[k]->str, "slot", k);
     for (size_t f = 0; h->type == REDIS_REPLY_ARRAY && f + 1 < h->elements; f += 2) {
       const char *name = h->element[f]->str, *val = h->element[f + 1]->str;
@@ -97,5 +108,6 @@ done:
     freeReplyObject(recs[i]);
   free(held);
   free(recs);
+  free(holders);
   return out;
 }

@@ -1,28 +1,44 @@
 /*
- * api_redis: per-thread synchronous Redis connections (see api_redis.h).
+ * api_redis: a wsg_redis_sync per thread (see api_redis.h).
  *
  * Threads: any.
  */
 #include "api_redis.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+
+#define ARGS_MAX 8
 
 struct api_redis {
-  api_redis_options o;
-  char *host, *password, *prefix;
-  pthread_key_t conn_key;
+  wsg_redis_sync_options so; /* strings owned by the fields below */
+  char *host, *cluster, *user, *password, *prefix;
+  pthread_key_t sync_key; /* this thread's wsg_redis_sync (owned by the thread) */
   pthread_mutex_t mu;
   char status[256]; /* "" when the last exchange worked; under mu */
 };
 
-static void conn_free(void *p) {
-  redisFree(p);
+static void sync_free(void *p) {
+  wsg_redis_sync_destroy(p);
+}
+
+/* strdup of an optional string; false when out of memory. */
+static bool dup_opt(char **dst, const char *src) {
+  *dst = src ? strdup(src) : NULL;
+  return !src || *dst;
+}
+
+/* Frees r and its strings (not the key nor the mutex). */
+static void free_all(api_redis *r) {
+  free(r->host);
+  free(r->cluster);
+  free(r->user);
+  free(r->password);
+  free(r->prefix);
+  free(r);
 }
 
 int api_redis_create(api_redis **out, const api_redis_options *o, char *err, size_t errlen) {
@@ -32,34 +48,44 @@ int api_redis_create(api_redis **out, const api_redis_options *o, char *err, siz
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  r->o = *o;
-  r->host = strdup(o->host);
-  r->prefix = strdup(o->prefix);
-  r->password = o->password ? strdup(o->password) : NULL;
-  if (!r->host || !r->prefix || (o->password && !r->password) ||
-      pthread_key_create(&r->conn_key, conn_free) != 0) {
-    free(r->host);
-    free(r->prefix);
-    free(r->password);
-    free(r);
+  if (!dup_opt(&r->host, o->host) || !dup_opt(&r->cluster, o->cluster) ||
+      !dup_opt(&r->user, o->user) || !dup_opt(&r->password, o->password) ||
+      !dup_opt(&r->prefix, o->prefix) || !r->prefix ||
+      pthread_key_create(&r->sync_key, sync_free) != 0) {
     snprintf(err, errlen, "out of memory");
-    return -1;
+    goto fail;
   }
+  r->so = (wsg_redis_sync_options){.host = r->host,
+                                   .port = o->port,
+                                   .seeds = r->cluster,
+                                   .user = r->user,
+                                   .password = r->password,
+                                   .db = o->db,
+                                   .timeout_ms = o->timeout_ms};
+  /* A thread's wsg_redis_sync is made on first use: make one now so bad options fail at start. */
+  wsg_redis_sync *check;
+  char e2[200];
+  if (wsg_redis_sync_create(&check, &r->so, e2, sizeof e2) != 0) {
+    snprintf(err, errlen, "redis: %s", e2);
+    pthread_key_delete(r->sync_key);
+    goto fail;
+  }
+  wsg_redis_sync_destroy(check);
   pthread_mutex_init(&r->mu, NULL);
   *out = r;
   return 0;
+fail:
+  free_all(r);
+  return -1;
 }
 
 void api_redis_destroy(api_redis *r) {
   if (!r)
     return;
-  redisFree(pthread_getspecific(r->conn_key));
-  pthread_key_delete(r->conn_key);
+  wsg_redis_sync_destroy(pthread_getspecific(r->sync_key));
+  pthread_key_delete(r->sync_key);
   pthread_mutex_destroy(&r->mu);
-  free(r->host);
-  free(r->prefix);
-  free(r->password);
-  free(r);
+  free_all(r);
 }
 
 const char *api_redis_prefix(const api_redis *r) {
@@ -81,78 +107,65 @@ int api_redis_status(api_redis *r, char *why, size_t whylen) {
   return rc;
 }
 
-/* AUTH and SELECT on a new connection; false with `why`. */
-static bool setup(api_redis *r, redisContext *c, char *why, size_t whylen) {
-  redisReply *rep = NULL;
-  if (r->password) {
-    rep = redisCommand(c, "AUTH %s", r->password);
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-      snprintf(why, whylen, "AUTH failed: %s", rep ? rep->str : c->errstr);
-      freeReplyObject(rep);
-      return false;
-    }
-    freeReplyObject(rep);
+/* This thread's wsg_redis_sync, made on first use; NULL with `why`. */
+static wsg_redis_sync *thread_sync(api_redis *r, char *why, size_t whylen) {
+  wsg_redis_sync *s = pthread_getspecific(r->sync_key);
+  if (s)
+    return s;
+  if (wsg_redis_sync_create(&s, &r->so, why, whylen) != 0)
+    return NULL;
+  if (pthread_setspecific(r->sync_key, s) != 0) {
+    wsg_redis_sync_destroy(s);
+    snprintf(why, whylen, "out of memory");
+    return NULL;
   }
-  if (r->o.db) {
-    rep = redisCommand(c, "SELECT %d", r->o.db);
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-      snprintf(why, whylen, "SELECT %d failed: %s", r->o.db, rep ? rep->str : c->errstr);
-      freeReplyObject(rep);
-      return false;
-    }
-    freeReplyObject(rep);
+  return s;
+}
+
+int api_redis_pipeline(api_redis *r, size_t n, wsg_redis_sync_build_fn build, void *ctx,
+                       const char *what, redisReply **reps, char *why, size_t whylen) {
+  for (size_t i = 0; i < n; i++)
+    reps[i] = NULL;
+  wsg_redis_sync *s = thread_sync(r, why, whylen);
+  if (!s || wsg_redis_sync_pipeline(s, 0, n, build, ctx, what, reps, why, whylen) != 0) {
+    if (s)
+      set_status(r, why);
+    return -1;
   }
+  set_status(r, "");
+  return 0;
+}
+
+typedef struct {
+  int argc;
+  const char **argv;
+  size_t lens[ARGS_MAX];
+} one_cmd;
+
+static bool build_one(void *ctx, size_t i, int *argc, const char ***argv, const size_t **lens) {
+  (void)i;
+  one_cmd *c = ctx;
+  *argc = c->argc;
+  *argv = c->argv;
+  *lens = c->lens;
   return true;
 }
 
-redisContext *api_redis_conn(api_redis *r, char *why, size_t whylen) {
-  redisContext *c = pthread_getspecific(r->conn_key);
-  if (c)
-    return c;
-  struct timeval tv = {(time_t)(r->o.timeout_ms / 1000),
-                       (suseconds_t)(r->o.timeout_ms % 1000) * 1000};
-  c = redisConnectWithTimeout(r->host, r->o.port, tv);
-  if (!c || c->err) {
-    snprintf(why, whylen, "cannot connect to %s:%d: %s", r->host, r->o.port,
-             c ? c->errstr : "out of memory");
-    redisFree(c);
-    set_status(r, why);
+redisReply *api_redis_command(api_redis *r, char *why, size_t whylen, int argc, const char **argv) {
+  if (argc < 1 || argc > ARGS_MAX) {
+    snprintf(why, whylen, "a command of %d arguments (1..%d)", argc, ARGS_MAX);
     return NULL;
   }
-  redisSetTimeout(c, tv);
-  if (!setup(r, c, why, whylen)) {
-    redisFree(c);
-    set_status(r, why);
+  one_cmd c = {argc, argv, {0}};
+  for (int i = 0; i < argc; i++)
+    c.lens[i] = strlen(argv[i]);
+  redisReply *rep;
+  if (api_redis_pipeline(r, 1, build_one, &c, argv[0], &rep, why, whylen) != 0)
     return NULL;
-  }
-  pthread_setspecific(r->conn_key, c);
-  return c;
-}
-
-void api_redis_failed(api_redis *r, const char *why) {
-  redisFree(pthread_getspecific(r->conn_key));
-  pthread_setspecific(r->conn_key, NULL);
-  set_status(r, why);
-}
-
-redisReply *api_redis_command(api_redis *r, char *why, size_t whylen, const char *fmt, ...) {
-  redisContext *c = api_redis_conn(r, why, whylen);
-  if (!c)
-    return NULL;
-  va_list ap;
-  va_start(ap, fmt);
-  redisReply *rep = redisvCommand(c, fmt, ap);
-  va_end(ap);
-  if (!rep) {
-    snprintf(why, whylen, "%s", c->errstr);
-    api_redis_failed(r, why);
-    return NULL;
-  }
   if (rep->type == REDIS_REPLY_ERROR) {
     snprintf(why, whylen, "%s", rep->str);
     freeReplyObject(rep);
     return NULL;
   }
-  set_status(r, "");
   return rep;
 }

@@ -1,10 +1,12 @@
 /*
- * api_redis: wsgate-api's Redis connections (the only hiredis code of the API): one synchronous
- * connection per thread (wsgate-api runs a thread per HTTP connection), made on first use with
- * AUTH and SELECT, dropped after an error and made again by the next call. Used for the
- * Idempotency-Key records (api_idem) and GET /v1/info (api_info).
+ * api_redis: wsgate-api's Redis (the only Redis code of the API), on one node or on a Redis
+ * Cluster (--redis-cluster), through common/wsg_redis_sync: one wsg_redis_sync per thread
+ * (wsgate-api runs a thread per HTTP connection and wsg_redis_sync has one owner thread), made on
+ * first use; it connects (AUTH, SELECT, or the slot map) when needed and drops its connections
+ * after an error, so the next call starts over. Used for the Idempotency-Key records (api_idem)
+ * and GET /v1/info (api_info).
  *
- * Threads: any; each thread's connection lives in thread-specific data, freed with its thread.
+ * Threads: any; each thread's wsg_redis_sync lives in thread-specific data, freed with its thread.
  */
 #ifndef API_REDIS_H
 #define API_REDIS_H
@@ -13,29 +15,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_redis_sync.h"
+
 typedef struct api_redis api_redis;
 
 typedef struct {
-  const char *host; /* copied */
+  const char *host; /* one node (copied) */
   int port;
+  const char *cluster;  /* seeds "h:p,h:p" (copied); NULL or "": one node at host:port */
+  const char *user;     /* copied; NULL: AUTH with the password only */
   const char *password; /* copied; NULL: none */
-  int db;
-  const char *prefix; /* copied */
+  int db;               /* must be 0 on a cluster */
+  const char *prefix;   /* copied */
   uint64_t timeout_ms;
 } api_redis_options;
 
+/* Checks the options (a bad seed list or a db on a cluster fails here) but does not connect. */
 int api_redis_create(api_redis **out, const api_redis_options *o, char *err, size_t errlen);
 void api_redis_destroy(api_redis *r);             /* NULL is a no-op */
 const char *api_redis_prefix(const api_redis *r); /* borrowed */
 
-/* One command (hiredis' format: %s and %b are single arguments). NULL with `why` on a failure
- * or an error reply; the caller frees the reply with freeReplyObject(). */
-redisReply *api_redis_command(api_redis *r, char *why, size_t whylen, const char *fmt, ...);
+/* One command of `argc` strings (argv[0] is its name; at most 8), a pipeline of one. NULL with
+ * `why` on a failure or an error reply; the caller frees the reply with freeReplyObject(). */
+redisReply *api_redis_command(api_redis *r, char *why, size_t whylen, int argc, const char **argv);
 
-/* This thread's connection for a pipeline (redisAppendCommand / redisGetReply), or NULL with
- * `why`. After a failed exchange call api_redis_failed(). */
-redisContext *api_redis_conn(api_redis *r, char *why, size_t whylen);
-void api_redis_failed(api_redis *r, const char *why); /* drops this thread's connection */
+/* Commands [0, n) made by build(), on this thread's wsg_redis_sync (one pipeline per node on a
+ * cluster), replies in reps[0 .. n) (the caller frees them; error replies are replies). -1 with
+ * `why` on a failure (reps[] NULL-filled; `what` names the commands). */
+int api_redis_pipeline(api_redis *r, size_t n, wsg_redis_sync_build_fn build, void *ctx,
+                       const char *what, redisReply **reps, char *why, size_t whylen);
 
 /* 0 if the last exchange of any thread worked (or none happened), else -1 and why. */
 int api_redis_status(api_redis *r, char *why, size_t whylen);

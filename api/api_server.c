@@ -519,6 +519,8 @@ int api_server_create(api_server **out, const api_config *cfg, char *err, size_t
   }
   api_redis_options ro = {.host = cfg->redis.host,
                           .port = (int)cfg->redis.port,
+                          .cluster = cfg->redis.cluster,
+                          .user = cfg->redis.user,
                           .password = cfg->redis.password,
                           .db = (int)cfg->redis.db,
                           .prefix = cfg->redis.prefix,

@@ -54,6 +54,10 @@ static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
   snprintf(port, sizeof port, "%d", a->port);
   snprintf(ops, sizeof ops, "%d", a->ops_port);
   snprintf(redis, sizeof redis, "%d", itest_redis_port());
+  /* WSGATE_TEST_REDIS_CLUSTER (scripts/redis start --cluster): the API on the Redis Cluster, as
+   * the harness starts the gateways and processors. */
+  const char *seed = getenv("WSGATE_TEST_REDIS_CLUSTER");
+  bool cluster = seed && *seed;
   const char *argv[] = {itest_bin("WSGATE_API_BIN"),
                         "--kafka-brokers",
                         brokers,
@@ -71,8 +75,8 @@ static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
                         "127.0.0.1",
                         "--http-port",
                         ops,
-                        "--redis-port",
-                        redis,
+                        cluster ? "--redis-cluster" : "--redis-port",
+                        cluster ? seed : redis,
                         "--redis-prefix",
                         cl.prefix,
                         "--max-body",
@@ -163,19 +167,17 @@ static int post(const char *path, const char *extra, const char *json, char *out
   return http(api.port, "POST", path, headers, json, strlen(json), out, len);
 }
 
-/* The one connection id of `user` in Redis, once registered. */
+/* The one connection id of `user` in Redis (the shared node or the cluster's), once registered. */
 static uint64_t conn_of(const char *user) {
-  redisContext *rc = itest_redis_connect();
   uint64_t id = 0;
   for (int i = 0; i < 200 && !id; i++) {
-    redisReply *r = redisCommand(rc, "HKEYS %suser:%s", cl.prefix, user);
+    redisReply *r = itest_redis_key_command(0, "HKEYS %suser:%s", cl.prefix, user);
     if (r && r->elements == 1)
       id = strtoull(r->element[0]->str, NULL, 10);
     freeReplyObject(r);
     if (!id)
       usleep(50000);
   }
-  redisFree(rc);
   cr_assert_neq(id, 0, "%s is not registered", user);
   return id;
 }
