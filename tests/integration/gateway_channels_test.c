@@ -164,8 +164,47 @@ static unsigned long long expect_pub(ws_client *c, const char *channel, unsigned
   return strtoull((const char *)m.data + strlen(head), NULL, 10);
 }
 
+/* A connection to the Redis that holds `key`: the shared test Redis, or, on the Redis Cluster of
+ * WSGATE_TEST_REDIS_CLUSTER=host:port, the primary serving the key's slot (CLUSTER KEYSLOT, then
+ * CLUSTER SLOTS), so the direct reads and writes below work in both of scripts/test's runs. */
+static redisContext *redis_for(const char *key) {
+  const char *seed = getenv("WSGATE_TEST_REDIS_CLUSTER");
+  if (!seed || !*seed)
+    return itest_redis_connect();
+  char host[64] = "127.0.0.1";
+  int port = 0;
+  const char *colon = strrchr(seed, ':');
+  cr_assert(colon && (size_t)(colon - seed) < sizeof host, "WSGATE_TEST_REDIS_CLUSTER=%s", seed);
+  memcpy(host, seed, (size_t)(colon - seed));
+  host[colon - seed] = '\0';
+  port = atoi(colon + 1);
+  redisContext *r = redisConnect(host, port);
+  cr_assert(r && !r->err, "cannot reach the Redis Cluster seed %s", seed);
+  redisReply *ks = redisCommand(r, "CLUSTER KEYSLOT %s", key);
+  cr_assert(ks && ks->type == REDIS_REPLY_INTEGER);
+  long long slot = ks->integer;
+  freeReplyObject(ks);
+  redisReply *map = redisCommand(r, "CLUSTER SLOTS");
+  cr_assert(map && map->type == REDIS_REPLY_ARRAY);
+  int owner = 0;
+  char owner_host[64] = "";
+  for (size_t i = 0; i < map->elements && !owner; i++) {
+    redisReply *e = map->element[i];
+    if (e->elements >= 3 && slot >= e->element[0]->integer && slot <= e->element[1]->integer) {
+      snprintf(owner_host, sizeof owner_host, "%s", e->element[2]->element[0]->str);
+      owner = (int)e->element[2]->element[1]->integer;
+    }
+  }
+  freeReplyObject(map);
+  redisFree(r);
+  cr_assert(owner > 0, "no node serves slot %lld", slot);
+  r = redisConnect(owner_host[0] ? owner_host : host, owner);
+  cr_assert(r && !r->err, "cannot reach the node of slot %lld", slot);
+  return r;
+}
+
 static long long redis_int(const char *fmt, const char *arg) {
-  redisContext *r = itest_redis_connect();
+  redisContext *r = redis_for(arg);
   redisReply *rep = redisCommand(r, fmt, arg);
   long long v = -1;
   if (rep && rep->type == REDIS_REPLY_INTEGER)
@@ -375,10 +414,10 @@ static void send_pub(const char *channel, uint64_t offset, uint64_t epoch, const
 }
 
 static void history_add(const char *channel, uint64_t offset, uint64_t epoch, const char *data) {
-  redisContext *r = itest_redis_connect();
   char km[256], kh[256], id[32], o[32], e[32];
   snprintf(km, sizeof km, "%sch:{c:%s}:m", gw.cluster.prefix, channel);
   snprintf(kh, sizeof kh, "%sch:{c:%s}:h", gw.cluster.prefix, channel);
+  redisContext *r = redis_for(km); /* :m and :h share their hash tag */
   snprintf(id, sizeof id, "%llu-0", (unsigned long long)offset);
   snprintf(o, sizeof o, "%llu", (unsigned long long)offset);
   snprintf(e, sizeof e, "%llu", (unsigned long long)epoch);
@@ -454,7 +493,7 @@ Test(gateway_channels, presence_across_gateways) {
   /* A crashed gateway's subscriber: its gw:<id> record is gone. */
   char key[256];
   snprintf(key, sizeof key, "%sch:{c:room:a}:p", c.prefix);
-  redisContext *r = itest_redis_connect();
+  redisContext *r = redis_for(key);
   freeReplyObject(redisCommand(r, "HSET %s 12345 ghost|gw-gone", key));
   ws_client *q = connect_on(&gw, "quinn", "[]");
   cr_expect(presence_has(q, "room:a", "\"connections\":2,"));
@@ -512,10 +551,10 @@ Test(gateway_channels, history_larger_than_the_send_queue) {
   char data[201];
   memset(data, 'h', 200);
   data[200] = '\0';
-  redisContext *r = itest_redis_connect();
   char km[256], kh[256];
   snprintf(km, sizeof km, "%sch:{c:big}:m", gw.cluster.prefix);
   snprintf(kh, sizeof kh, "%sch:{c:big}:h", gw.cluster.prefix);
+  redisContext *r = redis_for(km);
   for (int i = 1; i <= N; i++)
     redisAppendCommand(r, "XADD %s %d-0 t 0 d %s", kh, i, data);
   for (int i = 1; i <= N; i++) {
