@@ -42,7 +42,10 @@ static api_proc api;
 static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
   memset(a, 0, sizeof *a);
   char *name = itest_unique("api");
-  snprintf(a->log, sizeof a->log, "%s", itest_log_path(name));
+  char *log = itest_log_path(name);
+  snprintf(a->log, sizeof a->log, "%s", log);
+  free(log);
+  free(name);
   snprintf(a->keys, sizeof a->keys, "%s.keys", a->log);
   FILE *f = fopen(a->keys, "w");
   cr_assert_not_null(f);
