@@ -429,6 +429,9 @@ class Cluster:
         argv = (wrapper or []) + [self.r.bins["processor"], *self.common_flags(),
                                   "--http-port", str(http_port), "--handler", "echo",
                                   "--group-id", self.group,
+                                  # No commands topic: wsgate_processor_assigned_partitions then
+                                  # counts the inbound partitions only, which group_settled sums.
+                                  "--commands-topic", "",
                                   # A dead processor's partitions move after 6 s (the broker's
                                   # group.min.session.timeout.ms), not librdkafka's 45 s default.
                                   "-X", "session.timeout.ms=6000",
