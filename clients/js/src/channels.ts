@@ -309,8 +309,10 @@ export class Channels {
         sub?.frame(f); // none: a late frame for a channel just left
         return true;
       case 'subscribed':
-        if (sub) sub.answered(f); // late (after a timeout) or unsolicited for a channel we have
-        else if (f.server === true && typeof f.channel === 'string') {
+        // The server re-making one we have (a reconnect): our own answer, by id, says if it recovered.
+        if (sub) {
+          if (f.server !== true) sub.answered(f); // late, after its timeout
+        } else if (f.server === true && typeof f.channel === 'string') {
           const s = new Subscription(f.channel, this, {}, true);
           this.subs.set(f.channel, s);
           s.answered(f);

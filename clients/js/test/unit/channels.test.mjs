@@ -287,6 +287,53 @@ describe('channels', () => {
     await gw.close();
   });
 
+  test('the server re-making a subscription during our resubscribe: our answer (by id) says if it recovered', async () => {
+    const gw = await opGateway((op, reply, s, n) => {
+      if (n === 1) return reply({ wsgate: 'subscribed', id: op.id, channel: op.channel });
+      s.out({ wsgate: 'subscribed', channel: op.channel, server: true });
+      setTimeout(() => {
+        reply({ wsgate: 'subscribed', id: op.id, channel: op.channel, recovered: true, epoch: 1, offset: 3 });
+        s.out(pub('ch', 3, 1, 'replayed'));
+      }, 30);
+    }, {
+      onConnection: (s, url, n) =>
+        n === 1 && s.once('message', () => setTimeout(() => (s.out(pub('ch', 2, 1, 'a')), setTimeout(() => s.terminate(), 20)), 20)),
+    });
+    const c = client(opts(gw.url, { resume: false }));
+    const made = [];
+    c.on('serverSubscribed', (e) => made.push(e));
+    const sub = c.subscribe('ch');
+    const seen = collect(sub, 'subscribed', 'publication', 'resync');
+    await until(() => seen.publication.length === 2, 3000, 'the replayed publication');
+    assert.deepEqual(seen.subscribed.map((e) => e.recovered), [null, true]);
+    assert.deepEqual(seen.resync, []);
+    assert.deepEqual(made, [], 'not a new subscription');
+    await gw.close();
+  });
+
+  test('other op frames: unknown ones are control events, unclaimed errors and undecodable ones error events', async () => {
+    const gw = await fakeGateway({
+      onConnection: (s) => {
+        s.send('{"wsgate":"future","x":1}');
+        s.send('{"wsgate":"error","code":"unknown_op","message":"unknown op"}');
+        s.send(Buffer.from(msgpack.encode({ wsgate: 'pub', channel: 'c' })));
+        s.send('{"wsgate":"pub" broken');
+      },
+    });
+    const c = client(opts(gw.url, { resume: false }));
+    const controls = [];
+    const errors = [];
+    const msgs = [];
+    c.on('control', (x) => controls.push(x));
+    c.on('error', (e) => errors.push(e.code));
+    c.on('message', (m) => msgs.push(m));
+    await until(() => errors.length === 3, 3000, 'three errors');
+    assert.deepEqual(controls, [{ wsgate: 'future', x: 1 }]);
+    assert.deepEqual(errors, ['unknown_op', 'decode', 'decode'], 'a MessagePack op with the JSON codec, bad JSON');
+    assert.deepEqual(msgs, [], 'op frames are never messages');
+    await gw.close();
+  });
+
   test('MessagePack: ops are binary maps with the marker key first; bin publications are bytes', async () => {
     const gw = await opGateway(subscribing(), {
       onConnection: (s) =>
