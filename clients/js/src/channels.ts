@@ -98,6 +98,9 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   private st: SubscriptionState = 'subscribing';
   private pos: ChannelPosition | null;
   private since: ChannelPosition | null = null;
+  // A subscribe awaits its answer: a `connected` listener that subscribes and the re-making of
+  // every subscription on open must not send it twice.
+  private inflight = false;
   private h: ChannelHost;
 
   constructor(
@@ -152,13 +155,19 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   /** Subscribes on the current connection, with `since` when a position is known. */
   send(): void {
+    if (this.inflight) return;
+    this.inflight = true;
     this.st = 'subscribing';
     this.since = this.pos;
     const o: Op = { wsgate: 'subscribe', channel: this.channel };
     if (this.since) o.since = { offset: this.since.offset, epoch: this.since.epoch };
     this.h.op(o).then(
-      (a) => this.answered(a),
+      (a) => {
+        this.inflight = false;
+        this.answered(a);
+      },
       (e: WsgateError) => {
+        this.inflight = false;
         if (this.st === 'unsubscribed') return;
         if (e.code === 'timeout') this.emit('error', e);
         if (!TRANSIENT.includes(e.code)) this.refused(e);

@@ -68,12 +68,16 @@ describe('channels', () => {
     );
     const store = memoryChannelStore();
     const c = client(opts(gw.url, { resume: false, channelStorage: store }));
+    let early;
+    c.once('connected', () => (early = c.subscribe('news:eu'))); // before the client re-makes its own
     const sub = c.subscribe('news:eu');
     assert.equal(sub.state, 'subscribing');
     assert.equal(c.subscribe('news:eu'), sub, 'one Subscription per channel');
     const seen = collect(sub, 'subscribed', 'publication');
     await until(() => seen.publication.length === 3, 3000, 'three publications');
     assert.equal(sub.state, 'subscribed');
+    assert.equal(early, sub);
+    assert.equal(gw.ops.length, 1, 'one subscribe op');
     assert.deepEqual(seen.subscribed, [{ channel: 'news:eu', recovered: null }]);
     assert.deepEqual(gw.ops[0].op, { wsgate: 'subscribe', channel: 'news:eu', id: gw.ops[0].op.id });
     assert.deepEqual(Object.keys(gw.ops[0].op)[0], 'wsgate', 'the marker key comes first');
