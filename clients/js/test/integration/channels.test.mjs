@@ -5,7 +5,7 @@
 // reconnect with a new token).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { WS, WsgateClient, memoryChannelStore, memoryStore, next, rawCodec, until } from '../lib.mjs';
+import { WS, WsgateClient, memoryChannelStore, memoryStore, msgpack, msgpackCodec, next, rawCodec, until } from '../lib.mjs';
 import { Cluster, token } from './cluster.mjs';
 
 const cluster = new Cluster('channels');
@@ -40,21 +40,33 @@ function client(url, user, more = {}) {
 }
 const direct = (name) => `ws://127.0.0.1:${cluster.gateways.get(name).port}/`;
 
-test('publications reach subscribers on another gateway: the publish built-in and a client publish', { timeout: 60000 }, async () => {
+test('publications reach subscribers on another gateway: the publish built-in, client publish, JSON and MessagePack', { timeout: 60000 }, async () => {
   const a = client(direct('gw1'), `a-${cluster.run}`);
   const b = client(direct('gw2'), `b-${cluster.run}`, { codec: rawCodec }); // frames as they are
+  const m = client(direct('gw1'), `m-${cluster.run}`, { codec: msgpackCodec(msgpack) });
   const subA = a.subscribe('talk:x');
   const subB = b.subscribe('talk:x');
-  await Promise.all([next(subA, 'subscribed', () => true, 10000), next(subB, 'subscribed', () => true, 10000)]);
+  const subM = m.subscribe('talk:x');
+  await Promise.all([subA, subB, subM].map((s) => next(s, 'subscribed', () => true, 10000)));
   const got = [];
+  const gotM = [];
   subA.on('publication', (p) => got.push(p));
+  subM.on('publication', (p) => gotM.push(p));
   b.send('talk:x\nfrom the handler'); // the processor's `publish` built-in: <channel>\n<payload>
   await until(() => got.length === 1, 15000, 'the built-in publication');
   assert.equal(subB.publish('from a client'), true);
   await until(() => got.length === 2, 15000, 'the client publication');
-  assert.deepEqual(got.map((p) => p.data), ['from the handler', 'from a client']);
+  subM.publish(new Uint8Array([0, 255, 10])); // binary: JSON subscribers get it as data_b64
+  await until(() => got.length === 3 && gotM.length === 3, 15000, 'the binary publication');
+  assert.deepEqual(got.map((p) => p.data), ['from the handler', 'from a client', new Uint8Array([0, 255, 10])]);
+  assert.deepEqual(got.map((p) => p.binary), [false, false, true]);
   assert.equal(got[1].offset, got[0].offset + 1);
   assert.equal(got[1].epoch, got[0].epoch);
+  assert.ok(got[0].epoch > 2 ** 32, `the epoch (${got[0].epoch}) is a time in microseconds, exact as a number`);
+  // MessagePack subscribers get the same publications, offsets and epoch (uint 64 in the map).
+  assert.deepEqual(gotM.map((p) => [p.offset, p.epoch, p.binary]), got.map((p) => [p.offset, p.epoch, p.binary]));
+  assert.deepEqual([...gotM[2].data], [0, 255, 10]);
+  assert.equal(gotM[0].data, 'from the handler');
   // A namespace without client_publish: refused with the gateway's code, on the Subscription.
   const subL = a.subscribe('live:nopub');
   await next(subL, 'subscribed', () => true, 10000);
