@@ -330,6 +330,7 @@ export class Channels {
         return true;
       case 'unsubscribed':
         if (sub && f.server === true) {
+          this.h.store.set(sub.channel, null); // as unsubscribe(): a later one starts afresh
           sub.end('server');
           this.h.server(false, sub);
         }

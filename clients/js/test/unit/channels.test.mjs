@@ -273,7 +273,9 @@ describe('channels', () => {
         setTimeout(() => s.terminate(), 50);
       },
     });
-    const c = client(opts(gw.url, { resume: false }));
+    const store = memoryChannelStore();
+    store.set('room:y', { offset: 1, epoch: 1 });
+    const c = client(opts(gw.url, { resume: false, channelStorage: store }));
     const made = [];
     const ended = [];
     const pubs = [];
@@ -288,6 +290,7 @@ describe('channels', () => {
     assert.deepEqual(pubs, ['hello']);
     assert.deepEqual(gw.ops[0].op.since, { offset: 5, epoch: 2 });
     assert.deepEqual(c.subscriptions.map((s) => [s.channel, s.server]), [['room:x', true]]);
+    assert.equal(store.get('room:y'), null, 'the position of a subscription the server ended is forgotten');
     await gw.close();
   });
 
