@@ -126,7 +126,7 @@ export interface ClientOptions {
   resume?: boolean;
   /** Where the resume position is kept (default: sessionStorage in browsers, else memory). */
   storage?: PositionStore;
-  /** Where each channel's last offset and epoch are kept (default: as `storage`). */
+  /** Where each channel's last offset and epoch are kept (default: sessionStorage in browsers, else memory). */
   channelStorage?: ChannelStore;
   codec?: Codec;
   backoff?: BackoffOptions;
