@@ -220,8 +220,9 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
   msgpack_packer pk;
   msgpack_packer_init(&pk, &b, fixed_write);
   bool has_op = op->kind != GW_CHOP_NONE;
-  size_t pairs =
-      1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0)) + (rec ? 3 : 0);
+  bool ok = err == GW_CHOP_OK;
+  size_t pairs = 1 + (op->has_id ? 1 : 0) + (ok ? 1 : 2 + (has_op ? 1 : 0) + (op->server ? 1 : 0)) +
+                 (rec ? 3 : 0) + (op->server ? 1 : 0);
   msgpack_pack_map(&pk, pairs);
   mp_str(&pk, "wsgate", 6);
   mp_str(&pk, type, strlen(type));
@@ -248,10 +249,18 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
       mp_str(&pk, "op", 2);
       mp_str(&pk, op_names[op->kind], strlen(op_names[op->kind]));
     }
+    if (op->server) {
+      mp_str(&pk, "channel", 7);
+      mp_str(&pk, op->channel, op->channel_len);
+    }
     mp_str(&pk, "code", 4);
     mp_str(&pk, gw_chop_code(err), strlen(gw_chop_code(err)));
     mp_str(&pk, "message", 7);
     mp_str(&pk, gw_chop_strerror(err), strlen(gw_chop_strerror(err)));
+  }
+  if (op->server) {
+    mp_str(&pk, "server", 6);
+    msgpack_pack_true(&pk);
   }
   return b.overflow ? 0 : b.len;
 }
@@ -274,9 +283,13 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, const gw
   } else {
     if (op->kind != GW_CHOP_NONE)
       json_object_set_new(j, "op", json_string(op_names[op->kind]));
+    if (op->server)
+      json_object_set_new(j, "channel", json_stringn(op->channel, op->channel_len));
     json_object_set_new(j, "code", json_string(gw_chop_code(err)));
     json_object_set_new(j, "message", json_string(gw_chop_strerror(err)));
   }
+  if (op->server)
+    json_object_set_new(j, "server", json_true());
   size_t n = json_dumpb(j, (char *)out, cap, JSON_COMPACT);
   json_decref(j);
   return n <= cap ? n : 0;

@@ -62,6 +62,9 @@ typedef struct {
   bool msgpack; /* came as MessagePack: answer in MessagePack */
   bool has_id;
   bool has_since;
+  /* Made by the processor for a handler (wsgate_subscribe), not asked by the client: answered
+   * with "server":true, no id, and an error names the channel. */
+  bool server;
   uint64_t id; /* 0..2^53-1 */
   uint64_t since_offset, since_epoch;
   size_t channel_len;

@@ -225,6 +225,37 @@ static int api_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
   return rc;
 }
 
+/* wsgate_subscribe / wsgate_unsubscribe: the origin connection (user NULL) or every connection
+ * of `user`. No permission check: the handler decides. */
+static int chsub_common(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                        size_t channel_len, bool subscribe) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!channel || !wsg_channel_name_valid(channel, channel_len))
+    return WSGATE_E_INVAL;
+  int rc = WSGATE_OK;
+  if (!user && c->kind == WSGATE_EVENT_DISCONNECT)
+    return WSGATE_E_STATE; /* the connection is gone */
+  if (user)
+    rc = check_user(user, user_len);
+  if (rc == WSGATE_OK)
+    rc = take_action(c, user ? 1 : 0, channel_len);
+  proc_strref u = {.ptr = user, .len = user_len};
+  if (rc == WSGATE_OK && proc_outbox_chsub(c->denv->box, c->rec, user ? NULL : &c->origin, &u,
+                                           user ? 1 : 0, channel, channel_len, subscribe) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
+static int api_subscribe(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                         size_t channel_len) {
+  return chsub_common(ctx, user, user_len, channel, channel_len, true);
+}
+
+static int api_unsubscribe(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                           size_t channel_len) {
+  return chsub_common(ctx, user, user_len, channel, channel_len, false);
+}
+
 static int api_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                         const wsgate_presence_entry **entries, size_t *n) {
   proc_ctx *c = ctx_of(ctx);
@@ -302,6 +333,8 @@ static const wsgate_api proc_api = {
     .log = api_log,
     .publish = api_publish,
     .presence = api_presence,
+    .subscribe = api_subscribe,
+    .unsubscribe = api_unsubscribe,
 };
 
 /* --- loading ------------------------------------------------------------------------------- */

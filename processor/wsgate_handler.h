@@ -200,6 +200,11 @@ struct wsgate_api {
                  size_t len, bool binary);
   int (*presence)(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                   const wsgate_presence_entry **entries, size_t *n);
+  /* Since handler-made subscriptions (issue 15): check wsgate_api.size (the wrappers do). */
+  int (*subscribe)(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                   size_t channel_len);
+  int (*unsubscribe)(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                     size_t channel_len);
 };
 
 /*
@@ -301,6 +306,36 @@ static inline int wsgate_presence(wsgate_ctx *ctx, const char *channel, size_t c
       !ctx->api->presence)
     return WSGATE_E_STATE;
   return ctx->api->presence(ctx, channel, channel_len, entries, n);
+}
+
+/*
+ * Subscribes to `channel` the connection the event came from (`user` NULL: no Redis lookup, like
+ * wsgate_reply), or every connection `user` has now, on every gateway (routed like
+ * wsgate_send_user: one record per gateway). No permission check: the handler decides; the
+ * gateway still applies --channel-max-per-conn and --channel-max (a refusal is logged, counted
+ * and told to the client). The client is told with a frame without `id`:
+ * {"wsgate":"subscribed","channel":"room:x","server":true} (docs/PROTOCOL.md, "Channels").
+ * Applied after the callback returns, so a wsgate_publish() in the same callback may reach the
+ * new subscriber or not; a client that wants it subscribes with `since`. A connection that
+ * appears later is not subscribed: subscribe it in on_connect. WSGATE_E_INVAL for a bad name or
+ * user, WSGATE_E_STATE with user NULL in on_disconnect or from an older processor.
+ */
+static inline int wsgate_subscribe(wsgate_ctx *ctx, const char *user, size_t user_len,
+                                   const char *channel, size_t channel_len) {
+  if (ctx->api->size < offsetof(wsgate_api, subscribe) + sizeof ctx->api->subscribe ||
+      !ctx->api->subscribe)
+    return WSGATE_E_STATE;
+  return ctx->api->subscribe(ctx, user, user_len, channel, channel_len);
+}
+
+/* The reverse of wsgate_subscribe, told to the client as
+ * {"wsgate":"unsubscribed","channel":"room:x","server":true} where it held the channel. */
+static inline int wsgate_unsubscribe(wsgate_ctx *ctx, const char *user, size_t user_len,
+                                     const char *channel, size_t channel_len) {
+  if (ctx->api->size < offsetof(wsgate_api, unsubscribe) + sizeof ctx->api->unsubscribe ||
+      !ctx->api->unsubscribe)
+    return WSGATE_E_STATE;
+  return ctx->api->unsubscribe(ctx, user, user_len, channel, channel_len);
 }
 
 /* Says why the callback is about to return WSGATE_ERROR or WSGATE_REJECT: the processor logs it
