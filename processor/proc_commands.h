@@ -1,12 +1,12 @@
 /*
  * proc_commands: executes the commands backends produce to the commands topic (wsg_command.h,
- * docs/API.md): sends to users, to one connection, disconnects. They are recorded in the batch's
- * outbox like a handler's actions, so they get the same routing (one pipelined lookup per batch),
- * resume numbering (proc_redis_append) and per-gateway batching.
+ * docs/API.md): sends to users, to one connection, disconnects, publications to channels. They
+ * are recorded in the batch's outbox like a handler's actions, so they get the same routing (one
+ * pipelined lookup per batch), resume numbering (proc_redis_append), channel numbering and
+ * storage (proc_publish) and per-gateway batching.
  *
- * Channel commands (publish, presence, history) and info are refused with a reason: publish
- * waits for the channel publish path (processor/proc_publish.c) to be wired here; the queries
- * have no reply path on Kafka and are answered by wsgate-api over HTTP.
+ * The queries (presence, history, info) are refused with a reason: they have no reply path on
+ * Kafka and are answered by wsgate-api over HTTP.
  *
  * Threads: the consumer thread.
  */
