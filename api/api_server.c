@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ struct api_server {
   wsg_http *ops;
   char *tls_cert, *tls_key; /* PEM text */
   uint64_t next_keys_check_ms;
+  _Atomic uint64_t heartbeat_ms; /* the main loop's last turn (api_server_beat); 0 before */
 
   pthread_mutex_t rate_mu;
   bucket *buckets;
@@ -554,6 +556,26 @@ static void handle(void *arg, const wsg_http_request *req, wsg_http_response *re
 
 /* --- life cycle ---------------------------------------------------------------------------- */
 
+void api_server_beat(api_server *s) {
+  atomic_store_explicit(&s->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
+}
+
+/* /healthz, on an ops thread: the main loop (signals, keys-file reloads) turns every 50 ms; one
+ * that has not for --liveness-stall is wedged (e.g. reading a keys file on a hung volume). The
+ * request threads are not watched: a slow Kafka shows in /readyz and in 503 answers instead. */
+static int alive(void *arg, char *why, size_t whylen) {
+  api_server *s = arg;
+  uint64_t beat = atomic_load_explicit(&s->heartbeat_ms, memory_order_relaxed);
+  uint64_t now = wsg_now_mono_ms(), stall = s->cfg->http.liveness_stall_ms;
+  if (beat == 0 || now - beat < stall)
+    return 0;
+  snprintf(why, whylen,
+           "main loop stalled: it has not turned for %" PRIu64 " ms (--liveness-stall %" PRIu64
+           " ms)",
+           now - beat, stall);
+  return -1;
+}
+
 static int ready(void *arg, char *why, size_t whylen) {
   api_server *s = arg;
   return api_kafka_status(s->kafka, why, whylen);
@@ -658,7 +680,9 @@ int api_server_create(api_server **out, const api_config *cfg, char *err, size_t
                          .port = (int)cfg->http.port,
                          .metrics = s->metrics,
                          .ready = ready,
-                         .ready_arg = s};
+                         .ready_arg = s,
+                         .health = alive,
+                         .health_arg = s};
   if (wsg_http_start(&s->ops, &oo, err, errlen) != 0)
     goto fail;
   *out = s;
