@@ -511,7 +511,7 @@ Test(api, python_backend_example) {
   ws_client_destroy(b);
 }
 
-/* wsgate-admin send and disconnect call the API. */
+/* wsgate-admin's API commands call the API. */
 Test(api, admin_tool_calls_the_api) {
   ws_client *a = itest_connect(&gw, "gina");
   conn_of("gina");
@@ -531,6 +531,30 @@ Test(api, admin_tool_calls_the_api) {
            "%s --api-url http://127.0.0.1:%d --api-key %s info | grep -q '\"id\":\"%s\"'", admin,
            api.port, SECRET, gw.id);
   cr_assert_eq(system(cmd), 0, "%s", cmd);
+  /* publish, presence and history */
+  ws_client *j = itest_connect_channels(&gw, "jill", "[\"*\"]");
+  subscribe(j, "news:admin");
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s publish news:admin 'to all' >/dev/null",
+           admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  expect_pub(j, "news:admin", 1, "to all");
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s presence news:admin --limit 5 | "
+           "grep -q '\"user\":\"jill\"'",
+           admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s history news:admin --since 0 --limit 5 "
+           "| grep -q '\"publications\":\\[{\"offset\":1,\"data\":\"to all\"}\\]'",
+           admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s history news:admin --limit 0 "
+           ">/dev/null 2>&1",
+           admin, api.port, SECRET);
+  cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "a 400 is a failure");
+  ws_client_destroy(j);
   /* an error answer: exit status 1 */
   snprintf(cmd, sizeof cmd,
            "%s --api-url http://127.0.0.1:%d --api-key wrong-key-0123456789 info >/dev/null 2>&1",
