@@ -176,10 +176,12 @@ static int publish_cmd(const proc_dispatch_env *denv, uint32_t rec, const wsg_co
 }
 
 int proc_commands_execute(proc_commands *c, const proc_dispatch_env *denv, uint32_t rec,
-                          const uint8_t *buf, size_t len, char *why, size_t whylen) {
+                          const uint8_t *buf, size_t len, uint64_t *ts_us, char *why,
+                          size_t whylen) {
   wsg_command cmd;
   const char *field = "";
   int rc = wsg_command_decode(&cmd, buf, len, &field);
+  *ts_us = rc == WSG_ENV_OK && (cmd.fields & WSG_CF_TS) ? cmd.ts_us : 0;
   if (rc != WSG_ENV_OK) {
     snprintf(why, whylen, "not a valid command: %s%s%s", wsg_env_strerror(rc),
              *field ? " in field " : "", field);
