@@ -185,7 +185,8 @@ static int setup(sender *s) {
   s->headers = h;
   s->ncl = p->api_clients;
   s->cl = calloc(s->ncl, sizeof *s->cl);
-  s->body_cap = p->size + LOAD_MARKER_MAX + 512;
+  /* The JSON around the payload, the user id and the padding (--user-prefix has no bound). */
+  s->body_cap = p->size + LOAD_MARKER_MAX + strlen(p->user_prefix) + 128;
   s->body = malloc(s->body_cap);
   s->pad = malloc(p->size + 1);
   s->multi = curl_multi_init();
