@@ -14,22 +14,6 @@
 
 #include "gw_jwt.h"
 
-ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
-                                  const char *claim_json) {
-  char claims[512], tok[2048], auth[2200];
-  snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%ld,\"channels\":%s}", user,
-           (long)time(NULL) + 300, claim_json);
-  cr_assert_gt(gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
-                           sizeof tok),
-               0);
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
-  const char *headers[] = {auth, NULL};
-  ws_client *c = NULL;
-  ws_http_response resp;
-  cr_assert_eq(itest_connect_raw(g, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
-  return c;
-}
-
 unsigned long long itest_expect_pub(ws_client *c, const char *channel, unsigned offset,
                                     const char *data_json) {
   ws_message m;

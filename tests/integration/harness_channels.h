@@ -1,7 +1,7 @@
 /*
  * harness_channels.h: what the channel tests (gateway_channels_test.c, channels_handler_test.c)
- * share: a connection whose token has a channels claim, a publication frame expected, and the
- * channel's gateway set in Redis.
+ * share: a publication frame expected and the channel's gateway set in Redis (a connection with a
+ * channels claim is itest_connect_channels() of harness_daemons.h).
  *
  * Threads: the test's.
  */
@@ -9,10 +9,6 @@
 #define HARNESS_CHANNELS_H
 
 #include "harness_daemons.h"
-
-/* Connects `user` to g (subprotocol wsgate.v1) with a token whose channels claim is `claim_json`
- * (a JSON array, e.g. ["*"]); fails the test unless the upgrade succeeds. Caller destroys. */
-ws_client *itest_connect_channels(const itest_gateway *g, const char *user, const char *claim_json);
 
 /* Expects a JSON publication frame of `channel` at `offset` whose data is `data_json` (the JSON
  * string, quotes included); returns its epoch. */
