@@ -400,9 +400,9 @@ def _used_memory(c: Cluster) -> int:
 
 async def sc_storage_flood(r: Runner, form: dict, res: Result) -> None:
     """Storage amplification (issue 16 item 7): a user of the chat handler sends `ghosts` direct
-    messages (2,000 short, 20,000 long) to made-up user ids on one connection, 250 in flight (at
-    the gateway's default --rate-msgs, 1,000/s: what one connection may send). The chat runs as a
-    cluster of its own (gateway, chat processor) on the Redis server and Kafka broker the
+    messages (2,000 short, 20,000 long) to made-up user ids on one connection, ghost_window in
+    flight (50 short, 250 long: at most the gateway's default --rate-msgs, 1,000/s). The chat runs
+    as a cluster of its own (gateway, chat processor) on the Redis server and Kafka broker the
     well-behaved echo clients' cluster uses: the shared store is what the attack aims at. Pass:
     every dm gets its `offline` answer; the keys under the chat cluster's prefix and their bytes
     stay flat (not one key per ghost); Redis used_memory grows by less than 2 MiB (before the fix:
@@ -419,7 +419,7 @@ async def sc_storage_flood(r: Runner, form: dict, res: Result) -> None:
         mem0 = await asyncio.to_thread(_used_memory, chat)
         n = form["ghosts"]
         t0 = time.monotonic()
-        answered = await _dm_flood(url, n, 0, 250)
+        answered = await _dm_flood(url, n, 0, form["ghost_window"])
         took = time.monotonic() - t0
         keys1, bytes1 = await asyncio.to_thread(_prefix_usage, chat)
         mem1 = await asyncio.to_thread(_used_memory, chat)

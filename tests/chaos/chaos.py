@@ -56,14 +56,15 @@ FORMS = {
                   # the attack scenarios (attacks.py): well-behaved clients, their quiet phase,
                   # and each attack's size
                   attack_users=12, attack_rate=20.0, attack_quiet=3.0, door_sockets=40,
-                  flood_conns=40, ghosts=2000, big_frames=[16 << 20], frame_rounds=1),
+                  flood_conns=40, ghosts=2000, ghost_window=50, big_frames=[16 << 20],
+                  frame_rounds=1),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
                  valgrind_seconds=10.0, reshard_slots=8192,
                  attack_users=200, attack_rate=5.0, attack_quiet=10.0, door_sockets=200,
-                 flood_conns=200, ghosts=20000,
+                 flood_conns=200, ghosts=20000, ghost_window=250,
                  big_frames=[1 << 20, 16 << 20, 64 << 20, 256 << 20], frame_rounds=10),
 }
 
