@@ -370,7 +370,14 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
     char reason[64];
     snprintf(reason, sizeof reason, "message too big (limit %llu bytes)", (unsigned long long)max);
     gw_inbound_rx_free(s, ss);
-    return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
+    if (ss->flags & F_DEFLATE)
+      return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
+    /* A -1 here would make lws drop the rest of this read, whose payload bytes it has counted
+     * as still due: it would then take the client's close frame for payload and never see it
+     * (docs/notes/libwebsockets-4.1.6.md#oversized-frame). Close from WRITEABLE instead; the
+     * rest of the frame is discarded here (F_CLOSING) as lws parses it. */
+    gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
+    return 0;
   }
   bool fin = lws_is_final_fragment(wsi);
   if (fin && ss->rx_len == 0) {
