@@ -93,6 +93,8 @@ void ptest_proc_init(ptest_proc *t, const char *handler, const char *arg, ptest_
                             .gateway_cache_ttl_ms = 1000,
                             .slots = slots};
     cr_assert_eq(proc_redis_create(&t->router, &o, err, sizeof(err)), 0, "%s", err);
+    t->pub = proc_publisher_create(t->router, NULL, NULL);
+    cr_assert_not_null(t->pub);
   }
   t->denv = (proc_dispatch_env){.box = t->box,
                                 .router = t->router,
@@ -113,6 +115,7 @@ void ptest_proc_finish(ptest_proc *t) {
   ptest_clear_out(t);
   proc_handler_close(t->h);
   proc_outbox_destroy(t->box);
+  proc_publisher_destroy(t->pub);
   proc_redis_destroy(t->router);
   proc_routes_finish(&t->routes);
 }
@@ -182,6 +185,14 @@ static int collect(void *arg, uint32_t rec, int32_t partition, const uint8_t *bu
 }
 
 void ptest_flush(ptest_proc *t) {
+  size_t npubs = 0;
+  proc_pub *pubs = proc_outbox_pubs(t->box, &npubs);
+  if (npubs) {
+    cr_assert_not_null(t->pub, "the batch publishes but the test has no Redis");
+    char err[256];
+    cr_assert_eq(proc_publish_store(t->pub, pubs, npubs, wsg_now_mono_ms(), err, sizeof(err)), 0,
+                 "%s", err);
+  }
   size_t n = 0;
   const proc_strref *users = proc_outbox_users(t->box, &n);
   const proc_routes *rt = NULL;
