@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proc_chat.h"
 #include "proc_testutil.h"
@@ -683,6 +684,76 @@ Test(proc_chat, join_leave_and_connect_drive_the_subscriptions, .fini = ptest_fi
   ptest_flush(&f.t);
   size_t un[4];
   cr_assert_eq(outs_of(&f, WSG_ENV_UNSUBSCRIBE, un, 4), 2, "both gateways of ann");
+  chat_teardown(&f);
+}
+
+/* Commands the server ran since the last CONFIG RESETSTAT (all, or those of `cmd`). */
+static long long redis_calls(chat_fixture *f, const char *cmd) {
+  redisReply *r = redisCommand(f->redis.rc, "INFO commandstats");
+  cr_assert(r && r->type == REDIS_REPLY_STRING);
+  long long n = 0;
+  for (const char *p = r->str; (p = strstr(p, "cmdstat_")) != NULL; p++) {
+    const char *name = p + 8, *colon = strchr(name, ':');
+    const char *calls = colon ? strstr(colon, "calls=") : NULL;
+    if (!calls || (cmd && ((size_t)(colon - name) != strlen(cmd) ||
+                           strncasecmp(name, cmd, strlen(cmd)) != 0)))
+      continue;
+    if (strncmp(name, "info", 4) != 0 && strncmp(name, "config", 6) != 0)
+      n += atoll(calls + 6);
+  }
+  freeReplyObject(r);
+  return n;
+}
+
+static void reset_stats(chat_fixture *f) {
+  freeReplyObject(redisCommand(f->redis.rc, "CONFIG RESETSTAT"));
+}
+
+/* The cost of a say in Redis does not grow with the room: the same commands in a room of 1 and
+ * of 200 (a private server's INFO commandstats); a non-member's say runs its membership check and
+ * nothing of the room (issue 16 item 6: membership first). */
+Test(proc_chat, a_say_costs_the_same_in_a_room_of_1_and_of_200, .fini = ptest_fini) {
+  chat_fixture f;
+  ptest_redis_start_private(&f.redis);
+  ptest_proc_init(&f.t, "chat", NULL, &f.redis, 16);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-1", 1, 60000);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-2", 2, 60000);
+  char user[32];
+  for (int i = 0; i < 200; i++) {
+    snprintf(user, sizeof user, "u%03d", i);
+    itest_fake_conn(f.redis.rc, f.redis.prefix, user, 1000 + (uint64_t)i, i % 2 ? "gw-2" : "gw-1");
+    say_json(&f, user, 1000 + (uint64_t)i, i % 2 ? "gw-2" : "gw-1", i % 2 ? 2 : 1,
+             "{\"op\":\"join\",\"room\":\"big\"}");
+  }
+  say_json(&f, "u000", 1000, "gw-1", 1, "{\"op\":\"join\",\"room\":\"one\"}");
+  fake_subscribers(&f, "room:big");
+  fake_subscribers(&f, "room:one");
+  const char *say_one = "{\"op\":\"say\",\"room\":\"one\",\"text\":\"x\"}";
+  const char *say_big = "{\"op\":\"say\",\"room\":\"big\",\"text\":\"x\"}";
+  /* Warm: scripts loaded, gateway records cached (1 s), in both rooms. */
+  say_json(&f, "u000", 1000, "gw-1", 1, say_one);
+  say_json(&f, "u000", 1000, "gw-1", 1, say_big);
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+
+  reset_stats(&f);
+  say_json(&f, "u000", 1000, "gw-1", 1, say_one);
+  ptest_flush(&f.t);
+  long long one = redis_calls(&f, NULL);
+  reset_stats(&f);
+  say_json(&f, "u000", 1000, "gw-1", 1, say_big);
+  ptest_flush(&f.t);
+  long long big = redis_calls(&f, NULL);
+  cr_assert_eq(one, big, "Redis commands of a say: %lld in a room of 1, %lld in a room of 200", one,
+               big);
+  cr_log_info("a say: %lld Redis commands in a room of 1 and in a room of 200", big);
+
+  reset_stats(&f);
+  say_json(&f, "eve", 9, "gw-1", 1, say_big);
+  ptest_flush(&f.t);
+  cr_assert_eq(redis_calls(&f, "smembers"), 0, "a non-member's say reads no member list");
+  cr_assert_eq(redis_calls(&f, "sismember"), 1);
+  cr_assert_eq(redis_calls(&f, "evalsha") + redis_calls(&f, "eval"), 0, "and publishes nothing");
   chat_teardown(&f);
 }
 

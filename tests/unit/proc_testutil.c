@@ -29,13 +29,13 @@ void ptest_redis_tracked(const ptest_redis *r) {
   private_server = r->srv.pid;
 }
 
-void ptest_redis_start(ptest_redis *r) {
+static void redis_start(ptest_redis *r, bool private) {
   memset(r, 0, sizeof(*r));
   /* The harness writes the private server's log under WSGATE_TEST_LOG_DIR; unit tests run
    * without one, so keep it out of the working directory. */
   if (!getenv("WSGATE_TEST_LOG_DIR"))
     setenv("WSGATE_TEST_LOG_DIR", "/tmp/wsgate-proc-unit", 0);
-  r->port = itest_redis_port();
+  r->port = private ? 0 : itest_redis_port();
   if (r->port == 0) {
     itest_redis_server_start(&r->srv, 0);
     private_server = r->srv.pid;
@@ -46,6 +46,14 @@ void ptest_redis_start(ptest_redis *r) {
   free(u);
   r->rc = itest_redis_connect_port(r->port);
   cr_assert_not_null(r->rc, "cannot connect to redis on port %d", r->port);
+}
+
+void ptest_redis_start(ptest_redis *r) {
+  redis_start(r, false);
+}
+
+void ptest_redis_start_private(ptest_redis *r) {
+  redis_start(r, true);
 }
 
 void ptest_redis_stop(ptest_redis *r) {

@@ -31,6 +31,8 @@ typedef struct {
 /* Uses WSGATE_TEST_REDIS_PORT when set, else starts a private redis-server. Fails the test if
  * neither works. */
 void ptest_redis_start(ptest_redis *r);
+/* Always a private redis-server: for tests that read the server's own statistics. */
+void ptest_redis_start_private(ptest_redis *r);
 void ptest_redis_stop(ptest_redis *r);
 /* `.fini` of every test that starts a Redis: stops a private server the test left running (a
  * failed assertion ends the test before its own clean-up). */
