@@ -236,6 +236,13 @@ async function connect(e) {
     showMyRoute();
   });
   client.on('message', onFrame);
+  // A client with the channel API (docs/CLIENTS.md, "Channels") hands a room's publications to the
+  // subscription the chat handler made instead of to 'message', and recovers them after a
+  // reconnect; an older one passes the raw `pub` frames to 'message' (onChannelFrame).
+  client.on('serverSubscribed', ({ channel, subscription }) => {
+    log(`subscribed ${channel} (by the chat handler)`, 'info');
+    subscription.on('publication', ({ data }) => onChannelFrame({ wsgate: 'pub', channel, data }));
+  });
   client.on('sync', (s) => s.replayed && log(`caught up: ${s.replayed} missed message(s) replayed`, 'info'));
   client.on('resync', (r) => log(`some messages could not be replayed (${r.reason}): reload what matters`, 'error'));
   client.on('disconnected', (e) => {
