@@ -215,7 +215,8 @@ static void mp_str(msgpack_packer *pk, const char *s, size_t n) {
 }
 
 static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
-                             const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
+                             const gw_chop_recovery *rec, const char *msg, uint8_t *out,
+                             size_t cap) {
   fixed_buf b = {out, cap, 0, false};
   msgpack_packer pk;
   msgpack_packer_init(&pk, &b, fixed_write);
@@ -256,7 +257,7 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
     mp_str(&pk, "code", 4);
     mp_str(&pk, gw_chop_code(err), strlen(gw_chop_code(err)));
     mp_str(&pk, "message", 7);
-    mp_str(&pk, gw_chop_strerror(err), strlen(gw_chop_strerror(err)));
+    mp_str(&pk, msg, strlen(msg));
   }
   if (op->server) {
     mp_str(&pk, "server", 6);
@@ -266,7 +267,7 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
 }
 
 static size_t answer_json(const gw_chop *op, int err, const char *type, const gw_chop_recovery *rec,
-                          uint8_t *out, size_t cap) {
+                          const char *msg, uint8_t *out, size_t cap) {
   json_t *j = json_object();
   if (!j)
     return 0;
@@ -286,7 +287,7 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, const gw
     if (op->server)
       json_object_set_new(j, "channel", json_stringn(op->channel, op->channel_len));
     json_object_set_new(j, "code", json_string(gw_chop_code(err)));
-    json_object_set_new(j, "message", json_string(gw_chop_strerror(err)));
+    json_object_set_new(j, "message", json_string(msg));
   }
   if (op->server)
     json_object_set_new(j, "server", json_true());
@@ -295,16 +296,22 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, const gw
   return n <= cap ? n : 0;
 }
 
-size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap) {
+size_t gw_chops_answer_msg(const gw_chop *op, int err, const char *message, uint8_t *out,
+                           size_t cap) {
   const char *type = "error";
   if (err == GW_CHOP_OK)
     type = op->kind == GW_CHOP_UNSUBSCRIBE ? "unsubscribed" : "subscribed";
-  return op->msgpack ? answer_msgpack(op, err, type, NULL, out, cap)
-                     : answer_json(op, err, type, NULL, out, cap);
+  const char *msg = message ? message : gw_chop_strerror(err);
+  return op->msgpack ? answer_msgpack(op, err, type, NULL, msg, out, cap)
+                     : answer_json(op, err, type, NULL, msg, out, cap);
+}
+
+size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap) {
+  return gw_chops_answer_msg(op, err, NULL, out, cap);
 }
 
 size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,
                                 size_t cap) {
-  return op->msgpack ? answer_msgpack(op, GW_CHOP_OK, "subscribed", rec, out, cap)
-                     : answer_json(op, GW_CHOP_OK, "subscribed", rec, out, cap);
+  return op->msgpack ? answer_msgpack(op, GW_CHOP_OK, "subscribed", rec, NULL, out, cap)
+                     : answer_json(op, GW_CHOP_OK, "subscribed", rec, NULL, out, cap);
 }

@@ -36,7 +36,12 @@
     "the gateway holds as many channels as --channel-max allows")                                  \
   X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later") \
   X(PUBLISH_NOT_ALLOWED, -9, "publish_not_allowed",                                                \
-    "clients may not publish to this channel's namespace (client_publish=false)")
+    "clients may not publish to this channel's namespace (client_publish=false)")                  \
+  X(TIMEOUT, -10, "timeout",                                                                       \
+    "the handler did not decide within --channel-decide-timeout; retry later")                     \
+  X(TOO_MANY_PENDING, -11, "too_many_pending",                                                     \
+    "too many subscribes wait for the handler's decision (--channel-pending-per-conn, "            \
+    "--channel-pending-max); retry later")
 
 typedef enum {
 #define GW_CHOP_ERR_ENUM(name, value, code, msg) GW_CHOP_##name = value,
@@ -44,9 +49,11 @@ typedef enum {
 #undef GW_CHOP_ERR_ENUM
 } gw_chop_err;
 
-#define GW_CHOP_ERR_COUNT 10
+#define GW_CHOP_ERR_COUNT 12
 /* gw_chserve's own result: subscribed, and the answer comes from the recovery (not an error). */
 #define GW_CHOP_RECOVERING 1
+/* gw_chserve's own result: sent to the handler, answered when it decides (gw_chpend). */
+#define GW_CHOP_PENDING 2
 const char *gw_chop_code(int err);     /* "forbidden" etc.: the answer's code; static string */
 const char *gw_chop_strerror(int err); /* the answer's message; static string */
 
@@ -92,6 +99,10 @@ int gw_chops_parse(const uint8_t *d, size_t len, bool binary, gw_chop *op);
  */
 #define GW_CHOP_ANSWER_MAX 1024
 size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap);
+/* The same with `message` (NUL-terminated UTF-8, e.g. the handler's reason for a refusal) in
+ * place of the error's own; NULL: the error's own. */
+size_t gw_chops_answer_msg(const gw_chop *op, int err, const char *message, uint8_t *out,
+                           size_t cap);
 
 /* The "subscribed" answer to a subscribe with `since`, once the history said whether it covers
  * what the client missed: {"wsgate":"subscribed",..,"recovered":b,"epoch":E,"offset":O}, O the

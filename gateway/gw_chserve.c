@@ -31,7 +31,7 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
   gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max,
                             gw_chpub_pos_free, s};
   s->channels = gw_channels_create(&lim);
-  if (!s->channels) {
+  if (!s->channels || gw_chpend_init(s) != 0) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
@@ -55,6 +55,7 @@ void gw_chserve_finish(gw_server *s) {
   gw_chreg_destroy(s->chreg); /* first: recoveries' reads end with it */
   s->chreg = NULL;
   gw_chrecover_finish(s);
+  gw_chpend_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
   wsg_chns_destroy(s->chns);
@@ -64,7 +65,7 @@ void gw_chserve_finish(gw_server *s) {
 /* Adds the subscription, after whatever permission check the caller made: the local index, the
  * gateway set in Redis when the channel is new here, presence, and a recovery from `since`, also
  * for a channel the connection already holds (the handler may have subscribed it at connect). */
-static int join(gw_server *s, gw_session *ss, const gw_chop *op) {
+int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
   bool created;
   gw_chsub *held = gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
   int rc = gw_channels_subscribe(s->channels, &ss->subs, ss->conn_id, op->channel, op->channel_len,
@@ -101,10 +102,11 @@ static bool leave(gw_server *s, gw_session *ss, const gw_chop *op) {
   return was;
 }
 
-/* Queues the answer to op (result rc) to ss; closes it when out of memory. */
-static void answer(gw_server *s, gw_session *ss, const gw_chop *op, int rc, uint64_t now_ms) {
+/* Closes ss when the answer cannot be made (out of memory). */
+void gw__chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int rc,
+                        const char *message, uint64_t now_ms) {
   uint8_t out[GW_CHOP_ANSWER_MAX];
-  size_t n = gw_chops_answer(op, rc, out, sizeof out);
+  size_t n = gw_chops_answer_msg(op, rc, message, out, sizeof out);
   gw_msg *m = n ? gw_msg_create(out, n, op->msgpack) : NULL;
   if (!m) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
@@ -129,11 +131,17 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
       return true;
     }
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
-    rc = gw_chperm_allows(ss->chperm, op.channel, op.channel_len) ? join(s, ss, &op)
-                                                                  : GW_CHOP_FORBIDDEN;
+    if (wsg_chns_of(s->chns, op.channel, op.channel_len)->subscribe_handler)
+      rc = gw_chpend_ask(s, ss, &op); /* the handler decides, not the claim */
+    else if (gw_chperm_allows(ss->chperm, op.channel, op.channel_len))
+      rc = gw__chserve_join(s, ss, &op);
+    else
+      rc = GW_CHOP_FORBIDDEN;
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     leave(s, ss, &op);
   }
+  if (rc == GW_CHOP_PENDING)
+    return false; /* counted and answered when the handler decides, or at the timeout */
   if (rc == GW_CHOP_RECOVERING) {
     wsg_counter_add(s->m_chops[op.kind][0], 1);
     update_gauges(s);
@@ -141,7 +149,7 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
   }
   wsg_counter_add(s->m_chops[op.kind][-rc], 1);
   update_gauges(s);
-  answer(s, ss, &op, rc, wsg_now_mono_ms());
+  gw__chserve_answer(s, ss, &op, rc, NULL, wsg_now_mono_ms());
   return false;
 }
 
@@ -153,7 +161,7 @@ static void server_op_one(gw_server *s, gw_session *ss, gw_chop *op, uint64_t no
   bool changed;
   if (op->kind == GW_CHOP_SUBSCRIBE) {
     changed = !gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
-    rc = join(s, ss, op);
+    rc = gw__chserve_join(s, ss, op);
   } else {
     changed = leave(s, ss, op);
   }
@@ -164,10 +172,15 @@ static void server_op_one(gw_server *s, gw_session *ss, gw_chop *op, uint64_t no
                     (unsigned long long)ss->conn_id, ss->user->id, op->channel,
                     gw_chop_strerror(rc));
   if (rc != GW_CHOP_OK || changed)
-    answer(s, ss, op, rc, now_ms);
+    gw__chserve_answer(s, ss, op, rc, NULL, now_ms);
 }
 
 void gw_chserve_server_op(gw_server *s, const gw_outbound *it, uint64_t now_ms) {
+  if (it->has_request) {
+    gw_chpend_answer(s, it, now_ms); /* the handler decided a client's subscribe */
+    update_gauges(s);
+    return;
+  }
   gw_chop op = {.kind = it->kind == WSG_ENV_SUBSCRIBE ? GW_CHOP_SUBSCRIBE : GW_CHOP_UNSUBSCRIBE,
                 .server = true,
                 .channel_len = it->user_len};

@@ -124,6 +124,9 @@ typedef struct {
   /* --- channels --- */
   int64_t channel_max_per_conn;
   int64_t channel_max;
+  uint64_t channel_decide_timeout_ms; /* subscribe=handler: how long a decision is waited for */
+  int64_t channel_pending_per_conn;
+  int64_t channel_pending_max;
   char *channel_claim;
   wsg_chns_options channels; /* shared group: namespaces (--channel-namespace) */
 

@@ -47,6 +47,17 @@ static int produce_env(gw_server *s, const gw_session *ss, const wsg_envelope *e
                           ss->conn_id);
 }
 
+int gw_inbound_subscribe_request(gw_server *s, const gw_session *ss, const char *ch, size_t len,
+                                 uint64_t rq) {
+  wsg_envelope e;
+  env_base(s, ss, &e, WSG_ENV_SUB_REQUEST);
+  e.fields |= WSG_F_CHANNEL | WSG_F_REQUEST;
+  e.channel = ch;
+  e.channel_len = len;
+  e.request = rq;
+  return produce_env(s, ss, &e);
+}
+
 void gw_inbound_rx_free(gw_server *s, gw_session *ss) {
   if (ss->rx) {
     s->rx_bytes -= ss->rx_cap;

@@ -85,6 +85,10 @@ typedef struct {
   uint64_t q;     /* DELIVER: the envelope's `q` (0 if absent): the user's delivery sequence */
   uint64_t *qs;   /* DELIVER to GW_TARGET_CONNS with `qs`: heap array, qs[i] for conns[i] */
   uint64_t ch_offset, ch_epoch; /* PUBLISH: `co`, `ce`; `msg` is the raw payload */
+  /* SUBSCRIBE answering a client's subscribe (subscribe=handler): `rq`, and whether it was
+   * refused (`rf`, then in `reason`) */
+  uint64_t request;
+  bool has_request, refused;
 } gw_outbound;
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */

@@ -108,6 +108,15 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
     it->user_len = env->channel_len;
     if (r == GW_OUTDEC_OK && !it->user)
       r = GW_OUTDEC_NOMEM;
+    it->has_request = (env->fields & WSG_F_REQUEST) != 0;
+    it->request = env->request;
+    it->refused = (env->fields & WSG_F_REFUSAL) != 0;
+    if (r == GW_OUTDEC_OK && it->refused) {
+      it->reason = copy_counted(env->refusal, env->refusal_len);
+      it->reason_len = (uint8_t)env->refusal_len; /* <= WSG_MAX_REASON_LEN (decode) */
+      if (!it->reason)
+        r = GW_OUTDEC_NOMEM;
+    }
   } else if (!env->binary && env->data_len > 0 &&
              !wsg_utf8_valid((const char *)env->data, env->data_len)) {
     /* A text frame that is not UTF-8 makes every RFC 6455 client fail the connection (1007):

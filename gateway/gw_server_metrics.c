@@ -151,6 +151,12 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_pubs[GW_PUB_NOMEM], PUBS, PUBS_HELP, "result=\"out_of_memory\""),
     COUNTER(m_pub_frames, "wsgate_gateway_channel_deliveries_total",
             "Publication frames queued to subscribers (one shared message per format).", NULL),
+    GAUGE(m_chpending, "wsgate_gateway_channel_pending_decisions",
+          "Subscribes waiting for the handler's decision (subscribe=handler namespaces).", NULL),
+    COUNTER(m_chlate, "wsgate_gateway_channel_late_decisions_total",
+            "Handler decisions that came after --channel-decide-timeout (the client was answered "
+            "timeout) or for no pending subscribe; ignored.",
+            NULL),
     COUNTER(m_chrecover[0], RECOVERS, RECOVERS_HELP, "result=\"recovered\""),
     COUNTER(m_chrecover[1], RECOVERS, RECOVERS_HELP, "result=\"not_recovered\""),
     COUNTER(m_chreplayed, "wsgate_gateway_channel_replayed_total",

@@ -106,7 +106,8 @@ typedef struct gw_session {
   /* The format of the client's last channel op: server-made subscriptions answer in it
    * (gw_chserve_server_op); JSON before any op. A bit here: the block has no byte to spare. */
   uint8_t ops_msgpack : 1;
-  uint32_t alive_s; /* keepalive clock: second of the last pong, or of the upgrade */
+  uint8_t chpending : 5; /* subscribes waiting for the handler (gw_chpend), <= 31 */
+  uint32_t alive_s;      /* keepalive clock: second of the last pong, or of the upgrade */
   char *close_reason;
   struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
   gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
@@ -286,7 +287,10 @@ struct gw_server {
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
   wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
-  gw_chrec *chrecs; /* recoveries in progress (gw_chrecover) */
+  gw_chrec *chrecs;         /* recoveries in progress (gw_chrecover) */
+  struct gw_chpend *chpend; /* subscribes waiting for the handler's decision (gw_chpend) */
+  wsg_gauge *m_chpending;
+  wsg_counter *m_chlate;
   uint32_t nchrecs;
   wsg_counter *m_chrecover[2]; /* recovered, not recovered */
   wsg_counter *m_chreplayed;
@@ -398,6 +402,25 @@ void gw_chserve_release(gw_server *s, gw_session *ss);
  * to each target connection here like the client's own op, without the permission check, and
  * told to the client ("server":true). */
 void gw_chserve_server_op(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_chserve.c, for gw_chpend: subscribes op (permission already decided) with its recovery,
+ * returning a GW_CHOP_* or GW_CHOP_RECOVERING; and queues the answer to op (result rc, message
+ * NULL for the error's own) to ss. */
+int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op);
+void gw__chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int rc,
+                        const char *message, uint64_t now_ms);
+
+/* gw_chpend.c: subscribes waiting for the handler's decision (subscribe=handler). init: 0, or -1
+ * when out of memory; ask: sends a subscribe_request and returns GW_CHOP_PENDING, or the error to
+ * answer now; answer: a `subscribe` record with `rq` from a processor. */
+typedef struct gw_chpend gw_chpend;
+int gw_chpend_init(gw_server *s);
+void gw_chpend_finish(gw_server *s);
+int gw_chpend_ask(gw_server *s, gw_session *ss, const gw_chop *op);
+void gw_chpend_answer(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_inbound.c: produces ss's subscribe_request for channel ch[0..len) with token rq; returns a
+ * gw_kafka_err. */
+int gw_inbound_subscribe_request(gw_server *s, const gw_session *ss, const char *ch, size_t len,
+                                 uint64_t rq);
 /* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
 void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* gw_chpub.c: frees what a channel held (gw_channels_limits.pos_free). */

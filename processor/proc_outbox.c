@@ -59,6 +59,9 @@ typedef struct {
   /* PUBLISH, CHSUB, CHSUB_USERS: the channel is at reason_off (reason_len bytes) */
   size_t pub;       /* PUBLISH: it is pubs[pub] */
   bool unsubscribe; /* CHSUB, CHSUB_USERS */
+  /* CHSUB answering a subscribe_request: its token, and the refusal at fb_off (fb_len bytes) */
+  bool has_rq, refused;
+  uint64_t rq;
 } out;
 
 typedef struct {
@@ -402,6 +405,29 @@ int proc_outbox_chsub(proc_outbox *b, uint32_t rec, const proc_origin *orig,
   return 0;
 }
 
+int proc_outbox_chsub_answer(proc_outbox *b, uint32_t rec, const proc_origin *orig,
+                             const char *channel, size_t channel_len, uint64_t rq,
+                             const char *refusal, size_t refusal_len) {
+  proc_outbox_mark m = proc_outbox_get_mark(b);
+  if (proc_outbox_chsub(b, rec, orig, NULL, 0, channel, channel_len, true) != 0)
+    return -1;
+  out *o = &b->outs[b->nouts - 1];
+  o->has_rq = true;
+  o->rq = rq;
+  if (refusal) {
+    size_t off;
+    if (put_bytes(b, refusal, refusal_len, &off) != 0) {
+      proc_outbox_rollback(b, m);
+      return -1;
+    }
+    o = &b->outs[b->nouts - 1];
+    o->refused = true;
+    o->fb_off = off;
+    o->fb_len = refusal_len;
+  }
+  return 0;
+}
+
 proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n) {
   *n = 0;
   if (b->npubs == 0)
@@ -635,7 +661,12 @@ static int emit_chsub(emitter *em, const out *o, const char *gw, size_t gw_len, 
       .channel = (const char *)b->bytes + o->reason_off,
       .channel_len = o->reason_len,
       .ts_us = em->now_us,
+      .request = o->rq,
+      .refusal = (const char *)b->bytes + o->fb_off,
+      .refusal_len = o->fb_len,
   };
+  if (o->has_rq)
+    env.fields |= WSG_F_REQUEST | (o->refused ? WSG_F_REFUSAL : 0);
   return encode_emit(em, o->rec, &env, (int32_t)slot);
 }
 

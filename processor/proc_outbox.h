@@ -84,6 +84,11 @@ int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_
  * ignored): one `subscribe` / `unsubscribe` envelope per gateway, like a send. */
 int proc_outbox_chsub(proc_outbox *b, uint32_t rec, const proc_origin *o, const proc_strref *users,
                       size_t n, const char *channel, size_t channel_len, bool subscribe);
+/* The answer to a subscribe_request: a `subscribe` to the origin connection with the gateway's
+ * token `rq`, and `refusal` (NULL: allowed; at most WSG_MAX_REASON_LEN bytes of UTF-8). */
+int proc_outbox_chsub_answer(proc_outbox *b, uint32_t rec, const proc_origin *o,
+                             const char *channel, size_t channel_len, uint64_t rq,
+                             const char *refusal, size_t refusal_len);
 
 /* The batch's publications in order, for proc_publish_store(), whose outputs proc_outbox_emit()
  * then uses. Valid until the next change. NULL with *n 0 when there is none. Not calling it

@@ -101,10 +101,22 @@ static int pubsub_message(void *state, wsgate_ctx *ctx, const wsgate_event *ev) 
   return rc == WSGATE_E_INVAL || rc == WSGATE_E_TOOBIG ? WSGATE_REJECT : WSGATE_ERROR;
 }
 
+/* subscribe=handler namespaces: allows every channel but those starting with "deny:", refused
+ * with a reason (tests and demos see both answers). */
+static int pubsub_subscribe(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
+  (void)state;
+  if (ev->channel_len >= 5 && memcmp(ev->channel, "deny:", 5) == 0) {
+    wsgate_set_error(ctx, "the publish handler refuses deny:* channels");
+    return WSGATE_REJECT;
+  }
+  return WSGATE_OK;
+}
+
 static const wsgate_handler pubsub_handler = {
-    .abi_version = WSGATE_HANDLER_ABI_VERSION,
+    .abi_version = WSGATE_HANDLER_ABI_SUBSCRIBE,
     .name = "publish",
     .on_message = pubsub_message,
+    .on_subscribe = pubsub_subscribe,
 };
 
 const wsgate_handler *proc_pubsub_handler(void) {

@@ -64,7 +64,7 @@ struct proc_processor {
   wsg_log_ratelimit rl_error;
   wsg_log_ratelimit rl_route;
 
-  wsg_counter *m_kind[WSG_ENV_CLOSE + 1];
+  wsg_counter *m_kind[WSG_ENV_KIND_LAST + 1];
   wsg_counter *m_bad_envelopes;
   wsg_counter *m_commands;
   wsg_counter *m_ok;
@@ -106,6 +106,8 @@ static const wsg_metric_def metric_rows[] = {
                     "type=\"deliver\""),
     WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_CLOSE], ENVELOPES, ENVELOPES_HELP,
                     "type=\"close\""),
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_SUB_REQUEST], ENVELOPES, ENVELOPES_HELP,
+                    "type=\"subscribe_request\""),
     WSG_COUNTER_ROW(proc_processor, m_bad_envelopes, "wsgate_processor_bad_envelopes_total",
                     "Inbound records that are not a valid envelope", NULL),
     WSG_COUNTER_ROW(proc_processor, m_commands, "wsgate_processor_commands_total",
@@ -360,7 +362,7 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
                     proc_consumer_has_dead_letter(p->cons) ? " (dead-lettered)" : "");
     dead_letter(p, r, "decode", why);
     return 0;
-  } else if ((int)env.kind >= 0 && env.kind <= WSG_ENV_CLOSE) {
+  } else if ((int)env.kind >= 0 && env.kind <= WSG_ENV_KIND_LAST) {
     count(p->m_kind[env.kind], 1);
   }
   /* One clock reading serves both hops: this one, and hop 3 when the outputs are acknowledged. */

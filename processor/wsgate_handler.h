@@ -44,6 +44,10 @@ extern "C" {
 #endif
 
 #define WSGATE_HANDLER_ABI_VERSION 1
+/* A wsgate_handler whose abi_version is this has the callbacks after on_disconnect (on_subscribe);
+ * one of WSGATE_HANDLER_ABI_VERSION has not, and the processor never reads past on_disconnect
+ * (as SQLite reads a module's methods by its iVersion). */
+#define WSGATE_HANDLER_ABI_SUBSCRIBE 2
 /* The symbol the processor looks up in a plugin with dlsym(). */
 #define WSGATE_HANDLER_ENTRY "wsgate_handler_v1"
 
@@ -97,6 +101,7 @@ typedef enum {
   WSGATE_EVENT_CONNECT = 1,    /* a connection was accepted and registered by its gateway */
   WSGATE_EVENT_MESSAGE = 2,    /* a client frame */
   WSGATE_EVENT_DISCONNECT = 3, /* a connection ended */
+  WSGATE_EVENT_SUBSCRIBE = 4,  /* a client asks to subscribe where the handler decides */
 } wsgate_event_kind;
 
 /* One envelope from a gateway, decoded. Read-only; valid until the callback returns. */
@@ -118,6 +123,8 @@ typedef struct {
   uint16_t close_code; /* DISCONNECT: the WebSocket close code; 0 if not sent */
   int32_t partition;   /* where the envelope was read: an idempotence key is (partition, offset) */
   int64_t offset;
+  const char *channel; /* SUBSCRIBE: the channel asked for, NUL-terminated; NULL otherwise */
+  size_t channel_len;
 } wsgate_event;
 
 typedef struct {
@@ -363,6 +370,16 @@ typedef struct wsgate_handler {
   wsgate_event_fn on_connect;
   wsgate_event_fn on_message;
   wsgate_event_fn on_disconnect;
+  /*
+   * Read only when abi_version is WSGATE_HANDLER_ABI_SUBSCRIBE. A client asks to subscribe to
+   * ev->channel in a namespace with subscribe=handler (docs/PROTOCOL.md, "Channels"): return
+   * WSGATE_OK to allow (the gateway subscribes it, with its recovery), WSGATE_REJECT with
+   * wsgate_set_error(ctx, "<short reason>") to refuse (the client gets "forbidden" and the
+   * reason, at most 123 bytes; nothing is dead-lettered), WSGATE_RETRY to decide later (the client
+   * gets "timeout" if it takes longer than the gateway waits). WSGATE_ERROR refuses with "the
+   * handler failed". NULL, or an older table: every such subscribe is refused.
+   */
+  wsgate_event_fn on_subscribe;
 } wsgate_handler;
 
 /* The entry point of a plugin, declared here so a plugin's definition has its prototype. The

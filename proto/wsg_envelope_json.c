@@ -345,6 +345,14 @@ int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
     key(&j, "ce");
     val_u64(&j, env->ch_epoch);
   }
+  if (f & WSG_F_REQUEST) {
+    key(&j, "rq");
+    val_u64(&j, env->request);
+  }
+  if (f & WSG_F_REFUSAL) {
+    key(&j, "rf");
+    val_str(&j, env->refusal, env->refusal_len);
+  }
   if (f & WSG_F_TS) {
     key(&j, "ts");
     val_u64(&j, env->ts_us);

@@ -309,5 +309,31 @@ int main(int argc, char **argv) {
   e.conn = 17;
   bad |= emit(dir, "unsubscribe_one", &e);
 
+  /* subscribe=handler: the gateway asks (token rq), the processor answers the one connection,
+   * allowed or refused with a reason (rf). */
+  e = (wsg_envelope){0};
+  e.kind = WSG_ENV_SUB_REQUEST;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST |
+             WSG_F_TS;
+  e.gateway = "gw-7f3a";
+  e.gateway_len = 7;
+  e.slot = 3;
+  e.user = "alice";
+  e.user_len = 5;
+  e.conn = 17;
+  e.channel = "room:x";
+  e.channel_len = 6;
+  e.request = 4294967301ull;
+  e.ts_us = 1700000000323456;
+  bad |= emit(dir, "subscribe_request", &e);
+
+  e.kind = WSG_ENV_SUBSCRIBE;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST;
+  bad |= emit(dir, "subscribe_answer", &e);
+  e.fields |= WSG_F_REFUSAL;
+  e.refusal = "not a member of room:x";
+  e.refusal_len = strlen(e.refusal);
+  bad |= emit(dir, "subscribe_refused", &e);
+
   return bad ? 1 : 0;
 }

@@ -172,3 +172,94 @@ Test(channels_handler, subscribe_with_since_on_a_held_channel_recovers) {
   expect_pub(a, "news:a", 3, "three");
   ws_client_destroy(a);
 }
+
+/* --- subscribe=handler: the handler decides (on_subscribe) ----------------------------------- */
+
+/* The `publish` handler allows every channel but deny:*: a client without any channels claim is
+ * subscribed (with recovery from `since`) where it allows, refused with its reason where not. */
+Test(channels_handler, handler_permission_allows_and_refuses) {
+  static const char *const extra[] = {"--channel-namespace",
+                                      "room=subscribe=handler,history_size=10",
+                                      "--channel-namespace", "deny=subscribe=handler", NULL};
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  itest_gateway_start(&gw, &c, "chdec", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "chdec", "publish", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = itest_connect(&gw, "ann"); /* no channels claim */
+  send_text(a, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"room:x\"}");
+  itest_expect_text(a, "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"room:x\"}",
+                    ITEST_TIMEOUT_MS);
+  send_text(a, "room:x\nhi");
+  unsigned long long e = expect_pub(a, "room:x", 1, "hi");
+
+  send_text(a, "{\"wsgate\":\"subscribe\",\"id\":2,\"channel\":\"deny:x\"}");
+  itest_expect_text(a,
+                    "{\"wsgate\":\"error\",\"id\":2,\"op\":\"subscribe\",\"code\":\"forbidden\","
+                    "\"message\":\"the publish handler refuses deny:* channels\"}",
+                    ITEST_TIMEOUT_MS);
+
+  /* With since: the handler decides, then the history is replayed. */
+  char op[256], want[256];
+  snprintf(op, sizeof op,
+           "{\"wsgate\":\"subscribe\",\"id\":3,\"channel\":\"room:x\",\"since\":{\"offset\":0,"
+           "\"epoch\":%llu}}",
+           e);
+  send_text(a, op);
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"id\":3,\"channel\":\"room:x\",\"recovered\":true,"
+           "\"epoch\":%llu,\"offset\":1}",
+           e);
+  itest_expect_text(a, want, ITEST_TIMEOUT_MS);
+  expect_pub(a, "room:x", 1, "hi");
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_ops_total{op=\"subscribe\","
+                                          "result=\"forbidden\"}"),
+               1);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_ops_total{op=\"subscribe\","
+                                          "result=\"ok\"}"),
+               2);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_pending_decisions"), 0);
+  ws_client_destroy(a);
+}
+
+/* No processor answers: the subscribe is answered timeout after --channel-decide-timeout; one
+ * more than --channel-pending-per-conn is refused at once. Both counted. */
+Test(channels_handler, no_decision_times_out_and_pending_is_bounded) {
+  static const char *const extra[] = {"--channel-namespace",
+                                      "room=subscribe=handler",
+                                      "--channel-decide-timeout",
+                                      "300ms",
+                                      "--channel-pending-per-conn",
+                                      "1",
+                                      NULL};
+  itest_gateway_start(&gw, NULL, "chdec-none", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = itest_connect(&gw, "ann");
+  uint64_t t0 = itest_now_ms();
+  send_text(a, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"room:x\"}");
+  send_text(a, "{\"wsgate\":\"subscribe\",\"id\":2,\"channel\":\"room:y\"}");
+  itest_expect_text(a,
+                    "{\"wsgate\":\"error\",\"id\":2,\"op\":\"subscribe\",\"code\":"
+                    "\"too_many_pending\",\"message\":\"too many subscribes wait for the handler's "
+                    "decision (--channel-pending-per-conn, --channel-pending-max); retry later\"}",
+                    ITEST_TIMEOUT_MS);
+  itest_expect_text(a,
+                    "{\"wsgate\":\"error\",\"id\":1,\"op\":\"subscribe\",\"code\":\"timeout\","
+                    "\"message\":\"the handler did not decide within --channel-decide-timeout; "
+                    "retry later\"}",
+                    ITEST_TIMEOUT_MS);
+  uint64_t took = itest_now_ms() - t0;
+  cr_expect(took >= 250 && took < 3000, "answered timeout after %llu ms", (unsigned long long)took);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_ops_total{op=\"subscribe\","
+                                          "result=\"timeout\"}"),
+               1);
+  cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_ops_total{op=\"subscribe\","
+                                          "result=\"too_many_pending\"}"),
+               1);
+  /* The slot is free again. */
+  send_text(a, "{\"wsgate\":\"subscribe\",\"id\":3,\"channel\":\"room:z\"}");
+  itest_expect_text(a,
+                    "{\"wsgate\":\"error\",\"id\":3,\"op\":\"subscribe\",\"code\":\"timeout\","
+                    "\"message\":\"the handler did not decide within --channel-decide-timeout; "
+                    "retry later\"}",
+                    ITEST_TIMEOUT_MS);
+  ws_client_destroy(a);
+}

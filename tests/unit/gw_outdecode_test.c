@@ -150,3 +150,23 @@ Test(gw_outdecode, subscribe_and_unsubscribe_targets) {
   gw_outbound_finish(&it);
   wsg_buf_finish(&b);
 }
+
+/* The answer to a client's subscribe where the handler decides: rq and the refusal kept. */
+Test(gw_outdecode, subscribe_answer_carries_request_and_refusal) {
+  wsg_envelope env = {.kind = WSG_ENV_SUBSCRIBE,
+                      .fields = WSG_F_CHANNEL | WSG_F_CONN | WSG_F_REQUEST | WSG_F_REFUSAL,
+                      .channel = "room:x",
+                      .channel_len = 6,
+                      .conn = 9,
+                      .request = 1ull << 40,
+                      .refusal = "members only",
+                      .refusal_len = 12};
+  wsg_buf b;
+  encode(&env, &b);
+  gw_outbound it;
+  cr_assert_eq(decode(&b, &it), GW_OUTDEC_OK);
+  cr_expect(it.has_request && it.request == 1ull << 40 && it.refused);
+  cr_expect(it.reason_len == 12 && strcmp(it.reason, "members only") == 0);
+  gw_outbound_finish(&it);
+  wsg_buf_finish(&b);
+}

@@ -1311,3 +1311,48 @@ Test(decode, subscribe_requires_channel_and_one_target) {
   cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_MISSING);
   wsg_buf_finish(&b);
 }
+
+/* subscribe=handler: the request and its answer, allowed or refused. */
+Test(round_trip, subscribe_request_and_answers) {
+  wsg_envelope e = {0};
+  e.kind = WSG_ENV_SUB_REQUEST;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST;
+  e.gateway = "gw";
+  e.gateway_len = 2;
+  e.user = "u";
+  e.user_len = 1;
+  e.conn = 3;
+  e.channel = "room:x";
+  e.channel_len = 6;
+  e.request = UINT64_MAX;
+  round_trip(&e);
+  wsg_buf b;
+  wsg_buf_init(&b, 0);
+  e.fields &= ~(uint32_t)WSG_F_REQUEST;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_MISSING, "a request without its token");
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN | WSG_F_REQUEST;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_MISSING, "a request without its channel");
+
+  e.kind = WSG_ENV_SUBSCRIBE;
+  e.fields = WSG_F_GATEWAY | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST | WSG_F_REFUSAL;
+  e.refusal = "no";
+  e.refusal_len = 2;
+  round_trip(&e);
+  char longer[WSG_MAX_REASON_LEN + 1];
+  memset(longer, 'x', sizeof longer);
+  e.refusal = longer;
+  e.refusal_len = sizeof longer;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_TOO_LONG);
+  e.refusal_len = 2;
+  e.fields &= ~(uint32_t)WSG_F_REQUEST;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_BAD_VALUE, "a refusal answers a request");
+  const uint64_t ids[] = {1, 2};
+  e.fields = WSG_F_GATEWAY | WSG_F_CONNS | WSG_F_CHANNEL | WSG_F_REQUEST;
+  e.conn_ids = ids;
+  e.conns.count = 2;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_BAD_VALUE, "an answer goes to one connection");
+  e.kind = WSG_ENV_UNSUBSCRIBE;
+  e.fields = WSG_F_GATEWAY | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST | WSG_F_REFUSAL;
+  cr_expect_eq(wsg_envelope_encode(&e, &b), WSG_ENV_BAD_VALUE, "only a subscribe is refused");
+  wsg_buf_finish(&b);
+}
