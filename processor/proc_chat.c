@@ -52,6 +52,12 @@ static int chat_connect(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
   return proc_chat_resubscribe(state, ctx, ev);
 }
 
+/* A client's own subscribe to room:<R> (the room namespace with subscribe=handler): members only,
+ * so a client can resubscribe with `since` after a reconnect and recover what it missed. */
+static int chat_subscribe(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
+  return proc_chat_may_subscribe(state, ctx, ev);
+}
+
 /* --- lifecycle ----------------------------------------------------------------------------- */
 
 static int parse_u64(const char *s, size_t len, uint64_t min, uint64_t max, uint64_t *out) {
@@ -187,12 +193,13 @@ static void chat_destroy(void *state) {
 }
 
 static const wsgate_handler chat_handler = {
-    .abi_version = WSGATE_HANDLER_ABI_VERSION,
+    .abi_version = WSGATE_HANDLER_ABI_SUBSCRIBE,
     .name = "chat",
     .init = chat_init,
     .destroy = chat_destroy,
     .on_connect = chat_connect,
     .on_message = chat_message,
+    .on_subscribe = chat_subscribe,
 };
 
 const wsgate_handler *proc_chat_handler(void) {

@@ -351,6 +351,28 @@ static int do_dm(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event 
   return rc == WSGATE_OK ? WSGATE_OK : action_failed(ctx, "send", rc);
 }
 
+int proc_chat_may_subscribe(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev) {
+  (void)st;
+  if (ev->channel_len <= ROOM_NS_LEN || ev->channel_len > CHANNEL_MAX ||
+      memcmp(ev->channel, ROOM_NS, ROOM_NS_LEN) != 0) {
+    wsgate_set_error(ctx, "the chat handler only grants room:<room> channels");
+    return WSGATE_REJECT;
+  }
+  const char *room = ev->channel + ROOM_NS_LEN;
+  size_t len = ev->channel_len - ROOM_NS_LEN;
+  kcmd rooms;
+  wsgate_redis_cmd cmd =
+      kcmd_make(&rooms, ctx, "SISMEMBER", ev->user, ev->user_len, "rooms", room, len);
+  const wsgate_redis_reply *r;
+  int rc = wsgate_redis(ctx, &cmd, 1, &r);
+  if (rc != WSGATE_OK)
+    return redis_failed(ctx, rc);
+  if (r->type == WSGATE_REDIS_INTEGER && r->integer == 1)
+    return WSGATE_OK;
+  wsgate_set_error(ctx, "join the room first");
+  return WSGATE_REJECT;
+}
+
 int proc_chat_resubscribe(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev) {
   kcmd get, exp;
   char ttl[16];

@@ -64,6 +64,10 @@ const proc_chat_cmd_def *proc_chat_cmds_get(proc_chat_op op);
 /* Writes "join, leave, ..." (the table's ops) into buf; returns buf. */
 const char *proc_chat_cmds_names(char *buf, size_t len);
 
+/* on_subscribe (namespaces with subscribe=handler): allows room:<R> to members of R (a client
+ * resubscribing with `since` after a reconnect), refuses anything else. Returns the status. */
+int proc_chat_may_subscribe(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev);
+
 /* on_connect: subscribes the new connection to the channel of each of its user's rooms and
  * renews the membership's TTL. Returns the callback's status. */
 int proc_chat_resubscribe(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev);

@@ -28,7 +28,7 @@ static json_t *payload_json(const wsg_envelope *e) {
 }
 
 /* The namespace the chat handler's rooms live in, as scripts/cluster and k8s/base configure it. */
-#define ROOM_NS "room=history_size=1000,history_ttl=10m,presence=true"
+#define ROOM_NS "room=history_size=1000,history_ttl=10m,presence=true,subscribe=handler"
 
 /* The next text frame; its JSON object (caller decrefs). */
 static json_t *recv_json(ws_client *cl, const char *what) {

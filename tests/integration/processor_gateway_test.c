@@ -266,8 +266,9 @@ static bool no_connections(void *arg) {
 }
 
 /* The namespace of the chat handler's rooms, as scripts/cluster and k8s/base configure it. */
-static const char *const room_ns[] = {"--channel-namespace",
-                                      "room=history_size=1000,history_ttl=10m,presence=true", NULL};
+static const char *const room_ns[] = {
+    "--channel-namespace", "room=history_size=1000,history_ttl=10m,presence=true,subscribe=handler",
+    NULL};
 
 Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = itest_fini) {
   itest_cluster c;

@@ -687,6 +687,52 @@ Test(proc_chat, join_leave_and_connect_drive_the_subscriptions, .fini = ptest_fi
   chat_teardown(&f);
 }
 
+/* A client's own subscribe (subscribe=handler) from `user`'s connection 9 on gw-1. */
+static int sub_request(chat_fixture *f, const char *user, const char *channel) {
+  wsg_envelope env = {.kind = WSG_ENV_SUB_REQUEST,
+                      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN |
+                                WSG_F_CHANNEL | WSG_F_REQUEST,
+                      .gateway = "gw-1",
+                      .gateway_len = 4,
+                      .slot = 1,
+                      .user = user,
+                      .user_len = strlen(user),
+                      .conn = 9,
+                      .channel = channel,
+                      .channel_len = strlen(channel),
+                      .request = 5};
+  char why[256];
+  return proc_handler_dispatch(f->t.h, &f->t.denv, 0, &env, 0, 0, why, sizeof why);
+}
+
+/* The room namespace has subscribe=handler: a client may subscribe itself (to recover with
+ * `since` after a reconnect) to the rooms it is a member of, and to nothing else. */
+Test(proc_chat, clients_may_subscribe_to_their_rooms_only, .fini = ptest_fini) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "ann", 9, "gw-1");
+  say_json(&f, "ann", 9, "gw-1", 1, "{\"op\":\"join\",\"room\":\"mine\"}");
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+  cr_assert_eq(sub_request(&f, "ann", "room:mine"), WSGATE_OK);
+  cr_assert_eq(sub_request(&f, "ann", "room:other"), WSGATE_OK, "a refusal is an answer");
+  cr_assert_eq(sub_request(&f, "ann", "news:eu"), WSGATE_OK);
+  cr_assert_eq(sub_request(&f, "bob", "room:mine"), WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 4);
+  for (size_t i = 0; i < 4; i++)
+    cr_assert_eq(f.t.out[i].env.kind, WSG_ENV_SUBSCRIBE);
+  cr_assert_not(f.t.out[0].env.fields & WSG_F_REFUSAL, "ann is a member of mine");
+  static const char *const why[] = {NULL, "join the room first",
+                                    "the chat handler only grants room:<room> channels",
+                                    "join the room first"};
+  for (size_t i = 1; i < 4; i++)
+    cr_assert(f.t.out[i].env.refusal_len == strlen(why[i]) &&
+                  memcmp(f.t.out[i].env.refusal, why[i], strlen(why[i])) == 0,
+              "answer %zu: %.*s", i, (int)f.t.out[i].env.refusal_len, f.t.out[i].env.refusal);
+  chat_teardown(&f);
+}
+
 /* Commands the server ran since the last CONFIG RESETSTAT (all, or those of `cmd`). */
 static long long redis_calls(chat_fixture *f, const char *cmd) {
   redisReply *r = redisCommand(f->redis.rc, "INFO commandstats");

@@ -5,7 +5,7 @@ from ..common import FANOUT_MEMBERS, RUN_S, WARMUP_S, BenchError
 from ..search import search_rate, sustained
 from ..stats import fanout_summary, summarize_trials
 
-ROOM_NS = ["--channel-namespace", "room=history_size=1000,history_ttl=10m,presence=true"]
+ROOM_NS = ["--channel-namespace", "room=history_size=1000,history_ttl=10m,presence=true,subscribe=handler"]
 
 
 def run(ctx):
