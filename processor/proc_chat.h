@@ -6,8 +6,10 @@
  *   {"op":"join","room":R}  {"op":"leave","room":R}  {"op":"members","room":R}
  *   {"op":"say","room":R,"text":T}  {"op":"dm","to":U,"text":T}      optional "id" (echoed)
  * and gets frames in the encoding it used: JSON text frames for a JSON client, MessagePack binary
- * frames for a MessagePack client. Room membership is a Redis set (<prefix>room:<room>); room
- * messages reach every member through wsgate_send_users (one outbound record per gateway).
+ * frames for a MessagePack client. A room R is the channel room:R: join subscribes every connection
+ * of the user (wsgate_subscribe), say is one wsgate_publish, members is the channel's presence.
+ * The only per-user state is the bounded set of the user's rooms (its TTL renewed by joins and
+ * connections), so a message costs the same in a room of 2 and of 10,000.
  *
  * The parser is exposed for tests: client input is hostile, and every limit is checked before it
  * is used (size before parsing; MessagePack validated with wsg_msgpack_validate before msgpack-c

@@ -29,9 +29,17 @@ enum {
   PROC_CHAT_K_ID = 16,
 };
 
+/* What a dm to a user with no live connection answers (docs/HANDLERS.md, `dm_offline`). */
+typedef enum {
+  PROC_CHAT_DM_SILENT = 0, /* nothing, as for a delivered dm: no presence oracle (the default) */
+  PROC_CHAT_DM_TELL = 1,   /* an `offline` error to the sender */
+} proc_chat_dm_offline;
+
 /* The handler's state: its --handler-arg settings. */
 typedef struct {
-  uint32_t max_members;
+  uint32_t max_rooms;  /* rooms one user may be in */
+  uint32_t room_ttl_s; /* membership lapses this long after the latest join or connection */
+  proc_chat_dm_offline dm_offline;
   proc_chat_limits lim;
 } proc_chat_state;
 
@@ -55,5 +63,13 @@ const proc_chat_cmd_def *proc_chat_cmds_find(const char *name, size_t len);
 const proc_chat_cmd_def *proc_chat_cmds_get(proc_chat_op op);
 /* Writes "join, leave, ..." (the table's ops) into buf; returns buf. */
 const char *proc_chat_cmds_names(char *buf, size_t len);
+
+/* on_subscribe (namespaces with subscribe=handler): allows room:<R> to members of R (a client
+ * resubscribing with `since` after a reconnect), refuses anything else. Returns the status. */
+int proc_chat_may_subscribe(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev);
+
+/* on_connect: subscribes the new connection to the channel of each of its user's rooms and
+ * renews the membership's TTL. Returns the callback's status. */
+int proc_chat_resubscribe(const proc_chat_state *st, wsgate_ctx *ctx, const wsgate_event *ev);
 
 #endif

@@ -32,8 +32,8 @@ static const wsg_option handler_rows[] = {
      "Handler to run: a built-in (" PROC_BUILTIN_NAMES ") or the path of a shared object exporting "
      "wsgate_handler_v1 (a path contains a '/', e.g. ./libmine.so); see docs/HANDLERS.md."},
     {"handler-arg", 0, "WSGATE_HANDLER_ARG", WSG_OPT_STRING, OPT(handler_arg), NULL, 0, 0, NULL, 0,
-     "Configuration string given to the handler's init (chat: "
-     "max_members=N,max_text=BYTES,max_frame=BYTES)."},
+     "Configuration string given to the handler's init (chat: max_rooms=N,room_ttl=SECONDS,"
+     "dm_offline=silent|tell,max_text=BYTES,max_frame=BYTES; docs/HANDLERS.md)."},
 };
 
 /* After the shared Kafka group (brokers, -X): topics, the consumer group and the pipeline. */

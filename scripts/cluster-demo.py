@@ -73,6 +73,10 @@ class Client:
                 continue
             frame = json.loads(raw) if isinstance(raw, str) else {"binary": len(raw)}
             say("  %-5s <- %s" % (self.name, raw if isinstance(raw, str) else frame))
+            if frame.get("wsgate") == "pub":
+                # A room message: a publication on channel room:<room> whose data is the
+                # message object as JSON text (docs/HANDLERS.md, "The chat handler").
+                frame = dict(json.loads(frame["data"]), channel=frame["channel"])
             self.seen.append(frame)
 
     async def close(self):
@@ -157,12 +161,14 @@ async def run(a):
         await alice.expect("joined", lambda f: f.get("type") == "joined" and f.get("id") == i)
         i = await bob.send(op="join", room=room)
         await bob.expect("joined", lambda f: f.get("type") == "joined" and f.get("id") == i)
-        redis(a.redis_port, "SMEMBERS", "wsgate:room:%s" % room)
+        redis(a.redis_port, "SMEMBERS", "wsgate:chat:{u:alice}:rooms")
+        redis(a.redis_port, "HVALS", "wsgate:ch:{c:room:%s}:p" % room)
 
         say("\n4. alice says hello; bob (on another gateway) receives it")
         text = "hello from alice at %d" % time.time()
         await alice.send(op="say", room=room, text=text)
-        match = lambda f: f.get("type") == "message" and f.get("from") == "alice" and f.get("text") == text
+        match = lambda f: (f.get("type") == "message" and f.get("from") == "alice"
+                           and f.get("text") == text and f.get("channel") == "room:" + room)
         await bob.expect("alice's room message", match)
         await alice.expect("her own room message", match)
 

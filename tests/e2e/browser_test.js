@@ -163,11 +163,17 @@ async function main() {
       await click(pages.bob, '#dm');
       await logLine(pages.alice, `DM from ${bob} (gw2): ${psst}`).waitFor({ timeout: STEP_TIMEOUT_MS });
     });
-    await check('a DM to a user who is not connected is answered with an "offline" error', async () => {
+    await check('a DM to a user who is not connected is not answered (dm_offline=silent)', async () => {
+      // The default reveals nothing about who is online; a DM to bob right after shows the
+      // connection still works and that the silence is not a lost frame.
       await fill(pages.bob, '#dm-to', `nobody-${run}`);
       await fill(pages.bob, '#dm-text', 'anyone there?');
       await click(pages.bob, '#dm');
-      await logLine(pages.bob, 'error offline').waitFor({ timeout: STEP_TIMEOUT_MS });
+      await fill(pages.alice, '#dm-to', bob);
+      await fill(pages.alice, '#dm-text', `still here, ${bob}?`);
+      await click(pages.alice, '#dm');
+      await logLine(pages.bob, `DM from ${alice} (gw1): still here`).waitFor({ timeout: STEP_TIMEOUT_MS });
+      if (await logLine(pages.bob, 'error offline').count()) throw new Error('an "offline" answer');
     });
     await check(`${carol} connects through HAProxy, joins, and hears ${alice}`, async () => {
       const where = await signIn(pages.carol, carol, '');

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <msgpack.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -132,7 +133,9 @@ Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .t
                           'r',  'o',  'o', 'm', 0xa5, 'l', 'o', 'b', 'b', 'y'};
   cr_assert_eq(ws_client_send(c, WS_OP_BINARY, join, sizeof join), WS_CLIENT_OK);
   ws_message m;
-  itest_recv(c, &m, RECV_MS);
+  do /* the gateway's notice that the join subscribed the connection (JSON: no op yet) */
+    itest_recv(c, &m, RECV_MS);
+  while (m.opcode == WS_OP_TEXT && strstr((const char *)m.data, "\"subscribed\""));
   char type[32], code[32];
   mp_type_code(&m, type, code, sizeof type);
   cr_assert_str_eq(type, "joined", "after the hostile input a join got %s/%s", type, code);
@@ -152,6 +155,105 @@ Test(hostile_chat, malformed_messagepack_gets_bad_request_and_breaks_nothing, .t
       itest_metric(p.http_port, "wsgate_processor_processed_total{result=\"rejected\"}");
   cr_assert_geq(rejected, (double)(n + 1 + 5), "only %.0f commands counted as rejected", rejected);
   ws_client_destroy(c);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the processor did not stop cleanly");
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
+}
+
+/* Keys <prefix><kind>* (SCAN MATCH: inspection of this test's own prefix only). */
+static long long keys_under(redisContext *rc, const char *prefix, const char *kind) {
+  long long n = 0;
+  char cursor[32] = "0";
+  do {
+    redisReply *r = redisCommand(rc, "SCAN %s MATCH %s%s* COUNT 1000", cursor, prefix, kind);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2, "SCAN failed");
+    snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+    n += (long long)r->element[1]->elements;
+    freeReplyObject(r);
+  } while (strcmp(cursor, "0") != 0);
+  return n;
+}
+
+/*
+ * Issue 16 item 6: one user joining thousands of rooms. Past max_rooms (32) every join is answered
+ * `too_many_rooms` and stores nothing: Redis keeps one bounded set for the user, the gateway
+ * subscribes the connection to 32 channels and no more, and the connection keeps working.
+ */
+Test(hostile_chat, a_join_flood_is_bounded_by_max_rooms, .timeout = 240, .fini = itest_fini) {
+  enum { JOINS = 2000, WINDOW = 200, MAX_ROOMS = 32 };
+  itest_cluster cl;
+  itest_cluster_init(&cl, 4, 4, false);
+  itest_gateway g;
+  const char *const gw_flags[] = {"--rate-msgs", "0", "--rate-bytes", "0", NULL};
+  itest_gateway_start(&g, &cl, "gw-joinflood", &(itest_daemon_opts){.extra = gw_flags});
+  itest_processor p;
+  itest_processor_start(&p, &cl, "chat-joinflood", "chat", NULL);
+  redisContext *rc = itest_redis_connect();
+  ws_client *c = itest_connect(&g, "flooder");
+
+  int joined = 0, refused = 0, notices = 0;
+  uint64_t t0 = itest_now_ms();
+  char cmd[96];
+  for (int base = 0; base < JOINS; base += WINDOW) {
+    for (int i = base; i < base + WINDOW; i++) {
+      int n = snprintf(cmd, sizeof cmd, "{\"op\":\"join\",\"room\":\"flood-%05d\"}", i);
+      cr_assert_eq(ws_client_send_text(c, cmd, (size_t)n), WS_CLIENT_OK);
+    }
+    for (int got = 0; got < WINDOW;) {
+      ws_message m;
+      itest_recv(c, &m, RECV_MS);
+      cr_assert_eq(m.opcode, WS_OP_TEXT);
+      const char *d = (const char *)m.data;
+      if (strstr(d, "\"wsgate\":\"subscribed\"")) {
+        notices++;
+        continue;
+      }
+      if (strstr(d, "\"type\":\"joined\""))
+        joined++;
+      else if (strstr(d, "\"too_many_rooms\""))
+        refused++;
+      else
+        cr_assert_fail("unexpected answer %.*s", (int)m.len, d);
+      got++;
+    }
+  }
+  uint64_t took = itest_now_ms() - t0;
+  cr_assert_eq(joined, MAX_ROOMS, "joins answered `joined`: %d", joined);
+  cr_assert_eq(refused, JOINS - MAX_ROOMS, "joins refused: %d", refused);
+  char key[256];
+  snprintf(key, sizeof key, "%schat:{u:flooder}:rooms", cl.prefix);
+  redisReply *r = redisCommand(rc, "SCARD %s", key);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER && r->integer == MAX_ROOMS, "the set is bounded");
+  freeReplyObject(r);
+  r = redisCommand(rc, "MEMORY USAGE %s SAMPLES 0", key);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+  long long bytes = r->integer;
+  freeReplyObject(r);
+  /* The user's rooms and encoding; per joined room its channel's gateway set, nothing else. */
+  long long chat_keys = keys_under(rc, cl.prefix, "chat:");
+  long long ch_keys = keys_under(rc, cl.prefix, "ch:");
+  cr_assert_eq(chat_keys, 2, "chat keys the flood left: %lld", chat_keys);
+  cr_assert_eq(ch_keys, MAX_ROOMS, "channel keys the flood left: %lld", ch_keys);
+  long long keys = chat_keys + ch_keys;
+  cr_log_info("join flood: %d joins answered in %llu ms, %d joined, %d refused (too_many_rooms), "
+              "%d subscribed notices; %lld keys (chat and channel), the rooms set %lld bytes",
+              JOINS, (unsigned long long)took, joined, refused, notices, keys, bytes);
+
+  /* The connection still works: a say in a room it is in is published back to it. */
+  const char *say = "{\"op\":\"say\",\"room\":\"flood-00000\",\"text\":\"still here\"}";
+  cr_assert_eq(ws_client_send_text(c, say, strlen(say)), WS_CLIENT_OK);
+  for (;;) {
+    ws_message m;
+    itest_recv(c, &m, RECV_MS);
+    if (strstr((const char *)m.data, "\"wsgate\":\"subscribed\""))
+      continue;
+    cr_assert(strstr((const char *)m.data, "still here"), "got %.*s", (int)m.len,
+              (const char *)m.data);
+    break;
+  }
+  ws_client_destroy(c);
+  redisFree(rc);
   int status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the processor did not stop cleanly");
   itest_processor_cleanup(&p);

@@ -1,9 +1,9 @@
 /*
- * wsgate-processor --handler chat driven through Kafka with gateways simulated in Redis (their
- * records and connection entries, as wsgate-gateway writes them): a room of 100 users over two
- * gateways gets each message as exactly one outbound envelope per gateway listing its members'
- * connections; a direct message to an offline user comes back as an error to the sender; while
- * Redis is down records wait (the processor is not ready) and are handled once it is back.
+ * wsgate-processor --handler chat: a room of 20 members on two real gateways gets each say as one
+ * publication and one record per gateway, and a member that reconnects keeps receiving; with
+ * gateways simulated in Redis (their records and connection entries, as wsgate-gateway writes
+ * them): the dm's offline answer follows dm_offline; while Redis is down records wait (the
+ * processor is not ready) and are handled once it is back.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -16,12 +16,6 @@
 #include "harness.h"
 #include "harness_kafka.h"
 
-#define MEMBERS 100
-
-static const char *gw_name(int i) {
-  return i % 2 ? "gw-two" : "gw-one";
-}
-
 static void send_json(rd_kafka_t *prod, const itest_cluster *c, const char *user, uint64_t conn,
                       const char *gw, uint32_t slot, const char *json) {
   wsg_envelope env = itest_msg(user, conn, gw, slot, json, strlen(json), false);
@@ -33,91 +27,142 @@ static json_t *payload_json(const wsg_envelope *e) {
   return json_loadb((const char *)e->data, e->data_len, 0, NULL);
 }
 
-Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout = 120,
-     .fini = itest_fini) {
-  itest_cluster c;
-  itest_cluster_init(&c, 4, 4, false);
-  redisContext *rc = itest_redis_connect();
-  itest_fake_gateway(rc, c.prefix, "gw-one", 1, 600000);
-  itest_fake_gateway(rc, c.prefix, "gw-two", 2, 600000);
-  char user[16];
-  for (int i = 0; i < MEMBERS; i++) {
-    snprintf(user, sizeof(user), "u%03d", i);
-    itest_fake_conn(rc, c.prefix, user, 1000 + (uint64_t)i, gw_name(i));
-  }
-  itest_processor p;
-  itest_processor_start(&p, &c, "chat", "chat", NULL);
-  rd_kafka_t *prod = itest_producer();
-  for (int i = 0; i < MEMBERS; i++) {
-    snprintf(user, sizeof(user), "u%03d", i);
-    send_json(prod, &c, user, 1000 + (uint64_t)i, gw_name(i), i % 2 ? 2 : 1,
-              "{\"op\":\"join\",\"room\":\"hall\"}");
-  }
-  itest_flush(prod);
+/* The namespace the chat handler's rooms live in, as scripts/cluster and k8s/base configure it. */
+#define ROOM_NS "room=history_size=1000,history_ttl=10m,presence=true,subscribe=handler"
 
-  itest_reader rd;
-  itest_reader_open(&rd, c.out_topic, c.out_partitions);
-  int joined = 0;
-  while (joined < MEMBERS) {
-    rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
-    cr_assert_not_null(m, "only %d of %d joins acknowledged", joined, MEMBERS);
-    wsg_envelope e;
-    cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
-    json_t *j = payload_json(&e);
-    cr_assert_not_null(j);
-    cr_assert_str_eq(json_string_value(json_object_get(j, "type")), "joined");
-    json_decref(j);
-    joined++;
-    rd_kafka_message_destroy(m);
-  }
+/* The next text frame; its JSON object (caller decrefs). */
+static json_t *recv_json(ws_client *cl, const char *what) {
+  ws_message m;
+  itest_recv(cl, &m, ITEST_TIMEOUT_MS);
+  cr_assert_eq(m.opcode, WS_OP_TEXT, "%s: not a text frame", what);
+  json_t *j = json_loadb((const char *)m.data, m.len, 0, NULL);
+  cr_assert_not_null(j, "%s: not JSON: %.*s", what, (int)m.len, (const char *)m.data);
+  return j;
+}
 
-  /* Three messages from different members: each is one envelope per gateway. */
-  for (int k = 0; k < 3; k++) {
-    char json[128];
-    snprintf(json, sizeof(json), "{\"op\":\"say\",\"room\":\"hall\",\"text\":\"message %d\"}", k);
-    int from = k * 7;
-    snprintf(user, sizeof(user), "u%03d", from);
-    send_json(prod, &c, user, 1000 + (uint64_t)from, gw_name(from), from % 2 ? 2 : 1, json);
-  }
-  itest_flush(prod);
-  int envelopes[3][3] = {{0}}; /* [message][slot] */
-  static int seen[3][MEMBERS];
-  memset(seen, 0, sizeof(seen));
-  for (int got = 0; got < 6; got++) {
-    rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
-    cr_assert_not_null(m, "only %d of 6 fan-out envelopes arrived", got);
-    wsg_envelope e;
-    cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
-    cr_assert(e.fields & WSG_F_CONNS, "50 members on a gateway: one list");
-    json_t *j = payload_json(&e);
-    const char *text = json_string_value(json_object_get(j, "text"));
-    cr_assert_not_null(text);
-    int k = text[strlen(text) - 1] - '0';
-    cr_assert(k >= 0 && k < 3);
-    envelopes[k][m->partition]++;
-    size_t pos = 0;
-    uint64_t id;
-    while (wsg_conns_next(&e.conns, &pos, &id)) {
-      int u = (int)(id - 1000);
-      cr_assert(u >= 0 && u < MEMBERS);
-      cr_assert_eq(m->partition, u % 2 ? 2 : 1, "each connection on its gateway's partition");
-      cr_assert_eq(seen[k][u], 0, "member %d got message %d twice", u, k);
-      seen[k][u]++;
+/* Reads frames until the join's two answers arrived: the gateway's unsolicited `subscribed`
+ * (server: true) and the handler's `joined`, in either order. */
+static void expect_joined(ws_client *cl, const char *user) {
+  bool sub = false, joined = false;
+  while (!sub || !joined) {
+    json_t *j = recv_json(cl, user);
+    const char *w = json_string_value(json_object_get(j, "wsgate"));
+    const char *t = json_string_value(json_object_get(j, "type"));
+    if (w && strcmp(w, "subscribed") == 0) {
+      cr_assert_str_eq(json_string_value(json_object_get(j, "channel")), "room:hall");
+      cr_assert(json_is_true(json_object_get(j, "server")), "%s: the handler subscribed it", user);
+      sub = true;
+    } else {
+      cr_assert(t && strcmp(t, "joined") == 0, "%s: unexpected frame", user);
+      joined = true;
     }
     json_decref(j);
-    rd_kafka_message_destroy(m);
   }
-  for (int k = 0; k < 3; k++) {
-    cr_assert_eq(envelopes[k][1], 1, "message %d: one envelope for gw-one", k);
-    cr_assert_eq(envelopes[k][2], 1, "message %d: one envelope for gw-two", k);
-    for (int u = 0; u < MEMBERS; u++)
-      cr_assert_eq(seen[k][u], 1, "member %d missed message %d", u, k);
-  }
+}
 
-  /* A direct message to someone who is not connected: the sender hears so. */
+/* The next frame must be a publication of room:hall whose message has `text`. */
+static void expect_message(ws_client *cl, const char *who, const char *text) {
+  json_t *j = recv_json(cl, who);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "wsgate")), "pub", "%s", who);
+  cr_assert_str_eq(json_string_value(json_object_get(j, "channel")), "room:hall");
+  const char *data = json_string_value(json_object_get(j, "data"));
+  cr_assert_not_null(data);
+  json_t *msg = json_loads(data, 0, NULL);
+  cr_assert_not_null(msg, "%s: data is not JSON: %s", who, data);
+  cr_assert_str_eq(json_string_value(json_object_get(msg, "type")), "message");
+  cr_assert_str_eq(json_string_value(json_object_get(msg, "text")), text, "%s", who);
+  json_decref(msg);
+  json_decref(j);
+}
+
+/*
+ * A room of 20 members on two real gateways: each say is ONE publication (one script in Redis)
+ * and one Kafka record per gateway, whatever the number of members, and every member gets it. A
+ * member that reconnects (to the other gateway) is subscribed again by on_connect and keeps
+ * receiving without knowing about channels.
+ */
+Test(processor_chat, room_on_two_gateways_one_publication_per_say, .timeout = 180,
+     .fini = itest_fini) {
+  enum { N = 20, SAYS = 3 };
+  itest_cluster c;
+  itest_cluster_init(&c, 4, 4, false);
+  const char *extra[] = {"--channel-namespace", ROOM_NS, NULL};
+  itest_daemon_opts o = {.extra = extra};
+  itest_gateway g[2];
+  itest_gateway_start(&g[0], &c, "chat-ch1", &o);
+  itest_gateway_start(&g[1], &c, "chat-ch2", &o);
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat-ch", "chat", &o);
+  ws_client *cl[N];
+  char user[16];
+  for (int i = 0; i < N; i++) {
+    snprintf(user, sizeof user, "m%02d", i);
+    cl[i] = itest_connect(&g[i % 2], user);
+    const char *join = "{\"op\":\"join\",\"room\":\"hall\"}";
+    cr_assert_eq(ws_client_send_text(cl[i], join, strlen(join)), WS_CLIENT_OK);
+  }
+  for (int i = 0; i < N; i++)
+    expect_joined(cl[i], "a member");
+  double stored0 =
+      itest_metric(p.http_port, "wsgate_processor_channel_publications_total{result=\"stored\"}");
+  double records0 = itest_metric(p.http_port, "wsgate_processor_channel_publish_records_total");
+
+  char say[128], text[32];
+  for (int k = 0; k < SAYS; k++) {
+    snprintf(say, sizeof say, "{\"op\":\"say\",\"room\":\"hall\",\"text\":\"message %d\"}", k);
+    cr_assert_eq(ws_client_send_text(cl[k], say, strlen(say)), WS_CLIENT_OK);
+    snprintf(text, sizeof text, "message %d", k);
+    for (int i = 0; i < N; i++)
+      expect_message(cl[i], "a member", text);
+  }
+  double stored =
+      itest_metric(p.http_port, "wsgate_processor_channel_publications_total{result=\"stored\"}") -
+      (stored0 < 0 ? 0 : stored0);
+  double records = itest_metric(p.http_port, "wsgate_processor_channel_publish_records_total") -
+                   (records0 < 0 ? 0 : records0);
+  cr_assert_eq(stored, SAYS, "one publication per say, not per member: %.0f", stored);
+  cr_assert_eq(records, 2 * SAYS, "one record per gateway per say: %.0f", records);
+  cr_log_info("%d says to %d members on 2 gateways: %.0f publications, %.0f Kafka records", SAYS, N,
+              stored, records);
+
+  /* m01 (on the second gateway) reconnects to the first: on_connect subscribes it again. */
+  ws_client_destroy(cl[1]);
+  cl[1] = itest_connect(&g[0], "m01");
+  json_t *j = recv_json(cl[1], "m01 after reconnecting");
+  cr_assert_str_eq(json_string_value(json_object_get(j, "wsgate")), "subscribed");
+  cr_assert(json_is_true(json_object_get(j, "server")));
+  json_decref(j);
+  const char *after = "{\"op\":\"say\",\"room\":\"hall\",\"text\":\"welcome back\"}";
+  cr_assert_eq(ws_client_send_text(cl[0], after, strlen(after)), WS_CLIENT_OK);
+  expect_message(cl[1], "m01", "welcome back");
+  expect_message(cl[2], "m02", "welcome back");
+
+  for (int i = 0; i < N; i++)
+    ws_client_destroy(cl[i]);
+  int status = itest_processor_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g[0]);
+  itest_gateway_cleanup(&g[1]);
+}
+
+/* A direct message to someone who is not connected: with dm_offline=tell the sender hears so;
+ * by default nothing comes back (no presence oracle). */
+Test(processor_chat, dm_offline_answer_is_a_setting, .timeout = 120, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  redisContext *rc = itest_redis_connect();
+  itest_fake_gateway(rc, c.prefix, "gw-one", 1, 600000);
+  itest_fake_conn(rc, c.prefix, "u000", 1000, "gw-one");
+  const char *extra[] = {"--handler-arg", "dm_offline=tell", NULL};
+  itest_processor p;
+  itest_processor_start(&p, &c, "chat-dm", "chat", &(itest_daemon_opts){.extra = extra});
+  rd_kafka_t *prod = itest_producer();
   send_json(prod, &c, "u000", 1000, "gw-one", 1,
             "{\"op\":\"dm\",\"to\":\"nobody\",\"text\":\"hello?\",\"id\":9}");
   itest_flush(prod);
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
   rd_kafka_message_t *m = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
   cr_assert_not_null(m);
   wsg_envelope e;
@@ -129,9 +174,17 @@ Test(processor_chat, room_of_100_over_two_gateways_one_envelope_each, .timeout =
   json_decref(j);
   rd_kafka_message_destroy(m);
   cr_assert_geq(itest_metric(p.http_port, "wsgate_processor_undeliverable_total"), 1);
-  cr_assert_gt(itest_metric(p.http_port, "wsgate_processor_redis_lookups_total{kind=\"user\"}"), 0);
-
   int status = itest_processor_stop(&p, SIGTERM, 30000);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  itest_processor_cleanup(&p);
+
+  /* The default: the same dm, nothing back. */
+  itest_processor_start(&p, &c, "chat-dm2", "chat", NULL);
+  send_json(prod, &c, "u000", 1000, "gw-one", 1,
+            "{\"op\":\"dm\",\"to\":\"nobody\",\"text\":\"hello?\",\"id\":10}");
+  itest_flush(prod);
+  cr_assert_null(itest_reader_next(&rd, 3000), "the default answers nothing");
+  status = itest_processor_stop(&p, SIGTERM, 30000);
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   itest_reader_close(&rd);
   rd_kafka_destroy(prod);

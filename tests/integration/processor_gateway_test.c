@@ -2,7 +2,8 @@
  * The whole path with real programs: WebSocket clients on two real wsgate-gateway processes, a
  * real wsgate-processor, Kafka and Redis in between. Echo round trip; chat between a user on
  * gateway 1 (JSON) and a user on gateway 2 (MessagePack); a room of 100 users over the two
- * gateways gets each message once per user through exactly one outbound envelope per gateway.
+ * gateways gets each message once per user through one publication: exactly one outbound record
+ * per gateway.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -56,22 +57,61 @@ static size_t pack(char *out, size_t cap, const char *const *kv, size_t pairs) {
   return n;
 }
 
-/* The value of string key `key` in a MessagePack map frame, copied into buf. */
-static const char *mp_str(const ws_message *m, const char *key, char *buf, size_t len) {
+/* A frame of either encoding as a JSON object (a MessagePack map of str, int and bool values);
+ * *binary says which it was. Caller decrefs. */
+static json_t *recv_any(ws_client *c, bool *binary) {
+  ws_message m;
+  itest_recv(c, &m, RECV_MS);
+  *binary = m.opcode == WS_OP_BINARY;
+  if (!*binary) {
+    json_t *j = json_loadb((const char *)m.data, m.len, 0, NULL);
+    cr_assert_not_null(j, "not JSON: %.*s", (int)m.len, (const char *)m.data);
+    return j;
+  }
   msgpack_unpacked up;
   msgpack_unpacked_init(&up);
-  cr_assert_eq(msgpack_unpack_next(&up, (const char *)m->data, m->len, NULL),
-               MSGPACK_UNPACK_SUCCESS);
+  cr_assert_eq(msgpack_unpack_next(&up, (const char *)m.data, m.len, NULL), MSGPACK_UNPACK_SUCCESS);
   cr_assert_eq(up.data.type, MSGPACK_OBJECT_MAP);
-  buf[0] = '\0';
+  json_t *j = json_object();
   for (uint32_t i = 0; i < up.data.via.map.size; i++) {
     msgpack_object k = up.data.via.map.ptr[i].key, v = up.data.via.map.ptr[i].val;
-    if (k.type == MSGPACK_OBJECT_STR && k.via.str.size == strlen(key) &&
-        memcmp(k.via.str.ptr, key, k.via.str.size) == 0 && v.type == MSGPACK_OBJECT_STR)
-      snprintf(buf, len, "%.*s", (int)v.via.str.size, v.via.str.ptr);
+    cr_assert_eq(k.type, MSGPACK_OBJECT_STR);
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", (int)k.via.str.size, k.via.str.ptr);
+    if (v.type == MSGPACK_OBJECT_STR)
+      json_object_set_new(j, key, json_stringn(v.via.str.ptr, v.via.str.size));
+    else if (v.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      json_object_set_new(j, key, json_integer((json_int_t)v.via.u64));
+    else if (v.type == MSGPACK_OBJECT_BOOLEAN)
+      json_object_set_new(j, key, json_boolean(v.via.boolean));
   }
   msgpack_unpacked_destroy(&up);
-  return buf;
+  return j;
+}
+
+/*
+ * The chat handler's next frame (docs/HANDLERS.md): the gateway's `subscribed`/`unsubscribed`
+ * notices of server subscriptions are skipped, and a room message, a publication of channel
+ * room:<room> whose data is the message as JSON text, is unwrapped (its channel kept in
+ * "channel"). *binary: the encoding the frame came in. Caller decrefs.
+ */
+static json_t *recv_chat(ws_client *c, bool *binary) {
+  for (;;) {
+    json_t *j = recv_any(c, binary);
+    const char *w = json_string_value(json_object_get(j, "wsgate"));
+    if (!w)
+      return j;
+    if (strcmp(w, "pub") == 0) {
+      json_t *inner = json_loads(jstr(j, "data"), 0, NULL);
+      cr_assert_not_null(inner, "a publication whose data is not JSON");
+      json_object_set(inner, "channel", json_object_get(j, "channel"));
+      json_decref(j);
+      return inner;
+    }
+    cr_assert(strcmp(w, "subscribed") == 0 || strcmp(w, "unsubscribed") == 0, "frame %s", w);
+    cr_assert(json_is_true(json_object_get(j, "server")), "the handler subscribed it");
+    json_decref(j);
+  }
 }
 
 Test(processor_gateway, echo_round_trip, .timeout = 120, .fini = itest_fini) {
@@ -225,38 +265,49 @@ static bool no_connections(void *arg) {
   return none;
 }
 
+/* The namespace of the chat handler's rooms, as scripts/cluster and k8s/base configure it. */
+static const char *const room_ns[] = {
+    "--channel-namespace", "room=history_size=1000,history_ttl=10m,presence=true,subscribe=handler",
+    NULL};
+
 Test(processor_gateway, chat_between_two_gateways, .timeout = 120, .fini = itest_fini) {
   itest_cluster c;
   itest_cluster_init(&c, 4, 4, false);
   itest_gateway g1, g2;
-  itest_gateway_start(&g1, &c, "gw-one", NULL);
-  itest_gateway_start(&g2, &c, "gw-two", NULL);
+  itest_daemon_opts o = {.extra = room_ns};
+  itest_gateway_start(&g1, &c, "gw-one", &o);
+  itest_gateway_start(&g2, &c, "gw-two", &o);
   cr_assert_neq(g1.slot, g2.slot, "two gateways, two slots");
+  const char *pextra[] = {"--channel-namespace", room_ns[1], "--handler-arg", "dm_offline=tell",
+                          NULL};
   itest_processor p;
-  itest_processor_start(&p, &c, "chat", "chat", NULL);
+  itest_processor_start(&p, &c, "chat", "chat", &(itest_daemon_opts){.extra = pextra});
 
   ws_client *alice = itest_connect(&g1, "alice"); /* speaks JSON */
   ws_client *bob = itest_connect(&g2, "bob");     /* speaks MessagePack */
+  bool bin;
   send_text(alice, "{\"op\":\"join\",\"room\":\"lobby\",\"id\":1}");
-  json_t *j = recv_json(alice);
+  json_t *j = recv_chat(alice, &bin);
   cr_assert_str_eq(jstr(j, "type"), "joined");
+  cr_assert_not(bin);
   json_decref(j);
-  char frame[256], v[256];
+  char frame[256];
   const char *join[] = {"op", "join", "room", "lobby"};
   size_t n = pack(frame, sizeof(frame), join, 2);
   cr_assert_eq(ws_client_send(bob, WS_OP_BINARY, frame, n), WS_CLIENT_OK);
-  ws_message m;
-  itest_recv(bob, &m, RECV_MS);
-  cr_assert_eq(m.opcode, WS_OP_BINARY, "bob spoke MessagePack and hears MessagePack");
-  cr_assert_str_eq(mp_str(&m, "type", v, sizeof(v)), "joined");
+  j = recv_chat(bob, &bin);
+  cr_assert(bin, "bob spoke MessagePack and hears MessagePack");
+  cr_assert_str_eq(jstr(j, "type"), "joined");
+  json_decref(j);
 
   send_text(alice, "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"hi bob\"}");
-  itest_recv(bob, &m, RECV_MS);
-  cr_assert_eq(m.opcode, WS_OP_BINARY);
-  cr_assert_str_eq(mp_str(&m, "type", v, sizeof(v)), "message");
-  cr_assert_str_eq(mp_str(&m, "from", v, sizeof(v)), "alice");
-  cr_assert_str_eq(mp_str(&m, "text", v, sizeof(v)), "hi bob");
-  j = recv_json(alice);
+  j = recv_chat(bob, &bin);
+  cr_assert_str_eq(jstr(j, "type"), "message");
+  cr_assert_str_eq(jstr(j, "channel"), "room:lobby");
+  cr_assert_str_eq(jstr(j, "from"), "alice");
+  cr_assert_str_eq(jstr(j, "text"), "hi bob");
+  json_decref(j);
+  j = recv_chat(alice, &bin);
   cr_assert_str_eq(jstr(j, "type"), "message", "the sender is a member too");
   cr_assert_str_eq(jstr(j, "text"), "hi bob");
   json_decref(j);
@@ -299,29 +350,41 @@ Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = i
   itest_cluster c;
   itest_cluster_init(&c, 4, 4, false);
   itest_gateway g[2];
-  itest_gateway_start(&g[0], &c, "gw-a", NULL);
-  itest_gateway_start(&g[1], &c, "gw-b", NULL);
+  itest_daemon_opts o = {.extra = room_ns};
+  itest_gateway_start(&g[0], &c, "gw-a", &o);
+  itest_gateway_start(&g[1], &c, "gw-b", &o);
   itest_processor p;
-  itest_processor_start(&p, &c, "chat", "chat", NULL);
+  itest_processor_start(&p, &c, "chat", "chat", &o);
 
   static ws_client *cl[ROOM];
+  bool bin;
   char user[16];
   for (int i = 0; i < ROOM; i++) {
     snprintf(user, sizeof(user), "member%03d", i);
     cl[i] = itest_connect(&g[i % 2], user);
     send_text(cl[i], "{\"op\":\"join\",\"room\":\"arena\"}");
   }
-  for (int i = 0; i < ROOM; i++) {
-    json_t *j = recv_json(cl[i]);
-    cr_assert_str_eq(jstr(j, "type"), "joined", "member %d", i);
-    json_decref(j);
-  }
+  /* Each member hears `joined` and, once its gateway applied the join's subscription, the
+   * gateway's `subscribed` notice, in either order: a say after both reaches everyone. */
+  for (int i = 0; i < ROOM; i++)
+    for (bool joined = false, sub = false; !joined || !sub;) {
+      json_t *j = recv_any(cl[i], &bin);
+      const char *w = json_string_value(json_object_get(j, "wsgate"));
+      if (w) {
+        cr_assert_str_eq(w, "subscribed", "member %d", i);
+        sub = true;
+      } else {
+        cr_assert_str_eq(jstr(j, "type"), "joined", "member %d", i);
+        joined = true;
+      }
+      json_decref(j);
+    }
 
   itest_reader rd;
   itest_reader_open(&rd, c.out_topic, c.out_partitions);
   send_text(cl[0], "{\"op\":\"say\",\"room\":\"arena\",\"text\":\"one message to all\"}");
   for (int i = 0; i < ROOM; i++) {
-    json_t *j = recv_json(cl[i]);
+    json_t *j = recv_chat(cl[i], &bin);
     cr_assert_str_eq(jstr(j, "type"), "message", "member %d", i);
     cr_assert_str_eq(jstr(j, "text"), "one message to all");
     json_decref(j);
@@ -332,17 +395,17 @@ Test(processor_gateway, room_of_100_over_two_gateways, .timeout = 240, .fini = i
     int rc = ws_client_recv(cl[i], &m, i == 0 ? 1000 : 20);
     cr_assert_eq(rc, WS_CLIENT_TIMEOUT, "member %d got a second frame", i);
   }
-  /* Exactly one outbound envelope per gateway carried it. */
+  /* Exactly one outbound record per gateway carried it: one publication, not one per member. */
   int per_slot[64] = {0};
   int total = 0;
   rd_kafka_message_t *m;
   while ((m = itest_reader_next(&rd, 2000)) != NULL) {
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, m->payload, m->len, NULL), WSG_ENV_OK);
-    if (e.kind == WSG_ENV_DELIVER && e.data_len > 0 &&
-        memmem(e.data, e.data_len, "one message to all", 18) != NULL) {
-      cr_assert(e.fields & WSG_F_CONNS);
-      cr_assert_eq(e.conns.count, ROOM / 2, "50 connections per gateway in one envelope");
+    if (e.data_len > 0 && memmem(e.data, e.data_len, "one message to all", 18) != NULL) {
+      cr_assert_eq(e.kind, WSG_ENV_PUBLISH, "a publication, not a per-member delivery");
+      cr_assert_eq(e.channel_len, 10);
+      cr_assert_eq(memcmp(e.channel, "room:arena", 10), 0);
       cr_assert_lt(m->partition, 64);
       per_slot[m->partition]++;
       total++;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "proc_chat.h"
 #include "proc_testutil.h"
@@ -249,16 +250,25 @@ Test(proc_chat_parse, random_input_never_crashes, .fini = ptest_fini) {
 Test(proc_chat_parse, handler_arg, .fini = ptest_fini) {
   proc_handler *h = NULL;
   char err[256];
-  cr_assert_eq(
-      proc_handler_open(&h, "chat", "max_members=3,max_text=100,max_frame=1000", err, sizeof(err)),
-      0, "%s", err);
+  cr_assert_eq(proc_handler_open(&h, "chat",
+                                 "max_rooms=3,room_ttl=3600,max_text=100,max_frame=1000,"
+                                 "dm_offline=tell",
+                                 err, sizeof(err)),
+               0, "%s", err);
   proc_handler_close(h);
-  cr_assert_eq(proc_handler_open(&h, "chat", "max_membrs=3", err, sizeof(err)), -1);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_roms=3", err, sizeof(err)), -1);
   cr_assert(strstr(err, "unknown setting"), "%s", err);
   cr_assert_eq(proc_handler_open(&h, "chat", "max_text=10000,max_frame=100", err, sizeof(err)), -1);
   cr_assert(strstr(err, "below max_frame"), "%s", err);
-  cr_assert_eq(proc_handler_open(&h, "chat", "max_members=0", err, sizeof(err)), -1);
-  cr_assert_eq(proc_handler_open(&h, "chat", "max_members", err, sizeof(err)), -1);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_rooms=0", err, sizeof(err)), -1);
+  cr_assert(strstr(err, "max_rooms must be a number in 1..512"), "%s", err);
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_rooms", err, sizeof(err)), -1);
+  cr_assert_eq(proc_handler_open(&h, "chat", "room_ttl=59", err, sizeof(err)), -1);
+  cr_assert_eq(proc_handler_open(&h, "chat", "dm_offline=maybe", err, sizeof(err)), -1);
+  cr_assert(strstr(err, "dm_offline must be silent or tell"), "%s", err);
+  /* Rooms are channels now: no member set to bound, and the message says what replaced it. */
+  cr_assert_eq(proc_handler_open(&h, "chat", "max_members=5", err, sizeof(err)), -1);
+  cr_assert(strstr(err, "max_rooms"), "%s", err);
 }
 
 /* --- commands against Redis ---------------------------------------------------------------- */
@@ -303,6 +313,39 @@ static const char *jstr(json_t *j, const char *key) {
   return json_string_value(v);
 }
 
+/* The outbound frames of kind `kind`, in order, into idx[] (at most cap). Returns their count. */
+static size_t outs_of(const chat_fixture *f, wsg_env_kind kind, size_t *idx, size_t cap) {
+  size_t n = 0;
+  for (size_t i = 0; i < f->t.nout && n < cap; i++)
+    if (f->t.out[i].env.kind == kind)
+      idx[n++] = i;
+  return n;
+}
+
+/* out[i] must be a JSON frame whose string `key` is `want`. */
+static void expect_str(const chat_fixture *f, size_t i, const char *key, const char *want) {
+  json_t *j = frame_json(&f->t.out[i]);
+  cr_assert_str_eq(jstr(j, key), want, "frame %zu", i);
+  json_decref(j);
+}
+
+/* The gateways a channel's subscribers are on (gw-1 and gw-2), as the gateways record them. */
+static void fake_subscribers(chat_fixture *f, const char *channel) {
+  redisReply *r =
+      redisCommand(f->redis.rc, "SADD %sch:{c:%s}:gws gw-1 gw-2", f->redis.prefix, channel);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+  freeReplyObject(r);
+}
+
+/* The last offset the channel's publications got (0: none stored). */
+static long long channel_offset(chat_fixture *f, const char *channel) {
+  redisReply *r = redisCommand(f->redis.rc, "HGET %sch:{c:%s}:m o", f->redis.prefix, channel);
+  cr_assert_not_null(r);
+  long long o = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+  freeReplyObject(r);
+  return o;
+}
+
 Test(proc_chat, join_say_across_gateways_json_and_msgpack, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
@@ -318,54 +361,59 @@ Test(proc_chat, join_say_across_gateways_json_and_msgpack, .fini = ptest_fini) {
   size_t n = pack_map(mp, sizeof(mp), kv, 2);
   cr_assert_eq(ptest_msg(&f.t, "bob", 21, "gw-2", 2, mp, n, true, NULL, 0), WSGATE_OK);
   ptest_flush(&f.t);
-  cr_assert_eq(f.t.nout, 2, "one ack per join");
-  json_t *ack = frame_json(&f.t.out[0]);
+  size_t acks[4];
+  cr_assert_eq(outs_of(&f, WSG_ENV_DELIVER, acks, 4), 2, "one ack per join");
+  json_t *ack = frame_json(&f.t.out[acks[0]]);
   cr_assert_str_eq(jstr(ack, "type"), "joined");
   cr_assert_str_eq(jstr(ack, "room"), "lobby");
   cr_assert_eq(json_integer_value(json_object_get(ack, "id")), 1);
-  cr_assert_eq(json_integer_value(json_object_get(ack, "members")), 1);
+  cr_assert_eq(json_integer_value(json_object_get(ack, "rooms")), 1, "alice is in one room");
   json_decref(ack);
-  cr_assert(f.t.out[1].env.binary, "bob spoke MessagePack: his ack is MessagePack");
-  cr_assert_eq(f.t.out[1].env.conn, 21);
-  cr_assert_eq(f.t.out[1].partition, 2);
+  cr_assert(f.t.out[acks[1]].env.binary, "bob spoke MessagePack: his ack is MessagePack");
+  cr_assert_eq(f.t.out[acks[1]].env.conn, 21);
+  cr_assert_eq(f.t.out[acks[1]].partition, 2);
+  cr_assert_eq(ptest_redis_int(&f.redis, "SISMEMBER %schat:{u:bob}:rooms lobby", f.redis.prefix),
+               1);
+  long long ttl = ptest_redis_int(&f.redis, "TTL %schat:{u:bob}:rooms", f.redis.prefix);
+  cr_assert(ttl > 604000 && ttl <= 604800, "membership lapses after room_ttl (a week): %lld", ttl);
   ptest_clear_out(&f.t);
 
+  /* The gateways hold the subscriptions: one publication, one record per gateway. */
+  fake_subscribers(&f, "room:lobby");
   cr_assert_eq(
       say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"say\",\"room\":\"lobby\",\"text\":\"hi\"}"),
       WSGATE_OK);
   ptest_flush(&f.t);
-  cr_assert_eq(f.t.nout, 2, "one envelope per gateway");
-  const ptest_out *to_alice = f.t.out[0].env.binary ? &f.t.out[1] : &f.t.out[0];
-  const ptest_out *to_bob = f.t.out[0].env.binary ? &f.t.out[0] : &f.t.out[1];
-  cr_assert_eq(to_alice->partition, 1);
-  cr_assert_eq(to_alice->env.conn, 11);
-  json_t *ev = frame_json(to_alice);
-  cr_assert_str_eq(jstr(ev, "type"), "message");
-  cr_assert_str_eq(jstr(ev, "from"), "alice");
-  cr_assert_str_eq(jstr(ev, "text"), "hi");
-  cr_assert_str_eq(jstr(ev, "room"), "lobby");
-  json_decref(ev);
-  cr_assert_eq(to_bob->partition, 2);
-  cr_assert_eq(to_bob->env.gateway_len, 4);
-  cr_assert_eq(memcmp(to_bob->env.gateway, "gw-2", 4), 0);
-  uint64_t ids[4];
-  cr_assert_eq(ptest_targets(to_bob, ids, 4), 2, "both of bob's connections, one envelope");
-  cr_assert_eq(ids[0], 21);
-  cr_assert_eq(ids[1], 22);
-  cr_assert(to_bob->env.binary);
-  msgpack_unpacked up;
-  msgpack_unpacked_init(&up);
-  cr_assert_eq(msgpack_unpack_next(&up, (const char *)to_bob->env.data, to_bob->env.data_len, NULL),
-               MSGPACK_UNPACK_SUCCESS);
-  cr_assert_eq(up.data.type, MSGPACK_OBJECT_MAP);
-  msgpack_unpacked_destroy(&up);
+  cr_assert_eq(channel_offset(&f, "room:lobby"), 1, "stored once");
+  size_t pubs[4];
+  cr_assert_eq(outs_of(&f, WSG_ENV_PUBLISH, pubs, 4), 2, "one record per gateway");
+  cr_assert_eq(f.t.nout, 2, "and nothing per member");
+  for (size_t k = 0; k < 2; k++) {
+    const ptest_out *o = &f.t.out[pubs[k]];
+    cr_assert_eq(o->env.channel_len, 10);
+    cr_assert_eq(memcmp(o->env.channel, "room:lobby", 10), 0);
+    cr_assert_eq(o->env.ch_offset, 1);
+    json_t *ev = frame_json(o);
+    cr_assert_str_eq(jstr(ev, "type"), "message");
+    cr_assert_str_eq(jstr(ev, "from"), "alice");
+    cr_assert_str_eq(jstr(ev, "text"), "hi");
+    cr_assert_str_eq(jstr(ev, "room"), "lobby");
+    json_decref(ev);
+  }
+  cr_assert_neq(f.t.out[pubs[0]].partition, f.t.out[pubs[1]].partition);
   chat_teardown(&f);
 }
 
+/* Membership is checked first, and a non-member's say stores and sends nothing. */
 Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
   itest_fake_conn(f.redis.rc, f.redis.prefix, "eve", 31, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "amy", 32, "gw-2");
+  fake_subscribers(&f, "room:x");
+  say_json(&f, "amy", 32, "gw-2", 2, "{\"op\":\"join\",\"room\":\"x\"}");
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
   cr_assert_eq(say_json(&f, "eve", 31, "gw-1", 1,
                         "{\"op\":\"say\",\"room\":\"x\",\"text\":\"boo\",\"id\":\"q\"}"),
                WSGATE_OK);
@@ -374,13 +422,14 @@ Test(proc_chat, say_requires_membership_and_errors_use_the_clients_encoding, .fi
   size_t n = pack_map(mp, sizeof(mp), kv, 3);
   cr_assert_eq(ptest_msg(&f.t, "eve", 31, "gw-1", 1, mp, n, true, NULL, 0), WSGATE_OK);
   ptest_flush(&f.t);
-  cr_assert_eq(f.t.nout, 2);
+  cr_assert_eq(f.t.nout, 2, "two answers, no publication");
   json_t *e = frame_json(&f.t.out[0]);
   cr_assert_str_eq(jstr(e, "type"), "error");
   cr_assert_str_eq(jstr(e, "code"), "not_member");
   cr_assert_str_eq(jstr(e, "id"), "q");
   json_decref(e);
   cr_assert(f.t.out[1].env.binary);
+  cr_assert_eq(channel_offset(&f, "room:x"), 0, "nothing stored in the room's channel");
   chat_teardown(&f);
 }
 
@@ -405,7 +454,7 @@ Test(proc_chat, bad_frames_get_an_error_and_are_rejected, .fini = ptest_fini) {
 
 Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline, .fini = ptest_fini) {
   chat_fixture f;
-  chat_setup(&f, NULL);
+  chat_setup(&f, "dm_offline=tell");
   itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 11, "gw-1");
   itest_fake_conn(f.redis.rc, f.redis.prefix, "bob", 21, "gw-2");
   itest_fake_conn(f.redis.rc, f.redis.prefix, "ghost", 41,
@@ -441,6 +490,22 @@ Test(proc_chat, dm_delivers_or_tells_the_sender_the_user_is_offline, .fini = pte
   chat_teardown(&f);
 }
 
+/* The default: a dm to a user with no connection is answered exactly as a delivered one
+ * (nothing), so no signed-in user can probe who is online. */
+Test(proc_chat, dm_to_an_offline_user_reveals_nothing_by_default, .fini = ptest_fini) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "alice", 11, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "bob", 21, "gw-2");
+  say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"dm\",\"to\":\"carol\",\"text\":\"there?\"}");
+  say_json(&f, "alice", 11, "gw-1", 1, "{\"op\":\"dm\",\"to\":\"bob\",\"text\":\"psst\"}");
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 1, "bob's dm only: nothing goes back to the sender");
+  cr_assert_eq(f.t.out[0].env.conn, 21);
+  cr_assert_eq(f.t.stats.fallbacks, 0);
+  chat_teardown(&f);
+}
+
 Test(proc_chat, dm_uses_the_recipients_encoding, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
@@ -461,48 +526,94 @@ Test(proc_chat, dm_uses_the_recipients_encoding, .fini = ptest_fini) {
   chat_teardown(&f);
 }
 
-Test(proc_chat, members_leave_and_full_rooms, .fini = ptest_fini) {
+/* A presence entry of the room's channel, as a gateway writes it. */
+static void fake_presence(chat_fixture *f, const char *channel, uint64_t conn, const char *user,
+                          const char *gw) {
+  redisReply *r = redisCommand(f->redis.rc, "HSET %sch:{c:%s}:p %llu %s|%s", f->redis.prefix,
+                               channel, (unsigned long long)conn, user, gw);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+  freeReplyObject(r);
+}
+
+/* members: only for members (issue 16 item 6), and it lists who is connected now (the channel's
+ * presence), each user once whatever their number of connections. */
+Test(proc_chat, members_is_for_members_and_lists_who_is_online, .fini = ptest_fini) {
   chat_fixture f;
-  chat_setup(&f, "max_members=2");
+  chat_setup(&f, NULL);
   itest_fake_conn(f.redis.rc, f.redis.prefix, "a", 1, "gw-1");
   itest_fake_conn(f.redis.rc, f.redis.prefix, "b", 2, "gw-1");
   itest_fake_conn(f.redis.rc, f.redis.prefix, "c", 3, "gw-2");
   say_json(&f, "a", 1, "gw-1", 1, "{\"op\":\"join\",\"room\":\"small\"}");
   say_json(&f, "b", 2, "gw-1", 1, "{\"op\":\"join\",\"room\":\"small\"}");
-  say_json(&f, "c", 3, "gw-2", 2, "{\"op\":\"join\",\"room\":\"small\"}");
+  fake_presence(&f, "room:small", 1, "a", "gw-1");
+  fake_presence(&f, "room:small", 2, "b", "gw-1");
+  fake_presence(&f, "room:small", 4, "b", "gw-2");
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+  say_json(&f, "c", 3, "gw-2", 2, "{\"op\":\"members\",\"room\":\"small\",\"id\":8}");
   say_json(&f, "a", 1, "gw-1", 1, "{\"op\":\"members\",\"room\":\"small\"}");
   say_json(&f, "b", 2, "gw-1", 1, "{\"op\":\"leave\",\"room\":\"small\"}");
-  say_json(&f, "c", 3, "gw-2", 2, "{\"op\":\"join\",\"room\":\"small\"}");
+  say_json(&f, "b", 2, "gw-1", 1, "{\"op\":\"members\",\"room\":\"small\"}");
   ptest_flush(&f.t);
-  cr_assert_eq(f.t.nout, 6);
-  json_t *full = frame_json(&f.t.out[2]);
-  cr_assert_str_eq(jstr(full, "code"), "room_full");
-  json_decref(full);
-  json_t *m = frame_json(&f.t.out[3]);
+  size_t d[8];
+  cr_assert_eq(outs_of(&f, WSG_ENV_DELIVER, d, 8), 4);
+  json_t *no = frame_json(&f.t.out[d[0]]);
+  cr_assert_str_eq(jstr(no, "code"), "not_member", "c is not in the room");
+  cr_assert_eq(json_integer_value(json_object_get(no, "id")), 8);
+  json_decref(no);
+  json_t *m = frame_json(&f.t.out[d[1]]);
   cr_assert_str_eq(jstr(m, "type"), "members");
   json_t *list = json_object_get(m, "members");
   cr_assert_eq(json_array_size(list), 2);
   cr_assert_str_eq(json_string_value(json_array_get(list, 0)), "a");
   cr_assert_str_eq(json_string_value(json_array_get(list, 1)), "b");
+  cr_assert_eq(json_integer_value(json_object_get(m, "count")), 2);
   cr_assert(json_is_false(json_object_get(m, "truncated")));
   json_decref(m);
-  json_t *left = frame_json(&f.t.out[4]);
+  json_t *left = frame_json(&f.t.out[d[2]]);
   cr_assert_str_eq(jstr(left, "type"), "left");
   cr_assert(json_is_true(json_object_get(left, "was_member")));
   json_decref(left);
-  json_t *joined = frame_json(&f.t.out[5]);
-  cr_assert_str_eq(jstr(joined, "type"), "joined", "a place freed up");
-  json_decref(joined);
-  cr_assert_eq(ptest_redis_int(&f.redis, "SCARD %sroom:small", f.redis.prefix), 2);
+  expect_str(&f, d[3], "code", "not_member"); /* after leaving */
   chat_teardown(&f);
 }
 
-/* The fan-out the issue asks for: a room of 100 users over two gateways gets each message through
- * exactly one outbound envelope per gateway, every member's connection exactly once. */
-Test(proc_chat, room_of_100_users_one_envelope_per_gateway, .fini = ptest_fini) {
+/* Rooms per user are bounded (issue 16 item 6): past max_rooms a join is refused and stores
+ * nothing; a leave frees a place. */
+Test(proc_chat, rooms_per_user_are_bounded, .fini = ptest_fini) {
+  chat_fixture f;
+  chat_setup(&f, "max_rooms=2");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "a", 1, "gw-1");
+  static const char *const cmds[] = {
+      "{\"op\":\"join\",\"room\":\"r1\"}",  "{\"op\":\"join\",\"room\":\"r2\"}",
+      "{\"op\":\"join\",\"room\":\"r2\"}",  "{\"op\":\"join\",\"room\":\"r3\",\"id\":3}",
+      "{\"op\":\"leave\",\"room\":\"r1\"}", "{\"op\":\"join\",\"room\":\"r3\"}"};
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+    say_json(&f, "a", 1, "gw-1", 1, cmds[i]);
+  ptest_flush(&f.t);
+  size_t d[8];
+  cr_assert_eq(outs_of(&f, WSG_ENV_DELIVER, d, 8), 6);
+  json_t *again = frame_json(&f.t.out[d[2]]);
+  cr_assert_str_eq(jstr(again, "type"), "joined", "joining a room twice is not a new room");
+  cr_assert_eq(json_integer_value(json_object_get(again, "rooms")), 2);
+  json_decref(again);
+  json_t *full = frame_json(&f.t.out[d[3]]);
+  cr_assert_str_eq(jstr(full, "code"), "too_many_rooms");
+  cr_assert(strstr(jstr(full, "message"), "2 rooms"), "%s", jstr(full, "message"));
+  cr_assert_eq(json_integer_value(json_object_get(full, "id")), 3);
+  json_decref(full);
+  expect_str(&f, d[5], "type", "joined"); /* a place freed up */
+  cr_assert_eq(ptest_redis_int(&f.redis, "SCARD %schat:{u:a}:rooms", f.redis.prefix), 2);
+  chat_teardown(&f);
+}
+
+/* The cost of a say does not grow with the room: 100 members on two gateways, one publication
+ * stored, one record per gateway, and no Redis key per room or per member beyond each user's own
+ * rooms set and encoding. */
+Test(proc_chat, room_of_100_users_one_publication, .fini = ptest_fini) {
   chat_fixture f;
   chat_setup(&f, NULL);
-  char user[32], json[128];
+  char user[32];
   for (int i = 0; i < 100; i++) {
     snprintf(user, sizeof(user), "u%03d", i);
     bool second = i % 2;
@@ -512,25 +623,183 @@ Test(proc_chat, room_of_100_users_one_envelope_per_gateway, .fini = ptest_fini) 
   }
   ptest_flush(&f.t);
   ptest_clear_out(&f.t);
-  snprintf(json, sizeof(json), "{\"op\":\"say\",\"room\":\"big\",\"text\":\"to all\"}");
-  say_json(&f, "u000", 1000, "gw-1", 1, json);
+  fake_subscribers(&f, "room:big");
+  say_json(&f, "u000", 1000, "gw-1", 1, "{\"op\":\"say\",\"room\":\"big\",\"text\":\"to all\"}");
   ptest_flush(&f.t);
-  cr_assert_eq(f.t.nout, 2, "exactly one envelope per gateway");
-  bool seen[100] = {false};
-  for (size_t k = 0; k < 2; k++) {
-    uint64_t ids[128];
-    size_t n = ptest_targets(&f.t.out[k], ids, 128);
-    cr_assert_eq(n, 50);
-    for (size_t i = 0; i < n; i++) {
-      int u = (int)(ids[i] - 1000);
-      cr_assert(u >= 0 && u < 100 && !seen[u], "connection %llu twice or unknown",
-                (unsigned long long)ids[i]);
-      seen[u] = true;
-      cr_assert_eq(f.t.out[k].partition, u % 2 ? 2 : 1, "on its own gateway's partition");
-    }
+  cr_assert_eq(f.t.nout, 2, "exactly one record per gateway");
+  size_t p[2];
+  cr_assert_eq(outs_of(&f, WSG_ENV_PUBLISH, p, 2), 2);
+  cr_assert_eq(channel_offset(&f, "room:big"), 1);
+  redisReply *r =
+      redisCommand(f.redis.rc, "EXISTS %sroom:big %schat:mp:big", f.redis.prefix, f.redis.prefix);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0, "no per-room member set");
+  freeReplyObject(r);
+  chat_teardown(&f);
+}
+
+/* join subscribes every connection of the user (one record per gateway), leave unsubscribes them,
+ * and a new connection is subscribed to the user's rooms by on_connect, with no Redis lookup of
+ * its own route. */
+Test(proc_chat, join_leave_and_connect_drive_the_subscriptions, .fini = ptest_fini) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "ann", 51, "gw-1");
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "ann", 52, "gw-2");
+  say_json(&f, "ann", 51, "gw-1", 1, "{\"op\":\"join\",\"room\":\"r1\"}");
+  say_json(&f, "ann", 51, "gw-1", 1, "{\"op\":\"join\",\"room\":\"r2\"}");
+  ptest_flush(&f.t);
+  size_t sub[8];
+  cr_assert_eq(outs_of(&f, WSG_ENV_SUBSCRIBE, sub, 8), 4, "two rooms x two gateways");
+  for (size_t k = 0; k < 4; k++) {
+    const ptest_out *o = &f.t.out[sub[k]];
+    uint64_t ids[4];
+    cr_assert_eq(ptest_targets(o, ids, 4), 1);
+    cr_assert_eq(ids[0], o->partition == 1 ? 51 : 52, "each connection on its gateway");
+    cr_assert_eq(o->env.channel_len, 7);
+    cr_assert(memcmp(o->env.channel, "room:r", 6) == 0);
   }
-  for (int u = 0; u < 100; u++)
-    cr_assert(seen[u], "member %d missed the message", u);
+  ptest_clear_out(&f.t);
+
+  /* A third connection: on_connect subscribes it, to both rooms, with no lookup. */
+  cr_assert_eq(ptest_event(&f.t, WSG_ENV_CONNECT, "ann", 53, "gw-2", 2), WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 2);
+  bool seen[2] = {false, false};
+  for (size_t k = 0; k < 2; k++) {
+    const ptest_out *o = &f.t.out[k];
+    cr_assert_eq(o->env.kind, WSG_ENV_SUBSCRIBE);
+    cr_assert_eq(o->env.conn, 53);
+    cr_assert_eq(o->partition, 2);
+    seen[o->env.channel[6] - '1'] = true;
+  }
+  cr_assert(seen[0] && seen[1]);
+  ptest_clear_out(&f.t);
+
+  /* Someone without rooms: nothing. */
+  cr_assert_eq(ptest_event(&f.t, WSG_ENV_CONNECT, "zed", 60, "gw-1", 1), WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 0);
+
+  say_json(&f, "ann", 51, "gw-1", 1, "{\"op\":\"leave\",\"room\":\"r1\"}");
+  ptest_flush(&f.t);
+  size_t un[4];
+  cr_assert_eq(outs_of(&f, WSG_ENV_UNSUBSCRIBE, un, 4), 2, "both gateways of ann");
+  chat_teardown(&f);
+}
+
+/* A client's own subscribe (subscribe=handler) from `user`'s connection 9 on gw-1. */
+static int sub_request(chat_fixture *f, const char *user, const char *channel) {
+  wsg_envelope env = {.kind = WSG_ENV_SUB_REQUEST,
+                      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN |
+                                WSG_F_CHANNEL | WSG_F_REQUEST,
+                      .gateway = "gw-1",
+                      .gateway_len = 4,
+                      .slot = 1,
+                      .user = user,
+                      .user_len = strlen(user),
+                      .conn = 9,
+                      .channel = channel,
+                      .channel_len = strlen(channel),
+                      .request = 5};
+  char why[256];
+  return proc_handler_dispatch(f->t.h, &f->t.denv, 0, &env, 0, 0, why, sizeof why);
+}
+
+/* The room namespace has subscribe=handler: a client may subscribe itself (to recover with
+ * `since` after a reconnect) to the rooms it is a member of, and to nothing else. */
+Test(proc_chat, clients_may_subscribe_to_their_rooms_only, .fini = ptest_fini) {
+  chat_fixture f;
+  chat_setup(&f, NULL);
+  itest_fake_conn(f.redis.rc, f.redis.prefix, "ann", 9, "gw-1");
+  say_json(&f, "ann", 9, "gw-1", 1, "{\"op\":\"join\",\"room\":\"mine\"}");
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+  cr_assert_eq(sub_request(&f, "ann", "room:mine"), WSGATE_OK);
+  cr_assert_eq(sub_request(&f, "ann", "room:other"), WSGATE_OK, "a refusal is an answer");
+  cr_assert_eq(sub_request(&f, "ann", "news:eu"), WSGATE_OK);
+  cr_assert_eq(sub_request(&f, "bob", "room:mine"), WSGATE_OK);
+  ptest_flush(&f.t);
+  cr_assert_eq(f.t.nout, 4);
+  for (size_t i = 0; i < 4; i++)
+    cr_assert_eq(f.t.out[i].env.kind, WSG_ENV_SUBSCRIBE);
+  cr_assert_not(f.t.out[0].env.fields & WSG_F_REFUSAL, "ann is a member of mine");
+  static const char *const why[] = {NULL, "join the room first",
+                                    "the chat handler only grants room:<room> channels",
+                                    "join the room first"};
+  for (size_t i = 1; i < 4; i++)
+    cr_assert(f.t.out[i].env.refusal_len == strlen(why[i]) &&
+                  memcmp(f.t.out[i].env.refusal, why[i], strlen(why[i])) == 0,
+              "answer %zu: %.*s", i, (int)f.t.out[i].env.refusal_len, f.t.out[i].env.refusal);
+  chat_teardown(&f);
+}
+
+/* Commands the server ran since the last CONFIG RESETSTAT (all, or those of `cmd`). */
+static long long redis_calls(chat_fixture *f, const char *cmd) {
+  redisReply *r = redisCommand(f->redis.rc, "INFO commandstats");
+  cr_assert(r && r->type == REDIS_REPLY_STRING);
+  long long n = 0;
+  for (const char *p = r->str; (p = strstr(p, "cmdstat_")) != NULL; p++) {
+    const char *name = p + 8, *colon = strchr(name, ':');
+    const char *calls = colon ? strstr(colon, "calls=") : NULL;
+    if (!calls || (cmd && ((size_t)(colon - name) != strlen(cmd) ||
+                           strncasecmp(name, cmd, strlen(cmd)) != 0)))
+      continue;
+    if (strncmp(name, "info", 4) != 0 && strncmp(name, "config", 6) != 0)
+      n += atoll(calls + 6);
+  }
+  freeReplyObject(r);
+  return n;
+}
+
+static void reset_stats(chat_fixture *f) {
+  freeReplyObject(redisCommand(f->redis.rc, "CONFIG RESETSTAT"));
+}
+
+/* The cost of a say in Redis does not grow with the room: the same commands in a room of 1 and
+ * of 200 (a private server's INFO commandstats); a non-member's say runs its membership check and
+ * nothing of the room (issue 16 item 6: membership first). */
+Test(proc_chat, a_say_costs_the_same_in_a_room_of_1_and_of_200, .fini = ptest_fini) {
+  chat_fixture f;
+  ptest_redis_start_private(&f.redis);
+  ptest_proc_init(&f.t, "chat", NULL, &f.redis, 16);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-1", 1, 60000);
+  itest_fake_gateway(f.redis.rc, f.redis.prefix, "gw-2", 2, 60000);
+  char user[32];
+  for (int i = 0; i < 200; i++) {
+    snprintf(user, sizeof user, "u%03d", i);
+    itest_fake_conn(f.redis.rc, f.redis.prefix, user, 1000 + (uint64_t)i, i % 2 ? "gw-2" : "gw-1");
+    say_json(&f, user, 1000 + (uint64_t)i, i % 2 ? "gw-2" : "gw-1", i % 2 ? 2 : 1,
+             "{\"op\":\"join\",\"room\":\"big\"}");
+  }
+  say_json(&f, "u000", 1000, "gw-1", 1, "{\"op\":\"join\",\"room\":\"one\"}");
+  fake_subscribers(&f, "room:big");
+  fake_subscribers(&f, "room:one");
+  const char *say_one = "{\"op\":\"say\",\"room\":\"one\",\"text\":\"x\"}";
+  const char *say_big = "{\"op\":\"say\",\"room\":\"big\",\"text\":\"x\"}";
+  /* Warm: scripts loaded, gateway records cached (1 s), in both rooms. */
+  say_json(&f, "u000", 1000, "gw-1", 1, say_one);
+  say_json(&f, "u000", 1000, "gw-1", 1, say_big);
+  ptest_flush(&f.t);
+  ptest_clear_out(&f.t);
+
+  reset_stats(&f);
+  say_json(&f, "u000", 1000, "gw-1", 1, say_one);
+  ptest_flush(&f.t);
+  long long one = redis_calls(&f, NULL);
+  reset_stats(&f);
+  say_json(&f, "u000", 1000, "gw-1", 1, say_big);
+  ptest_flush(&f.t);
+  long long big = redis_calls(&f, NULL);
+  cr_assert_eq(one, big, "Redis commands of a say: %lld in a room of 1, %lld in a room of 200", one,
+               big);
+  cr_log_info("a say: %lld Redis commands in a room of 1 and in a room of 200", big);
+
+  reset_stats(&f);
+  say_json(&f, "eve", 9, "gw-1", 1, say_big);
+  ptest_flush(&f.t);
+  cr_assert_eq(redis_calls(&f, "smembers"), 0, "a non-member's say reads no member list");
+  cr_assert_eq(redis_calls(&f, "sismember"), 1);
+  cr_assert_eq(redis_calls(&f, "evalsha") + redis_calls(&f, "eval"), 0, "and publishes nothing");
   chat_teardown(&f);
 }
 

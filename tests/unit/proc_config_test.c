@@ -48,13 +48,13 @@ Test(proc_config, environment_then_flags) {
   char *env[] = {"WSGATE_KAFKA_BROKERS=k:1", "WSGATE_HANDLER=chat",
                  "WSGATE_GROUP_INSTANCE_ID=proc-0", "WSGATE_BATCH_MAX=50", NULL};
   parsed p;
-  PARSE(&p, env, "--batch-max", "20", "--handler-arg", "max_members=5", "-X", "linger.ms=1");
+  PARSE(&p, env, "--batch-max", "20", "--handler-arg", "max_rooms=5", "-X", "linger.ms=1");
   cr_assert_eq(p.r, WSG_CONFIG_OK, "%s", p.err);
   cr_assert_str_eq(p.cfg.kafka.brokers, "k:1");
   cr_assert_str_eq(p.cfg.handler, "chat");
   cr_assert_str_eq(p.cfg.group_instance_id, "proc-0");
   cr_assert_eq(p.cfg.batch_max, 20, "the flag wins over the environment");
-  cr_assert_str_eq(p.cfg.handler_arg, "max_members=5");
+  cr_assert_str_eq(p.cfg.handler_arg, "max_rooms=5");
   cr_assert_eq(p.cfg.kafka.props.count, 1);
   proc_config_finish(&p.cfg);
 }

@@ -29,13 +29,13 @@ void ptest_redis_tracked(const ptest_redis *r) {
   private_server = r->srv.pid;
 }
 
-void ptest_redis_start(ptest_redis *r) {
+static void redis_start(ptest_redis *r, bool private) {
   memset(r, 0, sizeof(*r));
   /* The harness writes the private server's log under WSGATE_TEST_LOG_DIR; unit tests run
    * without one, so keep it out of the working directory. */
   if (!getenv("WSGATE_TEST_LOG_DIR"))
     setenv("WSGATE_TEST_LOG_DIR", "/tmp/wsgate-proc-unit", 0);
-  r->port = itest_redis_port();
+  r->port = private ? 0 : itest_redis_port();
   if (r->port == 0) {
     itest_redis_server_start(&r->srv, 0);
     private_server = r->srv.pid;
@@ -46,6 +46,14 @@ void ptest_redis_start(ptest_redis *r) {
   free(u);
   r->rc = itest_redis_connect_port(r->port);
   cr_assert_not_null(r->rc, "cannot connect to redis on port %d", r->port);
+}
+
+void ptest_redis_start(ptest_redis *r) {
+  redis_start(r, false);
+}
+
+void ptest_redis_start_private(ptest_redis *r) {
+  redis_start(r, true);
 }
 
 void ptest_redis_stop(ptest_redis *r) {
@@ -93,6 +101,8 @@ void ptest_proc_init(ptest_proc *t, const char *handler, const char *arg, ptest_
                             .gateway_cache_ttl_ms = 1000,
                             .slots = slots};
     cr_assert_eq(proc_redis_create(&t->router, &o, err, sizeof(err)), 0, "%s", err);
+    t->pub = proc_publisher_create(t->router, NULL, NULL);
+    cr_assert_not_null(t->pub);
   }
   t->denv = (proc_dispatch_env){.box = t->box,
                                 .router = t->router,
@@ -113,6 +123,7 @@ void ptest_proc_finish(ptest_proc *t) {
   ptest_clear_out(t);
   proc_handler_close(t->h);
   proc_outbox_destroy(t->box);
+  proc_publisher_destroy(t->pub);
   proc_redis_destroy(t->router);
   proc_routes_finish(&t->routes);
 }
@@ -182,6 +193,14 @@ static int collect(void *arg, uint32_t rec, int32_t partition, const uint8_t *bu
 }
 
 void ptest_flush(ptest_proc *t) {
+  size_t npubs = 0;
+  proc_pub *pubs = proc_outbox_pubs(t->box, &npubs);
+  if (npubs) {
+    cr_assert_not_null(t->pub, "the batch publishes but the test has no Redis");
+    char err[256];
+    cr_assert_eq(proc_publish_store(t->pub, pubs, npubs, wsg_now_mono_ms(), err, sizeof(err)), 0,
+                 "%s", err);
+  }
   size_t n = 0;
   const proc_strref *users = proc_outbox_users(t->box, &n);
   const proc_routes *rt = NULL;

@@ -17,6 +17,7 @@
 #include "harness.h"
 #include "proc_handler.h"
 #include "proc_outbox.h"
+#include "proc_publish.h"
 #include "proc_redis.h"
 #include "wsg_envelope.h"
 
@@ -30,6 +31,8 @@ typedef struct {
 /* Uses WSGATE_TEST_REDIS_PORT when set, else starts a private redis-server. Fails the test if
  * neither works. */
 void ptest_redis_start(ptest_redis *r);
+/* Always a private redis-server: for tests that read the server's own statistics. */
+void ptest_redis_start_private(ptest_redis *r);
 void ptest_redis_stop(ptest_redis *r);
 /* `.fini` of every test that starts a Redis: stops a private server the test left running (a
  * failed assertion ends the test before its own clean-up). */
@@ -53,7 +56,8 @@ typedef struct {
 typedef struct {
   proc_handler *h;
   proc_outbox *box;
-  proc_redis *router; /* NULL without Redis */
+  proc_redis *router;  /* NULL without Redis */
+  proc_publisher *pub; /* numbers and stores publications (NULL without Redis) */
   proc_routes routes;
   proc_dispatch_env denv;
   proc_emit_stats stats;
@@ -74,7 +78,8 @@ int ptest_msg(ptest_proc *t, const char *user, uint64_t conn, const char *gw, ui
 int ptest_event(ptest_proc *t, wsg_env_kind kind, const char *user, uint64_t conn, const char *gw,
                 uint32_t slot);
 
-/* Routes what was recorded and collects the envelopes (appended to t->out). Fails on errors. */
+/* Stores the batch's publications (wsgate_publish) as the processor does, routes what was
+ * recorded and collects the envelopes (appended to t->out). Fails on errors. */
 void ptest_flush(ptest_proc *t);
 void ptest_clear_out(ptest_proc *t);
 

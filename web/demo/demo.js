@@ -141,15 +141,41 @@ function onFrame({ data, seq }) {
   onMessage(data);
 }
 
+// Rooms are channels (docs/HANDLERS.md, "The chat handler"): a room message arrives as a channel
+// publication whose data is the message object as JSON text; the gateway tells us when the handler
+// subscribes or unsubscribes this connection.
+function onChannelFrame(m) {
+  if (m.wsgate === 'pub') {
+    let inner = null;
+    try {
+      inner = typeof m.data === 'string' ? JSON.parse(m.data) : null;
+    } catch {
+      /* reported below */
+    }
+    if (inner && typeof inner === 'object') onMessage(inner);
+    else log(`publication on ${m.channel} that is not a chat message`, 'error');
+  } else if (m.wsgate === 'subscribed' || m.wsgate === 'unsubscribed') {
+    log(`${m.wsgate} ${m.channel}${m.server ? ' (by the chat handler)' : ''}`, 'info');
+  } else if (m.wsgate === 'gap') {
+    log(`missed messages ${m.from}..${m.to} on ${m.channel}`, 'error');
+  } else {
+    log(`frame: ${JSON.stringify(m).slice(0, 200)}`);
+  }
+}
+
 function onMessage(m) {
   if (!m || typeof m !== 'object') {
     log(`frame: ${JSON.stringify(m).slice(0, 200)}`);
     return;
   }
+  if (typeof m.wsgate === 'string') {
+    onChannelFrame(m);
+    return;
+  }
   switch (m.type) {
     case 'joined':
       room = m.room;
-      log(`joined ${m.room} (${m.members} member${m.members === 1 ? '' : 's'})`, 'info');
+      log(`joined ${m.room} (you are in ${m.rooms} room${m.rooms === 1 ? '' : 's'})`, 'info');
       refreshMembers();
       if (!refreshTimer) refreshTimer = setInterval(refreshMembers, ROUTE_REFRESH_MS);
       break;
@@ -210,6 +236,13 @@ async function connect(e) {
     showMyRoute();
   });
   client.on('message', onFrame);
+  // A client with the channel API (docs/CLIENTS.md, "Channels") hands a room's publications to the
+  // subscription the chat handler made instead of to 'message', and recovers them after a
+  // reconnect; an older one passes the raw `pub` frames to 'message' (onChannelFrame).
+  client.on('serverSubscribed', ({ channel, subscription }) => {
+    log(`subscribed ${channel} (by the chat handler)`, 'info');
+    subscription.on('publication', ({ data }) => onChannelFrame({ wsgate: 'pub', channel, data }));
+  });
   client.on('sync', (s) => s.replayed && log(`caught up: ${s.replayed} missed message(s) replayed`, 'info'));
   client.on('resync', (r) => log(`some messages could not be replayed (${r.reason}): reload what matters`, 'error'));
   client.on('disconnected', (e) => {

@@ -71,7 +71,10 @@ export class Cluster {
   }
 
   common() {
-    return ['--kafka-brokers', env.WSGATE_TEST_KAFKA, '--redis-port', env.WSGATE_TEST_REDIS_PORT, '--redis-prefix', this.prefix,
+    // The chat handler's rooms are channels room:<R>: the namespace scripts/cluster gives them
+    // (its history lets a client away through a gateway's crash recover).
+    return ['--channel-namespace', 'room=history_size=1000,history_ttl=10m,presence=true,subscribe=handler',
+      '--kafka-brokers', env.WSGATE_TEST_KAFKA, '--redis-port', env.WSGATE_TEST_REDIS_PORT, '--redis-prefix', this.prefix,
       '--inbound-topic', this.inTopic, '--outbound-topic', this.outTopic, '--http-addr', '127.0.0.1', '--log-level', 'info'];
   }
 

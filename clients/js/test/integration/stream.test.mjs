@@ -48,11 +48,19 @@ test(`${MESSAGES} messages to ${RECEIVERS} clients survive a drain and a kill -9
     const r = { c, texts: [], seqs: [], resyncs: 0, causes: [], log: [] };
     c.on('sync', (s) => r.log.push(`sync ${JSON.stringify(s)} at ${r.texts.length}`));
     c.on('connected', (e) => r.log.push(`connected resume=${e.resumeFrom} at ${r.texts.length}`));
-    c.on('message', (m) => {
-      if (m.data && m.data.type === 'message') {
-        r.texts.push(m.data.text);
-        r.seqs.push(m.seq);
+    // Room messages are publications of channel room:<room> (docs/HANDLERS.md, "The chat
+    // handler"): a client with the channel API hands them to the subscription the handler made
+    // (recovered after a reconnect); an older one passes the raw `pub` frames to 'message'.
+    const onRoom = (text, seq) => {
+      const m = JSON.parse(text);
+      if (m.type === 'message') {
+        r.texts.push(m.text);
+        r.seqs.push(seq);
       }
+    };
+    c.on('serverSubscribed', ({ subscription }) => subscription.on('publication', (p) => onRoom(p.data, p.offset)));
+    c.on('message', (m) => {
+      if (m.data && m.data.wsgate === 'pub') onRoom(m.data.data, m.data.offset);
     });
     c.on('resync', () => r.resyncs++);
     c.on('disconnected', (e) => r.causes.push(`${e.cause}:${e.code}`));
