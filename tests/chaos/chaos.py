@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checker import Checker, percentile  # noqa: E402
+from checker import Checker, Churn, percentile  # noqa: E402
 from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner, deadline,  # noqa: E402
                      log, metrics, rss_kib)
 import autobahn_results  # noqa: E402
@@ -51,13 +51,13 @@ FORMS = {
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
                   valgrind_users=3, valgrind_seconds=2.0, door_sockets=40, reshard_slots=256,
-                  flood_conns=40),
+                  rc_users=100, rc_rate=1.0, rc_churn=20.0, flood_conns=40),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
                  valgrind_seconds=10.0, door_sockets=200, reshard_slots=8192,
-                 flood_conns=200),
+                 rc_users=1000, rc_rate=0.2, rc_churn=100.0, flood_conns=200),
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
@@ -304,28 +304,44 @@ def routing_consistent(c: Cluster, users) -> bool:
 
 
 async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault,
-                        redis_cluster: bool = False) -> None:
+                        redis_cluster: bool = False, users: int | None = None,
+                        rate: float | None = None, churn: float = 0.0,
+                        stale_limit: float = 2 * LEASE_TTL) -> None:
     """The frame of the faults that cost leases: two gateways, a processor, the checker with
     resends after 3 s (replies addressed to a slot a gateway had to give up are documented as
     lost); `fault(cluster, checker)` does the damage and returns when the fault is over. Then,
     within two lease periods (2 x the lease TTL), every live gateway must hold a slot again
     (record and slot key agreeing) and every user exactly one connection entry, pointing at a
-    gateway that holds a lease: no stale route survives. No connection may drop and nothing may
-    be lost."""
+    gateway that holds a lease: no stale route survives (within stale_limit). No connection may drop
+    and nothing may be lost. users and rate override the form's; churn > 0 also runs that many
+    short-lived clients a second (checker.Churn) from before the fault to the end, every one of
+    which must be routed."""
     c = Cluster(r, name, redis_cluster=redis_cluster)
     c.start_gateway(), c.start_gateway()
     c.start_processor()
-    chk = await start_checker(c, form, resend_after=3.0)
+    kw = {k: v for k, v in (("users", users), ("rate", rate)) if v is not None}
+    chk = await start_checker(c, form, resend_after=3.0, **kw)
     users = [u.name for u in chk.users]
+    ch = Churn(c.urls(), churn) if churn > 0 else None
+    if ch:
+        ch.start()
     await fault(c, chk)
     t_over = time.monotonic()
     ok = await until(lambda: routing_consistent(c, users), 4 * LEASE_TTL, 0.05)
     took = time.monotonic() - t_over
-    res.check(bool(ok) and took <= 2 * LEASE_TTL,
+    res.check(bool(ok) and took <= stale_limit,
               f"routing not consistent {took:.1f}s after the fault ended (limit "
-              f"{2 * LEASE_TTL:.0f}s): {route_problems(c, users)[:5]}")
+              f"{stale_limit:.0f}s): {route_problems(c, users)[:5]}")
     res.fig(consistent_after_s=round(took, 2))
     await asyncio.sleep(form["tail"])
+    if ch:
+        await ch.finish()
+        res.fig(churn_started=ch.started(), churn_routed=ch.routed, churn_refused=ch.refused,
+                churn_resent=ch.resent, churn_errors=dict(ch.errors),
+                churn_p99_s=round(percentile(ch.latency, 0.99), 2) if ch.latency else None)
+        res.check(not ch.failed and ch.routed == ch.started(),
+                  f"{len(ch.failed)} of {ch.started()} short-lived clients not routed: "
+                  f"{ch.failed[:3]}")
     await chk.finish(20)
     s = check_traffic(res, chk, strict=False)
     res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped")
@@ -373,11 +389,13 @@ def redis_info(port: int, field: str) -> str:
 
 
 async def sc_redis_cluster_failover(r: Runner, form: dict, res: Result) -> None:
-    """On a Redis Cluster (3 primaries, 3 replicas): a live reshard of reshard_slots slots (half
-    of the 16,384 in the long form) around the primaries under traffic, then kill -9 of the
-    primary serving the first client's entry; the cluster is removed afterwards. Pass: the
-    replica takes over within 30 s, then routing_fault's criterion from the takeover (the 3 s
-    leases may run out during the failover)."""
+    """On a Redis Cluster (3 primaries, 3 replicas): rc_users clients exchanging messages
+    (rc_rate each a second) and rc_churn short-lived clients connecting a second; a live reshard
+    of reshard_slots slots (half of the 16,384 in the long form) around the primaries, then
+    kill -9 of the primary serving the first client's entry; the cluster is removed afterwards.
+    Pass: the replica takes over within 30 s, then routing_fault's criterion from the takeover
+    (the 3 s leases may run out during the failover) with no stale route left one lease period
+    after it, and every short-lived client routed."""
 
     async def fault(c, chk):
         users = [u.name for u in chk.users]
@@ -408,7 +426,9 @@ async def sc_redis_cluster_failover(r: Runner, form: dict, res: Result) -> None:
 
     await asyncio.to_thread(r.start_redis_cluster)
     try:
-        await routing_fault(r, form, res, "rcfail", fault, redis_cluster=True)
+        await routing_fault(r, form, res, "rcfail", fault, redis_cluster=True,
+                            users=form["rc_users"], rate=form["rc_rate"], churn=form["rc_churn"],
+                            stale_limit=LEASE_TTL)
     finally:
         await asyncio.to_thread(r.stop_redis_cluster)
 
