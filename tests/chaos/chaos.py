@@ -336,7 +336,8 @@ async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault,
     await asyncio.sleep(form["tail"])
     if ch:
         await ch.finish()
-        res.fig(churn_started=ch.started(), churn_routed=ch.routed, churn_refused=ch.refused,
+        res.fig(churn_started=ch.started(), churn_per_s=round(ch.per_second(), 1),
+                churn_routed=ch.routed, churn_refused=ch.refused,
                 churn_resent=ch.resent, churn_errors=dict(ch.errors),
                 churn_p99_s=round(percentile(ch.latency, 0.99), 2) if ch.latency else None)
         res.check(not ch.failed and ch.routed == ch.started(),

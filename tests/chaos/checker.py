@@ -310,20 +310,27 @@ class Churn:
         self.errors: collections.Counter = collections.Counter()
         self.failed: list[str] = []
         self.latency: list[float] = []  # first attempt to echo, per routed client
+        self.t_start = self.t_end = 0.0
 
     def start(self) -> None:
         self.running = True
+        self.t_start = time.monotonic()
         self.runner = asyncio.create_task(self._run())
 
     async def finish(self) -> None:
         """Stops starting clients and waits for those under way (each ends within give_up)."""
         self.running = False
+        self.t_end = time.monotonic()
         if self.runner is not None:
             await self.runner
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def started(self) -> int:
         return len(self.tasks)
+
+    def per_second(self) -> float:
+        """Clients started a second: below `rate` when this one asyncio loop cannot keep up."""
+        return len(self.tasks) / max(1e-9, (self.t_end or time.monotonic()) - self.t_start)
 
     async def _run(self) -> None:
         t0 = time.monotonic()
