@@ -68,6 +68,7 @@ struct wsg_redis_cluster {
   bool doomed;
   ev_timer refresh_timer;
   wsg_redis_cluster_stats st;
+  wsg_redis_cluster_metrics m; /* borrowed handles */
 };
 
 static void really_destroy(wsg_redis_cluster *c);
@@ -145,10 +146,17 @@ static void count_served(wsg_redis_cluster *c) {
 /* Ready = a map, and every primary that serves a slot answered its handshake. Runs the owner's
  * on_ready/on_down on a change. */
 static void update_ready(wsg_redis_cluster *c) {
-  bool ready = c->have_map && !c->doomed;
-  for (uint32_t i = 0; ready && i < c->map->nnodes; i++)
-    if ((c->nodes[i] == NULL || !c->nodes[i]->ready) && owns_slots(c, (int)i))
-      ready = false;
+  int64_t primaries = 0, up = 0;
+  for (uint32_t i = 0; c->have_map && i < c->map->nnodes; i++)
+    if (owns_slots(c, (int)i)) {
+      primaries++;
+      up += c->nodes[i] != NULL && c->nodes[i]->ready;
+    }
+  if (c->m.primaries != NULL)
+    wsg_gauge_set(c->m.primaries, primaries);
+  if (c->m.primaries_ready != NULL)
+    wsg_gauge_set(c->m.primaries_ready, up);
+  bool ready = c->have_map && !c->doomed && up == primaries;
   if (ready == c->all_ready)
     return;
   c->all_ready = ready;
@@ -260,6 +268,8 @@ static void apply_map(wsg_redis_cluster *c, const redisReply *rep, const char *a
     return;
   }
   c->st.map_reads++;
+  if (c->m.map_reads != NULL)
+    wsg_counter_add(c->m.map_reads, 1);
   if (covered < WSG_REDIS_SLOTS)
     WSG_WARN(SUBSYS, "the Redis Cluster serves %d of %d slots (a failover in progress?)", covered,
              WSG_REDIS_SLOTS);
@@ -355,9 +365,13 @@ static bool follow(wsg_redis_cluster *c, fwd *f, const redisReply *rep) {
     c->map->owner[rd.slot] = (uint16_t)idx;
     c->map_stale = true;
     c->st.moved++;
+    if (c->m.moved != NULL)
+      wsg_counter_add(c->m.moved, 1);
     ev_feed_event(c->loop, &c->refresh_timer, EV_TIMER); /* re-read the whole map soon */
   } else {
     c->st.ask++;
+    if (c->m.ask != NULL)
+      wsg_counter_add(c->m.ask, 1);
   }
   if (c->nodes[idx] == NULL)
     c->nodes[idx] = node_new(c, idx, c->map->nodes[idx].host, c->map->nodes[idx].port);
@@ -503,6 +517,7 @@ int wsg_redis_cluster_create(wsg_redis_cluster **out, struct ev_loop *loop,
   }
   c->base = o->conn;
   c->base.host = NULL;
+  c->m = o->metrics;
   c->password = o->conn.password != NULL && *o->conn.password ? strdup(o->conn.password) : NULL;
   c->user = o->conn.user != NULL && *o->conn.user ? strdup(o->conn.user) : NULL;
   c->map = malloc(sizeof(*c->map));

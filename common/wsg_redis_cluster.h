@@ -24,12 +24,14 @@
 #define WSG_REDIS_CLUSTER_H
 
 #include "wsg_redis_conn.h"
+#include "wsg_redis_slots.h"
 
 typedef struct wsg_redis_cluster wsg_redis_cluster;
 
 typedef struct {
   wsg_redis_conn_options conn; /* host/port: the single node (ignored with seeds); hooks, arg */
   const char *seeds;           /* non-empty: a cluster, "host:port,host:port" (copied) */
+  wsg_redis_cluster_metrics metrics; /* a cluster only; untouched on one node */
 } wsg_redis_cluster_options;
 
 /* As wsg_redis_conn_create. A cluster needs db 0. */

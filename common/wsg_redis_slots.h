@@ -13,7 +13,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_metrics.h"
+
 struct redisReply;
+
+/* Handles of the owner's metrics of a cluster client (wsg_redis_cluster, wsg_redis_sync),
+ * borrowed: they must outlive the client; any may be NULL. What an operator watches during a
+ * reshard (redirections, map reads) or a failover (primaries ready below primaries). */
+typedef struct {
+  wsg_counter *moved, *ask;   /* redirections followed */
+  wsg_counter *map_reads;     /* slot maps read (CLUSTER SLOTS answered and applied) */
+  wsg_gauge *primaries;       /* primaries serving slots in the current map */
+  wsg_gauge *primaries_ready; /* of those, the ones with a connection that answered its
+                                 handshake (wsg_redis_cluster only: wsg_redis_sync connects
+                                 when a command needs the node) */
+} wsg_redis_cluster_metrics;
+
+/* The metric table rows of those handles (member f of the owner struct T), named
+ * <prefix>_redis_*: one wording for every daemon. primaries_ready has its own row (the
+ * asynchronous client only). */
+#define WSG_REDIS_REDIRECTS_HELP                                                                   \
+  "Redis Cluster redirections followed, by kind (moved: the slot has a new owner, the map is "     \
+  "re-read; ask: the slot is being migrated)"
+#define WSG_REDIS_CLUSTER_METRIC_ROWS(T, f, prefix)                                                \
+  WSG_COUNTER_ROW(T, f.moved, prefix "_redis_redirects_total", WSG_REDIS_REDIRECTS_HELP,           \
+                  "kind=\"moved\""),                                                               \
+      WSG_COUNTER_ROW(T, f.ask, prefix "_redis_redirects_total", WSG_REDIS_REDIRECTS_HELP,         \
+                      "kind=\"ask\""),                                                             \
+      WSG_COUNTER_ROW(T, f.map_reads, prefix "_redis_slot_map_reads_total",                        \
+                      "Redis Cluster slot maps read (start, MOVED, a lost primary)", NULL),        \
+      WSG_GAUGE_ROW(T, f.primaries, prefix "_redis_primaries",                                     \
+                    "Redis Cluster primaries serving slots in the current map (0: one node)",      \
+                    NULL)
 
 #define WSG_REDIS_SLOTS     16384
 #define WSG_REDIS_NO_NODE   UINT16_MAX

@@ -36,6 +36,7 @@ struct wsg_redis_sync {
   const char *scripts[SCRIPTS_MAX]; /* borrowed literals, loaded on every new connection */
   int nscripts;
   wsg_redis_sync_stats stats;
+  wsg_redis_cluster_metrics m; /* borrowed handles */
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -61,6 +62,7 @@ int wsg_redis_sync_create(wsg_redis_sync **out, const wsg_redis_sync_options *o,
     return fail(err, errlen, "out of memory");
   }
   s->cluster = o->seeds != NULL && *o->seeds != '\0';
+  s->m = o->metrics;
   if (s->cluster) {
     s->nseeds = wsg_redis_seeds_parse(o->seeds, s->seeds, SEEDS_MAX, err, errlen);
     if (s->nseeds < 0 || o->db != 0) {
@@ -242,6 +244,10 @@ static int map_read_from(wsg_redis_sync *s, redisContext *c, const char *host, c
     return -1;
   }
   s->stats.map_reads++;
+  if (s->m.map_reads != NULL)
+    wsg_counter_add(s->m.map_reads, 1);
+  if (s->m.primaries != NULL)
+    wsg_gauge_set(s->m.primaries, m->nnodes);
   redisContext *keep[WSG_REDIS_NODES_MAX] = {0};
   for (uint32_t i = 0; i < s->map->nnodes; i++) {
     if (s->conns[i] == NULL)
@@ -389,8 +395,12 @@ static int follow(wsg_redis_sync *s, size_t i, wsg_redis_sync_build_fn build, vo
       s->map->owner[rd.slot] = (uint16_t)idx;
       s->map_stale = true;
       s->stats.moved++;
+      if (s->m.moved != NULL)
+        wsg_counter_add(s->m.moved, 1);
     } else {
       s->stats.ask++;
+      if (s->m.ask != NULL)
+        wsg_counter_add(s->m.ask, 1);
     }
     redisContext *c = node_conn(s, (uint32_t)idx, err, errlen);
     int argc;

@@ -27,18 +27,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_redis_slots.h"
+
 struct redisReply;
 
 typedef struct wsg_redis_sync wsg_redis_sync;
 
 typedef struct {
-  const char *host;     /* one node: borrowed during create (copied) */
-  int port;             /* one node: 1..65535 */
-  const char *seeds;    /* cluster when non-empty: "host:port,host:port" (copied) */
-  const char *user;     /* ACL user; NULL or "": AUTH with the password only */
-  const char *password; /* NULL or "": no AUTH */
-  int db;               /* SELECT when > 0; must be 0 on a cluster */
-  uint64_t timeout_ms;  /* connect and per-reply timeout; > 0 */
+  const char *host;                  /* one node: borrowed during create (copied) */
+  int port;                          /* one node: 1..65535 */
+  const char *seeds;                 /* cluster when non-empty: "host:port,host:port" (copied) */
+  const char *user;                  /* ACL user; NULL or "": AUTH with the password only */
+  const char *password;              /* NULL or "": no AUTH */
+  int db;                            /* SELECT when > 0; must be 0 on a cluster */
+  uint64_t timeout_ms;               /* connect and per-reply timeout; > 0 */
+  wsg_redis_cluster_metrics metrics; /* a cluster only; primaries_ready is not used */
 } wsg_redis_sync_options;
 
 /* Does not connect. Returns 0 with *out set (caller destroys), or -1 with a message. */

@@ -630,6 +630,11 @@ static const wsg_metric_def metric_rows[] = {
                   "1 while the Redis connection is usable", NULL),
     WSG_GAUGE_ROW(gw_registry, m_slot, "wsgate_gateway_slot",
                   "Outbound slot (partition) held, -1 if none", NULL),
+    WSG_REDIS_CLUSTER_METRIC_ROWS(gw_registry, m_cluster, "wsgate_gateway"),
+    WSG_GAUGE_ROW(gw_registry, m_cluster.primaries_ready, "wsgate_gateway_redis_primaries_ready",
+                  "Redis Cluster primaries whose connection answered its handshake: below "
+                  "wsgate_gateway_redis_primaries during a failover (their keys wait)",
+                  NULL),
 };
 
 const wsg_metric_table gw_registry_metric_table =
@@ -683,7 +688,7 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->rng |= 1; /* xorshift must not start at 0 */
   register_metrics(r, metrics);
 
-  wsg_redis_cluster_options co = {.seeds = o->cluster};
+  wsg_redis_cluster_options co = {.seeds = o->cluster, .metrics = r->m_cluster};
   co.conn = (wsg_redis_conn_options){
       .host = o->host,
       .port = o->port,

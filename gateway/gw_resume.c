@@ -172,9 +172,14 @@ void gw_resume_on_replay(const gw_resume *r, gw_seq *sq, int status, const gw_re
     return;
   }
   if (sq->state == SEQ_POSITION) {
-    /* A fresh connection starts at the counter; gw_resume_on_registered reads what follows. */
+    /* A fresh connection starts at the counter, then registers; gw_resume_on_registered reads
+     * what follows. Registering only now keeps the read before the registration on a Redis
+     * Cluster too (docs/ARCHITECTURE.md#resume). */
     sq->last = page->counter;
     sq->state = SEQ_REGISTERING;
+    int rc = r->ops->register_conn(r->arg, sq->conn);
+    if (rc != GW_REG_OK)
+      close_conn(r, sq, reg_transient(rc) ? GW_CLOSE_TRY_AGAIN : GW_CLOSE_INTERNAL, false);
     return;
   }
   for (size_t i = 0; i < page->count; i++) {
@@ -248,6 +253,10 @@ void gw_resume_deliver(const gw_resume *r, gw_seq *sq, gw_msg *m, uint64_t q, ui
   }
   if (sq->state == SEQ_LIVE)
     seq_read(r, sq, now_ms);
+}
+
+bool gw_resume_registers_later(const gw_seq *sq) {
+  return sq != NULL && sq->state == SEQ_POSITION;
 }
 
 void gw_resume_on_registered(const gw_resume *r, gw_seq *sq, uint64_t now_ms) {

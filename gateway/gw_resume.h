@@ -36,6 +36,9 @@ typedef struct {
    * after `after` (gw_registry_replay_read); its answer comes back through gw_resume_on_replay.
    * Returns a gw_registry_err. */
   int (*read)(void *arg, void *conn, bool position_only, uint64_t after);
+  /* Registers conn in Redis (gw_registry_conn_add) once a fresh connection's position is known;
+   * its answer comes back through gw_resume_on_registered. Returns a gw_registry_err. */
+  int (*register_conn)(void *arg, void *conn);
   /* Queues m (borrowed; the queue takes its own reference) with `tag` in conn's send queue and
    * asks for a write. False when conn was closed instead (over its send queue's limits). */
   bool (*queue)(void *arg, void *conn, gw_msg *m, uint64_t tag, uint64_t now_ms);
@@ -76,6 +79,11 @@ int gw_resume_start(const gw_resume *r, void *conn, uint64_t conn_id, const char
                     uint64_t resume, uint64_t now_ms, gw_seq **out);
 /* Frees sq and what waits in it. NULL is a no-op. */
 void gw_resume_free(const gw_resume *r, gw_seq *sq);
+
+/* A fresh connection registers only once its position is read (the ops' register_conn): the two
+ * keys may live on different Redis Cluster nodes, where nothing orders two replies. False until
+ * then; the server registers every other connection at once. */
+bool gw_resume_registers_later(const gw_seq *sq);
 
 /* Redis registered the connection: its catch-up read starts (once its position is known). */
 void gw_resume_on_registered(const gw_resume *r, gw_seq *sq, uint64_t now_ms);

@@ -306,8 +306,30 @@ static uint64_t resume_queued_bytes(void *arg, void *conn) {
   return gw_sendq_bytes(&((gw_session *)conn)->q);
 }
 
+static void on_registered(void *arg, uint64_t conn_id, int status);
+
+/* gw_registry_conn_add of ss; on_registered follows. A gw_registry_err (logged, counted). */
+static int session_register(gw_server *s, gw_session *ss) {
+  int rc = gw_registry_conn_add(s->o.registry, ss->user->id, ss->user->len, ss->conn_id,
+                                on_registered, s);
+  if (rc != GW_REG_OK) {
+    wsg_counter_add(s->m_reg_failed, 1);
+    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
+                    "cannot register connection %llu of user %s: %s; closing with 1013",
+                    (unsigned long long)ss->conn_id, ss->user->id, gw_registry_strerror(rc));
+    return rc;
+  }
+  ss->flags |= F_REGISTERING | F_ADD_ISSUED;
+  return GW_REG_OK;
+}
+
+static int resume_register(void *arg, void *conn) {
+  return session_register(arg, conn);
+}
+
 static const gw_resume_ops resume_ops = {
     .read = resume_read,
+    .register_conn = resume_register,
     .queue = resume_queue,
     .close = resume_close,
     .synced = resume_synced,
@@ -439,15 +461,8 @@ static int on_established(gw_server *s, struct lws *wsi, gw_session *ss) {
   if (proto && proto->name && strcmp(proto->name, s->seq_protocol) == 0 &&
       resume_start(s, ss, resume) != 0)
     return gw__close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
-  int rc = gw_registry_conn_add(s->o.registry, u->id, u->len, ss->conn_id, on_registered, s);
-  if (rc != GW_REG_OK) {
-    wsg_counter_add(s->m_reg_failed, 1);
-    wsg_log_limited(&s->rl_misc, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "server",
-                    "cannot register connection %llu of user %s: %s; closing with 1013",
-                    (unsigned long long)ss->conn_id, u->id, gw_registry_strerror(rc));
+  if (!gw_resume_registers_later(ss->sq) && session_register(s, ss) != GW_REG_OK)
     return gw__close_now(s, wsi, ss, GW_CLOSE_TRY_AGAIN, NULL);
-  }
-  ss->flags |= F_REGISTERING | F_ADD_ISSUED;
   WSG_DEBUG("server", "connection %llu of user %s established", (unsigned long long)ss->conn_id,
             u->id);
   return 0;

@@ -99,6 +99,11 @@ static const wsg_option redis_rows[] = {
      OPT(gateway_cache_ttl_ms), "1s", 0, 60 * SEC, NULL, 0,
      "How long a gateway's slot and liveness read from Redis are reused (0: read for every "
      "batch); a gateway that died is noticed at most this much later."},
+    {"unready-after", 0, "WSGATE_UNREADY_AFTER", WSG_OPT_DURATION, OPT(unready_after_ms), "15s", 0,
+     10 * 60 * SEC, NULL, 0,
+     "How long Redis may keep failing (or a record or batch keep being retried) before /readyz "
+     "turns 503: a Redis Cluster failover (a few seconds) does not mark every processor unready "
+     "at once; 0: at the first failure."},
     /* --- resume (docs/ARCHITECTURE.md, "Resume") --- */
     {"resume-window", 0, "WSGATE_RESUME_WINDOW", WSG_OPT_INT, OPT(resume_window), "1000", 0,
      1000000, NULL, 0,

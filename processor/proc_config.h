@@ -43,6 +43,7 @@ typedef struct {
   /* --- Redis --- */
   wsg_redis_options redis; /* shared group: the connection */
   uint64_t gateway_cache_ttl_ms;
+  uint64_t unready_after_ms; /* /readyz 503 once Redis or a retry has been failing this long */
 
   /* --- resume --- */
   int64_t resume_window; /* entries kept per user; 0: no sequence, no replay stream */

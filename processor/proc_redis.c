@@ -67,6 +67,7 @@ struct proc_redis {
 
   pthread_mutex_t status_lock;
   bool status_ok;
+  uint64_t down_since_ms; /* when status_ok last turned false */
   char status[256];
 
   wsg_log_ratelimit bad_rl;
@@ -83,10 +84,13 @@ struct proc_redis {
   wsg_counter *m_append_refused;
   wsg_counter *m_append_unsequenced;
   wsg_histogram *m_rtt;
+  wsg_redis_cluster_metrics m_cluster;
 };
 
 static void set_status(proc_redis *r, bool ok, const char *msg) {
   pthread_mutex_lock(&r->status_lock);
+  if (r->status_ok && !ok)
+    r->down_since_ms = wsg_now_mono_ms();
   r->status_ok = ok;
   snprintf(r->status, sizeof(r->status), "%s", msg ? msg : "");
   pthread_mutex_unlock(&r->status_lock);
@@ -99,6 +103,17 @@ int proc_redis_status(proc_redis *r, char *why, size_t whylen) {
     snprintf(why, whylen, "redis: %s", r->status);
   pthread_mutex_unlock(&r->status_lock);
   return ok ? 0 : -1;
+}
+
+int proc_redis_failing(proc_redis *r, uint64_t now_ms, uint64_t grace_ms, char *why,
+                       size_t whylen) {
+  pthread_mutex_lock(&r->status_lock);
+  bool failing = !r->status_ok && now_ms - r->down_since_ms >= grace_ms;
+  if (failing && why && whylen)
+    snprintf(why, whylen, "redis: %s (failing for %" PRIu64 " ms, --unready-after)", r->status,
+             now_ms - r->down_since_ms);
+  pthread_mutex_unlock(&r->status_lock);
+  return failing ? -1 : 0;
 }
 
 #define COUNTER(f, name, help, labels) WSG_COUNTER_ROW(proc_redis, f, name, help, labels)
@@ -139,6 +154,7 @@ static const wsg_metric_def metric_rows[] = {
             NULL),
     WSG_HISTOGRAM_ROW(proc_redis, m_rtt, "wsgate_processor_redis_round_trip_seconds",
                       "Duration of one pipelined Redis round trip", NULL, rtt_bounds),
+    WSG_REDIS_CLUSTER_METRIC_ROWS(proc_redis, m_cluster, "wsgate_processor"),
 };
 
 const wsg_metric_table proc_redis_metric_table =
@@ -176,13 +192,15 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
     return -1;
   }
   r->timeout_ms = o->timeout_ms ? o->timeout_ms : 2000;
+  wsg_metrics_register_table(o->metrics, &proc_redis_metric_table, r);
   wsg_redis_sync_options so = {.host = o->host,
                                .port = o->port,
                                .seeds = o->cluster_seeds,
                                .user = o->user,
                                .password = o->password,
                                .db = o->db,
-                               .timeout_ms = r->timeout_ms};
+                               .timeout_ms = r->timeout_ms,
+                               .metrics = r->m_cluster};
   char e2[200];
   if (wsg_redis_sync_create(&r->rs, &so, e2, sizeof(e2)) != 0) {
     proc_redis_destroy(r);
@@ -198,7 +216,6 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
   snprintf(r->resume_seq_ttl_text, sizeof(r->resume_seq_ttl_text), "%" PRIu64,
            o->resume_seq_ttl_ms > o->resume_ttl_ms ? o->resume_seq_ttl_ms : o->resume_ttl_ms);
 
-  wsg_metrics_register_table(o->metrics, &proc_redis_metric_table, r);
   *out = r;
   return 0;
 }

@@ -57,6 +57,9 @@ int proc_redis_connect(proc_redis *r, char *err, size_t errlen);
 
 /* 0 if the last Redis exchange worked (or none happened yet), else -1 and why. Any thread. */
 int proc_redis_status(proc_redis *r, char *why, size_t whylen);
+/* -1 and why once Redis has been failing without a break for grace_ms or more (now_ms from
+ * wsg_now_mono_ms), else 0: what /readyz reports. Any thread. */
+int proc_redis_failing(proc_redis *r, uint64_t now_ms, uint64_t grace_ms, char *why, size_t whylen);
 
 /*
  * Runs `n` commands as one pipeline and converts the replies into handler-facing views, all in one

@@ -54,7 +54,9 @@ struct proc_processor {
   size_t batch_max;
   size_t max_record;
   proc_dispatch_env denv;
-  atomic_int retrying; /* a record or a batch is waiting for Redis or the handler */
+  /* Since when (monotonic ms) a record or a batch has been waiting for Redis or the handler;
+   * 0: none is. */
+  _Atomic uint64_t retrying_since_ms;
   /* When the consumer loop last turned (beat()), 0 outside proc_processor_run: /healthz fails once
    * it is older than --liveness-stall, e.g. a handler stuck in a call. */
   _Atomic uint64_t heartbeat_ms;
@@ -175,17 +177,29 @@ static int alive(void *arg, char *why, size_t whylen) {
   return -1;
 }
 
+/* Redis failing and records waiting count only once they have lasted --unready-after
+ * (docs/ARCHITECTURE.md, "Availability while Redis fails over"). */
 static int ready(void *arg, char *why, size_t whylen) {
   proc_processor *p = arg;
   if (proc_consumer_ready(p->cons, why, whylen) != 0)
     return -1;
-  if (proc_redis_status(p->router, why, whylen) != 0)
+  uint64_t now = wsg_now_mono_ms(), grace = p->cfg->unready_after_ms;
+  if (proc_redis_failing(p->router, now, grace, why, whylen) != 0)
     return -1;
-  if (atomic_load(&p->retrying)) {
-    snprintf(why, whylen, "retrying a record its handler could not handle yet");
+  uint64_t since = atomic_load(&p->retrying_since_ms);
+  if (since != 0 && now - since >= grace) {
+    snprintf(why, whylen,
+             "retrying a record or batch Redis or its handler could not take for %" PRIu64
+             " ms (--unready-after)",
+             now - since);
     return -1;
   }
   return 0;
+}
+
+static void retry_begin(proc_processor *p) {
+  if (atomic_load(&p->retrying_since_ms) == 0)
+    atomic_store(&p->retrying_since_ms, wsg_now_mono_ms() | 1); /* never 0 */
 }
 
 int proc_processor_create(proc_processor **out, const proc_config *cfg,
@@ -386,7 +400,7 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
     if (rc != WSGATE_RETRY)
       break;
     count(p->m_retries, 1);
-    atomic_store(&p->retrying, 1);
+    retry_begin(p);
     if (retry_expired(p, started)) {
       snprintf(why, sizeof(why), "still failing after %" PRIu64 " ms of retries (--retry-timeout)",
                p->cfg->retry_timeout_ms);
@@ -396,7 +410,7 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
     if (backoff_wait(p, &backoff, stop) != 0)
       return -1;
   }
-  atomic_store(&p->retrying, 0);
+  atomic_store(&p->retrying_since_ms, 0);
   /* Measured from the clock reading before the first attempt, like hop 2 above. */
   if (cmd_ts && p->m_hop_command && r->handler_us > cmd_ts)
     wsg_histogram_observe(p->m_hop_command, (double)(r->handler_us - cmd_ts) / 1e6);
@@ -468,7 +482,7 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
         break;
       }
       count(p->m_retries, 1);
-      atomic_store(&p->retrying, 1);
+      retry_begin(p);
       if (retry_expired(p, started)) {
         WSG_ERROR("proc",
                   "%s; giving up routing %zu users after %" PRIu64
@@ -483,7 +497,7 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
         break;
       }
     }
-    atomic_store(&p->retrying, 0);
+    atomic_store(&p->retrying_since_ms, 0);
   }
   if (rc == 0) {
     proc_emit_stats st = {0};

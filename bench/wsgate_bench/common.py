@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "connect",
                  "api"]
+# Run only when named by --only (they write no block of docs/BENCHMARKS.md).
+EXTRA_SCENARIOS = ["rcluster"]
 
 # Scale. One process may hold 20,000 descriptors here; a gateway keeps 256 for itself.
 IDLE_STEPS = [6500, 13000, 19500]

@@ -12,7 +12,7 @@ from pathlib import Path
 from wsgate_procs import ProcError
 
 from . import quick, report
-from .common import ALL_SCENARIOS, REPO, BenchError, log
+from .common import ALL_SCENARIOS, EXTRA_SCENARIOS, REPO, BenchError, log
 from .context import Context
 from .scenarios import SCENARIOS
 from .system import machine
@@ -21,8 +21,9 @@ from .system import machine
 def run(ctx, results, only):
     scenarios = only.split(",") if only else ALL_SCENARIOS
     for s in scenarios:
-        if s not in ALL_SCENARIOS:
-            raise BenchError(f"--only: unknown scenario {s} ({', '.join(ALL_SCENARIOS)})")
+        if s not in ALL_SCENARIOS + EXTRA_SCENARIOS:
+            raise BenchError(f"--only: unknown scenario {s} "
+                             f"({', '.join(ALL_SCENARIOS + EXTRA_SCENARIOS)})")
     results["machine"] = machine()
     results["started"] = datetime.datetime.now().isoformat(timespec="seconds")
     results["repeats"] = ctx.repeats

@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checker import Checker, percentile  # noqa: E402
+from checker import Checker, Churn, percentile  # noqa: E402
 from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner,  # noqa: E402
                      log, metrics, rss_kib)
-from scenario import Result, check_traffic, start_checker, until  # noqa: E402
+from scenario import Result, check_traffic, start_checker, until, until_thread  # noqa: E402
 import attacks  # noqa: E402
 from attacks import masked_frame, raw_upgrade  # noqa: E402
 import autobahn_results  # noqa: E402
@@ -53,6 +53,7 @@ FORMS = {
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
                   valgrind_users=3, valgrind_seconds=2.0, reshard_slots=256,
+                  rc_users=100, rc_rate=1.0, rc_churn=20.0,
                   # the attack scenarios (attacks.py): well-behaved clients, their quiet phase,
                   # and each attack's size
                   attack_users=12, attack_rate=20.0, attack_quiet=3.0, door_sockets=40,
@@ -63,6 +64,7 @@ FORMS = {
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
                  valgrind_seconds=10.0, reshard_slots=8192,
+                 rc_users=1000, rc_rate=0.2, rc_churn=100.0,
                  attack_users=200, attack_rate=5.0, attack_quiet=10.0, door_sockets=200,
                  flood_conns=200, ghosts=20000, ghost_window=250,
                  big_frames=[1 << 20, 16 << 20, 64 << 20, 256 << 20], frame_rounds=10),
@@ -249,28 +251,54 @@ def routing_consistent(c: Cluster, users) -> bool:
 
 
 async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault,
-                        redis_cluster: bool = False) -> None:
+                        redis_cluster: bool = False, users: int | None = None,
+                        rate: float | None = None, churn: float = 0.0,
+                        stale_limit: float = 2 * LEASE_TTL) -> None:
     """The frame of the faults that cost leases: two gateways, a processor, the checker with
     resends after 3 s (replies addressed to a slot a gateway had to give up are documented as
     lost); `fault(cluster, checker)` does the damage and returns when the fault is over. Then,
     within two lease periods (2 x the lease TTL), every live gateway must hold a slot again
     (record and slot key agreeing) and every user exactly one connection entry, pointing at a
-    gateway that holds a lease: no stale route survives. No connection may drop and nothing may
-    be lost."""
+    gateway that holds a lease: no stale route survives (within stale_limit). No connection may drop
+    and nothing may be lost. users and rate override the form's; churn > 0 also runs that many
+    short-lived clients a second (checker.Churn) from before the fault to the end, every one of
+    which must be routed."""
     c = Cluster(r, name, redis_cluster=redis_cluster)
     c.start_gateway(), c.start_gateway()
     c.start_processor()
-    chk = await start_checker(c, form, resend_after=3.0)
+    kw = {k: v for k, v in (("users", users), ("rate", rate)) if v is not None}
+    chk = await start_checker(c, form, resend_after=3.0, **kw)
     users = [u.name for u in chk.users]
+    ch = Churn(c.urls(), churn) if churn > 0 else None
+    if ch:
+        ch.start()
     await fault(c, chk)
     t_over = time.monotonic()
-    ok = await until(lambda: routing_consistent(c, users), 4 * LEASE_TTL, 0.05)
-    took = time.monotonic() - t_over
-    res.check(bool(ok) and took <= 2 * LEASE_TTL,
+    # Counted to the start of the first check that found it consistent: a check reads every user
+    # (1,000 in redis_cluster_failover's long form), which takes a while by itself.
+    started = [t_over]
+
+    def consistent():
+        started[0] = time.monotonic()
+        return routing_consistent(c, users)
+
+    ok = await until_thread(consistent, 4 * LEASE_TTL, 0.05)
+    took = started[0] - t_over
+    res.fig(check_s=round(time.monotonic() - started[0], 2))
+    res.check(bool(ok) and took <= stale_limit,
               f"routing not consistent {took:.1f}s after the fault ended (limit "
-              f"{2 * LEASE_TTL:.0f}s): {route_problems(c, users)[:5]}")
+              f"{stale_limit:.0f}s): {route_problems(c, users)[:5]}")
     res.fig(consistent_after_s=round(took, 2))
     await asyncio.sleep(form["tail"])
+    if ch:
+        await ch.finish()
+        res.fig(churn_started=ch.started(), churn_per_s=round(ch.per_second(), 1),
+                churn_routed=ch.routed, churn_refused=ch.refused,
+                churn_resent=ch.resent, churn_errors=dict(ch.errors),
+                churn_p99_s=round(percentile(ch.latency, 0.99), 2) if ch.latency else None)
+        res.check(not ch.failed and ch.routed == ch.started(),
+                  f"{len(ch.failed)} of {ch.started()} short-lived clients not routed: "
+                  f"{ch.failed[:3]}")
     await chk.finish(20)
     s = check_traffic(res, chk, strict=False)
     res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped")
@@ -318,17 +346,19 @@ def redis_info(port: int, field: str) -> str:
 
 
 async def sc_redis_cluster_failover(r: Runner, form: dict, res: Result) -> None:
-    """On a Redis Cluster (3 primaries, 3 replicas): a live reshard of reshard_slots slots (half
-    of the 16,384 in the long form) around the primaries under traffic, then kill -9 of the
-    primary serving the first client's entry; the cluster is removed afterwards. Pass: the
-    replica takes over within 30 s, then routing_fault's criterion from the takeover (the 3 s
-    leases may run out during the failover)."""
+    """On a Redis Cluster (3 primaries, 3 replicas): rc_users clients exchanging messages
+    (rc_rate each a second) and rc_churn short-lived clients connecting a second; a live reshard
+    of reshard_slots slots (half of the 16,384 in the long form) around the primaries, then
+    kill -9 of the primary serving the first client's entry; the cluster is removed afterwards.
+    Pass: the replica takes over within 30 s, then routing_fault's criterion from the takeover
+    (the 3 s leases may run out during the failover) with no stale route left one lease period
+    after it, and every short-lived client routed."""
 
     async def fault(c, chk):
         users = [u.name for u in chk.users]
         await asyncio.sleep(form["settle"])
         await reshard_around(c, form["reshard_slots"], res)
-        settled = await until(lambda: routing_consistent(c, users), 2 * LEASE_TTL)
+        settled = await until_thread(lambda: routing_consistent(c, users), 2 * LEASE_TTL)
         res.check(settled is not None, f"routing inconsistent after the reshard: "
                   f"{route_problems(c, users)[:5]}")
         slot = c.redis.cmd("CLUSTER", "KEYSLOT", f"{c.prefix}user:{users[0]}")
@@ -347,13 +377,15 @@ async def sc_redis_cluster_failover(r: Runner, form: dict, res: Result) -> None:
             owner = next((int(e[2][1]) for e in slots if e[0] <= slot <= e[1]), victim)
             return owner != victim and redis_cluster_ok(survivor)
 
-        res.check(bool(await until(taken_over, 30, 0.1)),
+        res.check(bool(await until_thread(taken_over, 30, 0.1)),
                   "the cluster did not recover within 30 s of the kill")
         res.fig(failover_s=round(time.monotonic() - t_kill, 2))
 
     await asyncio.to_thread(r.start_redis_cluster)
     try:
-        await routing_fault(r, form, res, "rcfail", fault, redis_cluster=True)
+        await routing_fault(r, form, res, "rcfail", fault, redis_cluster=True,
+                            users=form["rc_users"], rate=form["rc_rate"], churn=form["rc_churn"],
+                            stale_limit=LEASE_TTL)
     finally:
         await asyncio.to_thread(r.stop_redis_cluster)
 
@@ -373,7 +405,7 @@ async def reshard_around(c: Cluster, slots: int, res: Result) -> None:
 
     t0 = time.monotonic()
     for (a_port, a_id), (_, b_id) in zip(prims, prims[1:] + prims[:1]):
-        await until(agreed, 30, 0.5)
+        await until_thread(agreed, 30, 0.5)
         out = await asyncio.to_thread(
             subprocess.run, ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{a_port}",
                              "--cluster-from", a_id, "--cluster-to", b_id, "--cluster-slots",

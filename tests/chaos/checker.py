@@ -289,6 +289,84 @@ class Checker:
                     pass
 
 
+class Churn:
+    """Short-lived clients at `rate` connects/s while a fault runs: each connects (retrying a
+    refusal with jittered backoff, as clients do), sends one message, waits for its echo and
+    closes. The gateway reads nothing from a connection before Redis has registered it, so the
+    echo proves the client was routed; no echo within 10 s counts as a resend on a new
+    connection (at-least-once). A client not routed within `give_up` seconds is a failure."""
+
+    def __init__(self, urls: list[str], rate: float, prefix: str = "churn", give_up: float = 30.0):
+        self.urls = urls
+        self.rate = rate
+        self.prefix = prefix
+        self.give_up = give_up
+        self.running = False
+        self.tasks: list[asyncio.Task] = []
+        self.runner: asyncio.Task | None = None
+        self.routed = 0
+        self.refused = 0  # upgrades answered with an HTTP status (503 while Redis is not ready)
+        self.resent = 0
+        self.errors: collections.Counter = collections.Counter()
+        self.failed: list[str] = []
+        self.latency: list[float] = []  # first attempt to echo, per routed client
+        self.t_start = self.t_end = 0.0
+
+    def start(self) -> None:
+        self.running = True
+        self.t_start = time.monotonic()
+        self.runner = asyncio.create_task(self._run())
+
+    async def finish(self) -> None:
+        """Stops starting clients and waits for those under way (each ends within give_up)."""
+        self.running = False
+        self.t_end = time.monotonic()
+        if self.runner is not None:
+            await self.runner
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def started(self) -> int:
+        return len(self.tasks)
+
+    def per_second(self) -> float:
+        """Clients started a second: below `rate` when this one asyncio loop cannot keep up."""
+        return len(self.tasks) / max(1e-9, (self.t_end or time.monotonic()) - self.t_start)
+
+    async def _run(self) -> None:
+        t0 = time.monotonic()
+        while self.running:
+            i = len(self.tasks)
+            self.tasks.append(asyncio.create_task(self._one(i)))
+            await asyncio.sleep(max(0.0, t0 + (i + 1) / self.rate - time.monotonic()))
+
+    async def _one(self, i: int) -> None:
+        name = f"{self.prefix}{i}"
+        url = self.urls[i % len(self.urls)]
+        t0 = time.monotonic()
+        attempt = 0
+        while time.monotonic() - t0 < self.give_up:
+            try:
+                async with connect(f"{url}?user={name}", ping_interval=None, open_timeout=5,
+                                   close_timeout=2) as ws:
+                    await ws.send(f"{name}|1|1|{attempt + 1}|churn")
+                    msg = await asyncio.wait_for(ws.recv(), 10)
+                    if isinstance(msg, str) and msg.startswith(f"{name}|1|"):
+                        self.routed += 1
+                        self.latency.append(time.monotonic() - t0)
+                        return
+                    self.failed.append(f"{name}: unexpected echo {str(msg)[:40]!r}")
+                    return
+            except InvalidStatus:
+                self.refused += 1
+            except asyncio.TimeoutError:
+                self.resent += 1
+            except (OSError, WebSocketException) as e:
+                self.errors[type(e).__name__] += 1
+            attempt += 1
+            await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        self.failed.append(f"{name}: not routed within {self.give_up:.0f} s")
+
+
 def percentile(xs: list[float], q: float) -> float:
     if not xs:
         return 0.0

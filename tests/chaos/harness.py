@@ -63,6 +63,7 @@ class Redis:
         self.timeout = timeout
         self.sock: socket.socket | None = None
         self.buf = b""
+        self.others: dict[int, Redis] = {}  # the cluster nodes MOVED named, kept open
 
     def _connect(self):
         self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
@@ -72,6 +73,9 @@ class Redis:
         if self.sock:
             self.sock.close()
         self.sock = None
+        for other in self.others.values():
+            other.close()
+        self.others = {}
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -118,11 +122,14 @@ class Redis:
             moved = str(e).split()
             if len(moved) != 3 or moved[0] != "MOVED":
                 raise
-            other = Redis(int(moved[2].rsplit(":", 1)[1]), self.timeout)
+            port = int(moved[2].rsplit(":", 1)[1])
+            other = self.others.setdefault(port, Redis(port, self.timeout))
             try:
                 return other._cmd(*args)
-            finally:
-                other.close()
+            except (OSError, ConnectionError, RuntimeError):
+                other.close()  # a node killed or failed over: connect afresh next time
+                self.others.pop(port, None)
+                raise
 
     def _cmd(self, *args):
         for attempt in (0, 1):

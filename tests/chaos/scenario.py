@@ -40,6 +40,17 @@ async def until(fn, timeout: float, interval: float = 0.1):
     return None
 
 
+async def until_thread(fn, timeout: float, interval: float = 0.1):
+    """until() with fn run in a thread: for checks that block for long (a Redis read per user,
+    redis-cli), which would otherwise stall the clients of this event loop."""
+    for _ in deadline(timeout):
+        v = await asyncio.to_thread(fn)
+        if v:
+            return v
+        await asyncio.sleep(interval)
+    return None
+
+
 def check_traffic(res: Result, chk: Checker, *, strict: bool, max_dups: int | None = None,
                   dups_since: float = 0.0) -> dict:
     """The criteria every traffic scenario shares: nothing lost, per-connection order kept;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "wsg_redis_keys.h"
+#include "wsg_redis_slots.h"
 #include "wsg_time.h"
 
 extern char **environ;
@@ -493,19 +494,57 @@ redisContext *itest_redis_connect_port(int port) {
   return c;
 }
 
+const char *itest_redis_cluster_seed(void) {
+  const char *s = getenv("WSGATE_TEST_REDIS_CLUSTER");
+  return s != NULL && *s != '\0' ? s : NULL;
+}
+
+int itest_redis_default_port(void) {
+  const char *seed = itest_redis_cluster_seed();
+  return seed != NULL ? atoi(strrchr(seed, ':') + 1) : itest_redis_port();
+}
+
 redisContext *itest_redis_connect(void) {
-  int port = itest_redis_port();
+  int port = itest_redis_default_port();
   cr_assert(port > 0, "WSGATE_TEST_REDIS_PORT is not set (call itest_require_redis() first)");
   redisContext *c = itest_redis_connect_port(port);
   cr_assert(c, "cannot connect to redis on 127.0.0.1:%d", port);
   return c;
 }
 
+redisReply *itest_redis_vcmd(redisContext *rc, const char *fmt, va_list ap) {
+  va_list again;
+  va_copy(again, ap);
+  redisReply *r = redisvCommand(rc, fmt, ap);
+  wsg_redis_redirect rd;
+  if (r != NULL && r->type == REDIS_REPLY_ERROR && wsg_redis_redirect_parse(r->str, r->len, &rd)) {
+    freeReplyObject(r);
+    /* A connection of its own to the owner: rc stays on the node the caller chose. */
+    redisContext *to = itest_redis_connect_port(rd.port);
+    cr_assert(to, "cannot connect to redis on 127.0.0.1:%d (%s)", rd.port,
+              rd.kind == WSG_REDIS_ASK ? "ASK" : "MOVED");
+    if (rd.kind == WSG_REDIS_ASK)
+      freeReplyObject(redisCommand(to, "ASKING"));
+    r = redisvCommand(to, fmt, again);
+    redisFree(to);
+  }
+  va_end(again);
+  return r;
+}
+
+redisReply *itest_redis_cmd(redisContext *rc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = itest_redis_vcmd(rc, fmt, ap);
+  va_end(ap);
+  return r;
+}
+
 /* Runs one command; fails the test on no reply or an error reply. */
 static void redis_run(redisContext *rc, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  redisReply *rep = redisvCommand(rc, fmt, ap);
+  redisReply *rep = itest_redis_vcmd(rc, fmt, ap);
   va_end(ap);
   cr_assert_not_null(rep, "redis: %s", rc->errstr);
   cr_assert_neq(rep->type, REDIS_REPLY_ERROR, "redis: %s", rep->str);

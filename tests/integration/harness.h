@@ -21,6 +21,7 @@
 
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -117,11 +118,22 @@ int itest_http_get(int port, const char *path, char *body, size_t body_len);
 
 /* --- Redis --------------------------------------------------------------------------------- */
 
-/* A connection to the shared test redis-server (WSGATE_TEST_REDIS_PORT). Caller frees with
- * redisFree(). Fails the test if it cannot connect. */
+/* A connection to the Redis the daemons use by default: the shared test redis-server
+ * (WSGATE_TEST_REDIS_PORT), or the seed node of WSGATE_TEST_REDIS_CLUSTER=host:port. Caller frees
+ * with redisFree(). Fails the test if it cannot connect. */
 redisContext *itest_redis_connect(void);
 /* The same for 127.0.0.1:<port>; returns NULL (no failure) if it cannot connect. */
 redisContext *itest_redis_connect_port(int port);
+/* WSGATE_TEST_REDIS_CLUSTER=host:port (scripts/redis start --cluster), or NULL. */
+const char *itest_redis_cluster_seed(void);
+/* That default port: the cluster's seed node, else WSGATE_TEST_REDIS_PORT (0 if unset). */
+int itest_redis_default_port(void);
+
+/* redisCommand on rc, following one MOVED or ASK to the owning node on a connection of its own
+ * (like redis-cli -c), so a test's direct reads and writes work on one node and on a cluster.
+ * Caller frees the reply; NULL on a lost connection. */
+redisReply *itest_redis_cmd(redisContext *rc, const char *fmt, ...);
+redisReply *itest_redis_vcmd(redisContext *rc, const char *fmt, va_list ap);
 
 /* A gateway record with a slot (alive for ttl_ms) and a connection entry of a user on gateway gw,
  * under `prefix`, as a gateway writes them: for tests that drive the processor without one. */

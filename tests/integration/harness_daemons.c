@@ -103,25 +103,12 @@ static void append_extra(const char **argv, size_t n, const itest_daemon_opts *o
 
 /* --- Redis --------------------------------------------------------------------------------- */
 
-/* WSGATE_TEST_REDIS_CLUSTER=host:port (scripts/redis start --cluster) or NULL. */
-static const char *redis_cluster_seed(void) {
-  const char *s = getenv("WSGATE_TEST_REDIS_CLUSTER");
-  return s != NULL && *s != '\0' ? s : NULL;
-}
-
-/* The port of the Redis the daemons use unless a test names its own: the cluster's seed node or
- * the shared node. */
-static int default_redis_port(void) {
-  const char *seed = redis_cluster_seed();
-  return seed != NULL ? atoi(strrchr(seed, ':') + 1) : itest_redis_port();
-}
-
 /* The daemon's Redis flag and its value (in buf or the seed): a test's own redis_port, else
  * `--redis-cluster <seed>` with WSGATE_TEST_REDIS_CLUSTER, else the shared node. */
 static const char *redis_flag(const itest_daemon_opts *o, const char **value, char *buf,
                               size_t len) {
-  if ((o == NULL || o->redis_port == 0) && redis_cluster_seed() != NULL) {
-    *value = redis_cluster_seed();
+  if ((o == NULL || o->redis_port == 0) && itest_redis_cluster_seed() != NULL) {
+    *value = itest_redis_cluster_seed();
     return "--redis-cluster";
   }
   snprintf(buf, len, "%d", o && o->redis_port ? o->redis_port : itest_redis_port());
@@ -131,18 +118,10 @@ static const char *redis_flag(const itest_daemon_opts *o, const char **value, ch
 
 redisReply *itest_redis_key_command(int port, const char *fmt, const char *a, const char *b) {
   if (port == 0)
-    port = default_redis_port();
+    port = itest_redis_default_port();
   redisContext *rc = itest_redis_connect_port(port);
   cr_assert(rc, "cannot connect to redis on 127.0.0.1:%d", port);
-  redisReply *r = redisCommand(rc, fmt, a, b);
-  wsg_redis_redirect rd;
-  if (r != NULL && r->type == REDIS_REPLY_ERROR && wsg_redis_redirect_parse(r->str, r->len, &rd)) {
-    freeReplyObject(r);
-    redisFree(rc);
-    rc = itest_redis_connect_port(rd.port);
-    cr_assert(rc, "cannot connect to redis on 127.0.0.1:%d", rd.port);
-    r = redisCommand(rc, fmt, a, b);
-  }
+  redisReply *r = itest_redis_cmd(rc, fmt, a, b);
   redisFree(rc);
   return r;
 }
@@ -162,7 +141,7 @@ static void gateway_spawn(itest_gateway *g, const itest_daemon_opts *o) {
   char port[16], http_port[16], redis_port[16];
   snprintf(port, sizeof(port), "%d", g->port);
   snprintf(http_port, sizeof(http_port), "%d", g->http_port);
-  g->redis_port = o && o->redis_port ? o->redis_port : default_redis_port();
+  g->redis_port = o && o->redis_port ? o->redis_port : itest_redis_default_port();
   const char *redis_at;
   const char *redis_opt = redis_flag(o, &redis_at, redis_port, sizeof(redis_port));
   const itest_cluster *c = &g->cluster;

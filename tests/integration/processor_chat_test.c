@@ -196,13 +196,18 @@ static bool not_ready(void *arg) {
   return itest_http_get(*(int *)arg, "/readyz", NULL, 0) == 503;
 }
 
+static bool retried(void *arg) {
+  return itest_metric(*(int *)arg, "wsgate_processor_retries_total") > 0;
+}
+
+/* /readyz stays 200 for --unready-after (5 s) of failing Redis, then turns 503 naming Redis. */
 Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = itest_fini) {
   itest_cluster c;
   itest_cluster_init(&c, 2, 2, false);
   itest_redis_server srv = {0};
   itest_redis_server_start(&srv, 0);
   itest_track(srv.pid, srv.log);
-  const char *extra[] = {"--redis-timeout", "300ms", NULL};
+  const char *extra[] = {"--redis-timeout", "300ms", "--unready-after", "5s", NULL};
   itest_processor p;
   itest_processor_start(&p, &c, "chat-redis", "chat",
                         &(itest_daemon_opts){.extra = extra, .redis_port = srv.port});
@@ -212,8 +217,15 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = i
   itest_redis_server_stop(&srv, SIGKILL);
   send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":1}");
   itest_flush(prod);
+  cr_assert(itest_wait_until(retried, &p.http_port, ITEST_TIMEOUT_MS), "the record never waited");
+  uint64_t t0 = itest_now_ms();
+  cr_assert_eq(itest_http_get(p.http_port, "/readyz", NULL, 0), 200,
+               "ready while Redis has failed for less than --unready-after");
   cr_assert(itest_wait_until(not_ready, &p.http_port, ITEST_TIMEOUT_MS),
-            "not ready while Redis is unreachable");
+            "not ready once Redis has been unreachable for --unready-after");
+  uint64_t took = itest_now_ms() - t0;
+  cr_assert_geq(took, 4000, "unready after %llu ms, before --unready-after (5 s)",
+                (unsigned long long)took);
   char body[512];
   itest_http_get(p.http_port, "/readyz", body, sizeof(body));
   cr_assert(strstr(body, "redis"), "the reason names Redis: %s", body);

@@ -1,7 +1,8 @@
 /*
  * wsg_redis_sync and wsg_redis_cluster against a real Redis Cluster (scripts/redis start
  * --cluster): routing, per-node pipelines, MOVED and ASK while a slot moves, and every Lua script
- * of the key layout on one slot. WSGATE_TEST_REDIS_CLUSTER=host:port names a node; without it
+ * of the key layout on one slot (tests/scripts/check_cluster_scripts.py fails when one is not run
+ * here). WSGATE_TEST_REDIS_CLUSTER=host:port names a node; without it
  * every case is skipped.
  */
 #include <criterion/criterion.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "wsg_chkeys.h"
 #include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 #include "wsg_redis_slots.h"
@@ -337,15 +339,25 @@ Test(redis_cluster, every_shared_script_runs_on_one_slot) {
   wsg_key_slot(slot, sizeof(slot), prefix, 3);
   wsg_key_replay(skey, sizeof(skey), prefix, "}al{ice", 7);
   wsg_key_replay_seq(qkey, sizeof(qkey), prefix, "}al{ice", 7);
+  /* A channel name that would split its keys over slots if the tag were not forced. */
+  char chm[WSG_REDIS_KEY_MAX], chh[WSG_REDIS_KEY_MAX], chg[WSG_REDIS_KEY_MAX];
+  cr_assert_gt(wsg_key_channel(chm, sizeof chm, prefix, "}r{oom", 6, "m"), 0);
+  cr_assert_gt(wsg_key_channel(chh, sizeof chh, prefix, "}r{oom", 6, "h"), 0);
+  cr_assert_gt(wsg_key_channel(chg, sizeof chg, prefix, "}r{oom", 6, "gws"), 0);
   const char *calls[][11] = {
       {"EVAL", WSG_LUA_LEASE_ACQUIRE, "1", slot, "gw-a", "5000"},
       {"EVAL", WSG_LUA_LEASE_RENEW, "1", slot, "gw-a", "5000"},
       {"EVAL", WSG_LUA_LEASE_RELEASE, "1", slot, "gw-a"},
+      {"EVAL", WSG_LUA_CONN_ADD, "1", user, "17", "gw-a", "2", "60000"},
+      {"EVAL", WSG_LUA_CONN_PRUNE, "1", user, "gw-dead"},
       {"EVAL", WSG_LUA_CONN_DELETE, "1", user, "17", "gw-a"},
+      {"EVAL", WSG_LUA_SEQ_TOUCH, "1", qkey, "120000"},
       {"EVAL", WSG_LUA_REPLAY_APPEND, "2", skey, qkey, "16", "60000", "120000", "d", "hi"},
       {"EVAL", WSG_LUA_REPLAY_READ, "2", skey, qkey, "0", "10", "65536", "60000", "1000", "120000"},
+      {"EVAL", WSG_LUA_CHANNEL_PUBLISH, "3", chm, chh, chg, "16", "60000", "d", "hi"},
+      {"EVAL", WSG_LUA_CHANNEL_HISTORY, "2", chm, chh, "0", "10", "65536"},
   };
-  const int argcs[] = {6, 6, 5, 6, 10, 11};
+  const int argcs[] = {6, 6, 5, 8, 5, 6, 5, 10, 11, 10, 8};
   for (size_t i = 0; i < sizeof(argcs) / sizeof(argcs[0]); i++) {
     redisReply *rep = run(s, argcs[i], calls[i]);
     cr_assert_neq(rep->type, REDIS_REPLY_ERROR, "script %zu: %s", i, rep->str);
@@ -354,6 +366,12 @@ Test(redis_cluster, every_shared_script_runs_on_one_slot) {
   const char *del[] = {"DEL", skey, qkey};
   redisReply *rep = run(s, 3, del);
   cr_assert_eq(rep->type, REDIS_REPLY_INTEGER, "a multi-key DEL of one user's keys: %s", rep->str);
+  freeReplyObject(rep);
+  const char *chdel[] = {"DEL", chm, chh, chg};
+  rep = run(s, 4, chdel);
+  cr_assert_eq(rep->type, REDIS_REPLY_INTEGER, "a multi-key DEL of one channel's keys: %s",
+               rep->str);
+  cr_assert_eq(rep->integer, 2, "the publication stored :m and :h");
   freeReplyObject(rep);
   wsg_redis_sync_destroy(s);
 }

@@ -17,6 +17,7 @@
 
 #include "gw_registry.h"
 #include "harness.h"
+#include "wsg_metrics.h"
 #include "wsg_redis_keys.h"
 #include "wsg_redis_slots.h"
 #include "wsg_redis_sync.h"
@@ -149,10 +150,18 @@ Test(redis_failover, kill_9_a_primary_and_routing_is_back_within_two_leases, .ti
                            .on_slot = on_slot,
                            .foreach_conn = foreach_conn};
   gw_registry *r;
-  cr_assert_eq(gw_registry_create(&r, loop, &o, NULL, err, sizeof(err)), GW_REG_OK, "%s", err);
+  wsg_metrics *m = wsg_metrics_create();
+  cr_assert_eq(gw_registry_create(&r, loop, &o, m, err, sizeof(err)), GW_REG_OK, "%s", err);
   cr_assert(itest_loop_until(loop, has_slot, NULL, 5000), "no slot");
+  /* The series an operator watches (registered again: the same ones). */
+  wsg_gauge *prim = wsg_metrics_gauge(m, "wsgate_gateway_redis_primaries", "h", NULL);
+  wsg_gauge *ready = wsg_metrics_gauge(m, "wsgate_gateway_redis_primaries_ready", "h", NULL);
+  wsg_counter *gw_maps =
+      wsg_metrics_counter(m, "wsgate_gateway_redis_slot_map_reads_total", "h", NULL);
+  wsg_redis_cluster_metrics sm = {.map_reads = wsg_metrics_counter(m, "t_map_reads", "h", NULL),
+                                  .primaries = wsg_metrics_gauge(m, "t_primaries", "h", NULL)};
   wsg_redis_sync *s;
-  wsg_redis_sync_options so = {.seeds = sd, .timeout_ms = 1000};
+  wsg_redis_sync_options so = {.seeds = sd, .timeout_ms = 1000, .metrics = sm};
   cr_assert_eq(wsg_redis_sync_create(&s, &so, err, sizeof(err)), 0, "%s", err);
   uint64_t t = wsg_now_mono_ms();
   while (!entries_routable(s) && wsg_now_mono_ms() - t < 5000)
@@ -181,11 +190,18 @@ Test(redis_failover, kill_9_a_primary_and_routing_is_back_within_two_leases, .ti
   info_field(victim, "config_file", conf, sizeof(conf));
   cr_assert(conf[0] != '\0', "the node has no config file to restart it from");
 
+  int64_t primaries = wsg_gauge_get(prim), min_ready = wsg_gauge_get(ready);
+  cr_assert_eq(primaries, 3, "scripts/redis --cluster has 3 primaries");
+  cr_assert_eq(wsg_gauge_get(sm.primaries), 3);
+  cr_assert_eq(min_ready, 3);
+  uint64_t maps_gw = wsg_counter_get(gw_maps), maps_sync = wsg_counter_get(sm.map_reads);
   uint64_t t0 = wsg_now_mono_ms();
   cr_assert_eq(kill(atoi(pid), SIGKILL), 0);
   uint64_t t_sync = 0, t_gw = 0;
   while ((t_sync == 0 || t_gw == 0) && wsg_now_mono_ms() - t0 < 4 * LEASE_MS) {
     itest_loop_until(loop, never, NULL, 100);
+    if (wsg_gauge_get(ready) < min_ready)
+      min_ready = wsg_gauge_get(ready);
     if (t_sync == 0 && entries_routable(s))
       t_sync = wsg_now_mono_ms() - t0;
     if (t_gw == 0 && gw_registry_connected(r) && slot_now >= 0)
@@ -200,6 +216,11 @@ Test(redis_failover, kill_9_a_primary_and_routing_is_back_within_two_leases, .ti
             t_sync);
   cr_assert(t_gw > 0 && t_gw <= 2 * LEASE_MS, "gateway registry back after %" PRIu64 " ms", t_gw);
   cr_assert_eq(slot_losses, 0, "the gateway lost its slot although its lease key's node lived");
+  cr_assert_eq(min_ready, primaries - 1, "primaries_ready showed the lost primary");
+  cr_assert_eq(wsg_gauge_get(ready), wsg_gauge_get(prim), "every primary ready again");
+  cr_assert_eq(wsg_gauge_get(prim), 3, "the promoted replica replaces the lost primary");
+  cr_assert_gt(wsg_counter_get(gw_maps), maps_gw, "the gateway re-read the slot map");
+  cr_assert_gt(wsg_counter_get(sm.map_reads), maps_sync, "the processor's face re-read the map");
 
   /* Bring the node back: it rejoins as a replica of its promoted replica. Daemonized (its
    * configuration is not: scripts/redis spawns the nodes), so it outlives this test and writes
@@ -213,5 +234,6 @@ Test(redis_failover, kill_9_a_primary_and_routing_is_back_within_two_leases, .ti
   cr_assert(node_is_replica_again(victim), "the killed node did not rejoin as a replica");
   gw_registry_destroy(r);
   wsg_redis_sync_destroy(s);
+  wsg_metrics_destroy(m);
   ev_loop_destroy(loop);
 }

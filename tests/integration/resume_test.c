@@ -153,7 +153,7 @@ typedef struct {
 static uint64_t counter_of(redisContext *rc, const itest_cluster *c, const char *user) {
   char key[WSG_REDIS_KEY_MAX];
   int n = wsg_key_replay_seq(key, sizeof(key), c->prefix, user, strlen(user));
-  redisReply *r = redisCommand(rc, "GET %b", key, (size_t)n);
+  redisReply *r = itest_redis_cmd(rc, "GET %b", key, (size_t)n);
   cr_assert_not_null(r);
   uint64_t v = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
   freeReplyObject(r);
@@ -176,7 +176,7 @@ static bool stream_gone(void *arg) {
   stream_wait *w = arg;
   char key[WSG_REDIS_KEY_MAX];
   int n = wsg_key_replay(key, sizeof(key), w->c->prefix, w->user, strlen(w->user));
-  redisReply *r = redisCommand(w->rc, "EXISTS %b", key, (size_t)n);
+  redisReply *r = itest_redis_cmd(w->rc, "EXISTS %b", key, (size_t)n);
   cr_assert_not_null(r);
   bool gone = r->type == REDIS_REPLY_INTEGER && r->integer == 0;
   freeReplyObject(r);
@@ -397,8 +397,8 @@ static uint64_t store(redisContext *rc, const itest_cluster *c, const char *user
   char skey[WSG_REDIS_KEY_MAX], qkey[WSG_REDIS_KEY_MAX];
   int sl = wsg_key_replay(skey, sizeof(skey), c->prefix, user, strlen(user));
   int ql = wsg_key_replay_seq(qkey, sizeof(qkey), c->prefix, user, strlen(user));
-  redisReply *r = redisCommand(rc, "EVAL %s 2 %b %b 1000 300000 86400000 d %s",
-                               WSG_LUA_REPLAY_APPEND, skey, (size_t)sl, qkey, (size_t)ql, text);
+  redisReply *r = itest_redis_cmd(rc, "EVAL %s 2 %b %b 1000 300000 86400000 d %s",
+                                  WSG_LUA_REPLAY_APPEND, skey, (size_t)sl, qkey, (size_t)ql, text);
   cr_assert(r && r->type == REDIS_REPLY_INTEGER, "append: %s", r ? r->str : "no reply");
   uint64_t q = (uint64_t)r->integer;
   freeReplyObject(r);
@@ -430,7 +430,7 @@ static void deliver_q(rd_kafka_t *p, const itest_cluster *c, const itest_gateway
 
 /* The connection id of `user`'s only connection, from its Redis entry. */
 static uint64_t conn_of(redisContext *rc, const itest_cluster *c, const char *user) {
-  redisReply *r = redisCommand(rc, "HKEYS %suser:%s", c->prefix, user);
+  redisReply *r = itest_redis_cmd(rc, "HKEYS %suser:%s", c->prefix, user);
   cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1, "%s has no single entry", user);
   uint64_t id = strtoull(r->element[0]->str, NULL, 10);
   freeReplyObject(r);
@@ -488,7 +488,7 @@ Test(resume, early_messages_wait_for_the_missing_ones, .timeout = 120, .fini = i
   uint64_t four = store(rc, &c, "bob", "four");
   char skey[WSG_REDIS_KEY_MAX];
   int sl = wsg_key_replay(skey, sizeof(skey), c.prefix, "bob", 3);
-  redisReply *r = redisCommand(rc, "XDEL %b 0-%llu", skey, (size_t)sl, (unsigned long long)four);
+  redisReply *r = itest_redis_cmd(rc, "XDEL %b 0-%llu", skey, (size_t)sl, (unsigned long long)four);
   cr_assert(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
   freeReplyObject(r);
   uint64_t five = store(rc, &c, "bob", "five");

@@ -18,6 +18,8 @@ typedef struct {
   bool last_position_only;
   uint64_t last_after;
   int read_rc;       /* what the next read returns */
+  int registers;     /* register_conn calls */
+  int register_rc;   /* what register_conn returns */
   bool queue_refuse; /* the next queue closes the connection (over its limits) */
   int closed;        /* close code, 0 while open */
   bool close_urgent;
@@ -32,6 +34,13 @@ static int fake_read(void *arg, void *conn, bool position_only, uint64_t after) 
   c->last_position_only = position_only;
   c->last_after = after;
   return c->read_rc;
+}
+
+static int fake_register(void *arg, void *conn) {
+  (void)arg;
+  fake_conn *c = conn;
+  c->registers++;
+  return c->register_rc;
 }
 
 static bool fake_queue(void *arg, void *conn, gw_msg *m, uint64_t tag, uint64_t now_ms) {
@@ -71,6 +80,7 @@ static void fake_page_entry(const gw_replay_page *page, size_t i, gw_replay_entr
 
 static const gw_resume_ops ops = {
     .read = fake_read,
+    .register_conn = fake_register,
     .queue = fake_queue,
     .close = fake_close,
     .synced = fake_synced,
@@ -182,8 +192,12 @@ Test(resume, a_fresh_connection_reads_its_position_then_catches_up_after_registe
   cr_assert_eq(gw_resume_start(&r, &conn, 7, "alice", 0, NOW, &sq), 0);
   cr_assert_eq(conn.reads, 1);
   cr_assert(conn.last_position_only, "the position is read before the registration");
+  cr_assert(gw_resume_registers_later(sq), "the server does not register it yet");
   cr_assert_eq(wsg_gauge_get(r.m_conns), 1);
+  cr_assert_eq(conn.registers, 0, "registered only once the position is known");
   answer(NULL, 0, false, 500);
+  cr_assert_eq(conn.registers, 1, "the position known, it registers");
+  cr_assert(!gw_resume_registers_later(sq));
   cr_assert_eq(conn.reads, 1, "nothing is read before the registration");
   gw_resume_on_registered(&r, sq, NOW);
   cr_assert_eq(conn.reads, 2);
@@ -382,6 +396,15 @@ Test(resume, a_read_that_cannot_be_issued_closes) {
   deliver(102, "b");
   cr_assert_eq(conn.closed, GW_CLOSE_TRY_AGAIN);
   expect_empty();
+}
+
+Test(resume, a_fresh_connection_that_cannot_register_is_closed_with_1013) {
+  cr_assert_eq(gw_resume_start(&r, &conn, 7, "alice", 0, NOW, &sq), 0);
+  conn.register_rc = GW_REG_NOT_CONNECTED;
+  answer(NULL, 0, false, 500);
+  cr_assert_eq(conn.registers, 1);
+  cr_assert_eq(conn.closed, GW_CLOSE_TRY_AGAIN);
+  cr_assert_eq(conn.reads, 1, "nothing more is read");
 }
 
 Test(resume, a_fresh_connection_whose_position_cannot_be_read_is_refused) {
