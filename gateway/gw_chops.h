@@ -36,7 +36,14 @@
     "the gateway holds as many channels as --channel-max allows")                                  \
   X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later") \
   X(PUBLISH_NOT_ALLOWED, -9, "publish_not_allowed",                                                \
-    "clients may not publish to this channel's namespace (client_publish=false)")
+    "clients may not publish to this channel's namespace (client_publish=false)")                  \
+  X(NOT_SUBSCRIBED, -10, "not_subscribed",                                                         \
+    "only a connection subscribed to the channel may ask for its presence")                        \
+  X(PRESENCE_NOT_ALLOWED, -11, "presence_not_allowed",                                             \
+    "clients may not ask for presence in this channel's namespace (client_presence=false)")        \
+  X(PRESENCE_BUSY, -12, "presence_busy",                                                           \
+    "too many presence queries in flight (4 per connection, --channel-presence-inflight per "      \
+    "gateway); retry when one is answered")
 
 typedef enum {
 #define GW_CHOP_ERR_ENUM(name, value, code, msg) GW_CHOP_##name = value,
@@ -44,8 +51,8 @@ typedef enum {
 #undef GW_CHOP_ERR_ENUM
 } gw_chop_err;
 
-#define GW_CHOP_ERR_COUNT 10
-/* gw_chserve's own result: subscribed, and the answer comes from the recovery (not an error). */
+#define GW_CHOP_ERR_COUNT 13
+/* gw_chserve's own result: the answer comes later (a recovery, a presence query), not an error. */
 #define GW_CHOP_RECOVERING 1
 const char *gw_chop_code(int err);     /* "forbidden" etc.: the answer's code; static string */
 const char *gw_chop_strerror(int err); /* the answer's message; static string */
@@ -54,7 +61,8 @@ typedef enum {
   GW_CHOP_NONE = 0, /* unknown op (parse returned GW_CHOP_UNKNOWN_OP or BAD_REQUEST) */
   GW_CHOP_SUBSCRIBE,
   GW_CHOP_UNSUBSCRIBE,
-  GW_CHOP_PUBLISH, /* forwarded to the processors as the client's `msg` when allowed */
+  GW_CHOP_PUBLISH,  /* forwarded to the processors as the client's `msg` when allowed */
+  GW_CHOP_PRESENCE, /* answered from Redis by gw_chpresq */
 } gw_chop_kind;
 
 typedef struct {

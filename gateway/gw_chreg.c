@@ -55,14 +55,10 @@ void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
     free(q);
 }
 
-static void emit_add(void *ctx, const char *name, size_t len) {
-  gw_chreg_update(ctx, name, len, true);
-}
-
 static void on_ready(void *arg) {
   gw_chreg *r = arg;
-  if (r->o.foreach_channel)
-    r->o.foreach_channel(r->o.arg, emit_add, r);
+  if (r->o.resync)
+    r->o.resync(r->o.arg);
 }
 
 #define CHREG_CMDS "wsgate_gateway_channel_redis_commands_total"

@@ -19,12 +19,6 @@ static void update_gauges(gw_server *s) {
   wsg_gauge_set(s->m_chbytes, (int64_t)gw_channels_bytes(s->channels));
 }
 
-static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name, size_t len),
-                            void *ctx) {
-  gw_server *s = arg;
-  gw_channels_foreach(s->channels, emit, ctx);
-}
-
 int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
   if (wsg_chns_resolve(&s->cfg->channels, &s->chns, err, errlen) != 0)
     return -1;
@@ -45,15 +39,21 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
       .prefix = s->cfg->redis.prefix,
       .gw_id = s->cfg->gateway_id,
       .timeout_ms = s->cfg->redis.timeout_ms,
-      .foreach_channel = foreach_channel,
+      .resync = gw_chresync_start,
       .arg = s,
   };
-  return gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen);
+  /* The resync first: the registry calls it once connected. */
+  if (gw_chresync_init(s, err, errlen) != 0 ||
+      gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen) != 0)
+    return -1;
+  return gw_chpresq_init(s, err, errlen);
 }
 
 void gw_chserve_finish(gw_server *s) {
-  gw_chreg_destroy(s->chreg); /* first: recoveries' reads end with it */
+  gw_chreg_destroy(s->chreg); /* first: recoveries' reads and presence queries end with it */
   s->chreg = NULL;
+  gw_chpresq_finish(s);
+  gw_chresync_finish(s);
   gw_chrecover_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
@@ -68,7 +68,7 @@ static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
   bool already = gw_channels_sub_of(ss->subs, op->channel, op->channel_len) != NULL;
   int rc = gw_channels_subscribe(s->channels, &ss->subs, ss->conn_id, op->channel, op->channel_len,
                                  op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
-  if (rc == GW_CHOP_OK && created)
+  if (rc == GW_CHOP_OK && (created || gw_chresync_due(s, op->channel, op->channel_len)))
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
   if (rc == GW_CHOP_OK && !already && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
     gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, ss->user->id, true);
@@ -95,6 +95,9 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     }
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
     rc = subscribe(s, ss, &op);
+  } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_PRESENCE) {
+    gw_chpresq_op(s, ss, &op); /* answers, now or when Redis does */
+    return false;
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     bool emptied;
     if (gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied) &&
@@ -108,18 +111,22 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     update_gauges(s);
     return false;
   }
-  wsg_counter_add(s->m_chops[op.kind][-rc], 1);
   update_gauges(s);
+  gw_chserve_answer(s, ss, &op, rc);
+  return false;
+}
+
+void gw_chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int err) {
+  wsg_counter_add(s->m_chops[op->kind][-err], 1);
   uint8_t out[GW_CHOP_ANSWER_MAX];
-  size_t n = gw_chops_answer(&op, rc, out, sizeof out);
-  gw_msg *m = n ? gw_msg_create(out, n, op.msgpack) : NULL;
+  size_t n = gw_chops_answer(op, err, out, sizeof out);
+  gw_msg *m = n ? gw_msg_create(out, n, op->msgpack) : NULL;
   if (!m) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
-    return false;
+    return;
   }
   gw_outbound_queue(s, ss, m, 0, wsg_now_mono_ms());
   gw_msg_unref(m);
-  return false;
 }
 
 static void on_empty(void *arg, const char *name, size_t len) {

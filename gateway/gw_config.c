@@ -273,6 +273,19 @@ static const wsg_option connection_rows[] = {
      NULL, 0,
      "Most distinct channels with subscribers on this gateway (bounds its memory); a subscribe "
      "to a new channel beyond it is answered too_many_channels."},
+    {"channel-presence-users", 0, "WSGATE_CHANNEL_PRESENCE_USERS", WSG_OPT_INT,
+     OPT(channel_presence_users), "100", 1, 1000, NULL, 0,
+     "Most distinct users listed in an answer to a client's presence op; past it the answer "
+     "says \"truncated\":true (connections stays exact)."},
+    {"channel-presence-inflight", 0, "WSGATE_CHANNEL_PRESENCE_INFLIGHT", WSG_OPT_INT,
+     OPT(channel_presence_inflight), "64", 1, 100000, NULL, 0,
+     "Most client presence queries waiting for Redis on this gateway (each connection may have "
+     "4); one more is answered presence_busy."},
+    {"channel-resync-rate", 0, "WSGATE_CHANNEL_RESYNC_RATE", WSG_OPT_INT, OPT(channel_resync_rate),
+     "50000", 100, 10000000, NULL, 0,
+     "Subscriptions per second whose presence entry and channel gateway-set member are written "
+     "again after each Redis (re)connect (Redis may have restarted empty): paced, not one "
+     "burst."},
     {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
      0, NULL, 0,
      "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "

@@ -124,6 +124,9 @@ typedef struct {
   /* --- channels --- */
   int64_t channel_max_per_conn;
   int64_t channel_max;
+  int64_t channel_presence_users;    /* most users in a presence answer */
+  int64_t channel_presence_inflight; /* presence queries in flight per gateway */
+  int64_t channel_resync_rate;       /* subscriptions rewritten per second after a reconnect */
   char *channel_claim;
   wsg_chns_options channels; /* shared group: namespaces (--channel-namespace) */
 

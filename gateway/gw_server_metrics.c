@@ -44,6 +44,8 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 #define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
   CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
 #define CHOP_PUBLISH_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_PUBLISH, "publish", value, code)
+#define CHOP_PRESENCE_ROW(name, value, code, msg)                                                  \
+  CHOP_ROW(GW_CHOP_PRESENCE, "presence", value, code)
 
 /* Sockets closed right after accept, one series per cap (GW_DOOR_REFUSALS). */
 #define ACCEPT_REFUSED "wsgate_gateway_accept_refused_total"
@@ -125,7 +127,7 @@ static const wsg_metric_def metric_rows[] = {
                       NULL, hop_bounds),
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
-        GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW)
+        GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW) GW_CHOP_ERRNO_MAP(CHOP_PRESENCE_ROW)
             GAUGE(m_channels, "wsgate_gateway_channels",
                   "Distinct channels with subscribers on this gateway.", NULL),
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",

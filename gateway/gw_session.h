@@ -276,7 +276,7 @@ struct gw_server {
   gw_channels *channels; /* gw_chserve: the local subscription index */
   wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
   gw_chreg *chreg;
-  wsg_counter *m_chops[GW_CHOP_PUBLISH + 1][GW_CHOP_ERR_COUNT];
+  wsg_counter *m_chops[GW_CHOP_PRESENCE + 1][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
   wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
@@ -284,6 +284,8 @@ struct gw_server {
   uint32_t nchrecs;
   wsg_counter *m_chrecover[2]; /* recovered, not recovered */
   wsg_counter *m_chreplayed;
+  struct gw_chpresq *chpresq;   /* gw_chpresq: presence queries in flight */
+  struct gw_chresync *chresync; /* gw_chresync: rewriting Redis after a reconnect */
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -396,6 +398,23 @@ void gw_chpub_pos_free(void *arg, gw_chpos *pos);
  * history, then live; and, at shutdown after the registry is gone, what is left of them. */
 void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
 void gw_chrecover_finish(gw_server *s);
+/* gw_chpresq.c: the presence op's queries. init/finish with the channel layer (0, or -1 with a
+ * message); op: a parsed presence op from ss, answered now (an error) or when Redis answers. */
+int gw_chpresq_init(gw_server *s, char *err, size_t errlen);
+void gw_chpresq_finish(gw_server *s);
+void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op);
+/* gw_chserve.c: answers op (borrowed) to ss with err, counted in the op metric; closes ss when
+ * out of memory. */
+void gw_chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int err);
+/* gw_chresync.c: after each Redis (re)connect, writes every subscription's presence entry and
+ * every channel's gateway-set member again, --channel-resync-rate subscriptions a second (start:
+ * gw_chreg's resync hook, arg the server). due: a subscription to an existing channel during a
+ * pass must write the channel's set member itself (true once per channel and pass). init before
+ * the registry connects; finish after it is destroyed. */
+int gw_chresync_init(gw_server *s, char *err, size_t errlen);
+void gw_chresync_finish(gw_server *s);
+void gw_chresync_start(void *server);
+bool gw_chresync_due(gw_server *s, const char *name, size_t len);
 /* gw_expiry.c: tokens expiring on live connections. init/finish with the server (0, or -1 with a
  * message); start: at ESTABLISHED with the token's "exp" (0: not checked; -1 out of memory);
  * tick: from the server's one-second timer; refresh_op: a marked frame gw_expiry_marked() says is
