@@ -46,6 +46,8 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
   if (gw_chresync_init(s, err, errlen) != 0 ||
       gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen) != 0)
     return -1;
+  if (gw_chjlserve_init(s, err, errlen) != 0)
+    return -1;
   return gw_chpresq_init(s, err, errlen);
 }
 
@@ -54,6 +56,7 @@ void gw_chserve_finish(gw_server *s) {
   s->chreg = NULL;
   gw_chpresq_finish(s);
   gw_chresync_finish(s);
+  gw_chjlserve_finish(s);
   gw_chrecover_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
@@ -72,6 +75,8 @@ static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
   if (rc == GW_CHOP_OK && !already && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
     gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, ss->user->id, true);
+  if (rc == GW_CHOP_OK && !already)
+    gw_chjlserve_local(s, ss, op->channel, op->channel_len, true);
   if (rc == GW_CHOP_OK && op->has_since && !already) {
     /* Answered by the recovery, once the history says whether it covers the gap. */
     gw_chrecover_start(s, ss, gw_channels_sub_of(ss->subs, op->channel, op->channel_len), op);
@@ -100,9 +105,12 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     return false;
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     bool emptied;
-    if (gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied) &&
-        wsg_chns_of(s->chns, op.channel, op.channel_len)->presence)
+    bool was =
+        gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied);
+    if (was && wsg_chns_of(s->chns, op.channel, op.channel_len)->presence)
       gw_chreg_presence(s->chreg, op.channel, op.channel_len, ss->conn_id, NULL, false);
+    if (was)
+      gw_chjlserve_local(s, ss, op.channel, op.channel_len, false);
     if (emptied)
       gw_chreg_update(s->chreg, op.channel, op.channel_len, false);
   }

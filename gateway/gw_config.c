@@ -286,6 +286,16 @@ static const wsg_option connection_rows[] = {
      "Subscriptions per second whose presence entry and channel gateway-set member are written "
      "again after each Redis (re)connect (Redis may have restarted empty): paced, not one "
      "burst."},
+    {"channel-join-leave-interval", 0, "WSGATE_CHANNEL_JOIN_LEAVE_INTERVAL", WSG_OPT_DURATION,
+     OPT(channel_jl_interval_ms), "1s", 100, 1 * HOUR, NULL, 0,
+     "Least time between two presence_change frames of a channel with at least "
+     "--channel-join-leave-threshold subscribers on this gateway: its join/leave events in "
+     "between are coalesced into the next frame."},
+    {"channel-join-leave-threshold", 0, "WSGATE_CHANNEL_JOIN_LEAVE_THRESHOLD", WSG_OPT_INT,
+     OPT(channel_jl_threshold), "50", 0, 100000000, NULL, 0,
+     "Subscribers of a channel on this gateway from which its presence_change frames are "
+     "coalesced (--channel-join-leave-interval); below it each batch is written at once (0: "
+     "always coalesced)."},
     {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
      0, NULL, 0,
      "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "

@@ -127,6 +127,8 @@ typedef struct {
   int64_t channel_presence_users;    /* most users in a presence answer */
   int64_t channel_presence_inflight; /* presence queries in flight per gateway */
   int64_t channel_resync_rate;       /* subscriptions rewritten per second after a reconnect */
+  uint64_t channel_jl_interval_ms;   /* least time between two presence_change frames */
+  int64_t channel_jl_threshold;      /* subscribers from which presence_change is coalesced */
   char *channel_claim;
   wsg_chns_options channels; /* shared group: namespaces (--channel-namespace) */
 

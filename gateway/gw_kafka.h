@@ -70,7 +70,7 @@ typedef enum {
  * release with gw_outbound_finish() after use.
  */
 typedef struct {
-  wsg_env_kind kind; /* WSG_ENV_DELIVER, WSG_ENV_CLOSE or WSG_ENV_PUBLISH */
+  wsg_env_kind kind; /* WSG_ENV_DELIVER, CLOSE, PUBLISH or JOINLEAVE (`msg` the raw batch) */
   gw_target target;
   gw_msg *msg; /* DELIVER: the payload, one reference owned by this item */
   uint64_t conn;

@@ -286,6 +286,7 @@ struct gw_server {
   wsg_counter *m_chreplayed;
   struct gw_chpresq *chpresq;   /* gw_chpresq: presence queries in flight */
   struct gw_chresync *chresync; /* gw_chresync: rewriting Redis after a reconnect */
+  struct gw_chjlserve *chjl;    /* gw_chjlserve: join/leave batches */
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -415,6 +416,16 @@ int gw_chresync_init(gw_server *s, char *err, size_t errlen);
 void gw_chresync_finish(gw_server *s);
 void gw_chresync_start(void *server);
 bool gw_chresync_due(gw_server *s, const char *name, size_t len);
+/* gw_chjlserve.c: join/leave events (namespaces with join_leave=true). init/finish with the
+ * channel layer; local: ss joined (or left) channel name[0..len), batched here, produced to
+ * Kafka every 50 ms; release: ss ends (before its user goes), it leaves every channel; dispatch:
+ * a `joinleave` record (it: borrowed) to this gateway's subscribers, coalesced per channel. */
+int gw_chjlserve_init(gw_server *s, char *err, size_t errlen);
+void gw_chjlserve_finish(gw_server *s);
+void gw_chjlserve_local(gw_server *s, const gw_session *ss, const char *name, size_t len,
+                        bool joined);
+void gw_chjlserve_release(gw_server *s, const gw_session *ss);
+void gw_chjlserve_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* gw_expiry.c: tokens expiring on live connections. init/finish with the server (0, or -1 with a
  * message); start: at ESTABLISHED with the token's "exp" (0: not checked; -1 out of memory);
  * tick: from the server's one-second timer; refresh_op: a marked frame gw_expiry_marked() says is

@@ -50,6 +50,7 @@ typedef struct {
   size_t reason_off, reason_len;
   /* PUBLISH: the channel is at reason_off (reason_len bytes); it is pubs[pub] */
   size_t pub;
+  bool joinleave; /* PUBLISH: a batch of join/leave events, not a publication */
 } out;
 
 typedef struct {
@@ -373,6 +374,14 @@ int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_
   return 0;
 }
 
+int proc_outbox_joinleave(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
+                          const void *data, size_t len) {
+  if (proc_outbox_publish(b, rec, channel, channel_len, data, len, true) != 0)
+    return -1;
+  b->outs[b->nouts - 1].joinleave = true;
+  return 0;
+}
+
 proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n) {
   *n = 0;
   if (b->npubs == 0)
@@ -386,7 +395,8 @@ proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n) {
                                    .channel_len = o->reason_len,
                                    .data = b->bytes + o->data_off,
                                    .len = o->data_len,
-                                   .binary = o->binary};
+                                   .binary = o->binary,
+                                   .joinleave = o->joinleave};
   }
   b->pubs_len = b->npubs;
   *n = b->npubs;

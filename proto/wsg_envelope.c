@@ -45,10 +45,11 @@ static const char *const kind_names[] = {
     [WSG_ENV_DELIVER] = "deliver",
     [WSG_ENV_CLOSE] = "close",
     [WSG_ENV_PUBLISH] = "publish",
+    [WSG_ENV_JOINLEAVE] = "joinleave",
 };
 
 static bool kind_valid(int kind) {
-  return kind >= WSG_ENV_MSG && kind <= WSG_ENV_PUBLISH;
+  return kind >= WSG_ENV_MSG && kind <= WSG_ENV_KIND_LAST;
 }
 
 const char *wsg_env_kind_name(wsg_env_kind kind) {
@@ -56,7 +57,7 @@ const char *wsg_env_kind_name(wsg_env_kind kind) {
 }
 
 static int kind_lookup(const void *s, size_t len) {
-  for (int k = WSG_ENV_MSG; k <= WSG_ENV_PUBLISH; k++)
+  for (int k = WSG_ENV_MSG; k <= WSG_ENV_KIND_LAST; k++)
     if (strlen(kind_names[k]) == len && memcmp(kind_names[k], s, len) == 0)
       return k;
   return 0;
@@ -254,6 +255,14 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
       FAIL(WSG_ENV_MISSING, K_CO);
     if (!(f & WSG_F_CH_EPOCH))
       FAIL(WSG_ENV_MISSING, K_CE);
+    break;
+  case WSG_ENV_JOINLEAVE:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & WSG_F_CHANNEL))
+      FAIL(WSG_ENV_MISSING, K_CH);
+    if (!(f & WSG_F_DATA))
+      FAIL(WSG_ENV_MISSING, K_D);
     break;
   }
 

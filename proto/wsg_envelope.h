@@ -77,8 +77,10 @@ typedef enum {
   WSG_ENV_DISCONNECT, /* gateway -> processor: a connection ended (cc = close code) */
   WSG_ENV_DELIVER,    /* processor -> gateway: send `d` to c, or to cs, or to all of u's */
   WSG_ENV_CLOSE,      /* processor -> gateway: close connection c with cc/cr */
-  WSG_ENV_PUBLISH, /* processor -> gateway: publication `d` to channel ch (offset co, epoch ce) */
+  WSG_ENV_PUBLISH,   /* processor -> gateway: publication `d` to channel ch (offset co, epoch ce) */
+  WSG_ENV_JOINLEAVE, /* gateway -> processor -> gateways: channel ch's joins and leaves, `d` */
 } wsg_env_kind;
+#define WSG_ENV_KIND_LAST WSG_ENV_JOINLEAVE
 
 const char *wsg_env_kind_name(wsg_env_kind kind); /* "msg", "connect", ... */
 

@@ -425,7 +425,7 @@ int main(int argc, char **argv) {
 
   printer pr = {&cfg, 0, {0}, 0, 0};
   if (cfg.type != NULL)
-    for (int k = WSG_ENV_MSG; k <= WSG_ENV_PUBLISH; k++)
+    for (int k = WSG_ENV_MSG; k <= WSG_ENV_KIND_LAST; k++)
       if (strcmp(cfg.type, wsg_env_kind_name((wsg_env_kind)k)) == 0)
         pr.type = (wsg_env_kind)k;
   wsg_buf_init(&pr.json, 0);

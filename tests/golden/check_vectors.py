@@ -26,7 +26,7 @@ except ImportError:
 
 # The order in which wsgate writes the keys (PROTOCOL.md, "Encoding rules").
 KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "qs", "ch", "co", "ce", "ts", "cc", "cr", "b", "m", "d"]
-KINDS = {"msg", "connect", "disconnect", "deliver", "close", "publish"}
+KINDS = {"msg", "connect", "disconnect", "deliver", "close", "publish", "joinleave"}
 MIN_VECTORS = 15
 
 

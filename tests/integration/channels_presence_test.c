@@ -3,9 +3,12 @@
  * op across two gateways and its refusals (JSON and MessagePack), entries of a gateway killed
  * with -9 leaving within its lease, `unavailable` while Redis is down, and the gateway rewriting
  * its gateway-set and presence entries after its Redis restarted empty (a private redis-server:
- * the shared one is never restarted). Needs WSGATE_TEST_KAFKA and WSGATE_TEST_REDIS_PORT.
+ * the shared one is never restarted); join/leave events through gateway, Kafka, processor and
+ * the other gateway, and their coalescing under a subscribe storm. Needs WSGATE_TEST_KAFKA and
+ * WSGATE_TEST_REDIS_PORT.
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,8 +23,10 @@
 
 static itest_gateway gw, gw2;
 static itest_redis_server srv;
+static itest_processor proc;
 
 static void teardown(void) {
+  itest_processor_cleanup(&proc);
   itest_gateway_cleanup(&gw);
   itest_gateway_cleanup(&gw2);
   itest_redis_server_stop(&srv, SIGKILL);
@@ -49,10 +54,15 @@ static ws_client *connect_on(const itest_gateway *g, const char *user) {
   return c;
 }
 
+/* The answer to op: the next frame that is not a presence_change (join/leave events may come
+ * in between). */
 static void op_answer(ws_client *c, const char *op, char *got, size_t cap) {
+  static const char jl[] = "{\"wsgate\":\"presence_change\"";
   cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
   ws_message m;
-  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  do
+    itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  while (m.len >= sizeof jl - 1 && memcmp(m.data, jl, sizeof jl - 1) == 0);
   snprintf(got, cap, "%.*s", (int)m.len, m.data);
 }
 
@@ -269,4 +279,154 @@ Test(channels_presence, redis_restart_rewrites_presence) {
   cr_expect(strstr(got, "\"connections\":50,\"users\":[\"u00\",\"u01\","), "%s", got);
   for (int i = 0; i < N; i++)
     ws_client_destroy(cl[i]);
+}
+
+/* --- join/leave ------------------------------------------------------------------------------ */
+
+#define JL_FLAGS "--channel-namespace", "room=presence=true,join_leave=true"
+
+typedef struct {
+  int frames;
+  long joined, left;    /* events counted, names or counts */
+  long joined_named[4]; /* per watched user: joined entries */
+  long left_named[4];
+  const char *watch[4]; /* users whose entries are counted by name */
+} jl_seen;
+
+/* Reads presence_change frames from c for up to timeout_ms, or until `until` is true. */
+static void jl_read(ws_client *c, jl_seen *seen, int timeout_ms, bool (*until)(const jl_seen *)) {
+  for (uint64_t end = itest_now_ms() + (uint64_t)timeout_ms; itest_now_ms() < end;) {
+    if (until && until(seen))
+      return;
+    ws_message m;
+    if (ws_client_recv(c, &m, 100) != WS_CLIENT_OK)
+      continue;
+    json_t *j = json_loadb((const char *)m.data, m.len, 0, NULL);
+    const char *t = json_string_value(json_object_get(j, "wsgate"));
+    if (t && strcmp(t, "presence_change") == 0) {
+      cr_expect_str_eq(json_string_value(json_object_get(j, "channel")), "room:x");
+      seen->frames++;
+      const char *keys[2] = {"joined", "left"};
+      for (int side = 0; side < 2; side++) {
+        json_t *list = json_object_get(j, keys[side]);
+        char count_key[16];
+        snprintf(count_key, sizeof count_key, "%s_count", keys[side]);
+        long n = json_is_array(list) ? (long)json_array_size(list)
+                                     : (long)json_integer_value(json_object_get(j, count_key));
+        *(side ? &seen->left : &seen->joined) += n;
+        for (size_t i = 0; json_is_array(list) && i < json_array_size(list); i++)
+          for (int w = 0; w < 4 && seen->watch[w]; w++)
+            if (strcmp(json_string_value(json_array_get(list, i)), seen->watch[w]) == 0)
+              (side ? seen->left_named : seen->joined_named)[w]++;
+      }
+    }
+    json_decref(j);
+  }
+}
+
+static bool bob_joined(const jl_seen *s) {
+  return s->joined_named[1] >= 1;
+}
+static bool bob_left(const jl_seen *s) {
+  return s->left_named[1] >= 1;
+}
+static bool cy_left(const jl_seen *s) {
+  return s->left_named[2] >= 1;
+}
+
+/* amy on one gateway sees bob (the other gateway) join and leave, and cy leave by closing: one
+ * entry per connection, through Kafka and a processor. A namespace without join_leave is quiet. */
+Test(channels_presence, join_leave_across_gateways) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {JL_FLAGS, NULL};
+  itest_gateway_start(&gw, &c, "jl-1", &(itest_daemon_opts){.extra = extra});
+  itest_gateway_start(&gw2, &c, "jl-2", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "jl", "echo", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = connect_on(&gw, "amy"), *b = connect_on(&gw2, "bob"), *y = connect_on(&gw2, "cy");
+  subscribe(a, "room:x");
+  jl_seen seen = {.watch = {"amy", "bob", "cy", NULL}};
+  subscribe(b, "room:x");
+  subscribe(y, "room:x");
+  subscribe(y, "quiet:x");
+  jl_read(a, &seen, 10000, bob_joined);
+  cr_expect_eq(seen.joined_named[1], 1, "bob joined once");
+  op_expect(b, "{\"wsgate\":\"unsubscribe\",\"channel\":\"room:x\"}",
+            "{\"wsgate\":\"unsubscribed\",\"channel\":\"room:x\"}");
+  jl_read(a, &seen, 10000, bob_left);
+  cr_expect_eq(seen.left_named[1], 1, "bob left once");
+  ws_client_destroy(y); /* a closed connection leaves all its channels */
+  jl_read(a, &seen, 10000, cy_left);
+  cr_expect_eq(seen.left_named[2], 1, "cy left by closing");
+  cr_expect_eq(seen.joined_named[2], 1);
+  jl_read(a, &seen, 500, NULL);
+  cr_expect_eq(seen.joined, 3, "amy, bob, cy: nothing from quiet:x or twice");
+  cr_expect_eq(seen.left, 2);
+  cr_expect_geq(itest_metric(gw2.http_port, "wsgate_gateway_channel_joinleave_batches_total{"
+                                            "result=\"produced\"}"),
+                2);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+}
+
+static long storm_total;
+static bool storm_seen(const jl_seen *s) {
+  return s->joined >= storm_total;
+}
+
+/* 300 subscribes within about a second on one gateway: its subscribers (above the threshold)
+ * get few frames, every join counted; a lone subscriber on the other gateway gets at most one
+ * frame per origin batch (50 ms), every join counted too. */
+Test(channels_presence, subscribe_storm_is_coalesced) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {JL_FLAGS, NULL};
+  itest_gateway_start(&gw, &c, "jls-1", &(itest_daemon_opts){.extra = extra});
+  itest_gateway_start(&gw2, &c, "jls-2", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "jls", "echo", &(itest_daemon_opts){.extra = extra});
+  enum { N = 300 };
+  static ws_client *cl[N];
+  for (int i = 0; i < N; i++) {
+    char user[16];
+    snprintf(user, sizeof user, "s%03d", i);
+    cl[i] = connect_on(&gw, user);
+  }
+  ws_client *near = connect_on(&gw, "near"), *far = connect_on(&gw2, "far");
+  subscribe(far, "room:x");
+  subscribe(near, "room:x");
+  jl_seen sn = {0}, sf = {0};
+  storm_total = 2; /* far's and near's own joins */
+  jl_read(far, &sf, 10000, storm_seen);
+  jl_read(near, &sn, 10000, storm_seen);
+  cr_assert_eq(sf.joined, 2);
+  sn = (jl_seen){0};
+  sf = (jl_seen){0};
+  uint64_t t0 = itest_now_ms();
+  const char *op = "{\"wsgate\":\"subscribe\",\"channel\":\"room:x\"}";
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq(ws_client_send_text(cl[i], op, strlen(op)), WS_CLIENT_OK);
+    usleep(3000); /* spread over about a second */
+  }
+  uint64_t sent_ms = itest_now_ms() - t0;
+  storm_total = N;
+  jl_read(far, &sf, 15000, storm_seen);
+  jl_read(near, &sn, 15000, storm_seen);
+  cr_log_info("storm: %d subscribes sent in %llu ms; far (1 local subscriber) got %d frames, "
+              "near (%d local subscribers) %d frames",
+              N, (unsigned long long)sent_ms, sf.frames, N + 1, sn.frames);
+  cr_expect_eq(sf.joined, N, "every join counted on the other gateway");
+  cr_expect_eq(sn.joined, N, "every join counted on the storm's gateway");
+  /* While the channel has fewer than 50 (the threshold) local subscribers each 50 ms batch is
+   * written at once: about 150 ms of the storm, 3 or 4 frames; then one a second at most. */
+  cr_expect_leq(sn.frames, 4 + (int)(itest_now_ms() - t0) / 1000,
+                "at most one frame a second above the threshold");
+  cr_expect_leq(sf.frames, 2 + (int)(itest_now_ms() - t0) / 50, "at most one per origin batch");
+  double batches = itest_metric(gw.http_port, "wsgate_gateway_channel_joinleave_batches_total{"
+                                              "result=\"produced\"}");
+  cr_log_info("storm: %.0f joinleave records produced by the storm's gateway", batches);
+  cr_expect_lt(batches, N / 5, "batched before Kafka");
+  for (int i = 0; i < N; i++)
+    ws_client_destroy(cl[i]);
+  ws_client_destroy(near);
+  ws_client_destroy(far);
 }

@@ -926,7 +926,7 @@ Test(encode, rejects_what_decode_rejects) {
 
   EXPECT_ENCODE(e.version = 2, WSG_ENV_BAD_VERSION);
   EXPECT_ENCODE(e.kind = (wsg_env_kind)0, WSG_ENV_BAD_KIND);
-  EXPECT_ENCODE(e.kind = (wsg_env_kind)(WSG_ENV_PUBLISH + 1), WSG_ENV_BAD_KIND);
+  EXPECT_ENCODE(e.kind = (wsg_env_kind)(WSG_ENV_KIND_LAST + 1), WSG_ENV_BAD_KIND);
   EXPECT_ENCODE(e.fields &= ~(unsigned)WSG_F_USER, WSG_ENV_MISSING);
   EXPECT_ENCODE(e.fields &= ~(unsigned)WSG_F_SLOT, WSG_ENV_MISSING);
   EXPECT_ENCODE((e.user = long_user, e.user_len = sizeof long_user), WSG_ENV_TOO_LONG);
