@@ -11,40 +11,45 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* An entry's value is <user>|<gw id>, split at the last '|' (user ids may hold '|'). */
+/* An entry's value is <user>|<gw id>, split at the last '|' (user ids may hold '|'). The counts
+ * come from :pc (O(gateways)); the names from an HSCAN of :p that stops at ARGV[1] distinct pairs
+ * or ARGV[2] entries, so a query costs Redis the same on a channel of 50 or of 50,000. */
 const char GW_CHPRES_LUA_READ[] =
-    "local h = redis.call('HGETALL', KEYS[1])\n"
-    "local cap = tonumber(ARGV[1])\n"
-    "local gws, gwn, pairs, seen, more = {}, {}, {}, {}, 0\n"
-    "for i = 2, #h, 2 do\n"
-    "  local v = h[i]\n"
-    "  local bar = string.find(v, '|[^|]*$')\n"
-    "  if bar and bar > 1 and bar < #v then\n"
-    "    local g = string.sub(v, bar + 1)\n"
-    "    if not gwn[g] then gwn[g] = 0; gws[#gws + 1] = g end\n"
-    "    gwn[g] = gwn[g] + 1\n"
-    "    if not seen[v] then\n"
-    "      if #pairs < cap then seen[v] = true; pairs[#pairs + 1] = v else more = 1 end\n"
-    "    end\n"
+    "local c = redis.call('HGETALL', KEYS[2])\n"
+    "local cap, budget = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local out = {0, #c / 2}\n"
+    "for i = 1, #c do out[#out + 1] = c[i] end\n"
+    "for i = 4, #out, 2 do out[i] = tonumber(out[i]) or 0 end\n"
+    "local seen, np, scanned, cursor = {}, 0, 0, '0'\n"
+    "repeat\n"
+    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 200)\n"
+    "  cursor = r[1]\n"
+    "  for i = 2, #r[2], 2 do\n"
+    "    local v = r[2][i]\n"
+    "    scanned = scanned + 1\n"
+    "    if not seen[v] and np < cap then seen[v] = true; np = np + 1; out[#out + 1] = v end\n"
     "  end\n"
-    "end\n"
-    "local out = {more, #gws}\n"
-    "for _, g in ipairs(gws) do out[#out + 1] = g; out[#out + 1] = gwn[g] end\n"
-    "for _, p in ipairs(pairs) do out[#out + 1] = p end\n"
+    "until cursor == '0' or np >= cap or scanned >= budget\n"
+    "if cursor ~= '0' then out[1] = 1 end\n"
     "return out\n";
 
-const char GW_CHPRES_LUA_DROP[] = "local dead = {}\n"
-                                  "for _, g in ipairs(ARGV) do dead[g] = true end\n"
-                                  "local h = redis.call('HGETALL', KEYS[1])\n"
-                                  "local n = 0\n"
-                                  "for i = 2, #h, 2 do\n"
-                                  "  local v = h[i]\n"
-                                  "  local bar = string.find(v, '|[^|]*$')\n"
-                                  "  if bar and dead[string.sub(v, bar + 1)] then\n"
-                                  "    n = n + redis.call('HDEL', KEYS[1], h[i - 1])\n"
-                                  "  end\n"
-                                  "end\n"
-                                  "return n\n";
+/* Rare (after a gateway crashed): walks :p with HSCAN, deleting the dead gateways' entries. */
+const char GW_CHPRES_LUA_DROP[] =
+    "local dead = {}\n"
+    "for _, g in ipairs(ARGV) do dead[g] = true; redis.call('HDEL', KEYS[2], g) end\n"
+    "local n, cursor = 0, '0'\n"
+    "repeat\n"
+    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)\n"
+    "  cursor = r[1]\n"
+    "  for i = 2, #r[2], 2 do\n"
+    "    local v = r[2][i]\n"
+    "    local bar = string.find(v, '|[^|]*$')\n"
+    "    if bar and dead[string.sub(v, bar + 1)] then\n"
+    "      n = n + redis.call('HDEL', KEYS[1], r[2][i - 1])\n"
+    "    end\n"
+    "  end\n"
+    "until cursor == '0'\n"
+    "return n\n";
 
 static bool uint_of(const redisReply *r, uint64_t *out) {
   if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)

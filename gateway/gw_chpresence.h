@@ -5,9 +5,11 @@
  * MessagePack). The asynchronous query itself is gw_chpresq.c's.
  *
  * Why a script and not HGETALL: a channel of 50,000 subscribers would send megabytes to the
- * gateway per query; the script sends at most `4 * max_users` distinct user|gateway pairs and a
- * count per gateway, so the reply is bounded whatever the channel's size. Redis still walks the
- * hash once (O(entries)): queries in flight are bounded per connection and per gateway.
+ * gateway per query, and walking its hash costs Redis about half a second (measured: 532 ms for
+ * 50,000 entries, 27 ms for 10,000). The counts come from ch:{c:<channel>}:pc, which each gateway
+ * keeps (its id -> its subscriptions of the channel: O(gateways) to read), and the names from an
+ * HSCAN of :p that stops at `4 * max_users` distinct user|gateway pairs or GW_CHPRES_SCAN_BUDGET
+ * entries: the work and the reply are bounded whatever the channel's size.
  *
  * Threads: none of its own; every function is reentrant.
  */
@@ -25,14 +27,16 @@ struct redisReply;
 #define GW_CHPRES_USERS_DEFAULT  100  /* --channel-presence-users */
 #define GW_CHPRES_USERS_MAX      1000 /* its bound: an answer stays under ~260 KiB */
 #define GW_CHPRES_PAIRS_PER_USER 4    /* pairs the script returns per user the answer may hold */
-#define GW_CHPRES_GWS_MAX        64   /* distinct gateways in one channel's presence */
+#define GW_CHPRES_GWS_MAX        256  /* gateways in one channel's presence (else unavailable) */
 #define GW_CHPRES_PER_CONN       4    /* queries in flight per connection */
+#define GW_CHPRES_SCAN_BUDGET    4000 /* :p entries one query reads at most */
 
-/* KEYS[1] = the :p hash, ARGV[1] = the most user|gateway pairs to return. Returns
- * {more, ngws, gw1, conns1, ..., pair1, pair2, ...}: `more` 1 when distinct pairs were left out. */
+/* KEYS[1] = the :p hash, KEYS[2] = the :pc hash, ARGV[1] = the most user|gateway pairs to
+ * return, ARGV[2] = the most :p entries to read. Returns {more, ngws, gw1, conns1, ..., pair1,
+ * pair2, ...}: `more` 1 when the scan stopped before the end (pairs may have been left out). */
 extern const char GW_CHPRES_LUA_READ[];
-/* KEYS[1] = the :p hash, ARGV = ids of gateways whose gw:<id> record is gone: deletes their
- * entries, returns how many. */
+/* KEYS[1] = the :p hash, KEYS[2] = the :pc hash, ARGV = ids of gateways whose gw:<id> record is
+ * gone: deletes their entries and counts, returns how many entries. */
 extern const char GW_CHPRES_LUA_DROP[];
 
 /* What the script said, copied (the reply is gone by the time the liveness checks answer). */

@@ -118,22 +118,26 @@ static void on_dropped(void *arg, wsg_redis_conn_req *req, const redisReply *rep
 /* Deletes the entries of the gateways found dead, best effort: a failure leaves them to the next
  * reader (processors' wsgate_presence() drop them too). */
 static void drop_dead(gw_chpresq *p, const pq *q) {
-  const char *argv[2 + GW_CHPRES_GWS_MAX];
-  size_t lens[2 + GW_CHPRES_GWS_MAX];
-  char key[WSG_REDIS_KEY_MAX];
+  const char *argv[5 + GW_CHPRES_GWS_MAX];
+  size_t lens[5 + GW_CHPRES_GWS_MAX];
+  char key[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX];
   int kn = wsg_key_channel(key, sizeof key, gw_chreg_prefix(p->s->chreg), q->op.channel,
                            q->op.channel_len, "p");
-  if (kn < 0)
+  int cn = wsg_key_channel(kc, sizeof kc, gw_chreg_prefix(p->s->chreg), q->op.channel,
+                           q->op.channel_len, "pc");
+  if (kn < 0 || cn < 0)
     return;
   int argc = 0;
   argv[argc] = "EVAL";
   lens[argc++] = 4;
   argv[argc] = GW_CHPRES_LUA_DROP;
   lens[argc++] = strlen(GW_CHPRES_LUA_DROP);
-  argv[argc] = "1";
+  argv[argc] = "2";
   lens[argc++] = 1;
   argv[argc] = key;
   lens[argc++] = (size_t)kn;
+  argv[argc] = kc;
+  lens[argc++] = (size_t)cn;
   int head = argc;
   for (uint32_t g = 0; g < q->rd->ngws && argc < (int)(sizeof argv / sizeof argv[0]); g++)
     if (q->rd->gw[g].dead) {
@@ -283,10 +287,11 @@ void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op) {
     gw_chserve_answer(s, ss, op, GW_CHOP_PRESENCE_BUSY);
     return;
   }
-  char key[WSG_REDIS_KEY_MAX], cap[16];
-  int kn = wsg_key_channel(key, sizeof key, gw_chreg_prefix(s->chreg), op->channel, op->channel_len,
-                           "p");
-  pq *q = kn < 0 ? NULL : calloc(1, sizeof *q);
+  char key[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX], cap[16], budget[16];
+  const char *prefix = gw_chreg_prefix(s->chreg);
+  int kn = wsg_key_channel(key, sizeof key, prefix, op->channel, op->channel_len, "p");
+  int kcn = wsg_key_channel(kc, sizeof kc, prefix, op->channel, op->channel_len, "pc");
+  pq *q = kn < 0 || kcn < 0 ? NULL : calloc(1, sizeof *q);
   if (!q || !wsg_redis_cluster_key_ready(gw_chreg_conn(s->chreg), key, (size_t)kn)) {
     free(q);
     gw_chserve_answer(s, ss, op, GW_CHOP_UNAVAILABLE);
@@ -297,9 +302,11 @@ void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op) {
   q->op = *op;
   int cn = snprintf(cap, sizeof cap, "%u",
                     (unsigned)(s->cfg->channel_presence_users * GW_CHPRES_PAIRS_PER_USER));
-  const char *argv[] = {"EVAL", GW_CHPRES_LUA_READ, "1", key, cap};
-  size_t lens[] = {4, strlen(GW_CHPRES_LUA_READ), 1, (size_t)kn, (size_t)cn};
-  if (!send_cmd(q, on_read, 0, 5, argv, lens)) {
+  int bn = snprintf(budget, sizeof budget, "%u", (unsigned)GW_CHPRES_SCAN_BUDGET);
+  const char *argv[] = {"EVAL", GW_CHPRES_LUA_READ, "2", key, kc, cap, budget};
+  size_t lens[] = {4,         strlen(GW_CHPRES_LUA_READ), 1, (size_t)kn, (size_t)kcn, (size_t)cn,
+                   (size_t)bn};
+  if (!send_cmd(q, on_read, 0, 7, argv, lens)) {
     free(q);
     gw_chserve_answer(s, ss, op, GW_CHOP_UNAVAILABLE);
     return;

@@ -54,6 +54,11 @@ void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
 void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
                        bool add); /* user: only for add (may be NULL otherwise) */
 
+/* Presence counts: HSET ch:{c:<channel>}:pc <gw id> <n> (HDEL when n is 0), n this gateway's
+ * subscriptions of the channel, so a presence query reads O(gateways) to count connections.
+ * Fire and forget, like gw_chreg_presence. name: borrowed. */
+void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t n);
+
 /* Its connection (borrowed; NULL when r is) and key prefix, for reads that must follow its
  * updates in Redis (gw_chhist). */
 struct wsg_redis_cluster *gw_chreg_conn(gw_chreg *r);

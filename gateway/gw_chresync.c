@@ -69,6 +69,8 @@ static uint32_t write_conn(gw_chresync *r, gw_session *ss) {
     if (pos->resync_gen != r->gen) {
       pos->resync_gen = r->gen;
       gw_chreg_update(s->chreg, name, len, true);
+      if (wsg_chns_of(s->chns, name, len)->presence)
+        gw_chreg_presence_count(s->chreg, name, len, gw_channel_nsubs(ch));
       wsg_counter_add(r->m_sets, 1);
     }
   }

@@ -64,6 +64,14 @@ void gw_chserve_finish(gw_server *s) {
   s->chns = NULL;
 }
 
+/* This gateway's subscriptions of a presence channel into its :pc field; `leaving` of them are
+ * about to go (a connection that ends is still in the index). */
+static void presence_count(gw_server *s, const char *name, size_t len, size_t leaving) {
+  gw_channel *ch = gw_channels_find(s->channels, name, len);
+  size_t n = ch ? gw_channel_nsubs(ch) : 0;
+  gw_chreg_presence_count(s->chreg, name, len, n > leaving ? n - leaving : 0);
+}
+
 static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
   if (!gw_chperm_allows(ss->chperm, op->channel, op->channel_len))
     return GW_CHOP_FORBIDDEN;
@@ -73,8 +81,11 @@ static int subscribe(gw_server *s, gw_session *ss, const gw_chop *op) {
                                  op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
   if (rc == GW_CHOP_OK && (created || gw_chresync_due(s, op->channel, op->channel_len)))
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
-  if (rc == GW_CHOP_OK && !already && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
+  if (rc == GW_CHOP_OK && !already &&
+      wsg_chns_of(s->chns, op->channel, op->channel_len)->presence) {
     gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, ss->user->id, true);
+    presence_count(s, op->channel, op->channel_len, 0);
+  }
   if (rc == GW_CHOP_OK && !already)
     gw_chjlserve_local(s, ss, op->channel, op->channel_len, true);
   if (rc == GW_CHOP_OK && op->has_since && !already) {
@@ -107,8 +118,10 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     bool emptied;
     bool was =
         gw_channels_unsubscribe(s->channels, &ss->subs, op.channel, op.channel_len, &emptied);
-    if (was && wsg_chns_of(s->chns, op.channel, op.channel_len)->presence)
+    if (was && wsg_chns_of(s->chns, op.channel, op.channel_len)->presence) {
       gw_chreg_presence(s->chreg, op.channel, op.channel_len, ss->conn_id, NULL, false);
+      presence_count(s, op.channel, op.channel_len, 0);
+    }
     if (was)
       gw_chjlserve_local(s, ss, op.channel, op.channel_len, false);
     if (emptied)
@@ -145,8 +158,10 @@ void gw_chserve_release(gw_server *s, gw_session *ss) {
   for (gw_chsub *sub = ss->subs; sub; sub = gw_chsub_snext(sub)) {
     size_t len;
     const char *name = gw_channel_name(gw_chsub_channel(sub), &len);
-    if (wsg_chns_of(s->chns, name, len)->presence)
+    if (wsg_chns_of(s->chns, name, len)->presence) {
       gw_chreg_presence(s->chreg, name, len, ss->conn_id, NULL, false); /* ss->user is gone */
+      presence_count(s, name, len, 1);
+    }
   }
   if (ss->subs) {
     gw_channels_drop_conn(s->channels, &ss->subs, on_empty, s->chreg);

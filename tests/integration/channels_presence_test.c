@@ -208,6 +208,10 @@ Test(channels_presence, killed_gateway_vanishes_within_its_lease) {
   cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
             "the dead gateway's entry was deleted");
   freeReplyObject(rep);
+  snprintf(key, sizeof key, "%sch:{c:room:x}:pc", c.prefix);
+  rep = itest_redis_key_command(0, "HEXISTS %s %s", key, gw2.id);
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "and its count");
+  freeReplyObject(rep);
   cr_expect_geq(itest_metric(gw.http_port, "wsgate_gateway_channel_presence_dropped_total"), 1);
   ws_client_destroy(b);
   ws_client_destroy(a);
