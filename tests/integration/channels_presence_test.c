@@ -132,6 +132,26 @@ Test(channels_presence, op_answers_and_refusals) {
                         "\"connections\":4,\"users\":[\"alice\",\"bob\"],\"truncated\":true}",
                         10000));
 
+  /* Queries in flight are bounded: 4 per connection. Ten sent at once are all answered, the
+   * ones past the bound with presence_busy (how many depends on when Redis answers). */
+  const char *q = "{\"wsgate\":\"presence\",\"channel\":\"room:x\"}";
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(ws_client_send_text(z, q, strlen(q)), WS_CLIENT_OK);
+  int busy = 0, answered = 0;
+  for (int i = 0; i < 10; i++) {
+    ws_message a;
+    itest_expect_msg(z, WS_OP_TEXT, &a, ITEST_TIMEOUT_MS);
+    if (a.len > 26 && memcmp(a.data, "{\"wsgate\":\"presence_change", 26) == 0) {
+      i--;
+      continue;
+    }
+    answered += a.len > 20 && memcmp(a.data, "{\"wsgate\":\"presence\"", 20) == 0;
+    busy += strstr((const char *)a.data, "\"code\":\"presence_busy\"") != NULL;
+  }
+  cr_expect_eq(answered + busy, 10, "every query answered: %d answers, %d busy", answered, busy);
+  cr_expect_geq(answered, 1);
+  cr_log_info("10 queries at once: %d answered, %d presence_busy", answered, busy);
+
   /* MessagePack: the same keys. */
   ws_client *m = connect_on(&gw2, "mia");
   static const uint8_t sub_mp[] = "\x82\xa6wsgate\xa9subscribe\xa7"
