@@ -305,6 +305,46 @@ Test(channels_presence, redis_restart_rewrites_presence) {
     ws_client_destroy(cl[i]);
 }
 
+/* The rewrite is paced: at --channel-resync-rate 100 (one connection a 10 ms tick here) the 50
+ * entries come back over about half a second, not in one burst. */
+Test(channels_presence, redis_restart_rewrite_is_paced) {
+  itest_redis_server_start(&srv, 0);
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {NS_FLAGS, "--channel-resync-rate", "100", NULL};
+  itest_gateway_start(&gw, &c, "pres-paced",
+                      &(itest_daemon_opts){.extra = extra, .redis_port = srv.port});
+  enum { N = 50 };
+  ws_client *cl[N];
+  for (int i = 0; i < N; i++) {
+    char user[16];
+    snprintf(user, sizeof user, "p%02d", i);
+    cl[i] = connect_on(&gw, user);
+    subscribe(cl[i], "room:x");
+  }
+  char kp[256];
+  snprintf(kp, sizeof kp, "%sch:{c:room:x}:p", c.prefix);
+  itest_redis_server_stop(&srv, SIGKILL);
+  itest_redis_server_start(&srv, srv.port); /* same port, empty */
+  redisContext *r = itest_redis_connect_port(srv.port);
+  cr_assert_not_null(r);
+  uint64_t first = 0, full = 0;
+  for (uint64_t end = itest_now_ms() + 20000; itest_now_ms() < end && !full;) {
+    long n = redis_int(r, "HLEN %s", kp);
+    if (n > 0 && !first)
+      first = itest_now_ms();
+    if (n == N)
+      full = itest_now_ms();
+    usleep(5 * 1000);
+  }
+  redisFree(r);
+  cr_assert(full, "every entry written again");
+  cr_log_info("paced rewrite: %d entries over %llu ms", N, (unsigned long long)(full - first));
+  cr_expect_geq(full - first, 250, "one connection a tick: about 490 ms, not a burst");
+  for (int i = 0; i < N; i++)
+    ws_client_destroy(cl[i]);
+}
+
 /* --- join/leave ------------------------------------------------------------------------------ */
 
 #define JL_FLAGS "--channel-namespace", "room=presence=true,join_leave=true"
