@@ -95,9 +95,11 @@ static const wsg_config_section api_sections[] = {
 static const wsg_config_spec api_spec = {
     .program = "wsgate-api",
     .summary = "The HTTP API for backends (docs/API.md): send to users and connections, "
-               "disconnect them, in JSON or MessagePack, one command or a batch. Each request is "
-               "answered 202 once its commands are committed to the commands topic in one Kafka "
-               "transaction; processors execute them. Stateless: run as many as needed. Every "
+               "disconnect them, publish to channels, in JSON or MessagePack, one command or a "
+               "batch; read a channel's presence and history and the cluster's gateways. Each "
+               "command request is answered 202 once its commands are committed to the commands "
+               "topic in one Kafka transaction; processors execute them. Stateless: run as many "
+               "as needed. Every "
                "option can also be set by the environment variable shown; a flag wins over the "
                "environment.",
     .sections = api_sections,

@@ -142,6 +142,26 @@ static void fast_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
   pthread_mutex_unlock(&k->mu);
 }
 
+/* One record (copied) to `topic`. produceva, not producev: producev's argument macros are GNU
+ * statement expressions, which clang -Wpedantic -Werror refuses. */
+static rd_kafka_resp_err_t produce(rd_kafka_t *rk, const char *topic, const api_record *r,
+                                   void *opaque) {
+  rd_kafka_vu_t vu[] = {
+      {.vtype = RD_KAFKA_VTYPE_TOPIC, .u.cstr = topic},
+      {.vtype = RD_KAFKA_VTYPE_PARTITION, .u.i32 = r->partition},
+      {.vtype = RD_KAFKA_VTYPE_MSGFLAGS, .u.i = RD_KAFKA_MSG_F_COPY},
+      {.vtype = RD_KAFKA_VTYPE_KEY, .u.mem = {(void *)r->key, r->key_len}},
+      {.vtype = RD_KAFKA_VTYPE_VALUE, .u.mem = {(void *)r->value, r->len}},
+      {.vtype = RD_KAFKA_VTYPE_OPAQUE, .u.ptr = opaque},
+  };
+  rd_kafka_error_t *e = rd_kafka_produceva(rk, vu, sizeof vu / sizeof vu[0]);
+  if (!e)
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
+  rd_kafka_resp_err_t err = rd_kafka_error_code(e);
+  rd_kafka_error_destroy(e);
+  return err;
+}
+
 static void *poller_main(void *arg) {
   api_kafka *k = arg;
   for (;;) {
@@ -248,10 +268,7 @@ static job *run_txn(api_kafka *k, job *list) {
       const api_record *r = &j->recs[i];
       rd_kafka_resp_err_t err;
       for (;;) {
-        err = rd_kafka_producev(
-            k->rk, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(r->partition),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY((void *)r->key, r->key_len),
-            RD_KAFKA_V_VALUE((void *)r->value, r->len), RD_KAFKA_V_END);
+        err = produce(k->rk, k->topic, r, NULL);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
           break;
         rd_kafka_poll(k->rk, 10);
@@ -370,10 +387,7 @@ static int submit_one(api_kafka *k, const api_record *r, char *why, size_t whyle
   job j = {.recs = r, .n = 1};
   rd_kafka_resp_err_t err;
   for (int tries = 0;; tries++) {
-    err = rd_kafka_producev(
-        k->fast, RD_KAFKA_V_TOPIC(k->topic), RD_KAFKA_V_PARTITION(r->partition),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY((void *)r->key, r->key_len),
-        RD_KAFKA_V_VALUE((void *)r->value, r->len), RD_KAFKA_V_OPAQUE(&j), RD_KAFKA_V_END);
+    err = produce(k->fast, k->topic, r, &j);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries == 100)
       break;
     usleep(10000); /* the poller drains the queue */

@@ -1,10 +1,10 @@
 /*
  * api_server: request handling of wsgate-api (see api_server.h and docs/API.md).
  *
- * A request goes: route (404) -> key (401) -> method (405) -> rate limit (429) -> what is not
- * available yet (501) -> Idempotency-Key syntax (400) -> body (400, 413, 415) -> records ->
- * idempotency claim (202 duplicate, 409, 422, 503) -> one Kafka transaction (202, or 503 with
- * the reason and nothing accepted).
+ * A request goes: route (404) -> key (401) -> method (405) -> rate limit (429) -> the queries
+ * (info, presence, history: 200 from Redis, 400, 503) -> Idempotency-Key syntax (400) -> body
+ * (400, 413, 415) -> records -> idempotency claim (202 duplicate, 409, 422, 503) -> one Kafka
+ * transaction (202, or 503 with the reason and nothing accepted).
  *
  * Threads: requests run on wsg_http's per-connection threads; the rate table and the keyring
  * have their own locks; everything else they touch is read-only after create.
@@ -16,11 +16,13 @@
 #include <jansson.h>
 #include <openssl/sha.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
+#include "api_channels.h"
 #include "api_idem.h"
 #include "api_info.h"
 #include "api_kafka.h"
@@ -36,7 +38,7 @@
 
 /* The status codes a request can get, for the requests counter. */
 #define API_STATUS_MAP(X)                                                                          \
-  X(202) X(400) X(401) X(404) X(405) X(409) X(413) X(415) X(422) X(429) X(501) X(503)
+  X(200) X(202) X(400) X(401) X(404) X(405) X(409) X(413) X(415) X(422) X(429) X(503)
 enum {
 #define API_STATUS_ENUM(code) ST_##code,
   API_STATUS_MAP(API_STATUS_ENUM)
@@ -62,6 +64,7 @@ struct api_server {
   wsg_http *ops;
   char *tls_cert, *tls_key; /* PEM text */
   uint64_t next_keys_check_ms;
+  _Atomic uint64_t heartbeat_ms; /* the main loop's last turn (api_server_beat); 0 before */
 
   pthread_mutex_t rate_mu;
   bucket *buckets;
@@ -264,18 +267,19 @@ static int build_records(api_server *s, api_batch *b, const char *id, records *r
 
 /* --- the handler --------------------------------------------------------------------------- */
 
-enum { ROUTE_INFO = -2 }; /* a route that is no api_op: answered from Redis */
+/* Routes that are no api_op: queries answered from Redis. */
+enum { ROUTE_INFO = -1, ROUTE_PRESENCE = -2, ROUTE_HISTORY = -3 };
 
 typedef struct {
   const char *path;
-  int op; /* api_op; -1: not available yet; ROUTE_INFO */
+  int op; /* api_op, or ROUTE_* */
   const char *methods;
 } route;
 
 static const route routes[] = {
-    {"/v1/send", API_OP_SEND, "POST"},   {"/v1/disconnect", API_OP_DISCONNECT, "POST"},
-    {"/v1/batch", API_OP_BATCH, "POST"}, {"/v1/publish", -1, "POST"},
-    {"/v1/presence", -1, "GET"},         {"/v1/history", -1, "GET"},
+    {"/v1/send", API_OP_SEND, "POST"},       {"/v1/disconnect", API_OP_DISCONNECT, "POST"},
+    {"/v1/batch", API_OP_BATCH, "POST"},     {"/v1/publish", API_OP_PUBLISH, "POST"},
+    {"/v1/presence", ROUTE_PRESENCE, "GET"}, {"/v1/history", ROUTE_HISTORY, "GET"},
     {"/v1/info", ROUTE_INFO, "GET"},
 };
 
@@ -300,6 +304,121 @@ static void accepted(wsg_http_response *resp, size_t n, const char *id, bool dup
   answer_json(
       resp, 202,
       json_pack("{s:I,s:s,s:b}", "accepted", (json_int_t)n, "id", id, "duplicate", duplicate));
+}
+
+/* --- queries ------------------------------------------------------------------------------ */
+
+/* The query arguments each query takes. */
+static const struct {
+  int op;
+  const char *args[3];
+} query_args[] = {
+    {ROUTE_INFO, {NULL}},
+    {ROUTE_PRESENCE, {"channel", "limit", NULL}},
+    {ROUTE_HISTORY, {"channel", "since", "limit"}},
+};
+
+/* A decimal argument in [lo, hi]; def when absent. 0, or -1 with the answer given. */
+static int uint_arg(const wsg_http_request *req, wsg_http_response *resp, const char *name,
+                    uint64_t lo, uint64_t hi, uint64_t def, uint64_t *out) {
+  size_t len = 0;
+  const char *v = wsg_http_arg(req, name, &len);
+  *out = def;
+  if (!v)
+    return 0;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long x = v[0] >= '0' && v[0] <= '9' ? strtoull(v, &end, 10) : 0;
+  if (!end || *end || (size_t)(end - v) != len || errno || x < lo || x > hi) {
+    char why[160];
+    snprintf(why, sizeof why, "%s must be an integer from %llu to %llu", name,
+             (unsigned long long)lo, (unsigned long long)hi);
+    answer_error(resp, 400, name, why);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
+/* The arguments of a query: only the known ones, a valid channel. 0, or -1 answered. */
+static int query_check(int op, const wsg_http_request *req, wsg_http_response *resp,
+                       const char **channel, size_t *chlen) {
+  const char *const *known = NULL;
+  for (size_t i = 0; i < sizeof query_args / sizeof query_args[0]; i++)
+    if (query_args[i].op == op)
+      known = query_args[i].args;
+  const char *names[8];
+  size_t n = wsg_http_arg_names(req, names, 8);
+  if (n > 8) {
+    answer_error(resp, 400, "", "too many query arguments (docs/API.md)");
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    bool ok = false;
+    for (size_t k = 0; k < 3 && known && known[k] && !ok; k++)
+      ok = strcmp(names[i], known[k]) == 0;
+    if (!ok) {
+      char why[200];
+      snprintf(why, sizeof why, "unknown query argument \"%.64s\" (docs/API.md)", names[i]);
+      answer_error(resp, 400, names[i], why);
+      return -1;
+    }
+  }
+  if (op == ROUTE_INFO)
+    return 0;
+  *channel = wsg_http_arg(req, "channel", chlen);
+  if (!*channel || *chlen == 0) {
+    answer_error(resp, 400, "channel", "give the channel: ?channel=<name> (URL-encoded)");
+    return -1;
+  }
+  if (strlen(*channel) != *chlen || !wsg_channel_name_valid(*channel, *chlen)) {
+    char why[160];
+    snprintf(why, sizeof why,
+             "channel must be 1..%d bytes of UTF-8 without control characters "
+             "(docs/PROTOCOL.md, \"Channels\")",
+             WSG_MAX_CHANNEL_LEN);
+    answer_error(resp, 400, "channel", why);
+    return -1;
+  }
+  return 0;
+}
+
+/* GET /v1/info, /v1/presence, /v1/history: 200 from Redis, 400, or 503 with the reason. */
+static void query(api_server *s, int op, const wsg_http_request *req, wsg_http_response *resp) {
+  const char *ch = NULL;
+  size_t chlen = 0;
+  uint64_t limit = 0, since = 0;
+  if (query_check(op, req, resp, &ch, &chlen) != 0)
+    return;
+  char why[300];
+  json_t *out = NULL;
+  switch (op) {
+  case ROUTE_INFO:
+    out = api_info_read(s->redis, api_kafka_slots(s->kafka), why, sizeof why);
+    break;
+  case ROUTE_PRESENCE:
+    if (uint_arg(req, resp, "limit", 1, API_PRESENCE_LIMIT_MAX, API_PRESENCE_LIMIT_DEFAULT,
+                 &limit) != 0)
+      return;
+    out = api_presence_read(s->redis, ch, chlen, (size_t)limit, why, sizeof why);
+    break;
+  default:
+    if (uint_arg(req, resp, "limit", 1, API_HISTORY_LIMIT_MAX, API_HISTORY_LIMIT_DEFAULT, &limit) !=
+            0 ||
+        uint_arg(req, resp, "since", 0, (uint64_t)INT64_MAX, 0, &since) != 0)
+      return;
+    out = api_history_read(s->redis, ch, chlen, since, (size_t)limit, why, sizeof why);
+    break;
+  }
+  if (out) {
+    answer_json(resp, 200, out);
+    return;
+  }
+  char msg[400];
+  snprintf(msg, sizeof msg, "redis: %s", why);
+  answer_error(resp, 503, NULL, msg);
+  resp->headers[0][0] = "Retry-After";
+  resp->headers[0][1] = "1";
 }
 
 static void serve(api_server *s, const wsg_http_request *req, wsg_http_response *resp) {
@@ -333,21 +452,8 @@ static void serve(api_server *s, const wsg_http_request *req, wsg_http_response 
     resp->headers[0][1] = ra;
     return;
   }
-  if (rt->op == ROUTE_INFO) {
-    char why[300];
-    json_t *info = api_info_read(s->redis, api_kafka_slots(s->kafka), why, sizeof why);
-    if (info)
-      answer_json(resp, 200, info);
-    else
-      answer_error(resp, 503, NULL, why);
-    return;
-  }
   if (rt->op < 0) {
-    char why[200];
-    snprintf(why, sizeof why,
-             "%s: not available yet in this version (channels are not wired to the API)",
-             rt->path + 4);
-    answer_error(resp, 501, NULL, why);
+    query(s, rt->op, req, resp);
     return;
   }
   const char *idem = wsg_http_header(req, "Idempotency-Key");
@@ -449,6 +555,26 @@ static void handle(void *arg, const wsg_http_request *req, wsg_http_response *re
 }
 
 /* --- life cycle ---------------------------------------------------------------------------- */
+
+void api_server_beat(api_server *s) {
+  atomic_store_explicit(&s->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
+}
+
+/* /healthz, on an ops thread: the main loop (signals, keys-file reloads) turns every 50 ms; one
+ * that has not for --liveness-stall is wedged (e.g. reading a keys file on a hung volume). The
+ * request threads are not watched: a slow Kafka shows in /readyz and in 503 answers instead. */
+static int alive(void *arg, char *why, size_t whylen) {
+  api_server *s = arg;
+  uint64_t beat = atomic_load_explicit(&s->heartbeat_ms, memory_order_relaxed);
+  uint64_t now = wsg_now_mono_ms(), stall = s->cfg->http.liveness_stall_ms;
+  if (beat == 0 || now - beat < stall)
+    return 0;
+  snprintf(why, whylen,
+           "main loop stalled: it has not turned for %" PRIu64 " ms (--liveness-stall %" PRIu64
+           " ms)",
+           now - beat, stall);
+  return -1;
+}
 
 static int ready(void *arg, char *why, size_t whylen) {
   api_server *s = arg;
@@ -554,7 +680,9 @@ int api_server_create(api_server **out, const api_config *cfg, char *err, size_t
                          .port = (int)cfg->http.port,
                          .metrics = s->metrics,
                          .ready = ready,
-                         .ready_arg = s};
+                         .ready_arg = s,
+                         .health = alive,
+                         .health_arg = s};
   if (wsg_http_start(&s->ops, &oo, err, errlen) != 0)
     goto fail;
   *out = s;

@@ -24,6 +24,8 @@ void api_server_destroy(api_server *s); /* NULL is a no-op */
 
 /* Reloads the keys file when `force` (SIGHUP) or when it changed. Main thread. */
 void api_server_check_keys(api_server *s, bool force);
+/* The main loop turned: /healthz fails once it has not for --liveness-stall. Main thread. */
+void api_server_beat(api_server *s);
 
 int api_server_port(const api_server *s);     /* the API's bound port */
 int api_server_ops_port(const api_server *s); /* the operations endpoint's */

@@ -83,6 +83,7 @@ int main(int argc, char **argv) {
   while (!stop_requested) {
     struct timespec ts = {0, 50 * 1000000L};
     nanosleep(&ts, NULL);
+    api_server_beat(s);
     if (reload_requested) {
       reload_requested = 0;
       WSG_INFO("main", "SIGHUP: reloading the keys file");

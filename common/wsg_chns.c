@@ -16,8 +16,9 @@ static const wsg_option chns_rows[] = {
      "repeatable, as name=key=value,key=value: history_size (publications kept per channel, "
      "0..100000, default 0), history_ttl (how long the history and the offset counter outlive "
      "the channel's last publication, 1s..30d, default 5m), presence, join_leave, "
-     "client_presence (clients' presence op; needs presence) and client_publish (true|false, "
-     "default false). The name `default` sets the options of "
+     "client_presence (clients' presence op; needs presence), client_publish (true|false, "
+     "default false), subscribe (claim: the token's channels claim decides, the default; handler: "
+     "the processors' handler decides, on_subscribe). The name `default` sets the options of "
      "channels without a namespace or with one not listed; gateways and processors of one "
      "cluster must agree (environment: name=...;name=...)."},
 };
@@ -90,10 +91,16 @@ static int parse_pair(const char *key, const char *v, wsg_chns_opts *o, char *er
       snprintf(err, errlen, "%s: %s is not true or false", key, v);
       return -1;
     }
+  } else if (strcmp(key, "subscribe") == 0) {
+    if (strcmp(v, "claim") != 0 && strcmp(v, "handler") != 0) {
+      snprintf(err, errlen, "subscribe: %s is not claim or handler", v);
+      return -1;
+    }
+    o->subscribe_handler = v[0] == 'h';
   } else {
     snprintf(err, errlen,
              "unknown option %s (history_size, history_ttl, presence, join_leave, "
-             "client_presence, client_publish)",
+             "client_presence, client_publish, subscribe)",
              key);
     return -1;
   }

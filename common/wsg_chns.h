@@ -4,7 +4,8 @@
  * first ':' ("news:eu" is in "news"); a name without ':', or whose namespace is not configured,
  * gets the default options (the row named "default" replaces them).
  *
- *   --channel-namespace news=history_size=100,history_ttl=5m,presence=true,client_publish=false
+ *   --channel-namespace news=history_size=100,history_ttl=5m,presence=true,client_publish=false,
+ *                       subscribe=claim
  *
  * Repeated (a KVLIST: one key per namespace), or WSGATE_CHANNEL_NAMESPACES="a=...;b=...".
  * wsg_chns_resolve() validates the rows into a table; lookups never allocate.
@@ -35,6 +36,8 @@ typedef struct {
   bool join_leave;         /* subscribers get join/leave events (needs presence) */
   bool client_presence;    /* clients may ask ({"wsgate":"presence"}; needs presence) */
   bool client_publish;     /* clients may publish ({"wsgate":"publish"}) */
+  bool subscribe_handler;  /* subscribe=handler: the handler's on_subscribe decides, not the
+                              token's claim */
 } wsg_chns_opts;
 
 /* The option group's struct, embedded in each program's config. */

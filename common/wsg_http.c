@@ -263,6 +263,40 @@ const char *wsg_http_header(const wsg_http_request *req, const char *name) {
   return MHD_lookup_connection_value((struct MHD_Connection *)req->priv, MHD_HEADER_KIND, name);
 }
 
+const char *wsg_http_arg(const wsg_http_request *req, const char *name, size_t *len) {
+  const char *v = NULL;
+  size_t n = 0;
+  if (MHD_lookup_connection_value_n((struct MHD_Connection *)req->priv, MHD_GET_ARGUMENT_KIND, name,
+                                    strlen(name), &v, &n) != MHD_YES)
+    return NULL;
+  if (len)
+    *len = v ? n : 0;
+  return v ? v : ""; /* "?name" without "=": present, empty */
+}
+
+typedef struct {
+  const char **names;
+  size_t max, n;
+} arg_names;
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value) {
+  (void)kind;
+  (void)value;
+  arg_names *a = cls;
+  if (a->n < a->max)
+    a->names[a->n] = key;
+  a->n++;
+  return MHD_YES;
+}
+
+size_t wsg_http_arg_names(const wsg_http_request *req, const char **names, size_t max) {
+  arg_names a = {names, max, 0};
+  MHD_get_connection_values((struct MHD_Connection *)req->priv, MHD_GET_ARGUMENT_KIND, collect_arg,
+                            &a);
+  return a.n;
+}
+
 void wsg_http_peer(const wsg_http_request *req, char *buf, size_t buflen) {
   buf[0] = '\0';
   const union MHD_ConnectionInfo *ci = MHD_get_connection_info((struct MHD_Connection *)req->priv,

@@ -58,6 +58,13 @@ struct wsg_http_request {
 
 /* A request header (case-insensitive name), or NULL. Valid for the handler call. */
 const char *wsg_http_header(const wsg_http_request *req, const char *name);
+/* The query argument `name`, percent-decoded, with its length in *len (may be NULL; the value may
+ * hold a NUL byte, so compare strlen with *len), "" for "?name" alone, or NULL when absent (the
+ * first one when repeated). Valid for the handler call. */
+const char *wsg_http_arg(const wsg_http_request *req, const char *name, size_t *len);
+/* The names of the query arguments, up to `max` of them into names[] (valid for the handler
+ * call); returns how many there are (repeated ones counted each time). */
+size_t wsg_http_arg_names(const wsg_http_request *req, const char **names, size_t max);
 /* The peer's address as text ("127.0.0.1"), or "" if unknown. */
 void wsg_http_peer(const wsg_http_request *req, char *buf, size_t buflen);
 

@@ -57,9 +57,9 @@ static const wsg_option ops_rows[] = {
     {"liveness-stall", 0, "WSGATE_LIVENESS_STALL", WSG_OPT_DURATION, OPS(liveness_stall_ms), "10s",
      1 * SEC, 10 * 60 * SEC, NULL, 0,
      "/healthz answers 503 once the daemon's main loop (the gateway's event loop, the "
-     "processor's consumer loop) has not turned for this long, so a liveness probe restarts a "
-     "wedged process; /readyz is not affected. The probe's own failureThreshold x periodSeconds "
-     "comes on top."},
+     "processor's consumer loop, wsgate-api's loop of signals and keys-file reloads) has not "
+     "turned for this long, so a liveness probe restarts a wedged process; /readyz is not "
+     "affected. The probe's own failureThreshold x periodSeconds comes on top."},
 };
 const wsg_option_group wsg_ops_group = {"ops", ops_rows, WSG_COUNTOF(ops_rows)};
 

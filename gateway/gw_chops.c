@@ -216,13 +216,15 @@ static void mp_str(msgpack_packer *pk, const char *s, size_t n) {
 }
 
 static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
-                             const gw_chop_recovery *rec, uint8_t *out, size_t cap) {
+                             const gw_chop_recovery *rec, const char *msg, uint8_t *out,
+                             size_t cap) {
   fixed_buf b = {out, cap, 0, false};
   msgpack_packer pk;
   msgpack_packer_init(&pk, &b, fixed_write);
   bool has_op = op->kind != GW_CHOP_NONE;
-  size_t pairs =
-      1 + (op->has_id ? 1 : 0) + (err == GW_CHOP_OK ? 1 : 2 + (has_op ? 1 : 0)) + (rec ? 3 : 0);
+  bool ok = err == GW_CHOP_OK;
+  size_t pairs = 1 + (op->has_id ? 1 : 0) + (ok ? 1 : 2 + (has_op ? 1 : 0) + (op->server ? 1 : 0)) +
+                 (rec ? 3 : 0) + (op->server ? 1 : 0);
   msgpack_pack_map(&pk, pairs);
   mp_str(&pk, "wsgate", 6);
   mp_str(&pk, type, strlen(type));
@@ -249,16 +251,24 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
       mp_str(&pk, "op", 2);
       mp_str(&pk, op_names[op->kind], strlen(op_names[op->kind]));
     }
+    if (op->server) {
+      mp_str(&pk, "channel", 7);
+      mp_str(&pk, op->channel, op->channel_len);
+    }
     mp_str(&pk, "code", 4);
     mp_str(&pk, gw_chop_code(err), strlen(gw_chop_code(err)));
     mp_str(&pk, "message", 7);
-    mp_str(&pk, gw_chop_strerror(err), strlen(gw_chop_strerror(err)));
+    mp_str(&pk, msg, strlen(msg));
+  }
+  if (op->server) {
+    mp_str(&pk, "server", 6);
+    msgpack_pack_true(&pk);
   }
   return b.overflow ? 0 : b.len;
 }
 
 static size_t answer_json(const gw_chop *op, int err, const char *type, const gw_chop_recovery *rec,
-                          uint8_t *out, size_t cap) {
+                          const char *msg, uint8_t *out, size_t cap) {
   json_t *j = json_object();
   if (!j)
     return 0;
@@ -275,24 +285,34 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, const gw
   } else {
     if (op->kind != GW_CHOP_NONE)
       json_object_set_new(j, "op", json_string(op_names[op->kind]));
+    if (op->server)
+      json_object_set_new(j, "channel", json_stringn(op->channel, op->channel_len));
     json_object_set_new(j, "code", json_string(gw_chop_code(err)));
-    json_object_set_new(j, "message", json_string(gw_chop_strerror(err)));
+    json_object_set_new(j, "message", json_string(msg));
   }
+  if (op->server)
+    json_object_set_new(j, "server", json_true());
   size_t n = json_dumpb(j, (char *)out, cap, JSON_COMPACT);
   json_decref(j);
   return n <= cap ? n : 0;
 }
 
-size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap) {
+size_t gw_chops_answer_msg(const gw_chop *op, int err, const char *message, uint8_t *out,
+                           size_t cap) {
   const char *type = "error";
   if (err == GW_CHOP_OK)
     type = op->kind == GW_CHOP_UNSUBSCRIBE ? "unsubscribed" : "subscribed";
-  return op->msgpack ? answer_msgpack(op, err, type, NULL, out, cap)
-                     : answer_json(op, err, type, NULL, out, cap);
+  const char *msg = message ? message : gw_chop_strerror(err);
+  return op->msgpack ? answer_msgpack(op, err, type, NULL, msg, out, cap)
+                     : answer_json(op, err, type, NULL, msg, out, cap);
+}
+
+size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap) {
+  return gw_chops_answer_msg(op, err, NULL, out, cap);
 }
 
 size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,
                                 size_t cap) {
-  return op->msgpack ? answer_msgpack(op, GW_CHOP_OK, "subscribed", rec, out, cap)
-                     : answer_json(op, GW_CHOP_OK, "subscribed", rec, out, cap);
+  return op->msgpack ? answer_msgpack(op, GW_CHOP_OK, "subscribed", rec, NULL, out, cap)
+                     : answer_json(op, GW_CHOP_OK, "subscribed", rec, NULL, out, cap);
 }

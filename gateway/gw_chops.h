@@ -37,11 +37,16 @@
   X(UNAVAILABLE, -8, "unavailable", "the gateway cannot record the subscription now; retry later") \
   X(PUBLISH_NOT_ALLOWED, -9, "publish_not_allowed",                                                \
     "clients may not publish to this channel's namespace (client_publish=false)")                  \
-  X(NOT_SUBSCRIBED, -10, "not_subscribed",                                                         \
+  X(TIMEOUT, -10, "timeout",                                                                       \
+    "the handler did not decide within --channel-decide-timeout; retry later")                     \
+  X(TOO_MANY_PENDING, -11, "too_many_pending",                                                     \
+    "too many subscribes wait for the handler's decision (--channel-pending-per-conn, "            \
+    "--channel-pending-max); retry later")                                                         \
+  X(NOT_SUBSCRIBED, -12, "not_subscribed",                                                         \
     "only a connection subscribed to the channel may ask for its presence")                        \
-  X(PRESENCE_NOT_ALLOWED, -11, "presence_not_allowed",                                             \
+  X(PRESENCE_NOT_ALLOWED, -13, "presence_not_allowed",                                             \
     "clients may not ask for presence in this channel's namespace (client_presence=false)")        \
-  X(PRESENCE_BUSY, -12, "presence_busy",                                                           \
+  X(PRESENCE_BUSY, -14, "presence_busy",                                                           \
     "too many presence queries in flight (4 per connection, --channel-presence-inflight per "      \
     "gateway); retry when one is answered")
 
@@ -51,9 +56,11 @@ typedef enum {
 #undef GW_CHOP_ERR_ENUM
 } gw_chop_err;
 
-#define GW_CHOP_ERR_COUNT 13
+#define GW_CHOP_ERR_COUNT 15
 /* gw_chserve's own result: the answer comes later (a recovery, a presence query), not an error. */
 #define GW_CHOP_RECOVERING 1
+/* gw_chserve's own result: sent to the handler, answered when it decides (gw_chpend). */
+#define GW_CHOP_PENDING 2
 const char *gw_chop_code(int err);     /* "forbidden" etc.: the answer's code; static string */
 const char *gw_chop_strerror(int err); /* the answer's message; static string */
 
@@ -70,6 +77,9 @@ typedef struct {
   bool msgpack; /* came as MessagePack: answer in MessagePack */
   bool has_id;
   bool has_since;
+  /* Made by the processor for a handler (wsgate_subscribe), not asked by the client: answered
+   * with "server":true, no id, and an error names the channel. */
+  bool server;
   uint64_t id; /* 0..2^53-1 */
   uint64_t since_offset, since_epoch;
   size_t channel_len;
@@ -97,6 +107,10 @@ int gw_chops_parse(const uint8_t *d, size_t len, bool binary, gw_chop *op);
  */
 #define GW_CHOP_ANSWER_MAX 1024
 size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap);
+/* The same with `message` (NUL-terminated UTF-8, e.g. the handler's reason for a refusal) in
+ * place of the error's own; NULL: the error's own. */
+size_t gw_chops_answer_msg(const gw_chop *op, int err, const char *message, uint8_t *out,
+                           size_t cap);
 
 /* The "subscribed" answer to a subscribe with `since`, once the history said whether it covers
  * what the client missed: {"wsgate":"subscribed",..,"recovered":b,"epoch":E,"offset":O}, O the

@@ -223,6 +223,16 @@ void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_ch
   issue(r);
 }
 
+void gw_chrecover_cancel(gw_server *s, const gw_session *ss, const char *name, size_t len) {
+  /* A scan: only a subscribe with `since` on a subscription still recovering gets here. */
+  for (gw_chrec *r = s->chrecs; r; r = r->next)
+    if (r->conn == ss->conn_id && r->op.channel_len == len &&
+        memcmp(r->op.channel, name, len) == 0) {
+      end(r);
+      return;
+    }
+}
+
 void gw_chrecover_finish(gw_server *s) {
   while (s->chrecs) {
     gw_chrec *r = s->chrecs;

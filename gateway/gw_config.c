@@ -296,6 +296,18 @@ static const wsg_option connection_rows[] = {
      "Subscribers of a channel on this gateway from which its presence_change frames are "
      "coalesced (--channel-join-leave-interval); below it each batch is written at once (0: "
      "always coalesced)."},
+    {"channel-decide-timeout", 0, "WSGATE_CHANNEL_DECIDE_TIMEOUT", WSG_OPT_DURATION,
+     OPT(channel_decide_timeout_ms), "5s", 100, 10 * 60 * SEC, NULL, 0,
+     "How long a subscribe in a namespace with subscribe=handler waits for the handler's "
+     "decision; then it is answered timeout (and a late decision is ignored)."},
+    {"channel-pending-per-conn", 0, "WSGATE_CHANNEL_PENDING_PER_CONN", WSG_OPT_INT,
+     OPT(channel_pending_per_conn), "8", 1, 31, NULL, 0,
+     "Most subscribes of one connection waiting for the handler's decision; one more is "
+     "answered too_many_pending."},
+    {"channel-pending-max", 0, "WSGATE_CHANNEL_PENDING_MAX", WSG_OPT_INT, OPT(channel_pending_max),
+     "10000", 1, 1000000, NULL, 0,
+     "Most subscribes waiting for the handler's decision on this gateway (bounds their memory, "
+     "about 300 bytes each); one more is answered too_many_pending."},
     {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
      0, NULL, 0,
      "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "

@@ -47,6 +47,17 @@ static int produce_env(gw_server *s, const gw_session *ss, const wsg_envelope *e
                           ss->conn_id);
 }
 
+int gw_inbound_subscribe_request(gw_server *s, const gw_session *ss, const char *ch, size_t len,
+                                 uint64_t rq) {
+  wsg_envelope e;
+  env_base(s, ss, &e, WSG_ENV_SUB_REQUEST);
+  e.fields |= WSG_F_CHANNEL | WSG_F_REQUEST;
+  e.channel = ch;
+  e.channel_len = len;
+  e.request = rq;
+  return produce_env(s, ss, &e);
+}
+
 void gw_inbound_rx_free(gw_server *s, gw_session *ss) {
   if (ss->rx) {
     s->rx_bytes -= ss->rx_cap;
@@ -359,7 +370,14 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
     char reason[64];
     snprintf(reason, sizeof reason, "message too big (limit %llu bytes)", (unsigned long long)max);
     gw_inbound_rx_free(s, ss);
-    return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
+    if (ss->flags & F_DEFLATE)
+      return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
+    /* A -1 here would make lws drop the rest of this read, whose payload bytes it has counted
+     * as still due: it would then take the client's close frame for payload and never see it
+     * (docs/notes/libwebsockets-4.1.6.md#oversized-frame). Close from WRITEABLE instead; the
+     * rest of the frame is discarded here (F_CLOSING) as lws parses it. */
+    gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
+    return 0;
   }
   bool fin = lws_is_final_fragment(wsi);
   if (fin && ss->rx_len == 0) {

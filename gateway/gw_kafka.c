@@ -404,7 +404,7 @@ static bool build_item(gw_kafka *k, const rd_kafka_message_t *m, gw_outbound *it
     wsg_counter_add(k->m_out_kind, 1);
     wsg_log_limited(&k->rl_consumer, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_WARN, "kafka",
                     "dropping a \"%s\" envelope at %s [%d] offset %lld: gateways accept only "
-                    "deliver, close and publish",
+                    "deliver, close, publish, subscribe and unsubscribe",
                     wsg_env_kind_name(env.kind), k->out_topic, m->partition, (long long)m->offset);
     return false;
   case GW_OUTDEC_FENCED:

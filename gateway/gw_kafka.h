@@ -70,7 +70,8 @@ typedef enum {
  * release with gw_outbound_finish() after use.
  */
 typedef struct {
-  wsg_env_kind kind; /* WSG_ENV_DELIVER, CLOSE, PUBLISH or JOINLEAVE (`msg` the raw batch) */
+  wsg_env_kind
+      kind; /* DELIVER, CLOSE, PUBLISH, SUBSCRIBE, UNSUBSCRIBE or JOINLEAVE (`msg` its batch) */
   gw_target target;
   gw_msg *msg; /* DELIVER: the payload, one reference owned by this item */
   uint64_t conn;
@@ -78,13 +79,17 @@ typedef struct {
   uint32_t nconns;
   uint16_t close_code; /* CLOSE: 0 when the envelope gave none */
   uint8_t reason_len;  /* CLOSE */
-  char *user;          /* GW_TARGET_USER: heap, NUL-terminated */
+  char *user; /* GW_TARGET_USER; the channel of PUBLISH, (UN)SUBSCRIBE: heap, NUL-terminated */
   size_t user_len;
   char *reason;   /* CLOSE: heap, NUL-terminated, NULL when none */
   uint64_t ts_us; /* the envelope's `ts` (0 if absent): end-to-end latency */
   uint64_t q;     /* DELIVER: the envelope's `q` (0 if absent): the user's delivery sequence */
   uint64_t *qs;   /* DELIVER to GW_TARGET_CONNS with `qs`: heap array, qs[i] for conns[i] */
   uint64_t ch_offset, ch_epoch; /* PUBLISH: `co`, `ce`; `msg` is the raw payload */
+  /* SUBSCRIBE answering a client's subscribe (subscribe=handler): `rq`, and whether it was
+   * refused (`rf`, then in `reason`) */
+  uint64_t request;
+  bool has_request, refused;
 } gw_outbound;
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */
@@ -93,7 +98,7 @@ void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself 
 typedef enum {
   GW_OUTDEC_OK,       /* *it is ready to hand off (caller finishes it) */
   GW_OUTDEC_INVALID,  /* not a valid envelope: *env_rc and *field say why */
-  GW_OUTDEC_KIND,     /* valid, but not deliver, close or publish (env->kind) */
+  GW_OUTDEC_KIND,     /* valid, but not a kind for gateways (env->kind) */
   GW_OUTDEC_FENCED,   /* addressed to another gateway (env->gateway) */
   GW_OUTDEC_NOT_UTF8, /* a text deliver whose payload is not UTF-8 */
   GW_OUTDEC_NOMEM,

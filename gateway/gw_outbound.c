@@ -76,6 +76,10 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     gw_chjlserve_dispatch(s, it, now_ms);
     return;
   }
+  if (it->kind == WSG_ENV_SUBSCRIBE || it->kind == WSG_ENV_UNSUBSCRIBE) {
+    gw_chserve_server_op(s, it, now_ms);
+    return;
+  }
   gw_msg *m = it->msg;
   if (gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > s->cfg->sendq_hard) {
     /* Would close every recipient as a slow consumer although none is at fault. */

@@ -1,8 +1,9 @@
 /*
- * gw_outdecode: one outbound record (a `deliver`, `close` or `publish` envelope from the outbound
- * topic) to the hand-off item the loop thread dispatches (gw_outbound, gw_kafka.h). Pure: no
- * librdkafka, no logging, no metrics, so the libFuzzer target tests/fuzz/outbound_fuzz.c calls
- * exactly the code the consumer thread runs; gw_kafka.c counts and logs what it returns.
+ * gw_outdecode: one outbound record (a `deliver`, `close`, `publish`, `subscribe` or `unsubscribe`
+ * envelope from the outbound topic) to the hand-off item the loop thread dispatches (gw_outbound,
+ * gw_kafka.h). Pure: no librdkafka, no logging, no metrics, so the libFuzzer target
+ * tests/fuzz/outbound_fuzz.c calls exactly the code the consumer thread runs; gw_kafka.c counts and
+ * logs what it returns.
  *
  * Every string is copied with the length the decoder gave and NUL-terminated after it: a user id
  * or a reason may contain a NUL byte (MessagePack strings are counted), and a copy that stopped
@@ -80,6 +81,7 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
   if (*env_rc != WSG_ENV_OK)
     return GW_OUTDEC_INVALID;
   if (env->kind != WSG_ENV_DELIVER && env->kind != WSG_ENV_CLOSE && env->kind != WSG_ENV_PUBLISH &&
+      env->kind != WSG_ENV_SUBSCRIBE && env->kind != WSG_ENV_UNSUBSCRIBE &&
       env->kind != WSG_ENV_JOINLEAVE)
     return GW_OUTDEC_KIND;
   /* Fencing: the slot may have belonged to another gateway when the processor looked it up. */
@@ -99,6 +101,22 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
         r = GW_OUTDEC_NOMEM;
       else
         it->reason_len = (uint8_t)env->close_reason_len; /* <= WSG_MAX_REASON_LEN (decode) */
+    }
+  } else if (env->kind == WSG_ENV_SUBSCRIBE || env->kind == WSG_ENV_UNSUBSCRIBE) {
+    /* The decoder checked the name and that c or cs (not u) is given; no payload. */
+    r = decode_targets(env, it);
+    it->user = r == GW_OUTDEC_OK ? copy_counted(env->channel, env->channel_len) : NULL;
+    it->user_len = env->channel_len;
+    if (r == GW_OUTDEC_OK && !it->user)
+      r = GW_OUTDEC_NOMEM;
+    it->has_request = (env->fields & WSG_F_REQUEST) != 0;
+    it->request = env->request;
+    it->refused = (env->fields & WSG_F_REFUSAL) != 0;
+    if (r == GW_OUTDEC_OK && it->refused) {
+      it->reason = copy_counted(env->refusal, env->refusal_len);
+      it->reason_len = (uint8_t)env->refusal_len; /* <= WSG_MAX_REASON_LEN (decode) */
+      if (!it->reason)
+        r = GW_OUTDEC_NOMEM;
     }
   } else if (!env->binary && env->data_len > 0 &&
              !wsg_utf8_valid((const char *)env->data, env->data_len)) {

@@ -46,6 +46,14 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 #define CHOP_PUBLISH_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_PUBLISH, "publish", value, code)
 #define CHOP_PRESENCE_ROW(name, value, code, msg)                                                  \
   CHOP_ROW(GW_CHOP_PRESENCE, "presence", value, code)
+/* Handler-made subscriptions (gw_chserve_server_op): the results they can have. */
+#define CHSRV "wsgate_gateway_channel_server_ops_total"
+#define CHSRV_HELP                                                                                 \
+  "Subscriptions a handler made or ended (wsgate_subscribe), by op and result (ok, or the "        \
+  "limit that refused it)."
+#define CHSRV_ROW(i, oplabel, err, code)                                                           \
+  COUNTER(m_chsrv[i][-(GW_CHOP_##err)], CHSRV, CHSRV_HELP,                                         \
+          "op=\"" oplabel "\",result=\"" code "\""),
 
 /* Sockets closed right after accept, one series per cap (GW_DOOR_REFUSALS). */
 #define ACCEPT_REFUSED "wsgate_gateway_accept_refused_total"
@@ -128,8 +136,13 @@ static const wsg_metric_def metric_rows[] = {
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
         GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW) GW_CHOP_ERRNO_MAP(CHOP_PRESENCE_ROW)
-            GAUGE(m_channels, "wsgate_gateway_channels",
-                  "Distinct channels with subscribers on this gateway.", NULL),
+            CHSRV_ROW(0, "subscribe", OK, "ok")
+                CHSRV_ROW(0, "subscribe", TOO_MANY_SUBS, "too_many_subscriptions")
+                    CHSRV_ROW(0, "subscribe", TOO_MANY_CHANNELS, "too_many_channels")
+                        CHSRV_ROW(0, "subscribe", UNAVAILABLE, "unavailable")
+                            CHSRV_ROW(1, "unsubscribe", OK, "ok")
+                                GAUGE(m_channels, "wsgate_gateway_channels",
+                                      "Distinct channels with subscribers on this gateway.", NULL),
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
           "Channel subscriptions of this gateway's connections.", NULL),
     GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",
@@ -141,6 +154,12 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_pubs[GW_PUB_NOMEM], PUBS, PUBS_HELP, "result=\"out_of_memory\""),
     COUNTER(m_pub_frames, "wsgate_gateway_channel_deliveries_total",
             "Publication frames queued to subscribers (one shared message per format).", NULL),
+    GAUGE(m_chpending, "wsgate_gateway_channel_pending_decisions",
+          "Subscribes waiting for the handler's decision (subscribe=handler namespaces).", NULL),
+    COUNTER(m_chlate, "wsgate_gateway_channel_late_decisions_total",
+            "Handler decisions that came after --channel-decide-timeout (the client was answered "
+            "timeout) or for no pending subscribe; ignored.",
+            NULL),
     COUNTER(m_chrecover[0], RECOVERS, RECOVERS_HELP, "result=\"recovered\""),
     COUNTER(m_chrecover[1], RECOVERS, RECOVERS_HELP, "result=\"not_recovered\""),
     COUNTER(m_chreplayed, "wsgate_gateway_channel_replayed_total",

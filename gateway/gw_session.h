@@ -102,8 +102,12 @@ typedef struct gw_session {
   uint16_t close_code;      /* the code to send once F_CLOSING */
   uint16_t disconnect_code; /* the `cc` of the disconnect envelope */
   uint8_t hold;
-  uint8_t exp_state; /* gw_expiry: GW_EXP_NONE, LIVE or ASKED */
-  uint32_t alive_s;  /* keepalive clock: second of the last pong, or of the upgrade */
+  uint8_t exp_state : 2; /* gw_expiry: GW_EXP_NONE, LIVE or ASKED */
+  /* The format of the client's last channel op: server-made subscriptions answer in it
+   * (gw_chserve_server_op); JSON before any op. A bit here: the block has no byte to spare. */
+  uint8_t ops_msgpack : 1;
+  uint8_t chpending : 5; /* subscribes waiting for the handler (gw_chpend), <= 31 */
+  uint32_t alive_s;      /* keepalive clock: second of the last pong, or of the upgrade */
   char *close_reason;
   struct gw_seq *sq; /* resumable connections only (subprotocol +seq), else NULL */
   gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
@@ -277,10 +281,16 @@ struct gw_server {
   wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
   gw_chreg *chreg;
   wsg_counter *m_chops[GW_CHOP_PRESENCE + 1][GW_CHOP_ERR_COUNT];
+  /* Subscriptions a handler made or ended (gw_chserve_server_op), [0] subscribe, [1] unsubscribe,
+   * by result; only the results they can have are registered. */
+  wsg_counter *m_chsrv[2][GW_CHOP_ERR_COUNT];
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
   wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
-  gw_chrec *chrecs; /* recoveries in progress (gw_chrecover) */
+  gw_chrec *chrecs;         /* recoveries in progress (gw_chrecover) */
+  struct gw_chpend *chpend; /* subscribes waiting for the handler's decision (gw_chpend) */
+  wsg_gauge *m_chpending;
+  wsg_counter *m_chlate;
   uint32_t nchrecs;
   wsg_counter *m_chrecover[2]; /* recovered, not recovered */
   wsg_counter *m_chreplayed;
@@ -391,6 +401,29 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen);
 void gw_chserve_finish(gw_server *s);
 bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, bool binary);
 void gw_chserve_release(gw_server *s, gw_session *ss);
+/* A `subscribe` or `unsubscribe` record from a processor (a handler's wsgate_subscribe): applied
+ * to each target connection here like the client's own op, without the permission check, and
+ * told to the client ("server":true). */
+void gw_chserve_server_op(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_chserve.c, for gw_chpend: subscribes op (permission already decided) with its recovery,
+ * returning a GW_CHOP_* or GW_CHOP_RECOVERING; and queues the answer to op (result rc, message
+ * NULL for the error's own) to ss. */
+int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op);
+void gw__chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int rc,
+                        const char *message, uint64_t now_ms);
+
+/* gw_chpend.c: subscribes waiting for the handler's decision (subscribe=handler). init: 0, or -1
+ * when out of memory; ask: sends a subscribe_request and returns GW_CHOP_PENDING, or the error to
+ * answer now; answer: a `subscribe` record with `rq` from a processor. */
+typedef struct gw_chpend gw_chpend;
+int gw_chpend_init(gw_server *s);
+void gw_chpend_finish(gw_server *s);
+int gw_chpend_ask(gw_server *s, gw_session *ss, const gw_chop *op);
+void gw_chpend_answer(gw_server *s, const gw_outbound *it, uint64_t now_ms);
+/* gw_inbound.c: produces ss's subscribe_request for channel ch[0..len) with token rq; returns a
+ * gw_kafka_err. */
+int gw_inbound_subscribe_request(gw_server *s, const gw_session *ss, const char *ch, size_t len,
+                                 uint64_t rq);
 /* gw_chpub.c: a `publish` record (it: borrowed) to this gateway's subscribers of its channel. */
 void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* gw_chpub.c: frees what a channel held (gw_channels_limits.pos_free). */
@@ -399,6 +432,9 @@ void gw_chpub_pos_free(void *arg, gw_chpos *pos);
  * history, then live; and, at shutdown after the registry is gone, what is left of them. */
 void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
 void gw_chrecover_finish(gw_server *s);
+/* Ends the recovery of ss's subscription to name, if one runs (a new subscribe with `since`
+ * replaces it). */
+void gw_chrecover_cancel(gw_server *s, const gw_session *ss, const char *name, size_t len);
 /* gw_chpresq.c: the presence op's queries. init/finish with the channel layer (0, or -1 with a
  * message); op: a parsed presence op from ss, answered now (an error) or when Redis answers. */
 int gw_chpresq_init(gw_server *s, char *err, size_t errlen);

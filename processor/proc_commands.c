@@ -6,7 +6,8 @@
  * connection's gateway and slot: it is looked up now, through the same routing code
  * (proc_redis_resolve of the connection's user, which skips gateways whose lease is gone), and
  * recorded as a reply or close to that connection. Replies to one connection are not numbered
- * for resume (docs/ARCHITECTURE.md, "Resume"), and neither are these.
+ * for resume (docs/ARCHITECTURE.md, "Resume"), and neither are these. A publish goes into the
+ * outbox as a handler's wsgate_publish() does: numbered and stored once, one record per gateway.
  *
  * Threads: the consumer thread.
  */
@@ -94,8 +95,9 @@ static int users_of(proc_commands *c, const wsg_command *cmd, size_t *n) {
   return 0;
 }
 
-static int send_cmd(proc_commands *c, const proc_dispatch_env *denv, uint32_t rec,
-                    const wsg_command *cmd, char *why, size_t whylen) {
+/* The payload checks a handler's sends and publications pass (proc_handler's check_payload). */
+static int check_payload(const proc_dispatch_env *denv, const wsg_command *cmd, char *why,
+                         size_t whylen) {
   if (cmd->data_len > denv->max_payload) {
     snprintf(why, whylen, "payload of %zu bytes is over --max-payload (%llu)", cmd->data_len,
              (unsigned long long)denv->max_payload);
@@ -105,9 +107,17 @@ static int send_cmd(proc_commands *c, const proc_dispatch_env *denv, uint32_t re
     snprintf(why, whylen, "a text payload (b absent or false) must be valid UTF-8");
     return WSGATE_REJECT;
   }
+  return WSGATE_OK;
+}
+
+static int send_cmd(proc_commands *c, const proc_dispatch_env *denv, uint32_t rec,
+                    const wsg_command *cmd, char *why, size_t whylen) {
+  int rc = check_payload(denv, cmd, why, whylen);
+  if (rc != WSGATE_OK)
+    return rc;
   if (cmd->fields & WSG_CF_CONN) {
     proc_origin o;
-    int rc = find_conn(c, denv, cmd, &o, why, whylen);
+    rc = find_conn(c, denv, cmd, &o, why, whylen);
     if (rc != WSGATE_OK)
       return rc;
     if (proc_outbox_reply(denv->box, rec, &o, cmd->data, cmd->data_len, cmd->binary) != 0)
@@ -149,11 +159,29 @@ nomem:
   return WSGATE_ERROR;
 }
 
+/* As a handler's wsgate_publish(): recorded in the outbox, then numbered and stored once by
+ * proc_publish and sent as one record per gateway with subscribers when the batch is emitted. */
+static int publish_cmd(const proc_dispatch_env *denv, uint32_t rec, const wsg_command *cmd,
+                       char *why, size_t whylen) {
+  int rc = check_payload(denv, cmd, why, whylen);
+  if (rc != WSGATE_OK)
+    return rc;
+  /* The decoder checked the name (wsg_channel_name_valid), as api_publish does. */
+  if (proc_outbox_publish(denv->box, rec, cmd->channel.ptr, cmd->channel.len, cmd->data,
+                          cmd->data_len, cmd->binary) != 0) {
+    snprintf(why, whylen, "out of memory");
+    return WSGATE_ERROR;
+  }
+  return WSGATE_OK;
+}
+
 int proc_commands_execute(proc_commands *c, const proc_dispatch_env *denv, uint32_t rec,
-                          const uint8_t *buf, size_t len, char *why, size_t whylen) {
+                          const uint8_t *buf, size_t len, uint64_t *ts_us, char *why,
+                          size_t whylen) {
   wsg_command cmd;
   const char *field = "";
   int rc = wsg_command_decode(&cmd, buf, len, &field);
+  *ts_us = rc == WSG_ENV_OK && (cmd.fields & WSG_CF_TS) ? cmd.ts_us : 0;
   if (rc != WSG_ENV_OK) {
     snprintf(why, whylen, "not a valid command: %s%s%s", wsg_env_strerror(rc),
              *field ? " in field " : "", field);
@@ -165,11 +193,7 @@ int proc_commands_execute(proc_commands *c, const proc_dispatch_env *denv, uint3
   case WSG_CMD_DISCONNECT:
     return disconnect_cmd(c, denv, rec, &cmd, why, whylen);
   case WSG_CMD_PUBLISH:
-    /* To be wired to the channel publish path (processor/proc_publish.c) once it has merged. */
-    snprintf(why, whylen,
-             "publish: not available yet in this version (channel publishing over "
-             "the commands topic is not wired)");
-    return WSGATE_REJECT;
+    return publish_cmd(denv, rec, &cmd, why, whylen);
   default:
     snprintf(why, whylen,
              "%s is a query: it has no reply path on Kafka; ask wsgate-api over "

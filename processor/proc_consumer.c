@@ -87,8 +87,8 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                        0.1,   0.25,   0.5,   1,    2.5};
 
-/* The series of the struct's m_* fields; the lag row is registered per partition. */
-enum { ROW_LAG = 14 };
+/* The series of the struct's m_* fields; the lag rows are registered per partition. */
+enum { ROW_LAG = 14, ROW_CMD_LAG = 15 };
 static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(proc_consumer, m_consumed, "wsgate_processor_consumed_total",
                     "Inbound records read from Kafka", NULL),
@@ -122,6 +122,12 @@ static const wsg_metric_def metric_rows[] = {
                                 "Records of an inbound partition not yet handled by this "
                                 "processor (0 when it does not own the partition)",
                                 "partition"),
+    [ROW_CMD_LAG] = WSG_RUNTIME_ROW(WSG_METRIC_GAUGE, "wsgate_processor_commands_lag",
+                                    "Records of a commands-topic partition not yet executed by "
+                                    "this processor (0 when it does not own the partition; a "
+                                    "transaction's commit marker may count as one until the next "
+                                    "command)",
+                                    "partition"),
     WSG_HISTOGRAM_ROW(proc_consumer, m_hop_acked, "wsgate_processor_hop_outbound_acked_seconds",
                       "Hop 3: from the handler's start on an inbound record to Kafka's "
                       "acknowledgement of an outbound record it caused (batch, routing, linger).",
@@ -162,11 +168,12 @@ part *proc_consumer__part_get(proc_consumer *c, const char *topic, int32_t id) {
     p->commands = commands;
     p->topic = commands ? c->commands : c->inbound;
     p->stored = p->committed = p->next = p->resume = -1;
-    /* The lag gauge is the inbound topic's (its label is the partition alone). */
-    if (c->metrics && !commands) {
+    /* One lag gauge per topic (its label is the partition alone). */
+    if (c->metrics) {
       char labels[32];
       snprintf(labels, sizeof(labels), "partition=\"%" PRId32 "\"", id);
-      p->lag = wsg_metrics_gauge_def(c->metrics, &metric_rows[ROW_LAG], labels);
+      p->lag =
+          wsg_metrics_gauge_def(c->metrics, &metric_rows[commands ? ROW_CMD_LAG : ROW_LAG], labels);
     }
     c->parts[ix] = p;
   }

@@ -225,6 +225,37 @@ static int api_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
   return rc;
 }
 
+/* wsgate_subscribe / wsgate_unsubscribe: the origin connection (user NULL) or every connection
+ * of `user`. No permission check: the handler decides. */
+static int chsub_common(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                        size_t channel_len, bool subscribe) {
+  proc_ctx *c = ctx_of(ctx);
+  if (!channel || !wsg_channel_name_valid(channel, channel_len))
+    return WSGATE_E_INVAL;
+  int rc = WSGATE_OK;
+  if (!user && c->kind == WSGATE_EVENT_DISCONNECT)
+    return WSGATE_E_STATE; /* the connection is gone */
+  if (user)
+    rc = check_user(user, user_len);
+  if (rc == WSGATE_OK)
+    rc = take_action(c, user ? 1 : 0, channel_len);
+  proc_strref u = {.ptr = user, .len = user_len};
+  if (rc == WSGATE_OK && proc_outbox_chsub(c->denv->box, c->rec, user ? NULL : &c->origin, &u,
+                                           user ? 1 : 0, channel, channel_len, subscribe) != 0)
+    rc = WSGATE_E_NOMEM;
+  return rc;
+}
+
+static int api_subscribe(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                         size_t channel_len) {
+  return chsub_common(ctx, user, user_len, channel, channel_len, true);
+}
+
+static int api_unsubscribe(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                           size_t channel_len) {
+  return chsub_common(ctx, user, user_len, channel, channel_len, false);
+}
+
 static int api_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                         const wsgate_presence_entry **entries, size_t *n) {
   proc_ctx *c = ctx_of(ctx);
@@ -302,9 +333,17 @@ static const wsgate_api proc_api = {
     .log = api_log,
     .publish = api_publish,
     .presence = api_presence,
+    .subscribe = api_subscribe,
+    .unsubscribe = api_unsubscribe,
 };
 
 /* --- loading ------------------------------------------------------------------------------- */
+
+/* 1: the callbacks up to on_disconnect; 2: also on_subscribe (wsgate_handler.h). */
+static bool abi_known(const wsgate_handler *vt) {
+  return vt->abi_version == WSGATE_HANDLER_ABI_VERSION ||
+         vt->abi_version == WSGATE_HANDLER_ABI_SUBSCRIBE;
+}
 
 static const wsgate_handler *load_plugin(const char *path, void **dl, char *err, size_t errlen) {
   /* RTLD_LOCAL: two plugins' symbols never collide; RTLD_NOW: a missing symbol fails here, at
@@ -333,11 +372,11 @@ static const wsgate_handler *load_plugin(const char *path, void **dl, char *err,
     dlclose(h);
     return NULL;
   }
-  if (vt->abi_version != WSGATE_HANDLER_ABI_VERSION) {
+  if (!abi_known(vt)) {
     snprintf(err, errlen,
-             "--handler %s: built for handler ABI version %u, this processor speaks version %d; "
-             "rebuild it against this processor's wsgate_handler.h",
-             path, vt->abi_version, WSGATE_HANDLER_ABI_VERSION);
+             "--handler %s: built for handler ABI version %u, this processor speaks versions %d "
+             "and %d; rebuild it against this processor's wsgate_handler.h",
+             path, vt->abi_version, WSGATE_HANDLER_ABI_VERSION, WSGATE_HANDLER_ABI_SUBSCRIBE);
     dlclose(h);
     return NULL;
   }
@@ -382,7 +421,7 @@ fail:
 int proc_handler_open_table(proc_handler **out, const wsgate_handler *vt, const char *arg,
                             char *err, size_t errlen) {
   *out = NULL;
-  if (!vt || vt->abi_version != WSGATE_HANDLER_ABI_VERSION) {
+  if (!vt || !abi_known(vt)) {
     snprintf(err, errlen, "handler table missing or of another ABI version");
     return -1;
   }
@@ -455,6 +494,53 @@ static int client_publish(const proc_dispatch_env *denv, uint32_t rec, const wsg
   return r;
 }
 
+/* The longest prefix of s[0..len) that is at most `max` bytes and ends on a UTF-8 boundary. */
+static size_t utf8_prefix(const char *s, size_t len, size_t max) {
+  if (len <= max)
+    return len;
+  size_t n = max;
+  while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+    n--;
+  return n;
+}
+
+/* Records the answer to a subscribe_request once on_subscribe returned `rc`, not WSGATE_RETRY
+ * (has_fn false: the handler has none). A refusal is an answer, not bad input: nothing is
+ * dead-lettered for it. WSGATE_RETRY when the answer could not be recorded. */
+static int answer_subscribe(proc_handler *h, proc_ctx *c, const wsg_envelope *env, bool has_fn,
+                            int rc, char *why, size_t whylen) {
+  const char *reason = NULL;
+  switch (rc) {
+  case WSGATE_OK:
+    break;
+  case WSGATE_REJECT:
+    reason = !has_fn      ? "the handler does not decide subscriptions"
+             : c->why_set ? why
+                          : "refused by the handler";
+    break;
+  default:
+    reason = "the handler failed";
+    break;
+  }
+  size_t rlen = reason ? utf8_prefix(reason, strlen(reason), WSG_MAX_REASON_LEN) : 0;
+  if (reason && !wsg_utf8_valid(reason, rlen)) {
+    reason = "refused by the handler";
+    rlen = strlen(reason);
+  }
+  if (proc_outbox_chsub_answer(c->denv->box, c->rec, &c->origin, env->channel, env->channel_len,
+                               env->request, reason, rlen) != 0) {
+    if (why && whylen)
+      snprintf(why, whylen, "out of memory recording the answer to a subscribe_request");
+    return WSGATE_RETRY;
+  }
+  if (rc == WSGATE_OK || rc == WSGATE_REJECT)
+    return WSGATE_OK;
+  if (why && whylen && !c->why_set)
+    snprintf(why, whylen, "handler %s failed deciding a subscribe to %.*s", h->name,
+             (int)env->channel_len, env->channel);
+  return WSGATE_ERROR;
+}
+
 int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32_t rec,
                           const wsg_envelope *env, int32_t partition, int64_t offset, char *why,
                           size_t whylen) {
@@ -493,18 +579,24 @@ int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32
     fn = h->vt->on_disconnect;
     kind = WSGATE_EVENT_DISCONNECT;
     break;
+  case WSG_ENV_SUB_REQUEST:
+    /* Never read past on_disconnect of an older table. */
+    fn = h->vt->abi_version == WSGATE_HANDLER_ABI_SUBSCRIBE ? h->vt->on_subscribe : NULL;
+    kind = WSGATE_EVENT_SUBSCRIBE;
+    break;
   default:
     snprintf(why, whylen,
-             "a %s envelope on the inbound topic (only gateways' msg, connect and "
-             "disconnect belong there)",
+             "a %s envelope on the inbound topic (only gateways' msg, connect, "
+             "disconnect and subscribe_request belong there)",
              wsg_env_kind_name(env->kind));
     return WSGATE_REJECT;
   }
-  if (!fn)
+  if (!fn && kind != WSGATE_EVENT_SUBSCRIBE)
     return WSGATE_OK;
 
-  /* The decoder guarantees u, c, g, s for these kinds, with bounded lengths. */
-  char user[WSG_MAX_USER_LEN + 1], gw[WSG_MAX_GATEWAY_LEN + 1];
+  /* The decoder guarantees u, c, g, s for these kinds, with bounded lengths (and ch for a
+   * subscribe_request). */
+  char user[WSG_MAX_USER_LEN + 1], gw[WSG_MAX_GATEWAY_LEN + 1], ch[WSG_MAX_CHANNEL_LEN + 1];
   memcpy(user, env->user, env->user_len);
   user[env->user_len] = '\0';
   memcpy(gw, env->gateway, env->gateway_len);
@@ -530,6 +622,12 @@ int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32
       .partition = partition,
       .offset = offset,
   };
+  if (kind == WSGATE_EVENT_SUBSCRIBE) {
+    memcpy(ch, env->channel, env->channel_len);
+    ch[env->channel_len] = '\0';
+    ev.channel = ch;
+    ev.channel_len = env->channel_len;
+  }
   proc_ctx c = {
       .pub = {.api = &proc_api},
       .denv = denv,
@@ -545,9 +643,16 @@ int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32
   if (why && whylen)
     why[0] = '\0';
   proc_outbox_mark mark = proc_outbox_get_mark(denv->box);
-  int rc = fn(h->state, &c.pub, &ev);
+  int rc = fn ? fn(h->state, &c.pub, &ev) : WSGATE_REJECT;
   for (size_t i = 0; i < c.nblocks; i++)
     free(c.blocks[i]);
+  if (kind == WSGATE_EVENT_SUBSCRIBE) {
+    if (rc != WSGATE_RETRY)
+      rc = answer_subscribe(h, &c, env, fn != NULL, rc, why, whylen);
+    if (rc == WSGATE_RETRY)
+      proc_outbox_rollback(denv->box, mark);
+    return rc;
+  }
 
   switch (rc) {
   case WSGATE_OK:

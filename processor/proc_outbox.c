@@ -23,7 +23,15 @@
  * (uint64: 0xcf + 8 bytes each). */
 #define TARGET_MAX_BYTES 18
 
-typedef enum { OUT_REPLY, OUT_CLOSE, OUT_SEND, OUT_CLOSE_USERS, OUT_PUBLISH } out_kind;
+typedef enum {
+  OUT_REPLY,
+  OUT_CLOSE,
+  OUT_SEND,
+  OUT_CLOSE_USERS,
+  OUT_PUBLISH,
+  OUT_CHSUB,       /* (un)subscribe the origin connection */
+  OUT_CHSUB_USERS, /* (un)subscribe every connection of users */
+} out_kind;
 
 typedef struct {
   out_kind kind;
@@ -48,9 +56,13 @@ typedef struct {
   /* close (CLOSE, CLOSE_USERS) */
   uint16_t code;
   size_t reason_off, reason_len;
-  /* PUBLISH: the channel is at reason_off (reason_len bytes); it is pubs[pub] */
-  size_t pub;
-  bool joinleave; /* PUBLISH: a batch of join/leave events, not a publication */
+  /* PUBLISH, CHSUB, CHSUB_USERS: the channel is at reason_off (reason_len bytes) */
+  size_t pub;       /* PUBLISH: it is pubs[pub] */
+  bool joinleave;   /* PUBLISH: a batch of join/leave events, not a publication */
+  bool unsubscribe; /* CHSUB, CHSUB_USERS */
+  /* CHSUB answering a subscribe_request: its token, and the refusal at fb_off (fb_len bytes) */
+  bool has_rq, refused;
+  uint64_t rq;
 } out;
 
 typedef struct {
@@ -382,6 +394,49 @@ int proc_outbox_joinleave(proc_outbox *b, uint32_t rec, const char *channel, siz
   return 0;
 }
 
+int proc_outbox_chsub(proc_outbox *b, uint32_t rec, const proc_origin *orig,
+                      const proc_strref *users, size_t n, const char *channel, size_t channel_len,
+                      bool subscribe) {
+  proc_outbox_mark m = proc_outbox_get_mark(b);
+  out *o = new_out(b, orig ? OUT_CHSUB : OUT_CHSUB_USERS, rec);
+  size_t ch_off;
+  if (!o || put_bytes(b, channel, channel_len, &ch_off) != 0 ||
+      (orig ? set_origin(b, &b->outs[b->nouts], orig)
+            : add_users(b, &b->outs[b->nouts], users, n)) != 0) {
+    proc_outbox_rollback(b, m);
+    return -1;
+  }
+  o = &b->outs[b->nouts];
+  o->reason_off = ch_off;
+  o->reason_len = channel_len;
+  o->unsubscribe = !subscribe;
+  b->nouts++;
+  return 0;
+}
+
+int proc_outbox_chsub_answer(proc_outbox *b, uint32_t rec, const proc_origin *orig,
+                             const char *channel, size_t channel_len, uint64_t rq,
+                             const char *refusal, size_t refusal_len) {
+  proc_outbox_mark m = proc_outbox_get_mark(b);
+  if (proc_outbox_chsub(b, rec, orig, NULL, 0, channel, channel_len, true) != 0)
+    return -1;
+  out *o = &b->outs[b->nouts - 1];
+  o->has_rq = true;
+  o->rq = rq;
+  if (refusal) {
+    size_t off;
+    if (put_bytes(b, refusal, refusal_len, &off) != 0) {
+      proc_outbox_rollback(b, m);
+      return -1;
+    }
+    o = &b->outs[b->nouts - 1];
+    o->refused = true;
+    o->fb_off = off;
+    o->fb_len = refusal_len;
+  }
+  return 0;
+}
+
 proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n) {
   *n = 0;
   if (b->npubs == 0)
@@ -526,17 +581,19 @@ static int collect(emitter *em, const out *o, const proc_routes *rt, size_t *npa
   return 0;
 }
 
-static int emit_send(emitter *em, const out *o, const proc_routes *rt, size_t max_record) {
+/* Writes the envelope for one gateway's share of o's targets, ids[0..n) (and qids[0..n)). */
+typedef int (*group_fn)(emitter *em, const out *o, const proc_route_gw *g, size_t n,
+                        bool sequenced);
+
+/* Groups o's targets by gateway, `per_env` connections at most per envelope, and calls `fn` for
+ * each group: one record per gateway unless the list would not fit one. */
+static int emit_groups(emitter *em, const out *o, const proc_routes *rt, size_t per_env,
+                       group_fn fn) {
   proc_outbox *b = em->b;
   size_t npairs;
   int rc = collect(em, o, rt, &npairs);
   if (rc != 0)
     return rc;
-  /* Connections per envelope: all of a gateway's, unless the list would not fit one record. */
-  size_t room = max_record > o->data_len + ENVELOPE_OVERHEAD
-                    ? (max_record - o->data_len - ENVELOPE_OVERHEAD) / TARGET_MAX_BYTES
-                    : 1;
-  size_t per_env = room < 1 ? 1 : room > WSG_MAX_CONNS ? WSG_MAX_CONNS : room;
   size_t want = per_env < npairs ? per_env : npairs + 1;
   if (proc__reserve((void **)&b->ids, &b->ids_cap, want, sizeof(uint64_t)) != 0 ||
       proc__reserve((void **)&b->qids, &b->qids_cap, want, sizeof(uint64_t)) != 0)
@@ -544,7 +601,6 @@ static int emit_send(emitter *em, const out *o, const proc_routes *rt, size_t ma
   size_t i = 0;
   while (i < npairs) {
     uint32_t gw = b->pairs[i].gw;
-    const proc_route_gw *g = &rt->gws[gw];
     size_t n = 0;
     bool sequenced = false;
     while (i < npairs && b->pairs[i].gw == gw && n < per_env) {
@@ -555,33 +611,79 @@ static int emit_send(emitter *em, const out *o, const proc_routes *rt, size_t ma
       }
       i++;
     }
-    if (n == 1) {
-      rc = emit_deliver_one(em, o, g->id, g->len, (uint32_t)g->slot, b->ids[0], b->qids[0],
-                            o->data_off, o->data_len, o->binary);
-    } else {
-      wsg_envelope env = {
-          .kind = WSG_ENV_DELIVER,
-          .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_TS | WSG_F_DATA |
-                    WSG_F_BINARY | (sequenced ? WSG_F_USEQS : 0),
-          .gateway = g->id,
-          .gateway_len = g->len,
-          .slot = (uint32_t)g->slot,
-          .conn_ids = b->ids,
-          .conns = {.count = (uint32_t)n},
-          .useq_ids = b->qids,
-          .useqs = {.count = (uint32_t)n},
-          .ts_us = em->now_us,
-          .data = b->bytes + o->data_off,
-          .data_len = o->data_len,
-          .binary = o->binary,
-      };
-      em->stats->deliveries += n;
-      rc = encode_emit(em, o->rec, &env, g->slot);
-    }
-    if (rc != 0)
+    if ((rc = fn(em, o, &rt->gws[gw], n, sequenced)) != 0)
       return rc;
   }
   return 0;
+}
+
+/* Connections one envelope may list besides `fixed` bytes of payload and channel. */
+static size_t per_envelope(size_t max_record, size_t fixed) {
+  size_t room = max_record > fixed + ENVELOPE_OVERHEAD
+                    ? (max_record - fixed - ENVELOPE_OVERHEAD) / TARGET_MAX_BYTES
+                    : 1;
+  return room < 1 ? 1 : room > WSG_MAX_CONNS ? WSG_MAX_CONNS : room;
+}
+
+static int send_group(emitter *em, const out *o, const proc_route_gw *g, size_t n, bool sequenced) {
+  proc_outbox *b = em->b;
+  if (n == 1)
+    return emit_deliver_one(em, o, g->id, g->len, (uint32_t)g->slot, b->ids[0], b->qids[0],
+                            o->data_off, o->data_len, o->binary);
+  wsg_envelope env = {
+      .kind = WSG_ENV_DELIVER,
+      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_TS | WSG_F_DATA | WSG_F_BINARY |
+                (sequenced ? WSG_F_USEQS : 0),
+      .gateway = g->id,
+      .gateway_len = g->len,
+      .slot = (uint32_t)g->slot,
+      .conn_ids = b->ids,
+      .conns = {.count = (uint32_t)n},
+      .useq_ids = b->qids,
+      .useqs = {.count = (uint32_t)n},
+      .ts_us = em->now_us,
+      .data = b->bytes + o->data_off,
+      .data_len = o->data_len,
+      .binary = o->binary,
+  };
+  em->stats->deliveries += n;
+  return encode_emit(em, o->rec, &env, g->slot);
+}
+
+static int emit_send(emitter *em, const out *o, const proc_routes *rt, size_t max_record) {
+  return emit_groups(em, o, rt, per_envelope(max_record, o->data_len), send_group);
+}
+
+/* A `subscribe` / `unsubscribe` to `conn` (n == 0) or to ids[0..n) of one gateway. */
+static int emit_chsub(emitter *em, const out *o, const char *gw, size_t gw_len, uint32_t slot,
+                      uint64_t conn, size_t n) {
+  proc_outbox *b = em->b;
+  wsg_envelope env = {
+      .kind = o->unsubscribe ? WSG_ENV_UNSUBSCRIBE : WSG_ENV_SUBSCRIBE,
+      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_TS |
+                (n > 1 ? WSG_F_CONNS : WSG_F_CONN),
+      .gateway = gw,
+      .gateway_len = gw_len,
+      .slot = slot,
+      .conn = n == 1 ? b->ids[0] : conn,
+      .conn_ids = b->ids,
+      .conns = {.count = (uint32_t)n},
+      .channel = (const char *)b->bytes + o->reason_off,
+      .channel_len = o->reason_len,
+      .ts_us = em->now_us,
+      .request = o->rq,
+      .refusal = (const char *)b->bytes + o->fb_off,
+      .refusal_len = o->fb_len,
+  };
+  if (o->has_rq)
+    env.fields |= WSG_F_REQUEST | (o->refused ? WSG_F_REFUSAL : 0);
+  return encode_emit(em, o->rec, &env, (int32_t)slot);
+}
+
+static int chsub_group(emitter *em, const out *o, const proc_route_gw *g, size_t n,
+                       bool sequenced) {
+  (void)sequenced;
+  return emit_chsub(em, o, g->id, g->len, (uint32_t)g->slot, 0, n);
 }
 
 static int emit_close(emitter *em, const out *o, const char *gw, size_t gw_len, uint32_t slot,
@@ -657,6 +759,12 @@ int proc_outbox_emit(proc_outbox *b, const proc_routes *routes, size_t max_recor
       break;
     case OUT_PUBLISH:
       rc = emit_publish(&em, o);
+      break;
+    case OUT_CHSUB:
+      rc = emit_chsub(&em, o, gw, o->gw_len, o->slot, o->conn, 0);
+      break;
+    case OUT_CHSUB_USERS:
+      rc = emit_groups(&em, o, routes, per_envelope(max_record, o->reason_len), chsub_group);
       break;
     }
     if (rc != 0)

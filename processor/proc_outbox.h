@@ -14,7 +14,9 @@
  * them;
  *   - a close of a user's connections: one close envelope per connection;
  *   - a publication to a channel: one `publish` envelope per gateway with subscribers
- *     (proc_publish).
+ *     (proc_publish);
+ *   - a subscription made or ended by the handler: one `subscribe` / `unsubscribe` envelope to the
+ *     origin connection, or per gateway holding the users' connections, like a send.
  *
  * Memory is kept across batches (reset, not freed), so a steady stream allocates nothing.
  *
@@ -80,6 +82,17 @@ int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_
  * with the same bytes to each gateway with subscribers; nothing stored. 0, or -1 out of memory. */
 int proc_outbox_joinleave(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
                           const void *data, size_t len);
+
+/* Subscribes (or with subscribe=false unsubscribes) to a channel (a valid name: the caller checked
+ * it) the origin connection `o`, or when `o` is NULL every connection of users[0..n) (duplicates
+ * ignored): one `subscribe` / `unsubscribe` envelope per gateway, like a send. */
+int proc_outbox_chsub(proc_outbox *b, uint32_t rec, const proc_origin *o, const proc_strref *users,
+                      size_t n, const char *channel, size_t channel_len, bool subscribe);
+/* The answer to a subscribe_request: a `subscribe` to the origin connection with the gateway's
+ * token `rq`, and `refusal` (NULL: allowed; at most WSG_MAX_REASON_LEN bytes of UTF-8). */
+int proc_outbox_chsub_answer(proc_outbox *b, uint32_t rec, const proc_origin *o,
+                             const char *channel, size_t channel_len, uint64_t rq,
+                             const char *refusal, size_t refusal_len);
 
 /* The batch's publications in order, for proc_publish_store(), whose outputs proc_outbox_emit()
  * then uses. Valid until the next change. NULL with *n 0 when there is none. Not calling it

@@ -62,10 +62,30 @@ static int presence(wsgate_ctx *ctx, const wsgate_event *ev) {
   return rc == WSGATE_OK ? WSGATE_OK : WSGATE_ERROR;
 }
 
+/* "+<channel>" / "-<channel>": (un)subscribes the sender's connection; "+<channel>\n<user>":
+ * every connection of <user> (wsgate_subscribe). The gateway tells the clients; no reply. */
+static int chsub(wsgate_ctx *ctx, const wsgate_event *ev) {
+  const char *p = (const char *)ev->payload + 1;
+  size_t n = ev->payload_len - 1;
+  const char *nl = memchr(p, '\n', n);
+  size_t chlen = nl ? (size_t)(nl - p) : n;
+  const char *user = nl ? nl + 1 : NULL;
+  size_t ulen = nl ? n - chlen - 1 : 0;
+  int rc = ev->payload[0] == '+' ? wsgate_subscribe(ctx, user, ulen, p, chlen)
+                                 : wsgate_unsubscribe(ctx, user, ulen, p, chlen);
+  if (rc == WSGATE_OK)
+    return WSGATE_OK;
+  wsgate_set_error(ctx, "cannot %ssubscribe: %s", ev->payload[0] == '+' ? "" : "un",
+                   wsgate_strerror(rc));
+  return rc == WSGATE_E_INVAL ? WSGATE_REJECT : WSGATE_ERROR;
+}
+
 static int pubsub_message(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
   (void)state;
   if (ev->payload_len > 1 && ev->payload[0] == '?' && !ev->binary)
     return presence(ctx, ev);
+  if (ev->payload_len > 1 && (ev->payload[0] == '+' || ev->payload[0] == '-') && !ev->binary)
+    return chsub(ctx, ev);
   const uint8_t *nl = ev->payload ? memchr(ev->payload, '\n', ev->payload_len) : NULL;
   if (!nl) {
     wsgate_set_error(ctx, "expected <channel>\\n<payload>");
@@ -81,10 +101,22 @@ static int pubsub_message(void *state, wsgate_ctx *ctx, const wsgate_event *ev) 
   return rc == WSGATE_E_INVAL || rc == WSGATE_E_TOOBIG ? WSGATE_REJECT : WSGATE_ERROR;
 }
 
+/* subscribe=handler namespaces: allows every channel but those starting with "deny:", refused
+ * with a reason (tests and demos see both answers). */
+static int pubsub_subscribe(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
+  (void)state;
+  if (ev->channel_len >= 5 && memcmp(ev->channel, "deny:", 5) == 0) {
+    wsgate_set_error(ctx, "the publish handler refuses deny:* channels");
+    return WSGATE_REJECT;
+  }
+  return WSGATE_OK;
+}
+
 static const wsgate_handler pubsub_handler = {
-    .abi_version = WSGATE_HANDLER_ABI_VERSION,
+    .abi_version = WSGATE_HANDLER_ABI_SUBSCRIBE,
     .name = "publish",
     .on_message = pubsub_message,
+    .on_subscribe = pubsub_subscribe,
 };
 
 const wsgate_handler *proc_pubsub_handler(void) {

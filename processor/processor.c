@@ -64,7 +64,7 @@ struct proc_processor {
   wsg_log_ratelimit rl_error;
   wsg_log_ratelimit rl_route;
 
-  wsg_counter *m_kind[WSG_ENV_CLOSE + 1];
+  wsg_counter *m_kind[WSG_ENV_KIND_LAST + 1];
   wsg_counter *m_bad_envelopes;
   wsg_counter *m_commands;
   wsg_counter *m_ok;
@@ -79,6 +79,7 @@ struct proc_processor {
   wsg_histogram *m_batch_size;
   wsg_histogram *m_batch_seconds;
   wsg_histogram *m_hop_handler;
+  wsg_histogram *m_hop_command;
 };
 
 static void count(wsg_counter *c, uint64_t n) {
@@ -106,6 +107,8 @@ static const wsg_metric_def metric_rows[] = {
                     "type=\"deliver\""),
     WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_CLOSE], ENVELOPES, ENVELOPES_HELP,
                     "type=\"close\""),
+    WSG_COUNTER_ROW(proc_processor, m_kind[WSG_ENV_SUB_REQUEST], ENVELOPES, ENVELOPES_HELP,
+                    "type=\"subscribe_request\""),
     WSG_COUNTER_ROW(proc_processor, m_bad_envelopes, "wsgate_processor_bad_envelopes_total",
                     "Inbound records that are not a valid envelope", NULL),
     WSG_COUNTER_ROW(proc_processor, m_commands, "wsgate_processor_commands_total",
@@ -142,6 +145,11 @@ static const wsg_metric_def metric_rows[] = {
         proc_processor, m_hop_handler, "wsgate_processor_hop_handler_start_seconds",
         "Hop 2: from the gateway reading a frame (the envelope's ts) to the handler's "
         "start on it: hop 1 plus the consumer's fetch and the batch ahead of it.",
+        NULL, hop_bounds),
+    WSG_HISTOGRAM_ROW(
+        proc_processor, m_hop_command, "wsgate_processor_hop_command_start_seconds",
+        "Hop 2 of a command (the commands topic): from its acceptance (its ts: wsgate-api's 202 "
+        "or the backend's produce) to the executor's start on it.",
         NULL, hop_bounds),
 };
 
@@ -360,7 +368,7 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
                     proc_consumer_has_dead_letter(p->cons) ? " (dead-lettered)" : "");
     dead_letter(p, r, "decode", why);
     return 0;
-  } else if ((int)env.kind >= 0 && env.kind <= WSG_ENV_CLOSE) {
+  } else if ((int)env.kind >= 0 && env.kind <= WSG_ENV_KIND_LAST) {
     count(p->m_kind[env.kind], 1);
   }
   /* One clock reading serves both hops: this one, and hop 3 when the outputs are acknowledged. */
@@ -368,11 +376,11 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
   if (!r->command && (env.fields & WSG_F_TS) && p->m_hop_handler && r->handler_us > env.ts_us)
     wsg_histogram_observe(p->m_hop_handler, (double)(r->handler_us - env.ts_us) / 1e6);
 
-  uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS;
+  uint64_t started = wsg_now_mono_ms(), backoff = RETRY_MIN_MS, cmd_ts = 0;
   for (;;) {
     /* A command from the commands topic, or an envelope for the handler. */
-    rc = r->command ? proc_commands_execute(p->cmds, &p->denv, (uint32_t)i, r->value, r->len, why,
-                                            sizeof(why))
+    rc = r->command ? proc_commands_execute(p->cmds, &p->denv, (uint32_t)i, r->value, r->len,
+                                            &cmd_ts, why, sizeof(why))
                     : proc_handler_dispatch(p->handler, &p->denv, (uint32_t)i, &env, r->partition,
                                             r->offset, why, sizeof(why));
     if (rc != WSGATE_RETRY)
@@ -389,6 +397,9 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
       return -1;
   }
   atomic_store(&p->retrying, 0);
+  /* Measured from the clock reading before the first attempt, like hop 2 above. */
+  if (cmd_ts && p->m_hop_command && r->handler_us > cmd_ts)
+    wsg_histogram_observe(p->m_hop_command, (double)(r->handler_us - cmd_ts) / 1e6);
 
   switch (rc) {
   case WSGATE_OK:

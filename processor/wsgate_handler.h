@@ -44,6 +44,10 @@ extern "C" {
 #endif
 
 #define WSGATE_HANDLER_ABI_VERSION 1
+/* A wsgate_handler whose abi_version is this has the callbacks after on_disconnect (on_subscribe);
+ * one of WSGATE_HANDLER_ABI_VERSION has not, and the processor never reads past on_disconnect
+ * (as SQLite reads a module's methods by its iVersion). */
+#define WSGATE_HANDLER_ABI_SUBSCRIBE 2
 /* The symbol the processor looks up in a plugin with dlsym(). */
 #define WSGATE_HANDLER_ENTRY "wsgate_handler_v1"
 
@@ -97,6 +101,7 @@ typedef enum {
   WSGATE_EVENT_CONNECT = 1,    /* a connection was accepted and registered by its gateway */
   WSGATE_EVENT_MESSAGE = 2,    /* a client frame */
   WSGATE_EVENT_DISCONNECT = 3, /* a connection ended */
+  WSGATE_EVENT_SUBSCRIBE = 4,  /* a client asks to subscribe where the handler decides */
 } wsgate_event_kind;
 
 /* One envelope from a gateway, decoded. Read-only; valid until the callback returns. */
@@ -118,6 +123,8 @@ typedef struct {
   uint16_t close_code; /* DISCONNECT: the WebSocket close code; 0 if not sent */
   int32_t partition;   /* where the envelope was read: an idempotence key is (partition, offset) */
   int64_t offset;
+  const char *channel; /* SUBSCRIBE: the channel asked for, NUL-terminated; NULL otherwise */
+  size_t channel_len;
 } wsgate_event;
 
 typedef struct {
@@ -200,6 +207,11 @@ struct wsgate_api {
                  size_t len, bool binary);
   int (*presence)(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                   const wsgate_presence_entry **entries, size_t *n);
+  /* Since handler-made subscriptions (issue 15): check wsgate_api.size (the wrappers do). */
+  int (*subscribe)(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                   size_t channel_len);
+  int (*unsubscribe)(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                     size_t channel_len);
 };
 
 /*
@@ -303,6 +315,36 @@ static inline int wsgate_presence(wsgate_ctx *ctx, const char *channel, size_t c
   return ctx->api->presence(ctx, channel, channel_len, entries, n);
 }
 
+/*
+ * Subscribes to `channel` the connection the event came from (`user` NULL: no Redis lookup, like
+ * wsgate_reply), or every connection `user` has now, on every gateway (routed like
+ * wsgate_send_user: one record per gateway). No permission check: the handler decides; the
+ * gateway still applies --channel-max-per-conn and --channel-max (a refusal is logged, counted
+ * and told to the client). The client is told with a frame without `id`:
+ * {"wsgate":"subscribed","channel":"room:x","server":true} (docs/PROTOCOL.md, "Channels").
+ * Applied after the callback returns, so a wsgate_publish() in the same callback may reach the
+ * new subscriber or not; a client that wants it subscribes with `since`. A connection that
+ * appears later is not subscribed: subscribe it in on_connect. WSGATE_E_INVAL for a bad name or
+ * user, WSGATE_E_STATE with user NULL in on_disconnect or from an older processor.
+ */
+static inline int wsgate_subscribe(wsgate_ctx *ctx, const char *user, size_t user_len,
+                                   const char *channel, size_t channel_len) {
+  if (ctx->api->size < offsetof(wsgate_api, subscribe) + sizeof ctx->api->subscribe ||
+      !ctx->api->subscribe)
+    return WSGATE_E_STATE;
+  return ctx->api->subscribe(ctx, user, user_len, channel, channel_len);
+}
+
+/* The reverse of wsgate_subscribe, told to the client as
+ * {"wsgate":"unsubscribed","channel":"room:x","server":true} where it held the channel. */
+static inline int wsgate_unsubscribe(wsgate_ctx *ctx, const char *user, size_t user_len,
+                                     const char *channel, size_t channel_len) {
+  if (ctx->api->size < offsetof(wsgate_api, unsubscribe) + sizeof ctx->api->unsubscribe ||
+      !ctx->api->unsubscribe)
+    return WSGATE_E_STATE;
+  return ctx->api->unsubscribe(ctx, user, user_len, channel, channel_len);
+}
+
 /* Says why the callback is about to return WSGATE_ERROR or WSGATE_REJECT: the processor logs it
  * and writes it into the dead-letter record's headers. */
 #define wsgate_set_error(ctx, ...) ((ctx)->api->set_error((ctx), __VA_ARGS__))
@@ -328,6 +370,16 @@ typedef struct wsgate_handler {
   wsgate_event_fn on_connect;
   wsgate_event_fn on_message;
   wsgate_event_fn on_disconnect;
+  /*
+   * Read only when abi_version is WSGATE_HANDLER_ABI_SUBSCRIBE. A client asks to subscribe to
+   * ev->channel in a namespace with subscribe=handler (docs/PROTOCOL.md, "Channels"): return
+   * WSGATE_OK to allow (the gateway subscribes it, with its recovery), WSGATE_REJECT with
+   * wsgate_set_error(ctx, "<short reason>") to refuse (the client gets "forbidden" and the
+   * reason, at most 123 bytes; nothing is dead-lettered), WSGATE_RETRY to decide later (the client
+   * gets "timeout" if it takes longer than the gateway waits). WSGATE_ERROR refuses with "the
+   * handler failed". NULL, or an older table: every such subscribe is refused.
+   */
+  wsgate_event_fn on_subscribe;
 } wsgate_handler;
 
 /* The entry point of a plugin, declared here so a plugin's definition has its prototype. The

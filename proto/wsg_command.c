@@ -111,10 +111,10 @@ static int check_command(const wsg_command *cmd, const char **field) {
     FAIL(rc, "u");
   if ((f & WSG_CF_CHANNEL) && (rc = check_str(cmd->channel, WSG_MAX_CHANNEL_LEN)) != WSG_ENV_OK)
     FAIL(rc, "ch");
-  if (f & WSG_CF_CHANNEL)
-    for (size_t i = 0; i < cmd->channel.len; i++)
-      if ((unsigned char)cmd->channel.ptr[i] < 0x20 || cmd->channel.ptr[i] == 0x7f)
-        FAIL(WSG_ENV_BAD_VALUE, "ch"); /* no control characters, as the gateway's channels */
+  /* The names the gateway lets clients subscribe to (no C0, DEL or C1 controls), so a publish
+   * accepted here is one a processor can store and a client can receive. */
+  if ((f & WSG_CF_CHANNEL) && !wsg_channel_name_valid(cmd->channel.ptr, cmd->channel.len))
+    FAIL(WSG_ENV_BAD_VALUE, "ch");
   if ((f & WSG_CF_USERS) && (cmd->users.count == 0 || cmd->users.count > WSG_MAX_CMD_USERS))
     FAIL(cmd->users.count ? WSG_ENV_TOO_LONG : WSG_ENV_BAD_VALUE, "us");
   if (cmd->kind == WSG_CMD_SEND && !(f & WSG_CF_USER) == !(f & WSG_CF_USERS))

@@ -45,11 +45,14 @@ static const char *const kind_names[] = {
     [WSG_ENV_DELIVER] = "deliver",
     [WSG_ENV_CLOSE] = "close",
     [WSG_ENV_PUBLISH] = "publish",
+    [WSG_ENV_SUBSCRIBE] = "subscribe",
+    [WSG_ENV_UNSUBSCRIBE] = "unsubscribe",
+    [WSG_ENV_SUB_REQUEST] = "subscribe_request",
     [WSG_ENV_JOINLEAVE] = "joinleave",
 };
 
 static bool kind_valid(int kind) {
-  return kind >= WSG_ENV_MSG && kind <= WSG_ENV_KIND_LAST;
+  return kind >= WSG_ENV_KIND_FIRST && kind <= WSG_ENV_KIND_LAST;
 }
 
 const char *wsg_env_kind_name(wsg_env_kind kind) {
@@ -57,7 +60,7 @@ const char *wsg_env_kind_name(wsg_env_kind kind) {
 }
 
 static int kind_lookup(const void *s, size_t len) {
-  for (int k = WSG_ENV_MSG; k <= WSG_ENV_KIND_LAST; k++)
+  for (int k = WSG_ENV_KIND_FIRST; k <= WSG_ENV_KIND_LAST; k++)
     if (strlen(kind_names[k]) == len && memcmp(kind_names[k], s, len) == 0)
       return k;
   return 0;
@@ -81,6 +84,8 @@ typedef enum {
   K_CH,
   K_CO,
   K_CE,
+  K_RQ,
+  K_RF,
   K_TS,
   K_CC,
   K_CR,
@@ -107,6 +112,8 @@ static const struct {
     [K_CH] = {"ch", WSG_F_CHANNEL},
     [K_CO] = {"co", WSG_F_CH_OFFSET},
     [K_CE] = {"ce", WSG_F_CH_EPOCH},
+    [K_RQ] = {"rq", WSG_F_REQUEST},
+    [K_RF] = {"rf", WSG_F_REFUSAL},
     [K_TS] = {"ts", WSG_F_TS},
     [K_CC] = {"cc", WSG_F_CLOSE_CODE},
     [K_CR] = {"cr", WSG_F_CLOSE_REASON},
@@ -118,7 +125,7 @@ static const struct {
 #define WSG_F_ALL                                                                                  \
   (WSG_F_USER | WSG_F_CONN | WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_TS | WSG_F_SEQ | WSG_F_USEQ |      \
    WSG_F_DATA | WSG_F_BINARY | WSG_F_META | WSG_F_CONNS | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON |  \
-   WSG_F_USEQS | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH)
+   WSG_F_USEQS | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH | WSG_F_REQUEST | WSG_F_REFUSAL)
 
 /* Called for every key of every envelope: a switch rather than a scan of the table. */
 static int key_lookup(const uint8_t *s, size_t len) {
@@ -164,6 +171,8 @@ static int key_lookup(const uint8_t *s, size_t len) {
     }
   } else if (len == 2 && s[0] == 't' && s[1] == 's') {
     return K_TS;
+  } else if (len == 2 && s[0] == 'r') {
+    return s[1] == 'q' ? K_RQ : s[1] == 'f' ? K_RF : -1;
   } else if (len == 2 && s[0] == 'q' && s[1] == 's') {
     return K_QS;
   }
@@ -220,6 +229,7 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
   case WSG_ENV_MSG:
   case WSG_ENV_CONNECT:
   case WSG_ENV_DISCONNECT:
+  case WSG_ENV_SUB_REQUEST:
     if (!(f & WSG_F_GATEWAY))
       FAIL(WSG_ENV_MISSING, K_G);
     if (!(f & WSG_F_SLOT))
@@ -228,6 +238,10 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
       FAIL(WSG_ENV_MISSING, K_U);
     if (!(f & WSG_F_CONN))
       FAIL(WSG_ENV_MISSING, K_C);
+    if (env->kind == WSG_ENV_SUB_REQUEST && !(f & WSG_F_CHANNEL))
+      FAIL(WSG_ENV_MISSING, K_CH);
+    if (env->kind == WSG_ENV_SUB_REQUEST && !(f & WSG_F_REQUEST))
+      FAIL(WSG_ENV_MISSING, K_RQ);
     break;
   case WSG_ENV_DELIVER:
     if (!(f & WSG_F_GATEWAY))
@@ -256,6 +270,22 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
     if (!(f & WSG_F_CH_EPOCH))
       FAIL(WSG_ENV_MISSING, K_CE);
     break;
+  case WSG_ENV_SUBSCRIBE:
+  case WSG_ENV_UNSUBSCRIBE:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & (WSG_F_CONN | WSG_F_CONNS))) {
+      *field = "c|cs";
+      return WSG_ENV_MISSING;
+    }
+    if ((f & WSG_F_CONN) && (f & WSG_F_CONNS))
+      FAIL(WSG_ENV_BAD_VALUE, K_CS);
+    if (!(f & WSG_F_CHANNEL))
+      FAIL(WSG_ENV_MISSING, K_CH);
+    /* An answer goes to the one connection that asked. */
+    if ((f & WSG_F_REQUEST) && !(f & WSG_F_CONN))
+      FAIL(WSG_ENV_BAD_VALUE, K_RQ);
+    break;
   case WSG_ENV_JOINLEAVE:
     if (!(f & WSG_F_GATEWAY))
       FAIL(WSG_ENV_MISSING, K_G);
@@ -265,6 +295,12 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
       FAIL(WSG_ENV_MISSING, K_D);
     break;
   }
+  /* A refusal answers a request: only in a subscribe, only with rq. */
+  if ((f & WSG_F_REFUSAL) && (env->kind != WSG_ENV_SUBSCRIBE || !(f & WSG_F_REQUEST)))
+    FAIL(WSG_ENV_BAD_VALUE, K_RF);
+  if ((f & WSG_F_REFUSAL) &&
+      (rc = check_str(env->refusal, env->refusal_len, WSG_MAX_REASON_LEN, false)) != WSG_ENV_OK)
+    FAIL(rc, K_RF);
 
   if ((f & WSG_F_GATEWAY) &&
       (rc = check_str(env->gateway, env->gateway_len, WSG_MAX_GATEWAY_LEN, true)) != WSG_ENV_OK)
@@ -521,6 +557,13 @@ static int read_field(decoder *d, key_id key, wsg_envelope *env, uint64_t *versi
     return read_uint(d, key, UINT64_MAX, &env->ch_offset);
   case K_CE:
     return read_uint(d, key, UINT64_MAX, &env->ch_epoch);
+  case K_RQ:
+    return read_uint(d, key, UINT64_MAX, &env->request);
+  case K_RF:
+    rc = read_bytes(d, key, str, &p, &n);
+    env->refusal = (const char *)p;
+    env->refusal_len = n;
+    return rc;
   case K_CC:
     rc = read_uint(d, key, UINT16_MAX, &u);
     env->close_code = (uint16_t)u;
@@ -751,6 +794,8 @@ static size_t encoded_size_bound(const wsg_envelope *env, uint32_t f) {
     n += env->close_reason_len;
   if (f & WSG_F_CHANNEL)
     n += env->channel_len;
+  if (f & WSG_F_REFUSAL)
+    n += env->refusal_len;
   if (f & WSG_F_META)
     n += env->meta_len;
   if (f & WSG_F_DATA)
@@ -839,6 +884,10 @@ static int pack_field(msgpack_packer *pk, sink *s, const wsg_envelope *env, key_
     return msgpack_pack_uint64(pk, env->ch_offset);
   case K_CE:
     return msgpack_pack_uint64(pk, env->ch_epoch);
+  case K_RQ:
+    return msgpack_pack_uint64(pk, env->request);
+  case K_RF:
+    return pack_str(pk, env->refusal, env->refusal_len);
   case K_CC:
     return msgpack_pack_uint16(pk, env->close_code);
   case K_CR:

@@ -4,6 +4,8 @@
  *
  * One map with short string keys:
  *   v  uint   version (1)                      t  str    type: msg connect disconnect deliver close
+ *                                                        publish subscribe unsubscribe
+ *                                                        subscribe_request
  *   u  str    user id                          c  uint   connection id
  *   g  str    gateway id                       s  uint   gateway slot (outbound partition)
  *   ts uint   microseconds since the epoch     n  uint   per-connection sequence (inbound)
@@ -11,7 +13,8 @@
  *   b  bool   payload is a binary frame        m  map    metadata (opaque MessagePack, validated)
  *   cs array  of uint: target connections      cc uint   close code     cr str close reason
  *   qs array  of uint parallel to cs: the q of each target connection's user (resume)
- *   ch str    channel of a publish             co uint   its offset     ce uint channel epoch
+ *   ch str    channel of a publish or (un)subscribe     co uint its offset  ce uint channel epoch
+ *   rq uint   a pending subscribe's token       rf str    its refusal (with rq)
  * Unknown keys are skipped, so a newer writer can add keys without breaking an older reader.
  *
  * Decoding never allocates, never reads past its input, bounds every length and count by the
@@ -77,10 +80,20 @@ typedef enum {
   WSG_ENV_DISCONNECT, /* gateway -> processor: a connection ended (cc = close code) */
   WSG_ENV_DELIVER,    /* processor -> gateway: send `d` to c, or to cs, or to all of u's */
   WSG_ENV_CLOSE,      /* processor -> gateway: close connection c with cc/cr */
-  WSG_ENV_PUBLISH,   /* processor -> gateway: publication `d` to channel ch (offset co, epoch ce) */
+  WSG_ENV_PUBLISH, /* processor -> gateway: publication `d` to channel ch (offset co, epoch ce) */
+  /* processor -> gateway: subscribe connection c, or connections cs, to channel ch (a handler's
+   * wsgate_subscribe), and the reverse */
+  WSG_ENV_SUBSCRIBE,
+  WSG_ENV_UNSUBSCRIBE,
+  /* gateway -> processor: connection c asks to subscribe to ch, in a namespace whose handler
+   * decides (subscribe=handler); rq is the gateway's token of the pending request, which the
+   * answer (a `subscribe` to c with rq, and rf when refused) carries back */
+  WSG_ENV_SUB_REQUEST,
   WSG_ENV_JOINLEAVE, /* gateway -> processor -> gateways: channel ch's joins and leaves, `d` */
 } wsg_env_kind;
-#define WSG_ENV_KIND_LAST WSG_ENV_JOINLEAVE
+
+#define WSG_ENV_KIND_FIRST WSG_ENV_MSG
+#define WSG_ENV_KIND_LAST  WSG_ENV_JOINLEAVE /* iterate kinds FIRST..LAST */
 
 const char *wsg_env_kind_name(wsg_env_kind kind); /* "msg", "connect", ... */
 
@@ -103,6 +116,8 @@ enum {
   WSG_F_CHANNEL = 1u << 14,   /* ch */
   WSG_F_CH_OFFSET = 1u << 15, /* co */
   WSG_F_CH_EPOCH = 1u << 16,  /* ce */
+  WSG_F_REQUEST = 1u << 17,   /* rq */
+  WSG_F_REFUSAL = 1u << 18,   /* rf */
 };
 
 /* A list of connection ids as MessagePack bytes (an array of uints), read with wsg_conns_next(). */
@@ -140,14 +155,19 @@ typedef struct {
   const uint64_t *useq_ids; /* encode only: `qs` source array, borrowed, useqs.count entries */
   const char *channel;      /* ch: not NUL-terminated; borrowed */
   size_t channel_len;
-  uint64_t ch_offset; /* co */
-  uint64_t ch_epoch;  /* ce */
+  uint64_t ch_offset;  /* co */
+  uint64_t ch_epoch;   /* ce */
+  uint64_t request;    /* rq */
+  const char *refusal; /* rf: not NUL-terminated; borrowed */
+  size_t refusal_len;
 } wsg_envelope;
 
 /*
  * Decodes one envelope from exactly `len` bytes. Fills `env`, whose pointers borrow from `buf`.
  * Required: v, t; for msg/connect/disconnect also u, c, g, s; for deliver g and one of c, cs, u;
- * for close g and c; for publish g, ch, co and ce. Returns WSG_ENV_OK or a negative wsg_env_err; on
+ * for close g and c; for publish g, ch, co and ce; for subscribe and unsubscribe g, ch and one of
+ * c, cs (not both; c alone when rq answers a request); for subscribe_request g, s, u, c, ch, rq;
+ * rf only with rq in a subscribe. Returns WSG_ENV_OK or a negative wsg_env_err; on
  * error `*err_field` (may be NULL) names the offending key ("u", "cs", ...), "c|cs|u" for a deliver
  * without a target, or "" for the envelope as a whole. Also rejected (docs/PROTOCOL.md, "What a
  * reader accepts"): empty u or g, deliver with both c and cs, an empty cs, qs without cs or of

@@ -1,8 +1,8 @@
 /*
- * wsg_envelope_json: the JSON rendering of an envelope (docs/PROTOCOL.md, "JSON rendering"),
- * used by wsgate-dump and pinned by the golden vectors. Written by hand rather than with a JSON
- * library because ids and sequence numbers are uint64 (jansson's integers are int64) and the
- * output must be byte-for-byte stable.
+ * wsg_envelope_json: the JSON rendering of an envelope or a command (docs/PROTOCOL.md, "JSON
+ * rendering"), used by wsgate-dump and pinned by the golden vectors. Written by hand rather than
+ * with a JSON library because ids and sequence numbers are uint64 (jansson's integers are int64)
+ * and the output must be byte-for-byte stable.
  *
  * Threads: none of its own; reentrant.
  */
@@ -290,6 +290,28 @@ static void val_uints(json_out *j, const wsg_conn_list *list, const uint64_t *id
     j->rc = put(j->b, "]");
 }
 
+/* The payload as the envelope's: `d` in base64, `d_text` when it is UTF-8. */
+static void val_data(json_out *j, const uint8_t *data, size_t len) {
+  key(j, "d");
+  if (j->rc == WSG_ENV_OK)
+    j->rc = put_base64(j->b, data, len);
+  if (wsg_utf8_valid((const char *)data, len)) {
+    key(j, "d_text");
+    val_str(j, data, len);
+  }
+}
+
+/* The end of a rendering: "}" and the NUL not counted in len. */
+static int finish(json_out *j) {
+  if (j->rc == WSG_ENV_OK)
+    j->rc = put(j->b, "}");
+  if (j->rc == WSG_ENV_OK && (j->rc = wsg__buf_append(j->b, "", 1)) == WSG_ENV_OK)
+    j->b->len--;
+  if (j->rc != WSG_ENV_OK)
+    j->b->len = 0;
+  return j->rc;
+}
+
 int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
   json_out j = {b, WSG_ENV_OK, true};
   uint32_t f = env->fields;
@@ -345,6 +367,14 @@ int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
     key(&j, "ce");
     val_u64(&j, env->ch_epoch);
   }
+  if (f & WSG_F_REQUEST) {
+    key(&j, "rq");
+    val_u64(&j, env->request);
+  }
+  if (f & WSG_F_REFUSAL) {
+    key(&j, "rf");
+    val_str(&j, env->refusal, env->refusal_len);
+  }
   if (f & WSG_F_TS) {
     key(&j, "ts");
     val_u64(&j, env->ts_us);
@@ -367,22 +397,71 @@ int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b) {
     if (j.rc == WSG_ENV_OK)
       j.rc = put_meta(b, env->meta, env->meta_len);
   }
-  if (f & WSG_F_DATA) {
-    /* Always base64 (lossless); also as text when the payload is valid UTF-8, for people. */
-    key(&j, "d");
-    if (j.rc == WSG_ENV_OK)
-      j.rc = put_base64(b, env->data, env->data_len);
-    if (wsg_utf8_valid((const char *)env->data, env->data_len)) {
-      key(&j, "d_text");
-      val_str(&j, env->data, env->data_len);
-    }
+  if (f & WSG_F_DATA) /* always base64 (lossless); also as text when UTF-8, for people */
+    val_data(&j, env->data, env->data_len);
+  return finish(&j);
+}
+
+int wsg_command_to_json(const wsg_command *cmd, wsg_buf *b) {
+  json_out j = {b, WSG_ENV_OK, true};
+  uint32_t f = cmd->fields;
+
+  b->len = 0;
+  /* Same order as wsg_command_encode writes the keys. */
+  key(&j, "v");
+  val_u64(&j, WSG_COMMAND_VERSION);
+  key(&j, "t");
+  const char *kind = wsg_cmd_name(cmd->kind);
+  val_str(&j, kind, strlen(kind));
+  if (f & WSG_CF_ID) {
+    key(&j, "id");
+    val_str(&j, cmd->id.ptr, cmd->id.len);
   }
-  if (j.rc == WSG_ENV_OK)
-    j.rc = put(b, "}");
-  /* The terminating NUL, not counted in len. */
-  if (j.rc == WSG_ENV_OK && (j.rc = wsg__buf_append(b, "", 1)) == WSG_ENV_OK)
-    b->len--;
-  if (j.rc != WSG_ENV_OK)
-    b->len = 0;
-  return j.rc;
+  if (f & WSG_CF_USER) {
+    key(&j, "u");
+    val_str(&j, cmd->user.ptr, cmd->user.len);
+  }
+  if (f & WSG_CF_USERS) {
+    key(&j, "us");
+    if (j.rc == WSG_ENV_OK)
+      j.rc = put(b, "[");
+    size_t pos = 0;
+    wsg_cmd_str u;
+    for (bool first = true; j.rc == WSG_ENV_OK && wsg_cmd_users_next(cmd, &pos, &u) == 1;
+         first = false) {
+      if (!first)
+        j.rc = put(b, ",");
+      val_str(&j, u.ptr, u.len);
+    }
+    if (j.rc == WSG_ENV_OK)
+      j.rc = put(b, "]");
+  }
+  if (f & WSG_CF_CONN) {
+    key(&j, "c");
+    val_u64(&j, cmd->conn);
+  }
+  if (f & WSG_CF_CHANNEL) {
+    key(&j, "ch");
+    val_str(&j, cmd->channel.ptr, cmd->channel.len);
+  }
+  if (f & WSG_CF_CLOSE_CODE) {
+    key(&j, "cc");
+    val_u64(&j, cmd->close_code);
+  }
+  if (f & WSG_CF_CLOSE_REASON) {
+    key(&j, "cr");
+    val_str(&j, cmd->close_reason.ptr, cmd->close_reason.len);
+  }
+  if (f & WSG_CF_BINARY) {
+    key(&j, "b");
+    if (j.rc == WSG_ENV_OK)
+      j.rc = put(b, cmd->binary ? "true" : "false");
+  }
+  if (f & WSG_CF_DATA)
+    val_data(&j, cmd->data, cmd->data_len);
+  if (f & WSG_CF_TS) {
+    key(&j, "ts");
+    val_u64(&j, cmd->ts_us);
+  }
+  return finish(&j);
 }

@@ -11,6 +11,7 @@
 #ifndef WSG_ENVELOPE_JSON_H
 #define WSG_ENVELOPE_JSON_H
 
+#include "wsg_command.h"
 #include "wsg_envelope.h"
 
 /*
@@ -20,5 +21,9 @@
  * `m` is not valid metadata, WSG_ENV_NOMEM, or WSG_ENV_TOO_LONG when b's cap is reached.
  */
 int wsg_envelope_to_json(const wsg_envelope *env, wsg_buf *b);
+
+/* The same for a command of the commands topic (wsg_command.h): its keys in wire order, `d` as
+ * base64 and `d_text` as above. Returns WSG_ENV_OK, WSG_ENV_NOMEM or WSG_ENV_TOO_LONG. */
+int wsg_command_to_json(const wsg_command *cmd, wsg_buf *b);
 
 #endif

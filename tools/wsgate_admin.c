@@ -4,7 +4,8 @@
  *   wsgate-admin topics ensure --topic T --partitions N [--topic T --partitions N ...]
  *   wsgate-admin topics describe [--topic T ...]
  *   wsgate-admin partition (--partitions N | --topic T) KEY...
- *   wsgate-admin send USER[,USER...] TEXT | disconnect USER | info   (through wsgate-api)
+ *   wsgate-admin send USER[,USER...] TEXT | disconnect USER | publish CHANNEL TEXT
+ *                | presence CHANNEL | history CHANNEL | info                 (through wsgate-api)
  *
  * Options are parsed with getopt_long rather than wsg_config's table: wsg_config describes one
  * flat set of daemon options, while this tool has subcommands and repeated --topic/--partitions
@@ -46,7 +47,7 @@ typedef struct {
   int replication_factor; /* -1: the broker's default.replication.factor */
   int timeout_ms;
   bool verbose;
-  admin_api_opts api; /* send, disconnect, info */
+  admin_api_opts api; /* send, disconnect, publish, presence, history, info */
 } admin_opts;
 
 static const char usage_text[] =
@@ -64,8 +65,14 @@ static const char usage_text[] =
     "                  send TEXT to every connection of the users (or one connection)\n"
     "  disconnect USER [--conn ID] [--code N] [--reason R]\n"
     "                  close the user's connections (or one)\n"
+    "  publish CHANNEL TEXT [--idempotency-key K]\n"
+    "                  publish TEXT to the channel's subscribers (numbered, stored once)\n"
+    "  presence CHANNEL [--limit N]\n"
+    "                  the channel's subscribers: user, connection, gateway\n"
+    "  history CHANNEL [--since OFFSET] [--limit N]\n"
+    "                  the channel's publications after OFFSET, with the epoch\n"
     "  info            gateways, their slots and connection counts\n"
-    "                  these three call wsgate-api (docs/API.md) and print its JSON answer\n"
+    "                  these six call wsgate-api (docs/API.md) and print its JSON answer\n"
     "\n"
     "Options:\n"
     "  -b, --brokers HOST:PORT[,...]  bootstrap servers (env WSGATE_KAFKA_BROKERS)\n"
@@ -80,7 +87,8 @@ static const char usage_text[] =
     "                                 http://127.0.0.1:8080)\n"
     "      --api-key SECRET           an API key (env WSGATE_API_KEY)\n"
     "      --conn ID, --code N, --reason R, --idempotency-key K\n"
-    "                                 of send and disconnect (docs/API.md)\n"
+    "                                 of send, disconnect and publish (docs/API.md)\n"
+    "      --since OFFSET, --limit N  of presence and history (docs/API.md)\n"
     "  -h, --help                     this text\n"
     "      --version                  print the version\n"
     "\n"
@@ -157,7 +165,9 @@ static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
     OPT_CONN,
     OPT_CODE,
     OPT_REASON,
-    OPT_IDEM
+    OPT_IDEM,
+    OPT_SINCE,
+    OPT_LIMIT
   };
   static const struct option longopts[] = {
       {"brokers", required_argument, NULL, 'b'},
@@ -175,6 +185,8 @@ static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
       {"code", required_argument, NULL, OPT_CODE},
       {"reason", required_argument, NULL, OPT_REASON},
       {"idempotency-key", required_argument, NULL, OPT_IDEM},
+      {"since", required_argument, NULL, OPT_SINCE},
+      {"limit", required_argument, NULL, OPT_LIMIT},
       {NULL, 0, NULL, 0},
   };
   int c, kargc = 1; /* kargv[0]: the program, as wsg_config expects */
@@ -241,6 +253,12 @@ static int parse_options(int argc, char **argv, admin_opts *o, char **kargv) {
       break;
     case OPT_IDEM:
       o->api.idempotency_key = optarg;
+      break;
+    case OPT_SINCE: /* checked by wsgate-api: one place says what is valid */
+      o->api.since = optarg;
+      break;
+    case OPT_LIMIT:
+      o->api.limit = optarg;
       break;
     default:
       fprintf(stderr, "Try 'wsgate-admin --help'.\n");
@@ -411,10 +429,11 @@ static int run(int argc, char **argv, admin_opts *o) {
   }
   if (strcmp(args[0], "partition") == 0)
     return cmd_partition(o, nargs - 1, args + 1);
-  if (strcmp(args[0], "send") == 0 || strcmp(args[0], "disconnect") == 0 ||
-      strcmp(args[0], "info") == 0)
+  if (admin_api_command(args[0]))
     return admin_api_run(&o->api, nargs, args);
-  return usage_error("unknown command '%s' (topics, partition, send, disconnect, info)", args[0]);
+  return usage_error("unknown command '%s' (topics, partition, send, disconnect, publish, "
+                     "presence, history, info)",
+                     args[0]);
 }
 
 int main(int argc, char **argv) {

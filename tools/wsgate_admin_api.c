@@ -1,5 +1,5 @@
 /*
- * wsgate_admin_api: send, disconnect and info through wsgate-api (see wsgate_admin_api.h).
+ * wsgate_admin_api: the commands that go through wsgate-api (see wsgate_admin_api.h).
  *
  * Threads: main only.
  */
@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,10 +132,42 @@ static json_t *target(const admin_api_opts *o, const char *who) {
   return j;
 }
 
+/* "?channel=<c>[&since=..][&limit=..]", percent-encoded; NULL when out of memory. */
+static char *channel_query(const admin_api_opts *o, const char *channel, bool since) {
+  size_t cap = 3 * strlen(channel) + 128;
+  char *q = malloc(cap);
+  if (!q)
+    return NULL;
+  size_t n = (size_t)snprintf(q, cap, "?channel=");
+  for (const unsigned char *c = (const unsigned char *)channel; *c; c++)
+    n += (size_t)snprintf(q + n, cap - n,
+                          strchr("-_.~:", *c) || (*c >= '0' && *c <= '9') ||
+                                  ((*c | 0x20) >= 'a' && (*c | 0x20) <= 'z')
+                              ? "%c"
+                              : "%%%02X",
+                          *c);
+  if (since && o->since)
+    n += (size_t)snprintf(q + n, cap - n, "&since=%.20s", o->since);
+  if (o->limit)
+    snprintf(q + n, cap - n, "&limit=%.20s", o->limit);
+  return q;
+}
+
+static const char *const commands[] = {"send",     "disconnect", "publish",
+                                       "presence", "history",    "info"};
+
+bool admin_api_command(const char *name) {
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp(name, commands[i]) == 0)
+      return true;
+  return false;
+}
+
 int admin_api_run(const admin_api_opts *o, int nargs, char **args) {
   if (!o->key || !o->key[0])
     return usage("no API key: give --api-key or set WSGATE_API_KEY");
   const char *path, *method = "POST";
+  char *query = NULL, url[4096];
   json_t *body = NULL;
   if (strcmp(args[0], "send") == 0) {
     if (nargs != 3)
@@ -151,6 +184,30 @@ int admin_api_run(const admin_api_opts *o, int nargs, char **args) {
     if (o->reason)
       json_object_set_new(body, "reason", json_string(o->reason));
     path = "/v1/disconnect";
+  } else if (strcmp(args[0], "publish") == 0) {
+    if (nargs != 3)
+      return usage("usage: publish CHANNEL TEXT [--idempotency-key K]");
+    body = json_pack("{s:s,s:s}", "channel", args[1], "data", args[2]);
+    if (!body) {
+      fprintf(stderr, "wsgate-admin: the channel or the text is not valid UTF-8\n");
+      return 2;
+    }
+    path = "/v1/publish";
+  } else if (strcmp(args[0], "presence") == 0 || strcmp(args[0], "history") == 0) {
+    bool history = args[0][0] == 'h';
+    if (nargs != 2)
+      return usage(history ? "usage: history CHANNEL [--since OFFSET] [--limit N]"
+                           : "usage: presence CHANNEL [--limit N]");
+    if (!history && o->since)
+      return usage("presence takes no --since");
+    if (!(query = channel_query(o, args[1], history))) {
+      fprintf(stderr, "wsgate-admin: out of memory\n");
+      return 1;
+    }
+    snprintf(url, sizeof url, "/v1/%s%s", args[0], query);
+    free(query);
+    path = url;
+    method = "GET";
   } else {
     if (nargs != 1)
       return usage("usage: info");

@@ -1,6 +1,7 @@
 /*
  * wsgate-dump: prints envelopes as JSON lines, one per record, in the rendering of
- * docs/PROTOCOL.md ("JSON rendering"), the same as the golden vectors.
+ * docs/PROTOCOL.md ("JSON rendering"), the same as the golden vectors; with --commands, the
+ * commands of the commands topic (wsg_command.h) in the same rendering.
  *
  * Two sources:
  *   - a Kafka topic: assign() of one or every partition from beginning, end, an offset or N
@@ -49,6 +50,7 @@ typedef struct {
   int64_t count; /* 0: no limit */
   bool exit_at_end;
   bool from_stdin;
+  bool commands;
   char *user;
   char *type;
   char *log_level;
@@ -70,10 +72,16 @@ static const wsg_option dump_options[] = {
      0, 0, NULL, 0, "Stop at the end of every partition instead of waiting for new records."},
     {"stdin", 0, NULL, WSG_OPT_BOOL, offsetof(dump_config, from_stdin), "false", 0, 0, NULL, 0,
      "Read kcat -f '%R%s' framed records from standard input instead of Kafka."},
+    {"commands", 0, NULL, WSG_OPT_BOOL, offsetof(dump_config, commands), "false", 0, 0, NULL, 0,
+     "Decode the records as commands (the commands topic, wsgate.commands; docs/API.md) "
+     "instead of envelopes."},
     {"user", 'u', NULL, WSG_OPT_STRING, offsetof(dump_config, user), NULL, 0, 0, NULL, 0,
-     "Print only envelopes whose user id (u) is exactly this."},
+     "Print only records whose user id (u; with --commands, u or one of us) is exactly this."},
     {"type", 'T', NULL, WSG_OPT_ENUM, offsetof(dump_config, type), NULL, 0, 0,
-     "msg|connect|disconnect|deliver|close", 0, "Print only envelopes of this type (t)."},
+     "msg|connect|disconnect|deliver|close|publish|subscribe|unsubscribe|subscribe_request|"
+     "joinleave|send|presence|history|info",
+     0,
+     "Print only records of this type (t): an envelope's, or with --commands a command's."},
     {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, offsetof(dump_config, log_level), "warn",
      0, 0, "debug|info|warn|error", 0, "Least severe librdkafka message to show on stderr."},
 };
@@ -106,7 +114,8 @@ static const char examples[] =
     "  wsgate-dump -b 127.0.0.1:19092 -t wsgate.inbound -e\n"
     "  wsgate-dump -b 127.0.0.1:19092 -t wsgate.outbound -p 3 -o -10 -e --type deliver\n"
     "  kcat -C -b 127.0.0.1:19092 -t wsgate.inbound -e -f '%R%s' | wsgate-dump --stdin --user "
-    "alice\n";
+    "alice\n"
+    "  wsgate-dump -b 127.0.0.1:19092 -t wsgate.commands --commands -e --type publish\n";
 
 static volatile sig_atomic_t stop_requested;
 
@@ -118,35 +127,74 @@ static void on_signal(int sig) {
 /* Decoding, filtering and printing, shared by both sources. */
 typedef struct {
   const dump_config *cfg;
-  wsg_env_kind type; /* 0: any */
+  int type; /* a wsg_env_kind, or with --commands a wsg_cmd_kind; 0: any */
   wsg_buf json;
   uint64_t printed;
   uint64_t bad;
 } printer;
 
+static bool user_is(const printer *pr, const char *u, size_t len) {
+  return len == strlen(pr->cfg->user) && memcmp(u, pr->cfg->user, len) == 0;
+}
+
+/* The outcome of decoding, filtering and rendering one record. */
+typedef enum { R_PRINT, R_SKIP, R_BAD, R_UNRENDERED } outcome;
+
+/* A command into pr->json; *rc and *field say why on R_BAD / R_UNRENDERED. */
+static outcome render_command(printer *pr, const uint8_t *data, size_t len, int *rc,
+                              const char **field) {
+  wsg_command cmd;
+  if ((*rc = wsg_command_decode(&cmd, data, len, field)) != WSG_ENV_OK)
+    return R_BAD;
+  if (pr->type != 0 && (int)cmd.kind != pr->type)
+    return R_SKIP;
+  if (pr->cfg->user != NULL) {
+    bool match = (cmd.fields & WSG_CF_USER) && user_is(pr, cmd.user.ptr, cmd.user.len);
+    size_t pos = 0;
+    wsg_cmd_str u;
+    while (!match && (cmd.fields & WSG_CF_USERS) && wsg_cmd_users_next(&cmd, &pos, &u) == 1)
+      match = user_is(pr, u.ptr, u.len);
+    if (!match)
+      return R_SKIP;
+  }
+  *rc = wsg_command_to_json(&cmd, &pr->json);
+  return *rc == WSG_ENV_OK ? R_PRINT : R_UNRENDERED;
+}
+
+/* An envelope, as render_command. */
+static outcome render_envelope(printer *pr, const uint8_t *data, size_t len, int *rc,
+                               const char **field) {
+  wsg_envelope env;
+  if ((*rc = wsg_envelope_decode(&env, data, len, field)) != WSG_ENV_OK)
+    return R_BAD;
+  if (pr->type != 0 && (int)env.kind != pr->type)
+    return R_SKIP;
+  if (pr->cfg->user != NULL && (!(env.fields & WSG_F_USER) || !user_is(pr, env.user, env.user_len)))
+    return R_SKIP;
+  *rc = wsg_envelope_to_json(&env, &pr->json);
+  return *rc == WSG_ENV_OK ? R_PRINT : R_UNRENDERED;
+}
+
 /* Prints one record or its error; `where` says where the record was, for the error line.
  * Returns 0, or -1 when stdout is gone (nothing more to do). */
 static int print_record(printer *pr, const uint8_t *data, size_t len, const char *where) {
-  wsg_envelope env;
-  const char *field = NULL;
-  int rc = wsg_envelope_decode(&env, data, len, &field);
-  if (rc != WSG_ENV_OK) {
+  const char *field = "";
+  int rc = WSG_ENV_OK;
+  switch (pr->cfg->commands ? render_command(pr, data, len, &rc, &field)
+                            : render_envelope(pr, data, len, &rc, &field)) {
+  case R_SKIP:
+    return 0;
+  case R_BAD:
     pr->bad++;
     fprintf(stderr, "wsgate-dump: %s: %s%s%s%s: %s\n", where, wsg_env_err_name(rc),
             field[0] ? " in field \"" : "", field, field[0] ? "\"" : "", wsg_env_strerror(rc));
     return 0;
-  }
-  if (pr->type != 0 && env.kind != pr->type)
-    return 0;
-  if (pr->cfg->user != NULL &&
-      (!(env.fields & WSG_F_USER) || env.user_len != strlen(pr->cfg->user) ||
-       memcmp(env.user, pr->cfg->user, env.user_len) != 0))
-    return 0;
-  rc = wsg_envelope_to_json(&env, &pr->json);
-  if (rc != WSG_ENV_OK) {
+  case R_UNRENDERED:
     pr->bad++;
     fprintf(stderr, "wsgate-dump: %s: cannot render: %s\n", where, wsg_env_strerror(rc));
     return 0;
+  case R_PRINT:
+    break;
   }
   pr->json.data[pr->json.len] = '\n'; /* replaces the NUL the rendering leaves there */
   if (fwrite(pr->json.data, 1, pr->json.len + 1, stdout) != pr->json.len + 1 ||
@@ -424,10 +472,31 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   printer pr = {&cfg, 0, {0}, 0, 0};
-  if (cfg.type != NULL)
-    for (int k = WSG_ENV_MSG; k <= WSG_ENV_KIND_LAST; k++)
+  if (cfg.type != NULL && cfg.commands) {
+    pr.type = (int)wsg_cmd_lookup(cfg.type, strlen(cfg.type));
+  } else if (cfg.type != NULL) {
+    for (int k = WSG_ENV_KIND_FIRST; k <= WSG_ENV_KIND_LAST; k++)
       if (strcmp(cfg.type, wsg_env_kind_name((wsg_env_kind)k)) == 0)
-        pr.type = (wsg_env_kind)k;
+        pr.type = k;
+  }
+  if (cfg.type != NULL && pr.type == 0) {
+    fprintf(stderr, "wsgate-dump: --type %s is not %s type (", cfg.type,
+            cfg.commands ? "a command" : "an envelope");
+    if (cfg.commands) {
+      const char *sep = "";
+#define DUMP_CMD_NAME(name, wire, help)                                                            \
+  fprintf(stderr, "%s%s", sep, wire);                                                              \
+  sep = ", ";
+      WSG_CMD_MAP(DUMP_CMD_NAME)
+#undef DUMP_CMD_NAME
+    } else
+      for (int k = WSG_ENV_KIND_FIRST; k <= WSG_ENV_KIND_LAST; k++)
+        fprintf(stderr, "%s%s", k == WSG_ENV_KIND_FIRST ? "" : ", ",
+                wsg_env_kind_name((wsg_env_kind)k));
+    fputs(")\nTry 'wsgate-dump --help'.\n", stderr);
+    wsg_config_finish(&dump_spec, &cfg);
+    return EXIT_USAGE;
+  }
   wsg_buf_init(&pr.json, 0);
 
   if (cfg.from_stdin) {

@@ -870,6 +870,8 @@ static void begin_run(worker *w, uint64_t t0) {
     w->sends = w->nready > 0;
     w->g_next = w->id;
     w->g_step = p->procs;
+  } else if (p->mode == LOAD_API) {
+    w->sends = false; /* load_api's process sends; how many arrive, only it knows */
   } else {
     w->sends = w->sender != NONE && w->c[w->sender].state == S_READY;
     w->g_next = 0;
@@ -963,16 +965,6 @@ static void send_due(worker *w, uint64_t now) {
 /* ----------------------------------------------------------------------------------------- */
 /* result                                                                                     */
 
-static json_t *hist_json(const load_hist *h) {
-  json_t *b = json_array();
-  for (size_t i = 0; i < LOAD_HIST_BUCKETS; i++)
-    if (h->buckets[i])
-      json_array_append_new(b, json_pack("[II]", (json_int_t)i, (json_int_t)h->buckets[i]));
-  return json_pack("{sI sI sI sI so}", "n", (json_int_t)h->count, "min",
-                   (json_int_t)(h->count ? h->min : 0), "max", (json_int_t)h->max, "sum",
-                   (json_int_t)(h->sum > INT64_MAX ? INT64_MAX : h->sum), "b", b);
-}
-
 static int report(worker *w) {
   json_t *fails = json_object(), *errs = json_object(), *refused = json_object(),
          *closes = json_object();
@@ -1001,8 +993,13 @@ static int report(worker *w) {
       "sent_measured", (json_int_t)w->sent_measured, "dropped", (json_int_t)w->dropped, "received",
       (json_int_t)w->received, "received_measured", (json_int_t)w->received_measured,
       "expected_measured", (json_int_t)(w->p->mode == LOAD_FANOUT ? w->expected : w->sent_measured),
-      "h_connect", hist_json(&w->h_connect), "h_latency", hist_json(&w->h_lat), "h_lag",
-      hist_json(&w->h_lag));
+      "h_connect", load_hist_json(&w->h_connect), "h_latency", load_hist_json(&w->h_lat), "h_lag",
+      load_hist_json(&w->h_lag));
+  struct rusage ru;
+  if (o && getrusage(RUSAGE_SELF, &ru) == 0) /* the whole process: ramp, run and drain */
+    json_object_set_new(o, "cpu_s",
+                        json_real((double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                                  (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6));
   char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!s) {
@@ -1088,6 +1085,8 @@ static uint64_t next_wake(const worker *w, uint64_t now) {
 static bool drained(const worker *w) {
   if (w->p->mode == LOAD_IDLE)
     return true;
+  if (w->p->mode == LOAD_API)
+    return false; /* the expected count is the sender's: wait the whole --drain */
   uint64_t expected = w->p->mode == LOAD_FANOUT ? w->expected : w->sent_measured;
   return w->received_measured >= expected;
 }

@@ -27,7 +27,8 @@
 
 #define LOAD_MAX_TARGETS 16
 
-typedef enum { LOAD_IDLE, LOAD_ECHO, LOAD_FANOUT } load_mode;
+/* LOAD_API: the connections only receive; load_api's process sends through wsgate-api. */
+typedef enum { LOAD_IDLE, LOAD_ECHO, LOAD_FANOUT, LOAD_API } load_mode;
 
 /* What the connections speak once upgraded. */
 typedef enum {
@@ -81,6 +82,9 @@ typedef struct {
   uint64_t hold_ns;     /* idle: how long the connections are held */
   size_t out_max;       /* per connection: bytes waiting to be sent before sends are dropped */
   const char *room;     /* chat room / Centrifugo channel */
+  const char *api_url;  /* api: wsgate-api's http://127.x.x.x:port */
+  const char *api_key;  /* api: a bearer key */
+  unsigned api_clients; /* api: keep-alive connections of the sender */
   bool progress;
 } load_plan;
 

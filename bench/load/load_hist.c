@@ -5,6 +5,7 @@
  */
 #include "load_hist.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <string.h>
 
@@ -91,4 +92,14 @@ uint64_t load_hist_percentile(const load_hist *h, double q) {
 
 double load_hist_mean(const load_hist *h) {
   return h->count ? (double)h->sum / (double)h->count : 0.0;
+}
+
+json_t *load_hist_json(const load_hist *h) {
+  json_t *b = json_array();
+  for (size_t i = 0; i < LOAD_HIST_BUCKETS; i++)
+    if (h->buckets[i])
+      json_array_append_new(b, json_pack("[II]", (json_int_t)i, (json_int_t)h->buckets[i]));
+  return json_pack("{sI sI sI sI so}", "n", (json_int_t)h->count, "min",
+                   (json_int_t)(h->count ? h->min : 0), "max", (json_int_t)h->max, "sum",
+                   (json_int_t)(h->sum > INT64_MAX ? INT64_MAX : h->sum), "b", b);
 }

@@ -13,6 +13,7 @@
 #ifndef LOAD_HIST_H
 #define LOAD_HIST_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,9 @@ void load_hist_init(load_hist *h);
 void load_hist_record(load_hist *h, uint64_t value);
 /* Adds the counts of src to dst. Both borrowed. */
 void load_hist_merge(load_hist *dst, const load_hist *src);
+/* {"n", "min", "max", "sum", "b": [[index, count]...]}: how a worker reports a histogram to the
+ * parent (non-empty buckets only). NULL when out of memory. */
+json_t *load_hist_json(const load_hist *h);
 
 /* Bucket index of a value, and the lowest / highest value that falls in a bucket. */
 size_t load_hist_index(uint64_t value);

@@ -28,6 +28,8 @@ static const struct {
                            "1 gateway   produce -> Kafka ack"},
     [LOAD_HOP_PROC_HANDLER] = {"wsgate_processor_hop_handler_start_seconds",
                                "2 processor frame read -> handler"},
+    [LOAD_HOP_PROC_COMMAND] = {"wsgate_processor_hop_command_start_seconds",
+                               "2 processor command 202 -> executor"},
     [LOAD_HOP_PROC_ACKED] = {"wsgate_processor_hop_outbound_acked_seconds",
                              "3 processor handler -> reply acked"},
     [LOAD_HOP_GW_HANDOFF] = {"wsgate_gateway_outbound_latency_seconds",

@@ -36,6 +36,7 @@ typedef struct {
 typedef enum {
   LOAD_HOP_GW_ACKED,     /* gateway: produce -> Kafka ack */
   LOAD_HOP_PROC_HANDLER, /* processor: frame read (ts) -> handler start */
+  LOAD_HOP_PROC_COMMAND, /* processor: command accepted (ts) -> executor start */
   LOAD_HOP_PROC_ACKED,   /* processor: handler start -> reply acked */
   LOAD_HOP_GW_HANDOFF,   /* gateway: reply built (ts) -> handed to connections */
   LOAD_HOP_GW_WRITTEN,   /* gateway: reply built (ts) -> written to the socket */

@@ -6,6 +6,8 @@
  *           schedule (open loop), and measure each reply's latency from its due time
  *   fanout  --conns receivers (joined to a room or subscribed to a channel) and one sender that
  *           sends --rate messages/s; count deliveries and their latency
+ *   api     --conns receivers, and a process (load_api.c) that posts --rate sends/s to wsgate-api
+ *           over --api-clients keep-alive connections; request -> delivery latency
  *
  * A process may hold at most `ulimit -Hn` descriptors, so the connections are spread over
  * --procs worker processes (load_engine.c) that this parent forks, starts together and whose
@@ -29,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "load_api.h"
 #include "load_engine.h"
 #include "load_hist.h"
 #include "load_hops.h"
@@ -46,8 +49,8 @@ static const char *const PCT_NAMES[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 
 typedef struct {
   char *mode, *url, *sender_url, *proto, *subprotocol, *token, *token_cmd, *jwt_secret_file;
-  char *user_prefix, *room, *output, *hops_from;
-  int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate;
+  char *user_prefix, *room, *output, *hops_from, *api_url, *api_key;
+  int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients;
   uint64_t size, out_max;
   uint64_t connect_timeout_ms, ramp_timeout_ms, hold_ms, duration_ms, warmup_ms, drain_ms;
   uint64_t jwt_ttl_ms;
@@ -60,9 +63,9 @@ typedef struct {
 #define HOUR   (3600LL * 1000LL)
 
 static const wsg_option options[] = {
-    {"mode", 'm', NULL, WSG_OPT_ENUM, OPT(mode), "idle", 0, 0, "idle|echo|fanout", 0,
+    {"mode", 'm', NULL, WSG_OPT_ENUM, OPT(mode), "idle", 0, 0, "idle|echo|fanout|api", 0,
      "idle: hold connections; echo: round trips at --rate; fanout: one sender, --conns "
-     "receivers."},
+     "receivers; api: --conns receivers, --rate sends/s posted to wsgate-api (--api-url)."},
     {"url", 'u', NULL, WSG_OPT_STRING, OPT(url), NULL, 0, 0, NULL, WSG_OPTF_REQUIRED,
      "ws://127.x.x.x:port/path target(s), comma-separated: connections go round-robin over them "
      "(loopback only)."},
@@ -135,6 +138,14 @@ static const wsg_option options[] = {
      "echo/fanout: the daemons' /metrics, comma-separated (http://127.0.0.1:9090,"
      "http://127.0.0.1:9091): scraped when the measured window starts and at the end, to print "
      "the per-hop latency breakdown (docs/GATEWAY.md, \"Where the time goes\")."},
+    {"api-url", 0, NULL, WSG_OPT_STRING, OPT(api_url), NULL, 0, 0, NULL, 0,
+     "api: wsgate-api's http://127.x.x.x:port (loopback only); sends are POST /v1/send to user "
+     "n mod --users, their payload carrying the due time."},
+    {"api-key", 0, "WSGATE_LOAD_API_KEY", WSG_OPT_STRING, OPT(api_key), NULL, 0, 0, NULL,
+     WSG_OPTF_SECRET, "api: the bearer key (prefer the environment variable)."},
+    {"api-clients", 0, NULL, WSG_OPT_INT, OPT(api_clients), "64", 1, 4096, NULL, 0,
+     "api: concurrent keep-alive HTTP connections; when all are busy the schedule waits (the "
+     "delay shows as send lag and in the latency)."},
     {"progress", 0, NULL, WSG_OPT_BOOL, OPT(progress), "true", 0, 0, NULL, 0,
      "Print progress to stderr once a second while connecting."},
 };
@@ -221,12 +232,44 @@ static bool plain_name(const char *s, bool colon) {
   return true;
 }
 
+/* --mode api: an http:// URL on 127.0.0.0/8 without a path, a key, raw receivers. */
+static int check_api(const load_cfg *cfg, char *err, size_t errlen) {
+  const char *u = cfg->api_url;
+  struct in_addr a;
+  char host[64] = "";
+  if (!u || strncmp(u, "http://", 7) != 0 || strlen(u) > 200) {
+    snprintf(err, errlen, "--mode api needs --api-url http://127.x.x.x:port (wsgate-api)");
+    return -1;
+  }
+  size_t hl = strcspn(u + 7, ":/");
+  if (hl < sizeof host)
+    memcpy(host, u + 7, hl);
+  host[hl < sizeof host ? hl : 0] = '\0';
+  if (strchr(u + 7, '/') || inet_pton(AF_INET, host, &a) != 1 || (ntohl(a.s_addr) >> 24) != 127) {
+    snprintf(err, errlen,
+             "--api-url %s: give http://127.x.x.x:port with no path (loopback only: wsgate-load "
+             "benchmarks servers on this machine)",
+             u);
+    return -1;
+  }
+  if (!cfg->api_key || !cfg->api_key[0]) {
+    snprintf(err, errlen, "--mode api needs --api-key (or WSGATE_LOAD_API_KEY)");
+    return -1;
+  }
+  if (strcmp(cfg->proto, "raw") != 0) {
+    snprintf(err, errlen, "--mode api: the receivers speak --proto raw (sends arrive as they are)");
+    return -1;
+  }
+  return 0;
+}
+
 static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *err,
                      size_t errlen) {
   memset(p, 0, sizeof *p);
-  p->mode = strcmp(cfg->mode, "idle") == 0   ? LOAD_IDLE
-            : strcmp(cfg->mode, "echo") == 0 ? LOAD_ECHO
-                                             : LOAD_FANOUT;
+  p->mode = strcmp(cfg->mode, "idle") == 0     ? LOAD_IDLE
+            : strcmp(cfg->mode, "echo") == 0   ? LOAD_ECHO
+            : strcmp(cfg->mode, "fanout") == 0 ? LOAD_FANOUT
+                                               : LOAD_API;
   p->proto = strcmp(cfg->proto, "raw") == 0       ? LOAD_PROTO_RAW
              : strcmp(cfg->proto, "chat") == 0    ? LOAD_PROTO_CHAT
              : strcmp(cfg->proto, "channel") == 0 ? LOAD_PROTO_CHANNEL
@@ -264,6 +307,11 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
              "':' in a --proto channel room)");
     return -1;
   }
+  if (p->mode == LOAD_API && check_api(cfg, err, errlen) != 0)
+    return -1;
+  p->api_url = cfg->api_url;
+  p->api_key = cfg->api_key;
+  p->api_clients = (unsigned)cfg->api_clients;
   int auth = (cfg->token != NULL) + (cfg->token_cmd != NULL) + (cfg->jwt_secret_file != NULL);
   if (auth > 1) {
     snprintf(err, errlen, "give one of --token, --token-cmd and --jwt-secret-file");
@@ -417,6 +465,11 @@ static void kill_all(child *ch, unsigned n) {
       kill(ch[i].pid, SIGTERM);
 }
 
+/* Worker processes, plus --mode api's sender (the last one). */
+static unsigned children(const load_plan *p) {
+  return p->procs + (p->mode == LOAD_API ? 1u : 0u);
+}
+
 /* Forks the workers, runs the barriers, collects the results. 0 when every worker reported. */
 /* --hops-from: one scrape when the measured window starts, one when every worker is done. A
  * failed scrape drops the breakdown (said on stderr), never the run. */
@@ -430,11 +483,12 @@ static void hops_mark(load_hops **hops) {
 }
 
 static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_hops **hops) {
-  for (unsigned i = 0; i < p->procs; i++) {
+  const unsigned nch = children(p);
+  for (unsigned i = 0; i < nch; i++) {
     ch[i].fd = -1;
     ch[i].pid = -1;
   }
-  for (unsigned i = 0; i < p->procs; i++) {
+  for (unsigned i = 0; i < nch; i++) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
       fprintf(stderr, "wsgate-load: socketpair: %s\n", strerror(errno));
@@ -454,7 +508,7 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_ho
       close(sv[0]);
       for (unsigned j = 0; j < i; j++)
         close(ch[j].fd);
-      _exit(load_worker_run(p, i, sv[1]));
+      _exit(i < p->procs ? load_worker_run(p, i, sv[1]) : load_api_run(p, sv[1]));
     }
     close(sv[1]);
     ch[i].pid = pid;
@@ -466,23 +520,23 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_ho
                       (p->mode == LOAD_IDLE ? p->hold_ns : p->duration_ns + p->drain_ns) + 60 * NS;
   bool go_sent = false, window_marked = false;
   uint64_t window_at = 0;
-  struct pollfd pfd[MAX_PROCS];
+  struct pollfd pfd[MAX_PROCS + 1];
   for (;;) {
     unsigned nready = 0, ndone = 0;
     uint64_t r = 0, f = 0;
-    for (unsigned i = 0; i < p->procs; i++) {
+    for (unsigned i = 0; i < nch; i++) {
       nready += ch[i].ready;
       ndone += ch[i].done;
       r += ch[i].n_ready;
       f += ch[i].n_failed;
     }
     uint64_t now = mono_ns();
-    if (!go_sent && nready == p->procs) {
+    if (!go_sent && nready == nch) {
       *ramp_ns = now - start;
       /* A little ahead, so that every worker has the command before the schedule starts. */
       char line[64];
       snprintf(line, sizeof line, "G %llu\n", (unsigned long long)(now + 200 * 1000000ull));
-      tell_all(ch, p->procs, line);
+      tell_all(ch, nch, line);
       go_sent = true;
       window_at = now + 200 * 1000000ull + p->warmup_ns;
       if (p->progress)
@@ -498,30 +552,30 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_ho
       hops_mark(hops);
       window_marked = true;
     }
-    if (ndone == p->procs) {
+    if (ndone == nch) {
       if (window_marked)
         hops_mark(hops); /* before "X": the disconnects are not part of the run */
-      tell_all(ch, p->procs, "X\n");
+      tell_all(ch, nch, "X\n");
       break;
     }
     if (interrupted || now > deadline) {
       fprintf(stderr, "wsgate-load: %s; stopping the workers\n",
               interrupted ? "interrupted" : "the run exceeded its time limit");
-      kill_all(ch, p->procs);
+      kill_all(ch, nch);
       return -1;
     }
-    for (unsigned i = 0; i < p->procs; i++) {
+    for (unsigned i = 0; i < nch; i++) {
       pfd[i].fd = ch[i].eof ? -1 : ch[i].fd;
       pfd[i].events = POLLIN;
       pfd[i].revents = 0;
     }
-    int n = poll(pfd, p->procs, 200);
+    int n = poll(pfd, nch, 200);
     if (n < 0 && errno != EINTR) {
       fprintf(stderr, "wsgate-load: poll: %s\n", strerror(errno));
-      kill_all(ch, p->procs);
+      kill_all(ch, nch);
       return -1;
     }
-    for (unsigned i = 0; n > 0 && i < p->procs; i++) {
+    for (unsigned i = 0; n > 0 && i < nch; i++) {
       if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
         continue;
       char buf[65536];
@@ -533,14 +587,14 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_ho
         if (!ch[i].done) {
           fprintf(stderr, "wsgate-load: worker %u ended without a result (see its message above)\n",
                   i);
-          kill_all(ch, p->procs);
+          kill_all(ch, nch);
           return -1;
         }
       }
     }
   }
   int rc = 0;
-  for (unsigned i = 0; i < p->procs; i++) {
+  for (unsigned i = 0; i < nch; i++) {
     int status = 0;
     /* Workers close their connections and exit at "X"; wait, but not forever. */
     uint64_t until = mono_ns() + 30 * NS;
@@ -565,7 +619,9 @@ typedef struct {
   uint64_t conns, ready, failed, receivers_ready, closed_after_ready, sent, sent_measured, dropped,
       received, received_measured, expected_measured, ramp_ns_max;
   json_t *fails, *first_errors, *refused, *close_codes;
-  load_hist h_connect, h_latency, h_lag;
+  json_t *api; /* --mode api: the sender's counts (borrowed from its result) */
+  double cpu_receivers_s;
+  load_hist h_connect, h_latency, h_lag, h_request;
 } totals;
 
 static uint64_t jget(json_t *o, const char *k) {
@@ -635,7 +691,15 @@ static int merge(totals *t, const char *text) {
     if (!json_object_get(t->first_errors, k))
       json_object_set(t->first_errors, k, v);
   }
-  int rc = hist_from_json(&t->h_connect, json_object_get(o, "h_connect")) |
+  json_t *api = json_object_get(o, "api");
+  if (api) {
+    json_decref(t->api);
+    t->api = json_incref(api);
+  } else {
+    t->cpu_receivers_s += json_real_value(json_object_get(o, "cpu_s"));
+  }
+  int rc = (api ? hist_from_json(&t->h_request, json_object_get(o, "h_request")) : 0) |
+           hist_from_json(&t->h_connect, json_object_get(o, "h_connect")) |
            hist_from_json(&t->h_latency, json_object_get(o, "h_latency")) |
            hist_from_json(&t->h_lag, json_object_get(o, "h_lag"));
   json_decref(o);
@@ -655,7 +719,22 @@ static json_t *pct_json(const load_hist *h) {
 }
 
 static const char *mode_name(load_mode m) {
-  return m == LOAD_IDLE ? "idle" : m == LOAD_ECHO ? "echo" : "fanout";
+  return m == LOAD_IDLE ? "idle" : m == LOAD_ECHO ? "echo" : m == LOAD_FANOUT ? "fanout" : "api";
+}
+
+/* --mode api: the sender's counts, accepted sends/s and request latency (202 answers). */
+static json_t *api_json(const load_plan *p, const totals *t) {
+  double window = (double)(p->duration_ns - p->warmup_ns) / 1e9;
+  json_t *a = json_deep_copy(t->api);
+  if (!a)
+    return json_null();
+  /* Answered 202 inside the measured window: the throughput even when the schedule fell behind
+   * (then the sends due in the window are not the ones answered in it). */
+  double acc = (double)json_integer_value(json_object_get(a, "accepted_window"));
+  json_object_set_new(a, "accepted_per_second", json_real(window > 0 ? acc / window : 0));
+  json_object_set_new(a, "request_ms", pct_json(&t->h_request));
+  json_object_set_new(a, "cpu_receivers_s", json_real(t->cpu_receivers_s));
+  return a;
 }
 
 static json_t *result_json(const load_cfg *cfg, const load_plan *p, const totals *t,
@@ -690,6 +769,8 @@ static json_t *result_json(const load_cfg *cfg, const load_plan *p, const totals
         pct_json(&t->h_latency), "send_lag_ms", pct_json(&t->h_lag));
     if (p->mode == LOAD_FANOUT)
       json_object_set_new(run, "receivers", json_integer((json_int_t)t->receivers_ready));
+    if (p->mode == LOAD_API && t->api)
+      json_object_set_new(run, "api", api_json(p, t));
     json_object_set_new(o, "run", run);
   }
   return o;
@@ -735,6 +816,26 @@ static void print_table(const load_plan *p, const totals *t, uint64_t ramp_ns) {
          p->mode == LOAD_FANOUT ? " deliveries" : " replies");
   print_pct("latency (ms)", &t->h_latency);
   print_pct("send lag (ms)", &t->h_lag);
+  if (p->mode != LOAD_API || !t->api)
+    return;
+  json_t *a = t->api;
+  printf(
+      "  api: %lld requests on %lld connections, %lld accepted (%.0f/s in the window), %lld failed "
+      "(%lld transport errors%s%s)\n",
+      (long long)json_integer_value(json_object_get(a, "started")),
+      (long long)json_integer_value(json_object_get(a, "clients")),
+      (long long)json_integer_value(json_object_get(a, "accepted")),
+      window > 0 ? (double)json_integer_value(json_object_get(a, "accepted_window")) / window : 0.0,
+      (long long)json_integer_value(json_object_get(a, "failed")),
+      (long long)json_integer_value(json_object_get(a, "curl_errors")),
+      json_string_length(json_object_get(a, "first_error")) ? ", first: " : "",
+      json_string_value(json_object_get(a, "first_error")));
+  json_object_foreach(json_object_get(a, "statuses"), k, v) {
+    printf("    HTTP %s: %lld\n", k, (long long)json_integer_value(v));
+  }
+  print_pct("request -> 202 (ms)", &t->h_request);
+  printf("  cpu: sender %.2f s, receivers %.2f s\n", json_real_value(json_object_get(a, "cpu_s")),
+         t->cpu_receivers_s);
 }
 
 int main(int argc, char **argv) {
@@ -763,7 +864,7 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  child ch[MAX_PROCS];
+  child ch[MAX_PROCS + 1];
   memset(ch, 0, sizeof ch);
   uint64_t ramp_ns = 0;
   load_hops *hops = NULL;
@@ -783,7 +884,8 @@ int main(int argc, char **argv) {
   load_hist_init(&t.h_connect);
   load_hist_init(&t.h_latency);
   load_hist_init(&t.h_lag);
-  for (unsigned i = 0; i < plan.procs; i++) {
+  load_hist_init(&t.h_request);
+  for (unsigned i = 0; i < children(&plan); i++) {
     if (ch[i].done && merge(&t, ch[i].json) != 0)
       rc = -1;
     free(ch[i].json);
@@ -816,6 +918,7 @@ int main(int argc, char **argv) {
   json_decref(t.first_errors);
   json_decref(t.refused);
   json_decref(t.close_codes);
+  json_decref(t.api);
   load_hops_destroy(hops);
   free(secret);
   wsg_config_finish(&spec, &cfg);

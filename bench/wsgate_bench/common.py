@@ -9,7 +9,8 @@ from wsgate_procs import ProcError
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPTS = REPO / "scripts"
-ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "connect"]
+ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "connect",
+                 "api"]
 
 # Scale. One process may hold 20,000 descriptors here; a gateway keeps 256 for itself.
 IDLE_STEPS = [6500, 13000, 19500]
@@ -23,6 +24,12 @@ FANOUT_MEMBERS = 10000
 ROUNDTRIP_CONNS = 1000
 ECHO_CONNS = 100
 CONNECT_COST_CONNS = 2000
+# The API scenario: receivers (one user each), the HTTP connections of the sender, the latency
+# point of issue 19 and a rate above what one wsgate-api accepts (the throughput run).
+API_CONNS = 1000
+API_CLIENTS = 64
+API_LATENCY_RATE = 2000
+API_FLOOD_RATE = 60000
 
 
 class BenchError(ProcError):

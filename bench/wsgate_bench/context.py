@@ -71,7 +71,7 @@ class Context:
     def find_binaries(self):
         names = {"gateway": "WSGATE_GATEWAY_BIN", "processor": "WSGATE_PROCESSOR_BIN",
                  "admin": "WSGATE_ADMIN_BIN", "load": "WSGATE_LOAD_BIN",
-                 "lws_echo": "WSGATE_LWS_ECHO_BIN"}
+                 "lws_echo": "WSGATE_LWS_ECHO_BIN", "api": "WSGATE_API_BIN"}
         given = {k: os.environ.get(v) for k, v in names.items()}
         if all(given.values()):
             self.bins = {k: Path(v) for k, v in given.items()}
@@ -81,7 +81,7 @@ class Context:
             targets = {"gateway": "gateway/wsgate-gateway",
                        "processor": "processor/wsgate-processor",
                        "admin": "tools/wsgate-admin", "load": "bench/load/wsgate-load",
-                       "lws_echo": "bench/lws_echo"}
+                       "lws_echo": "bench/lws_echo", "api": "api/wsgate-api"}
             if not (self.build_dir / "build.ninja").exists():
                 log(f"configuring {self.build_dir} (buildtype=release)")
                 self.check_call(["meson", "setup", self.build_dir, "--buildtype=release"])
@@ -226,6 +226,32 @@ class Context:
         self.wait_ready(p, f"http://127.0.0.1:{http}/readyz")
         return p
 
+    def commands_topic(self, scn, partitions=8):
+        t = f"{self.unique(scn)}.cmd"
+        self.check_call([self.bins["admin"], "-b", self.kafka, "topics", "ensure", "--topic", t,
+                         "--partitions", partitions], timeout=120)
+        return t
+
+    def start_api(self, i, topics, cmd_topic, prefix, extra=()):
+        """wsgate-api on base+600+i (ops base+700+i) with a fresh key; p.key is its secret."""
+        port, http = self.port(600 + i), self.port(700 + i)
+        keys = self.run_dir / f"api{i}.keys"
+        key = secrets.token_hex(24)
+        keys.write_text(f"bench {key}\n")
+        keys.chmod(0o600)
+        argv = [self.bins["api"], "--kafka-brokers", self.kafka, "--redis-port", self.redis_port,
+                "--commands-topic", cmd_topic, "--outbound-topic", topics[1], "--keys-file", keys,
+                "--listen-addr", "127.0.0.1", "--listen-port", port, "--http-addr", "127.0.0.1",
+                "--http-port", http, "--redis-prefix", prefix,
+                # One key sends everything: the per-key limit would cap the benchmark itself.
+                "--rate-limit", "0", "--log-level", "warn", *extra]
+        p = self.spawn(f"api{i}", argv)
+        p.url = f"http://127.0.0.1:{port}"
+        p.key = key
+        p.metrics_url = f"http://127.0.0.1:{http}/metrics"
+        self.wait_ready(p, f"http://127.0.0.1:{http}/readyz")
+        return p
+
     def start_lws_echo(self, i, ping=30, sink=False):
         port = self.port(300 + i)
         p = self.spawn(f"lws_echo{i}", [self.bins["lws_echo"], "--port", port, "--ping-interval",
@@ -261,7 +287,7 @@ class Context:
         return [str(a) for a in argv + list(extra)]
 
     def load(self, name, mode, urls, conns, *extra, auth="jwt", procs=1, timeout=900,
-             cpu=None, servers=("kafka", "redis")):
+             cpu=None, servers=("kafka", "redis"), env=None):
         """Runs wsgate-load to completion; returns its JSON result (also kept in runs/). With
         cpu={name: Proc}, res["cpu"] holds the CPU seconds each of those (plus Kafka, Redis and
         the load generator itself) used during the run."""
@@ -269,7 +295,7 @@ class Context:
         if cpu is not None:
             c0, ru0 = self.cpu_of(cpu, servers), resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           timeout=timeout)
+                           timeout=timeout, env=dict(os.environ, **env) if env else None)
         if cpu is not None:
             c1, ru1 = self.cpu_of(cpu, servers), resource.getrusage(resource.RUSAGE_CHILDREN)
             used = {k: c1[k] - c0[k] for k in c0}

@@ -26,7 +26,7 @@ def rng(r, fmt=f0):
 
 
 # The parts of the document, in order: each has its markers in docs/BENCHMARKS.md.
-PARTS = ["run", "targets", "idle", "capacity", "ingest", "roundtrip", "fanout", "connect"]
+PARTS = ["run", "targets", "idle", "capacity", "ingest", "roundtrip", "fanout", "connect", "api"]
 SCENARIO_PARTS = PARTS[2:]
 
 
@@ -369,6 +369,9 @@ class Report:
         self.w(self.loadavg(sec))
         self.w()
 
+    def sec_api(self, sec):
+        sec_api(self, sec)
+
     def sec_connect(self, sec):
         self.w("| Redis command | per connect | per disconnect |")
         self.w("|---|---:|---:|")
@@ -392,6 +395,67 @@ class Report:
             self.w(f"Commands: `{shorten(sec['runs'][0]['cmd'])}`; "
                    f"`{shorten(sec['runs'][0]['cmd_rate'])}`. {self.loadavg(sec)}")
             self.w()
+
+
+API_HOPS = [("wsgate_processor_hop_command_start_seconds", "processor: 202 → executor"),
+            ("wsgate_processor_hop_outbound_acked_seconds", "processor: executor → record acked"),
+            ("wsgate_gateway_hop_outbound_written_seconds", "gateway: record built → written")]
+
+
+def sec_api(rep, sec):
+    """(g) The API: accepted sends/s over HTTP, request → delivery latency at 2,000/s."""
+    floods, points = sec.get("flood") or [], sec.get("latency") or []
+    rep.w(f"{sec.get('conns', '?')} receivers (one user each), {sec.get('clients', '?')} keep-alive "
+          "HTTP connections posting `/v1/send`; one gateway, one processor (the commands "
+          "executor), one wsgate-api.")
+    rep.w()
+    rep.w("| run | offered sends/s | accepted/s (202s in the window) | request → 202 p50 / p99 "
+          "(ms) | failed | accepted / delivered (whole run) | CPU µs per send: wsgate-api / "
+          "processor / gateway / Kafka / Redis; sender / receivers |")
+    rep.w("|---|---:|---:|---:|---:|---:|---|")
+    for i, f in enumerate(floods + points, 1):
+        c = f.get("cpu_us_per_send") or {}
+        rep.w(f"| {i} | {f0(f.get('rate'))} | {f0(f.get('accepted_per_s'))} | "
+              f"{f2(f.get('request_p50'))} / {f2(f.get('request_p99'))} | {f0(f.get('failed'))} | "
+              f"{f0(f.get('accepted'))} / {f0(f.get('delivered'))} | "
+              f"{f0(c.get('api'))} / {f0(c.get('processor'))} / {f0(c.get('gateway'))} / "
+              f"{f0(c.get('kafka'))} / {f0(c.get('redis'))}; {f0(c.get('sender'))} / "
+              f"{f0(c.get('receivers'))} |")
+    rep.w()
+    rep.w("Request → delivery on a connected client at 2,000 sends/s (ms; measured from each "
+          "send's due time, so the sender's own lateness counts):")
+    rep.w()
+    rep.w("| run | rate | p50 | p90 | p99 | p99.9 | max | lost | send lag p99 |")
+    rep.w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for i, p in enumerate(points, 1):
+        rep.w(rep.lat_row(str(i), p))
+    rep.w()
+    hops = [(i, p["hops"]) for i, p in enumerate(points, 1) if p.get("hops")]
+    if hops:
+        rep.w("Per hop at 2,000/s, from the daemons' histograms (ms, mean / p50 / p99; each starts "
+              "at a `ts`: the command's is wsgate-api's acceptance, the outbound record's is the "
+              "processor's):")
+        rep.w()
+        rep.w("| run | " + " | ".join(name for _, name in API_HOPS) + " |")
+        rep.w("|---|" + "---:|" * len(API_HOPS))
+        for i, h in hops:
+            rep.w(f"| {i} | " + " | ".join(
+                f"{f2((h.get(m) or {}).get('mean_ms'))} / {f2((h.get(m) or {}).get('p50_ms'))} / "
+                f"{f2((h.get(m) or {}).get('p99_ms'))}" for m, _ in API_HOPS) + " |")
+        rep.w()
+    if floods:
+        best = max(f.get("accepted_per_s") or 0 for f in floods)
+        rep.target("API sends accepted over HTTP (keep-alive, 64 clients)", "≥ 20,000/s",
+                   f"{best:,.0f}/s", best >= 20000)
+    if points:
+        p99 = sorted(p["p99"] for p in points)[len(points) // 2]
+        rep.target("API request → delivery p99 at 2,000/s", "≤ 20 ms", f"{p99:.2f} ms",
+                   p99 <= 20)
+    for name, runs in (("throughput", floods), ("latency", points)):
+        if runs:
+            rep.w(f"Command ({name}): `{shorten(runs[0]['cmd'])}`.")
+    rep.w(rep.loadavg(sec))
+    rep.w()
 
 
 def cpu_text(d, unit="message", cores=2):

@@ -22,7 +22,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,8 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checker import Checker, percentile  # noqa: E402
-from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner, deadline,  # noqa: E402
+from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner,  # noqa: E402
                      log, metrics, rss_kib)
+from scenario import Result, check_traffic, start_checker, until  # noqa: E402
+import attacks  # noqa: E402
+from attacks import masked_frame, raw_upgrade  # noqa: E402
 import autobahn_results  # noqa: E402
 
 # Sizes of each form. The short form runs in the test command on a loaded 2-core machine: a few
@@ -50,73 +52,25 @@ FORMS = {
                   # 128 KiB ones (12.2.18, where libwebsockets' deflate assertion fired before
                   # 152c9ff) and the last 13.x parameter set (window bits, context takeover).
                   autobahn_deflate_cases=["12.1.1", "12.2.18", "13.7.1"],
-                  valgrind_users=3, valgrind_seconds=2.0, door_sockets=40, reshard_slots=256,
-                  flood_conns=40),
+                  valgrind_users=3, valgrind_seconds=2.0, reshard_slots=256,
+                  # the attack scenarios (attacks.py): well-behaved clients, their quiet phase,
+                  # and each attack's size
+                  attack_users=12, attack_rate=20.0, attack_quiet=3.0, door_sockets=40,
+                  flood_conns=40, ghosts=2000, ghost_window=50, big_frames=[16 << 20],
+                  frame_rounds=1),
     "long": dict(users=50, rate=40.0, settle=5.0, broker_down=20.0, storm_conns=5000,
                  storm_window=2.0, storm_upgrades_per_sec=1000, stop_extra=5.0, tail=10.0,
                  autobahn_cases=["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
                  autobahn_deflate_cases=["12.*", "13.*"], valgrind_users=10,
-                 valgrind_seconds=10.0, door_sockets=200, reshard_slots=8192,
-                 flood_conns=200),
+                 valgrind_seconds=10.0, reshard_slots=8192,
+                 attack_users=200, attack_rate=5.0, attack_quiet=10.0, door_sockets=200,
+                 flood_conns=200, ghosts=20000, ghost_window=250,
+                 big_frames=[1 << 20, 16 << 20, 64 << 20, 256 << 20], frame_rounds=10),
 }
 
 LEASE_TTL = 3.0  # --lease-ttl of every chaos gateway (seconds); renew every second
 DRAIN_GRACE = 8.0  # --drain-grace (harness.Cluster.start_gateway)
 PROC_SESSION_TIMEOUT = 6.0  # session.timeout.ms of the chaos processors
-
-
-class Result:
-    """What a scenario found: failures (each a sentence) and figures (shown either way)."""
-
-    def __init__(self):
-        self.failures: list[str] = []
-        self.figures: dict = {}
-
-    def check(self, cond: bool, msg: str) -> bool:
-        if not cond:
-            self.failures.append(msg)
-        return cond
-
-    def fig(self, **kw) -> None:
-        self.figures.update(kw)
-
-
-async def until(fn, timeout: float, interval: float = 0.1):
-    """Awaits fn() truthy (returns it) or timeout seconds (returns None); the checker keeps
-    running meanwhile."""
-    for _ in deadline(timeout):
-        v = fn()
-        if v:
-            return v
-        await asyncio.sleep(interval)
-    return None
-
-
-def check_traffic(res: Result, chk: Checker, *, strict: bool, max_dups: int | None = None,
-                  dups_since: float = 0.0) -> dict:
-    """The criteria every traffic scenario shares: nothing lost, per-connection order kept;
-    strict: no connection dropped and nothing resent (wsgate alone kept every message);
-    max_dups: at most that many duplicates arrived from dups_since on."""
-    s = chk.summary()
-    lat = chk.latencies()
-    s["p50_ms"] = round(percentile(lat, 0.5) * 1000, 1)
-    s["p99_ms"] = round(percentile(lat, 0.99) * 1000, 1)
-    res.fig(traffic=s)
-    res.check(s["sent"] > 0, "the checker sent nothing")
-    res.check(not s["checker_errors"], f"the checker itself failed: {s['checker_errors']}")
-    res.check(s["lost"] == 0, f"{s['lost']} of {s['sent']} messages never acknowledged "
-              f"(examples: {s.get('lost_examples')})")
-    res.check(s["order_violations"] == 0, f"{s['order_violations']} echoes out of order "
-              f"(examples: {s.get('order_examples')})")
-    if strict:
-        res.check(s["reconnects"] == 0, f"{s['reconnects']} reconnects where every connection "
-                  f"should have stayed open (closes: {s['close_codes']})")
-        res.check(s["resends"] == 0, f"{s['resends']} resends in a scenario without them")
-    if max_dups is not None:
-        d = chk.duplicates_since(dups_since)
-        res.fig(duplicates_after_fault=d)
-        res.check(d <= max_dups, f"{d} duplicates after the fault, more than the bound {max_dups}")
-    return s
 
 
 async def group_settled(c: Cluster) -> None:
@@ -129,15 +83,6 @@ async def group_settled(c: Cluster) -> None:
 
     if not await until(settled, 30, 0.2):
         raise ChaosError("the processors' consumer group did not settle within 30 s")
-
-
-async def start_checker(c: Cluster, form: dict, **kw) -> Checker:
-    chk = Checker(c.urls(), kw.pop("users", form["users"]), kw.pop("rate", form["rate"]), **kw)
-    chk.start()
-    if not await until(chk.all_connected, 20):
-        raise ChaosError(f"the checker's users did not all connect: {chk.summary()}")
-    await asyncio.sleep(form["settle"])
-    return chk
 
 
 # --- scenarios -----------------------------------------------------------------------------------
@@ -545,39 +490,6 @@ async def sc_sigstop_kafka(r: Runner, form: dict, res: Result) -> None:
         res.failures.append(p)
 
 
-def _raw_upgrade(user: str, port: int, rcvbuf: int | None = None) -> socket.socket:
-    s = socket.socket()
-    if rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", port))
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    s.sendall((f"GET /?user={user} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = s.recv(1)  # byte by byte: nothing after the headers is consumed
-        if not chunk:
-            raise ChaosError("upgrade: connection closed")
-        head += chunk
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise ChaosError(f"upgrade refused: {head[:60]!r}")
-    return s
-
-
-def _masked_frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        hdr = bytes([0x80 | opcode, 0x80 | n])
-    elif n < 65536:
-        hdr = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
-    else:
-        hdr = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
-    # A zero mask: legal (the client chooses it) and free to apply.
-    return hdr + b"\0\0\0\0" + payload
-
-
 async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
     """A client that never reads (4 KiB receive buffer), beside normal clients, on a gateway with
     --sendq-hard 256k. It sends 16 KiB messages, whose echoes pile up for it, until it is closed
@@ -593,8 +505,8 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
     t_base = time.monotonic()
     await asyncio.sleep(form["settle"])
     t_slow = time.monotonic()
-    s = await asyncio.to_thread(_raw_upgrade, "slowpoke", gw.extra["port"], 4096)
-    chunk = _masked_frame(2, os.urandom(16384))
+    s = await asyncio.to_thread(raw_upgrade, "slowpoke", gw.extra["port"], 4096)
+    chunk = masked_frame(2, os.urandom(16384))
     s.setblocking(False)
     loop = asyncio.get_running_loop()
     m4001 = 'wsgate_gateway_closes_total{code="4001"}'
@@ -642,182 +554,6 @@ async def sc_slow_reader(r: Runner, form: dict, res: Result) -> None:
               "filled and was closed")
     res.check(p99d <= 3 * p99b + 0.05, f"other clients' p99 rose from {p99b * 1000:.0f} ms to "
               f"{p99d * 1000:.0f} ms while the slow reader filled")
-    check_traffic(res, chk, strict=True)
-    for p in c.stop_all():
-        res.failures.append(p)
-
-
-async def sc_user_flood(r: Runner, form: dict, res: Result) -> None:
-    """Authenticated attacks beside the checker's clients (issue 16 items 4 and 5), on a gateway
-    with --max-conns-per-user 8 and --sendq-max 1m: one user opens `flood_conns` connections
-    (all but 8 must be closed with 4004, none left counted in Redis), then 6 users who never
-    read (4 KiB receive buffers) send 16 KiB messages every 30 ms for the echo to pile up (the
-    send queues together must stay near --sendq-max, the largest closed with 4001). Pass: the
-    attacks are contained, the well-behaved clients lose nothing and their p99 stays within 2x
-    their quiet p99 plus 50 ms."""
-    c = Cluster(r, "uflood")
-    gw = c.start_gateway(["--max-conns-per-user", "8", "--sendq-max", "1m", "--sendq-hard", "2m",
-                          "--sendq-soft", "2m", "--sendq-soft-time", "1h"])
-    c.start_processor()
-    port = gw.extra["port"]
-    chk = await start_checker(c, form)
-    users = len(chk.users)
-    t_base = time.monotonic()
-    await asyncio.sleep(form["settle"])
-    t_attack = time.monotonic()
-    n = form["flood_conns"]
-    flood = []
-    for _ in range(n):
-        try:
-            flood.append(await asyncio.to_thread(_raw_upgrade, "mallory", port))
-        except (OSError, ChaosError):
-            pass
-    held = await until(lambda: gw.metrics().get("wsgate_gateway_connections") == users + 8, 10,
-                       0.1)
-    m = gw.metrics()
-    refused = int(m.get('wsgate_gateway_closes_total{code="4004"}', 0))
-    res.fig(flood_upgraded=len(flood), flood_refused_4004=refused,
-            flood_held=int(m.get("wsgate_gateway_connections", 0)) - users)
-    res.check(bool(held), f"mallory holds {int(m.get('wsgate_gateway_connections', 0)) - users} "
-              "connections, expected 8 (--max-conns-per-user)")
-    res.check(refused == len(flood) - 8, f"{refused} closes with 4004, expected {len(flood) - 8}")
-    for s in flood:
-        s.close()
-    hogs = [await asyncio.to_thread(_raw_upgrade, f"hog-{i}", port, 4096) for i in range(6)]
-    for s in hogs:
-        s.setblocking(False)
-    loop = asyncio.get_running_loop()
-    chunk = _masked_frame(2, os.urandom(16384))
-    peak = 0
-    deadline = time.monotonic() + 6
-    while time.monotonic() < deadline:
-        for s in hogs:
-            try:
-                await asyncio.wait_for(loop.sock_sendall(s, chunk), 0.05)
-            except (OSError, asyncio.TimeoutError):
-                pass  # closed, or no longer read: it has done its part
-        await asyncio.sleep(0.03)
-        peak = max(peak, int(gw.metrics().get("wsgate_gateway_sendq_bytes", 0)))
-    await asyncio.sleep(2)  # the aftermath belongs to the measured window
-    t_after = time.monotonic()
-    m = gw.metrics()
-    budget = int(m.get("wsgate_gateway_sendq_budget_closes_total", 0))
-    c4001 = int(m.get('wsgate_gateway_closes_total{code="4001"}', 0))
-    for s in hogs:
-        s.close()
-    await chk.finish(20)
-    base, during = chk.latencies(t_base, t_attack), chk.latencies(t_attack, t_after)
-    p99b, p99d = percentile(base, 0.99), percentile(during, 0.99)
-    res.fig(sendq_peak_kib=peak // 1024, sendq_budget_closes=budget, closes_4001=c4001,
-            p99_before_ms=round(p99b * 1000, 1), p99_during_ms=round(p99d * 1000, 1))
-    # Sampled between pushes: the bound is enforced on each one, so a sample may exceed it by at
-    # most the message in flight.
-    res.check(peak <= (1 << 20) + 64 * 1024, f"the send queues held {peak} bytes (--sendq-max 1m)")
-    res.check(budget >= 1, "no queue was closed for --sendq-max: the non-readers were not held")
-    res.check(len(during) >= 20, f"only {len(during)} latency samples during the attack")
-    res.check(p99d <= 2 * p99b + 0.05, f"other clients' p99 rose from {p99b * 1000:.0f} ms to "
-              f"{p99d * 1000:.0f} ms during the attack")
-    check_traffic(res, chk, strict=True)
-    for p in c.stop_all():
-        res.failures.append(p)
-
-
-def _door_socket(port: int, first: bytes) -> socket.socket | None:
-    """A socket from 127.0.0.2 (the attacker's address: loopback is a /8) that sends `first`."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.2", 0))
-        s.settimeout(2)
-        s.connect(("127.0.0.1", port))
-        if first:
-            s.sendall(first)
-        s.setblocking(False)
-        return s
-    except OSError:
-        s.close()
-        return None
-
-
-def _door_open(socks: list) -> int:
-    """How many of the attacker's sockets the gateway still holds open: reads what each was
-    answered (non-blocking) to its end; an end (EOF or reset) means closed."""
-    n = 0
-    for s in socks:
-        try:
-            while True:
-                if s.recv(65536) == b"":
-                    break  # EOF: the gateway closed it
-        except BlockingIOError:
-            n += 1  # nothing more to read, and no end: still open
-        except OSError:
-            pass  # reset: closed
-    return n
-
-
-async def sc_door_flood(r: Runner, form: dict, res: Result) -> None:
-    """Unauthenticated sockets from one address (127.0.0.2) beside the checker's clients, on a
-    gateway with --handshake-timeout 2s and --max-pending-per-addr 32: door_sockets each of silent
-    sockets, CONNECT requests, request heads that stop half-way (slowloris) and upgrades with
-    junk tokens. Pass: the gateway holds at most 32 of them at any time and none 2 s past the
-    handshake timeout; every junk upgrade is answered (401, or 503 over the address' budget);
-    the well-behaved clients lose nothing and their p99 stays within 2x their quiet p99 plus
-    50 ms (issue 16)."""
-    c = Cluster(r, "door")
-    gw = c.start_gateway(["--handshake-timeout", "2s", "--max-pending-per-addr", "32",
-                          "--max-upgrades-per-addr", "20"])
-    c.start_processor()
-    port = gw.extra["port"]
-    chk = await start_checker(c, form)
-    t_base = time.monotonic()
-    await asyncio.sleep(form["settle"])
-    t_attack = time.monotonic()
-    n = form["door_sockets"]
-    junk = (b"GET /?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln HTTP/1.1\r\nHost: x\r\n"
-            b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    # Answered ones first: the sockets left waiting would take the address' whole pending cap.
-    kinds = {"connect": b"CONNECT example.com:443 HTTP/1.1\r\n\r\n", "junk": junk,
-             "slowloris": b"GET / HTTP/1.1\r\nX-a: ", "silent": b""}
-    socks: list = []
-    held_max = 0
-    for kind, first in kinds.items():
-        for _ in range(n):
-            s = await asyncio.to_thread(_door_socket, port, first)
-            if s:
-                socks.append((kind, s))
-        await asyncio.sleep(0.2)
-        held_max = max(held_max, int(gw.metrics().get("wsgate_gateway_handshakes", 0)))
-    answered = {"401": 0, "503": 0, "405": 0}
-    for kind, s in socks:
-        if kind not in ("junk", "connect"):
-            continue
-        try:
-            head = s.recv(64, socket.MSG_PEEK)
-        except OSError:
-            head = b""
-        for code in answered:
-            if head.startswith(b"HTTP/1.1 " + code.encode()):
-                answered[code] += 1
-    await asyncio.sleep(2.0 + 2.0)  # the handshake timeout, and 2 s of slack on a loaded box
-    held_after = _door_open([s for _, s in socks])
-    t_after = time.monotonic()
-    m = gw.metrics()
-    refused = sum(v for k, v in m.items() if k.startswith("wsgate_gateway_accept_refused_total"))
-    for _, s in socks:
-        s.close()
-    await chk.finish(20)
-    base, during = chk.latencies(t_base, t_attack), chk.latencies(t_attack, t_after)
-    p99b, p99d = percentile(base, 0.99), percentile(during, 0.99)
-    res.fig(attack_sockets=len(socks), held_max=held_max, held_after_timeout=held_after,
-            refused_at_accept=int(refused), junk_401=answered["401"], junk_503=answered["503"],
-            connect_405=answered["405"], p99_before_ms=round(p99b * 1000, 1),
-            p99_during_ms=round(p99d * 1000, 1))
-    res.check(held_max <= 32, f"the attacker held {held_max} sockets before their upgrade (cap 32)")
-    res.check(held_after == 0, f"{held_after} attack sockets still open 2 s past the timeout")
-    res.check(refused > 0, "no socket was refused at accept: the per-address cap did not engage")
-    res.check(len(during) >= 20, f"only {len(during)} latency samples during the attack")
-    res.check(p99d <= 2 * p99b + 0.05, f"other clients' p99 rose from {p99b * 1000:.0f} ms to "
-              f"{p99d * 1000:.0f} ms during the attack")
     check_traffic(res, chk, strict=True)
     for p in c.stop_all():
         res.failures.append(p)
@@ -1059,8 +795,7 @@ SCENARIOS = {
     "sigstop_kafka": (sc_sigstop_kafka, False),
     "slow_reader": (sc_slow_reader, True),
     "connect_storm": (sc_connect_storm, True),
-    "door_flood": (sc_door_flood, True),
-    "user_flood": (sc_user_flood, True),
+    **attacks.SCENARIOS,
     "valgrind_gateway": (sc_valgrind_gateway, True),
     "valgrind_processor": (sc_valgrind_processor, True),
     "autobahn_deflate": (sc_autobahn_deflate, True),

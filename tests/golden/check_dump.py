@@ -8,11 +8,14 @@ with a corrupt record and a null payload in the middle, and checks that
   - each bad record gives one stderr line naming its position and error, and the dump goes on;
   - the exit status is 3 (finished, some records bad), 0 when all are good;
   - --user, --type and --count filter and stop as documented;
-  - a stream cut inside a record, or input that is not '%R%s' framing, is a fatal error (1).
+  - a stream cut inside a record, or input that is not '%R%s' framing, is a fatal error (1);
+  - --commands renders the command vectors (../commands/) with the command's keys in wire order,
+    filters them by --type and --user (u or one of us), and refuses envelopes (exit 3).
 
 Usage: check_dump.py WSGATE_DUMP_BINARY VECTORS_DIR
 """
 
+import json
 import pathlib
 import struct
 import subprocess
@@ -79,10 +82,44 @@ def main(argv):
     status, out, err = run(dump, b"")
     expect(status == 0 and out == "" and err == "", f"empty input: exit {status}")
 
+    check_commands(dump, directory.parent / "commands", good, expect)
+
     for problem in problems:
         sys.stderr.write(f"check_dump.py: {problem}\n")
     print(f"wsgate-dump --stdin: {len(vectors)} vectors, {len(problems)} problems")
     return 1 if problems else 0
+
+
+def check_commands(dump, directory, envelopes, expect):
+    vectors = sorted(directory.glob("cmd_*.msgpack"))
+    expect(len(vectors) >= 9, f"only {len(vectors)} command vectors in {directory}")
+    stream = b"".join(frame(p.read_bytes()) for p in vectors)
+    status, out, err = run(dump, stream, "--commands")
+    lines = out.splitlines()
+    expect(status == 0 and err == "", f"--commands: exit {status}, stderr {err!r}")
+    expect(len(lines) == len(vectors), f"--commands: {len(lines)} lines for {len(vectors)}")
+    wire = ["v", "t", "id", "u", "us", "c", "ch", "cc", "cr", "b", "d", "d_text", "ts"]
+    for path, line in zip(vectors, lines):
+        obj = json.loads(line)
+        kind = path.stem.split("_")[1]
+        expect(obj.get("t") == kind, f"{path.name}: t {obj.get('t')!r}, expected {kind!r}")
+        keys = list(obj)
+        expect(keys == sorted(keys, key=wire.index), f"{path.name}: keys out of order {keys}")
+    users = next((json.loads(l) for l in lines if '"us":' in l), None)
+    expect(users is not None, "--commands: no vector with us")
+    if users:
+        status, out, _ = run(dump, stream, "--commands", "--user", users["us"][-1])
+        expect(status == 0 and [json.loads(l) for l in out.splitlines()] == [users],
+               f"--commands --user {users['us'][-1]}: {out!r}")
+    status, out, _ = run(dump, stream, "--commands", "--type", "publish")
+    expect(status == 0 and len(out.splitlines()) == 1 and '"t":"publish"' in out,
+           f"--commands --type publish: {out!r}")
+    status, _, err = run(dump, stream, "--commands", "--type", "deliver")
+    expect(status == 2 and "not a command type" in err, f"--type deliver: {status} {err!r}")
+    status, out, err = run(dump, envelopes[:4 + struct.unpack(">i", envelopes[:4])[0]],
+                           "--commands")
+    expect(status == 3 and out == "" and len(err.splitlines()) == 1,
+           f"an envelope through --commands: exit {status}, stderr {err!r}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ except ImportError:
     sys.exit(1)
 
 # The order in which wsgate writes the keys (PROTOCOL.md, "Encoding rules").
-KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "qs", "ch", "co", "ce", "ts", "cc", "cr", "b", "m", "d"]
-KINDS = {"msg", "connect", "disconnect", "deliver", "close", "publish", "joinleave"}
+KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "qs", "ch", "co", "ce", "rq", "rf", "ts", "cc", "cr", "b", "m", "d"]
+KINDS = {"msg", "connect", "disconnect", "deliver", "close", "publish", "subscribe", "unsubscribe", "subscribe_request", "joinleave"}
 MIN_VECTORS = 15
 
 

@@ -288,6 +288,53 @@ int main(int argc, char **argv) {
   payload(&e, binary, sizeof binary, true);
   bad |= emit(dir, "publish_binary", &e);
 
+  /* A handler's wsgate_subscribe: the connections of one gateway, batched; wsgate_unsubscribe of
+   * one connection (`c`). No payload. */
+  static const uint64_t sub_conns[] = {17, 4294967296, 18446744073709551615ull};
+  e = (wsg_envelope){0};
+  e.kind = WSG_ENV_SUBSCRIBE;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_CHANNEL | WSG_F_TS;
+  e.gateway = "gw-7f3a";
+  e.gateway_len = 7;
+  e.slot = 3;
+  e.conn_ids = sub_conns;
+  e.conns.count = 3;
+  e.channel = "room:x";
+  e.channel_len = 6;
+  e.ts_us = 1700000000323456;
+  bad |= emit(dir, "subscribe_list", &e);
+
+  e.kind = WSG_ENV_UNSUBSCRIBE;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_CHANNEL;
+  e.conn = 17;
+  bad |= emit(dir, "unsubscribe_one", &e);
+
+  /* subscribe=handler: the gateway asks (token rq), the processor answers the one connection,
+   * allowed or refused with a reason (rf). */
+  e = (wsg_envelope){0};
+  e.kind = WSG_ENV_SUB_REQUEST;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST |
+             WSG_F_TS;
+  e.gateway = "gw-7f3a";
+  e.gateway_len = 7;
+  e.slot = 3;
+  e.user = "alice";
+  e.user_len = 5;
+  e.conn = 17;
+  e.channel = "room:x";
+  e.channel_len = 6;
+  e.request = 4294967301ull;
+  e.ts_us = 1700000000323456;
+  bad |= emit(dir, "subscribe_request", &e);
+
+  e.kind = WSG_ENV_SUBSCRIBE;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST;
+  bad |= emit(dir, "subscribe_answer", &e);
+  e.fields |= WSG_F_REFUSAL;
+  e.refusal = "not a member of room:x";
+  e.refusal_len = strlen(e.refusal);
+  bad |= emit(dir, "subscribe_refused", &e);
+
   /* Join/leave events of a channel: a gateway's batch (`d`, MessagePack: docs/PROTOCOL.md,
    * "Join and leave"), the same bytes on the inbound topic and to each gateway. */
   static const uint8_t batch[] = "\x82\xa1j\x91\xa5"

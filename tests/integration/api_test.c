@@ -107,11 +107,15 @@ static void api_stop(api_proc *a) {
   }
 }
 
+/* The namespace of the channel tests: history and presence kept (gateways and processors). */
+static const char *const chan_opts[] = {"--channel-namespace",
+                                        "news=history_size=100,presence=true", NULL};
+
 static void setup(void) {
   itest_cluster_init(&cl, 2, 2, true);
   itest_cluster_add_commands(&cl, 4);
-  itest_gateway_start(&gw, &cl, "api-gw", NULL);
-  itest_processor_start(&proc, &cl, "api-proc", "echo", NULL);
+  itest_gateway_start(&gw, &cl, "api-gw", &(itest_daemon_opts){.extra = chan_opts});
+  itest_processor_start(&proc, &cl, "api-proc", "echo", &(itest_daemon_opts){.extra = chan_opts});
   api_start(&api, itest_kafka_bootstrap(), true);
 }
 
@@ -237,13 +241,143 @@ Test(api, every_command_end_to_end) {
   cr_assert(strstr(out, want), "no %s in %s", want, out);
   cr_assert(strstr(out, "\"slots\":2"), "%s", out);
 
-  /* not available yet: said, not silent */
-  cr_assert_eq(post("/v1/publish", "", "{\"channel\":\"x\",\"data\":\"y\"}", out, sizeof out), 501,
-               "%s", out);
-  cr_assert(strstr(out, "not available yet"), "%s", out);
   ws_client_destroy(a);
   ws_client_destroy(b);
   ws_client_destroy(c);
+}
+
+static void subscribe(ws_client *c, const char *channel) {
+  char op[256], want[256];
+  snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
+  snprintf(want, sizeof want, "{\"wsgate\":\"subscribed\",\"channel\":\"%s\"}", channel);
+  cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
+  itest_expect_text(c, want, RECV_MS);
+}
+
+/* The next frame of c must be publication `offset` of `channel` with text `data`; its epoch. */
+static unsigned long long expect_pub(ws_client *c, const char *channel, unsigned offset,
+                                     const char *data) {
+  ws_message m;
+  itest_recv(c, &m, RECV_MS);
+  char head[256], tail[256];
+  snprintf(head, sizeof head,
+           "{\"wsgate\":\"pub\",\"channel\":\"%s\",\"offset\":%u,\"epoch\":", channel, offset);
+  snprintf(tail, sizeof tail, ",\"data\":\"%s\"}", data);
+  cr_assert(m.len > strlen(head) + strlen(tail) && memcmp(m.data, head, strlen(head)) == 0 &&
+                memcmp(m.data + m.len - strlen(tail), tail, strlen(tail)) == 0,
+            "want publication %u of %s, got %.*s", offset, channel, (int)m.len, m.data);
+  return strtoull((const char *)m.data + strlen(head), NULL, 10);
+}
+
+static int get(const char *path, char *out, size_t len) {
+  return http(api.port, "GET", path, AUTH, "", 0, out, len);
+}
+
+/* publish reaches the subscribers of two gateways once (numbered, stored once, one record per
+ * gateway, as a handler's wsgate_publish()); presence lists them; history pages by offset. */
+Test(api, publish_presence_and_history) {
+  char out[8192], want[512];
+  itest_gateway gw2;
+  itest_gateway_start(&gw2, &cl, "api-gw2", &(itest_daemon_opts){.extra = chan_opts});
+  ws_client *a = itest_connect_channels(&gw, "hana", "[\"*\"]");
+  ws_client *b = itest_connect_channels(&gw2, "ivan", "[\"*\"]");
+  subscribe(a, "news:api");
+  subscribe(b, "news:api");
+
+  cr_assert_eq(get("/v1/presence?channel=news%3Aapi", out, sizeof out), 200, "%s", out);
+  snprintf(want, sizeof want, "\"user\":\"hana\",\"conn\":\"%llu\",\"gateway\":\"%s\"",
+           (unsigned long long)conn_of("hana"), gw.id);
+  cr_assert(strstr(out, want), "no %s in %s", want, out);
+  snprintf(want, sizeof want, "\"user\":\"ivan\",\"conn\":\"%llu\",\"gateway\":\"%s\"",
+           (unsigned long long)conn_of("ivan"), gw2.id);
+  cr_assert(strstr(out, want), "no %s in %s", want, out);
+  cr_assert(strstr(out, "\"more\":false"), "%s", out);
+  cr_assert_eq(get("/v1/presence?channel=news:api&limit=1", out, sizeof out), 200, "%s", out);
+  cr_assert(strstr(out, "\"more\":true"), "limit 1 of 2: %s", out);
+
+  cr_assert_eq(
+      post("/v1/publish", "", "{\"channel\":\"news:api\",\"data\":\"one\"}", out, sizeof out), 202,
+      "%s", out);
+  unsigned long long e1 = expect_pub(a, "news:api", 1, "one");
+  cr_assert_eq(expect_pub(b, "news:api", 1, "one"), e1, "one epoch on both gateways");
+  cr_assert_eq(post("/v1/batch", "",
+                    "{\"commands\":[{\"command\":\"publish\",\"channel\":\"news:api\","
+                    "\"data\":\"two\"},{\"command\":\"publish\",\"channel\":\"news:api\","
+                    "\"data_base64\":\"AAEC\"}]}",
+                    out, sizeof out),
+               202, "%s", out);
+  expect_pub(a, "news:api", 2, "two");
+  expect_pub(b, "news:api", 2, "two");
+  ws_message m;
+  itest_recv(a, &m, RECV_MS);
+  cr_assert(m.len > 20 && strstr((const char *)m.data, "\"offset\":3,"), "%.*s", (int)m.len,
+            m.data);
+  itest_recv(b, &m, RECV_MS);
+  /* once: the next frames are the next publication, nothing repeated in between */
+  cr_assert_eq(
+      post("/v1/publish", "", "{\"channel\":\"news:api\",\"data\":\"four\"}", out, sizeof out), 202,
+      "%s", out);
+  expect_pub(a, "news:api", 4, "four");
+  expect_pub(b, "news:api", 4, "four");
+  cr_assert_eq(itest_metric(proc.http_port, "wsgate_processor_channel_publish_records_total"), 8,
+               "one record per gateway per publication");
+
+  cr_assert_eq(get("/v1/history?channel=news:api", out, sizeof out), 200, "%s", out);
+  snprintf(want, sizeof want, "{\"channel\":\"news:api\",\"epoch\":%llu,\"last\":4,", e1);
+  cr_assert(strstr(out, want), "no %s in %s", want, out);
+  cr_assert(strstr(out, "{\"offset\":1,\"data\":\"one\"},{\"offset\":2,\"data\":\"two\"},"
+                        "{\"offset\":3,\"data_base64\":\"AAEC\"},{\"offset\":4,\"data\":\"four\"}"),
+            "%s", out);
+  cr_assert(strstr(out, "\"more\":false") && strstr(out, "\"gap\":false"), "%s", out);
+  cr_assert_eq(get("/v1/history?channel=news:api&since=1&limit=2", out, sizeof out), 200, "%s",
+               out);
+  cr_assert(strstr(out, "\"publications\":[{\"offset\":2,\"data\":\"two\"},{\"offset\":3,"), "%s",
+            out);
+  cr_assert(strstr(out, "\"more\":true"), "%s", out);
+  /* a channel never published: epoch 0, nothing */
+  cr_assert_eq(get("/v1/history?channel=news:none", out, sizeof out), 200, "%s", out);
+  cr_assert(strstr(out, "\"epoch\":0,\"last\":0,") && strstr(out, "\"publications\":[]"), "%s",
+            out);
+
+  /* bad channel names and arguments: 400 with the field at fault */
+  static const struct {
+    const char *path, *field;
+  } bad[] = {
+      {"/v1/history", "channel"},
+      {"/v1/history?channel=", "channel"},
+      {"/v1/history?channel=news%01x", "channel"},
+      {"/v1/presence?channel=news%C2%85x", "channel"},
+      {"/v1/presence?channel=a%00b", "channel"},
+      {"/v1/history?channel=news:api&limit=0", "limit"},
+      {"/v1/history?channel=news:api&limit=1001", "limit"},
+      {"/v1/presence?channel=news:api&limit=10001", "limit"},
+      {"/v1/history?channel=news:api&since=-1", "since"},
+      {"/v1/history?channel=news:api&since=1x", "since"},
+      {"/v1/history?channel=news:api&from=1", "from"},
+      {"/v1/info?x=1", "x"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cr_assert_eq(get(bad[i].path, out, sizeof out), 400, "%s: %s", bad[i].path, out);
+    snprintf(want, sizeof want, "\"field\":\"%s\"", bad[i].field);
+    cr_assert(strstr(out, want), "%s: %s", bad[i].path, out);
+  }
+  char big[400] = "{\"channel\":\"";
+  memset(big + strlen(big), 'c', 201);
+  strcat(big, "\",\"data\":\"x\"}");
+  const char *bad_pub[] = {"{\"channel\":\"news\\u0001\",\"data\":\"x\"}",
+                           "{\"channel\":\"news\\u0085\",\"data\":\"x\"}",
+                           "{\"channel\":\"\",\"data\":\"x\"}",
+                           big,
+                           "{\"channel\":7,\"data\":\"x\"}",
+                           "{\"data\":\"x\"}"};
+  for (size_t i = 0; i < sizeof bad_pub / sizeof bad_pub[0]; i++) {
+    cr_assert_eq(post("/v1/publish", "", bad_pub[i], out, sizeof out), 400, "%s: %s", bad_pub[i],
+                 out);
+    cr_assert(strstr(out, "\"field\":\"channel\""), "%s: %s", bad_pub[i], out);
+  }
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+  itest_gateway_cleanup(&gw2);
 }
 
 Test(api, retried_request_is_delivered_once) {
@@ -377,7 +511,7 @@ Test(api, python_backend_example) {
   ws_client_destroy(b);
 }
 
-/* wsgate-admin send and disconnect call the API. */
+/* wsgate-admin's API commands call the API. */
 Test(api, admin_tool_calls_the_api) {
   ws_client *a = itest_connect(&gw, "gina");
   conn_of("gina");
@@ -397,6 +531,30 @@ Test(api, admin_tool_calls_the_api) {
            "%s --api-url http://127.0.0.1:%d --api-key %s info | grep -q '\"id\":\"%s\"'", admin,
            api.port, SECRET, gw.id);
   cr_assert_eq(system(cmd), 0, "%s", cmd);
+  /* publish, presence and history */
+  ws_client *j = itest_connect_channels(&gw, "jill", "[\"*\"]");
+  subscribe(j, "news:admin");
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s publish news:admin 'to all' >/dev/null",
+           admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  expect_pub(j, "news:admin", 1, "to all");
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s presence news:admin --limit 5 | "
+           "grep -q '\"user\":\"jill\"'",
+           admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s history news:admin --since 0 --limit 5 "
+           "| grep -q '\"publications\":\\[{\"offset\":1,\"data\":\"to all\"}\\]'",
+           admin, api.port, SECRET);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  snprintf(cmd, sizeof cmd,
+           "%s --api-url http://127.0.0.1:%d --api-key %s history news:admin --limit 0 "
+           ">/dev/null 2>&1",
+           admin, api.port, SECRET);
+  cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "a 400 is a failure");
+  ws_client_destroy(j);
   /* an error answer: exit status 1 */
   snprintf(cmd, sizeof cmd,
            "%s --api-url http://127.0.0.1:%d --api-key wrong-key-0123456789 info >/dev/null 2>&1",

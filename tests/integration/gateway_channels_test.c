@@ -13,8 +13,8 @@
 #include <unistd.h>
 
 #include "harness_kafka.h"
-#include "gw_jwt.h"
 #include "harness.h"
+#include "harness_channels.h"
 
 static itest_gateway gw, gw2;
 static itest_processor proc;
@@ -29,24 +29,8 @@ static void teardown(void) {
 
 TestSuite(gateway_channels, .fini = teardown, .timeout = 120);
 
-/* Connects `user` to g with a token whose channels claim is `claim_json` (a JSON array). */
-static ws_client *connect_on(const itest_gateway *g, const char *user, const char *claim_json) {
-  char claims[512], tok[2048], auth[2200];
-  snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%ld,\"channels\":%s}", user,
-           (long)time(NULL) + 300, claim_json);
-  cr_assert_gt(gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
-                           sizeof tok),
-               0);
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
-  const char *headers[] = {auth, NULL};
-  ws_client *c = NULL;
-  ws_http_response resp;
-  cr_assert_eq(itest_connect_raw(g, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
-  return c;
-}
-
 static ws_client *connect_with_channels(const char *user, const char *claim_json) {
-  return connect_on(&gw, user, claim_json);
+  return itest_connect_channels(&gw, user, claim_json);
 }
 
 /* Sends an op and expects exactly `want` back. */
@@ -58,29 +42,6 @@ static void op_expect(ws_client *c, const char *op, const char *want) {
             (int)m.len, m.data);
 }
 
-/* Members of the channel's gateway set, waiting up to 10 s for the count to be `want`. On the
- * gateway's Redis: the shared node, or the node of WSGATE_TEST_REDIS_CLUSTER serving the key. */
-static long gws_members(const char *channel, long want) {
-  char key[256];
-  snprintf(key, sizeof key, "%sch:{c:%s}:gws", gw.cluster.prefix, channel);
-  long n = -1;
-  for (int i = 0; i < 100; i++) {
-    redisReply *rep = itest_redis_key_command(gw.redis_port, "SCARD %s%s", key, "");
-    n = rep && rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : -1;
-    freeReplyObject(rep);
-    if (n == want)
-      break;
-    usleep(100 * 1000);
-  }
-  if (n == 1) {
-    redisReply *rep = itest_redis_key_command(gw.redis_port, "SISMEMBER %s %s", key, gw.id);
-    cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
-              "the member is this gateway's id");
-    freeReplyObject(rep);
-  }
-  return n;
-}
-
 Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
   itest_gateway_start(&gw, NULL, "chan-ops", NULL);
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
@@ -90,7 +51,7 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
 
   op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:eu\"}",
             "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"news:eu\"}");
-  cr_expect_eq(gws_members("news:eu", 1), 1);
+  cr_expect_eq(itest_gws_members(&gw, "news:eu", 1), 1);
   op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":2,\"channel\":\"lobby\"}",
             "{\"wsgate\":\"subscribed\",\"id\":2,\"channel\":\"lobby\"}");
   op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":3,\"channel\":\"lobby2\"}",
@@ -103,7 +64,7 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
             "{\"wsgate\":\"error\",\"code\":\"unknown_op\",\"message\":\"unknown op\"}");
   op_expect(c, "{\"wsgate\":\"unsubscribe\",\"id\":4,\"channel\":\"news:eu\"}",
             "{\"wsgate\":\"unsubscribed\",\"id\":4,\"channel\":\"news:eu\"}");
-  cr_expect_eq(gws_members("news:eu", 0), 0, "the last subscriber left: SREM");
+  cr_expect_eq(itest_gws_members(&gw, "news:eu", 0), 0, "the last subscriber left: SREM");
 
   /* None of the ops reached Kafka: the next inbound envelope is this application frame. */
   cr_assert_eq(ws_client_send_text(c, "hello", 5), WS_CLIENT_OK);
@@ -122,9 +83,9 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channels"), 1);
 
   /* A disconnect drops the subscriptions: the channel's set empties. */
-  cr_expect_eq(gws_members("lobby", 1), 1);
+  cr_expect_eq(itest_gws_members(&gw, "lobby", 1), 1);
   ws_client_destroy(c);
-  cr_expect_eq(gws_members("lobby", 0), 0);
+  cr_expect_eq(itest_gws_members(&gw, "lobby", 0), 0);
 }
 
 Test(gateway_channels, limit_per_connection_and_no_claim) {
@@ -146,22 +107,6 @@ Test(gateway_channels, limit_per_connection_and_no_claim) {
             "token does not allow this channel\"}");
   ws_client_destroy(c);
   ws_client_destroy(d);
-}
-
-/* Expects a JSON publication frame of `channel` at `offset` with `data_json` (the JSON string,
- * quotes included); returns its epoch. */
-static unsigned long long expect_pub(ws_client *c, const char *channel, unsigned offset,
-                                     const char *data_json) {
-  ws_message m;
-  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
-  char head[256], tail[256];
-  snprintf(head, sizeof head,
-           "{\"wsgate\":\"pub\",\"channel\":\"%s\",\"offset\":%u,\"epoch\":", channel, offset);
-  snprintf(tail, sizeof tail, ",\"data\":%s}", data_json);
-  cr_assert(m.len > strlen(head) + strlen(tail) && memcmp(m.data, head, strlen(head)) == 0 &&
-                memcmp(m.data + m.len - strlen(tail), tail, strlen(tail)) == 0,
-            "got %.*s", (int)m.len, m.data);
-  return strtoull((const char *)m.data + strlen(head), NULL, 10);
 }
 
 /* A connection to the Redis that holds `key`: the shared test Redis, or, on the Redis Cluster of
@@ -233,9 +178,9 @@ Test(gateway_channels, publish_to_subscribers_on_two_gateways) {
   itest_gateway_start(&gw2, &c, "chan-pub2", NULL);
   itest_processor_start(&proc, &c, "chan-pub", "publish", &(itest_daemon_opts){.extra = extra});
 
-  ws_client *a = connect_on(&gw, "alice", "[\"*\"]");
-  ws_client *b = connect_on(&gw2, "bob", "[\"*\"]");
-  ws_client *d = connect_on(&gw2, "dave", "[\"*\"]");
+  ws_client *a = itest_connect_channels(&gw, "alice", "[\"*\"]");
+  ws_client *b = itest_connect_channels(&gw2, "bob", "[\"*\"]");
+  ws_client *d = itest_connect_channels(&gw2, "dave", "[\"*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\"}");
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
@@ -247,19 +192,19 @@ Test(gateway_channels, publish_to_subscribers_on_two_gateways) {
   cr_assert_eq(ws_client_send(d, WS_OP_BINARY, mp_sub, sizeof mp_sub), WS_CLIENT_OK);
   ws_message m;
   itest_expect_msg(d, WS_OP_BINARY, &m, ITEST_TIMEOUT_MS);
-  cr_assert_eq(gws_members("news:eu", 2), 2);
+  cr_assert_eq(itest_gws_members(&gw, "news:eu", 2), 2);
 
-  ws_client *p = connect_on(&gw, "pat", "[]");
+  ws_client *p = itest_connect_channels(&gw, "pat", "[]");
   publish(p, "news:eu", "hello \"eu\"");
-  unsigned long long e1 = expect_pub(a, "news:eu", 1, "\"hello \\\"eu\\\"\"");
-  unsigned long long e2 = expect_pub(b, "news:eu", 1, "\"hello \\\"eu\\\"\"");
+  unsigned long long e1 = itest_expect_pub(a, "news:eu", 1, "\"hello \\\"eu\\\"\"");
+  unsigned long long e2 = itest_expect_pub(b, "news:eu", 1, "\"hello \\\"eu\\\"\"");
   cr_expect(e1 > 0 && e1 == e2);
   itest_expect_msg(d, WS_OP_BINARY, &m, ITEST_TIMEOUT_MS);
   cr_expect(m.len > 10 && m.data[0] == 0x85 && memmem(m.data, m.len, "hello \"eu\"", 10),
             "a MessagePack publication");
   publish(p, "news:eu", "two");
-  expect_pub(a, "news:eu", 2, "\"two\"");
-  expect_pub(b, "news:eu", 2, "\"two\"");
+  itest_expect_pub(a, "news:eu", 2, "\"two\"");
+  itest_expect_pub(b, "news:eu", 2, "\"two\"");
 
   /* One record per gateway per publication, whatever the subscribers. */
   cr_expect_eq(itest_metric(proc.http_port, "wsgate_processor_channel_publish_records_total"), 4);
@@ -357,12 +302,12 @@ Test(gateway_channels, recover_on_the_other_gateway_during_a_stream, .timeout = 
   itest_gateway_start(&gw2, &c, "chan-rec2", NULL);
   itest_processor_start(&proc, &c, "chan-rec", "publish", &(itest_daemon_opts){.extra = extra});
 
-  ws_client *a = connect_on(&gw, "sam", "[\"live:*\"]");
+  ws_client *a = itest_connect_channels(&gw, "sam", "[\"live:*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"live:t\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"live:t\"}");
-  cr_assert_eq(gws_members("live:t", 1), 1);
+  cr_assert_eq(itest_gws_members(&gw, "live:t", 1), 1);
 
-  streamer st = {.c = connect_on(&gw, "pub", "[]")};
+  streamer st = {.c = itest_connect_channels(&gw, "pub", "[]")};
   pthread_t th;
   cr_assert_eq(pthread_create(&th, NULL, stream_main, &st), 0);
   unsigned long long last = 0, epoch = 0;
@@ -370,7 +315,7 @@ Test(gateway_channels, recover_on_the_other_gateway_during_a_stream, .timeout = 
   ws_client_destroy(a); /* gone mid-stream: what follows must come back from the history */
   usleep(200 * 1000);
 
-  ws_client *b = connect_on(&gw2, "sam", "[\"live:*\"]");
+  ws_client *b = itest_connect_channels(&gw2, "sam", "[\"live:*\"]");
   char op[256];
   snprintf(op, sizeof op,
            "{\"wsgate\":\"subscribe\",\"id\":7,\"channel\":\"live:t\",\"since\":{\"offset\":%llu,"
@@ -436,18 +381,18 @@ Test(gateway_channels, early_publications_wait_for_the_history) {
             "{\"wsgate\":\"subscribed\",\"channel\":\"ord\"}");
   const uint64_t E = 77;
   send_pub("ord", 1, E, "one");
-  expect_pub(a, "ord", 1, "\"one\"");
+  itest_expect_pub(a, "ord", 1, "\"one\"");
   history_add("ord", 2, E, "two"); /* stored, its record late */
   send_pub("ord", 3, E, "three");
-  expect_pub(a, "ord", 2, "\"two\"");
-  expect_pub(a, "ord", 3, "\"three\"");
+  itest_expect_pub(a, "ord", 2, "\"two\"");
+  itest_expect_pub(a, "ord", 3, "\"three\"");
   send_pub("ord", 2, E, "two");  /* the late record: a duplicate now */
   send_pub("ord", 5, E, "five"); /* 4 is nowhere */
   ws_message m;
   itest_expect_msg(a, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
   cr_expect_str_eq((const char *)m.data,
                    "{\"wsgate\":\"gap\",\"channel\":\"ord\",\"from\":4,\"to\":4}");
-  expect_pub(a, "ord", 5, "\"five\"");
+  itest_expect_pub(a, "ord", 5, "\"five\"");
   cr_expect_eq(
       itest_metric(gw.http_port, "wsgate_gateway_channel_publications_total{result=\"duplicate\"}"),
       1);
@@ -484,8 +429,8 @@ Test(gateway_channels, presence_across_gateways) {
   itest_gateway_start(&gw, &c, "chan-pres1", &(itest_daemon_opts){.extra = extra});
   itest_gateway_start(&gw2, &c, "chan-pres2", &(itest_daemon_opts){.extra = extra});
   itest_processor_start(&proc, &c, "chan-pres", "publish", &(itest_daemon_opts){.extra = extra});
-  ws_client *a = connect_on(&gw, "amy", "[\"room:*\"]");
-  ws_client *b = connect_on(&gw2, "ben", "[\"room:*\"]");
+  ws_client *a = itest_connect_channels(&gw, "amy", "[\"room:*\"]");
+  ws_client *b = itest_connect_channels(&gw2, "ben", "[\"room:*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
@@ -495,7 +440,7 @@ Test(gateway_channels, presence_across_gateways) {
   snprintf(key, sizeof key, "%sch:{c:room:a}:p", c.prefix);
   redisContext *r = redis_for(key);
   freeReplyObject(redisCommand(r, "HSET %s 12345 ghost|gw-gone", key));
-  ws_client *q = connect_on(&gw, "quinn", "[]");
+  ws_client *q = itest_connect_channels(&gw, "quinn", "[]");
   cr_expect(presence_has(q, "room:a", "\"connections\":2,"));
   cr_expect(presence_has(q, "room:a", "\"amy\""));
   cr_expect(presence_has(q, "room:a", "\"ben\""));
@@ -520,13 +465,13 @@ Test(gateway_channels, client_publish_where_the_namespace_allows) {
   static const char *const extra[] = {"--channel-namespace", "talk=client_publish=true", NULL};
   itest_gateway_start(&gw, &c, "chan-cpub", &(itest_daemon_opts){.extra = extra});
   itest_processor_start(&proc, &c, "chan-cpub", "echo", &(itest_daemon_opts){.extra = extra});
-  ws_client *a = connect_on(&gw, "ann", "[\"talk:*\",\"news:*\"]");
-  ws_client *b = connect_on(&gw, "bea", "[\"talk:*\"]");
+  ws_client *a = itest_connect_channels(&gw, "ann", "[\"talk:*\",\"news:*\"]");
+  ws_client *b = itest_connect_channels(&gw, "bea", "[\"talk:*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"talk:x\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"talk:x\"}");
   const char *op = "{\"wsgate\":\"publish\",\"channel\":\"talk:x\",\"data\":\"hi \\\"all\\\"\"}";
   cr_assert_eq(ws_client_send_text(b, op, strlen(op)), WS_CLIENT_OK);
-  expect_pub(a, "talk:x", 1, "\"hi \\\"all\\\"\"");
+  itest_expect_pub(a, "talk:x", 1, "\"hi \\\"all\\\"\"");
   op_expect(a, "{\"wsgate\":\"publish\",\"id\":4,\"channel\":\"news:eu\",\"data\":\"x\"}",
             "{\"wsgate\":\"error\",\"id\":4,\"op\":\"publish\",\"code\":\"publish_not_allowed\","
             "\"message\":\"clients may not publish to this channel's namespace "

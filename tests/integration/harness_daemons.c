@@ -431,9 +431,10 @@ int itest_upgrade_status(const itest_gateway *g, const char *token, char *body, 
   return resp.status;
 }
 
-ws_client *itest_connect(const itest_gateway *g, const char *user) {
+/* Upgrades with "Authorization: Bearer <tok>"; fails the test unless it succeeds. */
+static ws_client *connect_token(const itest_gateway *g, const char *user, const char *tok) {
   char auth[2100];
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token(user, 600));
+  snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
   const char *headers[] = {auth, NULL};
   ws_client *c = NULL;
   ws_http_response resp;
@@ -442,6 +443,21 @@ ws_client *itest_connect(const itest_gateway *g, const char *user) {
                ws_client_strerror(rc), resp.status, resp.body);
   cr_assert_str_eq(resp.protocol, "wsgate.v1");
   return c;
+}
+
+ws_client *itest_connect(const itest_gateway *g, const char *user) {
+  return connect_token(g, user, itest_token(user, 600));
+}
+
+ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
+                                  const char *channels_json) {
+  char claims[1024], tok[2048];
+  snprintf(claims, sizeof claims, "{\"sub\":\"%s\",\"exp\":%lld,\"channels\":%s}", user,
+           (long long)time(NULL) + 600, channels_json);
+  int n = gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
+                      sizeof tok);
+  cr_assert(n > 0, "gw_jwt_sign: %s", gw_jwt_strerror(n));
+  return connect_token(g, user, tok);
 }
 
 void itest_expect_msg(ws_client *c, ws_opcode op, ws_message *m, int timeout_ms) {

@@ -123,6 +123,9 @@ const char *itest_token(const char *user, long exp_in_s);
 /* Connects with "Authorization: Bearer <token>" for user and subprotocol wsgate.v1; fails the
  * test unless the upgrade succeeds. */
 ws_client *itest_connect(const itest_gateway *g, const char *user);
+/* The same with a token whose `channels` claim is channels_json (a JSON array of patterns). */
+ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
+                                  const char *channels_json);
 /* Any request: path (NULL "/"), extra headers (NULL-terminated, may be NULL), subprotocol (may be
  * NULL). Returns ws_client_connect's result; *out set on success. */
 int itest_connect_raw(const itest_gateway *g, const char *path, const char *const *headers,

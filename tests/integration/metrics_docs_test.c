@@ -256,7 +256,8 @@ static char *scrape(int port) {
 }
 
 static bool lag_registered(void *arg) {
-  return itest_metric(*(int *)arg, "wsgate_processor_consumer_lag{partition=\"0\"}") >= 0;
+  return itest_metric(*(int *)arg, "wsgate_processor_consumer_lag{partition=\"0\"}") >= 0 &&
+         itest_metric(*(int *)arg, "wsgate_processor_commands_lag{partition=\"0\"}") >= 0;
 }
 
 Test(metrics_docs, every_served_family_is_documented_and_every_documented_one_served,
@@ -264,11 +265,12 @@ Test(metrics_docs, every_served_family_is_documented_and_every_documented_one_se
   itest_require_servers();
   itest_cluster c;
   itest_cluster_init(&c, 1, 1, false);
+  itest_cluster_add_commands(&c, 1); /* for the commands topic's lag series */
   itest_processor p;
   itest_processor_start(&p, &c, "metrics-docs", "echo", NULL);
   itest_gateway g;
   itest_gateway_start(&g, &c, "metrics-docs", NULL);
-  /* The lag gauge's series appear with the partitions' assignment. */
+  /* The lag gauges' series appear with the partitions' assignment. */
   cr_assert(itest_wait_until(lag_registered, &p.http_port, ITEST_TIMEOUT_MS),
             "no consumer lag series");
 

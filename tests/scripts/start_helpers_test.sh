@@ -130,7 +130,7 @@ check "a script that exits without wsg_spawn_confirm stops what it spawned" noth
 pid=""
 read -r pid <"${T}/confirmed.pid" 2>/dev/null
 check "a confirmed process outlives the script that spawned it" wsg_pid_alive "$pid"
-[[ -z "$pid" ]] || kill -TERM "$pid" 2>/dev/null
+[[ -z "$pid" ]] || kill -KILL "$pid" 2>/dev/null
 not_spawned() { ! wsg_spawn_alive "$1"; }
 check "wsg_spawn_alive is false for a process that is not this shell's child" not_spawned 1
 

@@ -208,6 +208,42 @@ Test(chops, presence_op) {
   }
 }
 
+/* A handler's subscription (gw_chserve_server_op): no id, "server":true, and an error names the
+ * channel; the exact frames the JS client relies on. */
+Test(chops, server_answers) {
+  gw_chop op = {.kind = GW_CHOP_SUBSCRIBE, .server = true, .channel_len = 6};
+  memcpy(op.channel, "room:x", 7);
+  uint8_t out[GW_CHOP_ANSWER_MAX];
+  size_t n = gw_chops_answer(&op, GW_CHOP_OK, out, sizeof out);
+  const char *want = "{\"wsgate\":\"subscribed\",\"channel\":\"room:x\",\"server\":true}";
+  cr_expect(n == strlen(want) && memcmp(out, want, n) == 0, "%.*s", (int)n, out);
+  op.kind = GW_CHOP_UNSUBSCRIBE;
+  n = gw_chops_answer(&op, GW_CHOP_OK, out, sizeof out);
+  want = "{\"wsgate\":\"unsubscribed\",\"channel\":\"room:x\",\"server\":true}";
+  cr_expect(n == strlen(want) && memcmp(out, want, n) == 0, "%.*s", (int)n, out);
+  op.kind = GW_CHOP_SUBSCRIBE;
+  n = gw_chops_answer(&op, GW_CHOP_TOO_MANY_SUBS, out, sizeof out);
+  want = "{\"wsgate\":\"error\",\"op\":\"subscribe\",\"channel\":\"room:x\",\"code\":"
+         "\"too_many_subscriptions\",\"message\":\"the connection has as many subscriptions as "
+         "--channel-max-per-conn allows\",\"server\":true}";
+  cr_expect(n == strlen(want) && memcmp(out, want, n) == 0, "%.*s", (int)n, out);
+
+  /* The same in MessagePack: {"wsgate":"subscribed","channel":"room:x","server":true}. */
+  op.msgpack = true;
+  n = gw_chops_answer(&op, GW_CHOP_OK, out, sizeof out);
+  static const uint8_t mp[] = {0x83, 0xa6, 'w', 's', 'g', 'a',  't', 'e', 0xaa, 's', 'u',
+                               'b',  's',  'c', 'r', 'i', 'b',  'e', 'd', 0xa7, 'c', 'h',
+                               'a',  'n',  'n', 'e', 'l', 0xa6, 'r', 'o', 'o',  'm', ':',
+                               'x',  0xa6, 's', 'e', 'r', 'v',  'e', 'r', 0xc3};
+  cr_expect(n == sizeof mp && memcmp(out, mp, n) == 0);
+  n = gw_chops_answer(&op, GW_CHOP_TOO_MANY_CHANNELS, out, sizeof out);
+  msgpack_unpacked u;
+  msgpack_unpacked_init(&u);
+  cr_assert_eq(msgpack_unpack_next(&u, (const char *)out, n, NULL), MSGPACK_UNPACK_SUCCESS);
+  cr_expect_eq(u.data.via.map.size, 6); /* wsgate, op, channel, code, message, server */
+  msgpack_unpacked_destroy(&u);
+}
+
 /* ---- the index ------------------------------------------------------------------------------- */
 
 static int emptied_calls;

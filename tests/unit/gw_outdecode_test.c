@@ -117,3 +117,56 @@ Test(gw_outdecode, publish_to_a_channel) {
   cr_expect_eq(decode(&b, &it), GW_OUTDEC_NOT_UTF8);
   wsg_buf_finish(&b);
 }
+
+/* A handler's wsgate_subscribe: the channel and the target connections, no message. */
+Test(gw_outdecode, subscribe_and_unsubscribe_targets) {
+  const uint64_t ids[] = {5, 6};
+  wsg_envelope env = {.kind = WSG_ENV_SUBSCRIBE,
+                      .fields = WSG_F_CHANNEL | WSG_F_CONNS,
+                      .channel = "room:x",
+                      .channel_len = 6,
+                      .conn_ids = ids,
+                      .conns = {.count = 2}};
+  wsg_buf b;
+  encode(&env, &b);
+  gw_outbound it;
+  cr_assert_eq(decode(&b, &it), GW_OUTDEC_OK);
+  cr_expect_eq(it.kind, WSG_ENV_SUBSCRIBE);
+  cr_expect_eq(it.target, GW_TARGET_CONNS);
+  cr_expect(it.nconns == 2 && it.conns[0] == 5 && it.conns[1] == 6);
+  cr_expect(it.user_len == 6 && strcmp(it.user, "room:x") == 0);
+  cr_expect_null(it.msg);
+  gw_outbound_finish(&it);
+  wsg_buf_finish(&b);
+
+  env.kind = WSG_ENV_UNSUBSCRIBE;
+  env.fields = WSG_F_CHANNEL | WSG_F_CONN;
+  env.conn = 9;
+  encode(&env, &b);
+  cr_assert_eq(decode(&b, &it), GW_OUTDEC_OK);
+  cr_expect_eq(it.kind, WSG_ENV_UNSUBSCRIBE);
+  cr_expect(it.target == GW_TARGET_CONN && it.conn == 9);
+  cr_expect(it.user_len == 6 && strcmp(it.user, "room:x") == 0);
+  gw_outbound_finish(&it);
+  wsg_buf_finish(&b);
+}
+
+/* The answer to a client's subscribe where the handler decides: rq and the refusal kept. */
+Test(gw_outdecode, subscribe_answer_carries_request_and_refusal) {
+  wsg_envelope env = {.kind = WSG_ENV_SUBSCRIBE,
+                      .fields = WSG_F_CHANNEL | WSG_F_CONN | WSG_F_REQUEST | WSG_F_REFUSAL,
+                      .channel = "room:x",
+                      .channel_len = 6,
+                      .conn = 9,
+                      .request = 1ull << 40,
+                      .refusal = "members only",
+                      .refusal_len = 12};
+  wsg_buf b;
+  encode(&env, &b);
+  gw_outbound it;
+  cr_assert_eq(decode(&b, &it), GW_OUTDEC_OK);
+  cr_expect(it.has_request && it.request == 1ull << 40 && it.refused);
+  cr_expect(it.reason_len == 12 && strcmp(it.reason, "members only") == 0);
+  gw_outbound_finish(&it);
+  wsg_buf_finish(&b);
+}

@@ -215,9 +215,99 @@ Test(proc_handler, redis_without_a_router, .fini = ptest_fini) {
 
 Test(proc_handler, tables_of_another_abi_are_refused, .fini = ptest_fini) {
   wsgate_handler other = test_handler;
-  other.abi_version = 2;
+  other.abi_version = WSGATE_HANDLER_ABI_SUBSCRIBE + 1;
   proc_handler *h = NULL;
   char err[256];
   cr_assert_eq(proc_handler_open_table(&h, &other, NULL, err, sizeof(err)), -1);
   cr_assert_eq(proc_handler_open_table(&h, NULL, NULL, err, sizeof(err)), -1);
+}
+
+/* --- on_subscribe (subscribe=handler) ------------------------------------------------------- */
+
+static int th_subscribe(void *state, wsgate_ctx *ctx, const wsgate_event *ev) {
+  (void)state;
+  if (strcmp(ev->channel, "ok") == 0)
+    return WSGATE_OK;
+  if (strcmp(ev->channel, "fail") == 0)
+    return WSGATE_ERROR;
+  if (strcmp(ev->channel, "later") == 0) {
+    wsgate_reply(ctx, "lost", 4, false);
+    return WSGATE_RETRY;
+  }
+  char reason[300];
+  memset(reason, 'r', sizeof reason - 1);
+  reason[sizeof reason - 1] = '\0';
+  memcpy(reason + 122, "\xc3\xa9", 2); /* a 2-byte character across the 123-byte limit */
+  wsgate_set_error(ctx, "%s", strcmp(ev->channel, "long") == 0 ? reason : "members only");
+  return WSGATE_REJECT;
+}
+
+/* A subscribe_request from gw-a (slot 3), connection 9, with token rq. */
+static int sub_request(ptest_proc *t, const char *channel, char *why, size_t whylen) {
+  wsg_envelope env = {.kind = WSG_ENV_SUB_REQUEST,
+                      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN |
+                                WSG_F_CHANNEL | WSG_F_REQUEST,
+                      .gateway = "gw-a",
+                      .gateway_len = 4,
+                      .slot = 3,
+                      .user = "alice",
+                      .user_len = 5,
+                      .conn = 9,
+                      .channel = channel,
+                      .channel_len = strlen(channel),
+                      .request = 77};
+  return proc_handler_dispatch(t->h, &t->denv, 0, &env, 0, 0, why, whylen);
+}
+
+/* Allowed: a subscribe to the asking connection with rq; refused: the same with the handler's
+ * reason in rf (cut at a character boundary within 123 bytes), and nothing to dead-letter. */
+Test(proc_handler, on_subscribe_answers_the_gateway, .fini = ptest_fini) {
+  static const wsgate_handler deciding = {.abi_version = WSGATE_HANDLER_ABI_SUBSCRIBE,
+                                          .name = "deciding",
+                                          .on_subscribe = th_subscribe};
+  ptest_proc t;
+  ptest_proc_init(&t, "echo", NULL, NULL, 16);
+  proc_handler_close(t.h);
+  char err[256], why[256];
+  cr_assert_eq(proc_handler_open_table(&t.h, &deciding, NULL, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(sub_request(&t, "ok", why, sizeof why), WSGATE_OK);
+  cr_assert_eq(sub_request(&t, "no", why, sizeof why), WSGATE_OK, "a refusal is an answer");
+  cr_assert_eq(sub_request(&t, "long", why, sizeof why), WSGATE_OK);
+  cr_assert_eq(sub_request(&t, "fail", why, sizeof why), WSGATE_ERROR);
+  size_t before = proc_outbox_count(t.box);
+  cr_assert_eq(sub_request(&t, "later", why, sizeof why), WSGATE_RETRY);
+  cr_assert_eq(proc_outbox_count(t.box), before, "a retry records nothing");
+  ptest_flush(&t);
+  cr_assert_eq(t.nout, 4);
+  for (size_t i = 0; i < 4; i++) {
+    const wsg_envelope *e = &t.out[i].env;
+    cr_expect_eq(e->kind, WSG_ENV_SUBSCRIBE);
+    cr_expect(e->fields & WSG_F_REQUEST);
+    cr_expect_eq(e->request, 77);
+    cr_expect_eq(e->conn, 9);
+    cr_expect_eq(t.out[i].partition, 3);
+  }
+  cr_expect_not(t.out[0].env.fields & WSG_F_REFUSAL);
+  cr_expect(t.out[1].env.refusal_len == 12 &&
+            memcmp(t.out[1].env.refusal, "members only", 12) == 0);
+  cr_expect_eq(t.out[2].env.refusal_len, 122, "the character at 122..123 does not fit in 123");
+  cr_expect(t.out[3].env.refusal_len == 18 &&
+            memcmp(t.out[3].env.refusal, "the handler failed", 18) == 0);
+  ptest_proc_finish(&t);
+}
+
+/* A handler without on_subscribe, or a table of the first ABI (never read past on_disconnect),
+ * refuses every subscribe it is asked to decide. */
+Test(proc_handler, without_on_subscribe_every_request_is_refused, .fini = ptest_fini) {
+  ptest_proc t;
+  open_test(&t, NULL);
+  char why[256];
+  cr_assert_eq(sub_request(&t, "ok", why, sizeof why), WSGATE_OK);
+  ptest_flush(&t);
+  cr_assert_eq(t.nout, 1);
+  const wsg_envelope *e = &t.out[0].env;
+  cr_expect(e->fields & WSG_F_REFUSAL);
+  const char *want = "the handler does not decide subscriptions";
+  cr_expect(e->refusal_len == strlen(want) && memcmp(e->refusal, want, e->refusal_len) == 0);
+  ptest_proc_finish(&t);
 }

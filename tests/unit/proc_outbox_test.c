@@ -341,3 +341,81 @@ Test(proc_outbox, publish_one_record_per_gateway) {
   cr_expect_eq(s.n, 0);
   proc_outbox_destroy(b);
 }
+
+/* wsgate_subscribe: the origin connection gets one `subscribe` with `c` (no lookup); a user's
+ * connections get one per gateway (`cs` when several), and wsgate_unsubscribe the same. */
+Test(proc_outbox, subscribe_origin_and_users_per_gateway) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref u = {"u1", 2};
+  cr_assert_eq(proc_outbox_chsub(b, 1, &origin, NULL, 0, "room:x", 6, true), 0);
+  cr_assert_eq(proc_outbox_chsub(b, 2, NULL, &u, 1, "room:x", 6, true), 0);
+  cr_assert_eq(proc_outbox_chsub(b, 3, NULL, &u, 1, "room:y", 6, false), 0);
+  size_t n;
+  proc_outbox_users(b, &n);
+  cr_assert_eq(n, 1, "the origin is not looked up; u1 once");
+
+  proc_routes rt;
+  routes_alloc(&rt, 1, 4);
+  add_gw(&rt, "gw-a", 1);
+  add_gw(&rt, "gw-b", 2);
+  set_user(&rt, 0, (uint32_t[]){0, 1, 0}, (uint64_t[]){10, 11, 12}, 3);
+
+  sink s = {0};
+  proc_emit_stats st = {0};
+  cr_assert_eq(proc_outbox_emit(b, &rt, 1000000, 1, collect, &s, &st), 0);
+  cr_assert_eq(s.n, 5, "origin + two gateways, twice (subscribe, unsubscribe)");
+  wsg_envelope e = decode(&s.v[0]);
+  cr_expect_eq(e.kind, WSG_ENV_SUBSCRIBE);
+  cr_expect_eq(s.v[0].partition, 9);
+  cr_expect(e.fields & WSG_F_CONN);
+  cr_expect_eq(e.conn, 99);
+  cr_expect_eq(e.gateway_len, 4);
+  cr_expect_eq(memcmp(e.gateway, "gw-o", 4), 0);
+  cr_expect_eq(e.channel_len, 6);
+  cr_expect_eq(memcmp(e.channel, "room:x", 6), 0);
+  cr_expect_not(e.fields & WSG_F_DATA);
+
+  e = decode(&s.v[1]);
+  cr_expect_eq(e.kind, WSG_ENV_SUBSCRIBE);
+  cr_expect_eq(s.v[1].partition, 1);
+  cr_expect_eq(s.v[1].rec, 2);
+  cr_assert(e.fields & WSG_F_CONNS);
+  cr_assert_eq(e.conns.count, 2);
+  size_t pos = 0;
+  uint64_t id;
+  cr_assert(wsg_conns_next(&e.conns, &pos, &id));
+  cr_expect_eq(id, 10);
+  cr_assert(wsg_conns_next(&e.conns, &pos, &id));
+  cr_expect_eq(id, 12);
+  e = decode(&s.v[2]);
+  cr_expect_eq(s.v[2].partition, 2);
+  cr_expect(e.fields & WSG_F_CONN, "one connection: c");
+  cr_expect_eq(e.conn, 11);
+
+  e = decode(&s.v[3]);
+  cr_expect_eq(e.kind, WSG_ENV_UNSUBSCRIBE);
+  cr_expect_eq(memcmp(e.channel, "room:y", 6), 0);
+  cr_expect_eq(s.v[3].rec, 3);
+  cr_expect_eq(decode(&s.v[4]).kind, WSG_ENV_UNSUBSCRIBE);
+  cr_expect_eq(st.deliveries, 0, "subscriptions are not deliveries");
+  sink_free(&s);
+  proc_routes_finish(&rt);
+  proc_outbox_destroy(b);
+}
+
+/* A user without connections: nothing to subscribe, counted like an undeliverable send. */
+Test(proc_outbox, subscribe_offline_user_emits_nothing) {
+  proc_outbox *b = proc_outbox_create();
+  proc_strref u = {"u1", 2};
+  cr_assert_eq(proc_outbox_chsub(b, 0, NULL, &u, 1, "a", 1, true), 0);
+  proc_routes rt;
+  routes_alloc(&rt, 1, 1);
+  set_user(&rt, 0, NULL, NULL, 0);
+  sink s = {0};
+  proc_emit_stats st = {0};
+  cr_assert_eq(proc_outbox_emit(b, &rt, 1000000, 1, collect, &s, &st), 0);
+  cr_expect_eq(s.n, 0);
+  cr_expect_eq(st.undeliverable, 1);
+  proc_routes_finish(&rt);
+  proc_outbox_destroy(b);
+}

@@ -206,6 +206,12 @@ Test(wsg_command, shapes) {
          "ch\xa2"
          "a\n",
          WSG_ENV_BAD_VALUE, "ch");
+  /* a C1 control (U+0085): valid UTF-8, not a name a client can subscribe to */
+  EXPECT("ch C1",
+         "\x83\xa1v\x01\xa1t\xa8presence\xa2"
+         "ch\xa3"
+         "a\xc2\x85",
+         WSG_ENV_BAD_VALUE, "ch");
   /* invalid UTF-8 user */
   EXPECT("bad utf8",
          "\x84\xa1v\x01\xa1t\xa4send\xa1u\xa1\xff\xa1"

@@ -4,11 +4,14 @@
 // is sent while it cannot be written. docs/CLIENTS.md is the user's manual of this file.
 
 import { backoffDelay, type BackoffOptions } from './backoff.js';
+import { Channels, opError, Subscription, type SubscribeOptions } from './channels.js';
 import { jsonCodec, type Codec, type Frame } from './codec.js';
 import { Emitter } from './emitter.js';
+import { WsgateError } from './errors.js';
 import { parseSeqFrame } from './framing.js';
+import { decodeOp, encodeOp, isOp, jwtExp, type Op } from './ops.js';
 import { closeAction, drainDelay, refusalAction, type Action, type Refusal } from './policy.js';
-import { defaultStore, type PositionStore } from './storage.js';
+import { defaultChannelStore, defaultStore, type ChannelStore, type PositionStore } from './storage.js';
 
 export type State = 'connecting' | 'connected' | 'disconnected' | 'closed';
 
@@ -86,20 +89,33 @@ export interface ClientEvents {
   sync: SyncEvent;
   gap: GapEvent;
   resync: ResyncEvent;
-  /** A control frame this version does not know (forward compatibility). */
+  /** A control frame or gateway op this version does not know (forward compatibility). */
   control: Record<string, unknown>;
+  /** The gateway accepted a new token in-band; the connection now expires at `exp` (seconds). */
+  refreshed: { exp: number };
+  /** The application's server subscribed this connection to a channel, or ended one. */
+  serverSubscribed: { channel: string; subscription: Subscription };
+  serverUnsubscribed: { channel: string; subscription: Subscription };
   /** The outbox emptied and the socket's buffer is below `highWaterMark` again. */
   writable: Record<string, never>;
   error: Error;
 }
 
-export type TokenSource = string | (() => string | Promise<string>);
+/** Why the token function is called: before a connection attempt, or to refresh an open one. */
+export interface TokenContext {
+  reason: 'connect' | 'refresh';
+}
+export type TokenSource = string | ((ctx: TokenContext) => string | Promise<string>);
 
 export interface ClientOptions {
   /** The gateway (usually its balancer), `ws://` or `wss://`. */
   url: string;
-  /** A token, or a function called before every connection attempt (may be async). */
+  /** A token, or a function called before every connection attempt and for every in-band
+   * refresh (may be async). */
   token?: TokenSource;
+  /** Refresh in-band this long before the token's `exp` (a JWT's, read without verifying), besides
+   * when the gateway asks (`refresh_required`). Default 0: only when asked. */
+  refreshAheadMs?: number;
   /** More query parameters (e.g. `user` for a development gateway with --insecure-dev-user). */
   params?: Record<string, string>;
   /** The WebSocket constructor; default `globalThis.WebSocket` (Node 20: pass `ws`). */
@@ -110,6 +126,8 @@ export interface ClientOptions {
   resume?: boolean;
   /** Where the resume position is kept (default: sessionStorage in browsers, else memory). */
   storage?: PositionStore;
+  /** Where each channel's last offset and epoch are kept (default: sessionStorage in browsers, else memory). */
+  channelStorage?: ChannelStore;
   codec?: Codec;
   backoff?: BackoffOptions;
   /** Failed attempts in a row before giving up (default Infinity). */
@@ -137,23 +155,13 @@ export interface ClientOptions {
   random?: () => number;
 }
 
-/** Errors of the client, each with a stable `code`. */
-export class WsgateError extends Error {
-  constructor(
-    readonly code: 'outbox_full' | 'closed' | 'timeout' | 'connection_lost' | 'protocol' | 'decode' | 'token' | 'listener',
-    message: string,
-    readonly cause?: unknown,
-  ) {
-    super(message);
-    this.name = 'WsgateError';
-  }
-}
-
 interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
   timer: ReturnType<typeof setTimeout>;
   sent: boolean;
+  /** A gateway op: answered by an op frame, not by an application reply. */
+  op?: boolean;
 }
 
 interface Queued {
@@ -166,7 +174,7 @@ const OPEN = 1;
 const POLL_MS = 20;
 
 export class WsgateClient extends Emitter<ClientEvents> {
-  private o: Required<Omit<ClientOptions, 'token' | 'params' | 'WebSocket' | 'storage' | 'reconnectOn' | 'onResync' | 'backoff'>> &
+  private o: Required<Omit<ClientOptions, 'token' | 'params' | 'WebSocket' | 'storage' | 'channelStorage' | 'reconnectOn' | 'onResync' | 'backoff'>> &
     ClientOptions & { backoff: Required<BackoffOptions> };
   private ws: WebSocketLike | null = null;
   private st: State = 'closed';
@@ -185,6 +193,9 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private lastToken: string | undefined;
   private generation = 0;
   private sentResume: number | null = null;
+  private channels: Channels;
+  private refreshTimer: ReturnType<typeof setTimeout> | null = null;
+  private refreshing = false;
 
   constructor(options: ClientOptions) {
     super((err) => this.emit('error', new WsgateError('listener', 'an event listener threw', err)));
@@ -202,12 +213,25 @@ export class WsgateClient extends Emitter<ClientEvents> {
       outboxMaxBytes: 1 << 20,
       highWaterMark: 1 << 20,
       autoConnect: true,
+      refreshAheadMs: 0,
       random: Math.random,
       ...o,
       backoff: { baseMs: 1000, maxMs: 30000, factor: 2, ...o.backoff },
     };
     this.store = o.storage || defaultStore(`wsgate.resume:${o.url}`);
     this.last = this.store.get();
+    this.channels = new Channels({
+      codec: this.o.codec,
+      store: o.channelStorage || defaultChannelStore(`wsgate.channel:${o.url}:`),
+      connected: () => this.st === 'connected',
+      op: (x) => this.op(x),
+      post: (x) => {
+        const id = this.nextId++;
+        return { id, sent: this.sendFrame(encodeOp(this.o.codec, { ...x, id })) };
+      },
+      error: (e) => this.emit('error', e),
+      server: (made, sub) => this.emit(made ? 'serverSubscribed' : 'serverUnsubscribed', { channel: sub.channel, subscription: sub }),
+    });
     if (this.o.autoConnect) this.connect();
   }
 
@@ -223,6 +247,20 @@ export class WsgateClient extends Emitter<ClientEvents> {
   /** Bytes waiting: in the socket's buffer and in the outbox. */
   get bufferedAmount(): number {
     return (this.ws ? this.ws.bufferedAmount : 0) + this.outboxBytes;
+  }
+
+  /**
+   * The channel's Subscription (the existing one if already subscribed): subscribed now if
+   * connected, else on connecting, and again on every reconnect, recovering what was missed.
+   * Throws WsgateError `bad_channel` for a name the gateway would refuse.
+   */
+  subscribe(channel: string, opts?: SubscribeOptions): Subscription {
+    return this.channels.subscribe(channel, opts);
+  }
+
+  /** The current subscriptions (the client's and the server's). */
+  get subscriptions(): Subscription[] {
+    return this.channels.all;
   }
 
   /** Forgets the resume position: the next connection starts from now (e.g. a new user). */
@@ -290,6 +328,26 @@ export class WsgateClient extends Emitter<ClientEvents> {
   }
 
   // --- sending ----------------------------------------------------------------------------------
+
+  /**
+   * Sends a gateway op with a fresh id now (not through the outbox: ops are re-made on every
+   * connection) and resolves with its answer. Rejects with the gateway's code (an `error`
+   * answer), `timeout`, `connection_lost` or `not_connected`.
+   */
+  private op(o: Op): Promise<Op> {
+    if (this.st !== 'connected' || !this.ws) return Promise.reject(new WsgateError('not_connected', `${o.wsgate}: not connected`));
+    const id = this.nextId++;
+    const frame = encodeOp(this.o.codec, { ...o, id });
+    const ms = this.o.requestTimeoutMs;
+    return new Promise<Op>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new WsgateError('timeout', `no answer to ${o.wsgate} ${id} within ${ms} ms`));
+      }, ms);
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, sent: true, op: true });
+      this.ws!.send(frame);
+    });
+  }
 
   private sendFrame(frame: Frame, id?: unknown): boolean {
     if (this.st === 'closed') throw new WsgateError('closed', 'the client is closed: call connect() first');
@@ -361,7 +419,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
     this.emit('connecting', { attempt: this.attempt });
     let token: string | undefined;
     try {
-      token = typeof this.o.token === 'function' ? await this.o.token() : this.o.token;
+      token = typeof this.o.token === 'function' ? await this.o.token({ reason: 'connect' }) : this.o.token;
       if (this.o.token !== undefined && !token) throw new Error('the token function gave no token');
     } catch (err) {
       if (gen !== this.generation) return;
@@ -481,13 +539,17 @@ export class WsgateClient extends Emitter<ClientEvents> {
     this.setState('connected');
     this.emit('connected', { protocol: ws.protocol, resumeFrom: this.seqMode ? this.last : null });
     // The gateway reads nothing from us before its sync frame, but holds it in TCP: no need to wait.
+    this.channels.opened();
     this.flush();
+    this.refreshAhead(this.lastToken ? jwtExp(this.lastToken) : null);
   }
 
   /** After an attempt failed or a connection ended: retry later, or stop. */
   private ended(d: Omit<DisconnectEvent, 'attempt'>, act: Action, delayMs?: number): void {
     this.openedAt = 0;
     this.stopPoll();
+    this.stopRefresh();
+    this.channels.lost();
     // Sent requests cannot be answered on another connection (replies are not sequenced).
     for (const [id, p] of this.pending) {
       if (!p.sent) continue;
@@ -520,6 +582,8 @@ export class WsgateClient extends Emitter<ClientEvents> {
     this.generation++;
     this.clearTimer();
     this.stopPoll();
+    this.stopRefresh();
+    this.channels.lost();
     this.outbox = [];
     this.outboxBytes = 0;
     this.blocked = false;
@@ -596,6 +660,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
   }
 
   private deliver(body: Frame, seq: number | null, binary: boolean): void {
+    if (seq === null && isOp(body)) return this.gatewayOp(body);
     let value: unknown;
     try {
       value = this.o.codec.decode(body);
@@ -607,6 +672,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
     if (seq === null && value && typeof value === 'object') {
       const id = (value as Record<string, unknown>)[this.o.idKey];
       const p = id !== undefined ? this.pending.get(id) : undefined;
+      if (p && p.op) return this.emit('message', { data: value, seq, binary });
       if (p) {
         clearTimeout(p.timer);
         this.pending.delete(id);
@@ -615,6 +681,85 @@ export class WsgateClient extends Emitter<ClientEvents> {
       }
     }
     this.emit('message', { data: value, seq, binary });
+  }
+
+  // --- gateway ops: answers, channels, token refresh --------------------------------------------
+
+  private gatewayOp(body: Frame): void {
+    const f = decodeOp(this.o.codec, body);
+    if (!f) {
+      this.emit('error', new WsgateError('decode', `cannot decode a gateway op frame with ${this.o.codec.name}`));
+      return;
+    }
+    const p = typeof f.id === 'number' ? this.pending.get(f.id) : undefined;
+    if (p && p.op) {
+      clearTimeout(p.timer);
+      this.pending.delete(f.id);
+      if (f.wsgate === 'error') p.reject(opError(f));
+      else p.resolve(f);
+    } else if (f.wsgate === 'refresh_required') void this.refresh();
+    else if (!this.channels.handle(f)) {
+      if (f.wsgate === 'error') this.emit('error', opError(f));
+      else this.emit('control', f);
+    }
+  }
+
+  /**
+   * Gets a new token and sends it in-band (PROTOCOL.md "Token refresh"), up to 3 tries a second
+   * apart while refused (within the gateway's grace); without a new token the gateway closes with
+   * 4003 and the reconnect asks the token function again.
+   */
+  private async refresh(): Promise<void> {
+    const fn = this.o.token;
+    if (typeof fn !== 'function') {
+      this.emit('error', new WsgateError('token', 'the gateway asks for a new token, but `token` is a string: pass a function'));
+      return;
+    }
+    if (this.refreshing) return;
+    this.refreshing = true;
+    this.stopRefresh();
+    const gen = this.generation;
+    try {
+      for (let tries = 0; tries < 3 && gen === this.generation; tries++) {
+        if (tries) await new Promise((r) => setTimeout(r, 1000));
+        let token: string;
+        try {
+          token = await fn({ reason: 'refresh' });
+          if (!token) throw new Error('the token function gave no token');
+        } catch (err) {
+          this.emit('error', new WsgateError('token', `could not get a token to refresh: ${(err as Error).message}`, err));
+          continue;
+        }
+        if (gen !== this.generation) return;
+        try {
+          const a = await this.op({ wsgate: 'refresh', token });
+          this.lastToken = token;
+          const exp = Number(a.exp);
+          this.emit('refreshed', { exp });
+          this.refreshAhead(exp);
+          return;
+        } catch (err) {
+          this.emit('error', err as Error);
+          const code = (err as WsgateError).code;
+          if (code === 'not_connected' || code === 'connection_lost') return;
+        }
+      }
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  /** With `refreshAheadMs`, schedules a refresh that long before `exp` (seconds), at least 1 s on. */
+  private refreshAhead(exp: number | null): void {
+    this.stopRefresh();
+    if (!exp || this.o.refreshAheadMs <= 0 || typeof this.o.token !== 'function') return;
+    const wait = Math.max(1000, exp * 1000 - Date.now() - this.o.refreshAheadMs);
+    this.refreshTimer = setTimeout(() => void this.refresh(), Math.min(wait, 2 ** 31 - 1));
+  }
+
+  private stopRefresh(): void {
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
   }
 
   private savePosition(q: number | null): void {

@@ -40,16 +40,70 @@ export function webStore(key: string, storage?: StorageLike): PositionStore {
   };
 }
 
-/** sessionStorage when the environment has a usable one, memory otherwise. */
-export function defaultStore(key: string): PositionStore {
+// sessionStorage can be missing, or throw on access (sandboxed frames).
+function session(): StorageLike | null {
   try {
     const s = (globalThis as { sessionStorage?: StorageLike }).sessionStorage;
-    if (s) {
-      s.getItem(key);
-      return webStore(key, s);
-    }
+    if (s) s.getItem('wsgate');
+    return s || null;
   } catch {
-    /* sessionStorage can throw on access (sandboxed frames) */
+    return null;
   }
-  return memoryStore();
+}
+
+/** sessionStorage when the environment has a usable one, memory otherwise. */
+export function defaultStore(key: string): PositionStore {
+  const s = session();
+  return s ? webStore(key, s) : memoryStore();
+}
+
+/** Channel positions in sessionStorage under `<prefix><channel>` when usable, else memory. */
+export function defaultChannelStore(prefix: string): ChannelStore {
+  const s = session();
+  return s ? webChannelStore(prefix, s) : memoryChannelStore();
+}
+
+/** A channel's position: the last publication received (docs/PROTOCOL.md, "Channels"). */
+export interface ChannelPosition {
+  offset: number;
+  epoch: number;
+}
+
+/** Where each channel's position is kept, for recovery after a reconnect or a reload. */
+export interface ChannelStore {
+  get(channel: string): ChannelPosition | null;
+  set(channel: string, p: ChannelPosition | null): void;
+}
+
+/** Kept in this object (the default outside browsers). */
+export function memoryChannelStore(): ChannelStore {
+  const m = new Map<string, ChannelPosition>();
+  return {
+    get: (ch) => m.get(ch) || null,
+    set: (ch, p) => void (p ? m.set(ch, p) : m.delete(ch)),
+  };
+}
+
+/** Kept in a Web Storage object (sessionStorage by default), one key `<prefix><channel>` each. */
+export function webChannelStore(prefix: string, storage?: StorageLike): ChannelStore {
+  const s = storage || (globalThis as { sessionStorage?: StorageLike }).sessionStorage;
+  if (!s) throw new Error('webChannelStore: no sessionStorage here; pass a Storage object or use memoryChannelStore()');
+  return {
+    get(ch) {
+      try {
+        const p = JSON.parse(s.getItem(prefix + ch) || 'null');
+        return p && Number.isSafeInteger(p.offset) && Number.isSafeInteger(p.epoch) ? { offset: p.offset, epoch: p.epoch } : null;
+      } catch {
+        return null;
+      }
+    },
+    set(ch, p) {
+      try {
+        if (p) s.setItem(prefix + ch, JSON.stringify(p));
+        else s.removeItem(prefix + ch);
+      } catch {
+        /* full or forbidden: recovery degrades to resync, delivery goes on */
+      }
+    },
+  };
 }

@@ -7,7 +7,7 @@ import { toolchainDir } from '../build.mjs';
 const require = createRequire(join(toolchainDir(), 'node_modules', 'x.js'));
 export const WS = require('ws');
 export const msgpack = require('@msgpack/msgpack');
-import { memoryStore } from '../dist/index.js';
+import { WsgateClient, memoryStore } from '../dist/index.js';
 export * from '../dist/index.js';
 
 /**
@@ -75,4 +75,15 @@ export async function until(fn, ms = 5000, what = 'condition') {
 /** Client options for tests: ws, memory store, fast backoff. */
 export function opts(url, more = {}) {
   return { url, WebSocket: WS, storage: memoryStore(), backoff: { baseMs: 20, maxMs: 100 }, ...more };
+}
+
+/** A client constructor that remembers its clients, and closes them all after the file's tests. */
+export function clientFactory(after) {
+  const made = [];
+  after(() => made.forEach((c) => c.close()));
+  return (o) => {
+    const c = new WsgateClient(o);
+    made.push(c);
+    return c;
+  };
 }

@@ -16,10 +16,10 @@ const env = process.env;
 export const logDir = env.WSGATE_JS_LOG_DIR || join(tmpdir(), `wsgate-js-${process.pid}`);
 mkdirSync(logDir, { recursive: true });
 
-/** An HS256 JWT for `user`, valid an hour. */
-export function token(user) {
+/** An HS256 JWT for `user`, valid `ttlS` seconds (an hour), with more `claims` (e.g. channels). */
+export function token(user, { ttlS = 3600, claims = {} } = {}) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: user, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub: user, exp: Math.floor(Date.now() / 1000) + ttlS, ...claims })}`;
   return `${body}.${createHmac('sha256', SECRET).update(body).digest('base64url')}`;
 }
 
@@ -75,10 +75,10 @@ export class Cluster {
       '--inbound-topic', this.inTopic, '--outbound-topic', this.outTopic, '--http-addr', '127.0.0.1', '--log-level', 'info'];
   }
 
-  async processor() {
+  async processor(handler = 'chat', extra = []) {
     const http = await freePort();
     const p = this.spawn('proc', env.WSGATE_PROCESSOR_BIN, [...this.common(), '--http-port', String(http),
-      '--group-id', `jsc-${this.run}`, '--handler', 'chat', '--commit-interval', '200ms']);
+      '--group-id', `jsc-${this.run}`, '--handler', handler, '--commit-interval', '200ms', ...extra]);
     await this.ready('proc', http, p);
   }
 

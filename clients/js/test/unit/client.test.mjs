@@ -3,15 +3,9 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
-import { CLOSE_ACTIONS, WsgateClient, fakeGateway, memoryStore, msgpack, msgpackCodec, next, opts, until } from '../lib.mjs';
+import { CLOSE_ACTIONS, WsgateClient, clientFactory, fakeGateway, memoryStore, msgpack, msgpackCodec, next, opts, until } from '../lib.mjs';
 
-const clients = [];
-function client(o) {
-  const c = new WsgateClient(o);
-  clients.push(c);
-  return c;
-}
-after(() => clients.forEach((c) => c.close()));
+const client = clientFactory(after);
 
 function states(c) {
   const seen = [];

@@ -1,0 +1,50 @@
+/*
+ * harness_channels: helpers of the channel tests (see harness_channels.h).
+ *
+ * Threads: the test's.
+ */
+#include "harness_channels.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gw_jwt.h"
+
+unsigned long long itest_expect_pub(ws_client *c, const char *channel, unsigned offset,
+                                    const char *data_json) {
+  ws_message m;
+  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  char head[256], tail[256];
+  snprintf(head, sizeof head,
+           "{\"wsgate\":\"pub\",\"channel\":\"%s\",\"offset\":%u,\"epoch\":", channel, offset);
+  snprintf(tail, sizeof tail, ",\"data\":%s}", data_json);
+  cr_assert(m.len > strlen(head) + strlen(tail) && memcmp(m.data, head, strlen(head)) == 0 &&
+                memcmp(m.data + m.len - strlen(tail), tail, strlen(tail)) == 0,
+            "got %.*s", (int)m.len, m.data);
+  return strtoull((const char *)m.data + strlen(head), NULL, 10);
+}
+
+long itest_gws_members(const itest_gateway *g, const char *channel, long want) {
+  char key[256];
+  snprintf(key, sizeof key, "%sch:{c:%s}:gws", g->cluster.prefix, channel);
+  long n = -1;
+  for (int i = 0; i < 100; i++) {
+    redisReply *rep = itest_redis_key_command(g->redis_port, "SCARD %s%s", key, "");
+    n = rep && rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : -1;
+    freeReplyObject(rep);
+    if (n == want)
+      break;
+    usleep(100 * 1000);
+  }
+  if (n == 1) {
+    redisReply *rep = itest_redis_key_command(g->redis_port, "SISMEMBER %s %s", key, g->id);
+    cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
+              "the member is this gateway's id");
+    freeReplyObject(rep);
+  }
+  return n;
+}

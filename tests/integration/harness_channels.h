@@ -1,0 +1,22 @@
+/*
+ * harness_channels.h: what the channel tests (gateway_channels_test.c, channels_handler_test.c)
+ * share: a publication frame expected and the channel's gateway set in Redis (a connection with a
+ * channels claim is itest_connect_channels() of harness_daemons.h).
+ *
+ * Threads: the test's.
+ */
+#ifndef HARNESS_CHANNELS_H
+#define HARNESS_CHANNELS_H
+
+#include "harness_daemons.h"
+
+/* Expects a JSON publication frame of `channel` at `offset` whose data is `data_json` (the JSON
+ * string, quotes included); returns its epoch. */
+unsigned long long itest_expect_pub(ws_client *c, const char *channel, unsigned offset,
+                                    const char *data_json);
+
+/* Members of the channel's gateway set on g's Redis, waiting up to 10 s for the count to be
+ * `want`; when it is 1, expects the member to be g. */
+long itest_gws_members(const itest_gateway *g, const char *channel, long want);
+
+#endif
