@@ -54,16 +54,20 @@ static ws_client *connect_on(const itest_gateway *g, const char *user) {
   return c;
 }
 
-/* The answer to op: the next frame that is not a presence_change (join/leave events may come
- * in between). */
-static void op_answer(ws_client *c, const char *op, char *got, size_t cap) {
+/* The next frame that is not a presence_change (join/leave events may come in between). */
+static void next_answer(ws_client *c, char *got, size_t cap) {
   static const char jl[] = "{\"wsgate\":\"presence_change\"";
-  cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
   ws_message m;
   do
     itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
   while (m.len >= sizeof jl - 1 && memcmp(m.data, jl, sizeof jl - 1) == 0);
   snprintf(got, cap, "%.*s", (int)m.len, m.data);
+}
+
+/* The answer to op. */
+static void op_answer(ws_client *c, const char *op, char *got, size_t cap) {
+  cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
+  next_answer(c, got, cap);
 }
 
 static void op_expect(ws_client *c, const char *op, const char *want) {
@@ -79,18 +83,23 @@ static void subscribe(ws_client *c, const char *channel) {
   op_expect(c, op, want);
 }
 
-/* Asks c for the presence of room:x until the answer is `want` (entries are written fire and
+/* Asks c for the presence of `channel` until the answer is `want` (entries are written fire and
  * forget: another gateway's may land a moment later). */
-static bool presence_is(ws_client *c, const char *want, int timeout_ms) {
-  char got[2048] = "";
+static bool presence_of_is(ws_client *c, const char *channel, const char *want, int timeout_ms) {
+  char got[2048] = "", op[256];
+  snprintf(op, sizeof op, "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"%s\"}", channel);
   for (uint64_t end = itest_now_ms() + (uint64_t)timeout_ms; itest_now_ms() < end;) {
-    op_answer(c, "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\"}", got, sizeof got);
+    op_answer(c, op, got, sizeof got);
     if (strcmp(got, want) == 0)
       return true;
     usleep(100 * 1000);
   }
   cr_log_error("presence: got %s, want %s", got, want);
   return false;
+}
+
+static bool presence_is(ws_client *c, const char *want, int timeout_ms) {
+  return presence_of_is(c, "room:x", want, timeout_ms);
 }
 
 Test(channels_presence, op_answers_and_refusals) {
@@ -355,6 +364,7 @@ typedef struct {
   long joined_named[4]; /* per watched user: joined entries */
   long left_named[4];
   const char *watch[4]; /* users whose entries are counted by name */
+  const char *channel;  /* the channel the frames must name; NULL: room:x */
 } jl_seen;
 
 /* Reads presence_change frames from c for up to timeout_ms, or until `until` is true. */
@@ -368,7 +378,8 @@ static void jl_read(ws_client *c, jl_seen *seen, int timeout_ms, bool (*until)(c
     json_t *j = json_loadb((const char *)m.data, m.len, 0, NULL);
     const char *t = json_string_value(json_object_get(j, "wsgate"));
     if (t && strcmp(t, "presence_change") == 0) {
-      cr_expect_str_eq(json_string_value(json_object_get(j, "channel")), "room:x");
+      cr_expect_str_eq(json_string_value(json_object_get(j, "channel")),
+                       seen->channel ? seen->channel : "room:x");
       seen->frames++;
       const char *keys[2] = {"joined", "left"};
       for (int side = 0; side < 2; side++) {
@@ -429,6 +440,86 @@ Test(channels_presence, join_leave_across_gateways) {
   cr_expect_geq(itest_metric(gw2.http_port, "wsgate_gateway_channel_joinleave_batches_total{"
                                             "result=\"produced\"}"),
                 2);
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+}
+
+/* g's count of `channel`'s subscriptions in its :pc hash (-1: no field, none). */
+static long pc_count(const itest_cluster *c, const itest_gateway *g, const char *channel) {
+  char key[256];
+  snprintf(key, sizeof key, "%sch:{c:%s}:pc", c->prefix, channel);
+  redisReply *rep = itest_redis_key_command(0, "HGET %s %s", key, g->id);
+  long n = rep && rep->type == REDIS_REPLY_STRING ? atol(rep->str) : -1;
+  freeReplyObject(rep);
+  return n;
+}
+
+#define SERVER_SUBSCRIBED(ch) "{\"wsgate\":\"subscribed\",\"channel\":\"" ch "\",\"server\":true}"
+#define HS_FLAGS                                                                                   \
+  "--channel-namespace", "room=presence=true,client_presence=true,join_leave=true",                \
+      "--channel-namespace",                                                                       \
+      "hroom=presence=true,client_presence=true,join_leave=true,subscribe=handler"
+
+static bool bob_joined_hroom(const jl_seen *s) {
+  return s->joined_named[1] >= 1;
+}
+
+/* Subscriptions the handler makes (wsgate_subscribe, through the `publish` handler's "+room:x\n
+ * bob") and the ones it decides (subscribe=handler) take the client's path: presence entry, the
+ * gateway's :pc count, join and leave events, and the presence op of the connection itself. */
+Test(channels_presence, handler_subscriptions_are_present) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {HS_FLAGS, NULL};
+  itest_gateway_start(&gw, &c, "hs-1", &(itest_daemon_opts){.extra = extra});
+  itest_gateway_start(&gw2, &c, "hs-2", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "hs", "publish", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = connect_on(&gw, "amy"), *b = connect_on(&gw2, "bob");
+  subscribe(a, "room:x");
+  /* The processor's answer to bob means Redis registered him: a lookup of bob finds him. */
+  const char *q = "?room:none";
+  cr_assert_eq(ws_client_send_text(b, q, strlen(q)), WS_CLIENT_OK);
+  itest_expect_text(b, "{\"channel\":\"room:none\",\"connections\":0,\"users\":[]}",
+                    ITEST_TIMEOUT_MS);
+
+  jl_seen seen = {.watch = {"amy", "bob", NULL}};
+  const char *sub = "+room:x\nbob";
+  cr_assert_eq(ws_client_send_text(a, sub, strlen(sub)), WS_CLIENT_OK);
+  itest_expect_text(b, SERVER_SUBSCRIBED("room:x"), ITEST_TIMEOUT_MS);
+  jl_read(a, &seen, 10000, bob_joined);
+  cr_expect_eq(seen.joined_named[1], 1, "the handler's subscription made a join event");
+  const char *both = "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                     "\"connections\":2,\"users\":[\"amy\",\"bob\"]}";
+  cr_expect(presence_is(a, both, 10000), "bob is present on amy's presence op");
+  cr_expect(presence_is(b, both, 10000), "bob may ask: he is subscribed");
+  cr_expect_eq(pc_count(&c, &gw2, "room:x"), 1, "gw2 counts bob's subscription");
+
+  const char *unsub = "-room:x\nbob";
+  cr_assert_eq(ws_client_send_text(a, unsub, strlen(unsub)), WS_CLIENT_OK);
+  char got[256];
+  next_answer(b, got, sizeof got); /* after bob's own join event */
+  cr_expect_str_eq(got, "{\"wsgate\":\"unsubscribed\",\"channel\":\"room:x\",\"server\":true}");
+  jl_read(a, &seen, 10000, bob_left);
+  cr_expect_eq(seen.left_named[1], 1, "the handler's unsubscribe made a leave event");
+  cr_expect(presence_is(a,
+                        "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                        "\"connections\":1,\"users\":[\"amy\"]}",
+                        10000));
+  cr_expect_eq(pc_count(&c, &gw2, "room:x"), -1, "and uncounts it");
+
+  /* subscribe=handler: the handler allows bob's own subscribe; amy, there first, sees him join. */
+  subscribe(a, "hroom:y");
+  jl_seen hs = {.watch = {"amy", "bob", NULL}, .channel = "hroom:y"};
+  jl_read(a, &hs, 300, NULL); /* amy's own join */
+  op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"hroom:y\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"hroom:y\"}");
+  jl_read(a, &hs, 10000, bob_joined_hroom);
+  cr_expect_eq(hs.joined_named[1], 1, "the handler's decision made a join event");
+  cr_expect(presence_of_is(b, "hroom:y",
+                           "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"hroom:y\","
+                           "\"connections\":2,\"users\":[\"amy\",\"bob\"]}",
+                           10000));
+  cr_expect_eq(pc_count(&c, &gw2, "hroom:y"), 1);
   ws_client_destroy(a);
   ws_client_destroy(b);
 }
