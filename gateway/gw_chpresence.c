@@ -11,45 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* An entry's value is <user>|<gw id>, split at the last '|' (user ids may hold '|'). The counts
- * come from :pc (O(gateways)); the names from an HSCAN of :p that stops at ARGV[1] distinct pairs
- * or ARGV[2] entries, so a query costs Redis the same on a channel of 50 or of 50,000. */
-const char GW_CHPRES_LUA_READ[] =
-    "local c = redis.call('HGETALL', KEYS[2])\n"
-    "local cap, budget = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local out = {0, #c / 2}\n"
-    "for i = 1, #c do out[#out + 1] = c[i] end\n"
-    "for i = 4, #out, 2 do out[i] = tonumber(out[i]) or 0 end\n"
-    "local seen, np, scanned, cursor = {}, 0, 0, '0'\n"
-    "repeat\n"
-    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 200)\n"
-    "  cursor = r[1]\n"
-    "  for i = 2, #r[2], 2 do\n"
-    "    local v = r[2][i]\n"
-    "    scanned = scanned + 1\n"
-    "    if not seen[v] and np < cap then seen[v] = true; np = np + 1; out[#out + 1] = v end\n"
-    "  end\n"
-    "until cursor == '0' or np >= cap or scanned >= budget\n"
-    "if cursor ~= '0' then out[1] = 1 end\n"
-    "return out\n";
-
-/* Rare (after a gateway crashed): walks :p with HSCAN, deleting the dead gateways' entries. */
-const char GW_CHPRES_LUA_DROP[] =
-    "local dead = {}\n"
-    "for _, g in ipairs(ARGV) do dead[g] = true; redis.call('HDEL', KEYS[2], g) end\n"
-    "local n, cursor = 0, '0'\n"
-    "repeat\n"
-    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)\n"
-    "  cursor = r[1]\n"
-    "  for i = 2, #r[2], 2 do\n"
-    "    local v = r[2][i]\n"
-    "    local bar = string.find(v, '|[^|]*$')\n"
-    "    if bar and dead[string.sub(v, bar + 1)] then\n"
-    "      n = n + redis.call('HDEL', KEYS[1], r[2][i - 1])\n"
-    "    end\n"
-    "  end\n"
-    "until cursor == '0'\n"
-    "return n\n";
+#include "wsg_chkeys.h"
 
 static bool uint_of(const redisReply *r, uint64_t *out) {
   if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
@@ -71,7 +33,7 @@ gw_chpres_read *gw_chpres_read_parse(const redisReply *rep) {
   uint64_t more, ngws;
   if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
       !uint_of(rep->element[0], &more) || !uint_of(rep->element[1], &ngws) ||
-      ngws > GW_CHPRES_GWS_MAX || rep->elements < 2 + 2 * ngws)
+      ngws > WSG_PRESENCE_GWS_MAX || rep->elements < 2 + 2 * ngws)
     return NULL;
   gw_chpres_read *rd = calloc(1, sizeof *rd);
   size_t npairs = rep->elements - 2 - 2 * ngws;
@@ -131,9 +93,10 @@ int gw_chpres_tally(const gw_chpres_read *rd, uint32_t max_users, gw_chpres_resu
     return -1;
   size_t n = 0;
   for (uint32_t i = 0; i < rd->npairs; i++) {
-    const char *p = rd->pairs[i], *bar = strrchr(p, '|');
-    if (bar && bar > p && !gw_dead(rd, bar + 1, strlen(bar + 1)))
-      u[n++] = (strref){p, (size_t)(bar - p)};
+    const char *p = rd->pairs[i], *gw;
+    size_t ulen, gwlen;
+    if (wsg_presence_split(p, strlen(p), &ulen, &gw, &gwlen) && !gw_dead(rd, gw, gwlen))
+      u[n++] = (strref){p, ulen};
   }
   qsort(u, n, sizeof *u, strref_cmp);
   size_t distinct = 0;

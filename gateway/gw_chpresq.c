@@ -1,9 +1,9 @@
 /*
  * gw_chpresq: clients' presence op, asked of Redis without blocking the loop (docs/PROTOCOL.md,
- * "Presence"; docs/ARCHITECTURE.md, "Channels"). A query is one EVAL of GW_CHPRES_LUA_READ on the
- * channel registry's connection (so it follows this gateway's own HSETs), then one EXISTS
+ * "Presence"; docs/ARCHITECTURE.md, "Channels"). A query is one EVAL of WSG_LUA_PRESENCE_READ on
+ * the channel registry's connection (so it follows this gateway's own HSETs), then one EXISTS
  * gw:<id> per other gateway named in the channel's presence: entries of a gateway whose lease
- * expired are left out of the answer and deleted (GW_CHPRES_LUA_DROP), so a crashed gateway's
+ * expired are left out of the answer and deleted (WSG_LUA_PRESENCE_DROP), so a crashed gateway's
  * subscribers vanish within its lease. Queries in flight are bounded: GW_CHPRES_PER_CONN per
  * connection, --channel-presence-inflight per gateway; the connection may be gone when Redis
  * answers (its id is looked up then, never a pointer kept).
@@ -118,8 +118,8 @@ static void on_dropped(void *arg, wsg_redis_conn_req *req, const redisReply *rep
 /* Deletes the entries of the gateways found dead, best effort: a failure leaves them to the next
  * reader (processors' wsgate_presence() drop them too). */
 static void drop_dead(gw_chpresq *p, const pq *q) {
-  const char *argv[5 + GW_CHPRES_GWS_MAX];
-  size_t lens[5 + GW_CHPRES_GWS_MAX];
+  const char *argv[5 + WSG_PRESENCE_GWS_MAX];
+  size_t lens[5 + WSG_PRESENCE_GWS_MAX];
   char key[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX];
   int kn = wsg_key_channel(key, sizeof key, gw_chreg_prefix(p->s->chreg), q->op.channel,
                            q->op.channel_len, "p");
@@ -130,8 +130,8 @@ static void drop_dead(gw_chpresq *p, const pq *q) {
   int argc = 0;
   argv[argc] = "EVAL";
   lens[argc++] = 4;
-  argv[argc] = GW_CHPRES_LUA_DROP;
-  lens[argc++] = strlen(GW_CHPRES_LUA_DROP);
+  argv[argc] = WSG_LUA_PRESENCE_DROP;
+  lens[argc++] = strlen(WSG_LUA_PRESENCE_DROP);
   argv[argc] = "2";
   lens[argc++] = 1;
   argv[argc] = key;
@@ -302,11 +302,12 @@ void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op) {
   q->op = *op;
   int cn = snprintf(cap, sizeof cap, "%u",
                     (unsigned)(s->cfg->channel_presence_users * GW_CHPRES_PAIRS_PER_USER));
-  int bn = snprintf(budget, sizeof budget, "%u", (unsigned)GW_CHPRES_SCAN_BUDGET);
-  const char *argv[] = {"EVAL", GW_CHPRES_LUA_READ, "2", key, kc, cap, budget};
-  size_t lens[] = {4,         strlen(GW_CHPRES_LUA_READ), 1, (size_t)kn, (size_t)kcn, (size_t)cn,
-                   (size_t)bn};
-  if (!send_cmd(q, on_read, 0, 7, argv, lens)) {
+  int bn = snprintf(budget, sizeof budget, "%u", (unsigned)WSG_PRESENCE_SCAN_BUDGET);
+  /* "u": distinct <user>|<gw> values, all the answer needs. */
+  const char *argv[] = {"EVAL", WSG_LUA_PRESENCE_READ, "2", key, kc, cap, budget, "u"};
+  size_t lens[] = {
+      4, strlen(WSG_LUA_PRESENCE_READ), 1, (size_t)kn, (size_t)kcn, (size_t)cn, (size_t)bn, 1};
+  if (!send_cmd(q, on_read, 0, 8, argv, lens)) {
     free(q);
     gw_chserve_answer(s, ss, op, GW_CHOP_UNAVAILABLE);
     return;

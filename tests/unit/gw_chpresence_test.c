@@ -158,7 +158,7 @@ Test(gw_chpresence, bad_replies_refused) {
   fake_int(&f, 1);
   cr_expect_null(gw_chpres_read_parse(&f.top), "two gateways announced, one given");
   fake_init(&f, 0);
-  fake_int(&f, GW_CHPRES_GWS_MAX + 1);
+  fake_int(&f, WSG_PRESENCE_GWS_MAX + 1);
   cr_expect_null(gw_chpres_read_parse(&f.top), "too many gateways");
   cr_expect_null(gw_chpres_read_parse(NULL));
   redisReply err = {.type = REDIS_REPLY_ERROR, .str = "NOSCRIPT", .len = 8};
