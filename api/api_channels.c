@@ -15,38 +15,15 @@
 #include "wsg_envelope.h"
 #include "wsg_redis_keys.h"
 
-/* HSCAN round trips of one presence answer (a hash over `limit` entries only). */
-#define SCAN_ROUNDS 64
-
-/* One presence entry, pointing into a reply: field <conn id>, value <user>|<gw id>. */
+/* Gateway i of a presence read: its id (a reply string) and what its lease says. */
 typedef struct {
-  const char *conn, *user, *gw;
-  size_t conn_len, user_len, gw_len;
-  int gw_index; /* into the distinct gateways */
-} entry;
-
-static bool parse_entry(const redisReply *f, const redisReply *v, entry *e) {
-  if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len == 0 ||
-      f->len > 20 || strspn(f->str, "0123456789") != f->len)
-    return false;
-  const char *bar = NULL;
-  for (size_t i = v->len; i > 0 && !bar; i--)
-    if (v->str[i - 1] == '|')
-      bar = v->str + i - 1;
-  if (!bar || bar == v->str || bar + 1 == v->str + v->len)
-    return false;
-  *e = (entry){.conn = f->str,
-               .conn_len = f->len,
-               .user = v->str,
-               .user_len = (size_t)(bar - v->str),
-               .gw = bar + 1,
-               .gw_len = (size_t)(v->str + v->len - bar - 1)};
-  return true;
-}
+  const redisReply *id;
+  bool dead;
+} gw_seen;
 
 typedef struct {
   const char *prefix;
-  const entry **gws; /* one entry naming each distinct gateway */
+  const gw_seen *gws;
   char key[WSG_REDIS_KEY_MAX], id[256];
   const char *argv[3];
   size_t lens[3];
@@ -54,10 +31,12 @@ typedef struct {
 
 static bool build_hget(void *ctx, size_t i, int *argc, const char ***argv, const size_t **lens) {
   gw_build *b = ctx;
-  const entry *e = b->gws[i];
-  snprintf(b->id, sizeof b->id, "%.*s", (int)e->gw_len, e->gw);
+  const redisReply *id = b->gws[i].id;
+  if (id->len >= sizeof b->id)
+    return false;
+  snprintf(b->id, sizeof b->id, "%.*s", (int)id->len, id->str);
   int n = wsg_key_gateway(b->key, sizeof b->key, b->prefix, b->id);
-  if (n < 0 || e->gw_len >= sizeof b->id)
+  if (n < 0)
     return false;
   b->argv[0] = "HGET";
   b->argv[1] = b->key;
@@ -71,121 +50,108 @@ static bool build_hget(void *ctx, size_t i, int *argc, const char ***argv, const
   return true;
 }
 
-/* Marks the entries whose gateway has no record (its lease is gone) with gw_index -1. */
-static int drop_dead(api_redis *r, entry *ents, size_t n, char *why, size_t whylen) {
-  const entry **gws = malloc((n ? n : 1) * sizeof *gws);
-  if (!gws) {
+/* Marks the gateways whose record is gone (their lease expired) dead; then deletes their entries
+ * and counts, best effort (the next reader retries). */
+static int check_leases(api_redis *r, gw_seen *gws, size_t n, const char *kp, const char *kc,
+                        char *why, size_t whylen) {
+  if (n == 0)
+    return 0;
+  redisReply **reps = calloc(n, sizeof *reps);
+  gw_build b = {.prefix = api_redis_prefix(r), .gws = gws};
+  if (!reps) {
     snprintf(why, whylen, "out of memory");
     return -1;
   }
-  size_t ngws = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t g = 0;
-    while (g < ngws && !(gws[g]->gw_len == ents[i].gw_len &&
-                         memcmp(gws[g]->gw, ents[i].gw, ents[i].gw_len) == 0))
-      g++;
-    if (g == ngws)
-      gws[ngws++] = &ents[i];
-    ents[i].gw_index = (int)g;
-  }
-  redisReply **reps = calloc(ngws ? ngws : 1, sizeof *reps);
-  gw_build b = {.prefix = api_redis_prefix(r), .gws = gws};
-  int rc = reps ? api_redis_pipeline(r, ngws, build_hget, &b, "HGET of the gateway records", reps,
-                                     why, whylen)
-                : -1;
-  if (!reps)
-    snprintf(why, whylen, "out of memory");
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    if (reps[ents[i].gw_index]->type == REDIS_REPLY_NIL)
-      ents[i].gw_index = -1;
-  for (size_t g = 0; reps && g < ngws; g++)
+  int rc =
+      api_redis_pipeline(r, n, build_hget, &b, "HGET of the gateway records", reps, why, whylen);
+  const char *argv[5 + WSG_PRESENCE_GWS_MAX] = {"EVAL", WSG_LUA_PRESENCE_DROP, "2", kp, kc};
+  int argc = 5;
+  for (size_t g = 0; rc == 0 && g < n; g++)
+    if ((gws[g].dead = reps[g]->type == REDIS_REPLY_NIL))
+      argv[argc++] = gws[g].id->str;
+  for (size_t g = 0; g < n; g++)
     freeReplyObject(reps[g]);
   free(reps);
-  free(gws);
+  if (argc > 5) {
+    char ignored[128];
+    freeReplyObject(api_redis_command(r, ignored, sizeof ignored, argc, argv));
+  }
   return rc;
 }
 
-/* The entries of fields/values pairs f[0], f[1], ... appended to *ents (at most `limit`). */
-static void add_pairs(redisReply *const *f, size_t nf, entry *ents, size_t *n, size_t limit,
-                      bool *more) {
-  for (size_t i = 0; i + 1 < nf; i += 2) {
-    if (*n == limit) {
-      *more = true;
-      return;
-    }
-    if (parse_entry(f[i], f[i + 1], &ents[*n]))
-      (*n)++;
-  }
+static const gw_seen *gw_find(const gw_seen *gws, size_t n, const char *id, size_t len) {
+  for (size_t g = 0; g < n; g++)
+    if (gws[g].id->len == len && memcmp(gws[g].id->str, id, len) == 0)
+      return &gws[g];
+  return NULL;
+}
+
+static bool is_int(const redisReply *r) {
+  return r->type == REDIS_REPLY_INTEGER && r->integer >= 0;
 }
 
 json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t limit, char *why,
                           size_t whylen) {
-  char key[WSG_REDIS_KEY_MAX];
-  if (wsg_key_channel(key, sizeof key, api_redis_prefix(r), channel, len, "p") < 0) {
+  const char *prefix = api_redis_prefix(r);
+  char kp[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX], cap[16];
+  if (wsg_key_channel(kp, sizeof kp, prefix, channel, len, "p") < 0 ||
+      wsg_key_channel(kc, sizeof kc, prefix, channel, len, "pc") < 0) {
     snprintf(why, whylen, "the channel's key does not fit (prefix too long)");
     return NULL;
   }
-  redisReply *hlen = api_redis_command(r, why, whylen, 2, (const char *[]){"HLEN", key});
-  if (!hlen)
+  snprintf(cap, sizeof cap, "%zu", limit);
+  redisReply *rep = api_redis_command(
+      r, why, whylen, 8,
+      (const char *[]){"EVAL", WSG_LUA_PRESENCE_READ, "2", kp, kc, cap, cap, "e"});
+  if (!rep)
     return NULL;
-  bool small = hlen->type == REDIS_REPLY_INTEGER && hlen->integer >= 0 &&
-               (unsigned long long)hlen->integer <= limit;
-  freeReplyObject(hlen);
-  /* Replies the entries point into, freed at the end. */
-  redisReply *held[SCAN_ROUNDS] = {0};
-  size_t nheld = 0, n = 0;
-  bool more = false;
-  entry *ents = malloc(limit * sizeof *ents);
   json_t *out = NULL;
-  if (!ents) {
-    snprintf(why, whylen, "out of memory");
-    return NULL;
-  }
-  if (small) {
-    /* All of it in one reply, no duplicates. */
-    redisReply *rep = api_redis_command(r, why, whylen, 2, (const char *[]){"HGETALL", key});
-    if (!rep)
-      goto done;
-    held[nheld++] = rep;
-    if (rep->type == REDIS_REPLY_ARRAY)
-      add_pairs(rep->element, rep->elements, ents, &n, limit, &more);
-  } else {
-    /* Pages until `limit`: bounded work on a huge channel; a resize between pages may repeat an
-     * entry (HSCAN's guarantee), and "more" is set anyway. */
-    char cursor[32] = "0", count[16];
-    snprintf(count, sizeof count, "%zu", limit < 1000 ? limit : 1000);
-    do {
-      redisReply *rep = api_redis_command(r, why, whylen, 5,
-                                          (const char *[]){"HSCAN", key, cursor, "COUNT", count});
-      if (!rep)
-        goto done;
-      held[nheld++] = rep;
-      if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-          rep->element[0]->type != REDIS_REPLY_STRING ||
-          rep->element[1]->type != REDIS_REPLY_ARRAY) {
-        snprintf(why, whylen, "HSCAN of %s: unexpected reply", key);
-        goto done;
-      }
-      snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-      add_pairs(rep->element[1]->element, rep->element[1]->elements, ents, &n, limit, &more);
-    } while (!more && strcmp(cursor, "0") != 0 && n < limit && nheld < SCAN_ROUNDS);
-    more = more || strcmp(cursor, "0") != 0;
-  }
-  if (drop_dead(r, ents, n, why, whylen) != 0)
+  size_t ngws = rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && is_int(rep->element[0]) &&
+                        is_int(rep->element[1])
+                    ? (size_t)rep->element[1]->integer
+                    : SIZE_MAX;
+  if (ngws > WSG_PRESENCE_GWS_MAX || rep->elements < 2 + 2 * ngws ||
+      (rep->elements - 2 - 2 * ngws) % 2 != 0) {
+    snprintf(why, whylen, "the presence script of %s answered something unexpected", kp);
     goto done;
+  }
+  gw_seen gws[WSG_PRESENCE_GWS_MAX];
+  size_t n = 0;
+  for (size_t g = 0; g < ngws; g++)
+    if (rep->element[2 + 2 * g]->type == REDIS_REPLY_STRING && rep->element[2 + 2 * g]->len > 0 &&
+        is_int(rep->element[3 + 2 * g]))
+      gws[n++] = (gw_seen){rep->element[2 + 2 * g], false};
+  if (check_leases(r, gws, n, kp, kc, why, whylen) != 0)
+    goto done;
+  /* connections: exact, from the counts of live gateways; subscribers: the entries read, of
+   * live gateways :pc counts (an entry naming another is not trusted, as in the gateway op). */
+  long long conns = 0;
+  for (size_t g = 0; g < ngws; g++) {
+    const redisReply *id = rep->element[2 + 2 * g];
+    const gw_seen *seen = id->type == REDIS_REPLY_STRING ? gw_find(gws, n, id->str, id->len) : NULL;
+    if (seen && !seen->dead)
+      conns += rep->element[3 + 2 * g]->integer;
+  }
   json_t *subs = json_array();
-  for (size_t i = 0; subs && i < n; i++)
-    if (ents[i].gw_index >= 0)
-      json_array_append_new(
-          subs, json_pack("{s:s%,s:s%,s:s%}", "user", ents[i].user, ents[i].user_len, "conn",
-                          ents[i].conn, ents[i].conn_len, "gateway", ents[i].gw, ents[i].gw_len));
-  out = json_pack("{s:s%,s:o,s:b}", "channel", channel, len, "subscribers", subs, "more", more);
+  for (size_t i = 2 + 2 * ngws; subs && i + 1 < rep->elements; i += 2) {
+    const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+    size_t ulen, gwlen;
+    const char *gw;
+    if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || f->len == 0 ||
+        f->len > 20 || strspn(f->str, "0123456789") != f->len ||
+        !wsg_presence_split(v->str, v->len, &ulen, &gw, &gwlen))
+      continue;
+    const gw_seen *seen = gw_find(gws, n, gw, gwlen);
+    if (seen && !seen->dead)
+      json_array_append_new(subs, json_pack("{s:s%,s:s%,s:s%}", "user", v->str, ulen, "conn",
+                                            f->str, f->len, "gateway", gw, gwlen));
+  }
+  out = json_pack("{s:s%,s:I,s:o,s:b}", "channel", channel, len, "connections", (json_int_t)conns,
+                  "subscribers", subs, "more", rep->element[0]->integer != 0);
   if (!out)
     snprintf(why, whylen, "out of memory");
 done:
-  for (size_t i = 0; i < nheld; i++)
-    freeReplyObject(held[i]);
-  free(ents);
+  freeReplyObject(rep);
   return out;
 }
 
@@ -201,10 +167,6 @@ static int add_payload(json_t *o, const redisReply *d, bool binary) {
   int rc = json_object_set_new(o, "data_base64", json_string(b64));
   free(b64);
   return rc;
-}
-
-static bool is_int(const redisReply *r) {
-  return r->type == REDIS_REPLY_INTEGER && r->integer >= 0;
 }
 
 json_t *api_history_read(api_redis *r, const char *channel, size_t len, uint64_t since,

@@ -4,8 +4,8 @@
  * "Channels"). Every key of a channel carries the hash tag {c:<channel>}, so on a Redis Cluster
  * each read goes to that slot's node (api_redis routes by key).
  *
- * Read only: entries of gateways whose record is gone are left out of an answer but not
- * removed (the processors' presence reads and the gateways clean them up).
+ * Presence is read with common/wsg_chkeys.h's recipe, as gateways and handlers read it: entries
+ * and counts of gateways whose record is gone are left out of an answer and deleted.
  *
  * Threads: any (api_redis' per-thread connections).
  */
@@ -26,10 +26,12 @@
 #define API_HISTORY_MAX_BYTES (1u << 20)
 
 /*
- * {"channel", "subscribers": [{"user", "conn" (a string: ids use 64 bits), "gateway"}...],
- * "more": bool}: at most `limit` subscribers on live gateways, read with HSCAN (bounded work per
- * request whatever the channel's size); "more" when the scan stopped at `limit`. `channel` must be
- * a valid name (wsg_channel_name_valid). NULL with `why` when Redis failed. Caller json_decref()s.
+ * {"channel", "connections", "subscribers": [{"user", "conn" (a string: ids use 64 bits),
+ * "gateway"}...], "more": bool}: connections exact (the live gateways' :pc counts), at most
+ * `limit` subscribers on live gateways, read by one WSG_LUA_PRESENCE_READ that reads at most
+ * `limit` entries (bounded work whatever the channel's size); "more" when it stopped before the
+ * end. `channel` must be a valid name (wsg_channel_name_valid). NULL with `why` when Redis failed.
+ * Caller json_decref()s.
  */
 json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t limit, char *why,
                           size_t whylen);

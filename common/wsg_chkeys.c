@@ -35,6 +35,11 @@ const char WSG_LUA_CHANNEL_PUBLISH[] =
     "for _, g in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = g end\n"
     "return out\n";
 
+const char WSG_LUA_CHANNEL_GATEWAYS[] = "local g = redis.call('SMEMBERS', KEYS[3])\n"
+                                        "local out = {1, 1}\n"
+                                        "for i = 1, #g do out[i + 2] = g[i] end\n"
+                                        "return out\n";
+
 const char WSG_LUA_CHANNEL_HISTORY[] =
     "local m = redis.call('HMGET', KEYS[1], 'e', 'o')\n"
     "local out = {tonumber(m[1] or '0'), tonumber(m[2] or '0'), 0}\n"
@@ -59,3 +64,60 @@ const char WSG_LUA_CHANNEL_HISTORY[] =
     "  bytes = bytes + #d\n"
     "end\n"
     "return out\n";
+
+/* Items stop at ARGV[1], reading at ARGV[2]; both bounded whatever the channel's size. */
+const char WSG_LUA_PRESENCE_READ[] =
+    "local c = redis.call('HGETALL', KEYS[2])\n"
+    "local cap, budget, entries = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == 'e'\n"
+    "local out = {0, #c / 2}\n"
+    "for i = 1, #c do out[#out + 1] = c[i] end\n"
+    "for i = 4, #out, 2 do out[i] = tonumber(out[i]) or 0 end\n"
+    "local seen, np, scanned, cursor = {}, 0, 0, '0'\n"
+    "repeat\n"
+    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 200)\n"
+    "  cursor = r[1]\n"
+    "  for i = 2, #r[2], 2 do\n"
+    "    local v = r[2][i]\n"
+    "    scanned = scanned + 1\n"
+    "    if entries or not seen[v] then\n"
+    "      if np >= cap then out[1] = 1\n"
+    "      else\n"
+    "        seen[v] = true; np = np + 1\n"
+    "        if entries then out[#out + 1] = r[2][i - 1] end\n"
+    "        out[#out + 1] = v\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "until cursor == '0' or np >= cap or scanned >= budget\n"
+    "if cursor ~= '0' then out[1] = 1 end\n"
+    "return out\n";
+
+const char WSG_LUA_PRESENCE_DROP[] =
+    "local dead = {}\n"
+    "for _, g in ipairs(ARGV) do dead[g] = true; redis.call('HDEL', KEYS[2], g) end\n"
+    "local n, cursor = 0, '0'\n"
+    "repeat\n"
+    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)\n"
+    "  cursor = r[1]\n"
+    "  for i = 2, #r[2], 2 do\n"
+    "    local v = r[2][i]\n"
+    "    local bar = string.find(v, '|[^|]*$')\n"
+    "    if bar and dead[string.sub(v, bar + 1)] then\n"
+    "      n = n + redis.call('HDEL', KEYS[1], r[2][i - 1])\n"
+    "    end\n"
+    "  end\n"
+    "until cursor == '0'\n"
+    "return n\n";
+
+bool wsg_presence_split(const char *v, size_t len, size_t *user_len, const char **gw,
+                        size_t *gw_len) {
+  size_t bar = len;
+  while (bar > 0 && v[bar - 1] != '|')
+    bar--;
+  if (bar < 2 || bar == len) /* no '|', an empty user, or an empty gateway */
+    return false;
+  *user_len = bar - 1;
+  *gw = v + bar;
+  *gw_len = len - bar;
+  return true;
+}

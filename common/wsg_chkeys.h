@@ -6,6 +6,7 @@
  *   <prefix>ch:{c:<channel>}:h    stream, the channel's history: ids <offset>-0, fields t, d|b
  *   <prefix>ch:{c:<channel>}:m    hash {e: epoch, o: last offset}
  *   <prefix>ch:{c:<channel>}:p    hash <conn id> -> <user>|<gw id> (presence)
+ *   <prefix>ch:{c:<channel>}:pc   hash <gw id> -> its subscriptions of the channel (presence)
  *
  * Every key of a channel carries the hash tag {c:<channel>}: a script over them runs on one
  * Redis Cluster slot. Key builders write into a caller buffer and return the length, or -1 if it
@@ -14,9 +15,10 @@
 #ifndef WSG_CHKEYS_H
 #define WSG_CHKEYS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
-/* suffix: "gws", "h", "m" or "p". */
+/* suffix: "gws", "h", "m", "p" or "pc". */
 int wsg_key_channel(char *buf, size_t len, const char *prefix, const char *ch, size_t ch_len,
                     const char *suffix);
 
@@ -38,5 +40,43 @@ extern const char WSG_LUA_CHANNEL_PUBLISH[];
  * page. A first offset above ARGV[1] + 1 means the ones between were trimmed or expired.
  */
 extern const char WSG_LUA_CHANNEL_HISTORY[];
+
+/* GATEWAYS: what a join/leave batch needs, the channel's gateways, in the publish script's reply
+ * shape ({1, 1, gw...}) without numbering or storing anything. KEYS as the publish script's, so
+ * the batch takes the same path (one slot, one round trip). */
+extern const char WSG_LUA_CHANNEL_GATEWAYS[];
+
+/*
+ * Presence, read the same way by the gateways' presence op, handlers' wsgate_presence() and
+ * wsgate-api's GET /v1/presence: the exact counts from :pc (O(gateways)), the names from an HSCAN
+ * of :p bounded in both what it reads and what it returns, so a read costs Redis the same on a
+ * channel of 50 or of 50,000 subscribers (HGETALL of 50,000 entries: 532 ms). The reader then
+ * checks the lease of each gateway it saw (gw:<id>, not in the channel's slot: outside the
+ * script), leaves the dead ones out and deletes their entries and counts with
+ * WSG_LUA_PRESENCE_DROP, so a crashed gateway's subscribers vanish within its lease.
+ */
+#define WSG_PRESENCE_SCAN_BUDGET 4000 /* :p entries one read walks at most */
+#define WSG_PRESENCE_GWS_MAX     256  /* gateways in one channel's :pc a reader accepts */
+
+/*
+ * READ. KEYS[1] = :p, KEYS[2] = :pc. ARGV[1] = the most items to return, ARGV[2] = the most :p
+ * entries to read, ARGV[3] = "u": items are distinct values (<user>|<gw id>), or "e": items are
+ * entries, two strings each (<conn id>, <user>|<gw id>).
+ * Returns {more, ngws, gw1, conns1, ..., item1, item2, ...}: more = 1 when the scan stopped
+ * before the end of :p or an item was left out at ARGV[1] (a list may be incomplete).
+ */
+extern const char WSG_LUA_PRESENCE_READ[];
+
+/*
+ * DROP, rare (after a gateway crashed). KEYS[1] = :p, KEYS[2] = :pc, ARGV = ids of gateways
+ * whose lease is gone: deletes their :pc fields and walks :p deleting their entries. Returns how
+ * many entries.
+ */
+extern const char WSG_LUA_PRESENCE_DROP[];
+
+/* A :p value <user>|<gw id> split at its last '|' (user ids may hold '|'): false when it is not
+ * one (no '|', an empty user or gateway). */
+bool wsg_presence_split(const char *v, size_t len, size_t *user_len, const char **gw,
+                        size_t *gw_len);
 
 #endif

@@ -15,10 +15,10 @@ static const wsg_option chns_rows[] = {
      "Options of a channel namespace (the part of a channel's name before the first `:`), "
      "repeatable, as name=key=value,key=value: history_size (publications kept per channel, "
      "0..100000, default 0), history_ttl (how long the history and the offset counter outlive "
-     "the channel's last publication, 1s..30d, default 5m), presence, join_leave and "
-     "client_publish (true|false, default false), subscribe (claim: the token's channels claim "
-     "decides, the default; handler: the processors' handler decides, on_subscribe). The name "
-     "`default` sets the options of "
+     "the channel's last publication, 1s..30d, default 5m), presence, join_leave, "
+     "client_presence (clients' presence op; needs presence), client_publish (true|false, "
+     "default false), subscribe (claim: the token's channels claim decides, the default; handler: "
+     "the processors' handler decides, on_subscribe). The name `default` sets the options of "
      "channels without a namespace or with one not listed; gateways and processors of one "
      "cluster must agree (environment: name=...;name=...)."},
 };
@@ -51,6 +51,23 @@ static int parse_bool(const char *v, bool *out) {
   return 0;
 }
 
+/* The boolean options, by name (NULL: not one). */
+static bool *bool_field(wsg_chns_opts *o, const char *key) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } rows[] = {
+      {"presence", offsetof(wsg_chns_opts, presence)},
+      {"join_leave", offsetof(wsg_chns_opts, join_leave)},
+      {"client_presence", offsetof(wsg_chns_opts, client_presence)},
+      {"client_publish", offsetof(wsg_chns_opts, client_publish)},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    if (strcmp(key, rows[i].name) == 0)
+      return (bool *)((char *)o + rows[i].off);
+  return NULL;
+}
+
 /* One key=value of a row. */
 static int parse_pair(const char *key, const char *v, wsg_chns_opts *o, char *err, size_t errlen) {
   uint64_t n;
@@ -68,9 +85,8 @@ static int parse_pair(const char *key, const char *v, wsg_chns_opts *o, char *er
       return -1;
     }
     o->history_ttl_ms = n;
-  } else if (strcmp(key, "presence") == 0 || strcmp(key, "join_leave") == 0 ||
-             strcmp(key, "client_publish") == 0) {
-    bool *b = key[0] == 'p' ? &o->presence : key[0] == 'j' ? &o->join_leave : &o->client_publish;
+  } else if (bool_field(o, key)) {
+    bool *b = bool_field(o, key);
     if (parse_bool(v, b) != 0) {
       snprintf(err, errlen, "%s: %s is not true or false", key, v);
       return -1;
@@ -84,7 +100,7 @@ static int parse_pair(const char *key, const char *v, wsg_chns_opts *o, char *er
   } else {
     snprintf(err, errlen,
              "unknown option %s (history_size, history_ttl, presence, join_leave, "
-             "client_publish, subscribe)",
+             "client_presence, client_publish, subscribe)",
              key);
     return -1;
   }
@@ -111,6 +127,10 @@ int wsg_chns_parse_opts(const char *text, wsg_chns_opts *opts, char *err, size_t
   }
   if (opts->join_leave && !opts->presence) {
     snprintf(err, errlen, "join_leave=true needs presence=true");
+    return -1;
+  }
+  if (opts->client_presence && !opts->presence) {
+    snprintf(err, errlen, "client_presence=true needs presence=true");
     return -1;
   }
   return 0;

@@ -91,7 +91,8 @@ const char *gw_channel_name(const gw_channel *ch, size_t *len);
 typedef struct gw_chwait gw_chwait; /* the caller's: publications that came early */
 typedef struct gw_chpos {
   uint64_t epoch, next;
-  gw_chwait *wait; /* NULL when none; freed by the limits' pos_free when the channel goes */
+  uint32_t resync_gen; /* gw_chresync: the pass that last wrote the channel's gateway set */
+  gw_chwait *wait;     /* NULL when none; freed by the limits' pos_free when the channel goes */
 } gw_chpos;
 gw_chpos *gw_channel_pos(gw_channel *ch);
 

@@ -41,10 +41,11 @@ static const char *const op_names[] = {
     [GW_CHOP_SUBSCRIBE] = "subscribe",
     [GW_CHOP_UNSUBSCRIBE] = "unsubscribe",
     [GW_CHOP_PUBLISH] = "publish",
+    [GW_CHOP_PRESENCE] = "presence",
 };
 
 static gw_chop_kind op_lookup(const char *s, size_t len) {
-  for (int k = GW_CHOP_SUBSCRIBE; k <= GW_CHOP_PUBLISH; k++)
+  for (int k = GW_CHOP_SUBSCRIBE; k <= GW_CHOP_PRESENCE; k++)
     if (strlen(op_names[k]) == len && memcmp(op_names[k], s, len) == 0)
       return (gw_chop_kind)k;
   return GW_CHOP_NONE;

@@ -41,7 +41,14 @@
     "the handler did not decide within --channel-decide-timeout; retry later")                     \
   X(TOO_MANY_PENDING, -11, "too_many_pending",                                                     \
     "too many subscribes wait for the handler's decision (--channel-pending-per-conn, "            \
-    "--channel-pending-max); retry later")
+    "--channel-pending-max); retry later")                                                         \
+  X(NOT_SUBSCRIBED, -12, "not_subscribed",                                                         \
+    "only a connection subscribed to the channel may ask for its presence")                        \
+  X(PRESENCE_NOT_ALLOWED, -13, "presence_not_allowed",                                             \
+    "clients may not ask for presence in this channel's namespace (client_presence=false)")        \
+  X(PRESENCE_BUSY, -14, "presence_busy",                                                           \
+    "too many presence queries in flight (4 per connection, --channel-presence-inflight per "      \
+    "gateway); retry when one is answered")
 
 typedef enum {
 #define GW_CHOP_ERR_ENUM(name, value, code, msg) GW_CHOP_##name = value,
@@ -49,8 +56,8 @@ typedef enum {
 #undef GW_CHOP_ERR_ENUM
 } gw_chop_err;
 
-#define GW_CHOP_ERR_COUNT 12
-/* gw_chserve's own result: subscribed, and the answer comes from the recovery (not an error). */
+#define GW_CHOP_ERR_COUNT 15
+/* gw_chserve's own result: the answer comes later (a recovery, a presence query), not an error. */
 #define GW_CHOP_RECOVERING 1
 /* gw_chserve's own result: sent to the handler, answered when it decides (gw_chpend). */
 #define GW_CHOP_PENDING 2
@@ -61,7 +68,8 @@ typedef enum {
   GW_CHOP_NONE = 0, /* unknown op (parse returned GW_CHOP_UNKNOWN_OP or BAD_REQUEST) */
   GW_CHOP_SUBSCRIBE,
   GW_CHOP_UNSUBSCRIBE,
-  GW_CHOP_PUBLISH, /* forwarded to the processors as the client's `msg` when allowed */
+  GW_CHOP_PUBLISH,  /* forwarded to the processors as the client's `msg` when allowed */
+  GW_CHOP_PRESENCE, /* answered from Redis by gw_chpresq */
 } gw_chop_kind;
 
 typedef struct {

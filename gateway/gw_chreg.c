@@ -55,14 +55,10 @@ void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
     free(q);
 }
 
-static void emit_add(void *ctx, const char *name, size_t len) {
-  gw_chreg_update(ctx, name, len, true);
-}
-
 static void on_ready(void *arg) {
   gw_chreg *r = arg;
-  if (r->o.foreach_channel)
-    r->o.foreach_channel(r->o.arg, emit_add, r);
+  if (r->o.resync)
+    r->o.resync(r->o.arg);
 }
 
 #define CHREG_CMDS "wsgate_gateway_channel_redis_commands_total"
@@ -143,5 +139,23 @@ void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn,
   const char *argv[4] = {add ? "HSET" : "HDEL", key, id, val};
   size_t lens[4] = {4, (size_t)kn, (size_t)in, (size_t)vn};
   if (wsg_redis_cluster_command(r->conn, &q->req, add ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
+    free(q);
+}
+
+void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t n) {
+  if (!r)
+    return;
+  char key[WSG_REDIS_KEY_MAX], num[24];
+  int kn = wsg_key_channel(key, sizeof key, r->prefix, name, len, "pc");
+  int nn = snprintf(num, sizeof num, "%llu", (unsigned long long)n);
+  if (kn < 0 || !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
+    return;
+  chreq *q = malloc(sizeof *q);
+  if (!q)
+    return;
+  q->req.cb = on_reply;
+  const char *argv[4] = {n ? "HSET" : "HDEL", key, r->gw_id, num};
+  size_t lens[4] = {4, (size_t)kn, strlen(r->gw_id), (size_t)nn};
+  if (wsg_redis_cluster_command(r->conn, &q->req, n ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
     free(q);
 }

@@ -1,11 +1,12 @@
 /*
  * gw_chreg: tells Redis which channels have subscribers on this gateway
  * (docs/ARCHITECTURE.md, "Channels"): SADD <prefix>ch:{c:<channel>}:gws <gw_id> when a channel
- * gets its first local subscriber, SREM when it loses its last, and every channel again after
- * each (re)connect, since Redis may have restarted empty. Fire and forget: publishers remove
- * the ids of gateways whose gw:<id> record expired, so nothing here must succeed for the set to
- * end up right. It runs on a connection of its own (common/wsg_redis_cluster: one node or a Redis
- * Cluster), so channel churn never queues behind the registry's registrations.
+ * gets its first local subscriber, SREM when it loses its last, and (through the caller's resync
+ * hook) every channel again after each (re)connect, since Redis may have restarted empty. Fire and
+ * forget: publishers remove the ids of gateways whose gw:<id> record expired, so nothing here must
+ * succeed for the set to end up right. It runs on a connection of its own
+ * (common/wsg_redis_cluster: one node or a Redis Cluster), so channel churn never queues behind the
+ * registry's registrations.
  *
  * Threads: the loop thread only — every function and every callback.
  */
@@ -31,9 +32,9 @@ typedef struct {
   const char *prefix; /* copied */
   const char *gw_id;  /* copied */
   uint64_t timeout_ms;
-  /* Calls emit(ctx, name, len) for every channel held, to add them again after a reconnect. */
-  void (*foreach_channel)(void *arg, void (*emit)(void *ctx, const char *name, size_t len),
-                          void *ctx);
+  /* Called after each (re)connect: Redis may have restarted empty, so the caller writes again
+   * what it holds (gateway sets and presence entries: gw_chresync, paced). May be NULL. */
+  void (*resync)(void *arg);
   void *arg;
 } gw_chreg_options;
 
@@ -52,6 +53,11 @@ void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
  * remove the entries of gateways whose gw:<id> record is gone. name, user: borrowed. */
 void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
                        bool add); /* user: only for add (may be NULL otherwise) */
+
+/* Presence counts: HSET ch:{c:<channel>}:pc <gw id> <n> (HDEL when n is 0), n this gateway's
+ * subscriptions of the channel, so a presence query reads O(gateways) to count connections.
+ * Fire and forget, like gw_chreg_presence. name: borrowed. */
+void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t n);
 
 /* Its connection (borrowed; NULL when r is) and key prefix, for reads that must follow its
  * updates in Redis (gw_chhist). */

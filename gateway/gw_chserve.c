@@ -19,12 +19,6 @@ static void update_gauges(gw_server *s) {
   wsg_gauge_set(s->m_chbytes, (int64_t)gw_channels_bytes(s->channels));
 }
 
-static void foreach_channel(void *arg, void (*emit)(void *ctx, const char *name, size_t len),
-                            void *ctx) {
-  gw_server *s = arg;
-  gw_channels_foreach(s->channels, emit, ctx);
-}
-
 int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
   if (wsg_chns_resolve(&s->cfg->channels, &s->chns, err, errlen) != 0)
     return -1;
@@ -45,15 +39,24 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
       .prefix = s->cfg->redis.prefix,
       .gw_id = s->cfg->gateway_id,
       .timeout_ms = s->cfg->redis.timeout_ms,
-      .foreach_channel = foreach_channel,
+      .resync = gw_chresync_start,
       .arg = s,
   };
-  return gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen);
+  /* The resync first: the registry calls it once connected. */
+  if (gw_chresync_init(s, err, errlen) != 0 ||
+      gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen) != 0)
+    return -1;
+  if (gw_chjlserve_init(s, err, errlen) != 0)
+    return -1;
+  return gw_chpresq_init(s, err, errlen);
 }
 
 void gw_chserve_finish(gw_server *s) {
-  gw_chreg_destroy(s->chreg); /* first: recoveries' reads end with it */
+  gw_chreg_destroy(s->chreg); /* first: recoveries' reads and presence queries end with it */
   s->chreg = NULL;
+  gw_chpresq_finish(s);
+  gw_chresync_finish(s);
+  gw_chjlserve_finish(s);
   gw_chrecover_finish(s);
   gw_chpend_finish(s);
   gw_channels_destroy(s->channels);
@@ -62,9 +65,29 @@ void gw_chserve_finish(gw_server *s) {
   s->chns = NULL;
 }
 
+/* This gateway's subscriptions of a presence channel into its :pc field; `leaving` of them are
+ * about to go (a connection that ends is still in the index). */
+static void presence_count(gw_server *s, const char *name, size_t len, size_t leaving) {
+  gw_channel *ch = gw_channels_find(s->channels, name, len);
+  size_t n = ch ? gw_channel_nsubs(ch) : 0;
+  gw_chreg_presence_count(s->chreg, name, len, n > leaving ? n - leaving : 0);
+}
+
+/* What a new or ended subscription tells others, whoever made it (the client, the handler's
+ * decision, wsgate_subscribe): its presence entry, this gateway's count, a join/leave event. */
+static void membership_changed(gw_server *s, gw_session *ss, const char *name, size_t len,
+                               bool joined) {
+  if (wsg_chns_of(s->chns, name, len)->presence) {
+    gw_chreg_presence(s->chreg, name, len, ss->conn_id, joined ? ss->user->id : NULL, joined);
+    presence_count(s, name, len, 0);
+  }
+  gw_chjlserve_local(s, ss, name, len, joined);
+}
+
 /* Adds the subscription, after whatever permission check the caller made: the local index, the
- * gateway set in Redis when the channel is new here, presence, and a recovery from `since`, also
- * for a channel the connection already holds (the handler may have subscribed it at connect). */
+ * gateway set in Redis when the channel is new here, presence, join/leave, and a recovery from
+ * `since`, also for a channel the connection already holds (the handler may have subscribed it at
+ * connect). The one path of every subscribe: client ops, handler decisions, server ops. */
 int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
   bool created;
   gw_chsub *held = gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
@@ -72,10 +95,10 @@ int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
                                  op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
   if (rc != GW_CHOP_OK)
     return rc;
-  if (created)
+  if (created || gw_chresync_due(s, op->channel, op->channel_len))
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
-  if (!held && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
-    gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, ss->user->id, true);
+  if (!held)
+    membership_changed(s, ss, op->channel, op->channel_len, true);
   if (op->has_since) {
     gw_chsub *sub = gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
     if (held && (gw_chsub_flags(held) & GW_CHSUB_RECOVERING))
@@ -95,8 +118,8 @@ static bool leave(gw_server *s, gw_session *ss, const gw_chop *op) {
   bool emptied = false;
   bool was =
       gw_channels_unsubscribe(s->channels, &ss->subs, op->channel, op->channel_len, &emptied);
-  if (was && wsg_chns_of(s->chns, op->channel, op->channel_len)->presence)
-    gw_chreg_presence(s->chreg, op->channel, op->channel_len, ss->conn_id, NULL, false);
+  if (was)
+    membership_changed(s, ss, op->channel, op->channel_len, false);
   if (emptied)
     gw_chreg_update(s->chreg, op->channel, op->channel_len, false);
   return was;
@@ -137,6 +160,9 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
       rc = gw__chserve_join(s, ss, &op);
     else
       rc = GW_CHOP_FORBIDDEN;
+  } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_PRESENCE) {
+    gw_chpresq_op(s, ss, &op); /* answers, now or when Redis does */
+    return false;
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_UNSUBSCRIBE) {
     leave(s, ss, &op);
   }
@@ -147,10 +173,14 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
     update_gauges(s);
     return false;
   }
-  wsg_counter_add(s->m_chops[op.kind][-rc], 1);
   update_gauges(s);
-  gw__chserve_answer(s, ss, &op, rc, NULL, wsg_now_mono_ms());
+  gw_chserve_answer(s, ss, &op, rc);
   return false;
+}
+
+void gw_chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int err) {
+  wsg_counter_add(s->m_chops[op->kind][-err], 1);
+  gw__chserve_answer(s, ss, op, err, NULL, wsg_now_mono_ms());
 }
 
 /* One target of a server op. A refusal (a limit) is counted, logged and told to the client, whose
@@ -206,8 +236,10 @@ void gw_chserve_release(gw_server *s, gw_session *ss) {
   for (gw_chsub *sub = ss->subs; sub; sub = gw_chsub_snext(sub)) {
     size_t len;
     const char *name = gw_channel_name(gw_chsub_channel(sub), &len);
-    if (wsg_chns_of(s->chns, name, len)->presence)
+    if (wsg_chns_of(s->chns, name, len)->presence) {
       gw_chreg_presence(s->chreg, name, len, ss->conn_id, NULL, false); /* ss->user is gone */
+      presence_count(s, name, len, 1);
+    }
   }
   if (ss->subs) {
     gw_channels_drop_conn(s->channels, &ss->subs, on_empty, s->chreg);

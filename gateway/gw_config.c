@@ -273,6 +273,29 @@ static const wsg_option connection_rows[] = {
      NULL, 0,
      "Most distinct channels with subscribers on this gateway (bounds its memory); a subscribe "
      "to a new channel beyond it is answered too_many_channels."},
+    {"channel-presence-users", 0, "WSGATE_CHANNEL_PRESENCE_USERS", WSG_OPT_INT,
+     OPT(channel_presence_users), "100", 1, 1000, NULL, 0,
+     "Most distinct users listed in an answer to a client's presence op; past it the answer "
+     "says \"truncated\":true (connections stays exact)."},
+    {"channel-presence-inflight", 0, "WSGATE_CHANNEL_PRESENCE_INFLIGHT", WSG_OPT_INT,
+     OPT(channel_presence_inflight), "64", 1, 100000, NULL, 0,
+     "Most client presence queries waiting for Redis on this gateway (each connection may have "
+     "4); one more is answered presence_busy."},
+    {"channel-resync-rate", 0, "WSGATE_CHANNEL_RESYNC_RATE", WSG_OPT_INT, OPT(channel_resync_rate),
+     "50000", 100, 10000000, NULL, 0,
+     "Subscriptions per second whose presence entry and channel gateway-set member are written "
+     "again after each Redis (re)connect (Redis may have restarted empty): paced, not one "
+     "burst."},
+    {"channel-join-leave-interval", 0, "WSGATE_CHANNEL_JOIN_LEAVE_INTERVAL", WSG_OPT_DURATION,
+     OPT(channel_jl_interval_ms), "1s", 100, 1 * HOUR, NULL, 0,
+     "Least time between two presence_change frames of a channel with at least "
+     "--channel-join-leave-threshold subscribers on this gateway: its join/leave events in "
+     "between are coalesced into the next frame."},
+    {"channel-join-leave-threshold", 0, "WSGATE_CHANNEL_JOIN_LEAVE_THRESHOLD", WSG_OPT_INT,
+     OPT(channel_jl_threshold), "50", 0, 100000000, NULL, 0,
+     "Subscribers of a channel on this gateway from which its presence_change frames are "
+     "coalesced (--channel-join-leave-interval); below it each batch is written at once (0: "
+     "always coalesced)."},
     {"channel-decide-timeout", 0, "WSGATE_CHANNEL_DECIDE_TIMEOUT", WSG_OPT_DURATION,
      OPT(channel_decide_timeout_ms), "5s", 100, 10 * 60 * SEC, NULL, 0,
      "How long a subscribe in a namespace with subscribe=handler waits for the handler's "

@@ -124,6 +124,11 @@ typedef struct {
   /* --- channels --- */
   int64_t channel_max_per_conn;
   int64_t channel_max;
+  int64_t channel_presence_users;     /* most users in a presence answer */
+  int64_t channel_presence_inflight;  /* presence queries in flight per gateway */
+  int64_t channel_resync_rate;        /* subscriptions rewritten per second after a reconnect */
+  uint64_t channel_jl_interval_ms;    /* least time between two presence_change frames */
+  int64_t channel_jl_threshold;       /* subscribers from which presence_change is coalesced */
   uint64_t channel_decide_timeout_ms; /* subscribe=handler: how long a decision is waited for */
   int64_t channel_pending_per_conn;
   int64_t channel_pending_max;

@@ -70,7 +70,8 @@ typedef enum {
  * release with gw_outbound_finish() after use.
  */
 typedef struct {
-  wsg_env_kind kind; /* WSG_ENV_DELIVER, CLOSE, PUBLISH, SUBSCRIBE or UNSUBSCRIBE */
+  wsg_env_kind
+      kind; /* DELIVER, CLOSE, PUBLISH, SUBSCRIBE, UNSUBSCRIBE or JOINLEAVE (`msg` its batch) */
   gw_target target;
   gw_msg *msg; /* DELIVER: the payload, one reference owned by this item */
   uint64_t conn;

@@ -8,14 +8,17 @@
 
 #include "wsg_metrics.h"
 
-extern const wsg_metric_table gw_gateway_metric_table;  /* gateway.c */
-extern const wsg_metric_table gw_server_metric_table;   /* gw_server_metrics.c */
-extern const wsg_metric_table gw_kafka_metric_table;    /* gw_kafka.c */
-extern const wsg_metric_table gw_registry_metric_table; /* gw_registry.c */
-extern const wsg_metric_table gw_chreg_metric_table;    /* gw_chreg.c */
-extern const wsg_metric_table gw_auth_metric_table;     /* gw_auth.c */
-extern const wsg_metric_table gw_expiry_metric_table;   /* gw_expiry.c */
-extern const wsg_metric_table gw_reload_metric_table;   /* gw_reload.c */
+extern const wsg_metric_table gw_gateway_metric_table;   /* gateway.c */
+extern const wsg_metric_table gw_server_metric_table;    /* gw_server_metrics.c */
+extern const wsg_metric_table gw_kafka_metric_table;     /* gw_kafka.c */
+extern const wsg_metric_table gw_registry_metric_table;  /* gw_registry.c */
+extern const wsg_metric_table gw_chreg_metric_table;     /* gw_chreg.c */
+extern const wsg_metric_table gw_chpresq_metric_table;   /* gw_chpresq.c */
+extern const wsg_metric_table gw_chresync_metric_table;  /* gw_chresync.c */
+extern const wsg_metric_table gw_chjlserve_metric_table; /* gw_chjlserve.c */
+extern const wsg_metric_table gw_auth_metric_table;      /* gw_auth.c */
+extern const wsg_metric_table gw_expiry_metric_table;    /* gw_expiry.c */
+extern const wsg_metric_table gw_reload_metric_table;    /* gw_reload.c */
 
 /* Every table above, in the order /metrics lists their families; NULL-terminated. */
 extern const wsg_metric_table *const gw_metric_tables[];

@@ -72,6 +72,10 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     gw_chpub_dispatch(s, it, now_ms);
     return;
   }
+  if (it->kind == WSG_ENV_JOINLEAVE) {
+    gw_chjlserve_dispatch(s, it, now_ms);
+    return;
+  }
   if (it->kind == WSG_ENV_SUBSCRIBE || it->kind == WSG_ENV_UNSUBSCRIBE) {
     gw_chserve_server_op(s, it, now_ms);
     return;

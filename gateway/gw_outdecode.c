@@ -81,7 +81,8 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
   if (*env_rc != WSG_ENV_OK)
     return GW_OUTDEC_INVALID;
   if (env->kind != WSG_ENV_DELIVER && env->kind != WSG_ENV_CLOSE && env->kind != WSG_ENV_PUBLISH &&
-      env->kind != WSG_ENV_SUBSCRIBE && env->kind != WSG_ENV_UNSUBSCRIBE)
+      env->kind != WSG_ENV_SUBSCRIBE && env->kind != WSG_ENV_UNSUBSCRIBE &&
+      env->kind != WSG_ENV_JOINLEAVE)
     return GW_OUTDEC_KIND;
   /* Fencing: the slot may have belonged to another gateway when the processor looked it up. */
   if (env->gateway_len != gw_id_len || memcmp(env->gateway, gw_id, gw_id_len) != 0)
@@ -122,7 +123,7 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
     /* A text frame that is not UTF-8 makes every RFC 6455 client fail the connection (1007):
      * refuse the processor's mistake here rather than disconnect its recipients. */
     r = GW_OUTDEC_NOT_UTF8;
-  } else if (env->kind == WSG_ENV_PUBLISH) {
+  } else if (env->kind == WSG_ENV_PUBLISH || env->kind == WSG_ENV_JOINLEAVE) {
     /* The decoder checked the channel's name; the loop thread frames the payload per format. */
     it->target = GW_TARGET_CHANNEL;
     it->ch_offset = env->ch_offset;

@@ -485,7 +485,8 @@ static void session_release(gw_server *s, gw_session *ss) {
     gw_registry_conn_remove(s->o.registry, ss->user->id, ss->user->len, ss->conn_id);
   if (gw_conn_map_get(&s->conns, ss->conn_id) == ss)
     gw_conn_map_del(&s->conns, ss->conn_id);
-  gw_inbound_rx_free(s, ss); /* before the user goes: it is charged to the user too */
+  gw_inbound_rx_free(s, ss);   /* before the user goes: it is charged to the user too */
+  gw_chjlserve_release(s, ss); /* its leave events name the user */
   user_unlink(s, ss);
   ss->user = NULL;
   sendq_clear(s, ss);

@@ -44,6 +44,8 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 #define CHOP_UNSUBSCRIBE_ROW(name, value, code, msg)                                               \
   CHOP_ROW(GW_CHOP_UNSUBSCRIBE, "unsubscribe", value, code)
 #define CHOP_PUBLISH_ROW(name, value, code, msg) CHOP_ROW(GW_CHOP_PUBLISH, "publish", value, code)
+#define CHOP_PRESENCE_ROW(name, value, code, msg)                                                  \
+  CHOP_ROW(GW_CHOP_PRESENCE, "presence", value, code)
 /* Handler-made subscriptions (gw_chserve_server_op): the results they can have. */
 #define CHSRV "wsgate_gateway_channel_server_ops_total"
 #define CHSRV_HELP                                                                                 \
@@ -133,13 +135,14 @@ static const wsg_metric_def metric_rows[] = {
                       NULL, hop_bounds),
     GW_CHOP_ERRNO_MAP(CHOP_UNKNOWN_ROW) /* gw_chops.h */
     GW_CHOP_ERRNO_MAP(CHOP_SUBSCRIBE_ROW) GW_CHOP_ERRNO_MAP(CHOP_UNSUBSCRIBE_ROW)
-        GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW) CHSRV_ROW(0, "subscribe", OK, "ok")
-            CHSRV_ROW(0, "subscribe", TOO_MANY_SUBS, "too_many_subscriptions")
-                CHSRV_ROW(0, "subscribe", TOO_MANY_CHANNELS, "too_many_channels")
-                    CHSRV_ROW(0, "subscribe", UNAVAILABLE, "unavailable")
-                        CHSRV_ROW(1, "unsubscribe", OK, "ok")
-                            GAUGE(m_channels, "wsgate_gateway_channels",
-                                  "Distinct channels with subscribers on this gateway.", NULL),
+        GW_CHOP_ERRNO_MAP(CHOP_PUBLISH_ROW) GW_CHOP_ERRNO_MAP(CHOP_PRESENCE_ROW)
+            CHSRV_ROW(0, "subscribe", OK, "ok")
+                CHSRV_ROW(0, "subscribe", TOO_MANY_SUBS, "too_many_subscriptions")
+                    CHSRV_ROW(0, "subscribe", TOO_MANY_CHANNELS, "too_many_channels")
+                        CHSRV_ROW(0, "subscribe", UNAVAILABLE, "unavailable")
+                            CHSRV_ROW(1, "unsubscribe", OK, "ok")
+                                GAUGE(m_channels, "wsgate_gateway_channels",
+                                      "Distinct channels with subscribers on this gateway.", NULL),
     GAUGE(m_chsubs, "wsgate_gateway_channel_subscriptions",
           "Channel subscriptions of this gateway's connections.", NULL),
     GAUGE(m_chbytes, "wsgate_gateway_channel_memory_bytes", "Memory held by the channel index.",

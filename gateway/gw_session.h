@@ -280,7 +280,7 @@ struct gw_server {
   gw_channels *channels; /* gw_chserve: the local subscription index */
   wsg_chns *chns;        /* namespaces' options (--channel-namespace) */
   gw_chreg *chreg;
-  wsg_counter *m_chops[GW_CHOP_PUBLISH + 1][GW_CHOP_ERR_COUNT];
+  wsg_counter *m_chops[GW_CHOP_PRESENCE + 1][GW_CHOP_ERR_COUNT];
   /* Subscriptions a handler made or ended (gw_chserve_server_op), [0] subscribe, [1] unsubscribe,
    * by result; only the results they can have are registered. */
   wsg_counter *m_chsrv[2][GW_CHOP_ERR_COUNT];
@@ -294,6 +294,9 @@ struct gw_server {
   uint32_t nchrecs;
   wsg_counter *m_chrecover[2]; /* recovered, not recovered */
   wsg_counter *m_chreplayed;
+  struct gw_chpresq *chpresq;   /* gw_chpresq: presence queries in flight */
+  struct gw_chresync *chresync; /* gw_chresync: rewriting Redis after a reconnect */
+  struct gw_chjlserve *chjl;    /* gw_chjlserve: join/leave batches */
 };
 /* ------------------------------------------------------------------------------------------ */
 /* holds (inline: every message on the hot path checks them)                                   */
@@ -432,6 +435,33 @@ void gw_chrecover_finish(gw_server *s);
 /* Ends the recovery of ss's subscription to name, if one runs (a new subscribe with `since`
  * replaces it). */
 void gw_chrecover_cancel(gw_server *s, const gw_session *ss, const char *name, size_t len);
+/* gw_chpresq.c: the presence op's queries. init/finish with the channel layer (0, or -1 with a
+ * message); op: a parsed presence op from ss, answered now (an error) or when Redis answers. */
+int gw_chpresq_init(gw_server *s, char *err, size_t errlen);
+void gw_chpresq_finish(gw_server *s);
+void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op);
+/* gw_chserve.c: answers op (borrowed) to ss with err, counted in the op metric; closes ss when
+ * out of memory. */
+void gw_chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int err);
+/* gw_chresync.c: after each Redis (re)connect, writes every subscription's presence entry and
+ * every channel's gateway-set member again, --channel-resync-rate subscriptions a second (start:
+ * gw_chreg's resync hook, arg the server). due: a subscription to an existing channel during a
+ * pass must write the channel's set member itself (true once per channel and pass). init before
+ * the registry connects; finish after it is destroyed. */
+int gw_chresync_init(gw_server *s, char *err, size_t errlen);
+void gw_chresync_finish(gw_server *s);
+void gw_chresync_start(void *server);
+bool gw_chresync_due(gw_server *s, const char *name, size_t len);
+/* gw_chjlserve.c: join/leave events (namespaces with join_leave=true). init/finish with the
+ * channel layer; local: ss joined (or left) channel name[0..len), batched here, produced to
+ * Kafka every 50 ms; release: ss ends (before its user goes), it leaves every channel; dispatch:
+ * a `joinleave` record (it: borrowed) to this gateway's subscribers, coalesced per channel. */
+int gw_chjlserve_init(gw_server *s, char *err, size_t errlen);
+void gw_chjlserve_finish(gw_server *s);
+void gw_chjlserve_local(gw_server *s, const gw_session *ss, const char *name, size_t len,
+                        bool joined);
+void gw_chjlserve_release(gw_server *s, const gw_session *ss);
+void gw_chjlserve_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* gw_expiry.c: tokens expiring on live connections. init/finish with the server (0, or -1 with a
  * message); start: at ESTABLISHED with the token's "exp" (0: not checked; -1 out of memory);
  * tick: from the server's one-second timer; refresh_op: a marked frame gw_expiry_marked() says is

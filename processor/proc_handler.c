@@ -546,6 +546,17 @@ int proc_handler_dispatch(proc_handler *h, const proc_dispatch_env *denv, uint32
                           size_t whylen) {
   wsgate_event_fn fn;
   wsgate_event_kind kind;
+  if (env->kind == WSG_ENV_JOINLEAVE) {
+    /* A gateway's join/leave batch (the decoder checked g, ch and d): addressed to the
+     * channel's gateways, never seen by the handler. */
+    if (env->data_len > denv->max_payload ||
+        proc_outbox_joinleave(denv->box, rec, env->channel, env->channel_len, env->data,
+                              env->data_len) != 0) {
+      snprintf(why, whylen, "a joinleave batch of %zu bytes not recorded", env->data_len);
+      return WSGATE_REJECT;
+    }
+    return WSGATE_OK;
+  }
   if (env->kind == WSG_ENV_MSG)
     switch (client_publish(denv, rec, env, why, whylen)) {
     case 1:

@@ -58,6 +58,7 @@ typedef struct {
   size_t reason_off, reason_len;
   /* PUBLISH, CHSUB, CHSUB_USERS: the channel is at reason_off (reason_len bytes) */
   size_t pub;       /* PUBLISH: it is pubs[pub] */
+  bool joinleave;   /* PUBLISH: a batch of join/leave events, not a publication */
   bool unsubscribe; /* CHSUB, CHSUB_USERS */
   /* CHSUB answering a subscribe_request: its token, and the refusal at fb_off (fb_len bytes) */
   bool has_rq, refused;
@@ -385,6 +386,14 @@ int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_
   return 0;
 }
 
+int proc_outbox_joinleave(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
+                          const void *data, size_t len) {
+  if (proc_outbox_publish(b, rec, channel, channel_len, data, len, true) != 0)
+    return -1;
+  b->outs[b->nouts - 1].joinleave = true;
+  return 0;
+}
+
 int proc_outbox_chsub(proc_outbox *b, uint32_t rec, const proc_origin *orig,
                       const proc_strref *users, size_t n, const char *channel, size_t channel_len,
                       bool subscribe) {
@@ -441,7 +450,8 @@ proc_pub *proc_outbox_pubs(proc_outbox *b, size_t *n) {
                                    .channel_len = o->reason_len,
                                    .data = b->bytes + o->data_off,
                                    .len = o->data_len,
-                                   .binary = o->binary};
+                                   .binary = o->binary,
+                                   .joinleave = o->joinleave};
   }
   b->pubs_len = b->npubs;
   *n = b->npubs;

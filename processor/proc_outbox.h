@@ -78,6 +78,10 @@ int proc_outbox_close_users(proc_outbox *b, uint32_t rec, const proc_strref *use
  * order actions were taken. */
 int proc_outbox_publish(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
                         const void *data, size_t len, bool binary);
+/* A gateway's batch of join/leave events for channel (WSG_ENV_JOINLEAVE): one `joinleave` record
+ * with the same bytes to each gateway with subscribers; nothing stored. 0, or -1 out of memory. */
+int proc_outbox_joinleave(proc_outbox *b, uint32_t rec, const char *channel, size_t channel_len,
+                          const void *data, size_t len);
 
 /* Subscribes (or with subscribe=false unsubscribes) to a channel (a valid name: the caller checked
  * it) the origin connection `o`, or when `o` is NULL every connection of users[0..n) (duplicates

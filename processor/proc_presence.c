@@ -5,6 +5,7 @@
  */
 #include "proc_presence.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@
 #include "wsg_redis_keys.h"
 #include "wsg_time.h"
 
-/* A field <conn id> and value <user>|<gw id> into an entry and its gateway; false if not one. */
+/* An item pair (<conn id>, <user>|<gw id>) into e and its gateway; false if not one. */
 static bool parse_entry(const wsgate_redis_reply *f, const wsgate_redis_reply *v,
                         wsgate_presence_entry *e, proc_strref *gw) {
   if (f->type != WSGATE_REDIS_STRING || v->type != WSGATE_REDIS_STRING || f->len == 0 ||
@@ -25,51 +26,42 @@ static bool parse_entry(const wsgate_redis_reply *f, const wsgate_redis_reply *v
       return false;
     conn = conn * 10 + (uint64_t)(f->str[i] - '0');
   }
-  const char *bar = NULL;
-  for (size_t i = v->len; i > 0; i--)
-    if (v->str[i - 1] == '|') {
-      bar = v->str + i - 1;
-      break;
-    }
-  if (!bar || bar == v->str || (size_t)(v->str + v->len - bar - 1) == 0)
+  if (!wsg_presence_split(v->str, v->len, &e->user_len, &gw->ptr, &gw->len))
     return false;
   e->conn = conn;
   e->user = v->str;
-  e->user_len = (size_t)(bar - v->str);
-  *gw = (proc_strref){bar + 1, (size_t)(v->str + v->len - bar - 1)};
   return true;
 }
 
-/* Removes dead entries, best effort: a failure leaves them for the next reader. */
-static void remove_dead(proc_redis *r, const char *key, const wsgate_redis_reply *fields,
-                        const bool *dead, size_t n) {
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++)
-    k += dead[i];
-  if (k == 0)
+/* The slot proc_redis_gateways() found for gateway g: -1 lease gone, -3 not among them. */
+static int32_t slot_of(const proc_routes *rt, proc_strref g) {
+  for (size_t i = 0; i < rt->ngws; i++)
+    if (rt->gws[i].len == g.len && memcmp(rt->gws[i].id, g.ptr, g.len) == 0)
+      return rt->gws[i].slot;
+  return -3;
+}
+
+/* Deletes the entries and counts of the gateways whose lease is gone, best effort: a failure
+ * leaves them to the next reader. */
+static void drop_dead(proc_redis *r, const char *kp, const char *kc, const proc_routes *rt) {
+  const char *argv[3 + 2 + WSG_PRESENCE_GWS_MAX];
+  int argc = 0;
+  argv[argc++] = "EVAL";
+  argv[argc++] = WSG_LUA_PRESENCE_DROP;
+  argv[argc++] = "2";
+  argv[argc++] = kp;
+  argv[argc++] = kc;
+  for (size_t i = 0; i < rt->ngws && argc < (int)(sizeof argv / sizeof argv[0]); i++)
+    if (rt->gws[i].slot == -1)
+      argv[argc++] = rt->gws[i].id;
+  if (argc == 5)
     return;
-  const char **argv = malloc((k + 2) * sizeof *argv);
-  size_t *lens = malloc((k + 2) * sizeof *lens);
-  if (argv && lens) {
-    argv[0] = "HDEL";
-    lens[0] = 4;
-    argv[1] = key;
-    lens[1] = strlen(key);
-    size_t a = 2;
-    for (size_t i = 0; i < n; i++)
-      if (dead[i]) {
-        argv[a] = fields[2 * i].str;
-        lens[a++] = fields[2 * i].len;
-      }
-    wsgate_redis_cmd c = {(int)a, argv, lens};
-    const wsgate_redis_reply *rep;
-    void *block = NULL;
-    char err[128];
-    proc_redis_pipeline(r, &c, 1, &rep, &block, err, sizeof err);
-    free(block);
-  }
-  free(argv);
-  free(lens);
+  wsgate_redis_cmd c = {argc, argv, NULL};
+  const wsgate_redis_reply *rep;
+  void *block = NULL;
+  char err[128];
+  proc_redis_pipeline(r, &c, 1, &rep, &block, err, sizeof err);
+  free(block);
 }
 
 int proc_presence_read(proc_redis *r, proc_routes *rt, const char *channel, size_t len,
@@ -78,73 +70,58 @@ int proc_presence_read(proc_redis *r, proc_routes *rt, const char *channel, size
   *out = NULL;
   *n = 0;
   *block = NULL;
-  char key[WSG_REDIS_KEY_MAX];
-  if (wsg_key_channel(key, sizeof key, proc_redis_prefix(r), channel, len, "p") < 0)
+  const char *prefix = proc_redis_prefix(r);
+  char kp[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX], cap[16];
+  if (wsg_key_channel(kp, sizeof kp, prefix, channel, len, "p") < 0 ||
+      wsg_key_channel(kc, sizeof kc, prefix, channel, len, "pc") < 0)
     return WSGATE_E_INVAL;
-  const char *argv[] = {"HGETALL", key};
-  wsgate_redis_cmd c = {2, argv, NULL};
+  snprintf(cap, sizeof cap, "%u", (unsigned)PROC_PRESENCE_MAX);
+  const char *argv[] = {"EVAL", WSG_LUA_PRESENCE_READ, "2", kp, kc, cap, cap, "e"};
+  wsgate_redis_cmd c = {8, argv, NULL};
   const wsgate_redis_reply *rep;
   void *rblock = NULL;
   int rc = proc_redis_pipeline(r, &c, 1, &rep, &rblock, err, errlen);
   if (rc != WSGATE_OK)
     return rc;
-  size_t pairs = rep->type == WSGATE_REDIS_ARRAY ? rep->count / 2 : 0;
-  /* One block: the entries, then the reply block's pointer (kept alive with them), then the
-   * gateway refs and dead flags (scratch). */
-  size_t head = (pairs ? pairs : 1) * sizeof(wsgate_presence_entry);
-  head = (head + sizeof(void *) - 1) / sizeof(void *) * sizeof(void *);
-  void **blk = malloc(sizeof(void *) + head);
-  proc_strref *gws = malloc((pairs ? pairs : 1) * sizeof *gws);
-  bool *dead = calloc(pairs ? pairs : 1, sizeof *dead);
-  if (!blk || !gws || !dead) {
-    free(blk);
-    free(gws);
-    free(dead);
+  const wsgate_redis_reply *it = rep->items;
+  size_t ngws = rep->type == WSGATE_REDIS_ARRAY && rep->count >= 2 &&
+                        it[1].type == WSGATE_REDIS_INTEGER && it[1].integer >= 0
+                    ? (size_t)it[1].integer
+                    : SIZE_MAX;
+  if (ngws > WSG_PRESENCE_GWS_MAX || rep->count < 2 + 2 * ngws ||
+      (rep->count - 2 - 2 * ngws) % 2 != 0) {
+    snprintf(err, errlen, "the presence script of %s answered something unexpected", kp);
+    free(rblock);
+    return WSGATE_E_REDIS;
+  }
+  /* Only the gateways :pc counts are asked about: an entry naming another is not trusted (the
+   * gateway op's rule, gw_chpresence.c). */
+  proc_strref ids[WSG_PRESENCE_GWS_MAX];
+  size_t nids = 0;
+  for (size_t g = 0; g < ngws; g++)
+    if (it[2 + 2 * g].type == WSGATE_REDIS_STRING && it[2 + 2 * g].len > 0)
+      ids[nids++] = (proc_strref){it[2 + 2 * g].str, it[2 + 2 * g].len};
+  if (proc_redis_gateways(r, ids, nids, wsg_now_mono_ms(), rt, err, errlen) != 0) {
+    free(rblock);
+    return WSGATE_E_REDIS;
+  }
+  drop_dead(r, kp, kc, rt);
+  size_t pairs = (rep->count - 2 - 2 * ngws) / 2;
+  /* One block: the reply block's pointer (the entries point into it), then the entries. */
+  void **blk = malloc(sizeof(void *) + (pairs ? pairs : 1) * sizeof(wsgate_presence_entry));
+  if (!blk) {
     free(rblock);
     return WSGATE_E_NOMEM;
   }
-  blk[0] = rblock; /* freed with the entries: they point into it (see proc_presence_free) */
+  blk[0] = rblock; /* freed with the entries (see proc_presence_free) */
   wsgate_presence_entry *ents = (wsgate_presence_entry *)(blk + 1);
-  size_t k = 0;
-  for (size_t i = 0; i < pairs; i++)
-    if (parse_entry(&rep->items[2 * i], &rep->items[2 * i + 1], &ents[k], &gws[k]))
-      k++;
-  rc = proc_redis_gateways(r, gws, k, wsg_now_mono_ms(), rt, err, errlen) == 0 ? WSGATE_OK
-                                                                               : WSGATE_E_REDIS;
   size_t live = 0;
-  for (size_t i = 0; rc == WSGATE_OK && i < k; i++) {
-    int32_t slot = -2;
-    for (size_t g = 0; g < rt->ngws; g++)
-      if (rt->gws[g].len == gws[i].len && memcmp(rt->gws[g].id, gws[i].ptr, gws[i].len) == 0) {
-        slot = rt->gws[g].slot;
-        break;
-      }
-    if (slot == -1)
-      dead[i] = true;
-    else
-      ents[live++] = ents[i];
-  }
-  /* dead[] indexes parsed entries; map them back to the reply's fields for HDEL. */
-  if (rc == WSGATE_OK && live < k) {
-    bool *dead_fields = calloc(pairs ? pairs : 1, sizeof *dead_fields);
-    if (dead_fields) {
-      size_t j = 0;
-      for (size_t i = 0; i < pairs && j < k; i++) {
-        wsgate_presence_entry e;
-        proc_strref g;
-        if (parse_entry(&rep->items[2 * i], &rep->items[2 * i + 1], &e, &g))
-          dead_fields[i] = dead[j++];
-      }
-      remove_dead(r, key, rep->items, dead_fields, pairs);
-      free(dead_fields);
-    }
-  }
-  free(gws);
-  free(dead);
-  if (rc != WSGATE_OK) {
-    free(rblock);
-    free(blk);
-    return rc;
+  for (size_t i = 0, at = 2 + 2 * ngws; i < pairs; i++, at += 2) {
+    proc_strref gw;
+    if (!parse_entry(&it[at], &it[at + 1], &ents[live], &gw))
+      continue;
+    int32_t slot = slot_of(rt, gw);
+    live += slot != -1 && slot != -3;
   }
   *out = ents;
   *n = live;

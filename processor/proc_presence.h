@@ -1,8 +1,11 @@
 /*
  * proc_presence: who is subscribed to a channel (docs/ARCHITECTURE.md, "Channels"), for
- * wsgate_presence(): HGETALL ch:{c:<channel>}:p (written by gateways for namespaces with
- * presence=true), the entries of gateways whose gw:<id> record is gone skipped and removed
- * (HDEL), so a crashed gateway's subscribers vanish within its lease.
+ * wsgate_presence(): common/wsg_chkeys.h's presence recipe, as the gateways' presence op and
+ * wsgate-api read it. One WSG_LUA_PRESENCE_READ ("e" mode: entries, at most PROC_PRESENCE_MAX,
+ * reading at most as many: bounded work whatever the channel's size), the leases of the gateways
+ * its :pc counts name (the gateway cache, else one HGET each), entries of dead or uncounted
+ * gateways left out, and the dead ones' entries and counts deleted (WSG_LUA_PRESENCE_DROP), so a
+ * crashed gateway's subscribers vanish within its lease.
  *
  * Threads: the consumer thread (it blocks on Redis).
  */
@@ -12,10 +15,15 @@
 #include <stddef.h>
 
 #include "proc_redis.h"
+#include "wsg_chkeys.h"
 #include "wsgate_handler.h"
 
+/* Entries one wsgate_presence() returns at most (and :p entries it reads). */
+#define PROC_PRESENCE_MAX WSG_PRESENCE_SCAN_BUDGET
+
 /*
- * The live entries of `channel` into *out[0..*n) (users may repeat: one entry per connection).
+ * The live entries of `channel` into *out[0..*n) (users may repeat: one entry per connection), at
+ * most PROC_PRESENCE_MAX: a bigger channel gives the ones read first.
  * Everything lives in one allocation returned in *block (caller frees). Returns WSGATE_OK,
  * WSGATE_E_REDIS (err says why) or WSGATE_E_NOMEM. rt: the caller's scratch.
  */

@@ -39,6 +39,7 @@ struct proc_publisher {
   size_t first_cap;
   wsg_log_ratelimit rl;
   wsg_counter *m_stored, *m_nobody, *m_failed, *m_records, *m_stale;
+  wsg_counter *m_jl, *m_jl_records;
 };
 
 #define PUBS      "wsgate_processor_channel_publications_total"
@@ -55,6 +56,13 @@ static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(proc_publisher, m_stale, "wsgate_processor_channel_stale_gateways_total",
                     "Gateway ids removed from a channel's gateway set because their lease is gone",
                     NULL),
+    WSG_COUNTER_ROW(proc_publisher, m_jl, "wsgate_processor_channel_joinleave_batches_total",
+                    "Batches of join/leave events from gateways, addressed to the channel's "
+                    "gateways (neither numbered nor stored).",
+                    NULL),
+    WSG_COUNTER_ROW(
+        proc_publisher, m_jl_records, "wsgate_processor_channel_joinleave_records_total",
+        "joinleave records produced: one per gateway with subscribers per batch.", NULL),
 };
 
 const wsg_metric_table proc_publish_metric_table =
@@ -126,7 +134,11 @@ static void build(proc_publisher *pp, pub_cmd *c, wsgate_redis_cmd *w, const pro
   int lg = wsg_key_channel(c->g, sizeof c->g, prefix, p->channel, p->channel_len, "gws");
   snprintf(c->size, sizeof c->size, "%u", o->history_size);
   snprintf(c->ttl, sizeof c->ttl, "%llu", (unsigned long long)o->history_ttl_ms);
-  const char *script = eval ? WSG_LUA_CHANNEL_PUBLISH : pp->sha;
+  if (p->joinleave)
+    eval = true; /* short: never cached */
+  const char *script = p->joinleave ? WSG_LUA_CHANNEL_GATEWAYS
+                       : eval       ? WSG_LUA_CHANNEL_PUBLISH
+                                    : pp->sha;
   const char *argv[PUB_ARGS] = {eval ? "EVAL" : "EVALSHA",
                                 script,
                                 "3",
@@ -136,7 +148,7 @@ static void build(proc_publisher *pp, pub_cmd *c, wsgate_redis_cmd *w, const pro
                                 c->size,
                                 c->ttl,
                                 p->binary ? "b" : "d",
-                                p->data ? (const char *)p->data : ""};
+                                p->data && !p->joinleave ? (const char *)p->data : ""};
   /* Names are bounded (200 bytes) and so is the prefix: the keys fit; an empty key still keeps
    * the pipeline aligned, and Redis refuses it. */
   size_t lens[PUB_ARGS] = {eval ? 4 : 7,
@@ -148,7 +160,7 @@ static void build(proc_publisher *pp, pub_cmd *c, wsgate_redis_cmd *w, const pro
                            strlen(c->size),
                            strlen(c->ttl),
                            1,
-                           p->len};
+                           p->joinleave ? 0 : p->len};
   memcpy(c->argv, argv, sizeof argv);
   memcpy(c->lens, lens, sizeof lens);
   *w = (wsgate_redis_cmd){PUB_ARGS, c->argv, c->lens};
@@ -327,7 +339,10 @@ int proc_publish_store(proc_publisher *pp, proc_pub *p, size_t n, uint64_t now_m
   /* pp->live is complete: point each publication at its part. */
   for (size_t i = 0; i < n; i++) {
     p[i].gws = p[i].ngws ? &pp->live[pp->first[i]] : NULL;
-    if (p[i].offset) {
+    if (p[i].offset && p[i].joinleave) {
+      count(pp->m_jl, 1);
+      count(pp->m_jl_records, p[i].ngws);
+    } else if (p[i].offset) {
       count(p[i].ngws ? pp->m_stored : pp->m_nobody, 1);
       count(pp->m_records, p[i].ngws);
     }
@@ -337,9 +352,9 @@ int proc_publish_store(proc_publisher *pp, proc_pub *p, size_t n, uint64_t now_m
 
 int proc_publish_encode(const proc_pub *p, const proc_route_gw *g, uint64_t now_us, wsg_buf *out) {
   wsg_envelope env = {
-      .kind = WSG_ENV_PUBLISH,
-      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH |
-                WSG_F_TS | WSG_F_DATA | WSG_F_BINARY,
+      .kind = p->joinleave ? WSG_ENV_JOINLEAVE : WSG_ENV_PUBLISH,
+      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_TS | WSG_F_DATA | WSG_F_BINARY |
+                (p->joinleave ? 0 : WSG_F_CH_OFFSET | WSG_F_CH_EPOCH),
       .gateway = g->id,
       .gateway_len = g->len,
       .slot = (uint32_t)g->slot,

@@ -30,6 +30,9 @@ typedef struct {
   const uint8_t *data; /* borrowed */
   size_t len;
   bool binary;
+  /* A batch of join/leave events (WSG_ENV_JOINLEAVE): addressed to the channel's gateways like a
+   * publication, but neither numbered nor stored (offset and epoch come back 1, 1). */
+  bool joinleave;
   /* out: 0 when the publication could not be stored (counted, logged) */
   uint64_t offset, epoch;
   const proc_route_gw *gws; /* the live gateways with subscribers; valid until the next store */
@@ -51,7 +54,8 @@ void proc_publisher_destroy(proc_publisher *pp); /* NULL is a no-op */
 int proc_publish_store(proc_publisher *pp, proc_pub *p, size_t n, uint64_t now_ms, char *err,
                        size_t errlen);
 
-/* The `publish` envelope of p for gateway g into out. WSG_ENV_OK or a wsg_env_err. */
+/* The `publish` (or `joinleave`) envelope of p for gateway g into out. WSG_ENV_OK or a
+ * wsg_env_err. */
 int proc_publish_encode(const proc_pub *p, const proc_route_gw *g, uint64_t now_us, wsg_buf *out);
 
 #endif

@@ -48,6 +48,7 @@ static const char *const kind_names[] = {
     [WSG_ENV_SUBSCRIBE] = "subscribe",
     [WSG_ENV_UNSUBSCRIBE] = "unsubscribe",
     [WSG_ENV_SUB_REQUEST] = "subscribe_request",
+    [WSG_ENV_JOINLEAVE] = "joinleave",
 };
 
 static bool kind_valid(int kind) {
@@ -284,6 +285,14 @@ static int check_envelope(const wsg_envelope *env, bool meta_checked, const char
     /* An answer goes to the one connection that asked. */
     if ((f & WSG_F_REQUEST) && !(f & WSG_F_CONN))
       FAIL(WSG_ENV_BAD_VALUE, K_RQ);
+    break;
+  case WSG_ENV_JOINLEAVE:
+    if (!(f & WSG_F_GATEWAY))
+      FAIL(WSG_ENV_MISSING, K_G);
+    if (!(f & WSG_F_CHANNEL))
+      FAIL(WSG_ENV_MISSING, K_CH);
+    if (!(f & WSG_F_DATA))
+      FAIL(WSG_ENV_MISSING, K_D);
     break;
   }
   /* A refusal answers a request: only in a subscribe, only with rq. */

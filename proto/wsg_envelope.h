@@ -89,10 +89,11 @@ typedef enum {
    * decides (subscribe=handler); rq is the gateway's token of the pending request, which the
    * answer (a `subscribe` to c with rq, and rf when refused) carries back */
   WSG_ENV_SUB_REQUEST,
+  WSG_ENV_JOINLEAVE, /* gateway -> processor -> gateways: channel ch's joins and leaves, `d` */
 } wsg_env_kind;
 
 #define WSG_ENV_KIND_FIRST WSG_ENV_MSG
-#define WSG_ENV_KIND_LAST  WSG_ENV_SUB_REQUEST /* iterate kinds FIRST..LAST */
+#define WSG_ENV_KIND_LAST  WSG_ENV_JOINLEAVE /* iterate kinds FIRST..LAST */
 
 const char *wsg_env_kind_name(wsg_env_kind kind); /* "msg", "connect", ... */
 

@@ -78,8 +78,8 @@ static const wsg_option dump_options[] = {
     {"user", 'u', NULL, WSG_OPT_STRING, offsetof(dump_config, user), NULL, 0, 0, NULL, 0,
      "Print only records whose user id (u; with --commands, u or one of us) is exactly this."},
     {"type", 'T', NULL, WSG_OPT_ENUM, offsetof(dump_config, type), NULL, 0, 0,
-     "msg|connect|disconnect|deliver|close|publish|subscribe|unsubscribe|subscribe_request|send|"
-     "presence|history|info",
+     "msg|connect|disconnect|deliver|close|publish|subscribe|unsubscribe|subscribe_request|"
+     "joinleave|send|presence|history|info",
      0,
      "Print only records of this type (t): an envelope's, or with --commands a command's."},
     {"log-level", 0, "WSGATE_LOG_LEVEL", WSG_OPT_ENUM, offsetof(dump_config, log_level), "warn",

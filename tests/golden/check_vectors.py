@@ -26,7 +26,7 @@ except ImportError:
 
 # The order in which wsgate writes the keys (PROTOCOL.md, "Encoding rules").
 KEY_ORDER = ["v", "t", "g", "s", "u", "c", "cs", "n", "q", "qs", "ch", "co", "ce", "rq", "rf", "ts", "cc", "cr", "b", "m", "d"]
-KINDS = {"msg", "connect", "disconnect", "deliver", "close", "publish", "subscribe", "unsubscribe", "subscribe_request"}
+KINDS = {"msg", "connect", "disconnect", "deliver", "close", "publish", "subscribe", "unsubscribe", "subscribe_request", "joinleave"}
 MIN_VECTORS = 15
 
 

@@ -335,5 +335,22 @@ int main(int argc, char **argv) {
   e.refusal_len = strlen(e.refusal);
   bad |= emit(dir, "subscribe_refused", &e);
 
+  /* Join/leave events of a channel: a gateway's batch (`d`, MessagePack: docs/PROTOCOL.md,
+   * "Join and leave"), the same bytes on the inbound topic and to each gateway. */
+  static const uint8_t batch[] = "\x82\xa1j\x91\xa5"
+                                 "alice\xa1l\x91\xa3"
+                                 "bob";
+  e = (wsg_envelope){0};
+  e.kind = WSG_ENV_JOINLEAVE;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_TS;
+  e.gateway = "gw-7f3a";
+  e.gateway_len = 7;
+  e.slot = 3;
+  e.channel = "room:x";
+  e.channel_len = 6;
+  e.ts_us = 1700000000323456;
+  payload(&e, batch, sizeof batch - 1, true);
+  bad |= emit(dir, "joinleave", &e);
+
   return bad ? 1 : 0;
 }

@@ -292,8 +292,24 @@ Test(api, publish_presence_and_history) {
            (unsigned long long)conn_of("ivan"), gw2.id);
   cr_assert(strstr(out, want), "no %s in %s", want, out);
   cr_assert(strstr(out, "\"more\":false"), "%s", out);
+  cr_assert(strstr(out, "\"connections\":2,"), "%s", out);
   cr_assert_eq(get("/v1/presence?channel=news:api&limit=1", out, sizeof out), 200, "%s", out);
   cr_assert(strstr(out, "\"more\":true"), "limit 1 of 2: %s", out);
+  cr_assert(strstr(out, "\"connections\":2,"), "connections stays exact: %s", out);
+
+  /* A crashed gateway's entry and count (no gw:<id> record): left out, then deleted. */
+  char ghost[256];
+  snprintf(ghost, sizeof ghost, "%sch:{c:news:api}", cl.prefix);
+  freeReplyObject(itest_redis_key_command(0, "HSET %s:p 777 ghost|gw-gone%s", ghost, ""));
+  freeReplyObject(itest_redis_key_command(0, "HSET %s:pc gw-gone 1%s", ghost, ""));
+  cr_assert_eq(get("/v1/presence?channel=news:api", out, sizeof out), 200, "%s", out);
+  cr_assert(strstr(out, "\"connections\":2,") && !strstr(out, "ghost"), "%s", out);
+  redisReply *rep = itest_redis_key_command(0, "HEXISTS %s:pc gw-gone%s", ghost, "");
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "the count deleted");
+  freeReplyObject(rep);
+  rep = itest_redis_key_command(0, "HEXISTS %s:p 777%s", ghost, "");
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "the entry deleted");
+  freeReplyObject(rep);
 
   cr_assert_eq(
       post("/v1/publish", "", "{\"channel\":\"news:api\",\"data\":\"one\"}", out, sizeof out), 202,

@@ -420,8 +420,8 @@ static bool presence_has(ws_client *c, const char *channel, const char *want) {
 }
 
 /* Gateways record subscribers of a presence namespace in ch:{c:<channel>}:p; wsgate_presence()
- * lists them across gateways, ignores and removes the entries of a gateway whose lease is gone,
- * and a connection that leaves leaves the list. */
+ * lists them across gateways, ignores and removes the entries and count of a gateway whose lease
+ * is gone, and a connection that leaves leaves the list. */
 Test(gateway_channels, presence_across_gateways) {
   itest_cluster c;
   itest_cluster_init(&c, 2, 4, false);
@@ -435,11 +435,13 @@ Test(gateway_channels, presence_across_gateways) {
             "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
-  /* A crashed gateway's subscriber: its gw:<id> record is gone. */
-  char key[256];
+  /* A crashed gateway's subscriber and its count: its gw:<id> record is gone. */
+  char key[256], kc[256];
   snprintf(key, sizeof key, "%sch:{c:room:a}:p", c.prefix);
+  snprintf(kc, sizeof kc, "%sch:{c:room:a}:pc", c.prefix);
   redisContext *r = redis_for(key);
   freeReplyObject(redisCommand(r, "HSET %s 12345 ghost|gw-gone", key));
+  freeReplyObject(redisCommand(r, "HSET %s gw-gone 1", kc));
   ws_client *q = itest_connect_channels(&gw, "quinn", "[]");
   cr_expect(presence_has(q, "room:a", "\"connections\":2,"));
   cr_expect(presence_has(q, "room:a", "\"amy\""));
@@ -447,6 +449,9 @@ Test(gateway_channels, presence_across_gateways) {
   redisReply *rep = redisCommand(r, "HEXISTS %s 12345", key);
   cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
             "the dead gateway's entry was removed");
+  freeReplyObject(rep);
+  rep = redisCommand(r, "HEXISTS %s gw-gone", kc);
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "and its count");
   freeReplyObject(rep);
   ws_client_destroy(b);
   cr_expect(presence_has(q, "room:a", "\"connections\":1,\"users\":[\"amy\"]"));

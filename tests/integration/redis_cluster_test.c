@@ -340,8 +340,11 @@ Test(redis_cluster, every_shared_script_runs_on_one_slot) {
   wsg_key_replay(skey, sizeof(skey), prefix, "}al{ice", 7);
   wsg_key_replay_seq(qkey, sizeof(qkey), prefix, "}al{ice", 7);
   /* A channel name that would split its keys over slots if the tag were not forced. */
-  char chm[WSG_REDIS_KEY_MAX], chh[WSG_REDIS_KEY_MAX], chg[WSG_REDIS_KEY_MAX];
+  char chm[WSG_REDIS_KEY_MAX], chh[WSG_REDIS_KEY_MAX], chg[WSG_REDIS_KEY_MAX],
+      chp[WSG_REDIS_KEY_MAX], chpc[WSG_REDIS_KEY_MAX];
   cr_assert_gt(wsg_key_channel(chm, sizeof chm, prefix, "}r{oom", 6, "m"), 0);
+  cr_assert_gt(wsg_key_channel(chp, sizeof chp, prefix, "}r{oom", 6, "p"), 0);
+  cr_assert_gt(wsg_key_channel(chpc, sizeof chpc, prefix, "}r{oom", 6, "pc"), 0);
   cr_assert_gt(wsg_key_channel(chh, sizeof chh, prefix, "}r{oom", 6, "h"), 0);
   cr_assert_gt(wsg_key_channel(chg, sizeof chg, prefix, "}r{oom", 6, "gws"), 0);
   const char *calls[][11] = {
@@ -356,8 +359,11 @@ Test(redis_cluster, every_shared_script_runs_on_one_slot) {
       {"EVAL", WSG_LUA_REPLAY_READ, "2", skey, qkey, "0", "10", "65536", "60000", "1000", "120000"},
       {"EVAL", WSG_LUA_CHANNEL_PUBLISH, "3", chm, chh, chg, "16", "60000", "d", "hi"},
       {"EVAL", WSG_LUA_CHANNEL_HISTORY, "2", chm, chh, "0", "10", "65536"},
+      {"EVAL", WSG_LUA_CHANNEL_GATEWAYS, "3", chm, chh, chg},
+      {"EVAL", WSG_LUA_PRESENCE_READ, "2", chp, chpc, "100", "4000", "u"},
+      {"EVAL", WSG_LUA_PRESENCE_DROP, "2", chp, chpc, "gw-dead"},
   };
-  const int argcs[] = {6, 6, 5, 8, 5, 6, 5, 10, 11, 10, 8};
+  const int argcs[] = {6, 6, 5, 8, 5, 6, 5, 10, 11, 10, 8, 6, 8, 6};
   for (size_t i = 0; i < sizeof(argcs) / sizeof(argcs[0]); i++) {
     redisReply *rep = run(s, argcs[i], calls[i]);
     cr_assert_neq(rep->type, REDIS_REPLY_ERROR, "script %zu: %s", i, rep->str);

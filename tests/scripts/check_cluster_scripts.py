@@ -31,8 +31,9 @@ def scripts(root):
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
                 for m in DEF.finditer(text):
-                    end = text.find(";", m.end())
-                    if "redis.call" in text[m.end() : end]:
+                    # The initializer ends at `";` (a Lua line may hold a `;` itself).
+                    end = re.compile(r'"\s*;').search(text, m.end())
+                    if "redis.call" in text[m.end() : end.end() if end else len(text)]:
                         yield m.group(1), os.path.relpath(path, root)
 
 

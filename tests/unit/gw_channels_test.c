@@ -168,6 +168,46 @@ Test(chops, json_answers) {
       cr_expect_str_neq(gw_chop_code(a), gw_chop_code(b));
 }
 
+/* The presence op parses like a subscribe (a channel is required) in both formats; its refusals
+ * are answered with their own codes. */
+Test(chops, presence_op) {
+  gw_chop op;
+  cr_assert_eq(parse_json("{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\"}", &op),
+               GW_CHOP_OK);
+  cr_expect_eq(op.kind, GW_CHOP_PRESENCE);
+  cr_expect_eq(op.id, 7);
+  cr_expect_str_eq(op.channel, "room:x");
+  cr_expect_eq(parse_json("{\"wsgate\":\"presence\",\"id\":8}", &op), GW_CHOP_BAD_REQUEST);
+  char in[512];
+  size_t n = mp_op("presence", 9, "room:x", false, in);
+  cr_assert_eq(gw_chops_parse((const uint8_t *)in, n, true, &op), GW_CHOP_OK);
+  cr_expect_eq(op.kind, GW_CHOP_PRESENCE);
+  cr_expect(op.msgpack);
+  parse_json("{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\"}", &op);
+  uint8_t out[GW_CHOP_ANSWER_MAX];
+  static const struct {
+    int err;
+    const char *want;
+  } answers[] = {
+      {GW_CHOP_NOT_SUBSCRIBED,
+       "{\"wsgate\":\"error\",\"id\":7,\"op\":\"presence\",\"code\":\"not_subscribed\","
+       "\"message\":\"only a connection subscribed to the channel may ask for its presence\"}"},
+      {GW_CHOP_PRESENCE_NOT_ALLOWED,
+       "{\"wsgate\":\"error\",\"id\":7,\"op\":\"presence\",\"code\":\"presence_not_allowed\","
+       "\"message\":\"clients may not ask for presence in this channel's namespace "
+       "(client_presence=false)\"}"},
+      {GW_CHOP_PRESENCE_BUSY,
+       "{\"wsgate\":\"error\",\"id\":7,\"op\":\"presence\",\"code\":\"presence_busy\","
+       "\"message\":\"too many presence queries in flight (4 per connection, "
+       "--channel-presence-inflight per gateway); retry when one is answered\"}"},
+  };
+  for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
+    size_t a = gw_chops_answer(&op, answers[i].err, out, sizeof out);
+    cr_expect(a == strlen(answers[i].want) && memcmp(out, answers[i].want, a) == 0, "%.*s", (int)a,
+              out);
+  }
+}
+
 /* A handler's subscription (gw_chserve_server_op): no id, "server":true, and an error names the
  * channel; the exact frames the JS client relies on. */
 Test(chops, server_answers) {

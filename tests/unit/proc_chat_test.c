@@ -533,6 +533,11 @@ static void fake_presence(chat_fixture *f, const char *channel, uint64_t conn, c
                                channel, (unsigned long long)conn, user, gw);
   cr_assert(r && r->type == REDIS_REPLY_INTEGER);
   freeReplyObject(r);
+  /* A gateway also keeps its count of the channel's subscriptions; readers skip entries of a
+   * gateway without one (common/wsg_chkeys.h, READ). */
+  r = redisCommand(f->redis.rc, "HINCRBY %sch:{c:%s}:pc %s 1", f->redis.prefix, channel, gw);
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+  freeReplyObject(r);
 }
 
 /* members: only for members (issue 16 item 6), and it lists who is connected now (the channel's
