@@ -9,7 +9,8 @@ from wsgate_procs import ProcError
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPTS = REPO / "scripts"
-ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "connect"]
+ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "channels50k",
+                 "connect"]
 
 # Scale. One process may hold 20,000 descriptors here; a gateway keeps 256 for itself.
 IDLE_STEPS = [6500, 13000, 19500]
@@ -23,6 +24,9 @@ FANOUT_MEMBERS = 10000
 ROUNDTRIP_CONNS = 1000
 ECHO_CONNS = 100
 CONNECT_COST_CONNS = 2000
+# One channel's subscribers across 3 gateways (issue 15), held this long while receiving.
+CHANNELS50K = 50000
+CHANNELS50K_HOLD_S = 30
 
 
 class BenchError(ProcError):

@@ -1,7 +1,8 @@
 """--quick: the machinery, not the speed (scripts/test runs it). Every part must come up, connect
 and answer: lws_echo echoes, a gateway holds 50 idle connections, a round trip through Kafka and
-an echo processor comes back, with its per-hop breakdown. Each check prints a TAP line; main prints the "N passed, N failed"
-line scripts/test counts."""
+an echo processor comes back, with its per-hop breakdown, and a channel's publications reach its
+20 subscribers on 2 gateways with one record per gateway. Each check prints a TAP line; main
+prints the "N passed, N failed" line scripts/test counts."""
 
 import json
 import subprocess
@@ -9,6 +10,7 @@ import subprocess
 from wsgate_procs import ProcError
 
 from .common import BenchError, log
+from .scenarios import channels
 from .scenarios.roundtrip import hops_from
 from .search import echo_args, sustained
 
@@ -72,3 +74,5 @@ def run(ctx, results):
     finally:
         for p in reversed(procs):
             p.stop()
+    # After the gateway above has stopped: the channel check's gateways take ports 0 and 1.
+    check("bench_quick_channels", lambda: channels.quick(ctx))
