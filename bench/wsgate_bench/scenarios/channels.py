@@ -3,11 +3,13 @@ published through the processor's `publish` handler: the highest publication rat
 and, at it, server CPU per delivery (gateways + processor + Kafka + Redis) and the load
 generator's own; then 1,000 subscribers at the same publication rate, so that Redis CPU, Redis
 commands and Kafka records per publication can be compared (they should not grow with the
-subscribers); nchan's fan-out to as many subscribers in the same run.
+subscribers); nchan's fan-out to as many subscribers in the same run, at its own highest rate and
+at wsgate's.
 
 Costs are taken over the measured window only (after the warm-up, before the drain and the
 closes): a whole run's CPU would add 10,000 connects and disconnects to the deliveries'."""
 
+import re
 import time
 
 from wsgate_procs import pid_cpu
@@ -22,6 +24,8 @@ SMALL = 1000
 NAMESPACE = "bench=history_size=1000"
 PUB_RECORDS = "wsgate_processor_channel_publish_records_total"
 OUT_RECORDS = "wsgate_gateway_outbound_records_total"
+# Seconds of Redis's background (leases, the idle cluster) measured before each run, subtracted.
+BASELINE_S = 3.0
 DELIVERIES = "wsgate_gateway_channel_deliveries_total"
 PUBLICATIONS = "wsgate_processor_channel_publications_total"
 
@@ -36,7 +40,7 @@ def run(ctx):
     if best:
         out["wsgate_small"] = wsgate_fixed(ctx, ctx.scaled(SMALL), best)
     if not ctx.args.no_peers:
-        out["nchan"] = nchan(ctx, members)
+        out["nchan"] = nchan(ctx, members, best)
     return out
 
 
@@ -78,6 +82,44 @@ class Cluster:
             p.stop()
 
 
+def redis_sample(ctx):
+    """Redis's command calls, microseconds spent in each command (INFO commandstats) and its CPU
+    seconds (INFO cpu: getrusage, finer than /proc's 10 ms ticks, which at a few publications
+    per second would be hundreds of microseconds per publication)."""
+    text = ctx.check_call(["redis-cli", "-p", ctx.redis_port, "INFO", "commandstats"])
+    usec = {m.group(1): int(m.group(2)) for m in
+            re.finditer(r"^cmdstat_([^:]+):calls=\d+,usec=(\d+)", text, re.M)
+            if m.group(1).split("|")[0] not in ("info", "config")}
+    cpu = ctx.check_call(["redis-cli", "-p", ctx.redis_port, "INFO", "cpu"])
+    secs = sum(float(m.group(1)) for m in re.finditer(r"^used_cpu_(?:sys|user):([\d.]+)", cpu,
+                                                       re.M))
+    return {"calls": cmdstats(ctx), "usec": usec, "cpu_s": secs, "t": time.monotonic()}
+
+
+def redis_delta(a, b):
+    """b - a per second: {"calls": {cmd: n}, "usec": µs in commands, "cpu_s": s, "secs"}."""
+    secs = max(1e-3, b["t"] - a["t"])
+    return {"calls": {k: (b["calls"][k] - a["calls"].get(k, 0)) / secs for k in b["calls"]},
+            "usec": (sum(b["usec"].values()) - sum(a["usec"].values())) / secs,
+            "cpu_s": (b["cpu_s"] - a["cpu_s"]) / secs, "secs": secs}
+
+
+def redis_quiet(ctx, max_calls_per_s=100, timeout=60):
+    """A sample once Redis is back to its background: the previous run's closes are cleaned up
+    asynchronously (thousands of calls a second for a while), which would otherwise count as
+    background and make the next run's figures negative."""
+    a = redis_sample(ctx)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(1.0)
+        b = redis_sample(ctx)
+        if sum(redis_delta(a, b)["calls"].values()) < max_calls_per_s:
+            return b
+        a = b
+    raise BenchError(f"Redis on port {ctx.redis_port} did not quieten below "
+                     f"{max_calls_per_s} calls/s in {timeout} s: something else uses it")
+
+
 def windowed(ctx, name, urls, members, rate, extra, cpu, servers=("kafka", "redis"),
              counters=None, duration=RUN_S, warmup=WARMUP_S, procs=1, auth="jwt",
              connect_timeout=300):
@@ -86,7 +128,14 @@ def windowed(ctx, name, urls, members, rate, extra, cpu, servers=("kafka", "redi
     parent and workers), Redis command calls and counters(): the deltas between two samples
     taken after the warm-up and at the end of the sending, divided by the deliveries and the
     publications of that window (counted by the gateways and the processor where they count
-    them, else the load generator's rates times the window)."""
+    them, else the load generator's rates times the window). Redis's figures are net of its
+    background, measured for BASELINE_S before the run."""
+    # --quick shares the test run's Redis with other tests: never quiet, and not asserted.
+    redis = "redis" in servers and not ctx.quick
+    if redis:
+        b0 = redis_quiet(ctx)
+        time.sleep(BASELINE_S)
+        base = redis_delta(b0, redis_sample(ctx))
     p = ctx.load_bg(name, "fanout", urls, members, "--rate", rate, "--duration", f"{duration}s",
                     "--warmup", f"{warmup}s", "--drain", "15s", "--size", "64", *extra,
                     auth=auth, procs=procs)
@@ -94,7 +143,7 @@ def windowed(ctx, name, urls, members, rate, extra, cpu, servers=("kafka", "redi
     def sample():
         s = ctx.cpu_of(cpu, servers)
         s["wsgate-load"] = sum(pid_cpu(x) for x in p.pids())
-        return s, (cmdstats(ctx) if "redis" in servers else {}), \
+        return s, (redis_sample(ctx) if redis else None), \
             (counters() if counters else {}), time.monotonic()
     ctx.wait_phase(p, timeout=connect_timeout)
     # The schedule starts 0.2 s after the "ready" line; the window after the warm-up.
@@ -115,10 +164,18 @@ def windowed(ctx, name, urls, members, rate, extra, cpu, servers=("kafka", "redi
         "server_cpu_us_per_delivery": 1e6 * server / got,
         "load_cpu_us_per_delivery": 1e6 * cpu_s["wsgate-load"] / got,
         "cpu_us_per_delivery": {k: 1e6 * v / got for k, v in cpu_s.items()},
-        "redis_cpu_us_per_publication": 1e6 * cpu_s.get("redis", 0) / pubs,
-        "redis_calls_per_publication": {k: (r1.get(k, 0) - r0.get(k, 0)) / pubs
-                                        for k in r1 if r1.get(k, 0) != r0.get(k, 0)},
         **{f"{k}_per_publication": v / pubs for k, v in delta.items() if k != "publications"}}
+    if redis:
+        w = redis_delta(r0, r1)
+        res["window"]["redis_background"] = base
+        res["costs"]["redis_cpu_us_per_publication"] = \
+            1e6 * (w["cpu_s"] - base["cpu_s"]) * w["secs"] / pubs
+        res["costs"]["redis_cmd_us_per_publication"] = \
+            (w["usec"] - base["usec"]) * w["secs"] / pubs
+        calls = {k: (v - base["calls"].get(k, 0)) * w["secs"] / pubs
+                 for k, v in w["calls"].items()}
+        res["costs"]["redis_calls_per_publication"] = {k: v for k, v in calls.items()
+                                                       if abs(v) >= 0.005}
     res["kafka_per_msg"] = res["costs"].get("kafka_records_per_publication")
     return res
 
@@ -136,8 +193,8 @@ def costs_summary(rs):
     cs = [r["costs"] for r in rs]
     out = {k: median([c[k] for c in cs]) for k in cs[0] if not isinstance(cs[0][k], dict)}
     for k in ("cpu_us_per_delivery", "redis_calls_per_publication"):
-        names = {n for c in cs for n in c[k]}
-        out[k] = {n: median([c[k].get(n, 0) for c in cs]) for n in sorted(names)}
+        names = {n for c in cs for n in c.get(k, {})}
+        out[k] = {n: median([c.get(k, {}).get(n, 0) for c in cs]) for n in sorted(names)}
     out["server_cpu_range"] = span([c["server_cpu_us_per_delivery"] for c in cs])
     return out
 
@@ -202,7 +259,7 @@ def quick(ctx):
         cl.stop()
 
 
-def nchan(ctx, members):
+def nchan(ctx, members, at_rate=None):
     """The peer: WebSocket subscribers on one channel, a WebSocket publisher, 2 workers; its
     CPU over the same window."""
     peer = ctx.peer("nchan")
@@ -222,7 +279,13 @@ def nchan(ctx, members):
             return sustained(res, p99_max_ms=1000.0), res
         best, _, trials = search_rate("nchan channel fan-out (publications/s)", 3, try_rate,
                                       limit=1000)
-        return {"best": best, "members": members, "trials": summarize_trials(trials),
-                "confirm": confirmed(ctx, run_at, best) if best else None}
+        out = {"best": best, "members": members, "trials": summarize_trials(trials),
+               "confirm": confirmed(ctx, run_at, best) if best else None}
+        # CPU per delivery falls as the rate rises (a busy receiver needs no wake-up per
+        # frame): the same rate as wsgate's is the like-for-like cost.
+        if at_rate and at_rate != best:
+            out["at_wsgate"] = {"rate": at_rate, "members": members,
+                                "confirm": confirmed(ctx, run_at, at_rate)}
+        return out
     finally:
         ng.stop()
