@@ -83,28 +83,23 @@ class Cluster:
 
 
 def redis_sample(ctx):
-    """Redis's command calls, microseconds spent in each command (INFO commandstats) and its CPU
-    seconds (INFO cpu: getrusage, finer than /proc's 10 ms ticks, which at a few publications
-    per second would be hundreds of microseconds per publication)."""
-    text = ctx.check_call(["redis-cli", "-p", ctx.redis_port, "INFO", "commandstats"])
-    usec = {m.group(1): int(m.group(2)) for m in
-            re.finditer(r"^cmdstat_([^:]+):calls=\d+,usec=(\d+)", text, re.M)
-            if m.group(1).split("|")[0] not in ("info", "config")}
+    """Redis's command calls (INFO commandstats; a script's calls count once for the script and
+    once each inside it) and its CPU seconds (INFO cpu: getrusage, finer than /proc's 10 ms
+    ticks, which at a few publications per second would be hundreds of µs per publication)."""
     cpu = ctx.check_call(["redis-cli", "-p", ctx.redis_port, "INFO", "cpu"])
     secs = sum(float(m.group(1)) for m in re.finditer(r"^used_cpu_(?:sys|user):([\d.]+)", cpu,
                                                        re.M))
-    return {"calls": cmdstats(ctx), "usec": usec, "cpu_s": secs, "t": time.monotonic()}
+    return {"calls": cmdstats(ctx), "cpu_s": secs, "t": time.monotonic()}
 
 
 def redis_delta(a, b):
-    """b - a per second: {"calls": {cmd: n}, "usec": µs in commands, "cpu_s": s, "secs"}."""
+    """b - a per second: {"calls": {cmd: n}, "cpu_s": s, "secs"}."""
     secs = max(1e-3, b["t"] - a["t"])
     return {"calls": {k: (b["calls"][k] - a["calls"].get(k, 0)) / secs for k in b["calls"]},
-            "usec": (sum(b["usec"].values()) - sum(a["usec"].values())) / secs,
             "cpu_s": (b["cpu_s"] - a["cpu_s"]) / secs, "secs": secs}
 
 
-def redis_quiet(ctx, max_calls_per_s=100, timeout=60):
+def redis_quiet(ctx, max_calls_per_s=20, timeout=60):
     """A sample once Redis is back to its background: the previous run's closes are cleaned up
     asynchronously (thousands of calls a second for a while), which would otherwise count as
     background and make the next run's figures negative."""
@@ -170,8 +165,6 @@ def windowed(ctx, name, urls, members, rate, extra, cpu, servers=("kafka", "redi
         res["window"]["redis_background"] = base
         res["costs"]["redis_cpu_us_per_publication"] = \
             1e6 * (w["cpu_s"] - base["cpu_s"]) * w["secs"] / pubs
-        res["costs"]["redis_cmd_us_per_publication"] = \
-            (w["usec"] - base["usec"]) * w["secs"] / pubs
         calls = {k: (v - base["calls"].get(k, 0)) * w["secs"] / pubs
                  for k, v in w["calls"].items()}
         res["costs"]["redis_calls_per_publication"] = {k: v for k, v in calls.items()

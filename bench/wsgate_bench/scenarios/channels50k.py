@@ -29,6 +29,12 @@ def run(ctx):
                        cl.cpu(), counters=cl.counters, duration=hold, warmup=2,
                        procs=LOAD_PROCS, connect_timeout=members / CONNECT_RATE * 4 + 60)
         ctx.sample_load("channels50k")
+        # What the gateways saw, for a run that lost deliveries: publications they had to fetch
+        # from the history, gaps they reported, and their warnings (a lost Redis, a lost slot).
+        seen = {k: ctx.metric(cl.gws, f"wsgate_gateway_channel_{k}_total")
+                for k in ("filled", "gaps", "held", "deliveries")}
+        warnings = [line for g in cl.gws for line in g.log_text().splitlines()
+                    if " WARN " in line or " ERROR " in line][-20:]
     finally:
         cl.stop()
     run_, held = res["run"], res["held"]
@@ -42,7 +48,9 @@ def run(ctx):
            "p50": run_["latency_ms"]["p50"], "p99": run_["latency_ms"]["p99"],
            "max": run_["latency_ms"]["max"], "deliveries_per_s": run_["rate_measured"],
            "sustained": sustained(res, loss_max=0.0, p99_max_ms=1000.0),
-           "costs": costs_summary([res]), "cmd": res["_cmd"]}
+           "costs": costs_summary([res]), "cmd": res["_cmd"], "gateways_saw": seen,
+           "gateway_args": list(getattr(ctx.args, "gateway_arg", [])),
+           "gateway_warnings": warnings}
     log(f"channels50k: {out['receivers']} subscribers, {out['received_measured']} of "
         f"{out['expected_measured']} deliveries, {out['lost']} lost, p99 {out['p99']:.1f} ms")
     return out
