@@ -432,7 +432,8 @@ class Report:
         if kw and ks:
             def calls(k):
                 return sum((k.get("redis_calls_per_publication") or {}).values())
-            rw, rs = kw.get("kafka_records_per_publication"), ks.get("kafka_records_per_publication")
+            key = "kafka_records_per_publication"
+            rw, rs = kw.get(key), ks.get(key)
             flat = (rw is not None and rs is not None and abs(rw - rs) < 0.1
                     and abs(calls(kw) - calls(ks)) <= 0.1 * max(1.0, calls(ks)))
             self.target("Redis CPU, Redis calls and Kafka records per publication, "
