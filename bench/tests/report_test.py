@@ -42,8 +42,9 @@ def main():
         if prose(new) != prose(doc.read_text()):
             failures.append("the report changed the document outside its markers")
         parts = [m.group(2) for m in MARKED.finditer(new)]
-        from_code = re.findall(r'^PARTS = \[(.*)\]$',
-                               (repo / "bench" / "wsgate_bench" / "report.py").read_text(), re.M)
+        from_code = re.findall(r'^PARTS = \[(.*?)\]$',
+                               (repo / "bench" / "wsgate_bench" / "report.py").read_text(),
+                               re.M | re.S)
         expected = re.findall(r'"(\w+)"', from_code[0]) if from_code else []
         if parts != expected:
             failures.append(f"marked parts {parts}, expected {expected} (report.PARTS) in order")

@@ -9,8 +9,8 @@ from wsgate_procs import ProcError
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPTS = REPO / "scripts"
-ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "connect",
-                 "api"]
+ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "channels50k",
+                 "connect", "api"]
 # Run only when named by --only (they write no block of docs/BENCHMARKS.md).
 EXTRA_SCENARIOS = ["rcluster"]
 
@@ -32,6 +32,9 @@ API_CONNS = 1000
 API_CLIENTS = 64
 API_LATENCY_RATE = 2000
 API_FLOOD_RATE = 60000
+# One channel's subscribers across 3 gateways (issue 15), held this long while receiving.
+CHANNELS50K = 50000
+CHANNELS50K_HOLD_S = 30
 
 
 class BenchError(ProcError):

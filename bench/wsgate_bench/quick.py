@@ -1,8 +1,9 @@
 """--quick: the machinery, not the speed (scripts/test runs it). Every part must come up, connect
 and answer: lws_echo echoes, a gateway holds 50 idle connections, a round trip through Kafka and
-an echo processor comes back, with its per-hop breakdown, and sends posted to wsgate-api reach
-50 connected clients, every one. Each check prints a TAP line; main prints the "N passed, N failed"
-line scripts/test counts."""
+an echo processor comes back, with its per-hop breakdown, sends posted to wsgate-api reach 50
+connected clients, every one, and a channel's publications reach its 20 subscribers on 2
+gateways with one record per gateway. Each check prints a TAP line; main prints the "N passed,
+N failed" line scripts/test counts."""
 
 import json
 import subprocess
@@ -10,7 +11,7 @@ import subprocess
 from wsgate_procs import ProcError
 
 from .common import BenchError, log
-from .scenarios import api
+from .scenarios import api, channels
 from .scenarios.roundtrip import hops_from
 from .search import echo_args, sustained
 
@@ -82,3 +83,5 @@ def run(ctx, results):
         log(f"quick: API send -> delivery p50 {r['p50']:.1f} ms, {r['received']} of "
             f"{r['expected']} deliveries")
     check("bench_quick_api", api_send)
+    # After the gateways above have stopped: the channel check's gateways take ports 0 and 1.
+    check("bench_quick_channels", lambda: channels.quick(ctx))
