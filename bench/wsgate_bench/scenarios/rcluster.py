@@ -122,9 +122,8 @@ def deliveries(ctx, target, extra, ports, offset):
             r = run_at(f"rcd-{target}", sends)
             return sustained(r, p99_max_ms=1000.0), r
 
-        # Producer ids, transactions, the group's assignment, and a JVM that has compiled its
-        # hot paths: in a first run the search against one node (the first) met a broker still
-        # spending 3-5 times its later CPU per record.
+        # Producer ids, transactions, the group's assignment; the first trials of a search also
+        # met a broker spending 3-5 times its later CPU per record.
         run_at(f"rcd-{target}-warmup", 100)
         if ctx.quick:
             return {"quick": run_at(f"rcd-{target}-quick", 10)["deliveries"]}
