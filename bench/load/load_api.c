@@ -112,15 +112,34 @@ static uint64_t conns_of_user(const load_plan *p, uint64_t u) {
   return p->conns / p->users + (u < p->conns % p->users ? 1 : 0);
 }
 
+/* User number of the k-th recipient of send g: sends take --api-users consecutive users each. */
+static uint64_t recipient(const load_plan *p, uint64_t g, unsigned k) {
+  return (g * p->api_users + k) % p->users;
+}
+
+/* Writes `{"user":"<id>"` (or `{"users":[...]` for --api-users above 1) at the start of
+ * s->body; returns its length (body_cap has room for every id). */
+static int users_json(sender *s, uint64_t g) {
+  const load_plan *p = s->p;
+  if (p->api_users == 1)
+    return snprintf(s->body, s->body_cap, "{\"user\":\"%s%llu\"", p->user_prefix,
+                    (unsigned long long)(p->user_offset + recipient(p, g, 0)));
+  int n = snprintf(s->body, s->body_cap, "{\"users\":[");
+  for (unsigned k = 0; k < p->api_users; k++)
+    n += snprintf(s->body + n, s->body_cap - (size_t)n, "%s\"%s%llu\"", k ? "," : "",
+                  p->user_prefix, (unsigned long long)(p->user_offset + recipient(p, g, k)));
+  return n + snprintf(s->body + n, s->body_cap - (size_t)n, "]");
+}
+
 /* Starts send g on free client c. */
 static void start(sender *s, client *c, uint64_t g, uint64_t due, uint64_t now) {
   const load_plan *p = s->p;
   char marker[LOAD_MARKER_MAX];
   size_t ml = load_marker_write(marker, sizeof marker, due);
   size_t pad = p->size > ml ? p->size - ml : 0;
-  int n = snprintf(s->body, s->body_cap, "{\"user\":\"%s%llu\",\"data\":\"%.*s%.*s\"}",
-                   p->user_prefix, (unsigned long long)(p->user_offset + g % p->users), (int)ml,
-                   marker, (int)pad, s->pad);
+  int n = users_json(s, g);
+  n += snprintf(s->body + n, s->body_cap - (size_t)n, ",\"data\":\"%.*s%.*s\"}", (int)ml, marker,
+                (int)pad, s->pad);
   curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)n);
   curl_easy_setopt(c->h, CURLOPT_COPYPOSTFIELDS, s->body);
   curl_easy_setopt(c->h, CURLOPT_PRIVATE, (void *)c);
@@ -163,7 +182,8 @@ static void finished(sender *s, uint64_t now) {
       }
       if (measured) {
         s->accepted_measured++;
-        s->expected_measured += conns_of_user(s->p, c->g % s->p->users);
+        for (unsigned k = 0; k < s->p->api_users; k++)
+          s->expected_measured += conns_of_user(s->p, recipient(s->p, c->g, k));
       }
     } else {
       s->failed++;
@@ -185,8 +205,9 @@ static int setup(sender *s) {
   s->headers = h;
   s->ncl = p->api_clients;
   s->cl = calloc(s->ncl, sizeof *s->cl);
-  /* The JSON around the payload, the user id and the padding (--user-prefix has no bound). */
-  s->body_cap = p->size + LOAD_MARKER_MAX + strlen(p->user_prefix) + 128;
+  /* The JSON around the payload, the user ids (a prefix, 20 digits, quotes and a comma each) and
+   * the padding (--user-prefix has no bound). */
+  s->body_cap = p->size + LOAD_MARKER_MAX + (strlen(p->user_prefix) + 24) * p->api_users + 128;
   s->body = malloc(s->body_cap);
   s->pad = malloc(p->size + 1);
   s->multi = curl_multi_init();

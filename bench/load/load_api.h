@@ -5,7 +5,8 @@
  *
  * It posts /v1/send to wsgate-api over --api-clients keep-alive connections (libcurl multi, one
  * easy handle per connection), on the fixed schedule of --rate (open loop): send g is due at
- * t0 + g / rate, goes to user g mod users, and carries its due time as the payload's marker, so a
+ * t0 + g / rate, goes to user g mod users (to the --api-users users from g * api_users on, mod
+ * users, in one request), and carries its due time as the payload's marker, so a
  * receiver measures request -> delivery from the due time, queueing in this sender included (no
  * coordinated omission). When every connection is busy the schedule waits (nothing is queued in
  * memory) and the lateness shows as send lag. A --rate above what the API accepts measures the

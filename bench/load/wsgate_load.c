@@ -50,7 +50,8 @@ static const char *const PCT_NAMES[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 typedef struct {
   char *mode, *url, *sender_url, *proto, *subprotocol, *token, *token_cmd, *jwt_secret_file;
   char *user_prefix, *room, *output, *hops_from, *api_url, *api_key;
-  int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients;
+  int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients,
+      api_users;
   uint64_t size, out_max;
   uint64_t connect_timeout_ms, ramp_timeout_ms, hold_ms, duration_ms, warmup_ms, drain_ms;
   uint64_t jwt_ttl_ms;
@@ -140,12 +141,16 @@ static const wsg_option options[] = {
      "the per-hop latency breakdown (docs/GATEWAY.md, \"Where the time goes\")."},
     {"api-url", 0, NULL, WSG_OPT_STRING, OPT(api_url), NULL, 0, 0, NULL, 0,
      "api: wsgate-api's http://127.x.x.x:port (loopback only); sends are POST /v1/send to user "
-     "n mod --users, their payload carrying the due time."},
+     "n mod --users (see --api-users), their payload carrying the due time."},
     {"api-key", 0, "WSGATE_LOAD_API_KEY", WSG_OPT_STRING, OPT(api_key), NULL, 0, 0, NULL,
      WSG_OPTF_SECRET, "api: the bearer key (prefer the environment variable)."},
     {"api-clients", 0, NULL, WSG_OPT_INT, OPT(api_clients), "64", 1, 4096, NULL, 0,
      "api: concurrent keep-alive HTTP connections; when all are busy the schedule waits (the "
      "delay shows as send lag and in the latency)."},
+    {"api-users", 0, NULL, WSG_OPT_INT, OPT(api_users), "1", 1, 1000, NULL, 0,
+     "api: users per send: send n goes to users n*K .. n*K+K-1 (mod --users) in one request "
+     "(`users`), so one request makes K deliveries, each numbered in its user's sequence for "
+     "resumable receivers."},
     {"progress", 0, NULL, WSG_OPT_BOOL, OPT(progress), "true", 0, 0, NULL, 0,
      "Print progress to stderr once a second while connecting."},
 };
@@ -312,6 +317,7 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   p->api_url = cfg->api_url;
   p->api_key = cfg->api_key;
   p->api_clients = (unsigned)cfg->api_clients;
+  p->api_users = (unsigned)cfg->api_users;
   int auth = (cfg->token != NULL) + (cfg->token_cmd != NULL) + (cfg->jwt_secret_file != NULL);
   if (auth > 1) {
     snprintf(err, errlen, "give one of --token, --token-cmd and --jwt-secret-file");
@@ -323,6 +329,11 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   }
   p->conns = (uint32_t)cfg->conns;
   p->users = cfg->users > 0 ? (uint32_t)cfg->users : p->conns;
+  if (p->api_users > p->users) {
+    snprintf(err, errlen, "--api-users %u: more than the %u users (a send names each user once)",
+             p->api_users, p->users);
+    return -1;
+  }
   if (cfg->token_cmd && p->users > 10000) {
     snprintf(err, errlen,
              "--token-cmd runs once per user: at most 10000 users (--users); use "

@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from checker import Checker, Churn, percentile  # noqa: E402
+from checker import Checker, percentile  # noqa: E402
+from churn import ChurnProcess  # noqa: E402
 from harness import (REPO, ChaosError, Cluster, ProcError, Redis, Runner,  # noqa: E402
                      log, metrics, rss_kib)
 from scenario import Result, check_traffic, start_checker, until, until_thread  # noqa: E402
@@ -238,6 +239,20 @@ async def sc_broker_stop(r: Runner, form: dict, res: Result) -> None:
         res.failures.append(p)
 
 
+def churn_checks(res: Result, f: dict, rate: float) -> None:
+    """The short-lived clients' figures (churn.Churn.summary()): every one routed, and started
+    at 90 % of the rate asked or more (the child's loop keeping up)."""
+    res.fig(churn_started=f["started"], churn_per_s=round(f["per_s"], 1),
+            churn_routed=f["routed"], churn_refused=f["refused"], churn_resent=f["resent"],
+            churn_errors=f["errors"],
+            churn_p99_s=round(f["p99_s"], 2) if f["p99_s"] is not None else None)
+    res.check(f["failed_count"] == 0 and f["routed"] == f["started"],
+              f"{f['failed_count']} of {f['started']} short-lived clients not routed: "
+              f"{f['failed'][:3]}")
+    res.check(f["per_s"] >= 0.9 * rate,
+              f"short-lived clients started at {f['per_s']:.1f}/s of the {rate:.0f}/s asked")
+
+
 def route_problems(c: Cluster, users) -> list[str]:
     """c.route_problems() with one connection each; Redis not answering (a failover) is one."""
     try:
@@ -261,7 +276,7 @@ async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault,
     (record and slot key agreeing) and every user exactly one connection entry, pointing at a
     gateway that holds a lease: no stale route survives (within stale_limit). No connection may drop
     and nothing may be lost. users and rate override the form's; churn > 0 also runs that many
-    short-lived clients a second (checker.Churn) from before the fault to the end, every one of
+    short-lived clients a second (churn.ChurnProcess) from before the fault to the end, every one of
     which must be routed."""
     c = Cluster(r, name, redis_cluster=redis_cluster)
     c.start_gateway(), c.start_gateway()
@@ -269,36 +284,33 @@ async def routing_fault(r: Runner, form: dict, res: Result, name: str, fault,
     kw = {k: v for k, v in (("users", users), ("rate", rate)) if v is not None}
     chk = await start_checker(c, form, resend_after=3.0, **kw)
     users = [u.name for u in chk.users]
-    ch = Churn(c.urls(), churn) if churn > 0 else None
-    if ch:
-        ch.start()
-    await fault(c, chk)
-    t_over = time.monotonic()
-    # Counted to the start of the first check that found it consistent: a check reads every user
-    # (1,000 in redis_cluster_failover's long form), which takes a while by itself.
-    started = [t_over]
+    ch = ChurnProcess(c.urls(), churn) if churn > 0 else None
+    try:
+        if ch:
+            await ch.start()
+        await fault(c, chk)
+        t_over = time.monotonic()
+        # Counted to the start of the first check that found it consistent: a check reads every
+        # user (1,000 in redis_cluster_failover's long form), which takes a while by itself.
+        started = [t_over]
 
-    def consistent():
-        started[0] = time.monotonic()
-        return routing_consistent(c, users)
+        def consistent():
+            started[0] = time.monotonic()
+            return routing_consistent(c, users)
 
-    ok = await until_thread(consistent, 4 * LEASE_TTL, 0.05)
-    took = started[0] - t_over
-    res.fig(check_s=round(time.monotonic() - started[0], 2))
-    res.check(bool(ok) and took <= stale_limit,
-              f"routing not consistent {took:.1f}s after the fault ended (limit "
-              f"{stale_limit:.0f}s): {route_problems(c, users)[:5]}")
-    res.fig(consistent_after_s=round(took, 2))
-    await asyncio.sleep(form["tail"])
-    if ch:
-        await ch.finish()
-        res.fig(churn_started=ch.started(), churn_per_s=round(ch.per_second(), 1),
-                churn_routed=ch.routed, churn_refused=ch.refused,
-                churn_resent=ch.resent, churn_errors=dict(ch.errors),
-                churn_p99_s=round(percentile(ch.latency, 0.99), 2) if ch.latency else None)
-        res.check(not ch.failed and ch.routed == ch.started(),
-                  f"{len(ch.failed)} of {ch.started()} short-lived clients not routed: "
-                  f"{ch.failed[:3]}")
+        ok = await until_thread(consistent, 4 * LEASE_TTL, 0.05)
+        took = started[0] - t_over
+        res.fig(check_s=round(time.monotonic() - started[0], 2))
+        res.check(bool(ok) and took <= stale_limit,
+                  f"routing not consistent {took:.1f}s after the fault ended (limit "
+                  f"{stale_limit:.0f}s): {route_problems(c, users)[:5]}")
+        res.fig(consistent_after_s=round(took, 2))
+        await asyncio.sleep(form["tail"])
+        if ch:
+            churn_checks(res, await ch.finish(), churn)
+    finally:
+        if ch:
+            await ch.kill()
     await chk.finish(20)
     s = check_traffic(res, chk, strict=False)
     res.check(s["reconnects"] == 0, f"{s['reconnects']} connections dropped")
