@@ -12,7 +12,9 @@
  * at once (too large, unknown partition) fails only its own request: the transaction is aborted
  * and the other requests go back to the front of the queue.
  *
- * Threads: the writer thread runs the producer; requests wait on `done`; create/destroy on main.
+ * Threads: the writer thread runs the producer; each request waits on its own job's condition
+ * variable (one shared one woke every waiting request thread per delivery report: 64 wake-ups
+ * per record with 64 clients); create/destroy on main.
  */
 #include "api_kafka.h"
 
@@ -41,6 +43,7 @@
 typedef struct job {
   const api_record *recs;
   size_t n;
+  pthread_cond_t cv; /* signalled under mu when done */
   bool done;
   int rc;
   char why[320];
@@ -61,7 +64,6 @@ struct api_kafka {
 
   pthread_mutex_t mu;
   pthread_cond_t work; /* jobs queued, or stopping */
-  pthread_cond_t done; /* some job finished */
   job *head, *tail;
   size_t queued;
   bool stopping;
@@ -109,12 +111,14 @@ int api_kafka_slots(api_kafka *k) {
   return atomic_load(&k->slots);
 }
 
-/* Finishes `j` under mu. */
+/* Finishes `j` under mu and wakes its request (which may free `j` once mu is released). */
 static void finish(api_kafka *k, job *j, int rc, const char *why) {
+  (void)k;
   j->rc = rc;
   if (why)
     snprintf(j->why, sizeof j->why, "%s", why);
   j->done = true;
+  pthread_cond_signal(&j->cv);
 }
 
 static void finish_list(api_kafka *k, job *list, int rc, const char *why) {
@@ -124,7 +128,6 @@ static void finish_list(api_kafka *k, job *list, int rc, const char *why) {
     finish(k, list, rc, why);
     list = next;
   }
-  pthread_cond_broadcast(&k->done);
   pthread_mutex_unlock(&k->mu);
 }
 
@@ -138,7 +141,6 @@ static void fast_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
              rd_kafka_err2str(m->err));
   pthread_mutex_lock(&k->mu);
   finish(k, j, m->err ? -1 : 0, why);
-  pthread_cond_broadcast(&k->done);
   pthread_mutex_unlock(&k->mu);
 }
 
@@ -293,7 +295,6 @@ static job *run_txn(api_kafka *k, job *list) {
           tail = &x->next;
         }
       }
-      pthread_cond_broadcast(&k->done);
       pthread_mutex_unlock(&k->mu);
       return rest;
     }
@@ -385,6 +386,7 @@ static void *writer_main(void *arg) {
 /* One record through the fast producer; waits for its delivery report. */
 static int submit_one(api_kafka *k, const api_record *r, char *why, size_t whylen) {
   job j = {.recs = r, .n = 1};
+  pthread_cond_init(&j.cv, NULL);
   rd_kafka_resp_err_t err;
   for (int tries = 0;; tries++) {
     err = produce(k->fast, k->topic, r, &j);
@@ -394,12 +396,14 @@ static int submit_one(api_kafka *k, const api_record *r, char *why, size_t whyle
   }
   if (err) {
     snprintf(why, whylen, "kafka refused a record of %zu bytes: %s", r->len, rd_kafka_err2str(err));
+    pthread_cond_destroy(&j.cv);
     return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -1 : -2;
   }
   pthread_mutex_lock(&k->mu);
   while (!j.done)
-    pthread_cond_wait(&k->done, &k->mu);
+    pthread_cond_wait(&j.cv, &k->mu);
   pthread_mutex_unlock(&k->mu);
+  pthread_cond_destroy(&j.cv);
   if (k->m_fast)
     wsg_counter_add(k->m_fast, 1);
   snprintf(why, whylen, "%s", j.why);
@@ -412,9 +416,11 @@ int api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, char *why, 
   if (n == 1)
     return submit_one(k, recs, why, whylen);
   job j = {.recs = recs, .n = n};
+  pthread_cond_init(&j.cv, NULL);
   pthread_mutex_lock(&k->mu);
   if (k->queued >= MAX_QUEUED || k->stopping) {
     pthread_mutex_unlock(&k->mu);
+    pthread_cond_destroy(&j.cv);
     snprintf(why, whylen, "busy: %d requests are waiting for Kafka", MAX_QUEUED);
     return -1;
   }
@@ -427,8 +433,9 @@ int api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, char *why, 
   pthread_cond_signal(&k->work);
   /* Bounded by the writer: a commit by the transaction timeout, a failed connect by its own. */
   while (!j.done)
-    pthread_cond_wait(&k->done, &k->mu);
+    pthread_cond_wait(&j.cv, &k->mu);
   pthread_mutex_unlock(&k->mu);
+  pthread_cond_destroy(&j.cv);
   snprintf(why, whylen, "%s", j.why);
   return j.rc;
 }
@@ -467,7 +474,6 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   k->outbound = strdup(o->outbound ? o->outbound : "wsgate.outbound");
   pthread_mutex_init(&k->mu, NULL);
   pthread_cond_init(&k->work, NULL);
-  pthread_cond_init(&k->done, NULL);
   snprintf(k->status, sizeof k->status, "connecting");
   if (!k->topic || !k->brokers || !k->outbound) {
     snprintf(err, errlen, "out of memory");
@@ -522,7 +528,6 @@ void api_kafka_destroy(api_kafka *k) {
     rd_kafka_destroy(k->fast);
   pthread_mutex_destroy(&k->mu);
   pthread_cond_destroy(&k->work);
-  pthread_cond_destroy(&k->done);
   free(k->topic);
   free(k->brokers);
   free(k->outbound);
