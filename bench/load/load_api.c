@@ -27,7 +27,8 @@
 
 typedef struct {
   CURL *h;
-  uint64_t started_ns, due_ns, g;
+  uint64_t started_ns, due_ns, g; /* sends g .. g+n-1, all due at due_ns */
+  unsigned n;
   bool busy;
 } client;
 
@@ -46,7 +47,7 @@ typedef struct {
   /* accepted_measured: 202s of sends due in the measured window (what receivers count);
    * accepted_window: 202s answered in it (the throughput, whatever the schedule's lag) */
   uint64_t started, accepted, accepted_measured, accepted_window, expected_measured, failed,
-      failed_measured;
+      failed_measured, requests, requests_window; /* sends, except requests* */
   uint64_t status[MAX_STATUS];
   uint64_t curl_errors;
   char first_error[256];
@@ -112,23 +113,31 @@ static uint64_t conns_of_user(const load_plan *p, uint64_t u) {
   return p->conns / p->users + (u < p->conns % p->users ? 1 : 0);
 }
 
-/* Starts send g on free client c. */
+/* Starts sends g .. g+p->api_batch-1 (one request, due at `due`) on free client c. */
 static void start(sender *s, client *c, uint64_t g, uint64_t due, uint64_t now) {
   const load_plan *p = s->p;
   char marker[LOAD_MARKER_MAX];
   size_t ml = load_marker_write(marker, sizeof marker, due);
   size_t pad = p->size > ml ? p->size - ml : 0;
-  int n = snprintf(s->body, s->body_cap, "{\"user\":\"%s%llu\",\"data\":\"%.*s%.*s\"}",
-                   p->user_prefix, (unsigned long long)(p->user_offset + g % p->users), (int)ml,
-                   marker, (int)pad, s->pad);
+  bool batch = p->api_batch > 1;
+  size_t n = batch ? (size_t)snprintf(s->body, s->body_cap, "{\"commands\":[") : 0;
+  for (unsigned i = 0; i < p->api_batch; i++)
+    n += (size_t)snprintf(s->body + n, s->body_cap - n,
+                          "%s{%s\"user\":\"%s%llu\",\"data\":\"%.*s%.*s\"}", i ? "," : "",
+                          batch ? "\"command\":\"send\"," : "", p->user_prefix,
+                          (unsigned long long)(p->user_offset + (g + i) % p->users), (int)ml,
+                          marker, (int)pad, s->pad);
+  if (batch)
+    n += (size_t)snprintf(s->body + n, s->body_cap - n, "]}");
   curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)n);
   curl_easy_setopt(c->h, CURLOPT_COPYPOSTFIELDS, s->body);
   curl_easy_setopt(c->h, CURLOPT_PRIVATE, (void *)c);
   c->started_ns = now;
   c->due_ns = due;
   c->g = g;
+  c->n = p->api_batch;
   c->busy = true;
-  s->started++;
+  s->started += c->n;
   if (due >= s->t_measure)
     load_hist_record(&s->h_lag, now - due);
   curl_multi_add_handle(s->multi, c->h);
@@ -154,20 +163,23 @@ static void finished(sender *s, uint64_t now) {
       s->status[code]++;
     }
     if (m->data.result == CURLE_OK && code == 202) {
-      s->accepted++;
+      s->accepted += c->n;
+      s->requests++;
       /* Answered inside the window: counted, and its request time recorded, whatever the
        * send's due time (a schedule that fell behind has due times long past). */
       if (now >= s->t_measure && now < s->t_end) {
-        s->accepted_window++;
+        s->accepted_window += c->n;
+        s->requests_window++;
         load_hist_record(&s->h_request, now - c->started_ns);
       }
       if (measured) {
-        s->accepted_measured++;
-        s->expected_measured += conns_of_user(s->p, c->g % s->p->users);
+        s->accepted_measured += c->n;
+        for (unsigned i = 0; i < c->n; i++)
+          s->expected_measured += conns_of_user(s->p, (c->g + i) % s->p->users);
       }
     } else {
-      s->failed++;
-      s->failed_measured += measured;
+      s->failed += c->n;
+      s->failed_measured += measured ? c->n : 0;
     }
     curl_multi_remove_handle(s->multi, c->h);
     c->busy = false;
@@ -177,7 +189,7 @@ static void finished(sender *s, uint64_t now) {
 static int setup(sender *s) {
   const load_plan *p = s->p;
   char url[600], auth[600];
-  snprintf(url, sizeof url, "%s/v1/send", p->api_url);
+  snprintf(url, sizeof url, "%s/v1/%s", p->api_url, p->api_batch > 1 ? "batch" : "send");
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", p->api_key ? p->api_key : "");
   struct curl_slist *h = curl_slist_append(NULL, auth);
   h = h ? curl_slist_append(h, "Content-Type: application/json") : NULL;
@@ -185,8 +197,9 @@ static int setup(sender *s) {
   s->headers = h;
   s->ncl = p->api_clients;
   s->cl = calloc(s->ncl, sizeof *s->cl);
-  /* The JSON around the payload, the user id and the padding (--user-prefix has no bound). */
-  s->body_cap = p->size + LOAD_MARKER_MAX + strlen(p->user_prefix) + 128;
+  /* Per send: the JSON around the payload, the user id and the padding (--user-prefix has no
+   * bound); then the batch's braces. */
+  s->body_cap = (p->size + LOAD_MARKER_MAX + strlen(p->user_prefix) + 128) * p->api_batch + 32;
   s->body = malloc(s->body_cap);
   s->pad = malloc(p->size + 1);
   s->multi = curl_multi_init();
@@ -239,11 +252,13 @@ static int report(sender *s, double cpu_s) {
       json_object_set_new(st, key, json_integer((json_int_t)s->status[c]));
     }
   json_t *api =
-      json_pack("{sI sI sI sI sI sI sI so ss sf}", "clients", (json_int_t)s->ncl, "started",
-                (json_int_t)s->started, "accepted", (json_int_t)s->accepted, "accepted_measured",
-                (json_int_t)s->accepted_measured, "accepted_window", (json_int_t)s->accepted_window,
-                "failed", (json_int_t)s->failed, "curl_errors", (json_int_t)s->curl_errors,
-                "statuses", st, "first_error", s->first_error, "cpu_s", cpu_s);
+      json_pack("{sI sI sI sI sI sI sI sI sI sI so ss sf}", "clients", (json_int_t)s->ncl, "batch",
+                (json_int_t)s->p->api_batch, "requests", (json_int_t)s->requests, "requests_window",
+                (json_int_t)s->requests_window, "started", (json_int_t)s->started, "accepted",
+                (json_int_t)s->accepted, "accepted_measured", (json_int_t)s->accepted_measured,
+                "accepted_window", (json_int_t)s->accepted_window, "failed", (json_int_t)s->failed,
+                "curl_errors", (json_int_t)s->curl_errors, "statuses", st, "first_error",
+                s->first_error, "cpu_s", cpu_s);
   json_t *o = json_pack(
       "{sI sI sI sI sI so so so}", "sent", (json_int_t)s->started, "sent_measured",
       (json_int_t)s->accepted_measured, "dropped", (json_int_t)s->failed_measured,
@@ -270,7 +285,8 @@ static void run(sender *s) {
   for (;;) {
     uint64_t now = mono_ns();
     for (;;) {
-      uint64_t due = s->t0 + (uint64_t)((double)s->g_next * s->interval_ns);
+      /* A request is due when its last send is. */
+      uint64_t due = s->t0 + (uint64_t)((double)(s->g_next + p->api_batch - 1) * s->interval_ns);
       /* Past t_end nothing new starts, even when the schedule is behind (a rate above what the
        * API accepts): the run lasts --duration, and what was accepted in it is the figure. */
       if (due > now || due >= s->t_end || now >= s->t_end)
@@ -285,13 +301,14 @@ static void run(sender *s) {
       }
       if (!c)
         break; /* every connection busy: the schedule waits (send lag) */
-      start(s, c, s->g_next++, due, now);
+      start(s, c, s->g_next, due, now);
+      s->g_next += p->api_batch;
     }
     int running = 0;
     curl_multi_perform(s->multi, &running);
     now = mono_ns();
     finished(s, now);
-    uint64_t due = s->t0 + (uint64_t)((double)s->g_next * s->interval_ns);
+    uint64_t due = s->t0 + (uint64_t)((double)(s->g_next + p->api_batch - 1) * s->interval_ns);
     bool sending = due < s->t_end && now < s->t_end;
     if (!sending && (running == 0 || now >= drain_end))
       break;

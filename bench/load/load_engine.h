@@ -85,6 +85,7 @@ typedef struct {
   const char *api_url;  /* api: wsgate-api's http://127.x.x.x:port */
   const char *api_key;  /* api: a bearer key */
   unsigned api_clients; /* api: keep-alive connections of the sender */
+  unsigned api_batch;   /* api: sends per request (1: /v1/send, more: /v1/batch) */
   bool progress;
 } load_plan;
 

@@ -50,7 +50,8 @@ static const char *const PCT_NAMES[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 typedef struct {
   char *mode, *url, *sender_url, *proto, *subprotocol, *token, *token_cmd, *jwt_secret_file;
   char *user_prefix, *room, *output, *hops_from, *api_url, *api_key;
-  int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients;
+  int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients,
+      api_batch;
   uint64_t size, out_max;
   uint64_t connect_timeout_ms, ramp_timeout_ms, hold_ms, duration_ms, warmup_ms, drain_ms;
   uint64_t jwt_ttl_ms;
@@ -146,6 +147,9 @@ static const wsg_option options[] = {
     {"api-clients", 0, NULL, WSG_OPT_INT, OPT(api_clients), "64", 1, 4096, NULL, 0,
      "api: concurrent keep-alive HTTP connections; when all are busy the schedule waits (the "
      "delay shows as send lag and in the latency)."},
+    {"api-batch", 0, NULL, WSG_OPT_INT, OPT(api_batch), "1", 1, 10000, NULL, 0,
+     "api: sends per request; 1 posts /v1/send, N > 1 posts /v1/batch with N sends (at most "
+     "wsgate-api's --max-batch), issued when its last send is due (--rate stays sends/s)."},
     {"progress", 0, NULL, WSG_OPT_BOOL, OPT(progress), "true", 0, 0, NULL, 0,
      "Print progress to stderr once a second while connecting."},
 };
@@ -312,6 +316,7 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   p->api_url = cfg->api_url;
   p->api_key = cfg->api_key;
   p->api_clients = (unsigned)cfg->api_clients;
+  p->api_batch = (unsigned)cfg->api_batch;
   int auth = (cfg->token != NULL) + (cfg->token_cmd != NULL) + (cfg->jwt_secret_file != NULL);
   if (auth > 1) {
     snprintf(err, errlen, "give one of --token, --token-cmd and --jwt-secret-file");
