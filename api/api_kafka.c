@@ -12,9 +12,11 @@
  * at once (too large, unknown partition) fails only its own request: the transaction is aborted
  * and the other requests go back to the front of the queue.
  *
- * Threads: the writer thread runs the producer; each request waits on its own job's condition
- * variable (one shared one woke every waiting request thread per delivery report: 64 wake-ups
- * per record with 64 clients); create/destroy on main.
+ * Threads: the writer thread runs the transactional producer, the poller serves the single
+ * producer's delivery reports; both call the jobs' `done` (outside `mu`, which guards only the
+ * queue and `stopping`). Nothing blocks a request's thread: a thread per waiting request cost
+ * two context switches per request (measured in docs/BENCHMARKS.md, (g)). create, shutdown and
+ * destroy on main.
  */
 #include "api_kafka.h"
 
@@ -43,10 +45,8 @@
 typedef struct job {
   const api_record *recs;
   size_t n;
-  pthread_cond_t cv; /* signalled under mu when done */
-  bool done;
-  int rc;
-  char why[320];
+  api_kafka_done_fn done;
+  void *arg;
   struct job *next;
 } job;
 
@@ -61,6 +61,7 @@ struct api_kafka {
   bool poller_started;
   pthread_t thread;
   bool started;
+  bool shut; /* api_kafka_shutdown ran (main thread only) */
 
   pthread_mutex_t mu;
   pthread_cond_t work; /* jobs queued, or stopping */
@@ -111,37 +112,29 @@ int api_kafka_slots(api_kafka *k) {
   return atomic_load(&k->slots);
 }
 
-/* Finishes `j` under mu and wakes its request (which may free `j` once mu is released). */
-static void finish(api_kafka *k, job *j, int rc, const char *why) {
-  (void)k;
-  j->rc = rc;
-  if (why)
-    snprintf(j->why, sizeof j->why, "%s", why);
-  j->done = true;
-  pthread_cond_signal(&j->cv);
+/* Gives `j` its outcome and frees it; not under mu. */
+static void finish(job *j, int rc, const char *why) {
+  j->done(j->arg, rc, why ? why : "");
+  free(j);
 }
 
-static void finish_list(api_kafka *k, job *list, int rc, const char *why) {
-  pthread_mutex_lock(&k->mu);
+static void finish_list(job *list, int rc, const char *why) {
   while (list) {
     job *next = list->next;
-    finish(k, list, rc, why);
+    finish(list, rc, why);
     list = next;
   }
-  pthread_mutex_unlock(&k->mu);
 }
 
 /* The fast producer's delivery report: finishes the job in the opaque. */
 static void fast_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-  api_kafka *k = opaque;
-  job *j = m->_private;
+  (void)rk;
+  (void)opaque;
   char why[256] = "";
   if (m->err)
     snprintf(why, sizeof why, "kafka: the record was not acknowledged: %s",
              rd_kafka_err2str(m->err));
-  pthread_mutex_lock(&k->mu);
-  finish(k, j, m->err ? -1 : 0, why);
-  pthread_mutex_unlock(&k->mu);
+  finish(m->_private, m->err ? -1 : 0, why);
 }
 
 /* One record (copied) to `topic`. produceva, not producev: producev's argument macros are GNU
@@ -174,7 +167,12 @@ static void *poller_main(void *arg) {
       break;
     rd_kafka_poll(k->fast, 100);
   }
-  rd_kafka_flush(k->fast, (int)k->o.txn_timeout_ms); /* every waiting request gets its answer */
+  /* Every waiting request gets its answer: what is not acknowledged by the transaction timeout
+   * is purged, and its delivery report says so. */
+  if (rd_kafka_flush(k->fast, (int)k->o.txn_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_purge(k->fast, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(k->fast, 1000);
+  }
   return NULL;
 }
 
@@ -262,7 +260,7 @@ static job *run_txn(api_kafka *k, job *list) {
   if (e) {
     snprintf(why, sizeof why, "kafka: cannot begin a transaction: %s", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
-    finish_list(k, list, -1, why);
+    finish_list(list, -1, why);
     return NULL;
   }
   for (job *j = list; j; j = j->next) {
@@ -284,18 +282,15 @@ static job *run_txn(api_kafka *k, job *list) {
       if (ae)
         rd_kafka_error_destroy(ae);
       job *rest = NULL, **tail = &rest;
-      pthread_mutex_lock(&k->mu);
       for (job *x = list, *next; x; x = next) {
         next = x->next;
         x->next = NULL;
-        if (x == j) {
-          finish(k, x, -2, why);
-        } else {
+        if (x != j) {
           *tail = x;
           tail = &x->next;
         }
       }
-      pthread_mutex_unlock(&k->mu);
+      finish(j, -2, why);
       return rest;
     }
   }
@@ -305,7 +300,7 @@ static job *run_txn(api_kafka *k, job *list) {
       wsg_counter_add(k->m_commit_ok, 1);
     if (k->m_commit_s)
       wsg_histogram_observe(k->m_commit_s, (double)(wsg_now_mono_us() - t0) / 1e6);
-    finish_list(k, list, 0, NULL);
+    finish_list(list, 0, NULL);
     return NULL;
   }
   snprintf(why, sizeof why, "kafka: the transaction failed: %s", rd_kafka_error_string(e));
@@ -324,7 +319,7 @@ static job *run_txn(api_kafka *k, job *list) {
     k->txn_ready = false;
   }
   rd_kafka_error_destroy(e);
-  finish_list(k, list, -1, why);
+  finish_list(list, -1, why);
   return NULL;
 }
 
@@ -342,8 +337,8 @@ static void *writer_main(void *arg) {
       k->queued = 0;
       bool stop = k->stopping;
       pthread_mutex_unlock(&k->mu);
-      finish_list(k, list, -1, why);
-      finish_list(k, retry, -1, why);
+      finish_list(list, -1, why);
+      finish_list(retry, -1, why);
       retry = NULL;
       if (stop)
         break;
@@ -383,61 +378,70 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-/* One record through the fast producer; waits for its delivery report. */
-static int submit_one(api_kafka *k, const api_record *r, char *why, size_t whylen) {
-  job j = {.recs = r, .n = 1};
-  pthread_cond_init(&j.cv, NULL);
-  rd_kafka_resp_err_t err;
-  for (int tries = 0;; tries++) {
-    err = produce(k->fast, k->topic, r, &j);
+/* One record through the fast producer; its delivery report finishes the job. Under mu, so
+ * that once `stopping` is set nothing more is produced (the poller's flush covers all). */
+static void submit_one(api_kafka *k, job *j) {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__STATE;
+  pthread_mutex_lock(&k->mu);
+  for (int tries = 0; !k->stopping; tries++) {
+    err = produce(k->fast, k->topic, j->recs, j);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries == 100)
       break;
+    pthread_mutex_unlock(&k->mu);
     usleep(10000); /* the poller drains the queue */
+    pthread_mutex_lock(&k->mu);
   }
-  if (err) {
-    snprintf(why, whylen, "kafka refused a record of %zu bytes: %s", r->len, rd_kafka_err2str(err));
-    pthread_cond_destroy(&j.cv);
-    return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -1 : -2;
-  }
-  pthread_mutex_lock(&k->mu);
-  while (!j.done)
-    pthread_cond_wait(&j.cv, &k->mu);
   pthread_mutex_unlock(&k->mu);
-  pthread_cond_destroy(&j.cv);
-  if (k->m_fast)
-    wsg_counter_add(k->m_fast, 1);
-  snprintf(why, whylen, "%s", j.why);
-  return j.rc;
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (k->m_fast)
+      wsg_counter_add(k->m_fast, 1);
+    return;
+  }
+  char why[320];
+  if (err == RD_KAFKA_RESP_ERR__STATE)
+    snprintf(why, sizeof why, "shutting down");
+  else
+    snprintf(why, sizeof why, "kafka refused a record of %zu bytes: %s", j->recs->len,
+             rd_kafka_err2str(err));
+  finish(j, err == RD_KAFKA_RESP_ERR__QUEUE_FULL || err == RD_KAFKA_RESP_ERR__STATE ? -1 : -2, why);
 }
 
-int api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, char *why, size_t whylen) {
-  if (api_kafka_status(k, why, whylen) != 0)
-    return -1;
-  if (n == 1)
-    return submit_one(k, recs, why, whylen);
-  job j = {.recs = recs, .n = n};
-  pthread_cond_init(&j.cv, NULL);
+void api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, api_kafka_done_fn done,
+                      void *arg) {
+  char why[320];
+  if (api_kafka_status(k, why, sizeof why) != 0) {
+    done(arg, -1, why);
+    return;
+  }
+  job *j = malloc(sizeof *j);
+  if (!j) {
+    done(arg, -1, "out of memory");
+    return;
+  }
+  *j = (job){.recs = recs, .n = n, .done = done, .arg = arg};
+  if (n == 1) {
+    submit_one(k, j);
+    return;
+  }
   pthread_mutex_lock(&k->mu);
   if (k->queued >= MAX_QUEUED || k->stopping) {
+    bool stopping = k->stopping;
     pthread_mutex_unlock(&k->mu);
-    pthread_cond_destroy(&j.cv);
-    snprintf(why, whylen, "busy: %d requests are waiting for Kafka", MAX_QUEUED);
-    return -1;
+    if (stopping)
+      snprintf(why, sizeof why, "shutting down");
+    else
+      snprintf(why, sizeof why, "busy: %d requests are waiting for Kafka", MAX_QUEUED);
+    finish(j, -1, why);
+    return;
   }
   if (k->tail)
-    k->tail->next = &j;
+    k->tail->next = j;
   else
-    k->head = &j;
-  k->tail = &j;
+    k->head = j;
+  k->tail = j;
   k->queued++;
   pthread_cond_signal(&k->work);
-  /* Bounded by the writer: a commit by the transaction timeout, a failed connect by its own. */
-  while (!j.done)
-    pthread_cond_wait(&j.cv, &k->mu);
   pthread_mutex_unlock(&k->mu);
-  pthread_cond_destroy(&j.cv);
-  snprintf(why, whylen, "%s", j.why);
-  return j.rc;
 }
 
 static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -506,9 +510,10 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   return 0;
 }
 
-void api_kafka_destroy(api_kafka *k) {
-  if (!k)
+void api_kafka_shutdown(api_kafka *k) {
+  if (!k || k->shut)
     return;
+  k->shut = true;
   if (k->started) {
     pthread_mutex_lock(&k->mu);
     k->stopping = true;
@@ -522,6 +527,12 @@ void api_kafka_destroy(api_kafka *k) {
     pthread_mutex_unlock(&k->mu);
     pthread_join(k->poller, NULL);
   }
+}
+
+void api_kafka_destroy(api_kafka *k) {
+  if (!k)
+    return;
+  api_kafka_shutdown(k);
   if (k->rk)
     rd_kafka_destroy(k->rk);
   if (k->fast)
