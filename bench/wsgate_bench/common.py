@@ -30,6 +30,7 @@ API_CONNS = 1000
 API_CLIENTS = 64
 API_LATENCY_RATE = 2000
 API_FLOOD_RATE = 60000
+API_BATCHES = (20, 100)  # sends per /v1/batch request in the batch-form floods
 
 
 class BenchError(ProcError):
