@@ -77,17 +77,18 @@ def run(ctx):
                   for _ in range(ctx.repeats)]
         out["flood"] = floods
         log("api: accepted/s " + ", ".join(f"{f['accepted_per_s']:.0f}" for f in floods))
-        # The batch form: sends accepted per second when each request carries n of them (the
-        # deliveries of a run lag behind: the drain ends before the backlog is through).
-        out["batch"] = [summary(run_at(f"api-flood-b{n}", API_FLOOD_RATE, n), API_FLOOD_RATE)
-                        for n in API_BATCHES]
-        log("api batches: accepted/s " + ", ".join(
-            f"{b['batch']}/request {b['accepted_per_s']:.0f}" for b in out["batch"]))
         points = [summary(run_at("api-latency", API_LATENCY_RATE), API_LATENCY_RATE)
                   for _ in range(ctx.repeats)]
         out["latency"] = points
         log("api at 2000/s: p50 " + ", ".join(f"{p['p50']:.2f}" for p in points) + " ms, p99 " +
             ", ".join(f"{p['p99']:.2f}" for p in points) + " ms")
+        # The batch form: sends accepted per second when each request carries n of them. Last:
+        # the delivery side lags behind these floods (the drain ends before the backlog is
+        # through), and a latency run after them would measure that backlog.
+        out["batch"] = [summary(run_at(f"api-flood-b{n}", API_FLOOD_RATE, n), API_FLOOD_RATE)
+                        for n in API_BATCHES]
+        log("api batches: accepted/s " + ", ".join(
+            f"{b['batch']}/request {b['accepted_per_s']:.0f}" for b in out["batch"]))
     finally:
         for p in reversed(procs):
             p.stop()
