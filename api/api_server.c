@@ -325,7 +325,7 @@ typedef struct {
   char why[320];
 } pending;
 
-static void count_answer(api_server *s, int status, uint64_t t0);
+static void count_answer(api_server *s, wsg_http_response *resp, uint64_t t0);
 
 /* Kafka's outcome, on a Kafka thread (or the request's, refused at once). */
 static void submitted(void *arg, int rc, const char *why) {
@@ -359,7 +359,7 @@ static void answer_submit(void *ctx, wsg_http_response *resp) {
       resp->headers[0][1] = "1";
     }
   }
-  count_answer(s, resp->body ? resp->status : 503, p->t0);
+  count_answer(s, resp, p->t0);
   records_finish(&p->recs);
   api_batch_finish(&p->b);
   free(p);
@@ -596,8 +596,13 @@ out:
   return false;
 }
 
-static void count_answer(api_server *s, int status, uint64_t t0) {
-  wsg_counter *c = s->m_status[status_index(status)];
+/* Counts the answer (a body json_dumps could not make becomes an empty 503). */
+static void count_answer(api_server *s, wsg_http_response *resp, uint64_t t0) {
+  if (!resp->body) {
+    resp->status = 503;
+    resp->content_type = "text/plain";
+  }
+  wsg_counter *c = s->m_status[status_index(resp->status)];
   if (c)
     wsg_counter_add(c, 1);
   if (s->m_seconds)
@@ -608,12 +613,8 @@ static void handle(void *arg, const wsg_http_request *req, wsg_http_response *re
   api_server *s = arg;
   uint64_t t0 = wsg_now_mono_us();
   if (serve(s, req, resp, t0))
-    return;          /* answered by answer_submit */
-  if (!resp->body) { /* json_dumps out of memory */
-    resp->status = 503;
-    resp->content_type = "text/plain";
-  }
-  count_answer(s, resp->status, t0);
+    return; /* answered by answer_submit */
+  count_answer(s, resp, t0);
   WSG_DEBUG("api", "%s %s -> %d", req->method, req->path, resp->status);
 }
 
