@@ -38,8 +38,11 @@ static const wsg_option api_rows[] = {
      "Largest payload (data) of one command (413 above); keep it at or below the processors' "
      "--max-payload, which refuses larger ones."},
     {"max-clients", 0, "WSGATE_API_MAX_CLIENTS", WSG_OPT_INT, OPT(max_clients), "512", 1, 65536,
-     NULL, 0,
-     "Most HTTP connections at once (a thread each); more wait in the kernel's accept backlog."},
+     NULL, 0, "Most HTTP connections at once; more wait in the kernel's accept backlog."},
+    {"threads", 0, "WSGATE_API_THREADS", WSG_OPT_INT, OPT(threads), "2", 1, 64, NULL, 0,
+     "HTTP server threads (epoll), each serving its share of the connections. A request waiting "
+     "for Kafka holds no thread; one waiting for Redis (an Idempotency-Key, presence, history, "
+     "info) holds its thread for the round trip: more threads if those are most requests."},
     {"rate-limit", 0, "WSGATE_API_RATE_LIMIT", WSG_OPT_INT, OPT(rate_limit), "1000", 0, 10000000,
      NULL, 0,
      "Requests per second each API key may make to this instance (429 above, with "

@@ -25,6 +25,7 @@ typedef struct {
   int64_t max_batch;
   uint64_t max_payload;
   int64_t max_clients;
+  int64_t threads;
   int64_t rate_limit; /* requests per second per key; 0: none */
   int64_t rate_burst;
   uint64_t keys_check_ms; /* how often the keys file is checked for changes */

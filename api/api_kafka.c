@@ -12,7 +12,11 @@
  * at once (too large, unknown partition) fails only its own request: the transaction is aborted
  * and the other requests go back to the front of the queue.
  *
- * Threads: the writer thread runs the producer; requests wait on `done`; create/destroy on main.
+ * Threads: the writer thread runs the transactional producer, the poller serves the single
+ * producer's delivery reports; both call the jobs' `done` (outside `mu`, which guards only the
+ * queue and `stopping`). Nothing blocks a request's thread: a thread per waiting request cost
+ * two context switches per request (measured in docs/BENCHMARKS.md, (g)). create, shutdown and
+ * destroy on main.
  */
 #include "api_kafka.h"
 
@@ -37,13 +41,17 @@
 #define MAX_TXN_RECORDS 10000
 #define INIT_TIMEOUT_MS 3000
 #define INIT_BACKOFF_MS 500
+/* The producers' linger.ms unless -X sets it: every request waits for its acknowledgement, so
+ * the linger is paid per request, and 64 waiting clients make batches without it. Measured
+ * against the daemons' 5 ms (docs/BENCHMARKS.md, (g)): at 2,000 sends/s request -> 202 p50
+ * 6.1 -> 2.3 ms; flooding with 64 clients 4,277-4,988 -> 5,635-6,245 accepted sends/s. */
+#define API_LINGER_MS "1"
 
 typedef struct job {
   const api_record *recs;
   size_t n;
-  bool done;
-  int rc;
-  char why[320];
+  api_kafka_done_fn done;
+  void *arg;
   struct job *next;
 } job;
 
@@ -58,10 +66,10 @@ struct api_kafka {
   bool poller_started;
   pthread_t thread;
   bool started;
+  bool shut; /* api_kafka_shutdown ran (main thread only) */
 
   pthread_mutex_t mu;
   pthread_cond_t work; /* jobs queued, or stopping */
-  pthread_cond_t done; /* some job finished */
   job *head, *tail;
   size_t queued;
   bool stopping;
@@ -109,37 +117,29 @@ int api_kafka_slots(api_kafka *k) {
   return atomic_load(&k->slots);
 }
 
-/* Finishes `j` under mu. */
-static void finish(api_kafka *k, job *j, int rc, const char *why) {
-  j->rc = rc;
-  if (why)
-    snprintf(j->why, sizeof j->why, "%s", why);
-  j->done = true;
+/* Gives `j` its outcome and frees it; not under mu. */
+static void finish(job *j, int rc, const char *why) {
+  j->done(j->arg, rc, why ? why : "");
+  free(j);
 }
 
-static void finish_list(api_kafka *k, job *list, int rc, const char *why) {
-  pthread_mutex_lock(&k->mu);
+static void finish_list(job *list, int rc, const char *why) {
   while (list) {
     job *next = list->next;
-    finish(k, list, rc, why);
+    finish(list, rc, why);
     list = next;
   }
-  pthread_cond_broadcast(&k->done);
-  pthread_mutex_unlock(&k->mu);
 }
 
 /* The fast producer's delivery report: finishes the job in the opaque. */
 static void fast_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
-  api_kafka *k = opaque;
-  job *j = m->_private;
+  (void)rk;
+  (void)opaque;
   char why[256] = "";
   if (m->err)
     snprintf(why, sizeof why, "kafka: the record was not acknowledged: %s",
              rd_kafka_err2str(m->err));
-  pthread_mutex_lock(&k->mu);
-  finish(k, j, m->err ? -1 : 0, why);
-  pthread_cond_broadcast(&k->done);
-  pthread_mutex_unlock(&k->mu);
+  finish(m->_private, m->err ? -1 : 0, why);
 }
 
 /* One record (copied) to `topic`. produceva, not producev: producev's argument macros are GNU
@@ -172,13 +172,31 @@ static void *poller_main(void *arg) {
       break;
     rd_kafka_poll(k->fast, 100);
   }
-  rd_kafka_flush(k->fast, (int)k->o.txn_timeout_ms); /* every waiting request gets its answer */
+  /* Every waiting request gets its answer: what is not acknowledged by the transaction timeout
+   * is purged, and its delivery report says so. */
+  if (rd_kafka_flush(k->fast, (int)k->o.txn_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_purge(k->fast, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(k->fast, 1000);
+  }
   return NULL;
 }
 
-static rd_kafka_t *make_fast(api_kafka *k, char *err, size_t errlen) {
+/* A producer's configuration: the daemons' defaults, API_LINGER_MS, then the user's -X. */
+static rd_kafka_conf_t *producer_conf(api_kafka *k, char *err, size_t errlen) {
   rd_kafka_conf_t *conf =
       wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, k->brokers, k->o.props, err, errlen);
+  bool user = false;
+  for (size_t i = 0; k->o.props && i < k->o.props->count && !user; i++)
+    user = strcmp(k->o.props->keys[i], "linger.ms") == 0;
+  if (conf && !user && wsg_kafka_conf_set(conf, "linger.ms", API_LINGER_MS, err, errlen) != 0) {
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+  }
+  return conf;
+}
+
+static rd_kafka_t *make_fast(api_kafka *k, char *err, size_t errlen) {
+  rd_kafka_conf_t *conf = producer_conf(k, err, errlen);
   if (!conf)
     return NULL;
   char tmo[32];
@@ -193,8 +211,7 @@ static rd_kafka_t *make_fast(api_kafka *k, char *err, size_t errlen) {
 }
 
 static rd_kafka_t *make_producer(api_kafka *k, char *err, size_t errlen) {
-  rd_kafka_conf_t *conf =
-      wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, k->brokers, k->o.props, err, errlen);
+  rd_kafka_conf_t *conf = producer_conf(k, err, errlen);
   if (!conf)
     return NULL;
   /* A fresh id per process: there is no consume-transform-produce to fence, only the
@@ -260,7 +277,7 @@ static job *run_txn(api_kafka *k, job *list) {
   if (e) {
     snprintf(why, sizeof why, "kafka: cannot begin a transaction: %s", rd_kafka_error_string(e));
     rd_kafka_error_destroy(e);
-    finish_list(k, list, -1, why);
+    finish_list(list, -1, why);
     return NULL;
   }
   for (job *j = list; j; j = j->next) {
@@ -282,19 +299,15 @@ static job *run_txn(api_kafka *k, job *list) {
       if (ae)
         rd_kafka_error_destroy(ae);
       job *rest = NULL, **tail = &rest;
-      pthread_mutex_lock(&k->mu);
       for (job *x = list, *next; x; x = next) {
         next = x->next;
         x->next = NULL;
-        if (x == j) {
-          finish(k, x, -2, why);
-        } else {
+        if (x != j) {
           *tail = x;
           tail = &x->next;
         }
       }
-      pthread_cond_broadcast(&k->done);
-      pthread_mutex_unlock(&k->mu);
+      finish(j, -2, why);
       return rest;
     }
   }
@@ -304,7 +317,7 @@ static job *run_txn(api_kafka *k, job *list) {
       wsg_counter_add(k->m_commit_ok, 1);
     if (k->m_commit_s)
       wsg_histogram_observe(k->m_commit_s, (double)(wsg_now_mono_us() - t0) / 1e6);
-    finish_list(k, list, 0, NULL);
+    finish_list(list, 0, NULL);
     return NULL;
   }
   snprintf(why, sizeof why, "kafka: the transaction failed: %s", rd_kafka_error_string(e));
@@ -323,7 +336,7 @@ static job *run_txn(api_kafka *k, job *list) {
     k->txn_ready = false;
   }
   rd_kafka_error_destroy(e);
-  finish_list(k, list, -1, why);
+  finish_list(list, -1, why);
   return NULL;
 }
 
@@ -341,8 +354,8 @@ static void *writer_main(void *arg) {
       k->queued = 0;
       bool stop = k->stopping;
       pthread_mutex_unlock(&k->mu);
-      finish_list(k, list, -1, why);
-      finish_list(k, retry, -1, why);
+      finish_list(list, -1, why);
+      finish_list(retry, -1, why);
       retry = NULL;
       if (stop)
         break;
@@ -382,55 +395,70 @@ static void *writer_main(void *arg) {
   return NULL;
 }
 
-/* One record through the fast producer; waits for its delivery report. */
-static int submit_one(api_kafka *k, const api_record *r, char *why, size_t whylen) {
-  job j = {.recs = r, .n = 1};
-  rd_kafka_resp_err_t err;
-  for (int tries = 0;; tries++) {
-    err = produce(k->fast, k->topic, r, &j);
+/* One record through the fast producer; its delivery report finishes the job. Under mu, so
+ * that once `stopping` is set nothing more is produced (the poller's flush covers all). */
+static void submit_one(api_kafka *k, job *j) {
+  rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__STATE;
+  pthread_mutex_lock(&k->mu);
+  for (int tries = 0; !k->stopping; tries++) {
+    err = produce(k->fast, k->topic, j->recs, j);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || tries == 100)
       break;
+    pthread_mutex_unlock(&k->mu);
     usleep(10000); /* the poller drains the queue */
+    pthread_mutex_lock(&k->mu);
   }
-  if (err) {
-    snprintf(why, whylen, "kafka refused a record of %zu bytes: %s", r->len, rd_kafka_err2str(err));
-    return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? -1 : -2;
-  }
-  pthread_mutex_lock(&k->mu);
-  while (!j.done)
-    pthread_cond_wait(&k->done, &k->mu);
   pthread_mutex_unlock(&k->mu);
-  if (k->m_fast)
-    wsg_counter_add(k->m_fast, 1);
-  snprintf(why, whylen, "%s", j.why);
-  return j.rc;
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (k->m_fast)
+      wsg_counter_add(k->m_fast, 1);
+    return;
+  }
+  char why[320];
+  if (err == RD_KAFKA_RESP_ERR__STATE)
+    snprintf(why, sizeof why, "shutting down");
+  else
+    snprintf(why, sizeof why, "kafka refused a record of %zu bytes: %s", j->recs->len,
+             rd_kafka_err2str(err));
+  finish(j, err == RD_KAFKA_RESP_ERR__QUEUE_FULL || err == RD_KAFKA_RESP_ERR__STATE ? -1 : -2, why);
 }
 
-int api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, char *why, size_t whylen) {
-  if (api_kafka_status(k, why, whylen) != 0)
-    return -1;
-  if (n == 1)
-    return submit_one(k, recs, why, whylen);
-  job j = {.recs = recs, .n = n};
+void api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, api_kafka_done_fn done,
+                      void *arg) {
+  char why[320];
+  if (api_kafka_status(k, why, sizeof why) != 0) {
+    done(arg, -1, why);
+    return;
+  }
+  job *j = malloc(sizeof *j);
+  if (!j) {
+    done(arg, -1, "out of memory");
+    return;
+  }
+  *j = (job){.recs = recs, .n = n, .done = done, .arg = arg};
+  if (n == 1) {
+    submit_one(k, j);
+    return;
+  }
   pthread_mutex_lock(&k->mu);
   if (k->queued >= MAX_QUEUED || k->stopping) {
+    bool stopping = k->stopping;
     pthread_mutex_unlock(&k->mu);
-    snprintf(why, whylen, "busy: %d requests are waiting for Kafka", MAX_QUEUED);
-    return -1;
+    if (stopping)
+      snprintf(why, sizeof why, "shutting down");
+    else
+      snprintf(why, sizeof why, "busy: %d requests are waiting for Kafka", MAX_QUEUED);
+    finish(j, -1, why);
+    return;
   }
   if (k->tail)
-    k->tail->next = &j;
+    k->tail->next = j;
   else
-    k->head = &j;
-  k->tail = &j;
+    k->head = j;
+  k->tail = j;
   k->queued++;
   pthread_cond_signal(&k->work);
-  /* Bounded by the writer: a commit by the transaction timeout, a failed connect by its own. */
-  while (!j.done)
-    pthread_cond_wait(&k->done, &k->mu);
   pthread_mutex_unlock(&k->mu);
-  snprintf(why, whylen, "%s", j.why);
-  return j.rc;
 }
 
 static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -467,7 +495,6 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   k->outbound = strdup(o->outbound ? o->outbound : "wsgate.outbound");
   pthread_mutex_init(&k->mu, NULL);
   pthread_cond_init(&k->work, NULL);
-  pthread_cond_init(&k->done, NULL);
   snprintf(k->status, sizeof k->status, "connecting");
   if (!k->topic || !k->brokers || !k->outbound) {
     snprintf(err, errlen, "out of memory");
@@ -500,9 +527,10 @@ int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, siz
   return 0;
 }
 
-void api_kafka_destroy(api_kafka *k) {
-  if (!k)
+void api_kafka_shutdown(api_kafka *k) {
+  if (!k || k->shut)
     return;
+  k->shut = true;
   if (k->started) {
     pthread_mutex_lock(&k->mu);
     k->stopping = true;
@@ -516,13 +544,18 @@ void api_kafka_destroy(api_kafka *k) {
     pthread_mutex_unlock(&k->mu);
     pthread_join(k->poller, NULL);
   }
+}
+
+void api_kafka_destroy(api_kafka *k) {
+  if (!k)
+    return;
+  api_kafka_shutdown(k);
   if (k->rk)
     rd_kafka_destroy(k->rk);
   if (k->fast)
     rd_kafka_destroy(k->fast);
   pthread_mutex_destroy(&k->mu);
   pthread_cond_destroy(&k->work);
-  pthread_cond_destroy(&k->done);
   free(k->topic);
   free(k->brokers);
   free(k->outbound);

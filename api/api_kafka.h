@@ -12,10 +12,12 @@
  *
  * A writer thread owns the transactional producer: it initialises transactions (retrying while
  * Kafka is unreachable: requests meanwhile fail at once with the reason), takes the queued
- * requests, produces their records, commits, and wakes each request with the outcome.
+ * requests, produces their records, commits, and calls each request's `done` with the outcome.
+ * Nothing waits: a request's thread goes on serving others (wsgate-api suspends the connection).
  *
- * Threads: api_kafka_submit() and api_kafka_status() from any thread; create and destroy from
- * the main thread.
+ * Threads: api_kafka_submit() and api_kafka_status() from any thread; `done` runs on the
+ * submitting thread (refused at once) or on a Kafka thread (the writer, the delivery-report
+ * poller); create, shutdown and destroy from the main thread.
  */
 #ifndef API_KAFKA_H
 #define API_KAFKA_H
@@ -37,7 +39,7 @@ typedef struct {
   wsg_metrics *metrics;    /* borrowed; may be NULL */
 } api_kafka_options;
 
-/* One record. Everything is borrowed until api_kafka_submit() returns. */
+/* One record. Everything is borrowed until the submit's `done` is called. */
 typedef struct {
   const void *key;
   size_t key_len;
@@ -48,16 +50,27 @@ typedef struct {
 
 /* Starts the writer thread (it connects in the background). Returns 0, or -1 with `err`. */
 int api_kafka_create(api_kafka **out, const api_kafka_options *o, char *err, size_t errlen);
-void api_kafka_destroy(api_kafka *k); /* fails what is queued; NULL is a no-op */
+/* Refuses new submits, finishes what is queued or in flight (within the transaction timeout, then
+ * purged: failed) and stops the threads: after it every `done` has been called. Idempotent. */
+void api_kafka_shutdown(api_kafka *k);
+void api_kafka_destroy(api_kafka *k); /* shuts down if needed, frees; NULL is a no-op */
 
 /*
- * Produces recs[0..n) in one transaction and waits until it is committed or aborted (bounded by
- * the transaction timeout). Returns 0 when every record is durable (acks=all, committed); -1
- * with the reason in `why` when nothing was committed (Kafka unavailable, busy), -2 when one of
- * the records was refused (too large). A commit that timed out is reported as a failure, but
- * Kafka may still have committed it: the Idempotency-Key is what makes the retry safe.
+ * The outcome of a submit: 0 when every record is durable (acks=all, committed); -1 with the
+ * reason when nothing was committed (Kafka unavailable, busy, shutting down), -2 when one of the
+ * records was refused (too large). A commit that timed out is reported as a failure, but Kafka
+ * may still have committed it: the Idempotency-Key is what makes the retry safe. `why` is valid
+ * for the call ("" on success).
  */
-int api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, char *why, size_t whylen);
+typedef void (*api_kafka_done_fn)(void *arg, int rc, const char *why);
+
+/*
+ * Produces recs[0..n) (one record: idempotent producer; more: one transaction) and calls
+ * done(arg, ...) exactly once, when they are acknowledged or failed (bounded by the transaction
+ * timeout), or at once on this thread when refused.
+ */
+void api_kafka_submit(api_kafka *k, const api_record *recs, size_t n, api_kafka_done_fn done,
+                      void *arg);
 
 /* 0 when transactions are initialised, else -1 and why. Any thread. */
 int api_kafka_status(api_kafka *k, char *why, size_t whylen);

@@ -6,8 +6,11 @@
  * (400, 413, 415) -> records -> idempotency claim (202 duplicate, 409, 422, 503) -> one Kafka
  * transaction (202, or 503 with the reason and nothing accepted).
  *
- * Threads: requests run on wsg_http's per-connection threads; the rate table and the keyring
- * have their own locks; everything else they touch is read-only after create.
+ * Threads: requests run on wsg_http's threads (--threads); one that produces defers its answer
+ * (the connection waits suspended, no thread held) until Kafka's outcome, which resumes it from a
+ * Kafka thread (submitted); the answer is then given on a server thread (answer_submit). The rate
+ * table and the keyring have their own locks; everything else they touch is read-only after
+ * create.
  */
 #include "api_server.h"
 
@@ -306,6 +309,62 @@ static void accepted(wsg_http_response *resp, size_t n, const char *id, bool dup
       json_pack("{s:I,s:s,s:b}", "accepted", (json_int_t)n, "id", id, "duplicate", duplicate));
 }
 
+/* --- the deferred answer of a request that produced ----------------------------------------- */
+
+/* A request waiting for Kafka. It owns the decoded batch and the records (their keys and values
+ * point into those and into the request body, which wsg_http keeps until the answer). */
+typedef struct {
+  api_server *s;
+  wsg_http_deferred *d;
+  api_batch b;
+  records recs;
+  uint64_t t0;
+  bool idem; /* `id` is the request's Idempotency-Key */
+  char name[API_KEY_NAME_MAX + 1], id[IDEM_MAX + 1], hash[33];
+  int rc; /* Kafka's outcome (api_kafka_done_fn) */
+  char why[320];
+} pending;
+
+static void count_answer(api_server *s, wsg_http_response *resp, uint64_t t0);
+
+/* Kafka's outcome, on a Kafka thread (or the request's, refused at once). */
+static void submitted(void *arg, int rc, const char *why) {
+  pending *p = arg;
+  p->rc = rc;
+  snprintf(p->why, sizeof p->why, "%s", why);
+  wsg_http_resume(p->d);
+}
+
+/* On a server thread once resumed (resp NULL-bodied when the server is stopping: nobody to
+ * answer, only the idempotency claim to release). */
+static void answer_submit(void *ctx, wsg_http_response *resp) {
+  pending *p = ctx;
+  api_server *s = p->s;
+  if (p->rc == 0) {
+    char err[64];
+    if (p->idem && api_idem_done(s->idem, p->name, p->id, p->hash, p->b.n, err, sizeof err) != 0)
+      WSG_WARN("api", "request %s accepted, but its Idempotency-Key was not recorded: %s", p->id,
+               err);
+    if (s->m_commands)
+      wsg_counter_add(s->m_commands, p->b.n);
+    accepted(resp, p->b.n, p->id, false);
+  } else {
+    if (p->idem)
+      api_idem_release(s->idem, p->name, p->id);
+    char msg[400];
+    snprintf(msg, sizeof msg, "%s; nothing of this request was accepted", p->why);
+    answer_error(resp, p->rc == -2 ? 413 : 503, NULL, msg);
+    if (p->rc != -2) {
+      resp->headers[0][0] = "Retry-After";
+      resp->headers[0][1] = "1";
+    }
+  }
+  count_answer(s, resp, p->t0);
+  records_finish(&p->recs);
+  api_batch_finish(&p->b);
+  free(p);
+}
+
 /* --- queries ------------------------------------------------------------------------------ */
 
 /* The query arguments each query takes. */
@@ -421,27 +480,29 @@ static void query(api_server *s, int op, const wsg_http_request *req, wsg_http_r
   resp->headers[0][1] = "1";
 }
 
-static void serve(api_server *s, const wsg_http_request *req, wsg_http_response *resp) {
+/* Answers the request in resp, or defers the answer (Kafka) and returns true. */
+static bool serve(api_server *s, const wsg_http_request *req, wsg_http_response *resp,
+                  uint64_t t0) {
   const route *rt = NULL;
   for (size_t i = 0; i < sizeof routes / sizeof routes[0] && !rt; i++)
     if (strcmp(req->path, routes[i].path) == 0)
       rt = &routes[i];
   if (!rt) {
     answer_error(resp, 404, NULL, "no such endpoint (docs/API.md)");
-    return;
+    return false;
   }
   char name[API_KEY_NAME_MAX + 1];
   if (!api_keyring_auth(s->keys, wsg_http_header(req, "Authorization"), name, sizeof name)) {
     answer_error(resp, 401, NULL, "send a valid API key: Authorization: Bearer <key>");
     resp->headers[0][0] = "WWW-Authenticate";
     resp->headers[0][1] = "Bearer realm=\"wsgate-api\"";
-    return;
+    return false;
   }
   if (strcmp(req->method, rt->methods) != 0) {
     char why[64];
     snprintf(why, sizeof why, "use %s", rt->methods);
     answer_error(resp, 405, NULL, why);
-    return;
+    return false;
   }
   unsigned retry = 1;
   if (!rate_ok(s, name, &retry)) {
@@ -450,17 +511,17 @@ static void serve(api_server *s, const wsg_http_request *req, wsg_http_response 
     answer_error(resp, 429, NULL, "over this key's rate limit (--rate-limit); retry later");
     resp->headers[0][0] = "Retry-After";
     resp->headers[0][1] = ra;
-    return;
+    return false;
   }
   if (rt->op < 0) {
     query(s, rt->op, req, resp);
-    return;
+    return false;
   }
   const char *idem = wsg_http_header(req, "Idempotency-Key");
   if (idem && !idem_valid(idem)) {
     answer_error(resp, 400, "Idempotency-Key",
                  "Idempotency-Key must be 1..128 printable ASCII characters without braces");
-    return;
+    return false;
   }
   char field[64], why[300];
   api_batch b;
@@ -470,7 +531,7 @@ static void serve(api_server *s, const wsg_http_request *req, wsg_http_response 
   if (rc != 0) {
     api_batch_finish(&b);
     answer_error(resp, rc, field, why);
-    return;
+    return false;
   }
   char id[IDEM_MAX + 1], hash[33];
   if (idem) {
@@ -514,35 +575,30 @@ static void serve(api_server *s, const wsg_http_request *req, wsg_http_response 
     }
     }
   }
-  rc = api_kafka_submit(s->kafka, recs.recs, recs.n, why, sizeof why);
-  if (rc == 0) {
-    if (idem && api_idem_done(s->idem, name, idem, hash, b.n, field, sizeof field) != 0)
-      WSG_WARN("api", "request %s accepted, but its Idempotency-Key was not recorded: %s", id,
-               field);
-    if (s->m_commands)
-      wsg_counter_add(s->m_commands, b.n);
-    accepted(resp, b.n, id, false);
-  } else {
+  pending *p = malloc(sizeof *p);
+  if (!p) {
     if (idem)
       api_idem_release(s->idem, name, idem);
-    char msg[400];
-    snprintf(msg, sizeof msg, "%s; nothing of this request was accepted", why);
-    answer_error(resp, rc == -2 ? 413 : 503, NULL, msg);
-    if (rc != -2) {
-      resp->headers[0][0] = "Retry-After";
-      resp->headers[0][1] = "1";
-    }
+    answer_error(resp, 503, NULL, "out of memory");
+    goto out;
   }
+  *p = (pending){.s = s, .b = b, .recs = recs, .t0 = t0, .idem = idem != NULL};
+  snprintf(p->name, sizeof p->name, "%s", name);
+  snprintf(p->id, sizeof p->id, "%s", id);
+  if (idem)
+    memcpy(p->hash, hash, sizeof hash);
+  p->d = wsg_http_defer(req, answer_submit, p);
+  api_kafka_submit(s->kafka, p->recs.recs, p->recs.n, submitted, p);
+  return true; /* p owns b and recs */
 out:
   records_finish(&recs);
   api_batch_finish(&b);
+  return false;
 }
 
-static void handle(void *arg, const wsg_http_request *req, wsg_http_response *resp) {
-  api_server *s = arg;
-  uint64_t t0 = wsg_now_mono_us();
-  serve(s, req, resp);
-  if (!resp->body) { /* json_dumps out of memory */
+/* Counts the answer (a body json_dumps could not make becomes an empty 503). */
+static void count_answer(api_server *s, wsg_http_response *resp, uint64_t t0) {
+  if (!resp->body) {
     resp->status = 503;
     resp->content_type = "text/plain";
   }
@@ -551,6 +607,14 @@ static void handle(void *arg, const wsg_http_request *req, wsg_http_response *re
     wsg_counter_add(c, 1);
   if (s->m_seconds)
     wsg_histogram_observe(s->m_seconds, (double)(wsg_now_mono_us() - t0) / 1e6);
+}
+
+static void handle(void *arg, const wsg_http_request *req, wsg_http_response *resp) {
+  api_server *s = arg;
+  uint64_t t0 = wsg_now_mono_us();
+  if (serve(s, req, resp, t0))
+    return; /* answered by answer_submit */
+  count_answer(s, resp, t0);
   WSG_DEBUG("api", "%s %s -> %d", req->method, req->path, resp->status);
 }
 
@@ -671,7 +735,7 @@ int api_server_create(api_server **out, const api_config *cfg, char *err, size_t
                          .max_header = 8192,
                          .max_clients = (unsigned)cfg->max_clients,
                          .timeout_s = 60,
-                         .thread_per_connection = true,
+                         .threads = (unsigned)cfg->threads,
                          .tls_cert_pem = s->tls_cert,
                          .tls_key_pem = s->tls_key};
   if (wsg_http_start(&s->http, &ho, err, errlen) != 0)
@@ -695,7 +759,10 @@ fail:
 void api_server_destroy(api_server *s) {
   if (!s)
     return;
-  wsg_http_stop(s->http); /* no request runs past this */
+  /* Kafka first: every request waiting for it gets its outcome (and is resumed), which
+   * wsg_http_stop needs; then no request runs past wsg_http_stop. */
+  api_kafka_shutdown(s->kafka);
+  wsg_http_stop(s->http);
   wsg_http_stop(s->ops);
   api_kafka_destroy(s->kafka);
   api_idem_destroy(s->idem);

@@ -8,8 +8,10 @@
  * messages and port 0 can be read back).
  *
  * Threads: wsg_http_start() and wsg_http_stop() run on the program's main thread; libmicrohttpd's
- * thread (or one thread per connection with `thread_per_connection`) runs everything else, with
- * every signal blocked: it calls `ready` and `health`, renders the metrics and calls the handler.
+ * threads (one, or a pool of `threads` on epoll) run everything else, with every signal blocked:
+ * they call `ready` and `health`, render the metrics and call the handler. wsg_http_resume() runs
+ * on any thread; defer_mu orders it with the suspension (libmicrohttpd drops a resume that comes
+ * before its suspend, which would leave the request waiting for ever).
  */
 #include "wsg_http.h"
 
@@ -41,14 +43,22 @@ struct wsg_http {
   int listen_fd;
   int port;
   struct MHD_Daemon *d;
+  pthread_mutex_t defer_mu; /* req_state's suspended/resumed of deferred requests */
 };
 
-/* Per request: the body read so far (handler requests only). Freed when the request completes. */
+/* Per request: the body read so far (handler requests only), and a deferred answer. Freed when
+ * the request completes; a deferred one completes only after its resume (it is wsg_http_deferred).
+ */
 typedef struct {
+  wsg_http *h;
+  struct MHD_Connection *conn;
   bool started;
   bool too_large;
   uint8_t *body;
   size_t len, cap;
+  wsg_http_finish_fn finish; /* set by wsg_http_defer; cleared once the answer is given */
+  void *ctx;
+  bool suspended, resumed; /* under h->defer_mu */
 } req_state;
 
 /* ---------------------------------------------------------------------------------------------
@@ -193,6 +203,36 @@ static void body_append(req_state *s, size_t max, const char *data, size_t n) {
   s->len += n;
 }
 
+/* The answer of a deferred request, from its finish callback. */
+static enum MHD_Result answer_deferred(struct MHD_Connection *conn, req_state *s) {
+  wsg_http_finish_fn finish = s->finish;
+  s->finish = NULL;
+  wsg_http_response resp = {.status = 500, .content_type = "application/json"};
+  finish(s->ctx, &resp);
+  enum MHD_Result rc = respond(conn, resp.status, resp.content_type, resp.body ? resp.body : "",
+                               resp.body_len, false, (const char *(*)[2])resp.headers);
+  free(resp.body);
+  return rc;
+}
+
+wsg_http_deferred *wsg_http_defer(const wsg_http_request *req, wsg_http_finish_fn finish,
+                                  void *ctx) {
+  req_state *s = req->state;
+  s->finish = finish;
+  s->ctx = ctx;
+  return (wsg_http_deferred *)s;
+}
+
+void wsg_http_resume(wsg_http_deferred *d) {
+  req_state *s = (req_state *)d;
+  wsg_http *h = s->h;
+  pthread_mutex_lock(&h->defer_mu);
+  s->resumed = true;
+  if (s->suspended)
+    MHD_resume_connection(s->conn); /* from here on `s` may be answered and freed */
+  pthread_mutex_unlock(&h->defer_mu);
+}
+
 static enum MHD_Result serve_handler(wsg_http *h, struct MHD_Connection *conn, const char *method,
                                      const char *path, req_state *s) {
   if (s->too_large) {
@@ -201,10 +241,25 @@ static enum MHD_Result serve_handler(wsg_http *h, struct MHD_Connection *conn, c
              h->opts.max_body);
     return respond(conn, 413, "application/json", msg, strlen(msg), true, NULL);
   }
-  wsg_http_request req = {
-      .method = method, .path = path, .body = s->body, .body_len = s->len, .priv = conn};
+  wsg_http_request req = {.method = method,
+                          .path = path,
+                          .body = s->body,
+                          .body_len = s->len,
+                          .priv = conn,
+                          .state = s};
   wsg_http_response resp = {.status = 500, .content_type = "application/json"};
   h->opts.handler(h->opts.handler_arg, &req, &resp);
+  if (s->finish) {
+    pthread_mutex_lock(&h->defer_mu);
+    bool now = s->resumed;
+    if (!now) {
+      MHD_suspend_connection(conn);
+      s->suspended = true;
+    }
+    pthread_mutex_unlock(&h->defer_mu);
+    /* Suspended: libmicrohttpd calls on_request again once resumed. */
+    return now ? answer_deferred(conn, s) : MHD_YES;
+  }
   enum MHD_Result rc = respond(conn, resp.status, resp.content_type, resp.body ? resp.body : "",
                                resp.body_len, false, (const char *(*)[2])resp.headers);
   free(resp.body);
@@ -220,8 +275,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     s = calloc(1, sizeof *s);
     if (!s)
       return MHD_NO;
+    s->h = h;
+    s->conn = conn;
     *con_cls = s;
   }
+  if (s->finish) /* a deferred request, resumed */
+    return answer_deferred(conn, s);
   if (!url || url[0] != '/')
     return respond_text(conn, 400, "bad request\n");
   bool get = !strcmp(method, MHD_HTTP_METHOD_GET) || !strcmp(method, MHD_HTTP_METHOD_HEAD);
@@ -252,6 +311,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
   req_state *s = *con_cls;
+  if (s && s->finish) { /* resumed, but closed before its answer (stopping): finish frees ctx */
+    wsg_http_response resp = {.status = 500};
+    s->finish(s->ctx, &resp);
+    free(resp.body);
+  }
   if (s) {
     free(s->body);
     free(s);
@@ -398,6 +462,7 @@ int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size
   }
   h->opts = *opts;
   h->listen_fd = -1;
+  pthread_mutex_init(&h->defer_mu, NULL);
   h->addr = strdup(opts->addr && opts->addr[0] ? opts->addr : "0.0.0.0");
   h->name = strdup(opts->name ? opts->name : "operations endpoint");
   if (!h->addr || !h->name) {
@@ -417,9 +482,9 @@ int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size
   if (open_listener(h, err, errlen) != 0)
     goto fail;
 
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-  flags |=
-      h->opts.thread_per_connection ? MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL : MHD_USE_AUTO;
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_USE_AUTO;
+  if (h->opts.handler)
+    flags |= MHD_ALLOW_SUSPEND_RESUME;
   if (h->opts.tls_cert_pem)
     flags |= MHD_USE_TLS;
   /* The connection's memory pool holds the request head and the read buffer; twice the header
@@ -435,12 +500,12 @@ int wsg_http_start(wsg_http **out, const wsg_http_options *opts, char *err, size
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET,
-                          h->listen_fd, MHD_OPTION_CONNECTION_LIMIT, h->opts.max_clients,
-                          MHD_OPTION_CONNECTION_TIMEOUT, h->opts.timeout_s,
-                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED,
-                          on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                          MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+  h->d = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
+      MHD_OPTION_CONNECTION_LIMIT, h->opts.max_clients, MHD_OPTION_CONNECTION_TIMEOUT,
+      h->opts.timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED,
+      on_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+      h->opts.threads > 1 ? h->opts.threads : 0, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!h->d) {
     snprintf(err, errlen, "cannot start the %s (libmicrohttpd refused the options%s)", h->name,
@@ -456,6 +521,7 @@ fail:
     close(h->listen_fd);
   free(h->addr);
   free(h->name);
+  pthread_mutex_destroy(&h->defer_mu);
   free(h);
   return -1;
 }
@@ -471,5 +537,6 @@ void wsg_http_stop(wsg_http *h) {
   MHD_stop_daemon(h->d);
   free(h->addr);
   free(h->name);
+  pthread_mutex_destroy(&h->defer_mu);
   free(h);
 }

@@ -7,10 +7,11 @@
  * - an application handler (wsgate-api): any other method and path goes to `handler`, with the
  *   request body read up to `max_body` bytes (413 beyond).
  *
- * Threads: by default one thread of libmicrohttpd's serves every connection (select/poll/epoll),
- * at most `max_clients` (64) at once; with `thread_per_connection` each connection has a thread of
- * its own, so a handler may block (the API waits for Kafka's acknowledgement). Every thread blocks
- * all signals. `ready` and `handler` run on those threads.
+ * Threads: one thread of libmicrohttpd's serves every connection (epoll), or `threads` of them,
+ * each with its share of the connections; at most `max_clients` (64) at once. A handler that waits
+ * for something slow (the API, for Kafka's acknowledgement) defers its answer (wsg_http_defer):
+ * the connection is suspended, holding no thread, until wsg_http_resume(). Every thread blocks
+ * all signals. `ready`, `handler` and a deferred answer's `finish` run on those threads.
  *
  * Ops answers: GET or HEAD only (405 with Allow otherwise); /healthz 200 "ok" or 503 "unhealthy:
  * <why>"; /readyz 200 "ready" or 503 "not ready: <why>"; /metrics 200 in the Prometheus text format
@@ -54,6 +55,7 @@ struct wsg_http_request {
   const uint8_t *body;
   size_t body_len;
   const void *priv; /* the library's connection */
+  void *state;      /* the library's request state (wsg_http_defer) */
 };
 
 /* A request header (case-insensitive name), or NULL. Valid for the handler call. */
@@ -81,6 +83,19 @@ typedef struct {
 typedef void (*wsg_http_handler_fn)(void *arg, const wsg_http_request *req,
                                     wsg_http_response *resp);
 
+/*
+ * A deferred answer. The handler calls wsg_http_defer() and returns leaving `resp` alone; the
+ * connection waits without a thread until wsg_http_resume(d) (exactly once, from any thread, even
+ * before the handler has returned), then `finish(ctx, resp)` runs on a server thread and fills
+ * the answer (it owns ctx: free it there). The request (its body, headers) stays valid until
+ * then. Every deferred request must be resumed before wsg_http_stop().
+ */
+typedef struct wsg_http_deferred wsg_http_deferred;
+typedef void (*wsg_http_finish_fn)(void *ctx, wsg_http_response *resp);
+wsg_http_deferred *wsg_http_defer(const wsg_http_request *req, wsg_http_finish_fn finish,
+                                  void *ctx);
+void wsg_http_resume(wsg_http_deferred *d);
+
 typedef struct {
   const char *addr;        /* listen address, e.g. "0.0.0.0", "::" or "127.0.0.1" (numeric, or
                               "localhost"); NULL or "" means "0.0.0.0"; copied */
@@ -96,12 +111,12 @@ typedef struct {
   /* The application side (all optional). */
   wsg_http_handler_fn handler; /* NULL: only the ops routes */
   void *handler_arg;
-  size_t max_body;            /* handler bodies above this get 413; 0: 1 MiB */
-  size_t max_header;          /* request line and headers; 0: 4 KiB */
-  unsigned max_clients;       /* 0: 64 */
-  unsigned timeout_s;         /* idle connection timeout; 0: 5 s */
-  bool thread_per_connection; /* a handler that blocks needs it */
-  const char *tls_cert_pem;   /* both set: HTTPS; PEM text, copied by the library */
+  size_t max_body;          /* handler bodies above this get 413; 0: 1 MiB */
+  size_t max_header;        /* request line and headers; 0: 4 KiB */
+  unsigned max_clients;     /* 0: 64 */
+  unsigned timeout_s;       /* idle connection timeout; 0: 5 s */
+  unsigned threads;         /* server threads; 0: 1 */
+  const char *tls_cert_pem; /* both set: HTTPS; PEM text, copied by the library */
   const char *tls_key_pem;
 } wsg_http_options;
 

@@ -10,7 +10,8 @@
  * receiver measures request -> delivery from the due time, queueing in this sender included (no
  * coordinated omission). When every connection is busy the schedule waits (nothing is queued in
  * memory) and the lateness shows as send lag. A --rate above what the API accepts measures the
- * accepted commands/s.
+ * accepted commands/s. With --api-batch N > 1 a request is POST /v1/batch of N sends, started
+ * when the last of them is due, all N carrying that due time.
  *
  * Threads: one (libcurl's multi interface, no threads of its own).
  */

@@ -86,6 +86,7 @@ typedef struct {
   const char *api_key;  /* api: a bearer key */
   unsigned api_clients; /* api: keep-alive connections of the sender */
   unsigned api_users;   /* api: users per send (1..1000, the API's bound) */
+  unsigned api_batch;   /* api: sends per request (1: /v1/send, more: /v1/batch) */
   bool progress;
 } load_plan;
 

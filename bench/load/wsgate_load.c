@@ -51,7 +51,7 @@ typedef struct {
   char *mode, *url, *sender_url, *proto, *subprotocol, *token, *token_cmd, *jwt_secret_file;
   char *user_prefix, *room, *output, *hops_from, *api_url, *api_key;
   int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients,
-      api_users;
+      api_users, api_batch;
   uint64_t size, out_max;
   uint64_t connect_timeout_ms, ramp_timeout_ms, hold_ms, duration_ms, warmup_ms, drain_ms;
   uint64_t jwt_ttl_ms;
@@ -151,6 +151,9 @@ static const wsg_option options[] = {
      "api: users per send: send n goes to users n*K .. n*K+K-1 (mod --users) in one request "
      "(`users`), so one request makes K deliveries, each numbered in its user's sequence for "
      "resumable receivers."},
+    {"api-batch", 0, NULL, WSG_OPT_INT, OPT(api_batch), "1", 1, 10000, NULL, 0,
+     "api: sends per request; 1 posts /v1/send, N > 1 posts /v1/batch with N sends (at most "
+     "wsgate-api's --max-batch), issued when its last send is due (--rate stays sends/s)."},
     {"progress", 0, NULL, WSG_OPT_BOOL, OPT(progress), "true", 0, 0, NULL, 0,
      "Print progress to stderr once a second while connecting."},
 };
@@ -318,6 +321,7 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   p->api_key = cfg->api_key;
   p->api_clients = (unsigned)cfg->api_clients;
   p->api_users = (unsigned)cfg->api_users;
+  p->api_batch = (unsigned)cfg->api_batch;
   int auth = (cfg->token != NULL) + (cfg->token_cmd != NULL) + (cfg->jwt_secret_file != NULL);
   if (auth > 1) {
     snprintf(err, errlen, "give one of --token, --token-cmd and --jwt-secret-file");

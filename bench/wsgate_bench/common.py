@@ -35,6 +35,7 @@ API_FLOOD_RATE = 60000
 # One channel's subscribers across 3 gateways (issue 15), held this long while receiving.
 CHANNELS50K = 50000
 CHANNELS50K_HOLD_S = 30
+API_BATCHES = (20, 100)  # sends per /v1/batch request in the batch-form floods
 
 
 class BenchError(ProcError):

@@ -1,5 +1,5 @@
 /* Unit tests of wsg_http: every route, status codes, limits (size, clients, slow clients), stop,
- * and bind errors, with a plain socket client on loopback. */
+ * bind errors and deferred answers, with a plain socket client on loopback. */
 #include <criterion/criterion.h>
 
 #include <arpa/inet.h>
@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -366,4 +367,77 @@ Test(wsg_http, without_metrics_or_ready) {
   free(r);
   srv = keep;
   wsg_http_stop(bare);
+}
+
+/* --- deferred answers ----------------------------------------------------------------------- */
+
+typedef struct {
+  wsg_http_deferred *d;
+  int delay_ms;
+  char *text;
+} deferral;
+
+static void finish_deferred(void *ctx, wsg_http_response *resp) {
+  deferral *x = ctx;
+  resp->status = 202;
+  resp->content_type = "text/plain";
+  resp->body = x->text;
+  resp->body_len = strlen(x->text);
+  free(x);
+}
+
+static void *resume_later(void *arg) {
+  deferral *x = arg;
+  usleep((useconds_t)x->delay_ms * 1000);
+  wsg_http_resume(x->d);
+  return NULL;
+}
+
+/* /now resumes inside the handler (before the suspension), /later from a thread 300 ms later. */
+static void defer_handler(void *arg, const wsg_http_request *req, wsg_http_response *resp) {
+  (void)arg;
+  (void)resp;
+  deferral *x = calloc(1, sizeof *x);
+  cr_assert_not_null(x);
+  x->text = strdup(req->path);
+  x->d = wsg_http_defer(req, finish_deferred, x);
+  if (strcmp(req->path, "/now") == 0) {
+    wsg_http_resume(x->d);
+    return;
+  }
+  x->delay_ms = 300;
+  pthread_t t;
+  cr_assert_eq(pthread_create(&t, NULL, resume_later, x), 0);
+  pthread_detach(t);
+}
+
+Test(wsg_http, deferred_answers_hold_no_thread) {
+  wsg_http *app = NULL;
+  char err[256];
+  wsg_http_options o = {.addr = "127.0.0.1", .port = 0, .handler = defer_handler, .threads = 1};
+  cr_assert_eq(wsg_http_start(&app, &o, err, sizeof err), 0, "%s", err);
+  const char *later = "POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: "
+                      "close\r\n\r\n";
+  const char *now = "POST /now HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: "
+                    "close\r\n\r\n";
+  int a = connect_to(wsg_http_port(app)), b = connect_to(wsg_http_port(app));
+  uint64_t t0 = wsg_now_mono_ms();
+  send_all(a, later, strlen(later));
+  usleep(20000);
+  send_all(b, now, strlen(now));
+  bool closed;
+  /* The one server thread answers /now while /later waits. */
+  char *rb = read_response(b, 5000, &closed);
+  uint64_t tb = wsg_now_mono_ms() - t0;
+  cr_assert(strncmp(rb, "HTTP/1.1 202", 12) == 0 && strcmp(body_of(rb), "/now") == 0, "%s", rb);
+  cr_assert_lt(tb, 250, "/now waited for /later: %llu ms", (unsigned long long)tb);
+  char *ra = read_response(a, 5000, &closed);
+  uint64_t ta = wsg_now_mono_ms() - t0;
+  cr_assert(strncmp(ra, "HTTP/1.1 202", 12) == 0 && strcmp(body_of(ra), "/later") == 0, "%s", ra);
+  cr_assert_geq(ta, 300, "/later answered before its resume: %llu ms", (unsigned long long)ta);
+  free(ra);
+  free(rb);
+  close(a);
+  close(b);
+  wsg_http_stop(app);
 }

@@ -1,27 +1,32 @@
 """(g) The API for backends (issue 19): POST /v1/send to wsgate-api over keep-alive HTTP, through
 the commands topic, an echo processor (the commands executor) and the gateway, to connected
-clients. Two runs of wsgate-load --mode api: one at a rate above what the API accepts, for the
-sustained accepted commands/s over 64 connections; one at 2,000/s for the request -> delivery
-latency on a connected client, with the per-hop breakdown of the gateway and the processor."""
+clients. Runs of wsgate-load --mode api: at a rate above what the API accepts, for the sustained
+accepted commands/s over 64 connections, with single sends and with /v1/batch of API_BATCHES
+sends per request; at 2,000/s for the request -> delivery latency on a connected client, with the
+per-hop breakdown of the gateway and the processor."""
 
-from ..common import (API_CLIENTS, API_CONNS, API_FLOOD_RATE, API_LATENCY_RATE, RUN_S, WARMUP_S,
-                      BenchError, log)
+from ..common import (API_BATCHES, API_CLIENTS, API_CONNS, API_FLOOD_RATE, API_LATENCY_RATE, RUN_S,
+                      WARMUP_S, BenchError, log)
 from ..stats import latency_summary
 from .roundtrip import hops_from
 
 
-def api_args(ctx, api, rate, clients=API_CLIENTS):
+def api_args(ctx, api, rate, clients=API_CLIENTS, batch=1):
     run_s, warm_s = (3, 1) if ctx.quick else (RUN_S, WARMUP_S)
     return ["--api-url", api.url, "--api-clients", str(clients), "--rate", str(rate),
-            "--duration", f"{run_s}s", "--warmup", f"{warm_s}s", "--drain", "3s"]
+            "--duration", f"{run_s}s", "--warmup", f"{warm_s}s", "--drain", "3s",
+            *(["--api-batch", str(batch)] if batch > 1 else [])]
 
 
 def summary(res, rate):
     """The figures of one run: accepted/s, request and delivery latency, what was lost."""
     run, api = res["run"], res["run"].get("api") or {}
+    window = (run.get("duration_s") or 0) - (run.get("warmup_s") or 0)
     out = latency_summary([res], rate)
     out.update({
+        "batch": api.get("batch", 1),
         "accepted_per_s": api.get("accepted_per_second"),
+        "requests_per_s": (api.get("requests_window") or 0) / window if window > 0 else None,
         "delivered_per_s": run.get("rate_measured"),
         "expected": run.get("expected_measured"), "received": run.get("received_measured"),
         "failed": api.get("failed"), "statuses": api.get("statuses"),
@@ -56,9 +61,9 @@ def run(ctx):
         api = ctx.start_api(0, t, cmd, prefix)
         procs.append(api)
 
-        def run_at(name, rate):
+        def run_at(name, rate, batch=1):
             ctx.sample_load("api")
-            return ctx.load(name, "api", [gw.url], conns, *api_args(ctx, api, rate),
+            return ctx.load(name, "api", [gw.url], conns, *api_args(ctx, api, rate, batch=batch),
                             *hops_from(gw, pr), env={"WSGATE_LOAD_API_KEY": api.key},
                             cpu={"gateway": gw, "processor": pr, "api": api})
         run_at("api-warmup", 200)  # producer ids, transactions, group assignment, metadata
@@ -77,6 +82,13 @@ def run(ctx):
         out["latency"] = points
         log("api at 2000/s: p50 " + ", ".join(f"{p['p50']:.2f}" for p in points) + " ms, p99 " +
             ", ".join(f"{p['p99']:.2f}" for p in points) + " ms")
+        # The batch form: sends accepted per second when each request carries n of them. Last:
+        # the delivery side lags behind these floods (the drain ends before the backlog is
+        # through), and a latency run after them would measure that backlog.
+        out["batch"] = [summary(run_at(f"api-flood-b{n}", API_FLOOD_RATE, n), API_FLOOD_RATE)
+                        for n in API_BATCHES]
+        log("api batches: accepted/s " + ", ".join(
+            f"{b['batch']}/request {b['accepted_per_s']:.0f}" for b in out["batch"]))
     finally:
         for p in reversed(procs):
             p.stop()
