@@ -547,6 +547,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
        * (docs/notes/libwebsockets-4.1.6.md#closing). */
       ss->disconnect_code = wsg_close_code_valid(WSG_ENV_DISCONNECT, code) ? (uint16_t)code : 1002;
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
+    } else if (ss && ss->discard_until_ms && len >= 2) {
+      /* The client closed while its oversized message's 1009 waited for the message's end: lws
+       * answers with the client's own payload, so make that answer carry our code
+       * (docs/notes/libwebsockets-4.1.6.md#oversized-frame). */
+      uint8_t *b = in;
+      b[0] = (uint8_t)(ss->close_code >> 8);
+      b[1] = (uint8_t)ss->close_code;
     }
     return 0;
   case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:

@@ -54,11 +54,13 @@
 #define LOG_LIMIT_PER_S         5
 
 /* Why reading from a connection is held: any bit set = lws_rx_flow_control(wsi, 0), unless
- * the connection is closing (F_CLOSING: it reads and discards, see reading_paused). */
+ * the connection is closing (F_CLOSING: it reads and discards, see reading_paused) — except
+ * HOLD_DISCARD, which paces that discarding. */
 enum {
   HOLD_REGISTER = 1u << 0, /* Redis has not confirmed the registration yet */
   HOLD_STALL = 1u << 1,    /* a complete message waits for Kafka (queue full) */
   HOLD_RATE = 1u << 2,     /* a complete message waits for the rate limit */
+  HOLD_DISCARD = 1u << 3,  /* an oversized message's rest is dropped faster than --rate-bytes */
   HOLD_RESUME = 1u << 4,   /* a resumable connection is catching up: requests wait for the sync */
 };
 
@@ -113,6 +115,9 @@ typedef struct gw_session {
   gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
   char *chperm;      /* channels it may subscribe to (gw_chperm), owned unless GW_CHPERM_ANY */
   uint32_t exp_s;    /* gw_expiry: the token's "exp" (LIVE) or the end of the grace (ASKED) */
+  /* Nonzero while the rest of an oversized message is dropped and its 1009 waits for its end:
+   * when the 1009 goes anyway, in ms of the monotonic clock cut to 32 bits (gw_inbound). */
+  uint32_t discard_until_ms;
 } gw_session;
 
 /* 168: expiry on live connections (issue 17) took the last 8 bytes. */
@@ -265,6 +270,7 @@ struct gw_server {
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
   wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
+  wsg_counter *m_discards, *m_discarded;
   wsg_counter *m_sendq_budget_closes, *m_pongs_ignored;
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
@@ -301,7 +307,7 @@ struct gw_server {
 /* A closing connection keeps reading and discards the input (lingering close): unread input would
  * turn close() into a reset (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static inline bool reading_paused(const gw_session *ss) {
-  return ss->hold != 0 && !(ss->flags & F_CLOSING);
+  return (ss->hold & HOLD_DISCARD) || (ss->hold != 0 && !(ss->flags & F_CLOSING));
 }
 
 static inline void apply_hold(gw_session *ss, bool was_paused) {

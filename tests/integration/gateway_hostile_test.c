@@ -206,21 +206,39 @@ Test(gateway_hostile, junk_upgrades_do_not_lock_out_real_users) {
 }
 
 /* Sends `len` bytes on fd from another thread (the gateway may stop reading: never block the
- * test's reads on it). */
+ * test's reads on it), at most `rate` bytes/s if set, for at most 60 s. ws_client's socket is
+ * non-blocking: a full send buffer waits for room, it does not end the frame early. */
 typedef struct {
   int fd;
   const uint8_t *buf;
   size_t len;
+  size_t rate;
+  size_t sent;
 } sender;
 
 static void *send_main(void *arg) {
   sender *s = arg;
-  size_t off = 0;
-  while (off < s->len) {
-    ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL);
+  uint64_t t0 = now_ms();
+  while (s->sent < s->len && now_ms() - t0 < 60000) {
+    size_t want = s->len - s->sent;
+    if (s->rate) {
+      size_t due = (size_t)((now_ms() - t0) * s->rate / 1000) + 65536;
+      if (due <= s->sent) {
+        usleep(10 * 1000);
+        continue;
+      }
+      if (want > due - s->sent)
+        want = due - s->sent;
+    }
+    ssize_t n = send(s->fd, s->buf + s->sent, want, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+      poll(&p, 1, 100);
+      continue;
+    }
     if (n <= 0)
       break;
-    off += (size_t)n;
+    s->sent += (size_t)n;
   }
   return NULL;
 }
@@ -241,7 +259,7 @@ Test(gateway_hostile, multi_megabyte_frame_gets_1009) {
     for (int i = 0; i < 8; i++)
       frame[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
     /* mask key 0: the payload goes out as it is */
-    sender sd = {ws_client_fd(c), frame, len};
+    sender sd = {ws_client_fd(c), frame, len, 0, 0};
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, send_main, &sd), 0);
     ws_message m;
@@ -258,6 +276,52 @@ Test(gateway_hostile, multi_megabyte_frame_gets_1009) {
     free(frame);
   }
   still_serves("after-bigframe");
+}
+
+/*
+ * Issue 16 item 8: an oversized frame whose rest takes longer than lws' 5 s close-ack timeout
+ * (64 MiB at 4 MiB/s: 16 s) still gets its 1009, after the whole frame was taken, and the close
+ * handshake then ends with a FIN. With the 1009 sent at once, lws reset the connection 5 s later:
+ * the client's next write failed (EPIPE) after about 20 MiB.
+ */
+Test(gateway_hostile, slow_oversized_frame_gets_1009_and_a_clean_close) {
+  itest_gateway_start(&gw, NULL, "hostile-slowbig", NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  ws_client *c = itest_connect(&gw, "slowbig");
+  wsg_envelope e;
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, "slowbig", &e, ITEST_TIMEOUT_MS);
+  size_t payload = (size_t)64 << 20, len = 14 + payload;
+  uint8_t *frame = calloc(1, len);
+  cr_assert(frame);
+  frame[0] = 0x82; /* FIN, binary */
+  frame[1] = 0x80 | 127;
+  for (int i = 0; i < 8; i++)
+    frame[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
+  sender sd = {ws_client_fd(c), frame, len, (size_t)4 << 20, 0};
+  pthread_t t;
+  uint64_t t0 = now_ms();
+  cr_assert_eq(pthread_create(&t, NULL, send_main, &sd), 0);
+  ws_message m;
+  int rc = ws_client_recv(c, &m, 40000);
+  uint64_t close_ms = now_ms() - t0;
+  pthread_join(t, NULL);
+  cr_log_info("64 MiB at 4 MiB/s: %s after %llu ms, %zu of %zu bytes written in %llu ms",
+              rc == WS_CLIENT_OK ? "close read" : "no close", (unsigned long long)close_ms, sd.sent,
+              len, (unsigned long long)(now_ms() - t0));
+  cr_assert_eq(rc, WS_CLIENT_OK, "no close frame (%s)", ws_client_strerror(rc));
+  cr_assert_eq(m.opcode, WS_OP_CLOSE);
+  cr_assert_eq(m.close_code, 1009, "close %u", m.close_code);
+  cr_assert_eq(sd.sent, len, "the frame was cut after %zu of %zu bytes", sd.sent, len);
+  const uint8_t code[2] = {0x03, 0xF1};
+  cr_assert_eq(ws_client_send_frame(c, WS_OP_CLOSE, true, true, code, sizeof code), WS_CLIENT_OK,
+               "the client's close could not be written");
+  rc = ws_client_wait_eof(c, 3000);
+  cr_assert_eq(rc, WS_CLIENT_OK, "no FIN within 3 s of the client's close (%s)",
+               ws_client_strerror(rc));
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_oversize_discards_total"), 1);
+  ws_client_destroy(c);
+  free(frame);
+  still_serves("after-slowbig");
 }
 
 /*
