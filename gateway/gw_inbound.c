@@ -243,14 +243,7 @@ static void rate_take(gw_server *s, gw_session *ss, size_t len, uint64_t now_ns)
 /* Rate-limit pauses wake from one ev_timer over a heap of deadlines: lws' per-wsi timer fires
  * late on a foreign libev loop (docs/notes/libwebsockets-4.1.6.md#timers). */
 static void rate_timer_arm(gw_server *s) {
-  gw_deadline d;
-  ev_timer_stop(s->o.loop, &s->rate_w);
-  if (!gw_deadline_peek(&s->rate_heap, &d))
-    return;
-  uint64_t now = wsg_now_mono_us();
-  double in = d.at > now ? (double)(d.at - now) / 1e6 : 0.;
-  ev_timer_set(&s->rate_w, in, 0.);
-  ev_timer_start(s->o.loop, &s->rate_w);
+  gw__deadline_timer_arm(s, &s->rate_w, &s->rate_heap);
 }
 
 static int rate_timer_add(gw_server *s, gw_session *ss, uint64_t wait_ns) {
@@ -266,15 +259,7 @@ void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop;
   (void)revents;
   gw_server *s = w->data;
-  uint64_t now = wsg_now_mono_us();
-  gw_deadline d;
-  while (gw_deadline_peek(&s->rate_heap, &d) && d.at <= now) {
-    gw_deadline_pop(&s->rate_heap);
-    gw_session *ss = gw_conn_map_get(&s->conns, d.conn);
-    if (ss)
-      on_rate_due(s, ss);
-  }
-  rate_timer_arm(s);
+  gw__deadline_run(s, &s->rate_heap, w, on_rate_due);
 }
 
 /*
@@ -354,11 +339,13 @@ static uint32_t mono_ms32(void) {
   return t ? t : 1;
 }
 
-/* The discard is over (the message ended, or its deadline came): the 1009 goes from WRITEABLE. */
-static void discard_end(gw_session *ss) {
+/* The discard is over (the message ended, or its deadline came): the 1009 goes from WRITEABLE,
+ * and the connection ends CLOSE_TIMEOUT_S later if the client has not answered by then. */
+static void discard_end(gw_server *s, gw_session *ss) {
   ss->discard_until_ms = 0;
   set_hold(ss, HOLD_DISCARD, false);
   lws_callback_on_writable(ss->wsi);
+  gw__close_backstop(s, ss);
 }
 
 /*
@@ -370,7 +357,7 @@ static int discard_piece(gw_server *s, struct lws *wsi, gw_session *ss, size_t l
   uint64_t t = now_ns();
   wsg_counter_add(s->m_discarded, len);
   if (lws_is_final_fragment(wsi)) {
-    discard_end(ss);
+    discard_end(s, ss);
     return 0;
   }
   gw_rate_charge(&s->rate_bytes, &ss->tat_bytes, t, len);
@@ -487,21 +474,21 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
 static void on_discard_due(gw_server *s, gw_session *ss) {
   int32_t late_ms = (int32_t)(mono_ms32() - ss->discard_until_ms);
   if (late_ms >= 0) {
-    discard_end(ss);
+    discard_end(s, ss);
     return;
   }
   if (!(ss->hold & HOLD_DISCARD)) {
     /* Only the deadline's own timer finds the connection reading; never early, but if it were,
      * the deadline must not be lost. */
     if (rate_timer_add(s, ss, (uint64_t)-late_ms * 1000000u) != 0)
-      discard_end(ss);
+      discard_end(s, ss);
     return;
   }
   uint64_t t = now_ns();
   uint64_t wait = gw_rate_wait_ns(&s->rate_bytes, ss->tat_bytes, t, DISCARD_QUANTUM);
   if (wait > 0) {
     if (rate_timer_add(s, ss, wait) != 0)
-      discard_end(ss);
+      discard_end(s, ss);
     return;
   }
   set_hold(ss, HOLD_DISCARD, false);

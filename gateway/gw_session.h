@@ -253,6 +253,10 @@ struct gw_server {
   ev_timer drain_w;
   gw_deadline_heap rate_heap;
   ev_timer rate_w;
+  /* Closes to end by force if still open (gw__close_backstop): lws' own timeouts fire late on
+   * a quiet connection (docs/notes/libwebsockets-4.1.6.md#timers). */
+  gw_deadline_heap kill_heap;
+  ev_timer kill_w;
   /* Keepalive: ping after --ping-interval without a pong, hang up after --idle-timeout, checked
    * once a second from a wheel instead of libwebsockets' timers (gw_keepalive.h says why). */
   gw_keepalive *ka;
@@ -365,6 +369,15 @@ void gw_door_finish(gw_server *s);
  * out from WRITEABLE, after what is queued unless urgent). reason NULL: the code's default. */
 int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason);
 void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason, bool urgent);
+/* gw_server.c: a close frame was just asked for; if the connection is still open
+ * CLOSE_TIMEOUT_S later, it is ended then, without lws' timers. */
+void gw__close_backstop(gw_server *s, gw_session *ss);
+/* gw_server.c: (re)starts the ev_timer `w` for the earliest deadline of `h`, if any. */
+void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h);
+/* gw_server.c: pops the deadlines of `h` that are due, calls `due` for each connection still
+ * known, and re-arms `w`. */
+void gw__deadline_run(gw_server *s, gw_deadline_heap *h, ev_timer *w,
+                      void (*due)(gw_server *, gw_session *));
 
 /* gw_inbound.c: LWS_CALLBACK_RECEIVE (0, or -1 after gw__close_now); the registration was
  * confirmed or a pause ended: produce what the session holds, or wait among the stalled; the
