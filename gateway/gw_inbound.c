@@ -18,6 +18,17 @@
 
 /* Disconnect envelopes kept while Kafka refuses them (a queue-full burst). */
 #define ORPHAN_MAX_BYTES (16u << 20)
+/* The rest of an oversized message is dropped before its 1009 goes, so the client reads the
+ * 1009 and the close ends with a FIN (docs/notes/libwebsockets-4.1.6.md#oversized-frame). The
+ * client must keep up DISCARD_MIN_RATE on average, after DISCARD_GRACE_S, and never gets more
+ * than DISCARD_MAX_S: then the 1009 goes anyway (lws gives 5 s more, then resets). A message
+ * the --rate-bytes pace cannot drop within DISCARD_MAX_S gets its 1009 at once. */
+#define DISCARD_GRACE_S  5u
+#define DISCARD_MIN_RATE ((uint64_t)1 << 20)
+#define DISCARD_MAX_S    60u
+/* A paced discard resumes once this much of --rate-bytes is free again: one pause per 64 KiB,
+ * not per piece of --rx-buffer. */
+#define DISCARD_QUANTUM ((uint64_t)64 << 10)
 
 static void env_base(gw_server *s, const gw_session *ss, wsg_envelope *e, wsg_env_kind kind) {
   memset(e, 0, sizeof *e);
@@ -232,14 +243,7 @@ static void rate_take(gw_server *s, gw_session *ss, size_t len, uint64_t now_ns)
 /* Rate-limit pauses wake from one ev_timer over a heap of deadlines: lws' per-wsi timer fires
  * late on a foreign libev loop (docs/notes/libwebsockets-4.1.6.md#timers). */
 static void rate_timer_arm(gw_server *s) {
-  gw_deadline d;
-  ev_timer_stop(s->o.loop, &s->rate_w);
-  if (!gw_deadline_peek(&s->rate_heap, &d))
-    return;
-  uint64_t now = wsg_now_mono_us();
-  double in = d.at > now ? (double)(d.at - now) / 1e6 : 0.;
-  ev_timer_set(&s->rate_w, in, 0.);
-  ev_timer_start(s->o.loop, &s->rate_w);
+  gw__deadline_timer_arm(s, &s->rate_w, &s->rate_heap);
 }
 
 static int rate_timer_add(gw_server *s, gw_session *ss, uint64_t wait_ns) {
@@ -255,15 +259,7 @@ void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop;
   (void)revents;
   gw_server *s = w->data;
-  uint64_t now = wsg_now_mono_us();
-  gw_deadline d;
-  while (gw_deadline_peek(&s->rate_heap, &d) && d.at <= now) {
-    gw_deadline_pop(&s->rate_heap);
-    gw_session *ss = gw_conn_map_get(&s->conns, d.conn);
-    if (ss)
-      on_rate_due(s, ss);
-  }
-  rate_timer_arm(s);
+  gw__deadline_run(s, &s->rate_heap, w, on_rate_due);
 }
 
 /*
@@ -336,6 +332,73 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
   return 0;
 }
 
+/* The monotonic clock in ms, cut to 32 bits (compared by difference) and never 0, which means
+ * "not discarding". */
+static uint32_t mono_ms32(void) {
+  uint32_t t = (uint32_t)wsg_now_mono_ms();
+  return t ? t : 1;
+}
+
+/* The discard is over (the message ended, or its deadline came): the 1009 goes from WRITEABLE,
+ * and the connection ends CLOSE_TIMEOUT_S later if the client has not answered by then. */
+static void discard_end(gw_server *s, gw_session *ss) {
+  ss->discard_until_ms = 0;
+  set_hold(ss, HOLD_DISCARD, false);
+  lws_callback_on_writable(ss->wsi);
+  gw__close_backstop(s, ss);
+}
+
+/*
+ * A piece of an oversized message's rest, dropped: counted against --rate-bytes (reading pauses
+ * once it runs ahead by the burst, and resumes from the rate timer) until the message's final
+ * fragment ends. 0, or -1 after gw__close_now.
+ */
+static int discard_piece(gw_server *s, struct lws *wsi, gw_session *ss, size_t len) {
+  uint64_t t = now_ns();
+  wsg_counter_add(s->m_discarded, len);
+  if (lws_is_final_fragment(wsi)) {
+    discard_end(s, ss);
+    return 0;
+  }
+  gw_rate_charge(&s->rate_bytes, &ss->tat_bytes, t, len);
+  /* Already held: lws still hands over the rest of its current read, and one timer is due. */
+  if ((ss->hold & HOLD_DISCARD) || gw_rate_wait_ns(&s->rate_bytes, ss->tat_bytes, t, 0) == 0)
+    return 0;
+  uint64_t wait = gw_rate_wait_ns(&s->rate_bytes, ss->tat_bytes, t, DISCARD_QUANTUM);
+  if (rate_timer_add(s, ss, wait) != 0)
+    return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, NULL);
+  set_hold(ss, HOLD_DISCARD, true);
+  return 0;
+}
+
+/*
+ * The message passed --max-message with `left` bytes of its frame still due (uncompressed).
+ * A -1 here would make lws drop the rest of this read while counting its payload bytes as due: it
+ * would take the client's close frame for payload and never see it. A close frame sent now would
+ * leave the client 5 s to finish (lws' close-ack timeout), then a reset. So the 1009 is decided
+ * now (counted, the queue dropped) but waits for the message's end while its rest is dropped
+ * here, paced by --rate-bytes, within a deadline
+ * (docs/notes/libwebsockets-4.1.6.md#oversized-frame).
+ */
+static int discard_begin(gw_server *s, struct lws *wsi, gw_session *ss, size_t len, uint64_t left,
+                         const char *reason) {
+  gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
+  if (!gw_rate_unlimited(&s->rate_bytes) &&
+      left / DISCARD_MAX_S > 1000000000u / s->rate_bytes.interval_ns)
+    return 0; /* cannot be dropped in time: the 1009 goes now, F_CLOSING drops what arrives */
+  uint64_t allow = DISCARD_GRACE_S + left / DISCARD_MIN_RATE;
+  if (allow > DISCARD_MAX_S)
+    allow = DISCARD_MAX_S;
+  uint32_t until = mono_ms32() + (uint32_t)allow * 1000u;
+  ss->discard_until_ms = until ? until : 1;
+  if (rate_timer_add(s, ss, allow * 1000000000u) != 0)
+    return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
+  /* lws' own timeout, should ours not come: the deadline and the close frame's own time. */
+  lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, (int)allow + 5);
+  wsg_counter_add(s->m_discards, 1);
+  return discard_piece(s, wsi, ss, len);
+}
+
 int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *in,
                        size_t len) {
   /* After our -1, lws may deliver more of this read and keeps only the last return: keep saying
@@ -344,6 +407,8 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
     return 0;
   if (ss->flags & F_CLOSE_SENT)
     return -1;
+  if (ss->discard_until_ms)
+    return discard_piece(s, wsi, ss, len);
   if (!ss->user || (ss->flags & (F_CLOSING | F_RELEASED)))
     return 0; /* a close is on its way through WRITEABLE: ignore the data */
   if (ss->flags & F_MSG_READY) {
@@ -372,10 +437,9 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
     gw_inbound_rx_free(s, ss);
     if (ss->flags & F_DEFLATE)
       return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
-    /* A -1 here would make lws drop the rest of this read, whose payload bytes it has counted
-     * as still due: it would then take the client's close frame for payload and never see it
-     * (docs/notes/libwebsockets-4.1.6.md#oversized-frame). Close from WRITEABLE instead; the
-     * rest of the frame is discarded here (F_CLOSING) as lws parses it. */
+    if (!lws_is_final_fragment(wsi))
+      return discard_begin(s, wsi, ss, len, lws_remaining_packet_payload(wsi), reason);
+    /* Its last piece: no -1 either, the client's close frame may follow in this read. */
     gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
     return 0;
   }
@@ -405,8 +469,37 @@ int gw_inbound_receive(gw_server *s, struct lws *wsi, gw_session *ss, const uint
   return on_message(s, wsi, ss, ss->rx, ss->rx_len, true);
 }
 
+/* A discarding connection's timer came: its deadline (the 1009 goes), or room in --rate-bytes
+ * to read again. */
+static void on_discard_due(gw_server *s, gw_session *ss) {
+  int32_t late_ms = (int32_t)(mono_ms32() - ss->discard_until_ms);
+  if (late_ms >= 0) {
+    discard_end(s, ss);
+    return;
+  }
+  if (!(ss->hold & HOLD_DISCARD)) {
+    /* Only the deadline's own timer finds the connection reading; never early, but if it were,
+     * the deadline must not be lost. */
+    if (rate_timer_add(s, ss, (uint64_t)-late_ms * 1000000u) != 0)
+      discard_end(s, ss);
+    return;
+  }
+  uint64_t t = now_ns();
+  uint64_t wait = gw_rate_wait_ns(&s->rate_bytes, ss->tat_bytes, t, DISCARD_QUANTUM);
+  if (wait > 0) {
+    if (rate_timer_add(s, ss, wait) != 0)
+      discard_end(s, ss);
+    return;
+  }
+  set_hold(ss, HOLD_DISCARD, false);
+}
+
 /* A rate-limited connection's deadline came: produce what it holds and read again. */
 static void on_rate_due(gw_server *s, gw_session *ss) {
+  if (ss->discard_until_ms && !(ss->flags & F_RELEASED)) {
+    on_discard_due(s, ss);
+    return;
+  }
   if (!(ss->hold & HOLD_RATE) || (ss->flags & (F_CLOSING | F_RELEASED)))
     return;
   uint64_t t = now_ns();

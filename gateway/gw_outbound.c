@@ -195,7 +195,8 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
     return -1; /* the close frame's reason is already set (gw__close_now) */
   if (!ss->user || (ss->flags & F_RELEASED))
     return 0;
-  if ((ss->flags & F_CLOSING) &&
+  /* Not while an oversized message's rest is dropped: its 1009 waits for its end (gw_inbound). */
+  if ((ss->flags & F_CLOSING) && !ss->discard_until_ms &&
       ((ss->flags & F_CLOSE_URGENT) || (gw_sendq_empty(&ss->q) && ss->sent_off == 0))) {
     return gw__close_now(s, wsi, ss, ss->close_code,
                          ss->close_reason ? ss->close_reason : gw_close_reason(ss->close_code));

@@ -43,6 +43,13 @@ bool gw_rate_allow(const gw_rate *r, uint64_t *tat_ns, uint64_t now_ns, uint64_t
   return true;
 }
 
+void gw_rate_charge(const gw_rate *r, uint64_t *tat_ns, uint64_t now_ns, uint64_t cost) {
+  if (gw_rate_unlimited(r))
+    return;
+  uint64_t start = *tat_ns <= now_ns ? now_ns : *tat_ns;
+  *tat_ns = sat_add(start, sat_mul(r->interval_ns, cost));
+}
+
 uint64_t gw_rate_wait_ns(const gw_rate *r, uint64_t tat_ns, uint64_t now_ns, uint64_t cost) {
   if (gw_rate_unlimited(r) || tat_ns <= now_ns)
     return 0;

@@ -41,6 +41,11 @@ static inline bool gw_rate_unlimited(const gw_rate *r) {
  */
 bool gw_rate_allow(const gw_rate *r, uint64_t *tat_ns, uint64_t now_ns, uint64_t cost);
 
+/* Charges `cost` units that were already spent (bytes read and dropped): always advances *tat_ns,
+ * past the tolerance if need be, so what was overdrawn is owed before anything else passes.
+ * Unlimited: *tat_ns untouched. */
+void gw_rate_charge(const gw_rate *r, uint64_t *tat_ns, uint64_t now_ns, uint64_t cost);
+
 /* Nanoseconds from now_ns until an event of `cost` would be allowed (0 if it is now); for a
  * PAUSE action's timer. Saturates at UINT64_MAX. */
 uint64_t gw_rate_wait_ns(const gw_rate *r, uint64_t tat_ns, uint64_t now_ns, uint64_t cost);

@@ -190,6 +190,50 @@ void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason,
   lws_callback_on_writable(ss->wsi);
 }
 
+void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h) {
+  gw_deadline d;
+  ev_timer_stop(s->o.loop, w);
+  if (!gw_deadline_peek(h, &d))
+    return;
+  uint64_t now = wsg_now_mono_us();
+  ev_timer_set(w, d.at > now ? (double)(d.at - now) / 1e6 : 0., 0.);
+  ev_timer_start(s->o.loop, w);
+}
+
+void gw__close_backstop(gw_server *s, gw_session *ss) {
+  /* Out of memory: lws' own close-ack timeout remains, late or not. */
+  if (gw_deadline_push(&s->kill_heap, wsg_now_mono_us() + CLOSE_TIMEOUT_S * 1000000ull,
+                       ss->conn_id) == 0)
+    gw__deadline_timer_arm(s, &s->kill_w, &s->kill_heap);
+}
+
+void gw__deadline_run(gw_server *s, gw_deadline_heap *h, ev_timer *w,
+                      void (*due)(gw_server *, gw_session *)) {
+  uint64_t now = wsg_now_mono_us();
+  gw_deadline d;
+  while (gw_deadline_peek(h, &d) && d.at <= now) {
+    gw_deadline_pop(h);
+    gw_session *ss = gw_conn_map_get(&s->conns, d.conn);
+    if (ss)
+      due(s, ss);
+  }
+  gw__deadline_timer_arm(s, w, h);
+}
+
+/* Ended from our own timer, outside lws' service: closed at once (CLOSED still runs). */
+static void kill_due(gw_server *s, gw_session *ss) {
+  (void)s;
+  if (ss->wsi && !(ss->flags & F_RELEASED))
+    lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+}
+
+static void kill_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  gw_server *s = w->data;
+  gw__deadline_run(s, &s->kill_heap, w, kill_due);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* keepalive                                                                                   */
 
@@ -563,6 +607,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
        * (docs/notes/libwebsockets-4.1.6.md#closing). */
       ss->disconnect_code = wsg_close_code_valid(WSG_ENV_DISCONNECT, code) ? (uint16_t)code : 1002;
       wsg_counter_add(server_of(wsi)->m_peer_closes, 1);
+    } else if (ss && ss->discard_until_ms && len >= 2) {
+      /* The client closed while its oversized message's 1009 waited for the message's end: lws
+       * answers with the client's own payload, so make that answer carry our code
+       * (docs/notes/libwebsockets-4.1.6.md#oversized-frame). */
+      uint8_t *b = in;
+      b[0] = (uint8_t)(ss->close_code >> 8);
+      b[1] = (uint8_t)ss->close_code;
     }
     return 0;
   case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
@@ -806,6 +857,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->resume.m_conns = s->m_seq_conns;
   ev_timer_init(&s->rate_w, gw_inbound_rate_timer_cb, 0., 0.);
   s->rate_w.data = s;
+  ev_timer_init(&s->kill_w, kill_timer_cb, 0., 0.);
+  s->kill_w.data = s;
   s->ping_s = (uint32_t)(cfg->ping_interval_ms / 1000);
   s->idle_s = (uint32_t)(cfg->idle_timeout_ms / 1000);
   s->ka_t0_ms = wsg_now_mono_ms();
@@ -920,6 +973,7 @@ void gw_server_destroy(gw_server *s) {
   if (s->o.loop) {
     ev_timer_stop(s->o.loop, &s->drain_w);
     ev_timer_stop(s->o.loop, &s->rate_w);
+    ev_timer_stop(s->o.loop, &s->kill_w);
     ev_timer_stop(s->o.loop, &s->ka_w);
   }
   if (s->ctx)
@@ -936,6 +990,7 @@ void gw_server_destroy(gw_server *s) {
   gw_door_finish(s);
   gw_user_map_finish(&s->users);
   gw_inbound_finish(s);
+  gw_deadline_heap_finish(&s->kill_heap);
   gw_chserve_finish(s);
   gw_expiry_finish(s);
   gw_keepalive_free(s->ka);

@@ -87,6 +87,12 @@ static const wsg_metric_def metric_rows[] = {
             "Client input still unread when its connection's socket was closed, read and discarded "
             "so the close is a FIN, not a reset.",
             NULL),
+    COUNTER(m_discards, "wsgate_gateway_oversize_discards_total",
+            "Messages over --max-message whose rest was read and dropped before their 1009 (so "
+            "the client reads it and the close ends with a FIN).",
+            NULL),
+    COUNTER(m_discarded, "wsgate_gateway_oversize_discarded_bytes_total",
+            "Bytes of messages over --max-message read and dropped, paced by --rate-bytes.", NULL),
     GAUGE(m_conns, "wsgate_gateway_connections", "Open WebSocket connections.", NULL),
     GAUGE(m_sendq_bytes, "wsgate_gateway_sendq_bytes",
           "Bytes queued for clients in all send queues.", NULL),

@@ -54,11 +54,13 @@
 #define LOG_LIMIT_PER_S         5
 
 /* Why reading from a connection is held: any bit set = lws_rx_flow_control(wsi, 0), unless
- * the connection is closing (F_CLOSING: it reads and discards, see reading_paused). */
+ * the connection is closing (F_CLOSING: it reads and discards, see reading_paused) — except
+ * HOLD_DISCARD, which paces that discarding. */
 enum {
   HOLD_REGISTER = 1u << 0, /* Redis has not confirmed the registration yet */
   HOLD_STALL = 1u << 1,    /* a complete message waits for Kafka (queue full) */
   HOLD_RATE = 1u << 2,     /* a complete message waits for the rate limit */
+  HOLD_DISCARD = 1u << 3,  /* an oversized message's rest is dropped faster than --rate-bytes */
   HOLD_RESUME = 1u << 4,   /* a resumable connection is catching up: requests wait for the sync */
 };
 
@@ -113,6 +115,9 @@ typedef struct gw_session {
   gw_chsub *subs;    /* channel subscriptions (gw_channels), NULL when none */
   char *chperm;      /* channels it may subscribe to (gw_chperm), owned unless GW_CHPERM_ANY */
   uint32_t exp_s;    /* gw_expiry: the token's "exp" (LIVE) or the end of the grace (ASKED) */
+  /* Nonzero while the rest of an oversized message is dropped and its 1009 waits for its end:
+   * when the 1009 goes anyway, in ms of the monotonic clock cut to 32 bits (gw_inbound). */
+  uint32_t discard_until_ms;
 } gw_session;
 
 /* 168: expiry on live connections (issue 17) took the last 8 bytes. */
@@ -248,6 +253,10 @@ struct gw_server {
   ev_timer drain_w;
   gw_deadline_heap rate_heap;
   ev_timer rate_w;
+  /* Closes to end by force if still open (gw__close_backstop): lws' own timeouts fire late on
+   * a quiet connection (docs/notes/libwebsockets-4.1.6.md#timers). */
+  gw_deadline_heap kill_heap;
+  ev_timer kill_w;
   /* Keepalive: ping after --ping-interval without a pong, hang up after --idle-timeout, checked
    * once a second from a wheel instead of libwebsockets' timers (gw_keepalive.h says why). */
   gw_keepalive *ka;
@@ -265,6 +274,7 @@ struct gw_server {
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
   wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
+  wsg_counter *m_discards, *m_discarded;
   wsg_counter *m_sendq_budget_closes, *m_pongs_ignored;
   wsg_counter *m_resumes_complete, *m_resumes_incomplete, *m_replay_reads, *m_replayed;
   wsg_counter *m_seq_gaps, *m_seq_lost, *m_seq_dups;
@@ -304,7 +314,7 @@ struct gw_server {
 /* A closing connection keeps reading and discards the input (lingering close): unread input would
  * turn close() into a reset (docs/notes/libwebsockets-4.1.6.md#lingering-close). */
 static inline bool reading_paused(const gw_session *ss) {
-  return ss->hold != 0 && !(ss->flags & F_CLOSING);
+  return (ss->hold & HOLD_DISCARD) || (ss->hold != 0 && !(ss->flags & F_CLOSING));
 }
 
 static inline void apply_hold(gw_session *ss, bool was_paused) {
@@ -362,6 +372,15 @@ void gw_door_finish(gw_server *s);
  * out from WRITEABLE, after what is queued unless urgent). reason NULL: the code's default. */
 int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason);
 void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason, bool urgent);
+/* gw_server.c: a close frame was just asked for; if the connection is still open
+ * CLOSE_TIMEOUT_S later, it is ended then, without lws' timers. */
+void gw__close_backstop(gw_server *s, gw_session *ss);
+/* gw_server.c: (re)starts the ev_timer `w` for the earliest deadline of `h`, if any. */
+void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h);
+/* gw_server.c: pops the deadlines of `h` that are due, calls `due` for each connection still
+ * known, and re-arms `w`. */
+void gw__deadline_run(gw_server *s, gw_deadline_heap *h, ev_timer *w,
+                      void (*due)(gw_server *, gw_session *));
 
 /* gw_inbound.c: LWS_CALLBACK_RECEIVE (0, or -1 after gw__close_now); the registration was
  * confirmed or a pause ended: produce what the session holds, or wait among the stalled; the

@@ -127,9 +127,9 @@ static size_t users_json(sender *s, size_t at, uint64_t g) {
                             (unsigned long long)(p->user_offset + recipient(p, g, 0)));
   size_t n = (size_t)snprintf(s->body + at, s->body_cap - at, "\"users\":[");
   for (unsigned k = 0; k < p->api_users; k++)
-    n += (size_t)snprintf(s->body + at + n, s->body_cap - at - n, "%s\"%s%llu\"", k ? "," : "",
-                          p->user_prefix,
-                          (unsigned long long)(p->user_offset + recipient(p, g, k)));
+    n +=
+        (size_t)snprintf(s->body + at + n, s->body_cap - at - n, "%s\"%s%llu\"", k ? "," : "",
+                         p->user_prefix, (unsigned long long)(p->user_offset + recipient(p, g, k)));
   return n + (size_t)snprintf(s->body + at + n, s->body_cap - at - n, "]");
 }
 
@@ -145,8 +145,8 @@ static void start(sender *s, client *c, uint64_t g, uint64_t due, uint64_t now) 
     n += (size_t)snprintf(s->body + n, s->body_cap - n, "%s{%s", i ? "," : "",
                           batch ? "\"command\":\"send\"," : "");
     n += users_json(s, n, g + i);
-    n += (size_t)snprintf(s->body + n, s->body_cap - n, ",\"data\":\"%.*s%.*s\"}", (int)ml,
-                          marker, (int)pad, s->pad);
+    n += (size_t)snprintf(s->body + n, s->body_cap - n, ",\"data\":\"%.*s%.*s\"}", (int)ml, marker,
+                          (int)pad, s->pad);
   }
   if (batch)
     n += (size_t)snprintf(s->body + n, s->body_cap - n, "]}");
@@ -221,10 +221,9 @@ static int setup(sender *s) {
   s->cl = calloc(s->ncl, sizeof *s->cl);
   /* Per send: the JSON around the payload, the user ids (a prefix, 20 digits, quotes and a comma
    * each) and the padding (--user-prefix has no bound); then the batch's braces. */
-  s->body_cap =
-      (p->size + LOAD_MARKER_MAX + (strlen(p->user_prefix) + 24) * p->api_users + 128) *
-          p->api_batch +
-      32;
+  s->body_cap = (p->size + LOAD_MARKER_MAX + (strlen(p->user_prefix) + 24) * p->api_users + 128) *
+                    p->api_batch +
+                32;
   s->body = malloc(s->body_cap);
   s->pad = malloc(p->size + 1);
   s->multi = curl_multi_init();

@@ -205,22 +205,62 @@ Test(gateway_hostile, junk_upgrades_do_not_lock_out_real_users) {
   still_serves("after-junk");
 }
 
+/* The 14-byte header of a final binary frame of `payload` bytes, masked with a zero key (the
+ * payload goes out as it is). */
+static void big_header(uint8_t hdr[14], uint64_t payload) {
+  memset(hdr, 0, 14);
+  hdr[0] = 0x82;
+  hdr[1] = 0x80 | 127;
+  for (int i = 0; i < 8; i++)
+    hdr[2 + i] = (uint8_t)(payload >> (56 - 8 * i));
+}
+
+/* A gateway of its own (its log named hostile-<user>) and one connection of `user`, announced. */
+static ws_client *attacker(const char *user) {
+  char name[64];
+  snprintf(name, sizeof name, "hostile-%s", user);
+  itest_gateway_start(&gw, NULL, name, NULL);
+  itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
+  ws_client *c = itest_connect(&gw, user);
+  wsg_envelope e;
+  itest_reader_expect(&rd, WSG_ENV_CONNECT, user, &e, ITEST_TIMEOUT_MS);
+  return c;
+}
+
 /* Sends `len` bytes on fd from another thread (the gateway may stop reading: never block the
- * test's reads on it). */
+ * test's reads on it), at most `rate` bytes/s if set, for at most 60 s. ws_client's socket is
+ * non-blocking: a full send buffer waits for room, it does not end the frame early. */
 typedef struct {
   int fd;
   const uint8_t *buf;
   size_t len;
+  size_t rate;
+  size_t sent;
 } sender;
 
 static void *send_main(void *arg) {
   sender *s = arg;
-  size_t off = 0;
-  while (off < s->len) {
-    ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL);
+  uint64_t t0 = now_ms();
+  while (s->sent < s->len && now_ms() - t0 < 60000) {
+    size_t want = s->len - s->sent;
+    if (s->rate) {
+      size_t due = (size_t)((now_ms() - t0) * s->rate / 1000) + 65536;
+      if (due <= s->sent) {
+        usleep(10 * 1000);
+        continue;
+      }
+      if (want > due - s->sent)
+        want = due - s->sent;
+    }
+    ssize_t n = send(s->fd, s->buf + s->sent, want, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+      poll(&p, 1, 100);
+      continue;
+    }
     if (n <= 0)
       break;
-    off += (size_t)n;
+    s->sent += (size_t)n;
   }
   return NULL;
 }
@@ -236,12 +276,8 @@ Test(gateway_hostile, multi_megabyte_frame_gets_1009) {
     size_t payload = (size_t)4 << 20, len = 14 + payload;
     uint8_t *frame = calloc(1, len);
     cr_assert(frame);
-    frame[0] = 0x82; /* FIN, binary */
-    frame[1] = 0x80 | 127;
-    for (int i = 0; i < 8; i++)
-      frame[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
-    /* mask key 0: the payload goes out as it is */
-    sender sd = {ws_client_fd(c), frame, len};
+    big_header(frame, payload);
+    sender sd = {ws_client_fd(c), frame, len, 0, 0};
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, send_main, &sd), 0);
     ws_message m;
@@ -258,6 +294,105 @@ Test(gateway_hostile, multi_megabyte_frame_gets_1009) {
     free(frame);
   }
   still_serves("after-bigframe");
+}
+
+/*
+ * Issue 16 item 8: an oversized frame whose rest takes longer than lws' 5 s close-ack timeout
+ * (64 MiB at 4 MiB/s: 16 s) still gets its 1009, after the whole frame was taken, and the close
+ * handshake then ends with a FIN. With the 1009 sent at once, lws reset the connection 5 s later:
+ * the client's next write failed (EPIPE) after about 20 MiB.
+ */
+Test(gateway_hostile, slow_oversized_frame_gets_1009_and_a_clean_close) {
+  ws_client *c = attacker("slowbig");
+  size_t payload = (size_t)64 << 20, len = 14 + payload;
+  uint8_t *frame = calloc(1, len);
+  cr_assert(frame);
+  big_header(frame, payload);
+  sender sd = {ws_client_fd(c), frame, len, (size_t)4 << 20, 0};
+  pthread_t t;
+  uint64_t t0 = now_ms();
+  cr_assert_eq(pthread_create(&t, NULL, send_main, &sd), 0);
+  ws_message m;
+  int rc = ws_client_recv(c, &m, 40000);
+  uint64_t close_ms = now_ms() - t0;
+  pthread_join(t, NULL);
+  cr_log_info("64 MiB at 4 MiB/s: %s after %llu ms, %zu of %zu bytes written in %llu ms",
+              rc == WS_CLIENT_OK ? "close read" : "no close", (unsigned long long)close_ms, sd.sent,
+              len, (unsigned long long)(now_ms() - t0));
+  cr_assert_eq(rc, WS_CLIENT_OK, "no close frame (%s)", ws_client_strerror(rc));
+  cr_assert_eq(m.opcode, WS_OP_CLOSE);
+  cr_assert_eq(m.close_code, 1009, "close %u", m.close_code);
+  cr_assert_eq(sd.sent, len, "the frame was cut after %zu of %zu bytes", sd.sent, len);
+  const uint8_t code[2] = {0x03, 0xF1};
+  cr_assert_eq(ws_client_send_frame(c, WS_OP_CLOSE, true, true, code, sizeof code), WS_CLIENT_OK,
+               "the client's close could not be written");
+  rc = ws_client_wait_eof(c, 3000);
+  cr_assert_eq(rc, WS_CLIENT_OK, "no FIN within 3 s of the client's close (%s)",
+               ws_client_strerror(rc));
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_oversize_discards_total"), 1);
+  ws_client_destroy(c);
+  free(frame);
+  still_serves("after-slowbig");
+}
+
+/*
+ * Issue 16 item 8: a client that announces an oversized frame and stops sending cannot hold its
+ * socket: the 1009 goes at the discard's deadline (5 s + 1 s per MiB still due: 6 s for the
+ * 1 MiB missing here), and lws ends the connection 5 s later.
+ */
+Test(gateway_hostile, stalled_oversized_frame_gets_1009_at_its_deadline) {
+  ws_client *c = attacker("stallbig");
+  size_t payload = (size_t)2 << 20, half = (size_t)1 << 20; /* --max-message: 1 MiB */
+  uint8_t hdr[14];
+  big_header(hdr, payload);
+  uint8_t *zeros = calloc(1, half);
+  cr_assert(zeros);
+  uint64_t t0 = now_ms();
+  cr_assert_eq(ws_client_send_raw(c, hdr, sizeof hdr), WS_CLIENT_OK);
+  cr_assert_eq(ws_client_send_raw(c, zeros, half), WS_CLIENT_OK);
+  ws_message m;
+  int rc = ws_client_recv(c, &m, 15000);
+  uint64_t close_ms = now_ms() - t0;
+  rc = rc == WS_CLIENT_OK && m.opcode == WS_OP_CLOSE ? (int)m.close_code : rc;
+  int end = ws_client_wait_eof(c, 10000);
+  uint64_t end_ms = now_ms() - t0;
+  cr_log_info(
+      "half an oversized frame, then nothing: close %d after %llu ms, end (%s) after %llu ms", rc,
+      (unsigned long long)close_ms, ws_client_strerror(end), (unsigned long long)end_ms);
+  cr_assert_eq(rc, 1009, "no 1009 (%d)", rc);
+  cr_assert(close_ms >= 5000 && close_ms <= 8000, "the 1009 after %llu ms (deadline 6 s)",
+            (unsigned long long)close_ms);
+  cr_assert(end != WS_CLIENT_TIMEOUT && end_ms <= 14000, "still open after %llu ms",
+            (unsigned long long)end_ms);
+  ws_client_destroy(c);
+  free(zeros);
+  still_serves("after-stallbig");
+}
+
+/*
+ * Issue 16 item 8: a message over --max-message in fragments (256 KiB frames, 2 MiB in all, the
+ * limit passed inside the fifth) is dropped to its final fragment, then closed with 1009, and the
+ * client's close ends the connection at once.
+ */
+Test(gateway_hostile, fragmented_oversized_message_gets_1009_at_its_end) {
+  ws_client *c = attacker("fragbig");
+  size_t len = (size_t)2 << 20;
+  uint8_t *data = calloc(1, len);
+  cr_assert(data);
+  cr_assert_eq(ws_client_send_fragmented(c, WS_OP_BINARY, data, len, (size_t)256 << 10),
+               WS_CLIENT_OK, "the fragments could not all be written");
+  ws_message m;
+  cr_assert_eq(ws_client_recv(c, &m, 10000), WS_CLIENT_OK, "no close frame");
+  cr_assert_eq(m.opcode, WS_OP_CLOSE);
+  cr_assert_eq(m.close_code, 1009, "close %u", m.close_code);
+  const uint8_t code[2] = {0x03, 0xF1};
+  cr_assert_eq(ws_client_send_frame(c, WS_OP_CLOSE, true, true, code, sizeof code), WS_CLIENT_OK);
+  cr_assert_eq(ws_client_wait_eof(c, 3000), WS_CLIENT_OK,
+               "still open 3 s after the client's close");
+  cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_oversize_discards_total"), 1);
+  ws_client_destroy(c);
+  free(data);
+  still_serves("after-fragbig");
 }
 
 /*
@@ -278,9 +413,8 @@ Test(gateway_hostile, oversized_frame_close_handshake_ends_at_once) {
     ws_client *c = itest_connect(&gw, "bigclose");
     wsg_envelope e;
     itest_reader_expect(&rd, WSG_ENV_CONNECT, "bigclose", &e, ITEST_TIMEOUT_MS);
-    uint8_t hdr[14] = {0x82, 0x80 | 127}; /* FIN, binary, masked with a zero key */
-    for (int i = 0; i < 8; i++)
-      hdr[2 + i] = (uint8_t)((uint64_t)payload >> (56 - 8 * i));
+    uint8_t hdr[14];
+    big_header(hdr, payload);
     cr_assert_eq(ws_client_send_raw(c, hdr, sizeof hdr), WS_CLIENT_OK);
     usleep(50 * 1000);
     cr_assert_eq(ws_client_send_raw(c, zeros, payload), WS_CLIENT_OK, "round %d: payload", round);

@@ -113,3 +113,22 @@ Test(gw_ratelimit, extremes_saturate) {
   cr_assert_not(gw_rate_allow(&r, &tat, T0 + S, 1));
   cr_assert_eq(gw_rate_wait_ns(&r, tat, T0 + S, UINT64_MAX), UINT64_MAX - T0 - S);
 }
+
+/* Bytes already read and dropped are charged even past the burst; the overdraft is owed. */
+Test(gw_ratelimit, charge_overdraws_and_is_owed) {
+  gw_rate r;
+  gw_rate_init(&r, 1000, 100); /* 1000 bytes/s, burst 100: 1 ms per byte */
+  uint64_t tat = 0;
+  gw_rate_charge(&r, &tat, T0, 600);
+  cr_assert_eq(tat, T0 + 600 * MS, "charged from a full bucket");
+  cr_assert_not(gw_rate_allow(&r, &tat, T0, 1));
+  gw_rate_charge(&r, &tat, T0, 400);
+  cr_assert_eq(tat, T0 + 1000 * MS, "a second charge adds to the debt");
+  /* 100 more bytes pass once the debt is paid down to the tolerance. */
+  cr_assert_eq(gw_rate_wait_ns(&r, tat, T0, 100), 1000 * MS);
+  cr_assert(gw_rate_allow(&r, &tat, T0 + 1000 * MS, 100));
+  gw_rate_init(&r, 0, 100);
+  tat = 0;
+  gw_rate_charge(&r, &tat, T0, UINT64_MAX);
+  cr_assert_eq(tat, 0, "unlimited keeps no state");
+}
