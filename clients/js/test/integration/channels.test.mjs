@@ -1,6 +1,6 @@
 // Channels and in-band token refresh against real gateways, a processor, Kafka and Redis:
 // publications across two gateways (the processor's `publish` built-in and a client's publish
-// op), presence (skipped until the gateway has the op), recovery of every publication exactly once and in order across a kill -9 of the
+// op), presence, recovery of every publication exactly once and in order across a kill -9 of the
 // subscribers' gateway, and a 3-second token refreshed in-band (then one that is not: 4003 and a
 // reconnect with a new token).
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { WS, WsgateClient, memoryChannelStore, memoryStore, msgpack, msgpackCode
 import { Cluster, token } from './cluster.mjs';
 
 const cluster = new Cluster('channels');
-const NS = ['--channel-namespace', 'live=history_size=10000', '--channel-namespace', 'talk=client_publish=true,presence=true,history_size=100'];
+const NS = ['--channel-namespace', 'live=history_size=10000', '--channel-namespace', 'talk=client_publish=true,presence=true,client_presence=true,history_size=100'];
 const clients = [];
 let lb;
 before(async () => {
@@ -74,20 +74,13 @@ test('publications reach subscribers on another gateway: the publish built-in, c
   assert.equal((await next(subL, 'error', () => true, 10000)).code, 'publish_not_allowed');
 });
 
-// The presence op comes with issue 15's presence stage: skipped while the gateway does not know it.
-test('presence across gateways; refused where the namespace has none', { timeout: 60000 }, async (t) => {
+test('presence across gateways; refused where the namespace has none', { timeout: 60000 }, async () => {
   const a = client(direct('gw1'), `pa-${cluster.run}`);
   const b = client(direct('gw2'), `pb-${cluster.run}`);
   const subA = a.subscribe('talk:p');
   const subB = b.subscribe('talk:p');
   await Promise.all([next(subA, 'subscribed', () => true, 10000), next(subB, 'subscribed', () => true, 10000)]);
-  let pres;
-  try {
-    pres = await subA.presence();
-  } catch (err) {
-    if (err.code === 'unknown_op') return t.skip('this gateway has no presence op yet');
-    throw err;
-  }
+  const pres = await subA.presence();
   assert.equal(pres.connections, 2);
   assert.deepEqual([...pres.users].sort(), [`pa-${cluster.run}`, `pb-${cluster.run}`].sort());
   const subL = a.subscribe('live:nopres');
