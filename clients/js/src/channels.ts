@@ -181,6 +181,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   }
 
   answered(a: Op): void {
+    this.inflight = false;
     if (this.st !== 'subscribing') return; // a duplicate (the server re-made it too): nothing new
     this.st = 'subscribed';
     // A gateway that subscribed us before our `since` arrived answers without `recovered`.
@@ -211,6 +212,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   frame(f: Op): void {
     if (this.st === 'unsubscribed') return;
+    // A subscribe with `since` is in flight: what comes before its answer is the live stream of a
+    // subscription the server re-made first (chat's on_connect), ahead of the replay the answer
+    // starts. Taken, it would move the position past the replay; the replay brings it again.
+    if (this.inflight && this.since && f.wsgate !== 'presence_change') return;
     if (f.wsgate === 'pub') this.publication(f);
     else if (f.wsgate === 'gap') {
       const g = { channel: this.channel, from: Number(f.from), to: Number(f.to) };

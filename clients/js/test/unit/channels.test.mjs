@@ -318,6 +318,34 @@ describe('channels', () => {
     await gw.close();
   });
 
+  test('live publications of a server-made subscription before our recovered answer are dropped: the replay brings them', async () => {
+    // The chat handler re-makes the subscription at connect; the live stream reaches the client
+    // before the answer to its own subscribe with `since`, which replays from there.
+    const gw = await opGateway((op, reply, s, n) => {
+      if (n === 1) return reply({ wsgate: 'subscribed', id: op.id, channel: op.channel });
+      s.out({ wsgate: 'subscribed', channel: op.channel, server: true });
+      s.out(pub('ch', 5, 1, 'live5'));
+      s.out({ wsgate: 'gap', channel: 'ch', from: 6, to: 6 });
+      s.out(pub('ch', 7, 1, 'live7'));
+      setTimeout(() => {
+        // In one turn: the answer and the replay may come in the same read.
+        reply({ wsgate: 'subscribed', id: op.id, channel: op.channel, recovered: true, epoch: 1, offset: 7 });
+        for (const o of [3, 4, 5, 6, 7]) s.out(pub('ch', o, 1, `r${o}`));
+      }, 30);
+    }, {
+      onConnection: (s, url, n) =>
+        n === 1 && s.once('message', () => setTimeout(() => (s.out(pub('ch', 2, 1, 'a')), setTimeout(() => s.terminate(), 20)), 20)),
+    });
+    const c = client(opts(gw.url, { resume: false }));
+    const sub = c.subscribe('ch');
+    const seen = collect(sub, 'publication', 'gap', 'resync');
+    await until(() => seen.publication.length === 6, 3000, 'the replayed publications');
+    assert.deepEqual(seen.publication.map((p) => p.data), ['a', 'r3', 'r4', 'r5', 'r6', 'r7']);
+    assert.deepEqual([seen.gap, seen.resync], [[], []]);
+    assert.deepEqual(sub.position, { offset: 7, epoch: 1 });
+    await gw.close();
+  });
+
   test('other op frames: unknown ones are control events, unclaimed errors and undecodable ones error events', async () => {
     const gw = await fakeGateway({
       onConnection: (s) => {
