@@ -189,6 +189,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (recovered === false) {
       const e = a.epoch;
       this.save(typeof e === 'number' && e > 0 ? { offset: Number(a.offset) || 0, epoch: e } : null);
+    } else if (!this.since && !this.pos && typeof a.epoch === 'number' && typeof a.offset === 'number') {
+      // Where the stream starts (epoch 0: before the channel's first publication): a reconnect
+      // before the first publication recovers from here.
+      this.save({ offset: a.offset, epoch: a.epoch });
     }
     this.emit('subscribed', { channel: this.channel, recovered });
     if (recovered === false) this.resync('not_recovered');
@@ -236,7 +240,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     }
     const p = this.pos;
     if (p && epoch === p.epoch && offset <= p.offset) return; // replayed twice
-    const newEpoch = !!p && epoch !== p.epoch;
+    const newEpoch = !!p && p.epoch !== 0 && epoch !== p.epoch;
     let data: string | Uint8Array;
     if (typeof f.data === 'string' || f.data instanceof Uint8Array) data = f.data;
     else if (typeof f.data_b64 === 'string') {

@@ -346,6 +346,29 @@ describe('channels', () => {
     await gw.close();
   });
 
+  test('the position in a plain subscribed answer is recovered from before the first publication', async () => {
+    const gw = await opGateway(
+      subscribing((op, n) => (n === 1 ? { epoch: 0, offset: 0 } : { recovered: true, epoch: 4, offset: 1 })),
+      {
+        onConnection: (s, url, n) => {
+          if (n === 1) {
+            s.out({ wsgate: 'subscribed', channel: 'room:x', server: true, epoch: 3, offset: 10 });
+            s.once('message', () => setTimeout(() => s.terminate(), 20));
+          } else s.on('message', () => setTimeout(() => s.out(pub('ch', 1, 4, 'first')), 10));
+        },
+      },
+    );
+    const c = client(opts(gw.url, { resume: false }));
+    const sub = c.subscribe('ch');
+    const seen = collect(sub, 'publication', 'resync');
+    await until(() => seen.publication.length === 1, 3000, 'the first publication');
+    const since = Object.fromEntries(gw.ops.filter((o) => o.n === 2).map((o) => [o.op.channel, o.op.since]));
+    assert.deepEqual(since, { ch: { offset: 0, epoch: 0 }, 'room:x': { offset: 10, epoch: 3 } });
+    assert.deepEqual(seen.resync, [], 'epoch 0 is no epoch: the first one is not a new epoch');
+    assert.deepEqual(sub.position, { offset: 1, epoch: 4 });
+    await gw.close();
+  });
+
   test('other op frames: unknown ones are control events, unclaimed errors and undecodable ones error events', async () => {
     const gw = await fakeGateway({
       onConnection: (s) => {
