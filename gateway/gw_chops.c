@@ -224,7 +224,7 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
   bool has_op = op->kind != GW_CHOP_NONE;
   bool ok = err == GW_CHOP_OK;
   size_t pairs = 1 + (op->has_id ? 1 : 0) + (ok ? 1 : 2 + (has_op ? 1 : 0) + (op->server ? 1 : 0)) +
-                 (rec ? 3 : 0) + (op->server ? 1 : 0);
+                 (rec ? (rec->fresh ? 2 : 3) : 0) + (op->server ? 1 : 0);
   msgpack_pack_map(&pk, pairs);
   mp_str(&pk, "wsgate", 6);
   mp_str(&pk, type, strlen(type));
@@ -236,11 +236,13 @@ static size_t answer_msgpack(const gw_chop *op, int err, const char *type,
     mp_str(&pk, "channel", 7);
     mp_str(&pk, op->channel, op->channel_len);
     if (rec) {
-      mp_str(&pk, "recovered", 9);
-      if (rec->recovered)
-        msgpack_pack_true(&pk);
-      else
-        msgpack_pack_false(&pk);
+      if (!rec->fresh) {
+        mp_str(&pk, "recovered", 9);
+        if (rec->recovered)
+          msgpack_pack_true(&pk);
+        else
+          msgpack_pack_false(&pk);
+      }
       mp_str(&pk, "epoch", 5);
       msgpack_pack_uint64(&pk, rec->epoch);
       mp_str(&pk, "offset", 6);
@@ -278,7 +280,8 @@ static size_t answer_json(const gw_chop *op, int err, const char *type, const gw
   if (err == GW_CHOP_OK) {
     json_object_set_new(j, "channel", json_stringn(op->channel, op->channel_len));
     if (rec) {
-      json_object_set_new(j, "recovered", json_boolean(rec->recovered));
+      if (!rec->fresh)
+        json_object_set_new(j, "recovered", json_boolean(rec->recovered));
       json_object_set_new(j, "epoch", json_integer((json_int_t)rec->epoch));
       json_object_set_new(j, "offset", json_integer((json_int_t)rec->offset));
     }

@@ -112,11 +112,13 @@ size_t gw_chops_answer(const gw_chop *op, int err, uint8_t *out, size_t cap);
 size_t gw_chops_answer_msg(const gw_chop *op, int err, const char *message, uint8_t *out,
                            size_t cap);
 
-/* The "subscribed" answer to a subscribe with `since`, once the history said whether it covers
- * what the client missed: {"wsgate":"subscribed",..,"recovered":b,"epoch":E,"offset":O}, O the
- * channel's last offset when the history was read. */
+/* The "subscribed" answer with the subscription's position: {"wsgate":"subscribed",..,
+ * "recovered":b,"epoch":E,"offset":O}. To a subscribe with `since`, once the history said whether
+ * it covers what the client missed, O the channel's last offset when the history was read; to
+ * one without (`fresh`: no "recovered"), O the offset the live stream continues after (epoch 0,
+ * offset 0: the channel has had no publication). */
 typedef struct {
-  bool recovered;
+  bool recovered, fresh;
   uint64_t epoch, offset;
 } gw_chop_recovery;
 size_t gw_chops_answer_recovery(const gw_chop *op, const gw_chop_recovery *rec, uint8_t *out,

@@ -12,7 +12,14 @@
  * subscription goes live from the next offset (gw_chsub_set_from drops the live ones it has).
  * The answer ("subscribed" with recovered, epoch, offset) comes before the first replayed frame;
  * recovered is false when the epoch changed or the history no longer starts right after
- * `offset`: the client then resynchronises from its own source of truth.
+ * `offset`: the client then resynchronises from its own source of truth. `since` with epoch 0
+ * (offset 0) is "before the channel's first publication": recovered while offset 1 is still held.
+ *
+ * A new subscription without `since` on a channel whose position this gateway does not know
+ * (`fresh`) takes the same path: the first read returns only the channel's epoch and last
+ * offset, which the answer carries (no "recovered") and the live stream continues after; what
+ * came live meanwhile is read like a replay. The client then has a position to recover from
+ * even before its first publication.
  *
  * Threads: the loop thread only.
  */
@@ -28,13 +35,15 @@
 #define RECOVERIES_MAX 10000
 /* Pacing while the client's send queue is above a quarter of --sendq-soft. */
 #define PACE_MS 10
+/* A fresh subscription's first read: after every offset, so only the epoch and last offset. */
+#define AFTER_ALL ((1ull << 53) - 1)
 
 struct gw_chrec {
   struct gw_chrec *next, *prev;
   gw_server *s;
   uint64_t conn;
   uint64_t epoch, next_off; /* the client's epoch; the next offset to give it */
-  bool answered, busy, dead;
+  bool answered, busy, dead, fresh;
   ev_timer w;
   gw_chop op; /* the subscribe: channel, id and format of the answer */
 };
@@ -60,13 +69,15 @@ static void end(gw_chrec *r) {
     free(r);
 }
 
-static void answer(gw_chrec *r, gw_session *ss, bool recovered, uint64_t epoch, uint64_t last) {
+/* rec NULL: a plain "subscribed" (a fresh subscription whose position could not be read). */
+static void answer(gw_chrec *r, gw_session *ss, const gw_chop_recovery *rec) {
   gw_server *s = r->s;
   r->answered = true;
-  wsg_counter_add(s->m_chrecover[recovered ? 0 : 1], 1);
-  gw_chop_recovery rec = {recovered, epoch, last};
+  if (rec && !rec->fresh)
+    wsg_counter_add(s->m_chrecover[rec->recovered ? 0 : 1], 1);
   uint8_t out[GW_CHOP_ANSWER_MAX];
-  size_t n = gw_chops_answer_recovery(&r->op, &rec, out, sizeof out);
+  size_t n = rec ? gw_chops_answer_recovery(&r->op, rec, out, sizeof out)
+                 : gw_chops_answer(&r->op, GW_CHOP_OK, out, sizeof out);
   gw_msg *m = n ? gw_msg_create(out, n, r->op.msgpack) : NULL;
   if (!m) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
@@ -143,14 +154,18 @@ static void on_page(void *arg, const gw_chhist_page *page, bool destroyed) {
     return;
   if (!page) {
     if (!r->answered)
-      answer(r, ss, false, 0, 0);
+      answer(r, ss, r->fresh ? NULL : &(gw_chop_recovery){.recovered = false});
     go_live(r, sub, 0);
     return;
   }
-  if (!r->answered) {
-    bool covered = page->epoch != 0 && page->epoch == r->epoch && page->last + 1 >= r->next_off &&
+  if (!r->answered && r->fresh) {
+    r->next_off = page->last + 1;
+    answer(r, ss, &(gw_chop_recovery){.fresh = true, .epoch = page->epoch, .offset = page->last});
+  } else if (!r->answered) {
+    bool epoch_ok = r->epoch ? page->epoch == r->epoch : r->next_off == 1;
+    bool covered = epoch_ok && page->last + 1 >= r->next_off &&
                    (page->n ? page->e[0].offset == r->next_off : page->last + 1 == r->next_off);
-    answer(r, ss, covered, page->epoch, page->last);
+    answer(r, ss, &(gw_chop_recovery){covered, false, page->epoch, page->last});
     if (!covered) {
       r->next_off = page->last + 1;
       go_live(r, sub, page->epoch);
@@ -161,7 +176,8 @@ static void on_page(void *arg, const gw_chhist_page *page, bool destroyed) {
   if (r->dead)
     return;
   gw_chpos *pos = gw_channel_pos(gw_chsub_channel(sub));
-  bool behind_live = pos->epoch == page->epoch && pos->next > r->next_off;
+  /* Epoch 0 read: the channel's first publications may have come live (skipped) meanwhile. */
+  bool behind_live = (pos->epoch == page->epoch || page->epoch == 0) && pos->next > r->next_off;
   if (!page->more && !behind_live) {
     go_live(r, sub, page->epoch);
     return;
@@ -173,8 +189,9 @@ static void issue(gw_chrec *r) {
   gw_server *s = r->s;
   r->busy = true;
   uint64_t bytes = s->cfg->sendq_soft / 4 ? s->cfg->sendq_soft / 4 : 65536;
-  if (gw_chhist_read(s->chreg, r->op.channel, r->op.channel_len, r->next_off - 1,
-                     GW_CHHIST_PAGE_MAX, bytes, on_page, r) != 0)
+  uint64_t after = r->fresh && !r->answered ? AFTER_ALL : r->next_off - 1;
+  if (gw_chhist_read(s->chreg, r->op.channel, r->op.channel_len, after, GW_CHHIST_PAGE_MAX, bytes,
+                     on_page, r) != 0)
     on_page(r, NULL, false); /* Redis is not connected: not recovered, live from now */
 }
 
@@ -204,10 +221,11 @@ void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_ch
   if (!r) {
     /* Too many at once (a reconnect storm): answered at once, not recovered. */
     gw_chrec tmp = {.s = s, .op = *op};
-    answer(&tmp, ss, false, 0, 0);
+    answer(&tmp, ss, op->has_since ? &(gw_chop_recovery){.recovered = false} : NULL);
     return;
   }
   r->s = s;
+  r->fresh = !op->has_since;
   r->conn = ss->conn_id;
   r->epoch = op->since_epoch;
   r->next_off = op->since_offset + 1;

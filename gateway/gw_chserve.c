@@ -87,7 +87,9 @@ static void membership_changed(gw_server *s, gw_session *ss, const char *name, s
 /* Adds the subscription, after whatever permission check the caller made: the local index, the
  * gateway set in Redis when the channel is new here, presence, join/leave, and a recovery from
  * `since`, also for a channel the connection already holds (the handler may have subscribed it at
- * connect). The one path of every subscribe: client ops, handler decisions, server ops. */
+ * connect). The one path of every subscribe: client ops, handler decisions, server ops. A new
+ * subscription to a channel whose position is unknown here is answered once Redis gives it
+ * (gw_chrecover), so that every "subscribed" carries the position it starts after. */
 int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
   bool created;
   gw_chsub *held = gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
@@ -110,6 +112,13 @@ int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
     gw_chrecover_start(s, ss, sub, op);
     return GW_CHOP_RECOVERING;
   }
+  if (!held) {
+    gw_chsub *sub = gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
+    if (gw_channel_pos(gw_chsub_channel(sub))->epoch == 0) {
+      gw_chrecover_start(s, ss, sub, op);
+      return GW_CHOP_RECOVERING;
+    }
+  }
   return GW_CHOP_OK;
 }
 
@@ -129,7 +138,20 @@ static bool leave(gw_server *s, gw_session *ss, const gw_chop *op) {
 void gw__chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int rc,
                         const char *message, uint64_t now_ms) {
   uint8_t out[GW_CHOP_ANSWER_MAX];
-  size_t n = gw_chops_answer_msg(op, rc, message, out, sizeof out);
+  /* A live subscription's answer says where its stream is: the channel's next offset here, or
+   * past what a recovery gave it. Unknown (no publication seen, a recovery running): none. */
+  gw_chsub *sub = rc == GW_CHOP_OK && op->kind == GW_CHOP_SUBSCRIBE
+                      ? gw_channels_sub_of(ss->subs, op->channel, op->channel_len)
+                      : NULL;
+  const gw_chpos *pos = sub ? gw_channel_pos(gw_chsub_channel(sub)) : NULL;
+  size_t n;
+  if (pos && pos->epoch && !(gw_chsub_flags(sub) & GW_CHSUB_RECOVERING)) {
+    uint64_t next = pos->next > gw_chsub_from(sub) ? pos->next : gw_chsub_from(sub);
+    gw_chop_recovery at = {.fresh = true, .epoch = pos->epoch, .offset = next ? next - 1 : 0};
+    n = gw_chops_answer_recovery(op, &at, out, sizeof out);
+  } else {
+    n = gw_chops_answer_msg(op, rc, message, out, sizeof out);
+  }
   gw_msg *m = n ? gw_msg_create(out, n, op->msgpack) : NULL;
   if (!m) {
     gw__close_async(s, ss, GW_CLOSE_INTERNAL, NULL, false);
@@ -154,7 +176,9 @@ bool gw_chserve_op(gw_server *s, gw_session *ss, const uint8_t *d, size_t len, b
       return true;
     }
   } else if (rc == GW_CHOP_OK && op.kind == GW_CHOP_SUBSCRIBE) {
-    if (wsg_chns_of(s->chns, op.channel, op.channel_len)->subscribe_handler)
+    if (gw_channels_sub_of(ss->subs, op.channel, op.channel_len))
+      rc = gw__chserve_join(s, ss, &op); /* held: the claim or the handler allowed it already */
+    else if (wsg_chns_of(s->chns, op.channel, op.channel_len)->subscribe_handler)
       rc = gw_chpend_ask(s, ss, &op); /* the handler decides, not the claim */
     else if (gw_chperm_allows(ss->chperm, op.channel, op.channel_len))
       rc = gw__chserve_join(s, ss, &op);
@@ -192,6 +216,10 @@ static void server_op_one(gw_server *s, gw_session *ss, gw_chop *op, uint64_t no
   if (op->kind == GW_CHOP_SUBSCRIBE) {
     changed = !gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
     rc = gw__chserve_join(s, ss, op);
+    if (rc == GW_CHOP_RECOVERING) {
+      wsg_counter_add(s->m_chsrv[0][0], 1);
+      return; /* answered with the channel's position once Redis gives it */
+    }
   } else {
     changed = leave(s, ss, op);
   }

@@ -448,7 +448,8 @@ void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* gw_chpub.c: frees what a channel held (gw_channels_limits.pos_free). */
 void gw_chpub_pos_free(void *arg, gw_chpos *pos);
 /* gw_chrecover.c: ss just subscribed (sub) with op's `since`: answer and replay from the
- * history, then live; and, at shutdown after the registry is gone, what is left of them. */
+ * history, then live; without `since`, answer with the channel's position read from Redis, then
+ * live; and, at shutdown after the registry is gone, what is left of them. */
 void gw_chrecover_start(gw_server *s, gw_session *ss, gw_chsub *sub, const gw_chop *op);
 void gw_chrecover_finish(gw_server *s);
 /* Ends the recovery of ss's subscription to name, if one runs (a new subscribe with `since`

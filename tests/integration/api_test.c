@@ -249,7 +249,9 @@ Test(api, every_command_end_to_end) {
 static void subscribe(ws_client *c, const char *channel) {
   char op[256], want[256];
   snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
-  snprintf(want, sizeof want, "{\"wsgate\":\"subscribed\",\"channel\":\"%s\"}", channel);
+  /* Before any publication: the position is epoch 0, offset 0. */
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"channel\":\"%s\",\"epoch\":0,\"offset\":0}", channel);
   cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
   itest_expect_text(c, want, RECV_MS);
 }

@@ -39,6 +39,17 @@ static unsigned long long expect_pub(ws_client *c, const char *channel, unsigned
   return itest_expect_pub(c, channel, offset, json);
 }
 
+/* The answer to subscribe `id` with `since` on `ch`: recovered, at epoch/offset. */
+static void expect_recovered(ws_client *c, int id, const char *ch, unsigned long long epoch,
+                             unsigned offset) {
+  char want[256];
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"id\":%d,\"channel\":\"%s\",\"recovered\":true,"
+           "\"epoch\":%llu,\"offset\":%u}",
+           id, ch, epoch, offset);
+  itest_expect_text(c, want, ITEST_TIMEOUT_MS);
+}
+
 /* Nothing but pongs arrives on c for `ms`. */
 static void expect_silence(ws_client *c, int ms) {
   ws_message m;
@@ -59,7 +70,9 @@ static void registered(ws_client *c) {
                     ITEST_TIMEOUT_MS);
 }
 
-#define SUBSCRIBED(ch)   "{\"wsgate\":\"subscribed\",\"channel\":\"" ch "\",\"server\":true}"
+/* The handler's subscription to a channel with no publication yet. */
+#define SUBSCRIBED(ch)                                                                             \
+  "{\"wsgate\":\"subscribed\",\"channel\":\"" ch "\",\"epoch\":0,\"offset\":0,\"server\":true}"
 #define UNSUBSCRIBED(ch) "{\"wsgate\":\"unsubscribed\",\"channel\":\"" ch "\",\"server\":true}"
 
 /* A user's two connections on two gateways are subscribed by another user's message (no claim
@@ -101,7 +114,12 @@ Test(channels_handler, subscribes_a_users_connections_on_two_gateways) {
 
   /* ann subscribes her own connection (no lookup): she gets the next publication, bob does not. */
   send_text(ann, "+room:x");
-  itest_expect_text(ann, SUBSCRIBED("room:x"), ITEST_TIMEOUT_MS);
+  char want[256];
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"channel\":\"room:x\",\"epoch\":%llu,\"offset\":1,"
+           "\"server\":true}",
+           e1);
+  itest_expect_text(ann, want, ITEST_TIMEOUT_MS);
   send_text(ann, "room:x\nbye");
   expect_pub(ann, "room:x", 2, "bye");
   expect_silence(b1, 300);
@@ -155,22 +173,71 @@ Test(channels_handler, subscribe_with_since_on_a_held_channel_recovers) {
   send_text(a, "news:a\ntwo");
   expect_pub(a, "news:a", 2, "two");
 
-  char op[256], want[256];
+  char op[256];
   snprintf(op, sizeof op,
            "{\"wsgate\":\"subscribe\",\"id\":5,\"channel\":\"news:a\",\"since\":{\"offset\":0,"
            "\"epoch\":%llu}}",
            e);
   send_text(a, op);
-  snprintf(want, sizeof want,
-           "{\"wsgate\":\"subscribed\",\"id\":5,\"channel\":\"news:a\",\"recovered\":true,"
-           "\"epoch\":%llu,\"offset\":2}",
-           e);
-  itest_expect_text(a, want, ITEST_TIMEOUT_MS);
+  expect_recovered(a, 5, "news:a", e, 2);
   expect_pub(a, "news:a", 1, "one");
   expect_pub(a, "news:a", 2, "two");
   send_text(a, "news:a\nthree");
   expect_pub(a, "news:a", 3, "three");
   ws_client_destroy(a);
+}
+
+/* Every "subscribed" says where the subscription's stream starts (epoch 0, offset 0: no
+ * publication yet): read from Redis for a channel new on the gateway, from the gateway's own
+ * position otherwise; and a connection may resubscribe with `since` to a channel the handler gave
+ * it, without a claim, recovering from the position of the handler's "subscribed". */
+Test(channels_handler, subscribed_carries_the_position) {
+  static const char *const extra[] = {"--channel-namespace", "news=history_size=100", NULL};
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  itest_gateway_start(&gw, &c, "chpos", NULL);
+  itest_gateway_start(&gw2, &c, "chpos2", NULL);
+  itest_processor_start(&proc, &c, "chpos", "publish", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = itest_connect_channels(&gw, "ann", "[\"news:*\"]");
+  send_text(a, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:p\"}");
+  itest_expect_text(
+      a, "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"news:p\",\"epoch\":0,\"offset\":0}",
+      ITEST_TIMEOUT_MS);
+  send_text(a, "news:p\none");
+  unsigned long long e = expect_pub(a, "news:p", 1, "one");
+
+  char want[256];
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"news:p\",\"epoch\":%llu,"
+           "\"offset\":1}",
+           e);
+  ws_client *b = itest_connect_channels(&gw, "bob", "[\"news:*\"]");  /* known here */
+  ws_client *d = itest_connect_channels(&gw2, "dan", "[\"news:*\"]"); /* read from Redis */
+  send_text(b, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:p\"}");
+  itest_expect_text(b, want, ITEST_TIMEOUT_MS);
+  send_text(d, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:p\"}");
+  itest_expect_text(d, want, ITEST_TIMEOUT_MS);
+  send_text(a, "news:p\ntwo");
+  expect_pub(a, "news:p", 2, "two");
+  expect_pub(b, "news:p", 2, "two");
+  expect_pub(d, "news:p", 2, "two");
+
+  ws_client *f = itest_connect(&gw, "fay"); /* no channels claim */
+  send_text(f, "+news:q");
+  itest_expect_text(f,
+                    "{\"wsgate\":\"subscribed\",\"channel\":\"news:q\",\"epoch\":0,\"offset\":0,"
+                    "\"server\":true}",
+                    ITEST_TIMEOUT_MS);
+  send_text(f, "news:q\nx1");
+  unsigned long long eq = expect_pub(f, "news:q", 1, "x1");
+  send_text(f, "{\"wsgate\":\"subscribe\",\"id\":2,\"channel\":\"news:q\",\"since\":{\"offset\":0,"
+               "\"epoch\":0}}");
+  expect_recovered(f, 2, "news:q", eq, 1);
+  expect_pub(f, "news:q", 1, "x1");
+  ws_client_destroy(a);
+  ws_client_destroy(b);
+  ws_client_destroy(d);
+  ws_client_destroy(f);
 }
 
 /* --- subscribe=handler: the handler decides (on_subscribe) ----------------------------------- */
@@ -187,7 +254,9 @@ Test(channels_handler, handler_permission_allows_and_refuses) {
   itest_processor_start(&proc, &c, "chdec", "publish", &(itest_daemon_opts){.extra = extra});
   ws_client *a = itest_connect(&gw, "ann"); /* no channels claim */
   send_text(a, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"room:x\"}");
-  itest_expect_text(a, "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"room:x\"}",
+  itest_expect_text(a,
+                    "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"room:x\",\"epoch\":0,"
+                    "\"offset\":0}",
                     ITEST_TIMEOUT_MS);
   send_text(a, "room:x\nhi");
   unsigned long long e = expect_pub(a, "room:x", 1, "hi");
@@ -199,17 +268,13 @@ Test(channels_handler, handler_permission_allows_and_refuses) {
                     ITEST_TIMEOUT_MS);
 
   /* With since: the handler decides, then the history is replayed. */
-  char op[256], want[256];
+  char op[256];
   snprintf(op, sizeof op,
            "{\"wsgate\":\"subscribe\",\"id\":3,\"channel\":\"room:x\",\"since\":{\"offset\":0,"
            "\"epoch\":%llu}}",
            e);
   send_text(a, op);
-  snprintf(want, sizeof want,
-           "{\"wsgate\":\"subscribed\",\"id\":3,\"channel\":\"room:x\",\"recovered\":true,"
-           "\"epoch\":%llu,\"offset\":1}",
-           e);
-  itest_expect_text(a, want, ITEST_TIMEOUT_MS);
+  expect_recovered(a, 3, "room:x", e, 1);
   expect_pub(a, "room:x", 1, "hi");
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_ops_total{op=\"subscribe\","
                                           "result=\"forbidden\"}"),

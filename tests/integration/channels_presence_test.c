@@ -79,7 +79,8 @@ static void op_expect(ws_client *c, const char *op, const char *want) {
 static void subscribe(ws_client *c, const char *channel) {
   char op[256], want[256];
   snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
-  snprintf(want, sizeof want, "{\"wsgate\":\"subscribed\",\"channel\":\"%s\"}", channel);
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"channel\":\"%s\",\"epoch\":0,\"offset\":0}", channel);
   op_expect(c, op, want);
 }
 
@@ -454,7 +455,8 @@ static long pc_count(const itest_cluster *c, const itest_gateway *g, const char 
   return n;
 }
 
-#define SERVER_SUBSCRIBED(ch) "{\"wsgate\":\"subscribed\",\"channel\":\"" ch "\",\"server\":true}"
+#define SERVER_SUBSCRIBED(ch)                                                                      \
+  "{\"wsgate\":\"subscribed\",\"channel\":\"" ch "\",\"epoch\":0,\"offset\":0,\"server\":true}"
 #define HS_FLAGS                                                                                   \
   "--channel-namespace", "room=presence=true,client_presence=true,join_leave=true",                \
       "--channel-namespace",                                                                       \
@@ -512,7 +514,7 @@ Test(channels_presence, handler_subscriptions_are_present) {
   jl_seen hs = {.watch = {"amy", "bob", NULL}, .channel = "hroom:y"};
   jl_read(a, &hs, 300, NULL); /* amy's own join */
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"hroom:y\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"hroom:y\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"hroom:y\",\"epoch\":0,\"offset\":0}");
   jl_read(a, &hs, 10000, bob_joined_hroom);
   cr_expect_eq(hs.joined_named[1], 1, "the handler's decision made a join event");
   cr_expect(presence_of_is(b, "hroom:y",

@@ -49,11 +49,12 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
   wsg_envelope e;
   itest_reader_expect(&rd, WSG_ENV_CONNECT, "alice", &e, ITEST_TIMEOUT_MS);
 
-  op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:eu\"}",
-            "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"news:eu\"}");
+  op_expect(
+      c, "{\"wsgate\":\"subscribe\",\"id\":1,\"channel\":\"news:eu\"}",
+      "{\"wsgate\":\"subscribed\",\"id\":1,\"channel\":\"news:eu\",\"epoch\":0,\"offset\":0}");
   cr_expect_eq(itest_gws_members(&gw, "news:eu", 1), 1);
   op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":2,\"channel\":\"lobby\"}",
-            "{\"wsgate\":\"subscribed\",\"id\":2,\"channel\":\"lobby\"}");
+            "{\"wsgate\":\"subscribed\",\"id\":2,\"channel\":\"lobby\",\"epoch\":0,\"offset\":0}");
   op_expect(c, "{\"wsgate\":\"subscribe\",\"id\":3,\"channel\":\"lobby2\"}",
             "{\"wsgate\":\"error\",\"id\":3,\"op\":\"subscribe\",\"code\":\"forbidden\","
             "\"message\":\"the token does not allow this channel\"}");
@@ -93,9 +94,9 @@ Test(gateway_channels, limit_per_connection_and_no_claim) {
   itest_gateway_start(&gw, NULL, "chan-limit", &(itest_daemon_opts){.extra = extra});
   ws_client *c = connect_with_channels("bob", "[\"*\"]");
   op_expect(c, "{\"wsgate\":\"subscribe\",\"channel\":\"a\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"a\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"a\",\"epoch\":0,\"offset\":0}");
   op_expect(c, "{\"wsgate\":\"subscribe\",\"channel\":\"b\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"b\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"b\",\"epoch\":0,\"offset\":0}");
   op_expect(c, "{\"wsgate\":\"subscribe\",\"channel\":\"c\"}",
             "{\"wsgate\":\"error\",\"op\":\"subscribe\",\"code\":\"too_many_subscriptions\","
             "\"message\":\"the connection has as many subscriptions as --channel-max-per-conn "
@@ -182,9 +183,9 @@ Test(gateway_channels, publish_to_subscribers_on_two_gateways) {
   ws_client *b = itest_connect_channels(&gw2, "bob", "[\"*\"]");
   ws_client *d = itest_connect_channels(&gw2, "dave", "[\"*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\",\"epoch\":0,\"offset\":0}");
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"news:eu\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"news:eu\",\"epoch\":0,\"offset\":0}");
   /* dave speaks MessagePack: {"wsgate":"subscribe","channel":"news:eu"} */
   static const uint8_t mp_sub[] = {0x82, 0xa6, 'w',  's', 'g', 'a', 't',  'e', 0xa9, 's', 'u', 'b',
                                    's',  'c',  'r',  'i', 'b', 'e', 0xa7, 'c', 'h',  'a', 'n', 'n',
@@ -304,7 +305,7 @@ Test(gateway_channels, recover_on_the_other_gateway_during_a_stream, .timeout = 
 
   ws_client *a = itest_connect_channels(&gw, "sam", "[\"live:*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"live:t\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"live:t\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"live:t\",\"epoch\":0,\"offset\":0}");
   cr_assert_eq(itest_gws_members(&gw, "live:t", 1), 1);
 
   streamer st = {.c = itest_connect_channels(&gw, "pub", "[]")};
@@ -378,7 +379,7 @@ Test(gateway_channels, early_publications_wait_for_the_history) {
   itest_gateway_start(&gw, NULL, "chan-order", NULL);
   ws_client *a = connect_with_channels("ann", "[\"*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"ord\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"ord\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"ord\",\"epoch\":0,\"offset\":0}");
   const uint64_t E = 77;
   send_pub("ord", 1, E, "one");
   itest_expect_pub(a, "ord", 1, "\"one\"");
@@ -432,9 +433,9 @@ Test(gateway_channels, presence_across_gateways) {
   ws_client *a = itest_connect_channels(&gw, "amy", "[\"room:*\"]");
   ws_client *b = itest_connect_channels(&gw2, "ben", "[\"room:*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\",\"epoch\":0,\"offset\":0}");
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\",\"epoch\":0,\"offset\":0}");
   /* A crashed gateway's subscriber and its count: its gw:<id> record is gone. */
   char key[256], kc[256];
   snprintf(key, sizeof key, "%sch:{c:room:a}:p", c.prefix);
@@ -473,7 +474,7 @@ Test(gateway_channels, client_publish_where_the_namespace_allows) {
   ws_client *a = itest_connect_channels(&gw, "ann", "[\"talk:*\",\"news:*\"]");
   ws_client *b = itest_connect_channels(&gw, "bea", "[\"talk:*\"]");
   op_expect(a, "{\"wsgate\":\"subscribe\",\"channel\":\"talk:x\"}",
-            "{\"wsgate\":\"subscribed\",\"channel\":\"talk:x\"}");
+            "{\"wsgate\":\"subscribed\",\"channel\":\"talk:x\",\"epoch\":0,\"offset\":0}");
   const char *op = "{\"wsgate\":\"publish\",\"channel\":\"talk:x\",\"data\":\"hi \\\"all\\\"\"}";
   cr_assert_eq(ws_client_send_text(b, op, strlen(op)), WS_CLIENT_OK);
   itest_expect_pub(a, "talk:x", 1, "\"hi \\\"all\\\"\"");

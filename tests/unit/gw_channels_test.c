@@ -244,6 +244,32 @@ Test(chops, server_answers) {
   msgpack_unpacked_destroy(&u);
 }
 
+/* A subscribe without `since` is answered with the position its stream starts after: epoch and
+ * offset, no "recovered"; in MessagePack too (the map's size counts exactly the keys written). */
+Test(chops, position_answers) {
+  gw_chop op = {.kind = GW_CHOP_SUBSCRIBE, .server = true, .channel_len = 6};
+  memcpy(op.channel, "room:x", 7);
+  gw_chop_recovery at = {.fresh = true, .epoch = 5, .offset = 9};
+  uint8_t out[GW_CHOP_ANSWER_MAX];
+  size_t n = gw_chops_answer_recovery(&op, &at, out, sizeof out);
+  const char *want =
+      "{\"wsgate\":\"subscribed\",\"channel\":\"room:x\",\"epoch\":5,\"offset\":9,\"server\":true}";
+  cr_expect(n == strlen(want) && memcmp(out, want, n) == 0, "%.*s", (int)n, out);
+  for (int fresh = 0; fresh <= 1; fresh++) {
+    op.msgpack = true;
+    at.fresh = fresh;
+    n = gw_chops_answer_recovery(&op, &at, out, sizeof out);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(&u, (const char *)out, n, &off), MSGPACK_UNPACK_SUCCESS);
+    cr_expect_eq(off, n, "nothing after the map");
+    /* wsgate, channel, epoch, offset, server; and recovered when not fresh */
+    cr_expect_eq(u.data.via.map.size, fresh ? 5u : 6u);
+    msgpack_unpacked_destroy(&u);
+  }
+}
+
 /* ---- the index ------------------------------------------------------------------------------- */
 
 static int emptied_calls;

@@ -181,6 +181,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   }
 
   answered(a: Op): void {
+    this.inflight = false;
     if (this.st !== 'subscribing') return; // a duplicate (the server re-made it too): nothing new
     this.st = 'subscribed';
     // A gateway that subscribed us before our `since` arrived answers without `recovered`.
@@ -188,6 +189,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (recovered === false) {
       const e = a.epoch;
       this.save(typeof e === 'number' && e > 0 ? { offset: Number(a.offset) || 0, epoch: e } : null);
+    } else if (!this.since && !this.pos && typeof a.epoch === 'number' && typeof a.offset === 'number') {
+      // Where the stream starts (epoch 0: before the channel's first publication): a reconnect
+      // before the first publication recovers from here.
+      this.save({ offset: a.offset, epoch: a.epoch });
     }
     this.emit('subscribed', { channel: this.channel, recovered });
     if (recovered === false) this.resync('not_recovered');
@@ -211,6 +216,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   frame(f: Op): void {
     if (this.st === 'unsubscribed') return;
+    // A subscribe with `since` is in flight: what comes before its answer is the live stream of a
+    // subscription the server re-made first (chat's on_connect), ahead of the replay the answer
+    // starts. Taken, it would move the position past the replay; the replay brings it again.
+    if (this.inflight && this.since && f.wsgate !== 'presence_change') return;
     if (f.wsgate === 'pub') this.publication(f);
     else if (f.wsgate === 'gap') {
       const g = { channel: this.channel, from: Number(f.from), to: Number(f.to) };
@@ -231,7 +240,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     }
     const p = this.pos;
     if (p && epoch === p.epoch && offset <= p.offset) return; // replayed twice
-    const newEpoch = !!p && epoch !== p.epoch;
+    const newEpoch = !!p && p.epoch !== 0 && epoch !== p.epoch;
     let data: string | Uint8Array;
     if (typeof f.data === 'string' || f.data instanceof Uint8Array) data = f.data;
     else if (typeof f.data_b64 === 'string') {

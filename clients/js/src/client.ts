@@ -696,7 +696,11 @@ export class WsgateClient extends Emitter<ClientEvents> {
       clearTimeout(p.timer);
       this.pending.delete(f.id);
       if (f.wsgate === 'error') p.reject(opError(f));
-      else p.resolve(f);
+      else {
+        p.resolve(f);
+        // Now, not in the promise's turn: the replay that follows may be in this same read.
+        if (f.wsgate === 'subscribed') this.channels.handle(f);
+      }
     } else if (f.wsgate === 'refresh_required') void this.refresh();
     else if (!this.channels.handle(f)) {
       if (f.wsgate === 'error') this.emit('error', opError(f));

@@ -18,6 +18,7 @@ export const CLOSE_ACTIONS: Readonly<Record<number, Action>> = {
   4001: 'retry', // slow consumer: what was queued for us is dropped, resume fetches it again
   4002: 'stop', // closed by the application without a usable code
   4003: 'retry', // token expired without an in-band refresh: the token function gives a new one
+  4004: 'stop', // the user has --max-conns-per-user connections: a retry loop only adds load
 };
 
 /** The action for a close code. 3000-3999 and 4100-4999 are the application's: stop. */

@@ -318,6 +318,57 @@ describe('channels', () => {
     await gw.close();
   });
 
+  test('live publications of a server-made subscription before our recovered answer are dropped: the replay brings them', async () => {
+    // The chat handler re-makes the subscription at connect; the live stream reaches the client
+    // before the answer to its own subscribe with `since`, which replays from there.
+    const gw = await opGateway((op, reply, s, n) => {
+      if (n === 1) return reply({ wsgate: 'subscribed', id: op.id, channel: op.channel });
+      s.out({ wsgate: 'subscribed', channel: op.channel, server: true });
+      s.out(pub('ch', 5, 1, 'live5'));
+      s.out({ wsgate: 'gap', channel: 'ch', from: 6, to: 6 });
+      s.out(pub('ch', 7, 1, 'live7'));
+      setTimeout(() => {
+        // In one turn: the answer and the replay may come in the same read.
+        reply({ wsgate: 'subscribed', id: op.id, channel: op.channel, recovered: true, epoch: 1, offset: 7 });
+        for (const o of [3, 4, 5, 6, 7]) s.out(pub('ch', o, 1, `r${o}`));
+      }, 30);
+    }, {
+      onConnection: (s, url, n) =>
+        n === 1 && s.once('message', () => setTimeout(() => (s.out(pub('ch', 2, 1, 'a')), setTimeout(() => s.terminate(), 20)), 20)),
+    });
+    const c = client(opts(gw.url, { resume: false }));
+    const sub = c.subscribe('ch');
+    const seen = collect(sub, 'publication', 'gap', 'resync');
+    await until(() => seen.publication.length === 6, 3000, 'the replayed publications');
+    assert.deepEqual(seen.publication.map((p) => p.data), ['a', 'r3', 'r4', 'r5', 'r6', 'r7']);
+    assert.deepEqual([seen.gap, seen.resync], [[], []]);
+    assert.deepEqual(sub.position, { offset: 7, epoch: 1 });
+    await gw.close();
+  });
+
+  test('the position in a plain subscribed answer is recovered from before the first publication', async () => {
+    const gw = await opGateway(
+      subscribing((op, n) => (n === 1 ? { epoch: 0, offset: 0 } : { recovered: true, epoch: 4, offset: 1 })),
+      {
+        onConnection: (s, url, n) => {
+          if (n === 1) {
+            s.out({ wsgate: 'subscribed', channel: 'room:x', server: true, epoch: 3, offset: 10 });
+            s.once('message', () => setTimeout(() => s.terminate(), 20));
+          } else s.on('message', () => setTimeout(() => s.out(pub('ch', 1, 4, 'first')), 10));
+        },
+      },
+    );
+    const c = client(opts(gw.url, { resume: false }));
+    const sub = c.subscribe('ch');
+    const seen = collect(sub, 'publication', 'resync');
+    await until(() => seen.publication.length === 1, 3000, 'the first publication');
+    const since = Object.fromEntries(gw.ops.filter((o) => o.n === 2).map((o) => [o.op.channel, o.op.since]));
+    assert.deepEqual(since, { ch: { offset: 0, epoch: 0 }, 'room:x': { offset: 10, epoch: 3 } });
+    assert.deepEqual(seen.resync, [], 'epoch 0 is no epoch: the first one is not a new epoch');
+    assert.deepEqual(sub.position, { offset: 1, epoch: 4 });
+    await gw.close();
+  });
+
   test('other op frames: unknown ones are control events, unclaimed errors and undecodable ones error events', async () => {
     const gw = await fakeGateway({
       onConnection: (s) => {

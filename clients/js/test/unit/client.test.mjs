@@ -115,7 +115,7 @@ describe('states', () => {
 
 describe('close codes', () => {
   // Each code once: what the gateway (or an application) sends, and what the client must do.
-  const codes = [1000, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4001, 4002, 4099, 4100, 4999];
+  const codes = [1000, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4001, 4002, 4004, 4099, 4100, 4999];
   for (const code of codes) {
     const expect = CLOSE_ACTIONS[code] || ((code >= 3000 && code <= 3999) || code >= 4100 ? 'stop' : 'retry');
     test(`${code} -> ${expect === 'stop' ? 'closed' : 'disconnected, then reconnects'}`, async () => {

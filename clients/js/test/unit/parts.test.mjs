@@ -22,7 +22,7 @@ test('backoff: full jitter in [0, min(max, base * factor^attempt))', () => {
 });
 
 test('close codes: the documented table', () => {
-  const stop = [1000, 1002, 1003, 1007, 4002, 3000, 3500, 3999, 4100, 4999];
+  const stop = [1000, 1002, 1003, 1007, 4002, 4004, 3000, 3500, 3999, 4100, 4999];
   const retry = [1005, 1006, 1008, 1009, 1011, 1012, 1013, 1014, 1015, 4000, 4001, 4003, 4099];
   for (const c of stop) assert.equal(closeAction(c), 'stop', `${c}`);
   for (const c of retry) assert.equal(closeAction(c), 'retry', `${c}`);
