@@ -411,7 +411,9 @@ async def sc_storage_flood(r: Runner, form: dict, res: Result) -> None:
     chat = Cluster(r, "chat")
     try:
         cgw = chat.start_gateway()
-        cp = chat.start_processor(["--handler", "chat"])
+        # dm_offline=tell: every dm to a ghost is answered `offline`, which paces the flood (the
+        # chat default, silent, answers nothing: docs/HANDLERS.md).
+        cp = chat.start_processor(["--handler", "chat", "--handler-arg", "dm_offline=tell"])
         url = cgw.extra["url"]
         # Mallory's own keys (her connection, her chat state) exist before the count.
         await _dm_flood(url, 1, 999999, 1)
