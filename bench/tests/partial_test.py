@@ -4,7 +4,8 @@ every server replaced by a stub (results.json's saved figures stand in for a sce
 1. `--only roundtrip` rewrites docs/BENCHMARKS.md's roundtrip block and nothing else, byte for
    byte; an --out file without markers gets that block alone.
 2. results.json keeps the previous run's other scenarios, each with its own stamp, so a later
-   --report-only renders the same roundtrip block and the others from the earlier run.
+   --report-only renders the same roundtrip block and the others from the earlier run; a
+   scenario that fails in a partial run keeps the earlier figures and block.
 3. `--quick --only a,b` runs only those checks: one TAP line each, then "N passed, N failed".
 
 Usage: partial_test.py <repo>   (meson runs it; standard library only)"""
@@ -128,6 +129,19 @@ def check_partial(tmp, failures):
     if "round trip through Kafka, sustained | ≥ 100,000 msgs/s (50,000 at least) | 12,345" \
             not in fb.get("targets", ""):
         failures.append("the targets table lacks the partial run's round trip")
+
+    # A scenario that fails in a partial run keeps the earlier figures and block.
+    def failing(ctx):
+        raise BenchError("stub: the scenario failed")
+    bench_main.SCENARIOS["connect"] = failing
+    before = doc.read_text()
+    rc, _, err = bench("--only", "connect", "--repeats", "1", "--out", str(doc))
+    if rc != 0 or doc.read_text() != before:
+        failures.append(f"a failed --only connect changed the document (exit {rc}): {err[-300:]}")
+    saved = json.loads((run_dir / "results.json").read_text())
+    if saved.get("connect", {}).get("stamp", {}).get("started") != FIXTURE["started"] or \
+            saved["connect"].get("error"):
+        failures.append("a failed --only connect replaced the earlier figures in results.json")
 
     # An --out file without markers gets only the block that ran.
     bare = tmp / "bare.md"

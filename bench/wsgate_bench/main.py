@@ -31,7 +31,8 @@ def scenarios_of(only):
 
 def run(ctx, args, previous):
     """Runs the scenarios; saves results.json (results.merge over previous) after each one.
-    Returns the merged results and the scenarios that finished."""
+    Returns the merged results and the scenarios whose figures it replaced: in a partial run, a
+    scenario that failed keeps the figures (and block) an earlier run measured."""
     path = ctx.run_dir / "results.json"
     res = {"machine": machine(),
            "started": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -49,6 +50,12 @@ def run(ctx, args, previous):
             res[s] = {"error": str(e)}
         res[s]["seconds"] = time.monotonic() - t0
         res[s]["load_avg"] = ctx.loads.get(s)
+        earlier = previous.get(s)
+        if args.only and res[s].get("error") and isinstance(earlier, dict) \
+                and not earlier.get("error"):
+            log(f"{s}: keeping the figures of {results.stamp_of(previous, s).get('started', '?')} "
+                "in results.json and the document")
+            continue
         ran.append(s)
         results.save(path, results.merge(previous, res, ran))
     res["load_after"] = os.getloadavg()
