@@ -3,52 +3,66 @@ document. scripts/bench's header describes the flags, the scenarios and the envi
 
 import argparse
 import datetime
-import json
 import os
+import shlex
 import signal
+import sys
 import time
 from pathlib import Path
 
 from wsgate_procs import ProcError
 
-from . import quick, report
+from . import quick, report, results
 from .common import ALL_SCENARIOS, EXTRA_SCENARIOS, REPO, BenchError, log
 from .context import Context
 from .scenarios import SCENARIOS
 from .system import machine
 
 
-def run(ctx, results, only):
-    scenarios = only.split(",") if only else ALL_SCENARIOS
+def scenarios_of(only):
+    """The scenarios --only names, in its order (every block's scenario without it)."""
+    scenarios = [s.strip() for s in only.split(",") if s.strip()] if only else ALL_SCENARIOS
     for s in scenarios:
         if s not in ALL_SCENARIOS + EXTRA_SCENARIOS:
             raise BenchError(f"--only: unknown scenario {s} "
                              f"({', '.join(ALL_SCENARIOS + EXTRA_SCENARIOS)})")
-    results["machine"] = machine()
-    results["started"] = datetime.datetime.now().isoformat(timespec="seconds")
-    results["repeats"] = ctx.repeats
-    results["load_before"] = os.getloadavg()
-    if ctx.quick:
-        quick.run(ctx, ctx.quick_results)
-        return
-    for s in scenarios:
+    return scenarios
+
+
+def run(ctx, args, previous):
+    """Runs the scenarios; saves results.json (results.merge over previous) after each one.
+    Returns the merged results and the scenarios whose figures it replaced: in a partial run, a
+    scenario that failed keeps the figures (and block) an earlier run measured."""
+    path = ctx.run_dir / "results.json"
+    res = {"machine": machine(),
+           "started": datetime.datetime.now().isoformat(timespec="seconds"),
+           "command": " ".join(["scripts/bench"] + [shlex.quote(a) for a in sys.argv[1:]]),
+           "only": args.only or "", "repeats": ctx.repeats, "scale": args.scale,
+           "load_before": os.getloadavg()}
+    ran = []
+    for s in scenarios_of(args.only):
         log(f"=== {s} (load average {os.getloadavg()[0]:.2f})")
         t0 = time.monotonic()
         try:
-            results[s] = SCENARIOS[s](ctx)
+            res[s] = SCENARIOS[s](ctx)
         except ProcError as e:
             log(f"{s} failed: {e}")
-            results[s] = {"error": str(e)}
-        results[s]["seconds"] = time.monotonic() - t0
-        results[s]["load_avg"] = ctx.loads.get(s)
-        save(ctx, results)
-    results["load_after"] = os.getloadavg()
-    results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-    save(ctx, results)
-
-
-def save(ctx, results):
-    (ctx.run_dir / "results.json").write_text(json.dumps(results, indent=1))
+            res[s] = {"error": str(e)}
+        res[s]["seconds"] = time.monotonic() - t0
+        res[s]["load_avg"] = ctx.loads.get(s)
+        earlier = previous.get(s)
+        if args.only and res[s].get("error") and isinstance(earlier, dict) \
+                and not earlier.get("error"):
+            log(f"{s}: keeping the figures of {results.stamp_of(previous, s).get('started', '?')} "
+                "in results.json and the document")
+            continue
+        ran.append(s)
+        results.save(path, results.merge(previous, res, ran))
+    res["load_after"] = os.getloadavg()
+    res["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    merged = results.merge(previous, res, ran)
+    results.save(path, merged)
+    return merged, ran
 
 
 def main():
@@ -73,6 +87,13 @@ def main():
         ap.error("--repeats: 1..20")
     if not 0.001 <= args.scale <= 1.0:
         ap.error("--scale: 0.001..1")
+    try:
+        if args.quick:
+            quick.chosen(args.only)
+        else:
+            scenarios_of(args.only)
+    except BenchError as e:
+        ap.error(str(e))
     ctx = Context(args)
 
     def on_signal(sig, frame):
@@ -80,15 +101,25 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     rc = 0
     try:
-        if args.report_only:
-            res = json.loads((ctx.run_dir / "results.json").read_text())
-        else:
+        # A partial run, or --report-only --only, rewrites only its scenarios' blocks.
+        parts = None
+        if args.quick:
             ctx.prepare()
-            res = {}
-            run(ctx, res, args.only)
+            quick.run(ctx, ctx.quick_results, args.only)
+        elif args.report_only:
+            res = results.load(ctx.run_dir / "results.json")
+            if not res:
+                raise BenchError(f"{ctx.run_dir / 'results.json'}: no results to report "
+                                 "(WSGATE_RUN_DIR names the run's directory)")
+            parts = scenarios_of(args.only) if args.only else None
+        else:
+            previous = results.load(ctx.run_dir / "results.json")
+            ctx.prepare()
+            res, ran = run(ctx, args, previous)
+            parts = ran if args.only else None
         if not args.quick:
             out = Path(args.out)
-            report.write_doc(res, out, out.parent / "bench", ctx.run_dir)
+            report.write_doc(res, out, out.parent / "bench", ctx.run_dir, parts)
     except ProcError as e:
         log(f"error: {e}")
         rc = 1

@@ -5,14 +5,17 @@ import subprocess
 
 from .common import log
 
-def write(res, out_dir, work):
-    """docs/bench/*.png with gnuplot; returns the files written, or [] without gnuplot."""
+def write(res, out_dir, work, parts=None):
+    """docs/bench/*.png with gnuplot, those of the scenarios in parts (all without it); returns
+    the files written, or [] without gnuplot."""
     gp = shutil.which("gnuplot")
     if not gp:
         log("gnuplot not found (scripts/setup installs gnuplot-nox): no plots")
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    if parts is not None:
+        res = {k: v for k, v in res.items() if k in parts}
     idle = res.get("idle", {})
     series = []
     for k, label in (("gateway", "wsgate-gateway"), ("lws", "lws (keepalive on)"),

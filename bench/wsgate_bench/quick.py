@@ -3,7 +3,7 @@ and answer: lws_echo echoes, a gateway holds 50 idle connections, a round trip t
 an echo processor comes back, with its per-hop breakdown, sends posted to wsgate-api reach 50
 connected clients, every one, and a channel's publications reach its 20 subscribers on 2
 gateways with one record per gateway. Each check prints a TAP line; main prints the "N passed,
-N failed" line scripts/test counts."""
+N failed" line scripts/test counts. `--quick --only a,b` runs only the checks named (CHECKS)."""
 
 import json
 import subprocess
@@ -15,11 +15,34 @@ from .scenarios import api, channels
 from .scenarios.roundtrip import hops_from
 from .search import echo_args, sustained
 
+# The checks, in the order they run: the name --quick --only takes, the TAP line's name.
+CHECKS = [("lws_echo", "bench_quick_lws_echo"), ("idle", "bench_quick_gateway_idle"),
+          ("roundtrip", "bench_quick_roundtrip"), ("api", "bench_quick_api"),
+          ("channels", "bench_quick_channels")]
 
-def run(ctx, results):
-    """Appends one bool per check to results, in order (kept when a set-up step raises)."""
 
-    def check(name, fn):
+def chosen(only):
+    """The names of the checks --only picks (all without it); BenchError on an unknown one."""
+    names = [n for n, _ in CHECKS]
+    if not only:
+        return names
+    picked = [s.strip() for s in only.split(",") if s.strip()]
+    for s in picked:
+        if s not in names:
+            raise BenchError(f"--quick --only: unknown check {s} ({', '.join(names)})")
+    return [n for n in names if n in picked]
+
+
+def run(ctx, results, only=None):
+    """Appends one bool per check chosen (chosen(only)) to results, in order (kept when a set-up
+    step raises)."""
+    picked = chosen(only)
+    tap = dict(CHECKS)
+
+    def check(key, fn):
+        if key not in picked:
+            return True
+        name = tap[key]
         try:
             fn()
         except (ProcError, OSError, subprocess.SubprocessError, KeyError, ValueError) as e:
@@ -40,25 +63,31 @@ def run(ctx, results):
                                  f"{json.dumps(r['run'])}")
         finally:
             lws.stop()
-    check("bench_quick_lws_echo", lws_echo)
-    t = ctx.topics("quick")
-    prefix = ctx.unique("quick") + ":"
+    check("lws_echo", lws_echo)
     procs = []
     try:
-        gw = None
+        gw = t = prefix = None
+
+        def gateway():
+            """The topics and gateway of the idle and round-trip checks, made by the first that
+            runs."""
+            nonlocal gw, t, prefix
+            if t is None:
+                t, prefix = ctx.topics("quick"), ctx.unique("quick") + ":"
+            if gw is None:
+                gw = ctx.start_gateway(0, t, prefix, extra=["--insecure-dev-user"])
+                procs.append(gw)
+            return gw
 
         def idle():
-            nonlocal gw
-            gw = ctx.start_gateway(0, t, prefix, extra=["--insecure-dev-user"])
-            procs.append(gw)
+            gateway()
             r = ctx.load("quick-idle", "idle", [gw.url], 50, "--hold", "1s", auth="dev")
             if r["connect"]["ready"] != 50 or r["held"]["held_at_end"] != 50:
                 raise BenchError(f"50 idle connections not held: "
                                  f"{json.dumps(r['connect'])} {json.dumps(r['held'])}")
 
         def echo():
-            if gw is None:
-                raise BenchError("no gateway (the idle check failed)")
+            gateway()
             pr = ctx.start_processor(0, t, prefix, "echo", ctx.unique("quick-group"))
             procs.append(pr)
             r = ctx.load("quick-echo", "echo", [gw.url], 20, *echo_args(ctx, 100),
@@ -72,8 +101,8 @@ def run(ctx, results):
                 raise BenchError(f"no per-hop breakdown: {json.dumps(hops)}")
             log(f"quick: echo via Kafka p50 {r['run']['latency_ms']['p50']:.1f} ms, "
                 f"{r['run']['received_measured']} of {r['run']['expected_measured']} replies")
-        check("bench_quick_gateway_idle", idle)
-        check("bench_quick_roundtrip", echo)
+        check("idle", idle)
+        check("roundtrip", echo)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -82,6 +111,6 @@ def run(ctx, results):
         r = api.run(ctx)["quick"]
         log(f"quick: API send -> delivery p50 {r['p50']:.1f} ms, {r['received']} of "
             f"{r['expected']} deliveries")
-    check("bench_quick_api", api_send)
+    check("api", api_send)
     # After the gateways above have stopped: the channel check's gateways take ports 0 and 1.
-    check("bench_quick_channels", lambda: channels.quick(ctx))
+    check("channels", lambda: channels.quick(ctx))

@@ -1,13 +1,16 @@
 """The tables of docs/BENCHMARKS.md, from results.json. Each part of the document has a pair of
 markers, <!-- scripts/bench: begin NAME --> and <!-- scripts/bench: end NAME -->; write_doc()
 replaces only what is between them. Everything outside the markers (headings, the method, the
-findings) is the document's own prose, kept as it is."""
+findings) is the document's own prose, kept as it is. A partial run (--only) replaces only the
+blocks of the scenarios it ran; each of them then opens with its own run's stamp and lists its
+own targets, since the "run" and "targets" blocks stay the full run's (results.py)."""
 
 import re
 
 from . import plots
 from .centrifugo import VERSION as CENTRIFUGO_VERSION
 from .common import REPO, log
+from .results import stamp_of
 
 def f0(x):
     return "–" if x is None else f"{x:,.0f}"
@@ -59,25 +62,56 @@ class Report:
         text, self.lines = "\n".join(self.lines).strip("\n"), []
         return text
 
+    def separate(self, part):
+        """The stamp of the run that measured part when that is not the run of the "run" block
+        (a partial run's), else None."""
+        st = stamp_of(self.r, part)
+        return st if st.get("started") != self.r.get("started") else None
+
     def build(self):
         """{part: Markdown}. The targets table gathers what the scenarios' sections found."""
         r = self.r
         blocks = {"run": self.sec_run()}
         for part in SCENARIO_PARTS:
             sec = r.get(part)
+            st = self.separate(part) if sec is not None else None
+            if st:
+                self.sec_stamp(st)
+            first = len(self.targets)
             if sec is None:
                 self.w("Not measured by this run (`scripts/bench --only` left it out).")
             elif sec.get("error"):
                 self.w(f"Not measured: the scenario failed: `{sec['error'][:400]}`")
             else:
                 getattr(self, f"sec_{part}")(sec)
+            if st and len(self.targets) > first:
+                self.w("Its targets (the targets table above is the run's named there):")
+                self.w()
+                self.targets_table(self.targets[first:])
             blocks[part] = self.take()
-        self.sec_targets()
+        self.targets_table(self.targets)
         blocks["targets"] = self.take()
         return {p: blocks[p] for p in PARTS}
 
+    def sec_stamp(self, st):
+        """The line that opens a block measured by another run than the "run" block's."""
+        m = st.get("machine", {})
+        scale = st.get("scale", 1.0)
+        self.w(f"Measured by a separate run: `{st.get('command', '?')}`, "
+               f"{st.get('started', '?')} – {st.get('finished', '?')}, commit "
+               f"`{m.get('commit', '?')}`, on {m.get('cpus')} vCPUs ({m.get('model')}); "
+               f"{st.get('repeats')} run(s) per figure"
+               + (f", connection counts scaled by {scale:g}" if scale != 1.0 else "")
+               + f". Load average (1 min) before: {f2((st.get('load_before') or [None])[0])}, "
+               f"after: {f2((st.get('load_after') or [None])[0])}.")
+        self.w()
+
     def sec_run(self):
         r = self.r
+        if not r.get("started"):
+            self.w("No full run in this results.json, only `scripts/bench --only` runs: each "
+                   "block below names the run that measured it.")
+            return self.take()
         m = r.get("machine", {})
         self.w(f"Run {r.get('started', '?')} – {r.get('finished', '?')}, commit "
                f"`{m.get('commit', '?')}`, on {m.get('cpus')} vCPUs ({m.get('model')}), "
@@ -98,10 +132,10 @@ class Report:
         la = sec.get("load_avg")
         return f"Load average while it ran: {f2(min(la))}–{f2(max(la))}." if la else ""
 
-    def sec_targets(self):
+    def targets_table(self, targets):
         self.w("| target | goal | measured | met |")
         self.w("|---|---|---|---|")
-        for t in self.targets:
+        for t in targets:
             self.w(f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} |")
         self.w()
 
@@ -611,12 +645,20 @@ def shorten(cmd):
     return re.sub(r"--jwt-secret-file \S+", "--jwt-secret-file SECRET", cmd)
 
 
-def write_doc(res, doc, plots_dir, work):
-    """Rewrites every part's block of doc (and the plots) from res; the rest of doc is kept. A
-    part whose markers doc lacks is appended at its end, with a warning: its prose is to be
-    written around it."""
-    written = plots.write(res, plots_dir, work)
-    blocks = Report(res).build()
+def write_doc(res, doc, plots_dir, work, parts=None):
+    """Rewrites the blocks of parts (every part's without it) and their plots from res; the rest
+    of doc, other blocks included, is kept byte for byte. A part whose markers doc lacks is
+    appended at its end, with a warning: its prose is to be written around it. Scenarios without
+    a block (rcluster) are left in results.json."""
+    if parts is not None:
+        for p in parts:
+            if p not in SCENARIO_PARTS:
+                log(f"{p} has no block in {doc.name}: its figures are in results.json")
+        parts = [p for p in SCENARIO_PARTS if p in parts]
+        if not parts:
+            return
+    written = plots.write(res, plots_dir, work, parts)
+    blocks = {p: b for p, b in Report(res).build().items() if parts is None or p in parts}
     text = doc.read_text() if doc.exists() else "# wsgate benchmarks\n"
     for part, body in blocks.items():
         block = f"{begin_marker(part)}\n\n{body}\n\n{end_marker(part)}"

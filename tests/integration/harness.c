@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -238,11 +239,16 @@ pid_t itest_spawn(const char *const argv[], const char *const env_extra[], const
   int report[2];
   cr_assert(pipe2(report, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
 
+  pid_t test = getpid();
   pid_t pid = fork();
   cr_assert(pid >= 0, "fork: %s", strerror(errno));
   if (pid == 0) {
     /* Only async-signal-safe calls from here on. */
     setpgid(0, 0);
+    /* A test killed by a signal (Ctrl-C, meson's timeout) runs no .fini: what it started dies
+     * with it rather than keep a private redis-server's port or a gateway for the next run. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != test)
+      _exit(127);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

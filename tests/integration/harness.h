@@ -78,7 +78,8 @@ char *itest_log_path(const char *name);
  * environment plus `env_extra` ("NAME=value" strings, NULL-terminated; may be NULL; a name given
  * there replaces the inherited one). Its stdin is /dev/null; stdout and stderr go to `log_path`
  * (truncated). Returns the pid; fails the test if the program cannot be started (an exec failure is
- * detected before returning, not as exit status 127 later).
+ * detected before returning, not as exit status 127 later). The child is killed (SIGKILL) when the
+ * test's process dies, however it dies: a signal skips .fini (itest_fini) and must leak nothing.
  */
 pid_t itest_spawn(const char *const argv[], const char *const env_extra[], const char *log_path);
 

@@ -1,7 +1,8 @@
 /*
  * The harness itself: child processes, their logs and exit statuses, stopping a program that
  * ignores SIGTERM, the HTTP helpers and a private redis-server that survives nothing across a
- * restart. Needs no Kafka; the HTTP test needs python3 (always there: scripts/setup's venv).
+ * restart and does not outlive a test killed by a signal. Needs no Kafka; the HTTP test needs
+ * python3 (always there: scripts/setup's venv).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -122,6 +123,58 @@ Test(harness, private_redis_restarts_empty_on_the_same_port) {
   redisFree(c);
   cr_expect_eq(itest_redis_server_stop(&srv, SIGTERM), 0);
   cr_expect_eq(itest_redis_server_stop(&srv, SIGTERM), 0, "second stop is a no-op");
+}
+
+/* Whether nothing answers on the port any more (the server is gone, or a zombie not listening). */
+static bool redis_gone(void *arg) {
+  redisContext *c = itest_redis_connect_port(*(int *)arg);
+  if (c)
+    redisFree(c);
+  return c == NULL;
+}
+
+/* A test process killed by Ctrl-C or a timeout runs no .fini: its private redis-server (and any
+ * daemon it spawned) must go with it instead of holding its port for the next run. The killed
+ * "test" here is a child of this one that starts a private server and waits to be signalled. */
+static void private_redis_dies_with_the_test(int sig) {
+  int report[2];
+  cr_assert_eq(pipe(report), 0);
+  pid_t test = fork();
+  cr_assert_geq(test, 0);
+  if (test == 0) {
+    signal(sig, SIG_DFL);
+    close(report[0]);
+    itest_redis_server srv = {0};
+    itest_redis_server_start(&srv, 0);
+    int got[2] = {srv.port, (int)srv.pid};
+    if (write(report[1], got, sizeof(got)) != (ssize_t)sizeof(got))
+      _exit(1);
+    for (;;)
+      pause();
+  }
+  close(report[1]);
+  int got[2] = {0, 0};
+  ssize_t n = read(report[0], got, sizeof(got));
+  close(report[0]);
+  cr_assert_eq(n, (ssize_t)sizeof(got), "the child test did not start its redis-server");
+  cr_assert(!redis_gone(&got[0]), "its redis-server does not answer on port %d", got[0]);
+  kill(test, sig);
+  int status = 0;
+  cr_assert_eq(waitpid(test, &status, 0), test);
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == sig);
+  bool gone = itest_wait_until(redis_gone, &got[0], 5000);
+  if (!gone)
+    kill(-got[1], SIGKILL); /* not to leak it from this test too */
+  cr_expect(gone, "redis-server pid %d still answers on port %d after its test died of signal %d",
+            got[1], got[0], sig);
+}
+
+Test(harness, private_redis_dies_with_a_test_interrupted) {
+  private_redis_dies_with_the_test(SIGINT);
+}
+
+Test(harness, private_redis_dies_with_a_test_terminated) {
+  private_redis_dies_with_the_test(SIGTERM);
 }
 
 Test(harness, unique_names_differ) {
