@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_metrics.h"
 #include "wsg_redis_sync.h"
 
 typedef struct api_redis api_redis;
@@ -28,9 +29,15 @@ typedef struct {
   int db;               /* must be 0 on a cluster */
   const char *prefix;   /* copied */
   uint64_t timeout_ms;
+  wsg_metrics *metrics; /* borrowed, must outlive the api_redis; NULL: none */
 } api_redis_options;
 
-/* Checks the options (a bad seed list or a db on a cluster fails here) but does not connect. */
+/* The Redis Cluster series every thread's client updates (wsgate_api_redis_*: redirections, slot
+ * map reads, primaries), as the gateway and the processor name them; they stay 0 on one node. */
+extern const wsg_metric_table api_redis_metric_table;
+
+/* Checks the options (a bad seed list or a db on a cluster fails here) but does not connect;
+ * registers the metric table in o->metrics. */
 int api_redis_create(api_redis **out, const api_redis_options *o, char *err, size_t errlen);
 void api_redis_destroy(api_redis *r);             /* NULL is a no-op */
 const char *api_redis_prefix(const api_redis *r); /* borrowed */
