@@ -1,10 +1,12 @@
 /*
  * api_redis: wsgate-api's Redis (the only Redis code of the API), on one node or on a Redis
  * Cluster (--redis-cluster), through common/wsg_redis_sync: one wsg_redis_sync per thread
- * (wsgate-api runs a thread per HTTP connection and wsg_redis_sync has one owner thread), made on
- * first use; it connects (AUTH, SELECT, or the slot map) when needed and drops its connections
- * after an error, so the next call starts over. Used for the Idempotency-Key records (api_idem)
- * and GET /v1/info (api_info).
+ * (a request runs on one of the --threads HTTP threads and wsg_redis_sync has one owner thread),
+ * made on first use; it connects (AUTH, SELECT, or the slot map) when needed and drops its
+ * connections after an error, so the next call starts over; a reply waits at most
+ * --redis-timeout.
+ * Used for the Idempotency-Key records (api_idem), GET /v1/info (api_info) and the channels'
+ * presence and history (api_channels).
  *
  * Threads: any; each thread's wsg_redis_sync lives in thread-specific data, freed with its thread.
  */

@@ -2,11 +2,12 @@
  * wsgate-api end to end (docs/API.md): a real wsgate-api, wsgate-processor and wsgate-gateway on
  * the shared Kafka and Redis, WebSocket clients receiving what HTTP requests asked: every
  * command; a retried request with the same Idempotency-Key delivered once; hostile bodies
- * answered 400/413 with the service still up; a bad key 401; an API whose Kafka is unreachable
- * answering 503 with the reason; and, on a Redis Cluster (WSGATE_TEST_REDIS_CLUSTER), its cluster
- * metrics following a failover.
+ * answered 400/413 with the service still up; a bad key 401; an API whose Kafka is unreachable,
+ * or whose Redis stalls, answering 503 with the reason; and, on a Redis Cluster
+ * (WSGATE_TEST_REDIS_CLUSTER), its cluster metrics following a failover.
  */
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis.h>
@@ -137,7 +138,14 @@ static void setup(void) {
   api_start(&api, itest_kafka_bootstrap(), true);
 }
 
+/* A Redis Cluster node a test stopped (SIGSTOP), resumed by teardown if the test failed first:
+ * the cluster outlives the test. */
+static pid_t stopped_node;
+
 static void teardown(void) {
+  if (stopped_node > 0)
+    kill(stopped_node, SIGCONT);
+  stopped_node = 0;
   api_stop(&api);
   itest_processor_cleanup(&proc);
   itest_gateway_cleanup(&gw);
@@ -599,6 +607,63 @@ Test(api, admin_tool_calls_the_api) {
   ws_client_destroy(a);
 }
 
+/* A Redis that stops answering (SIGSTOP: the socket stays open, only a deadline can tell):
+ * every read answers 503 with the reason within about --redis-timeout, a request that needs an
+ * Idempotency-Key too (nothing produced), the service stays up, and the next request after the
+ * stall is served again. */
+Test(api, stalled_redis_is_503_with_a_reason_never_a_hang) {
+  itest_redis_server srv = {0};
+  itest_redis_server_start(&srv, 0);
+  itest_track(srv.pid, srv.log);
+  api_proc st;
+  api_start_with(&st, itest_kafka_bootstrap(), true, srv.port,
+                 (const char *const[]){"--redis-timeout", "500ms", NULL});
+  char out[4096];
+  cr_assert_eq(http(st.port, "GET", "/v1/history?channel=news:stall", AUTH, "", 0, out, sizeof out),
+               200, "%s", out);
+  cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
+  static const char *const paths[] = {"/v1/info", "/v1/presence?channel=news:stall",
+                                      "/v1/history?channel=news:stall"};
+  for (int round = 0; round < 2; round++) { /* the thread's connection, then a new one */
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+      uint64_t t0 = itest_now_ms();
+      int code = http(st.port, "GET", paths[i], AUTH, "", 0, out, sizeof out);
+      uint64_t took = itest_now_ms() - t0;
+      cr_assert_eq(code, 503, "%s: %d %s", paths[i], code, out);
+      cr_assert(strstr(out, "\"error\":\"redis: "), "%s: the reason names Redis: %s", paths[i],
+                out);
+      cr_assert_lt(took, 3000, "%s answered after %llu ms (--redis-timeout 500ms)", paths[i],
+                   (unsigned long long)took);
+    }
+  }
+  char headers[256];
+  snprintf(headers, sizeof headers,
+           AUTH "Content-Type: application/json\r\nIdempotency-Key: stall-1\r\n");
+  const char *req = "{\"user\":\"nobody\",\"data\":\"x\"}";
+  cr_assert_eq(http(st.port, "POST", "/v1/send", headers, req, strlen(req), out, sizeof out), 503,
+               "%s", out);
+  cr_assert(strstr(out, "nothing accepted"), "%s", out);
+  cr_assert_eq(itest_http_get(st.ops_port, "/healthz", NULL, 0), 200);
+  cr_assert_eq(kill(srv.pid, SIGCONT), 0);
+  cr_assert_eq(http(st.port, "GET", "/v1/history?channel=news:stall", AUTH, "", 0, out, sizeof out),
+               200, "after the stall: %s", out);
+  /* The claim written while Redis was stopped ran when it resumed: until it expires (60 s), a
+   * retry is told to retry later, never produced twice. */
+  int retry = http(st.port, "POST", "/v1/send", headers, req, strlen(req), out, sizeof out);
+  cr_assert(retry == 409 || retry == 202, "retry after the stall: %d %s", retry, out);
+  cr_log_info("a retry with the stalled request's Idempotency-Key: %d", retry);
+  /* Redis gone (connection refused): at once. */
+  itest_untrack(srv.pid);
+  itest_redis_server_stop(&srv, SIGKILL);
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    uint64_t t0 = itest_now_ms();
+    cr_assert_eq(http(st.port, "GET", paths[i], AUTH, "", 0, out, sizeof out), 503, "%s", out);
+    cr_assert(strstr(out, "\"error\":\"redis: "), "%s: %s", paths[i], out);
+    cr_assert_lt(itest_now_ms() - t0, 1000, "%s with Redis down", paths[i]);
+  }
+  api_stop(&st);
+}
+
 /* The primary (port) and its first replica serving `slot`, as the cluster's seed sees them. */
 static void slot_nodes(uint16_t slot, int *primary, int *replica, int *primaries) {
   redisContext *c = itest_redis_connect();
@@ -679,5 +744,78 @@ Test(api, cluster_metrics_follow_a_failover, .timeout = 120) {
   cr_assert_gt(itest_metric(one.ops_port, "wsgate_api_redis_slot_map_reads_total"), reads0,
                "a MOVED re-reads the map");
   cr_assert_eq(itest_metric(one.ops_port, "wsgate_api_redis_primaries"), primaries);
+  api_stop(&one);
+}
+
+/* An INFO field of the node on `port` ("" if absent). */
+static void node_info(int port, const char *field, char *out, size_t len) {
+  redisContext *c = itest_redis_connect_port(port);
+  cr_assert_not_null(c, "cannot connect to :%d", port);
+  redisReply *r = redisCommand(c, "INFO");
+  char want[64];
+  snprintf(want, sizeof want, "\r\n%s:", field);
+  const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
+  size_t n = at ? strcspn(at + strlen(want), "\r") : 0;
+  snprintf(out, len, "%.*s", (int)n, at ? at + strlen(want) : "");
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+/* On a Redis Cluster, the primary of a channel's slot stops answering (SIGSTOP: its socket stays
+ * open) until its replica takes over (cluster-node-timeout): every read meanwhile answers 503
+ * with the reason within a few --redis-timeout, never hangs, and reads answer 200 again once the
+ * replica serves the slot. */
+Test(api, cluster_primary_stalled_is_503_until_its_replica_serves, .timeout = 120) {
+  if (itest_redis_cluster_seed() == NULL)
+    cr_skip_test("WSGATE_TEST_REDIS_CLUSTER is not set (scripts/redis start --cluster)");
+  api_proc one;
+  api_start_with(&one, itest_kafka_bootstrap(), true, 0,
+                 (const char *const[]){"--threads", "1", "--redis-timeout", "500ms", NULL});
+  char channel[64], key[256], path[128], out[4096], pid[32];
+  snprintf(channel, sizeof channel, "news:st%d", (int)getpid());
+  snprintf(key, sizeof key, "%sch:{c:%s}:h", cl.prefix, channel);
+  snprintf(path, sizeof path, "/v1/history?channel=%s", channel);
+  int primary, replica, primaries;
+  slot_nodes(wsg_redis_key_slot(key, strlen(key)), &primary, &replica, &primaries);
+  cr_assert(primary > 0 && replica > 0, "primary :%d, replica :%d", primary, replica);
+  cr_assert_eq(http(one.port, "GET", path, AUTH, "", 0, out, sizeof out), 200, "%s", out);
+  node_info(primary, "process_id", pid, sizeof pid);
+  cr_assert_gt(atoi(pid), 0, "no process_id from :%d", primary);
+
+  cr_assert_eq(kill(atoi(pid), SIGSTOP), 0);
+  stopped_node = atoi(pid);
+  uint64_t t0 = itest_now_ms(), slowest = 0, back = 0;
+  int refused = 0;
+  while (back == 0 && itest_now_ms() - t0 < 30000) {
+    uint64_t t = itest_now_ms();
+    int code = http(one.port, "GET", path, AUTH, "", 0, out, sizeof out);
+    uint64_t took = itest_now_ms() - t;
+    slowest = took > slowest ? took : slowest;
+    cr_assert(code == 200 || code == 503, "%d %s", code, out);
+    if (code == 503) {
+      cr_assert(strstr(out, "\"error\":\"redis: "), "the reason names Redis: %s", out);
+      refused++;
+    } else if (refused > 0) {
+      back = itest_now_ms() - t0;
+    }
+    cr_assert_lt(took, 4000, "a read took %llu ms (--redis-timeout 500ms)",
+                 (unsigned long long)took);
+  }
+  cr_assert_gt(refused, 0, "no read failed while the slot's primary was stopped");
+  cr_assert_gt(back, 0, "reads still fail %llu ms after the primary stopped",
+               (unsigned long long)(itest_now_ms() - t0));
+  cr_log_info("primary :%d stopped: %d reads answered 503 (slowest %llu ms), 200 again after "
+              "%llu ms",
+              primary, refused, (unsigned long long)slowest, (unsigned long long)back);
+
+  /* Resumed, it rejoins as a replica: the cluster is whole again for the next test. */
+  kill(stopped_node, SIGCONT);
+  stopped_node = 0;
+  char role[32] = "";
+  for (int i = 0; i < 200 && strcmp(role, "slave") != 0; i++) {
+    usleep(100 * 1000);
+    node_info(primary, "role", role, sizeof role);
+  }
+  cr_assert_str_eq(role, "slave", ":%d did not rejoin as a replica", primary);
   api_stop(&one);
 }
