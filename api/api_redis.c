@@ -18,8 +18,16 @@ struct api_redis {
   char *host, *cluster, *user, *password, *prefix;
   pthread_key_t sync_key; /* this thread's wsg_redis_sync (owned by the thread) */
   pthread_mutex_t mu;
-  char status[256]; /* "" when the last exchange worked; under mu */
+  char status[256];                    /* "" when the last exchange worked; under mu */
+  wsg_redis_cluster_metrics m_cluster; /* owned by the registry; shared by every thread's client */
 };
+
+/* primaries_ready has no row: wsg_redis_sync connects to a node when a command needs it. */
+static const wsg_metric_def metric_rows[] = {
+    WSG_REDIS_CLUSTER_METRIC_ROWS(api_redis, m_cluster, "wsgate_api"),
+};
+
+const wsg_metric_table api_redis_metric_table = WSG_METRIC_TABLE("api/api_redis.c", metric_rows);
 
 static void sync_free(void *p) {
   wsg_redis_sync_destroy(p);
@@ -55,13 +63,15 @@ int api_redis_create(api_redis **out, const api_redis_options *o, char *err, siz
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
+  wsg_metrics_register_table(o->metrics, &api_redis_metric_table, r);
   r->so = (wsg_redis_sync_options){.host = r->host,
                                    .port = o->port,
                                    .seeds = r->cluster,
                                    .user = r->user,
                                    .password = r->password,
                                    .db = o->db,
-                                   .timeout_ms = o->timeout_ms};
+                                   .timeout_ms = o->timeout_ms,
+                                   .metrics = r->m_cluster};
   /* A thread's wsg_redis_sync is made on first use: make one now so bad options fail at start. */
   wsg_redis_sync *check;
   char e2[200];

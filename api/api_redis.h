@@ -1,10 +1,12 @@
 /*
  * api_redis: wsgate-api's Redis (the only Redis code of the API), on one node or on a Redis
  * Cluster (--redis-cluster), through common/wsg_redis_sync: one wsg_redis_sync per thread
- * (wsgate-api runs a thread per HTTP connection and wsg_redis_sync has one owner thread), made on
- * first use; it connects (AUTH, SELECT, or the slot map) when needed and drops its connections
- * after an error, so the next call starts over. Used for the Idempotency-Key records (api_idem)
- * and GET /v1/info (api_info).
+ * (a request runs on one of the --threads HTTP threads and wsg_redis_sync has one owner thread),
+ * made on first use; it connects (AUTH, SELECT, or the slot map) when needed and drops its
+ * connections after an error, so the next call starts over; a reply waits at most
+ * --redis-timeout.
+ * Used for the Idempotency-Key records (api_idem), GET /v1/info (api_info) and the channels'
+ * presence and history (api_channels).
  *
  * Threads: any; each thread's wsg_redis_sync lives in thread-specific data, freed with its thread.
  */
@@ -15,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_metrics.h"
 #include "wsg_redis_sync.h"
 
 typedef struct api_redis api_redis;
@@ -28,9 +31,15 @@ typedef struct {
   int db;               /* must be 0 on a cluster */
   const char *prefix;   /* copied */
   uint64_t timeout_ms;
+  wsg_metrics *metrics; /* borrowed, must outlive the api_redis; NULL: none */
 } api_redis_options;
 
-/* Checks the options (a bad seed list or a db on a cluster fails here) but does not connect. */
+/* The Redis Cluster series every thread's client updates (wsgate_api_redis_*: redirections, slot
+ * map reads, primaries), as the gateway and the processor name them; they stay 0 on one node. */
+extern const wsg_metric_table api_redis_metric_table;
+
+/* Checks the options (a bad seed list or a db on a cluster fails here) but does not connect;
+ * registers the metric table in o->metrics. */
 int api_redis_create(api_redis **out, const api_redis_options *o, char *err, size_t errlen);
 void api_redis_destroy(api_redis *r);             /* NULL is a no-op */
 const char *api_redis_prefix(const api_redis *r); /* borrowed */

@@ -109,8 +109,8 @@ static const wsg_metric_def metric_rows[] = {
 
 const wsg_metric_table api_server_metric_table = WSG_METRIC_TABLE("api/api_server.c", metric_rows);
 extern const wsg_metric_table api_kafka_metric_table;
-const wsg_metric_table *const api_metric_tables[] = {&api_server_metric_table,
-                                                     &api_kafka_metric_table, NULL};
+const wsg_metric_table *const api_metric_tables[] = {
+    &api_server_metric_table, &api_kafka_metric_table, &api_redis_metric_table, NULL};
 
 static int status_index(int status) {
   switch (status) {
@@ -714,7 +714,8 @@ int api_server_create(api_server **out, const api_config *cfg, char *err, size_t
                           .password = cfg->redis.password,
                           .db = (int)cfg->redis.db,
                           .prefix = cfg->redis.prefix,
-                          .timeout_ms = cfg->redis.timeout_ms};
+                          .timeout_ms = cfg->redis.timeout_ms,
+                          .metrics = s->metrics};
   if (api_redis_create(&s->redis, &ro, err, errlen) != 0 ||
       api_idem_create(&s->idem, s->redis, cfg->idempotency_ttl_ms, err, errlen) != 0)
     goto fail;

@@ -2,10 +2,12 @@
  * wsgate-api end to end (docs/API.md): a real wsgate-api, wsgate-processor and wsgate-gateway on
  * the shared Kafka and Redis, WebSocket clients receiving what HTTP requests asked: every
  * command; a retried request with the same Idempotency-Key delivered once; hostile bodies
- * answered 400/413 with the service still up; a bad key 401; and an API whose Kafka is
- * unreachable answering 503 with the reason.
+ * answered 400/413 with the service still up; a bad key 401; an API whose Kafka is unreachable,
+ * or whose Redis stalls, answering 503 with the reason; and, on a Redis Cluster
+ * (WSGATE_TEST_REDIS_CLUSTER), its cluster metrics following a failover.
  */
 #include <criterion/criterion.h>
+#include <criterion/logging.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <hiredis.h>
@@ -21,6 +23,7 @@
 
 #include "harness.h"
 #include "harness_kafka.h"
+#include "wsg_redis_slots.h"
 
 #define RECV_MS 20000
 #define SECRET  "itest-secret-0123456789abcdef"
@@ -38,8 +41,11 @@ static itest_gateway gw;
 static itest_processor proc;
 static api_proc api;
 
-/* Starts wsgate-api on `brokers` with the cluster's commands topic and prefix. */
-static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
+/* Starts wsgate-api on `brokers` with the cluster's commands topic and prefix, on the test's
+ * Redis (redis_port 0: the shared node or WSGATE_TEST_REDIS_CLUSTER, else a private server),
+ * with `extra` flags after the standard ones (NULL-terminated, may be NULL). */
+static void api_start_with(api_proc *a, const char *brokers, bool wait_ready, int redis_port,
+                           const char *const *extra) {
   memset(a, 0, sizeof *a);
   char *name = itest_unique("api");
   char *log = itest_log_path(name);
@@ -56,11 +62,11 @@ static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
   char port[16], ops[16], redis[16];
   snprintf(port, sizeof port, "%d", a->port);
   snprintf(ops, sizeof ops, "%d", a->ops_port);
-  snprintf(redis, sizeof redis, "%d", itest_redis_port());
+  snprintf(redis, sizeof redis, "%d", redis_port ? redis_port : itest_redis_port());
   /* WSGATE_TEST_REDIS_CLUSTER (scripts/redis start --cluster): the API on the Redis Cluster, as
    * the harness starts the gateways and processors. */
-  const char *seed = getenv("WSGATE_TEST_REDIS_CLUSTER");
-  bool cluster = seed && *seed;
+  const char *seed = redis_port ? NULL : itest_redis_cluster_seed();
+  bool cluster = seed != NULL;
   const char *argv[] = {itest_bin("WSGATE_API_BIN"),
                         "--kafka-brokers",
                         brokers,
@@ -89,13 +95,26 @@ static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
                         "--log-level",
                         "debug",
                         NULL};
-  a->pid = itest_spawn(argv, NULL, a->log);
+  const char *all[64];
+  size_t n = 0;
+  for (size_t i = 0; argv[i]; i++)
+    all[n++] = argv[i];
+  for (size_t i = 0; extra && extra[i]; i++) {
+    cr_assert_lt(n + 1, sizeof all / sizeof all[0], "too many flags");
+    all[n++] = extra[i];
+  }
+  all[n] = NULL;
+  a->pid = itest_spawn(all, NULL, a->log);
   itest_track(a->pid, a->log);
   int want = wait_ready ? 200 : 503;
   if (itest_wait_http(a->ops_port, "/readyz", want, ITEST_TIMEOUT_MS) != 0) {
     itest_dump_log(a->log, 40);
     cr_assert_fail("wsgate-api did not answer /readyz %d", want);
   }
+}
+
+static void api_start(api_proc *a, const char *brokers, bool wait_ready) {
+  api_start_with(a, brokers, wait_ready, 0, NULL);
 }
 
 static void api_stop(api_proc *a) {
@@ -119,7 +138,14 @@ static void setup(void) {
   api_start(&api, itest_kafka_bootstrap(), true);
 }
 
+/* A Redis Cluster node a test stopped (SIGSTOP), resumed by teardown if the test failed first:
+ * the cluster outlives the test. */
+static pid_t stopped_node;
+
 static void teardown(void) {
+  if (stopped_node > 0)
+    kill(stopped_node, SIGCONT);
+  stopped_node = 0;
   api_stop(&api);
   itest_processor_cleanup(&proc);
   itest_gateway_cleanup(&gw);
@@ -579,4 +605,217 @@ Test(api, admin_tool_calls_the_api) {
            admin, api.port);
   cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "a 401 is a failure");
   ws_client_destroy(a);
+}
+
+/* A Redis that stops answering (SIGSTOP: the socket stays open, only a deadline can tell):
+ * every read answers 503 with the reason within about --redis-timeout, a request that needs an
+ * Idempotency-Key too (nothing produced), the service stays up, and the next request after the
+ * stall is served again. */
+Test(api, stalled_redis_is_503_with_a_reason_never_a_hang) {
+  itest_redis_server srv = {0};
+  itest_redis_server_start(&srv, 0);
+  itest_track(srv.pid, srv.log);
+  api_proc st;
+  api_start_with(&st, itest_kafka_bootstrap(), true, srv.port,
+                 (const char *const[]){"--redis-timeout", "500ms", NULL});
+  char out[4096];
+  cr_assert_eq(http(st.port, "GET", "/v1/history?channel=news:stall", AUTH, "", 0, out, sizeof out),
+               200, "%s", out);
+  cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
+  static const char *const paths[] = {"/v1/info", "/v1/presence?channel=news:stall",
+                                      "/v1/history?channel=news:stall"};
+  for (int round = 0; round < 2; round++) { /* the thread's connection, then a new one */
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+      uint64_t t0 = itest_now_ms();
+      int code = http(st.port, "GET", paths[i], AUTH, "", 0, out, sizeof out);
+      uint64_t took = itest_now_ms() - t0;
+      cr_assert_eq(code, 503, "%s: %d %s", paths[i], code, out);
+      cr_assert(strstr(out, "\"error\":\"redis: "), "%s: the reason names Redis: %s", paths[i],
+                out);
+      cr_assert_lt(took, 3000, "%s answered after %llu ms (--redis-timeout 500ms)", paths[i],
+                   (unsigned long long)took);
+    }
+  }
+  char headers[256];
+  snprintf(headers, sizeof headers,
+           AUTH "Content-Type: application/json\r\nIdempotency-Key: stall-1\r\n");
+  const char *req = "{\"user\":\"nobody\",\"data\":\"x\"}";
+  cr_assert_eq(http(st.port, "POST", "/v1/send", headers, req, strlen(req), out, sizeof out), 503,
+               "%s", out);
+  cr_assert(strstr(out, "nothing accepted"), "%s", out);
+  cr_assert_eq(itest_http_get(st.ops_port, "/healthz", NULL, 0), 200);
+  cr_assert_eq(kill(srv.pid, SIGCONT), 0);
+  cr_assert_eq(http(st.port, "GET", "/v1/history?channel=news:stall", AUTH, "", 0, out, sizeof out),
+               200, "after the stall: %s", out);
+  /* The claim written while Redis was stopped ran when it resumed: until it expires (60 s), a
+   * retry is told to retry later, never produced twice. */
+  int retry = http(st.port, "POST", "/v1/send", headers, req, strlen(req), out, sizeof out);
+  cr_assert(retry == 409 || retry == 202, "retry after the stall: %d %s", retry, out);
+  cr_log_info("a retry with the stalled request's Idempotency-Key: %d", retry);
+  /* Redis gone (connection refused): at once. */
+  itest_untrack(srv.pid);
+  itest_redis_server_stop(&srv, SIGKILL);
+  for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+    uint64_t t0 = itest_now_ms();
+    cr_assert_eq(http(st.port, "GET", paths[i], AUTH, "", 0, out, sizeof out), 503, "%s", out);
+    cr_assert(strstr(out, "\"error\":\"redis: "), "%s: %s", paths[i], out);
+    cr_assert_lt(itest_now_ms() - t0, 1000, "%s with Redis down", paths[i]);
+  }
+  api_stop(&st);
+}
+
+/* The primary (port) and its first replica serving `slot`, as the cluster's seed sees them. */
+static void slot_nodes(uint16_t slot, int *primary, int *replica, int *primaries) {
+  redisContext *c = itest_redis_connect();
+  redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+  cr_assert(r && r->type == REDIS_REPLY_ARRAY, "CLUSTER SLOTS: %s", r ? r->str : c->errstr);
+  int ports[64], n = 0;
+  *primary = *replica = 0;
+  for (size_t i = 0; i < r->elements; i++) {
+    redisReply *e = r->element[i];
+    int port = (int)e->element[2]->element[1]->integer;
+    bool seen = false;
+    for (int k = 0; k < n; k++)
+      seen |= ports[k] == port;
+    if (!seen && n < 64)
+      ports[n++] = port;
+    if (e->element[0]->integer <= slot && slot <= e->element[1]->integer) {
+      *primary = port;
+      *replica = e->elements > 3 ? (int)e->element[3]->element[1]->integer : 0;
+    }
+  }
+  freeReplyObject(r);
+  redisFree(c);
+  *primaries = n;
+}
+
+/* On a Redis Cluster: wsgate-api exports the cluster series of the gateway and the processor
+ * (wsgate_api_redis_*). A manual failover of the primary of a channel's slot: the API's next read
+ * there is redirected (MOVED), counted, the map re-read, and the answer is still 200. */
+Test(api, cluster_metrics_follow_a_failover, .timeout = 120) {
+  if (itest_redis_cluster_seed() == NULL)
+    cr_skip_test("WSGATE_TEST_REDIS_CLUSTER is not set (scripts/redis start --cluster)");
+  api_proc one; /* one request thread: its slot map is the one read before the failover */
+  api_start_with(&one, itest_kafka_bootstrap(), true, 0,
+                 (const char *const[]){"--threads", "1", NULL});
+  char channel[64], key[256], path[128], out[4096];
+  snprintf(channel, sizeof channel, "news:fo%d", (int)getpid());
+  snprintf(key, sizeof key, "%sch:{c:%s}:h", cl.prefix, channel);
+  snprintf(path, sizeof path, "/v1/history?channel=%s", channel);
+  uint16_t slot = wsg_redis_key_slot(key, strlen(key));
+  int primary, replica, primaries;
+  slot_nodes(slot, &primary, &replica, &primaries);
+  cr_assert(primary > 0 && replica > 0, "slot %u: primary :%d, replica :%d", slot, primary,
+            replica);
+
+  cr_assert_eq(http(one.port, "GET", path, AUTH, "", 0, out, sizeof out), 200, "%s", out);
+  cr_assert_eq(itest_metric(one.ops_port, "wsgate_api_redis_primaries"), primaries);
+  double reads0 = itest_metric(one.ops_port, "wsgate_api_redis_slot_map_reads_total");
+  cr_assert_geq(reads0, 1);
+  cr_assert_eq(itest_metric(one.ops_port, "wsgate_api_redis_redirects_total{kind=\"moved\"}"), 0);
+  cr_assert_eq(itest_metric(one.ops_port, "wsgate_api_redis_redirects_total{kind=\"ask\"}"), 0);
+
+  redisContext *rc = itest_redis_connect_port(replica);
+  cr_assert_not_null(rc);
+  redisReply *r = redisCommand(rc, "CLUSTER FAILOVER");
+  cr_assert(r && r->type == REDIS_REPLY_STATUS, "CLUSTER FAILOVER on :%d: %s", replica,
+            r ? r->str : rc->errstr);
+  freeReplyObject(r);
+  redisFree(rc);
+  /* Done when the old primary itself names the new owner (it answers MOVED from then on). */
+  int owner = 0;
+  for (int i = 0; i < 300 && owner != replica; i++) {
+    redisContext *old = itest_redis_connect_port(primary);
+    r = old ? redisCommand(old, "CLUSTER SLOTS") : NULL;
+    for (size_t k = 0; r && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++)
+      if (r->element[k]->element[0]->integer <= slot && slot <= r->element[k]->element[1]->integer)
+        owner = (int)r->element[k]->element[2]->element[1]->integer;
+    freeReplyObject(r);
+    if (old)
+      redisFree(old);
+    if (owner != replica)
+      usleep(50 * 1000);
+  }
+  cr_assert_eq(owner, replica, "slot %u still on :%d after CLUSTER FAILOVER", slot, owner);
+
+  cr_assert_eq(http(one.port, "GET", path, AUTH, "", 0, out, sizeof out), 200, "%s", out);
+  cr_assert_eq(itest_metric(one.ops_port, "wsgate_api_redis_redirects_total{kind=\"moved\"}"), 1,
+               "the read went to the old primary and was redirected once");
+  cr_assert_gt(itest_metric(one.ops_port, "wsgate_api_redis_slot_map_reads_total"), reads0,
+               "a MOVED re-reads the map");
+  cr_assert_eq(itest_metric(one.ops_port, "wsgate_api_redis_primaries"), primaries);
+  api_stop(&one);
+}
+
+/* An INFO field of the node on `port` ("" if absent). */
+static void node_info(int port, const char *field, char *out, size_t len) {
+  redisContext *c = itest_redis_connect_port(port);
+  cr_assert_not_null(c, "cannot connect to :%d", port);
+  redisReply *r = redisCommand(c, "INFO");
+  char want[64];
+  snprintf(want, sizeof want, "\r\n%s:", field);
+  const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
+  size_t n = at ? strcspn(at + strlen(want), "\r") : 0;
+  snprintf(out, len, "%.*s", (int)n, at ? at + strlen(want) : "");
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+/* On a Redis Cluster, the primary of a channel's slot stops answering (SIGSTOP: its socket stays
+ * open) until its replica takes over (cluster-node-timeout): every read meanwhile answers 503
+ * with the reason within a few --redis-timeout, never hangs, and reads answer 200 again once the
+ * replica serves the slot. */
+Test(api, cluster_primary_stalled_is_503_until_its_replica_serves, .timeout = 120) {
+  if (itest_redis_cluster_seed() == NULL)
+    cr_skip_test("WSGATE_TEST_REDIS_CLUSTER is not set (scripts/redis start --cluster)");
+  api_proc one;
+  api_start_with(&one, itest_kafka_bootstrap(), true, 0,
+                 (const char *const[]){"--threads", "1", "--redis-timeout", "500ms", NULL});
+  char channel[64], key[256], path[128], out[4096], pid[32];
+  snprintf(channel, sizeof channel, "news:st%d", (int)getpid());
+  snprintf(key, sizeof key, "%sch:{c:%s}:h", cl.prefix, channel);
+  snprintf(path, sizeof path, "/v1/history?channel=%s", channel);
+  int primary, replica, primaries;
+  slot_nodes(wsg_redis_key_slot(key, strlen(key)), &primary, &replica, &primaries);
+  cr_assert(primary > 0 && replica > 0, "primary :%d, replica :%d", primary, replica);
+  cr_assert_eq(http(one.port, "GET", path, AUTH, "", 0, out, sizeof out), 200, "%s", out);
+  node_info(primary, "process_id", pid, sizeof pid);
+  cr_assert_gt(atoi(pid), 0, "no process_id from :%d", primary);
+
+  cr_assert_eq(kill(atoi(pid), SIGSTOP), 0);
+  stopped_node = atoi(pid);
+  uint64_t t0 = itest_now_ms(), slowest = 0, back = 0;
+  int refused = 0;
+  while (back == 0 && itest_now_ms() - t0 < 30000) {
+    uint64_t t = itest_now_ms();
+    int code = http(one.port, "GET", path, AUTH, "", 0, out, sizeof out);
+    uint64_t took = itest_now_ms() - t;
+    slowest = took > slowest ? took : slowest;
+    cr_assert(code == 200 || code == 503, "%d %s", code, out);
+    if (code == 503) {
+      cr_assert(strstr(out, "\"error\":\"redis: "), "the reason names Redis: %s", out);
+      refused++;
+    } else if (refused > 0) {
+      back = itest_now_ms() - t0;
+    }
+    cr_assert_lt(took, 4000, "a read took %llu ms (--redis-timeout 500ms)",
+                 (unsigned long long)took);
+  }
+  cr_assert_gt(refused, 0, "no read failed while the slot's primary was stopped");
+  cr_assert_gt(back, 0, "reads still fail %llu ms after the primary stopped",
+               (unsigned long long)(itest_now_ms() - t0));
+  cr_log_info("primary :%d stopped: %d reads answered 503 (slowest %llu ms), 200 again after "
+              "%llu ms",
+              primary, refused, (unsigned long long)slowest, (unsigned long long)back);
+
+  /* Resumed, it rejoins as a replica: the cluster is whole again for the next test. */
+  kill(stopped_node, SIGCONT);
+  stopped_node = 0;
+  char role[32] = "";
+  for (int i = 0; i < 200 && strcmp(role, "slave") != 0; i++) {
+    usleep(100 * 1000);
+    node_info(primary, "role", role, sizeof role);
+  }
+  cr_assert_str_eq(role, "slave", ":%d did not rejoin as a replica", primary);
+  api_stop(&one);
 }

@@ -4,7 +4,8 @@
  * clients: send to a user (all connections), to a list of users, to one connection; disconnect a
  * connection and a user with a code and a reason; the queries and a publish to a bad channel
  * name are refused with a reason (dead-lettered), never silently. Publishing to channels through
- * this topic is tested end to end in api_test (wsgate-api is a thin producer onto it).
+ * this topic is tested end to end in api_test (wsgate-api is a thin producer onto it). With
+ * WSGATE_TEST_REDIS_CLUSTER the daemons (and this test's reads) use that Redis Cluster.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -59,14 +60,14 @@ static void produce(const wsg_command *cmd) {
   wsg_buf_finish(&b);
 }
 
-/* The ids of `user`'s connections in Redis, once there are `want` of them. */
+/* The ids of `user`'s connections in Redis (the shared node, or the Redis Cluster of
+ * WSGATE_TEST_REDIS_CLUSTER where the daemons run then), once there are `want` of them. */
 static size_t conns_of(const char *user, size_t want, uint64_t *ids) {
-  redisContext *rc = redisConnect("127.0.0.1", itest_redis_port());
-  cr_assert(rc && !rc->err);
   size_t n = 0;
   for (int tries = 0; tries < 200 && n < want; tries++) {
-    redisReply *r = redisCommand(rc, "HKEYS %suser:%s", cl.prefix, user);
-    cr_assert_not_null(r);
+    redisReply *r = itest_redis_key_command(0, "HKEYS %suser:%s", cl.prefix, user);
+    cr_assert(r && r->type == REDIS_REPLY_ARRAY, "HKEYS user:%s: %s", user,
+              r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
     n = r->elements;
     for (size_t i = 0; i < n && i < want; i++)
       ids[i] = strtoull(r->element[i]->str, NULL, 10);
@@ -74,7 +75,6 @@ static size_t conns_of(const char *user, size_t want, uint64_t *ids) {
     if (n < want)
       usleep(50 * 1000);
   }
-  redisFree(rc);
   cr_assert_eq(n, want, "user %s has %zu connections in Redis, want %zu", user, n, want);
   return n;
 }
