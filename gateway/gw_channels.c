@@ -3,6 +3,7 @@
  *
  * Threads: not thread-safe; the loop thread only.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -292,6 +293,10 @@ const char *gw_channel_name(const gw_channel *ch, size_t *len) {
 
 gw_chpos *gw_channel_pos(gw_channel *ch) {
   return &ch->pos;
+}
+
+gw_channel *gw_channel_of(gw_chpos *pos) {
+  return (gw_channel *)((char *)pos - offsetof(gw_channel, pos));
 }
 
 gw_chsub *gw_channels_sub_of(gw_chsub *subs, const char *name, size_t len) {

@@ -93,8 +93,12 @@ typedef struct gw_chpos {
   uint64_t epoch, next;
   uint32_t resync_gen; /* gw_chresync: the pass that last wrote the channel's gateway set */
   gw_chwait *wait;     /* NULL when none; freed by the limits' pos_free when the channel goes */
+  /* gw_chtail: the queue of channels waiting to be quiet, by deadline (0: not queued). */
+  struct gw_chpos *qprev, *qnext;
+  uint64_t quiet_due_ms;
 } gw_chpos;
 gw_chpos *gw_channel_pos(gw_channel *ch);
+gw_channel *gw_channel_of(gw_chpos *pos); /* the channel whose position pos is */
 
 /* Per subscription (gw_chrecover): the caller's flag bits, and the offset below which
  * publications were delivered already by a recovery (0: none). A new epoch resets every

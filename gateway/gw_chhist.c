@@ -93,3 +93,60 @@ int gw_chhist_read(gw_chreg *r, const char *name, size_t len, uint64_t after, ui
   }
   return 0;
 }
+
+typedef struct {
+  wsg_redis_conn_req req; /* first: the callback gets it back */
+  gw_chhist_pos_cb cb;
+  void *arg;
+} pos_req;
+
+/* An HMGET field: nil is 0 (no :m); anything but a decimal string is a failure. */
+static bool field_of(const redisReply *r, uint64_t *out) {
+  *out = 0;
+  if (r->type == REDIS_REPLY_NIL)
+    return true;
+  if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len > 20)
+    return false;
+  for (size_t i = 0; i < r->len; i++) {
+    if (r->str[i] < '0' || r->str[i] > '9')
+      return false;
+    *out = *out * 10 + (uint64_t)(r->str[i] - '0');
+  }
+  return true;
+}
+
+static void on_position(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+  pos_req *p = (pos_req *)req;
+  uint64_t e = 0, o = 0;
+  if (!arg)
+    p->cb(p->arg, false, 0, 0, true);
+  else if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+           field_of(rep->element[0], &e) && field_of(rep->element[1], &o))
+    p->cb(p->arg, true, e, e ? o : 0, false);
+  else
+    p->cb(p->arg, false, 0, 0, false);
+  free(p);
+}
+
+int gw_chhist_position(gw_chreg *r, const char *name, size_t len, gw_chhist_pos_cb cb, void *arg) {
+  wsg_redis_cluster *conn = gw_chreg_conn(r);
+  if (!conn)
+    return -1;
+  char km[WSG_REDIS_KEY_MAX];
+  int lm = wsg_key_channel(km, sizeof km, gw_chreg_prefix(r), name, len, "m");
+  if (lm < 0 || !wsg_redis_cluster_key_ready(conn, km, (size_t)lm))
+    return -1;
+  pos_req *p = malloc(sizeof *p);
+  if (!p)
+    return -1;
+  p->req.cb = on_position;
+  p->cb = cb;
+  p->arg = arg;
+  const char *argv[] = {"HMGET", km, "e", "o"};
+  size_t lens[] = {5, (size_t)lm, 1, 1};
+  if (wsg_redis_cluster_command(conn, &p->req, 4, argv, lens) != WSG_REDIS_CONN_OK) {
+    free(p);
+    return -1;
+  }
+  return 0;
+}

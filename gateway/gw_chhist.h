@@ -2,7 +2,8 @@
  * gw_chhist: reads a page of a channel's history (ch:{c:<channel>}:h, WSG_LUA_CHANNEL_HISTORY) on
  * the channel registry's Redis connection (gw_chreg), so a read issued after a subscription's
  * SADD runs after it in Redis: a publication stored after the read is routed to this gateway.
- * Reads are rare (a recovery, a missing offset): the script goes with EVAL, not cached.
+ * Reads are rare (a recovery, a missing offset): the script goes with EVAL, not cached. The
+ * position alone (:m) is a plain HMGET.
  *
  * Threads: the loop thread only.
  */
@@ -44,5 +45,13 @@ typedef void (*gw_chhist_cb)(void *arg, const gw_chhist_page *page, bool destroy
  * -1 when Redis is not connected (cb is not called). name: borrowed for the call. */
 int gw_chhist_read(gw_chreg *r, const char *name, size_t len, uint64_t after, uint32_t max,
                    uint64_t max_bytes, gw_chhist_cb cb, void *arg);
+
+/* The channel's position as :m holds it (HMGET e o): epoch and last offset, both 0 when :m is
+ * gone. ok false when Redis failed; destroyed as for gw_chhist_cb. */
+typedef void (*gw_chhist_pos_cb)(void *arg, bool ok, uint64_t epoch, uint64_t last, bool destroyed);
+
+/* One HMGET of :m, far cheaper than a history read (no script, no stream): the tail check
+ * (gw_chtail). 0, or -1 when Redis is not connected (cb is not called). name: borrowed. */
+int gw_chhist_position(gw_chreg *r, const char *name, size_t len, gw_chhist_pos_cb cb, void *arg);
 
 #endif

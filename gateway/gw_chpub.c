@@ -9,6 +9,10 @@
  * dropped; a later one is delivered after a `gap` frame naming what was skipped; a new epoch
  * (the channel's history was lost) starts over from its offset.
  *
+ * Tail: a missing publication shows only when a later one arrives, so after a quiet period the
+ * tail check (gw_chtail) reads the channel's :m and gw_chpub_tail fills what this gateway has
+ * not delivered from the history, through the same reads and rules as before a held one.
+ *
  * Threads: the loop thread only.
  */
 #include <stdlib.h>
@@ -26,6 +30,24 @@ typedef struct {
   size_t len;
   bool binary;
 } pubv;
+
+/* Publications held per channel, and their payload bytes: beyond, the gap is reported at once. */
+#define HELD_MAX       1024
+#define HELD_BYTES_MAX ((uint64_t)1 << 20)
+
+typedef struct {
+  uint64_t offset;
+  gw_msg *raw; /* the record's payload, a reference */
+} held;
+
+struct gw_chwait {
+  held *v; /* sorted by offset, one epoch: the channel's */
+  size_t n, cap;
+  uint64_t bytes;
+  uint64_t tail; /* the tail check saw offsets up to this one numbered (0: none); fill to it */
+  bool reading;
+  bool restart; /* a new epoch seen by the tail check: start at its first offset, no gap */
+};
 
 /* The frame of p in one format, made on first use. */
 static gw_msg *frame(gw_msg **slot, const char *name, size_t len, const pubv *p, bool msgpack) {
@@ -59,13 +81,17 @@ static void report_gap(gw_server *s, gw_channel *ch, uint64_t from, uint64_t to,
   gw_msg_unref(f[0]);
   gw_msg_unref(f[1]);
   wsg_counter_add(s->m_pub_gaps, to - from + 1);
+  gw_chtail_touch(s, gw_channel_pos(ch), now_ms);
 }
 
 /* p to every live subscriber of ch, one shared frame per format; advances the channel. */
 static void deliver(gw_server *s, gw_channel *ch, const pubv *p, uint64_t now_ms) {
   gw_chpos *pos = gw_channel_pos(ch);
-  if (pos->epoch != p->epoch)
+  if (pos->epoch != p->epoch) {
     gw_channel_reset_from(ch); /* recovered positions belong to the old epoch */
+    if (pos->wait)
+      pos->wait->tail = 0; /* and so does a known tail */
+  }
   pos->epoch = p->epoch;
   pos->next = p->offset + 1;
   size_t nlen;
@@ -92,25 +118,10 @@ static void deliver(gw_server *s, gw_channel *ch, const pubv *p, uint64_t now_ms
   gw_msg_unref(f[0]);
   gw_msg_unref(f[1]);
   wsg_counter_add(s->m_pubs[nomem ? GW_PUB_NOMEM : too_big ? GW_PUB_TOO_BIG : GW_PUB_DELIVERED], 1);
+  gw_chtail_touch(s, pos, now_ms);
 }
 
 /* --- early publications: held while the missing ones are read from the history ----------- */
-
-/* Publications held per channel, and their payload bytes: beyond, the gap is reported at once. */
-#define HELD_MAX       1024
-#define HELD_BYTES_MAX ((uint64_t)1 << 20)
-
-typedef struct {
-  uint64_t offset;
-  gw_msg *raw; /* the record's payload, a reference */
-} held;
-
-struct gw_chwait {
-  held *v; /* sorted by offset, one epoch: the channel's */
-  size_t n, cap;
-  uint64_t bytes;
-  bool reading;
-};
 
 static pubv held_pub(const held *h, uint64_t epoch) {
   return (pubv){h->offset, epoch, gw_msg_payload(h->raw), gw_msg_len(h->raw),
@@ -135,7 +146,8 @@ static void drain(gw_server *s, gw_channel *ch, uint64_t now_ms) {
   }
 }
 
-/* The missing ones are gone: a gap before each held run, then the held ones, in order. */
+/* The missing ones are gone: a gap before each held run, then the held ones, in order, then a
+ * gap up to the known tail. */
 static void give_up(gw_server *s, gw_channel *ch, uint64_t now_ms) {
   gw_chpos *pos = gw_channel_pos(ch);
   while (pos->wait && pos->wait->n) {
@@ -144,10 +156,37 @@ static void give_up(gw_server *s, gw_channel *ch, uint64_t now_ms) {
     pos->next = pos->wait->v[0].offset;
     drain(s, ch, now_ms);
   }
+  gw_chwait *w = pos->wait;
+  if (w && w->tail >= pos->next) {
+    if (!w->restart) /* a new epoch starts where it can, as a record of it would */
+      report_gap(s, ch, pos->next, w->tail, now_ms);
+    pos->next = w->tail + 1;
+  }
+  if (w)
+    w->restart = false;
+}
+
+/* The history lacks pos->next..target-1 (trimmed, or never kept): a gap for each run of them,
+ * the held ones among them delivered in order. */
+static void skip_to(gw_server *s, gw_channel *ch, uint64_t target, uint64_t now_ms) {
+  gw_chpos *pos = gw_channel_pos(ch);
+  while (pos->next < target) {
+    gw_chwait *w = pos->wait;
+    uint64_t stop = w->n && w->v[0].offset < target ? w->v[0].offset : target;
+    if (stop > pos->next)
+      report_gap(s, ch, pos->next, stop - 1, now_ms);
+    pos->next = stop;
+    drain(s, ch, now_ms);
+  }
+}
+
+/* Nothing is held and the known tail is delivered. */
+static bool filled(const gw_chpos *pos) {
+  return !pos->wait->n && pos->next > pos->wait->tail;
 }
 
 void gw_chpub_pos_free(void *arg, gw_chpos *pos) {
-  (void)arg;
+  gw_chtail_forget(arg, pos);
   gw_chwait *w = pos->wait;
   if (!w)
     return;
@@ -174,35 +213,65 @@ static void on_fill(void *arg, const gw_chhist_page *page, bool destroyed) {
   gw_server *s = f->s;
   gw_channel *ch = destroyed ? NULL : gw_channels_find(s->channels, f->name, f->len);
   gw_chpos *pos = ch ? gw_channel_pos(ch) : NULL;
-  if (!pos || !pos->wait || pos->epoch != f->epoch) {
-    free(f);
-    return; /* gone, or a new epoch started: nothing to fill */
-  }
+  bool same_epoch = pos && pos->epoch == f->epoch;
   free(f);
-  pos->wait->reading = false;
+  if (!pos || !pos->wait)
+    return; /* gone: nothing to fill */
+  gw_chwait *w = pos->wait;
+  w->reading = false;
+  if (!same_epoch) {
+    /* A new epoch started meanwhile: this page is of no use, but what came since may need one. */
+    if (!filled(pos))
+      read_missing(s, ch);
+    return;
+  }
+  if (w->restart) {
+    /* The first offset of the new epoch this gateway can have: the history's first, or an
+     * earlier held record's. */
+    uint64_t start = page && page->epoch == pos->epoch
+                         ? (page->n ? page->e[0].offset : page->last + 1)
+                         : w->tail + 1;
+    if (w->n && w->v[0].offset < start)
+      start = w->v[0].offset;
+    if (start > pos->next)
+      pos->next = start;
+    w->restart = false;
+  }
   uint64_t now_ms = wsg_now_mono_ms();
   for (size_t i = 0; page && page->epoch == pos->epoch && i < page->n; i++) {
     const gw_chhist_entry *e = &page->e[i];
+    if (e->offset > pos->next)
+      skip_to(s, ch, e->offset, now_ms);
     if (e->offset != pos->next)
-      continue;
+      continue; /* delivered already: its record came first */
     pubv p = {e->offset, page->epoch, e->data, e->len, e->binary};
+    bool for_tail = !w->n; /* no later record waits: only the tail check knew of it */
     deliver(s, ch, &p, now_ms);
     wsg_counter_add(s->m_pub_filled, 1);
+    if (for_tail)
+      wsg_counter_add(s->m_tail_filled, 1);
     drain(s, ch, now_ms);
-    if (!pos->wait->n)
+    if (filled(pos))
       return;
   }
-  if (!pos->wait->n)
+  if (filled(pos))
     return;
-  if (page && page->more && page->n)
-    read_missing(s, ch); /* a bounded page: there is more to read */
+  if (page && page->epoch == pos->epoch && page->more && page->n)
+    read_missing(s, ch); /* a bounded page, each one delivering: there is more to read */
   else
     give_up(s, ch, now_ms);
 }
 
-/* Reads what lies between the channel's next offset and its first held publication. */
+/* Reads what lies between the channel's next offset and its first held publication, or the known
+ * tail when none is held. */
 static void read_missing(gw_server *s, gw_channel *ch) {
   gw_chpos *pos = gw_channel_pos(ch);
+  gw_chwait *w = pos->wait;
+  uint64_t upto = w->n ? w->v[0].offset - 1 : w->tail;
+  if (upto < pos->next) {
+    give_up(s, ch, wsg_now_mono_ms()); /* nothing to read: callers do not get here */
+    return;
+  }
   size_t len;
   const char *name = gw_channel_name(ch, &len);
   fill_req *f = malloc(sizeof *f + len + 1);
@@ -214,7 +283,7 @@ static void read_missing(gw_server *s, gw_channel *ch) {
   f->epoch = pos->epoch;
   f->len = len;
   memcpy(f->name, name, len + 1);
-  uint64_t missing = pos->wait->v[0].offset - pos->next;
+  uint64_t missing = upto - pos->next + 1;
   uint64_t bytes = s->cfg->sendq_soft / 4 ? s->cfg->sendq_soft / 4 : 65536;
   pos->wait->reading = true;
   if (gw_chhist_read(s->chreg, name, len, pos->next - 1,
@@ -277,6 +346,8 @@ void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms) {
      * stored already (numbered before this one), so read them while waiting. */
     if (hold(s, ch, it))
       return;
+    if (pos->wait && pos->wait->tail >= it->ch_offset)
+      pos->wait->tail = it->ch_offset - 1; /* the rest: the next tail check */
     give_up(s, ch, now_ms);
     if (it->ch_offset > pos->next)
       report_gap(s, ch, pos->next, it->ch_offset - 1, now_ms);
@@ -285,4 +356,36 @@ void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms) {
   }
   deliver(s, ch, &p, now_ms);
   drain(s, ch, now_ms);
+}
+
+int gw_chpub_tail(gw_server *s, gw_channel *ch, uint64_t epoch, uint64_t last) {
+  gw_chpos *pos = gw_channel_pos(ch);
+  if (epoch == 0)
+    return GW_TAIL_HISTORY_GONE; /* nothing numbered since; the next one starts a new epoch */
+  if (epoch == pos->epoch && last < pos->next)
+    return GW_TAIL_CURRENT;
+  if (!pos->wait && !(pos->wait = calloc(1, sizeof *pos->wait)))
+    return GW_TAIL_SKIPPED; /* out of memory: the channel's next activity checks again */
+  gw_chwait *w = pos->wait;
+  bool busy = w->n || w->reading;
+  if (epoch == pos->epoch) {
+    if (last > w->tail)
+      w->tail = last; /* a read in flight carries on to it (filled() says when it is done) */
+    if (!busy)
+      read_missing(s, ch);
+    return GW_TAIL_BEHIND;
+  }
+  if (busy)
+    return GW_TAIL_NEW_EPOCH; /* the old epoch's fill ends first; its frames start a new check */
+  /* As a record of the new epoch would: the old positions go, the stream starts over at the
+   * first offset of the new epoch the history still has. */
+  gw_channel_reset_from(ch);
+  pos->epoch = epoch;
+  pos->next = 1;
+  w->tail = last;
+  if (last) {
+    w->restart = true;
+    read_missing(s, ch);
+  }
+  return GW_TAIL_NEW_EPOCH;
 }

@@ -25,7 +25,7 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
   gw_channels_limits lim = {(uint32_t)s->cfg->channel_max_per_conn, (uint64_t)s->cfg->channel_max,
                             gw_chpub_pos_free, s};
   s->channels = gw_channels_create(&lim);
-  if (!s->channels || gw_chpend_init(s) != 0) {
+  if (!s->channels || gw_chpend_init(s) != 0 || gw_chtail_init(s) != 0) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
@@ -61,6 +61,7 @@ void gw_chserve_finish(gw_server *s) {
   gw_chpend_finish(s);
   gw_channels_destroy(s->channels);
   s->channels = NULL;
+  gw_chtail_finish(s); /* after the index: freeing a channel unlinks it from the queue */
   wsg_chns_destroy(s->chns);
   s->chns = NULL;
 }

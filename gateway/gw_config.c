@@ -308,6 +308,16 @@ static const wsg_option connection_rows[] = {
      "10000", 1, 1000000, NULL, 0,
      "Most subscribes waiting for the handler's decision on this gateway (bounds their memory, "
      "about 300 bytes each); one more is answered too_many_pending."},
+    {"channel-tail-check", 0, "WSGATE_CHANNEL_TAIL_CHECK", WSG_OPT_DURATION,
+     OPT(channel_tail_check_ms), "1s", 0, 10 * 60 * SEC, NULL, 0,
+     "Quiet time after a channel's last publication here before the gateway reads the channel's "
+     "last offset in Redis once, so a last publication whose record was lost is delivered from "
+     "the history (or reported with a gap) instead of waiting for the next one; 0: never. One "
+     "read per channel per quiet period after activity, none for idle channels."},
+    {"channel-tail-inflight", 0, "WSGATE_CHANNEL_TAIL_INFLIGHT", WSG_OPT_INT,
+     OPT(channel_tail_inflight), "64", 1, 100000, NULL, 0,
+     "Most tail checks (--channel-tail-check) waiting for Redis on this gateway; the channels due "
+     "beyond wait in line, so a burst of quiet channels never floods Redis."},
     {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
      0, NULL, 0,
      "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "

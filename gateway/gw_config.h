@@ -132,6 +132,8 @@ typedef struct {
   uint64_t channel_decide_timeout_ms; /* subscribe=handler: how long a decision is waited for */
   int64_t channel_pending_per_conn;
   int64_t channel_pending_max;
+  uint64_t channel_tail_check_ms; /* quiet time before a channel's :m is read (0: never) */
+  int64_t channel_tail_inflight;  /* tail checks waiting for Redis per gateway */
   char *channel_claim;
   wsg_chns_options channels; /* shared group: namespaces (--channel-namespace) */
 

@@ -18,6 +18,10 @@
 #define RESUMES       "wsgate_gateway_resumes_total"
 #define PUBS          "wsgate_gateway_channel_publications_total"
 #define PUBS_HELP     "publish records from processors, by what became of them."
+#define TAILS         "wsgate_gateway_channel_tail_checks_total"
+#define TAILS_HELP                                                                                 \
+  "Reads of a channel's last offset after it was quiet for --channel-tail-check, by what they "    \
+  "found (skipped: Redis not connected or the read failed)."
 #define RECOVERS      "wsgate_gateway_channel_recoveries_total"
 #define RECOVERS_HELP "Subscribes with since, by whether the history covered what was missed."
 #define RESUMES_HELP  "Reconnections with ?resume=, by whether every missed message was replayed."
@@ -178,6 +182,15 @@ static const wsg_metric_def metric_rows[] = {
             NULL),
     COUNTER(m_pub_gaps, "wsgate_gateway_channel_gaps_total",
             "Publications a channel's subscribers were told they missed (gap frames' ranges).",
+            NULL),
+    COUNTER(m_tail[GW_TAIL_CURRENT], TAILS, TAILS_HELP, "result=\"current\""),
+    COUNTER(m_tail[GW_TAIL_BEHIND], TAILS, TAILS_HELP, "result=\"behind\""),
+    COUNTER(m_tail[GW_TAIL_NEW_EPOCH], TAILS, TAILS_HELP, "result=\"new_epoch\""),
+    COUNTER(m_tail[GW_TAIL_HISTORY_GONE], TAILS, TAILS_HELP, "result=\"history_gone\""),
+    COUNTER(m_tail[GW_TAIL_SKIPPED], TAILS, TAILS_HELP, "result=\"skipped\""),
+    COUNTER(m_tail_filled, "wsgate_gateway_channel_tail_filled_total",
+            "Publications read from the history because a tail check found them (no later record "
+            "had come): their records were lost.",
             NULL),
     GW_DOOR_REFUSALS(DOOR_ROW) /* gw_session.h */
     COUNTER(m_not_websocket, "wsgate_gateway_not_websocket_total",

@@ -157,6 +157,16 @@ enum {
   GW_PUB__COUNT
 };
 
+/* What a tail check found (gw_chtail, metric label). */
+enum {
+  GW_TAIL_CURRENT,      /* nothing newer than what was delivered */
+  GW_TAIL_BEHIND,       /* newer ones: filled from the history, gaps for what it lacks */
+  GW_TAIL_NEW_EPOCH,    /* the channel's history was lost since: started over */
+  GW_TAIL_HISTORY_GONE, /* no :m (expired with the history): nothing numbered since */
+  GW_TAIL_SKIPPED,      /* Redis not connected, or the read failed: not checked */
+  GW_TAIL__COUNT
+};
+
 /* Upgrade outcomes, for the metric and the log. */
 #define UPGRADE_RESULTS(X)                                                                         \
   X(OK, "ok")                                                                                      \
@@ -297,6 +307,9 @@ struct gw_server {
   wsg_gauge *m_channels, *m_chsubs, *m_chbytes;
   wsg_counter *m_pubs[GW_PUB__COUNT]; /* gw_chpub */
   wsg_counter *m_pub_frames, *m_pub_gaps, *m_pub_held, *m_pub_filled;
+  struct gw_chtail *chtail;            /* gw_chtail: channels waiting to be quiet, checks */
+  wsg_counter *m_tail[GW_TAIL__COUNT]; /* tail checks by result */
+  wsg_counter *m_tail_filled;
   gw_chrec *chrecs;         /* recoveries in progress (gw_chrecover) */
   struct gw_chpend *chpend; /* subscribes waiting for the handler's decision (gw_chpend) */
   wsg_gauge *m_chpending;
@@ -447,6 +460,18 @@ int gw_inbound_subscribe_request(gw_server *s, const gw_session *ss, const char 
 void gw_chpub_dispatch(gw_server *s, const gw_outbound *it, uint64_t now_ms);
 /* gw_chpub.c: frees what a channel held (gw_channels_limits.pos_free). */
 void gw_chpub_pos_free(void *arg, gw_chpos *pos);
+/* gw_chpub.c: the tail check's answer: :m says the channel's last publication is (epoch, last);
+ * what this gateway has not delivered is filled from the history like a missing one before a held
+ * publication (gaps for what it lacks). Returns a GW_TAIL_* result. */
+int gw_chpub_tail(gw_server *s, gw_channel *ch, uint64_t epoch, uint64_t last);
+/* gw_chtail.c: the tail check (--channel-tail-check). init/finish with the channel layer (finish
+ * after the index is gone); touch: the channel ch's stream advanced here (a delivery or a gap),
+ * its quiet period starts again; forget: the channel is going away. */
+typedef struct gw_chtail gw_chtail;
+int gw_chtail_init(gw_server *s);
+void gw_chtail_finish(gw_server *s);
+void gw_chtail_touch(gw_server *s, gw_chpos *pos, uint64_t now_ms);
+void gw_chtail_forget(gw_server *s, gw_chpos *pos);
 /* gw_chrecover.c: ss just subscribed (sub) with op's `since`: answer and replay from the
  * history, then live; without `since`, answer with the channel's position read from Redis, then
  * live; and, at shutdown after the registry is gone, what is left of them. */

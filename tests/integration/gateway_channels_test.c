@@ -33,13 +33,8 @@ static ws_client *connect_with_channels(const char *user, const char *claim_json
   return itest_connect_channels(&gw, user, claim_json);
 }
 
-/* Sends an op and expects exactly `want` back. */
 static void op_expect(ws_client *c, const char *op, const char *want) {
-  cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
-  ws_message m;
-  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
-  cr_expect(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "%s: got %.*s", op,
-            (int)m.len, m.data);
+  itest_op_expect(c, op, want);
 }
 
 Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
@@ -344,19 +339,7 @@ Test(gateway_channels, recover_on_the_other_gateway_during_a_stream, .timeout = 
 /* --- stage 4: order at the gateway ----------------------------------------------------------- */
 
 static void send_pub(const char *channel, uint64_t offset, uint64_t epoch, const char *data) {
-  wsg_envelope env = {.kind = WSG_ENV_PUBLISH,
-                      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_CH_OFFSET |
-                                WSG_F_CH_EPOCH | WSG_F_DATA,
-                      .gateway = gw.id,
-                      .gateway_len = strlen(gw.id),
-                      .slot = (uint32_t)gw.slot,
-                      .channel = channel,
-                      .channel_len = strlen(channel),
-                      .ch_offset = offset,
-                      .ch_epoch = epoch,
-                      .data = (const uint8_t *)data,
-                      .data_len = strlen(data)};
-  itest_send_outbound(&gw, gw.slot, &env);
+  itest_send_pub(&gw, channel, offset, epoch, data);
 }
 
 static void history_add(const char *channel, uint64_t offset, uint64_t epoch, const char *data) {

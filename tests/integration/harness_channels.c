@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "gw_jwt.h"
+#include "harness_kafka.h"
 
 unsigned long long itest_expect_pub(ws_client *c, const char *channel, unsigned offset,
                                     const char *data_json) {
@@ -47,4 +48,29 @@ long itest_gws_members(const itest_gateway *g, const char *channel, long want) {
     freeReplyObject(rep);
   }
   return n;
+}
+
+void itest_op_expect(ws_client *c, const char *op, const char *want) {
+  cr_assert_eq(ws_client_send_text(c, op, strlen(op)), WS_CLIENT_OK);
+  ws_message m;
+  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  cr_expect(m.len == strlen(want) && memcmp(m.data, want, m.len) == 0, "%s: got %.*s", op,
+            (int)m.len, m.data);
+}
+
+void itest_send_pub(const itest_gateway *g, const char *channel, uint64_t offset, uint64_t epoch,
+                    const char *data) {
+  wsg_envelope env = {.kind = WSG_ENV_PUBLISH,
+                      .fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_CH_OFFSET |
+                                WSG_F_CH_EPOCH | WSG_F_DATA,
+                      .gateway = g->id,
+                      .gateway_len = strlen(g->id),
+                      .slot = (uint32_t)g->slot,
+                      .channel = channel,
+                      .channel_len = strlen(channel),
+                      .ch_offset = offset,
+                      .ch_epoch = epoch,
+                      .data = (const uint8_t *)data,
+                      .data_len = strlen(data)};
+  itest_send_outbound(g, g->slot, &env);
 }

@@ -8,6 +8,8 @@
 #ifndef HARNESS_CHANNELS_H
 #define HARNESS_CHANNELS_H
 
+#include <stdint.h>
+
 #include "harness_daemons.h"
 
 /* Expects a JSON publication frame of `channel` at `offset` whose data is `data_json` (the JSON
@@ -18,5 +20,13 @@ unsigned long long itest_expect_pub(ws_client *c, const char *channel, unsigned 
 /* Members of the channel's gateway set on g's Redis, waiting up to 10 s for the count to be
  * `want`; when it is 1, expects the member to be g. */
 long itest_gws_members(const itest_gateway *g, const char *channel, long want);
+
+/* Sends an op (JSON text) and expects exactly `want` back. */
+void itest_op_expect(ws_client *c, const char *op, const char *want);
+
+/* A `publish` record of `channel` at offset/epoch with text `data` on g's outbound topic, as a
+ * processor produces it (the channel's history is the test's business). */
+void itest_send_pub(const itest_gateway *g, const char *channel, uint64_t offset, uint64_t epoch,
+                    const char *data);
 
 #endif

@@ -292,6 +292,8 @@ Test(channels, subscribe_unsubscribe_and_limits) {
   cr_assert_eq(gw_channels_subscribe(c, &b, 2, "x", 1, 1, &created), GW_CHOP_OK);
   cr_expect(!created);
   cr_expect_eq(gw_channel_nsubs(gw_channels_find(c, "x", 1)), 2);
+  gw_channel *x = gw_channels_find(c, "x", 1);
+  cr_expect_eq(gw_channel_of(gw_channel_pos(x)), x, "a position leads back to its channel");
   cr_assert_eq(gw_channels_subscribe(c, &a, 1, "y", 1, 0, &created), GW_CHOP_OK);
   cr_assert_eq(gw_channels_subscribe(c, &a, 1, "z", 1, 0, &created), GW_CHOP_OK);
   cr_expect_eq(gw_channels_subscribe(c, &a, 1, "w", 1, 0, &created), GW_CHOP_TOO_MANY_SUBS);
