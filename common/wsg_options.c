@@ -43,7 +43,9 @@ static const wsg_option redis_rows[] = {
     {"redis-timeout", 0, "WSGATE_REDIS_TIMEOUT", WSG_OPT_DURATION, REDIS(timeout_ms), "2s", 100,
      60 * SEC, NULL, 0,
      "Deadline of a Redis connect and of each Redis command (in the processor, of each pipelined "
-     "round trip)."},
+     "round trip). In the gateway it is counted in event-loop time: a loop that ran late (a "
+     "CPU-starved process) does not count the delay as Redis' silence, and replies already "
+     "received are never timed out."},
 };
 const wsg_option_group wsg_redis_group = {"redis", redis_rows, WSG_COUNTOF(redis_rows)};
 

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 
@@ -88,7 +89,10 @@ struct wsg_redis_conn {
   bool stopped;          /* wsg_redis_conn_stop(): no more attempts */
   uint32_t backoff_ms;
   uint32_t inflight;         /* commands sent, reply not yet seen */
-  uint64_t last_progress_ms; /* last reply, or first send after being idle */
+  uint64_t last_progress_ms; /* last reply, or first send after being idle; moved on by the
+                                time the loop was late (on_watchdog) */
+  uint64_t watchdog_ms;      /* the watchdog's interval */
+  uint64_t watchdog_due_ms;  /* when its next tick is due: a later tick means a late loop */
   resolve_job *job;
   uint64_t rng;
 
@@ -477,17 +481,39 @@ static void on_reconnect_timer(struct ev_loop *loop, ev_timer *w, int revents) {
   leave(c);
 }
 
+/* Bytes from Redis wait unread in the socket: it answered, the loop has not read them yet. */
+static bool replies_waiting(const wsg_redis_conn *c) {
+  int n = 0;
+  return c->ac->c.fd >= 0 && ioctl(c->ac->c.fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /* No reply for timeout_ms while commands are outstanding drops the connection: hiredis 0.14 has
- * no command timeout (docs/notes/hiredis.md#no-command-timeout). */
+ * no command timeout. Silence is measured from the loop's view: time the loop was late (a
+ * starved process) is not counted, and replies waiting in the socket are an answer
+ * (docs/notes/hiredis.md#no-command-timeout). */
 static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop;
   (void)revents;
   wsg_redis_conn *c = w->data;
+  uint64_t now = wsg_now_mono_ms();
+  uint64_t late = now > c->watchdog_due_ms ? now - c->watchdog_due_ms : 0;
+  c->watchdog_due_ms = now + c->watchdog_ms;
   if (c->ac == NULL || c->inflight == 0)
     return;
-  uint64_t now = wsg_now_mono_ms();
-  if (now - c->last_progress_ms < c->timeout_ms)
+  uint64_t silent = now - c->last_progress_ms;
+  if (silent >= c->timeout_ms && replies_waiting(c)) {
+    /* libev runs a due timer before the io of the same iteration: let the io read them. */
+    c->last_progress_ms = now;
+    count(c->m.replies_waiting);
     return;
+  }
+  /* The loop did not run for `late` ms: neither could we send nor read; not Redis' silence. */
+  c->last_progress_ms = late < silent ? c->last_progress_ms + late : now;
+  if (now - c->last_progress_ms < c->timeout_ms) {
+    if (silent >= c->timeout_ms)
+      count(c->m.loop_late);
+    return;
+  }
   enter(c);
   char why[96];
   snprintf(why, sizeof(why), "no reply for %" PRIu64 " ms with %" PRIu32 " commands outstanding",
@@ -562,6 +588,8 @@ int wsg_redis_conn_create(wsg_redis_conn **out, struct ev_loop *loop,
 
   ev_timer_init(&c->reconnect_timer, on_reconnect_timer, 0.0, 0.0);
   uint64_t wd = c->timeout_ms / 4 < 10 ? 10 : (c->timeout_ms / 4 > 250 ? 250 : c->timeout_ms / 4);
+  c->watchdog_ms = wd;
+  c->watchdog_due_ms = wsg_now_mono_ms() + wd;
   ev_timer_init(&c->watchdog_timer, on_watchdog, (double)wd / 1000.0, (double)wd / 1000.0);
   ev_async_init(&c->resolve_wake, on_resolved);
   c->reconnect_timer.data = c->watchdog_timer.data = c->resolve_wake.data = c;

@@ -13,7 +13,9 @@
  *   - reconnect: a failed attempt or a lost connection is retried after a backoff that doubles
  *     from backoff_min_ms to backoff_max_ms, with jitter in [b/2, b]; a ready connection resets it;
  *   - watchdog: a command without a reply for timeout_ms (hiredis 0.14 has no command timeout)
- *     drops the connection, which fails every pending command and reconnects;
+ *     drops the connection, which fails every pending command and reconnects. The silence is the
+ *     loop's: time the loop was late (a starved process) is not counted, and a reply waiting in
+ *     the socket is never timed out;
  *   - cancellation: every command queued gets exactly one call of its request's callback — with
  *     the reply, with NULL when the connection was lost first, or with arg NULL once the
  *     connection is destroyed (then only release the request: everything else is gone).
@@ -75,6 +77,9 @@ typedef struct {
   wsg_counter *lost;     /* commands whose connection dropped before the reply */
   wsg_counter *connects; /* connection attempts that reached connect() */
   wsg_gauge *connected;  /* 1 while ready, else 0 */
+  /* Watchdog ticks past a deadline that kept the connection: replies were waiting unread in the
+   * socket, or the time the loop was late brought the silence back under the timeout. */
+  wsg_counter *replies_waiting, *loop_late;
 } wsg_redis_conn_metrics;
 
 typedef struct {
@@ -83,7 +88,7 @@ typedef struct {
   const char *password; /* borrowed during create (copied); NULL or "": no AUTH */
   const char *user;     /* borrowed during create (copied); ACL user, NULL or "": password only */
   int db;               /* SELECT db when > 0 */
-  uint64_t timeout_ms;  /* a command without a reply for this long drops the connection; > 0 */
+  uint64_t timeout_ms;  /* a command without a reply for this long (loop time) drops it; > 0 */
   uint32_t backoff_min_ms, backoff_max_ms; /* 0: 50 and 2000 */
   /* A new connection, not ready yet: queue per-connection setup commands here. May be NULL. */
   void (*on_handshake)(void *arg);

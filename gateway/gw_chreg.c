@@ -21,6 +21,7 @@ struct gw_chreg {
   gw_chreg_options o;
   char *prefix, *gw_id;
   wsg_counter *m_ok, *m_error, *m_lost;
+  wsg_counter *m_wd_waiting, *m_wd_late; /* watchdog deferrals, by reason */
 };
 
 typedef struct {
@@ -64,11 +65,19 @@ static void on_ready(void *arg) {
 #define CHREG_CMDS "wsgate_gateway_channel_redis_commands_total"
 #define CHREG_CMDS_HELP                                                                            \
   "Channel registry commands sent to Redis (SADD/SREM of gateway ids), by result."
+#define CHREG_DEFERRALS "wsgate_gateway_channel_redis_watchdog_deferrals_total"
+#define CHREG_DEFERRALS_HELP                                                                       \
+  "The channel registry's Redis watchdog ticks past --redis-timeout that kept the connection, "    \
+  "by reason (as wsgate_gateway_redis_watchdog_deferrals_total)."
 
 static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(gw_chreg, m_ok, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"ok\""),
     WSG_COUNTER_ROW(gw_chreg, m_error, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"error\""),
     WSG_COUNTER_ROW(gw_chreg, m_lost, CHREG_CMDS, CHREG_CMDS_HELP, "result=\"lost\""),
+    WSG_COUNTER_ROW(gw_chreg, m_wd_waiting, CHREG_DEFERRALS, CHREG_DEFERRALS_HELP,
+                    "reason=\"replies_waiting\""),
+    WSG_COUNTER_ROW(gw_chreg, m_wd_late, CHREG_DEFERRALS, CHREG_DEFERRALS_HELP,
+                    "reason=\"loop_late\""),
 };
 
 const wsg_metric_table gw_chreg_metric_table = WSG_METRIC_TABLE("gateway/gw_chreg.c", metric_rows);
@@ -94,7 +103,11 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
       .timeout_ms = o->timeout_ms,
       .on_ready = on_ready,
       .arg = r,
-      .metrics = {.ok = r->m_ok, .error = r->m_error, .lost = r->m_lost},
+      .metrics = {.ok = r->m_ok,
+                  .error = r->m_error,
+                  .lost = r->m_lost,
+                  .replies_waiting = r->m_wd_waiting,
+                  .loop_late = r->m_wd_late},
   };
   if (wsg_redis_cluster_create(&r->conn, loop, &co, err, errlen) != WSG_REDIS_CONN_OK) {
     gw_chreg_destroy(r);

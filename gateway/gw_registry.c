@@ -606,11 +606,19 @@ static int validate(const gw_registry_options *o, char *err, size_t errlen) {
 
 #define COMMANDS      "wsgate_gateway_redis_commands_total"
 #define COMMANDS_HELP "Redis commands answered, by result (lost: connection dropped first)"
+#define DEFERRALS     "wsgate_gateway_redis_watchdog_deferrals_total"
+#define DEFERRALS_HELP                                                                             \
+  "Redis watchdog ticks past --redis-timeout that kept the connection, by reason: the replies "    \
+  "were waiting unread (replies_waiting), or the event loop had been too late to send or read "    \
+  "(loop_late: a CPU-starved gateway)"
 
 static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(gw_registry, m_ok, COMMANDS, COMMANDS_HELP, "result=\"ok\""),
     WSG_COUNTER_ROW(gw_registry, m_error, COMMANDS, COMMANDS_HELP, "result=\"error\""),
     WSG_COUNTER_ROW(gw_registry, m_lost, COMMANDS, COMMANDS_HELP, "result=\"lost\""),
+    WSG_COUNTER_ROW(gw_registry, m_wd_waiting, DEFERRALS, DEFERRALS_HELP,
+                    "reason=\"replies_waiting\""),
+    WSG_COUNTER_ROW(gw_registry, m_wd_late, DEFERRALS, DEFERRALS_HELP, "reason=\"loop_late\""),
     WSG_COUNTER_ROW(gw_registry, m_reconnects, "wsgate_gateway_redis_connects_total",
                     "Redis connection attempts", NULL),
     WSG_COUNTER_ROW(gw_registry, m_lease_losses, "wsgate_gateway_lease_losses_total",
@@ -706,7 +714,9 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
                   .error = r->m_error,
                   .lost = r->m_lost,
                   .connects = r->m_reconnects,
-                  .connected = r->m_connected},
+                  .connected = r->m_connected,
+                  .replies_waiting = r->m_wd_waiting,
+                  .loop_late = r->m_wd_late},
   };
   /* Connects from the loop, so create never calls back into the caller. */
   rc = wsg_redis_cluster_create(&r->conn, loop, &co, err, errlen);

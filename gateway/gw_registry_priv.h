@@ -113,6 +113,7 @@ struct gw_registry {
 
   /* metrics (all NULL without a registry of metrics) */
   wsg_counter *m_ok, *m_error, *m_lost, *m_reconnects, *m_lease_losses, *m_backlog_drops;
+  wsg_counter *m_wd_waiting, *m_wd_late; /* watchdog deferrals, by reason */
   wsg_counter *m_user_limit, *m_user_pruned;
   wsg_gauge *m_connected, *m_slot;
   wsg_redis_cluster_metrics m_cluster;

@@ -1,7 +1,8 @@
 /*
  * wsg_redis_conn against a private redis-server per test (so a test may kill, pause or restart
  * it): connecting, reconnecting with backoff after a restart, callbacks after destroy, the
- * watchdog on a stopped (SIGSTOP) server, and a host name resolved off the loop.
+ * watchdog on a stopped (SIGSTOP) server and on a loop that was not run for longer than the
+ * timeout, and a host name resolved off the loop.
  *
  * The connection runs on an ev loop driven by the test: every wait runs the loop until a
  * condition holds, with a deadline.
@@ -12,6 +13,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "wsg_metrics.h"
@@ -33,7 +35,7 @@ typedef struct {
   bool destroy_in_reply;
 } tconn;
 
-static wsg_counter *m_ok, *m_error, *m_lost, *m_connects;
+static wsg_counter *m_ok, *m_error, *m_lost, *m_connects, *m_waiting, *m_late;
 static wsg_gauge *m_connected;
 
 static void setup(void) {
@@ -48,6 +50,9 @@ static void setup(void) {
   m_lost = wsg_metrics_counter(metrics, cmds, "t", "result=\"lost\"");
   m_connects = wsg_metrics_counter(metrics, "t_connects_total", "t", NULL);
   m_connected = wsg_metrics_gauge(metrics, "t_connected", "t", NULL);
+  const char *defer = "t_watchdog_deferrals_total";
+  m_waiting = wsg_metrics_counter(metrics, defer, "t", "reason=\"replies_waiting\"");
+  m_late = wsg_metrics_counter(metrics, defer, "t", "reason=\"loop_late\"");
 }
 
 static void teardown(void) {
@@ -133,7 +138,9 @@ static void start(tconn *t, const char *host) {
                                           .error = m_error,
                                           .lost = m_lost,
                                           .connects = m_connects,
-                                          .connected = m_connected}};
+                                          .connected = m_connected,
+                                          .replies_waiting = m_waiting,
+                                          .loop_late = m_late}};
   char err[256] = "";
   int rc = wsg_redis_conn_create(&t->conn, loop, &o, err, sizeof(err));
   cr_assert_eq(rc, WSG_REDIS_CONN_OK, "create: %s (%s)", wsg_redis_conn_strerror(rc), err);
@@ -229,6 +236,74 @@ Test(wsg_redis_conn, watchdog_drops_a_stopped_server) {
   cr_assert_eq(kill(srv.pid, SIGCONT), 0);
   cr_assert(run_until(is_ready, &t, WAIT_MS), "no reconnection after SIGCONT");
   cr_assert_geq(t.readies, 2);
+  wsg_redis_conn_destroy(t.conn);
+}
+
+/* A loop that was not run for longer than the timeout (a CPU-starved gateway): the watchdog's
+ * tick and the replies are due in the same iteration, and libev runs the timer first. */
+static void starve_loop(int ms) {
+  usleep((useconds_t)ms * 1000);
+}
+
+static bool settled_3(void *arg) {
+  tconn *t = arg;
+  return t->replies + t->lost >= 3;
+}
+
+/* Three ECHOs, written to the socket first or left in hiredis' buffer, then a loop starved for
+ * twice the timeout while Redis works: every reply must arrive on the same connection. */
+static void echoes_across_a_starved_loop(tconn *t, bool written) {
+  treq r[3];
+  for (int i = 0; i < 3; i++)
+    send1(t, &r[i], 2, (const char *[]){"ECHO", "x"});
+  if (written)
+    ev_run(loop, EVRUN_NOWAIT); /* one iteration: the commands are written, no reply read yet */
+  starve_loop(2 * TIMEOUT_MS);
+  cr_assert(run_until(settled_3, t, WAIT_MS), "%d replies, %d lost", t->replies, t->lost);
+  cr_assert_eq(t->replies, 3, "%d replies, %d lost", t->replies, t->lost);
+  cr_assert_eq(t->downs, 0, "the connection was dropped although Redis was not silent");
+  cr_assert(wsg_redis_conn_ready(t->conn));
+}
+
+Test(wsg_redis_conn, watchdog_keeps_replies_waiting_in_the_socket) {
+  tconn t = {0};
+  start(&t, "127.0.0.1");
+  echoes_across_a_starved_loop(&t, true); /* Redis answers during the stall; nobody reads */
+  cr_assert_geq(wsg_counter_get(m_waiting), 1, "the replies were read, not waited for");
+  wsg_redis_conn_destroy(t.conn);
+}
+
+Test(wsg_redis_conn, watchdog_forgives_a_loop_too_late_to_send) {
+  tconn t = {0};
+  start(&t, "127.0.0.1");
+  echoes_across_a_starved_loop(&t, false); /* Redis has nothing to answer before the stall ends */
+  cr_assert_geq(wsg_counter_get(m_late), 1);
+  cr_assert_eq(wsg_counter_get(m_waiting), 0, "Redis had nothing to answer yet");
+  wsg_redis_conn_destroy(t.conn);
+}
+
+Test(wsg_redis_conn, watchdog_drops_a_stopped_server_after_a_starved_loop) {
+  tconn t = {0};
+  start(&t, "127.0.0.1");
+  cr_assert_eq(kill(srv.pid, SIGSTOP), 0);
+  treq r;
+  send1(&t, &r, 2, (const char *[]){"ECHO", "x"});
+  ev_run(loop, EVRUN_NOWAIT);
+  starve_loop(2 * TIMEOUT_MS);
+  /* The loop's own view: the silence it saw while running must reach the timeout again, less
+   * the one watchdog interval (TIMEOUT_MS / 4) before a late tick that is not counted. */
+  uint64_t t0 = itest_now_ms();
+  cr_assert(run_until(lost_one, &t, WAIT_MS), "a silent Redis was never dropped");
+  uint64_t took = itest_now_ms() - t0;
+  cr_assert_geq(took, TIMEOUT_MS - TIMEOUT_MS / 4 - 50, "dropped %lu ms after the loop resumed",
+                (unsigned long)took);
+  cr_assert_leq(took, TIMEOUT_MS + TIMEOUT_MS / 2, "dropped %lu ms after the loop resumed",
+                (unsigned long)took);
+  cr_assert_eq(t.replies, 0);
+  cr_assert_geq(wsg_counter_get(m_late), 1);
+  cr_assert_eq(wsg_counter_get(m_waiting), 0);
+  cr_assert_eq(kill(srv.pid, SIGCONT), 0);
+  cr_assert(run_until(is_ready, &t, WAIT_MS), "no reconnection after SIGCONT");
   wsg_redis_conn_destroy(t.conn);
 }
 

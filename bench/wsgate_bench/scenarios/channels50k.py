@@ -33,6 +33,12 @@ def run(ctx):
         # from the history, gaps they reported, and their warnings (a lost Redis, a lost slot).
         seen = {k: ctx.metric(cl.gws, f"wsgate_gateway_channel_{k}_total")
                 for k in ("filled", "gaps", "held", "deliveries")}
+        # A starved gateway's Redis watchdog: ticks it forgave (replies waiting, a late loop),
+        # and connection attempts (3 when no gateway lost Redis; docs/notes/hiredis.md).
+        seen["redis_watchdog_deferrals"] = sum(
+            ctx.metric(cl.gws, f"wsgate_gateway_{m}redis_watchdog_deferrals_total")
+            for m in ("", "channel_"))
+        seen["redis_connects"] = ctx.metric(cl.gws, "wsgate_gateway_redis_connects_total")
         warnings = [line for g in cl.gws for line in g.log_text().splitlines()
                     if " WARN " in line or " ERROR " in line][-20:]
     finally:
