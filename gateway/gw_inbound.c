@@ -340,12 +340,12 @@ static uint32_t mono_ms32(void) {
 }
 
 /* The discard is over (the message ended, or its deadline came): the 1009 goes from WRITEABLE,
- * and the connection ends CLOSE_TIMEOUT_S later if the client has not answered by then. */
+ * and the connection ends GW_CLOSE_BACKSTOP_MS later if the client has not answered by then. */
 static void discard_end(gw_server *s, gw_session *ss) {
   ss->discard_until_ms = 0;
   set_hold(ss, HOLD_DISCARD, false);
   lws_callback_on_writable(ss->wsi);
-  gw__close_backstop(s, ss);
+  gw__close_backstop(s, ss, GW_CLOSE_BACKSTOP_MS);
 }
 
 /*
@@ -382,17 +382,23 @@ static int discard_piece(gw_server *s, struct lws *wsi, gw_session *ss, size_t l
  */
 static int discard_begin(gw_server *s, struct lws *wsi, gw_session *ss, size_t len, uint64_t left,
                          const char *reason) {
-  gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
   if (!gw_rate_unlimited(&s->rate_bytes) &&
-      left / DISCARD_MAX_S > 1000000000u / s->rate_bytes.interval_ns)
+      left / DISCARD_MAX_S > 1000000000u / s->rate_bytes.interval_ns) {
+    gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
     return 0; /* cannot be dropped in time: the 1009 goes now, F_CLOSING drops what arrives */
+  }
   uint64_t allow = DISCARD_GRACE_S + left / DISCARD_MIN_RATE;
   if (allow > DISCARD_MAX_S)
     allow = DISCARD_MAX_S;
   uint32_t until = mono_ms32() + (uint32_t)allow * 1000u;
+  /* Set first: gw__close_async leaves the backstop to discard_end while it is. */
   ss->discard_until_ms = until ? until : 1;
-  if (rate_timer_add(s, ss, allow * 1000000000u) != 0)
+  gw__close_async(s, ss, GW_CLOSE_TOO_BIG, reason, true);
+  if (rate_timer_add(s, ss, allow * 1000000000u) != 0) {
+    ss->discard_until_ms = 0;
+    gw__close_backstop(s, ss, GW_CLOSE_BACKSTOP_MS);
     return gw__close_now(s, wsi, ss, GW_CLOSE_TOO_BIG, reason);
+  }
   /* lws' own timeout, should ours not come: the deadline and the close frame's own time. */
   lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, (int)allow + 5);
   wsg_counter_add(s->m_discards, 1);

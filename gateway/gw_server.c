@@ -31,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -47,8 +49,8 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define PEERS_BITS 15
 /* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
 #define REPLAY_PAGE_ENTRIES 256
-/* A closing connection whose close frame cannot be written within this long is dropped. */
-#define CLOSE_TIMEOUT_S 5
+/* lws' own timeout of a close, in seconds: the same bound as ours, should ours not come. */
+#define CLOSE_TIMEOUT_S ((int)(GW_CLOSE_BACKSTOP_MS / 1000))
 /* At most this much unread client input is discarded right before a socket is closed. */
 #define LINGER_DISCARD_MAX ((size_t)8 << 20)
 
@@ -84,6 +86,19 @@ static void count_close(gw_server *s, int code) {
 #undef CLOSE_COUNT
   default:
     break;
+  }
+}
+
+/* Codes outside the table (an application's own, from a close envelope) count as "app". */
+static size_t close_idx(int code) {
+  switch (code) {
+#define CLOSE_INDEX(name, c, when, reason)                                                         \
+  case c:                                                                                          \
+    return CLOSE_IDX_##name;
+    GW_CLOSE_MAP(CLOSE_INDEX)
+#undef CLOSE_INDEX
+  default:
+    return CLOSE_IDX_APP_CODE;
   }
 }
 
@@ -136,9 +151,14 @@ int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const
   if (!ss || !(ss->flags & F_CLOSING))
     count_close(s, code);
   if (ss) {
+    /* Decided here (not earlier by gw__close_async, which armed the backstop then). */
+    bool arm = !(ss->flags & F_CLOSING);
     mark_closing(ss);
     ss->flags |= F_CLOSE_SENT;
+    ss->close_code = (uint16_t)code;
     ss->disconnect_code = (uint16_t)code;
+    if (arm)
+      gw__close_backstop(s, ss, GW_CLOSE_BACKSTOP_MS);
   }
   lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
   /* lws 4.1.6 ignores RECEIVE's -1 while it drains deflate output: also close from WRITEABLE,
@@ -188,6 +208,10 @@ void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason,
     ss->close_reason = strndup(reason, WSG_MAX_REASON_LEN); /* NULL: the default text is used */
   lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_S);
   lws_callback_on_writable(ss->wsi);
+  /* An oversized message's 1009 waits for the message's end: its discard arms the backstop
+   * when it ends (gw_inbound discard_end). */
+  if (!ss->discard_until_ms)
+    gw__close_backstop(s, ss, GW_CLOSE_BACKSTOP_MS);
 }
 
 void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h) {
@@ -200,9 +224,9 @@ void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h
   ev_timer_start(s->o.loop, w);
 }
 
-void gw__close_backstop(gw_server *s, gw_session *ss) {
+void gw__close_backstop(gw_server *s, gw_session *ss, uint32_t after_ms) {
   /* Out of memory: lws' own close-ack timeout remains, late or not. */
-  if (gw_deadline_push(&s->kill_heap, wsg_now_mono_us() + CLOSE_TIMEOUT_S * 1000000ull,
+  if (gw_deadline_push(&s->kill_heap, wsg_now_mono_us() + (uint64_t)after_ms * 1000u,
                        ss->conn_id) == 0)
     gw__deadline_timer_arm(s, &s->kill_w, &s->kill_heap);
 }
@@ -220,11 +244,24 @@ void gw__deadline_run(gw_server *s, gw_deadline_heap *h, ev_timer *w,
   gw__deadline_timer_arm(s, w, h);
 }
 
-/* Ended from our own timer, outside lws' service: closed at once (CLOSED still runs). */
+/*
+ * Ended from our own timer, outside lws' service: closed at once (CLOSED still runs and frees the
+ * send queue). A close with a code (not the idle hang-up, which sends none) that gets here was
+ * not answered in time: counted. If the client left our last bytes unread, the close is a reset:
+ * a FIN would wait behind them, and the kernel would hold that orphan's buffer for minutes.
+ */
 static void kill_due(gw_server *s, gw_session *ss) {
-  (void)s;
-  if (ss->wsi && !(ss->flags & F_RELEASED))
-    lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+  if (!ss->wsi || (ss->flags & F_RELEASED))
+    return;
+  if (ss->close_code)
+    wsg_counter_add(s->m_backstops[close_idx(ss->close_code)], 1);
+  lws_sockfd_type fd = lws_get_socket_fd(ss->wsi);
+  int unsent = 0;
+  if (fd >= 0 && ioctl(fd, SIOCOUTQ, &unsent) == 0 && unsent > 0) {
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }
 
 static void kill_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
@@ -278,7 +315,8 @@ static void keepalive_due(void *arg, uint64_t conn_id) {
                     (unsigned long long)conn_id, ss->user ? ss->user->id : "?", since);
     mark_closing(ss);
     ss->disconnect_code = 1006;
-    lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    /* From the kill timer, not lws' (late on a quiet connection), nor at once (in the wheel). */
+    gw__close_backstop(s, ss, 0);
     return;
   }
   if (since >= s->ping_s && !(ss->flags & F_PINGED)) {

@@ -36,6 +36,13 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
   COUNTER(m_upgrades[UPG_##name], UPGRADES, UPGRADES_HELP, "result=\"" label "\""),
 #define CLOSE_ROW(name, code, when, reason)                                                        \
   COUNTER(m_closes[CLOSE_IDX_##name], CLOSES, CLOSES_HELP, "code=\"" #code "\""),
+#define BACKSTOPS "wsgate_gateway_close_backstops_total"
+#define BACKSTOPS_HELP                                                                             \
+  "Closes the client did not answer within 5 s of the gateway's close frame (it stopped "          \
+  "reading or never sent its own), ended by the gateway with a FIN, or a reset if our last "       \
+  "bytes were still unread, by close code (app: an application's own code)."
+#define BACKSTOP_ROW(name, code, when, reason)                                                     \
+  COUNTER(m_backstops[CLOSE_IDX_##name], BACKSTOPS, BACKSTOPS_HELP, "code=\"" #code "\""),
 
 /* Channel ops: one series per op and answer (gw_chops.h's table), indexed by -error. */
 #define CHOPS      "wsgate_gateway_channel_ops_total"
@@ -72,6 +79,8 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 static const wsg_metric_def metric_rows[] = {
     UPGRADE_RESULTS(UPGRADE_ROW) /* gw_session.h */
     GW_CLOSE_MAP(CLOSE_ROW)      /* gw_server.h */
+    GW_CLOSE_MAP(BACKSTOP_ROW)   /* and an application's own codes: */
+    COUNTER(m_backstops[CLOSE_IDX_APP_CODE], BACKSTOPS, BACKSTOPS_HELP, "code=\"app\""),
     COUNTER(m_peer_closes, "wsgate_gateway_client_closes_total",
             "Connections the client closed with a close frame.", NULL),
     COUNTER(m_pings, "wsgate_gateway_pings_total",

@@ -207,8 +207,15 @@ enum {
 #define CLOSE_IDX(name, code, when, reason) CLOSE_IDX_##name,
   GW_CLOSE_MAP(CLOSE_IDX)
 #undef CLOSE_IDX
-      CLOSE_IDX__COUNT
+      CLOSE_IDX__COUNT,
+  /* An application's own code (close envelope: 3000-3999, 4100-4999): backstop counts only. */
+  CLOSE_IDX_APP_CODE = CLOSE_IDX__COUNT,
 };
+
+/* A close the client has not answered (its close frame, or its reading of what was queued
+ * before ours) this long after our close frame was asked for is ended by the gateway
+ * (gw__close_backstop; docs/GATEWAY.md "Closes and their bounds"). */
+#define GW_CLOSE_BACKSTOP_MS 5000u
 
 struct gw_server {
   gw_server_options o;
@@ -280,6 +287,7 @@ struct gw_server {
 
   wsg_counter *m_upgrades[UPG__COUNT];
   wsg_counter *m_closes[CLOSE_IDX__COUNT];
+  wsg_counter *m_backstops[CLOSE_IDX__COUNT + 1]; /* CLOSE_IDX_APP_CODE last */
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
@@ -385,9 +393,11 @@ void gw_door_finish(gw_server *s);
  * out from WRITEABLE, after what is queued unless urgent). reason NULL: the code's default. */
 int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason);
 void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason, bool urgent);
-/* gw_server.c: a close frame was just asked for; if the connection is still open
- * CLOSE_TIMEOUT_S later, it is ended then, without lws' timers. */
-void gw__close_backstop(gw_server *s, gw_session *ss);
+/* gw_server.c: ends the connection after_ms from now if it is still open then, from our own
+ * timer (lws' fire late: docs/notes/libwebsockets-4.1.6.md#timers). Every close the gateway
+ * decides arms it once, GW_CLOSE_BACKSTOP_MS after its close frame is asked for (gw__close_now,
+ * gw__close_async, the oversized message's discard_end); the idle hang-up arms it with 0. */
+void gw__close_backstop(gw_server *s, gw_session *ss, uint32_t after_ms);
 /* gw_server.c: (re)starts the ev_timer `w` for the earliest deadline of `h`, if any. */
 void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h);
 /* gw_server.c: pops the deadlines of `h` that are due, calls `due` for each connection still

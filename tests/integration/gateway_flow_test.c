@@ -201,23 +201,7 @@ Test(gateway_flow, deliver_to_a_user_and_to_a_list) {
 }
 
 static void send_close(int32_t slot, uint64_t conn, int code, const char *reason) {
-  wsg_envelope e = {0};
-  e.kind = WSG_ENV_CLOSE;
-  e.version = WSG_ENVELOPE_VERSION;
-  e.fields = WSG_F_GATEWAY | WSG_F_CONN;
-  e.gateway = gw.id;
-  e.gateway_len = strlen(gw.id);
-  e.conn = conn;
-  if (code) {
-    e.fields |= WSG_F_CLOSE_CODE;
-    e.close_code = (uint16_t)code;
-  }
-  if (reason) {
-    e.fields |= WSG_F_CLOSE_REASON;
-    e.close_reason = reason;
-    e.close_reason_len = strlen(reason);
-  }
-  itest_send_outbound(&gw, slot, &e);
+  itest_send_close(&gw, slot, conn, code, reason);
 }
 
 Test(gateway_flow, close_envelope_closes_with_its_code_after_queued_messages) {

@@ -32,20 +32,8 @@ static double metric(const char *series) {
   return itest_metric(gw.http_port, series);
 }
 
-typedef struct {
-  const char *series;
-  double want;
-} metric_arg;
-
-static bool metric_reached(void *arg) {
-  metric_arg *a = arg;
-  return metric(a->series) >= a->want;
-}
-
 static void wait_metric_at_least(const char *series, double want, int timeout_ms) {
-  metric_arg a = {series, want};
-  cr_assert(itest_wait_until(metric_reached, &a, timeout_ms), "%s is %g, expected %g or more",
-            series, metric(series), want);
+  itest_wait_metric(gw.http_port, series, want, timeout_ms);
 }
 
 static uint64_t connect_user(ws_client **c, const char *user, bool small_rcvbuf) {

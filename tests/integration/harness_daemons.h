@@ -145,5 +145,8 @@ void itest_expect_close(ws_client *c, uint16_t code, int timeout_ms);
 
 /* The value of one metric series ("name" or "name{labels}") at /metrics; -1 if absent. */
 double itest_metric(int http_port, const char *series);
+/* Waits until `series` is at least `want`; fails the test after timeout_ms. Returns the
+ * itest_now_ms() at which it was seen. */
+uint64_t itest_wait_metric(int http_port, const char *series, double want, int timeout_ms);
 
 #endif

@@ -207,6 +207,27 @@ void itest_deliver(const itest_gateway *g, int32_t slot, const char *gw_id, uint
   itest_send_outbound(g, slot, &e);
 }
 
+void itest_send_close(const itest_gateway *g, int32_t slot, uint64_t conn, int code,
+                      const char *reason) {
+  wsg_envelope e = {0};
+  e.kind = WSG_ENV_CLOSE;
+  e.version = WSG_ENVELOPE_VERSION;
+  e.fields = WSG_F_GATEWAY | WSG_F_CONN;
+  e.gateway = g->id;
+  e.gateway_len = strlen(g->id);
+  e.conn = conn;
+  if (code) {
+    e.fields |= WSG_F_CLOSE_CODE;
+    e.close_code = (uint16_t)code;
+  }
+  if (reason) {
+    e.fields |= WSG_F_CLOSE_REASON;
+    e.close_reason = reason;
+    e.close_reason_len = strlen(reason);
+  }
+  itest_send_outbound(g, slot, &e);
+}
+
 void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
                         int count) {
   uint8_t *payload = malloc(size);

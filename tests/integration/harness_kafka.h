@@ -61,6 +61,10 @@ void itest_send_outbound(const itest_gateway *g, int32_t slot, const wsg_envelop
 /* A deliver of text `data` to connection `conn` on this gateway (g's id unless gw_id given). */
 void itest_deliver(const itest_gateway *g, int32_t slot, const char *gw_id, uint64_t conn,
                    const char *data);
+/* A `close` envelope for `conn` on this gateway: code 0 none (the gateway then sends 4002),
+ * reason NULL none. */
+void itest_send_close(const itest_gateway *g, int32_t slot, uint64_t conn, int code,
+                      const char *reason);
 /* `count` delivers of `size` bytes each to `conn`, produced in one batch; waits for the acks. */
 void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
                         int count);
