@@ -1,7 +1,7 @@
 /*
  * harness_channels.h: what the channel tests (gateway_channels_test.c, channels_handler_test.c)
- * share: a publication frame expected and the channel's gateway set in Redis (a connection with a
- * channels claim is itest_connect_channels() of harness_daemons.h).
+ * share: a publication frame expected, the channel's gateway set and presence keys in Redis (a
+ * connection with a channels claim is itest_connect_channels() of harness_daemons.h).
  *
  * Threads: the test's.
  */
@@ -18,5 +18,11 @@ unsigned long long itest_expect_pub(ws_client *c, const char *channel, unsigned 
 /* Members of the channel's gateway set on g's Redis, waiting up to 10 s for the count to be
  * `want`; when it is 1, expects the member to be g. */
 long itest_gws_members(const itest_gateway *g, const char *channel, long want);
+
+/* g's presence member (<id>#<boot>, the boot read from its gw:<id> record, waiting up to 10 s
+ * for it) into member[len], and, when key is not NULL, the key of its presence hash of `channel`
+ * into key[len]. */
+void itest_presence_member(const itest_gateway *g, const char *channel, char *member, char *key,
+                           size_t len);
 
 #endif
