@@ -61,7 +61,8 @@ static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(gw_chpresq, m_checks, PRES_CHECKS,
                     "Other gateways' gw:<id> boots read to answer presence queries.", NULL),
     WSG_COUNTER_ROW(gw_chpresq, m_dropped, PRES_DROPPED,
-                    "Presence entries of gateways whose lease expired, deleted by this gateway.",
+                    "Presence entries of dead gateway lives (lease expired, or restarted under the "
+                    "same id), deleted by this gateway.",
                     NULL),
 };
 
@@ -324,8 +325,8 @@ void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op) {
   int cn = snprintf(cap, sizeof cap, "%u",
                     (unsigned)(s->cfg->channel_presence_users * GW_CHPRES_PAIRS_PER_USER));
   int bn = snprintf(budget, sizeof budget, "%u", (unsigned)WSG_PRESENCE_SCAN_BUDGET);
-  /* "u": distinct <user>|<gw> values, all the answer needs. */
-  /* key: :p, the base of the members' hashes. */
+  /* key: :p, the base name of the members' hashes; "u": distinct <user>|<member> values, all the
+   * answer needs. */
   const char *argv[] = {"EVAL", WSG_LUA_PRESENCE_READ, "2", key, kc, cap, budget, "u"};
   size_t lens[] = {
       4, strlen(WSG_LUA_PRESENCE_READ), 1, (size_t)kn, (size_t)kcn, (size_t)cn, (size_t)bn, 1};
