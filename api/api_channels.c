@@ -15,7 +15,7 @@
 #include "wsg_envelope.h"
 #include "wsg_redis_keys.h"
 
-/* Gateway i of a presence read: its id (a reply string) and what its lease says. */
+/* Member i of a presence read: <gw id>#<boot> (a reply string) and what its lease says. */
 typedef struct {
   const redisReply *id;
   bool dead;
@@ -31,16 +31,22 @@ typedef struct {
 
 static bool build_hget(void *ctx, size_t i, int *argc, const char ***argv, const size_t **lens) {
   gw_build *b = ctx;
-  const redisReply *id = b->gws[i].id;
-  if (id->len >= sizeof b->id)
+  const redisReply *m = b->gws[i].id;
+  size_t gl;
+  const char *boot;
+  /* Not a member: the whole string's record is read (one reply per member keeps the pipeline's
+   * shape); check_leases finds it dead whatever it says. */
+  if (!wsg_presence_member_split(m->str, m->len, &gl, &boot))
+    gl = m->len;
+  if (gl >= sizeof b->id)
     return false;
-  snprintf(b->id, sizeof b->id, "%.*s", (int)id->len, id->str);
+  snprintf(b->id, sizeof b->id, "%.*s", (int)gl, m->str);
   int n = wsg_key_gateway(b->key, sizeof b->key, b->prefix, b->id);
   if (n < 0)
     return false;
   b->argv[0] = "HGET";
   b->argv[1] = b->key;
-  b->argv[2] = "slot";
+  b->argv[2] = "boot";
   b->lens[0] = 4;
   b->lens[1] = (size_t)n;
   b->lens[2] = 4;
@@ -50,8 +56,9 @@ static bool build_hget(void *ctx, size_t i, int *argc, const char ***argv, const
   return true;
 }
 
-/* Marks the gateways whose record is gone (their lease expired) dead; then deletes their entries
- * and counts, best effort (the next reader retries). */
+/* Marks dead the members whose gateway's record is gone (their lease expired) or names another
+ * boot (it restarted); then deletes their hashes and counts, best effort (the next reader
+ * retries). */
 static int check_leases(api_redis *r, gw_seen *gws, size_t n, const char *kp, const char *kc,
                         char *why, size_t whylen) {
   if (n == 0)
@@ -66,9 +73,16 @@ static int check_leases(api_redis *r, gw_seen *gws, size_t n, const char *kp, co
       api_redis_pipeline(r, n, build_hget, &b, "HGET of the gateway records", reps, why, whylen);
   const char *argv[5 + WSG_PRESENCE_GWS_MAX] = {"EVAL", WSG_LUA_PRESENCE_DROP, "2", kp, kc};
   int argc = 5;
-  for (size_t g = 0; rc == 0 && g < n; g++)
-    if ((gws[g].dead = reps[g]->type == REDIS_REPLY_NIL))
-      argv[argc++] = gws[g].id->str;
+  for (size_t g = 0; rc == 0 && g < n; g++) {
+    const redisReply *m = gws[g].id, *boot = reps[g];
+    size_t gl;
+    const char *mine;
+    gws[g].dead = boot->type != REDIS_REPLY_STRING || boot->len != WSG_GW_BOOT_LEN ||
+                  !wsg_presence_member_split(m->str, m->len, &gl, &mine) ||
+                  memcmp(mine, boot->str, WSG_GW_BOOT_LEN) != 0;
+    if (gws[g].dead)
+      argv[argc++] = m->str;
+  }
   for (size_t g = 0; g < n; g++)
     freeReplyObject(reps[g]);
   free(reps);
@@ -142,9 +156,11 @@ json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t 
         !wsg_presence_split(v->str, v->len, &ulen, &gw, &gwlen))
       continue;
     const gw_seen *seen = gw_find(gws, n, gw, gwlen);
-    if (seen && !seen->dead)
+    const char *boot;
+    size_t idlen;
+    if (seen && !seen->dead && wsg_presence_member_split(gw, gwlen, &idlen, &boot))
       json_array_append_new(subs, json_pack("{s:s%,s:s%,s:s%}", "user", v->str, ulen, "conn",
-                                            f->str, f->len, "gateway", gw, gwlen));
+                                            f->str, f->len, "gateway", gw, idlen));
   }
   out = json_pack("{s:s%,s:I,s:o,s:b}", "channel", channel, len, "connections", (json_int_t)conns,
                   "subscribers", subs, "more", rep->element[0]->integer != 0);

@@ -4,6 +4,7 @@
 #include "wsg_chkeys.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int wsg_key_channel(char *buf, size_t len, const char *prefix, const char *ch, size_t ch_len,
                     const char *suffix) {
@@ -65,49 +66,77 @@ const char WSG_LUA_CHANNEL_HISTORY[] =
     "end\n"
     "return out\n";
 
-/* Items stop at ARGV[1], reading at ARGV[2]; both bounded whatever the channel's size. */
+/* Items stop at ARGV[1], reading at ARGV[2]; both bounded whatever the channel's size. The
+ * members' hashes are named from :p (KEYS[1]), so they share its hash tag: one cluster slot. */
 const char WSG_LUA_PRESENCE_READ[] =
     "local c = redis.call('HGETALL', KEYS[2])\n"
     "local cap, budget, entries = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == 'e'\n"
     "local out = {0, #c / 2}\n"
     "for i = 1, #c do out[#out + 1] = c[i] end\n"
     "for i = 4, #out, 2 do out[i] = tonumber(out[i]) or 0 end\n"
-    "local seen, np, scanned, cursor = {}, 0, 0, '0'\n"
-    "repeat\n"
-    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 200)\n"
-    "  cursor = r[1]\n"
-    "  for i = 2, #r[2], 2 do\n"
-    "    local v = r[2][i]\n"
-    "    scanned = scanned + 1\n"
-    "    if entries or not seen[v] then\n"
-    "      if np >= cap then out[1] = 1\n"
-    "      else\n"
-    "        seen[v] = true; np = np + 1\n"
-    "        if entries then out[#out + 1] = r[2][i - 1] end\n"
-    "        out[#out + 1] = v\n"
+    "local np, scanned = 0, 0\n"
+    "for g = 1, #c, 2 do\n"
+    "  local m, seen, cursor = c[g], {}, '0'\n"
+    "  repeat\n"
+    "    if np >= cap or scanned >= budget then out[1] = 1 break end\n"
+    "    local r = redis.call('HSCAN', KEYS[1] .. ':' .. m, cursor, 'COUNT', 200)\n"
+    "    cursor = r[1]\n"
+    "    for i = 2, #r[2], 2 do\n"
+    "      local u = r[2][i]\n"
+    "      scanned = scanned + 1\n"
+    "      if entries or not seen[u] then\n"
+    "        if np >= cap then out[1] = 1\n"
+    "        else\n"
+    "          seen[u] = true; np = np + 1\n"
+    "          if entries then out[#out + 1] = r[2][i - 1] end\n"
+    "          out[#out + 1] = u .. '|' .. m\n"
+    "        end\n"
     "      end\n"
     "    end\n"
-    "  end\n"
-    "until cursor == '0' or np >= cap or scanned >= budget\n"
-    "if cursor ~= '0' then out[1] = 1 end\n"
+    "  until cursor == '0'\n"
+    "end\n"
     "return out\n";
 
-const char WSG_LUA_PRESENCE_DROP[] =
-    "local dead = {}\n"
-    "for _, g in ipairs(ARGV) do dead[g] = true; redis.call('HDEL', KEYS[2], g) end\n"
-    "local n, cursor = 0, '0'\n"
-    "repeat\n"
-    "  local r = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 1000)\n"
-    "  cursor = r[1]\n"
-    "  for i = 2, #r[2], 2 do\n"
-    "    local v = r[2][i]\n"
-    "    local bar = string.find(v, '|[^|]*$')\n"
-    "    if bar and dead[string.sub(v, bar + 1)] then\n"
-    "      n = n + redis.call('HDEL', KEYS[1], r[2][i - 1])\n"
-    "    end\n"
-    "  end\n"
-    "until cursor == '0'\n"
-    "return n\n";
+/* O(members): a member's hash goes whole (UNLINK frees a big one off Redis' main thread). */
+const char WSG_LUA_PRESENCE_DROP[] = "local n = 0\n"
+                                     "for _, m in ipairs(ARGV) do\n"
+                                     "  local k = KEYS[1] .. ':' .. m\n"
+                                     "  n = n + redis.call('HLEN', k)\n"
+                                     "  redis.call('UNLINK', k)\n"
+                                     "  redis.call('HDEL', KEYS[2], m)\n"
+                                     "end\n"
+                                     "return n\n";
+
+int wsg_key_presence(char *buf, size_t len, const char *prefix, const char *ch, size_t ch_len,
+                     const char *member) {
+  char suffix[2 + WSG_PRESENCE_MEMBER_MAX + 1];
+  int n = member ? snprintf(suffix, sizeof suffix, "p:%s", member) : -1;
+  if (n <= 2 || (size_t)n >= sizeof suffix)
+    return -1;
+  return wsg_key_channel(buf, len, prefix, ch, ch_len, suffix);
+}
+
+int wsg_presence_member(char *buf, size_t len, const char *gw_id, const char *boot) {
+  size_t gl = gw_id ? strlen(gw_id) : 0;
+  if (gl == 0 || !boot || strlen(boot) != WSG_GW_BOOT_LEN ||
+      strspn(boot, "0123456789abcdef") != WSG_GW_BOOT_LEN ||
+      gl + 1 + WSG_GW_BOOT_LEN > WSG_PRESENCE_MEMBER_MAX)
+    return -1;
+  int n = snprintf(buf, len, "%s#%s", gw_id, boot);
+  return n > 0 && (size_t)n < len ? n : -1;
+}
+
+bool wsg_presence_member_split(const char *m, size_t len, size_t *gw_len, const char **boot) {
+  if (len < 2 + WSG_GW_BOOT_LEN || len > WSG_PRESENCE_MEMBER_MAX ||
+      m[len - WSG_GW_BOOT_LEN - 1] != '#')
+    return false;
+  for (size_t i = len - WSG_GW_BOOT_LEN; i < len; i++)
+    if (!((m[i] >= '0' && m[i] <= '9') || (m[i] >= 'a' && m[i] <= 'f')))
+      return false;
+  *gw_len = len - WSG_GW_BOOT_LEN - 1;
+  *boot = m + *gw_len + 1;
+  return true;
+}
 
 bool wsg_presence_split(const char *v, size_t len, size_t *user_len, const char **gw,
                         size_t *gw_len) {

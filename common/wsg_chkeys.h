@@ -5,8 +5,13 @@
  *   <prefix>ch:{c:<channel>}:gws  set of the ids of gateways with subscribers of the channel
  *   <prefix>ch:{c:<channel>}:h    stream, the channel's history: ids <offset>-0, fields t, d|b
  *   <prefix>ch:{c:<channel>}:m    hash {e: epoch, o: last offset}
- *   <prefix>ch:{c:<channel>}:p    hash <conn id> -> <user>|<gw id> (presence)
- *   <prefix>ch:{c:<channel>}:pc   hash <gw id> -> its subscriptions of the channel (presence)
+ *   <prefix>ch:{c:<channel>}:pc   hash <member> -> its subscriptions of the channel (presence)
+ *   <prefix>ch:{c:<channel>}:p:<member>  hash <conn id> -> <user>: one member's entries
+ *
+ * A presence member is one life of a gateway, <gw id>#<boot>: the boot is random per process and
+ * written in the gateway's lease record (gw:<id>, field boot), so a gateway restarted under the
+ * same id (a StatefulSet's name) does not vouch for its previous life's entries; and a dead
+ * member's entries go with one UNLINK of its hash, whatever the channel's size.
  *
  * Every key of a channel carries the hash tag {c:<channel>}: a script over them runs on one
  * Redis Cluster slot. Key builders write into a caller buffer and return the length, or -1 if it
@@ -18,9 +23,25 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* suffix: "gws", "h", "m", "p" or "pc". */
+/* suffix: "gws", "h", "m", "p" (the base name of the members' hashes) or "pc". */
 int wsg_key_channel(char *buf, size_t len, const char *prefix, const char *ch, size_t ch_len,
                     const char *suffix);
+
+#define WSG_GW_BOOT_LEN 16 /* hex digits of a gateway's boot (64 random bits) */
+/* Bytes of a member: a gateway id (WSG_MAX_GATEWAY_LEN, proto/wsg_envelope.h), '#', a boot. */
+#define WSG_PRESENCE_MEMBER_MAX (128 + 1 + WSG_GW_BOOT_LEN)
+
+/* ch:{c:<channel>}:p:<member>, a member's presence entries. */
+int wsg_key_presence(char *buf, size_t len, const char *prefix, const char *ch, size_t ch_len,
+                     const char *member);
+
+/* <gw_id>#<boot> into buf: its length, or -1 (empty id, a boot not WSG_GW_BOOT_LEN lowercase hex
+ * digits, or it does not fit). */
+int wsg_presence_member(char *buf, size_t len, const char *gw_id, const char *boot);
+
+/* A member split at its '#': false when it is not one (a gateway id then '#' and a boot). gw
+ * ids may hold '#': the boot's length places it. */
+bool wsg_presence_member_split(const char *m, size_t len, size_t *gw_len, const char **boot);
 
 /*
  * PUBLISH, run by processors once per publication. KEYS[1] = :m, KEYS[2] = :h, KEYS[3] = :gws.
@@ -48,34 +69,35 @@ extern const char WSG_LUA_CHANNEL_GATEWAYS[];
 
 /*
  * Presence, read the same way by the gateways' presence op, handlers' wsgate_presence() and
- * wsgate-api's GET /v1/presence: the exact counts from :pc (O(gateways)), the names from an HSCAN
- * of :p bounded in both what it reads and what it returns, so a read costs Redis the same on a
- * channel of 50 or of 50,000 subscribers (HGETALL of 50,000 entries: 532 ms). The reader then
- * checks the lease of each gateway it saw (gw:<id>, not in the channel's slot: outside the
- * script), leaves the dead ones out and deletes their entries and counts with
- * WSG_LUA_PRESENCE_DROP, so a crashed gateway's subscribers vanish within its lease.
+ * wsgate-api's GET /v1/presence: the exact counts from :pc (O(members)), the names from HSCANs of
+ * the members' hashes bounded in both what they read and what they return, so a read costs Redis
+ * the same on a channel of 50 or of 50,000 subscribers (HGETALL of 50,000 entries: 532 ms). The
+ * reader then checks the lease of each member's gateway (HGET gw:<id> boot, not in the channel's
+ * slot: outside the script): a member whose record is gone or names another boot is dead; its
+ * entries are left out and deleted with WSG_LUA_PRESENCE_DROP, so a crashed gateway's subscribers
+ * vanish within its lease, and a restarted one's as soon as its new life writes its record.
  */
-#define WSG_PRESENCE_SCAN_BUDGET 4000 /* :p entries one read walks at most */
-#define WSG_PRESENCE_GWS_MAX     256  /* gateways in one channel's :pc a reader accepts */
+#define WSG_PRESENCE_SCAN_BUDGET 4000 /* entries one read walks at most */
+#define WSG_PRESENCE_GWS_MAX     256  /* members in one channel's :pc a reader accepts */
 
 /*
- * READ. KEYS[1] = :p, KEYS[2] = :pc. ARGV[1] = the most items to return, ARGV[2] = the most :p
- * entries to read, ARGV[3] = "u": items are distinct values (<user>|<gw id>), or "e": items are
- * entries, two strings each (<conn id>, <user>|<gw id>).
- * Returns {more, ngws, gw1, conns1, ..., item1, item2, ...}: more = 1 when the scan stopped
- * before the end of :p or an item was left out at ARGV[1] (a list may be incomplete).
+ * READ. KEYS[1] = :p (the base name), KEYS[2] = :pc. ARGV[1] = the most items to return,
+ * ARGV[2] = the most entries to read, ARGV[3] = "u": items are distinct values <user>|<member>,
+ * or "e": items are entries, two strings each (<conn id>, <user>|<member>).
+ * Returns {more, nmembers, member1, conns1, ..., item1, item2, ...}: more = 1 when the scan
+ * stopped before the end or an item was left out at ARGV[1] (a list may be incomplete).
  */
 extern const char WSG_LUA_PRESENCE_READ[];
 
 /*
- * DROP, rare (after a gateway crashed). KEYS[1] = :p, KEYS[2] = :pc, ARGV = ids of gateways
- * whose lease is gone: deletes their :pc fields and walks :p deleting their entries. Returns how
- * many entries.
+ * DROP, rare (after a gateway crashed or restarted). KEYS[1] = :p (the base name), KEYS[2] =
+ * :pc, ARGV = dead members: UNLINKs their hashes and deletes their :pc fields, O(members) however
+ * many entries they hold (50,000: the old whole-hash walk took 393 ms). Returns how many entries.
  */
 extern const char WSG_LUA_PRESENCE_DROP[];
 
-/* A :p value <user>|<gw id> split at its last '|' (user ids may hold '|'): false when it is not
- * one (no '|', an empty user or gateway). */
+/* A READ item <user>|<member> split at its last '|' (user ids may hold '|'): false when it is
+ * not one (no '|', an empty user or member). */
 bool wsg_presence_split(const char *v, size_t len, size_t *user_len, const char **gw,
                         size_t *gw_len);
 

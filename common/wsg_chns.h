@@ -32,7 +32,7 @@ typedef struct {
   uint32_t history_size;   /* publications kept per channel (MAXLEN ~); 0: none */
   uint64_t history_ttl_ms; /* the history (and the offset counter) expire this long after the
                               channel's last publication */
-  bool presence;           /* the gateway writes ch:{c:<channel>}:p; handlers may read it */
+  bool presence;           /* the gateway writes ch:{c:<channel>}:pc, :p:<member>; handlers read */
   bool join_leave;         /* subscribers get join/leave events (needs presence) */
   bool client_presence;    /* clients may ask ({"wsgate":"presence"}; needs presence) */
   bool client_publish;     /* clients may publish ({"wsgate":"publish"}) */

@@ -476,6 +476,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .db = (int)cfg->redis.db,
       .prefix = cfg->redis.prefix,
       .gw_id = cfg->gateway_id,
+      .boot = cfg->gateway_boot,
       .advertise = cfg->advertise_addr,
       .slots = g->slots,
       .lease_ms = cfg->lease_ttl_ms,

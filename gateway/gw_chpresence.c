@@ -44,7 +44,7 @@ gw_chpres_read *gw_chpres_read_parse(const redisReply *rep) {
   rd->more = more != 0;
   for (size_t g = 0; g < ngws; g++) {
     const redisReply *id = rep->element[2 + 2 * g];
-    if (id->type != REDIS_REPLY_STRING || id->len == 0 || id->len > WSG_MAX_GATEWAY_LEN ||
+    if (id->type != REDIS_REPLY_STRING || id->len == 0 || id->len > WSG_PRESENCE_MEMBER_MAX ||
         !uint_of(rep->element[3 + 2 * g], &rd->gw[g].conns))
       goto bad;
     memcpy(rd->gw[g].id, id->str, id->len);

@@ -1,11 +1,12 @@
 /*
  * gw_chpresence: the client's presence op, the parts with no server state (docs/PROTOCOL.md,
- * "Presence"): the reply of the script that summarises ch:{c:<channel>}:p in Redis, copied into
+ * "Presence"): the reply of the script that summarises a channel's presence in Redis, copied into
  * a gw_chpres_read, the tally once the gateways' liveness is known, and the answer frame (JSON or
  * MessagePack). The asynchronous query itself is gw_chpresq.c's.
  *
  * Reading is common/wsg_chkeys.h's presence recipe (WSG_LUA_PRESENCE_READ in "u" mode: distinct
- * <user>|<gw> values, at most `4 * max_users` of them), the one handlers and wsgate-api use too.
+ * <user>|<member> values, at most `4 * max_users` of them), the one handlers and wsgate-api use
+ * too.
  *
  * Threads: none of its own; every function is reentrant.
  */
@@ -31,12 +32,12 @@ typedef struct {
   bool more;
   uint32_t ngws;
   struct {
-    char id[WSG_MAX_GATEWAY_LEN + 1];
+    char id[WSG_PRESENCE_MEMBER_MAX + 1]; /* the member, <gw id>#<boot> */
     uint64_t conns;
-    bool dead; /* set by the caller: no gw:<id> record */
+    bool dead; /* set by the caller: no gw:<id> record, or one of another boot */
   } gw[WSG_PRESENCE_GWS_MAX];
   uint32_t npairs;
-  char **pairs; /* owned: npairs NUL-terminated "user|gw" strings */
+  char **pairs; /* owned: npairs NUL-terminated "user|member" strings */
 } gw_chpres_read;
 
 /* Copies a WSG_LUA_PRESENCE_READ reply into a new read (caller frees with gw_chpres_read_free).

@@ -1,12 +1,12 @@
 /*
  * gw_chpresq: clients' presence op, asked of Redis without blocking the loop (docs/PROTOCOL.md,
  * "Presence"; docs/ARCHITECTURE.md, "Channels"). A query is one EVAL of WSG_LUA_PRESENCE_READ on
- * the channel registry's connection (so it follows this gateway's own HSETs), then one EXISTS
- * gw:<id> per other gateway named in the channel's presence: entries of a gateway whose lease
- * expired are left out of the answer and deleted (WSG_LUA_PRESENCE_DROP), so a crashed gateway's
- * subscribers vanish within its lease. Queries in flight are bounded: GW_CHPRES_PER_CONN per
- * connection, --channel-presence-inflight per gateway; the connection may be gone when Redis
- * answers (its id is looked up then, never a pointer kept).
+ * the channel registry's connection (so it follows this gateway's own HSETs), then one HGET
+ * gw:<id> boot per other gateway named in the channel's presence: entries of a member whose lease
+ * expired or whose gateway restarted (another boot) are left out of the answer and deleted
+ * (WSG_LUA_PRESENCE_DROP), so a crashed gateway's subscribers vanish within its lease. Queries in
+ * flight are bounded: GW_CHPRES_PER_CONN per connection, --channel-presence-inflight per gateway;
+ * the connection may be gone when Redis answers (its id is looked up then, never a pointer kept).
  *
  * Threads: the loop thread only.
  */
@@ -48,7 +48,7 @@ struct pq {
 typedef struct {
   wsg_redis_conn_req req; /* first: the callback gets it back */
   pq *q;
-  uint32_t gw; /* EXISTS: the gateway's index in q->rd */
+  uint32_t gw; /* HGET boot: the member's index in q->rd */
 } pq_req;
 
 #define PRES_INFLIGHT "wsgate_gateway_channel_presence_queries"
@@ -59,9 +59,10 @@ static const wsg_metric_def metric_rows[] = {
     WSG_GAUGE_ROW(gw_chpresq, m_inflight, PRES_INFLIGHT,
                   "Client presence queries waiting for Redis.", NULL),
     WSG_COUNTER_ROW(gw_chpresq, m_checks, PRES_CHECKS,
-                    "Other gateways' gw:<id> records read to answer presence queries.", NULL),
+                    "Other gateways' gw:<id> boots read to answer presence queries.", NULL),
     WSG_COUNTER_ROW(gw_chpresq, m_dropped, PRES_DROPPED,
-                    "Presence entries of gateways whose lease expired, deleted by this gateway.",
+                    "Presence entries of dead gateway lives (lease expired, or restarted under the "
+                    "same id), deleted by this gateway.",
                     NULL),
 };
 
@@ -224,18 +225,40 @@ static bool send_cmd(pq *q, wsg_redis_conn_cb cb, uint32_t gw, int argc, const c
   return true;
 }
 
-static void on_exists(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+static void on_boot(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
   pq_req *r = (pq_req *)req;
   pq *q = r->q;
   uint32_t g = r->gw;
   free(r);
+  size_t gl;
+  const char *boot;
   if (!arg)
     q->destroyed = true;
-  else if (!rep || rep->type != REDIS_REPLY_INTEGER)
+  else if (!rep || (rep->type != REDIS_REPLY_NIL && rep->type != REDIS_REPLY_STRING))
     q->failed = true;
   else
-    q->rd->gw[g].dead = rep->integer == 0;
+    q->rd->gw[g].dead =
+        rep->type == REDIS_REPLY_NIL || rep->len != WSG_GW_BOOT_LEN ||
+        !wsg_presence_member_split(q->rd->gw[g].id, strlen(q->rd->gw[g].id), &gl, &boot) ||
+        memcmp(boot, rep->str, WSG_GW_BOOT_LEN) != 0;
   release(q);
+}
+
+/* Whether member g needs its gateway's boot read; false with dead set when it does not. */
+static bool needs_check(gw_chpresq *p, gw_chpres_read *rd, uint32_t g, char *id, size_t idlen) {
+  const char *m = rd->gw[g].id, *boot;
+  size_t gl;
+  if (strcmp(m, gw_chreg_member(p->s->chreg)) == 0)
+    return false; /* this life: it is answering */
+  if (!wsg_presence_member_split(m, strlen(m), &gl, &boot) || gl >= idlen) {
+    rd->gw[g].dead = true; /* cannot be a member */
+    return false;
+  }
+  memcpy(id, m, gl);
+  id[gl] = '\0';
+  /* This gateway's id with another boot: its previous life (restarted under a fixed id). */
+  rd->gw[g].dead = strcmp(id, p->s->cfg->gateway_id) == 0;
+  return !rd->gw[g].dead;
 }
 
 static void on_read(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
@@ -250,25 +273,24 @@ static void on_read(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
     q->failed = true;
   } else {
     gw_chpresq *p = q->owner;
-    const char *self = p->s->cfg->gateway_id;
     for (uint32_t g = 0; g < q->rd->ngws && !q->failed; g++) {
-      if (strcmp(q->rd->gw[g].id, self) == 0)
-        continue; /* this gateway is alive: it is answering */
-      char key[WSG_REDIS_KEY_MAX];
-      int kn = wsg_key_gateway(key, sizeof key, gw_chreg_prefix(p->s->chreg), q->rd->gw[g].id);
+      char id[WSG_PRESENCE_MEMBER_MAX + 1], key[WSG_REDIS_KEY_MAX];
+      if (!needs_check(p, q->rd, g, id, sizeof id))
+        continue;
+      int kn = wsg_key_gateway(key, sizeof key, gw_chreg_prefix(p->s->chreg), id);
       if (kn < 0) {
         q->rd->gw[g].dead = true; /* cannot be a gateway's id */
         continue;
       }
-      const char *argv[2] = {"EXISTS", key};
-      size_t lens[2] = {6, (size_t)kn};
-      if (!send_cmd(q, on_exists, g, 2, argv, lens))
+      const char *argv[3] = {"HGET", key, "boot"};
+      size_t lens[3] = {4, (size_t)kn, 4};
+      if (!send_cmd(q, on_boot, g, 3, argv, lens))
         q->failed = true;
       else
         wsg_counter_add(p->m_checks, 1);
     }
   }
-  release(q); /* the read's own reference: the EXISTS sent above hold theirs */
+  release(q); /* the read's own reference: the HGETs sent above hold theirs */
 }
 
 void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op) {
@@ -303,7 +325,8 @@ void gw_chpresq_op(gw_server *s, gw_session *ss, const gw_chop *op) {
   int cn = snprintf(cap, sizeof cap, "%u",
                     (unsigned)(s->cfg->channel_presence_users * GW_CHPRES_PAIRS_PER_USER));
   int bn = snprintf(budget, sizeof budget, "%u", (unsigned)WSG_PRESENCE_SCAN_BUDGET);
-  /* "u": distinct <user>|<gw> values, all the answer needs. */
+  /* key: :p, the base name of the members' hashes; "u": distinct <user>|<member> values, all the
+   * answer needs. */
   const char *argv[] = {"EVAL", WSG_LUA_PRESENCE_READ, "2", key, kc, cap, budget, "u"};
   size_t lens[] = {
       4, strlen(WSG_LUA_PRESENCE_READ), 1, (size_t)kn, (size_t)kcn, (size_t)cn, (size_t)bn, 1};

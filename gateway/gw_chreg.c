@@ -20,6 +20,7 @@ struct gw_chreg {
   wsg_redis_cluster *conn; /* owned: one node or a Redis Cluster */
   gw_chreg_options o;
   char *prefix, *gw_id;
+  char member[WSG_PRESENCE_MEMBER_MAX + 1]; /* <gw id>#<boot> */
   wsg_counter *m_ok, *m_error, *m_lost;
   wsg_counter *m_wd_waiting, *m_wd_late; /* watchdog deferrals, by reason */
 };
@@ -92,6 +93,12 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
     return -1;
   }
   r->o = *o;
+  if (wsg_presence_member(r->member, sizeof r->member, o->gw_id, o->boot) < 0) {
+    snprintf(err, errlen, "gateway id %s with boot %s makes no presence member", o->gw_id,
+             o->boot ? o->boot : "(none)");
+    gw_chreg_destroy(r);
+    return -1;
+  }
   wsg_metrics_register_table(metrics, &gw_chreg_metric_table, r);
   wsg_redis_cluster_options co = {.seeds = o->cluster};
   co.conn = (wsg_redis_conn_options){
@@ -134,23 +141,27 @@ const char *gw_chreg_prefix(const gw_chreg *r) {
   return r->prefix;
 }
 
+const char *gw_chreg_member(const gw_chreg *r) {
+  return r->member;
+}
+
 void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
                        bool add) {
   if (!r)
     return;
-  char key[WSG_REDIS_KEY_MAX], id[24], val[WSG_MAX_USER_LEN + WSG_MAX_GATEWAY_LEN + 2];
-  int kn = wsg_key_channel(key, sizeof key, r->prefix, name, len, "p");
+  char key[WSG_REDIS_KEY_MAX], id[24];
+  int kn = wsg_key_presence(key, sizeof key, r->prefix, name, len, r->member);
   int in = wsg_conn_id_format(id, sizeof id, conn);
-  int vn = add ? snprintf(val, sizeof val, "%s|%s", user, r->gw_id) : 0;
-  if (kn < 0 || in < 0 || vn < 0 || (size_t)vn >= sizeof val ||
+  size_t vn = add && user ? strlen(user) : 0;
+  if (kn < 0 || in < 0 || (add && vn == 0) ||
       !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
     return;
   chreq *q = malloc(sizeof *q);
   if (!q)
     return;
   q->req.cb = on_reply;
-  const char *argv[4] = {add ? "HSET" : "HDEL", key, id, val};
-  size_t lens[4] = {4, (size_t)kn, (size_t)in, (size_t)vn};
+  const char *argv[4] = {add ? "HSET" : "HDEL", key, id, user};
+  size_t lens[4] = {4, (size_t)kn, (size_t)in, vn};
   if (wsg_redis_cluster_command(r->conn, &q->req, add ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
     free(q);
 }
@@ -167,8 +178,8 @@ void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t
   if (!q)
     return;
   q->req.cb = on_reply;
-  const char *argv[4] = {n ? "HSET" : "HDEL", key, r->gw_id, num};
-  size_t lens[4] = {4, (size_t)kn, strlen(r->gw_id), (size_t)nn};
+  const char *argv[4] = {n ? "HSET" : "HDEL", key, r->member, num};
+  size_t lens[4] = {4, (size_t)kn, strlen(r->member), (size_t)nn};
   if (wsg_redis_cluster_command(r->conn, &q->req, n ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
     free(q);
 }

@@ -31,6 +31,7 @@ typedef struct {
   int db;
   const char *prefix; /* copied */
   const char *gw_id;  /* copied */
+  const char *boot;   /* this process' life (WSG_GW_BOOT_LEN hex digits): its presence member */
   uint64_t timeout_ms;
   /* Called after each (re)connect: Redis may have restarted empty, so the caller writes again
    * what it holds (gateway sets and presence entries: gw_chresync, paced). May be NULL. */
@@ -48,14 +49,16 @@ void gw_chreg_destroy(gw_chreg *r); /* NULL is a no-op */
  * unreachable this is skipped: the reconnect adds what is held then. name: borrowed. */
 void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
 
-/* Presence (a namespace with presence=true): HSET (add) or HDEL of <conn id> -> <user>|<gw id>
- * in ch:{c:<channel>}:p. Fire and forget, skipped while Redis is unreachable; readers ignore and
- * remove the entries of gateways whose gw:<id> record is gone. name, user: borrowed. */
+/* Presence (a namespace with presence=true): HSET (add) or HDEL of <conn id> -> <user> in
+ * ch:{c:<channel>}:p:<gw id>#<boot>, this life's hash. Fire and forget, skipped while Redis is
+ * unreachable; readers ignore and remove the hashes of members whose gw:<id> record is gone or
+ * names another boot. Set the count first when adding (a hash no :pc field names is never read
+ * nor dropped). name, user: borrowed. */
 void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn, const char *user,
                        bool add); /* user: only for add (may be NULL otherwise) */
 
-/* Presence counts: HSET ch:{c:<channel>}:pc <gw id> <n> (HDEL when n is 0), n this gateway's
- * subscriptions of the channel, so a presence query reads O(gateways) to count connections.
+/* Presence counts: HSET ch:{c:<channel>}:pc <gw id>#<boot> <n> (HDEL when n is 0), n this
+ * gateway's subscriptions of the channel, so a presence query reads O(gateways) to count them.
  * Fire and forget, like gw_chreg_presence. name: borrowed. */
 void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t n);
 
@@ -63,5 +66,7 @@ void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t
  * updates in Redis (gw_chhist). */
 struct wsg_redis_cluster *gw_chreg_conn(gw_chreg *r);
 const char *gw_chreg_prefix(const gw_chreg *r);
+/* This life's presence member, <gw id>#<boot>. */
+const char *gw_chreg_member(const gw_chreg *r);
 
 #endif

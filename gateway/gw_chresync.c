@@ -61,17 +61,17 @@ static uint32_t write_conn(gw_chresync *r, gw_session *ss) {
     gw_channel *ch = gw_chsub_channel(sub);
     size_t len;
     const char *name = gw_channel_name(ch, &len);
-    if (ss->user && wsg_chns_of(s->chns, name, len)->presence) {
-      gw_chreg_presence(s->chreg, name, len, ss->conn_id, ss->user->id, true);
-      wsg_counter_add(r->m_presence, 1);
-    }
     gw_chpos *pos = gw_channel_pos(ch);
-    if (pos->resync_gen != r->gen) {
+    if (pos->resync_gen != r->gen) { /* the count before the entries: gw_chreg_presence */
       pos->resync_gen = r->gen;
       gw_chreg_update(s->chreg, name, len, true);
       if (wsg_chns_of(s->chns, name, len)->presence)
         gw_chreg_presence_count(s->chreg, name, len, gw_channel_nsubs(ch));
       wsg_counter_add(r->m_sets, 1);
+    }
+    if (ss->user && wsg_chns_of(s->chns, name, len)->presence) {
+      gw_chreg_presence(s->chreg, name, len, ss->conn_id, ss->user->id, true);
+      wsg_counter_add(r->m_presence, 1);
     }
   }
   return k;

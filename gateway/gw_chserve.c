@@ -38,6 +38,7 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
       .db = (int)s->cfg->redis.db,
       .prefix = s->cfg->redis.prefix,
       .gw_id = s->cfg->gateway_id,
+      .boot = s->cfg->gateway_boot,
       .timeout_ms = s->cfg->redis.timeout_ms,
       .resync = gw_chresync_start,
       .arg = s,
@@ -79,8 +80,12 @@ static void presence_count(gw_server *s, const char *name, size_t len, size_t le
 static void membership_changed(gw_server *s, gw_session *ss, const char *name, size_t len,
                                bool joined) {
   if (wsg_chns_of(s->chns, name, len)->presence) {
+    /* Joining, the count first: a crash between the two leaves no hash that :pc does not name. */
+    if (joined)
+      presence_count(s, name, len, 0);
     gw_chreg_presence(s->chreg, name, len, ss->conn_id, joined ? ss->user->id : NULL, joined);
-    presence_count(s, name, len, 0);
+    if (!joined)
+      presence_count(s, name, len, 0);
   }
   gw_chjlserve_local(s, ss, name, len, joined);
 }

@@ -610,6 +610,12 @@ static int derive(gw_config *cfg, char *err, size_t errlen) {
     free(cfg->gateway_id);
     cfg->gateway_id = strdup(id);
   }
+  uint64_t boot = 0;
+  if (getrandom(&boot, sizeof boot, 0) != (ssize_t)sizeof boot) {
+    snprintf(err, errlen, "getrandom: %s", strerror(errno));
+    return -1;
+  }
+  snprintf(cfg->gateway_boot, sizeof cfg->gateway_boot, "%016llx", (unsigned long long)boot);
   if (cfg->advertise_addr == NULL || cfg->advertise_addr[0] == '\0') {
     char addr[320];
     snprintf(addr, sizeof addr, "%s:%lld", host, (long long)cfg->listen_port);

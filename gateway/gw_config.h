@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_chkeys.h"
 #include "wsg_config.h"
 #include "wsg_log.h"
 #include "wsg_chns.h"
@@ -103,7 +104,10 @@ typedef struct {
   wsg_redis_options redis; /* shared group: the connection */
   uint64_t lease_ttl_ms;
   uint64_t lease_renew_ms;
-  char *gateway_id;     /* filled with "<hostname>-<8 hex>" by gw_config_load when empty */
+  char *gateway_id; /* filled with "<hostname>-<8 hex>" by gw_config_load when empty */
+  /* This process' life under gateway_id (random, by gw_config_load; not an option): in the lease
+   * record and the presence keys, so a restart under the same id disowns the old life's entries. */
+  char gateway_boot[WSG_GW_BOOT_LEN + 1];
   char *advertise_addr; /* filled with "<hostname>:<listen-port>" by gw_config_load when empty */
 
   /* --- per-connection limits --- */

@@ -68,6 +68,14 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     gw__close_async(s, ss, code, reason ? reason : "", false);
     return;
   }
+  if ((it->kind == WSG_ENV_PUBLISH || it->kind == WSG_ENV_JOINLEAVE) &&
+      !gw_channels_find(s->channels, it->user, it->user_len)) {
+    /* Sent here for a channel this gateway does not hold: its subscribers left since the
+     * processor read the gateway set, or a previous life under this id held it (the id's lease
+     * lives on, so publishers would keep it in the set forever). Leave the set; a new local
+     * subscriber's SADD goes after this SREM on the same connection. */
+    gw_chreg_update(s->chreg, it->user, it->user_len, false);
+  }
   if (it->kind == WSG_ENV_PUBLISH) {
     gw_chpub_dispatch(s, it, now_ms);
     return;

@@ -183,17 +183,18 @@ static void write_record(gw_registry *r) {
   snprintf(started, sizeof(started), "%" PRIu64, r->started_s);
   snprintf(conns, sizeof(conns), "%" PRIu64, r->conn_count);
   const char *addr = r->advertise != NULL ? r->advertise : "";
-  const char *hset[] = {"HSET",    r->gw_key, "slot",  slot,  "addr",    addr,
-                        "started", started,   "conns", conns, "version", WSG_VERSION};
-  size_t hlen[12];
-  for (int i = 0; i < 12; i++)
+  /* boot: presence readers take a member of another boot for a previous life (wsg_chkeys.h). */
+  const char *hset[] = {"HSET",  r->gw_key, "slot", slot,      "addr",      addr,   "started",
+                        started, "conns",   conns,  "version", WSG_VERSION, "boot", r->boot};
+  size_t hlen[14];
+  for (int i = 0; i < 14; i++)
     hlen[i] = strlen(hset[i]);
   const char *pexp[] = {"PEXPIRE", r->gw_key, r->lease_ms_text};
   size_t plen[] = {7, strlen(r->gw_key), strlen(r->lease_ms_text)};
   op *o = gw_registry__op_new(OP_RECORD);
   if (o == NULL)
     return;
-  gw_registry__send_cmd(r, o, 12, hset, hlen);
+  gw_registry__send_cmd(r, o, 14, hset, hlen);
   gw_registry__send_cmd(r, o, 3, pexp, plen);
   if (o->pending == 0)
     free(o);
@@ -667,6 +668,7 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->prefix = strdup(o->prefix);
   r->gw_id = strdup(o->gw_id);
   r->advertise = dup_or_null(o->advertise);
+  snprintf(r->boot, sizeof r->boot, "%s", o->boot ? o->boot : "");
   if (r->prefix == NULL || r->gw_id == NULL ||
       (o->advertise != NULL && *o->advertise != '\0' && r->advertise == NULL)) {
     really_destroy(r);

@@ -65,13 +65,14 @@ typedef void (*gw_registry_emit_fn)(void *ctx, const char *user, size_t ulen, ui
 typedef struct {
   const char *host; /* borrowed during create (copied); IP or host name */
   int port;
-  const char *password;  /* borrowed during create (copied); NULL or "": no AUTH */
-  const char *user;      /* borrowed during create (copied); ACL user, NULL or "": none */
-  const char *cluster;   /* borrowed during create (copied); Redis Cluster seeds, NULL or "": one
-                          * node at host:port */
-  int db;                /* SELECT db when > 0 */
-  const char *prefix;    /* key prefix, e.g. "wsgate:" (copied) */
-  const char *gw_id;     /* this gateway's id (copied), <= WSG_MAX_GATEWAY_LEN bytes */
+  const char *password; /* borrowed during create (copied); NULL or "": no AUTH */
+  const char *user;     /* borrowed during create (copied); ACL user, NULL or "": none */
+  const char *cluster;  /* borrowed during create (copied); Redis Cluster seeds, NULL or "": one
+                         * node at host:port */
+  int db;               /* SELECT db when > 0 */
+  const char *prefix;   /* key prefix, e.g. "wsgate:" (copied) */
+  const char *gw_id;    /* this gateway's id (copied), <= WSG_MAX_GATEWAY_LEN bytes */
+  const char *boot;     /* this process' life, written as the record's boot (copied); may be NULL */
   const char *advertise; /* "host:port" written as the record's addr (copied); may be NULL */
   uint32_t slots;        /* number of outbound partitions = slots, >= 1 */
   uint64_t lease_ms;     /* slot and record TTL, e.g. 15000 */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "gw_registry.h"
+#include "wsg_chkeys.h"
 #include "wsg_metrics.h"
 #include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
@@ -68,6 +69,7 @@ struct gw_registry {
   struct ev_loop *loop;
   /* options, copied */
   char *prefix, *gw_id, *advertise;
+  char boot[WSG_GW_BOOT_LEN + 1]; /* "" when the caller gave none */
   uint32_t slots, max_inflight;
   uint32_t max_conns_per_user; /* 0: no limit (plain HSET) */
   char user_limit_text[16];

@@ -269,13 +269,10 @@ static int api_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len
     return WSGATE_E_REDIS;
   if (c->nblocks + 2 > MAX_REDIS_CALLS)
     return WSGATE_E_LIMIT;
-  proc_routes rt;
-  proc_routes_init(&rt);
   char err[256];
   void *block = NULL;
-  int rc = proc_presence_read(c->denv->router, &rt, channel, channel_len, entries, n, &block, err,
+  int rc = proc_presence_read(c->denv->router, channel, channel_len, entries, n, &block, err,
                               sizeof err);
-  proc_routes_finish(&rt);
   if (rc != WSGATE_OK) {
     WSG_DEBUG("handler", "wsgate_presence: %s", err);
     return rc;

@@ -2,10 +2,11 @@
  * proc_presence: who is subscribed to a channel (docs/ARCHITECTURE.md, "Channels"), for
  * wsgate_presence(): common/wsg_chkeys.h's presence recipe, as the gateways' presence op and
  * wsgate-api read it. One WSG_LUA_PRESENCE_READ ("e" mode: entries, at most PROC_PRESENCE_MAX,
- * reading at most as many: bounded work whatever the channel's size), the leases of the gateways
- * its :pc counts name (the gateway cache, else one HGET each), entries of dead or uncounted
- * gateways left out, and the dead ones' entries and counts deleted (WSG_LUA_PRESENCE_DROP), so a
- * crashed gateway's subscribers vanish within its lease.
+ * reading at most as many: bounded work whatever the channel's size), the leases of the members
+ * its :pc counts name (one pipelined HGET gw:<id> boot each, uncached: a restarted gateway's
+ * previous life is seen at once), entries of dead or uncounted members left out, and the dead
+ * ones' hashes and counts deleted (WSG_LUA_PRESENCE_DROP), so a crashed gateway's subscribers
+ * vanish within its lease.
  *
  * Threads: the consumer thread (it blocks on Redis).
  */
@@ -25,9 +26,9 @@
  * The live entries of `channel` into *out[0..*n) (users may repeat: one entry per connection), at
  * most PROC_PRESENCE_MAX: a bigger channel gives the ones read first.
  * Everything lives in one allocation returned in *block (caller frees). Returns WSGATE_OK,
- * WSGATE_E_REDIS (err says why) or WSGATE_E_NOMEM. rt: the caller's scratch.
+ * WSGATE_E_REDIS (err says why) or WSGATE_E_NOMEM.
  */
-int proc_presence_read(proc_redis *r, proc_routes *rt, const char *channel, size_t len,
+int proc_presence_read(proc_redis *r, const char *channel, size_t len,
                        const wsgate_presence_entry **out, size_t *n, void **block, char *err,
                        size_t errlen);
 

@@ -162,7 +162,9 @@ async def run(a):
         i = await bob.send(op="join", room=room)
         await bob.expect("joined", lambda f: f.get("type") == "joined" and f.get("id") == i)
         redis(a.redis_port, "SMEMBERS", "wsgate:chat:{u:alice}:rooms")
-        redis(a.redis_port, "HVALS", "wsgate:ch:{c:room:%s}:p" % room)
+        # Presence: each gateway life (<gw id>#<boot>) counts in :pc and lists its own hash.
+        for member in redis(a.redis_port, "HKEYS", "wsgate:ch:{c:room:%s}:pc" % room):
+            redis(a.redis_port, "HVALS", "wsgate:ch:{c:room:%s}:p:%s" % (room, member))
 
         say("\n4. alice says hello; bob (on another gateway) receives it")
         text = "hello from alice at %d" % time.time()

@@ -19,6 +19,7 @@
 
 #include "gw_jwt.h"
 #include "harness.h"
+#include "harness_channels.h"
 #include "harness_daemons.h"
 
 static itest_gateway gw, gw2;
@@ -207,6 +208,25 @@ Test(channels_presence, op_answers_and_refusals) {
   ws_client_destroy(m);
 }
 
+/* amy on gw and ben on gw2 (<name>1 and <name>2 in c, with their options), both subscribed to
+ * room:x, and the op listing both. */
+static void amy_and_ben(const itest_cluster *c, const char *name, const char *const *extra1,
+                        const char *const *extra2, ws_client **a, ws_client **b) {
+  char n[64];
+  snprintf(n, sizeof n, "%s1", name);
+  itest_gateway_start(&gw, c, n, &(itest_daemon_opts){.extra = extra1});
+  snprintf(n, sizeof n, "%s2", name);
+  itest_gateway_start(&gw2, c, n, &(itest_daemon_opts){.extra = extra2});
+  *a = connect_on(&gw, "amy");
+  *b = connect_on(&gw2, "ben");
+  subscribe(*a, "room:x");
+  subscribe(*b, "room:x");
+  cr_assert(presence_is(*a,
+                        "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                        "\"connections\":2,\"users\":[\"amy\",\"ben\"]}",
+                        10000));
+}
+
 /* A gateway killed with -9 leaves its entries behind; once its lease is gone the presence op
  * leaves them out and deletes them. */
 Test(channels_presence, killed_gateway_vanishes_within_its_lease) {
@@ -215,15 +235,11 @@ Test(channels_presence, killed_gateway_vanishes_within_its_lease) {
   static const char *const extra[] = {NS_FLAGS, NULL};
   static const char *const short_lease[] = {NS_FLAGS,        "--lease-ttl", "2s",
                                             "--lease-renew", "500ms",       NULL};
-  itest_gateway_start(&gw, &c, "pres-kill1", &(itest_daemon_opts){.extra = extra});
-  itest_gateway_start(&gw2, &c, "pres-kill2", &(itest_daemon_opts){.extra = short_lease});
-  ws_client *a = connect_on(&gw, "amy"), *b = connect_on(&gw2, "ben");
-  subscribe(a, "room:x");
-  subscribe(b, "room:x");
-  cr_expect(presence_is(a,
-                        "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
-                        "\"connections\":2,\"users\":[\"amy\",\"ben\"]}",
-                        10000));
+  ws_client *a, *b;
+  amy_and_ben(&c, "pres-kill", extra, short_lease, &a, &b);
+  char kp2[256], m2[256], kp[256], m[256];
+  itest_presence_member(&gw2, "room:x", m2, kp2, sizeof kp2);
+  itest_presence_member(&gw, "room:x", m, kp, sizeof kp);
   uint64_t t0 = itest_now_ms();
   itest_gateway_stop(&gw2, SIGKILL, 5000);
   cr_expect(presence_is(a,
@@ -232,18 +248,80 @@ Test(channels_presence, killed_gateway_vanishes_within_its_lease) {
                         6000),
             "ben left within the 2 s lease (and a second of slack)");
   cr_log_info("ben vanished %llu ms after kill -9", (unsigned long long)(itest_now_ms() - t0));
-  char key[256];
-  snprintf(key, sizeof key, "%sch:{c:room:x}:p", c.prefix);
-  redisReply *rep = itest_redis_key_command(0, "HLEN %s%s", key, "");
-  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
-            "the dead gateway's entry was deleted");
+  redisReply *rep = itest_redis_key_command(0, "EXISTS %s%s", kp2, "");
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
+            "the dead gateway's entries were deleted");
   freeReplyObject(rep);
+  rep = itest_redis_key_command(0, "HLEN %s%s", kp, "");
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1, "amy's stays");
+  freeReplyObject(rep);
+  char key[256];
   snprintf(key, sizeof key, "%sch:{c:room:x}:pc", c.prefix);
-  rep = itest_redis_key_command(0, "HEXISTS %s %s", key, gw2.id);
+  rep = itest_redis_key_command(0, "HEXISTS %s %s", key, m2);
   cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "and its count");
   freeReplyObject(rep);
   cr_expect_geq(itest_metric(gw.http_port, "wsgate_gateway_channel_presence_dropped_total"), 1);
   ws_client_destroy(b);
+  ws_client_destroy(a);
+}
+
+/* A gateway restarted under the same --gateway-id (a StatefulSet's pod name, an operator's
+ * choice) renews the same gw:<id> lease, so the lease cannot tell its previous life's subscribers
+ * from its own: the boot in the member and the record does. Ben, on the killed life, must be gone
+ * as soon as the new life has written its record (well inside the 15 s default lease: a reader
+ * counting on the lease would wait for it and, with the id alive again, forever); Dan, on the new
+ * life, is listed. Bound: the restart's slot acquisition, then one presence read. The channel's
+ * gateway set, which names ids, still names it: the new life leaves it when it is first sent the
+ * channel it does not hold. */
+Test(channels_presence, restarted_gateway_disowns_its_previous_life) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {
+      "--channel-namespace", "room=presence=true,client_presence=true,client_publish=true", NULL};
+  ws_client *a, *b;
+  amy_and_ben(&c, "pres-life", extra, extra, &a, &b);
+  char m_old[256], kp_old[256];
+  itest_presence_member(&gw2, "room:x", m_old, kp_old, sizeof kp_old);
+  itest_gateway_stop(&gw2, SIGKILL, 5000);
+  ws_client_destroy(b);
+  itest_gateway_restart(&gw2, &(itest_daemon_opts){.extra = extra});
+  char m_new[256];
+  for (int i = 0; i < 100; i++) { /* the record may still be the killed life's for a moment */
+    itest_presence_member(&gw2, "room:x", m_new, NULL, sizeof m_new);
+    if (strcmp(m_new, m_old) != 0)
+      break;
+    usleep(100 * 1000);
+  }
+  cr_assert_str_neq(m_new, m_old, "a new life, a new member");
+  uint64_t t0 = itest_now_ms();
+  cr_expect(presence_is(a,
+                        "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                        "\"connections\":1,\"users\":[\"amy\"]}",
+                        3000),
+            "ben, of the killed life, is gone once the new life holds the lease");
+  cr_log_info("ben vanished %llu ms after the restart's record",
+              (unsigned long long)(itest_now_ms() - t0));
+  redisReply *rep = itest_redis_key_command(0, "EXISTS %s%s", kp_old, "");
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
+            "the previous life's entries were deleted");
+  freeReplyObject(rep);
+  cr_expect_eq(itest_gws_members(&gw, "room:x", 2), 2, "the killed life's set member stays");
+  itest_processor_start(&proc, &c, "pres-life", "echo", &(itest_daemon_opts){.extra = extra});
+  const char *pub = "{\"wsgate\":\"publish\",\"channel\":\"room:x\",\"data\":\"hi\"}";
+  cr_assert_eq(ws_client_send_text(a, pub, strlen(pub)), WS_CLIENT_OK);
+  itest_expect_pub(a, "room:x", 1, "\"hi\"");
+  cr_expect_eq(itest_gws_members(&gw, "room:x", 1), 1, "the new life left the set");
+  ws_client *d = connect_on(&gw2, "dan");
+  char got[512];
+  op_answer(d, "{\"wsgate\":\"subscribe\",\"channel\":\"room:x\"}", got, sizeof got);
+  cr_expect(strstr(got, "{\"wsgate\":\"subscribed\",\"channel\":\"room:x\",") == got, "%s", got);
+  cr_expect(presence_is(a,
+                        "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                        "\"connections\":2,\"users\":[\"amy\",\"dan\"]}",
+                        5000),
+            "the new life's subscriber counts");
+  cr_expect_eq(itest_gws_members(&gw, "room:x", 2), 2, "and is in the set again");
+  ws_client_destroy(d);
   ws_client_destroy(a);
 }
 
@@ -274,8 +352,8 @@ Test(channels_presence, redis_restart_rewrites_presence) {
     snprintf(ch, sizeof ch, "room:c%02d", i);
     subscribe(cl[i], ch);
   }
-  char kp[256], kg[256];
-  snprintf(kp, sizeof kp, "%sch:{c:room:x}:p", c.prefix);
+  char kp[256], kg[256], m[256];
+  itest_presence_member(&gw, "room:x", m, kp, sizeof kp);
   snprintf(kg, sizeof kg, "%sch:{c:room:c49}:gws", c.prefix);
   redisContext *r = itest_redis_connect_port(srv.port);
   cr_assert_not_null(r);
@@ -332,8 +410,8 @@ Test(channels_presence, redis_restart_rewrite_is_paced) {
     cl[i] = connect_on(&gw, user);
     subscribe(cl[i], "room:x");
   }
-  char kp[256];
-  snprintf(kp, sizeof kp, "%sch:{c:room:x}:p", c.prefix);
+  char kp[256], m[256];
+  itest_presence_member(&gw, "room:x", m, kp, sizeof kp);
   itest_redis_server_stop(&srv, SIGKILL);
   itest_redis_server_start(&srv, srv.port); /* same port, empty */
   redisContext *r = itest_redis_connect_port(srv.port);
@@ -447,9 +525,10 @@ Test(channels_presence, join_leave_across_gateways) {
 
 /* g's count of `channel`'s subscriptions in its :pc hash (-1: no field, none). */
 static long pc_count(const itest_cluster *c, const itest_gateway *g, const char *channel) {
-  char key[256];
+  char key[256], m[256];
   snprintf(key, sizeof key, "%sch:{c:%s}:pc", c->prefix, channel);
-  redisReply *rep = itest_redis_key_command(0, "HGET %s %s", key, g->id);
+  itest_presence_member(g, channel, m, NULL, sizeof m);
+  redisReply *rep = itest_redis_key_command(0, "HGET %s %s", key, m);
   long n = rep && rep->type == REDIS_REPLY_STRING ? atol(rep->str) : -1;
   freeReplyObject(rep);
   return n;

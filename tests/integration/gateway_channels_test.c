@@ -403,9 +403,10 @@ static bool presence_has(ws_client *c, const char *channel, const char *want) {
   return false;
 }
 
-/* Gateways record subscribers of a presence namespace in ch:{c:<channel>}:p; wsgate_presence()
- * lists them across gateways, ignores and removes the entries and count of a gateway whose lease
- * is gone, and a connection that leaves leaves the list. */
+/* Gateways record subscribers of a presence namespace in ch:{c:<channel>}:p:<member>;
+ * wsgate_presence() lists them across gateways, ignores and removes the entries and count of a
+ * member whose lease is gone or names another boot, and a connection that leaves leaves the
+ * list. */
 Test(gateway_channels, presence_across_gateways) {
   itest_cluster c;
   itest_cluster_init(&c, 2, 4, false);
@@ -419,23 +420,31 @@ Test(gateway_channels, presence_across_gateways) {
             "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\",\"epoch\":0,\"offset\":0}");
   op_expect(b, "{\"wsgate\":\"subscribe\",\"channel\":\"room:a\"}",
             "{\"wsgate\":\"subscribed\",\"channel\":\"room:a\",\"epoch\":0,\"offset\":0}");
-  /* A crashed gateway's subscriber and its count: its gw:<id> record is gone. */
-  char key[256], kc[256];
-  snprintf(key, sizeof key, "%sch:{c:room:a}:p", c.prefix);
+  /* A crashed gateway's subscriber and its count (its gw:<id> record is gone), and one of gw's
+   * previous life (its record is there, with another boot: restarted under the same id). */
+  char key[300], kc[256], mine[256], prev[300], kprev[700];
+  snprintf(key, sizeof key, "%sch:{c:room:a}:p:gw-gone#0000000000000001", c.prefix);
   snprintf(kc, sizeof kc, "%sch:{c:room:a}:pc", c.prefix);
+  itest_presence_member(&gw, "room:a", mine, NULL, sizeof mine);
+  snprintf(prev, sizeof prev, "%s#%s", gw.id,
+           strcmp(mine + strlen(gw.id) + 1, "00000000000000ff") ? "00000000000000ff"
+                                                                : "00000000000000fe");
+  snprintf(kprev, sizeof kprev, "%sch:{c:room:a}:p:%s", c.prefix, prev);
   redisContext *r = redis_for(key);
-  freeReplyObject(redisCommand(r, "HSET %s 12345 ghost|gw-gone", key));
-  freeReplyObject(redisCommand(r, "HSET %s gw-gone 1", kc));
+  freeReplyObject(redisCommand(r, "HSET %s 12345 ghost", key));
+  freeReplyObject(redisCommand(r, "HSET %s gw-gone#0000000000000001 1", kc));
+  freeReplyObject(redisCommand(r, "HSET %s 12346 zombie", kprev));
+  freeReplyObject(redisCommand(r, "HSET %s %s 1", kc, prev));
   ws_client *q = itest_connect_channels(&gw, "quinn", "[]");
   cr_expect(presence_has(q, "room:a", "\"connections\":2,"));
   cr_expect(presence_has(q, "room:a", "\"amy\""));
   cr_expect(presence_has(q, "room:a", "\"ben\""));
-  redisReply *rep = redisCommand(r, "HEXISTS %s 12345", key);
+  redisReply *rep = redisCommand(r, "EXISTS %s %s", key, kprev);
   cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0,
-            "the dead gateway's entry was removed");
+            "the dead members' entries were removed");
   freeReplyObject(rep);
-  rep = redisCommand(r, "HEXISTS %s gw-gone", kc);
-  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "and its count");
+  rep = redisCommand(r, "HLEN %s", kc);
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 2, "and their counts");
   freeReplyObject(rep);
   ws_client_destroy(b);
   cr_expect(presence_has(q, "room:a", "\"connections\":1,\"users\":[\"amy\"]"));

@@ -561,7 +561,7 @@ void itest_fake_gateway(redisContext *rc, const char *prefix, const char *gw, in
                         int ttl_ms) {
   char key[WSG_REDIS_KEY_MAX];
   cr_assert_gt(wsg_key_gateway(key, sizeof(key), prefix, gw), 0);
-  redis_run(rc, "HSET %s slot %d addr 127.0.0.1:0 version test", key, slot);
+  redis_run(rc, "HSET %s slot %d addr 127.0.0.1:0 version test boot " ITEST_FAKE_BOOT, key, slot);
   redis_run(rc, "PEXPIRE %s %d", key, ttl_ms);
 }
 

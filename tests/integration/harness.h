@@ -137,7 +137,9 @@ redisReply *itest_redis_cmd(redisContext *rc, const char *fmt, ...);
 redisReply *itest_redis_vcmd(redisContext *rc, const char *fmt, va_list ap);
 
 /* A gateway record with a slot (alive for ttl_ms) and a connection entry of a user on gateway gw,
- * under `prefix`, as a gateway writes them: for tests that drive the processor without one. */
+ * under `prefix`, as a gateway writes them: for tests that drive the processor without one. The
+ * record's boot is ITEST_FAKE_BOOT: a fake gateway's presence member is <gw>#ITEST_FAKE_BOOT. */
+#define ITEST_FAKE_BOOT "00000000000000fb"
 void itest_fake_gateway(redisContext *rc, const char *prefix, const char *gw, int slot, int ttl_ms);
 void itest_fake_conn(redisContext *rc, const char *prefix, const char *user, uint64_t conn,
                      const char *gw);

@@ -74,3 +74,23 @@ void itest_send_pub(const itest_gateway *g, const char *channel, uint64_t offset
                       .data_len = strlen(data)};
   itest_send_outbound(g, g->slot, &env);
 }
+
+void itest_presence_member(const itest_gateway *g, const char *channel, char *member, char *key,
+                           size_t len) {
+  char rec[300];
+  snprintf(rec, sizeof rec, "%sgw:%s", g->cluster.prefix, g->id);
+  redisReply *rep = NULL;
+  for (int i = 0; i < 100; i++) {
+    rep = itest_redis_key_command(g->redis_port, "HGET %s %s", rec, "boot");
+    if (rep && rep->type == REDIS_REPLY_STRING)
+      break;
+    freeReplyObject(rep);
+    rep = NULL;
+    usleep(100 * 1000);
+  }
+  cr_assert(rep && rep->len == 16, "%s has no boot", rec);
+  snprintf(member, len, "%s#%s", g->id, rep->str);
+  freeReplyObject(rep);
+  if (key)
+    snprintf(key, len, "%sch:{c:%s}:p:%s", g->cluster.prefix, channel, member);
+}

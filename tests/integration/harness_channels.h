@@ -1,7 +1,7 @@
 /*
  * harness_channels.h: what the channel tests (gateway_channels_test.c, channels_handler_test.c)
- * share: a publication frame expected and the channel's gateway set in Redis (a connection with a
- * channels claim is itest_connect_channels() of harness_daemons.h).
+ * share: a publication frame expected, the channel's gateway set and presence keys in Redis (a
+ * connection with a channels claim is itest_connect_channels() of harness_daemons.h).
  *
  * Threads: the test's.
  */
@@ -28,5 +28,11 @@ void itest_op_expect(ws_client *c, const char *op, const char *want);
  * processor produces it (the channel's history is the test's business). */
 void itest_send_pub(const itest_gateway *g, const char *channel, uint64_t offset, uint64_t epoch,
                     const char *data);
+
+/* g's presence member (<id>#<boot>, the boot read from its gw:<id> record, waiting up to 10 s
+ * for it) into member[len], and, when key is not NULL, the key of its presence hash of `channel`
+ * into key[len]. */
+void itest_presence_member(const itest_gateway *g, const char *channel, char *member, char *key,
+                           size_t len);
 
 #endif

@@ -373,6 +373,24 @@ Test(redis_cluster, every_shared_script_runs_on_one_slot) {
   redisReply *rep = run(s, 3, del);
   cr_assert_eq(rep->type, REDIS_REPLY_INTEGER, "a multi-key DEL of one user's keys: %s", rep->str);
   freeReplyObject(rep);
+  /* Presence reads members' hashes named from :p (not in KEYS: the script builds them), so they
+   * must share its slot: a member's entry read, then its hash dropped, on the cluster. */
+  char chpm[WSG_REDIS_KEY_MAX];
+  cr_assert_gt(wsg_key_presence(chpm, sizeof chpm, prefix, "}r{oom", 6, "g}w#00000000000000a1"), 0);
+  const char *seed[][4] = {{"HSET", chpm, "17", "alice"},
+                           {"HSET", chpc, "g}w#00000000000000a1", "1"}};
+  for (int i = 0; i < 2; i++)
+    freeReplyObject(run(s, 4, seed[i]));
+  rep = run(s, 8, calls[12]);
+  cr_assert(rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 + 2 + 1 &&
+                strcmp(rep->element[4]->str, "alice|g}w#00000000000000a1") == 0,
+            "the member's entry read: %s", rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+  freeReplyObject(rep);
+  const char *drop[] = {"EVAL", WSG_LUA_PRESENCE_DROP, "2", chp, chpc, "g}w#00000000000000a1"};
+  rep = run(s, 6, drop);
+  cr_assert(rep->type == REDIS_REPLY_INTEGER && rep->integer == 1, "dropped: %s",
+            rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+  freeReplyObject(rep);
   const char *chdel[] = {"DEL", chm, chh, chg};
   rep = run(s, 4, chdel);
   cr_assert_eq(rep->type, REDIS_REPLY_INTEGER, "a multi-key DEL of one channel's keys: %s",

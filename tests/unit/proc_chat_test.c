@@ -526,16 +526,17 @@ Test(proc_chat, dm_uses_the_recipients_encoding, .fini = ptest_fini) {
   chat_teardown(&f);
 }
 
-/* A presence entry of the room's channel, as a gateway writes it. */
+/* A presence entry of the room's channel, as a gateway (itest_fake_gateway's boot) writes it. */
 static void fake_presence(chat_fixture *f, const char *channel, uint64_t conn, const char *user,
                           const char *gw) {
-  redisReply *r = redisCommand(f->redis.rc, "HSET %sch:{c:%s}:p %llu %s|%s", f->redis.prefix,
-                               channel, (unsigned long long)conn, user, gw);
+  redisReply *r = redisCommand(f->redis.rc, "HSET %sch:{c:%s}:p:%s#" ITEST_FAKE_BOOT " %llu %s",
+                               f->redis.prefix, channel, gw, (unsigned long long)conn, user);
   cr_assert(r && r->type == REDIS_REPLY_INTEGER);
   freeReplyObject(r);
   /* A gateway also keeps its count of the channel's subscriptions; readers skip entries of a
    * gateway without one (common/wsg_chkeys.h, READ). */
-  r = redisCommand(f->redis.rc, "HINCRBY %sch:{c:%s}:pc %s 1", f->redis.prefix, channel, gw);
+  r = redisCommand(f->redis.rc, "HINCRBY %sch:{c:%s}:pc %s#" ITEST_FAKE_BOOT " 1", f->redis.prefix,
+                   channel, gw);
   cr_assert(r && r->type == REDIS_REPLY_INTEGER);
   freeReplyObject(r);
 }
