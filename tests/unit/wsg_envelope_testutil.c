@@ -42,7 +42,7 @@ void *__wrap_realloc(void *p, size_t n) {
 /* ---- building inputs ---------------------------------------------------------------------- */
 
 /* Appends a value written either as "\"text\"" (a str, smallest header) or as hex bytes (spaces
- * ignored), the notation of the case tables below. */
+ * ignored), the notation of the case tables in wsg_envelope_decode_test.c. */
 size_t put_value(uint8_t *out, size_t pos, const char *v) {
   size_t len = strlen(v);
   if (len >= 2 && v[0] == '"' && v[len - 1] == '"') {

@@ -35,7 +35,7 @@ size_t put_value(uint8_t *out, size_t pos, const char *v);
 /* A map of the given pairs (up to a row with k NULL), in the given order, into out; its length. */
 size_t build_map(const kv *kvs, uint8_t *out);
 
-/* Rows of the maps above. */
+/* Common pairs of those maps. */
 #define V1                                                                                         \
   { "v", "01" }
 #define T_MSG                                                                                      \
