@@ -9,11 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define KIB  1024LL
-#define MIB  (1024LL * 1024LL)
-#define SEC  1000LL
-#define HOUR (3600LL * 1000LL)
-
 #define OPT(field) offsetof(api_config, field)
 
 static const wsg_option api_rows[] = {
@@ -29,12 +24,13 @@ static const wsg_option api_rows[] = {
      "PEM certificate (chain) file: serve HTTPS. Needs --tls-key."},
     {"tls-key", 0, "WSGATE_API_TLS_KEY", WSG_OPT_STRING, OPT(tls_key), NULL, 0, 0, NULL, 0,
      "PEM private key file of --tls-cert."},
-    {"max-body", 0, "WSGATE_API_MAX_BODY", WSG_OPT_SIZE, OPT(max_body), "1m", 1 * KIB, 64 * MIB,
-     NULL, 0, "Largest request body; a larger one is answered 413 without being read whole."},
+    {"max-body", 0, "WSGATE_API_MAX_BODY", WSG_OPT_SIZE, OPT(max_body), "1m", 1 * WSG_KIB,
+     64 * WSG_MIB, NULL, 0,
+     "Largest request body; a larger one is answered 413 without being read whole."},
     {"max-batch", 0, "WSGATE_API_MAX_BATCH", WSG_OPT_INT, OPT(max_batch), "100", 1, 10000, NULL, 0,
      "Most commands in one /v1/batch request (413 above)."},
     {"max-payload", 0, "WSGATE_API_MAX_PAYLOAD", WSG_OPT_SIZE, OPT(max_payload), "512k", 0,
-     900 * KIB, NULL, 0,
+     900 * WSG_KIB, NULL, 0,
      "Largest payload (data) of one command (413 above); keep it at or below the processors' "
      "--max-payload, which refuses larger ones."},
     {"max-clients", 0, "WSGATE_API_MAX_CLIENTS", WSG_OPT_INT, OPT(max_clients), "512", 1, 65536,
@@ -50,7 +46,7 @@ static const wsg_option api_rows[] = {
     {"rate-burst", 0, "WSGATE_API_RATE_BURST", WSG_OPT_INT, OPT(rate_burst), "2000", 1, 100000000,
      NULL, 0, "Requests a key may make at once above its rate before it is limited."},
     {"keys-check-interval", 0, "WSGATE_API_KEYS_CHECK_INTERVAL", WSG_OPT_DURATION,
-     OPT(keys_check_ms), "1s", 100, 1 * HOUR, NULL, 0,
+     OPT(keys_check_ms), "1s", 100, 1 * WSG_HOUR, NULL, 0,
      "How often the keys file is checked for changes."},
 };
 
@@ -62,14 +58,14 @@ static const wsg_option kafka_rows[] = {
      "The gateways' topic: only its partition count (the gateway slots) is read, for "
      "GET /v1/info."},
     {"transaction-timeout", 0, "WSGATE_API_TRANSACTION_TIMEOUT", WSG_OPT_DURATION,
-     OPT(txn_timeout_ms), "10s", 1 * SEC, 15 * 60 * SEC, NULL, 0,
+     OPT(txn_timeout_ms), "10s", 1 * WSG_SEC, 15 * 60 * WSG_SEC, NULL, 0,
      "Longest a Kafka transaction (one or several requests' commands) may take to commit; a "
      "request waits at most about this long."},
 };
 
 static const wsg_option redis_rows[] = {
     {"idempotency-ttl", 0, "WSGATE_API_IDEMPOTENCY_TTL", WSG_OPT_DURATION, OPT(idempotency_ttl_ms),
-     "24h", 1 * SEC, 30 * 24 * HOUR, NULL, 0,
+     "24h", 1 * WSG_SEC, 30 * 24 * WSG_HOUR, NULL, 0,
      "How long a request's Idempotency-Key is remembered: a retry within it is a no-op."},
 };
 

@@ -32,6 +32,7 @@
 #include "api_keys.h"
 #include "api_request.h"
 #include "wsg_command.h"
+#include "wsg_heartbeat.h"
 #include "wsg_http.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
@@ -67,7 +68,7 @@ struct api_server {
   wsg_http *ops;
   char *tls_cert, *tls_key; /* PEM text */
   uint64_t next_keys_check_ms;
-  _Atomic uint64_t heartbeat_ms; /* the main loop's last turn (api_server_beat); 0 before */
+  wsg_heartbeat heartbeat; /* the main loop's last turn (api_server_beat); 0 before */
 
   pthread_mutex_t rate_mu;
   bucket *buckets;
@@ -621,7 +622,7 @@ static void handle(void *arg, const wsg_http_request *req, wsg_http_response *re
 /* --- life cycle ---------------------------------------------------------------------------- */
 
 void api_server_beat(api_server *s) {
-  atomic_store_explicit(&s->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
+  wsg_heartbeat_beat(&s->heartbeat);
 }
 
 /* /healthz, on an ops thread: the main loop (signals, keys-file reloads) turns every 50 ms; one
@@ -629,15 +630,8 @@ void api_server_beat(api_server *s) {
  * request threads are not watched: a slow Kafka shows in /readyz and in 503 answers instead. */
 static int alive(void *arg, char *why, size_t whylen) {
   api_server *s = arg;
-  uint64_t beat = atomic_load_explicit(&s->heartbeat_ms, memory_order_relaxed);
-  uint64_t now = wsg_now_mono_ms(), stall = s->cfg->http.liveness_stall_ms;
-  if (beat == 0 || now - beat < stall)
-    return 0;
-  snprintf(why, whylen,
-           "main loop stalled: it has not turned for %" PRIu64 " ms (--liveness-stall %" PRIu64
-           " ms)",
-           now - beat, stall);
-  return -1;
+  return wsg_heartbeat_check(&s->heartbeat, wsg_now_mono_ms(), s->cfg->http.liveness_stall_ms,
+                             "main loop", why, whylen);
 }
 
 static int ready(void *arg, char *why, size_t whylen) {

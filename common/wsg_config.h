@@ -70,6 +70,12 @@ typedef enum {
 
 #define WSG_COUNTOF(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Units of the option rows' defaults and bounds: sizes in bytes, durations in milliseconds. */
+#define WSG_KIB  1024LL
+#define WSG_MIB  (1024LL * 1024LL)
+#define WSG_SEC  1000LL
+#define WSG_HOUR (3600LL * 1000LL)
+
 /* A list of rows declared once, with offsets inside the struct the rows fill. */
 typedef struct {
   const char *name; /* "kafka", in spec errors */

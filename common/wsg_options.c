@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SEC 1000LL
-
 #define KAFKA(field) offsetof(wsg_kafka_options, field)
 static const wsg_option kafka_rows[] = {
     {"kafka-brokers", 'b', "WSGATE_KAFKA_BROKERS", WSG_OPT_STRING, KAFKA(brokers), NULL, 0, 0, NULL,
@@ -41,7 +39,7 @@ static const wsg_option redis_rows[] = {
     {"redis-prefix", 0, "WSGATE_REDIS_PREFIX", WSG_OPT_STRING, REDIS(prefix), "wsgate:", 0, 0, NULL,
      0, "Prefix of every Redis key; gateways and processors of one cluster must agree."},
     {"redis-timeout", 0, "WSGATE_REDIS_TIMEOUT", WSG_OPT_DURATION, REDIS(timeout_ms), "2s", 100,
-     60 * SEC, NULL, 0,
+     60 * WSG_SEC, NULL, 0,
      "Deadline of a Redis connect and of each Redis command (in the processor, of each pipelined "
      "round trip). In the gateway it is counted in event-loop time: a loop that ran late (a "
      "CPU-starved process) does not count the delay as Redis' silence, and replies already "
@@ -57,7 +55,7 @@ static const wsg_option ops_rows[] = {
      "Port of the operations endpoint (0 picks a free port, logged at start); the default is 9090 "
      "for the gateway and 9091 for the processor, so the two can share a host."},
     {"liveness-stall", 0, "WSGATE_LIVENESS_STALL", WSG_OPT_DURATION, OPS(liveness_stall_ms), "10s",
-     1 * SEC, 10 * 60 * SEC, NULL, 0,
+     1 * WSG_SEC, 10 * 60 * WSG_SEC, NULL, 0,
      "/healthz answers 503 once the daemon's main loop (the gateway's event loop, the "
      "processor's consumer loop, wsgate-api's loop of signals and keys-file reloads) has not "
      "turned for this long, so a liveness probe restarts a wedged process; /readyz is not "

@@ -3,7 +3,7 @@
  *
  * Threads: the main thread, which runs the libev loop in gw_gateway_run; the readiness and health
  * callbacks of the operations endpoint run on its HTTP thread and read only `ready_reason` and
- * `heartbeat_ms` (atomics).
+ * `heartbeat` (atomics).
  */
 #include "gateway.h"
 
@@ -23,6 +23,7 @@
 #include "gw_reload.h"
 #include "gw_server.h"
 #include "gw_tls.h"
+#include "wsg_heartbeat.h"
 #include "wsg_http.h"
 #include "wsg_log.h"
 #include "wsg_metrics.h"
@@ -83,7 +84,7 @@ struct gw_gateway {
   atomic_int ready_reason;
   /* When the loop last turned (tick_cb): /healthz fails once it is older than --liveness-stall, so
    * a wedged loop gets the pod restarted, which readiness (a flag only the loop updates) cannot. */
-  _Atomic uint64_t heartbeat_ms;
+  wsg_heartbeat heartbeat;
   bool kafka_down_logged;
   bool admission_logged; /* "ready, but refusing new connections" was logged */
 
@@ -151,14 +152,8 @@ static bool admit(void *arg, char *why, size_t whylen) {
 /* HTTP thread: alive while the loop turns. */
 static int http_health(void *arg, char *why, size_t whylen) {
   gw_gateway *g = arg;
-  uint64_t beat = atomic_load_explicit(&g->heartbeat_ms, memory_order_relaxed);
-  uint64_t now = wsg_now_mono_ms(), stall = g->cfg->http.liveness_stall_ms;
-  if (now - beat < stall)
-    return 0;
-  snprintf(why, whylen,
-           "event loop stalled: it has not turned for %llu ms (--liveness-stall %llu ms)",
-           (unsigned long long)(now - beat), (unsigned long long)stall);
-  return 1;
+  return wsg_heartbeat_check(&g->heartbeat, wsg_now_mono_ms(), g->cfg->http.liveness_stall_ms,
+                             "event loop", why, whylen);
 }
 
 /* HTTP thread. */
@@ -175,7 +170,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)loop;
   (void)revents;
   gw_gateway *g = w->data;
-  atomic_store_explicit(&g->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
+  wsg_heartbeat_beat(&g->heartbeat);
   int r = compute_ready(g);
   int old = atomic_exchange_explicit(&g->ready_reason, r, memory_order_relaxed);
   if (old != r) {
@@ -523,7 +518,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .health_arg = g,
   };
   /* The loop turns for the first time in gw_gateway_run, a moment from now. */
-  atomic_init(&g->heartbeat_ms, wsg_now_mono_ms());
+  wsg_heartbeat_beat(&g->heartbeat);
   if (wsg_http_start(&g->http, &ho, err, errlen) != 0)
     goto fail;
 

@@ -17,11 +17,6 @@
 #include "gw_jwt.h"
 #include "wsg_envelope.h"
 
-#define KIB  1024LL
-#define MIB  (1024LL * 1024LL)
-#define SEC  1000LL
-#define HOUR (3600LL * 1000LL)
-
 #define OPT(field) offsetof(gw_config, field)
 
 /* One row per option; with the shared groups of common/wsg_options.c these make one table
@@ -41,17 +36,18 @@ static const wsg_option listener_rows[] = {
      "WebSocket subprotocol this gateway speaks, and <subprotocol>+seq the same with resumable, "
      "sequenced delivery (see --resume-max); a client offering only other subprotocols gets 400 "
      "(offering none is allowed)."},
-    {"max-message", 0, "WSGATE_MAX_MESSAGE", WSG_OPT_SIZE, OPT(max_message), "1m", 1, 16 * MIB,
+    {"max-message", 0, "WSGATE_MAX_MESSAGE", WSG_OPT_SIZE, OPT(max_message), "1m", 1, 16 * WSG_MIB,
      NULL, 0,
      "Largest client message after reassembly and decompression; larger ones close with 1009."},
-    {"rx-buffer", 0, "WSGATE_RX_BUFFER", WSG_OPT_SIZE, OPT(rx_buffer), "512", 128, 1 * MIB, NULL, 0,
+    {"rx-buffer", 0, "WSGATE_RX_BUFFER", WSG_OPT_SIZE, OPT(rx_buffer), "512", 128, 1 * WSG_MIB,
+     NULL, 0,
      "Per-connection receive buffer of libwebsockets: the main part of an idle connection's "
      "memory; larger values only save system calls on big messages."},
     {"ping-interval", 0, "WSGATE_PING_INTERVAL", WSG_OPT_DURATION, OPT(ping_interval_ms), "30s",
-     1 * SEC, 1 * HOUR, NULL, 0,
+     1 * WSG_SEC, 1 * WSG_HOUR, NULL, 0,
      "Send a WebSocket ping after this long without a pong (whole seconds)."},
     {"idle-timeout", 0, "WSGATE_IDLE_TIMEOUT", WSG_OPT_DURATION, OPT(idle_timeout_ms), "60s",
-     2 * SEC, 2 * HOUR, NULL, 0,
+     2 * WSG_SEC, 2 * WSG_HOUR, NULL, 0,
      "Hang up a connection that has not answered a ping for this long (whole seconds, more than "
      "--ping-interval)."},
     {"deflate", 0, "WSGATE_DEFLATE", WSG_OPT_BOOL, OPT(deflate), "false", 0, 0, NULL, 0,
@@ -75,7 +71,7 @@ static const wsg_option listener_rows[] = {
      "verified, so refused requests never spend it."},
 
     {"handshake-timeout", 0, "WSGATE_HANDSHAKE_TIMEOUT", WSG_OPT_DURATION,
-     OPT(handshake_timeout_ms), "5s", 1 * SEC, 60 * SEC, NULL, 0,
+     OPT(handshake_timeout_ms), "5s", 1 * WSG_SEC, 60 * WSG_SEC, NULL, 0,
      "Close a socket that has not completed its upgrade (TLS, request head) this long after it "
      "was accepted (whole seconds). 5 s covers a slow mobile handshake; longer only lets idle "
      "or trickling sockets (slowloris) hold descriptors and header buffers."},
@@ -107,8 +103,8 @@ static const wsg_option listener_rows[] = {
      "Retry-After (0: no cap). Keeps one address from spending the gateway's CPU on signatures "
      "and its share of --max-upgrades-per-sec."},
 
-    {"rx-memory-max", 0, "WSGATE_RX_MEMORY_MAX", WSG_OPT_SIZE, OPT(rx_memory_max), "256m", 1 * MIB,
-     1024LL * 1024 * MIB, NULL, 0,
+    {"rx-memory-max", 0, "WSGATE_RX_MEMORY_MAX", WSG_OPT_SIZE, OPT(rx_memory_max), "256m",
+     1 * WSG_MIB, 1024LL * 1024 * WSG_MIB, NULL, 0,
      "Memory all connections together may hold for partly received messages and messages "
      "waiting for Kafka; a connection that needs more is closed with 1013."},
     {"loop-clock", 0, "WSGATE_LOOP_CLOCK", WSG_OPT_BOOL, OPT(loop_clock), "false", 0, 0, NULL, 0,
@@ -116,7 +112,7 @@ static const wsg_option listener_rows[] = {
      "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
      "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
     {"rx-memory-per-user", 0, "WSGATE_RX_MEMORY_PER_USER", WSG_OPT_SIZE, OPT(rx_memory_per_user),
-     "16m", 0, 1024LL * 1024 * MIB, NULL, 0,
+     "16m", 0, 1024LL * 1024 * WSG_MIB, NULL, 0,
      "Of --rx-memory-max, what one user's connections together may hold; a connection of that "
      "user that needs more is closed with 1013 (0: no share, only the global bound)."},
 };
@@ -133,8 +129,8 @@ static const wsg_option auth_rows[] = {
      0, "Required `aud` claim value (string or one element of an array); unset: not checked."},
     {"jwt-user-claim", 0, "WSGATE_JWT_USER_CLAIM", WSG_OPT_STRING, OPT(jwt_user_claim), "sub", 0, 0,
      NULL, 0, "Claim that holds the user id (a non-empty string)."},
-    {"jwt-leeway", 0, "WSGATE_JWT_LEEWAY", WSG_OPT_DURATION, OPT(jwt_leeway_ms), "30s", 0, 1 * HOUR,
-     NULL, 0, "Clock skew tolerated on `exp` and `nbf` (whole seconds)."},
+    {"jwt-leeway", 0, "WSGATE_JWT_LEEWAY", WSG_OPT_DURATION, OPT(jwt_leeway_ms), "30s", 0,
+     1 * WSG_HOUR, NULL, 0, "Clock skew tolerated on `exp` and `nbf` (whole seconds)."},
     {"jwt-algorithms", 0, "WSGATE_JWT_ALGORITHMS", WSG_OPT_STRING, OPT(jwt_algorithms), "HS256", 0,
      0, NULL, 0,
      "Comma-separated JWS algorithms accepted (HS256, HS384, HS512, RS256, RS384, RS512, PS256, "
@@ -149,7 +145,7 @@ static const wsg_option auth_rows[] = {
      "JWKS document (RFC 7517, {\"keys\":[...]}) saved from the provider's jwks_uri; keys are "
      "chosen by the token's `kid`. Unknown key types and encryption keys are skipped."},
     {"token-refresh-grace", 0, "WSGATE_TOKEN_REFRESH_GRACE", WSG_OPT_DURATION,
-     OPT(token_refresh_grace_ms), "30s", 0, 1 * HOUR, NULL, 0,
+     OPT(token_refresh_grace_ms), "30s", 0, 1 * WSG_HOUR, NULL, 0,
      "When a connection's token `exp` passes, the gateway sends a refresh_required frame and "
      "closes the connection with 4003 unless a refresh op with a new token of the same user "
      "arrives within this long (whole seconds; docs/PROTOCOL.md); 0: tokens are checked only at "
@@ -160,9 +156,9 @@ static const wsg_option auth_rows[] = {
      "at start, every --jwt-jwks-refresh, and when a token names an unknown `kid`; while it "
      "fails, the last good keys stay in use."},
     {"jwt-jwks-refresh", 0, "WSGATE_JWT_JWKS_REFRESH", WSG_OPT_DURATION, OPT(jwt_jwks_refresh_ms),
-     "5m", 1 * SEC, 24 * HOUR, NULL, 0, "How often --jwt-jwks-url is fetched again."},
+     "5m", 1 * WSG_SEC, 24 * WSG_HOUR, NULL, 0, "How often --jwt-jwks-url is fetched again."},
     {"jwt-jwks-min-interval", 0, "WSGATE_JWT_JWKS_MIN_INTERVAL", WSG_OPT_DURATION,
-     OPT(jwt_jwks_min_interval_ms), "30s", 1 * SEC, 1 * HOUR, NULL, 0,
+     OPT(jwt_jwks_min_interval_ms), "30s", 1 * WSG_SEC, 1 * WSG_HOUR, NULL, 0,
      "Least time between two fetches of --jwt-jwks-url caused by unknown `kid`s or failures, so "
      "tokens with made-up kids cannot flood the provider."},
     {"jwt-jwks-ca-file", 0, "WSGATE_JWT_JWKS_CA_FILE", WSG_OPT_STRING, OPT(jwt_jwks_ca_file), NULL,
@@ -192,7 +188,7 @@ static const wsg_option kafka_rows[] = {
      "Envelopes the outbound consumer may hand to the WebSocket thread before it pauses its "
      "partition."},
     {"outbound-queue-bytes", 0, "WSGATE_OUTBOUND_QUEUE_BYTES", WSG_OPT_SIZE,
-     OPT(outbound_queue_bytes), "64m", 1 * MIB, 16384 * MIB, NULL, 0,
+     OPT(outbound_queue_bytes), "64m", 1 * WSG_MIB, 16384 * WSG_MIB, NULL, 0,
      "Payload bytes the outbound hand-off queue may hold (see --outbound-queue)."},
     {"outbound-consume", 0, "WSGATE_OUTBOUND_CONSUME", WSG_OPT_ENUM, OPT(outbound_consume),
      "thread", 0, 0, "thread|loop", 0,
@@ -203,11 +199,12 @@ static const wsg_option kafka_rows[] = {
 
 /* After the shared Redis group (the connection): the slot lease and this gateway's record. */
 static const wsg_option registry_rows[] = {
-    {"lease-ttl", 0, "WSGATE_LEASE_TTL", WSG_OPT_DURATION, OPT(lease_ttl_ms), "15s", 1 * SEC,
-     1 * HOUR, NULL, 0,
+    {"lease-ttl", 0, "WSGATE_LEASE_TTL", WSG_OPT_DURATION, OPT(lease_ttl_ms), "15s", 1 * WSG_SEC,
+     1 * WSG_HOUR, NULL, 0,
      "Lifetime of the slot lease and gateway record; a crashed gateway's slot frees after this."},
     {"lease-renew", 0, "WSGATE_LEASE_RENEW", WSG_OPT_DURATION, OPT(lease_renew_ms), "5s", 100,
-     1 * HOUR, NULL, 0, "How often the lease is renewed (less than --lease-ttl, ideally a third)."},
+     1 * WSG_HOUR, NULL, 0,
+     "How often the lease is renewed (less than --lease-ttl, ideally a third)."},
     {"gateway-id", 0, "WSGATE_GATEWAY_ID", WSG_OPT_STRING, OPT(gateway_id), "", 0, 0, NULL, 0,
      "Unique id of this gateway process (default: <hostname>-<random hex>, new at every start)."},
     {"advertise-addr", 0, "WSGATE_ADVERTISE_ADDR", WSG_OPT_STRING, OPT(advertise_addr), "", 0, 0,
@@ -217,19 +214,19 @@ static const wsg_option registry_rows[] = {
 
 static const wsg_option connection_rows[] = {
     /* --- per-connection limits --- */
-    {"sendq-hard", 0, "WSGATE_SENDQ_HARD", WSG_OPT_SIZE, OPT(sendq_hard), "1m", 1 * KIB, 1024 * MIB,
-     NULL, 0,
+    {"sendq-hard", 0, "WSGATE_SENDQ_HARD", WSG_OPT_SIZE, OPT(sendq_hard), "1m", 1 * WSG_KIB,
+     1024 * WSG_MIB, NULL, 0,
      "Close a connection with 4001 at once when its unsent messages exceed this many bytes."},
-    {"sendq-soft", 0, "WSGATE_SENDQ_SOFT", WSG_OPT_SIZE, OPT(sendq_soft), "256k", 1 * KIB,
-     1024 * MIB, NULL, 0,
+    {"sendq-soft", 0, "WSGATE_SENDQ_SOFT", WSG_OPT_SIZE, OPT(sendq_soft), "256k", 1 * WSG_KIB,
+     1024 * WSG_MIB, NULL, 0,
      "Close a connection with 4001 when its unsent messages stay above this many bytes for "
      "--sendq-soft-time."},
     {"sendq-soft-time", 0, "WSGATE_SENDQ_SOFT_TIME", WSG_OPT_DURATION, OPT(sendq_soft_time_ms),
-     "10s", 0, 1 * HOUR, NULL, 0,
+     "10s", 0, 1 * WSG_HOUR, NULL, 0,
      "See --sendq-soft. Checked on every push and on each keepalive check, so a queue that stops "
      "growing is closed within --sendq-soft-time + --ping-interval."},
-    {"sendq-max", 0, "WSGATE_SENDQ_MAX", WSG_OPT_SIZE, OPT(sendq_max), "256m", 1 * MIB,
-     1024LL * 1024 * MIB, NULL, 0,
+    {"sendq-max", 0, "WSGATE_SENDQ_MAX", WSG_OPT_SIZE, OPT(sendq_max), "256m", 1 * WSG_MIB,
+     1024LL * 1024 * WSG_MIB, NULL, 0,
      "Unsent bytes all connections' send queues together may hold; over it the largest queues "
      "are closed with 4001 until the total is under it again. The default leaves room in the "
      "manifests' 1 GiB pod limit for --rx-memory-max and the connections themselves."},
@@ -239,8 +236,8 @@ static const wsg_option connection_rows[] = {
      "processors carry."},
     {"rate-burst", 0, "WSGATE_RATE_BURST", WSG_OPT_INT, OPT(rate_burst), "0", 0, 10000000, NULL, 0,
      "Messages one connection may send at once above --rate-msgs (0: one second's worth)."},
-    {"rate-bytes", 0, "WSGATE_RATE_BYTES", WSG_OPT_SIZE, OPT(rate_bytes), "8m", 0, 1024 * MIB, NULL,
-     0,
+    {"rate-bytes", 0, "WSGATE_RATE_BYTES", WSG_OPT_SIZE, OPT(rate_bytes), "8m", 0, 1024 * WSG_MIB,
+     NULL, 0,
      "Bytes per second one connection may send, sustained, with a burst of --max-message (0: "
      "unlimited)."},
     {"rate-action", 0, "WSGATE_RATE_ACTION", WSG_OPT_ENUM, OPT(rate_action), "pause", 0, 0,
@@ -255,11 +252,11 @@ static const wsg_option connection_rows[] = {
      "<subprotocol>+seq and ?resume=<q>; if it missed more, it gets the latest ones and is told "
      "the replay was incomplete. 0 turns resumable delivery off (the +seq subprotocol gets 400)."},
     {"resume-max-age", 0, "WSGATE_RESUME_MAX_AGE", WSG_OPT_DURATION, OPT(resume_max_age_ms), "5m",
-     1 * SEC, 24 * HOUR, NULL, 0,
+     1 * WSG_SEC, 24 * WSG_HOUR, NULL, 0,
      "Messages older than this are not replayed (the client is told the replay was incomplete); "
      "processors keep them no longer than their --resume-ttl anyway."},
     {"resume-seq-ttl", 0, "WSGATE_RESUME_SEQ_TTL", WSG_OPT_DURATION, OPT(resume_seq_ttl_ms), "24h",
-     1 * SEC, 30 * 24 * HOUR, NULL, 0,
+     1 * WSG_SEC, 30 * 24 * WSG_HOUR, NULL, 0,
      "Lifetime of a user's sequence counter this gateway creates when a resumable client connects "
      "before any message was sent to its user; keep it equal to the processors' "
      "--resume-seq-ttl."},
@@ -287,7 +284,7 @@ static const wsg_option connection_rows[] = {
      "again after each Redis (re)connect (Redis may have restarted empty): paced, not one "
      "burst."},
     {"channel-join-leave-interval", 0, "WSGATE_CHANNEL_JOIN_LEAVE_INTERVAL", WSG_OPT_DURATION,
-     OPT(channel_jl_interval_ms), "1s", 100, 1 * HOUR, NULL, 0,
+     OPT(channel_jl_interval_ms), "1s", 100, 1 * WSG_HOUR, NULL, 0,
      "Least time between two presence_change frames of a channel with at least "
      "--channel-join-leave-threshold subscribers on this gateway: its join/leave events in "
      "between are coalesced into the next frame."},
@@ -297,7 +294,7 @@ static const wsg_option connection_rows[] = {
      "coalesced (--channel-join-leave-interval); below it each batch is written at once (0: "
      "always coalesced)."},
     {"channel-decide-timeout", 0, "WSGATE_CHANNEL_DECIDE_TIMEOUT", WSG_OPT_DURATION,
-     OPT(channel_decide_timeout_ms), "5s", 100, 10 * 60 * SEC, NULL, 0,
+     OPT(channel_decide_timeout_ms), "5s", 100, 10 * 60 * WSG_SEC, NULL, 0,
      "How long a subscribe in a namespace with subscribe=handler waits for the handler's "
      "decision; then it is answered timeout (and a late decision is ignored)."},
     {"channel-pending-per-conn", 0, "WSGATE_CHANNEL_PENDING_PER_CONN", WSG_OPT_INT,
@@ -326,11 +323,11 @@ static const wsg_option connection_rows[] = {
 
     /* --- drain --- */
     {"drain-window", 0, "WSGATE_DRAIN_WINDOW", WSG_OPT_DURATION, OPT(drain_window_ms), "10s", 0,
-     1 * HOUR, NULL, 0,
+     1 * WSG_HOUR, NULL, 0,
      "On SIGTERM, close clients (1001, with a reconnect hint) spread evenly over this long, so "
      "they do not all reconnect at the same moment."},
-    {"drain-grace", 0, "WSGATE_DRAIN_GRACE", WSG_OPT_DURATION, OPT(drain_grace_ms), "25s", 1 * SEC,
-     1 * HOUR, NULL, 0,
+    {"drain-grace", 0, "WSGATE_DRAIN_GRACE", WSG_OPT_DURATION, OPT(drain_grace_ms), "25s",
+     1 * WSG_SEC, 1 * WSG_HOUR, NULL, 0,
      "On SIGTERM, exit at the latest after this long (keep it below Kubernetes' "
      "terminationGracePeriodSeconds)."},
 };

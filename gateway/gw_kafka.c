@@ -15,9 +15,7 @@
 #include "gw_kafka.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <ev.h>
-#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -25,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "gw_kafka_ev.h"
 #include "gw_metrics.h"
@@ -33,9 +30,6 @@
 #include "wsg_log.h"
 #include "wsg_time.h"
 
-/* Without an event, poll anyway this often: a safety net should librdkafka's pipe write be lost
- * (it is skipped when the pipe is full), and the clock of the low-water check. */
-#define POLL_FALLBACK_S 0.25
 /* How long the consumer waits in one poll, and between checks of its flags while idle. */
 #define CONSUMER_POLL_MS 100
 /* outbound_on_loop: records read per serve before other events get a turn. */
@@ -80,10 +74,9 @@ struct gw_kafka {
   /* --- producer, loop thread --- */
   rd_kafka_t *producer;
   rd_kafka_topic_t *in_rkt;
-  rd_kafka_queue_t *main_q;
-  int pipefd[2];
-  ev_io pipe_w;
-  ev_timer poll_w;
+  /* The producer's main queue (delivery reports, errors) served on the loop; its safety-net
+   * timer (every 0.25 s) is also the clock of the low-water check. */
+  gw_kafka_ev *main_ev;
   uint64_t unacked_msgs, unacked_bytes;
   uint64_t high_msgs, low_msgs, high_bytes, low_bytes;
   bool pressure;
@@ -200,20 +193,10 @@ void gw_kafka_poll(gw_kafka *k) {
   check_low_water(k);
 }
 
-static void pipe_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  (void)loop;
-  (void)revents;
-  gw_kafka *k = w->data;
-  char buf[64];
-  while (read(k->pipefd[0], buf, sizeof buf) > 0) {
-  }
-  gw_kafka_poll(k);
-}
-
-static void poll_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  (void)loop;
-  (void)revents;
-  gw_kafka_poll(w->data);
+/* gw_kafka_ev's serve callback for the producer's main queue: one poll serves it all. */
+static bool serve_main(void *arg) {
+  gw_kafka_poll(arg);
+  return false;
 }
 
 int gw_kafka_produce(gw_kafka *k, const char *key, size_t keylen, const void *value, size_t len,
@@ -633,7 +616,6 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
     return GW_KAFKA_NOMEM;
   }
   k->o = *o;
-  k->pipefd[0] = k->pipefd[1] = -1;
   atomic_init(&k->stop, false);
   atomic_init(&k->desired_slot, -1);
   atomic_init(&k->assigned_slot, -1);
@@ -679,18 +661,10 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
   }
 
   /* Delivery reports on the loop thread, woken by librdkafka itself through a pipe. */
-  if (pipe2(k->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
-    snprintf(err, errlen, "pipe: %s", strerror(errno));
+  k->main_ev =
+      gw_kafka_ev_create(o->loop, rd_kafka_queue_get_main(k->producer), serve_main, k, err, errlen);
+  if (!k->main_ev)
     goto fail;
-  }
-  k->main_q = rd_kafka_queue_get_main(k->producer);
-  rd_kafka_queue_io_event_enable(k->main_q, k->pipefd[1], "1", 1);
-  ev_io_init(&k->pipe_w, pipe_cb, k->pipefd[0], EV_READ);
-  k->pipe_w.data = k;
-  ev_io_start(o->loop, &k->pipe_w);
-  ev_timer_init(&k->poll_w, poll_timer_cb, POLL_FALLBACK_S, POLL_FALLBACK_S);
-  k->poll_w.data = k;
-  ev_timer_start(o->loop, &k->poll_w);
 
   /* --- outbound consumer --- */
   conf = wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_ASSIGN, o->brokers, o->props, err, errlen);
@@ -787,10 +761,7 @@ void gw_kafka_destroy(gw_kafka *k) {
     rd_kafka_consumer_close(k->consumer);
     rd_kafka_destroy(k->consumer);
   }
-  if (k->o.loop) {
-    ev_io_stop(k->o.loop, &k->pipe_w);
-    ev_timer_stop(k->o.loop, &k->poll_w);
-  }
+  gw_kafka_ev_stop(k->main_ev);
   if (k->producer) {
     /* The drain flushed what it could; anything left would only delay the exit. */
     rd_kafka_poll(k->producer, 0);
@@ -799,18 +770,11 @@ void gw_kafka_destroy(gw_kafka *k) {
                (unsigned long long)k->unacked_msgs);
     k->o.on_delivery_failed = NULL;
     rd_kafka_purge(k->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    if (k->main_q) {
-      rd_kafka_queue_io_event_enable(k->main_q, -1, NULL, 0);
-      rd_kafka_queue_destroy(k->main_q);
-    }
+    gw_kafka_ev_destroy(k->main_ev); /* detaches and destroys the main queue, closes the pipe */
     if (k->in_rkt)
       rd_kafka_topic_destroy(k->in_rkt);
     rd_kafka_destroy(k->producer);
   }
-  if (k->pipefd[0] >= 0)
-    close(k->pipefd[0]);
-  if (k->pipefd[1] >= 0)
-    close(k->pipefd[1]);
   if (k->ring) {
     for (size_t i = 0; i < k->count; i++)
       gw_outbound_finish(&k->ring[(k->head + i) % k->cap]);

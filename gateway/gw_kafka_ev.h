@@ -6,8 +6,9 @@
  * When `serve` says more is waiting (it stopped at its budget), it is called again on the next
  * loop iteration, after the other events of this one.
  *
- * Used by gw_kafka for --outbound-consume loop (docs/GATEWAY.md, latency knobs): the outbound
- * records reach the loop without the consumer thread's poll and hand-off in between.
+ * Used by gw_kafka for the producer's main queue (delivery reports), and for --outbound-consume
+ * loop (docs/GATEWAY.md, latency knobs): the outbound records reach the loop without the consumer
+ * thread's poll and hand-off in between.
  *
  * Threads: the loop thread only (librdkafka's threads only write to the pipe).
  */

@@ -12,11 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KIB  1024LL
-#define MIB  (1024LL * 1024LL)
-#define SEC  1000LL
-#define HOUR (3600LL * 1000LL)
-
 /* librdkafka's producer refuses records above message.max.bytes; wsg_kafka sets 1000000. */
 #define DEFAULT_MESSAGE_MAX_BYTES 1000000ULL
 /* What an outbound envelope adds around its payload when it names one connection: keys, ids,
@@ -62,32 +57,32 @@ static const wsg_option kafka_rows[] = {
     {"batch-max", 0, "WSGATE_BATCH_MAX", WSG_OPT_INT, OPT(batch_max), "500", 1, 100000, NULL, 0,
      "Most inbound records handled as one batch: their Redis lookups share one pipelined round "
      "trip."},
-    {"poll-wait", 0, "WSGATE_POLL_WAIT", WSG_OPT_DURATION, OPT(poll_wait_ms), "100ms", 1, 10 * SEC,
-     NULL, 0,
+    {"poll-wait", 0, "WSGATE_POLL_WAIT", WSG_OPT_DURATION, OPT(poll_wait_ms), "100ms", 1,
+     10 * WSG_SEC, NULL, 0,
      "Longest wait for the first record of a batch; also how quickly an idle processor notices "
      "SIGTERM and runs its timers."},
     {"max-in-flight", 0, "WSGATE_MAX_IN_FLIGHT", WSG_OPT_INT, OPT(max_in_flight), "100000", 1,
      10000000, NULL, 0,
      "Inbound records whose outbound records Kafka has not yet acknowledged; beyond it the "
      "processor waits for acknowledgements before it reads more."},
-    {"max-payload", 0, "WSGATE_MAX_PAYLOAD", WSG_OPT_SIZE, OPT(max_payload), "512k", 1, 64 * MIB,
-     NULL, 0,
+    {"max-payload", 0, "WSGATE_MAX_PAYLOAD", WSG_OPT_SIZE, OPT(max_payload), "512k", 1,
+     64 * WSG_MIB, NULL, 0,
      "Largest payload a handler may send in one reply or push (the producer's message.max.bytes "
      "must leave 64 KiB of room for the envelope)."},
     {"commit-interval", 0, "WSGATE_COMMIT_INTERVAL", WSG_OPT_DURATION, OPT(commit_interval_ms),
-     "1s", 100, 60 * SEC, NULL, 0,
+     "1s", 100, 60 * WSG_SEC, NULL, 0,
      "How often completed offsets are committed; after a crash up to this much work is "
      "redelivered to another processor."},
     {"revoke-timeout", 0, "WSGATE_REVOKE_TIMEOUT", WSG_OPT_DURATION, OPT(revoke_timeout_ms), "10s",
-     0, 5 * 60 * SEC, NULL, 0,
+     0, 5 * 60 * WSG_SEC, NULL, 0,
      "On a rebalance, how long to wait for the outbound records of partitions being taken away "
      "before committing what completed (the rest is redelivered to the new owner)."},
     {"shutdown-timeout", 0, "WSGATE_SHUTDOWN_TIMEOUT", WSG_OPT_DURATION, OPT(shutdown_timeout_ms),
-     "30s", 1 * SEC, 10 * 60 * SEC, NULL, 0,
+     "30s", 1 * WSG_SEC, 10 * 60 * WSG_SEC, NULL, 0,
      "On SIGTERM, how long to wait for in-flight outbound records before committing and leaving "
      "the group."},
     {"retry-timeout", 0, "WSGATE_RETRY_TIMEOUT", WSG_OPT_DURATION, OPT(retry_timeout_ms), "0", 0,
-     24 * HOUR, NULL, 0,
+     24 * WSG_HOUR, NULL, 0,
      "How long a record is retried while Redis is unreachable or its handler asks for a retry, "
      "before it counts as a handler error (and goes to the dead-letter topic); 0 retries until it "
      "works or the processor stops, holding back its partition meanwhile."},
@@ -96,11 +91,11 @@ static const wsg_option kafka_rows[] = {
 /* After the shared Redis group (the connection): what the processor keeps in Redis. */
 static const wsg_option redis_rows[] = {
     {"gateway-cache-ttl", 0, "WSGATE_GATEWAY_CACHE_TTL", WSG_OPT_DURATION,
-     OPT(gateway_cache_ttl_ms), "1s", 0, 60 * SEC, NULL, 0,
+     OPT(gateway_cache_ttl_ms), "1s", 0, 60 * WSG_SEC, NULL, 0,
      "How long a gateway's slot and liveness read from Redis are reused (0: read for every "
      "batch); a gateway that died is noticed at most this much later."},
     {"unready-after", 0, "WSGATE_UNREADY_AFTER", WSG_OPT_DURATION, OPT(unready_after_ms), "15s", 0,
-     10 * 60 * SEC, NULL, 0,
+     10 * 60 * WSG_SEC, NULL, 0,
      "How long Redis may keep failing (or a record or batch keep being retried) before /readyz "
      "turns 503: a Redis Cluster failover (a few seconds) does not mark every processor unready "
      "at once; 0: at the first failure."},
@@ -111,12 +106,12 @@ static const wsg_option redis_rows[] = {
      "the next number of the user's sequence (q) and is stored in the user's replay stream in "
      "Redis, about this many at most (Redis trims whole nodes of about 100 entries). 0 turns "
      "sequencing and storing off: gateways then deliver without q."},
-    {"resume-ttl", 0, "WSGATE_RESUME_TTL", WSG_OPT_DURATION, OPT(resume_ttl_ms), "5m", 1 * SEC,
-     24 * HOUR, NULL, 0,
+    {"resume-ttl", 0, "WSGATE_RESUME_TTL", WSG_OPT_DURATION, OPT(resume_ttl_ms), "5m", 1 * WSG_SEC,
+     24 * WSG_HOUR, NULL, 0,
      "A user's replay stream expires this long after the last message sent to the user; a "
      "client away longer cannot get what it missed (it is told so)."},
     {"resume-seq-ttl", 0, "WSGATE_RESUME_SEQ_TTL", WSG_OPT_DURATION, OPT(resume_seq_ttl_ms), "24h",
-     1 * SEC, 30 * 24 * HOUR, NULL, 0,
+     1 * WSG_SEC, 30 * 24 * WSG_HOUR, NULL, 0,
      "A user's sequence counter expires this long after the last message sent to the user (at "
      "least --resume-ttl; keep it equal to the gateways' --resume-seq-ttl). Until then a client "
      "that missed nothing is told so even when the stream itself expired."},

@@ -23,6 +23,7 @@
 #include "proc_outbox.h"
 #include "proc_redis.h"
 #include "wsg_envelope.h"
+#include "wsg_heartbeat.h"
 #include "wsg_http.h"
 #include "wsg_log.h"
 #include "wsg_metrics.h"
@@ -59,7 +60,7 @@ struct proc_processor {
   _Atomic uint64_t retrying_since_ms;
   /* When the consumer loop last turned (beat()), 0 outside proc_processor_run: /healthz fails once
    * it is older than --liveness-stall, e.g. a handler stuck in a call. */
-  _Atomic uint64_t heartbeat_ms;
+  wsg_heartbeat heartbeat;
 
   wsg_log_ratelimit rl_decode;
   wsg_log_ratelimit rl_reject;
@@ -160,21 +161,14 @@ const wsg_metric_table proc_processor_metric_table =
 
 /* Consumer thread: once per poll, per record and per retry wait. */
 static void beat(proc_processor *p) {
-  atomic_store_explicit(&p->heartbeat_ms, wsg_now_mono_ms(), memory_order_relaxed);
+  wsg_heartbeat_beat(&p->heartbeat);
 }
 
 /* HTTP thread. Not before the loop runs nor while it stops (bounded by --shutdown-timeout). */
 static int alive(void *arg, char *why, size_t whylen) {
   proc_processor *p = arg;
-  uint64_t beat_ms = atomic_load_explicit(&p->heartbeat_ms, memory_order_relaxed);
-  uint64_t now = wsg_now_mono_ms(), stall = p->cfg->http.liveness_stall_ms;
-  if (beat_ms == 0 || now - beat_ms < stall)
-    return 0;
-  snprintf(why, whylen,
-           "consumer loop stalled: it has not turned for %" PRIu64 " ms (--liveness-stall %" PRIu64
-           " ms)",
-           now - beat_ms, stall);
-  return -1;
+  return wsg_heartbeat_check(&p->heartbeat, wsg_now_mono_ms(), p->cfg->http.liveness_stall_ms,
+                             "consumer loop", why, whylen);
 }
 
 /* Redis failing and records waiting count only once they have lasted --unready-after
@@ -564,7 +558,7 @@ int proc_processor_run(proc_processor *p, const volatile sig_atomic_t *stop) {
       handle_batch(p, n, stop);
     proc_consumer_service(p->cons);
   }
-  atomic_store_explicit(&p->heartbeat_ms, 0, memory_order_relaxed);
+  wsg_heartbeat_clear(&p->heartbeat);
   bool failed = proc_consumer_failed(p->cons, why, sizeof(why));
   WSG_INFO("main", "%s: waiting for acknowledgements, committing, leaving the group",
            failed ? "stopping after a Kafka failure" : "stop requested");

@@ -202,17 +202,24 @@ struct wsgate_api {
   const char *(*redis_prefix)(const wsgate_ctx *ctx);
   void (*set_error)(wsgate_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
   void (*log)(wsgate_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-  /* Since channels (issue 15): check wsgate_api.size before calling (wsgate_publish does). */
+  /* Since channels (issue 15): check WSGATE_API_HAS before calling (wsgate_publish does). */
   int (*publish)(wsgate_ctx *ctx, const char *channel, size_t channel_len, const void *payload,
                  size_t len, bool binary);
   int (*presence)(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                   const wsgate_presence_entry **entries, size_t *n);
-  /* Since handler-made subscriptions (issue 15): check wsgate_api.size (the wrappers do). */
+  /* Since handler-made subscriptions (issue 15): check WSGATE_API_HAS (the wrappers do). */
   int (*subscribe)(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
                    size_t channel_len);
   int (*unsubscribe)(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
                      size_t channel_len);
 };
+
+/* Whether the running processor provides `fn`, a member of wsgate_api added after the first ABI:
+ * an older processor's table is shorter (its `size` says) or holds NULL there. The wrappers of
+ * those members check it and return WSGATE_E_STATE; a handler may check it first to pick another
+ * way, e.g. WSGATE_API_HAS(ctx, publish). */
+#define WSGATE_API_HAS(ctx, fn)                                                                    \
+  ((ctx)->api->size >= offsetof(wsgate_api, fn) + sizeof((ctx)->api->fn) && (ctx)->api->fn)
 
 /*
  * Sends `payload` to the connection the event came from (its gateway, slot and connection id are
@@ -293,8 +300,7 @@ static inline const char *wsgate_redis_prefix(const wsgate_ctx *ctx) {
  */
 static inline int wsgate_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                                  const void *payload, size_t len, bool binary) {
-  if (ctx->api->size < offsetof(wsgate_api, publish) + sizeof ctx->api->publish ||
-      !ctx->api->publish)
+  if (!WSGATE_API_HAS(ctx, publish))
     return WSGATE_E_STATE;
   return ctx->api->publish(ctx, channel, channel_len, payload, len, binary);
 }
@@ -309,8 +315,7 @@ static inline int wsgate_publish(wsgate_ctx *ctx, const char *channel, size_t ch
  */
 static inline int wsgate_presence(wsgate_ctx *ctx, const char *channel, size_t channel_len,
                                   const wsgate_presence_entry **entries, size_t *n) {
-  if (ctx->api->size < offsetof(wsgate_api, presence) + sizeof ctx->api->presence ||
-      !ctx->api->presence)
+  if (!WSGATE_API_HAS(ctx, presence))
     return WSGATE_E_STATE;
   return ctx->api->presence(ctx, channel, channel_len, entries, n);
 }
@@ -329,8 +334,7 @@ static inline int wsgate_presence(wsgate_ctx *ctx, const char *channel, size_t c
  */
 static inline int wsgate_subscribe(wsgate_ctx *ctx, const char *user, size_t user_len,
                                    const char *channel, size_t channel_len) {
-  if (ctx->api->size < offsetof(wsgate_api, subscribe) + sizeof ctx->api->subscribe ||
-      !ctx->api->subscribe)
+  if (!WSGATE_API_HAS(ctx, subscribe))
     return WSGATE_E_STATE;
   return ctx->api->subscribe(ctx, user, user_len, channel, channel_len);
 }
@@ -339,8 +343,7 @@ static inline int wsgate_subscribe(wsgate_ctx *ctx, const char *user, size_t use
  * {"wsgate":"unsubscribed","channel":"room:x","server":true} where it held the channel. */
 static inline int wsgate_unsubscribe(wsgate_ctx *ctx, const char *user, size_t user_len,
                                      const char *channel, size_t channel_len) {
-  if (ctx->api->size < offsetof(wsgate_api, unsubscribe) + sizeof ctx->api->unsubscribe ||
-      !ctx->api->unsubscribe)
+  if (!WSGATE_API_HAS(ctx, unsubscribe))
     return WSGATE_E_STATE;
   return ctx->api->unsubscribe(ctx, user, user_len, channel, channel_len);
 }

@@ -63,18 +63,30 @@ static int emit(const char *dir, const char *name, const wsg_envelope *env) {
   return rc != 0 ? -1 : 0;
 }
 
-static wsg_envelope inbound(wsg_env_kind kind, const char *user, size_t user_len) {
+/* Every vector names gateway gw-7f3a, and most its slot 3; `fields` are the others it carries. */
+static wsg_envelope to_gateway(wsg_env_kind kind, uint32_t fields) {
   wsg_envelope e = {0};
   e.kind = kind;
-  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN | WSG_F_TS;
+  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | fields;
   e.gateway = "gw-7f3a";
   e.gateway_len = 7;
   e.slot = 3;
+  return e;
+}
+
+static wsg_envelope inbound(wsg_env_kind kind, const char *user, size_t user_len) {
+  wsg_envelope e = to_gateway(kind, WSG_F_USER | WSG_F_CONN | WSG_F_TS);
   e.user = user;
   e.user_len = user_len;
   e.conn = 0x51a2b3c400000017; /* random prefix + counter, as gateways make them */
   e.ts_us = 1700000000123456;
   return e;
+}
+
+static void channel(wsg_envelope *e, const char *name) {
+  e->fields |= WSG_F_CHANNEL;
+  e->channel = name;
+  e->channel_len = strlen(name);
 }
 
 static void payload(wsg_envelope *e, const void *data, size_t len, bool binary) {
@@ -204,12 +216,7 @@ int main(int argc, char **argv) {
   bad |= emit(dir, "disconnect_abnormal", &e);
 
   /* Outbound. */
-  e = (wsg_envelope){0};
-  e.kind = WSG_ENV_DELIVER;
-  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_USEQ | WSG_F_TS;
-  e.gateway = "gw-7f3a";
-  e.gateway_len = 7;
-  e.slot = 3;
+  e = to_gateway(WSG_ENV_DELIVER, WSG_F_CONN | WSG_F_USEQ | WSG_F_TS);
   e.conn = 0x51a2b3c400000017;
   e.user_seq = 41;
   e.ts_us = 1700000000223456;
@@ -247,11 +254,7 @@ int main(int argc, char **argv) {
   e.useq_ids = NULL;
   e.useqs.count = 0;
 
-  e = (wsg_envelope){0};
-  e.kind = WSG_ENV_CLOSE;
-  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONN | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON;
-  e.gateway = "gw-7f3a";
-  e.gateway_len = 7;
+  e = to_gateway(WSG_ENV_CLOSE, WSG_F_CONN | WSG_F_CLOSE_CODE | WSG_F_CLOSE_REASON);
   e.slot = 2147483647; /* the largest partition number */
   e.conn = UINT64_MAX;
   e.close_code = 4000;
@@ -265,15 +268,8 @@ int main(int argc, char **argv) {
 
   /* Channels: one record per gateway per publication; a text one with a namespaced channel, a
    * binary one whose channel name is Unicode, with the largest offset and epoch (2^53 - 1). */
-  e = (wsg_envelope){0};
-  e.kind = WSG_ENV_PUBLISH;
-  e.fields =
-      WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH | WSG_F_TS;
-  e.gateway = "gw-7f3a";
-  e.gateway_len = 7;
-  e.slot = 3;
-  e.channel = "news:eu";
-  e.channel_len = 7;
+  e = to_gateway(WSG_ENV_PUBLISH, WSG_F_CH_OFFSET | WSG_F_CH_EPOCH | WSG_F_TS);
+  channel(&e, "news:eu");
   e.ch_offset = 42;
   e.ch_epoch = 1795602833455812;
   e.ts_us = 1700000000323456;
@@ -281,8 +277,7 @@ int main(int argc, char **argv) {
   bad |= emit(dir, "publish_text", &e);
 
   e.fields = WSG_F_GATEWAY | WSG_F_CHANNEL | WSG_F_CH_OFFSET | WSG_F_CH_EPOCH;
-  e.channel = "match:日本-🎉";
-  e.channel_len = strlen(e.channel);
+  channel(&e, "match:日本-🎉");
   e.ch_offset = (1ull << 53) - 1;
   e.ch_epoch = (1ull << 53) - 1;
   payload(&e, binary, sizeof binary, true);
@@ -291,16 +286,10 @@ int main(int argc, char **argv) {
   /* A handler's wsgate_subscribe: the connections of one gateway, batched; wsgate_unsubscribe of
    * one connection (`c`). No payload. */
   static const uint64_t sub_conns[] = {17, 4294967296, 18446744073709551615ull};
-  e = (wsg_envelope){0};
-  e.kind = WSG_ENV_SUBSCRIBE;
-  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CONNS | WSG_F_CHANNEL | WSG_F_TS;
-  e.gateway = "gw-7f3a";
-  e.gateway_len = 7;
-  e.slot = 3;
+  e = to_gateway(WSG_ENV_SUBSCRIBE, WSG_F_CONNS | WSG_F_TS);
   e.conn_ids = sub_conns;
   e.conns.count = 3;
-  e.channel = "room:x";
-  e.channel_len = 6;
+  channel(&e, "room:x");
   e.ts_us = 1700000000323456;
   bad |= emit(dir, "subscribe_list", &e);
 
@@ -311,18 +300,10 @@ int main(int argc, char **argv) {
 
   /* subscribe=handler: the gateway asks (token rq), the processor answers the one connection,
    * allowed or refused with a reason (rf). */
-  e = (wsg_envelope){0};
-  e.kind = WSG_ENV_SUB_REQUEST;
-  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_USER | WSG_F_CONN | WSG_F_CHANNEL | WSG_F_REQUEST |
-             WSG_F_TS;
-  e.gateway = "gw-7f3a";
-  e.gateway_len = 7;
-  e.slot = 3;
-  e.user = "alice";
-  e.user_len = 5;
+  e = inbound(WSG_ENV_SUB_REQUEST, S("alice"));
+  e.fields |= WSG_F_REQUEST;
   e.conn = 17;
-  e.channel = "room:x";
-  e.channel_len = 6;
+  channel(&e, "room:x");
   e.request = 4294967301ull;
   e.ts_us = 1700000000323456;
   bad |= emit(dir, "subscribe_request", &e);
@@ -340,14 +321,8 @@ int main(int argc, char **argv) {
   static const uint8_t batch[] = "\x82\xa1j\x91\xa5"
                                  "alice\xa1l\x91\xa3"
                                  "bob";
-  e = (wsg_envelope){0};
-  e.kind = WSG_ENV_JOINLEAVE;
-  e.fields = WSG_F_GATEWAY | WSG_F_SLOT | WSG_F_CHANNEL | WSG_F_TS;
-  e.gateway = "gw-7f3a";
-  e.gateway_len = 7;
-  e.slot = 3;
-  e.channel = "room:x";
-  e.channel_len = 6;
+  e = to_gateway(WSG_ENV_JOINLEAVE, WSG_F_TS);
+  channel(&e, "room:x");
   e.ts_us = 1700000000323456;
   payload(&e, batch, sizeof batch - 1, true);
   bad |= emit(dir, "joinleave", &e);

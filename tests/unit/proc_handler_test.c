@@ -311,3 +311,38 @@ Test(proc_handler, without_on_subscribe_every_request_is_refused, .fini = ptest_
   cr_expect(e->refusal_len == strlen(want) && memcmp(e->refusal, want, e->refusal_len) == 0);
   ptest_proc_finish(&t);
 }
+
+/* The later functions of wsgate_api, seen from a plugin built against this header and loaded by
+ * an older processor (a shorter table) or one that leaves them NULL. */
+static int fake_publish(wsgate_ctx *ctx, const char *channel, size_t channel_len,
+                        const void *payload, size_t len, bool binary) {
+  (void)ctx, (void)channel, (void)channel_len, (void)payload, (void)len, (void)binary;
+  return 42;
+}
+static int fake_unsubscribe(wsgate_ctx *ctx, const char *user, size_t user_len, const char *channel,
+                            size_t channel_len) {
+  (void)ctx, (void)user, (void)user_len, (void)channel, (void)channel_len;
+  return 43;
+}
+
+Test(proc_handler, later_functions_of_an_older_table_answer_state) {
+  wsgate_api api = {.abi_version = WSGATE_HANDLER_ABI_VERSION,
+                    .size = sizeof(wsgate_api),
+                    .publish = fake_publish,
+                    .unsubscribe = fake_unsubscribe};
+  wsgate_ctx ctx = {.api = &api};
+  cr_assert(WSGATE_API_HAS(&ctx, publish));
+  cr_assert_not(WSGATE_API_HAS(&ctx, presence)); /* in the table, but NULL */
+  cr_assert_eq(wsgate_publish(&ctx, "c", 1, "x", 1, false), 42);
+  cr_assert_eq(wsgate_unsubscribe(&ctx, NULL, 0, "c", 1), 43);
+  cr_assert_eq(wsgate_presence(&ctx, "c", 1, NULL, NULL), WSGATE_E_STATE);
+  cr_assert_eq(wsgate_subscribe(&ctx, NULL, 0, "c", 1), WSGATE_E_STATE);
+  /* A processor from before handler-made subscriptions: its table ends after presence. */
+  api.size = (uint32_t)offsetof(wsgate_api, subscribe);
+  cr_assert_eq(wsgate_publish(&ctx, "c", 1, "x", 1, false), 42);
+  cr_assert_eq(wsgate_unsubscribe(&ctx, NULL, 0, "c", 1), WSGATE_E_STATE);
+  /* One from before channels. */
+  api.size = (uint32_t)offsetof(wsgate_api, publish);
+  cr_assert_not(WSGATE_API_HAS(&ctx, publish));
+  cr_assert_eq(wsgate_publish(&ctx, "c", 1, "x", 1, false), WSGATE_E_STATE);
+}
