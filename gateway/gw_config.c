@@ -306,7 +306,7 @@ static const wsg_option connection_rows[] = {
      "Most subscribes waiting for the handler's decision on this gateway (bounds their memory, "
      "about 300 bytes each); one more is answered too_many_pending."},
     {"channel-tail-check", 0, "WSGATE_CHANNEL_TAIL_CHECK", WSG_OPT_DURATION,
-     OPT(channel_tail_check_ms), "1s", 0, 10 * 60 * SEC, NULL, 0,
+     OPT(channel_tail_check_ms), "1s", 0, 10 * 60 * WSG_SEC, NULL, 0,
      "Quiet time after a channel's last publication here before the gateway reads the channel's "
      "last offset in Redis once, so a last publication whose record was lost is delivered from "
      "the history (or reported with a gap) instead of waiting for the next one; 0: never. One "
