@@ -58,6 +58,14 @@ static partition_fn find_hash(const char *partitioner) {
   return NULL;
 }
 
+const char *wsg_kbatch_user_linger(const wsg_kvlist *props) {
+  for (size_t i = 0; props && i < props->count; i++)
+    if (strcmp(props->keys[i], "linger.ms") == 0 ||
+        strcmp(props->keys[i], "queue.buffering.max.ms") == 0)
+      return props->keys[i];
+  return NULL;
+}
+
 bool wsg_kbatch_partitioner_known(const char *partitioner) {
   return find_hash(partitioner) != NULL;
 }
@@ -199,7 +207,8 @@ size_t wsg_kbatch_release(wsg_kbatch *b, int32_t partition, size_t max, wsg_kbat
   if ((size_t)ok != n) {
     for (size_t i = 0; i < n; i++)
       if (b->msgs[i].err && failed)
-        failed(arg, b->recs[i]->opaque, b->recs[i]->keylen + b->recs[i]->len, b->msgs[i].err);
+        failed(arg, b->recs[i]->opaque, b->msgs[i].key, b->msgs[i].key_len, b->msgs[i].payload,
+               b->msgs[i].len, b->msgs[i].err);
   }
   for (size_t i = 0; i < n; i++)
     free(b->recs[i]);

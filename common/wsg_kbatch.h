@@ -28,12 +28,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wsg_config.h"
+
 typedef struct wsg_kbatch wsg_kbatch;
 
-/* A held record librdkafka refused at release (err); opaque as given to wsg_kbatch_hold, bytes its
- * key + value. */
-typedef void (*wsg_kbatch_failed_fn)(void *arg, void *opaque, size_t bytes,
-                                     rd_kafka_resp_err_t err);
+/* A held record librdkafka refused at release (err); opaque as given to wsg_kbatch_hold; key and
+ * value valid during the call only (the owner may produce them again). */
+typedef void (*wsg_kbatch_failed_fn)(void *arg, void *opaque, const void *key, size_t keylen,
+                                     const void *value, size_t len, rd_kafka_resp_err_t err);
 
 /*
  * A batcher for topic rkt (borrowed; outlives the batcher). partitioner: the producer's
@@ -43,6 +45,10 @@ typedef void (*wsg_kbatch_failed_fn)(void *arg, void *opaque, size_t bytes,
  */
 wsg_kbatch *wsg_kbatch_create(rd_kafka_topic_t *rkt, const char *partitioner, int32_t partitions,
                               char *err, size_t errlen);
+
+/* The -X property by which the user chose librdkafka's linger (linger.ms or its alias
+ * queue.buffering.max.ms), or NULL: then the owner may run adaptive batching. props may be NULL. */
+const char *wsg_kbatch_user_linger(const wsg_kvlist *props);
 
 /* Whether wsg_kbatch_create accepts this "partitioner" property (NULL or "": the default). */
 bool wsg_kbatch_partitioner_known(const char *partitioner);

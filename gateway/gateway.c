@@ -455,6 +455,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .batch_inflight = (uint32_t)cfg->kafka_batch_inflight,
       .batch_hold_ms = (uint32_t)cfg->kafka_batch_hold_ms,
       .batch_max = (uint32_t)cfg->kafka_batch_max,
+      .batch_min = (uint32_t)cfg->kafka_batch_min,
       .arg = g,
   };
   if (gw_kafka_create(&g->kafka, &ko, err, errlen) != GW_KAFKA_OK)

@@ -212,6 +212,10 @@ static const wsg_option kafka_rows[] = {
     {"kafka-batch-hold", 0, "WSGATE_KAFKA_BATCH_HOLD", WSG_OPT_DURATION, OPT(kafka_batch_hold_ms),
      "5ms", 1, 1000, NULL, 0,
      "adaptive: the longest a frame is held before every held frame is released."},
+    {"kafka-batch-min", 0, "WSGATE_KAFKA_BATCH_MIN", WSG_OPT_INT, OPT(kafka_batch_min), "256", 1,
+     100000, NULL, 0,
+     "adaptive: acknowledgements release the held frames only once this many are held; fewer "
+     "wait for --kafka-batch-hold."},
     {"kafka-batch-max", 0, "WSGATE_KAFKA_BATCH_MAX", WSG_OPT_INT, OPT(kafka_batch_max), "1000", 1,
      100000, NULL, 0,
      "adaptive: a partition's held frames are released as soon as they are this many (and go to "

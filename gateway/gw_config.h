@@ -102,6 +102,7 @@ typedef struct {
   int64_t kafka_batch_inflight;
   uint64_t kafka_batch_hold_ms;
   int64_t kafka_batch_max;
+  int64_t kafka_batch_min;
 
   /* --- Redis --- */
   wsg_redis_options redis; /* shared group: the connection */

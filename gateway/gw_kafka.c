@@ -213,8 +213,12 @@ static void count_produced(gw_kafka *k, uint64_t bytes) {
 }
 
 /* A held frame librdkafka refused at its release: a delivery failure, as if reported by dr_cb. */
-static void held_failed(void *arg, void *opaque, size_t bytes, rd_kafka_resp_err_t err) {
+static void held_failed(void *arg, void *opaque, const void *key, size_t keylen, const void *value,
+                        size_t len, rd_kafka_resp_err_t err) {
+  (void)key;
+  (void)value;
   gw_kafka *k = arg;
+  uint64_t bytes = (uint64_t)keylen + len;
   uint64_t conn_id = (uint64_t)(uintptr_t)opaque;
   k->unacked_msgs = k->unacked_msgs ? k->unacked_msgs - 1 : 0;
   k->unacked_bytes = k->unacked_bytes >= bytes ? k->unacked_bytes - bytes : 0;
@@ -255,7 +259,10 @@ static uint64_t in_flight(const gw_kafka *k) {
 static void release_ready(gw_kafka *k, bool all) {
   if (!k->batch || wsg_kbatch_held(k->batch) == 0)
     return;
-  if (!all && in_flight(k) >= k->o.batch_inflight)
+  /* An acknowledgement releases only a batch worth a request: releasing whatever is held at
+   * every acknowledgement sends as many small requests as linger.ms=0 (measured: collapse at
+   * 15k/s). */
+  if (!all && (in_flight(k) >= k->o.batch_inflight || wsg_kbatch_held(k->batch) < k->o.batch_min))
     return;
   int32_t np = wsg_kbatch_partitions(k->batch);
   for (int32_t p = 0; p < np; p++)
@@ -702,13 +709,10 @@ static uint64_t conf_u64(rd_kafka_conf_t *conf, const char *key, uint64_t def) {
 static int set_batching(gw_kafka *k, rd_kafka_conf_t *conf, char *err, size_t errlen) {
   if (!k->o.batch_adaptive)
     return 0;
-  const wsg_kvlist *p = k->o.props;
-  for (size_t i = 0; p && i < p->count; i++) {
-    if (strcmp(p->keys[i], "linger.ms") == 0 || strcmp(p->keys[i], "queue.buffering.max.ms") == 0) {
-      WSG_INFO("kafka", "-X %s=%s given: --kafka-batching adaptive is off, librdkafka lingers",
-               p->keys[i], p->values[i]);
-      return 0;
-    }
+  const char *linger = wsg_kbatch_user_linger(k->o.props);
+  if (linger) {
+    WSG_INFO("kafka", "-X %s given: --kafka-batching adaptive is off, librdkafka lingers", linger);
+    return 0;
   }
   if (k->o.batch_inflight == 0 || k->o.batch_max == 0 || k->o.batch_hold_ms == 0) {
     snprintf(err, errlen,

@@ -143,7 +143,8 @@ typedef struct {
   uint32_t batch_inflight;
   uint32_t batch_hold_ms;
   uint32_t batch_max;
-  void *arg; /* borrowed, passed to the callbacks */
+  uint32_t batch_min; /* an acknowledgement releases the held frames only when this many */
+  void *arg;          /* borrowed, passed to the callbacks */
 } gw_kafka_options;
 
 typedef struct gw_kafka gw_kafka;

@@ -92,10 +92,12 @@ Test(wsg_kbatch, releases_one_partition_in_order_up_to_max) {
 
 static size_t nfailed;
 static uintptr_t failed_ids[8];
-static void on_failed(void *arg, void *opaque, size_t bytes, rd_kafka_resp_err_t err) {
+static void on_failed(void *arg, void *opaque, const void *key, size_t keylen, const void *value,
+                      size_t len, rd_kafka_resp_err_t err) {
   (void)arg;
   cr_assert_eq(err, RD_KAFKA_RESP_ERR__QUEUE_FULL);
-  cr_assert_eq(bytes, 4); /* "key" + one byte */
+  cr_assert(keylen == 3 && memcmp(key, "key", 3) == 0 && len == 1 && memcmp(value, "x", 1) == 0,
+            "the refused record is passed back whole");
   if (nfailed < 8)
     failed_ids[nfailed] = (uintptr_t)opaque;
   nfailed++;
