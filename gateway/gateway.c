@@ -451,11 +451,6 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .wake = wake,
       .outbound_on_loop = strcmp(cfg->outbound_consume, "loop") == 0,
       .drain = drain,
-      .batch_adaptive = strcmp(cfg->kafka_batching, "adaptive") == 0,
-      .batch_inflight = (uint32_t)cfg->kafka_batch_inflight,
-      .batch_hold_ms = (uint32_t)cfg->kafka_batch_hold_ms,
-      .batch_max = (uint32_t)cfg->kafka_batch_max,
-      .batch_min = (uint32_t)cfg->kafka_batch_min,
       .arg = g,
   };
   if (gw_kafka_create(&g->kafka, &ko, err, errlen) != GW_KAFKA_OK)

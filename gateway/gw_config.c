@@ -199,27 +199,6 @@ static const wsg_option kafka_rows[] = {
      "Who reads the slot's outbound records: a consumer thread that hands them to the WebSocket "
      "thread, or the WebSocket thread itself, woken by librdkafka through a pipe (one thread "
      "hand-off less per reply; docs/GATEWAY.md, latency knobs)."},
-    {"kafka-batching", 0, "WSGATE_KAFKA_BATCHING", WSG_OPT_ENUM, OPT(kafka_batching), "adaptive", 0,
-     0, "adaptive|linger", 0,
-     "How the inbound producer batches: adaptive runs librdkafka with linger.ms=0 and holds "
-     "frames in the gateway only while --kafka-batch-inflight are unacknowledged; linger leaves "
-     "it to librdkafka's linger.ms (5). An explicit -X linger.ms=N means linger (docs/GATEWAY.md, "
-     "latency knobs)."},
-    {"kafka-batch-inflight", 0, "WSGATE_KAFKA_BATCH_INFLIGHT", WSG_OPT_INT,
-     OPT(kafka_batch_inflight), "8", 1, 1000000, NULL, 0,
-     "adaptive: with this many frames handed to librdkafka and unacknowledged, further frames are "
-     "held, and released together once fewer are."},
-    {"kafka-batch-hold", 0, "WSGATE_KAFKA_BATCH_HOLD", WSG_OPT_DURATION, OPT(kafka_batch_hold_ms),
-     "5ms", 1, 1000, NULL, 0,
-     "adaptive: the longest a frame is held before every held frame is released."},
-    {"kafka-batch-min", 0, "WSGATE_KAFKA_BATCH_MIN", WSG_OPT_INT, OPT(kafka_batch_min), "256", 1,
-     100000, NULL, 0,
-     "adaptive: acknowledgements release the held frames only once this many are held; fewer "
-     "wait for --kafka-batch-hold."},
-    {"kafka-batch-max", 0, "WSGATE_KAFKA_BATCH_MAX", WSG_OPT_INT, OPT(kafka_batch_max), "1000", 1,
-     100000, NULL, 0,
-     "adaptive: a partition's held frames are released as soon as they are this many (and go to "
-     "librdkafka in batches of at most this many)."},
 };
 
 /* After the shared Redis group (the connection): the slot lease and this gateway's record. */

@@ -98,11 +98,6 @@ typedef struct {
   int64_t outbound_queue;
   uint64_t outbound_queue_bytes;
   char *outbound_consume; /* "thread" or "loop" (gw_kafka_ev) */
-  char *kafka_batching;   /* "adaptive" or "linger" (gw_kafka, wsg_kbatch) */
-  int64_t kafka_batch_inflight;
-  uint64_t kafka_batch_hold_ms;
-  int64_t kafka_batch_max;
-  int64_t kafka_batch_min;
 
   /* --- Redis --- */
   wsg_redis_options redis; /* shared group: the connection */

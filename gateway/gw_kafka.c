@@ -30,7 +30,6 @@
 #include "gw_kafka_ev.h"
 #include "gw_metrics.h"
 #include "wsg_kafka.h"
-#include "wsg_kbatch.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
 
@@ -89,13 +88,6 @@ struct gw_kafka {
   uint64_t high_msgs, low_msgs, high_bytes, low_bytes;
   bool pressure;
   bool closing; /* destroy started: callbacks into the server are suppressed */
-  /* load-adaptive batching (wsg_kbatch.h): unacked_* include the held frames */
-  bool adaptive; /* decided at create: the option, no -X linger.ms, a hashed partitioner */
-  char partitioner[64];
-  wsg_kbatch *batch; /* from check_topics on when adaptive; NULL: every frame goes straight */
-  ev_timer hold_w;   /* --kafka-batch-hold, armed while frames are held */
-  double hold_since; /* ev_now when the gateway last started holding */
-  uint64_t max_msg_bytes, max_msgs, max_bytes; /* librdkafka's limits */
   atomic_bool brokers_up;
   wsg_log_ratelimit rl_loop;
 
@@ -124,9 +116,6 @@ struct gw_kafka {
   wsg_counter *m_out_queued, *m_out_fenced, *m_out_invalid, *m_out_kind, *m_out_pauses;
   wsg_counter *m_out_errors;
   wsg_histogram *m_hop_acked;
-  wsg_gauge *m_held;
-  wsg_counter *m_sent_direct, *m_sent_held, *m_batches, *m_hold_ms;
-  wsg_histogram *m_batch_size;
 };
 
 /* Bytes an item holds, for the hand-off queue's byte bound. */
@@ -205,124 +194,8 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     atomic_store_explicit(&k->brokers_up, false, memory_order_relaxed);
 }
 
-static void count_produced(gw_kafka *k, uint64_t bytes) {
-  k->unacked_msgs++;
-  k->unacked_bytes += bytes;
-  if (!k->pressure && (k->unacked_msgs >= k->high_msgs || k->unacked_bytes >= k->high_bytes))
-    set_pressure(k, true);
-}
-
-/* A held frame librdkafka refused at its release: a delivery failure, as if reported by dr_cb. */
-static void held_failed(void *arg, void *opaque, const void *key, size_t keylen, const void *value,
-                        size_t len, rd_kafka_resp_err_t err) {
-  (void)key;
-  (void)value;
-  gw_kafka *k = arg;
-  uint64_t bytes = (uint64_t)keylen + len;
-  uint64_t conn_id = (uint64_t)(uintptr_t)opaque;
-  k->unacked_msgs = k->unacked_msgs ? k->unacked_msgs - 1 : 0;
-  k->unacked_bytes = k->unacked_bytes >= bytes ? k->unacked_bytes - bytes : 0;
-  wsg_counter_add(k->m_dr_failed, 1);
-  if (k->closing)
-    return;
-  wsg_log_limited(&k->rl_loop, LOG_LIMIT_PER_S, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
-                  "held frame for connection %llu refused by librdkafka at release: %s",
-                  (unsigned long long)conn_id, rd_kafka_err2str(err));
-  if (k->o.on_delivery_failed)
-    k->o.on_delivery_failed(k->o.arg, conn_id, rd_kafka_err2str(err));
-}
-
-/* Hands partition p's held frames to librdkafka, in batches of at most batch_max. */
-static void release_partition(gw_kafka *k, int32_t p) {
-  size_t n, accepted;
-  while ((n = wsg_kbatch_release(k->batch, p, k->o.batch_max, held_failed, k, &accepted)) > 0) {
-    wsg_counter_add(k->m_batches, 1);
-    wsg_counter_add(k->m_sent_held, accepted);
-    wsg_histogram_observe(k->m_batch_size, (double)n);
-  }
-}
-
-/* The time in the holding mode, from the first frame held to the last released. */
-static void end_hold_mode(gw_kafka *k) {
-  ev_timer_stop(k->o.loop, &k->hold_w);
-  double held_for = ev_now(k->o.loop) - k->hold_since;
-  wsg_counter_add(k->m_hold_ms, held_for > 0 ? (uint64_t)(held_for * 1000 + 0.5) : 0);
-}
-
-/* Frames handed to librdkafka and not yet acknowledged (unacked_msgs counts the held ones too). */
-static uint64_t in_flight(const gw_kafka *k) {
-  size_t held = wsg_kbatch_held(k->batch);
-  return k->unacked_msgs > held ? k->unacked_msgs - held : 0;
-}
-
-/* Releases every partition once the frames in flight fell below the threshold, or with all. */
-static void release_ready(gw_kafka *k, bool all) {
-  if (!k->batch || wsg_kbatch_held(k->batch) == 0)
-    return;
-  /* An acknowledgement releases only a batch worth a request: releasing whatever is held at
-   * every acknowledgement sends as many small requests as linger.ms=0 (measured: collapse at
-   * 15k/s). */
-  if (!all && (in_flight(k) >= k->o.batch_inflight || wsg_kbatch_held(k->batch) < k->o.batch_min))
-    return;
-  int32_t np = wsg_kbatch_partitions(k->batch);
-  for (int32_t p = 0; p < np; p++)
-    if (wsg_kbatch_held_in(k->batch, p) > 0)
-      release_partition(k, p);
-  size_t held = wsg_kbatch_held(k->batch);
-  wsg_gauge_set(k->m_held, (int64_t)held);
-  if (held == 0)
-    end_hold_mode(k);
-}
-
-static void hold_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-  (void)loop;
-  (void)revents;
-  release_ready(w->data, true);
-}
-
-/* adaptive: the frame for partition p is held (true, *rc set) or must go straight to librdkafka
- * (false). */
-static bool try_hold(gw_kafka *k, int32_t p, const char *key, size_t keylen, const void *value,
-                     size_t len, uint64_t conn_id, int *rc) {
-  size_t held_p = wsg_kbatch_held_in(k->batch, p);
-  if (held_p == 0 && in_flight(k) < k->o.batch_inflight)
-    return false;
-  /* librdkafka would refuse it at release; say so now, as a direct produce does. */
-  if ((uint64_t)len + keylen > k->max_msg_bytes) {
-    wsg_counter_add(k->m_too_large, 1);
-    *rc = GW_KAFKA_TOO_LARGE;
-    return true;
-  }
-  /* Held frames count against librdkafka's own limits, so that their release always fits. */
-  if (k->unacked_msgs >= k->max_msgs || k->unacked_bytes + len + keylen > k->max_bytes) {
-    wsg_counter_add(k->m_full, 1);
-    set_pressure(k, true);
-    *rc = GW_KAFKA_FULL;
-    return true;
-  }
-  if (wsg_kbatch_hold(k->batch, p, key, keylen, value, len, (void *)(uintptr_t)conn_id) != 0) {
-    wsg_counter_add(k->m_refused, 1);
-    *rc = GW_KAFKA_FAILED;
-    return true;
-  }
-  count_produced(k, (uint64_t)len + keylen);
-  wsg_gauge_set(k->m_held, (int64_t)wsg_kbatch_held(k->batch));
-  if (!ev_is_active(&k->hold_w)) {
-    /* One timer for every partition: a frame held after it was armed leaves by its expiry. */
-    k->hold_since = ev_now(k->o.loop);
-    ev_timer_set(&k->hold_w, k->o.batch_hold_ms / 1000.0, 0);
-    ev_timer_start(k->o.loop, &k->hold_w);
-  } else if (held_p + 1 >= k->o.batch_max) {
-    release_partition(k, p);
-  }
-  *rc = GW_KAFKA_OK;
-  return true;
-}
-
 void gw_kafka_poll(gw_kafka *k) {
   rd_kafka_poll(k->producer, 0);
-  /* The acknowledgements just served may have brought partitions below the threshold. */
-  release_ready(k, false);
   wsg_gauge_set(k->m_unacked, (int64_t)k->unacked_msgs);
   check_low_water(k);
 }
@@ -345,20 +218,17 @@ static void poll_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 int gw_kafka_produce(gw_kafka *k, const char *key, size_t keylen, const void *value, size_t len,
                      uint64_t conn_id) {
-  int rc;
-  int32_t partition =
-      k->batch ? wsg_kbatch_partition(k->batch, key, keylen) : RD_KAFKA_PARTITION_UA;
-  if (k->batch && try_hold(k, partition, key, keylen, value, len, conn_id, &rc))
-    return rc;
-  rd_kafka_resp_err_t e =
-      rd_kafka_producev(k->producer, RD_KAFKA_V_RKT(k->in_rkt), RD_KAFKA_V_PARTITION(partition),
-                        RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
-                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)conn_id), RD_KAFKA_V_END);
+  rd_kafka_resp_err_t e = rd_kafka_producev(
+      k->producer, RD_KAFKA_V_RKT(k->in_rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+      RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)conn_id),
+      RD_KAFKA_V_END);
   switch (e) {
   case RD_KAFKA_RESP_ERR_NO_ERROR:
-    count_produced(k, (uint64_t)len + keylen);
-    wsg_counter_add(k->m_sent_direct, 1);
+    k->unacked_msgs++;
+    k->unacked_bytes += (uint64_t)len + keylen;
+    if (!k->pressure && (k->unacked_msgs >= k->high_msgs || k->unacked_bytes >= k->high_bytes))
+      set_pressure(k, true);
     return GW_KAFKA_OK;
   case RD_KAFKA_RESP_ERR__QUEUE_FULL:
     wsg_counter_add(k->m_full, 1);
@@ -704,41 +574,7 @@ static uint64_t conf_u64(rd_kafka_conf_t *conf, const char *key, uint64_t def) {
   return end != buf ? (uint64_t)v : def;
 }
 
-/* Decides k->adaptive: the option, unless the user chose a linger.ms (or its alias) with -X; then
- * sets linger.ms=0 for the direct path. */
-static int set_batching(gw_kafka *k, rd_kafka_conf_t *conf, char *err, size_t errlen) {
-  if (!k->o.batch_adaptive)
-    return 0;
-  const char *linger = wsg_kbatch_user_linger(k->o.props);
-  if (linger) {
-    WSG_INFO("kafka", "-X %s given: --kafka-batching adaptive is off, librdkafka lingers", linger);
-    return 0;
-  }
-  if (k->o.batch_inflight == 0 || k->o.batch_max == 0 || k->o.batch_hold_ms == 0) {
-    snprintf(err, errlen,
-             "--kafka-batch-inflight, --kafka-batch-max and --kafka-batch-hold must "
-             "be above 0");
-    return -1;
-  }
-  size_t sz = sizeof k->partitioner;
-  if (rd_kafka_conf_get(conf, "partitioner", k->partitioner, &sz) != RD_KAFKA_CONF_OK)
-    k->partitioner[0] = 0;
-  if (!wsg_kbatch_partitioner_known(k->partitioner)) {
-    WSG_WARN("kafka",
-             "partitioner %s: --kafka-batching adaptive needs one with a hash (murmur2, "
-             "consistent, fnv1a); librdkafka lingers instead",
-             k->partitioner);
-    return 0;
-  }
-  k->adaptive = true;
-  return wsg_kafka_conf_set(conf, "linger.ms", "0", err, errlen);
-}
-
 static const double hop_bounds[] = WSG_HOP_BOUNDS;
-/* Frames per released batch: 1 to --kafka-batch-max's ceiling. */
-static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384};
-#define SENT      "wsgate_gateway_kafka_sent_total"
-#define SENT_HELP "Inbound envelopes handed to librdkafka, straight or after being held (adaptive)."
 
 #define DELIVERED           "wsgate_gateway_kafka_delivered_total"
 #define DELIVERED_HELP      "Inbound envelopes Kafka acknowledged (ok) or failed for good (failed)."
@@ -775,21 +611,6 @@ static const wsg_metric_def metric_rows[] = {
                       "Hop 1: from producing an inbound envelope (as its frame is read, unless the "
                       "gateway held it) to Kafka's acknowledgement.",
                       NULL, hop_bounds),
-    WSG_GAUGE_ROW(gw_kafka, m_held, "wsgate_gateway_kafka_held",
-                  "Inbound envelopes held by the gateway for the next batch (--kafka-batching "
-                  "adaptive); counted in wsgate_gateway_kafka_unacked too.",
-                  NULL),
-    WSG_COUNTER_ROW(gw_kafka, m_sent_direct, SENT, SENT_HELP, "path=\"direct\""),
-    WSG_COUNTER_ROW(gw_kafka, m_sent_held, SENT, SENT_HELP, "path=\"held\""),
-    WSG_COUNTER_ROW(gw_kafka, m_batches, "wsgate_gateway_kafka_batches_total",
-                    "Batches of held inbound envelopes released to librdkafka.", NULL),
-    WSG_HISTOGRAM_ROW(gw_kafka, m_batch_size, "wsgate_gateway_kafka_batch_size",
-                      "Envelopes per released batch (--kafka-batching adaptive).", NULL,
-                      batch_bounds),
-    WSG_COUNTER_ROW(gw_kafka, m_hold_ms, "wsgate_gateway_kafka_hold_ms_total",
-                    "Milliseconds during which the gateway held inbound envelopes (the time in "
-                    "the batching mode of --kafka-batching adaptive).",
-                    NULL),
     WSG_GAUGE_ROW(gw_kafka, m_outq, "wsgate_gateway_outbound_queue",
                   "Outbound envelopes waiting for the WebSocket thread.", NULL),
     WSG_COUNTER_ROW(
@@ -841,17 +662,10 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
    * exception (a burst between two polls) rather than the steady state. */
   uint64_t max_msgs = conf_u64(conf, "queue.buffering.max.messages", 100000);
   uint64_t max_bytes = conf_u64(conf, "queue.buffering.max.kbytes", 65536) * 1024;
-  k->max_msgs = max_msgs;
-  k->max_bytes = max_bytes;
-  k->max_msg_bytes = conf_u64(conf, "message.max.bytes", 1000000);
   k->high_msgs = max_msgs * 3 / 4;
   k->low_msgs = max_msgs / 2;
   k->high_bytes = max_bytes * 3 / 4;
   k->low_bytes = max_bytes / 2;
-  if (set_batching(k, conf, err, errlen) != 0) {
-    rd_kafka_conf_destroy(conf);
-    goto fail;
-  }
   rd_kafka_conf_set_opaque(conf, k);
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -877,8 +691,6 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
   ev_timer_init(&k->poll_w, poll_timer_cb, POLL_FALLBACK_S, POLL_FALLBACK_S);
   k->poll_w.data = k;
   ev_timer_start(o->loop, &k->poll_w);
-  ev_timer_init(&k->hold_w, hold_timer_cb, 0, 0);
-  k->hold_w.data = k;
 
   /* --- outbound consumer --- */
   conf = wsg_kafka_conf_new(WSG_KAFKA_CONSUMER_ASSIGN, o->brokers, o->props, err, errlen);
@@ -942,16 +754,6 @@ int gw_kafka_check_topics(gw_kafka *k, int timeout_ms, const volatile sig_atomic
   int n = check_topic(k, k->in_topic, "inbound", timeout_ms, stop, err, errlen);
   if (n < 0)
     return n;
-  if (k->adaptive && !k->batch) {
-    /* The partitions are counted once: partitions added later are used after a restart, so a
-     * user's frames keep one partition meanwhile (librdkafka would move keys at once). */
-    char e[256];
-    k->batch = wsg_kbatch_create(k->in_rkt, k->partitioner, n, e, sizeof e);
-    if (!k->batch) {
-      snprintf(err, errlen, "--kafka-batching adaptive: %s", e);
-      return GW_KAFKA_CONFIG;
-    }
-  }
   n = check_topic(k, k->out_topic, "outbound", timeout_ms, stop, err, errlen);
   if (n < 0)
     return n;
@@ -988,7 +790,6 @@ void gw_kafka_destroy(gw_kafka *k) {
   if (k->o.loop) {
     ev_io_stop(k->o.loop, &k->pipe_w);
     ev_timer_stop(k->o.loop, &k->poll_w);
-    ev_timer_stop(k->o.loop, &k->hold_w);
   }
   if (k->producer) {
     /* The drain flushed what it could; anything left would only delay the exit. */
@@ -997,8 +798,6 @@ void gw_kafka_destroy(gw_kafka *k) {
       WSG_WARN("kafka", "%llu inbound envelopes were not acknowledged by Kafka before exit",
                (unsigned long long)k->unacked_msgs);
     k->o.on_delivery_failed = NULL;
-    wsg_kbatch_destroy(k->batch); /* counted in unacked_msgs above */
-    k->batch = NULL;
     rd_kafka_purge(k->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     if (k->main_q) {
       rd_kafka_queue_io_event_enable(k->main_q, -1, NULL, 0);

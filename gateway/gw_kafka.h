@@ -135,16 +135,7 @@ typedef struct {
    * instead of the consumer thread, and calls drain (loop thread) to dispatch what it queued. */
   bool outbound_on_loop;
   void (*drain)(void *arg);
-  /* Load-adaptive batching of the inbound producer (wsg_kbatch.h, docs/GATEWAY.md "Latency
-   * knobs"): librdkafka runs with linger.ms=0 and frames are held in the gateway while
-   * batch_inflight are unacknowledged, released together when fewer are, after batch_hold_ms, or
-   * at batch_max held. Off (librdkafka's linger.ms) when false or when props set linger.ms. */
-  bool batch_adaptive;
-  uint32_t batch_inflight;
-  uint32_t batch_hold_ms;
-  uint32_t batch_max;
-  uint32_t batch_min; /* an acknowledgement releases the held frames only when this many */
-  void *arg;          /* borrowed, passed to the callbacks */
+  void *arg; /* borrowed, passed to the callbacks */
 } gw_kafka_options;
 
 typedef struct gw_kafka gw_kafka;
@@ -187,7 +178,7 @@ int gw_kafka_produce(gw_kafka *k, const char *key, size_t keylen, const void *va
 /* True while the server should not read from clients (see on_pressure). */
 bool gw_kafka_pressure(const gw_kafka *k);
 
-/* Messages produced but not yet acknowledged or failed, held ones included (the drain's flush). */
+/* Messages produced but not yet acknowledged or failed (for the drain's flush). */
 uint64_t gw_kafka_unacked(const gw_kafka *k);
 
 /* Serves delivery reports now (the drain's flush timer calls it). */

@@ -66,12 +66,6 @@ static const wsg_option kafka_rows[] = {
      NULL, 0,
      "Longest wait for the first record of a batch; also how quickly an idle processor notices "
      "SIGTERM and runs its timers."},
-    {"kafka-batching", 0, "WSGATE_KAFKA_BATCHING", WSG_OPT_ENUM, OPT(kafka_batching), "adaptive", 0,
-     0, "adaptive|linger", 0,
-     "How the outbound producer batches: adaptive runs librdkafka with linger.ms=0 and hands the "
-     "replies of one handled batch over together, one batch per partition; linger leaves it to "
-     "librdkafka's linger.ms (5). An explicit -X linger.ms=N means linger (docs/GATEWAY.md, "
-     "latency knobs)."},
     {"max-in-flight", 0, "WSGATE_MAX_IN_FLIGHT", WSG_OPT_INT, OPT(max_in_flight), "100000", 1,
      10000000, NULL, 0,
      "Inbound records whose outbound records Kafka has not yet acknowledged; beyond it the "

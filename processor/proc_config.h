@@ -33,7 +33,6 @@ typedef struct {
   char *group_instance_id; /* NULL: dynamic membership */
   int64_t batch_max;
   uint64_t poll_wait_ms;
-  char *kafka_batching; /* "adaptive" or "linger" (proc_consumer, wsg_kbatch) */
   int64_t max_in_flight;
   uint64_t max_payload;
   uint64_t commit_interval_ms;

@@ -89,8 +89,6 @@ static const double commit_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 
 /* The series of the struct's m_* fields; the lag rows are registered per partition. */
 enum { ROW_LAG = 14, ROW_CMD_LAG = 15 };
-static const double out_batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 10000};
-
 static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(proc_consumer, m_consumed, "wsgate_processor_consumed_total",
                     "Inbound records read from Kafka", NULL),
@@ -134,20 +132,10 @@ static const wsg_metric_def metric_rows[] = {
                       "Hop 3: from the handler's start on an inbound record to Kafka's "
                       "acknowledgement of an outbound record it caused (batch, routing, linger).",
                       NULL, hop_bounds),
-    WSG_COUNTER_ROW(proc_consumer, m_out_batches, "wsgate_processor_outbound_batches_total",
-                    "Batches of outbound records handed to librdkafka at once (--kafka-batching "
-                    "adaptive: one per partition per handled batch)",
-                    NULL),
-    WSG_HISTOGRAM_ROW(proc_consumer, m_out_batch_size, "wsgate_processor_outbound_batch_size",
-                      "Outbound records per batch handed to librdkafka (--kafka-batching adaptive)",
-                      NULL, out_batch_bounds),
 };
 
 const wsg_metric_table proc_consumer_metric_table =
     WSG_METRIC_TABLE("processor/proc_consumer.c", metric_rows);
-
-/* Outbound records per release call at most (librdkafka's batch.num.messages default). */
-#define RELEASE_MAX 10000
 
 /* --- partitions and tickets ---------------------------------------------------------------- */
 
@@ -328,16 +316,11 @@ static rd_kafka_conf_t *consumer_conf(const proc_consumer_options *o, proc_consu
 }
 
 static rd_kafka_conf_t *producer_conf(const proc_consumer_options *o, proc_consumer *c, char *err,
-                                      size_t errlen, bool *adaptive) {
+                                      size_t errlen) {
   rd_kafka_conf_t *conf = wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, o->brokers, o->props, err, errlen);
   if (!conf)
     return NULL;
-  const char *linger = o->batch_adaptive ? wsg_kbatch_user_linger(o->props) : NULL;
-  if (linger)
-    WSG_INFO("kafka", "-X %s given: --kafka-batching adaptive is off, librdkafka lingers", linger);
-  *adaptive = o->batch_adaptive && !linger;
-  if (wsg_kafka_conf_set(conf, "enable.idempotence", "true", err, errlen) != 0 ||
-      (*adaptive && wsg_kafka_conf_set(conf, "linger.ms", "0", err, errlen) != 0)) {
+  if (wsg_kafka_conf_set(conf, "enable.idempotence", "true", err, errlen) != 0) {
     rd_kafka_conf_destroy(conf);
     return NULL;
   }
@@ -377,8 +360,7 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   wsg_metrics_register_table(c->metrics, &proc_consumer_metric_table, c);
   int topic_timeout = o->topic_timeout_ms > 0 ? o->topic_timeout_ms : 10000;
 
-  bool adaptive = false;
-  rd_kafka_conf_t *pconf = producer_conf(o, c, err, errlen, &adaptive);
+  rd_kafka_conf_t *pconf = producer_conf(o, c, err, errlen);
   if (!pconf)
     goto fail;
   c->prod = wsg_kafka_new(RD_KAFKA_PRODUCER, pconf, err, errlen);
@@ -403,15 +385,6 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     proc__fmt_err(err, errlen, "outbound topic %s: %s", c->outbound,
                   rd_kafka_err2str(rd_kafka_last_error()));
     goto fail;
-  }
-  if (adaptive) {
-    /* The partitions are the processor's own choice (gateway slots): the batcher's hash, and so
-     * the partitioner named here, is never used. */
-    c->stage = wsg_kbatch_create(c->out_topic, NULL, c->out_partitions, terr, sizeof terr);
-    if (!c->stage) {
-      proc__fmt_err(err, errlen, "--kafka-batching adaptive: %s", terr);
-      goto fail;
-    }
   }
 
   rd_kafka_conf_t *cconf = consumer_conf(o, c, err, errlen);
@@ -456,7 +429,6 @@ void proc_consumer_destroy(proc_consumer *c) {
     return;
   if (c->cons)
     rd_kafka_destroy(c->cons);
-  wsg_kbatch_destroy(c->stage); /* empty: every flush releases what it staged */
   if (c->out_topic)
     rd_kafka_topic_destroy(c->out_topic);
   if (c->prod) {
@@ -621,26 +593,6 @@ static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, 
   return -1;
 }
 
-/* Produces buf to partition for ticket t, waiting for room while librdkafka's queue is full.
- * counted: the record was counted in m_produced already (staged). */
-static int produce_now(proc_consumer *c, ticket *t, int32_t partition, const void *buf, size_t len,
-                       bool counted) {
-  for (;;) {
-    if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
-                         t) == 0) {
-      produced(c, t);
-      if (!counted)
-        count(c->m_produced, 1);
-      return 0;
-    }
-    rd_kafka_resp_err_t err = rd_kafka_last_error();
-    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
-      return produce_failed(c, t, err, c->outbound, partition, len);
-    /* librdkafka's queue is full: let deliveries drain it (reports complete other records). */
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
-  }
-}
-
 int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, const void *buf,
                           size_t len) {
   ticket *t = ticket_for(c, r);
@@ -649,44 +601,18 @@ int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, c
     return -1;
   }
   t->handler_us = r->handler_us;
-  if (c->stage) {
-    if (wsg_kbatch_hold(c->stage, partition, NULL, 0, buf, len, t) == 0) {
-      produced(c, t); /* in flight from now on: the waits for acknowledgements count it */
+  for (;;) {
+    if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
+                         t) == 0) {
+      produced(c, t);
       count(c->m_produced, 1);
       return 0;
     }
-    proc_consumer_release(c); /* out of memory: what is staged goes first, to keep the order */
-  }
-  return produce_now(c, t, partition, buf, len, false);
-}
-
-/* A staged record librdkafka refused at release (in practice QUEUE_FULL): produced again on its
- * own, waiting for room; the refused ones are the last of their run, so the order holds. */
-static void staged_failed(void *arg, void *opaque, const void *key, size_t keylen,
-                          const void *value, size_t len, rd_kafka_resp_err_t err) {
-  (void)key;
-  (void)keylen;
-  (void)err;
-  proc_consumer *c = arg;
-  ticket *t = opaque;
-  if (t->p->inflight)
-    t->p->inflight--;
-  if (c->inflight_total)
-    c->inflight_total--;
-  (void)produce_now(c, t, c->staged_partition, value, len, true);
-}
-
-void proc_consumer_release(proc_consumer *c) {
-  if (!c->stage || wsg_kbatch_held(c->stage) == 0)
-    return;
-  for (int32_t p = 0; p < c->out_partitions; p++) {
-    c->staged_partition = p;
-    size_t n;
-    while ((n = wsg_kbatch_release(c->stage, p, RELEASE_MAX, staged_failed, c, NULL)) > 0) {
-      count(c->m_out_batches, 1);
-      if (c->m_out_batch_size)
-        wsg_histogram_observe(c->m_out_batch_size, (double)n);
-    }
+    rd_kafka_resp_err_t err = rd_kafka_last_error();
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
+      return produce_failed(c, t, err, c->outbound, partition, len);
+    /* librdkafka's queue is full: let deliveries drain it (reports complete other records). */
+    rd_kafka_poll(c->prod, POLL_SLICE_MS);
   }
 }
 

@@ -49,10 +49,6 @@ typedef struct {
   const volatile sig_atomic_t *stop; /* cuts those checks short (a signal handler's flag); may be
                                         NULL */
   wsg_metrics *metrics;              /* borrowed; may be NULL */
-  /* --kafka-batching adaptive: the producer runs with linger.ms=0 and the outbound records of
-   * one handled batch are staged, then released together by proc_consumer_release() (one
-   * rd_kafka_produce_batch() per partition). Off when props set linger.ms. */
-  bool batch_adaptive;
 } proc_consumer_options;
 
 /*
@@ -100,12 +96,6 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
 
 /* Starts tracking `r`. False when its partition is no longer ours (skip the record). */
 bool proc_consumer_begin(proc_consumer *c, proc_record *r);
-
-/* Hands the outbound records staged since the last call to librdkafka, one batch per partition
- * (adaptive batching; a no-op otherwise). The processor calls it at the end of each flush. A
- * refusal is handled as a refused produce call (dropped and counted when permanent, else the
- * consumer fails). */
-void proc_consumer_release(proc_consumer *c);
 
 /* Produces one outbound record for `r` to `partition` of the outbound topic (copied). Waits
  * while librdkafka's queue is full. Returns 0, or -1 if the record cannot be produced (logged,

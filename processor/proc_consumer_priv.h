@@ -15,7 +15,6 @@
 
 #include "proc_consumer.h"
 #include "proc_offsets.h"
-#include "wsg_kbatch.h"
 #include "wsg_log.h"
 #include "wsg_metrics.h"
 
@@ -64,8 +63,6 @@ struct proc_consumer {
   rd_kafka_t *cons;
   rd_kafka_t *prod;
   rd_kafka_topic_t *out_topic;
-  wsg_kbatch *stage;        /* adaptive batching: this flush's outbound records; else NULL */
-  int32_t staged_partition; /* the partition proc_consumer_release is handing over */
   char *inbound;
   char *commands; /* NULL: no commands topic */
   char *outbound;
@@ -113,8 +110,6 @@ struct proc_consumer {
   wsg_counter *m_commits_err;
   wsg_histogram *m_commit_latency;
   wsg_histogram *m_hop_acked;
-  wsg_counter *m_out_batches;
-  wsg_histogram *m_out_batch_size;
   wsg_counter *m_assign;
   wsg_counter *m_revoke;
   wsg_counter *m_lost;

@@ -245,7 +245,6 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg,
       .topic_timeout_ms = 10000,
       .stop = stop,
       .metrics = p->metrics,
-      .batch_adaptive = strcmp(cfg->kafka_batching, "adaptive") == 0,
   };
   if (proc_consumer_create(&p->cons, &co, err, errlen) != 0)
     goto fail;
@@ -503,7 +502,6 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
   if (rc == 0) {
     proc_emit_stats st = {0};
     rc = proc_outbox_emit(p->box, rt, p->max_record, wsg_now_wall_us(), emit, p, &st);
-    proc_consumer_release(p->cons); /* what emit staged (--kafka-batching adaptive) goes now */
     count(p->m_deliveries, st.deliveries);
     count(p->m_undeliverable, st.undeliverable);
     count(p->m_fallbacks, st.fallbacks);
