@@ -22,20 +22,8 @@ static void teardown(void) {
 
 TestSuite(gateway_limits, .fini = teardown, .timeout = 180);
 
-typedef struct {
-  const char *series;
-  double want;
-} metric_arg;
-
-static bool metric_is(void *arg) {
-  metric_arg *a = arg;
-  return itest_metric(gw.http_port, a->series) == a->want;
-}
-
 static void wait_metric(const char *series, double want, int timeout_ms) {
-  metric_arg a = {series, want};
-  cr_assert(itest_wait_until(metric_is, &a, timeout_ms), "%s is %g, expected %g", series,
-            itest_metric(gw.http_port, series), want);
+  itest_wait_metric_eq(gw.http_port, series, want, timeout_ms);
 }
 
 static uint64_t connect_user(ws_client **c, const char *user) {

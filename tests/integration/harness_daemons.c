@@ -508,9 +508,21 @@ static bool metric_reached(void *arg) {
   return itest_metric(w->port, w->series) >= w->want;
 }
 
+static bool metric_equal(void *arg) {
+  metric_wait *w = arg;
+  return itest_metric(w->port, w->series) == w->want;
+}
+
 uint64_t itest_wait_metric(int http_port, const char *series, double want, int timeout_ms) {
   metric_wait w = {http_port, series, want};
   cr_assert(itest_wait_until(metric_reached, &w, timeout_ms), "%s is %g, expected %g or more",
             series, itest_metric(http_port, series), want);
+  return itest_now_ms();
+}
+
+uint64_t itest_wait_metric_eq(int http_port, const char *series, double want, int timeout_ms) {
+  metric_wait w = {http_port, series, want};
+  cr_assert(itest_wait_until(metric_equal, &w, timeout_ms), "%s is %g, expected %g", series,
+            itest_metric(http_port, series), want);
   return itest_now_ms();
 }

@@ -148,5 +148,8 @@ double itest_metric(int http_port, const char *series);
 /* Waits until `series` is at least `want`; fails the test after timeout_ms. Returns the
  * itest_now_ms() at which it was seen. */
 uint64_t itest_wait_metric(int http_port, const char *series, double want, int timeout_ms);
+/* Waits until `series` is exactly `want`: a gauge settling (a connection closed by the client
+ * counts until the daemon notices). Fails the test after timeout_ms; returns like the above. */
+uint64_t itest_wait_metric_eq(int http_port, const char *series, double want, int timeout_ms);
 
 #endif
