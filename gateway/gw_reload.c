@@ -88,9 +88,11 @@ int gw_reload_now(gw_reload *r) {
   }
   if (reload_tls(r) != 0)
     rc = -1;
-  wsg_counter_add(rc == 0 ? r->m_ok : r->m_refused, 1);
+  /* The outcome first, the count last, so a scrape rarely pairs a new count with the old outcome
+   * (the series are relaxed atomics: no ordering is promised between them). */
   wsg_gauge_set(r->m_last_ok, rc == 0);
   wsg_gauge_set(r->m_last_time, (int64_t)time(NULL));
+  wsg_counter_add(rc == 0 ? r->m_ok : r->m_refused, 1);
   return rc;
 }
 
