@@ -206,6 +206,10 @@ static const wsg_metric_def metric_rows[] = {
             "Requests on the WebSocket port that were not an upgrade (plain HTTP: 426; CONNECT: "
             "405); each answered and closed.",
             NULL),
+    COUNTER(m_handshake_timeouts, "wsgate_gateway_handshake_timeouts_total",
+            "Sockets closed because they had not completed their upgrade (TLS handshake, request "
+            "head) --handshake-timeout after their accept.",
+            NULL),
     GAUGE(m_handshakes, "wsgate_gateway_handshakes",
           "Sockets accepted and not yet upgraded (at most --max-handshakes).", NULL),
     GAUGE(m_fd_limit, "wsgate_gateway_fd_limit",
