@@ -77,19 +77,6 @@ bool gw_close_code_app_allowed(int code) {
   return code == 1000 || (code >= 3000 && code <= 3999) || (code >= 4100 && code <= 4999);
 }
 
-static void count_close(gw_server *s, int code) {
-  switch (code) {
-#define CLOSE_COUNT(name, c, when, reason)                                                         \
-  case c:                                                                                          \
-    wsg_counter_add(s->m_closes[CLOSE_IDX_##name], 1);                                             \
-    break;
-    GW_CLOSE_MAP(CLOSE_COUNT)
-#undef CLOSE_COUNT
-  default:
-    break;
-  }
-}
-
 /* Codes outside the table (an application's own, from a close envelope) count as "app". */
 static size_t close_idx(int code) {
   switch (code) {
@@ -101,6 +88,10 @@ static size_t close_idx(int code) {
   default:
     return CLOSE_IDX_APP_CODE;
   }
+}
+
+static void count_close(gw_server *s, int code) {
+  wsg_counter_add(s->m_closes[close_idx(code)], 1);
 }
 
 static gw_server *server_of(struct lws *wsi) {

@@ -293,7 +293,7 @@ struct gw_server {
   gw_clock clock; /* timestamps: --loop-clock */
 
   wsg_counter *m_upgrades[UPG__COUNT];
-  wsg_counter *m_closes[CLOSE_IDX__COUNT];
+  wsg_counter *m_closes[CLOSE_IDX__COUNT + 1];    /* CLOSE_IDX_APP_CODE last */
   wsg_counter *m_backstops[CLOSE_IDX__COUNT + 1]; /* CLOSE_IDX_APP_CODE last */
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
