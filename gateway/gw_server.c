@@ -47,6 +47,7 @@ static_assert(GW_MSG_HEADROOM == LWS_PRE, "gw_msg headroom must fit libwebsocket
 #define TX_PACKET_SIZE (FRAG_SIZE + 16)
 /* The per-address table: 2 rows of 2^15 buckets, 1 MiB (gw_peers.h). */
 #define PEERS_BITS 15
+static_assert(PEERS_BITS <= GW_DOOR_BUCKET_BITS, "gw_door's entries index the per-address table");
 /* Entries in one page of a replay read (its bytes are bounded by the send queue's limits). */
 #define REPLAY_PAGE_ENTRIES 256
 /* lws' own timeout of a close, in seconds: the same bound as ours, should ours not come. */
@@ -76,19 +77,6 @@ bool gw_close_code_app_allowed(int code) {
   return code == 1000 || (code >= 3000 && code <= 3999) || (code >= 4100 && code <= 4999);
 }
 
-static void count_close(gw_server *s, int code) {
-  switch (code) {
-#define CLOSE_COUNT(name, c, when, reason)                                                         \
-  case c:                                                                                          \
-    wsg_counter_add(s->m_closes[CLOSE_IDX_##name], 1);                                             \
-    break;
-    GW_CLOSE_MAP(CLOSE_COUNT)
-#undef CLOSE_COUNT
-  default:
-    break;
-  }
-}
-
 /* Codes outside the table (an application's own, from a close envelope) count as "app". */
 static size_t close_idx(int code) {
   switch (code) {
@@ -100,6 +88,10 @@ static size_t close_idx(int code) {
   default:
     return CLOSE_IDX_APP_CODE;
   }
+}
+
+static void count_close(gw_server *s, int code) {
+  wsg_counter_add(s->m_closes[close_idx(code)], 1);
 }
 
 static gw_server *server_of(struct lws *wsi) {
@@ -868,8 +860,8 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   gw_rate_init(&s->rate_addr_upgrades, (uint64_t)cfg->max_upgrades_per_addr,
                (uint64_t)cfg->max_upgrades_per_addr);
   s->peers = gw_peers_new(PEERS_BITS);
-  if (!s->peers) {
-    snprintf(err, errlen, "cannot allocate the per-address table (out of memory or getrandom)");
+  if (!s->peers || gw_door_init(s) != 0) {
+    snprintf(err, errlen, "cannot allocate the door's tables (out of memory or getrandom)");
     goto fail;
   }
   /* libwebsockets' share of the descriptors (create_context() says how it is kept to it). */
@@ -960,9 +952,10 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   info.max_http_header_data = GW_MAX_HTTP_HEADER_DATA;
   /* Handshake resources set explicitly (lws' defaults: 5 s, then 10 s more once a header buffer
    * is attached, and a pool as large as the descriptor limit): a socket gets at most
-   * --handshake-timeout to bring its request head, and at most --max-handshakes of them hold a
-   * header buffer (the others wait for one, within the same timeout). */
-  info.timeout_secs = (unsigned)(cfg->handshake_timeout_ms / 1000);
+   * --handshake-timeout from accept to its upgrade, kept by gw_door's timer (lws' own, a little
+   * later, fire late on a quiet gateway), and at most --max-handshakes of them hold a header
+   * buffer (the others wait for one, within the same timeout). */
+  info.timeout_secs = gw_door_lws_timeout_s(s);
   info.timeout_secs_ah_idle = info.timeout_secs;
   info.max_http_header_pool2 = (unsigned)s->max_handshakes;
   if (cfg->tls_cert) {

@@ -11,8 +11,6 @@
 
 #define UPGRADES      "wsgate_gateway_upgrades_total"
 #define UPGRADES_HELP "WebSocket upgrade requests by outcome."
-#define CLOSES        "wsgate_gateway_closes_total"
-#define CLOSES_HELP   "Connections the gateway closed, by close code."
 #define DROPPED       "wsgate_gateway_outbound_dropped_total"
 #define DROPPED_HELP  "Outbound deliveries not sent, by reason."
 #define RESUMES       "wsgate_gateway_resumes_total"
@@ -34,6 +32,10 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 /* Rows generated from the X-macro lists, so a new upgrade outcome or close code has its series. */
 #define UPGRADE_ROW(name, label)                                                                   \
   COUNTER(m_upgrades[UPG_##name], UPGRADES, UPGRADES_HELP, "result=\"" label "\""),
+#define CLOSES "wsgate_gateway_closes_total"
+#define CLOSES_HELP                                                                                \
+  "Connections the gateway closed, by close code (app: an application's own code, 3000-3999 or "   \
+  "4100-4999)."
 #define CLOSE_ROW(name, code, when, reason)                                                        \
   COUNTER(m_closes[CLOSE_IDX_##name], CLOSES, CLOSES_HELP, "code=\"" #code "\""),
 #define BACKSTOPS "wsgate_gateway_close_backstops_total"
@@ -78,8 +80,9 @@ static const double hop_bounds[] = WSG_HOP_BOUNDS;
 
 static const wsg_metric_def metric_rows[] = {
     UPGRADE_RESULTS(UPGRADE_ROW) /* gw_session.h */
-    GW_CLOSE_MAP(CLOSE_ROW)      /* gw_server.h */
-    GW_CLOSE_MAP(BACKSTOP_ROW)   /* and an application's own codes: */
+    GW_CLOSE_MAP(CLOSE_ROW)      /* gw_server.h, and an application's own codes: */
+    COUNTER(m_closes[CLOSE_IDX_APP_CODE], CLOSES, CLOSES_HELP, "code=\"app\""),
+    GW_CLOSE_MAP(BACKSTOP_ROW) /* and again for the backstops: */
     COUNTER(m_backstops[CLOSE_IDX_APP_CODE], BACKSTOPS, BACKSTOPS_HELP, "code=\"app\""),
     COUNTER(m_peer_closes, "wsgate_gateway_client_closes_total",
             "Connections the client closed with a close frame.", NULL),
@@ -205,6 +208,10 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_not_websocket, "wsgate_gateway_not_websocket_total",
             "Requests on the WebSocket port that were not an upgrade (plain HTTP: 426; CONNECT: "
             "405); each answered and closed.",
+            NULL),
+    COUNTER(m_handshake_timeouts, "wsgate_gateway_handshake_timeouts_total",
+            "Sockets closed because they had not completed their upgrade (TLS handshake, request "
+            "head) --handshake-timeout after their accept.",
             NULL),
     GAUGE(m_handshakes, "wsgate_gateway_handshakes",
           "Sockets accepted and not yet upgraded (at most --max-handshakes).", NULL),

@@ -33,6 +33,7 @@
 #include "gw_chreg.h"
 #include "gw_clock.h"
 #include "gw_conns.h"
+#include "gw_doorq.h"
 #include "gw_jwt.h"
 #include "gw_keepalive.h"
 #include "gw_peers.h"
@@ -244,6 +245,12 @@ struct gw_server {
   gw_rate rate_addr_upgrades;
   bool accept_stashed; /* FILTER_NETWORK_CONNECTION passed; WSI_CREATE of that socket is next */
   gw_peer_key accept_key;
+  /* Each pending socket's --handshake-timeout, kept by us (lws' fire late on a quiet gateway,
+   * docs/notes/libwebsockets-4.1.6.md#timers): keys are wsi, tags tell a socket from a later one
+   * at the same address. */
+  gw_doorq *doorq;
+  ev_timer door_w;
+  uint32_t door_tag;
 
   gw_conn_map conns;   /* conn id -> gw_session */
   gw_conn_map pending; /* (uintptr_t)wsi -> gw_pending */
@@ -286,7 +293,7 @@ struct gw_server {
   gw_clock clock; /* timestamps: --loop-clock */
 
   wsg_counter *m_upgrades[UPG__COUNT];
-  wsg_counter *m_closes[CLOSE_IDX__COUNT];
+  wsg_counter *m_closes[CLOSE_IDX__COUNT + 1];    /* CLOSE_IDX_APP_CODE last */
   wsg_counter *m_backstops[CLOSE_IDX__COUNT + 1]; /* CLOSE_IDX_APP_CODE last */
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out;
@@ -299,6 +306,7 @@ struct gw_server {
   wsg_gauge *m_seq_conns;
   wsg_histogram *m_latency, *m_hop_written;
   wsg_counter *m_accept_refused[GW_DOOR__COUNT];
+  wsg_counter *m_handshake_timeouts;
   wsg_counter *m_not_websocket;
   wsg_gauge *m_handshakes, *m_fd_limit;
 
@@ -377,10 +385,15 @@ int gw_upgrade_plain_http(struct lws *wsi);
  * close (returns -1). */
 int gw_upgrade_raw(gw_server *s, struct lws *wsi);
 
-/* gw_door.c: sockets from accept to upgrade. filter: LWS_CALLBACK_FILTER_NETWORK_CONNECTION
- * (nonzero: close it at once); created: LWS_CALLBACK_WSI_CREATE (counts the socket filter let
- * in); upgraded: LWS_CALLBACK_ESTABLISHED (no longer pending); destroyed: LWS_CALLBACK_WSI_DESTROY;
+/* gw_door.c: sockets from accept to upgrade. init: at create (-1 without memory); filter:
+ * LWS_CALLBACK_FILTER_NETWORK_CONNECTION (nonzero: close it at once); created:
+ * LWS_CALLBACK_WSI_CREATE (counts the socket filter let in, starts its handshake timeout);
+ * upgraded: LWS_CALLBACK_ESTABLISHED (no longer pending); destroyed: LWS_CALLBACK_WSI_DESTROY;
  * key: the address of an accepted socket (false: not one we counted); finish: at destroy. */
+#define GW_DOOR_BUCKET_BITS 20 /* the widest per-address table gw_door's entries can index */
+int gw_door_init(gw_server *s);
+/* lws' own handshake timeouts (timeout_secs): later than ours, which should always come first. */
+unsigned gw_door_lws_timeout_s(const gw_server *s);
 int gw_door_filter(gw_server *s, const struct lws_filter_network_conn_args *a);
 void gw_door_created(gw_server *s, struct lws *wsi);
 void gw_door_upgraded(gw_server *s, struct lws *wsi);

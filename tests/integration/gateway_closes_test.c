@@ -104,16 +104,24 @@ static void start(const char *name, const char *const *extra) {
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
 }
 
-/* Once the gateway has decided a close with `code` (within decide_ms), it holds at most
- * `conns_left` connections CLOSE_BOUND_MS later, and its backstop counted the close it ended. */
-static void close_ends_within_the_bound(int code, double conns_left, int decide_ms) {
+/* Once the gateway has decided a close counted under `label` (a code, or "app") within
+ * decide_ms, it holds at most `conns_left` connections CLOSE_BOUND_MS later, and its backstop
+ * counted the close it ended under the same label. */
+static void close_labelled_ends_within_the_bound(const char *label, double conns_left,
+                                                 int decide_ms) {
   char series[96], what[64];
-  snprintf(series, sizeof series, "wsgate_gateway_closes_total{code=\"%d\"}", code);
+  snprintf(series, sizeof series, "wsgate_gateway_closes_total{code=\"%s\"}", label);
   uint64_t t0 = wait_metric_at_least(series, 1, decide_ms);
-  snprintf(what, sizeof what, "%d to a client that neither reads nor sends", code);
+  snprintf(what, sizeof what, "%s to a client that neither reads nor sends", label);
   assert_within_bound(what, held_ms(t0, conns_left));
-  snprintf(series, sizeof series, "wsgate_gateway_close_backstops_total{code=\"%d\"}", code);
+  snprintf(series, sizeof series, "wsgate_gateway_close_backstops_total{code=\"%s\"}", label);
   cr_assert_eq(metric(series), 1, "%s is %g", series, metric(series));
+}
+
+static void close_ends_within_the_bound(int code, double conns_left, int decide_ms) {
+  char label[16];
+  snprintf(label, sizeof label, "%d", code);
+  close_labelled_ends_within_the_bound(label, conns_left, decide_ms);
 }
 
 Test(gateway_closes, slow_consumer_4001_ends_within_the_bound) {
@@ -150,6 +158,22 @@ Test(gateway_closes, app_close_4002_ends_within_the_bound) {
   wsg_envelope e;
   itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "kicked", &e, ITEST_TIMEOUT_MS);
   cr_assert_eq(e.close_code, 4002);
+  ws_client_destroy(c);
+}
+
+/* An application's own code is sent as it is, and counted under code="app" (closes and
+ * backstops alike): one series, whatever codes applications pick. */
+Test(gateway_closes, app_code_4100_ends_within_the_bound) {
+  start("closes-app", NULL);
+  int32_t slot = itest_gateway_slot(&gw);
+  ws_client *c;
+  uint64_t conn = connect_silent(&c, "app-kicked");
+  itest_send_close(&gw, slot, conn, 4100, "done here");
+  close_labelled_ends_within_the_bound("app", 0, 10000);
+  cr_assert_eq(metric("wsgate_gateway_closes_total{code=\"4002\"}"), 0);
+  wsg_envelope e;
+  itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "app-kicked", &e, ITEST_TIMEOUT_MS);
+  cr_assert_eq(e.close_code, 4100);
   ws_client_destroy(c);
 }
 
