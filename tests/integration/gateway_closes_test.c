@@ -130,10 +130,13 @@ Test(gateway_closes, slow_consumer_4001_ends_within_the_bound) {
   int32_t slot = itest_gateway_slot(&gw);
   ws_client *c;
   uint64_t conn = connect_silent(&c, "slow");
-  /* Until the queue passes --sendq-hard: the kernel's buffers fill first, then the queue. */
-  for (int mib = 0; mib < 64 && metric("wsgate_gateway_closes_total{code=\"4001\"}") < 1; mib++) {
-    itest_deliver_many(&gw, slot, conn, 64 * 1024, 16);
-    usleep(100 * 1000);
+  /* Until the queue passes --sendq-hard, in steps of 64 KiB so the kernel's buffers (several
+   * MiB on loopback) fill first: the close must find bytes the client never acknowledged, or a
+   * FIN is the right end and the reset below is not exercised. At most 64 MiB. */
+  for (int step = 0; step < 1024 && metric("wsgate_gateway_closes_total{code=\"4001\"}") < 1;
+       step++) {
+    itest_deliver_many(&gw, slot, conn, 64 * 1024, 1);
+    usleep(20 * 1000);
   }
   close_ends_within_the_bound(4001, 0, 10000);
   cr_assert_eq(metric("wsgate_gateway_sendq_bytes"), 0, "the send queue was not released");
