@@ -59,6 +59,8 @@ static bool build_hget(void *ctx, size_t i, int *argc, const char ***argv, const
 /* Marks dead the members whose gateway's record is gone (their lease expired) or names another
  * boot (it restarted); then deletes their hashes and counts, best effort (the next reader
  * retries). */
+_Static_assert(5 + WSG_PRESENCE_GWS_MAX <= API_REDIS_ARGS_MAX, "a DROP of every member read fits");
+
 static int check_leases(api_redis *r, gw_seen *gws, size_t n, const char *kp, const char *kc,
                         char *why, size_t whylen) {
   if (n == 0)

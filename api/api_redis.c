@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARGS_MAX 8
+#define ARGS_MAX API_REDIS_ARGS_MAX
 
 struct api_redis {
   wsg_redis_sync_options so; /* strings owned by the fields below */

@@ -44,8 +44,13 @@ int api_redis_create(api_redis **out, const api_redis_options *o, char *err, siz
 void api_redis_destroy(api_redis *r);             /* NULL is a no-op */
 const char *api_redis_prefix(const api_redis *r); /* borrowed */
 
-/* One command of `argc` strings (argv[0] is its name; at most 8), a pipeline of one. NULL with
- * `why` on a failure or an error reply; the caller frees the reply with freeReplyObject(). */
+/* The most strings of one command: the largest is a presence DROP (api_channels.c), 5 plus a
+ * dead member per member a read returns (WSG_PRESENCE_GWS_MAX). */
+#define API_REDIS_ARGS_MAX 264
+
+/* One command of `argc` strings (argv[0] is its name; at most API_REDIS_ARGS_MAX), a pipeline of
+ * one. NULL with `why` on a failure or an error reply; the caller frees the reply with
+ * freeReplyObject(). */
 redisReply *api_redis_command(api_redis *r, char *why, size_t whylen, int argc, const char **argv);
 
 /* Commands [0, n) made by build(), on this thread's wsg_redis_sync (one pipeline per node on a

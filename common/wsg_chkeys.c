@@ -66,36 +66,47 @@ const char WSG_LUA_CHANNEL_HISTORY[] =
     "end\n"
     "return out\n";
 
+#define STR_(x)  #x
+#define STR(x)   STR_(x)
+#define GMAX_LUA "local gmax = " STR(WSG_PRESENCE_GWS_MAX) "\n"
+
 /* Items stop at ARGV[1], reading at ARGV[2]; both bounded whatever the channel's size. The
- * members' hashes are named from :p (KEYS[1]), so they share its hash tag: one cluster slot. */
+ * members' hashes are named from :p (KEYS[1]), so they share its hash tag: one cluster slot.
+ * Past WSG_PRESENCE_GWS_MAX members a random sample of that many: a fixed choice could keep
+ * returning the same live ones, and the dead ones past them would never be dropped. */
 const char WSG_LUA_PRESENCE_READ[] =
-    "local c = redis.call('HGETALL', KEYS[2])\n"
-    "local cap, budget, entries = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == 'e'\n"
-    "local out = {0, #c / 2}\n"
-    "for i = 1, #c do out[#out + 1] = c[i] end\n"
-    "for i = 4, #out, 2 do out[i] = tonumber(out[i]) or 0 end\n"
-    "local np, scanned = 0, 0\n"
-    "for g = 1, #c, 2 do\n"
-    "  local m, seen, cursor = c[g], {}, '0'\n"
-    "  repeat\n"
-    "    if np >= cap or scanned >= budget then out[1] = 1 break end\n"
-    "    local r = redis.call('HSCAN', KEYS[1] .. ':' .. m, cursor, 'COUNT', 200)\n"
-    "    cursor = r[1]\n"
-    "    for i = 2, #r[2], 2 do\n"
-    "      local u = r[2][i]\n"
-    "      scanned = scanned + 1\n"
-    "      if entries or not seen[u] then\n"
-    "        if np >= cap then out[1] = 1\n"
-    "        else\n"
-    "          seen[u] = true; np = np + 1\n"
-    "          if entries then out[#out + 1] = r[2][i - 1] end\n"
-    "          out[#out + 1] = u .. '|' .. m\n"
-    "        end\n"
-    "      end\n"
-    "    end\n"
-    "  until cursor == '0'\n"
-    "end\n"
-    "return out\n";
+    GMAX_LUA "local c, more = nil, 0\n"
+             "if redis.call('HLEN', KEYS[2]) > gmax then\n"
+             "  c, more = redis.call('HRANDFIELD', KEYS[2], gmax, 'WITHVALUES'), 1\n"
+             "else\n"
+             "  c = redis.call('HGETALL', KEYS[2])\n"
+             "end\n"
+             "local cap, budget, entries = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == 'e'\n"
+             "local out = {more, #c / 2}\n"
+             "for i = 1, #c do out[#out + 1] = c[i] end\n"
+             "for i = 4, #out, 2 do out[i] = tonumber(out[i]) or 0 end\n"
+             "local np, scanned = 0, 0\n"
+             "for g = 1, #c, 2 do\n"
+             "  local m, seen, cursor = c[g], {}, '0'\n"
+             "  repeat\n"
+             "    if np >= cap or scanned >= budget then out[1] = 1 break end\n"
+             "    local r = redis.call('HSCAN', KEYS[1] .. ':' .. m, cursor, 'COUNT', 200)\n"
+             "    cursor = r[1]\n"
+             "    for i = 2, #r[2], 2 do\n"
+             "      local u = r[2][i]\n"
+             "      scanned = scanned + 1\n"
+             "      if entries or not seen[u] then\n"
+             "        if np >= cap then out[1] = 1\n"
+             "        else\n"
+             "          seen[u] = true; np = np + 1\n"
+             "          if entries then out[#out + 1] = r[2][i - 1] end\n"
+             "          out[#out + 1] = u .. '|' .. m\n"
+             "        end\n"
+             "      end\n"
+             "    end\n"
+             "  until cursor == '0'\n"
+             "end\n"
+             "return out\n";
 
 /* O(members): a member's hash goes whole (UNLINK frees a big one off Redis' main thread). */
 const char WSG_LUA_PRESENCE_DROP[] = "local n = 0\n"

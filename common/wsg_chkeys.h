@@ -78,14 +78,18 @@ extern const char WSG_LUA_CHANNEL_GATEWAYS[];
  * vanish within its lease, and a restarted one's as soon as its new life writes its record.
  */
 #define WSG_PRESENCE_SCAN_BUDGET 4000 /* entries one read walks at most */
-#define WSG_PRESENCE_GWS_MAX     256  /* members in one channel's :pc a reader accepts */
+#define WSG_PRESENCE_GWS_MAX     256  /* members of :pc one read returns at most */
 
 /*
  * READ. KEYS[1] = :p (the base name), KEYS[2] = :pc. ARGV[1] = the most items to return,
  * ARGV[2] = the most entries to read, ARGV[3] = "u": items are distinct values <user>|<member>,
  * or "e": items are entries, two strings each (<conn id>, <user>|<member>).
  * Returns {more, nmembers, member1, conns1, ..., item1, item2, ...}: more = 1 when the scan
- * stopped before the end or an item was left out at ARGV[1] (a list may be incomplete).
+ * stopped before the end or an item was left out at ARGV[1] (a list may be incomplete), or when
+ * :pc holds more than WSG_PRESENCE_GWS_MAX members: nmembers is then that many, picked at random
+ * (HRANDFIELD), and the counts of the others are left out too. Dead lives (crashed or restarted
+ * gateways) pile up until a read drops them; the random pick lets every reader drop the dead it
+ * was given, so repeated reads converge however many there are, live ones included.
  */
 extern const char WSG_LUA_PRESENCE_READ[];
 

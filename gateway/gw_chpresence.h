@@ -41,7 +41,8 @@ typedef struct {
 } gw_chpres_read;
 
 /* Copies a WSG_LUA_PRESENCE_READ reply into a new read (caller frees with gw_chpres_read_free).
- * NULL when rep is not one (or has more than WSG_PRESENCE_GWS_MAX gateways), or out of memory. */
+ * NULL when rep is not one (the script never returns more than WSG_PRESENCE_GWS_MAX gateways), or
+ * out of memory. */
 gw_chpres_read *gw_chpres_read_parse(const struct redisReply *rep);
 void gw_chpres_read_free(gw_chpres_read *rd); /* NULL is a no-op */
 

@@ -346,6 +346,28 @@ Test(api, publish_presence_and_history) {
   rep = itest_redis_key_command(0, "EXISTS %s:p:gw-gone#0000000000000001 %s", ghost, kz);
   cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "the entries deleted");
   freeReplyObject(rep);
+  /* 300 dead lives, more than one read takes (256): every request answers, the first deletes
+   * the dead it read, the second reads the rest (once they made every request fail for good). */
+  redisContext *rc = itest_redis_connect();
+  for (int i = 0; i < 300; i++) {
+    redisAppendCommand(rc, "HSET %s:pc gone-%d#%016x 1", ghost, i, i);
+    redisAppendCommand(rc, "HSET %s:p:gone-%d#%016x %d ghost%d", ghost, i, i, 9000 + i, i);
+  }
+  for (int i = 0; i < 600; i++) {
+    redisReply *x = NULL;
+    cr_assert_eq(redisGetReply(rc, (void **)&x), REDIS_OK);
+    freeReplyObject(x);
+  }
+  redisFree(rc);
+  cr_assert_eq(get("/v1/presence?channel=news:api", out, sizeof out), 200, "%s", out);
+  cr_expect(!strstr(out, "ghost") && strstr(out, "\"more\":true"), "%s", out);
+  cr_assert_eq(get("/v1/presence?channel=news:api", out, sizeof out), 200, "%s", out);
+  cr_expect(strstr(out, "\"connections\":2,") && strstr(out, "\"more\":false") &&
+                strstr(out, "hana") && strstr(out, "ivan") && !strstr(out, "ghost"),
+            "the second read is exact: %s", out);
+  rep = itest_redis_key_command(0, "HLEN %s:pc%s", ghost, "");
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 2, "the dead deleted");
+  freeReplyObject(rep);
 
   cr_assert_eq(
       post("/v1/publish", "", "{\"channel\":\"news:api\",\"data\":\"one\"}", out, sizeof out), 202,

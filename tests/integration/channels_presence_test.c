@@ -666,3 +666,85 @@ Test(channels_presence, subscribe_storm_is_coalesced) {
   ws_client_destroy(near);
   ws_client_destroy(far);
 }
+
+/* n dead lives in room:x's :pc (members of gateways whose gw:<id> record does not exist), each
+ * with a one-entry hash, as crashes and restarts leave them; a pipeline, one round trip. */
+static void seed_dead_lives(const itest_cluster *c, int n) {
+  redisContext *r = itest_redis_connect();
+  for (int i = 0; i < n; i++) {
+    char m[64];
+    snprintf(m, sizeof m, "gone-%d#%016x", i, 0xd0000000u + (unsigned)i);
+    redisAppendCommand(r, "HSET %sch:{c:room:x}:pc %s 1", c->prefix, m);
+    redisAppendCommand(r, "HSET %sch:{c:room:x}:p:%s %d ghost%d|%s", c->prefix, m, 9000 + i, i, m);
+  }
+  for (int i = 0; i < 2 * n; i++) {
+    redisReply *rep = NULL;
+    cr_assert_eq(redisGetReply(r, (void **)&rep), REDIS_OK);
+    freeReplyObject(rep);
+  }
+  redisFree(r);
+}
+
+static long pc_len(const itest_cluster *c) {
+  char key[256];
+  snprintf(key, sizeof key, "%sch:{c:room:x}:pc", c->prefix);
+  redisReply *rep = itest_redis_key_command(0, "HLEN %s%s", key, "");
+  long n = rep && rep->type == REDIS_REPLY_INTEGER ? (long)rep->integer : -1;
+  freeReplyObject(rep);
+  return n;
+}
+
+/* More gateway lives than a read takes (WSG_PRESENCE_GWS_MAX, 256): 300 dead ones beside amy's
+ * live one. Every read answers (it once refused the whole reply, and nothing else deletes dead
+ * lives: presence of the channel was gone for good); the first may be truncated, but it deletes
+ * the dead lives it read, so by the second amy is listed exactly and :pc holds her life alone.
+ * Both readers: the client's op (gateway) and wsgate_presence() (processor, "?room:x"). */
+Test(channels_presence, many_dead_lives_never_block_a_read) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 4, false);
+  static const char *const extra[] = {NS_FLAGS, NULL};
+  itest_gateway_start(&gw, &c, "pres-many", &(itest_daemon_opts){.extra = extra});
+  itest_processor_start(&proc, &c, "pres-many", "publish", &(itest_daemon_opts){.extra = extra});
+  ws_client *a = connect_on(&gw, "amy");
+  subscribe(a, "room:x");
+  cr_assert(presence_is(a,
+                        "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                        "\"connections\":1,\"users\":[\"amy\"]}",
+                        10000));
+  const char *op = "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\"}";
+  const char *exact = "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\","
+                      "\"connections\":1,\"users\":[\"amy\"]}";
+  seed_dead_lives(&c, 300);
+  cr_assert_eq(pc_len(&c), 301);
+  char got[2048];
+  op_answer(a, op, got, sizeof got);
+  cr_expect(strstr(got, "{\"wsgate\":\"presence\",\"id\":7,\"channel\":\"room:x\",") == got &&
+                !strstr(got, "ghost"),
+            "the first read answers, without the dead: %s", got);
+  cr_expect(strcmp(got, exact) == 0 || strstr(got, "\"truncated\":true"),
+            "exact, or says it is not: %s", got);
+  op_answer(a, op, got, sizeof got);
+  cr_expect_str_eq(got, exact, "the second read is exact");
+  /* The gateway sends its DROP before the answer, on its own connection: it may land a moment
+   * after the answer reaches us. */
+  long left = pc_len(&c);
+  for (uint64_t end = itest_now_ms() + 2000; left != 1 && itest_now_ms() < end; left = pc_len(&c))
+    usleep(20 * 1000);
+  cr_expect_eq(left, 1, "only amy's life is left, not %ld", left);
+
+  /* The processor's reader: wsgate_presence() through the publish handler's "?<channel>". */
+  seed_dead_lives(&c, 300);
+  cr_assert_eq(pc_len(&c), 301);
+  const char *q = "?room:x";
+  ws_message m;
+  cr_assert_eq(ws_client_send_text(a, q, strlen(q)), WS_CLIENT_OK);
+  itest_expect_msg(a, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  cr_expect(m.len > 11 && memcmp(m.data, "{\"channel\":", 11) == 0 &&
+                !memmem(m.data, m.len, "ghost", 5),
+            "the handler's first read answers, without the dead: %.*s", (int)m.len, m.data);
+  cr_assert_eq(ws_client_send_text(a, q, strlen(q)), WS_CLIENT_OK);
+  itest_expect_text(a, "{\"channel\":\"room:x\",\"connections\":1,\"users\":[\"amy\"]}",
+                    ITEST_TIMEOUT_MS);
+  cr_expect_eq(pc_len(&c), 1, "only amy's life is left (the processor drops before answering)");
+  ws_client_destroy(a);
+}

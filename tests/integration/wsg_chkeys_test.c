@@ -116,6 +116,37 @@ Test(wsg_chkeys, presence_read_is_bounded) {
   finish(&f);
 }
 
+/* More members than a read returns (WSG_PRESENCE_GWS_MAX): 300 lives with no entries. A read
+ * gives 256 distinct ones and says "more" (it once returned all, and every reader refused the
+ * reply); the pick is random, so reads that drop what they were given reach every member. */
+Test(wsg_chkeys, presence_read_caps_members) {
+  fixture f = setup();
+  for (int i = 0; i < 300; i++)
+    redisAppendCommand(f.c, "HSET %s gw-%d#%016x 1", f.pc, i, i);
+  for (int i = 0; i < 300; i++) {
+    redisReply *x = NULL;
+    cr_assert_eq(redisGetReply(f.c, (void **)&x), REDIS_OK);
+    freeReplyObject(x);
+  }
+  int reads = 0;
+  for (long left = 300; left > 0; reads++) {
+    cr_assert_lt(reads, 3, "300 members: two reads drop them all");
+    redisReply *r = read_(&f, 100, 4000, "u");
+    long n = (long)r->element[1]->integer;
+    cr_expect_eq(n, left > WSG_PRESENCE_GWS_MAX ? WSG_PRESENCE_GWS_MAX : left);
+    cr_expect_eq(r->element[0]->integer, left > WSG_PRESENCE_GWS_MAX, "more: members left out");
+    cr_assert_eq(r->elements, 2 + 2 * (size_t)n, "no entries, no items");
+    for (long g = 0; g < n; g++) /* what a reader does with the dead: DEL the fields */
+      freeReplyObject(redisCommand(f.c, "HDEL %s %s", f.pc, r->element[2 + 2 * g]->str));
+    freeReplyObject(r);
+    r = redisCommand(f.c, "HLEN %s", f.pc);
+    cr_expect_eq(r->integer, left - n, "the members returned were distinct");
+    left = (long)r->integer;
+    freeReplyObject(r);
+  }
+  finish(&f);
+}
+
 /* DROP deletes the named members' hashes and counts, nobody else's. */
 Test(wsg_chkeys, presence_drop_takes_only_the_dead) {
   fixture f = setup();
