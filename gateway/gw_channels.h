@@ -87,7 +87,10 @@ uint8_t gw_chsub_flags(const gw_chsub *s);
 const char *gw_channel_name(const gw_channel *ch, size_t *len);
 
 /* Where the gateway is in the channel's stream of publications (gw_chpub): the epoch (0: none
- * seen yet) and the next offset expected. Lives and dies with the channel. */
+ * seen yet) and the next offset expected. Epoch 0 with next 0: unknown, a new subscriber reads
+ * it (gw_chrecover); epoch 0 with next 1: a read after this gateway joined the channel's gateway
+ * set found nothing numbered, so what is numbered since comes here as records and later
+ * subscribers need not ask Redis again. Lives and dies with the channel. */
 typedef struct gw_chwait gw_chwait; /* the caller's: publications that came early */
 typedef struct gw_chpos {
   uint64_t epoch, next;

@@ -87,8 +87,9 @@ static void answer(gw_chrec *r, gw_session *ss, const gw_chop_recovery *rec) {
   gw_msg_unref(m);
 }
 
-/* The subscription joins the live stream at r->next_off. */
-static void go_live(gw_chrec *r, gw_chsub *sub, uint64_t epoch) {
+/* The subscription joins the live stream at r->next_off; `read`: Redis answered (epoch 0: the
+ * channel has no :m, nothing is numbered). */
+static void go_live(gw_chrec *r, gw_chsub *sub, uint64_t epoch, bool read) {
   gw_chsub_set_flags(sub, gw_chsub_flags(sub) & (uint8_t)~GW_CHSUB_RECOVERING);
   gw_chsub_set_from(sub, r->next_off);
   gw_chpos *pos = gw_channel_pos(gw_chsub_channel(sub));
@@ -96,6 +97,10 @@ static void go_live(gw_chrec *r, gw_chsub *sub, uint64_t epoch) {
     /* Nothing came live yet: what was read is where the channel's stream is here. */
     pos->epoch = epoch;
     pos->next = r->next_off;
+  } else if (pos->epoch == 0 && read) {
+    /* Known empty (gw_chpos): without it every subscriber of a channel never published to
+     * would cost one read (BENCHMARKS.md, "Subscriptions that are never published to"). */
+    pos->next = 1;
   }
   end(r);
 }
@@ -155,7 +160,7 @@ static void on_page(void *arg, const gw_chhist_page *page, bool destroyed) {
   if (!page) {
     if (!r->answered)
       answer(r, ss, r->fresh ? NULL : &(gw_chop_recovery){.recovered = false});
-    go_live(r, sub, 0);
+    go_live(r, sub, 0, false);
     return;
   }
   if (!r->answered && r->fresh) {
@@ -168,7 +173,7 @@ static void on_page(void *arg, const gw_chhist_page *page, bool destroyed) {
     answer(r, ss, &(gw_chop_recovery){covered, false, page->epoch, page->last});
     if (!covered) {
       r->next_off = page->last + 1;
-      go_live(r, sub, page->epoch);
+      go_live(r, sub, page->epoch, true);
       return;
     }
   }
@@ -179,7 +184,7 @@ static void on_page(void *arg, const gw_chhist_page *page, bool destroyed) {
   /* Epoch 0 read: the channel's first publications may have come live (skipped) meanwhile. */
   bool behind_live = (pos->epoch == page->epoch || page->epoch == 0) && pos->next > r->next_off;
   if (!page->more && !behind_live) {
-    go_live(r, sub, page->epoch);
+    go_live(r, sub, page->epoch, true);
     return;
   }
   read_next(r);
@@ -190,6 +195,8 @@ static void issue(gw_chrec *r) {
   r->busy = true;
   uint64_t bytes = s->cfg->sendq_soft / 4 ? s->cfg->sendq_soft / 4 : 65536;
   uint64_t after = r->fresh && !r->answered ? AFTER_ALL : r->next_off - 1;
+  if (after == AFTER_ALL)
+    wsg_counter_add(s->m_chposreads, 1);
   if (gw_chhist_read(s->chreg, r->op.channel, r->op.channel_len, after, GW_CHHIST_PAGE_MAX, bytes,
                      on_page, r) != 0)
     on_page(r, NULL, false); /* Redis is not connected: not recovered, live from now */

@@ -120,7 +120,8 @@ int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
   }
   if (!held) {
     gw_chsub *sub = gw_channels_sub_of(ss->subs, op->channel, op->channel_len);
-    if (gw_channel_pos(gw_chsub_channel(sub))->epoch == 0) {
+    const gw_chpos *pos = gw_channel_pos(gw_chsub_channel(sub));
+    if (pos->epoch == 0 && pos->next == 0) { /* unknown here (gw_chpos) */
       gw_chrecover_start(s, ss, sub, op);
       return GW_CHOP_RECOVERING;
     }
@@ -145,13 +146,14 @@ void gw__chserve_answer(gw_server *s, gw_session *ss, const gw_chop *op, int rc,
                         const char *message, uint64_t now_ms) {
   uint8_t out[GW_CHOP_ANSWER_MAX];
   /* A live subscription's answer says where its stream is: the channel's next offset here, or
-   * past what a recovery gave it. Unknown (no publication seen, a recovery running): none. */
+   * past what a recovery gave it; epoch 0 offset 0 when known empty. Unknown (a recovery
+   * running): none. */
   gw_chsub *sub = rc == GW_CHOP_OK && op->kind == GW_CHOP_SUBSCRIBE
                       ? gw_channels_sub_of(ss->subs, op->channel, op->channel_len)
                       : NULL;
   const gw_chpos *pos = sub ? gw_channel_pos(gw_chsub_channel(sub)) : NULL;
   size_t n;
-  if (pos && pos->epoch && !(gw_chsub_flags(sub) & GW_CHSUB_RECOVERING)) {
+  if (pos && (pos->epoch || pos->next) && !(gw_chsub_flags(sub) & GW_CHSUB_RECOVERING)) {
     uint64_t next = pos->next > gw_chsub_from(sub) ? pos->next : gw_chsub_from(sub);
     gw_chop_recovery at = {.fresh = true, .epoch = pos->epoch, .offset = next ? next - 1 : 0};
     n = gw_chops_answer_recovery(op, &at, out, sizeof out);

@@ -184,6 +184,11 @@ static const wsg_metric_def metric_rows[] = {
             NULL),
     COUNTER(m_chrecover[0], RECOVERS, RECOVERS_HELP, "result=\"recovered\""),
     COUNTER(m_chrecover[1], RECOVERS, RECOVERS_HELP, "result=\"not_recovered\""),
+    COUNTER(m_chposreads, "wsgate_gateway_channel_position_reads_total",
+            "Reads of a channel's epoch and last offset for a subscribe without since, made while "
+            "the channel's position is unknown here (no publication seen, no earlier read found "
+            "it empty).",
+            NULL),
     COUNTER(m_chreplayed, "wsgate_gateway_channel_replayed_total",
             "Publications sent from a channel's history to recovering subscribers.", NULL),
     COUNTER(m_pub_held, "wsgate_gateway_channel_held_total",

@@ -333,6 +333,7 @@ struct gw_server {
   uint32_t nchrecs;
   wsg_counter *m_chrecover[2]; /* recovered, not recovered */
   wsg_counter *m_chreplayed;
+  wsg_counter *m_chposreads;    /* a new subscription's read of its unknown channel position */
   struct gw_chpresq *chpresq;   /* gw_chpresq: presence queries in flight */
   struct gw_chresync *chresync; /* gw_chresync: rewriting Redis after a reconnect */
   struct gw_chjlserve *chjl;    /* gw_chjlserve: join/leave batches */

@@ -319,15 +319,16 @@ void load__start_conn(worker *w, uint32_t i) {
 
 /*
  * Set-up command `step` of connection k, and the text its answer contains: wsgate's chat joins
- * the room (fan-out); Centrifugo connects (with the token), then subscribes (echo: a channel of
- * its own; fan-out receivers: the room). NULL when there is no such step.
+ * the room (fan-out); a channel receiver subscribes (fan-out and idle); Centrifugo connects (with
+ * the token), then subscribes (echo: a channel of its own; fan-out receivers: the room). NULL when
+ * there is no such step.
  */
 static const char *setup_expect(const worker *w, const conn *k, unsigned step) {
   const load_plan *p = w->p;
   if (p->proto == LOAD_PROTO_CHAT && p->mode == LOAD_FANOUT && step == 0)
     return "\"joined\"";
-  if (p->proto == LOAD_PROTO_CHANNEL && p->mode == LOAD_FANOUT && step == 0 &&
-      !(k->flags & F_SENDER))
+  if (p->proto == LOAD_PROTO_CHANNEL && (p->mode == LOAD_FANOUT || p->mode == LOAD_IDLE) &&
+      step == 0 && !(k->flags & F_SENDER))
     return "\"subscribed\"";
   if (p->proto == LOAD_PROTO_CENTRIFUGO && step == 0)
     return "\"id\":1,\"connect\"";
@@ -335,6 +336,12 @@ static const char *setup_expect(const worker *w, const conn *k, unsigned step) {
       !(k->flags & F_SENDER))
     return "\"id\":2,\"subscribe\"";
   return NULL;
+}
+
+int load_channel_of(const load_plan *p, uint32_t gidx, char *out, size_t cap) {
+  int n = p->rooms > 0 ? snprintf(out, cap, "%s-%u", p->room, gidx % p->rooms)
+                       : snprintf(out, cap, "%s", p->room);
+  return n >= 0 && (size_t)n < cap ? n : -1;
 }
 
 /* Writes set-up command `step` of connection k into w->msg; returns its length, 0 if none. */
@@ -347,7 +354,10 @@ static size_t setup_msg(worker *w, conn *k, unsigned step) {
   if (p->proto == LOAD_PROTO_CHAT) {
     n = snprintf(w->msg, w->msg_cap, "{\"op\":\"join\",\"room\":\"%s\"}", p->room);
   } else if (p->proto == LOAD_PROTO_CHANNEL) {
-    n = snprintf(w->msg, w->msg_cap, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", p->room);
+    char ch[256];
+    if (load_channel_of(p, k->gidx, ch, sizeof ch) < 0)
+      return 0;
+    n = snprintf(w->msg, w->msg_cap, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", ch);
   } else if (step == 0) {
     char token[LOAD_TOKEN_MAX], err[256];
     int tl = token_for(w, k, token, sizeof token, err, sizeof err);

@@ -81,7 +81,8 @@ typedef struct {
   uint64_t drain_ns;    /* after the last send, wait at most this long for replies */
   uint64_t hold_ns;     /* idle: how long the connections are held */
   size_t out_max;       /* per connection: bytes waiting to be sent before sends are dropped */
-  const char *room;     /* chat room / Centrifugo channel */
+  const char *room;     /* chat room / Centrifugo channel / wsgate channel */
+  uint32_t rooms;       /* channel, idle: connection n subscribes to <room>-<n % rooms>; 0: room */
   const char *api_url;  /* api: wsgate-api's http://127.x.x.x:port */
   const char *api_key;  /* api: a bearer key */
   unsigned api_clients; /* api: keep-alive connections of the sender */
@@ -98,6 +99,13 @@ int load_worker_run(const load_plan *plan, unsigned id, int ctl);
 
 /* The range of global connection indexes worker `id` owns: [*first, *first + *count). */
 void load_worker_share(const load_plan *plan, unsigned id, uint32_t *first, uint32_t *count);
+
+/*
+ * The wsgate channel connection `gidx` subscribes to (--proto channel): plan->room, or
+ * <room>-<gidx % rooms> when plan->rooms > 0. Writes it NUL-terminated into out; returns its
+ * length, or -1 when it does not fit in cap.
+ */
+int load_channel_of(const load_plan *plan, uint32_t gidx, char *out, size_t cap);
 
 /* Connection attempts one worker may make: the file descriptor hard limit minus a reserve. */
 uint32_t load_worker_capacity(void);

@@ -2,7 +2,7 @@
  * Unit tests of wsgate-load's wire code and histogram: the handshake check against RFC 6455's
  * own example, frames split at every byte, the marker scanner across chunk boundaries, the
  * histogram's bucket bounds and percentiles, the per-hop breakdown read from /metrics text, and
- * HS256 tokens against a known vector.
+ * HS256 tokens against a known vector, and the channel each connection subscribes to.
  *
  * Threads: Criterion's worker.
  */
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "load_engine.h"
 #include "load_hist.h"
 #include "load_hops.h"
 #include "load_token.h"
@@ -276,6 +277,23 @@ Test(load_token, command_output_and_failures) {
   cr_assert_eq(load_token_cmd("true", "bob", out, sizeof out, err, sizeof err), -1);
   cr_assert(strstr(err, "no token"), "%s", err);
   cr_assert_eq(load_token_cmd("printf '%0100d'", "", out, sizeof out, err, sizeof err), -1);
+}
+
+Test(load_channel, one_room_or_n_rooms_by_connection_index) {
+  load_plan p = {.room = "news:b"};
+  char ch[16];
+  cr_assert_eq(load_channel_of(&p, 123456, ch, sizeof ch), 6);
+  cr_assert_str_eq(ch, "news:b");
+  p.rooms = 3;
+  const char *want[] = {"news:b-0", "news:b-1", "news:b-2", "news:b-0", "news:b-1"};
+  for (uint32_t i = 0; i < 5; i++) {
+    cr_assert_eq(load_channel_of(&p, i, ch, sizeof ch), 8);
+    cr_assert_str_eq(ch, want[i]);
+  }
+  p.rooms = 50000;
+  cr_assert_eq(load_channel_of(&p, 4294967295u, ch, sizeof ch), 12); /* 4294967295 % 50000 */
+  cr_assert_str_eq(ch, "news:b-17295");
+  cr_assert_eq(load_channel_of(&p, 0, ch, 8), -1, "does not fit: refused, not cut");
 }
 
 /* Two scrapes of a gateway's /metrics as wsg_metrics renders them, another family in between. */

@@ -51,7 +51,7 @@ typedef struct {
   char *mode, *url, *sender_url, *proto, *subprotocol, *token, *token_cmd, *jwt_secret_file;
   char *user_prefix, *room, *output, *hops_from, *api_url, *api_key;
   int64_t conns, procs, users, user_offset, sources, connect_rate, max_pending, rate, api_clients,
-      api_users, api_batch;
+      api_users, api_batch, rooms;
   uint64_t size, out_max;
   uint64_t connect_timeout_ms, ramp_timeout_ms, hold_ms, duration_ms, warmup_ms, drain_ms;
   uint64_t jwt_ttl_ms;
@@ -113,7 +113,10 @@ static const wsg_option options[] = {
      "Per connection: unsent bytes held before further messages are dropped (counted)."},
     {"room", 0, NULL, WSG_OPT_STRING, OPT(room), "bench", 0, 0, NULL, 0,
      "chat: the room to join and say to; centrifugo: the channel (echo: <room>-<n> per "
-     "connection)."},
+     "connection); channel: the channel receivers subscribe to (also in --mode idle)."},
+    {"rooms", 0, NULL, WSG_OPT_INT, OPT(rooms), "0", 0, MAX_CONNS, NULL, 0,
+     "--proto channel --mode idle: connection n subscribes to <room>-<n mod N> instead of "
+     "--room, so N distinct channels are held (0: all subscribe to --room)."},
     {"dev-user", 0, NULL, WSG_OPT_BOOL, OPT(dev_user), "false", 0, 0, NULL, 0,
      "Append ?user=<id> to each connection's URL (wsgate --insecure-dev-user)."},
     {"users", 0, NULL, WSG_OPT_INT, OPT(users), "0", 0, MAX_CONNS, NULL, 0,
@@ -317,6 +320,17 @@ static int make_plan(const load_cfg *cfg, load_plan *p, uint8_t **secret, char *
   }
   if (p->mode == LOAD_API && check_api(cfg, err, errlen) != 0)
     return -1;
+  if (strlen(cfg->room) > 200) {
+    snprintf(err, errlen, "--room: at most 200 characters");
+    return -1;
+  }
+  if (cfg->rooms > 0 && (p->proto != LOAD_PROTO_CHANNEL || p->mode != LOAD_IDLE)) {
+    snprintf(err, errlen,
+             "--rooms needs --proto channel --mode idle (a fan-out sender publishes to one "
+             "--room)");
+    return -1;
+  }
+  p->rooms = (uint32_t)cfg->rooms;
   p->api_url = cfg->api_url;
   p->api_key = cfg->api_key;
   p->api_clients = (unsigned)cfg->api_clients;

@@ -84,6 +84,35 @@ Test(gateway_channels, subscribe_unsubscribe_and_refusals) {
   cr_expect_eq(itest_gws_members(&gw, "lobby", 0), 0);
 }
 
+/* A channel never published to has no :m: its first subscriber here reads that once, and the
+ * gateway remembers it empty, so further subscribers cost Redis nothing (BENCHMARKS.md,
+ * "Subscriptions that are never published to"). */
+Test(gateway_channels, never_published_channel_read_once_per_gateway) {
+  itest_gateway_start(&gw, NULL, "chan-quiet", NULL);
+  const char *posreads = "wsgate_gateway_channel_position_reads_total";
+  ws_client *c[4];
+  for (int i = 0; i < 4; i++) {
+    char user[16];
+    snprintf(user, sizeof user, "quiet%d", i);
+    c[i] = connect_with_channels(user, "[\"*\"]");
+    op_expect(c[i], "{\"wsgate\":\"subscribe\",\"channel\":\"quiet\"}",
+              "{\"wsgate\":\"subscribed\",\"channel\":\"quiet\",\"epoch\":0,\"offset\":0}");
+  }
+  cr_expect_eq(itest_metric(gw.http_port, posreads), 1, "one read for four subscribers");
+  op_expect(c[0], "{\"wsgate\":\"subscribe\",\"channel\":\"quiet2\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"quiet2\",\"epoch\":0,\"offset\":0}");
+  cr_expect_eq(itest_metric(gw.http_port, posreads), 2, "another channel: its own read");
+  /* The position lives with the channel: once its last subscriber leaves, it is unknown again. */
+  for (int i = 0; i < 4; i++)
+    op_expect(c[i], "{\"wsgate\":\"unsubscribe\",\"channel\":\"quiet\"}",
+              "{\"wsgate\":\"unsubscribed\",\"channel\":\"quiet\"}");
+  op_expect(c[1], "{\"wsgate\":\"subscribe\",\"channel\":\"quiet\"}",
+            "{\"wsgate\":\"subscribed\",\"channel\":\"quiet\",\"epoch\":0,\"offset\":0}");
+  cr_expect_eq(itest_metric(gw.http_port, posreads), 3);
+  for (int i = 0; i < 4; i++)
+    ws_client_destroy(c[i]);
+}
+
 Test(gateway_channels, limit_per_connection_and_no_claim) {
   static const char *const extra[] = {"--channel-max-per-conn", "2", NULL};
   itest_gateway_start(&gw, NULL, "chan-limit", &(itest_daemon_opts){.extra = extra});
