@@ -20,6 +20,7 @@ struct gw_chsub {
 
 struct gw_channel {
   gw_chsub *head;
+  gw_channel *rprev, *rnext; /* the ring of every channel held (gw_channels_sweep) */
   gw_chpos pos;
   size_t nsubs;
   uint64_t hash;
@@ -33,6 +34,7 @@ struct gw_channels {
   size_t cap;         /* power of two */
   size_t count;
   uint64_t subs, bytes;
+  gw_channel *hand; /* the next channel gw_channels_sweep visits; NULL when none is held */
 };
 
 static uint64_t hash_name(const char *s, size_t len) {
@@ -42,6 +44,26 @@ static uint64_t hash_name(const char *s, size_t len) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+/* A new channel goes just behind the hand: every channel already held is visited before it. */
+static void ring_insert(gw_channels *c, gw_channel *ch) {
+  if (!c->hand) {
+    ch->rprev = ch->rnext = ch;
+    c->hand = ch;
+    return;
+  }
+  ch->rnext = c->hand;
+  ch->rprev = c->hand->rprev;
+  ch->rprev->rnext = ch;
+  c->hand->rprev = ch;
+}
+
+static void ring_remove(gw_channels *c, gw_channel *ch) {
+  if (c->hand == ch)
+    c->hand = ch->rnext == ch ? NULL : ch->rnext;
+  ch->rprev->rnext = ch->rnext;
+  ch->rnext->rprev = ch->rprev;
 }
 
 gw_channels *gw_channels_create(const gw_channels_limits *lim) {
@@ -174,11 +196,13 @@ int gw_channels_subscribe(gw_channels *c, gw_chsub **subs, uint64_t conn, const 
     c->slots[i] = ch;
     c->count++;
     c->bytes += sizeof *ch + len + 1;
+    ring_insert(c, ch);
     *created = true;
   }
   gw_chsub *s = calloc(1, sizeof *s);
   if (!s) {
     if (*created) {
+      ring_remove(c, ch);
       table_remove(c, i);
       c->bytes -= sizeof *ch + len + 1;
       free(ch);
@@ -223,6 +247,7 @@ static bool remove_sub(gw_channels *c, gw_chsub *s,
     on_empty(arg, ch->name, ch->len);
   if (c->lim.pos_free)
     c->lim.pos_free(c->lim.pos_arg, &ch->pos);
+  ring_remove(c, ch);
   table_remove(c, find_slot(c, ch->name, ch->len, ch->hash));
   c->bytes -= sizeof *ch + ch->len + 1;
   free(ch);
@@ -260,6 +285,18 @@ void gw_channels_foreach(const gw_channels *c, void (*fn)(void *arg, const char 
   for (size_t i = 0; i < c->cap; i++)
     if (c->slots[i])
       fn(arg, c->slots[i]->name, c->slots[i]->len);
+}
+
+size_t gw_channels_sweep(gw_channels *c, size_t n, void (*fn)(void *arg, gw_channel *ch),
+                         void *arg) {
+  if (n > c->count)
+    n = c->count; /* one channel once per call */
+  for (size_t i = 0; i < n; i++) {
+    gw_channel *ch = c->hand;
+    c->hand = ch->rnext;
+    fn(arg, ch);
+  }
+  return n;
 }
 
 size_t gw_channels_count(const gw_channels *c) {

@@ -73,6 +73,15 @@ gw_channel *gw_channels_find(const gw_channels *c, const char *name, size_t len)
 void gw_channels_foreach(const gw_channels *c, void (*fn)(void *arg, const char *name, size_t len),
                          void *arg);
 
+/* A clock hand over every channel held, for walks spread over time (gw_chrenew): calls fn for the
+ * next n channels (at most all of them, each once) and leaves the hand after the last. The
+ * channels form a ring and a new one goes just behind the hand, so between two visits of a
+ * channel every other channel held throughout is visited exactly once, and a new channel is
+ * visited after every channel held when it came. Returns how many were visited. fn must not
+ * change the index. */
+size_t gw_channels_sweep(gw_channels *c, size_t n, void (*fn)(void *arg, gw_channel *ch),
+                         void *arg);
+
 size_t gw_channels_count(const gw_channels *c);        /* distinct channels */
 uint64_t gw_channels_subs(const gw_channels *c);       /* subscriptions, all channels */
 uint64_t gw_channels_bytes(const gw_channels *c);      /* memory held, table included */

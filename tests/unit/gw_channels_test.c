@@ -364,6 +364,50 @@ Test(channels, churn) {
   gw_channels_destroy(c);
 }
 
+/* The clock hand: between two visits of a channel every other channel held throughout is visited
+ * once, whatever is created or removed meanwhile; a new channel comes after every older one. */
+static char sweep_seen[64][8];
+static size_t sweep_n;
+static void on_sweep(void *arg, gw_channel *ch) {
+  (void)arg;
+  size_t len;
+  const char *name = gw_channel_name(ch, &len);
+  cr_assert_lt(sweep_n, 64);
+  snprintf(sweep_seen[sweep_n++], sizeof sweep_seen[0], "%.*s", (int)len, name);
+}
+
+Test(channels, sweep_visits_each_channel_once_per_walk) {
+  gw_channels_limits lim = {0};
+  gw_channels *c = gw_channels_create(&lim);
+  gw_chsub *subs[8] = {0};
+  bool created, emptied;
+  sweep_n = 0;
+  cr_expect_eq(gw_channels_sweep(c, 5, on_sweep, NULL), 0, "nothing held: nothing visited");
+  const char *names[] = {"a", "b", "c", "d"};
+  for (int k = 0; k < 4; k++)
+    cr_assert_eq(gw_channels_subscribe(c, &subs[k], (uint64_t)k, names[k], 1, 0, &created),
+                 GW_CHOP_OK);
+  cr_expect_eq(gw_channels_sweep(c, 2, on_sweep, NULL), 2);
+  /* Mid-walk: e is created (behind the hand), the next channel due (c) and a visited one (a)
+   * leave. Then d and b, each once, before e; then the same order again. */
+  cr_assert_eq(gw_channels_subscribe(c, &subs[4], 4, "e", 1, 0, &created), GW_CHOP_OK);
+  cr_assert(gw_channels_unsubscribe(c, &subs[2], "c", 1, &emptied));
+  cr_assert(gw_channels_unsubscribe(c, &subs[0], "a", 1, &emptied));
+  cr_expect_eq(gw_channels_sweep(c, 2, on_sweep, NULL), 2);
+  cr_expect_eq(gw_channels_sweep(c, 99, on_sweep, NULL), 3, "at most every channel, once");
+  const char *want[] = {"a", "b", "d", "b", "e", "d", "b"};
+  cr_assert_eq(sweep_n, 7);
+  for (size_t i = 0; i < 7; i++)
+    cr_expect_str_eq(sweep_seen[i], want[i], "visit %zu", i);
+  for (int k = 0; k < 5; k++)
+    gw_channels_drop_conn(c, &subs[k], NULL, NULL);
+  cr_expect_eq(gw_channels_sweep(c, 1, on_sweep, NULL), 0, "the last one gone, the hand too");
+  cr_assert_eq(gw_channels_subscribe(c, &subs[0], 9, "f", 1, 0, &created), GW_CHOP_OK);
+  cr_expect_eq(gw_channels_sweep(c, 3, on_sweep, NULL), 1);
+  gw_channels_drop_conn(c, &subs[0], NULL, NULL);
+  gw_channels_destroy(c);
+}
+
 /* ---- permissions from the token's claim ------------------------------------------------------ */
 
 #include "gw_chperm.h"
