@@ -21,40 +21,59 @@ struct gw_chreg {
   gw_chreg_options o;
   char *prefix, *gw_id;
   char member[WSG_PRESENCE_MEMBER_MAX + 1]; /* <gw id>#<boot> */
+  char ttl[24];                             /* key_ttl_ms in decimal; "" for none */
   wsg_counter *m_ok, *m_error, *m_lost;
   wsg_counter *m_wd_waiting, *m_wd_late; /* watchdog deferrals, by reason */
 };
 
 typedef struct {
-  wsg_redis_conn_req req;
+  wsg_redis_conn_req req; /* first: the callback gets it back */
+  unsigned pending;       /* replies still due: the write and its PEXPIRE share the request */
 } chreq;
 
 static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
   gw_chreg *r = arg;
-  free(req);
+  chreq *q = (chreq *)req;
+  if (--q->pending == 0)
+    free(q);
   if (!r || !rep)
     return; /* destroyed, or lost: the next reconnect adds what is held */
   if (rep->type == REDIS_REPLY_ERROR)
     WSG_WARN("chreg", "Redis refused a channel update: %s", rep->str);
 }
 
-void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
-  if (!r)
-    return;
-  /* <prefix>ch:{c:<channel>}:gws: the tag keeps every key of a channel in one cluster slot. */
-  char key[512];
-  int kn = snprintf(key, sizeof key, "%sch:{c:%.*s}:gws", r->prefix, (int)len, name);
-  /* Only the key's node need answer: updates go on while another primary fails over. */
-  if (kn <= 0 || (size_t)kn >= sizeof key || !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
-    return;
+/* Sends argv (a write on key) and, when `expire` and a TTL is set, PEXPIRE key in the same
+ * pipeline: the write that creates a key never leaves it without a TTL. Fire and forget. */
+static void write_key(gw_chreg *r, int argc, const char **argv, const size_t *lens, bool expire) {
   chreq *q = malloc(sizeof *q);
   if (!q)
     return;
   q->req.cb = on_reply;
+  q->pending = 0;
+  if (wsg_redis_cluster_command(r->conn, &q->req, argc, argv, lens) == WSG_REDIS_CONN_OK)
+    q->pending++;
+  if (q->pending && expire && r->ttl[0]) {
+    const char *pv[3] = {"PEXPIRE", argv[1], r->ttl};
+    size_t pl[3] = {7, lens[1], strlen(r->ttl)};
+    if (wsg_redis_cluster_command(r->conn, &q->req, 3, pv, pl) == WSG_REDIS_CONN_OK)
+      q->pending++;
+  }
+  if (q->pending == 0)
+    free(q);
+}
+
+void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add) {
+  if (!r)
+    return;
+  /* <prefix>ch:{c:<channel>}:gws: the tag keeps every key of a channel in one cluster slot. */
+  char key[WSG_REDIS_KEY_MAX];
+  int kn = wsg_key_channel(key, sizeof key, r->prefix, name, len, "gws");
+  /* Only the key's node need answer: updates go on while another primary fails over. */
+  if (kn < 0 || !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
+    return;
   const char *argv[3] = {add ? "SADD" : "SREM", key, r->gw_id};
   size_t lens[3] = {4, (size_t)kn, strlen(r->gw_id)};
-  if (wsg_redis_cluster_command(r->conn, &q->req, 3, argv, lens) != WSG_REDIS_CONN_OK)
-    free(q);
+  write_key(r, 3, argv, lens, add);
 }
 
 static void on_ready(void *arg) {
@@ -93,6 +112,8 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
     return -1;
   }
   r->o = *o;
+  if (o->key_ttl_ms)
+    snprintf(r->ttl, sizeof r->ttl, "%llu", (unsigned long long)o->key_ttl_ms);
   if (wsg_presence_member(r->member, sizeof r->member, o->gw_id, o->boot) < 0) {
     snprintf(err, errlen, "gateway id %s with boot %s makes no presence member", o->gw_id,
              o->boot ? o->boot : "(none)");
@@ -156,14 +177,9 @@ void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn,
   if (kn < 0 || in < 0 || (add && vn == 0) ||
       !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
     return;
-  chreq *q = malloc(sizeof *q);
-  if (!q)
-    return;
-  q->req.cb = on_reply;
   const char *argv[4] = {add ? "HSET" : "HDEL", key, id, user};
   size_t lens[4] = {4, (size_t)kn, (size_t)in, vn};
-  if (wsg_redis_cluster_command(r->conn, &q->req, add ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
-    free(q);
+  write_key(r, add ? 4 : 3, argv, lens, add);
 }
 
 void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t n) {
@@ -174,12 +190,71 @@ void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t
   int nn = snprintf(num, sizeof num, "%llu", (unsigned long long)n);
   if (kn < 0 || !wsg_redis_cluster_key_ready(r->conn, key, (size_t)kn))
     return;
-  chreq *q = malloc(sizeof *q);
-  if (!q)
-    return;
-  q->req.cb = on_reply;
   const char *argv[4] = {n ? "HSET" : "HDEL", key, r->member, num};
   size_t lens[4] = {4, (size_t)kn, strlen(r->member), (size_t)nn};
-  if (wsg_redis_cluster_command(r->conn, &q->req, n ? 4 : 3, argv, lens) != WSG_REDIS_CONN_OK)
+  write_key(r, n ? 4 : 3, argv, lens, n > 0);
+}
+
+typedef struct {
+  wsg_redis_conn_req req; /* first: the callback gets it back */
+  gw_chreg_renew_cb cb;
+  void *arg;
+  unsigned pending;
+  bool ok;
+} renew_req;
+
+static void on_renew(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
+  renew_req *q = (renew_req *)req;
+  if (!arg || !rep || rep->type != REDIS_REPLY_INTEGER)
+    q->ok = false; /* destroyed, lost, or refused (an error reply; a wrong type) */
+  if (--q->pending > 0)
+    return;
+  q->cb(q->arg, q->ok, !arg);
+  free(q);
+}
+
+int gw_chreg_renew(gw_chreg *r, const char *name, size_t len, uint64_t presence_n,
+                   gw_chreg_renew_cb cb, void *arg) {
+  char kg[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX], kp[WSG_REDIS_KEY_MAX], num[24];
+  int lg = wsg_key_channel(kg, sizeof kg, r->prefix, name, len, "gws");
+  int lc = wsg_key_channel(kc, sizeof kc, r->prefix, name, len, "pc");
+  int lp = wsg_key_presence(kp, sizeof kp, r->prefix, name, len, r->member);
+  int nn = snprintf(num, sizeof num, "%llu", (unsigned long long)presence_n);
+  if (lg < 0 || lc < 0 || lp < 0 || !r->ttl[0] ||
+      !wsg_redis_cluster_key_ready(r->conn, kg, (size_t)lg))
+    return -1;
+  renew_req *q = calloc(1, sizeof *q);
+  if (!q)
+    return -1;
+  q->req.cb = on_renew;
+  q->cb = cb;
+  q->arg = arg;
+  q->ok = true;
+  size_t tl = strlen(r->ttl), gl = strlen(r->gw_id), ml = strlen(r->member);
+  /* One slot (the channel's tag), one connection, in order: a pipeline, not a script. These
+   * plain commands cost Redis what one EVALSHA doing the same does, and need no script cache
+   * (docs/BENCHMARKS.md, "Subscriptions that are never published to"). */
+  const char *cmds[5][4] = {{"SADD", kg, r->gw_id},
+                            {"PEXPIRE", kg, r->ttl},
+                            {"HSET", kc, r->member, num},
+                            {"PEXPIRE", kc, r->ttl},
+                            {"PEXPIRE", kp, r->ttl}};
+  const size_t lens[5][4] = {{4, (size_t)lg, gl},
+                             {7, (size_t)lg, tl},
+                             {4, (size_t)lc, ml, (size_t)nn},
+                             {7, (size_t)lc, tl},
+                             {7, (size_t)lp, tl}};
+  const int argc[5] = {3, 3, 4, 3, 3};
+  int ncmds = presence_n ? 5 : 2;
+  for (int i = 0; i < ncmds; i++) {
+    if (wsg_redis_cluster_command(r->conn, &q->req, argc[i], cmds[i], lens[i]) == WSG_REDIS_CONN_OK)
+      q->pending++;
+    else
+      q->ok = false;
+  }
+  if (q->pending == 0) {
     free(q);
+    return -1;
+  }
+  return 0;
 }

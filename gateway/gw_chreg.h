@@ -33,6 +33,9 @@ typedef struct {
   const char *gw_id;  /* copied */
   const char *boot;   /* this process' life (WSG_GW_BOOT_LEN hex digits): its presence member */
   uint64_t timeout_ms;
+  /* TTL of the keys written here (:gws, :pc, :p:<member>), set with each write that may create
+   * one; 0: none (docs/ARCHITECTURE.md, "Lifetime of a channel's keys"). */
+  uint64_t key_ttl_ms;
   /* Called after each (re)connect: Redis may have restarted empty, so the caller writes again
    * what it holds (gateway sets and presence entries: gw_chresync, paced). May be NULL. */
   void (*resync)(void *arg);
@@ -46,7 +49,9 @@ int gw_chreg_create(gw_chreg **out, struct ev_loop *loop, const gw_chreg_options
 void gw_chreg_destroy(gw_chreg *r); /* NULL is a no-op */
 
 /* The channel gained its first (add) or lost its last (!add) local subscriber. While Redis is
- * unreachable this is skipped: the reconnect adds what is held then. name: borrowed. */
+ * unreachable this is skipped: the reconnect adds what is held then. An add also sets the key's
+ * TTL, pipelined (PEXPIRE; so do the presence writes below): no key written here lives for ever
+ * if this gateway dies. name: borrowed. */
 void gw_chreg_update(gw_chreg *r, const char *name, size_t len, bool add);
 
 /* Presence (a namespace with presence=true): HSET (add) or HDEL of <conn id> -> <user> in
@@ -61,6 +66,17 @@ void gw_chreg_presence(gw_chreg *r, const char *name, size_t len, uint64_t conn,
  * gateway's subscriptions of the channel, so a presence query reads O(gateways) to count them.
  * Fire and forget, like gw_chreg_presence. name: borrowed. */
 void gw_chreg_presence_count(gw_chreg *r, const char *name, size_t len, uint64_t n);
+
+/* Renews one channel held here (gw_chrenew): SADD of this gateway to :gws (back if a publisher
+ * pruned it while this gateway's lease was late) and its TTL; with presence (presence_n > 0,
+ * this gateway's subscriptions of the channel) also HSET of this member's :pc count and the TTLs
+ * of :pc and :p:<member>. All one pipeline on the channel's slot: no round trip waited for.
+ * Returns 0 and later calls cb(arg, ok, false) once, ok when every command succeeded, or
+ * cb(arg, false, true) when r is destroyed first (touch nothing then); -1 when not sent (the
+ * channel's Redis node is not connected, out of memory): cb is never called. name: borrowed. */
+typedef void (*gw_chreg_renew_cb)(void *arg, bool ok, bool destroyed);
+int gw_chreg_renew(gw_chreg *r, const char *name, size_t len, uint64_t presence_n,
+                   gw_chreg_renew_cb cb, void *arg);
 
 /* Its connection (borrowed; NULL when r is) and key prefix, for reads that must follow its
  * updates in Redis (gw_chhist). */

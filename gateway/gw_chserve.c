@@ -40,12 +40,14 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
       .gw_id = s->cfg->gateway_id,
       .boot = s->cfg->gateway_boot,
       .timeout_ms = s->cfg->redis.timeout_ms,
+      .key_ttl_ms = s->cfg->channel_key_ttl_ms,
       .resync = gw_chresync_start,
       .arg = s,
   };
   /* The resync first: the registry calls it once connected. */
   if (gw_chresync_init(s, err, errlen) != 0 ||
-      gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen) != 0)
+      gw_chreg_create(&s->chreg, s->o.loop, &co, s->o.metrics, err, errlen) != 0 ||
+      gw_chrenew_init(s, err, errlen) != 0)
     return -1;
   if (gw_chjlserve_init(s, err, errlen) != 0)
     return -1;
@@ -55,6 +57,7 @@ int gw_chserve_init(gw_server *s, char *err, size_t errlen) {
 void gw_chserve_finish(gw_server *s) {
   gw_chreg_destroy(s->chreg); /* first: recoveries' reads and presence queries end with it */
   s->chreg = NULL;
+  gw_chrenew_finish(s);
   gw_chpresq_finish(s);
   gw_chresync_finish(s);
   gw_chjlserve_finish(s);

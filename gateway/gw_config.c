@@ -315,6 +315,16 @@ static const wsg_option connection_rows[] = {
      OPT(channel_tail_inflight), "64", 1, 100000, NULL, 0,
      "Most tail checks (--channel-tail-check) waiting for Redis on this gateway; the channels due "
      "beyond wait in line, so a burst of quiet channels never floods Redis."},
+    {"channel-key-ttl", 0, "WSGATE_CHANNEL_KEY_TTL", WSG_OPT_DURATION, OPT(channel_key_ttl_ms),
+     "24h", 2 * WSG_SEC, 30 * 24 * WSG_HOUR, NULL, 0,
+     "TTL of the channel keys gateways write (a channel's gateway set, presence counts and "
+     "presence entries), set with each write and renewed by every gateway that holds the channel "
+     "(--channel-key-renew): what a crashed gateway left there expires after this long."},
+    {"channel-key-renew", 0, "WSGATE_CHANNEL_KEY_RENEW", WSG_OPT_DURATION,
+     OPT(channel_key_renew_ms), "6h", 1 * WSG_SEC, 15 * 24 * WSG_HOUR, NULL, 0,
+     "How often this gateway renews the TTL of the channel keys it holds, one channel at a time "
+     "spread evenly over the period (at most half of --channel-key-ttl; a quarter leaves three "
+     "renewals before a live key could expire)."},
     {"channel-claim", 0, "WSGATE_CHANNEL_CLAIM", WSG_OPT_STRING, OPT(channel_claim), "channels", 0,
      0, NULL, 0,
      "Token claim listing the channels a user may subscribe to: an array of names, or prefixes "
@@ -382,6 +392,15 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
              "--lease-renew (%llu ms) must be shorter than --lease-ttl (%llu ms); a third of it "
              "leaves two retries before the lease expires",
              (unsigned long long)cfg->lease_renew_ms, (unsigned long long)cfg->lease_ttl_ms);
+    return -1;
+  }
+  if (cfg->channel_key_renew_ms * 2 > cfg->channel_key_ttl_ms) {
+    snprintf(err, errlen,
+             "--channel-key-renew (%llu ms) must be at most half of --channel-key-ttl (%llu ms), "
+             "or a renewal walk slowed by Redis could let a live gateway's channel keys expire; "
+             "a quarter (6h for 24h) is the default",
+             (unsigned long long)cfg->channel_key_renew_ms,
+             (unsigned long long)cfg->channel_key_ttl_ms);
     return -1;
   }
   /* libwebsockets counts keepalive in whole seconds; compare what it will actually use. */

@@ -138,6 +138,8 @@ typedef struct {
   int64_t channel_pending_max;
   uint64_t channel_tail_check_ms; /* quiet time before a channel's :m is read (0: never) */
   int64_t channel_tail_inflight;  /* tail checks waiting for Redis per gateway */
+  uint64_t channel_key_ttl_ms;    /* TTL of the gateway-written channel keys (:gws, :pc, :p:) */
+  uint64_t channel_key_renew_ms;  /* how often each gateway renews those it holds */
   char *channel_claim;
   wsg_chns_options channels; /* shared group: namespaces (--channel-namespace) */
 

@@ -15,6 +15,7 @@ extern const wsg_metric_table gw_registry_metric_table;  /* gw_registry.c */
 extern const wsg_metric_table gw_chreg_metric_table;     /* gw_chreg.c */
 extern const wsg_metric_table gw_chpresq_metric_table;   /* gw_chpresq.c */
 extern const wsg_metric_table gw_chresync_metric_table;  /* gw_chresync.c */
+extern const wsg_metric_table gw_chrenew_metric_table;   /* gw_chrenew.c */
 extern const wsg_metric_table gw_chjlserve_metric_table; /* gw_chjlserve.c */
 extern const wsg_metric_table gw_auth_metric_table;      /* gw_auth.c */
 extern const wsg_metric_table gw_expiry_metric_table;    /* gw_expiry.c */

@@ -336,6 +336,7 @@ struct gw_server {
   wsg_counter *m_chposreads;    /* a new subscription's read of its unknown channel position */
   struct gw_chpresq *chpresq;   /* gw_chpresq: presence queries in flight */
   struct gw_chresync *chresync; /* gw_chresync: rewriting Redis after a reconnect */
+  struct gw_chrenew *chrenew;   /* gw_chrenew: the channel keys' TTL renewal walk */
   struct gw_chjlserve *chjl;    /* gw_chjlserve: join/leave batches */
 };
 /* ------------------------------------------------------------------------------------------ */
@@ -521,6 +522,11 @@ int gw_chresync_init(gw_server *s, char *err, size_t errlen);
 void gw_chresync_finish(gw_server *s);
 void gw_chresync_start(void *server);
 bool gw_chresync_due(gw_server *s, const char *name, size_t len);
+/* gw_chrenew.c: renews the TTL of the channel keys this gateway holds, each channel once per
+ * --channel-key-renew. init after the channel registry is created (0, or -1 with a message);
+ * finish after it is destroyed (renewals still in flight then touch nothing). */
+int gw_chrenew_init(gw_server *s, char *err, size_t errlen);
+void gw_chrenew_finish(gw_server *s);
 /* gw_chjlserve.c: join/leave events (namespaces with join_leave=true). init/finish with the
  * channel layer; local: ss joined (or left) channel name[0..len), batched here, produced to
  * Kafka every 50 ms; release: ss ends (before its user goes), it leaves every channel; dispatch:

@@ -58,6 +58,14 @@ void itest_op_expect(ws_client *c, const char *op, const char *want) {
             (int)m.len, m.data);
 }
 
+void itest_subscribe_new(ws_client *c, const char *channel) {
+  char op[256], want[256];
+  snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"channel\":\"%s\",\"epoch\":0,\"offset\":0}", channel);
+  itest_op_expect(c, op, want);
+}
+
 void itest_send_pub(const itest_gateway *g, const char *channel, uint64_t offset, uint64_t epoch,
                     const char *data) {
   wsg_envelope env = {.kind = WSG_ENV_PUBLISH,

@@ -24,6 +24,9 @@ long itest_gws_members(const itest_gateway *g, const char *channel, long want);
 /* Sends an op (JSON text) and expects exactly `want` back. */
 void itest_op_expect(ws_client *c, const char *op, const char *want);
 
+/* Subscribes c to a channel never published to, expecting "subscribed" at epoch 0, offset 0. */
+void itest_subscribe_new(ws_client *c, const char *channel);
+
 /* A `publish` record of `channel` at offset/epoch with text `data` on g's outbound topic, as a
  * processor produces it (the channel's history is the test's business). */
 void itest_send_pub(const itest_gateway *g, const char *channel, uint64_t offset, uint64_t epoch,

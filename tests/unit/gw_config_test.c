@@ -49,6 +49,8 @@ Test(gw_config, defaults_and_derived_values) {
   cr_assert_eq(cfg.sendq_soft, 256u << 10);
   cr_assert_eq(cfg.lease_ttl_ms, 15000);
   cr_assert_eq(cfg.lease_renew_ms, 5000);
+  cr_assert_eq(cfg.channel_key_ttl_ms, 24ull * 3600 * 1000);
+  cr_assert_eq(cfg.channel_key_renew_ms, 6ull * 3600 * 1000);
   cr_assert_str_eq(cfg.inbound_topic, "wsgate.inbound");
   cr_assert_str_eq(cfg.outbound_topic, "wsgate.outbound");
   cr_assert_str_eq(cfg.redis.prefix, "wsgate:");
@@ -109,6 +111,20 @@ Test(gw_config, cross_field_checks) {
   const char *renew[] = {"-b", "k", "--jwt-secret", SECRET, "--lease-ttl", "5s", "--lease-renew",
                          "5s", NULL};
   expect_error(renew, "--lease-renew");
+  const char *chrenew[] = {
+      "-b", "k", "--jwt-secret", SECRET, "--channel-key-ttl", "3s", "--channel-key-renew",
+      "2s", NULL};
+  expect_error(chrenew, "--channel-key-renew");
+  const char *chttl[] = {"-b", "k", "--jwt-secret", SECRET, "--channel-key-ttl", "1s", NULL};
+  expect_error(chttl, "channel-key-ttl");
+  const char *chshort[] = {
+      "-b", "k", "--jwt-secret", SECRET, "--channel-key-ttl", "3s", "--channel-key-renew",
+      "1s", NULL};
+  gw_config cfg;
+  char err[512] = "";
+  cr_assert_eq(load(&cfg, chshort, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_expect_eq(cfg.channel_key_renew_ms, 1000, "short values are allowed (tests)");
+  gw_config_finish(&cfg);
   const char *idle[] = {
       "-b",      "k", "--jwt-secret", SECRET, "--ping-interval", "30s", "--idle-timeout",
       "30500ms", NULL};
