@@ -160,7 +160,7 @@ def trial(args, proto):
             g.wait()
         load.kill()
         load.wait()
-        time.sleep(20)  # the lease (15 s) is gone
+        time.sleep(args.kill_wait)  # the lease (15 s) is gone; with a short TTL, the keys too
         s2 = snapshot(args, [])
         left = {}
         for k in redis(args, "--scan", "--pattern", "cc:*").split():
@@ -206,6 +206,9 @@ def main():
     ap.add_argument("--connect-rate", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=60, help="seconds held idle, measured")
     ap.add_argument("--kill", action="store_true", help="SIGKILL the gateways while holding")
+    ap.add_argument("--kill-wait", type=float, default=20,
+                    help="seconds after --kill before the keys are counted (the lease: 15 s; "
+                         "more to see a short --channel-key-ttl expire)")
     ap.add_argument("--base-port", type=int, default=37480)
     ap.add_argument("--run-dir", type=Path, default=Path("/tmp/chancost-run"))
     ap.add_argument("--gateway-arg", action="append", default=[])
