@@ -217,8 +217,11 @@ int gw_chreg_renew(gw_chreg *r, const char *name, size_t len, uint64_t presence_
                    gw_chreg_renew_cb cb, void *arg) {
   char kg[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX], kp[WSG_REDIS_KEY_MAX], num[24];
   int lg = wsg_key_channel(kg, sizeof kg, r->prefix, name, len, "gws");
-  int lc = wsg_key_channel(kc, sizeof kc, r->prefix, name, len, "pc");
-  int lp = wsg_key_presence(kp, sizeof kp, r->prefix, name, len, r->member);
+  int lc = 0, lp = 0; /* the presence keys only where they are written: they are longer */
+  if (presence_n) {
+    lc = wsg_key_channel(kc, sizeof kc, r->prefix, name, len, "pc");
+    lp = wsg_key_presence(kp, sizeof kp, r->prefix, name, len, r->member);
+  }
   int nn = snprintf(num, sizeof num, "%llu", (unsigned long long)presence_n);
   if (lg < 0 || lc < 0 || lp < 0 || !r->ttl[0] ||
       !wsg_redis_cluster_key_ready(r->conn, kg, (size_t)lg))
