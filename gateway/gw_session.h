@@ -2,7 +2,7 @@
  * gw_session.h: the WebSocket server's private state, shared by the files of the server and by no
  * one else (not a public API: gw_server.h is). One concern per file:
  *   gw_server.c    the libwebsockets context and its protocol callback, connections' lifecycle
- *                  (established, registered, released), keepalive, drain;
+ *                  (established, registered, released), keepalive, drain, metrics;
  *   gw_close.c     the closes the gateway decides, their count by code, and their backstop;
  *   gw_door.c      sockets from accept to upgrade: global and per-address caps (gw_peers);
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
