@@ -58,11 +58,11 @@ static bool build_hget(void *ctx, size_t i, int *argc, const char ***argv, const
 
 /* Marks dead the members whose gateway's record is gone (their lease expired) or names another
  * boot (it restarted); then deletes their hashes and counts, best effort (the next reader
- * retries). */
+ * retries; *cleanup says whether it failed). */
 _Static_assert(5 + WSG_PRESENCE_GWS_MAX <= API_REDIS_ARGS_MAX, "a DROP of every member read fits");
 
 static int check_leases(api_redis *r, gw_seen *gws, size_t n, const char *kp, const char *kc,
-                        char *why, size_t whylen) {
+                        api_presence_cleanup *cleanup, char *why, size_t whylen) {
   if (n == 0)
     return 0;
   redisReply **reps = calloc(n, sizeof *reps);
@@ -89,8 +89,11 @@ static int check_leases(api_redis *r, gw_seen *gws, size_t n, const char *kp, co
     freeReplyObject(reps[g]);
   free(reps);
   if (argc > 5) {
-    char ignored[128];
-    freeReplyObject(api_redis_command(r, ignored, sizeof ignored, argc, argv));
+    redisReply *drop =
+        api_redis_command(r, cleanup->drop_why, sizeof cleanup->drop_why, argc, argv);
+    cleanup->dropped = true;
+    cleanup->drop_failed = drop == NULL;
+    freeReplyObject(drop);
   }
   return rc;
 }
@@ -106,8 +109,9 @@ static bool is_int(const redisReply *r) {
   return r->type == REDIS_REPLY_INTEGER && r->integer >= 0;
 }
 
-json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t limit, char *why,
-                          size_t whylen) {
+json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t limit,
+                          api_presence_cleanup *cleanup, char *why, size_t whylen) {
+  *cleanup = (api_presence_cleanup){0};
   const char *prefix = api_redis_prefix(r);
   char kp[WSG_REDIS_KEY_MAX], kc[WSG_REDIS_KEY_MAX], cap[16];
   if (wsg_key_channel(kp, sizeof kp, prefix, channel, len, "p") < 0 ||
@@ -137,7 +141,7 @@ json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t 
     if (rep->element[2 + 2 * g]->type == REDIS_REPLY_STRING && rep->element[2 + 2 * g]->len > 0 &&
         is_int(rep->element[3 + 2 * g]))
       gws[n++] = (gw_seen){rep->element[2 + 2 * g], false};
-  if (check_leases(r, gws, n, kp, kc, why, whylen) != 0)
+  if (check_leases(r, gws, n, kp, kc, cleanup, why, whylen) != 0)
     goto done;
   /* connections: exact, from the counts of live gateways; subscribers: the entries read, of
    * live gateways :pc counts (an entry naming another is not trusted, as in the gateway op). */

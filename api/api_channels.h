@@ -13,6 +13,7 @@
 #define API_CHANNELS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,16 +26,26 @@
 /* Payload bytes of one history answer; at least one publication is returned. */
 #define API_HISTORY_MAX_BYTES (1u << 20)
 
+/* What a presence read did about the dead gateway lives it found, for the caller's metrics and
+ * log: their entries are deleted by one WSG_LUA_PRESENCE_DROP, best effort (the answer leaves
+ * them out either way; a failed DROP leaves them to the next reader). */
+typedef struct {
+  bool dropped;       /* a DROP was sent */
+  bool drop_failed;   /* ... and Redis failed it */
+  char drop_why[160]; /* why, when drop_failed */
+} api_presence_cleanup;
+
 /*
  * {"channel", "connections", "subscribers": [{"user", "conn" (a string: ids use 64 bits),
  * "gateway"}...], "more": bool}: connections exact (the live gateways' :pc counts), at most
  * `limit` subscribers on live gateways, read by one WSG_LUA_PRESENCE_READ that reads at most
  * `limit` entries (bounded work whatever the channel's size); "more" when it stopped before the
  * end. `channel` must be a valid name (wsg_channel_name_valid). NULL with `why` when Redis failed.
- * Caller json_decref()s.
+ * Caller json_decref()s. *cleanup (borrowed, written whatever the result) says what the read did
+ * about dead gateways' entries.
  */
-json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t limit, char *why,
-                          size_t whylen);
+json_t *api_presence_read(api_redis *r, const char *channel, size_t len, size_t limit,
+                          api_presence_cleanup *cleanup, char *why, size_t whylen);
 
 /*
  * {"channel", "epoch", "last", "more", "gap", "publications": [{"offset", "data" | "data_base64"}

@@ -78,6 +78,7 @@ struct api_server {
   wsg_counter *m_commands;
   wsg_counter *m_duplicates;
   wsg_counter *m_reload_ok, *m_reload_err;
+  wsg_counter *m_presence_drops[2]; /* [0] ok, [1] error */
   wsg_gauge *m_keys;
   wsg_histogram *m_seconds;
 };
@@ -86,6 +87,10 @@ struct api_server {
 #define REQS_HELP "API requests answered, by HTTP status"
 #define RELOADS   "wsgate_api_key_reloads_total"
 #define RELOADS_H "Reloads of the keys file (SIGHUP or a change), by outcome"
+#define DROPS     "wsgate_api_presence_drops_total"
+#define DROPS_H                                                                                    \
+  "Deletions of dead gateway lives' presence entries by GET /v1/presence, by outcome (error: "     \
+  "left to the next reader)"
 
 static const double req_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                     0.1,   0.25,   0.5,   1,    2.5,   10};
@@ -102,6 +107,8 @@ static const wsg_metric_def metric_rows[] = {
                     "Requests answered from their Idempotency-Key without producing again", NULL),
     WSG_COUNTER_ROW(api_server, m_reload_ok, RELOADS, RELOADS_H, "result=\"ok\""),
     WSG_COUNTER_ROW(api_server, m_reload_err, RELOADS, RELOADS_H, "result=\"error\""),
+    WSG_COUNTER_ROW(api_server, m_presence_drops[0], DROPS, DROPS_H, "result=\"ok\""),
+    WSG_COUNTER_ROW(api_server, m_presence_drops[1], DROPS, DROPS_H, "result=\"error\""),
     WSG_GAUGE_ROW(api_server, m_keys, "wsgate_api_keys", "API keys loaded", NULL),
     WSG_HISTOGRAM_ROW(api_server, m_seconds, "wsgate_api_request_seconds",
                       "Time from a request's body to its answer (202: committed to Kafka)", NULL,
@@ -443,6 +450,21 @@ static int query_check(int op, const wsg_http_request *req, wsg_http_response *r
   return 0;
 }
 
+/* A presence read's DROP of dead gateway lives: counted; a failure logged, at most once a second
+ * per HTTP thread (a Redis in trouble fails every read: one line per read would flood the log). */
+static void presence_cleanup_done(api_server *s, const char *ch, size_t chlen,
+                                  const api_presence_cleanup *c) {
+  static _Thread_local wsg_log_ratelimit rl; /* wsg_log_ratelimit is one thread's */
+  if (!c->dropped)
+    return;
+  wsg_counter_add(s->m_presence_drops[c->drop_failed], 1);
+  if (c->drop_failed)
+    wsg_log_limited(&rl, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "api",
+                    "presence of %.*s: deleting dead gateways' entries failed (left to the next "
+                    "reader): %s",
+                    (int)chlen, ch, c->drop_why);
+}
+
 /* GET /v1/info, /v1/presence, /v1/history: 200 from Redis, 400, or 503 with the reason. */
 static void query(api_server *s, int op, const wsg_http_request *req, wsg_http_response *resp) {
   const char *ch = NULL;
@@ -452,6 +474,7 @@ static void query(api_server *s, int op, const wsg_http_request *req, wsg_http_r
     return;
   char why[300];
   json_t *out = NULL;
+  api_presence_cleanup cleanup;
   switch (op) {
   case ROUTE_INFO:
     out = api_info_read(s->redis, api_kafka_slots(s->kafka), why, sizeof why);
@@ -460,7 +483,8 @@ static void query(api_server *s, int op, const wsg_http_request *req, wsg_http_r
     if (uint_arg(req, resp, "limit", 1, API_PRESENCE_LIMIT_MAX, API_PRESENCE_LIMIT_DEFAULT,
                  &limit) != 0)
       return;
-    out = api_presence_read(s->redis, ch, chlen, (size_t)limit, why, sizeof why);
+    out = api_presence_read(s->redis, ch, chlen, (size_t)limit, &cleanup, why, sizeof why);
+    presence_cleanup_done(s, ch, chlen, &cleanup);
     break;
   default:
     if (uint_arg(req, resp, "limit", 1, API_HISTORY_LIMIT_MAX, API_HISTORY_LIMIT_DEFAULT, &limit) !=

@@ -9,7 +9,6 @@
 #include "wsg_kafka.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <syslog.h>
 #include <time.h>
 
+#include "wsg_err.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
 
@@ -73,18 +73,6 @@ static const kafka_default assign_defaults[] = {
     {"auto.offset.reset", "latest"},
 };
 
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void fmt_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* librdkafka logs with syslog levels. */
 static wsg_log_level level_from_syslog(int level) {
   if (level <= LOG_ERR)
@@ -120,7 +108,7 @@ int wsg_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value
                        size_t errlen) {
   char rderr[512];
   if (rd_kafka_conf_set(conf, key, value, rderr, sizeof(rderr)) != RD_KAFKA_CONF_OK) {
-    fmt_err(err, errlen, "kafka property %s=%s: %s", key, value, rderr);
+    wsg_err_set(err, errlen, "kafka property %s=%s: %s", key, value, rderr);
     return -1;
   }
   return 0;
@@ -141,7 +129,7 @@ static int set_defaults(rd_kafka_conf_t *conf, const kafka_default *defs, size_t
 rd_kafka_conf_t *wsg_kafka_conf_new(wsg_kafka_role role, const char *brokers,
                                     const wsg_kvlist *overrides, char *err, size_t errlen) {
   if (!brokers || !*brokers) {
-    fmt_err(err, errlen, "no Kafka bootstrap servers given (host:port[,host:port...])");
+    wsg_err_set(err, errlen, "no Kafka bootstrap servers given (host:port[,host:port...])");
     return NULL;
   }
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -167,7 +155,7 @@ rd_kafka_conf_t *wsg_kafka_conf_new(wsg_kafka_role role, const char *brokers,
   case WSG_KAFKA_ADMIN:
     break;
   default:
-    fmt_err(err, errlen, "unknown Kafka client role %d", (int)role);
+    wsg_err_set(err, errlen, "unknown Kafka client role %d", (int)role);
     rc = -1;
   }
   if (rc != 0)
@@ -191,7 +179,7 @@ fail:
 
 rd_kafka_t *wsg_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *err, size_t errlen) {
   if (!conf) {
-    fmt_err(err, errlen, "no Kafka configuration");
+    wsg_err_set(err, errlen, "no Kafka configuration");
     return NULL;
   }
   char rderr[512];
@@ -199,8 +187,8 @@ rd_kafka_t *wsg_kafka_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *err
   rd_kafka_t *rk = rd_kafka_new(type, conf, rderr, sizeof(rderr));
   if (!rk) {
     rd_kafka_conf_destroy(conf);
-    fmt_err(err, errlen, "cannot create the Kafka %s: %s",
-            type == RD_KAFKA_PRODUCER ? "producer" : "consumer", rderr);
+    wsg_err_set(err, errlen, "cannot create the Kafka %s: %s",
+                type == RD_KAFKA_PRODUCER ? "producer" : "consumer", rderr);
     return NULL;
   }
   return rk;
@@ -227,7 +215,7 @@ static int lookup_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, 
   const struct rd_kafka_metadata *md = NULL;
   rd_kafka_resp_err_t rc = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms > 0 ? timeout_ms : 1);
   if (rc != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    fmt_err(err, errlen, "cannot read the cluster's metadata: %s", rd_kafka_err2str(rc));
+    wsg_err_set(err, errlen, "cannot read the cluster's metadata: %s", rd_kafka_err2str(rc));
     return -1;
   }
   int count = 0;
@@ -244,7 +232,7 @@ static int lookup_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms, 
   }
   rd_kafka_metadata_destroy(md);
   if (count == 0)
-    fmt_err(err, errlen, "topic %s does not exist", topic);
+    wsg_err_set(err, errlen, "topic %s does not exist", topic);
   return count;
 }
 
@@ -259,7 +247,7 @@ int wsg_kafka_topic_partitions_until(rd_kafka_t *rk, const char *topic, int time
   uint64_t deadline = wsg_now_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
   for (;;) {
     if (stop && *stop) {
-      fmt_err(err, errlen, "stopped by a signal while waiting for the Kafka cluster");
+      wsg_err_set(err, errlen, "stopped by a signal while waiting for the Kafka cluster");
       return WSG_KAFKA_STOPPED;
     }
     int left = remaining_ms(deadline);
@@ -288,7 +276,7 @@ static int create_topic(rd_kafka_t *rk, const char *topic, int partitions, int r
   rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(
       topic, partitions, replication_factor > 0 ? replication_factor : -1, rderr, sizeof(rderr));
   if (!nt) {
-    fmt_err(err, errlen, "topic %s: %s", topic, rderr);
+    wsg_err_set(err, errlen, "topic %s: %s", topic, rderr);
     return -1;
   }
   rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
@@ -298,7 +286,7 @@ static int create_topic(rd_kafka_t *rk, const char *topic, int partitions, int r
    * timeout bounds the whole call. */
   if (rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, rderr, sizeof(rderr)) ||
       rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, rderr, sizeof(rderr))) {
-    fmt_err(err, errlen, "topic %s: %s", topic, rderr);
+    wsg_err_set(err, errlen, "topic %s: %s", topic, rderr);
     goto out;
   }
   rd_kafka_CreateTopics(rk, &nt, 1, opts, q);
@@ -306,11 +294,11 @@ static int create_topic(rd_kafka_t *rk, const char *topic, int partitions, int r
    * covers its timer granularity. */
   ev = rd_kafka_queue_poll(q, timeout_ms + 1000);
   if (!ev) {
-    fmt_err(err, errlen, "creating topic %s timed out after %d ms", topic, timeout_ms);
+    wsg_err_set(err, errlen, "creating topic %s timed out after %d ms", topic, timeout_ms);
     goto out;
   }
   if (rd_kafka_event_error(ev)) {
-    fmt_err(err, errlen, "creating topic %s: %s", topic, rd_kafka_event_error_string(ev));
+    wsg_err_set(err, errlen, "creating topic %s: %s", topic, rd_kafka_event_error_string(ev));
     goto out;
   }
   const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
@@ -318,7 +306,7 @@ static int create_topic(rd_kafka_t *rk, const char *topic, int partitions, int r
   const rd_kafka_topic_result_t **results =
       res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
   if (cnt != 1) {
-    fmt_err(err, errlen, "creating topic %s: unexpected reply (%zu results)", topic, cnt);
+    wsg_err_set(err, errlen, "creating topic %s: unexpected reply (%zu results)", topic, cnt);
     goto out;
   }
   rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(results[0]);
@@ -329,8 +317,8 @@ static int create_topic(rd_kafka_t *rk, const char *topic, int partitions, int r
     rc = 0;
   } else {
     const char *msg = rd_kafka_topic_result_error_string(results[0]);
-    fmt_err(err, errlen, "creating topic %s: %s (%s)", topic, msg ? msg : rd_kafka_err2str(terr),
-            rd_kafka_err2name(terr));
+    wsg_err_set(err, errlen, "creating topic %s: %s (%s)", topic,
+                msg ? msg : rd_kafka_err2str(terr), rd_kafka_err2name(terr));
   }
 
 out:
@@ -345,12 +333,12 @@ out:
 int wsg_kafka_topic_ensure(rd_kafka_t *rk, const char *topic, int partitions,
                            int replication_factor, int timeout_ms, char *err, size_t errlen) {
   if (!topic || !*topic) {
-    fmt_err(err, errlen, "no topic name given");
+    wsg_err_set(err, errlen, "no topic name given");
     return -1;
   }
   if (partitions < 1) {
-    fmt_err(err, errlen, "topic %s: partition count must be at least 1 (got %d)", topic,
-            partitions);
+    wsg_err_set(err, errlen, "topic %s: partition count must be at least 1 (got %d)", topic,
+                partitions);
     return -1;
   }
   if (timeout_ms < 1)
@@ -370,10 +358,10 @@ int wsg_kafka_topic_ensure(rd_kafka_t *rk, const char *topic, int partitions,
     int n = lookup_partitions(rk, topic, remaining_ms(deadline), look_err, sizeof(look_err));
     if (n > 0) {
       if (n != partitions) {
-        fmt_err(err, errlen,
-                "topic %s has %d partitions, %d configured: change the configuration to %d, or "
-                "recreate the topic",
-                topic, n, partitions, n);
+        wsg_err_set(err, errlen,
+                    "topic %s has %d partitions, %d configured: change the configuration to %d, or "
+                    "recreate the topic",
+                    topic, n, partitions, n);
         return -1;
       }
       if (create_rc != 0)
@@ -382,7 +370,7 @@ int wsg_kafka_topic_ensure(rd_kafka_t *rk, const char *topic, int partitions,
     }
     /* The creation itself failed and the topic is not there: its error says why. */
     if (create_rc != 0 && n == 0) {
-      fmt_err(err, errlen, "%s", create_err);
+      wsg_err_set(err, errlen, "%s", create_err);
       return -1;
     }
     int left = remaining_ms(deadline);
@@ -390,8 +378,8 @@ int wsg_kafka_topic_ensure(rd_kafka_t *rk, const char *topic, int partitions,
       break;
     sleep_ms(left < TOPIC_POLL_INTERVAL_MS ? left : TOPIC_POLL_INTERVAL_MS);
   }
-  fmt_err(err, errlen, "topic %s not usable after %d ms: %s", topic, timeout_ms,
-          create_rc != 0 ? create_err : look_err);
+  wsg_err_set(err, errlen, "topic %s not usable after %d ms: %s", topic, timeout_ms,
+              create_rc != 0 ? create_err : look_err);
   return -1;
 }
 

@@ -8,11 +8,11 @@
 #include "wsg_redis_sync.h"
 
 #include <hiredis/hiredis.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "wsg_err.h"
 #include "wsg_redis_slots.h"
 
 #define SEEDS_MAX     16
@@ -39,27 +39,15 @@ struct wsg_redis_sync {
   wsg_redis_cluster_metrics m; /* borrowed handles */
 };
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-  if (err != NULL && errlen > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return -1;
-}
-
 int wsg_redis_sync_create(wsg_redis_sync **out, const wsg_redis_sync_options *o, char *err,
                           size_t errlen) {
   *out = NULL;
   if (o->timeout_ms == 0)
-    return fail(err, errlen, "redis timeout must be > 0");
+    return wsg_err_set(err, errlen, "redis timeout must be > 0");
   wsg_redis_sync *s = calloc(1, sizeof(*s));
   if (s == NULL || (s->map = malloc(sizeof(*s->map))) == NULL) {
     free(s);
-    return fail(err, errlen, "out of memory");
+    return wsg_err_set(err, errlen, "out of memory");
   }
   s->cluster = o->seeds != NULL && *o->seeds != '\0';
   s->m = o->metrics;
@@ -67,7 +55,7 @@ int wsg_redis_sync_create(wsg_redis_sync **out, const wsg_redis_sync_options *o,
     s->nseeds = wsg_redis_seeds_parse(o->seeds, s->seeds, SEEDS_MAX, err, errlen);
     if (s->nseeds < 0 || o->db != 0) {
       if (s->nseeds >= 0)
-        fail(err, errlen, "a Redis Cluster has only db 0: drop --redis-db");
+        wsg_err_set(err, errlen, "a Redis Cluster has only db 0: drop --redis-db");
       wsg_redis_sync_destroy(s);
       return -1;
     }
@@ -76,7 +64,7 @@ int wsg_redis_sync_create(wsg_redis_sync **out, const wsg_redis_sync_options *o,
     if (o->host == NULL || strlen(o->host) >= WSG_REDIS_HOST_MAX || o->port <= 0 ||
         o->port > 65535) {
       wsg_redis_sync_destroy(s);
-      return fail(err, errlen, "redis: a host and a port (1..65535) are required");
+      return wsg_err_set(err, errlen, "redis: a host and a port (1..65535) are required");
     }
     snprintf(s->seeds[0].host, sizeof(s->seeds[0].host), "%s", o->host);
     s->seeds[0].port = o->port;
@@ -88,7 +76,7 @@ int wsg_redis_sync_create(wsg_redis_sync **out, const wsg_redis_sync_options *o,
   if ((o->user != NULL && *o->user != '\0' && s->user == NULL) ||
       (o->password != NULL && *o->password != '\0' && s->password == NULL)) {
     wsg_redis_sync_destroy(s);
-    return fail(err, errlen, "out of memory");
+    return wsg_err_set(err, errlen, "out of memory");
   }
   s->db = o->db;
   s->timeout_ms = o->timeout_ms;
@@ -143,9 +131,10 @@ static int setup_command(redisContext *c, int argc, const char **argv, redisRepl
                          size_t errlen) {
   redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
   if (rep == NULL)
-    return fail(err, errlen, "%s failed: %s", argv[0], c->errstr[0] ? c->errstr : "no reply");
+    return wsg_err_set(err, errlen, "%s failed: %s", argv[0],
+                       c->errstr[0] ? c->errstr : "no reply");
   if (rep->type == REDIS_REPLY_ERROR) {
-    fail(err, errlen, "%s refused: %.*s", argv[0], (int)rep->len, rep->str);
+    wsg_err_set(err, errlen, "%s refused: %.*s", argv[0], (int)rep->len, rep->str);
     freeReplyObject(rep);
     return -1;
   }
@@ -169,7 +158,7 @@ static int load_script(redisContext *c, const char *script, char *sha, size_t sh
       sha[rep->len] = '\0';
     }
   } else {
-    rc = fail(err, errlen, "SCRIPT LOAD returned an unexpected reply");
+    rc = wsg_err_set(err, errlen, "SCRIPT LOAD returned an unexpected reply");
   }
   freeReplyObject(rep);
   return rc;
@@ -183,18 +172,20 @@ static redisContext *node_open(wsg_redis_sync *s, const char *host, int port, ch
   redisContext *c = redisConnectWithTimeout(host, port, tv);
   char e2[200];
   if (c == NULL || c->err) {
-    fail(err, errlen, "cannot connect to %s:%d: %s", host, port, c ? c->errstr : "out of memory");
+    wsg_err_set(err, errlen, "cannot connect to %s:%d: %s", host, port,
+                c ? c->errstr : "out of memory");
     goto fail;
   }
   if (redisSetTimeout(c, tv) != REDIS_OK || redisEnableKeepAlive(c) != REDIS_OK) {
-    fail(err, errlen, "cannot set up the connection to %s:%d: %s", host, port, c->errstr);
+    wsg_err_set(err, errlen, "cannot set up the connection to %s:%d: %s", host, port, c->errstr);
     goto fail;
   }
   if (s->password != NULL) {
     const char *argv[] = {"AUTH", s->user != NULL ? s->user : s->password, s->password};
     int argc = s->user != NULL ? 3 : 2;
     if (setup_command(c, argc, argv, NULL, e2, sizeof(e2)) != 0) {
-      fail(err, errlen, "%s:%d: %s (check --redis-user and --redis-password)", host, port, e2);
+      wsg_err_set(err, errlen, "%s:%d: %s (check --redis-user and --redis-password)", host, port,
+                  e2);
       goto fail;
     }
   }
@@ -203,13 +194,13 @@ static redisContext *node_open(wsg_redis_sync *s, const char *host, int port, ch
     snprintf(db, sizeof(db), "%d", s->db);
     const char *argv[] = {"SELECT", db};
     if (setup_command(c, 2, argv, NULL, e2, sizeof(e2)) != 0) {
-      fail(err, errlen, "%s:%d: %s (check --redis-db)", host, port, e2);
+      wsg_err_set(err, errlen, "%s:%d: %s (check --redis-db)", host, port, e2);
       goto fail;
     }
   }
   for (int i = 0; i < s->nscripts; i++)
     if (load_script(c, s->scripts[i], NULL, 64, e2, sizeof(e2)) != 0) {
-      fail(err, errlen, "%s:%d: %s", host, port, e2);
+      wsg_err_set(err, errlen, "%s:%d: %s", host, port, e2);
       goto fail;
     }
   return c;
@@ -234,10 +225,10 @@ static int map_read_from(wsg_redis_sync *s, redisContext *c, const char *host, c
   const char *argv[] = {"CLUSTER", "SLOTS"};
   redisReply *rep = redisCommandArgv(c, 2, argv, NULL);
   if (rep == NULL)
-    return fail(err, errlen, "CLUSTER SLOTS: %s", c->errstr[0] ? c->errstr : "no reply");
+    return wsg_err_set(err, errlen, "CLUSTER SLOTS: %s", c->errstr[0] ? c->errstr : "no reply");
   wsg_redis_slot_map *m = malloc(sizeof(*m));
   int covered = m != NULL ? wsg_redis_slot_map_parse(m, rep, host, err, errlen)
-                          : fail(err, errlen, "out of memory");
+                          : wsg_err_set(err, errlen, "out of memory");
   freeReplyObject(rep);
   if (covered < 0) {
     free(m);
@@ -306,7 +297,7 @@ static int map_refresh(wsg_redis_sync *s, char *err, size_t errlen) {
   for (int i = 0; i < s->nseeds; i++)
     if (map_read_new(s, &s->seeds[i], e1, sizeof(e1)) == 0)
       return 0;
-  return fail(err, errlen, "cannot read the slot map of %s: %s", s->where, e1);
+  return wsg_err_set(err, errlen, "cannot read the slot map of %s: %s", s->where, e1);
 }
 
 int wsg_redis_sync_connect(wsg_redis_sync *s, char *err, size_t errlen) {
@@ -332,7 +323,7 @@ int wsg_redis_sync_script_load(wsg_redis_sync *s, const char *script, char *sha,
     known |= s->scripts[i] == script;
   if (!known) {
     if (s->nscripts >= SCRIPTS_MAX)
-      return fail(err, errlen, "more than %d scripts", SCRIPTS_MAX);
+      return wsg_err_set(err, errlen, "more than %d scripts", SCRIPTS_MAX);
     s->scripts[s->nscripts++] = script;
   }
   if (wsg_redis_sync_connect(s, err, errlen) != 0)
@@ -349,7 +340,7 @@ int wsg_redis_sync_script_load(wsg_redis_sync *s, const char *script, char *sha,
     }
     got = true;
   }
-  return got ? 0 : fail(err, errlen, "no node to load a script on");
+  return got ? 0 : wsg_err_set(err, errlen, "no node to load a script on");
 }
 
 /* --- pipelines ------------------------------------------------------------------------------ */
@@ -389,8 +380,8 @@ static int follow(wsg_redis_sync *s, size_t i, wsg_redis_sync_build_fn build, vo
     const char *host = rd.host[0] != '\0' ? rd.host : s->seeds[0].host;
     int idx = wsg_redis_slot_map_node(s->map, host, strlen(host), rd.port);
     if (idx < 0)
-      return fail(err, errlen, "redirected to %s:%d, beyond %d nodes", host, rd.port,
-                  WSG_REDIS_NODES_MAX);
+      return wsg_err_set(err, errlen, "redirected to %s:%d, beyond %d nodes", host, rd.port,
+                         WSG_REDIS_NODES_MAX);
     if (rd.kind == WSG_REDIS_MOVED) {
       s->map->owner[rd.slot] = (uint16_t)idx;
       s->map_stale = true;
@@ -407,19 +398,19 @@ static int follow(wsg_redis_sync *s, size_t i, wsg_redis_sync_build_fn build, vo
     const char **argv;
     const size_t *lens;
     if (c == NULL || !build(ctx, i, &argc, &argv, &lens))
-      return c == NULL ? -1 : fail(err, errlen, "command %zu cannot be built", i);
+      return c == NULL ? -1 : wsg_err_set(err, errlen, "command %zu cannot be built", i);
     if ((rd.kind == WSG_REDIS_ASK && redisAppendCommand(c, "ASKING") != REDIS_OK) ||
         redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
-      return fail(err, errlen, "sending to %s:%d: %s", host, rd.port, c->errstr);
+      return wsg_err_set(err, errlen, "sending to %s:%d: %s", host, rd.port, c->errstr);
     void *r = NULL;
     if (rd.kind == WSG_REDIS_ASK) {
       if (redisGetReply(c, &r) != REDIS_OK || r == NULL)
-        return fail(err, errlen, "ASKING on %s:%d: %s", host, rd.port, c->errstr);
+        return wsg_err_set(err, errlen, "ASKING on %s:%d: %s", host, rd.port, c->errstr);
       freeReplyObject(r);
       r = NULL;
     }
     if (redisGetReply(c, &r) != REDIS_OK || r == NULL)
-      return fail(err, errlen, "reading from %s:%d: %s", host, rd.port, c->errstr);
+      return wsg_err_set(err, errlen, "reading from %s:%d: %s", host, rd.port, c->errstr);
     freeReplyObject(*rep);
     *rep = r;
   }
@@ -437,7 +428,7 @@ int wsg_redis_sync_pipeline(wsg_redis_sync *s, size_t from, size_t to,
   uint16_t one[64];
   uint16_t *node_of = n <= 64 ? one : malloc(n * sizeof(*node_of));
   if (node_of == NULL)
-    return fail(err, errlen, "out of memory");
+    return wsg_err_set(err, errlen, "out of memory");
   bool used[WSG_REDIS_NODES_MAX] = {false};
   char e2[256] = "";
   int rc = 0;
@@ -446,31 +437,32 @@ int wsg_redis_sync_pipeline(wsg_redis_sync *s, size_t from, size_t to,
     const char **argv;
     const size_t *lens;
     if (!build(ctx, from + i, &argc, &argv, &lens)) {
-      rc = fail(e2, sizeof(e2), "command %zu cannot be built", from + i);
+      rc = wsg_err_set(e2, sizeof(e2), "command %zu cannot be built", from + i);
       break;
     }
     int idx = route(s, argc, argv, lens);
     redisContext *c = idx >= 0 ? node_conn(s, (uint32_t)idx, e2, sizeof(e2)) : NULL;
     if (idx < 0)
-      rc = fail(e2, sizeof(e2), "no node serves the slot of command %zu", from + i);
+      rc = wsg_err_set(e2, sizeof(e2), "no node serves the slot of command %zu", from + i);
     else if (c == NULL)
       rc = -1;
     else if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK)
-      rc = fail(e2, sizeof(e2), "%s", c->errstr);
+      rc = wsg_err_set(e2, sizeof(e2), "%s", c->errstr);
     node_of[i] = (uint16_t)(idx < 0 ? 0 : idx);
     used[node_of[i]] = true;
   }
   /* Every node's commands leave before any reply is read: one round trip, not one per node. */
   for (uint32_t k = 0; k < s->map->nnodes && rc == 0; k++)
     if (used[k] && flush(s->conns[k]) != 0)
-      rc = fail(e2, sizeof(e2), "writing to %s:%d: %s", s->map->nodes[k].host,
-                s->map->nodes[k].port, s->conns[k]->errstr);
+      rc = wsg_err_set(e2, sizeof(e2), "writing to %s:%d: %s", s->map->nodes[k].host,
+                       s->map->nodes[k].port, s->conns[k]->errstr);
   for (size_t i = 0; i < n && rc == 0; i++) {
     redisContext *c = s->conns[node_of[i]];
     void *rep = NULL;
     if (redisGetReply(c, &rep) != REDIS_OK || rep == NULL)
-      rc = fail(e2, sizeof(e2), "reading replies from %s:%d: %s", s->map->nodes[node_of[i]].host,
-                s->map->nodes[node_of[i]].port, c->errstr[0] ? c->errstr : "connection lost");
+      rc = wsg_err_set(e2, sizeof(e2), "reading replies from %s:%d: %s",
+                       s->map->nodes[node_of[i]].host, s->map->nodes[node_of[i]].port,
+                       c->errstr[0] ? c->errstr : "connection lost");
     reps[i] = rep;
   }
   for (size_t i = 0; i < n && rc == 0 && s->cluster; i++)
@@ -484,7 +476,7 @@ int wsg_redis_sync_pipeline(wsg_redis_sync *s, size_t from, size_t to,
       reps[i] = NULL;
     }
     wsg_redis_sync_drop(s);
-    return fail(err, errlen, "%s on %s: %s", what, s->where, e2);
+    return wsg_err_set(err, errlen, "%s on %s: %s", what, s->where, e2);
   }
   if (s->map_stale) {
     char e3[256];

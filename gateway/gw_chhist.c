@@ -14,11 +14,29 @@
 #include "wsg_redis_cluster.h"
 #include "wsg_redis_keys.h"
 
+/* One command in flight, freed by its reply's callback; cb is the member req.cb knows. */
 typedef struct {
   wsg_redis_conn_req req; /* first: the callback gets it back */
-  gw_chhist_cb cb;
+  union {
+    gw_chhist_cb page;         /* on_reply */
+    gw_chhist_pos_cb position; /* on_position */
+  } cb;
   void *arg;
-} hist_req;
+} chhist_req;
+
+/* Sends argv with a copy of *tmpl as its state: 0, or -1 (nothing left allocated). */
+static int send_req(wsg_redis_cluster *conn, const chhist_req *tmpl, int argc, const char **argv,
+                    const size_t *lens) {
+  chhist_req *h = malloc(sizeof *h);
+  if (!h)
+    return -1;
+  *h = *tmpl;
+  if (wsg_redis_cluster_command(conn, &h->req, argc, argv, lens) != WSG_REDIS_CONN_OK) {
+    free(h);
+    return -1;
+  }
+  return 0;
+}
 
 static bool uint_of(const redisReply *r, uint64_t *out) {
   if (r->type != REDIS_REPLY_INTEGER || r->integer < 0)
@@ -51,14 +69,14 @@ bool gw_chhist_parse(const redisReply *rep, gw_chhist_page *page) {
 }
 
 static void on_reply(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
-  hist_req *h = (hist_req *)req;
+  chhist_req *h = (chhist_req *)req;
   if (!arg) {
-    h->cb(h->arg, NULL, true);
+    h->cb.page(h->arg, NULL, true);
   } else {
     /* A page is large (GW_CHHIST_PAGE_MAX entries): on the heap, for the call only. */
     gw_chhist_page *page = malloc(sizeof *page);
     bool ok = page && gw_chhist_parse(rep, page);
-    h->cb(h->arg, ok ? page : NULL, false);
+    h->cb.page(h->arg, ok ? page : NULL, false);
     free(page);
   }
   free(h);
@@ -77,28 +95,13 @@ int gw_chhist_read(gw_chreg *r, const char *name, size_t len, uint64_t after, ui
   snprintf(a, sizeof a, "%llu", (unsigned long long)after);
   snprintf(n, sizeof n, "%u", max > GW_CHHIST_PAGE_MAX ? GW_CHHIST_PAGE_MAX : max);
   snprintf(b, sizeof b, "%llu", (unsigned long long)max_bytes);
-  hist_req *h = malloc(sizeof *h);
-  if (!h)
-    return -1;
-  h->req.cb = on_reply;
-  h->cb = cb;
-  h->arg = arg;
   const char *argv[] = {"EVAL", WSG_LUA_CHANNEL_HISTORY, "2", km, kh, a, n, b};
   size_t lens[] = {
       4,        strlen(WSG_LUA_CHANNEL_HISTORY), 1, (size_t)lm, (size_t)lh, strlen(a), strlen(n),
       strlen(b)};
-  if (wsg_redis_cluster_command(conn, &h->req, 8, argv, lens) != WSG_REDIS_CONN_OK) {
-    free(h);
-    return -1;
-  }
-  return 0;
+  const chhist_req tmpl = {.req.cb = on_reply, .cb.page = cb, .arg = arg};
+  return send_req(conn, &tmpl, 8, argv, lens);
 }
-
-typedef struct {
-  wsg_redis_conn_req req; /* first: the callback gets it back */
-  gw_chhist_pos_cb cb;
-  void *arg;
-} pos_req;
 
 /* An HMGET field: nil is 0 (no :m); anything but a decimal string is a failure. */
 static bool field_of(const redisReply *r, uint64_t *out) {
@@ -116,15 +119,15 @@ static bool field_of(const redisReply *r, uint64_t *out) {
 }
 
 static void on_position(void *arg, wsg_redis_conn_req *req, const redisReply *rep) {
-  pos_req *p = (pos_req *)req;
+  chhist_req *p = (chhist_req *)req;
   uint64_t e = 0, o = 0;
   if (!arg)
-    p->cb(p->arg, false, 0, 0, true);
+    p->cb.position(p->arg, false, 0, 0, true);
   else if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
            field_of(rep->element[0], &e) && field_of(rep->element[1], &o))
-    p->cb(p->arg, true, e, e ? o : 0, false);
+    p->cb.position(p->arg, true, e, e ? o : 0, false);
   else
-    p->cb(p->arg, false, 0, 0, false);
+    p->cb.position(p->arg, false, 0, 0, false);
   free(p);
 }
 
@@ -136,17 +139,8 @@ int gw_chhist_position(gw_chreg *r, const char *name, size_t len, gw_chhist_pos_
   int lm = wsg_key_channel(km, sizeof km, gw_chreg_prefix(r), name, len, "m");
   if (lm < 0 || !wsg_redis_cluster_key_ready(conn, km, (size_t)lm))
     return -1;
-  pos_req *p = malloc(sizeof *p);
-  if (!p)
-    return -1;
-  p->req.cb = on_position;
-  p->cb = cb;
-  p->arg = arg;
   const char *argv[] = {"HMGET", km, "e", "o"};
   size_t lens[] = {5, (size_t)lm, 1, 1};
-  if (wsg_redis_cluster_command(conn, &p->req, 4, argv, lens) != WSG_REDIS_CONN_OK) {
-    free(p);
-    return -1;
-  }
-  return 0;
+  const chhist_req tmpl = {.req.cb = on_position, .cb.position = cb, .arg = arg};
+  return send_req(conn, &tmpl, 4, argv, lens);
 }

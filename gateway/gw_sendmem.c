@@ -51,6 +51,13 @@ static size_t largest(gw_server *s, victim *v) {
   return n;
 }
 
+void gw_sendmem_clear(gw_server *s, gw_session *ss) {
+  s->sendq_bytes -= gw_sendq_bytes(&ss->q);
+  gw_sendq_clear(&ss->q);
+  ss->sent_off = 0;
+  wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
+}
+
 bool gw_sendmem_enforce(gw_server *s, gw_session *keep) {
   uint64_t max = s->cfg->sendq_max;
   while (max && s->sendq_bytes > max) {

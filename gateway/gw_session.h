@@ -2,7 +2,8 @@
  * gw_session.h: the WebSocket server's private state, shared by the files of the server and by no
  * one else (not a public API: gw_server.h is). One concern per file:
  *   gw_server.c    the libwebsockets context and its protocol callback, connections' lifecycle
- *                  (established, registered, released), closes, keepalive, drain, metrics;
+ *                  (established, registered, released), keepalive, drain, metrics;
+ *   gw_close.c     the closes the gateway decides, their count by code, and their backstop;
  *   gw_door.c      sockets from accept to upgrade: global and per-address caps (gw_peers);
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
@@ -15,6 +16,7 @@
  *   gw_server_metrics.c  the metric table of all of them.
  * Cross-file internals are named gw_<file>_* (gw_upgrade_*, gw_inbound_*, gw_outbound_*) or, for
  * the server's own, gw__* (libuv's uv__); tiny helpers needed on the hot path are static inline.
+ * gw__close_* kept their name when they moved to gw_close.c (called from a dozen files).
  *
  * Threads: the loop thread only.
  */
@@ -403,16 +405,21 @@ void gw_door_destroyed(gw_server *s, struct lws *wsi);
 bool gw_door_key(gw_server *s, struct lws *wsi, gw_peer_key *out);
 void gw_door_finish(gw_server *s);
 
-/* gw_server.c: closes. gw__close_now from inside the wsi's own callback (returns -1, which the
+/* gw_close.c: closes. gw__close_now from inside the wsi's own callback (returns -1, which the
  * caller returns to lws); gw__close_async from anywhere on the loop thread (the close frame goes
  * out from WRITEABLE, after what is queued unless urgent). reason NULL: the code's default. */
 int gw__close_now(gw_server *s, struct lws *wsi, gw_session *ss, int code, const char *reason);
 void gw__close_async(gw_server *s, gw_session *ss, int code, const char *reason, bool urgent);
-/* gw_server.c: ends the connection after_ms from now if it is still open then, from our own
+/* gw_close.c: ends the connection after_ms from now if it is still open then, from our own
  * timer (lws' fire late: docs/notes/libwebsockets-4.1.6.md#timers). Every close the gateway
  * decides arms it once, GW_CLOSE_BACKSTOP_MS after its close frame is asked for (gw__close_now,
- * gw__close_async, the oversized message's discard_end); the idle hang-up arms it with 0. */
+ * gw__close_async, the oversized message's discard_end); the idle hang-up arms it with 0.
+ * gw_close_backstop_timer_cb: s->kill_w's callback (w->data is s). */
 void gw__close_backstop(gw_server *s, gw_session *ss, uint32_t after_ms);
+void gw_close_backstop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+/* gw_close.c: LWS_CALLBACK_CLOSED, between lws' shutdown() and close(): drops the client's unread
+ * input (bounded) so the close is a FIN, not a reset. */
+void gw_close_discard_unread(gw_server *s, struct lws *wsi);
 /* gw_server.c: (re)starts the ev_timer `w` for the earliest deadline of `h`, if any. */
 void gw__deadline_timer_arm(gw_server *s, ev_timer *w, const gw_deadline_heap *h);
 /* gw_server.c: pops the deadlines of `h` that are due, calls `due` for each connection still
@@ -441,6 +448,9 @@ bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, ui
  * closed `keep` (may be NULL). gw_sendmem_check: the soft limit from the keepalive wheel: 0 when
  * it closed ss, else the second to look again (next_s, or sooner while ss is over the limit). */
 bool gw_sendmem_enforce(gw_server *s, gw_session *keep);
+/* gw_sendmem.c: empties ss's send queue and takes its bytes off the total (an urgent close, the
+ * session's end). */
+void gw_sendmem_clear(gw_server *s, gw_session *ss);
 uint32_t gw_sendmem_check(gw_server *s, gw_session *ss, uint64_t now_ms, uint32_t now_s,
                           uint32_t next_s);
 /* gw_server.c: the payload of a keepalive ping to ss, which only its pong echoes (unguessable

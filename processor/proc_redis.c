@@ -12,7 +12,6 @@
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +19,7 @@
 #include "proc_metrics.h"
 #include "proc_redis_reply.h"
 #include "proc_util.h"
+#include "wsg_err.h"
 #include "wsg_log.h"
 #include "wsg_redis_keys.h"
 #include "wsg_redis_sync.h"
@@ -168,17 +168,17 @@ static void count(wsg_counter *c, uint64_t n) {
 int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, size_t errlen) {
   *out = NULL;
   if (!o->host || !o->prefix || o->port <= 0 || o->port > 65535) {
-    proc__fmt_err(err, errlen, "redis: a host, a port (1..65535) and a key prefix are required");
+    wsg_err_set(err, errlen, "redis: a host, a port (1..65535) and a key prefix are required");
     return -1;
   }
   /* Every key is <prefix><kind>:<id>; ids are at most WSG_MAX_USER_LEN bytes. */
   if (strlen(o->prefix) > PREFIX_MAX) {
-    proc__fmt_err(err, errlen, "--redis-prefix is longer than %d bytes", PREFIX_MAX);
+    wsg_err_set(err, errlen, "--redis-prefix is longer than %d bytes", PREFIX_MAX);
     return -1;
   }
   proc_redis *r = calloc(1, sizeof(*r));
   if (!r) {
-    proc__fmt_err(err, errlen, "redis: out of memory");
+    wsg_err_set(err, errlen, "redis: out of memory");
     return -1;
   }
   pthread_mutex_init(&r->status_lock, NULL);
@@ -188,7 +188,7 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
   r->cache = calloc(r->cache_cap, sizeof(gw_cache_entry));
   if (!r->prefix || !r->cache) {
     proc_redis_destroy(r);
-    proc__fmt_err(err, errlen, "redis: out of memory");
+    wsg_err_set(err, errlen, "redis: out of memory");
     return -1;
   }
   r->timeout_ms = o->timeout_ms ? o->timeout_ms : 2000;
@@ -204,7 +204,7 @@ int proc_redis_create(proc_redis **out, const proc_redis_options *o, char *err, 
   char e2[200];
   if (wsg_redis_sync_create(&r->rs, &so, e2, sizeof(e2)) != 0) {
     proc_redis_destroy(r);
-    proc__fmt_err(err, errlen, "redis: %s", e2);
+    wsg_err_set(err, errlen, "redis: %s", e2);
     return -1;
   }
   r->cache_ttl_ms = o->gateway_cache_ttl_ms;
@@ -249,7 +249,7 @@ static void io_failed(proc_redis *r, const char *msg, char *err, size_t errlen) 
   if (r->status_ok)
     WSG_WARN("redis", "%s", msg);
   disconnect(r, msg);
-  proc__fmt_err(err, errlen, "redis: %s", msg);
+  wsg_err_set(err, errlen, "redis: %s", msg);
 }
 
 static int ensure_connected(proc_redis *r, char *err, size_t errlen) {
@@ -259,8 +259,8 @@ static int ensure_connected(proc_redis *r, char *err, size_t errlen) {
   if (now < r->next_attempt_ms) {
     char why[256];
     proc_redis_status(r, why, sizeof(why));
-    proc__fmt_err(err, errlen, "%s (next connect attempt in %" PRIu64 " ms)", why,
-                  r->next_attempt_ms - now);
+    wsg_err_set(err, errlen, "%s (next connect attempt in %" PRIu64 " ms)", why,
+                r->next_attempt_ms - now);
     return -1;
   }
   char msg[256];
@@ -356,17 +356,17 @@ int proc_redis_pipeline(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
                         size_t errlen) {
   *block = NULL;
   if (n == 0 || n > WSGATE_MAX_REDIS_COMMANDS || !cmds || !replies) {
-    proc__fmt_err(err, errlen, "a pipeline holds 1..%d commands", WSGATE_MAX_REDIS_COMMANDS);
+    wsg_err_set(err, errlen, "a pipeline holds 1..%d commands", WSGATE_MAX_REDIS_COMMANDS);
     return WSGATE_E_INVAL;
   }
   for (size_t i = 0; i < n; i++) {
     if (cmds[i].argc < 1 || !cmds[i].argv) {
-      proc__fmt_err(err, errlen, "command %zu has no arguments", i);
+      wsg_err_set(err, errlen, "command %zu has no arguments", i);
       return WSGATE_E_INVAL;
     }
     for (int a = 0; a < cmds[i].argc; a++) {
       if (!cmds[i].argv[a]) {
-        proc__fmt_err(err, errlen, "command %zu: argument %d is NULL", i, a);
+        wsg_err_set(err, errlen, "command %zu: argument %d is NULL", i, a);
         return WSGATE_E_INVAL;
       }
     }
@@ -375,7 +375,7 @@ int proc_redis_pipeline(proc_redis *r, const wsgate_redis_cmd *cmds, size_t n,
     return WSGATE_E_REDIS;
   redisReply **reps = calloc(n, sizeof(*reps));
   if (!reps) {
-    proc__fmt_err(err, errlen, "out of memory");
+    wsg_err_set(err, errlen, "out of memory");
     return WSGATE_E_NOMEM;
   }
   if (round_trip(r, 0, n, build_handler_cmd, (void *)cmds, "sending a handler's commands", true,
@@ -461,7 +461,7 @@ int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, s
     return -1;
   redisReply **reps = calloc(n < PIPELINE_CHUNK ? n : PIPELINE_CHUNK, sizeof(*reps));
   if (!reps) {
-    proc__fmt_err(err, errlen, "out of memory storing %zu deliveries", n);
+    wsg_err_set(err, errlen, "out of memory storing %zu deliveries", n);
     return -1;
   }
   int rc = 0;
@@ -484,7 +484,7 @@ int proc_redis_append(proc_redis *r, const proc_strref *users, proc_append *a, s
         /* SCRIPT FLUSH while connected: load it again and retry the batch. */
         r->append_sha[0] = '\0';
         rc = -1;
-        proc__fmt_err(err, errlen, "redis: the replay append script was flushed; reloading");
+        wsg_err_set(err, errlen, "redis: the replay append script was flushed; reloading");
       } else {
         refused++;
         wsg_log_limited(&r->bad_rl, 1, wsg_now_mono_ms(), WSG_LOG_WARN, "redis",
@@ -722,7 +722,7 @@ static int read_users(proc_redis *r, const proc_strref *users, size_t from, size
         continue;
       }
       if (proc__reserve((void **)&raw->v, &raw->cap, raw->n + 1, sizeof(raw_entry)) != 0) {
-        proc__fmt_err(err, errlen, "out of memory routing %zu users", to - from);
+        wsg_err_set(err, errlen, "out of memory routing %zu users", to - from);
         rc = -2;
         break;
       }
@@ -752,7 +752,7 @@ static int read_gateways(proc_redis *r, proc_routes *rt, uint64_t now_ms, redisR
                          char *err, size_t errlen) {
   size_t *todo = malloc((rt->ngws ? rt->ngws : 1) * sizeof(size_t));
   if (!todo) {
-    proc__fmt_err(err, errlen, "out of memory");
+    wsg_err_set(err, errlen, "out of memory");
     return -2;
   }
   size_t ntodo = 0;
@@ -848,11 +848,11 @@ static int cmp_raw_user(const void *a, const void *b) {
 int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64_t now_ms,
                        proc_routes *rt, char *err, size_t errlen) {
   if (n > UINT32_MAX) {
-    proc__fmt_err(err, errlen, "too many users in one batch");
+    wsg_err_set(err, errlen, "too many users in one batch");
     return -1;
   }
   if (routes_reset(rt, n) != 0) {
-    proc__fmt_err(err, errlen, "out of memory routing %zu users", n);
+    wsg_err_set(err, errlen, "out of memory routing %zu users", n);
     return -1;
   }
   for (size_t i = 0; i < n; i++)
@@ -896,7 +896,7 @@ int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64
       qsort(raw.v, raw.n, sizeof(raw_entry), cmp_raw_user);
     if (proc__reserve((void **)&rt->targets, &rt->targets_cap, raw.n ? raw.n : 1,
                       sizeof(proc_target)) != 0) {
-      proc__fmt_err(err, errlen, "out of memory routing %zu users", n);
+      wsg_err_set(err, errlen, "out of memory routing %zu users", n);
       rc = -2;
     } else {
       for (size_t i = 0; i < raw.n; i++) {
@@ -923,12 +923,12 @@ int proc_redis_resolve(proc_redis *r, const proc_strref *users, size_t n, uint64
 int proc_redis_gateways(proc_redis *r, const proc_strref *ids, size_t n, uint64_t now_ms,
                         proc_routes *rt, char *err, size_t errlen) {
   if (routes_reset(rt, 0) != 0) {
-    proc__fmt_err(err, errlen, "out of memory");
+    wsg_err_set(err, errlen, "out of memory");
     return -1;
   }
   for (size_t i = 0; i < n; i++)
     if (intern_gw(rt, ids[i].ptr, ids[i].len) < 0) {
-      proc__fmt_err(err, errlen, "more than %d gateways in one lookup", RESOLVE_GW_MAX);
+      wsg_err_set(err, errlen, "more than %d gateways in one lookup", RESOLVE_GW_MAX);
       return -1;
     }
   if (rt->ngws == 0)

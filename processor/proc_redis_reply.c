@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proc_util.h"
+#include "wsg_err.h"
 
 /* Nodes and string bytes a converted reply needs. */
 static void measure(const redisReply *rep, size_t *nodes, size_t *bytes) {
@@ -91,7 +91,7 @@ int proc_redis_reply_convert(const redisReply *const *reps, size_t n,
   size_t node_bytes = nodes * sizeof(wsgate_redis_reply);
   uint8_t *mem = malloc(node_bytes + bytes + 1);
   if (!mem) {
-    proc__fmt_err(err, errlen, "out of memory for %zu reply bytes", node_bytes + bytes);
+    wsg_err_set(err, errlen, "out of memory for %zu reply bytes", node_bytes + bytes);
     return WSGATE_E_NOMEM;
   }
   wsgate_redis_reply *base = (wsgate_redis_reply *)mem;

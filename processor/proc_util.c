@@ -5,19 +5,7 @@
  */
 #include "proc_util.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
-
-__attribute__((format(printf, 3, 4))) void proc__fmt_err(char *err, size_t errlen, const char *fmt,
-                                                         ...) {
-  if (!err || errlen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 uint64_t proc__hash(const void *p, size_t n) {
   const unsigned char *s = p;

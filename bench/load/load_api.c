@@ -48,6 +48,7 @@ typedef struct {
    * accepted_window: 202s answered in it (the throughput, whatever the schedule's lag) */
   uint64_t started, accepted, accepted_measured, accepted_window, expected_measured, failed,
       failed_measured, requests, requests_window; /* sends, except requests* */
+  uint64_t expected; /* deliveries of every accepted send: the receivers drain until they hold it */
   uint64_t status[MAX_STATUS];
   uint64_t curl_errors;
   char first_error[256];
@@ -193,11 +194,14 @@ static void finished(sender *s, uint64_t now) {
         s->requests_window++;
         load_hist_record(&s->h_request, now - c->started_ns);
       }
+      uint64_t deliveries = 0;
+      for (unsigned i = 0; i < c->n; i++)
+        for (unsigned k = 0; k < s->p->api_users; k++)
+          deliveries += conns_of_user(s->p, recipient(s->p, c->g + i, k));
+      s->expected += deliveries;
       if (measured) {
         s->accepted_measured += c->n;
-        for (unsigned i = 0; i < c->n; i++)
-          for (unsigned k = 0; k < s->p->api_users; k++)
-            s->expected_measured += conns_of_user(s->p, recipient(s->p, c->g + i, k));
+        s->expected_measured += deliveries;
       }
     } else {
       s->failed += c->n;
@@ -283,11 +287,12 @@ static int report(sender *s, double cpu_s) {
                 "accepted_window", (json_int_t)s->accepted_window, "failed", (json_int_t)s->failed,
                 "curl_errors", (json_int_t)s->curl_errors, "statuses", st, "first_error",
                 s->first_error, "cpu_s", cpu_s);
-  json_t *o = json_pack(
-      "{sI sI sI sI sI so so so}", "sent", (json_int_t)s->started, "sent_measured",
-      (json_int_t)s->accepted_measured, "dropped", (json_int_t)s->failed_measured,
-      "expected_measured", (json_int_t)s->expected_measured, "ramp_ns", (json_int_t)0, "api", api,
-      "h_request", load_hist_json(&s->h_request), "h_lag", load_hist_json(&s->h_lag));
+  json_t *o =
+      json_pack("{sI sI sI sI sI sI so so so}", "sent", (json_int_t)s->started, "sent_measured",
+                (json_int_t)s->accepted_measured, "dropped", (json_int_t)s->failed_measured,
+                "expected_measured", (json_int_t)s->expected_measured, "expected",
+                (json_int_t)s->expected, "ramp_ns", (json_int_t)0, "api", api, "h_request",
+                load_hist_json(&s->h_request), "h_lag", load_hist_json(&s->h_lag));
   char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
   json_decref(o);
   if (!text)

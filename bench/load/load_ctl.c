@@ -65,6 +65,8 @@ int load__ctl_read(worker *w) {
       unsigned long long t0;
       if (w->cbuf[0] == 'G' && sscanf(w->cbuf, "G %llu", &t0) == 1 && w->phase == P_WAIT_GO)
         load__begin_run(w, (uint64_t)t0);
+      else if (w->cbuf[0] == 'D')
+        w->caught_up = true;
       else if (w->cbuf[0] == 'X')
         w->exit_req = true;
       size_t used = (size_t)(nl + 1 - w->cbuf);

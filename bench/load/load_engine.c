@@ -113,7 +113,7 @@ static bool drained(const worker *w) {
   if (w->p->mode == LOAD_IDLE)
     return true;
   if (w->p->mode == LOAD_API)
-    return false; /* the expected count is the sender's: wait the whole --drain */
+    return w->caught_up; /* the expected count is the sender's: the parent says (its "D") */
   uint64_t expected = w->p->mode == LOAD_FANOUT ? w->expected : w->sent_measured;
   return w->received_measured >= expected;
 }
@@ -141,6 +141,13 @@ static int worker_loop(worker *w) {
       load__send_due(w, now);
       if (now >= w->t_end)
         w->phase = P_DRAIN;
+    }
+    if (w->phase == P_DRAIN && w->p->mode == LOAD_API && now >= w->next_rx_report &&
+        (w->received != w->rx_reported || w->next_rx_report == 0)) {
+      /* At most every 50 ms: the parent sums them against what the sender's 202s promised. */
+      load__ctl_send(w, "C %llu\n", (unsigned long long)w->received);
+      w->rx_reported = w->received;
+      w->next_rx_report = now + 50 * 1000000ull;
     }
     if (w->phase == P_DRAIN && (now >= w->t_drain || drained(w))) {
       if (load__report(w) != 0) {

@@ -7,7 +7,10 @@
  *   worker -> parent   "P <ready> <failed>\n"   progress, once a second while connecting
  *                      "R <ready> <failed>\n"   every connection is ready or has failed
  *                      "J <bytes>\n<json>"      the result, once the traffic phase is over
+ *                      "C <received>\n"        --mode api, draining: what arrived so far
  *   parent -> worker   "G <t0 ns>\n"            start the traffic at CLOCK_MONOTONIC t0
+ *                      "D\n"                    --mode api: the workers together received every
+ *                                               delivery the sender's 202s promised: report
  *                      "X\n"                    every worker has reported: close and exit
  *
  * The barriers keep workers from disturbing each other: traffic starts only once every worker

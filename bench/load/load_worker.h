@@ -115,6 +115,10 @@ typedef struct {
   char cbuf[128];
   size_t clen;
   bool exit_req;
+  /* --mode api: only the parent can tell the drain is over (the sender knows what to expect):
+   * "C" lines report `received`, "D" sets caught_up. */
+  bool caught_up;
+  uint64_t rx_reported, next_rx_report;
 
   conn *cur; /* connection whose bytes the marker scanner is reading */
   uint64_t now;

@@ -104,8 +104,9 @@ static const wsg_option options[] = {
     {"warmup", 0, NULL, WSG_OPT_DURATION, OPT(warmup_ms), "2s", 0, HOUR, NULL, 0,
      "echo/fanout: messages due in the first part of --duration are sent but not measured."},
     {"drain", 0, NULL, WSG_OPT_DURATION, OPT(drain_ms), "5s", 0, HOUR, NULL, 0,
-     "echo/fanout: after the last send, wait this long at most for outstanding replies; what "
-     "has not arrived then counts as lost."},
+     "echo/fanout/api: after the last send, wait this long at most for outstanding replies (api: "
+     "until the receivers hold every delivery the API accepted); what has not arrived then "
+     "counts as lost."},
     {"size", 's', NULL, WSG_OPT_SIZE, OPT(size), "64", 0, 65536, NULL, 0,
      "Application bytes per message (the timestamp marker and padding; chat and Centrifugo add "
      "their JSON around it)."},
@@ -416,6 +417,7 @@ typedef struct {
   size_t jlen, jgot;
   bool ready, done, eof;
   uint32_t n_ready, n_failed;
+  uint64_t n_received; /* --mode api, draining: its last "C" (all it received) */
 } child;
 
 static volatile sig_atomic_t interrupted;
@@ -458,8 +460,11 @@ static int child_input(child *c, const char *buf, size_t n) {
     c->line[c->llen] = '\0';
     c->llen = 0;
     unsigned a, b;
+    unsigned long long rx;
     size_t len;
-    if (sscanf(c->line, "P %u %u", &a, &b) == 2) {
+    if (sscanf(c->line, "C %llu", &rx) == 1) {
+      c->n_received = rx;
+    } else if (sscanf(c->line, "P %u %u", &a, &b) == 2) {
       c->n_ready = a;
       c->n_failed = b;
     } else if (sscanf(c->line, "R %u %u", &a, &b) == 2) {
@@ -486,6 +491,32 @@ static void tell_all(child *ch, unsigned n, const char *line) {
     if (ch[i].fd >= 0 && send(ch[i].fd, line, strlen(line), MSG_NOSIGNAL) < 0) {
       /* that worker is gone; its EOF is handled by the loop */
     }
+}
+
+/*
+ * --mode api: the receivers keep draining until they hold every delivery of the sends the API
+ * accepted (the sender's "expected"), bounded by --drain: a fixed drain ended a flood's run while
+ * its backlog was still coming through (accepted > delivered: the receivers had stopped counting,
+ * nothing was lost). *expected: UINT64_MAX until the sender has reported, then its figure (read
+ * once). True once "D" was sent.
+ */
+static bool api_caught_up(const load_plan *p, child *ch, uint64_t *expected) {
+  const child *sender = &ch[p->procs];
+  if (!sender->done)
+    return false;
+  if (*expected == UINT64_MAX) {
+    json_t *o = json_loads(sender->json, 0, NULL);
+    json_t *e = json_object_get(o, "expected");
+    *expected = json_is_integer(e) ? (uint64_t)json_integer_value(e) : UINT64_MAX - 1;
+    json_decref(o); /* UINT64_MAX - 1: no figure, so never caught up: --drain ends it */
+  }
+  uint64_t received = 0;
+  for (unsigned i = 0; i < p->procs; i++)
+    received += ch[i].n_received;
+  if (received < *expected)
+    return false;
+  tell_all(ch, p->procs, "D\n"); /* the workers only: the sender is done */
+  return true;
 }
 
 static void kill_all(child *ch, unsigned n) {
@@ -547,7 +578,8 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_ho
   uint64_t start = mono_ns(), last_print = start;
   uint64_t deadline = start + p->ramp_timeout_ns + 60 * NS +
                       (p->mode == LOAD_IDLE ? p->hold_ns : p->duration_ns + p->drain_ns) + 60 * NS;
-  bool go_sent = false, window_marked = false;
+  bool go_sent = false, window_marked = false, api_drained = p->mode != LOAD_API;
+  uint64_t api_expected = UINT64_MAX;
   uint64_t window_at = 0;
   struct pollfd pfd[MAX_PROCS + 1];
   for (;;) {
@@ -581,6 +613,8 @@ static int run_workers(const load_plan *p, child *ch, uint64_t *ramp_ns, load_ho
       hops_mark(hops);
       window_marked = true;
     }
+    if (!api_drained)
+      api_drained = api_caught_up(p, ch, &api_expected);
     if (ndone == nch) {
       if (window_marked)
         hops_mark(hops); /* before "X": the disconnects are not part of the run */

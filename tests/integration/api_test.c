@@ -346,6 +346,8 @@ Test(api, publish_presence_and_history) {
   rep = itest_redis_key_command(0, "EXISTS %s:p:gw-gone#0000000000000001 %s", ghost, kz);
   cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0, "the entries deleted");
   freeReplyObject(rep);
+  cr_expect_eq(itest_metric(api.ops_port, "wsgate_api_presence_drops_total{result=\"ok\"}"), 1,
+               "one DROP for both dead lives");
   /* 300 dead lives, more than one read takes (256): every request answers, the first deletes
    * the dead it read, the second reads the rest (once they made every request fail for good).
    * Seeded one command at a time through the MOVED-following helper: on a Redis Cluster the
@@ -639,6 +641,49 @@ Test(api, admin_tool_calls_the_api) {
            admin, api.port);
   cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "a 401 is a failure");
   ws_client_destroy(a);
+}
+
+/* A presence read whose DROP of dead gateway lives Redis refuses (here the API's ACL user may not
+ * UNLINK) still answers without them; the failure is counted and logged, and the entries stay for
+ * the next reader. On a private Redis: the ACL user is its own. */
+Test(api, failed_presence_drop_is_counted_and_the_read_answers) {
+  itest_redis_server srv = {0};
+  itest_redis_server_start(&srv, 0);
+  itest_track(srv.pid, srv.log);
+  redisContext *r = itest_redis_connect_port(srv.port);
+  cr_assert(r);
+  redisReply *rep = itest_redis_cmd(r, "ACL SETUSER api-nodrop on >nodrop ~* +@all -unlink");
+  cr_assert(rep && rep->type == REDIS_REPLY_STATUS, "ACL SETUSER failed");
+  freeReplyObject(rep);
+  char ch[256];
+  snprintf(ch, sizeof ch, "%sch:{c:news:nodrop}", cl.prefix);
+  freeReplyObject(itest_redis_cmd(r, "HSET %s:pc gw-gone#0000000000000001 1", ch));
+  freeReplyObject(itest_redis_cmd(r, "HSET %s:p:gw-gone#0000000000000001 777 ghost", ch));
+  api_proc st;
+  api_start_with(
+      &st, itest_kafka_bootstrap(), true, srv.port,
+      (const char *const[]){"--redis-user", "api-nodrop", "--redis-password", "nodrop", NULL});
+  char out[4096];
+  for (int i = 0; i < 2; i++) { /* the second read finds the dead life again */
+    cr_assert_eq(
+        http(st.port, "GET", "/v1/presence?channel=news:nodrop", AUTH, "", 0, out, sizeof out), 200,
+        "%s", out);
+    cr_assert(strstr(out, "\"connections\":0,") && !strstr(out, "ghost"), "%s", out);
+  }
+  cr_expect_eq(itest_metric(st.ops_port, "wsgate_api_presence_drops_total{result=\"error\"}"), 2);
+  cr_expect_eq(itest_metric(st.ops_port, "wsgate_api_presence_drops_total{result=\"ok\"}"), 0);
+  rep = itest_redis_cmd(r, "EXISTS %s:p:gw-gone#0000000000000001", ch);
+  cr_expect(rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1,
+            "left to the next reader");
+  freeReplyObject(rep);
+  static char log[4 << 20]; /* --log-level debug: room for the whole log */
+  cr_expect(itest_read_file(st.log, log, sizeof log) &&
+                strstr(log, "deleting dead gateways' entries failed"),
+            "the failure is logged (%s)", st.log);
+  api_stop(&st);
+  redisFree(r);
+  itest_untrack(srv.pid);
+  itest_redis_server_stop(&srv, SIGKILL);
 }
 
 /* A Redis that stops answering (SIGSTOP: the socket stays open, only a deadline can tell):

@@ -35,15 +35,21 @@ TestSuite(channels_tail, .fini = teardown, .timeout = 120);
 /* A short quiet time, to keep the tests quick (the default, 1 s, in the first one). */
 static const char *const quick[] = {"--channel-tail-check", "300ms", NULL};
 
+/* The channel's Redis key of that kind ("m", "h", "gws"), as docs/ARCHITECTURE.md lists it. */
+static const char *chkey(char buf[256], const char *prefix, const char *channel, const char *kind) {
+  snprintf(buf, 256, "%sch:{c:%s}:%s", prefix, channel, kind);
+  return buf;
+}
+
 /* What a processor killed after the publish script leaves behind: the publication numbered and
  * (history_size > 0) stored, no record produced. Returns its offset; *epoch the channel's. */
 static unsigned long long store_only(redisContext *r, const char *prefix, const char *channel,
                                      const char *history_size, const char *data,
                                      unsigned long long *epoch) {
   char km[256], kh[256], kg[256];
-  snprintf(km, sizeof km, "%sch:{c:%s}:m", prefix, channel);
-  snprintf(kh, sizeof kh, "%sch:{c:%s}:h", prefix, channel);
-  snprintf(kg, sizeof kg, "%sch:{c:%s}:gws", prefix, channel);
+  chkey(km, prefix, channel, "m");
+  chkey(kh, prefix, channel, "h");
+  chkey(kg, prefix, channel, "gws");
   redisReply *rep = itest_redis_cmd(r, "EVAL %s 3 %s %s %s %s %s d %s", WSG_LUA_CHANNEL_PUBLISH, km,
                                     kh, kg, history_size, "600000", data);
   cr_assert(rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
@@ -63,23 +69,6 @@ static void expect_silence(ws_client *c, int ms) {
                 m.data);
 }
 
-/* A gateway and a `publish` processor; `who` subscribed to channel. */
-static ws_client *start_with_subscriber(itest_cluster *c, const char *name, const char *channel,
-                                        const char *const *gw_extra) {
-  itest_cluster_init(c, 2, 4, false);
-  static const char *const ns[] = {"--channel-namespace", "tail=history_size=100", NULL};
-  itest_gateway_start(&gw, c, name, &(itest_daemon_opts){.extra = gw_extra});
-  itest_processor_start(&proc, c, name, "publish", &(itest_daemon_opts){.extra = ns});
-  ws_client *a = itest_connect_channels(&gw, "ann", "[\"tail:*\"]");
-  char op[128], want[192];
-  snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
-  snprintf(want, sizeof want,
-           "{\"wsgate\":\"subscribed\",\"channel\":\"%s\",\"epoch\":0,\"offset\":0}", channel);
-  itest_op_expect(a, op, want);
-  cr_assert_eq(itest_gws_members(&gw, channel, 1), 1);
-  return a;
-}
-
 /* Publications from..to through the processor (the `publish` handler), received by a. */
 static void publish_range(ws_client *a, const char *channel, int from, int to) {
   ws_client *p = itest_connect_channels(&gw, "pat", "[]");
@@ -93,17 +82,55 @@ static void publish_range(ws_client *a, const char *channel, int from, int to) {
   ws_client_destroy(p);
 }
 
+/* One of the first three cases: a gateway and a `publish` processor on the shared servers, a
+ * subscriber `a` of `channel` that has received publications 1..published through them, and a
+ * connection `r` to the shared Redis to leave publications behind as a killed processor would. */
+typedef struct {
+  itest_cluster c;
+  const char *channel;
+  ws_client *a;
+  redisContext *r;
+} tail_case;
+
+static void tail_case_start(tail_case *t, const char *name, const char *channel,
+                            const char *const *gw_extra, int published) {
+  static const char *const ns[] = {"--channel-namespace", "tail=history_size=100", NULL};
+  itest_cluster_init(&t->c, 2, 4, false);
+  t->channel = channel;
+  itest_gateway_start(&gw, &t->c, name, &(itest_daemon_opts){.extra = gw_extra});
+  itest_processor_start(&proc, &t->c, name, "publish", &(itest_daemon_opts){.extra = ns});
+  t->a = itest_connect_channels(&gw, "ann", "[\"tail:*\"]");
+  char op[128], want[192];
+  snprintf(op, sizeof op, "{\"wsgate\":\"subscribe\",\"channel\":\"%s\"}", channel);
+  snprintf(want, sizeof want,
+           "{\"wsgate\":\"subscribed\",\"channel\":\"%s\",\"epoch\":0,\"offset\":0}", channel);
+  itest_op_expect(t->a, op, want);
+  cr_assert_eq(itest_gws_members(&gw, channel, 1), 1);
+  publish_range(t->a, channel, 1, published);
+  t->r = itest_redis_connect();
+}
+
+/* store_only on the case's channel. */
+static unsigned long long tail_store(tail_case *t, const char *history_size, const char *data,
+                                     unsigned long long *epoch) {
+  return store_only(t->r, t->c.prefix, t->channel, history_size, data, epoch);
+}
+
+static void tail_case_end(tail_case *t) {
+  redisFree(t->r);
+  ws_client_destroy(t->a);
+}
+
 /* The last publication before a pause is stored but its record is lost: the subscriber gets it
  * from the history within the quiet interval (the default, 1 s) plus slack, once, in order; the
  * record that turns up later is a duplicate; then the channel is idle and costs no more reads. */
 Test(channels_tail, lost_last_record_is_filled_from_the_history) {
-  itest_cluster c;
-  ws_client *a = start_with_subscriber(&c, "tail-fill", "tail:x", NULL);
-  publish_range(a, "tail:x", 1, 3);
-  redisContext *r = itest_redis_connect();
+  tail_case t;
+  tail_case_start(&t, "tail-fill", "tail:x", NULL, 3);
+  ws_client *a = t.a;
   unsigned long long epoch;
   uint64_t t0 = itest_now_ms();
-  cr_assert_eq(store_only(r, c.prefix, "tail:x", "100", "four", &epoch), 4);
+  cr_assert_eq(tail_store(&t, "100", "four", &epoch), 4);
   itest_expect_pub(a, "tail:x", 4, "\"four\"");
   uint64_t took = itest_now_ms() - t0;
   cr_expect_lt(took, 1000 + 1500, "delivered %llu ms after it was stored",
@@ -122,20 +149,18 @@ Test(channels_tail, lost_last_record_is_filled_from_the_history) {
   cr_expect_eq(itest_metric(gw.http_port, CHECKS "{result=\"current\"}"), 1);
   usleep(2500 * 1000);
   cr_expect_eq(itest_metric(gw.http_port, CHECKS "{result=\"current\"}"), 1, "idle: no reads");
-  redisFree(r);
-  ws_client_destroy(a);
+  tail_case_end(&t);
 }
 
 /* The tail is numbered but the history no longer has all of it (history_size 0 for the last
  * one, as a trimmed or expired history): what it has is delivered, the rest is a `gap`. */
 Test(channels_tail, tail_gone_from_the_history_is_a_gap) {
-  itest_cluster c;
-  ws_client *a = start_with_subscriber(&c, "tail-gap", "tail:y", quick);
-  publish_range(a, "tail:y", 1, 2);
-  redisContext *r = itest_redis_connect();
+  tail_case t;
+  tail_case_start(&t, "tail-gap", "tail:y", quick, 2);
+  ws_client *a = t.a;
   unsigned long long epoch;
-  cr_assert_eq(store_only(r, c.prefix, "tail:y", "100", "three", &epoch), 3);
-  cr_assert_eq(store_only(r, c.prefix, "tail:y", "0", "four", &epoch), 4); /* not in :h */
+  cr_assert_eq(tail_store(&t, "100", "three", &epoch), 3);
+  cr_assert_eq(tail_store(&t, "0", "four", &epoch), 4); /* not in :h */
   itest_expect_pub(a, "tail:y", 3, "\"three\"");
   ws_message m;
   itest_expect_msg(a, WS_OP_TEXT, &m, 300 + 1500);
@@ -146,36 +171,33 @@ Test(channels_tail, tail_gone_from_the_history_is_a_gap) {
   publish_range(a, "tail:y", 5, 5);
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_gaps_total"), 1);
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_tail_filled_total"), 1);
-  redisFree(r);
-  ws_client_destroy(a);
+  tail_case_end(&t);
 }
 
 /* The history was lost (:m and :h gone, e.g. expired) and the next publication, which starts a
  * new epoch, lost its record: the subscriber gets it with the new epoch, no gap, as a record of
  * the new epoch would have come; later ones follow in it. */
 Test(channels_tail, new_epoch_starts_over) {
-  itest_cluster c;
-  ws_client *a = start_with_subscriber(&c, "tail-epoch", "tail:z", quick);
-  publish_range(a, "tail:z", 1, 2);
-  redisContext *r = itest_redis_connect();
+  tail_case t;
+  tail_case_start(&t, "tail-epoch", "tail:z", quick, 2);
+  ws_client *a = t.a;
   char km[256], kh[256];
-  snprintf(km, sizeof km, "%sch:{c:tail:z}:m", c.prefix);
-  snprintf(kh, sizeof kh, "%sch:{c:tail:z}:h", c.prefix);
-  redisReply *rep = itest_redis_cmd(r, "HGET %s e", km);
+  chkey(km, t.c.prefix, "tail:z", "m");
+  chkey(kh, t.c.prefix, "tail:z", "h");
+  redisReply *rep = itest_redis_cmd(t.r, "HGET %s e", km);
   cr_assert(rep && rep->type == REDIS_REPLY_STRING);
   unsigned long long old_epoch = strtoull(rep->str, NULL, 10), epoch;
   freeReplyObject(rep);
-  freeReplyObject(itest_redis_cmd(r, "DEL %s", km));
-  freeReplyObject(itest_redis_cmd(r, "DEL %s", kh));
-  cr_assert_eq(store_only(r, c.prefix, "tail:z", "100", "new", &epoch), 1);
+  freeReplyObject(itest_redis_cmd(t.r, "DEL %s", km));
+  freeReplyObject(itest_redis_cmd(t.r, "DEL %s", kh));
+  cr_assert_eq(tail_store(&t, "100", "new", &epoch), 1);
   cr_assert_neq(epoch, old_epoch);
   cr_expect_eq(itest_expect_pub(a, "tail:z", 1, "\"new\""), epoch);
   expect_silence(a, 1000);
   publish_range(a, "tail:z", 2, 2); /* numbered 2 in the new epoch: delivered, nothing between */
   cr_expect_eq(itest_metric(gw.http_port, CHECKS "{result=\"new_epoch\"}"), 1);
   cr_expect_eq(itest_metric(gw.http_port, "wsgate_gateway_channel_gaps_total"), 0);
-  redisFree(r);
-  ws_client_destroy(a);
+  tail_case_end(&t);
 }
 
 /* --- a record that arrives while the check waits for Redis ---------------------------------- */

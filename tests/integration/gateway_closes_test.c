@@ -72,12 +72,10 @@ static void assert_within_bound(const char *what, uint64_t ms) {
             (unsigned long long)(ms == UINT64_MAX ? MEASURE_MS : ms), CLOSE_BOUND_MS);
 }
 
-/* A client that reads nothing from here on (a small receive buffer, so the kernel absorbs little
- * of what the gateway writes); returns its connection id. */
+/* A client that reads nothing from here on (itest_stop_reading); returns its connection id. */
 static uint64_t connect_silent(ws_client **c, const char *user) {
   *c = itest_connect(&gw, user);
-  int sz = 4096;
-  setsockopt(ws_client_fd(*c), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  itest_stop_reading(*c);
   wsg_envelope e;
   itest_reader_expect(&rd, WSG_ENV_CONNECT, user, &e, ITEST_TIMEOUT_MS);
   return e.conn;
@@ -104,6 +102,17 @@ static void start(const char *name, const char *const *extra) {
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
 }
 
+/* start(), then one silent client of `user` (connect_silent; its id in *conn unless NULL). */
+static ws_client *start_silent(const char *name, const char *const *extra, const char *user,
+                               uint64_t *conn) {
+  start(name, extra);
+  ws_client *c;
+  uint64_t id = connect_silent(&c, user);
+  if (conn)
+    *conn = id;
+  return c;
+}
+
 /* Once the gateway has decided a close counted under `label` (a code, or "app") within
  * decide_ms, it holds at most `conns_left` connections CLOSE_BOUND_MS later, and its backstop
  * counted the close it ended under the same label. */
@@ -126,10 +135,9 @@ static void close_ends_within_the_bound(int code, double conns_left, int decide_
 
 Test(gateway_closes, slow_consumer_4001_ends_within_the_bound) {
   const char *extra[] = {"--sendq-hard", "256k", "--sendq-soft", "256k", NULL};
-  start("closes-4001", extra);
+  uint64_t conn;
+  ws_client *c = start_silent("closes-4001", extra, "slow", &conn);
   int32_t slot = itest_gateway_slot(&gw);
-  ws_client *c;
-  uint64_t conn = connect_silent(&c, "slow");
   /* Until the queue passes --sendq-hard, in steps of 64 KiB so the kernel's buffers (several
    * MiB on loopback) fill first: the close must find bytes the client never acknowledged, or a
    * FIN is the right end and the reset below is not exercised. At most 64 MiB. */
@@ -151,33 +159,29 @@ Test(gateway_closes, slow_consumer_4001_ends_within_the_bound) {
   ws_client_destroy(c);
 }
 
-Test(gateway_closes, app_close_4002_ends_within_the_bound) {
-  start("closes-4002", NULL);
-  int32_t slot = itest_gateway_slot(&gw);
-  ws_client *c;
-  uint64_t conn = connect_silent(&c, "kicked");
-  itest_send_close(&gw, slot, conn, 0, NULL);
-  close_ends_within_the_bound(4002, 0, 10000);
+/* A processor's close envelope (code 0: none, reason may be NULL) to a silent client: ends
+ * within the bound, counted under `label`, and its `disconnect` carries `want`. */
+static void app_close_ends_within_the_bound(const char *name, const char *user, int code,
+                                            const char *reason, const char *label, int want) {
+  uint64_t conn;
+  ws_client *c = start_silent(name, NULL, user, &conn);
+  itest_send_close(&gw, itest_gateway_slot(&gw), conn, code, reason);
+  close_labelled_ends_within_the_bound(label, 0, 10000);
   wsg_envelope e;
-  itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "kicked", &e, ITEST_TIMEOUT_MS);
-  cr_assert_eq(e.close_code, 4002);
+  itest_reader_expect(&rd, WSG_ENV_DISCONNECT, user, &e, ITEST_TIMEOUT_MS);
+  cr_assert_eq(e.close_code, want);
   ws_client_destroy(c);
+}
+
+Test(gateway_closes, app_close_4002_ends_within_the_bound) {
+  app_close_ends_within_the_bound("closes-4002", "kicked", 0, NULL, "4002", 4002);
 }
 
 /* An application's own code is sent as it is, and counted under code="app" (closes and
  * backstops alike): one series, whatever codes applications pick. */
 Test(gateway_closes, app_code_4100_ends_within_the_bound) {
-  start("closes-app", NULL);
-  int32_t slot = itest_gateway_slot(&gw);
-  ws_client *c;
-  uint64_t conn = connect_silent(&c, "app-kicked");
-  itest_send_close(&gw, slot, conn, 4100, "done here");
-  close_labelled_ends_within_the_bound("app", 0, 10000);
+  app_close_ends_within_the_bound("closes-app", "app-kicked", 4100, "done here", "app", 4100);
   cr_assert_eq(metric("wsgate_gateway_closes_total{code=\"4002\"}"), 0);
-  wsg_envelope e;
-  itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "app-kicked", &e, ITEST_TIMEOUT_MS);
-  cr_assert_eq(e.close_code, 4100);
-  ws_client_destroy(c);
 }
 
 Test(gateway_closes, token_expired_4003_ends_within_the_bound) {
@@ -189,18 +193,15 @@ Test(gateway_closes, token_expired_4003_ends_within_the_bound) {
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token("expiring", 2));
   const char *headers[] = {auth, NULL};
   cr_assert_eq(itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp), WS_CLIENT_OK);
-  int sz = 4096;
-  setsockopt(ws_client_fd(c), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  itest_stop_reading(c);
   close_ends_within_the_bound(4003, 0, 15000);
   ws_client_destroy(c);
 }
 
 Test(gateway_closes, user_limit_4004_ends_within_the_bound) {
   const char *extra[] = {"--max-conns-per-user", "1", NULL};
-  start("closes-4004", extra);
-  ws_client *first, *second;
-  connect_silent(&first, "hog");
-  second = itest_connect(&gw, "hog");
+  ws_client *first = start_silent("closes-4004", extra, "hog", NULL);
+  ws_client *second = itest_connect(&gw, "hog");
   close_ends_within_the_bound(4004, 1, 10000);
   ws_client_destroy(second);
   ws_client_destroy(first);
@@ -209,9 +210,7 @@ Test(gateway_closes, user_limit_4004_ends_within_the_bound) {
 /* The rate limit's 1008 is decided inside the connection's own callback (gw__close_now). */
 Test(gateway_closes, rate_limit_1008_ends_within_the_bound) {
   const char *extra[] = {"--rate-msgs", "1", "--rate-burst", "2", "--rate-action", "close", NULL};
-  start("closes-1008", extra);
-  ws_client *c;
-  connect_silent(&c, "flooder");
+  ws_client *c = start_silent("closes-1008", extra, "flooder", NULL);
   for (int i = 0; i < 5; i++)
     cr_assert_eq(ws_client_send_text(c, "x", 1), WS_CLIENT_OK);
   close_ends_within_the_bound(1008, 0, 10000);
@@ -222,9 +221,7 @@ Test(gateway_closes, rate_limit_1008_ends_within_the_bound) {
  * --idle-timeout, from the backstop's timer, not lws' (which may fire late). */
 Test(gateway_closes, idle_hangup_ends_at_the_idle_timeout) {
   const char *extra[] = {"--ping-interval", "1s", "--idle-timeout", "3s", NULL};
-  start("closes-idle", extra);
-  ws_client *c;
-  connect_silent(&c, "mute");
+  ws_client *c = start_silent("closes-idle", extra, "mute", NULL);
   uint64_t t0 = wait_metric_at_least("wsgate_gateway_idle_closes_total", 1, 10000);
   uint64_t ms = held_ms(t0, 0);
   cr_log_info("idle hang-up: the gateway held the socket %llu ms after deciding it",
@@ -238,9 +235,7 @@ Test(gateway_closes, idle_hangup_ends_at_the_idle_timeout) {
  * operations endpoint goes with the process. */
 Test(gateway_closes, drain_1001_ends_within_the_bound) {
   const char *extra[] = {"--drain-window", "0s", "--drain-grace", "30s", NULL};
-  start("closes-1001", extra);
-  ws_client *c;
-  connect_silent(&c, "stays");
+  ws_client *c = start_silent("closes-1001", extra, "stays", NULL);
   uint64_t t0 = itest_now_ms();
   cr_assert_eq(kill(gw.pid, SIGTERM), 0);
   itest_gateway_stop(&gw, 0, 40000);

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -38,10 +37,8 @@ static void wait_metric_at_least(const char *series, double want, int timeout_ms
 
 static uint64_t connect_user(ws_client **c, const char *user, bool small_rcvbuf) {
   *c = itest_connect(&gw, user);
-  if (small_rcvbuf) {
-    int sz = 4096;
-    setsockopt(ws_client_fd(*c), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-  }
+  if (small_rcvbuf)
+    itest_stop_reading(*c);
   wsg_envelope e;
   itest_reader_expect(&rd, WSG_ENV_CONNECT, user, &e, ITEST_TIMEOUT_MS);
   return e.conn;

@@ -7,10 +7,12 @@
 #include "harness_daemons.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "gw_jwt.h"
@@ -437,6 +439,12 @@ ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
                       sizeof tok);
   cr_assert(n > 0, "gw_jwt_sign: %s", gw_jwt_strerror(n));
   return connect_token(g, user, tok);
+}
+
+void itest_stop_reading(ws_client *c) {
+  int sz = 4096;
+  cr_assert_eq(setsockopt(ws_client_fd(c), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz), 0,
+               "SO_RCVBUF: %s", strerror(errno));
 }
 
 void itest_expect_msg(ws_client *c, ws_opcode op, ws_message *m, int timeout_ms) {

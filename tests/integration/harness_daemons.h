@@ -126,6 +126,9 @@ ws_client *itest_connect(const itest_gateway *g, const char *user);
 /* The same with a token whose `channels` claim is channels_json (a JSON array of patterns). */
 ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
                                   const char *channels_json);
+/* Shrinks c's receive buffer to 4 KiB, so that once the test stops reading, the kernel absorbs
+ * little of what the gateway writes (a client that stopped reading: slow consumers, closes). */
+void itest_stop_reading(ws_client *c);
 /* Any request: path (NULL "/"), extra headers (NULL-terminated, may be NULL), subprotocol (may be
  * NULL). Returns ws_client_connect's result; *out set on success. */
 int itest_connect_raw(const itest_gateway *g, const char *path, const char *const *headers,
