@@ -4,8 +4,17 @@
 #include <stddef.h>
 
 const wsg_metric_table *const gw_metric_tables[] = {
-    &gw_gateway_metric_table,   &gw_kafka_metric_table,   &gw_registry_metric_table,
-    &gw_chreg_metric_table,     &gw_chpresq_metric_table, &gw_chresync_metric_table,
-    &gw_chjlserve_metric_table, &gw_server_metric_table,  &gw_auth_metric_table,
-    &gw_expiry_metric_table,    &gw_reload_metric_table,  NULL,
+    &gw_gateway_metric_table,
+    &gw_kafka_metric_table,
+    &gw_registry_metric_table,
+    &gw_chreg_metric_table,
+    &gw_chpresq_metric_table,
+    &gw_chresync_metric_table,
+    &gw_chjlserve_metric_table,
+    &gw_server_metric_table,
+    &gw_auth_metric_table,
+    &gw_expiry_metric_table,
+    &gw_reload_metric_table,
+    &gw_direct_metric_table,
+    NULL,
 };

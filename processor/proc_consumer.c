@@ -257,6 +257,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
   if (!t)
     return;
   part *p = t->p;
+  if (t->kafka && t->out_part >= 0 && t->out_part < c->out_partitions &&
+      c->out_inflight[t->out_part])
+    c->out_inflight[t->out_part]--;
   if (p->inflight)
     p->inflight--;
   if (c->inflight_total)
@@ -375,6 +378,10 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
     goto fail;
   }
+  if (!(c->out_inflight = calloc((size_t)c->out_partitions, sizeof(uint32_t)))) {
+    proc__fmt_err(err, errlen, "out of memory");
+    goto fail;
+  }
   if (c->dlq && wsg_kafka_topic_partitions_until(c->prod, c->dlq, topic_timeout, o->stop, terr,
                                                  sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
@@ -444,6 +451,7 @@ void proc_consumer_destroy(proc_consumer *c) {
     }
   }
   free(c->parts);
+  free(c->out_inflight);
   while (c->blocks) {
     ticket_block *b = c->blocks;
     c->blocks = b->next;
@@ -474,7 +482,7 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
                           const volatile sig_atomic_t *stop) {
   /* Backpressure: wait for acknowledgements rather than track unboundedly many records. */
   while (tracked(c) + max > c->max_in_flight && !(stop && *stop) && !atomic_load(&c->failed)) {
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    proc_consumer__wait(c, POLL_SLICE_MS);
     proc_group_store_offsets(c);
   }
   if ((stop && *stop) || atomic_load(&c->failed))
@@ -565,7 +573,7 @@ static ticket *ticket_for(proc_consumer *c, proc_record *r) {
     proc_offsets_done(p->offs, r->seq);
     return NULL;
   }
-  *t = (ticket){.p = p, .epoch = r->epoch, .seq = r->seq};
+  *t = (ticket){.p = p, .epoch = r->epoch, .seq = r->seq, .out_part = -1};
   return t;
 }
 
@@ -593,6 +601,12 @@ static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, 
   return -1;
 }
 
+static void out_produced(proc_consumer *c, ticket *t) {
+  t->kafka = true;
+  if (t->out_part >= 0 && t->out_part < c->out_partitions)
+    c->out_inflight[t->out_part]++;
+}
+
 int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, const void *buf,
                           size_t len) {
   ticket *t = ticket_for(c, r);
@@ -601,10 +615,12 @@ int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, c
     return -1;
   }
   t->handler_us = r->handler_us;
+  t->out_part = partition;
   for (;;) {
     if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
                          t) == 0) {
       produced(c, t);
+      out_produced(c, t);
       count(c->m_produced, 1);
       return 0;
     }
@@ -612,7 +628,7 @@ int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, c
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
       return produce_failed(c, t, err, c->outbound, partition, len);
     /* librdkafka's queue is full: let deliveries drain it (reports complete other records). */
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    proc_consumer__wait(c, POLL_SLICE_MS);
   }
 }
 
@@ -648,7 +664,7 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
     rd_kafka_headers_destroy(h);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
       return produce_failed(c, t, err, c->dlq, RD_KAFKA_PARTITION_UA, r->len);
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    proc_consumer__wait(c, POLL_SLICE_MS);
   }
 }
 
@@ -686,7 +702,7 @@ static void update_lag(proc_consumer *c) {
 }
 
 void proc_consumer_service(proc_consumer *c) {
-  rd_kafka_poll(c->prod, 0);
+  proc_consumer__wait(c, 0);
   proc_group_store_offsets(c);
   uint64_t now = wsg_now_mono_ms();
   /* A commit whose result never came (the group changed under it) must not block the next. */
@@ -753,4 +769,75 @@ int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
   if (rd_kafka_flush(c->prod, left) != RD_KAFKA_RESP_ERR_NO_ERROR)
     rc = -1;
   return rc;
+}
+
+/* --- the direct reply path ------------------------------------------------------------------ */
+
+void proc_consumer__wait(proc_consumer *c, int ms) {
+  if (c->side && !c->in_side) {
+    /* Not re-entered: a fallback inside the side may produce and wait here. */
+    c->in_side = true;
+    bool waiting = c->side(c->side_arg);
+    c->in_side = false;
+    if (waiting && ms > 1)
+      ms = 1;
+  }
+  rd_kafka_poll(c->prod, ms);
+}
+
+void proc_consumer_set_side(proc_consumer *c, proc_consumer_side_fn fn, void *arg) {
+  c->side = fn;
+  c->side_arg = arg;
+}
+
+uint32_t proc_consumer_kafka_inflight(const proc_consumer *c, int32_t partition) {
+  return partition >= 0 && partition < c->out_partitions ? c->out_inflight[partition] : 0;
+}
+
+proc_ticket *proc_consumer_hold(proc_consumer *c, proc_record *r, int32_t partition) {
+  ticket *t = ticket_for(c, r);
+  if (!t) {
+    proc_consumer__fail(c, "out of memory tracking an outbound record");
+    return NULL;
+  }
+  t->handler_us = r->handler_us;
+  t->out_part = partition;
+  produced(c, t); /* in flight like a produced record: revokes and shutdown wait for it */
+  return t;
+}
+
+/* The end of a held ticket that was not produced: in flight no more. */
+static void unhold(proc_consumer *c, ticket *t) {
+  if (t->p->inflight)
+    t->p->inflight--;
+  if (c->inflight_total)
+    c->inflight_total--;
+}
+
+void proc_consumer_release(proc_consumer *c, proc_ticket *t) {
+  unhold(c, t);
+  if (t->handler_us && c->m_hop_acked) {
+    uint64_t now_us = wsg_now_wall_us();
+    if (now_us > t->handler_us)
+      wsg_histogram_observe(c->m_hop_acked, (double)(now_us - t->handler_us) / 1e6);
+  }
+  complete(t->p, t->epoch, t->seq);
+  ticket_put(c, t);
+}
+
+int proc_consumer_produce_held(proc_consumer *c, proc_ticket *t, const void *buf, size_t len) {
+  for (;;) {
+    if (rd_kafka_produce(c->out_topic, t->out_part, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
+                         t) == 0) {
+      out_produced(c, t);
+      count(c->m_produced, 1);
+      return 0;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_last_error();
+    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed)) {
+      unhold(c, t);
+      return produce_failed(c, t, err, c->outbound, t->out_part, len);
+    }
+    proc_consumer__wait(c, POLL_SLICE_MS);
+  }
 }
