@@ -197,13 +197,13 @@ static ticket *ticket_get(proc_consumer *c) {
   return t;
 }
 
-static void ticket_put(proc_consumer *c, ticket *t) {
+void proc_consumer__ticket_put(proc_consumer *c, ticket *t) {
   t->next = c->free_tickets;
   c->free_tickets = t;
 }
 
 /* One pending unit of (p, epoch, seq) is done. */
-static void complete(part *p, uint32_t epoch, uint64_t seq) {
+void proc_consumer__complete(part *p, uint32_t epoch, uint64_t seq) {
   if (p->assigned && p->epoch == epoch && proc_offsets_done(p->offs, seq) > 0)
     p->dirty = true;
 }
@@ -271,21 +271,21 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
       if (now_us > t->handler_us)
         wsg_histogram_observe(c->m_hop_acked, (double)(now_us - t->handler_us) / 1e6);
     }
-    complete(p, t->epoch, t->seq);
+    proc_consumer__complete(p, t->epoch, t->seq);
   } else if (permanent(m->err)) {
     count(c->m_dropped, 1);
     wsg_log_limited(&c->rl_delivery, 1, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
                     "Kafka refused an outbound record of %zu bytes for partition %" PRId32
                     " of %s: %s; dropped",
                     m->len, m->partition, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-    complete(p, t->epoch, t->seq);
+    proc_consumer__complete(p, t->epoch, t->seq);
   } else {
     /* Not completed: the input offset can never be committed past this record. */
     count(c->m_delivery_errors, 1);
     proc_consumer__fail(c, "delivery to partition %" PRId32 " of %s failed: %s", m->partition,
                         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
   }
-  ticket_put(c, t);
+  proc_consumer__ticket_put(c, t);
 }
 
 /* --- creation ------------------------------------------------------------------------------ */
@@ -548,7 +548,7 @@ bool proc_consumer_begin(proc_consumer *c, proc_record *r) {
 void proc_consumer_end(proc_consumer *c, proc_record *r) {
   (void)c;
   if (r->begun)
-    complete(r->part, r->epoch, r->seq);
+    proc_consumer__complete(r->part, r->epoch, r->seq);
   r->begun = false;
   if (r->rkm)
     rd_kafka_message_destroy(r->rkm);
@@ -564,7 +564,7 @@ void proc_consumer_abandon(proc_consumer *c, proc_record *r) {
 }
 
 /* Takes a ticket for one more output of `r`; NULL when out of memory. */
-static ticket *ticket_for(proc_consumer *c, proc_record *r) {
+ticket *proc_consumer__ticket_for(proc_consumer *c, proc_record *r) {
   part *p = r->part;
   if (!r->begun || proc_offsets_add(p->offs, r->seq) != 0)
     return NULL;
@@ -577,17 +577,17 @@ static ticket *ticket_for(proc_consumer *c, proc_record *r) {
   return t;
 }
 
-static void produced(proc_consumer *c, ticket *t) {
+void proc_consumer__produced(proc_consumer *c, ticket *t) {
   t->p->inflight++;
   c->inflight_total++;
 }
 
 /* A produce call failed synchronously: undo the ticket. Returns -1 unless the record alone is at
  * fault (dropped, counted), in which case 0. */
-static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, const char *topic,
-                          int32_t partition, size_t len) {
-  complete(t->p, t->epoch, t->seq);
-  ticket_put(c, t);
+int proc_consumer__produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err,
+                                  const char *topic, int32_t partition, size_t len) {
+  proc_consumer__complete(t->p, t->epoch, t->seq);
+  proc_consumer__ticket_put(c, t);
   if (permanent(err)) {
     count(c->m_dropped, 1);
     wsg_log_limited(&c->rl_delivery, 1, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
@@ -601,7 +601,7 @@ static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, 
   return -1;
 }
 
-static void out_produced(proc_consumer *c, ticket *t) {
+void proc_consumer__out_produced(proc_consumer *c, ticket *t) {
   t->kafka = true;
   if (t->out_part >= 0 && t->out_part < c->out_partitions)
     c->out_inflight[t->out_part]++;
@@ -609,7 +609,7 @@ static void out_produced(proc_consumer *c, ticket *t) {
 
 int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, const void *buf,
                           size_t len) {
-  ticket *t = ticket_for(c, r);
+  ticket *t = proc_consumer__ticket_for(c, r);
   if (!t) {
     proc_consumer__fail(c, "out of memory tracking an outbound record");
     return -1;
@@ -619,14 +619,14 @@ int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, c
   for (;;) {
     if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
                          t) == 0) {
-      produced(c, t);
-      out_produced(c, t);
+      proc_consumer__produced(c, t);
+      proc_consumer__out_produced(c, t);
       count(c->m_produced, 1);
       return 0;
     }
     rd_kafka_resp_err_t err = rd_kafka_last_error();
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
-      return produce_failed(c, t, err, c->outbound, partition, len);
+      return proc_consumer__produce_failed(c, t, err, c->outbound, partition, len);
     /* librdkafka's queue is full: let deliveries drain it (reports complete other records). */
     proc_consumer__wait(c, POLL_SLICE_MS);
   }
@@ -636,7 +636,7 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
                               const char *reason) {
   if (!c->dlq)
     return 0;
-  ticket *t = ticket_for(c, r);
+  ticket *t = proc_consumer__ticket_for(c, r);
   if (!t) {
     proc_consumer__fail(c, "out of memory tracking a dead-letter record");
     return -1;
@@ -656,14 +656,14 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
         RD_KAFKA_V_KEY((void *)r->key, r->key_len), RD_KAFKA_V_VALUE((void *)r->value, r->len),
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      produced(c, t);
+      proc_consumer__produced(c, t);
       count(c->m_dead_letters, 1);
       return 0;
     }
     /* producev owns the headers only on success. */
     rd_kafka_headers_destroy(h);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
-      return produce_failed(c, t, err, c->dlq, RD_KAFKA_PARTITION_UA, r->len);
+      return proc_consumer__produce_failed(c, t, err, c->dlq, RD_KAFKA_PARTITION_UA, r->len);
     proc_consumer__wait(c, POLL_SLICE_MS);
   }
 }
@@ -769,75 +769,4 @@ int proc_consumer_close(proc_consumer *c, uint64_t timeout_ms) {
   if (rd_kafka_flush(c->prod, left) != RD_KAFKA_RESP_ERR_NO_ERROR)
     rc = -1;
   return rc;
-}
-
-/* --- the direct reply path ------------------------------------------------------------------ */
-
-void proc_consumer__wait(proc_consumer *c, int ms) {
-  if (c->side && !c->in_side) {
-    /* Not re-entered: a fallback inside the side may produce and wait here. */
-    c->in_side = true;
-    bool waiting = c->side(c->side_arg);
-    c->in_side = false;
-    if (waiting && ms > 1)
-      ms = 1;
-  }
-  rd_kafka_poll(c->prod, ms);
-}
-
-void proc_consumer_set_side(proc_consumer *c, proc_consumer_side_fn fn, void *arg) {
-  c->side = fn;
-  c->side_arg = arg;
-}
-
-uint32_t proc_consumer_kafka_inflight(const proc_consumer *c, int32_t partition) {
-  return partition >= 0 && partition < c->out_partitions ? c->out_inflight[partition] : 0;
-}
-
-proc_ticket *proc_consumer_hold(proc_consumer *c, proc_record *r, int32_t partition) {
-  ticket *t = ticket_for(c, r);
-  if (!t) {
-    proc_consumer__fail(c, "out of memory tracking an outbound record");
-    return NULL;
-  }
-  t->handler_us = r->handler_us;
-  t->out_part = partition;
-  produced(c, t); /* in flight like a produced record: revokes and shutdown wait for it */
-  return t;
-}
-
-/* The end of a held ticket that was not produced: in flight no more. */
-static void unhold(proc_consumer *c, ticket *t) {
-  if (t->p->inflight)
-    t->p->inflight--;
-  if (c->inflight_total)
-    c->inflight_total--;
-}
-
-void proc_consumer_release(proc_consumer *c, proc_ticket *t) {
-  unhold(c, t);
-  if (t->handler_us && c->m_hop_acked) {
-    uint64_t now_us = wsg_now_wall_us();
-    if (now_us > t->handler_us)
-      wsg_histogram_observe(c->m_hop_acked, (double)(now_us - t->handler_us) / 1e6);
-  }
-  complete(t->p, t->epoch, t->seq);
-  ticket_put(c, t);
-}
-
-int proc_consumer_produce_held(proc_consumer *c, proc_ticket *t, const void *buf, size_t len) {
-  for (;;) {
-    if (rd_kafka_produce(c->out_topic, t->out_part, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
-                         t) == 0) {
-      out_produced(c, t);
-      count(c->m_produced, 1);
-      return 0;
-    }
-    rd_kafka_resp_err_t err = rd_kafka_last_error();
-    if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed)) {
-      unhold(c, t);
-      return produce_failed(c, t, err, c->outbound, t->out_part, len);
-    }
-    proc_consumer__wait(c, POLL_SLICE_MS);
-  }
 }

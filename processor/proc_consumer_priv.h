@@ -131,6 +131,19 @@ static inline void count(wsg_counter *c, uint64_t n) {
 }
 
 /* proc_consumer.c */
+/* Takes a ticket for one more output of `r` (NULL: out of memory), returns one, completes one. */
+ticket *proc_consumer__ticket_for(proc_consumer *c, proc_record *r);
+void proc_consumer__ticket_put(proc_consumer *c, ticket *t);
+void proc_consumer__complete(part *p, uint32_t epoch, uint64_t seq);
+/* A ticket in flight (revokes and shutdown wait for it); and produced to its outbound partition. */
+void proc_consumer__produced(proc_consumer *c, ticket *t);
+void proc_consumer__out_produced(proc_consumer *c, ticket *t);
+/* A produce call failed synchronously: undoes the ticket; -1 unless the record alone is at fault.
+ */
+int proc_consumer__produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err,
+                                  const char *topic, int32_t partition, size_t len);
+
+/* proc_held.c */
 /* Waits up to ms for delivery reports (and the direct path's acks). */
 void proc_consumer__wait(proc_consumer *c, int ms);
 /* Records the first unrecoverable failure; the processor stops at its next check. */

@@ -174,6 +174,10 @@ static void fall_back(proc_direct *d, gwpeer *p, reason why, const char *detail)
     close(p->fd);
     p->fd = -1;
   }
+  /* Down before producing: a produce that waits for room serves the other peers' acks
+   * (proc_consumer's side), and must find this one out of the way. */
+  bool was_up = p->st == P_UP;
+  p->st = P_DOWN;
   size_t n = p->fn - p->fhead;
   for (size_t i = p->fhead; i < p->fn; i++) {
     frame *f = &p->frames[i];
@@ -183,8 +187,6 @@ static void fall_back(proc_direct *d, gwpeer *p, reason why, const char *detail)
   if (n && d->m_refallback)
     wsg_counter_add(d->m_refallback, n);
   reset_buffers(p);
-  bool was_up = p->st == P_UP;
-  p->st = P_DOWN;
   p->switched = false;
   p->deadline_ms = wsg_now_mono_ms() + d->o.backoff_ms;
   if (d->m_fallback[why])
@@ -202,7 +204,7 @@ static void fall_back(proc_direct *d, gwpeer *p, reason why, const char *detail)
 
 static int reserve(gwpeer *p, size_t more) {
   if (p->head > 0 && p->head == p->len) {
-    reset_buffers(p);
+    p->head = p->wr = p->len = 0; /* all acknowledged (an ack being read stays) */
   } else if (p->head > 0 && p->head >= p->cap / 2) {
     /* Slide the unacknowledged bytes to the front. */
     memmove(p->buf, p->buf + p->head, p->len - p->head);
@@ -306,9 +308,10 @@ static void write_some(proc_direct *d, gwpeer *p) {
 static void acked(proc_direct *d, gwpeer *p, uint64_t seq) {
   bool progress = false;
   while (p->fhead < p->fn && p->frames[p->fhead].seq <= seq) {
-    frame *f = &p->frames[p->fhead++];
+    frame *f = &p->frames[p->fhead];
     if (f->off + f->len > p->wr)
       break; /* acknowledged before written: a confused peer; caught below */
+    p->fhead++;
     proc_consumer_release(d->o.cons, f->t);
     p->head = f->off + f->len;
     progress = true;
@@ -505,7 +508,9 @@ bool proc_direct_service(proc_direct *d) {
       write_some(d, p);
     if (p->st == P_UP && p->wr < p->len)
       write_some(d, p); /* waiting for Kafka to drain before the switch */
-    if (p->st == P_UP && p->ack_wait_ms && now - p->ack_wait_ms >= d->o.ack_timeout_ms)
+    /* ack_wait_ms may be newer than `now` (set by the reads and writes just above). */
+    if (p->st == P_UP && p->ack_wait_ms && now > p->ack_wait_ms &&
+        now - p->ack_wait_ms >= d->o.ack_timeout_ms)
       fall_back(d, p, R_ACK_TIMEOUT, NULL);
     if (p->st == P_UP && p->fn > p->fhead)
       waiting = true;

@@ -75,22 +75,28 @@ Test(direct, replies_skip_kafka, .fini = itest_fini) {
   itest_cluster c;
   itest_gateway g;
   itest_processor p;
-  start_pair(&c, &g, &p, NULL);
+  /* A short ack timeout: a steady stream must never trip it while the gateway answers. */
+  const char *pextra[] = {"--direct-secret-file", secret_file(), "--direct-ack-timeout", "50ms",
+                          NULL};
+  start_pair(&c, &g, &p, pextra);
   ws_client *ws = itest_connect(&g, "alice");
   warm_up(ws, &p);
   double kafka0 =
       itest_metric(g.http_port, "wsgate_gateway_outbound_records_total{result=\"queued\"}");
   double direct0 = itest_metric(g.http_port, "wsgate_gateway_direct_frames_total");
-  enum { N = 200 };
+  enum { N = 1500 };
   char m[32];
   for (int i = 0; i < N; i++) {
     snprintf(m, sizeof m, "m-%d", i);
     cr_assert_eq(ws_client_send_text(ws, m, strlen(m)), WS_CLIENT_OK);
+    usleep(1000); /* a stream, not a burst: acks arrive while other replies wait for theirs */
   }
   for (int i = 0; i < N; i++) {
     snprintf(m, sizeof m, "m-%d", i);
     itest_expect_text(ws, m, ITEST_TIMEOUT_MS);
   }
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_reproduced_total"), 0,
+               "no reply was given up on");
   cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_frames_total"), direct0 + N);
   cr_assert_eq(
       itest_metric(g.http_port, "wsgate_gateway_outbound_records_total{result=\"queued\"}"), kafka0,
