@@ -19,6 +19,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "wsg_config_rows.h"
 #include "wsg_log.h"
@@ -800,4 +802,50 @@ void wsg_config_log(const wsg_config_spec *spec, const void *cfg) {
 
 static void print_config(const wsg_config_spec *spec, const void *cfg, FILE *out) {
   each_value(spec, cfg, emit_file, out);
+}
+
+/* Reads the secret file: bounded, one trailing newline (as `echo` writes it) removed. */
+int wsg_config_read_secret(const char *opt, const char *path, size_t max, uint8_t **out,
+                           size_t *outlen, char *err, size_t errlen) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, errlen, "%s %s: %s", opt, path, strerror(errno));
+    return -1;
+  }
+  uint8_t *buf = malloc(max + 1);
+  if (!buf) {
+    close(fd);
+    snprintf(err, errlen, "%s: out of memory", opt);
+    return -1;
+  }
+  size_t len = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf + len, max + 1 - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      snprintf(err, errlen, "%s %s: %s", opt, path, strerror(errno));
+      goto fail;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+    if (len > max) {
+      snprintf(err, errlen, "%s %s: longer than %zu bytes; is it the right file?", opt, path, max);
+      goto fail;
+    }
+  }
+  close(fd);
+  if (len > 0 && buf[len - 1] == '\n')
+    len--;
+  if (len > 0 && buf[len - 1] == '\r')
+    len--;
+  *out = buf;
+  *outlen = len;
+  return 0;
+fail:
+  close(fd);
+  explicit_bzero(buf, max + 1);
+  free(buf);
+  return -1;
 }

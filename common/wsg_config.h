@@ -142,4 +142,10 @@ wsg_option *wsg_config_rows(const wsg_config_spec *spec, size_t *count, char *er
 int wsg_parse_size(const char *text, uint64_t *out);
 int wsg_parse_duration_ms(const char *text, uint64_t *out);
 
+/* Reads a secret from `path` (option `opt` names it in errors): at most `max` bytes, one trailing
+ * newline (as `echo` writes it) removed. Returns 0 with *out (malloc'd; the caller wipes and frees
+ * it) and *outlen, or -1 with a message. */
+int wsg_config_read_secret(const char *opt, const char *path, size_t max, uint8_t **out,
+                           size_t *outlen, char *err, size_t errlen);
+
 #endif

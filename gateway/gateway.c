@@ -21,6 +21,7 @@
 #include "gw_metrics.h"
 #include "gw_registry.h"
 #include "gw_reload.h"
+#include "gw_direct.h"
 #include "gw_server.h"
 #include "gw_tls.h"
 #include "wsg_heartbeat.h"
@@ -75,6 +76,8 @@ struct gw_gateway {
   gw_server *server;
   gw_auth *auth;
   gw_reload *reload;
+  gw_direct *direct;     /* NULL without --direct-listen */
+  char direct_addr[300]; /* what the Redis record advertises (port 0 resolved) */
   int fd_limit;
   uint32_t slots;
 
@@ -256,6 +259,8 @@ static void shutdown_now(gw_gateway *g) {
              (unsigned long long)left);
   gw_reload_destroy(g->reload);
   g->reload = NULL;
+  gw_direct_destroy(g->direct); /* dispatches into the server */
+  g->direct = NULL;
   gw_server_destroy(g->server);
   g->server = NULL;
   gw_auth_destroy(g->auth);
@@ -403,6 +408,20 @@ static int check_tls_files(const gw_config *cfg, char *err, size_t errlen) {
   return ctx ? 0 : -1;
 }
 
+/* --direct-advertise, with a port of 0 (tests: any free port) replaced by the one bound. */
+static void direct_advertise(const char *adv, int port, char *out, size_t outlen) {
+  size_t n = strlen(adv);
+  if (n >= 2 && strcmp(adv + n - 2, ":0") == 0)
+    snprintf(out, outlen, "%.*s:%d", (int)(n - 2), adv, port);
+  else
+    snprintf(out, outlen, "%s", adv);
+}
+
+static void direct_dispatch(void *arg, gw_outbound *it) {
+  gw_gateway *g = arg;
+  gw_server_dispatch(g->server, it);
+}
+
 int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig_atomic_t *stop,
                       char *err, size_t errlen) {
   *out = NULL;
@@ -462,6 +481,23 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
   }
   g->slots = cfg->slots > 0 ? (uint32_t)cfg->slots : (uint32_t)partitions;
 
+  if (cfg->direct_listen && cfg->direct_listen[0]) {
+    gw_direct_options dopt = {
+        .listen = cfg->direct_listen,
+        .secret = cfg->direct_secret,
+        .secret_len = cfg->direct_secret_len,
+        .gw_id = cfg->gateway_id,
+        .max_peers = (size_t)cfg->direct_max_peers,
+        .loop = g->loop,
+        .metrics = g->metrics,
+        .dispatch = direct_dispatch,
+        .arg = g,
+    };
+    if (gw_direct_create(&g->direct, &dopt, err, errlen) != 0)
+      goto fail;
+    direct_advertise(cfg->direct_advertise, gw_direct_port(g->direct), g->direct_addr,
+                     sizeof g->direct_addr);
+  }
   gw_registry_options ro = {
       .host = cfg->redis.host,
       .port = (int)cfg->redis.port,
@@ -473,6 +509,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
       .gw_id = cfg->gateway_id,
       .boot = cfg->gateway_boot,
       .advertise = cfg->advertise_addr,
+      .direct = g->direct ? g->direct_addr : NULL,
       .slots = g->slots,
       .lease_ms = cfg->lease_ttl_ms,
       .renew_ms = cfg->lease_renew_ms,
@@ -557,6 +594,7 @@ void gw_gateway_destroy(gw_gateway *g) {
   if (g->kafka)
     gw_kafka_stop_consumer(g->kafka);
   gw_reload_destroy(g->reload);
+  gw_direct_destroy(g->direct); /* dispatches into the server */
   gw_server_destroy(g->server);
   g->server = NULL;
   gw_auth_destroy(g->auth);

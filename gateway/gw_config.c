@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "gw_jwt.h"
+#include "wsg_dframe.h"
 #include "wsg_envelope.h"
 
 #define OPT(field) offsetof(gw_config, field)
@@ -210,6 +211,21 @@ static const wsg_option registry_rows[] = {
     {"advertise-addr", 0, "WSGATE_ADVERTISE_ADDR", WSG_OPT_STRING, OPT(advertise_addr), "", 0, 0,
      NULL, 0,
      "host:port written to the gateway's Redis record (default: <hostname>:<listen-port>)."},
+    {"direct-listen", 0, "WSGATE_DIRECT_LISTEN", WSG_OPT_STRING, OPT(direct_listen), "", 0, 0, NULL,
+     0,
+     "host:port of the direct reply listener: processors started with --direct-secret-file send "
+     "replies there instead of through Kafka (docs/GATEWAY.md, \"Direct replies\"); empty: off."},
+    {"direct-secret-file", 0, "WSGATE_DIRECT_SECRET_FILE", WSG_OPT_STRING, OPT(direct_secret_file),
+     NULL, 0, 0, NULL, 0,
+     "File holding the secret processors must present on the direct listener (16 to 256 bytes, "
+     "the same file as theirs); required with --direct-listen."},
+    {"direct-advertise", 0, "WSGATE_DIRECT_ADVERTISE", WSG_OPT_STRING, OPT(direct_advertise), "", 0,
+     0, NULL, 0,
+     "host:port processors connect to, written as `direct` in the gateway's Redis record "
+     "(default: --direct-listen; required when that listens on 0.0.0.0 or [::])."},
+    {"direct-max-peers", 0, "WSGATE_DIRECT_MAX_PEERS", WSG_OPT_INT, OPT(direct_max_peers), "256", 1,
+     65536, NULL, 0,
+     "Connections the direct listener holds at once (a processor keeps one); more are refused."},
 };
 
 static const wsg_option connection_rows[] = {
@@ -513,48 +529,8 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen) {
 /* Reads the secret file: bounded, one trailing newline (as `echo` writes it) removed. */
 int gw_config_read_secret_file(const char *path, uint8_t **out, size_t *outlen, char *err,
                                size_t errlen) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(err, errlen, "--jwt-secret-file %s: %s", path, strerror(errno));
-    return -1;
-  }
-  uint8_t *buf = malloc(GW_JWT_SECRET_MAX + 1);
-  if (!buf) {
-    close(fd);
-    snprintf(err, errlen, "--jwt-secret-file: out of memory");
-    return -1;
-  }
-  size_t len = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf + len, GW_JWT_SECRET_MAX + 1 - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      snprintf(err, errlen, "--jwt-secret-file %s: %s", path, strerror(errno));
-      goto fail;
-    }
-    if (n == 0)
-      break;
-    len += (size_t)n;
-    if (len > GW_JWT_SECRET_MAX) {
-      snprintf(err, errlen, "--jwt-secret-file %s: longer than %d bytes; is it the right file?",
-               path, GW_JWT_SECRET_MAX);
-      goto fail;
-    }
-  }
-  close(fd);
-  if (len > 0 && buf[len - 1] == '\n')
-    len--;
-  if (len > 0 && buf[len - 1] == '\r')
-    len--;
-  *out = buf;
-  *outlen = len;
-  return 0;
-fail:
-  close(fd);
-  explicit_bzero(buf, GW_JWT_SECRET_MAX + 1);
-  free(buf);
-  return -1;
+  return wsg_config_read_secret("--jwt-secret-file", path, GW_JWT_SECRET_MAX, out, outlen, err,
+                                errlen);
 }
 
 /* Splits --allowed-origins into lower-cased entries (Origin's scheme and host are
@@ -584,6 +560,42 @@ static int parse_origins(gw_config *cfg, char *err, size_t errlen) {
     for (char *c = o; *c; c++)
       *c = (char)tolower((unsigned char)*c);
     cfg->origins[cfg->norigins++] = o;
+  }
+  return 0;
+}
+
+/* --direct-*: the secret read, the advertised address settled. */
+static int derive_direct(gw_config *cfg, char *err, size_t errlen) {
+  if (!cfg->direct_listen || !cfg->direct_listen[0])
+    return 0;
+  if (!cfg->direct_secret_file || !cfg->direct_secret_file[0]) {
+    snprintf(err, errlen,
+             "--direct-listen needs --direct-secret-file (the secret processors present; e.g. "
+             "`openssl rand -base64 32 > direct.secret`, the same file for the processors)");
+    return -1;
+  }
+  if (wsg_config_read_secret("--direct-secret-file", cfg->direct_secret_file, WSG_DFRAME_SECRET_MAX,
+                             &cfg->direct_secret, &cfg->direct_secret_len, err, errlen) != 0)
+    return -1;
+  if (cfg->direct_secret_len < WSG_DFRAME_SECRET_MIN) {
+    snprintf(err, errlen, "--direct-secret-file %s: %zu bytes; at least %u are needed",
+             cfg->direct_secret_file, cfg->direct_secret_len, WSG_DFRAME_SECRET_MIN);
+    return -1;
+  }
+  if (!cfg->direct_advertise || !cfg->direct_advertise[0]) {
+    if (strncmp(cfg->direct_listen, "0.0.0.0:", 8) == 0 ||
+        strncmp(cfg->direct_listen, "[::]:", 5) == 0 || cfg->direct_listen[0] == ':') {
+      snprintf(err, errlen,
+               "--direct-listen %s listens on every address: give --direct-advertise, the "
+               "host:port processors can reach",
+               cfg->direct_listen);
+      return -1;
+    }
+    free(cfg->direct_advertise);
+    if (!(cfg->direct_advertise = strdup(cfg->direct_listen))) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
   }
   return 0;
 }
@@ -642,6 +654,8 @@ static int derive(gw_config *cfg, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  if (derive_direct(cfg, err, errlen) != 0)
+    return -1;
   if (parse_origins(cfg, err, errlen))
     return -1;
   if (wsg_log_options_resolve(&cfg->log, err, errlen) != 0)
@@ -677,6 +691,12 @@ void gw_config_finish(gw_config *cfg) {
     cfg->jwt_key = NULL;
   }
   cfg->jwt_key_len = 0;
+  if (cfg->direct_secret) {
+    explicit_bzero(cfg->direct_secret, cfg->direct_secret_len);
+    free(cfg->direct_secret);
+    cfg->direct_secret = NULL;
+  }
+  cfg->direct_secret_len = 0;
   for (size_t i = 0; i < cfg->norigins; i++) {
     free(cfg->origins[i]);
     cfg->origins[i] = NULL;

@@ -110,6 +110,14 @@ typedef struct {
   char gateway_boot[WSG_GW_BOOT_LEN + 1];
   char *advertise_addr; /* filled with "<hostname>:<listen-port>" by gw_config_load when empty */
 
+  /* --- direct replies (gw_direct) --- */
+  char *direct_listen;      /* "host:port"; empty: off */
+  char *direct_secret_file; /* required with direct_listen */
+  char *direct_advertise;   /* filled with direct_listen by gw_config_load when empty */
+  int64_t direct_max_peers;
+  uint8_t *direct_secret; /* derived: the file's bytes (not an option) */
+  size_t direct_secret_len;
+
   /* --- per-connection limits --- */
   uint64_t sendq_hard;
   uint64_t sendq_soft;

@@ -16,5 +16,6 @@ const wsg_metric_table *const gw_metric_tables[] = {
     &gw_auth_metric_table,
     &gw_expiry_metric_table,
     &gw_reload_metric_table,
+    &gw_direct_metric_table,
     NULL,
 };

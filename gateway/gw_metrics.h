@@ -20,6 +20,7 @@ extern const wsg_metric_table gw_chjlserve_metric_table; /* gw_chjlserve.c */
 extern const wsg_metric_table gw_auth_metric_table;      /* gw_auth.c */
 extern const wsg_metric_table gw_expiry_metric_table;    /* gw_expiry.c */
 extern const wsg_metric_table gw_reload_metric_table;    /* gw_reload.c */
+extern const wsg_metric_table gw_direct_metric_table;    /* gw_direct.c */
 
 /* Every table above, in the order /metrics lists their families; NULL-terminated. */
 extern const wsg_metric_table *const gw_metric_tables[];

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gw_server.h"
 #include "gw_session.h"
 #include "wsg_time.h"
 
@@ -136,6 +137,10 @@ static void dispatch(gw_server *s, gw_outbound *it, uint64_t now_ms) {
     break;
   }
   }
+}
+
+void gw_server_dispatch(gw_server *s, gw_outbound *it) {
+  dispatch(s, it, wsg_now_mono_ms());
 }
 
 void gw_outbound_drain(gw_server *s) {

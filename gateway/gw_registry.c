@@ -184,17 +184,21 @@ static void write_record(gw_registry *r) {
   snprintf(conns, sizeof(conns), "%" PRIu64, r->conn_count);
   const char *addr = r->advertise != NULL ? r->advertise : "";
   /* boot: presence readers take a member of another boot for a previous life (wsg_chkeys.h). */
-  const char *hset[] = {"HSET",  r->gw_key, "slot", slot,      "addr",      addr,   "started",
-                        started, "conns",   conns,  "version", WSG_VERSION, "boot", r->boot};
-  size_t hlen[14];
-  for (int i = 0; i < 14; i++)
+  /* direct last: left out (12 + 2 arguments) when there is no direct listener. */
+  const char *hset[] = {"HSET",  r->gw_key, "slot",    slot,
+                        "addr",  addr,      "started", started,
+                        "conns", conns,     "version", WSG_VERSION,
+                        "boot",  r->boot,   "direct",  r->direct ? r->direct : ""};
+  int nargs = r->direct ? 16 : 14;
+  size_t hlen[16];
+  for (int i = 0; i < nargs; i++)
     hlen[i] = strlen(hset[i]);
   const char *pexp[] = {"PEXPIRE", r->gw_key, r->lease_ms_text};
   size_t plen[] = {7, strlen(r->gw_key), strlen(r->lease_ms_text)};
   op *o = gw_registry__op_new(OP_RECORD);
   if (o == NULL)
     return;
-  gw_registry__send_cmd(r, o, 14, hset, hlen);
+  gw_registry__send_cmd(r, o, nargs, hset, hlen);
   gw_registry__send_cmd(r, o, 3, pexp, plen);
   if (o->pending == 0)
     free(o);
@@ -668,9 +672,11 @@ int gw_registry_create(gw_registry **out, struct ev_loop *loop, const gw_registr
   r->prefix = strdup(o->prefix);
   r->gw_id = strdup(o->gw_id);
   r->advertise = dup_or_null(o->advertise);
+  r->direct = o->direct && *o->direct ? strdup(o->direct) : NULL;
   snprintf(r->boot, sizeof r->boot, "%s", o->boot ? o->boot : "");
   if (r->prefix == NULL || r->gw_id == NULL ||
-      (o->advertise != NULL && *o->advertise != '\0' && r->advertise == NULL)) {
+      (o->advertise != NULL && *o->advertise != '\0' && r->advertise == NULL) ||
+      (o->direct != NULL && *o->direct != '\0' && r->direct == NULL)) {
     really_destroy(r);
     return fail(err, errlen, GW_REG_NOMEM, "out of memory");
   }
@@ -750,6 +756,7 @@ static void really_destroy(gw_registry *r) {
   free(r->prefix);
   free(r->gw_id);
   free(r->advertise);
+  free(r->direct);
   free(r);
 }
 

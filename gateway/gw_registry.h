@@ -74,6 +74,8 @@ typedef struct {
   const char *gw_id;    /* this gateway's id (copied), <= WSG_MAX_GATEWAY_LEN bytes */
   const char *boot;     /* this process' life, written as the record's boot (copied); may be NULL */
   const char *advertise; /* "host:port" written as the record's addr (copied); may be NULL */
+  const char *direct;    /* "host:port" of the direct reply listener, the record's `direct`
+                            (copied); NULL or "": none (the field is not written) */
   uint32_t slots;        /* number of outbound partitions = slots, >= 1 */
   uint64_t lease_ms;     /* slot and record TTL, e.g. 15000 */
   uint64_t renew_ms;     /* renewal period, < lease_ms, e.g. 5000 */

@@ -68,7 +68,7 @@ typedef enum { REL_NONE, REL_RUNNING, REL_DONE } release_state;
 struct gw_registry {
   struct ev_loop *loop;
   /* options, copied */
-  char *prefix, *gw_id, *advertise;
+  char *prefix, *gw_id, *advertise, *direct;
   char boot[WSG_GW_BOOT_LEN + 1]; /* "" when the caller gave none */
   uint32_t slots, max_inflight;
   uint32_t max_conns_per_user; /* 0: no limit (plain HSET) */

@@ -122,6 +122,9 @@ uint64_t gw_server_conn_count(const gw_server *s);
 void gw_server_wake(gw_server *s);
 /* Loop thread: dispatch the outbound envelopes waiting now (--outbound-consume loop). */
 void gw_server_drain_outbound(gw_server *s);
+/* Loop thread: dispatch one outbound envelope that came another way than the slot's partition
+ * (gw_direct), exactly as if it had come from there. `it` stays the caller's. */
+void gw_server_dispatch(gw_server *s, gw_outbound *it);
 
 /* The callbacks gw_kafka and gw_registry need, forwarded by the gateway. */
 void gw_server_on_pressure(gw_server *s, bool paused);

@@ -118,9 +118,34 @@ static const wsg_option redis_rows[] = {
 
 };
 
+/* The direct reply path (docs/GATEWAY.md, "Direct replies"). */
+static const wsg_option direct_rows[] = {
+    {"direct-secret-file", 0, "WSGATE_DIRECT_SECRET_FILE", WSG_OPT_STRING, OPT(direct_secret_file),
+     NULL, 0, 0, NULL, 0,
+     "Send replies straight to the owning gateway's direct listener (the `direct` address in its "
+     "Redis record) with this file's secret (the gateways' --direct-secret-file) instead of "
+     "producing them to the outbound topic; Kafka stays the fallback. Unset: Kafka only."},
+    {"direct-connect-timeout", 0, "WSGATE_DIRECT_CONNECT_TIMEOUT", WSG_OPT_DURATION,
+     OPT(direct_connect_timeout_ms), "1s", 10, 60 * WSG_SEC, NULL, 0,
+     "How long a connection to a gateway's direct listener may take; replies go through Kafka "
+     "meanwhile."},
+    {"direct-ack-timeout", 0, "WSGATE_DIRECT_ACK_TIMEOUT", WSG_OPT_DURATION,
+     OPT(direct_ack_timeout_ms), "2s", 10, 60 * WSG_SEC, NULL, 0,
+     "A gateway that acknowledges nothing for this long while replies wait is given up: they are "
+     "produced to Kafka in order, and so is everything for it during --direct-backoff."},
+    {"direct-backoff", 0, "WSGATE_DIRECT_BACKOFF", WSG_OPT_DURATION, OPT(direct_backoff_ms), "5s",
+     10, 10 * 60 * WSG_SEC, NULL, 0,
+     "After a failure, how long a gateway's replies go through Kafka before it is tried again."},
+    {"direct-max-unacked", 0, "WSGATE_DIRECT_MAX_UNACKED", WSG_OPT_SIZE, OPT(direct_max_unacked),
+     "8m", 64 * WSG_KIB, 1024 * WSG_MIB, NULL, 0,
+     "Bytes of replies to one gateway not yet acknowledged; past it the gateway is given up as "
+     "with --direct-ack-timeout."},
+};
+
 static const wsg_option_group handler = {"handler", handler_rows, WSG_COUNTOF(handler_rows)};
 static const wsg_option_group kafka = {"processor kafka", kafka_rows, WSG_COUNTOF(kafka_rows)};
 static const wsg_option_group redis = {"processor redis", redis_rows, WSG_COUNTOF(redis_rows)};
+static const wsg_option_group direct = {"direct replies", direct_rows, WSG_COUNTOF(direct_rows)};
 
 static const wsg_option_override kafka_overrides[] = {
     {.name = "kafka-brokers", .add_flags = WSG_OPTF_REQUIRED},
@@ -139,6 +164,7 @@ static const wsg_config_section proc_sections[] = {
     {&kafka, 0, NULL, 0},
     {&wsg_redis_group, OPT(redis), NULL, 0},
     {&redis, 0, NULL, 0},
+    {&direct, 0, NULL, 0},
     {&wsg_chns_group, OPT(channels), NULL, 0},
     {&wsg_ops_group, OPT(http), ops_overrides, WSG_COUNTOF(ops_overrides)},
     {&wsg_log_group, OPT(log), NULL, 0},

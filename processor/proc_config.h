@@ -45,6 +45,13 @@ typedef struct {
   uint64_t gateway_cache_ttl_ms;
   uint64_t unready_after_ms; /* /readyz 503 once Redis or a retry has been failing this long */
 
+  /* --- direct replies (proc_direct) --- */
+  char *direct_secret_file; /* NULL: every reply goes through Kafka */
+  uint64_t direct_connect_timeout_ms;
+  uint64_t direct_ack_timeout_ms;
+  uint64_t direct_backoff_ms;
+  uint64_t direct_max_unacked;
+
   /* --- resume --- */
   int64_t resume_window; /* entries kept per user; 0: no sequence, no replay stream */
   uint64_t resume_ttl_ms;

@@ -197,13 +197,13 @@ static ticket *ticket_get(proc_consumer *c) {
   return t;
 }
 
-static void ticket_put(proc_consumer *c, ticket *t) {
+void proc_consumer__ticket_put(proc_consumer *c, ticket *t) {
   t->next = c->free_tickets;
   c->free_tickets = t;
 }
 
 /* One pending unit of (p, epoch, seq) is done. */
-static void complete(part *p, uint32_t epoch, uint64_t seq) {
+void proc_consumer__complete(part *p, uint32_t epoch, uint64_t seq) {
   if (p->assigned && p->epoch == epoch && proc_offsets_done(p->offs, seq) > 0)
     p->dirty = true;
 }
@@ -257,6 +257,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
   if (!t)
     return;
   part *p = t->p;
+  if (t->kafka && t->out_part >= 0 && t->out_part < c->out_partitions &&
+      c->out_inflight[t->out_part])
+    c->out_inflight[t->out_part]--;
   if (p->inflight)
     p->inflight--;
   if (c->inflight_total)
@@ -268,21 +271,21 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
       if (now_us > t->handler_us)
         wsg_histogram_observe(c->m_hop_acked, (double)(now_us - t->handler_us) / 1e6);
     }
-    complete(p, t->epoch, t->seq);
+    proc_consumer__complete(p, t->epoch, t->seq);
   } else if (permanent(m->err)) {
     count(c->m_dropped, 1);
     wsg_log_limited(&c->rl_delivery, 1, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
                     "Kafka refused an outbound record of %zu bytes for partition %" PRId32
                     " of %s: %s; dropped",
                     m->len, m->partition, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-    complete(p, t->epoch, t->seq);
+    proc_consumer__complete(p, t->epoch, t->seq);
   } else {
     /* Not completed: the input offset can never be committed past this record. */
     count(c->m_delivery_errors, 1);
     proc_consumer__fail(c, "delivery to partition %" PRId32 " of %s failed: %s", m->partition,
                         rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
   }
-  ticket_put(c, t);
+  proc_consumer__ticket_put(c, t);
 }
 
 /* --- creation ------------------------------------------------------------------------------ */
@@ -375,6 +378,10 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
     goto fail;
   }
+  if (!(c->out_inflight = calloc((size_t)c->out_partitions, sizeof(uint32_t)))) {
+    proc__fmt_err(err, errlen, "out of memory");
+    goto fail;
+  }
   if (c->dlq && wsg_kafka_topic_partitions_until(c->prod, c->dlq, topic_timeout, o->stop, terr,
                                                  sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
@@ -444,6 +451,7 @@ void proc_consumer_destroy(proc_consumer *c) {
     }
   }
   free(c->parts);
+  free(c->out_inflight);
   while (c->blocks) {
     ticket_block *b = c->blocks;
     c->blocks = b->next;
@@ -474,7 +482,7 @@ size_t proc_consumer_poll(proc_consumer *c, proc_record *recs, size_t max, int t
                           const volatile sig_atomic_t *stop) {
   /* Backpressure: wait for acknowledgements rather than track unboundedly many records. */
   while (tracked(c) + max > c->max_in_flight && !(stop && *stop) && !atomic_load(&c->failed)) {
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    proc_consumer__wait(c, POLL_SLICE_MS);
     proc_group_store_offsets(c);
   }
   if ((stop && *stop) || atomic_load(&c->failed))
@@ -540,7 +548,7 @@ bool proc_consumer_begin(proc_consumer *c, proc_record *r) {
 void proc_consumer_end(proc_consumer *c, proc_record *r) {
   (void)c;
   if (r->begun)
-    complete(r->part, r->epoch, r->seq);
+    proc_consumer__complete(r->part, r->epoch, r->seq);
   r->begun = false;
   if (r->rkm)
     rd_kafka_message_destroy(r->rkm);
@@ -556,7 +564,7 @@ void proc_consumer_abandon(proc_consumer *c, proc_record *r) {
 }
 
 /* Takes a ticket for one more output of `r`; NULL when out of memory. */
-static ticket *ticket_for(proc_consumer *c, proc_record *r) {
+ticket *proc_consumer__ticket_for(proc_consumer *c, proc_record *r) {
   part *p = r->part;
   if (!r->begun || proc_offsets_add(p->offs, r->seq) != 0)
     return NULL;
@@ -565,21 +573,21 @@ static ticket *ticket_for(proc_consumer *c, proc_record *r) {
     proc_offsets_done(p->offs, r->seq);
     return NULL;
   }
-  *t = (ticket){.p = p, .epoch = r->epoch, .seq = r->seq};
+  *t = (ticket){.p = p, .epoch = r->epoch, .seq = r->seq, .out_part = -1};
   return t;
 }
 
-static void produced(proc_consumer *c, ticket *t) {
+void proc_consumer__produced(proc_consumer *c, ticket *t) {
   t->p->inflight++;
   c->inflight_total++;
 }
 
 /* A produce call failed synchronously: undo the ticket. Returns -1 unless the record alone is at
  * fault (dropped, counted), in which case 0. */
-static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, const char *topic,
-                          int32_t partition, size_t len) {
-  complete(t->p, t->epoch, t->seq);
-  ticket_put(c, t);
+int proc_consumer__produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err,
+                                  const char *topic, int32_t partition, size_t len) {
+  proc_consumer__complete(t->p, t->epoch, t->seq);
+  proc_consumer__ticket_put(c, t);
   if (permanent(err)) {
     count(c->m_dropped, 1);
     wsg_log_limited(&c->rl_delivery, 1, wsg_now_mono_ms(), WSG_LOG_ERROR, "kafka",
@@ -593,26 +601,34 @@ static int produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err, 
   return -1;
 }
 
+void proc_consumer__out_produced(proc_consumer *c, ticket *t) {
+  t->kafka = true;
+  if (t->out_part >= 0 && t->out_part < c->out_partitions)
+    c->out_inflight[t->out_part]++;
+}
+
 int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, const void *buf,
                           size_t len) {
-  ticket *t = ticket_for(c, r);
+  ticket *t = proc_consumer__ticket_for(c, r);
   if (!t) {
     proc_consumer__fail(c, "out of memory tracking an outbound record");
     return -1;
   }
   t->handler_us = r->handler_us;
+  t->out_part = partition;
   for (;;) {
     if (rd_kafka_produce(c->out_topic, partition, RD_KAFKA_MSG_F_COPY, (void *)buf, len, NULL, 0,
                          t) == 0) {
-      produced(c, t);
+      proc_consumer__produced(c, t);
+      proc_consumer__out_produced(c, t);
       count(c->m_produced, 1);
       return 0;
     }
     rd_kafka_resp_err_t err = rd_kafka_last_error();
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
-      return produce_failed(c, t, err, c->outbound, partition, len);
+      return proc_consumer__produce_failed(c, t, err, c->outbound, partition, len);
     /* librdkafka's queue is full: let deliveries drain it (reports complete other records). */
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    proc_consumer__wait(c, POLL_SLICE_MS);
   }
 }
 
@@ -620,7 +636,7 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
                               const char *reason) {
   if (!c->dlq)
     return 0;
-  ticket *t = ticket_for(c, r);
+  ticket *t = proc_consumer__ticket_for(c, r);
   if (!t) {
     proc_consumer__fail(c, "out of memory tracking a dead-letter record");
     return -1;
@@ -640,15 +656,15 @@ int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind
         RD_KAFKA_V_KEY((void *)r->key, r->key_len), RD_KAFKA_V_VALUE((void *)r->value, r->len),
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(t), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      produced(c, t);
+      proc_consumer__produced(c, t);
       count(c->m_dead_letters, 1);
       return 0;
     }
     /* producev owns the headers only on success. */
     rd_kafka_headers_destroy(h);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&c->failed))
-      return produce_failed(c, t, err, c->dlq, RD_KAFKA_PARTITION_UA, r->len);
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+      return proc_consumer__produce_failed(c, t, err, c->dlq, RD_KAFKA_PARTITION_UA, r->len);
+    proc_consumer__wait(c, POLL_SLICE_MS);
   }
 }
 
@@ -686,7 +702,7 @@ static void update_lag(proc_consumer *c) {
 }
 
 void proc_consumer_service(proc_consumer *c) {
-  rd_kafka_poll(c->prod, 0);
+  proc_consumer__wait(c, 0);
   proc_group_store_offsets(c);
   uint64_t now = wsg_now_mono_ms();
   /* A commit whose result never came (the group changed under it) must not block the next. */

@@ -103,6 +103,28 @@ bool proc_consumer_begin(proc_consumer *c, proc_record *r);
 int proc_consumer_produce(proc_consumer *c, proc_record *r, int32_t partition, const void *buf,
                           size_t len);
 
+/* --- the direct reply path (proc_direct) ----------------------------------------------------- */
+
+/* One output of a record that completes later, like a produced record's delivery report. */
+typedef struct proc_ticket proc_ticket;
+
+/* Takes a ticket for one more output of `r` bound for `partition` of the outbound topic, sent
+ * another way than Kafka: `r`'s offset is not committed before proc_consumer_release() or the
+ * ticket's produce (proc_consumer_produce_held) is acknowledged. NULL when out of memory (the
+ * consumer failed). */
+proc_ticket *proc_consumer_hold(proc_consumer *c, proc_record *r, int32_t partition);
+/* The output was delivered: completes the ticket (and frees it). */
+void proc_consumer_release(proc_consumer *c, proc_ticket *t);
+/* The output must go through Kafka after all: produces buf[0..len) to the ticket's partition;
+ * the ticket passes to the delivery report. Returns 0, or -1 (the processor must stop). */
+int proc_consumer_produce_held(proc_consumer *c, proc_ticket *t, const void *buf, size_t len);
+/* Records produced to outbound `partition` whose delivery has not been reported yet. */
+uint32_t proc_consumer_kafka_inflight(const proc_consumer *c, int32_t partition);
+/* Served wherever the consumer waits for delivery reports, without blocking; returns true while
+ * outputs are waiting for it (the wait then polls librdkafka in short slices). */
+typedef bool (*proc_consumer_side_fn)(void *arg);
+void proc_consumer_set_side(proc_consumer *c, proc_consumer_side_fn fn, void *arg);
+
 /* Produces `r` unchanged to the dead-letter topic with headers wsgate-error-kind, wsgate-error,
  * wsgate-source-topic, -partition and -offset. No-op (0) without a dead-letter topic. */
 int proc_consumer_dead_letter(proc_consumer *c, proc_record *r, const char *kind,

@@ -45,13 +45,16 @@ typedef struct part {
   wsg_gauge *lag;
 } part;
 
-/* The opaque of one produced record: which input entry it completes. */
-typedef struct ticket {
+/* The opaque of one produced record (or of a frame on the direct path, proc_direct): which input
+ * entry it completes. */
+typedef struct proc_ticket {
   part *p;
   uint32_t epoch;
   uint64_t seq;
   uint64_t handler_us; /* the input's handler start for hop 3, or 0 (dead letters) */
-  struct ticket *next;
+  int32_t out_part; /* the outbound partition it is (or will be) produced to; -1: another topic */
+  bool kafka;       /* produced (counted in out_inflight), not held by the direct path */
+  struct proc_ticket *next;
 } ticket;
 
 typedef struct ticket_block {
@@ -76,6 +79,10 @@ struct proc_consumer {
   part **parts; /* by partition id */
   size_t nparts;
   uint64_t inflight_total;
+  uint32_t *out_inflight;     /* by outbound partition: records produced, not yet reported */
+  proc_consumer_side_fn side; /* the direct path's acks (proc_direct), NULL: none */
+  void *side_arg;
+  bool in_side;
 
   ticket *free_tickets;
   ticket_block *blocks;
@@ -124,6 +131,21 @@ static inline void count(wsg_counter *c, uint64_t n) {
 }
 
 /* proc_consumer.c */
+/* Takes a ticket for one more output of `r` (NULL: out of memory), returns one, completes one. */
+ticket *proc_consumer__ticket_for(proc_consumer *c, proc_record *r);
+void proc_consumer__ticket_put(proc_consumer *c, ticket *t);
+void proc_consumer__complete(part *p, uint32_t epoch, uint64_t seq);
+/* A ticket in flight (revokes and shutdown wait for it); and produced to its outbound partition. */
+void proc_consumer__produced(proc_consumer *c, ticket *t);
+void proc_consumer__out_produced(proc_consumer *c, ticket *t);
+/* A produce call failed synchronously: undoes the ticket; -1 unless the record alone is at fault.
+ */
+int proc_consumer__produce_failed(proc_consumer *c, ticket *t, rd_kafka_resp_err_t err,
+                                  const char *topic, int32_t partition, size_t len);
+
+/* proc_held.c */
+/* Waits up to ms for delivery reports (and the direct path's acks). */
+void proc_consumer__wait(proc_consumer *c, int ms);
 /* Records the first unrecoverable failure; the processor stops at its next check. */
 __attribute__((format(printf, 2, 3))) void proc_consumer__fail(proc_consumer *c, const char *fmt,
                                                                ...);

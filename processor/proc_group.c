@@ -218,7 +218,7 @@ bool proc_group_wait_inflight(proc_consumer *c, const rd_kafka_topic_partition_l
       count(c->m_revoke_unfinished, left);
       return false;
     }
-    rd_kafka_poll(c->prod, POLL_SLICE_MS);
+    proc_consumer__wait(c, POLL_SLICE_MS);
   }
 }
 

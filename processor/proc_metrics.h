@@ -12,6 +12,7 @@ extern const wsg_metric_table proc_processor_metric_table; /* processor.c */
 extern const wsg_metric_table proc_consumer_metric_table;  /* proc_consumer.c */
 extern const wsg_metric_table proc_redis_metric_table;     /* proc_redis.c */
 extern const wsg_metric_table proc_publish_metric_table;   /* proc_publish.c */
+extern const wsg_metric_table proc_direct_metric_table;    /* proc_direct.c */
 
 /* Every table above, in the order /metrics lists their families; NULL-terminated. */
 extern const wsg_metric_table *const proc_metric_tables[];

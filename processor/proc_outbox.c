@@ -516,7 +516,8 @@ static int encode_emit(emitter *em, uint32_t rec, const wsg_envelope *env, int32
     return 0;
   }
   em->stats->envelopes++;
-  return em->emit(em->arg, rec, partition, em->b->env.data, em->b->env.len);
+  return em->emit(em->arg, rec, env->gateway, env->gateway_len, partition, em->b->env.data,
+                  em->b->env.len);
 }
 
 static int emit_deliver_one(emitter *em, const out *o, const char *gw, size_t gw_len, uint32_t slot,
@@ -729,7 +730,8 @@ static int emit_publish(emitter *em, const out *o) {
       continue;
     }
     em->stats->envelopes++;
-    if ((rc = em->emit(em->arg, o->rec, p->gws[g].slot, b->env.data, b->env.len)) != 0)
+    if ((rc = em->emit(em->arg, o->rec, p->gws[g].id, p->gws[g].len, p->gws[g].slot, b->env.data,
+                       b->env.len)) != 0)
       return rc;
   }
   return 0;

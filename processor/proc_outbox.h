@@ -110,9 +110,10 @@ const proc_strref *proc_outbox_users(proc_outbox *b, size_t *n);
  */
 proc_append *proc_outbox_appends(proc_outbox *b, size_t *n);
 
-/* Called once per envelope; returns 0, or nonzero to stop emitting (the error is returned). */
-typedef int (*proc_emit_fn)(void *arg, uint32_t rec, int32_t partition, const uint8_t *env,
-                            size_t len);
+/* Called once per envelope for gateway gw[0..gw_len) (borrowed for the call), whose slot is
+ * `partition`; returns 0, or nonzero to stop emitting (the error is returned). */
+typedef int (*proc_emit_fn)(void *arg, uint32_t rec, const char *gw, size_t gw_len,
+                            int32_t partition, const uint8_t *env, size_t len);
 
 typedef struct {
   uint64_t envelopes;     /* produced */

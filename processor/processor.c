@@ -18,10 +18,13 @@
 
 #include "proc_commands.h"
 #include "proc_consumer.h"
+#include "proc_direct.h"
 #include "proc_handler.h"
 #include "proc_metrics.h"
 #include "proc_outbox.h"
 #include "proc_redis.h"
+#include "wsg_config.h"
+#include "wsg_dframe.h"
 #include "wsg_envelope.h"
 #include "wsg_heartbeat.h"
 #include "wsg_http.h"
@@ -46,6 +49,7 @@ struct proc_processor {
   proc_commands *cmds; /* the commands topic's executor */
   proc_consumer *cons;
   proc_redis *router;
+  proc_direct *direct; /* NULL without --direct-secret-file */
   wsg_http *http;
   proc_outbox *box;
   wsg_chns *chns;      /* namespaces' options (--channel-namespace) */
@@ -196,6 +200,32 @@ static void retry_begin(proc_processor *p) {
     atomic_store(&p->retrying_since_ms, wsg_now_mono_ms() | 1); /* never 0 */
 }
 
+static int start_direct(proc_processor *p, const proc_config *cfg, char *err, size_t errlen) {
+  uint8_t *secret = NULL;
+  size_t slen = 0;
+  if (wsg_config_read_secret("--direct-secret-file", cfg->direct_secret_file, WSG_DFRAME_SECRET_MAX,
+                             &secret, &slen, err, errlen) != 0)
+    return -1;
+  proc_direct_options o = {
+      .secret = secret,
+      .secret_len = slen,
+      .connect_timeout_ms = cfg->direct_connect_timeout_ms,
+      .ack_timeout_ms = cfg->direct_ack_timeout_ms,
+      .backoff_ms = cfg->direct_backoff_ms,
+      .lookup_ttl_ms = cfg->gateway_cache_ttl_ms,
+      .max_unacked = (size_t)cfg->direct_max_unacked,
+      .cons = p->cons,
+      .router = p->router,
+      .metrics = p->metrics,
+  };
+  int rc = proc_direct_create(&p->direct, &o, err, errlen);
+  explicit_bzero(secret, slen);
+  free(secret);
+  if (rc == 0)
+    WSG_INFO("main", "direct replies on: to gateways with a direct listener, Kafka otherwise");
+  return rc;
+}
+
 int proc_processor_create(proc_processor **out, const proc_config *cfg,
                           const volatile sig_atomic_t *stop, char *err, size_t errlen) {
   *out = NULL;
@@ -271,6 +301,9 @@ int proc_processor_create(proc_processor **out, const proc_config *cfg,
       snprintf(err, errlen, "out of memory");
     goto fail;
   }
+  if (cfg->direct_secret_file && cfg->direct_secret_file[0] &&
+      start_direct(p, cfg, err, errlen) != 0)
+    goto fail;
   if (proc_redis_connect(p->router, rerr, sizeof(rerr)) != 0)
     WSG_WARN("redis", "%s; sends to users wait until it is reachable", rerr);
 
@@ -313,6 +346,7 @@ void proc_processor_destroy(proc_processor *p) {
   if (!p)
     return;
   wsg_http_stop(p->http);
+  proc_direct_destroy(p->direct); /* before the consumer its tickets belong to */
   proc_consumer_destroy(p->cons);
   proc_publisher_destroy(p->pub);
   wsg_chns_destroy(p->chns);
@@ -436,8 +470,14 @@ static int handle_record(proc_processor *p, size_t i, const volatile sig_atomic_
 
 /* --- routing and producing ----------------------------------------------------------------- */
 
-static int emit(void *arg, uint32_t rec, int32_t partition, const uint8_t *env, size_t len) {
+static int emit(void *arg, uint32_t rec, const char *gw, size_t gw_len, int32_t partition,
+                const uint8_t *env, size_t len) {
   proc_processor *p = arg;
+  if (p->direct) {
+    int rc = proc_direct_send(p->direct, &p->recs[rec], gw, gw_len, partition, env, len);
+    if (rc != 0)
+      return rc > 0 ? 0 : -1;
+  }
   return proc_consumer_produce(p->cons, &p->recs[rec], partition, env, len) == 0 ? 0 : -1;
 }
 
@@ -500,6 +540,8 @@ static int flush(proc_processor *p, size_t from, size_t to, const volatile sig_a
     count(p->m_undeliverable, st.undeliverable);
     count(p->m_fallbacks, st.fallbacks);
     count(p->m_encode_errors, st.invalid);
+    if (p->direct)
+      proc_direct_flush(p->direct);
   }
   for (size_t i = from; i < to; i++) {
     if (rc == 0)

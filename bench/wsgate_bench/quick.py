@@ -12,12 +12,13 @@ from wsgate_procs import ProcError
 
 from .common import BenchError, log
 from .scenarios import api, channels
-from .scenarios.roundtrip import hops_from
+from .scenarios.roundtrip import hops_from, start_direct_pair
 from .search import echo_args, sustained
 
 # The checks, in the order they run: the name --quick --only takes, the TAP line's name.
 CHECKS = [("lws_echo", "bench_quick_lws_echo"), ("idle", "bench_quick_gateway_idle"),
-          ("roundtrip", "bench_quick_roundtrip"), ("api", "bench_quick_api"),
+          ("roundtrip", "bench_quick_roundtrip"),
+          ("roundtrip_direct", "bench_quick_roundtrip_direct"), ("api", "bench_quick_api"),
           ("channels", "bench_quick_channels")]
 
 
@@ -106,6 +107,23 @@ def run(ctx, results, only=None):
     finally:
         for p in reversed(procs):
             p.stop()
+
+    def echo_direct():
+        gw, pr = start_direct_pair(ctx, "quick-direct")
+        try:
+            r = ctx.load("quick-echo-direct", "echo", [gw.url], 20, *echo_args(ctx, 100),
+                         *hops_from(gw, pr))
+            sent = ctx.metric([pr], "wsgate_processor_direct_frames_total")
+            if r["run"]["received_measured"] == 0 or not sustained(r, p99_max_ms=5000.0) or \
+                    sent < 1:
+                raise BenchError(f"echo through the direct path failed ({sent:.0f} frames sent "
+                                 f"direct): {json.dumps(r['run'])}")
+            log(f"quick: echo via the direct path p50 {r['run']['latency_ms']['p50']:.1f} ms, "
+                f"{sent:.0f} replies sent direct")
+        finally:
+            pr.stop()
+            gw.stop()
+    check("roundtrip_direct", echo_direct)
 
     def api_send():
         r = api.run(ctx)["quick"]

@@ -287,9 +287,12 @@ class Report:
 
     def sec_roundtrip(self, sec):
         ws, cf = sec.get("wsgate", {}), sec.get("centrifugo", {})
+        wd = sec.get("wsgate-direct") or {}
         self.w("| system | highest sustained rate (msgs/s) |")
         self.w("|---|---:|")
         self.w(f"| wsgate | {f0(ws.get('best'))} |")
+        if wd:
+            self.w(f"| wsgate-direct (replies on the direct path) | {f0(wd.get('best'))} |")
         if cf.get("skipped"):
             self.w(f"| Centrifugo | not run: {cf['skipped'][:300]} |")
         else:
@@ -301,6 +304,8 @@ class Report:
         self.w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for label, p in ws.get("points", {}).items():
             self.w(self.lat_row(f"wsgate, {label}", p))
+        for label, p in wd.get("points", {}).items():
+            self.w(self.lat_row(f"wsgate-direct, {label}", p))
         for label, p in cf.get("points", {}).items():
             self.w(self.lat_row(f"Centrifugo, {label} of its own", p))
         for label, p in cf.get("at_wsgate_points", {}).items():
@@ -344,7 +349,19 @@ class Report:
                        f"{f1(c.get('gateway'))} / {f1(c.get('processor'))} / "
                        f"{f1(c.get('kafka'))} |")
             self.w()
-        for name, v in (("wsgate", ws), ("Centrifugo", cf)):
+        gl = wd.get("gateway_linger") or {}
+        if gl:
+            self.w("The direct path with the gateway's `linger.ms` (`-X linger.ms=N` on the "
+                   "gateway; its produce of each frame is the only Kafka hop left):")
+            self.w()
+            self.w("| gateway linger.ms, point | rate | p50 | p90 | p99 | p99.9 | max | lost | "
+                   "send lag p99 |")
+            self.w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for ms in sorted(gl, key=int, reverse=True):
+                for label, p in gl[ms].items():
+                    self.w(self.lat_row(f"{ms}, {label}", p))
+            self.w()
+        for name, v in (("wsgate", ws), ("wsgate-direct", wd), ("Centrifugo", cf)):
             p50 = v.get("points", {}).get("50%")
             if p50 and p50.get("cpu_us"):
                 self.w(f"- {name} at {p50['rate']:,} msgs/s: "

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "harness_kafka.h"
@@ -266,10 +267,20 @@ Test(metrics_docs, every_served_family_is_documented_and_every_documented_one_se
   itest_cluster c;
   itest_cluster_init(&c, 1, 1, false);
   itest_cluster_add_commands(&c, 1); /* for the commands topic's lag series */
+  /* Optional modules with metrics of their own are on: the direct reply path. */
+  char secret[128];
+  snprintf(secret, sizeof secret, "/tmp/wsgate-metrics-docs-direct-%d", (int)getpid());
+  FILE *sf = fopen(secret, "w");
+  cr_assert_not_null(sf);
+  fputs("metrics-docs-direct-secret-0123456789\n", sf);
+  fclose(sf);
+  const char *pextra[] = {"--direct-secret-file", secret, NULL};
+  const char *gextra[] = {"--direct-listen", "127.0.0.1:0", "--direct-secret-file", secret, NULL};
+  itest_daemon_opts po = {.extra = pextra}, go = {.extra = gextra};
   itest_processor p;
-  itest_processor_start(&p, &c, "metrics-docs", "echo", NULL);
+  itest_processor_start(&p, &c, "metrics-docs", "echo", &po);
   itest_gateway g;
-  itest_gateway_start(&g, &c, "metrics-docs", NULL);
+  itest_gateway_start(&g, &c, "metrics-docs", &go);
   /* The lag gauges' series appear with the partitions' assignment. */
   cr_assert(itest_wait_until(lag_registered, &p.http_port, ITEST_TIMEOUT_MS),
             "no consumer lag series");

@@ -317,3 +317,43 @@ Test(gw_config, jwt_key_options) {
   cr_assert_eq(cfg.jwt_jwks_refresh_ms, 300000);
   gw_config_finish(&cfg);
 }
+
+Test(gw_config, direct_listener_options) {
+  char path[] = "/tmp/gw_config_direct_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert(fd >= 0);
+  const char content[] = "direct-secret-0123456789\n";
+  cr_assert_eq(write(fd, content, sizeof content - 1), (ssize_t)(sizeof content - 1));
+  close(fd);
+  /* No secret: refused, with what to do. */
+  expect_error((const char *[]){"-b", "k", "--jwt-secret", SECRET, "--direct-listen",
+                                "127.0.0.1:7070", NULL},
+               "--direct-listen needs --direct-secret-file");
+  /* Every address: processors need to be told where. */
+  expect_error((const char *[]){"-b", "k", "--jwt-secret", SECRET, "--direct-listen",
+                                "0.0.0.0:7070", "--direct-secret-file", path, NULL},
+               "--direct-advertise");
+  gw_config cfg;
+  char err[512] = "";
+  const char *ok[] = {
+      "-b", "k", "--jwt-secret", SECRET, "--direct-listen", "10.0.0.5:7070", "--direct-secret-file",
+      path, NULL};
+  cr_assert_eq(load(&cfg, ok, NULL, err, sizeof err), WSG_CONFIG_OK, "%s", err);
+  cr_assert_str_eq(cfg.direct_advertise, "10.0.0.5:7070", "advertised as listened by default");
+  cr_assert_eq(cfg.direct_secret_len, strlen("direct-secret-0123456789"));
+  gw_config_finish(&cfg);
+  /* Too short to be a secret. */
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  fputs("short\n", f);
+  fclose(f);
+  expect_error(ok, "at least 16");
+  unlink(path);
+  /* Off by default: nothing read, nothing advertised. */
+  cr_assert_eq(
+      load(&cfg, (const char *[]){"-b", "k", "--jwt-secret", SECRET, NULL}, NULL, err, sizeof err),
+      WSG_CONFIG_OK, "%s", err);
+  cr_assert_null(cfg.direct_secret);
+  cr_assert(!cfg.direct_listen || !cfg.direct_listen[0]);
+  gw_config_finish(&cfg);
+}

@@ -22,7 +22,10 @@ typedef struct {
   size_t n;
 } sink;
 
-static int collect(void *arg, uint32_t rec, int32_t partition, const uint8_t *buf, size_t len) {
+static int collect(void *arg, uint32_t rec, const char *gw, size_t gw_len, int32_t partition,
+                   const uint8_t *buf, size_t len) {
+  (void)gw;
+  (void)gw_len;
   sink *s = arg;
   cr_assert_lt(s->n, 256);
   item *it = &s->v[s->n++];

@@ -175,7 +175,10 @@ int ptest_event(ptest_proc *t, wsg_env_kind kind, const char *user, uint64_t con
   return dispatch(t, &env, NULL, 0);
 }
 
-static int collect(void *arg, uint32_t rec, int32_t partition, const uint8_t *buf, size_t len) {
+static int collect(void *arg, uint32_t rec, const char *gw, size_t gw_len, int32_t partition,
+                   const uint8_t *buf, size_t len) {
+  (void)gw;
+  (void)gw_len;
   ptest_proc *t = arg;
   t->out = realloc(t->out, (t->nout + 1) * sizeof(ptest_out));
   cr_assert_not_null(t->out);

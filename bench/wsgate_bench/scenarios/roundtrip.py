@@ -1,7 +1,12 @@
 """(c) Round trip through Kafka: gateway -> Kafka -> echo processor -> Kafka -> gateway. Highest
 sustained rate, latency at 25/50/75 % of it and at 1k, 5k and 10k msgs/s, the 10k point with other
-linger.ms; Centrifugo's client publish round trip through its Redis engine (two nodes). Every wsgate
-run records the per-hop breakdown from the daemons' histograms (wsgate-load --hops-from)."""
+linger.ms; the same with the direct reply path (processor -> gateway over TCP, docs/GATEWAY.md
+"Direct replies"): its highest rate, 1k/5k/10k, and those points with the gateway's linger.ms at
+5, 1 and 0 (its produce is the only Kafka hop left); Centrifugo's client publish round trip
+through its Redis engine (two nodes). Every wsgate run records the per-hop breakdown from the
+daemons' histograms (wsgate-load --hops-from)."""
+
+import secrets
 
 from ..common import ROUNDTRIP_CONNS, BenchError, log
 from ..search import echo_args, search_rate, sustained
@@ -66,6 +71,8 @@ def run(ctx):
     # table sets: the table belongs to runs with the defaults only.
     if not ctx.quick and not (ctx.args.gateway_arg or ctx.args.processor_arg):
         out["linger"] = linger(ctx, conns)
+    if not ctx.quick:
+        out["wsgate-direct"] = direct(ctx, conns)
     if not ctx.quick and not ctx.args.no_peers:
         out["centrifugo"] = centrifugo(ctx)
     return out
@@ -97,6 +104,71 @@ def linger(ctx, conns):
         finally:
             for p in reversed(procs):
                 p.stop()
+    return out
+
+
+def direct_flags(ctx, i):
+    """The gateway's and the processor's flags for the direct reply path; the gateway listens on
+    base+800+i."""
+    f = ctx.run_dir / "direct-secret"
+    if not f.exists():
+        f.write_text(secrets.token_hex(24) + "\n")
+        f.chmod(0o600)
+    return (["--direct-listen", f"127.0.0.1:{ctx.port(800 + i)}", "--direct-secret-file", f],
+            ["--direct-secret-file", f])
+
+
+def start_direct_pair(ctx, scn, gw_extra=()):
+    """A gateway with its direct listener and an echo processor that uses it; both returned."""
+    t = ctx.topics(scn)
+    prefix = ctx.unique(scn) + ":"
+    gflags, pflags = direct_flags(ctx, 0)
+    gw = ctx.start_gateway(0, t, prefix, [*gflags, *gw_extra])
+    try:
+        pr = ctx.start_processor(0, t, prefix, "echo", ctx.unique(f"{scn}-group"), pflags)
+    except BaseException:
+        gw.stop()
+        raise
+    return gw, pr
+
+
+def direct(ctx, conns):
+    """The direct reply path beside the Kafka one: its highest sustained rate and 1k/5k/10k, then
+    those points with the gateway's linger.ms at 1 and 0 (the default 5 is the first set)."""
+    out = {}
+    gw, pr = start_direct_pair(ctx, "rtd")
+    try:
+        def run_at(rate):
+            return ctx.load("roundtrip-direct", "echo", [gw.url], conns, *echo_args(ctx, rate),
+                            *hops_from(gw, pr), cpu={"gateway": gw, "processor": pr})
+        run_at(500)  # warm-up, and the processor's direct connection comes up
+        if ctx.metric([pr], "wsgate_processor_direct_frames_total") < 1:
+            raise BenchError("the processor sent nothing on the direct path")
+        best, _, trials = search_rate("wsgate-direct round trip", 7500,
+                                      lambda r: try_at(ctx, run_at, r))
+        out = {"best": best, "trials": summarize_trials(trials),
+               "points": latency_points(ctx, "wsgate-direct round trip", run_at, best)
+               if best else {},
+               "fallbacks": ctx.metric([pr], "wsgate_processor_direct_fallbacks_total")}
+    finally:
+        pr.stop()
+        gw.stop()
+    out["gateway_linger"] = {"5": {k: v for k, v in out.get("points", {}).items()
+                                   if k in ("1k", "5k", "10k")}}
+    for ms in (1, 0):
+        gw, pr = start_direct_pair(ctx, f"rtd-linger{ms}", ["-X", f"linger.ms={ms}"])
+        try:
+            def run_at(rate):
+                ctx.sample_load("roundtrip")
+                return ctx.load("roundtrip-direct-linger", "echo", [gw.url], conns,
+                                *echo_args(ctx, rate), *hops_from(gw, pr),
+                                cpu={"gateway": gw, "processor": pr})
+            run_at(500)
+            out["gateway_linger"][str(ms)] = latency_points(
+                ctx, f"wsgate-direct gateway linger.ms={ms}", run_at, 0, ("1k", "5k", "10k"))
+        finally:
+            pr.stop()
+            gw.stop()
     return out
 
 

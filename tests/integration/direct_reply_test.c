@@ -1,0 +1,378 @@
+/*
+ * The direct reply path (docs/GATEWAY.md, "Direct replies") with real programs: a processor
+ * sends a gateway's replies over the gateway's direct listener instead of Kafka; the listener
+ * refuses bad peers and keeps serving; a gateway that stops acknowledging gets every reply it
+ * did not acknowledge through Kafka, in order, none lost (a fake gateway here, so the test decides
+ * exactly what is acknowledged); a real gateway stopped mid-stream drops what the processor gave
+ * up on and gets it once, through Kafka.
+ */
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "harness_kafka.h"
+#include "wsg_dframe.h"
+
+#define SECRET "direct-test-secret-0123456789abcdef"
+
+static const char *secret_file(void) {
+  static char path[256];
+  snprintf(path, sizeof path, "/tmp/wsgate-direct-secret-%d", (int)getpid());
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f);
+  fputs(SECRET "\n", f);
+  fclose(f);
+  return path;
+}
+
+/* The gateway's advertised direct port, from its Redis record. */
+static int direct_port(const itest_gateway *g) {
+  redisReply *r =
+      itest_redis_key_command(g->redis_port, "HGET %sgw:%s direct", g->cluster.prefix, g->id);
+  cr_assert(r && r->type == REDIS_REPLY_STRING, "no direct field in the gateway's record");
+  const char *colon = strrchr(r->str, ':');
+  cr_assert_not_null(colon);
+  int port = atoi(colon + 1);
+  freeReplyObject(r);
+  return port;
+}
+
+static void start_pair(itest_cluster *c, itest_gateway *g, itest_processor *p,
+                       const char *const *pextra) {
+  itest_cluster_init(c, 2, 2, false);
+  const char *sf = secret_file();
+  const char *gextra[] = {"--direct-listen", "127.0.0.1:0", "--direct-secret-file", sf, NULL};
+  itest_daemon_opts go = {.extra = gextra};
+  itest_gateway_start(g, c, "direct", &go);
+  const char *def[] = {"--direct-secret-file", sf, NULL};
+  itest_daemon_opts po = {.extra = pextra ? pextra : def};
+  itest_processor_start(p, c, "direct-echo", "echo", &po);
+}
+
+/* Round trips until one came back through the direct path (the first ones go through Kafka
+ * while the processor looks the address up and connects). */
+static void warm_up(ws_client *ws, const itest_processor *p) {
+  uint64_t deadline = itest_now_ms() + ITEST_TIMEOUT_MS;
+  for (int i = 0; itest_metric(p->http_port, "wsgate_processor_direct_frames_total") < 1; i++) {
+    cr_assert_lt(itest_now_ms(), deadline, "no reply went through the direct path");
+    char m[32];
+    snprintf(m, sizeof m, "warm-%d", i);
+    cr_assert_eq(ws_client_send_text(ws, m, strlen(m)), WS_CLIENT_OK);
+    itest_expect_text(ws, m, ITEST_TIMEOUT_MS);
+    usleep(50 * 1000);
+  }
+}
+
+Test(direct, replies_skip_kafka, .fini = itest_fini) {
+  itest_cluster c;
+  itest_gateway g;
+  itest_processor p;
+  /* A short ack timeout: a steady stream must never trip it while the gateway answers. */
+  const char *pextra[] = {"--direct-secret-file", secret_file(), "--direct-ack-timeout", "50ms",
+                          NULL};
+  start_pair(&c, &g, &p, pextra);
+  ws_client *ws = itest_connect(&g, "alice");
+  warm_up(ws, &p);
+  double kafka0 =
+      itest_metric(g.http_port, "wsgate_gateway_outbound_records_total{result=\"queued\"}");
+  double direct0 = itest_metric(g.http_port, "wsgate_gateway_direct_frames_total");
+  enum { N = 1500 };
+  char m[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(m, sizeof m, "m-%d", i);
+    cr_assert_eq(ws_client_send_text(ws, m, strlen(m)), WS_CLIENT_OK);
+    usleep(1000); /* a stream, not a burst: acks arrive while other replies wait for theirs */
+  }
+  for (int i = 0; i < N; i++) {
+    snprintf(m, sizeof m, "m-%d", i);
+    itest_expect_text(ws, m, ITEST_TIMEOUT_MS);
+  }
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_reproduced_total"), 0,
+               "no reply was given up on");
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_frames_total"), direct0 + N);
+  cr_assert_eq(
+      itest_metric(g.http_port, "wsgate_gateway_outbound_records_total{result=\"queued\"}"), kafka0,
+      "no reply went through Kafka");
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_peers"), 1);
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_peers"), 1);
+  ws_client_close(ws, 1000, "", NULL, 5000);
+  ws_client_destroy(ws);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
+}
+
+static int tcp_connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+/* True once the peer closed fd (EOF or reset) within timeout_ms. */
+static bool closed_by_peer(int fd, int timeout_ms) {
+  struct pollfd pf = {.fd = fd, .events = POLLIN};
+  uint64_t deadline = itest_now_ms() + (uint64_t)timeout_ms;
+  while (itest_now_ms() < deadline) {
+    if (poll(&pf, 1, 100) > 0) {
+      char b[64];
+      ssize_t n = recv(fd, b, sizeof b, 0);
+      if (n <= 0)
+        return true;
+    }
+  }
+  return false;
+}
+
+Test(direct, bad_peers_are_refused, .fini = itest_fini) {
+  itest_cluster c;
+  itest_gateway g;
+  itest_processor p;
+  start_pair(&c, &g, &p, NULL);
+  int port = direct_port(&g);
+
+  uint8_t hello[WSG_DFRAME_HELLO_MAX];
+  size_t hl = wsg_dframe_hello(hello, (const uint8_t *)"not-the-secret-at-all", 21);
+  int fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert(closed_by_peer(fd, 5000), "a wrong secret is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"secret\"}", 1, 5000);
+
+  const uint8_t zero[4] = {0, 0, 0, 0};
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, zero, 4, 0), 4);
+  cr_assert(closed_by_peer(fd, 5000), "a frame of length 0 is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"hello\"}", 1, 5000);
+
+  /* The right hello, then a frame longer than any record. */
+  hl = wsg_dframe_hello(hello, (const uint8_t *)SECRET, strlen(SECRET));
+  const uint8_t huge[4] = {0x7f, 0xff, 0xff, 0xff};
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, huge, 4, 0), 4);
+  cr_assert(closed_by_peer(fd, 5000), "an oversized frame is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"frame\"}", 1, 5000);
+
+  /* Garbage in place of an envelope: acknowledged and dropped, like a bad Kafka record. */
+  uint8_t bad[4 + 8 + 3] = {0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 1, 0xc1, 0xc1, 0xc1};
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bad, sizeof bad, 0), (ssize_t)sizeof bad);
+  uint8_t ack[12];
+  struct pollfd pf = {.fd = fd, .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, 5000), 1);
+  cr_assert_eq(recv(fd, ack, sizeof ack, MSG_WAITALL), 12);
+  cr_assert_eq(wsg_dframe_get32(ack), 8);
+  cr_assert_eq(wsg_dframe_get64(ack + 4), 1, "acknowledged");
+  close(fd);
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 1);
+
+  /* A silent peer is closed after the hello timeout. */
+  fd = tcp_connect(port);
+  cr_assert(closed_by_peer(fd, 8000), "a peer without a hello is closed");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"hello_timeout\"}", 1,
+                    5000);
+
+  /* And the gateway still serves, through the direct path. */
+  ws_client *ws = itest_connect(&g, "bob");
+  warm_up(ws, &p);
+  ws_client_close(ws, 1000, "", NULL, 5000);
+  ws_client_destroy(ws);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
+}
+
+/* --- a fake gateway: the test decides what is acknowledged ------------------------------------ */
+
+static int fake_listen(int *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof a;
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  cr_assert_eq(listen(fd, 4), 0);
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* One whole frame's body into buf (at most cap bytes); its length. */
+static size_t read_frame(int fd, uint8_t *buf, size_t cap) {
+  struct pollfd pf = {.fd = fd, .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, ITEST_TIMEOUT_MS), 1, "no frame from the processor");
+  uint8_t hdr[4];
+  cr_assert_eq(recv(fd, hdr, 4, MSG_WAITALL), 4);
+  size_t n = wsg_dframe_get32(hdr);
+  cr_assert(n > 0 && n <= cap, "frame length %zu", n);
+  cr_assert_eq(recv(fd, buf, n, MSG_WAITALL), (ssize_t)n);
+  return n;
+}
+
+static void produce_msgs(rd_kafka_t *prod, const itest_cluster *c, int from, int to) {
+  char data[32];
+  for (int i = from; i < to; i++) {
+    int len = snprintf(data, sizeof data, "k-%d", i);
+    wsg_envelope env = itest_msg("carol", 1, "gw-fake", 0, data, (size_t)len, false);
+    itest_produce(prod, c, &env);
+  }
+  itest_flush(prod);
+}
+
+/* The next outbound record must be the reply "k-<i>". */
+static void expect_kafka(itest_reader *rd, int i) {
+  wsg_envelope e;
+  cr_assert(itest_reader_next_envelope(rd, &e, ITEST_TIMEOUT_MS, NULL), "reply k-%d missing", i);
+  char want[32];
+  int len = snprintf(want, sizeof want, "k-%d", i);
+  cr_assert(e.data_len == (size_t)len && memcmp(e.data, want, (size_t)len) == 0,
+            "expected %s through Kafka, got %.*s", want, (int)e.data_len, (const char *)e.data);
+}
+
+static bool nothing_uncommitted(void *arg) {
+  return itest_uncommitted(arg) == 0;
+}
+
+Test(direct, unacked_replies_go_through_kafka_in_order, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  int port, lfd = fake_listen(&port);
+  char fmt[160];
+  snprintf(fmt, sizeof fmt, "HSET %%sgw:%%s slot 0 direct 127.0.0.1:%d", port);
+  redisReply *r = itest_redis_key_command(0, fmt, c.prefix, "gw-fake");
+  cr_assert(r && r->type == REDIS_REPLY_INTEGER);
+  freeReplyObject(r);
+  const char *extra[] = {"--direct-secret-file",
+                         secret_file(),
+                         "--direct-ack-timeout",
+                         "500ms",
+                         "--direct-backoff",
+                         "60s",
+                         NULL};
+  itest_daemon_opts po = {.extra = extra};
+  itest_processor p;
+  itest_processor_start(&p, &c, "direct-fake", "echo", &po);
+  rd_kafka_t *prod = itest_producer();
+  itest_reader rd;
+  itest_reader_open(&rd, c.out_topic, c.out_partitions);
+
+  /* The first reply goes through Kafka while the processor looks the address up. */
+  produce_msgs(prod, &c, 0, 1);
+  expect_kafka(&rd, 0);
+  struct pollfd pf = {.fd = lfd, .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, ITEST_TIMEOUT_MS), 1, "the processor never connected");
+  int fd = accept(lfd, NULL, NULL);
+  uint8_t buf[4096];
+  size_t n = read_frame(fd, buf, sizeof buf);
+  const uint8_t *secret;
+  size_t slen;
+  cr_assert_eq(wsg_dframe_hello_parse(buf, n, &secret, &slen), WSG_DHELLO_OK);
+  cr_assert(slen == strlen(SECRET) && memcmp(secret, SECRET, slen) == 0);
+  itest_wait_metric(p.http_port, "wsgate_processor_direct_peers", 1, ITEST_TIMEOUT_MS);
+
+  /* 20 replies arrive here, in order; only the first 10 are acknowledged. */
+  produce_msgs(prod, &c, 1, 21);
+  for (int i = 1; i <= 20; i++) {
+    n = read_frame(fd, buf, sizeof buf);
+    cr_assert_gt(n, WSG_DFRAME_SEQ);
+    cr_assert_eq(wsg_dframe_get64(buf), (uint64_t)i, "sequence numbers count from 1");
+    wsg_envelope e;
+    cr_assert_eq(wsg_envelope_decode(&e, buf + 8, n - 8, NULL), WSG_ENV_OK);
+    char want[32];
+    int len = snprintf(want, sizeof want, "k-%d", i);
+    cr_assert(e.data_len == (size_t)len && memcmp(e.data, want, (size_t)len) == 0);
+  }
+  uint8_t ack[12];
+  wsg_dframe_put32(ack, 8);
+  wsg_dframe_put64(ack + 4, 10);
+  cr_assert_eq(send(fd, ack, sizeof ack, 0), 12);
+
+  /* No more acks: after --direct-ack-timeout the other 10 come through Kafka, in order, once. */
+  itest_wait_metric(p.http_port, "wsgate_processor_direct_fallbacks_total{reason=\"ack_timeout\"}",
+                    1, ITEST_TIMEOUT_MS);
+  for (int i = 11; i <= 20; i++)
+    expect_kafka(&rd, i);
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_reproduced_total"), 10);
+  cr_assert(closed_by_peer(fd, 5000), "the connection was given up");
+  close(fd);
+  /* During --direct-backoff everything goes through Kafka, behind them. */
+  produce_msgs(prod, &c, 21, 26);
+  for (int i = 21; i < 26; i++)
+    expect_kafka(&rd, i);
+  cr_assert_null(itest_reader_next(&rd, 1000), "nothing twice");
+  cr_assert(itest_wait_until(nothing_uncommitted, &c, ITEST_TIMEOUT_MS),
+            "every offset is committed once its replies are acknowledged, by either path");
+  itest_reader_close(&rd);
+  rd_kafka_destroy(prod);
+  close(lfd);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+}
+
+/* A real gateway stopped while replies to it are under way (the test produces the inbound
+ * records for its client itself, so there are): the processor gives them to Kafka after
+ * --direct-ack-timeout and resets the connection; resumed, the gateway drops what it had not
+ * read (the reset comes first) and the client gets every reply once, in order. */
+Test(direct, stopped_gateway_gets_each_reply_once_in_order, .fini = itest_fini) {
+  itest_cluster c;
+  itest_gateway g;
+  itest_processor p;
+  const char *pextra[] = {"--direct-secret-file", secret_file(), "--direct-ack-timeout", "300ms",
+                          NULL};
+  start_pair(&c, &g, &p, pextra);
+  ws_client *ws = itest_connect(&g, "dave");
+  warm_up(ws, &p);
+  redisReply *r = itest_redis_key_command(g.redis_port, "HKEYS %suser:%s", c.prefix, "dave");
+  cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1, "dave's connection");
+  uint64_t conn = strtoull(r->element[0]->str, NULL, 10);
+  freeReplyObject(r);
+
+  kill(g.pid, SIGSTOP);
+  enum { N = 50 };
+  rd_kafka_t *prod = itest_producer();
+  char m[32];
+  for (int i = 0; i < N; i++) {
+    int len = snprintf(m, sizeof m, "s-%d", i);
+    wsg_envelope env = itest_msg("dave", conn, g.id, (uint32_t)g.slot, m, (size_t)len, false);
+    itest_produce(prod, &c, &env);
+  }
+  itest_flush(prod);
+  itest_wait_metric(p.http_port, "wsgate_processor_direct_fallbacks_total{reason=\"ack_timeout\"}",
+                    1, ITEST_TIMEOUT_MS);
+  /* All N, unless the box was so slow that some arrived after the fallback (then they went to
+   * Kafka directly). */
+  double reproduced = itest_metric(p.http_port, "wsgate_processor_direct_reproduced_total");
+  cr_assert(reproduced >= 1 && reproduced <= N,
+            "replies the stopped gateway did not acknowledge "
+            "go to Kafka (%.0f)",
+            reproduced);
+  kill(g.pid, SIGCONT);
+  for (int i = 0; i < N; i++) {
+    snprintf(m, sizeof m, "s-%d", i);
+    itest_expect_text(ws, m, ITEST_TIMEOUT_MS);
+  }
+  ws_message extra_msg;
+  cr_assert_eq(ws_client_recv(ws, &extra_msg, 1000), WS_CLIENT_TIMEOUT, "nothing twice");
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_frames_total"),
+               itest_metric(p.http_port, "wsgate_processor_direct_frames_total") - reproduced,
+               "the gateway dispatched none of the frames it had not read before the reset");
+  rd_kafka_destroy(prod);
+  ws_client_close(ws, 1000, "", NULL, 5000);
+  ws_client_destroy(ws);
+  itest_processor_stop(&p, SIGTERM, 30000);
+  itest_processor_cleanup(&p);
+  itest_gateway_cleanup(&g);
+}
