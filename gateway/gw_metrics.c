@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+/* One table per line, so that adding one is a one-line diff. */
+/* clang-format off */
 const wsg_metric_table *const gw_metric_tables[] = {
     &gw_gateway_metric_table,
     &gw_kafka_metric_table,
@@ -19,3 +21,4 @@ const wsg_metric_table *const gw_metric_tables[] = {
     &gw_direct_metric_table,
     NULL,
 };
+/* clang-format on */
