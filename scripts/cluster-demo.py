@@ -20,6 +20,7 @@ import sys
 import time
 
 import websockets
+import websockets.exceptions
 
 SUBPROTOCOL = "wsgate.v1"
 WAIT_S = 15.0
