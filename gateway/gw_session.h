@@ -7,7 +7,8 @@
  *   gw_door.c      sockets from accept to upgrade: global and per-address caps (gw_peers);
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
- *   gw_outbound.c  dispatching deliveries to send queues, and the WRITEABLE path (framing);
+ *   gw_outbound.c  dispatching deliveries to send queues (or at once: --direct-write), and the
+ *                  WRITEABLE path (framing);
  *   gw_sendmem.c   the send queues' memory as a whole (--sendq-max) and their periodic check;
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
  *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
