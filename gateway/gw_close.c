@@ -163,7 +163,10 @@ void gw__close_backstop(gw_server *s, gw_session *ss, uint32_t after_ms) {
  * Ended from our own timer, outside lws' service: closed at once (CLOSED still runs and frees the
  * send queue). A close with a code (not the idle hang-up, which sends none) that gets here was
  * not answered in time: counted. If the client left our last bytes unread, the close is a reset:
- * a FIN would wait behind them, and the kernel would hold that orphan's buffer for minutes.
+ * a FIN would wait behind them, and the kernel would hold that orphan's buffer for minutes. Its
+ * write side is shut first: lws waits to flush output it still holds before it closes, on a timer
+ * of its own that fires late (docs/notes/libwebsockets-4.1.6.md#closing); a shut socket fails
+ * that flush at once.
  */
 static void kill_due(gw_server *s, gw_session *ss) {
   if (!ss->wsi || (ss->flags & F_RELEASED))
@@ -175,6 +178,7 @@ static void kill_due(gw_server *s, gw_session *ss) {
   if (fd >= 0 && ioctl(fd, SIOCOUTQ, &unsent) == 0 && unsent > 0) {
     struct linger l = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    shutdown(fd, SHUT_WR);
   }
   lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
 }

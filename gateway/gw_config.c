@@ -112,6 +112,11 @@ static const wsg_option listener_rows[] = {
      "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
      "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
      "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
+    {"direct-write", 0, "WSGATE_DIRECT_WRITE", WSG_OPT_BOOL, OPT(direct_write), "true", 0, 0, NULL,
+     0,
+     "Write a delivery to a connection whose send queue is empty at once instead of waiting for "
+     "the socket's next writeable event: one system call per reply instead of three "
+     "(docs/GATEWAY.md, latency knobs); off restores the queue-then-write path."},
     {"rx-memory-per-user", 0, "WSGATE_RX_MEMORY_PER_USER", WSG_OPT_SIZE, OPT(rx_memory_per_user),
      "16m", 0, 1024LL * 1024 * WSG_MIB, NULL, 0,
      "Of --rx-memory-max, what one user's connections together may hold; a connection of that "

@@ -5,7 +5,8 @@
  * connection writes one frame per LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires:
  * a message in one frame straight from the shared gw_msg, or in fragments through a scratch
  * buffer, behind a resumable connection's "<q>\n" header. Keepalive pings and the close frame
- * go out from here too, between messages.
+ * go out from here too, between messages. With --direct-write, a message for a connection with
+ * nothing queued is written at once instead (direct_write).
  *
  * Threads: the loop thread only.
  */
@@ -20,9 +21,16 @@
 #define OUTBOUND_BATCH    256
 #define OUTBOUND_PER_WAKE 4096
 
+typedef enum { DW_QUEUE, DW_WRITTEN, DW_FAILED } dw_result;
+static dw_result direct_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag);
+
 /* Queues m with `tag` for ss, within its send queue's limits; over a limit the connection is
- * closed (4001). Returns false when it was closed. */
+ * closed (4001). With --direct-write, writes it at once instead when nothing is queued. Returns
+ * false when it was closed. */
 bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms) {
+  dw_result dw = direct_write(s, ss, m, tag);
+  if (dw != DW_QUEUE)
+    return dw == DW_WRITTEN;
   uint64_t before = gw_sendq_bytes(&ss->q);
   int rc = gw_sendq_push_tagged(&ss->q, m, tag, &s->sendq_limits, now_ms);
   if (rc == GW_SENDQ_OK) {
@@ -199,6 +207,83 @@ static void hop_written(gw_server *s, const gw_msg *m) {
     wsg_histogram_observe(s->m_hop_written, (double)(now_us - ts) / 1e6);
 }
 
+static void message_written(gw_server *s, const gw_msg *m) {
+  hop_written(s, m);
+  wsg_counter_add(s->m_msgs_out, 1);
+  wsg_counter_add(s->m_bytes_out, gw_msg_len(m));
+}
+
+/* Writes m's next frame from ss->sent_off (behind its header on a resumable connection): all of
+ * m in one frame when it fits in `frag`, else its next fragment. Returns 1 when m is all written
+ * (sent_off back to 0), 0 when fragments remain, -1 when lws could not write (the connection is
+ * gone). lws buffers what the socket did not take and holds back WRITEABLE until it is out. */
+static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, size_t frag) {
+  size_t len = gw_msg_len(m);
+  int type = gw_msg_binary(m) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+  char hdr[SEQ_HEADER_MAX];
+  size_t hlen = ss->sq ? seq_header(tag, hdr) : 0;
+  size_t total = hlen + len;
+  size_t chunk;
+  int n;
+  if (hlen == 0 && len <= frag) {
+    chunk = len;
+    n = lws_write(ss->wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
+  } else {
+    /* The headroom in front of a fragment would be the previous fragment's bytes, shared by
+     * every recipient of this message, and a resumable connection's header is its own: write
+     * through scratch. */
+    size_t off = ss->sent_off;
+    chunk = total - off < frag ? total - off : frag;
+    copy_framed(s->scratch + LWS_PRE, hdr, hlen, gw_msg_payload(m), off, chunk);
+    int flags = lws_write_ws_flags(type, off == 0, off + chunk == total);
+    n = lws_write(ss->wsi, s->scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);
+  }
+  if (n < (int)chunk)
+    return -1;
+  ss->sent_off += (uint32_t)chunk;
+  if (ss->sent_off < total)
+    return 0;
+  ss->sent_off = 0;
+  return 1;
+}
+
+/*
+ * --direct-write: a message for a connection with nothing queued goes out now, not from the next
+ * WRITEABLE, which costs an epoll_ctl to arm POLLOUT, a loop wake-up and an epoll_ctl to disarm
+ * it. Only where that cannot reorder, overfill or break a close
+ * (docs/notes/libwebsockets-4.1.6.md#direct-write): nothing queued or half-written; lws holds none
+ * of the connection's earlier output (lws_partial_buffered: so lws holds at most this one frame,
+ * as on the WRITEABLE path, and later messages queue under the queue's limits); no close decided
+ * or begun by either side (a peer's close sets disconnect_code); no permessage-deflate (its
+ * compressor drains across WRITEABLE callbacks); a message that fits one frame and the queue's
+ * hard limit (over it, the queue's refusal closes with 4001, as without direct writes).
+ */
+static dw_result direct_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag) {
+  if (!s->cfg->direct_write || !ss->wsi || !ss->user || ss->disconnect_code || ss->sent_off ||
+      (ss->flags & (F_CLOSING | F_RELEASED | F_CLOSE_SENT | F_LWS_CLOSING | F_DEFLATE)) ||
+      !gw_sendq_empty(&ss->q))
+    return DW_QUEUE;
+  size_t len = gw_msg_len(m);
+  uint64_t hard = s->sendq_limits.hard_bytes;
+  if (len + (ss->sq ? SEQ_HEADER_MAX : 0) > FRAG_SIZE ||
+      (hard && len + GW_SENDQ_MSG_OVERHEAD > hard) || lws_partial_buffered(ss->wsi))
+    return DW_QUEUE;
+  int done = write_next(s, ss, m, tag, FRAG_SIZE);
+  if (done < 0) {
+    /* The socket is gone. Not closed from here (the caller may be walking a list of
+     * connections): from the kill timer, outside lws' service, as an idle hang-up is. */
+    mark_closing(ss);
+    ss->disconnect_code = 1006;
+    gw__close_backstop(s, ss, 0);
+    return DW_FAILED;
+  }
+  if (done == 0)
+    return DW_QUEUE; /* cannot happen (one frame): the rest would go from the queue's head */
+  wsg_counter_add(s->m_direct_writes, 1);
+  message_written(s, m);
+  return DW_WRITTEN;
+}
+
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
    * here would drop the socket without waiting, so the client's answer would meet a reset. */
@@ -232,37 +317,14 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   gw_msg *m = gw_sendq_peek(&ss->q);
   if (!m)
     return 0;
-  size_t len = gw_msg_len(m);
-  int type = gw_msg_binary(m) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
-  char hdr[SEQ_HEADER_MAX];
-  size_t hlen = ss->sq ? seq_header(gw_sendq_peek_tag(&ss->q), hdr) : 0;
-  size_t total = hlen + len;
   size_t frag = (ss->flags & F_DEFLATE) ? DEFLATE_FRAG_SIZE : FRAG_SIZE;
-  size_t chunk;
-  int n;
-  if (hlen == 0 && len <= frag) {
-    chunk = len;
-    n = lws_write(wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
-  } else {
-    /* The headroom in front of a fragment would be the previous fragment's bytes, shared by
-     * every recipient of this message, and a resumable connection's header is its own: write
-     * through scratch. */
-    size_t off = ss->sent_off;
-    chunk = total - off < frag ? total - off : frag;
-    copy_framed(s->scratch + LWS_PRE, hdr, hlen, gw_msg_payload(m), off, chunk);
-    int flags = lws_write_ws_flags(type, off == 0, off + chunk == total);
-    n = lws_write(wsi, s->scratch + LWS_PRE, chunk, (enum lws_write_protocol)flags);
-  }
-  if (n < (int)chunk) {
+  int done = write_next(s, ss, m, gw_sendq_peek_tag(&ss->q), frag);
+  if (done < 0) {
     ss->disconnect_code = 1006;
     return -1; /* lws could not write: the connection is gone */
   }
-  ss->sent_off += (uint32_t)chunk;
-  if (ss->sent_off >= total) {
-    ss->sent_off = 0;
-    hop_written(s, m);
-    wsg_counter_add(s->m_msgs_out, 1);
-    wsg_counter_add(s->m_bytes_out, len);
+  if (done) {
+    message_written(s, m);
     uint64_t before = gw_sendq_bytes(&ss->q);
     gw_sendq_pop(&ss->q);
     s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);

@@ -6,6 +6,7 @@
 #include "harness_kafka.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,8 +229,8 @@ void itest_send_close(const itest_gateway *g, int32_t slot, uint64_t conn, int c
   itest_send_outbound(g, slot, &e);
 }
 
-void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
-                        int count) {
+static void deliver_n(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size, int count,
+                      bool numbered) {
   uint8_t *payload = malloc(size);
   cr_assert(payload);
   memset(payload, 'z', size);
@@ -249,6 +250,13 @@ void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, siz
   cr_assert_eq(rc, WSG_ENV_OK, "encode: %s", wsg_env_strerror(rc));
   rd_kafka_t *rk = itest_kafka_client(WSG_KAFKA_PRODUCER, NULL);
   for (int i = 0; i < count; i++) {
+    if (numbered) {
+      char num[16];
+      snprintf(num, sizeof num, "%08d", i % 100000000);
+      memcpy(payload, num, 8);
+      rc = wsg_envelope_encode(&e, &b);
+      cr_assert_eq(rc, WSG_ENV_OK, "encode: %s", wsg_env_strerror(rc));
+    }
     rd_kafka_resp_err_t err;
     while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(g->cluster.out_topic),
                                     RD_KAFKA_V_PARTITION(slot), RD_KAFKA_V_VALUE(b.data, b.len),
@@ -261,4 +269,26 @@ void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, siz
   rd_kafka_destroy(rk);
   wsg_buf_finish(&b);
   free(payload);
+}
+
+void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
+                        int count) {
+  deliver_n(g, slot, conn, size, count, false);
+}
+
+void itest_deliver_numbered(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
+                            int count) {
+  cr_assert_geq(size, 8);
+  deliver_n(g, slot, conn, size, count, true);
+}
+
+bool itest_numbered_ok(const uint8_t *data, size_t len, size_t size, int i) {
+  char want[16];
+  snprintf(want, sizeof want, "%08d", i % 100000000);
+  if (len != size || memcmp(data, want, 8) != 0)
+    return false;
+  for (size_t k = 8; k < len; k++)
+    if (data[k] != 'z')
+      return false;
+  return true;
 }

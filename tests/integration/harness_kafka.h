@@ -68,5 +68,11 @@ void itest_send_close(const itest_gateway *g, int32_t slot, uint64_t conn, int c
 /* `count` delivers of `size` bytes each to `conn`, produced in one batch; waits for the acks. */
 void itest_deliver_many(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
                         int count);
+/* The same, each payload starting with its number, "%08d" from 0 (size >= 8), so a reader can
+ * check order and completeness (itest_numbered_ok). */
+void itest_deliver_numbered(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size,
+                            int count);
+/* Whether data is message number i of itest_deliver_numbered's `size`-byte series. */
+bool itest_numbered_ok(const uint8_t *data, size_t len, size_t size, int i);
 
 #endif
