@@ -112,8 +112,7 @@ static const wsg_option listener_rows[] = {
      "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
      "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
      "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
-    {"direct-write", 0, "WSGATE_DIRECT_WRITE", WSG_OPT_BOOL, OPT(direct_write), "true", 0, 0, NULL,
-     0,
+    {"eager-write", 0, "WSGATE_EAGER_WRITE", WSG_OPT_BOOL, OPT(eager_write), "true", 0, 0, NULL, 0,
      "Write a delivery to a connection whose send queue is empty at once instead of waiting for "
      "the socket's next writeable event: one system call per reply instead of three "
      "(docs/GATEWAY.md, latency knobs); off restores the queue-then-write path."},

@@ -60,7 +60,7 @@ typedef struct {
   int64_t max_upgrades_per_sec;
   uint64_t rx_memory_max;
   bool loop_clock;             /* gw_clock: one clock reading per loop iteration */
-  bool direct_write;           /* gw_outbound: write to an idle connection without WRITEABLE */
+  bool eager_write;            /* gw_outbound: write to an idle connection without WRITEABLE */
   uint64_t rx_memory_per_user; /* 0: no per-user share */
   /* --- hostile clients (issue 16): the door's own limits --- */
   uint64_t handshake_timeout_ms; /* accept to upgrade (TLS, request head) */

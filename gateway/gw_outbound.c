@@ -5,8 +5,8 @@
  * connection writes one frame per LWS_CALLBACK_SERVER_WRITEABLE, as libwebsockets requires:
  * a message in one frame straight from the shared gw_msg, or in fragments through a scratch
  * buffer, behind a resumable connection's "<q>\n" header. Keepalive pings and the close frame
- * go out from here too, between messages. With --direct-write, a message for a connection with
- * nothing queued is written at once instead (direct_write).
+ * go out from here too, between messages. With --eager-write, a message for a connection with
+ * nothing queued is written at once instead (eager_write).
  *
  * Threads: the loop thread only.
  */
@@ -21,16 +21,16 @@
 #define OUTBOUND_BATCH    256
 #define OUTBOUND_PER_WAKE 4096
 
-typedef enum { DW_QUEUE, DW_WRITTEN, DW_FAILED } dw_result;
-static dw_result direct_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag);
+typedef enum { EW_QUEUE, EW_WRITTEN, EW_FAILED } ew_result;
+static ew_result eager_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag);
 
 /* Queues m with `tag` for ss, within its send queue's limits; over a limit the connection is
- * closed (4001). With --direct-write, writes it at once instead when nothing is queued. Returns
+ * closed (4001). With --eager-write, writes it at once instead when nothing is queued. Returns
  * false when it was closed. */
 bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms) {
-  dw_result dw = direct_write(s, ss, m, tag);
-  if (dw != DW_QUEUE)
-    return dw == DW_WRITTEN;
+  ew_result ew = eager_write(s, ss, m, tag);
+  if (ew != EW_QUEUE)
+    return ew == EW_WRITTEN;
   uint64_t before = gw_sendq_bytes(&ss->q);
   int rc = gw_sendq_push_tagged(&ss->q, m, tag, &s->sendq_limits, now_ms);
   if (rc == GW_SENDQ_OK) {
@@ -248,26 +248,26 @@ static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, siz
 }
 
 /*
- * --direct-write: a message for a connection with nothing queued goes out now, not from the next
+ * --eager-write: a message for a connection with nothing queued goes out now, not from the next
  * WRITEABLE, which costs an epoll_ctl to arm POLLOUT, a loop wake-up and an epoll_ctl to disarm
  * it. Only where that cannot reorder, overfill or break a close
- * (docs/notes/libwebsockets-4.1.6.md#direct-write): nothing queued or half-written; lws holds none
+ * (docs/notes/libwebsockets-4.1.6.md#eager-write): nothing queued or half-written; lws holds none
  * of the connection's earlier output (lws_partial_buffered: so lws holds at most this one frame,
  * as on the WRITEABLE path, and later messages queue under the queue's limits); no close decided
  * or begun by either side (a peer's close sets disconnect_code); no permessage-deflate (its
  * compressor drains across WRITEABLE callbacks); a message that fits one frame and the queue's
- * hard limit (over it, the queue's refusal closes with 4001, as without direct writes).
+ * hard limit (over it, the queue's refusal closes with 4001, as without eager writes).
  */
-static dw_result direct_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag) {
-  if (!s->cfg->direct_write || !ss->wsi || !ss->user || ss->disconnect_code || ss->sent_off ||
+static ew_result eager_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag) {
+  if (!s->cfg->eager_write || !ss->wsi || !ss->user || ss->disconnect_code || ss->sent_off ||
       (ss->flags & (F_CLOSING | F_RELEASED | F_CLOSE_SENT | F_LWS_CLOSING | F_DEFLATE)) ||
       !gw_sendq_empty(&ss->q))
-    return DW_QUEUE;
+    return EW_QUEUE;
   size_t len = gw_msg_len(m);
   uint64_t hard = s->sendq_limits.hard_bytes;
   if (len + (ss->sq ? SEQ_HEADER_MAX : 0) > FRAG_SIZE ||
       (hard && len + GW_SENDQ_MSG_OVERHEAD > hard) || lws_partial_buffered(ss->wsi))
-    return DW_QUEUE;
+    return EW_QUEUE;
   int done = write_next(s, ss, m, tag, FRAG_SIZE);
   if (done < 0) {
     /* The socket is gone. Not closed from here (the caller may be walking a list of
@@ -275,13 +275,13 @@ static dw_result direct_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t 
     mark_closing(ss);
     ss->disconnect_code = 1006;
     gw__close_backstop(s, ss, 0);
-    return DW_FAILED;
+    return EW_FAILED;
   }
   if (done == 0)
-    return DW_QUEUE; /* cannot happen (one frame): the rest would go from the queue's head */
-  wsg_counter_add(s->m_direct_writes, 1);
+    return EW_QUEUE; /* cannot happen (one frame): the rest would go from the queue's head */
+  wsg_counter_add(s->m_eager_writes, 1);
   message_written(s, m);
-  return DW_WRITTEN;
+  return EW_WRITTEN;
 }
 
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {

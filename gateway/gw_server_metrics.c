@@ -121,9 +121,9 @@ static const wsg_metric_def metric_rows[] = {
     COUNTER(m_bytes_in, "wsgate_gateway_message_bytes_in_total",
             "Payload bytes of client messages produced to Kafka.", NULL),
     COUNTER(m_msgs_out, "wsgate_gateway_messages_out_total", "Messages written to clients.", NULL),
-    COUNTER(m_direct_writes, "wsgate_gateway_direct_writes_total",
+    COUNTER(m_eager_writes, "wsgate_gateway_eager_writes_total",
             "Of those, messages written as they were queued to an idle connection, without "
-            "waiting for a writeable event (--direct-write).",
+            "waiting for a writeable event (--eager-write).",
             NULL),
     COUNTER(m_bytes_out, "wsgate_gateway_message_bytes_out_total",
             "Payload bytes of messages written to clients.", NULL),

@@ -134,9 +134,9 @@ static void close_ends_within_the_bound(int code, double conns_left, int decide_
 }
 
 Test(gateway_closes, slow_consumer_4001_ends_within_the_bound) {
-  /* --direct-write writes until the socket takes no more, so lws is left holding a frame: the
+  /* --eager-write writes until the socket takes no more, so lws is left holding a frame: the
    * kill must not wait for lws to flush it (docs/notes/libwebsockets-4.1.6.md#closing). */
-  const char *extra[] = {"--direct-write=on", "--sendq-hard", "256k", "--sendq-soft", "256k", NULL};
+  const char *extra[] = {"--eager-write=on", "--sendq-hard", "256k", "--sendq-soft", "256k", NULL};
   uint64_t conn;
   ws_client *c = start_silent("closes-4001", extra, "slow", &conn);
   int32_t slot = itest_gateway_slot(&gw);

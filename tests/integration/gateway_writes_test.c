@@ -1,5 +1,5 @@
 /*
- * --direct-write against the real binary (gw_outbound.c direct_write): a message for a connection
+ * --eager-write against the real binary (gw_outbound.c eager_write): a message for a connection
  * with nothing queued is written at once, later ones queue behind what the socket did not take.
  * A burst to a client that reads late and slowly arrives whole and in order, some of it written
  * directly and the rest from the queue; a client that never reads is still closed with 4001; with
@@ -23,7 +23,7 @@ static void teardown(void) {
 
 TestSuite(gateway_writes, .fini = teardown, .timeout = 180);
 
-#define DIRECT "wsgate_gateway_direct_writes_total"
+#define EAGER "wsgate_gateway_eager_writes_total"
 #define OUT    "wsgate_gateway_messages_out_total"
 
 /* 400 x 48 KiB = 19 MiB: far more than a non-reading client's socket buffers on both sides take
@@ -32,9 +32,9 @@ TestSuite(gateway_writes, .fini = teardown, .timeout = 180);
 #define BURST_N    400
 #define BURST_SIZE ((size_t)48 * 1024)
 
-static uint64_t start_and_connect(const char *prefix, const char *direct_flag, ws_client **c) {
+static uint64_t start_and_connect(const char *prefix, const char *write_flag, ws_client **c) {
   /* Queue limits far above the burst: this is about order and completeness, not 4001. */
-  const char *extra[] = {direct_flag, "--sendq-hard",      "128m", "--sendq-soft",
+  const char *extra[] = {write_flag, "--sendq-hard",      "128m", "--sendq-soft",
                          "128m",      "--sendq-soft-time", "1h",   NULL};
   itest_gateway_start(&gw, NULL, prefix, &(itest_daemon_opts){.extra = extra});
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
@@ -64,42 +64,42 @@ static void read_burst(ws_client *c) {
   cr_assert_eq(ws_client_recv(c, &m, 300), WS_CLIENT_TIMEOUT, "a message after the burst");
 }
 
-/* The burst to a client that reads it late and slowly, with direct_flag; returns how many of its
+/* The burst to a client that reads it late and slowly, with write_flag; returns how many of its
  * messages were written directly. */
-static double burst(const char *prefix, const char *direct_flag, ws_client **c, uint64_t *conn) {
-  *conn = start_and_connect(prefix, direct_flag, c);
+static double burst(const char *prefix, const char *write_flag, ws_client **c, uint64_t *conn) {
+  *conn = start_and_connect(prefix, write_flag, c);
   itest_deliver_numbered(&gw, itest_gateway_slot(&gw), *conn, BURST_SIZE, BURST_N);
   read_burst(*c);
   cr_assert_eq(itest_metric(gw.http_port, OUT), BURST_N);
   cr_assert_eq(itest_metric(gw.http_port, "wsgate_gateway_sendq_bytes"), 0);
-  return itest_metric(gw.http_port, DIRECT);
+  return itest_metric(gw.http_port, EAGER);
 }
 
 Test(gateway_writes, burst_to_a_late_slow_reader_arrives_whole_and_in_order) {
   ws_client *c;
   uint64_t conn;
-  double direct = burst("dwburst", "--direct-write=on", &c, &conn);
+  double eager = burst("dwburst", "--eager-write=on", &c, &conn);
   /* Both paths ran: the first messages went straight to the socket, the rest (the socket full)
    * through the queue. */
-  cr_assert(direct >= 1 && direct < BURST_N, "%g of %d written directly", direct, BURST_N);
+  cr_assert(eager >= 1 && eager < BURST_N, "%g of %d written at once", eager, BURST_N);
   /* The connection is still healthy: a later message alone goes directly. */
   itest_deliver(&gw, itest_gateway_slot(&gw), NULL, conn, "after");
   ws_message m;
   itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
   cr_assert_str_eq((const char *)m.data, "after");
-  itest_wait_metric_eq(gw.http_port, DIRECT, direct + 1, ITEST_TIMEOUT_MS);
+  itest_wait_metric_eq(gw.http_port, EAGER, eager + 1, ITEST_TIMEOUT_MS);
   ws_client_destroy(c);
 }
 
 Test(gateway_writes, off_writes_nothing_directly) {
   ws_client *c;
   uint64_t conn;
-  cr_assert_eq(burst("dwoff", "--direct-write=off", &c, &conn), 0);
+  cr_assert_eq(burst("dwoff", "--eager-write=off", &c, &conn), 0);
   ws_client_destroy(c);
 }
 
 Test(gateway_writes, a_client_that_never_reads_is_still_closed_with_4001) {
-  const char *extra[] = {"--direct-write=on", "--sendq-hard", "256k", "--sendq-soft", "128k",
+  const char *extra[] = {"--eager-write=on",  "--sendq-hard", "256k", "--sendq-soft", "128k",
                          "--sendq-soft-time", "1s",           NULL};
   itest_gateway_start(&gw, NULL, "dwslow", &(itest_daemon_opts){.extra = extra});
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
@@ -111,7 +111,7 @@ Test(gateway_writes, a_client_that_never_reads_is_still_closed_with_4001) {
   itest_wait_metric_eq(gw.http_port, "wsgate_gateway_closes_total{code=\"4001\"}", 1,
                        ITEST_TIMEOUT_MS);
   itest_wait_metric_eq(gw.http_port, "wsgate_gateway_sendq_bytes", 0, ITEST_TIMEOUT_MS);
-  cr_assert_geq(itest_metric(gw.http_port, DIRECT), 1, "the socket was filled directly first");
+  cr_assert_geq(itest_metric(gw.http_port, EAGER), 1, "the socket was filled by eager writes first");
   itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "sloth", &e, ITEST_TIMEOUT_MS);
   cr_assert_eq(e.close_code, 4001);
   ws_client_destroy(c);
