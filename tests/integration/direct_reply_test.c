@@ -197,6 +197,46 @@ Test(direct, bad_peers_are_refused, .fini = itest_fini) {
   close(fd);
   cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 1);
 
+  /* A barrier for a partition this gateway does not read (its slot changed): closed. */
+  uint8_t bar[WSG_DFRAME_BARRIER_LEN];
+  wsg_dframe_barrier(bar, g.slot == 0 ? 1 : 0, 0);
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bar, sizeof bar, 0), (ssize_t)sizeof bar);
+  cr_assert(closed_by_peer(fd, 5000), "a barrier for another partition is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"barrier\"}", 1,
+                    5000);
+
+  /* A version 1 peer sends no barriers: from it, sequence number 0 is out of sequence. */
+  uint8_t hello1[WSG_DFRAME_HELLO_MAX];
+  memcpy(hello1, hello, hl);
+  cr_assert_eq(hello1[7], WSG_DFRAME_VERSION, "the version's byte");
+  hello1[7] = 1;
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello1, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bar, sizeof bar, 0), (ssize_t)sizeof bar);
+  cr_assert(closed_by_peer(fd, 5000), "a barrier from a version 1 peer is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"frame\"}", 2, 5000);
+
+  /* One on its own partition, at an offset not read yet: the frame behind it waits, not
+   * acknowledged, until the processor gives up (a reset) and the gateway lets go of it. */
+  wsg_dframe_barrier(bar, g.slot, 1000000000);
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bar, sizeof bar, 0), (ssize_t)sizeof bar);
+  cr_assert_eq(send(fd, bad, sizeof bad, 0), (ssize_t)sizeof bad);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_barrier_waits_total", 1, 5000);
+  pf = (struct pollfd){.fd = fd, .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, 500), 0, "nothing behind the barrier is acknowledged");
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_barrier_abandoned_total", 1, 5000);
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 1,
+               "the frame behind it was never dispatched");
+
   /* A silent peer is closed after the hello timeout. */
   fd = tcp_connect(port);
   cr_assert(closed_by_peer(fd, 8000), "a peer without a hello is closed");
