@@ -422,6 +422,15 @@ static void direct_dispatch(void *arg, gw_outbound *it) {
   gw_server_dispatch(g->server, it);
 }
 
+static int64_t direct_dispatched(void *arg, int32_t *slot) {
+  gw_gateway *g = arg;
+  if (!g->kafka) {
+    *slot = -1;
+    return -1;
+  }
+  return gw_kafka_dispatched(g->kafka, slot);
+}
+
 int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig_atomic_t *stop,
                       char *err, size_t errlen) {
   *out = NULL;
@@ -491,6 +500,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
         .loop = g->loop,
         .metrics = g->metrics,
         .dispatch = direct_dispatch,
+        .dispatched = direct_dispatched,
         .arg = g,
     };
     if (gw_direct_create(&g->direct, &dopt, err, errlen) != 0)

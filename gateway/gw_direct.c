@@ -27,6 +27,9 @@
 #define SWEEP_S          1.0
 #define READ_CHUNK       (256u << 10)
 #define LOG_PER_S        5
+/* A barrier not passed by then will not be (the processor gave up long before: its
+ * --direct-ack-timeout); the peer is closed. */
+#define BARRIER_HOLD_MAX_MS 30000
 
 /* Why a peer was closed, for wsgate_gateway_direct_refused_total{reason}. */
 #define REFUSALS(X)                                                                                \
@@ -35,6 +38,7 @@
   X(HELLO, "hello", "the first frame is not a hello of a known version")                           \
   X(HELLO_TIMEOUT, "hello_timeout", "no hello within 5 s")                                         \
   X(FRAME, "frame", "a frame of length 0, above the bound, or out of sequence")                    \
+  X(BARRIER, "barrier", "a barrier for a partition this gateway does not read, or not passed")     \
   X(NOMEM, "nomem", "out of memory")
 
 typedef enum {
@@ -56,9 +60,13 @@ typedef struct peer {
   ev_io rw, ww; /* read; write only while an ack waits for room */
   int fd;
   bool hello;
-  uint64_t since_ms;
-  uint64_t done; /* highest sequence dispatched */
-  uint8_t *buf;  /* bytes read, not yet a whole frame */
+  uint32_t version; /* the hello's: 2 and above may send barriers */
+  bool held;        /* behind a barrier: not read until the partition is dispatched that far */
+  int32_t bpart;
+  int64_t boff;
+  uint64_t since_ms; /* accepted; while held: since when */
+  uint64_t done;     /* highest sequence dispatched */
+  uint8_t *buf;      /* bytes read, not yet a whole frame */
   size_t len, cap;
   uint8_t ack[WSG_DFRAME_HDR + WSG_DFRAME_SEQ];
   size_t ack_off, ack_len; /* an ack partly written */
@@ -76,17 +84,21 @@ struct gw_direct {
   size_t max_peers, npeers;
   peer *peers;
   gw_direct_dispatch_fn dispatch;
+  int64_t (*dispatched)(void *arg, int32_t *slot);
   void *arg;
   wsg_log_ratelimit rl;
+  ev_check held_w; /* active while nheld > 0 */
+  size_t nheld;
 
   wsg_gauge *m_peers;
   wsg_counter *m_frames, *m_dropped, *m_acks, *m_accepted;
+  wsg_counter *m_barrier_waits, *m_barrier_abandoned;
   wsg_counter *m_refused[REF_COUNT];
 };
 
 #define REFUSED_HELP                                                                               \
   "Direct reply connections closed by the gateway, by reason (full, secret, hello, "               \
-  "hello_timeout, frame, nomem)."
+  "hello_timeout, frame, barrier, nomem)."
 #define REF_ROW(name, label, why)                                                                  \
   WSG_COUNTER_ROW(gw_direct, m_refused[REF_##name], "wsgate_gateway_direct_refused_total",         \
                   REFUSED_HELP, "reason=\"" label "\""),
@@ -106,6 +118,14 @@ static const wsg_metric_def metric_rows[] = {
                     NULL),
     WSG_COUNTER_ROW(gw_direct, m_acks, "wsgate_gateway_direct_acks_total",
                     "Cumulative acks sent to processors (one per read, not per frame).", NULL),
+    WSG_COUNTER_ROW(gw_direct, m_barrier_waits, "wsgate_gateway_direct_barrier_waits_total",
+                    "Barriers that held a processor's direct frames until the outbound consumer "
+                    "had dispatched what Kafka acknowledged before them.",
+                    NULL),
+    WSG_COUNTER_ROW(gw_direct, m_barrier_abandoned, "wsgate_gateway_direct_barrier_abandoned_total",
+                    "Held peers whose processor gave up waiting (reset: its frames went through "
+                    "Kafka) or that were closed after 30 s.",
+                    NULL),
     REFUSALS(REF_ROW)};
 #undef REF_ROW
 
@@ -114,8 +134,17 @@ const wsg_metric_table gw_direct_metric_table =
 
 /* --- peers ------------------------------------------------------------------------------------ */
 
+static void unhold(peer *p) {
+  if (!p->held)
+    return;
+  p->held = false;
+  if (--p->d->nheld == 0)
+    ev_check_stop(p->d->loop, &p->d->held_w);
+}
+
 static void peer_close(peer *p) {
   gw_direct *d = p->d;
+  unhold(p);
   ev_io_stop(d->loop, &p->rw);
   ev_io_stop(d->loop, &p->ww);
   close(p->fd);
@@ -179,6 +208,42 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents) {
   ack_flush(w->data);
 }
 
+/* Whether p's barrier is passed: 1 yes, 0 not yet, -1 never (the peer was closed). */
+static int barrier_passed(peer *p) {
+  gw_direct *d = p->d;
+  int32_t slot = -1;
+  int64_t off = d->dispatched ? d->dispatched(d->arg, &slot) : -1;
+  if (slot == p->bpart)
+    return off >= p->boff;
+  if (slot < 0)
+    return 0; /* between slots: the processor's ack timeout decides */
+  char why[96];
+  snprintf(why, sizeof why, "partition %d, this gateway reads %d", (int)p->bpart, (int)slot);
+  refuse(p, REF_BARRIER, why);
+  return -1;
+}
+
+/* A barrier: passed at once, or p is held (consume stops). False: the peer was closed. */
+static bool barrier_frame(peer *p, const uint8_t *body, size_t len) {
+  gw_direct *d = p->d;
+  if (!wsg_dframe_barrier_parse(body, len, &p->bpart, &p->boff)) {
+    refuse(p, REF_FRAME, "a malformed barrier");
+    return false;
+  }
+  int rc = barrier_passed(p);
+  if (rc != 0)
+    return rc > 0;
+  WSG_DEBUG("direct", "direct peer %s: holding until partition %d is dispatched to offset %lld",
+            p->addr, (int)p->bpart, (long long)p->boff);
+  wsg_counter_add(d->m_barrier_waits, 1);
+  p->held = true;
+  p->since_ms = wsg_now_mono_ms();
+  ev_io_stop(d->loop, &p->rw);
+  if (d->nheld++ == 0)
+    ev_check_start(d->loop, &d->held_w);
+  return true;
+}
+
 /* One data frame: u64 sequence, then an outbound record's value. False: the peer was closed. */
 static bool data_frame(peer *p, const uint8_t *body, size_t len) {
   gw_direct *d = p->d;
@@ -187,6 +252,8 @@ static bool data_frame(peer *p, const uint8_t *body, size_t len) {
     return false;
   }
   uint64_t seq = wsg_dframe_get64(body);
+  if (seq == 0 && p->version >= WSG_DFRAME_BARRIER_VERSION)
+    return barrier_frame(p, body, len);
   if (seq != p->done + 1) {
     refuse(p, REF_FRAME, "sequence number out of order");
     return false;
@@ -198,6 +265,7 @@ static bool data_frame(peer *p, const uint8_t *body, size_t len) {
   const char *field = NULL;
   gw_outdec_result rc = gw_outbound_decode(body + WSG_DFRAME_SEQ, len - WSG_DFRAME_SEQ, d->gw_id,
                                            strlen(d->gw_id), &it, &env, &env_rc, &field);
+  it.partition = -1;
   if (rc != GW_OUTDEC_OK) {
     /* Acknowledged all the same: the Kafka path drops these too, and a retry would not help. */
     wsg_counter_add(d->m_dropped, 1);
@@ -219,7 +287,7 @@ static bool hello_frame(peer *p, const uint8_t *body, size_t len) {
   gw_direct *d = p->d;
   const uint8_t *secret = NULL;
   size_t slen = 0;
-  if (wsg_dframe_hello_parse(body, len, &secret, &slen) != WSG_DHELLO_OK) {
+  if (wsg_dframe_hello_parse(body, len, &secret, &slen, &p->version) != WSG_DHELLO_OK) {
     refuse(p, REF_HELLO, NULL);
     return false;
   }
@@ -233,11 +301,12 @@ static bool hello_frame(peer *p, const uint8_t *body, size_t len) {
   return true;
 }
 
-/* Parses and handles every whole frame in p->buf. False: the peer was closed. */
+/* Parses and handles every whole frame in p->buf, up to a barrier that holds it. False: the peer
+ * was closed. */
 static bool consume(peer *p) {
   size_t off = 0;
   uint64_t before = p->done;
-  for (;;) {
+  while (!p->held) {
     const uint8_t *body;
     size_t blen, used;
     size_t max = p->hello ? WSG_DFRAME_MAX : WSG_DFRAME_HELLO_MAX;
@@ -260,19 +329,62 @@ static bool consume(peer *p) {
   return p->done == before || ack(p);
 }
 
-static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
-  (void)loop;
-  (void)revents;
-  peer *p = w->data;
-  /* A reset first: the processor gave up on this connection and sent its unacked frames through
-   * Kafka; what is still unread here must not be dispatched again (or after newer ones). */
+/* A reset first: the processor gave up on this connection and sent its unacked frames through
+ * Kafka; what is still unread here must not be dispatched again (or after newer ones). True
+ * when p was closed. */
+static bool was_reset(peer *p) {
   int soerr = 0;
   socklen_t sl = sizeof soerr;
   if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr != 0) {
     WSG_INFO("direct", "direct peer %s: %s; closed", p->addr, strerror(soerr));
+    if (p->held)
+      wsg_counter_add(p->d->m_barrier_abandoned, 1);
     peer_close(p);
+    return true;
+  }
+  return false;
+}
+
+/* A held peer: closed if its processor gave up or it waited too long, resumed (what it had read
+ * behind the barrier handled now) once the barrier is passed. */
+static void check_held(peer *p, uint64_t now) {
+  if (was_reset(p))
+    return;
+  if (now - p->since_ms >= BARRIER_HOLD_MAX_MS) {
+    wsg_counter_add(p->d->m_barrier_abandoned, 1);
+    refuse(p, REF_BARRIER, "not passed within 30 s");
     return;
   }
+  if (barrier_passed(p) <= 0)
+    return;
+  unhold(p);
+  ev_io_start(p->d->loop, &p->rw);
+  consume(p); /* what it read behind the barrier; the socket is read again from now */
+}
+
+static void check_all_held(gw_direct *d) {
+  uint64_t now = wsg_now_mono_ms();
+  for (peer *p = d->peers, *next; p; p = next) {
+    next = p->next;
+    if (p->held)
+      check_held(p, now);
+  }
+}
+
+/* After every loop iteration while a peer is held: the Kafka records dispatched in it may have
+ * passed its barrier. */
+static void held_cb(struct ev_loop *loop, ev_check *w, int revents) {
+  (void)loop;
+  (void)revents;
+  check_all_held(w->data);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents) {
+  (void)loop;
+  (void)revents;
+  peer *p = w->data;
+  if (was_reset(p))
+    return;
   if (p->cap - p->len < READ_CHUNK / 4) {
     size_t need = p->cap ? p->cap * 2 : READ_CHUNK;
     size_t bound = WSG_DFRAME_HDR + WSG_DFRAME_MAX + READ_CHUNK;
@@ -365,6 +477,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents) {
     if (!p->hello && now - p->since_ms >= HELLO_TIMEOUT_MS)
       refuse(p, REF_HELLO_TIMEOUT, NULL);
   }
+  check_all_held(d);
 }
 
 /* --- listener --------------------------------------------------------------------------------- */
@@ -417,7 +530,10 @@ int gw_direct_create(gw_direct **out, const gw_direct_options *o, char *err, siz
   d->loop = o->loop;
   d->max_peers = o->max_peers;
   d->dispatch = o->dispatch;
+  d->dispatched = o->dispatched;
   d->arg = o->arg;
+  ev_check_init(&d->held_w, held_cb);
+  d->held_w.data = d;
   d->lfd = -1;
   if (o->metrics)
     wsg_metrics_register_table(o->metrics, &gw_direct_metric_table, d);

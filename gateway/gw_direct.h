@@ -12,6 +12,14 @@
  * hello within HELLO_TIMEOUT. Bad input closes the peer with a rate-limited log line and a
  * counter, never more.
  *
+ * A barrier (wsg_dframe.h, version 2) holds a peer: nothing after it is read or dispatched
+ * (ev_io_stop: the processor's socket fills, natural backpressure) until this gateway's outbound
+ * consumer has dispatched the barrier's partition up to its offset (checked after every loop
+ * iteration while a peer is held, and by the sweep), so a direct reply never overtakes a reply
+ * Kafka already acknowledged. A barrier for a partition this gateway does not read (its slot
+ * changed) can never pass: the peer is closed, its frames go through Kafka to that partition,
+ * where the gateway holding that slot fences them, as the Kafka path would.
+ *
  * A peer whose connection was reset (the processor gave up on it and re-produced its unacked
  * frames to Kafka) is closed before anything more is read from it: those frames arrive once,
  * through Kafka, and not again behind newer ones.
@@ -42,6 +50,9 @@ typedef struct {
   struct ev_loop *loop; /* borrowed */
   wsg_metrics *metrics; /* borrowed; may be NULL */
   gw_direct_dispatch_fn dispatch;
+  /* Loop thread: the offset up to which the outbound partition *slot has been dispatched
+   * (gw_kafka_dispatched); NULL: barriers never pass. */
+  int64_t (*dispatched)(void *arg, int32_t *slot);
   void *arg;
 } gw_direct_options;
 

@@ -100,6 +100,10 @@ struct gw_kafka {
   gw_outbound *ring;
   size_t cap, head, count;
   uint64_t bytes;
+  /* The dispatched position (gw_kafka_dispatched): the slot read, the offset of the last record
+   * of it taken off Kafka (queued or dropped) and of the last one the loop popped. */
+  int32_t pos_slot;
+  int64_t taken_off, popped_off;
 
   /* --- metrics (NULL when no registry) --- */
   wsg_counter *m_dr_ok, *m_dr_failed;
@@ -276,6 +280,9 @@ static int reassign(gw_kafka *k, int slot) {
       WSG_ERROR("kafka", "unassign %s: %s", k->out_topic, rd_kafka_err2str(e));
       return -1;
     }
+    pthread_mutex_lock(&k->mu);
+    k->pos_slot = -1;
+    pthread_mutex_unlock(&k->mu);
     atomic_store(&k->assigned_slot, -1);
     WSG_INFO("kafka", "no slot held: not reading %s", k->out_topic);
     return 0;
@@ -297,6 +304,10 @@ static int reassign(gw_kafka *k, int slot) {
     WSG_ERROR("kafka", "assign %s [%d]: %s", k->out_topic, slot, rd_kafka_err2str(e));
     return -1;
   }
+  pthread_mutex_lock(&k->mu);
+  k->pos_slot = slot;
+  k->taken_off = k->popped_off = hi - 1; /* nothing before hi will be read */
+  pthread_mutex_unlock(&k->mu);
   atomic_store(&k->assigned_slot, slot);
   WSG_INFO("kafka", "reading %s [%d] from offset %lld", k->out_topic, slot, (long long)hi);
   return 0;
@@ -316,6 +327,8 @@ static void pause_partition(gw_kafka *k, int slot, bool pause) {
 /* Under mu, with room: appends `it` (taken); returns whether the ring was empty. */
 static bool ring_put(gw_kafka *k, gw_outbound *it, uint64_t sz) {
   bool was_empty = k->count == 0;
+  if (it->partition == k->pos_slot && it->offset > k->taken_off)
+    k->taken_off = it->offset;
   k->ring[(k->head + k->count) % k->cap] = *it;
   k->count++;
   k->bytes += sz;
@@ -444,6 +457,16 @@ static bool take_record(gw_kafka *k, rd_kafka_message_t *m, int slot, gw_outboun
   }
   /* A record fetched before a re-assignment may still arrive: it belongs to the old slot. */
   bool ok = m->partition == slot && build_item(k, m, it);
+  if (ok) {
+    it->partition = m->partition;
+    it->offset = m->offset;
+  } else if (m->partition == slot) {
+    /* Dropped, so dispatched as far as a direct barrier is concerned. */
+    pthread_mutex_lock(&k->mu);
+    if (m->partition == k->pos_slot && m->offset > k->taken_off)
+      k->taken_off = m->offset;
+    pthread_mutex_unlock(&k->mu);
+  }
   rd_kafka_message_destroy(m);
   return ok;
 }
@@ -537,11 +560,22 @@ size_t gw_kafka_outbound_pop(gw_kafka *k, gw_outbound *items, size_t max) {
     k->count--;
     n++;
   }
+  if (n > 0 && items[n - 1].partition == k->pos_slot)
+    k->popped_off = items[n - 1].offset;
   if (n > 0 && (was_full || k->count < k->cap / 2))
     pthread_cond_broadcast(&k->cv);
   wsg_gauge_set(k->m_outq, (int64_t)k->count);
   pthread_mutex_unlock(&k->mu);
   return n;
+}
+
+int64_t gw_kafka_dispatched(gw_kafka *k, int32_t *slot) {
+  pthread_mutex_lock(&k->mu);
+  *slot = k->pos_slot;
+  /* An empty ring: whatever was taken is dispatched (the loop dispatches what it pops at once). */
+  int64_t off = k->count == 0 ? k->taken_off : k->popped_off;
+  pthread_mutex_unlock(&k->mu);
+  return off;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -619,6 +653,7 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
   atomic_init(&k->stop, false);
   atomic_init(&k->desired_slot, -1);
   atomic_init(&k->assigned_slot, -1);
+  k->pos_slot = -1;
   atomic_init(&k->brokers_up, false);
   pthread_mutex_init(&k->mu, NULL);
   pthread_cond_init(&k->cv, NULL);

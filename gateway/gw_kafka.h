@@ -90,6 +90,9 @@ typedef struct {
    * refused (`rf`, then in `reason`) */
   uint64_t request;
   bool has_request, refused;
+  /* Where it was read (a direct barrier waits for it, gw_direct.c); partition -1: not Kafka's. */
+  int32_t partition;
+  int64_t offset;
 } gw_outbound;
 
 void gw_outbound_finish(gw_outbound *o); /* frees the item's contents; o itself is borrowed */
@@ -195,6 +198,13 @@ bool gw_kafka_ready(const gw_kafka *k, char *why, size_t whylen);
 
 /* Any thread: the consumer reads the partition of the slot last given to gw_kafka_set_slot. */
 bool gw_kafka_slot_assigned(const gw_kafka *k);
+
+/*
+ * Loop thread: the offset up to which the outbound partition *slot (-1: none assigned) has been
+ * dispatched: every record at or below it was handed to the loop (and, the loop being the caller,
+ * dispatched) or dropped; the start is the end offset it was assigned at, minus 1.
+ */
+int64_t gw_kafka_dispatched(gw_kafka *k, int32_t *slot);
 
 /*
  * Moves up to `max` items from the hand-off queue into items[] (the caller owns them then: call

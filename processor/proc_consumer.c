@@ -260,6 +260,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
   if (t->kafka && t->out_part >= 0 && t->out_part < c->out_partitions &&
       c->out_inflight[t->out_part])
     c->out_inflight[t->out_part]--;
+  if (t->kafka && m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->partition >= 0 &&
+      m->partition < c->out_partitions && m->offset > c->out_acked[m->partition])
+    c->out_acked[m->partition] = m->offset;
   if (p->inflight)
     p->inflight--;
   if (c->inflight_total)
@@ -378,10 +381,13 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
     proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
     goto fail;
   }
-  if (!(c->out_inflight = calloc((size_t)c->out_partitions, sizeof(uint32_t)))) {
+  if (!(c->out_inflight = calloc((size_t)c->out_partitions, sizeof(uint32_t))) ||
+      !(c->out_acked = malloc((size_t)c->out_partitions * sizeof(int64_t)))) {
     proc__fmt_err(err, errlen, "out of memory");
     goto fail;
   }
+  for (int32_t i = 0; i < c->out_partitions; i++)
+    c->out_acked[i] = -1;
   if (c->dlq && wsg_kafka_topic_partitions_until(c->prod, c->dlq, topic_timeout, o->stop, terr,
                                                  sizeof(terr)) < 1) {
     proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
@@ -452,6 +458,7 @@ void proc_consumer_destroy(proc_consumer *c) {
   }
   free(c->parts);
   free(c->out_inflight);
+  free(c->out_acked);
   while (c->blocks) {
     ticket_block *b = c->blocks;
     c->blocks = b->next;

@@ -120,6 +120,9 @@ void proc_consumer_release(proc_consumer *c, proc_ticket *t);
 int proc_consumer_produce_held(proc_consumer *c, proc_ticket *t, const void *buf, size_t len);
 /* Records produced to outbound `partition` whose delivery has not been reported yet. */
 uint32_t proc_consumer_kafka_inflight(const proc_consumer *c, int32_t partition);
+/* The highest offset Kafka acknowledged for a record this processor produced to outbound
+ * `partition` (-1: none yet): a direct barrier's offset (wsg_dframe.h). */
+int64_t proc_consumer_kafka_acked(const proc_consumer *c, int32_t partition);
 /* Served wherever the consumer waits for delivery reports, without blocking; returns true while
  * outputs are waiting for it (the wait then polls librdkafka in short slices). */
 typedef bool (*proc_consumer_side_fn)(void *arg);

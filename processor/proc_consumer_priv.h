@@ -80,6 +80,7 @@ struct proc_consumer {
   size_t nparts;
   uint64_t inflight_total;
   uint32_t *out_inflight;     /* by outbound partition: records produced, not yet reported */
+  int64_t *out_acked;         /* by outbound partition: highest offset acknowledged, -1: none */
   proc_consumer_side_fn side; /* the direct path's acks (proc_direct), NULL: none */
   void *side_arg;
   bool in_side;

@@ -42,6 +42,7 @@
   X(CLOSED, "closed")                                                                              \
   X(WRITE, "write")                                                                                \
   X(ACK_TIMEOUT, "ack_timeout")                                                                    \
+  X(BARRIER_TIMEOUT, "barrier_timeout")                                                            \
   X(PROTOCOL, "protocol")                                                                          \
   X(FULL, "full")                                                                                  \
   X(TOO_BIG, "too_big")                                                                            \
@@ -80,6 +81,9 @@ typedef struct {
   uint64_t deadline_ms; /* CONNECTING: give up; DOWN: try again */
   int32_t partition;
   bool switched; /* has written since the connection came up */
+  /* The barrier sent at the switch (-1: none), and the highest one the gateway passed: a switch
+   * sends one when Kafka acknowledged a record to the partition after that. */
+  int64_t barrier_sent, barrier_passed;
   uint8_t *buf;
   size_t head, wr, len, cap;
   frame *frames;
@@ -105,6 +109,7 @@ struct proc_direct {
   wsg_counter *m_sent;
   wsg_counter *m_fallback[R_COUNT];
   wsg_counter *m_refallback; /* frames re-produced to Kafka */
+  wsg_counter *m_barriers;
   wsg_gauge *m_connected;
 };
 
@@ -120,6 +125,12 @@ static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(proc_direct, m_refallback, "wsgate_processor_direct_reproduced_total",
                     "Direct frames produced to Kafka after all because their gateway was given "
                     "up before acknowledging them (some may have been delivered: at least once).",
+                    NULL),
+    WSG_COUNTER_ROW(proc_direct, m_barriers, "wsgate_processor_direct_barriers_total",
+                    "Barriers sent when switching a gateway back to direct replies: it "
+                    "dispatches nothing after one until its outbound consumer has dispatched the "
+                    "replies Kafka acknowledged before (reason barrier_timeout when it did not in "
+                    "--direct-ack-timeout).",
                     NULL),
     WSG_GAUGE_ROW(proc_direct, m_connected, "wsgate_processor_direct_peers",
                   "Gateways this processor has a direct connection up to.", NULL),
@@ -154,6 +165,7 @@ static gwpeer *find(proc_direct *d, const char *gw, size_t len, bool add) {
   p->id_len = (uint16_t)len;
   p->fd = -1;
   p->partition = -1;
+  p->barrier_sent = p->barrier_passed = -1;
   d->last = d->npeers++;
   return p;
 }
@@ -188,6 +200,7 @@ static void fall_back(proc_direct *d, gwpeer *p, reason why, const char *detail)
     wsg_counter_add(d->m_refallback, n);
   reset_buffers(p);
   p->switched = false;
+  p->barrier_sent = -1;
   p->deadline_ms = wsg_now_mono_ms() + d->o.backoff_ms;
   if (d->m_fallback[why])
     wsg_counter_add(d->m_fallback[why], 1);
@@ -247,6 +260,8 @@ int proc_direct_send(proc_direct *d, proc_record *r, const char *gw, size_t gw_l
   gwpeer *p = find(d, gw, gw_len, true);
   if (!p)
     return 0;
+  if (partition != p->partition)
+    p->barrier_passed = -1; /* a new slot: offsets of the old partition say nothing */
   p->partition = partition;
   p->used = true; /* its address is read again at the end of the batch once stale */
   if (p->st != P_UP)
@@ -277,12 +292,34 @@ int proc_direct_send(proc_direct *d, proc_record *r, const char *gw, size_t gw_l
   return 1;
 }
 
+/* The switch to direct: a barrier first when Kafka acknowledged records to the partition that
+ * the gateway has not been seen to pass, so the gateway dispatches none of the frames after it
+ * before those records. Nothing else is written yet: it goes right after the hello. */
+static bool send_barrier(proc_direct *d, gwpeer *p) {
+  int64_t off = proc_consumer_kafka_acked(d->o.cons, p->partition);
+  if (off <= p->barrier_passed)
+    return true;
+  uint8_t b[WSG_DFRAME_BARRIER_LEN];
+  wsg_dframe_barrier(b, p->partition, off);
+  ssize_t n = send(p->fd, b, sizeof b, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (n != (ssize_t)sizeof b) {
+    fall_back(d, p, R_WRITE, n < 0 ? strerror(errno) : "the barrier did not fit");
+    return false;
+  }
+  p->barrier_sent = off;
+  if (d->m_barriers)
+    wsg_counter_add(d->m_barriers, 1);
+  return true;
+}
+
 /* Writes what is queued, once nothing this processor produced to the partition is in flight. */
 static void write_some(proc_direct *d, gwpeer *p) {
   if (p->st != P_UP || p->wr == p->len)
     return;
   if (!p->switched) {
     if (proc_consumer_kafka_inflight(d->o.cons, p->partition) > 0)
+      return;
+    if (!send_barrier(d, p))
       return;
     p->switched = true;
   }
@@ -320,8 +357,11 @@ static void acked(proc_direct *d, gwpeer *p, uint64_t seq) {
     fall_back(d, p, R_PROTOCOL, "acknowledged a frame not sent");
     return;
   }
-  if (progress)
+  if (progress) {
     p->ack_wait_ms = p->head < p->wr ? wsg_now_mono_ms() : 0;
+    if (p->barrier_sent > p->barrier_passed)
+      p->barrier_passed = p->barrier_sent; /* acked frames come after it */
+  }
 }
 
 static void read_acks(proc_direct *d, gwpeer *p) {
@@ -404,6 +444,7 @@ static void connected(proc_direct *d, gwpeer *p) {
   reset_buffers(p);
   p->next_seq = 0;
   p->switched = false;
+  p->barrier_sent = -1;
   p->st = P_UP;
   set_connected(d);
   WSG_INFO("direct", "gateway %s: direct connection to %s up", p->id, p->addr);
@@ -511,7 +552,8 @@ bool proc_direct_service(proc_direct *d) {
     /* ack_wait_ms may be newer than `now` (set by the reads and writes just above). */
     if (p->st == P_UP && p->ack_wait_ms && now > p->ack_wait_ms &&
         now - p->ack_wait_ms >= d->o.ack_timeout_ms)
-      fall_back(d, p, R_ACK_TIMEOUT, NULL);
+      fall_back(d, p, p->barrier_sent > p->barrier_passed ? R_BARRIER_TIMEOUT : R_ACK_TIMEOUT,
+                NULL);
     if (p->st == P_UP && p->fn > p->fhead)
       waiting = true;
   }

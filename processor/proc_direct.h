@@ -11,8 +11,9 @@
  * unacknowledged (--direct-max-unacked), the connection is reset, its unacknowledged frames are
  * produced to Kafka in their order, and the gateway's replies go through Kafka for
  * --direct-backoff. Order per gateway: frames are written only once no record this processor
- * produced to the gateway's partition is still unacknowledged by Kafka, so a direct frame does
- * not overtake a produced one (up to the gateway's consumer lag: docs/HANDLERS.md).
+ * produced to the gateway's partition is still unacknowledged by Kafka, behind a barrier naming
+ * the highest offset Kafka acknowledged there (wsg_dframe.h), which the gateway holds them behind
+ * until its consumer has dispatched that far: a direct frame never overtakes a produced one.
  *
  * A gateway's `direct` address is read from Redis (one pipelined HGET per gateway, at the end of
  * the batch that first needs it, then again every --gateway-cache-ttl); replies to it go through

@@ -32,6 +32,10 @@ uint32_t proc_consumer_kafka_inflight(const proc_consumer *c, int32_t partition)
   return partition >= 0 && partition < c->out_partitions ? c->out_inflight[partition] : 0;
 }
 
+int64_t proc_consumer_kafka_acked(const proc_consumer *c, int32_t partition) {
+  return partition >= 0 && partition < c->out_partitions ? c->out_acked[partition] : -1;
+}
+
 proc_ticket *proc_consumer_hold(proc_consumer *c, proc_record *r, int32_t partition) {
   ticket *t = proc_consumer__ticket_for(c, r);
   if (!t) {

@@ -72,7 +72,7 @@ static bool key_is(const wsg__mp_item *k, const char *s) {
 }
 
 wsg_dhello_rc wsg_dframe_hello_parse(const uint8_t *body, size_t len, const uint8_t **secret,
-                                     size_t *secret_len) {
+                                     size_t *secret_len, uint32_t *version_out) {
   wsg__mp_cur c = {.p = body, .end = body + len};
   wsg__mp_item it, k, v;
   if (wsg__mp_read(&c, &it) != WSG_ENV_OK || it.type != WSG__MP_MAP || it.v.n != 2)
@@ -96,5 +96,28 @@ wsg_dhello_rc wsg_dframe_hello_parse(const uint8_t *body, size_t len, const uint
   }
   if (c.p != c.end)
     return WSG_DHELLO_MALFORMED;
-  return version == WSG_DFRAME_VERSION ? WSG_DHELLO_OK : WSG_DHELLO_VERSION;
+  if (version < WSG_DFRAME_VERSION_MIN || version > WSG_DFRAME_VERSION)
+    return WSG_DHELLO_VERSION;
+  *version_out = (uint32_t)version;
+  return WSG_DHELLO_OK;
+}
+
+void wsg_dframe_barrier(uint8_t *out, int32_t partition, int64_t offset) {
+  wsg_dframe_put32(out, WSG_DFRAME_BARRIER_BODY);
+  wsg_dframe_put64(out + WSG_DFRAME_HDR, 0);
+  wsg_dframe_put32(out + WSG_DFRAME_HDR + WSG_DFRAME_SEQ, (uint32_t)partition);
+  wsg_dframe_put64(out + WSG_DFRAME_HDR + WSG_DFRAME_SEQ + 4, (uint64_t)offset);
+}
+
+bool wsg_dframe_barrier_parse(const uint8_t *body, size_t len, int32_t *partition,
+                              int64_t *offset) {
+  if (len != WSG_DFRAME_BARRIER_BODY || wsg_dframe_get64(body) != 0)
+    return false;
+  uint32_t p = wsg_dframe_get32(body + WSG_DFRAME_SEQ);
+  uint64_t o = wsg_dframe_get64(body + WSG_DFRAME_SEQ + 4);
+  if (p > INT32_MAX || o > INT64_MAX)
+    return false;
+  *partition = (int32_t)p;
+  *offset = (int64_t)o;
+  return true;
 }

@@ -4,10 +4,14 @@
  * allocation, so the gateway's and the processor's parsers are the code the unit tests run.
  *
  * Every frame is a u32 big-endian length, then that many bytes (never 0, never more than
- * WSG_DFRAME_MAX). Processor -> gateway: first a hello, a MessagePack map {"v": 1, "secret":
+ * WSG_DFRAME_MAX). Processor -> gateway: first a hello, a MessagePack map {"v": 2, "secret":
  * <bin>}, then data frames, each a u64 big-endian sequence number (1, 2, 3... per connection)
- * followed by exactly the value of an outbound record. Gateway -> processor: acks, each a u64
- * big-endian: the highest sequence number dispatched so far (cumulative).
+ * followed by exactly the value of an outbound record. Version 2 adds the barrier, a frame whose
+ * sequence number is 0 followed by an i32 partition and an i64 offset: "dispatch nothing after
+ * this until your outbound consumer has dispatched that partition up to that offset"; a version 1
+ * peer never sends one (and a gateway refuses it from such a peer as out of sequence).
+ * Gateway -> processor: acks, each a u64 big-endian: the highest sequence number dispatched so
+ * far (cumulative; a barrier has no number of its own).
  *
  * Threads: none of its own; every function is reentrant.
  */
@@ -18,9 +22,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WSG_DFRAME_HDR     4u /* the length prefix */
-#define WSG_DFRAME_SEQ     8u /* a data frame's sequence number, and an ack's whole body */
-#define WSG_DFRAME_VERSION 1u
+#define WSG_DFRAME_HDR             4u /* the length prefix */
+#define WSG_DFRAME_SEQ             8u /* a data frame's sequence number, and an ack's whole body */
+#define WSG_DFRAME_VERSION         2u /* what this build sends */
+#define WSG_DFRAME_VERSION_MIN     1u /* the oldest it accepts: a peer that sends no barriers */
+#define WSG_DFRAME_BARRIER_VERSION 2u
+/* A barrier's body: the sequence number 0, the partition (i32), the offset (i64). */
+#define WSG_DFRAME_BARRIER_BODY (WSG_DFRAME_SEQ + 4u + 8u)
+#define WSG_DFRAME_BARRIER_LEN  (WSG_DFRAME_HDR + WSG_DFRAME_BARRIER_BODY)
 /* The largest envelope the direct path carries: the default message.max.bytes of an outbound
  * record (1000000) rounded up to 1 MiB. A processor sends a larger one through Kafka. */
 #define WSG_DFRAME_MAX_ENVELOPE (1u << 20)
@@ -76,9 +85,17 @@ typedef enum {
   WSG_DHELLO_VERSION,   /* a version this build does not speak */
 } wsg_dhello_rc;
 
-/* Parses a hello's body: *secret[0..*secret_len) points into it. The caller compares the secret
- * (in constant time). */
+/* Parses a hello's body: *secret[0..*secret_len) points into it, *version is in
+ * [WSG_DFRAME_VERSION_MIN, WSG_DFRAME_VERSION]. The caller compares the secret (in constant
+ * time). */
 wsg_dhello_rc wsg_dframe_hello_parse(const uint8_t *body, size_t len, const uint8_t **secret,
-                                     size_t *secret_len);
+                                     size_t *secret_len, uint32_t *version);
+
+/* Writes the whole barrier frame (prefix included) into out[0..WSG_DFRAME_BARRIER_LEN). */
+void wsg_dframe_barrier(uint8_t *out, int32_t partition, int64_t offset);
+
+/* A data frame's body whose sequence number is 0: true with *partition and *offset when it is a
+ * well-formed barrier (exactly WSG_DFRAME_BARRIER_BODY bytes, partition and offset >= 0). */
+bool wsg_dframe_barrier_parse(const uint8_t *body, size_t len, int32_t *partition, int64_t *offset);
 
 #endif

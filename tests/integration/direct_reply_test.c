@@ -4,7 +4,9 @@
  * refuses bad peers and keeps serving; a gateway that stops acknowledging gets every reply it
  * did not acknowledge through Kafka, in order, none lost (a fake gateway here, so the test decides
  * exactly what is acknowledged); a real gateway stopped mid-stream drops what the processor gave
- * up on and gets it once, through Kafka.
+ * up on and gets it once, through Kafka; a stream of replies to one connection stays in order,
+ * once each, across a fallback and the switch back to direct, with the gateway's outbound
+ * consumer behind (the barrier).
  */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
@@ -57,6 +59,25 @@ static void start_pair(itest_cluster *c, itest_gateway *g, itest_processor *p,
   itest_processor_start(p, c, "direct-echo", "echo", &po);
 }
 
+/* The id of user's one connection, from Redis. */
+static uint64_t only_conn(const itest_gateway *g, const char *user) {
+  redisReply *r =
+      itest_redis_key_command(g->redis_port, "HKEYS %suser:%s", g->cluster.prefix, user);
+  cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1, "%s's connection", user);
+  uint64_t conn = strtoull(r->element[0]->str, NULL, 10);
+  freeReplyObject(r);
+  return conn;
+}
+
+/* The end of a test that passed: the client gone, the processor stopped cleanly. */
+static void finish(ws_client *ws, itest_processor *p, itest_gateway *g) {
+  ws_client_close(ws, 1000, "", NULL, 5000);
+  ws_client_destroy(ws);
+  itest_processor_stop(p, SIGTERM, 30000);
+  itest_processor_cleanup(p);
+  itest_gateway_cleanup(g);
+}
+
 /* Round trips until one came back through the direct path (the first ones go through Kafka
  * while the processor looks the address up and connects). */
 static void warm_up(ws_client *ws, const itest_processor *p) {
@@ -103,11 +124,7 @@ Test(direct, replies_skip_kafka, .fini = itest_fini) {
       "no reply went through Kafka");
   cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_peers"), 1);
   cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_peers"), 1);
-  ws_client_close(ws, 1000, "", NULL, 5000);
-  ws_client_destroy(ws);
-  itest_processor_stop(&p, SIGTERM, 30000);
-  itest_processor_cleanup(&p);
-  itest_gateway_cleanup(&g);
+  finish(ws, &p, &g);
 }
 
 static int tcp_connect(int port) {
@@ -180,6 +197,46 @@ Test(direct, bad_peers_are_refused, .fini = itest_fini) {
   close(fd);
   cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 1);
 
+  /* A barrier for a partition this gateway does not read (its slot changed): closed. */
+  uint8_t bar[WSG_DFRAME_BARRIER_LEN];
+  wsg_dframe_barrier(bar, g.slot == 0 ? 1 : 0, 0);
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bar, sizeof bar, 0), (ssize_t)sizeof bar);
+  cr_assert(closed_by_peer(fd, 5000), "a barrier for another partition is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"barrier\"}", 1,
+                    5000);
+
+  /* A version 1 peer sends no barriers: from it, sequence number 0 is out of sequence. */
+  uint8_t hello1[WSG_DFRAME_HELLO_MAX];
+  memcpy(hello1, hello, hl);
+  cr_assert_eq(hello1[7], WSG_DFRAME_VERSION, "the version's byte");
+  hello1[7] = 1;
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello1, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bar, sizeof bar, 0), (ssize_t)sizeof bar);
+  cr_assert(closed_by_peer(fd, 5000), "a barrier from a version 1 peer is refused");
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_refused_total{reason=\"frame\"}", 2, 5000);
+
+  /* One on its own partition, at an offset not read yet: the frame behind it waits, not
+   * acknowledged, until the processor gives up (a reset) and the gateway lets go of it. */
+  wsg_dframe_barrier(bar, g.slot, 1000000000);
+  fd = tcp_connect(port);
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+  cr_assert_eq(send(fd, bar, sizeof bar, 0), (ssize_t)sizeof bar);
+  cr_assert_eq(send(fd, bad, sizeof bad, 0), (ssize_t)sizeof bad);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_barrier_waits_total", 1, 5000);
+  pf = (struct pollfd){.fd = fd, .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, 500), 0, "nothing behind the barrier is acknowledged");
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(fd);
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_barrier_abandoned_total", 1, 5000);
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 1,
+               "the frame behind it was never dispatched");
+
   /* A silent peer is closed after the hello timeout. */
   fd = tcp_connect(port);
   cr_assert(closed_by_peer(fd, 8000), "a peer without a hello is closed");
@@ -190,11 +247,7 @@ Test(direct, bad_peers_are_refused, .fini = itest_fini) {
   /* And the gateway still serves, through the direct path. */
   ws_client *ws = itest_connect(&g, "bob");
   warm_up(ws, &p);
-  ws_client_close(ws, 1000, "", NULL, 5000);
-  ws_client_destroy(ws);
-  itest_processor_stop(&p, SIGTERM, 30000);
-  itest_processor_cleanup(&p);
-  itest_gateway_cleanup(&g);
+  finish(ws, &p, &g);
 }
 
 /* --- a fake gateway: the test decides what is acknowledged ------------------------------------ */
@@ -271,7 +324,11 @@ Test(direct, unacked_replies_go_through_kafka_in_order, .fini = itest_fini) {
 
   /* The first reply goes through Kafka while the processor looks the address up. */
   produce_msgs(prod, &c, 0, 1);
-  expect_kafka(&rd, 0);
+  rd_kafka_message_t *first = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
+  cr_assert_not_null(first, "reply k-0 missing");
+  int32_t first_part = first->partition;
+  int64_t first_off = first->offset;
+  rd_kafka_message_destroy(first);
   struct pollfd pf = {.fd = lfd, .events = POLLIN};
   cr_assert_eq(poll(&pf, 1, ITEST_TIMEOUT_MS), 1, "the processor never connected");
   int fd = accept(lfd, NULL, NULL);
@@ -279,12 +336,23 @@ Test(direct, unacked_replies_go_through_kafka_in_order, .fini = itest_fini) {
   size_t n = read_frame(fd, buf, sizeof buf);
   const uint8_t *secret;
   size_t slen;
-  cr_assert_eq(wsg_dframe_hello_parse(buf, n, &secret, &slen), WSG_DHELLO_OK);
+  uint32_t version = 0;
+  cr_assert_eq(wsg_dframe_hello_parse(buf, n, &secret, &slen, &version), WSG_DHELLO_OK);
   cr_assert(slen == strlen(SECRET) && memcmp(secret, SECRET, slen) == 0);
+  cr_assert_eq(version, WSG_DFRAME_VERSION);
   itest_wait_metric(p.http_port, "wsgate_processor_direct_peers", 1, ITEST_TIMEOUT_MS);
 
-  /* 20 replies arrive here, in order; only the first 10 are acknowledged. */
+  /* 20 replies arrive here, in order, behind a barrier on the reply Kafka carried; only the
+   * first 10 are acknowledged. */
   produce_msgs(prod, &c, 1, 21);
+  n = read_frame(fd, buf, sizeof buf);
+  int32_t bpart = -1;
+  int64_t boff = -1;
+  cr_assert(wsg_dframe_barrier_parse(buf, n, &bpart, &boff), "a barrier first");
+  cr_assert(bpart == first_part && boff == first_off,
+            "the barrier names k-0's place (%d/%lld), not %d/%lld", (int)first_part,
+            (long long)first_off, (int)bpart, (long long)boff);
+  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_barriers_total"), 1);
   for (int i = 1; i <= 20; i++) {
     n = read_frame(fd, buf, sizeof buf);
     cr_assert_gt(n, WSG_DFRAME_SEQ);
@@ -335,10 +403,7 @@ Test(direct, stopped_gateway_gets_each_reply_once_in_order, .fini = itest_fini) 
   start_pair(&c, &g, &p, pextra);
   ws_client *ws = itest_connect(&g, "dave");
   warm_up(ws, &p);
-  redisReply *r = itest_redis_key_command(g.redis_port, "HKEYS %suser:%s", c.prefix, "dave");
-  cr_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1, "dave's connection");
-  uint64_t conn = strtoull(r->element[0]->str, NULL, 10);
-  freeReplyObject(r);
+  uint64_t conn = only_conn(&g, "dave");
 
   kill(g.pid, SIGSTOP);
   enum { N = 50 };
@@ -370,9 +435,89 @@ Test(direct, stopped_gateway_gets_each_reply_once_in_order, .fini = itest_fini) 
                itest_metric(p.http_port, "wsgate_processor_direct_frames_total") - reproduced,
                "the gateway dispatched none of the frames it had not read before the reset");
   rd_kafka_destroy(prod);
-  ws_client_close(ws, 1000, "", NULL, 5000);
-  ws_client_destroy(ws);
-  itest_processor_stop(&p, SIGTERM, 30000);
-  itest_processor_cleanup(&p);
-  itest_gateway_cleanup(&g);
+  finish(ws, &p, &g);
+}
+
+static bool fell_back(void *arg) {
+  return itest_metric(*(int *)arg,
+                      "wsgate_processor_direct_fallbacks_total{reason=\"ack_timeout\"}") >= 1;
+}
+
+/* A stream of replies to one connection across a fallback and the switch back to direct. The
+ * gateway's outbound consumer is made to lag (each fetch waits up to 400 ms for bytes that never
+ * come), so when the processor switches back the replies Kafka already acknowledged are not
+ * dispatched yet: without the barrier the first direct replies overtake them. With it: every
+ * reply once, in order, and the gateway counts the wait. */
+Test(direct, order_holds_across_the_switch_back, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  const char *sf = secret_file();
+  const char *gextra[] = {
+      "--direct-listen",       "127.0.0.1:0", "--direct-secret-file",      sf,  "-X",
+      "fetch.wait.max.ms=400", "-X",          "fetch.min.bytes=100000000", NULL};
+  itest_daemon_opts go = {.extra = gextra};
+  itest_gateway g;
+  itest_gateway_start(&g, &c, "direct", &go);
+  /* An ack timeout longer than the barrier's wait (up to the consumer's 400 ms); the stop outlasts
+   * it. */
+  const char *pextra[] = {"--direct-secret-file",
+                          sf,
+                          "--direct-ack-timeout",
+                          "1500ms",
+                          "--direct-backoff",
+                          "500ms",
+                          NULL};
+  itest_daemon_opts po = {.extra = pextra};
+  itest_processor p;
+  itest_processor_start(&p, &c, "direct-order", "echo", &po);
+  ws_client *ws = itest_connect(&g, "erin");
+  warm_up(ws, &p);
+  uint64_t conn = only_conn(&g, "erin");
+
+  rd_kafka_t *prod = itest_producer();
+  int sent = 0;
+  char m[32];
+#define SEND_ONE()                                                                                 \
+  do {                                                                                             \
+    int len_ = snprintf(m, sizeof m, "o-%d", sent++);                                              \
+    wsg_envelope env_ = itest_msg("erin", conn, g.id, (uint32_t)g.slot, m, (size_t)len_, false);   \
+    itest_produce(prod, &c, &env_);                                                                \
+    rd_kafka_poll(prod, 0);                                                                        \
+    usleep(5000);                                                                                  \
+  } while (0)
+  for (int i = 0; i < 20; i++)
+    SEND_ONE();
+  /* Stopped, the gateway acknowledges nothing: the processor falls back to Kafka. */
+  kill(g.pid, SIGSTOP);
+  uint64_t deadline = itest_now_ms() + ITEST_TIMEOUT_MS;
+  while (!fell_back(&p.http_port)) {
+    cr_assert_lt(itest_now_ms(), deadline, "the processor never gave up on the stopped gateway");
+    SEND_ONE();
+  }
+  kill(g.pid, SIGCONT);
+  /* Through Kafka for --direct-backoff, then direct again, behind a barrier. */
+  double frames0 = itest_metric(p.http_port, "wsgate_processor_direct_frames_total");
+  deadline = itest_now_ms() + ITEST_TIMEOUT_MS;
+  while (itest_metric(p.http_port, "wsgate_processor_direct_frames_total") < frames0 + 50) {
+    cr_assert_lt(itest_now_ms(), deadline, "the processor never switched back to direct");
+    SEND_ONE();
+  }
+  for (int i = 0; i < 20; i++)
+    SEND_ONE();
+#undef SEND_ONE
+  itest_flush(prod);
+  for (int i = 0; i < sent; i++) {
+    snprintf(m, sizeof m, "o-%d", i);
+    itest_expect_text(ws, m, ITEST_TIMEOUT_MS);
+  }
+  ws_message extra_msg;
+  cr_assert_eq(ws_client_recv(ws, &extra_msg, 1000), WS_CLIENT_TIMEOUT, "nothing twice");
+  cr_assert_geq(itest_metric(p.http_port, "wsgate_processor_direct_barriers_total"), 1);
+  cr_assert_geq(itest_metric(g.http_port, "wsgate_gateway_direct_barrier_waits_total"), 1,
+                "the gateway's consumer was behind at the switch: the case the barrier is for");
+  cr_assert_eq(itest_metric(p.http_port,
+                            "wsgate_processor_direct_fallbacks_total{reason=\"barrier_timeout\"}"),
+               0);
+  rd_kafka_destroy(prod);
+  finish(ws, &p, &g);
 }

@@ -1,7 +1,8 @@
 /*
  * wsg_dframe: the direct reply path's framing. A frame split anywhere waits for its rest; a
  * length of 0 or above the bound is refused as soon as the prefix is there; frames back to back
- * come out one by one; the hello round-trips and anything else is refused.
+ * come out one by one; the hello round-trips (versions 1 and 2 accepted, others refused) and
+ * anything else is refused; a barrier round-trips and a malformed one is not taken for one.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -71,9 +72,11 @@ Test(wsg_dframe, hello_round_trip) {
   cr_assert_gt(n, 4);
   const uint8_t *body, *s;
   size_t blen, used, slen;
+  uint32_t v = 0;
   cr_assert_eq(wsg_dframe_next(h, n, WSG_DFRAME_HELLO_MAX, &body, &blen, &used), WSG_DFRAME_OK);
   cr_assert_eq(used, n);
-  cr_assert_eq(wsg_dframe_hello_parse(body, blen, &s, &slen), WSG_DHELLO_OK);
+  cr_assert_eq(wsg_dframe_hello_parse(body, blen, &s, &slen, &v), WSG_DHELLO_OK);
+  cr_assert_eq(v, 2, "this build says version 2 (it sends barriers)");
   cr_assert(slen == strlen(secret) && memcmp(s, secret, slen) == 0);
   uint8_t big[WSG_DFRAME_SECRET_MAX + 1] = {0};
   cr_assert_eq(wsg_dframe_hello(h, big, sizeof big), 0, "a secret above the bound");
@@ -84,25 +87,67 @@ Test(wsg_dframe, hello_round_trip) {
 Test(wsg_dframe, bad_hellos_are_refused) {
   const uint8_t *s;
   size_t slen;
-  /* {"v": 2, "secret": b"x"} */
-  const uint8_t v2[] = {0x82, 0xa1, 'v', 2, 0xa6, 's', 'e', 'c', 'r', 'e', 't', 0xc4, 1, 'x'};
-  cr_assert_eq(wsg_dframe_hello_parse(v2, sizeof v2, &s, &slen), WSG_DHELLO_VERSION);
+  uint32_t v = 0;
+  /* {"v": 3, "secret": b"x"}: newer than this build */
+  uint8_t hv[] = {0x82, 0xa1, 'v', 3, 0xa6, 's', 'e', 'c', 'r', 'e', 't', 0xc4, 1, 'x'};
+  cr_assert_eq(wsg_dframe_hello_parse(hv, sizeof hv, &s, &slen, &v), WSG_DHELLO_VERSION);
+  hv[3] = 0;
+  cr_assert_eq(wsg_dframe_hello_parse(hv, sizeof hv, &s, &slen, &v), WSG_DHELLO_VERSION);
+  /* version 1 (a processor that sends no barriers) is still spoken */
+  hv[3] = 1;
+  cr_assert_eq(wsg_dframe_hello_parse(hv, sizeof hv, &s, &slen, &v), WSG_DHELLO_OK);
+  cr_assert_eq(v, 1);
   /* the same with a byte after it */
-  uint8_t trailing[sizeof v2 + 1];
-  memcpy(trailing, v2, sizeof v2);
-  trailing[3] = 1;
-  trailing[sizeof v2] = 0;
-  cr_assert_eq(wsg_dframe_hello_parse(trailing, sizeof trailing, &s, &slen), WSG_DHELLO_MALFORMED);
-  cr_assert_eq(wsg_dframe_hello_parse(trailing, sizeof v2, &s, &slen), WSG_DHELLO_OK,
+  uint8_t trailing[sizeof hv + 1];
+  memcpy(trailing, hv, sizeof hv);
+  trailing[sizeof hv] = 0;
+  cr_assert_eq(wsg_dframe_hello_parse(trailing, sizeof trailing, &s, &slen, &v),
+               WSG_DHELLO_MALFORMED);
+  cr_assert_eq(wsg_dframe_hello_parse(trailing, sizeof hv, &s, &slen, &v), WSG_DHELLO_OK,
                "keys in either order, v first here");
   /* {"v": 1, "v": 1} */
   const uint8_t dup[] = {0x82, 0xa1, 'v', 1, 0xa1, 'v', 1};
-  cr_assert_eq(wsg_dframe_hello_parse(dup, sizeof dup, &s, &slen), WSG_DHELLO_MALFORMED);
+  cr_assert_eq(wsg_dframe_hello_parse(dup, sizeof dup, &s, &slen, &v), WSG_DHELLO_MALFORMED);
   /* a map that claims more than is there */
   const uint8_t cut[] = {0x82, 0xa1, 'v'};
-  cr_assert_eq(wsg_dframe_hello_parse(cut, sizeof cut, &s, &slen), WSG_DHELLO_MALFORMED);
+  cr_assert_eq(wsg_dframe_hello_parse(cut, sizeof cut, &s, &slen, &v), WSG_DHELLO_MALFORMED);
   const uint8_t notmap[] = {0x91, 0x01};
-  cr_assert_eq(wsg_dframe_hello_parse(notmap, sizeof notmap, &s, &slen), WSG_DHELLO_MALFORMED);
+  cr_assert_eq(wsg_dframe_hello_parse(notmap, sizeof notmap, &s, &slen, &v), WSG_DHELLO_MALFORMED);
+}
+
+Test(wsg_dframe, barrier_round_trip) {
+  uint8_t b[WSG_DFRAME_BARRIER_LEN];
+  wsg_dframe_barrier(b, 7, 0x0000000100000002ll);
+  const uint8_t *body;
+  size_t blen, used;
+  cr_assert_eq(wsg_dframe_next(b, sizeof b, WSG_DFRAME_MAX, &body, &blen, &used), WSG_DFRAME_OK);
+  cr_assert_eq(used, sizeof b);
+  cr_assert_eq(wsg_dframe_get64(body), 0, "sequence number 0 marks a barrier");
+  int32_t part = -1;
+  int64_t off = -1;
+  cr_assert(wsg_dframe_barrier_parse(body, blen, &part, &off));
+  cr_assert_eq(part, 7);
+  cr_assert_eq(off, 0x0000000100000002ll);
+  wsg_dframe_barrier(b, 0, 0);
+  cr_assert(wsg_dframe_barrier_parse(b + 4, WSG_DFRAME_BARRIER_BODY, &part, &off));
+  cr_assert(part == 0 && off == 0);
+}
+
+Test(wsg_dframe, malformed_barriers_are_not_barriers) {
+  uint8_t b[WSG_DFRAME_BARRIER_LEN + 1] = {0};
+  int32_t part;
+  int64_t off;
+  wsg_dframe_barrier(b, 3, 9);
+  cr_assert_not(wsg_dframe_barrier_parse(b + 4, WSG_DFRAME_BARRIER_BODY - 1, &part, &off), "short");
+  cr_assert_not(wsg_dframe_barrier_parse(b + 4, WSG_DFRAME_BARRIER_BODY + 1, &part, &off), "long");
+  b[4 + 7] = 1; /* sequence number 1: a data frame */
+  cr_assert_not(wsg_dframe_barrier_parse(b + 4, WSG_DFRAME_BARRIER_BODY, &part, &off));
+  wsg_dframe_barrier(b, -1, 9);
+  cr_assert_not(wsg_dframe_barrier_parse(b + 4, WSG_DFRAME_BARRIER_BODY, &part, &off),
+                "a negative partition");
+  wsg_dframe_barrier(b, 3, -1);
+  cr_assert_not(wsg_dframe_barrier_parse(b + 4, WSG_DFRAME_BARRIER_BODY, &part, &off),
+                "a negative offset");
 }
 
 Test(wsg_dframe, addresses_split) {
