@@ -24,7 +24,7 @@ static void teardown(void) {
 TestSuite(gateway_writes, .fini = teardown, .timeout = 180);
 
 #define EAGER "wsgate_gateway_eager_writes_total"
-#define OUT    "wsgate_gateway_messages_out_total"
+#define OUT   "wsgate_gateway_messages_out_total"
 
 /* 400 x 48 KiB = 19 MiB: far more than a non-reading client's socket buffers on both sides take
  * (tcp_wmem's 4 MiB and a receive window that does not grow while nothing is read), so the send
@@ -35,7 +35,7 @@ TestSuite(gateway_writes, .fini = teardown, .timeout = 180);
 static uint64_t start_and_connect(const char *prefix, const char *write_flag, ws_client **c) {
   /* Queue limits far above the burst: this is about order and completeness, not 4001. */
   const char *extra[] = {write_flag, "--sendq-hard",      "128m", "--sendq-soft",
-                         "128m",      "--sendq-soft-time", "1h",   NULL};
+                         "128m",     "--sendq-soft-time", "1h",   NULL};
   itest_gateway_start(&gw, NULL, prefix, &(itest_daemon_opts){.extra = extra});
   itest_reader_open(&rd, gw.cluster.in_topic, gw.cluster.in_partitions);
   *c = itest_connect(&gw, "tortoise");
@@ -111,7 +111,8 @@ Test(gateway_writes, a_client_that_never_reads_is_still_closed_with_4001) {
   itest_wait_metric_eq(gw.http_port, "wsgate_gateway_closes_total{code=\"4001\"}", 1,
                        ITEST_TIMEOUT_MS);
   itest_wait_metric_eq(gw.http_port, "wsgate_gateway_sendq_bytes", 0, ITEST_TIMEOUT_MS);
-  cr_assert_geq(itest_metric(gw.http_port, EAGER), 1, "the socket was filled by eager writes first");
+  cr_assert_geq(itest_metric(gw.http_port, EAGER), 1,
+                "the socket was filled by eager writes first");
   itest_reader_expect(&rd, WSG_ENV_DISCONNECT, "sloth", &e, ITEST_TIMEOUT_MS);
   cr_assert_eq(e.close_code, 4001);
   ws_client_destroy(c);
