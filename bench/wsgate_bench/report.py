@@ -361,6 +361,10 @@ class Report:
                 for label, p in gl[ms].items():
                     self.w(self.lat_row(f"{ms}, {label}", p))
             self.w()
+            for ms, best in sorted((wd.get("gateway_linger_best") or {}).items()):
+                self.w(f"- wsgate-direct with the gateway's linger.ms {ms}: highest sustained "
+                       f"rate {best:,} msgs/s (the search above, p99 ≤ 500 ms).")
+            self.w()
         for name, v in (("wsgate", ws), ("wsgate-direct", wd), ("Centrifugo", cf)):
             p50 = v.get("points", {}).get("50%")
             if p50 and p50.get("cpu_us"):
