@@ -462,6 +462,7 @@ int gw_gateway_create(gw_gateway **out, const gw_config *cfg, const volatile sig
   gw_kafka_options ko = {
       .brokers = cfg->kafka.brokers,
       .props = &cfg->kafka.props,
+      .producer_linger_ms = cfg->direct_listen && cfg->direct_listen[0] ? "1" : NULL,
       .inbound_topic = cfg->inbound_topic,
       .outbound_topic = cfg->outbound_topic,
       .gw_id = cfg->gateway_id,

@@ -637,6 +637,14 @@ static const wsg_metric_def metric_rows[] = {
 
 const wsg_metric_table gw_kafka_metric_table = WSG_METRIC_TABLE("gateway/gw_kafka.c", metric_rows);
 
+/* Whether the user's -X list names key (its alias included by the caller). */
+static bool props_set(const wsg_kvlist *props, const char *key) {
+  for (size_t i = 0; props && i < props->count; i++)
+    if (strcmp(props->keys[i], key) == 0)
+      return true;
+  return false;
+}
+
 int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t errlen) {
   *out = NULL;
   if (!o->loop || !o->inbound_topic || !o->outbound_topic || !o->gw_id || o->outbound_queue == 0 ||
@@ -675,6 +683,15 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
   rd_kafka_conf_t *conf = wsg_kafka_conf_new(WSG_KAFKA_PRODUCER, o->brokers, o->props, err, errlen);
   if (!conf)
     goto fail;
+  if (o->producer_linger_ms && !props_set(o->props, "linger.ms") &&
+      !props_set(o->props, "queue.buffering.max.ms")) {
+    if (wsg_kafka_conf_set(conf, "linger.ms", o->producer_linger_ms, err, errlen) != 0) {
+      rd_kafka_conf_destroy(conf);
+      goto fail;
+    }
+    WSG_INFO("kafka", "inbound producer linger.ms=%s (direct replies: the one Kafka hop left)",
+             o->producer_linger_ms);
+  }
   /* Pause clients at 3/4 of librdkafka's own limits and resume at 1/2: QUEUE_FULL then stays an
    * exception (a burst between two polls) rather than the steady state. */
   uint64_t max_msgs = conf_u64(conf, "queue.buffering.max.messages", 100000);

@@ -118,8 +118,11 @@ gw_outdec_result gw_outbound_decode(const void *rec, size_t len, const char *gw_
                                     int *env_rc, const char **field);
 
 typedef struct {
-  const char *brokers;           /* borrowed during create */
-  const wsg_kvlist *props;       /* the user's -X overrides, borrowed during create; may be NULL */
+  const char *brokers;     /* borrowed during create */
+  const wsg_kvlist *props; /* the user's -X overrides, borrowed during create; may be NULL */
+  /* The inbound producer's linger.ms unless -X sets it; NULL: the shared default (5). Direct
+   * replies pass "1": the produce is then the one Kafka hop of a round trip (GATEWAY.md). */
+  const char *producer_linger_ms;
   const char *inbound_topic;     /* copied */
   const char *outbound_topic;    /* copied */
   const char *gw_id;             /* copied: the fencing id */
