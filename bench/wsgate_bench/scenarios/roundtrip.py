@@ -150,7 +150,8 @@ def direct(ctx, conns):
     """The direct reply path beside the Kafka one: its highest sustained rate and 1k/5k/10k, then
     those points with the gateway's linger.ms at 1 and 0 (the default 5 is the first set)."""
     out = {}
-    gw, pr = start_direct_pair(ctx, "rtd")
+    # linger.ms 5 named: --direct-listen alone now selects 1, which the sweep below measures.
+    gw, pr = start_direct_pair(ctx, "rtd", ["-X", "linger.ms=5"])
     try:
         def run_at(rate):
             settle(ctx, pr)
