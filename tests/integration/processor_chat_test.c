@@ -214,17 +214,26 @@ Test(processor_chat, records_wait_while_redis_is_down, .timeout = 120, .fini = i
   rd_kafka_t *prod = itest_producer();
 
   itest_untrack(srv.pid);
+  uint64_t killed = itest_now_ms();
   itest_redis_server_stop(&srv, SIGKILL);
   send_json(prod, &c, "alice", 1, "gw-one", 1, "{\"op\":\"join\",\"room\":\"r\",\"id\":1}");
   itest_flush(prod);
   cr_assert(itest_wait_until(retried, &p.http_port, ITEST_TIMEOUT_MS), "the record never waited");
   uint64_t t0 = itest_now_ms();
-  cr_assert_eq(itest_http_get(p.http_port, "/readyz", NULL, 0), 200,
-               "ready while Redis has failed for less than --unready-after");
+  /* Ready only while Redis has been down for less than --unready-after (5 s): on a loaded box
+   * the record may take most of that to be consumed and retried, so ask only with 2 s to spare. */
+  if (t0 - killed < 3000) {
+    char why[512] = "";
+    int st = itest_http_get(p.http_port, "/readyz", why, sizeof why);
+    cr_assert_eq(st, 200,
+                 "ready while Redis has failed for less than --unready-after (%llu ms): %s",
+                 (unsigned long long)(t0 - killed), why);
+  }
   cr_assert(itest_wait_until(not_ready, &p.http_port, ITEST_TIMEOUT_MS),
             "not ready once Redis has been unreachable for --unready-after");
-  uint64_t took = itest_now_ms() - t0;
-  cr_assert_geq(took, 4000, "unready after %llu ms, before --unready-after (5 s)",
+  /* From the kill: the processor counts from the failure, not from our retried record. */
+  uint64_t took = itest_now_ms() - killed;
+  cr_assert_geq(took, 4000, "unready %llu ms after Redis died, before --unready-after (5 s)",
                 (unsigned long long)took);
   char body[512];
   itest_http_get(p.http_port, "/readyz", body, sizeof(body));
