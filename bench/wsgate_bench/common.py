@@ -9,8 +9,8 @@ from wsgate_procs import ProcError
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPTS = REPO / "scripts"
-ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "fanout", "channels", "channels50k",
-                 "connect", "api"]
+ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "split", "fanout", "channels",
+                 "channels50k", "connect", "api"]
 # Run only when named by --only (they write no block of docs/BENCHMARKS.md).
 EXTRA_SCENARIOS = ["rcluster"]
 

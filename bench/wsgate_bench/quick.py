@@ -1,6 +1,7 @@
 """--quick: the machinery, not the speed (scripts/test runs it). Every part must come up, connect
 and answer: lws_echo echoes, a gateway holds 50 idle connections, a round trip through Kafka and
-an echo processor comes back, with its per-hop breakdown, sends posted to wsgate-api reach 50
+an echo processor comes back, with its per-hop breakdown, the split scenario's four parts each
+measure something, sends posted to wsgate-api reach 50
 connected clients, every one, and a channel's publications reach its 20 subscribers on 2
 gateways with one record per gateway. Each check prints a TAP line; main prints the "N passed,
 N failed" line scripts/test counts. `--quick --only a,b` runs only the checks named (CHECKS)."""
@@ -11,14 +12,15 @@ import subprocess
 from wsgate_procs import ProcError
 
 from .common import BenchError, log
-from .scenarios import api, channels
+from .scenarios import api, channels, split
 from .scenarios.roundtrip import hops_from, start_direct_pair
 from .search import echo_args, sustained
 
 # The checks, in the order they run: the name --quick --only takes, the TAP line's name.
 CHECKS = [("lws_echo", "bench_quick_lws_echo"), ("idle", "bench_quick_gateway_idle"),
           ("roundtrip", "bench_quick_roundtrip"),
-          ("roundtrip_direct", "bench_quick_roundtrip_direct"), ("api", "bench_quick_api"),
+          ("roundtrip_direct", "bench_quick_roundtrip_direct"), ("split", "bench_quick_split"),
+          ("api", "bench_quick_api"),
           ("channels", "bench_quick_channels")]
 
 
@@ -124,6 +126,16 @@ def run(ctx, results, only=None):
             pr.stop()
             gw.stop()
     check("roundtrip_direct", echo_direct)
+
+    def split_parts():
+        r = split.run(ctx)
+        d = r["derived"][str(split.QUICK_RATE)]
+        if any(d.get(k) is None for k in ("frame_in", "reply_out", "lws_frame_out")) or \
+                r["direct"][str(split.QUICK_RATE)]["per_s"]["replies_out"] <= 0:
+            raise BenchError(f"split: a part measured nothing: {json.dumps(d)}")
+        log(f"quick: split per frame in {d['frame_in']:.1f} µs, per reply out "
+            f"{d['reply_out']:.1f} µs (a short low-rate run: not a measurement)")
+    check("split", split_parts)
 
     def api_send():
         r = api.run(ctx)["quick"]

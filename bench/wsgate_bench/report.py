@@ -29,8 +29,8 @@ def rng(r, fmt=f0):
 
 
 # The parts of the document, in order: each has its markers in docs/BENCHMARKS.md.
-PARTS = ["run", "targets", "idle", "capacity", "ingest", "roundtrip", "fanout", "channels",
-         "channels50k", "connect", "api"]
+PARTS = ["run", "targets", "idle", "capacity", "ingest", "roundtrip", "split", "fanout",
+         "channels", "channels50k", "connect", "api"]
 SCENARIO_PARTS = PARTS[2:]
 
 
@@ -373,6 +373,69 @@ class Report:
         self.w()
         for label, p in list(ws.get("points", {}).items())[:1]:
             self.w(f"Command (one run): `{shorten(p['cmd'])}`. {self.loadavg(sec)}")
+        self.w()
+
+    def sec_split(self, sec):
+        rates = [str(r) for r in sec.get("rates", [])]
+        conns = sec.get("conns")
+        parts = (("lws_sink", "(a) lws_echo --sink", "lws_echo"),
+                 ("lws_echo", "(b) lws_echo echo", "lws_echo"),
+                 ("gateway", "(c) gateway, no processor (frames in -> Kafka)", "gateway"),
+                 ("direct", "(d) gateway + echo processor, direct replies", "gateway"))
+        self.w(f"{conns:,} connections, 64-byte frames, open loop; CPU µs per message over each "
+               "run's measured window (per frame received; in (d) per round trip).")
+        self.w()
+        self.w("| part | rate | measured/s | server CPU µs per message | p50 / p99 ms |")
+        self.w("|---|---:|---:|---|---|")
+        for key, label, _ in parts:
+            for r in rates:
+                v = sec.get(key, {}).get(r)
+                if not v:
+                    continue
+                per_s = next(iter(v["per_s"].values()), None)
+                cpu = ", ".join(f"{k} {x:.1f}" for k, x in v["cpu_us"].items())
+                lat = v.get("latency_ms", {})
+                lat_cell = "–" if key in ("lws_sink", "gateway") else \
+                    f"{f2(lat.get('p50'))} / {f2(lat.get('p99'))}"
+                if key in ("lws_echo", "direct") and ((lat.get("p99") or 0) > 500 or
+                                                      (v.get("loss") or 0) > 0.001):
+                    lat_cell += " (not sustained: its CPU figure is a saturated one)"
+                self.w(f"| {label} | {f0(int(r))} | {f0(per_s)} | {cpu} | {lat_cell} |")
+        self.w()
+        self.w("| rate | gateway per frame in (c) | gateway per reply out (d) − (c) | bare lws "
+               "per frame out (b) − (a) | bare lws per frame in (a) |")
+        self.w("|---:|---:|---:|---:|---:|")
+        for r, d in sec.get("derived", {}).items():
+            self.w(f"| {f0(int(r))} | {f1(d.get('frame_in'))} | {f1(d.get('reply_out'))} | "
+                   f"{f1(d.get('lws_frame_out'))} | {f1(d.get('lws_frame_in'))} |")
+        self.w()
+        ders = [d for d in sec.get("derived", {}).values() if d.get("reply_out") is not None]
+        if ders:
+            fin = max(d["frame_in"] for d in ders)
+            rout = max(d["reply_out"] for d in ders)
+            self.target("gateway CPU per frame in (split, worst rate)", "≤ 2 µs", f"{fin:.1f} µs",
+                        fin <= 2)
+            self.target("gateway CPU per reply out, direct path (split, worst rate)", "≤ 2 µs",
+                        f"{rout:.1f} µs", rout <= 2)
+        if sec.get("syscalls_counted"):
+            for key, label, _ in parts[2:]:
+                for r in rates:
+                    sc = (sec.get(key, {}).get(r) or {}).get("syscalls")
+                    if sc:
+                        calls = ", ".join(f"{k} {x:.2f}" for k, x in sc.items() if x >= 0.005)
+                        self.w(f"- {label} at {f0(int(r))}/s, gateway system calls per message: "
+                               f"{calls}.")
+            self.w()
+        else:
+            self.w("System calls not counted: `perf stat -e syscalls:sys_enter_*` was not "
+                   "available.")
+            self.w()
+        for key, label, _ in parts:
+            v = next(iter(sec.get(key, {}).values()), None)
+            if v and v.get("cmd"):
+                self.w(f"- {label[:3]} `{shorten(v['cmd'])}`")
+        self.w()
+        self.w(self.loadavg(sec))
         self.w()
 
     def sec_fanout(self, sec):
