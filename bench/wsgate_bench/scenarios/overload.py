@@ -2,10 +2,10 @@
 round trip's direct pair (gateway linger.ms 5, as in roundtrip's search) takes 85,429 msgs/s for a
 trial (the rate search's first failing step), then, once the processor's lag is 0 (roundtrip's
 settle), 14,238/s (25 % of the 56,953/s the direct path sustains): the point that read p50 6.3 s
-and 66 % lost in session 7. Each repeat is one burst and one point; the processor's fallbacks by
-reason, the frames it re-produced to Kafka and the gateway's barrier waits are counted over each
-phase, and sampled every 0.5 s during it (logged). Only with --only overload (writes no block:
-use --out FILE)."""
+and 66 % lost in session 7. Each repeat is the point alone (the baseline on this box, its load
+included), one burst, and the point again; the processor's fallbacks by reason, the frames it
+re-produced to Kafka and the gateway's barrier waits are counted over each phase, and sampled
+every 0.5 s during it (logged). Only with --only overload (writes no block: use --out FILE)."""
 
 import re
 import threading
@@ -25,7 +25,8 @@ WATCH = {"pr": ["wsgate_processor_direct_fallbacks_total", "wsgate_processor_dir
                 "wsgate_processor_consumer_lag", "wsgate_processor_direct_peers"],
          "gw": ["wsgate_gateway_direct_barrier_waits_total",
                 "wsgate_gateway_direct_barrier_abandoned_total", "wsgate_gateway_direct_acks_total",
-                "wsgate_gateway_outbound_records_total", "wsgate_gateway_closes_total"]}
+                "wsgate_gateway_outbound_records_total", "wsgate_gateway_closes_total",
+                "wsgate_gateway_outbound_dropped_total"]}
 
 
 def series(url, names):
@@ -86,8 +87,10 @@ def run(ctx):
                                 *echo_args(ctx, rate), *hops_from(gw, pr),
                                 cpu={"gateway": gw, "processor": pr})
         run_at(500, "warmup")
-        points = []
+        points, bases = [], []
         for i in range(ctx.repeats):
+            settle(ctx, pr)
+            base = run_at(POINT, "baseline")  # the same point on this box, no burst before it
             m0 = snapshot(gw, pr)
             b = run_at(BURST, "burst")
             m1 = snapshot(gw, pr)
@@ -98,16 +101,23 @@ def run(ctx):
             r = run_at(POINT, "point")
             m3 = snapshot(gw, pr)
             points.append(r)
-            one = {"burst_loss": b["run"]["loss_fraction"], "settle_s": round(settled_s, 1),
+            bases.append(base)
+            one = {"baseline_summary": latency_summary([base], POINT),
+                   "burst_loss": b["run"]["loss_fraction"], "settle_s": round(settled_s, 1),
                    "burst": delta(m0, m1), "settle": delta(m1, m2), "point": delta(m2, m3),
-                   "point_summary": latency_summary([r], POINT)}
+                   "point_summary": latency_summary([r], POINT),
+                   "point_run": {k: v for k, v in r["run"].items() if not isinstance(v, dict)}}
             out["runs"].append(one)
-            lat = r["run"]["latency_ms"]
+            lat, blat = r["run"]["latency_ms"], base["run"]["latency_ms"]
+            log(f"overload {i + 1}: baseline {POINT}/s p50 {blat['p50']:.2f} ms, p99 "
+                f"{blat['p99']:.2f} ms, loss {base['run']['loss_fraction']:.3f}")
             log(f"overload {i + 1}: after the burst (settled in {settled_s:.1f} s), {POINT}/s: "
                 f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
-                f"loss {r['run']['loss_fraction']:.3f}; burst {delta(m0, m1)}; "
+                f"loss {r['run']['loss_fraction']:.3f} ({out['runs'][-1]['point_run']}); "
+                f"burst {delta(m0, m1)}; "
                 f"settle {delta(m1, m2)}; point {delta(m2, m3)}")
         out["point_summary"] = latency_summary(points, POINT)
+        out["baseline_summary"] = latency_summary(bases, POINT)
     finally:
         pr.stop()
         gw.stop()
