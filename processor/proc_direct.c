@@ -281,7 +281,7 @@ static int wait_for_room(proc_direct *d, gwpeer *p, size_t need) {
     fall_back(d, p, R_FULL, NULL);
     return 0;
   }
-  uint64_t t0 = wsg_now_mono_ms(), progress = t0;
+  uint64_t t0_us = wsg_now_mono_us(), progress = wsg_now_mono_ms();
   size_t head = p->head; /* only acks move it during the wait */
   int rc = 1;
   while (p->st == P_UP && p->len - p->head + need > d->o.max_unacked) {
@@ -304,7 +304,7 @@ static int wait_for_room(proc_direct *d, gwpeer *p, size_t need) {
     }
   }
   if (d->m_full_wait)
-    wsg_histogram_observe(d->m_full_wait, (double)(wsg_now_mono_ms() - t0) / 1e3);
+    wsg_histogram_observe(d->m_full_wait, (double)(wsg_now_mono_us() - t0_us) / 1e6);
   return p->st == P_UP ? rc : 0;
 }
 

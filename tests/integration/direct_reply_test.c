@@ -459,7 +459,7 @@ static double fallbacks(int http_port) {
  * acknowledging while the processor waits for room: given up --direct-ack-timeout after the last
  * ack (not before), the rest through Kafka, in order, once. */
 Test(direct, slow_gateway_is_waited_for_a_silent_one_given_up, .fini = itest_fini) {
-  enum { N = 150, ACKED = 100, PAD = 1500, PER_ACK = 6, STEP_MS = 100, TIMEOUT_MS = 400 };
+  enum { N = 150, ACKED = 100, PAD = 1500, PER_ACK = 5, STEP_MS = 120, TIMEOUT_MS = 400 };
   itest_cluster c;
   const char *extra[] = {"--direct-secret-file",
                          secret_file(),
