@@ -131,15 +131,17 @@ static const wsg_option direct_rows[] = {
      "meanwhile."},
     {"direct-ack-timeout", 0, "WSGATE_DIRECT_ACK_TIMEOUT", WSG_OPT_DURATION,
      OPT(direct_ack_timeout_ms), "2s", 10, 60 * WSG_SEC, NULL, 0,
-     "A gateway that acknowledges nothing for this long while replies wait is given up: they are "
+     "A gateway that acknowledges nothing for this long while replies wait (measured from its "
+     "last ack that acknowledged more, not from the oldest reply's send) is given up: they are "
      "produced to Kafka in order, and so is everything for it during --direct-backoff."},
     {"direct-backoff", 0, "WSGATE_DIRECT_BACKOFF", WSG_OPT_DURATION, OPT(direct_backoff_ms), "5s",
      10, 10 * 60 * WSG_SEC, NULL, 0,
      "After a failure, how long a gateway's replies go through Kafka before it is tried again."},
     {"direct-max-unacked", 0, "WSGATE_DIRECT_MAX_UNACKED", WSG_OPT_SIZE, OPT(direct_max_unacked),
      "8m", 64 * WSG_KIB, 1024 * WSG_MIB, NULL, 0,
-     "Bytes of replies to one gateway not yet acknowledged; past it the gateway is given up as "
-     "with --direct-ack-timeout."},
+     "Bytes of replies to one gateway not yet acknowledged; past it the processor waits for the "
+     "gateway's acks (backpressure: an overloaded gateway acknowledges, only slowly) and gives it "
+     "up as with --direct-ack-timeout when none comes for that long."},
 };
 
 static const wsg_option_group handler = {"handler", handler_rows, WSG_COUNTOF(handler_rows)};

@@ -127,6 +127,9 @@ int64_t proc_consumer_kafka_acked(const proc_consumer *c, int32_t partition);
  * outputs are waiting for it (the wait then polls librdkafka in short slices). */
 typedef bool (*proc_consumer_side_fn)(void *arg);
 void proc_consumer_set_side(proc_consumer *c, proc_consumer_side_fn fn, void *arg);
+/* One slice of waiting for the side (outputs it holds wait for room): serves it and delivery
+ * reports, for at most 10 ms. False once the consumer failed (the processor must stop). */
+bool proc_consumer_wait_side(proc_consumer *c);
 
 /* Produces `r` unchanged to the dead-letter topic with headers wsgate-error-kind, wsgate-error,
  * wsgate-source-topic, -partition and -offset. No-op (0) without a dead-letter topic. */

@@ -89,7 +89,11 @@ typedef struct {
   frame *frames;
   size_t fhead, fn, fcap; /* frames[fhead, fn) are unacknowledged */
   uint64_t next_seq;
-  uint64_t ack_wait_ms; /* since when written frames wait for an ack (0: none) */
+  /* Since when written frames wait for an ack: the first write after all were acknowledged, then
+   * every ack that acknowledged more (0: none wait). Not the age of the oldest frame: an overloaded
+   * gateway that keeps acknowledging, only later than the timeout after a frame's send, is alive.
+   */
+  uint64_t ack_wait_ms;
   uint8_t in[WSG_DFRAME_HDR + WSG_DFRAME_SEQ];
   size_t inlen;
 } gwpeer;
@@ -110,6 +114,7 @@ struct proc_direct {
   wsg_counter *m_fallback[R_COUNT];
   wsg_counter *m_refallback; /* frames re-produced to Kafka */
   wsg_counter *m_barriers;
+  wsg_histogram *m_full_wait;
   wsg_gauge *m_connected;
 };
 
@@ -119,6 +124,7 @@ struct proc_direct {
 #define R_ROW(name, label)                                                                         \
   WSG_COUNTER_ROW(proc_direct, m_fallback[R_##name], "wsgate_processor_direct_fallbacks_total",    \
                   FALLBACK_HELP, "reason=\"" label "\""),
+static const double full_wait_bounds[] = WSG_HOP_BOUNDS;
 static const wsg_metric_def metric_rows[] = {
     WSG_COUNTER_ROW(proc_direct, m_sent, "wsgate_processor_direct_frames_total",
                     "Outbound envelopes sent on the direct reply path instead of Kafka.", NULL),
@@ -132,6 +138,11 @@ static const wsg_metric_def metric_rows[] = {
                     "replies Kafka acknowledged before (reason barrier_timeout when it did not in "
                     "--direct-ack-timeout).",
                     NULL),
+    WSG_HISTOGRAM_ROW(proc_direct, m_full_wait, "wsgate_processor_direct_full_wait_seconds",
+                      "Waits of the consumer for a gateway's acks to make room under "
+                      "--direct-max-unacked (backpressure: the gateway acknowledges, only slower "
+                      "than replies come) instead of giving it up.",
+                      NULL, full_wait_bounds),
     WSG_GAUGE_ROW(proc_direct, m_connected, "wsgate_processor_direct_peers",
                   "Gateways this processor has a direct connection up to.", NULL),
     REASONS(R_ROW)};
@@ -215,6 +226,8 @@ static void fall_back(proc_direct *d, gwpeer *p, reason why, const char *detail)
 
 /* --- sending ---------------------------------------------------------------------------------- */
 
+static void write_some(proc_direct *d, gwpeer *p);
+
 static int reserve(gwpeer *p, size_t more) {
   if (p->head > 0 && p->head == p->len) {
     p->head = p->wr = p->len = 0; /* all acknowledged (an ack being read stays) */
@@ -255,6 +268,46 @@ static int reserve(gwpeer *p, size_t more) {
   return 0;
 }
 
+/* More than --direct-max-unacked would be unacknowledged with `need` more bytes: the gateway is
+ * waited for, like a produce waits for librdkafka's queue. Under overload it acknowledges, only
+ * slower than replies come; giving it up would send its backlog through Kafka, the costlier path,
+ * exactly when the box has no time to spare (docs/GATEWAY.md, "Overload"). The wait serves acks
+ * and the timeouts (proc_direct_service), so a gateway that stops acknowledging is given up
+ * --direct-ack-timeout after its last ack, as one that cannot write (the switch waiting for
+ * Kafka) after that long without room. 1: room made; 0: given up (Kafka takes the frame); -1:
+ * the consumer failed. */
+static int wait_for_room(proc_direct *d, gwpeer *p, size_t need) {
+  if (need > d->o.max_unacked) {
+    fall_back(d, p, R_FULL, NULL);
+    return 0;
+  }
+  uint64_t t0_us = wsg_now_mono_us(), progress = wsg_now_mono_ms();
+  size_t head = p->head; /* only acks move it during the wait */
+  int rc = 1;
+  while (p->st == P_UP && p->len - p->head + need > d->o.max_unacked) {
+    write_some(d, p);
+    if (p->st != P_UP)
+      break;
+    uint64_t now = wsg_now_mono_ms();
+    if (p->head != head) {
+      head = p->head;
+      progress = now;
+    }
+    /* Written frames waiting for an ack are the service's (ack_timeout, barrier_timeout). */
+    if (!p->ack_wait_ms && now - progress >= d->o.ack_timeout_ms) {
+      fall_back(d, p, R_FULL, "no room made within --direct-ack-timeout");
+      break;
+    }
+    if (!proc_consumer_wait_side(d->o.cons)) {
+      rc = -1;
+      break;
+    }
+  }
+  if (d->m_full_wait)
+    wsg_histogram_observe(d->m_full_wait, (double)(wsg_now_mono_us() - t0_us) / 1e6);
+  return p->st == P_UP ? rc : 0;
+}
+
 int proc_direct_send(proc_direct *d, proc_record *r, const char *gw, size_t gw_len,
                      int32_t partition, const uint8_t *env, size_t len) {
   gwpeer *p = find(d, gw, gw_len, true);
@@ -272,8 +325,9 @@ int proc_direct_send(proc_direct *d, proc_record *r, const char *gw, size_t gw_l
     return 0;
   }
   if (p->len - p->head + FRAME_HDR + len > d->o.max_unacked) {
-    fall_back(d, p, R_FULL, NULL);
-    return 0;
+    int rc = wait_for_room(d, p, FRAME_HDR + len);
+    if (rc <= 0)
+      return rc;
   }
   if (reserve(p, FRAME_HDR + len) != 0)
     return -1;

@@ -7,13 +7,14 @@
  *
  * Each frame holds a proc_consumer ticket like a produced record: the inbound offset is committed
  * only once the gateway acknowledged (cumulatively, wsg_dframe.h) every frame it caused. When a
- * gateway cannot be reached, closes, stops acknowledging (--direct-ack-timeout) or has too much
- * unacknowledged (--direct-max-unacked), the connection is reset, its unacknowledged frames are
- * produced to Kafka in their order, and the gateway's replies go through Kafka for
- * --direct-backoff. Order per gateway: frames are written only once no record this processor
- * produced to the gateway's partition is still unacknowledged by Kafka, behind a barrier naming
- * the highest offset Kafka acknowledged there (wsg_dframe.h), which the gateway holds them behind
- * until its consumer has dispatched that far: a direct frame never overtakes a produced one.
+ * gateway cannot be reached, closes, or stops acknowledging (nothing more acknowledged for
+ * --direct-ack-timeout), the connection is reset, its unacknowledged frames are produced to Kafka
+ * in their order, and the gateway's replies go through Kafka for --direct-backoff. One that
+ * acknowledges, only slowly (overload), is waited for once --direct-max-unacked bytes wait. Order
+ * per gateway: frames are written only once no record this processor produced to the gateway's
+ * partition is still unacknowledged by Kafka, behind a barrier naming the highest offset Kafka
+ * acknowledged there (wsg_dframe.h), which the gateway holds them behind until its consumer has
+ * dispatched that far: a direct frame never overtakes a produced one.
  *
  * A gateway's `direct` address is read from Redis (one pipelined HGET per gateway, at the end of
  * the batch that first needs it, then again every --gateway-cache-ttl); replies to it go through
@@ -55,7 +56,9 @@ void proc_direct_destroy(proc_direct *d);
 
 /* Takes env[0..len), an output of `r` for gateway gw[0..gw_len) whose slot is `partition`, when
  * that gateway's connection is up: 1 (it is queued; proc_direct_flush writes it), 0 (produce it
- * to Kafka), or -1 (out of memory or Kafka failed: the processor must stop). */
+ * to Kafka), or -1 (out of memory or Kafka failed: the processor must stop). With
+ * --direct-max-unacked bytes waiting for that gateway's acks, first waits for room (serving acks,
+ * delivery reports and the timeouts). */
 int proc_direct_send(proc_direct *d, proc_record *r, const char *gw, size_t gw_len,
                      int32_t partition, const uint8_t *env, size_t len);
 

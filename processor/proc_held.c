@@ -23,6 +23,13 @@ void proc_consumer__wait(proc_consumer *c, int ms) {
   rd_kafka_poll(c->prod, ms);
 }
 
+bool proc_consumer_wait_side(proc_consumer *c) {
+  if (atomic_load(&c->failed))
+    return false;
+  proc_consumer__wait(c, POLL_SLICE_MS);
+  return !atomic_load(&c->failed);
+}
+
 void proc_consumer_set_side(proc_consumer *c, proc_consumer_side_fn fn, void *arg) {
   c->side = fn;
   c->side_arg = arg;

@@ -12,7 +12,7 @@ SCRIPTS = REPO / "scripts"
 ALL_SCENARIOS = ["idle", "capacity", "ingest", "roundtrip", "split", "fanout", "channels",
                  "channels50k", "connect", "api"]
 # Run only when named by --only (they write no block of docs/BENCHMARKS.md).
-EXTRA_SCENARIOS = ["rcluster"]
+EXTRA_SCENARIOS = ["rcluster", "overload"]
 
 # Scale. One process may hold 20,000 descriptors here; a gateway keeps 256 for itself.
 IDLE_STEPS = [6500, 13000, 19500]

@@ -275,39 +275,123 @@ static size_t read_frame(int fd, uint8_t *buf, size_t cap) {
   return n;
 }
 
-static void produce_msgs(rd_kafka_t *prod, const itest_cluster *c, int from, int to) {
-  char data[32];
+#define PAD_MAX 2048
+
+/* Message i's text: "k-<i>", then dots up to pad bytes. Its length. */
+static size_t msg_text(char *buf, int i, size_t pad) {
+  size_t len = (size_t)snprintf(buf, PAD_MAX, "k-%d", i);
+  for (; len < pad && len < PAD_MAX; len++)
+    buf[len] = '.';
+  return len;
+}
+
+/* Inbound messages from[..to) for the fake gateway gw, each pad bytes (at least its number). */
+static void produce_msgs(rd_kafka_t *prod, const itest_cluster *c, const char *gw, int from, int to,
+                         size_t pad) {
+  char data[PAD_MAX];
   for (int i = from; i < to; i++) {
-    int len = snprintf(data, sizeof data, "k-%d", i);
-    wsg_envelope env = itest_msg("carol", 1, "gw-fake", 0, data, (size_t)len, false);
+    wsg_envelope env = itest_msg("carol", 1, gw, 0, data, msg_text(data, i, pad), false);
     itest_produce(prod, c, &env);
   }
   itest_flush(prod);
 }
 
-/* The next outbound record must be the reply "k-<i>". */
-static void expect_kafka(itest_reader *rd, int i) {
+/* An envelope's data must be message i's. */
+static void expect_msg(const wsg_envelope *e, int i, size_t pad, const char *how) {
+  char want[PAD_MAX];
+  size_t len = msg_text(want, i, pad);
+  cr_assert(e->data_len == len && memcmp(e->data, want, len) == 0, "expected k-%d %s, got %.*s", i,
+            how, (int)(e->data_len < 32 ? e->data_len : 32), (const char *)e->data);
+}
+
+/* The next outbound record must be the reply to message i. */
+static void expect_kafka(itest_reader *rd, int i, size_t pad) {
   wsg_envelope e;
   cr_assert(itest_reader_next_envelope(rd, &e, ITEST_TIMEOUT_MS, NULL), "reply k-%d missing", i);
-  char want[32];
-  int len = snprintf(want, sizeof want, "k-%d", i);
-  cr_assert(e.data_len == (size_t)len && memcmp(e.data, want, (size_t)len) == 0,
-            "expected %s through Kafka, got %.*s", want, (int)e.data_len, (const char *)e.data);
+  expect_msg(&e, i, pad, "through Kafka");
 }
 
 static bool nothing_uncommitted(void *arg) {
   return itest_uncommitted(arg) == 0;
 }
 
-Test(direct, unacked_replies_go_through_kafka_in_order, .fini = itest_fini) {
-  itest_cluster c;
-  itest_cluster_init(&c, 2, 2, false);
-  int port, lfd = fake_listen(&port);
+/* A processor whose gateway gw-fake is the test: its record points at a listener of the test's.
+ * The first reply (k-0) goes through Kafka while the processor looks the address up; then it
+ * connects and says hello. */
+typedef struct {
+  itest_processor p;
+  rd_kafka_t *prod;
+  itest_reader rd;
+  int lfd, fd;
+  int32_t first_part; /* where k-0 went */
+  int64_t first_off;
+} fake_gw;
+
+static void fake_start(fake_gw *f, itest_cluster *c, const char *const *pextra, size_t pad) {
+  itest_cluster_init(c, 2, 2, false);
+  int port;
+  f->lfd = fake_listen(&port);
   char fmt[160];
   snprintf(fmt, sizeof fmt, "HSET %%sgw:%%s slot 0 direct 127.0.0.1:%d", port);
-  redisReply *r = itest_redis_key_command(0, fmt, c.prefix, "gw-fake");
+  redisReply *r = itest_redis_key_command(0, fmt, c->prefix, "gw-fake");
   cr_assert(r && r->type == REDIS_REPLY_INTEGER);
   freeReplyObject(r);
+  itest_daemon_opts po = {.extra = pextra};
+  itest_processor_start(&f->p, c, "direct-fake", "echo", &po);
+  f->prod = itest_producer();
+  itest_reader_open(&f->rd, c->out_topic, c->out_partitions);
+
+  produce_msgs(f->prod, c, "gw-fake", 0, 1, pad);
+  rd_kafka_message_t *first = itest_reader_next(&f->rd, ITEST_TIMEOUT_MS);
+  cr_assert_not_null(first, "reply k-0 missing");
+  f->first_part = first->partition;
+  f->first_off = first->offset;
+  rd_kafka_message_destroy(first);
+  struct pollfd pf = {.fd = f->lfd, .events = POLLIN};
+  cr_assert_eq(poll(&pf, 1, ITEST_TIMEOUT_MS), 1, "the processor never connected");
+  f->fd = accept(f->lfd, NULL, NULL);
+  uint8_t buf[4096];
+  size_t n = read_frame(f->fd, buf, sizeof buf);
+  const uint8_t *secret;
+  size_t slen;
+  uint32_t version = 0;
+  cr_assert_eq(wsg_dframe_hello_parse(buf, n, &secret, &slen, &version), WSG_DHELLO_OK);
+  cr_assert(slen == strlen(SECRET) && memcmp(secret, SECRET, slen) == 0);
+  cr_assert_eq(version, WSG_DFRAME_VERSION);
+  itest_wait_metric(f->p.http_port, "wsgate_processor_direct_peers", 1, ITEST_TIMEOUT_MS);
+}
+
+/* The next frame must be the barrier on k-0's place. */
+static void fake_expect_barrier(fake_gw *f) {
+  uint8_t buf[64];
+  size_t n = read_frame(f->fd, buf, sizeof buf);
+  int32_t bpart = -1;
+  int64_t boff = -1;
+  cr_assert(wsg_dframe_barrier_parse(buf, n, &bpart, &boff), "a barrier first");
+  cr_assert(bpart == f->first_part && boff == f->first_off,
+            "the barrier names k-0's place (%d/%lld), not %d/%lld", (int)f->first_part,
+            (long long)f->first_off, (int)bpart, (long long)boff);
+}
+
+static void fake_ack(fake_gw *f, uint64_t seq) {
+  uint8_t ack[12];
+  wsg_dframe_put32(ack, 8);
+  wsg_dframe_put64(ack + 4, seq);
+  cr_assert_eq(send(f->fd, ack, sizeof ack, 0), 12);
+}
+
+static void fake_finish(fake_gw *f, itest_cluster *c) {
+  cr_assert(itest_wait_until(nothing_uncommitted, c, ITEST_TIMEOUT_MS),
+            "every offset is committed once its replies are acknowledged, by either path");
+  itest_reader_close(&f->rd);
+  rd_kafka_destroy(f->prod);
+  close(f->lfd);
+  itest_processor_stop(&f->p, SIGTERM, 30000);
+  itest_processor_cleanup(&f->p);
+}
+
+Test(direct, unacked_replies_go_through_kafka_in_order, .fini = itest_fini) {
+  itest_cluster c;
   const char *extra[] = {"--direct-secret-file",
                          secret_file(),
                          "--direct-ack-timeout",
@@ -315,79 +399,131 @@ Test(direct, unacked_replies_go_through_kafka_in_order, .fini = itest_fini) {
                          "--direct-backoff",
                          "60s",
                          NULL};
-  itest_daemon_opts po = {.extra = extra};
-  itest_processor p;
-  itest_processor_start(&p, &c, "direct-fake", "echo", &po);
-  rd_kafka_t *prod = itest_producer();
-  itest_reader rd;
-  itest_reader_open(&rd, c.out_topic, c.out_partitions);
-
-  /* The first reply goes through Kafka while the processor looks the address up. */
-  produce_msgs(prod, &c, 0, 1);
-  rd_kafka_message_t *first = itest_reader_next(&rd, ITEST_TIMEOUT_MS);
-  cr_assert_not_null(first, "reply k-0 missing");
-  int32_t first_part = first->partition;
-  int64_t first_off = first->offset;
-  rd_kafka_message_destroy(first);
-  struct pollfd pf = {.fd = lfd, .events = POLLIN};
-  cr_assert_eq(poll(&pf, 1, ITEST_TIMEOUT_MS), 1, "the processor never connected");
-  int fd = accept(lfd, NULL, NULL);
-  uint8_t buf[4096];
-  size_t n = read_frame(fd, buf, sizeof buf);
-  const uint8_t *secret;
-  size_t slen;
-  uint32_t version = 0;
-  cr_assert_eq(wsg_dframe_hello_parse(buf, n, &secret, &slen, &version), WSG_DHELLO_OK);
-  cr_assert(slen == strlen(SECRET) && memcmp(secret, SECRET, slen) == 0);
-  cr_assert_eq(version, WSG_DFRAME_VERSION);
-  itest_wait_metric(p.http_port, "wsgate_processor_direct_peers", 1, ITEST_TIMEOUT_MS);
+  fake_gw f;
+  fake_start(&f, &c, extra, 0);
 
   /* 20 replies arrive here, in order, behind a barrier on the reply Kafka carried; only the
    * first 10 are acknowledged. */
-  produce_msgs(prod, &c, 1, 21);
-  n = read_frame(fd, buf, sizeof buf);
-  int32_t bpart = -1;
-  int64_t boff = -1;
-  cr_assert(wsg_dframe_barrier_parse(buf, n, &bpart, &boff), "a barrier first");
-  cr_assert(bpart == first_part && boff == first_off,
-            "the barrier names k-0's place (%d/%lld), not %d/%lld", (int)first_part,
-            (long long)first_off, (int)bpart, (long long)boff);
-  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_barriers_total"), 1);
+  produce_msgs(f.prod, &c, "gw-fake", 1, 21, 0);
+  fake_expect_barrier(&f);
+  cr_assert_eq(itest_metric(f.p.http_port, "wsgate_processor_direct_barriers_total"), 1);
+  uint8_t buf[4096];
   for (int i = 1; i <= 20; i++) {
-    n = read_frame(fd, buf, sizeof buf);
+    size_t n = read_frame(f.fd, buf, sizeof buf);
     cr_assert_gt(n, WSG_DFRAME_SEQ);
     cr_assert_eq(wsg_dframe_get64(buf), (uint64_t)i, "sequence numbers count from 1");
     wsg_envelope e;
     cr_assert_eq(wsg_envelope_decode(&e, buf + 8, n - 8, NULL), WSG_ENV_OK);
-    char want[32];
-    int len = snprintf(want, sizeof want, "k-%d", i);
-    cr_assert(e.data_len == (size_t)len && memcmp(e.data, want, (size_t)len) == 0);
+    expect_msg(&e, i, 0, "directly");
   }
-  uint8_t ack[12];
-  wsg_dframe_put32(ack, 8);
-  wsg_dframe_put64(ack + 4, 10);
-  cr_assert_eq(send(fd, ack, sizeof ack, 0), 12);
+  fake_ack(&f, 10);
 
   /* No more acks: after --direct-ack-timeout the other 10 come through Kafka, in order, once. */
-  itest_wait_metric(p.http_port, "wsgate_processor_direct_fallbacks_total{reason=\"ack_timeout\"}",
-                    1, ITEST_TIMEOUT_MS);
+  itest_wait_metric(f.p.http_port,
+                    "wsgate_processor_direct_fallbacks_total{reason=\"ack_timeout\"}", 1,
+                    ITEST_TIMEOUT_MS);
   for (int i = 11; i <= 20; i++)
-    expect_kafka(&rd, i);
-  cr_assert_eq(itest_metric(p.http_port, "wsgate_processor_direct_reproduced_total"), 10);
-  cr_assert(closed_by_peer(fd, 5000), "the connection was given up");
-  close(fd);
+    expect_kafka(&f.rd, i, 0);
+  cr_assert_eq(itest_metric(f.p.http_port, "wsgate_processor_direct_reproduced_total"), 10);
+  cr_assert(closed_by_peer(f.fd, 5000), "the connection was given up");
+  close(f.fd);
   /* During --direct-backoff everything goes through Kafka, behind them. */
-  produce_msgs(prod, &c, 21, 26);
+  produce_msgs(f.prod, &c, "gw-fake", 21, 26, 0);
   for (int i = 21; i < 26; i++)
-    expect_kafka(&rd, i);
-  cr_assert_null(itest_reader_next(&rd, 1000), "nothing twice");
-  cr_assert(itest_wait_until(nothing_uncommitted, &c, ITEST_TIMEOUT_MS),
-            "every offset is committed once its replies are acknowledged, by either path");
-  itest_reader_close(&rd);
-  rd_kafka_destroy(prod);
-  close(lfd);
-  itest_processor_stop(&p, SIGTERM, 30000);
-  itest_processor_cleanup(&p);
+    expect_kafka(&f.rd, i, 0);
+  cr_assert_null(itest_reader_next(&f.rd, 1000), "nothing twice");
+  fake_finish(&f, &c);
+}
+
+/* Every fallback, whatever the reason. */
+static double fallbacks(int http_port) {
+  static const char *const reasons[] = {
+      "connect",         "connect_timeout", "closed", "write",   "ack_timeout",
+      "barrier_timeout", "protocol",        "full",   "too_big", "moved"};
+  double sum = 0;
+  char series[128];
+  for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++) {
+    snprintf(series, sizeof series, "wsgate_processor_direct_fallbacks_total{reason=\"%s\"}",
+             reasons[i]);
+    double v = itest_metric(http_port, series);
+    cr_assert_geq(v, 0, "no series %s", series);
+    sum += v;
+  }
+  return sum;
+}
+
+/* An overloaded gateway: it acknowledges steadily but slowly, a few frames every STEP_MS, so a
+ * frame waits longer than --direct-ack-timeout for its ack while every ack progresses, and more
+ * replies come than --direct-max-unacked holds. The processor waits for room (backpressure):
+ * nothing given up, nothing through Kafka, every reply once, in order. Then the gateway stops
+ * acknowledging while the processor waits for room: given up --direct-ack-timeout after the last
+ * ack (not before), the rest through Kafka, in order, once. */
+Test(direct, slow_gateway_is_waited_for_a_silent_one_given_up, .fini = itest_fini) {
+  enum { N = 150, ACKED = 100, PAD = 1500, PER_ACK = 5, STEP_MS = 120, TIMEOUT_MS = 400 };
+  itest_cluster c;
+  const char *extra[] = {"--direct-secret-file",
+                         secret_file(),
+                         "--direct-ack-timeout",
+                         "400ms",
+                         "--direct-backoff",
+                         "60s",
+                         "--direct-max-unacked",
+                         "64k",
+                         NULL};
+  fake_gw f;
+  fake_start(&f, &c, extra, PAD);
+  produce_msgs(f.prod, &c, "gw-fake", 1, N + 1, PAD);
+  fake_expect_barrier(&f);
+
+  static uint8_t buf[PAD_MAX + 256];
+  uint64_t got_at[N + 1] = {0}; /* when frame i was read */
+  int got = 0, acked = 0;
+  uint64_t last_ack = 0, longest_wait = 0;
+  uint64_t deadline = itest_now_ms() + ITEST_TIMEOUT_MS;
+  while (acked < ACKED) {
+    cr_assert_lt(itest_now_ms(), deadline, "stuck at %d read, %d acknowledged", got, acked);
+    struct pollfd pf = {.fd = f.fd, .events = POLLIN};
+    if (got < N && poll(&pf, 1, 5) == 1) {
+      size_t n = read_frame(f.fd, buf, sizeof buf);
+      cr_assert_eq(wsg_dframe_get64(buf), (uint64_t)got + 1, "in order, none skipped");
+      wsg_envelope e;
+      cr_assert_eq(wsg_envelope_decode(&e, buf + 8, n - 8, NULL), WSG_ENV_OK);
+      expect_msg(&e, ++got, PAD, "directly");
+      got_at[got] = itest_now_ms();
+    }
+    uint64_t now = itest_now_ms();
+    if (got > acked && now - last_ack >= STEP_MS) {
+      if (now - got_at[acked + 1] > longest_wait)
+        longest_wait = now - got_at[acked + 1];
+      acked = acked + PER_ACK < got ? acked + PER_ACK : got;
+      if (acked > ACKED)
+        acked = ACKED;
+      fake_ack(&f, (uint64_t)acked);
+      last_ack = now;
+    }
+  }
+  cr_assert_gt(longest_wait, TIMEOUT_MS, "a frame waited %llu ms for its ack: not past the timeout",
+               (unsigned long long)longest_wait);
+  cr_assert_gt(itest_metric(f.p.http_port, "wsgate_processor_direct_full_wait_seconds_count"), 0,
+               "the processor waited for room");
+  cr_assert_eq(fallbacks(f.p.http_port), 0, "a gateway that acknowledges is not given up");
+  cr_assert_eq(itest_metric(f.p.http_port, "wsgate_processor_direct_reproduced_total"), 0);
+
+  /* Silent from here, while the processor waits for room. */
+  itest_wait_metric(f.p.http_port,
+                    "wsgate_processor_direct_fallbacks_total{reason=\"ack_timeout\"}", 1,
+                    ITEST_TIMEOUT_MS);
+  uint64_t took = itest_now_ms() - last_ack;
+  cr_assert(took >= TIMEOUT_MS - 50 && took < TIMEOUT_MS + 1500,
+            "given up %llu ms after the last ack (--direct-ack-timeout %d ms)",
+            (unsigned long long)took, TIMEOUT_MS);
+  cr_assert(closed_by_peer(f.fd, 5000), "the connection was given up");
+  close(f.fd);
+  for (int i = ACKED + 1; i <= N; i++)
+    expect_kafka(&f.rd, i, PAD);
+  cr_assert_null(itest_reader_next(&f.rd, 1000), "nothing twice");
+  cr_assert_eq(fallbacks(f.p.http_port), 1);
+  fake_finish(&f, &c);
 }
 
 /* A real gateway stopped while replies to it are under way (the test produces the inbound
