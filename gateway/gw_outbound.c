@@ -15,6 +15,7 @@
 
 #include "gw_server.h"
 #include "gw_session.h"
+#include "gw_wsframe.h"
 #include "wsg_time.h"
 
 /* Outbound envelopes dispatched per wake-up before other events get a turn. */
@@ -225,6 +226,14 @@ static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, siz
   size_t total = hlen + len;
   size_t chunk;
   int n;
+  if (total == 0 && (ss->flags & F_DEFLATE)) {
+    /* lws 4.1.6's compressor aborts the process on an empty message
+     * (docs/notes/libwebsockets-4.1.6.md#deflate-assertion): our own empty frame instead,
+     * uncompressed (RSV1 clear: RFC 7692 lets any message go uncompressed), written raw. */
+    uint8_t *f = s->scratch + LWS_PRE;
+    size_t flen = gw_wsframe_header(f, gw_msg_binary(m), 0);
+    return lws_write(ss->wsi, f, flen, LWS_WRITE_RAW) < (int)flen ? -1 : 1;
+  }
   if (hlen == 0 && len <= frag) {
     chunk = len;
     n = lws_write(ss->wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
