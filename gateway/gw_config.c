@@ -116,6 +116,11 @@ static const wsg_option listener_rows[] = {
      "Write a delivery to a connection whose send queue is empty at once instead of waiting for "
      "the socket's next writeable event: one system call per reply instead of three "
      "(docs/GATEWAY.md, latency knobs); off restores the queue-then-write path."},
+    {"coalesce-writes", 0, "WSGATE_COALESCE_WRITES", WSG_OPT_BOOL, OPT(coalesce_writes), "true", 0,
+     0, NULL, 0,
+     "When a connection's send queue holds several whole messages, frame them into one buffer "
+     "(up to 64 KiB) and write it with one system call instead of one per message "
+     "(docs/GATEWAY.md, latency knobs); never on compressed connections."},
     {"rx-memory-per-user", 0, "WSGATE_RX_MEMORY_PER_USER", WSG_OPT_SIZE, OPT(rx_memory_per_user),
      "16m", 0, 1024LL * 1024 * WSG_MIB, NULL, 0,
      "Of --rx-memory-max, what one user's connections together may hold; a connection of that "

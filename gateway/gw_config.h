@@ -61,6 +61,7 @@ typedef struct {
   uint64_t rx_memory_max;
   bool loop_clock;             /* gw_clock: one clock reading per loop iteration */
   bool eager_write;            /* gw_outbound: write to an idle connection without WRITEABLE */
+  bool coalesce_writes;        /* gw_outbound: several queued messages in one write */
   uint64_t rx_memory_per_user; /* 0: no per-user share */
   /* --- hostile clients (issue 16): the door's own limits --- */
   uint64_t handshake_timeout_ms; /* accept to upgrade (TLS, request head) */

@@ -6,7 +6,8 @@
  * a message in one frame straight from the shared gw_msg, or in fragments through a scratch
  * buffer, behind a resumable connection's "<q>\n" header. Keepalive pings and the close frame
  * go out from here too, between messages. With --eager-write, a message for a connection with
- * nothing queued is written at once instead (eager_write).
+ * nothing queued is written at once instead (eager_write); with --coalesce-writes, several whole
+ * messages at a queue's head go out framed by us in one raw write (coalesce_write).
  *
  * Threads: the loop thread only.
  */
@@ -15,6 +16,7 @@
 
 #include "gw_server.h"
 #include "gw_session.h"
+#include "gw_wsframe.h"
 #include "wsg_time.h"
 
 /* Outbound envelopes dispatched per wake-up before other events get a turn. */
@@ -225,6 +227,14 @@ static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, siz
   size_t total = hlen + len;
   size_t chunk;
   int n;
+  if (total == 0 && (ss->flags & F_DEFLATE)) {
+    /* lws 4.1.6's compressor aborts the process on an empty message
+     * (docs/notes/libwebsockets-4.1.6.md#deflate-assertion): our own empty frame instead,
+     * uncompressed (RSV1 clear: RFC 7692 lets any message go uncompressed), written raw. */
+    uint8_t *f = s->scratch + LWS_PRE;
+    size_t flen = gw_wsframe_header(f, gw_msg_binary(m), 0);
+    return lws_write(ss->wsi, f, flen, LWS_WRITE_RAW) < (int)flen ? -1 : 1;
+  }
   if (hlen == 0 && len <= frag) {
     chunk = len;
     n = lws_write(ss->wsi, gw_msg_payload(m), len, (enum lws_write_protocol)type);
@@ -284,6 +294,62 @@ static ew_result eager_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t t
   return EW_WRITTEN;
 }
 
+/* Messages one coalesced write may carry; the byte bound (FRAG_SIZE) usually comes first. */
+#define COALESCE_MAX_MSGS 128
+
+/*
+ * --coalesce-writes: whole messages from the queue's head, each behind our own frame header (and
+ * a resumable connection's "<q>\n"), copied into the scratch buffer and handed to lws as ONE raw
+ * write, which lws sends as it is (docs/notes/libwebsockets-4.1.6.md#coalesce): one WRITEABLE
+ * round and one send() for all of them. At most FRAG_SIZE bytes, so lws' tx_packet_size lets it
+ * go in one send() and lws buffers at most that much, as for one fragment. Returns how many
+ * messages it wrote, 0 when fewer than two fit (the head goes the usual way, without a copy), or
+ * -1 when lws could not write.
+ */
+static int coalesce_write(gw_server *s, gw_session *ss) {
+  gw_sendq_item it[COALESCE_MAX_MSGS];
+  size_t n = gw_sendq_peek_n(&ss->q, it, COALESCE_MAX_MSGS);
+  char hdr[SEQ_HEADER_MAX];
+  size_t k = 0, total = 0;
+  for (; k < n; k++) { /* sizes first: copy nothing unless at least two fit */
+    size_t len = (ss->sq ? seq_header(it[k].tag, hdr) : 0) + gw_msg_len(it[k].msg);
+    size_t framed = gw_wsframe_header_len(len) + len;
+    if (framed > FRAG_SIZE - total)
+      break;
+    total += framed;
+  }
+  if (k < 2)
+    return 0;
+  uint8_t *buf = s->scratch + LWS_PRE, *p = buf;
+  for (size_t i = 0; i < k; i++) {
+    size_t hlen = ss->sq ? seq_header(it[i].tag, hdr) : 0, len = gw_msg_len(it[i].msg);
+    p += gw_wsframe_header(p, gw_msg_binary(it[i].msg), hlen + len);
+    memcpy(p, hdr, hlen);
+    memcpy(p + hlen, gw_msg_payload(it[i].msg), len);
+    p += hlen + len;
+  }
+  if (lws_write(ss->wsi, buf, total, LWS_WRITE_RAW) < (int)total)
+    return -1;
+  for (size_t i = 0; i < k; i++)
+    message_written(s, it[i].msg);
+  wsg_counter_add(s->m_coalesced_writes, 1);
+  wsg_counter_add(s->m_coalesced_msgs, k);
+  return (int)k;
+}
+
+/* Drops the n messages just written from ss's queue, with the server's byte count, and gives a
+ * resumable connection's replay room when it waits for it. */
+static void written_from_queue(gw_server *s, gw_session *ss, size_t n) {
+  uint64_t before = gw_sendq_bytes(&ss->q);
+  for (size_t i = 0; i < n; i++)
+    gw_sendq_pop(&ss->q);
+  s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);
+  wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
+  if (ss->sq && !(ss->flags & F_CLOSING) &&
+      gw_resume_wants_room(&s->resume, ss->sq, gw_sendq_bytes(&ss->q)))
+    gw_resume_on_room(&s->resume, ss->sq, wsg_now_mono_ms());
+}
+
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   /* lws is closing (its close frame sent or on its way, waiting for the client's answer): a -1
    * here would drop the socket without waiting, so the client's answer would meet a reset. */
@@ -317,22 +383,23 @@ int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {
   gw_msg *m = gw_sendq_peek(&ss->q);
   if (!m)
     return 0;
-  size_t frag = (ss->flags & F_DEFLATE) ? DEFLATE_FRAG_SIZE : FRAG_SIZE;
-  int done = write_next(s, ss, m, gw_sendq_peek_tag(&ss->q), frag);
+  /* Not compressed (lws' compressor frames), not inside a fragmented message, not closing. */
+  int done = 0;
+  if (s->cfg->coalesce_writes && ss->sent_off == 0 && !ss->disconnect_code &&
+      !(ss->flags & (F_DEFLATE | F_CLOSING)))
+    done = coalesce_write(s, ss);
+  if (done == 0) {
+    size_t frag = (ss->flags & F_DEFLATE) ? DEFLATE_FRAG_SIZE : FRAG_SIZE;
+    done = write_next(s, ss, m, gw_sendq_peek_tag(&ss->q), frag);
+    if (done > 0)
+      message_written(s, m);
+  }
   if (done < 0) {
     ss->disconnect_code = 1006;
     return -1; /* lws could not write: the connection is gone */
   }
-  if (done) {
-    message_written(s, m);
-    uint64_t before = gw_sendq_bytes(&ss->q);
-    gw_sendq_pop(&ss->q);
-    s->sendq_bytes -= before - gw_sendq_bytes(&ss->q);
-    wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
-    if (ss->sq && !(ss->flags & F_CLOSING) &&
-        gw_resume_wants_room(&s->resume, ss->sq, gw_sendq_bytes(&ss->q)))
-      gw_resume_on_room(&s->resume, ss->sq, wsg_now_mono_ms());
-  }
+  if (done > 0)
+    written_from_queue(s, ss, (size_t)done);
   if (!gw_sendq_empty(&ss->q) || (ss->flags & (F_CLOSING | F_PING_DUE)))
     lws_callback_on_writable(wsi);
   return 0;

@@ -170,6 +170,20 @@ uint64_t gw_sendq_peek_tag(const gw_sendq *q) {
   return q->tail == NULL ? 0 : q->tail->next->tag;
 }
 
+size_t gw_sendq_peek_n(const gw_sendq *q, gw_sendq_item *out, size_t max) {
+  if (q->tail == NULL)
+    return 0;
+  size_t n = 0;
+  const struct gw_sendq_node *it = q->tail->next;
+  while (n < max) {
+    out[n++] = (gw_sendq_item){it->msg, it->tag};
+    if (it == q->tail)
+      break;
+    it = it->next;
+  }
+  return n;
+}
+
 void gw_sendq_pop(gw_sendq *q) {
   if (q->tail == NULL)
     return;

@@ -120,6 +120,14 @@ int gw_sendq_check(const gw_sendq *q, const gw_sendq_limits *lim, uint64_t now_m
 gw_msg *gw_sendq_peek(const gw_sendq *q);
 /* The oldest message's tag (0 when it was pushed untagged, or when the queue is empty). */
 uint64_t gw_sendq_peek_tag(const gw_sendq *q);
+/* One queued message and its tag, as gw_sendq_peek_n() lists them (msg: borrowed). */
+typedef struct {
+  gw_msg *msg;
+  uint64_t tag;
+} gw_sendq_item;
+/* Up to `max` of the oldest messages, oldest first, into out (the queue keeps its references).
+ * Returns how many. */
+size_t gw_sendq_peek_n(const gw_sendq *q, gw_sendq_item *out, size_t max);
 /* Removes the oldest message and drops the queue's reference. No-op when empty. */
 void gw_sendq_pop(gw_sendq *q);
 /* Drops every queued message; the queue is empty afterwards. */

@@ -125,6 +125,12 @@ static const wsg_metric_def metric_rows[] = {
             "Of those, messages written as they were queued to an idle connection, without "
             "waiting for a writeable event (--eager-write).",
             NULL),
+    COUNTER(m_coalesced_msgs, "wsgate_gateway_coalesced_messages_total",
+            "Of those, messages written several to one system call (--coalesce-writes).", NULL),
+    COUNTER(m_coalesced_writes, "wsgate_gateway_coalesced_writes_total",
+            "Writes that carried several messages (--coalesce-writes); messages per write is "
+            "wsgate_gateway_coalesced_messages_total divided by this.",
+            NULL),
     COUNTER(m_bytes_out, "wsgate_gateway_message_bytes_out_total",
             "Payload bytes of messages written to clients.", NULL),
     COUNTER(m_out_nobody, DROPPED, DROPPED_HELP, "reason=\"no_such_connection\""),

@@ -8,7 +8,7 @@
  *   gw_upgrade.c   admission and authentication at the upgrade, and refusals;
  *   gw_inbound.c   reassembly, rate limits and producing to Kafka (with its back-pressure);
  *   gw_outbound.c  dispatching deliveries to send queues (or at once: --eager-write), and the
- *                  WRITEABLE path (framing);
+ *                  WRITEABLE path (framing; several queued messages per write: --coalesce-writes);
  *   gw_sendmem.c   the send queues' memory as a whole (--sendq-max) and their periodic check;
  *   gw_resume.c    the per-user sequence of resumable connections (no libwebsockets call);
  *   gw_chserve.c   channel ops, the local subscription index and its Redis registration;
@@ -300,6 +300,7 @@ struct gw_server {
   wsg_counter *m_backstops[CLOSE_IDX__COUNT + 1]; /* CLOSE_IDX_APP_CODE last */
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out, *m_eager_writes;
+  wsg_counter *m_coalesced_writes, *m_coalesced_msgs; /* --coalesce-writes */
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
   wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
   wsg_counter *m_discards, *m_discarded;

@@ -231,6 +231,17 @@ void itest_send_close(const itest_gateway *g, int32_t slot, uint64_t conn, int c
   itest_send_outbound(g, slot, &e);
 }
 
+void itest_outbound_produce(rd_kafka_t *rk, const itest_gateway *g, int32_t slot, const void *value,
+                            size_t len) {
+  rd_kafka_resp_err_t err;
+  while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(g->cluster.out_topic),
+                                  RD_KAFKA_V_PARTITION(slot), RD_KAFKA_V_VALUE((void *)value, len),
+                                  RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+         RD_KAFKA_RESP_ERR__QUEUE_FULL)
+    rd_kafka_poll(rk, 10);
+  cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s", rd_kafka_err2str(err));
+}
+
 static void deliver_n(const itest_gateway *g, int32_t slot, uint64_t conn, size_t size, int count,
                       bool numbered) {
   uint8_t *payload = malloc(size);
@@ -259,13 +270,7 @@ static void deliver_n(const itest_gateway *g, int32_t slot, uint64_t conn, size_
       rc = wsg_envelope_encode(&e, &b);
       cr_assert_eq(rc, WSG_ENV_OK, "encode: %s", wsg_env_strerror(rc));
     }
-    rd_kafka_resp_err_t err;
-    while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(g->cluster.out_topic),
-                                    RD_KAFKA_V_PARTITION(slot), RD_KAFKA_V_VALUE(b.data, b.len),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
-           RD_KAFKA_RESP_ERR__QUEUE_FULL)
-      rd_kafka_poll(rk, 10);
-    cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s", rd_kafka_err2str(err));
+    itest_outbound_produce(rk, g, slot, b.data, b.len);
   }
   cr_assert_eq(rd_kafka_flush(rk, 30000), RD_KAFKA_RESP_ERR_NO_ERROR);
   rd_kafka_destroy(rk);

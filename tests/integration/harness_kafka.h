@@ -58,6 +58,10 @@ int64_t itest_uncommitted(const itest_cluster *c);
 
 /* Encodes env and produces it to partition `slot` of g's outbound topic; waits for the ack. */
 void itest_send_outbound(const itest_gateway *g, int32_t slot, const wsg_envelope *env);
+/* Produces one encoded envelope to partition `slot` of g's outbound topic with rk, waiting while
+ * its queue is full, without waiting for the ack (rd_kafka_flush does). value: copied. */
+void itest_outbound_produce(rd_kafka_t *rk, const itest_gateway *g, int32_t slot, const void *value,
+                            size_t len);
 /* A deliver of text `data` to connection `conn` on this gateway (g's id unless gw_id given). */
 void itest_deliver(const itest_gateway *g, int32_t slot, const char *gw_id, uint64_t conn,
                    const char *data);

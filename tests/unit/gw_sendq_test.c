@@ -119,6 +119,33 @@ Test(gw_sendq, tags_travel_with_their_entry, .init = init) {
   cr_assert_eq(freed, 1);
 }
 
+/* The coalesced write (gw_outbound) lists the oldest messages without consuming them. */
+Test(gw_sendq, peek_n_lists_the_oldest_in_order, .init = init) {
+  gw_sendq q;
+  gw_sendq_init(&q);
+  gw_sendq_item items[8];
+  cr_assert_eq(gw_sendq_peek_n(&q, items, 8), 0);
+  gw_msg *m[4];
+  for (int i = 0; i < 4; i++) {
+    m[i] = msg("x");
+    cr_assert_eq(gw_sendq_push_tagged(&q, m[i], (uint64_t)(10 + i), &NOLIMIT, 0), GW_SENDQ_OK);
+    gw_msg_unref(m[i]);
+  }
+  cr_assert_eq(gw_sendq_peek_n(&q, items, 0), 0);
+  cr_assert_eq(gw_sendq_peek_n(&q, items, 3), 3, "stops at max");
+  cr_assert_eq(gw_sendq_peek_n(&q, items, 8), 4, "stops at the tail");
+  for (int i = 0; i < 4; i++) {
+    cr_assert_eq(items[i].msg, m[i], "message %d out of order", i);
+    cr_assert_eq(items[i].tag, (uint64_t)(10 + i));
+  }
+  cr_assert_eq(freed, 0, "peek_n takes no reference and drops none");
+  gw_sendq_pop(&q);
+  cr_assert_eq(gw_sendq_peek_n(&q, items, 8), 3);
+  cr_assert_eq(items[0].msg, m[1]);
+  gw_sendq_clear(&q);
+  cr_assert_eq(freed, 4);
+}
+
 Test(gw_sendq, zeroed_queue_is_valid, .init = init) {
   gw_sendq q;
   memset(&q, 0, sizeof(q));
