@@ -17,6 +17,12 @@ static inline uint64_t wsg_now_mono_us(void) {
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* now - then, or 0 when `then` is later: a time another thread stored after `now` was read is
+ * 0 ms old, never 2^64 (readiness probes compare such times). */
+static inline uint64_t wsg_elapsed(uint64_t now, uint64_t then) {
+  return now > then ? now - then : 0;
+}
+
 /* Microseconds since the Unix epoch: the envelope's `ts`. */
 static inline uint64_t wsg_now_wall_us(void) {
   struct timespec ts;

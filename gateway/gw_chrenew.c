@@ -14,6 +14,10 @@
  * since the reconnect's rewrite (gw_chresync) writes every key again with its TTL; then the hand
  * goes on where it stopped.
  *
+ * The tick runs only while channels are held: the tick that finds none stops it, and the first
+ * channel created starts it again (gw_chrenew_wake). Nothing is missed while it is off: there was
+ * nothing to renew, and a new channel's keys are written with their TTL when it is created.
+ *
  * A failure is counted and logged once per lap (a lap: as many visits as channels when it began).
  * One failed renewal is harmless: the TTL is at least twice the period, and the next lap renews.
  *
@@ -101,15 +105,18 @@ static void visit(void *arg, gw_channel *ch) {
 }
 
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
-  (void)loop;
   (void)revents;
   gw_chrenew *r = w->data;
   gw_server *s = r->s;
+  size_t count = gw_channels_count(s->channels);
+  if (count == 0) {
+    ev_timer_stop(loop, w); /* idle: no wake-ups until a channel is created */
+    return;
+  }
   if (!wsg_redis_cluster_ready(gw_chreg_conn(s->chreg))) {
     r->credit = 0; /* the hand waits; the reconnect rewrites every key with its TTL */
     return;
   }
-  size_t count = gw_channels_count(s->channels);
   r->credit += (double)count * TICK_S * 1000.0 / (double)s->cfg->channel_key_renew_ms;
   if (r->credit > RENEW_INFLIGHT)
     r->credit = RENEW_INFLIGHT;
@@ -131,9 +138,16 @@ int gw_chrenew_init(gw_server *s, char *err, size_t errlen) {
   ev_timer_init(&r->w, on_tick, TICK_S, TICK_S);
   r->w.data = r;
   wsg_metrics_register_table(s->o.metrics, &gw_chrenew_metric_table, r);
-  ev_timer_start(s->o.loop, &r->w);
-  s->chrenew = r;
+  s->chrenew = r; /* the tick starts with the first channel (gw_chrenew_wake) */
   return 0;
+}
+
+void gw_chrenew_wake(gw_server *s) {
+  gw_chrenew *r = s->chrenew;
+  if (r && !ev_is_active(&r->w)) {
+    ev_timer_set(&r->w, TICK_S, TICK_S);
+    ev_timer_start(s->o.loop, &r->w);
+  }
 }
 
 void gw_chrenew_finish(gw_server *s) {

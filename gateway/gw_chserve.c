@@ -106,6 +106,8 @@ int gw__chserve_join(gw_server *s, gw_session *ss, const gw_chop *op) {
                                  op->msgpack ? GW_CHSUB_MSGPACK : 0, &created);
   if (rc != GW_CHOP_OK)
     return rc;
+  if (created)
+    gw_chrenew_wake(s);
   if (created || gw_chresync_due(s, op->channel, op->channel_len))
     gw_chreg_update(s->chreg, op->channel, op->channel_len, true);
   if (!held)

@@ -28,7 +28,8 @@ struct ev_loop;
 
 /*
  * Every WebSocket close code the gateway sends, in one place: name, code, when, reason text sent.
- * docs/PROTOCOL.md ("Client-facing contract") documents the same table. Codes 4000-4099 are
+ * docs/PROTOCOL.md ("Client-facing contract") documents the same table, GATEWAY.md, CLIENTS.md
+ * and the JS client mirror it (tests/docs/check_close_codes.py). Codes 4000-4099 are
  * wsgate's own; an application's close envelope may use 1000, 3000-3999 and 4100-4999.
  */
 #define GW_CLOSE_MAP(X)                                                                            \

@@ -539,6 +539,8 @@ bool gw_chresync_due(gw_server *s, const char *name, size_t len);
  * finish after it is destroyed (renewals still in flight then touch nothing). */
 int gw_chrenew_init(gw_server *s, char *err, size_t errlen);
 void gw_chrenew_finish(gw_server *s);
+/* The walk's tick stops while no channel is held; a channel just created starts it again. */
+void gw_chrenew_wake(gw_server *s);
 /* gw_chjlserve.c: join/leave events (namespaces with join_leave=true). init/finish with the
  * channel layer; local: ss joined (or left) channel name[0..len), batched here, produced to
  * Kafka every 50 ms; release: ss ends (before its user goes), it leaves every channel; dispatch:

@@ -21,7 +21,7 @@
 #include "proc_consumer_priv.h"
 #include "proc_metrics.h"
 #include "proc_offsets.h"
-#include "proc_util.h"
+#include "wsg_err.h"
 #include "wsg_kafka.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
@@ -52,25 +52,25 @@ __attribute__((format(printf, 2, 3))) void proc_consumer__fail(proc_consumer *c,
 bool proc_consumer_failed(proc_consumer *c, char *why, size_t whylen) {
   if (!atomic_load(&c->failed))
     return false;
-  proc__fmt_err(why, whylen, "%s", c->fail_why);
+  wsg_err_set(why, whylen, "%s", c->fail_why);
   return true;
 }
 
 int proc_consumer_ready(proc_consumer *c, char *why, size_t whylen) {
   if (atomic_load(&c->failed)) {
-    proc__fmt_err(why, whylen, "kafka: %s", c->fail_why);
+    wsg_err_set(why, whylen, "kafka: %s", c->fail_why);
     return -1;
   }
   if (atomic_load(&c->closing)) {
-    proc__fmt_err(why, whylen, "shutting down");
+    wsg_err_set(why, whylen, "shutting down");
     return -1;
   }
   if (!atomic_load(&c->joined)) {
-    proc__fmt_err(why, whylen, "kafka: not yet a member of the consumer group");
+    wsg_err_set(why, whylen, "kafka: not yet a member of the consumer group");
     return -1;
   }
   if (atomic_load(&c->brokers_down)) {
-    proc__fmt_err(why, whylen, "kafka: no broker reachable");
+    wsg_err_set(why, whylen, "kafka: no broker reachable");
     return -1;
   }
   return 0;
@@ -347,7 +347,7 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   *out = NULL;
   proc_consumer *c = calloc(1, sizeof(*c));
   if (!c) {
-    proc__fmt_err(err, errlen, "out of memory");
+    wsg_err_set(err, errlen, "out of memory");
     return -1;
   }
   c->inbound = strdup(o->inbound_topic);
@@ -356,7 +356,7 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   c->commands = o->commands_topic && *o->commands_topic ? strdup(o->commands_topic) : NULL;
   if (!c->inbound || !c->outbound || (o->dead_letter_topic && !c->dlq) ||
       (o->commands_topic && *o->commands_topic && !c->commands)) {
-    proc__fmt_err(err, errlen, "out of memory");
+    wsg_err_set(err, errlen, "out of memory");
     goto fail;
   }
   c->max_in_flight = o->max_in_flight ? o->max_in_flight : 100000;
@@ -378,25 +378,25 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   c->out_partitions = wsg_kafka_topic_partitions_until(c->prod, c->outbound, topic_timeout, o->stop,
                                                        terr, sizeof(terr));
   if (c->out_partitions < 1) {
-    proc__fmt_err(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
+    wsg_err_set(err, errlen, "outbound topic: %s (create it, e.g. with wsgate-admin)", terr);
     goto fail;
   }
   if (!(c->out_inflight = calloc((size_t)c->out_partitions, sizeof(uint32_t))) ||
       !(c->out_acked = malloc((size_t)c->out_partitions * sizeof(int64_t)))) {
-    proc__fmt_err(err, errlen, "out of memory");
+    wsg_err_set(err, errlen, "out of memory");
     goto fail;
   }
   for (int32_t i = 0; i < c->out_partitions; i++)
     c->out_acked[i] = -1;
   if (c->dlq && wsg_kafka_topic_partitions_until(c->prod, c->dlq, topic_timeout, o->stop, terr,
                                                  sizeof(terr)) < 1) {
-    proc__fmt_err(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
+    wsg_err_set(err, errlen, "--dead-letter-topic: %s (create it first)", terr);
     goto fail;
   }
   c->out_topic = rd_kafka_topic_new(c->prod, c->outbound, NULL);
   if (!c->out_topic) {
-    proc__fmt_err(err, errlen, "outbound topic %s: %s", c->outbound,
-                  rd_kafka_err2str(rd_kafka_last_error()));
+    wsg_err_set(err, errlen, "outbound topic %s: %s", c->outbound,
+                rd_kafka_err2str(rd_kafka_last_error()));
     goto fail;
   }
 
@@ -410,7 +410,7 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   rd_kafka_poll_set_consumer(c->cons);
   if (wsg_kafka_topic_partitions_until(c->cons, c->inbound, topic_timeout, o->stop, terr,
                                        sizeof(terr)) < 1) {
-    proc__fmt_err(err, errlen, "inbound topic: %s", terr);
+    wsg_err_set(err, errlen, "inbound topic: %s", terr);
     goto fail;
   }
   /* The commands topic is optional at start (created by `wsgate-admin topics ensure`): a
@@ -425,7 +425,7 @@ int proc_consumer_create(proc_consumer **out, const proc_consumer_options *o, ch
   rd_kafka_resp_err_t serr = rd_kafka_subscribe(c->cons, sub);
   rd_kafka_topic_partition_list_destroy(sub);
   if (serr != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    proc__fmt_err(err, errlen, "cannot subscribe to %s: %s", c->inbound, rd_kafka_err2str(serr));
+    wsg_err_set(err, errlen, "cannot subscribe to %s: %s", c->inbound, rd_kafka_err2str(serr));
     goto fail;
   }
   c->next_commit_ms = wsg_now_mono_ms() + c->commit_interval_ms;

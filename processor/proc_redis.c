@@ -108,10 +108,12 @@ int proc_redis_status(proc_redis *r, char *why, size_t whylen) {
 int proc_redis_failing(proc_redis *r, uint64_t now_ms, uint64_t grace_ms, char *why,
                        size_t whylen) {
   pthread_mutex_lock(&r->status_lock);
-  bool failing = !r->status_ok && now_ms - r->down_since_ms >= grace_ms;
+  /* A failure noted after the caller read its clock has lasted 0 ms. */
+  uint64_t failed_for = wsg_elapsed(now_ms, r->down_since_ms);
+  bool failing = !r->status_ok && failed_for >= grace_ms;
   if (failing && why && whylen)
     snprintf(why, whylen, "redis: %s (failing for %" PRIu64 " ms, --unready-after)", r->status,
-             now_ms - r->down_since_ms);
+             failed_for);
   pthread_mutex_unlock(&r->status_lock);
   return failing ? -1 : 0;
 }

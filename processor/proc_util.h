@@ -10,12 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "wsg_err.h"
-
-/* The old name of wsg_err_set (common/wsg_err.h), still used by proc_consumer.c: rename its
- * calls and drop this once the direct-reply work there has landed. */
-#define proc__fmt_err wsg_err_set
-
 /* FNV-1a over n bytes: for the small open-addressing tables of ids. */
 uint64_t proc__hash(const void *p, size_t n);
 

@@ -184,12 +184,14 @@ static int ready(void *arg, char *why, size_t whylen) {
   uint64_t now = wsg_now_mono_ms(), grace = p->cfg->unready_after_ms;
   if (proc_redis_failing(p->router, now, grace, why, whylen) != 0)
     return -1;
+  /* `since` may be later than `now` (a retry that began after the clock reading, or within its
+   * millisecond: the `| 1`). */
   uint64_t since = atomic_load(&p->retrying_since_ms);
-  if (since != 0 && now - since >= grace) {
+  if (since != 0 && wsg_elapsed(now, since) >= grace) {
     snprintf(why, whylen,
              "retrying a record or batch Redis or its handler could not take for %" PRIu64
              " ms (--unready-after)",
-             now - since);
+             wsg_elapsed(now, since));
     return -1;
   }
   return 0;

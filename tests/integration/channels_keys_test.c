@@ -93,29 +93,37 @@ Test(channels_keys, ttl_is_set_when_keys_are_created) {
     cr_expect_eq(pttl(ks.k[i]), -2, "%s goes with the last subscriber", ks.k[i]);
 }
 
-/* A 3 s TTL renewed every second: the keys of a live gateway stay through 4 TTLs, and every
- * key keeps a TTL all along. */
-Test(channels_keys, live_gateway_renews_its_keys) {
+/* Asserts for ms that each of the n keys exists with a TTL of at most 3 s (SHORT_TTL). */
+static void keys_stay_for(const char *const *keys, int n, int ms) {
+  for (uint64_t end = itest_now_ms() + (uint64_t)ms; itest_now_ms() < end; usleep(200 * 1000))
+    for (int i = 0; i < n; i++) {
+      long long t = pttl(keys[i]);
+      cr_assert(t > 0 && t <= 3000, "%s: PTTL %lld while its gateway lives", keys[i], t);
+    }
+}
+
+/* gw started with SHORT_TTL as `name`; amy subscribed to `channel`, whose keys ks exist. */
+static ws_client *start_short(const char *name, const char *channel, chkeys *ks) {
   itest_cluster c;
   itest_cluster_init(&c, 2, 4, false);
   static const char *const extra[] = {SHORT_TTL, NULL};
-  itest_gateway_start(&gw, &c, "chkeys-live", &(itest_daemon_opts){.extra = extra});
+  itest_gateway_start(&gw, &c, name, &(itest_daemon_opts){.extra = extra});
   ws_client *a = itest_connect_channels(&gw, "amy", "[\"*\"]");
-  itest_subscribe_new(a, "room:live");
-  itest_subscribe_new(a, "plain:live"); /* no presence: its :gws alone */
+  itest_subscribe_new(a, channel);
+  keys_of(&gw, channel, ks);
+  cr_assert(all_exist(ks, 5000), "the gateway wrote the keys of %s", channel);
+  return a;
+}
+
+/* A 3 s TTL renewed every second: the keys of a live gateway stay through 4 TTLs, and every
+ * key keeps a TTL all along. */
+Test(channels_keys, live_gateway_renews_its_keys) {
   chkeys ks;
-  keys_of(&gw, "room:live", &ks);
+  ws_client *a = start_short("chkeys-live", "room:live", &ks);
+  itest_subscribe_new(a, "plain:live"); /* no presence: its :gws alone */
   char plain[300];
   snprintf(plain, sizeof plain, "%sch:{c:plain:live}:gws", gw.cluster.prefix);
-  cr_assert(all_exist(&ks, 5000));
-  for (uint64_t end = itest_now_ms() + 12000; itest_now_ms() < end; usleep(200 * 1000)) {
-    for (int i = 0; i < 3; i++) {
-      long long t = pttl(ks.k[i]);
-      cr_assert(t > 0 && t <= 3000, "%s: PTTL %lld while its gateway lives", ks.k[i], t);
-    }
-    long long t = pttl(plain);
-    cr_assert(t > 0 && t <= 3000, "%s: PTTL %lld while its gateway lives", plain, t);
-  }
+  keys_stay_for((const char *const[]){ks.k[0], ks.k[1], ks.k[2], plain}, 4, 12000);
   double ok =
       itest_metric(gw.http_port, "wsgate_gateway_channel_key_renewals_total{result=\"ok\"}");
   cr_expect_geq(ok, 16, "two channels renewed about once a second for 12 s: %.0f", ok);
@@ -123,6 +131,31 @@ Test(channels_keys, live_gateway_renews_its_keys) {
       itest_metric(gw.http_port, "wsgate_gateway_channel_key_renewals_total{result=\"failed\"}"),
       0);
   ws_client_destroy(a);
+}
+
+/* The walk's tick stops while the gateway holds no channel; the next channel created starts it
+ * again, and that channel's keys are renewed like the first's (they would be gone after 3 s). */
+Test(channels_keys, renewals_resume_after_an_idle_spell) {
+  chkeys first;
+  ws_client *a = start_short("chkeys-idle", "room:first", &first);
+  ws_client_destroy(a); /* the last channel goes: the next tick (100 ms) finds none and stops */
+  for (uint64_t end = itest_now_ms() + 5000; pttl(first.k[0]) != -2 && itest_now_ms() < end;)
+    usleep(50 * 1000);
+  cr_assert_eq(pttl(first.k[0]), -2, "room:first went with its last subscriber");
+  usleep(1500 * 1000); /* idle for more than a renewal period */
+  double before =
+      itest_metric(gw.http_port, "wsgate_gateway_channel_key_renewals_total{result=\"ok\"}");
+  ws_client *b = itest_connect_channels(&gw, "bob", "[\"*\"]");
+  itest_subscribe_new(b, "room:again");
+  chkeys ks;
+  keys_of(&gw, "room:again", &ks);
+  cr_assert(all_exist(&ks, 5000));
+  keys_stay_for((const char *const[]){ks.k[0], ks.k[1], ks.k[2]}, 3, 9000);
+  double after =
+      itest_metric(gw.http_port, "wsgate_gateway_channel_key_renewals_total{result=\"ok\"}");
+  cr_expect_geq(after - before, 6, "room:again renewed about once a second for 9 s: %.0f",
+                after - before);
+  ws_client_destroy(b);
 }
 
 /* gw2 holds room:gone alone and room:both with gw. Killed with -9 it removes nothing; within the

@@ -657,3 +657,114 @@ Test(direct, order_holds_across_the_switch_back, .fini = itest_fini) {
   rd_kafka_destroy(prod);
   finish(ws, &p, &g);
 }
+
+/* --- a failed eager write ------------------------------------------------------------------- */
+
+/* A data frame to `peer` (hello done): sequence number seq, a deliver of `text` to conn on g. */
+static void send_direct_deliver(int peer, const itest_gateway *g, uint64_t conn, uint64_t seq,
+                                const char *text) {
+  wsg_envelope e = {.kind = WSG_ENV_DELIVER,
+                    .version = WSG_ENVELOPE_VERSION,
+                    .fields = WSG_F_GATEWAY | WSG_F_CONN | WSG_F_DATA | WSG_F_SLOT,
+                    .gateway = g->id,
+                    .gateway_len = strlen(g->id),
+                    .slot = (uint32_t)g->slot,
+                    .conn = conn,
+                    .data = (const uint8_t *)text,
+                    .data_len = strlen(text)};
+  wsg_buf b;
+  wsg_buf_init(&b, 0);
+  cr_assert_eq(wsg_envelope_encode(&e, &b), WSG_ENV_OK);
+  uint8_t hdr[WSG_DFRAME_HDR + WSG_DFRAME_SEQ];
+  wsg_dframe_put32(hdr, (uint32_t)(WSG_DFRAME_SEQ + b.len));
+  wsg_dframe_put64(hdr + WSG_DFRAME_HDR, seq);
+  cr_assert_eq(send(peer, hdr, sizeof hdr, MSG_NOSIGNAL), (ssize_t)sizeof hdr);
+  cr_assert_eq(send(peer, b.data, b.len, MSG_NOSIGNAL), (ssize_t)b.len);
+  wsg_buf_finish(&b);
+}
+
+/* Waits for the gateway's cumulative ack to reach seq. */
+static void expect_ack(int peer, uint64_t seq) {
+  uint8_t ack[WSG_DFRAME_HDR + WSG_DFRAME_SEQ];
+  for (uint64_t got = 0; got < seq;) {
+    struct pollfd pf = {.fd = peer, .events = POLLIN};
+    cr_assert_eq(poll(&pf, 1, ITEST_TIMEOUT_MS), 1, "no ack of frame %llu",
+                 (unsigned long long)seq);
+    cr_assert_eq(recv(peer, ack, sizeof ack, MSG_WAITALL), (ssize_t)sizeof ack);
+    got = wsg_dframe_get64(ack + WSG_DFRAME_HDR);
+  }
+}
+
+/* True once user erin's connection is registered in Redis (after the upgrade, asynchronously). */
+static bool erin_registered(void *arg) {
+  const itest_gateway *g = arg;
+  redisReply *r =
+      itest_redis_key_command(g->redis_port, "HLEN %suser:%s", g->cluster.prefix, "erin");
+  bool one = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+  freeReplyObject(r);
+  return one;
+}
+
+static bool no_connections(void *arg) {
+  return itest_metric(*(int *)arg, "wsgate_gateway_connections") == 0;
+}
+
+/*
+ * An eager write that fails (the client reset its socket and the gateway has not read the reset)
+ * ends the connection (gw_outbound.c eager_write(): marked closing, which reads again, and the
+ * kill timer). The order is made, not raced (with the gateway merely stopped, lws reads the reset
+ * first): the client first goes over --rate-bytes, so the gateway stops reading its socket for the
+ * ~8 s its second message waits; in that window the client resets, and this test, as a direct
+ * peer, sends a deliver for it. The gateway writes at once (nothing queued) and send() fails.
+ * Checked: without both the closing mark and the kill timer the connection outlives the 3 s
+ * asked here; the deliver found its connection (no no_such_connection drop) and the failed
+ * write is not counted as written.
+ */
+Test(direct, failed_eager_write_ends_the_connection, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  const char *gextra[] = {"--direct-listen",
+                          "127.0.0.1:0",
+                          "--direct-secret-file",
+                          secret_file(),
+                          "--max-message",
+                          "16k",
+                          "--rate-bytes",
+                          "1k",
+                          NULL};
+  itest_gateway g;
+  itest_gateway_start(&g, &c, "direct-ew", &(itest_daemon_opts){.extra = gextra});
+  ws_client *ws = itest_connect(&g, "erin");
+  cr_assert(itest_wait_until(erin_registered, &g, ITEST_TIMEOUT_MS), "erin's connection");
+  uint64_t conn = only_conn(&g, "erin");
+  int peer = tcp_connect(direct_port(&g));
+  uint8_t hello[WSG_DFRAME_HELLO_MAX];
+  size_t hl = wsg_dframe_hello(hello, (const uint8_t *)SECRET, strlen(SECRET));
+  cr_assert_eq(send(peer, hello, hl, 0), (ssize_t)hl);
+  send_direct_deliver(peer, &g, conn, 1, "first");
+  itest_expect_text(ws, "first", ITEST_TIMEOUT_MS);
+  expect_ack(peer, 1);
+  const char *eager = "wsgate_gateway_eager_writes_total";
+  const char *gone = "wsgate_gateway_outbound_dropped_total{reason=\"no_such_connection\"}";
+  double eager0 = itest_metric(g.http_port, eager);
+  cr_assert_geq(eager0, 1, "the first deliver was written eagerly");
+
+  /* 16 KiB spends the burst; the next 8 KiB waits 8 s at 1 KiB/s, and reading with it. */
+  static char big[16 * 1024];
+  memset(big, 'x', sizeof big);
+  cr_assert_eq(ws_client_send_text(ws, big, sizeof big), WS_CLIENT_OK);
+  cr_assert_eq(ws_client_send_text(ws, big, sizeof big / 2), WS_CLIENT_OK);
+  itest_wait_metric(g.http_port, "wsgate_gateway_rate_limited_total", 1, 5000);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  cr_assert_eq(setsockopt(ws_client_fd(ws), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  ws_client_destroy(ws); /* a reset the gateway does not read while paused */
+  send_direct_deliver(peer, &g, conn, 2, "second");
+  expect_ack(peer, 2);
+
+  cr_assert(itest_wait_until(no_connections, &g.http_port, 3000), "the connection ended");
+  cr_assert_eq(itest_metric(g.http_port, gone), 0, "the deliver found its connection");
+  cr_assert_eq(itest_metric(g.http_port, eager), eager0, "the failed write is not counted");
+  cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 0);
+  close(peer);
+  itest_gateway_cleanup(&g);
+}
