@@ -135,6 +135,25 @@ def pid_cpu(pid: int) -> float:
         return 0.0
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """{tid: (comm, CPU seconds)} for every thread of pid (/proc/<pid>/task/*/stat); {} if gone."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    tck = os.sysconf("SC_CLK_TCK")
+    for t in tids:
+        try:
+            text = Path(f"/proc/{pid}/task/{t}/stat").read_text()
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            f = text.rsplit(")", 1)[1].split()
+            out[int(t)] = (comm, (int(f[11]) + int(f[12])) / tck)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of pid in KiB (0 if gone)."""
     try:
