@@ -268,8 +268,8 @@ class Report:
                "range in parentheses), CPU µs per frame:")
         self.w()
         self.w("| server | frames/s measured (runs sustained) | server process | "
-               "Kafka broker |")
-        self.w("|---|---:|---:|---:|")
+               "Kafka broker | frames per event-loop wake-up |")
+        self.w("|---|---:|---:|---:|---:|")
 
         def cell(d, k):
             v = (d.get("cpu_us") or {}).get(k)
@@ -278,9 +278,10 @@ class Report:
                                                        and runs > 1 else "")
         if sink.get("cpu_us"):
             self.w(f"| lws_echo --sink | {f0(sink['ingest_rate'])} ({sink['sustained']}/"
-                   f"{sink['runs']}) | {cell(sink, 'lws_echo --sink')} | – |")
+                   f"{sink['runs']}) | {cell(sink, 'lws_echo --sink')} | – | "
+                   f"{f1(sink.get('frames_per_wake'))} |")
         self.w(f"| wsgate-gateway | {f0(gw['ingest_rate'])} ({gw['sustained']}/{gw['runs']}) | "
-               f"{cell(gw, 'gateway')} | {cell(gw, 'kafka')} |")
+               f"{cell(gw, 'gateway')} | {cell(gw, 'kafka')} | {f1(gw.get('frames_per_wake'))} |")
         self.w()
         th = gw.get("threads_us") or {}
         if th:
@@ -292,6 +293,10 @@ class Report:
                    f"**{s_us / g_us:.2f}x** ({s_us:.2f} / {g_us:.2f} µs): the share of bare "
                    "libwebsockets' receive rate the gateway would reach if each had the cores to "
                    "itself.")
+        self.w("- At a fixed rate a receiver's CPU per frame follows how many frames each wake-up "
+               "of its event loop finds (one poll, reads and a task switch shared by them), which "
+               "the generator's bursts and the other processes on the cores decide as much as "
+               "the server: compare rows at similar frames per wake-up.")
         if sec.get("gateway_args"):
             self.w(f"- gateway flags: `{' '.join(sec.get('gateway_args') or [])}`.")
         self.w()

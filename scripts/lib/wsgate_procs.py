@@ -154,6 +154,18 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
     return out
 
 
+def sleeps(pid: int) -> int:
+    """Voluntary context switches of pid's main thread so far (each a wait that ended: for an
+    event loop, one per poll that blocked); 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of pid in KiB (0 if gone)."""
     try:

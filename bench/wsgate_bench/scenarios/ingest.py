@@ -4,7 +4,7 @@ then both receivers' CPU per frame at one fixed rate, the gateway's split by thr
 
 import time
 
-from wsgate_procs import thread_cpu
+from wsgate_procs import sleeps, thread_cpu
 
 from ..common import ECHO_CONNS, RUN_S, WARMUP_S
 from ..search import echo_args, search_rate, sustained
@@ -42,23 +42,28 @@ def trial(ctx, name, url, rate, counter, cpu, servers=(), auth="jwt", threads=No
     """Sends at `rate` for a few seconds with nobody answering; the rate is what `counter()`
     (frames taken in by the server) grew by per second while the load ran, res["cpu_us"] the CPU
     µs per frame of `cpu` ({name: Proc}) and `servers` over the same window, and with `threads`
-    (a Proc) res["threads_us"] that process's µs per frame by thread group."""
+    (a Proc) res["threads_us"] that process's µs per frame by thread group and
+    res["frames_per_wake"] the frames its main thread took in per wake-up: at a fixed rate the
+    CPU per frame follows it (a read, an epoll_wait and a task switch shared by fewer frames)."""
     d, w = (3, 1) if ctx.quick else (RUN_S, WARMUP_S)
     p = ctx.load_bg(name, "echo", [url], ctx.scaled(ECHO_CONNS),
                     *echo_args(ctx, rate, duration=d, warmup=w), "--drain", "1s", auth=auth)
     ctx.wait_phase(p)
     time.sleep(0.2 + w)
     t0 = thread_cpu(threads.pid) if threads else {}
+    s0 = sleeps(threads.pid) if threads else 0
     c0, m0, u0 = counter(), time.monotonic(), ctx.cpu_of(cpu, servers)
     time.sleep(max(0.5, d - w - 0.5))
     c1, m1, u1 = counter(), time.monotonic(), ctx.cpu_of(cpu, servers)
     t1 = thread_cpu(threads.pid) if threads else {}
+    s1 = sleeps(threads.pid) if threads else 0
     res = ctx.load_result(p)
     n = max(1, c1 - c0)
     res["ingest_rate"] = (c1 - c0) / (m1 - m0)
     res["cpu_us"] = {k: (u1[k] - u0[k]) * 1e6 / n for k in u0}
     if threads:
         res["threads_us"] = {k: v * 1e6 / n for k, v in threads_used(threads.pid, t0, t1).items()}
+        res["frames_per_wake"] = n / max(1, s1 - s0)
     ok = res["run"]["dropped"] == 0 and res["ingest_rate"] >= 0.97 * rate
     return ok, res
 
@@ -72,6 +77,8 @@ def at_fixed_rate(ctx, rate, try_rate):
            "cpu_us": ingest_cpu(res),
            "cpu_range": {k: span([r["cpu_us"][k] for r in res]) for k in res[0]["cpu_us"]},
            "cmd": res[0]["_cmd"]}
+    if res[0].get("frames_per_wake"):
+        out["frames_per_wake"] = median([r["frames_per_wake"] for r in res])
     if res[0].get("threads_us"):
         groups = sorted({g for r in res for g in r["threads_us"]})
         out["threads_us"] = {g: median([r["threads_us"].get(g, 0.0) for r in res])
@@ -117,7 +124,7 @@ def run(ctx):
     try:
         def try_sink(rate):
             return trial(ctx, "lws-sink", sink.url, rate, lambda: ctx.lws_received(sink),
-                         {"lws_echo --sink": sink}, auth="none")
+                         {"lws_echo --sink": sink}, auth="none", threads=sink)
         if search:
             out["lws_sink"] = searched(ctx, "lws_echo --sink", 45000, try_sink, ingest_cpu,
                                        lambda c: c["ingest_rate"], key="ingest_rate")
