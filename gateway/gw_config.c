@@ -109,9 +109,10 @@ static const wsg_option listener_rows[] = {
      "Memory all connections together may hold for partly received messages and messages "
      "waiting for Kafka; a connection that needs more is closed with 1013."},
     {"loop-clock", 0, "WSGATE_LOOP_CLOCK", WSG_OPT_BOOL, OPT(loop_clock), "false", 0, 0, NULL, 0,
-     "Stamp frames (the envelope's ts) and the latency histograms with the event loop's one "
-     "clock reading per iteration instead of reading the clock per frame: less CPU per frame, "
-     "stamps early by up to one loop iteration (docs/GATEWAY.md, latency knobs)."},
+     "Stamp frames (the envelope's ts) and the latency histograms, and time the rate limits, "
+     "with one clock reading per event-loop iteration instead of reading the clock per frame: "
+     "less CPU per frame, stamps early by up to one loop iteration (docs/GATEWAY.md, latency "
+     "knobs)."},
     {"eager-write", 0, "WSGATE_EAGER_WRITE", WSG_OPT_BOOL, OPT(eager_write), "true", 0, 0, NULL, 0,
      "Write a delivery to a connection whose send queue is empty at once instead of waiting for "
      "the socket's next writeable event: one system call per reply instead of three "

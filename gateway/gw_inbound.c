@@ -30,7 +30,9 @@
  * not per piece of --rx-buffer. */
 #define DISCARD_QUANTUM ((uint64_t)64 << 10)
 
-static void env_base(gw_server *s, const gw_session *ss, wsg_envelope *e, wsg_env_kind kind) {
+/* ts_us: the message's arrival for `msg` (read once, in on_message), now for the others. */
+static void env_base(gw_server *s, const gw_session *ss, wsg_envelope *e, wsg_env_kind kind,
+                     uint64_t ts_us) {
   memset(e, 0, sizeof *e);
   e->kind = kind;
   e->version = WSG_ENVELOPE_VERSION;
@@ -41,7 +43,7 @@ static void env_base(gw_server *s, const gw_session *ss, wsg_envelope *e, wsg_en
   e->gateway = s->cfg->gateway_id;
   e->gateway_len = strlen(s->cfg->gateway_id);
   e->slot = s->slot >= 0 ? (uint32_t)s->slot : 0;
-  e->ts_us = gw_clock_wall_us(&s->clock);
+  e->ts_us = ts_us;
 }
 
 /* Encodes and produces; returns a gw_kafka_err (GW_KAFKA_FAILED when encoding failed). */
@@ -61,7 +63,7 @@ static int produce_env(gw_server *s, const gw_session *ss, const wsg_envelope *e
 int gw_inbound_subscribe_request(gw_server *s, const gw_session *ss, const char *ch, size_t len,
                                  uint64_t rq) {
   wsg_envelope e;
-  env_base(s, ss, &e, WSG_ENV_SUB_REQUEST);
+  env_base(s, ss, &e, WSG_ENV_SUB_REQUEST, gw_clock_wall_us(&s->clock));
   e.fields |= WSG_F_CHANNEL | WSG_F_REQUEST;
   e.channel = ch;
   e.channel_len = len;
@@ -144,7 +146,7 @@ static void stalled_push(gw_server *s, gw_session *ss) {
 static int flush_held(gw_server *s, gw_session *ss) {
   if ((ss->flags & F_REGISTERED) && !(ss->flags & F_CONNECT_SENT)) {
     wsg_envelope e;
-    env_base(s, ss, &e, WSG_ENV_CONNECT);
+    env_base(s, ss, &e, WSG_ENV_CONNECT, gw_clock_wall_us(&s->clock));
     int rc = produce_env(s, ss, &e);
     if (rc == GW_KAFKA_FULL)
       return 1;
@@ -164,9 +166,8 @@ static int flush_held(gw_server *s, gw_session *ss) {
     return 0;
   }
   wsg_envelope e;
-  env_base(s, ss, &e, WSG_ENV_MSG);
+  env_base(s, ss, &e, WSG_ENV_MSG, ss->rx_ts_us);
   e.fields |= WSG_F_SEQ | WSG_F_DATA | WSG_F_BINARY;
-  e.ts_us = ss->rx_ts_us;
   e.seq = ss->seq + 1;
   e.data = ss->rx;
   e.data_len = ss->rx_len;
@@ -269,7 +270,7 @@ void gw_inbound_rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8_t *data,
                       size_t len, bool in_rx) {
   ss->rx_ts_us = gw_clock_wall_us(&s->clock);
-  uint64_t t = now_ns();
+  uint64_t t = gw_clock_mono_ns(&s->clock);
   uint64_t wait = rate_wait(s, ss, len, t);
   if (wait > 0) {
     wsg_counter_add(s->m_rate_limited, 1);
@@ -296,9 +297,8 @@ static int on_message(gw_server *s, struct lws *wsi, gw_session *ss, const uint8
     /* The common case, a message that arrived in one piece: produce straight from lws' buffer. */
     if ((ss->flags & F_CONNECT_SENT) && !s->pressure) {
       wsg_envelope e;
-      env_base(s, ss, &e, WSG_ENV_MSG);
+      env_base(s, ss, &e, WSG_ENV_MSG, ss->rx_ts_us);
       e.fields |= WSG_F_SEQ | WSG_F_DATA | WSG_F_BINARY;
-      e.ts_us = ss->rx_ts_us;
       e.seq = ss->seq + 1;
       e.data = data;
       e.data_len = len;
@@ -354,7 +354,7 @@ static void discard_end(gw_server *s, gw_session *ss) {
  * fragment ends. 0, or -1 after gw__close_now.
  */
 static int discard_piece(gw_server *s, struct lws *wsi, gw_session *ss, size_t len) {
-  uint64_t t = now_ns();
+  uint64_t t = gw_clock_mono_ns(&s->clock);
   wsg_counter_add(s->m_discarded, len);
   if (lws_is_final_fragment(wsi)) {
     discard_end(s, ss);
@@ -490,7 +490,7 @@ static void on_discard_due(gw_server *s, gw_session *ss) {
       discard_end(s, ss);
     return;
   }
-  uint64_t t = now_ns();
+  uint64_t t = gw_clock_mono_ns(&s->clock);
   uint64_t wait = gw_rate_wait_ns(&s->rate_bytes, ss->tat_bytes, t, DISCARD_QUANTUM);
   if (wait > 0) {
     if (rate_timer_add(s, ss, wait) != 0)
@@ -508,7 +508,7 @@ static void on_rate_due(gw_server *s, gw_session *ss) {
   }
   if (!(ss->hold & HOLD_RATE) || (ss->flags & (F_CLOSING | F_RELEASED)))
     return;
-  uint64_t t = now_ns();
+  uint64_t t = gw_clock_mono_ns(&s->clock);
   uint64_t wait = rate_wait(s, ss, ss->rx_len, t);
   if (wait > 0) {
     if (rate_timer_add(s, ss, wait) != 0)
@@ -570,16 +570,15 @@ void gw_inbound_produce_final(gw_server *s, gw_session *ss) {
     return;
   }
   if (ss->flags & F_MSG_READY) {
-    env_base(s, ss, &e, WSG_ENV_MSG);
+    env_base(s, ss, &e, WSG_ENV_MSG, ss->rx_ts_us);
     e.fields |= WSG_F_SEQ | WSG_F_DATA | WSG_F_BINARY;
-    e.ts_us = ss->rx_ts_us;
     e.seq = ++ss->seq;
     e.data = ss->rx;
     e.data_len = ss->rx_len;
     e.binary = (ss->flags & F_BINARY) != 0;
     produce_or_orphan(s, ss, &e);
   }
-  env_base(s, ss, &e, WSG_ENV_DISCONNECT);
+  env_base(s, ss, &e, WSG_ENV_DISCONNECT, gw_clock_wall_us(&s->clock));
   e.fields |= WSG_F_CLOSE_CODE | WSG_F_SEQ;
   e.seq = ss->seq; /* the `n` of its last msg: a processor can tell it saw them all */
   e.close_code = ss->disconnect_code ? ss->disconnect_code : 1006;

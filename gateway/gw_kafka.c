@@ -751,6 +751,9 @@ int gw_kafka_create(gw_kafka **out, const gw_kafka_options *o, char *err, size_t
     rc = GW_KAFKA_THREAD;
     goto fail;
   }
+  /* Named beside librdkafka's rdk:* threads so top -H and the bench's per-thread CPU tell it from
+   * the event loop (a name is a hint: failing to set it changes nothing). */
+  (void)pthread_setname_np(k->thread, "gw:outbound");
   k->thread_started = true;
   *out = k;
   return GW_KAFKA_OK;

@@ -648,7 +648,6 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
   s->o = *o;
   s->cfg = cfg;
   s->slot = -1;
-  gw_clock_init(&s->clock, o->loop, cfg->loop_clock);
   if (gw_user_map_init(&s->users) != 0) {
     snprintf(err, errlen, "getrandom failed");
     free(s);
@@ -664,6 +663,7 @@ int gw_server_create(gw_server **out, const gw_server_options *o, char *err, siz
     }
   }
   s->conn_prefix = (uint64_t)prefix << 32;
+  gw_clock_init(&s->clock, o->loop, cfg->loop_clock); /* from here, destroy stops its watcher */
   wsg_buf_init(&s->enc, cfg->max_message + (size_t)64 * 1024);
   s->scratch = malloc(LWS_PRE + FRAG_SIZE);
   if (!s->scratch) {
@@ -839,6 +839,7 @@ void gw_server_destroy(gw_server *s) {
     ev_timer_stop(s->o.loop, &s->kill_w);
     ev_timer_stop(s->o.loop, &s->ka_w);
   }
+  gw_clock_finish(&s->clock);
   if (s->ctx)
     lws_context_destroy(s->ctx); /* CLOSED and WSI_DESTROY run for every connection in here */
   s->ctx = NULL;

@@ -82,9 +82,17 @@ def main():
                     "e.g. --gateway-arg=--loop-clock --gateway-arg=-X --gateway-arg=linger.ms=1)")
     ap.add_argument("--processor-arg", action="append", default=[], metavar="FLAG",
                     help="append FLAG to every processor's command line (repeat for more)")
+    ap.add_argument("--ingest-rate", type=int, default=0, metavar="N",
+                    help="the ingest scenario's fixed rate (frames/s) at which the gateway and "
+                    "lws_echo --sink are compared by CPU per frame (default 100000)")
+    ap.add_argument("--ingest-fixed-only", action="store_true",
+                    help="the ingest scenario measures only at --ingest-rate (no ceiling "
+                    "searches): an A/B of a gateway flag or build in about a minute")
     args = ap.parse_args()
     if args.repeats < 1 or args.repeats > 20:
         ap.error("--repeats: 1..20")
+    if not 0 <= args.ingest_rate <= 2_000_000:
+        ap.error("--ingest-rate: 1..2000000 frames/s")
     if not 0.001 <= args.scale <= 1.0:
         ap.error("--scale: 0.001..1")
     try:

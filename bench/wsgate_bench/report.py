@@ -247,13 +247,59 @@ class Report:
         for k, label, unit in (("lws_sink", "lws_echo --sink", "frame"),
                                ("gateway", "gateway", "frame"), ("lws", "lws_echo", "echo")):
             if sec.get(k, {}).get("cpu_us"):
-                self.w(f"- {label}: {cpu_text(sec[k]['cpu_us'], unit)}")
+                self.w(f"- {label}, at its ceiling: {cpu_text(sec[k]['cpu_us'], unit)}")
         self.w()
-        for k in ("lws_sink", "gateway", "lws"):
+        self.ingest_fixed(sec)
+        for k in ("lws_sink", "gateway", "lws", "lws_sink_fixed", "gateway_fixed"):
             if sec.get(k, {}).get("cmd"):
                 self.w(f"- `{shorten(sec[k]['cmd'])}`")
         self.w()
         self.w(self.loadavg(sec))
+        self.w()
+
+    def ingest_fixed(self, sec):
+        """Both receivers at the same offered rate: CPU per frame without the ceilings' contention,
+        the gateway's by thread, and Kafka's."""
+        sink, gw = sec.get("lws_sink_fixed") or {}, sec.get("gateway_fixed") or {}
+        if not gw.get("cpu_us"):
+            return
+        rate = gw["rate"]
+        runs = gw.get("runs", 1)
+        self.w(f"At a fixed {f0(rate)} frames/s (100 connections, 64 B; median of {runs}, "
+               "range in parentheses), CPU µs per frame:")
+        self.w()
+        self.w("| server | frames/s measured (runs sustained) | server process | "
+               "Kafka broker | frames per event-loop wake-up |")
+        self.w("|---|---:|---:|---:|---:|")
+
+        def cell(d, k):
+            v = (d.get("cpu_us") or {}).get(k)
+            lo, hi = (d.get("cpu_range") or {}).get(k, (None, None))
+            return "–" if v is None else f"{v:.2f}" + (f" ({lo:.2f}–{hi:.2f})" if lo is not None
+                                                       and runs > 1 else "")
+        if sink.get("cpu_us"):
+            self.w(f"| lws_echo --sink | {f0(sink['ingest_rate'])} ({sink['sustained']}/"
+                   f"{sink['runs']}) | {cell(sink, 'lws_echo --sink')} | – | "
+                   f"{f1(sink.get('frames_per_wake'))} |")
+        self.w(f"| wsgate-gateway | {f0(gw['ingest_rate'])} ({gw['sustained']}/{gw['runs']}) | "
+               f"{cell(gw, 'gateway')} | {cell(gw, 'kafka')} | {f1(gw.get('frames_per_wake'))} |")
+        self.w()
+        th = gw.get("threads_us") or {}
+        if th:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(th.items(), key=lambda x: -x[1]))
+            self.w(f"- gateway by thread (µs per frame): {parts}.")
+        s_us, g_us = (sink.get("cpu_us") or {}).get("lws_echo --sink"), gw["cpu_us"].get("gateway")
+        if s_us and g_us:
+            self.w(f"- bare libwebsockets / gateway CPU per frame at the same rate: "
+                   f"**{s_us / g_us:.2f}x** ({s_us:.2f} / {g_us:.2f} µs): the share of bare "
+                   "libwebsockets' receive rate the gateway would reach if each had the cores to "
+                   "itself.")
+        self.w("- At a fixed rate a receiver's CPU per frame follows how many frames each wake-up "
+               "of its event loop finds (one poll, reads and a task switch shared by them), which "
+               "the generator's bursts and the other processes on the cores decide as much as "
+               "the server: compare rows at similar frames per wake-up.")
+        if sec.get("gateway_args"):
+            self.w(f"- gateway flags: `{' '.join(sec.get('gateway_args') or [])}`.")
         self.w()
 
     def lat_row(self, label, p):

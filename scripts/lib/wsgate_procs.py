@@ -135,6 +135,37 @@ def pid_cpu(pid: int) -> float:
         return 0.0
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """{tid: (comm, CPU seconds)} for every thread of pid (/proc/<pid>/task/*/stat); {} if gone."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    tck = os.sysconf("SC_CLK_TCK")
+    for t in tids:
+        try:
+            text = Path(f"/proc/{pid}/task/{t}/stat").read_text()
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            f = text.rsplit(")", 1)[1].split()
+            out[int(t)] = (comm, (int(f[11]) + int(f[12])) / tck)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def sleeps(pid: int) -> int:
+    """Voluntary context switches of pid's main thread so far (each a wait that ended: for an
+    event loop, one per poll that blocked); 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of pid in KiB (0 if gone)."""
     try:

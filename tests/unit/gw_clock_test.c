@@ -59,3 +59,39 @@ Test(gw_clock, without_a_loop_per_iteration_falls_back_to_per_call) {
   sleep_ms(2);
   cr_assert_geq(gw_clock_wall_us(&c), a + 2000);
 }
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+Test(gw_clock, per_iteration_monotonic_moves_once_per_iteration) {
+  struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+  cr_assert_not_null(loop);
+  gw_clock c;
+  gw_clock_init(&c, loop, true);
+  uint64_t a = gw_clock_mono_ns(&c);
+  sleep_ms(5);
+  cr_assert_eq(gw_clock_mono_ns(&c), a, "no new reading inside one iteration");
+  cr_assert_geq(mono_ns(), a + 5000000u);
+  /* The watcher is unreferenced: with nothing else active, ev_run returns at once. */
+  ev_run(loop, 0);
+  uint64_t b = gw_clock_mono_ns(&c);
+  cr_assert_geq(b, a + 5000000u, "the next iteration reads again");
+  cr_assert_leq(b, mono_ns());
+  gw_clock_finish(&c);
+  gw_clock_finish(&c); /* twice is harmless */
+  ev_run(loop, EVRUN_NOWAIT);
+  cr_assert_eq(gw_clock_mono_ns(&c), b, "stopped: no more readings");
+  ev_loop_destroy(loop);
+}
+
+Test(gw_clock, per_call_monotonic_reads_the_clock_every_time) {
+  gw_clock c;
+  gw_clock_init(&c, NULL, true);
+  uint64_t a = gw_clock_mono_ns(&c);
+  sleep_ms(2);
+  cr_assert_geq(gw_clock_mono_ns(&c), a + 2000000u);
+  gw_clock_finish(&c); /* never started: harmless */
+}
