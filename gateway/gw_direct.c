@@ -28,6 +28,7 @@
 #define SWEEP_S          1.0
 #define READ_CHUNK       (256u << 10)
 #define LOG_PER_S        5
+#define ACK_SNDBUF       4096 /* a peer's send buffer (the kernel doubles it) */
 /* A barrier not passed by then will not be (the processor gave up long before: its
  * --direct-ack-timeout); the peer is closed. */
 #define BARRIER_HOLD_MAX_MS 30000
@@ -453,6 +454,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* Only acks go this way, 12 bytes and cumulative: a deep send buffer (loopback's grows to
+     * 4 MB) would hold stale ones for a processor slow to read; the newest waits in p->ack. */
+    int sndbuf = ACK_SNDBUF;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     p->d = d;
     p->fd = fd;
     p->since_ms = wsg_now_mono_ms();
