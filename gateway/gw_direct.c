@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gw_dack.h"
 #include "wsg_dframe.h"
 #include "wsg_log.h"
 #include "wsg_time.h"
@@ -27,6 +28,7 @@
 #define SWEEP_S          1.0
 #define READ_CHUNK       (256u << 10)
 #define LOG_PER_S        5
+#define ACK_SNDBUF       4096 /* a peer's send buffer (the kernel doubles it) */
 /* A barrier not passed by then will not be (the processor gave up long before: its
  * --direct-ack-timeout); the peer is closed. */
 #define BARRIER_HOLD_MAX_MS 30000
@@ -68,8 +70,7 @@ typedef struct peer {
   uint64_t done;     /* highest sequence dispatched */
   uint8_t *buf;      /* bytes read, not yet a whole frame */
   size_t len, cap;
-  uint8_t ack[WSG_DFRAME_HDR + WSG_DFRAME_SEQ];
-  size_t ack_off, ack_len; /* an ack partly written */
+  gw_dack ack; /* the ack owed: done, once written whole */
   char addr[64];
 } peer;
 
@@ -117,7 +118,9 @@ static const wsg_metric_def metric_rows[] = {
                     "drops.",
                     NULL),
     WSG_COUNTER_ROW(gw_direct, m_acks, "wsgate_gateway_direct_acks_total",
-                    "Cumulative acks sent to processors (one per read, not per frame).", NULL),
+                    "Cumulative acks written to processors (at most one per read, not per frame; "
+                    "one more for the newest sequence after an ack that waited for room).",
+                    NULL),
     WSG_COUNTER_ROW(gw_direct, m_barrier_waits, "wsgate_gateway_direct_barrier_waits_total",
                     "Barriers that held a processor's direct frames until the outbound consumer "
                     "had dispatched what Kafka acknowledged before them.",
@@ -169,12 +172,17 @@ static void refuse(peer *p, refusal why, const char *detail) {
   peer_close(p);
 }
 
-/* Writes what is left of the ack; false when the peer is gone. */
+/* Writes the acks owed until none is or the socket is full (then the write watcher finishes the
+ * job: a half-written ack is completed and the newest sequence dispatched by then acked after it).
+ * False when the peer is gone. */
 static bool ack_flush(peer *p) {
-  while (p->ack_off < p->ack_len) {
-    ssize_t n = send(p->fd, p->ack + p->ack_off, p->ack_len - p->ack_off, MSG_NOSIGNAL);
+  const uint8_t *bytes;
+  size_t len;
+  while (gw_dack_next(&p->ack, &bytes, &len)) {
+    ssize_t n = send(p->fd, bytes, len, MSG_NOSIGNAL);
     if (n > 0) {
-      p->ack_off += (size_t)n;
+      if (gw_dack_wrote(&p->ack, (size_t)n))
+        wsg_counter_add(p->d->m_acks, 1);
       continue;
     }
     if (n < 0 && errno == EINTR)
@@ -190,15 +198,11 @@ static bool ack_flush(peer *p) {
   return true;
 }
 
-/* Queues an ack of p->done: one in flight at a time, and a newer one replaces an unsent one. */
+/* Owes the peer an ack of p->done (once per read, not per frame), sent now if there is room. */
 static bool ack(peer *p) {
-  if (p->ack_off > 0 && p->ack_off < p->ack_len)
-    return true; /* half written: the next read acks again, cumulatively */
-  wsg_dframe_put32(p->ack, WSG_DFRAME_SEQ);
-  wsg_dframe_put64(p->ack + WSG_DFRAME_HDR, p->done);
-  p->ack_off = 0;
-  p->ack_len = sizeof p->ack;
-  wsg_counter_add(p->d->m_acks, 1);
+  gw_dack_due(&p->ack, p->done);
+  if (ev_is_active(&p->ww))
+    return true; /* the socket is full: write_cb sends it once there is room */
   return ack_flush(p);
 }
 
@@ -450,6 +454,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents) {
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* Only acks go this way, 12 bytes and cumulative: a deep send buffer (loopback's grows to
+     * 4 MB) would hold stale ones for a processor slow to read; the newest waits in p->ack. */
+    int sndbuf = ACK_SNDBUF;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     p->d = d;
     p->fd = fd;
     p->since_ms = wsg_now_mono_ms();

@@ -10,11 +10,13 @@
  */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -766,5 +768,120 @@ Test(direct, failed_eager_write_ends_the_connection, .fini = itest_fini) {
   cr_assert_eq(itest_metric(g.http_port, eager), eager0, "the failed write is not counted");
   cr_assert_eq(itest_metric(g.http_port, "wsgate_gateway_direct_dropped_total"), 0);
   close(peer);
+}
+
+/* --- acks behind a full socket ---------------------------------------------------------------- */
+
+/* The bytes the kernel still holds to send on the loopback TCP socket from local_port to
+ * remote_port (/proc/net/tcp's tx_queue), or -1 when there is no such socket. */
+static long tcp_tx_queue(int local_port, int remote_port) {
+  FILE *f = fopen("/proc/net/tcp", "r");
+  cr_assert_not_null(f);
+  char line[512];
+  long tx = -1;
+  while (tx < 0 && fgets(line, sizeof line, f)) {
+    unsigned lport, rport;
+    unsigned long txq;
+    if (sscanf(line, " %*d: %*x:%x %*x:%x %*x %lx:%*x", &lport, &rport, &txq) == 3 &&
+        (int)lport == local_port && (int)rport == remote_port)
+      tx = (long)txq;
+  }
+  fclose(f);
+  return tx;
+}
+
+/* A processor that stops reading its socket while it keeps sending, so the gateway's acks (one
+ * per read) fill the socket and wait for room; then it reads. The newest sequence must be
+ * acknowledged once the socket drains, though nothing more is read from the peer: the gateway
+ * owes it and its write watcher sends it. Whether the kernel took the last ack in part (the case
+ * the old code lost, --direct-ack-timeout then every unacked reply again through Kafka) is the
+ * kernel's choice: here it mostly stops at a whole ack (with a 4 KiB receive buffer it did not,
+ * and the old code failed 3 runs of 3, but TCP then stalled for seconds of backoff). The unit
+ * test tests/unit/gw_dack_test.c covers every cut deterministically. */
+Test(direct, newest_ack_follows_a_full_socket, .fini = itest_fini) {
+  itest_cluster c;
+  itest_cluster_init(&c, 2, 2, false);
+  const char *gextra[] = {"--direct-listen", "127.0.0.1:0", "--direct-secret-file", secret_file(),
+                          NULL};
+  itest_daemon_opts go = {.extra = gextra};
+  itest_gateway g;
+  itest_gateway_start(&g, &c, "direct", &go);
+  int port = direct_port(&g);
+
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  /* A bounded receive buffer (the default grows to MBs); not one of a few KiB: the kernel then
+   * drops loopback segments, TCP's ACKs with them, and stalls for seconds of backoff. */
+  int rcvbuf = 64 << 10;
+  cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  struct sockaddr_in me;
+  socklen_t ml = sizeof me;
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&me, &ml), 0);
+  int my_port = ntohs(me.sin_port);
+  uint8_t hello[WSG_DFRAME_HELLO_MAX];
+  size_t hl = wsg_dframe_hello(hello, (const uint8_t *)SECRET, strlen(SECRET));
+  cr_assert_eq(send(fd, hello, hl, 0), (ssize_t)hl);
+
+  /* Frames one per send (garbage envelopes: acknowledged and dropped), as fast as the gateway
+   * takes them, until this side's buffer is full and the gateway's unsent acks stop growing: its
+   * socket is full (one ack per read; its send buffer is small, gw_direct.c's ACK_SNDBUF). */
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  uint8_t frame[4 + 8 + 3] = {0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0xc1, 0xc1, 0xc1};
+  uint64_t seq = 0;
+  long tx_max = 0;
+  int still = 0;
+  uint64_t deadline = itest_now_ms() + 60000;
+  while (still < 10) { /* 20,000 frames and 100 ms without one more ack queued */
+    cr_assert_lt(itest_now_ms(), deadline, "the gateway's acks never filled its socket (%ld bytes)",
+                 tx_max);
+    for (int i = 0; i < 2000; i++) {
+      wsg_dframe_put64(frame + 4, ++seq);
+      cr_assert_eq(send(fd, frame, sizeof frame, 0), (ssize_t)sizeof frame);
+    }
+    usleep(10000);
+    long tx = tcp_tx_queue(port, my_port);
+    cr_assert_geq(tx, 0, "the gateway's side of the connection");
+    int rx = 0;
+    cr_assert_eq(ioctl(fd, FIONREAD, &rx), 0);
+    if (tx > tx_max) {
+      tx_max = tx;
+      still = 0;
+    } else if (tx > 0 && rx >= rcvbuf / 2) {
+      still++;
+    }
+  }
+  itest_wait_metric(g.http_port, "wsgate_gateway_direct_dropped_total", (double)seq, 5000);
+
+  /* Now read: whole acks, each above the last, up to the last sequence sent. */
+  uint8_t buf[4096];
+  size_t have = 0;
+  uint64_t last = 0;
+  deadline = itest_now_ms() + 3000; /* above the processor's default --direct-ack-timeout */
+  while (last < seq && itest_now_ms() < deadline) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 100) <= 0)
+      continue;
+    ssize_t n = recv(fd, buf + have, sizeof buf - have, 0);
+    cr_assert_gt(n, 0, "the gateway closed the connection");
+    have += (size_t)n;
+    size_t off = 0;
+    for (; have - off >= 12; off += 12) {
+      cr_assert_eq(wsg_dframe_get32(buf + off), 8, "an ack's length");
+      uint64_t ack = wsg_dframe_get64(buf + off + 4);
+      cr_assert_gt(ack, last, "ack %llu after %llu", (unsigned long long)ack,
+                   (unsigned long long)last);
+      cr_assert_leq(ack, seq);
+      last = ack;
+    }
+    memmove(buf, buf + off, have - off);
+    have -= off;
+  }
+  cr_assert_eq(last, seq, "the newest sequence is acknowledged (%llu of %llu; %ld bytes were held)",
+               (unsigned long long)last, (unsigned long long)seq, tx_max);
+  close(fd);
   itest_gateway_cleanup(&g);
 }
