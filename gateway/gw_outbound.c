@@ -426,7 +426,7 @@ static void write_queued_now(gw_server *s, gw_session *ss) {
     wsg_counter_add(s->m_batched_msgs, (uint64_t)done);
     written_from_queue(s, ss, (size_t)done);
   }
-  if (!gw_sendq_empty(&ss->q) || ss->sent_off || (ss->flags & F_CLOSING))
+  if (ss->wsi && (!gw_sendq_empty(&ss->q) || ss->sent_off || (ss->flags & F_CLOSING)))
     lws_callback_on_writable(ss->wsi);
 }
 
