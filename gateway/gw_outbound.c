@@ -280,17 +280,7 @@ static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, siz
   return 1;
 }
 
-/*
- * --eager-write: a message for a connection with nothing queued goes out now, not from the next
- * WRITEABLE, which costs an epoll_ctl to arm POLLOUT, a loop wake-up and an epoll_ctl to disarm
- * it. Only where that cannot reorder, overfill or break a close
- * (docs/notes/libwebsockets-4.1.6.md#eager-write): nothing queued or half-written; lws holds none
- * of the connection's earlier output (lws_partial_buffered: so lws holds at most this one frame,
- * as on the WRITEABLE path, and later messages queue under the queue's limits); no close decided
- * or begun by either side (a peer's close sets disconnect_code); no permessage-deflate (its
- * compressor drains across WRITEABLE callbacks); a message that fits one frame and the queue's
- * hard limit (over it, the queue's refusal closes with 4001, as without eager writes).
- */
+/* eager_write's conditions on the connection (below), also re-checked at a batch's end. */
 static bool writable_now(gw_server *s, gw_session *ss) {
   return s->cfg->eager_write && ss->wsi && ss->user && !ss->disconnect_code && !ss->sent_off &&
          !(ss->flags & (F_CLOSING | F_RELEASED | F_CLOSE_SENT | F_LWS_CLOSING | F_DEFLATE)) &&
@@ -309,6 +299,19 @@ static bool one_frame(const gw_session *ss, const gw_msg *m) {
   return gw_msg_len(m) + (ss->sq ? SEQ_HEADER_MAX : 0) <= FRAG_SIZE;
 }
 
+/*
+ * --eager-write: a message for a connection with nothing queued goes out now, not from the next
+ * WRITEABLE, which costs an epoll_ctl to arm POLLOUT, a loop wake-up and an epoll_ctl to disarm
+ * it. Only where that cannot reorder, overfill or break a close
+ * (docs/notes/libwebsockets-4.1.6.md#eager-write): nothing queued or half-written; lws holds none
+ * of the connection's earlier output (lws_partial_buffered: so lws holds at most this one frame,
+ * as on the WRITEABLE path, and later messages queue under the queue's limits); no close decided
+ * or begun by either side (a peer's close sets disconnect_code); no permessage-deflate (its
+ * compressor drains across WRITEABLE callbacks); a message that fits one frame and the queue's
+ * hard limit (over it, the queue's refusal closes with 4001, as without eager writes). While a
+ * wake-up dispatches several records (s->batching), EW_BATCH instead: write_queued_now sends it
+ * with the connection's later messages of that wake-up.
+ */
 static ew_result eager_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag) {
   if (!s->cfg->eager_write || !gw_sendq_empty(&ss->q))
     return EW_QUEUE;
