@@ -6,12 +6,15 @@
  * a message in one frame straight from the shared gw_msg, or in fragments through a scratch
  * buffer, behind a resumable connection's "<q>\n" header. Keepalive pings and the close frame
  * go out from here too, between messages. With --eager-write, a message for a connection with
- * nothing queued is written at once instead (eager_write); with --coalesce-writes, several whole
- * messages at a queue's head go out framed by us in one raw write (coalesce_write).
+ * nothing queued is written at once instead (eager_write), except while a wake-up dispatches
+ * several records: then such a connection's messages queue and go out together at the wake-up's
+ * end (batch_flush); with --coalesce-writes, several whole messages at a queue's head go out
+ * framed by us in one raw write (coalesce_write).
  *
  * Threads: the loop thread only.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gw_server.h"
@@ -23,22 +26,33 @@
 #define OUTBOUND_BATCH    256
 #define OUTBOUND_PER_WAKE 4096
 
-typedef enum { EW_QUEUE, EW_WRITTEN, EW_FAILED } ew_result;
+/* EW_BATCH: queue it without arming WRITEABLE; it goes out at the batch's end (batch_flush). */
+typedef enum { EW_QUEUE, EW_BATCH, EW_WRITTEN, EW_FAILED } ew_result;
 static ew_result eager_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag);
+static bool batch_add(gw_server *s, gw_session *ss);
+static void write_queued_now(gw_server *s, gw_session *ss);
 
 /* Queues m with `tag` for ss, within its send queue's limits; over a limit the connection is
  * closed (4001). With --eager-write, writes it at once instead when nothing is queued. Returns
  * false when it was closed. */
 bool gw_outbound_queue(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, uint64_t now_ms) {
   ew_result ew = eager_write(s, ss, m, tag);
-  if (ew != EW_QUEUE)
+  if (ew == EW_WRITTEN || ew == EW_FAILED)
     return ew == EW_WRITTEN;
   uint64_t before = gw_sendq_bytes(&ss->q);
   int rc = gw_sendq_push_tagged(&ss->q, m, tag, &s->sendq_limits, now_ms);
   if (rc == GW_SENDQ_OK) {
     s->sendq_bytes += gw_sendq_bytes(&ss->q) - before;
     wsg_gauge_set(s->m_sendq_bytes, (int64_t)s->sendq_bytes);
-    lws_callback_on_writable(ss->wsi);
+    /* Listed (now or by an earlier message of this batch): written at the batch's end, or now
+     * once it holds a coalesced write's worth, so that a burst fills the socket as eager writes
+     * would rather than the queue up to its limits. */
+    if (ss->batched) {
+      if (gw_sendq_bytes(&ss->q) >= FRAG_SIZE)
+        write_queued_now(s, ss);
+    } else if (ew != EW_BATCH || !batch_add(s, ss)) {
+      lws_callback_on_writable(ss->wsi);
+    }
     return s->sendq_bytes <= s->cfg->sendq_max || gw_sendmem_enforce(s, ss);
   }
   if (rc == GW_SENDQ_NOMEM) {
@@ -153,18 +167,27 @@ void gw_server_dispatch(gw_server *s, gw_outbound *it) {
   dispatch(s, it, wsg_now_mono_ms());
 }
 
+static void batch_flush(gw_server *s);
+
 void gw_outbound_drain(gw_server *s) {
   gw_outbound items[OUTBOUND_BATCH];
   size_t total = 0, n;
   uint64_t now_ms = wsg_now_mono_ms();
   while (total < OUTBOUND_PER_WAKE &&
          (n = gw_kafka_outbound_pop(s->o.kafka, items, OUTBOUND_BATCH)) > 0) {
+    /* Several records in one wake-up: the loop is behind, or a burst came. A connection may get
+     * several messages; eager writes would send them one system call each, so they queue and
+     * go out together at the end (docs/notes/libwebsockets-4.1.6.md#eager-write). One record
+     * gives each connection at most one message: written eagerly, as before. */
+    if (n > 1)
+      s->batching = s->cfg->eager_write;
     for (size_t i = 0; i < n; i++) {
       dispatch(s, &items[i], now_ms);
       gw_outbound_finish(&items[i]);
     }
     total += n;
   }
+  batch_flush(s);
   /* More may be waiting: let other events run first, then come back. */
   if (total >= OUTBOUND_PER_WAKE)
     lws_cancel_service(s->ctx);
@@ -257,6 +280,25 @@ static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, siz
   return 1;
 }
 
+/* eager_write's conditions on the connection (below), also re-checked at a batch's end. */
+static bool writable_now(gw_server *s, gw_session *ss) {
+  return s->cfg->eager_write && ss->wsi && ss->user && !ss->disconnect_code && !ss->sent_off &&
+         !(ss->flags & (F_CLOSING | F_RELEASED | F_CLOSE_SENT | F_LWS_CLOSING | F_DEFLATE)) &&
+         !lws_partial_buffered(ss->wsi);
+}
+
+/* The socket is gone. Not closed from here (the caller may be walking a list of connections):
+ * from the kill timer, outside lws' service, as an idle hang-up is. */
+static void write_failed(gw_server *s, gw_session *ss) {
+  mark_closing(ss);
+  ss->disconnect_code = 1006;
+  gw__close_backstop(s, ss, 0);
+}
+
+static bool one_frame(const gw_session *ss, const gw_msg *m) {
+  return gw_msg_len(m) + (ss->sq ? SEQ_HEADER_MAX : 0) <= FRAG_SIZE;
+}
+
 /*
  * --eager-write: a message for a connection with nothing queued goes out now, not from the next
  * WRITEABLE, which costs an epoll_ctl to arm POLLOUT, a loop wake-up and an epoll_ctl to disarm
@@ -266,25 +308,22 @@ static int write_next(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag, siz
  * as on the WRITEABLE path, and later messages queue under the queue's limits); no close decided
  * or begun by either side (a peer's close sets disconnect_code); no permessage-deflate (its
  * compressor drains across WRITEABLE callbacks); a message that fits one frame and the queue's
- * hard limit (over it, the queue's refusal closes with 4001, as without eager writes).
+ * hard limit (over it, the queue's refusal closes with 4001, as without eager writes). While a
+ * wake-up dispatches several records (s->batching), EW_BATCH instead: write_queued_now sends it
+ * with the connection's later messages of that wake-up.
  */
 static ew_result eager_write(gw_server *s, gw_session *ss, gw_msg *m, uint64_t tag) {
-  if (!s->cfg->eager_write || !ss->wsi || !ss->user || ss->disconnect_code || ss->sent_off ||
-      (ss->flags & (F_CLOSING | F_RELEASED | F_CLOSE_SENT | F_LWS_CLOSING | F_DEFLATE)) ||
-      !gw_sendq_empty(&ss->q))
+  if (!s->cfg->eager_write || !gw_sendq_empty(&ss->q))
     return EW_QUEUE;
-  size_t len = gw_msg_len(m);
   uint64_t hard = s->sendq_limits.hard_bytes;
-  if (len + (ss->sq ? SEQ_HEADER_MAX : 0) > FRAG_SIZE ||
-      (hard && len + GW_SENDQ_MSG_OVERHEAD > hard) || lws_partial_buffered(ss->wsi))
+  if (!one_frame(ss, m) || (hard && gw_msg_len(m) + GW_SENDQ_MSG_OVERHEAD > hard) ||
+      !writable_now(s, ss))
     return EW_QUEUE;
+  if (s->batching)
+    return EW_BATCH;
   int done = write_next(s, ss, m, tag, FRAG_SIZE);
   if (done < 0) {
-    /* The socket is gone. Not closed from here (the caller may be walking a list of
-     * connections): from the kill timer, outside lws' service, as an idle hang-up is. */
-    mark_closing(ss);
-    ss->disconnect_code = 1006;
-    gw__close_backstop(s, ss, 0);
+    write_failed(s, ss);
     return EW_FAILED;
   }
   if (done == 0)
@@ -348,6 +387,62 @@ static void written_from_queue(gw_server *s, gw_session *ss, size_t n) {
   if (ss->sq && !(ss->flags & F_CLOSING) &&
       gw_resume_wants_room(&s->resume, ss->sq, gw_sendq_bytes(&ss->q)))
     gw_resume_on_room(&s->resume, ss->sq, wsg_now_mono_ms());
+}
+
+/* Lists ss to be written at the batch's end; false (ss is armed for WRITEABLE instead) when the
+ * list cannot grow. */
+static bool batch_add(gw_server *s, gw_session *ss) {
+  if (s->nbatch == s->batch_cap) {
+    size_t cap = s->batch_cap ? 2 * s->batch_cap : 256;
+    uint64_t *b = realloc(s->batch, cap * sizeof *b);
+    if (!b)
+      return false;
+    s->batch = b;
+    s->batch_cap = cap;
+  }
+  s->batch[s->nbatch++] = ss->conn_id;
+  ss->batched = 1;
+  return true;
+}
+
+/*
+ * A listed connection's queue, which began with a message eager_write would have written, goes
+ * out now the same way, outside WRITEABLE: several messages to one coalesced write where they
+ * fit (--coalesce-writes), until the queue is empty, lws holds output (the socket is full), the
+ * head needs fragments or the connection is no longer writable now (closing); the rest waits for
+ * WRITEABLE.
+ */
+static void write_queued_now(gw_server *s, gw_session *ss) {
+  ss->batched = 0;
+  gw_msg *m;
+  while ((m = gw_sendq_peek(&ss->q)) && one_frame(ss, m) && writable_now(s, ss)) {
+    int done = s->cfg->coalesce_writes ? coalesce_write(s, ss) : 0;
+    if (done == 0 && (done = write_next(s, ss, m, gw_sendq_peek_tag(&ss->q), FRAG_SIZE)) > 0)
+      message_written(s, m);
+    if (done < 0) {
+      write_failed(s, ss);
+      return;
+    }
+    if (done == 0)
+      break; /* cannot happen (one frame): the rest goes from WRITEABLE */
+    wsg_counter_add(s->m_eager_writes, (uint64_t)done);
+    wsg_counter_add(s->m_batched_msgs, (uint64_t)done);
+    written_from_queue(s, ss, (size_t)done);
+  }
+  if (ss->wsi && (!gw_sendq_empty(&ss->q) || ss->sent_off || (ss->flags & F_CLOSING)))
+    lws_callback_on_writable(ss->wsi);
+}
+
+/* The end of a batch: each listed connection still listed. Conn ids, not pointers: a listed
+ * connection may be gone. */
+static void batch_flush(gw_server *s) {
+  s->batching = false;
+  for (size_t i = 0; i < s->nbatch; i++) {
+    gw_session *ss = gw_conn_map_get(&s->conns, s->batch[i]);
+    if (ss && ss->batched)
+      write_queued_now(s, ss);
+  }
+  s->nbatch = 0;
 }
 
 int gw_outbound_writeable(gw_server *s, struct lws *wsi, gw_session *ss) {

@@ -859,6 +859,7 @@ void gw_server_destroy(gw_server *s) {
   gw_expiry_finish(s);
   gw_keepalive_free(s->ka);
   free(s->scratch);
+  free(s->batch);
   wsg_buf_finish(&s->enc);
   free(s);
 }

@@ -125,6 +125,11 @@ static const wsg_metric_def metric_rows[] = {
             "Of those, messages written as they were queued to an idle connection, without "
             "waiting for a writeable event (--eager-write).",
             NULL),
+    COUNTER(m_batched_msgs, "wsgate_gateway_eager_batched_messages_total",
+            "Of those, messages held to the end of an outbound wake-up that dispatched several "
+            "records, so that each connection's messages of that wake-up go out in one write "
+            "(--eager-write under load).",
+            NULL),
     COUNTER(m_coalesced_msgs, "wsgate_gateway_coalesced_messages_total",
             "Of those, messages written several to one system call (--coalesce-writes).", NULL),
     COUNTER(m_coalesced_writes, "wsgate_gateway_coalesced_writes_total",

@@ -66,6 +66,7 @@ enum {
   HOLD_RATE = 1u << 2,     /* a complete message waits for the rate limit */
   HOLD_DISCARD = 1u << 3,  /* an oversized message's rest is dropped faster than --rate-bytes */
   HOLD_RESUME = 1u << 4,   /* a resumable connection is catching up: requests wait for the sync */
+  /* gw_session.hold is 5 bits wide: a sixth HOLD_ bit needs a wider field. */
 };
 
 enum {
@@ -107,7 +108,8 @@ typedef struct gw_session {
   uint16_t flags;
   uint16_t close_code;      /* the code to send once F_CLOSING */
   uint16_t disconnect_code; /* the `cc` of the disconnect envelope */
-  uint8_t hold;
+  uint8_t hold : 5;         /* HOLD_* bits */
+  uint8_t batched : 1;   /* on the server's batch list: its queue is written at the batch's end */
   uint8_t exp_state : 2; /* gw_expiry: GW_EXP_NONE, LIVE or ASKED */
   /* The format of the client's last channel op: server-made subscriptions answer in it
    * (gw_chserve_server_op); JSON before any op. A bit here: the block has no byte to spare. */
@@ -264,6 +266,12 @@ struct gw_server {
 
   wsg_buf enc;      /* reused for every inbound envelope */
   uint8_t *scratch; /* LWS_PRE + FRAG_SIZE, for fragmented sends */
+  /* --eager-write under load: while an outbound wake-up dispatches several records, connections
+   * that would have been written eagerly queue instead and are written once at its end
+   * (gw_outbound.c batch_flush). Their conn ids, owned; `batching` while it runs. */
+  uint64_t *batch;
+  size_t nbatch, batch_cap;
+  bool batching;
   uint64_t rx_bytes;
   uint64_t sendq_bytes;
   uint64_t deflate_conns;
@@ -301,6 +309,7 @@ struct gw_server {
   wsg_gauge *m_conns, *m_sendq_bytes, *m_rx_bytes, *m_stalled;
   wsg_counter *m_msgs_in, *m_bytes_in, *m_msgs_out, *m_bytes_out, *m_eager_writes;
   wsg_counter *m_coalesced_writes, *m_coalesced_msgs; /* --coalesce-writes */
+  wsg_counter *m_batched_msgs;                        /* --eager-write's batch rule */
   wsg_counter *m_out_nobody, *m_out_too_big, *m_reg_failed, *m_rate_limited, *m_kafka_stalls;
   wsg_counter *m_events_lost, *m_peer_closes, *m_linger_discarded, *m_pings, *m_idle_closes;
   wsg_counter *m_discards, *m_discarded;

@@ -177,6 +177,52 @@ Test(gateway_coalesce, off_coalesces_nothing) {
   ws_client_destroy(c);
 }
 
+#define EAGER   "wsgate_gateway_eager_writes_total"
+#define BATCHED "wsgate_gateway_eager_batched_messages_total"
+
+/* --eager-write under load (docs/notes/libwebsockets-4.1.6.md#eager-write): a burst of small
+ * messages to one connection, read at once, so the socket always has room. Dispatched several
+ * records to a wake-up, they are held to its end and go out coalesced; without that rule each
+ * would be written eagerly on its own and none coalesced. A message alone in its wake-up is
+ * still written at once. */
+static void burst_is_batched(const char *prefix, const char *consume) {
+  const char *flags[] = {"--eager-write=on", "--outbound-consume", consume, NULL};
+  start(prefix, flags);
+  ws_client *c = itest_connect(&gw, "owl");
+  uint64_t conn = connected("owl");
+  enum { N = 400, SIZE = 64 };
+  itest_deliver_numbered(&gw, itest_gateway_slot(&gw), conn, SIZE, N);
+  for (int i = 0; i < N; i++) {
+    ws_message m;
+    cr_assert_eq(ws_client_recv(c, &m, ITEST_TIMEOUT_MS), WS_CLIENT_OK, "message %d", i);
+    cr_assert(itest_numbered_ok(m.data, m.len, SIZE, i), "message %d: wrong or out of order", i);
+  }
+  double batched = itest_metric(gw.http_port, BATCHED), eager = itest_metric(gw.http_port, EAGER);
+  double writes = itest_metric(gw.http_port, COALESCED);
+  cr_log_info("%s: %.0f of %d batched, %.0f eager, %.0f coalesced writes carried %.0f", consume,
+              batched, N, eager, writes, itest_metric(gw.http_port, CO_MSGS));
+  cr_assert_gt(batched, 0, "no message was held to the end of its wake-up");
+  cr_assert_gt(writes, 0, "nothing was coalesced");
+  cr_assert_leq(batched, eager, "batched messages are eager writes too");
+  cr_assert_eq(itest_metric(gw.http_port, SENDQ), 0);
+  /* Alone in its wake-up: written at once, not batched. */
+  itest_deliver(&gw, itest_gateway_slot(&gw), NULL, conn, "after");
+  ws_message m;
+  itest_expect_msg(c, WS_OP_TEXT, &m, ITEST_TIMEOUT_MS);
+  cr_assert_str_eq((const char *)m.data, "after");
+  itest_wait_metric_eq(gw.http_port, EAGER, eager + 1, ITEST_TIMEOUT_MS);
+  cr_assert_eq(itest_metric(gw.http_port, BATCHED), batched);
+  ws_client_destroy(c);
+}
+
+Test(gateway_coalesce, a_burst_read_at_once_is_batched_with_eager_writes) {
+  burst_is_batched("cwb", "loop");
+}
+
+Test(gateway_coalesce, a_burst_is_batched_from_the_consumer_thread_too) {
+  burst_is_batched("cwbt", "thread");
+}
+
 /* A resumable connection's headers ("<q>\n", "\n") inside coalesced writes. */
 Test(gateway_coalesce, resumable_headers_survive) {
   const char *flags[] = {"--eager-write=off", NULL};
