@@ -288,13 +288,7 @@ static void read_exact(int fd, uint8_t *p, size_t n) {
 Test(gateway_coalesce, a_compressed_connection_never_coalesces) {
   const char *flags[] = {"--eager-write=off", "--deflate", NULL};
   start("cwdefl", flags);
-  char auth[2100];
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token("otter", 600));
-  const char *headers[] = {auth, "Sec-WebSocket-Extensions: permessage-deflate", NULL};
-  ws_client *c = NULL;
-  ws_http_response resp;
-  int rc = itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp);
-  cr_assert_eq(rc, WS_CLIENT_OK, "upgrade: %s (%d)", ws_client_strerror(rc), resp.status);
+  ws_client *c = itest_connect_deflate(&gw, "otter");
   deliver_series(connected("otter"), SERIES, 0);
   itest_wait_metric_eq(gw.http_port, QUEUED, SERIES, ITEST_TIMEOUT_MS);
   cr_assert_eq(ws_client_buffered(c), 0);

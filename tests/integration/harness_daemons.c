@@ -413,10 +413,12 @@ int itest_upgrade_status(const itest_gateway *g, const char *token, char *body, 
 }
 
 /* Upgrades with "Authorization: Bearer <tok>"; fails the test unless it succeeds. */
-static ws_client *connect_token(const itest_gateway *g, const char *user, const char *tok) {
+/* extra: one more request header, or NULL. */
+static ws_client *connect_token(const itest_gateway *g, const char *user, const char *tok,
+                                const char *extra) {
   char auth[2100];
   snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
-  const char *headers[] = {auth, NULL};
+  const char *headers[] = {auth, extra, NULL};
   ws_client *c = NULL;
   ws_http_response resp;
   int rc = itest_connect_raw(g, "/", headers, "wsgate.v1", &c, &resp);
@@ -427,7 +429,12 @@ static ws_client *connect_token(const itest_gateway *g, const char *user, const 
 }
 
 ws_client *itest_connect(const itest_gateway *g, const char *user) {
-  return connect_token(g, user, itest_token(user, 600));
+  return connect_token(g, user, itest_token(user, 600), NULL);
+}
+
+ws_client *itest_connect_deflate(const itest_gateway *g, const char *user) {
+  return connect_token(g, user, itest_token(user, 600),
+                       "Sec-WebSocket-Extensions: permessage-deflate");
 }
 
 ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
@@ -438,7 +445,7 @@ ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
   int n = gw_jwt_sign((const uint8_t *)ITEST_JWT_SECRET, strlen(ITEST_JWT_SECRET), claims, tok,
                       sizeof tok);
   cr_assert(n > 0, "gw_jwt_sign: %s", gw_jwt_strerror(n));
-  return connect_token(g, user, tok);
+  return connect_token(g, user, tok, NULL);
 }
 
 void itest_stop_reading(ws_client *c) {

@@ -123,6 +123,8 @@ const char *itest_token(const char *user, long exp_in_s);
 /* Connects with "Authorization: Bearer <token>" for user and subprotocol wsgate.v1; fails the
  * test unless the upgrade succeeds. */
 ws_client *itest_connect(const itest_gateway *g, const char *user);
+/* The same, offering permessage-deflate (the gateway needs --deflate to accept it). */
+ws_client *itest_connect_deflate(const itest_gateway *g, const char *user);
 /* The same with a token whose `channels` claim is channels_json (a JSON array of patterns). */
 ws_client *itest_connect_channels(const itest_gateway *g, const char *user,
                                   const char *channels_json);

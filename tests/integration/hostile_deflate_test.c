@@ -76,14 +76,7 @@ static uint8_t *bomb(size_t size, size_t *len) {
 Test(hostile_deflate, a_decompression_bomb_gets_1009_and_memory_stays_bounded) {
   const char *extra[] = {"--deflate", "--max-message", "1m", NULL};
   itest_gateway_start(&gw, NULL, "deflate-bomb", &(itest_daemon_opts){.extra = extra});
-  char auth[2100];
-  snprintf(auth, sizeof auth, "Authorization: Bearer %s", itest_token("bomber", 600));
-  const char *headers[] = {auth, "Sec-WebSocket-Extensions: permessage-deflate", NULL};
-  ws_client *c = NULL;
-  ws_http_response resp;
-  int rc = itest_connect_raw(&gw, "/", headers, "wsgate.v1", &c, &resp);
-  cr_assert_eq(rc, WS_CLIENT_OK, "upgrade failed: %s (status %d)", ws_client_strerror(rc),
-               resp.status);
+  ws_client *c = itest_connect_deflate(&gw, "bomber");
 
   size_t plen = 0;
   uint8_t *payload = bomb(INFLATED, &plen);
@@ -101,6 +94,7 @@ Test(hostile_deflate, a_decompression_bomb_gets_1009_and_memory_stays_bounded) {
   uint64_t t0 = itest_now_ms();
   cr_assert_eq(ws_client_send_raw(c, frame, flen), WS_CLIENT_OK);
   ws_message m;
+  int rc;
   while ((rc = ws_client_recv(c, &m, ITEST_TIMEOUT_MS)) == WS_CLIENT_OK && m.opcode != WS_OP_CLOSE)
     ;
   uint64_t took = itest_now_ms() - t0;
